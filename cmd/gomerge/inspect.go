@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gomerge/gomerge/formats/safetensors"
+)
+
+// inspectReport is inspect's --json output.
+type inspectReport struct {
+	Path     string            `json:"path"`
+	Format   string            `json:"format"`
+	Files    []inspectFile     `json:"files"`
+	Metadata map[string]string `json:"metadata"`
+	Tensors  []inspectTensor   `json:"tensors"`
+	// DTypes counts tensors by dtype.
+	DTypes        map[string]int `json:"dtypes"`
+	TotalElements int64          `json:"total_elements"`
+	TotalBytes    int64          `json:"total_bytes"`
+}
+
+type inspectFile struct {
+	Path        string `json:"path"`
+	Size        int64  `json:"size"`
+	HeaderBytes int64  `json:"header_bytes"`
+	Tensors     int    `json:"tensors"`
+}
+
+type inspectTensor struct {
+	Name   string  `json:"name"`
+	DType  string  `json:"dtype"`
+	Shape  []int64 `json:"shape"`
+	File   string  `json:"file"`
+	Offset int64   `json:"offset"`
+	Bytes  int64   `json:"bytes"`
+}
+
+func newInspectCmd(ios *IOStreams) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect PATH [--json]",
+		Short: "List a checkpoint's tensors, dtypes, shapes, shards and metadata (validating it)",
+		Example: `  gomerge inspect model.safetensors
+  gomerge inspect ckpt/step_400 --json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("inspect takes one checkpoint; got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := safetensors.OpenCheckpoint(args[0])
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rep := inspectReport{Path: args[0], Format: "safetensors", Metadata: c.Metadata, DTypes: map[string]int{}}
+			for _, s := range c.Shards {
+				rep.Files = append(rep.Files, inspectFile{Path: s.Path, Size: s.File.Size(), HeaderBytes: s.File.HeaderSize(), Tensors: len(s.File.Tensors)})
+			}
+			for _, t := range c.Tensors() {
+				rep.Tensors = append(rep.Tensors, inspectTensor{Name: t.Name, DType: t.DType.String(), Shape: t.Shape,
+					File: c.FileOf(t), Offset: t.Begin, Bytes: t.Size()})
+				rep.DTypes[t.DType.String()]++
+				rep.TotalElements += t.NumElements()
+				rep.TotalBytes += t.Size()
+			}
+			if asJSON {
+				return writeJSON(ios.Out, rep)
+			}
+			w := tabwriter.NewWriter(ios.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "%s: safetensors, %d file(s), %d tensors, %d parameters, %s\n",
+				rep.Path, len(rep.Files), len(rep.Tensors), rep.TotalElements, humanBytes(rep.TotalBytes))
+			for _, k := range slices.Sorted(maps.Keys(rep.DTypes)) {
+				fmt.Fprintf(w, "  %s\t%d tensors\n", k, rep.DTypes[k])
+			}
+			for _, k := range slices.Sorted(maps.Keys(rep.Metadata)) {
+				fmt.Fprintf(w, "  metadata %s\t%s\n", k, rep.Metadata[k])
+			}
+			fmt.Fprintln(w, "\ntensor\tdtype\tshape\tbytes\tfile")
+			for _, t := range rep.Tensors {
+				fmt.Fprintf(w, "%s\t%s\t%v\t%d\t%s\n", t.Name, t.DType, t.Shape, t.Bytes, t.File)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON report on stdout")
+	return cmd
+}

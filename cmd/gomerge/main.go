@@ -1,0 +1,165 @@
+// Command gomerge merges neural-network checkpoints: SFA between training segments,
+// and the common model-merging methods, over memory-mapped safetensors files.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/merge"
+)
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); otherwise the
+// module version or VCS revision from the build info is used.
+var version = ""
+
+// Exit statuses (SPEC §3).
+const (
+	exitOK       = 0
+	exitOther    = 1
+	exitUsage    = 2
+	exitBadInput = 3
+	exitIO       = 4
+)
+
+// IOStreams are a command's standard streams; tests substitute buffers.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+	// ErrTTY says whether ErrOut is a terminal, where progress is drawn.
+	ErrTTY bool
+}
+
+// usageError marks an error in how gomerge was called.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ios := &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, ErrTTY: term.IsTerminal(int(os.Stderr.Fd()))}
+	code := run(ctx, ios, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes one gomerge command line and returns its exit status.
+func run(ctx context.Context, ios *IOStreams, args []string) int {
+	started := false // set once a command's RunE begins: errors before are usage errors
+	root := newRootCmd(ios, &started)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(ios.ErrOut, "gomerge: %v\n", err)
+	code := exitCode(err, started)
+	if code == exitUsage {
+		fmt.Fprintf(ios.ErrOut, "Run 'gomerge %s --help' for usage.\n", commandPath(root, args))
+	}
+	return code
+}
+
+func commandPath(root *cobra.Command, args []string) string {
+	c, _, err := root.Find(args)
+	if err != nil || c == root {
+		return "<command>"
+	}
+	return c.CommandPath()[len(root.Name())+1:]
+}
+
+// exitCode maps an error to SPEC §3's exit statuses by its type, never its text.
+func exitCode(err error, started bool) int {
+	var ue usageError
+	var oe *merge.OutputError
+	switch {
+	case errors.As(err, &ue) || !started:
+		return exitUsage
+	case errors.As(err, &oe):
+		return exitIO
+	case errors.Is(err, merge.ErrBadInput), errors.Is(err, safetensors.ErrFormat),
+		errors.Is(err, dtype.ErrUnsupported), errors.Is(err, dtype.ErrUnknown),
+		errors.Is(err, merge.ErrInputChanged), errors.Is(err, fs.ErrNotExist):
+		return exitBadInput
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EIO),
+		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.ENOTEMPTY):
+		return exitIO
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return exitIO
+	}
+	return exitOther
+}
+
+func newRootCmd(ios *IOStreams, started *bool) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "gomerge",
+		Short: "Merge neural-network checkpoints (SFA, linear, TIES, ...) fast and safely",
+		Long: `gomerge merges checkpoints stored as safetensors files or Hugging Face folders.
+
+It memory-maps its inputs, computes in float32 and writes the result through a
+temporary file that is fsynced and renamed, so an interrupted merge never leaves a
+half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
+1 anything else.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(*cobra.Command, []string) {
+			*started = true
+		},
+	}
+	root.SetIn(ios.In)
+	root.SetOut(ios.Out)
+	root.SetErr(ios.ErrOut)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newSFACmd(ios), newDistanceCmd(ios), newInspectCmd(ios), newVersionCmd(ios))
+	return root
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "devel-" + rev
+}

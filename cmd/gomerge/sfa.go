@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/merge"
+)
+
+// outputFlags are the flags every merge command shares.
+type outputFlags struct {
+	out          string
+	dtype        string
+	shardSize    string
+	threads      int
+	json         bool
+	allowMissing bool
+}
+
+func (f *outputFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.out, "out", "o", "", "output: a .safetensors file, or a folder (Hugging Face layout)")
+	fl.StringVar(&f.dtype, "dtype", "", "dtype of merged float tensors: bf16, f16, f32, f64 (default: the reference input's)")
+	fl.StringVar(&f.shardSize, "shard-size", "", "largest shard of a folder output, e.g. 5GB, 500MB (default: keep the reference's layout, else 5GB)")
+	fl.IntVar(&f.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
+	fl.BoolVar(&f.json, "json", false, "print a JSON report on stdout")
+	fl.BoolVar(&f.allowMissing, "allow-missing", false, "copy tensors that some inputs lack from the reference instead of failing")
+}
+
+// job fills the output side of a merge job from the flags.
+func (f *outputFlags) job(ios *IOStreams) (merge.Job, error) {
+	var job merge.Job
+	if f.dtype != "" {
+		d, err := dtype.ParseFloat(f.dtype)
+		if err != nil {
+			return job, usagef("--dtype: %v", err)
+		}
+		job.OutDType = d
+	}
+	if f.shardSize != "" {
+		n, err := parseSize(f.shardSize)
+		if err != nil || n <= 0 {
+			return job, usagef("--shard-size %q: want a positive size such as 5GB or 500MB", f.shardSize)
+		}
+		job.ShardSize = n
+	}
+	if f.threads < 0 {
+		return job, usagef("--threads %d: must be positive", f.threads)
+	}
+	job.Out = f.out
+	job.AllowMissing = f.allowMissing
+	job.Exec.Threads = f.threads
+	job.Version = versionString()
+	job.OnLockWait = func() {
+		fmt.Fprintln(ios.ErrOut, "gomerge: another gomerge is writing to this folder; waiting for it to finish")
+	}
+	if ios.ErrTTY {
+		bar := newProgress(ios.ErrOut)
+		job.OnStart = bar.start
+		job.Exec.Progress = bar.add
+	}
+	return job, nil
+}
+
+// parseSize reads 5GB, 500MB, 2GiB, 1e9 or a plain byte count.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{
+		{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"B", 1},
+	}
+	up := strings.ToUpper(strings.TrimSpace(s))
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(up, u.suffix) {
+			up, mult = strings.TrimSpace(strings.TrimSuffix(up, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(up, 64)
+	if err != nil {
+		return 0, err
+	}
+	if v*mult > 1<<62 {
+		return 0, fmt.Errorf("size %s too large", s)
+	}
+	return int64(v * mult), nil
+}
+
+type sfaOptions struct {
+	anchor, current, fisher string
+	beta, eta               float64
+	inPlace                 bool
+	outputFlags
+}
+
+func newSFACmd(ios *IOStreams) *cobra.Command {
+	var o sfaOptions
+	cmd := &cobra.Command{
+		Use:   "sfa --anchor ANCHOR --current CURRENT [--beta 0.5] (--out PATH | --in-place)",
+		Short: "Average the current model toward the anchor: θ = β·θ_anchor + (1−β)·θ_current",
+		Long: `Sequential Fine-tuning with Averaging (SFA): replace the weights being trained with
+β·θ_anchor + (1−β)·θ_current, where the anchor is the model that finished the previous
+task. A trainer calls this every p·T steps ('gomerge sfa schedule' prints them); the
+merge at the end of a task becomes the next anchor.
+
+With --fisher (the anchor's diagonal Fisher, same tensor names and shapes) β is per
+element, β_j = min(1, η·F_j): the EWC-as-merging form.
+
+--in-place replaces CURRENT's weights atomically: a crash at any point leaves either the
+old or the new checkpoint, complete. In a folder, config, tokenizer and trainer state
+are kept (hard-linked into the new folder, not copied).`,
+		Example: `  # between training segments, in place
+  gomerge sfa --anchor math.safetensors --current ckpt/step_400 --beta 0.5 --in-place
+
+  # to a new file, with the distance to the anchor as JSON
+  gomerge sfa --anchor base.safetensors --current ft.safetensors --out merged.safetensors --json
+
+  # Fisher-weighted (EWC-like) averaging
+  gomerge sfa --anchor a.safetensors --current c.safetensors --fisher a_fisher.safetensors --eta 1e4 --out m.safetensors`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.anchor == "" || o.current == "" {
+				return usagef("--anchor and --current are required")
+			}
+			if (o.out == "") == !o.inPlace {
+				return usagef("give exactly one of --out PATH and --in-place")
+			}
+			if o.fisher != "" && cmd.Flags().Changed("beta") {
+				return usagef("--beta and --fisher exclude each other: with --fisher, β_j = min(1, η·F_j)")
+			}
+			if o.fisher == "" && cmd.Flags().Changed("eta") {
+				return usagef("--eta needs --fisher")
+			}
+			if !(o.beta >= 0 && o.beta <= 1) {
+				return usagef("--beta %v: must be in [0, 1]", o.beta)
+			}
+			if o.fisher != "" && !(o.eta > 0) {
+				return usagef("--eta %v: must be positive", o.eta)
+			}
+			return runSFA(cmd.Context(), ios, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.anchor, "anchor", "", "the anchor checkpoint (the model that finished the previous task)")
+	f.StringVar(&o.current, "current", "", "the checkpoint being trained (the reference: its dtypes and layout are kept)")
+	f.Float64Var(&o.beta, "beta", 0.5, "weight of the anchor, in [0, 1]")
+	f.BoolVar(&o.inPlace, "in-place", false, "replace CURRENT atomically instead of writing --out")
+	f.StringVar(&o.fisher, "fisher", "", "the anchor's diagonal Fisher (safetensors, same names and shapes): per-element β")
+	f.Float64Var(&o.eta, "eta", 1, "with --fisher: β_j = min(1, eta·F_j)")
+	o.outputFlags.register(cmd)
+	cmd.AddCommand(newScheduleCmd(ios))
+	return cmd
+}
+
+func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
+	job, err := o.outputFlags.job(ios)
+	if err != nil {
+		return err
+	}
+	job.InPlace = o.inPlace
+	rep, err := merge.RunSFA(ctx, merge.SFAJob{
+		Anchor: o.anchor, Current: o.current, Fisher: o.fisher,
+		SFA: merge.SFA{Beta: o.beta, Eta: o.eta},
+		Job: job,
+	})
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return writeJSON(ios.Out, rep)
+	}
+	fmt.Fprintf(ios.Out, "sfa: wrote %s (%d tensors merged, %d copied, %s in %.2fs)\n",
+		rep.Output, rep.TensorsMerged, rep.TensorsCopied, humanBytes(rep.BytesWritten), rep.Seconds)
+	fmt.Fprintf(ios.Out, "L2 to anchor: %.6g before, %.6g after\n", *rep.L2Before, *rep.L2After)
+	return nil
+}
+
+func newScheduleCmd(ios *IOStreams) *cobra.Command {
+	var steps int
+	var p float64
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "schedule --steps T --p P",
+		Short: "Print the steps at which a trainer averages: every max(1, floor(P·T)) steps, and at T",
+		Example: `  gomerge sfa schedule --steps 1000 --p 0.25
+  gomerge sfa schedule --steps 1000 --p 0.1 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("steps") || !cmd.Flags().Changed("p") {
+				return usagef("--steps and --p are required")
+			}
+			s, err := merge.Schedule(steps, p)
+			if err != nil {
+				return usageError{err}
+			}
+			if asJSON {
+				return writeJSON(ios.Out, s)
+			}
+			for _, v := range s {
+				fmt.Fprintln(ios.Out, v)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&steps, "steps", 0, "steps of training on the task (T)")
+	cmd.Flags().Float64Var(&p, "p", 0, "averaging fraction: average every p·T steps, 0 < p ≤ 1")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	return cmd
+}

@@ -1,0 +1,279 @@
+package dtype
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+)
+
+// half16 describes a 16-bit float format for the independent reference below, which
+// works from the IEEE definition in float64 rather than from bit tricks.
+type half16 struct {
+	name     string
+	expBits  uint
+	manBits  uint
+	toF32    func(uint16) float32
+	fromF32  func(float32) uint16
+	infBits  uint16
+	quietBit uint16
+}
+
+var formats16 = []half16{
+	{"BF16", 8, 7, BF16ToFloat32, Float32ToBF16, 0x7f80, 0x0040},
+	{"F16", 5, 10, F16ToFloat32, Float32ToF16, 0x7c00, 0x0200},
+}
+
+// refValue is the value of bit pattern h by the IEEE formula, in float64.
+func (f half16) refValue(h uint16) float64 {
+	bias := int(1)<<(f.expBits-1) - 1
+	sign := 1.0
+	if h&0x8000 != 0 {
+		sign = -1
+	}
+	exp := int(h>>f.manBits) & (1<<f.expBits - 1)
+	man := float64(h & (1<<f.manBits - 1))
+	scale := math.Ldexp(1, int(f.manBits))
+	switch {
+	case exp == 1<<f.expBits-1 && man == 0:
+		return math.Inf(int(sign))
+	case exp == 1<<f.expBits-1:
+		return math.NaN()
+	case exp == 0:
+		return sign * math.Ldexp(man/scale, 1-bias)
+	}
+	return sign * math.Ldexp(1+man/scale, exp-bias)
+}
+
+// TestDecodeExhaustive checks every one of the 65,536 patterns of each format against
+// the IEEE formula, NaN payloads included.
+func TestDecodeExhaustive(t *testing.T) {
+	for _, f := range formats16 {
+		for i := range 1 << 16 {
+			h := uint16(i)
+			got := f.toF32(h)
+			want := f.refValue(h)
+			if math.IsNaN(want) {
+				if !math.IsNaN(float64(got)) {
+					t.Fatalf("%s %#04x: got %v, want NaN", f.name, h, got)
+				}
+				gb := math.Float32bits(got)
+				if gb>>31 != uint32(h>>15) {
+					t.Fatalf("%s %#04x: NaN lost its sign", f.name, h)
+				}
+				payload := uint32(h) & (1<<f.manBits - 1)
+				if gb&0x7fffff != payload<<(23-f.manBits) {
+					t.Fatalf("%s %#04x: NaN payload %#x not kept", f.name, h, gb&0x7fffff)
+				}
+				continue
+			}
+			if float64(got) != want || math.Signbit(float64(got)) != math.Signbit(want) {
+				t.Fatalf("%s %#04x: got %v, want %v", f.name, h, got, want)
+			}
+		}
+	}
+}
+
+// refRound rounds x to the format by searching the sorted table of all non-negative
+// finite values (Inf appended one ulp past the largest), ties to the even pattern.
+type refRounder struct {
+	f      half16
+	values []float64 // ascending, index = bit pattern for non-negative patterns
+}
+
+func newRefRounder(f half16) *refRounder {
+	r := &refRounder{f: f}
+	for h := uint16(0); h < f.infBits; h++ {
+		r.values = append(r.values, f.refValue(h))
+	}
+	last := r.values[len(r.values)-1]
+	prev := r.values[len(r.values)-2]
+	r.values = append(r.values, last+(last-prev)) // where Inf sits for rounding
+	if !sort.Float64sAreSorted(r.values) {
+		panic("reference table not sorted")
+	}
+	return r
+}
+
+func (r *refRounder) round(x float32) uint16 {
+	v := float64(x)
+	var sign uint16
+	if math.Signbit(v) {
+		sign = 0x8000
+		v = -v
+	}
+	if math.IsInf(v, 1) || v >= r.values[len(r.values)-1] {
+		return sign | r.f.infBits
+	}
+	i := sort.SearchFloat64s(r.values, v) // first index with values[i] >= v
+	if r.values[i] == v {
+		return sign | uint16(i)
+	}
+	lo, hi := i-1, i
+	dlo, dhi := v-r.values[lo], r.values[hi]-v
+	switch {
+	case dlo < dhi:
+		return sign | uint16(lo)
+	case dhi < dlo:
+		return sign | uint16(hi)
+	case lo%2 == 0:
+		return sign | uint16(lo)
+	}
+	return sign | uint16(hi)
+}
+
+// TestEncodeAgainstReference rounds every representable value, every midpoint between
+// neighbours, one float32 ulp either side of each midpoint, both signs, and random
+// float32 patterns, and compares with the table search.
+func TestEncodeAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, f := range formats16 {
+		ref := newRefRounder(f)
+		var inputs []float32
+		for i := 0; i+1 < len(ref.values); i++ {
+			a, b := ref.values[i], ref.values[i+1]
+			mid := float32((a + b) / 2) // exact: one more bit than the format has
+			inputs = append(inputs, float32(a), mid,
+				math.Nextafter32(mid, 0), math.Nextafter32(mid, float32(math.Inf(1))))
+		}
+		inputs = append(inputs, float32(math.Inf(1)), math.MaxFloat32, math.SmallestNonzeroFloat32)
+		for range 200_000 {
+			inputs = append(inputs, math.Float32frombits(rng.Uint32()))
+		}
+		checked := 0
+		for _, x := range inputs {
+			for _, v := range []float32{x, -x} {
+				if v != v {
+					continue // NaNs are checked below
+				}
+				got, want := f.fromF32(v), ref.round(v)
+				if got != want {
+					t.Fatalf("%s: round(%g = %#08x) = %#04x, want %#04x", f.name, v, math.Float32bits(v), got, want)
+				}
+				checked++
+			}
+		}
+		t.Logf("%s: %d values checked", f.name, checked)
+	}
+}
+
+func TestEncodeNaN(t *testing.T) {
+	for _, f := range formats16 {
+		for _, bits := range []uint32{0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fffffff, 0x7fa00000} {
+			x := math.Float32frombits(bits)
+			h := f.fromF32(x)
+			back := f.toF32(h)
+			if !math.IsNaN(float64(back)) {
+				t.Errorf("%s: NaN %#08x became %#04x (%v)", f.name, bits, h, back)
+			}
+			if math.Signbit(float64(back)) != (bits>>31 == 1) {
+				t.Errorf("%s: NaN %#08x lost its sign", f.name, bits)
+			}
+			if h&f.quietBit == 0 {
+				t.Errorf("%s: NaN %#08x is not quiet: %#04x", f.name, bits, h)
+			}
+		}
+	}
+}
+
+// TestRoundTrip: widening then narrowing returns every non-NaN pattern unchanged.
+func TestRoundTrip(t *testing.T) {
+	for _, f := range formats16 {
+		for i := range 1 << 16 {
+			h := uint16(i)
+			x := f.toF32(h)
+			if x != x {
+				continue
+			}
+			if got := f.fromF32(x); got != h {
+				t.Fatalf("%s: %#04x -> %v -> %#04x", f.name, h, x, got)
+			}
+		}
+	}
+}
+
+func TestDecodeEncodeSlices(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	src := make([]float32, 1001)
+	for i := range src {
+		src[i] = float32(rng.NormFloat64() * 3)
+	}
+	src[0] = float32(math.NaN())
+	for _, d := range []DType{BF16, F16, F32, F64} {
+		buf := make([]byte, len(src)*d.Size())
+		if err := Encode(buf, src, d); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]float32, len(src))
+		if err := Decode(got, buf, d); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range src {
+			var want float32
+			switch d {
+			case BF16:
+				want = BF16ToFloat32(Float32ToBF16(v))
+			case F16:
+				want = F16ToFloat32(Float32ToF16(v))
+			default:
+				want = v
+			}
+			if math.Float32bits(got[i]) != math.Float32bits(want) && !(got[i] != got[i] && want != want) {
+				t.Fatalf("%s[%d]: got %v want %v", d, i, got[i], want)
+			}
+		}
+	}
+	if err := Decode(make([]float32, 4), make([]byte, 7), BF16); err == nil {
+		t.Error("Decode accepted a short source")
+	}
+	if err := Encode(make([]byte, 3), make([]float32, 2), F16); err == nil {
+		t.Error("Encode accepted a short destination")
+	}
+	if err := Decode(make([]float32, 1), make([]byte, 4), I32); err == nil {
+		t.Error("Decode accepted an integer type")
+	}
+}
+
+func TestF64Decode(t *testing.T) {
+	// 1 + 2⁻²⁴ is halfway between two float32 values: ties to even gives 1.
+	buf := make([]byte, 16)
+	putF64 := func(i int, v float64) {
+		b := math.Float64bits(v)
+		for k := range 8 {
+			buf[8*i+k] = byte(b >> (8 * k))
+		}
+	}
+	putF64(0, 1+math.Ldexp(1, -24))
+	putF64(1, 1+3*math.Ldexp(1, -24))
+	got := make([]float32, 2)
+	if err := Decode(got, buf, F64); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 1 || float64(got[1]) != 1+math.Ldexp(1, -22) {
+		t.Errorf("F64 rounding: got %v", got)
+	}
+}
+
+func TestParse(t *testing.T) {
+	for d := Bool; d <= F64; d++ {
+		got, err := Parse(d.String())
+		if err != nil || got != d {
+			t.Errorf("Parse(%q) = %v, %v", d.String(), got, err)
+		}
+	}
+	if _, err := Parse("F8_E4M3"); err == nil || !errors.Is(err, ErrUnsupported) {
+		t.Errorf("F8_E4M3: %v", err)
+	}
+	if _, err := Parse("Q9"); err == nil || !errors.Is(err, ErrUnknown) {
+		t.Errorf("Q9: %v", err)
+	}
+	for in, want := range map[string]DType{"bf16": BF16, "float16": F16, "F32": F32, "fp32": F32} {
+		if got, err := ParseFloat(in); err != nil || got != want {
+			t.Errorf("ParseFloat(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseFloat("i32"); err == nil {
+		t.Error("ParseFloat accepted an integer type")
+	}
+}

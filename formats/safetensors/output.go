@@ -1,0 +1,586 @@
+package safetensors
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// How an output reaches its destination without ever exposing a partial checkpoint:
+//
+//   - A file is written as a temporary file in the destination's folder, fsynced, and
+//     renamed over the destination.
+//   - A folder is built complete as a temporary sibling folder (.NAME.gomerge-tmp-*),
+//     fsynced, then swapped with the destination by renameat2(RENAME_EXCHANGE), so a
+//     reader sees the old or the new folder at every instant; the old one, now under the
+//     temporary name, is then removed. Where the filesystem refuses the exchange, the
+//     old folder is renamed to .NAME.gomerge-old and the new one into place; a crash
+//     between those two renames leaves no NAME, and the next run (Lock) renames the old
+//     folder back.
+//   - A lock (flock on the destination's parent folder) keeps two gomerge processes
+//     from writing the same destination at once, and every run removes what a killed
+//     run left behind, under that lock, before it writes.
+
+const (
+	tmpInfix = ".gomerge-tmp-"
+	oldInfix = ".gomerge-old"
+)
+
+// IsFolderPath reports whether an output path names a folder (anything that does not
+// end in .safetensors).
+func IsFolderPath(path string) bool {
+	return !strings.HasSuffix(strings.ToLower(path), ".safetensors")
+}
+
+// Dest is a locked output destination. Lock it before opening inputs that live at the
+// destination (an in-place merge), so that an interrupted earlier run is repaired first.
+type Dest struct {
+	Path   string
+	Folder bool
+	// NoExchange makes folder commits take the rename fallback even where the
+	// filesystem can exchange; tests use it to exercise that path.
+	NoExchange bool
+
+	parent, base string
+	lock         *os.File
+}
+
+// Lock takes the destination's lock, waiting for another gomerge process that holds
+// it (onWait, if not nil, is called once before waiting), then removes what an
+// interrupted run left behind.
+func Lock(path string, onWait func()) (*Dest, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dest{Path: abs, Folder: IsFolderPath(abs), parent: filepath.Dir(abs), base: filepath.Base(abs)}
+	lk, err := os.Open(d.parent)
+	if err != nil {
+		return nil, fmt.Errorf("output folder: %w", err)
+	}
+	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			lk.Close()
+			return nil, &os.PathError{Op: "lock", Path: d.parent, Err: err}
+		}
+		if onWait != nil {
+			onWait()
+		}
+		for {
+			err = unix.Flock(int(lk.Fd()), unix.LOCK_EX)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			lk.Close()
+			return nil, &os.PathError{Op: "lock", Path: d.parent, Err: err}
+		}
+	}
+	d.lock = lk
+	if err := d.recover(); err != nil {
+		d.Unlock()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Unlock releases the lock.
+func (d *Dest) Unlock() {
+	if d.lock != nil {
+		d.lock.Close() // closing the last descriptor releases the flock
+		d.lock = nil
+	}
+}
+
+func (d *Dest) oldPath() string { return filepath.Join(d.parent, "."+d.base+oldInfix) }
+
+// recover repairs what a killed run may have left: a folder switch cut between its two
+// renames (roll back to the old folder, which is complete), and temporary files.
+func (d *Dest) recover() error {
+	old := d.oldPath()
+	if _, err := os.Lstat(old); err == nil {
+		if _, err := os.Lstat(d.Path); errors.Is(err, fs.ErrNotExist) {
+			if err := os.Rename(old, d.Path); err != nil {
+				return fmt.Errorf("restoring %s from an interrupted run: %w", d.Path, err)
+			}
+		} else if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("removing %s left by an interrupted run: %w", old, err)
+		}
+	}
+	stale, err := filepath.Glob(filepath.Join(d.parent, "."+globEscape(d.base)+tmpInfix+"*"))
+	if err != nil {
+		return err
+	}
+	for _, s := range stale {
+		if err := os.RemoveAll(s); err != nil {
+			return fmt.Errorf("removing %s left by an interrupted run: %w", s, err)
+		}
+	}
+	return syncDir(d.parent)
+}
+
+func globEscape(s string) string {
+	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`)
+	return r.Replace(s)
+}
+
+// ShardLayout names one output file and the tensors it holds, in order.
+type ShardLayout struct {
+	Name    string
+	Tensors []string
+}
+
+// OutputOptions describe what to write at a Dest.
+type OutputOptions struct {
+	Specs    []Spec            // every tensor, in output order
+	Metadata map[string]string // __metadata__ of every file
+	// Layout, for a folder, fixes the file names and which tensors each holds (an
+	// in-place merge keeps the checkpoint's own layout). Otherwise the tensors are
+	// split into shards of at most ShardSize bytes (0: one file).
+	Layout    []ShardLayout
+	ShardSize int64
+	// ExtraFrom, for a folder, is a folder whose other files (config, tokenizer,
+	// trainer state) go beside the weights: hard-linked, whole trees included, when
+	// Link is set (in place), else its top-level non-weight files are copied.
+	ExtraFrom string
+	Link      bool
+}
+
+// Output is a checkpoint being written. Its tensors' data are written with WriteAt,
+// concurrently if need be; Commit makes it visible at the destination, Abort drops it.
+type Output struct {
+	dest   *Dest
+	tmp    string // the temporary file or folder
+	plans  []*FilePlan
+	files  []*os.File
+	where  []tensorLoc // by index into OutputOptions.Specs
+	done   bool
+	Shards []string // final paths of the files written
+}
+
+type tensorLoc struct {
+	file  int
+	begin int64
+	size  int64
+}
+
+// Create plans the output and creates its temporary file(s), pre-sized, with headers
+// written.
+func (d *Dest) Create(opts OutputOptions) (o *Output, err error) {
+	o = &Output{dest: d, where: make([]tensorLoc, len(opts.Specs))}
+	defer func() {
+		if err != nil {
+			o.Abort()
+			o = nil
+		}
+	}()
+	if err := o.plan(opts); err != nil {
+		return nil, err
+	}
+	if !d.Folder {
+		f, err := os.CreateTemp(d.parent, "."+d.base+tmpInfix+"*")
+		if err != nil {
+			return nil, err
+		}
+		o.tmp = f.Name()
+		o.files = append(o.files, f)
+		o.Shards = []string{d.Path}
+	} else {
+		if err := d.checkReplaceable(); err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp(d.parent, "."+d.base+tmpInfix+"*")
+		if err != nil {
+			return nil, err
+		}
+		o.tmp = dir
+		for _, p := range o.plans {
+			f, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			o.files = append(o.files, f)
+			o.Shards = append(o.Shards, filepath.Join(d.Path, p.Name))
+		}
+		if err := o.writeIndex(opts); err != nil {
+			return nil, err
+		}
+		if err := o.placeExtras(opts); err != nil {
+			return nil, err
+		}
+	}
+	for i, p := range o.plans {
+		f := o.files[i]
+		if err := f.Truncate(p.Size); err != nil {
+			return nil, err
+		}
+		if err := fallocate(f, p.Size); err != nil {
+			return nil, err
+		}
+		if _, err := f.WriteAt(p.Header, 0); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// fallocate reserves the file's blocks so that a full disk fails now, before any
+// work, rather than halfway. Filesystems that cannot (tmpfs on old kernels) are let be.
+func fallocate(f *os.File, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+func (o *Output) plan(opts OutputOptions) error {
+	d := o.dest
+	specIndex := make(map[string]int, len(opts.Specs))
+	for i, s := range opts.Specs {
+		specIndex[s.Name] = i
+	}
+	var groups [][]Spec
+	var names []string
+	switch {
+	case !d.Folder:
+		groups, names = [][]Spec{opts.Specs}, []string{d.base}
+	case len(opts.Layout) > 0:
+		placed := 0
+		for _, l := range opts.Layout {
+			var g []Spec
+			for _, n := range l.Tensors {
+				i, ok := specIndex[n]
+				if !ok {
+					return fmt.Errorf("output layout: shard %s names tensor %q, which is not planned", l.Name, n)
+				}
+				g = append(g, opts.Specs[i])
+			}
+			placed += len(g)
+			groups, names = append(groups, g), append(names, l.Name)
+		}
+		if placed != len(opts.Specs) {
+			return fmt.Errorf("output layout places %d of %d tensors", placed, len(opts.Specs))
+		}
+	default:
+		groups = SplitShards(opts.Specs, opts.ShardSize)
+		if len(groups) == 1 {
+			names = []string{SingleFileName}
+		} else {
+			for i := range groups {
+				names = append(names, ShardName(i, len(groups)))
+			}
+		}
+	}
+	for fi, g := range groups {
+		p, err := PlanFile(names[fi], g, opts.Metadata)
+		if err != nil {
+			return err
+		}
+		for _, t := range p.Tensors {
+			o.where[specIndex[t.Name]] = tensorLoc{file: fi, begin: t.Begin, size: t.Size()}
+		}
+		o.plans = append(o.plans, p)
+	}
+	return nil
+}
+
+// Plans returns the planned files.
+func (o *Output) Plans() []*FilePlan { return o.plans }
+
+func (o *Output) writeIndex(opts OutputOptions) error {
+	if len(o.plans) == 1 && o.plans[0].Name == SingleFileName {
+		return nil
+	}
+	var total int64
+	wm := make(map[string]string)
+	for _, p := range o.plans {
+		for _, t := range p.Tensors {
+			total += t.Size()
+			wm[t.Name] = p.Name
+		}
+	}
+	data, err := json.MarshalIndent(Index{Metadata: map[string]any{"total_size": total}, WeightMap: wm}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileSync(filepath.Join(o.tmp, IndexFileName), append(data, '\n'))
+}
+
+// isWeightFile says which files of a folder are weights that a merge replaces rather
+// than carries over.
+func isWeightFile(name string) bool {
+	for _, suf := range []string{".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"} {
+		if strings.HasSuffix(name, suf) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *Output) placeExtras(opts OutputOptions) error {
+	if opts.ExtraFrom == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(opts.ExtraFrom)
+	if err != nil {
+		return err
+	}
+	replaced := map[string]bool{IndexFileName: true}
+	for _, p := range o.plans {
+		replaced[p.Name] = true
+	}
+	for _, e := range entries {
+		name := e.Name()
+		src, dst := filepath.Join(opts.ExtraFrom, name), filepath.Join(o.tmp, name)
+		if replaced[name] || strings.Contains(name, tmpInfix) || strings.HasSuffix(name, oldInfix) {
+			continue
+		}
+		if opts.Link {
+			// In place everything but the weights stays, including optimizer and
+			// trainer state in sub-folders, as links to the same inodes: nothing is
+			// copied and the old folder stays complete until the swap.
+			if err := linkTree(src, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		if !e.Type().IsRegular() || isWeightFile(name) {
+			continue
+		}
+		if err := copyFile(src, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func linkTree(src, dst string) error {
+	st, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(target, dst)
+	case st.IsDir():
+		if err := os.Mkdir(dst, st.Mode().Perm()); err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(src)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := linkTree(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+				return err
+			}
+		}
+		return nil
+	case st.Mode().IsRegular():
+		return os.Link(src, dst)
+	}
+	return nil // sockets, devices: not part of a checkpoint
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// checkReplaceable refuses to replace a folder that holds something other than a
+// checkpoint, so that a mistyped --out cannot swap away a home directory.
+func (d *Dest) checkReplaceable() error {
+	st, err := os.Stat(d.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return &os.PathError{Op: "write checkpoint", Path: d.Path, Err: errors.New("exists and is not a folder (name a .safetensors file to write one file)")}
+	}
+	entries, err := os.ReadDir(d.Path)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	for _, e := range entries {
+		if n := e.Name(); n == SingleFileName || n == IndexFileName {
+			return nil
+		}
+	}
+	return &os.PathError{Op: "write checkpoint", Path: d.Path, Err: syscall.ENOTEMPTY}
+}
+
+// Size returns the planned size in bytes of tensor i.
+func (o *Output) Size(i int) int64 { return o.where[i].size }
+
+// WriteAt writes p at offset off of tensor i's data (i indexes OutputOptions.Specs).
+// It is safe for concurrent use on disjoint ranges.
+func (o *Output) WriteAt(i int, off int64, p []byte) error {
+	l := o.where[i]
+	if off < 0 || off+int64(len(p)) > l.size {
+		return fmt.Errorf("safetensors: write of %d bytes at %d outside tensor of %d bytes", len(p), off, l.size)
+	}
+	_, err := o.files[l.file].WriteAt(p, l.begin+off)
+	return err
+}
+
+// Commit makes the output durable and visible at the destination.
+func (o *Output) Commit() error {
+	if o.done {
+		return errors.New("safetensors: output already committed or aborted")
+	}
+	for _, f := range o.files {
+		if err := f.Sync(); err != nil {
+			o.Abort()
+			return err
+		}
+	}
+	for _, f := range o.files {
+		if err := f.Close(); err != nil {
+			o.files = nil
+			o.Abort()
+			return err
+		}
+	}
+	o.files = nil
+	d := o.dest
+	if !d.Folder {
+		if err := os.Rename(o.tmp, d.Path); err != nil {
+			o.Abort()
+			return err
+		}
+		o.done = true
+		return syncDir(d.parent)
+	}
+	if err := syncDir(o.tmp); err != nil {
+		o.Abort()
+		return err
+	}
+	err := o.switchFolder()
+	if err != nil {
+		o.Abort()
+		return err
+	}
+	o.done = true
+	return nil
+}
+
+func (o *Output) switchFolder() error {
+	d := o.dest
+	if _, err := os.Lstat(d.Path); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Rename(o.tmp, d.Path); err != nil {
+			return err
+		}
+		return syncDir(d.parent)
+	}
+	if !d.NoExchange {
+		err := unix.Renameat2(unix.AT_FDCWD, o.tmp, unix.AT_FDCWD, d.Path, unix.RENAME_EXCHANGE)
+		if err == nil {
+			// o.tmp now holds the old folder.
+			if err := syncDir(d.parent); err != nil {
+				return err
+			}
+			return os.RemoveAll(o.tmp)
+		}
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
+			return &os.PathError{Op: "exchange", Path: d.Path, Err: err}
+		}
+	}
+	old := d.oldPath()
+	if err := os.Rename(d.Path, old); err != nil {
+		return err
+	}
+	if err := os.Rename(o.tmp, d.Path); err != nil {
+		os.Rename(old, d.Path) // put the old folder back; Lock's recovery does it otherwise
+		return err
+	}
+	if err := syncDir(d.parent); err != nil {
+		return err
+	}
+	return os.RemoveAll(old)
+}
+
+// Abort removes the temporary output; the destination is untouched.
+func (o *Output) Abort() error {
+	if o.done {
+		return nil
+	}
+	o.done = true
+	for _, f := range o.files {
+		f.Close()
+	}
+	o.files = nil
+	if o.tmp == "" {
+		return nil
+	}
+	return os.RemoveAll(o.tmp)
+}
+
+func syncDir(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return &os.PathError{Op: "fsync", Path: path, Err: err}
+	}
+	return nil
+}

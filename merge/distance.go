@@ -1,0 +1,124 @@
+package merge
+
+import (
+	"context"
+	"math"
+)
+
+// Distance statistics, in Kernel.Observe's acc.
+const (
+	distSqDiff = iota // Σ (a − b)²
+	distSqA           // Σ a²
+	distSqB           // Σ b²
+	distDot           // Σ (a − base)(b − base)
+	distSqTA          // Σ (a − base)²
+	distSqTB          // Σ (b − base)²
+	distStats
+)
+
+// Distance compares two checkpoints (SPEC §2, distance).
+type Distance struct {
+	L2       float64  `json:"l2"`
+	NormA    float64  `json:"norm_a"`
+	NormB    float64  `json:"norm_b"`
+	Relative *float64 `json:"relative"`         // ‖A−B‖/‖B‖; null when ‖B‖ = 0
+	Cosine   *float64 `json:"cosine"`           // of the task vectors A−base, B−base; null without --base or when undefined
+	Elements int64    `json:"elements"`
+}
+
+// TensorDistance is Distance for one tensor.
+type TensorDistance struct {
+	Name string `json:"name"`
+	Distance
+}
+
+func distanceKernel(withBase bool) Kernel {
+	return Kernel{
+		Observe: func(_ []float32, in [][]float32, acc []float64) {
+			a, b := in[0], in[1]
+			var d2, a2, b2 float64
+			for j := range a {
+				x, y := float64(a[j]), float64(b[j])
+				d2 += (x - y) * (x - y)
+				a2 += x * x
+				b2 += y * y
+			}
+			acc[distSqDiff] += d2
+			acc[distSqA] += a2
+			acc[distSqB] += b2
+			if !withBase {
+				return
+			}
+			base := in[2]
+			var dot, ta2, tb2 float64
+			for j := range a {
+				x, y := float64(a[j])-float64(base[j]), float64(b[j])-float64(base[j])
+				dot += x * y
+				ta2 += x * x
+				tb2 += y * y
+			}
+			acc[distDot] += dot
+			acc[distSqTA] += ta2
+			acc[distSqTB] += tb2
+		},
+		NumStats: distStats,
+	}
+}
+
+func finishDistance(s []float64, withBase bool, elems int64) Distance {
+	d := Distance{L2: math.Sqrt(s[distSqDiff]), NormA: math.Sqrt(s[distSqA]), NormB: math.Sqrt(s[distSqB]), Elements: elems}
+	if d.NormB > 0 {
+		r := d.L2 / d.NormB
+		d.Relative = &r
+	}
+	if withBase {
+		den := math.Sqrt(s[distSqTA]) * math.Sqrt(s[distSqTB])
+		if den > 0 {
+			c := s[distDot] / den
+			d.Cosine = &c
+		}
+	}
+	return d
+}
+
+// CompareOptions configure Compare.
+type CompareOptions struct {
+	AllowMissing bool // skip tensors that not every checkpoint holds
+	Exec         ExecOptions
+}
+
+// Compare computes the distance between a and b over their float tensors, in total and
+// per tensor; with base, also the cosine between the task vectors a−base and b−base.
+func Compare(ctx context.Context, a, b, base Source, opts CompareOptions) (total Distance, per []TensorDistance, err error) {
+	inputs := []Source{a, b}
+	if base != nil {
+		inputs = append(inputs, base)
+	}
+	plan, err := BuildPlan(inputs, nil, PlanOptions{Ref: 0, AllowMissing: opts.AllowMissing, FloatOnly: true})
+	if err != nil {
+		return Distance{}, nil, err
+	}
+	withBase := base != nil
+	res, err := Execute(ctx, plan, nil, func(*TensorPlan) Kernel { return distanceKernel(withBase) }, opts.Exec)
+	if err != nil {
+		return Distance{}, nil, err
+	}
+	sum := make([]float64, distStats)
+	var elems int64
+	for i, t := range plan.Tensors {
+		if !t.Merge {
+			continue // held by only some inputs (--allow-missing)
+		}
+		s := res.Stats[i]
+		if s == nil { // an empty tensor
+			s = make([]float64, distStats)
+		}
+		for j := range sum {
+			sum[j] += s[j]
+		}
+		n := t.NumElements()
+		elems += n
+		per = append(per, TensorDistance{Name: t.Name, Distance: finishDistance(s, withBase, n)})
+	}
+	return finishDistance(sum, withBase, elems), per, nil
+}

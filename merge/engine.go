@@ -1,0 +1,304 @@
+package merge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// ChunkElems is the number of elements one unit of work covers. It is a constant, not
+// derived from the thread count, so that reductions add their per-chunk partial sums
+// in the same order, and give the same bits, whatever the parallelism. It is a
+// multiple of 256, the largest block of any quantized format.
+const ChunkElems = 1 << 16
+
+// copyChunkBytes is the size of one unit of work when a tensor is copied verbatim.
+const copyChunkBytes = 4 << 20
+
+// DefaultBudget bounds the scratch memory of a run: decoded float32 chunks of every
+// operand plus the encoded output chunk, for all the chunks in flight.
+const DefaultBudget = 256 << 20
+
+// Kernel is a method's per-element work on one tensor. The engine calls it once per
+// chunk, concurrently for different chunks; it must not keep the slices.
+type Kernel struct {
+	// Merge computes dst from in (one slice per input) and aux (one per auxiliary
+	// source), all of len(dst). Nil for a reduction that writes nothing.
+	Merge func(dst []float32, in, aux [][]float32)
+	// Observe, if set, sees each chunk after Merge, with out holding the output as
+	// rounded to the output dtype (nil when nothing is written), and adds partial
+	// sums to acc, which has NumStats entries.
+	Observe  func(out []float32, in [][]float32, acc []float64)
+	NumStats int
+}
+
+// Sink receives the output bytes of tensor i (its index in the plan) at byte offset
+// off. Writes to disjoint ranges come concurrently.
+type Sink interface {
+	WriteAt(i int, off int64, p []byte) error
+}
+
+// ExecOptions tune execution.
+type ExecOptions struct {
+	// Threads bounds the goroutines doing work; 0 means GOMAXPROCS.
+	Threads int
+	// Budget bounds scratch memory in bytes; 0 means DefaultBudget. The number of
+	// chunks in flight is the smaller of Threads and what fits the budget (at least 1).
+	Budget int64
+	// Progress, if set, is called with the number of input bytes each finished chunk
+	// covered. It is called concurrently.
+	Progress func(bytes int64)
+}
+
+func (o ExecOptions) threads() int {
+	if o.Threads > 0 {
+		return o.Threads
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// Result is what Execute measured.
+type Result struct {
+	// Stats holds, per plan tensor, the kernel's NumStats sums over the whole tensor
+	// (nil for copied tensors), added chunk by chunk in chunk order.
+	Stats        [][]float64
+	BytesRead    int64
+	BytesWritten int64
+}
+
+// ErrInputChanged reports a memory-mapped input that shrank while being read (the
+// kernel would otherwise kill the process with SIGBUS).
+var ErrInputChanged = errors.New("input changed while being read (truncated or replaced by another program?)")
+
+type scratch struct {
+	in, aux [][]float32
+	dst     []float32
+	out     []byte
+}
+
+// Execute runs kernelFor's kernel over every merged tensor of the plan and copies the
+// others, writing to sink (nil when the kernels only reduce). It stops at the first
+// error or when ctx is cancelled.
+func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorPlan) Kernel, opts ExecOptions) (*Result, error) {
+	nIn, nAux := len(plan.Inputs), len(plan.Aux)
+	scratchBytes := int64(ChunkElems) * int64(4*(nIn+nAux+1)+8)
+	budget := opts.Budget
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	limit := min(int64(opts.threads()), max(1, budget/scratchBytes))
+	free := make(chan *scratch, limit)
+	newScratch := func() *scratch {
+		s := &scratch{dst: make([]float32, ChunkElems), out: make([]byte, 8*ChunkElems)}
+		for range nIn {
+			s.in = append(s.in, make([]float32, ChunkElems))
+		}
+		for range nAux {
+			s.aux = append(s.aux, make([]float32, ChunkElems))
+		}
+		return s
+	}
+	getScratch := func() *scratch {
+		select {
+		case s := <-free:
+			return s
+		default:
+			return newScratch() // at most limit exist: that many goroutines run at once
+		}
+	}
+
+	res := &Result{Stats: make([][]float64, len(plan.Tensors))}
+	var bytesRead, bytesWritten atomic.Int64
+	partials := make([][]float64, len(plan.Tensors))
+	kernels := make([]Kernel, len(plan.Tensors))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(int(limit))
+	launch := func(f func() error) bool {
+		if gctx.Err() != nil {
+			return false
+		}
+		g.Go(f)
+		return true
+	}
+tensors:
+	for ti := range plan.Tensors {
+		t := &plan.Tensors[ti]
+		n := t.NumElements()
+		if !t.Merge {
+			if sink == nil {
+				continue
+			}
+			if t.Copy.DType == t.OutDType {
+				for off := int64(0); off < int64(len(t.Copy.Data)) || off == 0; off += copyChunkBytes {
+					end := min(off+copyChunkBytes, int64(len(t.Copy.Data)))
+					if !launch(guarded(t, func() error {
+						if err := sink.WriteAt(ti, off, t.Copy.Data[off:end]); err != nil {
+							return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
+						}
+						bytesRead.Add(end - off)
+						bytesWritten.Add(end - off)
+						if opts.Progress != nil {
+							opts.Progress(end - off)
+						}
+						return nil
+					})) {
+						break tensors
+					}
+					if end == int64(len(t.Copy.Data)) {
+						break
+					}
+				}
+				continue
+			}
+		}
+		var k Kernel
+		if t.Merge {
+			k = kernelFor(t)
+			kernels[ti] = k
+		}
+		nChunks := (n + ChunkElems - 1) / ChunkElems
+		if k.Observe != nil && k.NumStats > 0 {
+			partials[ti] = make([]float64, nChunks*int64(k.NumStats))
+		}
+		for c := int64(0); c < nChunks; c++ {
+			if !launch(guarded(t, func() error {
+				s := getScratch()
+				defer func() { free <- s }()
+				return runChunk(t, ti, c, k, s, sink, partials[ti], &bytesRead, &bytesWritten, opts.Progress)
+			})) {
+				break tensors
+			}
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for ti, p := range partials {
+		if p == nil {
+			continue
+		}
+		ns := kernels[ti].NumStats
+		sum := make([]float64, ns)
+		for c := 0; c < len(p); c += ns {
+			for j := range ns {
+				sum[j] += p[c+j]
+			}
+		}
+		res.Stats[ti] = sum
+	}
+	res.BytesRead, res.BytesWritten = bytesRead.Load(), bytesWritten.Load()
+	return res, nil
+}
+
+func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, partials []float64,
+	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) error {
+	lo := c * ChunkElems
+	n := int(min(ChunkElems, t.NumElements()-lo))
+	decode := func(dst []float32, op Operand) error {
+		sz := int64(op.DType.Size())
+		if err := dtype.Decode(dst, op.Data[lo*sz:], op.DType); err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", op.File, t.Name, err)
+		}
+		bytesRead.Add(int64(n) * sz)
+		return nil
+	}
+	dst := s.dst[:n]
+	var in [][]float32
+	if t.Merge {
+		in = s.in[:len(t.In)]
+		for i, op := range t.In {
+			in[i] = in[i][:n]
+			if err := decode(in[i], op); err != nil {
+				return err
+			}
+		}
+		aux := s.aux[:len(t.Aux)]
+		for i, op := range t.Aux {
+			aux[i] = aux[i][:n]
+			if err := decode(aux[i], op); err != nil {
+				return err
+			}
+		}
+		if k.Merge != nil {
+			k.Merge(dst, in, aux)
+		}
+	} else { // a copy that changes dtype
+		if err := decode(dst, t.Copy); err != nil {
+			return err
+		}
+	}
+	var out []float32
+	if sink != nil {
+		osz := int64(t.OutDType.Size())
+		buf := s.out[:int64(n)*osz]
+		if err := dtype.Encode(buf, dst, t.OutDType); err != nil {
+			return fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if err := sink.WriteAt(ti, lo*osz, buf); err != nil {
+			return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
+		}
+		bytesWritten.Add(int64(len(buf)))
+		if k.Observe != nil {
+			out = dst
+			if err := dtype.Decode(out, buf, t.OutDType); err != nil { // what was written, rounded
+				return err
+			}
+		}
+	}
+	if k.Observe != nil {
+		acc := partials[c*int64(k.NumStats) : (c+1)*int64(k.NumStats)]
+		k.Observe(out, in, acc)
+	}
+	if progress != nil {
+		var b int64
+		for _, op := range t.In {
+			b += int64(n * op.DType.Size())
+		}
+		if !t.Merge {
+			b = int64(n * t.Copy.DType.Size())
+		}
+		progress(b)
+	}
+	return nil
+}
+
+// guarded runs f so that a fault on a memory-mapped input (SIGBUS after the file
+// shrank) becomes an error instead of killing the process. Other panics are bugs and
+// propagate.
+func guarded(t *TensorPlan, f func() error) func() error {
+	return func() (err error) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer guardFault(&err, t)
+		return f()
+	}
+}
+
+func guardFault(err *error, t *TensorPlan) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if _, ok := r.(interface{ Addr() uintptr }); ok {
+		var files []string
+		for _, op := range t.In {
+			files = append(files, op.File)
+		}
+		if len(files) == 0 {
+			files = append(files, t.Copy.File)
+		}
+		*err = fmt.Errorf("tensor %q (%v): %w", t.Name, files, ErrInputChanged)
+		return
+	}
+	panic(r)
+}

@@ -1,0 +1,219 @@
+package merge
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// PlanOptions are the policy a plan applies to tensors that are not plain float
+// tensors present everywhere.
+type PlanOptions struct {
+	// Ref is the index of the reference input: its tensor order and dtypes are the
+	// output's, and tensors are copied from it.
+	Ref int
+	// OutDType, if set, is the dtype of every float tensor written (default: the
+	// reference's dtype for each tensor).
+	OutDType dtype.DType
+	// AllowMissing copies a tensor that some inputs lack from the reference (or the
+	// first input that has it) instead of failing.
+	AllowMissing bool
+	// FloatOnly leaves non-float tensors out of the plan entirely (reductions such as
+	// distance, which have no output).
+	FloatOnly bool
+}
+
+// Operand is one input's view of a tensor.
+type Operand struct {
+	DType dtype.DType
+	Data  []byte
+	File  string
+}
+
+// TensorPlan says how one output tensor is made.
+type TensorPlan struct {
+	Name     string
+	Shape    []int64
+	OutDType dtype.DType
+	// Merge is set when the method's kernel computes the tensor from In (one operand
+	// per input) and Aux (one per auxiliary source, e.g. a Fisher matrix). Otherwise
+	// the tensor is Copy's data, converted to OutDType if that differs.
+	Merge bool
+	In    []Operand
+	Aux   []Operand
+	Copy  Operand
+}
+
+// NumElements is the product of the shape.
+func (t *TensorPlan) NumElements() int64 { return numElements(t.Shape) }
+
+// Plan is every output tensor of a merge, in output order.
+type Plan struct {
+	Inputs  []Source
+	Aux     []Source
+	Tensors []TensorPlan
+}
+
+// Counts returns how many tensors are merged and how many copied.
+func (p *Plan) Counts() (merged, copied int) {
+	for i := range p.Tensors {
+		if p.Tensors[i].Merge {
+			merged++
+		} else {
+			copied++
+		}
+	}
+	return merged, copied
+}
+
+// BuildPlan matches the inputs' tensors by name and applies SPEC §1: float tensors
+// present in every input with one shape are merged; integer and bool tensors must be
+// byte-equal wherever present and are copied; anything missing or mismatched is an
+// error naming the tensor and the files, unless opts allow it. Every auxiliary source
+// must hold every merged tensor with the same shape.
+func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
+	if len(inputs) == 0 || opts.Ref < 0 || opts.Ref >= len(inputs) {
+		return nil, fmt.Errorf("merge: reference input %d of %d", opts.Ref, len(inputs))
+	}
+	if opts.OutDType != dtype.Invalid && !opts.OutDType.IsFloat() {
+		return nil, fmt.Errorf("merge: output dtype %s is not a float type", opts.OutDType)
+	}
+	// Name → per-input meta; output order is the reference's, then what only other
+	// inputs hold, in input order.
+	lookup := make([]map[string]*TensorMeta, len(inputs))
+	var order []string
+	seen := make(map[string]bool)
+	addNames := func(s Source) {
+		for _, t := range s.Tensors() {
+			if !seen[t.Name] {
+				seen[t.Name] = true
+				order = append(order, t.Name)
+			}
+		}
+	}
+	addNames(inputs[opts.Ref])
+	for i, s := range inputs {
+		lookup[i] = metaIndex(s)
+		addNames(s)
+	}
+	auxLookup := make([]map[string]*TensorMeta, len(aux))
+	for i, s := range aux {
+		auxLookup[i] = metaIndex(s)
+	}
+
+	p := &Plan{Inputs: inputs, Aux: aux}
+	for _, name := range order {
+		metas := make([]*TensorMeta, len(inputs))
+		var present, missing []string
+		first := -1
+		for i := range inputs {
+			metas[i] = lookup[i][name]
+			if metas[i] == nil {
+				missing = append(missing, inputs[i].Path())
+				continue
+			}
+			present = append(present, metas[i].File)
+			if first < 0 {
+				first = i
+			}
+		}
+		from := opts.Ref
+		if metas[from] == nil {
+			from = first
+		}
+		ref := metas[from]
+		if opts.FloatOnly && !ref.DType.IsFloat() {
+			continue
+		}
+		for _, m := range metas {
+			if m == nil {
+				continue
+			}
+			if !slices.Equal(m.Shape, ref.Shape) {
+				return nil, &MismatchError{Tensor: name, Files: []string{ref.File, m.File},
+					Msg: fmt.Sprintf("shape %v differs from %v", m.Shape, ref.Shape)}
+			}
+			if m.DType.IsFloat() != ref.DType.IsFloat() || (!m.DType.IsFloat() && m.DType != ref.DType) {
+				return nil, &MismatchError{Tensor: name, Files: []string{ref.File, m.File},
+					Msg: fmt.Sprintf("dtype %s cannot be merged with %s", m.DType, ref.DType)}
+			}
+		}
+		if len(missing) > 0 && !opts.AllowMissing {
+			return nil, &MismatchError{Tensor: name, Files: append(missing, present...),
+				Msg: fmt.Sprintf("missing from %d of %d inputs (use --allow-missing to copy it from %s)", len(missing), len(inputs), ref.File)}
+		}
+		tp := TensorPlan{Name: name, Shape: ref.Shape, OutDType: ref.DType}
+		refData, err := inputs[from].Data(name)
+		if err != nil {
+			return nil, err
+		}
+		tp.Copy = Operand{DType: ref.DType, Data: refData, File: ref.File}
+		if !ref.DType.IsFloat() {
+			if err := checkEqualBytes(name, inputs, metas, from, refData); err != nil {
+				return nil, err
+			}
+			p.Tensors = append(p.Tensors, tp)
+			continue
+		}
+		if opts.OutDType != dtype.Invalid {
+			tp.OutDType = opts.OutDType
+		}
+		if len(missing) == 0 {
+			tp.Merge = true
+			for i := range inputs {
+				data, err := inputs[i].Data(name)
+				if err != nil {
+					return nil, err
+				}
+				tp.In = append(tp.In, Operand{DType: metas[i].DType, Data: data, File: metas[i].File})
+			}
+			for i, s := range aux {
+				m := auxLookup[i][name]
+				if m == nil {
+					return nil, &MismatchError{Tensor: name, Files: []string{s.Path()}, Msg: "missing from " + s.Path()}
+				}
+				if !slices.Equal(m.Shape, ref.Shape) || !m.DType.IsFloat() {
+					return nil, &MismatchError{Tensor: name, Files: []string{ref.File, m.File},
+						Msg: fmt.Sprintf("%s %v in %s does not match %s %v", m.DType, m.Shape, s.Path(), ref.DType, ref.Shape)}
+				}
+				data, err := s.Data(name)
+				if err != nil {
+					return nil, err
+				}
+				tp.Aux = append(tp.Aux, Operand{DType: m.DType, Data: data, File: m.File})
+			}
+		}
+		p.Tensors = append(p.Tensors, tp)
+	}
+	return p, nil
+}
+
+func metaIndex(s Source) map[string]*TensorMeta {
+	ts := s.Tensors()
+	m := make(map[string]*TensorMeta, len(ts))
+	for i := range ts {
+		m[ts[i].Name] = &ts[i]
+	}
+	return m
+}
+
+// checkEqualBytes enforces that a non-float tensor is the same in every input that has
+// it: an integer tensor (position ids, a mask) cannot be averaged.
+func checkEqualBytes(name string, inputs []Source, metas []*TensorMeta, from int, want []byte) error {
+	for i, m := range metas {
+		if m == nil || i == from {
+			continue
+		}
+		got, err := inputs[i].Data(name)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, want) {
+			return &MismatchError{Tensor: name, Files: []string{metas[from].File, m.File},
+				Msg: fmt.Sprintf("%s tensor differs between inputs; integer and bool tensors are copied and must be equal", m.DType)}
+		}
+	}
+	return nil
+}

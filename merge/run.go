@@ -1,0 +1,329 @@
+package merge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"runtime/metrics"
+	"sync"
+	"time"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/safetensors"
+)
+
+// DefaultShardSize is the largest shard a folder output gets unless told otherwise
+// (Hugging Face's default).
+const DefaultShardSize = 5_000_000_000
+
+// Input is a checkpoint given to a merge, with the role it plays.
+type Input struct {
+	Role string `json:"role"` // "anchor", "current", "model", "base", "fisher", ...
+	Path string `json:"path"`
+}
+
+// Job is one merge from checkpoints on disk to a checkpoint on disk.
+type Job struct {
+	Method string         // for the report and the output's provenance
+	Params map[string]any // likewise
+	Inputs []Input        // the kernel's inputs, in its order
+	Aux    []Input        // auxiliary per-element operands (a Fisher matrix)
+	Ref    int            // index in Inputs of the reference input
+	Kernel func(*TensorPlan) Kernel
+
+	Out          string // output path: a .safetensors file or a folder
+	InPlace      bool   // replace the reference input (Out is then ignored)
+	OutDType     dtype.DType
+	AllowMissing bool
+	// ShardSize splits a folder output; 0 keeps the reference's own shard layout when
+	// it is a folder, else DefaultShardSize.
+	ShardSize int64
+	Exec      ExecOptions
+	Version   string
+
+	// OnLockWait is called if another gomerge holds the output's lock.
+	OnLockWait func()
+	// OnStart is called once the plan is known, with the input bytes to process.
+	OnStart func(totalBytes int64)
+	// Finish adds method-specific results (SFA's L2 distances) to the report.
+	Finish func(plan *Plan, res *Result, r *Report)
+}
+
+// Report is what a merge did, as `--json` prints it.
+type Report struct {
+	Version       string         `json:"version"`
+	Method        string         `json:"method"`
+	Parameters    map[string]any `json:"parameters"`
+	Inputs        []Input        `json:"inputs"`
+	Output        string         `json:"output"`
+	OutputFiles   []string       `json:"output_files"`
+	InPlace       bool           `json:"in_place"`
+	Tensors       int            `json:"tensors"`
+	TensorsMerged int            `json:"tensors_merged"`
+	TensorsCopied int            `json:"tensors_copied"`
+	BytesRead     int64          `json:"bytes_read"`
+	BytesWritten  int64          `json:"bytes_written"`
+	Seconds       float64        `json:"seconds"`
+	Device        string         `json:"device"`
+	Threads       int            `json:"threads"`
+	PeakHeapBytes uint64         `json:"peak_heap_bytes"`
+	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
+	L2Before *float64 `json:"l2_before,omitempty"`
+	L2After  *float64 `json:"l2_after,omitempty"`
+}
+
+// Run performs the job: it locks the destination (repairing what an interrupted run
+// left), opens the inputs, plans, writes everything to temporary files, and only then
+// replaces the destination. On any error or cancellation the destination and the
+// inputs are as they were.
+func Run(ctx context.Context, job Job) (rep *Report, err error) {
+	start := time.Now()
+	heap := startHeapSampler()
+	defer func() {
+		peak := heap()
+		if rep != nil {
+			rep.PeakHeapBytes = peak
+		}
+	}()
+	if len(job.Inputs) == 0 || job.Ref < 0 || job.Ref >= len(job.Inputs) {
+		return nil, fmt.Errorf("merge: no reference input")
+	}
+	out := job.Out
+	if job.InPlace {
+		out = job.Inputs[job.Ref].Path
+	}
+	if out == "" {
+		return nil, errors.New("merge: no output path")
+	}
+	dest, err := safetensors.Lock(out, job.OnLockWait)
+	if err != nil {
+		return nil, &OutputError{Path: out, Err: err}
+	}
+	defer dest.Unlock()
+
+	sources, err := openAll(job.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(sources)
+	aux, err := openAll(job.Aux)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(aux)
+
+	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutDType: job.OutDType, AllowMissing: job.AllowMissing})
+	if err != nil {
+		return nil, err
+	}
+	opts, err := outputOptions(job, plan, sources[job.Ref], dest)
+	if err != nil {
+		return nil, err
+	}
+	o, err := dest.Create(opts)
+	if err != nil {
+		return nil, &OutputError{Path: dest.Path, Err: err}
+	}
+	if job.OnStart != nil {
+		job.OnStart(planInputBytes(plan))
+	}
+	res, err := Execute(ctx, plan, o, job.Kernel, job.Exec)
+	if err != nil {
+		o.Abort()
+		return nil, err
+	}
+	if err := o.Commit(); err != nil {
+		return nil, &OutputError{Path: dest.Path, Err: err}
+	}
+	merged, copied := plan.Counts()
+	rep = &Report{
+		Version: job.Version, Method: job.Method, Parameters: job.Params,
+		Inputs: append(append([]Input(nil), job.Inputs...), job.Aux...), Output: dest.Path,
+		OutputFiles: o.Shards, InPlace: job.InPlace,
+		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
+		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
+		Device: "cpu", Threads: job.Exec.threads(),
+	}
+	if job.Finish != nil {
+		job.Finish(plan, res, rep)
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+func openAll(inputs []Input) ([]Source, error) {
+	var out []Source
+	for _, in := range inputs {
+		s, err := Open(in.Path)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("%s %s: %w", in.Role, in.Path, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func closeAll(sources []Source) {
+	for _, s := range sources {
+		s.Close()
+	}
+}
+
+func planInputBytes(p *Plan) int64 {
+	var n int64
+	for _, t := range p.Tensors {
+		if t.Merge {
+			for _, op := range t.In {
+				n += int64(len(op.Data))
+			}
+		} else {
+			n += int64(len(t.Copy.Data))
+		}
+	}
+	return n
+}
+
+// outputOptions decides the output's tensors, layout, extra files and provenance.
+func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (safetensors.OutputOptions, error) {
+	var opts safetensors.OutputOptions
+	for _, t := range plan.Tensors {
+		opts.Specs = append(opts.Specs, safetensors.Spec{Name: t.Name, DType: t.OutDType, Shape: t.Shape})
+	}
+	refCkpt, isST := checkpointOf(ref)
+	meta := map[string]string{}
+	if isST {
+		maps.Copy(meta, refCkpt.Metadata)
+	}
+	params, err := json.Marshal(job.Params)
+	if err != nil {
+		return opts, err
+	}
+	inputs, err := json.Marshal(append(append([]Input(nil), job.Inputs...), job.Aux...))
+	if err != nil {
+		return opts, err
+	}
+	meta["format"] = "pt" // transformers refuses files without it
+	meta["gomerge.version"] = job.Version
+	meta["gomerge.method"] = job.Method
+	meta["gomerge.parameters"] = string(params)
+	meta["gomerge.inputs"] = string(inputs)
+	opts.Metadata = meta
+
+	if !dest.Folder {
+		return opts, nil
+	}
+	opts.ShardSize = job.ShardSize
+	if isST && refCkpt.Dir != "" {
+		opts.ExtraFrom = refCkpt.Dir
+		opts.Link = job.InPlace
+		if job.ShardSize == 0 {
+			opts.Layout = layoutOf(refCkpt, plan)
+		}
+	}
+	if opts.ShardSize == 0 {
+		opts.ShardSize = DefaultShardSize
+	}
+	return opts, nil
+}
+
+// layoutOf keeps the reference folder's file names and tensor placement; tensors it
+// lacks (copied from other inputs) go into its last file.
+func layoutOf(c *safetensors.Checkpoint, plan *Plan) []safetensors.ShardLayout {
+	layout := make([]safetensors.ShardLayout, len(c.Shards))
+	for i, s := range c.Shards {
+		layout[i].Name = s.Name
+	}
+	for _, t := range plan.Tensors {
+		i := len(layout) - 1
+		if rt, ok := c.Tensor(t.Name); ok {
+			i = rt.Shard
+		}
+		layout[i].Tensors = append(layout[i].Tensors, t.Name)
+	}
+	return layout
+}
+
+// SFAJob describes `gomerge sfa`.
+type SFAJob struct {
+	Anchor, Current, Fisher string
+	SFA                     SFA
+	Job                     Job // output, dtype, execution and callbacks; the rest is filled in
+}
+
+// RunSFA merges current toward anchor (SPEC §2, sfa) and reports the L2 distance to
+// the anchor before and after.
+func RunSFA(ctx context.Context, s SFAJob) (*Report, error) {
+	withFisher := s.Fisher != ""
+	if err := s.SFA.Validate(withFisher); err != nil {
+		return nil, err
+	}
+	job := s.Job
+	job.Method = "sfa"
+	job.Inputs = []Input{{Role: "anchor", Path: s.Anchor}, {Role: "current", Path: s.Current}}
+	job.Ref = 1
+	job.Params = map[string]any{"beta": s.SFA.Beta}
+	if withFisher {
+		job.Aux = []Input{{Role: "fisher", Path: s.Fisher}}
+		job.Params = map[string]any{"eta": s.SFA.Eta, "fisher": s.Fisher}
+	}
+	k := s.SFA.Kernel()
+	job.Kernel = func(*TensorPlan) Kernel { return k }
+	job.Finish = func(plan *Plan, res *Result, r *Report) {
+		var before, after float64
+		for _, st := range res.Stats {
+			if st != nil {
+				before += st[sfaSqBefore]
+				after += st[sfaSqAfter]
+			}
+		}
+		b, a := math.Sqrt(before), math.Sqrt(after)
+		r.L2Before, r.L2After = &b, &a
+	}
+	return Run(ctx, job)
+}
+
+// startHeapSampler samples the live Go heap every few milliseconds until the returned
+// function is called, which returns the largest value seen.
+func startHeapSampler() func() uint64 {
+	const name = "/memory/classes/heap/objects:bytes"
+	sample := []metrics.Sample{{Name: name}}
+	read := func() uint64 {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return sample[0].Value.Uint64()
+	}
+	var mu sync.Mutex
+	peak := read()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				v := read()
+				mu.Lock()
+				peak = max(peak, v)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		<-done
+		v := read()
+		mu.Lock()
+		defer mu.Unlock()
+		return max(peak, v)
+	}
+}

@@ -1,0 +1,114 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+)
+
+// SFA is Sequential Fine-tuning with Averaging's merge: θ = β·θ_anchor + (1−β)·θ_current.
+type SFA struct {
+	// Beta is the anchor's weight, 0 ≤ β ≤ 1 (SPEC default 0.5).
+	Beta float64
+	// Eta, when the plan has a Fisher operand (the anchor's diagonal Fisher), makes β
+	// per element: β_j = min(1, η·F_j), the EWC-as-merging form.
+	Eta float64
+}
+
+// Validate checks the parameters.
+func (s SFA) Validate(withFisher bool) error {
+	if !(s.Beta >= 0 && s.Beta <= 1) {
+		return fmt.Errorf("sfa: beta %v is outside [0, 1]", s.Beta)
+	}
+	if withFisher && !(s.Eta > 0) || math.IsInf(s.Eta, 0) {
+		return fmt.Errorf("sfa: eta %v must be a positive number with --fisher", s.Eta)
+	}
+	return nil
+}
+
+// SFA statistics, in Kernel.Observe's acc.
+const (
+	sfaSqBefore = iota // Σ (current − anchor)²
+	sfaSqAfter         // Σ (merged − anchor)², merged as written
+	sfaStats
+)
+
+// Kernel returns the per-chunk work. Inputs are [anchor, current]; an auxiliary
+// operand, if any, is the Fisher.
+func (s SFA) Kernel() Kernel {
+	b := float32(s.Beta)
+	c := float32(1 - s.Beta) // 1−β in float64, then rounded: SPEC §2
+	eta := s.Eta
+	return Kernel{
+		Merge: func(dst []float32, in, aux [][]float32) {
+			if len(aux) == 0 {
+				Lerp(dst, in[0], in[1], b, c)
+				return
+			}
+			LerpPerElement(dst, in[0], in[1], aux[0], eta)
+		},
+		Observe:  observeSFA,
+		NumStats: sfaStats,
+	}
+}
+
+func observeSFA(out []float32, in [][]float32, acc []float64) {
+	anchor, current := in[0], in[1]
+	var before, after float64
+	for j, a := range anchor {
+		d := float64(current[j]) - float64(a)
+		before += d * d
+	}
+	if out != nil {
+		for j, a := range anchor {
+			d := float64(out[j]) - float64(a)
+			after += d * d
+		}
+	}
+	acc[sfaSqBefore] += before
+	acc[sfaSqAfter] += after
+}
+
+// Lerp sets dst[j] = b·a[j] + c·x[j] with each product rounded to float32 before the sum
+// (no fused multiply-add), so that every platform and device gives the same bits.
+// All slices have len(dst) elements.
+func Lerp(dst, a, x []float32, b, c float32) {
+	a, x = a[:len(dst)], x[:len(dst)]
+	for j := range dst {
+		dst[j] = float32(b*a[j]) + float32(c*x[j])
+	}
+}
+
+// LerpPerElement is Lerp with β_j = min(1, η·F_j) (clamped at 0 too) computed in
+// float64, b_j = float32(β_j), c_j = float32(1 − β_j).
+func LerpPerElement(dst, a, x, fisher []float32, eta float64) {
+	a, x, fisher = a[:len(dst)], x[:len(dst)], fisher[:len(dst)]
+	for j := range dst {
+		beta := min(1, max(0, eta*float64(fisher[j])))
+		if fisher[j] != fisher[j] {
+			beta = math.NaN() // a NaN Fisher poisons the element rather than passing unseen
+		}
+		b, c := float32(beta), float32(1-beta)
+		dst[j] = float32(b*a[j]) + float32(c*x[j])
+	}
+}
+
+// Schedule returns the steps at which a trainer doing SFA averages over a task of
+// steps steps with averaging fraction p: every max(1, floor(p·steps)) steps, and at the
+// last step. The merge at the last step is the next task's anchor.
+func Schedule(steps int, p float64) ([]int, error) {
+	if steps < 1 {
+		return nil, fmt.Errorf("schedule: steps %d must be at least 1", steps)
+	}
+	if !(p > 0 && p <= 1) {
+		return nil, fmt.Errorf("schedule: p %v must be in (0, 1]", p)
+	}
+	every := max(1, int(math.Floor(p*float64(steps))))
+	var out []int
+	for s := every; s <= steps; s += every {
+		out = append(out, s)
+	}
+	if out[len(out)-1] != steps {
+		out = append(out, steps)
+	}
+	return out, nil
+}
