@@ -21,8 +21,8 @@ type Distance struct {
 	L2       float64  `json:"l2"`
 	NormA    float64  `json:"norm_a"`
 	NormB    float64  `json:"norm_b"`
-	Relative *float64 `json:"relative"`         // ‖A−B‖/‖B‖; null when ‖B‖ = 0
-	Cosine   *float64 `json:"cosine"`           // of the task vectors A−base, B−base; null without --base or when undefined
+	Relative *float64 `json:"relative"` // ‖A−B‖/‖B‖; null when ‖B‖ = 0
+	Cosine   *float64 `json:"cosine"`   // of the task vectors A−base, B−base; null without --base or when undefined
 	Elements int64    `json:"elements"`
 }
 

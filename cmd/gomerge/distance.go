@@ -20,9 +20,9 @@ type distanceOptions struct {
 
 // distanceReport is distance's --json output.
 type distanceReport struct {
-	A     string `json:"a"`
-	B     string `json:"b"`
-	Base  string `json:"base,omitempty"`
+	A     string         `json:"a"`
+	B     string         `json:"b"`
+	Base  string         `json:"base,omitempty"`
 	Total merge.Distance `json:"total"`
 	// Tensors is present with --per-tensor.
 	Tensors []merge.TensorDistance `json:"tensors,omitempty"`

@@ -92,7 +92,7 @@ func (t *TensorInfo) Size() int64 { return t.End - t.Begin }
 
 // File is an opened safetensors file.
 type File struct {
-	Tensors  []TensorInfo     // in file order (by offset)
+	Tensors  []TensorInfo      // in file order (by offset)
 	Metadata map[string]string // the header's __metadata__, nil if absent
 
 	index      map[string]int
