@@ -175,62 +175,65 @@ type tensorLoc struct {
 
 // Create plans the output and creates its temporary file(s), pre-sized, with headers
 // written.
-func (d *Dest) Create(opts OutputOptions) (o *Output, err error) {
-	o = &Output{dest: d, where: make([]tensorLoc, len(opts.Specs))}
-	defer func() {
-		if err != nil {
-			o.Abort()
-			o = nil
-		}
-	}()
-	if err := o.plan(opts); err != nil {
+func (d *Dest) Create(opts OutputOptions) (*Output, error) {
+	o := &Output{dest: d, where: make([]tensorLoc, len(opts.Specs))}
+	if err := o.create(opts); err != nil {
+		o.Abort()
 		return nil, err
+	}
+	return o, nil
+}
+
+func (o *Output) create(opts OutputOptions) error {
+	d := o.dest
+	if err := o.plan(opts); err != nil {
+		return err
 	}
 	if !d.Folder {
 		f, err := os.CreateTemp(d.parent, "."+d.base+tmpInfix+"*")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		o.tmp = f.Name()
 		o.files = append(o.files, f)
 		o.Shards = []string{d.Path}
 	} else {
 		if err := d.checkReplaceable(); err != nil {
-			return nil, err
+			return err
 		}
 		dir, err := os.MkdirTemp(d.parent, "."+d.base+tmpInfix+"*")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		o.tmp = dir
 		for _, p := range o.plans {
 			f, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			o.files = append(o.files, f)
 			o.Shards = append(o.Shards, filepath.Join(d.Path, p.Name))
 		}
 		if err := o.writeIndex(opts); err != nil {
-			return nil, err
+			return err
 		}
 		if err := o.placeExtras(opts); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for i, p := range o.plans {
 		f := o.files[i]
 		if err := f.Truncate(p.Size); err != nil {
-			return nil, err
+			return err
 		}
 		if err := fallocate(f, p.Size); err != nil {
-			return nil, err
+			return err
 		}
 		if _, err := f.WriteAt(p.Header, 0); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return o, nil
+	return nil
 }
 
 // fallocate reserves the file's blocks so that a full disk fails now, before any
