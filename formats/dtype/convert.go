@@ -92,6 +92,9 @@ func Decode(dst []float32, src []byte, d DType) error {
 	if len(src) < n*d.Size() || !d.IsFloat() {
 		return fmt.Errorf("dtype: decode %d elements of %s from %d bytes", n, d, len(src))
 	}
+	if decodeFast(dst, src, d) {
+		return nil
+	}
 	switch d {
 	case BF16:
 		src = src[:2*n]
@@ -123,6 +126,9 @@ func Encode(dst []byte, src []float32, d DType) error {
 	n := len(src)
 	if len(dst) < n*d.Size() || !d.IsFloat() {
 		return fmt.Errorf("dtype: encode %d elements as %s into %d bytes", n, d, len(dst))
+	}
+	if encodeFast(dst, src, d) {
+		return nil
 	}
 	switch d {
 	case BF16:

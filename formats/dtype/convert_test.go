@@ -277,3 +277,97 @@ func TestParse(t *testing.T) {
 		t.Error("ParseFloat accepted an integer type")
 	}
 }
+
+func BenchmarkDecode(b *testing.B) {
+	const n = 1 << 16
+	for _, d := range []DType{BF16, F16, F32} {
+		b.Run(d.String(), func(b *testing.B) {
+			src := make([]byte, n*d.Size())
+			for i := range src {
+				src[i] = byte(i * 7)
+			}
+			dst := make([]float32, n)
+			b.SetBytes(int64(len(src)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Decode(dst, src, d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	const n = 1 << 16
+	for _, d := range []DType{BF16, F16, F32} {
+		b.Run(d.String(), func(b *testing.B) {
+			src := make([]float32, n)
+			for i := range src {
+				src[i] = float32(i) * 1e-3
+			}
+			dst := make([]byte, n*d.Size())
+			b.SetBytes(int64(len(dst)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Encode(dst, src, d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestFastPathsMatchBytewise: the in-place fast paths give exactly what the byte-wise
+// loops give, aligned and misaligned.
+func TestFastPathsMatchBytewise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 1000
+	src := make([]float32, n)
+	for i := range src {
+		src[i] = math.Float32frombits(rng.Uint32())
+	}
+	for _, d := range []DType{BF16, F16, F32} {
+		for _, shift := range []int{0, 1, 2, 3} {
+			buf := make([]byte, n*d.Size()+shift)[shift:]
+			if err := Encode(buf, src, d); err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range src {
+				var want []byte
+				switch d {
+				case BF16, F16:
+					h := Float32ToBF16(v)
+					if d == F16 {
+						h = Float32ToF16(v)
+					}
+					want = []byte{byte(h), byte(h >> 8)}
+				default:
+					b := math.Float32bits(v)
+					want = []byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)}
+				}
+				if string(buf[i*d.Size():(i+1)*d.Size()]) != string(want) {
+					t.Fatalf("%s shift %d: Encode[%d] = %x, want %x", d, shift, i, buf[i*d.Size():(i+1)*d.Size()], want)
+				}
+			}
+			got := make([]float32, n)
+			if err := Decode(got, buf, d); err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				var want float32
+				switch d {
+				case BF16:
+					want = BF16ToFloat32(uint16(buf[2*i]) | uint16(buf[2*i+1])<<8)
+				case F16:
+					want = F16ToFloat32(uint16(buf[2*i]) | uint16(buf[2*i+1])<<8)
+				default:
+					want = math.Float32frombits(uint32(buf[4*i]) | uint32(buf[4*i+1])<<8 | uint32(buf[4*i+2])<<16 | uint32(buf[4*i+3])<<24)
+				}
+				if math.Float32bits(got[i]) != math.Float32bits(want) {
+					t.Fatalf("%s shift %d: Decode[%d] = %x, want %x", d, shift, i, math.Float32bits(got[i]), math.Float32bits(want))
+				}
+			}
+		}
+	}
+}

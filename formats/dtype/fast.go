@@ -1,0 +1,70 @@
+package dtype
+
+import (
+	"math"
+	"unsafe"
+)
+
+// The fast paths below read and write byte slices as []uint16 or []float32 in place.
+// They apply only on little-endian hosts and to suitably aligned slices (Go's checkptr,
+// on under -race, rejects misaligned conversions; safetensors data can be misaligned
+// after an odd-sized tensor), and fall back to the byte-wise loops otherwise. They are
+// checked against those loops in the tests.
+
+func aligned(b []byte, n uintptr) bool {
+	return nativeLittleEndian && len(b) > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%n == 0
+}
+
+func asUint16(b []byte, n int) []uint16 {
+	return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), n)
+}
+
+func asFloat32(b []byte, n int) []float32 {
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), n)
+}
+
+// decodeFast decodes BF16, F16 and F32 in place where it can; it reports whether it did.
+func decodeFast(dst []float32, src []byte, d DType) bool {
+	n := len(dst)
+	switch {
+	case d == BF16 && aligned(src, 2):
+		s := asUint16(src, n)
+		for i, h := range s {
+			dst[i] = math.Float32frombits(uint32(h) << 16)
+		}
+		return true
+	case d == F16 && aligned(src, 2):
+		s := asUint16(src, n)
+		for i, h := range s {
+			dst[i] = F16ToFloat32(h)
+		}
+		return true
+	case d == F32 && aligned(src, 4):
+		copy(dst, asFloat32(src, n))
+		return true
+	}
+	return false
+}
+
+// encodeFast encodes BF16, F16 and F32 in place where it can; it reports whether it did.
+func encodeFast(dst []byte, src []float32, d DType) bool {
+	n := len(src)
+	switch {
+	case d == BF16 && aligned(dst, 2):
+		s := asUint16(dst, n)
+		for i, v := range src {
+			s[i] = Float32ToBF16(v)
+		}
+		return true
+	case d == F16 && aligned(dst, 2):
+		s := asUint16(dst, n)
+		for i, v := range src {
+			s[i] = Float32ToF16(v)
+		}
+		return true
+	case d == F32 && aligned(dst, 4):
+		copy(asFloat32(dst, n), src)
+		return true
+	}
+	return false
+}

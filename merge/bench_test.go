@@ -1,0 +1,64 @@
+package merge
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
+)
+
+// BenchmarkLerp is the SFA kernel alone, on float32 slices in cache.
+func BenchmarkLerp(b *testing.B) {
+	for _, n := range []int{4 << 10, ChunkElems} {
+		b.Run(fmt.Sprintf("F32/%d", n), func(b *testing.B) {
+			a, x, dst := randF32(n, 1), randF32(n, 2), make([]float32, n)
+			b.SetBytes(int64(8 * n))
+			b.ReportAllocs()
+			for b.Loop() {
+				Lerp(dst, a, x, 0.25, 0.75)
+			}
+			if dst[0] != float32(0.25*a[0])+float32(0.75*x[0]) {
+				b.Fatal("wrong result")
+			}
+		})
+	}
+}
+
+func randF32(n int, seed uint64) []float32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// BenchmarkRunSFA is a whole merge, files to file, per dtype: inputs in the page cache,
+// output fsynced. Bytes are input bytes read.
+func BenchmarkRunSFA(b *testing.B) {
+	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128} // ~12.6M parameters
+	for _, dt := range []dtype.DType{dtype.BF16, dtype.F32} {
+		b.Run(fmt.Sprintf("%s/%dM", dt, 12), func(b *testing.B) {
+			f := newFixture(b, cfg, dt, 1)
+			out := filepath.Join(f.dir, "m.safetensors")
+			b.ReportAllocs()
+			var rep *Report
+			for b.Loop() {
+				var err error
+				rep, err = RunSFA(context.Background(), sfaJob(f, out, 0.5, 0))
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(rep.BytesRead)
+			if *rep.L2After >= *rep.L2Before {
+				b.Fatal("merge did not move toward the anchor")
+			}
+			b.ReportMetric(float64(rep.PeakHeapBytes)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
