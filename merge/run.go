@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"math"
 	"runtime/metrics"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -125,7 +127,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	o, err := dest.Create(opts)
 	if err != nil {
-		return nil, &OutputError{Path: dest.Path, Err: err}
+		return nil, outputError(dest.Path, err)
 	}
 	if job.OnStart != nil {
 		job.OnStart(planInputBytes(plan))
@@ -136,7 +138,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		return nil, err
 	}
 	if err := o.Commit(); err != nil {
-		return nil, &OutputError{Path: dest.Path, Err: err}
+		return nil, outputError(dest.Path, err)
 	}
 	merged, copied := plan.Counts()
 	rep = &Report{
@@ -154,13 +156,24 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	return rep, nil
 }
 
+// outputError marks filesystem failures at the output as such (exit status 4);
+// anything else (a plan the format cannot hold) stays what it is.
+func outputError(path string, err error) error {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	if errors.As(err, &pe) || errors.As(err, &errno) {
+		return &OutputError{Path: path, Err: err}
+	}
+	return err
+}
+
 func openAll(inputs []Input) ([]Source, error) {
 	var out []Source
 	for _, in := range inputs {
 		s, err := Open(in.Path)
 		if err != nil {
 			closeAll(out)
-			return nil, fmt.Errorf("%s %s: %w", in.Role, in.Path, err)
+			return nil, fmt.Errorf("%s: %w", in.Role, err) // err names the path
 		}
 		out = append(out, s)
 	}

@@ -110,6 +110,9 @@ func (c *Checkpoint) openSharded(indexPath string) error {
 	if err != nil {
 		return err
 	}
+	if !st.Mode().IsRegular() {
+		return bad("index is not a regular file")
+	}
 	if st.Size() > maxIndexSize {
 		return bad("index is %d bytes, over the limit of %d", st.Size(), maxIndexSize)
 	}

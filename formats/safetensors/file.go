@@ -28,6 +28,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -105,7 +106,9 @@ type File struct {
 
 // Open memory-maps the named file and parses its header. The caller must Close it.
 func Open(path string) (*File, error) {
-	fd, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO must not wait for a writer; the mode check below
+	// rejects it. Reads of regular files are unaffected.
+	fd, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +119,7 @@ func Open(path string) (*File, error) {
 	}
 	if !st.Mode().IsRegular() {
 		fd.Close()
-		return nil, fmt.Errorf("%s: not a regular file", path)
+		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
 	}
 	f, err := NewFile(fd, st.Size())
 	if err != nil {
@@ -168,17 +171,20 @@ func NewFile(r io.ReaderAt, size int64) (*File, error) {
 	return f, nil
 }
 
-// rawTensor is a tensor entry as the header spells it. Numbers are decoded as
-// json.Number so that negative or fractional values get a precise error.
+// rawTensor is a tensor entry as the header spells it. Numbers are kept raw so that
+// negative, fractional or quoted values get a precise error.
 type rawTensor struct {
-	DType       string        `json:"dtype"`
-	Shape       []json.Number `json:"shape"`
-	DataOffsets []json.Number `json:"data_offsets"`
+	DType       string            `json:"dtype"`
+	Shape       []json.RawMessage `json:"shape"`
+	DataOffsets []json.RawMessage `json:"data_offsets"`
 }
 
 func (f *File) parseHeader(hdr []byte) error {
 	if hdr[0] != '{' {
 		return &FormatError{Off: 8, Msg: "header is not a JSON object"}
+	}
+	if !utf8.Valid(hdr) { // encoding/json would silently turn bad bytes into U+FFFD
+		return &FormatError{Off: 8, Msg: "header is not valid UTF-8"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(hdr))
 	dec.UseNumber()
@@ -195,6 +201,9 @@ func (f *File) parseHeader(hdr []byte) error {
 		name, ok := tok.(string)
 		if !ok {
 			return &FormatError{Off: 8 + dec.InputOffset(), Msg: "header key is not a string"}
+		}
+		if name == "" {
+			return &FormatError{Off: 8 + dec.InputOffset(), Msg: "empty tensor name"}
 		}
 		if seen[name] {
 			return &FormatError{Off: 8 + dec.InputOffset(), Tensor: name, Msg: "name appears twice in the header"}
@@ -228,7 +237,7 @@ func (f *File) parseHeader(hdr []byte) error {
 	return f.checkLayout(dataStart)
 }
 
-func parseNonNegative(n json.Number) (int64, bool) {
+func parseNonNegative(n json.RawMessage) (int64, bool) {
 	v, err := strconv.ParseInt(string(n), 10, 64)
 	return v, err == nil && v >= 0
 }
@@ -255,11 +264,11 @@ func (raw *rawTensor) check(name string, dataStart int64) (TensorInfo, error) {
 	for i, s := range raw.Shape {
 		d, ok := parseNonNegative(s)
 		if !ok {
-			return bad("shape %v: dimension %q is not a non-negative integer", raw.Shape, s)
+			return bad("shape dimension %d (%s) is not a non-negative integer", i, s)
 		}
 		shape[i] = d
 		if d != 0 && numel > maxElements/d {
-			return bad("shape %v has more than %d elements", raw.Shape, int64(maxElements))
+			return bad("shape %v has more than %d elements", shape[:i+1], int64(maxElements))
 		}
 		numel *= d
 	}
@@ -269,7 +278,7 @@ func (raw *rawTensor) check(name string, dataStart int64) (TensorInfo, error) {
 	begin, ok1 := parseNonNegative(raw.DataOffsets[0])
 	end, ok2 := parseNonNegative(raw.DataOffsets[1])
 	if !ok1 || !ok2 || end < begin {
-		return bad("data_offsets %v are not 0 ≤ begin ≤ end", raw.DataOffsets)
+		return bad("data_offsets [%s, %s] are not 0 ≤ begin ≤ end", raw.DataOffsets[0], raw.DataOffsets[1])
 	}
 	if want := numel * int64(dt.Size()); end-begin != want {
 		return bad("%s %v needs %d bytes but data_offsets [%d, %d] span %d", dt, shape, want, begin, end, end-begin)

@@ -190,6 +190,9 @@ func (o *Output) create(opts OutputOptions) error {
 		return err
 	}
 	if !d.Folder {
+		if st, err := os.Stat(d.Path); err == nil && st.IsDir() {
+			return &os.PathError{Op: "write checkpoint", Path: d.Path, Err: errors.New("is a folder (name the output without .safetensors to write a folder)")}
+		}
 		f, err := os.CreateTemp(d.parent, "."+d.base+tmpInfix+"*")
 		if err != nil {
 			return err
