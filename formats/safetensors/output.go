@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -193,24 +195,34 @@ func (o *Output) create(opts OutputOptions) error {
 		if st, err := os.Stat(d.Path); err == nil && st.IsDir() {
 			return &os.PathError{Op: "write checkpoint", Path: d.Path, Err: errors.New("is a folder (name the output without .safetensors to write a folder)")}
 		}
-		f, err := os.CreateTemp(d.parent, "."+d.base+tmpInfix+"*")
+		var f *os.File
+		tmp, err := makeTemp(d.parent, "."+d.base+tmpInfix, func(p string) (err error) {
+			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		o.tmp = f.Name()
+		o.tmp = tmp
 		o.files = append(o.files, f)
+		if err := d.keepMode(tmp); err != nil {
+			return err
+		}
 		o.Shards = []string{d.Path}
 	} else {
 		if err := d.checkReplaceable(); err != nil {
 			return err
 		}
-		dir, err := os.MkdirTemp(d.parent, "."+d.base+tmpInfix+"*")
+		dir, err := makeTemp(d.parent, "."+d.base+tmpInfix, func(p string) error { return os.Mkdir(p, 0o777) })
 		if err != nil {
 			return err
 		}
 		o.tmp = dir
+		if err := d.keepMode(dir); err != nil {
+			return err
+		}
 		for _, p := range o.plans {
-			f, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+			f, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
 			if err != nil {
 				return err
 			}
@@ -237,6 +249,33 @@ func (o *Output) create(opts OutputOptions) error {
 		}
 	}
 	return nil
+}
+
+// makeTemp creates a temporary output named prefix plus a random suffix with mk,
+// which must fail if the name exists. Unlike os.CreateTemp (0600) and os.MkdirTemp
+// (0700) it lets mk pick the mode (0666 or 0777 less the umask), so that a new output
+// is as readable as any file the user creates.
+func makeTemp(dir, prefix string, mk func(path string) error) (string, error) {
+	for range 100 {
+		p := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		err := mk(p)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return p, err
+	}
+	return "", &os.PathError{Op: "create temporary", Path: filepath.Join(dir, prefix+"*"), Err: fs.ErrExist}
+}
+
+// keepMode gives the temporary output the permissions of the destination it will
+// replace, if there is one, so that an in-place merge does not lock out the other
+// users or the server that read it.
+func (d *Dest) keepMode(tmp string) error {
+	st, err := os.Stat(d.Path)
+	if err != nil {
+		return nil // nothing to replace: the umask decided
+	}
+	return os.Chmod(tmp, st.Mode().Perm())
 }
 
 // fallocate reserves the file's blocks so that a full disk fails now, before any
@@ -414,7 +453,7 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
 		return err
 	}
@@ -430,7 +469,7 @@ func copyFile(src, dst string) error {
 }
 
 func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
 		return err
 	}
@@ -513,37 +552,41 @@ func (o *Output) Commit() error {
 			return err
 		}
 		o.done = true
-		return syncDir(d.parent)
+		syncDir(d.parent) // best effort: the new file is in place whatever this says
+		return nil
 	}
 	if err := syncDir(o.tmp); err != nil {
 		o.Abort()
 		return err
 	}
-	err := o.switchFolder()
-	if err != nil {
+	if err := o.switchFolder(); err != nil {
 		o.Abort()
 		return err
 	}
-	o.done = true
 	return nil
 }
 
+// switchFolder puts the temporary folder at the destination. Once it is there the
+// output is committed (o.done); clean-up failures after that point are not errors,
+// since Lock removes the leftovers on the next run.
 func (o *Output) switchFolder() error {
 	d := o.dest
 	if _, err := os.Lstat(d.Path); errors.Is(err, fs.ErrNotExist) {
 		if err := os.Rename(o.tmp, d.Path); err != nil {
 			return err
 		}
-		return syncDir(d.parent)
+		o.done = true
+		syncDir(d.parent)
+		return nil
 	}
 	if !d.NoExchange {
 		err := unix.Renameat2(unix.AT_FDCWD, o.tmp, unix.AT_FDCWD, d.Path, unix.RENAME_EXCHANGE)
 		if err == nil {
 			// o.tmp now holds the old folder.
-			if err := syncDir(d.parent); err != nil {
-				return err
-			}
-			return os.RemoveAll(o.tmp)
+			o.done = true
+			syncDir(d.parent)
+			os.RemoveAll(o.tmp)
+			return nil
 		}
 		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
 			return &os.PathError{Op: "exchange", Path: d.Path, Err: err}
@@ -557,10 +600,10 @@ func (o *Output) switchFolder() error {
 		os.Rename(old, d.Path) // put the old folder back; Lock's recovery does it otherwise
 		return err
 	}
-	if err := syncDir(d.parent); err != nil {
-		return err
-	}
-	return os.RemoveAll(old)
+	o.done = true
+	syncDir(d.parent)
+	os.RemoveAll(old)
+	return nil
 }
 
 // Abort removes the temporary output; the destination is untouched.

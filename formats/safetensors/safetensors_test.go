@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -400,4 +401,40 @@ func FuzzOpen(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOutputPermissions: a new output is as readable as the umask allows (not 0600),
+// and a replaced one keeps its mode.
+func TestOutputPermissions(t *testing.T) {
+	umask := syscall.Umask(0)
+	syscall.Umask(umask)
+	dir := t.TempDir()
+	ts := mixedTensors()[:2]
+	write := func(path string) {
+		d, err := Lock(path, nil)
+		must(t, err)
+		defer d.Unlock()
+		writeFolderOutput(t, d, ts, OutputOptions{}) // files and folders alike
+	}
+	mode := func(p string) os.FileMode {
+		st, err := os.Stat(p)
+		must(t, err)
+		return st.Mode().Perm()
+	}
+	file, folder := filepath.Join(dir, "m.safetensors"), filepath.Join(dir, "ckpt")
+	write(file)
+	write(folder)
+	if got, want := mode(file), os.FileMode(0o666)&^os.FileMode(umask); got != want {
+		t.Errorf("new file mode %v, want %v", got, want)
+	}
+	if got, want := mode(folder), os.FileMode(0o777)&^os.FileMode(umask); got != want {
+		t.Errorf("new folder mode %v, want %v", got, want)
+	}
+	must(t, os.Chmod(file, 0o640))
+	must(t, os.Chmod(folder, 0o750))
+	write(file)
+	write(folder)
+	if mode(file) != 0o640 || mode(folder) != 0o750 {
+		t.Errorf("replaced outputs: file %v folder %v, want 0640 and 0750", mode(file), mode(folder))
+	}
 }
