@@ -571,7 +571,15 @@ func runBadInputCase(t *testing.T, c badInputCase) {
 				t.Errorf("message does not say %q", w)
 			}
 		}
-		if stdout.Len() != 0 {
+		if slices.Contains(args, "--json") {
+			var e struct {
+				Error      string `json:"error"`
+				ExitStatus int    `json:"exit_status"`
+			}
+			if err := json.Unmarshal(stdout.Bytes(), &e); err != nil || e.ExitStatus != code || e.Error == "" {
+				t.Errorf("--json failure: stdout %q is not {error, exit_status}", stdout.String())
+			}
+		} else if stdout.Len() != 0 {
 			t.Errorf("stdout is not empty after a failure: %q", stdout.String())
 		}
 	}

@@ -245,3 +245,16 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONErrors: with --json a failure is one JSON object on stdout too.
+func TestJSONErrors(t *testing.T) {
+	f := newCLIFixture(t)
+	code, stdout, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", filepath.Join(f.dir, "nope"), "--out", filepath.Join(f.dir, "m.safetensors"), "--json")
+	var e struct {
+		Error      string `json:"error"`
+		ExitStatus int    `json:"exit_status"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &e); err != nil || code != exitBadInput || e.ExitStatus != code || !strings.Contains(e.Error, "nope") {
+		t.Errorf("exit %d, stdout %q (%v), stderr %q", code, stdout, err, stderr)
+	}
+}

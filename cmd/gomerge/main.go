@@ -61,15 +61,22 @@ func main() {
 
 // run executes one gomerge command line and returns its exit status.
 func run(ctx context.Context, ios *IOStreams, args []string) int {
-	started := false // set once a command's RunE begins: errors before are usage errors
-	root := newRootCmd(ios, &started)
+	var st runState
+	root := newRootCmd(ios, &st)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
 	fmt.Fprintf(ios.ErrOut, "gomerge: %v\n", err)
-	code := exitCode(err, started)
+	code := exitCode(err, st.started)
+	if st.json {
+		// A caller that asked for JSON parses stdout: give it the failure there too.
+		writeJSON(ios.Out, struct {
+			Error      string `json:"error"`
+			ExitStatus int    `json:"exit_status"`
+		}{err.Error(), code})
+	}
 	if code == exitUsage {
 		fmt.Fprintf(ios.ErrOut, "Run 'gomerge %s --help' for usage.\n", commandPath(root, args))
 	}
@@ -108,7 +115,13 @@ func exitCode(err error, started bool) int {
 	return exitOther
 }
 
-func newRootCmd(ios *IOStreams, started *bool) *cobra.Command {
+// runState is what run learns about the command line once cobra has parsed it.
+type runState struct {
+	started bool // a command's RunE began: errors before that are usage errors
+	json    bool // the command was asked for --json
+}
+
+func newRootCmd(ios *IOStreams, st *runState) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "gomerge",
 		Short: "Merge neural-network checkpoints (SFA, linear, TIES, ...) fast and safely",
@@ -120,8 +133,11 @@ half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 1 anything else.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(*cobra.Command, []string) {
-			*started = true
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			st.started = true
+			if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
+				st.json = true
+			}
 		},
 	}
 	root.SetIn(ios.In)
