@@ -728,3 +728,65 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 		}
 	})
 }
+
+// TestInterruptLeavesNothing: Ctrl-C (SIGINT) during a merge cancels it cleanly: exit
+// status 1, no output, no temporary files, inputs untouched.
+func TestInterruptLeavesNothing(t *testing.T) {
+	bin := buildGomerge(t)
+	f := newCrashFixture(t)
+	cur := filepath.Join(f.dir, "current")
+	f.reset(t, cur)
+	out := filepath.Join(f.dir, "out", "merged.safetensors")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"sfa", "--anchor", f.anchor, "--current", cur, "--out", out}
+	full := runToEnd(t, bin, args...)
+	if err := os.Remove(out); err != nil {
+		t.Fatal(err)
+	}
+	interrupted := 0
+	for i := range 6 {
+		var stderr bytes.Buffer
+		cmd := exec.Command(bin, args...)
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(full * time.Duration(i) / 8)
+		cmd.Process.Signal(os.Interrupt)
+		err := cmd.Wait()
+		if err == nil { // finished before the signal
+			if err := os.Remove(out); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		interrupted++
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == -1 {
+			// The signal came before gomerge installed its handler: the default
+			// action ended it, before it had written anything.
+			if names := entryNames(t, filepath.Dir(out)); len(names) != 0 {
+				t.Fatalf("merge interrupted at start left %v", names)
+			}
+			continue
+		}
+		if !errors.As(err, &ee) || ee.ExitCode() != exitOther {
+			t.Fatalf("interrupted merge: %v (want exit status 1)\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "canceled") {
+			t.Errorf("interrupted merge says %q", stderr.String())
+		}
+		if names := entryNames(t, filepath.Dir(out)); len(names) != 0 {
+			t.Fatalf("interrupted merge left %v", names)
+		}
+	}
+	t.Logf("%d of 6 runs interrupted (a full run takes %v)", interrupted, full)
+	if interrupted == 0 {
+		t.Error("no run was interrupted: the test did not test anything")
+	}
+	if hashFile(t, f.anchor) != f.anchorHash {
+		t.Error("anchor changed")
+	}
+}
