@@ -62,3 +62,16 @@ func BenchmarkRunSFA(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkSumSqDiff(b *testing.B) {
+	x, y := randF32(ChunkElems, 1), randF32(ChunkElems, 2)
+	b.SetBytes(8 * ChunkElems)
+	b.ReportAllocs()
+	var s float64
+	for b.Loop() {
+		s = sumSqDiff(x, y)
+	}
+	if !(s > 0) {
+		b.Fatal("wrong sum")
+	}
+}
