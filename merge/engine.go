@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -26,17 +27,39 @@ const copyChunkBytes = 4 << 20
 // operand plus the encoded output chunk, for all the chunks in flight.
 const DefaultBudget = 256 << 20
 
-// Kernel is a method's per-element work on one tensor. The engine calls it once per
-// chunk, concurrently for different chunks; it must not keep the slices.
+// Chunk locates a chunk within its tensor.
+type Chunk struct {
+	Index  int64 // chunk number, from 0
+	Offset int64 // flat index of the chunk's first element
+}
+
+// Kernel is a method's work on one tensor. The engine calls its functions once per
+// chunk, concurrently for different chunks; they must not keep the slices.
 type Kernel struct {
+	// Passes run in order over the whole tensor before Merge, for methods that need
+	// tensor-wide quantities first (norms, the k-th largest magnitude). Each pass sees
+	// every chunk's decoded inputs; its Done runs once all its chunks are done.
+	Passes []Pass
 	// Merge computes dst from in (one slice per input) and aux (one per auxiliary
 	// source), all of len(dst). Nil for a reduction that writes nothing.
-	Merge func(dst []float32, in, aux [][]float32)
+	Merge func(dst []float32, in, aux [][]float32, pos Chunk)
 	// Observe, if set, sees each chunk after Merge, with out holding the output as
 	// rounded to the output dtype (nil when nothing is written), and adds partial
 	// sums to acc, which has NumStats entries.
 	Observe  func(out []float32, in [][]float32, acc []float64)
 	NumStats int
+}
+
+// Pass is one streaming pass over a tensor before its merge.
+type Pass struct {
+	// Chunk adds chunk pos's contribution to acc (NumStats entries, private to the
+	// chunk). Integer statistics, which any order adds exactly, may instead go to
+	// shared state under the kernel's own lock.
+	Chunk    func(pos Chunk, in, aux [][]float32, acc []float64)
+	NumStats int
+	// Done gets every chunk's acc, in chunk order (NumStats entries each), so that
+	// float sums come out the same whatever the scheduling.
+	Done func(perChunk []float64) error
 }
 
 // Sink receives the output bytes of tensor i (its index in the plan) at byte offset
@@ -165,6 +188,41 @@ tensors:
 			kernels[ti] = k
 		}
 		nChunks := (n + ChunkElems - 1) / ChunkElems
+		for _, pass := range k.Passes {
+			// The passes of a tensor run one after another; this goroutine is not a
+			// worker, so waiting here holds no worker slot.
+			perChunk := make([]float64, nChunks*int64(pass.NumStats))
+			var wg sync.WaitGroup
+			for c := int64(0); c < nChunks; c++ {
+				wg.Add(1)
+				if !launch(guarded(t, func() error {
+					defer wg.Done()
+					s := getScratch()
+					defer func() { free <- s }()
+					pos := Chunk{Index: c, Offset: c * ChunkElems}
+					in, aux, err := decodeChunk(t, pos, s, &bytesRead)
+					if err != nil {
+						return err
+					}
+					pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
+					return nil
+				})) {
+					wg.Done()
+					wg.Wait()
+					break tensors
+				}
+			}
+			wg.Wait()
+			if gctx.Err() != nil {
+				break tensors
+			}
+			if pass.Done != nil {
+				if err := pass.Done(perChunk); err != nil {
+					launch(func() error { return fmt.Errorf("tensor %q: %w", t.Name, err) })
+					break tensors
+				}
+			}
+		}
 		if k.Observe != nil && k.NumStats > 0 {
 			partials[ti] = make([]float64, nChunks*int64(k.NumStats))
 		}
@@ -201,42 +259,55 @@ tensors:
 	return res, nil
 }
 
-func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, partials []float64,
-	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) error {
-	lo := c * ChunkElems
-	n := int(min(ChunkElems, t.NumElements()-lo))
+// decodeChunk decodes chunk pos of every input and auxiliary operand of t into s.
+func decodeChunk(t *TensorPlan, pos Chunk, s *scratch, bytesRead *atomic.Int64) (in, aux [][]float32, err error) {
+	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
 	decode := func(dst []float32, op Operand) error {
 		sz := int64(op.DType.Size())
-		if err := dtype.Decode(dst, op.Data[lo*sz:], op.DType); err != nil {
+		if err := dtype.Decode(dst, op.Data[pos.Offset*sz:], op.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", op.File, t.Name, err)
 		}
 		bytesRead.Add(int64(n) * sz)
 		return nil
 	}
+	in = s.in[:len(t.In)]
+	for i, op := range t.In {
+		in[i] = in[i][:n]
+		if err := decode(in[i], op); err != nil {
+			return nil, nil, err
+		}
+	}
+	aux = s.aux[:len(t.Aux)]
+	for i, op := range t.Aux {
+		aux[i] = aux[i][:n]
+		if err := decode(aux[i], op); err != nil {
+			return nil, nil, err
+		}
+	}
+	return in, aux, nil
+}
+
+func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, partials []float64,
+	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) error {
+	pos := Chunk{Index: c, Offset: c * ChunkElems}
+	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
 	dst := s.dst[:n]
 	var in [][]float32
 	if t.Merge {
-		in = s.in[:len(t.In)]
-		for i, op := range t.In {
-			in[i] = in[i][:n]
-			if err := decode(in[i], op); err != nil {
-				return err
-			}
-		}
-		aux := s.aux[:len(t.Aux)]
-		for i, op := range t.Aux {
-			aux[i] = aux[i][:n]
-			if err := decode(aux[i], op); err != nil {
-				return err
-			}
-		}
-		if k.Merge != nil {
-			k.Merge(dst, in, aux)
-		}
-	} else { // a copy that changes dtype
-		if err := decode(dst, t.Copy); err != nil {
+		var aux [][]float32
+		var err error
+		if in, aux, err = decodeChunk(t, pos, s, bytesRead); err != nil {
 			return err
 		}
+		if k.Merge != nil {
+			k.Merge(dst, in, aux, pos)
+		}
+	} else { // a copy that changes dtype
+		sz := int64(t.Copy.DType.Size())
+		if err := dtype.Decode(dst, t.Copy.Data[pos.Offset*sz:], t.Copy.DType); err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", t.Copy.File, t.Name, err)
+		}
+		bytesRead.Add(int64(n) * sz)
 	}
 	var out []float32
 	if sink != nil {
@@ -245,7 +316,7 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 		if err := dtype.Encode(buf, dst, t.OutDType); err != nil {
 			return fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
-		if err := sink.WriteAt(ti, lo*osz, buf); err != nil {
+		if err := sink.WriteAt(ti, pos.Offset*osz, buf); err != nil {
 			return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
 		}
 		bytesWritten.Add(int64(len(buf)))

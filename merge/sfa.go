@@ -39,7 +39,7 @@ func (s SFA) Kernel() Kernel {
 	c := float32(1 - s.Beta) // 1−β in float64, then rounded: SPEC §2
 	eta := s.Eta
 	return Kernel{
-		Merge: func(dst []float32, in, aux [][]float32) {
+		Merge: func(dst []float32, in, aux [][]float32, _ Chunk) {
 			if len(aux) == 0 {
 				Lerp(dst, in[0], in[1], b, c)
 				return
