@@ -96,7 +96,7 @@ func exitCode(err error, started bool) int {
 	var ue usageError
 	var oe *merge.OutputError
 	switch {
-	case errors.As(err, &ue) || !started:
+	case errors.As(err, &ue) || !started, errors.Is(err, merge.ErrBadParameter):
 		return exitUsage
 	case errors.As(err, &oe):
 		return exitIO
@@ -145,6 +145,9 @@ half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 	root.SetErr(ios.ErrOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newSFACmd(ios), newDistanceCmd(ios), newInspectCmd(ios), newVersionCmd(ios))
+	for _, mc := range methodCmds {
+		root.AddCommand(newMethodCmd(ios, mc))
+	}
 	return root
 }
 

@@ -1,0 +1,66 @@
+package merge
+
+import "math"
+
+// breadcrumbsKernel (SPEC §2 breadcrumbs, breadcrumbs_ties): of each δ_i drop the
+// n_bot smallest and the n_top largest magnitudes, then add the weighted deltas as
+// task arithmetic does; breadcrumbs_ties first masks them with the elected sign,
+// without dividing.
+func breadcrumbsKernel(m *methodRun, t *TensorPlan) Kernel {
+	n := t.NumElements()
+	ranks := make([][]int64, len(m.weights))
+	for i, d := range m.dens {
+		keep := topK(d, n)
+		nTop := int64(math.Floor(m.p.Gamma * float64(n)))
+		nBot := n - keep - nTop
+		if nBot < 0 {
+			nTop += nBot
+			nBot = 0
+		}
+		// Keep descending ranks [nTop, n−nBot): above the second cut, not the first.
+		ranks[i] = []int64{nTop, n - nBot}
+	}
+	sel := newRankSelector(n, ranks, deltaMagnitudes)
+	return Kernel{
+		Passes: sel.passes(),
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			keep := keepMasks(sel, in, pos, len(dst), true)
+			addTaskVectors(m, dst, in, keep, nil)
+		},
+	}
+}
+
+// addTaskVectors sets dst = base + λ·Σ_i Δ_i with Δ_i = w_i·(scale_i·δ_i) where keep
+// says so (scale nil: 1), masked by the elected sign when the method says so.
+func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale []float32) {
+	base, models := in[0][:len(dst)], in[1:]
+	lambda := float32(m.p.Lambda)
+	d := make([]float32, len(models))
+	for j := range dst {
+		b := base[j]
+		for i, x := range models {
+			d[i] = 0
+			if keep[i][j] {
+				delta := x[j] - b
+				if scale != nil {
+					delta = float32(scale[i] * delta)
+				}
+				d[i] = float32(m.weights[i] * delta)
+			}
+		}
+		var sum float32
+		if m.tiesSign {
+			s := electSign(d)
+			for _, di := range d {
+				if signMatches(di, s) {
+					sum += di
+				}
+			}
+		} else {
+			for _, di := range d {
+				sum += di
+			}
+		}
+		dst[j] = b + float32(lambda*sum)
+	}
+}

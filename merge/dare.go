@@ -1,0 +1,115 @@
+package merge
+
+import (
+	"hash/fnv"
+	"math"
+)
+
+// dareKernel (SPEC §2 dare_linear, dare_ties): keep each element of δ_i with
+// probability density, rescale what is kept (by ‖δ_i‖₁/‖δ̂_i‖₁, or 1/density with
+// --rescale inverse), then add as task arithmetic (dare_ties: sign-masked, without
+// dividing).
+//
+// The random draw of element e of model i depends only on (seed, tensor name, i, e),
+// through a counter-based generator, so the result is the same whatever the chunking,
+// the thread count or the order in which tensors are processed.
+func dareKernel(m *methodRun, t *TensorPlan) Kernel {
+	lanes := len(m.weights)
+	key := dareKey(m.p.Seed, t.Name)
+	thresholds := make([]uint64, lanes)
+	for i, d := range m.dens {
+		thresholds[i] = densityThreshold(d)
+	}
+	keepChunk := func(in [][]float32, pos Chunk, n int) [][]bool {
+		keep := make([][]bool, lanes)
+		for i := range lanes {
+			keep[i] = make([]bool, n)
+			for j := range n {
+				keep[i][j] = dareDraw(key, i, pos.Offset+int64(j)) < thresholds[i]
+			}
+		}
+		return keep
+	}
+	scale := make([]float32, lanes)
+	k := Kernel{
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			addTaskVectors(m, dst, in, keepChunk(in, pos, len(dst)), scale)
+		},
+	}
+	if m.p.Rescale == "inverse" {
+		for i, d := range m.dens {
+			if d > 0 {
+				scale[i] = float32(1 / d)
+			}
+		}
+		return k
+	}
+	// l1: a pass sums |δ_i| and |δ̂_i| over the tensor (float64, per chunk, added in
+	// chunk order) to find each model's rescale factor.
+	k.Passes = []Pass{{
+		NumStats: 2 * lanes,
+		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+			keep := keepChunk(in, pos, len(in[0]))
+			base := in[0]
+			for i, x := range in[1:] {
+				var all, kept float64
+				for j := range base {
+					a := math.Abs(float64(x[j] - base[j]))
+					all += a
+					if keep[i][j] {
+						kept += a
+					}
+				}
+				acc[2*i] += all
+				acc[2*i+1] += kept
+			}
+		},
+		Done: func(perChunk []float64) error {
+			sums := make([]float64, 2*lanes)
+			for c := 0; c < len(perChunk); c += 2 * lanes {
+				for s := range sums {
+					sums[s] += perChunk[c+s]
+				}
+			}
+			for i := range lanes {
+				all, kept := sums[2*i], sums[2*i+1]
+				scale[i] = 1
+				if all >= 1e-7 && kept >= 1e-7 {
+					scale[i] = float32(all / kept)
+				}
+			}
+			return nil
+		},
+	}}
+	return k
+}
+
+func dareKey(seed uint64, tensor string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(tensor))
+	return splitmix64(seed ^ h.Sum64())
+}
+
+// dareDraw is a uniform 64-bit number for element e of model lane.
+func dareDraw(key uint64, lane int, e int64) uint64 {
+	return splitmix64(key ^ splitmix64(uint64(lane+1)*0xd1b54a32d192ed03^uint64(e)*0x9e3779b97f4a7c15))
+}
+
+// densityThreshold maps a keep probability to the 64-bit draw below which an element
+// is kept.
+func densityThreshold(d float64) uint64 {
+	v := d * 0x1p64
+	if v >= 0x1p64 {
+		return math.MaxUint64
+	}
+	return uint64(v)
+}
+
+// splitmix64 is the finaliser of Steele, Lea and Flood's SplitMix64: a bijective mix
+// whose outputs for consecutive inputs pass BigCrush.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}

@@ -1,0 +1,19 @@
+package merge
+
+// fisherKernel (SPEC §2 fisher, Matena & Raffel): θ = Σ λ_i F̃_i θ_i / Σ λ_i F̃_i with
+// F̃ = max(F, ε), per element in float32, each product rounded, added in model order.
+// The Fishers are the auxiliary operands, one per model.
+func fisherKernel(m *methodRun, _ *TensorPlan) Kernel {
+	eps := float32(m.p.Epsilon)
+	return Kernel{Merge: func(dst []float32, in, aux [][]float32, _ Chunk) {
+		for j := range dst {
+			var num, den float32
+			for i, x := range in {
+				f := float32(m.weights[i] * max(aux[i][j], eps))
+				num += float32(f * x[j])
+				den += f
+			}
+			dst[j] = num / den
+		}
+	}}
+}

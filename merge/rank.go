@@ -1,0 +1,296 @@
+package merge
+
+import (
+	"math"
+	"sync"
+)
+
+// Magnitude ranks without sorting.
+//
+// TIES keeps the k largest |δ| of a tensor; breadcrumbs drops the largest and the
+// smallest. Both need, for a rank c, the cut between the c elements that rank higher
+// and the rest, where elements are ordered by |δ| descending and equal magnitudes by
+// flat index ascending (SPEC §2: "the lower flat index counts as larger"). Sorting
+// would need the whole tensor in memory; instead three streaming passes find each cut
+// exactly, in O(numel):
+//
+//  1. a histogram of the top 16 bits of the float32 bit pattern of |δ| (the bits of a
+//     non-negative float order like the values, NaN above +Inf), which locates the
+//     bin holding rank c;
+//  2. within that bin, a histogram of the low 16 bits, which gives the exact bit
+//     pattern T at rank c and how many of the elements equal to T rank higher (r);
+//  3. per chunk, how many elements equal T, so that each chunk knows how many of the
+//     equal elements before it already ranked higher (prefix sums of integers, so
+//     the result does not depend on scheduling).
+//
+// An element ranks above the cut if its bits exceed T, or equal T and fewer than r
+// equal elements precede it in flat order.
+
+// cut is a rank boundary in one tensor's magnitudes.
+type cut struct {
+	rank int64 // how many elements rank above the cut
+	// all: every element ranks above (rank ≥ numel); none: none does (rank ≤ 0).
+	all, none bool
+	t         uint32 // the bit pattern at the boundary
+	r         int64  // how many elements equal to t rank above
+	// before[c]: elements equal to t in chunks before c (only when ties matter).
+	before []int64
+	ties   bool // some elements equal to t rank above and some below
+}
+
+// rankSelector finds cuts for several "lanes" (one per model), each with its own
+// ranks, over a tensor of n elements. lanes[i] holds the ranks wanted for lane i.
+type rankSelector struct {
+	n       int64
+	nChunks int64
+	cuts    [][]*cut
+	// magnitude returns the bit patterns of |δ| for lane i of a chunk into dst.
+	magnitude func(dst []uint32, lane int, in [][]float32)
+
+	mu     sync.Mutex
+	hiHist [][]uint64 // per lane, 1<<16 bins (top 16 bits)
+	bin    [][]uint32 // per lane and cut, the top-16-bit bin holding the cut
+	above  [][]int64  // per lane and cut, elements in bins above it
+	loHist [][][]uint64
+	ties   [][][]int64 // per lane, cut, chunk: count of elements equal to t
+	pool   sync.Pool   // *rankScratch
+}
+
+type rankScratch struct {
+	mags []uint32 // one chunk's magnitudes
+	hist []uint32 // a chunk-local histogram of 1<<16 bins
+}
+
+func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane int, in [][]float32)) *rankSelector {
+	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude}
+	s.pool.New = func() any {
+		return &rankScratch{mags: make([]uint32, ChunkElems), hist: make([]uint32, 1<<16)}
+	}
+	for _, rs := range ranks {
+		var cs []*cut
+		for _, r := range rs {
+			c := &cut{rank: r}
+			c.all = r >= n
+			c.none = r <= 0
+			cs = append(cs, c)
+		}
+		s.cuts = append(s.cuts, cs)
+	}
+	return s
+}
+
+func (s *rankSelector) needed() bool {
+	for _, cs := range s.cuts {
+		for _, c := range cs {
+			if !c.all && !c.none {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// passes returns the engine passes that settle every cut (none when no cut needs
+// them).
+func (s *rankSelector) passes() []Pass {
+	if !s.needed() {
+		return nil
+	}
+	lanes := len(s.cuts)
+	return []Pass{
+		{ // 1: top-16-bit histogram
+			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+				sc := s.pool.Get().(*rankScratch)
+				defer s.pool.Put(sc)
+				local := sc.hist
+				for lane := range lanes {
+					clear(local)
+					mags := sc.mags[:len(in[0])]
+					s.magnitude(mags, lane, in)
+					for _, m := range mags {
+						local[m>>16]++
+					}
+					s.mu.Lock()
+					if s.hiHist == nil {
+						s.hiHist = make([][]uint64, lanes)
+					}
+					if s.hiHist[lane] == nil {
+						s.hiHist[lane] = make([]uint64, 1<<16)
+					}
+					h := s.hiHist[lane]
+					for b, v := range local {
+						h[b] += uint64(v)
+					}
+					s.mu.Unlock()
+				}
+			},
+			Done: func([]float64) error {
+				s.bin = make([][]uint32, lanes)
+				s.above = make([][]int64, lanes)
+				s.loHist = make([][][]uint64, lanes)
+				for lane, cs := range s.cuts {
+					s.bin[lane] = make([]uint32, len(cs))
+					s.above[lane] = make([]int64, len(cs))
+					s.loHist[lane] = make([][]uint64, len(cs))
+					for ci, c := range cs {
+						if c.all || c.none {
+							continue
+						}
+						// Walk from the largest magnitudes down to the bin where the
+						// count reaches the rank.
+						var cum int64
+						for b := 1<<16 - 1; b >= 0; b-- {
+							v := int64(s.hiHist[lane][b])
+							if cum+v >= c.rank {
+								s.bin[lane][ci], s.above[lane][ci] = uint32(b), cum
+								break
+							}
+							cum += v
+						}
+						s.loHist[lane][ci] = make([]uint64, 1<<16)
+					}
+				}
+				s.hiHist = nil
+				return nil
+			},
+		},
+		{ // 2: low-16-bit histogram inside each cut's bin
+			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+				sc := s.pool.Get().(*rankScratch)
+				defer s.pool.Put(sc)
+				for lane, cs := range s.cuts {
+					mags := sc.mags[:len(in[0])]
+					s.magnitude(mags, lane, in)
+					for ci, c := range cs {
+						if c.all || c.none {
+							continue
+						}
+						bin := s.bin[lane][ci]
+						local := sc.hist
+						clear(local)
+						found := 0
+						for _, m := range mags {
+							if m>>16 == bin {
+								local[m&0xffff]++
+								found++
+							}
+						}
+						if found == 0 {
+							continue
+						}
+						s.mu.Lock()
+						h := s.loHist[lane][ci]
+						for lo, v := range local {
+							h[lo] += uint64(v)
+						}
+						s.mu.Unlock()
+					}
+				}
+			},
+			Done: func([]float64) error {
+				s.ties = make([][][]int64, lanes)
+				for lane, cs := range s.cuts {
+					s.ties[lane] = make([][]int64, len(cs))
+					for ci, c := range cs {
+						if c.all || c.none {
+							continue
+						}
+						need := c.rank - s.above[lane][ci]
+						var cum int64
+						for lo := 1<<16 - 1; lo >= 0; lo-- {
+							v := int64(s.loHist[lane][ci][lo])
+							if cum+v >= need {
+								c.t = s.bin[lane][ci]<<16 | uint32(lo)
+								c.r = need - cum
+								c.ties = c.r < v
+								break
+							}
+							cum += v
+						}
+						if c.ties {
+							s.ties[lane][ci] = make([]int64, s.nChunks)
+						}
+					}
+				}
+				s.loHist = nil
+				return nil
+			},
+		},
+		{ // 3: per-chunk counts of elements equal to each cut's pattern
+			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+				sc := s.pool.Get().(*rankScratch)
+				defer s.pool.Put(sc)
+				for lane, cs := range s.cuts {
+					mags := sc.mags[:len(in[0])]
+					computed := false
+					for ci, c := range cs {
+						if !c.ties {
+							continue
+						}
+						if !computed {
+							s.magnitude(mags, lane, in)
+							computed = true
+						}
+						var k int64
+						for _, m := range mags {
+							if m == c.t {
+								k++
+							}
+						}
+						s.ties[lane][ci][pos.Index] = k // each chunk writes its own slot
+					}
+				}
+			},
+			Done: func([]float64) error {
+				for lane, cs := range s.cuts {
+					for ci, c := range cs {
+						if !c.ties {
+							continue
+						}
+						c.before = make([]int64, s.nChunks)
+						var cum int64
+						for i, k := range s.ties[lane][ci] {
+							c.before[i] = cum
+							cum += k
+						}
+					}
+				}
+				s.ties = nil
+				return nil
+			},
+		},
+	}
+}
+
+// above reports, for each element of a chunk of lane's magnitudes, whether it ranks
+// above cut c, writing into keep (one bool per element).
+func (c *cut) above(keep []bool, mags []uint32, pos Chunk) {
+	switch {
+	case c.all:
+		for i := range keep {
+			keep[i] = true
+		}
+		return
+	case c.none:
+		clear(keep)
+		return
+	}
+	var seen int64
+	if c.ties {
+		seen = c.before[pos.Index]
+	}
+	for i, m := range mags {
+		switch {
+		case m > c.t:
+			keep[i] = true
+		case m == c.t:
+			keep[i] = seen < c.r
+			seen++
+		default:
+			keep[i] = false
+		}
+	}
+}
+
+// absBits is the bit pattern of |x|, which orders like |x| (NaN above +Inf).
+func absBits(x float32) uint32 { return math.Float32bits(x) &^ (1 << 31) }

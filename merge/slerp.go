@@ -1,0 +1,61 @@
+package merge
+
+import "math"
+
+// slerpKernel (SPEC §2 slerp): spherical interpolation between the base (v0) and the
+// model (v1) by t, on the flattened tensors. A pass computes v0·v1, ‖v0‖ and ‖v1‖ in
+// float64; the coefficients are computed in float64 and each product rounded to
+// float32.
+func slerpKernel(m *methodRun, _ *TensorPlan) Kernel {
+	var c0, c1 float32
+	return Kernel{
+		Passes: []Pass{{
+			NumStats: 3,
+			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
+				v0, v1 := in[0], in[1]
+				var dot, n0, n1 float64
+				for j := range v0 {
+					a, b := float64(v0[j]), float64(v1[j])
+					dot += a * b
+					n0 += a * a
+					n1 += b * b
+				}
+				acc[0] += dot
+				acc[1] += n0
+				acc[2] += n1
+			},
+			Done: func(perChunk []float64) error {
+				var dot, n0, n1 float64
+				for c := 0; c < len(perChunk); c += 3 {
+					dot += perChunk[c]
+					n0 += perChunk[c+1]
+					n1 += perChunk[c+2]
+				}
+				a, b := slerpCoefficients(m.p.T, dot, math.Sqrt(n0), math.Sqrt(n1))
+				c0, c1 = float32(a), float32(b)
+				return nil
+			},
+		}},
+		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
+			Lerp(dst, in[0], in[1], c0, c1)
+		},
+	}
+}
+
+// slerpCoefficients returns the weights of v0 and v1: a norm ≤ 1e-8 leaves its vector
+// unnormalised; nearly colinear vectors (|cos| > 0.9995) are interpolated linearly.
+func slerpCoefficients(t, dot, n0, n1 float64) (float64, float64) {
+	if n0 <= 1e-8 {
+		n0 = 1
+	}
+	if n1 <= 1e-8 {
+		n1 = 1
+	}
+	cos := dot / (n0 * n1)
+	if math.Abs(cos) > 0.9995 || math.IsNaN(cos) {
+		return 1 - t, t
+	}
+	omega := math.Acos(max(-1, min(1, cos)))
+	s := math.Sin(omega)
+	return math.Sin((1-t)*omega) / s, math.Sin(t*omega) / s
+}
