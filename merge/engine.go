@@ -48,6 +48,11 @@ type Kernel struct {
 	// sums to acc, which has NumStats entries.
 	Observe  func(out []float32, in [][]float32, acc []float64)
 	NumStats int
+	// Fused, if set, may do a whole chunk in one pass from the inputs' bytes to the
+	// output's bytes, Merge and Observe included, for the dtypes it knows; it returns
+	// false for others and the engine then decodes, merges and encodes. It must give
+	// the same bits as that path (the tests compare them).
+	Fused func(out []byte, outDT dtype.DType, in []Operand, acc []float64) bool
 }
 
 // Pass is one streaming pass over a tensor before its merge.
@@ -291,6 +296,12 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) error {
 	pos := Chunk{Index: c, Offset: c * ChunkElems}
 	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
+	if t.Merge && k.Fused != nil && sink != nil && len(t.Aux) == 0 {
+		done, err := runFused(t, ti, pos, n, k, s, sink, partials, bytesRead, bytesWritten, progress)
+		if done || err != nil {
+			return err
+		}
+	}
 	dst := s.dst[:n]
 	var in [][]float32
 	if t.Merge {
@@ -342,6 +353,35 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 		progress(b)
 	}
 	return nil
+}
+
+// runFused tries the kernel's fused path on one chunk; it reports whether it did it.
+func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sink Sink, partials []float64,
+	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) (bool, error) {
+	ops := make([]Operand, len(t.In))
+	var read int64
+	for i, op := range t.In {
+		sz := int64(op.DType.Size())
+		ops[i] = Operand{DType: op.DType, File: op.File, Data: op.Data[pos.Offset*sz : (pos.Offset+int64(n))*sz]}
+		read += int64(n) * sz
+	}
+	buf := s.out[:int64(n)*int64(t.OutDType.Size())]
+	var acc []float64
+	if partials != nil {
+		acc = partials[pos.Index*int64(k.NumStats) : (pos.Index+1)*int64(k.NumStats)]
+	}
+	if !k.Fused(buf, t.OutDType, ops, acc) {
+		return false, nil
+	}
+	if err := sink.WriteAt(ti, pos.Offset*int64(t.OutDType.Size()), buf); err != nil {
+		return true, &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
+	}
+	bytesRead.Add(read)
+	bytesWritten.Add(int64(len(buf)))
+	if progress != nil {
+		progress(read)
+	}
+	return true, nil
 }
 
 // guarded runs f so that a fault on a memory-mapped input (SIGBUS after the file

@@ -1,8 +1,11 @@
 package merge
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // SFA is Sequential Fine-tuning with Averaging's merge: θ = β·θ_anchor + (1−β)·θ_current.
@@ -48,7 +51,38 @@ func (s SFA) Kernel() Kernel {
 		},
 		Observe:  observeSFA,
 		NumStats: sfaStats,
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, acc []float64) bool {
+			if outDT != dtype.BF16 || in[0].DType != dtype.BF16 || in[1].DType != dtype.BF16 {
+				return false
+			}
+			before, after := lerpBF16(out, in[0].Data, in[1].Data, b, c)
+			acc[sfaSqBefore] += before
+			acc[sfaSqAfter] += after
+			return true
+		},
 	}
+}
+
+// lerpBF16 is Lerp from BF16 anchor a and current x to BF16 out in one pass, with the
+// SFA statistics (Σ (x−a)², Σ (out−a)², out as rounded): the same bits as decoding,
+// Lerp, encoding and observeSFA, at a third of the memory traffic. It exists because
+// BF16 is what LLM checkpoints are stored in, and this loop is the whole CPU cost of
+// an SFA step.
+func lerpBF16(out, a, x []byte, b, c float32) (before, after float64) {
+	n := len(out) / 2
+	a, x = a[:2*n], x[:2*n]
+	for j := range n {
+		av := math.Float32frombits(uint32(binary.LittleEndian.Uint16(a[2*j:])) << 16)
+		xv := math.Float32frombits(uint32(binary.LittleEndian.Uint16(x[2*j:])) << 16)
+		h := dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
+		binary.LittleEndian.PutUint16(out[2*j:], h)
+		yv := math.Float32frombits(uint32(h) << 16)
+		d0 := float64(xv) - float64(av)
+		d1 := float64(yv) - float64(av)
+		before += d0 * d0
+		after += d1 * d1
+	}
+	return before, after
 }
 
 func observeSFA(out []float32, in [][]float32, acc []float64) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/big"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -506,5 +507,45 @@ func TestSchedule(t *testing.T) {
 		if _, err := Schedule(bad.steps, bad.p); err == nil {
 			t.Errorf("Schedule(%d, %v) accepted", bad.steps, bad.p)
 		}
+	}
+}
+
+// TestFusedBF16MatchesGeneric: the fused BF16 path gives the same output bits and the
+// same statistics, to the bit, as decode + Lerp + encode + observeSFA, on random bit
+// patterns (NaN, Inf and subnormals included) and several β.
+func TestFusedBF16MatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	const n = 5000
+	a, x := make([]byte, 2*n), make([]byte, 2*n)
+	for i := range a {
+		a[i], x[i] = byte(rng.Uint32()), byte(rng.Uint32())
+	}
+	for _, beta := range []float64{0, 0.1, 0.5, 0.7, 1} {
+		k := SFA{Beta: beta}.Kernel()
+		fused := make([]byte, 2*n)
+		accF := make([]float64, sfaStats)
+		if !k.Fused(fused, dtype.BF16, []Operand{{DType: dtype.BF16, Data: a}, {DType: dtype.BF16, Data: x}}, accF) {
+			t.Fatal("fused path declined BF16")
+		}
+		af, xf, dst := make([]float32, n), make([]float32, n), make([]float32, n)
+		must(t, dtype.Decode(af, a, dtype.BF16))
+		must(t, dtype.Decode(xf, x, dtype.BF16))
+		k.Merge(dst, [][]float32{af, xf}, nil, Chunk{})
+		generic := make([]byte, 2*n)
+		must(t, dtype.Encode(generic, dst, dtype.BF16))
+		must(t, dtype.Decode(dst, generic, dtype.BF16))
+		accG := make([]float64, sfaStats)
+		k.Observe(dst, [][]float32{af, xf}, accG)
+		if !bytes.Equal(fused, generic) {
+			t.Fatalf("beta %v: fused output differs", beta)
+		}
+		for i := range accF {
+			if math.Float64bits(accF[i]) != math.Float64bits(accG[i]) {
+				t.Fatalf("beta %v: statistic %d: fused %v, generic %v", beta, i, accF[i], accG[i])
+			}
+		}
+	}
+	if (SFA{Beta: 0.5}).Kernel().Fused(make([]byte, 8), dtype.F32, []Operand{{DType: dtype.BF16}, {DType: dtype.BF16}}, nil) {
+		t.Error("fused path took an F32 output")
 	}
 }
