@@ -75,3 +75,25 @@ func BenchmarkSumSqDiff(b *testing.B) {
 		b.Fatal("wrong sum")
 	}
 }
+
+func BenchmarkLerpBF16Fused(b *testing.B) {
+	n := ChunkElems
+	a, x, out := make([]byte, 2*n), make([]byte, 2*n), make([]byte, 2*n)
+	for i, v := range randF32(n, 1) {
+		h := dtype.Float32ToBF16(v)
+		a[2*i], a[2*i+1] = byte(h), byte(h>>8)
+	}
+	for i, v := range randF32(n, 2) {
+		h := dtype.Float32ToBF16(v)
+		x[2*i], x[2*i+1] = byte(h), byte(h>>8)
+	}
+	b.SetBytes(int64(4 * n))
+	b.ReportAllocs()
+	var before float64
+	for b.Loop() {
+		before, _ = lerpBF16(out, a, x, 0.5, 0.5)
+	}
+	if !(before > 0) {
+		b.Fatal("no distance")
+	}
+}

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 )
 
@@ -26,11 +27,39 @@ type Distance struct {
 	Elements int64    `json:"elements"`
 }
 
+// distanceJSON is Distance as JSON, with values that are not finite (NaN weights in
+// an input) as null: JSON has no NaN.
+type distanceJSON struct {
+	Name     string   `json:"name,omitempty"`
+	L2       *float64 `json:"l2"`
+	NormA    *float64 `json:"norm_a"`
+	NormB    *float64 `json:"norm_b"`
+	Relative *float64 `json:"relative"`
+	Cosine   *float64 `json:"cosine"`
+	Elements int64    `json:"elements"`
+}
+
+func (d Distance) toJSON(name string) distanceJSON {
+	opt := func(p *float64) *float64 {
+		if p == nil {
+			return nil
+		}
+		return finite(*p)
+	}
+	return distanceJSON{name, finite(d.L2), finite(d.NormA), finite(d.NormB), opt(d.Relative), opt(d.Cosine), d.Elements}
+}
+
+// MarshalJSON writes non-finite values as null.
+func (d Distance) MarshalJSON() ([]byte, error) { return json.Marshal(d.toJSON("")) }
+
 // TensorDistance is Distance for one tensor.
 type TensorDistance struct {
 	Name string `json:"name"`
 	Distance
 }
+
+// MarshalJSON writes the name and the distance's fields, non-finite values as null.
+func (t TensorDistance) MarshalJSON() ([]byte, error) { return json.Marshal(t.Distance.toJSON(t.Name)) }
 
 func distanceKernel(withBase bool) Kernel {
 	return Kernel{

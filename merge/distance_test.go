@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"path/filepath"
 	"testing"
@@ -102,4 +103,15 @@ func TestCompareHandWorked(t *testing.T) {
 	}
 	closeRel(t, "cosine", *total.Cosine, -1, 1e-15)
 	closeRel(t, "relative", *total.Relative, 2, 1e-15)
+}
+
+func TestDistanceJSONNaN(t *testing.T) {
+	d := Distance{L2: math.NaN(), NormA: 1, NormB: math.Inf(1), Elements: 3}
+	b, err := json.Marshal(TensorDistance{Name: "w", Distance: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"name":"w","l2":null,"norm_a":1,"norm_b":null,"relative":null,"cosine":null,"elements":3}` {
+		t.Errorf("got %s", b)
+	}
 }

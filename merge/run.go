@@ -293,10 +293,18 @@ func RunSFA(ctx context.Context, s SFAJob) (*Report, error) {
 				after += st[sfaSqAfter]
 			}
 		}
-		b, a := math.Sqrt(before), math.Sqrt(after)
-		r.L2Before, r.L2After = &b, &a
+		r.L2Before, r.L2After = finite(math.Sqrt(before)), finite(math.Sqrt(after))
 	}
 	return Run(ctx, job)
+}
+
+// finite returns &v, or nil (JSON null) when v is NaN or infinite: a NaN in the inputs
+// makes the distance undefined, and JSON has no NaN.
+func finite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
 }
 
 // startHeapSampler samples the live Go heap every few milliseconds until the returned

@@ -71,11 +71,33 @@ func (s SFA) Kernel() Kernel {
 func lerpBF16(out, a, x []byte, b, c float32) (before, after float64) {
 	n := len(out) / 2
 	a, x = a[:2*n], x[:2*n]
-	for j := range n {
+	ow, ok1 := dtype.Uint16s(out)
+	aw, ok2 := dtype.Uint16s(a)
+	xw, ok3 := dtype.Uint16s(x)
+	if ok1 && ok2 && ok3 {
+		return lerpBF16Words(ow, aw, xw, b, c)
+	}
+	for j := range n { // misaligned data (after an odd-sized tensor) or a big-endian host
 		av := math.Float32frombits(uint32(binary.LittleEndian.Uint16(a[2*j:])) << 16)
 		xv := math.Float32frombits(uint32(binary.LittleEndian.Uint16(x[2*j:])) << 16)
 		h := dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
 		binary.LittleEndian.PutUint16(out[2*j:], h)
+		yv := math.Float32frombits(uint32(h) << 16)
+		d0 := float64(xv) - float64(av)
+		d1 := float64(yv) - float64(av)
+		before += d0 * d0
+		after += d1 * d1
+	}
+	return before, after
+}
+
+func lerpBF16Words(out, a, x []uint16, b, c float32) (before, after float64) {
+	a, x = a[:len(out)], x[:len(out)]
+	for j, ah := range a {
+		av := math.Float32frombits(uint32(ah) << 16)
+		xv := math.Float32frombits(uint32(x[j]) << 16)
+		h := dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
+		out[j] = h
 		yv := math.Float32frombits(uint32(h) << 16)
 		d0 := float64(xv) - float64(av)
 		d1 := float64(yv) - float64(av)

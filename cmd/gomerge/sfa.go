@@ -179,7 +179,7 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 	}
 	fmt.Fprintf(ios.Out, "sfa: wrote %s (%d tensors merged, %d copied, %s in %.2fs)\n",
 		rep.Output, rep.TensorsMerged, rep.TensorsCopied, humanBytes(rep.BytesWritten), rep.Seconds)
-	fmt.Fprintf(ios.Out, "L2 to anchor: %.6g before, %.6g after\n", *rep.L2Before, *rep.L2After)
+	fmt.Fprintf(ios.Out, "L2 to anchor: %s before, %s after\n", optional(rep.L2Before), optional(rep.L2After))
 	return nil
 }
 

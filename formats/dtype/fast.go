@@ -68,3 +68,16 @@ func encodeFast(dst []byte, src []float32, d DType) bool {
 	}
 	return false
 }
+
+// Uint16s views b as little-endian 16-bit words in place (BF16 and F16 data), when
+// the host's byte order and b's alignment allow; ok is false otherwise and the caller
+// must read b byte-wise.
+func Uint16s(b []byte) (words []uint16, ok bool) {
+	if len(b) == 0 {
+		return nil, true
+	}
+	if !aligned(b, 2) {
+		return nil, false
+	}
+	return asUint16(b, len(b)/2), true
+}
