@@ -77,34 +77,49 @@ func lerpBF16(out, a, x []byte, b, c float32) (before, after float64) {
 	if ok1 && ok2 && ok3 {
 		return lerpBF16Words(ow, aw, xw, b, c)
 	}
-	for j := range n { // misaligned data (after an odd-sized tensor) or a big-endian host
-		av := math.Float32frombits(uint32(binary.LittleEndian.Uint16(a[2*j:])) << 16)
-		xv := math.Float32frombits(uint32(binary.LittleEndian.Uint16(x[2*j:])) << 16)
-		h := dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
+	// Misaligned data (after an odd-sized tensor) or a big-endian host: copy to words.
+	aw, xw, ow = make([]uint16, n), make([]uint16, n), make([]uint16, n)
+	for j := range n {
+		aw[j] = binary.LittleEndian.Uint16(a[2*j:])
+		xw[j] = binary.LittleEndian.Uint16(x[2*j:])
+	}
+	before, after = lerpBF16Words(ow, aw, xw, b, c)
+	for j, h := range ow {
 		binary.LittleEndian.PutUint16(out[2*j:], h)
-		yv := math.Float32frombits(uint32(h) << 16)
-		d0 := float64(xv) - float64(av)
-		d1 := float64(yv) - float64(av)
-		before += d0 * d0
-		after += d1 * d1
 	}
 	return before, after
 }
 
 func lerpBF16Words(out, a, x []uint16, b, c float32) (before, after float64) {
 	a, x = a[:len(out)], x[:len(out)]
-	for j, ah := range a {
+	// One element of lane l: its output and its two squared distances. Unrolled by
+	// hand below: the compiler neither unrolls nor keeps an array of sums in registers.
+	step := func(ah, xh uint16) (h uint16, d0, d1 float64) {
 		av := math.Float32frombits(uint32(ah) << 16)
-		xv := math.Float32frombits(uint32(x[j]) << 16)
-		h := dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
-		out[j] = h
+		xv := math.Float32frombits(uint32(xh) << 16)
+		h = dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
 		yv := math.Float32frombits(uint32(h) << 16)
-		d0 := float64(xv) - float64(av)
-		d1 := float64(yv) - float64(av)
-		before += d0 * d0
-		after += d1 * d1
+		d0 = float64(xv) - float64(av)
+		d1 = float64(yv) - float64(av)
+		return h, d0 * d0, d1 * d1
 	}
-	return before, after
+	var s0, s1, s2, s3, t0, t1, t2, t3 float64
+	j := 0
+	for ; j+4 <= len(out); j += 4 {
+		h0, p0, q0 := step(a[j], x[j])
+		h1, p1, q1 := step(a[j+1], x[j+1])
+		h2, p2, q2 := step(a[j+2], x[j+2])
+		h3, p3, q3 := step(a[j+3], x[j+3])
+		out[j], out[j+1], out[j+2], out[j+3] = h0, h1, h2, h3
+		s0, s1, s2, s3 = s0+p0, s1+p1, s2+p2, s3+p3
+		t0, t1, t2, t3 = t0+q0, t1+q1, t2+q2, t3+q3
+	}
+	for ; j < len(out); j++ {
+		var p, q float64
+		out[j], p, q = step(a[j], x[j])
+		s0, t0 = s0+p, t0+q
+	}
+	return (s0 + s1) + (s2 + s3), (t0 + t1) + (t2 + t3)
 }
 
 func observeSFA(out []float32, in [][]float32, acc []float64) {
@@ -115,16 +130,28 @@ func observeSFA(out []float32, in [][]float32, acc []float64) {
 	}
 }
 
-// sumSqDiff is Σ (x_j − y_j)² in float64. (Four partial sums measured no faster: the
-// conversions to float64, not the chain of additions, bound it.)
+// lanes4 is how many partial sums sumSqDiff keeps: element j goes to sum j mod 4 (the
+// tail to sum 0), and the sums are added as (s0+s1)+(s2+s3). Independent sums let the
+// fused loops overlap their float64 additions, whose latency otherwise bounds them;
+// every path that reports these statistics must add in this same order.
+const lanes4 = 4
+
+// sumSqDiff is Σ (x_j − y_j)² in float64, in lanes4 partial sums.
 func sumSqDiff(x, y []float32) float64 {
 	y = y[:len(x)]
-	var s float64
-	for j := range x {
-		d := float64(x[j]) - float64(y[j])
-		s += d * d
+	sq := func(i int) float64 {
+		d := float64(x[i]) - float64(y[i])
+		return d * d
 	}
-	return s
+	var s0, s1, s2, s3 float64
+	j := 0
+	for ; j+4 <= len(x); j += 4 {
+		s0, s1, s2, s3 = s0+sq(j), s1+sq(j+1), s2+sq(j+2), s3+sq(j+3)
+	}
+	for ; j < len(x); j++ {
+		s0 += sq(j)
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // Lerp sets dst[j] = b·a[j] + c·x[j] with each product rounded to float32 before the sum
