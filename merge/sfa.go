@@ -91,35 +91,32 @@ func lerpBF16(out, a, x []byte, b, c float32) (before, after float64) {
 }
 
 func lerpBF16Words(out, a, x []uint16, b, c float32) (before, after float64) {
+	return lerpBF16Lanes(out, a, x, b, c, haveLerpBF16Asm)
+}
+
+// lerpBF16Lanes does lerpBF16Words with the AVX2 kernel (asm) or in Go; both add the
+// squared distances into lanes j mod 8 and combine them as combineLanes does, so they
+// give the same bits.
+func lerpBF16Lanes(out, a, x []uint16, b, c float32, asm bool) (before, after float64) {
 	a, x = a[:len(out)], x[:len(out)]
-	// One element of lane l: its output and its two squared distances. Unrolled by
-	// hand below: the compiler neither unrolls nor keeps an array of sums in registers.
-	step := func(ah, xh uint16) (h uint16, d0, d1 float64) {
-		av := math.Float32frombits(uint32(ah) << 16)
-		xv := math.Float32frombits(uint32(xh) << 16)
-		h = dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
-		yv := math.Float32frombits(uint32(h) << 16)
-		d0 = float64(xv) - float64(av)
-		d1 = float64(yv) - float64(av)
-		return h, d0 * d0, d1 * d1
-	}
-	var s0, s1, s2, s3, t0, t1, t2, t3 float64
+	var sums [2 * lanes]float64 // before by lane, then after by lane
 	j := 0
-	for ; j+4 <= len(out); j += 4 {
-		h0, p0, q0 := step(a[j], x[j])
-		h1, p1, q1 := step(a[j+1], x[j+1])
-		h2, p2, q2 := step(a[j+2], x[j+2])
-		h3, p3, q3 := step(a[j+3], x[j+3])
-		out[j], out[j+1], out[j+2], out[j+3] = h0, h1, h2, h3
-		s0, s1, s2, s3 = s0+p0, s1+p1, s2+p2, s3+p3
-		t0, t1, t2, t3 = t0+q0, t1+q1, t2+q2, t3+q3
+	if asm && len(out) >= lanes {
+		j = len(out) &^ (lanes - 1)
+		lerpBF16Asm(out, a, x, j, b, c, &sums)
 	}
 	for ; j < len(out); j++ {
-		var p, q float64
-		out[j], p, q = step(a[j], x[j])
-		s0, t0 = s0+p, t0+q
+		av := math.Float32frombits(uint32(a[j]) << 16)
+		xv := math.Float32frombits(uint32(x[j]) << 16)
+		h := dtype.Float32ToBF16(float32(b*av) + float32(c*xv))
+		out[j] = h
+		yv := math.Float32frombits(uint32(h) << 16)
+		d0 := float64(xv) - float64(av)
+		d1 := float64(yv) - float64(av)
+		sums[j%lanes] += d0 * d0
+		sums[lanes+j%lanes] += d1 * d1
 	}
-	return (s0 + s1) + (s2 + s3), (t0 + t1) + (t2 + t3)
+	return combineLanes(sums[:lanes]), combineLanes(sums[lanes:])
 }
 
 func observeSFA(out []float32, in [][]float32, acc []float64) {
@@ -130,28 +127,25 @@ func observeSFA(out []float32, in [][]float32, acc []float64) {
 	}
 }
 
-// lanes4 is how many partial sums sumSqDiff keeps: element j goes to sum j mod 4 (the
-// tail to sum 0), and the sums are added as (s0+s1)+(s2+s3). Independent sums let the
-// fused loops overlap their float64 additions, whose latency otherwise bounds them;
-// every path that reports these statistics must add in this same order.
-const lanes4 = 4
+// lanes is how many partial sums the SFA statistics keep: element j goes to sum
+// j mod 8, and combineLanes adds the sums in a fixed tree. Eight independent sums let
+// the AVX2 kernel keep them in two vector registers; every path that reports these
+// statistics adds in this same order, so all give the same bits.
+const lanes = 8
 
-// sumSqDiff is Σ (x_j − y_j)² in float64, in lanes4 partial sums.
+func combineLanes(s []float64) float64 {
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+}
+
+// sumSqDiff is Σ (x_j − y_j)² in float64, in lanes partial sums.
 func sumSqDiff(x, y []float32) float64 {
 	y = y[:len(x)]
-	sq := func(i int) float64 {
-		d := float64(x[i]) - float64(y[i])
-		return d * d
+	var s [lanes]float64
+	for j := range x {
+		d := float64(x[j]) - float64(y[j])
+		s[j%lanes] += d * d
 	}
-	var s0, s1, s2, s3 float64
-	j := 0
-	for ; j+4 <= len(x); j += 4 {
-		s0, s1, s2, s3 = s0+sq(j), s1+sq(j+1), s2+sq(j+2), s3+sq(j+3)
-	}
-	for ; j < len(x); j++ {
-		s0 += sq(j)
-	}
-	return (s0 + s1) + (s2 + s3)
+	return combineLanes(s[:])
 }
 
 // Lerp sets dst[j] = b·a[j] + c·x[j] with each product rounded to float32 before the sum

@@ -1,0 +1,116 @@
+#include "textflag.h"
+
+// Constants, 8 lanes of 32 bits each.
+DATA bf16ones<>+0(SB)/8, $0x0000000100000001
+DATA bf16ones<>+8(SB)/8, $0x0000000100000001
+DATA bf16ones<>+16(SB)/8, $0x0000000100000001
+DATA bf16ones<>+24(SB)/8, $0x0000000100000001
+GLOBL bf16ones<>(SB), RODATA|NOPTR, $32
+
+DATA bf16half<>+0(SB)/8, $0x00007fff00007fff
+DATA bf16half<>+8(SB)/8, $0x00007fff00007fff
+DATA bf16half<>+16(SB)/8, $0x00007fff00007fff
+DATA bf16half<>+24(SB)/8, $0x00007fff00007fff
+GLOBL bf16half<>(SB), RODATA|NOPTR, $32
+
+DATA bf16abs<>+0(SB)/8, $0x7fffffff7fffffff
+DATA bf16abs<>+8(SB)/8, $0x7fffffff7fffffff
+DATA bf16abs<>+16(SB)/8, $0x7fffffff7fffffff
+DATA bf16abs<>+24(SB)/8, $0x7fffffff7fffffff
+GLOBL bf16abs<>(SB), RODATA|NOPTR, $32
+
+DATA bf16inf<>+0(SB)/8, $0x7f8000007f800000
+DATA bf16inf<>+8(SB)/8, $0x7f8000007f800000
+DATA bf16inf<>+16(SB)/8, $0x7f8000007f800000
+DATA bf16inf<>+24(SB)/8, $0x7f8000007f800000
+GLOBL bf16inf<>(SB), RODATA|NOPTR, $32
+
+DATA bf16quiet<>+0(SB)/8, $0x0040000000400000
+DATA bf16quiet<>+8(SB)/8, $0x0040000000400000
+DATA bf16quiet<>+16(SB)/8, $0x0040000000400000
+DATA bf16quiet<>+24(SB)/8, $0x0040000000400000
+GLOBL bf16quiet<>(SB), RODATA|NOPTR, $32
+
+DATA bf16hi<>+0(SB)/8, $0xffff0000ffff0000
+DATA bf16hi<>+8(SB)/8, $0xffff0000ffff0000
+DATA bf16hi<>+16(SB)/8, $0xffff0000ffff0000
+DATA bf16hi<>+24(SB)/8, $0xffff0000ffff0000
+GLOBL bf16hi<>(SB), RODATA|NOPTR, $32
+
+// func lerpBF16AVX2(out, a, x *uint16, n int, b, c float32, sums *[16]float64)
+//
+// The same arithmetic as lerpBF16Generic, eight elements at a time: products and sum
+// in float32 (separate multiply and add, no FMA), round to nearest even into BF16 with
+// NaN kept quiet, and the squared distances summed in float64 into lanes j mod 8.
+TEXT ·lerpBF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ x+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS b+32(FP), Y14
+	VBROADCASTSS c+36(FP), Y15
+	MOVQ sums+40(FP), R8
+	VMOVUPD 0(R8), Y10
+	VMOVUPD 32(R8), Y11
+	VMOVUPD 64(R8), Y12
+	VMOVUPD 96(R8), Y13
+
+loop:
+	CMPQ CX, $8
+	JLT  done
+	VPMOVZXWD (SI), Y0
+	VPSLLD    $16, Y0, Y0         // anchor as float32
+	VPMOVZXWD (DX), Y1
+	VPSLLD    $16, Y1, Y1         // current as float32
+	VMULPS    Y14, Y0, Y2         // b·a
+	VMULPS    Y15, Y1, Y3         // c·x
+	VADDPS    Y3, Y2, Y2          // b·a + c·x
+	VPSRLD    $16, Y2, Y3
+	VPAND     bf16ones<>(SB), Y3, Y3
+	VPADDD    Y3, Y2, Y3
+	VPADDD    bf16half<>(SB), Y3, Y3 // u + 0x7fff + lsb
+	VPAND     bf16abs<>(SB), Y2, Y4
+	VPCMPGTD  bf16inf<>(SB), Y4, Y4  // NaN lanes
+	VPOR      bf16quiet<>(SB), Y2, Y5
+	VPBLENDVB Y4, Y5, Y3, Y3
+	VPAND     bf16hi<>(SB), Y3, Y3   // the rounded value, as float32
+	VPSRLD    $16, Y3, Y4
+	VEXTRACTI128 $1, Y4, X5
+	VPACKUSDW X5, X4, X4
+	VMOVDQU   X4, (DI)
+
+	VCVTPS2PD X0, Y5
+	VCVTPS2PD X1, Y6
+	VCVTPS2PD X3, Y7
+	VSUBPD    Y5, Y6, Y6
+	VSUBPD    Y5, Y7, Y7
+	VMULPD    Y6, Y6, Y6
+	VMULPD    Y7, Y7, Y7
+	VADDPD    Y6, Y10, Y10
+	VADDPD    Y7, Y12, Y12
+	VEXTRACTF128 $1, Y0, X0
+	VEXTRACTF128 $1, Y1, X1
+	VEXTRACTF128 $1, Y3, X3
+	VCVTPS2PD X0, Y5
+	VCVTPS2PD X1, Y6
+	VCVTPS2PD X3, Y7
+	VSUBPD    Y5, Y6, Y6
+	VSUBPD    Y5, Y7, Y7
+	VMULPD    Y6, Y6, Y6
+	VMULPD    Y7, Y7, Y7
+	VADDPD    Y6, Y11, Y11
+	VADDPD    Y7, Y13, Y13
+
+	ADDQ $16, SI
+	ADDQ $16, DX
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JMP  loop
+
+done:
+	VMOVUPD Y10, 0(R8)
+	VMOVUPD Y11, 32(R8)
+	VMOVUPD Y12, 64(R8)
+	VMOVUPD Y13, 96(R8)
+	VZEROUPPER
+	RET
