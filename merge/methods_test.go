@@ -585,3 +585,68 @@ func TestMethodValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestDAREAgainstReference: dare_linear and dare_ties against a float64 reference that
+// draws the same keep decisions (the draw is part of the method's definition: element e
+// of model i is kept when its counter-based draw is below density·2⁶⁴).
+func TestDAREAgainstReference(t *testing.T) {
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		base, models := methodFixture(12, dt, 3)
+		weights := []float64{0.6, 1.2, -0.3}
+		dens := []float64{0.3, 0.8, 0.05}
+		for _, method := range []string{"dare_linear", "dare_ties"} {
+			for _, rescale := range []string{"l1", "inverse"} {
+				p := Params{Density: 0.5, Lambda: 0.9, Seed: 11, Rescale: rescale}
+				got := runMethodFiles(t, dt, method, p, base, models, weights, dens, 2)
+				for _, name := range base.names {
+					b := base.vals[name]
+					key := dareKey(11, name)
+					keep := make([][]bool, len(models))
+					scale := make([]float64, len(models))
+					for i, m := range models {
+						keep[i] = make([]bool, len(b))
+						var all, kept float64
+						for j := range b {
+							keep[i][j] = dareDraw(key, i, int64(j)) < densityThreshold(dens[i])
+							a := math.Abs(float64(m.vals[name][j] - b[j]))
+							all += a
+							if keep[i][j] {
+								kept += a
+							}
+						}
+						switch {
+						case rescale == "inverse":
+							scale[i] = 1 / dens[i]
+						case all >= 1e-7 && kept >= 1e-7:
+							scale[i] = all / kept
+						default:
+							scale[i] = 1
+						}
+					}
+					ref, sc := make([]float64, len(b)), make([]float64, len(b))
+					for j := range b {
+						d := make([]float64, len(models))
+						var sum32 float32
+						for i, m := range models {
+							if keep[i][j] {
+								delta := m.vals[name][j] - b[j]
+								d[i] = weights[i] * scale[i] * float64(delta)
+								sum32 += float32(float32(weights[i]) * float32(float32(scale[i])*delta))
+							}
+							sc[j] += math.Abs(0.9 * d[i])
+						}
+						var s float64
+						for _, di := range d {
+							if method == "dare_linear" || (di != 0 && (di > 0) == (sum32 >= 0)) {
+								s += di
+							}
+						}
+						ref[j] = float64(b[j]) + 0.9*s
+						sc[j] += math.Abs(float64(b[j]))
+					}
+					checkClose(t, fmt.Sprintf("%s %s %s %s", dt, method, rescale, name), got[name], ref, sc, dt)
+				}
+			}
+		}
+	}
+}
