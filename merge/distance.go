@@ -68,9 +68,9 @@ func distanceKernel(withBase bool) Kernel {
 			var d2, a2, b2 float64
 			for j := range a {
 				x, y := float64(a[j]), float64(b[j])
-				d2 += (x - y) * (x - y)
-				a2 += x * x
-				b2 += y * y
+				d2 += float64((x - y) * (x - y))
+				a2 += float64(x * x)
+				b2 += float64(y * y)
 			}
 			acc[distSqDiff] += d2
 			acc[distSqA] += a2
@@ -82,9 +82,9 @@ func distanceKernel(withBase bool) Kernel {
 			var dot, ta2, tb2 float64
 			for j := range a {
 				x, y := float64(a[j])-float64(base[j]), float64(b[j])-float64(base[j])
-				dot += x * y
-				ta2 += x * x
-				tb2 += y * y
+				dot += float64(x * y)
+				ta2 += float64(x * x)
+				tb2 += float64(y * y)
 			}
 			acc[distDot] += dot
 			acc[distSqTA] += ta2

@@ -4,7 +4,7 @@ package merge
 // product is rounded to float32 and added in model order; the weight sum is taken
 // in float64 and rounded once.
 func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
-	var wsum float64
+	var wsum float64 // as validate computes it
 	for _, w := range m.weights {
 		wsum += float64(w)
 	}

@@ -160,9 +160,9 @@ func (j *MethodJob) validate(def methodDef) (*methodRun, error) {
 		}
 		r.weights = append(r.weights, float32(m.Weight))
 		r.dens = append(r.dens, d)
-		wsum += m.Weight
+		wsum += float64(float32(m.Weight))
 	}
-	if j.Method == "linear" && wsum == 0 {
+	if j.Method == "linear" && float32(wsum) == 0 { // the divisor the kernel uses
 		return bad("the weights sum to 0")
 	}
 	return r, nil

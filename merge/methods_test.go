@@ -578,6 +578,7 @@ func TestMethodValidation(t *testing.T) {
 		{MethodJob{Method: "fisher", Models: []Model{{Path: "a", Weight: 1, Density: math.NaN()}}, Params: Params{Epsilon: 1e-6}}, "needs its Fisher"},
 		{MethodJob{Method: "dare_linear", Base: "b", Models: []Model{{Path: "a", Weight: 1, Density: math.NaN()}}, Params: Params{Rescale: "l2"}}, "rescale"},
 		{MethodJob{Method: "nope"}, "unknown method"},
+		{MethodJob{Method: "linear", Models: []Model{{Path: "a", Weight: 1, Density: math.NaN()}, {Path: "b", Weight: -0.99999999999, Density: math.NaN()}}}, "sum to 0"},
 	} {
 		_, err := RunMethod(context.Background(), tc.job)
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {

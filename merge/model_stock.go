@@ -19,7 +19,7 @@ func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
 					for k := i + 1; k < nModels; k++ {
 						var dot float64
 						for j := range base {
-							dot += (float64(models[i][j]) - float64(base[j])) * (float64(models[k][j]) - float64(base[j]))
+							dot += float64((float64(models[i][j]) - float64(base[j])) * (float64(models[k][j]) - float64(base[j])))
 						}
 						acc[p] += dot
 						p++
@@ -29,7 +29,7 @@ func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
 					var sq float64
 					for j := range base {
 						d := float64(models[i][j]) - float64(base[j])
-						sq += d * d
+						sq += float64(d * d)
 					}
 					acc[pairs+i] += sq
 				}
@@ -51,7 +51,7 @@ func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
 				}
 				c := max(0, min(1, cSum/float64(pairs)))
 				n := float64(nModels)
-				t := n * c / (1 + (n-1)*c)
+				t := n * c / (1 + float64((n-1)*c))
 				wt, wb = float32(t), float32(1-t)
 				return nil
 			},

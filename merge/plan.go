@@ -151,7 +151,8 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		}
 		tp.Copy = Operand{DType: ref.DType, Data: refData, File: ref.File}
 		if !ref.DType.IsFloat() {
-			if err := checkEqualBytes(name, inputs, metas, from, refData); err != nil {
+			compare := func() error { return checkEqualBytes(name, inputs, metas, from, refData) }
+			if err := guarded(&TensorPlan{Name: name, Copy: tp.Copy}, compare)(); err != nil {
 				return nil, err
 			}
 			p.Tensors = append(p.Tensors, tp)

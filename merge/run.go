@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"maps"
 	"math"
+	"path/filepath"
 	"runtime/metrics"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -100,7 +102,16 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	if out == "" {
 		return nil, errors.New("merge: no output path")
 	}
-	dest, err := safetensors.Lock(out, job.OnLockWait)
+	if job.InPlace {
+		// Replace the checkpoint a link points to, not the link: a trainer resuming
+		// from the real folder must see the merge.
+		if real, err := filepath.EvalSymlinks(out); err == nil {
+			out = real
+		}
+	} else if ext := strings.ToLower(filepath.Ext(out)); ext != "" && ext != ".safetensors" && notFolderExt[ext] {
+		return nil, fmt.Errorf("%w: output %s: gomerge writes a .safetensors file or a folder (%s output is not supported)", ErrBadParameter, out, ext)
+	}
+	dest, err := safetensors.Lock(ctx, out, job.OnLockWait)
 	if err != nil {
 		return nil, &OutputError{Path: out, Err: err}
 	}
@@ -155,6 +166,11 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
+
+// notFolderExt are extensions that name a file, not a folder, that gomerge cannot
+// write: refused rather than silently making a folder of that name.
+var notFolderExt = map[string]bool{".gguf": true, ".bin": true, ".pt": true, ".pth": true, ".ckpt": true,
+	".h5": true, ".npz": true, ".json": true, ".onnx": true, ".msgpack": true}
 
 // outputError marks filesystem failures at the output as such (exit status 4);
 // anything else (a plan the format cannot hold) stays what it is.
@@ -233,6 +249,9 @@ func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (saf
 	if isST && refCkpt.Dir != "" {
 		opts.ExtraFrom = refCkpt.Dir
 		opts.Link = job.InPlace
+		for _, sh := range refCkpt.Shards {
+			opts.Replace = append(opts.Replace, sh.Name)
+		}
 		if job.ShardSize == 0 {
 			opts.Layout = layoutOf(refCkpt, plan)
 		}

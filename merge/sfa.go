@@ -113,8 +113,8 @@ func lerpBF16Lanes(out, a, x []uint16, b, c float32, asm bool) (before, after fl
 		yv := math.Float32frombits(uint32(h) << 16)
 		d0 := float64(xv) - float64(av)
 		d1 := float64(yv) - float64(av)
-		sums[j%lanes] += d0 * d0
-		sums[lanes+j%lanes] += d1 * d1
+		sums[j%lanes] += float64(d0 * d0)
+		sums[lanes+j%lanes] += float64(d1 * d1)
 	}
 	return combineLanes(sums[:lanes]), combineLanes(sums[lanes:])
 }
@@ -143,7 +143,7 @@ func sumSqDiff(x, y []float32) float64 {
 	var s [lanes]float64
 	for j := range x {
 		d := float64(x[j]) - float64(y[j])
-		s[j%lanes] += d * d
+		s[j%lanes] += float64(d * d)
 	}
 	return combineLanes(s[:])
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -581,5 +582,43 @@ func TestLerpBF16AsmMatchesGo(t *testing.T) {
 				t.Fatalf("n=%d β=%v: statistics asm %v %v, Go %v %v", n, beta, b1, a1, b2, a2)
 			}
 		}
+	}
+}
+
+// TestSFAInPlaceReshardAndSymlink: re-sharding in place drops the old weight files (a
+// stale model.safetensors would be what transformers loads), and an in-place merge
+// through a symlink replaces the checkpoint it points to, keeping the link.
+func TestSFAInPlaceReshardAndSymlink(t *testing.T) {
+	f := newFixture(t, stt.TinyLlama, dtype.BF16, 1)
+	folder := filepath.Join(f.dir, "step_400")
+	must(t, stt.WriteFolder(folder, f.current, 1, nil))
+	must(t, os.WriteFile(filepath.Join(folder, "optimizer.pt"), []byte("state"), 0o644))
+	link := filepath.Join(f.dir, "latest")
+	must(t, os.Symlink("step_400", link))
+	job := sfaJob(f, "", 0.5, 2)
+	job.Current = link
+	job.Job.InPlace = true
+	job.Job.ShardSize = 40_000
+	rep, err := RunSFA(context.Background(), job)
+	must(t, err)
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v", err)
+	}
+	entries, _ := os.ReadDir(folder)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if slices.Contains(names, "model.safetensors") || !slices.Contains(names, "optimizer.pt") || !slices.Contains(names, "model.safetensors.index.json") {
+		t.Errorf("after re-sharding in place the folder holds %v", names)
+	}
+	if len(rep.OutputFiles) < 2 {
+		t.Errorf("output files %v", rep.OutputFiles)
+	}
+	c, err := safetensors.OpenCheckpoint(folder)
+	must(t, err)
+	defer c.Close()
+	if c.Metadata["gomerge.method"] != "sfa" {
+		t.Error("the folder the link points to was not merged")
 	}
 }

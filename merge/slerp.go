@@ -16,9 +16,9 @@ func slerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 				var dot, n0, n1 float64
 				for j := range v0 {
 					a, b := float64(v0[j]), float64(v1[j])
-					dot += a * b
-					n0 += a * a
-					n1 += b * b
+					dot += float64(a * b)
+					n0 += float64(a * a)
+					n1 += float64(b * b)
 				}
 				acc[0] += dot
 				acc[1] += n0

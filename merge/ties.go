@@ -1,6 +1,9 @@
 package merge
 
-import "math"
+import (
+	"math"
+	"sync"
+)
 
 // deltaMagnitudes is the rank key of TIES, DARE and breadcrumbs: the bits of
 // |θ_i − θ_base| for model lane (inputs: base first).
@@ -44,41 +47,103 @@ func keepMasks(sel *rankSelector, in [][]float32, pos Chunk, n int, withLo bool)
 // tiesKernel (SPEC §2 ties): trim each δ_i to its k = floor(density·numel) largest
 // magnitudes (ties: lower flat index first), weight, elect a sign per element, and
 // average the agreeing weighted deltas.
+//
+// The merge works column by column (one model at a time over the chunk) rather than
+// element by element: each loop is short and branch-light, which is what makes it fast
+// in Go. The float32 additions still happen in model order for every element, as the
+// element-wise definition has them.
 func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 	n := t.NumElements()
-	ranks := make([][]int64, len(m.weights))
+	lanes := len(m.weights)
+	ranks := make([][]int64, lanes)
 	for i, d := range m.dens {
 		ranks[i] = []int64{topK(d, n)}
 	}
 	sel := newRankSelector(n, ranks, deltaMagnitudes)
 	lambda := float32(m.p.Lambda)
+	type scratch struct {
+		d        [][]float32
+		sum, den []float32
+	}
+	var pool sync.Pool
+	pool.New = func() any {
+		s := &scratch{sum: make([]float32, ChunkElems), den: make([]float32, ChunkElems)}
+		for range lanes {
+			s.d = append(s.d, make([]float32, ChunkElems))
+		}
+		return s
+	}
 	return Kernel{
 		Passes: sel.passes(),
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
-			keep := keepMasks(sel, in, pos, len(dst), false)
-			base, models := in[0][:len(dst)], in[1:]
-			d := make([]float32, len(models))
-			for j := range dst {
-				b := base[j]
-				for i, x := range models {
-					d[i] = 0
-					if keep[i][j] {
-						d[i] = float32(m.weights[i] * (x[j] - b))
+			sc := pool.Get().(*scratch)
+			defer pool.Put(sc)
+			n := len(dst)
+			base := in[0][:n]
+			sum, den := sc.sum[:n], sc.den[:n]
+			for i := range lanes {
+				trimWeighted(sc.d[i][:n], in[i+1], base, m.weights[i], sel.cuts[i][0], pos)
+			}
+			copy(sum, sc.d[0][:n]) // Σ_i Δ_i, in model order
+			for i := 1; i < lanes; i++ {
+				for j, d := range sc.d[i][:n] {
+					sum[j] += d
+				}
+			}
+			clear(dst) // Σ Δ_i m_i
+			clear(den) // Σ w_i m_i
+			for i := range lanes {
+				w := m.weights[i]
+				for j, d := range sc.d[i][:n] {
+					// m_i: Δ_i ≠ 0 and sign(Δ_i) = s, s = sign(Σ Δ) with 0 → +1.
+					if d != 0 && (d > 0) == !(sum[j] < 0) {
+						dst[j] += d
+						den[j] += w
 					}
 				}
-				s := electSign(d)
-				var num, den float32
-				for i, di := range d {
-					if signMatches(di, s) {
-						num += di
-						den += m.weights[i]
-					}
+			}
+			for j, q := range den {
+				if q == 0 {
+					q = 1
 				}
-				if den == 0 {
-					den = 1
-				}
-				dst[j] = b + float32(lambda*(num/den))
+				dst[j] = base[j] + float32(lambda*(dst[j]/q))
 			}
 		},
+	}
+}
+
+// trimWeighted sets dst[j] = w·(x[j] − b[j]) where element j ranks above cut c, and 0
+// elsewhere: the trimmed, weighted task vector of one model over one chunk.
+func trimWeighted(dst, x, b []float32, w float32, c *cut, pos Chunk) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	switch {
+	case c.none:
+		clear(dst)
+		return
+	case c.all:
+		for j := range dst {
+			dst[j] = float32(w * (x[j] - b[j]))
+		}
+		return
+	}
+	var seen int64 // elements equal to c.t before this one (ties: from earlier chunks too)
+	if c.ties {
+		seen = c.before[pos.Index]
+	}
+	for j := range dst {
+		d := x[j] - b[j]
+		mag := absBits(d)
+		switch {
+		case mag > c.t:
+			dst[j] = float32(w * d)
+		case mag == c.t && seen < c.r:
+			dst[j] = float32(w * d)
+			seen++
+		default:
+			if mag == c.t {
+				seen++
+			}
+			dst[j] = 0
+		}
 	}
 }

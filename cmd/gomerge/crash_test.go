@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -402,7 +403,7 @@ func TestKillDuringInPlace(t *testing.T) {
 				t.Fatalf("iteration %d: after a rerun: %v", i, err)
 			}
 		} else {
-			dest, err := safetensors.Lock(cur, nil)
+			dest, err := safetensors.Lock(context.Background(), cur, nil)
 			if err != nil {
 				t.Fatalf("iteration %d: Lock: %v", i, err)
 			}
@@ -507,7 +508,7 @@ func TestKillDuringOutFile(t *testing.T) {
 				t.Fatalf("iteration %d: %v", i, err)
 			}
 		}
-		dest, err := safetensors.Lock(out, nil)
+		dest, err := safetensors.Lock(context.Background(), out, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -620,7 +621,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 					}
 				}
 				name := filepath.Join(parent, base)
-				dest, err := safetensors.Lock(name, nil)
+				dest, err := safetensors.Lock(context.Background(), name, nil)
 				if err != nil {
 					t.Fatalf("Lock: %v", err)
 				}
@@ -658,7 +659,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ref.Close()
-		dest, err := safetensors.Lock(name, nil)
+		dest, err := safetensors.Lock(context.Background(), name, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

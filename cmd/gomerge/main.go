@@ -60,7 +60,15 @@ func main() {
 }
 
 // run executes one gomerge command line and returns its exit status.
-func run(ctx context.Context, ios *IOStreams, args []string) int {
+func run(ctx context.Context, ios *IOStreams, args []string) (code int) {
+	defer func() {
+		// A panic is a bug: say so, with the stack, and exit 1 (the Go runtime's own
+		// status for it, 2, would read as a usage error).
+		if r := recover(); r != nil {
+			fmt.Fprintf(ios.ErrOut, "gomerge: internal error: %v\n%s", r, debug.Stack())
+			code = exitOther
+		}
+	}()
 	var st runState
 	root := newRootCmd(ios, &st)
 	root.SetArgs(args)
@@ -69,7 +77,7 @@ func run(ctx context.Context, ios *IOStreams, args []string) int {
 		return exitOK
 	}
 	fmt.Fprintf(ios.ErrOut, "gomerge: %v\n", err)
-	code := exitCode(err, st.started)
+	code = exitCode(err, st.started)
 	if st.json {
 		// A caller that asked for JSON parses stdout: give it the failure there too.
 		writeJSON(ios.Out, struct {

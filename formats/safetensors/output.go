@@ -1,6 +1,7 @@
 package safetensors
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,9 +59,9 @@ type Dest struct {
 }
 
 // Lock takes the destination's lock, waiting for another gomerge process that holds
-// it (onWait, if not nil, is called once before waiting), then removes what an
-// interrupted run left behind.
-func Lock(path string, onWait func()) (*Dest, error) {
+// it (onWait, if not nil, is called once before waiting) until ctx is done, then
+// removes what an interrupted run left behind.
+func Lock(ctx context.Context, path string, onWait func()) (*Dest, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -70,23 +71,25 @@ func Lock(path string, onWait func()) (*Dest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("output folder: %w", err)
 	}
-	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if !errors.Is(err, unix.EWOULDBLOCK) {
+	// Poll rather than block in flock, so that Ctrl-C (ctx) ends the wait.
+	for waited := false; ; {
+		err := unix.Flock(int(lk.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			lk.Close()
 			return nil, &os.PathError{Op: "lock", Path: d.parent, Err: err}
 		}
-		if onWait != nil {
+		if !waited && onWait != nil {
 			onWait()
 		}
-		for {
-			err = unix.Flock(int(lk.Fd()), unix.LOCK_EX)
-			if !errors.Is(err, unix.EINTR) {
-				break
-			}
-		}
-		if err != nil {
+		waited = true
+		select {
+		case <-ctx.Done():
 			lk.Close()
-			return nil, &os.PathError{Op: "lock", Path: d.parent, Err: err}
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	d.lock = lk
@@ -157,6 +160,9 @@ type OutputOptions struct {
 	// Link is set (in place), else its top-level non-weight files are copied.
 	ExtraFrom string
 	Link      bool
+	// Replace names ExtraFrom's own weight files (the reference's shards): they are
+	// never carried over, whatever the new layout is called.
+	Replace []string
 }
 
 // Output is a checkpoint being written. Its tensors' data are written with WriteAt,
@@ -254,10 +260,7 @@ func (o *Output) create(opts OutputOptions) error {
 		if err != nil {
 			return err
 		}
-		o.tmp = dir
-		if err := d.keepMode(dir); err != nil {
-			return err
-		}
+		o.tmp = dir // its final mode is set in Commit, once it is filled
 		for _, p := range o.plans {
 			f, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
 			if err != nil {
@@ -427,6 +430,9 @@ func (o *Output) placeExtras(opts OutputOptions) error {
 	for _, p := range o.plans {
 		replaced[p.Name] = true
 	}
+	for _, n := range opts.Replace {
+		replaced[n] = true
+	}
 	for _, e := range entries {
 		name := e.Name()
 		src, dst := filepath.Join(opts.ExtraFrom, name), filepath.Join(o.tmp, name)
@@ -465,7 +471,9 @@ func linkTree(src, dst string) error {
 		}
 		return os.Symlink(target, dst)
 	case st.IsDir():
-		if err := os.Mkdir(dst, st.Mode().Perm()); err != nil {
+		// Writable while it is filled, its own mode after (a 0555 folder of trainer
+		// state must not stop the links going in).
+		if err := os.Mkdir(dst, 0o700); err != nil {
 			return err
 		}
 		entries, err := os.ReadDir(src)
@@ -477,7 +485,7 @@ func linkTree(src, dst string) error {
 				return err
 			}
 		}
-		return nil
+		return os.Chmod(dst, st.Mode().Perm())
 	case st.Mode().IsRegular():
 		return os.Link(src, dst)
 	}
@@ -592,6 +600,10 @@ func (o *Output) Commit() error {
 		o.done = true
 		syncDir(d.parent) // best effort: the new file is in place whatever this says
 		return nil
+	}
+	if err := d.keepMode(o.tmp); err != nil {
+		o.Abort()
+		return err
 	}
 	if err := syncDir(o.tmp); err != nil {
 		o.Abort()

@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -87,7 +88,7 @@ func TestWriterOutputAcceptedByLibrary(t *testing.T) {
 	}
 	specsBefore := slices.Clone(specs)
 	path := filepath.Join(t.TempDir(), "out.safetensors")
-	d, err := Lock(path, nil)
+	d, err := Lock(context.Background(), path, nil)
 	must(t, err)
 	o, err := d.Create(OutputOptions{Specs: specs, Metadata: map[string]string{"format": "pt", "quote\"key": "a\nb"}})
 	must(t, err)
@@ -242,7 +243,7 @@ func TestFolderReplaceFallback(t *testing.T) {
 	old := stt.Random(stt.TinyLlama, dtype.BF16, 3)
 	must(t, stt.WriteFolder(dest, old, 2, nil))
 	for _, noExchange := range []bool{true, false} {
-		d, err := Lock(dest, nil)
+		d, err := Lock(context.Background(), dest, nil)
 		must(t, err)
 		d.NoExchange = noExchange
 		ts := stt.Perturb(old, 1, 4)
@@ -276,7 +277,7 @@ func TestRecoverInterruptedSwitch(t *testing.T) {
 	must(t, stt.WriteFolder(filepath.Join(parent, ".ckpt.gomerge-old"), ts, 2, nil))
 	must(t, stt.WriteFolder(filepath.Join(parent, ".ckpt.gomerge-tmp-123"), stt.Perturb(ts, 1, 6), 2, nil))
 	must(t, os.WriteFile(filepath.Join(parent, ".ckpt.gomerge-tmp-456"), []byte("partial"), 0o644))
-	d, err := Lock(dest, nil)
+	d, err := Lock(context.Background(), dest, nil)
 	must(t, err)
 	d.Unlock()
 	c, err := OpenCheckpoint(dest)
@@ -293,7 +294,7 @@ func TestRecoverInterruptedSwitch(t *testing.T) {
 	}
 	// Crash after the second rename: both ckpt and .ckpt.gomerge-old exist; the old goes.
 	must(t, stt.WriteFolder(filepath.Join(parent, ".ckpt.gomerge-old"), ts, 2, nil))
-	d, err = Lock(dest, nil)
+	d, err = Lock(context.Background(), dest, nil)
 	must(t, err)
 	d.Unlock()
 	if _, err := os.Stat(filepath.Join(parent, ".ckpt.gomerge-old")); !os.IsNotExist(err) {
@@ -304,12 +305,12 @@ func TestRecoverInterruptedSwitch(t *testing.T) {
 // TestLockExcludes: a second writer of the same destination waits for the first.
 func TestLockExcludes(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "m.safetensors")
-	first, err := Lock(dest, nil)
+	first, err := Lock(context.Background(), dest, nil)
 	must(t, err)
 	waited := make(chan struct{})
 	acquired := make(chan *Dest)
 	go func() {
-		d, err := Lock(dest, func() { close(waited) })
+		d, err := Lock(context.Background(), dest, func() { close(waited) })
 		if err != nil {
 			t.Error(err)
 		}
@@ -339,7 +340,7 @@ func TestRefuseToReplaceNonCheckpoint(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "home")
 	must(t, os.MkdirAll(dest, 0o755))
 	must(t, os.WriteFile(filepath.Join(dest, "thesis.tex"), []byte("precious"), 0o644))
-	d, err := Lock(dest, nil)
+	d, err := Lock(context.Background(), dest, nil)
 	must(t, err)
 	defer d.Unlock()
 	_, err = d.Create(OutputOptions{Specs: []Spec{{"a", dtype.F32, []int64{1}}}})
@@ -411,7 +412,7 @@ func TestOutputPermissions(t *testing.T) {
 	dir := t.TempDir()
 	ts := mixedTensors()[:2]
 	write := func(path string) {
-		d, err := Lock(path, nil)
+		d, err := Lock(context.Background(), path, nil)
 		must(t, err)
 		defer d.Unlock()
 		writeFolderOutput(t, d, ts, OutputOptions{}) // files and folders alike
@@ -436,5 +437,18 @@ func TestOutputPermissions(t *testing.T) {
 	write(folder)
 	if mode(file) != 0o640 || mode(folder) != 0o750 {
 		t.Errorf("replaced outputs: file %v folder %v, want 0640 and 0750", mode(file), mode(folder))
+	}
+}
+
+// TestLockCancel: waiting for another writer's lock ends when the context does.
+func TestLockCancel(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "m.safetensors")
+	first, err := Lock(context.Background(), dest, nil)
+	must(t, err)
+	defer first.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	if _, err := Lock(ctx, dest, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want the context's error", err)
 	}
 }

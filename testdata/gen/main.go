@@ -6,7 +6,9 @@
 // It writes DIR/anchor.safetensors (the model after task A), DIR/current.safetensors
 // (the same model after some training on task B: the anchor plus noise), with -shards
 // N > 1 also DIR/current/ as a Hugging Face folder of N shards with config files, and
-// with -fisher DIR/fisher.safetensors (a positive diagonal Fisher for the anchor).
+// with -fisher DIR/fisher.safetensors (a positive diagonal Fisher for the anchor), and
+// with -models N DIR/model1..N.safetensors (more fine-tunes of the anchor, which then
+// serves as their base).
 package main
 
 import (
@@ -33,14 +35,15 @@ func main() {
 	shards := flag.Int("shards", 3, "also write current/ as a folder of this many shards (0: don't)")
 	fisher := flag.Bool("fisher", true, "also write fisher.safetensors")
 	seed := flag.Uint64("seed", 1, "random seed")
+	models := flag.Int("models", 0, "also write model1..N.safetensors: other fine-tunes of the anchor (for TIES and friends)")
 	flag.Parse()
-	if err := run(*out, *config, *dt, *shards, *fisher, *seed); err != nil {
+	if err := run(*out, *config, *dt, *shards, *fisher, *models, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, config, dtName string, shards int, withFisher bool, seed uint64) error {
+func run(out, config, dtName string, shards int, withFisher bool, models int, seed uint64) error {
 	cfg, ok := configs[config]
 	if out == "" || !ok {
 		return fmt.Errorf("need -out DIR and -config tiny|1gb|4gb")
@@ -59,6 +62,12 @@ func run(out, config, dtName string, shards int, withFisher bool, seed uint64) e
 	if withFisher {
 		f := safetensorstest.Fisher(anchor, 1e-3, seed+2)
 		if err := safetensorstest.WriteFile(filepath.Join(out, "fisher.safetensors"), f, map[string]string{"format": "pt"}); err != nil {
+			return err
+		}
+	}
+	for i := 1; i <= models; i++ {
+		m := safetensorstest.Perturb(anchor, 0.5, seed+10+uint64(i))
+		if err := safetensorstest.WriteFile(filepath.Join(out, fmt.Sprintf("model%d.safetensors", i)), m, map[string]string{"format": "pt"}); err != nil {
 			return err
 		}
 	}
