@@ -58,13 +58,14 @@ type rankSelector struct {
 
 type rankScratch struct {
 	mags []uint32 // one chunk's magnitudes
-	hist []uint32 // a chunk-local histogram of 1<<16 bins
+	hist []uint32 // a chunk-local histogram, all zero between uses
+	lows []uint16 // the low bits of the elements in a cut's bin
 }
 
 func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane int, in [][]float32)) *rankSelector {
 	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude}
 	s.pool.New = func() any {
-		return &rankScratch{mags: make([]uint32, ChunkElems), hist: make([]uint32, 1<<16)}
+		return &rankScratch{mags: make([]uint32, ChunkElems), hist: make([]uint32, 1<<16), lows: make([]uint16, 0, ChunkElems)}
 	}
 	for _, rs := range ranks {
 		var cs []*cut
@@ -102,13 +103,18 @@ func (s *rankSelector) passes() []Pass {
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
-				local := sc.hist
+				local := sc.hist[:1<<15] // |δ| has no sign bit: its top 16 bits are below 1<<15
 				for lane := range lanes {
-					clear(local)
 					mags := sc.mags[:len(in[0])]
 					s.magnitude(mags, lane, in)
+					lo, hi := uint32(1<<15), uint32(0)
 					for _, m := range mags {
-						local[m>>16]++
+						b := m >> 16
+						local[b]++
+						lo, hi = min(lo, b), max(hi, b)
+					}
+					if lo > hi {
+						continue
 					}
 					s.mu.Lock()
 					if s.hiHist == nil {
@@ -118,8 +124,9 @@ func (s *rankSelector) passes() []Pass {
 						s.hiHist[lane] = make([]uint64, 1<<16)
 					}
 					h := s.hiHist[lane]
-					for b, v := range local {
-						h[b] += uint64(v)
+					for b := lo; b <= hi; b++ { // only the bins this chunk touched
+						h[b] += uint64(local[b])
+						local[b] = 0
 					}
 					s.mu.Unlock()
 				}
@@ -166,22 +173,20 @@ func (s *rankSelector) passes() []Pass {
 							continue
 						}
 						bin := s.bin[lane][ci]
-						local := sc.hist
-						clear(local)
-						found := 0
+						found := sc.lows[:0] // the few elements in the cut's bin
 						for _, m := range mags {
 							if m>>16 == bin {
-								local[m&0xffff]++
-								found++
+								found = append(found, uint16(m))
 							}
 						}
-						if found == 0 {
+						sc.lows = found
+						if len(found) == 0 {
 							continue
 						}
 						s.mu.Lock()
 						h := s.loHist[lane][ci]
-						for lo, v := range local {
-							h[lo] += uint64(v)
+						for _, lo := range found {
+							h[lo]++
 						}
 						s.mu.Unlock()
 					}

@@ -64,10 +64,11 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 	type scratch struct {
 		d        [][]float32
 		sum, den []float32
+		sign     []uint32
 	}
 	var pool sync.Pool
 	pool.New = func() any {
-		s := &scratch{sum: make([]float32, ChunkElems), den: make([]float32, ChunkElems)}
+		s := &scratch{sum: make([]float32, ChunkElems), den: make([]float32, ChunkElems), sign: make([]uint32, ChunkElems)}
 		for range lanes {
 			s.d = append(s.d, make([]float32, ChunkElems))
 		}
@@ -90,22 +91,39 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 					sum[j] += d
 				}
 			}
+			// s = sign(Σ Δ) with 0 → +1, as the sign bit the agreeing Δ_i must have.
+			sign := sc.sign[:n]
+			for j, v := range sum {
+				// 1<<31 exactly when v < 0: the sign bit, unless v is ±0 or NaN.
+				// Branch-free: the sign of the sum is as good as random.
+				b := math.Float32bits(v)
+				mag := b &^ (1 << 31)
+				nonzero := (mag | -mag) >> 31
+				notNaN := ((0x7f800000 - mag) >> 31) ^ 1
+				sign[j] = (b >> 31 & nonzero & notNaN) << 31
+			}
 			clear(dst) // Σ Δ_i m_i
 			clear(den) // Σ w_i m_i
 			for i := range lanes {
-				w := m.weights[i]
+				wbits := math.Float32bits(m.weights[i])
 				for j, d := range sc.d[i][:n] {
-					// m_i: Δ_i ≠ 0 and sign(Δ_i) = s, s = sign(Σ Δ) with 0 → +1.
-					if d != 0 && (d > 0) == !(sum[j] < 0) {
-						dst[j] += d
-						den[j] += w
-					}
+					// m_i = [Δ_i ≠ 0 and sign(Δ_i) = s], as an all-ones or zero mask:
+					// branch-free, since the signs are as good as random. Adding the
+					// masked-out +0 leaves the sum as skipping the term would.
+					b := math.Float32bits(d)
+					nonzero := (b<<1 | -(b << 1)) >> 31
+					agree := ((b ^ sign[j]) >> 31) ^ 1
+					mask := -(nonzero & agree)
+					dst[j] += math.Float32frombits(b & mask)
+					den[j] += math.Float32frombits(wbits & mask)
 				}
 			}
 			for j, q := range den {
-				if q == 0 {
-					q = 1
-				}
+				// A divisor of 0 becomes 1; branch-free, as half the elements may
+				// have no agreeing delta.
+				qb := math.Float32bits(q)
+				zero := -(((qb<<1 | -(qb << 1)) >> 31) ^ 1)
+				q = math.Float32frombits(qb&^zero | 0x3f800000&zero)
 				dst[j] = base[j] + float32(lambda*(dst[j]/q))
 			}
 		},
@@ -130,20 +148,18 @@ func trimWeighted(dst, x, b []float32, w float32, c *cut, pos Chunk) {
 	if c.ties {
 		seen = c.before[pos.Index]
 	}
+	t := c.t
 	for j := range dst {
 		d := x[j] - b[j]
 		mag := absBits(d)
-		switch {
-		case mag > c.t:
-			dst[j] = float32(w * d)
-		case mag == c.t && seen < c.r:
-			dst[j] = float32(w * d)
-			seen++
-		default:
-			if mag == c.t {
-				seen++
+		// All ones when mag > t (both below 2³¹, so t − mag wraps to the top bit).
+		mask := uint32(int32(t-mag) >> 31)
+		if mag == t { // rare: the boundary value
+			if seen < c.r {
+				mask = ^uint32(0)
 			}
-			dst[j] = 0
+			seen++
 		}
+		dst[j] = math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
 	}
 }
