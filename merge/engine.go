@@ -65,6 +65,9 @@ type Pass struct {
 	// Done gets every chunk's acc, in chunk order (NumStats entries each), so that
 	// float sums come out the same whatever the scheduling.
 	Done func(perChunk []float64) error
+	// Skip, if set, is asked once the previous pass is done: true skips this pass
+	// (its Chunk and Done), sparing a read of every input.
+	Skip func() bool
 }
 
 // Sink receives the output bytes of tensor i (its index in the plan) at byte offset
@@ -194,6 +197,9 @@ tensors:
 		}
 		nChunks := (n + ChunkElems - 1) / ChunkElems
 		for _, pass := range k.Passes {
+			if pass.Skip != nil && pass.Skip() {
+				continue
+			}
 			// The passes of a tensor run one after another; this goroutine is not a
 			// worker, so waiting here holds no worker slot.
 			perChunk := make([]float64, nChunks*int64(pass.NumStats))

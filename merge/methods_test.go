@@ -151,36 +151,42 @@ func TestRankSelectorAgainstSort(t *testing.T) {
 				lanes = append(lanes, []int64{r})
 				want = append(want, refRanks(mag, 0, r))
 			}
-			sel := newRankSelector(n, lanes, func(dst []uint32, _ int, in [][]float32) {
-				for j := range dst {
-					dst[j] = absBits(in[0][j])
-				}
-			})
-			passes := sel.passes()
-			nChunks := (n + ChunkElems - 1) / ChunkElems
-			chunk := func(c int64) (Chunk, [][]float32) {
-				lo := c * ChunkElems
-				return Chunk{Index: c, Offset: lo}, [][]float32{mag[lo:min(lo+ChunkElems, n)]}
-			}
-			for _, p := range passes {
-				for c := nChunks - 1; c >= 0; c-- { // out of order, as a scheduler may
-					pos, in := chunk(c)
-					p.Chunk(pos, in, nil, nil)
-				}
-				must(t, p.Done(nil))
-			}
-			for li, r := range ranks {
-				for c := int64(0); c < nChunks; c++ {
-					pos, in := chunk(c)
-					mags := make([]uint32, len(in[0]))
-					for j := range mags {
-						mags[j] = absBits(in[0][j])
+			for _, keepLimit := range []int64{maxKeptLows, 0} { // pass 3 spared, and run
+				sel := newRankSelector(n, lanes, func(dst []uint32, _ int, in [][]float32) {
+					for j := range dst {
+						dst[j] = absBits(in[0][j])
 					}
-					keep := make([]bool, len(mags))
-					sel.cuts[li][0].above(keep, mags, pos)
-					for j, k := range keep {
-						if k != want[li][pos.Offset+int64(j)] {
-							t.Fatalf("n=%d distinct=%d rank=%d: element %d: got %v", n, distinct, r, pos.Offset+int64(j), k)
+				})
+				sel.keepLimit = keepLimit
+				passes := sel.passes()
+				nChunks := (n + ChunkElems - 1) / ChunkElems
+				chunk := func(c int64) (Chunk, [][]float32) {
+					lo := c * ChunkElems
+					return Chunk{Index: c, Offset: lo}, [][]float32{mag[lo:min(lo+ChunkElems, n)]}
+				}
+				for _, p := range passes {
+					if p.Skip != nil && p.Skip() {
+						continue
+					}
+					for c := nChunks - 1; c >= 0; c-- { // out of order, as a scheduler may
+						pos, in := chunk(c)
+						p.Chunk(pos, in, nil, nil)
+					}
+					must(t, p.Done(nil))
+				}
+				for li, r := range ranks {
+					for c := int64(0); c < nChunks; c++ {
+						pos, in := chunk(c)
+						mags := make([]uint32, len(in[0]))
+						for j := range mags {
+							mags[j] = absBits(in[0][j])
+						}
+						keep := make([]bool, len(mags))
+						sel.cuts[li][0].above(keep, mags, pos)
+						for j, k := range keep {
+							if k != want[li][pos.Offset+int64(j)] {
+								t.Fatalf("n=%d distinct=%d rank=%d: element %d: got %v", n, distinct, r, pos.Offset+int64(j), k)
+							}
 						}
 					}
 				}

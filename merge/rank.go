@@ -2,6 +2,7 @@ package merge
 
 import (
 	"math"
+	"slices"
 	"sync"
 )
 
@@ -54,6 +55,13 @@ type rankSelector struct {
 	loHist [][][]uint64
 	ties   [][][]int64 // per lane, cut, chunk: count of elements equal to t
 	pool   sync.Pool   // *rankScratch
+	// kept[lane][cut][chunk]: the low bits of the chunk's elements in the cut's bin,
+	// kept by pass 2 while they total at most maxKeptLows, so that pass 3 (another
+	// full read of every input) can be skipped.
+	kept      [][][][]uint16
+	keptTotal int64
+	keptOver  bool
+	keepLimit int64 // maxKeptLows; tests lower it to exercise pass 3
 }
 
 type rankScratch struct {
@@ -62,8 +70,11 @@ type rankScratch struct {
 	lows []uint16 // the low bits of the elements in a cut's bin
 }
 
+// maxKeptLows bounds the memory pass 2 may keep to spare pass 3 (2 bytes each).
+const maxKeptLows = 16 << 20
+
 func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane int, in [][]float32)) *rankSelector {
-	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude}
+	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude, keepLimit: maxKeptLows}
 	s.pool.New = func() any {
 		return &rankScratch{mags: make([]uint32, ChunkElems), hist: make([]uint32, 1<<16), lows: make([]uint16, 0, ChunkElems)}
 	}
@@ -188,6 +199,17 @@ func (s *rankSelector) passes() []Pass {
 						for _, lo := range found {
 							h[lo]++
 						}
+						if !s.keptOver {
+							s.keptTotal += int64(len(found))
+							if s.keptTotal > s.keepLimit {
+								s.keptOver, s.kept = true, nil
+							} else {
+								if s.kept == nil {
+									s.initKept()
+								}
+								s.kept[lane][ci][pos.Index] = slices.Clone(found)
+							}
+						}
 						s.mu.Unlock()
 					}
 				}
@@ -214,14 +236,33 @@ func (s *rankSelector) passes() []Pass {
 						}
 						if c.ties {
 							s.ties[lane][ci] = make([]int64, s.nChunks)
+							if !s.keptOver && s.kept != nil {
+								// Count the elements equal to t per chunk from what
+								// pass 2 kept: pass 3 is then not needed.
+								lo := uint16(c.t)
+								for chunk, lows := range s.kept[lane][ci] {
+									var k int64
+									for _, v := range lows {
+										if v == lo {
+											k++
+										}
+									}
+									s.ties[lane][ci][chunk] = k
+								}
+							}
 						}
 					}
 				}
-				s.loHist = nil
+				spared := !s.keptOver
+				s.loHist, s.kept = nil, nil
+				if spared {
+					s.prefixTies()
+				}
 				return nil
 			},
 		},
 		{ // 3: per-chunk counts of elements equal to each cut's pattern
+			Skip: func() bool { return !s.keptOver },
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
@@ -247,23 +288,39 @@ func (s *rankSelector) passes() []Pass {
 				}
 			},
 			Done: func([]float64) error {
-				for lane, cs := range s.cuts {
-					for ci, c := range cs {
-						if !c.ties {
-							continue
-						}
-						c.before = make([]int64, s.nChunks)
-						var cum int64
-						for i, k := range s.ties[lane][ci] {
-							c.before[i] = cum
-							cum += k
-						}
-					}
-				}
-				s.ties = nil
+				s.prefixTies()
 				return nil
 			},
 		},
+	}
+}
+
+// prefixTies turns per-chunk counts of elements equal to each cut's pattern into how
+// many precede each chunk.
+func (s *rankSelector) prefixTies() {
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if !c.ties {
+				continue
+			}
+			c.before = make([]int64, s.nChunks)
+			var cum int64
+			for i, k := range s.ties[lane][ci] {
+				c.before[i] = cum
+				cum += k
+			}
+		}
+	}
+	s.ties = nil
+}
+
+func (s *rankSelector) initKept() {
+	s.kept = make([][][][]uint16, len(s.cuts))
+	for lane, cs := range s.cuts {
+		s.kept[lane] = make([][][]uint16, len(cs))
+		for ci := range cs {
+			s.kept[lane][ci] = make([][]uint16, s.nChunks)
+		}
 	}
 }
 
