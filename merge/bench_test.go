@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -96,4 +97,33 @@ func BenchmarkLerpBF16Fused(b *testing.B) {
 	if !(before > 0) {
 		b.Fatal("no distance")
 	}
+}
+
+// BenchmarkRunTIES is a whole TIES merge of a base and three models, files to file.
+// Bytes are input bytes read.
+func BenchmarkRunTIES(b *testing.B) {
+	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128}
+	dir := b.TempDir()
+	base := stt.Random(cfg, dtype.BF16, 1)
+	job := MethodJob{Method: "ties", Base: filepath.Join(dir, "base.safetensors"), Params: Params{Density: 0.2, Lambda: 1},
+		Job: Job{Out: filepath.Join(dir, "out.safetensors")}}
+	must(b, stt.WriteFile(job.Base, base, nil))
+	for i := range 3 {
+		p := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
+		must(b, stt.WriteFile(p, stt.Perturb(base, 0.5, uint64(i+2)), nil))
+		job.Models = append(job.Models, Model{Path: p, Weight: 1, Density: math.NaN()})
+	}
+	b.ReportAllocs()
+	var rep *Report
+	for b.Loop() {
+		var err error
+		if rep, err = RunMethod(context.Background(), job); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(rep.BytesRead)
+	if rep.TensorsMerged != len(base) {
+		b.Fatal("not every tensor merged")
+	}
+	b.ReportMetric(float64(rep.PeakHeapBytes)/(1<<20), "peak-heap-MiB")
 }

@@ -37,7 +37,14 @@ func slerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 			},
 		}},
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			Lerp(dst, in[0], in[1], c0, c1)
+			switch {
+			case m.p.T == 0: // exactly the base: no −0 turned +0, no 0·Inf from the model
+				copy(dst, in[0])
+			case m.p.T == 1:
+				copy(dst, in[1])
+			default:
+				Lerp(dst, in[0], in[1], c0, c1)
+			}
 		},
 	}
 }
