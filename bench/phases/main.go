@@ -6,9 +6,9 @@
 //	go run bench/phases/main.go
 //
 // It calls the engine's own dtype.Decode, merge.Lerp and dtype.Encode; the SFA
-// statistics pass (merge's unexported observeSFA) is copied here as it is in
-// merge/sfa.go. "fused" is one pass from two BF16 inputs to a BF16 output with the same
-// arithmetic (products rounded to float32, no FMA, round to nearest even), as a bound
+// statistics pass (merge's unexported observeSFA) is copied here as it was in
+// merge/sfa.go at 2ff7358 (it has since been fused into the BF16 kernel). "fused" is
+// one pass from two BF16 inputs to a BF16 output with the same arithmetic (products rounded to float32, no FMA, round to nearest even), as a bound
 // on what a fused kernel could do in plain Go. Each figure is the best of 15 rounds; on a
 // shared VM they still move by ±30% from one run to the next.
 package main
