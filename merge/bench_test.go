@@ -59,7 +59,6 @@ func BenchmarkRunSFA(b *testing.B) {
 			if *rep.L2After >= *rep.L2Before {
 				b.Fatal("merge did not move toward the anchor")
 			}
-			b.ReportMetric(float64(rep.PeakHeapBytes)/(1<<20), "peak-heap-MiB")
 		})
 	}
 }
@@ -125,5 +124,4 @@ func BenchmarkRunTIES(b *testing.B) {
 	if rep.TensorsMerged != len(base) {
 		b.Fatal("not every tensor merged")
 	}
-	b.ReportMetric(float64(rep.PeakHeapBytes)/(1<<20), "peak-heap-MiB")
 }

@@ -137,13 +137,24 @@ func combineLanes(s []float64) float64 {
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 }
 
-// sumSqDiff is Σ (x_j − y_j)² in float64, in lanes partial sums.
+// sumSqDiff is Σ (x_j − y_j)² in float64, in lanes partial sums (element j to sum
+// j mod 8), unrolled by hand so that the sums stay in registers.
 func sumSqDiff(x, y []float32) float64 {
 	y = y[:len(x)]
+	sq := func(i int) float64 {
+		d := float64(x[i]) - float64(y[i])
+		return float64(d * d)
+	}
 	var s [lanes]float64
-	for j := range x {
-		d := float64(x[j]) - float64(y[j])
-		s[j%lanes] += float64(d * d)
+	var s0, s1, s2, s3, s4, s5, s6, s7 float64
+	j := 0
+	for ; j+lanes <= len(x); j += lanes {
+		s0, s1, s2, s3 = s0+sq(j), s1+sq(j+1), s2+sq(j+2), s3+sq(j+3)
+		s4, s5, s6, s7 = s4+sq(j+4), s5+sq(j+5), s6+sq(j+6), s7+sq(j+7)
+	}
+	s = [lanes]float64{s0, s1, s2, s3, s4, s5, s6, s7}
+	for ; j < len(x); j++ {
+		s[j%lanes] += sq(j)
 	}
 	return combineLanes(s[:])
 }
