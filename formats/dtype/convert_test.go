@@ -371,3 +371,22 @@ func TestFastPathsMatchBytewise(t *testing.T) {
 		}
 	}
 }
+
+// TestWidenBF16MatchesGo: the widening used by Decode (AVX2 where present) equals the
+// Go loop on every BF16 pattern, at lengths with and without a tail.
+func TestWidenBF16MatchesGo(t *testing.T) {
+	src := make([]uint16, 1<<16)
+	for i := range src {
+		src[i] = uint16(i)
+	}
+	for _, n := range []int{0, 1, 15, 16, 17, 1000, 1 << 16} {
+		got, want := make([]float32, n), make([]float32, n)
+		widenBF16(got, src[:n])
+		widenBF16Go(want, src[:n])
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d [%d]: %#x, want %#x", n, i, math.Float32bits(got[i]), math.Float32bits(want[i]))
+			}
+		}
+	}
+}

@@ -28,10 +28,7 @@ func decodeFast(dst []float32, src []byte, d DType) bool {
 	n := len(dst)
 	switch {
 	case d == BF16 && aligned(src, 2):
-		s := asUint16(src, n)
-		for i, h := range s {
-			dst[i] = math.Float32frombits(uint32(h) << 16)
-		}
+		widenBF16(dst, asUint16(src, n))
 		return true
 	case d == F16 && aligned(src, 2):
 		s := asUint16(src, n)
@@ -80,4 +77,12 @@ func Uint16s(b []byte) (words []uint16, ok bool) {
 		return nil, false
 	}
 	return asUint16(b, len(b)/2), true
+}
+
+// widenBF16Go is the reference widening of BF16 words to float32 (exact).
+func widenBF16Go(dst []float32, src []uint16) {
+	src = src[:len(dst)]
+	for i, h := range src {
+		dst[i] = math.Float32frombits(uint32(h) << 16)
+	}
 }
