@@ -91,41 +91,7 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 					sum[j] += d
 				}
 			}
-			// s = sign(Σ Δ) with 0 → +1, as the sign bit the agreeing Δ_i must have.
-			sign := sc.sign[:n]
-			for j, v := range sum {
-				// 1<<31 exactly when v < 0: the sign bit, unless v is ±0 or NaN.
-				// Branch-free: the sign of the sum is as good as random.
-				b := math.Float32bits(v)
-				mag := b &^ (1 << 31)
-				nonzero := (mag | -mag) >> 31
-				notNaN := ((0x7f800000 - mag) >> 31) ^ 1
-				sign[j] = (b >> 31 & nonzero & notNaN) << 31
-			}
-			clear(dst) // Σ Δ_i m_i
-			clear(den) // Σ w_i m_i
-			for i := range lanes {
-				wbits := math.Float32bits(m.weights[i])
-				for j, d := range sc.d[i][:n] {
-					// m_i = [Δ_i ≠ 0 and sign(Δ_i) = s], as an all-ones or zero mask:
-					// branch-free, since the signs are as good as random. Adding the
-					// masked-out +0 leaves the sum as skipping the term would.
-					b := math.Float32bits(d)
-					nonzero := (b<<1 | -(b << 1)) >> 31
-					agree := ((b ^ sign[j]) >> 31) ^ 1
-					mask := -(nonzero & agree)
-					dst[j] += math.Float32frombits(b & mask)
-					den[j] += math.Float32frombits(wbits & mask)
-				}
-			}
-			for j, q := range den {
-				// A divisor of 0 becomes 1; branch-free, as half the elements may
-				// have no agreeing delta.
-				qb := math.Float32bits(q)
-				zero := -(((qb<<1 | -(qb << 1)) >> 31) ^ 1)
-				q = math.Float32frombits(qb&^zero | 0x3f800000&zero)
-				dst[j] = base[j] + float32(lambda*(dst[j]/q))
-			}
+			tiesCombine(dst, base, sum, den, sc.sign[:n], sc.d, m.weights, lambda, haveTiesAsm)
 		},
 	}
 }
@@ -161,5 +127,62 @@ func trimWeighted(dst, x, b []float32, w float32, c *cut, pos Chunk) {
 			seen++
 		}
 		dst[j] = math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
+	}
+}
+
+// tiesCombine finishes TIES for one chunk from the trimmed weighted deltas d[i] and
+// their sum: elect the sign, add the agreeing deltas and weights, divide, scale and add
+// to the base. With asm, the AVX2 kernels do the first multiple of 8 elements; they
+// are checked against this Go code bit for bit.
+func tiesCombine(dst, base, sum, den []float32, sign []uint32, d [][]float32, weights []float32, lambda float32, asm bool) {
+	n := len(dst)
+	j0 := 0
+	if asm && n >= 8 {
+		j0 = n &^ 7
+		tiesSignAsm(sign, sum, j0)
+		clear(dst[:j0])
+		clear(den[:j0])
+		for i, w := range weights {
+			tiesAccumAsm(dst, den, d[i], sign, w, j0)
+		}
+		tiesFinishAsm(dst, base, den, lambda, j0)
+	}
+	if j0 == n {
+		return
+	}
+	dst, base, sum, den, sign = dst[j0:], base[j0:n], sum[j0:n], den[j0:n], sign[j0:n]
+	// s = sign(Σ Δ) with 0 → +1, as the sign bit the agreeing Δ_i must have.
+	for j, v := range sum {
+		// 1<<31 exactly when v < 0: the sign bit, unless v is ±0 or NaN.
+		// Branch-free: the sign of the sum is as good as random.
+		b := math.Float32bits(v)
+		mag := b &^ (1 << 31)
+		nonzero := (mag | -mag) >> 31
+		notNaN := ((0x7f800000 - mag) >> 31) ^ 1
+		sign[j] = (b >> 31 & nonzero & notNaN) << 31
+	}
+	clear(dst) // Σ Δ_i m_i
+	clear(den) // Σ w_i m_i
+	for i, w := range weights {
+		wbits := math.Float32bits(w)
+		for j, di := range d[i][j0:n] {
+			// m_i = [Δ_i ≠ 0 and sign(Δ_i) = s], as an all-ones or zero mask:
+			// branch-free, since the signs are as good as random. Adding the
+			// masked-out +0 leaves the sum as skipping the term would.
+			b := math.Float32bits(di)
+			nonzero := (b<<1 | -(b << 1)) >> 31
+			agree := ((b ^ sign[j]) >> 31) ^ 1
+			mask := -(nonzero & agree)
+			dst[j] += math.Float32frombits(b & mask)
+			den[j] += math.Float32frombits(wbits & mask)
+		}
+	}
+	for j, q := range den {
+		// A divisor of 0 becomes 1; branch-free, as half the elements may have no
+		// agreeing delta.
+		qb := math.Float32bits(q)
+		zero := -(((qb<<1 | -(qb << 1)) >> 31) ^ 1)
+		q = math.Float32frombits(qb&^zero | 0x3f800000&zero)
+		dst[j] = base[j] + float32(lambda*(dst[j]/q))
 	}
 }

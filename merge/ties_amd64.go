@@ -1,0 +1,22 @@
+package merge
+
+import "golang.org/x/sys/cpu"
+
+var haveTiesAsm = cpu.X86.HasAVX2
+
+//go:noescape
+func tiesSignAVX2(sign *uint32, sum *float32, n int)
+
+//go:noescape
+func tiesAccumAVX2(num, den, d *float32, sign *uint32, w float32, n int)
+
+//go:noescape
+func tiesFinishAVX2(dst, base, den *float32, lambda float32, n int)
+
+func tiesSignAsm(sign []uint32, sum []float32, n int) { tiesSignAVX2(&sign[0], &sum[0], n) }
+func tiesAccumAsm(num, den, d []float32, sign []uint32, w float32, n int) {
+	tiesAccumAVX2(&num[0], &den[0], &d[0], &sign[0], w, n)
+}
+func tiesFinishAsm(dst, base, den []float32, lambda float32, n int) {
+	tiesFinishAVX2(&dst[0], &base[0], &den[0], lambda, n)
+}

@@ -1,0 +1,104 @@
+#include "textflag.h"
+
+DATA tiesSignBit<>+0(SB)/8, $0x8000000080000000
+DATA tiesSignBit<>+8(SB)/8, $0x8000000080000000
+DATA tiesSignBit<>+16(SB)/8, $0x8000000080000000
+DATA tiesSignBit<>+24(SB)/8, $0x8000000080000000
+GLOBL tiesSignBit<>(SB), RODATA|NOPTR, $32
+
+DATA tiesOne<>+0(SB)/8, $0x3f8000003f800000
+DATA tiesOne<>+8(SB)/8, $0x3f8000003f800000
+DATA tiesOne<>+16(SB)/8, $0x3f8000003f800000
+DATA tiesOne<>+24(SB)/8, $0x3f8000003f800000
+GLOBL tiesOne<>(SB), RODATA|NOPTR, $32
+
+// func tiesSignAVX2(sign *uint32, sum *float32, n int)
+// sign[j] = 1<<31 if sum[j] < 0 (ordered: false for NaN and −0), else 0.
+TEXT ·tiesSignAVX2(SB), NOSPLIT, $0-24
+	MOVQ sign+0(FP), DI
+	MOVQ sum+8(FP), SI
+	MOVQ n+16(FP), CX
+	VXORPS Y7, Y7, Y7
+sloop:
+	CMPQ CX, $8
+	JLT  sdone
+	VMOVUPS (SI), Y0
+	VCMPPS  $1, Y7, Y0, Y1 // LT_OS: sum < 0
+	VANDPS  tiesSignBit<>(SB), Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  sloop
+sdone:
+	VZEROUPPER
+	RET
+
+// func tiesAccumAVX2(num, den, d *float32, sign *uint32, w float32, n int)
+// Where d[j] ≠ 0 (any bits but ±0) and its sign bit equals sign[j]:
+// num[j] += d[j], den[j] += w.
+TEXT ·tiesAccumAVX2(SB), NOSPLIT, $0-48
+	MOVQ num+0(FP), DI
+	MOVQ den+8(FP), SI
+	MOVQ d+16(FP), DX
+	MOVQ sign+24(FP), R8
+	VBROADCASTSS w+32(FP), Y6
+	MOVQ n+40(FP), CX
+	VPXOR Y7, Y7, Y7
+aloop:
+	CMPQ CX, $8
+	JLT  adone
+	VMOVDQU  (DX), Y0          // d bits
+	VPSLLD   $1, Y0, Y1
+	VPCMPEQD Y7, Y1, Y1        // all ones where d is ±0
+	VPXOR    (R8), Y0, Y2
+	VPSRAD   $31, Y2, Y2       // all ones where the signs differ
+	VPOR     Y2, Y1, Y1        // all ones where the model does not count
+	VPANDN   Y0, Y1, Y3        // d & ^skip
+	VPANDN   Y6, Y1, Y4        // w & ^skip
+	VMOVUPS  (DI), Y5
+	VADDPS   Y3, Y5, Y3        // num + d (num the first operand, as in Go)
+	VMOVUPS  (SI), Y5
+	VADDPS   Y4, Y5, Y4        // den + w
+	VMOVUPS  Y3, (DI)
+	VMOVUPS  Y4, (SI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, R8
+	SUBQ $8, CX
+	JMP  aloop
+adone:
+	VZEROUPPER
+	RET
+
+// func tiesFinishAVX2(dst, base, den *float32, lambda float32, n int)
+// dst[j] = base[j] + float32(λ·(dst[j]/q)), q = den[j], or 1 where den[j] is ±0.
+TEXT ·tiesFinishAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ den+16(FP), DX
+	VBROADCASTSS lambda+24(FP), Y6
+	MOVQ n+32(FP), CX
+	VPXOR Y7, Y7, Y7
+floop:
+	CMPQ CX, $8
+	JLT  fdone
+	VMOVDQU   (DX), Y0
+	VPSLLD    $1, Y0, Y1
+	VPCMPEQD  Y7, Y1, Y1       // den is ±0
+	VBLENDVPS Y1, tiesOne<>(SB), Y0, Y0
+	VMOVUPS   (DI), Y2
+	VDIVPS    Y0, Y2, Y2       // num / q
+	VMULPS    Y2, Y6, Y2       // λ·(num/q)
+	VMOVUPS   (SI), Y3
+	VADDPS    Y2, Y3, Y2       // base + λ·(num/q)
+	VMOVUPS   Y2, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JMP  floop
+fdone:
+	VZEROUPPER
+	RET
