@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"testing"
 
@@ -706,6 +707,25 @@ func TestTiesCombineAsmMatchesGo(t *testing.T) {
 					t.Fatalf("n=%d lanes=%d [%d]: asm %v, Go %v (d %v)", n, lanes, j, got[j], want[j], []float32{d[0][j]})
 				}
 			}
+		}
+	}
+}
+
+func TestDeltaMagnitudesAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU; the Go loop is the only path")
+	}
+	rng := rand.New(rand.NewPCG(14, 14))
+	for _, n := range []int{0, 7, 8, 9, 1001} {
+		x, b := make([]float32, n), make([]float32, n)
+		for j := range x {
+			x[j], b[j] = math.Float32frombits(rng.Uint32()), math.Float32frombits(rng.Uint32())
+		}
+		got, want := make([]uint32, n), make([]uint32, n)
+		deltaMagnitudesWith(got, x, b, true)
+		deltaMagnitudesWith(want, x, b, false)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: asm and Go differ", n)
 		}
 	}
 }

@@ -8,8 +8,17 @@ import (
 // deltaMagnitudes is the rank key of TIES, DARE and breadcrumbs: the bits of
 // |θ_i − θ_base| for model lane (inputs: base first).
 func deltaMagnitudes(dst []uint32, lane int, in [][]float32) {
-	base, x := in[0][:len(dst)], in[lane+1][:len(dst)]
-	for j := range dst {
+	deltaMagnitudesWith(dst, in[lane+1], in[0], haveTiesAsm)
+}
+
+func deltaMagnitudesWith(dst []uint32, x, base []float32, asm bool) {
+	base, x = base[:len(dst)], x[:len(dst)]
+	j := 0
+	if asm && len(dst) >= 8 {
+		j = len(dst) &^ 7
+		deltaAbsBitsAsm(dst, x, base, j)
+	}
+	for ; j < len(dst); j++ {
 		dst[j] = absBits(x[j] - base[j])
 	}
 }

@@ -20,3 +20,8 @@ func tiesAccumAsm(num, den, d []float32, sign []uint32, w float32, n int) {
 func tiesFinishAsm(dst, base, den []float32, lambda float32, n int) {
 	tiesFinishAVX2(&dst[0], &base[0], &den[0], lambda, n)
 }
+
+//go:noescape
+func deltaAbsBitsAVX2(dst *uint32, x, b *float32, n int)
+
+func deltaAbsBitsAsm(dst []uint32, x, b []float32, n int) { deltaAbsBitsAVX2(&dst[0], &x[0], &b[0], n) }

@@ -102,3 +102,34 @@ floop:
 fdone:
 	VZEROUPPER
 	RET
+
+DATA tiesAbs<>+0(SB)/8, $0x7fffffff7fffffff
+DATA tiesAbs<>+8(SB)/8, $0x7fffffff7fffffff
+DATA tiesAbs<>+16(SB)/8, $0x7fffffff7fffffff
+DATA tiesAbs<>+24(SB)/8, $0x7fffffff7fffffff
+GLOBL tiesAbs<>(SB), RODATA|NOPTR, $32
+
+// func deltaAbsBitsAVX2(dst *uint32, x, b *float32, n int)
+// dst[j] = bits(x[j] − b[j]) with the sign bit cleared.
+TEXT ·deltaAbsBitsAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	VMOVDQU tiesAbs<>(SB), Y7
+mloop:
+	CMPQ CX, $8
+	JLT  mdone
+	VMOVUPS (SI), Y0
+	VMOVUPS (DX), Y1
+	VSUBPS  Y1, Y0, Y0 // x − b
+	VPAND   Y7, Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  mloop
+mdone:
+	VZEROUPPER
+	RET
