@@ -185,9 +185,15 @@ func (s *rankSelector) passes() []Pass {
 						}
 						bin := s.bin[lane][ci]
 						found := sc.lows[:0] // the few elements in the cut's bin
-						for _, m := range mags {
-							if m>>16 == bin {
-								found = append(found, uint16(m))
+						for j := 0; j < len(mags); {
+							if haveTiesAsm && len(mags)-j >= 8 {
+								// Skip, vectorised, the groups of eight with none.
+								j += binScanAsm(mags[j:], (len(mags)-j)&^7, bin)
+							}
+							for end := min(j+8, len(mags)); j < end; j++ {
+								if mags[j]>>16 == bin {
+									found = append(found, uint16(mags[j]))
+								}
 							}
 						}
 						sc.lows = found

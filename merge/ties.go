@@ -124,18 +124,24 @@ func trimWeighted(dst, x, b []float32, w float32, c *cut, pos Chunk) {
 		seen = c.before[pos.Index]
 	}
 	t := c.t
-	for j := range dst {
-		d := x[j] - b[j]
-		mag := absBits(d)
-		// All ones when mag > t (both below 2³¹, so t − mag wraps to the top bit).
-		mask := uint32(int32(t-mag) >> 31)
-		if mag == t { // rare: the boundary value
-			if seen < c.r {
-				mask = ^uint32(0)
-			}
-			seen++
+	for j := 0; j < len(dst); {
+		if haveTiesAsm && len(dst)-j >= 8 {
+			// Groups of eight with no element at the boundary, vectorised.
+			j += trimAsm(dst[j:], x[j:], b[j:], (len(dst)-j)&^7, w, t)
 		}
-		dst[j] = math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
+		for end := min(j+8, len(dst)); j < end; j++ {
+			d := x[j] - b[j]
+			mag := absBits(d)
+			// All ones when mag > t (both below 2³¹, so t − mag wraps to the top bit).
+			mask := uint32(int32(t-mag) >> 31)
+			if mag == t { // rare: the boundary value
+				if seen < c.r {
+					mask = ^uint32(0)
+				}
+				seen++
+			}
+			dst[j] = math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
+		}
 	}
 }
 

@@ -25,3 +25,15 @@ func tiesFinishAsm(dst, base, den []float32, lambda float32, n int) {
 func deltaAbsBitsAVX2(dst *uint32, x, b *float32, n int)
 
 func deltaAbsBitsAsm(dst []uint32, x, b []float32, n int) { deltaAbsBitsAVX2(&dst[0], &x[0], &b[0], n) }
+
+//go:noescape
+func trimAVX2(dst, x, b *float32, n int, w float32, t uint32) int
+
+//go:noescape
+func binScanAVX2(mags *uint32, n int, bin uint32) int
+
+func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int {
+	return trimAVX2(&dst[0], &x[0], &b[0], n, w, t)
+}
+
+func binScanAsm(mags []uint32, n int, bin uint32) int { return binScanAVX2(&mags[0], n, bin) }

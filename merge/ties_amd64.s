@@ -133,3 +133,69 @@ mloop:
 mdone:
 	VZEROUPPER
 	RET
+
+// func trimAVX2(dst, x, b *float32, n int, w float32, t uint32) int
+// dst[j] = float32(w·(x[j]−b[j])) where |x[j]−b[j]| (as bits) > t, else 0, eight at a
+// time, stopping before the first group of eight that holds an element equal to t
+// (those need the tie count, kept in Go). Returns how many elements it did.
+TEXT ·trimAVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS w+32(FP), Y6
+	MOVL         t+36(FP), R9
+	VMOVD        R9, X5
+	VPBROADCASTD X5, Y5
+	VMOVDQU tiesAbs<>(SB), Y7
+	XORQ AX, AX
+tloop:
+	CMPQ CX, $8
+	JLT  tdone
+	VMOVUPS  (SI), Y0
+	VMOVUPS  (DX), Y1
+	VSUBPS   Y1, Y0, Y0 // d = x − b
+	VPAND    Y7, Y0, Y2 // |d| bits
+	VPCMPEQD Y5, Y2, Y3
+	VPTEST   Y3, Y3
+	JNZ      tdone      // an element at the boundary: Go counts the ties
+	VPCMPGTD Y5, Y2, Y3 // |d| > t
+	VMULPS   Y6, Y0, Y0 // d·w
+	VPAND    Y3, Y0, Y0
+	VMOVUPS  Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	ADDQ $8, AX
+	SUBQ $8, CX
+	JMP  tloop
+tdone:
+	MOVQ AX, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func binScanAVX2(mags *uint32, n int, bin uint32) int
+// The start of the first group of eight, among the first n (a multiple of 8), that
+// holds an element whose top 16 bits equal bin; n if none does.
+TEXT ·binScanAVX2(SB), NOSPLIT, $0-32
+	MOVQ mags+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVL         bin+16(FP), R9
+	VMOVD        R9, X5
+	VPBROADCASTD X5, Y5
+	XORQ AX, AX
+bloop:
+	CMPQ AX, CX
+	JGE  bdone
+	VMOVDQU  (SI), Y0
+	VPSRLD   $16, Y0, Y0
+	VPCMPEQD Y5, Y0, Y0
+	VPTEST   Y0, Y0
+	JNZ      bdone
+	ADDQ $32, SI
+	ADDQ $8, AX
+	JMP  bloop
+bdone:
+	MOVQ AX, ret+24(FP)
+	VZEROUPPER
+	RET
