@@ -17,3 +17,17 @@ func widenBF16(dst []float32, src []uint16) {
 	}
 	widenBF16Go(dst[j:], src[j:])
 }
+
+//go:noescape
+func narrowBF16AVX2(dst *uint16, src *float32, n int)
+
+// narrowBF16 rounds float32 to BF16 words, with AVX2 where the CPU has it.
+func narrowBF16(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	j := 0
+	if haveWidenBF16Asm && len(src) >= 8 {
+		j = len(src) &^ 7
+		narrowBF16AVX2(&dst[0], &src[0], j)
+	}
+	narrowBF16Go(dst[j:], src[j:])
+}

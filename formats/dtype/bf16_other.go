@@ -3,3 +3,5 @@
 package dtype
 
 func widenBF16(dst []float32, src []uint16) { widenBF16Go(dst, src) }
+
+func narrowBF16(dst []uint16, src []float32) { narrowBF16Go(dst, src) }

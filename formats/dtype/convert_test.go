@@ -390,3 +390,26 @@ func TestWidenBF16MatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestNarrowBF16MatchesGo: the rounding used by Encode (AVX2 where present) equals
+// Float32ToBF16 on random patterns (NaN, Inf, subnormals, ties), with and without a tail.
+func TestNarrowBF16MatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 16))
+	src := make([]float32, 1<<16+5)
+	for i := range src {
+		src[i] = math.Float32frombits(rng.Uint32())
+		if i%3 == 0 {
+			src[i] = math.Float32frombits(rng.Uint32()&0xffff0000 | 0x8000) // an exact tie
+		}
+	}
+	for _, n := range []int{0, 7, 8, 9, len(src)} {
+		got, want := make([]uint16, n), make([]uint16, n)
+		narrowBF16(got, src[:n])
+		narrowBF16Go(want, src[:n])
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("n=%d [%d] %#08x: %#04x, want %#04x", n, i, math.Float32bits(src[i]), got[i], want[i])
+			}
+		}
+	}
+}

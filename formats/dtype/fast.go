@@ -48,10 +48,7 @@ func encodeFast(dst []byte, src []float32, d DType) bool {
 	n := len(src)
 	switch {
 	case d == BF16 && aligned(dst, 2):
-		s := asUint16(dst, n)
-		for i, v := range src {
-			s[i] = Float32ToBF16(v)
-		}
+		narrowBF16(asUint16(dst, n), src)
 		return true
 	case d == F16 && aligned(dst, 2):
 		s := asUint16(dst, n)
@@ -84,5 +81,13 @@ func widenBF16Go(dst []float32, src []uint16) {
 	src = src[:len(dst)]
 	for i, h := range src {
 		dst[i] = math.Float32frombits(uint32(h) << 16)
+	}
+}
+
+// narrowBF16Go is the reference rounding of float32 to BF16 words.
+func narrowBF16Go(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = Float32ToBF16(v)
 	}
 }
