@@ -729,3 +729,15 @@ func TestDeltaMagnitudesAsmMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestFisherHandWorked: θ = (λ₁F₁θ₁ + λ₂F₂θ₂)/(λ₁F₁ + λ₂F₂) with F₁ = 3, θ₁ = 1,
+// F₂ = 1, θ₂ = 5, λ = 1 → 8/4 = 2; a Fisher below ε counts as ε: F₁ = 0, F₂ = 0 → the
+// plain average 3.
+func TestFisherHandWorked(t *testing.T) {
+	k := fisherKernel(&methodRun{weights: []float32{1, 1}, p: Params{Epsilon: 1e-6}}, nil)
+	dst := make([]float32, 2)
+	k.Merge(dst, [][]float32{{1, 1}, {5, 5}}, [][]float32{{3, 0}, {1, 0}}, Chunk{})
+	if dst[0] != 2 || dst[1] != 3 {
+		t.Errorf("got %v, want [2 3]", dst)
+	}
+}
