@@ -1,3 +1,5 @@
+//go:build !purego
+
 package merge
 
 import "golang.org/x/sys/cpu"

@@ -1,3 +1,5 @@
+//go:build !purego
+
 #include "textflag.h"
 
 DATA tiesSignBit<>+0(SB)/8, $0x8000000080000000

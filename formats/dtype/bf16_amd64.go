@@ -1,3 +1,5 @@
+//go:build !purego
+
 package dtype
 
 import "golang.org/x/sys/cpu"

@@ -1,3 +1,5 @@
+//go:build !purego
+
 #include "textflag.h"
 
 // func widenBF16AVX2(dst *float32, src *uint16, n int)
