@@ -21,21 +21,24 @@ func breadcrumbsKernel(m *methodRun, t *TensorPlan) Kernel {
 		ranks[i] = []int64{nTop, n - nBot}
 	}
 	sel := newRankSelector(n, ranks, deltaMagnitudes)
+	pool := newMaskPool(len(m.weights))
 	return Kernel{
 		Passes: sel.passes(),
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
-			keep := keepMasks(sel, in, pos, len(dst), true)
-			addTaskVectors(m, dst, in, keep, nil)
+			sc := pool.get(len(dst))
+			defer pool.put(sc)
+			keepMasks(sel, sc, in, pos)
+			addTaskVectors(m, dst, in, sc.keep, nil, sc.deltas)
 		},
 	}
 }
 
 // addTaskVectors sets dst = base + λ·Σ_i Δ_i with Δ_i = w_i·(scale_i·δ_i) where keep
 // says so (scale nil: 1), masked by the elected sign when the method says so.
-func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale []float32) {
+// d is scratch of one element per model.
+func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale, d []float32) {
 	base, models := in[0][:len(dst)], in[1:]
 	lambda := float32(m.p.Lambda)
-	d := make([]float32, len(models))
 	for j := range dst {
 		b := base[j]
 		for i, x := range models {

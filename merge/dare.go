@@ -20,20 +20,21 @@ func dareKernel(m *methodRun, t *TensorPlan) Kernel {
 	for i, d := range m.dens {
 		thresholds[i] = densityThreshold(d)
 	}
-	keepChunk := func(in [][]float32, pos Chunk, n int) [][]bool {
-		keep := make([][]bool, lanes)
-		for i := range lanes {
-			keep[i] = make([]bool, n)
-			for j := range n {
-				keep[i][j] = dareDraw(key, i, pos.Offset+int64(j)) < thresholds[i]
+	pool := newMaskPool(lanes)
+	keepChunk := func(sc *maskScratch, pos Chunk) [][]bool {
+		for i, keep := range sc.keep {
+			for j := range keep {
+				keep[j] = dareDraw(key, i, pos.Offset+int64(j)) < thresholds[i]
 			}
 		}
-		return keep
+		return sc.keep
 	}
 	scale := make([]float32, lanes)
 	k := Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
-			addTaskVectors(m, dst, in, keepChunk(in, pos, len(dst)), scale)
+			sc := pool.get(len(dst))
+			defer pool.put(sc)
+			addTaskVectors(m, dst, in, keepChunk(sc, pos), scale, sc.deltas)
 		},
 	}
 	if m.p.Rescale == "inverse" {
@@ -49,7 +50,9 @@ func dareKernel(m *methodRun, t *TensorPlan) Kernel {
 	k.Passes = []Pass{{
 		NumStats: 2 * lanes,
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
-			keep := keepChunk(in, pos, len(in[0]))
+			sc := pool.get(len(in[0]))
+			defer pool.put(sc)
+			keep := keepChunk(sc, pos)
 			base := in[0]
 			for i, x := range in[1:] {
 				var all, kept float64

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 )
 
 // Model is one model of a multi-model merge with its own parameters (SPEC §3:
@@ -229,3 +230,39 @@ func electSign(deltas []float32) float32 {
 	}
 	return 1
 }
+
+// maskScratch is per-chunk scratch of the methods that drop entries: a keep mask per
+// model, the chunk's magnitudes, and per-element deltas. maskPools recycle it so that
+// those methods do not allocate per chunk.
+type maskScratch struct {
+	keep   [][]bool
+	top    []bool
+	mags   []uint32
+	deltas []float32
+}
+
+type maskPool struct{ p sync.Pool }
+
+func newMaskPool(lanes int) *maskPool {
+	mp := &maskPool{}
+	mp.p.New = func() any {
+		s := &maskScratch{top: make([]bool, ChunkElems), mags: make([]uint32, ChunkElems), deltas: make([]float32, lanes)}
+		for range lanes {
+			s.keep = append(s.keep, make([]bool, ChunkElems))
+		}
+		return s
+	}
+	return mp
+}
+
+// get returns scratch whose masks have n elements.
+func (mp *maskPool) get(n int) *maskScratch {
+	s := mp.p.Get().(*maskScratch)
+	for i := range s.keep {
+		s.keep[i] = s.keep[i][:n]
+	}
+	s.top, s.mags = s.top[:n], s.mags[:n]
+	return s
+}
+
+func (mp *maskPool) put(s *maskScratch) { mp.p.Put(s) }

@@ -28,29 +28,21 @@ func topK(density float64, n int64) int64 {
 	return int64(math.Floor(density * float64(n)))
 }
 
-// keepMasks fills, for each model, whether each element of the chunk survives
-// trimming: it ranks above hi and not above lo (lo nil: no lower cut).
-func keepMasks(sel *rankSelector, in [][]float32, pos Chunk, n int, withLo bool) [][]bool {
-	lanes := len(sel.cuts)
-	keep := make([][]bool, lanes)
-	mags := make([]uint32, n)
-	var top []bool
-	if withLo {
-		top = make([]bool, n)
-	}
-	for i := range lanes {
-		keep[i] = make([]bool, n)
-		deltaMagnitudes(mags, i, in)
+// keepMasks fills sc.keep, for each model, with whether each element of the chunk
+// survives trimming: it ranks above the model's last cut and, with two cuts, not above
+// the first (breadcrumbs drops the largest too).
+func keepMasks(sel *rankSelector, sc *maskScratch, in [][]float32, pos Chunk) {
+	for i, keep := range sc.keep {
+		deltaMagnitudes(sc.mags, i, in)
 		cuts := sel.cuts[i]
-		cuts[len(cuts)-1].above(keep[i], mags, pos)
-		if withLo {
-			cuts[0].above(top, mags, pos)
-			for j, t := range top {
-				keep[i][j] = keep[i][j] && !t
+		cuts[len(cuts)-1].above(keep, sc.mags, pos)
+		if len(cuts) > 1 {
+			cuts[0].above(sc.top, sc.mags, pos)
+			for j, t := range sc.top {
+				keep[j] = keep[j] && !t
 			}
 		}
 	}
-	return keep
 }
 
 // tiesKernel (SPEC §2 ties): trim each δ_i to its k = floor(density·numel) largest
