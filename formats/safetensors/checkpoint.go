@@ -120,23 +120,10 @@ func (c *Checkpoint) openSharded(indexPath string) error {
 	if err != nil {
 		return err
 	}
-	var idx Index
-	if err := json.Unmarshal(data, &idx); err != nil {
-		return fmt.Errorf("%s: %w", indexPath, &FormatError{Off: -1, Msg: "index is not valid JSON", Err: err})
+	idx, shardNames, err := ParseIndex(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", indexPath, err)
 	}
-	if len(idx.WeightMap) == 0 {
-		return bad("index has no weight_map entries")
-	}
-	var shardNames []string
-	for name, shard := range idx.WeightMap {
-		if shard == "" || shard != filepath.Base(shard) || shard == "." || shard == ".." || !strings.HasSuffix(shard, ".safetensors") {
-			return fmt.Errorf("%s: %w", indexPath, &FormatError{Off: -1, Tensor: name, Msg: fmt.Sprintf("shard %q is not a .safetensors file name in the folder", shard)})
-		}
-		if !slices.Contains(shardNames, shard) {
-			shardNames = append(shardNames, shard)
-		}
-	}
-	slices.Sort(shardNames)
 	for _, s := range shardNames {
 		p := filepath.Join(c.Dir, s)
 		if err := c.addShard(p); err != nil {
@@ -147,6 +134,34 @@ func (c *Checkpoint) openSharded(indexPath string) error {
 		}
 	}
 	return c.index(idx.WeightMap)
+}
+
+// ParseIndex parses and checks the JSON of model.safetensors.index.json: a non-empty
+// weight_map whose shard names are .safetensors files in the same folder (no path
+// separators, no "..": an index must not send the reader elsewhere). It returns the
+// index and its distinct shard names, sorted. Errors wrap ErrFormat.
+func ParseIndex(data []byte) (*Index, []string, error) {
+	var idx Index
+	if err := json.Unmarshal(data, &idx); err != nil {
+		return nil, nil, &FormatError{Off: -1, Msg: "index is not valid JSON", Err: err}
+	}
+	if len(idx.WeightMap) == 0 {
+		return nil, nil, &FormatError{Off: -1, Msg: "index has no weight_map entries"}
+	}
+	seen := make(map[string]bool)
+	var shardNames []string
+	for name, shard := range idx.WeightMap {
+		if seen[shard] {
+			continue
+		}
+		if shard == "" || shard != filepath.Base(shard) || strings.ContainsAny(shard, `/\`) || shard == "." || shard == ".." || !strings.HasSuffix(shard, ".safetensors") {
+			return nil, nil, &FormatError{Off: -1, Tensor: name, Msg: fmt.Sprintf("shard %q is not a .safetensors file name in the folder", shard)}
+		}
+		seen[shard] = true
+		shardNames = append(shardNames, shard)
+	}
+	slices.Sort(shardNames)
+	return &idx, shardNames, nil
 }
 
 // index builds the name table and, for a sharded checkpoint, checks that the index and

@@ -452,3 +452,29 @@ func TestLockCancel(t *testing.T) {
 		t.Errorf("got %v, want the context's error", err)
 	}
 }
+
+func FuzzIndex(f *testing.F) {
+	f.Add([]byte(`{"metadata":{"total_size":8},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}`))
+	f.Add([]byte(`{"weight_map":{"a":"../evil.safetensors"}}`))
+	f.Add([]byte(`{"weight_map":{}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		idx, shards, err := ParseIndex(data)
+		if err != nil {
+			if !errors.Is(err, ErrFormat) {
+				t.Fatalf("error does not wrap ErrFormat: %v", err)
+			}
+			return
+		}
+		if !slices.IsSorted(shards) || len(shards) == 0 {
+			t.Fatalf("shards %v", shards)
+		}
+		for name, s := range idx.WeightMap {
+			if !slices.Contains(shards, s) {
+				t.Fatalf("tensor %q's shard %q not listed", name, s)
+			}
+			if filepath.Base(s) != s || !strings.HasSuffix(s, ".safetensors") {
+				t.Fatalf("unsafe shard name %q accepted", s)
+			}
+		}
+	})
+}
