@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gomerge/gomerge/formats/gguf"
 	"github.com/gomerge/gomerge/formats/safetensors"
 )
 
@@ -54,28 +56,22 @@ func newInspectCmd(ios *IOStreams) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := safetensors.OpenCheckpoint(args[0])
+			var rep inspectReport
+			var err error
+			if strings.HasSuffix(strings.ToLower(args[0]), ".gguf") {
+				rep, err = inspectGGUF(args[0])
+			} else {
+				rep, err = inspectSafetensors(args[0])
+			}
 			if err != nil {
 				return err
-			}
-			defer c.Close()
-			rep := inspectReport{Path: args[0], Format: "safetensors", Metadata: c.Metadata, DTypes: map[string]int{}}
-			for _, s := range c.Shards {
-				rep.Files = append(rep.Files, inspectFile{Path: s.Path, Size: s.File.Size(), HeaderBytes: s.File.HeaderSize(), Tensors: len(s.File.Tensors)})
-			}
-			for _, t := range c.Tensors() {
-				rep.Tensors = append(rep.Tensors, inspectTensor{Name: t.Name, DType: t.DType.String(), Shape: t.Shape,
-					File: c.FileOf(t), Offset: t.Begin, Bytes: t.Size()})
-				rep.DTypes[t.DType.String()]++
-				rep.TotalElements += t.NumElements()
-				rep.TotalBytes += t.Size()
 			}
 			if asJSON {
 				return writeJSON(ios.Out, rep)
 			}
 			w := tabwriter.NewWriter(ios.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "%s: safetensors, %d file(s), %d tensors, %d parameters, %s\n",
-				rep.Path, len(rep.Files), len(rep.Tensors), rep.TotalElements, humanBytes(rep.TotalBytes))
+			fmt.Fprintf(w, "%s: %s, %d file(s), %d tensors, %d parameters, %s\n",
+				rep.Path, rep.Format, len(rep.Files), len(rep.Tensors), rep.TotalElements, humanBytes(rep.TotalBytes))
 			for _, k := range slices.Sorted(maps.Keys(rep.DTypes)) {
 				fmt.Fprintf(w, "  %s\t%d tensors\n", k, rep.DTypes[k])
 			}
@@ -91,4 +87,53 @@ func newInspectCmd(ios *IOStreams) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON report on stdout")
 	return cmd
+}
+
+func inspectSafetensors(path string) (inspectReport, error) {
+	c, err := safetensors.OpenCheckpoint(path)
+	if err != nil {
+		return inspectReport{}, err
+	}
+	defer c.Close()
+	rep := inspectReport{Path: path, Format: "safetensors", Metadata: c.Metadata, DTypes: map[string]int{}}
+	for _, s := range c.Shards {
+		rep.Files = append(rep.Files, inspectFile{Path: s.Path, Size: s.File.Size(), HeaderBytes: s.File.HeaderSize(), Tensors: len(s.File.Tensors)})
+	}
+	for _, t := range c.Tensors() {
+		rep.add(inspectTensor{Name: t.Name, DType: t.DType.String(), Shape: t.Shape, File: c.FileOf(t), Offset: t.Begin, Bytes: t.Size()}, t.NumElements())
+	}
+	return rep, nil
+}
+
+// inspectGGUF reports a GGUF file: its metadata rendered as text (arrays longer than
+// a few elements, such as a vocabulary, as a count and element type) and its tensors
+// with their ggml types.
+func inspectGGUF(path string) (inspectReport, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return inspectReport{}, fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	rep := inspectReport{Path: path, Format: fmt.Sprintf("gguf v%d", f.Version()), Metadata: map[string]string{}, DTypes: map[string]int{}}
+	rep.Files = []inspectFile{{Path: path, Size: f.Size(), HeaderBytes: f.DataOffset(), Tensors: len(f.Tensors())}}
+	for _, kv := range f.Metadata() {
+		v := kv.Value
+		switch {
+		case v.Type == gguf.ValueArray && v.Len() > 8:
+			rep.Metadata[kv.Key] = fmt.Sprintf("[%d × %v]", v.Len(), v.Elem)
+		default:
+			rep.Metadata[kv.Key] = fmt.Sprint(v.Data)
+		}
+	}
+	for _, t := range f.Tensors() {
+		rep.add(inspectTensor{Name: t.Name, DType: t.Type.String(), Shape: t.Shape, File: path, Offset: t.Begin, Bytes: t.Size}, t.NumElements())
+	}
+	return rep, nil
+}
+
+func (r *inspectReport) add(t inspectTensor, elems int64) {
+	r.Tensors = append(r.Tensors, t)
+	r.DTypes[t.DType]++
+	r.TotalElements += elems
+	r.TotalBytes += t.Bytes
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf"
 	"github.com/gomerge/gomerge/formats/safetensors"
 	"github.com/gomerge/gomerge/merge"
 )
@@ -108,7 +109,7 @@ func exitCode(err error, started bool) int {
 		return exitUsage
 	case errors.As(err, &oe):
 		return exitIO
-	case errors.Is(err, merge.ErrBadInput), errors.Is(err, safetensors.ErrFormat),
+	case errors.Is(err, merge.ErrBadInput), errors.Is(err, safetensors.ErrFormat), errors.Is(err, gguf.ErrFormat),
 		errors.Is(err, dtype.ErrUnsupported), errors.Is(err, dtype.ErrUnknown),
 		errors.Is(err, merge.ErrInputChanged), errors.Is(err, fs.ErrNotExist):
 		return exitBadInput
