@@ -120,7 +120,8 @@ func (t Type) Supported() bool { return types[t].supported }
 // CanDequantize reports whether Dequantize converts t to float32.
 func (t Type) CanDequantize() bool {
 	switch t {
-	case TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1:
+	case TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1,
+		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K:
 		return true
 	}
 	return false
