@@ -14,7 +14,7 @@ import (
 func (f *File) Dequantize(dst []float32, t *TensorInfo, start int64) error {
 	bs, ts := t.Type.BlockSize(), t.Type.TypeSize()
 	if !t.Type.CanDequantize() {
-		return fmt.Errorf("gguf: tensor %q: %w %s: dequantizing is not implemented", t.Name, ErrUnsupported, t.Type)
+		return fmt.Errorf("gguf: tensor %q: %w %s: gomerge cannot dequantize this type", t.Name, ErrUnsupported, t.Type)
 	}
 	n := int64(len(dst))
 	numel := t.NumElements()
@@ -43,7 +43,7 @@ func (f *File) Dequantize(dst []float32, t *TensorInfo, start int64) error {
 // of the block size and src must hold exactly len(dst)/BlockSize blocks.
 func DequantizeBlocks(dst []float32, src []byte, typ Type) error {
 	if !typ.CanDequantize() {
-		return fmt.Errorf("gguf: %w %s: dequantizing is not implemented", ErrUnsupported, typ)
+		return fmt.Errorf("gguf: %w %s: gomerge cannot dequantize this type", ErrUnsupported, typ)
 	}
 	bs, ts := typ.BlockSize(), typ.TypeSize()
 	n := int64(len(dst))
