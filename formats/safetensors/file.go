@@ -25,14 +25,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"sort"
 	"strconv"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/internal/mapfile"
 )
 
 const (
@@ -106,36 +104,24 @@ type File struct {
 
 // Open memory-maps the named file and parses its header. The caller must Close it.
 func Open(path string) (*File, error) {
-	// O_NONBLOCK: opening a FIFO must not wait for a writer; the mode check below
-	// rejects it. Reads of regular files are unaffected.
-	fd, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	st, err := fd.Stat()
-	if err != nil {
-		fd.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		fd.Close()
+	fd, size, err := mapfile.Open(path)
+	if errors.Is(err, mapfile.ErrNotRegular) {
 		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
 	}
-	f, err := NewFile(fd, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	f, err := NewFile(fd, size)
 	if err != nil {
 		fd.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if st.Size() > 0 {
-		m, err := unix.Mmap(int(fd.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-		if err != nil {
-			fd.Close()
-			return nil, fmt.Errorf("%s: mmap: %w", path, err)
-		}
-		f.mapped = m
+	if f.mapped, err = mapfile.Map(fd, size); err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	// The descriptor stays open while the file is mapped so that the checks made here
-	// (the size above all) keep describing what is mapped for as long as possible.
+	// The descriptor stays open while the file is mapped, so that the checks made
+	// here (the size above all) keep describing what is mapped.
 	f.closer = fd
 	return f, nil
 }
@@ -376,7 +362,7 @@ func (f *File) Section(t *TensorInfo) *io.SectionReader {
 func (f *File) Close() error {
 	var err error
 	if f.mapped != nil {
-		err = unix.Munmap(f.mapped)
+		err = mapfile.Unmap(f.mapped)
 		f.mapped = nil
 	}
 	if f.closer != nil {
