@@ -33,6 +33,7 @@ import (
 	"math"
 	"math/bits"
 
+	"github.com/gomerge/gomerge/formats/internal/formaterr"
 	"github.com/gomerge/gomerge/formats/internal/mapfile"
 )
 
@@ -63,18 +64,7 @@ type FormatError struct {
 }
 
 func (e *FormatError) Error() string {
-	s := "gguf: "
-	if e.Tensor != "" {
-		s += fmt.Sprintf("tensor %q: ", e.Tensor)
-	}
-	s += e.Msg
-	if e.Off >= 0 {
-		s += fmt.Sprintf(" (at byte %d)", e.Off)
-	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
+	return formaterr.Message("gguf", e.Tensor, e.Msg, e.Off, e.Err)
 }
 
 func (e *FormatError) Is(target error) bool { return target == ErrFormat }

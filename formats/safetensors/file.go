@@ -30,6 +30,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/internal/formaterr"
 	"github.com/gomerge/gomerge/formats/internal/mapfile"
 )
 
@@ -51,18 +52,7 @@ type FormatError struct {
 }
 
 func (e *FormatError) Error() string {
-	s := "safetensors: "
-	if e.Tensor != "" {
-		s += fmt.Sprintf("tensor %q: ", e.Tensor)
-	}
-	s += e.Msg
-	if e.Off >= 0 {
-		s += fmt.Sprintf(" (at byte %d)", e.Off)
-	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
+	return formaterr.Message("safetensors", e.Tensor, e.Msg, e.Off, e.Err)
 }
 
 func (e *FormatError) Is(target error) bool { return target == ErrFormat }
