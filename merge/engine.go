@@ -112,6 +112,7 @@ type scratch struct {
 	in, aux [][]float32
 	dst     []float32
 	out     []byte
+	ops     []Operand // the fused path's byte views of the inputs
 }
 
 // Execute runs kernelFor's kernel over every merged tensor of the plan and copies the
@@ -364,11 +365,11 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 // runFused tries the kernel's fused path on one chunk; it reports whether it did it.
 func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sink Sink, partials []float64,
 	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) (bool, error) {
-	ops := make([]Operand, len(t.In))
+	ops := s.ops[:0]
 	var read int64
-	for i, op := range t.In {
+	for _, op := range t.In {
 		sz := int64(op.DType.Size())
-		ops[i] = Operand{DType: op.DType, File: op.File, Data: op.Data[pos.Offset*sz : (pos.Offset+int64(n))*sz]}
+		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.Data[pos.Offset*sz : (pos.Offset+int64(n))*sz]})
 		read += int64(n) * sz
 	}
 	buf := s.out[:int64(n)*int64(t.OutDType.Size())]
@@ -376,6 +377,7 @@ func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sin
 	if partials != nil {
 		acc = partials[pos.Index*int64(k.NumStats) : (pos.Index+1)*int64(k.NumStats)]
 	}
+	s.ops = ops
 	if !k.Fused(buf, t.OutDType, ops, acc) {
 		return false, nil
 	}
