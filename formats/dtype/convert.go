@@ -86,11 +86,16 @@ func Float32ToF16(f float32) uint16 {
 }
 
 // Decode converts len(dst) elements of type d from src to float32. src must hold at
-// least len(dst)·d.Size() bytes. F64 is rounded to nearest even.
+// least d.Bytes(len(dst)) bytes; for a block type len(dst) must be a multiple of its
+// block size. F64 is rounded to nearest even.
 func Decode(dst []float32, src []byte, d DType) error {
 	n := len(dst)
-	if len(src) < n*d.Size() || !d.IsFloat() {
+	if !d.IsFloat() || int64(len(src)) < d.Bytes(int64(n)) || n%d.BlockSize() != 0 {
 		return fmt.Errorf("dtype: decode %d elements of %s from %d bytes", n, d, len(src))
+	}
+	if d.IsBlock() {
+		decodeBlocks(dst, src[:d.Bytes(int64(n))], d)
+		return nil
 	}
 	if decodeFast(dst, src, d) {
 		return nil
@@ -120,12 +125,21 @@ func Decode(dst []float32, src []byte, d DType) error {
 	return nil
 }
 
-// Encode converts src to type d into dst, which must hold len(src)·d.Size() bytes,
-// rounding to nearest even.
+// Encode converts src to type d into dst, which must hold d.Bytes(len(src)) bytes,
+// rounding to nearest even; block types are quantized as ggml's reference quantizers
+// do (see encodeBlocks), whole blocks only. Types that CanEncode reports false for
+// give an error wrapping ErrUnsupported.
 func Encode(dst []byte, src []float32, d DType) error {
 	n := len(src)
-	if len(dst) < n*d.Size() || !d.IsFloat() {
+	if !d.CanEncode() {
+		return fmt.Errorf("dtype: %w %s: gomerge cannot quantize to it", ErrUnsupported, d)
+	}
+	if int64(len(dst)) < d.Bytes(int64(n)) || n%d.BlockSize() != 0 {
 		return fmt.Errorf("dtype: encode %d elements as %s into %d bytes", n, d, len(dst))
+	}
+	if d.IsBlock() {
+		encodeBlocks(dst[:d.Bytes(int64(n))], src, d)
+		return nil
 	}
 	if encodeFast(dst, src, d) {
 		return nil

@@ -35,27 +35,54 @@ const (
 	BF16
 	F32
 	F64
+
+	// Block-quantized types (ggml's, as GGUF stores them): elements come in blocks of
+	// BlockSize() that share scales, and a block takes BlockBytes() bytes. Only GGUF
+	// holds them; safetensors never does (Parse does not know their names).
+	Q4_0
+	Q4_1
+	Q5_0
+	Q5_1
+	Q8_0
+	Q2_K
+	Q3_K
+	Q4_K
+	Q5_K
+	Q6_K
 )
 
 var info = [...]struct {
 	name  string
-	size  int
+	size  int // bytes per element; 0 for block types
 	float bool
+	block int // elements per block (block types only)
+	bytes int // bytes per block (block types only)
 }{
-	Invalid: {"INVALID", 0, false},
-	Bool:    {"BOOL", 1, false},
-	U8:      {"U8", 1, false},
-	I8:      {"I8", 1, false},
-	U16:     {"U16", 2, false},
-	I16:     {"I16", 2, false},
-	U32:     {"U32", 4, false},
-	I32:     {"I32", 4, false},
-	U64:     {"U64", 8, false},
-	I64:     {"I64", 8, false},
-	F16:     {"F16", 2, true},
-	BF16:    {"BF16", 2, true},
-	F32:     {"F32", 4, true},
-	F64:     {"F64", 8, true},
+	Invalid: {"INVALID", 0, false, 0, 0},
+	Bool:    {"BOOL", 1, false, 0, 0},
+	U8:      {"U8", 1, false, 0, 0},
+	I8:      {"I8", 1, false, 0, 0},
+	U16:     {"U16", 2, false, 0, 0},
+	I16:     {"I16", 2, false, 0, 0},
+	U32:     {"U32", 4, false, 0, 0},
+	I32:     {"I32", 4, false, 0, 0},
+	U64:     {"U64", 8, false, 0, 0},
+	I64:     {"I64", 8, false, 0, 0},
+	F16:     {"F16", 2, true, 0, 0},
+	BF16:    {"BF16", 2, true, 0, 0},
+	F32:     {"F32", 4, true, 0, 0},
+	F64:     {"F64", 8, true, 0, 0},
+
+	Q4_0: {"Q4_0", 0, true, 32, 2 + 16},
+	Q4_1: {"Q4_1", 0, true, 32, 2 + 2 + 16},
+	Q5_0: {"Q5_0", 0, true, 32, 2 + 4 + 16},
+	Q5_1: {"Q5_1", 0, true, 32, 2 + 2 + 4 + 16},
+	Q8_0: {"Q8_0", 0, true, 32, 2 + 32},
+	Q2_K: {"Q2_K", 0, true, 256, 16 + 64 + 2 + 2},
+	Q3_K: {"Q3_K", 0, true, 256, 32 + 64 + 12 + 2},
+	Q4_K: {"Q4_K", 0, true, 256, 2 + 2 + 12 + 128},
+	Q5_K: {"Q5_K", 0, true, 256, 2 + 2 + 12 + 32 + 128},
+	Q6_K: {"Q6_K", 0, true, 256, 128 + 64 + 16 + 2},
 }
 
 // knownUnsupported are element types that exist in the wild (safetensors 0.4+, PyTorch
@@ -88,7 +115,8 @@ func Parse(s string) (DType, error) {
 }
 
 // ParseFloat parses the name of a float type gomerge can write, case-insensitively
-// ("bf16", "F32"), for flags such as --dtype.
+// ("bf16", "F32", "q8_0"), for flags such as --dtype. Block types are accepted here
+// (a GGUF output can hold them); whether the output format can is checked later.
 func ParseFloat(s string) (DType, error) {
 	up := make([]byte, len(s))
 	for i := range len(s) {
@@ -108,6 +136,14 @@ func ParseFloat(s string) (DType, error) {
 	case "FLOAT64", "FP64", "DOUBLE":
 		return F64, nil
 	}
+	for d := Q4_0; int(d) < len(info); d++ {
+		if info[d].name == string(up) {
+			if !d.CanEncode() {
+				return Invalid, fmt.Errorf("%w %s: gomerge can read it but not write it (write Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 or a float type)", ErrUnsupported, d)
+			}
+			return d, nil
+		}
+	}
 	d, err := Parse(string(up))
 	if err != nil {
 		return Invalid, err
@@ -126,7 +162,8 @@ func (d DType) String() string {
 	return info[d].name
 }
 
-// Size is the number of bytes one element occupies; 0 for Invalid.
+// Size is the number of bytes one element occupies; 0 for Invalid and for block types,
+// whose elements take a fraction of a byte each (see BlockSize and Bytes).
 func (d DType) Size() int {
 	if int(d) >= len(info) {
 		return 0
@@ -137,4 +174,40 @@ func (d DType) Size() int {
 // IsFloat reports whether d is a floating-point type that gomerge merges.
 func (d DType) IsFloat() bool {
 	return int(d) < len(info) && info[d].float
+}
+
+// IsBlock reports whether d is a block-quantized type.
+func (d DType) IsBlock() bool { return int(d) < len(info) && info[d].block > 0 }
+
+// BlockSize is the number of elements that are stored together: 1 for the element
+// types, 32 or 256 for the block types, 0 for Invalid. Decode and Encode take whole
+// blocks only.
+func (d DType) BlockSize() int {
+	switch {
+	case int(d) >= len(info):
+		return 0
+	case info[d].block > 0:
+		return info[d].block
+	case info[d].size > 0:
+		return 1
+	}
+	return 0
+}
+
+// Bytes is the storage of n elements of type d, n a multiple of BlockSize.
+func (d DType) Bytes(n int64) int64 {
+	if d.IsBlock() {
+		return n / int64(info[d].block) * int64(info[d].bytes)
+	}
+	return n * int64(d.Size())
+}
+
+// CanEncode reports whether Encode writes type d: every float type except the
+// K-quants, whose quantizers (an iterative search for scales) gomerge does not have.
+func (d DType) CanEncode() bool {
+	switch d {
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+		return false
+	}
+	return d.IsFloat()
 }

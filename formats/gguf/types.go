@@ -1,6 +1,10 @@
 package gguf
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
 
 // Type is a ggml tensor type, as stored in a tensor info.
 type Type uint32
@@ -117,12 +121,28 @@ func (t Type) TypeSize() int64 {
 // Dequantize supports fewer types; see CanDequantize.
 func (t Type) Supported() bool { return types[t].supported }
 
-// CanDequantize reports whether Dequantize converts t to float32.
-func (t Type) CanDequantize() bool {
-	switch t {
-	case TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1,
-		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K:
-		return true
-	}
-	return false
+// dtypes pairs the ggml types gomerge converts with the element types that name them
+// in the rest of gomerge; the table is the only place that knows the correspondence.
+var dtypes = map[Type]dtype.DType{
+	TypeF32: dtype.F32, TypeF16: dtype.F16, TypeBF16: dtype.BF16,
+	TypeQ8_0: dtype.Q8_0, TypeQ4_0: dtype.Q4_0, TypeQ4_1: dtype.Q4_1, TypeQ5_0: dtype.Q5_0, TypeQ5_1: dtype.Q5_1,
+	TypeQ2_K: dtype.Q2_K, TypeQ3_K: dtype.Q3_K, TypeQ4_K: dtype.Q4_K, TypeQ5_K: dtype.Q5_K, TypeQ6_K: dtype.Q6_K,
 }
+
+// DType returns the element type gomerge converts t's data as, or dtype.Invalid if it
+// cannot convert t (Q8_1, Q8_K, the IQ and TQ types, integers, F64).
+func (t Type) DType() dtype.DType { return dtypes[t] }
+
+// TypeOf returns the ggml type that stores elements of type d; ok is false if GGUF
+// has none (integer and bool types) or gomerge does not convert it.
+func TypeOf(d dtype.DType) (t Type, ok bool) {
+	for t, dt := range dtypes {
+		if dt == d {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// CanDequantize reports whether Dequantize converts t to float32.
+func (t Type) CanDequantize() bool { return t.DType() != dtype.Invalid }
