@@ -171,13 +171,13 @@ func randomBlocks(rng *rand.Rand, n int) []float32 {
 		}
 	}
 	block(func(int) float32 { return 0 })
-	block(func(j int) float32 { return []float32{-3, 3}[j%2] })            // tie: the first (−3) counts
-	block(func(j int) float32 { return []float32{3, -3}[j%2] })            // tie: the first (3) counts
-	block(func(int) float32 { return 0.7 })                                // constant: d = 0 for Q4_1
-	block(func(j int) float32 { return float32(j) - 15.5 })                // halves
-	block(func(j int) float32 { return float32(j) / 127 })                 // d = 31/127/127 is not fp16
-	block(func(j int) float32 { return float32(j%5) * 1e-30 })             // subnormal scales
-	block(func(j int) float32 { return float32(j-16) * 3.4e36 })           // near the float32 top
+	block(func(j int) float32 { return []float32{-3, 3}[j%2] })             // tie: the first (−3) counts
+	block(func(j int) float32 { return []float32{3, -3}[j%2] })             // tie: the first (3) counts
+	block(func(int) float32 { return 0.7 })                                 // constant: d = 0 for Q4_1
+	block(func(j int) float32 { return float32(j) - 15.5 })                 // halves
+	block(func(j int) float32 { return float32(j) / 127 })                  // d = 31/127/127 is not fp16
+	block(func(j int) float32 { return float32(j%5) * 1e-30 })              // subnormal scales
+	block(func(j int) float32 { return float32(j-16) * 3.4e36 })            // near the float32 top
 	block(func(j int) float32 { return float32(math.Copysign(0, -1)) * 1 }) // −0
 	return x
 }
