@@ -35,7 +35,11 @@ type MethodJob struct {
 	Base   string // the base model, for methods that take one
 	Models []Model
 	Params Params
-	Job    Job // output, dtype, execution and callbacks; the rest is filled in
+	// TensorParams, if set, gives each tensor its own Params and per-model weight and
+	// density (a recipe's filters and gradients); Params and the Models' values are
+	// then what the report records. Nil: the same values for every tensor.
+	TensorParams TensorParamsFunc
+	Job          Job // output, dtype, execution and callbacks; the rest is filled in
 }
 
 // methodDef is what the engine needs to know about a method: its inputs and its
@@ -203,6 +207,16 @@ func RunMethod(ctx context.Context, j MethodJob) (*Report, error) {
 	job.Params = def.params(run.p)
 	job.Params["models"] = models
 	job.Kernel = func(t *TensorPlan) Kernel { return def.kernel(run, t) }
+	if j.TensorParams != nil {
+		job.Params["per_tensor"] = true
+		job.Kernel = func(t *TensorPlan) Kernel {
+			r, err := j.forTensor(def, t.Name)
+			if err != nil {
+				return failKernel(err) // the engine names the tensor
+			}
+			return def.kernel(r, t)
+		}
+	}
 	return Run(ctx, job)
 }
 
