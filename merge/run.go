@@ -37,6 +37,9 @@ type Job struct {
 	Aux    []Input        // auxiliary per-element operands (a Fisher matrix)
 	Ref    int            // index in Inputs of the reference input
 	Kernel func(*TensorPlan) Kernel
+	// Open, if set, opens the inputs and auxiliary sources instead of Open (a recipe's
+	// views that rename and stack other checkpoints' tensors). Run closes what it opens.
+	Open func(in Input) (Source, error)
 
 	Out          string // output path: a .safetensors file or a folder
 	InPlace      bool   // replace the reference input (Out is then ignored)
@@ -117,12 +120,12 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	defer dest.Unlock()
 
-	sources, err := openAll(job.Inputs)
+	sources, err := openAll(job.Open, job.Inputs)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(sources)
-	aux, err := openAll(job.Aux)
+	aux, err := openAll(job.Open, job.Aux)
 	if err != nil {
 		return nil, err
 	}
@@ -183,10 +186,13 @@ func outputError(path string, err error) error {
 	return err
 }
 
-func openAll(inputs []Input) ([]Source, error) {
+func openAll(open func(Input) (Source, error), inputs []Input) ([]Source, error) {
+	if open == nil {
+		open = func(in Input) (Source, error) { return Open(in.Path) }
+	}
 	var out []Source
 	for _, in := range inputs {
-		s, err := Open(in.Path)
+		s, err := open(in)
 		if err != nil {
 			closeAll(out)
 			return nil, fmt.Errorf("%s: %w", in.Role, err) // err names the path
