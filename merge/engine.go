@@ -275,11 +275,10 @@ tensors:
 func decodeChunk(t *TensorPlan, pos Chunk, s *scratch, bytesRead *atomic.Int64) (in, aux [][]float32, err error) {
 	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
 	decode := func(dst []float32, op Operand) error {
-		sz := int64(op.DType.Size())
-		if err := dtype.Decode(dst, op.Data[pos.Offset*sz:], op.DType); err != nil {
+		if err := dtype.Decode(dst, op.Data[op.DType.Bytes(pos.Offset):], op.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", op.File, t.Name, err)
 		}
-		bytesRead.Add(int64(n) * sz)
+		bytesRead.Add(op.DType.Bytes(int64(n)))
 		return nil
 	}
 	in = s.in[:len(t.In)]
@@ -321,20 +320,18 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 			k.Merge(dst, in, aux, pos)
 		}
 	} else { // a copy that changes dtype
-		sz := int64(t.Copy.DType.Size())
-		if err := dtype.Decode(dst, t.Copy.Data[pos.Offset*sz:], t.Copy.DType); err != nil {
+		if err := dtype.Decode(dst, t.Copy.Data[t.Copy.DType.Bytes(pos.Offset):], t.Copy.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", t.Copy.File, t.Name, err)
 		}
-		bytesRead.Add(int64(n) * sz)
+		bytesRead.Add(t.Copy.DType.Bytes(int64(n)))
 	}
 	var out []float32
 	if sink != nil {
-		osz := int64(t.OutDType.Size())
-		buf := s.out[:int64(n)*osz]
+		buf := s.out[:t.OutDType.Bytes(int64(n))]
 		if err := dtype.Encode(buf, dst, t.OutDType); err != nil {
 			return fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
-		if err := sink.WriteAt(ti, pos.Offset*osz, buf); err != nil {
+		if err := sink.WriteAt(ti, t.OutDType.Bytes(pos.Offset), buf); err != nil {
 			return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
 		}
 		bytesWritten.Add(int64(len(buf)))
@@ -352,10 +349,10 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 	if progress != nil {
 		var b int64
 		for _, op := range t.In {
-			b += int64(n * op.DType.Size())
+			b += op.DType.Bytes(int64(n))
 		}
 		if !t.Merge {
-			b = int64(n * t.Copy.DType.Size())
+			b = t.Copy.DType.Bytes(int64(n))
 		}
 		progress(b)
 	}
@@ -368,11 +365,10 @@ func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sin
 	ops := s.ops[:0]
 	var read int64
 	for _, op := range t.In {
-		sz := int64(op.DType.Size())
-		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.Data[pos.Offset*sz : (pos.Offset+int64(n))*sz]})
-		read += int64(n) * sz
+		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.Data[op.DType.Bytes(pos.Offset):op.DType.Bytes(pos.Offset+int64(n))]})
+		read += op.DType.Bytes(int64(n))
 	}
-	buf := s.out[:int64(n)*int64(t.OutDType.Size())]
+	buf := s.out[:t.OutDType.Bytes(int64(n))]
 	var acc []float64
 	if partials != nil {
 		acc = partials[pos.Index*int64(k.NumStats) : (pos.Index+1)*int64(k.NumStats)]
@@ -381,7 +377,7 @@ func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sin
 	if !k.Fused(buf, t.OutDType, ops, acc) {
 		return false, nil
 	}
-	if err := sink.WriteAt(ti, pos.Offset*int64(t.OutDType.Size()), buf); err != nil {
+	if err := sink.WriteAt(ti, t.OutDType.Bytes(pos.Offset), buf); err != nil {
 		return true, &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
 	}
 	bytesRead.Add(read)

@@ -77,6 +77,8 @@ type Report struct {
 	Device        string         `json:"device"`
 	Threads       int            `json:"threads"`
 	PeakHeapBytes uint64         `json:"peak_heap_bytes"`
+	// GGUF: tensors written in another type than the reference input's.
+	TypeChanges []TypeChange `json:"type_changes,omitempty"`
 	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
 	L2Before *float64 `json:"l2_before,omitempty"`
 	L2After  *float64 `json:"l2_after,omitempty"`
@@ -111,8 +113,8 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		if real, err := filepath.EvalSymlinks(out); err == nil {
 			out = real
 		}
-	} else if ext := strings.ToLower(filepath.Ext(out)); ext != "" && ext != ".safetensors" && notFolderExt[ext] {
-		return nil, fmt.Errorf("%w: output %s: gomerge writes a .safetensors file or a folder (%s output is not supported)", ErrBadParameter, out, ext)
+	} else if ext := strings.ToLower(filepath.Ext(out)); notFolderExt[ext] {
+		return nil, fmt.Errorf("%w: output %s: gomerge writes a .safetensors file, a folder or a .gguf file (%s output is not supported)", ErrBadParameter, out, ext)
 	}
 	dest, err := safetensors.Lock(ctx, out, job.OnLockWait)
 	if err != nil {
@@ -131,11 +133,26 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	defer closeAll(aux)
 
-	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutDType: job.OutDType, AllowMissing: job.AllowMissing})
+	ggufOut := isGGUFPath(dest.Path)
+	if err := checkFormats(sources, aux, job, ggufOut); err != nil {
+		return nil, err
+	}
+	planDType := job.OutDType
+	if ggufOut {
+		planDType = dtype.Invalid // ggufOutTypes decides per tensor
+	}
+	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutDType: planDType, AllowMissing: job.AllowMissing})
 	if err != nil {
 		return nil, err
 	}
-	opts, err := outputOptions(job, plan, sources[job.Ref], dest)
+	var opts safetensors.OutputOptions
+	var typeChanges []TypeChange
+	if ggufOut {
+		typeChanges = ggufOutTypes(plan, job.OutDType)
+		opts, err = ggufOutputOptions(job, plan, sources[job.Ref].(*ggufSource))
+	} else {
+		opts, err = outputOptions(job, plan, sources[job.Ref], dest)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +178,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		OutputFiles: o.Shards, InPlace: job.InPlace,
 		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
 		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
-		Device: "cpu", Threads: job.Exec.threads(),
+		Device: "cpu", Threads: job.Exec.threads(), TypeChanges: typeChanges,
 	}
 	if job.Finish != nil {
 		job.Finish(plan, res, rep)
@@ -170,9 +187,32 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	return rep, nil
 }
 
+// checkFormats refuses what gomerge does not convert: GGUF and safetensors inputs
+// mixed (their tensor names differ: llama.cpp's blk.0.attn_q.weight against
+// model.layers.0.self_attn.q_proj.weight), GGUF inputs written as safetensors, and
+// block types asked of a safetensors output.
+func checkFormats(sources, aux []Source, job Job, ggufOut bool) error {
+	_, refGGUF := sources[job.Ref].(*ggufSource)
+	for _, s := range append(append([]Source(nil), sources...), aux...) {
+		if _, isGGUF := s.(*ggufSource); isGGUF != refGGUF {
+			return fmt.Errorf("%w: %s and %s: GGUF and safetensors inputs cannot be merged together (their tensor names differ); convert one first",
+				ErrBadInput, sources[job.Ref].Path(), s.Path())
+		}
+	}
+	switch {
+	case ggufOut && !refGGUF:
+		return fmt.Errorf("%w: output %s: GGUF output needs GGUF inputs (gomerge does not rename safetensors tensors to llama.cpp's names)", ErrBadParameter, job.Out)
+	case !ggufOut && refGGUF:
+		return fmt.Errorf("%w: GGUF inputs are written as GGUF: name the output NAME.gguf", ErrBadParameter)
+	case !ggufOut && job.OutDType.IsBlock():
+		return fmt.Errorf("%w: --dtype %s: safetensors cannot hold block-quantized types (write a .gguf, or pick F32, F16 or BF16)", ErrBadParameter, job.OutDType)
+	}
+	return nil
+}
+
 // notFolderExt are extensions that name a file, not a folder, that gomerge cannot
 // write: refused rather than silently making a folder of that name.
-var notFolderExt = map[string]bool{".gguf": true, ".bin": true, ".pt": true, ".pth": true, ".ckpt": true,
+var notFolderExt = map[string]bool{".bin": true, ".pt": true, ".pth": true, ".ckpt": true,
 	".h5": true, ".npz": true, ".json": true, ".onnx": true, ".msgpack": true}
 
 // outputError marks filesystem failures at the output as such (exit status 4);

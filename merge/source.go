@@ -13,7 +13,7 @@ import (
 	"github.com/gomerge/gomerge/formats/safetensors"
 )
 
-// Source is a checkpoint the engine reads: safetensors now, GGUF later.
+// Source is a checkpoint the engine reads: safetensors (a file or a folder) or GGUF.
 type Source interface {
 	// Path is what the user named.
 	Path() string
@@ -43,10 +43,11 @@ func numElements(shape []int64) int64 {
 	return n
 }
 
-// Open opens a checkpoint for reading: a .safetensors file or a Hugging Face folder.
+// Open opens a checkpoint for reading: a .safetensors file, a Hugging Face folder or
+// a .gguf file.
 func Open(path string) (Source, error) {
-	if strings.HasSuffix(strings.ToLower(path), ".gguf") {
-		return nil, fmt.Errorf("%s: %w: GGUF input is not supported yet", path, ErrBadInput)
+	if isGGUFPath(path) {
+		return openGGUF(path)
 	}
 	c, err := safetensors.OpenCheckpoint(path)
 	if err != nil {

@@ -379,8 +379,8 @@ func badInputCases() []badInputCase {
 			},
 		},
 		{
-			name: "GGUF input", code: exitBadInput,
-			want: []string{"GGUF input is not supported yet"},
+			name: "truncated GGUF input", code: exitBadInput,
+			want: []string{"model.gguf", "gguf"},
 			setup: func(t *testing.T, f *badFixture) {
 				f.current = filepath.Join(f.in, "model.gguf")
 				badWriteBytes(t, f.current, []byte("GGUF\x03\x00\x00\x00"))

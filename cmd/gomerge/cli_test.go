@@ -226,7 +226,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sfa", "schedule", "--steps", "10"}, "required"},
 		{[]string{"sfa", "schedule", "--steps", "10", "--p", "2"}, "(0, 1]"},
 		{[]string{"distance", f.anchor}, "two checkpoints"},
-		{[]string{"sfa", "--anchor", f.anchor, "--current", f.current, "--out", filepath.Join(f.dir, "m.gguf")}, "not supported"},
+		{[]string{"sfa", "--anchor", f.anchor, "--current", f.current, "--out", filepath.Join(f.dir, "m.gguf")}, "GGUF output needs GGUF inputs"},
 		{[]string{"inspect"}, "one checkpoint"},
 	} {
 		code, _, stderr := gomerge(t, tc.args...)

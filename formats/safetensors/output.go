@@ -39,10 +39,11 @@ const (
 	oldInfix = ".gomerge-old"
 )
 
-// IsFolderPath reports whether an output path names a folder (anything that does not
-// end in .safetensors).
+// IsFolderPath reports whether an output path names a folder: anything that does not
+// end in .safetensors or .gguf.
 func IsFolderPath(path string) bool {
-	return !strings.HasSuffix(strings.ToLower(path), ".safetensors")
+	p := strings.ToLower(path)
+	return !strings.HasSuffix(p, ".safetensors") && !strings.HasSuffix(p, ".gguf")
 }
 
 // Dest is a locked output destination. Lock it before opening inputs that live at the
@@ -163,6 +164,24 @@ type OutputOptions struct {
 	// Replace names ExtraFrom's own weight files (the reference's shards): they are
 	// never carried over, whatever the new layout is called.
 	Replace []string
+	// Prepared, if set, is a single file laid out by another format's writer (GGUF):
+	// it replaces the safetensors layout, and Specs only name its tensors. The
+	// temporary file, fsync, rename and locking are the same; they live in this
+	// package because safetensors came first.
+	Prepared *PreparedFile
+}
+
+// PreparedFile is a complete file layout made elsewhere: its header (written first),
+// its total size, and where the data of each of OutputOptions.Specs goes.
+type PreparedFile struct {
+	Header  []byte
+	Size    int64
+	Tensors []PreparedTensor // parallel to OutputOptions.Specs
+}
+
+// PreparedTensor locates one tensor's data in a PreparedFile.
+type PreparedTensor struct {
+	Begin, Size int64
 }
 
 // Output is a checkpoint being written. Its tensors' data are written with WriteAt,
@@ -336,6 +355,16 @@ func fallocate(f *os.File, size int64) error {
 
 func (o *Output) plan(opts OutputOptions) error {
 	d := o.dest
+	if p := opts.Prepared; p != nil {
+		if d.Folder || len(p.Tensors) != len(opts.Specs) {
+			return fmt.Errorf("output %s: a prepared layout is one file holding every tensor", d.Path)
+		}
+		for i, t := range p.Tensors {
+			o.where[i] = tensorLoc{file: 0, begin: t.Begin, size: t.Size}
+		}
+		o.plans = []*FilePlan{{Name: d.base, Header: p.Header, Size: p.Size}}
+		return nil
+	}
 	specIndex := make(map[string]int, len(opts.Specs))
 	for i, s := range opts.Specs {
 		specIndex[s.Name] = i

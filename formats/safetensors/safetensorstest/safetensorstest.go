@@ -48,7 +48,7 @@ func (t *Tensor) Float32() []float32 {
 
 // FromFloat32 encodes values (rounded to nearest even) as a tensor of type dt.
 func FromFloat32(name string, dt dtype.DType, shape []int64, v []float32) Tensor {
-	t := Tensor{Name: name, DType: dt, Shape: shape, Data: make([]byte, len(v)*dt.Size())}
+	t := Tensor{Name: name, DType: dt, Shape: shape, Data: make([]byte, dt.Bytes(int64(len(v))))}
 	if err := dtype.Encode(t.Data, v, dt); err != nil {
 		panic(err)
 	}
