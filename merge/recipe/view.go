@@ -1,0 +1,92 @@
+package recipe
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gomerge/gomerge/merge"
+)
+
+// view is one input of a slice recipe: the layers its slices take from their
+// models, renumbered from 0 in slice order, with the embeddings from the first
+// slice's model and the final norm and head from the last slice's.
+type view struct {
+	name  string // what the report and provenance call it
+	metas []merge.TensorMeta
+	from  map[string]viewSrc // output name → where its data is
+}
+
+type viewSrc struct{ path, name string }
+
+// newView builds position k's view and records, in origins, each output tensor's
+// slice, gradient position and name in this input.
+func newView(p position, slices []nslice, k, npos int, origins map[string]*origin) *view {
+	v := &view{from: map[string]viewSrc{}}
+	var parts []string
+	add := func(out string, info *modelInfo, in string, slice int, t float64) {
+		if _, dup := v.from[out]; dup {
+			return
+		}
+		meta := info.metas[info.index[in]]
+		meta.Name = out
+		if meta.File == "" {
+			meta.File = info.path
+		}
+		v.metas = append(v.metas, meta)
+		v.from[out] = viewSrc{path: info.path, name: in}
+		o := origins[out]
+		if o == nil {
+			o = &origin{slice: slice, t: t, in: make([]string, npos)}
+			origins[out] = o
+		}
+		o.in[k] = in
+	}
+	pre, post := p.srcs[0], p.srcs[len(p.srcs)-1]
+	for _, m := range pre.info.metas {
+		if _, _, _, layer := splitLayer(m.Name); !layer && !isPost(m.Name) {
+			add(m.Name, pre.info, m.Name, 0, 0)
+		}
+	}
+	off := 0
+	for si, s := range p.srcs {
+		n := slices[si].n
+		for idx := range n {
+			for _, i := range s.info.byLayer[s.start+idx] {
+				name := s.info.metas[i].Name
+				prefix, _, rest, _ := splitLayer(name)
+				add(prefix+strconv.Itoa(off+idx)+rest, s.info, name, si, layerT(idx, n))
+			}
+		}
+		off += n
+		parts = append(parts, fmt.Sprintf("%s[%d:%d]", s.ref.Name, s.start, s.end))
+	}
+	for _, m := range post.info.metas {
+		if _, _, _, layer := splitLayer(m.Name); !layer && isPost(m.Name) {
+			add(m.Name, post.info, m.Name, len(p.srcs)-1, 0)
+		}
+	}
+	v.name = strings.Join(parts, " + ")
+	return v
+}
+
+// viewSource is a view over open checkpoints, as the engine reads it.
+type viewSource struct {
+	v    *view
+	srcs map[string]merge.Source // by path
+}
+
+func (s *viewSource) Path() string                { return s.v.name }
+func (s *viewSource) Tensors() []merge.TensorMeta { return s.v.metas }
+
+// Close does nothing: the checkpoints under the view belong to the step, which
+// closes them once the merge is done.
+func (s *viewSource) Close() error { return nil }
+
+func (s *viewSource) Data(name string) ([]byte, error) {
+	f, ok := s.v.from[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor %q: not found", s.v.name, name)
+	}
+	return s.srcs[f.path].Data(f.name)
+}
