@@ -44,20 +44,20 @@ type StepPlan struct {
 	BytesRead    int64   `json:"bytes_read"`
 	BytesWritten int64   `json:"bytes_written"`
 
-	step      *Step
-	spec      methodSpec
-	pos       []position // the merge's inputs: the base (if any) first
-	views     []*view    // per position, when slices rename layers; nil otherwise
-	outMetas  []merge.TensorMeta
-	outDType  dtype.DType
-	values    map[string]*tensorValues
-	first     *tensorValues // the first tensor's values, for the report
-	vary      bool
-	extras    extras
-	refDir    string // the folder the engine copies non-weight files from
-	refPos    int
-	layers    int
-	origins   map[string]*origin
+	step     *Step
+	spec     methodSpec
+	pos      []position // the merge's inputs: the base (if any) first
+	views    []*view    // per position, when slices rename layers; nil otherwise
+	outMetas []merge.TensorMeta
+	outDType dtype.DType
+	values   map[string]*tensorValues
+	first    *tensorValues // the first tensor's values, for the report
+	vary     bool
+	extras   extras
+	refDir   string // the folder the engine copies non-weight files from
+	refPos   int
+	layers   int
+	origins  map[string]*origin
 }
 
 // Input is one checkpoint a step reads.
@@ -104,8 +104,9 @@ func (a *tensorValues) equal(b *tensorValues) bool {
 	if a.p != b.p || a.scale != b.scale || a.beta != b.beta || len(a.mps) != len(b.mps) {
 		return false
 	}
-	for i := range a.mps {
-		if a.mps[i] != b.mps[i] {
+	for i, m := range a.mps {
+		// Bits, not ==: a NaN density (none) equals itself here.
+		if math.Float64bits(m.Weight) != math.Float64bits(b.mps[i].Weight) || math.Float64bits(m.Density) != math.Float64bits(b.mps[i].Density) {
 			return false
 		}
 	}
@@ -598,7 +599,7 @@ func (sp *StepPlan) tensorValues(spec methodSpec, get func(paramDef, int) (Value
 		}
 		var wsum float64
 		for i, w := range ws {
-			d := 1.0
+			d := math.NaN() // the method takes no density
 			if has("density") {
 				d = dens[i].Num
 			}
@@ -618,6 +619,11 @@ func (sp *StepPlan) tensorValues(spec methodSpec, get func(paramDef, int) (Value
 					tv.p.Lambda /= wsum
 				}
 			}
+		}
+	}
+	if tv.mps == nil {
+		for k := first; k < len(sp.pos); k++ {
+			tv.mps = append(tv.mps, merge.ModelParams{Weight: 1, Density: math.NaN()})
 		}
 	}
 	if has("gamma") {
