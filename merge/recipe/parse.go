@@ -132,6 +132,7 @@ type Value struct {
 	Bool   bool
 	IsBool bool
 	Pos    Pos // the setting (or filter entry) it came from
+	dflt   bool
 }
 
 // Eval evaluates s for tensor name at layer position t in [0, 1], as mergekit does:

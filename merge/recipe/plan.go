@@ -531,7 +531,7 @@ func (sp *StepPlan) computeValues(slices []nslice) error {
 			if math.IsNaN(def.def) {
 				return Value{}, errorf(st.Method.Pos, "%s: parameter %s has no value for tensor %q (give a default: a filter list's last entry without filter, or a plain value)", sp.Method, def.name, m.Name)
 			}
-			return Value{Num: def.def, Bool: def.def != 0, IsBool: def.isBool}, nil
+			return Value{Num: def.def, Bool: def.def != 0, IsBool: def.isBool, Pos: st.Method.Pos, dflt: true}, nil
 		}
 		tv, err := sp.tensorValues(spec, get)
 		if err != nil {
@@ -633,7 +633,11 @@ func (sp *StepPlan) tensorValues(spec methodSpec, get func(paramDef, int) (Value
 		}
 		for _, g := range gs[1:] {
 			if g.Num != gs[0].Num {
-				return nil, errorf(g.Pos, "gamma: gomerge takes one gamma for all models of a tensor, got %v and %v", gs[0].Num, g.Num)
+				pos := g.Pos
+				if g.dflt {
+					pos = gs[0].Pos
+				}
+				return nil, errorf(pos, "gamma: gomerge takes one gamma for all models of a tensor, got %v and %v", gs[0].Num, g.Num)
 			}
 		}
 		tv.p.Gamma = gs[0].Num

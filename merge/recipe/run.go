@@ -47,6 +47,11 @@ func Run(ctx context.Context, r *Recipe, opts Options, job merge.Job) ([]StepRep
 	for _, sp := range plan.Steps {
 		c.outs[sp.Name] = sp.Output
 	}
+	if opts.IntermediateDir != "" {
+		if err := os.MkdirAll(opts.IntermediateDir, 0o755); err != nil {
+			return nil, &merge.OutputError{Path: opts.IntermediateDir, Err: err}
+		}
+	}
 	var reports []StepReport
 	for _, planned := range plan.Steps {
 		if err := ctx.Err(); err != nil {
