@@ -9,6 +9,13 @@
 // with -fisher DIR/fisher.safetensors (a positive diagonal Fisher for the anchor), and
 // with -models N DIR/model1..N.safetensors (more fine-tunes of the anchor, which then
 // serves as their base).
+//
+// With -format gguf it writes DIR/anchor.gguf and DIR/current.gguf instead (and
+// model1..N.gguf): llama-architecture GGUF files with a byte-level vocabulary that
+// llama.cpp loads, weights in -dtype (default q8_0), norms in F32:
+//
+//	go run ./testdata/gen -format gguf -out /tmp/gomerge-gguf             # tiny
+//	go run ./testdata/gen -format gguf -config 1gb -out /tmp/gm-gguf       # ~1 GB Q8_0
 package main
 
 import (
@@ -18,6 +25,7 @@ import (
 	"path/filepath"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 	"github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
 
@@ -31,12 +39,23 @@ var configs = map[string]safetensorstest.LlamaConfig{
 func main() {
 	out := flag.String("out", "", "folder to write into (created)")
 	config := flag.String("config", "tiny", "model size: tiny, 1gb or 4gb")
-	dt := flag.String("dtype", "bf16", "dtype: bf16, f16 or f32")
+	dt := flag.String("dtype", "", "dtype: bf16 (default), f16 or f32; for gguf q8_0 (default), q4_0, q4_1, q5_0, q5_1, f16, bf16 or f32")
+	format := flag.String("format", "safetensors", "safetensors or gguf")
 	shards := flag.Int("shards", 3, "also write current/ as a folder of this many shards (0: don't)")
 	fisher := flag.Bool("fisher", true, "also write fisher.safetensors")
 	seed := flag.Uint64("seed", 1, "random seed")
 	models := flag.Int("models", 0, "also write model1..N.safetensors: other fine-tunes of the anchor (for TIES and friends)")
 	flag.Parse()
+	if *format == "gguf" {
+		if err := runGGUF(*out, *config, *dt, *models, *seed); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *dt == "" {
+		*dt = "bf16"
+	}
 	if err := run(*out, *config, *dt, *shards, *fisher, *models, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
@@ -82,5 +101,46 @@ func run(out, config, dtName string, shards int, withFisher bool, models int, se
 		}
 	}
 	fmt.Printf("wrote %s checkpoints (%s) to %s\n", config, d, out)
+	return nil
+}
+
+var ggufConfigs = map[string]gguftest.Config{
+	"tiny": gguftest.Tiny,
+	// 1.06 GB and 4.0 GB in Q8_0 (TinyLlama-like widths).
+	"1gb": {Hidden: 2048, FF: 5632, Layers: 22, Heads: 32, KVHeads: 4, Context: 2048},
+	"4gb": {Hidden: 4096, FF: 11008, Layers: 21, Heads: 32, KVHeads: 32, Context: 2048},
+}
+
+func runGGUF(out, config, dtName string, models int, seed uint64) error {
+	cfg, ok := ggufConfigs[config]
+	if out == "" || !ok {
+		return fmt.Errorf("need -out DIR and -config tiny|1gb|4gb")
+	}
+	if dtName == "" {
+		dtName = "q8_0"
+	}
+	d, err := dtype.ParseFloat(dtName)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	write := func(name string, ts []gguftest.Tensor) error {
+		return gguftest.WriteFile(filepath.Join(out, name+".gguf"), gguftest.Metadata(cfg, name), ts)
+	}
+	anchor := gguftest.Random(cfg, d, seed)
+	if err := write("anchor", anchor); err != nil {
+		return err
+	}
+	for i := 1; i <= models; i++ {
+		if err := write(fmt.Sprintf("model%d", i), gguftest.Perturb(anchor, 0.5, seed+10+uint64(i))); err != nil {
+			return err
+		}
+	}
+	if err := write("current", gguftest.Random(cfg, d, seed+1)); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s GGUF checkpoints (%s) to %s\n", config, d, out)
 	return nil
 }
