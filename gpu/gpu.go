@@ -98,8 +98,12 @@ type Device struct {
 	info Info
 	be   *backend // the driver binding: cuda.go, or nogpu.go's stub
 
-	mu      sync.Mutex // held by each operation
-	closed  bool
+	mu     sync.Mutex // held by each operation
+	closed bool
+	// broken is a failed stream synchronisation: the state of the device's queued
+	// work is unknown (on a real device such errors are sticky), so no further
+	// operation runs.
+	broken  error
 	streams [2]*stage
 }
 
@@ -148,6 +152,11 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	var errs []error
+	for _, s := range d.streams {
+		if err := d.be.sync(s.index); err != nil && d.broken == nil {
+			errs = append(errs, err) // before freeing what queued work may still use
+		}
+	}
 	for _, s := range d.streams {
 		errs = append(errs, s.free(d.be))
 	}

@@ -19,6 +19,10 @@ func (d *Device) lock() error {
 		d.mu.Unlock()
 		return ErrClosed
 	}
+	if d.broken != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("gpu: device unusable after an earlier failure: %w", d.broken)
+	}
 	return nil
 }
 

@@ -151,21 +151,23 @@ func (d *Device) stream(ctx context.Context, p *pass) (err error) {
 	ce := int64(d.cfg.ChunkElems)
 	nChunks := (p.n + ce - 1) / ce
 	defer func() {
-		// Drain: finish what is in flight, in chunk order, or just wait for it after a
-		// failure.
-		for _, k := range []int64{nChunks - 2, nChunks - 1} {
-			if k < 0 {
-				continue
-			}
-			s := d.streams[k%2]
-			if s.pending == nil || s.pending.index != k {
+		// Drain what is in flight, in chunk order: finish it, or after a failure just
+		// wait for it.
+		a, b := d.streams[0], d.streams[1]
+		if a.pending != nil && b.pending != nil && b.pending.index < a.pending.index {
+			a, b = b, a
+		}
+		for _, s := range []*stage{a, b} {
+			if s.pending == nil {
 				continue
 			}
 			if err == nil {
 				err = d.finish(p, s)
-			} else {
-				d.be.sync(s.index)
-				s.pending = nil
+				continue
+			}
+			s.pending = nil
+			if e := d.be.sync(s.index); e != nil {
+				d.broken = e
 			}
 		}
 	}()
@@ -252,6 +254,8 @@ func (d *Device) finish(p *pass, s *stage) error {
 	c := s.pending
 	s.pending = nil
 	if err := d.be.sync(s.index); err != nil {
+		// Whether the stream's work ran is unknown: the device is not used again.
+		d.broken = err
 		return err
 	}
 	nIn := len(p.in)

@@ -1,0 +1,184 @@
+package gpu_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/gpu"
+)
+
+// The tests run gomerge's kernels through the whole driver binding against a fake
+// libcuda.so.1 (testdata/fakecuda.c, compiled here with the system's C compiler),
+// which runs the same kernels.cu on the host; and, with GOMERGE_TEST_GPU=1, against
+// the real driver, where a missing device is a failure.
+
+var fake struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	if lib := os.Getenv("GOMERGE_FAKECUDA_CHILD"); lib != "" {
+		os.Exit(injectChild(lib))
+	}
+	code := m.Run()
+	if fake.dir != "" {
+		os.RemoveAll(fake.dir)
+	}
+	os.Exit(code)
+}
+
+// fakeLibrary builds the fake driver once per test binary and returns its path. With
+// no C compiler the tests that need it are skipped, unless GOMERGE_REQUIRE_CLANG is
+// set (CI), when they fail.
+func fakeLibrary(t testing.TB) string {
+	t.Helper()
+	fake.once.Do(func() {
+		cc := os.Getenv("CC")
+		if cc == "" {
+			for _, c := range []string{"cc", "gcc", "clang", "clang-14"} {
+				if _, err := exec.LookPath(c); err == nil {
+					cc = c
+					break
+				}
+			}
+		}
+		if cc == "" {
+			fake.err = errors.New("no C compiler (cc, gcc, clang) to build the fake CUDA driver")
+			return
+		}
+		dir, err := os.MkdirTemp("", "gomerge-fakecuda-")
+		if err != nil {
+			fake.err = err
+			return
+		}
+		fake.dir = dir
+		out := filepath.Join(dir, "libcuda.so.1")
+		cmd := exec.Command(cc, "-shared", "-fPIC", "-O2", "-ffp-contract=off", "-o", out, filepath.Join("testdata", "fakecuda.c"))
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			fake.err = fmt.Errorf("building the fake CUDA driver: %v\n%s", err, msg)
+			return
+		}
+		fake.path = out
+	})
+	if fake.err != nil {
+		if os.Getenv("GOMERGE_REQUIRE_CLANG") == "" && fake.path == "" && fake.dir == "" {
+			t.Skip(fake.err)
+		}
+		t.Fatal(fake.err)
+	}
+	return fake.path
+}
+
+// openFake opens the fake device with staged chunks of chunkBlocks blocks, small, so
+// that a test tensor spans several chunks on both streams.
+func openFake(t testing.TB, chunkBlocks int) *gpu.Device {
+	t.Helper()
+	d, err := gpu.OpenWith(gpu.Config{Library: fakeLibrary(t), ChunkElems: chunkBlocks * gpu.BlockElems})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// openReal opens the real device when GOMERGE_TEST_GPU is set; then a missing device
+// is a failure.
+func openReal(t testing.TB, chunkBlocks int) *gpu.Device {
+	t.Helper()
+	if os.Getenv("GOMERGE_TEST_GPU") == "" {
+		t.Skip("set GOMERGE_TEST_GPU=1 to run on a real CUDA device")
+	}
+	d, err := gpu.OpenWith(gpu.Config{ChunkElems: chunkBlocks * gpu.BlockElems})
+	if err != nil {
+		t.Fatalf("GOMERGE_TEST_GPU is set but: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// buffer is an io.WriterAt over a byte slice.
+type buffer []byte
+
+func (b buffer) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(b)) {
+		return 0, fmt.Errorf("write of %d bytes at %d outside %d", len(p), off, len(b))
+	}
+	return copy(b[off:], p), nil
+}
+
+func encode(t testing.TB, v []float32, dt dtype.DType) []byte {
+	b := make([]byte, len(v)*dt.Size())
+	if err := dtype.Encode(b, v, dt); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func decode(t testing.TB, b []byte, dt dtype.DType) []float32 {
+	v := make([]float32, len(b)/dt.Size())
+	if err := dtype.Decode(v, b, dt); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// sameBits compares encoded tensors element by element: equal bytes, or NaN on both
+// sides (the device's NaN is canonical where the CPU's keeps an input's payload).
+func sameBits(t testing.TB, what string, got, want []byte, dt dtype.DType) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d bytes, want %d", what, len(got), len(want))
+	}
+	sz := dt.Size()
+	gv, wv := decode(t, got, dt), decode(t, want, dt)
+	bad := 0
+	for j := range gv {
+		if string(got[j*sz:(j+1)*sz]) == string(want[j*sz:(j+1)*sz]) || (gv[j] != gv[j] && wv[j] != wv[j]) {
+			continue
+		}
+		if bad++; bad <= 5 {
+			t.Errorf("%s: element %d is % x (%v), want % x (%v)", what, j, got[j*sz:(j+1)*sz], gv[j], want[j*sz:(j+1)*sz], wv[j])
+		}
+	}
+	if bad > 5 {
+		t.Errorf("%s: %d elements differ", what, bad)
+	}
+}
+
+// sameFloats compares reductions bit for bit (NaN matching NaN).
+func sameFloats(t testing.TB, what string, got, want []float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] && !(got[i] != got[i] && want[i] != want[i]) {
+			t.Errorf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+			return
+		}
+	}
+}
+
+var ctx = context.Background()
+
+func fmtFloat(v float64) string { return fmt.Sprint(v) }
+
+func fmtName(prefix string, i int) string { return fmt.Sprintf("%s%d.safetensors", prefix, i) }
