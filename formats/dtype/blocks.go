@@ -10,12 +10,14 @@ func decodeBlocks(dst []float32, src []byte, dt DType) {
 	le := binary.LittleEndian
 	switch dt {
 	case Q8_0: // d, qs[32]: x = q·d
-		for b := 0; len(src) > 0; b, src = b+32, src[34:] {
+		// Array pointers let the compiler drop the bounds checks of the inner loop.
+		for len(src) >= 34 && len(dst) >= 32 {
 			d := F16ToFloat32(le.Uint16(src))
-			y := dst[b : b+32]
+			qs, y := (*[32]byte)(src[2:34]), (*[32]float32)(dst[:32])
 			for j := range y {
-				y[j] = float32(int8(src[2+j])) * d
+				y[j] = float32(int8(qs[j])) * d
 			}
+			src, dst = src[34:], dst[32:]
 		}
 	case Q4_0: // d, qs[16]: x = (q−8)·d; nibble j holds elements j (low) and j+16
 		for b := 0; len(src) > 0; b, src = b+32, src[18:] {

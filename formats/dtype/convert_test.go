@@ -280,9 +280,9 @@ func TestParse(t *testing.T) {
 
 func BenchmarkDecode(b *testing.B) {
 	const n = 1 << 16
-	for _, d := range []DType{BF16, F16, F32} {
+	for _, d := range []DType{BF16, F16, F32, Q8_0, Q4_0, Q4_K, Q6_K} {
 		b.Run(d.String(), func(b *testing.B) {
-			src := make([]byte, n*d.Size())
+			src := make([]byte, d.Bytes(n))
 			for i := range src {
 				src[i] = byte(i * 7)
 			}
@@ -300,13 +300,13 @@ func BenchmarkDecode(b *testing.B) {
 
 func BenchmarkEncode(b *testing.B) {
 	const n = 1 << 16
-	for _, d := range []DType{BF16, F16, F32} {
+	for _, d := range []DType{BF16, F16, F32, Q8_0, Q4_0, Q5_1} {
 		b.Run(d.String(), func(b *testing.B) {
 			src := make([]float32, n)
 			for i := range src {
 				src[i] = float32(i) * 1e-3
 			}
-			dst := make([]byte, n*d.Size())
+			dst := make([]byte, d.Bytes(n))
 			b.SetBytes(int64(len(dst)))
 			b.ReportAllocs()
 			for b.Loop() {

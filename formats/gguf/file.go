@@ -1,12 +1,15 @@
-// Package gguf reads GGUF files (versions 2 and 3), the checkpoint format of llama.cpp
-// and ggml: typed metadata, tensor descriptions, and tensor data, which Dequantize
-// converts to float32 for the types it supports.
+// Package gguf reads and writes GGUF files, the checkpoint format of llama.cpp and
+// ggml: typed metadata, tensor descriptions, and tensor data, which Dequantize converts
+// to float32 for the types it supports (the block kernels live in package dtype, which
+// the merge engine shares). It reads versions 2 and 3 and writes version 3: Plan lays
+// a file out the way llama.cpp's loader requires, Layout.Write streams it.
 //
 // A File is memory-mapped when opened with Open; its tensors' bytes are then slices of
 // the mapping (zero copy). Concurrent reads from one File are safe.
 //
 // GGUF stores a tensor's dimensions ne[0..n) with ne[0] innermost; this package reports
-// row-major shapes (outermost first), converted by one function, shapeFromNE.
+// row-major shapes (outermost first), converted by shapeFromNE on reading and by its
+// inverse neFromShape on writing, the only two places dimensions are reversed.
 //
 // # Security
 //
