@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math"
@@ -8,6 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 )
 
 // writeTinyGGUF writes a GGUF v3 file by hand (the format is simple enough): one
@@ -72,5 +77,68 @@ func TestInspectGGUF(t *testing.T) {
 	code, _, stderr = gomerge(t, "inspect", path)
 	if code != exitBadInput || !strings.Contains(stderr, path) {
 		t.Errorf("truncated: exit %d, %q", code, stderr)
+	}
+}
+
+// TestGGUFDistanceAndTypeChanges: distance reads GGUF; a K-quant merge reports the
+// tensors it wrote as Q8_0 in --json; an unreadable type names the tensor and type.
+func TestGGUFDistanceAndTypeChanges(t *testing.T) {
+	dir := t.TempDir()
+	a, c := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "c.gguf")
+	anchor := gguftest.Random(gguftest.KTiny, dtype.Q4_K, 1)
+	for _, w := range []struct {
+		path string
+		ts   []gguftest.Tensor
+	}{{a, anchor}, {c, gguftest.Perturb(anchor, 1, 2)}} {
+		if err := gguftest.WriteFile(w.path, gguftest.Metadata(gguftest.KTiny, "k"), w.ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, stdout, stderr := gomerge(t, "distance", a, c, "--json")
+	if code != 0 {
+		t.Fatalf("distance: exit %d: %s", code, stderr)
+	}
+	var d struct {
+		Total struct {
+			L2 *float64 `json:"l2"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil || d.Total.L2 == nil || *d.Total.L2 <= 0 {
+		t.Errorf("distance report %s (%v)", stdout, err)
+	}
+	out := filepath.Join(dir, "m.gguf")
+	code, stdout, stderr = gomerge(t, "sfa", "--anchor", a, "--current", c, "--out", out, "--json")
+	if code != 0 {
+		t.Fatalf("sfa: exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		TypeChanges []struct{ Tensor, From, To string } `json:"type_changes"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.TypeChanges) != 9 || rep.TypeChanges[0].From != "Q4_K" || rep.TypeChanges[0].To != "Q8_0" {
+		t.Errorf("type_changes %+v, want the 9 Q4_K weights as Q8_0", rep.TypeChanges)
+	}
+	// A tensor type gomerge cannot dequantize (Q8_1: readable layout, no converter):
+	// exit 3 naming the file, tensor and type.
+	bad := filepath.Join(dir, "q81.gguf")
+	l, err := gguf.Plan(gguftest.Metadata(gguftest.Tiny, "q81"), []gguf.TensorSpec{{Name: "blk.0.attn_q.weight", Type: gguf.TypeQ8_1, Shape: []int64{2, 32}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := l.Write(&buf, func(int) ([]byte, error) { return make([]byte, l.Tensors[0].Size), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = gomerge(t, "sfa", "--anchor", bad, "--current", bad, "--out", filepath.Join(dir, "x.gguf"))
+	if code != exitBadInput || !strings.Contains(stderr, bad) || !strings.Contains(stderr, "blk.0.attn_q.weight") || !strings.Contains(stderr, "Q8_1") {
+		t.Errorf("Q8_1 input: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.gguf")); !os.IsNotExist(err) {
+		t.Error("a failed merge left output")
 	}
 }
