@@ -63,6 +63,7 @@ func TestRecipeErrors(t *testing.T) {
 		{"bad dtype", "merge_method: linear\nmodels: [{model: a}]\nout_dtype: int8\n", 3, `dtype "int8"`},
 		{"gamma differs", "merge_method: breadcrumbs\nbase_model: base\nmodels:\n  - {model: a, parameters: {gamma: 0.1}}\n  - model: b\n", 4, "one gamma"},
 		{"fisher without fisher", "merge_method: fisher\nmodels: [{model: a}]\n", 2, "needs each model's Fisher"},
+		{"out with named steps", "name: x\nmerge_method: linear\nmodels: [{model: a}]\n---\nname: y\nmerge_method: linear\nmodels: [{model: x}]\n", 0, "every step has one"},
 		{"normalize per tensor", "merge_method: ties\nbase_model: base\nmodels: [{model: a}]\nparameters:\n  normalize:\n    - filter: mlp\n      value: false\n    - value: true\n", 7, "without normalize"},
 	}
 	for _, tc := range cases {

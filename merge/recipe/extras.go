@@ -35,9 +35,7 @@ func (sp *StepPlan) planExtras(c *catalog) error {
 	st := sp.step
 	folder := !safetensorsOut(sp.Output)
 	ref := sp.pos[sp.refPos].srcs[0].info
-	if sp.views == nil {
-		sp.refDir = ref.dir
-	} else if folder {
+	if sp.views != nil && folder {
 		sp.extras.copyFrom = ref.dir
 		sp.extras.layers = sp.layers
 	}

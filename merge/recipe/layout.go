@@ -12,12 +12,13 @@ import (
 
 // layerPrefixes start the names of a layer's tensors, followed by the layer number
 // and a dot: model.layers.7.mlp.up_proj.weight.
-var layerPrefixes = []string{"model.layers.", "transformer.h.", "gpt_neox.layers.", "model.decoder.layers."}
+var layerPrefixes = []string{"model.layers.", "transformer.h.", "gpt_neox.layers.", "model.decoder.layers.", "blk."}
 
 // postPrefixes start the names of the tensors after the layers (the final norm and
 // the output head): a slice recipe takes them from the last slice's models, as
 // mergekit does; every other non-layer tensor (the embeddings) from the first slice's.
-var postPrefixes = []string{"model.norm.", "lm_head.", "transformer.ln_f.", "gpt_neox.final_layer_norm.", "embed_out.", "model.decoder.final_layer_norm."}
+var postPrefixes = []string{"model.norm.", "lm_head.", "transformer.ln_f.", "gpt_neox.final_layer_norm.", "embed_out.", "model.decoder.final_layer_norm.",
+	"output_norm.", "output."} // the last two: GGUF's names
 
 // splitLayer splits a layer tensor's name around its layer number.
 func splitLayer(name string) (prefix string, layer int, rest string, ok bool) {

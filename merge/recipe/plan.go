@@ -230,6 +230,9 @@ func PlanRecipe(r *Recipe, opts Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Out != "" && len(r.Steps) > 1 && !hasUnnamed(r) {
+		return nil, errorf(Pos{File: r.File}, "--out is for the step without a name, and every step has one: they write to their out: or --intermediate-dir")
+	}
 	c := &catalog{r: r, outs: map[string]string{}, planned: map[string]*modelInfo{}, cache: map[string]*modelInfo{}}
 	used := map[string]string{}
 	for _, st := range order {
@@ -264,6 +267,15 @@ func PlanRecipe(r *Recipe, opts Options) (*Plan, error) {
 		plan.BytesWritten += sp.BytesWritten
 	}
 	return plan, nil
+}
+
+func hasUnnamed(r *Recipe) bool {
+	for _, st := range r.Steps {
+		if st.Name == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func stepLabel(name string) string {
