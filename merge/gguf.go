@@ -24,7 +24,7 @@ type ggufSource struct {
 func openGGUF(path string) (*ggufSource, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err // it names the path
 	}
 	s := &ggufSource{path: path, f: f}
 	for _, t := range f.Tensors() {
