@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -450,6 +451,39 @@ func FuzzOpen(f *testing.F) {
 				if err := g.Dequantize(make([]float32, n), ti, 0); err != nil {
 					t.Fatal(err)
 				}
+			}
+		}
+		// Whatever reads must write back (as v3) and read again the same.
+		specs := make([]TensorSpec, len(g.Tensors()))
+		for i, ti := range g.Tensors() {
+			specs[i] = TensorSpec{Name: ti.Name, Type: ti.Type, Shape: ti.Shape}
+		}
+		l, err := Plan(g.Metadata(), specs)
+		if err != nil {
+			t.Fatalf("a file the reader accepts cannot be planned: %v", err)
+		}
+		var out bytes.Buffer
+		if err := l.Write(&out, func(i int) ([]byte, error) { return g.Bytes(&g.Tensors()[i]) }); err != nil {
+			t.Fatal(err)
+		}
+		back, err := NewFile(bytes.NewReader(out.Bytes()), int64(out.Len()))
+		if err != nil {
+			t.Fatalf("rewritten file does not read: %v", err)
+		}
+		if len(back.Metadata()) != len(g.Metadata()) || len(back.Tensors()) != len(g.Tensors()) {
+			t.Fatal("rewritten file lost metadata or tensors")
+		}
+		for i, kv := range back.Metadata() {
+			if w := g.Metadata()[i]; kv.Key != w.Key || kv.Value.Type != w.Value.Type || kv.Value.Len() != w.Value.Len() {
+				t.Fatalf("metadata %q changed in the rewrite", w.Key)
+			}
+		}
+		for i := range back.Tensors() {
+			a, b := &g.Tensors()[i], &back.Tensors()[i]
+			da, _ := g.Bytes(a)
+			db, _ := back.Bytes(b)
+			if a.Name != b.Name || a.Type != b.Type || !slices.Equal(a.Shape, b.Shape) || !bytes.Equal(da, db) {
+				t.Fatalf("tensor %q changed in the rewrite", a.Name)
 			}
 		}
 	})
