@@ -1,0 +1,111 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
+	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
+)
+
+// TestEveryMethodByteIdentical is the determinism matrix of the README: every method
+// (sfa and sfa --fisher included), on BF16 safetensors and on Q8_0 GGUF, run at 1, 2
+// and 8 threads and then again at 8, must write byte-identical files.
+func TestEveryMethodByteIdentical(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	formats := map[string]func(name string, seed uint64){
+		".safetensors": func(name string, seed uint64) {
+			ts := stt.Random(stt.TinyLlama, dtype.BF16, 1)
+			if seed > 1 {
+				ts = stt.Perturb(ts, 0.5, seed)
+			}
+			if name == "fisher" {
+				ts = stt.Fisher(ts, 1e-2, seed)
+			}
+			must(t, stt.WriteFile(filepath.Join(dir, name+".safetensors"), ts, nil))
+		},
+		".gguf": func(name string, seed uint64) {
+			ts := gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)
+			if seed > 1 {
+				ts = gguftest.Perturb(ts, 0.5, seed)
+			}
+			if name == "fisher" { // positive F32 values of the same shapes
+				for i := range ts {
+					v := ts[i].Float32()
+					for j := range v {
+						v[j] = float32(math.Abs(float64(v[j]))) + 1e-3
+					}
+					ts[i] = gguftest.Tensor{Name: ts[i].Name, DType: dtype.F32, Shape: ts[i].Shape, Data: encodeF32(v)}
+				}
+			}
+			must(t, gguftest.WriteFile(filepath.Join(dir, name+".gguf"), gguftest.Metadata(gguftest.Tiny, name), ts))
+		},
+	}
+	for ext, write := range formats {
+		write("base", 1)
+		write("m0", 2)
+		write("m1", 3)
+		write("m2", 4)
+		write("fisher", 5)
+		path := func(name string) string { return filepath.Join(dir, name+ext) }
+		runs := map[string]func(out string, threads int) error{
+			"sfa": func(out string, threads int) error {
+				_, err := RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m0"), SFA: SFA{Beta: 0.3},
+					Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}})
+				return err
+			},
+			"sfa-fisher": func(out string, threads int) error {
+				_, err := RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m0"), Fisher: path("fisher"), SFA: SFA{Eta: 30},
+					Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}})
+				return err
+			},
+		}
+		for _, method := range Methods {
+			def, _ := methodDefs(method)
+			runs[method] = func(out string, threads int) error {
+				j := MethodJob{Method: method, Params: Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1"},
+					Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}}
+				if def.base {
+					j.Base = path("base")
+				}
+				n := 3
+				if def.maxModels > 0 {
+					n = def.maxModels
+				}
+				for i := range n {
+					m := Model{Path: path(fmt.Sprint("m", i)), Weight: 0.5 + float64(i), Density: math.NaN()}
+					if def.fisher {
+						m.Fisher = path("fisher")
+					}
+					j.Models = append(j.Models, m)
+				}
+				_, err := RunMethod(ctx, j)
+				return err
+			}
+		}
+		for name, run := range runs {
+			var first []byte
+			for _, threads := range []int{1, 2, 8, 8} {
+				out := filepath.Join(dir, fmt.Sprintf("out-%s-%d%s", name, threads, ext))
+				if err := run(out, threads); err != nil {
+					t.Fatalf("%s %s threads=%d: %v", ext, name, threads, err)
+				}
+				data, err := os.ReadFile(out)
+				must(t, err)
+				os.Remove(out)
+				if first == nil {
+					first = data
+				} else if !bytes.Equal(data, first) {
+					t.Errorf("%s %s: threads=%d wrote different bytes than threads=1", ext, name, threads)
+				}
+			}
+		}
+	}
+}
