@@ -104,6 +104,7 @@ type Device struct {
 	// work is unknown (on a real device such errors are sticky), so no further
 	// operation runs.
 	broken  error
+	stats   Stats
 	streams [2]*stage
 }
 
@@ -141,6 +142,21 @@ func Available() bool {
 
 // Info describes the device.
 func (d *Device) Info() Info { return d.info }
+
+// Stats count what a Device moved and ran since it was opened, for reports such as
+// --json's (which device ran a method, and how many bytes went to it).
+type Stats struct {
+	BytesToDevice   int64 // host → device copies
+	BytesFromDevice int64 // device → host copies
+	Launches        int64 // kernel launches
+}
+
+// Stats returns the counts so far.
+func (d *Device) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
 
 // Close frees the staging buffers, releases the primary context and stops the driver
 // goroutine. It reports the first failing driver call, having made all the others.

@@ -140,3 +140,19 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestNogpuHasNoPurego: the nogpu build links no dynamic-loading code, so that
+// CGO_ENABLED=0 -tags nogpu gives a fully static binary.
+func TestNogpuHasNoPurego(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to list the nogpu build's dependencies")
+	}
+	out, err := exec.Command(goTool, "list", "-deps", "-tags", "nogpu", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "purego") {
+		t.Fatalf("the nogpu build depends on purego:\n%s", out)
+	}
+}

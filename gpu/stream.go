@@ -246,6 +246,16 @@ func (d *Device) enqueue(p *pass, s *stage, k int64) error {
 	if resSlot != nil {
 		ops = append(ops, op{kind: opDtoH, dev: resSlot.dev, host: resSlot.host[:p.resBytes(c.n)]})
 	}
+	for _, o := range ops {
+		switch o.kind {
+		case opHtoD:
+			d.stats.BytesToDevice += int64(len(o.host))
+		case opDtoH:
+			d.stats.BytesFromDevice += int64(len(o.host))
+		case opLaunch:
+			d.stats.Launches++
+		}
+	}
 	return d.be.run(s.index, ops)
 }
 
