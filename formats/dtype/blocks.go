@@ -10,15 +10,7 @@ func decodeBlocks(dst []float32, src []byte, dt DType) {
 	le := binary.LittleEndian
 	switch dt {
 	case Q8_0: // d, qs[32]: x = q·d
-		// Array pointers let the compiler drop the bounds checks of the inner loop.
-		for len(src) >= 34 && len(dst) >= 32 {
-			d := F16ToFloat32(le.Uint16(src))
-			qs, y := (*[32]byte)(src[2:34]), (*[32]float32)(dst[:32])
-			for j := range y {
-				y[j] = float32(int8(qs[j])) * d
-			}
-			src, dst = src[34:], dst[32:]
-		}
+		decodeQ8_0(dst, src)
 	case Q4_0: // d, qs[16]: x = (q−8)·d; nibble j holds elements j (low) and j+16
 		for b := 0; len(src) > 0; b, src = b+32, src[18:] {
 			d := F16ToFloat32(le.Uint16(src))
@@ -217,5 +209,19 @@ func dequantQ6K(y []float32, blk []byte) {
 				y[128*h+32*k+l] = float32(d*sc) * float32(v)
 			}
 		}
+	}
+}
+
+// decodeQ8_0Go is the reference Q8_0 dequantizer; faster paths are tested against it.
+func decodeQ8_0Go(dst []float32, src []byte) {
+	le := binary.LittleEndian
+	// Array pointers let the compiler drop the bounds checks of the inner loop.
+	for len(src) >= 34 && len(dst) >= 32 {
+		d := F16ToFloat32(le.Uint16(src))
+		qs, y := (*[32]byte)(src[2:34]), (*[32]float32)(dst[:32])
+		for j := range y {
+			y[j] = float32(int8(qs[j])) * d
+		}
+		src, dst = src[34:], dst[32:]
 	}
 }

@@ -14,23 +14,17 @@ import (
 // and that d is one of these types. Written by hand for the same reason as
 // decodeBlocks.
 func encodeBlocks(dst []byte, src []float32, d DType) {
+	if d == Q8_0 {
+		encodeQ8_0(dst, src)
+		return
+	}
 	le := binary.LittleEndian
 	bs, bb := info[d].block, info[d].bytes
 	for len(src) > 0 {
 		x, y := src[:bs], dst[:bb]
 		switch d {
 		case Q8_0:
-			xs, qs := (*[32]float32)(x), (*[32]byte)(y[2:34])
-			var amax float32
-			for _, v := range xs {
-				amax = cmax(amax, abs32(v))
-			}
-			dd := amax / 127
-			id := inverse(dd)
-			le.PutUint16(y, Float32ToF16(dd))
-			for j, v := range xs {
-				qs[j] = byte(int8(roundAway(v * id)))
-			}
+			encodeQ8_0Go(y, x)
 		case Q4_0, Q5_0:
 			mx := signedAbsMax(x)
 			levels, half := float32(-8), float32(8.5)
@@ -86,6 +80,26 @@ func encodeBlocks(dst []byte, src []float32, d DType) {
 			}
 		}
 		src, dst = src[bs:], dst[bb:]
+	}
+}
+
+// encodeQ8_0Go is the reference Q8_0 quantizer for whole blocks; faster paths are
+// tested against it.
+func encodeQ8_0Go(dst []byte, src []float32) {
+	le := binary.LittleEndian
+	for len(src) >= 32 && len(dst) >= 34 {
+		xs, qs := (*[32]float32)(src[:32]), (*[32]byte)(dst[2:34])
+		var amax float32
+		for _, v := range xs {
+			amax = cmax(amax, abs32(v))
+		}
+		d := amax / 127
+		id := inverse(d)
+		le.PutUint16(dst, Float32ToF16(d))
+		for j, v := range xs {
+			qs[j] = byte(int8(roundAway(v * id)))
+		}
+		src, dst = src[32:], dst[34:]
 	}
 }
 
