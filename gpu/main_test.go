@@ -2,16 +2,13 @@ package gpu_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
+	"github.com/gomerge/gomerge/gpu/gputest"
 )
 
 // The tests run gomerge's kernels through the whole driver binding against a fake
@@ -19,67 +16,20 @@ import (
 // which runs the same kernels.cu on the host; and, with GOMERGE_TEST_GPU=1, against
 // the real driver, where a missing device is a failure.
 
-var fake struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	if lib := os.Getenv("GOMERGE_FAKECUDA_CHILD"); lib != "" {
 		os.Exit(injectChild(lib))
 	}
-	code := m.Run()
-	if fake.dir != "" {
-		os.RemoveAll(fake.dir)
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
-// fakeLibrary builds the fake driver once per test binary and returns its path. With
-// no C compiler the tests that need it are skipped, unless GOMERGE_REQUIRE_CLANG is
-// set (CI), when they fail.
+// fakeLibrary builds the fake driver (once per test binary, cached across runs) and
+// returns its path. With no C compiler the tests that need it are skipped, unless
+// GOMERGE_REQUIRE_CLANG is set (CI), when they fail. gputest does it for every
+// package's tests.
 func fakeLibrary(t testing.TB) string {
 	t.Helper()
-	if !bindingBuilt {
-		t.Skip("built without the CUDA driver binding (nogpu)")
-	}
-	fake.once.Do(func() {
-		cc := os.Getenv("CC")
-		if cc == "" {
-			for _, c := range []string{"cc", "gcc", "clang", "clang-14"} {
-				if _, err := exec.LookPath(c); err == nil {
-					cc = c
-					break
-				}
-			}
-		}
-		if cc == "" {
-			fake.err = errors.New("no C compiler (cc, gcc, clang) to build the fake CUDA driver")
-			return
-		}
-		dir, err := os.MkdirTemp("", "gomerge-fakecuda-")
-		if err != nil {
-			fake.err = err
-			return
-		}
-		fake.dir = dir
-		out := filepath.Join(dir, "libcuda.so.1")
-		cmd := exec.Command(cc, "-shared", "-fPIC", "-O2", "-ffp-contract=off", "-o", out, filepath.Join("testdata", "fakecuda.c"))
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			fake.err = fmt.Errorf("building the fake CUDA driver: %v\n%s", err, msg)
-			return
-		}
-		fake.path = out
-	})
-	if fake.err != nil {
-		if os.Getenv("GOMERGE_REQUIRE_CLANG") == "" && fake.path == "" && fake.dir == "" {
-			t.Skip(fake.err)
-		}
-		t.Fatal(fake.err)
-	}
-	return fake.path
+	return gputest.Library(t)
 }
 
 // openFake opens the fake device with staged chunks of chunkBlocks blocks, small, so
