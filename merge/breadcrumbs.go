@@ -1,6 +1,11 @@
 package merge
 
-import "math"
+import (
+	"context"
+	"math"
+
+	"github.com/gomerge/gomerge/gpu"
+)
 
 // breadcrumbsKernel (SPEC §2 breadcrumbs, breadcrumbs_ties): of each δ_i drop the
 // n_bot smallest and the n_top largest magnitudes, then add the weighted deltas as
@@ -29,6 +34,18 @@ func breadcrumbsKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.put(sc)
 			keepMasks(sel, sc, in, pos)
 			addTaskVectors(m, dst, in, sc.keep, nil, sc.deltas)
+		},
+		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
+			in := gpuOperands(t.In)
+			cuts, err := dev.Cuts(ctx, n, in[0], in[1:], ranks)
+			if err != nil {
+				return nil, err
+			}
+			tm := make([]gpu.TaskModel, len(m.weights))
+			for i := range tm {
+				tm[i] = gpu.TaskModel{X: in[i+1], Weight: m.weights[i], Mode: gpu.KeepBand, Cuts: [2]gpu.Cut{cuts[i][0], cuts[i][1]}}
+			}
+			return nil, dev.TaskVectors(ctx, n, out, in[0], tm, float32(m.p.Lambda), m.tiesSign)
 		},
 	}
 }

@@ -1,8 +1,11 @@
 package merge
 
 import (
+	"context"
 	"hash/fnv"
 	"math"
+
+	"github.com/gomerge/gomerge/gpu"
 )
 
 // dareKernel (SPEC §2 dare_linear, dare_ties): keep each element of δ_i with
@@ -36,12 +39,31 @@ func dareKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.put(sc)
 			addTaskVectors(m, dst, in, keepChunk(sc, pos), scale, sc.deltas)
 		},
+		// The same draws (key, thresholds, lane = model index), the L1 sums per
+		// block added in chunk order as the pass below adds them, then the merge.
+		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
+			in := gpuOperands(t.In)
+			n := t.NumElements()
+			tm := make([]gpu.TaskModel, lanes)
+			for i := range tm {
+				tm[i] = gpu.TaskModel{X: in[i+1], Weight: m.weights[i], Mode: gpu.KeepDARE, Key: key, Threshold: thresholds[i],
+					Scale: inverseScale(m.dens[i]), HasScale: true}
+			}
+			if m.p.Rescale != "inverse" {
+				perChunk, err := dev.DAREL1(ctx, n, in[0], tm)
+				if err != nil {
+					return nil, err
+				}
+				for i, s := range l1Scales(perChunk, lanes) {
+					tm[i].Scale = s
+				}
+			}
+			return nil, dev.TaskVectors(ctx, n, out, in[0], tm, float32(m.p.Lambda), m.tiesSign)
+		},
 	}
 	if m.p.Rescale == "inverse" {
 		for i, d := range m.dens {
-			if d > 0 {
-				scale[i] = float32(1 / d)
-			}
+			scale[i] = inverseScale(d)
 		}
 		return k
 	}
@@ -68,23 +90,42 @@ func dareKernel(m *methodRun, t *TensorPlan) Kernel {
 			}
 		},
 		Done: func(perChunk []float64) error {
-			sums := make([]float64, 2*lanes)
-			for c := 0; c < len(perChunk); c += 2 * lanes {
-				for s := range sums {
-					sums[s] += perChunk[c+s]
-				}
-			}
-			for i := range lanes {
-				all, kept := sums[2*i], sums[2*i+1]
-				scale[i] = 1
-				if all >= 1e-7 && kept >= 1e-7 {
-					scale[i] = float32(all / kept)
-				}
-			}
+			copy(scale, l1Scales(perChunk, lanes))
 			return nil
 		},
 	}}
 	return k
+}
+
+// inverseScale is --rescale inverse's factor: 1/density (0 for a density of 0, which
+// keeps nothing anyway).
+func inverseScale(d float64) float32 {
+	if d > 0 {
+		return float32(1 / d)
+	}
+	return 0
+}
+
+// l1Scales turns the per-chunk sums [Σ|δ_i|, Σ kept |δ_i|] per model (2·lanes per
+// chunk, in chunk order) into each model's rescale factor ‖δ_i‖₁/‖δ̂_i‖₁, or 1 where
+// either norm is below 1e-7. The CPU pass and the device both end here, so the sums
+// are added in the same order.
+func l1Scales(perChunk []float64, lanes int) []float32 {
+	sums := make([]float64, 2*lanes)
+	for c := 0; c < len(perChunk); c += 2 * lanes {
+		for s := range sums {
+			sums[s] += perChunk[c+s]
+		}
+	}
+	scale := make([]float32, lanes)
+	for i := range lanes {
+		all, kept := sums[2*i], sums[2*i+1]
+		scale[i] = 1
+		if all >= 1e-7 && kept >= 1e-7 {
+			scale[i] = float32(all / kept)
+		}
+	}
+	return scale
 }
 
 func dareKey(seed uint64, tensor string) uint64 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+
+	"github.com/gomerge/gomerge/gpu"
 )
 
 // Distance statistics, in Kernel.Observe's acc.
@@ -91,6 +93,16 @@ func distanceKernel(withBase bool) Kernel {
 			acc[distSqTB] += tb2
 		},
 		NumStats: distStats,
+		// The device's six sums per block are this kernel's NumStats layout.
+		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, _ gpu.Output) ([]float64, error) {
+			in := gpuOperands(t.In)
+			var base *gpu.Operand
+			if withBase {
+				base = &in[2]
+			}
+			return dev.Distance(ctx, t.NumElements(), in[0], in[1], base)
+		},
+		GPULight: true,
 	}
 }
 
@@ -119,25 +131,45 @@ type CompareOptions struct {
 // Compare computes the distance between a and b over their float tensors, in total and
 // per tensor; with base, also the cosine between the task vectors a−base and b−base.
 func Compare(ctx context.Context, a, b, base Source, opts CompareOptions) (total Distance, per []TensorDistance, err error) {
+	c, err := CompareDevices(ctx, a, b, base, opts)
+	if err != nil {
+		return Distance{}, nil, err
+	}
+	return c.Total, c.Tensors, nil
+}
+
+// Comparison is Compare's result with where it ran, for reports.
+type Comparison struct {
+	Total   Distance
+	Tensors []TensorDistance
+	Device  string     // "cpu", "cuda" or "cuda+cpu", as in Report
+	GPU     *GPUReport // nil without opts.Exec.Device
+}
+
+// CompareDevices is Compare, also saying which device ran it.
+func CompareDevices(ctx context.Context, a, b, base Source, opts CompareOptions) (*Comparison, error) {
 	inputs := []Source{a, b}
 	if base != nil {
 		inputs = append(inputs, base)
 	}
 	plan, err := BuildPlan(inputs, nil, PlanOptions{Ref: 0, AllowMissing: opts.AllowMissing, FloatOnly: true})
 	if err != nil {
-		return Distance{}, nil, err
+		return nil, err
 	}
 	withBase := base != nil
 	res, err := Execute(ctx, plan, nil, func(*TensorPlan) Kernel { return distanceKernel(withBase) }, opts.Exec)
 	if err != nil {
-		return Distance{}, nil, err
+		return nil, err
 	}
+	c := &Comparison{}
 	sum := make([]float64, distStats)
 	var elems int64
+	merged := 0
 	for i, t := range plan.Tensors {
 		if !t.Merge {
 			continue // held by only some inputs (--allow-missing)
 		}
+		merged++
 		s := res.Stats[i]
 		if s == nil { // an empty tensor
 			s = make([]float64, distStats)
@@ -147,7 +179,9 @@ func Compare(ctx context.Context, a, b, base Source, opts CompareOptions) (total
 		}
 		n := t.NumElements()
 		elems += n
-		per = append(per, TensorDistance{Name: t.Name, Distance: finishDistance(s, withBase, n)})
+		c.Tensors = append(c.Tensors, TensorDistance{Name: t.Name, Distance: finishDistance(s, withBase, n)})
 	}
-	return finishDistance(sum, withBase, elems), per, nil
+	c.Total = finishDistance(sum, withBase, elems)
+	c.Device, c.GPU = deviceReport(opts.Exec.Device, res.GPU, "distance", merged)
+	return c, nil
 }

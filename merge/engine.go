@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/gpu"
 )
 
 // ChunkElems is the number of elements one unit of work covers. It is a constant, not
@@ -53,6 +54,14 @@ type Kernel struct {
 	// false for others and the engine then decodes, merges and encodes. It must give
 	// the same bits as that path (the tests compare them).
 	Fused func(out []byte, outDT dtype.DType, in []Operand, acc []float64) bool
+	// GPU, if set, does the whole tensor on a device, Passes, Merge and Observe
+	// included, with the same bits (see GPUFunc); Execute uses it for the tensors
+	// ExecOptions.Device's policy sends there.
+	GPU GPUFunc
+	// GPULight marks an elementwise kernel of a flop or two per element loaded (lerp,
+	// task arithmetic, linear, distance): with fewer than three operands, the PCIe
+	// copies decide whether the device wins, so Device.Light decides.
+	GPULight bool
 }
 
 // Pass is one streaming pass over a tensor before its merge.
@@ -86,6 +95,10 @@ type ExecOptions struct {
 	// Progress, if set, is called with the number of input bytes each finished chunk
 	// covered. It is called concurrently.
 	Progress func(bytes int64)
+	// Device, if set, runs the tensors its policy selects on a GPU, one at a time on
+	// a goroutine of their own, while the CPU workers do the others. Its staging
+	// memory is the device's, outside Budget. Nil: the CPU only.
+	Device *Device
 }
 
 func (o ExecOptions) threads() int {
@@ -102,6 +115,10 @@ type Result struct {
 	Stats        [][]float64
 	BytesRead    int64
 	BytesWritten int64
+	// GPU is what the device did (nil without ExecOptions.Device), and OnGPU says,
+	// per plan tensor, whether it ran there.
+	GPU   *GPUUsage
+	OnGPU []bool
 }
 
 // ErrInputChanged reports a memory-mapped input that shrank while being read (the
@@ -150,20 +167,74 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 	var bytesRead, bytesWritten atomic.Int64
 	partials := make([][]float64, len(plan.Tensors))
 	kernels := make([]Kernel, len(plan.Tensors))
+	for ti := range plan.Tensors {
+		if t := &plan.Tensors[ti]; t.Merge {
+			kernels[ti] = kernelFor(t)
+		}
+	}
+	onGPU, usage, err := placeOnGPU(ctx, plan, kernels, sink != nil, opts)
+	if err != nil {
+		return nil, err
+	}
+	var gpuBefore gpu.Stats
+	if usage != nil {
+		gpuBefore = opts.Device.GPU.Stats()
+	}
 
+	// The CPU workers hold a slot of sem each (errgroup's SetLimit would count the
+	// GPU goroutine too).
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(int(limit))
+	sem := make(chan struct{}, limit)
 	launch := func(f func() error) bool {
-		if gctx.Err() != nil {
+		select {
+		case sem <- struct{}{}:
+		case <-gctx.Done():
 			return false
 		}
-		g.Go(f)
+		if gctx.Err() != nil {
+			<-sem
+			return false
+		}
+		g.Go(func() error {
+			defer func() { <-sem }()
+			return f()
+		})
 		return true
+	}
+	if usage != nil {
+		for ti, t := range plan.Tensors {
+			if onGPU[ti] && kernels[ti].Observe != nil && kernels[ti].NumStats > 0 {
+				partials[ti] = make([]float64, (t.NumElements()+ChunkElems-1)/ChunkElems*int64(kernels[ti].NumStats))
+			}
+		}
+		// One goroutine feeds the device, tensor after tensor: its operations hold
+		// the device's staging buffers, so they cannot overlap anyway. guarded, as
+		// the device's methods read the mapped inputs on this goroutine.
+		g.Go(func() error {
+			for ti := range plan.Tensors {
+				if !onGPU[ti] {
+					continue
+				}
+				if gctx.Err() != nil {
+					return nil
+				}
+				t := &plan.Tensors[ti]
+				if err := guarded(t, func() error {
+					return runGPU(gctx, opts.Device.GPU, t, ti, &kernels[ti], sink, partials[ti], &bytesRead, &bytesWritten, opts.Progress)
+				})(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 tensors:
 	for ti := range plan.Tensors {
 		t := &plan.Tensors[ti]
 		n := t.NumElements()
+		if onGPU[ti] {
+			continue
+		}
 		if !t.Merge {
 			if sink == nil {
 				continue
@@ -191,11 +262,7 @@ tensors:
 				continue
 			}
 		}
-		var k Kernel
-		if t.Merge {
-			k = kernelFor(t)
-			kernels[ti] = k
-		}
+		k := kernels[ti]
 		nChunks := (n + ChunkElems - 1) / ChunkElems
 		for _, pass := range k.Passes {
 			if pass.Skip != nil && pass.Skip() {
@@ -268,7 +335,54 @@ tensors:
 		res.Stats[ti] = sum
 	}
 	res.BytesRead, res.BytesWritten = bytesRead.Load(), bytesWritten.Load()
+	res.OnGPU = onGPU
+	if usage != nil {
+		after := opts.Device.GPU.Stats()
+		usage.Stats = gpu.Stats{
+			BytesToDevice:   after.BytesToDevice - gpuBefore.BytesToDevice,
+			BytesFromDevice: after.BytesFromDevice - gpuBefore.BytesFromDevice,
+			Launches:        after.Launches - gpuBefore.Launches,
+		}
+		res.GPU = usage
+	}
 	return res, nil
+}
+
+// placeOnGPU decides which tensors the device runs (Device's policy), calibrating
+// first if a light tensor needs it. usage is nil without a device.
+func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bool, opts ExecOptions) (onGPU []bool, usage *GPUUsage, err error) {
+	onGPU = make([]bool, len(plan.Tensors))
+	dev := opts.Device
+	if dev == nil || dev.GPU == nil {
+		return onGPU, nil, nil
+	}
+	usage = &GPUUsage{}
+	lightWins := dev.Light == LightGPU
+	lightKnown := dev.Light != LightAuto
+	for ti := range plan.Tensors {
+		t := &plan.Tensors[ti]
+		ok, light := gpuCandidate(dev, t, &kernels[ti], withOutput)
+		if !ok {
+			continue
+		}
+		if light {
+			if !lightKnown {
+				c, err := dev.Calibrate(ctx, opts.threads())
+				if err != nil {
+					return nil, nil, err
+				}
+				usage.Calibration = c
+				lightWins, lightKnown = c.GPUWins, true
+			}
+			if !lightWins {
+				continue
+			}
+		}
+		onGPU[ti] = true
+		usage.Tensors++
+		usage.Elements += t.NumElements()
+	}
+	return onGPU, usage, nil
 }
 
 // decodeChunk decodes chunk pos of every input and auxiliary operand of t into s.

@@ -74,9 +74,12 @@ type Report struct {
 	BytesRead     int64          `json:"bytes_read"`
 	BytesWritten  int64          `json:"bytes_written"`
 	Seconds       float64        `json:"seconds"`
-	Device        string         `json:"device"`
-	Threads       int            `json:"threads"`
-	PeakHeapBytes uint64         `json:"peak_heap_bytes"`
+	// Device is where the merged tensors ran: "cpu", "cuda" (all of them) or
+	// "cuda+cpu"; GPU, the device and what it did, when one was opened or looked for.
+	Device        string     `json:"device"`
+	GPU           *GPUReport `json:"gpu,omitempty"`
+	Threads       int        `json:"threads"`
+	PeakHeapBytes uint64     `json:"peak_heap_bytes"`
 	// GGUF: tensors written in another type than the reference input's.
 	TypeChanges []TypeChange `json:"type_changes,omitempty"`
 	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
@@ -178,8 +181,9 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		OutputFiles: o.Shards, InPlace: job.InPlace,
 		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
 		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
-		Device: "cpu", Threads: job.Exec.threads(), TypeChanges: typeChanges,
+		Threads: job.Exec.threads(), TypeChanges: typeChanges,
 	}
+	rep.Device, rep.GPU = deviceReport(job.Exec.Device, res.GPU, job.Method, merged)
 	if job.Finish != nil {
 		job.Finish(plan, res, rep)
 	}

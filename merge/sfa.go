@@ -1,11 +1,13 @@
 package merge
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/gpu"
 )
 
 // SFA is Sequential Fine-tuning with Averaging's merge: θ = β·θ_anchor + (1−β)·θ_current.
@@ -60,6 +62,16 @@ func (s SFA) Kernel() Kernel {
 			acc[sfaSqAfter] += after
 			return true
 		},
+		// The device returns the statistics per block as [before, after], which is
+		// this kernel's NumStats layout.
+		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
+			in := gpuOperands(t.In)
+			if len(t.Aux) == 0 {
+				return dev.Lerp(ctx, t.NumElements(), out, in[0], in[1], b, c)
+			}
+			return dev.LerpFisher(ctx, t.NumElements(), out, in[0], in[1], gpuOperands(t.Aux)[0], eta)
+		},
+		GPULight: true,
 	}
 }
 

@@ -1,22 +1,41 @@
 package merge
 
+import (
+	"context"
+
+	"github.com/gomerge/gomerge/gpu"
+)
+
 // taskArithmeticKernel: θ = θ_base + λ Σ w_i δ_i with δ_i = θ_i − θ_base. Per
 // element: δ_i in float32, w_i·δ_i rounded and added in model order, then
 // θ_base + float32(λ·sum).
 func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 	lambda := float32(m.p.Lambda)
-	return Kernel{Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-		base := in[0][:len(dst)]
-		clear(dst)
-		for i, x := range in[1:] {
-			w := m.weights[i]
-			x = x[:len(dst)]
-			for j := range dst {
-				dst[j] += float32(w * (x[j] - base[j]))
+	return Kernel{
+		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
+			base := in[0][:len(dst)]
+			clear(dst)
+			for i, x := range in[1:] {
+				w := m.weights[i]
+				x = x[:len(dst)]
+				for j := range dst {
+					dst[j] += float32(w * (x[j] - base[j]))
+				}
 			}
-		}
-		for j := range dst {
-			dst[j] = base[j] + float32(lambda*dst[j])
-		}
-	}}
+			for j := range dst {
+				dst[j] = base[j] + float32(lambda*dst[j])
+			}
+		},
+		// addTaskVectors with every element kept and no rescale: the same sums, in
+		// the same order.
+		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
+			in := gpuOperands(t.In)
+			tm := make([]gpu.TaskModel, len(m.weights))
+			for i := range tm {
+				tm[i] = gpu.TaskModel{X: in[i+1], Weight: m.weights[i], Mode: gpu.KeepAll}
+			}
+			return nil, dev.TaskVectors(ctx, t.NumElements(), out, in[0], tm, lambda, false)
+		},
+		GPULight: true,
+	}
 }

@@ -1,8 +1,11 @@
 package merge
 
 import (
+	"context"
 	"math"
 	"sync"
+
+	"github.com/gomerge/gomerge/gpu"
 )
 
 // deltaMagnitudes is the rank key of TIES, DARE and breadcrumbs: the bits of
@@ -93,6 +96,19 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 				}
 			}
 			tiesCombine(dst, base, sum, den, sc.sign[:n], sc.d, m.weights, lambda, haveTiesAsm)
+		},
+		// The same ranks, found by the device's histogram select, then the merge.
+		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
+			in := gpuOperands(t.In)
+			cuts, err := dev.Cuts(ctx, n, in[0], in[1:], ranks)
+			if err != nil {
+				return nil, err
+			}
+			first := make([]gpu.Cut, lanes)
+			for i := range first {
+				first[i] = cuts[i][0]
+			}
+			return nil, dev.TIES(ctx, n, out, in[0], in[1:], m.weights, first, lambda)
 		},
 	}
 }

@@ -1,0 +1,305 @@
+package merge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/gpu"
+)
+
+// The engine adds the device's per-block partial sums as its own per-chunk ones, so a
+// block must be a chunk. Both array lengths must be non-negative: they compile only
+// when the two constants are equal.
+var (
+	_ [gpu.BlockElems - ChunkElems]struct{}
+	_ [ChunkElems - gpu.BlockElems]struct{}
+)
+
+// DefaultGPUMinElems is the smallest tensor worth sending to a GPU (the CLI's
+// --gpu-min-elems default): below about a million elements, the launch and copy
+// latencies cost more than the device saves.
+const DefaultGPUMinElems = 1 << 20
+
+// LightPolicy says whether elementwise kernels with two operands (2-input lerp, task
+// arithmetic with one model, linear with two, distance without a base) use the GPU.
+// They do one or two flops per element loaded, so the PCIe copies, not the math,
+// decide, and the CPU often wins; the heavier kernels always go to the GPU.
+type LightPolicy int
+
+const (
+	// LightAuto calibrates once, on the first run that has such a tensor, and uses
+	// the GPU if it was faster (see Calibrate).
+	LightAuto LightPolicy = iota
+	// LightGPU always uses the GPU (tests, or a user who measured).
+	LightGPU
+	// LightCPU never does.
+	LightCPU
+)
+
+// Device is a GPU the engine may use, and the policy that decides which tensors go to
+// it. The caller opens and closes the gpu.Device; one Device may serve several runs
+// (a recipe's steps), one at a time, which keeps each run's byte counts its own.
+//
+// The policy (gpuPlacement): a merged tensor goes to the GPU when its kernel has a GPU
+// function, it has at least MinElems elements, every operand and the output are F16,
+// BF16, F32 or F64 (GGUF block types are decoded on the CPU), and either the kernel
+// is not a light elementwise one or it has three or more operands, or the light
+// policy says the GPU wins.
+type Device struct {
+	GPU *gpu.Device
+	// MinElems: tensors with fewer elements stay on the CPU (0: any non-empty
+	// tensor may go).
+	MinElems int64
+	Light    LightPolicy
+
+	calibrate sync.Once
+	calib     *Calibration
+	calibErr  error
+}
+
+// Calibration is the start-up measurement behind LightAuto.
+type Calibration struct {
+	Elements   int64   `json:"elements"`    // of the BF16 sample
+	CPUSeconds float64 `json:"cpu_seconds"` // the CPU engine's fused lerp on Threads goroutines
+	GPUSeconds float64 `json:"gpu_seconds"` // the device's Lerp, copies included
+	Threads    int     `json:"threads"`
+	GPUWins    bool    `json:"gpu_wins"`
+}
+
+// calibrationElems is the sample Calibrate times: 4 Mi BF16 elements, 8 MiB per
+// operand, large enough that the copies run at bus speed and small enough to cost a
+// few tens of milliseconds once per process.
+const calibrationElems = 1 << 22
+
+// Calibrate times SFA's 2-input BF16 lerp on a sample, end to end on both sides: the
+// device's Lerp (host → device copies through its staging buffers, the kernel, the
+// result and statistics back) against the CPU engine's fused kernel on threads
+// goroutines, each the best of two runs (the first pays for allocation and the
+// driver's JIT). The light kernels are all like it: a couple of flops per element
+// moved. The result is kept: later calls return it.
+func (d *Device) Calibrate(ctx context.Context, threads int) (*Calibration, error) {
+	d.calibrate.Do(func() { d.calib, d.calibErr = calibrate(ctx, d.GPU, calibrationElems, threads) })
+	return d.calib, d.calibErr
+}
+
+func calibrate(ctx context.Context, dev *gpu.Device, n int, threads int) (*Calibration, error) {
+	threads = max(1, threads)
+	a, x, out := make([]byte, 2*n), make([]byte, 2*n), make([]byte, 2*n)
+	for j := range n { // ordinary weights: BF16 values near ±0.01
+		ha, hx := uint16(0x3c00+j%997), uint16(0xbc00+j%991)
+		a[2*j], a[2*j+1] = byte(ha), byte(ha>>8)
+		x[2*j], x[2*j+1] = byte(hx), byte(hx>>8)
+	}
+	cpu := func() {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range threads {
+			wg.Go(func() {
+				for {
+					c := next.Add(1) - 1
+					lo := c * ChunkElems
+					if lo >= int64(n) {
+						return
+					}
+					hi := min(lo+ChunkElems, int64(n))
+					lerpBF16(out[2*lo:2*hi], a[2*lo:2*hi], x[2*lo:2*hi], 0.5, 0.5)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	gpuRun := func() error {
+		_, err := dev.Lerp(ctx, int64(n), gpu.Output{DType: dtype.BF16, W: discard{}},
+			gpu.Operand{Data: a, DType: dtype.BF16}, gpu.Operand{Data: x, DType: dtype.BF16}, 0.5, 0.5)
+		return err
+	}
+	best := func(f func() error) (float64, error) {
+		var b float64
+		for i := range 2 {
+			start := time.Now()
+			if err := f(); err != nil {
+				return 0, err
+			}
+			if s := time.Since(start).Seconds(); i == 0 || s < b {
+				b = s
+			}
+		}
+		return b, nil
+	}
+	cs, _ := best(func() error { cpu(); return nil })
+	gs, err := best(gpuRun)
+	if err != nil {
+		return nil, fmt.Errorf("calibrating the GPU: %w", err)
+	}
+	return &Calibration{Elements: int64(n), CPUSeconds: cs, GPUSeconds: gs, Threads: threads, GPUWins: gs < cs}, nil
+}
+
+// discard is an io.WriterAt that drops what it is given.
+type discard struct{}
+
+func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
+
+var _ io.WriterAt = discard{}
+
+// GPUFunc does a kernel's whole tensor on a device: the merge (written through out,
+// whose W is nil when the run only reduces) and the kernel's statistics, returned
+// as the engine's per-chunk partials (NumStats entries per 65,536-element chunk, in
+// chunk order; nil when the kernel has none), which Execute adds in chunk order as it
+// adds the CPU's. It must give the CPU path's bits.
+type GPUFunc func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) (perChunk []float64, err error)
+
+// gpuDType reports whether the device's kernels read and write d.
+func gpuDType(d dtype.DType) bool {
+	switch d {
+	case dtype.F16, dtype.BF16, dtype.F32, dtype.F64:
+		return true
+	}
+	return false
+}
+
+// gpuCandidate reports whether tensor t could run on the device at all, and whether
+// it is light (its placement then depends on the light policy).
+func gpuCandidate(dev *Device, t *TensorPlan, k *Kernel, withOutput bool) (ok, light bool) {
+	n := t.NumElements()
+	if k.GPU == nil || !t.Merge || n == 0 || n < dev.MinElems {
+		return false, false
+	}
+	if withOutput && !gpuDType(t.OutDType) || !withOutput && k.Merge != nil {
+		return false, false // a merge run only to reduce: the CPU does it
+	}
+	for _, ops := range [][]Operand{t.In, t.Aux} {
+		for _, op := range ops {
+			if !gpuDType(op.DType) {
+				return false, false
+			}
+		}
+	}
+	return true, k.GPULight && len(t.In)+len(t.Aux) < 3
+}
+
+// gpuOperands converts plan operands to the device's (the same bytes, no copy).
+func gpuOperands(ops []Operand) []gpu.Operand {
+	out := make([]gpu.Operand, len(ops))
+	for i, op := range ops {
+		out[i] = gpu.Operand{Data: op.Data, DType: op.DType}
+	}
+	return out
+}
+
+// GPUUsage is what the device did during one Execute.
+type GPUUsage struct {
+	Tensors  int   // merged tensors it ran
+	Elements int64 // their elements
+	// Stats are the device's counts over the run (calibration excluded).
+	Stats       gpu.Stats
+	Calibration *Calibration // when the light policy was decided by one
+}
+
+// GPUReport is the "gpu" object of --json: the device, what it ran, and what it cost.
+type GPUReport struct {
+	Name              string       `json:"name,omitempty"`
+	ComputeCapability string       `json:"compute_capability,omitempty"`
+	Multiprocessors   int          `json:"multiprocessors,omitempty"`
+	MemoryBytes       int64        `json:"memory_bytes,omitempty"`
+	DriverVersion     int          `json:"driver_version,omitempty"`
+	MinElems          int64        `json:"min_elems"`
+	Tensors           int          `json:"tensors"`
+	Elements          int64        `json:"elements"`
+	Methods           []string     `json:"methods"` // the methods that ran there
+	BytesToDevice     int64        `json:"bytes_to_device"`
+	BytesFromDevice   int64        `json:"bytes_from_device"`
+	Launches          int64        `json:"launches"`
+	Calibration       *Calibration `json:"calibration,omitempty"`
+	// Unavailable says why no GPU was used when one was looked for (--device auto):
+	// the error of gpu.Open. The other fields are then zero.
+	Unavailable string `json:"unavailable,omitempty"`
+}
+
+// deviceReport fills a report's device fields from a run's usage: "cpu" when the
+// device ran nothing, "cuda" when it ran every merged tensor, "cuda+cpu" otherwise.
+func deviceReport(dev *Device, u *GPUUsage, method string, merged int) (string, *GPUReport) {
+	if dev == nil || u == nil {
+		return "cpu", nil
+	}
+	info := dev.GPU.Info()
+	r := &GPUReport{
+		Name: info.Name, ComputeCapability: fmt.Sprintf("%d.%d", info.Major, info.Minor),
+		Multiprocessors: info.Multiprocessors, MemoryBytes: info.TotalMem, DriverVersion: info.DriverVersion,
+		MinElems: dev.MinElems, Tensors: u.Tensors, Elements: u.Elements, Methods: []string{},
+		BytesToDevice: u.Stats.BytesToDevice, BytesFromDevice: u.Stats.BytesFromDevice, Launches: u.Stats.Launches,
+		Calibration: u.Calibration,
+	}
+	switch {
+	case u.Tensors == 0:
+		return "cpu", r
+	case u.Tensors == merged:
+		r.Methods = []string{method}
+		return "cuda", r
+	}
+	r.Methods = []string{method}
+	return "cuda+cpu", r
+}
+
+// gpuWriter is a tensor's gpu.Output.W: the engine's sink at the tensor's index, with
+// the byte and progress counts the CPU path keeps.
+type gpuWriter struct {
+	sink         Sink
+	ti           int
+	t            *TensorPlan
+	outSize      int64
+	inPerElem    int64 // input bytes per element, for progress
+	bytesWritten *atomic.Int64
+	progress     func(int64)
+}
+
+func (w *gpuWriter) WriteAt(p []byte, off int64) (int, error) {
+	if err := w.sink.WriteAt(w.ti, off, p); err != nil {
+		return 0, &OutputError{Path: fmt.Sprintf("tensor %q", w.t.Name), Err: err}
+	}
+	w.bytesWritten.Add(int64(len(p)))
+	if w.progress != nil {
+		w.progress(int64(len(p)) / w.outSize * w.inPerElem)
+	}
+	return len(p), nil
+}
+
+// runGPU does tensor ti on the device and stores its per-chunk statistics in
+// partials (nil when the kernel keeps none). Bytes read count each operand once: the
+// device may stream an input more than once (TIES's rank passes), which the report's
+// bytes_to_device shows.
+func runGPU(ctx context.Context, dev *gpu.Device, t *TensorPlan, ti int, k *Kernel, sink Sink, partials []float64,
+	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) error {
+	var inPerElem, read int64
+	for _, op := range t.In {
+		inPerElem += int64(op.DType.Size())
+		read += int64(len(op.Data))
+	}
+	for _, op := range t.Aux {
+		read += int64(len(op.Data))
+	}
+	out := gpu.Output{DType: t.OutDType}
+	if sink != nil {
+		out.W = &gpuWriter{sink: sink, ti: ti, t: t, outSize: int64(t.OutDType.Size()), inPerElem: inPerElem,
+			bytesWritten: bytesWritten, progress: progress}
+	}
+	stats, err := k.GPU(ctx, dev, t, out)
+	if err != nil {
+		return fmt.Errorf("tensor %q on the GPU: %w", t.Name, err)
+	}
+	if partials != nil {
+		if len(stats) != len(partials) {
+			return fmt.Errorf("tensor %q on the GPU: %d partial sums, want %d", t.Name, len(stats), len(partials))
+		}
+		copy(partials, stats)
+	}
+	bytesRead.Add(read)
+	if sink == nil && progress != nil {
+		progress(inPerElem * t.NumElements())
+	}
+	return nil
+}

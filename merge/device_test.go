@@ -1,0 +1,327 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
+	"github.com/gomerge/gomerge/gpu"
+	"github.com/gomerge/gomerge/gpu/gputest"
+)
+
+// The engine's GPU path, tested without a GPU: the fake libcuda.so.1 (gpu/gputest)
+// runs the real kernels on the host through the whole driver binding. Every method
+// that has a GPU function runs once on the CPU only and once with the device forced
+// on (every tensor, light ones included), and the output files must be the same
+// bytes.
+
+// openFakeGPU opens the fake device with one-block staged chunks, so that a
+// multi-chunk tensor streams through both of the device's streams.
+func openFakeGPU(t testing.TB) *gpu.Device {
+	t.Helper()
+	d, err := gpu.OpenWith(gpu.Config{Library: gputest.Library(t), ChunkElems: gpu.BlockElems})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// gpuFixture writes a base, three models (BF16, F32 and F16: mixed dtypes) and their
+// Fishers; methodShapes include a tensor of three chunks and more, and tiny ones.
+func gpuFixture(t *testing.T) (dir string, path func(string) string) {
+	dir = t.TempDir()
+	path = func(name string) string { return filepath.Join(dir, name+".safetensors") }
+	base, models := methodFixture(21, dtype.BF16, 3)
+	base.write(t, path("base"), dtype.BF16)
+	for i, dt := range []dtype.DType{dtype.BF16, dtype.F32, dtype.F16} {
+		models[i].write(t, path(fmt.Sprint("m", i)), dt)
+		f := &ckpt{names: models[i].names, shapes: models[i].shapes, vals: map[string][]float32{}}
+		for name, v := range models[i].vals {
+			fv := make([]float32, len(v))
+			for j, x := range v {
+				fv[j] = float32(math.Abs(float64(x))*100) + float32(j%5)*1e-7 // zeros below ε too
+			}
+			f.vals[name] = fv
+		}
+		f.write(t, path(fmt.Sprint("f", i)), dt)
+	}
+	return dir, path
+}
+
+type gpuRun func(out string, exec ExecOptions) (*Report, error)
+
+func gpuRuns(path func(string) string) map[string]gpuRun {
+	ctx := context.Background()
+	runs := map[string]gpuRun{
+		"sfa": func(out string, exec ExecOptions) (*Report, error) {
+			return RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m0"), SFA: SFA{Beta: 0.3}, Job: Job{Out: out, Exec: exec}})
+		},
+		"sfa-mixed": func(out string, exec ExecOptions) (*Report, error) {
+			return RunSFA(ctx, SFAJob{Anchor: path("m2"), Current: path("m1"), SFA: SFA{Beta: 0.7}, Job: Job{Out: out, Exec: exec, OutDType: dtype.BF16}})
+		},
+		"sfa-fisher": func(out string, exec ExecOptions) (*Report, error) {
+			return RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m1"), Fisher: path("f0"), SFA: SFA{Eta: 0.02},
+				Job: Job{Out: out, Exec: exec}})
+		},
+	}
+	method := func(name, method string, nModels int, p Params, dens []float64) {
+		def, _ := methodDefs(method)
+		runs[name] = func(out string, exec ExecOptions) (*Report, error) {
+			j := MethodJob{Method: method, Params: p, Job: Job{Out: out, Exec: exec}}
+			if def.base {
+				j.Base = path("base")
+			}
+			for i := range nModels {
+				w := []float64{0.7, -0.5, 1.25}[i]
+				if def.fisher {
+					w = math.Abs(w)
+				}
+				m := Model{Path: path(fmt.Sprint("m", i)), Weight: w, Density: math.NaN()}
+				if dens != nil {
+					m.Density = dens[i]
+				}
+				if def.fisher {
+					m.Fisher = path(fmt.Sprint("f", i))
+				}
+				j.Models = append(j.Models, m)
+			}
+			return RunMethod(ctx, j)
+		}
+	}
+	p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-3, Rescale: "l1"}
+	for _, m := range Methods {
+		n := 3
+		if m == "slerp" {
+			n = 1
+		}
+		method(m, m, n, p, nil)
+	}
+	method("ties-densities", "ties", 3, p, []float64{0, 1, 0.55})
+	method("task_arithmetic-1", "task_arithmetic", 1, p, nil)
+	method("linear-2", "linear", 2, p, nil)
+	inv := p
+	inv.Rescale = "inverse"
+	method("dare_linear-inverse", "dare_linear", 3, inv, []float64{0.4, 0, 1})
+	method("dare_ties-inverse", "dare_ties", 3, inv, nil)
+	bc := p
+	bc.Density, bc.Gamma = 0.9, 0.05
+	method("breadcrumbs-0.9", "breadcrumbs", 3, bc, nil)
+	method("breadcrumbs_ties-0.9", "breadcrumbs_ties", 3, bc, nil)
+	return runs
+}
+
+// cpuOnly are the methods without a GPU function.
+var cpuOnly = map[string]bool{"slerp": true, "model_stock": true}
+
+func TestGPUMatchesCPU(t *testing.T) {
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dir, path := gpuFixture(t)
+	for name, run := range gpuRuns(path) {
+		t.Run(name, func(t *testing.T) {
+			cpuOut := filepath.Join(dir, name+".cpu.safetensors")
+			gpuOut := filepath.Join(dir, name+".gpu.safetensors")
+			cpuRep, err := run(cpuOut, ExecOptions{Threads: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cpuRep.Device != "cpu" || cpuRep.GPU != nil {
+				t.Errorf("CPU-only run: device %q, gpu %+v", cpuRep.Device, cpuRep.GPU)
+			}
+			rep, err := run(gpuOut, ExecOptions{Threads: 2, Device: dev})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(cpuOut)
+			must(t, err)
+			got, err := os.ReadFile(gpuOut)
+			must(t, err)
+			if !bytes.Equal(got, want) {
+				t.Errorf("the GPU run wrote other bytes than the CPU run")
+			}
+			if rep.GPU == nil {
+				t.Fatalf("no gpu report")
+			}
+			if cpuOnly[rep.Method] {
+				if rep.Device != "cpu" || rep.GPU.Tensors != 0 || len(rep.GPU.Methods) != 0 {
+					t.Errorf("%s has no GPU kernel, yet device %q, gpu %+v", rep.Method, rep.Device, rep.GPU)
+				}
+				return
+			}
+			if rep.Device != "cuda" || rep.GPU.Tensors != rep.TensorsMerged || len(rep.GPU.Methods) != 1 || rep.GPU.Methods[0] != rep.Method {
+				t.Errorf("device %q, gpu %+v; want every merged tensor (%d) on cuda", rep.Device, rep.GPU, rep.TensorsMerged)
+			}
+			if rep.GPU.BytesToDevice < rep.BytesRead || rep.GPU.BytesFromDevice < rep.BytesWritten || rep.GPU.Launches == 0 {
+				t.Errorf("gpu counts %+v for %d bytes read, %d written", rep.GPU, rep.BytesRead, rep.BytesWritten)
+			}
+			if rep.BytesRead == 0 || rep.BytesWritten != cpuRep.BytesWritten {
+				t.Errorf("bytes read %d, written %d; the CPU wrote %d", rep.BytesRead, rep.BytesWritten, cpuRep.BytesWritten)
+			}
+			if (rep.L2Before == nil) != (cpuRep.L2Before == nil) || rep.L2Before != nil && (*rep.L2Before != *cpuRep.L2Before || *rep.L2After != *cpuRep.L2After) {
+				t.Errorf("SFA statistics differ: %v %v, want %v %v", rep.L2Before, rep.L2After, cpuRep.L2Before, cpuRep.L2After)
+			}
+		})
+	}
+}
+
+// TestGPUPolicy: the threshold, the light policy, and the heavy methods.
+func TestGPUPolicy(t *testing.T) {
+	g := openFakeGPU(t)
+	dir, path := gpuFixture(t)
+	runs := gpuRuns(path)
+	cases := []struct {
+		run     string
+		dev     *Device
+		device  string
+		tensors int
+	}{
+		// Light: two operands, so the policy decides.
+		{"sfa", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cpu", 0},
+		{"task_arithmetic-1", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cpu", 0},
+		{"linear-2", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cpu", 0},
+		// Three operands or more, or a heavy kernel: the GPU whatever the policy.
+		{"sfa-fisher", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cuda", 4},
+		{"task_arithmetic", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cuda", 4},
+		{"ties", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cuda", 4},
+		// Only big.weight reaches the threshold.
+		{"ties", &Device{GPU: g, MinElems: 1000}, "cuda+cpu", 1},
+		{"dare_linear", &Device{GPU: g, MinElems: DefaultGPUMinElems}, "cpu", 0},
+	}
+	for i, c := range cases {
+		rep, err := runs[c.run](filepath.Join(dir, fmt.Sprintf("policy%d.safetensors", i)), ExecOptions{Threads: 2, Device: c.dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Device != c.device || rep.GPU.Tensors != c.tensors {
+			t.Errorf("%s with %+v: device %q on %d tensors, want %q on %d", c.run, c.dev, rep.Device, rep.GPU.Tensors, c.device, c.tensors)
+		}
+	}
+}
+
+// TestGPUCalibration: LightAuto measures once and keeps the result; the run's report
+// carries it.
+func TestGPUCalibration(t *testing.T) {
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1}
+	dir, path := gpuFixture(t)
+	rep, err := gpuRuns(path)["sfa"](filepath.Join(dir, "out.safetensors"), ExecOptions{Threads: 2, Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rep.GPU.Calibration
+	if c == nil || !(c.CPUSeconds > 0) || !(c.GPUSeconds > 0) || c.Elements != calibrationElems || c.GPUWins != (c.GPUSeconds < c.CPUSeconds) {
+		t.Fatalf("calibration %+v", c)
+	}
+	if want := map[bool]string{true: "cuda", false: "cpu"}[c.GPUWins]; rep.Device != want {
+		t.Errorf("device %q after calibration %+v", rep.Device, c)
+	}
+	again, err := dev.Calibrate(context.Background(), 2)
+	if err != nil || again != c {
+		t.Errorf("a second Calibrate measured again: %+v, %v", again, err)
+	}
+}
+
+func TestGPUDistance(t *testing.T) {
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	_, path := gpuFixture(t)
+	a, b, base := openT(t, path("m0")), openT(t, path("m1")), openT(t, path("base"))
+	for _, withBase := range []bool{false, true} {
+		var bs Source
+		if withBase {
+			bs = base
+		}
+		cpu, err := CompareDevices(context.Background(), a, b, bs, CompareOptions{Exec: ExecOptions{Threads: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := CompareDevices(context.Background(), a, b, bs, CompareOptions{Exec: ExecOptions{Threads: 2, Device: dev}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Device != "cuda" || got.GPU.Tensors != len(got.Tensors) || cpu.Device != "cpu" {
+			t.Errorf("base %v: device %q (gpu %+v), CPU run %q", withBase, got.Device, got.GPU, cpu.Device)
+		}
+		gj, _ := got.Total.MarshalJSON()
+		cj, _ := cpu.Total.MarshalJSON()
+		if !bytes.Equal(gj, cj) {
+			t.Errorf("base %v: total %s, want %s", withBase, gj, cj)
+		}
+		for i := range cpu.Tensors {
+			gj, _ := got.Tensors[i].MarshalJSON()
+			cj, _ := cpu.Tensors[i].MarshalJSON()
+			if !bytes.Equal(gj, cj) {
+				t.Errorf("base %v: %s, want %s", withBase, gj, cj)
+			}
+		}
+	}
+}
+
+// TestGPUGGUFBlockTypesStayOnCPU: in a Q8_0 GGUF merge, the block-type tensors are
+// decoded and merged on the CPU and only the float ones (norms) go to the device;
+// the file is the CPU-only run's.
+func TestGPUGGUFBlockTypesStayOnCPU(t *testing.T) {
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name+".gguf") }
+	ts := gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)
+	floats := 0
+	for _, tn := range ts {
+		if gpuDType(tn.DType) {
+			floats++
+		}
+	}
+	if floats == 0 || floats == len(ts) {
+		t.Fatalf("fixture has %d float tensors of %d: want some of each", floats, len(ts))
+	}
+	must(t, gguftest.WriteFile(path("base"), gguftest.Metadata(gguftest.Tiny, "base"), ts))
+	for i := range 2 {
+		must(t, gguftest.WriteFile(path(fmt.Sprint("m", i)), gguftest.Metadata(gguftest.Tiny, "m"), gguftest.Perturb(ts, 0.5, uint64(2+i))))
+	}
+	run := func(out string, exec ExecOptions) *Report {
+		rep, err := RunMethod(context.Background(), MethodJob{Method: "ties", Base: path("base"),
+			Models: []Model{{Path: path("m0"), Weight: 1, Density: math.NaN()}, {Path: path("m1"), Weight: 0.5, Density: math.NaN()}},
+			Params: Params{Density: 0.3, Lambda: 1, Rescale: "l1"}, Job: Job{Out: out, Exec: exec}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	run(path("cpu"), ExecOptions{Threads: 2})
+	rep := run(path("gpu"), ExecOptions{Threads: 2, Device: dev})
+	want, err := os.ReadFile(path("cpu"))
+	must(t, err)
+	got, err := os.ReadFile(path("gpu"))
+	must(t, err)
+	if !bytes.Equal(got, want) {
+		t.Error("the GGUF merge with the device wrote other bytes than the CPU-only one")
+	}
+	if rep.Device != "cuda+cpu" || rep.GPU.Tensors != floats {
+		t.Errorf("device %q on %d tensors; want cuda+cpu on the %d float tensors", rep.Device, rep.GPU.Tensors, floats)
+	}
+}
+
+// TestGPUCancel: a cancelled run with the device on stops and writes nothing.
+func TestGPUCancel(t *testing.T) {
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dir, path := gpuFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := filepath.Join(dir, "cancelled.safetensors")
+	_, err := RunMethod(ctx, MethodJob{Method: "ties", Base: path("base"), Models: []Model{{Path: path("m0"), Weight: 1, Density: math.NaN()}},
+		Params: Params{Density: 0.5, Lambda: 1}, Job: Job{Out: out, Exec: ExecOptions{Device: dev}}})
+	if err == nil {
+		t.Fatal("a cancelled run succeeded")
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("the cancelled run left %s: %v", out, err)
+	}
+}
