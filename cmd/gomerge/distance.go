@@ -16,6 +16,7 @@ type distanceOptions struct {
 	json         bool
 	allowMissing bool
 	threads      int
+	deviceFlags
 }
 
 // distanceReport is distance's --json output.
@@ -24,6 +25,9 @@ type distanceReport struct {
 	B     string         `json:"b"`
 	Base  string         `json:"base,omitempty"`
 	Total merge.Distance `json:"total"`
+	// Device and GPU are as in the merge commands' reports.
+	Device string           `json:"device"`
+	GPU    *merge.GPUReport `json:"gpu,omitempty"`
 	// Tensors is present with --per-tensor.
 	Tensors []merge.TensorDistance `json:"tensors,omitempty"`
 }
@@ -56,6 +60,7 @@ Undefined values (a zero norm) are null in JSON.`,
 	f.BoolVar(&o.json, "json", false, "print a JSON report on stdout")
 	f.BoolVar(&o.allowMissing, "allow-missing", false, "skip tensors that not every checkpoint holds instead of failing")
 	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
+	o.deviceFlags.register(f)
 	return cmd
 }
 
@@ -83,13 +88,20 @@ func runDistance(ctx context.Context, ios *IOStreams, o *distanceOptions) error 
 	if o.base != "" {
 		base = sources[2]
 	}
-	total, per, err := merge.Compare(ctx, sources[0], sources[1], base, merge.CompareOptions{
-		AllowMissing: o.allowMissing, Exec: merge.ExecOptions{Threads: o.threads},
+	dev, err := o.deviceFlags.open()
+	if err != nil {
+		return err
+	}
+	defer dev.close(ios)
+	c, err := merge.CompareDevices(ctx, sources[0], sources[1], base, merge.CompareOptions{
+		AllowMissing: o.allowMissing, Exec: merge.ExecOptions{Threads: o.threads, Device: dev.dev},
 	})
 	if err != nil {
 		return err
 	}
-	rep := distanceReport{A: o.a, B: o.b, Base: o.base, Total: total}
+	total, per := c.Total, c.Tensors
+	dev.annotate(&c.GPU)
+	rep := distanceReport{A: o.a, B: o.b, Base: o.base, Total: total, Device: c.Device, GPU: c.GPU}
 	if o.perTensor {
 		rep.Tensors = per
 	}

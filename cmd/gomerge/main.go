@@ -19,6 +19,7 @@ import (
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf"
 	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/gpu"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -105,6 +106,8 @@ func exitCode(err error, started bool) int {
 	var ue usageError
 	var oe *merge.OutputError
 	switch {
+	case errors.Is(err, gpu.ErrUnavailable): // --device cuda without a usable GPU
+		return exitOther
 	case errors.As(err, &ue) || !started, errors.Is(err, merge.ErrBadParameter):
 		return exitUsage
 	case errors.As(err, &oe):

@@ -100,7 +100,7 @@ func newMethodCmd(ios *IOStreams, mc methodCmd) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runMethod(cmd.Context(), ios, merge.MethodJob{Method: method, Base: base, Models: models, Params: p, Job: job}, out.json)
+			return runMethod(cmd.Context(), ios, merge.MethodJob{Method: method, Base: base, Models: models, Params: p, Job: job}, &out)
 		},
 	}
 	f := cmd.Flags()
@@ -179,12 +179,19 @@ func parseModel(arg string, allowed []string) (merge.Model, error) {
 
 func isModelKey(k string) bool { return k == "weight" || k == "density" || k == "fisher" }
 
-func runMethod(ctx context.Context, ios *IOStreams, j merge.MethodJob, asJSON bool) error {
+func runMethod(ctx context.Context, ios *IOStreams, j merge.MethodJob, out *outputFlags) error {
+	dev, err := out.deviceFlags.open()
+	if err != nil {
+		return err
+	}
+	defer dev.close(ios)
+	j.Job.Exec.Device = dev.dev
 	rep, err := merge.RunMethod(ctx, j)
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	dev.annotate(&rep.GPU)
+	if out.json {
 		return writeJSON(ios.Out, rep)
 	}
 	_, err = fmt.Fprintf(ios.Out, "%s: wrote %s (%d tensors merged, %d copied, %s in %.2fs)\n",

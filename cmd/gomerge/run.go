@@ -14,6 +14,7 @@ type runOptions struct {
 	out, intermediate, shardSize string
 	threads                      int
 	dryRun, json                 bool
+	deviceFlags
 }
 
 func newRunCmd(ios *IOStreams) *cobra.Command {
@@ -70,6 +71,7 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 	f.StringVar(&o.shardSize, "shard-size", "", "largest shard of a folder output, e.g. 5GB (default: the reference's layout, else 5GB)")
 	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	f.BoolVar(&o.json, "json", false, "print the plan or the steps' reports as JSON on stdout")
+	o.deviceFlags.register(f)
 	return cmd
 }
 
@@ -90,7 +92,16 @@ func runRecipe(ctx context.Context, ios *IOStreams, path string, o runOptions, j
 		}
 		return plan.WriteText(ios.Out)
 	}
+	dev, err := o.deviceFlags.open()
+	if err != nil {
+		return err
+	}
+	defer dev.close(ios)
+	job.Exec.Device = dev.dev // one device, and one calibration, for every step
 	reps, err := recipe.Run(ctx, r, opts, job)
+	for _, rep := range reps {
+		dev.annotate(&rep.GPU)
+	}
 	if o.json {
 		if err != nil {
 			return err // run prints the error object

@@ -20,6 +20,7 @@ type outputFlags struct {
 	threads      int
 	json         bool
 	allowMissing bool
+	deviceFlags
 }
 
 func (f *outputFlags) register(cmd *cobra.Command) {
@@ -30,6 +31,7 @@ func (f *outputFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	fl.BoolVar(&f.json, "json", false, "print a JSON report on stdout")
 	fl.BoolVar(&f.allowMissing, "allow-missing", false, "copy tensors that some inputs lack from the reference instead of failing")
+	f.deviceFlags.register(fl)
 }
 
 // job fills the output side of a merge job from the flags.
@@ -166,6 +168,12 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 		return err
 	}
 	job.InPlace = o.inPlace
+	dev, err := o.deviceFlags.open()
+	if err != nil {
+		return err
+	}
+	defer dev.close(ios)
+	job.Exec.Device = dev.dev
 	rep, err := merge.RunSFA(ctx, merge.SFAJob{
 		Anchor: o.anchor, Current: o.current, Fisher: o.fisher,
 		SFA: merge.SFA{Beta: o.beta, Eta: o.eta},
@@ -174,6 +182,7 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 	if err != nil {
 		return err
 	}
+	dev.annotate(&rep.GPU)
 	if o.json {
 		return writeJSON(ios.Out, rep)
 	}
