@@ -22,10 +22,19 @@ import (
 // bytes.
 
 // openFakeGPU opens the fake device with one-block staged chunks, so that a
-// multi-chunk tensor streams through both of the device's streams.
+// multi-chunk tensor streams through both of the device's streams. With
+// GOMERGE_TEST_GPU=1 it opens the real device instead (the driver named by
+// GOMERGE_TEST_GPU_LIBRARY, else libcuda.so.1), as gpu's TestDevice does, and a
+// missing device fails the test.
 func openFakeGPU(t testing.TB) *gpu.Device {
 	t.Helper()
-	d, err := gpu.OpenWith(gpu.Config{Library: gputest.Library(t), ChunkElems: gpu.BlockElems})
+	cfg := gpu.Config{ChunkElems: gpu.BlockElems}
+	if os.Getenv("GOMERGE_TEST_GPU") != "" {
+		cfg.Library = os.Getenv("GOMERGE_TEST_GPU_LIBRARY")
+	} else {
+		cfg.Library = gputest.Library(t)
+	}
+	d, err := gpu.OpenWith(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
