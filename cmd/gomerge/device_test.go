@@ -157,3 +157,50 @@ func TestDeviceUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceRecipe: gomerge run with --device cuda runs each step's tensors on the
+// device (one device for every step) and writes what --device cpu writes.
+func TestDeviceRecipe(t *testing.T) {
+	lib := gputest.Library(t)
+	dir := recipeFixture(t)
+	p := func(name string) string { return filepath.Join(dir, name+".safetensors") }
+	r := writeRecipe(t, dir, "pipeline.yaml", `name: tied
+merge_method: ties
+base_model: `+p("base")+`
+parameters: {density: 0.3}
+models:
+  - model: `+p("a")+`
+  - model: `+p("b")+`
+    parameters: {weight: 0.5}
+---
+merge_method: dare_linear
+base_model: `+p("base")+`
+parameters: {density: 0.5}
+models:
+  - model: tied
+  - model: `+p("a")+`
+`)
+	run := func(dev string, extra ...string) (string, []deviceReport) {
+		out := filepath.Join(dir, dev+".safetensors")
+		args := append([]string{"run", r, "--out", out, "--intermediate-dir", filepath.Join(dir, dev+"-steps"), "--json", "--device", dev}, extra...)
+		code, stdout, stderr := gomerge(t, args...)
+		if code != 0 {
+			t.Fatalf("--device %s: exit %d: %s", dev, code, stderr)
+		}
+		var rep struct {
+			Steps []deviceReport `json:"steps"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil || len(rep.Steps) != 2 {
+			t.Fatalf("%v:\n%s", err, stdout)
+		}
+		return out, rep.Steps
+	}
+	cpuOut, _ := run("cpu")
+	gpuOut, steps := run("cuda", "--gpu-library", lib, "--gpu-min-elems", "1")
+	for i, s := range steps {
+		if s.Device != "cuda" || s.GPU == nil || s.GPU.Tensors != s.TensorsMerged {
+			t.Errorf("step %d: device %q, gpu %+v", i, s.Device, s.GPU)
+		}
+	}
+	sameCheckpointTensors(t, gpuOut, cpuOut)
+}
