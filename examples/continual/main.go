@@ -1,0 +1,126 @@
+// Command continual reproduces the central experiment of "Soup to go: mitigating
+// forgetting during continual learning with model averaging" (Kleiman et al., 2025) on
+// Fashion-MNIST, with gomerge doing every merge.
+//
+// An MLP (784-256-256-10, one 10-way head) is trained by hand-written SGD on task A
+// (even labels), then on task B (odd labels) in several ways: plainly (sequential
+// fine-tuning), with SFA (the trainer saves a safetensors checkpoint and execs
+// `gomerge sfa --in-place` at every step of `gomerge sfa schedule`), with L2 and EWC
+// penalties, with Fisher-weighted SFA, on both tasks (multitask), with a rehearsal
+// buffer, and by merging the A and B models with `gomerge task-arithmetic` and
+// `gomerge ties`. Every row's L2 distance to θ_A comes from `gomerge distance`.
+//
+//	go run ./examples/continual -out examples/continual
+//
+// writes results.csv, results.md, plane.png and l2.png into -out.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "continual:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("continual", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		dataDir = fs.String("data", DefaultDataDir, "folder with Fashion-MNIST's four .gz IDX files")
+		outDir  = fs.String("out", ".", "folder for results.csv, results.md, plane.png and l2.png")
+		gmBin   = fs.String("gomerge", "", "gomerge binary (default: build it from this module)")
+		work    = fs.String("work", "", "folder for checkpoints (default: a temporary folder, removed afterwards)")
+		reduced = fs.Bool("reduced", false, "run the reduced configuration the CI test runs")
+		workers = fs.Int("workers", 0, "rows trained at once (default: the configuration's)")
+		seed    = fs.Uint64("seed", 0, "override the configuration's seed (0: keep it)")
+		stepsA  = fs.Int("steps-a", 0, "override the steps on task A")
+		stepsB  = fs.Int("steps-b", 0, "override the steps on task B (T)")
+		batch   = fs.Int("batch", 0, "override the minibatch size")
+		hidden  = fs.Int("hidden", 0, "override the width of both hidden layers")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := FullConfig()
+	if *reduced {
+		cfg = ReducedConfig()
+	}
+	if *workers > 0 {
+		cfg.Workers = *workers
+	}
+	if *seed != 0 {
+		cfg.Seed = *seed
+	}
+	for _, o := range []struct{ flag, dst *int }{{stepsA, &cfg.StepsA}, {stepsB, &cfg.StepsB}, {batch, &cfg.Batch}} {
+		if *o.flag > 0 {
+			*o.dst = *o.flag
+		}
+	}
+	if *hidden > 0 {
+		cfg.Sizes = []int{cfg.Sizes[0], *hidden, *hidden, cfg.Sizes[len(cfg.Sizes)-1]}
+	}
+	logger := log.New(stderr, "", log.Ltime)
+	if *work == "" {
+		dir, err := os.MkdirTemp("", "gomerge-continual-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		*work = dir
+	} else if err := os.MkdirAll(*work, 0o755); err != nil {
+		return err
+	}
+	if *gmBin == "" {
+		*gmBin = filepath.Join(*work, "gomerge")
+		logger.Printf("building gomerge into %s", *gmBin)
+		if err := BuildGomerge(ctx, *gmBin); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	data, err := LoadFashionMNIST(*dataDir, cfg.TrainImages, cfg.TestImages)
+	if err != nil {
+		return fmt.Errorf("%w (Debian and Ubuntu: apt-get install dataset-fashion-mnist)", err)
+	}
+	exp := NewExperiment(cfg, data, &Gomerge{Bin: *gmBin}, *work, logger.Printf)
+	results, err := exp.Run(ctx)
+	if err != nil {
+		return err
+	}
+	wall := time.Since(start)
+	if err := WriteReport(*outDir, cfg, results); err != nil {
+		return err
+	}
+	logger.Printf("done in %s; wrote %s", wall.Round(time.Second), *outDir)
+	return nil
+}
+
+// BuildGomerge builds this module's gomerge command into out.
+func BuildGomerge(ctx context.Context, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/gomerge/gomerge/cmd/gomerge")
+	msg, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build gomerge: %w\n%s", err, msg)
+	}
+	return nil
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+// WriteReport writes results.csv, results.md, plane.png and l2.png into dir.
+func WriteReport(dir string, cfg Config, results []Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := writeCSV(filepath.Join(dir, "results.csv"), results); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(Markdown(cfg, results)), 0o644); err != nil {
+		return err
+	}
+	if err := plotPlane(filepath.Join(dir, "plane.png"), results); err != nil {
+		return err
+	}
+	return plotL2(filepath.Join(dir, "l2.png"), results)
+}
+
+func writeCSV(path string, results []Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"method", "param", "value", "acc_a", "acc_b", "l2_to_anchor", "sfa_calls", "task_aware_acc_a", "task_aware_acc_b"})
+	for _, r := range results {
+		w.Write([]string{r.Method, r.Param, strconv.FormatFloat(r.Value, 'g', -1, 64),
+			strconv.FormatFloat(r.AccA, 'f', 4, 64), strconv.FormatFloat(r.AccB, 'f', 4, 64),
+			strconv.FormatFloat(r.L2, 'f', 4, 64), strconv.Itoa(r.SFACalls),
+			strconv.FormatFloat(r.TaskA, 'f', 4, 64), strconv.FormatFloat(r.TaskB, 'f', 4, 64)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// Markdown renders the results as a table, with the configuration above it.
+func Markdown(cfg Config, results []Result) string {
+	var b strings.Builder
+	all := func(n int) string {
+		if n == 0 {
+			return "all"
+		}
+		return strconv.Itoa(n)
+	}
+	fmt.Fprintf(&b, "MLP %v, SGD lr %g, batch %d; %d steps on A, T = %d steps on B; train examples per task: %s, test: %s; seed %d.\n\n",
+		cfg.Sizes, cfg.LR, cfg.Batch, cfg.StepsA, cfg.StepsB, all(cfg.TrainPerTask), all(cfg.TestPerTask), cfg.Seed)
+	b.WriteString("| row | acc A | acc B | mean | L2 to θ_A | gomerge sfa calls | task-aware A | task-aware B |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.2f | %d | %.3f | %.3f |\n",
+			r.Label(), r.AccA, r.AccB, (r.AccA+r.AccB)/2, r.L2, r.SFACalls, r.TaskA, r.TaskB)
+	}
+	return b.String()
+}
+
+// series groups the results by method, in first-seen order, each group in row order
+// (the sweeps are listed in order of their parameter).
+func series(results []Result) (names []string, groups map[string][]Result) {
+	groups = map[string][]Result{}
+	for _, r := range results {
+		if _, ok := groups[r.Method]; !ok {
+			names = append(names, r.Method)
+		}
+		groups[r.Method] = append(groups[r.Method], r)
+	}
+	return names, groups
+}
+
+// style gives each method a fixed colour and marker, so the two plots agree.
+func style(i int) (color.Color, draw.GlyphDrawer) {
+	palette := []color.Color{
+		color.RGBA{0, 0, 0, 255}, color.RGBA{214, 39, 40, 255}, color.RGBA{31, 119, 180, 255},
+		color.RGBA{23, 190, 207, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{148, 103, 189, 255},
+		color.RGBA{44, 160, 44, 255}, color.RGBA{140, 86, 75, 255}, color.RGBA{227, 119, 194, 255},
+		color.RGBA{127, 127, 127, 255}, color.RGBA{188, 189, 34, 255},
+	}
+	glyphs := []draw.GlyphDrawer{draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{},
+		draw.CrossGlyph{}, draw.PlusGlyph{}, draw.RingGlyph{}, draw.BoxGlyph{}, draw.PyramidGlyph{}}
+	return palette[i%len(palette)], glyphs[i%len(glyphs)]
+}
+
+// scatter adds one series per method (a line through the points of a sweep, in row
+// order) with each sweep point labelled by its parameter value, and returns the legend.
+func scatter(p *plot.Plot, results []Result, xy func(Result) (float64, float64)) (plot.Legend, error) {
+	leg := plot.NewLegend()
+	leg.Top, leg.Left = true, true
+	leg.TextStyle.Font.Size = vg.Points(9)
+	names, groups := series(results)
+	for i, name := range names {
+		g := groups[name]
+		pts := make(plotter.XYs, len(g))
+		labels := make([]string, len(g))
+		for j, r := range g {
+			pts[j].X, pts[j].Y = xy(r)
+			if len(g) > 1 {
+				labels[j] = strconv.FormatFloat(r.Value, 'g', -1, 64)
+			}
+		}
+		c, glyph := style(i)
+		if len(g) > 1 {
+			line, err := plotter.NewLine(pts)
+			if err != nil {
+				return leg, err
+			}
+			line.Color = c
+			line.Width = vg.Points(1)
+			p.Add(line)
+			lab, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: labels})
+			if err != nil {
+				return leg, err
+			}
+			for k := range lab.TextStyle {
+				lab.TextStyle[k].Color = c
+				lab.TextStyle[k].Font.Size = vg.Points(7)
+			}
+			lab.Offset = vg.Point{X: vg.Points(4), Y: vg.Points(2)}
+			p.Add(lab)
+		}
+		sc, err := plotter.NewScatter(pts)
+		if err != nil {
+			return leg, err
+		}
+		sc.Color, sc.Shape, sc.Radius = c, glyph, vg.Points(3)
+		p.Add(sc)
+		label := name
+		if len(g) > 1 {
+			label += " (" + g[0].Param + ")"
+		}
+		leg.Add(label, sc)
+	}
+	return leg, nil
+}
+
+// save draws the plot with its legend in a column to the right, where it hides no
+// point, and writes a PNG.
+func save(p *plot.Plot, leg plot.Legend, path string) error {
+	const w, h, legendW = 7.5 * vg.Inch, 5 * vg.Inch, 1.9 * vg.Inch
+	img := vgimg.New(w, h)
+	dc := draw.New(img)
+	p.Draw(draw.Crop(dc, 0, -legendW, 0, 0))
+	leg.Draw(draw.Crop(dc, w-legendW+vg.Points(6), 0, -vg.Points(30), 0))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func plotPlane(path string, results []Result) error {
+	p := plot.New()
+	p.Title.Text = "Fashion-MNIST, A = even labels, then B = odd labels"
+	p.X.Label.Text = "test accuracy on A"
+	p.Y.Label.Text = "test accuracy on B"
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
+	p.Add(plotter.NewGrid())
+	leg, err := scatter(p, results, func(r Result) (float64, float64) { return r.AccA, r.AccB })
+	if err != nil {
+		return err
+	}
+	return save(p, leg, path)
+}
+
+func plotL2(path string, results []Result) error {
+	p := plot.New()
+	p.Title.Text = "Distance to the task-A model vs accuracy on A"
+	p.X.Label.Text = "L2 distance to θ_A (gomerge distance)"
+	p.Y.Label.Text = "test accuracy on A"
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Add(plotter.NewGrid())
+	leg, err := scatter(p, results, func(r Result) (float64, float64) { return r.L2, r.AccA })
+	if err != nil {
+		return err
+	}
+	return save(p, leg, path)
+}
