@@ -32,9 +32,13 @@ func TestPythonIntegration(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	bin := filepath.Join(t.TempDir(), "gomerge")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gomerge/gomerge/cmd/gomerge").CombinedOutput(); err != nil {
-		t.Fatalf("building gomerge: %v\n%s", err, out)
+	// A prebuilt binary can be given instead (to test a release build).
+	bin := os.Getenv("GOMERGE_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "gomerge")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gomerge/gomerge/cmd/gomerge").CombinedOutput(); err != nil {
+			t.Fatalf("building gomerge: %v\n%s", err, out)
+		}
 	}
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v", "test_gomerge")
 	cmd.Env = append(os.Environ(), "GOMERGE_BIN="+bin, "PYTHONDONTWRITEBYTECODE=1")
