@@ -149,32 +149,30 @@ func combineLanes(s []float64) float64 {
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 }
 
-// sumSqDiff is Σ (x_j − y_j)² in float64, in lanes partial sums (element j to sum
-// j mod 8), unrolled by hand so that the sums stay in registers.
-func sumSqDiff(x, y []float32) float64 {
+// sumSqDiffLanes adds (x_j − y_j)² in float64 for j ≥ from into s[j mod 8], unrolled
+// by hand so that the sums stay in registers, and returns the lanes combined: the
+// reference for sumSqDiff.
+func sumSqDiffLanes(x, y []float32, from int, s *[lanes]float64) float64 {
 	y = y[:len(x)]
 	sq := func(i int) float64 {
 		d := float64(x[i]) - float64(y[i])
 		return float64(d * d)
 	}
-	var s [lanes]float64
-	var s0, s1, s2, s3, s4, s5, s6, s7 float64
-	j := 0
-	for ; j+lanes <= len(x); j += lanes {
+	s0, s1, s2, s3, s4, s5, s6, s7 := s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+	j := from
+	for ; j+lanes <= len(x) && j%lanes == 0; j += lanes {
 		s0, s1, s2, s3 = s0+sq(j), s1+sq(j+1), s2+sq(j+2), s3+sq(j+3)
 		s4, s5, s6, s7 = s4+sq(j+4), s5+sq(j+5), s6+sq(j+6), s7+sq(j+7)
 	}
-	s = [lanes]float64{s0, s1, s2, s3, s4, s5, s6, s7}
+	*s = [lanes]float64{s0, s1, s2, s3, s4, s5, s6, s7}
 	for ; j < len(x); j++ {
 		s[j%lanes] += sq(j)
 	}
 	return combineLanes(s[:])
 }
 
-// Lerp sets dst[j] = b·a[j] + c·x[j] with each product rounded to float32 before the sum
-// (no fused multiply-add), so that every platform and device gives the same bits.
-// All slices have len(dst) elements.
-func Lerp(dst, a, x []float32, b, c float32) {
+// lerpGo is Lerp's reference loop.
+func lerpGo(dst, a, x []float32, b, c float32) {
 	a, x = a[:len(dst)], x[:len(dst)]
 	for j := range dst {
 		dst[j] = float32(b*a[j]) + float32(c*x[j])
