@@ -54,10 +54,17 @@ func (s SFA) Kernel() Kernel {
 		Observe:  observeSFA,
 		NumStats: sfaStats,
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, acc []float64) bool {
-			if outDT != dtype.BF16 || in[0].DType != dtype.BF16 || in[1].DType != dtype.BF16 {
+			var before, after float64
+			if outDT == dtype.BF16 && in[0].DType == dtype.BF16 && in[1].DType == dtype.BF16 {
+				before, after = lerpBF16(out, in[0].Data, in[1].Data, b, c)
+			} else if outDT.CanEncode() {
+				var err error
+				if before, after, err = lerpTiled(out, outDT, in[0], in[1], b, c); err != nil {
+					return false // the generic path reports it, naming the file
+				}
+			} else {
 				return false
 			}
-			before, after := lerpBF16(out, in[0].Data, in[1].Data, b, c)
 			acc[sfaSqBefore] += before
 			acc[sfaSqAfter] += after
 			return true
@@ -73,6 +80,47 @@ func (s SFA) Kernel() Kernel {
 		},
 		GPULight: true,
 	}
+}
+
+// sfaTile is the number of elements lerpTiled handles at a time: its four float32
+// tiles (16 KiB) stay in the L1 cache, and it is a multiple of 256, the largest
+// quantization block, so that every tile but a chunk's last is whole blocks.
+const sfaTile = 1024
+
+// lerpTiled is SFA's chunk for any input and output dtypes (F32, F16, the GGUF block
+// types, ...) in tiles of sfaTile elements: decode both inputs, Lerp, encode to the
+// output, decode what was written, and add the squared distances into lanes j mod 8
+// that run across the whole chunk. The same operations in the same order as the
+// engine's decode / Merge / encode / Observe path, which passes whole 65,536-element
+// chunks through scratch buffers; here the data stays in L1.
+func lerpTiled(out []byte, outDT dtype.DType, a, x Operand, b, c float32) (before, after float64, err error) {
+	n := int64(0)
+	if bs := outDT.Bytes(int64(outDT.BlockSize())); bs > 0 {
+		n = int64(len(out)) / bs * int64(outDT.BlockSize())
+	}
+	var at, xt, mt, yt [sfaTile]float32
+	var sb, sa [lanes]float64
+	for off := int64(0); off < n; off += sfaTile {
+		k := min(sfaTile, n-off)
+		av, xv, mv, yv := at[:k], xt[:k], mt[:k], yt[:k]
+		if err := dtype.Decode(av, a.Data[a.DType.Bytes(off):], a.DType); err != nil {
+			return 0, 0, err
+		}
+		if err := dtype.Decode(xv, x.Data[x.DType.Bytes(off):], x.DType); err != nil {
+			return 0, 0, err
+		}
+		Lerp(mv, av, xv, b, c)
+		o := out[outDT.Bytes(off):outDT.Bytes(off+k)]
+		if err := dtype.Encode(o, mv, outDT); err != nil {
+			return 0, 0, err
+		}
+		if err := dtype.Decode(yv, o, outDT); err != nil {
+			return 0, 0, err
+		}
+		addSqDiff(xv, av, &sb)
+		addSqDiff(yv, av, &sa)
+	}
+	return combineLanes(sb[:]), combineLanes(sa[:]), nil
 }
 
 // lerpBF16 is Lerp from BF16 anchor a and current x to BF16 out in one pass, with the
@@ -147,6 +195,16 @@ const lanes = 8
 
 func combineLanes(s []float64) float64 {
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+}
+
+// addSqDiffGo is addSqDiff's reference: the same per-lane operations as
+// sumSqDiffLanes.
+func addSqDiffGo(x, y []float32, s *[lanes]float64) {
+	y = y[:len(x)]
+	for j := range x {
+		d := float64(x[j]) - float64(y[j])
+		s[j%lanes] += float64(d * d)
+	}
 }
 
 // sumSqDiffLanes adds (x_j − y_j)² in float64 for j ≥ from into s[j mod 8], unrolled

@@ -35,3 +35,15 @@ func sumSqDiff(x, y []float32) float64 {
 	}
 	return sumSqDiffLanes(x, y, j, &s)
 }
+
+// addSqDiff adds (x_j − y_j)² into s[j mod 8]: sumSqDiff without the final
+// combination, for sums that run across several calls (each starting at a multiple
+// of 8 of the whole).
+func addSqDiff(x, y []float32, s *[lanes]float64) {
+	j := 0
+	if haveLerpBF16Asm && len(x) >= lanes {
+		j = len(x) &^ (lanes - 1)
+		sumSqDiffAVX2(&x[0], &y[0], j, s)
+	}
+	addSqDiffGo(x[j:], y[j:len(x)], s)
+}

@@ -13,3 +13,8 @@ func sumSqDiff(x, y []float32) float64 {
 	var s [lanes]float64
 	return sumSqDiffLanes(x, y[:len(x)], 0, &s)
 }
+
+// addSqDiff adds (x_j − y_j)² into s[j mod 8]: sumSqDiff without the final
+// combination, for sums that run across several calls (each starting at a multiple
+// of 8 of the whole).
+func addSqDiff(x, y []float32, s *[lanes]float64) { addSqDiffGo(x, y, s) }

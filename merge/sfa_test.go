@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 	"github.com/gomerge/gomerge/formats/safetensors"
 	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
@@ -620,5 +621,67 @@ func TestSFAInPlaceReshardAndSymlink(t *testing.T) {
 	defer c.Close()
 	if c.Metadata["gomerge.method"] != "sfa" {
 		t.Error("the folder the link points to was not merged")
+	}
+}
+
+// TestFusedTiledMatchesGeneric: SFA's tiled chunk path gives the generic path's output
+// bytes and statistics for mixed input and output dtypes, block types included, on
+// lengths that end mid-tile and mid-lane.
+func TestFusedTiledMatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	cases := []struct {
+		a, x, out dtype.DType
+		n         int
+	}{
+		{dtype.F32, dtype.F32, dtype.F32, 13},
+		{dtype.F32, dtype.F16, dtype.BF16, 1029},
+		{dtype.F16, dtype.F16, dtype.F16, 5000},
+		{dtype.Q8_0, dtype.Q8_0, dtype.Q8_0, 3200},
+		{dtype.Q4_K, dtype.Q6_K, dtype.Q8_0, 2304},
+		{dtype.F32, dtype.Q5_1, dtype.Q4_0, 1056},
+		{dtype.F64, dtype.BF16, dtype.F32, 1027},
+	}
+	for _, tc := range cases {
+		enc := func(dt dtype.DType) []byte {
+			if !dt.CanEncode() {
+				return gguftest.RandomBlocks(rng, dt, int64(tc.n))
+			}
+			v := make([]float32, tc.n)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64())
+			}
+			b := make([]byte, dt.Bytes(int64(tc.n)))
+			must(t, dtype.Encode(b, v, dt))
+			return b
+		}
+		a, x := enc(tc.a), enc(tc.x)
+		for _, beta := range []float64{0, 0.3, 1} {
+			k := SFA{Beta: beta}.Kernel()
+			fused := make([]byte, tc.out.Bytes(int64(tc.n)))
+			accF := make([]float64, sfaStats)
+			if !k.Fused(fused, tc.out, []Operand{{DType: tc.a, Data: a}, {DType: tc.x, Data: x}}, accF) {
+				t.Fatalf("%v: fused path declined", tc)
+			}
+			af, xf, dst := make([]float32, tc.n), make([]float32, tc.n), make([]float32, tc.n)
+			must(t, dtype.Decode(af, a, tc.a))
+			must(t, dtype.Decode(xf, x, tc.x))
+			k.Merge(dst, [][]float32{af, xf}, nil, Chunk{})
+			generic := make([]byte, len(fused))
+			must(t, dtype.Encode(generic, dst, tc.out))
+			must(t, dtype.Decode(dst, generic, tc.out))
+			accG := make([]float64, sfaStats)
+			k.Observe(dst, [][]float32{af, xf}, accG)
+			if !bytes.Equal(fused, generic) {
+				t.Fatalf("%v beta %v: fused output differs", tc, beta)
+			}
+			for i := range accF {
+				if math.Float64bits(accF[i]) != math.Float64bits(accG[i]) {
+					t.Fatalf("%v beta %v: statistic %d: fused %v, generic %v", tc, beta, i, accF[i], accG[i])
+				}
+			}
+		}
+	}
+	if (SFA{Beta: 0.5}).Kernel().Fused(make([]byte, 256), dtype.Q4_K, []Operand{{DType: dtype.F32}, {DType: dtype.F32}}, nil) {
+		t.Error("fused path took a K-quant output, which gomerge cannot encode")
 	}
 }
