@@ -151,6 +151,19 @@ func (d *Device) stream(ctx context.Context, p *pass) (err error) {
 	ce := int64(d.cfg.ChunkElems)
 	nChunks := (p.n + ce - 1) / ce
 	defer func() {
+		// A fault while staging a chunk (SIGBUS on a truncated mapped input, which
+		// the caller's debug.SetPanicOnFault turns into a panic) unwinds through here:
+		// drain as after a failure, without finishing the half-staged chunk, then
+		// re-panic the original fault for the caller's guard to report.
+		r := recover()
+		if r != nil && err == nil {
+			err = errors.New("gpu: panic while staging a chunk")
+		}
+		defer func() {
+			if r != nil {
+				panic(r)
+			}
+		}()
 		// Drain what is in flight, in chunk order: finish it, or after a failure just
 		// wait for it.
 		a, b := d.streams[0], d.streams[1]
