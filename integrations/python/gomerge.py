@@ -10,6 +10,7 @@ being the model that finished the previous task. The trainer checkpoints its wei
 a safetensors file, runs ``gomerge sfa --in-place --json`` on it, and loads the result
 back; the merge at step T is the next task's anchor.
 
+    save_weights(model, "ckpt/task_A.safetensors")   # after task A
     sfa = SFA(anchor="ckpt/task_A.safetensors", current="ckpt/current.safetensors",
               steps=T, p=0.1, beta=0.5)
     for step in range(1, T + 1):
@@ -34,7 +35,7 @@ import tempfile
 
 __all__ = [
     "GomergeError", "SFA", "Tensor", "schedule", "run", "save_file", "load_file",
-    "save_state_dict", "load_state_dict", "hf_callback", "lightning_callback",
+    "save_state_dict", "load_state_dict", "save_weights", "float_tensors", "hf_callback", "lightning_callback",
     "composer_callback",
 ]
 
@@ -235,6 +236,23 @@ def save_state_dict(state_dict, path, metadata=None):
     save_file({k: to_tensor(v) for k, v in state_dict.items()}, path, metadata)
 
 
+def float_tensors(state_dict):
+    """The floating-point entries of a state_dict: what SFA averages.
+
+    Integer and bool buffers (BatchNorm's num_batches_tracked, step counters) are the
+    trainer's: gomerge would require them byte-equal in the anchor and the current
+    model, which a counter never is.
+    """
+    return {k: v for k, v in state_dict.items() if v.is_floating_point()}
+
+
+def save_weights(model_or_state_dict, path, metadata=None):
+    """Save the floating-point tensors of a model (or state_dict): the anchor format
+    that SFA.average_state_dict writes too."""
+    sd = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") else model_or_state_dict
+    save_state_dict(float_tensors(sd), path, metadata)
+
+
 def load_state_dict(path):
     """Read a safetensors file as a {name: torch.Tensor} dict on the CPU."""
     tensors, _ = load_file(path)
@@ -295,15 +313,18 @@ class SFA:
         return rep
 
     def average_state_dict(self, state_dict):
-        """Checkpoint state_dict, merge it, and copy the averaged values back into the
-        same tensors (so parameters the optimizer holds stay the same objects, on their
-        own device and dtype). Returns the report."""
+        """Checkpoint the floating-point tensors of state_dict, merge them, and copy the
+        averaged values back into the same tensors (so parameters the optimizer holds
+        stay the same objects, on their own device and dtype). Integer buffers are not
+        touched (see float_tensors); make the anchor with save_weights. Returns the
+        report."""
         import torch
-        save_state_dict(state_dict, self.current, {"gomerge.trainer": "gomerge.py"})
+        weights = float_tensors(state_dict)
+        save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
         rep = self.merge()
         merged = load_state_dict(self.current)
         with torch.no_grad():
-            for name, t in state_dict.items():
+            for name, t in weights.items():
                 if name not in merged:
                     raise GomergeError([self.current], None, "merged checkpoint lacks tensor %r" % name)
                 t.copy_(merged[name])

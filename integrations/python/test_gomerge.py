@@ -186,6 +186,26 @@ class TrainingLoopTest(Base):
             self.assertTrue(torch.allclose(v.double(), want, atol=1e-6), k)
 
 
+class BufferTest(Base):
+    def test_integer_buffers_are_left_alone(self):
+        # BatchNorm's num_batches_tracked differs between the anchor and the current
+        # model; gomerge would refuse to merge unequal integer tensors, so SFA averages
+        # the float tensors only and leaves the counter to the trainer.
+        model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = task_data(6, 0.0)
+        train_steps(model, opt, x, y, 3)
+        anchor = self.path("a.safetensors")
+        gomerge.save_weights(model, anchor)
+        saved, _ = gomerge.load_file(anchor)
+        self.assertNotIn("1.num_batches_tracked", saved)
+        self.assertIn("1.running_mean", saved)
+        sfa = gomerge.SFA(anchor, self.path("c.safetensors"), steps=4, p=0.5, binary=self.bin)
+        train_steps(model, opt, x, y, 4, lambda step: sfa.maybe_average(model, step))
+        self.assertEqual(len(sfa.reports), 2)
+        self.assertEqual(model.state_dict()["1.num_batches_tracked"].item(), 7)
+
+
 class ErrorTest(Base):
     def setUp(self):
         super().setUp()
