@@ -85,7 +85,7 @@ type Result struct {
 	TaskB    float64 // the same on B
 	L2       float64 // ‖θ − θ_A‖₂ from `gomerge distance`
 	SFACalls int     // `gomerge sfa` runs during training
-	Path     string  `csv:"-"` // the final checkpoint
+	Path     string  // the final checkpoint (not in the CSV)
 }
 
 // Label names the row for tables and legends.
@@ -106,7 +106,7 @@ type Experiment struct {
 	trainB *Dataset
 	testA  *Dataset
 	testB  *Dataset
-	init   *Params
+	theta0 *Params // the random initialisation θ₀
 	anchor *Params // θ_A
 	fisher *Params // F at θ_A
 	paths  struct{ init, anchor, fisher string }
@@ -174,17 +174,17 @@ func (e *Experiment) Run(ctx context.Context) ([]Result, error) {
 // trainTaskA trains θ_A from the initialisation and estimates its Fisher on A.
 func (e *Experiment) trainTaskA(ctx context.Context) error {
 	var err error
-	if e.init, err = InitParams(e.Cfg.Sizes, e.Cfg.Seed); err != nil {
+	if e.theta0, err = InitParams(e.Cfg.Sizes, e.Cfg.Seed); err != nil {
 		return err
 	}
 	e.paths.init = filepath.Join(e.Work, "init.safetensors")
 	e.paths.anchor = filepath.Join(e.Work, "A.safetensors")
 	e.paths.fisher = filepath.Join(e.Work, "A_fisher.safetensors")
-	if err := Save(e.paths.init, e.init, map[string]string{"stage": "init"}); err != nil {
+	if err := Save(e.paths.init, e.theta0, map[string]string{"stage": "init"}); err != nil {
 		return err
 	}
 	start := time.Now()
-	e.anchor = e.init.Clone()
+	e.anchor = e.theta0.Clone()
 	if _, err := Train(ctx, e.anchor, e.trainA, TrainConfig{Steps: e.Cfg.StepsA, Batch: e.Cfg.Batch, LR: e.Cfg.LR, Seed: e.Cfg.Seed + 1}); err != nil {
 		return fmt.Errorf("task A: %w", err)
 	}

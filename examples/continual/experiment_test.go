@@ -86,7 +86,7 @@ func TestReducedExperiment(t *testing.T) {
 	if err := WriteReport(out, cfg, results); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"results.csv", "results.md", "plane.png", "l2.png"} {
+	for _, f := range []string{"results.csv", "results.md", "plane.png", "plane_task_aware.png", "l2.png"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("report file %s missing or empty: %v", f, err)
 		}
@@ -251,5 +251,25 @@ func TestDeterministicAcrossThreads(t *testing.T) {
 	}
 	if !slices.Equal(train(1), train(4)) {
 		t.Fatal("training differs between GOMAXPROCS 1 and 4")
+	}
+}
+
+// TestReportRoundTrip writes a report and reads its CSV back.
+func TestReportRoundTrip(t *testing.T) {
+	results := []Result{
+		{Method: "initial", AccA: 0.75, L2: 0},
+		{Method: "sfa", Param: "p", Value: 0.25, AccA: 0.5, AccB: 0.25, L2: 1.5, SFACalls: 4, TaskA: 0.625, TaskB: 0.5},
+		{Method: "sfa", Param: "p", Value: 0.05, AccA: 0.625, AccB: 0.125, L2: 1.25, SFACalls: 20, TaskA: 0.75, TaskB: 0.375},
+	}
+	dir := t.TempDir()
+	if err := WriteReport(dir, ReducedConfig(), results); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadCSV(filepath.Join(dir, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back, results) {
+		t.Fatalf("read back %+v\nwrote %+v", back, results)
 	}
 }

@@ -12,7 +12,7 @@
 //
 //	go run ./examples/continual -out examples/continual
 //
-// writes results.csv, results.md, plane.png and l2.png into -out.
+// writes results.csv, results.md, plane.png, plane_task_aware.png and l2.png into -out.
 package main
 
 import (
@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		dataDir = fs.String("data", DefaultDataDir, "folder with Fashion-MNIST's four .gz IDX files")
-		outDir  = fs.String("out", ".", "folder for results.csv, results.md, plane.png and l2.png")
+		outDir  = fs.String("out", ".", "folder for results.csv, results.md and the plots")
 		gmBin   = fs.String("gomerge", "", "gomerge binary (default: build it from this module)")
 		work    = fs.String("work", "", "folder for checkpoints (default: a temporary folder, removed afterwards)")
 		reduced = fs.Bool("reduced", false, "run the reduced configuration the CI test runs")
@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		stepsB  = fs.Int("steps-b", 0, "override the steps on task B (T)")
 		batch   = fs.Int("batch", 0, "override the minibatch size")
 		hidden  = fs.Int("hidden", 0, "override the width of both hidden layers")
+		replot  = fs.String("replot", "", "redraw the report from this results.csv instead of training")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -80,6 +81,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.Sizes = []int{cfg.Sizes[0], *hidden, *hidden, cfg.Sizes[len(cfg.Sizes)-1]}
 	}
 	logger := log.New(stderr, "", log.Ltime)
+	if *replot != "" {
+		results, err := ReadCSV(*replot)
+		if err != nil {
+			return err
+		}
+		return WriteReport(*outDir, cfg, results)
+	}
 	if *work == "" {
 		dir, err := os.MkdirTemp("", "gomerge-continual-")
 		if err != nil {

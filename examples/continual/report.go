@@ -16,7 +16,8 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// WriteReport writes results.csv, results.md, plane.png and l2.png into dir.
+// WriteReport writes results.csv, results.md, plane.png, plane_task_aware.png and
+// l2.png into dir.
 func WriteReport(dir string, cfg Config, results []Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -27,7 +28,10 @@ func WriteReport(dir string, cfg Config, results []Result) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(Markdown(cfg, results)), 0o644); err != nil {
 		return err
 	}
-	if err := plotPlane(filepath.Join(dir, "plane.png"), results); err != nil {
+	if err := plotPlane(filepath.Join(dir, "plane.png"), results, false); err != nil {
+		return err
+	}
+	if err := plotPlane(filepath.Join(dir, "plane_task_aware.png"), results, true); err != nil {
 		return err
 	}
 	return plotL2(filepath.Join(dir, "l2.png"), results)
@@ -43,7 +47,7 @@ func writeCSV(path string, results []Result) error {
 	for _, r := range results {
 		w.Write([]string{r.Method, r.Param, strconv.FormatFloat(r.Value, 'g', -1, 64),
 			strconv.FormatFloat(r.AccA, 'f', 4, 64), strconv.FormatFloat(r.AccB, 'f', 4, 64),
-			strconv.FormatFloat(r.L2, 'f', 4, 64), strconv.Itoa(r.SFACalls),
+			strconv.FormatFloat(r.L2, 'f', 6, 64), strconv.Itoa(r.SFACalls),
 			strconv.FormatFloat(r.TaskA, 'f', 4, 64), strconv.FormatFloat(r.TaskB, 'f', 4, 64)})
 	}
 	w.Flush()
@@ -52,6 +56,35 @@ func writeCSV(path string, results []Result) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// ReadCSV reads back what writeCSV wrote, so that the report can be redrawn without
+// training again.
+func ReadCSV(path string) ([]Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(rows) == 0 || len(rows[0]) != 9 || rows[0][0] != "method" {
+		return nil, fmt.Errorf("%s: not a results.csv written by this program", path)
+	}
+	var out []Result
+	for i, row := range rows[1:] {
+		var v [7]float64
+		for j, col := range []int{2, 3, 4, 5, 6, 7, 8} {
+			if v[j], err = strconv.ParseFloat(row[col], 64); err != nil {
+				return nil, fmt.Errorf("%s: line %d, column %d: %w", path, i+2, col+1, err)
+			}
+		}
+		out = append(out, Result{Method: row[0], Param: row[1], Value: v[0], AccA: v[1], AccB: v[2], L2: v[3],
+			SFACalls: int(v[4]), TaskA: v[5], TaskB: v[6]})
+	}
+	return out, nil
 }
 
 // Markdown renders the results as a table, with the configuration above it.
@@ -90,7 +123,7 @@ func series(results []Result) (names []string, groups map[string][]Result) {
 func style(i int) (color.Color, draw.GlyphDrawer) {
 	palette := []color.Color{
 		color.RGBA{0, 0, 0, 255}, color.RGBA{214, 39, 40, 255}, color.RGBA{31, 119, 180, 255},
-		color.RGBA{23, 190, 207, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{148, 103, 189, 255},
+		color.RGBA{0, 150, 136, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{148, 103, 189, 255},
 		color.RGBA{44, 160, 44, 255}, color.RGBA{140, 86, 75, 255}, color.RGBA{227, 119, 194, 255},
 		color.RGBA{127, 127, 127, 255}, color.RGBA{188, 189, 34, 255},
 	}
@@ -170,14 +203,22 @@ func save(p *plot.Plot, leg plot.Legend, path string) error {
 	return f.Close()
 }
 
-func plotPlane(path string, results []Result) error {
+// plotPlane plots accuracy on B against accuracy on A: argmax over all ten classes, or
+// with taskAware over the task's own five.
+func plotPlane(path string, results []Result, taskAware bool) error {
 	p := plot.New()
 	p.Title.Text = "Fashion-MNIST, A = even labels, then B = odd labels"
 	p.X.Label.Text = "test accuracy on A"
 	p.Y.Label.Text = "test accuracy on B"
+	xy := func(r Result) (float64, float64) { return r.AccA, r.AccB }
+	if taskAware {
+		p.Title.Text = "Task-aware: argmax over the task's own five classes"
+		p.X.Label.Text, p.Y.Label.Text = "task-aware test accuracy on A", "task-aware test accuracy on B"
+		xy = func(r Result) (float64, float64) { return r.TaskA, r.TaskB }
+	}
 	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
 	p.Add(plotter.NewGrid())
-	leg, err := scatter(p, results, func(r Result) (float64, float64) { return r.AccA, r.AccB })
+	leg, err := scatter(p, results, xy)
 	if err != nil {
 		return err
 	}
