@@ -285,6 +285,7 @@ class SFA:
         self.schedule = schedule(steps, p)
         self._merge_steps = set(self.schedule)
         self.reports = []  # the JSON report of every merge, in order
+        self._last_merged = None
 
     def is_merge_step(self, step):
         """Whether the trainer averages after optimizer step `step` (1-based)."""
@@ -332,10 +333,14 @@ class SFA:
 
     def maybe_average(self, model, step):
         """Call after optimizer step `step` (1-based): averages the model's weights if
-        the schedule says so. Returns the report, or None when it was not a merge step."""
-        if not self.is_merge_step(step):
+        the schedule says so. Returns the report, or None when it was not a merge step
+        or this step was already averaged (a callback that fires per micro-batch under
+        gradient accumulation sees the same optimizer step several times)."""
+        if not self.is_merge_step(step) or step == self._last_merged:
             return None
-        return self.average_state_dict(model.state_dict())
+        rep = self.average_state_dict(model.state_dict())
+        self._last_merged = step
+        return rep
 
     def finish_task(self, next_anchor=None):
         """Roll the anchor forward: the merge at step T is the next task's anchor.

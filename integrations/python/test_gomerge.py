@@ -265,9 +265,13 @@ class AdapterTest(Base):
                 state = types.SimpleNamespace(global_step=step)
                 hf.on_step_end(None, state, "control", model=model)
             self.assertEqual(len(sfa.reports), 2)
-            pl = gomerge.lightning_callback(sfa)
-            pl.on_train_batch_end(types.SimpleNamespace(global_step=4), model, None, None, 0)
-            self.assertEqual(len(sfa.reports), 3)
+            # Lightning calls on_train_batch_end per micro-batch: under gradient
+            # accumulation the same global_step comes several times, and is averaged once.
+            sfa2 = gomerge.SFA(anchor, self.path("c2.safetensors"), steps=4, p=0.5, binary=self.bin)
+            pl = gomerge.lightning_callback(sfa2)
+            for batch_idx, step in enumerate([1, 1, 2, 2, 3, 3, 4, 4]):
+                pl.on_train_batch_end(types.SimpleNamespace(global_step=step), model, None, None, batch_idx)
+            self.assertEqual(len(sfa2.reports), 2)
         finally:
             for k, v in saved.items():
                 if v is None:
