@@ -257,12 +257,13 @@ func (e *Experiment) runRow(ctx context.Context, r row) (Result, error) {
 	res.Path = filepath.Join(dir, "model.safetensors")
 	p := e.anchor.Clone()
 	cfg := TrainConfig{Steps: e.Cfg.StepsB, Batch: e.Cfg.Batch, LR: e.Cfg.LR, Seed: e.Cfg.Seed + 4, Penalty: r.penalty}
+	var sched []int // the steps after which to average, from `gomerge sfa schedule`
+	next := 0       // sched[next] is the next one
 	if r.sfa != nil {
-		sched, err := e.GM.Schedule(ctx, e.Cfg.StepsB, r.p)
-		if err != nil {
+		var err error
+		if sched, err = e.GM.Schedule(ctx, e.Cfg.StepsB, r.p); err != nil {
 			return res, err
 		}
-		next := 0
 		var merging time.Duration
 		defer func() {
 			if res.SFACalls > 0 {
@@ -290,6 +291,9 @@ func (e *Experiment) runRow(ctx context.Context, r row) (Result, error) {
 	start := time.Now()
 	if _, err := Train(ctx, p, r.data, cfg); err != nil {
 		return res, err
+	}
+	if next != len(sched) {
+		return res, fmt.Errorf("averaged at %d of the %d scheduled steps", next, len(sched))
 	}
 	if r.sfa == nil {
 		if err := Save(res.Path, p, nil); err != nil {
