@@ -506,6 +506,15 @@ func (sp *StepPlan) buildTensors(slices []nslice) error {
 		sp.origins = origins
 		return nil
 	}
+	for _, p := range sp.pos {
+		for _, s := range p.srcs {
+			if strings.HasSuffix(strings.ToLower(s.info.path), ".gguf") {
+				// llama.cpp takes the layer count and the other hyperparameters from
+				// the metadata, which a renumbered stack would have to rewrite.
+				return errorf(s.ref.Pos, "%s: slices that renumber layers work on safetensors models only, not GGUF (merge whole GGUF models, or slice the safetensors originals)", s.ref.Name)
+			}
+		}
+	}
 	for k, p := range sp.pos {
 		v := newView(p, slices, k, len(sp.pos), origins)
 		sp.views = append(sp.views, v)
