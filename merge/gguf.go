@@ -99,9 +99,36 @@ func ggufOutTypes(plan *Plan, outDType dtype.DType) []TypeChange {
 	return changes
 }
 
+// fileTypes are llama.cpp's llama_ftype numbers ("mostly T, except 1-D tensors") for
+// the types gomerge writes; general.file_type holds one, and llama.cpp and Ollama show
+// it as the model's quantization.
+var fileTypes = map[dtype.DType]uint32{
+	dtype.F32: 0, dtype.F16: 1, dtype.Q4_0: 2, dtype.Q4_1: 3, dtype.Q8_0: 7, dtype.Q5_0: 8, dtype.Q5_1: 9, dtype.BF16: 32,
+}
+
+// fileType returns the llama_ftype for a plan whose tensor types changed: that of the
+// type holding the most elements among tensors of two or more dimensions.
+func fileType(plan *Plan) (uint32, bool) {
+	elems := map[dtype.DType]int64{}
+	for i := range plan.Tensors {
+		if t := &plan.Tensors[i]; len(t.Shape) >= 2 {
+			elems[t.OutDType] += t.NumElements()
+		}
+	}
+	best, most := dtype.Invalid, int64(-1)
+	for dt, n := range elems {
+		if n > most || n == most && dt < best { // ties broken by type, for determinism
+			best, most = dt, n
+		}
+	}
+	ft, ok := fileTypes[best]
+	return ft, ok
+}
+
 // ggufOutputOptions lays out a GGUF output: the reference's metadata (architecture,
 // hyperparameters, tokenizer) with gomerge's provenance keys, then the plan's tensors.
-func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource) (safetensors.OutputOptions, error) {
+// When tensor types changed, general.file_type is set to what the output mostly holds.
+func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource, typesChanged bool) (safetensors.OutputOptions, error) {
 	var opts safetensors.OutputOptions
 	params, err := json.Marshal(job.Params)
 	if err != nil {
@@ -111,11 +138,20 @@ func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource) (safetensors.Output
 	if err != nil {
 		return opts, err
 	}
+	ft, setFileType := fileType(plan)
+	setFileType = setFileType && typesChanged
 	var meta []gguf.KV
 	for _, kv := range ref.f.Metadata() {
-		if !strings.HasPrefix(kv.Key, "gomerge.") { // a merge of a merge says only what it did
-			meta = append(meta, kv)
+		if strings.HasPrefix(kv.Key, "gomerge.") { // a merge of a merge says only what it did
+			continue
 		}
+		if kv.Key == "general.file_type" && setFileType {
+			continue // added below
+		}
+		meta = append(meta, kv)
+	}
+	if setFileType {
+		meta = append(meta, gguf.KV{Key: "general.file_type", Value: gguf.Value{Type: gguf.ValueUint32, Data: ft}})
 	}
 	str := func(k, v string) gguf.KV { return gguf.KV{Key: k, Value: gguf.Value{Type: gguf.ValueString, Data: v}} }
 	meta = append(meta, str("gomerge.version", job.Version), str("gomerge.method", job.Method),

@@ -186,8 +186,16 @@ func TestGGUFSFAKQuantsAndDType(t *testing.T) {
 		if len(rep.TypeChanges) != tc.changes {
 			t.Errorf("--dtype %s: %d type changes, want %d: %v", tc.dt, len(rep.TypeChanges), tc.changes, rep.TypeChanges)
 		}
-		_, got, err := gguftest.Read(out)
+		meta, got, err := gguftest.Read(out)
 		must(t, err)
+		for _, kv := range meta {
+			if kv.Key == "general.file_type" && kv.Value.Data != map[dtype.DType]uint32{dtype.Q8_0: 7, dtype.F16: 1, dtype.Q5_1: 9}[tc.want2D] {
+				t.Errorf("--dtype %s: general.file_type %v, want llama_ftype of %s", tc.dt, kv.Value.Data, tc.want2D)
+			}
+		}
+		if kv := meta[len(meta)-5]; kv.Key != "general.file_type" {
+			t.Errorf("--dtype %s: general.file_type not set (metadata ends %v)", tc.dt, meta[len(meta)-5:])
+		}
 		for i, g := range got {
 			want := tc.want2D
 			if len(g.Shape) == 1 {

@@ -152,7 +152,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	var typeChanges []TypeChange
 	if ggufOut {
 		typeChanges = ggufOutTypes(plan, job.OutDType)
-		opts, err = ggufOutputOptions(job, plan, sources[job.Ref].(*ggufSource))
+		opts, err = ggufOutputOptions(job, plan, sources[job.Ref].(*ggufSource), len(typeChanges) > 0)
 	} else {
 		opts, err = outputOptions(job, plan, sources[job.Ref], dest)
 	}
