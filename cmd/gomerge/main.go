@@ -137,9 +137,11 @@ func newRootCmd(ios *IOStreams, st *runState) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "gomerge",
 		Short: "Merge neural-network checkpoints (SFA, linear, TIES, ...) fast and safely",
-		Long: `gomerge merges checkpoints stored as safetensors files or Hugging Face folders.
+		Long: `gomerge merges checkpoints stored as safetensors files, Hugging Face folders or
+GGUF files (llama.cpp's format, quantized types included).
 
-It memory-maps its inputs, computes in float32 and writes the result through a
+It memory-maps its inputs, computes in float32 (on a CUDA GPU when one is there and
+it pays, with the same bytes as the CPU) and writes the result through a
 temporary file that is fsynced and renamed, so an interrupted merge never leaves a
 half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 1 anything else.`,
