@@ -77,7 +77,12 @@ func TestGGUFExternalClients(t *testing.T) {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr)
 		}
 	}
+	// llama.cpp loads and runs every type gomerge writes (the sfa-* files), not only
+	// Q8_0.
 	files := []string{p("anchor"), p("current"), p("beta0"), p("beta05"), p("beta05q4"), p("ties")}
+	for _, dt := range []string{"q5_1", "q5_0", "q4_1", "f16", "bf16", "f32"} {
+		files = append(files, p("sfa-"+dt))
+	}
 
 	all, err := filepath.Glob(filepath.Join(dir, "*.gguf"))
 	if err != nil || len(all) != 16 {
