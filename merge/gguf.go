@@ -1,7 +1,6 @@
 package merge
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -130,11 +129,7 @@ func fileType(plan *Plan) (uint32, bool) {
 // When tensor types changed, general.file_type is set to what the output mostly holds.
 func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource, typesChanged bool) (safetensors.OutputOptions, error) {
 	var opts safetensors.OutputOptions
-	params, err := json.Marshal(job.Params)
-	if err != nil {
-		return opts, err
-	}
-	inputs, err := json.Marshal(append(append([]Input(nil), job.Inputs...), job.Aux...))
+	prov, err := provenance(job)
 	if err != nil {
 		return opts, err
 	}
@@ -153,9 +148,9 @@ func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource, typesChanged bool) 
 	if setFileType {
 		meta = append(meta, gguf.KV{Key: "general.file_type", Value: gguf.Value{Type: gguf.ValueUint32, Data: ft}})
 	}
-	str := func(k, v string) gguf.KV { return gguf.KV{Key: k, Value: gguf.Value{Type: gguf.ValueString, Data: v}} }
-	meta = append(meta, str("gomerge.version", job.Version), str("gomerge.method", job.Method),
-		str("gomerge.parameters", string(params)), str("gomerge.inputs", string(inputs)))
+	for _, kv := range prov {
+		meta = append(meta, gguf.KV{Key: kv[0], Value: gguf.Value{Type: gguf.ValueString, Data: kv[1]}})
+	}
 
 	specs := make([]gguf.TensorSpec, len(plan.Tensors))
 	for i, t := range plan.Tensors {

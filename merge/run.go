@@ -277,19 +277,14 @@ func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (saf
 	if isST {
 		maps.Copy(meta, refCkpt.Metadata)
 	}
-	params, err := json.Marshal(job.Params)
-	if err != nil {
-		return opts, err
-	}
-	inputs, err := json.Marshal(append(append([]Input(nil), job.Inputs...), job.Aux...))
+	prov, err := provenance(job)
 	if err != nil {
 		return opts, err
 	}
 	meta["format"] = "pt" // transformers refuses files without it
-	meta["gomerge.version"] = job.Version
-	meta["gomerge.method"] = job.Method
-	meta["gomerge.parameters"] = string(params)
-	meta["gomerge.inputs"] = string(inputs)
+	for _, kv := range prov {
+		meta[kv[0]] = kv[1]
+	}
 	opts.Metadata = meta
 
 	if !dest.Folder {
@@ -310,6 +305,22 @@ func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (saf
 		opts.ShardSize = DefaultShardSize
 	}
 	return opts, nil
+}
+
+// provenance is what every output records about the merge that made it (SPEC §3),
+// as key and value, in the order a GGUF file lists them: the gomerge version, the
+// method, its parameters and the inputs, the last two as JSON.
+func provenance(job Job) ([][2]string, error) {
+	params, err := json.Marshal(job.Params)
+	if err != nil {
+		return nil, err
+	}
+	inputs, err := json.Marshal(append(append([]Input(nil), job.Inputs...), job.Aux...))
+	if err != nil {
+		return nil, err
+	}
+	return [][2]string{{"gomerge.version", job.Version}, {"gomerge.method", job.Method},
+		{"gomerge.parameters", string(params)}, {"gomerge.inputs", string(inputs)}}, nil
 }
 
 // layoutOf keeps the reference folder's file names and tensor placement; tensors it
