@@ -160,14 +160,24 @@ def save_file(tensors, path, metadata=None):
         off += len(t.data)
     hdr = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hdr += b" " * (-len(hdr) % 8)  # the data section starts 8-byte aligned
+
+    def write(f):
+        f.write(struct.pack("<Q", len(hdr)))
+        f.write(hdr)
+        for t in tensors.values():
+            f.write(t.data)
+
+    _write_atomically(path, write)
+
+
+def _write_atomically(path, write):
+    """Write a file through a temporary file beside it, fsynced and renamed over path,
+    so that a reader (or a crash) sees the old file or the complete new one."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(hdr)))
-            f.write(hdr)
-            for t in tensors.values():
-                f.write(t.data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -349,20 +359,12 @@ class SFA:
         makes it the anchor and returns its path.
         """
         dst = next_anchor or self.anchor
-        d = os.path.dirname(os.path.abspath(dst))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".tmp", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as out, open(self.current, "rb") as src:
+
+        def copy(out):
+            with open(self.current, "rb") as src:
                 shutil.copyfileobj(src, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dst)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+
+        _write_atomically(dst, copy)
         self.anchor = dst
         return dst
 
