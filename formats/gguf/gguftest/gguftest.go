@@ -13,6 +13,7 @@ import (
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
 
 // Config sizes a llama model. The vocabulary is fixed: <unk>, <s>, </s> and the 256
@@ -32,38 +33,13 @@ var KTiny = Config{Hidden: 256, FF: 512, Layers: 1, Heads: 4, KVHeads: 4, Contex
 // VocabSize is the number of tokens of the byte-level vocabulary.
 const VocabSize = 3 + 256
 
-// Tensor is a tensor with its encoded bytes.
-type Tensor struct {
-	Name  string
-	DType dtype.DType
-	Shape []int64
-	Data  []byte
-}
-
-// NumElements is the product of the shape.
-func (t *Tensor) NumElements() int64 {
-	n := int64(1)
-	for _, d := range t.Shape {
-		n *= d
-	}
-	return n
-}
-
-// Float32 dequantizes the tensor.
-func (t *Tensor) Float32() []float32 {
-	v := make([]float32, t.NumElements())
-	if err := dtype.Decode(v, t.Data, t.DType); err != nil {
-		panic(fmt.Sprintf("tensor %s: %v", t.Name, err))
-	}
-	return v
-}
+// Tensor is a tensor with its encoded bytes: the safetensors fixtures' type, whose
+// DType may also be a GGUF block type, so that fixtures of both formats share their
+// helpers.
+type Tensor = safetensorstest.Tensor
 
 func encode(name string, dt dtype.DType, shape []int64, v []float32) Tensor {
-	t := Tensor{Name: name, DType: dt, Shape: shape, Data: make([]byte, dt.Bytes(int64(len(v))))}
-	if err := dtype.Encode(t.Data, v, dt); err != nil {
-		panic(fmt.Sprintf("tensor %s: %v", name, err))
-	}
-	return t
+	return safetensorstest.FromFloat32(name, dt, shape, v)
 }
 
 // Metadata returns the key-value pairs llama.cpp needs for a model of config c.

@@ -20,7 +20,8 @@ import (
 	"github.com/gomerge/gomerge/formats/dtype"
 )
 
-// Tensor is a tensor with its encoded bytes.
+// Tensor is a tensor with its encoded bytes. gguftest uses it too, with GGUF block
+// types as DType.
 type Tensor struct {
 	Name  string
 	DType dtype.DType
