@@ -506,6 +506,10 @@ func badInputCases() []badInputCase {
 	}
 }
 
+// fifoGuard is how long a case with a FIFO input waits before it writes to the FIFO
+// to free a command blocked opening it (and fails).
+const fifoGuard = 30 * time.Second
+
 func runBadInputCase(t *testing.T, c badInputCase) {
 	dir := t.TempDir()
 	f := &badFixture{in: filepath.Join(dir, "in"), out: filepath.Join(dir, "out")}
@@ -536,7 +540,9 @@ func runBadInputCase(t *testing.T, c badInputCase) {
 	var blocked atomic.Bool
 	var timer *time.Timer
 	if f.unblock != nil {
-		timer = time.AfterFunc(time.Second, func() { blocked.Store(true); f.unblock() })
+		// A hang guard, not a deadline the command must meet: refusing the FIFO
+		// takes microseconds, and only a command blocked in open(2) takes this long.
+		timer = time.AfterFunc(fifoGuard, func() { blocked.Store(true); f.unblock() })
 	}
 	code, panicked := badRunRecovering(ios, args)
 	if timer != nil {
@@ -546,7 +552,7 @@ func runBadInputCase(t *testing.T, c badInputCase) {
 		t.Fatalf("gomerge %s panicked: %s", strings.Join(args, " "), panicked)
 	}
 	if blocked.Load() {
-		t.Errorf("gomerge blocked for over 1s opening %s (a FIFO with no writer); it should refuse a non-regular file without opening it for reading", f.current)
+		t.Errorf("gomerge blocked for over %v opening %s (a FIFO with no writer); it should refuse a non-regular file without opening it for reading", fifoGuard, f.current)
 	}
 	msg := stderr.String()
 	t.Logf("exit %d; stderr: %s", code, msg)
