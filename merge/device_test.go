@@ -3,10 +3,12 @@ package merge
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -332,5 +334,25 @@ func TestGPUCancel(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("the cancelled run left %s: %v", out, err)
+	}
+
+	// Cancelled mid-run, from inside the engine once the device's first chunk is
+	// written.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	job := MethodJob{Method: "ties", Base: path("base"), Models: []Model{{Path: path("m0"), Weight: 1, Density: math.NaN()}},
+		Params: Params{Density: 0.5, Lambda: 1}, Job: Job{Out: out, Exec: ExecOptions{Device: dev, Threads: 1}}}
+	var check func()
+	job.Job.OnStart, job.Job.Exec.Progress, check = cancelMidRun(t, out, cancel)
+	rep, err := RunMethod(ctx, job)
+	check()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled mid-run: got %v (report %+v), want context.Canceled", err, rep)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == filepath.Base(out) || strings.Contains(e.Name(), ".gomerge-") {
+			t.Errorf("the run cancelled mid-run left %s", e.Name())
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -473,6 +475,70 @@ func TestCancelLeavesNothing(t *testing.T) {
 	for _, e := range entries {
 		if e.Name() == "m.safetensors" || strings.Contains(e.Name(), ".gomerge-") {
 			t.Errorf("cancelled merge left %s", e.Name())
+		}
+	}
+}
+
+// cancelMidRun returns OnStart and Progress callbacks that cancel a run from inside
+// the engine once its first chunk is written, with the run's temporary output on disk,
+// and a check, for after the run, that the cancellation came mid-run: the temporary
+// output of out existed, and input bytes were left to merge.
+func cancelMidRun(t *testing.T, out string, cancel context.CancelFunc) (onStart, progress func(int64), check func()) {
+	var total, done atomic.Int64
+	var once sync.Once
+	temps := -1
+	onStart = func(n int64) { total.Store(n) }
+	progress = func(n int64) {
+		sum := done.Add(n)
+		once.Do(func() {
+			m, err := filepath.Glob(filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".gomerge-tmp-*"))
+			if err != nil {
+				panic(err)
+			}
+			temps = len(m)
+			cancel()
+			if sum >= total.Load() {
+				temps = -2
+			}
+		})
+	}
+	check = func() {
+		t.Helper()
+		switch temps {
+		case -1:
+			t.Fatal("the run never reported progress: it was not cancelled mid-run")
+		case -2:
+			t.Fatalf("the first chunk covered all %d input bytes: nothing was left to cancel", total.Load())
+		case 1:
+		default:
+			t.Fatalf("cancelled mid-run with %d temporary outputs of %s, want 1", temps, out)
+		}
+	}
+	return onStart, progress, check
+}
+
+// TestCancelMidRunLeavesNothing: a merge cancelled while it writes (from inside the
+// engine, after its first chunk) stops with context.Canceled and leaves no output and
+// no temporary file.
+func TestCancelMidRunLeavesNothing(t *testing.T) {
+	f := newFixture(t, bigConfig, dtype.BF16, 1)
+	out := filepath.Join(f.dir, "m.safetensors")
+	for _, threads := range []int{1, 4} {
+		ctx, cancel := context.WithCancel(context.Background())
+		job := sfaJob(f, out, 0.5, threads)
+		var check func()
+		job.Job.OnStart, job.Job.Exec.Progress, check = cancelMidRun(t, out, cancel)
+		_, err := RunSFA(ctx, job)
+		cancel()
+		check()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("%d threads: got %v, want context.Canceled", threads, err)
+		}
+		entries, _ := os.ReadDir(f.dir)
+		for _, e := range entries {
+			if e.Name() == "m.safetensors" || strings.Contains(e.Name(), ".gomerge-") {
+				t.Errorf("%d threads: cancelled merge left %s", threads, e.Name())
+			}
 		}
 	}
 }

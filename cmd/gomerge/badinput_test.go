@@ -506,6 +506,10 @@ func badInputCases() []badInputCase {
 	}
 }
 
+// fifoGuard is how long a case with a FIFO input waits before it writes to the FIFO
+// to free a command blocked opening it (and fails).
+const fifoGuard = 30 * time.Second
+
 func runBadInputCase(t *testing.T, c badInputCase) {
 	dir := t.TempDir()
 	f := &badFixture{in: filepath.Join(dir, "in"), out: filepath.Join(dir, "out")}
@@ -536,7 +540,9 @@ func runBadInputCase(t *testing.T, c badInputCase) {
 	var blocked atomic.Bool
 	var timer *time.Timer
 	if f.unblock != nil {
-		timer = time.AfterFunc(time.Second, func() { blocked.Store(true); f.unblock() })
+		// A hang guard, not a deadline the command must meet: refusing the FIFO
+		// takes microseconds, and only a command blocked in open(2) takes this long.
+		timer = time.AfterFunc(fifoGuard, func() { blocked.Store(true); f.unblock() })
 	}
 	code, panicked := badRunRecovering(ios, args)
 	if timer != nil {
@@ -546,7 +552,7 @@ func runBadInputCase(t *testing.T, c badInputCase) {
 		t.Fatalf("gomerge %s panicked: %s", strings.Join(args, " "), panicked)
 	}
 	if blocked.Load() {
-		t.Errorf("gomerge blocked for over 1s opening %s (a FIFO with no writer); it should refuse a non-regular file without opening it for reading", f.current)
+		t.Errorf("gomerge blocked for over %v opening %s (a FIFO with no writer); it should refuse a non-regular file without opening it for reading", fifoGuard, f.current)
 	}
 	msg := stderr.String()
 	t.Logf("exit %d; stderr: %s", code, msg)
@@ -686,18 +692,24 @@ func badLeftovers(t *testing.T, dir string) {
 
 // badMountTmpfs mounts a tmpfs with the given options on dir, and unmounts it when the
 // test ends (before t.TempDir's removal, cleanups being last-in first-out). Mounting
-// needs root (CAP_SYS_ADMIN); elsewhere the test is skipped.
+// needs root (CAP_SYS_ADMIN); elsewhere the test is skipped, unless
+// GOMERGE_REQUIRE_MOUNT=1 (CI runs as root and sets it), where it fails: the disk-full
+// and read-only cases must not pass by not running.
 func badMountTmpfs(t *testing.T, dir, opts string) {
 	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("GOMERGE_REQUIRE_MOUNT") == "1" {
+		skip = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (run the tests as root, as CI does)")
+		skip("needs root to mount a small tmpfs (run the tests as root, as CI does; GOMERGE_REQUIRE_MOUNT=1 turns this skip into a failure)")
 	}
 	var flags uintptr
 	if rest, ok := strings.CutPrefix(opts, "ro,"); ok {
 		flags, opts = unix.MS_RDONLY, rest
 	}
 	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, opts); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s (%v): a container without CAP_SYS_ADMIN?", dir, err)
+		skip("cannot mount a tmpfs on %s (%v): a container without CAP_SYS_ADMIN?", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {
@@ -705,6 +717,12 @@ func badMountTmpfs(t *testing.T, dir, opts string) {
 			unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
+	// A mount that did not take (dir still on its old filesystem) would let the
+	// disk-full case pass only if the real disk were full: check it is the tmpfs.
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Fatalf("%s is not a tmpfs after mounting one (statfs type %#x, err %v)", dir, st.Type, err)
+	}
 }
 
 // badHeader is a safetensors JSON header of the given entries, unpadded.

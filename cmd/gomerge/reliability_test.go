@@ -3,21 +3,21 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 	"github.com/gomerge/gomerge/gpu/gputest"
 )
 
-// reliabilityFiles writes an anchor and a current file of crashConfig's size (a merge
-// takes ~100 ms, long enough to act on a running process).
+// reliabilityFiles writes an anchor and a current file of crashConfig's size (many
+// chunks, so that a merge paused after its first still has most of its input to read).
 func reliabilityFiles(t *testing.T, dir string) (anchor, current string) {
 	t.Helper()
 	a := safetensorstest.Random(crashConfig, dtype.F32, 21)
@@ -40,22 +40,6 @@ func fileHash(t *testing.T, path string) [32]byte {
 	return sha256.Sum256(b)
 }
 
-// waitForTemp polls until the output's temporary file exists (the merge has mapped
-// its inputs and is writing) or the process has exited; it reports which.
-func waitForTemp(out string, done <-chan struct{}) bool {
-	pattern := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".gomerge-tmp-*")
-	for {
-		if m, _ := filepath.Glob(pattern); len(m) > 0 {
-			return true
-		}
-		select {
-		case <-done:
-			return false
-		case <-time.After(200 * time.Microsecond):
-		}
-	}
-}
-
 func noLeftovers(t *testing.T, dir string) {
 	t.Helper()
 	if m, _ := filepath.Glob(filepath.Join(dir, ".*gomerge*")); len(m) != 0 {
@@ -63,10 +47,12 @@ func noLeftovers(t *testing.T, dir string) {
 	}
 }
 
-// TestTwoProcessesSameOutput starts two gomerge processes writing the same output with
-// different β at the same moment, several times. Both must succeed (the second waits
-// for the first's lock) and the output must be exactly one of the two merges, never a
-// mixture; at least once the second must have said it was waiting.
+// TestTwoProcessesSameOutput: two gomerge processes writing the same output exclude
+// each other through its lock. First deterministically: A is paused mid-write holding
+// the lock, B must say it is waiting, and once A is let go both succeed and the output
+// is B's merge (B committed last), never a mixture. Then several rounds started at
+// the same moment, where either may win: both succeed and the output is exactly one
+// of the two merges.
 func TestTwoProcessesSameOutput(t *testing.T) {
 	bin := buildGomerge(t)
 	dir := t.TempDir()
@@ -79,13 +65,41 @@ func TestTwoProcessesSameOutput(t *testing.T) {
 		}
 		want[fileHash(t, ref)] = beta
 	}
+	if len(want) != 2 {
+		t.Fatal("the two merges are equal: the test could not tell them apart")
+	}
 	outDir := filepath.Join(dir, "out")
 	if err := os.Mkdir(outDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(outDir, "merged.safetensors")
-	waited := 0
-	for round := range 6 {
+	args := func(beta string) []string {
+		return []string{"sfa", "--anchor", anchor, "--current", current, "--beta", beta, "--out", out}
+	}
+
+	a := startChild(t, bin, "1", args("0.25")...)
+	a.waitPaused(t)
+	if len(tempOf(t, out)) != 1 {
+		t.Fatalf("A paused mid-write, but %s has no temporary file", outDir)
+	}
+	b := startChild(t, bin, "", args("0.75")...)
+	b.waitLine(t, "waiting for it to finish")
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("with A paused and B waiting, %s exists (%v)", out, err)
+	}
+	a.resume()
+	if code := a.wait(t); code != 0 {
+		t.Fatalf("A: exit %d: %s", code, a.stderr())
+	}
+	if code := b.wait(t); code != 0 {
+		t.Fatalf("B: exit %d: %s", code, b.stderr())
+	}
+	if got, ok := want[fileHash(t, out)]; !ok || got != "0.75" {
+		t.Fatalf("after A then B the output is %q (\"\" for neither merge), want B's β 0.75", got)
+	}
+	noLeftovers(t, outDir)
+
+	for round := range 4 {
 		var wg sync.WaitGroup
 		stderr := make([]bytes.Buffer, 2)
 		errs := make([]error, 2)
@@ -93,7 +107,7 @@ func TestTwoProcessesSameOutput(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cmd := exec.Command(bin, "sfa", "--anchor", anchor, "--current", current, "--beta", beta, "--out", out)
+				cmd := exec.Command(bin, args(beta)...)
 				cmd.Stderr = &stderr[i]
 				errs[i] = cmd.Run()
 			}()
@@ -103,26 +117,20 @@ func TestTwoProcessesSameOutput(t *testing.T) {
 			if errs[i] != nil {
 				t.Fatalf("round %d: process %d: %v: %s", round, i, errs[i], stderr[i].String())
 			}
-			if strings.Contains(stderr[i].String(), "waiting for it to finish") {
-				waited++
-			}
 		}
 		if _, ok := want[fileHash(t, out)]; !ok {
 			t.Fatalf("round %d: the output is neither merge: two writers interleaved", round)
 		}
 		noLeftovers(t, outDir)
 	}
-	if waited == 0 {
-		t.Error("in 6 rounds no process waited for the other's lock: the test did not exercise the lock")
-	}
 }
 
 // TestInputTruncatedWhileMapped truncates the current checkpoint while gomerge has it
-// mapped. Reading a page past the new end raises SIGBUS; gomerge must turn that into
-// exit status 3 naming the problem, write nothing, and leave no temporary file. A run
-// may finish before the truncation lands; the test repeats until one is caught. It
-// runs on the CPU and on the (fake) GPU, whose staging copies read the mapped input
-// on the engine's GPU goroutine.
+// mapped, paused after its first chunk with the rest still to read. Reading a page
+// past the new end raises SIGBUS; gomerge must turn that into exit status 3 naming the
+// problem, write nothing, and leave no temporary file. It runs on the CPU and on the
+// (fake) GPU, whose staging copies read the mapped input on the engine's GPU
+// goroutine.
 func TestInputTruncatedWhileMapped(t *testing.T) {
 	bin := buildGomerge(t)
 	for _, device := range []string{"cpu", "cuda"} {
@@ -145,47 +153,43 @@ func truncateWhileMapped(t *testing.T, bin string, deviceArgs []string) {
 	}
 	current := filepath.Join(dir, "victim.safetensors")
 	out := filepath.Join(dir, "merged.safetensors")
-	caught := 0
-	for attempt := 0; attempt < 20 && caught < 3; attempt++ {
+	// Truncated after the first chunk, and after about half of the input.
+	at := "1"
+	for attempt := range 2 {
 		if err := os.WriteFile(current, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, append([]string{"sfa", "--anchor", anchor, "--current", current, "--out", out, "--threads", "1"}, deviceArgs...)...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
+		c := startChild(t, bin, at, append([]string{"sfa", "--anchor", anchor, "--current", current, "--out", out, "--threads", "1"}, deviceArgs...)...)
+		done, total := c.waitPaused(t)
+		if done >= total {
+			t.Fatalf("attempt %d: paused after %d of %d input bytes: nothing left to read", attempt, done, total)
+		}
+		if mapped, _, ok := c.mapping(t, current); ok && !mapped {
+			t.Fatalf("attempt %d: paused mid-merge, but %s is not mapped", attempt, current)
+		}
+		if len(tempOf(t, out)) != 1 {
+			t.Fatalf("attempt %d: paused mid-merge, but there is no temporary output", attempt)
+		}
+		if err := os.Truncate(current, 4096); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		var runErr error
-		go func() { runErr = cmd.Wait(); close(done) }()
-		if waitForTemp(out, done) {
-			if err := os.Truncate(current, 4096); err != nil {
-				t.Fatal(err)
-			}
+		c.resume()
+		code := c.wait(t)
+		if code != exitBadInput || !strings.Contains(c.stderr(), "input changed while being read") {
+			t.Fatalf("attempt %d (truncated after %d of %d input bytes): exit %d, want %d saying the input changed: %s",
+				attempt, done, total, code, exitBadInput, c.stderr())
 		}
-		<-done
-		code := cmd.ProcessState.ExitCode()
-		switch {
-		case code == exitBadInput && strings.Contains(stderr.String(), "input changed while being read"):
-			caught++
-			if _, err := os.Stat(out); !os.IsNotExist(err) {
-				t.Errorf("attempt %d: output exists after the input was truncated", attempt)
-			}
-		case code == 0: // finished before the truncation
-			os.Remove(out)
-		default:
-			t.Fatalf("attempt %d: %v, exit %d: %s", attempt, runErr, code, stderr.String())
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("attempt %d: output exists after the input was truncated", attempt)
 		}
 		noLeftovers(t, dir)
-	}
-	if caught == 0 {
-		t.Fatal("no run was caught mid-merge in 20 attempts")
+		at = fmt.Sprint(total / 2)
 	}
 }
 
-// TestInputDeletedWhileMapped removes the current checkpoint while gomerge reads it:
-// the mapping keeps the data, so the merge completes with exactly the intact result.
+// TestInputDeletedWhileMapped removes the current checkpoint while gomerge, paused
+// mid-merge, has it mapped: the mapping keeps the data, so the merge completes with
+// exactly the intact result.
 func TestInputDeletedWhileMapped(t *testing.T) {
 	bin := buildGomerge(t)
 	dir := t.TempDir()
@@ -196,35 +200,39 @@ func TestInputDeletedWhileMapped(t *testing.T) {
 		t.Fatalf("%v: %s", err, b)
 	}
 	want := fileHash(t, out)
+	if err := os.Remove(out); err != nil {
+		t.Fatal(err)
+	}
 	data, err := os.ReadFile(current)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for attempt := range 3 {
+	// Deleted after the first chunk, and after about half of the input.
+	at := "1"
+	for attempt := range 2 {
 		if err := os.WriteFile(current, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "sfa", "--anchor", anchor, "--current", current, "--out", out, "--threads", "1")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
+		c := startChild(t, bin, at, "sfa", "--anchor", anchor, "--current", current, "--out", out, "--threads", "1")
+		done, total := c.waitPaused(t)
+		if done >= total {
+			t.Fatalf("attempt %d: paused after %d of %d input bytes: nothing left to read", attempt, done, total)
+		}
+		if err := os.Remove(current); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		if waitForTemp(out, done) {
-			if err := os.Remove(current); err != nil {
-				t.Fatal(err)
-			}
+		if mapped, deleted, ok := c.mapping(t, current); ok && !(mapped && deleted) {
+			t.Fatalf("attempt %d: after the removal the child's mapping of %s: mapped %v, deleted %v", attempt, current, mapped, deleted)
 		}
-		<-done
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("attempt %d: exit %d: %s", attempt, code, stderr.String())
+		c.resume()
+		if code := c.wait(t); code != 0 {
+			t.Fatalf("attempt %d: exit %d: %s", attempt, code, c.stderr())
 		}
 		if fileHash(t, out) != want {
 			t.Fatalf("attempt %d: output differs from the merge of the intact input", attempt)
 		}
 		os.Remove(out)
 		noLeftovers(t, dir)
+		at = fmt.Sprint(total / 2)
 	}
 }

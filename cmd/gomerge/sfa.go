@@ -174,6 +174,9 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 	}
 	defer dev.close(ios)
 	job.Exec.Device = dev.dev
+	if err := pauseForTests(ctx, ios, &job); err != nil {
+		return err
+	}
 	rep, err := merge.RunSFA(ctx, merge.SFAJob{
 		Anchor: o.anchor, Current: o.current, Fisher: o.fisher,
 		SFA: merge.SFA{Beta: o.beta, Eta: o.eta},

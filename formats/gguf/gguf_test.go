@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -408,6 +410,11 @@ func FuzzOpen(f *testing.F) {
 	b := newBuilder().u32("general.alignment", 64)
 	b.alignment = 64
 	f.Add(b.tensor("x", TypeQ4_0, blockQ4_0(), 32).bytes())
+	arrays := allArrays().bytes()
+	if g, err := NewFile(bytes.NewReader(arrays), int64(len(arrays))); err != nil || len(g.Metadata()) != 13 {
+		f.Fatalf("the all-arrays seed does not read: %v", err)
+	}
+	f.Add(arrays)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		g, err := NewFile(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
@@ -474,8 +481,11 @@ func FuzzOpen(f *testing.F) {
 			t.Fatal("rewritten file lost metadata or tensors")
 		}
 		for i, kv := range back.Metadata() {
-			if w := g.Metadata()[i]; kv.Key != w.Key || kv.Value.Type != w.Value.Type || kv.Value.Len() != w.Value.Len() {
-				t.Fatalf("metadata %q changed in the rewrite", w.Key)
+			if w := g.Metadata()[i]; kv.Key != w.Key || !sameValue(kv.Value, w.Value) {
+				t.Fatalf("metadata %q changed in the rewrite: %s %v, want %s %v", w.Key, describeValue(kv.Value), kv.Value.Data, describeValue(w.Value), w.Value.Data)
+			}
+			if v, ok := back.Lookup(kv.Key); !ok || !sameValue(v, kv.Value) {
+				t.Fatalf("rewritten file: Lookup(%q) disagrees with Metadata()", kv.Key)
 			}
 		}
 		for i := range back.Tensors() {
@@ -487,4 +497,130 @@ func FuzzOpen(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sameValue reports whether two metadata values have the same type, element type and
+// data, element by element for arrays. Floats compare by their bits, so that a NaN
+// written back counts as the same value and -0 is told from +0.
+func sameValue(a, b Value) bool {
+	if a.Type != b.Type || a.Elem != b.Elem {
+		return false
+	}
+	x, y := reflect.ValueOf(a.Data), reflect.ValueOf(b.Data)
+	if !x.IsValid() || !y.IsValid() || x.Type() != y.Type() {
+		return false
+	}
+	// The Go type must be the one the GGUF type names (uint8 for UINT8, []string for
+	// an array of STRING, ...), or the writer would encode something else.
+	if want := goType(a); want == nil || x.Type() != want {
+		return false
+	}
+	if x.Kind() != reflect.Slice {
+		return sameScalar(x, y)
+	}
+	if x.Len() != y.Len() {
+		return false
+	}
+	for i := range x.Len() {
+		if !sameScalar(x.Index(i), y.Index(i)) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameScalar(x, y reflect.Value) bool {
+	switch x.Kind() {
+	case reflect.Float32:
+		return math.Float32bits(float32(x.Float())) == math.Float32bits(float32(y.Float()))
+	case reflect.Float64:
+		return math.Float64bits(x.Float()) == math.Float64bits(y.Float())
+	}
+	return x.Equal(y)
+}
+
+// goType is the Go type Value.Data holds for v's GGUF type, nil for none.
+func goType(v Value) reflect.Type {
+	scalar := map[ValueType]reflect.Type{
+		ValueUint8: reflect.TypeFor[uint8](), ValueInt8: reflect.TypeFor[int8](),
+		ValueUint16: reflect.TypeFor[uint16](), ValueInt16: reflect.TypeFor[int16](),
+		ValueUint32: reflect.TypeFor[uint32](), ValueInt32: reflect.TypeFor[int32](),
+		ValueFloat32: reflect.TypeFor[float32](), ValueBool: reflect.TypeFor[bool](),
+		ValueString: reflect.TypeFor[string](), ValueUint64: reflect.TypeFor[uint64](),
+		ValueInt64: reflect.TypeFor[int64](), ValueFloat64: reflect.TypeFor[float64](),
+	}
+	if v.Type != ValueArray {
+		return scalar[v.Type]
+	}
+	if e := scalar[v.Elem]; e != nil {
+		return reflect.SliceOf(e)
+	}
+	return nil
+}
+
+func describeValue(v Value) string {
+	if v.Type == ValueArray {
+		return fmt.Sprintf("ARRAY[%d] of %s", v.Len(), v.Elem)
+	}
+	return v.Type.String()
+}
+
+// allArrays is a file with an array of every element type (two elements each, the
+// bytes chosen so that every value differs from the next) and a NaN scalar, so that
+// the fuzzer starts from every kind of value the round trip must keep.
+func allArrays() *builder {
+	b := newBuilder()
+	le := binary.LittleEndian
+	for _, et := range []ValueType{ValueUint8, ValueInt8, ValueUint16, ValueInt16, ValueUint32, ValueInt32,
+		ValueFloat32, ValueBool, ValueUint64, ValueInt64, ValueFloat64} {
+		val := le.AppendUint64(le.AppendUint32(nil, uint32(et)), 2)
+		for i := range 2 * et.size() {
+			c := byte(0x81 + 3*i)
+			if et == ValueBool {
+				c = byte(i % 2)
+			}
+			val = append(val, c)
+		}
+		b.raw("arr."+et.String(), ValueArray, val)
+	}
+	b.raw("nan", ValueFloat32, le.AppendUint32(nil, 0x7fc00001))
+	b.raw("empty", ValueArray, le.AppendUint64(le.AppendUint32(nil, uint32(ValueString)), 0))
+	return b.tensor("x", TypeF32, make([]byte, 8), 2)
+}
+
+// TestSameValue: the fuzz round trip's comparison tells apart what it must.
+func TestSameValue(t *testing.T) {
+	nan := math.Float32frombits(0x7fc00001)
+	v := func(vt ValueType, d any) Value { return Value{Type: vt, Data: d} }
+	arr := func(e ValueType, d any) Value { return Value{Type: ValueArray, Elem: e, Data: d} }
+	same := [][2]Value{
+		{v(ValueUint32, uint32(7)), v(ValueUint32, uint32(7))},
+		{v(ValueFloat32, nan), v(ValueFloat32, nan)},
+		{v(ValueString, "llama"), v(ValueString, "llama")},
+		{arr(ValueString, []string{"a", "b"}), arr(ValueString, []string{"a", "b"})},
+		{arr(ValueFloat64, []float64{1, math.Inf(-1)}), arr(ValueFloat64, []float64{1, math.Inf(-1)})},
+		{arr(ValueInt8, []int8{}), arr(ValueInt8, []int8{})},
+	}
+	differ := [][2]Value{
+		{v(ValueUint32, uint32(7)), v(ValueUint32, uint32(8))},
+		{v(ValueUint32, uint32(7)), v(ValueInt32, int32(7))},
+		{v(ValueUint32, uint32(7)), v(ValueUint32, uint64(7))}, // Go type not UINT32's
+		{v(ValueFloat32, float32(0)), v(ValueFloat32, float32(math.Copysign(0, -1)))},
+		{v(ValueBool, true), v(ValueBool, false)},
+		{v(ValueString, "llama"), v(ValueString, "llamb")},
+		{arr(ValueString, []string{"a", "b"}), arr(ValueString, []string{"a", "c"})},
+		{arr(ValueString, []string{"a", "b"}), arr(ValueString, []string{"a"})},
+		{arr(ValueUint8, []uint8{1}), arr(ValueInt8, []int8{1})},
+		{arr(ValueUint32, []uint32{1, 2}), arr(ValueUint32, []uint32{1, 3})},
+	}
+	for _, p := range same {
+		if !sameValue(p[0], p[1]) {
+			t.Errorf("%v and %v: not the same", p[0], p[1])
+		}
+	}
+	for _, p := range differ {
+		if sameValue(p[0], p[1]) || sameValue(p[1], p[0]) {
+			t.Errorf("%v and %v: the same", p[0], p[1])
+		}
+	}
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -358,6 +361,18 @@ func FuzzOpen(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
+		// The seeds must reach the differential check: both readers accept them.
+		file, err := NewFile(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		parsed, err := lib.Deserialize(b)
+		if err != nil {
+			f.Fatalf("the library refuses a seed: %v", err)
+		}
+		if err := diffLibrary(file, b, parsed); err != nil {
+			f.Fatal(err)
+		}
 		f.Add(b)
 	}
 	f.Add(stt.Raw(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)))
@@ -388,20 +403,105 @@ func FuzzOpen(f *testing.F) {
 		if total != file.Size()-8-file.HeaderSize() {
 			t.Fatalf("tensors cover %d of %d data bytes", total, file.Size()-8-file.HeaderSize())
 		}
-		// Where the independent library also accepts the file, it must agree.
+		// Where the independent library also accepts the file, it must agree on
+		// everything: the tensors, each one's dtype, shape, offsets and bytes, and
+		// the __metadata__.
 		if parsed, err := lib.Deserialize(b); err == nil {
-			for _, v := range parsed.Tensors() {
-				ti, ok := file.Tensor(v.Name)
-				if !ok {
-					t.Fatalf("library sees tensor %q that we do not", v.Name)
-				}
-				data, _ := file.Bytes(ti)
-				if !bytes.Equal(data, v.TensorView.Data()) {
-					t.Fatalf("tensor %q: bytes differ from the library's", v.Name)
-				}
+			if err := diffLibrary(file, b, parsed); err != nil {
+				t.Fatal(err)
 			}
 		}
 	})
+}
+
+// diffLibrary says how file (our reading of b) and parsed (the independent library's)
+// differ: in the tensors, a tensor's dtype, shape, data offsets or bytes, or the
+// metadata; nil if they agree.
+func diffLibrary(file *File, b []byte, parsed lib.SafeTensors) error {
+	_, meta, err := lib.ReadMetadata(b)
+	if err != nil {
+		return fmt.Errorf("the library deserializes the file but cannot read its header: %v", err)
+	}
+	if !maps.Equal(file.Metadata, meta.Metadata()) {
+		return fmt.Errorf("metadata %v, the library's %v", file.Metadata, meta.Metadata())
+	}
+	infos := meta.Tensors()
+	views := parsed.Tensors()
+	if len(views) != len(file.Tensors) || len(infos) != len(file.Tensors) {
+		return fmt.Errorf("%d tensors, the library's %d (%d infos)", len(file.Tensors), len(views), len(infos))
+	}
+	dataStart := 8 + file.HeaderSize()
+	for _, v := range views {
+		ti, ok := file.Tensor(v.Name)
+		if !ok {
+			return fmt.Errorf("the library sees tensor %q that we do not", v.Name)
+		}
+		if got, want := ti.DType.String(), v.TensorView.DType().String(); got != want {
+			return fmt.Errorf("tensor %q: dtype %s, the library's %s", v.Name, got, want)
+		}
+		shape := make([]int64, len(v.TensorView.Shape()))
+		for i, d := range v.TensorView.Shape() {
+			if d > math.MaxInt64 {
+				return fmt.Errorf("tensor %q: shape %v, the library's dimension %d does not fit int64", v.Name, ti.Shape, d)
+			}
+			shape[i] = int64(d)
+		}
+		if !slices.Equal(ti.Shape, shape) {
+			return fmt.Errorf("tensor %q: shape %v, the library's %v", v.Name, ti.Shape, shape)
+		}
+		info, ok := infos[v.Name]
+		if !ok {
+			return fmt.Errorf("tensor %q: the library lists it without its info", v.Name)
+		}
+		if begin, end := ti.Begin-dataStart, ti.End-dataStart; begin < 0 || uint64(begin) != info.DataOffsets[0] || uint64(end) != info.DataOffsets[1] {
+			return fmt.Errorf("tensor %q: data offsets [%d, %d], the library's %v", v.Name, begin, end, info.DataOffsets)
+		}
+		data, err := file.Bytes(ti)
+		if err != nil || !bytes.Equal(data, v.TensorView.Data()) {
+			return fmt.Errorf("tensor %q: bytes differ from the library's (err %v)", v.Name, err)
+		}
+	}
+	return nil
+}
+
+// TestDiffLibrary: the differential check sees a difference in each field it
+// compares. The library's reading of one file is checked against ours of another
+// that differs from it in that one field.
+func TestDiffLibrary(t *testing.T) {
+	const second = `,"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}`
+	hdr := func(dt, shape, format string) string {
+		return fmt.Sprintf(`{"a":{"dtype":%q,"shape":%s,"data_offsets":[0,8]}%s,"__metadata__":{"format":%q}}`, dt, shape, second, format)
+	}
+	data := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	base := stt.Raw(hdr("F32", "[2]", "pt"), data)
+	variants := []struct {
+		field, say string
+		b          []byte
+	}{
+		{"dtype", "dtype I32", stt.Raw(hdr("I32", "[2]", "pt"), data)},
+		{"shape", "shape [1 2]", stt.Raw(hdr("F32", "[1,2]", "pt"), data)},
+		{"bytes", "bytes differ", stt.Raw(hdr("F32", "[2]", "pt"), append([]byte{0}, data[1:]...))},
+		{"metadata", "metadata", stt.Raw(hdr("F32", "[2]", "np"), data)},
+		{"offsets", "data offsets [4, 12]", stt.Raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"format":"pt"}}`, data)},
+		{"tensors", "1 tensors", stt.Raw(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},"__metadata__":{"format":"pt"}}`, data)},
+	}
+	ours := func(b []byte) *File {
+		t.Helper()
+		f, err := NewFile(bytes.NewReader(b), int64(len(b)))
+		must(t, err)
+		return f
+	}
+	theirs, err := lib.Deserialize(base)
+	must(t, err)
+	if err := diffLibrary(ours(base), base, theirs); err != nil {
+		t.Fatalf("the check fails a file against itself: %v", err)
+	}
+	for _, v := range variants {
+		err := diffLibrary(ours(v.b), base, theirs)
+		if err == nil || !strings.Contains(err.Error(), v.say) {
+			t.Errorf("a difference in %s: %v, want an error saying %q", v.field, err, v.say)
+		}
+	}
 }
 
 // TestOutputPermissions: a new output is as readable as the umask allows (not 0600),
