@@ -6,7 +6,7 @@ import (
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf"
-	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/internal/atomicout"
 )
 
 // isGGUFPath reports whether a path names a GGUF file.
@@ -124,14 +124,14 @@ func fileType(plan *Plan) (uint32, bool) {
 	return ft, ok
 }
 
-// ggufOutputOptions lays out a GGUF output: the reference's metadata (architecture,
+// ggufLayout lays out a GGUF output: the reference's metadata (architecture,
 // hyperparameters, tokenizer) with gomerge's provenance keys, then the plan's tensors.
 // When tensor types changed, general.file_type is set to what the output mostly holds.
-func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource, typesChanged bool) (safetensors.OutputOptions, error) {
-	var opts safetensors.OutputOptions
+func ggufLayout(job Job, plan *Plan, ref *ggufSource, typesChanged bool) (atomicout.Layout, error) {
+	var out atomicout.Layout
 	prov, err := provenance(job)
 	if err != nil {
-		return opts, err
+		return out, err
 	}
 	ft, setFileType := fileType(plan)
 	setFileType = setFileType && typesChanged
@@ -156,19 +156,17 @@ func ggufOutputOptions(job Job, plan *Plan, ref *ggufSource, typesChanged bool) 
 	for i, t := range plan.Tensors {
 		typ, ok := gguf.TypeOf(t.OutDType)
 		if !ok {
-			return opts, fmt.Errorf("tensor %q: %w: GGUF cannot hold %s", t.Name, ErrBadParameter, t.OutDType)
+			return out, fmt.Errorf("tensor %q: %w: GGUF cannot hold %s", t.Name, ErrBadParameter, t.OutDType)
 		}
 		specs[i] = gguf.TensorSpec{Name: t.Name, Type: typ, Shape: t.Shape}
-		opts.Specs = append(opts.Specs, safetensors.Spec{Name: t.Name, DType: t.OutDType, Shape: t.Shape})
 	}
 	l, err := gguf.Plan(meta, specs)
 	if err != nil {
-		return opts, err
+		return out, err
 	}
-	p := &safetensors.PreparedFile{Header: l.Header, Size: l.Size}
+	out.Files = []atomicout.File{{Header: l.Header, Size: l.Size}}
 	for _, t := range l.Tensors {
-		p.Tensors = append(p.Tensors, safetensors.PreparedTensor{Begin: t.Begin, Size: t.Size})
+		out.Regions = append(out.Regions, atomicout.Region{File: 0, Begin: t.Begin, Size: t.Size})
 	}
-	opts.Prepared = p
-	return opts, nil
+	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/internal/atomicout"
 )
 
 // DefaultShardSize is the largest shard a folder output gets unless told otherwise
@@ -55,8 +56,19 @@ type Job struct {
 	OnLockWait func()
 	// OnStart is called once the plan is known, with the input bytes to process.
 	OnStart func(totalBytes int64)
+	// Extras, if set, adds or replaces small files of a folder output (config,
+	// tokenizer files) once the tensors are written and before the commit, so that
+	// they are part of the same atomic swap.
+	Extras func(FolderFiles) error
 	// Finish adds method-specific results (SFA's L2 distances) to the report.
 	Finish func(plan *Plan, res *Result, r *Report)
+}
+
+// FolderFiles reads and writes the small files of a folder output before it is
+// committed.
+type FolderFiles interface {
+	ReadFile(name string) ([]byte, error)
+	WriteFile(name string, data []byte) error
 }
 
 // Report is what a merge did, as `--json` prints it.
@@ -119,7 +131,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	} else if ext := strings.ToLower(filepath.Ext(out)); notFolderExt[ext] {
 		return nil, fmt.Errorf("%w: output %s: gomerge writes a .safetensors file, a folder or a .gguf file (%s output is not supported)", ErrBadParameter, out, ext)
 	}
-	dest, err := safetensors.Lock(ctx, out, job.OnLockWait)
+	dest, err := atomicout.Lock(ctx, out, IsFolderPath(out), job.OnLockWait)
 	if err != nil {
 		return nil, &OutputError{Path: out, Err: err}
 	}
@@ -148,18 +160,26 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var opts safetensors.OutputOptions
+	var layout atomicout.Layout
 	var typeChanges []TypeChange
 	if ggufOut {
 		typeChanges = ggufOutTypes(plan, job.OutDType)
-		opts, err = ggufOutputOptions(job, plan, sources[job.Ref].(*ggufSource), len(typeChanges) > 0)
+		layout, err = ggufLayout(job, plan, sources[job.Ref].(*ggufSource), len(typeChanges) > 0)
 	} else {
+		var opts safetensors.OutputOptions
 		opts, err = outputOptions(job, plan, sources[job.Ref], dest)
+		if err == nil {
+			var p *safetensors.Output
+			p, err = safetensors.PlanOutput(filepath.Base(dest.Path), dest.Folder, opts)
+			if p != nil {
+				layout = p.Layout
+			}
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	o, err := dest.Create(opts)
+	o, err := dest.Create(layout)
 	if err != nil {
 		return nil, outputError(dest.Path, err)
 	}
@@ -171,6 +191,12 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		o.Abort()
 		return nil, err
 	}
+	if job.Extras != nil && dest.Folder {
+		if err := job.Extras(o); err != nil {
+			o.Abort()
+			return nil, &OutputError{Path: dest.Path, Err: err}
+		}
+	}
 	if err := o.Commit(); err != nil {
 		return nil, outputError(dest.Path, err)
 	}
@@ -178,7 +204,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	rep = &Report{
 		Version: job.Version, Method: job.Method, Parameters: job.Params,
 		Inputs: append(append([]Input(nil), job.Inputs...), job.Aux...), Output: dest.Path,
-		OutputFiles: o.Shards, InPlace: job.InPlace,
+		OutputFiles: o.Paths, InPlace: job.InPlace,
 		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
 		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
 		Threads: job.Exec.threads(), TypeChanges: typeChanges,
@@ -212,6 +238,24 @@ func checkFormats(sources, aux []Source, job Job, ggufOut bool) error {
 		return fmt.Errorf("%w: --dtype %s: safetensors cannot hold block-quantized types (write a .gguf, or pick F32, F16 or BF16)", ErrBadParameter, job.OutDType)
 	}
 	return nil
+}
+
+// IsFolderPath reports whether an output path names a folder: anything that does not
+// end in .safetensors or .gguf.
+func IsFolderPath(path string) bool {
+	p := strings.ToLower(path)
+	return !strings.HasSuffix(p, ".safetensors") && !isGGUFPath(p)
+}
+
+// isWeightFile says which files of a reference folder are weights (of any format)
+// that an output replaces rather than carries over.
+func isWeightFile(name string) bool {
+	for _, suf := range []string{".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"} {
+		if strings.HasSuffix(name, suf) {
+			return true
+		}
+	}
+	return false
 }
 
 // notFolderExt are extensions that name a file, not a folder, that gomerge cannot
@@ -267,7 +311,7 @@ func planInputBytes(p *Plan) int64 {
 }
 
 // outputOptions decides the output's tensors, layout, extra files and provenance.
-func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (safetensors.OutputOptions, error) {
+func outputOptions(job Job, plan *Plan, ref Source, dest *atomicout.Dest) (safetensors.OutputOptions, error) {
 	var opts safetensors.OutputOptions
 	for _, t := range plan.Tensors {
 		opts.Specs = append(opts.Specs, safetensors.Spec{Name: t.Name, DType: t.OutDType, Shape: t.Shape})
@@ -294,6 +338,7 @@ func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (saf
 	if isST && refCkpt.Dir != "" {
 		opts.ExtraFrom = refCkpt.Dir
 		opts.Link = job.InPlace
+		opts.NotCopied = isWeightFile
 		for _, sh := range refCkpt.Shards {
 			opts.Replace = append(opts.Replace, sh.Name)
 		}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/gomerge/gomerge/internal/atomicout"
 	"io"
 	"io/fs"
 	"maps"
@@ -403,7 +404,7 @@ func TestKillDuringInPlace(t *testing.T) {
 				t.Fatalf("iteration %d: after a rerun: %v", i, err)
 			}
 		} else {
-			dest, err := safetensors.Lock(context.Background(), cur, nil)
+			dest, err := atomicout.Lock(context.Background(), cur, true, nil)
 			if err != nil {
 				t.Fatalf("iteration %d: Lock: %v", i, err)
 			}
@@ -508,7 +509,7 @@ func TestKillDuringOutFile(t *testing.T) {
 				t.Fatalf("iteration %d: %v", i, err)
 			}
 		}
-		dest, err := safetensors.Lock(context.Background(), out, nil)
+		dest, err := atomicout.Lock(context.Background(), out, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -621,7 +622,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 					}
 				}
 				name := filepath.Join(parent, base)
-				dest, err := safetensors.Lock(context.Background(), name, nil)
+				dest, err := atomicout.Lock(context.Background(), name, true, nil)
 				if err != nil {
 					t.Fatalf("Lock: %v", err)
 				}
@@ -659,7 +660,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ref.Close()
-		dest, err := safetensors.Lock(context.Background(), name, nil)
+		dest, err := atomicout.Lock(context.Background(), name, true, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -682,7 +683,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 				}
 			}
 		}
-		o, err := dest.Create(opts)
+		o, err := safetensors.Create(dest, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

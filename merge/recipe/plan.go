@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/gomerge/gomerge/formats/dtype"
-	"github.com/gomerge/gomerge/formats/safetensors"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -773,4 +772,4 @@ func (sp *StepPlan) inputPath(k int) string {
 }
 
 // safetensorsOut says whether path is a single-file output.
-func safetensorsOut(path string) bool { return !safetensors.IsFolderPath(path) }
+func safetensorsOut(path string) bool { return !merge.IsFolderPath(path) }
