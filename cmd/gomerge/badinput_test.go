@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/safetensors"
 	"github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
@@ -239,7 +237,7 @@ func badInputCases() []badInputCase {
 			name: "input is a FIFO nobody writes", code: exitBadInput,
 			want: []string{"not a regular file"},
 			setup: func(t *testing.T, f *badFixture) {
-				if err := unix.Mkfifo(f.current, 0o644); err != nil {
+				if err := mkfifo(f.current); err != nil {
 					t.Skipf("mkfifo: %v", err)
 				}
 				f.unblock = func() {
@@ -682,29 +680,6 @@ func badLeftovers(t *testing.T, dir string) {
 			t.Errorf("temporary %s left in %s", n, dir)
 		}
 	}
-}
-
-// badMountTmpfs mounts a tmpfs with the given options on dir, and unmounts it when the
-// test ends (before t.TempDir's removal, cleanups being last-in first-out). Mounting
-// needs root (CAP_SYS_ADMIN); elsewhere the test is skipped.
-func badMountTmpfs(t *testing.T, dir, opts string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (run the tests as root, as CI does)")
-	}
-	var flags uintptr
-	if rest, ok := strings.CutPrefix(opts, "ro,"); ok {
-		flags, opts = unix.MS_RDONLY, rest
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, opts); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s (%v): a container without CAP_SYS_ADMIN?", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-			unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
 }
 
 // badHeader is a safetensors JSON header of the given entries, unpadded.
