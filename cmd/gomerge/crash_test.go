@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/gomerge/gomerge/internal/atomicout"
+	"github.com/gomerge/gomerge/internal/testexec"
 	"io"
 	"io/fs"
 	"maps"
@@ -48,6 +49,11 @@ func buildGomerge(t *testing.T) string {
 	cmd := exec.Command(goBin, "build", "-o", bin, ".")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// Under an emulator (the arm64 run under qemu) the binary runs through it.
+	bin, err = testexec.Wrap(bin)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
