@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gomerge/gomerge/internal/testexec"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,7 +61,7 @@ func TestInjectedFailures(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(cx, os.Args[0], "-test.run=^$")
+			cmd := testexec.CommandContext(cx, os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "GOMERGE_FAKECUDA_CHILD="+lib, "FAKECUDA_FAIL="+c.fail)
 			if c.env != "" {
 				cmd.Env = append(cmd.Env, c.env)
@@ -97,7 +97,7 @@ func TestInjectedFailures(t *testing.T) {
 		}
 	})
 	t.Run("NoInjection", func(t *testing.T) {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd := testexec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "GOMERGE_FAKECUDA_CHILD="+lib)
 		out, err := cmd.CombinedOutput()
 		if err != nil || strings.Contains(string(out), "failed") || !strings.Contains(string(out), "close: <nil>") {

@@ -17,6 +17,10 @@ type PlanOptions struct {
 	// OutDType, if set, is the dtype of every float tensor written (default: the
 	// reference's dtype for each tensor).
 	OutDType dtype.DType
+	// OutType, if set, decides every tensor's output type from its type in the
+	// reference and its shape (an output format's policy: checkpoint.Format.OutType);
+	// it is applied before OutDType.
+	OutType func(from dtype.DType, shape []int64) dtype.DType
 	// AllowMissing copies a tensor that some inputs lack from the reference (or the
 	// first input that has it) instead of failing.
 	AllowMissing bool
@@ -145,6 +149,9 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 				Msg: fmt.Sprintf("missing from %d of %d inputs (use --allow-missing to copy it from %s)", len(missing), len(inputs), ref.File)}
 		}
 		tp := TensorPlan{Name: name, Shape: ref.Shape, OutDType: ref.DType}
+		if opts.OutType != nil {
+			tp.OutDType = opts.OutType(ref.DType, ref.Shape)
+		}
 		refData, err := inputs[from].Data(name)
 		if err != nil {
 			return nil, err

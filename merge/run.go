@@ -6,22 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"math"
 	"path/filepath"
 	"runtime/metrics"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
-	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/internal/atomicout"
 )
 
 // DefaultShardSize is the largest shard a folder output gets unless told otherwise
 // (Hugging Face's default).
-const DefaultShardSize = 5_000_000_000
+const DefaultShardSize = checkpoint.DefaultShardSize
 
 // Input is a checkpoint given to a merge, with the role it plays.
 type Input struct {
@@ -55,8 +54,19 @@ type Job struct {
 	OnLockWait func()
 	// OnStart is called once the plan is known, with the input bytes to process.
 	OnStart func(totalBytes int64)
+	// Extras, if set, adds or replaces small files of a folder output (config,
+	// tokenizer files) once the tensors are written and before the commit, so that
+	// they are part of the same atomic swap.
+	Extras func(FolderFiles) error
 	// Finish adds method-specific results (SFA's L2 distances) to the report.
 	Finish func(plan *Plan, res *Result, r *Report)
+}
+
+// FolderFiles reads and writes the small files of a folder output before it is
+// committed.
+type FolderFiles interface {
+	ReadFile(name string) ([]byte, error)
+	WriteFile(name string, data []byte) error
 }
 
 // Report is what a merge did, as `--json` prints it.
@@ -103,25 +113,9 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	if len(job.Inputs) == 0 || job.Ref < 0 || job.Ref >= len(job.Inputs) {
 		return nil, fmt.Errorf("merge: no reference input")
 	}
-	out := job.Out
-	if job.InPlace {
-		out = job.Inputs[job.Ref].Path
-	}
-	if out == "" {
-		return nil, errors.New("merge: no output path")
-	}
-	if job.InPlace {
-		// Replace the checkpoint a link points to, not the link: a trainer resuming
-		// from the real folder must see the merge.
-		if real, err := filepath.EvalSymlinks(out); err == nil {
-			out = real
-		}
-	} else if ext := strings.ToLower(filepath.Ext(out)); notFolderExt[ext] {
-		return nil, fmt.Errorf("%w: output %s: gomerge writes a .safetensors file, a folder or a .gguf file (%s output is not supported)", ErrBadParameter, out, ext)
-	}
-	dest, err := safetensors.Lock(ctx, out, job.OnLockWait)
+	dest, format, err := lockOutput(ctx, job)
 	if err != nil {
-		return nil, &OutputError{Path: out, Err: err}
+		return nil, err
 	}
 	defer dest.Unlock()
 
@@ -129,37 +123,29 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer closeAll(sources)
+	defer func() { closeAll(sources) }()
 	aux, err := openAll(job.Open, job.Aux)
 	if err != nil {
 		return nil, err
 	}
-	defer closeAll(aux)
+	defer func() { closeAll(aux) }()
 
-	ggufOut := isGGUFPath(dest.Path)
-	if err := checkFormats(sources, aux, job, ggufOut); err != nil {
+	if err := checkFormats(format, sources, aux, job); err != nil {
 		return nil, err
 	}
-	planDType := job.OutDType
-	if ggufOut {
-		planDType = dtype.Invalid // ggufOutTypes decides per tensor
+	outType, err := format.OutType(job.OutDType)
+	if err != nil {
+		return nil, badParameter(err)
 	}
-	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutDType: planDType, AllowMissing: job.AllowMissing})
+	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing})
 	if err != nil {
 		return nil, err
 	}
-	var opts safetensors.OutputOptions
-	var typeChanges []TypeChange
-	if ggufOut {
-		typeChanges = ggufOutTypes(plan, job.OutDType)
-		opts, err = ggufOutputOptions(job, plan, sources[job.Ref].(*ggufSource), len(typeChanges) > 0)
-	} else {
-		opts, err = outputOptions(job, plan, sources[job.Ref], dest)
-	}
+	layout, err := planOutput(job, format, plan, dest)
 	if err != nil {
 		return nil, err
 	}
-	o, err := dest.Create(opts)
+	o, err := dest.Create(layout.Layout)
 	if err != nil {
 		return nil, outputError(dest.Path, err)
 	}
@@ -171,6 +157,17 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		o.Abort()
 		return nil, err
 	}
+	if job.Extras != nil && dest.Folder {
+		if err := job.Extras(o); err != nil {
+			o.Abort()
+			return nil, &OutputError{Path: dest.Path, Err: err}
+		}
+	}
+	// Every input byte is read: unmap the inputs before the commit, so that it never
+	// replaces files this process still maps (Windows refuses to rename over them).
+	closeAll(sources)
+	closeAll(aux)
+	sources, aux = nil, nil
 	if err := o.Commit(); err != nil {
 		return nil, outputError(dest.Path, err)
 	}
@@ -178,10 +175,10 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	rep = &Report{
 		Version: job.Version, Method: job.Method, Parameters: job.Params,
 		Inputs: append(append([]Input(nil), job.Inputs...), job.Aux...), Output: dest.Path,
-		OutputFiles: o.Shards, InPlace: job.InPlace,
+		OutputFiles: o.Paths, InPlace: job.InPlace,
 		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
 		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
-		Threads: job.Exec.threads(), TypeChanges: typeChanges,
+		Threads: job.Exec.threads(), TypeChanges: layout.TypeChanges,
 	}
 	rep.Device, rep.GPU = deviceReport(job.Exec.Device, res.GPU, job.Method, merged)
 	if job.Finish != nil {
@@ -191,33 +188,82 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	return rep, nil
 }
 
-// checkFormats refuses what gomerge does not convert: GGUF and safetensors inputs
-// mixed (their tensor names differ: llama.cpp's blk.0.attn_q.weight against
-// model.layers.0.self_attn.q_proj.weight), GGUF inputs written as safetensors, and
-// block types asked of a safetensors output.
-func checkFormats(sources, aux []Source, job Job, ggufOut bool) error {
-	_, refGGUF := sources[job.Ref].(*ggufSource)
-	for _, s := range append(append([]Source(nil), sources...), aux...) {
-		if _, isGGUF := s.(*ggufSource); isGGUF != refGGUF {
-			return fmt.Errorf("%w: %s and %s: GGUF and safetensors inputs cannot be merged together (their tensor names differ); convert one first",
-				ErrBadInput, sources[job.Ref].Path(), s.Path())
+// lockOutput decides the output's path and format and locks it (repairing what an
+// interrupted run left).
+func lockOutput(ctx context.Context, job Job) (*atomicout.Dest, checkpoint.Format, error) {
+	out := job.Out
+	if job.InPlace {
+		out = job.Inputs[job.Ref].Path
+	}
+	if out == "" {
+		return nil, nil, errors.New("merge: no output path")
+	}
+	if job.InPlace {
+		// Replace the checkpoint a link points to, not the link: a trainer resuming
+		// from the real folder must see the merge.
+		if real, err := filepath.EvalSymlinks(out); err == nil {
+			out = real
 		}
 	}
-	switch {
-	case ggufOut && !refGGUF:
-		return fmt.Errorf("%w: output %s: GGUF output needs GGUF inputs (gomerge does not rename safetensors tensors to llama.cpp's names)", ErrBadParameter, job.Out)
-	case !ggufOut && refGGUF:
-		return fmt.Errorf("%w: GGUF inputs are written as GGUF: name the output NAME.gguf", ErrBadParameter)
-	case !ggufOut && job.OutDType.IsBlock():
-		return fmt.Errorf("%w: --dtype %s: safetensors cannot hold block-quantized types (write a .gguf, or pick F32, F16 or BF16)", ErrBadParameter, job.OutDType)
+	format, folder, err := checkpoint.OutputFormat(out)
+	if err != nil && !job.InPlace {
+		return nil, nil, badParameter(err)
+	}
+	if err != nil { // in place: the reference's own path, whatever its name
+		format, folder = checkpoint.Safetensors, true
+	}
+	dest, err := atomicout.Lock(ctx, out, folder, job.OnLockWait)
+	if err != nil {
+		return nil, nil, &OutputError{Path: out, Err: err}
+	}
+	return dest, format, nil
+}
+
+// checkFormats refuses what gomerge does not convert: inputs of different formats
+// mixed (their tensor names differ: llama.cpp's blk.0.attn_q.weight against
+// model.layers.0.self_attn.q_proj.weight), and an output in another format than the
+// inputs'.
+func checkFormats(out checkpoint.Format, sources, aux []Source, job Job) error {
+	ref := sources[job.Ref]
+	for _, s := range append(append([]Source(nil), sources...), aux...) {
+		if s.Format() != ref.Format() {
+			return fmt.Errorf("%w: %s and %s: %s and %s inputs cannot be merged together (their tensor names differ); convert one first",
+				ErrBadInput, ref.Path(), s.Path(), ref.Format(), s.Format())
+		}
+	}
+	if out != ref.Format() {
+		return fmt.Errorf("%w: output %s: %s output needs %s inputs (gomerge does not convert %s tensors to %s); for %s inputs write %s",
+			ErrBadParameter, job.Out, out, out, ref.Format(), out, ref.Format(), ref.Format().Writes())
 	}
 	return nil
 }
 
-// notFolderExt are extensions that name a file, not a folder, that gomerge cannot
-// write: refused rather than silently making a folder of that name.
-var notFolderExt = map[string]bool{".bin": true, ".pt": true, ".pth": true, ".ckpt": true,
-	".h5": true, ".npz": true, ".json": true, ".onnx": true, ".msgpack": true}
+// planOutput lays out the output in its format, with the provenance it records.
+func planOutput(job Job, format checkpoint.Format, plan *Plan, dest *atomicout.Dest) (*checkpoint.Layout, error) {
+	prov, err := provenance(job)
+	if err != nil {
+		return nil, err
+	}
+	out := checkpoint.Output{Name: filepath.Base(dest.Path), Folder: dest.Folder, Provenance: prov,
+		Ref: plan.Inputs[job.Ref], InPlace: job.InPlace, ShardSize: job.ShardSize}
+	for _, t := range plan.Tensors {
+		out.Tensors = append(out.Tensors, checkpoint.Tensor{Name: t.Name, Shape: t.Shape, DType: t.OutDType, From: t.Copy.DType})
+	}
+	l, err := format.Plan(out)
+	if err != nil {
+		return nil, badParameter(err)
+	}
+	return l, nil
+}
+
+// badParameter marks what an output format cannot hold as a bad parameter (exit
+// status 2).
+func badParameter(err error) error {
+	if errors.Is(err, checkpoint.ErrUnsupported) {
+		return fmt.Errorf("%w: %w", ErrBadParameter, err)
+	}
+	return err
+}
 
 // outputError marks filesystem failures at the output as such (exit status 4);
 // anything else (a plan the format cannot hold) stays what it is.
@@ -266,47 +312,6 @@ func planInputBytes(p *Plan) int64 {
 	return n
 }
 
-// outputOptions decides the output's tensors, layout, extra files and provenance.
-func outputOptions(job Job, plan *Plan, ref Source, dest *safetensors.Dest) (safetensors.OutputOptions, error) {
-	var opts safetensors.OutputOptions
-	for _, t := range plan.Tensors {
-		opts.Specs = append(opts.Specs, safetensors.Spec{Name: t.Name, DType: t.OutDType, Shape: t.Shape})
-	}
-	refCkpt, isST := checkpointOf(ref)
-	meta := map[string]string{}
-	if isST {
-		maps.Copy(meta, refCkpt.Metadata)
-	}
-	prov, err := provenance(job)
-	if err != nil {
-		return opts, err
-	}
-	meta["format"] = "pt" // transformers refuses files without it
-	for _, kv := range prov {
-		meta[kv[0]] = kv[1]
-	}
-	opts.Metadata = meta
-
-	if !dest.Folder {
-		return opts, nil
-	}
-	opts.ShardSize = job.ShardSize
-	if isST && refCkpt.Dir != "" {
-		opts.ExtraFrom = refCkpt.Dir
-		opts.Link = job.InPlace
-		for _, sh := range refCkpt.Shards {
-			opts.Replace = append(opts.Replace, sh.Name)
-		}
-		if job.ShardSize == 0 {
-			opts.Layout = layoutOf(refCkpt, plan)
-		}
-	}
-	if opts.ShardSize == 0 {
-		opts.ShardSize = DefaultShardSize
-	}
-	return opts, nil
-}
-
 // provenance is what every output records about the merge that made it (SPEC §3),
 // as key and value, in the order a GGUF file lists them: the gomerge version, the
 // method, its parameters and the inputs, the last two as JSON.
@@ -321,23 +326,6 @@ func provenance(job Job) ([][2]string, error) {
 	}
 	return [][2]string{{"gomerge.version", job.Version}, {"gomerge.method", job.Method},
 		{"gomerge.parameters", string(params)}, {"gomerge.inputs", string(inputs)}}, nil
-}
-
-// layoutOf keeps the reference folder's file names and tensor placement; tensors it
-// lacks (copied from other inputs) go into its last file.
-func layoutOf(c *safetensors.Checkpoint, plan *Plan) []safetensors.ShardLayout {
-	layout := make([]safetensors.ShardLayout, len(c.Shards))
-	for i, s := range c.Shards {
-		layout[i].Name = s.Name
-	}
-	for _, t := range plan.Tensors {
-		i := len(layout) - 1
-		if rt, ok := c.Tensor(t.Name); ok {
-			i = rt.Shard
-		}
-		layout[i].Tensors = append(layout[i].Tensors, t.Name)
-	}
-	return layout
 }
 
 // SFAJob describes `gomerge sfa`.

@@ -348,6 +348,7 @@ func TestSFAFolderOutputKeepsLayout(t *testing.T) {
 // TestSFAInPlaceFolder: --in-place on a folder replaces the weights, keeps every other
 // file (hard-linked: same inode), including trainer state in sub-folders.
 func TestSFAInPlaceFolder(t *testing.T) {
+	requireInodes(t)
 	f := newFixture(t, stt.TinyLlama, dtype.BF16, 3)
 	must(t, os.MkdirAll(filepath.Join(f.currentPath, "global_step400"), 0o755))
 	must(t, os.WriteFile(filepath.Join(f.currentPath, "global_step400", "optim.pt"), []byte("optimizer state"), 0o644))

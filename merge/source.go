@@ -5,35 +5,20 @@
 package merge
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/gomerge/gomerge/formats/dtype"
-	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/checkpoint"
 )
 
-// Source is a checkpoint the engine reads: safetensors (a file or a folder) or GGUF.
-type Source interface {
-	// Path is what the user named.
-	Path() string
-	// Tensors lists the tensors in the checkpoint's own order.
-	Tensors() []TensorMeta
-	// Data returns a tensor's bytes; for memory-mapped sources they alias the mapping.
-	Data(name string) ([]byte, error)
-	Close() error
-}
+// Source is a checkpoint the engine reads (package checkpoint opens them).
+type Source = checkpoint.Source
 
 // TensorMeta describes a tensor of a Source.
-type TensorMeta struct {
-	Name  string
-	DType dtype.DType
-	Shape []int64
-	File  string // the file that holds it, for messages
-}
+type TensorMeta = checkpoint.TensorMeta
 
-// NumElements is the product of the shape.
-func (t *TensorMeta) NumElements() int64 { return numElements(t.Shape) }
+// TypeChange is a tensor written in another type than the reference input's.
+type TypeChange = checkpoint.TypeChange
 
 func numElements(shape []int64) int64 {
 	n := int64(1)
@@ -43,55 +28,12 @@ func numElements(shape []int64) int64 {
 	return n
 }
 
-// Open opens a checkpoint for reading: a .safetensors file, a Hugging Face folder or
-// a .gguf file.
-func Open(path string) (Source, error) {
-	if isGGUFPath(path) {
-		return openGGUF(path)
-	}
-	c, err := safetensors.OpenCheckpoint(path)
-	if err != nil {
-		return nil, err
-	}
-	return newSafetensorsSource(c), nil
-}
-
-type safetensorsSource struct {
-	c     *safetensors.Checkpoint
-	metas []TensorMeta
-}
-
-func newSafetensorsSource(c *safetensors.Checkpoint) *safetensorsSource {
-	s := &safetensorsSource{c: c}
-	for _, t := range c.Tensors() {
-		s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, File: c.FileOf(t)})
-	}
-	return s
-}
-
-func (s *safetensorsSource) Path() string          { return s.c.Path }
-func (s *safetensorsSource) Tensors() []TensorMeta { return s.metas }
-func (s *safetensorsSource) Close() error          { return s.c.Close() }
-
-func (s *safetensorsSource) Data(name string) ([]byte, error) {
-	t, ok := s.c.Tensor(name)
-	if !ok {
-		return nil, fmt.Errorf("%s: tensor %q: not found", s.c.Path, name)
-	}
-	return s.c.Bytes(t)
-}
-
-// checkpoint returns the safetensors checkpoint behind a source, if it is one.
-func checkpointOf(s Source) (*safetensors.Checkpoint, bool) {
-	st, ok := s.(*safetensorsSource)
-	if !ok {
-		return nil, false
-	}
-	return st.c, true
-}
+// Open opens a checkpoint for reading, its format detected: a .safetensors file, a
+// Hugging Face folder or a GGUF file.
+func Open(path string) (Source, error) { return checkpoint.Open(path) }
 
 // ErrBadInput is wrapped by errors about the inputs themselves (as opposed to I/O).
-var ErrBadInput = errors.New("bad input")
+var ErrBadInput = checkpoint.ErrBadInput
 
 // MismatchError reports inputs that disagree about a tensor.
 type MismatchError struct {

@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/gomerge/gomerge/internal/atomicout"
+	"github.com/gomerge/gomerge/internal/testexec"
 	"io"
 	"io/fs"
 	"maps"
@@ -48,6 +50,11 @@ func buildGomerge(t *testing.T) string {
 	cmd := exec.Command(goBin, "build", "-o", bin, ".")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// Under an emulator (the arm64 run under qemu) the binary runs through it.
+	bin, err = testexec.Wrap(bin)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -448,7 +455,7 @@ func TestKillDuringInPlace(t *testing.T) {
 				t.Fatalf("iteration %d: after a rerun: %v", i, err)
 			}
 		} else {
-			dest, err := safetensors.Lock(context.Background(), cur, nil)
+			dest, err := atomicout.Lock(context.Background(), cur, true, nil)
 			if err != nil {
 				t.Fatalf("iteration %d: Lock: %v", i, err)
 			}
@@ -561,7 +568,7 @@ func TestKillDuringOutFile(t *testing.T) {
 				t.Fatalf("iteration %d: %v", i, err)
 			}
 		}
-		dest, err := safetensors.Lock(context.Background(), out, nil)
+		dest, err := atomicout.Lock(context.Background(), out, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -674,7 +681,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 					}
 				}
 				name := filepath.Join(parent, base)
-				dest, err := safetensors.Lock(context.Background(), name, nil)
+				dest, err := atomicout.Lock(context.Background(), name, true, nil)
 				if err != nil {
 					t.Fatalf("Lock: %v", err)
 				}
@@ -712,7 +719,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ref.Close()
-		dest, err := safetensors.Lock(context.Background(), name, nil)
+		dest, err := atomicout.Lock(context.Background(), name, true, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -735,7 +742,7 @@ func TestKillDuringInPlaceFallback(t *testing.T) {
 				}
 			}
 		}
-		o, err := dest.Create(opts)
+		o, err := safetensors.Create(dest, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

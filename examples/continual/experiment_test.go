@@ -214,7 +214,9 @@ func TestSFAStepMatchesFormula(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range got.Flat {
-		want := float32(0.25)*anchor.Flat[i] + float32(0.75)*cur.Flat[i]
+		// Each product rounded to float32 on its own, as the merge does: written as one
+		// expression, arm64 may fuse it into an FMA and round once.
+		want := float32(float32(0.25)*anchor.Flat[i]) + float32(float32(0.75)*cur.Flat[i])
 		if got.Flat[i] != want {
 			t.Fatalf("element %d: %v, want %v", i, got.Flat[i], want)
 		}

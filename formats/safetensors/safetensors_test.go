@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
+	"github.com/gomerge/gomerge/internal/atomicout"
 )
 
 func must(t testing.TB, err error) {
@@ -91,9 +91,9 @@ func TestWriterOutputAcceptedByLibrary(t *testing.T) {
 	}
 	specsBefore := slices.Clone(specs)
 	path := filepath.Join(t.TempDir(), "out.safetensors")
-	d, err := Lock(context.Background(), path, nil)
+	d, err := lockOut(context.Background(), path, nil)
 	must(t, err)
-	o, err := d.Create(OutputOptions{Specs: specs, Metadata: map[string]string{"format": "pt", "quote\"key": "a\nb"}})
+	o, err := Create(d, OutputOptions{Specs: specs, Metadata: map[string]string{"format": "pt", "quote\"key": "a\nb"}})
 	must(t, err)
 	for i, x := range ts {
 		must(t, o.WriteAt(i, 0, x.Data))
@@ -225,12 +225,12 @@ func TestSplitShards(t *testing.T) {
 	}
 }
 
-func writeFolderOutput(t *testing.T, d *Dest, ts []stt.Tensor, opts OutputOptions) {
+func writeFolderOutput(t *testing.T, d *atomicout.Dest, ts []stt.Tensor, opts OutputOptions) {
 	t.Helper()
 	for _, x := range ts {
 		opts.Specs = append(opts.Specs, Spec{Name: x.Name, DType: x.DType, Shape: x.Shape})
 	}
-	o, err := d.Create(opts)
+	o, err := Create(d, opts)
 	must(t, err)
 	for i, x := range ts {
 		must(t, o.WriteAt(i, 0, x.Data))
@@ -246,7 +246,7 @@ func TestFolderReplaceFallback(t *testing.T) {
 	old := stt.Random(stt.TinyLlama, dtype.BF16, 3)
 	must(t, stt.WriteFolder(dest, old, 2, nil))
 	for _, noExchange := range []bool{true, false} {
-		d, err := Lock(context.Background(), dest, nil)
+		d, err := lockOut(context.Background(), dest, nil)
 		must(t, err)
 		d.NoExchange = noExchange
 		ts := stt.Perturb(old, 1, 4)
@@ -280,7 +280,7 @@ func TestRecoverInterruptedSwitch(t *testing.T) {
 	must(t, stt.WriteFolder(filepath.Join(parent, ".ckpt.gomerge-old"), ts, 2, nil))
 	must(t, stt.WriteFolder(filepath.Join(parent, ".ckpt.gomerge-tmp-123"), stt.Perturb(ts, 1, 6), 2, nil))
 	must(t, os.WriteFile(filepath.Join(parent, ".ckpt.gomerge-tmp-456"), []byte("partial"), 0o644))
-	d, err := Lock(context.Background(), dest, nil)
+	d, err := lockOut(context.Background(), dest, nil)
 	must(t, err)
 	d.Unlock()
 	c, err := OpenCheckpoint(dest)
@@ -297,7 +297,7 @@ func TestRecoverInterruptedSwitch(t *testing.T) {
 	}
 	// Crash after the second rename: both ckpt and .ckpt.gomerge-old exist; the old goes.
 	must(t, stt.WriteFolder(filepath.Join(parent, ".ckpt.gomerge-old"), ts, 2, nil))
-	d, err = Lock(context.Background(), dest, nil)
+	d, err = lockOut(context.Background(), dest, nil)
 	must(t, err)
 	d.Unlock()
 	if _, err := os.Stat(filepath.Join(parent, ".ckpt.gomerge-old")); !os.IsNotExist(err) {
@@ -308,12 +308,12 @@ func TestRecoverInterruptedSwitch(t *testing.T) {
 // TestLockExcludes: a second writer of the same destination waits for the first.
 func TestLockExcludes(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "m.safetensors")
-	first, err := Lock(context.Background(), dest, nil)
+	first, err := lockOut(context.Background(), dest, nil)
 	must(t, err)
 	waited := make(chan struct{})
-	acquired := make(chan *Dest)
+	acquired := make(chan *atomicout.Dest)
 	go func() {
-		d, err := Lock(context.Background(), dest, func() { close(waited) })
+		d, err := lockOut(context.Background(), dest, func() { close(waited) })
 		if err != nil {
 			t.Error(err)
 		}
@@ -343,10 +343,10 @@ func TestRefuseToReplaceNonCheckpoint(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "home")
 	must(t, os.MkdirAll(dest, 0o755))
 	must(t, os.WriteFile(filepath.Join(dest, "thesis.tex"), []byte("precious"), 0o644))
-	d, err := Lock(context.Background(), dest, nil)
+	d, err := lockOut(context.Background(), dest, nil)
 	must(t, err)
 	defer d.Unlock()
-	_, err = d.Create(OutputOptions{Specs: []Spec{{"a", dtype.F32, []int64{1}}}})
+	_, err = Create(d, OutputOptions{Specs: []Spec{{"a", dtype.F32, []int64{1}}}})
 	if err == nil {
 		t.Fatal("replaced a folder that holds no checkpoint")
 	}
@@ -504,51 +504,15 @@ func TestDiffLibrary(t *testing.T) {
 	}
 }
 
-// TestOutputPermissions: a new output is as readable as the umask allows (not 0600),
-// and a replaced one keeps its mode.
-func TestOutputPermissions(t *testing.T) {
-	umask := syscall.Umask(0)
-	syscall.Umask(umask)
-	dir := t.TempDir()
-	ts := mixedTensors()[:2]
-	write := func(path string) {
-		d, err := Lock(context.Background(), path, nil)
-		must(t, err)
-		defer d.Unlock()
-		writeFolderOutput(t, d, ts, OutputOptions{}) // files and folders alike
-	}
-	mode := func(p string) os.FileMode {
-		st, err := os.Stat(p)
-		must(t, err)
-		return st.Mode().Perm()
-	}
-	file, folder := filepath.Join(dir, "m.safetensors"), filepath.Join(dir, "ckpt")
-	write(file)
-	write(folder)
-	if got, want := mode(file), os.FileMode(0o666)&^os.FileMode(umask); got != want {
-		t.Errorf("new file mode %v, want %v", got, want)
-	}
-	if got, want := mode(folder), os.FileMode(0o777)&^os.FileMode(umask); got != want {
-		t.Errorf("new folder mode %v, want %v", got, want)
-	}
-	must(t, os.Chmod(file, 0o640))
-	must(t, os.Chmod(folder, 0o750))
-	write(file)
-	write(folder)
-	if mode(file) != 0o640 || mode(folder) != 0o750 {
-		t.Errorf("replaced outputs: file %v folder %v, want 0640 and 0750", mode(file), mode(folder))
-	}
-}
-
 // TestLockCancel: waiting for another writer's lock ends when the context does.
 func TestLockCancel(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "m.safetensors")
-	first, err := Lock(context.Background(), dest, nil)
+	first, err := lockOut(context.Background(), dest, nil)
 	must(t, err)
 	defer first.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	if _, err := Lock(ctx, dest, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := lockOut(ctx, dest, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("got %v, want the context's error", err)
 	}
 }
@@ -577,4 +541,10 @@ func FuzzIndex(f *testing.F) {
 			}
 		}
 	})
+}
+
+// lockOut locks an output path the way the checkpoint layer does: a path ending in
+// .safetensors is a file, anything else a folder.
+func lockOut(ctx context.Context, path string, onWait func()) (*atomicout.Dest, error) {
+	return atomicout.Lock(ctx, path, !strings.HasSuffix(path, FileExt), onWait)
 }

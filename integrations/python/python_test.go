@@ -2,6 +2,7 @@ package python
 
 import (
 	"context"
+	"github.com/gomerge/gomerge/internal/testexec"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,10 @@ func TestPythonIntegration(t *testing.T) {
 		bin = filepath.Join(t.TempDir(), "gomerge")
 		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gomerge/gomerge/cmd/gomerge").CombinedOutput(); err != nil {
 			t.Fatalf("building gomerge: %v\n%s", err, out)
+		}
+		var err error
+		if bin, err = testexec.Wrap(bin); err != nil { // under an emulator, through it
+			t.Fatal(err)
 		}
 	}
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v", "test_gomerge")

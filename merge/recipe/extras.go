@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/gomerge/gomerge/merge"
 )
 
 // extras are the non-weight files a step's folder output needs beyond what the
@@ -141,14 +143,10 @@ func vocabulary(path string) ([]byte, error) {
 	return append(append(vocab, 0), added...), nil
 }
 
-// finish writes the extras into a committed folder output. Each file is replaced
-// atomically (temporary file, fsync, rename); the weights are already in place, so
-// a crash here leaves a complete checkpoint whose config or tokenizer files may
-// still be the reference model's.
-func (e extras) finish(out string) error {
-	if !e.any() {
-		return nil
-	}
+// write puts the extras into a folder output before it is committed, so that they
+// land in the same atomic swap as the weights: a crash leaves the old folder or the
+// new one, never new weights with the reference model's config.
+func (e extras) write(out merge.FolderFiles) error {
 	if e.copyFrom != "" {
 		entries, err := os.ReadDir(e.copyFrom)
 		if err != nil {
@@ -159,8 +157,11 @@ func (e extras) finish(out string) error {
 			if !ent.Type().IsRegular() || strings.HasSuffix(name, ".safetensors") || name == "model.safetensors.index.json" || strings.HasPrefix(name, ".") {
 				continue
 			}
-			if _, err := os.Lstat(filepath.Join(out, name)); err == nil {
-				continue
+			switch _, err := out.ReadFile(name); {
+			case err == nil:
+				continue // the engine carried it already
+			case !errors.Is(err, fs.ErrNotExist):
+				return err
 			}
 			data, err := os.ReadFile(filepath.Join(e.copyFrom, name))
 			if err != nil {
@@ -171,7 +172,7 @@ func (e extras) finish(out string) error {
 					return fmt.Errorf("%s: %w", filepath.Join(e.copyFrom, name), err)
 				}
 			}
-			if err := writeAtomic(filepath.Join(out, name), data); err != nil {
+			if err := out.WriteFile(name, data); err != nil {
 				return err
 			}
 		}
@@ -185,14 +186,14 @@ func (e extras) finish(out string) error {
 			if err != nil {
 				return err
 			}
-			if err := writeAtomic(filepath.Join(out, name), data); err != nil {
+			if err := out.WriteFile(name, data); err != nil {
 				return err
 			}
 		}
 	}
 	if e.chatTemplate != "" {
-		path := filepath.Join(out, "tokenizer_config.json")
-		data, err := os.ReadFile(path)
+		const name = "tokenizer_config.json"
+		data, err := out.ReadFile(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			data, err = []byte("{}"), nil
 		}
@@ -200,9 +201,9 @@ func (e extras) finish(out string) error {
 			return err
 		}
 		if data, err = setJSON(data, "chat_template", e.chatTemplate); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		if err := writeAtomic(path, data); err != nil {
+		if err := out.WriteFile(name, data); err != nil {
 			return err
 		}
 	}
@@ -225,29 +226,4 @@ func setJSON(data []byte, key string, value any) ([]byte, error) {
 	obj[key] = v
 	out, err := json.MarshalIndent(obj, "", "  ")
 	return append(out, '\n'), err
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

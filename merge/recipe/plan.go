@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
-	"github.com/gomerge/gomerge/formats/safetensors"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -773,4 +773,4 @@ func (sp *StepPlan) inputPath(k int) string {
 }
 
 // safetensorsOut says whether path is a single-file output.
-func safetensorsOut(path string) bool { return !safetensors.IsFolderPath(path) }
+func safetensorsOut(path string) bool { return !checkpoint.IsFolderPath(path) }

@@ -105,6 +105,9 @@ func (sp *StepPlan) execute(ctx context.Context, job merge.Job) (*merge.Report, 
 			return merge.Open(in.Path)
 		}
 	}
+	if sp.extras.any() {
+		job.Extras = sp.extras.write
+	}
 	rep, err := sp.runMerge(ctx, job)
 	if errors.Is(err, merge.ErrBadParameter) {
 		// A value the recipe gave (a weight sum of 0 for some tensor): the recipe is
@@ -113,9 +116,6 @@ func (sp *StepPlan) execute(ctx context.Context, job merge.Job) (*merge.Report, 
 	}
 	if err != nil {
 		return nil, err
-	}
-	if err := sp.extras.finish(rep.Output); err != nil {
-		return nil, &merge.OutputError{Path: rep.Output, Err: err}
 	}
 	return rep, nil
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -78,6 +79,15 @@ type viewSource struct {
 
 func (s *viewSource) Path() string                { return s.v.name }
 func (s *viewSource) Tensors() []merge.TensorMeta { return s.v.metas }
+
+// Format is that of the checkpoints under the view: planning refuses views over
+// GGUF files, so all the step's checkpoints are of one format.
+func (s *viewSource) Format() checkpoint.Format {
+	for _, src := range s.srcs {
+		return src.Format()
+	}
+	return checkpoint.Safetensors
+}
 
 // Close does nothing: the checkpoints under the view belong to the step, which
 // closes them once the merge is done.

@@ -1,0 +1,173 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/internal/atomicout"
+)
+
+// ErrBadInput is wrapped by errors about an input's content that gomerge cannot use
+// (merge.ErrBadInput is this error).
+var ErrBadInput = errors.New("bad input")
+
+type ggufFormat struct{}
+
+func (ggufFormat) String() string { return "GGUF" }
+func (ggufFormat) Writes() string { return "a .gguf file" }
+
+// OutType is GGUF's type policy (docs: "GGUF"):
+//   - by default a tensor keeps the reference's type if gomerge can write it; a K-quant
+//     (which gomerge reads but cannot quantize) becomes Q8_0, the closest type gomerge
+//     writes that loses less, and any other unwritable type F16;
+//   - with a type asked, every tensor of two or more dimensions gets it, while 1-D
+//     tensors (norms, biases) keep the reference's type, as llama.cpp's own quantize
+//     tool does (its kernels expect F32 norms);
+//   - a tensor whose innermost dimension is not a multiple of the chosen type's block
+//     size gets F16 instead.
+func (ggufFormat) OutType(asked dtype.DType) (func(dtype.DType, []int64) dtype.DType, error) {
+	return func(from dtype.DType, shape []int64) dtype.DType {
+		to := from
+		if asked != dtype.Invalid && len(shape) >= 2 {
+			to = asked
+		}
+		if !to.CanEncode() {
+			to = dtype.F16
+			if from.IsBlock() {
+				to = dtype.Q8_0
+			}
+		}
+		if bs := int64(to.BlockSize()); bs > 1 && (len(shape) == 0 || shape[len(shape)-1]%bs != 0) {
+			to = dtype.F16
+		}
+		return to
+	}, nil
+}
+
+// fileTypes are llama.cpp's llama_ftype numbers ("mostly T, except 1-D tensors") for
+// the types gomerge writes; general.file_type holds one, and llama.cpp and Ollama show
+// it as the model's quantization.
+var fileTypes = map[dtype.DType]uint32{
+	dtype.F32: 0, dtype.F16: 1, dtype.Q4_0: 2, dtype.Q4_1: 3, dtype.Q8_0: 7, dtype.Q5_0: 8, dtype.Q5_1: 9, dtype.BF16: 32,
+}
+
+// fileType returns the llama_ftype of the type holding the most elements among
+// tensors of two or more dimensions.
+func fileType(tensors []Tensor) (uint32, bool) {
+	elems := map[dtype.DType]int64{}
+	for _, t := range tensors {
+		if len(t.Shape) >= 2 {
+			n := int64(1)
+			for _, d := range t.Shape {
+				n *= d
+			}
+			elems[t.DType] += n
+		}
+	}
+	best, most := dtype.Invalid, int64(-1)
+	for dt, n := range elems {
+		if n > most || n == most && dt < best { // ties broken by type, for determinism
+			best, most = dt, n
+		}
+	}
+	ft, ok := fileTypes[best]
+	return ft, ok
+}
+
+// Plan lays out a GGUF file: the reference's metadata (architecture, hyperparameters,
+// tokenizer) with the provenance keys, then the tensors. When tensor types changed,
+// general.file_type is set to what the output mostly holds.
+func (ggufFormat) Plan(out Output) (*Layout, error) {
+	ref, ok := out.Ref.(*ggufSource)
+	if !ok || out.Folder {
+		return nil, unsupported("output %s: a GGUF output is one file, made from a GGUF reference", out.Name)
+	}
+	var changes []TypeChange
+	for _, t := range out.Tensors {
+		if t.DType != t.From {
+			changes = append(changes, TypeChange{Tensor: t.Name, From: t.From.String(), To: t.DType.String()})
+		}
+	}
+	ft, setFileType := fileType(out.Tensors)
+	setFileType = setFileType && len(changes) > 0
+	var meta []gguf.KV
+	for _, kv := range ref.f.Metadata() {
+		if strings.HasPrefix(kv.Key, "gomerge.") { // a merge of a merge says only what it did
+			continue
+		}
+		if kv.Key == "general.file_type" && setFileType {
+			continue // added below
+		}
+		meta = append(meta, kv)
+	}
+	if setFileType {
+		meta = append(meta, gguf.KV{Key: "general.file_type", Value: gguf.Value{Type: gguf.ValueUint32, Data: ft}})
+	}
+	for _, kv := range out.Provenance {
+		meta = append(meta, gguf.KV{Key: kv[0], Value: gguf.Value{Type: gguf.ValueString, Data: kv[1]}})
+	}
+	specs := make([]gguf.TensorSpec, len(out.Tensors))
+	for i, t := range out.Tensors {
+		typ, ok := gguf.TypeOf(t.DType)
+		if !ok {
+			return nil, unsupported("tensor %q: GGUF cannot hold %s", t.Name, t.DType)
+		}
+		specs[i] = gguf.TensorSpec{Name: t.Name, Type: typ, Shape: t.Shape}
+	}
+	l, err := gguf.Plan(meta, specs)
+	if err != nil {
+		return nil, err
+	}
+	layout := &Layout{TypeChanges: changes}
+	layout.Files = []atomicout.File{{Name: out.Name, Header: l.Header, Size: l.Size}}
+	for _, t := range l.Tensors {
+		layout.Regions = append(layout.Regions, atomicout.Region{File: 0, Begin: t.Begin, Size: t.Size})
+	}
+	return layout, nil
+}
+
+// ggufSource is a GGUF file as the engine sees it: each tensor in the element type
+// that dtype decodes (the ggml block types included), with its row-major shape.
+type ggufSource struct {
+	path  string
+	f     *gguf.File
+	metas []TensorMeta
+}
+
+func openGGUF(path string) (*ggufSource, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err // it names the path
+	}
+	s := &ggufSource{path: path, f: f}
+	for _, t := range f.Tensors() {
+		dt := t.Type.DType()
+		if dt == dtype.Invalid {
+			f.Close()
+			return nil, fmt.Errorf("%s: tensor %q: %w: type %s: gomerge cannot dequantize it (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K)",
+				path, t.Name, ErrBadInput, t.Type)
+		}
+		s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: dt, Shape: t.Shape, File: path})
+	}
+	return s, nil
+}
+
+func (s *ggufSource) Path() string          { return s.path }
+func (s *ggufSource) Format() Format        { return GGUF }
+func (s *ggufSource) Tensors() []TensorMeta { return s.metas }
+func (s *ggufSource) Close() error          { return s.f.Close() }
+
+func (s *ggufSource) Data(name string) ([]byte, error) {
+	t, ok := s.f.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor %q: not found", s.path, name)
+	}
+	b, err := s.f.Bytes(t)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", s.path, name, err)
+	}
+	return b, nil
+}
