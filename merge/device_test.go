@@ -109,7 +109,7 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 		}
 	}
 	p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-3, Rescale: "l1"}
-	for _, m := range Methods {
+	for _, m := range testMethods() {
 		n := 3
 		if m == "slerp" {
 			n = 1
@@ -210,6 +210,9 @@ func TestGPUPolicy(t *testing.T) {
 		rep, err := runs[c.run](filepath.Join(dir, fmt.Sprintf("policy%d.safetensors", i)), ExecOptions{Threads: 2, Device: c.dev})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if rep.GPU == nil {
+			t.Fatalf("%s: no gpu report (device %q)", c.run, rep.Device)
 		}
 		if rep.Device != c.device || rep.GPU.Tensors != c.tensors {
 			t.Errorf("%s with %+v: device %q on %d tensors, want %q on %d", c.run, c.dev, rep.Device, rep.GPU.Tensors, c.device, c.tensors)

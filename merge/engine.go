@@ -62,6 +62,10 @@ type Kernel struct {
 	// task arithmetic, linear, distance): with fewer than three operands, the PCIe
 	// copies decide whether the device wins, so Device.Light decides.
 	GPULight bool
+	// Err, if set, says the kernel could not be made for this tensor (a parameter a
+	// recipe gives it is out of range): Execute stops with it before any work,
+	// naming the tensor.
+	Err error
 }
 
 // Pass is one streaming pass over a tensor before its merge.
@@ -170,6 +174,9 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 	for ti := range plan.Tensors {
 		if t := &plan.Tensors[ti]; t.Merge {
 			kernels[ti] = kernelFor(t)
+			if err := kernels[ti].Err; err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+			}
 		}
 	}
 	onGPU, usage, err := placeOnGPU(ctx, plan, kernels, sink != nil, opts)

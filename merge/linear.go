@@ -6,15 +6,44 @@ import (
 	"github.com/gomerge/gomerge/gpu"
 )
 
-// linearKernel: θ = Σ w_i θ_i / Σ w_i (model soup, Wise-FT). Per element, each
-// product is rounded to float32 and added in model order; the weight sum is taken
-// in float64 and rounded once.
-func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
-	var wsum float64 // as validate computes it
+func init() {
+	register(Method{
+		Name: "linear", Command: "linear",
+		Short:     "Weighted average of the models: θ = Σ w_i θ_i / Σ w_i (model soup, Wise-FT)",
+		Example:   `  gomerge linear a.safetensors:weight=0.3 b.safetensors:weight=0.7 --out soup.safetensors`,
+		Base:      BaseAbsent,
+		MinModels: 1,
+		Params: []Param{weightParam(),
+			// mergekit's normalize: false is the plain weighted sum Σ w_i θ_i.
+			{Name: "normalize", Kind: Bool, Default: 1, RecipeDefault: 1, field: func(p *Params) any { return &p.Normalize }}},
+		check: func(r *methodRun) error {
+			if r.p.Normalize == SwitchOn && linearDivisor(r) == 0 {
+				return &ParamError{Param: "weight", Msg: "the weights sum to 0", Bool: true}
+			}
+			return nil
+		},
+		kernel: linearKernel,
+	})
+}
+
+// linearDivisor is Σ w_i of the weights as the kernel holds them (float32), summed
+// in float64 and rounded once; 1 without normalize.
+func linearDivisor(m *methodRun) float32 {
+	if m.p.Normalize != SwitchOn {
+		return 1
+	}
+	var wsum float64
 	for _, w := range m.weights {
 		wsum += float64(w)
 	}
-	den := float32(wsum)
+	return float32(wsum)
+}
+
+// linearKernel: θ = Σ w_i θ_i / Σ w_i (model soup, Wise-FT). Per element, each
+// product is rounded to float32 and added in model order, then divided by the
+// divisor (dividing by 1 is exact).
+func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
+	den := linearDivisor(m)
 	return Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			clear(dst)

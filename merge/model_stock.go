@@ -2,7 +2,19 @@ package merge
 
 import "math"
 
-// modelStockKernel (SPEC §2 model_stock): from the task vectors ε_i = θ_i − θ_base,
+func init() {
+	register(Method{
+		Name: "model_stock", Command: "model-stock",
+		Short:   "Model Stock: move from the base toward the models' mean by their task vectors' agreement",
+		Example: `  gomerge model-stock --base base.safetensors ft1.safetensors ft2.safetensors ft3.safetensors --out stock.safetensors`,
+		Base:    BaseRequired, MinModels: 2,
+		Params: []Param{{Name: "filter_wise", Kind: Bool,
+			check: refuse(false, "model_stock with filter_wise (one t per row) is not supported")}},
+		kernel: modelStockKernel,
+	})
+}
+
+// modelStockKernel (docs/methods.md, model_stock): from the task vectors ε_i = θ_i − θ_base,
 // c = the mean pairwise cosine (norm products clamped ≥ 1e-6), clamped to [0, 1];
 // t = N·c / (1 + (N−1)·c); θ = t·mean_i θ_i + (1−t)·θ_base.
 func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {

@@ -2,7 +2,19 @@ package merge
 
 import "math"
 
-// slerpKernel (SPEC §2 slerp): spherical interpolation between the base (v0) and the
+func init() {
+	register(Method{
+		Name: "slerp", Command: "slerp",
+		Short:   "Spherical interpolation from the base to one model by t",
+		Example: `  gomerge slerp --base a.safetensors b.safetensors --t 0.3 --out slerp.safetensors`,
+		Base:    BaseRequired, MinModels: 1, MaxModels: 1,
+		Params: []Param{{Name: "t", Flag: "t", Usage: "interpolation factor in [0, 1]: 0 gives the base", Kind: Number,
+			Default: 0.5, RecipeDefault: math.NaN(), check: unitInterval, Report: true, field: func(p *Params) any { return &p.T }}},
+		kernel: slerpKernel,
+	})
+}
+
+// slerpKernel (docs/methods.md, slerp): spherical interpolation between the base (v0) and the
 // model (v1) by t, on the flattened tensors. A pass computes v0·v1, ‖v0‖ and ‖v1‖ in
 // float64; the coefficients are computed in float64 and each product rounded to
 // float32.

@@ -2,150 +2,47 @@ package recipe
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/gomerge/gomerge/merge"
 )
 
-// paramDef is one parameter a method reads, as mergekit names it.
-type paramDef struct {
-	name string
-	// perModel parameters are looked up for each model (its own parameters first,
-	// then the slice's, then the recipe's): mergekit's "tensor parameters". The others
-	// are method-wide and read from the slice's and the recipe's parameters only.
-	perModel bool
-	isBool   bool
-	def      float64 // default (bools: 0 or 1); NaN: required
-	scalar   bool    // may not vary by tensor
-	check    func(v float64) string
-}
+// A recipe's merge_method is a method of merge's registry, and its parameters are
+// that method's: their names, levels, types, ranges and defaults (RecipeDefault:
+// mergekit's, where they differ from the command line's) come from there.
 
-func unit(v float64) string {
-	if v < 0 || v > 1 {
-		return "is outside [0, 1]"
+// lookupMethod returns the registry's method for a recipe's merge_method.
+func lookupMethod(name string) (*merge.Method, bool) { return merge.LookupMethod(name) }
+
+// takesBase says whether the method's first input is base_model.
+func takesBase(m *merge.Method) bool { return m.Base == merge.BaseRequired }
+
+// recipeParam returns the parameter a recipe may set under parameters: (a model's
+// Fisher is not one: it sits beside model:).
+func recipeParam(m *merge.Method, name string) (*merge.Param, bool) {
+	p, ok := m.Param(name)
+	if !ok || p.Kind == merge.File || p.NoRecipe {
+		return nil, false
 	}
-	return ""
+	return p, true
 }
 
-func positive(v float64) string {
-	if !(v > 0) {
-		return "must be positive"
-	}
-	return ""
+// takesFisher says whether each model needs its Fisher.
+func takesFisher(m *merge.Method) bool {
+	return slices.ContainsFunc(m.Params, func(p merge.Param) bool { return p.Kind == merge.File })
 }
 
-func seedValue(v float64) string {
-	if v < 0 || v > 1<<53 || v != math.Trunc(v) {
-		return "must be a whole number in [0, 2^53]"
-	}
-	return ""
-}
+// isBool says whether recipes write the parameter as true or false.
+func isBool(p *merge.Param) bool { return p.Kind == merge.Bool }
 
-var (
-	pWeight  = paramDef{name: "weight", perModel: true, def: 1}
-	pDensity = paramDef{name: "density", perModel: true, def: 1, check: unit} // mergekit's default, not the CLI's
-	pGamma   = paramDef{name: "gamma", perModel: true, def: 0.01, check: unit}
-	pLambda  = paramDef{name: "lambda", def: 1}
-	pInt8    = paramDef{name: "int8_mask", isBool: true, def: 0} // a memory optimisation in mergekit: no numeric effect
-	pSeed    = paramDef{name: "seed", def: 0, scalar: true, check: seedValue}
-)
-
-func pNormalize(def bool) paramDef {
-	return paramDef{name: "normalize", isBool: true, def: b2f(def)}
-}
-
-func pRescale(def bool) paramDef { return paramDef{name: "rescale", isBool: true, def: b2f(def)} }
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// methodSpec is what a recipe method needs: its inputs and its parameters.
-type methodSpec struct {
-	engine    string // merge.RunMethod's name; "" for passthrough and sfa
-	base      bool   // takes base_model (the first input, and the reference)
-	minModels int    // besides the base
-	maxModels int    // 0: no limit
-	params    []paramDef
-	// fixed are parameter values gomerge's math implements; any other value is
-	// refused with why (mergekit's normalize, rescale and filter_wise switches).
-	fixed map[string]fixedValue
-}
-
-type fixedValue struct {
-	want bool
-	why  string
-}
-
-// methods are the merge_method values recipes take: mergekit's names, plus
-// gomerge's own sfa and fisher.
-var methods = map[string]methodSpec{
-	"linear": {engine: "linear", minModels: 1, params: []paramDef{pWeight, pNormalize(true)},
-		fixed: map[string]fixedValue{"normalize": {true, "linear without normalize (a plain weighted sum) is not supported"}}},
-	"task_arithmetic": {engine: "task_arithmetic", base: true, minModels: 1,
-		params: []paramDef{pWeight, pDensity, pLambda, pNormalize(false), pRescale(false), pInt8}},
-	"ties": {engine: "ties", base: true, minModels: 1,
-		params: []paramDef{pWeight, pDensity, pLambda, pNormalize(true), pRescale(false), pInt8},
-		fixed: map[string]fixedValue{
-			"normalize": {true, "ties without normalize is not supported (gomerge divides by the agreeing weights, SPEC §2)"},
-			"rescale":   {false, "ties with rescale is not supported"}}},
-	"dare_linear": {engine: "dare_linear", base: true, minModels: 1,
-		params: []paramDef{pWeight, pDensity, pLambda, pNormalize(false), pRescale(true), pInt8, pSeed},
-		fixed:  map[string]fixedValue{"rescale": {true, "DARE without rescale is not supported"}}},
-	"dare_ties": {engine: "dare_ties", base: true, minModels: 1,
-		params: []paramDef{pWeight, pDensity, pLambda, pNormalize(false), pRescale(true), pInt8, pSeed},
-		fixed: map[string]fixedValue{
-			"rescale":   {true, "DARE without rescale is not supported"},
-			"normalize": {false, "dare_ties with normalize is not supported (gomerge's dare_ties masks by sign without dividing, SPEC §2)"}}},
-	"breadcrumbs": {engine: "breadcrumbs", base: true, minModels: 1,
-		params: []paramDef{pWeight, pDensity, pGamma, pLambda, pNormalize(false), pRescale(false), pInt8},
-		fixed:  map[string]fixedValue{"rescale": {false, "breadcrumbs with rescale is not supported"}}},
-	"breadcrumbs_ties": {engine: "breadcrumbs_ties", base: true, minModels: 1,
-		params: []paramDef{pWeight, pDensity, pGamma, pLambda, pNormalize(false), pRescale(false), pInt8},
-		fixed: map[string]fixedValue{
-			"rescale":   {false, "breadcrumbs with rescale is not supported"},
-			"normalize": {false, "breadcrumbs_ties with normalize is not supported (gomerge masks by sign without dividing, SPEC §2)"}}},
-	"slerp": {engine: "slerp", base: true, minModels: 1, maxModels: 1,
-		params: []paramDef{{name: "t", def: math.NaN(), check: unit}}},
-	"model_stock": {engine: "model_stock", base: true, minModels: 2,
-		params: []paramDef{{name: "filter_wise", isBool: true, def: 0}},
-		fixed:  map[string]fixedValue{"filter_wise": {false, "model_stock with filter_wise (one t per row) is not supported"}}},
-	"passthrough": {minModels: 1, maxModels: 1,
-		params: []paramDef{{name: "scale", perModel: true, def: 1}}},
-	// gomerge's own: base_model is the anchor, the one model the current model.
-	"sfa": {base: true, minModels: 1, maxModels: 1,
-		params: []paramDef{{name: "beta", def: 0.5, scalar: true, check: unit}}},
-	"fisher": {engine: "fisher", minModels: 1,
-		params: []paramDef{{name: "weight", perModel: true, def: 1, check: positive}, {name: "epsilon", def: 1e-6, scalar: true, check: positive}}},
-}
-
-// refusedMethods are mergekit methods gomerge knows it lacks.
-var refusedMethods = []string{"della", "della_linear", "nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "sce"}
-
-func methodNames() []string {
+func paramNames(m *merge.Method) string {
 	var names []string
-	for n := range methods {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-func (m methodSpec) param(name string) (paramDef, bool) {
-	for _, p := range m.params {
-		if p.name == name {
-			return p, true
+	for _, p := range m.Params {
+		if p.Kind != merge.File && !p.NoRecipe {
+			names = append(names, p.Name)
 		}
-	}
-	return paramDef{}, false
-}
-
-func (m methodSpec) paramNames() string {
-	var names []string
-	for _, p := range m.params {
-		names = append(names, p.name)
 	}
 	return strings.Join(names, ", ")
 }
@@ -155,7 +52,7 @@ func (m methodSpec) paramNames() string {
 // vary by tensor are checked at every knot and filter entry, which bounds every
 // value they can take.
 func (st *Step) checkParams() error {
-	spec := methods[st.Method.Value]
+	spec, _ := lookupMethod(st.Method.Value)
 	check := func(ps Params, modelLevel bool) error {
 		names := make([]string, 0, len(ps))
 		for n := range ps {
@@ -164,17 +61,17 @@ func (st *Step) checkParams() error {
 		sort.Strings(names)
 		for _, name := range names {
 			s := ps[name]
-			def, ok := spec.param(name)
+			def, ok := recipeParam(spec, name)
 			if !ok {
-				return errorf(s.Pos, "%s takes no parameter %q (it takes %s)", st.Method.Value, name, spec.paramNames())
+				return errorf(s.Pos, "%s takes no parameter %q (it takes %s)", st.Method.Value, name, paramNames(spec))
 			}
-			if modelLevel && !def.perModel {
+			if modelLevel && !def.PerModel {
 				return errorf(s.Pos, "%s is a method-wide parameter of %s: set it under the recipe's (or a slice's) parameters, not a model's", name, st.Method.Value)
 			}
-			if def.scalar && s.PerTensor() {
+			if def.Scalar && s.PerTensor() {
 				return errorf(s.Pos, "%s: gomerge takes one value for every tensor, not a gradient or filters", name)
 			}
-			if err := checkSetting(s, def, st.Method.Value); err != nil {
+			if err := checkSetting(s, def); err != nil {
 				return err
 			}
 		}
@@ -187,7 +84,7 @@ func (st *Step) checkParams() error {
 		if err := check(m.Params, true); err != nil {
 			return err
 		}
-		if m.Fisher != nil && st.Method.Value != "fisher" {
+		if m.Fisher != nil && !takesFisher(spec) {
 			return errorf(m.Fisher.Pos, "fisher: only method fisher takes a model's Fisher")
 		}
 	}
@@ -204,7 +101,7 @@ func (st *Step) checkParams() error {
 	return nil
 }
 
-func checkSetting(s *Setting, def paramDef, method string) error {
+func checkSetting(s *Setting, def *merge.Param) error {
 	leaves := []*Setting{s}
 	if len(s.Conds) > 0 {
 		leaves = leaves[:0]
@@ -213,31 +110,113 @@ func checkSetting(s *Setting, def paramDef, method string) error {
 		}
 	}
 	for _, l := range leaves {
-		if def.isBool != (l.Bool != nil) {
+		if isBool(def) != (l.Bool != nil) {
 			want := "a number (or a gradient, or filters)"
-			if def.isBool {
+			if isBool(def) {
 				want = "true or false"
 			}
-			return errorf(l.Pos, "%s: want %s", def.name, want)
+			return errorf(l.Pos, "%s: want %s", def.Name, want)
 		}
 		if l.Bool != nil {
-			if f, ok := methods[method].fixed[def.name]; ok && *l.Bool != f.want {
-				return errorf(l.Pos, "%s: %s", def.name, f.why)
+			if err := def.Check(b2f(*l.Bool)); err != nil {
+				return errorf(l.Pos, "%v", err)
 			}
 			continue
 		}
 		for _, v := range l.Num {
-			if def.check != nil {
-				if msg := def.check(v); msg != "" {
-					return errorf(l.Pos, "%s %v %s", def.name, v, msg)
-				}
+			if err := def.Check(v); err != nil {
+				return errorf(l.Pos, "%v", err)
 			}
 		}
 	}
 	return nil
 }
 
+// tensorValues turns one tensor's parameter values into the engine's: get gives a
+// parameter's value for model k (a per-model parameter) or the method-wide one
+// (k = −1).
+func (sp *StepPlan) tensorValues(spec *merge.Method, get func(*merge.Param, int) (Value, error)) (*tensorValues, error) {
+	tv := &tensorValues{}
+	first := b2i(takesBase(spec))
+	for k := first; k < len(sp.pos); k++ {
+		tv.mps = append(tv.mps, merge.ModelParams{Weight: 1, Density: math.NaN()})
+	}
+	for i := range spec.Params {
+		def := &spec.Params[i]
+		if def.Kind == merge.File || def.NoRecipe {
+			continue // the norm stays the engine's default, l1 (mergekit's)
+		}
+		if !def.PerModel {
+			v, err := get(def, -1)
+			if err != nil {
+				return nil, err
+			}
+			if err := setValue(&tv.p, def, v); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		var vs []Value
+		for k := first; k < len(sp.pos); k++ {
+			v, err := get(def, k)
+			if err != nil {
+				return nil, err
+			}
+			vs = append(vs, v)
+		}
+		if def.Uniform {
+			for _, v := range vs[1:] {
+				if v.Num != vs[0].Num {
+					pos := v.Pos
+					if v.dflt {
+						pos = vs[0].Pos
+					}
+					return nil, errorf(pos, "%s: gomerge takes one %s for all models of a tensor, got %v and %v", def.Name, def.Name, vs[0].Num, v.Num)
+				}
+			}
+			if err := setValue(&tv.p, def, vs[0]); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		for k, v := range vs {
+			if f := def.TensorField(&tv.mps[k]); f != nil {
+				*f = v.Num
+			}
+		}
+		// The method-wide value, which only the report shows: every model has its own.
+		if def.Field(&tv.p) != nil {
+			def.SetParams(&tv.p, def.RecipeDefault)
+		}
+	}
+	return tv, nil
+}
+
+// setValue stores a method-wide value; booleans are checked again here, since a
+// filter may give them per tensor (numbers were checked at every knot when parsing).
+func setValue(p *merge.Params, def *merge.Param, v Value) error {
+	num := v.Num
+	if isBool(def) {
+		num = b2f(v.Bool)
+		if err := def.Check(num); err != nil {
+			return errorf(v.Pos, "%v", err)
+		}
+	}
+	def.SetParams(p, num)
+	return nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // supportedMethodsText is the list for messages and docs.
 func supportedMethodsText() string {
-	return strings.Join(methodNames(), ", ")
+	return strings.Join(merge.MethodNames(), ", ")
 }
+
+// unsupportedMethod says whether name is a mergekit method gomerge lacks.
+func unsupportedMethod(name string) bool { return slices.Contains(merge.MergekitOnly, name) }

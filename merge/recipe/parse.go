@@ -383,8 +383,8 @@ func (p *parser) step(n *yaml.Node) (*Step, error) {
 	if st.Method.Value == "" {
 		return nil, errorf(st.Pos, "no merge_method")
 	}
-	if _, ok := methods[st.Method.Value]; !ok {
-		if slices.Contains(refusedMethods, st.Method.Value) {
+	if _, ok := lookupMethod(st.Method.Value); !ok {
+		if unsupportedMethod(st.Method.Value) {
 			return nil, errorf(st.Method.Pos, "merge_method %q is mergekit's; gomerge does not implement it (it has %s)", st.Method.Value, supportedMethodsText())
 		}
 		return nil, errorf(st.Method.Pos, "unknown merge_method %q (gomerge has %s)", st.Method.Value, supportedMethodsText())

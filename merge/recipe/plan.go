@@ -45,7 +45,7 @@ type StepPlan struct {
 	BytesWritten int64   `json:"bytes_written"`
 
 	step     *Step
-	spec     methodSpec
+	spec     *merge.Method
 	pos      []position // the merge's inputs: the base (if any) first
 	views    []*view    // per position, when slices rename layers; nil otherwise
 	outMetas []merge.TensorMeta
@@ -94,14 +94,12 @@ type nslice struct {
 
 // tensorValues are the parameters of one output tensor.
 type tensorValues struct {
-	p     merge.Params
-	mps   []merge.ModelParams
-	scale float64 // passthrough
-	beta  float64 // sfa
+	p   merge.Params
+	mps []merge.ModelParams
 }
 
 func (a *tensorValues) equal(b *tensorValues) bool {
-	if a.p != b.p || a.scale != b.scale || a.beta != b.beta || len(a.mps) != len(b.mps) {
+	if a.p != b.p || len(a.mps) != len(b.mps) {
 		return false
 	}
 	for i, m := range a.mps {
@@ -288,7 +286,7 @@ func stepLabel(name string) string {
 // planStep resolves a step's models, lays out its inputs and computes every
 // tensor's parameters.
 func planStep(st *Step, c *catalog, out string) (*StepPlan, error) {
-	spec := methods[st.Method.Value]
+	spec, _ := lookupMethod(st.Method.Value)
 	sp := &StepPlan{Name: st.Name, Method: st.Method.Value, Output: out, step: st, spec: spec}
 	slices, err := sp.layOut(c)
 	if err != nil {
@@ -340,7 +338,7 @@ func (sp *StepPlan) layOut(c *catalog) ([]nslice, error) {
 		for _, m := range st.Models {
 			if st.Base != nil && m.Model.Name == st.Base.Name {
 				baseListed = true
-				if spec.base { // the base's own parameters are not used, as in mergekit
+				if takesBase(spec) { // the base's own parameters are not used, as in mergekit
 					continue
 				}
 			}
@@ -348,15 +346,15 @@ func (sp *StepPlan) layOut(c *catalog) ([]nslice, error) {
 			if err != nil {
 				return nil, err
 			}
-			if st.Method.Value == "fisher" && m.Fisher == nil {
+			if takesFisher(spec) && m.Fisher == nil {
 				return nil, errorf(m.Pos, "method fisher needs each model's Fisher (fisher: PATH beside model:)")
 			}
 			models = append(models, s)
 		}
 		switch {
-		case spec.base && st.Base == nil:
+		case takesBase(spec) && st.Base == nil:
 			return nil, errorf(st.Method.Pos, "%s needs a base_model", st.Method.Value)
-		case spec.base:
+		case takesBase(spec):
 			var err error
 			if base, err = resolve(*st.Base, 0, -1, nil, nil); err != nil {
 				return nil, err
@@ -408,13 +406,13 @@ func (sp *StepPlan) layOut(c *catalog) ([]nslice, error) {
 			if src.End > s.info.layers {
 				return nil, errorf(src.Pos, "layer_range [%d, %d]: %s has %d layers", src.Start, src.End, src.Model.Name, s.info.layers)
 			}
-			if spec.base && baseRef != nil && src.Model.Name == baseRef.Name && base == nil {
+			if takesBase(spec) && baseRef != nil && src.Model.Name == baseRef.Name && base == nil {
 				base = s
 				continue
 			}
 			models = append(models, s)
 		}
-		if spec.base && base == nil {
+		if takesBase(spec) && base == nil {
 			if baseRef == nil {
 				return nil, errorf(st.Method.Pos, "%s needs a base_model", st.Method.Value)
 			}
@@ -455,15 +453,15 @@ func b2i(b bool) int {
 
 func (sp *StepPlan) checkCount(n int, pos Pos) error {
 	spec := sp.spec
-	if n < spec.minModels || (spec.maxModels > 0 && n > spec.maxModels) {
+	if n < spec.MinModels || (spec.MaxModels > 0 && n > spec.MaxModels) {
 		what := "besides the base"
-		if !spec.base {
+		if !takesBase(spec) {
 			what = "in all"
 		}
-		if spec.minModels == spec.maxModels {
-			return errorf(pos, "%s takes exactly %d model(s) %s, got %d", sp.Method, spec.minModels, what, n)
+		if spec.MinModels == spec.MaxModels {
+			return errorf(pos, "%s takes exactly %d model(s) %s, got %d", sp.Method, spec.MinModels, what, n)
 		}
-		return errorf(pos, "%s needs at least %d model(s) %s, got %d", sp.Method, spec.minModels, what, n)
+		return errorf(pos, "%s needs at least %d model(s) %s, got %d", sp.Method, spec.MinModels, what, n)
 	}
 	return nil
 }
@@ -535,24 +533,24 @@ func (sp *StepPlan) computeValues(slices []nslice) error {
 	for _, m := range sp.outMetas {
 		o := sp.origins[m.Name]
 		sl := slices[o.slice]
-		get := func(def paramDef, k int) (Value, error) {
+		get := func(def *merge.Param, k int) (Value, error) {
 			levels := []Params{sl.params, st.Params}
 			name := m.Name
-			if def.perModel {
+			if def.PerModel {
 				levels = append([]Params{sp.pos[k].srcs[o.slice].params}, levels...)
 				name = o.in[k]
 			}
 			for _, ps := range levels {
-				if s := ps[def.name]; s != nil {
+				if s := ps[def.Name]; s != nil {
 					if v, ok := s.Eval(name, o.t); ok {
 						return v, nil
 					}
 				}
 			}
-			if math.IsNaN(def.def) {
-				return Value{}, errorf(st.Method.Pos, "%s: parameter %s has no value for tensor %q (give a default: a filter list's last entry without filter, or a plain value)", sp.Method, def.name, m.Name)
+			if math.IsNaN(def.RecipeDefault) {
+				return Value{}, errorf(st.Method.Pos, "%s: parameter %s has no value for tensor %q (give a default: a filter list's last entry without filter, or a plain value)", sp.Method, def.Name, m.Name)
 			}
-			return Value{Num: def.def, Bool: def.def != 0, IsBool: def.isBool, Pos: st.Method.Pos, dflt: true}, nil
+			return Value{Num: def.RecipeDefault, Bool: def.RecipeDefault != 0, IsBool: isBool(def), Pos: st.Method.Pos, dflt: true}, nil
 		}
 		tv, err := sp.tensorValues(spec, get)
 		if err != nil {
@@ -570,126 +568,6 @@ func (sp *StepPlan) computeValues(slices []nslice) error {
 	}
 	sp.PerTensor = sp.vary
 	return nil
-}
-
-// tensorValues turns one tensor's parameter values into the engine's.
-func (sp *StepPlan) tensorValues(spec methodSpec, get func(paramDef, int) (Value, error)) (*tensorValues, error) {
-	tv := &tensorValues{p: merge.Params{Density: 1, Lambda: 1, Rescale: "l1", Epsilon: 1e-6, Gamma: 0.01, T: 0.5}, scale: 1}
-	first := b2i(spec.base)
-	global := func(name string) (Value, error) {
-		def, _ := spec.param(name)
-		return get(def, -1)
-	}
-	perModel := func(name string) ([]Value, error) {
-		def, _ := spec.param(name)
-		var vs []Value
-		for k := first; k < len(sp.pos); k++ {
-			v, err := get(def, k)
-			if err != nil {
-				return nil, err
-			}
-			vs = append(vs, v)
-		}
-		return vs, nil
-	}
-	// Range checks were made on every knot when parsing; bool switches that gomerge
-	// fixes are checked here too, since a filter may give them per tensor.
-	for _, def := range spec.params {
-		if !def.isBool {
-			continue
-		}
-		v, err := global(def.name)
-		if err != nil {
-			return nil, err
-		}
-		if f, ok := spec.fixed[def.name]; ok && v.Bool != f.want {
-			return nil, errorf(v.Pos, "%s: %s", def.name, f.why)
-		}
-	}
-	has := func(name string) bool { _, ok := spec.param(name); return ok }
-	if has("weight") {
-		ws, err := perModel("weight")
-		if err != nil {
-			return nil, err
-		}
-		dens := make([]Value, len(ws))
-		if has("density") {
-			if dens, err = perModel("density"); err != nil {
-				return nil, err
-			}
-		}
-		var wsum float64
-		for i, w := range ws {
-			d := math.NaN() // the method takes no density
-			if has("density") {
-				d = dens[i].Num
-			}
-			tv.mps = append(tv.mps, merge.ModelParams{Weight: w.Num, Density: d})
-			wsum += w.Num
-		}
-		if has("lambda") {
-			l, err := global("lambda")
-			if err != nil {
-				return nil, err
-			}
-			tv.p.Lambda = l.Num
-			if n, _ := global("normalize"); n.Bool && spec.fixed["normalize"].why == "" {
-				// mergekit divides the summed task vector by the weight sum (|sum| <
-				// 1e-8: by 1) before scaling by λ: the same as λ/Σw.
-				if math.Abs(wsum) >= 1e-8 {
-					tv.p.Lambda /= wsum
-				}
-			}
-		}
-	}
-	if tv.mps == nil {
-		for k := first; k < len(sp.pos); k++ {
-			tv.mps = append(tv.mps, merge.ModelParams{Weight: 1, Density: math.NaN()})
-		}
-	}
-	if has("gamma") {
-		gs, err := perModel("gamma")
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range gs[1:] {
-			if g.Num != gs[0].Num {
-				pos := g.Pos
-				if g.dflt {
-					pos = gs[0].Pos
-				}
-				return nil, errorf(pos, "gamma: gomerge takes one gamma for all models of a tensor, got %v and %v", gs[0].Num, g.Num)
-			}
-		}
-		tv.p.Gamma = gs[0].Num
-	}
-	for _, name := range []string{"t", "seed", "epsilon", "beta"} {
-		if !has(name) {
-			continue
-		}
-		v, err := global(name)
-		if err != nil {
-			return nil, err
-		}
-		switch name {
-		case "t":
-			tv.p.T = v.Num
-		case "seed":
-			tv.p.Seed = uint64(v.Num)
-		case "epsilon":
-			tv.p.Epsilon = v.Num
-		case "beta":
-			tv.beta = v.Num
-		}
-	}
-	if has("scale") {
-		s, err := perModel("scale")
-		if err != nil {
-			return nil, err
-		}
-		tv.scale = s[0].Num
-	}
-	return tv, nil
 }
 
 // dtypes sets the output dtype: out_dtype, else dtype (mergekit writes in its
