@@ -2,9 +2,12 @@ package merge
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // testMethods lists the registry's methods that the engine tests run through
@@ -84,6 +87,118 @@ func TestParamErrorsWrapBadParameter(t *testing.T) {
 			for _, v := range []float64{-1, 2, math.Inf(1), 0} {
 				if err := p.Check(v); err != nil && !errors.Is(err, ErrBadParameter) {
 					t.Errorf("%s %s %v: %v does not wrap ErrBadParameter", m.Name, p.Name, v, err)
+				}
+			}
+		}
+	}
+}
+
+// TestDAREJointKeepRate checks DARE's random drop without its draw function: two
+// models whose task vectors are 1 and 2 everywhere, merged by dare_linear with the
+// inverse rescale, give 0, 1/d₁, 2/d₂ or their sum per element, which reveals both
+// keep masks. Each model's keep rate must be within 5σ of its density and the joint
+// rate within 5σ of d₁·d₂ (independent draws per model), and a χ² test of the 2×2
+// table must not reject independence at the 0.1 % level.
+func TestDAREJointKeepRate(t *testing.T) {
+	const n = 1 << 17
+	d1, d2 := 0.3, 0.5 // 1/d₁ ≠ 2/d₂, so the four sums differ
+	base := &ckpt{names: []string{"w"}, shapes: map[string][]int64{"w": {n}}, vals: map[string][]float32{"w": make([]float32, n)}}
+	mk := func(v float32) *ckpt {
+		c := &ckpt{names: base.names, shapes: base.shapes, vals: map[string][]float32{"w": make([]float32, n)}}
+		for j := range c.vals["w"] {
+			c.vals["w"][j] = v
+		}
+		return c
+	}
+	p := Params{Lambda: 1, Seed: 123, Rescale: "inverse"}
+	got := runMethodFiles(t, dtype.F32, "dare_linear", p, base, []*ckpt{mk(1), mk(2)}, []float64{1, 1}, []float64{d1, d2}, 2)["w"]
+	a, b := float32(1/d1), float32(2/d2)
+	var table [2][2]float64
+	for j, v := range got {
+		var k1, k2 int
+		switch v {
+		case 0:
+		case a:
+			k1 = 1
+		case b:
+			k2 = 1
+		case a + b:
+			k1, k2 = 1, 1
+		default:
+			t.Fatalf("element %d = %v: not one of 0, %v, %v, %v", j, v, a, b, a+b)
+		}
+		table[k1][k2]++
+	}
+	within := func(what string, count, p float64) {
+		mean, sd := n*p, math.Sqrt(n*p*(1-p))
+		if math.Abs(count-mean) > 5*sd {
+			t.Errorf("%s: %v kept of %d, want %v ± %v", what, count, n, mean, 5*sd)
+		}
+	}
+	within("model 1", table[1][0]+table[1][1], d1)
+	within("model 2", table[0][1]+table[1][1], d2)
+	within("both", table[1][1], d1*d2)
+	var chi2 float64
+	for i := range 2 {
+		for k := range 2 {
+			row, col := table[i][0]+table[i][1], table[0][k]+table[1][k]
+			e := row * col / n
+			chi2 += (table[i][k] - e) * (table[i][k] - e) / e
+		}
+	}
+	if chi2 > 10.83 { // χ²(1) at p = 0.001
+		t.Errorf("keep masks not independent: χ² = %v, table %v", chi2, table)
+	}
+}
+
+// TestTaskVectorFamilyAgainstReference runs every combination of the family's
+// options (sparsification × consensus × normalize × rescale) through RunMethod on
+// the presets that carry each sparsification, and compares each with
+// taskVectorsRef; the combinations with a fast path also run through the general
+// kernel, which must give the same bits.
+func TestTaskVectorFamilyAgainstReference(t *testing.T) {
+	dt := dtype.F32
+	base, models := methodFixture(31, dt, 3)
+	weights := []float64{0.6, 1.2, -0.3}
+	dens := []float64{0.3, 0.8, 0.55}
+	presets := map[Sparsification][2]string{
+		SparsifyNone:      {"task_arithmetic", "task_arithmetic"},
+		SparsifyMagnitude: {"ties", "ties"},
+		SparsifyRandom:    {"dare_linear", "dare_ties"},
+		SparsifyOutliers:  {"breadcrumbs", "breadcrumbs_ties"},
+	}
+	for sp, names := range presets {
+		for ci, method := range names {
+			if sp == SparsifyNone && ci == 1 {
+				continue // no preset has a consensus without sparsification
+			}
+			if sp == SparsifyMagnitude && ci == 0 {
+				continue // ties is the only magnitude preset
+			}
+			for _, normalize := range []Switch{SwitchOn, SwitchOff} {
+				for _, rescale := range []Switch{SwitchOn, SwitchOff} {
+					for _, norm := range []string{"l1", "inverse"} {
+						p := Params{Lambda: 0.9, Gamma: 0.05, Seed: 11, Normalize: normalize, Rescaling: rescale, Rescale: norm}
+						got := runMethodFiles(t, dt, method, p, base, models, weights, dens, 2)
+						o := tvOptions{sparsify: sp, consensus: Consensus(b2i(method == names[1] && sp != SparsifyNone || sp == SparsifyMagnitude)),
+							normalize: normalize == SwitchOn, rescale: "none"}
+						if rescale == SwitchOn && sp != SparsifyNone {
+							o.rescale = norm
+						}
+						what := fmt.Sprintf("%s normalize=%v rescale=%v %s", method, o.normalize, rescale == SwitchOn, norm)
+						for _, name := range base.names {
+							b := base.vals[name]
+							xs := make([][]float32, len(models))
+							for i, m := range models {
+								xs[i] = m.vals[name]
+							}
+							key := dareKey(11, name)
+							ref, sc := taskVectorsRef(o, b, xs, weights, dens, 0.05, 0.9, func(i, j int) bool {
+								return dareDraw(key, i, int64(j)) < densityThreshold(dens[i])
+							})
+							checkClose(t, what+" "+name, got[name], ref, sc, dt)
+						}
+					}
 				}
 			}
 		}

@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
-	"github.com/gomerge/gomerge/merge"
 	"github.com/gomerge/gomerge/formats/safetensors"
 	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
+	"github.com/gomerge/gomerge/merge"
 )
 
 // TestMethodCommands runs every method's command end to end on generated checkpoints,
