@@ -396,12 +396,14 @@ GM_KERNEL gm_task_vectors(void *out, u32 odt, const void *base, u32 bdt, const g
 		for (u32 i = 0; i < m; i++)
 			sum = sum + gm_term(&models[i], b, j, off);
 		if (ties_sign) {
-			int positive = !(sum < 0.0f); // merge.electSign
+			// merge.electedSign and merge.agreeMask, as gm_ties has them.
+			u32 sb = gm_bits(sum), smag = sb & 0x7fffffffu;
+			u32 sign = ((sb >> 31) != 0 && smag != 0 && smag <= 0x7f800000u) ? 0x80000000u : 0;
 			sum = 0.0f;
 			for (u32 i = 0; i < m; i++) {
-				float d = gm_term(&models[i], b, j, off);
-				if (d != 0.0f && (d > 0.0f) == positive) // merge.signMatches
-					sum = sum + d;
+				u32 db = gm_bits(gm_term(&models[i], b, j, off));
+				u32 mask = ((db << 1) != 0 && ((db ^ sign) >> 31) == 0) ? 0xffffffffu : 0;
+				sum = sum + gm_f32(db & mask);
 			}
 		}
 		float r = lambda * sum;

@@ -127,6 +127,14 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 	bc.Density, bc.Gamma = 0.9, 0.05
 	method("breadcrumbs-0.9", "breadcrumbs", 3, bc, nil)
 	method("breadcrumbs_ties-0.9", "breadcrumbs_ties", 3, bc, nil)
+	// Combinations of the task-vector options beyond the presets' defaults that the
+	// device's task-vector kernel runs.
+	with := func(f func(*Params)) Params { q := p; f(&q); return q }
+	method("ties-no-normalize", "ties", 3, with(func(q *Params) { q.Normalize = SwitchOff }), nil)
+	method("ties-inverse-no-normalize", "ties", 3, with(func(q *Params) { q.Normalize, q.Rescaling, q.Rescale = SwitchOff, SwitchOn, "inverse" }), nil)
+	method("breadcrumbs-inverse", "breadcrumbs", 3, with(func(q *Params) { q.Rescaling, q.Rescale = SwitchOn, "inverse" }), nil)
+	method("dare_linear-no-rescale", "dare_linear", 3, with(func(q *Params) { q.Rescaling = SwitchOff }), nil)
+	method("task_arithmetic-normalize", "task_arithmetic", 3, with(func(q *Params) { q.Normalize = SwitchOn }), nil)
 	return runs
 }
 

@@ -204,3 +204,44 @@ func TestTaskVectorFamilyAgainstReference(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathsMatchGeneralKernel: TIES's column-wise kernel (with its AVX2 parts)
+// and task arithmetic's give the same bits as the general task-vector kernel, on
+// values with ±0, infinities, NaN and exact cancellations.
+func TestFastPathsMatchGeneralKernel(t *testing.T) {
+	base, models := methodFixture(41, dtype.F32, 3)
+	for _, name := range base.names {
+		b := base.vals[name]
+		for j := 0; j < len(b); j += 97 {
+			switch j / 97 % 5 {
+			case 0:
+				models[0].vals[name][j] = float32(math.NaN())
+			case 1:
+				models[1].vals[name][j] = float32(math.Inf(-1))
+			case 2:
+				models[2].vals[name][j] = b[j] // a zero delta
+			case 3:
+				b[j], models[0].vals[name][j] = 0, float32(math.Copysign(0, -1))
+			case 4:
+				models[1].vals[name][j] = 2*b[j] - models[0].vals[name][j] // opposite deltas
+			}
+		}
+	}
+	weights := []float64{0.6, 1.2, 0.6}
+	for _, method := range []string{"ties", "task_arithmetic"} {
+		for _, norm := range []Switch{SwitchOn, SwitchOff} {
+			p := Params{Density: 0.4, Lambda: 0.9, Normalize: norm}
+			fast := runMethodFiles(t, dtype.F32, method, p, base, models, weights, nil, 2)
+			fastPaths = false
+			general := runMethodFiles(t, dtype.F32, method, p, base, models, weights, nil, 2)
+			fastPaths = true
+			for _, name := range base.names {
+				for j, v := range fast[name] {
+					if g := general[name][j]; math.Float32bits(v) != math.Float32bits(g) && !(v != v && g != g) {
+						t.Fatalf("%s normalize=%v %s[%d]: fast %v, general %v", method, norm == SwitchOn, name, j, v, g)
+					}
+				}
+			}
+		}
+	}
+}
