@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"math"
 
 	"github.com/gomerge/gomerge/gpu"
 )
@@ -44,4 +45,22 @@ func fisherKernel(m *methodRun, _ *TensorPlan) Kernel {
 			return nil, dev.Fisher(ctx, t.NumElements(), out, gpuOperands(t.In), gpuOperands(t.Aux), m.weights, eps)
 		},
 	}
+}
+
+// fisherRef is Fisher merging's plain statement, per element in float64:
+// Σ w_i max(F_i, ε) θ_i / Σ w_i max(F_i, ε).
+func fisherRef(models, fishers [][]float32, w []float64, eps float64) (ref, scale []float64) {
+	ref, scale = make([]float64, len(models[0])), make([]float64, len(models[0]))
+	for j := range ref {
+		var num, den float64
+		for i, x := range models {
+			f := math.Max(float64(fishers[i][j]), eps)
+			num += w[i] * f * float64(x[j])
+			den += w[i] * f
+			scale[j] += math.Abs(w[i] * f * float64(x[j]))
+		}
+		ref[j] = num / den
+		scale[j] /= den
+	}
+	return ref, scale
 }

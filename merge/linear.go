@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"math"
 
 	"github.com/gomerge/gomerge/gpu"
 )
@@ -63,4 +64,24 @@ func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
 		},
 		GPULight: true,
 	}
+}
+
+// linearRef is linear's plain statement, per element in float64: Σ w_i x_i / Σ w_i
+// (normalize) or Σ w_i x_i. scale is the magnitude of the terms, for tolerances.
+func linearRef(models [][]float32, w []float64, normalize bool) (ref, scale []float64) {
+	den := 1.0
+	if normalize {
+		den = 0
+		for _, wi := range w {
+			den += wi
+		}
+	}
+	ref, scale = make([]float64, len(models[0])), make([]float64, len(models[0]))
+	for j := range ref {
+		for i, x := range models {
+			ref[j] += w[i] * float64(x[j]) / den
+			scale[j] += math.Abs(w[i] * float64(x[j]) / den)
+		}
+	}
+	return ref, scale
 }

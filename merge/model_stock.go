@@ -83,3 +83,37 @@ func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
 		},
 	}
 }
+
+// modelStockRef is model_stock's plain statement in float64: the mean pairwise cosine
+// c of the task vectors (clamped to [0, 1]), t = N·c/(1+(N−1)·c), and
+// t·mean_i θ_i + (1−t)·θ_base per element.
+func modelStockRef(base []float32, models [][]float32) (ref, scale []float64) {
+	N := float64(len(models))
+	var cs float64
+	pairs := 0
+	for i := range models {
+		for k := i + 1; k < len(models); k++ {
+			var dot, ni, nk float64
+			for j := range base {
+				a, c := float64(models[i][j])-float64(base[j]), float64(models[k][j])-float64(base[j])
+				dot += a * c
+				ni += a * a
+				nk += c * c
+			}
+			cs += dot / math.Max(math.Sqrt(ni)*math.Sqrt(nk), 1e-6)
+			pairs++
+		}
+	}
+	c := math.Max(0, math.Min(1, cs/float64(pairs)))
+	t := N * c / (1 + (N-1)*c)
+	ref, scale = make([]float64, len(base)), make([]float64, len(base))
+	for j := range base {
+		var mean float64
+		for _, m := range models {
+			mean += float64(m[j]) / N
+		}
+		ref[j] = t*mean + (1-t)*float64(base[j])
+		scale[j] = math.Abs(t*mean) + math.Abs((1-t)*float64(base[j]))
+	}
+	return ref, scale
+}

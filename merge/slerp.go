@@ -78,3 +78,22 @@ func slerpCoefficients(t, dot, n0, n1 float64) (float64, float64) {
 	s := math.Sin(omega)
 	return math.Sin((1-t)*omega) / s, math.Sin(t*omega) / s
 }
+
+// slerpRef is slerp's plain statement in float64: the angle between the flattened
+// tensors, the coefficients sin((1−t)Ω)/sin Ω and sin(tΩ)/sin Ω (linear when nearly
+// colinear), and c0·v0 + c1·v1 per element.
+func slerpRef(v0, v1 []float32, t float64) (ref, scale []float64) {
+	var dot, n0, n1 float64
+	for j := range v0 {
+		dot += float64(v0[j]) * float64(v1[j])
+		n0 += float64(v0[j]) * float64(v0[j])
+		n1 += float64(v1[j]) * float64(v1[j])
+	}
+	c0, c1 := slerpCoefficients(t, dot, math.Sqrt(n0), math.Sqrt(n1))
+	ref, scale = make([]float64, len(v0)), make([]float64, len(v0))
+	for j := range v0 {
+		ref[j] = c0*float64(v0[j]) + c1*float64(v1[j])
+		scale[j] = math.Abs(c0*float64(v0[j])) + math.Abs(c1*float64(v1[j]))
+	}
+	return ref, scale
+}
