@@ -9,9 +9,78 @@ import (
 	"github.com/gomerge/gomerge/merge"
 )
 
+// Parameters: settings as mergekit writes them (scalars, gradients, filters), their
+// evaluation per tensor, and their check against the method's registry entry.
+//
 // A recipe's merge_method is a method of merge's registry, and its parameters are
 // that method's: their names, levels, types, ranges and defaults (RecipeDefault:
 // mergekit's, where they differ from the command line's) come from there.
+
+// Params are parameter settings by name.
+type Params map[string]*Setting
+
+// Setting is a parameter's value as mergekit writes it: a scalar, a gradient (a list
+// of numbers interpolated over the layers), or a list of filtered values, the first
+// whose filter is a substring of the tensor's name applying.
+type Setting struct {
+	Pos   Pos
+	Num   []float64 // one: a scalar; more: a gradient
+	Bool  *bool
+	Conds []Cond
+}
+
+// Cond is one entry of a filtered setting; no filter matches every tensor.
+type Cond struct {
+	Pos    Pos
+	Filter *string
+	Value  *Setting // Num or Bool
+}
+
+// Value is a setting evaluated for one tensor.
+type Value struct {
+	Num    float64
+	Bool   bool
+	IsBool bool
+	Pos    Pos // the setting (or filter entry) it came from
+	dflt   bool
+}
+
+// Eval evaluates s for tensor name at layer position t in [0, 1], as mergekit does:
+// a gradient's knots are spread evenly over [0, 1] and interpolated linearly; a
+// filter list gives its first entry whose filter is a substring of name (no filter
+// or "*" matching all). ok is false when no entry matches.
+func (s *Setting) Eval(name string, t float64) (v Value, ok bool) {
+	switch {
+	case s.Bool != nil:
+		return Value{Bool: *s.Bool, IsBool: true, Pos: s.Pos}, true
+	case len(s.Num) > 0:
+		return Value{Num: interpolate(s.Num, t), Pos: s.Pos}, true
+	}
+	for _, c := range s.Conds {
+		if c.Filter == nil || *c.Filter == "*" || strings.Contains(name, *c.Filter) {
+			v, ok := c.Value.Eval(name, t)
+			v.Pos = c.Pos
+			return v, ok
+		}
+	}
+	return Value{}, false
+}
+
+// interpolate is mergekit's gradient: knots at i/(n−1), linear in between. The two
+// products are rounded separately so that no platform fuses them.
+func interpolate(knots []float64, t float64) float64 {
+	if len(knots) == 1 || !(t > 0) {
+		return knots[0]
+	}
+	scaled := min(t, 1) * float64(len(knots)-1)
+	i0 := int(scaled)
+	i1 := min(len(knots)-1, i0+1)
+	frac := scaled - float64(i0)
+	return float64((1-frac)*knots[i0]) + float64(frac*knots[i1])
+}
+
+// PerTensor says whether the setting can differ between tensors.
+func (s *Setting) PerTensor() bool { return len(s.Num) > 1 || len(s.Conds) > 0 }
 
 // lookupMethod returns the registry's method for a recipe's merge_method.
 func lookupMethod(name string) (*merge.Method, bool) { return merge.LookupMethod(name) }
@@ -46,6 +115,14 @@ func paramNames(m *merge.Method) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// supportedMethodsText is the list for messages and docs.
+func supportedMethodsText() string {
+	return strings.Join(merge.MethodNames(), ", ")
+}
+
+// unsupportedMethod says whether name is a mergekit method gomerge lacks.
+func unsupportedMethod(name string) bool { return slices.Contains(merge.MergekitOnly, name) }
 
 // checkParams checks every parameter setting of a step against its method: known
 // names, at the right level, of the right type, every value in range. Values that
@@ -132,6 +209,73 @@ func checkSetting(s *Setting, def *merge.Param) error {
 	return nil
 }
 
+// tensorValues are the parameters of one output tensor.
+type tensorValues struct {
+	p   merge.Params
+	mps []merge.ModelParams
+}
+
+func (a *tensorValues) equal(b *tensorValues) bool {
+	if a.p != b.p || len(a.mps) != len(b.mps) {
+		return false
+	}
+	for i, m := range a.mps {
+		// Bits, not ==: a NaN density (none) equals itself here.
+		if math.Float64bits(m.Weight) != math.Float64bits(b.mps[i].Weight) || math.Float64bits(m.Density) != math.Float64bits(b.mps[i].Density) {
+			return false
+		}
+	}
+	return true
+}
+
+// computeValues evaluates every parameter for every output tensor, as mergekit's
+// ConfigReader does: a model's parameter from its own parameters, then the slice's,
+// then the recipe's, then the method's default; a method-wide one from the slice's
+// and the recipe's. A per-model parameter is matched against the tensor's name in
+// that model, a method-wide one against the output name.
+func (sp *StepPlan) computeValues(slices []nslice) error {
+	st, spec := sp.step, sp.spec
+	sp.values = map[string]*tensorValues{}
+	for _, m := range sp.outMetas {
+		o := sp.origins[m.Name]
+		sl := slices[o.slice]
+		get := func(def *merge.Param, k int) (Value, error) {
+			levels := []Params{sl.params, st.Params}
+			name := m.Name
+			if def.PerModel {
+				levels = append([]Params{sp.pos[k].srcs[o.slice].params}, levels...)
+				name = o.in[k]
+			}
+			for _, ps := range levels {
+				if s := ps[def.Name]; s != nil {
+					if v, ok := s.Eval(name, o.t); ok {
+						return v, nil
+					}
+				}
+			}
+			if math.IsNaN(def.RecipeDefault) {
+				return Value{}, errorf(st.Method.Pos, "%s: parameter %s has no value for tensor %q (give a default: a filter list's last entry without filter, or a plain value)", sp.Method, def.Name, m.Name)
+			}
+			return Value{Num: def.RecipeDefault, Bool: def.RecipeDefault != 0, IsBool: isBool(def), Pos: st.Method.Pos, dflt: true}, nil
+		}
+		tv, err := sp.tensorValues(spec, get)
+		if err != nil {
+			return err
+		}
+		if sp.first == nil {
+			sp.first = tv
+		} else if !tv.equal(sp.first) {
+			sp.vary = true
+		}
+		sp.values[m.Name] = tv
+	}
+	if sp.first == nil {
+		return errorf(st.Pos, "no tensors to merge")
+	}
+	sp.PerTensor = sp.vary
+	return nil
+}
+
 // tensorValues turns one tensor's parameter values into the engine's: get gives a
 // parameter's value for model k (a per-model parameter) or the method-wide one
 // (k = −1).
@@ -212,11 +356,3 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
-
-// supportedMethodsText is the list for messages and docs.
-func supportedMethodsText() string {
-	return strings.Join(merge.MethodNames(), ", ")
-}
-
-// unsupportedMethod says whether name is a mergekit method gomerge lacks.
-func unsupportedMethod(name string) bool { return slices.Contains(merge.MergekitOnly, name) }
