@@ -128,7 +128,7 @@ func (j *MethodJob) validate(def *Method) (*methodRun, error) {
 	density, hasDensity := def.Param("density")
 	for _, m := range j.Models {
 		w := m.Weight
-		if !(w-w == 0) { // NaN or Inf
+		if math.IsNaN(w) || math.IsInf(w, 0) {
 			return bad("%s: weight %v is not a finite number", m.Path, w)
 		}
 		if weight != nil {

@@ -21,7 +21,6 @@ type BaseUse int
 const (
 	BaseAbsent   BaseUse = iota // no base: every input is a model
 	BaseRequired                // a base (--base, recipes' base_model): the first input and the reference
-	BaseOptional                // either (not used by any method yet)
 )
 
 // ParamKind is the type of a parameter's value.
@@ -30,7 +29,7 @@ type ParamKind int
 const (
 	Number ParamKind = iota // a float64
 	Seed                    // a whole number in [0, 2^53] (recipes write numbers as float64)
-	Bool                    // true or false (recipes' booleans)
+	Bool                    // true or false (recipes' booleans); a Switch in Params
 	Choice                  // one of Param.Choices (the command line's only)
 	File                    // a per-model path (a model's Fisher)
 )
@@ -54,9 +53,9 @@ type Param struct {
 	// Scalar parameters take one value for every tensor: no gradients or filters.
 	Scalar bool
 	// Default is the value with no flag (also what the engine applies to an unset
-	// Choice or Switch); RecipeDefault is the value recipes get when they do not set it
+	// Choice or Bool); RecipeDefault is the value recipes get when they do not set it
 	// (NaN: required), as mergekit's defaults are not always the command line's (ties'
-	// density: 0.2 on the command line, 1 in mergekit). Switches: 0 or 1.
+	// density: 0.2 on the command line, 1 in mergekit). Bools: 0 or 1.
 	Default, RecipeDefault float64
 	// Choices and DefaultChoice are a Choice's values and its default.
 	Choices       []string
@@ -66,7 +65,7 @@ type Param struct {
 	// NoRecipe parameters are the command line's only (recipes have no strings).
 	NoRecipe bool
 	// Report says the report (and the output's provenance) always records the
-	// parameter; Switches and Choices are also recorded whenever they are not their
+	// parameter; Bools and Choices are also recorded whenever they are not their
 	// default.
 	Report bool
 	// check returns why v is refused ("" when valid).
@@ -79,7 +78,7 @@ type Param struct {
 	fileRef func(*Model) *string
 }
 
-// Check validates a value of a Number, Seed or Switch (0 or 1) parameter. The error
+// Check validates a value of a Number, Seed or Bool (0 or 1) parameter. The error
 // wraps ErrBadParameter and reads "density 1.5 is outside [0, 1]".
 func (p *Param) Check(v float64) error {
 	if p.Kind == Number && (math.IsNaN(v) || math.IsInf(v, 0)) {
@@ -116,12 +115,7 @@ func (p *Param) reportName() string {
 	return p.Name
 }
 
-// HasField says whether the value changes the merge (int8_mask does not).
-func (p *Param) HasField() bool {
-	return p.field != nil || p.model != nil || p.tensor != nil || p.fileRef != nil
-}
-
-// SetParams stores a Number, Seed or Switch value into p. Choices: SetChoice.
+// SetParams stores a Number, Seed or Bool value (0 or 1) into ps. Choices: SetChoice.
 func (p *Param) SetParams(ps *Params, v float64) {
 	if p.field == nil {
 		return
@@ -229,7 +223,7 @@ type Method struct {
 	// kernel makes a tensor's kernel from a validated job; run replaces RunMethod's
 	// plan-and-execute for methods with their own entry point (sfa); check adds the
 	// method's own validation; report gives the report's parameters (default: the
-	// Report parameters and non-default switches).
+	// Report parameters and non-default Bools and Choices).
 	kernel func(m *methodRun, t *TensorPlan) Kernel
 	run    func(ctx context.Context, j MethodJob, r *methodRun) (*Report, error)
 	check  func(r *methodRun) error
