@@ -337,7 +337,7 @@ GM_KERNEL gm_dare_abs(u32 *v, const void *base, u32 bdt, const gm_model *m, u64 
 	}
 }
 
-// DARE's L1 pass, step 2 (merge.dareKernel's pass, one thread per block, in order):
+// DARE's L1 pass, step 2 (merge.l1Pass with DARE's drop, one thread per block, in order):
 // Σ |δ| and Σ |δ| over the kept elements, in float64.
 GM_KERNEL gm_l1_sums(double *part, const u32 *v, u64 n) {
 	u64 blocks = (n + GM_BLOCK - 1) / GM_BLOCK;
