@@ -337,7 +337,7 @@ GM_KERNEL gm_dare_abs(u32 *v, const void *base, u32 bdt, const gm_model *m, u64 
 	}
 }
 
-// DARE's L1 pass, step 2 (merge.dareKernel's pass, one thread per block, in order):
+// DARE's L1 pass, step 2 (merge.l1Pass with DARE's drop, one thread per block, in order):
 // Σ |δ| and Σ |δ| over the kept elements, in float64.
 GM_KERNEL gm_l1_sums(double *part, const u32 *v, u64 n) {
 	u64 blocks = (n + GM_BLOCK - 1) / GM_BLOCK;
@@ -396,12 +396,14 @@ GM_KERNEL gm_task_vectors(void *out, u32 odt, const void *base, u32 bdt, const g
 		for (u32 i = 0; i < m; i++)
 			sum = sum + gm_term(&models[i], b, j, off);
 		if (ties_sign) {
-			int positive = !(sum < 0.0f); // merge.electSign
+			// merge.electedSign and merge.agreeMask, as gm_ties has them.
+			u32 sb = gm_bits(sum), smag = sb & 0x7fffffffu;
+			u32 sign = ((sb >> 31) != 0 && smag != 0 && smag <= 0x7f800000u) ? 0x80000000u : 0;
 			sum = 0.0f;
 			for (u32 i = 0; i < m; i++) {
-				float d = gm_term(&models[i], b, j, off);
-				if (d != 0.0f && (d > 0.0f) == positive) // merge.signMatches
-					sum = sum + d;
+				u32 db = gm_bits(gm_term(&models[i], b, j, off));
+				u32 mask = ((db << 1) != 0 && ((db ^ sign) >> 31) == 0) ? 0xffffffffu : 0;
+				sum = sum + gm_f32(db & mask);
 			}
 		}
 		float r = lambda * sum;

@@ -474,7 +474,7 @@ func (d *Device) taskMerge(ctx context.Context, n int64, out Output, base Operan
 	})
 }
 
-// DAREL1 is the pass of merge's dareKernel with --rescale l1: per block, for each
+// DAREL1 is the L1 pass of merge's task-vector kernel with DARE's random drop: per block, for each
 // model i, Σ |δ_i| at [2i] and Σ |δ_i| over the kept elements at [2i+1], in float64
 // (2·len(models) entries per block). The models' Mode must be KeepDARE.
 func (d *Device) DAREL1(ctx context.Context, n int64, base Operand, models []TaskModel) ([]float64, error) {

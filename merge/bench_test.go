@@ -98,30 +98,37 @@ func BenchmarkLerpBF16Fused(b *testing.B) {
 	}
 }
 
-// BenchmarkRunTIES is a whole TIES merge of a base and three models, files to file.
-// Bytes are input bytes read.
-func BenchmarkRunTIES(b *testing.B) {
+// BenchmarkRunTaskVectors is a whole merge of a base and three models, files to
+// file, by the task-vector presets with their own kernels (ties) and the general
+// one (dare_ties, breadcrumbs_ties). Bytes are input bytes read.
+func BenchmarkRunTaskVectors(b *testing.B) {
 	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128}
 	dir := b.TempDir()
 	base := stt.Random(cfg, dtype.BF16, 1)
-	job := MethodJob{Method: "ties", Base: filepath.Join(dir, "base.safetensors"), Params: Params{Density: 0.2, Lambda: 1},
-		Job: Job{Out: filepath.Join(dir, "out.safetensors")}}
-	must(b, stt.WriteFile(job.Base, base, nil))
+	basePath := filepath.Join(dir, "base.safetensors")
+	must(b, stt.WriteFile(basePath, base, nil))
+	var models []Model
 	for i := range 3 {
 		p := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
 		must(b, stt.WriteFile(p, stt.Perturb(base, 0.5, uint64(i+2)), nil))
-		job.Models = append(job.Models, Model{Path: p, Weight: 1, Density: math.NaN()})
+		models = append(models, Model{Path: p, Weight: 1, Density: math.NaN()})
 	}
-	b.ReportAllocs()
-	var rep *Report
-	for b.Loop() {
-		var err error
-		if rep, err = RunMethod(context.Background(), job); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.SetBytes(rep.BytesRead)
-	if rep.TensorsMerged != len(base) {
-		b.Fatal("not every tensor merged")
+	for _, method := range []string{"ties", "dare_ties", "breadcrumbs_ties"} {
+		b.Run(method, func(b *testing.B) {
+			job := MethodJob{Method: method, Base: basePath, Models: models, Params: Params{Density: 0.2, Lambda: 1, Gamma: 0.01, Rescale: "l1"},
+				Job: Job{Out: filepath.Join(dir, method+".out.safetensors")}}
+			b.ReportAllocs()
+			var rep *Report
+			for b.Loop() {
+				var err error
+				if rep, err = RunMethod(context.Background(), job); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(rep.BytesRead)
+			if rep.TensorsMerged != len(base) {
+				b.Fatal("not every tensor merged")
+			}
+		})
 	}
 }

@@ -1,100 +1,37 @@
 package merge
 
 import (
-	"context"
 	"hash/fnv"
 	"math"
-
-	"github.com/gomerge/gomerge/gpu"
 )
 
-// dareKernel (SPEC §2 dare_linear, dare_ties): keep each element of δ_i with
-// probability density, rescale what is kept (by ‖δ_i‖₁/‖δ̂_i‖₁, or 1/density with
-// --rescale inverse), then add as task arithmetic (dare_ties: sign-masked, without
-// dividing).
-//
-// The random draw of element e of model i depends only on (seed, tensor name, i, e),
-// through a counter-based generator, so the result is the same whatever the chunking,
-// the thread count or the order in which tensors are processed.
-func dareKernel(m *methodRun, t *TensorPlan) Kernel {
-	lanes := len(m.weights)
-	key := dareKey(m.p.Seed, t.Name)
-	thresholds := make([]uint64, lanes)
-	for i, d := range m.dens {
-		thresholds[i] = densityThreshold(d)
-	}
-	pool := newMaskPool(lanes)
-	keepChunk := func(sc *maskScratch, pos Chunk) [][]bool {
-		for i, keep := range sc.keep {
-			for j := range keep {
-				keep[j] = dareDraw(key, i, pos.Offset+int64(j)) < thresholds[i]
-			}
+func init() {
+	register(taskVectorMethod(taskVectorPreset{
+		name: "dare_linear", command: "dare",
+		short: "DARE: randomly drop task-vector entries, rescale, add (--ties: with TIES sign election)",
+		example: `  gomerge dare --base base.safetensors a.safetensors b.safetensors --density 0.3 --seed 7 --out dare.safetensors
+  gomerge dare --ties --base base.safetensors a.safetensors b.safetensors:density=0.5 --out dare_ties.safetensors`,
+		sparsify: SparsifyRandom, rescale: true, density: 0.2, rescaleFlag: true,
+	}))
+	register(taskVectorMethod(taskVectorPreset{
+		name: "dare_ties", command: "dare", commandSwitch: "ties",
+		short:    "elect a sign per element as TIES does (mergekit's dare_ties)",
+		sparsify: SparsifyRandom, consensus: ConsensusSign, rescale: true, density: 0.2, rescaleFlag: true,
+	}))
+}
+
+// DARE's random drop (SparsifyRandom): element e of model i is kept with probability
+// density_i. Its draw depends only on (seed, tensor name, i, e), through a
+// counter-based generator, so the result is the same whatever the chunking, the
+// thread count or the order in which tensors are processed.
+
+// dareKeep fills each model's keep mask for the chunk at flat offset off.
+func dareKeep(keep [][]bool, key uint64, threshold []uint64, off int64) {
+	for i, k := range keep {
+		for j := range k {
+			k[j] = dareDraw(key, i, off+int64(j)) < threshold[i]
 		}
-		return sc.keep
 	}
-	scale := make([]float32, lanes)
-	k := Kernel{
-		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
-			sc := pool.get(len(dst))
-			defer pool.put(sc)
-			addTaskVectors(m, dst, in, keepChunk(sc, pos), scale, sc.deltas)
-		},
-		// The same draws (key, thresholds, lane = model index), the L1 sums per
-		// block added in chunk order as the pass below adds them, then the merge.
-		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
-			in := gpuOperands(t.In)
-			n := t.NumElements()
-			tm := make([]gpu.TaskModel, lanes)
-			for i := range tm {
-				tm[i] = gpu.TaskModel{X: in[i+1], Weight: m.weights[i], Mode: gpu.KeepDARE, Key: key, Threshold: thresholds[i],
-					Scale: inverseScale(m.dens[i]), HasScale: true}
-			}
-			if m.p.Rescale != "inverse" {
-				perChunk, err := dev.DAREL1(ctx, n, in[0], tm)
-				if err != nil {
-					return nil, err
-				}
-				for i, s := range l1Scales(perChunk, lanes) {
-					tm[i].Scale = s
-				}
-			}
-			return nil, dev.TaskVectors(ctx, n, out, in[0], tm, float32(m.p.Lambda), m.tiesSign)
-		},
-	}
-	if m.p.Rescale == "inverse" {
-		for i, d := range m.dens {
-			scale[i] = inverseScale(d)
-		}
-		return k
-	}
-	// l1: a pass sums |δ_i| and |δ̂_i| over the tensor (float64, per chunk, added in
-	// chunk order) to find each model's rescale factor.
-	k.Passes = []Pass{{
-		NumStats: 2 * lanes,
-		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
-			sc := pool.get(len(in[0]))
-			defer pool.put(sc)
-			keep := keepChunk(sc, pos)
-			base := in[0]
-			for i, x := range in[1:] {
-				var all, kept float64
-				for j := range base {
-					a := math.Abs(float64(x[j] - base[j]))
-					all += a
-					if keep[i][j] {
-						kept += a
-					}
-				}
-				acc[2*i] += all
-				acc[2*i+1] += kept
-			}
-		},
-		Done: func(perChunk []float64) error {
-			copy(scale, l1Scales(perChunk, lanes))
-			return nil
-		},
-	}}
-	return k
 }
 
 // inverseScale is --rescale inverse's factor: 1/density (0 for a density of 0, which

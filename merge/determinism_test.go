@@ -67,7 +67,7 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 				return err
 			},
 		}
-		for _, method := range Methods {
+		for _, method := range testMethods() {
 			def, _ := methodDefs(method)
 			runs[method] = func(out string, threads int) error {
 				j := MethodJob{Method: method, Params: Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1"},

@@ -111,7 +111,7 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 		}
 	}
 	p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-3, Rescale: "l1"}
-	for _, m := range Methods {
+	for _, m := range testMethods() {
 		n := 3
 		if m == "slerp" {
 			n = 1
@@ -129,6 +129,14 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 	bc.Density, bc.Gamma = 0.9, 0.05
 	method("breadcrumbs-0.9", "breadcrumbs", 3, bc, nil)
 	method("breadcrumbs_ties-0.9", "breadcrumbs_ties", 3, bc, nil)
+	// Combinations of the task-vector options beyond the presets' defaults that the
+	// device's task-vector kernel runs.
+	with := func(f func(*Params)) Params { q := p; f(&q); return q }
+	method("ties-no-normalize", "ties", 3, with(func(q *Params) { q.Normalize = SwitchOff }), nil)
+	method("ties-inverse-no-normalize", "ties", 3, with(func(q *Params) { q.Normalize, q.Rescaling, q.Rescale = SwitchOff, SwitchOn, "inverse" }), nil)
+	method("breadcrumbs-inverse", "breadcrumbs", 3, with(func(q *Params) { q.Rescaling, q.Rescale = SwitchOn, "inverse" }), nil)
+	method("dare_linear-no-rescale", "dare_linear", 3, with(func(q *Params) { q.Rescaling = SwitchOff }), nil)
+	method("task_arithmetic-normalize", "task_arithmetic", 3, with(func(q *Params) { q.Normalize = SwitchOn }), nil)
 	return runs
 }
 
@@ -212,6 +220,9 @@ func TestGPUPolicy(t *testing.T) {
 		rep, err := runs[c.run](filepath.Join(dir, fmt.Sprintf("policy%d.safetensors", i)), ExecOptions{Threads: 2, Device: c.dev})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if rep.GPU == nil {
+			t.Fatalf("%s: no gpu report (device %q)", c.run, rep.Device)
 		}
 		if rep.Device != c.device || rep.GPU.Tensors != c.tensors {
 			t.Errorf("%s with %+v: device %q on %d tensors, want %q on %d", c.run, c.dev, rep.Device, rep.GPU.Tensors, c.device, c.tensors)

@@ -62,6 +62,10 @@ type Kernel struct {
 	// task arithmetic, linear, distance): with fewer than three operands, the PCIe
 	// copies decide whether the device wins, so Device.Light decides.
 	GPULight bool
+	// Err, if set, says the kernel could not be made for this tensor (a parameter a
+	// recipe gives it is out of range): Execute stops with it before any work,
+	// naming the tensor.
+	Err error
 }
 
 // Pass is one streaming pass over a tensor before its merge.
@@ -136,41 +140,9 @@ type scratch struct {
 // others, writing to sink (nil when the kernels only reduce). It stops at the first
 // error or when ctx is cancelled.
 func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorPlan) Kernel, opts ExecOptions) (*Result, error) {
-	nIn, nAux := len(plan.Inputs), len(plan.Aux)
-	scratchBytes := int64(ChunkElems) * int64(4*(nIn+nAux+1)+8)
-	budget := opts.Budget
-	if budget <= 0 {
-		budget = DefaultBudget
-	}
-	limit := min(int64(opts.threads()), max(1, budget/scratchBytes))
-	free := make(chan *scratch, limit)
-	newScratch := func() *scratch {
-		s := &scratch{dst: make([]float32, ChunkElems), out: make([]byte, 8*ChunkElems)}
-		for range nIn {
-			s.in = append(s.in, make([]float32, ChunkElems))
-		}
-		for range nAux {
-			s.aux = append(s.aux, make([]float32, ChunkElems))
-		}
-		return s
-	}
-	getScratch := func() *scratch {
-		select {
-		case s := <-free:
-			return s
-		default:
-			return newScratch() // at most limit exist: that many goroutines run at once
-		}
-	}
-
-	res := &Result{Stats: make([][]float64, len(plan.Tensors))}
-	var bytesRead, bytesWritten atomic.Int64
-	partials := make([][]float64, len(plan.Tensors))
-	kernels := make([]Kernel, len(plan.Tensors))
-	for ti := range plan.Tensors {
-		if t := &plan.Tensors[ti]; t.Merge {
-			kernels[ti] = kernelFor(t)
-		}
+	kernels, err := buildKernels(plan, kernelFor)
+	if err != nil {
+		return nil, err
 	}
 	onGPU, usage, err := placeOnGPU(ctx, plan, kernels, sink != nil, opts)
 	if err != nil {
@@ -180,162 +152,18 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 	if usage != nil {
 		gpuBefore = opts.Device.GPU.Stats()
 	}
-
-	// The CPU workers hold a slot of sem each (errgroup's SetLimit would count the
-	// GPU goroutine too).
-	g, gctx := errgroup.WithContext(ctx)
-	sem := make(chan struct{}, limit)
-	launch := func(f func() error) bool {
-		select {
-		case sem <- struct{}{}:
-		case <-gctx.Done():
-			return false
-		}
-		if gctx.Err() != nil {
-			<-sem
-			return false
-		}
-		g.Go(func() error {
-			defer func() { <-sem }()
-			return f()
-		})
-		return true
-	}
+	x := newExecution(ctx, plan, sink, kernels, opts)
 	if usage != nil {
-		for ti, t := range plan.Tensors {
-			if onGPU[ti] && kernels[ti].Observe != nil && kernels[ti].NumStats > 0 {
-				partials[ti] = make([]float64, (t.NumElements()+ChunkElems-1)/ChunkElems*int64(kernels[ti].NumStats))
-			}
-		}
-		// One goroutine feeds the device, tensor after tensor: its operations hold
-		// the device's staging buffers, so they cannot overlap anyway. guarded, as
-		// the device's methods read the mapped inputs on this goroutine.
-		g.Go(func() error {
-			for ti := range plan.Tensors {
-				if !onGPU[ti] {
-					continue
-				}
-				if gctx.Err() != nil {
-					return nil
-				}
-				t := &plan.Tensors[ti]
-				if err := guarded(t, func() error {
-					return runGPU(gctx, opts.Device.GPU, t, ti, &kernels[ti], sink, partials[ti], &bytesRead, &bytesWritten, opts.Progress)
-				})(); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		x.startGPU(onGPU)
 	}
-tensors:
-	for ti := range plan.Tensors {
-		t := &plan.Tensors[ti]
-		n := t.NumElements()
-		if onGPU[ti] {
-			continue
-		}
-		if !t.Merge {
-			if sink == nil {
-				continue
-			}
-			if t.Copy.DType == t.OutDType {
-				for off := int64(0); off < int64(len(t.Copy.Data)) || off == 0; off += copyChunkBytes {
-					end := min(off+copyChunkBytes, int64(len(t.Copy.Data)))
-					if !launch(guarded(t, func() error {
-						if err := sink.WriteAt(ti, off, t.Copy.Data[off:end]); err != nil {
-							return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
-						}
-						bytesRead.Add(end - off)
-						bytesWritten.Add(end - off)
-						if opts.Progress != nil {
-							opts.Progress(end - off)
-						}
-						return nil
-					})) {
-						break tensors
-					}
-					if end == int64(len(t.Copy.Data)) {
-						break
-					}
-				}
-				continue
-			}
-		}
-		k := kernels[ti]
-		nChunks := (n + ChunkElems - 1) / ChunkElems
-		for _, pass := range k.Passes {
-			if pass.Skip != nil && pass.Skip() {
-				continue
-			}
-			// The passes of a tensor run one after another; this goroutine is not a
-			// worker, so waiting here holds no worker slot.
-			perChunk := make([]float64, nChunks*int64(pass.NumStats))
-			var wg sync.WaitGroup
-			for c := int64(0); c < nChunks; c++ {
-				wg.Add(1)
-				if !launch(guarded(t, func() error {
-					defer wg.Done()
-					s := getScratch()
-					defer func() { free <- s }()
-					pos := Chunk{Index: c, Offset: c * ChunkElems}
-					in, aux, err := decodeChunk(t, pos, s, &bytesRead)
-					if err != nil {
-						return err
-					}
-					pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
-					return nil
-				})) {
-					wg.Done()
-					wg.Wait()
-					break tensors
-				}
-			}
-			wg.Wait()
-			if gctx.Err() != nil {
-				break tensors
-			}
-			if pass.Done != nil {
-				if err := pass.Done(perChunk); err != nil {
-					launch(func() error { return fmt.Errorf("tensor %q: %w", t.Name, err) })
-					break tensors
-				}
-			}
-		}
-		if k.Observe != nil && k.NumStats > 0 {
-			partials[ti] = make([]float64, nChunks*int64(k.NumStats))
-		}
-		for c := int64(0); c < nChunks; c++ {
-			if !launch(guarded(t, func() error {
-				s := getScratch()
-				defer func() { free <- s }()
-				return runChunk(t, ti, c, k, s, sink, partials[ti], &bytesRead, &bytesWritten, opts.Progress)
-			})) {
-				break tensors
-			}
-		}
-	}
-	if err := g.Wait(); err != nil {
+	x.runCPU(onGPU)
+	if err := x.g.Wait(); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	for ti, p := range partials {
-		if p == nil {
-			continue
-		}
-		ns := kernels[ti].NumStats
-		sum := make([]float64, ns)
-		for c := 0; c < len(p); c += ns {
-			for j := range ns {
-				sum[j] += p[c+j]
-			}
-		}
-		res.Stats[ti] = sum
-	}
-	res.BytesRead, res.BytesWritten = bytesRead.Load(), bytesWritten.Load()
-	res.OnGPU = onGPU
+	res := &Result{Stats: x.stats(), BytesRead: x.bytesRead.Load(), BytesWritten: x.bytesWritten.Load(), OnGPU: onGPU}
 	if usage != nil {
 		after := opts.Device.GPU.Stats()
 		usage.Stats = gpu.Stats{
@@ -346,6 +174,250 @@ tensors:
 		res.GPU = usage
 	}
 	return res, nil
+}
+
+// buildKernels makes each merged tensor's kernel; a kernel that could not be made
+// stops the run before any work, naming its tensor.
+func buildKernels(plan *Plan, kernelFor func(*TensorPlan) Kernel) ([]Kernel, error) {
+	kernels := make([]Kernel, len(plan.Tensors))
+	for ti := range plan.Tensors {
+		if t := &plan.Tensors[ti]; t.Merge {
+			kernels[ti] = kernelFor(t)
+			if err := kernels[ti].Err; err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+			}
+		}
+	}
+	return kernels, nil
+}
+
+// execution is one Execute's shared state: the scratch buffers, the workers and
+// their slots, the byte counts and the per-chunk statistics.
+type execution struct {
+	plan    *Plan
+	sink    Sink
+	kernels []Kernel
+	opts    ExecOptions
+
+	free         chan *scratch // at most limit scratch buffers exist
+	nIn, nAux    int
+	g            *errgroup.Group
+	gctx         context.Context
+	sem          chan struct{} // a slot per CPU worker
+	partials     [][]float64   // per tensor, the Observe statistics per chunk
+	bytesRead    atomic.Int64
+	bytesWritten atomic.Int64
+}
+
+func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
+	nIn, nAux := len(plan.Inputs), len(plan.Aux)
+	scratchBytes := int64(ChunkElems) * int64(4*(nIn+nAux+1)+8)
+	budget := opts.Budget
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	limit := min(int64(opts.threads()), max(1, budget/scratchBytes))
+	// The CPU workers hold a slot of sem each (errgroup's SetLimit would count the
+	// GPU goroutine too).
+	g, gctx := errgroup.WithContext(ctx)
+	return &execution{plan: plan, sink: sink, kernels: kernels, opts: opts,
+		free: make(chan *scratch, limit), nIn: nIn, nAux: nAux, g: g, gctx: gctx,
+		sem: make(chan struct{}, limit), partials: make([][]float64, len(plan.Tensors))}
+}
+
+// getScratch returns a free scratch buffer, or a new one: at most limit exist, as
+// that many goroutines run at once.
+func (x *execution) getScratch() *scratch {
+	select {
+	case s := <-x.free:
+		return s
+	default:
+	}
+	s := &scratch{dst: make([]float32, ChunkElems), out: make([]byte, 8*ChunkElems)}
+	for range x.nIn {
+		s.in = append(s.in, make([]float32, ChunkElems))
+	}
+	for range x.nAux {
+		s.aux = append(s.aux, make([]float32, ChunkElems))
+	}
+	return s
+}
+
+func (x *execution) putScratch(s *scratch) { x.free <- s }
+
+// launch runs f on a worker once a slot is free; false when the run is stopping
+// (an error, or ctx cancelled), and f was not started.
+func (x *execution) launch(f func() error) bool {
+	select {
+	case x.sem <- struct{}{}:
+	case <-x.gctx.Done():
+		return false
+	}
+	if x.gctx.Err() != nil {
+		<-x.sem
+		return false
+	}
+	x.g.Go(func() error {
+		defer func() { <-x.sem }()
+		return f()
+	})
+	return true
+}
+
+// startGPU starts one goroutine that feeds the device, tensor after tensor: its
+// operations hold the device's staging buffers, so they cannot overlap anyway.
+// guarded, as the device's methods read the mapped inputs on this goroutine.
+func (x *execution) startGPU(onGPU []bool) {
+	for ti, t := range x.plan.Tensors {
+		if k := &x.kernels[ti]; onGPU[ti] && k.Observe != nil && k.NumStats > 0 {
+			x.partials[ti] = make([]float64, (t.NumElements()+ChunkElems-1)/ChunkElems*int64(k.NumStats))
+		}
+	}
+	x.g.Go(func() error {
+		for ti := range x.plan.Tensors {
+			if !onGPU[ti] {
+				continue
+			}
+			if x.gctx.Err() != nil {
+				return nil
+			}
+			t := &x.plan.Tensors[ti]
+			if err := guarded(t, func() error {
+				return runGPU(x.gctx, x.opts.Device.GPU, t, ti, &x.kernels[ti], x.sink, x.partials[ti], &x.bytesRead, &x.bytesWritten, x.opts.Progress)
+			})(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// runCPU launches every tensor the device does not run: copies, then for merged
+// tensors their passes and their chunks. It returns when all are launched or the run
+// is stopping.
+func (x *execution) runCPU(onGPU []bool) {
+	for ti := range x.plan.Tensors {
+		t := &x.plan.Tensors[ti]
+		if onGPU[ti] || !t.Merge && x.sink == nil {
+			continue
+		}
+		if !t.Merge && t.Copy.DType == t.OutDType {
+			if !x.copyTensor(ti) {
+				return
+			}
+			continue
+		}
+		if !x.runPasses(t, x.kernels[ti]) || !x.mergeChunks(ti) {
+			return
+		}
+	}
+}
+
+// copyTensor writes a tensor whose bytes do not change, in pieces of copyChunkBytes.
+func (x *execution) copyTensor(ti int) bool {
+	t := &x.plan.Tensors[ti]
+	for off := int64(0); off < int64(len(t.Copy.Data)) || off == 0; off += copyChunkBytes {
+		end := min(off+copyChunkBytes, int64(len(t.Copy.Data)))
+		if !x.launch(guarded(t, func() error {
+			if err := x.sink.WriteAt(ti, off, t.Copy.Data[off:end]); err != nil {
+				return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
+			}
+			x.bytesRead.Add(end - off)
+			x.bytesWritten.Add(end - off)
+			if x.opts.Progress != nil {
+				x.opts.Progress(end - off)
+			}
+			return nil
+		})) {
+			return false
+		}
+		if end == int64(len(t.Copy.Data)) {
+			break
+		}
+	}
+	return true
+}
+
+// runPasses runs a kernel's passes over its tensor, one after another, each over
+// every chunk; this goroutine is not a worker, so waiting here holds no worker slot.
+func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
+	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
+	for _, pass := range k.Passes {
+		if pass.Skip != nil && pass.Skip() {
+			continue
+		}
+		perChunk := make([]float64, nChunks*int64(pass.NumStats))
+		var wg sync.WaitGroup
+		for c := int64(0); c < nChunks; c++ {
+			wg.Add(1)
+			if !x.launch(guarded(t, func() error {
+				defer wg.Done()
+				s := x.getScratch()
+				defer x.putScratch(s)
+				pos := Chunk{Index: c, Offset: c * ChunkElems}
+				in, aux, err := decodeChunk(t, pos, s, &x.bytesRead)
+				if err != nil {
+					return err
+				}
+				pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
+				return nil
+			})) {
+				wg.Done()
+				wg.Wait()
+				return false
+			}
+		}
+		wg.Wait()
+		if x.gctx.Err() != nil {
+			return false
+		}
+		if pass.Done != nil {
+			if err := pass.Done(perChunk); err != nil {
+				x.launch(func() error { return fmt.Errorf("tensor %q: %w", t.Name, err) })
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// mergeChunks launches a tensor's chunks: merged (or converted, for a copy that
+// changes dtype), encoded and written.
+func (x *execution) mergeChunks(ti int) bool {
+	t, k := &x.plan.Tensors[ti], x.kernels[ti]
+	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
+	if k.Observe != nil && k.NumStats > 0 {
+		x.partials[ti] = make([]float64, nChunks*int64(k.NumStats))
+	}
+	for c := int64(0); c < nChunks; c++ {
+		if !x.launch(guarded(t, func() error {
+			s := x.getScratch()
+			defer x.putScratch(s)
+			return runChunk(t, ti, c, k, s, x.sink, x.partials[ti], &x.bytesRead, &x.bytesWritten, x.opts.Progress)
+		})) {
+			return false
+		}
+	}
+	return true
+}
+
+// stats adds each tensor's per-chunk statistics in chunk order.
+func (x *execution) stats() [][]float64 {
+	out := make([][]float64, len(x.plan.Tensors))
+	for ti, p := range x.partials {
+		if p == nil {
+			continue
+		}
+		ns := x.kernels[ti].NumStats
+		sum := make([]float64, ns)
+		for c := 0; c < len(p); c += ns {
+			for j := range ns {
+				sum[j] += p[c+j]
+			}
+		}
+		out[ti] = sum
+	}
+	return out
 }
 
 // placeOnGPU decides which tensors the device runs (Device's policy), calibrating

@@ -51,7 +51,7 @@ func TestGGUFMethodsMatchDequantizedMerge(t *testing.T) {
 		asF32Safetensors(t, path(fmt.Sprint("m", i), ".safetensors"), m)
 	}
 	ctx := context.Background()
-	for _, method := range Methods {
+	for _, method := range testMethods() {
 		t.Run(method, func(t *testing.T) {
 			def, _ := methodDefs(method)
 			n := 3

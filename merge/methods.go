@@ -8,16 +8,17 @@ import (
 	"sync"
 )
 
-// Model is one model of a multi-model merge with its own parameters (SPEC §3:
+// Model is one model of a multi-model merge with its own parameters (docs/methods.md:
 // PATH[:weight=W][:density=D][:fisher=F]).
 type Model struct {
 	Path    string
-	Weight  float64 // default 1
+	Weight  float64 // default 1; passthrough's scale
 	Density float64 // NaN: the method-wide density
 	Fisher  string  // the model's diagonal Fisher (method fisher)
 }
 
-// Params are the method-wide parameters of SPEC §2. Per-model values override
+// Params are the method-wide parameters. Which ones a method reads, their defaults and
+// their ranges are in its registry entry (LookupMethod); per-model values override
 // Density.
 type Params struct {
 	Density float64 // fraction of each task vector kept (ties, dare, breadcrumbs)
@@ -25,13 +26,23 @@ type Params struct {
 	T       float64 // slerp's interpolation factor
 	Gamma   float64 // breadcrumbs: fraction of largest magnitudes dropped
 	Seed    uint64  // dare's random stream
-	Rescale string  // dare: "l1" (default) or "inverse"
-	Epsilon float64 // fisher: floor of the Fisher values
+	// Rescaling turns on or off the rescale of the kept task-vector entries
+	// (mergekit's rescale); SwitchDefault: the method's (on for dare_linear and
+	// dare_ties, off for the others).
+	Rescaling Switch
+	// Rescale is the rescale's norm: "l1" (‖δ‖₁/‖δ̂‖₁, the default, as "") or
+	// "inverse" (1/density, the DARE paper's).
+	Rescale string
+	// Normalize divides the task-vector family's merged delta by the weights' sum
+	// (with a sign consensus: of the models that agree); SwitchDefault: the method's.
+	Normalize Switch
+	Epsilon   float64 // fisher: floor of the Fisher values
+	Beta      float64 // sfa: the anchor's weight
 }
 
-// MethodJob is a merge by one of the methods of SPEC §2 other than sfa.
+// MethodJob is a merge by one of the registry's methods.
 type MethodJob struct {
-	Method string // a name from Methods
+	Method string // a name from the registry (MethodNames)
 	Base   string // the base model, for methods that take one
 	Models []Model
 	Params Params
@@ -42,140 +53,160 @@ type MethodJob struct {
 	Job          Job // output, dtype, execution and callbacks; the rest is filled in
 }
 
-// methodDef is what the engine needs to know about a method: its inputs and its
-// per-tensor kernel. The table below is the only place that says which method needs
-// what.
-type methodDef struct {
-	base      bool // takes --base (index 0 of the inputs, and the reference)
-	minModels int
-	maxModels int // 0: no limit
-	fisher    bool
-	kernel    func(m *methodRun, t *TensorPlan) Kernel
-	params    func(p Params) map[string]any
-}
-
-// Methods lists the method names RunMethod knows, as mergekit spells them.
-var Methods = []string{"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
-	"breadcrumbs", "breadcrumbs_ties", "slerp", "model_stock", "fisher"}
-
-func methodDefs(name string) (methodDef, bool) {
-	withDensity := func(p Params) map[string]any { return map[string]any{"density": p.Density, "lambda": p.Lambda} }
-	switch name {
-	case "linear":
-		return methodDef{minModels: 1, kernel: linearKernel, params: func(Params) map[string]any { return map[string]any{} }}, true
-	case "task_arithmetic":
-		return methodDef{base: true, minModels: 1, kernel: taskArithmeticKernel,
-			params: func(p Params) map[string]any { return map[string]any{"lambda": p.Lambda} }}, true
-	case "ties":
-		return methodDef{base: true, minModels: 1, kernel: tiesKernel, params: withDensity}, true
-	case "dare_linear", "dare_ties":
-		return methodDef{base: true, minModels: 1, kernel: dareKernel, params: func(p Params) map[string]any {
-			return map[string]any{"density": p.Density, "lambda": p.Lambda, "seed": p.Seed, "rescale": p.Rescale}
-		}}, true
-	case "breadcrumbs", "breadcrumbs_ties":
-		return methodDef{base: true, minModels: 1, kernel: breadcrumbsKernel, params: func(p Params) map[string]any {
-			return map[string]any{"density": p.Density, "lambda": p.Lambda, "gamma": p.Gamma}
-		}}, true
-	case "slerp":
-		return methodDef{base: true, minModels: 1, maxModels: 1, kernel: slerpKernel,
-			params: func(p Params) map[string]any { return map[string]any{"t": p.T} }}, true
-	case "model_stock":
-		return methodDef{base: true, minModels: 2, kernel: modelStockKernel, params: func(Params) map[string]any { return map[string]any{} }}, true
-	case "fisher":
-		return methodDef{minModels: 1, fisher: true, kernel: fisherKernel,
-			params: func(p Params) map[string]any { return map[string]any{"epsilon": p.Epsilon} }}, true
-	}
-	return methodDef{}, false
-}
-
 // methodRun is a validated job: what kernels read.
 type methodRun struct {
-	name     string
-	base     bool      // inputs[0] is the base
-	weights  []float32 // per model
-	dens     []float64 // per model
-	p        Params
-	tiesSign bool // dare_ties, breadcrumbs_ties
+	method  *Method
+	name    string
+	base    bool      // inputs[0] is the base
+	models  []Model   // as given, validated
+	weights []float32 // per model
+	dens    []float64 // per model, the method-wide density where a model has none
+	p       Params    // Rescale and Normalize resolved to the method's defaults
+	tv      tvOptions // the task-vector family's options (zero for other methods)
+	lambda  float32   // the task-vector family's final scale (λ, or λ/Σw with normalize and no consensus)
+	// perTensor: the parameters vary by tensor (MethodJob.TensorParams), for the report.
+	perTensor bool
 }
 
 // ErrBadParameter is wrapped by errors about method parameters.
 var ErrBadParameter = errors.New("bad parameter")
 
-func (j *MethodJob) validate(def methodDef) (*methodRun, error) {
+func (j *MethodJob) validate(def *Method) (*methodRun, error) {
 	bad := func(format string, args ...any) (*methodRun, error) {
 		return nil, fmt.Errorf("%s: %w: %s", j.Method, ErrBadParameter, fmt.Sprintf(format, args...))
 	}
-	if def.base && j.Base == "" {
-		return bad("needs a base model (--base)")
+	wrap := func(prefix string, err error) (*methodRun, error) {
+		return nil, fmt.Errorf("%s: %s%w", j.Method, prefix, err)
 	}
-	if !def.base && j.Base != "" {
+	switch {
+	case def.Base == BaseRequired && j.Base == "":
+		return bad("needs a base model (--base)")
+	case def.Base == BaseAbsent && j.Base != "":
 		return bad("takes no base model")
 	}
-	if len(j.Models) < def.minModels || (def.maxModels > 0 && len(j.Models) > def.maxModels) {
-		if def.maxModels == def.minModels {
-			return bad("takes exactly %d model(s) besides the base, got %d", def.minModels, len(j.Models))
+	if len(j.Models) < def.MinModels || (def.MaxModels > 0 && len(j.Models) > def.MaxModels) {
+		if def.MaxModels == def.MinModels {
+			return bad("takes exactly %d model(s) besides the base, got %d", def.MinModels, len(j.Models))
 		}
-		return bad("needs at least %d model(s), got %d", def.minModels, len(j.Models))
+		return bad("needs at least %d model(s), got %d", def.MinModels, len(j.Models))
 	}
-	p := j.Params
-	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
-	if !finite(p.Lambda) {
-		return bad("lambda %v is not a finite number", p.Lambda)
+	r := &methodRun{method: def, name: def.Name, base: j.Base != "", p: j.Params}
+	var fisher *Param
+	for i := range def.Params {
+		p := &def.Params[i]
+		if p.Kind == File {
+			fisher = p
+		}
+		if p.IsModelKey() || p.field == nil {
+			continue // per-model values are checked below, per model
+		}
+		switch f := p.field(&r.p).(type) {
+		case *float64:
+			if err := p.Check(*f); err != nil {
+				return wrap("", err)
+			}
+		case *Switch:
+			if *f == SwitchDefault {
+				*f = SwitchOff
+				if p.Default != 0 {
+					*f = SwitchOn
+				}
+			}
+			if err := p.Check(float64(b2i(*f == SwitchOn))); err != nil {
+				return wrap("", err)
+			}
+		case *string:
+			if *f == "" {
+				*f = p.DefaultChoice
+			}
+			if err := p.CheckChoice(*f); err != nil {
+				return wrap("", err)
+			}
+		}
 	}
-	if !(p.Density >= 0 && p.Density <= 1) {
-		return bad("density %v is outside [0, 1]", p.Density)
-	}
-	if !(p.T >= 0 && p.T <= 1) {
-		return bad("t %v is outside [0, 1]", p.T)
-	}
-	if !(p.Gamma >= 0 && p.Gamma <= 1) {
-		return bad("gamma %v is outside [0, 1]", p.Gamma)
-	}
-	if j.Method == "fisher" && !(p.Epsilon > 0) {
-		return bad("epsilon %v must be positive", p.Epsilon)
-	}
-	if p.Rescale == "" {
-		p.Rescale = "l1"
-	}
-	if p.Rescale != "l1" && p.Rescale != "inverse" {
-		return bad("rescale %q: want l1 or inverse", p.Rescale)
-	}
-	r := &methodRun{name: j.Method, base: def.base, p: p,
-		tiesSign: j.Method == "dare_ties" || j.Method == "breadcrumbs_ties"}
-	var wsum float64
+	weight, _ := def.Param("weight")
+	density, hasDensity := def.Param("density")
 	for _, m := range j.Models {
-		if !finite(m.Weight) {
-			return bad("%s: weight %v is not a finite number", m.Path, m.Weight)
+		w := m.Weight
+		if math.IsNaN(w) || math.IsInf(w, 0) {
+			return bad("%s: weight %v is not a finite number", m.Path, w)
 		}
-		if j.Method == "fisher" && !(m.Weight > 0) {
-			return bad("%s: weight %v must be positive for Fisher merging", m.Path, m.Weight)
+		if weight != nil {
+			if err := weight.Check(w); err != nil {
+				return wrap(m.Path+": ", err)
+			}
 		}
 		d := m.Density
 		if math.IsNaN(d) {
-			d = p.Density
+			d = r.p.Density
 		}
-		if !(d >= 0 && d <= 1) {
-			return bad("%s: density %v is outside [0, 1]", m.Path, d)
+		if hasDensity {
+			if err := density.Check(d); err != nil {
+				if math.IsNaN(m.Density) { // the method-wide value
+					return wrap("", err)
+				}
+				return wrap(m.Path+": ", err)
+			}
 		}
-		if def.fisher && m.Fisher == "" {
+		if fisher != nil && m.Fisher == "" {
 			return bad("%s: needs its Fisher (PATH:fisher=FISHER)", m.Path)
 		}
-		if !def.fisher && m.Fisher != "" {
+		if fisher == nil && m.Fisher != "" {
 			return bad("%s: a Fisher is only used by the fisher method", m.Path)
 		}
+		r.models = append(r.models, m)
 		r.weights = append(r.weights, float32(m.Weight))
 		r.dens = append(r.dens, d)
-		wsum += float64(float32(m.Weight))
 	}
-	if j.Method == "linear" && float32(wsum) == 0 { // the divisor the kernel uses
-		return bad("the weights sum to 0")
+	if def.check != nil {
+		if err := def.check(r); err != nil {
+			return wrap("", err)
+		}
 	}
 	return r, nil
 }
 
-// RunMethod merges the models by the named method (SPEC §2).
+// reportParams are the parameters a report records: the method's Report parameters,
+// and its switches and choices wherever they are not the default.
+func (r *methodRun) reportParams() map[string]any {
+	if r.method.report != nil {
+		return r.method.report(r)
+	}
+	out := map[string]any{}
+	for i := range r.method.Params {
+		p := &r.method.Params[i]
+		if p.field == nil || p.IsModelKey() {
+			continue
+		}
+		switch f := p.field(&r.p).(type) {
+		case *float64:
+			if p.Report {
+				out[p.reportName()] = *f
+			}
+		case *uint64:
+			if p.Report {
+				out[p.reportName()] = *f
+			}
+		case *Switch:
+			if p.Report || (*f == SwitchOn) != (p.Default != 0) {
+				out[p.reportName()] = *f == SwitchOn
+			}
+		case *string:
+			if p.Report || *f != p.DefaultChoice {
+				out[p.reportName()] = *f
+			}
+		}
+	}
+	// density is per model but its method-wide value is what the command line set.
+	if d, ok := r.method.Param("density"); ok && d.Report {
+		out["density"] = r.p.Density
+	}
+	return out
+}
+
+// RunMethod merges the models by the named method.
 func RunMethod(ctx context.Context, j MethodJob) (*Report, error) {
-	def, ok := methodDefs(j.Method)
+	def, ok := LookupMethod(j.Method)
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown method %q", ErrBadParameter, j.Method)
 	}
@@ -183,14 +214,18 @@ func RunMethod(ctx context.Context, j MethodJob) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	run.perTensor = j.TensorParams != nil
+	if def.run != nil {
+		return def.run(ctx, j, run)
+	}
 	job := j.Job
 	job.Method = j.Method
 	job.Inputs = nil
-	if def.base {
+	if run.base {
 		job.Inputs = append(job.Inputs, Input{Role: "base", Path: j.Base})
 	}
 	var models []map[string]any
-	for i, m := range j.Models {
+	for _, m := range j.Models {
 		job.Inputs = append(job.Inputs, Input{Role: "model", Path: m.Path})
 		mp := map[string]any{"path": m.Path, "weight": m.Weight}
 		if !math.IsNaN(m.Density) {
@@ -200,49 +235,27 @@ func RunMethod(ctx context.Context, j MethodJob) (*Report, error) {
 			job.Aux = append(job.Aux, Input{Role: "fisher", Path: m.Fisher})
 			mp["fisher"] = m.Fisher
 		}
-		_ = i
 		models = append(models, mp)
 	}
 	job.Ref = 0
-	job.Params = def.params(run.p)
-	job.Params["models"] = models
+	job.Params = run.reportParams()
+	if def.report == nil {
+		job.Params["models"] = models
+	}
 	job.Kernel = func(t *TensorPlan) Kernel { return def.kernel(run, t) }
 	if j.TensorParams != nil {
-		job.Params["per_tensor"] = true
+		if def.report == nil {
+			job.Params["per_tensor"] = true
+		}
 		job.Kernel = func(t *TensorPlan) Kernel {
 			r, err := j.forTensor(def, t.Name)
 			if err != nil {
-				return failKernel(err) // the engine names the tensor
+				return Kernel{Err: err} // the engine names the tensor
 			}
 			return def.kernel(r, t)
 		}
 	}
 	return Run(ctx, job)
-}
-
-// models returns the per-model inputs of a chunk (without the base).
-func (m *methodRun) models(in [][]float32) [][]float32 {
-	if m.base {
-		return in[1:]
-	}
-	return in
-}
-
-// signElect fills mask with SPEC's TIES rule over the weighted deltas of one element:
-// s = sign(Σ Δ_i) with 0 → +1; m_i = Δ_i ≠ 0 and sign(Δ_i) = s.
-func signMatches(d, s float32) bool {
-	return d != 0 && (d > 0) == (s > 0)
-}
-
-func electSign(deltas []float32) float32 {
-	var sum float32
-	for _, d := range deltas {
-		sum += d
-	}
-	if sum < 0 {
-		return -1
-	}
-	return 1
 }
 
 // maskScratch is per-chunk scratch of the methods that drop entries: a keep mask per

@@ -214,38 +214,18 @@ func TestMethodsAgainstReference(t *testing.T) {
 		base, models := methodFixture(5, dt, 3)
 		weights := []float64{0.7, -0.2, 1.3}
 		t.Run(dt.String()+"/linear", func(t *testing.T) {
-			got := runMethodFiles(t, dt, "linear", Params{}, nil, models, weights, nil, 2)
-			for _, name := range base.names {
-				n := len(base.vals[name])
-				ref, scale := make([]float64, n), make([]float64, n)
-				var w float64
-				for i := range models {
-					w += weights[i]
+			for _, norm := range []Switch{SwitchOn, SwitchOff} {
+				got := runMethodFiles(t, dt, "linear", Params{Normalize: norm}, nil, models, weights, nil, 2)
+				for _, name := range base.names {
+					ref, scale := linearRef(vals(models, name), weights, norm != SwitchOff)
+					checkClose(t, name, got[name], ref, scale, dt)
 				}
-				for j := range n {
-					for i, m := range models {
-						ref[j] += weights[i] * float64(m.vals[name][j]) / w
-						scale[j] += math.Abs(weights[i] * float64(m.vals[name][j]) / w)
-					}
-				}
-				checkClose(t, name, got[name], ref, scale, dt)
 			}
 		})
 		t.Run(dt.String()+"/task_arithmetic", func(t *testing.T) {
 			got := runMethodFiles(t, dt, "task_arithmetic", Params{Lambda: 0.8}, base, models, weights, nil, 2)
 			for _, name := range base.names {
-				b := base.vals[name]
-				ref, scale := make([]float64, len(b)), make([]float64, len(b))
-				for j := range b {
-					var s, sc float64
-					for i, m := range models {
-						d := weights[i] * float64(m.vals[name][j]-b[j])
-						s += d
-						sc += math.Abs(d)
-					}
-					ref[j] = float64(b[j]) + 0.8*s
-					scale[j] = math.Abs(float64(b[j])) + sc
-				}
+				ref, scale := taskVectorsRef(tvOptions{rescale: "none"}, base.vals[name], vals(models, name), weights, nil, 0, 0.8, nil)
 				checkClose(t, name, got[name], ref, scale, dt)
 			}
 		})
@@ -254,7 +234,8 @@ func TestMethodsAgainstReference(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/ties/density=%g", dt, density), func(t *testing.T) {
 				got := runMethodFiles(t, dt, "ties", Params{Density: density, Lambda: 1.1}, base, models, weights, dens, 2)
 				for _, name := range base.names {
-					ref, scale := refTies(base.vals[name], models, name, weights, []float64{density, density, 0.3}, 1.1, false, nil)
+					ref, scale := taskVectorsRef(tvOptions{sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, rescale: "none"},
+						base.vals[name], vals(models, name), weights, []float64{density, density, 0.3}, 0, 1.1, nil)
 					checkClose(t, name, got[name], ref, scale, dt)
 				}
 			})
@@ -266,7 +247,8 @@ func TestMethodsAgainstReference(t *testing.T) {
 					}
 					got := runMethodFiles(t, dt, method, Params{Density: density, Lambda: 0.9, Gamma: 0.05}, base, models, weights, dens, 2)
 					for _, name := range base.names {
-						ref, scale := refTies(base.vals[name], models, name, weights, []float64{density, density, 0.3}, 0.9, withTies, &breadcrumbsCut{gamma: 0.05})
+						o := tvOptions{sparsify: SparsifyOutliers, consensus: Consensus(b2i(withTies)), rescale: "none"}
+						ref, scale := taskVectorsRef(o, base.vals[name], vals(models, name), weights, []float64{density, density, 0.3}, 0.05, 0.9, nil)
 						checkClose(t, method+" "+name, got[name], ref, scale, dt)
 					}
 				}
@@ -276,25 +258,8 @@ func TestMethodsAgainstReference(t *testing.T) {
 			for _, tt := range []float64{0, 0.3, 1} {
 				got := runMethodFiles(t, dt, "slerp", Params{T: tt}, base, models[:1], nil, nil, 2)
 				for _, name := range base.names {
-					v0, v1 := base.vals[name], models[0].vals[name]
-					var dot, n0, n1 float64
-					for j := range v0 {
-						dot += float64(v0[j]) * float64(v1[j])
-						n0 += float64(v0[j]) * float64(v0[j])
-						n1 += float64(v1[j]) * float64(v1[j])
-					}
-					n0, n1 = math.Sqrt(n0), math.Sqrt(n1)
-					cos := dot / (n0 * n1)
-					c0, c1 := 1-tt, tt
-					if math.Abs(cos) <= 0.9995 {
-						om := math.Acos(cos)
-						c0, c1 = math.Sin((1-tt)*om)/math.Sin(om), math.Sin(tt*om)/math.Sin(om)
-					}
-					ref, scale := make([]float64, len(v0)), make([]float64, len(v0))
-					for j := range v0 {
-						ref[j] = c0*float64(v0[j]) + c1*float64(v1[j])
-						scale[j] = math.Abs(c0*float64(v0[j])) + math.Abs(c1*float64(v1[j]))
-					}
+					v0 := base.vals[name]
+					ref, scale := slerpRef(v0, models[0].vals[name], tt)
 					checkClose(t, fmt.Sprintf("t=%g %s", tt, name), got[name], ref, scale, dt)
 					if tt == 0 && !slicesEqualBits(got[name], v0) {
 						t.Errorf("t=0: %s is not the base", name)
@@ -305,101 +270,20 @@ func TestMethodsAgainstReference(t *testing.T) {
 		t.Run(dt.String()+"/model_stock", func(t *testing.T) {
 			got := runMethodFiles(t, dt, "model_stock", Params{}, base, models, nil, nil, 2)
 			for _, name := range base.names {
-				b := base.vals[name]
-				N := float64(len(models))
-				var cs float64
-				pairs := 0
-				for i := range models {
-					for k := i + 1; k < len(models); k++ {
-						var dot, ni, nk float64
-						for j := range b {
-							a, c := float64(models[i].vals[name][j])-float64(b[j]), float64(models[k].vals[name][j])-float64(b[j])
-							dot += a * c
-							ni += a * a
-							nk += c * c
-						}
-						cs += dot / math.Max(math.Sqrt(ni)*math.Sqrt(nk), 1e-6)
-						pairs++
-					}
-				}
-				c := math.Max(0, math.Min(1, cs/float64(pairs)))
-				tt := N * c / (1 + (N-1)*c)
-				ref, scale := make([]float64, len(b)), make([]float64, len(b))
-				for j := range b {
-					var mean float64
-					for _, m := range models {
-						mean += float64(m.vals[name][j]) / N
-					}
-					ref[j] = tt*mean + (1-tt)*float64(b[j])
-					scale[j] = math.Abs(tt*mean) + math.Abs((1-tt)*float64(b[j]))
-				}
+				ref, scale := modelStockRef(base.vals[name], vals(models, name))
 				checkClose(t, name, got[name], ref, scale, dt)
 			}
 		})
 	}
 }
 
-type breadcrumbsCut struct{ gamma float64 }
-
-// refTies is the float64 reference of TIES (bc nil) and breadcrumbs (bc set, withTies
-// selecting breadcrumbs_ties), trimming with a stable sort.
-func refTies(b []float32, models []*ckpt, name string, w, dens []float64, lambda float64, withTies bool, bc *breadcrumbsCut) (ref, scale []float64) {
-	n := int64(len(b))
-	keeps := make([][]bool, len(models))
-	for i, m := range models {
-		mag := abs32(deltas32(m.vals[name], b))
-		k := int64(math.Floor(dens[i] * float64(n)))
-		if bc == nil {
-			keeps[i] = refRanks(mag, 0, k)
-			continue
-		}
-		nTop := int64(math.Floor(bc.gamma * float64(n)))
-		nBot := n - k - nTop
-		if nBot < 0 {
-			nTop += nBot
-			nBot = 0
-		}
-		keeps[i] = refRanks(mag, nTop, n-nBot)
+// vals is one tensor of every checkpoint.
+func vals(cs []*ckpt, name string) [][]float32 {
+	out := make([][]float32, len(cs))
+	for i, c := range cs {
+		out[i] = c.vals[name]
 	}
-	ref, scale = make([]float64, n), make([]float64, n)
-	for j := range b {
-		d := make([]float64, len(models))
-		// The sign election is a float32 sum in model order of float32 products
-		// (SPEC: compute in float32): near-zero sums of quantised deltas are common
-		// enough that a float64 sum would elect differently now and then.
-		var sum32 float32
-		for i, m := range models {
-			if keeps[i][j] {
-				d[i] = w[i] * float64(m.vals[name][j]-b[j])
-				sum32 += float32(float32(w[i]) * (m.vals[name][j] - b[j]))
-			}
-			scale[j] += math.Abs(lambda * d[i])
-		}
-		s := 1.0
-		if sum32 < 0 {
-			s = -1
-		}
-		var num, den float64
-		for i, di := range d {
-			if bc != nil && !withTies {
-				num += di
-				continue
-			}
-			if di != 0 && (di > 0) == (s > 0) {
-				num += di
-				den += w[i]
-			}
-		}
-		if bc != nil {
-			den = 1 // breadcrumbs: no division
-		}
-		if den == 0 {
-			den = 1
-		}
-		ref[j] = float64(b[j]) + lambda*num/den
-		scale[j] = scale[j]/math.Abs(den) + math.Abs(float64(b[j]))
-	}
-	return ref, scale
+	return out
 }
 
 // TestMethodsHandWorked pins each method on numbers worked out by hand.
@@ -465,23 +349,15 @@ func TestFisherAgainstReference(t *testing.T) {
 	got := readAll(t, job.Job.Out)
 	floored := 0
 	for _, name := range models[0].names {
-		n := len(models[0].vals[name])
-		ref, scale := make([]float64, n), make([]float64, n)
-		for j := range n {
-			var num, den float64
-			for i, m := range models {
-				f := math.Max(float64(fishers[i].vals[name][j]), 1e-4)
-				if f == 1e-4 {
+		ref, scale := fisherRef(vals(models, name), vals(fishers, name), weights, 1e-4)
+		checkClose(t, name, got[name], ref, scale, dtype.F32)
+		for _, f := range fishers {
+			for _, v := range f.vals[name] {
+				if float64(v) <= 1e-4 {
 					floored++
 				}
-				num += weights[i] * f * float64(m.vals[name][j])
-				den += weights[i] * f
-				scale[j] += math.Abs(weights[i] * f * float64(m.vals[name][j]))
 			}
-			ref[j] = num / den
-			scale[j] /= den
 		}
-		checkClose(t, name, got[name], ref, scale, dtype.F32)
 	}
 	if floored == 0 {
 		t.Error("no Fisher value hit the floor: ε is untested")
@@ -550,7 +426,7 @@ func TestDARE(t *testing.T) {
 // TestMethodsDeterministic: every method gives the same bytes with 1 and 8 threads.
 func TestMethodsDeterministic(t *testing.T) {
 	base, models := methodFixture(10, dtype.BF16, 3)
-	for _, method := range Methods {
+	for _, method := range testMethods() {
 		p := Params{Density: 0.3, Lambda: 1, T: 0.4, Gamma: 0.02, Epsilon: 1e-6, Rescale: "l1", Seed: 5}
 		var b, ms = base, models
 		switch method {
@@ -609,49 +485,10 @@ func TestDAREAgainstReference(t *testing.T) {
 				for _, name := range base.names {
 					b := base.vals[name]
 					key := dareKey(11, name)
-					keep := make([][]bool, len(models))
-					scale := make([]float64, len(models))
-					for i, m := range models {
-						keep[i] = make([]bool, len(b))
-						var all, kept float64
-						for j := range b {
-							keep[i][j] = dareDraw(key, i, int64(j)) < densityThreshold(dens[i])
-							a := math.Abs(float64(m.vals[name][j] - b[j]))
-							all += a
-							if keep[i][j] {
-								kept += a
-							}
-						}
-						switch {
-						case rescale == "inverse":
-							scale[i] = 1 / dens[i]
-						case all >= 1e-7 && kept >= 1e-7:
-							scale[i] = all / kept
-						default:
-							scale[i] = 1
-						}
-					}
-					ref, sc := make([]float64, len(b)), make([]float64, len(b))
-					for j := range b {
-						d := make([]float64, len(models))
-						var sum32 float32
-						for i, m := range models {
-							if keep[i][j] {
-								delta := m.vals[name][j] - b[j]
-								d[i] = weights[i] * scale[i] * float64(delta)
-								sum32 += float32(float32(weights[i]) * float32(float32(scale[i])*delta))
-							}
-							sc[j] += math.Abs(0.9 * d[i])
-						}
-						var s float64
-						for _, di := range d {
-							if method == "dare_linear" || (di != 0 && (di > 0) == (sum32 >= 0)) {
-								s += di
-							}
-						}
-						ref[j] = float64(b[j]) + 0.9*s
-						sc[j] += math.Abs(float64(b[j]))
-					}
+					o := tvOptions{sparsify: SparsifyRandom, consensus: Consensus(b2i(method == "dare_ties")), rescale: rescale}
+					ref, sc := taskVectorsRef(o, b, vals(models, name), weights, dens, 0, 0.9, func(i, j int) bool {
+						return dareDraw(key, i, int64(j)) < densityThreshold(dens[i])
+					})
 					checkClose(t, fmt.Sprintf("%s %s %s %s", dt, method, rescale, name), got[name], ref, sc, dt)
 				}
 			}

@@ -2,7 +2,19 @@ package merge
 
 import "math"
 
-// modelStockKernel (SPEC §2 model_stock): from the task vectors ε_i = θ_i − θ_base,
+func init() {
+	register(Method{
+		Name: "model_stock", Command: "model-stock",
+		Short:   "Model Stock: move from the base toward the models' mean by their task vectors' agreement",
+		Example: `  gomerge model-stock --base base.safetensors ft1.safetensors ft2.safetensors ft3.safetensors --out stock.safetensors`,
+		Base:    BaseRequired, MinModels: 2,
+		Params: []Param{{Name: "filter_wise", Kind: Bool,
+			check: refuse(false, "model_stock with filter_wise (one t per row) is not supported")}},
+		kernel: modelStockKernel,
+	})
+}
+
+// modelStockKernel (docs/methods.md, model_stock): from the task vectors ε_i = θ_i − θ_base,
 // c = the mean pairwise cosine (norm products clamped ≥ 1e-6), clamped to [0, 1];
 // t = N·c / (1 + (N−1)·c); θ = t·mean_i θ_i + (1−t)·θ_base.
 func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
@@ -70,4 +82,38 @@ func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
 			}
 		},
 	}
+}
+
+// modelStockRef is model_stock's plain statement in float64: the mean pairwise cosine
+// c of the task vectors (clamped to [0, 1]), t = N·c/(1+(N−1)·c), and
+// t·mean_i θ_i + (1−t)·θ_base per element.
+func modelStockRef(base []float32, models [][]float32) (ref, scale []float64) {
+	N := float64(len(models))
+	var cs float64
+	pairs := 0
+	for i := range models {
+		for k := i + 1; k < len(models); k++ {
+			var dot, ni, nk float64
+			for j := range base {
+				a, c := float64(models[i][j])-float64(base[j]), float64(models[k][j])-float64(base[j])
+				dot += a * c
+				ni += a * a
+				nk += c * c
+			}
+			cs += dot / math.Max(math.Sqrt(ni)*math.Sqrt(nk), 1e-6)
+			pairs++
+		}
+	}
+	c := math.Max(0, math.Min(1, cs/float64(pairs)))
+	t := N * c / (1 + (N-1)*c)
+	ref, scale = make([]float64, len(base)), make([]float64, len(base))
+	for j := range base {
+		var mean float64
+		for _, m := range models {
+			mean += float64(m[j]) / N
+		}
+		ref[j] = t*mean + (1-t)*float64(base[j])
+		scale[j] = math.Abs(t*mean) + math.Abs((1-t)*float64(base[j]))
+	}
+	return ref, scale
 }

@@ -19,10 +19,29 @@ type SFA struct {
 	Eta float64
 }
 
+// sfaMethod is sfa's registry entry: recipes run it as merge_method sfa (base_model
+// the anchor, the one model the current), and `gomerge sfa` has a command of its own
+// (--anchor, --current, --in-place, --fisher).
+var sfaMethod *Method
+
+func init() {
+	sfaMethod = register(Method{
+		Name: "sfa", Command: "sfa", CustomCommand: true,
+		Short: "Average the current model toward the anchor: θ = β·θ_anchor + (1−β)·θ_current",
+		Base:  BaseRequired, MinModels: 1, MaxModels: 1,
+		Params: []Param{{Name: "beta", Flag: "beta", Usage: "weight of the anchor, in [0, 1]", Kind: Number, Scalar: true,
+			Default: 0.5, RecipeDefault: 0.5, check: unitInterval, Report: true, field: func(p *Params) any { return &p.Beta }}},
+		run: func(ctx context.Context, j MethodJob, r *methodRun) (*Report, error) {
+			return RunSFA(ctx, SFAJob{Anchor: j.Base, Current: j.Models[0].Path, SFA: SFA{Beta: r.p.Beta}, Job: j.Job})
+		},
+	})
+}
+
 // Validate checks the parameters.
 func (s SFA) Validate(withFisher bool) error {
-	if !(s.Beta >= 0 && s.Beta <= 1) {
-		return fmt.Errorf("sfa: beta %v is outside [0, 1]", s.Beta)
+	beta, _ := sfaMethod.Param("beta")
+	if err := beta.Check(s.Beta); err != nil {
+		return fmt.Errorf("sfa: %w", err)
 	}
 	if withFisher && !(s.Eta > 0) || math.IsInf(s.Eta, 0) {
 		return fmt.Errorf("sfa: eta %v must be a positive number with --fisher", s.Eta)

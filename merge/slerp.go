@@ -2,7 +2,19 @@ package merge
 
 import "math"
 
-// slerpKernel (SPEC §2 slerp): spherical interpolation between the base (v0) and the
+func init() {
+	register(Method{
+		Name: "slerp", Command: "slerp",
+		Short:   "Spherical interpolation from the base to one model by t",
+		Example: `  gomerge slerp --base a.safetensors b.safetensors --t 0.3 --out slerp.safetensors`,
+		Base:    BaseRequired, MinModels: 1, MaxModels: 1,
+		Params: []Param{{Name: "t", Flag: "t", Usage: "interpolation factor in [0, 1]: 0 gives the base", Kind: Number,
+			Default: 0.5, RecipeDefault: math.NaN(), check: unitInterval, Report: true, field: func(p *Params) any { return &p.T }}},
+		kernel: slerpKernel,
+	})
+}
+
+// slerpKernel (docs/methods.md, slerp): spherical interpolation between the base (v0) and the
 // model (v1) by t, on the flattened tensors. A pass computes v0·v1, ‖v0‖ and ‖v1‖ in
 // float64; the coefficients are computed in float64 and each product rounded to
 // float32.
@@ -65,4 +77,23 @@ func slerpCoefficients(t, dot, n0, n1 float64) (float64, float64) {
 	omega := math.Acos(max(-1, min(1, cos)))
 	s := math.Sin(omega)
 	return math.Sin((1-t)*omega) / s, math.Sin(t*omega) / s
+}
+
+// slerpRef is slerp's plain statement in float64: the angle between the flattened
+// tensors, the coefficients sin((1−t)Ω)/sin Ω and sin(tΩ)/sin Ω (linear when nearly
+// colinear), and c0·v0 + c1·v1 per element.
+func slerpRef(v0, v1 []float32, t float64) (ref, scale []float64) {
+	var dot, n0, n1 float64
+	for j := range v0 {
+		dot += float64(v0[j]) * float64(v1[j])
+		n0 += float64(v0[j]) * float64(v0[j])
+		n1 += float64(v1[j]) * float64(v1[j])
+	}
+	c0, c1 := slerpCoefficients(t, dot, math.Sqrt(n0), math.Sqrt(n1))
+	ref, scale = make([]float64, len(v0)), make([]float64, len(v0))
+	for j := range v0 {
+		ref[j] = c0*float64(v0[j]) + c1*float64(v1[j])
+		scale[j] = math.Abs(c0*float64(v0[j])) + math.Abs(c1*float64(v1[j]))
+	}
+	return ref, scale
 }

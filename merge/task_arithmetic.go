@@ -6,11 +6,20 @@ import (
 	"github.com/gomerge/gomerge/gpu"
 )
 
-// taskArithmeticKernel: θ = θ_base + λ Σ w_i δ_i with δ_i = θ_i − θ_base. Per
+func init() {
+	register(taskVectorMethod(taskVectorPreset{
+		name: "task_arithmetic", command: "task-arithmetic",
+		short:    "Add weighted task vectors to the base: θ = θ_base + λ Σ w_i (θ_i − θ_base)",
+		example:  `  gomerge task-arithmetic --base base.safetensors math.safetensors law.safetensors:weight=0.5 --lambda 0.8 --out ta.safetensors`,
+		sparsify: SparsifyNone,
+	}))
+}
+
+// taskArithmeticKernel (SparsifyNone, ConsensusNone; normalize folded into λ): θ = θ_base + λ Σ w_i δ_i with δ_i = θ_i − θ_base. Per
 // element: δ_i in float32, w_i·δ_i rounded and added in model order, then
 // θ_base + float32(λ·sum).
 func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
-	lambda := float32(m.p.Lambda)
+	lambda := m.lambda
 	return Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			base := in[0][:len(dst)]

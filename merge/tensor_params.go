@@ -18,7 +18,7 @@ type TensorParamsFunc func(tensor string) (Params, []ModelParams)
 // job's own are validated, and returns what the kernels read for that tensor. The
 // kernels take all their parameters from a methodRun when they are built, one per
 // tensor, so they need no change to see per-tensor values.
-func (j *MethodJob) forTensor(def methodDef, name string) (*methodRun, error) {
+func (j *MethodJob) forTensor(def *Method, name string) (*methodRun, error) {
 	p, mps := j.TensorParams(name)
 	if len(mps) != len(j.Models) {
 		return nil, fmt.Errorf("%s: %w: %d per-model parameter sets for %d models", j.Method, ErrBadParameter, len(mps), len(j.Models))
@@ -31,14 +31,4 @@ func (j *MethodJob) forTensor(def methodDef, name string) (*methodRun, error) {
 		t.Models[i] = m
 	}
 	return t.validate(def)
-}
-
-// failKernel makes the engine stop with err on the tensor it is built for: the
-// engine's one error path for a kernel is a pass's Done. Its pass reads the tensor
-// once, which costs nothing that matters on a run that is failing.
-func failKernel(err error) Kernel {
-	return Kernel{Passes: []Pass{{
-		Chunk: func(Chunk, [][]float32, [][]float32, []float64) {},
-		Done:  func([]float64) error { return err },
-	}}}
 }

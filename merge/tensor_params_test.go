@@ -105,11 +105,11 @@ func TestTensorParamsAgainstReference(t *testing.T) {
 			got := run(t, perTensorJob(t, method, base, models))
 			for _, name := range base.names {
 				s := sets[name]
-				var bc *breadcrumbsCut
+				o := tvOptions{sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, rescale: "none"}
 				if method != "ties" {
-					bc = &breadcrumbsCut{gamma: 0} // gamma 0 in the hook's Params
+					o = tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, rescale: "none"} // gamma 0 in the hook's Params
 				}
-				ref, scale := refTies(base.vals[name], models, name, s.w, s.d, s.lambda, method != "ties", bc)
+				ref, scale := taskVectorsRef(o, base.vals[name], vals(models, name), s.w, s.d, 0, s.lambda, nil)
 				checkClose(t, name, got[name], ref, scale, dtype.F32)
 			}
 		})

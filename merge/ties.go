@@ -48,7 +48,16 @@ func keepMasks(sel *rankSelector, sc *maskScratch, in [][]float32, pos Chunk) {
 	}
 }
 
-// tiesKernel (SPEC §2 ties): trim each δ_i to its k = floor(density·numel) largest
+func init() {
+	register(taskVectorMethod(taskVectorPreset{
+		name: "ties", command: "ties",
+		short:    "TIES: trim task vectors to their largest entries, elect signs, average what agrees",
+		example:  `  gomerge ties --base base.safetensors math.safetensors:weight=0.7 law.safetensors:weight=0.3 --density 0.2 --out merged.safetensors`,
+		sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, density: 0.2,
+	}))
+}
+
+// tiesKernel (docs/task-vectors.md, ties): trim each δ_i to its k = floor(density·numel) largest
 // magnitudes (ties: lower flat index first), weight, elect a sign per element, and
 // average the agreeing weighted deltas.
 //
@@ -64,7 +73,7 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 		ranks[i] = []int64{topK(d, n)}
 	}
 	sel := newRankSelector(n, ranks, deltaMagnitudes)
-	lambda := float32(m.p.Lambda)
+	lambda := m.lambda
 	type scratch struct {
 		d        [][]float32
 		sum, den []float32
@@ -174,29 +183,16 @@ func tiesCombine(dst, base, sum, den []float32, sign []uint32, d [][]float32, we
 		return
 	}
 	dst, base, sum, den, sign = dst[j0:], base[j0:n], sum[j0:n], den[j0:n], sign[j0:n]
-	// s = sign(Σ Δ) with 0 → +1, as the sign bit the agreeing Δ_i must have.
 	for j, v := range sum {
-		// 1<<31 exactly when v < 0: the sign bit, unless v is ±0 or NaN.
-		// Branch-free: the sign of the sum is as good as random.
-		b := math.Float32bits(v)
-		mag := b &^ (1 << 31)
-		nonzero := (mag | -mag) >> 31
-		notNaN := ((0x7f800000 - mag) >> 31) ^ 1
-		sign[j] = (b >> 31 & nonzero & notNaN) << 31
+		sign[j] = electedSign(v)
 	}
 	clear(dst) // Σ Δ_i m_i
 	clear(den) // Σ w_i m_i
 	for i, w := range weights {
 		wbits := math.Float32bits(w)
 		for j, di := range d[i][j0:n] {
-			// m_i = [Δ_i ≠ 0 and sign(Δ_i) = s], as an all-ones or zero mask:
-			// branch-free, since the signs are as good as random. Adding the
-			// masked-out +0 leaves the sum as skipping the term would.
-			b := math.Float32bits(di)
-			nonzero := (b<<1 | -(b << 1)) >> 31
-			agree := ((b ^ sign[j]) >> 31) ^ 1
-			mask := -(nonzero & agree)
-			dst[j] += math.Float32frombits(b & mask)
+			mask := agreeMask(di, sign[j])
+			dst[j] += math.Float32frombits(math.Float32bits(di) & mask)
 			den[j] += math.Float32frombits(wbits & mask)
 		}
 	}

@@ -160,8 +160,8 @@ half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newSFACmd(ios), newDistanceCmd(ios), newInspectCmd(ios), newVersionCmd(ios))
 	root.AddCommand(newRunCmd(ios))
-	for _, mc := range methodCmds {
-		root.AddCommand(newMethodCmd(ios, mc))
+	for _, group := range methodCommands() {
+		root.AddCommand(newMethodCmd(ios, group))
 	}
 	return root
 }

@@ -12,65 +12,60 @@ import (
 	"github.com/gomerge/gomerge/merge"
 )
 
-// methodCmd describes one merge command: which of the shared flags and per-model keys
-// it takes. The math lives in merge/.
-type methodCmd struct {
-	use, method, short, long, example string
-	base                              bool
-	density                           float64 // default --density; 0: no --density flag
-	lambda, t, gamma, seed, epsilon   bool    // which flags apply
-	tiesFlag                          string  // method name with --ties (dare, breadcrumbs)
-	modelKeys                         []string
-}
-
-var methodCmds = []methodCmd{
-	{use: "linear", method: "linear", short: "Weighted average of the models: θ = Σ w_i θ_i / Σ w_i (model soup, Wise-FT)",
-		example:   `  gomerge linear a.safetensors:weight=0.3 b.safetensors:weight=0.7 --out soup.safetensors`,
-		modelKeys: []string{"weight"}},
-	{use: "task-arithmetic", method: "task_arithmetic", short: "Add weighted task vectors to the base: θ = θ_base + λ Σ w_i (θ_i − θ_base)",
-		example: `  gomerge task-arithmetic --base base.safetensors math.safetensors law.safetensors:weight=0.5 --lambda 0.8 --out ta.safetensors`,
-		base:    true, lambda: true, modelKeys: []string{"weight"}},
-	{use: "ties", method: "ties", short: "TIES: trim task vectors to their largest entries, elect signs, average what agrees",
-		example: `  gomerge ties --base base.safetensors math.safetensors:weight=0.7 law.safetensors:weight=0.3 --density 0.2 --out merged.safetensors`,
-		base:    true, density: 0.2, lambda: true, modelKeys: []string{"weight", "density"}},
-	{use: "dare", method: "dare_linear", tiesFlag: "dare_ties", short: "DARE: randomly drop task-vector entries, rescale, add (--ties: with TIES sign election)",
-		example: `  gomerge dare --base base.safetensors a.safetensors b.safetensors --density 0.3 --seed 7 --out dare.safetensors
-  gomerge dare --ties --base base.safetensors a.safetensors b.safetensors:density=0.5 --out dare_ties.safetensors`,
-		base: true, density: 0.2, lambda: true, seed: true, modelKeys: []string{"weight", "density"}},
-	{use: "breadcrumbs", method: "breadcrumbs", tiesFlag: "breadcrumbs_ties", short: "Model breadcrumbs: drop the largest and smallest task-vector entries, add (--ties: sign election)",
-		example: `  gomerge breadcrumbs --base base.safetensors a.safetensors b.safetensors --density 0.9 --gamma 0.01 --out bc.safetensors`,
-		base:    true, density: 0.9, lambda: true, gamma: true, modelKeys: []string{"weight", "density"}},
-	{use: "slerp", method: "slerp", short: "Spherical interpolation from the base to one model by t",
-		example: `  gomerge slerp --base a.safetensors b.safetensors --t 0.3 --out slerp.safetensors`,
-		base:    true, t: true},
-	{use: "model-stock", method: "model_stock", short: "Model Stock: move from the base toward the models' mean by their task vectors' agreement",
-		example: `  gomerge model-stock --base base.safetensors ft1.safetensors ft2.safetensors ft3.safetensors --out stock.safetensors`,
-		base:    true},
-	{use: "fisher", method: "fisher", short: "Fisher merging: θ = Σ λ_i F_i θ_i / Σ λ_i F_i with each model's diagonal Fisher",
-		example: `  gomerge fisher math.safetensors:fisher=math_fisher.safetensors law.safetensors:fisher=law_fisher.safetensors --out merged.safetensors`,
-		epsilon: true, modelKeys: []string{"weight", "fisher"}},
+// methodCommands groups the registry's methods by command: the method without a
+// CommandSwitch first, then those its boolean flags select (dare --ties). Commands
+// the registry marks custom (sfa) are written by hand.
+func methodCommands() [][]*merge.Method {
+	var groups [][]*merge.Method
+	index := map[string]int{}
+	for _, m := range merge.Registry() {
+		if m.Command == "" || m.CustomCommand {
+			continue
+		}
+		i, ok := index[m.Command]
+		if !ok {
+			i = len(groups)
+			index[m.Command] = i
+			groups = append(groups, nil)
+		}
+		if m.CommandSwitch == "" {
+			groups[i] = append([]*merge.Method{m}, groups[i]...)
+		} else {
+			groups[i] = append(groups[i], m)
+		}
+	}
+	return groups
 }
 
 const modelSyntax = `Each model is PATH[:weight=W][:density=D][:fisher=F]; a per-model density overrides --density.
 The output takes the reference's tensor order, dtypes and layout (the base, or the first model
 when there is no base); see 'gomerge sfa --help' for --out, --dtype and --shard-size.`
 
-func newMethodCmd(ios *IOStreams, mc methodCmd) *cobra.Command {
+// newMethodCmd builds one merge command from its registry entries: group[0] gives the
+// command's texts and flags, the others add a boolean flag each that selects them.
+func newMethodCmd(ios *IOStreams, group []*merge.Method) *cobra.Command {
+	mc := group[0]
 	var (
-		out     outputFlags
-		base    string
-		p       = merge.Params{Lambda: 1, T: 0.5, Gamma: 0.01, Epsilon: 1e-6, Rescale: "l1", Density: mc.density}
-		useTies bool
+		out      outputFlags
+		base     string
+		p        merge.Params
+		switches = make([]bool, len(group))
 	)
-	use := mc.use
-	if mc.base {
+	var modelKeys []*merge.Param
+	for i := range mc.Params {
+		if pr := &mc.Params[i]; pr.PerModel && pr.Flag != "" && pr.IsModelKey() {
+			modelKeys = append(modelKeys, pr)
+		}
+	}
+	use := mc.Command
+	if mc.Base == merge.BaseRequired {
 		use += " --base BASE"
 	}
 	cmd := &cobra.Command{
 		Use:     use + " MODEL... --out PATH",
-		Short:   mc.short,
-		Long:    mc.short + ".\n\n" + modelSyntax,
-		Example: mc.example,
+		Short:   mc.Short,
+		Long:    mc.Short + ".\n\n" + modelSyntax,
+		Example: mc.Example,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("give at least one model")
@@ -81,20 +76,25 @@ func newMethodCmd(ios *IOStreams, mc methodCmd) *cobra.Command {
 			if out.out == "" {
 				return usagef("--out is required")
 			}
-			if mc.base && base == "" {
+			if mc.Base == merge.BaseRequired && base == "" {
 				return usagef("--base is required")
 			}
 			models := make([]merge.Model, 0, len(args))
 			for _, a := range args {
-				m, err := parseModel(a, mc.modelKeys)
+				m, err := parseModel(a, modelKeys)
 				if err != nil {
 					return usageError{err}
 				}
 				models = append(models, m)
 			}
-			method := mc.method
-			if useTies {
-				method = mc.tiesFlag
+			method := mc.Name
+			for i, on := range switches {
+				if on {
+					if method != mc.Name {
+						return usagef("--%s and --%s exclude each other", group[i].CommandSwitch, methodSwitch(group, method))
+					}
+					method = group[i].Name
+				}
 			}
 			job, err := out.job(ios)
 			if err != nil {
@@ -104,38 +104,74 @@ func newMethodCmd(ios *IOStreams, mc methodCmd) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	if mc.base {
+	if mc.Base == merge.BaseRequired {
 		f.StringVar(&base, "base", "", "the base model the task vectors are taken from (the reference)")
 	}
-	if mc.density > 0 {
-		f.Float64Var(&p.Density, "density", mc.density, "fraction of each task vector's entries kept, in [0, 1]")
+	for i := range mc.Params {
+		pr := &mc.Params[i]
+		if pr.Flag == "" || pr.Field(&p) == nil {
+			continue
+		}
+		switch v := pr.Field(&p).(type) {
+		case *float64:
+			f.Float64Var(v, pr.Flag, pr.Default, pr.Usage)
+		case *uint64:
+			f.Uint64Var(v, pr.Flag, uint64(pr.Default), pr.Usage)
+		case *string:
+			f.StringVar(v, pr.Flag, pr.DefaultChoice, pr.Usage)
+		case *merge.Switch:
+			f.Var(&switchFlag{v: v, def: pr.Default != 0}, pr.Flag, pr.Usage)
+			f.Lookup(pr.Flag).NoOptDefVal = "true"
+		}
 	}
-	if mc.lambda {
-		f.Float64Var(&p.Lambda, "lambda", 1, "scale of the merged task vector")
-	}
-	if mc.t {
-		f.Float64Var(&p.T, "t", 0.5, "interpolation factor in [0, 1]: 0 gives the base")
-	}
-	if mc.gamma {
-		f.Float64Var(&p.Gamma, "gamma", 0.01, "fraction of the largest entries dropped")
-	}
-	if mc.seed {
-		f.Uint64Var(&p.Seed, "seed", 0, "seed of the random drop (same seed, same output)")
-		f.StringVar(&p.Rescale, "rescale", "l1", "rescale kept entries by l1 (‖δ‖₁/‖δ̂‖₁) or inverse (1/density)")
-	}
-	if mc.epsilon {
-		f.Float64Var(&p.Epsilon, "epsilon", 1e-6, "floor of the Fisher values")
-	}
-	if mc.tiesFlag != "" {
-		f.BoolVar(&useTies, "ties", false, "elect a sign per element as TIES does (mergekit's "+mc.tiesFlag+")")
+	for i, m := range group[1:] {
+		f.BoolVar(&switches[i+1], m.CommandSwitch, false, m.Short)
 	}
 	out.register(cmd)
 	return cmd
 }
 
-// parseModel reads PATH[:key=value]...; only the keys in allowed are accepted. Keys are
-// taken from the right, so a path may itself contain colons.
-func parseModel(arg string, allowed []string) (merge.Model, error) {
+func methodSwitch(group []*merge.Method, name string) string {
+	for _, m := range group {
+		if m.Name == name {
+			return m.CommandSwitch
+		}
+	}
+	return ""
+}
+
+// switchFlag is a boolean flag of a Switch parameter: unset leaves the method's
+// default.
+type switchFlag struct {
+	v   *merge.Switch
+	def bool
+}
+
+func (s *switchFlag) String() string {
+	if s.v == nil || *s.v == merge.SwitchDefault {
+		return strconv.FormatBool(s.def)
+	}
+	return strconv.FormatBool(*s.v == merge.SwitchOn)
+}
+
+func (s *switchFlag) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	*s.v = merge.SwitchOff
+	if b {
+		*s.v = merge.SwitchOn
+	}
+	return nil
+}
+
+func (s *switchFlag) Type() string { return "bool" }
+
+// parseModel reads PATH[:key=value]...; only the keys in allowed (the method's
+// per-model parameters) are accepted. Keys are taken from the right, so a path may
+// itself contain colons.
+func parseModel(arg string, allowed []*merge.Param) (merge.Model, error) {
 	m := merge.Model{Weight: 1, Density: math.NaN()}
 	parts := strings.Split(arg, ":")
 	for len(parts) > 1 {
@@ -144,29 +180,26 @@ func parseModel(arg string, allowed []string) (merge.Model, error) {
 		if !ok || !isModelKey(key) {
 			break
 		}
-		known := false
+		var pr *merge.Param
 		for _, a := range allowed {
-			known = known || a == key
+			if a.Flag == key {
+				pr = a
+			}
 		}
-		if !known {
+		if pr == nil {
 			return m, fmt.Errorf("model %q: this method takes no %s", arg, key)
 		}
-		switch key {
-		case "weight", "density":
+		if f := pr.ModelFile(&m); f != nil {
+			if val == "" {
+				return m, fmt.Errorf("model %q: empty %s path", arg, key)
+			}
+			*f = val
+		} else {
 			v, err := strconv.ParseFloat(val, 64)
 			if err != nil {
 				return m, fmt.Errorf("model %q: %s %q is not a number", arg, key, val)
 			}
-			if key == "weight" {
-				m.Weight = v
-			} else {
-				m.Density = v
-			}
-		case "fisher":
-			if val == "" {
-				return m, fmt.Errorf("model %q: empty fisher path", arg)
-			}
-			m.Fisher = val
+			*pr.ModelField(&m) = v
 		}
 		parts = parts[:len(parts)-1]
 	}
@@ -177,7 +210,18 @@ func parseModel(arg string, allowed []string) (merge.Model, error) {
 	return m, nil
 }
 
-func isModelKey(k string) bool { return k == "weight" || k == "density" || k == "fisher" }
+// isModelKey says whether key is any method's PATH:key= key, so that a path's own
+// "name=value" part is not taken for an unknown key.
+func isModelKey(key string) bool {
+	for _, m := range merge.Registry() {
+		for _, p := range m.Params {
+			if p.PerModel && p.Flag == key && p.IsModelKey() {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 func runMethod(ctx context.Context, ios *IOStreams, j merge.MethodJob, out *outputFlags) error {
 	dev, err := out.deviceFlags.open()

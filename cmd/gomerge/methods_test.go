@@ -11,6 +11,7 @@ import (
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/safetensors"
 	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
+	"github.com/gomerge/gomerge/merge"
 )
 
 // TestMethodCommands runs every method's command end to end on generated checkpoints,
@@ -123,7 +124,14 @@ func TestMethodCommandErrors(t *testing.T) {
 }
 
 func TestParseModel(t *testing.T) {
-	all := []string{"weight", "density", "fisher"}
+	var all []*merge.Param
+	for _, name := range []string{"weight", "density", "fisher"} {
+		p, _ := mustMethod(t, "fisher").Param(name)
+		if name == "density" {
+			p, _ = mustMethod(t, "ties").Param(name)
+		}
+		all = append(all, p)
+	}
 	m, err := parseModel("/data/a:b/model.safetensors:weight=0.7:density=0.2", all)
 	if err != nil || m.Path != "/data/a:b/model.safetensors" || m.Weight != 0.7 || m.Density != 0.2 {
 		t.Errorf("got %+v, %v", m, err)
@@ -135,4 +143,13 @@ func TestParseModel(t *testing.T) {
 	if _, err := parseModel(":weight=2", all); err == nil {
 		t.Error("accepted an empty path")
 	}
+}
+
+func mustMethod(t testing.TB, name string) *merge.Method {
+	t.Helper()
+	m, ok := merge.LookupMethod(name)
+	if !ok {
+		t.Fatalf("no method %s in the registry", name)
+	}
+	return m
 }

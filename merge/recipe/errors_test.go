@@ -33,8 +33,6 @@ func TestRecipeErrors(t *testing.T) {
 		{"method-wide at model level", "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {lambda: 2}\n", 5, "method-wide parameter"},
 		{"bool for number", "merge_method: linear\nmodels: [{model: a, parameters: {weight: true}}]\n", 2, "want a number"},
 		{"string value", "merge_method: linear\nmodels: [{model: a, parameters: {weight: heavy}}]\n", 2, `got "heavy"`},
-		{"ties without normalize", "merge_method: ties\nbase_model: base\nmodels: [{model: a}]\nparameters:\n  normalize: false\n", 5, "ties without normalize is not supported"},
-		{"dare without rescale", "merge_method: dare_ties\nbase_model: base\nmodels: [{model: a}]\nparameters: {rescale: false}\n", 4, "DARE without rescale"},
 		{"filter_wise", "merge_method: model_stock\nbase_model: base\nmodels: [{model: a}, {model: b}]\nparameters: {filter_wise: true}\n", 4, "filter_wise"},
 		{"models and slices", "merge_method: linear\nmodels: [{model: a}]\nslices: []\n", 1, "exactly one of models and slices"},
 		{"duplicate key", "merge_method: linear\nmodels: [{model: a}]\nmerge_method: ties\n", 3, "given twice"},
@@ -64,7 +62,6 @@ func TestRecipeErrors(t *testing.T) {
 		{"gamma differs", "merge_method: breadcrumbs\nbase_model: base\nmodels:\n  - {model: a, parameters: {gamma: 0.1}}\n  - model: b\n", 4, "one gamma"},
 		{"fisher without fisher", "merge_method: fisher\nmodels: [{model: a}]\n", 2, "needs each model's Fisher"},
 		{"out with named steps", "name: x\nmerge_method: linear\nmodels: [{model: a}]\n---\nname: y\nmerge_method: linear\nmodels: [{model: x}]\n", 0, "every step has one"},
-		{"normalize per tensor", "merge_method: ties\nbase_model: base\nmodels: [{model: a}]\nparameters:\n  normalize:\n    - filter: mlp\n      value: false\n    - value: true\n", 7, "without normalize"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -53,7 +53,7 @@ func FuzzRecipe(f *testing.F) {
 			}
 			_ = st.Refs()
 			_ = st.Pos.String()
-			if _, ok := methods[st.Method.Value]; !ok {
+			if _, ok := lookupMethod(st.Method.Value); !ok {
 				t.Fatalf("unknown method %q parsed", st.Method.Value)
 			}
 			if (st.Models == nil) == (st.Slices == nil) {

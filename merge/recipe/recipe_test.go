@@ -85,6 +85,28 @@ base_model: base
 parameters: {density: 0.7}
 models: [{model: a, parameters: {weight: 2}}, {model: b}]
 `, merge.MethodJob{Method: "breadcrumbs_ties", Base: "base", Models: []merge.Model{model("a", 2, 0.7), model("b", 1, 0.7)}, Params: p}},
+		// Options beyond the presets' defaults, which mergekit accepts.
+		{"ties_no_normalize", `
+merge_method: ties
+base_model: base
+parameters: {density: 0.5, normalize: false, rescale: true}
+models: [{model: a}, {model: b, parameters: {weight: 0.5}}]
+`, merge.MethodJob{Method: "ties", Base: "base", Models: []merge.Model{model("a", 1, 0.5), model("b", 0.5, 0.5)},
+			Params: with(func(q *merge.Params) { q.Normalize, q.Rescaling = merge.SwitchOff, merge.SwitchOn })}},
+		{"dare_ties_normalize", `
+merge_method: dare_ties
+base_model: base
+parameters: {density: 0.6, normalize: true, rescale: false, seed: 4}
+models: [{model: a}, {model: b, parameters: {weight: 0.5}}]
+`, merge.MethodJob{Method: "dare_ties", Base: "base", Models: []merge.Model{model("a", 1, 0.6), model("b", 0.5, 0.6)},
+			Params: with(func(q *merge.Params) { q.Normalize, q.Rescaling, q.Seed = merge.SwitchOn, merge.SwitchOff, 4 })}},
+		{"breadcrumbs_rescale", `
+merge_method: breadcrumbs
+base_model: base
+parameters: {density: 0.8, rescale: true, normalize: true}
+models: [{model: a}, {model: b}]
+`, merge.MethodJob{Method: "breadcrumbs", Base: "base", Models: []merge.Model{model("a", 1, 0.8), model("b", 1, 0.8)},
+			Params: with(func(q *merge.Params) { q.Normalize, q.Rescaling = merge.SwitchOn, merge.SwitchOn })}},
 		{"slerp", `
 merge_method: slerp
 base_model: base

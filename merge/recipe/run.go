@@ -120,28 +120,13 @@ func (sp *StepPlan) execute(ctx context.Context, job merge.Job) (*merge.Report, 
 	return rep, nil
 }
 
+// runMerge runs the step's merge by its registry method, with each tensor's
+// parameters when they vary.
 func (sp *StepPlan) runMerge(ctx context.Context, job merge.Job) (*merge.Report, error) {
 	first := sp.first
-	switch sp.Method {
-	case "passthrough":
-		job.Method = "passthrough"
-		job.Inputs = []merge.Input{{Role: "model", Path: sp.inputPath(0)}}
-		job.Ref = 0
-		job.Params = map[string]any{"scale": first.scale, "per_tensor": sp.vary}
-		job.Kernel = func(t *merge.TensorPlan) merge.Kernel {
-			tv := sp.values[t.Name]
-			if tv == nil {
-				tv = first
-			}
-			return passthroughKernel(tv.scale)
-		}
-		return merge.Run(ctx, job)
-	case "sfa":
-		return merge.RunSFA(ctx, merge.SFAJob{Anchor: sp.inputPath(0), Current: sp.inputPath(1), SFA: merge.SFA{Beta: first.beta}, Job: job})
-	}
-	mj := merge.MethodJob{Method: sp.spec.engine, Params: first.p, Job: job}
+	mj := merge.MethodJob{Method: sp.Method, Params: first.p, Job: job}
 	k0 := 0
-	if sp.spec.base {
+	if takesBase(sp.spec) {
 		mj.Base = sp.inputPath(0)
 		k0 = 1
 	}
@@ -163,21 +148,6 @@ func (sp *StepPlan) runMerge(ctx context.Context, job merge.Job) (*merge.Report,
 		}
 	}
 	return merge.RunMethod(ctx, mj)
-}
-
-// passthroughKernel copies its one input, scaled when scale is not 1 (mergekit's
-// passthrough scale), each product rounded to float32.
-func passthroughKernel(scale float64) merge.Kernel {
-	if scale == 1 {
-		return merge.Kernel{Merge: func(dst []float32, in, _ [][]float32, _ merge.Chunk) { copy(dst, in[0]) }}
-	}
-	s := float32(scale)
-	return merge.Kernel{Merge: func(dst []float32, in, _ [][]float32, _ merge.Chunk) {
-		x := in[0][:len(dst)]
-		for j := range dst {
-			dst[j] = s * x[j]
-		}
-	}}
 }
 
 // WriteText prints the plan for people: per step its method, inputs, output and

@@ -1,0 +1,444 @@
+package merge
+
+import (
+	"context"
+	"math"
+	"sort"
+
+	"github.com/gomerge/gomerge/gpu"
+)
+
+// The task-vector family (docs/task-vectors.md), as mergekit's generalized task
+// arithmetic has it: each model's task vector δ_i = θ_i − θ_base is sparsified (and
+// optionally rescaled), weighted, combined under an optional sign consensus,
+// optionally normalized, scaled by λ and added to the base. task_arithmetic, ties,
+// dare_linear, dare_ties, breadcrumbs and breadcrumbs_ties are presets of it (their
+// files register them); every combination of the options runs.
+
+// Sparsification is how each task vector is trimmed before the merge.
+type Sparsification int
+
+const (
+	SparsifyNone      Sparsification = iota // keep every entry
+	SparsifyMagnitude                       // keep the ⌊density·n⌋ largest |δ| (TIES; mergekit's magnitude)
+	SparsifyRandom                          // keep each entry with probability density (DARE; mergekit's random)
+	SparsifyOutliers                        // drop the ⌊γ·n⌋ largest |δ| and the smallest, keeping ⌊density·n⌋ (breadcrumbs; magnitude_outliers)
+	// DELLA's della_magprune would come next: a keep probability per entry that grows
+	// with the entry's magnitude rank in its row (density ± ε), drawn like
+	// SparsifyRandom's with a per-element threshold from a rank pass like
+	// SparsifyMagnitude's.
+)
+
+// Consensus decides which models' entries are added at each element.
+type Consensus int
+
+const (
+	ConsensusNone Consensus = iota // every kept entry
+	ConsensusSign                  // those whose sign is the elected sign of Σ_i w_i·δ_i (TIES; mergekit's "sum")
+)
+
+// tvOptions are one run's options, resolved from the preset and the parameters.
+type tvOptions struct {
+	sparsify  Sparsification
+	consensus Consensus
+	normalize bool
+	rescale   string // "none", "l1" or "inverse"
+}
+
+// taskVectorPreset declares one method of the family: its options as mergekit
+// defaults them, and its command.
+type taskVectorPreset struct {
+	name, command, commandSwitch, short, example string
+	sparsify                                     Sparsification
+	consensus                                    Consensus
+	normalize, rescale                           bool    // mergekit's defaults
+	density                                      float64 // the command's --density default; 0: no --density
+	rescaleFlag                                  bool    // the command has --rescale
+}
+
+// taskVectorMethod makes a preset's registry entry.
+func taskVectorMethod(p taskVectorPreset) Method {
+	density := densityParam(p.density)
+	if p.density == 0 { // mergekit takes a density even where nothing is sparsified
+		density.Flag, density.Usage, density.Report = "", "", false
+	}
+	params := []Param{weightParam(), density}
+	switch p.sparsify {
+	case SparsifyOutliers:
+		params = append(params, Param{Name: "gamma", Flag: "gamma", Usage: "fraction of the largest entries dropped",
+			Kind: Number, PerModel: true, Uniform: true, Default: 0.01, RecipeDefault: 0.01, check: unitInterval, Report: true,
+			field: func(p *Params) any { return &p.Gamma }})
+	case SparsifyRandom:
+		params = append(params, Param{Name: "seed", Flag: "seed", Usage: "seed of the random drop (same seed, same output)",
+			Kind: Seed, Scalar: true, Report: true, field: func(p *Params) any { return &p.Seed }})
+	}
+	// mergekit's rescale is a switch; gomerge adds the norm (the command line's
+	// --rescale), reported under the switch's name as it always has been.
+	norm := Param{Name: "rescale_norm", ReportAs: "rescale", Kind: Choice, Choices: []string{"l1", "inverse"},
+		DefaultChoice: "l1", NoRecipe: true, field: func(p *Params) any { return &p.Rescale }}
+	if p.rescaleFlag {
+		norm.Flag, norm.Report = "rescale", true
+		norm.Usage = "rescale kept entries by l1 (‖δ‖₁/‖δ̂‖₁) or inverse (1/density)"
+	}
+	rescale := Param{Name: "rescale", Kind: Bool, Default: float64(b2i(p.rescale)), RecipeDefault: float64(b2i(p.rescale)),
+		field: func(p *Params) any { return &p.Rescaling }}
+	normalize := Param{Name: "normalize", Kind: Bool, Default: float64(b2i(p.normalize)), RecipeDefault: float64(b2i(p.normalize)),
+		field: func(p *Params) any { return &p.Normalize }}
+	params = append(params, lambdaParam(), normalize, norm, rescale, int8Param())
+	return Method{
+		Name: p.name, Command: p.command, CommandSwitch: p.commandSwitch, Short: p.short, Example: p.example,
+		Base: BaseRequired, MinModels: 1, Params: params,
+		check: func(r *methodRun) error {
+			r.tv = tvOptions{sparsify: p.sparsify, consensus: p.consensus, normalize: r.p.Normalize == SwitchOn, rescale: r.p.Rescale}
+			if r.p.Rescaling != SwitchOn || p.sparsify == SparsifyNone {
+				r.tv.rescale = "none" // nothing is dropped, so nothing is rescaled
+			}
+			r.lambda = float32(r.p.Lambda)
+			if r.tv.normalize && r.tv.consensus == ConsensusNone {
+				// Dividing by Σw every element alike is λ/Σw (mergekit: a sum below
+				// 1e-8 in magnitude divides by 1).
+				var wsum float64
+				for _, m := range r.models {
+					wsum += m.Weight
+				}
+				if math.Abs(wsum) >= 1e-8 {
+					r.lambda = float32(r.p.Lambda / wsum)
+				}
+			}
+			return nil
+		},
+		kernel: taskVectorKernel,
+	}
+}
+
+// fastPaths is false only in tests that compare the fast paths with the general
+// kernel.
+var fastPaths = true
+
+// taskVectorKernel picks the fast path for the options where there is one.
+func taskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
+	o := m.tv
+	switch {
+	case !fastPaths:
+	case o.sparsify == SparsifyNone && o.consensus == ConsensusNone:
+		return taskArithmeticKernel(m, t)
+	case o.sparsify == SparsifyMagnitude && o.consensus == ConsensusSign && o.normalize && o.rescale == "none":
+		return tiesKernel(m, t)
+	}
+	return sparseTaskVectorKernel(m, t)
+}
+
+// sparseTaskVectorKernel runs any combination of the options: a keep mask per model
+// and chunk (ranks from passes over the tensor, or DARE's draws), the rescale factors
+// (a pass of L1 sums over the tensor, or 1/density), then addTaskVectors.
+func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
+	o := m.tv
+	n := t.NumElements()
+	lanes := len(m.weights)
+	pool := newMaskPool(lanes)
+	var (
+		passes    []Pass
+		ranks     [][]int64 // magnitude and outliers: the rank cuts per model
+		key       uint64    // random: the tensor's key and each model's threshold
+		threshold []uint64
+		keepChunk func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool
+	)
+	switch o.sparsify {
+	case SparsifyMagnitude, SparsifyOutliers:
+		ranks = make([][]int64, lanes)
+		for i, d := range m.dens {
+			if o.sparsify == SparsifyMagnitude {
+				ranks[i] = []int64{topK(d, n)}
+			} else {
+				ranks[i] = outlierRanks(d, m.p.Gamma, n)
+			}
+		}
+		sel := newRankSelector(n, ranks, deltaMagnitudes)
+		passes = sel.passes()
+		keepChunk = func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+			keepMasks(sel, sc, in, pos)
+			return sc.keep
+		}
+	case SparsifyRandom:
+		key = dareKey(m.p.Seed, t.Name)
+		threshold = make([]uint64, lanes)
+		for i, d := range m.dens {
+			threshold[i] = densityThreshold(d)
+		}
+		keepChunk = func(sc *maskScratch, _ [][]float32, pos Chunk) [][]bool {
+			dareKeep(sc.keep, key, threshold, pos.Offset)
+			return sc.keep
+		}
+	default:
+		keepChunk = func(sc *maskScratch, _ [][]float32, _ Chunk) [][]bool {
+			for _, keep := range sc.keep {
+				for j := range keep {
+					keep[j] = true
+				}
+			}
+			return sc.keep
+		}
+	}
+	var scale []float32 // nil: no rescale
+	switch o.rescale {
+	case "inverse":
+		scale = make([]float32, lanes)
+		for i, d := range m.dens {
+			scale[i] = inverseScale(d)
+		}
+	case "l1":
+		scale = make([]float32, lanes)
+		passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
+	}
+	k := Kernel{
+		Passes: passes,
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			sc := pool.get(len(dst))
+			defer pool.put(sc)
+			addTaskVectors(m, dst, in, keepChunk(sc, in, pos), scale, sc.deltas)
+		},
+	}
+	// The device's task-vector kernel has no per-element divisor: sign consensus
+	// with normalize runs on the CPU (TIES proper has its own device kernel), as
+	// does an L1 rescale of ranked entries (the device's L1 pass is DARE's).
+	if o.consensus == ConsensusSign && o.normalize || o.rescale == "l1" && o.sparsify != SparsifyRandom {
+		return k
+	}
+	k.GPU = func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
+		in := gpuOperands(t.In)
+		var cuts [][]gpu.Cut
+		if ranks != nil {
+			var err error
+			if cuts, err = dev.Cuts(ctx, n, in[0], in[1:], ranks); err != nil {
+				return nil, err
+			}
+		}
+		tm := make([]gpu.TaskModel, lanes)
+		for i := range tm {
+			tm[i] = gpu.TaskModel{X: in[i+1], Weight: m.weights[i], Mode: gpu.KeepAll}
+			switch o.sparsify {
+			case SparsifyMagnitude:
+				tm[i].Mode, tm[i].Cuts = gpu.KeepCut, [2]gpu.Cut{cuts[i][0]}
+			case SparsifyOutliers:
+				tm[i].Mode, tm[i].Cuts = gpu.KeepBand, [2]gpu.Cut{cuts[i][0], cuts[i][1]}
+			case SparsifyRandom:
+				tm[i].Mode, tm[i].Key, tm[i].Threshold = gpu.KeepDARE, key, threshold[i]
+			}
+			if scale != nil {
+				tm[i].Scale, tm[i].HasScale = inverseScale(m.dens[i]), true
+			}
+		}
+		if o.rescale == "l1" {
+			// The same draws and L1 sums per block, added in chunk order as the
+			// pass adds them.
+			perChunk, err := dev.DAREL1(ctx, n, in[0], tm)
+			if err != nil {
+				return nil, err
+			}
+			for i, s := range l1Scales(perChunk, lanes) {
+				tm[i].Scale = s
+			}
+		}
+		return nil, dev.TaskVectors(ctx, n, out, in[0], tm, m.lambda, o.consensus == ConsensusSign)
+	}
+	return k
+}
+
+// l1Pass sums |δ_i| and the kept |δ_i| over the tensor (float64, per chunk, added in
+// chunk order) into each model's rescale factor ‖δ_i‖₁/‖δ̂_i‖₁.
+func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][]bool, scale []float32, lanes int) Pass {
+	return Pass{
+		NumStats: 2 * lanes,
+		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+			sc := pool.get(len(in[0]))
+			defer pool.put(sc)
+			keep := keepChunk(sc, in, pos)
+			base := in[0]
+			for i, x := range in[1:] {
+				var all, kept float64
+				for j := range base {
+					a := math.Abs(float64(x[j] - base[j]))
+					all += a
+					if keep[i][j] {
+						kept += a
+					}
+				}
+				acc[2*i] += all
+				acc[2*i+1] += kept
+			}
+		},
+		Done: func(perChunk []float64) error {
+			copy(scale, l1Scales(perChunk, lanes))
+			return nil
+		},
+	}
+}
+
+// addTaskVectors sets dst = base + λ·combine_i(Δ_i) with Δ_i = w_i·(scale_i·δ_i)
+// where keep says so (scale nil: 1) and 0 elsewhere; combine is the sum, or with a
+// sign consensus the sum of the Δ_i with the elected sign, divided with normalize by
+// the sum of their weights (0: by 1). d is scratch of one element per model.
+func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale, d []float32) {
+	base, models := in[0][:len(dst)], in[1:]
+	lambda := m.lambda
+	sign, normalize := m.tv.consensus == ConsensusSign, m.tv.normalize
+	for j := range dst {
+		b := base[j]
+		var sum float32 // Σ_i Δ_i, in model order: the sign election's
+		for i, x := range models {
+			d[i] = 0
+			if keep[i][j] {
+				delta := x[j] - b
+				if scale != nil {
+					delta = float32(scale[i] * delta)
+				}
+				d[i] = float32(m.weights[i] * delta)
+			}
+			sum += d[i]
+		}
+		if sign {
+			s := electedSign(sum)
+			var num, den float32
+			for i, di := range d {
+				mask := agreeMask(di, s)
+				num += math.Float32frombits(math.Float32bits(di) & mask)
+				den += math.Float32frombits(math.Float32bits(m.weights[i]) & mask)
+			}
+			sum = num
+			if normalize {
+				if den == 0 {
+					den = 1
+				}
+				sum = num / den
+			}
+		}
+		dst[j] = b + float32(lambda*sum)
+	}
+}
+
+// electedSign is the TIES sign election of one element from the float32 sum of its
+// weighted deltas in model order, as a sign bit: 1<<31 when the sum is negative, 0
+// for positive sums, ±0 and NaN (mergekit: sum ≥ 0 elects +). Branch-free: the sign
+// of a sum is as good as random. The AVX2 kernel (tiesSignAsm) is tested against it.
+func electedSign(sum float32) uint32 {
+	b := math.Float32bits(sum)
+	mag := b &^ (1 << 31)
+	nonzero := (mag | -mag) >> 31
+	notNaN := ((0x7f800000 - mag) >> 31) ^ 1
+	return (b >> 31 & nonzero & notNaN) << 31
+}
+
+// agreeMask is all ones when a weighted delta takes part in the consensus: non-zero
+// and of the elected sign s (a NaN by its sign bit), and 0 otherwise. Adding a masked
+// term gives +0, which leaves a sum as skipping it would. The AVX2 kernel
+// (tiesAccumAsm) is tested against it.
+func agreeMask(d float32, s uint32) uint32 {
+	b := math.Float32bits(d)
+	nonzero := (b<<1 | -(b << 1)) >> 31
+	agree := ((b ^ s) >> 31) ^ 1
+	return -(nonzero & agree)
+}
+
+// taskVectorsRef is the plain statement of the family for one tensor, per element
+// in float64: the documentation of the math and the tests' oracle for every fast
+// path. keepRandom says whether SparsifyRandom keeps element j of model i (the
+// draw is part of DARE's definition; the tests check it independently). It returns
+// the merged values and, per element, the magnitude of the terms (for tolerances).
+//
+// The two places where float64 would answer a different question are kept in
+// float32, as the method defines them: the ranking is of |x − b| rounded to float32
+// (equal magnitudes: lower index first), and the sign election of the float32 sum
+// of the float32 terms in model order.
+func taskVectorsRef(o tvOptions, base []float32, models [][]float32, w, dens []float64, gamma, lambda float64,
+	keepRandom func(i, j int) bool) (ref, scale []float64) {
+	n := len(base)
+	keep := make([][]bool, len(models))
+	resc := make([]float64, len(models))
+	for i, x := range models {
+		mag := make([]float32, n)
+		for j := range mag {
+			mag[j] = float32(math.Abs(float64(x[j] - base[j])))
+		}
+		keep[i] = make([]bool, n)
+		switch o.sparsify {
+		case SparsifyNone:
+			refKeepRanks(keep[i], mag, 0, int64(n))
+		case SparsifyMagnitude:
+			refKeepRanks(keep[i], mag, 0, topK(dens[i], int64(n)))
+		case SparsifyOutliers:
+			r := outlierRanks(dens[i], gamma, int64(n))
+			refKeepRanks(keep[i], mag, r[0], r[1])
+		case SparsifyRandom:
+			for j := range keep[i] {
+				keep[i][j] = keepRandom(i, j)
+			}
+		}
+		resc[i] = 1
+		switch {
+		case o.sparsify == SparsifyNone:
+		case o.rescale == "inverse" && dens[i] > 0:
+			resc[i] = 1 / dens[i]
+		case o.rescale == "inverse":
+			resc[i] = 0
+		case o.rescale == "l1":
+			var all, kept float64
+			for j := range mag {
+				all += float64(mag[j])
+				if keep[i][j] {
+					kept += float64(mag[j])
+				}
+			}
+			if all >= 1e-7 && kept >= 1e-7 {
+				resc[i] = all / kept
+			}
+		}
+	}
+	var wsum float64
+	for _, wi := range w {
+		wsum += wi
+	}
+	ref, scale = make([]float64, n), make([]float64, n)
+	for j := range base {
+		d := make([]float64, len(models))
+		var sum32 float32
+		for i, x := range models {
+			if keep[i][j] {
+				delta := x[j] - base[j]
+				d[i] = w[i] * resc[i] * float64(delta)
+				sum32 += float32(float32(w[i]) * float32(float32(resc[i])*delta))
+			}
+			scale[j] += math.Abs(lambda * d[i])
+		}
+		var num, den float64
+		for i, di := range d {
+			if o.consensus == ConsensusNone || di != 0 && (di < 0) == (sum32 < 0) {
+				num += di
+				den += w[i]
+			}
+		}
+		switch {
+		case !o.normalize:
+			den = 1
+		case o.consensus == ConsensusNone && math.Abs(wsum) < 1e-8, den == 0:
+			den = 1
+		case o.consensus == ConsensusNone:
+			den = wsum
+		}
+		ref[j] = float64(base[j]) + lambda*num/den
+		scale[j] = scale[j]/math.Abs(den) + math.Abs(float64(base[j]))
+	}
+	return ref, scale
+}
+
+// refKeepRanks marks the entries ranked [lo, hi) by magnitude, descending, equal
+// magnitudes by index: a sort, independent of the histogram selection.
+func refKeepRanks(keep []bool, mag []float32, lo, hi int64) {
+	idx := make([]int, len(mag))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return mag[idx[a]] > mag[idx[b]] })
+	for r := max(lo, 0); r < min(hi, int64(len(mag))); r++ {
+		keep[idx[r]] = true
+	}
+}
