@@ -18,6 +18,10 @@ back; the merge at step T is the next task's anchor.
         sfa.maybe_average(model, step)     # at the steps of sfa.schedule
     sfa.finish_task()                      # ckpt/current becomes the next anchor
 
+The round trip costs little more than the merge: tensors are written straight from
+their memory (no copies in Python), and the merged file is memory-mapped and copied
+into the live parameters (load_into), so memory stays near the model's size.
+
 Errors: a non-zero exit of gomerge raises GomergeError, which carries the exit status
 (2 usage, 3 bad input, 4 I/O failure, 1 anything else), gomerge's message and the
 command line. A failed merge leaves the checkpoint file unchanged, so training can go
@@ -26,6 +30,7 @@ on from the weights still in memory.
 
 import json
 import math
+import mmap
 import os
 import shutil
 import struct
@@ -35,7 +40,7 @@ import tempfile
 
 __all__ = [
     "GomergeError", "SFA", "Tensor", "schedule", "run", "save_file", "load_file",
-    "save_state_dict", "load_state_dict", "save_weights", "float_tensors", "hf_callback", "lightning_callback",
+    "save_state_dict", "load_state_dict", "load_into", "save_weights", "float_tensors", "hf_callback", "lightning_callback",
     "composer_callback",
 ]
 
@@ -147,25 +152,43 @@ def save_file(tensors, path, metadata=None):
     path, so gomerge (or a crash) never sees half a file. Tensors are laid out in the
     dict's order; "format": "pt" is added to the metadata (transformers requires it).
     """
-    if sys.byteorder != "little":
-        raise RuntimeError("safetensors data is little-endian; this host is not")
+    items = []
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError("tensor %r is a %s, not a gomerge.Tensor (use save_state_dict for torch)" % (name, type(t).__name__))
+        items.append((name, t.dtype, t.shape, memoryview(t.data)))
+    _write_safetensors(path, items, metadata)
+
+
+def _header_bytes(items, metadata):
+    """The 8-byte length and the JSON header of a safetensors file holding items, a
+    list of (name, dtype, shape, buffer) laid out in that order."""
     meta = {"format": "pt"}
     meta.update(metadata or {})
     header = {"__metadata__": {str(k): str(v) for k, v in meta.items()}}
     off = 0
-    for name, t in tensors.items():
-        if not isinstance(t, Tensor):
-            raise TypeError("tensor %r is a %s, not a gomerge.Tensor (use save_state_dict for torch)" % (name, type(t).__name__))
-        header[name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [off, off + len(t.data)]}
-        off += len(t.data)
+    for name, dtype, shape, buf in items:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + buf.nbytes]}
+        off += buf.nbytes
     hdr = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hdr += b" " * (-len(hdr) % 8)  # the data section starts 8-byte aligned
+    return struct.pack("<Q", len(hdr)) + hdr
+
+
+def _write_safetensors(path, items, metadata):
+    """Write items (name, dtype, shape, buffer) as one safetensors file, atomically.
+
+    Each buffer is handed to write() as it is (a memoryview of the tensor's own memory),
+    so the only copy is the kernel's into the page cache."""
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors data is little-endian; this host is not")
+    head = _header_bytes(items, metadata)
 
     def write(f):
-        f.write(struct.pack("<Q", len(hdr)))
-        f.write(hdr)
-        for t in tensors.values():
-            f.write(t.data)
+        f.write(head)
+        for _, _, _, buf in items:
+            if buf.nbytes:
+                f.write(buf)
 
     _write_atomically(path, write)
 
@@ -189,25 +212,121 @@ def _write_atomically(path, write):
         raise
 
 
+def _fsync_dir(path):
+    """Make a rename in folder path durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Mapped:
+    """A safetensors file mapped read-only (copy-on-write, so torch.frombuffer gets the
+    writable buffer it wants; nothing writes to it), with its validated header.
+
+    entries: {name: (dtype, shape, begin, end)}, begin and end absolute file offsets.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._f = open(path, "rb")
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+            if size < 8:
+                raise ValueError("%s: %d bytes, too short for a safetensors file" % (path, size))
+            (n,) = struct.unpack("<Q", self._f.read(8))
+            if n > _MAX_HEADER or 8 + n > size:
+                raise ValueError("%s: header length %d does not fit the file (%d bytes)" % (path, n, size))
+            header = json.loads(self._f.read(n).decode("utf-8"))
+            self.metadata = header.pop("__metadata__", {}) or {}
+            start = 8 + n
+            self.entries = {}
+            for name, info in header.items():
+                dtype, shape = info.get("dtype"), info.get("shape")
+                if dtype not in _SIZES:
+                    raise ValueError("%s: tensor %r has unsupported dtype %r" % (path, name, dtype))
+                b, e = info["data_offsets"]
+                if not (0 <= b <= e <= size - start):
+                    raise ValueError("%s: tensor %r has offsets [%d, %d] outside the data (%d bytes)" % (path, name, b, e, size - start))
+                count = 1
+                for d in shape:
+                    count *= d
+                if count * _SIZES[dtype] != e - b:
+                    raise ValueError("%s: tensor %r: %s%s needs %d bytes, has %d" % (path, name, dtype, list(shape), count * _SIZES[dtype], e - b))
+                self.entries[name] = (dtype, tuple(shape), start + b, start + e)
+            self.mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+        except BaseException:
+            self._f.close()
+            raise
+
+    def bytes(self, name):
+        _, _, b, e = self.entries[name]
+        return self.mm[b:e]
+
+    def torch(self, name):
+        """The tensor as a torch view of the mapping (valid until release/close)."""
+        import torch
+        dtype, shape, b, e = self.entries[name]
+        dt = _torch_from_name()[dtype]
+        if e == b:
+            return torch.empty(shape, dtype=dt)
+        return torch.frombuffer(self.mm, dtype=torch.uint8, offset=b, count=e - b).view(dt).reshape(shape)
+
+    def release(self, name):
+        """Drop the mapped pages of a tensor already copied out, so that loading a model
+        keeps about one tensor of the file resident instead of the whole file."""
+        _, _, b, e = self.entries[name]
+        page = mmap.PAGESIZE
+        lo, hi = -(-b // page) * page, e // page * page
+        if hi > lo and hasattr(self.mm, "madvise"):
+            self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def close(self):
+        if self.mm is not None:
+            self.mm.close()
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _is_folder(path):
+    """A path that does not end in .safetensors names a Hugging Face folder (gomerge's rule)."""
+    return not path.lower().endswith(".safetensors")
+
+
+def _files_of(path):
+    """The safetensors files of a checkpoint: the file itself, or a folder's shards (from
+    model.safetensors.index.json, else every *.safetensors in it)."""
+    if not _is_folder(path):
+        return [path]
+    idx = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx, "rb") as f:
+            weight_map = json.load(f).get("weight_map", {})
+        names = sorted(set(weight_map.values()))
+        for n in names:
+            if os.path.basename(n) != n:
+                raise ValueError("%s: shard name %r is not a plain file name" % (idx, n))
+    else:
+        names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors") and not n.startswith("."))
+    if not names:
+        raise ValueError("%s: no safetensors files in the folder" % path)
+    return [os.path.join(path, n) for n in names]
+
+
 def load_file(path):
     """Read a safetensors file into (dict of name -> Tensor, metadata dict)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 8:
-        raise ValueError("%s: %d bytes, too short for a safetensors file" % (path, len(blob)))
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n > _MAX_HEADER or 8 + n > len(blob):
-        raise ValueError("%s: header length %d does not fit the file (%d bytes)" % (path, n, len(blob)))
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {}) or {}
-    data = memoryview(blob)[8 + n:]
-    out = {}
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        b, e = info["data_offsets"]
-        if not (0 <= b <= e <= len(data)):
-            raise ValueError("%s: tensor %r has offsets [%d, %d] outside the data (%d bytes)" % (path, name, b, e, len(data)))
-        out[name] = Tensor(info["dtype"], info["shape"], data[b:e])
-    return out, meta
+    with _Mapped(path) as m:
+        out = {}
+        for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
+            dtype, shape, _, _ = m.entries[name]
+            out[name] = Tensor(dtype, shape, m.bytes(name))
+        return out, dict(m.metadata)
 
 
 # --- torch conversion (torch imported only here) -------------------------------------
@@ -219,31 +338,184 @@ def _torch_dtypes():
             torch.uint8: "U8", torch.bool: "BOOL"}
 
 
-def to_tensor(t):
-    """A torch tensor as a gomerge.Tensor (copied to the CPU)."""
+def _torch_from_name():
+    return {v: k for k, v in _torch_dtypes().items()}
+
+
+def _host_bytes(t):
+    """(dtype name, shape, memoryview of the bytes, owner) of a torch tensor, without a
+    copy for a contiguous CPU tensor; a CUDA or strided tensor is copied once to a
+    contiguous host tensor. owner must outlive the memoryview."""
     import torch
     names = _torch_dtypes()
     if t.dtype not in names:
         raise TypeError("cannot store torch dtype %s in safetensors" % t.dtype)
-    c = t.detach().cpu().contiguous()
-    # numpy has no bfloat16: move its bits as int16.
+    c = t.detach()
+    if c.device.type != "cpu":
+        c = c.to("cpu")
+    c = c.contiguous()
+    # numpy has no bfloat16: hand its bits over as int16.
     raw = c.view(torch.int16) if c.dtype == torch.bfloat16 else c
-    return Tensor(names[t.dtype], tuple(c.shape), raw.numpy().tobytes())
+    arr = raw.numpy().reshape(-1).view("u1")
+    return names[t.dtype], tuple(c.shape), memoryview(arr), c
+
+
+def to_tensor(t):
+    """A torch tensor as a gomerge.Tensor (copied to the CPU)."""
+    dtype, shape, mv, _ = _host_bytes(t)
+    return Tensor(dtype, shape, mv)
 
 
 def from_tensor(t):
     """A gomerge.Tensor as a new CPU torch tensor."""
     import torch
-    dt = {v: k for k, v in _torch_dtypes().items()}[t.dtype]
+    dt = _torch_from_name()[t.dtype]
     if len(t.data) == 0:
         return torch.empty(t.shape, dtype=dt)
     return torch.frombuffer(bytearray(t.data), dtype=dt).reshape(t.shape)
 
 
-def save_state_dict(state_dict, path, metadata=None):
-    """Write a torch state_dict as safetensors (tensors that share storage are each
-    written out in full, as safetensors has no aliasing)."""
-    save_file({k: to_tensor(v) for k, v in state_dict.items()}, path, metadata)
+def _alias_key(t):
+    # Two entries are one tensor (tied weights) when they view the same memory the same
+    # way; partial overlaps are saved in full, each as its own tensor.
+    return (t.device, t.dtype, t.data_ptr(), tuple(t.shape), tuple(t.stride())) if t.numel() else None
+
+
+def _dedup(state_dict):
+    """(unique, aliases): the entries with tied weights saved once, under the first name
+    in the dict's order (the name Hugging Face keeps in the usual case), and
+    {alias: kept name} for the rest."""
+    unique, aliases, seen = {}, {}, {}
+    for name, t in state_dict.items():
+        k = _alias_key(t)
+        if k is not None and k in seen:
+            aliases[name] = seen[k]
+            continue
+        if k is not None:
+            seen[k] = name
+        unique[name] = t
+    return unique, aliases
+
+
+_ALIASES_KEY = "gomerge.aliases"
+DEFAULT_SHARD_BYTES = 5 * 10 ** 9
+
+
+def save_state_dict(state_dict, path, metadata=None, shard_bytes=DEFAULT_SHARD_BYTES):
+    """Write a torch state_dict as safetensors, straight from the tensors' memory.
+
+    Tied weights (entries viewing the same memory) are written once, under the first
+    name, and the others are listed in the metadata key "gomerge.aliases" (safetensors
+    has no aliasing; Hugging Face drops the tied copies the same way). A CUDA tensor is
+    copied once to the host. path ending in .safetensors is one file; anything else is a
+    Hugging Face folder: model.safetensors, or shards of at most shard_bytes and
+    model.safetensors.index.json (each file written atomically, the index last)."""
+    unique, aliases = _dedup(state_dict)
+    meta = dict(metadata or {})
+    if aliases:
+        meta[_ALIASES_KEY] = json.dumps(aliases, sort_keys=True, separators=(",", ":"))
+    items, owners = [], []
+    for name, t in unique.items():
+        dtype, shape, mv, owner = _host_bytes(t)
+        items.append((name, dtype, shape, mv))
+        owners.append(owner)
+    if not _is_folder(path):
+        _write_safetensors(path, items, meta)
+        return
+    _write_folder(path, items, meta, shard_bytes)
+
+
+def _write_folder(path, items, meta, shard_bytes):
+    os.makedirs(path, exist_ok=True)
+    shards, cur, size = [], [], 0
+    for it in items:
+        if cur and size + it[3].nbytes > shard_bytes:
+            shards.append(cur)
+            cur, size = [], 0
+        cur.append(it)
+        size += it[3].nbytes
+    shards.append(cur)
+    idx = os.path.join(path, "model.safetensors.index.json")
+    old = set()
+    if os.path.exists(idx):
+        old = set(os.path.basename(f) for f in _files_of(path))
+    if len(shards) == 1:
+        names = ["model.safetensors"]
+    else:
+        names = ["model-%05d-of-%05d.safetensors" % (i + 1, len(shards)) for i in range(len(shards))]
+    for n, sh in zip(names, shards):
+        _write_safetensors(os.path.join(path, n), sh, meta)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(it[3].nbytes for it in items)},
+                 "weight_map": {it[0]: n for n, sh in zip(names, shards) for it in sh}}
+        body = json.dumps(index, indent=2, sort_keys=True).encode("utf-8")
+        _write_atomically(idx, lambda f: f.write(body))
+    elif os.path.exists(idx):
+        os.unlink(idx)
+    for n in old - set(names):
+        try:
+            os.unlink(os.path.join(path, n))
+        except FileNotFoundError:
+            pass
+    _fsync_dir(path)
+
+
+def _read_aliases(metadata, where):
+    raw = metadata.get(_ALIASES_KEY)
+    if not raw:
+        return {}
+    try:
+        al = json.loads(raw)
+    except ValueError as e:
+        raise ValueError("%s: metadata %s is not JSON: %s" % (where, _ALIASES_KEY, e)) from e
+    if not isinstance(al, dict):
+        raise ValueError("%s: metadata %s is not an object" % (where, _ALIASES_KEY))
+    return al
+
+
+def load_into(state_dict, path, strict=True):
+    """Copy the tensors of a checkpoint (file or folder) into the tensors of state_dict
+    (a model's state_dict(), or the model), in place: parameters stay the same objects,
+    on their own device and dtype.
+
+    The files are memory-mapped and each tensor copied from the mapping with copy_ (one
+    host-to-device copy for CUDA tensors); pages are dropped once copied, so peak memory
+    stays near the model's size. Tied weights are copied once. Names and shapes are
+    checked before anything is copied: with strict, every entry of state_dict must be in
+    the checkpoint (or be an alias of one that is). Returns the names copied."""
+    import torch
+    sd = state_dict.state_dict() if hasattr(state_dict, "state_dict") else state_dict
+    unique, aliases = _dedup(sd)
+    maps = []
+    try:
+        for fp in _files_of(path):
+            maps.append(_Mapped(fp))
+        where = {}
+        for m in maps:
+            for name, (dtype, shape, _, _) in m.entries.items():
+                dst = unique.get(name)
+                if dst is None:
+                    continue
+                if tuple(dst.shape) != shape:
+                    raise ValueError("%s: tensor %r has shape %s, the model's is %s" % (m.path, name, list(shape), list(dst.shape)))
+                where[name] = m
+        if strict:
+            missing = [n for n in unique if n not in where]
+            if missing:
+                raise ValueError("%s: lacks tensor(s) %s" % (path, ", ".join(repr(n) for n in missing[:5])))
+        with torch.no_grad():
+            for m in maps:
+                for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
+                    if where.get(name) is not m:
+                        continue
+                    src = m.torch(name)
+                    unique[name].copy_(src)
+                    del src
+                    m.release(name)
+    finally:
+        for m in maps:
+            m.close()
+    return list(where) + [a for a, k in aliases.items() if k in where]
 
 
 def float_tensors(state_dict):
@@ -264,9 +536,25 @@ def save_weights(model_or_state_dict, path, metadata=None):
 
 
 def load_state_dict(path):
-    """Read a safetensors file as a {name: torch.Tensor} dict on the CPU."""
-    tensors, _ = load_file(path)
-    return {k: from_tensor(v) for k, v in tensors.items()}
+    """Read a safetensors file (or Hugging Face folder) as a {name: torch.Tensor} dict on
+    the CPU, each tensor copied once out of the mapped file. Tied weights listed in the
+    metadata come back as one tensor under each name."""
+    import torch
+    out = {}
+    for fp in _files_of(path):
+        with _Mapped(fp) as m:
+            for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
+                dtype, shape, _, _ = m.entries[name]
+                t = torch.empty(shape, dtype=_torch_from_name()[dtype])
+                src = m.torch(name)
+                t.copy_(src)
+                del src
+                m.release(name)
+                out[name] = t
+            for alias, name in _read_aliases(m.metadata, fp).items():
+                if name in out:
+                    out[alias] = out[name]
+    return out
 
 
 # --- SFA ------------------------------------------------------------------------------
@@ -280,10 +568,19 @@ class SFA:
              replaces it in place, atomically.
     steps, p: the task's length T and the averaging fraction p (schedule()).
     beta:    the anchor's weight; or fisher + eta for per-element beta_j = min(1, eta*F_j).
+    distributed: None (default) coordinates the ranks whenever torch.distributed is
+             initialized with 2 or more ranks: rank 0 saves and merges, every rank loads
+             the merged file (current must be on storage every rank sees). False: each
+             process merges on its own (a sharded trainer whose ranks each own a shard
+             file); True: like None, but an error without a process group.
+    group:   the process group (default: the whole job).
+    load:    "file" (every rank maps the merged file) or "broadcast" (rank 0 loads it
+             and broadcasts the tensors: no shared storage needed for reading).
     """
 
     def __init__(self, anchor, current, steps, p, beta=0.5, fisher=None, eta=None,
-                 binary=None, timeout=None, threads=None):
+                 binary=None, timeout=None, threads=None, distributed=None, group=None,
+                 load="file"):
         if fisher is not None and eta is None:
             raise ValueError("fisher needs eta")
         if not (0 <= beta <= 1):
@@ -294,6 +591,9 @@ class SFA:
         self.binary, self.timeout, self.threads = find_binary(binary), timeout, threads
         self.schedule = schedule(steps, p)
         self._merge_steps = set(self.schedule)
+        if load not in ("file", "broadcast"):
+            raise ValueError("load must be 'file' or 'broadcast', got %r" % (load,))
+        self.distributed, self.group, self.load = distributed, group, load
         self.reports = []  # the JSON report of every merge, in order
         self._last_merged = None
 
@@ -328,17 +628,76 @@ class SFA:
         averaged values back into the same tensors (so parameters the optimizer holds
         stay the same objects, on their own device and dtype). Integer buffers are not
         touched (see float_tensors); make the anchor with save_weights. Returns the
-        report."""
-        import torch
+        report.
+
+        The tensors go to disk straight from their memory and come back from the mapped
+        merge (load_into): no copy of the model is held in between.
+
+        Under torch.distributed (see the distributed argument), rank 0 saves and merges,
+        and every rank then loads the one merged file (or receives it by broadcast)."""
         weights = float_tensors(state_dict)
-        save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
-        rep = self.merge()
-        merged = load_state_dict(self.current)
-        with torch.no_grad():
-            for name, t in weights.items():
-                if name not in merged:
-                    raise GomergeError([self.current], None, "merged checkpoint lacks tensor %r" % name)
-                t.copy_(merged[name])
+        dist = self._dist()
+        if dist is None:
+            save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
+            rep = self.merge()
+            self._load(weights)
+            return rep
+        return self._average_distributed(dist, weights)
+
+    def _load(self, weights):
+        try:
+            load_into(weights, self.current)
+        except ValueError as e:
+            raise GomergeError([self.current], None, "merged checkpoint: %s" % e) from e
+
+    def _dist(self):
+        """torch.distributed when this SFA coordinates ranks, else None."""
+        if self.distributed is False:
+            return None
+        try:
+            import torch.distributed as dist
+        except ImportError:
+            dist = None
+        on = dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.group) > 1
+        if self.distributed and not on:
+            raise RuntimeError("SFA(distributed=True) needs an initialized torch.distributed process group of 2 or more ranks")
+        return dist if on else None
+
+    def _average_distributed(self, dist, weights):
+        import torch
+        group = self.group
+        rank = dist.get_rank(group)
+        src = dist.get_global_rank(group, 0) if group is not None and hasattr(dist, "get_global_rank") else 0
+        device = torch.device("cpu")
+        if dist.get_backend(group) == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        msg = None
+        if rank == 0:
+            try:
+                save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
+                msg = {"report": self.merge()}
+            except GomergeError as e:
+                msg = {"error": e.message, "exit_status": e.exit_status, "argv": e.argv}
+        # One merge for the whole job: rank 0's outcome (report or error) goes to
+        # every rank as JSON, so that a failed merge raises everywhere instead of
+        # leaving the other ranks waiting.
+        msg = _broadcast_json(dist, msg, src, group, device)
+        if "error" in msg:
+            raise GomergeError(msg["argv"], msg["exit_status"], msg["error"])
+        rep = msg["report"]
+        if rank != 0:
+            self.reports.append(rep)
+        if self.load == "broadcast":
+            if rank == 0:
+                self._load(weights)
+            unique, _ = _dedup(weights)
+            with torch.no_grad():
+                for t in unique.values():
+                    dist.broadcast(t, src, group=group)
+        else:
+            self._load(weights)
+        # Nobody may replace the merged file before every rank has read it.
+        dist.barrier(group)
         return rep
 
     def maybe_average(self, model, step):
@@ -367,6 +726,23 @@ class SFA:
         _write_atomically(dst, copy)
         self.anchor = dst
         return dst
+
+
+def _broadcast_json(dist, obj, src, group, device):
+    """obj (JSON-able, given on rank src) on every rank: no pickle on the wire."""
+    import torch
+    if dist.get_rank() == src:
+        body = json.dumps(obj).encode("utf-8")
+        n = torch.tensor([len(body)], dtype=torch.int64, device=device)
+    else:
+        n = torch.zeros(1, dtype=torch.int64, device=device)
+    dist.broadcast(n, src, group=group)
+    if dist.get_rank() == src:
+        buf = torch.frombuffer(bytearray(body), dtype=torch.uint8).to(device)
+    else:
+        buf = torch.empty(int(n.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, src, group=group)
+    return json.loads(bytes(buf.cpu().numpy()).decode("utf-8"))
 
 
 # --- framework adapters (each imports its framework only when called) -----------------

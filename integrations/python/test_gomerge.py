@@ -99,6 +99,208 @@ class SafetensorsTest(Base):
             gomerge.Tensor("F32", (3,), b"\0" * 8)
 
 
+def sfa_want(a, c, beta):
+    """torch's own SFA: beta*a + (1-beta)*c in float32, rounded to the dtype."""
+    return (beta * a.float() + (1 - beta) * c.float()).to(a.dtype)
+
+
+def bits(t):
+    """The raw bit patterns of a tensor, so equality is bit for bit (NaN, -0 included)."""
+    return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64, 1: torch.uint8}[t.element_size()])
+
+
+def mixed_state_dict(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "emb.bf16": torch.randn(33, 16, generator=g).bfloat16(),
+        "w.f16": torch.randn(16, 9, generator=g).half(),
+        "w.f32": torch.randn(9, 7, generator=g),
+        # strided: saved from a contiguous host copy, loaded back through copy_
+        "w.t": torch.randn(7, 5, generator=g).t(),
+        "b.bf16": torch.randn(5, generator=g).bfloat16(),
+        "scalar": torch.tensor(0.25),
+        "empty": torch.zeros(0, 3),
+    }
+
+
+class ZeroCopyTest(Base):
+    """The trainer's round trip: tensors written from their own memory, the merge mapped
+    and copied back into the live tensors, bit for bit equal to torch's formula."""
+
+    def check_sfa(self, anchor_path, current_path, beta, make_state):
+        a = make_state(10)
+        gomerge.save_state_dict(a, anchor_path)
+        live = make_state(11)
+        ptrs = {k: v.data_ptr() for k, v in live.items()}
+        c = {k: v.clone() for k, v in live.items()}
+        sfa = gomerge.SFA(anchor_path, current_path, steps=1, p=1, beta=beta, binary=self.bin)
+        sfa.average_state_dict(live)
+        for k, v in live.items():
+            self.assertEqual(v.data_ptr(), ptrs[k], "%s must be updated in place" % k)
+            self.assertTrue(torch.equal(bits(v), bits(sfa_want(a[k], c[k], beta))), k)
+        return sfa
+
+    def test_bit_exact_file(self):
+        self.check_sfa(self.path("a.safetensors"), self.path("c.safetensors"), 0.3, mixed_state_dict)
+
+    def test_bit_exact_sharded_folders(self):
+        # Hugging Face folders as anchor and as current: several shards and an index.
+        def big(seed):
+            g = torch.Generator().manual_seed(seed)
+            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
+
+        anchor = self.path("anchor")
+        sd = big(10)
+        gomerge.save_state_dict(sd, anchor, shard_bytes=3 * 64 * 64 * 2)
+        files = sorted(os.listdir(anchor))
+        self.assertEqual(files, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                 "model.safetensors.index.json"])
+        back = gomerge.load_state_dict(anchor)
+        self.assertEqual(set(back), set(sd))
+        for k in sd:
+            self.assertTrue(torch.equal(back[k], sd[k]), k)
+        # the folder anchor with a file current, then a folder current
+        self.check_sfa(anchor, self.path("c.safetensors"), 0.5, big)
+        cur = self.path("current")
+        self.check_sfa(anchor, cur, 0.7, big)
+        self.assertTrue(os.path.exists(os.path.join(cur, "model.safetensors")))
+
+    def test_tied_weights(self):
+        class Tied(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(11, 6)
+                self.mid = torch.nn.Linear(6, 6)
+                self.head = torch.nn.Linear(6, 11, bias=False)
+                self.head.weight = self.emb.weight
+
+        torch.manual_seed(3)
+        m = Tied()
+        anchor = self.path("a.safetensors")
+        gomerge.save_weights(m, anchor)
+        tensors, meta = gomerge.load_file(anchor)
+        self.assertIn("emb.weight", tensors)
+        self.assertNotIn("head.weight", tensors, "a tied weight is stored once")
+        self.assertEqual(json.loads(meta["gomerge.aliases"]), {"head.weight": "emb.weight"})
+        back = gomerge.load_state_dict(anchor)
+        self.assertIs(back["head.weight"], back["emb.weight"])
+        a = {k: v.clone() for k, v in m.state_dict().items()}
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(-1.5).add_(0.25)
+        c = {k: v.clone() for k, v in m.state_dict().items()}
+        sfa = gomerge.SFA(anchor, self.path("c.safetensors"), steps=1, p=1, beta=0.5, binary=self.bin)
+        sfa.maybe_average(m, 1)
+        self.assertIs(m.head.weight, m.emb.weight, "the tie must survive the round trip")
+        for k, v in m.state_dict().items():
+            self.assertTrue(torch.equal(v, sfa_want(a[k], c[k], 0.5)), k)
+
+    def test_load_into_checks_before_copying(self):
+        sd = mixed_state_dict(1)
+        p = self.path("m.safetensors")
+        gomerge.save_state_dict(sd, p)
+        live = mixed_state_dict(2)
+        live["extra"] = torch.zeros(2)
+        before = {k: v.clone() for k, v in live.items()}
+        with self.assertRaisesRegex(ValueError, "extra"):
+            gomerge.load_into(live, p)
+        for k, v in live.items():
+            self.assertTrue(torch.equal(v, before[k]), "%s changed by a refused load" % k)
+        live2 = mixed_state_dict(2)
+        live2["w.f32"] = torch.zeros(7, 9)
+        with self.assertRaisesRegex(ValueError, "w.f32"):
+            gomerge.load_into(live2, p)
+        self.assertEqual(sorted(gomerge.load_into(live, p, strict=False)), sorted(sd))
+        for k in sd:
+            self.assertTrue(torch.equal(bits(live[k]), bits(sd[k])), k)
+
+    @unittest.skipUnless(torch.cuda.is_available() or os.environ.get("GOMERGE_REQUIRE_CUDA") == "1",
+                         "no CUDA device (set GOMERGE_REQUIRE_CUDA=1 to require one)")
+    def test_cuda_tensors(self):
+        def on_gpu(seed):
+            return {k: v.cuda() for k, v in mixed_state_dict(seed).items()}
+
+        self.check_sfa(self.path("a.safetensors"), self.path("c.safetensors"), 0.3, on_gpu)
+
+
+class BinaryReadsPythonDtypesTest(Base):
+    """Files Python writes, read by the gomerge binary, values checked against what
+    Python wrote (not against gomerge.py's own reader)."""
+
+    def test_float_dtypes(self):
+        g = torch.Generator().manual_seed(7)
+        vals = torch.randn(4, 37, generator=g) * 100
+        # zero, an F16 subnormal, a BF16-only tiny value and the F16 maximum (-0 would
+        # not survive: 0·0 + 1·(-0) is +0 in IEEE arithmetic)
+        vals[0, :4] = torch.tensor([0.0, 3e-7, 1e-30, 65504.0])
+        sd = {"f16": vals.half(), "bf16": vals.bfloat16(), "f32": vals.clone()}
+        c = self.path("c.safetensors")
+        gomerge.save_state_dict(sd, c)
+        zero = self.path("z.safetensors")
+        gomerge.save_state_dict({k: torch.zeros_like(v) for k, v in sd.items()}, zero)
+        # beta = 0 keeps the current's values exactly; --dtype f32 makes gomerge decode
+        # F16 and BF16 and write float32, which must equal torch's own widening.
+        out = self.path("out.safetensors")
+        gomerge.run(["sfa", "--anchor", zero, "--current", c, "--beta", "0", "--dtype", "f32", "--out", out], self.bin)
+        with open(out, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+            data = f.read()
+        for k, v in sd.items():
+            info = header[k]
+            self.assertEqual(info["dtype"], "F32", k)
+            self.assertEqual(info["shape"], list(v.shape), k)
+            b, e = info["data_offsets"]
+            got = torch.frombuffer(bytearray(data[b:e]), dtype=torch.float32).reshape(v.shape)
+            self.assertTrue(torch.equal(bits(got), bits(v.float())), k)
+        # the distance to zeros is each tensor's norm, summed in float64 by gomerge
+        rep = gomerge.run(["distance", c, zero, "--per-tensor"], self.bin)
+        per = {t["name"]: t for t in rep["tensors"]}
+        for k, v in sd.items():
+            want = v.double().norm().item()
+            self.assertAlmostEqual(per[k]["l2"], want, delta=1e-9 * want, msg=k)
+
+    def test_integer_dtypes(self):
+        g = torch.Generator().manual_seed(8)
+        sd = {
+            "i8": torch.randint(-128, 128, (3, 5), generator=g, dtype=torch.int8),
+            "i16": torch.randint(-2 ** 15, 2 ** 15, (4, 3), generator=g, dtype=torch.int16),
+            "i32": torch.randint(-2 ** 31, 2 ** 31, (7,), generator=g, dtype=torch.int32),
+            "i64": torch.tensor([-2 ** 63, 2 ** 63 - 1, 0, 12345678901234], dtype=torch.int64),
+            "u8": torch.randint(0, 256, (2, 2, 3), generator=g, dtype=torch.uint8),
+            "bool": torch.tensor([[True, False, True], [False, False, True]]),
+            "w": torch.randn(3, 3, generator=g),
+        }
+        a = self.path("a.safetensors")
+        gomerge.save_state_dict(sd, a)
+        rep = gomerge.run(["inspect", a], self.bin)
+        got = {t["name"]: (t["dtype"], t["shape"], t["bytes"]) for t in rep["tensors"]}
+        want = {k: (gomerge._torch_dtypes()[v.dtype], list(v.shape), v.numel() * v.element_size()) for k, v in sd.items()}
+        self.assertEqual(got, want)
+        # gomerge copies integer tensors and requires them equal in both inputs: the
+        # same values pass and come out byte for byte ...
+        c = self.path("c.safetensors")
+        gomerge.save_state_dict({k: v.clone() for k, v in sd.items()}, c)
+        out = self.path("out.safetensors")
+        gomerge.run(["sfa", "--anchor", a, "--current", c, "--out", out], self.bin)
+        back = gomerge.load_state_dict(out)
+        for k, v in sd.items():
+            if not v.is_floating_point():
+                self.assertTrue(torch.equal(back[k], v), k)
+        # ... and one changed element in any of them is seen.
+        for k, v in sd.items():
+            if v.is_floating_point():
+                continue
+            other = {n: t.clone() for n, t in sd.items()}
+            flat = other[k].view(-1)
+            flat[flat.numel() // 2] = (~flat[flat.numel() // 2]) if v.dtype == torch.bool else flat[flat.numel() // 2] ^ 1
+            gomerge.save_state_dict(other, c)
+            with self.assertRaises(gomerge.GomergeError) as cm:
+                gomerge.run(["sfa", "--anchor", a, "--current", c, "--out", out], self.bin)
+            self.assertEqual(cm.exception.exit_status, 3, k)
+            self.assertIn('"%s"' % k, cm.exception.message)
+
+
 class ScheduleTest(Base):
     def test_matches_binary(self):
         for steps, p in [(1000, 0.25), (1000, 0.1), (10, 0.01), (7, 0.5), (100, 1), (3, 0.34)]:
