@@ -175,7 +175,7 @@ def _header_bytes(items, metadata):
     return struct.pack("<Q", len(hdr)) + hdr
 
 
-def _write_safetensors(path, items, metadata):
+def _write_safetensors(path, items, metadata, fsync=True):
     """Write items (name, dtype, shape, buffer) as one safetensors file, atomically.
 
     Each buffer is handed to write() as it is (a memoryview of the tensor's own memory),
@@ -190,19 +190,24 @@ def _write_safetensors(path, items, metadata):
             if buf.nbytes:
                 f.write(buf)
 
-    _write_atomically(path, write)
+    _write_atomically(path, write, fsync)
 
 
-def _write_atomically(path, write):
+def _write_atomically(path, write, fsync=True):
     """Write a file through a temporary file beside it, fsynced and renamed over path,
-    so that a reader (or a crash) sees the old file or the complete new one."""
+    so that a reader (or a crash) sees the old file or the complete new one.
+
+    fsync=False still renames a complete file into place (a running reader never sees
+    half of it) but leaves writeback to the kernel: for scratch files that are read at
+    once and never trusted after a machine crash (SFA's current before a merge)."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -273,6 +278,27 @@ class _Mapped:
             return torch.empty(shape, dtype=dt)
         return torch.frombuffer(self.mm, dtype=torch.uint8, offset=b, count=e - b).view(dt).reshape(shape)
 
+    def copy_to(self, name, dst):
+        """Copy a tensor of the file into torch tensor dst (same shape).
+
+        A contiguous CPU destination of the file's dtype is read into directly, page
+        cache to parameter in one copy; anything else (CUDA, another dtype, strided)
+        gets copy_ from the mapping, a single host-to-device copy for CUDA."""
+        import torch
+        dtype, _, b, e = self.entries[name]
+        if e == b:
+            return
+        if dst.device.type == "cpu" and dst.is_contiguous() and _torch_dtypes().get(dst.dtype) == dtype:
+            raw = dst.detach()
+            if raw.dtype == torch.bfloat16:
+                raw = raw.view(torch.int16)
+            _pread_exact(self._f.fileno(), memoryview(raw.numpy().reshape(-1).view("u1")), b, self.path, name)
+            return
+        src = self.torch(name)
+        dst.copy_(src)
+        del src
+        self.release(name)
+
     def release(self, name):
         """Drop the mapped pages of a tensor already copied out, so that loading a model
         keeps about one tensor of the file resident instead of the whole file."""
@@ -292,6 +318,14 @@ class _Mapped:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _pread_exact(fd, mv, off, path, name):
+    while mv.nbytes:
+        n = os.preadv(fd, [mv], off)
+        if n <= 0:
+            raise ValueError("%s: tensor %r: file ended at offset %d" % (path, name, off))
+        mv, off = mv[n:], off + n
 
 
 def _is_folder(path):
@@ -401,7 +435,7 @@ _ALIASES_KEY = "gomerge.aliases"
 DEFAULT_SHARD_BYTES = 5 * 10 ** 9
 
 
-def save_state_dict(state_dict, path, metadata=None, shard_bytes=DEFAULT_SHARD_BYTES):
+def save_state_dict(state_dict, path, metadata=None, shard_bytes=DEFAULT_SHARD_BYTES, fsync=True):
     """Write a torch state_dict as safetensors, straight from the tensors' memory.
 
     Tied weights (entries viewing the same memory) are written once, under the first
@@ -409,7 +443,9 @@ def save_state_dict(state_dict, path, metadata=None, shard_bytes=DEFAULT_SHARD_B
     has no aliasing; Hugging Face drops the tied copies the same way). A CUDA tensor is
     copied once to the host. path ending in .safetensors is one file; anything else is a
     Hugging Face folder: model.safetensors, or shards of at most shard_bytes and
-    model.safetensors.index.json (each file written atomically, the index last)."""
+    model.safetensors.index.json (each file written atomically, the index last).
+    fsync=False skips the fsync (see _write_atomically): the file is complete for any
+    reader, but not yet durable."""
     unique, aliases = _dedup(state_dict)
     meta = dict(metadata or {})
     if aliases:
@@ -420,12 +456,12 @@ def save_state_dict(state_dict, path, metadata=None, shard_bytes=DEFAULT_SHARD_B
         items.append((name, dtype, shape, mv))
         owners.append(owner)
     if not _is_folder(path):
-        _write_safetensors(path, items, meta)
+        _write_safetensors(path, items, meta, fsync)
         return
-    _write_folder(path, items, meta, shard_bytes)
+    _write_folder(path, items, meta, shard_bytes, fsync)
 
 
-def _write_folder(path, items, meta, shard_bytes):
+def _write_folder(path, items, meta, shard_bytes, fsync):
     os.makedirs(path, exist_ok=True)
     shards, cur, size = [], [], 0
     for it in items:
@@ -444,12 +480,12 @@ def _write_folder(path, items, meta, shard_bytes):
     else:
         names = ["model-%05d-of-%05d.safetensors" % (i + 1, len(shards)) for i in range(len(shards))]
     for n, sh in zip(names, shards):
-        _write_safetensors(os.path.join(path, n), sh, meta)
+        _write_safetensors(os.path.join(path, n), sh, meta, fsync)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(it[3].nbytes for it in items)},
                  "weight_map": {it[0]: n for n, sh in zip(names, shards) for it in sh}}
         body = json.dumps(index, indent=2, sort_keys=True).encode("utf-8")
-        _write_atomically(idx, lambda f: f.write(body))
+        _write_atomically(idx, lambda f: f.write(body), fsync)
     elif os.path.exists(idx):
         os.unlink(idx)
     for n in old - set(names):
@@ -457,7 +493,8 @@ def _write_folder(path, items, meta, shard_bytes):
             os.unlink(os.path.join(path, n))
         except FileNotFoundError:
             pass
-    _fsync_dir(path)
+    if fsync:
+        _fsync_dir(path)
 
 
 def _read_aliases(metadata, where):
@@ -478,9 +515,11 @@ def load_into(state_dict, path, strict=True):
     (a model's state_dict(), or the model), in place: parameters stay the same objects,
     on their own device and dtype.
 
-    The files are memory-mapped and each tensor copied from the mapping with copy_ (one
-    host-to-device copy for CUDA tensors); pages are dropped once copied, so peak memory
-    stays near the model's size. Tied weights are copied once. Names and shapes are
+    A contiguous CPU tensor of the file's dtype is read straight into its memory (one
+    copy, from the page cache); any other (CUDA, strided, another dtype) gets copy_ from
+    the memory-mapped file (one host-to-device copy for CUDA), whose pages are dropped
+    once copied. Either way no copy of the model is held, so peak memory stays near the
+    model's size. Tied weights are copied once. Names and shapes are
     checked before anything is copied: with strict, every entry of state_dict must be in
     the checkpoint (or be an alias of one that is). Returns the names copied."""
     import torch
@@ -508,10 +547,7 @@ def load_into(state_dict, path, strict=True):
                 for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
                     if where.get(name) is not m:
                         continue
-                    src = m.torch(name)
-                    unique[name].copy_(src)
-                    del src
-                    m.release(name)
+                    m.copy_to(name, unique[name])
     finally:
         for m in maps:
             m.close()
@@ -537,7 +573,7 @@ def save_weights(model_or_state_dict, path, metadata=None):
 
 def load_state_dict(path):
     """Read a safetensors file (or Hugging Face folder) as a {name: torch.Tensor} dict on
-    the CPU, each tensor copied once out of the mapped file. Tied weights listed in the
+    the CPU, each tensor read once from the file into its own memory. Tied weights listed in the
     metadata come back as one tensor under each name."""
     import torch
     out = {}
@@ -546,10 +582,7 @@ def load_state_dict(path):
             for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
                 dtype, shape, _, _ = m.entries[name]
                 t = torch.empty(shape, dtype=_torch_from_name()[dtype])
-                src = m.torch(name)
-                t.copy_(src)
-                del src
-                m.release(name)
+                m.copy_to(name, t)
                 out[name] = t
             for alias, name in _read_aliases(m.metadata, fp).items():
                 if name in out:
@@ -576,11 +609,16 @@ class SFA:
     group:   the process group (default: the whole job).
     load:    "file" (every rank maps the merged file) or "broadcast" (rank 0 loads it
              and broadcasts the tensors: no shared storage needed for reading).
+    sync_current: fsync the weights saved to current before each merge (default). The
+             merged file gomerge writes over it is fsynced either way; False skips a
+             flush of data that is read at once and replaced by the merge, which is
+             most of the save's cost on a disk (bench/roundtrip). Nothing changes on
+             tmpfs, where fsync is free.
     """
 
     def __init__(self, anchor, current, steps, p, beta=0.5, fisher=None, eta=None,
                  binary=None, timeout=None, threads=None, distributed=None, group=None,
-                 load="file"):
+                 load="file", sync_current=True):
         if fisher is not None and eta is None:
             raise ValueError("fisher needs eta")
         if not (0 <= beta <= 1):
@@ -594,6 +632,7 @@ class SFA:
         if load not in ("file", "broadcast"):
             raise ValueError("load must be 'file' or 'broadcast', got %r" % (load,))
         self.distributed, self.group, self.load = distributed, group, load
+        self.sync_current = sync_current
         self.reports = []  # the JSON report of every merge, in order
         self._last_merged = None
 
@@ -638,7 +677,7 @@ class SFA:
         weights = float_tensors(state_dict)
         dist = self._dist()
         if dist is None:
-            save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
+            save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"}, fsync=self.sync_current)
             rep = self.merge()
             self._load(weights)
             return rep
@@ -674,7 +713,7 @@ class SFA:
         msg = None
         if rank == 0:
             try:
-                save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
+                save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"}, fsync=self.sync_current)
                 msg = {"report": self.merge()}
             except GomergeError as e:
                 msg = {"error": e.message, "exit_status": e.exit_status, "argv": e.argv}
