@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import unittest
 
@@ -299,6 +300,96 @@ class BinaryReadsPythonDtypesTest(Base):
                 gomerge.run(["sfa", "--anchor", a, "--current", c, "--out", out], self.bin)
             self.assertEqual(cm.exception.exit_status, 3, k)
             self.assertIn('"%s"' % k, cm.exception.message)
+
+def _ddp_worker(rank, world, d, binary, port):
+    """One rank of DistributedTest (module level: torch.multiprocessing spawns it)."""
+    import faulthandler
+    import torch.distributed as dist
+    faulthandler.dump_traceback_later(170, exit=True)  # a hang shows where it is
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for load in ("file", "broadcast"):
+            model = tiny_model(1)  # the same start on every rank
+            ddp = torch.nn.parallel.DistributedDataParallel(model)
+            opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+            anchor = os.path.join(d, "anchor-%s.safetensors" % load)
+            if rank == 0:
+                gomerge.save_weights(model, anchor)
+            dist.barrier()
+            a = gomerge.load_state_dict(anchor)
+            sfa = gomerge.SFA(anchor, os.path.join(d, "current-%s.safetensors" % load), steps=6, p=0.5,
+                              beta=0.5, binary=binary, load=load)
+            x, y = task_data(10 + rank, float(rank))  # each rank its own batch
+            for step in range(1, 7):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(ddp(x), y).backward()
+                opt.step()
+                before = {k: v.clone() for k, v in model.state_dict().items()}
+                rep = sfa.maybe_average(model, step)
+                if rep is None:
+                    continue
+                for k, v in model.state_dict().items():
+                    if not torch.equal(v, sfa_want(a[k], before[k], 0.5)):
+                        raise AssertionError("rank %d, %s, step %d: not beta*a + (1-beta)*c" % (rank, k, step))
+            if len(sfa.reports) != 2:
+                raise AssertionError("rank %d has %d reports, want 2" % (rank, len(sfa.reports)))
+            gomerge.save_state_dict(model.state_dict(), os.path.join(d, "final-%s-%d.safetensors" % (load, rank)))
+            # DDP's reducer must go before the process group does, or its destructor
+            # waits forever (torch 1.13).
+            del ddp, opt
+        # A failed merge on rank 0 raises on every rank, rather than leaving them waiting.
+        bad = os.path.join(d, "bad-anchor.safetensors")
+        if rank == 0:
+            gomerge.save_weights(torch.nn.Linear(3, 3), bad)
+        dist.barrier()
+        sfa = gomerge.SFA(bad, os.path.join(d, "current-bad.safetensors"), steps=1, p=1, binary=binary)
+        try:
+            sfa.average_state_dict(tiny_model(1).state_dict())
+        except gomerge.GomergeError as e:
+            if e.exit_status != 3:
+                raise
+        else:
+            raise AssertionError("rank %d: a failed merge did not raise" % rank)
+    finally:
+        dist.destroy_process_group()
+        faulthandler.cancel_dump_traceback_later()
+
+
+class DistributedTest(Base):
+    """DDP on two CPU processes (gloo): one merge per averaging step for the whole job,
+    and every rank ends with bit-identical weights."""
+
+    def test_two_ranks_gloo(self):
+        import socket
+        import torch.multiprocessing as mp
+        # Every gomerge run is logged, to count merges per step across the job.
+        log = self.path("runs.log")
+        wrapper = self.path("gomerge-wrapper")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' % (log, self.bin))
+        os.chmod(wrapper, 0o755)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ctx = mp.spawn(_ddp_worker, args=(2, self.dir, wrapper, port), nprocs=2, join=False)
+        deadline = time.monotonic() + 180
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                self.fail("the ranks did not finish in 180 s")
+        with open(log) as f:
+            runs = [line.split() for line in f]
+        sfa_runs = [r for r in runs if r[0] == "sfa"]
+        # 2 averaging steps x 2 load modes + the failing merge: 5 merges, not 10.
+        self.assertEqual(len(sfa_runs), 5, runs)
+        for load in ("file", "broadcast"):
+            r0 = gomerge.load_state_dict(self.path("final-%s-0.safetensors" % load))
+            r1 = gomerge.load_state_dict(self.path("final-%s-1.safetensors" % load))
+            self.assertEqual(set(r0), set(r1))
+            for k in r0:
+                self.assertTrue(torch.equal(bits(r0[k]), bits(r1[k])), "%s: %s differs between ranks" % (load, k))
 
 
 class ScheduleTest(Base):
