@@ -39,7 +39,7 @@ import sys
 import tempfile
 
 __all__ = [
-    "GomergeError", "SFA", "Tensor", "schedule", "run", "save_file", "load_file",
+    "GomergeError", "SFA", "ContinualRun", "Tensor", "schedule", "run", "save_file", "load_file",
     "save_state_dict", "load_state_dict", "load_into", "save_weights", "float_tensors", "hf_callback", "lightning_callback",
     "composer_callback",
 ]
@@ -782,6 +782,236 @@ def _broadcast_json(dist, obj, src, group, device):
         buf = torch.empty(int(n.item()), dtype=torch.uint8, device=device)
     dist.broadcast(buf, src, group=group)
     return json.loads(bytes(buf.cpu().numpy()).decode("utf-8"))
+
+
+# --- k tasks, resumable ----------------------------------------------------------------
+
+class ContinualRun:
+    """SFA over a sequence of tasks, end to end, resumable after a crash at any point.
+
+    The run lives in workdir. Its files say where it is:
+
+      state.json                       {"task": k, "step": s, "weights": ..., "anchor": ...}
+      weights-tKKK-sSSSSSSS.safetensors  the model's float weights after step s of task k
+                                       (a merge: SFA averages at the schedule's steps)
+      aux-tKKK-sSSSSSSS.safetensors      what else a bit-exact restart needs: the
+                                       optimizer's state, the model's integer buffers,
+                                       torch's random number generator state
+
+    state.json is replaced atomically, and only after the files it names are complete
+    and durable; files it does not name are scratch and are removed. So a trainer
+    killed at any point (mid-save, mid-merge, between tasks) that calls resume() again
+    loads the last committed weights, optimizer and RNG and redoes the steps since: if
+    its steps are deterministic given those (data drawn with torch's RNG, or from
+    (task, step)), the run ends bit for bit where an uninterrupted one would.
+
+        run = ContinualRun("ckpt", model, tasks=["math", "law", "code"], steps=1000,
+                           p=0.1, beta=0.5, optimizer=opt)
+        run.resume()                       # loads the state, or starts: anchor = model
+        while not run.done:
+            for step in range(run.step + 1, run.task_steps + 1):
+                train_one_step(run.task_name, step)
+                run.after_step(step)       # averages (and commits) on the schedule
+            run.finish_task()              # this task's last merge is the next anchor
+
+    The first task's anchor is the model as resume() first finds it (the pretrained
+    model). steps is one int or one per task.
+    """
+
+    _STATE = "state.json"
+    _FORMAT = "gomerge.continual/1"
+
+    def __init__(self, workdir, model, tasks, steps, p, beta=0.5, optimizer=None,
+                 binary=None, timeout=None, threads=None):
+        self.workdir = os.path.abspath(workdir)
+        self.model, self.optimizer = model, optimizer
+        self.tasks = list(range(tasks)) if isinstance(tasks, int) else list(tasks)
+        if not self.tasks:
+            raise ValueError("no tasks")
+        self.steps = [steps] * len(self.tasks) if isinstance(steps, int) else list(steps)
+        if len(self.steps) != len(self.tasks):
+            raise ValueError("%d tasks but %d step counts" % (len(self.tasks), len(self.steps)))
+        self.schedules = [schedule(t, p) for t in self.steps]
+        if not (0 <= beta <= 1):
+            raise ValueError("beta must be in [0, 1], got %r" % (beta,))
+        self.p, self.beta = p, beta
+        self.binary, self.timeout, self.threads = find_binary(binary), timeout, threads
+        self.state = None
+        self.reports = []
+
+    # where the run is
+    @property
+    def task(self):
+        """The index of the task being trained (len(tasks) when done)."""
+        return self._need()["task"]
+
+    @property
+    def step(self):
+        """The last step of the task whose result is committed (0 at a task's start)."""
+        return self._need()["step"]
+
+    @property
+    def done(self):
+        return self.task >= len(self.tasks)
+
+    @property
+    def task_name(self):
+        return self.tasks[self.task]
+
+    @property
+    def task_steps(self):
+        return self.steps[self.task]
+
+    @property
+    def anchor(self):
+        return os.path.join(self.workdir, self._need()["anchor"])
+
+    def _need(self):
+        if self.state is None:
+            raise RuntimeError("call resume() first")
+        return self.state
+
+    def _path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def resume(self):
+        """Load the committed state into the model (and optimizer, RNG), or start a new
+        run from the model as it is. Returns (task, step)."""
+        os.makedirs(self.workdir, exist_ok=True)
+        sp = self._path(self._STATE)
+        if not os.path.exists(sp):
+            w, a = "weights-t000-s0000000.safetensors", "aux-t000-s0000000.safetensors"
+            save_weights(self.model, self._path(w))
+            self._save_aux(self._path(a))
+            self._commit({"task": 0, "step": 0, "weights": w, "anchor": w, "aux": a, "merges": 0})
+            return 0, 0
+        with open(sp, "rb") as f:
+            st = json.loads(f.read().decode("utf-8"))
+        if st.get("format") != self._FORMAT:
+            raise ValueError("%s: not a %s state" % (sp, self._FORMAT))
+        want = {"tasks": [str(t) for t in self.tasks], "steps": self.steps, "p": self.p, "beta": self.beta}
+        for k, v in want.items():
+            if st.get(k) != v:
+                raise ValueError("%s: %s is %r on disk, %r here: another run's folder" % (sp, k, st.get(k), v))
+        try:
+            load_into(float_tensors(self.model.state_dict()), self._path(st["weights"]))
+        except ValueError as e:
+            raise ValueError("%s: %s" % (sp, e)) from e
+        self._load_aux(self._path(st["aux"]))
+        self.state = st
+        self._clean()
+        return st["task"], st["step"]
+
+    def after_step(self, step):
+        """Call after optimizer step `step` (1-based) of the current task. At the
+        schedule's steps the weights are averaged toward the anchor and the run is
+        committed; returns gomerge's report then, else None."""
+        st = self._need()
+        if self.done:
+            raise RuntimeError("the run is done")
+        if step not in self.schedules[st["task"]]:
+            return None
+        if step <= st["step"]:
+            raise ValueError("step %d of task %d is already committed (at %d)" % (step, st["task"], st["step"]))
+        k = st["task"]
+        scratch = self._path(".scratch-%d.safetensors" % os.getpid())
+        # The scratch file is read at once by gomerge and never trusted after a crash:
+        # only the merge gomerge writes over it (fsynced) becomes a checkpoint.
+        save_state_dict(float_tensors(self.model.state_dict()), scratch, {"gomerge.trainer": "gomerge.py"}, fsync=False)
+        args = ["sfa", "--anchor", self.anchor, "--current", scratch, "--in-place", "--beta", repr(float(self.beta))]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        rep = run(args, self.binary, self.timeout)
+        load_into(float_tensors(self.model.state_dict()), scratch)
+        w = "weights-t%03d-s%07d.safetensors" % (k, step)
+        a = "aux-t%03d-s%07d.safetensors" % (k, step)
+        self._save_aux(self._path(a))
+        os.replace(scratch, self._path(w))
+        self._commit(dict(st, step=step, weights=w, aux=a, merges=st["merges"] + 1))
+        self.reports.append(rep)
+        return rep
+
+    def finish_task(self):
+        """End the current task: its last merge becomes the next task's anchor. Returns
+        the anchor's path."""
+        st = self._need()
+        if self.done:
+            raise RuntimeError("the run is done")
+        if st["step"] != self.steps[st["task"]]:
+            raise RuntimeError("task %d ends at step %d; the last committed step is %d"
+                               % (st["task"], self.steps[st["task"]], st["step"]))
+        self._commit(dict(st, task=st["task"] + 1, step=0, anchor=st["weights"]))
+        return self.anchor
+
+    def _commit(self, st):
+        st = dict(st, format=self._FORMAT, tasks=[str(t) for t in self.tasks], steps=self.steps,
+                  p=self.p, beta=self.beta)
+        body = json.dumps(st, indent=1, sort_keys=True).encode("utf-8")
+        _fsync_dir(self.workdir)  # the renames of the files st names come first
+        _write_atomically(self._path(self._STATE), lambda f: f.write(body))
+        _fsync_dir(self.workdir)
+        self.state = st
+        self._clean()
+
+    def _clean(self):
+        keep = {self._STATE, self.state["weights"], self.state["anchor"], self.state["aux"]}
+        for n in os.listdir(self.workdir):
+            ours = n.startswith(("weights-t", "aux-t", ".scratch-", ".weights-t", ".aux-t", "." + self._STATE + "."))
+            if ours and n not in keep:
+                try:
+                    os.unlink(self._path(n))
+                except FileNotFoundError:
+                    pass
+
+    # the optimizer, integer buffers and RNG: what weights alone do not restore
+    def _save_aux(self, path):
+        import torch
+        tensors, plain = {}, {}
+        opt = {"param_groups": [], "state": {}}
+        if self.optimizer is not None:
+            osd = self.optimizer.state_dict()
+            opt["param_groups"] = osd["param_groups"]
+            for idx, st in osd["state"].items():
+                for key, v in st.items():
+                    if torch.is_tensor(v):
+                        tensors["optim.%s.%s" % (idx, key)] = v
+                    else:
+                        plain.setdefault(str(idx), {})[key] = v
+            opt["state"] = plain
+        for name, v in self.model.state_dict().items():
+            if not v.is_floating_point():
+                tensors["buffer." + name] = v
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, r in enumerate(torch.cuda.get_rng_state_all()):
+                tensors["rng.cuda.%d" % i] = r
+        save_state_dict(tensors, path, {"gomerge.optimizer": json.dumps(opt, sort_keys=True)})
+
+    def _load_aux(self, path):
+        import torch
+        tensors = load_state_dict(path)
+        with _Mapped(path) as m:
+            opt = json.loads(m.metadata.get("gomerge.optimizer", "{}"))
+        if self.optimizer is not None:
+            state = {}
+            for idx, kv in opt.get("state", {}).items():
+                state.setdefault(int(idx), {}).update(kv)
+            for name, v in tensors.items():
+                if name.startswith("optim."):
+                    idx, key = name[len("optim."):].split(".", 1)
+                    state.setdefault(int(idx), {})[key] = v
+            self.optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+        bufs = {n[len("buffer."):]: v for n, v in tensors.items() if n.startswith("buffer.")}
+        live = self.model.state_dict()
+        with torch.no_grad():
+            for n, v in bufs.items():
+                if n not in live:
+                    raise ValueError("%s: buffer %r is not in the model" % (path, n))
+                live[n].copy_(v)
+        torch.set_rng_state(tensors["rng.cpu"])
+        cuda = [tensors["rng.cuda.%d" % i] for i in range(sum(1 for n in tensors if n.startswith("rng.cuda.")))]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 # --- framework adapters (each imports its framework only when called) -----------------

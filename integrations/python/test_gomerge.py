@@ -6,6 +6,8 @@ Run by integrations/python/python_test.go; by hand:
 
 import json
 import os
+import random
+import signal
 import struct
 import subprocess
 import sys
@@ -390,6 +392,72 @@ class DistributedTest(Base):
             self.assertEqual(set(r0), set(r1))
             for k in r0:
                 self.assertTrue(torch.equal(bits(r0[k]), bits(r1[k])), "%s: %s differs between ranks" % (load, k))
+
+
+class ResumeTest(Base):
+    """ContinualRun over three tasks, the trainer killed (SIGKILL) at seeded random
+    points, mid-save and mid-merge among them, and restarted each time: it must end bit
+    for bit where an uninterrupted run ends."""
+
+    def trainer(self, workdir, out, kill):
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, GOMERGE_BIN=self.bin, PYTHONDONTWRITEBYTECODE="1")
+        return subprocess.run([sys.executable, os.path.join(here, "continual_trainer.py"), workdir, out, kill],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+
+    def state(self, workdir):
+        with open(os.path.join(workdir, "state.json")) as f:
+            st = json.load(f)
+        for k in ("weights", "anchor", "aux"):
+            self.assertTrue(os.path.exists(os.path.join(workdir, st[k])), "state.json names a missing %s" % k)
+        return (st["task"], st["step"])
+
+    def test_killed_at_random_points(self):
+        ref_out = self.path("ref.safetensors")
+        p = self.trainer(self.path("ref"), ref_out, "none")
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        rng = random.Random(20261202)
+        # every kind of point at least once, in a seeded random order, then two more
+        kinds = ["save", "merge", "commit", "between", "step"]
+        rng.shuffle(kinds)
+        kinds += [rng.choice(["save", "merge", "step"]) for _ in range(2)]
+        spec = {"save": lambda: "save:%d:%d" % (rng.randint(1, 4), rng.randint(1, 4)),
+                "merge": lambda: "merge:%d" % rng.randint(1, 3),
+                "commit": lambda: "commit:%d" % rng.randint(1, 3),
+                "between": lambda: "between:1",
+                "step": lambda: "step:%d" % rng.randint(1, 6)}
+        work, out, log = self.path("run"), self.path("out.safetensors"), self.path("kills.log")
+        where = []
+        for kind in kinds:
+            kill = spec[kind]()
+            p = self.trainer(work, out, kill)
+            self.assertEqual(p.returncode, -signal.SIGKILL, "%s: %s" % (kill, p.stdout.decode()))
+            with open(log) as f:
+                last = f.read().splitlines()[-1]
+            self.assertTrue(last.startswith(kill + " "), (kill, last))
+            self.assertNotIn("already exited", last)
+            pos = self.state(work)
+            if where:
+                self.assertGreaterEqual(pos, where[-1], "the committed position went back")
+            where.append(pos)
+        self.assertFalse(os.path.exists(out))
+        p = self.trainer(work, out, "none")
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        self.assertEqual(self.state(work), (3, 0))
+        ref, got = gomerge.load_state_dict(ref_out), gomerge.load_state_dict(out)
+        self.assertEqual(set(ref), set(got))
+        for k in ref:
+            self.assertTrue(torch.equal(bits(ref[k]), bits(got[k])), k)
+        leftovers = [n for n in os.listdir(work) if n.startswith((".scratch-", ".weights-", ".aux-"))]
+        self.assertEqual(leftovers, [])
+        with open(log) as f:
+            self.assertEqual(len(f.read().splitlines()), len(kinds))
+
+    def test_other_runs_folder_is_refused(self):
+        model = tiny_model(0)
+        gomerge.ContinualRun(self.path("w"), model, 2, 4, p=0.5, binary=self.bin).resume()
+        with self.assertRaisesRegex(ValueError, "another run"):
+            gomerge.ContinualRun(self.path("w"), model, 2, 5, p=0.5, binary=self.bin).resume()
 
 
 class ScheduleTest(Base):
