@@ -154,7 +154,7 @@ def table(path):
             r = json.loads(line)
             rows.setdefault((r["dir"], r["tool"]), []).append(r)
     gb = 1e9
-    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | peak RSS | RSS / model | RSS − RSS before the model | bit-exact |")
+    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for d in sorted(set(k[0] for k in rows)):
         alone = rows.get((d, "gomerge sfa --out"))

@@ -10,9 +10,10 @@
 #   FOLDER   where the checkpoints live (default /tmp/gomerge-roundtrip and
 #            /dev/shm/gomerge-roundtrip)
 #
-# Environment: REPS (3) rounds of [gomerge alone, round trip] per folder, interleaved;
-# OLD_REV (1aef788, the gomerge.py before the zero-copy work) also timed OLD_REPS (1)
-# times, OLD_REPS=0 to skip; PYTHON (/usr/bin/python3, Debian's torch); KEEP=1 keeps the
+# Environment: REPS (3) rounds of [gomerge alone, round trip, round trip with
+# sync_current=False] per folder, interleaved; the first round also checks the weights
+# bit for bit. OLD_REV (1aef788, the gomerge.py before the zero-copy work) is also timed
+# OLD_REPS (1) times in the first folder, OLD_REPS=0 to skip; PYTHON (/usr/bin/python3, Debian's torch); KEEP=1 keeps the
 # checkpoints.
 set -euo pipefail
 
@@ -50,7 +51,7 @@ timed() {
 	local extra
 	extra=$(tail -n 1 "$WORK/out")
 	[[ $extra == "{"* ]] || extra='{}'
-	"$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(tool=sys.argv[2], dir=sys.argv[3], wall_s=float(sys.argv[4]), peak_rss=int(sys.argv[5])*1024); print(json.dumps(d))' \
+	"$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(tool=sys.argv[2], dir=sys.argv[3], wall_s=float(sys.argv[4]), process_peak_rss=int(sys.argv[5])*1024); d.setdefault("peak_rss", d["process_peak_rss"]); print(json.dumps(d))' \
 		"$extra" "$tool" "$dir" "$wall" "$rss" >>"$RES"
 	log "$tool in $dir: ${wall}s, max RSS $((rss / 1024)) MiB"
 }
@@ -76,6 +77,8 @@ for d in "${DIRS[@]}"; do
 		timed "round trip" "$d" "$PY" "$HERE/roundtrip.py" trainer "$d" sync $check
 		timed "round trip, sync_current=False" "$d" "$PY" "$HERE/roundtrip.py" trainer "$d" nosync $check
 	done
+	# the old version once, in the first folder (it takes minutes)
+	[[ $d == "${DIRS[0]}" ]] || continue
 	for r in $(seq "$OLD_REPS"); do
 		timed "round trip (gomerge.py before)" "$d" "$PY" "$HERE/roundtrip.py" trainer "$d" sync check "$OLD_PY"
 	done

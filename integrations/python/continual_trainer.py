@@ -2,7 +2,7 @@
 gomerge.ContinualRun, with a stateful optimizer, a BatchNorm counter and batches drawn
 from torch's RNG, killed (SIGKILL) at a chosen point and restarted.
 
-    continual_trainer.py WORKDIR OUT KILL
+    continual_trainer.py WORKDIR OUT KILL [SCRATCH_DIR]
 
 KILL is "none" or KIND:N[:W]: SIGKILL this process
     step:N     after the N-th optimizer step of this process
@@ -28,7 +28,7 @@ TASKS = ["a", "b", "c"]
 STEPS = [8, 6, 8]
 
 
-def main(workdir, out, kill):
+def main(workdir, out, kill, scratch_dir=None):
     kind, n, w = (kill.split(":") + ["0", "0"])[:3] if kill != "none" else ("none", "0", "0")
     n, w = int(n), int(w)
     count = {"step": 0, "save": 0, "merge": 0, "commit": 0, "between": 0}
@@ -91,7 +91,7 @@ def main(workdir, out, kill):
     torch.set_num_threads(1)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    cr = gomerge.ContinualRun(workdir, model, TASKS, STEPS, p=0.25, beta=0.5, optimizer=opt)
+    cr = gomerge.ContinualRun(workdir, model, TASKS, STEPS, p=0.25, beta=0.5, optimizer=opt, scratch_dir=scratch_dir)
     cr.resume()
     while not cr.done:
         g = torch.Generator().manual_seed(100 + cr.task)
@@ -110,4 +110,4 @@ def main(workdir, out, kill):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -28,6 +28,7 @@ command line. A failed merge leaves the checkpoint file unchanged, so training c
 on from the weights still in memory.
 """
 
+import hashlib
 import json
 import math
 import mmap
@@ -786,6 +787,13 @@ def _broadcast_json(dist, obj, src, group, device):
 
 # --- k tasks, resumable ----------------------------------------------------------------
 
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class ContinualRun:
     """SFA over a sequence of tasks, end to end, resumable after a crash at any point.
 
@@ -815,15 +823,21 @@ class ContinualRun:
             run.finish_task()              # this task's last merge is the next anchor
 
     The first task's anchor is the model as resume() first finds it (the pretrained
-    model). steps is one int or one per task.
+    model). steps is one int or one per task. scratch_dir (e.g. a folder in /dev/shm)
+    holds the weights saved before each merge and the merge itself; the merge is then
+    copied into workdir, fsynced, at the commit.
     """
 
     _STATE = "state.json"
     _FORMAT = "gomerge.continual/1"
 
     def __init__(self, workdir, model, tasks, steps, p, beta=0.5, optimizer=None,
-                 binary=None, timeout=None, threads=None):
+                 binary=None, timeout=None, threads=None, scratch_dir=None):
         self.workdir = os.path.abspath(workdir)
+        # The pre-merge scratch file may live elsewhere (tmpfs): then the merge is copied
+        # into workdir at the commit, one durable write instead of two.
+        self.scratch_dir = os.path.abspath(scratch_dir) if scratch_dir else self.workdir
+        self._scratch_prefix = ".scratch-%s-" % hashlib.sha1(self.workdir.encode("utf-8")).hexdigest()[:12]
         self.model, self.optimizer = model, optimizer
         self.tasks = list(range(tasks)) if isinstance(tasks, int) else list(tasks)
         if not self.tasks:
@@ -914,7 +928,7 @@ class ContinualRun:
         if step <= st["step"]:
             raise ValueError("step %d of task %d is already committed (at %d)" % (step, st["task"], st["step"]))
         k = st["task"]
-        scratch = self._path(".scratch-%d.safetensors" % os.getpid())
+        scratch = os.path.join(self.scratch_dir, "%s%d.safetensors" % (self._scratch_prefix, os.getpid()))
         # The scratch file is read at once by gomerge and never trusted after a crash:
         # only the merge gomerge writes over it (fsynced) becomes a checkpoint.
         save_state_dict(float_tensors(self.model.state_dict()), scratch, {"gomerge.trainer": "gomerge.py"}, fsync=False)
@@ -926,7 +940,15 @@ class ContinualRun:
         w = "weights-t%03d-s%07d.safetensors" % (k, step)
         a = "aux-t%03d-s%07d.safetensors" % (k, step)
         self._save_aux(self._path(a))
-        os.replace(scratch, self._path(w))
+        if self.scratch_dir == self.workdir:
+            os.replace(scratch, self._path(w))
+        else:
+            def copy(out):
+                with open(scratch, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+
+            _write_atomically(self._path(w), copy)
+            os.unlink(scratch)
         self._commit(dict(st, step=step, weights=w, aux=a, merges=st["merges"] + 1))
         self.reports.append(rep)
         return rep
@@ -956,12 +978,15 @@ class ContinualRun:
     def _clean(self):
         keep = {self._STATE, self.state["weights"], self.state["anchor"], self.state["aux"]}
         for n in os.listdir(self.workdir):
-            ours = n.startswith(("weights-t", "aux-t", ".scratch-", ".weights-t", ".aux-t", "." + self._STATE + "."))
+            ours = n.startswith(("weights-t", "aux-t", self._scratch_prefix, ".weights-t", ".aux-t",
+                                 "." + self._STATE + ".", "." + self._scratch_prefix))
             if ours and n not in keep:
-                try:
-                    os.unlink(self._path(n))
-                except FileNotFoundError:
-                    pass
+                _unlink(self._path(n))
+        if self.scratch_dir != self.workdir:
+            # only this run's scratch: the folder may be shared (/dev/shm)
+            for n in os.listdir(self.scratch_dir):
+                if n.startswith((self._scratch_prefix, "." + self._scratch_prefix)):
+                    _unlink(os.path.join(self.scratch_dir, n))
 
     # the optimizer, integer buffers and RNG: what weights alone do not restore
     def _save_aux(self, path):

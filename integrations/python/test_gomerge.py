@@ -399,10 +399,11 @@ class ResumeTest(Base):
     points, mid-save and mid-merge among them, and restarted each time: it must end bit
     for bit where an uninterrupted run ends."""
 
-    def trainer(self, workdir, out, kill):
+    def trainer(self, workdir, out, kill, scratch_dir=None):
         here = os.path.dirname(os.path.abspath(__file__))
         env = dict(os.environ, GOMERGE_BIN=self.bin, PYTHONDONTWRITEBYTECODE="1")
-        return subprocess.run([sys.executable, os.path.join(here, "continual_trainer.py"), workdir, out, kill],
+        extra = [scratch_dir] if scratch_dir else []
+        return subprocess.run([sys.executable, os.path.join(here, "continual_trainer.py"), workdir, out, kill] + extra,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
 
     def state(self, workdir):
@@ -427,10 +428,14 @@ class ResumeTest(Base):
                 "between": lambda: "between:1",
                 "step": lambda: "step:%d" % rng.randint(1, 6)}
         work, out, log = self.path("run"), self.path("out.safetensors"), self.path("kills.log")
+        # The killed run keeps its scratch in another folder (as on /dev/shm), the
+        # reference in its own: both must give the same bits.
+        scratch = self.path("scratch")
+        os.mkdir(scratch)
         where = []
         for kind in kinds:
             kill = spec[kind]()
-            p = self.trainer(work, out, kill)
+            p = self.trainer(work, out, kill, scratch)
             self.assertEqual(p.returncode, -signal.SIGKILL, "%s: %s" % (kill, p.stdout.decode()))
             with open(log) as f:
                 last = f.read().splitlines()[-1]
@@ -441,9 +446,10 @@ class ResumeTest(Base):
                 self.assertGreaterEqual(pos, where[-1], "the committed position went back")
             where.append(pos)
         self.assertFalse(os.path.exists(out))
-        p = self.trainer(work, out, "none")
+        p = self.trainer(work, out, "none", scratch)
         self.assertEqual(p.returncode, 0, p.stdout.decode())
         self.assertEqual(self.state(work), (3, 0))
+        self.assertEqual(os.listdir(scratch), [], "scratch left behind")
         ref, got = gomerge.load_state_dict(ref_out), gomerge.load_state_dict(out)
         self.assertEqual(set(ref), set(got))
         for k in ref:
