@@ -18,14 +18,20 @@ back; the merge at step T is the next task's anchor.
         sfa.maybe_average(model, step)     # at the steps of sfa.schedule
     sfa.finish_task()                      # ckpt/current becomes the next anchor
 
+The round trip costs little more than the merge: tensors are written straight from
+their memory (no copies in Python), and the merged file is memory-mapped and copied
+into the live parameters (load_into), so memory stays near the model's size.
+
 Errors: a non-zero exit of gomerge raises GomergeError, which carries the exit status
 (2 usage, 3 bad input, 4 I/O failure, 1 anything else), gomerge's message and the
 command line. A failed merge leaves the checkpoint file unchanged, so training can go
 on from the weights still in memory.
 """
 
+import hashlib
 import json
 import math
+import mmap
 import os
 import shutil
 import struct
@@ -34,8 +40,8 @@ import sys
 import tempfile
 
 __all__ = [
-    "GomergeError", "SFA", "Tensor", "schedule", "run", "save_file", "load_file",
-    "save_state_dict", "load_state_dict", "save_weights", "float_tensors", "hf_callback", "lightning_callback",
+    "GomergeError", "SFA", "ContinualRun", "Tensor", "schedule", "run", "save_file", "load_file",
+    "save_state_dict", "load_state_dict", "load_into", "save_weights", "float_tensors", "hf_callback", "lightning_callback",
     "composer_callback",
 ]
 
@@ -147,39 +153,62 @@ def save_file(tensors, path, metadata=None):
     path, so gomerge (or a crash) never sees half a file. Tensors are laid out in the
     dict's order; "format": "pt" is added to the metadata (transformers requires it).
     """
-    if sys.byteorder != "little":
-        raise RuntimeError("safetensors data is little-endian; this host is not")
+    items = []
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError("tensor %r is a %s, not a gomerge.Tensor (use save_state_dict for torch)" % (name, type(t).__name__))
+        items.append((name, t.dtype, t.shape, memoryview(t.data)))
+    _write_safetensors(path, items, metadata)
+
+
+def _header_bytes(items, metadata):
+    """The 8-byte length and the JSON header of a safetensors file holding items, a
+    list of (name, dtype, shape, buffer) laid out in that order."""
     meta = {"format": "pt"}
     meta.update(metadata or {})
     header = {"__metadata__": {str(k): str(v) for k, v in meta.items()}}
     off = 0
-    for name, t in tensors.items():
-        if not isinstance(t, Tensor):
-            raise TypeError("tensor %r is a %s, not a gomerge.Tensor (use save_state_dict for torch)" % (name, type(t).__name__))
-        header[name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [off, off + len(t.data)]}
-        off += len(t.data)
+    for name, dtype, shape, buf in items:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + buf.nbytes]}
+        off += buf.nbytes
     hdr = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hdr += b" " * (-len(hdr) % 8)  # the data section starts 8-byte aligned
+    return struct.pack("<Q", len(hdr)) + hdr
+
+
+def _write_safetensors(path, items, metadata, fsync=True):
+    """Write items (name, dtype, shape, buffer) as one safetensors file, atomically.
+
+    Each buffer is handed to write() as it is (a memoryview of the tensor's own memory),
+    so the only copy is the kernel's into the page cache."""
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors data is little-endian; this host is not")
+    head = _header_bytes(items, metadata)
 
     def write(f):
-        f.write(struct.pack("<Q", len(hdr)))
-        f.write(hdr)
-        for t in tensors.values():
-            f.write(t.data)
+        f.write(head)
+        for _, _, _, buf in items:
+            if buf.nbytes:
+                f.write(buf)
 
-    _write_atomically(path, write)
+    _write_atomically(path, write, fsync)
 
 
-def _write_atomically(path, write):
+def _write_atomically(path, write, fsync=True):
     """Write a file through a temporary file beside it, fsynced and renamed over path,
-    so that a reader (or a crash) sees the old file or the complete new one."""
+    so that a reader (or a crash) sees the old file or the complete new one.
+
+    fsync=False still renames a complete file into place (a running reader never sees
+    half of it) but leaves writeback to the kernel: for scratch files that are read at
+    once and never trusted after a machine crash (SFA's current before a merge)."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -189,25 +218,150 @@ def _write_atomically(path, write):
         raise
 
 
+def _fsync_dir(path):
+    """Make a rename in folder path durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Mapped:
+    """A safetensors file mapped read-only (copy-on-write, so torch.frombuffer gets the
+    writable buffer it wants; nothing writes to it), with its validated header.
+
+    entries: {name: (dtype, shape, begin, end)}, begin and end absolute file offsets.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._f = open(path, "rb")
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+            if size < 8:
+                raise ValueError("%s: %d bytes, too short for a safetensors file" % (path, size))
+            (n,) = struct.unpack("<Q", self._f.read(8))
+            if n > _MAX_HEADER or 8 + n > size:
+                raise ValueError("%s: header length %d does not fit the file (%d bytes)" % (path, n, size))
+            header = json.loads(self._f.read(n).decode("utf-8"))
+            self.metadata = header.pop("__metadata__", {}) or {}
+            start = 8 + n
+            self.entries = {}
+            for name, info in header.items():
+                dtype, shape = info.get("dtype"), info.get("shape")
+                if dtype not in _SIZES:
+                    raise ValueError("%s: tensor %r has unsupported dtype %r" % (path, name, dtype))
+                b, e = info["data_offsets"]
+                if not (0 <= b <= e <= size - start):
+                    raise ValueError("%s: tensor %r has offsets [%d, %d] outside the data (%d bytes)" % (path, name, b, e, size - start))
+                count = 1
+                for d in shape:
+                    count *= d
+                if count * _SIZES[dtype] != e - b:
+                    raise ValueError("%s: tensor %r: %s%s needs %d bytes, has %d" % (path, name, dtype, list(shape), count * _SIZES[dtype], e - b))
+                self.entries[name] = (dtype, tuple(shape), start + b, start + e)
+            self.mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+        except BaseException:
+            self._f.close()
+            raise
+
+    def bytes(self, name):
+        _, _, b, e = self.entries[name]
+        return self.mm[b:e]
+
+    def torch(self, name):
+        """The tensor as a torch view of the mapping (valid until release/close)."""
+        import torch
+        dtype, shape, b, e = self.entries[name]
+        dt = _torch_from_name()[dtype]
+        if e == b:
+            return torch.empty(shape, dtype=dt)
+        return torch.frombuffer(self.mm, dtype=torch.uint8, offset=b, count=e - b).view(dt).reshape(shape)
+
+    def copy_to(self, name, dst):
+        """Copy a tensor of the file into torch tensor dst (same shape).
+
+        A contiguous CPU destination of the file's dtype is read into directly, page
+        cache to parameter in one copy; anything else (CUDA, another dtype, strided)
+        gets copy_ from the mapping, a single host-to-device copy for CUDA."""
+        import torch
+        dtype, _, b, e = self.entries[name]
+        if e == b:
+            return
+        if dst.device.type == "cpu" and dst.is_contiguous() and _torch_dtypes().get(dst.dtype) == dtype:
+            raw = dst.detach()
+            if raw.dtype == torch.bfloat16:
+                raw = raw.view(torch.int16)
+            _pread_exact(self._f.fileno(), memoryview(raw.numpy().reshape(-1).view("u1")), b, self.path, name)
+            return
+        src = self.torch(name)
+        dst.copy_(src)
+        del src
+        self.release(name)
+
+    def release(self, name):
+        """Drop the mapped pages of a tensor already copied out, so that loading a model
+        keeps about one tensor of the file resident instead of the whole file."""
+        _, _, b, e = self.entries[name]
+        page = mmap.PAGESIZE
+        lo, hi = -(-b // page) * page, e // page * page
+        if hi > lo and hasattr(self.mm, "madvise"):
+            self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def close(self):
+        if self.mm is not None:
+            self.mm.close()
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _pread_exact(fd, mv, off, path, name):
+    while mv.nbytes:
+        n = os.preadv(fd, [mv], off)
+        if n <= 0:
+            raise ValueError("%s: tensor %r: file ended at offset %d" % (path, name, off))
+        mv, off = mv[n:], off + n
+
+
+def _is_folder(path):
+    """A path that does not end in .safetensors names a Hugging Face folder (gomerge's rule)."""
+    return not path.lower().endswith(".safetensors")
+
+
+def _files_of(path):
+    """The safetensors files of a checkpoint: the file itself, or a folder's shards (from
+    model.safetensors.index.json, else every *.safetensors in it)."""
+    if not _is_folder(path):
+        return [path]
+    idx = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx, "rb") as f:
+            weight_map = json.load(f).get("weight_map", {})
+        names = sorted(set(weight_map.values()))
+        for n in names:
+            if os.path.basename(n) != n:
+                raise ValueError("%s: shard name %r is not a plain file name" % (idx, n))
+    else:
+        names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors") and not n.startswith("."))
+    if not names:
+        raise ValueError("%s: no safetensors files in the folder" % path)
+    return [os.path.join(path, n) for n in names]
+
+
 def load_file(path):
     """Read a safetensors file into (dict of name -> Tensor, metadata dict)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 8:
-        raise ValueError("%s: %d bytes, too short for a safetensors file" % (path, len(blob)))
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n > _MAX_HEADER or 8 + n > len(blob):
-        raise ValueError("%s: header length %d does not fit the file (%d bytes)" % (path, n, len(blob)))
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {}) or {}
-    data = memoryview(blob)[8 + n:]
-    out = {}
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        b, e = info["data_offsets"]
-        if not (0 <= b <= e <= len(data)):
-            raise ValueError("%s: tensor %r has offsets [%d, %d] outside the data (%d bytes)" % (path, name, b, e, len(data)))
-        out[name] = Tensor(info["dtype"], info["shape"], data[b:e])
-    return out, meta
+    with _Mapped(path) as m:
+        out = {}
+        for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
+            dtype, shape, _, _ = m.entries[name]
+            out[name] = Tensor(dtype, shape, m.bytes(name))
+        return out, dict(m.metadata)
 
 
 # --- torch conversion (torch imported only here) -------------------------------------
@@ -219,31 +373,186 @@ def _torch_dtypes():
             torch.uint8: "U8", torch.bool: "BOOL"}
 
 
-def to_tensor(t):
-    """A torch tensor as a gomerge.Tensor (copied to the CPU)."""
+def _torch_from_name():
+    return {v: k for k, v in _torch_dtypes().items()}
+
+
+def _host_bytes(t):
+    """(dtype name, shape, memoryview of the bytes, owner) of a torch tensor, without a
+    copy for a contiguous CPU tensor; a CUDA or strided tensor is copied once to a
+    contiguous host tensor. owner must outlive the memoryview."""
     import torch
     names = _torch_dtypes()
     if t.dtype not in names:
         raise TypeError("cannot store torch dtype %s in safetensors" % t.dtype)
-    c = t.detach().cpu().contiguous()
-    # numpy has no bfloat16: move its bits as int16.
+    c = t.detach()
+    if c.device.type != "cpu":
+        c = c.to("cpu")
+    c = c.contiguous()
+    # numpy has no bfloat16: hand its bits over as int16.
     raw = c.view(torch.int16) if c.dtype == torch.bfloat16 else c
-    return Tensor(names[t.dtype], tuple(c.shape), raw.numpy().tobytes())
+    arr = raw.numpy().reshape(-1).view("u1")
+    return names[t.dtype], tuple(c.shape), memoryview(arr), c
+
+
+def to_tensor(t):
+    """A torch tensor as a gomerge.Tensor (copied to the CPU)."""
+    dtype, shape, mv, _ = _host_bytes(t)
+    return Tensor(dtype, shape, mv)
 
 
 def from_tensor(t):
     """A gomerge.Tensor as a new CPU torch tensor."""
     import torch
-    dt = {v: k for k, v in _torch_dtypes().items()}[t.dtype]
+    dt = _torch_from_name()[t.dtype]
     if len(t.data) == 0:
         return torch.empty(t.shape, dtype=dt)
     return torch.frombuffer(bytearray(t.data), dtype=dt).reshape(t.shape)
 
 
-def save_state_dict(state_dict, path, metadata=None):
-    """Write a torch state_dict as safetensors (tensors that share storage are each
-    written out in full, as safetensors has no aliasing)."""
-    save_file({k: to_tensor(v) for k, v in state_dict.items()}, path, metadata)
+def _alias_key(t):
+    # Two entries are one tensor (tied weights) when they view the same memory the same
+    # way; partial overlaps are saved in full, each as its own tensor.
+    return (t.device, t.dtype, t.data_ptr(), tuple(t.shape), tuple(t.stride())) if t.numel() else None
+
+
+def _dedup(state_dict):
+    """(unique, aliases): the entries with tied weights saved once, under the first name
+    in the dict's order (the name Hugging Face keeps in the usual case), and
+    {alias: kept name} for the rest."""
+    unique, aliases, seen = {}, {}, {}
+    for name, t in state_dict.items():
+        k = _alias_key(t)
+        if k is not None and k in seen:
+            aliases[name] = seen[k]
+            continue
+        if k is not None:
+            seen[k] = name
+        unique[name] = t
+    return unique, aliases
+
+
+_ALIASES_KEY = "gomerge.aliases"
+DEFAULT_SHARD_BYTES = 5 * 10 ** 9
+
+
+def save_state_dict(state_dict, path, metadata=None, shard_bytes=DEFAULT_SHARD_BYTES, fsync=True):
+    """Write a torch state_dict as safetensors, straight from the tensors' memory.
+
+    Tied weights (entries viewing the same memory) are written once, under the first
+    name, and the others are listed in the metadata key "gomerge.aliases" (safetensors
+    has no aliasing; Hugging Face drops the tied copies the same way). A CUDA tensor is
+    copied once to the host. path ending in .safetensors is one file; anything else is a
+    Hugging Face folder: model.safetensors, or shards of at most shard_bytes and
+    model.safetensors.index.json (each file written atomically, the index last).
+    fsync=False skips the fsync (see _write_atomically): the file is complete for any
+    reader, but not yet durable."""
+    unique, aliases = _dedup(state_dict)
+    meta = dict(metadata or {})
+    if aliases:
+        meta[_ALIASES_KEY] = json.dumps(aliases, sort_keys=True, separators=(",", ":"))
+    items, owners = [], []
+    for name, t in unique.items():
+        dtype, shape, mv, owner = _host_bytes(t)
+        items.append((name, dtype, shape, mv))
+        owners.append(owner)
+    if not _is_folder(path):
+        _write_safetensors(path, items, meta, fsync)
+        return
+    _write_folder(path, items, meta, shard_bytes, fsync)
+
+
+def _write_folder(path, items, meta, shard_bytes, fsync):
+    os.makedirs(path, exist_ok=True)
+    shards, cur, size = [], [], 0
+    for it in items:
+        if cur and size + it[3].nbytes > shard_bytes:
+            shards.append(cur)
+            cur, size = [], 0
+        cur.append(it)
+        size += it[3].nbytes
+    shards.append(cur)
+    idx = os.path.join(path, "model.safetensors.index.json")
+    old = set()
+    if os.path.exists(idx):
+        old = set(os.path.basename(f) for f in _files_of(path))
+    if len(shards) == 1:
+        names = ["model.safetensors"]
+    else:
+        names = ["model-%05d-of-%05d.safetensors" % (i + 1, len(shards)) for i in range(len(shards))]
+    for n, sh in zip(names, shards):
+        _write_safetensors(os.path.join(path, n), sh, meta, fsync)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(it[3].nbytes for it in items)},
+                 "weight_map": {it[0]: n for n, sh in zip(names, shards) for it in sh}}
+        body = json.dumps(index, indent=2, sort_keys=True).encode("utf-8")
+        _write_atomically(idx, lambda f: f.write(body), fsync)
+    elif os.path.exists(idx):
+        os.unlink(idx)
+    for n in old - set(names):
+        try:
+            os.unlink(os.path.join(path, n))
+        except FileNotFoundError:
+            pass
+    if fsync:
+        _fsync_dir(path)
+
+
+def _read_aliases(metadata, where):
+    raw = metadata.get(_ALIASES_KEY)
+    if not raw:
+        return {}
+    try:
+        al = json.loads(raw)
+    except ValueError as e:
+        raise ValueError("%s: metadata %s is not JSON: %s" % (where, _ALIASES_KEY, e)) from e
+    if not isinstance(al, dict):
+        raise ValueError("%s: metadata %s is not an object" % (where, _ALIASES_KEY))
+    return al
+
+
+def load_into(state_dict, path, strict=True):
+    """Copy the tensors of a checkpoint (file or folder) into the tensors of state_dict
+    (a model's state_dict(), or the model), in place: parameters stay the same objects,
+    on their own device and dtype.
+
+    A contiguous CPU tensor of the file's dtype is read straight into its memory (one
+    copy, from the page cache); any other (CUDA, strided, another dtype) gets copy_ from
+    the memory-mapped file (one host-to-device copy for CUDA), whose pages are dropped
+    once copied. Either way no copy of the model is held, so peak memory stays near the
+    model's size. Tied weights are copied once. Names and shapes are
+    checked before anything is copied: with strict, every entry of state_dict must be in
+    the checkpoint (or be an alias of one that is). Returns the names copied."""
+    import torch
+    sd = state_dict.state_dict() if hasattr(state_dict, "state_dict") else state_dict
+    unique, aliases = _dedup(sd)
+    maps = []
+    try:
+        for fp in _files_of(path):
+            maps.append(_Mapped(fp))
+        where = {}
+        for m in maps:
+            for name, (dtype, shape, _, _) in m.entries.items():
+                dst = unique.get(name)
+                if dst is None:
+                    continue
+                if tuple(dst.shape) != shape:
+                    raise ValueError("%s: tensor %r has shape %s, the model's is %s" % (m.path, name, list(shape), list(dst.shape)))
+                where[name] = m
+        if strict:
+            missing = [n for n in unique if n not in where]
+            if missing:
+                raise ValueError("%s: lacks tensor(s) %s" % (path, ", ".join(repr(n) for n in missing[:5])))
+        with torch.no_grad():
+            for m in maps:
+                for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
+                    if where.get(name) is not m:
+                        continue
+                    m.copy_to(name, unique[name])
+    finally:
+        for m in maps:
+            m.close()
+    return list(where) + [a for a, k in aliases.items() if k in where]
 
 
 def float_tensors(state_dict):
@@ -264,9 +573,22 @@ def save_weights(model_or_state_dict, path, metadata=None):
 
 
 def load_state_dict(path):
-    """Read a safetensors file as a {name: torch.Tensor} dict on the CPU."""
-    tensors, _ = load_file(path)
-    return {k: from_tensor(v) for k, v in tensors.items()}
+    """Read a safetensors file (or Hugging Face folder) as a {name: torch.Tensor} dict on
+    the CPU, each tensor read once from the file into its own memory. Tied weights listed in the
+    metadata come back as one tensor under each name."""
+    import torch
+    out = {}
+    for fp in _files_of(path):
+        with _Mapped(fp) as m:
+            for name in sorted(m.entries, key=lambda k: m.entries[k][2]):
+                dtype, shape, _, _ = m.entries[name]
+                t = torch.empty(shape, dtype=_torch_from_name()[dtype])
+                m.copy_to(name, t)
+                out[name] = t
+            for alias, name in _read_aliases(m.metadata, fp).items():
+                if name in out:
+                    out[alias] = out[name]
+    return out
 
 
 # --- SFA ------------------------------------------------------------------------------
@@ -280,10 +602,24 @@ class SFA:
              replaces it in place, atomically.
     steps, p: the task's length T and the averaging fraction p (schedule()).
     beta:    the anchor's weight; or fisher + eta for per-element beta_j = min(1, eta*F_j).
+    distributed: None (default) coordinates the ranks whenever torch.distributed is
+             initialized with 2 or more ranks: rank 0 saves and merges, every rank loads
+             the merged file (current must be on storage every rank sees). False: each
+             process merges on its own (a sharded trainer whose ranks each own a shard
+             file); True: like None, but an error without a process group.
+    group:   the process group (default: the whole job).
+    load:    "file" (every rank maps the merged file) or "broadcast" (rank 0 loads it
+             and broadcasts the tensors: no shared storage needed for reading).
+    sync_current: fsync the weights saved to current before each merge (default). The
+             merged file gomerge writes over it is fsynced either way; False skips a
+             flush of data that is read at once and replaced by the merge, which is
+             most of the save's cost on a disk (bench/roundtrip). Nothing changes on
+             tmpfs, where fsync is free.
     """
 
     def __init__(self, anchor, current, steps, p, beta=0.5, fisher=None, eta=None,
-                 binary=None, timeout=None, threads=None):
+                 binary=None, timeout=None, threads=None, distributed=None, group=None,
+                 load="file", sync_current=True):
         if fisher is not None and eta is None:
             raise ValueError("fisher needs eta")
         if not (0 <= beta <= 1):
@@ -294,6 +630,10 @@ class SFA:
         self.binary, self.timeout, self.threads = find_binary(binary), timeout, threads
         self.schedule = schedule(steps, p)
         self._merge_steps = set(self.schedule)
+        if load not in ("file", "broadcast"):
+            raise ValueError("load must be 'file' or 'broadcast', got %r" % (load,))
+        self.distributed, self.group, self.load = distributed, group, load
+        self.sync_current = sync_current
         self.reports = []  # the JSON report of every merge, in order
         self._last_merged = None
 
@@ -328,17 +668,76 @@ class SFA:
         averaged values back into the same tensors (so parameters the optimizer holds
         stay the same objects, on their own device and dtype). Integer buffers are not
         touched (see float_tensors); make the anchor with save_weights. Returns the
-        report."""
-        import torch
+        report.
+
+        The tensors go to disk straight from their memory and come back from the mapped
+        merge (load_into): no copy of the model is held in between.
+
+        Under torch.distributed (see the distributed argument), rank 0 saves and merges,
+        and every rank then loads the one merged file (or receives it by broadcast)."""
         weights = float_tensors(state_dict)
-        save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"})
-        rep = self.merge()
-        merged = load_state_dict(self.current)
-        with torch.no_grad():
-            for name, t in weights.items():
-                if name not in merged:
-                    raise GomergeError([self.current], None, "merged checkpoint lacks tensor %r" % name)
-                t.copy_(merged[name])
+        dist = self._dist()
+        if dist is None:
+            save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"}, fsync=self.sync_current)
+            rep = self.merge()
+            self._load(weights)
+            return rep
+        return self._average_distributed(dist, weights)
+
+    def _load(self, weights):
+        try:
+            load_into(weights, self.current)
+        except ValueError as e:
+            raise GomergeError([self.current], None, "merged checkpoint: %s" % e) from e
+
+    def _dist(self):
+        """torch.distributed when this SFA coordinates ranks, else None."""
+        if self.distributed is False:
+            return None
+        try:
+            import torch.distributed as dist
+        except ImportError:
+            dist = None
+        on = dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.group) > 1
+        if self.distributed and not on:
+            raise RuntimeError("SFA(distributed=True) needs an initialized torch.distributed process group of 2 or more ranks")
+        return dist if on else None
+
+    def _average_distributed(self, dist, weights):
+        import torch
+        group = self.group
+        rank = dist.get_rank(group)
+        src = dist.get_global_rank(group, 0) if group is not None and hasattr(dist, "get_global_rank") else 0
+        device = torch.device("cpu")
+        if dist.get_backend(group) == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        msg = None
+        if rank == 0:
+            try:
+                save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"}, fsync=self.sync_current)
+                msg = {"report": self.merge()}
+            except GomergeError as e:
+                msg = {"error": e.message, "exit_status": e.exit_status, "argv": e.argv}
+        # One merge for the whole job: rank 0's outcome (report or error) goes to
+        # every rank as JSON, so that a failed merge raises everywhere instead of
+        # leaving the other ranks waiting.
+        msg = _broadcast_json(dist, msg, src, group, device)
+        if "error" in msg:
+            raise GomergeError(msg["argv"], msg["exit_status"], msg["error"])
+        rep = msg["report"]
+        if rank != 0:
+            self.reports.append(rep)
+        if self.load == "broadcast":
+            if rank == 0:
+                self._load(weights)
+            unique, _ = _dedup(weights)
+            with torch.no_grad():
+                for t in unique.values():
+                    dist.broadcast(t, src, group=group)
+        else:
+            self._load(weights)
+        # Nobody may replace the merged file before every rank has read it.
+        dist.barrier(group)
         return rep
 
     def maybe_average(self, model, step):
@@ -367,6 +766,277 @@ class SFA:
         _write_atomically(dst, copy)
         self.anchor = dst
         return dst
+
+
+def _broadcast_json(dist, obj, src, group, device):
+    """obj (JSON-able, given on rank src) on every rank: no pickle on the wire."""
+    import torch
+    if dist.get_rank() == src:
+        body = json.dumps(obj).encode("utf-8")
+        n = torch.tensor([len(body)], dtype=torch.int64, device=device)
+    else:
+        n = torch.zeros(1, dtype=torch.int64, device=device)
+    dist.broadcast(n, src, group=group)
+    if dist.get_rank() == src:
+        buf = torch.frombuffer(bytearray(body), dtype=torch.uint8).to(device)
+    else:
+        buf = torch.empty(int(n.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, src, group=group)
+    return json.loads(bytes(buf.cpu().numpy()).decode("utf-8"))
+
+
+# --- k tasks, resumable ----------------------------------------------------------------
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class ContinualRun:
+    """SFA over a sequence of tasks, end to end, resumable after a crash at any point.
+
+    The run lives in workdir. Its files say where it is:
+
+      state.json                       {"task": k, "step": s, "weights": ..., "anchor": ...}
+      weights-tKKK-sSSSSSSS.safetensors  the model's float weights after step s of task k
+                                       (a merge: SFA averages at the schedule's steps)
+      aux-tKKK-sSSSSSSS.safetensors      what else a bit-exact restart needs: the
+                                       optimizer's state, the model's integer buffers,
+                                       torch's random number generator state
+
+    state.json is replaced atomically, and only after the files it names are complete
+    and durable; files it does not name are scratch and are removed. So a trainer
+    killed at any point (mid-save, mid-merge, between tasks) that calls resume() again
+    loads the last committed weights, optimizer and RNG and redoes the steps since: if
+    its steps are deterministic given those (data drawn with torch's RNG, or from
+    (task, step)), the run ends bit for bit where an uninterrupted one would.
+
+        run = ContinualRun("ckpt", model, tasks=["math", "law", "code"], steps=1000,
+                           p=0.1, beta=0.5, optimizer=opt)
+        run.resume()                       # loads the state, or starts: anchor = model
+        while not run.done:
+            for step in range(run.step + 1, run.task_steps + 1):
+                train_one_step(run.task_name, step)
+                run.after_step(step)       # averages (and commits) on the schedule
+            run.finish_task()              # this task's last merge is the next anchor
+
+    The first task's anchor is the model as resume() first finds it (the pretrained
+    model). steps is one int or one per task. scratch_dir (e.g. a folder in /dev/shm)
+    holds the weights saved before each merge and the merge itself; the merge is then
+    copied into workdir, fsynced, at the commit.
+    """
+
+    _STATE = "state.json"
+    _FORMAT = "gomerge.continual/1"
+
+    def __init__(self, workdir, model, tasks, steps, p, beta=0.5, optimizer=None,
+                 binary=None, timeout=None, threads=None, scratch_dir=None):
+        self.workdir = os.path.abspath(workdir)
+        # The pre-merge scratch file may live elsewhere (tmpfs): then the merge is copied
+        # into workdir at the commit, one durable write instead of two.
+        self.scratch_dir = os.path.abspath(scratch_dir) if scratch_dir else self.workdir
+        self._scratch_prefix = ".scratch-%s-" % hashlib.sha1(self.workdir.encode("utf-8")).hexdigest()[:12]
+        self.model, self.optimizer = model, optimizer
+        self.tasks = list(range(tasks)) if isinstance(tasks, int) else list(tasks)
+        if not self.tasks:
+            raise ValueError("no tasks")
+        self.steps = [steps] * len(self.tasks) if isinstance(steps, int) else list(steps)
+        if len(self.steps) != len(self.tasks):
+            raise ValueError("%d tasks but %d step counts" % (len(self.tasks), len(self.steps)))
+        self.schedules = [schedule(t, p) for t in self.steps]
+        if not (0 <= beta <= 1):
+            raise ValueError("beta must be in [0, 1], got %r" % (beta,))
+        self.p, self.beta = p, beta
+        self.binary, self.timeout, self.threads = find_binary(binary), timeout, threads
+        self.state = None
+        self.reports = []
+
+    # where the run is
+    @property
+    def task(self):
+        """The index of the task being trained (len(tasks) when done)."""
+        return self._need()["task"]
+
+    @property
+    def step(self):
+        """The last step of the task whose result is committed (0 at a task's start)."""
+        return self._need()["step"]
+
+    @property
+    def done(self):
+        return self.task >= len(self.tasks)
+
+    @property
+    def task_name(self):
+        return self.tasks[self.task]
+
+    @property
+    def task_steps(self):
+        return self.steps[self.task]
+
+    @property
+    def anchor(self):
+        return os.path.join(self.workdir, self._need()["anchor"])
+
+    def _need(self):
+        if self.state is None:
+            raise RuntimeError("call resume() first")
+        return self.state
+
+    def _path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def resume(self):
+        """Load the committed state into the model (and optimizer, RNG), or start a new
+        run from the model as it is. Returns (task, step)."""
+        os.makedirs(self.workdir, exist_ok=True)
+        sp = self._path(self._STATE)
+        if not os.path.exists(sp):
+            w, a = "weights-t000-s0000000.safetensors", "aux-t000-s0000000.safetensors"
+            save_weights(self.model, self._path(w))
+            self._save_aux(self._path(a))
+            self._commit({"task": 0, "step": 0, "weights": w, "anchor": w, "aux": a, "merges": 0})
+            return 0, 0
+        with open(sp, "rb") as f:
+            st = json.loads(f.read().decode("utf-8"))
+        if st.get("format") != self._FORMAT:
+            raise ValueError("%s: not a %s state" % (sp, self._FORMAT))
+        want = {"tasks": [str(t) for t in self.tasks], "steps": self.steps, "p": self.p, "beta": self.beta}
+        for k, v in want.items():
+            if st.get(k) != v:
+                raise ValueError("%s: %s is %r on disk, %r here: another run's folder" % (sp, k, st.get(k), v))
+        try:
+            load_into(float_tensors(self.model.state_dict()), self._path(st["weights"]))
+        except ValueError as e:
+            raise ValueError("%s: %s" % (sp, e)) from e
+        self._load_aux(self._path(st["aux"]))
+        self.state = st
+        self._clean()
+        return st["task"], st["step"]
+
+    def after_step(self, step):
+        """Call after optimizer step `step` (1-based) of the current task. At the
+        schedule's steps the weights are averaged toward the anchor and the run is
+        committed; returns gomerge's report then, else None."""
+        st = self._need()
+        if self.done:
+            raise RuntimeError("the run is done")
+        if step not in self.schedules[st["task"]]:
+            return None
+        if step <= st["step"]:
+            raise ValueError("step %d of task %d is already committed (at %d)" % (step, st["task"], st["step"]))
+        k = st["task"]
+        scratch = os.path.join(self.scratch_dir, "%s%d.safetensors" % (self._scratch_prefix, os.getpid()))
+        # The scratch file is read at once by gomerge and never trusted after a crash:
+        # only the merge gomerge writes over it (fsynced) becomes a checkpoint.
+        save_state_dict(float_tensors(self.model.state_dict()), scratch, {"gomerge.trainer": "gomerge.py"}, fsync=False)
+        args = ["sfa", "--anchor", self.anchor, "--current", scratch, "--in-place", "--beta", repr(float(self.beta))]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        rep = run(args, self.binary, self.timeout)
+        load_into(float_tensors(self.model.state_dict()), scratch)
+        w = "weights-t%03d-s%07d.safetensors" % (k, step)
+        a = "aux-t%03d-s%07d.safetensors" % (k, step)
+        self._save_aux(self._path(a))
+        if self.scratch_dir == self.workdir:
+            os.replace(scratch, self._path(w))
+        else:
+            def copy(out):
+                with open(scratch, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+
+            _write_atomically(self._path(w), copy)
+            os.unlink(scratch)
+        self._commit(dict(st, step=step, weights=w, aux=a, merges=st["merges"] + 1))
+        self.reports.append(rep)
+        return rep
+
+    def finish_task(self):
+        """End the current task: its last merge becomes the next task's anchor. Returns
+        the anchor's path."""
+        st = self._need()
+        if self.done:
+            raise RuntimeError("the run is done")
+        if st["step"] != self.steps[st["task"]]:
+            raise RuntimeError("task %d ends at step %d; the last committed step is %d"
+                               % (st["task"], self.steps[st["task"]], st["step"]))
+        self._commit(dict(st, task=st["task"] + 1, step=0, anchor=st["weights"]))
+        return self.anchor
+
+    def _commit(self, st):
+        st = dict(st, format=self._FORMAT, tasks=[str(t) for t in self.tasks], steps=self.steps,
+                  p=self.p, beta=self.beta)
+        body = json.dumps(st, indent=1, sort_keys=True).encode("utf-8")
+        _fsync_dir(self.workdir)  # the renames of the files st names come first
+        _write_atomically(self._path(self._STATE), lambda f: f.write(body))
+        _fsync_dir(self.workdir)
+        self.state = st
+        self._clean()
+
+    def _clean(self):
+        keep = {self._STATE, self.state["weights"], self.state["anchor"], self.state["aux"]}
+        for n in os.listdir(self.workdir):
+            ours = n.startswith(("weights-t", "aux-t", self._scratch_prefix, ".weights-t", ".aux-t",
+                                 "." + self._STATE + ".", "." + self._scratch_prefix))
+            if ours and n not in keep:
+                _unlink(self._path(n))
+        if self.scratch_dir != self.workdir:
+            # only this run's scratch: the folder may be shared (/dev/shm)
+            for n in os.listdir(self.scratch_dir):
+                if n.startswith((self._scratch_prefix, "." + self._scratch_prefix)):
+                    _unlink(os.path.join(self.scratch_dir, n))
+
+    # the optimizer, integer buffers and RNG: what weights alone do not restore
+    def _save_aux(self, path):
+        import torch
+        tensors, plain = {}, {}
+        opt = {"param_groups": [], "state": {}}
+        if self.optimizer is not None:
+            osd = self.optimizer.state_dict()
+            opt["param_groups"] = osd["param_groups"]
+            for idx, st in osd["state"].items():
+                for key, v in st.items():
+                    if torch.is_tensor(v):
+                        tensors["optim.%s.%s" % (idx, key)] = v
+                    else:
+                        plain.setdefault(str(idx), {})[key] = v
+            opt["state"] = plain
+        for name, v in self.model.state_dict().items():
+            if not v.is_floating_point():
+                tensors["buffer." + name] = v
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, r in enumerate(torch.cuda.get_rng_state_all()):
+                tensors["rng.cuda.%d" % i] = r
+        save_state_dict(tensors, path, {"gomerge.optimizer": json.dumps(opt, sort_keys=True)})
+
+    def _load_aux(self, path):
+        import torch
+        tensors = load_state_dict(path)
+        with _Mapped(path) as m:
+            opt = json.loads(m.metadata.get("gomerge.optimizer", "{}"))
+        if self.optimizer is not None:
+            state = {}
+            for idx, kv in opt.get("state", {}).items():
+                state.setdefault(int(idx), {}).update(kv)
+            for name, v in tensors.items():
+                if name.startswith("optim."):
+                    idx, key = name[len("optim."):].split(".", 1)
+                    state.setdefault(int(idx), {})[key] = v
+            self.optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+        bufs = {n[len("buffer."):]: v for n, v in tensors.items() if n.startswith("buffer.")}
+        live = self.model.state_dict()
+        with torch.no_grad():
+            for n, v in bufs.items():
+                if n not in live:
+                    raise ValueError("%s: buffer %r is not in the model" % (path, n))
+                live[n].copy_(v)
+        torch.set_rng_state(tensors["rng.cpu"])
+        cuda = [tensors["rng.cuda.%d" % i] for i in range(sum(1 for n in tensors if n.startswith("rng.cuda.")))]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 # --- framework adapters (each imports its framework only when called) -----------------

@@ -20,12 +20,42 @@ func python() string {
 }
 
 // TestPythonIntegration runs test_gomerge.py (unittest, torch, a tiny model) against a
-// gomerge built from this module. Without torch it skips, unless GOMERGE_REQUIRE_TORCH=1
-// (CI sets it), where a missing torch is a failure.
+// gomerge built from this module: the round trip bit for bit, Hugging Face folders,
+// tied weights, the binary reading every dtype Python writes, two DDP ranks on gloo,
+// and a continual run killed at random points. Without torch it skips, unless
+// GOMERGE_REQUIRE_TORCH=1 (CI sets it), where a missing torch is a failure.
 func TestPythonIntegration(t *testing.T) {
+	py, bin, ctx := setup(t, 15*time.Minute)
+	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v", "test_gomerge")
+	cmd.Env = append(os.Environ(), "GOMERGE_BIN="+bin, "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("python tests failed: %v", err)
+	}
+}
+
+// TestRoundtripBenchTiny runs bench/roundtrip/roundtrip.py's correctness-only mode: the
+// benchmark's own code path on a few hundred KB, its weights compared bit for bit with
+// torch's formula. No timing is asserted.
+func TestRoundtripBenchTiny(t *testing.T) {
+	py, bin, ctx := setup(t, 5*time.Minute)
+	cmd := exec.CommandContext(ctx, py, filepath.Join("..", "..", "bench", "roundtrip", "roundtrip.py"), "check", t.TempDir())
+	cmd.Env = append(os.Environ(), "GOMERGE_BIN="+bin, "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("roundtrip.py check: %v", err)
+	}
+}
+
+// setup finds the Python with torch (skipping or failing as GOMERGE_REQUIRE_TORCH says)
+// and builds gomerge, or takes $GOMERGE_BIN (to test a release build).
+func setup(t *testing.T, limit time.Duration) (string, string, context.Context) {
+	t.Helper()
 	py := python()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
 	if out, err := exec.CommandContext(ctx, py, "-c", "import torch").CombinedOutput(); err != nil {
 		msg := "needs " + py + " with torch (Debian: apt-get install python3-torch; or set GOMERGE_PYTHON): " + err.Error() + ": " + string(out)
 		if os.Getenv("GOMERGE_REQUIRE_TORCH") == "1" {
@@ -33,7 +63,6 @@ func TestPythonIntegration(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	// A prebuilt binary can be given instead (to test a release build).
 	bin := os.Getenv("GOMERGE_BIN")
 	if bin == "" {
 		bin = filepath.Join(t.TempDir(), "gomerge")
@@ -45,11 +74,5 @@ func TestPythonIntegration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v", "test_gomerge")
-	cmd.Env = append(os.Environ(), "GOMERGE_BIN="+bin, "PYTHONDONTWRITEBYTECODE=1")
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("python tests failed: %v", err)
-	}
+	return py, bin, ctx
 }

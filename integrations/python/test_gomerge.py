@@ -6,10 +6,13 @@ Run by integrations/python/python_test.go; by hand:
 
 import json
 import os
+import random
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import unittest
 
@@ -97,6 +100,370 @@ class SafetensorsTest(Base):
             gomerge.load_file(p)
         with self.assertRaises(ValueError):
             gomerge.Tensor("F32", (3,), b"\0" * 8)
+
+
+def sfa_want(a, c, beta):
+    """torch's own SFA: beta*a + (1-beta)*c in float32, rounded to the dtype."""
+    return (beta * a.float() + (1 - beta) * c.float()).to(a.dtype)
+
+
+def bits(t):
+    """The raw bit patterns of a tensor, so equality is bit for bit (NaN, -0 included)."""
+    return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64, 1: torch.uint8}[t.element_size()])
+
+
+def mixed_state_dict(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "emb.bf16": torch.randn(33, 16, generator=g).bfloat16(),
+        "w.f16": torch.randn(16, 9, generator=g).half(),
+        "w.f32": torch.randn(9, 7, generator=g),
+        # strided: saved from a contiguous host copy, loaded back through copy_
+        "w.t": torch.randn(7, 5, generator=g).t(),
+        "b.bf16": torch.randn(5, generator=g).bfloat16(),
+        "scalar": torch.tensor(0.25),
+        "empty": torch.zeros(0, 3),
+    }
+
+
+class ZeroCopyTest(Base):
+    """The trainer's round trip: tensors written from their own memory, the merge mapped
+    and copied back into the live tensors, bit for bit equal to torch's formula."""
+
+    def check_sfa(self, anchor_path, current_path, beta, make_state):
+        a = make_state(10)
+        gomerge.save_state_dict(a, anchor_path)
+        live = make_state(11)
+        ptrs = {k: v.data_ptr() for k, v in live.items()}
+        c = {k: v.clone() for k, v in live.items()}
+        sfa = gomerge.SFA(anchor_path, current_path, steps=1, p=1, beta=beta, binary=self.bin)
+        sfa.average_state_dict(live)
+        for k, v in live.items():
+            self.assertEqual(v.data_ptr(), ptrs[k], "%s must be updated in place" % k)
+            self.assertTrue(torch.equal(bits(v), bits(sfa_want(a[k], c[k], beta))), k)
+        return sfa
+
+    def test_bit_exact_file(self):
+        self.check_sfa(self.path("a.safetensors"), self.path("c.safetensors"), 0.3, mixed_state_dict)
+
+    def test_bit_exact_sharded_folders(self):
+        # Hugging Face folders as anchor and as current: several shards and an index.
+        def big(seed):
+            g = torch.Generator().manual_seed(seed)
+            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
+
+        anchor = self.path("anchor")
+        sd = big(10)
+        gomerge.save_state_dict(sd, anchor, shard_bytes=3 * 64 * 64 * 2)
+        files = sorted(os.listdir(anchor))
+        self.assertEqual(files, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                 "model.safetensors.index.json"])
+        back = gomerge.load_state_dict(anchor)
+        self.assertEqual(set(back), set(sd))
+        for k in sd:
+            self.assertTrue(torch.equal(back[k], sd[k]), k)
+        # the folder anchor with a file current, then a folder current
+        self.check_sfa(anchor, self.path("c.safetensors"), 0.5, big)
+        cur = self.path("current")
+        self.check_sfa(anchor, cur, 0.7, big)
+        self.assertTrue(os.path.exists(os.path.join(cur, "model.safetensors")))
+
+    def test_tied_weights(self):
+        class Tied(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(11, 6)
+                self.mid = torch.nn.Linear(6, 6)
+                self.head = torch.nn.Linear(6, 11, bias=False)
+                self.head.weight = self.emb.weight
+
+        torch.manual_seed(3)
+        m = Tied()
+        anchor = self.path("a.safetensors")
+        gomerge.save_weights(m, anchor)
+        tensors, meta = gomerge.load_file(anchor)
+        self.assertIn("emb.weight", tensors)
+        self.assertNotIn("head.weight", tensors, "a tied weight is stored once")
+        self.assertEqual(json.loads(meta["gomerge.aliases"]), {"head.weight": "emb.weight"})
+        back = gomerge.load_state_dict(anchor)
+        self.assertIs(back["head.weight"], back["emb.weight"])
+        a = {k: v.clone() for k, v in m.state_dict().items()}
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(-1.5).add_(0.25)
+        c = {k: v.clone() for k, v in m.state_dict().items()}
+        sfa = gomerge.SFA(anchor, self.path("c.safetensors"), steps=1, p=1, beta=0.5, binary=self.bin)
+        sfa.maybe_average(m, 1)
+        self.assertIs(m.head.weight, m.emb.weight, "the tie must survive the round trip")
+        for k, v in m.state_dict().items():
+            self.assertTrue(torch.equal(v, sfa_want(a[k], c[k], 0.5)), k)
+
+    def test_load_into_checks_before_copying(self):
+        sd = mixed_state_dict(1)
+        p = self.path("m.safetensors")
+        gomerge.save_state_dict(sd, p)
+        live = mixed_state_dict(2)
+        live["extra"] = torch.zeros(2)
+        before = {k: v.clone() for k, v in live.items()}
+        with self.assertRaisesRegex(ValueError, "extra"):
+            gomerge.load_into(live, p)
+        for k, v in live.items():
+            self.assertTrue(torch.equal(v, before[k]), "%s changed by a refused load" % k)
+        live2 = mixed_state_dict(2)
+        live2["w.f32"] = torch.zeros(7, 9)
+        with self.assertRaisesRegex(ValueError, "w.f32"):
+            gomerge.load_into(live2, p)
+        self.assertEqual(sorted(gomerge.load_into(live, p, strict=False)), sorted(sd))
+        for k in sd:
+            self.assertTrue(torch.equal(bits(live[k]), bits(sd[k])), k)
+
+    @unittest.skipUnless(torch.cuda.is_available() or os.environ.get("GOMERGE_REQUIRE_CUDA") == "1",
+                         "no CUDA device (set GOMERGE_REQUIRE_CUDA=1 to require one)")
+    def test_cuda_tensors(self):
+        def on_gpu(seed):
+            return {k: v.cuda() for k, v in mixed_state_dict(seed).items()}
+
+        self.check_sfa(self.path("a.safetensors"), self.path("c.safetensors"), 0.3, on_gpu)
+
+
+class BinaryReadsPythonDtypesTest(Base):
+    """Files Python writes, read by the gomerge binary, values checked against what
+    Python wrote (not against gomerge.py's own reader)."""
+
+    def test_float_dtypes(self):
+        g = torch.Generator().manual_seed(7)
+        vals = torch.randn(4, 37, generator=g) * 100
+        # zero, an F16 subnormal, a BF16-only tiny value and the F16 maximum (-0 would
+        # not survive: 0·0 + 1·(-0) is +0 in IEEE arithmetic)
+        vals[0, :4] = torch.tensor([0.0, 3e-7, 1e-30, 65504.0])
+        sd = {"f16": vals.half(), "bf16": vals.bfloat16(), "f32": vals.clone()}
+        c = self.path("c.safetensors")
+        gomerge.save_state_dict(sd, c)
+        zero = self.path("z.safetensors")
+        gomerge.save_state_dict({k: torch.zeros_like(v) for k, v in sd.items()}, zero)
+        # beta = 0 keeps the current's values exactly; --dtype f32 makes gomerge decode
+        # F16 and BF16 and write float32, which must equal torch's own widening.
+        out = self.path("out.safetensors")
+        gomerge.run(["sfa", "--anchor", zero, "--current", c, "--beta", "0", "--dtype", "f32", "--out", out], self.bin)
+        with open(out, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+            data = f.read()
+        for k, v in sd.items():
+            info = header[k]
+            self.assertEqual(info["dtype"], "F32", k)
+            self.assertEqual(info["shape"], list(v.shape), k)
+            b, e = info["data_offsets"]
+            got = torch.frombuffer(bytearray(data[b:e]), dtype=torch.float32).reshape(v.shape)
+            self.assertTrue(torch.equal(bits(got), bits(v.float())), k)
+        # the distance to zeros is each tensor's norm, summed in float64 by gomerge
+        rep = gomerge.run(["distance", c, zero, "--per-tensor"], self.bin)
+        per = {t["name"]: t for t in rep["tensors"]}
+        for k, v in sd.items():
+            want = v.double().norm().item()
+            self.assertAlmostEqual(per[k]["l2"], want, delta=1e-9 * want, msg=k)
+
+    def test_integer_dtypes(self):
+        g = torch.Generator().manual_seed(8)
+        sd = {
+            "i8": torch.randint(-128, 128, (3, 5), generator=g, dtype=torch.int8),
+            "i16": torch.randint(-2 ** 15, 2 ** 15, (4, 3), generator=g, dtype=torch.int16),
+            "i32": torch.randint(-2 ** 31, 2 ** 31, (7,), generator=g, dtype=torch.int32),
+            "i64": torch.tensor([-2 ** 63, 2 ** 63 - 1, 0, 12345678901234], dtype=torch.int64),
+            "u8": torch.randint(0, 256, (2, 2, 3), generator=g, dtype=torch.uint8),
+            "bool": torch.tensor([[True, False, True], [False, False, True]]),
+            "w": torch.randn(3, 3, generator=g),
+        }
+        a = self.path("a.safetensors")
+        gomerge.save_state_dict(sd, a)
+        rep = gomerge.run(["inspect", a], self.bin)
+        got = {t["name"]: (t["dtype"], t["shape"], t["bytes"]) for t in rep["tensors"]}
+        want = {k: (gomerge._torch_dtypes()[v.dtype], list(v.shape), v.numel() * v.element_size()) for k, v in sd.items()}
+        self.assertEqual(got, want)
+        # gomerge copies integer tensors and requires them equal in both inputs: the
+        # same values pass and come out byte for byte ...
+        c = self.path("c.safetensors")
+        gomerge.save_state_dict({k: v.clone() for k, v in sd.items()}, c)
+        out = self.path("out.safetensors")
+        gomerge.run(["sfa", "--anchor", a, "--current", c, "--out", out], self.bin)
+        back = gomerge.load_state_dict(out)
+        for k, v in sd.items():
+            if not v.is_floating_point():
+                self.assertTrue(torch.equal(back[k], v), k)
+        # ... and one changed element in any of them is seen.
+        for k, v in sd.items():
+            if v.is_floating_point():
+                continue
+            other = {n: t.clone() for n, t in sd.items()}
+            flat = other[k].view(-1)
+            flat[flat.numel() // 2] = (~flat[flat.numel() // 2]) if v.dtype == torch.bool else flat[flat.numel() // 2] ^ 1
+            gomerge.save_state_dict(other, c)
+            with self.assertRaises(gomerge.GomergeError) as cm:
+                gomerge.run(["sfa", "--anchor", a, "--current", c, "--out", out], self.bin)
+            self.assertEqual(cm.exception.exit_status, 3, k)
+            self.assertIn('"%s"' % k, cm.exception.message)
+
+def _ddp_worker(rank, world, d, binary, port):
+    """One rank of DistributedTest (module level: torch.multiprocessing spawns it)."""
+    import faulthandler
+    import torch.distributed as dist
+    faulthandler.dump_traceback_later(170, exit=True)  # a hang shows where it is
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for load in ("file", "broadcast"):
+            model = tiny_model(1)  # the same start on every rank
+            ddp = torch.nn.parallel.DistributedDataParallel(model)
+            opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+            anchor = os.path.join(d, "anchor-%s.safetensors" % load)
+            if rank == 0:
+                gomerge.save_weights(model, anchor)
+            dist.barrier()
+            a = gomerge.load_state_dict(anchor)
+            sfa = gomerge.SFA(anchor, os.path.join(d, "current-%s.safetensors" % load), steps=6, p=0.5,
+                              beta=0.5, binary=binary, load=load)
+            x, y = task_data(10 + rank, float(rank))  # each rank its own batch
+            for step in range(1, 7):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(ddp(x), y).backward()
+                opt.step()
+                before = {k: v.clone() for k, v in model.state_dict().items()}
+                rep = sfa.maybe_average(model, step)
+                if rep is None:
+                    continue
+                for k, v in model.state_dict().items():
+                    if not torch.equal(v, sfa_want(a[k], before[k], 0.5)):
+                        raise AssertionError("rank %d, %s, step %d: not beta*a + (1-beta)*c" % (rank, k, step))
+            if len(sfa.reports) != 2:
+                raise AssertionError("rank %d has %d reports, want 2" % (rank, len(sfa.reports)))
+            gomerge.save_state_dict(model.state_dict(), os.path.join(d, "final-%s-%d.safetensors" % (load, rank)))
+            # DDP's reducer must go before the process group does, or its destructor
+            # waits forever (torch 1.13).
+            del ddp, opt
+        # A failed merge on rank 0 raises on every rank, rather than leaving them waiting.
+        bad = os.path.join(d, "bad-anchor.safetensors")
+        if rank == 0:
+            gomerge.save_weights(torch.nn.Linear(3, 3), bad)
+        dist.barrier()
+        sfa = gomerge.SFA(bad, os.path.join(d, "current-bad.safetensors"), steps=1, p=1, binary=binary)
+        try:
+            sfa.average_state_dict(tiny_model(1).state_dict())
+        except gomerge.GomergeError as e:
+            if e.exit_status != 3:
+                raise
+        else:
+            raise AssertionError("rank %d: a failed merge did not raise" % rank)
+    finally:
+        dist.destroy_process_group()
+        faulthandler.cancel_dump_traceback_later()
+
+
+class DistributedTest(Base):
+    """DDP on two CPU processes (gloo): one merge per averaging step for the whole job,
+    and every rank ends with bit-identical weights."""
+
+    def test_two_ranks_gloo(self):
+        import socket
+        import torch.multiprocessing as mp
+        # Every gomerge run is logged, to count merges per step across the job.
+        log = self.path("runs.log")
+        wrapper = self.path("gomerge-wrapper")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' % (log, self.bin))
+        os.chmod(wrapper, 0o755)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ctx = mp.spawn(_ddp_worker, args=(2, self.dir, wrapper, port), nprocs=2, join=False)
+        deadline = time.monotonic() + 180
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                self.fail("the ranks did not finish in 180 s")
+        with open(log) as f:
+            runs = [line.split() for line in f]
+        sfa_runs = [r for r in runs if r[0] == "sfa"]
+        # 2 averaging steps x 2 load modes + the failing merge: 5 merges, not 10.
+        self.assertEqual(len(sfa_runs), 5, runs)
+        for load in ("file", "broadcast"):
+            r0 = gomerge.load_state_dict(self.path("final-%s-0.safetensors" % load))
+            r1 = gomerge.load_state_dict(self.path("final-%s-1.safetensors" % load))
+            self.assertEqual(set(r0), set(r1))
+            for k in r0:
+                self.assertTrue(torch.equal(bits(r0[k]), bits(r1[k])), "%s: %s differs between ranks" % (load, k))
+
+
+class ResumeTest(Base):
+    """ContinualRun over three tasks, the trainer killed (SIGKILL) at seeded random
+    points, mid-save and mid-merge among them, and restarted each time: it must end bit
+    for bit where an uninterrupted run ends."""
+
+    def trainer(self, workdir, out, kill, scratch_dir=None):
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, GOMERGE_BIN=self.bin, PYTHONDONTWRITEBYTECODE="1")
+        extra = [scratch_dir] if scratch_dir else []
+        return subprocess.run([sys.executable, os.path.join(here, "continual_trainer.py"), workdir, out, kill] + extra,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+
+    def state(self, workdir):
+        with open(os.path.join(workdir, "state.json")) as f:
+            st = json.load(f)
+        for k in ("weights", "anchor", "aux"):
+            self.assertTrue(os.path.exists(os.path.join(workdir, st[k])), "state.json names a missing %s" % k)
+        return (st["task"], st["step"])
+
+    def test_killed_at_random_points(self):
+        ref_out = self.path("ref.safetensors")
+        p = self.trainer(self.path("ref"), ref_out, "none")
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        rng = random.Random(20261202)
+        # every kind of point at least once, in a seeded random order, then two more
+        kinds = ["save", "merge", "commit", "between", "step"]
+        rng.shuffle(kinds)
+        kinds += [rng.choice(["save", "merge", "step"]) for _ in range(2)]
+        spec = {"save": lambda: "save:%d:%d" % (rng.randint(1, 4), rng.randint(1, 4)),
+                "merge": lambda: "merge:%d" % rng.randint(1, 3),
+                "commit": lambda: "commit:%d" % rng.randint(1, 3),
+                "between": lambda: "between:1",
+                "step": lambda: "step:%d" % rng.randint(1, 6)}
+        work, out, log = self.path("run"), self.path("out.safetensors"), self.path("kills.log")
+        # The killed run keeps its scratch in another folder (as on /dev/shm), the
+        # reference in its own: both must give the same bits.
+        scratch = self.path("scratch")
+        os.mkdir(scratch)
+        where = []
+        for kind in kinds:
+            kill = spec[kind]()
+            p = self.trainer(work, out, kill, scratch)
+            self.assertEqual(p.returncode, -signal.SIGKILL, "%s: %s" % (kill, p.stdout.decode()))
+            with open(log) as f:
+                last = f.read().splitlines()[-1]
+            self.assertTrue(last.startswith(kill + " "), (kill, last))
+            self.assertNotIn("already exited", last)
+            pos = self.state(work)
+            if where:
+                self.assertGreaterEqual(pos, where[-1], "the committed position went back")
+            where.append(pos)
+        self.assertFalse(os.path.exists(out))
+        p = self.trainer(work, out, "none", scratch)
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        self.assertEqual(self.state(work), (3, 0))
+        self.assertEqual(os.listdir(scratch), [], "scratch left behind")
+        ref, got = gomerge.load_state_dict(ref_out), gomerge.load_state_dict(out)
+        self.assertEqual(set(ref), set(got))
+        for k in ref:
+            self.assertTrue(torch.equal(bits(ref[k]), bits(got[k])), k)
+        leftovers = [n for n in os.listdir(work) if n.startswith((".scratch-", ".weights-", ".aux-"))]
+        self.assertEqual(leftovers, [])
+        with open(log) as f:
+            self.assertEqual(len(f.read().splitlines()), len(kinds))
+
+    def test_other_runs_folder_is_refused(self):
+        model = tiny_model(0)
+        gomerge.ContinualRun(self.path("w"), model, 2, 4, p=0.5, binary=self.bin).resume()
+        with self.assertRaisesRegex(ValueError, "another run"):
+            gomerge.ContinualRun(self.path("w"), model, 2, 5, p=0.5, binary=self.bin).resume()
 
 
 class ScheduleTest(Base):
