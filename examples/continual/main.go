@@ -10,7 +10,7 @@
 // buffer, and by merging the A and B models with `gomerge task-arithmetic` and
 // `gomerge ties`. Every row's L2 distance to θ_A comes from `gomerge distance`.
 //
-//	go run ./examples/continual -out examples/continual
+//	cd examples/continual && go run . -out .
 //
 // writes results.csv, results.md, plane.png, plane_task_aware.png and l2.png into -out.
 package main
@@ -26,6 +26,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -123,12 +125,50 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// BuildGomerge builds this module's gomerge command into out.
+// BuildGomerge builds the gomerge command of the repository this example sits in
+// into out. The example is a module of its own (so that the root module does not
+// depend on its plotting packages) that reaches the root through a replace directive;
+// `go list -m` resolves that directive, and the build runs in the root module, with
+// the root's own go.sum.
 func BuildGomerge(ctx context.Context, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/gomerge/gomerge/cmd/gomerge")
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	list := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/gomerge/gomerge")
+	list.Dir = sourceDir()
+	dir, err := list.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w\n%s", err, ee.Stderr)
+		}
+		return fmt.Errorf("finding the gomerge module (run from examples/continual): %w", err)
+	}
+	root := strings.TrimSpace(string(dir))
+	if root == "" {
+		return fmt.Errorf("go list found no folder for the gomerge module (is the replace directive in go.mod?)")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/gomerge")
+	cmd.Dir = root
 	msg, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("go build gomerge: %w\n%s", err, msg)
+		return fmt.Errorf("go build gomerge in %s: %w\n%s", root, err, msg)
 	}
 	return nil
+}
+
+// sourceDir is this example's module folder when the binary was built from source here
+// (go run, go test), so that gomerge is found whatever the working folder; otherwise ""
+// (the working folder).
+func sourceDir() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return ""
+	}
+	dir := filepath.Dir(file)
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
+		return ""
+	}
+	return dir
 }
