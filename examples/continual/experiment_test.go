@@ -214,7 +214,9 @@ func TestSFAStepMatchesFormula(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range got.Flat {
-		want := float32(0.25)*anchor.Flat[i] + float32(0.75)*cur.Flat[i]
+		// Each product rounded on its own, as gomerge computes it: arm64 would
+		// otherwise fuse one of them into the sum.
+		want := float32(float32(0.25)*anchor.Flat[i]) + float32(float32(0.75)*cur.Flat[i])
 		if got.Flat[i] != want {
 			t.Fatalf("element %d: %v, want %v", i, got.Flat[i], want)
 		}
