@@ -2,8 +2,10 @@
 // forgetting during continual learning with model averaging" (Kleiman et al., 2025) on
 // Fashion-MNIST, with gomerge doing every merge.
 //
-// An MLP (784-256-256-10, one 10-way head) is trained by hand-written SGD on task A
-// (even labels), then on task B (odd labels) in several ways: plainly (sequential
+// An MLP (784-256-256, then one head) is trained by hand-written SGD on task A (even
+// labels), then on task B (odd labels), in two settings: class-incremental (one 10-way
+// head) and domain-incremental (one shared 5-way head, label k as output ⌊k/2⌋); and in
+// each, in several ways: plainly (sequential
 // fine-tuning), with SFA (the trainer saves a safetensors checkpoint and execs
 // `gomerge sfa --in-place` at every step of `gomerge sfa schedule`), with L2 and EWC
 // penalties, with Fisher-weighted SFA, on both tasks (multitask), with a rehearsal
@@ -60,6 +62,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		batch   = fs.Int("batch", 0, "override the minibatch size")
 		hidden  = fs.Int("hidden", 0, "override the width of both hidden layers")
 		replot  = fs.String("replot", "", "redraw the report from this results.csv instead of training")
+		setting = fs.String("settings", "class,domain", "the settings to run, comma-separated: class (10-way head), domain (shared 5-way head)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,6 +77,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *seed != 0 {
 		cfg.Seed = *seed
 	}
+	settings, err := ParseSettings(*setting)
+	if err != nil {
+		return err
+	}
+	cfg.Settings = settings
 	for _, o := range []struct{ flag, dst *int }{{stepsA, &cfg.StepsA}, {stepsB, &cfg.StepsB}, {batch, &cfg.Batch}} {
 		if *o.flag > 0 {
 			*o.dst = *o.flag
@@ -112,8 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w (Debian and Ubuntu: apt-get install dataset-fashion-mnist)", err)
 	}
-	exp := NewExperiment(cfg, data, &Gomerge{Bin: *gmBin}, *work, logger.Printf)
-	results, err := exp.Run(ctx)
+	results, err := RunSettings(ctx, cfg, data, &Gomerge{Bin: *gmBin}, *work, logger.Printf)
 	if err != nil {
 		return err
 	}
