@@ -187,7 +187,7 @@ func style(i int, s Setting) (color.Color, draw.GlyphDrawer, []vg.Length) {
 		color.RGBA{127, 127, 127, 255}, color.RGBA{188, 189, 34, 255},
 	}
 	glyphs := []draw.GlyphDrawer{draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{},
-		draw.CrossGlyph{}, draw.PlusGlyph{}, draw.RingGlyph{}, draw.BoxGlyph{}, draw.PyramidGlyph{}}
+		draw.CrossGlyph{}, draw.PlusGlyph{}, draw.BoxGlyph{}, draw.PyramidGlyph{}} // rings mark the 5-way head
 	if s == DomainIncremental {
 		return palette[i%len(palette)], draw.RingGlyph{}, []vg.Length{vg.Points(4), vg.Points(2.5)}
 	}
@@ -256,7 +256,7 @@ func scatter(p *plot.Plot, results []Result, xy func(Result) (float64, float64))
 			c, glyph, dashes := style(0, s)
 			line := &plotter.Line{LineStyle: draw.LineStyle{Color: c, Width: vg.Points(1), Dashes: dashes}}
 			dot := &plotter.Scatter{GlyphStyle: draw.GlyphStyle{Color: c, Shape: glyph, Radius: vg.Points(3)}}
-			leg.Add(strings.SplitN(s.Title(), " (", 2)[0], line, dot)
+			leg.Add(map[Setting]string{ClassIncremental: "10-way head (class-incr.)", DomainIncremental: "5-way head (domain-incr.)"}[s], line, dot)
 		}
 	}
 	return leg, nil
@@ -285,7 +285,7 @@ func save(p *plot.Plot, leg plot.Legend, path string) error {
 // with taskAware over the task's own five.
 func plotPlane(path string, results []Result, taskAware bool) error {
 	p := plot.New()
-	p.Title.Text = "Fashion-MNIST, A = even labels, then B = odd labels (rings, dashed: 5-way head)"
+	p.Title.Text = "Fashion-MNIST, A = even labels, then B = odd labels"
 	p.X.Label.Text = "test accuracy on A"
 	p.Y.Label.Text = "test accuracy on B"
 	xy := func(r Result) (float64, float64) { return r.AccA, r.AccB }
@@ -305,7 +305,7 @@ func plotPlane(path string, results []Result, taskAware bool) error {
 
 func plotL2(path string, results []Result) error {
 	p := plot.New()
-	p.Title.Text = "Distance to the task-A model vs accuracy on A (rings, dashed: 5-way head)"
+	p.Title.Text = "Distance to the task-A model vs accuracy on A"
 	p.X.Label.Text = "L2 distance to θ_A (gomerge distance)"
 	p.Y.Label.Text = "test accuracy on A"
 	p.Y.Min, p.Y.Max = 0, 1
