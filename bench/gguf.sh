@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times `gomerge sfa` on two ~1 GB Q8_0 GGUF files (llama shapes, F32 norms) against the
-# I/O floor for the same bytes (shared/bench/floor.c: map both inputs, write an output
-# of the same size, fsync), interleaved in one run, warm cache (the inputs are read
+# I/O floor for the same bytes (bench/floor: map both inputs, write an output of the
+# same size, fsync), interleaved in one run, warm cache (the inputs are read
 # once before each timed run). gomerge dequantizes both inputs, lerps in float32 and
 # re-quantizes with ggml's reference Q8_0 quantizer.
 #
@@ -10,11 +10,9 @@ set -euo pipefail
 WORK=${1:-/tmp/gomerge-bench}
 ROUNDS=${2:-5}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
-SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
 mkdir -p "$WORK/out"
 FIX=$WORK/gguf-1gb
-(cd "$REPO" && go build -o "$WORK/gomerge" ./cmd/gomerge)
-[[ -x $WORK/floor ]] || cc -O2 -march=native -pthread -o "$WORK/floor" "$SHARED_BENCH/floor.c"
+(cd "$REPO" && go build -o "$WORK/gomerge" ./cmd/gomerge && go build -o "$WORK/floor" ./bench/floor)
 if [[ ! -f $FIX/current.gguf ]]; then
 	(cd "$REPO" && go run ./testdata/gen -format gguf -config 1gb -out "$FIX")
 fi

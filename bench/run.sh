@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Times `gomerge sfa` against the I/O floor (shared/bench/floor.c) and the PyTorch peer
-# (shared/bench/peer_torch.py) on llama-shaped BF16 checkpoints, and checks that gomerge
-# and PyTorch produce the same tensors.
+# Times `gomerge sfa` against the I/O floor (bench/floor: map both inputs and a pre-sized
+# output, one pass over every byte, fsync) and the PyTorch peer (bench/peer/peer_torch.py)
+# on llama-shaped BF16 checkpoints, and checks that gomerge and PyTorch produce the same
+# tensors. Everything it runs is in this repository.
 #
 #   bench/run.sh [1gb|4gb] [WORKDIR]          (defaults: 1gb, /tmp/gomerge-bench)
 #
 # Environment:
-#   SHARED_BENCH  folder holding floor.c and peer_torch.py
-#                 (default: $(git rev-parse --show-toplevel)/../shared/bench)
 #   REPS          repetitions of each tool, interleaved (default 3)
 #   CACHE         auto | cold | warm (default auto: cold if the page cache can be dropped)
 #   PYTHON        a python3 that can `import torch` (default: found, else apt-installed)
@@ -37,14 +36,7 @@ case $SIZE in
 esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
-SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
-SHARED_BENCH=$(cd "$SHARED_BENCH" && pwd)
-for f in floor.c peer_torch.py; do
-	[[ -f $SHARED_BENCH/$f ]] || {
-		echo "run.sh: $SHARED_BENCH/$f not found (set SHARED_BENCH)" >&2
-		exit 1
-	}
-done
+PEER=$REPO/bench/peer/peer_torch.py
 
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
@@ -66,9 +58,6 @@ apt_install() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-if ! command -v cc >/dev/null 2>&1; then
-	apt_install gcc libc6-dev
-fi
 [[ -x /usr/bin/time ]] || apt_install time
 
 # `python3` on PATH may be a pyenv/venv interpreter that cannot see Debian's
@@ -99,15 +88,15 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "- memory: $(free -g | awk '/^Mem:/ {print $2 " GiB total, " $7 " GiB available"}')"
 echo "- WORKDIR: $WORK on $(findmnt -no SOURCE,FSTYPE -T "$WORK" | tr -s ' ' ' ') ($(df -Ph "$WORK" | awk 'NR==2 {print $4}') free)"
-echo "- kernel: $(uname -r); $(go version | cut -d' ' -f3-); cc: $(cc --version | head -1)"
+echo "- kernel: $(uname -r); $(go version | cut -d' ' -f3-)"
+echo "- load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- gomerge tree: $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo ' + uncommitted changes')"
 echo "- python: $PY; torch $("$PY" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
 echo
 
 # ---- build ---------------------------------------------------------------------------
 log "building gomerge and floor"
-(cd "$REPO" && go build -o "$WORK/gomerge" ./cmd/gomerge)
-cc -O2 -march=native -pthread -o "$WORK/floor" "$SHARED_BENCH/floor.c"
+(cd "$REPO" && go build -o "$WORK/gomerge" ./cmd/gomerge && go build -o "$WORK/floor" ./bench/floor)
 GM=$WORK/gomerge
 
 # ---- fixtures ------------------------------------------------------------------------
@@ -180,7 +169,7 @@ timed() { # tool rep
 	case $tool in
 	floor) cmd=("$WORK/floor" "$A" "$C" "$o") ;;
 	gomerge) cmd=("$GM" sfa --anchor "$A" --current "$C" --beta "$BETA" --out "$o" --json) ;;
-	torch) cmd=("$PY" "$SHARED_BENCH/peer_torch.py" sfa "$o" "$A" "$C" "$BETA") ;;
+	torch) cmd=("$PY" "$PEER" sfa "$o" "$A" "$C" "$BETA") ;;
 	esac
 	prepare
 	local t0 t1 s0 s1 c0 c1

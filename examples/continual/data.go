@@ -38,6 +38,16 @@ func (d *Dataset) Filter(keep func(label uint8) bool) *Dataset {
 	return out
 }
 
+// Relabel returns the examples with each label y replaced by f(y); the pixels are
+// shared with d.
+func (d *Dataset) Relabel(f func(label uint8) uint8) *Dataset {
+	out := &Dataset{Dim: d.Dim, X: d.X, Y: make([]uint8, len(d.Y))}
+	for i, y := range d.Y {
+		out.Y[i] = f(y)
+	}
+	return out
+}
+
 // Subset returns n examples drawn without replacement by a generator seeded with seed
 // (all of them, shuffled, if n ≥ Len).
 func (d *Dataset) Subset(n int, seed uint64) *Dataset {

@@ -7,20 +7,87 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 )
 
+// Setting is how the two tasks share the network's output: the two readings of the
+// paper's Fig. 1 split of Fashion-MNIST into even and odd labels.
+type Setting int
+
+const (
+	// ClassIncremental has one 10-way head: task B's five classes are five new outputs,
+	// and accuracy is the argmax over all ten.
+	ClassIncremental Setting = iota
+	// DomainIncremental has one shared 5-way head: label k is output ⌊k/2⌋ in both
+	// tasks (T-shirt and trouser are output 0, pullover and dress 1, and so on), so task B
+	// reuses task A's outputs for new kinds of images.
+	DomainIncremental
+)
+
+// Settings lists every setting, in report order.
+var Settings = []Setting{ClassIncremental, DomainIncremental}
+
+func (s Setting) String() string {
+	if s == DomainIncremental {
+		return "domain"
+	}
+	return "class"
+}
+
+// Title names the setting in tables and plots.
+func (s Setting) Title() string {
+	if s == DomainIncremental {
+		return "domain-incremental (one shared 5-way head)"
+	}
+	return "class-incremental (one 10-way head)"
+}
+
+// Classes is the width of the head.
+func (s Setting) Classes() int {
+	if s == DomainIncremental {
+		return 5
+	}
+	return 10
+}
+
+// ParseSetting reads what String writes.
+func ParseSetting(name string) (Setting, error) {
+	for _, s := range Settings {
+		if s.String() == name {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown setting %q (want class or domain)", name)
+}
+
+// ParseSettings reads a comma-separated list of settings.
+func ParseSettings(list string) ([]Setting, error) {
+	var out []Setting
+	for _, name := range strings.Split(list, ",") {
+		s, err := ParseSetting(strings.TrimSpace(name))
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // Config sizes the experiment. FullConfig is the README's run; ReducedConfig is what
 // the test runs in CI.
 type Config struct {
-	Sizes  []int   // MLP widths
-	StepsA int     // SGD steps on task A (from the random initialisation)
-	StepsB int     // SGD steps on task B (T): every B-stage row gets the same budget
-	Batch  int     // minibatch size
-	LR     float64 // SGD learning rate
-	Seed   uint64
+	Settings []Setting // run each, in order
+	Sizes    []int     // MLP widths; the last is replaced by the setting's head width
+	StepsA   int       // SGD steps on task A (from the random initialisation)
+	StepsB   int       // SGD steps on task B (T): every B-stage row gets the same budget
+	Batch    int       // minibatch size
+	LR       float64   // SGD learning rate
+	Seed     uint64
 
 	TrainImages  int // read only the first TrainImages training images (0: all 60,000)
 	TestImages   int // and the first TestImages test images (0: all 10,000)
@@ -44,7 +111,8 @@ type Config struct {
 // FullConfig is the experiment the README reports.
 func FullConfig() Config {
 	return Config{
-		Sizes: []int{784, 256, 256, 10}, StepsA: 2000, StepsB: 2000, Batch: 64, LR: 0.05, Seed: 1,
+		Settings: Settings,
+		Sizes:    []int{784, 256, 256, 10}, StepsA: 2000, StepsB: 2000, Batch: 64, LR: 0.05, Seed: 1,
 		FisherN:       5000,
 		SFAPs:         []float64{1, 0.5, 0.25, 0.1, 0.05, 0.01},
 		SFABetas:      []float64{0.25, 0.5, 0.75},
@@ -76,12 +144,13 @@ func ReducedConfig() Config {
 
 // Result is one row of results.csv: a point on the (accuracy on A, accuracy on B) plane.
 type Result struct {
+	Setting  Setting
 	Method   string  // initial, sequential, sfa, sfa_beta, l2, ewc, sfa_fisher, task_arithmetic, ties, multitask, rehearsal
 	Param    string  // the swept parameter's name, or ""
 	Value    float64 // its value
-	AccA     float64 // test accuracy on task A (even labels), argmax over all 10 classes
+	AccA     float64 // test accuracy on task A (even labels), argmax over all the head's outputs
 	AccB     float64 // the same on task B (odd labels)
-	TaskA    float64 // task-aware accuracy on A: argmax over A's five classes only
+	TaskA    float64 // task-aware accuracy on A: argmax over A's five classes only (= AccA for a 5-way head)
 	TaskB    float64 // the same on B
 	L2       float64 // ‖θ − θ_A‖₂ from `gomerge distance`
 	SFACalls int     // `gomerge sfa` runs during training
@@ -96,29 +165,54 @@ func (r *Result) Label() string {
 	return r.Method + " " + r.Param + "=" + strconv.FormatFloat(r.Value, 'g', -1, 64)
 }
 
-// Experiment holds what every row shares.
+// Experiment holds what every row of one setting shares.
 type Experiment struct {
-	Cfg    Config
-	GM     *Gomerge
-	Work   string // folder for checkpoints
-	Logf   func(format string, args ...any)
-	trainA *Dataset
-	trainB *Dataset
-	testA  *Dataset
-	testB  *Dataset
-	theta0 *Params // the random initialisation θ₀
-	anchor *Params // θ_A
-	fisher *Params // F at θ_A
-	paths  struct{ init, anchor, fisher string }
-	meanF  float64
+	Cfg     Config
+	Setting Setting
+	GM      *Gomerge
+	Work    string // folder for checkpoints
+	Logf    func(format string, args ...any)
+	trainA  *Dataset
+	trainB  *Dataset
+	testA   *Dataset
+	testB   *Dataset
+	theta0  *Params // the random initialisation θ₀
+	anchor  *Params // θ_A
+	fisher  *Params // F at θ_A
+	paths   struct{ init, anchor, fisher string }
+	meanF   float64
+	// allowedA and allowedB pick the head's outputs of each task, for the task-aware
+	// accuracy.
+	allowedA, allowedB func(class uint8) bool
 }
 
 // isA tells task A (even labels) from task B (odd labels).
 func isA(y uint8) bool { return y%2 == 0 }
 
-// NewExperiment splits the data into the two tasks.
-func NewExperiment(cfg Config, data *FashionMNIST, gm *Gomerge, work string, logf func(string, ...any)) *Experiment {
-	e := &Experiment{Cfg: cfg, GM: gm, Work: work, Logf: logf}
+// RunSettings runs the experiment once for each of cfg.Settings, in folders named
+// after them under work, and returns all the rows.
+func RunSettings(ctx context.Context, cfg Config, data *FashionMNIST, gm *Gomerge, work string, logf func(string, ...any)) ([]Result, error) {
+	var out []Result
+	for _, s := range cfg.Settings {
+		dir := filepath.Join(work, s.String())
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		prefixed := func(format string, args ...any) { logf(s.String()+": "+format, args...) }
+		results, err := NewExperiment(cfg, s, data, gm, dir, prefixed).Run(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s-incremental: %w", s, err)
+		}
+		out = append(out, results...)
+	}
+	return out, nil
+}
+
+// NewExperiment splits the data into the two tasks and, for the domain-incremental
+// setting, maps label k to output ⌊k/2⌋.
+func NewExperiment(cfg Config, setting Setting, data *FashionMNIST, gm *Gomerge, work string, logf func(string, ...any)) *Experiment {
+	cfg.Sizes = append(slices.Clone(cfg.Sizes[:len(cfg.Sizes)-1]), setting.Classes())
+	e := &Experiment{Cfg: cfg, Setting: setting, GM: gm, Work: work, Logf: logf}
 	split := func(d *Dataset, keep func(uint8) bool, n int, seed uint64) *Dataset {
 		s := d.Filter(keep)
 		if n > 0 {
@@ -131,6 +225,15 @@ func NewExperiment(cfg Config, data *FashionMNIST, gm *Gomerge, work string, log
 	e.trainB = split(data.Train, notA, cfg.TrainPerTask, cfg.Seed+101)
 	e.testA = split(data.Test, isA, cfg.TestPerTask, cfg.Seed+102)
 	e.testB = split(data.Test, notA, cfg.TestPerTask, cfg.Seed+103)
+	e.allowedA, e.allowedB = isA, notA
+	if setting == DomainIncremental {
+		half := func(y uint8) uint8 { return y / 2 }
+		for _, d := range []**Dataset{&e.trainA, &e.trainB, &e.testA, &e.testB} {
+			*d = (*d).Relabel(half)
+		}
+		all := func(uint8) bool { return true }
+		e.allowedA, e.allowedB = all, all
+	}
 	return e
 }
 
@@ -168,7 +271,11 @@ func (e *Experiment) Run(ctx context.Context) ([]Result, error) {
 	if err := e.finish(ctx, &initial, e.anchor); err != nil {
 		return nil, err
 	}
-	return append(append([]Result{initial}, out...), merged...), nil
+	all := append(append([]Result{initial}, out...), merged...)
+	for i := range all {
+		all[i].Setting = e.Setting
+	}
+	return all, nil
 }
 
 // trainTaskA trains θ_A from the initialisation and estimates its Fisher on A.
@@ -310,8 +417,8 @@ func (e *Experiment) runRow(ctx context.Context, r row) (Result, error) {
 
 // finish evaluates a row's model and measures its distance to θ_A with gomerge.
 func (e *Experiment) finish(ctx context.Context, res *Result, p *Params) error {
-	res.AccA, res.TaskA = Accuracy(p, e.testA, isA)
-	res.AccB, res.TaskB = Accuracy(p, e.testB, func(y uint8) bool { return !isA(y) })
+	res.AccA, res.TaskA = Accuracy(p, e.testA, e.allowedA)
+	res.AccB, res.TaskB = Accuracy(p, e.testB, e.allowedB)
 	l2, err := e.GM.Distance(ctx, res.Path, e.paths.anchor)
 	if err != nil {
 		return err

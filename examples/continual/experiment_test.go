@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,15 +70,15 @@ func loadData(t *testing.T, cfg Config) *FashionMNIST {
 	return data
 }
 
-// TestReducedExperiment runs the whole pipeline (every row, every gomerge command, the
-// report and the plots) at a reduced size and checks the paper's qualitative claims.
+// TestReducedExperiment runs the whole pipeline (both settings, every row, every
+// gomerge command, the report and the plots) at a reduced size and checks the paper's
+// qualitative claims.
 func TestReducedExperiment(t *testing.T) {
 	cfg := ReducedConfig()
 	data := loadData(t, cfg)
 	gm := needGomerge(t)
 	start := time.Now()
-	exp := NewExperiment(cfg, data, gm, t.TempDir(), t.Logf)
-	results, err := exp.Run(context.Background())
+	results, err := RunSettings(context.Background(), cfg, data, gm, t.TempDir(), t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,16 @@ func TestReducedExperiment(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", Markdown(cfg, results))
-	checkClaims(t, results)
+	bySetting := map[Setting][]Result{}
+	for _, r := range results {
+		bySetting[r.Setting] = append(bySetting[r.Setting], r)
+	}
+	if len(bySetting[ClassIncremental]) == 0 || len(bySetting[ClassIncremental]) != len(bySetting[DomainIncremental]) {
+		t.Fatalf("%d class-incremental and %d domain-incremental rows", len(bySetting[ClassIncremental]), len(bySetting[DomainIncremental]))
+	}
+	t.Run("class", func(t *testing.T) { checkClaims(t, bySetting[ClassIncremental]) })
+	t.Run("domain", func(t *testing.T) { checkDomainClaims(t, bySetting[DomainIncremental]) })
+	t.Run("settings", func(t *testing.T) { checkSettingsDiffer(t, bySetting[ClassIncremental], bySetting[DomainIncremental]) })
 }
 
 // checkClaims asserts what the experiment is meant to show, with margins wide enough
@@ -262,6 +272,8 @@ func TestReportRoundTrip(t *testing.T) {
 		{Method: "initial", AccA: 0.75, L2: 0},
 		{Method: "sfa", Param: "p", Value: 0.25, AccA: 0.5, AccB: 0.25, L2: 1.5, SFACalls: 4, TaskA: 0.625, TaskB: 0.5},
 		{Method: "sfa", Param: "p", Value: 0.05, AccA: 0.625, AccB: 0.125, L2: 1.25, SFACalls: 20, TaskA: 0.75, TaskB: 0.375},
+		{Setting: DomainIncremental, Method: "initial", AccA: 0.875, L2: 0},
+		{Setting: DomainIncremental, Method: "sfa", Param: "p", Value: 0.25, AccA: 0.75, AccB: 0.5, L2: 1.5, SFACalls: 4, TaskA: 0.75, TaskB: 0.5},
 	}
 	dir := t.TempDir()
 	if err := WriteReport(dir, ReducedConfig(), results); err != nil {
@@ -274,4 +286,154 @@ func TestReportRoundTrip(t *testing.T) {
 	if !slices.Equal(back, results) {
 		t.Fatalf("read back %+v\nwrote %+v", back, results)
 	}
+	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### Class-incremental", "### Domain-incremental", "| sfa p=0.25 | 0.750 | 0.500 | 0.625 | 1.50 | 4 |\n"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	// A results.csv from before the setting column reads as class-incremental.
+	old := filepath.Join(dir, "old.csv")
+	os.WriteFile(old, []byte("method,param,value,acc_a,acc_b,l2_to_anchor,sfa_calls,task_aware_acc_a,task_aware_acc_b\nsfa,p,1,0.5,0.25,2,1,0.5,0.5\n"), 0o644)
+	if back, err := ReadCSV(old); err != nil || len(back) != 1 || back[0].Setting != ClassIncremental || back[0].AccB != 0.25 {
+		t.Fatalf("old format: %+v, %v", back, err)
+	}
+}
+
+func TestParseSettings(t *testing.T) {
+	s, err := ParseSettings("domain, class,domain")
+	if err != nil || !slices.Equal(s, []Setting{DomainIncremental, ClassIncremental}) {
+		t.Fatalf("%v, %v", s, err)
+	}
+	if _, err := ParseSettings("class,task"); err == nil {
+		t.Fatal("an unknown setting parsed")
+	}
+}
+
+// TestDomainRelabel checks the domain-incremental split: both tasks' labels map to
+// the shared head's five outputs, k to ⌊k/2⌋, and the pixels stay with their examples.
+func TestDomainRelabel(t *testing.T) {
+	d := &Dataset{Dim: 1}
+	for y := range uint8(10) {
+		d.X = append(d.X, float32(y))
+		d.Y = append(d.Y, y)
+	}
+	data := &FashionMNIST{Train: d, Test: d}
+	cfg := ReducedConfig()
+	cfg.TrainPerTask, cfg.TestPerTask = 0, 0
+	e := NewExperiment(cfg, DomainIncremental, data, nil, t.TempDir(), t.Logf)
+	if got := e.Cfg.Sizes[len(e.Cfg.Sizes)-1]; got != 5 {
+		t.Fatalf("head width %d, want 5", got)
+	}
+	for _, ds := range []*Dataset{e.trainA, e.trainB, e.testA, e.testB} {
+		if ds.Len() != 5 {
+			t.Fatalf("%d examples per task, want 5", ds.Len())
+		}
+		for i, y := range ds.Y {
+			if orig := uint8(ds.Row(i)[0]); y != orig/2 {
+				t.Errorf("example with label %d mapped to %d, want %d", orig, y, orig/2)
+			}
+		}
+	}
+	if c := NewExperiment(cfg, ClassIncremental, data, nil, t.TempDir(), t.Logf); c.Cfg.Sizes[len(c.Cfg.Sizes)-1] != 10 || c.trainB.Y[0]%2 != 1 {
+		t.Fatalf("class-incremental: sizes %v, B labels %v", c.Cfg.Sizes, c.trainB.Y)
+	}
+}
+
+// checkDomainClaims asserts what holds in the domain-incremental setting (one shared
+// 5-way head) across seeds 1 and 2 of the reduced run; the README lists the values.
+func checkDomainClaims(t *testing.T, results []Result) {
+	t.Helper()
+	initial, seq := findRow(t, results, "initial"), findRow(t, results, "sequential")
+	l2, multitask := findRow(t, results, "l2"), findRow(t, results, "multitask")
+	sfa := sfaRows(t, results)
+	// Sequential fine-tuning forgets A, though less than with a 10-way head: B reuses
+	// A's outputs (seeds 1, 2: 0.708 → 0.326, 0.707 → 0.299).
+	if !(seq.AccA < initial.AccA-0.25) {
+		t.Errorf("sequential: accuracy on A %.3f, not 0.25 below θ_A's %.3f", seq.AccA, initial.AccA)
+	}
+	// As p falls, SFA stays closer to θ_A, keeps more of A and learns less of B (seeds
+	// 1, 2: A rises by 0.068 and 0.019 from p = 1 to p = 0.2, B falls by 0.16 and 0.13).
+	for i := 1; i < len(sfa); i++ {
+		prev, cur := sfa[i-1], sfa[i]
+		if !(cur.L2 < prev.L2) {
+			t.Errorf("SFA L2 to θ_A does not fall as p falls: p=%g %.3f, p=%g %.3f", prev.Value, prev.L2, cur.Value, cur.L2)
+		}
+		if !(cur.AccA > prev.AccA-0.01) {
+			t.Errorf("SFA accuracy on A falls as p falls: p=%g %.3f, p=%g %.3f", prev.Value, prev.AccA, cur.Value, cur.AccA)
+		}
+	}
+	first, last := sfa[0], sfa[len(sfa)-1]
+	if !(last.AccA > first.AccA+0.01) || !(last.AccB < first.AccB-0.05) {
+		t.Errorf("SFA from p=%g to p=%g: accuracy on A %.3f → %.3f (want a rise), on B %.3f → %.3f (want a fall)",
+			first.Value, last.Value, first.AccA, last.AccA, first.AccB, last.AccB)
+	}
+	// Unlike with a 10-way head, every p keeps far more of A than sequential training
+	// while still learning B well above chance (0.2), and the best mean beats sequential.
+	bestMean := 0.0
+	for _, r := range sfa {
+		if !(r.AccA > seq.AccA+0.2 && r.AccB > 0.4) {
+			t.Errorf("SFA p=%g: %.3f on A (sequential %.3f), %.3f on B", r.Value, r.AccA, seq.AccA, r.AccB)
+		}
+		bestMean = max(bestMean, (r.AccA+r.AccB)/2)
+	}
+	if !(bestMean > (seq.AccA+seq.AccB)/2) {
+		t.Errorf("no SFA p beats sequential's mean accuracy %.3f (best %.3f)", (seq.AccA+seq.AccB)/2, bestMean)
+	}
+	// Distance alone does not decide forgetting: the smallest p is farther from θ_A than
+	// the L2 penalty's model yet keeps more of A (seeds 1, 2: 0.688 against 0.504 at
+	// 0.96 against 0.80; 0.673 against 0.516).
+	if !(last.L2 > l2.L2 && last.AccA > l2.AccA+0.1) {
+		t.Errorf("SFA p=%g (L2 %.3f, A %.3f) against L2 λ=%g (L2 %.3f, A %.3f)", last.Value, last.L2, last.AccA, l2.Value, l2.L2, l2.AccA)
+	}
+	// Training on both tasks remains the best row.
+	for _, r := range results {
+		if r.Method != "multitask" && (r.AccA+r.AccB)/2 >= (multitask.AccA+multitask.AccB)/2 {
+			t.Errorf("%s's mean accuracy %.3f is not below multitask's %.3f", r.Label(), (r.AccA+r.AccB)/2, (multitask.AccA+multitask.AccB)/2)
+		}
+	}
+}
+
+// checkSettingsDiffer asserts the comparison between the settings that the README
+// draws: SFA's collapse on B at small p is the 10-way head's doing. With a shared
+// 5-way head SFA scores far higher on B at every p (seeds 1, 2: by 0.35-0.54).
+func checkSettingsDiffer(t *testing.T, class, domain []Result) {
+	t.Helper()
+	cs, ds := sfaRows(t, class), sfaRows(t, domain)
+	if len(cs) != len(ds) {
+		t.Fatalf("%d and %d SFA rows", len(cs), len(ds))
+	}
+	for i := range cs {
+		if !(ds[i].AccB > cs[i].AccB+0.2) {
+			t.Errorf("SFA p=%g: accuracy on B %.3f with the 5-way head, %.3f with the 10-way head", cs[i].Value, ds[i].AccB, cs[i].AccB)
+		}
+	}
+}
+
+func findRow(t *testing.T, results []Result, method string) Result {
+	t.Helper()
+	i := slices.IndexFunc(results, func(r Result) bool { return r.Method == method })
+	if i < 0 {
+		t.Fatalf("no %s row", method)
+	}
+	return results[i]
+}
+
+// sfaRows returns the SFA rows with β = 0.5, p decreasing; at least three.
+func sfaRows(t *testing.T, results []Result) []Result {
+	t.Helper()
+	var sfa []Result
+	for _, r := range results {
+		if r.Method == "sfa" {
+			sfa = append(sfa, r)
+		}
+	}
+	slices.SortFunc(sfa, func(a, b Result) int { return -cmpFloat(a.Value, b.Value) })
+	if len(sfa) < 3 {
+		t.Fatalf("%d SFA rows, want at least 3", len(sfa))
+	}
+	return sfa
 }

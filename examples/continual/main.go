@@ -2,15 +2,17 @@
 // forgetting during continual learning with model averaging" (Kleiman et al., 2025) on
 // Fashion-MNIST, with gomerge doing every merge.
 //
-// An MLP (784-256-256-10, one 10-way head) is trained by hand-written SGD on task A
-// (even labels), then on task B (odd labels) in several ways: plainly (sequential
+// An MLP (784-256-256, then one head) is trained by hand-written SGD on task A (even
+// labels), then on task B (odd labels), in two settings: class-incremental (one 10-way
+// head) and domain-incremental (one shared 5-way head, label k as output ⌊k/2⌋); and in
+// each, in several ways: plainly (sequential
 // fine-tuning), with SFA (the trainer saves a safetensors checkpoint and execs
 // `gomerge sfa --in-place` at every step of `gomerge sfa schedule`), with L2 and EWC
 // penalties, with Fisher-weighted SFA, on both tasks (multitask), with a rehearsal
 // buffer, and by merging the A and B models with `gomerge task-arithmetic` and
 // `gomerge ties`. Every row's L2 distance to θ_A comes from `gomerge distance`.
 //
-//	go run ./examples/continual -out examples/continual
+//	cd examples/continual && go run . -out .
 //
 // writes results.csv, results.md, plane.png, plane_task_aware.png and l2.png into -out.
 package main
@@ -26,6 +28,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -58,6 +62,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		batch   = fs.Int("batch", 0, "override the minibatch size")
 		hidden  = fs.Int("hidden", 0, "override the width of both hidden layers")
 		replot  = fs.String("replot", "", "redraw the report from this results.csv instead of training")
+		setting = fs.String("settings", "class,domain", "the settings to run, comma-separated: class (10-way head), domain (shared 5-way head)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,6 +77,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *seed != 0 {
 		cfg.Seed = *seed
 	}
+	settings, err := ParseSettings(*setting)
+	if err != nil {
+		return err
+	}
+	cfg.Settings = settings
 	for _, o := range []struct{ flag, dst *int }{{stepsA, &cfg.StepsA}, {stepsB, &cfg.StepsB}, {batch, &cfg.Batch}} {
 		if *o.flag > 0 {
 			*o.dst = *o.flag
@@ -110,8 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w (Debian and Ubuntu: apt-get install dataset-fashion-mnist)", err)
 	}
-	exp := NewExperiment(cfg, data, &Gomerge{Bin: *gmBin}, *work, logger.Printf)
-	results, err := exp.Run(ctx)
+	results, err := RunSettings(ctx, cfg, data, &Gomerge{Bin: *gmBin}, *work, logger.Printf)
 	if err != nil {
 		return err
 	}
@@ -123,12 +132,50 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// BuildGomerge builds this module's gomerge command into out.
+// BuildGomerge builds the gomerge command of the repository this example sits in
+// into out. The example is a module of its own (so that the root module does not
+// depend on its plotting packages) that reaches the root through a replace directive;
+// `go list -m` resolves that directive, and the build runs in the root module, with
+// the root's own go.sum.
 func BuildGomerge(ctx context.Context, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/gomerge/gomerge/cmd/gomerge")
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	list := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/gomerge/gomerge")
+	list.Dir = sourceDir()
+	dir, err := list.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w\n%s", err, ee.Stderr)
+		}
+		return fmt.Errorf("finding the gomerge module (run from examples/continual): %w", err)
+	}
+	root := strings.TrimSpace(string(dir))
+	if root == "" {
+		return fmt.Errorf("go list found no folder for the gomerge module (is the replace directive in go.mod?)")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/gomerge")
+	cmd.Dir = root
 	msg, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("go build gomerge: %w\n%s", err, msg)
+		return fmt.Errorf("go build gomerge in %s: %w\n%s", root, err, msg)
 	}
 	return nil
+}
+
+// sourceDir is this example's module folder when the binary was built from source here
+// (go run, go test), so that gomerge is found whatever the working folder; otherwise ""
+// (the working folder).
+func sourceDir() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return ""
+	}
+	dir := filepath.Dir(file)
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
+		return ""
+	}
+	return dir
 }

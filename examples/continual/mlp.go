@@ -48,7 +48,10 @@ func NewParams(sizes []int) (*Params, error) {
 }
 
 // InitParams draws weights and biases from U(−1/√in, 1/√in), PyTorch's default for
-// nn.Linear, from a generator seeded with seed.
+// nn.Linear, from a generator seeded with seed. Here and in every float computation of
+// this example a product that feeds a sum is rounded explicitly (float64(x*y)), since
+// Go may fuse x*y + z into one FMA on arm64 and the results must agree on every
+// platform.
 func InitParams(sizes []int, seed uint64) (*Params, error) {
 	p, err := NewParams(sizes)
 	if err != nil {
@@ -59,7 +62,7 @@ func InitParams(sizes []int, seed uint64) (*Params, error) {
 		bound := 1 / math.Sqrt(float64(sizes[l]))
 		for _, v := range [][]float32{p.W(l), p.B(l)} {
 			for i := range v {
-				v[i] = float32((2*rng.Float64() - 1) * bound)
+				v[i] = float32((float64(2*rng.Float64()) - 1) * bound)
 			}
 		}
 	}

@@ -48,7 +48,7 @@ func refLoss(p *Params, x []float32, y []uint8, n int, pen *Penalty) float64 {
 			for o := range out {
 				s := float64(b[o])
 				for j := range in {
-					s += float64(w[o*in+j]) * act[j]
+					s += float64(float64(w[o*in+j]) * act[j])
 				}
 				if l+1 < p.Layers() && s < 0 {
 					s = 0
@@ -150,7 +150,7 @@ func TestPenaltyProx(t *testing.T) {
 		pen.prox(u, lr)
 		for i := range n {
 			grad := penaltyGradFD(&pen, u, i)
-			resid := float64(u[i]-theta[i]) + lr*grad
+			resid := float64(u[i]-theta[i]) + float64(lr*grad)
 			scale := 1 + math.Abs(float64(theta[i]-anchor[i]))
 			if math.Abs(resid) > 1e-5*scale*(1+lr*pen.Lambda*float64(max(fisher[i], 1))) {
 				t.Errorf("penalty %d: element %d: optimality residual %g", pen.Kind, i, resid)
@@ -168,7 +168,7 @@ func TestPenaltyProx(t *testing.T) {
 	pen.prox(u, 0.01)
 	for i := range n {
 		grad := float64(theta[i] - anchor[i])
-		if want := float64(theta[i]) - 0.01*1e-3*grad; math.Abs(float64(u[i])-want) > 1e-6 {
+		if want := float64(theta[i]) - float64(0.01*1e-3*grad); math.Abs(float64(u[i])-want) > 1e-6 {
 			t.Fatalf("element %d: prox %v, gradient step %v", i, u[i], want)
 		}
 	}
@@ -188,7 +188,7 @@ func penaltyGradFD(pen *Penalty, p []float32, i int) float64 {
 		if pen.Kind == EWCPenalty {
 			w = float64(pen.Fisher[i])
 		}
-		return pen.Lambda / 2 * w * d * d
+		return float64(pen.Lambda / 2 * w * d * d)
 	}
 	const h = 1e-4
 	return (f(float64(p[i])+h) - f(float64(p[i])-h)) / (2 * h)

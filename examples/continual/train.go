@@ -36,7 +36,7 @@ func (pen *Penalty) value(p []float32) float64 {
 		if pen.Kind == EWCPenalty {
 			w = float64(pen.Fisher[i])
 		}
-		s += w * d * d
+		s += float64(w * d * d)
 	}
 	return pen.Lambda / 2 * s
 }
@@ -56,8 +56,8 @@ func (pen *Penalty) prox(p []float32, lr float64) {
 		if pen.Kind == EWCPenalty {
 			w = float64(pen.Fisher[i])
 		}
-		k := lr * pen.Lambda * w
-		p[i] = float32((float64(v) + k*float64(pen.Anchor[i])) / (1 + k))
+		k := float64(lr * pen.Lambda * w) // rounded: it feeds 1 + k below
+		p[i] = float32((float64(v) + float64(k*float64(pen.Anchor[i]))) / (1 + k))
 	}
 }
 

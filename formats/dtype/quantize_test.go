@@ -11,7 +11,9 @@ import (
 
 // The ref* functions transcribe ggml's quantize_row_*_ref loops line by line, one
 // block at a time, so that the encoder (written for brevity, with shared branches) is
-// checked against the reference's own shape.
+// checked against the reference's own shape. Each product x·id is rounded on its own
+// (float32(...)), as in ggml's C and in the encoder: on arm64 Go would otherwise fuse
+// it with the + 8.5 that follows into one FMA.
 
 func refQ8_0(x []float32) []byte {
 	amax := float32(0)
@@ -50,8 +52,8 @@ func refQ4_0(x []float32) []byte {
 	}
 	y := binary.LittleEndian.AppendUint16(nil, Float32ToF16(d))
 	for j := 0; j < 16; j++ {
-		x0 := x[0+j] * id
-		x1 := x[16+j] * id
+		x0 := float32(x[0+j] * id)
+		x1 := float32(x[16+j] * id)
 		xi0 := min(15, int8(float32(x0+8.5)))
 		xi1 := min(15, int8(float32(x1+8.5)))
 		y = append(y, byte(xi0)|byte(xi1)<<4)
@@ -78,8 +80,8 @@ func refQ4_1(x []float32) []byte {
 	y := binary.LittleEndian.AppendUint16(nil, Float32ToF16(d))
 	y = binary.LittleEndian.AppendUint16(y, Float32ToF16(min_))
 	for j := 0; j < 16; j++ {
-		x0 := (x[0+j] - min_) * id
-		x1 := (x[16+j] - min_) * id
+		x0 := float32((x[0+j] - min_) * id)
+		x1 := float32((x[16+j] - min_) * id)
 		xi0 := min(15, int8(float32(x0+0.5)))
 		xi1 := min(15, int8(float32(x1+0.5)))
 		y = append(y, byte(xi0)|byte(xi1)<<4)
@@ -104,8 +106,8 @@ func refQ5_0(x []float32) []byte {
 	var qh uint32
 	qs := make([]byte, 16)
 	for j := 0; j < 16; j++ {
-		x0 := x[0+j] * id
-		x1 := x[16+j] * id
+		x0 := float32(x[0+j] * id)
+		x1 := float32(x[16+j] * id)
 		xi0 := uint8(min(31, int8(float32(x0+16.5))))
 		xi1 := uint8(min(31, int8(float32(x1+16.5))))
 		qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4)
@@ -136,8 +138,8 @@ func refQ5_1(x []float32) []byte {
 	var qh uint32
 	qs := make([]byte, 16)
 	for j := 0; j < 16; j++ {
-		x0 := (x[0+j] - min_) * id
-		x1 := (x[16+j] - min_) * id
+		x0 := float32((x[0+j] - min_) * id)
+		x1 := float32((x[16+j] - min_) * id)
 		xi0 := uint8(float32(x0 + 0.5))
 		xi1 := uint8(float32(x1 + 0.5))
 		qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4)
