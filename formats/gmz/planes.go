@@ -59,7 +59,8 @@ func spread4(x uint64) uint64 {
 	return (x | x<<8) & 0x00ff00ff00ff00ff
 }
 
-func split2(lo, hi, src []byte) {
+// split2Go is the reference for split2 (the assembly, where there is one).
+func split2Go(lo, hi, src []byte) {
 	n := len(lo)
 	i := 0
 	for ; i+8 <= n; i += 8 {
@@ -73,7 +74,8 @@ func split2(lo, hi, src []byte) {
 	}
 }
 
-func merge2(dst, lo, hi []byte) {
+// merge2Go is the reference for merge2.
+func merge2Go(dst, lo, hi []byte) {
 	n := len(lo)
 	i := 0
 	for ; i+8 <= n; i += 8 {
