@@ -148,6 +148,9 @@ func runCompress(ctx context.Context, ios *IOStreams, o *compressOptions) error 
 	if safetensors.IsFolderPath(o.in) {
 		return usagef("%s: compress takes a single .safetensors file (folders are not supported yet)", o.in)
 	}
+	if err := checkOutputPath(o); err != nil {
+		return err
+	}
 	start := time.Now()
 	in, err := safetensors.Open(o.in)
 	if err != nil {
@@ -239,6 +242,9 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 	if o.threads < 0 {
 		return usagef("--threads %d: must be positive", o.threads)
 	}
+	if err := checkOutputPath(o); err != nil {
+		return err
+	}
 	start := time.Now()
 	in, err := gmz.Open(o.in)
 	if err != nil {
@@ -295,6 +301,21 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 		rep.Ratio = float64(in.Source.Size) / float64(in.Size())
 	}
 	return report(ios, o, &rep)
+}
+
+// checkOutputPath refuses an output that is the input or the reference: the rename
+// would replace a file still being read.
+func checkOutputPath(o *compressOptions) error {
+	out, err := os.Stat(o.out)
+	if err != nil {
+		return nil // a new file
+	}
+	for _, p := range []string{o.in, o.against} {
+		if st, err := os.Stat(p); p != "" && err == nil && os.SameFile(st, out) {
+			return usagef("the output %s is the same file as the input %s", o.out, p)
+		}
+	}
+	return nil
 }
 
 // reference is a --against checkpoint: a safetensors file (its tensors are slices of

@@ -294,6 +294,8 @@ func TestCompressUsage(t *testing.T) {
 		{"compress", f.current, "x.gmz", "--frame-size", "7"},
 		{"compress", f.folder, filepath.Join(f.dir, "x.gmz")},
 		{"decompress", "a"},
+		{"compress", f.current, f.current},
+		{"compress", f.current, f.anchor, "--against", f.anchor},
 	} {
 		if code, _, stderr := gomerge(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d: %s", args, code, exitUsage, stderr)
