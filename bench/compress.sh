@@ -55,7 +55,7 @@ if [[ ! -s $A || ! -s $C ]]; then
 fi
 in_bytes=$(stat -c %s "$A")
 if [[ -z ${OUTDIR:-} ]]; then
-	shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4 * 1024}')
+	shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {printf "%.0f", $4 * 1024}')
 	if [[ -n $shm_free ]] && ((shm_free > 4 * in_bytes)); then OUTDIR=/dev/shm/gmz-bench; else OUTDIR=$WORK/compress-out; fi
 fi
 mkdir -p "$OUTDIR"

@@ -53,7 +53,8 @@ type Frame struct {
 	Coding   int
 }
 
-// File is an opened .gmz file. Its methods are safe for concurrent use.
+// File is an opened .gmz file. Its methods are safe for concurrent use. A File from
+// Open is memory-mapped; one from NewFile reads frames with ReadAt.
 type File struct {
 	FrameSize int64
 	Source    Source
@@ -64,10 +65,12 @@ type File struct {
 	index  map[string]int
 	r      io.ReaderAt
 	size   int64
+	mapped []byte // the whole file, when Open mapped it: frames are read without a copy
 	closer io.Closer
 }
 
-// Open opens the named file and parses its header. The caller must Close it.
+// Open opens and memory-maps the named file and parses its header. The caller must
+// Close it.
 func Open(path string) (*File, error) {
 	fd, size, err := mapfile.Open(path)
 	if errors.Is(err, mapfile.ErrNotRegular) {
@@ -81,17 +84,27 @@ func Open(path string) (*File, error) {
 		fd.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if f.mapped, err = mapfile.Map(fd, size); err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// The descriptor stays open while the file is mapped, so that the size checked
+	// above keeps describing what is mapped.
 	f.closer = fd
 	return f, nil
 }
 
-// Close closes the file if Open opened it.
+// Close unmaps the file and closes it if Open opened it.
 func (f *File) Close() error {
-	if f.closer == nil {
-		return nil
+	var err error
+	if f.mapped != nil {
+		err = mapfile.Unmap(f.mapped)
+		f.mapped = nil
 	}
-	err := f.closer.Close()
-	f.closer = nil
+	if f.closer != nil {
+		err = errors.Join(err, f.closer.Close())
+		f.closer = nil
+	}
 	return err
 }
 
@@ -294,11 +307,17 @@ func (f *File) ReadFrame(t *Tensor, i int, dst, ref []byte) error {
 	}
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
-	s.raw = grow(s.raw, int(fr.Stored))
-	if _, err := f.r.ReadAt(s.raw, fr.Off); err != nil {
-		return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("reading frame %d", i), Err: err}
+	var stored []byte
+	if f.mapped != nil {
+		stored = f.mapped[fr.Off : fr.Off+fr.Stored]
+	} else {
+		s.raw = grow(s.raw, int(fr.Stored))
+		if _, err := f.r.ReadAt(s.raw, fr.Off); err != nil {
+			return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("reading frame %d", i), Err: err}
+		}
+		stored = s.raw
 	}
-	if err := decodeFrame(dst, s.raw, fr.Coding, t.DType.Size(), s); err != nil {
+	if err := decodeFrame(dst, stored, fr.Coding, t.DType.Size(), s); err != nil {
 		return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("frame %d", i), Err: err}
 	}
 	if t.Delta {
