@@ -72,7 +72,7 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d'
 echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "- $(go version | cut -d' ' -f3-); $(zstd --version)"
 echo "- gomerge tree: $(cd "$REPO" && git rev-parse --short HEAD)"
-echo "- fixtures: $FIX ($SIZE, BF16); outputs in $OUTDIR ($(findmnt -no FSTYPE -T "$OUTDIR"))"
+echo "- fixtures: $FIX ($SIZE, BF16); outputs in $OUTDIR ($(findmnt -no FSTYPE -T "$OUTDIR" | head -1))"
 echo
 
 # The XOR of current and anchor as a plain file, for zstd (gomerge XORs internally):
@@ -137,7 +137,7 @@ bench_gmz() { # NAME INPUT [--against REF]
 	/usr/bin/python3 - "$O/stats.json" "$name" >>"$O/bounds.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-planes = ", ".join(f"byte {p['Plane']}: {p['Bits']:.3f} bits" for p in r["planes"] if p["ElemSize"] == 2)
+planes = ", ".join(f"byte {p['plane']}: {p['bits']:.3f} bits" for p in r["planes"] if p["elem_size"] == 2)
 hdr = r["in_bytes"] - r["tensor_bytes"]
 bound = r["in_bytes"] / (r["bound_bytes"] + hdr)
 print(f"| {sys.argv[2]} | {planes} | {bound:.3f} | {r['ratio']:.3f} | {100 * (r['stored_bytes'] / r['bound_bytes'] - 1):.2f} % |")

@@ -53,10 +53,10 @@ type Stats struct {
 
 // PlaneStat is one byte plane's order-0 entropy over all the tensors written.
 type PlaneStat struct {
-	ElemSize int     // element size of the tensors counted (1: non-float data)
-	Plane    int     // byte index within the element (little-endian)
-	Bytes    int64   // bytes counted
-	Bits     float64 // entropy in bits per byte
+	ElemSize int     `json:"elem_size"` // element size of the tensors counted (1: non-float data)
+	Plane    int     `json:"plane"`     // byte index within the element (little-endian)
+	Bytes    int64   `json:"bytes"`     // bytes counted
+	Bits     float64 `json:"bits"`      // entropy in bits per byte
 }
 
 // BoundBytes is the order-0 entropy bound of all planes, in bytes.
