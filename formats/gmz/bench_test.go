@@ -1,0 +1,86 @@
+package gmz
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// benchInputs is size bytes of dt: normal weights (as in trained models), and with
+// delta a reference that differs from them by a small perturbation.
+func benchInputs(dt dtype.DType, size int, delta bool) []Input {
+	rng := rand.New(rand.NewPCG(1, 1))
+	n := size / dt.Size()
+	in := Input{Name: "w", DType: dt, Shape: []int64{int64(n)}, Data: fill(rng, dt, n, "normal")}
+	if delta {
+		v := make([]float32, n)
+		if err := dtype.Decode(v, in.Data, dt); err != nil {
+			panic(err)
+		}
+		for i := range v {
+			v[i] += float32(0.002 * rng.NormFloat64())
+		}
+		in.Ref = make([]byte, len(in.Data))
+		if err := dtype.Encode(in.Ref, v, dt); err != nil {
+			panic(err)
+		}
+	}
+	return []Input{in}
+}
+
+func BenchmarkWrite(b *testing.B) {
+	for _, dt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+		for _, delta := range []bool{false, true} {
+			ins := benchInputs(dt, 16<<20, delta)
+			b.Run(fmt.Sprintf("%s/16MiB/delta=%v", dt, delta), func(b *testing.B) {
+				b.SetBytes(int64(len(ins[0].Data)))
+				b.ReportAllocs()
+				var st Stats
+				for b.Loop() {
+					var buf bytes.Buffer
+					var err error
+					if st, err = Write(context.Background(), &buf, Source{Format: "x"}, nil, ins, Options{Workers: 1}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if st.StoredBytes >= st.RawBytes {
+					b.Fatalf("stored %d of %d bytes", st.StoredBytes, st.RawBytes)
+				}
+				b.ReportMetric(float64(st.RawBytes)/float64(st.StoredBytes), "ratio")
+			})
+		}
+	}
+}
+
+func BenchmarkReadTensor(b *testing.B) {
+	for _, dt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+		for _, delta := range []bool{false, true} {
+			ins := benchInputs(dt, 16<<20, delta)
+			var buf bytes.Buffer
+			if _, err := Write(context.Background(), &buf, Source{Format: "x"}, nil, ins, Options{}); err != nil {
+				b.Fatal(err)
+			}
+			f, err := NewFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			dst := make([]byte, len(ins[0].Data))
+			b.Run(fmt.Sprintf("%s/16MiB/delta=%v", dt, delta), func(b *testing.B) {
+				b.SetBytes(int64(len(dst)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := f.ReadTensor(context.Background(), &f.Tensors[0], dst, ins[0].Ref, 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if !bytes.Equal(dst, ins[0].Data) {
+					b.Fatal("decoded bytes differ")
+				}
+			})
+		}
+	}
+}

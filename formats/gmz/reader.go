@@ -1,0 +1,458 @@
+package gmz
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/internal/mapfile"
+)
+
+// Source describes the file a .gmz was made from.
+type Source struct {
+	Format string // "safetensors"
+	Size   int64  // the file's length in bytes
+	// Header is the file's bytes before the first tensor's, verbatim (for
+	// safetensors: the 8-byte length and the JSON header).
+	Header []byte
+}
+
+// Tensor describes one tensor of a file.
+type Tensor struct {
+	Name     string
+	DType    dtype.DType
+	Shape    []int64
+	Size     int64  // bytes
+	Checksum uint32 // CRC-32C of the original bytes
+	// Delta says the frames hold the XOR with a reference tensor whose bytes have
+	// CRC-32C RefChecksum.
+	Delta       bool
+	RefChecksum uint32
+	Frames      []Frame
+	// Offset is where the tensor's bytes start in the source file.
+	Offset int64
+}
+
+// Frame is one independently coded piece of a tensor.
+type Frame struct {
+	RawOff   int64 // offset of the frame's first byte within the tensor
+	Raw      int64 // decoded length
+	Off      int64 // offset of the stored bytes in the .gmz file
+	Stored   int64 // stored length
+	Checksum uint32
+	Coding   int
+}
+
+// File is an opened .gmz file. Its methods are safe for concurrent use. A File from
+// Open is memory-mapped; one from NewFile reads frames with ReadAt.
+type File struct {
+	FrameSize int64
+	Source    Source
+	Metadata  map[string]string
+	Reference string // the name of the reference a delta file was made against, if any
+	Tensors   []Tensor
+
+	index  map[string]int
+	r      io.ReaderAt
+	size   int64
+	mapped []byte // the whole file, when Open mapped it: frames are read without a copy
+	closer io.Closer
+}
+
+// Open opens and memory-maps the named file and parses its header. The caller must
+// Close it.
+func Open(path string) (*File, error) {
+	fd, size, err := mapfile.Open(path)
+	if errors.Is(err, mapfile.ErrNotRegular) {
+		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
+	}
+	if err != nil {
+		return nil, err
+	}
+	f, err := NewFile(fd, size)
+	if err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if f.mapped, err = mapfile.Map(fd, size); err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// The descriptor stays open while the file is mapped, so that the size checked
+	// above keeps describing what is mapped.
+	f.closer = fd
+	return f, nil
+}
+
+// Close unmaps the file and closes it if Open opened it.
+func (f *File) Close() error {
+	var err error
+	if f.mapped != nil {
+		err = mapfile.Unmap(f.mapped)
+		f.mapped = nil
+	}
+	if f.closer != nil {
+		err = errors.Join(err, f.closer.Close())
+		f.closer = nil
+	}
+	return err
+}
+
+// NewFile parses a .gmz file read through r, which holds size bytes.
+func NewFile(r io.ReaderAt, size int64) (*File, error) {
+	if size < preambleSize+trailerSize {
+		return nil, &FormatError{Off: 0, Msg: fmt.Sprintf("file is %d bytes, shorter than the %d-byte preamble and trailer", size, preambleSize+trailerSize)}
+	}
+	var pre [preambleSize]byte
+	if _, err := r.ReadAt(pre[:], 0); err != nil {
+		return nil, &FormatError{Off: 0, Msg: "reading preamble", Err: err}
+	}
+	if !bytes.Equal(pre[:8], magic[:]) {
+		return nil, &FormatError{Off: 0, Msg: "not a gmz file (bad magic)"}
+	}
+	if v := binary.LittleEndian.Uint32(pre[8:]); v != version {
+		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("version %d is not supported (this reader knows version %d)", v, version)}
+	}
+	if binary.LittleEndian.Uint32(pre[12:]) != 0 {
+		return nil, &FormatError{Off: 12, Msg: "reserved preamble bytes are not zero"}
+	}
+	var tr [trailerSize]byte
+	trOff := size - trailerSize
+	if _, err := r.ReadAt(tr[:], trOff); err != nil {
+		return nil, &FormatError{Off: trOff, Msg: "reading trailer", Err: err}
+	}
+	if !bytes.Equal(tr[12:], magic[:]) {
+		return nil, &FormatError{Off: trOff + 12, Msg: "bad trailing magic (truncated file?)"}
+	}
+	n := binary.LittleEndian.Uint64(tr[:])
+	if n > maxHeaderSize {
+		return nil, &FormatError{Off: trOff, Msg: fmt.Sprintf("header length %d exceeds the limit of %d bytes", n, maxHeaderSize)}
+	}
+	if int64(n) > trOff-preambleSize {
+		return nil, &FormatError{Off: trOff, Msg: fmt.Sprintf("header length %d does not fit in the %d-byte file", n, size)}
+	}
+	hOff := trOff - int64(n)
+	hdr := make([]byte, n) // bounded by maxHeaderSize and the file size
+	if _, err := r.ReadAt(hdr, hOff); err != nil {
+		return nil, &FormatError{Off: hOff, Msg: "reading header", Err: err}
+	}
+	if got, want := checksum(hdr), binary.LittleEndian.Uint32(tr[8:]); got != want {
+		return nil, &FormatError{Off: hOff, Msg: fmt.Sprintf("header checksum %08x, trailer says %08x", got, want)}
+	}
+	var h header
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		return nil, &FormatError{Off: hOff, Msg: "header is not the expected JSON", Err: err}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &FormatError{Off: hOff + dec.InputOffset(), Msg: "trailing bytes after the header's JSON"}
+	}
+	f := &File{r: r, size: size}
+	if err := f.load(&h, hOff); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// load checks the parsed header and builds the File's tables; dataEnd is where the
+// frames must end.
+func (f *File) load(h *header, dataEnd int64) error {
+	bad := func(tensor, format string, args ...any) error {
+		return &FormatError{Off: -1, Tensor: tensor, Msg: fmt.Sprintf(format, args...)}
+	}
+	if h.FrameSize <= 0 || h.FrameSize > maxFrameSize || h.FrameSize%8 != 0 {
+		return bad("", "frame size %d is not a multiple of 8 in (0, %d]", h.FrameSize, maxFrameSize)
+	}
+	if h.Source.Format == "" {
+		return bad("", "missing source format")
+	}
+	f.FrameSize = h.FrameSize
+	f.Source = Source{Format: h.Source.Format, Size: h.Source.Size, Header: h.Source.Header}
+	f.Metadata = h.Metadata
+	f.Reference = h.Reference
+	f.Tensors = make([]Tensor, len(h.Tensors)) // bounded by the header's size
+	f.index = make(map[string]int, len(h.Tensors))
+	at := int64(preambleSize)
+	srcAt := int64(len(h.Source.Header))
+	for i := range h.Tensors {
+		th := &h.Tensors[i]
+		t := &f.Tensors[i]
+		if th.Name == "" || len(th.Name) > maxNameLen {
+			return bad(th.Name, "tensor name is empty or longer than %d bytes", maxNameLen)
+		}
+		if _, dup := f.index[th.Name]; dup {
+			return bad(th.Name, "name appears twice")
+		}
+		f.index[th.Name] = i
+		dt, err := dtype.Parse(th.DType)
+		if err != nil {
+			return &FormatError{Off: -1, Tensor: th.Name, Msg: "bad dtype", Err: err}
+		}
+		if len(th.Shape) > maxRank {
+			return bad(th.Name, "rank %d exceeds the limit of %d", len(th.Shape), maxRank)
+		}
+		numel := int64(1)
+		for _, d := range th.Shape {
+			if d < 0 {
+				return bad(th.Name, "negative dimension in shape %v", th.Shape)
+			}
+			if d != 0 && numel > maxElements/d {
+				return bad(th.Name, "shape %v has more than %d elements", th.Shape, int64(maxElements))
+			}
+			numel *= d
+		}
+		if want := numel * int64(dt.Size()); th.Size != want {
+			return bad(th.Name, "%s %v needs %d bytes, the header says %d", dt, th.Shape, want, th.Size)
+		}
+		*t = Tensor{Name: th.Name, DType: dt, Shape: th.Shape, Size: th.Size, Checksum: th.CRC, Offset: srcAt}
+		if th.RefCRC != nil {
+			t.Delta, t.RefChecksum = true, *th.RefCRC
+		}
+		if srcAt > math.MaxInt64-th.Size {
+			return bad(th.Name, "source size overflows")
+		}
+		srcAt += th.Size
+		if want := (th.Size + h.FrameSize - 1) / h.FrameSize; int64(len(th.Frames)) != want {
+			return bad(th.Name, "%d frames for %d bytes in frames of %d (want %d)", len(th.Frames), th.Size, h.FrameSize, want)
+		}
+		t.Frames = make([]Frame, len(th.Frames))
+		crc := uint32(0)
+		for j, fr := range th.Frames {
+			if len(fr) != 4 {
+				return bad(th.Name, "frame %d has %d fields, want 4", j, len(fr))
+			}
+			stored, raw, sum, coding := fr[0], fr[1], fr[2], fr[3]
+			rawOff := int64(j) * h.FrameSize
+			if want := min(h.FrameSize, th.Size-rawOff); raw != want {
+				return bad(th.Name, "frame %d: raw size %d, want %d", j, raw, want)
+			}
+			if stored < 0 || stored > raw+maxExpansion {
+				return bad(th.Name, "frame %d: stored size %d out of range for %d raw bytes", j, stored, raw)
+			}
+			if sum < 0 || sum > math.MaxUint32 {
+				return bad(th.Name, "frame %d: checksum %d out of range", j, sum)
+			}
+			switch {
+			case coding < 0 || coding >= numCodings:
+				return bad(th.Name, "frame %d: unknown coding %d", j, coding)
+			case coding == codingRaw && stored != raw:
+				return bad(th.Name, "frame %d: raw frame stores %d bytes for %d", j, stored, raw)
+			case coding == codingPlanes && (!dt.IsFloat() || dt.Size() < 2):
+				return bad(th.Name, "frame %d: byte planes for %s", j, dt)
+			}
+			if at > dataEnd-stored {
+				return &FormatError{Off: at, Tensor: th.Name, Msg: fmt.Sprintf("frame %d (%d bytes) runs past the data section, which ends at %d", j, stored, dataEnd)}
+			}
+			t.Frames[j] = Frame{RawOff: rawOff, Raw: raw, Off: at, Stored: stored, Checksum: uint32(sum), Coding: int(coding)}
+			at += stored
+			if j == 0 {
+				crc = uint32(sum)
+			} else {
+				crc = crcCombine(crc, uint32(sum), raw)
+			}
+		}
+		if th.Size == 0 {
+			crc = checksum(nil)
+		}
+		if crc != th.CRC {
+			return bad(th.Name, "tensor checksum %08x is not that of its frames (%08x)", th.CRC, crc)
+		}
+	}
+	if at != dataEnd {
+		return &FormatError{Off: at, Msg: fmt.Sprintf("frames end at byte %d, the header starts at %d", at, dataEnd)}
+	}
+	if srcAt != h.Source.Size {
+		return bad("", "source size %d is not the header's %d bytes plus the tensors' (%d)", h.Source.Size, len(h.Source.Header), srcAt)
+	}
+	return nil
+}
+
+// Tensor returns the named tensor's description.
+func (f *File) Tensor(name string) (*Tensor, bool) {
+	i, ok := f.index[name]
+	if !ok {
+		return nil, false
+	}
+	return &f.Tensors[i], true
+}
+
+// Size is the .gmz file's length in bytes.
+func (f *File) Size() int64 { return f.size }
+
+// ReadFrame decodes frame i of t into dst (len(dst) == the frame's Raw) and checks its
+// checksum. For a delta tensor ref holds the reference tensor's bytes of the same
+// range; its checksum cannot be checked frame by frame, so a wrong reference shows
+// as a frame checksum error here (ReadTensor checks the whole reference first).
+func (f *File) ReadFrame(t *Tensor, i int, dst, ref []byte) error {
+	if i < 0 || i >= len(t.Frames) {
+		return fmt.Errorf("gmz: tensor %q has no frame %d", t.Name, i)
+	}
+	fr := &t.Frames[i]
+	if int64(len(dst)) != fr.Raw {
+		return fmt.Errorf("gmz: tensor %q frame %d: buffer of %d bytes for %d", t.Name, i, len(dst), fr.Raw)
+	}
+	if t.Delta && int64(len(ref)) != fr.Raw {
+		return &ReferenceError{Tensor: t.Name, Missing: ref == nil, Want: t.RefChecksum}
+	}
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	var stored []byte
+	if f.mapped != nil {
+		stored = f.mapped[fr.Off : fr.Off+fr.Stored]
+	} else {
+		s.raw = grow(s.raw, int(fr.Stored))
+		if _, err := f.r.ReadAt(s.raw, fr.Off); err != nil {
+			return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("reading frame %d", i), Err: err}
+		}
+		stored = s.raw
+	}
+	if err := decodeFrame(dst, stored, fr.Coding, t.DType.Size(), s); err != nil {
+		return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("frame %d", i), Err: err}
+	}
+	if t.Delta {
+		subtle.XORBytes(dst, dst, ref)
+	}
+	if got := checksum(dst); got != fr.Checksum {
+		msg := fmt.Sprintf("frame %d: checksum %08x, want %08x", i, got, fr.Checksum)
+		if t.Delta {
+			msg += " (corrupt, or decoded against the wrong reference)"
+		}
+		return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: msg}
+	}
+	return nil
+}
+
+// CheckReference reports whether ref is the reference tensor t was coded against.
+func CheckReference(t *Tensor, ref []byte) error {
+	if !t.Delta {
+		return nil
+	}
+	if ref == nil {
+		return &ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum}
+	}
+	got := checksum(ref)
+	if int64(len(ref)) != t.Size || got != t.RefChecksum {
+		return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: got}
+	}
+	return nil
+}
+
+// ReadTensor decodes all of t into dst (len(dst) == t.Size), its frames in parallel
+// on up to workers goroutines (0: GOMAXPROCS). ref is the reference tensor's bytes
+// for a delta, ignored otherwise.
+func (f *File) ReadTensor(ctx context.Context, t *Tensor, dst, ref []byte, workers int) error {
+	if int64(len(dst)) != t.Size {
+		return fmt.Errorf("gmz: tensor %q: buffer of %d bytes for %d", t.Name, len(dst), t.Size)
+	}
+	if err := CheckReference(t, ref); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workerCount(workers))
+	for i := range t.Frames {
+		if gctx.Err() != nil {
+			break
+		}
+		fr := &t.Frames[i]
+		g.Go(func() error {
+			var r []byte
+			if t.Delta {
+				r = ref[fr.RawOff : fr.RawOff+fr.Raw]
+			}
+			return f.ReadFrame(t, i, dst[fr.RawOff:fr.RawOff+fr.Raw], r)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// RefFunc returns the bytes of the named reference tensor (nil when there is none).
+type RefFunc func(name string) ([]byte, error)
+
+// WriteSource writes the original source file to w: its leading bytes, then every
+// tensor decoded, frames in parallel on up to workers goroutines (0: GOMAXPROCS),
+// each frame's buffer reused, so memory stays a few frames per worker. ref supplies
+// reference tensors for delta files (it may be nil otherwise).
+func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, workers int) error {
+	if _, err := w.WriteAt(f.Source.Header, 0); err != nil {
+		return err
+	}
+	n := workerCount(workers)
+	bufs := make(chan []byte, n) // grown on first use: a small file gets small buffers
+	for range n {
+		bufs <- nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(n)
+	var refErr error
+tensors:
+	for ti := range f.Tensors {
+		t := &f.Tensors[ti]
+		var rb []byte
+		if t.Delta {
+			if refErr = f.reference(t, ref, &rb); refErr != nil {
+				break
+			}
+		}
+		for i := range t.Frames {
+			if gctx.Err() != nil {
+				break tensors
+			}
+			fr := &t.Frames[i]
+			g.Go(func() error {
+				buf := <-bufs
+				defer func() { bufs <- buf }()
+				buf = grow(buf, int(fr.Raw))
+				var r []byte
+				if t.Delta {
+					r = rb[fr.RawOff : fr.RawOff+fr.Raw]
+				}
+				if err := f.ReadFrame(t, i, buf, r); err != nil {
+					return err
+				}
+				_, err := w.WriteAt(buf, t.Offset+fr.RawOff)
+				return err
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if refErr != nil {
+		return refErr
+	}
+	return ctx.Err()
+}
+
+// reference fetches and checks t's reference tensor into *rb.
+func (f *File) reference(t *Tensor, ref RefFunc, rb *[]byte) error {
+	if ref == nil {
+		return &ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum}
+	}
+	b, err := ref(t.Name)
+	if err != nil {
+		return err
+	}
+	*rb = b
+	return CheckReference(t, b)
+}
+
+func workerCount(n int) int {
+	if n <= 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	return n
+}
