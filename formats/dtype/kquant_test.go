@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -147,16 +148,19 @@ func compareKQuant(t *testing.T, xs []float32, got, want []byte, source string) 
 	}
 }
 
-// ggmlLib returns the path of node-llama-cpp's libggml-base.so and of python3, or
-// skips (fails with GOMERGE_REQUIRE_NODE=1, as CI sets) when either is missing.
+// ggmlLib returns the path of node-llama-cpp's libggml-base.so for this platform and
+// of python3, or skips (fails with GOMERGE_REQUIRE_NODE=1, as CI sets) when either is
+// missing.
 func ggmlLib(t *testing.T) (lib, python string) {
 	t.Helper()
-	lib, _ = filepath.Abs("../../testdata/node/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so")
+	arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
+	pkg := runtime.GOOS + "-" + arch
+	lib, _ = filepath.Abs("../../testdata/node/node_modules/@node-llama-cpp/" + pkg + "/bins/" + pkg + "/libggml-base.so")
 	python = "/usr/bin/python3"
 	_, errLib := os.Stat(lib)
 	_, errPy := os.Stat(python)
 	if errLib != nil || errPy != nil {
-		msg := "ggml (testdata/node's node-llama-cpp, linux-x64) or /usr/bin/python3 missing (cd testdata/node && npm install --omit=optional)"
+		msg := "ggml (" + lib + ", from testdata/node's node-llama-cpp) or /usr/bin/python3 missing (cd testdata/node && npm install --omit=optional)"
 		if os.Getenv("GOMERGE_REQUIRE_NODE") == "1" {
 			t.Fatal(msg)
 		}
