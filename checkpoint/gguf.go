@@ -20,9 +20,10 @@ func (ggufFormat) String() string { return "GGUF" }
 func (ggufFormat) Writes() string { return "a .gguf file" }
 
 // OutType is GGUF's type policy (docs: "GGUF"):
-//   - by default a tensor keeps the reference's type if gomerge can write it; a K-quant
-//     (which gomerge reads but cannot quantize) becomes Q8_0, the closest type gomerge
-//     writes that loses less, and any other unwritable type F16;
+//   - by default a tensor keeps the reference's type if gomerge can write it
+//     (dtype.CanEncode: every type it reads, the K-quants included, so a Q4_K_M
+//     reference gives a Q4_K_M output); a block type it cannot write would become
+//     Q8_0, any other F16;
 //   - with a type asked, every tensor of two or more dimensions gets it, while 1-D
 //     tensors (norms, biases) keep the reference's type, as llama.cpp's own quantize
 //     tool does (its kernels expect F32 norms);
@@ -49,9 +50,11 @@ func (ggufFormat) OutType(asked dtype.DType) (func(dtype.DType, []int64) dtype.D
 
 // fileTypes are llama.cpp's llama_ftype numbers ("mostly T, except 1-D tensors") for
 // the types gomerge writes; general.file_type holds one, and llama.cpp and Ollama show
-// it as the model's quantization.
+// it as the model's quantization. A K-quant maps where llama.cpp's loader maps a file
+// without the key: Q3_K, Q4_K and Q5_K to the _M mixes.
 var fileTypes = map[dtype.DType]uint32{
 	dtype.F32: 0, dtype.F16: 1, dtype.Q4_0: 2, dtype.Q4_1: 3, dtype.Q8_0: 7, dtype.Q5_0: 8, dtype.Q5_1: 9, dtype.BF16: 32,
+	dtype.Q2_K: 10, dtype.Q3_K: 12, dtype.Q4_K: 15, dtype.Q5_K: 17, dtype.Q6_K: 18,
 }
 
 // fileType returns the llama_ftype of the type holding the most elements among

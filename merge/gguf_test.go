@@ -156,9 +156,11 @@ func readSafetensorsF32(path string) ([]string, map[string][]float32, error) {
 	return names, out, nil
 }
 
-// TestGGUFSFAKQuantsAndDType covers the output type policy: K-quant tensors become
-// Q8_0 (listed in type_changes), 1-D F32 tensors stay F32, --dtype applies to 2-D
-// tensors only, and values are SFA's lerp of the dequantized inputs, quantized.
+// TestGGUFSFAKQuantsAndDType covers the output type policy: without --dtype every
+// tensor keeps the reference's type (Q4_K, Q6_K and F32, as in a Q4_K_M file) and
+// general.file_type is left as the reference has it; --dtype applies to 2-D tensors
+// only, is listed in type_changes and sets general.file_type; values are SFA's lerp of
+// the dequantized inputs, quantized.
 func TestGGUFSFAKQuantsAndDType(t *testing.T) {
 	dir := t.TempDir()
 	c := gguftest.KTiny
@@ -174,10 +176,17 @@ func TestGGUFSFAKQuantsAndDType(t *testing.T) {
 	writeGGUF(t, a, c, anchor)
 	writeGGUF(t, cur, c, current)
 	for _, tc := range []struct {
-		dt      dtype.DType
-		want2D  dtype.DType
-		changes int
-	}{{dtype.Invalid, dtype.Q8_0, 9}, {dtype.F16, dtype.F16, 9}, {dtype.Q5_1, dtype.Q5_1, 9}} {
+		dt       dtype.DType
+		want2D   dtype.DType // Invalid: the reference's type
+		changes  int
+		fileType uint32 // llama_ftype gomerge sets; 0: none set
+	}{
+		{dtype.Invalid, dtype.Invalid, 0, 0},
+		{dtype.Q4_K, dtype.Q4_K, 1, 15}, // only output.weight (Q6_K) changes; Q4_K_M's number
+		{dtype.Q6_K, dtype.Q6_K, 8, 18},
+		{dtype.F16, dtype.F16, 9, 1},
+		{dtype.Q5_1, dtype.Q5_1, 9, 9},
+	} {
 		out := filepath.Join(dir, fmt.Sprintf("out-%s.gguf", tc.dt))
 		rep, err := RunSFA(context.Background(), SFAJob{Anchor: a, Current: cur, SFA: SFA{Beta: 0.25}, Job: Job{Out: out, OutDType: tc.dt}})
 		if err != nil {
@@ -188,18 +197,22 @@ func TestGGUFSFAKQuantsAndDType(t *testing.T) {
 		}
 		meta, got, err := gguftest.Read(out)
 		must(t, err)
+		var ft []any
 		for _, kv := range meta {
-			if kv.Key == "general.file_type" && kv.Value.Data != map[dtype.DType]uint32{dtype.Q8_0: 7, dtype.F16: 1, dtype.Q5_1: 9}[tc.want2D] {
-				t.Errorf("--dtype %s: general.file_type %v, want llama_ftype of %s", tc.dt, kv.Value.Data, tc.want2D)
+			if kv.Key == "general.file_type" {
+				ft = append(ft, kv.Value.Data)
 			}
 		}
-		if kv := meta[len(meta)-5]; kv.Key != "general.file_type" {
-			t.Errorf("--dtype %s: general.file_type not set (metadata ends %v)", tc.dt, meta[len(meta)-5:])
+		switch {
+		case tc.fileType == 0 && len(ft) != 0:
+			t.Errorf("--dtype %s: general.file_type %v set, want none (the reference has none)", tc.dt, ft)
+		case tc.fileType != 0 && (len(ft) != 1 || ft[0] != tc.fileType):
+			t.Errorf("--dtype %s: general.file_type %v, want [%d]", tc.dt, ft, tc.fileType)
 		}
 		for i, g := range got {
 			want := tc.want2D
-			if len(g.Shape) == 1 {
-				want = dtype.F32
+			if len(g.Shape) == 1 || want == dtype.Invalid {
+				want = anchor[i].DType
 			}
 			if g.DType != want {
 				t.Errorf("--dtype %s: tensor %s is %s, want %s", tc.dt, g.Name, g.DType, want)

@@ -63,15 +63,33 @@ func TestGGUFExternalClients(t *testing.T) {
 	for _, dt := range []string{"q5_1", "q5_0", "q4_1", "f16", "bf16", "f32"} {
 		merges = append(merges, []string{"sfa", "--anchor", p("anchor"), "--current", p("other"), "--dtype", dt, "--out", p("sfa-" + dt)})
 	}
-	// K-quant inputs (written by gguftest as random blocks), merged into Q8_0.
-	kAnchor := gguftest.Random(gguftest.KTiny, dtype.Q4_K, 4)
+	// K-quant inputs mixed as llama.cpp's Q4_K_M mixes them (Q6_K for the output and
+	// ffn_down, Q4_K elsewhere): merged without --dtype they stay that mix; with
+	// --dtype every K-quant type is written.
+	kAnchor := q4KM(t, gguftest.Random(gguftest.KTiny, dtype.Q4_K, 4))
 	if err := gguftest.WriteFile(p("k-anchor"), gguftest.Metadata(gguftest.KTiny, "k"), kAnchor); err != nil {
 		t.Fatal(err)
 	}
-	if err := gguftest.WriteFile(p("k-current"), gguftest.Metadata(gguftest.KTiny, "k"), gguftest.Perturb(kAnchor, 1, 5)); err != nil {
+	kCurrent := q4KM(t, gguftest.Random(gguftest.KTiny, dtype.Q4_K, 5))
+	if err := gguftest.WriteFile(p("k-current"), gguftest.Metadata(gguftest.KTiny, "k"), kCurrent); err != nil {
 		t.Fatal(err)
 	}
-	merges = append(merges, []string{"linear", p("k-anchor"), p("k-current"), "--out", p("k-linear")})
+	merges = append(merges,
+		[]string{"linear", p("k-anchor"), p("k-current"), "--out", p("k-linear")},
+		[]string{"sfa", "--anchor", p("k-anchor"), "--current", p("k-current"), "--beta", "0", "--out", p("k-beta0")})
+	for i, dt := range kTypes {
+		merges = append(merges, []string{"sfa", "--anchor", p("k-anchor"), "--current", p("k-current"), "--beta", "0.5", "--dtype", dt, "--out", p("k-sfa-" + dt)})
+		// A current model all in one K-quant type, and β = 0 into it (the output takes
+		// the current model's types).
+		d, err := dtype.ParseFloat(dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gguftest.WriteFile(p("k-current-"+dt), gguftest.Metadata(gguftest.KTiny, "k"), gguftest.Random(gguftest.KTiny, d, uint64(10+i))); err != nil {
+			t.Fatal(err)
+		}
+		merges = append(merges, []string{"sfa", "--anchor", p("k-anchor"), "--current", p("k-current-" + dt), "--beta", "0", "--out", p("k-beta0-" + dt)})
+	}
 	for _, args := range merges {
 		if code, _, stderr := gomerge(t, append(args, "--json")...); code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr)
@@ -79,14 +97,19 @@ func TestGGUFExternalClients(t *testing.T) {
 	}
 	// llama.cpp loads and runs every type gomerge writes (the sfa-* files), not only
 	// Q8_0.
-	files := []string{p("anchor"), p("current"), p("beta0"), p("beta05"), p("beta05q4"), p("ties")}
+	files := []string{p("anchor"), p("current"), p("beta0"), p("beta05"), p("beta05q4"), p("ties"),
+		p("k-anchor"), p("k-current"), p("k-linear"), p("k-beta0")}
 	for _, dt := range []string{"q5_1", "q5_0", "q4_1", "f16", "bf16", "f32"} {
 		files = append(files, p("sfa-"+dt))
 	}
+	for _, dt := range kTypes {
+		files = append(files, p("k-sfa-"+dt), p("k-current-"+dt), p("k-beta0-"+dt))
+	}
+	checkKTypes(t, p)
 
 	all, err := filepath.Glob(filepath.Join(dir, "*.gguf"))
-	if err != nil || len(all) != 16 {
-		t.Fatalf("%d GGUF files written (%v), want 16", len(all), err)
+	if err != nil || len(all) != 32 {
+		t.Fatalf("%d GGUF files written (%v), want 32", len(all), err)
 	}
 	check := exec.Command("node", append([]string{"check.mjs"}, all...)...)
 	check.Dir = node
@@ -125,5 +148,107 @@ func TestGGUFExternalClients(t *testing.T) {
 	if slices.Equal(tokens["anchor"], tokens["current"]) {
 		t.Errorf("anchor and current generate the same tokens %v: the β = 0 check proves nothing", tokens["anchor"])
 	}
+	// The same for the K-quants: β = 0 re-quantizes the current model's dequantized
+	// values in their own types (the Q4_K_M mix, then each type alone). Q3_K is the
+	// exception: ggml's Q3_K quantizer does not give a block back from its own
+	// dequantized values (about 9% of the values move, docs/kquants.md), so β = 0 is
+	// not the current model there, and its tokens differ after a few (measured).
+	for _, s := range append([]string{""}, kTypes...) {
+		cur, b0 := "k-current", "k-beta0"
+		if s != "" {
+			cur, b0 = cur+"-"+s, b0+"-"+s
+		}
+		if s == "q3_k" {
+			t.Logf("%s: β = 0 generated %v, the current model %v (Q3_K re-quantization moves values)", b0, tokens[b0], tokens[cur])
+		} else if !slices.Equal(tokens[b0], tokens[cur]) {
+			t.Errorf("%s: β = 0 generated %v, the current model %v", b0, tokens[b0], tokens[cur])
+		}
+		if slices.Equal(tokens["k-anchor"], tokens[cur]) {
+			t.Errorf("%s and k-anchor generate the same tokens %v: the β = 0 check proves nothing", cur, tokens[cur])
+		}
+	}
 	t.Logf("tokens: %v", tokens)
+}
+
+// kTypes are the K-quant --dtype values the llama.cpp test writes.
+var kTypes = []string{"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
+
+// q4KM re-encodes ts the way llama.cpp's Q4_K_M mix stores a model this small: Q6_K
+// for output.weight and every ffn_down and attn_v, Q4_K for the other weights, F32
+// norms.
+func q4KM(t *testing.T, ts []gguftest.Tensor) []gguftest.Tensor {
+	t.Helper()
+	for i, x := range ts {
+		if len(x.Shape) < 2 || !(x.Name == "output.weight" || strings.HasSuffix(x.Name, ".ffn_down.weight") || strings.HasSuffix(x.Name, ".attn_v.weight")) {
+			continue
+		}
+		b := make([]byte, dtype.Q6_K.Bytes(x.NumElements()))
+		if err := dtype.Encode(b, x.Float32(), dtype.Q6_K); err != nil {
+			t.Fatal(err)
+		}
+		ts[i] = gguftest.Tensor{Name: x.Name, DType: dtype.Q6_K, Shape: x.Shape, Data: b}
+	}
+	return ts
+}
+
+// checkKTypes reads back the K-quant merges: without --dtype each tensor has the
+// reference's type (the Q4_K_M mix) and general.file_type is not added; with --dtype T
+// every 2-D tensor is T, norms stay F32, and general.file_type is llama.cpp's number
+// for a file mostly of T.
+func checkKTypes(t *testing.T, p func(string) string) {
+	t.Helper()
+	_, ref, err := gguftest.Read(p("k-anchor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ftypes := map[string]uint32{"q2_k": 10, "q3_k": 12, "q4_k": 15, "q5_k": 17, "q6_k": 18}
+	for _, name := range append([]string{"k-linear", "k-beta0"}, kTypes...) {
+		file := name
+		var want dtype.DType
+		if _, ok := ftypes[name]; ok {
+			file = "k-sfa-" + name
+			if want, err = dtype.ParseFloat(name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		meta, got, err := gguftest.Read(p(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, g := range got {
+			w := want
+			if w == dtype.Invalid || len(g.Shape) < 2 {
+				w = ref[i].DType
+			}
+			if g.DType != w {
+				t.Errorf("%s: tensor %s is %s, want %s", file, g.Name, g.DType, w)
+			}
+		}
+		var ft []any
+		for _, kv := range meta {
+			if kv.Key == "general.file_type" {
+				ft = append(ft, kv.Value.Data)
+			}
+		}
+		if wantFT, ok := ftypes[name]; ok && (len(ft) != 1 || ft[0] != wantFT) {
+			t.Errorf("%s: general.file_type %v, want [%d]", file, ft, wantFT)
+		} else if !ok && len(ft) != 0 {
+			t.Errorf("%s: general.file_type %v added, the inputs have none", file, ft)
+		}
+	}
+	for _, dt := range kTypes {
+		_, cur, err := gguftest.Read(p("k-current-" + dt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := gguftest.Read(p("k-beta0-" + dt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, g := range got {
+			if g.DType != cur[i].DType {
+				t.Errorf("k-beta0-%s: tensor %s is %s, the current model's is %s", dt, g.Name, g.DType, cur[i].DType)
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -80,8 +81,9 @@ func TestInspectGGUF(t *testing.T) {
 	}
 }
 
-// TestGGUFDistanceAndTypeChanges: distance reads GGUF; a K-quant merge reports the
-// tensors it wrote as Q8_0 in --json; an unreadable type names the tensor and type.
+// TestGGUFDistanceAndTypeChanges: distance reads GGUF; a K-quant merge keeps its types
+// (no type_changes) and --dtype lists the tensors it changed in --json; an unreadable
+// type names the tensor and type.
 func TestGGUFDistanceAndTypeChanges(t *testing.T) {
 	dir := t.TempDir()
 	a, c := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "c.gguf")
@@ -106,19 +108,26 @@ func TestGGUFDistanceAndTypeChanges(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &d); err != nil || d.Total.L2 == nil || *d.Total.L2 <= 0 {
 		t.Errorf("distance report %s (%v)", stdout, err)
 	}
-	out := filepath.Join(dir, "m.gguf")
-	code, stdout, stderr = gomerge(t, "sfa", "--anchor", a, "--current", c, "--out", out, "--json")
-	if code != 0 {
-		t.Fatalf("sfa: exit %d: %s", code, stderr)
-	}
-	var rep struct {
-		TypeChanges []struct{ Tensor, From, To string } `json:"type_changes"`
-	}
-	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.TypeChanges) != 9 || rep.TypeChanges[0].From != "Q4_K" || rep.TypeChanges[0].To != "Q8_0" {
-		t.Errorf("type_changes %+v, want the 9 Q4_K weights as Q8_0", rep.TypeChanges)
+	for _, tc := range []struct {
+		dtype   []string
+		changes int
+		to      string
+	}{{nil, 0, ""}, {[]string{"--dtype", "q6_k"}, 9, "Q6_K"}} {
+		out := filepath.Join(dir, fmt.Sprintf("m%d.gguf", tc.changes))
+		args := append([]string{"sfa", "--anchor", a, "--current", c, "--out", out, "--json"}, tc.dtype...)
+		code, stdout, stderr = gomerge(t, args...)
+		if code != 0 {
+			t.Fatalf("sfa %v: exit %d: %s", tc.dtype, code, stderr)
+		}
+		var rep struct {
+			TypeChanges []struct{ Tensor, From, To string } `json:"type_changes"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.TypeChanges) != tc.changes || tc.changes > 0 && (rep.TypeChanges[0].From != "Q4_K" || rep.TypeChanges[0].To != tc.to) {
+			t.Errorf("sfa %v: type_changes %+v, want %d Q4_K weights as %s", tc.dtype, rep.TypeChanges, tc.changes, tc.to)
+		}
 	}
 	// A tensor type gomerge cannot dequantize (Q8_1: readable layout, no converter):
 	// exit 3 naming the file, tensor and type.

@@ -139,7 +139,7 @@ func ParseFloat(s string) (DType, error) {
 	for d := Q4_0; int(d) < len(info); d++ {
 		if info[d].name == string(up) {
 			if !d.CanEncode() {
-				return Invalid, fmt.Errorf("%w %s: gomerge can read it but not write it (write Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 or a float type)", ErrUnsupported, d)
+				return Invalid, fmt.Errorf("%w %s: gomerge can read it but not write it", ErrUnsupported, d)
 			}
 			return d, nil
 		}
@@ -202,12 +202,8 @@ func (d DType) Bytes(n int64) int64 {
 	return n * int64(d.Size())
 }
 
-// CanEncode reports whether Encode writes type d: every float type except the
-// K-quants, whose quantizers (an iterative search for scales) gomerge does not have.
+// CanEncode reports whether Encode writes type d: every float type, the block types
+// included (the K-quants with ggml's reference quantizers, kquant.go).
 func (d DType) CanEncode() bool {
-	switch d {
-	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
-		return false
-	}
 	return d.IsFloat()
 }

@@ -14,8 +14,12 @@ import (
 // and that d is one of these types. Written by hand for the same reason as
 // decodeBlocks.
 func encodeBlocks(dst []byte, src []float32, d DType) {
-	if d == Q8_0 {
+	switch d {
+	case Q8_0:
 		encodeQ8_0(dst, src)
+		return
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+		encodeKBlocks(dst, src, d)
 		return
 	}
 	le := binary.LittleEndian
@@ -80,6 +84,28 @@ func encodeBlocks(dst []byte, src []float32, d DType) {
 			}
 		}
 		src, dst = src[bs:], dst[bb:]
+	}
+}
+
+// encodeKBlocks quantizes whole K-quant super-blocks (see kquant.go).
+func encodeKBlocks(dst []byte, src []float32, d DType) {
+	var q func([]byte, []float32)
+	switch d {
+	case Q2_K:
+		q = quantizeQ2K
+	case Q3_K:
+		q = quantizeQ3K
+	case Q4_K:
+		q = quantizeQ4K
+	case Q5_K:
+		q = quantizeQ5K
+	default:
+		q = quantizeQ6K
+	}
+	bb := info[d].bytes
+	for len(src) > 0 {
+		q(dst[:bb], src[:qkK])
+		src, dst = src[qkK:], dst[bb:]
 	}
 }
 

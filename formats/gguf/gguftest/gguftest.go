@@ -101,7 +101,8 @@ func (c Config) Shapes() (names []string, shapes [][]int64) {
 
 // Random makes a model of config c: norms F32 around 1, every 2-D weight of type
 // weights with N(0, 0.02) values (std 0.3 for the embeddings, so that different seeds
-// give clearly different generations). K-quant weights are random blocks instead.
+// give clearly different generations), quantized as dtype.Encode does (ggml's
+// reference quantizers for the block types).
 func Random(c Config, weights dtype.DType, seed uint64) []Tensor {
 	rng := rand.New(rand.NewPCG(seed, 0x6a09e667f3bcc909))
 	names, shapes := c.Shapes()
@@ -167,8 +168,8 @@ func RandomBlocks(rng *rand.Rand, d dtype.DType, n int64) []byte {
 }
 
 // Perturb returns a copy of ts with N(0, scale·0.02) noise added to every tensor,
-// re-encoded in its own type (a stand-in for a fine-tune). K-quant tensors, which
-// cannot be re-encoded, get fresh random blocks.
+// re-encoded in its own type (a stand-in for a fine-tune). A tensor of a type dtype
+// cannot encode gets fresh random blocks.
 func Perturb(ts []Tensor, scale float64, seed uint64) []Tensor {
 	rng := rand.New(rand.NewPCG(seed, 0xbb67ae8584caa73b))
 	out := make([]Tensor, len(ts))
