@@ -89,7 +89,7 @@ func TestOutTypes(t *testing.T) {
 		want  dtype.DType
 	}{
 		{same, dtype.Q8_0, []int64{2, 64}, dtype.Q8_0},
-		{same, dtype.Q4_K, []int64{2, 256}, dtype.Q8_0}, // a K-quant gomerge cannot write
+		{same, dtype.Q4_K, []int64{2, 256}, dtype.Q4_K}, // K-quants are written as they are
 		{asked, dtype.F16, []int64{2, 64}, dtype.Q4_0},
 		{asked, dtype.F32, []int64{64}, dtype.F32},     // 1-D tensors keep their type
 		{asked, dtype.F16, []int64{2, 48}, dtype.F16},  // 48 is no multiple of 32
