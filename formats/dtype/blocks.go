@@ -99,7 +99,7 @@ func dequantQ2K(y []float32, blk []byte) {
 		h, p, l := e/128, e%128/32, e%32
 		sc := scales[8*h+2*p+l/16]
 		dl := d * float32(sc&0x0f)
-		ml := dmin * float32(sc>>4)
+		ml := float32(dmin * float32(sc>>4)) // rounded: arm64 would fuse it into the subtraction
 		q := qs[32*h+l] >> (2 * p) & 3
 		y[e] = float32(dl*float32(q)) - ml
 	}
@@ -159,8 +159,8 @@ func dequantQ4K(y []float32, blk []byte) {
 	for c := range 4 {
 		sc1, m1 := kScaleMin(scales, 2*c)
 		sc2, m2 := kScaleMin(scales, 2*c+1)
-		d1, mn1 := d*float32(sc1), dmin*float32(m1)
-		d2, mn2 := d*float32(sc2), dmin*float32(m2)
+		d1, mn1 := d*float32(sc1), float32(dmin*float32(m1)) // rounded: no FMA on arm64
+		d2, mn2 := d*float32(sc2), float32(dmin*float32(m2))
 		q := qs[32*c : 32*c+32]
 		out := y[64*c : 64*c+64]
 		for l, b := range q {
@@ -179,8 +179,8 @@ func dequantQ5K(y []float32, blk []byte) {
 	for c := range 4 {
 		sc1, m1 := kScaleMin(scales, 2*c)
 		sc2, m2 := kScaleMin(scales, 2*c+1)
-		d1, mn1 := d*float32(sc1), dmin*float32(m1)
-		d2, mn2 := d*float32(sc2), dmin*float32(m2)
+		d1, mn1 := d*float32(sc1), float32(dmin*float32(m1)) // rounded: no FMA on arm64
+		d2, mn2 := d*float32(sc2), float32(dmin*float32(m2))
 		q := qs[32*c : 32*c+32]
 		out := y[64*c : 64*c+64]
 		for l, b := range q {

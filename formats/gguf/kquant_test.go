@@ -132,14 +132,14 @@ func refQ2K(x []byte, y []float32) {
 		for j := 0; j < 4; j++ {
 			sc := x[is]
 			is++
-			dl, ml := d*float32(sc&0xF), min*float32(sc>>4)
+			dl, ml := d*float32(sc&0xF), float32(min*float32(sc>>4))
 			for l := 0; l < 16; l++ {
 				y[yi] = float32(dl*float32(int8(q[l]>>shift&3))) - ml
 				yi++
 			}
 			sc = x[is]
 			is++
-			dl, ml = d*float32(sc&0xF), min*float32(sc>>4)
+			dl, ml = d*float32(sc&0xF), float32(min*float32(sc>>4))
 			for l := 0; l < 16; l++ {
 				y[yi] = float32(dl*float32(int8(q[l+16]>>shift&3))) - ml
 				yi++
@@ -211,9 +211,9 @@ func refQ45K(x []byte, y []float32, five bool) {
 	u1, u2 := byte(1), byte(2)
 	for j := 0; j < 256; j += 64 {
 		sc, m := refScaleMin(is+0, scales)
-		d1, m1 := d*float32(sc), min*float32(m)
+		d1, m1 := d*float32(sc), float32(min*float32(m))
 		sc, m = refScaleMin(is+1, scales)
-		d2, m2 := d*float32(sc), min*float32(m)
+		d2, m2 := d*float32(sc), float32(min*float32(m))
 		for l := 0; l < 32; l++ {
 			v := int(ql[l] & 0xF)
 			if five && qh[l]&u1 != 0 {

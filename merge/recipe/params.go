@@ -72,7 +72,7 @@ func interpolate(knots []float64, t float64) float64 {
 	if len(knots) == 1 || !(t > 0) {
 		return knots[0]
 	}
-	scaled := min(t, 1) * float64(len(knots)-1)
+	scaled := float64(min(t, 1) * float64(len(knots)-1)) // rounded, or arm64 fuses it into frac
 	i0 := int(scaled)
 	i1 := min(len(knots)-1, i0+1)
 	frac := scaled - float64(i0)
