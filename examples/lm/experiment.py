@@ -207,15 +207,14 @@ def run_row(args):
     process; returns the row's results after each stage."""
     cfg, method, param, work, seed, binary = args
     torch.set_num_threads(1)
-    d = Data(cfg)
-    name = "%s_%s" % (method, param)
-    wd = os.path.join(work, name.replace("=", "").replace(" ", "_"))
+    wd = row_dir(work, method, param)
     os.makedirs(wd, exist_ok=True)
     done = os.path.join(wd, "result.json")
     if os.path.exists(done):
         # Trained by an earlier run with the same --work: its results stand.
         with open(done) as f:
             return json.load(f)
+    d = Data(cfg)
     model = new_model(cfg, seed)
     model.load_state_dict(gm.load_state_dict(os.path.join(work, "math.safetensors")))
     theta_math = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -271,6 +270,11 @@ def run_row(args):
         json.dump(out, f)
     os.replace(done + ".tmp", done)
     return out
+
+
+def row_dir(work, method, param):
+    """The row's folder in work: its checkpoints and, once finished, result.json."""
+    return os.path.join(work, ("%s_%s" % (method, param)).replace("=", "").replace(" ", "_"))
 
 
 def next_windows(src, cfg, seed):
@@ -410,6 +414,8 @@ def resumed_shared(cfg, d, work, model, files):
             rows.append(dict(method=name, param="", stage=stage, merges=0, train_seconds="", merge_seconds=0.0,
                              step_ms="", extra_ram_bytes=0, extra_disk_bytes=0, l2_to_math="" if name == "pretrained" else 0.0,
                              **evaluate(model, d)))
+        with open(saved, "w") as f:
+            json.dump(rows, f)
     for r in rows:
         print("%-28s %-5s %s (from %s)" % (r["method"], r["stage"], short(r), work), flush=True)
     return rows, lm.n_params(model)
@@ -433,6 +439,10 @@ def main(argv=None):
     ap.add_argument("--gomerge", help="the gomerge binary (default: $GOMERGE_BIN, else built from this module)")
     ap.add_argument("--work", help="keep the checkpoints in this folder")
     ap.add_argument("--replot", help="redraw results.md and the plots from this results.csv, without training")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only measure the cost per step (needs the shared checkpoints in --work); writes cost.json")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="train nothing: report the rows that an earlier run with this --work finished")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     if a.replot:
@@ -451,17 +461,37 @@ def main(argv=None):
         os.makedirs(work, exist_ok=True)
         binary = gomerge_binary(a.gomerge, tmp)
         d = Data(cfg)
+        cost_file = os.path.join(a.out, "cost.json")
+        if a.cost_only:
+            cost = measure_cost(cfg, d, work, binary, a.seed)
+            with open(cost_file, "w") as f:
+                json.dump(cost, f, indent=1, sort_keys=True)
+            return 0
         rows, n = shared_stages(cfg, d, work, a.seed)
         specs = row_specs(cfg)
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as ex:
-            futs = [ex.submit(run_row, (cfg, m, p, work, a.seed, binary)) for m, p in specs]
-            for fu in futs:
-                rows += fu.result()
+        missing = []
+        if a.finished_only:
+            for m, p in specs:
+                if os.path.exists(os.path.join(row_dir(work, m, p), "result.json")):
+                    rows += run_row((cfg, m, p, work, a.seed, binary))
+                else:
+                    missing.append("%s %s" % (m, fmt_param(p)))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as ex:
+                futs = [ex.submit(run_row, (cfg, m, p, work, a.seed, binary)) for m, p in specs]
+                for fu in futs:
+                    rows += fu.result()
         rows += post_hoc(cfg, d, work, binary, a.seed)
-        cost = measure_cost(cfg, d, work, binary, a.seed)
+        if a.finished_only and os.path.exists(cost_file):
+            with open(cost_file) as f:
+                cost = json.load(f)
+        else:
+            cost = measure_cost(cfg, d, work, binary, a.seed)
         cost["description"] = describe(cfg, n) + " Seed %d." % a.seed
-        cost["wall_seconds"] = time.time() - t0
+        cost["not_finished"] = missing
+        if not a.finished_only:
+            cost["wall_seconds"] = time.time() - t0
         cost["reduced"] = a.reduced
         cost["steps"] = cfg.steps
         write_csv(rows, os.path.join(a.out, "results.csv"))
@@ -469,7 +499,8 @@ def main(argv=None):
             json.dump(cost, f, indent=1, sort_keys=True)
             f.write("\n")
         report.write([{k: str(v) for k, v in r.items()} for r in rows], cost, a.out)
-        print("wall time %.0f s" % cost["wall_seconds"], flush=True)
+        if "wall_seconds" in cost:
+            print("wall time %.0f s" % cost["wall_seconds"], flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

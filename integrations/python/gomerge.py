@@ -733,7 +733,7 @@ class SFA:
             unique, _ = _dedup(weights)
             with torch.no_grad():
                 for t in unique.values():
-                    dist.broadcast(t, src, group=group)
+                    _broadcast_bits(dist, t, src, group)
         else:
             self._load(weights)
         # Nobody may replace the merged file before every rank has read it.
@@ -766,6 +766,18 @@ class SFA:
         _write_atomically(dst, copy)
         self.anchor = dst
         return dst
+
+
+def _broadcast_bits(dist, t, src, group):
+    """Broadcast a tensor in place as raw bytes: gloo has neither bfloat16 nor int16,
+    and the bits are what every rank must end with."""
+    import torch
+    if t.numel() == 0:
+        return
+    c = t if t.is_contiguous() else t.contiguous()
+    dist.broadcast(c.reshape(-1).view(torch.uint8), src, group=group)
+    if c is not t:
+        t.copy_(c)
 
 
 def _broadcast_json(dist, obj, src, group, device):

@@ -340,6 +340,25 @@ def _ddp_worker(rank, world, d, binary, port):
             # DDP's reducer must go before the process group does, or its destructor
             # waits forever (torch 1.13).
             del ddp, opt
+        # BF16 and F16 tensors broadcast (gloo has no bfloat16: they travel as bits),
+        # from different values on each rank to rank 0's merge everywhere.
+        g = torch.Generator().manual_seed(40)
+        a16 = {"w": torch.randn(5, 7, generator=g).bfloat16(), "h": torch.randn(9, generator=g).half()}
+        half_anchor = os.path.join(d, "anchor-16.safetensors")
+        if rank == 0:
+            gomerge.save_state_dict(a16, half_anchor)
+        dist.barrier()
+        g = torch.Generator().manual_seed(50 + rank)
+        live = {"w": torch.randn(5, 7, generator=g).bfloat16(), "h": torch.randn(9, generator=g).half()}
+        c0 = {k: v.clone() for k, v in live.items()}
+        sfa = gomerge.SFA(half_anchor, os.path.join(d, "current-16.safetensors"), steps=1, p=1, beta=0.25,
+                          binary=binary, load="broadcast")
+        sfa.average_state_dict(live)
+        for v in c0.values():
+            dist.broadcast(v.view(-1).view(torch.uint8), 0)  # rank 0's values, for the check
+        for k, v in live.items():
+            if not torch.equal(bits(v), bits(sfa_want(a16[k], c0[k], 0.25))):
+                raise AssertionError("rank %d, %s: not rank 0's merge" % (rank, k))
         # A failed merge on rank 0 raises on every rank, rather than leaving them waiting.
         bad = os.path.join(d, "bad-anchor.safetensors")
         if rank == 0:
@@ -384,8 +403,9 @@ class DistributedTest(Base):
         with open(log) as f:
             runs = [line.split() for line in f]
         sfa_runs = [r for r in runs if r[0] == "sfa"]
-        # 2 averaging steps x 2 load modes + the failing merge: 5 merges, not 10.
-        self.assertEqual(len(sfa_runs), 5, runs)
+        # 2 averaging steps x 2 load modes + the 16-bit one + the failing merge: 6
+        # merges, not 12.
+        self.assertEqual(len(sfa_runs), 6, runs)
         for load in ("file", "broadcast"):
             r0 = gomerge.load_state_dict(self.path("final-%s-0.safetensors" % load))
             r1 = gomerge.load_state_dict(self.path("final-%s-1.safetensors" % load))
