@@ -14,7 +14,7 @@ import (
 	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
 
-// TestEveryMethodByteIdentical is the determinism matrix of the README: every method
+// TestEveryMethodByteIdentical is the determinism matrix of docs/reliability.md#determinism: every method
 // (sfa and sfa --fisher included), on BF16 safetensors and on Q8_0 GGUF, run at 1, 2
 // and 8 threads and then again at 8, must write byte-identical files.
 func TestEveryMethodByteIdentical(t *testing.T) {

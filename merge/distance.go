@@ -19,7 +19,7 @@ const (
 	distStats
 )
 
-// Distance compares two checkpoints (SPEC §2, distance).
+// Distance compares two checkpoints (docs/methods.md#distance).
 type Distance struct {
 	L2       float64  `json:"l2"`
 	NormA    float64  `json:"norm_a"`

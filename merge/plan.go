@@ -72,7 +72,7 @@ func (p *Plan) Counts() (merged, copied int) {
 	return merged, copied
 }
 
-// BuildPlan matches the inputs' tensors by name and applies SPEC §1: float tensors
+// BuildPlan matches the inputs' tensors by name and applies docs/methods.md#which-tensors-are-merged: float tensors
 // present in every input with one shape are merged; integer and bool tensors must be
 // byte-equal wherever present and are copied; anything missing or mismatched is an
 // error naming the tensor and the files, unless opts allow it. Every auxiliary source

@@ -11,7 +11,7 @@ import (
 // TIES keeps the k largest |δ| of a tensor; breadcrumbs drops the largest and the
 // smallest. Both need, for a rank c, the cut between the c elements that rank higher
 // and the rest, where elements are ordered by |δ| descending and equal magnitudes by
-// flat index ascending (SPEC §2: "the lower flat index counts as larger"). Sorting
+// flat index ascending (docs/methods.md#magnitude-ranks: "the lower flat index counts as larger"). Sorting
 // would need the whole tensor in memory; instead three streaming passes find each cut
 // exactly, in O(numel):
 //

@@ -312,7 +312,7 @@ func planInputBytes(p *Plan) int64 {
 	return n
 }
 
-// provenance is what every output records about the merge that made it (SPEC §3),
+// provenance is what every output records about the merge that made it (docs/formats.md#provenance),
 // as key and value, in the order a GGUF file lists them: the gomerge version, the
 // method, its parameters and the inputs, the last two as JSON.
 func provenance(job Job) ([][2]string, error) {
@@ -335,7 +335,7 @@ type SFAJob struct {
 	Job                     Job // output, dtype, execution and callbacks; the rest is filled in
 }
 
-// RunSFA merges current toward anchor (SPEC §2, sfa) and reports the L2 distance to
+// RunSFA merges current toward anchor (docs/methods.md#sfa) and reports the L2 distance to
 // the anchor before and after.
 func RunSFA(ctx context.Context, s SFAJob) (*Report, error) {
 	withFisher := s.Fisher != ""

@@ -12,7 +12,7 @@ import (
 
 // SFA is Sequential Fine-tuning with Averaging's merge: θ = β·θ_anchor + (1−β)·θ_current.
 type SFA struct {
-	// Beta is the anchor's weight, 0 ≤ β ≤ 1 (SPEC default 0.5).
+	// Beta is the anchor's weight, 0 ≤ β ≤ 1 (default 0.5, docs/methods.md#sfa).
 	Beta float64
 	// Eta, when the plan has a Fisher operand (the anchor's diagonal Fisher), makes β
 	// per element: β_j = min(1, η·F_j), the EWC-as-merging form.
@@ -60,7 +60,7 @@ const (
 // operand, if any, is the Fisher.
 func (s SFA) Kernel() Kernel {
 	b := float32(s.Beta)
-	c := float32(1 - s.Beta) // 1−β in float64, then rounded: SPEC §2
+	c := float32(1 - s.Beta) // 1−β in float64, then rounded: docs/methods.md#sfa
 	eta := s.Eta
 	return Kernel{
 		Merge: func(dst []float32, in, aux [][]float32, _ Chunk) {

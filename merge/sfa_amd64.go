@@ -9,7 +9,7 @@ func lerpAVX2(dst, a, x *float32, n int, b, c float32)
 func sumSqDiffAVX2(x, y *float32, n int, sums *[lanes]float64)
 
 // Lerp computes dst = float32(b·a) + float32(c·x) per element: SFA's merge with
-// b = float32(β), c = float32(1−β) (SPEC §2). Separate multiplies and add, never a
+// b = float32(β), c = float32(1−β) (docs/methods.md#sfa). Separate multiplies and add, never a
 // fused multiply-add, so that every path and device gives the same bits; AVX2 does
 // eight at a time with the same operations.
 func Lerp(dst, a, x []float32, b, c float32) {

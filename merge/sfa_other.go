@@ -3,7 +3,7 @@
 package merge
 
 // Lerp computes dst = float32(b·a) + float32(c·x) per element: SFA's merge with
-// b = float32(β), c = float32(1−β) (SPEC §2). Separate multiplies and add, never a
+// b = float32(β), c = float32(1−β) (docs/methods.md#sfa). Separate multiplies and add, never a
 // fused multiply-add, so that every path and device gives the same bits.
 func Lerp(dst, a, x []float32, b, c float32) { lerpGo(dst, a, x, b, c) }
 

@@ -28,7 +28,7 @@ func round32(x *big.Float) float32 {
 	return f
 }
 
-// refLerp is SPEC §2's sfa formula evaluated exactly: b·a and c·x each rounded to
+// refLerp is the sfa formula of docs/methods.md#sfa evaluated exactly: b·a and c·x each rounded to
 // float32, then their sum rounded to float32.
 func refLerp(b, c, a, x float32) float32 {
 	p1 := round32(new(big.Float).SetPrec(200).Mul(big.NewFloat(float64(b)), big.NewFloat(float64(a))))
@@ -110,7 +110,7 @@ func sfaJob(f *fixture, out string, beta float64, threads int) SFAJob {
 		Job: Job{Out: out, Exec: ExecOptions{Threads: threads}, Version: "test"}}
 }
 
-// TestSFAAgainstReference checks every output element, bit for bit, against SPEC §2's
+// TestSFAAgainstReference checks every output element, bit for bit, against the docs/methods.md#sfa
 // formula evaluated with exact arithmetic, for each dtype, single files and sharded
 // folders, and several β; and the reported L2 distances against float64 sums.
 func TestSFAAgainstReference(t *testing.T) {

@@ -48,7 +48,7 @@ type badFixture struct {
 
 type badInputCase struct {
 	name   string
-	code   int      // the exit status SPEC §3 asks for
+	code   int      // the exit status docs/numerics.md#exit-status asks for
 	tensor string   // the tensor the message must name, if any
 	want   []string // what the message must say about the problem
 	flags  []string // more sfa flags
@@ -57,7 +57,7 @@ type badInputCase struct {
 
 // TestBadInput runs malformed and mismatched checkpoints, and outputs that cannot be
 // written, through the command line in-process. Each must give exactly the exit status
-// SPEC §3 names (3 bad input, 4 I/O failure), a message that names the file, the tensor
+// docs/numerics.md#exit-status names (3 bad input, 4 I/O failure), a message that names the file, the tensor
 // and the problem, no panic, unchanged inputs, and no output or temporary file.
 func TestBadInput(t *testing.T) {
 	for _, c := range badInputCases() {
@@ -89,7 +89,7 @@ func badInputCases() []badInputCase {
 	good := safetensorstest.Raw(badHeader(twoF32...), badFill(16))
 
 	return []badInputCase{
-		// Malformed single files (SPEC §4, §5): exit 3, naming the file.
+		// Malformed single files (docs/reliability.md#what-is-validated): exit 3, naming the file.
 		{
 			name: "truncated mid-data", code: exitBadInput, tensor: badTB,
 			want:  []string{"data ends at byte", "truncated"},
@@ -249,7 +249,7 @@ func badInputCases() []badInputCase {
 			},
 		},
 
-		// Inputs that are each well-formed but disagree (SPEC §1): exit 3, naming the
+		// Inputs that are each well-formed but disagree (docs/methods.md#which-tensors-are-merged): exit 3, naming the
 		// tensor and both files.
 		{
 			name: "shape mismatch", code: exitBadInput, tensor: badTA,

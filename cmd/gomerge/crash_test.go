@@ -1,6 +1,6 @@
 package main
 
-// Crash tests (SPEC §4): a gomerge process SIGKILLed at any point of a merge leaves
+// Crash tests (docs/reliability.md#crash-safety): a gomerge process SIGKILLed at any point of a merge leaves
 // the destination either complete-old or complete-new, never a mixture, and the next
 // run removes what it left behind.
 

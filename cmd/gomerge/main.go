@@ -27,7 +27,7 @@ import (
 // module version or VCS revision from the build info is used.
 var version = ""
 
-// Exit statuses (SPEC §3).
+// Exit statuses (docs/numerics.md#exit-status).
 const (
 	exitOK       = 0
 	exitOther    = 1
@@ -101,7 +101,7 @@ func commandPath(root *cobra.Command, args []string) string {
 	return c.CommandPath()[len(root.Name())+1:]
 }
 
-// exitCode maps an error to SPEC §3's exit statuses by its type, never its text.
+// exitCode maps an error to the exit statuses of docs/numerics.md#exit-status by its type, never its text.
 func exitCode(err error, started bool) int {
 	var ue usageError
 	var oe *merge.OutputError

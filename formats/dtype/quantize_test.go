@@ -300,7 +300,7 @@ func TestQuantizeHandWorked(t *testing.T) {
 // TestQuantizeRoundTripError measures the relative RMSE ‖x − deq(q(x))‖ / ‖x‖ on
 // Gaussian data and holds it near what the format's step size implies: uniform
 // rounding error of a step s has RMS s/√12, with s = amax/127 (Q8_0), amax/8 (Q4_0),
-// amax/16 (Q5_0), range/15 (Q4_1), range/31 (Q5_1). The README quotes these numbers.
+// amax/16 (Q5_0), range/15 (Q4_1), range/31 (Q5_1). docs/numerics.md#quantizers quotes these numbers.
 func TestQuantizeRoundTripError(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n = 1 << 16

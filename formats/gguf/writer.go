@@ -26,7 +26,7 @@ type Layout struct {
 }
 
 // Plan lays out a GGUF v3 file with metadata and tensors in the given order, as
-// llama.cpp's loader requires (SPEC §5): each tensor's offset is the running sum of
+// llama.cpp's loader requires (docs/formats.md#gguf-layout): each tensor's offset is the running sum of
 // the padded sizes of the tensors before it, the data section and every tensor start
 // on general.alignment (from metadata, a UINT32 power of two, else 32), and the last
 // tensor is padded too. It checks what the reader checks, so that whatever it plans

@@ -180,7 +180,7 @@ models:
 	})
 }
 
-// slerpRef is slerp in float64 over flattened tensors (SPEC §2), an independent
+// slerpRef is slerp in float64 over flattened tensors (docs/methods.md#slerp), an independent
 // reference for per-tensor t.
 func slerpRef(t float64, v0, v1 []float32) (ref, scale []float64) {
 	var dot, n0, n1 float64

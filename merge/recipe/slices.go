@@ -197,7 +197,7 @@ type origin struct {
 func (sp *StepPlan) buildTensors(slices []nslice) error {
 	sp.refPos = 0
 	if sp.Method == "sfa" {
-		sp.refPos = 1 // SPEC: sfa writes the current model's layout
+		sp.refPos = 1 // sfa writes the current model's layout (docs/methods.md#which-tensors-are-merged)
 	}
 	whole := len(slices) == 1
 	for _, p := range sp.pos {
