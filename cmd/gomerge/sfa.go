@@ -26,7 +26,7 @@ type outputFlags struct {
 func (f *outputFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "", "output: a .safetensors file, a folder (Hugging Face layout), or a .gguf file (GGUF inputs)")
-	fl.StringVar(&f.dtype, "dtype", "", "dtype of merged float tensors: bf16, f16, f32, f64; for GGUF output also q8_0, q5_1, q5_0, q4_1, q4_0 (2-D tensors only) (default: the reference input's)")
+	fl.StringVar(&f.dtype, "dtype", "", "dtype of merged float tensors: bf16, f16, f32, f64; for GGUF output also q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k (tensors of 2+ dimensions whose rows fill whole blocks; others F16) (default: the reference input's)")
 	fl.StringVar(&f.shardSize, "shard-size", "", "largest shard of a folder output, e.g. 5GB, 500MB (default: keep the reference's layout, else 5GB)")
 	fl.IntVar(&f.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	fl.BoolVar(&f.json, "json", false, "print a JSON report on stdout")
