@@ -22,6 +22,11 @@ The round trip costs little more than the merge: tensors are written straight fr
 their memory (no copies in Python), and the merged file is memory-mapped and copied
 into the live parameters (load_into), so memory stays near the model's size.
 
+Under torch.distributed, SFA merges once per averaging step for the whole job (rank 0
+saves and merges, every rank loads); ContinualRun rolls the anchor over a sequence of
+tasks and resumes from its folder after a crash at any point. docs/trainer.md has the
+measurements and the protocol.
+
 Errors: a non-zero exit of gomerge raises GomergeError, which carries the exit status
 (2 usage, 3 bad input, 4 I/O failure, 1 anything else), gomerge's message and the
 command line. A failed merge leaves the checkpoint file unchanged, so training can go
