@@ -84,6 +84,11 @@ func (p *Param) Check(v float64) error {
 	if p.Kind == Number && (math.IsNaN(v) || math.IsInf(v, 0)) {
 		return &ParamError{Param: p.Name, Value: v, Msg: "is not a finite number"}
 	}
+	// The kernels compute in float32: a value beyond its range would become ±Inf there
+	// and turn every merged element into ±Inf or NaN.
+	if p.Kind == Number && math.Abs(v) > math.MaxFloat32 {
+		return &ParamError{Param: p.Name, Value: v, Msg: "is outside float32's range"}
+	}
 	if p.Kind == Seed {
 		if msg := wholeNumber(v); msg != "" {
 			return &ParamError{Param: p.Name, Value: v, Msg: msg}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -249,5 +250,32 @@ func TestFastPathsMatchGeneralKernel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestNumbersBeyondFloat32Refused: the kernels compute in float32, so a number
+// parameter (a weight, λ, ε) beyond float32's range is refused rather than merged as
+// ±Inf; the largest float32 itself is accepted.
+func TestNumbersBeyondFloat32Refused(t *testing.T) {
+	checked := 0
+	for _, m := range Registry() {
+		for i := range m.Params {
+			p := &m.Params[i]
+			if p.Kind != Number || p.check != nil {
+				continue // ranges of their own ([0, 1], positive) say more
+			}
+			checked++
+			for _, v := range []float64{1e39, -1e39} {
+				if err := p.Check(v); !errors.Is(err, ErrBadParameter) || !strings.Contains(err.Error(), "float32") {
+					t.Errorf("%s %s %g: %v, want a float32-range refusal", m.Name, p.Name, v, err)
+				}
+			}
+			if err := p.Check(math.MaxFloat32); err != nil {
+				t.Errorf("%s %s MaxFloat32: %v", m.Name, p.Name, err)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no unbounded number parameter in the registry (weight, lambda)")
 	}
 }
