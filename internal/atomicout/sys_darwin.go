@@ -18,19 +18,6 @@ func syncFile(f *os.File) error {
 	return f.Sync()
 }
 
-// syncDir makes a folder's entries durable, so that a rename survives a power cut.
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := syncFile(d); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTSUP) {
-		return &os.PathError{Op: "fsync", Path: path, Err: err}
-	}
-	return nil
-}
-
 // exchange swaps two folders atomically: renamex_np(RENAME_SWAP), which APFS and HFS+
 // support (macOS 10.12 and later); errNoExchange on filesystems that do not (FAT,
 // exFAT, SMB).

@@ -10,19 +10,6 @@ import (
 // syncFile makes f's data durable (fsync).
 func syncFile(f *os.File) error { return f.Sync() }
 
-// syncDir makes a folder's entries durable, so that a rename survives a power cut.
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
-		return &os.PathError{Op: "fsync", Path: path, Err: err}
-	}
-	return nil
-}
-
 // exchange swaps two folders atomically: renameat2(RENAME_EXCHANGE), Linux 3.15 and
 // most local filesystems (ext4, xfs, btrfs, tmpfs); errNoExchange elsewhere.
 func exchange(a, b string) error {

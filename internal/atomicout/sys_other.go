@@ -3,7 +3,6 @@
 package atomicout
 
 import (
-	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -14,18 +13,6 @@ import (
 // Truncate, no background writeback.
 
 func syncFile(f *os.File) error { return f.Sync() }
-
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
-		return &os.PathError{Op: "fsync", Path: path, Err: err}
-	}
-	return nil
-}
 
 func exchange(a, b string) error               { return errNoExchange }
 func replaceFile(from, to string) error        { return os.Rename(from, to) }
