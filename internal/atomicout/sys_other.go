@@ -2,11 +2,7 @@
 
 package atomicout
 
-import (
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "os"
 
 // The BSDs and other Unixes: fsync, plain renames, no exchange (the commit of a
 // folder takes the two-rename path that Lock recovers), no preallocation beyond
