@@ -14,6 +14,7 @@ import (
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 	"github.com/gomerge/gomerge/gpu/gputest"
+	"github.com/gomerge/gomerge/internal/testexec"
 )
 
 // reliabilityFiles writes an anchor and a current file of crashConfig's size (many
@@ -132,6 +133,12 @@ func TestTwoProcessesSameOutput(t *testing.T) {
 // (fake) GPU, whose staging copies read the mapped input on the engine's GPU
 // goroutine.
 func TestInputTruncatedWhileMapped(t *testing.T) {
+	if os.Getenv(testexec.Env) != "" {
+		// qemu-user delivers the SIGBUS of a truncated mapping with address 0, which Go's
+		// runtime must treat as a nil dereference (it crashes rather than returning a
+		// fault error); real hardware reports the address. The amd64 run tests this.
+		t.Skip("the fault address is lost under qemu-user: tested natively")
+	}
 	bin := buildGomerge(t)
 	for _, device := range []string{"cpu", "cuda"} {
 		t.Run(device, func(t *testing.T) {

@@ -153,10 +153,15 @@ func compareKQuant(t *testing.T, xs []float32, got, want []byte, source string) 
 // missing.
 func ggmlLib(t *testing.T) (lib, python string) {
 	t.Helper()
+	// The library is loaded by Python, so it must match Python's architecture, which
+	// is not this test's when the test runs under an emulator (CI's arm64 run).
+	python = "/usr/bin/python3"
 	arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
+	if out, err := exec.Command(python, "-c", "import platform; print(platform.machine())").Output(); err == nil {
+		arch = map[string]string{"x86_64": "x64", "aarch64": "arm64"}[strings.TrimSpace(string(out))]
+	}
 	pkg := runtime.GOOS + "-" + arch
 	lib, _ = filepath.Abs("../../testdata/node/node_modules/@node-llama-cpp/" + pkg + "/bins/" + pkg + "/libggml-base.so")
-	python = "/usr/bin/python3"
 	_, errLib := os.Stat(lib)
 	_, errPy := os.Stat(python)
 	if errLib != nil || errPy != nil {
