@@ -16,6 +16,7 @@ import (
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/gmz"
 	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/internal/atomicout"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -197,7 +198,7 @@ func runCompress(ctx context.Context, ios *IOStreams, o *compressOptions) error 
 	}
 
 	var st gmz.Stats
-	err = writeAtomic(o.out, func(f *os.File) error {
+	err = writeAtomic(ctx, o.out, func(f *os.File) error {
 		w := bufio.NewWriterSize(f, 1<<20)
 		var err error
 		st, err = gmz.Write(ctx, w, gmz.Source{Format: "safetensors", Header: hdr}, in.Metadata, inputs,
@@ -287,7 +288,7 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 			return rb, err
 		}
 	}
-	err = writeAtomic(o.out, func(f *os.File) error {
+	err = writeAtomic(ctx, o.out, func(f *os.File) error {
 		if err := f.Truncate(in.Source.Size); err != nil {
 			return err
 		}
@@ -370,41 +371,25 @@ func (r *reference) match(ctx context.Context, name, dt string, shape []int64) (
 	return b, true, nil
 }
 
-// writeAtomic writes path through a temporary file in the same folder that is
-// fsynced and renamed over it, so that an interrupted run leaves no partial output.
-// TODO: switch to the shared crash-safe writer once it has left formats/safetensors.
-func writeAtomic(path string, write func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+// writeAtomic writes path through the crash-safe output (lock, temporary file,
+// fsync, rename), its length not known in advance, so that an interrupted run leaves
+// no partial output and a concurrent one waits.
+func writeAtomic(ctx context.Context, path string, write func(*os.File) error) error {
+	dest, err := atomicout.Lock(ctx, path, false, nil)
 	if err != nil {
 		return &merge.OutputError{Path: path, Err: err}
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = write(f); err != nil {
+	defer dest.Unlock()
+	out, err := dest.Create(atomicout.Layout{Files: []atomicout.File{{Size: atomicout.Streamed}}})
+	if err != nil {
+		return &merge.OutputError{Path: path, Err: err}
+	}
+	if err := write(out.Stream(0)); err != nil {
+		out.Abort()
 		return err
 	}
-	if err = f.Chmod(0o644); err == nil {
-		if err = f.Sync(); err == nil {
-			err = f.Close()
-		}
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
+	if err := out.Commit(); err != nil {
 		return &merge.OutputError{Path: path, Err: err}
-	}
-	if d, derr := os.Open(dir); derr == nil { // make the rename itself durable
-		derr = d.Sync()
-		d.Close()
-		if derr != nil {
-			return &merge.OutputError{Path: path, Err: derr}
-		}
 	}
 	return nil
 }

@@ -165,8 +165,13 @@ type Layout struct {
 type File struct {
 	Name   string
 	Header []byte
-	Size   int64
+	Size   int64 // Streamed: not known in advance
 }
+
+// Streamed is a File's Size when its length is only known once it is written (a
+// compressed checkpoint): the file is not pre-sized and has no regions; the caller
+// writes it through Output.Stream.
+const Streamed = -1
 
 // Region is a range of one of a Layout's files.
 type Region struct {
@@ -275,6 +280,12 @@ func (o *Output) create(l Layout) error {
 	}
 	for i, p := range l.Files {
 		f := o.files[i]
+		if p.Size == Streamed {
+			if len(p.Header) > 0 || len(l.Regions) > 0 {
+				return fmt.Errorf("output %s: a streamed file has no header or regions", d.Path)
+			}
+			continue
+		}
 		if err := f.Truncate(p.Size); err != nil {
 			return err
 		}
@@ -453,6 +464,10 @@ func (d *Dest) checkReplaceable(marks []string) error {
 	}
 	return &os.PathError{Op: "write checkpoint", Path: d.Path, Err: syscall.ENOTEMPTY}
 }
+
+// Stream returns file i of the output, for a Streamed file written sequentially (or
+// sized by the caller); Commit syncs and closes it.
+func (o *Output) Stream(i int) *os.File { return o.files[i] }
 
 // Size returns the size in bytes of region i.
 func (o *Output) Size(i int) int64 { return o.regions[i].Size }

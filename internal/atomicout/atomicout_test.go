@@ -249,3 +249,33 @@ func TestIsTemporary(t *testing.T) {
 		t.Error("the temporary infix changed: outputs of older versions would not be recovered")
 	}
 }
+
+// TestStreamedFile: a file whose length is known only once written goes through the
+// same temporary file and rename; a header or regions on it are refused.
+func TestStreamedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.gmz")
+	must(t, os.WriteFile(path, []byte("old"), 0o644))
+	d, err := Lock(context.Background(), path, false, nil)
+	must(t, err)
+	defer d.Unlock()
+	if _, err := d.Create(Layout{Files: []File{{Size: Streamed, Header: []byte("h")}}}); err == nil {
+		t.Fatal("a streamed file with a header was accepted")
+	}
+	o, err := d.Create(Layout{Files: []File{{Size: Streamed}}})
+	must(t, err)
+	_, err = o.Stream(0).Write([]byte("new contents"))
+	must(t, err)
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Fatalf("before Commit the destination holds %q", b)
+	}
+	must(t, o.Commit())
+	if b, _ := os.ReadFile(path); string(b) != "new contents" {
+		t.Fatalf("after Commit the destination holds %q", b)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	for _, e := range entries {
+		if IsTemporary(e.Name()) {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+}
