@@ -94,25 +94,18 @@ type File struct {
 
 // Open memory-maps the named file and parses its header. The caller must Close it.
 func Open(path string) (*File, error) {
-	fd, size, err := mapfile.Open(path)
+	var f *File
+	m, err := mapfile.OpenParsed(path, func(r io.ReaderAt, size int64) (err error) {
+		f, err = NewFile(r, size)
+		return err
+	})
 	if errors.Is(err, mapfile.ErrNotRegular) {
 		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
 	}
 	if err != nil {
 		return nil, err
 	}
-	f, err := NewFile(fd, size)
-	if err != nil {
-		fd.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if f.mapped, err = mapfile.Map(fd, size); err != nil {
-		fd.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	// The descriptor stays open while the file is mapped, so that the checks made
-	// here (the size above all) keep describing what is mapped.
-	f.closer = fd
+	f.mapped, f.closer = m.Data, m
 	return f, nil
 }
 
@@ -350,14 +343,10 @@ func (f *File) Section(t *TensorInfo) *io.SectionReader {
 
 // Close unmaps the file and closes it if Open opened it.
 func (f *File) Close() error {
-	var err error
-	if f.mapped != nil {
-		err = mapfile.Unmap(f.mapped)
-		f.mapped = nil
+	if f.closer == nil {
+		return nil
 	}
-	if f.closer != nil {
-		err = errors.Join(err, f.closer.Close())
-		f.closer = nil
-	}
+	err := f.closer.Close()
+	f.mapped, f.closer = nil, nil
 	return err
 }

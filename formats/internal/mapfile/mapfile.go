@@ -6,6 +6,8 @@ package mapfile
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 )
 
@@ -30,4 +32,38 @@ func Open(path string) (*os.File, int64, error) {
 		return nil, 0, ErrNotRegular
 	}
 	return fd, st.Size(), nil
+}
+
+// Mapped is a file opened and mapped whole by OpenParsed. The descriptor stays open
+// while the file is mapped, so that the checks parse made (the size above all) keep
+// describing what is mapped.
+type Mapped struct {
+	Data []byte
+	fd   *os.File
+}
+
+// Close unmaps the file and closes it.
+func (m *Mapped) Close() error {
+	return errors.Join(Unmap(m.Data), m.fd.Close())
+}
+
+// OpenParsed is every format's Open: it opens path (Open's checks), lets parse read
+// the header through the descriptor, then maps the file. Errors from parse and Map
+// are prefixed with the path; Open's own (ErrNotRegular included) are returned as
+// they are, for the format to word.
+func OpenParsed(path string, parse func(r io.ReaderAt, size int64) error) (*Mapped, error) {
+	fd, size, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := parse(fd, size); err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	data, err := Map(fd, size)
+	if err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &Mapped{Data: data, fd: fd}, nil
 }
