@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -42,17 +41,7 @@ const crashShards = 4
 // killed, the test only watches it) into a temporary folder.
 func buildGomerge(t *testing.T) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "gomerge")
-	cmd := exec.Command(goBin, "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	// Under an emulator (the arm64 run under qemu) the binary runs through it.
-	bin, err = testexec.Wrap(bin)
+	bin, err := testexec.Gomerge(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,16 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// python is the interpreter with torch: Debian's python3-torch installs into the
-// system Python, which may not be the python3 first on PATH.
-func python() string {
-	if p := os.Getenv("GOMERGE_PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
+	"github.com/gomerge/gomerge/internal/testexec"
+)
 
 // row is one line of results.csv: a method and parameter after one stage.
 type row struct {
@@ -80,7 +73,6 @@ func TestReducedExperiment(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains seven small language models; skipped with -short")
 	}
-	py := python()
 	// Stop the run before go test's own deadline, so that its output is still logged.
 	deadline := time.Now().Add(9 * time.Minute)
 	if d, ok := t.Deadline(); ok {
@@ -88,20 +80,11 @@ func TestReducedExperiment(t *testing.T) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, py, "-c", "import torch, matplotlib").CombinedOutput(); err != nil {
-		msg := "needs " + py + " with torch and matplotlib (Debian: apt-get install python3-torch python3-matplotlib; or set GOMERGE_PYTHON): " + err.Error() + ": " + string(out)
-		if os.Getenv("GOMERGE_REQUIRE_TORCH") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	py := testexec.Python(ctx, t, "torch, matplotlib", "python3-torch python3-matplotlib")
 	dir := t.TempDir()
-	bin := os.Getenv("GOMERGE_BIN")
-	if bin == "" {
-		bin = filepath.Join(dir, "gomerge")
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gomerge/gomerge/cmd/gomerge").CombinedOutput(); err != nil {
-			t.Fatalf("building gomerge: %v\n%s", err, out)
-		}
+	bin, err := testexec.Gomerge(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
 	cmd := exec.CommandContext(ctx, py, "experiment.py", "--reduced", "--seed", "1", "--out", out, "--gomerge", bin)

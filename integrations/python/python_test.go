@@ -2,22 +2,14 @@ package python
 
 import (
 	"context"
-	"github.com/gomerge/gomerge/internal/testexec"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
-)
 
-// python is the interpreter with torch: Debian's python3-torch installs into the
-// system Python, which may not be the python3 first on PATH.
-func python() string {
-	if p := os.Getenv("GOMERGE_PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
+	"github.com/gomerge/gomerge/internal/testexec"
+)
 
 // TestPythonIntegration runs test_gomerge.py (unittest, torch, a tiny model) against a
 // gomerge built from this module: the round trip bit for bit, Hugging Face folders,
@@ -53,26 +45,12 @@ func TestRoundtripBenchTiny(t *testing.T) {
 // and builds gomerge, or takes $GOMERGE_BIN (to test a release build).
 func setup(t *testing.T, limit time.Duration) (string, string, context.Context) {
 	t.Helper()
-	py := python()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	t.Cleanup(cancel)
-	if out, err := exec.CommandContext(ctx, py, "-c", "import torch").CombinedOutput(); err != nil {
-		msg := "needs " + py + " with torch (Debian: apt-get install python3-torch; or set GOMERGE_PYTHON): " + err.Error() + ": " + string(out)
-		if os.Getenv("GOMERGE_REQUIRE_TORCH") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	bin := os.Getenv("GOMERGE_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "gomerge")
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gomerge/gomerge/cmd/gomerge").CombinedOutput(); err != nil {
-			t.Fatalf("building gomerge: %v\n%s", err, out)
-		}
-		var err error
-		if bin, err = testexec.Wrap(bin); err != nil { // under an emulator, through it
-			t.Fatal(err)
-		}
+	py := testexec.Python(ctx, t, "torch", "python3-torch")
+	bin, err := testexec.Gomerge(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return py, bin, ctx
 }
