@@ -38,6 +38,11 @@ type Params struct {
 	Normalize Switch
 	Epsilon   float64 // fisher: floor of the Fisher values
 	Beta      float64 // sfa: the anchor's weight
+
+	// generalKernel makes the task-vector family skip its fast paths, for the tests
+	// that compare them with the general kernel; callers outside the package cannot
+	// set it.
+	generalKernel bool
 }
 
 // MethodJob is a merge by one of the registry's methods.

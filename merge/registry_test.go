@@ -239,9 +239,8 @@ func TestFastPathsMatchGeneralKernel(t *testing.T) {
 		for _, norm := range []Switch{SwitchOn, SwitchOff} {
 			p := Params{Density: 0.4, Lambda: 0.9, Normalize: norm}
 			fast := runMethodFiles(t, dtype.F32, method, p, base, models, weights, nil, 2)
-			fastPaths = false
+			p.generalKernel = true
 			general := runMethodFiles(t, dtype.F32, method, p, base, models, weights, nil, 2)
-			fastPaths = true
 			for _, name := range base.names {
 				for j, v := range fast[name] {
 					if g := general[name][j]; math.Float32bits(v) != math.Float32bits(g) && !(v != v && g != g) {

@@ -111,15 +111,11 @@ func taskVectorMethod(p taskVectorPreset) Method {
 	}
 }
 
-// fastPaths is false only in tests that compare the fast paths with the general
-// kernel.
-var fastPaths = true
-
 // taskVectorKernel picks the fast path for the options where there is one.
 func taskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 	o := m.tv
 	switch {
-	case !fastPaths:
+	case m.p.generalKernel:
 	case o.sparsify == SparsifyNone && o.consensus == ConsensusNone:
 		return taskArithmeticKernel(m, t)
 	case o.sparsify == SparsifyMagnitude && o.consensus == ConsensusSign && o.normalize && o.rescale == "none":
