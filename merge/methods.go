@@ -36,8 +36,14 @@ type Params struct {
 	// Normalize divides the task-vector family's merged delta by the weights' sum
 	// (with a sign consensus: of the models that agree); SwitchDefault: the method's.
 	Normalize Switch
-	Epsilon   float64 // fisher: floor of the Fisher values
-	Beta      float64 // sfa: the anchor's weight
+	Epsilon   float64 // fisher: floor of the Fisher values; della: half-width ε of the keep probabilities
+	// SelectTopK is sce's fraction of element positions kept, by the variance of the
+	// task vectors across models.
+	SelectTopK float64
+	// FilterWise gives model_stock one interpolation factor per row (the last
+	// dimension) instead of one per tensor.
+	FilterWise Switch
+	Beta       float64 // sfa: the anchor's weight
 
 	// generalKernel makes the task-vector family skip its fast paths, for the tests
 	// that compare them with the general kernel; callers outside the package cannot
@@ -271,6 +277,9 @@ type maskScratch struct {
 	top    []bool
 	mags   []uint32
 	deltas []float32
+	// elem: per model and element, a rescale factor (della's inverse rescale, 1/p of
+	// the element's keep probability); allocated by the methods that use it.
+	elem [][]float32
 }
 
 type maskPool struct{ p sync.Pool }

@@ -293,7 +293,7 @@ func MethodNames() []string {
 
 // MergekitOnly are mergekit methods gomerge does not implement, so that recipes can
 // say so rather than call them unknown.
-var MergekitOnly = []string{"della", "della_linear", "nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "sce"}
+var MergekitOnly = []string{"nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "ramplus_tl", "sce"}
 
 // Shared parameter declarations: the same parameter reads the same way in every
 // method that takes it.

@@ -12,7 +12,7 @@ import (
 // arithmetic has it: each model's task vector δ_i = θ_i − θ_base is sparsified (and
 // optionally rescaled), weighted, combined under an optional sign consensus,
 // optionally normalized, scaled by λ and added to the base. task_arithmetic, ties,
-// dare_linear, dare_ties, breadcrumbs and breadcrumbs_ties are presets of it (their
+// dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della and della_linear are presets of it (their
 // files register them); every combination of the options runs.
 
 // Sparsification is how each task vector is trimmed before the merge.
@@ -23,10 +23,7 @@ const (
 	SparsifyMagnitude                       // keep the ⌊density·n⌋ largest |δ| (TIES; mergekit's magnitude)
 	SparsifyRandom                          // keep each entry with probability density (DARE; mergekit's random)
 	SparsifyOutliers                        // drop the ⌊γ·n⌋ largest |δ| and the smallest, keeping ⌊density·n⌋ (breadcrumbs; magnitude_outliers)
-	// DELLA's della_magprune would come next: a keep probability per entry that grows
-	// with the entry's magnitude rank in its row (density ± ε), drawn like
-	// SparsifyRandom's with a per-element threshold from a rank pass like
-	// SparsifyMagnitude's.
+	SparsifyDella                           // keep each entry with a probability from density−ε to density+ε by its |δ| rank in its row (DELLA; della_magprune)
 )
 
 // Consensus decides which models' entries are added at each element.
@@ -68,7 +65,10 @@ func taskVectorMethod(p taskVectorPreset) Method {
 		params = append(params, Param{Name: "gamma", Flag: "gamma", Usage: "fraction of the largest entries dropped",
 			Kind: Number, PerModel: true, Uniform: true, Default: 0.01, RecipeDefault: 0.01, check: unitInterval, Report: true,
 			field: func(p *Params) any { return &p.Gamma }})
-	case SparsifyRandom:
+	case SparsifyDella:
+		params = append(params, epsilonParam())
+	}
+	if p.sparsify == SparsifyRandom || p.sparsify == SparsifyDella {
 		params = append(params, Param{Name: "seed", Flag: "seed", Usage: "seed of the random drop (same seed, same output)",
 			Kind: Seed, Scalar: true, Report: true, field: func(p *Params) any { return &p.Seed }})
 	}
@@ -94,6 +94,11 @@ func taskVectorMethod(p taskVectorPreset) Method {
 				r.tv.rescale = "none" // nothing is dropped, so nothing is rescaled
 			}
 			r.lambda = float32(r.p.Lambda)
+			if p.sparsify == SparsifyDella {
+				if err := checkDellaEpsilon(r); err != nil {
+					return err
+				}
+			}
 			if r.tv.normalize && r.tv.consensus == ConsensusNone {
 				// Dividing by Σw every element alike is λ/Σw (mergekit: a sum below
 				// 1e-8 in magnitude divides by 1).
@@ -165,6 +170,12 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			dareKeep(sc.keep, key, threshold, pos.Offset)
 			return sc.keep
 		}
+	case SparsifyDella:
+		ds, err := newDellaSelector(t, m, dareKey(m.p.Seed, t.Name), o.rescale == "inverse")
+		if err != nil {
+			return Kernel{Err: err}
+		}
+		keepChunk = ds.keepChunk
 	default:
 		keepChunk = func(sc *maskScratch, _ [][]float32, _ Chunk) [][]bool {
 			for _, keep := range sc.keep {
@@ -176,13 +187,15 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		}
 	}
 	var scale []float32 // nil: no rescale
-	switch o.rescale {
-	case "inverse":
+	elem := o.sparsify == SparsifyDella && o.rescale == "inverse"
+	switch {
+	case elem: // per element (the keep probabilities differ), in the masks' scratch
+	case o.rescale == "inverse":
 		scale = make([]float32, lanes)
 		for i, d := range m.dens {
 			scale[i] = inverseScale(d)
 		}
-	case "l1":
+	case o.rescale == "l1":
 		scale = make([]float32, lanes)
 		passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
 	}
@@ -191,13 +204,19 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
-			addTaskVectors(m, dst, in, keepChunk(sc, in, pos), scale, sc.deltas)
+			keep := keepChunk(sc, in, pos)
+			var es [][]float32
+			if elem {
+				es = sc.elem
+			}
+			addTaskVectors(m, dst, in, keep, scale, es, sc.deltas)
 		},
 	}
 	// The device's task-vector kernel has no per-element divisor: sign consensus
 	// with normalize runs on the CPU (TIES proper has its own device kernel), as
 	// does an L1 rescale of ranked entries (the device's L1 pass is DARE's).
-	if o.consensus == ConsensusSign && o.normalize || o.rescale == "l1" && o.sparsify != SparsifyRandom {
+	// DELLA's per-row ranks have no device kernel either.
+	if o.consensus == ConsensusSign && o.normalize || o.rescale == "l1" && o.sparsify != SparsifyRandom || o.sparsify == SparsifyDella {
 		return k
 	}
 	k.GPU = func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
@@ -271,10 +290,11 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 }
 
 // addTaskVectors sets dst = base + λ·combine_i(Δ_i) with Δ_i = w_i·(scale_i·δ_i)
-// where keep says so (scale nil: 1) and 0 elsewhere; combine is the sum, or with a
+// where keep says so (scale nil: 1; elem, if set, is a per-element scale instead) and
+// 0 elsewhere; combine is the sum, or with a
 // sign consensus the sum of the Δ_i with the elected sign, divided with normalize by
 // the sum of their weights (0: by 1). d is scratch of one element per model.
-func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale, d []float32) {
+func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale []float32, elem [][]float32, d []float32) {
 	base, models := in[0][:len(dst)], in[1:]
 	lambda := m.lambda
 	sign, normalize := m.tv.consensus == ConsensusSign, m.tv.normalize
@@ -285,7 +305,10 @@ func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, 
 			d[i] = 0
 			if keep[i][j] {
 				delta := x[j] - b
-				if scale != nil {
+				switch {
+				case elem != nil:
+					delta = float32(elem[i][j] * delta)
+				case scale != nil:
 					delta = float32(scale[i] * delta)
 				}
 				d[i] = float32(m.weights[i] * delta)
@@ -389,19 +412,32 @@ func taskVectorsRef(o tvOptions, base []float32, models [][]float32, w, dens []f
 			}
 		}
 	}
+	return tvCombineRef(o, base, models, w, lambda, keep, func(i, _ int) float64 { return resc[i] })
+}
+
+// tvCombineRef is the family's combine step in float64, given which entries each
+// model keeps and each kept entry's rescale factor: weight, elect signs (from the
+// float32 sum of the float32 terms in model order, as the method defines it),
+// normalize, scale by λ, add to the base. It returns the merged values and, per
+// element, the magnitude of the terms (for tolerances).
+func tvCombineRef(o tvOptions, base []float32, models [][]float32, w []float64, lambda float64,
+	keep [][]bool, factor func(i, j int) float64) (ref, scale []float64) {
+	n := len(base)
 	var wsum float64
 	for _, wi := range w {
 		wsum += wi
 	}
 	ref, scale = make([]float64, n), make([]float64, n)
+	d := make([]float64, len(models))
 	for j := range base {
-		d := make([]float64, len(models))
 		var sum32 float32
 		for i, x := range models {
+			d[i] = 0
 			if keep[i][j] {
 				delta := x[j] - base[j]
-				d[i] = w[i] * resc[i] * float64(delta)
-				sum32 += float32(float32(w[i]) * float32(float32(resc[i])*delta))
+				f := factor(i, j)
+				d[i] = w[i] * f * float64(delta)
+				sum32 += float32(float32(w[i]) * float32(float32(f)*delta))
 			}
 			scale[j] += math.Abs(lambda * d[i])
 		}

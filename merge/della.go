@@ -1,0 +1,313 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// DELLA (Deep, Bhatia et al., "DELLA-Merging: Reducing Interference in Model Merging
+// through Magnitude-Based Sampling"): DARE's random drop with a keep probability per
+// entry that grows with the entry's magnitude rank in its row, from density − ε for
+// the smallest |δ| to density + ε for the largest (mergekit's della_magprune). della
+// adds TIES's sign consensus and normalizes; della_linear sums. Both rescale what is
+// kept by default (mergekit: by the L1 norm; --rescale inverse: by 1/p per entry, the
+// paper's).
+
+func init() {
+	const example = `  gomerge della --base base.safetensors a.safetensors b.safetensors --density 0.5 --epsilon 0.1 --seed 7 --out della.safetensors
+  gomerge della --linear --base base.safetensors a.safetensors:weight=0.6 b.safetensors:weight=0.4 --density 0.4 --out della_linear.safetensors`
+	register(taskVectorMethod(taskVectorPreset{
+		name: "della", command: "della",
+		short:    "DELLA: drop task-vector entries with probabilities by magnitude rank per row, rescale, elect signs, average (--linear: sum)",
+		example:  example,
+		sparsify: SparsifyDella, consensus: ConsensusSign, normalize: true, rescale: true, density: 0.5, rescaleFlag: true,
+	}))
+	register(taskVectorMethod(taskVectorPreset{
+		name: "della_linear", command: "della", commandSwitch: "linear",
+		short:    "no sign consensus: add the weighted task vectors (mergekit's della_linear)",
+		sparsify: SparsifyDella, rescale: true, density: 0.5, rescaleFlag: true,
+	}))
+}
+
+// epsilonParam is DELLA's ε, mergekit's per-model epsilon (default 0.15). gomerge
+// takes one value for all the models of a tensor.
+func epsilonParam() Param {
+	return Param{Name: "epsilon", Flag: "epsilon", Usage: "half-width of the keep probabilities: density−ε for a row's smallest |δ|, density+ε for its largest",
+		Kind: Number, PerModel: true, Uniform: true, Default: 0.15, RecipeDefault: 0.15, Report: true,
+		check: func(v float64) string {
+			if !(v >= 0 && v < 0.5) {
+				return "is outside [0, 0.5)"
+			}
+			return ""
+		},
+		field: func(p *Params) any { return &p.Epsilon }}
+}
+
+// checkDellaEpsilon refuses, as mergekit does, an ε that takes a model's keep
+// probabilities outside (0, 1); densities of 0 and 1 drop everything and nothing and
+// take any ε.
+func checkDellaEpsilon(r *methodRun) error {
+	eps := r.p.Epsilon
+	for i, d := range r.dens {
+		if d <= 0 || d >= 1 {
+			continue
+		}
+		if !(d-eps > 0 && d+eps < 1) {
+			return &ParamError{Param: "epsilon", Value: eps,
+				Msg: fmt.Sprintf("with %s's density %v: density ± epsilon must lie in (0, 1)", r.models[i].Path, d)}
+		}
+	}
+	return nil
+}
+
+// dellaRowLen is the length of the rows DELLA ranks in: the last dimension (a 1-D
+// tensor is one row). For 2-D tensors this is mergekit's dim 1; mergekit ranks
+// tensors of 3 or more dimensions along dim 1 as well, gomerge along the last.
+func dellaRowLen(shape []int64) int64 {
+	if len(shape) == 0 {
+		return 1
+	}
+	return max(shape[len(shape)-1], 1)
+}
+
+// dellaKeepProb is the keep probability of the entry of ascending magnitude rank q
+// (0: the smallest) in a row of L: density − ε + 2ε·q/(L−1). A row of one entry,
+// where mergekit divides 0 by 0, keeps it with probability density.
+func dellaKeepProb(density, eps float64, q, L int64) float64 {
+	if L <= 1 {
+		return density
+	}
+	return density - eps + 2*eps*(float64(q)/float64(L-1))
+}
+
+// dellaSelector makes the keep masks of one tensor: per model, entry e is kept when
+// DARE's draw for (seed, tensor, model, e) falls below its keep probability. The
+// rank needs the entry's whole row, which may extend past the chunk: such rows are
+// decoded from the operands, so every chunk sees the same ranks whatever the
+// scheduling.
+type dellaSelector struct {
+	t       *TensorPlan
+	rowLen  int64
+	key     uint64
+	dens    []float64
+	eps     float64
+	inverse bool // fill maskScratch.elem with 1/p
+	rows    *rowPool
+}
+
+func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*dellaSelector, error) {
+	L := dellaRowLen(t.Shape)
+	rp, err := newRowPool(t, L)
+	if err != nil {
+		return nil, err
+	}
+	return &dellaSelector{t: t, rowLen: L, key: key, dens: m.dens, eps: m.p.Epsilon, inverse: inverse, rows: rp}, nil
+}
+
+func (s *dellaSelector) keepChunk(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+	n := len(in[0])
+	if s.inverse && sc.elem == nil {
+		for range sc.keep {
+			sc.elem = append(sc.elem, make([]float32, ChunkElems))
+		}
+	}
+	ranked := false
+	for i, keep := range sc.keep {
+		d := s.dens[i]
+		switch {
+		case d >= 1: // mergekit returns the task vector as it is
+			for j := range keep {
+				keep[j] = true
+			}
+		case d <= 0:
+			clear(keep)
+		default:
+			ranked = true
+			continue
+		}
+		if s.inverse {
+			e := sc.elem[i][:n]
+			for j := range e {
+				e[j] = 1
+			}
+		}
+	}
+	if !ranked {
+		return sc.keep
+	}
+	rb := s.rows.get()
+	defer s.rows.put(rb)
+	s.rows.each(rb, in, pos, func(rowStart, lo, hi int64, rows [][]float32) {
+		L := int64(len(rows[0]))
+		keys := rb.keys[:L]
+		base := rows[0]
+		for i := range sc.keep {
+			d := s.dens[i]
+			if d <= 0 || d >= 1 {
+				continue
+			}
+			x := rows[i+1]
+			for j := range keys {
+				keys[j] = uint64(absBits(x[j]-base[j]))<<32 | uint64(j)
+			}
+			slices.Sort(keys) // ascending |δ|, equal magnitudes by index
+			keep := sc.keep[i]
+			for q, k := range keys {
+				e := rowStart + int64(uint32(k))
+				if e < lo || e >= hi {
+					continue
+				}
+				p := dellaKeepProb(d, s.eps, int64(q), L)
+				keep[e-pos.Offset] = dareDraw(s.key, i, e) < densityThreshold(p)
+				if s.inverse {
+					sc.elem[i][e-pos.Offset] = float32(1 / p)
+				}
+			}
+		}
+	})
+	return sc.keep
+}
+
+// rowPool serves the rows of a tensor that a chunk touches, whole: slices of the
+// chunk's inputs where the row lies inside it, rows decoded from the operands where
+// it does not.
+type rowPool struct {
+	t   *TensorPlan
+	L   int64
+	n   int64
+	buf sync.Pool // *rowBuf
+}
+
+type rowBuf struct {
+	rows [][]float32 // per input, the row served
+	dec  [][]float32 // per input, L elements to decode into
+	keys []uint64    // L, for the methods that sort a row
+}
+
+// newRowPool checks that every input's data holds the tensor and that rows start on
+// whole blocks, so that decoding a row cannot fail later.
+func newRowPool(t *TensorPlan, L int64) (*rowPool, error) {
+	n := t.NumElements()
+	for _, op := range t.In {
+		bs := int64(op.DType.BlockSize())
+		if bs == 0 || L%bs != 0 && L < n {
+			return nil, fmt.Errorf("%s: tensor %q: rows of %d elements do not hold whole %s blocks", op.File, t.Name, L, op.DType)
+		}
+		if int64(len(op.Data)) < op.DType.Bytes((n+bs-1)/bs*bs) {
+			return nil, fmt.Errorf("%s: tensor %q: %d bytes of data, short of %d elements", op.File, t.Name, len(op.Data), n)
+		}
+	}
+	rp := &rowPool{t: t, L: min(L, max(n, 1)), n: n}
+	lanes := len(t.In)
+	rp.buf.New = func() any {
+		b := &rowBuf{rows: make([][]float32, lanes), keys: make([]uint64, rp.L)}
+		for range lanes {
+			b.dec = append(b.dec, make([]float32, rp.L))
+		}
+		return b
+	}
+	return rp, nil
+}
+
+func (rp *rowPool) get() *rowBuf  { return rp.buf.Get().(*rowBuf) }
+func (rp *rowPool) put(b *rowBuf) { rp.buf.Put(b) }
+
+// each calls f for every row that overlaps the chunk at pos (inputs in), in order,
+// with the row's first flat index, the overlap [lo, hi) in flat indices, and every
+// input's whole row.
+func (rp *rowPool) each(b *rowBuf, in [][]float32, pos Chunk, f func(rowStart, lo, hi int64, rows [][]float32)) {
+	off, end := pos.Offset, pos.Offset+int64(len(in[0]))
+	L := rp.L
+	for r := off / L; r*L < end; r++ {
+		start := r * L
+		lo, hi := max(start, off), min(start+L, end)
+		for k, op := range rp.t.In {
+			if start >= off && start+L <= end {
+				b.rows[k] = in[k][start-off : start-off+L]
+				continue
+			}
+			// newRowPool checked that the data holds the row and that it starts on a
+			// whole block, which is all Decode can refuse.
+			_ = dtype.Decode(b.dec[k][:L], op.Data[op.DType.Bytes(start):], op.DType)
+			b.rows[k] = b.dec[k][:L]
+		}
+		f(start, lo, hi, b.rows)
+	}
+}
+
+// dellaRef is DELLA's plain statement for one tensor, in float64 where that answers
+// the same question: ranks by a stable sort of each row's float32 |δ|, the keep
+// probability and DARE's draw per entry, the rescale (L1 per model, or 1/p per
+// entry), then the family's combine (tvCombineRef).
+func dellaRef(o tvOptions, shape []int64, base []float32, models [][]float32, w, dens []float64, eps, lambda float64, key uint64) (ref, scale []float64) {
+	n := len(base)
+	L := int(dellaRowLen(shape))
+	keep := make([][]bool, len(models))
+	factor := make([][]float64, len(models))
+	for i, x := range models {
+		keep[i], factor[i] = make([]bool, n), make([]float64, n)
+		for j := range factor[i] {
+			factor[i][j] = 1
+		}
+		d := dens[i]
+		if d >= 1 {
+			for j := range keep[i] {
+				keep[i][j] = true
+			}
+			continue
+		}
+		if d <= 0 {
+			continue
+		}
+		for r := 0; r < n; r += L {
+			row := min(L, n-r)
+			idx := make([]int, row)
+			for q := range idx {
+				idx[q] = q
+			}
+			// The bits of the float32 |δ|: ordered as the values, NaN above +Inf.
+			mag := func(q int) uint32 { return math.Float32bits(float32(math.Abs(float64(x[r+q] - base[r+q])))) }
+			slices.SortStableFunc(idx, func(a, b int) int {
+				ma, mb := mag(a), mag(b)
+				switch {
+				case ma < mb:
+					return -1
+				case ma > mb:
+					return 1
+				}
+				return 0
+			})
+			for q, j := range idx {
+				p := d
+				if row > 1 {
+					p = d - eps + 2*eps*float64(q)/float64(row-1)
+				}
+				e := r + j
+				keep[i][e] = dareDraw(key, i, int64(e)) < densityThreshold(p)
+				if o.rescale == "inverse" {
+					factor[i][e] = 1 / p
+				}
+			}
+		}
+		if o.rescale == "l1" {
+			var all, kept float64
+			for j := range base {
+				a := math.Abs(float64(x[j] - base[j]))
+				all += a
+				if keep[i][j] {
+					kept += a
+				}
+			}
+			if all >= 1e-7 && kept >= 1e-7 {
+				for j := range factor[i] {
+					factor[i][j] = all / kept
+				}
+			}
+		}
+	}
+	return tvCombineRef(o, base, models, w, lambda, keep, func(i, j int) float64 { return factor[i][j] })
+}

@@ -1,0 +1,161 @@
+package merge
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// TestDellaAgainstReference runs della and della_linear, every rescale, on BF16 and
+// F32, with per-model densities including 1 and 0, and compares with dellaRef.
+// big.weight's rows are longer than a chunk, odd.weight's rows straddle chunk ends
+// nowhere but start mid-chunk: both take the row paths.
+func TestDellaAgainstReference(t *testing.T) {
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		base, models := methodFixture(17, dt, 3)
+		weights := []float64{0.7, -0.2, 1.3}
+		for _, method := range []string{"della", "della_linear"} {
+			for _, dens := range [][]float64{{0.5, 0.3, 0.8}, {1, 0.4, 0}} {
+				for _, rescale := range []string{"off", "l1", "inverse"} {
+					for _, normalize := range []Switch{SwitchOn, SwitchOff} {
+						if dt == dtype.BF16 && (rescale != "l1" || normalize == SwitchOff) {
+							continue // the defaults; F32 runs every combination
+						}
+						p := Params{Lambda: 0.9, Epsilon: 0.1, Seed: 3, Normalize: normalize, Rescaling: SwitchOn, Rescale: rescale}
+						o := tvOptions{sparsify: SparsifyDella, consensus: Consensus(b2i(method == "della")), normalize: normalize == SwitchOn, rescale: rescale}
+						if rescale == "off" {
+							p.Rescaling, p.Rescale, o.rescale = SwitchOff, "l1", "none"
+						}
+						what := fmt.Sprintf("%s/%s/dens=%v/rescale=%s/normalize=%v", dt, method, dens, rescale, o.normalize)
+						got := runMethodFiles(t, dt, method, p, base, models, weights, dens, 2)
+						for _, name := range base.names {
+							ref, scale := dellaRef(o, base.shapes[name], base.vals[name], vals(models, name), weights, dens, 0.1, 0.9, dareKey(3, name))
+							checkClose(t, what+" "+name, got[name], ref, scale, dt)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDellaKeepRates: the kept fraction of each magnitude decile of a row is the
+// decile's probability (density − ε … density + ε), within 4 standard deviations, and
+// the overall rate is the density; with ε = 0 DELLA keeps what DARE keeps.
+func TestDellaKeepRates(t *testing.T) {
+	const rows, L = 131, 1000
+	base := make([]float32, rows*L)
+	x := make([]float32, rows*L)
+	for j := range x {
+		x[j] = float32(j%L+1) * 1e-3 // rank in row = j % L
+	}
+	tp := &TensorPlan{Name: "w", Shape: []int64{rows, L}, In: []Operand{f32Operand(base), f32Operand(x)}}
+	m := &methodRun{dens: []float64{0.5}, p: Params{Epsilon: 0.3}}
+	ds, err := newDellaSelector(tp, m, dareKey(1, "w"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newMaskPool(1)
+	var decile [10]float64
+	for off := int64(0); off < rows*L; off += ChunkElems {
+		end := min(off+ChunkElems, rows*L)
+		sc := pool.get(int(end - off))
+		keep := ds.keepChunk(sc, [][]float32{base[off:end], x[off:end]}, Chunk{Index: off / ChunkElems, Offset: off})
+		for j, k := range keep[0] {
+			if k {
+				decile[(off+int64(j))%L/100]++
+			}
+		}
+		pool.put(sc)
+	}
+	var total float64
+	for d, c := range decile {
+		total += c
+		nd := float64(rows * 100)
+		p := 0.2 + 0.6*(float64(d)*100+49.5)/(L-1)
+		if sd := math.Sqrt(nd * p * (1 - p)); math.Abs(c-nd*p) > 4*sd {
+			t.Errorf("decile %d: kept %v of %v, want about %v", d, c, nd, nd*p)
+		}
+	}
+	if n := float64(rows * L); math.Abs(total-0.5*n) > 4*math.Sqrt(n*0.25) {
+		t.Errorf("kept %v of %v, want about half", total, n)
+	}
+	// ε = 0: the keep probability is the density everywhere, DARE's draw.
+	m.p.Epsilon = 0
+	ds, _ = newDellaSelector(tp, m, dareKey(1, "w"), false)
+	sc := pool.get(ChunkElems)
+	keep := ds.keepChunk(sc, [][]float32{base[:ChunkElems], x[:ChunkElems]}, Chunk{})
+	for j, k := range keep[0] {
+		if want := dareDraw(dareKey(1, "w"), 0, int64(j)) < densityThreshold(0.5); k != want {
+			t.Fatalf("ε = 0: element %d kept %v, DARE %v", j, k, want)
+		}
+	}
+}
+
+func f32Operand(v []float32) Operand {
+	b := make([]byte, 4*len(v))
+	for j, x := range v {
+		bits := math.Float32bits(x)
+		b[4*j], b[4*j+1], b[4*j+2], b[4*j+3] = byte(bits), byte(bits>>8), byte(bits>>16), byte(bits>>24)
+	}
+	return Operand{DType: dtype.F32, Data: b, File: "test"}
+}
+
+// TestDellaHandWorked pins della_linear on a row whose draws are worked out: with
+// density 0.5 and ε = 0.4 the keep probabilities of a row of 3 are 0.1, 0.5 and 0.9
+// for the smallest, middle and largest |δ|, and the inverse rescale divides each kept
+// entry by its own probability.
+func TestDellaHandWorked(t *testing.T) {
+	one := func(vals ...float32) *ckpt {
+		return &ckpt{names: []string{"w"}, shapes: map[string][]int64{"w": {int64(len(vals))}}, vals: map[string][]float32{"w": vals}}
+	}
+	// Model deltas (0.2, −3, 1): ranks 0 (0.2), 2 (−3), 1 (1): p = 0.1, 0.9, 0.5.
+	probs := []float64{0.1, 0.9, 0.5}
+	for seed := uint64(0); seed < 8; seed++ {
+		key := dareKey(seed, "w")
+		want := make([]float32, 3)
+		for j, d := range []float32{0.2, -3, 1} {
+			if dareDraw(key, 0, int64(j)) < densityThreshold(probs[j]) {
+				want[j] = float32(float64(d) / probs[j]) // the entry over its probability
+			}
+		}
+		got := runMethodFiles(t, dtype.F32, "della_linear", Params{Density: 0.5, Epsilon: 0.4, Lambda: 1, Seed: seed, Rescale: "inverse"},
+			one(0, 0, 0), []*ckpt{one(0.2, -3, 1)}, nil, nil, 1)["w"]
+		for j := range want {
+			if math.Abs(float64(got[j]-want[j])) > 1e-6 {
+				t.Errorf("seed %d: got %v, want %v", seed, got, want)
+				break
+			}
+		}
+	}
+	// Every entry kept (density 1): della is TIES without trimming: signs of
+	// 1·(1, −2) + 1·(−3, −1) = (−2, −3) elect −, −; normalize by the agreeing weights.
+	got := runMethodFiles(t, dtype.F32, "della", Params{Density: 1, Epsilon: 0.3, Lambda: 1},
+		one(0, 0), []*ckpt{one(1, -2), one(-3, -1)}, nil, nil, 1)["w"]
+	if got[0] != -3 || got[1] != -1.5 {
+		t.Errorf("della density 1: got %v, want [-3 -1.5]", got)
+	}
+}
+
+// TestDellaEpsilonRefused: density ± ε outside (0, 1) is refused, naming the model,
+// as mergekit raises; densities 0 and 1 take any ε.
+func TestDellaEpsilonRefused(t *testing.T) {
+	base, models := methodFixture(2, dtype.F32, 1)
+	for _, tc := range []struct {
+		density, eps float64
+		ok           bool
+	}{{0.5, 0.15, true}, {0.1, 0.15, false}, {0.9, 0.1, false}, {1, 0.4, true}, {0, 0.4, true}, {0.5, 0.5, false}} {
+		dir := t.TempDir()
+		base.write(t, dir+"/b.safetensors", dtype.F32)
+		models[0].write(t, dir+"/m.safetensors", dtype.F32)
+		j := MethodJob{Method: "della", Base: dir + "/b.safetensors", Models: []Model{{Path: dir + "/m.safetensors", Weight: 1, Density: math.NaN()}},
+			Params: Params{Density: tc.density, Epsilon: tc.eps, Lambda: 1}, Job: Job{Out: dir + "/out.safetensors"}}
+		_, err := RunMethod(t.Context(), j)
+		if (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrBadParameter) {
+			t.Errorf("density %v ε %v: %v", tc.density, tc.eps, err)
+		}
+	}
+}
