@@ -293,7 +293,7 @@ func MethodNames() []string {
 
 // MergekitOnly are mergekit methods gomerge does not implement, so that recipes can
 // say so rather than call them unknown.
-var MergekitOnly = []string{"nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "ramplus_tl", "sce"}
+var MergekitOnly = []string{"nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "ramplus_tl"}
 
 // Shared parameter declarations: the same parameter reads the same way in every
 // method that takes it.

@@ -1,0 +1,294 @@
+package merge
+
+import (
+	"math"
+	"slices"
+)
+
+// SCE (Wan et al., FuseChat, "Select, Calculate, Erase"; mergekit's sce): with task
+// vectors δ_i = θ_i − θ_base,
+//
+//  1. select: where select_topk < 1, keep only the ⌊select_topk·nz⌋ element positions
+//     with the largest variance of δ across the models (population variance; nz:
+//     the positions whose variance is not 0), zeroing the others in every δ_i;
+//  2. calculate: one weight per model and tensor, w_i = mean(δ_i²) / Σ_k mean(δ_k²)
+//     (1/N each when that sum is below 1e-6);
+//  3. erase: TIES's sign election on Σ_i δ_i (unweighted), and
+//
+// θ = θ_base + Σ_i w_i·δ_i·[agrees_i] / max(Σ_i w_i·[agrees_i], 1e-6).
+//
+// The models take no weight: SCE computes its own.
+
+func init() {
+	register(Method{
+		Name: "sce", Command: "sce",
+		Short: "SCE: keep the positions where the task vectors vary most, weight each model by its mean square, elect signs, average",
+		Example: `  gomerge sce --base base.safetensors a.safetensors b.safetensors c.safetensors --select-topk 0.1 --out sce.safetensors
+  gomerge sce --base base.safetensors a.safetensors b.safetensors --out sce.safetensors`,
+		Base: BaseRequired, MinModels: 1,
+		Params: []Param{
+			{Name: "select_topk", Flag: "select-topk", Usage: "fraction of element positions kept, by the variance of the task vectors across models",
+				Kind: Number, Default: 1, RecipeDefault: 1, check: unitInterval, Report: true,
+				field: func(p *Params) any { return &p.SelectTopK }},
+			int8Param(),
+		},
+		kernel: sceKernel,
+	})
+}
+
+// sceVariance writes the bits of the float32-rounded population variance of the
+// models' deltas at each element of a chunk (inputs: base first): the rank key of
+// SCE's selection. The variance is summed in float64, in model order.
+func sceVariance(dst []uint32, _ int, in [][]float32) {
+	base, models := in[0][:len(dst)], in[1:]
+	inv := 1 / float64(len(models))
+	for j := range dst {
+		var mean float64
+		for _, x := range models {
+			mean += float64(x[j] - base[j])
+		}
+		mean *= inv
+		var v float64
+		for _, x := range models {
+			d := float64(x[j]-base[j]) - mean
+			v += d * d
+		}
+		dst[j] = absBits(float32(v * inv))
+	}
+}
+
+// sceTopK is how many positions select_topk keeps of nz with a non-zero variance:
+// mergekit's int(count_nonzero(var) · select_topk), whose product torch takes in
+// float32.
+func sceTopK(topk float64, nz int64) int64 {
+	return int64(float32(nz) * float32(topk))
+}
+
+func sceKernel(m *methodRun, t *TensorPlan) Kernel {
+	n := t.NumElements()
+	lanes := len(m.weights)
+	topk := m.p.SelectTopK
+	pool := newMaskPool(1)
+	var (
+		passes []Pass
+		sel    *rankSelector // nil: every position kept (select_topk ≥ 1)
+		none   = topk <= 0   // no position kept
+	)
+	if !none && topk < 1 {
+		// The cut's rank depends on the count of non-zero variances, which a first pass
+		// finds: the selector is built with a placeholder rank that the count's Done
+		// replaces before the selector's own passes read it.
+		sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
+		count := Pass{
+			NumStats: 1,
+			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
+				sc := pool.get(len(in[0]))
+				defer pool.put(sc)
+				sceVariance(sc.mags, 0, in)
+				var nz int64
+				for _, v := range sc.mags {
+					nz += int64(b2i(v != 0))
+				}
+				acc[0] += float64(nz) // exact: a chunk's count is far below 2^53
+			},
+			Done: func(perChunk []float64) error {
+				var nz int64
+				for _, c := range perChunk {
+					nz += int64(c)
+				}
+				c := sel.cuts[0][0]
+				c.rank = sceTopK(topk, nz)
+				c.all, c.none = c.rank >= n, c.rank <= 0
+				return nil
+			},
+		}
+		passes = append([]Pass{count}, sel.passes()...)
+	}
+	// mask fills sc.keep[0] with the selected positions of a chunk.
+	mask := func(sc *maskScratch, in [][]float32, pos Chunk) []bool {
+		keep := sc.keep[0]
+		switch {
+		case none:
+			clear(keep)
+		case sel == nil:
+			for j := range keep {
+				keep[j] = true
+			}
+		default:
+			sceVariance(sc.mags, 0, in)
+			sel.cuts[0][0].above(keep, sc.mags, pos)
+		}
+		return keep
+	}
+	w := make([]float32, lanes)
+	passes = append(passes, Pass{ // the weights: Σ δ̂_i² per model
+		NumStats: lanes,
+		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+			sc := pool.get(len(in[0]))
+			defer pool.put(sc)
+			keep := mask(sc, in, pos)
+			base := in[0]
+			for i, x := range in[1:] {
+				var sq float64
+				for j, k := range keep {
+					if k {
+						d := float64(x[j] - base[j])
+						sq += d * d
+					}
+				}
+				acc[i] += sq
+			}
+		},
+		Done: func(perChunk []float64) error {
+			copy(w, sceWeights(perChunk, lanes, n))
+			return nil
+		},
+	})
+	return Kernel{
+		Passes: passes,
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			sc := pool.get(len(dst))
+			defer pool.put(sc)
+			keep := mask(sc, in, pos)
+			base, models := in[0][:len(dst)], in[1:]
+			for j := range dst {
+				b := base[j]
+				if !keep[j] { // every δ̂ is 0: nothing agrees, the base stays
+					dst[j] = b
+					continue
+				}
+				var sum float32 // Σ_i δ_i in model order: the sign election's
+				for _, x := range models {
+					sum += x[j] - b
+				}
+				s := electedSign(sum)
+				var num, den float32
+				for i, x := range models {
+					mk := agreeMask(x[j]-b, s)
+					num += math.Float32frombits(math.Float32bits(float32(w[i]*(x[j]-b))) & mk)
+					den += math.Float32frombits(math.Float32bits(w[i]) & mk)
+				}
+				dst[j] = b + num/max(den, 1e-6)
+			}
+		},
+	}
+}
+
+// sceWeights turns the per-chunk Σ δ̂_i² (lanes per chunk, in chunk order) into
+// SCE's weights: mean squares over the n elements, normalized to sum 1, or 1/N each
+// where their sum is below 1e-6.
+func sceWeights(perChunk []float64, lanes int, n int64) []float32 {
+	ms := make([]float64, lanes)
+	for c := 0; c < len(perChunk); c += lanes {
+		for i := range ms {
+			ms[i] += perChunk[c+i]
+		}
+	}
+	var sum float64
+	for i := range ms {
+		ms[i] /= float64(max(n, 1))
+		sum += ms[i]
+	}
+	w := make([]float32, lanes)
+	for i := range w {
+		if math.Abs(sum) < 1e-6 {
+			w[i] = float32(1 / float64(lanes))
+		} else {
+			w[i] = float32(ms[i] / sum)
+		}
+	}
+	return w
+}
+
+// sceRef is SCE's plain statement for one tensor in float64, but for what the method
+// defines in float32: the selection ranks the float32-rounded variances (a stable
+// sort; equal variances by index), and the sign election sums the float32 deltas in
+// model order.
+func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []float64) {
+	n := len(base)
+	N := float64(len(models))
+	keep := make([]bool, n)
+	switch {
+	case topk >= 1:
+		for j := range keep {
+			keep[j] = true
+		}
+	case topk > 0:
+		v := make([]float32, n)
+		var nz int64
+		for j := range base {
+			var mean, sq float64
+			for _, x := range models {
+				mean += float64(x[j]-base[j]) / N
+			}
+			for _, x := range models {
+				d := float64(x[j]-base[j]) - mean
+				sq += d * d / N
+			}
+			v[j] = float32(sq)
+			if v[j] != 0 {
+				nz++
+			}
+		}
+		idx := make([]int, n)
+		for j := range idx {
+			idx[j] = j
+		}
+		slices.SortStableFunc(idx, func(a, b int) int {
+			switch {
+			case v[a] > v[b]:
+				return -1
+			case v[a] < v[b]:
+				return 1
+			}
+			return 0
+		})
+		for _, j := range idx[:sceTopK(topk, nz)] {
+			keep[j] = true
+		}
+	}
+	w := make([]float64, len(models))
+	var wsum float64
+	for i, x := range models {
+		for j := range base {
+			if keep[j] {
+				d := float64(x[j] - base[j])
+				w[i] += d * d
+			}
+		}
+		w[i] /= float64(n)
+		wsum += w[i]
+	}
+	for i := range w {
+		if math.Abs(wsum) < 1e-6 {
+			w[i] = 1 / N
+		} else {
+			w[i] /= wsum
+		}
+	}
+	ref, scale = make([]float64, n), make([]float64, n)
+	for j := range base {
+		ref[j] = float64(base[j])
+		scale[j] = math.Abs(float64(base[j]))
+		if !keep[j] {
+			continue
+		}
+		var sum32 float32
+		for _, x := range models {
+			sum32 += x[j] - base[j]
+		}
+		var num, den, mag float64
+		for i, x := range models {
+			d := float64(x[j] - base[j])
+			if d != 0 && (d < 0) == (sum32 < 0) {
+				num += w[i] * d
+				den += w[i]
+				mag += math.Abs(w[i] * d)
+			}
+		}
+		den = math.Max(den, 1e-6)
+		ref[j] += num / den
+		scale[j] += mag / den
+	}
+	return ref, scale
+}
