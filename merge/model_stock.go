@@ -8,8 +8,9 @@ func init() {
 		Short:   "Model Stock: move from the base toward the models' mean by their task vectors' agreement",
 		Example: `  gomerge model-stock --base base.safetensors ft1.safetensors ft2.safetensors ft3.safetensors --out stock.safetensors`,
 		Base:    BaseRequired, MinModels: 2,
-		Params: []Param{{Name: "filter_wise", Kind: Bool,
-			check: refuse(false, "model_stock with filter_wise (one t per row) is not supported")}},
+		Params: []Param{{Name: "filter_wise", Flag: "filter-wise", Kind: Bool,
+			Usage: "one interpolation factor per row (the last dimension) rather than per tensor",
+			field: func(p *Params) any { return &p.FilterWise }}},
 		kernel: modelStockKernel,
 	})
 }
@@ -17,7 +18,10 @@ func init() {
 // modelStockKernel (docs/methods.md, model_stock): from the task vectors ε_i = θ_i − θ_base,
 // c = the mean pairwise cosine (norm products clamped ≥ 1e-6), clamped to [0, 1];
 // t = N·c / (1 + (N−1)·c); θ = t·mean_i θ_i + (1−t)·θ_base.
-func modelStockKernel(m *methodRun, _ *TensorPlan) Kernel {
+func modelStockKernel(m *methodRun, t *TensorPlan) Kernel {
+	if m.p.FilterWise == SwitchOn && len(t.Shape) >= 2 { // a vector is one row: the tensor's t
+		return modelStockRowKernel(m, t)
+	}
 	nModels := len(m.weights)
 	pairs := nModels * (nModels - 1) / 2
 	var wt, wb float32
@@ -114,6 +118,83 @@ func modelStockRef(base []float32, models [][]float32) (ref, scale []float64) {
 		}
 		ref[j] = t*mean + (1-t)*float64(base[j])
 		scale[j] = math.Abs(t*mean) + math.Abs((1-t)*float64(base[j]))
+	}
+	return ref, scale
+}
+
+// modelStockRowKernel is model_stock with filter_wise: the same t, computed from each
+// row's task vectors alone (a row: the last dimension), applied to that row. A chunk
+// reads the whole of every row it touches, so rows that straddle chunks get the same
+// t in both.
+func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
+	rows, err := newRowPool(t, t.Shape[len(t.Shape)-1])
+	if err != nil {
+		return Kernel{Err: err}
+	}
+	nModels := len(m.weights)
+	return Kernel{
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			rb := rows.get()
+			defer rows.put(rb)
+			rows.each(rb, in, pos, func(_, lo, hi int64, row [][]float32) {
+				wt, wb := modelStockFactors(row[0], row[1:])
+				base, models := in[0][lo-pos.Offset:hi-pos.Offset], in[1:]
+				out := dst[lo-pos.Offset : hi-pos.Offset]
+				inv := float32(nModels)
+				clear(out)
+				for _, x := range models {
+					x = x[lo-pos.Offset : hi-pos.Offset]
+					for j := range out {
+						out[j] += x[j]
+					}
+				}
+				for j := range out {
+					out[j] = float32(wt*(out[j]/inv)) + float32(wb*base[j])
+				}
+			})
+		},
+	}
+}
+
+// modelStockFactors is t and 1 − t, in float32, for one row: the per-tensor
+// kernel's statistics and formula over the row's elements.
+func modelStockFactors(base []float32, models [][]float32) (wt, wb float32) {
+	nModels := len(models)
+	pairs := nModels * (nModels - 1) / 2
+	var cSum float64
+	for i := range models {
+		for k := i + 1; k < nModels; k++ {
+			var dot, ni, nk float64
+			for j := range base {
+				a := float64(models[i][j]) - float64(base[j])
+				c := float64(models[k][j]) - float64(base[j])
+				dot += float64(a * c)
+				ni += float64(a * a)
+				nk += float64(c * c)
+			}
+			cSum += dot / math.Max(math.Sqrt(ni)*math.Sqrt(nk), 1e-6)
+		}
+	}
+	c := max(0, min(1, cSum/float64(pairs)))
+	n := float64(nModels)
+	t := n * c / (1 + float64((n-1)*c))
+	return float32(t), float32(1 - t)
+}
+
+// modelStockRowsRef is filter_wise's plain statement: modelStockRef on each row (the
+// last dimension; a vector is one row).
+func modelStockRowsRef(shape []int64, base []float32, models [][]float32) (ref, scale []float64) {
+	L := len(base)
+	if len(shape) >= 2 {
+		L = int(shape[len(shape)-1])
+	}
+	for r := 0; r < len(base); r += L {
+		row := make([][]float32, len(models))
+		for i, x := range models {
+			row[i] = x[r : r+L]
+		}
+		rr, rs := modelStockRef(base[r:r+L], row)
+		ref, scale = append(ref, rr...), append(scale, rs...)
 	}
 	return ref, scale
 }
