@@ -141,7 +141,7 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 }
 
 // cpuOnly are the methods without a GPU function.
-var cpuOnly = map[string]bool{"slerp": true, "model_stock": true}
+var cpuOnly = map[string]bool{"slerp": true, "model_stock": true, "della": true, "della_linear": true, "sce": true}
 
 func TestGPUMatchesCPU(t *testing.T) {
 	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}

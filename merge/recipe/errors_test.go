@@ -33,7 +33,6 @@ func TestRecipeErrors(t *testing.T) {
 		{"method-wide at model level", "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {lambda: 2}\n", 5, "method-wide parameter"},
 		{"bool for number", "merge_method: linear\nmodels: [{model: a, parameters: {weight: true}}]\n", 2, "want a number"},
 		{"string value", "merge_method: linear\nmodels: [{model: a, parameters: {weight: heavy}}]\n", 2, `got "heavy"`},
-		{"filter_wise", "merge_method: model_stock\nbase_model: base\nmodels: [{model: a}, {model: b}]\nparameters: {filter_wise: true}\n", 4, "filter_wise"},
 		{"models and slices", "merge_method: linear\nmodels: [{model: a}]\nslices: []\n", 1, "exactly one of models and slices"},
 		{"duplicate key", "merge_method: linear\nmodels: [{model: a}]\nmerge_method: ties\n", 3, "given twice"},
 		{"layer_range order", "merge_method: passthrough\nslices:\n  - sources:\n      - {model: a, layer_range: [3, 1]}\n", 4, "must be after the start"},

@@ -107,6 +107,51 @@ parameters: {density: 0.8, rescale: true, normalize: true}
 models: [{model: a}, {model: b}]
 `, merge.MethodJob{Method: "breadcrumbs", Base: "base", Models: []merge.Model{model("a", 1, 0.8), model("b", 1, 0.8)},
 			Params: with(func(q *merge.Params) { q.Normalize, q.Rescaling = merge.SwitchOn, merge.SwitchOn })}},
+		// The methods of issue 14, written as mergekit's docs describe them.
+		{"della", `
+merge_method: della
+base_model: base
+parameters: {density: 0.5, epsilon: 0.1, lambda: 0.9, int8_mask: true}
+models: [{model: a, parameters: {weight: 0.6}}, {model: b, parameters: {weight: 0.4}}]
+`, merge.MethodJob{Method: "della", Base: "base", Models: []merge.Model{model("a", 0.6, 0.5), model("b", 0.4, 0.5)},
+			Params: with(func(q *merge.Params) { q.Epsilon, q.Lambda = 0.1, 0.9 })}},
+		{"della_default_epsilon", `
+merge_method: della
+base_model: base
+models:
+  - model: a
+    parameters: {weight: 1.0, density: 0.4}
+  - model: b
+    parameters: {weight: 0.5, density: 0.6}
+`, merge.MethodJob{Method: "della", Base: "base", Models: []merge.Model{model("a", 1, 0.4), model("b", 0.5, 0.6)},
+			Params: with(func(q *merge.Params) { q.Epsilon = 0.15 })}},
+		{"della_linear", `
+merge_method: della_linear
+base_model: base
+parameters: {density: 0.7, epsilon: 0.2, normalize: true, rescale: false}
+models: [{model: a, parameters: {weight: 0.5}}, {model: b, parameters: {weight: 0.5}}]
+`, merge.MethodJob{Method: "della_linear", Base: "base", Models: []merge.Model{model("a", 0.5, 0.7), model("b", 0.5, 0.7)},
+			Params: with(func(q *merge.Params) { q.Epsilon, q.Normalize, q.Rescaling = 0.2, merge.SwitchOn, merge.SwitchOff })}},
+		{"sce", `
+merge_method: sce
+base_model: base
+parameters: {select_topk: 0.3}
+models: [{model: a}, {model: b}]
+`, merge.MethodJob{Method: "sce", Base: "base", Models: []merge.Model{model("a", 1, nan), model("b", 1, nan)},
+			Params: with(func(q *merge.Params) { q.SelectTopK = 0.3 })}},
+		{"sce_default", `
+merge_method: sce
+base_model: base
+models: [{model: a}, {model: b}]
+`, merge.MethodJob{Method: "sce", Base: "base", Models: []merge.Model{model("a", 1, nan), model("b", 1, nan)},
+			Params: with(func(q *merge.Params) { q.SelectTopK = 1 })}},
+		{"model_stock_filter_wise", `
+merge_method: model_stock
+base_model: base
+parameters: {filter_wise: true}
+models: [{model: a}, {model: b}]
+`, merge.MethodJob{Method: "model_stock", Base: "base", Models: []merge.Model{model("a", 1, nan), model("b", 1, nan)},
+			Params: with(func(q *merge.Params) { q.FilterWise = merge.SwitchOn })}},
 		{"slerp", `
 merge_method: slerp
 base_model: base
