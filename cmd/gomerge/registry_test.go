@@ -99,6 +99,8 @@ func nonDefault(t *testing.T, p *merge.Param, avoid ...string) string {
 	switch p.Kind {
 	case merge.Seed:
 		return strconv.FormatUint(uint64(p.Default)+7, 10)
+	case merge.Bool:
+		return strconv.FormatBool(p.Default == 0)
 	case merge.Choice:
 		for _, c := range p.Choices {
 			if c != p.DefaultChoice {
@@ -181,6 +183,16 @@ func TestCommandsMatchLibrary(t *testing.T) {
 					p.SetChoice(&j.Params, v)
 					return
 				}
+				if p.Kind == merge.Bool {
+					b, err := strconv.ParseBool(v)
+					must(err)
+					f := 0.0
+					if b {
+						f = 1
+					}
+					p.SetParams(&j.Params, f)
+					return
+				}
 				f, err := strconv.ParseFloat(v, 64)
 				must(err)
 				p.SetParams(&j.Params, f)
@@ -188,8 +200,13 @@ func TestCommandsMatchLibrary(t *testing.T) {
 			var values []string
 			for _, p := range flagged {
 				v := nonDefault(t, p)
+				if p.Name == "epsilon" && p.Kind == merge.Number && p.PerModel {
+					// della refuses density ± ε outside (0, 1): beside this test's
+					// densities (0.35, 0.7), ε must be small.
+					v = "0.05"
+				}
 				values = append(values, v)
-				args = append(args, "--"+p.Flag, v)
+				args = append(args, "--"+p.Flag+"="+v) // one word: a bool flag takes no separate value
 				set(&job, p, v)
 			}
 			// Per-model keys: a non-default value on one model each.
