@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -67,10 +68,24 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 				return err
 			},
 		}
-		for _, method := range testMethods() {
+		// Options beyond the defaults that change how a method works through a tensor:
+		// della's per-entry rescale, model_stock's per-row factor.
+		variants := map[string]func(*Params){
+			"della":                   func(p *Params) { p.Epsilon = 0.2 },
+			"della-inv":               func(p *Params) { p.Epsilon, p.Rescaling, p.Rescale = 0.1, SwitchOn, "inverse" },
+			"model_stock":             func(p *Params) {},
+			"model_stock-filter_wise": func(p *Params) { p.FilterWise = SwitchOn },
+		}
+		for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
+			name := method
+			method, _, _ := strings.Cut(method, "-")
 			def, _ := methodDefs(method)
-			runs[method] = func(out string, threads int) error {
-				j := MethodJob{Method: method, Params: Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1"},
+			runs[name] = func(out string, threads int) error {
+				p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3}
+				if v := variants[name]; v != nil {
+					v(&p)
+				}
+				j := MethodJob{Method: method, Params: p,
 					Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}}
 				if def.base {
 					j.Base = path("base")
