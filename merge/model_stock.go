@@ -65,10 +65,7 @@ func modelStockKernel(m *methodRun, t *TensorPlan) Kernel {
 						p++
 					}
 				}
-				c := max(0, min(1, cSum/float64(pairs)))
-				n := float64(nModels)
-				t := n * c / (1 + float64((n-1)*c))
-				wt, wb = float32(t), float32(1-t)
+				wt, wb = modelStockT(cSum, pairs, nModels)
 				return nil
 			},
 		}},
@@ -175,6 +172,12 @@ func modelStockFactors(base []float32, models [][]float32) (wt, wb float32) {
 			cSum += dot / math.Max(math.Sqrt(ni)*math.Sqrt(nk), 1e-6)
 		}
 	}
+	return modelStockT(cSum, pairs, nModels)
+}
+
+// modelStockT is t and 1 − t in float32 from the sum of the pairwise cosines: c, their
+// mean clamped to [0, 1], and t = N·c / (1 + (N−1)·c) in float64.
+func modelStockT(cSum float64, pairs, nModels int) (wt, wb float32) {
 	c := max(0, min(1, cSum/float64(pairs)))
 	n := float64(nModels)
 	t := n * c / (1 + float64((n-1)*c))
