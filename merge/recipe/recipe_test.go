@@ -2,9 +2,12 @@ package recipe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -384,4 +387,23 @@ func containsStr(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// TestDellaEpsilonRefusedPerTensor: an ε that takes a model's keep probabilities
+// outside (0, 1) is refused by Run, as mergekit raises, naming the recipe, and nothing is
+// written; a gradient that makes it valid for every tensor runs.
+func TestDellaEpsilonRefusedPerTensor(t *testing.T) {
+	f := newFixture(t, dtype.BF16)
+	t.Chdir(f.dir)
+	out := filepath.Join(f.dir, "della-bad.safetensors")
+	r := f.recipe(t, "della-bad.yaml", "merge_method: della\nbase_model: base\nmodels:\n  - {model: a, parameters: {density: 0.1}}\n  - model: b\nparameters: {epsilon: 0.15, density: 0.5}\n")
+	_, err := Run(context.Background(), r, Options{Out: out}, merge.Job{Version: "test"})
+	if !errors.Is(err, merge.ErrBadInput) && !errors.Is(err, merge.ErrBadParameter) || !strings.Contains(err.Error(), "density ± epsilon") {
+		t.Fatalf("got %v, want the ε refused", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused step left %s: %v", out, err)
+	}
+	r = f.recipe(t, "della-ok.yaml", "merge_method: della\nbase_model: base\nmodels:\n  - {model: a, parameters: {density: [0.3, 0.6]}}\n  - model: b\nparameters: {epsilon: 0.15, density: 0.5}\n")
+	f.run(t, r, Options{Out: filepath.Join(f.dir, "della-ok.safetensors")})
 }
