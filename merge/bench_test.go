@@ -100,7 +100,8 @@ func BenchmarkLerpBF16Fused(b *testing.B) {
 
 // BenchmarkRunTaskVectors is a whole merge of a base and three models, files to
 // file, by the task-vector presets with their own kernels (ties) and the general
-// one (dare_ties, breadcrumbs_ties). Bytes are input bytes read.
+// one (dare_ties, breadcrumbs_ties, della with its per-row ranks), and by sce. Bytes
+// are input bytes read.
 func BenchmarkRunTaskVectors(b *testing.B) {
 	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128}
 	dir := b.TempDir()
@@ -113,9 +114,10 @@ func BenchmarkRunTaskVectors(b *testing.B) {
 		must(b, stt.WriteFile(p, stt.Perturb(base, 0.5, uint64(i+2)), nil))
 		models = append(models, Model{Path: p, Weight: 1, Density: math.NaN()})
 	}
-	for _, method := range []string{"ties", "dare_ties", "breadcrumbs_ties"} {
+	for _, method := range []string{"ties", "dare_ties", "breadcrumbs_ties", "della", "sce"} {
 		b.Run(method, func(b *testing.B) {
-			job := MethodJob{Method: method, Base: basePath, Models: models, Params: Params{Density: 0.2, Lambda: 1, Gamma: 0.01, Rescale: "l1"},
+			p := Params{Density: 0.2, Lambda: 1, Gamma: 0.01, Rescale: "l1", Epsilon: 0.1, SelectTopK: 0.3}
+			job := MethodJob{Method: method, Base: basePath, Models: models, Params: p,
 				Job: Job{Out: filepath.Join(dir, method+".out.safetensors")}}
 			b.ReportAllocs()
 			var rep *Report
