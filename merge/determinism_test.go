@@ -70,7 +70,8 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 		for _, method := range testMethods() {
 			def, _ := methodDefs(method)
 			runs[method] = func(out string, threads int) error {
-				j := MethodJob{Method: method, Params: Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1"},
+				j := MethodJob{Method: method, Params: Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1",
+					Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}},
 					Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}}
 				if def.base {
 					j.Base = path("base")
@@ -87,6 +88,16 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 					j.Models = append(j.Models, m)
 				}
 				_, err := RunMethod(ctx, j)
+				return err
+			}
+		}
+		// nuslerp's per-row and per-column angles: sums kept per chunk and segment.
+		for _, rowWise := range []Switch{SwitchOff, SwitchOn} {
+			runs[fmt.Sprint("nuslerp-unflattened-", rowWise)] = func(out string, threads int) error {
+				_, err := RunMethod(ctx, MethodJob{Method: "nuslerp", Base: path("base"),
+					Models: []Model{{Path: path("m0"), Weight: 0.3, Density: math.NaN()}, {Path: path("m1"), Weight: 0.7, Density: math.NaN()}},
+					Params: Params{Geo: GeoParams{Flatten: SwitchOff, RowWise: rowWise}},
+					Job:    Job{Out: out, Exec: ExecOptions{Threads: threads}}})
 				return err
 			}
 		}

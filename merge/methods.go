@@ -39,6 +39,9 @@ type Params struct {
 	Epsilon   float64 // fisher: floor of the Fisher values
 	Beta      float64 // sfa: the anchor's weight
 
+	// Geo holds nuslerp's, karcher's and ramplus_tl's own parameters (geometry.go).
+	Geo GeoParams
+
 	// generalKernel makes the task-vector family skip its fast paths, for the tests
 	// that compare them with the general kernel; callers outside the package cannot
 	// set it.
