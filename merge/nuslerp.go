@@ -86,7 +86,7 @@ func (s segments) walk(pos Chunk, n int, f func(j, slot int)) {
 
 // segmentSums adds the per-chunk slots (k statistics each) into per-segment sums, in
 // chunk order.
-func (s segments) segmentSums(perChunk []float64, k int, numel int64) [][]float64 {
+func (s segments) segmentSums(perChunk []float64, k int) [][]float64 {
 	sums := make([][]float64, k)
 	for i := range sums {
 		sums[i] = make([]float64, s.n)
@@ -118,7 +118,6 @@ func (s segments) segmentSums(perChunk []float64, k int, numel int64) [][]float6
 func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 	t := nuslerpT(m.models[0].Weight, m.models[1].Weight)
 	seg := newSegments(tp.Shape, m.p.Geo.Flatten == SwitchOn, m.p.Geo.RowWise == SwitchOn)
-	numel := tp.NumElements()
 	var c0, c1 []float32
 	first := b2i(m.base)
 	return Kernel{
@@ -142,7 +141,7 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 				})
 			},
 			Done: func(perChunk []float64) error {
-				sums := seg.segmentSums(perChunk, 3, numel)
+				sums := seg.segmentSums(perChunk, 3)
 				c0, c1 = make([]float32, seg.n), make([]float32, seg.n)
 				for i := range seg.n {
 					a, b := nuslerpCoefficients(t, sums[0][i], sums[1][i], sums[2][i])
