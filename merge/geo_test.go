@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -466,5 +467,93 @@ func TestGeoMethodsRefuse(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrBadParameter) {
 			t.Errorf("%s: got %v, want %q", tc.job.Method, err, tc.want)
 		}
+	}
+}
+
+// arceeFusionRef is arcee_fusion's plain statement: per row, the softmaxes and their
+// KL divergence in float64; importances rounded to float32; the quartiles by sorting
+// them all (index floor(q·(n−1))); the model's value where the importance reaches
+// median + 1.5·IQR.
+func arceeFusionRef(shape []int64, base, model []float32) []float32 {
+	numel := len(base)
+	last := numel
+	if len(shape) > 1 {
+		last = int(shape[len(shape)-1])
+	}
+	imp := make([]float32, numel)
+	for r := 0; r < numel/last; r++ {
+		row := func(v []float32) []float64 {
+			m := math.Inf(-1)
+			for _, x := range v[r*last : (r+1)*last] {
+				m = max(m, float64(x))
+			}
+			var z float64
+			out := make([]float64, last)
+			for c, x := range v[r*last : (r+1)*last] {
+				out[c] = math.Exp(float64(x) - m)
+				z += out[c]
+			}
+			for c := range out {
+				out[c] = out[c]/z + 1e-8
+			}
+			return out
+		}
+		p, q := row(model), row(base)
+		var kl float64
+		for c := range p {
+			kl += p[c] * math.Log(p[c]/q[c])
+		}
+		for c := range last {
+			j := r*last + c
+			imp[j] = float32(math.Abs(float64(model[j])-float64(base[j])) * kl)
+		}
+	}
+	sorted := append([]float32(nil), imp...)
+	slices.Sort(sorted)
+	at := func(num int) float64 { return float64(sorted[num*(numel-1)/4]) }
+	thr := at(2) + 1.5*(at(3)-at(1))
+	out := make([]float32, numel)
+	for j := range out {
+		out[j] = base[j]
+		if float64(imp[j]) >= thr {
+			out[j] = model[j]
+		}
+	}
+	return out
+}
+
+// TestArceeFusion: the exact-quantile threshold against a sort, on BF16 and F32 (each
+// output element is the base's or the model's, so the comparison is of bits), and a
+// hand-worked case.
+func TestArceeFusion(t *testing.T) {
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		base, models := geoFixture(31, dt, 1)
+		got := runGeo(t, dt, "arcee_fusion", Params{}, base, models, nil, 2)
+		for _, name := range base.names {
+			want := arceeFusionRef(geoShapes[name], base.vals[name], models[0].vals[name])
+			if !slicesEqualBits(got[name], want) {
+				t.Errorf("%s %s: differs from the sorted reference", dt, name)
+			}
+			var kept int
+			for j := range want {
+				if want[j] != base.vals[name][j] {
+					kept++
+				}
+			}
+			if name == "big.weight" && (kept == 0 || kept == len(want)) {
+				t.Errorf("%s %s: the threshold keeps %d of %d: the case tells nothing", dt, name, kept, len(want))
+			}
+		}
+	}
+	// Row 0 is the base shifted by 50: its softmax is the base's, KL = 0, so its
+	// importance is 0 however large the change. Row 1 changes by (1, 2, 4, 100):
+	// importances 0 (×4), KL, 2KL, 4KL, 100KL; q1 = index 1 (0), median = index 3
+	// (0), q3 = index 5 (2KL): threshold 3KL keeps 4 and 100.
+	mat := func(vals ...float32) *ckpt {
+		return &ckpt{names: []string{"w"}, shapes: map[string][]int64{"w": {2, 4}}, vals: map[string][]float32{"w": vals}}
+	}
+	got := runMethodFiles(t, dtype.F32, "arcee_fusion", Params{}, mat(0, 1, 2, 3, 0, 0, 0, 0), []*ckpt{mat(50, 51, 52, 53, 1, 2, 4, 100)}, nil, nil, 1)["w"]
+	if want := []float32{0, 1, 2, 3, 0, 0, 4, 100}; !slices.Equal(got, want) {
+		t.Errorf("arcee_fusion: got %v, want %v", got, want)
 	}
 }

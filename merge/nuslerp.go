@@ -91,23 +91,11 @@ func (s segments) segmentSums(perChunk []float64, k int) [][]float64 {
 	for i := range sums {
 		sums[i] = make([]float64, s.n)
 	}
-	per := s.slots * k
-	for c := 0; c*per < len(perChunk); c++ {
-		pos := Chunk{Index: int64(c), Offset: int64(c) * ChunkElems}
-		first := s.first(pos)
-		acc := perChunk[c*per : (c+1)*per]
-		for slot := range s.slots {
-			seg := first + int64(slot)
-			if s.cols {
-				seg %= s.n
-			} else if seg >= s.n {
-				break
-			}
-			for i := range k {
-				sums[i][seg] += acc[slot*k+i]
-			}
+	s.eachSlot(perChunk, k, func(seg int64, a []float64) {
+		for i := range k {
+			sums[i][seg] += a[i]
 		}
-	}
+	})
 	return sums
 }
 
