@@ -58,30 +58,38 @@ func (s segments) first(pos Chunk) int64 {
 	return pos.Offset / s.size
 }
 
-// walk calls f(j, local slot) for the chunk's elements j in [0, n), in order.
-func (s segments) walk(pos Chunk, n int, f func(j, slot int)) {
+// runs calls f(lo, hi, local slot) for the chunk's runs of elements [lo, hi) of one
+// segment, in order: whole rows (or the whole chunk, for one segment), or single
+// elements for columns.
+func (s segments) runs(pos Chunk, n int, f func(lo, hi, slot int)) {
 	e := pos.Offset
-	first := s.first(pos)
 	if s.cols {
 		// Local slot = (segment − first) mod n: with n ≤ ChunkElems (first = 0) the
 		// segment itself, wrapping at n; otherwise j, as the chunk never wraps.
-		slot := int((e%s.n - first + s.n) % s.n)
+		slot := int((e%s.n - s.first(pos) + s.n) % s.n)
 		for j := range n {
-			f(j, slot)
+			f(j, j+1, slot)
 			if slot++; int64(slot) == s.n {
 				slot = 0
 			}
 		}
 		return
 	}
-	slot, inRow := 0, e%s.size
-	for j := range n {
-		f(j, slot)
-		if inRow++; inRow == s.size {
-			inRow = 0
-			slot++
-		}
+	lo, slot := 0, 0
+	for hi := int(min(int64(n), s.size-e%s.size)); lo < n; hi = min(n, hi+int(s.size)) {
+		f(lo, hi, slot)
+		lo = hi
+		slot++
 	}
+}
+
+// walk calls f(j, local slot) for the chunk's elements j in [0, n), in order.
+func (s segments) walk(pos Chunk, n int, f func(j, slot int)) {
+	s.runs(pos, n, func(lo, hi, slot int) {
+		for j := lo; j < hi; j++ {
+			f(j, slot)
+		}
+	})
 }
 
 // segmentSums adds the per-chunk slots (k statistics each) into per-segment sums, in
@@ -117,15 +125,21 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 				if m.base {
 					base = in[0]
 				}
-				seg.walk(pos, len(v0), func(j, slot int) {
-					a, b := float64(v0[j]), float64(v1[j])
-					if base != nil {
-						a -= float64(base[j])
-						b -= float64(base[j])
+				seg.runs(pos, len(v0), func(lo, hi, slot int) {
+					var d, n0, n1 float64
+					for j := lo; j < hi; j++ {
+						a, b := float64(v0[j]), float64(v1[j])
+						if base != nil {
+							a -= float64(base[j])
+							b -= float64(base[j])
+						}
+						d += float64(a * b) // rounded: no platform fuses it
+						n0 += float64(a * a)
+						n1 += float64(b * b)
 					}
-					acc[3*slot] += float64(a * b) // rounded: no platform fuses it
-					acc[3*slot+1] += float64(a * a)
-					acc[3*slot+2] += float64(b * b)
+					acc[3*slot] += d
+					acc[3*slot+1] += n0
+					acc[3*slot+2] += n1
 				})
 			},
 			Done: func(perChunk []float64) error {
@@ -140,17 +154,17 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 		}},
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			v0, v1 := in[first], in[first+1]
-			if !m.base {
-				seg.walk(pos, len(dst), func(j, slot int) {
-					s := nuslerpSegment(seg, pos, slot)
-					dst[j] = float32(c0[s]*v0[j]) + float32(c1[s]*v1[j])
-				})
-				return
-			}
-			base := in[0]
-			seg.walk(pos, len(dst), func(j, slot int) {
+			seg.runs(pos, len(dst), func(lo, hi, slot int) {
 				s := nuslerpSegment(seg, pos, slot)
-				dst[j] = base[j] + float32(c0[s]*(v0[j]-base[j])) + float32(c1[s]*(v1[j]-base[j]))
+				a, b := c0[s], c1[s]
+				if !m.base {
+					Lerp(dst[lo:hi], v0[lo:hi], v1[lo:hi], a, b)
+					return
+				}
+				base := in[0]
+				for j := lo; j < hi; j++ {
+					dst[j] = base[j] + float32(a*(v0[j]-base[j])) + float32(b*(v1[j]-base[j]))
+				}
 			})
 		},
 	}
