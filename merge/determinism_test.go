@@ -101,6 +101,13 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 				return err
 			}
 		}
+		runs["multislerp-base"] = func(out string, threads int) error {
+			_, err := RunMethod(ctx, MethodJob{Method: "multislerp", Base: path("base"),
+				Models: []Model{{Path: path("m0"), Weight: 1, Density: math.NaN()}, {Path: path("m1"), Weight: 2, Density: math.NaN()}, {Path: path("m2"), Weight: 0.5, Density: math.NaN()}},
+				Params: Params{Normalize: SwitchOn, Epsilon: 1e-8},
+				Job:    Job{Out: out, Exec: ExecOptions{Threads: threads}}})
+			return err
+		}
 		for name, run := range runs {
 			var first []byte
 			for _, threads := range []int{1, 2, 8, 8} {

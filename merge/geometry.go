@@ -70,8 +70,8 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 
 // combine writes dst = Σ_i c_i·y_i (+ the base), with y_i = in[first+i] − in[0] when
 // withBase: each difference and each product rounded to float32, added in model order
-// to the base's value. It is how the Gram-matrix methods (karcher, multislerp,
-// nuslerp flattened) apply the coefficients they found.
+// to the base's value. It is how the Gram-matrix methods (karcher, multislerp) apply
+// the coefficients they found.
 func combine(dst []float32, in [][]float32, c []float32, withBase bool) {
 	if !withBase {
 		clear(dst)

@@ -36,7 +36,7 @@ type Params struct {
 	// Normalize divides the task-vector family's merged delta by the weights' sum
 	// (with a sign consensus: of the models that agree); SwitchDefault: the method's.
 	Normalize Switch
-	Epsilon   float64 // fisher: floor of the Fisher values
+	Epsilon   float64 // fisher: floor of the Fisher values; ram's epsilon; multislerp's eps
 	Beta      float64 // sfa: the anchor's weight
 
 	// Geo holds nuslerp's, karcher's and ramplus_tl's own parameters (geometry.go).
