@@ -133,7 +133,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 						r := first + int64(slot)
 						p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
 						q := math.Exp(float64(b[j])-mb[r])/zb[r] + 1e-8
-						acc[slot] += p * math.Log(p/q)
+						acc[slot] += float64(p * math.Log(p/q)) // rounded: no platform fuses it
 					})
 				},
 				Done: func(perChunk []float64) error {
@@ -202,7 +202,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 							cum += int64(c)
 						}
 					}
-					threshold = v[1] + 1.5*(v[2]-v[0])
+					threshold = v[1] + float64(1.5*(v[2]-v[0]))
 					return nil
 				},
 			},

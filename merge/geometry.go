@@ -137,7 +137,7 @@ func quad(g [][]float64, c, d []float64) float64 {
 	var s float64
 	for i := range c {
 		for k := range d {
-			s += c[i] * g[i][k] * d[k]
+			s += float64(c[i] * g[i][k] * d[k]) // rounded: no platform fuses it
 		}
 	}
 	return s

@@ -111,7 +111,7 @@ func karcherCoefficients(g [][]float64, maxIter uint64, tol float64) []float64 {
 		for a := range k { // ⟨u, e_a⟩ = (E u)_a
 			eu[a] = 0
 			for b := range k {
-				eu[a] += e[a][b] * u[b]
+				eu[a] += float64(e[a][b] * u[b]) // products rounded: no platform fuses them
 			}
 		}
 		for a := range k {
@@ -123,7 +123,7 @@ func karcherCoefficients(g [][]float64, maxIter uint64, tol float64) []float64 {
 			f := alpha * theta / math.Sin(theta)
 			t[a] += f
 			for b := range k {
-				t[b] -= f * dot * u[b]
+				t[b] -= float64(f * dot * u[b])
 			}
 		}
 		nt := math.Sqrt(max(quad(e, t, t), 0))
@@ -132,7 +132,7 @@ func karcherCoefficients(g [][]float64, maxIter uint64, tol float64) []float64 {
 		}
 		c, s := math.Cos(nt), math.Sin(nt)/nt
 		for b := range k {
-			u[b] = c*u[b] + s*t[b]
+			u[b] = float64(c*u[b]) + float64(s*t[b])
 		}
 		if nu := math.Sqrt(max(quad(e, u, u), 0)); nu > tol {
 			for b := range k {

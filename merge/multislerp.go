@@ -116,22 +116,22 @@ func multislerpCoefficients(g [][]float64, w []float64, normalize bool, eps floa
 		tau[i] = w[i] / (norms[i] + eps)
 		var gm float64
 		for k := range n {
-			gm += g[i][k] * mu[k]
+			gm += float64(g[i][k] * mu[k]) // products rounded: no platform fuses them
 		}
 		along += w[i] * gm / (norms[i] + eps)
 	}
 	for i := range n {
-		tau[i] -= along * mu[i]
+		tau[i] -= float64(along * mu[i])
 	}
 	tn := math.Sqrt(max(quad(g, tau, tau), 0)) + eps
 	var avg float64
 	for i := range n {
-		avg += norms[i] * w[i]
+		avg += float64(norms[i] * w[i])
 	}
 	c, s := math.Cos(tn), math.Sin(tn)/tn
 	out := make([]float64, n)
 	for i := range n {
-		out[i] = avg * (c*mu[i] + s*tau[i])
+		out[i] = avg * (float64(c*mu[i]) + float64(s*tau[i]))
 	}
 	return out, nil
 }

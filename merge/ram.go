@@ -120,7 +120,7 @@ func ramLambdas(perChunk []float64, n int, eps, r, alpha float64) []float64 {
 			unique += perChunk[c+2*i+1]
 		}
 		rho := shared / max(unique, eps)
-		out[i] = 1 + r*max(0, min(alpha, rho))
+		out[i] = 1 + float64(r*max(0, min(alpha, rho))) // rounded: no platform fuses it
 	}
 	return out
 }
