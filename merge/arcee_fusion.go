@@ -74,8 +74,12 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 	// importances calls f with each element's importance, in order.
 	importances := func(pos Chunk, in [][]float32, f func(j int, imp float32)) {
 		b, x := in[0], in[1]
-		seg.walk(pos, len(x), func(j, slot int) {
-			f(j, arceeImportance(x[j], b[j], kl[seg.first(pos)+int64(slot)]))
+		first := seg.first(pos)
+		seg.runs(pos, len(x), func(lo, hi, slot int) {
+			k := kl[first+int64(slot)]
+			for j := lo; j < hi; j++ {
+				f(j, arceeImportance(x[j], b[j], k))
+			}
 		})
 	}
 	return Kernel{
@@ -111,10 +115,12 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
-					seg.walk(pos, len(x), func(j, slot int) {
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
 						r := first + int64(slot)
-						acc[2*slot] += math.Exp(float64(x[j]) - mx[r])
-						acc[2*slot+1] += math.Exp(float64(b[j]) - mb[r])
+						for j := lo; j < hi; j++ {
+							acc[2*slot] += math.Exp(float64(x[j]) - mx[r])
+							acc[2*slot+1] += math.Exp(float64(b[j]) - mb[r])
+						}
 					})
 				},
 				Done: func(perChunk []float64) error {
@@ -129,11 +135,13 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
-					seg.walk(pos, len(x), func(j, slot int) {
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
 						r := first + int64(slot)
-						p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
-						q := math.Exp(float64(b[j])-mb[r])/zb[r] + 1e-8
-						acc[slot] += float64(p * math.Log(p/q)) // rounded: no platform fuses it
+						for j := lo; j < hi; j++ {
+							p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
+							q := math.Exp(float64(b[j])-mb[r])/zb[r] + 1e-8
+							acc[slot] += float64(p * math.Log(p/q)) // rounded: no platform fuses it
+						}
 					})
 				},
 				Done: func(perChunk []float64) error {
