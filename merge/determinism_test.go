@@ -81,7 +81,8 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 			method, _, _ := strings.Cut(method, "-")
 			def, _ := methodDefs(method)
 			runs[name] = func(out string, threads int) error {
-				p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3}
+				p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3,
+					Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}}
 				if v := variants[name]; v != nil {
 					v(&p)
 				}
@@ -104,6 +105,23 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 				_, err := RunMethod(ctx, j)
 				return err
 			}
+		}
+		// nuslerp's per-row and per-column angles: sums kept per chunk and segment.
+		for _, rowWise := range []Switch{SwitchOff, SwitchOn} {
+			runs[fmt.Sprint("nuslerp-unflattened-", rowWise)] = func(out string, threads int) error {
+				_, err := RunMethod(ctx, MethodJob{Method: "nuslerp", Base: path("base"),
+					Models: []Model{{Path: path("m0"), Weight: 0.3, Density: math.NaN()}, {Path: path("m1"), Weight: 0.7, Density: math.NaN()}},
+					Params: Params{Geo: GeoParams{Flatten: SwitchOff, RowWise: rowWise}},
+					Job:    Job{Out: out, Exec: ExecOptions{Threads: threads}}})
+				return err
+			}
+		}
+		runs["multislerp-base"] = func(out string, threads int) error {
+			_, err := RunMethod(ctx, MethodJob{Method: "multislerp", Base: path("base"),
+				Models: []Model{{Path: path("m0"), Weight: 1, Density: math.NaN()}, {Path: path("m1"), Weight: 2, Density: math.NaN()}, {Path: path("m2"), Weight: 0.5, Density: math.NaN()}},
+				Params: Params{Normalize: SwitchOn, Epsilon: 1e-8},
+				Job:    Job{Out: out, Exec: ExecOptions{Threads: threads}}})
+			return err
 		}
 		for name, run := range runs {
 			var first []byte

@@ -116,6 +116,9 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 		if m == "slerp" {
 			n = 1
 		}
+		if def, _ := methodDefs(m); def.maxModels > 0 {
+			n = min(n, def.maxModels)
+		}
 		method(m, m, n, p, nil)
 	}
 	method("ties-densities", "ties", 3, p, []float64{0, 1, 0.55})
@@ -141,7 +144,8 @@ func gpuRuns(path func(string) string) map[string]gpuRun {
 }
 
 // cpuOnly are the methods without a GPU function.
-var cpuOnly = map[string]bool{"slerp": true, "model_stock": true, "della": true, "della_linear": true, "sce": true}
+var cpuOnly = map[string]bool{"slerp": true, "model_stock": true, "della": true, "della_linear": true, "sce": true,
+	"nuslerp": true, "multislerp": true, "karcher": true, "nearswap": true, "arcee_fusion": true, "ram": true, "ramplus_tl": true}
 
 func TestGPUMatchesCPU(t *testing.T) {
 	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}

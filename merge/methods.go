@@ -36,7 +36,7 @@ type Params struct {
 	// Normalize divides the task-vector family's merged delta by the weights' sum
 	// (with a sign consensus: of the models that agree); SwitchDefault: the method's.
 	Normalize Switch
-	Epsilon   float64 // fisher: floor of the Fisher values; della: half-width ε of the keep probabilities
+	Epsilon   float64 // fisher: floor of the Fisher values; della: half-width ε of the keep probabilities; ram's epsilon; multislerp's eps
 	// SelectTopK is sce's fraction of element positions kept, by the variance of the
 	// task vectors across models.
 	SelectTopK float64
@@ -44,6 +44,9 @@ type Params struct {
 	// dimension) instead of one per tensor.
 	FilterWise Switch
 	Beta       float64 // sfa: the anchor's weight
+
+	// Geo holds nuslerp's, karcher's and ramplus_tl's own parameters (geometry.go).
+	Geo GeoParams
 
 	// generalKernel makes the task-vector family skip its fast paths, for the tests
 	// that compare them with the general kernel; callers outside the package cannot

@@ -21,6 +21,9 @@ type BaseUse int
 const (
 	BaseAbsent   BaseUse = iota // no base: every input is a model
 	BaseRequired                // a base (--base, recipes' base_model): the first input and the reference
+	// BaseOptional: with a base, it is the first input and the reference, and the
+	// method works on the task vectors (nuslerp, multislerp); without, as BaseAbsent.
+	BaseOptional
 )
 
 // ParamKind is the type of a parameter's value.
@@ -293,7 +296,7 @@ func MethodNames() []string {
 
 // MergekitOnly are mergekit methods gomerge does not implement, so that recipes can
 // say so rather than call them unknown.
-var MergekitOnly = []string{"nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "ramplus_tl"}
+var MergekitOnly []string
 
 // Shared parameter declarations: the same parameter reads the same way in every
 // method that takes it.

@@ -58,6 +58,9 @@ func newMethodCmd(ios *IOStreams, group []*merge.Method) *cobra.Command {
 		}
 	}
 	use := mc.Command
+	if mc.Base == merge.BaseOptional {
+		use += " [--base BASE]"
+	}
 	if mc.Base == merge.BaseRequired {
 		use += " --base BASE"
 	}
@@ -104,7 +107,7 @@ func newMethodCmd(ios *IOStreams, group []*merge.Method) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	if mc.Base == merge.BaseRequired {
+	if mc.Base != merge.BaseAbsent {
 		f.StringVar(&base, "base", "", "the base model the task vectors are taken from (the reference)")
 	}
 	for i := range mc.Params {

@@ -54,7 +54,7 @@ func TestCommandsFromRegistry(t *testing.T) {
 				return
 			}
 			if f.Name == "base" {
-				if ms[0].Base != merge.BaseRequired {
+				if ms[0].Base == merge.BaseAbsent {
 					t.Errorf("%s: --base on a method without a base", name)
 				}
 				return
@@ -118,6 +118,21 @@ func nonDefault(t *testing.T, p *merge.Param, avoid ...string) string {
 	t.Fatalf("no non-default value for %s", p.Name)
 	return ""
 }
+
+// flagValues are non-default values, by method/parameter, for parameters whose effect
+// the fixture shows only at particular values: a single Karcher step (the mean takes
+// more), and a RAM threshold below the perturbations (so entries count, and some only
+// for one model).
+var flagValues = map[string]string{
+	"karcher/max_iter": "1", "karcher/tol": "1e-9",
+	"ram/epsilon": "1e-4", "ramplus_tl/epsilon": "1e-4",
+}
+
+// insensitiveFlags are parameters no single fixture shows beside the others: karcher's
+// tol acts only where the iteration converges, or a model's norm or angle is below it,
+// which a step count low enough to show max_iter rules out. The byte comparison with
+// the library still covers their routing.
+var insensitiveFlags = map[string]bool{"karcher/tol": true}
 
 // TestCommandsMatchLibrary runs every merge command with a non-default value for
 // every flag and per-model key it takes and compares the output, byte for byte, with
@@ -205,6 +220,9 @@ func TestCommandsMatchLibrary(t *testing.T) {
 					// densities (0.35, 0.7), ε must be small.
 					v = "0.05"
 				}
+				if fv, ok := flagValues[m.Name+"/"+p.Name]; ok {
+					v = fv
+				}
 				values = append(values, v)
 				args = append(args, "--"+p.Flag+"="+v) // one word: a bool flag takes no separate value
 				set(&job, p, v)
@@ -269,7 +287,7 @@ func TestCommandsMatchLibrary(t *testing.T) {
 					p.SetParams(&j.Params, p.Default)
 				}
 				lib("default-"+p.Name, j)
-				if bytes.Equal(tensorBytes(t, filepath.Join(dir, m.Name+".default-"+p.Name+".safetensors")), wantTensors) {
+				if bytes.Equal(tensorBytes(t, filepath.Join(dir, m.Name+".default-"+p.Name+".safetensors")), wantTensors) && !insensitiveFlags[m.Name+"/"+p.Name] {
 					t.Errorf("--%s %s changes nothing on this fixture: the test could not see it ignored", p.Flag, values[k])
 				}
 			}

@@ -26,7 +26,6 @@ func TestRecipeErrors(t *testing.T) {
 		{"unknown key", "merge_method: linear\nmodels: [{model: a}]\nfoo: 1\n", 3, `unknown key "foo"`},
 		{"unknown model key", "merge_method: linear\nmodels:\n  - model: a\n    wieght: 1\n", 4, `unknown key "wieght"`},
 		{"unknown method", "merge_method: lineer\nmodels: [{model: a}]\n", 1, `unknown merge_method "lineer"`},
-		{"mergekit-only method", "merge_method: ramplus_tl\nbase_model: base\nmodels: [{model: a}]\n", 1, "gomerge does not implement it"},
 		{"unknown parameter", "merge_method: linear\nmodels: [{model: a}]\nparameters:\n  lambda: 2\n", 4, `linear takes no parameter "lambda"`},
 		{"density out of range", "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters:\n      density: 1.5\n", 6, "density 1.5 is outside [0, 1]"},
 		{"gradient knot out of range", "merge_method: slerp\nbase_model: base\nmodels: [{model: a}]\nparameters:\n  t: [0, 0.5,\n      1.2]\n", 5, "t 1.2 is outside"},

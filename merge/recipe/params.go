@@ -88,6 +88,13 @@ func lookupMethod(name string) (*merge.Method, bool) { return merge.LookupMethod
 // takesBase says whether the method's first input is base_model.
 func takesBase(m *merge.Method) bool { return m.Base == merge.BaseRequired }
 
+// hasBase says whether the step's first input is its base_model: always for methods
+// that require one, and for those that take one optionally (nuslerp, multislerp)
+// when the step names one.
+func (sp *StepPlan) hasBase() bool {
+	return takesBase(sp.spec) || sp.spec.Base == merge.BaseOptional && sp.step.Base != nil
+}
+
 // recipeParam returns the parameter a recipe may set under parameters: (a model's
 // Fisher is not one: it sits beside model:).
 func recipeParam(m *merge.Method, name string) (*merge.Param, bool) {
@@ -281,7 +288,7 @@ func (sp *StepPlan) computeValues(slices []nslice) error {
 // (k = −1).
 func (sp *StepPlan) tensorValues(spec *merge.Method, get func(*merge.Param, int) (Value, error)) (*tensorValues, error) {
 	tv := &tensorValues{}
-	first := b2i(takesBase(spec))
+	first := b2i(sp.hasBase())
 	for k := first; k < len(sp.pos); k++ {
 		tv.mps = append(tv.mps, merge.ModelParams{Weight: 1, Density: math.NaN()})
 	}

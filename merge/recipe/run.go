@@ -126,7 +126,7 @@ func (sp *StepPlan) runMerge(ctx context.Context, job merge.Job) (*merge.Report,
 	first := sp.first
 	mj := merge.MethodJob{Method: sp.Method, Params: first.p, Job: job}
 	k0 := 0
-	if takesBase(sp.spec) {
+	if sp.hasBase() {
 		mj.Base = sp.inputPath(0)
 		k0 = 1
 	}

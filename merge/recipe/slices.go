@@ -62,7 +62,7 @@ func (sp *StepPlan) layOut(c *catalog) ([]nslice, error) {
 		for _, m := range st.Models {
 			if st.Base != nil && m.Model.Name == st.Base.Name {
 				baseListed = true
-				if takesBase(spec) { // the base's own parameters are not used, as in mergekit
+				if sp.hasBase() { // the base's own parameters are not used, as in mergekit
 					continue
 				}
 			}
@@ -76,9 +76,9 @@ func (sp *StepPlan) layOut(c *catalog) ([]nslice, error) {
 			models = append(models, s)
 		}
 		switch {
-		case takesBase(spec) && st.Base == nil:
+		case sp.hasBase() && st.Base == nil:
 			return nil, errorf(st.Method.Pos, "%s needs a base_model", st.Method.Value)
-		case takesBase(spec):
+		case sp.hasBase():
 			var err error
 			if base, err = resolve(*st.Base, 0, -1, nil, nil); err != nil {
 				return nil, err
@@ -130,13 +130,13 @@ func (sp *StepPlan) layOut(c *catalog) ([]nslice, error) {
 			if src.End > s.info.layers {
 				return nil, errorf(src.Pos, "layer_range [%d, %d]: %s has %d layers", src.Start, src.End, src.Model.Name, s.info.layers)
 			}
-			if takesBase(spec) && baseRef != nil && src.Model.Name == baseRef.Name && base == nil {
+			if sp.hasBase() && baseRef != nil && src.Model.Name == baseRef.Name && base == nil {
 				base = s
 				continue
 			}
 			models = append(models, s)
 		}
-		if takesBase(spec) && base == nil {
+		if sp.hasBase() && base == nil {
 			if baseRef == nil {
 				return nil, errorf(st.Method.Pos, "%s needs a base_model", st.Method.Value)
 			}
@@ -172,7 +172,7 @@ func (sp *StepPlan) checkCount(n int, pos Pos) error {
 	spec := sp.spec
 	if n < spec.MinModels || (spec.MaxModels > 0 && n > spec.MaxModels) {
 		what := "besides the base"
-		if !takesBase(spec) {
+		if !sp.hasBase() {
 			what = "in all"
 		}
 		if spec.MinModels == spec.MaxModels {

@@ -1,0 +1,247 @@
+package merge
+
+import (
+	"math"
+	"sync"
+)
+
+func init() {
+	register(Method{
+		Name: "arcee_fusion", Command: "arcee-fusion",
+		Short:   "Arcee Fusion: take the model's values whose importance (|Δ| times its row's softmax KL divergence) is an outlier, the base's elsewhere",
+		Example: `  gomerge arcee-fusion --base base.safetensors ft.safetensors --out fusion.safetensors`,
+		Base:    BaseRequired, MinModels: 1, MaxModels: 1,
+		kernel: arceeFusionKernel,
+	})
+}
+
+// arceeQuantiles are the quantiles arcee_fusion's threshold takes, as fractions
+// num/4: q1, the median and q3.
+var arceeQuantiles = [3]int64{1, 2, 3}
+
+// arceeRank is the ascending index of quantile num/4 among n values: floor(q·(n−1)),
+// as mergekit indexes its sorted sample.
+func arceeRank(num, n int64) int64 { return num * (n - 1) / 4 }
+
+// arceeImportance is one element's importance: |x − b| times its row's KL divergence,
+// rounded to float32 (the values the quantiles are taken of).
+func arceeImportance(x, b float32, kl float64) float32 {
+	return float32(math.Abs(float64(x)-float64(b)) * kl)
+}
+
+// orderKey maps a float32 to a uint32 that orders like the value (−0 just below +0,
+// NaN beyond ±Inf), and orderValue maps it back.
+func orderKey(f float32) uint32 {
+	b := math.Float32bits(f)
+	if b>>31 != 0 {
+		return ^b
+	}
+	return b | 1<<31
+}
+
+func orderValue(k uint32) float32 {
+	if k>>31 != 0 {
+		return math.Float32frombits(k &^ (1 << 31))
+	}
+	return math.Float32frombits(^k)
+}
+
+// arceeFusionKernel (docs/methods.md, arcee_fusion). Per row (the last dimension),
+// p = softmax(θ) + 1e-8 and q = softmax(θ_base) + 1e-8 and KL = Σ p log(p/q), in
+// float64 over three passes (the rows' maxima, their exponential sums, the
+// divergence). Each element's importance is |θ − θ_base|·KL; its exact quartiles over
+// the whole tensor come from two histogram passes over the importances' order keys
+// (the top 16 bits, then the low 16 within the bins that hold the three ranks); the
+// threshold is median + 1.5·(q3 − q1), and the output takes the model's value where
+// the importance reaches it, the base's elsewhere.
+func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
+	seg := newSegments(tp.Shape, false, false) // rows: softmax over the last dimension
+	n := tp.NumElements()
+	rows := make([][]float64, 5) // per row: max θ, max θ_base, Σexp θ, Σexp θ_base, KL
+	for i := range rows {
+		rows[i] = make([]float64, seg.n)
+	}
+	mx, mb, zx, zb, kl := rows[0], rows[1], rows[2], rows[3], rows[4]
+	var (
+		mu        sync.Mutex
+		hist      []uint64    // pass 4: counts of the keys' top 16 bits
+		bins      [3]uint32   // the top 16 bits at each quantile's rank
+		below     [3]int64    // elements in bins below it
+		lo        [3][]uint64 // pass 5: counts of the low 16 bits in each bin
+		threshold float64
+		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
+	)
+	// importances calls f with each element's importance, in order.
+	importances := func(pos Chunk, in [][]float32, f func(j int, imp float32)) {
+		b, x := in[0], in[1]
+		first := seg.first(pos)
+		seg.runs(pos, len(x), func(lo, hi, slot int) {
+			k := kl[first+int64(slot)]
+			for j := lo; j < hi; j++ {
+				f(j, arceeImportance(x[j], b[j], k))
+			}
+		})
+	}
+	return Kernel{
+		Passes: []Pass{
+			{ // 1: each row's maxima, with a flag for the slots this chunk touched
+				NumStats: 3 * seg.slots,
+				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+					b, x := in[0], in[1]
+					seg.walk(pos, len(x), func(j, slot int) {
+						a := acc[3*slot : 3*slot+3]
+						if a[0] == 0 {
+							a[0], a[1], a[2] = 1, float64(x[j]), float64(b[j])
+						}
+						a[1], a[2] = max(a[1], float64(x[j])), max(a[2], float64(b[j]))
+					})
+				},
+				Done: func(perChunk []float64) error {
+					first := make([]bool, seg.n)
+					seg.eachSlot(perChunk, 3, func(row int64, a []float64) {
+						if a[0] == 0 {
+							return
+						}
+						if !first[row] {
+							first[row], mx[row], mb[row] = true, a[1], a[2]
+						}
+						mx[row], mb[row] = max(mx[row], a[1]), max(mb[row], a[2])
+					})
+					return nil
+				},
+			},
+			{ // 2: Σ exp(θ − max) and Σ exp(θ_base − max) per row
+				NumStats: 2 * seg.slots,
+				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+					b, x := in[0], in[1]
+					first := seg.first(pos)
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						r := first + int64(slot)
+						for j := lo; j < hi; j++ {
+							acc[2*slot] += math.Exp(float64(x[j]) - mx[r])
+							acc[2*slot+1] += math.Exp(float64(b[j]) - mb[r])
+						}
+					})
+				},
+				Done: func(perChunk []float64) error {
+					sums := seg.segmentSums(perChunk, 2)
+					copy(zx, sums[0])
+					copy(zb, sums[1])
+					return nil
+				},
+			},
+			{ // 3: KL(p ‖ q) per row
+				NumStats: seg.slots,
+				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+					b, x := in[0], in[1]
+					first := seg.first(pos)
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						r := first + int64(slot)
+						for j := lo; j < hi; j++ {
+							p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
+							q := math.Exp(float64(b[j])-mb[r])/zb[r] + 1e-8
+							acc[slot] += float64(p * math.Log(p/q)) // rounded: no platform fuses it
+						}
+					})
+				},
+				Done: func(perChunk []float64) error {
+					copy(kl, seg.segmentSums(perChunk, 1)[0])
+					hist = make([]uint64, 1<<16)
+					return nil
+				},
+			},
+			{ // 4: histogram of the importances' top 16 bits (whole numbers: any order)
+				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+					local := histPool.Get().([]uint32)
+					defer histPool.Put(local)
+					importances(pos, in, func(_ int, imp float32) { local[orderKey(imp)>>16]++ })
+					mu.Lock()
+					for i, c := range local {
+						hist[i] += uint64(c)
+						local[i] = 0
+					}
+					mu.Unlock()
+				},
+				Done: func([]float64) error {
+					for q, num := range arceeQuantiles {
+						rank := arceeRank(num, n)
+						var cum int64
+						for bin, c := range hist {
+							if cum+int64(c) > rank {
+								bins[q], below[q] = uint32(bin), cum
+								break
+							}
+							cum += int64(c)
+						}
+						lo[q] = make([]uint64, 1<<16)
+					}
+					hist = nil
+					return nil
+				},
+			},
+			{ // 5: within each quantile's bin, the low 16 bits
+				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+					var found [3][]uint16
+					importances(pos, in, func(_ int, imp float32) {
+						k := orderKey(imp)
+						for q := range bins {
+							if k>>16 == bins[q] {
+								found[q] = append(found[q], uint16(k))
+							}
+						}
+					})
+					mu.Lock()
+					for q := range found {
+						for _, l := range found[q] {
+							lo[q][l]++
+						}
+					}
+					mu.Unlock()
+				},
+				Done: func([]float64) error {
+					var v [3]float64
+					for q, num := range arceeQuantiles {
+						rank, cum := arceeRank(num, n), below[q]
+						for l, c := range lo[q] {
+							if cum+int64(c) > rank {
+								v[q] = float64(orderValue(bins[q]<<16 | uint32(l)))
+								break
+							}
+							cum += int64(c)
+						}
+					}
+					threshold = v[1] + float64(1.5*(v[2]-v[0]))
+					return nil
+				},
+			},
+		},
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			b, x := in[0], in[1]
+			importances(pos, in, func(j int, imp float32) {
+				if float64(imp) >= threshold {
+					dst[j] = x[j]
+				} else {
+					dst[j] = b[j]
+				}
+			})
+		},
+	}
+}
+
+// eachSlot calls f with each chunk's slots (k statistics each) and their segment, in
+// chunk order.
+func (s segments) eachSlot(perChunk []float64, k int, f func(seg int64, a []float64)) {
+	per := s.slots * k
+	for c := 0; c*per < len(perChunk); c++ {
+		first := s.first(Chunk{Index: int64(c), Offset: int64(c) * ChunkElems})
+		for slot := range s.slots {
+			seg := first + int64(slot)
+			if s.cols {
+				seg %= s.n
+			} else if seg >= s.n {
+				break
+			}
+			f(seg, perChunk[c*per+slot*k:c*per+(slot+1)*k])
+		}
+	}
+}
