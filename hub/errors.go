@@ -10,7 +10,7 @@ import (
 // lacks offline, as they treat a missing local file.
 type missing string
 
-func (e missing) Error() string        { return string(e) }
+func (e missing) Error() string      { return string(e) }
 func (missing) Is(target error) bool { return target == fs.ErrNotExist }
 
 // The kinds of error, for errors.Is.
