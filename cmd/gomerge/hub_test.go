@@ -94,6 +94,18 @@ func TestHubIDsOnTheCommandLine(t *testing.T) {
 	if code != 0 {
 		t.Errorf("linear: %d %s", code, stderr)
 	}
+	recipePath := filepath.Join(f.dir, "hub.yaml")
+	if err := os.WriteFile(recipePath, []byte("merge_method: linear\nmodels:\n  - model: org/current\n  - model: org/anchor@main\n    parameters: {weight: 2}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = gomerge(t, "--offline", "run", recipePath, "--out", filepath.Join(f.dir, "recipe.safetensors"))
+	if code != 0 {
+		t.Errorf("run: %d %s", code, stderr)
+	}
+	code, stdout, stderr = gomerge(t, "distance", filepath.Join(f.dir, "recipe.safetensors"), filepath.Join(f.dir, "lin.safetensors"), "--json")
+	if code != 0 || !strings.Contains(stdout, `"l2": 0,`) {
+		t.Errorf("the recipe and the command differ: %d %s %s", code, stdout, stderr)
+	}
 	for _, r := range s.Requests() {
 		if r.Host == "files" && r.Auth != "" {
 			t.Errorf("the token went to the storage host")
