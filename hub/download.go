@@ -32,6 +32,9 @@ type fileMeta struct {
 	commit string
 }
 
+// copyBuffer is each download's write size: fewer, larger writes than io.Copy's 32 KiB.
+const copyBuffer = 1 << 20
+
 // maxAttempts bounds the tries of one file's download; each resumes from what the
 // earlier ones wrote.
 const maxAttempts = 6
@@ -279,7 +282,7 @@ func (c *Client) getRange(ctx context.Context, ref Ref, m fileMeta, f *os.File, 
 	// At most one byte more than announced is read: enough to tell that the file is
 	// too long, without letting a server fill the disk.
 	w := &countingWriter{w: io.NewOffsetWriter(f, have), add: add}
-	_, err = io.Copy(w, io.LimitReader(resp.Body, m.size-have+1))
+	_, err = io.CopyBuffer(w, io.LimitReader(resp.Body, m.size-have+1), make([]byte, copyBuffer))
 	have += w.n
 	if err != nil {
 		if ctx.Err() != nil {
