@@ -466,10 +466,13 @@ func TestParseRef(t *testing.T) {
 	}
 }
 
+// Example resolves a model as the command line does: the cache first, then the Hub.
 func Example() {
 	c := hub.FromEnv() // HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE
-	c.Offline = true
-	dir, err := c.Resolve(context.Background(), "mistralai/Mistral-7B-v0.1")
-	fmt.Println(dir != "" || err != nil)
-	// Output: true
+	dir, err := c.Resolve(context.Background(), "mistralai/Mistral-7B-v0.1@main")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(dir) // …/models--mistralai--Mistral-7B-v0.1/snapshots/<commit>
 }

@@ -285,3 +285,27 @@ func TestTwoProcessesFetchOneCopy(t *testing.T) {
 		}
 	}
 }
+
+// TestDownloadProgressOnlyOnATerminal: the bar goes to stderr on a terminal, and
+// nowhere otherwise.
+func TestDownloadProgressOnlyOnATerminal(t *testing.T) {
+	s := hubtest.New(t)
+	s.Token = hubSecret
+	s.AddRepo("org/m", map[string][]byte{"model.safetensors": bytes.Repeat([]byte{1}, 1<<20)})
+	s.AddRepo("org/n", map[string][]byte{"model.safetensors": bytes.Repeat([]byte{2}, 1<<20)})
+	hubEnv(t, s)
+	for _, tc := range []struct {
+		repo string
+		tty  bool
+	}{{"org/m", true}, {"org/n", false}} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, ErrTTY: tc.tty}, []string{"download", tc.repo})
+		if code != 0 {
+			t.Fatalf("%s: %d %s", tc.repo, code, errOut.String())
+		}
+		if got := strings.Contains(errOut.String(), "downloading "+tc.repo); got != tc.tty {
+			t.Errorf("tty %v: bar drawn %v: %q", tc.tty, got, errOut.String())
+		}
+		noSecret(t, out.String(), errOut.String())
+	}
+}
