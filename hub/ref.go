@@ -138,7 +138,8 @@ func checkRepoPath(p string) error {
 			return fmt.Errorf("file name %q has an empty, . or .. part", p)
 		}
 		for _, c := range seg {
-			if c < 0x20 || c == 0x7f || c == ':' && len(seg) > 1 {
+			// ':' would name a drive or a stream on Windows.
+			if c < 0x20 || c == 0x7f || c == ':' {
 				return fmt.Errorf("file name %q has the character %q", p, c)
 			}
 		}
