@@ -51,6 +51,9 @@ Undefined values (a zero norm) are null in JSON.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.a, o.b = args[0], args[1]
+			if err := resolveAll(modelResolver(cmd.Context(), cmd, ios), &o.a, &o.b, &o.base); err != nil {
+				return err
+			}
 			return runDistance(cmd.Context(), ios, &o)
 		},
 	}

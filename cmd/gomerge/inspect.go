@@ -57,6 +57,9 @@ func newInspectCmd(ios *IOStreams) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var rep inspectReport
+			if err := resolveAll(modelResolver(cmd.Context(), cmd, ios), &args[0]); err != nil {
+				return err
+			}
 			var err error
 			if strings.HasSuffix(strings.ToLower(args[0]), ".gguf") {
 				rep, err = inspectGGUF(args[0])

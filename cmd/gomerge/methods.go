@@ -83,12 +83,19 @@ func newMethodCmd(ios *IOStreams, group []*merge.Method) *cobra.Command {
 				return usagef("--base is required")
 			}
 			models := make([]merge.Model, 0, len(args))
+			resolve := modelResolver(cmd.Context(), cmd, ios)
 			for _, a := range args {
 				m, err := parseModel(a, modelKeys)
 				if err != nil {
 					return usageError{err}
 				}
+				if err := resolveAll(resolve, &m.Path); err != nil {
+					return err
+				}
 				models = append(models, m)
+			}
+			if err := resolveAll(resolve, &base); err != nil {
+				return err
 			}
 			method := mc.Name
 			for i, on := range switches {

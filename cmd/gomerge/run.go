@@ -15,6 +15,7 @@ type runOptions struct {
 	threads                      int
 	dryRun, json                 bool
 	deviceFlags
+	resolve func(string) (string, error) // Hugging Face ids
 }
 
 func newRunCmd(ios *IOStreams) *cobra.Command {
@@ -29,7 +30,8 @@ with a name that later documents use as a model; the one without a name is the
 final merge, written to --out. Named steps write to their out: path, or to
 --intermediate-dir/NAME. Steps run in dependency order; everything is checked
 before the first step runs, and a failing step leaves the outputs of the steps
-before it intact. Model references are local paths; gomerge does not download.
+before it intact. Models are local paths or Hugging Face ids (org/name[@revision]),
+resolved through the Hugging Face cache and downloaded into it unless --offline.
 
 A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 		Example: `  gomerge run slerp.yaml --out merged
@@ -61,6 +63,7 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 				job.OnStart = bar.start
 				job.Exec.Progress = bar.add
 			}
+			o.resolve = modelResolver(cmd.Context(), cmd, ios)
 			return runRecipe(cmd.Context(), ios, args[0], o, job)
 		},
 	}
@@ -81,7 +84,7 @@ func runRecipe(ctx context.Context, ios *IOStreams, path string, o runOptions, j
 	if err != nil {
 		return err
 	}
-	opts := recipe.Options{Out: o.out, IntermediateDir: o.intermediate}
+	opts := recipe.Options{Out: o.out, IntermediateDir: o.intermediate, Resolve: o.resolve}
 	if o.dryRun {
 		plan, err := recipe.PlanRecipe(r, opts)
 		if err != nil {

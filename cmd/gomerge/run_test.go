@@ -163,13 +163,14 @@ func TestRunRecipeExitStatus(t *testing.T) {
 	bad := writeRecipe(t, dir, "bad.yaml", "merge_method: linear\nmodels: [{model: a.safetensors}]\nweights: 1\n")
 	hub := writeRecipe(t, dir, "hub.yaml", "merge_method: linear\nmodels:\n  - model: meta-llama/Llama-3.1-8B\n")
 	out := filepath.Join(dir, "out")
+	t.Setenv("HF_HUB_CACHE", t.TempDir()) // empty, and --offline below: no network
 	for _, tc := range []struct {
 		args []string
 		code int
 		want string
 	}{
 		{[]string{"run", bad, "--out", out}, exitBadInput, bad + `:3: unknown key "weights"`},
-		{[]string{"run", hub, "--out", out}, exitBadInput, hub + ":3: model \"meta-llama/Llama-3.1-8B\": no such file or folder; gomerge reads local checkpoints"},
+		{[]string{"run", hub, "--out", out, "--offline"}, exitBadInput, hub + ":3: model meta-llama/Llama-3.1-8B: not in the Hugging Face cache"},
 		{[]string{"run", filepath.Join(dir, "none.yaml"), "--out", out}, exitBadInput, "none.yaml"},
 		{[]string{"run"}, exitUsage, "give one recipe file"},
 		{[]string{"run", bad, "--threads", "-1"}, exitUsage, "--threads"},

@@ -147,6 +147,16 @@ are kept (hard-linked into the new folder, not copied).`,
 			if o.fisher != "" && !(o.eta > 0) {
 				return usagef("--eta %v: must be positive", o.eta)
 			}
+			// --in-place writes CURRENT: never into the Hugging Face cache.
+			resolve := modelResolver(cmd.Context(), cmd, ios)
+			if err := resolveAll(resolve, &o.anchor); err != nil {
+				return err
+			}
+			if !o.inPlace {
+				if err := resolveAll(resolve, &o.current); err != nil {
+					return err
+				}
+			}
 			return runSFA(cmd.Context(), ios, &o)
 		},
 	}

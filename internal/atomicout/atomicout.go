@@ -354,7 +354,7 @@ func (o *Output) carry(l Layout) error {
 			}
 			continue
 		}
-		if !e.Type().IsRegular() {
+		if !e.Type().IsRegular() && !symlinkToFile(src, e) {
 			continue
 		}
 		if err := copyFile(src, dst); err != nil {
@@ -362,6 +362,17 @@ func (o *Output) carry(l Layout) error {
 		}
 	}
 	return nil
+}
+
+// symlinkToFile says whether a folder entry is a symbolic link to a regular file: a
+// Hugging Face cache snapshot is made of them, and its config and tokenizer are
+// carried as copies of the files they point to.
+func symlinkToFile(path string, e fs.DirEntry) bool {
+	if e.Type()&fs.ModeSymlink == 0 {
+		return false
+	}
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
 }
 
 func linkTree(src, dst string) error {

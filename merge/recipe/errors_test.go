@@ -18,6 +18,7 @@ import (
 func TestRecipeErrors(t *testing.T) {
 	f := newFixture(t, dtype.BF16)
 	t.Chdir(f.dir)
+	t.Setenv("HF_HUB_CACHE", t.TempDir()) // an empty Hugging Face cache
 	cases := []struct {
 		name, recipe string
 		line         int
@@ -44,7 +45,8 @@ func TestRecipeErrors(t *testing.T) {
 		{"bad step name", "name: ../up\nmerge_method: linear\nmodels: [{model: a}]\n", 1, "want letters, digits"},
 		{"seed per tensor", "merge_method: dare_linear\nbase_model: base\nmodels: [{model: a}]\nparameters: {seed: [1, 2]}\n", 4, "one value for every tensor"},
 		// Found when planning, from the models' headers.
-		{"hub model", "merge_method: linear\nmodels:\n  - model: a\n  - model: mistralai/Mistral-7B-v0.1\n", 4, "download it first"},
+		{"hub model", "merge_method: linear\nmodels:\n  - model: a\n  - model: mistralai/Mistral-7B-v0.1\n", 4, "not in the Hugging Face cache"},
+		{"bad hub id", "merge_method: linear\nmodels:\n  - model: a\n  - model: org/na--me\n", 4, "not a Hugging Face id"},
 		{"lora", "merge_method: linear\nmodels: [{model: a+my-lora}]\n", 2, "LoRA"},
 		{"missing base", "merge_method: ties\nmodels: [{model: a}]\n", 1, "ties needs a base_model"},
 		{"base for linear", "merge_method: linear\nbase_model: base\nmodels: [{model: a}]\n", 2, "takes no base_model"},

@@ -22,7 +22,7 @@ func PlanRecipe(r *Recipe, opts Options) (*Plan, error) {
 	if opts.Out != "" && len(r.Steps) > 1 && !hasUnnamed(r) {
 		return nil, errorf(Pos{File: r.File}, "--out is for the step without a name, and every step has one: they write to their out: or --intermediate-dir")
 	}
-	c := &catalog{r: r, outs: map[string]string{}, planned: map[string]*modelInfo{}, cache: map[string]*modelInfo{}}
+	c := &catalog{r: r, outs: map[string]string{}, planned: map[string]*modelInfo{}, cache: map[string]*modelInfo{}, resolveHub: opts.Resolve}
 	used := map[string]string{}
 	for _, st := range order {
 		out, err := r.outputPath(st, opts)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gomerge/gomerge/hub"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -47,6 +48,9 @@ type catalog struct {
 	outs    map[string]string // step name → output path
 	planned map[string]*modelInfo
 	cache   map[string]*modelInfo
+
+	resolveHub func(name string) (string, error) // Options.Resolve
+	located    map[string]string                 // Hub id → its local path
 }
 
 func (c *catalog) resolve(ref ModelRef) (*modelInfo, error) {
@@ -59,7 +63,11 @@ func (c *catalog) resolve(ref ModelRef) (*modelInfo, error) {
 		}
 		return c.open(c.outs[st.Name], st.Name, ref)
 	}
-	return c.open(ref.Name, "", ref)
+	path, err := c.locate(ref)
+	if err != nil {
+		return nil, err
+	}
+	return c.open(path, "", ref)
 }
 
 func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
@@ -88,17 +96,17 @@ func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
 	return m, nil
 }
 
-// notLocal explains a model reference that is no local path: gomerge does not
-// download (a hub name, a LoRA, a revision).
+// notLocal explains a model reference that is no local path and no Hugging Face id
+// (those are resolved by locate).
 func notLocal(ref ModelRef) error {
 	name := ref.Name
 	switch {
 	case strings.Contains(name, "+"):
 		return errorf(ref.Pos, "model %q: no such file or folder (a model+LoRA reference is not supported; merge the adapter first)", name)
-	case strings.Contains(name, "@"):
-		return errorf(ref.Pos, "model %q: no such file or folder (model@revision is a Hugging Face Hub reference; download that revision first)", name)
-	case strings.Count(name, "/") == 1 && !strings.HasPrefix(name, ".") && !filepath.IsAbs(name):
-		return errorf(ref.Pos, "model %q: no such file or folder; gomerge reads local checkpoints and does not download from the Hugging Face Hub: download it first (huggingface-cli download %s --local-dir DIR) and give DIR", name, name)
+	case strings.Contains(name, "@") || strings.Count(name, "/") >= 1 && !strings.HasPrefix(name, ".") && !filepath.IsAbs(name):
+		if _, err := hub.ParseRef(name); err != nil {
+			return errorf(ref.Pos, "model %q: no such file or folder, and not a Hugging Face id (%v)", name, err)
+		}
 	}
 	return errorf(ref.Pos, "model %q: no such file or folder", name)
 }

@@ -43,7 +43,7 @@ func Run(ctx context.Context, r *Recipe, opts Options, job merge.Job) ([]StepRep
 	if err != nil {
 		return nil, err
 	}
-	c := &catalog{r: r, outs: map[string]string{}, cache: map[string]*modelInfo{}}
+	c := &catalog{r: r, outs: map[string]string{}, cache: map[string]*modelInfo{}, resolveHub: opts.Resolve}
 	for _, sp := range plan.Steps {
 		c.outs[sp.Name] = sp.Output
 	}

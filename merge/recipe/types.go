@@ -109,6 +109,10 @@ type Options struct {
 	// IntermediateDir holds the outputs of named steps that have no out:, each in a
 	// folder named after its step.
 	IntermediateDir string
+	// Resolve turns a Hugging Face id (org/name[@revision]) that is no local path
+	// into a local folder or file, downloading it if it may; the command line passes
+	// a hub.Client's. Nil: the local Hugging Face cache only (hub.Client.Cached).
+	Resolve func(name string) (string, error)
 }
 
 // Plan is what a recipe will do, step by step, in execution order.
