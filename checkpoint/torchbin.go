@@ -69,6 +69,7 @@ func exists(path string) bool {
 // outputs (gomerge writes no .bin).
 type torchSource struct {
 	path   string
+	dir    string // the folder, or "" for a single file
 	files  []*torchbin.File
 	paths  []string
 	metas  []TensorMeta
@@ -102,6 +103,7 @@ func (s *torchSource) open() error {
 	if !st.IsDir() {
 		return s.add(s.path, nil)
 	}
+	s.dir = s.path
 	index := filepath.Join(s.path, torchIndexName)
 	if !exists(index) {
 		return s.add(filepath.Join(s.path, torchSingleName), nil)
@@ -190,6 +192,16 @@ func (s *torchSource) add(path string, weightMap map[string]string) error {
 		s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, File: path})
 	}
 	return nil
+}
+
+// weightFiles names the folder's weight files, which a folder output made from it
+// replaces rather than carries over (its config and tokenizer files are carried).
+func (s *torchSource) weightFiles() []string {
+	names := []string{torchIndexName}
+	for _, p := range s.paths {
+		names = append(names, filepath.Base(p))
+	}
+	return names
 }
 
 func (s *torchSource) Path() string          { return s.path }
