@@ -339,39 +339,47 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
-// FuzzOpen parses arbitrary bytes and, for whatever parses, reads every tensor: no
-// panic, and every tensor's bytes have its size.
+// FuzzOpen parses arbitrary bytes, both as a whole file and as the pickle of an
+// otherwise well-formed archive (so that the fuzzer explores the unpickler, not only
+// zip framing), and for whatever parses reads every tensor: no panic, every error
+// wraps ErrFormat, and every tensor's bytes have its size.
 func FuzzOpen(f *testing.F) {
 	f.Add(goodArchive())
+	f.Add(tbt.StateDict(goodTensors))
 	for _, c := range malformed {
 		f.Add(c.data())
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tf, err := torchbin.NewFile(bytes.NewReader(b), int64(len(b)))
+		fuzzFile(t, b)
+		fuzzFile(t, tbt.Archive("archive", tbt.Member{Name: "data.pkl", Data: b}, tbt.Member{Name: "data/0", Data: f32(12)}))
+	})
+}
+
+func fuzzFile(t *testing.T, b []byte) {
+	tf, err := torchbin.NewFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		if !errors.Is(err, torchbin.ErrFormat) {
+			t.Fatalf("error does not wrap ErrFormat: %v", err)
+		}
+		return
+	}
+	for i := range tf.Tensors {
+		ti := &tf.Tensors[i]
+		if got, ok := tf.Tensor(ti.Name); !ok || got != ti {
+			t.Fatalf("Tensor(%q) does not find it", ti.Name)
+		}
+		data, err := tf.Bytes(ti)
 		if err != nil {
-			if !errors.Is(err, torchbin.ErrFormat) {
-				t.Fatalf("error does not wrap ErrFormat: %v", err)
-			}
-			return
-		}
-		for i := range tf.Tensors {
-			ti := &tf.Tensors[i]
-			if got, ok := tf.Tensor(ti.Name); !ok || got != ti {
-				t.Fatalf("Tensor(%q) does not find it", ti.Name)
-			}
-			data, err := tf.Bytes(ti)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if int64(len(data)) != ti.Size() || ti.NumElements() < 0 {
-				t.Fatalf("%s: %d bytes, want %d", ti.Name, len(data), ti.Size())
-			}
-			_ = ti.Contiguous()
-		}
-		_ = tf.Size()
-		_ = tf.Mapped()
-		if err := tf.Close(); err != nil {
 			t.Fatal(err)
 		}
-	})
+		if int64(len(data)) != ti.Size() || ti.NumElements() < 0 {
+			t.Fatalf("%s: %d bytes, want %d", ti.Name, len(data), ti.Size())
+		}
+		_ = ti.Contiguous()
+	}
+	_ = tf.Size()
+	_ = tf.Mapped()
+	if err := tf.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
