@@ -31,6 +31,7 @@ package torchbin
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -446,11 +447,8 @@ func gather(dst, src []byte, t *TensorInfo, es int64) {
 			copy(dst[out:out+n], src[base*es:base*es+n])
 			out += n
 		} else {
-			for j := int64(0); j < inner; j++ {
-				p := (base + j*innerStride) * es
-				copy(dst[out:out+es], src[p:p+es])
-				out += es
-			}
+			gatherRun(dst[out:out+inner*es], src, base*es, innerStride*es, es)
+			out += inner * es
 		}
 		for i := rank - 2; i >= 0; i-- { // odometer over the outer dims
 			idx[i]++
@@ -458,6 +456,34 @@ func gather(dst, src []byte, t *TensorInfo, es int64) {
 				break
 			}
 			idx[i] = 0
+		}
+	}
+}
+
+// gatherRun fills dst with elements of es bytes taken from src every step bytes from
+// begin. The common sizes are single loads and stores rather than a copy call each.
+func gatherRun(dst, src []byte, begin, step, es int64) {
+	p := begin
+	switch es {
+	case 2:
+		for o := 0; o < len(dst); o += 2 {
+			binary.LittleEndian.PutUint16(dst[o:], binary.LittleEndian.Uint16(src[p:]))
+			p += step
+		}
+	case 4:
+		for o := 0; o < len(dst); o += 4 {
+			binary.LittleEndian.PutUint32(dst[o:], binary.LittleEndian.Uint32(src[p:]))
+			p += step
+		}
+	case 8:
+		for o := 0; o < len(dst); o += 8 {
+			binary.LittleEndian.PutUint64(dst[o:], binary.LittleEndian.Uint64(src[p:]))
+			p += step
+		}
+	default:
+		for o := int64(0); o < int64(len(dst)); o += es {
+			copy(dst[o:o+es], src[p:p+es])
+			p += step
 		}
 	}
 }

@@ -310,7 +310,7 @@ func (u *unpickler) step(op byte) error {
 		}
 		return u.str(n)
 	case opBinPut, opLongBinPut:
-		i, err := u.uint(map[byte]int{opBinPut: 1, opLongBinPut: 4}[op])
+		i, err := u.uint(operandSize(op, opBinPut))
 		if err != nil {
 			return err
 		}
@@ -318,7 +318,7 @@ func (u *unpickler) step(op byte) error {
 	case opMemoize:
 		return u.put(uint64(len(u.memo)))
 	case opBinGet, opLongBinGet:
-		i, err := u.uint(map[byte]int{opBinGet: 1, opLongBinGet: 4}[op])
+		i, err := u.uint(operandSize(op, opBinGet))
 		if err != nil {
 			return err
 		}
@@ -466,6 +466,14 @@ func (u *unpickler) step(op byte) error {
 		return u.fail("pickle opcode 0x%02x is not allowed in a state dict (only plain containers and tensors are read)", op)
 	}
 	return nil
+}
+
+// operandSize is the memo index's size: 1 byte for the short opcode, 4 for LONG_.
+func operandSize(op, short byte) int {
+	if op == short {
+		return 1
+	}
+	return 4
 }
 
 // line reads a GLOBAL operand: text up to a newline.
