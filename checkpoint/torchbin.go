@@ -58,6 +58,9 @@ func isTorchBin(path string) bool {
 	return string(magic[:]) == "PK\x03\x04" || string(magic[:]) == "\x80\x02\x8a\x0a"
 }
 
+// IsTorchBin says whether Open reads path as a torch.save checkpoint (file or folder).
+func IsTorchBin(path string) bool { return isTorchBin(path) }
+
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil

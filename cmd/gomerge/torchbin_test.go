@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +57,16 @@ func TestTorchBinInputs(t *testing.T) {
 			sameCheckpointTensors(t, a, b)
 		})
 	}
+	t.Run("inspect", func(t *testing.T) {
+		code, stdout, stderr := gomerge(t, "inspect", p("m0_bin"), "--json")
+		var rep inspectReport
+		if code != 0 || json.Unmarshal([]byte(stdout), &rep) != nil {
+			t.Fatalf("exit %d: %s%s", code, stderr, stdout)
+		}
+		if !strings.HasPrefix(rep.Format, "pytorch") || len(rep.Files) != 2 || len(rep.Tensors) != 8 || rep.DTypes["BF16"] != 1 || rep.TotalBytes != 536 {
+			t.Errorf("report %+v", rep)
+		}
+	})
 }
 
 // TestTorchBinHostile: hostile or malformed .bin inputs are refused with exit status

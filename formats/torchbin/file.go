@@ -95,6 +95,9 @@ func (t *TensorInfo) NumElements() int64 {
 // Size is the tensor's length in bytes once contiguous.
 func (t *TensorInfo) Size() int64 { return t.NumElements() * int64(t.DType.Size()) }
 
+// Begin is the file offset of the tensor's first element.
+func (t *TensorInfo) Begin() int64 { return t.storageBegin + t.Offset*int64(t.DType.Size()) }
+
 // Contiguous reports whether the tensor's elements lie in row-major order in its
 // storage, so that Bytes can return them without copying.
 func (t *TensorInfo) Contiguous() bool { return t.contiguous }
@@ -402,7 +405,7 @@ func (f *File) Mapped() bool { return f.mapped != nil }
 func (f *File) Bytes(t *TensorInfo) ([]byte, error) {
 	es := int64(t.DType.Size())
 	if t.contiguous {
-		begin := t.storageBegin + t.Offset*es
+		begin := t.Begin()
 		end := begin + t.Size()
 		if f.mapped != nil {
 			return f.mapped[begin:end:end], nil
