@@ -58,6 +58,7 @@ const (
 	opAppends        = 'e'
 	maxPickleStack   = 1 << 20 // deeper than any state dict's pickle needs
 	maxPickleMemo    = 1 << 22
+	maxPickleItems   = 1 << 22 // dict and list entries in all; ~40 times a large model's tensor count
 	maxRank          = 16
 	maxStringLen     = 1 << 20 // tensor names and storage keys are short
 	maxProtocol      = 4
@@ -123,6 +124,7 @@ type unpickler struct {
 	stack []any
 	marks []int
 	memo  map[uint32]any
+	items int // entries put into dicts and lists so far
 }
 
 // pickleError is what the unpickler returns; the caller turns it into a FormatError.
@@ -160,7 +162,7 @@ func unpickle(p []byte) (any, error) {
 			}
 			return nil, err
 		}
-		if len(u.stack) > maxPickleStack {
+		if len(u.stack) > maxPickleStack || len(u.marks) > maxPickleStack {
 			return nil, u.fail("stack deeper than %d", maxPickleStack)
 		}
 	}
@@ -511,6 +513,9 @@ func (u *unpickler) setItems(items []any) error {
 	if !ok {
 		return u.fail("SETITEM on %s, not a dict", typeName(d))
 	}
+	if u.items += len(items) / 2; u.items > maxPickleItems {
+		return u.fail("more than %d dict and list entries", maxPickleItems)
+	}
 	for i := 0; i < len(items); i += 2 {
 		k := items[i]
 		switch k.(type) {
@@ -534,6 +539,9 @@ func (u *unpickler) appendItems(items []any) error {
 	list, ok := l.(*pyList)
 	if !ok {
 		return u.fail("APPEND to %s, not a list", typeName(l))
+	}
+	if u.items += len(items); u.items > maxPickleItems {
+		return u.fail("more than %d dict and list entries", maxPickleItems)
 	}
 	list.items = append(list.items, items...)
 	return nil

@@ -299,6 +299,10 @@ var malformed = []struct {
 		p := tbt.NewPickle().Op('}').Str("x").Global("torch._utils", "_rebuild_tensor_v2").Op('(').Int(1).Int(0).Ints(nil).Ints(nil).Op(0x89, '}', 't', 'R', 's')
 		return tbt.Archive("archive", tbt.Member{Name: "data.pkl", Data: p.Stop()})
 	}, "not a storage"},
+	{"marks without end", func() []byte {
+		p := append([]byte{0x80, 2}, bytes.Repeat([]byte{'('}, 1<<20+1)...)
+		return tbt.Archive("archive", tbt.Member{Name: "data.pkl", Data: append(p, '.')})
+	}, "stack deeper than"},
 	{"stack underflow", func() []byte {
 		return tbt.Archive("archive", tbt.Member{Name: "data.pkl", Data: []byte{0x80, 2, 'R', '.'}})
 	}, "underflow"},
