@@ -194,6 +194,39 @@ func TestBuilt(t *testing.T) {
 	}
 }
 
+// TestGatherTiles: transposed views across tile boundaries, with an offset, in every
+// element size, against the element formula.
+func TestGatherTiles(t *testing.T) {
+	const rows, cols, off = 70, 45, 3
+	for st, es := range map[string]int{"HalfStorage": 2, "FloatStorage": 4, "DoubleStorage": 8, "ByteStorage": 1} {
+		numel := int64(off + rows*cols)
+		storage := make([]byte, numel*int64(es))
+		for i := range storage {
+			storage[i] = byte(i*7 + i/251)
+		}
+		ts := []tbt.Tensor{{Name: "t", StorageType: st, Key: "0", Numel: numel, Offset: off, Shape: []int64{rows, cols}, Stride: []int64{1, rows}}}
+		arc := tbt.StateDictArchive(ts, map[string][]byte{"0": storage})
+		f, err := torchbin.NewFile(bytes.NewReader(arc), int64(len(arc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, _ := f.Tensor("t")
+		got, err := f.Bytes(ti)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r := range rows {
+			for c := range cols {
+				s := (off + r + c*rows) * es
+				d := (r*cols + c) * es
+				if !bytes.Equal(got[d:d+es], storage[s:s+es]) {
+					t.Fatalf("%s: element (%d,%d) is % x, want % x", st, r, c, got[d:d+es], storage[s:s+es])
+				}
+			}
+		}
+	}
+}
+
 // storageTuple is the persistent id of a float storage "0" of n elements.
 func storageTuple(p *tbt.Pickle, n int64) *tbt.Pickle {
 	return p.Op('(').Str("storage").Global("torch", "FloatStorage").Str("0").Str("cpu").Int(n).Op('t', 'Q')
