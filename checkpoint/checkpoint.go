@@ -88,11 +88,15 @@ func unsupported(format string, args ...any) error {
 var ggufMagic = []byte("GGUF")
 
 // Open opens a checkpoint for reading, its format detected: a folder is a Hugging
-// Face safetensors checkpoint; a file is GGUF if it is named .gguf or starts with
-// GGUF's magic, safetensors otherwise.
+// Face safetensors checkpoint (or of pytorch_model*.bin, see isTorchBin); a file is
+// GGUF if it is named .gguf or starts with GGUF's magic, a torch.save checkpoint if
+// isTorchBin says so, safetensors otherwise.
 func Open(path string) (Source, error) {
 	if isGGUF(path) {
 		return openGGUF(path)
+	}
+	if isTorchBin(path) { // torchbin.go
+		return openTorchBin(path)
 	}
 	return openSafetensors(path)
 }

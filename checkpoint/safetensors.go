@@ -59,6 +59,8 @@ func (safetensorsFormat) Plan(out Output) (*Layout, error) {
 			if out.ShardSize == 0 {
 				opts.Layout = layoutOf(ref.c, out.Tensors)
 			}
+		} else if tr, ok := out.Ref.(*torchSource); ok && tr.dir != "" { // torchbin.go
+			opts.ExtraFrom, opts.Link, opts.NotCopied, opts.Replace = tr.dir, out.InPlace, isWeightFile, tr.weightFiles()
 		}
 		if opts.ShardSize == 0 {
 			opts.ShardSize = DefaultShardSize

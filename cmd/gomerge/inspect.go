@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/gguf"
 	"github.com/gomerge/gomerge/formats/safetensors"
 )
@@ -63,6 +64,8 @@ func newInspectCmd(ios *IOStreams) *cobra.Command {
 			var err error
 			if strings.HasSuffix(strings.ToLower(args[0]), ".gguf") {
 				rep, err = inspectGGUF(args[0])
+			} else if checkpoint.IsTorchBin(args[0]) {
+				rep, err = inspectTorchBin(args[0]) // inspect_torchbin.go
 			} else {
 				rep, err = inspectSafetensors(args[0])
 			}
