@@ -411,3 +411,41 @@ func TestChatTemplates(t *testing.T) {
 		t.Errorf("bad config: %v", err)
 	}
 }
+
+// TestRecipeVocabularyPipeline: a step may take its vocabulary from an earlier
+// step's union output; the dry run plans it before that output exists, and the run
+// re-indexes a to it.
+func TestRecipeVocabularyPipeline(t *testing.T) {
+	f := newVocabFixture(t)
+	t.Chdir(f.dir)
+	text := `name: u
+merge_method: linear
+models: [{model: base}, {model: a}, {model: b}]
+tokenizer_source: union
+---
+merge_method: linear
+models: [{model: u}, {model: a}]
+tokenizer_source: u
+`
+	r := f.recipe(t, "p.yaml", text)
+	opts := Options{Out: f.path("final"), IntermediateDir: f.path("steps")}
+	if _, err := PlanRecipe(r, opts); err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	f.run(t, r, opts)
+	got, _ := readCkpt(t, filepath.Join(f.path("final"), "model.safetensors"))
+	u, _ := readCkpt(t, filepath.Join(f.path("steps"), "u", "model.safetensors"))
+	if s := got["lm_head.weight"].shape; s[0] != 35 || u["lm_head.weight"].shape[0] != 35 {
+		t.Fatalf("head rows %v and %v, want the union's 35", s, u["lm_head.weight"].shape)
+	}
+	// Token x_a (id 32 of the union) is a's own row 30 in both inputs of step 2
+	// (u's row is the mean of one model's row, a's), so the merge keeps it.
+	aRows := rowsOf(t, f.ts["a"], "lm_head.weight")
+	vals := got["lm_head.weight"].float32s(t)
+	h := len(aRows[0])
+	for j := range h {
+		if float64(vals[32*h+j]) != aRows[30][j] {
+			t.Fatalf("x_a col %d: %g, want %g", j, vals[32*h+j], aRows[30][j])
+		}
+	}
+}
