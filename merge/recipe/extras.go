@@ -57,6 +57,9 @@ func (sp *StepPlan) planExtras(c *catalog) error {
 		if files {
 			sp.extras.tokenizerFrom = vp.srcDir
 		}
+		if vp.permute && takesFisher(sp.spec) {
+			return errorf(ts.Pos, "tokenizer_source: the models' vocabularies differ, and re-indexing their Fisher files' embedding rows with them is not supported")
+		}
 		if vp.permute {
 			sp.outMetas = vp.reshape(sp.outMetas)
 			sp.extras.vocabSize = vp.rows

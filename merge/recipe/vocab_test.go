@@ -359,6 +359,10 @@ func TestRecipeBadTokenizer(t *testing.T) {
 			t.Error("output written")
 		}
 	}
+	r := f.recipe(t, "fisher.yaml", "merge_method: fisher\nmodels:\n  - {model: base, fisher: fisher_a.safetensors}\n  - {model: b, fisher: fisher_b.safetensors}\ntokenizer_source: union\n")
+	if _, err := PlanRecipe(r, Options{Out: f.path("bad-out")}); !errors.Is(err, merge.ErrBadInput) || !strings.Contains(err.Error(), "fisher.yaml:5:") || !strings.Contains(err.Error(), "Fisher") {
+		t.Errorf("fisher: got %v", err)
+	}
 }
 
 // TestChatTemplates: names give mergekit's templates, a literal is kept, auto takes
