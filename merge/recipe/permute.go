@@ -103,6 +103,11 @@ func (sp *StepPlan) permuteInputs(job *merge.Job) (func(), error) {
 		cleanup()
 		return nil, err
 	}
+	// Where the system allows it (not Windows), the mapped file is unlinked now, so
+	// that a killed process leaves no scratch file behind.
+	if os.Remove(spillPath) == nil {
+		spillPath = ""
+	}
 	open := job.Open
 	if open == nil {
 		open = func(in merge.Input) (merge.Source, error) { return merge.Open(in.Path) }
