@@ -13,13 +13,16 @@ import (
 
 // namedTemplates are the chat templates mergekit ships under a name (its README's
 // list: alpaca, chatml, llama3, mistral, exaone), written here for gomerge: each
-// formats a conversation as mergekit's template of that name does.
+// formats a conversation as mergekit's template of that name does under
+// transformers' Jinja settings (trim_blocks, lstrip_blocks), except exaone, whose
+// mergekit file leaks its own indentation into the prompt; this one writes the
+// format without it. TestChatTemplatesRender holds the prompts.
 var namedTemplates = map[string]string{
 	"chatml": `{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}` +
 		`{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`,
 
 	"llama3": `{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}` +
-		`{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}` +
+		`{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>\n' }}{% endfor %}` +
 		`{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}`,
 
 	"mistral": `{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}` +
@@ -41,7 +44,7 @@ var namedTemplates = map[string]string{
 		`{% elif message['role'] == 'user_context' %}{{ '### Input:\n' + message['content'] | trim }}{% endif %}` +
 		`{% if message['role'] in ['user', 'assistant', 'user_context'] and not loop.last %}{{ '\n\n' }}{% endif %}` +
 		`{% endfor %}` +
-		`{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}{{ '\n### Response:\n' }}{% endif %}`,
+		`{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}{{ '### Response:\n' }}{% endif %}`,
 
 	"exaone": `{% for message in messages %}` +
 		`{% if loop.first and message['role'] != 'system' %}{{ '[|system|][|endofturn|]\n' }}{% endif %}` +
