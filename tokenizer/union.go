@@ -98,8 +98,8 @@ func withID(raw json.RawMessage, id int) json.RawMessage {
 
 // Rewrite returns a tokenizer.json (data, the file the output's vocabulary starts
 // from) with its added_tokens replaced by those of v: everything else (the model,
-// its merges, the normalizer ...) is kept byte for byte. v must have been built from
-// data (Parse, Limit, Union).
+// its merges, the normalizer ...) keeps its values, with keys sorted and
+// re-indented. v must have been built from data (Parse, Limit, Union).
 func Rewrite(data []byte, v *Vocab) ([]byte, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil {
