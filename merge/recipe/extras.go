@@ -1,37 +1,40 @@
 package recipe
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/gomerge/gomerge/merge"
+	"github.com/gomerge/gomerge/tokenizer"
 )
 
 // extras are the non-weight files a step's folder output needs beyond what the
 // engine copies from its reference input: the engine copies the reference model's
 // config and tokenizer files when that input is a model's folder, which covers
-// models: recipes; a slice recipe's reference is a view, and tokenizer_source and
-// chat_template change the tokenizer files.
+// models: recipes; a slice recipe's reference is a view, and tokenizer_source, the
+// tokenizer: block and chat_template change the tokenizer files and config.json.
 type extras struct {
 	copyFrom      string // a folder whose non-weight files the output lacks
 	layers        int    // config.json's num_hidden_layers, when slices changed it
 	tokenizerFrom string // a folder whose tokenizer files replace the output's
 	chatTemplate  string
+	vocab         *vocabPlan // the output vocabulary, with tokenizer_source or tokenizer:
+	vocabSize     int        // config.json's vocab_size, when the embeddings were re-indexed
 }
 
 func (e extras) any() bool {
-	return e.copyFrom != "" || e.tokenizerFrom != "" || e.chatTemplate != ""
+	return e.copyFrom != "" || e.tokenizerFrom != "" || e.chatTemplate != "" || e.vocabSize > 0
 }
 
 // tokenizerFiles are the files that make up a Hugging Face tokenizer.
 var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-	"special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt"}
+	"special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja"}
 
 func (sp *StepPlan) planExtras(c *catalog) error {
 	st := sp.step
@@ -42,105 +45,59 @@ func (sp *StepPlan) planExtras(c *catalog) error {
 		sp.extras.layers = sp.layers
 	}
 	if ts := st.TokenizerSource; ts != nil {
-		var tok *modelInfo
-		switch ts.Name {
-		case "union":
-			return errorf(ts.Pos, "tokenizer_source: union (merging vocabularies) is not supported; use base or one model")
-		case "base":
-			tok = sp.pos[0].srcs[0].info // the base, or the first model without one
-		default:
-			var err error
-			if tok, err = c.resolve(*ts); err != nil {
-				return err
-			}
+		vp, err := sp.planVocab(c, *ts)
+		if err != nil {
+			return err
 		}
-		if sp.views != nil || tok.path != ref.path {
-			if !folder {
-				return errorf(ts.Pos, "tokenizer_source: a single .safetensors output has no tokenizer files; write a folder (--out DIR)")
-			}
-			if tok.dir == "" {
-				return errorf(ts.Pos, "tokenizer_source: %s is a single file, with no tokenizer files", tok.path)
-			}
-			if err := sameVocabulary(ts.Pos, tok, sp); err != nil {
-				return err
-			}
-			sp.extras.tokenizerFrom = tok.dir
+		sp.extras.vocab = vp
+		files := sp.views != nil || vp.srcDir != ref.dir || vp.added
+		if (files || vp.permute) && !folder {
+			return errorf(ts.Pos, "tokenizer_source: a single .safetensors output has no tokenizer files; write a folder (--out DIR)")
+		}
+		if files {
+			sp.extras.tokenizerFrom = vp.srcDir
+		}
+		if vp.permute && takesFisher(sp.spec) {
+			return errorf(ts.Pos, "tokenizer_source: the models' vocabularies differ, and re-indexing their Fisher files' embedding rows with them is not supported")
+		}
+		if vp.permute {
+			sp.outMetas = vp.reshape(sp.outMetas)
+			sp.extras.vocabSize = vp.rows
+			// The engine carries the reference folder's files only from a plain
+			// checkpoint, and the re-indexed inputs are not.
+			sp.extras.copyFrom = ref.dir
 		}
 	}
 	if ct := st.ChatTemplate; ct != nil {
 		if !folder {
 			return errorf(ct.Pos, "chat_template: a single .safetensors output has no tokenizer_config.json; write a folder (--out DIR)")
 		}
-		if !strings.Contains(ct.Value, "{{") && !strings.Contains(ct.Value, "{%") {
-			return errorf(ct.Pos, "chat_template %q: named templates are files bundled with mergekit; give the Jinja template text itself", ct.Value)
+		t, err := chatTemplate(ct, sp.models(c))
+		if err != nil {
+			return err
 		}
-		sp.extras.chatTemplate = ct.Value
+		sp.extras.chatTemplate = t
 	}
 	return nil
 }
 
-// sameVocabulary refuses a tokenizer source whose vocabulary is not the merged
-// embeddings': mergekit would re-order and extend the embedding rows for it; gomerge
-// copies the tokenizer files only.
-func sameVocabulary(pos Pos, tok *modelInfo, sp *StepPlan) error {
-	for _, m := range sp.outMetas {
-		i, ok := tok.index[m.Name]
-		if !ok || !strings.Contains(m.Name, "embed") || len(m.Shape) != 2 {
-			continue
-		}
-		if got := tok.metas[i].Shape[0]; got != m.Shape[0] {
-			return errorf(pos, "tokenizer_source: %s has %d embedding rows, the merge %d; a different vocabulary (mergekit re-orders the embeddings for it) is not supported", tok.path, got, m.Shape[0])
+// models lists the step's models once each: the base, then the others in order
+// (mergekit's referenced models).
+func (sp *StepPlan) models(c *catalog) []*modelInfo {
+	var out []*modelInfo
+	if b := sp.step.Base; b != nil {
+		if info, err := c.resolve(*b); err == nil {
+			out = append(out, info)
 		}
 	}
-	ref := sp.pos[sp.refPos].srcs[0].info
-	if tok.planned || ref.planned || ref.dir == "" {
-		return nil
-	}
-	a, errA := vocabulary(filepath.Join(tok.dir, "tokenizer.json"))
-	b, errB := vocabulary(filepath.Join(ref.dir, "tokenizer.json"))
-	if errA != nil || errB != nil {
-		if err := errors.Join(errA, errB); !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: tokenizer_source: %w", pos, err)
+	for _, p := range sp.pos {
+		for _, s := range p.srcs {
+			if !slices.Contains(out, s.info) {
+				out = append(out, s.info)
+			}
 		}
-		return nil // one side has no tokenizer.json: only the row count could be checked
 	}
-	if !bytes.Equal(a, b) {
-		return errorf(pos, "tokenizer_source: the vocabulary in %s differs from %s's; mergekit re-orders the embeddings for it, gomerge does not (not supported)", tok.dir, ref.dir)
-	}
-	return nil
-}
-
-// vocabulary is a tokenizer.json's token-to-id map and added tokens, re-encoded so
-// that formatting does not matter.
-func vocabulary(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var t struct {
-		Model struct {
-			Vocab json.RawMessage `json:"vocab"`
-		} `json:"model"`
-		Added json.RawMessage `json:"added_tokens"`
-	}
-	if err := json.Unmarshal(data, &t); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	var v any
-	var vocab, added []byte
-	if len(t.Model.Vocab) > 0 {
-		if err := json.Unmarshal(t.Model.Vocab, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		vocab, _ = json.Marshal(v) // maps marshal with sorted keys
-	}
-	if len(t.Added) > 0 {
-		if err := json.Unmarshal(t.Added, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		added, _ = json.Marshal(v)
-	}
-	return append(append(vocab, 0), added...), nil
+	return out
 }
 
 // write puts the extras into a folder output before it is committed, so that they
@@ -191,6 +148,16 @@ func (e extras) write(out merge.FolderFiles) error {
 			}
 		}
 	}
+	if v := e.vocab; v != nil && v.added {
+		if err := v.writeTokenizer(out); err != nil {
+			return err
+		}
+	}
+	if e.vocabSize > 0 {
+		if err := patchConfig(out, "vocab_size", e.vocabSize); err != nil {
+			return err
+		}
+	}
 	if e.chatTemplate != "" {
 		const name = "tokenizer_config.json"
 		data, err := out.ReadFile(name)
@@ -208,6 +175,48 @@ func (e extras) write(out merge.FolderFiles) error {
 		}
 	}
 	return nil
+}
+
+// writeTokenizer writes the output vocabulary's tokenizer.json and the added tokens
+// of tokenizer_config.json, over the copies of the source's.
+func (vp *vocabPlan) writeTokenizer(out merge.FolderFiles) error {
+	data, err := os.ReadFile(vp.srcJSON)
+	if err != nil {
+		return err
+	}
+	if data, err = tokenizer.Rewrite(data, vp.out); err != nil {
+		return fmt.Errorf("%s: %w", vp.srcJSON, err)
+	}
+	if err := out.WriteFile("tokenizer.json", data); err != nil {
+		return err
+	}
+	const name = "tokenizer_config.json"
+	cfg, err := out.ReadFile(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cfg, err = tokenizer.RewriteConfig(cfg, vp.out); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(vp.srcDir, name), err)
+	}
+	return out.WriteFile(name, cfg)
+}
+
+// patchConfig sets one key of the output's config.json, if it has one.
+func patchConfig(out merge.FolderFiles, key string, value any) error {
+	data, err := out.ReadFile("config.json")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if data, err = setJSON(data, key, value); err != nil {
+		return fmt.Errorf("config.json: %w", err)
+	}
+	return out.WriteFile("config.json", data)
 }
 
 // setJSON sets one top-level key of a JSON object, keeping the others.

@@ -26,6 +26,7 @@ func FuzzRecipe(f *testing.F) {
 	f.Add([]byte("merge_method: linear\nmodels: [{model: a, parameters: {weight: [1, 2, 3]}}]\n"))
 	f.Add([]byte("merge_method: slerp\nbase_model: &b x\nmodels: [{model: *b}]\nparameters: {t: [{filter: mlp, value: 0.2}, {value: [0, 1]}]}\n"))
 	f.Add([]byte("name: x\nmerge_method: linear\nmodels: [{model: y}]\n---\nname: y\nmerge_method: linear\nmodels: [{model: x}]\n"))
+	f.Add([]byte("merge_method: linear\nmodels: [{model: a}]\ntokenizer:\n  source: base\n  pad_to_multiple_of: 8\n  tokens:\n    x: {source: a, force: true}\n    y: {source: {kind: model_token, model: a, token_id: 3}}\n    z: {source: {kind: zero}}\nchat_template: auto\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -52,6 +53,16 @@ func FuzzRecipe(f *testing.F) {
 				}
 			}
 			_ = st.Refs()
+			if b := st.Tokenizer; b != nil {
+				if st.TokenizerSource == nil || b.PadToMultipleOf < 0 {
+					t.Fatal("tokenizer block without a source")
+				}
+				for _, ts := range b.Tokens {
+					if ts.Force && ts.Kind == "" || ts.Kind == "model_token" && (ts.Model == nil || (ts.SrcToken == nil) == (ts.SrcID == nil)) {
+						t.Fatalf("token %q: inconsistent source %+v", ts.Token, ts)
+					}
+				}
+			}
 			_ = st.Pos.String()
 			if _, ok := lookupMethod(st.Method.Value); !ok {
 				t.Fatalf("unknown method %q parsed", st.Method.Value)

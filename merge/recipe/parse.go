@@ -160,8 +160,7 @@ func (p *parser) model(n *yaml.Node, what string) (*ModelRef, error) {
 
 // refused are mergekit keys gomerge knows and does not support, with why.
 var refused = map[string]string{
-	"modules":   "per-module configurations (modules:) are not supported; use models or slices",
-	"tokenizer": "the tokenizer: block (vocabulary merging) is not supported; use tokenizer_source: base or a model",
+	"modules": "per-module configurations (modules:) are not supported; use models or slices",
 }
 
 func (p *parser) step(n *yaml.Node) (*Step, error) {
@@ -205,7 +204,15 @@ func (p *parser) step(n *yaml.Node) (*Step, error) {
 				st.OutDType = &s
 			}
 		case "tokenizer_source":
+			if st.Tokenizer != nil {
+				return errorf(kpos, "give tokenizer_source or a tokenizer: block, not both")
+			}
 			st.TokenizerSource, err = p.model(v, key)
+		case "tokenizer":
+			if st.TokenizerSource != nil {
+				return errorf(kpos, "give tokenizer_source or a tokenizer: block, not both")
+			}
+			err = p.tokenizerBlock(v, st)
 		case "chat_template":
 			var s Str
 			s, err = p.str(v, key)
@@ -214,7 +221,7 @@ func (p *parser) step(n *yaml.Node) (*Step, error) {
 			if why, ok := refused[key]; ok {
 				return errorf(kpos, "%s", why)
 			}
-			return errorf(kpos, "unknown key %q (a recipe has name, out, merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source, chat_template)", key)
+			return errorf(kpos, "unknown key %q (a recipe has name, out, merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source, tokenizer, chat_template)", key)
 		}
 		return err
 	})

@@ -105,6 +105,13 @@ func (sp *StepPlan) execute(ctx context.Context, job merge.Job) (*merge.Report, 
 			return merge.Open(in.Path)
 		}
 	}
+	if v := sp.extras.vocab; v != nil && v.permute {
+		cleanup, err := sp.permuteInputs(&job)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+	}
 	if sp.extras.any() {
 		job.Extras = sp.extras.write
 	}

@@ -60,7 +60,8 @@ type Step struct {
 	Params Params
 
 	DType, OutDType *Str
-	TokenizerSource *ModelRef // "base", a model, or "union" (refused when planned)
+	TokenizerSource *ModelRef // "base", a model, or "union"; the tokenizer block's source
+	Tokenizer       *TokenizerBlock
 	ChatTemplate    *Str
 }
 
