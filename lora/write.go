@@ -1,0 +1,82 @@
+package lora
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/internal/atomicout"
+)
+
+// ApplyReport is what WriteApplied did, as `gomerge lora apply --json` prints it.
+type ApplyReport struct {
+	Output         string   `json:"output"`
+	OutputFiles    []string `json:"output_files"`
+	Tensors        int      `json:"tensors"`
+	TensorsAdapted int      `json:"tensors_adapted"`
+	BytesWritten   int64    `json:"bytes_written"`
+	Seconds        float64  `json:"seconds"`
+}
+
+// WriteApplied writes ap to out (a .safetensors file, a folder or a .gguf file; see
+// checkpoint.OutputFormat), one tensor at a time, so that memory holds one adapted
+// tensor and its float64 row block, never the model. outDType, if not dtype.Invalid,
+// is the float type asked for. Nothing replaces out unless every tensor was written.
+func WriteApplied(ctx context.Context, ap *Applied, out string, outDType dtype.DType, onWait func()) (*ApplyReport, error) {
+	start := time.Now()
+	format, folder, err := checkpoint.OutputFormat(out)
+	if err != nil {
+		return nil, err
+	}
+	outType, err := format.OutType(outDType)
+	if err != nil {
+		return nil, err
+	}
+	dest, err := atomicout.Lock(ctx, out, folder, onWait)
+	if err != nil {
+		return nil, err
+	}
+	defer dest.Unlock()
+	rep := &ApplyReport{Output: dest.Path}
+	o := checkpoint.Output{Name: filepath.Base(dest.Path), Folder: folder, Ref: ap.Base(),
+		Provenance: [][2]string{{"gomerge.lora", ap.Path()}}}
+	for _, m := range ap.Tensors() {
+		to := outType(m.DType, m.Shape)
+		o.Tensors = append(o.Tensors, checkpoint.Tensor{Name: m.Name, Shape: m.Shape, DType: to, From: m.DType})
+		if ap.Adapted(m.Name) {
+			rep.TensorsAdapted++
+		}
+	}
+	layout, err := format.Plan(o)
+	if err != nil {
+		return nil, err
+	}
+	w, err := dest.Create(layout.Layout)
+	if err != nil {
+		return nil, fmt.Errorf("writing %s: %w", dest.Path, err)
+	}
+	for i, t := range o.Tensors {
+		if err := ctx.Err(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+		data, err := ap.DataAs(t.Name, t.DType)
+		if err == nil {
+			err = w.WriteAt(i, 0, data)
+			rep.BytesWritten += int64(len(data))
+		}
+		if err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	if err := w.Commit(); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", dest.Path, err)
+	}
+	rep.OutputFiles, rep.Tensors = w.Paths, len(o.Tensors)
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
