@@ -11,6 +11,7 @@ import (
 
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/internal/loratest"
 )
 
 var attnMods = []string{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
@@ -51,30 +52,30 @@ func TestApplyMatchesReference(t *testing.T) {
 		t.Run(dt.String(), func(t *testing.T) {
 			dir := t.TempDir()
 			base := filepath.Join(dir, "base.safetensors")
-			shapes := llamaLike(t, base, dt, 1)
-			a1 := adapterSpec{r: 4, alpha: 8, modules: attnMods, dt: dtype.F32, seed: 3,
-				extra: map[string]any{"rank_pattern": map[string]int{"down_proj": 2}, "alpha_pattern": map[string]float64{"v_proj": 3}}}
-			a2 := adapterSpec{r: 3, alpha: 5, rslora: true, modules: attnMods[:2], dt: dtype.BF16, seed: 4}
-			writeAdapter(t, filepath.Join(dir, "a1"), shapes, a1)
-			writeAdapter(t, filepath.Join(dir, "a2"), shapes, a2)
+			shapes := loratest.LlamaLike(t, base, dt, 1)
+			a1 := loratest.AdapterSpec{R: 4, Alpha: 8, Modules: attnMods, DT: dtype.F32, Seed: 3,
+				Extra: map[string]any{"rank_pattern": map[string]int{"down_proj": 2}, "alpha_pattern": map[string]float64{"v_proj": 3}}}
+			a2 := loratest.AdapterSpec{R: 3, Alpha: 5, RSLoRA: true, Modules: attnMods[:2], DT: dtype.BF16, Seed: 4}
+			loratest.WriteAdapter(t, filepath.Join(dir, "a1"), shapes, a1)
+			loratest.WriteAdapter(t, filepath.Join(dir, "a2"), shapes, a2)
 			out := filepath.Join(dir, "out.safetensors")
 			rep := applyTo(t, base, out, []float64{0.7, -1.25}, filepath.Join(dir, "a1"), filepath.Join(dir, "a2"))
 			if rep.TensorsAdapted != 4 {
 				t.Errorf("adapted %d tensors, want 4", rep.TensorsAdapted)
 			}
-			W := readFloats(t, base)
-			got := readFloats(t, out)
-			A1 := readFloats(t, filepath.Join(dir, "a1", WeightsFile))
-			A2 := readFloats(t, filepath.Join(dir, "a2", WeightsFile))
-			scale := func(s adapterSpec, m string) (int, float64) {
-				r, alpha := s.r, s.alpha
-				if strings.HasSuffix(m, "down_proj") && s.seed == 3 {
+			W := loratest.ReadFloats(t, base)
+			got := loratest.ReadFloats(t, out)
+			A1 := loratest.ReadFloats(t, filepath.Join(dir, "a1", WeightsFile))
+			A2 := loratest.ReadFloats(t, filepath.Join(dir, "a2", WeightsFile))
+			scale := func(s loratest.AdapterSpec, m string) (int, float64) {
+				r, alpha := s.R, s.Alpha
+				if strings.HasSuffix(m, "down_proj") && s.Seed == 3 {
 					r = 2
 				}
-				if strings.HasSuffix(m, "v_proj") && s.seed == 3 {
+				if strings.HasSuffix(m, "v_proj") && s.Seed == 3 {
 					alpha = 3
 				}
-				if s.rslora {
+				if s.RSLoRA {
 					return r, alpha / math.Sqrt(float64(r))
 				}
 				return r, alpha / float64(r)
@@ -82,14 +83,14 @@ func TestApplyMatchesReference(t *testing.T) {
 			for name, w := range W {
 				want := append([]float64(nil), w...)
 				m := strings.TrimSuffix(name, ".weight")
-				for i, spec := range []adapterSpec{a1, a2} {
+				for i, spec := range []loratest.AdapterSpec{a1, a2} {
 					fs := []map[string][]float64{A1, A2}[i]
 					A, ok := fs[keyPrefix+m+".lora_A.weight"]
 					if !ok {
 						continue
 					}
 					r, s := scale(spec, m)
-					d := refDelta(A, fs[keyPrefix+m+".lora_B.weight"], r, int(shapes[name][0]), int(shapes[name][1]), s*[]float64{0.7, -1.25}[i], false)
+					d := loratest.RefDelta(A, fs[keyPrefix+m+".lora_B.weight"], r, int(shapes[name][0]), int(shapes[name][1]), s*[]float64{0.7, -1.25}[i], false)
 					for j := range want {
 						want[j] += d[j]
 					}
@@ -108,7 +109,7 @@ func TestApplyMatchesReference(t *testing.T) {
 						dtype.Encode(nb, []float32{math.Nextafter32(g, wf[0])}, dt)
 						nf := []float32{0}
 						dtype.Decode(nf, nb, dt)
-						if nf[0] != wf[0] && ulpDiff(g, wf[0]) > 1 {
+						if nf[0] != wf[0] && loratest.ULPDiff(g, wf[0]) > 1 {
 							bad++
 						}
 					}
@@ -124,8 +125,8 @@ func TestApplyMatchesReference(t *testing.T) {
 func TestApplyRefSyntax(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.safetensors")
-	shapes := llamaLike(t, base, dtype.F32, 1)
-	writeAdapter(t, filepath.Join(dir, "ad"), shapes, adapterSpec{r: 2, alpha: 4, modules: attnMods, dt: dtype.F32, seed: 5})
+	shapes := loratest.LlamaLike(t, base, dtype.F32, 1)
+	loratest.WriteAdapter(t, filepath.Join(dir, "ad"), shapes, loratest.AdapterSpec{R: 2, Alpha: 4, Modules: attnMods, DT: dtype.F32, Seed: 5})
 	src, ok, err := OpenRef(base+"+"+filepath.Join(dir, "ad"), nil)
 	if !ok || err != nil {
 		t.Fatalf("OpenRef: %v %v", ok, err)
@@ -159,31 +160,31 @@ func TestApplyRefSyntax(t *testing.T) {
 func TestApplyRefusesBadAdapters(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.safetensors")
-	shapes := llamaLike(t, base, dtype.F32, 1)
-	good := adapterSpec{r: 2, alpha: 4, modules: attnMods, dt: dtype.F32, seed: 5}
+	shapes := loratest.LlamaLike(t, base, dtype.F32, 1)
+	good := loratest.AdapterSpec{R: 2, Alpha: 4, Modules: attnMods, DT: dtype.F32, Seed: 5}
 	cases := []struct {
 		name string
 		mk   func(d string)
 		want string
 	}{
 		{"missing config", func(d string) {
-			writeAdapter(t, d, shapes, good)
+			loratest.WriteAdapter(t, d, shapes, good)
 			os.Remove(filepath.Join(d, ConfigFile))
 		}, ConfigFile},
 		{"wrong rank", func(d string) {
-			writeAdapter(t, d, shapes, good)
+			loratest.WriteAdapter(t, d, shapes, good)
 			os.WriteFile(filepath.Join(d, ConfigFile), []byte(`{"peft_type":"LORA","r":3,"lora_alpha":4}`), 0o644)
 		}, "lora_A.weight"},
 		{"nan alpha", func(d string) {
-			writeAdapter(t, d, shapes, good)
+			loratest.WriteAdapter(t, d, shapes, good)
 			os.WriteFile(filepath.Join(d, ConfigFile), []byte(`{"peft_type":"LORA","r":2,"lora_alpha":NaN}`), 0o644)
 		}, ConfigFile},
 		{"not lora", func(d string) {
-			writeAdapter(t, d, shapes, good)
+			loratest.WriteAdapter(t, d, shapes, good)
 			os.WriteFile(filepath.Join(d, ConfigFile), []byte(`{"peft_type":"IA3","r":2,"lora_alpha":4}`), 0o644)
 		}, "IA3"},
 		{"dora", func(d string) {
-			writeAdapter(t, d, shapes, good)
+			loratest.WriteAdapter(t, d, shapes, good)
 			os.WriteFile(filepath.Join(d, ConfigFile), []byte(`{"peft_type":"LORA","r":2,"lora_alpha":4,"use_dora":true}`), 0o644)
 		}, "DoRA"},
 		{"mismatched base", func(d string) {
@@ -192,7 +193,7 @@ func TestApplyRefusesBadAdapters(t *testing.T) {
 				other[k] = v
 			}
 			other["model.layers.0.self_attn.q_proj.weight"] = []int64{24, 16}
-			writeAdapter(t, d, other, good)
+			loratest.WriteAdapter(t, d, other, good)
 		}, "q_proj.lora_A.weight"},
 		{"pickle", func(d string) {
 			os.MkdirAll(d, 0o755)

@@ -1,4 +1,6 @@
-package lora
+// Package loratest makes tiny llama-shaped checkpoints and PEFT adapters for the
+// tests of lora and of the lora commands.
+package loratest
 
 import (
 	"encoding/binary"
@@ -10,45 +12,31 @@ import (
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
 
-// tensor is a fixture tensor: values are rounded to dt when written.
-type tensor struct {
-	name  string
-	dt    dtype.DType
-	shape []int64
-	vals  []float32
+// Tensor is a fixture tensor: its values are rounded to DT when written.
+type Tensor struct {
+	Name  string
+	DT    dtype.DType
+	Shape []int64
+	Vals  []float32
 }
 
-// writeST writes a safetensors file by hand: an 8-byte header length, the JSON
-// header, then the data in order.
-func writeST(t testing.TB, path string, ts []tensor) {
+// WriteST writes a safetensors file (through safetensorstest), each tensor's values
+// rounded to its type.
+func WriteST(t testing.TB, path string, ts []Tensor) {
 	t.Helper()
-	hdr := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
-	var data []byte
+	var out []stt.Tensor
 	for _, x := range ts {
-		b := make([]byte, x.dt.Bytes(int64(len(x.vals))))
-		if err := dtype.Encode(b, x.vals, x.dt); err != nil {
-			t.Fatal(err)
-		}
-		hdr[x.name] = map[string]any{"dtype": x.dt.String(), "shape": x.shape, "data_offsets": []int{len(data), len(data) + len(b)}}
-		data = append(data, b...)
+		out = append(out, stt.FromFloat32(x.Name, x.DT, x.Shape, x.Vals))
 	}
-	h, err := json.Marshal(hdr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for len(h)%8 != 0 {
-		h = append(h, ' ')
-	}
-	out := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
-	out = append(append(out, h...), data...)
-	if err := os.WriteFile(path, out, 0o644); err != nil {
+	if err := stt.WriteFile(path, out, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func randVals(rng *rand.Rand, n int, scale float32) []float32 {
+func RandVals(rng *rand.Rand, n int, scale float32) []float32 {
 	v := make([]float32, n)
 	for i := range v {
 		v[i] = float32(rng.NormFloat64()) * scale
@@ -58,7 +46,7 @@ func randVals(rng *rand.Rand, n int, scale float32) []float32 {
 
 // llamaLike is a two-layer llama-shaped base: attention and MLP projections, norms
 // and an embedding.
-func llamaLike(t testing.TB, path string, dt dtype.DType, seed uint64) map[string][]int64 {
+func LlamaLike(t testing.TB, path string, dt dtype.DType, seed uint64) map[string][]int64 {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	shapes := map[string][]int64{"model.embed_tokens.weight": {32, 24}}
 	names := []string{"model.embed_tokens.weight"}
@@ -77,46 +65,46 @@ func llamaLike(t testing.TB, path string, dt dtype.DType, seed uint64) map[strin
 	}
 	shapes["lm_head.weight"] = []int64{32, 24}
 	names = append(names, "lm_head.weight")
-	var ts []tensor
+	var ts []Tensor
 	for _, n := range names {
 		s := shapes[n]
 		ne := 1
 		for _, d := range s {
 			ne *= int(d)
 		}
-		ts = append(ts, tensor{n, dt, s, randVals(rng, ne, 0.5)})
+		ts = append(ts, NewTensor(n, dt, s, RandVals(rng, ne, 0.5)))
 	}
-	writeST(t, path, ts)
+	WriteST(t, path, ts)
 	return shapes
 }
 
 // adapterSpec makes a PEFT adapter for llamaLike.
-type adapterSpec struct {
-	r       int
-	alpha   float64
-	rslora  bool
-	modules []string // module-relative, e.g. model.layers.0.self_attn.q_proj
-	dt      dtype.DType
-	extra   map[string]any // more config keys
-	seed    uint64
+type AdapterSpec struct {
+	R       int
+	Alpha   float64
+	RSLoRA  bool
+	Modules []string // module-relative, e.g. model.layers.0.self_attn.q_proj
+	DT      dtype.DType
+	Extra   map[string]any // more config keys
+	Seed    uint64
 }
 
-func writeAdapter(t testing.TB, dir string, shapes map[string][]int64, s adapterSpec) {
+func WriteAdapter(t testing.TB, dir string, shapes map[string][]int64, s AdapterSpec) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(s.seed, 2))
-	cfg := map[string]any{"peft_type": "LORA", "r": s.r, "lora_alpha": s.alpha, "use_rslora": s.rslora,
+	rng := rand.New(rand.NewPCG(s.Seed, 2))
+	cfg := map[string]any{"peft_type": "LORA", "r": s.R, "lora_alpha": s.Alpha, "use_rslora": s.RSLoRA,
 		"target_modules": []string{"q_proj", "v_proj"}, "fan_in_fan_out": false, "task_type": "CAUSAL_LM"}
-	for k, v := range s.extra {
+	for k, v := range s.Extra {
 		cfg[k] = v
 	}
-	var ts []tensor
-	for _, m := range s.modules {
+	var ts []Tensor
+	for _, m := range s.Modules {
 		shape := shapes[m+".weight"]
-		r := s.r
-		if rp, ok := s.extra["rank_pattern"].(map[string]int); ok {
+		r := s.R
+		if rp, ok := s.Extra["rank_pattern"].(map[string]int); ok {
 			for k, v := range rp {
 				if filepath.Ext("."+m) == "."+k || m == k || len(m) > len(k) && m[len(m)-len(k)-1:] == "."+k {
 					r = v
@@ -124,18 +112,18 @@ func writeAdapter(t testing.TB, dir string, shapes map[string][]int64, s adapter
 			}
 		}
 		ts = append(ts,
-			tensor{keyPrefix + m + ".lora_A.weight", s.dt, []int64{int64(r), shape[1]}, randVals(rng, r*int(shape[1]), 0.3)},
-			tensor{keyPrefix + m + ".lora_B.weight", s.dt, []int64{shape[0], int64(r)}, randVals(rng, r*int(shape[0]), 0.3)})
+			Tensor{"base_model.model." + m + ".lora_A.weight", s.DT, []int64{int64(r), shape[1]}, RandVals(rng, r*int(shape[1]), 0.3)},
+			Tensor{"base_model.model." + m + ".lora_B.weight", s.DT, []int64{shape[0], int64(r)}, RandVals(rng, r*int(shape[0]), 0.3)})
 	}
-	writeST(t, filepath.Join(dir, WeightsFile), ts)
+	WriteST(t, filepath.Join(dir, "adapter_model.safetensors"), ts)
 	b, _ := json.Marshal(cfg)
-	if err := os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "adapter_config.json"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // readFloats reads every tensor of a safetensors file as float64.
-func readFloats(t testing.TB, path string) map[string][]float64 {
+func ReadFloats(t testing.TB, path string) map[string][]float64 {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -175,7 +163,7 @@ func readFloats(t testing.TB, path string) map[string][]float64 {
 }
 
 // refDelta is the plain float64 reference: scale·B·A, (B·A)ᵀ when transposed.
-func refDelta(A, B []float64, r, rows, cols int, scale float64, transposed bool) []float64 {
+func RefDelta(A, B []float64, r, rows, cols int, scale float64, transposed bool) []float64 {
 	d := make([]float64, rows*cols)
 	for i := range rows {
 		for j := range cols {
@@ -193,7 +181,7 @@ func refDelta(A, B []float64, r, rows, cols int, scale float64, transposed bool)
 	return d
 }
 
-func ulpDiff(a, b float32) int64 {
+func ULPDiff(a, b float32) int64 {
 	ia, ib := int64(int32(math.Float32bits(a))), int64(int32(math.Float32bits(b)))
 	if ia < 0 {
 		ia = math.MinInt32 - ia
@@ -205,4 +193,9 @@ func ulpDiff(a, b float32) int64 {
 		return ia - ib
 	}
 	return ib - ia
+}
+
+// NewTensor is a Tensor.
+func NewTensor(name string, dt dtype.DType, shape []int64, vals []float32) Tensor {
+	return Tensor{Name: name, DT: dt, Shape: shape, Vals: vals}
 }

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/internal/loratest"
+)
+
+var loraMods = []string{"model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"}
+
+func TestLoraApplyCommand(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.safetensors")
+	shapes := loratest.LlamaLike(t, base, dtype.BF16, 1)
+	ad := filepath.Join(dir, "ad")
+	loratest.WriteAdapter(t, ad, shapes, loratest.AdapterSpec{R: 2, Alpha: 4, Modules: loraMods, DT: dtype.F32, Seed: 2})
+	out := filepath.Join(dir, "out.safetensors")
+	code, stdout, stderr := gomerge(t, "lora", "apply", "--base", base, ad+":weight=0.5", "--out", out, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		TensorsAdapted int `json:"tensors_adapted"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || rep.TensorsAdapted != 2 {
+		t.Fatalf("report %s: %v, want 2 tensors adapted", stdout, err)
+	}
+	// BASE+ADAPTER through merge.Open: the distance between the base and the applied
+	// reference equals the distance between the base and the written output at
+	// weight 1, and is not zero.
+	out1 := filepath.Join(dir, "out1.safetensors")
+	if code, _, stderr := gomerge(t, "lora", "apply", "--base", base, ad, "--out", out1); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	_, d1, _ := gomerge(t, "distance", base, base+"+"+ad, "--json")
+	_, d2, _ := gomerge(t, "distance", base, out1, "--json")
+	var r1, r2 struct {
+		Total struct{ L2 float64 } `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(d1), &r1); err != nil {
+		t.Fatalf("%s: %v", d1, err)
+	}
+	if err := json.Unmarshal([]byte(d2), &r2); err != nil {
+		t.Fatalf("%s: %v", d2, err)
+	}
+	if r1.Total.L2 != r2.Total.L2 || r1.Total.L2 == 0 {
+		t.Errorf("L2 to BASE+ADAPTER %v, to the applied output %v (want equal, not 0)", r1.Total.L2, r2.Total.L2)
+	}
+
+	// A bad adapter exits 3 and writes nothing.
+	os.WriteFile(filepath.Join(ad, "adapter_config.json"), []byte(`{"peft_type":"LORA","r":3,"lora_alpha":4}`), 0o644)
+	bad := filepath.Join(dir, "bad.safetensors")
+	if code, _, stderr := gomerge(t, "lora", "apply", "--base", base, ad, "--out", bad); code != 3 {
+		t.Errorf("wrong rank: exit %d (%s), want 3", code, stderr)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Errorf("a bad adapter left an output: %v", err)
+	}
+	if code, _, _ := gomerge(t, "lora", "apply", "--base", base, ad+":weight=nan", "--out", bad); code != 2 {
+		t.Errorf("NaN weight: exit %d, want 2", code)
+	}
+}
