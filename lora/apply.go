@@ -251,16 +251,35 @@ func AddProduct(w []float32, rows, cols int, L, R []float64, k int) {
 		return
 	}
 	tmp := make([]float64, min(rowBlock, rows)*cols)
+	gemmRows(rows, cols, L, R, k, tmp, func(r0 int, block []float64) {
+		seg := w[r0*cols : r0*cols+len(block)]
+		for i, d := range block {
+			seg[i] = float32(float64(seg[i]) + d)
+		}
+	})
+}
+
+// mulAdd adds L·R to acc (rows×cols float64).
+func mulAdd(acc []float64, rows, cols int, L, R []float64, k int) {
+	tmp := make([]float64, min(rowBlock, rows)*cols)
+	gemmRows(rows, cols, L, R, k, tmp, func(r0 int, block []float64) {
+		seg := acc[r0*cols : r0*cols+len(block)]
+		for i, d := range block {
+			seg[i] += d
+		}
+	})
+}
+
+// gemmRows computes L·R a block of rowBlock rows at a time into tmp and hands each
+// block to use.
+func gemmRows(rows, cols int, L, R []float64, k int, tmp []float64, use func(r0 int, block []float64)) {
 	rm := blas64.General{Rows: k, Cols: cols, Stride: cols, Data: R}
 	for r0 := 0; r0 < rows; r0 += rowBlock {
 		n := min(rowBlock, rows-r0)
 		lm := blas64.General{Rows: n, Cols: k, Stride: k, Data: L[r0*k : (r0+n)*k]}
 		cm := blas64.General{Rows: n, Cols: cols, Stride: cols, Data: tmp[:n*cols]}
 		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, lm, rm, 0, cm)
-		seg := w[r0*cols : (r0+n)*cols]
-		for i, d := range cm.Data {
-			seg[i] = float32(float64(seg[i]) + d)
-		}
+		use(r0, cm.Data)
 	}
 }
 

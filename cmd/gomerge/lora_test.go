@@ -64,3 +64,43 @@ func TestLoraApplyCommand(t *testing.T) {
 		t.Errorf("NaN weight: exit %d, want 2", code)
 	}
 }
+
+func TestLoraExtractCommand(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.safetensors")
+	shapes := loratest.LlamaLike(t, base, dtype.F32, 1)
+	ad := filepath.Join(dir, "ad")
+	loratest.WriteAdapter(t, ad, shapes, loratest.AdapterSpec{R: 2, Alpha: 4, Modules: loraMods, DT: dtype.F32, Seed: 2})
+	model := filepath.Join(dir, "model.safetensors")
+	if code, _, stderr := gomerge(t, "lora", "apply", "--base", base, ad, "--out", model); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	out := filepath.Join(dir, "extracted")
+	code, stdout, stderr := gomerge(t, "lora", "extract", "--base", base, "--model", model, "--rank", "4", "--sv-epsilon", "1e-4", "--out", out, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Modules []struct {
+			Tensor   string  `json:"tensor"`
+			Rank     int     `json:"rank"`
+			RelError float64 `json:"relative_error"`
+		} `json:"modules"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// A rank-2 adapter's delta comes back at rank 2 (the rest is float32 noise under
+	// --sv-epsilon), almost exactly.
+	if len(rep.Modules) != 2 {
+		t.Fatalf("%d modules: %s", len(rep.Modules), stdout)
+	}
+	for _, m := range rep.Modules {
+		if m.Rank != 2 || m.RelError > 1e-5 {
+			t.Errorf("%+v: want rank 2 and a relative error under 1e-5", m)
+		}
+	}
+	if code, _, _ := gomerge(t, "lora", "extract", "--base", base, "--model", model, "--out", out); code != 2 {
+		t.Errorf("no --rank: exit %d, want 2", code)
+	}
+}
