@@ -21,15 +21,16 @@ type OutTensor struct {
 	Data  []float32
 }
 
-// OutModule is one module of a written adapter: ΔW = (Alpha/Rank)·B·A.
+// OutModule is one module of a written adapter: B·A scaled by Alpha/Rank, A being
+// Rank×In and B Out×Rank (row-major); the base's ΔW is that product, transposed for
+// embeddings and fan_in_fan_out.
 type OutModule struct {
 	Name      string // module name, e.g. model.layers.0.self_attn.q_proj
 	A, B      []float32
 	Rank      int
 	Alpha     float64
-	Rows      int64 // ΔW's shape as the base stores it
-	Cols      int64
-	Embedding bool // saved as lora_embedding_A/B: ΔW = scale·(B·A)ᵀ
+	In, Out   int64
+	Embedding bool // saved as lora_embedding_A/B
 }
 
 // AdapterOut is an adapter to write.
@@ -37,6 +38,8 @@ type AdapterOut struct {
 	Modules []OutModule
 	Replace []OutTensor // modules_to_save and other whole tensors, module-relative names
 	DType   dtype.DType // of the factors
+	// FanInFanOut: the base stores these matrices in×out (GPT-2's Conv1D).
+	FanInFanOut bool
 	// Config holds keys copied into adapter_config.json before gomerge's own.
 	Config map[string]any
 	Base   string // base_model_name_or_path
@@ -63,13 +66,11 @@ func WriteAdapter(ctx context.Context, dir string, a *AdapterOut) ([]string, err
 	rankCount, alphaCount := map[int]int{}, map[float64]int{}
 	targets := map[string]bool{}
 	for _, m := range a.Modules {
-		rows, cols := m.Rows, m.Cols
 		sa, sb := ".lora_A.weight", ".lora_B.weight"
-		aShape, bShape := []int64{int64(m.Rank), cols}, []int64{rows, int64(m.Rank)}
 		if m.Embedding {
 			sa, sb = ".lora_embedding_A", ".lora_embedding_B"
-			aShape, bShape = []int64{int64(m.Rank), rows}, []int64{cols, int64(m.Rank)}
 		}
+		aShape, bShape := []int64{int64(m.Rank), m.In}, []int64{m.Out, int64(m.Rank)}
 		add(keyPrefix+m.Name+sa, dt, aShape, m.A)
 		add(keyPrefix+m.Name+sb, dt, bShape, m.B)
 		rankCount[m.Rank]++
@@ -94,7 +95,7 @@ func WriteAdapter(ctx context.Context, dir string, a *AdapterOut) ([]string, err
 	}
 	cfg := map[string]any{
 		"peft_type": "LORA", "r": r, "lora_alpha": alpha, "rank_pattern": rankPat, "alpha_pattern": alphaPat,
-		"target_modules": sortedKeys(targets), "modules_to_save": nil, "fan_in_fan_out": false, "bias": "none",
+		"target_modules": sortedKeys(targets), "modules_to_save": nil, "fan_in_fan_out": a.FanInFanOut, "bias": "none",
 		"use_rslora": false, "use_dora": false, "lora_dropout": 0.0, "inference_mode": true, "init_lora_weights": true,
 		"layers_to_transform": nil, "layers_pattern": nil, "revision": nil, "task_type": "CAUSAL_LM",
 		"base_model_name_or_path": a.Base,

@@ -138,7 +138,7 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 		for _, s := range tr.S[:k] {
 			kept += s * s
 		}
-		m := OutModule{Name: strings.TrimSuffix(mt.Name, ".weight"), Rank: k, Alpha: float64(k), Rows: int64(rows), Cols: int64(cols), Embedding: emb}
+		m := OutModule{Name: strings.TrimSuffix(mt.Name, ".weight"), Rank: k, Alpha: float64(k), Out: int64(rows), In: int64(cols), Embedding: emb}
 		// B = U·√S (rows×k), A = √S·Vᵀ (k×cols): the balanced split keeps both factors
 		// in the same range, which matters when they are stored as bfloat16.
 		Bf, Af := make([]float64, rows*k), make([]float64, k*cols)
@@ -155,6 +155,7 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 		if emb {
 			// lora_embedding_A is r×vocab and B dim×r: ΔW = (B·A)ᵀ, so A = Bfᵀ, B = Afᵀ.
 			m.A, m.B = to32(transpose(Bf, rows, k)), to32(transpose(Af, k, cols))
+			m.Out, m.In = int64(cols), int64(rows)
 		}
 		// The error of the factors as stored, not of the exact SVD.
 		res := residual(D, rows, cols, m, ad.DType)

@@ -23,7 +23,7 @@ func newLoraCmd(ios *IOStreams) *cobra.Command {
 adapter_model.safetensors. Recipes and other commands also take BASE+ADAPTER
 (mergekit's syntax) wherever they take a model. See docs/lora.md.`,
 	}
-	cmd.AddCommand(newLoraApplyCmd(ios), newLoraExtractCmd(ios))
+	cmd.AddCommand(newLoraApplyCmd(ios), newLoraExtractCmd(ios), newLoraMergeCmd(ios))
 	return cmd
 }
 
@@ -222,5 +222,94 @@ func runLoraExtract(ctx context.Context, ios *IOStreams, o *loraExtractOptions) 
 		fmt.Fprintf(ios.Out, "%-60s skipped: %s\n", s.Tensor, s.Reason)
 	}
 	fmt.Fprintf(ios.Out, "wrote %s: %d modules\n", rep.Output, len(rep.Modules))
+	return nil
+}
+
+type loraMergeOptions struct {
+	out, typ, majority, dtype string
+	density                   float64
+	svdRank                   int
+	seed                      uint64
+	json                      bool
+}
+
+func newLoraMergeCmd(ios *IOStreams) *cobra.Command {
+	var o loraMergeOptions
+	cmd := &cobra.Command{
+		Use:   "merge ADAPTER[:weight=W]... --type TYPE --out ADAPTER",
+		Short: "Merge LoRA adapters into a new adapter (PEFT's add_weighted_adapter)",
+		Long: `Merge LoRA adapters into one, with PEFT's add_weighted_adapter combination types:
+  cat                  concatenate the ranks: exactly Σ w·scale·B·A (rank Σ r)
+  linear               A = Σ √(w·scale)·A, B = Σ √(w·scale)·B (equal ranks, w·scale ≥ 0)
+  svd                  Σ w·ΔW, truncated to --svd-rank by an SVD
+  ties_svd             TIES (prune to --density, majority sign, disjoint mean), then SVD
+  dare_linear_svd      DARE (drop at random, rescale by 1/density), weighted sum, SVD
+  dare_ties_svd        DARE, then TIES's sign election, then SVD
+  magnitude_prune_svd  prune each ΔW to --density by magnitude, weighted sum, SVD
+The output is a PEFT folder with lora_alpha = r (scale 1). Two adapters of the same
+shape can also be averaged elementwise by 'gomerge sfa' or a recipe like any checkpoint.`,
+		Example: `  gomerge lora merge math:weight=0.6 code:weight=0.4 --type cat --out mixed
+  gomerge lora merge a b c --type ties_svd --density 0.5 --svd-rank 16 --out mixed --json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runLoraMerge(cmd.Context(), ios, &o, args)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.out, "out", "", "the adapter folder to write")
+	f.StringVar(&o.typ, "type", "svd", "combination type: "+strings.Join(lora.CombinationTypes, ", "))
+	f.Float64Var(&o.density, "density", 0, "share of each delta kept by the ties, dare and magnitude_prune types, in (0, 1]")
+	f.StringVar(&o.majority, "majority-sign-method", "total", "ties: total (the sign of the sum) or frequency (the commoner sign)")
+	f.IntVar(&o.svdRank, "svd-rank", 0, "the *_svd types' output rank (default: the largest input rank)")
+	f.Uint64Var(&o.seed, "seed", 0, "seed of DARE's random draws")
+	f.StringVar(&o.dtype, "dtype", "F32", "type of the factors (F32, F16, BF16)")
+	f.BoolVar(&o.json, "json", false, "print a JSON report on stdout")
+	return cmd
+}
+
+func runLoraMerge(ctx context.Context, ios *IOStreams, o *loraMergeOptions, args []string) error {
+	if o.out == "" || len(args) == 0 {
+		return usagef("lora merge needs --out and at least one adapter")
+	}
+	opts := lora.CombineOptions{Type: o.typ, Density: o.density, MajoritySignMethod: o.majority, SVDRank: o.svdRank, Seed: o.seed}
+	var err error
+	if opts.DType, err = parseOutDType(o.dtype); err != nil {
+		return err
+	}
+	var paths []string
+	for _, arg := range args {
+		path, w, err := parseAdapterArg(arg)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, path)
+		opts.Weights = append(opts.Weights, w)
+	}
+	if err := opts.Validate(len(args)); err != nil {
+		return usageError{err}
+	}
+	var ads []*lora.Adapter
+	defer func() {
+		for _, a := range ads {
+			a.Close()
+		}
+	}()
+	for _, p := range paths {
+		a, err := lora.Open(p)
+		if err != nil {
+			return err
+		}
+		ads = append(ads, a)
+	}
+	rep, err := lora.Combine(ctx, ads, o.out, opts)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return writeJSON(ios.Out, rep)
+	}
+	for _, m := range rep.Modules {
+		fmt.Fprintf(ios.Out, "%-60s rank %3d  relative error %.4f\n", m.Tensor, m.Rank, m.RelError)
+	}
+	fmt.Fprintf(ios.Out, "wrote %s (%s): %d modules\n", rep.Output, rep.Type, len(rep.Modules))
 	return nil
 }

@@ -104,3 +104,46 @@ func TestLoraExtractCommand(t *testing.T) {
 		t.Errorf("no --rank: exit %d, want 2", code)
 	}
 }
+
+func TestLoraMergeCommand(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.safetensors")
+	shapes := loratest.LlamaLike(t, base, dtype.F32, 1)
+	a1, a2 := filepath.Join(dir, "a1"), filepath.Join(dir, "a2")
+	loratest.WriteAdapter(t, a1, shapes, loratest.AdapterSpec{R: 2, Alpha: 4, Modules: loraMods, DT: dtype.F32, Seed: 2})
+	loratest.WriteAdapter(t, a2, shapes, loratest.AdapterSpec{R: 3, Alpha: 3, Modules: loraMods, DT: dtype.F32, Seed: 3})
+	out := filepath.Join(dir, "cat")
+	code, stdout, stderr := gomerge(t, "lora", "merge", a1+":weight=0.5", a2, "--type", "cat", "--out", out, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Modules []struct{ Rank int } `json:"modules"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || len(rep.Modules) != 2 || rep.Modules[0].Rank != 5 {
+		t.Fatalf("%s: %v, want 2 modules of rank 5", stdout, err)
+	}
+	// The merged adapter applies like the two at their weights.
+	m1, m2 := filepath.Join(dir, "m1.safetensors"), filepath.Join(dir, "m2.safetensors")
+	gomerge(t, "lora", "apply", "--base", base, out, "--out", m1)
+	gomerge(t, "lora", "apply", "--base", base, a1+":weight=0.5", a2, "--out", m2)
+	_, d, _ := gomerge(t, "distance", m1, m2, "--json")
+	var dist struct {
+		Total struct{ Relative float64 } `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(d), &dist); err != nil || dist.Total.Relative > 1e-6 {
+		t.Errorf("cat-merged adapter vs the two applied: %s %v", d, err)
+	}
+	for _, bad := range [][]string{
+		{"lora", "merge", a1, a2, "--type", "ties_svd", "--out", out}, // no density
+		{"lora", "merge", a1, a2, "--type", "mean", "--out", out},     // unknown type
+		{"lora", "merge", a1, a2 + ":weight=x", "--type", "cat", "--out", out},
+	} {
+		if code, _, _ := gomerge(t, bad...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", bad, code)
+		}
+	}
+	if code, _, _ := gomerge(t, "lora", "merge", a1, a2, "--type", "linear", "--out", filepath.Join(dir, "lin")); code != 3 {
+		t.Errorf("linear of ranks 2 and 3: exit %d, want 3", code)
+	}
+}
