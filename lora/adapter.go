@@ -27,6 +27,9 @@ type Adapter struct {
 	// they replace the base's tensor of that name.
 	Replace []Replacement
 
+	// Arch is a GGUF adapter's general.architecture.
+	Arch string
+
 	weights checkpoint.Source
 }
 
@@ -66,6 +69,9 @@ func (m *Module) Cols() int64 {
 // Open opens the PEFT adapter in folder dir and checks that its tensors agree with
 // its config.
 func Open(dir string) (*Adapter, error) {
+	if isGGUFPath(dir) {
+		return openGGUFAdapter(dir)
+	}
 	cfgPath := filepath.Join(dir, ConfigFile)
 	data, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -102,11 +108,13 @@ func Open(dir string) (*Adapter, error) {
 
 // factorSuffixes are PEFT's names for the two factors: linear layers save A and B as
 // sub-modules' weights, embeddings as parameters.
-var factorSuffixes = []struct {
+type factorSuffix struct {
 	suffix    string
 	isB       bool
 	embedding bool
-}{
+}
+
+var factorSuffixes = []factorSuffix{
 	{".lora_A.weight", false, false},
 	{".lora_B.weight", true, false},
 	{".lora_embedding_A", false, true},
@@ -114,6 +122,10 @@ var factorSuffixes = []struct {
 }
 
 func newAdapter(dir string, cfg *Config, src checkpoint.Source) (*Adapter, error) {
+	return newAdapterWith(dir, cfg, src, factorSuffixes)
+}
+
+func newAdapterWith(dir string, cfg *Config, src checkpoint.Source, factorSuffixes []factorSuffix) (*Adapter, error) {
 	a := &Adapter{Dir: dir, Config: cfg, weights: src}
 	file := src.Path()
 	bad := func(tensor, format string, args ...any) error {

@@ -43,14 +43,20 @@ type AdapterOut struct {
 	// Config holds keys copied into adapter_config.json before gomerge's own.
 	Config map[string]any
 	Base   string // base_model_name_or_path
+	Arch   string // a GGUF adapter's general.architecture
 }
 
 // WriteAdapter writes a PEFT adapter folder: adapter_model.safetensors and a complete
 // adapter_config.json (r and lora_alpha the most common rank and alpha, the others in
 // rank_pattern and alpha_pattern under each module's full name), crash-safely.
+//
+// A path ending in .gguf gets a GGUF adapter instead, as llama.cpp loads them.
 func WriteAdapter(ctx context.Context, dir string, a *AdapterOut) ([]string, error) {
 	if len(a.Modules) == 0 && len(a.Replace) == 0 {
 		return nil, fmt.Errorf("%s: the adapter would be empty: %w", dir, ErrBadInput)
+	}
+	if isGGUFPath(dir) {
+		return writeGGUFAdapter(ctx, dir, a)
 	}
 	dt := a.DType
 	if dt == dtype.Invalid {

@@ -118,7 +118,7 @@ func Combine(ctx context.Context, adapters []*Adapter, out string, o CombineOpti
 		}
 	}
 	rep := &CombineReport{Output: out, Type: o.Type}
-	ad := &AdapterOut{DType: o.DType, FanInFanOut: first.Config.FanInFanOut, Base: first.Config.BaseModelNameOrPath, Config: map[string]any{}}
+	ad := &AdapterOut{DType: o.DType, FanInFanOut: first.Config.FanInFanOut, Base: first.Config.BaseModelNameOrPath, Config: map[string]any{}, Arch: first.Arch}
 	if tt, ok := first.Config.Raw["task_type"]; ok {
 		ad.Config["task_type"] = tt
 	}

@@ -58,9 +58,9 @@ type SkippedTensor struct {
 
 // isEmbedding says which tensors are token embeddings, by the names transformers
 // gives them (llama, mistral and qwen: embed_tokens; GPT-2: wte; BERT-likes:
-// word_embeddings).
+// word_embeddings) and llama.cpp's (token_embd).
 func isEmbedding(name string) bool {
-	for _, s := range []string{"embed_tokens.weight", "wte.weight", "word_embeddings.weight"} {
+	for _, s := range []string{"embed_tokens.weight", "wte.weight", "word_embeddings.weight", "token_embd.weight"} {
 		if strings.HasSuffix(name, s) {
 			return true
 		}
@@ -84,6 +84,16 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 	}
 	rep := &ExtractReport{Output: out}
 	ad := &AdapterOut{DType: o.DType, Base: base.Path()}
+	if isGGUFPath(out) {
+		if base.Format() != checkpoint.GGUF {
+			return nil, fmt.Errorf("%s: a GGUF adapter is extracted from GGUF models (its tensor names are theirs)", out)
+		}
+		arch, err := ggufArch(base.Path())
+		if err != nil {
+			return nil, err
+		}
+		ad.Arch = arch
+	}
 	for _, mt := range model.Tensors() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
