@@ -181,30 +181,33 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 	return rep, nil
 }
 
-// delta is model − base in float64, nil when they are equal.
+// delta is model − base in float64, nil when they are equal. Both are decoded to
+// float32 first (their exact values), so that the float64 delta is the only large
+// buffer.
 func delta(base, model checkpoint.Source, bt, mt checkpoint.TensorMeta) ([]float64, error) {
-	bw, err := decode64(base, bt)
+	bw, err := decode32(base, bt)
 	if err != nil {
 		return nil, err
 	}
-	mw, err := decode64(model, mt)
+	mw, err := decode32(model, mt)
 	if err != nil {
 		return nil, err
 	}
+	d := make([]float64, len(mw))
 	same := true
 	for i := range mw {
-		mw[i] -= bw[i]
-		if mw[i] != 0 {
+		d[i] = float64(mw[i]) - float64(bw[i])
+		if d[i] != 0 {
 			same = false
 		}
 	}
 	if same {
 		return nil, nil
 	}
-	return mw, nil
+	return d, nil
 }
 
-func decode64(s checkpoint.Source, t checkpoint.TensorMeta) ([]float64, error) {
+func decode32(s checkpoint.Source, t checkpoint.TensorMeta) ([]float32, error) {
 	data, err := s.Data(t.Name)
 	if err != nil {
 		return nil, err
@@ -213,14 +216,12 @@ func decode64(s checkpoint.Source, t checkpoint.TensorMeta) ([]float64, error) {
 	if err := dtype.Decode(f, data, t.DType); err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", t.File, t.Name, err)
 	}
-	out := make([]float64, len(f))
 	for i, v := range f {
 		if !finite(float64(v)) {
 			return nil, fmt.Errorf("%s: tensor %q: element %d is %v: %w", t.File, t.Name, i, v, ErrBadInput)
 		}
-		out[i] = float64(v)
 	}
-	return out, nil
+	return f, nil
 }
 
 func to32(x []float64) []float32 {
@@ -264,12 +265,13 @@ func residual(D []float64, rows, cols int, m OutModule, dt dtype.DType) float64 
 	} else {
 		L, R = B, A
 	}
-	acc := make([]float64, rows*cols)
-	mulAdd(acc, rows, cols, L, R, m.Rank)
+	// Row block by row block, so that no second rows×cols buffer is needed.
 	var s float64
-	for i, d := range D {
-		e := d - acc[i]
-		s += e * e
-	}
+	gemmRows(rows, cols, L, R, m.Rank, make([]float64, min(rowBlock, rows)*cols), func(r0 int, block []float64) {
+		for i, v := range block {
+			e := D[r0*cols+i] - v
+			s += e * e
+		}
+	})
 	return s
 }

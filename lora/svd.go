@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"gonum.org/v1/gonum/lapack/lapack64"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -66,14 +67,22 @@ func truncatedSVD(D *mat.Dense, k int, exactBelow int, seed uint64) (*truncated,
 	return &truncated{U: &U, V: small.V, S: small.S}, nil
 }
 
+// orthonormal returns the thin Q (m×l) of Y's QR factorization through LAPACK's
+// Geqrf and Orgqr: mat.QR's QTo builds the full m×m Q, which for a 32000-row lm_head
+// is 8 GB.
 func orthonormal(Y *mat.Dense) *mat.Dense {
-	var qr mat.QR
-	qr.Factorize(Y)
-	_, c := Y.Dims()
-	var Q mat.Dense
-	qr.QTo(&Q)
-	r, _ := Q.Dims()
-	return mat.DenseCopyOf(Q.Slice(0, r, 0, c))
+	a := mat.DenseCopyOf(Y).RawMatrix()
+	tau := make([]float64, min(a.Rows, a.Cols))
+	work := make([]float64, 1)
+	lapack64.Geqrf(a, tau, work, -1)
+	work = make([]float64, max(int(work[0]), a.Cols))
+	lapack64.Geqrf(a, tau, work, len(work))
+	lapack64.Orgqr(a, tau, work, -1)
+	if n := int(work[0]); n > len(work) {
+		work = make([]float64, n)
+	}
+	lapack64.Orgqr(a, tau, work, len(work))
+	return mat.NewDense(a.Rows, a.Cols, a.Data)
 }
 
 func exactSVD(D *mat.Dense, k int) (*truncated, error) {
