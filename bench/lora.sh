@@ -5,7 +5,8 @@
 # (bench/floor over base and adapter: reads both, writes and fsyncs one model's
 # worth). Warm cache: the inputs are read once before each timed run.
 #
-#   bench/lora.sh [WORKDIR]     (default /tmp/gomerge-bench; FIX=DIR reuses a fixture)
+#   bench/lora.sh [WORKDIR]     (default /tmp/gomerge-bench; FIX=DIR reuses a fixture;
+#                                SKIP_EXTRACT=1 reuses the adapter of an earlier run)
 set -euo pipefail
 WORK=${1:-/tmp/gomerge-bench}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
@@ -18,10 +19,12 @@ if [[ ! -f $FIX/current.safetensors ]]; then
 fi
 B=$FIX/anchor.safetensors M=$FIX/current.safetensors
 secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); echo "scale=3; ($t1 - $t0) / 1000000000" | bc; }
+if [[ ${SKIP_EXTRACT:-0} != 1 || ! -d $OUT/adapter ]]; then
 cat "$B" "$M" >/dev/null
 /usr/bin/time -f "extract: %e s, max RSS %M KiB" "$OUT/gomerge" lora extract --base "$B" --model "$M" --rank 16 \
 	--out "$OUT/adapter" --json >"$OUT/extract.json"
 grep -c '"tensor"' "$OUT/extract.json" | sed 's/^/modules extracted: /'
+fi
 A=$OUT/adapter/adapter_model.safetensors
 warm() { cat "$B" "$A" >/dev/null; }
 warm; "$OUT/floor" "$B" "$A" "$OUT/f" && rm -f "$OUT/f" # untimed warm-up

@@ -4,12 +4,19 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/internal/atomicout"
 )
+
+// writeParallel is how many tensors WriteApplied works on at once: memory holds that
+// many adapted tensors.
+const writeParallel = 4
 
 // ApplyReport is what WriteApplied did, as `gomerge lora apply --json` prints it.
 type ApplyReport struct {
@@ -58,21 +65,33 @@ func WriteApplied(ctx context.Context, ap *Applied, out string, outDType dtype.D
 	if err != nil {
 		return nil, fmt.Errorf("writing %s: %w", dest.Path, err)
 	}
+	// A few tensors at a time, so that one's reading and writing overlap another's
+	// product; each goes to its own region, so the bytes do not depend on the order.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(writeParallel)
+	var written atomic.Int64
 	for i, t := range o.Tensors {
-		if err := ctx.Err(); err != nil {
-			w.Abort()
-			return nil, err
+		if gctx.Err() != nil {
+			break
 		}
-		data, err := ap.DataAs(t.Name, t.DType)
-		if err == nil {
-			err = w.WriteAt(i, 0, data)
-			rep.BytesWritten += int64(len(data))
-		}
-		if err != nil {
-			w.Abort()
-			return nil, err
-		}
+		g.Go(func() error {
+			data, err := ap.DataAs(t.Name, t.DType)
+			if err != nil {
+				return err
+			}
+			written.Add(int64(len(data)))
+			return w.WriteAt(i, 0, data)
+		})
 	}
+	err = g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		w.Abort()
+		return nil, err
+	}
+	rep.BytesWritten = written.Load()
 	if err := w.Commit(); err != nil {
 		return nil, fmt.Errorf("writing %s: %w", dest.Path, err)
 	}
