@@ -267,9 +267,9 @@ func residual(D []float64, rows, cols int, m OutModule, dt dtype.DType) float64 
 	}
 	// Row block by row block, so that no second rows×cols buffer is needed.
 	var s float64
-	gemmRows(rows, cols, L, R, m.Rank, make([]float64, min(rowBlock, rows)*cols), func(r0 int, block []float64) {
-		for i, v := range block {
-			e := D[r0*cols+i] - v
+	forRows(rows, cols, L, R, m.Rank, make([]float64, cols), func(i int, row []float64) {
+		for c, v := range row {
+			e := D[i*cols+c] - v
 			s += e * e
 		}
 	})
