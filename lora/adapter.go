@@ -79,7 +79,7 @@ func Open(dir string) (*Adapter, error) {
 			if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
 				return nil, fmt.Errorf("%s: a LoRA adapter is a folder with %s and %s: %w", dir, ConfigFile, WeightsFile, ErrBadInput)
 			}
-			return nil, fmt.Errorf("%s: %w: %w", dir, errNoConfig, ErrBadInput)
+			return nil, fmt.Errorf("%s: %w (a LoRA adapter is a PEFT folder with %s and %s): %w", dir, errNoConfig, ConfigFile, WeightsFile, ErrBadInput)
 		}
 		return nil, err
 	}

@@ -147,3 +147,23 @@ func TestLoraMergeCommand(t *testing.T) {
 		t.Errorf("linear of ranks 2 and 3: exit %d, want 3", code)
 	}
 }
+
+// TestLoraRecipeRef: a recipe's model may be BASE+ADAPTER (mergekit's syntax); a
+// passthrough of it equals `lora apply`.
+func TestLoraRecipeRef(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.safetensors")
+	shapes := loratest.LlamaLike(t, base, dtype.BF16, 1)
+	ad := filepath.Join(dir, "ad")
+	loratest.WriteAdapter(t, ad, shapes, loratest.AdapterSpec{R: 2, Alpha: 4, Modules: loraMods, DT: dtype.F32, Seed: 2})
+	r := writeRecipe(t, dir, "lora.yaml", "merge_method: passthrough\nmodels:\n  - model: "+base+"+"+ad+"\n")
+	out := filepath.Join(dir, "recipe.safetensors")
+	if code, _, stderr := gomerge(t, "run", r, "--out", out); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	applied := filepath.Join(dir, "applied.safetensors")
+	if code, _, stderr := gomerge(t, "lora", "apply", "--base", base, ad, "--out", applied); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	sameCheckpointTensors(t, out, applied)
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gomerge/gomerge/lora"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -67,6 +68,9 @@ func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
 		return m, nil
 	}
 	fi, err := os.Stat(path)
+	if _, _, isLoRA := lora.SplitRef(path); isLoRA && step == "" {
+		fi, err = nil, nil // BASE+ADAPTER: merge.Open applies the adapter (docs/lora.md)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && step == "" {
 			return nil, notLocal(ref)
@@ -80,7 +84,7 @@ func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
 	metas := append([]merge.TensorMeta(nil), src.Tensors()...)
 	src.Close()
 	dir := ""
-	if fi.IsDir() {
+	if fi != nil && fi.IsDir() {
 		dir = path
 	}
 	m := newModelInfo(path, step, metas, dir)
