@@ -265,7 +265,7 @@ func residual(D []float64, rows, cols int, m OutModule, dt dtype.DType) float64 
 	} else {
 		L, R = B, A
 	}
-	// Row block by row block, so that no second rows×cols buffer is needed.
+	// Row by row, so that no second rows×cols buffer is needed.
 	var s float64
 	forRows(rows, cols, L, R, m.Rank, make([]float64, cols), func(i int, row []float64) {
 		for c, v := range row {

@@ -29,9 +29,9 @@ type ApplyReport struct {
 }
 
 // WriteApplied writes ap to out (a .safetensors file, a folder or a .gguf file; see
-// checkpoint.OutputFormat), one tensor at a time, so that memory holds one adapted
-// tensor and its float64 row block, never the model. outDType, if not dtype.Invalid,
-// is the float type asked for. Nothing replaces out unless every tensor was written.
+// checkpoint.OutputFormat), a few tensors at a time (writeParallel), so that memory
+// holds those adapted tensors and a float64 row each, never the model. outDType, if
+// not dtype.Invalid, is the float type asked for. Nothing replaces out unless every tensor was written.
 func WriteApplied(ctx context.Context, ap *Applied, out string, outDType dtype.DType, onWait func()) (*ApplyReport, error) {
 	start := time.Now()
 	format, folder, err := checkpoint.OutputFormat(out)

@@ -41,7 +41,7 @@ func newLoraApplyCmd(ios *IOStreams) *cobra.Command {
 merge_and_unload does: each adapted matrix is W + Σ weight·scale·B·A, with
 scale = lora_alpha/r (lora_alpha/√r with use_rslora), the product in float64 and
 rounded once to float32, then to the output type. Tensors are computed and written
-one at a time. A bad adapter (no config, a wrong rank, a shape that does not fit the
+a few at a time, never the whole model in memory. A bad adapter (no config, a wrong rank, a shape that does not fit the
 base, a non-finite scale, DoRA) exits 3 and writes nothing.`,
 		Example: `  gomerge lora apply --base Llama-3.2-1B ./my-adapter --out merged
   gomerge lora apply --base base.safetensors a1:weight=0.7 a2:weight=0.3 --out merged.safetensors`,
