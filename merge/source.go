@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/lora"
 )
 
 // Source is a checkpoint the engine reads (package checkpoint opens them).
@@ -29,8 +30,14 @@ func numElements(shape []int64) int64 {
 }
 
 // Open opens a checkpoint for reading, its format detected: a .safetensors file, a
-// Hugging Face folder or a GGUF file.
-func Open(path string) (Source, error) { return checkpoint.Open(path) }
+// Hugging Face folder or a GGUF file; or mergekit's BASE+ADAPTER, a base with a PEFT
+// LoRA adapter applied as it is read (docs/lora.md).
+func Open(path string) (Source, error) {
+	if src, ok, err := lora.OpenRef(path, nil); ok {
+		return src, err
+	}
+	return checkpoint.Open(path)
+}
 
 // ErrBadInput is wrapped by errors about the inputs themselves (as opposed to I/O).
 var ErrBadInput = checkpoint.ErrBadInput

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gomerge/gomerge/hub"
+	"github.com/gomerge/gomerge/lora"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -75,6 +76,9 @@ func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
 		return m, nil
 	}
 	fi, err := os.Stat(path)
+	if _, _, isLoRA := lora.SplitRef(path); isLoRA && step == "" {
+		fi, err = nil, nil // BASE+ADAPTER: merge.Open applies the adapter (docs/lora.md)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && step == "" {
 			return nil, notLocal(ref)
@@ -88,7 +92,7 @@ func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
 	metas := append([]merge.TensorMeta(nil), src.Tensors()...)
 	src.Close()
 	dir := ""
-	if fi.IsDir() {
+	if fi != nil && fi.IsDir() {
 		dir = path
 	}
 	m := newModelInfo(path, step, metas, dir)
@@ -101,8 +105,6 @@ func (c *catalog) open(path, step string, ref ModelRef) (*modelInfo, error) {
 func notLocal(ref ModelRef) error {
 	name := ref.Name
 	switch {
-	case strings.Contains(name, "+"):
-		return errorf(ref.Pos, "model %q: no such file or folder (a model+LoRA reference is not supported; merge the adapter first)", name)
 	case strings.Contains(name, "@") || strings.Count(name, "/") >= 1 && !strings.HasPrefix(name, ".") && !filepath.IsAbs(name):
 		if _, err := hub.ParseRef(name); err != nil {
 			return errorf(ref.Pos, "model %q: no such file or folder, and not a Hugging Face id (%v)", name, err)
