@@ -226,7 +226,7 @@ func TestMixRules(t *testing.T) {
 	// attn_v of layer k is the (k−1)-th the mix sees: more bits at ordinals 0, 1, 4,
 	// 7, 10, 13, 14, 15, that is layers 1, 2, 5, 8, 11, 14, 15.
 	w := want{def: TypeQ4_K, embd: TypeQ4_K, out: TypeQ6_K, attnV: layers(TypeQ6_K, 1, 2, 5, 8, 11, 14, 15),
-		down: layers(TypeQ6_K, 0, 1, 4, 7, 10, 13, 14, 15),
+		down:  layers(TypeQ6_K, 0, 1, 4, 7, 10, 13, 14, 15),
 		extra: map[string]Type{"blk.0.attn_v.weight": TypeQ8_0, "blk.3.ffn_up.weight": TypeF16, "output_norm.weight": TypeBF16}}
 	for i := range 16 {
 		w.extra[fmt.Sprintf("blk.%d.attn_norm.weight", i)] = TypeBF16
