@@ -28,24 +28,45 @@ func (ggufFormat) Writes() string { return "a .gguf file" }
 //     tensors (norms, biases) keep the reference's type, as llama.cpp's own quantize
 //     tool does (its kernels expect F32 norms);
 //   - a tensor whose innermost dimension is not a multiple of the chosen type's block
-//     size gets F16 instead.
-func (ggufFormat) OutType(asked dtype.DType) (func(dtype.DType, []int64) dtype.DType, error) {
-	return func(from dtype.DType, shape []int64) dtype.DType {
-		to := from
-		if asked != dtype.Invalid && len(shape) >= 2 {
-			to = asked
+//     size gets F16 instead;
+//   - a llama.cpp file-type mix (opts.Mix, "Q4_K_M") and per-tensor rules
+//     (opts.TensorTypes) are decided over the reference's whole tensor list
+//     (ggufout.go: mixTypes), and override the above.
+func (ggufFormat) OutType(asked dtype.DType, opts OutOptions, ref Source) (func(string, dtype.DType, []int64) dtype.DType, error) {
+	byName, err := mixTypes(asked, opts, ref)
+	if err != nil {
+		return nil, err
+	}
+	return func(name string, from dtype.DType, shape []int64) dtype.DType {
+		if to, ok := byName[name]; ok {
+			return to
 		}
-		if !to.CanEncode() {
-			to = dtype.F16
-			if from.IsBlock() {
-				to = dtype.Q8_0
-			}
-		}
-		if bs := int64(to.BlockSize()); bs > 1 && (len(shape) == 0 || shape[len(shape)-1]%bs != 0) {
-			to = dtype.F16
-		}
-		return to
+		return plainType(asked, from, shape)
 	}, nil
+}
+
+// plainType is the policy without a mix or rules (OutType's first three points).
+func plainType(asked, from dtype.DType, shape []int64) dtype.DType {
+	to := from
+	if asked != dtype.Invalid && len(shape) >= 2 {
+		to = asked
+	}
+	return writable(to, from, shape)
+}
+
+// writable replaces a type gomerge cannot write, or whose block does not fill the
+// tensor's rows.
+func writable(to, from dtype.DType, shape []int64) dtype.DType {
+	if !to.CanEncode() {
+		to = dtype.F16
+		if from.IsBlock() {
+			to = dtype.Q8_0
+		}
+	}
+	if bs := int64(to.BlockSize()); bs > 1 && (len(shape) == 0 || shape[len(shape)-1]%bs != 0) {
+		to = dtype.F16
+	}
+	return to
 }
 
 // fileTypes are llama.cpp's llama_ftype numbers ("mostly T, except 1-D tensors") for
@@ -96,6 +117,10 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	}
 	ft, setFileType := fileType(out.Tensors)
 	setFileType = setFileType && len(changes) > 0
+	mix, isMix := gguf.ParseMix(out.Options.Mix)
+	if isMix {
+		ft, setFileType = mix.FileType, true
+	}
 	var meta []gguf.KV
 	for _, kv := range ref.f.Metadata() {
 		if strings.HasPrefix(kv.Key, "gomerge.") { // a merge of a merge says only what it did
@@ -109,8 +134,15 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	if setFileType {
 		meta = append(meta, gguf.KV{Key: "general.file_type", Value: gguf.Value{Type: gguf.ValueUint32, Data: ft}})
 	}
+	if _, ok := ref.f.Lookup(quantVersionKey); isMix && !ok {
+		meta = append(meta, gguf.KV{Key: quantVersionKey, Value: gguf.Value{Type: gguf.ValueUint32, Data: uint32(quantVersion)}})
+	}
 	for _, kv := range out.Provenance {
 		meta = append(meta, gguf.KV{Key: kv[0], Value: gguf.Value{Type: gguf.ValueString, Data: kv[1]}})
+	}
+	meta, err := overrideKV(meta, out.Options.OverrideKV)
+	if err != nil {
+		return nil, err
 	}
 	specs := make([]gguf.TensorSpec, len(out.Tensors))
 	for i, t := range out.Tensors {
