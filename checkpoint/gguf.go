@@ -109,6 +109,9 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	if !ok || out.Folder {
 		return nil, unsupported("output %s: a GGUF output is one file, made from a GGUF reference", out.Name)
 	}
+	if out.InPlace && len(ref.parts) > 1 {
+		return nil, unsupported("--in-place on %s: a model split in %d files is merged into a new file (--out), not in place", ref.path, len(ref.parts))
+	}
 	var changes []TypeChange
 	for _, t := range out.Tensors {
 		if t.DType != t.From {
@@ -128,6 +131,9 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 		}
 		if kv.Key == "general.file_type" && setFileType {
 			continue // added below
+		}
+		if kv.Key == gguf.KeySplitNo || kv.Key == gguf.KeySplitCount || kv.Key == gguf.KeySplitTensors {
+			continue // the output is one file
 		}
 		meta = append(meta, kv)
 	}
@@ -164,11 +170,15 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	return layout, nil
 }
 
-// ggufSource is a GGUF file as the engine sees it: each tensor in the element type
-// that dtype decodes (the ggml block types included), with its row-major shape.
+// ggufSource is a GGUF model as the engine sees it: each tensor in the element type
+// that dtype decodes (the ggml block types included), with its row-major shape. A
+// split model is one source over all its parts; f, the first part, holds the
+// model's metadata.
 type ggufSource struct {
 	path  string
 	f     *gguf.File
+	parts []*gguf.File
+	where map[string]int // tensor name → index in parts
 	metas []TensorMeta
 }
 
@@ -177,15 +187,22 @@ func openGGUF(path string) (*ggufSource, error) {
 	if err != nil {
 		return nil, err // it names the path
 	}
-	s := &ggufSource{path: path, f: f}
-	for _, t := range f.Tensors() {
-		dt := t.Type.DType()
-		if dt == dtype.Invalid {
-			f.Close()
-			return nil, fmt.Errorf("%s: tensor %q: %w: type %s: gomerge cannot dequantize it (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K)",
-				path, t.Name, ErrBadInput, t.Type)
+	parts, paths, err := openSplit(path, f)
+	if err != nil {
+		return nil, err
+	}
+	s := &ggufSource{path: path, f: parts[0], parts: parts, where: map[string]int{}}
+	for i, p := range parts {
+		for _, t := range p.Tensors() {
+			dt := t.Type.DType()
+			if dt == dtype.Invalid {
+				s.Close()
+				return nil, fmt.Errorf("%s: tensor %q: %w: type %s: gomerge cannot dequantize it (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K)",
+					paths[i], t.Name, ErrBadInput, t.Type)
+			}
+			s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: dt, Shape: t.Shape, File: paths[i]})
+			s.where[t.Name] = i
 		}
-		s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: dt, Shape: t.Shape, File: path})
 	}
 	return s, nil
 }
@@ -193,14 +210,22 @@ func openGGUF(path string) (*ggufSource, error) {
 func (s *ggufSource) Path() string          { return s.path }
 func (s *ggufSource) Format() Format        { return GGUF }
 func (s *ggufSource) Tensors() []TensorMeta { return s.metas }
-func (s *ggufSource) Close() error          { return s.f.Close() }
+
+func (s *ggufSource) Close() error {
+	var errs []error
+	for _, p := range s.parts {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
+}
 
 func (s *ggufSource) Data(name string) ([]byte, error) {
-	t, ok := s.f.Tensor(name)
+	i, ok := s.where[name]
 	if !ok {
 		return nil, fmt.Errorf("%s: tensor %q: not found", s.path, name)
 	}
-	b, err := s.f.Bytes(t)
+	t, _ := s.parts[i].Tensor(name)
+	b, err := s.parts[i].Bytes(t)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", s.path, name, err)
 	}
