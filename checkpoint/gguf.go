@@ -109,9 +109,6 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	if !ok || out.Folder {
 		return nil, unsupported("output %s: a GGUF output is one file, made from a GGUF reference", out.Name)
 	}
-	if out.InPlace && len(ref.parts) > 1 {
-		return nil, unsupported("--in-place on %s: a model split in %d files is merged into a new file (--out), not in place", ref.path, len(ref.parts))
-	}
 	var changes []TypeChange
 	for _, t := range out.Tensors {
 		if t.DType != t.From {
@@ -157,6 +154,9 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 			return nil, unsupported("tensor %q: GGUF cannot hold %s", t.Name, t.DType)
 		}
 		specs[i] = gguf.TensorSpec{Name: t.Name, Type: typ, Shape: t.Shape}
+	}
+	if parts := splitParts(out, ref, specs); parts != nil {
+		return planSplit(out, meta, specs, parts, changes)
 	}
 	l, err := gguf.Plan(meta, specs)
 	if err != nil {

@@ -22,6 +22,11 @@ type OutOptions struct {
 	TensorTypes []TensorType
 	// OverrideKV sets metadata keys (--override-kv), after everything else.
 	OverrideKV []KVOverride
+	// SplitMaxSize and SplitMaxTensors, if set, split a GGUF output into files of at
+	// most that many bytes of tensor data or that many tensors (--split-max-size,
+	// --split-max-tensors), named as llama.cpp's gguf-split names them.
+	SplitMaxSize    int64
+	SplitMaxTensors int
 }
 
 // ggufOnly refuses GGUF's options for another format.
@@ -33,6 +38,8 @@ func (o OutOptions) ggufOnly() error {
 		return unsupported("--tensor-type: per-tensor types are for GGUF outputs (write a .gguf)")
 	case len(o.OverrideKV) > 0:
 		return unsupported("--override-kv: metadata overrides are for GGUF outputs (write a .gguf)")
+	case o.SplitMaxSize > 0 || o.SplitMaxTensors > 0:
+		return unsupported("--split-max-size, --split-max-tensors: split files are for GGUF outputs (a folder output takes --shard-size)")
 	}
 	return nil
 }

@@ -155,10 +155,98 @@ func TestGGUFSplitInput(t *testing.T) {
 			t.Errorf("%s: output written", tc.name)
 		}
 	}
-	// --in-place on a split model is refused (the merge would replace one part).
-	sp := writeSplit(t, filepath.Join(dir, "ip"), c, anchor, []int{3}, nil)
-	code, _, stderr := gomerge(t, "sfa", "--anchor", sp[0], "--current", sp[0], "--in-place")
-	if code == 0 || !strings.Contains(stderr, "in place") {
-		t.Errorf("--in-place on a split model: exit %d, %q", code, stderr)
+}
+
+// readSet reads every tensor of a split set through gomerge's reader (a merge of the
+// set with itself at β = 0.5 is the set), checking the set on the way.
+func readSplitTensors(t *testing.T, paths []string) []gguftest.Tensor {
+	t.Helper()
+	var all []gguftest.Tensor
+	for i, p := range paths {
+		meta, ts, err := gguftest.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		no, _ := metaValue(meta, gguf.KeySplitNo)
+		count, _ := metaValue(meta, gguf.KeySplitCount)
+		total, _ := metaValue(meta, gguf.KeySplitTensors)
+		if no.Data != uint16(i) || count.Data != uint16(len(paths)) || total.Type != gguf.ValueInt32 {
+			t.Errorf("%s: split keys %v %v %v", p, no.Data, count.Data, total.Data)
+		}
+		if _, ok := metaValue(meta, "general.architecture"); ok != (i == 0) {
+			t.Errorf("%s: metadata in part %d", p, i+1)
+		}
+		all = append(all, ts...)
+	}
+	return all
+}
+
+// TestGGUFSplitOutput: --split-max-tensors and --split-max-size write llama.cpp's
+// named parts holding the whole merge; --in-place on a split model rewrites its parts
+// with the same split; the parts read back as an input.
+func TestGGUFSplitOutput(t *testing.T) {
+	dir := t.TempDir()
+	c := gguftest.Tiny
+	a, cur := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "c.gguf")
+	writeGGUF(t, a, c, gguftest.Random(c, dtype.Q8_0, 1))
+	writeGGUF(t, cur, c, gguftest.Random(c, dtype.Q8_0, 2))
+	sfa := func(extra ...string) {
+		t.Helper()
+		if code, _, stderr := gomerge(t, append([]string{"sfa", "--anchor", a, "--current", cur, "--beta", "0.5"}, extra...)...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", extra, code, stderr)
+		}
+	}
+	sfa("--out", filepath.Join(dir, "whole.gguf"))
+	_, want, err := gguftest.Read(filepath.Join(dir, "whole.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(what string, got []gguftest.Tensor) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d tensors, want %d", what, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Name != want[i].Name || !slices.Equal(got[i].Data, want[i].Data) {
+				t.Errorf("%s: tensor %s differs from the single file's", what, got[i].Name)
+			}
+		}
+	}
+	// Tiny has 21 tensors: 8 per part gives 3 parts.
+	sfa("--out", filepath.Join(dir, "t.gguf"), "--split-max-tensors", "8")
+	tp := []string{gguf.SplitName(filepath.Join(dir, "t"), 0, 3), gguf.SplitName(filepath.Join(dir, "t"), 1, 3), gguf.SplitName(filepath.Join(dir, "t"), 2, 3)}
+	same("split-max-tensors", readSplitTensors(t, tp))
+	if _, err := os.Stat(filepath.Join(dir, "t.gguf")); !os.IsNotExist(err) {
+		t.Error("t.gguf written beside its parts")
+	}
+	// By size: the largest tensor is the embedding (259×64 Q8_0, 17,612 bytes
+	// padded to 17,632); a bound of 20,000 bytes gives several parts, each at most that
+	// (or one tensor).
+	sfa("--out", filepath.Join(dir, "s.gguf"), "--split-max-size", "20000")
+	sp, _ := filepath.Glob(filepath.Join(dir, "s-*-of-*.gguf"))
+	slices.Sort(sp)
+	if len(sp) < 2 {
+		t.Fatalf("--split-max-size 20000: parts %v", sp)
+	}
+	same("split-max-size", readSplitTensors(t, sp))
+	// A split copy of the current model (β = 0), then merged in place with the
+	// anchor: its three parts now hold the same merge as the single file.
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", cur, "--beta", "0", "--out", filepath.Join(dir, "ip.gguf"), "--split-max-tensors", "8"); code != 0 {
+		t.Fatalf("split copy: exit %d: %s", code, stderr)
+	}
+	ip := []string{gguf.SplitName(filepath.Join(dir, "ip"), 0, 3), gguf.SplitName(filepath.Join(dir, "ip"), 1, 3), gguf.SplitName(filepath.Join(dir, "ip"), 2, 3)}
+	before := readSplitTensors(t, ip)
+	code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", ip[1], "--beta", "0.5", "--in-place")
+	if code != 0 {
+		t.Fatalf("--in-place: exit %d: %s", code, stderr)
+	}
+	after := readSplitTensors(t, ip)
+	same("in place", after)
+	if slices.EqualFunc(before, after, func(x, y gguftest.Tensor) bool { return slices.Equal(x.Data, y.Data) }) {
+		t.Error("in place: the parts did not change")
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, ".*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }
