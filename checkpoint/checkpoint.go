@@ -56,11 +56,11 @@ type Format interface {
 	String() string
 	// Writes says what an output of this format is, for messages ("a .gguf file").
 	Writes() string
-	// OutType returns the rule that gives each output tensor's type from its type in
-	// the reference input and its shape, when the user asked for the type asked
-	// (dtype.Invalid: none). It fails, wrapping ErrUnsupported, if the format cannot
-	// hold asked.
-	OutType(asked dtype.DType) (func(from dtype.DType, shape []int64) dtype.DType, error)
+	// OutType returns the rule that gives each output tensor's type from its name,
+	// its type in the reference input ref and its shape, when the user asked for the
+	// type asked (dtype.Invalid: none) and the options opts. It fails, wrapping
+	// ErrUnsupported, if the format cannot hold what was asked.
+	OutType(asked dtype.DType, opts OutOptions, ref Source) (func(name string, from dtype.DType, shape []int64) dtype.DType, error)
 	// Plan lays out every byte of an output.
 	Plan(out Output) (*Layout, error)
 }
@@ -163,6 +163,8 @@ type Output struct {
 	// ShardSize bounds a folder's shards; 0 keeps the reference folder's own layout,
 	// or DefaultShardSize.
 	ShardSize int64
+	// Options are the format-specific requests (GGUF's mixes and overrides).
+	Options OutOptions
 }
 
 // DefaultShardSize is the largest shard a folder output gets unless told otherwise

@@ -70,20 +70,20 @@ func TestOutputFormat(t *testing.T) {
 }
 
 func TestOutTypes(t *testing.T) {
-	if _, err := Safetensors.OutType(dtype.Q8_0); !errors.Is(err, ErrUnsupported) {
+	if _, err := Safetensors.OutType(dtype.Q8_0, OutOptions{}, nil); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("safetensors accepted Q8_0: %v", err)
 	}
-	st, err := Safetensors.OutType(dtype.F16)
+	st, err := Safetensors.OutType(dtype.F16, OutOptions{}, nil)
 	must(t, err)
-	if st(dtype.F32, []int64{4}) != dtype.F16 || st(dtype.I64, []int64{4}) != dtype.I64 {
+	if st("x", dtype.F32, []int64{4}) != dtype.F16 || st("x", dtype.I64, []int64{4}) != dtype.I64 {
 		t.Error("safetensors: float tensors take the asked type, integer ones keep theirs")
 	}
-	same, err := GGUF.OutType(dtype.Invalid)
+	same, err := GGUF.OutType(dtype.Invalid, OutOptions{}, nil)
 	must(t, err)
-	asked, err := GGUF.OutType(dtype.Q4_0)
+	asked, err := GGUF.OutType(dtype.Q4_0, OutOptions{}, nil)
 	must(t, err)
 	for _, tc := range []struct {
-		rule  func(dtype.DType, []int64) dtype.DType
+		rule  func(string, dtype.DType, []int64) dtype.DType
 		from  dtype.DType
 		shape []int64
 		want  dtype.DType
@@ -95,7 +95,7 @@ func TestOutTypes(t *testing.T) {
 		{asked, dtype.F16, []int64{2, 48}, dtype.F16},  // 48 is no multiple of 32
 		{asked, dtype.Q8_0, []int64{2, 40}, dtype.F16}, // nor 40
 	} {
-		if got := tc.rule(tc.from, tc.shape); got != tc.want {
+		if got := tc.rule("x", tc.from, tc.shape); got != tc.want {
 			t.Errorf("%s %v: %s, want %s", tc.from, tc.shape, got, tc.want)
 		}
 	}

@@ -28,24 +28,45 @@ func (ggufFormat) Writes() string { return "a .gguf file" }
 //     tensors (norms, biases) keep the reference's type, as llama.cpp's own quantize
 //     tool does (its kernels expect F32 norms);
 //   - a tensor whose innermost dimension is not a multiple of the chosen type's block
-//     size gets F16 instead.
-func (ggufFormat) OutType(asked dtype.DType) (func(dtype.DType, []int64) dtype.DType, error) {
-	return func(from dtype.DType, shape []int64) dtype.DType {
-		to := from
-		if asked != dtype.Invalid && len(shape) >= 2 {
-			to = asked
+//     size gets F16 instead;
+//   - a llama.cpp file-type mix (opts.Mix, "Q4_K_M") and per-tensor rules
+//     (opts.TensorTypes) are decided over the reference's whole tensor list
+//     (ggufout.go: mixTypes), and override the above.
+func (ggufFormat) OutType(asked dtype.DType, opts OutOptions, ref Source) (func(string, dtype.DType, []int64) dtype.DType, error) {
+	byName, err := mixTypes(asked, opts, ref)
+	if err != nil {
+		return nil, err
+	}
+	return func(name string, from dtype.DType, shape []int64) dtype.DType {
+		if to, ok := byName[name]; ok {
+			return to
 		}
-		if !to.CanEncode() {
-			to = dtype.F16
-			if from.IsBlock() {
-				to = dtype.Q8_0
-			}
-		}
-		if bs := int64(to.BlockSize()); bs > 1 && (len(shape) == 0 || shape[len(shape)-1]%bs != 0) {
-			to = dtype.F16
-		}
-		return to
+		return plainType(asked, from, shape)
 	}, nil
+}
+
+// plainType is the policy without a mix or rules (OutType's first three points).
+func plainType(asked, from dtype.DType, shape []int64) dtype.DType {
+	to := from
+	if asked != dtype.Invalid && len(shape) >= 2 {
+		to = asked
+	}
+	return writable(to, from, shape)
+}
+
+// writable replaces a type gomerge cannot write, or whose block does not fill the
+// tensor's rows.
+func writable(to, from dtype.DType, shape []int64) dtype.DType {
+	if !to.CanEncode() {
+		to = dtype.F16
+		if from.IsBlock() {
+			to = dtype.Q8_0
+		}
+	}
+	if bs := int64(to.BlockSize()); bs > 1 && (len(shape) == 0 || shape[len(shape)-1]%bs != 0) {
+		to = dtype.F16
+	}
+	return to
 }
 
 // fileTypes are llama.cpp's llama_ftype numbers ("mostly T, except 1-D tensors") for
@@ -96,6 +117,10 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	}
 	ft, setFileType := fileType(out.Tensors)
 	setFileType = setFileType && len(changes) > 0
+	mix, isMix := gguf.ParseMix(out.Options.Mix)
+	if isMix {
+		ft, setFileType = mix.FileType, true
+	}
 	var meta []gguf.KV
 	for _, kv := range ref.f.Metadata() {
 		if strings.HasPrefix(kv.Key, "gomerge.") { // a merge of a merge says only what it did
@@ -104,13 +129,23 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 		if kv.Key == "general.file_type" && setFileType {
 			continue // added below
 		}
+		if kv.Key == gguf.KeySplitNo || kv.Key == gguf.KeySplitCount || kv.Key == gguf.KeySplitTensors {
+			continue // the output is one file
+		}
 		meta = append(meta, kv)
 	}
 	if setFileType {
 		meta = append(meta, gguf.KV{Key: "general.file_type", Value: gguf.Value{Type: gguf.ValueUint32, Data: ft}})
 	}
+	if _, ok := ref.f.Lookup(quantVersionKey); isMix && !ok {
+		meta = append(meta, gguf.KV{Key: quantVersionKey, Value: gguf.Value{Type: gguf.ValueUint32, Data: uint32(quantVersion)}})
+	}
 	for _, kv := range out.Provenance {
 		meta = append(meta, gguf.KV{Key: kv[0], Value: gguf.Value{Type: gguf.ValueString, Data: kv[1]}})
+	}
+	meta, err := overrideKV(meta, out.Options.OverrideKV)
+	if err != nil {
+		return nil, err
 	}
 	specs := make([]gguf.TensorSpec, len(out.Tensors))
 	for i, t := range out.Tensors {
@@ -119,6 +154,9 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 			return nil, unsupported("tensor %q: GGUF cannot hold %s", t.Name, t.DType)
 		}
 		specs[i] = gguf.TensorSpec{Name: t.Name, Type: typ, Shape: t.Shape}
+	}
+	if parts := splitParts(out, ref, specs); parts != nil {
+		return planSplit(out, meta, specs, parts, changes)
 	}
 	l, err := gguf.Plan(meta, specs)
 	if err != nil {
@@ -132,11 +170,15 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	return layout, nil
 }
 
-// ggufSource is a GGUF file as the engine sees it: each tensor in the element type
-// that dtype decodes (the ggml block types included), with its row-major shape.
+// ggufSource is a GGUF model as the engine sees it: each tensor in the element type
+// that dtype decodes (the ggml block types included), with its row-major shape. A
+// split model is one source over all its parts; f, the first part, holds the
+// model's metadata.
 type ggufSource struct {
 	path  string
 	f     *gguf.File
+	parts []*gguf.File
+	where map[string]int // tensor name → index in parts
 	metas []TensorMeta
 }
 
@@ -145,15 +187,22 @@ func openGGUF(path string) (*ggufSource, error) {
 	if err != nil {
 		return nil, err // it names the path
 	}
-	s := &ggufSource{path: path, f: f}
-	for _, t := range f.Tensors() {
-		dt := t.Type.DType()
-		if dt == dtype.Invalid {
-			f.Close()
-			return nil, fmt.Errorf("%s: tensor %q: %w: type %s: gomerge cannot dequantize it (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K)",
-				path, t.Name, ErrBadInput, t.Type)
+	parts, paths, err := openSplit(path, f)
+	if err != nil {
+		return nil, err
+	}
+	s := &ggufSource{path: path, f: parts[0], parts: parts, where: map[string]int{}}
+	for i, p := range parts {
+		for _, t := range p.Tensors() {
+			dt := t.Type.DType()
+			if dt == dtype.Invalid {
+				s.Close()
+				return nil, fmt.Errorf("%s: tensor %q: %w: type %s: gomerge cannot dequantize it (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K)",
+					paths[i], t.Name, ErrBadInput, t.Type)
+			}
+			s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: dt, Shape: t.Shape, File: paths[i]})
+			s.where[t.Name] = i
 		}
-		s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: dt, Shape: t.Shape, File: path})
 	}
 	return s, nil
 }
@@ -161,14 +210,22 @@ func openGGUF(path string) (*ggufSource, error) {
 func (s *ggufSource) Path() string          { return s.path }
 func (s *ggufSource) Format() Format        { return GGUF }
 func (s *ggufSource) Tensors() []TensorMeta { return s.metas }
-func (s *ggufSource) Close() error          { return s.f.Close() }
+
+func (s *ggufSource) Close() error {
+	var errs []error
+	for _, p := range s.parts {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
+}
 
 func (s *ggufSource) Data(name string) ([]byte, error) {
-	t, ok := s.f.Tensor(name)
+	i, ok := s.where[name]
 	if !ok {
 		return nil, fmt.Errorf("%s: tensor %q: not found", s.path, name)
 	}
-	b, err := s.f.Bytes(t)
+	t, _ := s.parts[i].Tensor(name)
+	b, err := s.parts[i].Bytes(t)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", s.path, name, err)
 	}

@@ -14,14 +14,17 @@ func (safetensorsFormat) String() string { return "safetensors" }
 func (safetensorsFormat) Writes() string { return "a .safetensors file or a folder" }
 
 // OutType: every float tensor in the asked type, the others as they are.
-func (safetensorsFormat) OutType(asked dtype.DType) (func(dtype.DType, []int64) dtype.DType, error) {
+func (safetensorsFormat) OutType(asked dtype.DType, opts OutOptions, _ Source) (func(string, dtype.DType, []int64) dtype.DType, error) {
+	if err := opts.ggufOnly(); err != nil {
+		return nil, err
+	}
 	switch {
 	case asked.IsBlock():
 		return nil, unsupported("--dtype %s: safetensors cannot hold block-quantized types (write a .gguf, or pick F32, F16 or BF16)", asked)
 	case asked != dtype.Invalid && !asked.IsFloat():
 		return nil, unsupported("output dtype %s is not a float type", asked)
 	}
-	return func(from dtype.DType, _ []int64) dtype.DType {
+	return func(_ string, from dtype.DType, _ []int64) dtype.DType {
 		if asked != dtype.Invalid && from.IsFloat() {
 			return asked
 		}

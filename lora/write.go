@@ -38,7 +38,7 @@ func WriteApplied(ctx context.Context, ap *Applied, out string, outDType dtype.D
 	if err != nil {
 		return nil, err
 	}
-	outType, err := format.OutType(outDType)
+	outType, err := format.OutType(outDType, checkpoint.OutOptions{}, ap.Base())
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func WriteApplied(ctx context.Context, ap *Applied, out string, outDType dtype.D
 	o := checkpoint.Output{Name: filepath.Base(dest.Path), Folder: folder, Ref: ap.Base(),
 		Provenance: [][2]string{{"gomerge.lora", ap.Path()}}}
 	for _, m := range ap.Tensors() {
-		to := outType(m.DType, m.Shape)
+		to := outType(m.Name, m.DType, m.Shape)
 		o.Tensors = append(o.Tensors, checkpoint.Tensor{Name: m.Name, Shape: m.Shape, DType: to, From: m.DType})
 		if ap.Adapted(m.Name) {
 			rep.TensorsAdapted++

@@ -20,7 +20,7 @@ type PlanOptions struct {
 	// OutType, if set, decides every tensor's output type from its type in the
 	// reference and its shape (an output format's policy: checkpoint.Format.OutType);
 	// it is applied before OutDType.
-	OutType func(from dtype.DType, shape []int64) dtype.DType
+	OutType func(name string, from dtype.DType, shape []int64) dtype.DType
 	// AllowMissing copies a tensor that some inputs lack from the reference (or the
 	// first input that has it) instead of failing.
 	AllowMissing bool
@@ -150,7 +150,7 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		}
 		tp := TensorPlan{Name: name, Shape: ref.Shape, OutDType: ref.DType}
 		if opts.OutType != nil {
-			tp.OutDType = opts.OutType(ref.DType, ref.Shape)
+			tp.OutDType = opts.OutType(name, ref.DType, ref.Shape)
 		}
 		refData, err := inputs[from].Data(name)
 		if err != nil {

@@ -43,6 +43,7 @@ type Job struct {
 	Out          string // output path: a .safetensors file or a folder
 	InPlace      bool   // replace the reference input (Out is then ignored)
 	OutDType     dtype.DType
+	OutOptions   checkpoint.OutOptions // GGUF's type mixes, per-tensor types, metadata overrides
 	AllowMissing bool
 	// ShardSize splits a folder output; 0 keeps the reference's own shard layout when
 	// it is a folder, else DefaultShardSize.
@@ -133,7 +134,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	if err := checkFormats(format, sources, aux, job); err != nil {
 		return nil, err
 	}
-	outType, err := format.OutType(job.OutDType)
+	outType, err := format.OutType(job.OutDType, job.OutOptions, sources[job.Ref])
 	if err != nil {
 		return nil, badParameter(err)
 	}
@@ -245,7 +246,7 @@ func planOutput(job Job, format checkpoint.Format, plan *Plan, dest *atomicout.D
 		return nil, err
 	}
 	out := checkpoint.Output{Name: filepath.Base(dest.Path), Folder: dest.Folder, Provenance: prov,
-		Ref: plan.Inputs[job.Ref], InPlace: job.InPlace, ShardSize: job.ShardSize}
+		Ref: plan.Inputs[job.Ref], InPlace: job.InPlace, ShardSize: job.ShardSize, Options: job.OutOptions}
 	for _, t := range plan.Tensors {
 		out.Tensors = append(out.Tensors, checkpoint.Tensor{Name: t.Name, Shape: t.Shape, DType: t.OutDType, From: t.Copy.DType})
 	}

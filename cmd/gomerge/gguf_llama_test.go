@@ -63,6 +63,9 @@ func TestGGUFExternalClients(t *testing.T) {
 	for _, dt := range []string{"q5_1", "q5_0", "q4_1", "f16", "bf16", "f32"} {
 		merges = append(merges, []string{"sfa", "--anchor", p("anchor"), "--current", p("other"), "--dtype", dt, "--out", p("sfa-" + dt)})
 	}
+	// llama.cpp's Q4_K_M mix on a model whose rows (64) fill no K-quant block: every
+	// weight falls back (Q4_K to Q5_0, Q6_K and the output to Q8_0).
+	merges = append(merges, []string{"sfa", "--anchor", p("anchor"), "--current", p("other"), "--dtype", "q4_k_m", "--out", p("sfa-q4_k_m")})
 	// K-quant inputs mixed as llama.cpp's Q4_K_M mixes them (Q6_K for the output and
 	// ffn_down, Q4_K elsewhere): merged without --dtype they stay that mix; with
 	// --dtype every K-quant type is written.
@@ -76,7 +79,15 @@ func TestGGUFExternalClients(t *testing.T) {
 	}
 	merges = append(merges,
 		[]string{"linear", p("k-anchor"), p("k-current"), "--out", p("k-linear")},
-		[]string{"sfa", "--anchor", p("k-anchor"), "--current", p("k-current"), "--beta", "0", "--out", p("k-beta0")})
+		[]string{"sfa", "--anchor", p("k-anchor"), "--current", p("k-current"), "--beta", "0", "--out", p("k-beta0")},
+		// F16 inputs written as llama.cpp's Q4_K_M and Q3_K_M mixes.
+		[]string{"sfa", "--anchor", p("k-f16a"), "--current", p("k-f16c"), "--beta", "0.5", "--dtype", "q4_k_m", "--out", p("k-sfa-q4_k_m")},
+		[]string{"sfa", "--anchor", p("k-f16a"), "--current", p("k-f16c"), "--beta", "0.5", "--dtype", "q3_k_m", "--out", p("k-sfa-q3_k_m")})
+	for i, name := range []string{"k-f16a", "k-f16c"} {
+		if err := gguftest.WriteFile(p(name), gguftest.Metadata(gguftest.KTiny, "k"), gguftest.Random(gguftest.KTiny, dtype.F16, uint64(20+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i, dt := range kTypes {
 		merges = append(merges, []string{"sfa", "--anchor", p("k-anchor"), "--current", p("k-current"), "--beta", "0.5", "--dtype", dt, "--out", p("k-sfa-" + dt)})
 		// A current model all in one K-quant type, and β = 0 into it (the output takes
@@ -99,17 +110,18 @@ func TestGGUFExternalClients(t *testing.T) {
 	// Q8_0.
 	files := []string{p("anchor"), p("current"), p("beta0"), p("beta05"), p("beta05q4"), p("ties"),
 		p("k-anchor"), p("k-current"), p("k-linear"), p("k-beta0")}
-	for _, dt := range []string{"q5_1", "q5_0", "q4_1", "f16", "bf16", "f32"} {
+	for _, dt := range []string{"q5_1", "q5_0", "q4_1", "f16", "bf16", "f32", "q4_k_m"} {
 		files = append(files, p("sfa-"+dt))
 	}
+	files = append(files, p("k-sfa-q4_k_m"), p("k-sfa-q3_k_m"))
 	for _, dt := range kTypes {
 		files = append(files, p("k-sfa-"+dt), p("k-current-"+dt), p("k-beta0-"+dt))
 	}
 	checkKTypes(t, p)
 
 	all, err := filepath.Glob(filepath.Join(dir, "*.gguf"))
-	if err != nil || len(all) != 32 {
-		t.Fatalf("%d GGUF files written (%v), want 32", len(all), err)
+	if err != nil || len(all) != 37 {
+		t.Fatalf("%d GGUF files written (%v), want 37", len(all), err)
 	}
 	check := exec.Command("node", append([]string{"check.mjs"}, all...)...)
 	check.Dir = node
@@ -194,7 +206,9 @@ func q4KM(t *testing.T, ts []gguftest.Tensor) []gguftest.Tensor {
 // checkKTypes reads back the K-quant merges: without --dtype each tensor has the
 // reference's type (the Q4_K_M mix) and general.file_type is not added; with --dtype T
 // every 2-D tensor is T, norms stay F32, and general.file_type is llama.cpp's number
-// for a file mostly of T.
+// for a file mostly of T. Q2_K and Q6_K name llama.cpp's file types too, whose rules
+// give this one-layer model (worked by hand) Q6_K for the output, and for Q2_K Q3_K
+// for attn_v, attn_output and ffn_down.
 func checkKTypes(t *testing.T, p func(string) string) {
 	t.Helper()
 	_, ref, err := gguftest.Read(p("k-anchor"))
@@ -219,6 +233,10 @@ func checkKTypes(t *testing.T, p func(string) string) {
 			w := want
 			if w == dtype.Invalid || len(g.Shape) < 2 {
 				w = ref[i].DType
+			} else if name == "q2_k" && g.Name == "output.weight" {
+				w = dtype.Q6_K
+			} else if name == "q2_k" && (strings.HasSuffix(g.Name, "attn_v.weight") || strings.HasSuffix(g.Name, "attn_output.weight") || strings.HasSuffix(g.Name, "ffn_down.weight")) {
+				w = dtype.Q3_K
 			}
 			if g.DType != w {
 				t.Errorf("%s: tensor %s is %s, want %s", file, g.Name, g.DType, w)

@@ -21,23 +21,28 @@ type outputFlags struct {
 	json         bool
 	allowMissing bool
 	deviceFlags
+	ggufFlags
 }
 
 func (f *outputFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "", "output: a .safetensors file, a folder (Hugging Face layout), or a .gguf file (GGUF inputs)")
-	fl.StringVar(&f.dtype, "dtype", "", "dtype of merged float tensors: bf16, f16, f32, f64; for GGUF output also q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k (tensors of 2+ dimensions whose rows fill whole blocks; others F16) (default: the reference input's)")
+	fl.StringVar(&f.dtype, "dtype", "", "dtype of merged float tensors: bf16, f16, f32, f64; for GGUF output also q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k (tensors of 2+ dimensions whose rows fill whole blocks; others F16), or one of llama.cpp's file types q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k (its per-tensor rules) (default: the reference input's)")
 	fl.StringVar(&f.shardSize, "shard-size", "", "largest shard of a folder output, e.g. 5GB, 500MB (default: keep the reference's layout, else 5GB)")
 	fl.IntVar(&f.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	fl.BoolVar(&f.json, "json", false, "print a JSON report on stdout")
 	fl.BoolVar(&f.allowMissing, "allow-missing", false, "copy tensors that some inputs lack from the reference instead of failing")
 	f.deviceFlags.register(fl)
+	f.ggufFlags.register(fl)
 }
 
 // job fills the output side of a merge job from the flags.
 func (f *outputFlags) job(ios *IOStreams) (merge.Job, error) {
 	var job merge.Job
-	if f.dtype != "" {
+	if err := f.ggufFlags.apply(&job, f.dtype); err != nil {
+		return job, err
+	}
+	if f.dtype != "" && job.OutOptions.Mix == "" {
 		d, err := dtype.ParseFloat(f.dtype)
 		if err != nil {
 			return job, usagef("--dtype: %v", err)

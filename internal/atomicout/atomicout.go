@@ -145,7 +145,9 @@ func globEscape(s string) string {
 // Layout is every byte of an output planned before any is written.
 type Layout struct {
 	// Files are the output's files, each with its header (written first) and its total
-	// length. A file destination has exactly one, whose Name is ignored.
+	// length. A file destination has one, whose Name is ignored, or several: a set of
+	// sibling files (a split GGUF model) named by Name in the destination's folder,
+	// published together by Commit (see Output.commitSet).
 	Files []File
 	// Regions are the writable ranges (one per tensor) that Output.WriteAt addresses
 	// by index.
@@ -202,7 +204,8 @@ type Carry struct {
 // concurrently if need be; Commit makes it visible at the destination, Abort drops it.
 type Output struct {
 	dest    *Dest
-	tmp     string // the temporary file or folder
+	tmp     string   // the temporary file or folder
+	set     []string // a sibling set's temporary files, in Layout order
 	files   []*os.File
 	regions []Region
 	done    bool
@@ -231,7 +234,11 @@ func (o *Output) create(l Layout) error {
 			return fmt.Errorf("output %s: region %d lies outside its file", d.Path, i)
 		}
 	}
-	if !d.Folder {
+	if !d.Folder && len(l.Files) > 1 {
+		if err := o.createSet(l); err != nil {
+			return err
+		}
+	} else if !d.Folder {
 		if len(l.Files) != 1 || len(l.Whole) > 0 || l.Carry != nil {
 			return fmt.Errorf("output %s: a file output is one file", d.Path)
 		}
@@ -553,6 +560,9 @@ func (o *Output) Commit() error {
 	}
 	o.files = nil
 	d := o.dest
+	if o.set != nil {
+		return o.commitSet()
+	}
 	if !d.Folder {
 		if err := replaceFile(o.tmp, d.Path); err != nil {
 			o.Abort()
@@ -636,6 +646,9 @@ func (o *Output) Abort() error {
 		f.Close()
 	}
 	o.files = nil
+	for _, t := range o.set {
+		os.Remove(t)
+	}
 	if o.tmp == "" {
 		return nil
 	}
