@@ -160,6 +160,7 @@ half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newSFACmd(ios), newDistanceCmd(ios), newInspectCmd(ios), newVersionCmd(ios))
 	root.AddCommand(newRunCmd(ios), newCompressCmd(ios), newDecompressCmd(ios))
+	root.AddCommand(newFinalizeCmd(ios))
 	for _, group := range methodCommands() {
 		root.AddCommand(newMethodCmd(ios, group))
 	}

@@ -15,6 +15,7 @@ type runOptions struct {
 	threads                      int
 	dryRun, json                 bool
 	deviceFlags
+	shardFlags
 }
 
 func newRunCmd(ios *IOStreams) *cobra.Command {
@@ -61,6 +62,9 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 				job.OnStart = bar.start
 				job.Exec.Progress = bar.add
 			}
+			if err := o.shardFlags.apply(ios, &job); err != nil {
+				return err
+			}
 			return runRecipe(cmd.Context(), ios, args[0], o, job)
 		},
 	}
@@ -72,6 +76,7 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	f.BoolVar(&o.json, "json", false, "print the plan or the steps' reports as JSON on stdout")
 	o.deviceFlags.register(f)
+	o.shardFlags.register(f)
 	return cmd
 }
 
@@ -82,6 +87,9 @@ func runRecipe(ctx context.Context, ios *IOStreams, path string, o runOptions, j
 		return err
 	}
 	opts := recipe.Options{Out: o.out, IntermediateDir: o.intermediate}
+	if err := checkShardedRecipe(r, opts, job); err != nil {
+		return err
+	}
 	if o.dryRun {
 		plan, err := recipe.PlanRecipe(r, opts)
 		if err != nil {

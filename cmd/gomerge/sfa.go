@@ -21,6 +21,7 @@ type outputFlags struct {
 	json         bool
 	allowMissing bool
 	deviceFlags
+	shardFlags
 }
 
 func (f *outputFlags) register(cmd *cobra.Command) {
@@ -32,6 +33,7 @@ func (f *outputFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.json, "json", false, "print a JSON report on stdout")
 	fl.BoolVar(&f.allowMissing, "allow-missing", false, "copy tensors that some inputs lack from the reference instead of failing")
 	f.deviceFlags.register(fl)
+	f.shardFlags.register(fl)
 }
 
 // job fills the output side of a merge job from the flags.
@@ -66,7 +68,7 @@ func (f *outputFlags) job(ios *IOStreams) (merge.Job, error) {
 		job.OnStart = bar.start
 		job.Exec.Progress = bar.add
 	}
-	return job, nil
+	return job, f.shardFlags.apply(ios, &job)
 }
 
 // parseSize reads 5GB, 500MB, 2GiB, 1e9 or a plain byte count.
