@@ -132,9 +132,9 @@ func readWorker(ctx context.Context, out string, i int, onWait func()) (*ShardMa
 		d.Unlock()
 		return nil, nil, fmt.Errorf("%w: worker %d: %s is not a %s manifest", ErrShardMismatch, i, filepath.Join(dir, manifestName), ManifestFormat)
 	}
-	if m.Worker != i {
+	if m.Worker != i || m.Workers < 1 || m.Worker >= m.Workers {
 		d.Unlock()
-		return nil, nil, fmt.Errorf("%w: worker %d: its manifest says worker %d", ErrShardMismatch, i, m.Worker)
+		return nil, nil, fmt.Errorf("%w: worker %d: its manifest says worker %d of %d", ErrShardMismatch, i, m.Worker, m.Workers)
 	}
 	return &m, d.Unlock, nil
 }
@@ -210,6 +210,9 @@ func verifyFiles(out string, ref *ShardManifest, mans map[int]*ShardManifest) ([
 		isLast[n] = true
 	}
 	for _, pf := range ref.Files {
+		if pf.Worker < 0 || pf.Worker >= ref.Workers {
+			return nil, fmt.Errorf("%w: shard %s: planned for worker %d of %d", ErrShardMismatch, pf.Name, pf.Worker, ref.Workers)
+		}
 		rec, ok := findWritten(mans[pf.Worker].Shards, pf.Name)
 		if !ok || rec.Size != pf.Size {
 			return nil, fmt.Errorf("%w: shard %s: worker %d did not record it at the planned %d bytes", ErrShardMismatch, pf.Name, pf.Worker, pf.Size)

@@ -110,8 +110,15 @@ type ShardReport struct {
 }
 
 // runShard is Run for one worker of a sharded merge.
-func runShard(ctx context.Context, job Job) (*Report, error) {
+func runShard(ctx context.Context, job Job) (rep *Report, err error) {
 	start := time.Now()
+	heap := startHeapSampler()
+	defer func() {
+		peak := heap()
+		if rep != nil {
+			rep.PeakHeapBytes = peak
+		}
+	}()
 	sh := *job.Shard
 	if err := sh.Validate(); err != nil {
 		return nil, err
@@ -188,7 +195,7 @@ func runShard(ctx context.Context, job Job) (*Report, error) {
 	if job.OnStart != nil {
 		job.OnStart(w.inputBytes())
 	}
-	rep := &Report{Version: job.Version, Method: job.Method, Parameters: job.Params,
+	rep = &Report{Version: job.Version, Method: job.Method, Parameters: job.Params,
 		Inputs: append(append([]Input(nil), job.Inputs...), job.Aux...), Output: out,
 		Threads: job.Exec.threads(), TypeChanges: layout.TypeChanges,
 		Shard: &ShardReport{Index: sh.Index, Count: sh.Count, Dir: wdir, Written: []string{}, Kept: []string{}}}
