@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/gomerge/gomerge/internal/atomicout"
 )
 
@@ -204,11 +206,13 @@ type move struct {
 // out by an interrupted finalize, against its worker's record, and returns the moves
 // in order: small files, shards, then the index.
 func verifyFiles(out string, ref *ShardManifest, mans map[int]*ShardManifest) ([]move, error) {
-	var first, shards, last []move
-	isLast := map[string]bool{}
-	for _, n := range ref.Last {
-		isLast[n] = true
+	type check struct {
+		staged string
+		rec    WrittenFile
+		kind   string
+		worker int
 	}
+	var checks []check
 	for _, pf := range ref.Files {
 		if pf.Worker < 0 || pf.Worker >= ref.Workers {
 			return nil, fmt.Errorf("%w: shard %s: planned for worker %d of %d", ErrShardMismatch, pf.Name, pf.Worker, ref.Workers)
@@ -217,24 +221,44 @@ func verifyFiles(out string, ref *ShardManifest, mans map[int]*ShardManifest) ([
 		if !ok || rec.Size != pf.Size {
 			return nil, fmt.Errorf("%w: shard %s: worker %d did not record it at the planned %d bytes", ErrShardMismatch, pf.Name, pf.Worker, pf.Size)
 		}
-		mv, err := verifyFile(out, filepath.Join(WorkerDir(out, pf.Worker), pf.Name), rec, "shard", pf.Worker)
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, mv)
+		checks = append(checks, check{filepath.Join(WorkerDir(out, pf.Worker), pf.Name), rec, "shard", pf.Worker})
 	}
+	nShards := len(checks)
 	for _, rec := range mans[0].SmallFiles {
-		mv, err := verifyFile(out, filepath.Join(WorkerDir(out, 0), smallFilesName, rec.Name), rec, "file", 0)
+		checks = append(checks, check{filepath.Join(WorkerDir(out, 0), smallFilesName, rec.Name), rec, "file", 0})
+	}
+	// Checksums are read concurrently (a parallel filesystem serves many readers
+	// faster than one); the error reported is the first in plan order, whatever
+	// finished first.
+	moves := make([]move, len(checks))
+	errs := make([]error, len(checks))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, c := range checks {
+		g.Go(func() error {
+			moves[i], errs[i] = verifyFile(out, c.staged, c.rec, c.kind, c.worker)
+			return nil
+		})
+	}
+	g.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		if isLast[rec.Name] {
+	}
+	isLast := map[string]bool{}
+	for _, n := range ref.Last {
+		isLast[n] = true
+	}
+	var first, last []move
+	for _, mv := range moves[nShards:] {
+		if isLast[filepath.Base(mv.to)] {
 			last = append(last, mv)
 		} else {
 			first = append(first, mv)
 		}
 	}
-	return append(append(first, shards...), last...), nil
+	return append(append(first, moves[:nShards]...), last...), nil
 }
 
 func findWritten(ws []WrittenFile, name string) (WrittenFile, bool) {
