@@ -61,6 +61,9 @@ type Job struct {
 	Extras func(FolderFiles) error
 	// Finish adds method-specific results (SFA's L2 distances) to the report.
 	Finish func(plan *Plan, res *Result, r *Report)
+	// Shard, if set, makes this run one worker of a merge split across processes
+	// (shard.go): it writes only its own files of a folder output.
+	Shard *Shard
 }
 
 // FolderFiles reads and writes the small files of a folder output before it is
@@ -96,6 +99,8 @@ type Report struct {
 	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
 	L2Before *float64 `json:"l2_before,omitempty"`
 	L2After  *float64 `json:"l2_after,omitempty"`
+	// Shard: what this worker of a sharded merge wrote.
+	Shard *ShardReport `json:"shard,omitempty"`
 }
 
 // Run performs the job: it locks the destination (repairing what an interrupted run
@@ -103,6 +108,9 @@ type Report struct {
 // replaces the destination. On any error or cancellation the destination and the
 // inputs are as they were.
 func Run(ctx context.Context, job Job) (rep *Report, err error) {
+	if job.Shard != nil {
+		return runShard(ctx, job)
+	}
 	start := time.Now()
 	heap := startHeapSampler()
 	defer func() {

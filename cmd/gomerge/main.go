@@ -162,6 +162,7 @@ half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 	root.AddCommand(newRunCmd(ios), newCompressCmd(ios), newDecompressCmd(ios))
 	root.AddCommand(newDownloadCmd(ios), newLoraCmd(ios))
 	addHubFlags(root)
+	root.AddCommand(newFinalizeCmd(ios))
 	for _, group := range methodCommands() {
 		root.AddCommand(newMethodCmd(ios, group))
 	}

@@ -16,6 +16,7 @@ type runOptions struct {
 	dryRun, json                 bool
 	deviceFlags
 	resolve func(string) (string, error) // Hugging Face ids
+	shardFlags
 }
 
 func newRunCmd(ios *IOStreams) *cobra.Command {
@@ -64,6 +65,9 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 				job.Exec.Progress = bar.add
 			}
 			o.resolve = modelResolver(cmd.Context(), cmd, ios)
+			if err := o.shardFlags.apply(ios, &job); err != nil {
+				return err
+			}
 			return runRecipe(cmd.Context(), ios, args[0], o, job)
 		},
 	}
@@ -75,6 +79,7 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	f.BoolVar(&o.json, "json", false, "print the plan or the steps' reports as JSON on stdout")
 	o.deviceFlags.register(f)
+	o.shardFlags.register(f)
 	return cmd
 }
 
@@ -85,6 +90,9 @@ func runRecipe(ctx context.Context, ios *IOStreams, path string, o runOptions, j
 		return err
 	}
 	opts := recipe.Options{Out: o.out, IntermediateDir: o.intermediate, Resolve: o.resolve}
+	if err := checkShardedRecipe(r, opts, job); err != nil {
+		return err
+	}
 	if o.dryRun {
 		plan, err := recipe.PlanRecipe(r, opts)
 		if err != nil {

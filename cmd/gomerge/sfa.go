@@ -22,6 +22,7 @@ type outputFlags struct {
 	allowMissing bool
 	deviceFlags
 	ggufFlags
+	shardFlags
 }
 
 func (f *outputFlags) register(cmd *cobra.Command) {
@@ -34,6 +35,7 @@ func (f *outputFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.allowMissing, "allow-missing", false, "copy tensors that some inputs lack from the reference instead of failing")
 	f.deviceFlags.register(fl)
 	f.ggufFlags.register(fl)
+	f.shardFlags.register(fl)
 }
 
 // job fills the output side of a merge job from the flags.
@@ -71,7 +73,7 @@ func (f *outputFlags) job(ios *IOStreams) (merge.Job, error) {
 		job.OnStart = bar.start
 		job.Exec.Progress = bar.add
 	}
-	return job, nil
+	return job, f.shardFlags.apply(ios, &job)
 }
 
 // parseSize reads 5GB, 500MB, 2GiB, 1e9 or a plain byte count.
