@@ -89,11 +89,15 @@ var ggufMagic = []byte("GGUF")
 
 // Open opens a checkpoint for reading, its format detected: a folder is a Hugging
 // Face safetensors checkpoint (or of pytorch_model*.bin, see isTorchBin); a file is
-// GGUF if it is named .gguf or starts with GGUF's magic, a torch.save checkpoint if
-// isTorchBin says so, safetensors otherwise.
+// GGUF if it is named .gguf or starts with GGUF's magic, a compressed checkpoint
+// (gomerge compress) if it is named .gmz or starts with that magic, a torch.save
+// checkpoint if isTorchBin says so, safetensors otherwise.
 func Open(path string) (Source, error) {
 	if isGGUF(path) {
 		return openGGUF(path)
+	}
+	if isGMZ(path) {
+		return openGMZ(path)
 	}
 	if isTorchBin(path) { // torchbin.go
 		return openTorchBin(path)
@@ -132,13 +136,17 @@ func OutputFormat(path string) (f Format, folder bool, err error) {
 	switch {
 	case ext == ".gguf":
 		return GGUF, false, nil
-	case ext == ".safetensors":
+	case ext == ".safetensors", ext == ".gmz":
 		return Safetensors, false, nil
 	case notFolderExt[ext]:
 		return nil, false, unsupported("output %s: gomerge writes a .safetensors file, a folder or a .gguf file (%s output is not supported)", path, ext)
 	}
 	return Safetensors, true, nil
 }
+
+// IsCompressedPath reports whether an output path names a compressed checkpoint
+// (NAME.gmz), which a merge writes as safetensors coded by Compress.
+func IsCompressedPath(path string) bool { return strings.EqualFold(filepath.Ext(path), ".gmz") }
 
 // IsFolderPath reports whether an output path names a folder (see OutputFormat).
 func IsFolderPath(path string) bool {

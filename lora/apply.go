@@ -161,6 +161,11 @@ func (ap *Applied) meta(name string) (checkpoint.TensorMeta, bool) {
 	return ap.metas[i], true
 }
 
+// Decodes says Data computes into new memory (checkpoint.Decoder): the merge engine
+// then asks for an adapted tensor only when it runs it, and drops it after, so a
+// BASE+ADAPTER input holds the tensors in flight, not the model.
+func (ap *Applied) Decodes() bool { return true }
+
 // Data returns a tensor in its base type: adapted tensors are computed, replaced ones
 // converted to the base's type.
 func (ap *Applied) Data(name string) ([]byte, error) {

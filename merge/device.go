@@ -277,10 +277,10 @@ func runGPU(ctx context.Context, dev *gpu.Device, t *TensorPlan, ti int, k *Kern
 	var inPerElem, read int64
 	for _, op := range t.In {
 		inPerElem += int64(op.DType.Size())
-		read += int64(len(op.Data))
+		read += op.Len()
 	}
 	for _, op := range t.Aux {
-		read += int64(len(op.Data))
+		read += op.Len()
 	}
 	out := gpu.Output{DType: t.OutDType}
 	if sink != nil {

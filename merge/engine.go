@@ -207,6 +207,10 @@ type execution struct {
 	partials     [][]float64   // per tensor, the Observe statistics per chunk
 	bytesRead    atomic.Int64
 	bytesWritten atomic.Int64
+	// tensorWork, while runCPU launches a tensor whose operands were loaded for it,
+	// counts its launched work, so that the data is dropped once that is done.
+	// Only runCPU's goroutine sets it and launches.
+	tensorWork *sync.WaitGroup
 }
 
 func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
@@ -257,8 +261,15 @@ func (x *execution) launch(f func() error) bool {
 		<-x.sem
 		return false
 	}
+	wg := x.tensorWork
+	if wg != nil {
+		wg.Add(1)
+	}
 	x.g.Go(func() error {
 		defer func() { <-x.sem }()
+		if wg != nil {
+			defer wg.Done()
+		}
 		return f()
 	})
 	return true
@@ -282,9 +293,14 @@ func (x *execution) startGPU(onGPU []bool) {
 				return nil
 			}
 			t := &x.plan.Tensors[ti]
-			if err := guarded(t, func() error {
+			if err := t.materialize(); err != nil {
+				return err
+			}
+			err := guarded(t, func() error {
 				return runGPU(x.gctx, x.opts.Device.GPU, t, ti, &x.kernels[ti], x.sink, x.partials[ti], &x.bytesRead, &x.bytesWritten, x.opts.Progress)
-			})(); err != nil {
+			})()
+			t.forget()
+			if err != nil {
 				return err
 			}
 		}
@@ -301,16 +317,38 @@ func (x *execution) runCPU(onGPU []bool) {
 		if onGPU[ti] || !t.Merge && x.sink == nil {
 			continue
 		}
-		if !t.Merge && t.Copy.DType == t.OutDType {
-			if !x.copyTensor(ti) {
-				return
-			}
-			continue
-		}
-		if !x.runPasses(t, x.kernels[ti]) || !x.mergeChunks(ti) {
+		if !x.runTensor(ti) {
 			return
 		}
 	}
+}
+
+// runTensor launches tensor ti's work; false when the run is stopping. Operands
+// that load when their tensor runs (compressed inputs) are loaded here, while the
+// workers finish the previous tensor, and dropped once ti's work is done, so memory
+// holds the tensors in flight rather than the model.
+func (x *execution) runTensor(ti int) bool {
+	t := &x.plan.Tensors[ti]
+	if t.deferred() {
+		if err := t.materialize(); err != nil {
+			x.launch(func() error { return err })
+			return false
+		}
+		wg := new(sync.WaitGroup)
+		x.tensorWork = wg
+		defer func() {
+			x.tensorWork = nil
+			x.g.Go(func() error {
+				wg.Wait()
+				t.forget()
+				return nil
+			})
+		}()
+	}
+	if !t.Merge && t.Copy.DType == t.OutDType {
+		return x.copyTensor(ti)
+	}
+	return x.runPasses(t, x.kernels[ti]) && x.mergeChunks(ti)
 }
 
 // copyTensor writes a tensor whose bytes do not change, in pieces of copyChunkBytes.

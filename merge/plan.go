@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
 )
 
@@ -34,6 +35,97 @@ type Operand struct {
 	DType dtype.DType
 	Data  []byte
 	File  string
+	// load, when set, fetches Data when the tensor runs, and size is its length
+	// until then: a source that decodes (a compressed checkpoint) would otherwise
+	// hold the whole model in memory from planning on (checkpoint.Decoder).
+	load func() ([]byte, error)
+	size int64
+}
+
+// Len is the operand's length in bytes, whether or not its data is loaded yet.
+func (o *Operand) Len() int64 {
+	if o.load != nil {
+		return o.size
+	}
+	return int64(len(o.Data))
+}
+
+// operand is meta's tensor of s as an operand: its mapped bytes, or, for a source
+// that decodes, a deferred load.
+func operand(s Source, meta *TensorMeta) (Operand, error) {
+	op := Operand{DType: meta.DType, File: meta.File}
+	if checkpoint.Decodes(s) {
+		name := meta.Name
+		op.size = meta.DType.Bytes(meta.NumElements())
+		op.load = func() ([]byte, error) { return s.Data(name) }
+		return op, nil
+	}
+	var err error
+	op.Data, err = s.Data(meta.Name)
+	return op, err
+}
+
+// deferred reports whether some operand of t loads when t runs.
+func (t *TensorPlan) deferred() bool {
+	if t.Copy.load != nil {
+		return true
+	}
+	for i := range t.In {
+		if t.In[i].load != nil {
+			return true
+		}
+	}
+	for i := range t.Aux {
+		if t.Aux[i].load != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// materialize loads t's deferred operands, once the engine starts t.
+func (t *TensorPlan) materialize() error {
+	load := func(op *Operand) error {
+		if op.load == nil || op.Data != nil {
+			return nil
+		}
+		b, err := op.load()
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if int64(len(b)) != op.size {
+			return fmt.Errorf("%s: tensor %q: %d bytes decoded, %d expected", op.File, t.Name, len(b), op.size)
+		}
+		op.Data = b
+		return nil
+	}
+	// A merged tensor reads only In and Aux; Copy is read when the tensor is not
+	// merged.
+	for _, ops := range [][]Operand{t.In, t.Aux} {
+		for i := range ops {
+			if err := load(&ops[i]); err != nil {
+				return err
+			}
+		}
+	}
+	if t.Merge {
+		return nil
+	}
+	return load(&t.Copy)
+}
+
+// forget drops the loaded data of t's deferred operands, once t is written.
+func (t *TensorPlan) forget() {
+	for _, ops := range [][]Operand{t.In, t.Aux} {
+		for i := range ops {
+			if ops[i].load != nil {
+				ops[i].Data = nil
+			}
+		}
+	}
+	if t.Copy.load != nil {
+		t.Copy.Data = nil
+	}
 }
 
 // TensorPlan says how one output tensor is made.
@@ -152,12 +244,20 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		if opts.OutType != nil {
 			tp.OutDType = opts.OutType(name, ref.DType, ref.Shape)
 		}
-		refData, err := inputs[from].Data(name)
+		copyOp, err := operand(inputs[from], ref)
 		if err != nil {
 			return nil, err
 		}
-		tp.Copy = Operand{DType: ref.DType, Data: refData, File: ref.File}
+		tp.Copy = copyOp
 		if !ref.DType.IsFloat() {
+			// Integer and bool tensors are compared now, decoded if need be: they are
+			// small (ids, masks), and a mismatch must stop the merge before it starts.
+			refData := copyOp.Data
+			if copyOp.load != nil {
+				if refData, err = copyOp.load(); err != nil {
+					return nil, err
+				}
+			}
 			compare := func() error { return checkEqualBytes(name, inputs, metas, from, refData) }
 			if err := guarded(&TensorPlan{Name: name, Copy: tp.Copy}, compare)(); err != nil {
 				return nil, err
@@ -171,11 +271,11 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		if len(missing) == 0 {
 			tp.Merge = true
 			for i := range inputs {
-				data, err := inputs[i].Data(name)
+				op, err := operand(inputs[i], metas[i])
 				if err != nil {
 					return nil, err
 				}
-				tp.In = append(tp.In, Operand{DType: metas[i].DType, Data: data, File: metas[i].File})
+				tp.In = append(tp.In, op)
 			}
 			for i, s := range aux {
 				m := auxLookup[i][name]
@@ -186,11 +286,11 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 					return nil, &MismatchError{Tensor: name, Files: []string{ref.File, m.File},
 						Msg: fmt.Sprintf("%s %v in %s does not match %s %v", m.DType, m.Shape, s.Path(), ref.DType, ref.Shape)}
 				}
-				data, err := s.Data(name)
+				op, err := operand(s, m)
 				if err != nil {
 					return nil, err
 				}
-				tp.Aux = append(tp.Aux, Operand{DType: m.DType, Data: data, File: m.File})
+				tp.Aux = append(tp.Aux, op)
 			}
 		}
 		p.Tensors = append(p.Tensors, tp)

@@ -57,10 +57,4 @@ func (e *MismatchError) Is(target error) bool { return target == ErrBadInput }
 
 // OutputError wraps a failure to write the output (disk full, permission, I/O), as
 // opposed to a problem with the inputs.
-type OutputError struct {
-	Path string
-	Err  error
-}
-
-func (e *OutputError) Error() string { return fmt.Sprintf("writing %s: %v", e.Path, e.Err) }
-func (e *OutputError) Unwrap() error { return e.Err }
+type OutputError = checkpoint.OutputError

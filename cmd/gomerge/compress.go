@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/gmz"
-	"github.com/gomerge/gomerge/formats/safetensors"
 	"github.com/gomerge/gomerge/internal/atomicout"
 	"github.com/gomerge/gomerge/merge"
 )
@@ -128,8 +125,9 @@ func (e badInputError) Unwrap() error        { return e.err }
 func (e badInputError) Is(target error) bool { return target == merge.ErrBadInput }
 
 func gmzError(path string, err error) error {
-	if err == nil {
-		return nil
+	var oe *merge.OutputError
+	if err == nil || errors.As(err, &oe) {
+		return err
 	}
 	if !strings.Contains(err.Error(), path) {
 		err = fmt.Errorf("%s: %w", path, err)
@@ -154,68 +152,17 @@ func runCompress(ctx context.Context, ios *IOStreams, o *compressOptions) error 
 		return err
 	}
 	start := time.Now()
-	in, err := safetensors.Open(o.in)
+	res, err := checkpoint.Compress(ctx, o.in, o.out, checkpoint.CompressOptions{
+		Against: o.against, FrameSize: o.frameSize, Workers: o.threads, Stats: o.stats})
 	if err != nil {
-		return err
+		return gmzError(o.in, err)
 	}
-	defer in.Close()
-	var ref *reference
-	if o.against != "" {
-		if ref, err = openReference(o.against); err != nil {
-			return err
-		}
-		defer ref.Close()
-	}
-
-	// The source header (length prefix and JSON), read through the same descriptor
-	// the tensors are mapped from.
-	hdr := make([]byte, 8+in.HeaderSize())
-	if _, err := in.Section(&safetensors.TensorInfo{Begin: 0, End: int64(len(hdr))}).ReadAt(hdr, 0); err != nil {
-		return fmt.Errorf("%s: reading header: %w", o.in, err)
-	}
-	inputs := make([]gmz.Input, len(in.Tensors))
-	deltas := 0
-	for i := range in.Tensors { // file order, so the .gmz rebuilds the file
-		t := &in.Tensors[i]
-		b, err := in.Bytes(t)
-		if err != nil {
-			return fmt.Errorf("%s: %w", o.in, err)
-		}
-		inputs[i] = gmz.Input{Name: t.Name, DType: t.DType, Shape: t.Shape, Data: b}
-		if ref != nil {
-			rb, ok, err := ref.match(ctx, t.Name, t.DType.String(), t.Shape)
-			if err != nil {
-				return err
-			}
-			if ok {
-				inputs[i].Ref = rb
-				deltas++
-			}
-		}
-	}
-	if ref != nil && deltas == 0 && len(inputs) > 0 {
-		return badInputError{fmt.Errorf("--against %s: no tensor of it matches one of %s in name, dtype and shape", o.against, o.in)}
-	}
-
-	var st gmz.Stats
-	err = writeAtomic(ctx, o.out, func(f *os.File) error {
-		w := bufio.NewWriterSize(f, 1<<20)
-		var err error
-		st, err = gmz.Write(ctx, w, gmz.Source{Format: "safetensors", Header: hdr}, in.Metadata, inputs,
-			gmz.Options{FrameSize: o.frameSize, Workers: o.threads, Reference: filepath.Base(o.against), Stats: o.stats})
-		if err != nil {
-			return err
-		}
-		return w.Flush()
-	})
-	if err != nil {
-		return err
-	}
-	rep := compressReport{Input: o.in, Output: o.out, Against: o.against, InBytes: in.Size(), OutBytes: st.FileBytes,
-		Seconds: time.Since(start).Seconds(), DeltaTensors: deltas, Frames: &st.Frames,
+	st := res.Stats
+	rep := compressReport{Input: o.in, Output: o.out, Against: o.against, InBytes: res.InBytes, OutBytes: st.FileBytes,
+		Seconds: time.Since(start).Seconds(), DeltaTensors: res.DeltaTensors, Frames: &st.Frames,
 		Planes: st.Planes, TensorBytes: st.RawBytes, StoredBytes: st.StoredBytes}
 	if st.FileBytes > 0 {
-		rep.Ratio = float64(in.Size()) / float64(st.FileBytes)
+		rep.Ratio = float64(res.InBytes) / float64(st.FileBytes)
 	}
 	if o.stats {
 		rep.BoundBytes = st.BoundBytes()
@@ -259,7 +206,7 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 	}
 	var refFn gmz.RefFunc
 	if delta {
-		ref, err := openReference(o.against)
+		ref, err := checkpoint.OpenReference(o.against)
 		if err != nil {
 			return err
 		}
@@ -271,7 +218,7 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 			if !t.Delta {
 				continue
 			}
-			rb, ok, err := ref.match(ctx, t.Name, t.DType.String(), t.Shape)
+			rb, ok, err := ref.Match(t.Name, t.DType, t.Shape)
 			if err != nil {
 				return err
 			}
@@ -284,7 +231,7 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 		}
 		refFn = func(name string) ([]byte, error) {
 			t, _ := in.Tensor(name)
-			rb, _, err := ref.match(ctx, name, t.DType.String(), t.Shape)
+			rb, _, err := ref.Match(name, t.DType, t.Shape)
 			return rb, err
 		}
 	}
@@ -318,57 +265,6 @@ func checkOutputPath(o *compressOptions) error {
 		}
 	}
 	return nil
-}
-
-// reference is a --against checkpoint: a safetensors file (its tensors are slices of
-// the mapping) or a .gmz (tensors decoded when asked for).
-type reference struct {
-	path string
-	st   *safetensors.File
-	gz   *gmz.File
-}
-
-func openReference(path string) (*reference, error) {
-	r := &reference{path: path}
-	var err error
-	if strings.HasSuffix(strings.ToLower(path), ".gmz") {
-		r.gz, err = gmz.Open(path)
-		return r, gmzError(path, err)
-	}
-	r.st, err = safetensors.Open(path)
-	return r, err
-}
-
-func (r *reference) Close() error {
-	if r.st != nil {
-		return r.st.Close()
-	}
-	return r.gz.Close()
-}
-
-// match returns the reference's bytes of the tensor with this name, dtype and shape,
-// or ok == false when it has none such.
-func (r *reference) match(ctx context.Context, name, dt string, shape []int64) ([]byte, bool, error) {
-	if r.st != nil {
-		t, ok := r.st.Tensor(name)
-		if !ok || t.DType.String() != dt || !slices.Equal(t.Shape, shape) {
-			return nil, false, nil
-		}
-		b, err := r.st.Bytes(t)
-		return b, err == nil, err
-	}
-	t, ok := r.gz.Tensor(name)
-	if !ok || t.DType.String() != dt || !slices.Equal(t.Shape, shape) {
-		return nil, false, nil
-	}
-	if t.Delta {
-		return nil, false, badInputError{fmt.Errorf("%s: tensor %q is itself a delta; a reference must be a full checkpoint", r.path, name)}
-	}
-	b := make([]byte, t.Size) // the size was checked against the file's frames
-	if err := r.gz.ReadTensor(ctx, t, b, nil, 0); err != nil {
-		return nil, false, gmzError(r.path, err)
-	}
-	return b, true, nil
 }
 
 // writeAtomic writes path through the crash-safe output (lock, temporary file,

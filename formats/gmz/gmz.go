@@ -90,7 +90,10 @@ const (
 	maxExpansion = 1024
 )
 
-var magic = [8]byte{0x89, 'G', 'M', 'Z', '\r', '\n', 0x1a, '\n'}
+// Magic starts (and ends) every .gmz file.
+const Magic = "\x89GMZ\r\n\x1a\n"
+
+var magic = [8]byte([]byte(Magic))
 
 // Frame codings (see the package documentation).
 const (

@@ -100,3 +100,14 @@ func (s *viewSource) Data(name string) ([]byte, error) {
 	}
 	return s.srcs[f.path].Data(f.name)
 }
+
+// Decodes forwards checkpoint.Decoder: a view over a compressed checkpoint decodes
+// too, and the engine loads its tensors only when it runs them.
+func (s *viewSource) Decodes() bool {
+	for _, src := range s.srcs {
+		if checkpoint.Decodes(src) {
+			return true
+		}
+	}
+	return false
+}

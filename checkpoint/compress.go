@@ -1,0 +1,185 @@
+package checkpoint
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gmz"
+	"github.com/gomerge/gomerge/formats/safetensors"
+	"github.com/gomerge/gomerge/internal/atomicout"
+)
+
+// Writing compressed checkpoints (docs/compression.md): `gomerge compress`, merges
+// with `--out x.gmz`, and sfa's `--keep-history` all code a safetensors file into a
+// .gmz here, optionally as a delta against a reference checkpoint.
+
+// OutputError wraps a failure to write an output (disk full, permission, I/O), as
+// opposed to a problem with the inputs (merge.OutputError is this type).
+type OutputError struct {
+	Path string
+	Err  error
+}
+
+func (e *OutputError) Error() string { return fmt.Sprintf("writing %s: %v", e.Path, e.Err) }
+func (e *OutputError) Unwrap() error { return e.Err }
+
+// CompressOptions tune Compress.
+type CompressOptions struct {
+	// Against is a reference checkpoint (any format Open reads; a .gmz must be a full
+	// one): tensors it holds with the same name, dtype and shape are coded as the XOR
+	// with it. "" codes every tensor on its own.
+	Against   string
+	FrameSize int  // gmz.Options.FrameSize
+	Workers   int  // gmz.Options.Workers
+	Stats     bool // gmz.Options.Stats
+}
+
+// CompressResult is what Compress did.
+type CompressResult struct {
+	InBytes      int64 // the safetensors file's size
+	DeltaTensors int   // tensors coded against the reference
+	Stats        gmz.Stats
+}
+
+// Compress codes the safetensors file in into a .gmz at out, through the crash-safe
+// output (lock, temporary file, fsync, rename). A delta records the reference's path
+// relative to out's folder, where merges that read the delta look for it.
+func Compress(ctx context.Context, in, out string, opts CompressOptions) (*CompressResult, error) {
+	dest, err := atomicout.Lock(ctx, out, false, nil)
+	if err != nil {
+		return nil, &OutputError{Path: out, Err: err}
+	}
+	defer dest.Unlock()
+	o, err := dest.Create(atomicout.Layout{Files: []atomicout.File{{Size: atomicout.Streamed}}})
+	if err != nil {
+		return nil, &OutputError{Path: out, Err: err}
+	}
+	res, err := WriteCompressed(ctx, o.Stream(0), in, filepath.Dir(out), opts)
+	if err != nil {
+		o.Abort()
+		return nil, err
+	}
+	if err := o.Commit(); err != nil {
+		return nil, &OutputError{Path: out, Err: err}
+	}
+	return res, nil
+}
+
+// WriteCompressed codes the safetensors file in as a .gmz into w. outDir is the
+// folder the .gmz will live in, which a delta's reference path is relative to.
+func WriteCompressed(ctx context.Context, w io.Writer, in, outDir string, opts CompressOptions) (*CompressResult, error) {
+	src, err := safetensors.Open(in)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	var ref *Reference
+	if opts.Against != "" {
+		if ref, err = OpenReference(opts.Against); err != nil {
+			return nil, err
+		}
+		defer ref.Close()
+	}
+	// The source header (length prefix and JSON), read through the same descriptor
+	// the tensors are mapped from.
+	hdr := make([]byte, 8+src.HeaderSize())
+	if _, err := src.Section(&safetensors.TensorInfo{Begin: 0, End: int64(len(hdr))}).ReadAt(hdr, 0); err != nil {
+		return nil, fmt.Errorf("%s: reading header: %w", in, err)
+	}
+	inputs := make([]gmz.Input, len(src.Tensors))
+	res := &CompressResult{InBytes: src.Size()}
+	for i := range src.Tensors { // file order, so the .gmz rebuilds the file
+		t := &src.Tensors[i]
+		b, err := src.Bytes(t)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", in, err)
+		}
+		inputs[i] = gmz.Input{Name: t.Name, DType: t.DType, Shape: t.Shape, Data: b}
+		if ref != nil {
+			rb, ok, err := ref.Match(t.Name, t.DType, t.Shape)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				inputs[i].Ref = rb
+				res.DeltaTensors++
+			}
+		}
+	}
+	if ref != nil && res.DeltaTensors == 0 && len(inputs) > 0 {
+		return nil, fmt.Errorf("%w: --against %s: no tensor of it matches one of %s in name, dtype and shape", ErrBadInput, opts.Against, in)
+	}
+	refName := ""
+	if opts.Against != "" {
+		refName = referencePath(opts.Against, outDir)
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	res.Stats, err = gmz.Write(ctx, bw, gmz.Source{Format: "safetensors", Header: hdr}, src.Metadata, inputs,
+		gmz.Options{FrameSize: opts.FrameSize, Workers: opts.Workers, Reference: refName, Stats: opts.Stats})
+	if err != nil {
+		return nil, err
+	}
+	return res, bw.Flush()
+}
+
+// referencePath is how a delta in outDir names its reference: relative to outDir
+// when it can be (a run's folder moves as a whole), absolute otherwise.
+func referencePath(ref, outDir string) string {
+	absRef, err1 := filepath.Abs(ref)
+	absDir, err2 := filepath.Abs(outDir)
+	if err1 != nil || err2 != nil {
+		return ref
+	}
+	if rel, err := filepath.Rel(absDir, absRef); err == nil {
+		return rel
+	}
+	return absRef
+}
+
+// Reference is a checkpoint deltas are coded against, matched tensor by tensor by
+// name, dtype and shape.
+type Reference struct {
+	path  string
+	src   Source
+	index map[string]*TensorMeta
+}
+
+// OpenReference opens a reference checkpoint. A compressed one must be a full
+// checkpoint, not a delta itself.
+func OpenReference(path string) (*Reference, error) {
+	src, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if g, ok := src.(*gmzSource); ok && g.ref != nil {
+		src.Close()
+		return nil, &gmzInputError{fmt.Errorf("%s is itself a delta; a reference must be a full checkpoint", path)}
+	}
+	r := &Reference{path: path, src: src, index: map[string]*TensorMeta{}}
+	for i, t := range src.Tensors() {
+		r.index[t.Name] = &src.Tensors()[i]
+	}
+	return r, nil
+}
+
+// Close closes the reference.
+func (r *Reference) Close() error { return r.src.Close() }
+
+// Match returns the reference's bytes of the tensor with this name, dtype and
+// shape, or ok == false when it has none such.
+func (r *Reference) Match(name string, dt dtype.DType, shape []int64) ([]byte, bool, error) {
+	t := r.index[name]
+	if t == nil || t.DType != dt || !slices.Equal(t.Shape, shape) {
+		return nil, false, nil
+	}
+	b, err := r.src.Data(name)
+	if err != nil {
+		return nil, false, err
+	}
+	return b, true, nil
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gomerge/gomerge/checkpoint"
+)
+
+// tensorBytes returns every tensor's bytes of a checkpoint, by name.
+func tensorsByName(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	src, err := checkpoint.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	m := map[string][]byte{}
+	for _, tm := range src.Tensors() {
+		b, err := src.Data(tm.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[tm.Name] = bytes.Clone(b)
+	}
+	return m
+}
+
+func sameTensors(t *testing.T, what, got, want string) {
+	t.Helper()
+	g, w := tensorsByName(t, got), tensorsByName(t, want)
+	if len(g) != len(w) {
+		t.Fatalf("%s: %d tensors, want %d", what, len(g), len(w))
+	}
+	for name, b := range w {
+		if !bytes.Equal(g[name], b) {
+			t.Fatalf("%s: tensor %q differs", what, name)
+		}
+	}
+}
+
+// Compressed checkpoints, full and delta, are inputs like any other, and --out x.gmz
+// writes the merge compressed: the tensors are those of the uncompressed merge.
+func TestMergeCompressedInputs(t *testing.T) {
+	f := newCLIFixture(t)
+	anchorGz := filepath.Join(f.dir, "anchor.gmz")
+	deltaGz := filepath.Join(f.dir, "current.delta.gmz")
+	for _, args := range [][]string{
+		{"compress", f.anchor, anchorGz},
+		{"compress", f.current, deltaGz, "--against", f.anchor},
+	} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	want := filepath.Join(f.dir, "want.safetensors")
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.current, "--beta", "0.3", "--out", want); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, c := range []struct{ name, anchor, current, out string }{
+		{"compressed anchor", anchorGz, f.current, "a.safetensors"},
+		{"delta current", f.anchor, deltaGz, "b.safetensors"},
+		{"both, compressed output", anchorGz, deltaGz, "c.gmz"},
+	} {
+		out := filepath.Join(f.dir, c.out)
+		if code, _, stderr := gomerge(t, "sfa", "--anchor", c.anchor, "--current", c.current, "--beta", "0.3", "--out", out, "--threads", "2"); code != 0 {
+			t.Fatalf("%s: exit %d: %s", c.name, code, stderr)
+		}
+		sameTensors(t, c.name, out, want)
+	}
+	// Other methods and commands read them too.
+	lin := filepath.Join(f.dir, "lin.safetensors")
+	linWant := filepath.Join(f.dir, "linwant.safetensors")
+	if code, _, stderr := gomerge(t, "linear", anchorGz, deltaGz, "--out", lin); code != 0 {
+		t.Fatalf("linear: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := gomerge(t, "linear", f.anchor, f.current, "--out", linWant); code != 0 {
+		t.Fatalf("linear: exit %d: %s", code, stderr)
+	}
+	sameTensors(t, "linear", lin, linWant)
+	if code, stdout, stderr := gomerge(t, "distance", anchorGz, deltaGz); code != 0 || stdout == "" {
+		t.Fatalf("distance: exit %d: %s", code, stderr)
+	}
+	// No temporary merge is left beside a compressed output.
+	ents, _ := os.ReadDir(f.dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), "merging") {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+}
+
+// A delta whose reference is gone or changed is refused, naming the file, and
+// nothing is written.
+func TestMergeCompressedBadReference(t *testing.T) {
+	f := newCLIFixture(t)
+	deltaGz := filepath.Join(f.dir, "current.delta.gmz")
+	if code, _, stderr := gomerge(t, "compress", f.current, deltaGz, "--against", f.anchor); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	out := filepath.Join(f.dir, "m.safetensors")
+	// The reference changed: its tensors' checksums no longer match the delta's.
+	if err := os.WriteFile(f.anchor, readFile(t, f.current), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := gomerge(t, "sfa", "--anchor", f.current, "--current", deltaGz, "--out", out)
+	if code != exitBadInput || !strings.Contains(stderr, "current.delta.gmz") || !strings.Contains(stderr, "reference") {
+		t.Errorf("changed reference: exit %d: %s", code, stderr)
+	}
+	if err := os.Remove(f.anchor); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = gomerge(t, "sfa", "--anchor", f.current, "--current", deltaGz, "--out", out)
+	if code != exitBadInput || !strings.Contains(stderr, "anchor.safetensors") {
+		t.Errorf("missing reference: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("an output was written")
+	}
+}
