@@ -100,6 +100,8 @@ type Report struct {
 	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
 	L2Before *float64 `json:"l2_before,omitempty"`
 	L2After  *float64 `json:"l2_after,omitempty"`
+	// History is where sfa --keep-history stored the result.
+	History string `json:"history,omitempty"`
 	// Shard: what this worker of a sharded merge wrote.
 	Shard *ShardReport `json:"shard,omitempty"`
 }

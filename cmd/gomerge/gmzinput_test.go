@@ -121,3 +121,39 @@ func TestMergeCompressedBadReference(t *testing.T) {
 		t.Error("an output was written")
 	}
 }
+
+// sfa --keep-history stores each in-place result as a numbered delta against the
+// anchor, and each restores the checkpoint as it was after its step.
+func TestSFAKeepHistory(t *testing.T) {
+	f := newCLIFixture(t)
+	hist := filepath.Join(f.dir, "history")
+	var steps [][]byte
+	for i := range 3 {
+		code, stdout, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.current, "--beta", "0.5", "--in-place", "--keep-history", hist)
+		if code != 0 {
+			t.Fatalf("step %d: exit %d: %s", i, code, stderr)
+		}
+		want := filepath.Join(hist, []string{"000001.gmz", "000002.gmz", "000003.gmz"}[i])
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("step %d: output does not name %s: %s", i, want, stdout)
+		}
+		steps = append(steps, readFile(t, f.current))
+	}
+	for i, want := range steps {
+		back := filepath.Join(f.dir, "back.safetensors")
+		gz := filepath.Join(hist, []string{"000001.gmz", "000002.gmz", "000003.gmz"}[i])
+		if code, _, stderr := gomerge(t, "decompress", gz, back, "--against", f.anchor); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		if !bytes.Equal(readFile(t, back), want) {
+			t.Errorf("history %d does not restore its step", i+1)
+		}
+		// A merge reads the history directly, its anchor found beside it by path.
+		if code, _, stderr := gomerge(t, "distance", f.anchor, gz); code != 0 {
+			t.Errorf("distance from %s: exit %d: %s", gz, code, stderr)
+		}
+	}
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--in-place", "--keep-history", hist); code != exitUsage {
+		t.Errorf("folder result: exit %d, want %d: %s", code, exitUsage, stderr)
+	}
+}

@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/merge"
 )
@@ -107,6 +111,7 @@ type sfaOptions struct {
 	anchor, current, fisher string
 	beta, eta               float64
 	inPlace                 bool
+	keepHistory             string
 	outputFlags
 }
 
@@ -154,6 +159,15 @@ are kept (hard-linked into the new folder, not copied).`,
 			if o.fisher != "" && !(o.eta > 0) {
 				return usagef("--eta %v: must be positive", o.eta)
 			}
+			if o.keepHistory != "" {
+				result := o.out
+				if o.inPlace {
+					result = o.current
+				}
+				if !strings.EqualFold(filepath.Ext(result), ".safetensors") {
+					return usagef("--keep-history stores single .safetensors results; %s is not one", result)
+				}
+			}
 			// --in-place writes CURRENT: never into the Hugging Face cache.
 			resolve := modelResolver(cmd.Context(), cmd, ios)
 			if err := resolveAll(resolve, &o.anchor); err != nil {
@@ -174,6 +188,7 @@ are kept (hard-linked into the new folder, not copied).`,
 	f.BoolVar(&o.inPlace, "in-place", false, "replace CURRENT atomically instead of writing --out")
 	f.StringVar(&o.fisher, "fisher", "", "the anchor's diagonal Fisher (safetensors, same names and shapes): per-element β")
 	f.Float64Var(&o.eta, "eta", 1, "with --fisher: β_j = min(1, eta·F_j)")
+	f.StringVar(&o.keepHistory, "keep-history", "", "also store the result in this folder, compressed as a delta against the anchor (NNNNNN.gmz, numbered in order)")
 	o.outputFlags.register(cmd)
 	cmd.AddCommand(newScheduleCmd(ios))
 	return cmd
@@ -203,11 +218,19 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 		return err
 	}
 	dev.annotate(&rep.GPU)
+	if o.keepHistory != "" {
+		if rep.History, err = keepHistory(ctx, o.keepHistory, rep.Output, o.anchor); err != nil {
+			return err
+		}
+	}
 	if o.json {
 		return writeJSON(ios.Out, rep)
 	}
 	fmt.Fprintf(ios.Out, "sfa: wrote %s (%d tensors merged, %d copied, %s in %.2fs)\n",
 		rep.Output, rep.TensorsMerged, rep.TensorsCopied, humanBytes(rep.BytesWritten), rep.Seconds)
+	if rep.History != "" {
+		fmt.Fprintf(ios.Out, "history: %s\n", rep.History)
+	}
 	fmt.Fprintf(ios.Out, "L2 to anchor: %s before, %s after\n", optional(rep.L2Before), optional(rep.L2After))
 	return nil
 }
@@ -243,4 +266,32 @@ func newScheduleCmd(ios *IOStreams) *cobra.Command {
 	cmd.Flags().Float64Var(&p, "p", 0, "averaging fraction: average every p·T steps, 0 < p ≤ 1")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	return cmd
+}
+
+// historyName matches the files --keep-history writes.
+var historyName = regexp.MustCompile(`^([0-9]{6})\.gmz$`)
+
+// keepHistory stores result in dir as the next NNNNNN.gmz, a delta against the anchor
+// (docs/compression.md#merging-compressed-checkpoints): any point of a run can be
+// restored with decompress --against ANCHOR. It returns the file's path.
+func keepHistory(ctx context.Context, dir, result, anchor string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", &merge.OutputError{Path: dir, Err: err}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", &merge.OutputError{Path: dir, Err: err}
+	}
+	next := 1
+	for _, e := range ents {
+		if m := historyName.FindStringSubmatch(e.Name()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			next = max(next, n+1)
+		}
+	}
+	out := filepath.Join(dir, fmt.Sprintf("%06d.gmz", next))
+	if _, err := checkpoint.Compress(ctx, result, out, checkpoint.CompressOptions{Against: anchor}); err != nil {
+		return "", fmt.Errorf("--keep-history: %w", err)
+	}
+	return out, nil
 }
