@@ -149,7 +149,7 @@ func (p *parser) str(n *yaml.Node, what string) (Str, error) {
 
 func (p *parser) model(n *yaml.Node, what string) (*ModelRef, error) {
 	if n.Kind == yaml.MappingNode {
-		return nil, errorf(p.pos(n), "%s: a model given as a mapping (a LoRA, override_architecture) is not supported; give a local path", what)
+		return p.modelMapping(n, what)
 	}
 	s, err := p.str(n, what)
 	if err != nil {
@@ -324,7 +324,9 @@ func (p *parser) slice(n *yaml.Node) (*Slice, error) {
 		case "parameters":
 			s.Params, err = p.params(v, key)
 		case "residual_weight":
-			err = errorf(kpos, "residual_weight is not supported")
+			// mergekit's configuration declares it and no merge of mergekit reads it:
+			// accepted, with no effect, so that such recipes run as they do there.
+			_, err = p.number(v, key)
 		default:
 			err = errorf(kpos, "unknown key %q in a slices item (it has sources, base_model, parameters)", key)
 		}
@@ -498,4 +500,38 @@ func (p *parser) number(n *yaml.Node, key string) (float64, error) {
 		return 0, errorf(p.pos(n), "%s: %s is not a finite number", key, n.Value)
 	}
 	return x, nil
+}
+
+// modelMapping reads mergekit's long form of a model reference, {model: M, lora: L},
+// as the short form M+L (docs/lora.md). override_architecture, which only renames
+// the architecture in the output's config.json for architectures mergekit does not
+// know, is refused: gomerge merges by tensor name and knows no architectures, so
+// there is nothing to override.
+func (p *parser) modelMapping(n *yaml.Node, what string) (*ModelRef, error) {
+	var model, adapter Str
+	err := p.mapping(n, what, func(key string, kpos Pos, v *yaml.Node) error {
+		var err error
+		switch key {
+		case "model":
+			model, err = p.str(v, what+".model")
+		case "lora":
+			adapter, err = p.str(v, what+".lora")
+		case "override_architecture":
+			err = errorf(kpos, "%s: override_architecture is not supported (gomerge merges by tensor name and keeps the reference's config.json)", what)
+		default:
+			err = errorf(kpos, "unknown key %q in a model mapping (it has model, lora)", key)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if model.Value == "" {
+		return nil, errorf(p.pos(n), "%s: a model mapping needs model:", what)
+	}
+	name := model.Value
+	if adapter.Value != "" {
+		name += "+" + adapter.Value
+	}
+	return &ModelRef{Name: name, Pos: model.Pos}, nil
 }
