@@ -51,7 +51,7 @@ func sceVariance(dst []uint32, _ int, in [][]float32) {
 		var v float64
 		for _, x := range models {
 			d := float64(x[j]-base[j]) - mean
-			v += d * d
+			v += float64(d * d) // the conversion keeps arm64 from fusing: a rank key must not depend on the platform
 		}
 		dst[j] = absBits(float32(v * inv))
 	}
@@ -133,7 +133,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 				for j, k := range keep {
 					if k {
 						d := float64(x[j] - base[j])
-						sq += d * d
+						sq += float64(d * d)
 					}
 				}
 				acc[i] += sq
@@ -217,15 +217,19 @@ func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []floa
 		v := make([]float32, n)
 		var nz int64
 		for j := range base {
+			// The rank key as docs/task-vectors.md defines it, rounding for rounding
+			// (sum, then times 1/N): a selection at a near-tie must not depend on how
+			// the variance is spelled.
 			var mean, sq float64
 			for _, x := range models {
-				mean += float64(x[j]-base[j]) / N
+				mean += float64(x[j] - base[j])
 			}
+			mean *= 1 / N
 			for _, x := range models {
 				d := float64(x[j]-base[j]) - mean
-				sq += d * d / N
+				sq += float64(d * d)
 			}
-			v[j] = float32(sq)
+			v[j] = float32(sq * (1 / N))
 			if v[j] != 0 {
 				nz++
 			}
@@ -253,7 +257,7 @@ func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []floa
 		for j := range base {
 			if keep[j] {
 				d := float64(x[j] - base[j])
-				w[i] += d * d
+				w[i] += float64(d * d)
 			}
 		}
 		w[i] /= float64(n)
@@ -281,7 +285,7 @@ func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []floa
 		for i, x := range models {
 			d := float64(x[j] - base[j])
 			if d != 0 && (d < 0) == (sum32 < 0) {
-				num += w[i] * d
+				num += float64(w[i] * d)
 				den += w[i]
 				mag += math.Abs(w[i] * d)
 			}
