@@ -134,28 +134,12 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	defer dest.Unlock()
 
-	sources, err := openAll(job.Open, job.Inputs)
+	plan, err := openPlan(job, format)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { closeAll(sources) }()
-	aux, err := openAll(job.Open, job.Aux)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { closeAll(aux) }()
-
-	if err := checkFormats(format, sources, aux, job); err != nil {
-		return nil, err
-	}
-	outType, err := format.OutType(job.OutDType, job.OutOptions, sources[job.Ref])
-	if err != nil {
-		return nil, badParameter(err)
-	}
-	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing})
-	if err != nil {
-		return nil, err
-	}
+	sources, aux := plan.Inputs, plan.Aux
+	defer func() { closeAll(sources); closeAll(aux) }()
 	layout, err := planOutput(job, format, plan, dest)
 	if err != nil {
 		return nil, err
@@ -201,6 +185,37 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
+}
+
+// openPlan opens the job's inputs and auxiliary sources and plans the merge for an
+// output in format. The caller closes plan.Inputs and plan.Aux once done; on an
+// error, openPlan has closed what it opened.
+func openPlan(job Job, format checkpoint.Format) (*Plan, error) {
+	sources, err := openAll(job.Open, job.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	aux, err := openAll(job.Open, job.Aux)
+	if err != nil {
+		closeAll(sources)
+		return nil, err
+	}
+	plan, err := func() (*Plan, error) {
+		if err := checkFormats(format, sources, aux, job); err != nil {
+			return nil, err
+		}
+		outType, err := format.OutType(job.OutDType, job.OutOptions, sources[job.Ref])
+		if err != nil {
+			return nil, badParameter(err)
+		}
+		return BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing})
+	}()
+	if err != nil {
+		closeAll(sources)
+		closeAll(aux)
+		return nil, err
+	}
+	return plan, nil
 }
 
 // outPath is where the output goes: Out, or the reference input in place.

@@ -152,27 +152,12 @@ func runShard(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	defer mdest.Unlock()
 
-	sources, err := openAll(job.Open, job.Inputs)
+	plan, err := openPlan(job, format)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { closeAll(sources) }()
-	aux, err := openAll(job.Open, job.Aux)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { closeAll(aux) }()
-	if err := checkFormats(format, sources, aux, job); err != nil {
-		return nil, err
-	}
-	outType, err := format.OutType(job.OutDType, job.OutOptions, sources[job.Ref])
-	if err != nil {
-		return nil, badParameter(err)
-	}
-	plan, err := BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing})
-	if err != nil {
-		return nil, err
-	}
+	sources, aux := plan.Inputs, plan.Aux
+	defer func() { closeAll(sources); closeAll(aux) }()
 	layout, err := planOutput(job, format, plan, &atomicout.Dest{Path: out, Folder: true})
 	if err != nil {
 		return nil, err
