@@ -50,7 +50,7 @@ func (m *Mapped) Close() error {
 	if m == nil || m.fd == nil {
 		return nil
 	}
-	err := errors.Join(Unmap(m.Data), m.fd.Close())
+	err := errors.Join(unmapView(m.Data), m.fd.Close())
 	m.Data, m.fd = nil, nil
 	return err
 }
@@ -78,7 +78,7 @@ func Open[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error)
 		fd.Close()
 		return zero, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	data, err := Map(fd, size)
+	data, err := mapWhole(fd, size)
 	if err != nil {
 		fd.Close()
 		return zero, nil, fmt.Errorf("%s: %w", path, err)
@@ -86,14 +86,11 @@ func Open[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error)
 	return f, &Mapped{Data: data, fd: fd}, nil
 }
 
-// ErrNotRegular is errNotRegular for the readers not yet moved to Open.
-var ErrNotRegular = errNotRegular
-
-// OpenParsed is Open for the readers not yet moved to it: parse reports only an error,
-// and a path that is not a regular file gives ErrNotRegular.
-func OpenParsed(path string, parse func(r io.ReaderAt, size int64) error) (*Mapped, error) {
-	_, m, err := Open(path, func(r io.ReaderAt, size int64) (struct{}, error) {
-		return struct{}{}, parse(r, size)
-	}, ErrNotRegular)
-	return m, err
+// mapWhole maps the size bytes of f, refusing a file larger than the address space (on
+// a 32-bit platform): int(size) would map fewer bytes than the parser checked.
+func mapWhole(f *os.File, size int64) ([]byte, error) {
+	if int64(int(size)) != size {
+		return nil, fmt.Errorf("mmap: %d bytes do not fit the address space", size)
+	}
+	return mapView(f, size)
 }
