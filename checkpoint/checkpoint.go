@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -106,21 +107,28 @@ func Open(path string) (Source, error) {
 }
 
 func isGGUF(path string) bool {
-	if strings.EqualFold(filepath.Ext(path), ".gguf") {
-		return true
-	}
-	// Only a regular file is read: opening a FIFO would wait for a writer.
+	return strings.EqualFold(filepath.Ext(path), ".gguf") || startsWith(path, ggufMagic)
+}
+
+// startsWith reports whether path is a regular file whose first bytes are one of
+// magics. Only a regular file is read: opening a FIFO would wait for a writer. A file
+// that cannot be read is not sniffed: the format's own Open reports it.
+func startsWith(path string, magics ...[]byte) bool {
 	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
 		return false
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return false // the format's own open reports it
+		return false
 	}
 	defer f.Close()
-	magic := make([]byte, len(ggufMagic))
-	_, err = io.ReadFull(f, magic)
-	return err == nil && bytes.Equal(magic, ggufMagic)
+	longest := 0
+	for _, m := range magics {
+		longest = max(longest, len(m))
+	}
+	head := make([]byte, longest)
+	n, _ := io.ReadFull(f, head)
+	return slices.ContainsFunc(magics, func(m []byte) bool { return bytes.HasPrefix(head[:n], m) })
 }
 
 // notFolderExt are extensions that name a file that gomerge cannot write: refused

@@ -1,11 +1,9 @@
 package checkpoint
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,20 +38,7 @@ var gmzMagic = []byte(gmz.Magic)
 // isGMZ reports whether path names a compressed checkpoint: a .gmz name, or a regular
 // file starting with the container's magic.
 func isGMZ(path string) bool {
-	if strings.EqualFold(filepath.Ext(path), ".gmz") {
-		return true
-	}
-	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
-		return false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	magic := make([]byte, len(gmzMagic))
-	_, err = io.ReadFull(f, magic)
-	return err == nil && bytes.Equal(magic, gmzMagic)
+	return strings.EqualFold(filepath.Ext(path), ".gmz") || startsWith(path, gmzMagic)
 }
 
 // gmzSource is an opened .gmz file. A delta file (compress --against) decodes against

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -43,19 +42,7 @@ func isTorchBin(path string) bool {
 	case ".safetensors":
 		return false
 	}
-	if !st.Mode().IsRegular() { // opening a FIFO would wait for a writer
-		return false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var magic [4]byte
-	if _, err := io.ReadFull(f, magic[:]); err != nil {
-		return false
-	}
-	return string(magic[:]) == "PK\x03\x04" || string(magic[:]) == "\x80\x02\x8a\x0a"
+	return startsWith(path, []byte("PK\x03\x04"), []byte{0x80, 0x02, 0x8a, 0x0a})
 }
 
 // IsTorchBin says whether Open reads path as a torch.save checkpoint (file or folder).

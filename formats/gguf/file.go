@@ -107,24 +107,16 @@ type File struct {
 	size      int64
 	r         io.ReaderAt
 	mapped    []byte
-	closer    io.Closer
+	closer    *mapfile.Mapped
 }
 
 // Open memory-maps the named file and parses its header. The caller must Close it.
 func Open(path string) (*File, error) {
-	var f *File
-	m, err := mapfile.OpenParsed(path, func(r io.ReaderAt, size int64) (err error) {
-		f, err = NewFile(r, size)
-		return err
-	})
-	if errors.Is(err, mapfile.ErrNotRegular) {
-		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
+	f, m, err := mapfile.Open(path, NewFile, &FormatError{Off: -1, Msg: "not a regular file"})
+	if err == nil {
+		f.mapped, f.closer = m.Data, m
 	}
-	if err != nil {
-		return nil, err
-	}
-	f.mapped, f.closer = m.Data, m
-	return f, nil
+	return f, err
 }
 
 // NewFile parses the header of a GGUF file read through r, which holds size bytes.
@@ -615,12 +607,8 @@ func (f *File) Section(t *TensorInfo) *io.SectionReader {
 
 // Close unmaps the file and closes it if Open opened it.
 func (f *File) Close() error {
-	if f.closer == nil {
-		return nil
-	}
-	err := f.closer.Close()
-	f.mapped, f.closer = nil, nil
-	return err
+	f.mapped = nil
+	return f.closer.Close()
 }
 
 // readFull reads len(buf) bytes at off; a full read that also reports io.EOF succeeds.

@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -66,35 +65,23 @@ type File struct {
 	r      io.ReaderAt
 	size   int64
 	mapped []byte // the whole file, when Open mapped it: frames are read without a copy
-	closer io.Closer
+	closer *mapfile.Mapped
 }
 
 // Open opens and memory-maps the named file and parses its header. The caller must
 // Close it.
 func Open(path string) (*File, error) {
-	var f *File
-	m, err := mapfile.OpenParsed(path, func(r io.ReaderAt, size int64) (err error) {
-		f, err = NewFile(r, size)
-		return err
-	})
-	if errors.Is(err, mapfile.ErrNotRegular) {
-		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
+	f, m, err := mapfile.Open(path, NewFile, &FormatError{Off: -1, Msg: "not a regular file"})
+	if err == nil {
+		f.mapped, f.closer = m.Data, m
 	}
-	if err != nil {
-		return nil, err
-	}
-	f.mapped, f.closer = m.Data, m
-	return f, nil
+	return f, err
 }
 
 // Close unmaps the file and closes it if Open opened it.
 func (f *File) Close() error {
-	if f.closer == nil {
-		return nil
-	}
-	err := f.closer.Close()
-	f.mapped, f.closer = nil, nil
-	return err
+	f.mapped = nil
+	return f.closer.Close()
 }
 
 // NewFile parses a .gmz file read through r, which holds size bytes.

@@ -109,24 +109,16 @@ type File struct {
 	size    int64
 	r       io.ReaderAt
 	mapped  []byte
-	closer  io.Closer
+	closer  *mapfile.Mapped
 }
 
 // Open memory-maps the named file and parses it. The caller must Close it.
 func Open(path string) (*File, error) {
-	var f *File
-	m, err := mapfile.OpenParsed(path, func(r io.ReaderAt, size int64) (err error) {
-		f, err = NewFile(r, size)
-		return err
-	})
-	if errors.Is(err, mapfile.ErrNotRegular) {
-		return nil, fmt.Errorf("%s: %w", path, &FormatError{Off: -1, Msg: "not a regular file"})
+	f, m, err := mapfile.Open(path, NewFile, &FormatError{Off: -1, Msg: "not a regular file"})
+	if err == nil {
+		f.mapped, f.closer = m.Data, m
 	}
-	if err != nil {
-		return nil, err
-	}
-	f.mapped, f.closer = m.Data, m
-	return f, nil
+	return f, err
 }
 
 // zipMagic starts a zip archive's first local file header; legacyMagic starts the
@@ -534,10 +526,6 @@ func gatherRun(dst, src []byte, begin, step, es int64) {
 
 // Close unmaps the file and closes it if Open opened it.
 func (f *File) Close() error {
-	if f.closer == nil {
-		return nil
-	}
-	err := f.closer.Close()
-	f.mapped, f.closer = nil, nil
-	return err
+	f.mapped = nil
+	return f.closer.Close()
 }

@@ -1,7 +1,8 @@
 // Package mapfile opens checkpoint files for the format readers: regular files only,
 // opened without blocking on a FIFO, and memory-mapped read-only (mmap on Unix,
-// CreateFileMapping and MapViewOfFile on Windows). It is shared so that these checks
-// live in one place.
+// CreateFileMapping and MapViewOfFile on Windows). Open is every format's Open, so
+// that these checks, the cleanup when parsing fails and the naming of the file in
+// errors live in one place.
 package mapfile
 
 import (
@@ -11,13 +12,14 @@ import (
 	"os"
 )
 
-// ErrNotRegular reports a path that is not a regular file (a FIFO, a device, a folder).
-var ErrNotRegular = errors.New("not a regular file")
+// errNotRegular reports a path that is not a regular file (a FIFO, a device, a folder)
+// inside this package; Open hands the caller's own error out instead.
+var errNotRegular = errors.New("not a regular file")
 
-// Open opens path for reading and returns the file and its size. On Unix
+// openRegular opens path for reading and returns the file and its size. On Unix
 // O_NONBLOCK keeps the open of a FIFO from waiting for a writer; the mode check then
 // refuses it. Reads of regular files are unaffected by the flag.
-func Open(path string) (*os.File, int64, error) {
+func openRegular(path string) (*os.File, int64, error) {
 	fd, err := os.OpenFile(path, os.O_RDONLY|oNonblock, 0)
 	if err != nil {
 		return nil, 0, err
@@ -29,41 +31,66 @@ func Open(path string) (*os.File, int64, error) {
 	}
 	if !st.Mode().IsRegular() {
 		fd.Close()
-		return nil, 0, ErrNotRegular
+		return nil, 0, errNotRegular
 	}
 	return fd, st.Size(), nil
 }
 
-// Mapped is a file opened and mapped whole by OpenParsed. The descriptor stays open
-// while the file is mapped, so that the checks parse made (the size above all) keep
-// describing what is mapped.
+// Mapped is a file opened and mapped whole by Open. The descriptor stays open while
+// the file is mapped, so that the checks the parser made (the size above all) keep
+// describing what is mapped. A format's File keeps one when Open made it and nil when
+// NewFile did: Close is a no-op on a nil or already closed Mapped.
 type Mapped struct {
-	Data []byte
+	Data []byte // the whole file, read-only; nil for an empty file and after Close
 	fd   *os.File
 }
 
-// Close unmaps the file and closes it.
+// Close unmaps the file and closes it. Bytes taken from Data must not be used after.
 func (m *Mapped) Close() error {
-	return errors.Join(Unmap(m.Data), m.fd.Close())
+	if m == nil || m.fd == nil {
+		return nil
+	}
+	err := errors.Join(unmapView(m.Data), m.fd.Close())
+	m.Data, m.fd = nil, nil
+	return err
 }
 
-// OpenParsed is every format's Open: it opens path (Open's checks), lets parse read
-// the header through the descriptor, then maps the file. Errors from parse and Map
-// are prefixed with the path; Open's own (ErrNotRegular included) are returned as
-// they are, for the format to word.
-func OpenParsed(path string, parse func(r io.ReaderAt, size int64) error) (*Mapped, error) {
-	fd, size, err := Open(path)
+// Open is every format's Open. It opens path, refusing what is not a regular file
+// with notRegular (the format's own error, so that callers test it with the format's
+// sentinel); lets newFile parse the file through the descriptor, so that a malformed
+// file is refused before anything is mapped; then maps the whole file. It returns what
+// newFile made and the mapping, which the caller closes with it.
+//
+// When Open fails it closes what it opened and returns the zero F. Its errors name the
+// file: notRegular and the errors of newFile and of the mapping are prefixed with
+// path, and those of opening and statting path are *fs.PathError, which name it.
+func Open[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error), notRegular error) (F, *Mapped, error) {
+	var zero F
+	fd, size, err := openRegular(path)
+	if errors.Is(err, errNotRegular) {
+		return zero, nil, fmt.Errorf("%s: %w", path, notRegular)
+	}
 	if err != nil {
-		return nil, err
+		return zero, nil, err
 	}
-	if err := parse(fd, size); err != nil {
-		fd.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	data, err := Map(fd, size)
+	f, err := newFile(fd, size)
 	if err != nil {
 		fd.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return zero, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &Mapped{Data: data, fd: fd}, nil
+	data, err := mapWhole(fd, size)
+	if err != nil {
+		fd.Close()
+		return zero, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, &Mapped{Data: data, fd: fd}, nil
+}
+
+// mapWhole maps the size bytes of f, refusing a file larger than the address space (on
+// a 32-bit platform): int(size) would map fewer bytes than the parser checked.
+func mapWhole(f *os.File, size int64) ([]byte, error) {
+	if int64(int(size)) != size {
+		return nil, fmt.Errorf("mmap: %d bytes do not fit the address space", size)
+	}
+	return mapView(f, size)
 }

@@ -11,10 +11,10 @@ import (
 
 const oNonblock = unix.O_NONBLOCK
 
-// Map maps the first size bytes of f read-only (nil for an empty file). The caller
+// mapView maps the first size bytes of f read-only (nil for an empty file). The caller
 // keeps f open for as long as the mapping is used, so that what was checked about
-// the file keeps describing what is mapped, and unmaps it with Unmap.
-func Map(f *os.File, size int64) ([]byte, error) {
+// the file keeps describing what is mapped, and unmaps it with unmapView.
+func mapView(f *os.File, size int64) ([]byte, error) {
 	if size == 0 {
 		return nil, nil
 	}
@@ -25,8 +25,8 @@ func Map(f *os.File, size int64) ([]byte, error) {
 	return m, nil
 }
 
-// Unmap releases a mapping made by Map.
-func Unmap(m []byte) error {
+// unmapView releases a mapping made by mapView.
+func unmapView(m []byte) error {
 	if m == nil {
 		return nil
 	}

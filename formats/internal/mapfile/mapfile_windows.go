@@ -11,17 +11,14 @@ import (
 // oNonblock: Windows opens no FIFOs through a path, so nothing can block the open.
 const oNonblock = 0
 
-// Map maps the first size bytes of f read-only (nil for an empty file) with
+// mapView maps the first size bytes of f read-only (nil for an empty file) with
 // CreateFileMapping and MapViewOfFile. The mapping object is closed at once (the view
 // keeps the section alive); the caller keeps f open for as long as the view is used,
 // which also keeps other programs from deleting or replacing the file meanwhile, and
-// unmaps it with Unmap.
-func Map(f *os.File, size int64) ([]byte, error) {
+// unmaps it with unmapView.
+func mapView(f *os.File, size int64) ([]byte, error) {
 	if size == 0 {
 		return nil, nil
-	}
-	if int64(int(size)) != size || size < 0 {
-		return nil, fmt.Errorf("mmap: %d bytes do not fit the address space", size)
 	}
 	h, err := windows.CreateFileMapping(windows.Handle(f.Fd()), nil, windows.PAGE_READONLY, uint32(uint64(size)>>32), uint32(size), nil)
 	if err != nil {
@@ -38,8 +35,8 @@ func Map(f *os.File, size int64) ([]byte, error) {
 	return unsafe.Slice((*byte)(p), int(size)), nil
 }
 
-// Unmap releases a mapping made by Map.
-func Unmap(m []byte) error {
+// unmapView releases a mapping made by mapView.
+func unmapView(m []byte) error {
 	if m == nil {
 		return nil
 	}
