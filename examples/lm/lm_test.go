@@ -170,3 +170,32 @@ func checkFindings(t *testing.T, rows []row) {
 		}
 	}
 }
+
+// TestSeedsSummary regenerates seeds.md from the committed full runs (results.csv and
+// seeds/results_seed*.csv) and requires the committed page to be exactly that: the
+// write-up's seed table cannot drift from the data it cites.
+func TestSeedsSummary(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	py := testexec.Python(ctx, t, "csv, statistics", "python3")
+	runs, err := filepath.Glob(filepath.Join("seeds", "results_seed*.csv"))
+	if err != nil || len(runs) < 2 {
+		t.Fatalf("seeds/: want at least two runs besides seed 1, got %v (%v)", runs, err)
+	}
+	out := filepath.Join(t.TempDir(), "seeds.md")
+	args := append([]string{"seeds.py", "--out", out, "results.csv"}, runs...)
+	if b, err := exec.CommandContext(ctx, py, args...).CombinedOutput(); err != nil {
+		t.Fatalf("seeds.py: %v: %s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("seeds.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("seeds.md is not what seeds.py writes from the committed runs; rerun:\n  python3 examples/lm/seeds.py --out examples/lm/seeds.md examples/lm/results.csv examples/lm/seeds/results_seed*.csv")
+	}
+}
