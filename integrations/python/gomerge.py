@@ -6,9 +6,11 @@ only when you build one.
 
 While training on a new task for T steps, every max(1, floor(p*T)) steps and at step T
 the weights are replaced by  beta*theta_anchor + (1-beta)*theta_current,  theta_anchor
-being the model that finished the previous task. The trainer checkpoints its weights to
-a safetensors file, runs ``gomerge sfa --in-place --json`` on it, and loads the result
-back; the merge at step T is the next task's anchor.
+being the model that finished the previous task. The trainer saves its weights (by
+default to a private folder in /dev/shm), runs ``gomerge sfa --json``, which writes the
+merge to the checkpoint file `current` (fsynced, renamed), and loads the result back;
+the merge at step T is the next task's anchor. Without room in /dev/shm the weights
+are saved to `current` and merged in place (``--in-place``); the outcome is the same.
 
     save_weights(model, "ckpt/task_A.safetensors")   # after task A
     sfa = SFA(anchor="ckpt/task_A.safetensors", current="ckpt/current.safetensors",
@@ -19,8 +21,9 @@ back; the merge at step T is the next task's anchor.
     sfa.finish_task()                      # ckpt/current becomes the next anchor
 
 The round trip costs little more than the merge: tensors are written straight from
-their memory (no copies in Python), and the merged file is memory-mapped and copied
-into the live parameters (load_into), so memory stays near the model's size.
+their memory (no copies in Python) to RAM, gomerge's writer does the one durable write,
+and the merged file is read straight into the live parameters (load_into), so memory
+stays near the model's size.
 
 Under torch.distributed, SFA merges once per averaging step for the whole job (rank 0
 saves and merges, every rank loads); ContinualRun rolls the anchor over a sequence of
@@ -830,8 +833,8 @@ class SFA:
 
     anchor:  the checkpoint that finished the previous task (a .safetensors file or a
              Hugging Face folder).
-    current: the .safetensors file the trainer checkpoints to before each merge; gomerge
-             replaces it in place, atomically.
+    current: the checkpoint (.safetensors file or Hugging Face folder) that holds the
+             merge after each step; gomerge replaces it atomically (see staging).
     steps, p: the task's length T and the averaging fraction p (schedule()).
     beta:    the anchor's weight; or fisher + eta for per-element beta_j = min(1, eta*F_j).
     distributed: None (default) coordinates the ranks whenever torch.distributed is
