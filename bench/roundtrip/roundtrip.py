@@ -197,8 +197,8 @@ def table(path):
             r = json.loads(line)
             rows.setdefault((r["dir"], r["tool"]), []).append(r)
     gb = 1e9
-    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | × gomerge alone, paired | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for d in sorted(set(k[0] for k in rows)):
         alone = rows.get((d, "gomerge sfa --out"))
         base = median([r["wall_s"] for r in alone]) if alone else None
@@ -216,9 +216,16 @@ def table(path):
             extra = "%.2f GB" % ((rss - max(r["rss_after_import"] for r in rs)) / gb) if "rss_after_import" in rs[0] else "-"
             checked = [r["mismatched_tensors"] for r in rs if "mismatched_tensors" in r]
             exact = "-" if not checked else ("yes (%d checked)" % len(checked) if not any(checked) else "NO")
-            print("| %s | %s | %d | %.2f | %s | %s | %s | %s | %.2f GB | %.2f× | %s | %s |" % (
+            # paired: each run over the `gomerge sfa --out` run of its own round (the
+            # i-th of each), whose load it shared; the median of those ratios and
+            # their range
+            paired = "-"
+            if alone and tool != "gomerge sfa --out" and len(rs) <= len(alone):
+                rat = sorted(r.get("round_trip_s", r["wall_s"]) / a["wall_s"] for r, a in zip(rs, alone))
+                paired = "%.2f× (%.2f–%.2f)" % (median(rat), rat[0], rat[-1])
+            print("| %s | %s | %d | %.2f | %s | %s | %s | %s | %s | %.2f GB | %.2f× | %s | %s |" % (
                 d, tool, len(rs), wall, ph("save_s"), ph("merge_s"), ph("load_s"),
-                "%.2f×" % (wall / base) if base else "-", rss / gb, rss / model, extra, exact))
+                "%.2f×" % (wall / base) if base else "-", paired, rss / gb, rss / model, extra, exact))
 
 
 def main(argv):

@@ -15,7 +15,7 @@
 # sync_current=False] per folder, interleaved; the first round also checks the weights
 # bit for bit. OLD_REV (1aef788, the gomerge.py before the zero-copy work) is also timed
 # OLD_REPS (1) times in the first folder, OLD_REPS=0 to skip; PYTHON (/usr/bin/python3, Debian's torch); KEEP=1 keeps the
-# checkpoints.
+# checkpoints; RESULTS=FILE keeps the runs' JSON lines.
 set -euo pipefail
 
 LAYERS=${1:-3}
@@ -92,3 +92,4 @@ echo
 echo "LAYERS=$LAYERS REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), gomerge at $(git -C "$REPO" rev-parse --short HEAD), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 "$PY" "$HERE/roundtrip.py" table "$RES"
+[[ -z ${RESULTS:-} ]] || cp "$RES" "$RESULTS"
