@@ -721,6 +721,8 @@ def _staging_dir(staging, target, need):
         d = os.path.abspath(os.fspath(staging))
         if not os.path.isdir(d):
             return None, "staging folder %s does not exist" % d
+    if not hasattr(os, "statvfs"):
+        return None, "no statvfs on this system to check %s's free space" % d
     margin = max(64 << 20, need // 20)
     try:
         free = _free_bytes(d)
