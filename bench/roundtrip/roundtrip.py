@@ -3,14 +3,15 @@ merge back into the live parameters) against `gomerge sfa --out` alone, on a
 llama-shaped BF16 state dict. Run by bench/roundtrip/run.sh; see its README.
 
     roundtrip.py prepare DIR LAYERS         anchor.safetensors and current.safetensors
-    roundtrip.py trainer DIR sync|nosync check|nocheck [GOMERGE_PY]
+    roundtrip.py trainer DIR sync|nosync|staged check|nocheck [GOMERGE_PY]
                                             one round trip in this process; prints JSON
     roundtrip.py check DIR                  a tiny run, correctness only (CI)
     roundtrip.py table RESULTS.jsonl        the markdown table of run.sh's results
 
 The trainer mode reads current.safetensors into memory (the model being trained), runs
 the steps of SFA.average_state_dict once (save, merge, load; sync_current=False with
-nosync), prints their times and the peak RSS, and with check then compares the live
+nosync; with staged, SFA.average_state_dict itself with staging="auto", the weights
+saved to /dev/shm and merged with --out into DIR), prints their times and the peak RSS, and with check then compares the live
 weights bit for bit with torch's own (beta*a.float() + (1-beta)*c.float()).to(bfloat16).
 """
 
@@ -103,7 +104,27 @@ def verify(d, live):
     return bad
 
 
-def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors"):
+def timed_phases(gm, names):
+    """Wrap gm's functions names[i] (module globals, which SFA calls by name) to add
+    their wall time to phases[i]; returns (phases, undo)."""
+    phases = {n: 0.0 for n in names}
+    saved = {n: getattr(gm, n) for n in names}
+
+    def wrap(n, f):
+        def g(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                phases[n] += time.perf_counter() - t
+        return g
+
+    for n in names:
+        setattr(gm, n, wrap(n, saved[n]))
+    return phases, lambda: [setattr(gm, n, f) for n, f in saved.items()]
+
+
+def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors", staged=False):
     rss0 = maxrss()
     # The model, as a trainer holds it: read once from current.safetensors (with this
     # tree's reader, whichever gomerge.py is timed).
@@ -111,7 +132,36 @@ def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors"):
     model_bytes = sum(t.numel() * t.element_size() for t in live.values())
     rss1 = maxrss()
     sfa = gm.SFA(os.path.join(d, "anchor.safetensors"), os.path.join(d, scratch), steps=1, p=1, beta=BETA)
-    # The phases of SFA.average_state_dict, timed one by one (the sum is the round trip).
+    if staged:
+        # SFA.average_state_dict as a trainer calls it; the phases are the time spent
+        # in its save, gomerge and load calls (the rest: staging checks, mkdtemp, rmtree).
+        sfa = gm.SFA(sfa.anchor, sfa.current, steps=1, p=1, beta=BETA,
+                     staging=os.environ.get("ROUNDTRIP_STAGING", "auto"))
+        phases, undo = timed_phases(gm, ["save_state_dict", "run", "load_into"])
+        t0 = time.perf_counter()
+        rep = sfa.average_state_dict(live)
+        t3 = time.perf_counter()
+        undo()
+        t1, t2 = t0 + phases["save_state_dict"], t0 + phases["save_state_dict"] + phases["run"]
+        extra = {"staging": rep.get("staging"), "staging_skipped": sfa.staging_skipped}
+        if rep.get("staging") is None:
+            sys.exit("not staged: %s" % sfa.staging_skipped)
+    else:
+        t0, t1, t2, t3, rep, extra = phased(gm, sfa, live, sync)
+    rss2 = maxrss()
+    out = {"model_bytes": model_bytes, "save_s": t1 - t0, "merge_s": t2 - t1, "load_s": t3 - t2,
+           "round_trip_s": t3 - t0, "gomerge_reported_s": rep.get("seconds"),
+           "rss_after_import": rss0, "rss_after_model": rss1, "peak_rss": rss2}
+    out.update(extra)
+    if check:
+        out["mismatched_tensors"] = verify(d, live)
+    os.unlink(sfa.current)
+    return out
+
+
+def phased(gm, sfa, live, sync):
+    """The phases of SFA.average_state_dict without staging, timed one by one (the sum
+    is the round trip)."""
     t0 = time.perf_counter()
     if sync:
         gm.save_weights(live, sfa.current)
@@ -129,14 +179,7 @@ def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors"):
                 t.copy_(merged[k])
         del merged
     t3 = time.perf_counter()
-    rss2 = maxrss()
-    out = {"model_bytes": model_bytes, "save_s": t1 - t0, "merge_s": t2 - t1, "load_s": t3 - t2,
-           "round_trip_s": t3 - t0, "gomerge_reported_s": rep.get("seconds"),
-           "rss_after_import": rss0, "rss_after_model": rss1, "peak_rss": rss2}
-    if check:
-        out["mismatched_tensors"] = verify(d, live)
-    os.unlink(sfa.current)
-    return out
+    return t0, t1, t2, t3, rep, {}
 
 
 def median(xs):
@@ -154,12 +197,13 @@ def table(path):
             r = json.loads(line)
             rows.setdefault((r["dir"], r["tool"]), []).append(r)
     gb = 1e9
-    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | × gomerge alone, paired | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for d in sorted(set(k[0] for k in rows)):
         alone = rows.get((d, "gomerge sfa --out"))
         base = median([r["wall_s"] for r in alone]) if alone else None
-        for tool in ["gomerge sfa --out", "round trip", "round trip, sync_current=False", "round trip (gomerge.py before)"]:
+        for tool in ["gomerge sfa --out", "round trip, staged in /dev/shm", "round trip", "round trip, sync_current=False",
+                     "round trip (gomerge.py before)"]:
             rs = rows.get((d, tool))
             if not rs:
                 continue
@@ -172,9 +216,16 @@ def table(path):
             extra = "%.2f GB" % ((rss - max(r["rss_after_import"] for r in rs)) / gb) if "rss_after_import" in rs[0] else "-"
             checked = [r["mismatched_tensors"] for r in rs if "mismatched_tensors" in r]
             exact = "-" if not checked else ("yes (%d checked)" % len(checked) if not any(checked) else "NO")
-            print("| %s | %s | %d | %.2f | %s | %s | %s | %s | %.2f GB | %.2f× | %s | %s |" % (
+            # paired: each run over the `gomerge sfa --out` run of its own round (the
+            # i-th of each), whose load it shared; the median of those ratios and
+            # their range
+            paired = "-"
+            if alone and tool != "gomerge sfa --out" and len(rs) <= len(alone):
+                rat = sorted(r.get("round_trip_s", r["wall_s"]) / a["wall_s"] for r, a in zip(rs, alone))
+                paired = "%.2f× (%.2f–%.2f)" % (median(rat), rat[0], rat[-1])
+            print("| %s | %s | %d | %.2f | %s | %s | %s | %s | %s | %.2f GB | %.2f× | %s | %s |" % (
                 d, tool, len(rs), wall, ph("save_s"), ph("merge_s"), ph("load_s"),
-                "%.2f×" % (wall / base) if base else "-", rss / gb, rss / model, extra, exact))
+                "%.2f×" % (wall / base) if base else "-", paired, rss / gb, rss / model, extra, exact))
 
 
 def main(argv):
@@ -183,15 +234,21 @@ def main(argv):
     elif argv[1] == "trainer":
         # trainer DIR sync|nosync check|nocheck [GOMERGE_PY]
         gm = load_gomerge(argv[5]) if len(argv) > 5 else SETUP
-        print(json.dumps(trainer(argv[2], gm, sync=argv[3] == "sync", check=argv[4] == "check")))
+        print(json.dumps(trainer(argv[2], gm, sync=argv[3] == "sync", check=argv[4] == "check", staged=argv[3] == "staged")))
     elif argv[1] == "check":
         # CI: a few hundred KB with the same code path; correctness only.
         gm = load_gomerge()
         kw = dict(hidden=64, inter=96, vocab=300)
         prepare(argv[2], 2, gm, **kw)
-        for sync in (True, False):
-            rep = trainer(argv[2], gm, sync=sync)
+        # staged in a folder of DIR, so that the check runs on any machine
+        stage = os.path.join(argv[2], "stage")
+        os.makedirs(stage, exist_ok=True)
+        os.environ["ROUNDTRIP_STAGING"] = stage
+        for sync, staged in ((True, False), (False, False), (True, True)):
+            rep = trainer(argv[2], gm, sync=sync, staged=staged)
             print(json.dumps(rep))
+            if staged and os.listdir(stage):
+                sys.exit("staged copy left in %s: %s" % (stage, os.listdir(stage)))
             if rep["mismatched_tensors"]:
                 sys.exit("round trip differs from torch's formula in %d tensors" % rep["mismatched_tensors"])
     elif argv[1] == "table":

@@ -10,11 +10,12 @@
 #   FOLDER   where the checkpoints live (default /tmp/gomerge-roundtrip and
 #            /dev/shm/gomerge-roundtrip)
 #
-# Environment: REPS (3) rounds of [gomerge alone, round trip, round trip with
+# Environment: REPS (3) rounds of [gomerge alone, round trip staged in /dev/shm (not
+# in a folder on tmpfs, where SFA does not stage), round trip, round trip with
 # sync_current=False] per folder, interleaved; the first round also checks the weights
 # bit for bit. OLD_REV (1aef788, the gomerge.py before the zero-copy work) is also timed
 # OLD_REPS (1) times in the first folder, OLD_REPS=0 to skip; PYTHON (/usr/bin/python3, Debian's torch); KEEP=1 keeps the
-# checkpoints.
+# checkpoints; RESULTS=FILE keeps the runs' JSON lines.
 set -euo pipefail
 
 LAYERS=${1:-3}
@@ -74,6 +75,9 @@ for d in "${DIRS[@]}"; do
 		# the first round checks the weights bit for bit; later rounds only time
 		check=nocheck
 		[[ $r == 1 ]] && check=check
+		if [[ $(stat -f -c %T "$d") != tmpfs ]]; then
+			ROUNDTRIP_STAGING=auto timed "round trip, staged in /dev/shm" "$d" "$PY" "$HERE/roundtrip.py" trainer "$d" staged $check
+		fi
 		timed "round trip" "$d" "$PY" "$HERE/roundtrip.py" trainer "$d" sync $check
 		timed "round trip, sync_current=False" "$d" "$PY" "$HERE/roundtrip.py" trainer "$d" nosync $check
 	done
@@ -85,6 +89,7 @@ for d in "${DIRS[@]}"; do
 done
 [[ ${KEEP:-} == 1 ]] || for d in "${DIRS[@]}"; do rm -rf "$d"; done
 echo
-echo "LAYERS=$LAYERS REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), gomerge at $(git -C "$REPO" rev-parse --short HEAD)"
+echo "LAYERS=$LAYERS REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), gomerge at $(git -C "$REPO" rev-parse --short HEAD), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 "$PY" "$HERE/roundtrip.py" table "$RES"
+[[ -z ${RESULTS:-} ]] || cp "$RES" "$RESULTS"

@@ -6,9 +6,11 @@ only when you build one.
 
 While training on a new task for T steps, every max(1, floor(p*T)) steps and at step T
 the weights are replaced by  beta*theta_anchor + (1-beta)*theta_current,  theta_anchor
-being the model that finished the previous task. The trainer checkpoints its weights to
-a safetensors file, runs ``gomerge sfa --in-place --json`` on it, and loads the result
-back; the merge at step T is the next task's anchor.
+being the model that finished the previous task. The trainer saves its weights (by
+default to a private folder in /dev/shm), runs ``gomerge sfa --json``, which writes the
+merge to the checkpoint file `current` (fsynced, renamed), and loads the result back;
+the merge at step T is the next task's anchor. Without room in /dev/shm the weights
+are saved to `current` and merged in place (``--in-place``); the outcome is the same.
 
     save_weights(model, "ckpt/task_A.safetensors")   # after task A
     sfa = SFA(anchor="ckpt/task_A.safetensors", current="ckpt/current.safetensors",
@@ -19,8 +21,9 @@ back; the merge at step T is the next task's anchor.
     sfa.finish_task()                      # ckpt/current becomes the next anchor
 
 The round trip costs little more than the merge: tensors are written straight from
-their memory (no copies in Python), and the merged file is memory-mapped and copied
-into the live parameters (load_into), so memory stays near the model's size.
+their memory (no copies in Python) to RAM, gomerge's writer does the one durable write,
+and the merged file is read straight into the live parameters (load_into), so memory
+stays near the model's size.
 
 Under torch.distributed, SFA merges once per averaging step for the whole job (rank 0
 saves and merges, every rank loads); ContinualRun rolls the anchor over a sequence of
@@ -38,6 +41,7 @@ import json
 import math
 import mmap
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -209,6 +213,10 @@ def _write_atomically(path, write, fsync=True):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
+        if hasattr(os, "fchmod"):
+            # mkstemp makes 0600; a checkpoint gets the mode of the file it replaces,
+            # else what the umask gives a new file (as gomerge's own outputs do)
+            os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -221,6 +229,27 @@ def _write_atomically(path, write, fsync=True):
         except OSError:
             pass
         raise
+
+
+def _umask():
+    """The process's umask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    m = os.umask(0o022)  # elsewhere: read by setting (briefly process-wide)
+    os.umask(m)
+    return m
+
+
+def _new_file_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def _fsync_dir(path):
@@ -596,6 +625,209 @@ def load_state_dict(path):
     return out
 
 
+# --- RAM staging of the weights saved before a merge ----------------------------------
+#
+# On a disk, writing the model from Python costs more than gomerge's whole merge
+# (bench/roundtrip): gomerge writes through a mapping with fallocate and starts the
+# writeback while it writes, Python's write() does neither. So the weights go to a RAM
+# folder (a memory copy), gomerge reads them there and writes the merge to `current` on
+# the disk, fsynced and renamed as always: one durable write per step, done by the
+# faster writer.
+
+_STAGE_PREFIX = "gomerge-stage-"
+_DEFAULT_STAGING = "/dev/shm"
+_RAM_FS = ("tmpfs", "ramfs")
+_INDEX = "model.safetensors.index.json"
+
+
+def _existing(path):
+    """path, or its nearest ancestor that exists."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
+
+
+def _unescape_mount(s):
+    # /proc/self/mounts writes space, tab, newline and backslash as \ooo
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def _fs_type(path):
+    """The type of the filesystem holding path ("tmpfs", "ext4", ...), from
+    /proc/self/mounts; None where that is not readable (not Linux)."""
+    try:
+        with open("/proc/self/mounts", "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    p = os.path.realpath(_existing(path))
+    best, kind = -1, None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = _unescape_mount(parts[1])
+        inside = p == mnt or p.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= best:  # a later mount on the same point hides the earlier
+            best, kind = len(mnt), parts[2]
+    return kind
+
+
+def _free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _mem_available():
+    """MemAvailable from /proc/meminfo in bytes, None where unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _weights_bytes(weights):
+    """The bytes a save of weights writes: each tied tensor once, plus room for the
+    headers."""
+    unique, _ = _dedup(weights)
+    return sum(t.numel() * t.element_size() for t in unique.values()) + (1 << 20)
+
+
+def _staging_dir(staging, target, need):
+    """(folder, None) where the weights (need bytes) are staged before a merge whose
+    output is target, or (None, why not). staging is "auto" (/dev/shm, when target is
+    not already on a RAM filesystem), None/False (never) or a folder the caller chose
+    (used whatever its filesystem). Either way the folder must hold need bytes with a
+    margin, and a RAM folder must also fit in the memory still available."""
+    if staging is None or staging is False:
+        return None, "staging off"
+    if staging == "auto":
+        d = _DEFAULT_STAGING
+        if not os.path.isdir(d):
+            return None, "no %s" % d
+        if _fs_type(target) in _RAM_FS:
+            return None, "%s is already on a RAM filesystem" % target
+        try:
+            if os.stat(d).st_dev == os.stat(_existing(target)).st_dev:
+                return None, "%s and %s are one filesystem" % (d, target)
+        except OSError as e:
+            return None, str(e)
+    else:
+        d = os.path.abspath(os.fspath(staging))
+        if not os.path.isdir(d):
+            return None, "staging folder %s does not exist" % d
+    if not hasattr(os, "statvfs"):
+        return None, "no statvfs on this system to check %s's free space" % d
+    margin = max(64 << 20, need // 20)
+    try:
+        free = _free_bytes(d)
+    except OSError as e:
+        return None, "statvfs %s: %s" % (d, e)
+    if free < need + margin:
+        return None, "%s has %d bytes free, the weights need %d and a margin of %d" % (d, free, need, margin)
+    if _fs_type(d) in _RAM_FS:
+        avail = _mem_available()
+        if avail is not None and avail < need + margin:
+            return None, "%s is RAM and only %d bytes of memory are available (need %d + %d)" % (d, avail, need, margin)
+    return d, None
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def _remove_stale_stages(d):
+    """Remove staging folders left in d by this user's processes that died (killed
+    mid-step): each is named gomerge-stage-PID-*. POSIX only (os.kill(pid, 0) would
+    terminate a process on Windows)."""
+    if os.name != "posix":
+        return
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        if not n.startswith(_STAGE_PREFIX):
+            continue
+        pid = n[len(_STAGE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        p = os.path.join(d, n)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if st.st_uid == os.getuid() and os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _is_weight_file(name):
+    return name.endswith(".safetensors") or name.endswith(".safetensors.index.json")
+
+
+def _folder_stageable(path):
+    """None if a merge written with --out into folder path ends as an in-place merge
+    of it would: gomerge replaces a folder that holds model.safetensors or the index
+    (or nothing), and copies its other top-level files from the staged folder (where
+    they are links to the originals). Else why not: sub-folders and links are carried
+    by an in-place merge but not by --out."""
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isdir(path):
+        return "%s is not a folder" % path
+    names = os.listdir(path)
+    if names and "model.safetensors" not in names and _INDEX not in names:
+        return "%s holds neither model.safetensors nor %s" % (path, _INDEX)
+    for n in names:
+        if _is_weight_file(n):
+            continue
+        p = os.path.join(path, n)
+        if os.path.islink(p) or not os.path.isfile(p):
+            return "%s is not a plain file" % p
+    return None
+
+
+def _stage_and_merge(weights, stage_dir, prefix, out, meta, merge, shard_bytes=DEFAULT_SHARD_BYTES):
+    """Save weights to a private folder under stage_dir, run merge(staged) (gomerge sfa
+    --current staged --out out), and remove the folder whatever happens.
+
+    Returns (report, staged folder), or (None, why) when the staged copy could not be
+    written (no space after all): nothing has run then, and the caller saves the
+    unstaged way. A folder out gets links to its other files in the staged folder, so
+    that gomerge carries them over (as copies)."""
+    if os.name == "posix":
+        _remove_stale_stages(stage_dir)
+    d = tempfile.mkdtemp(prefix=prefix, dir=stage_dir)
+    try:
+        if _is_folder(out):
+            staged = os.path.join(d, "current")
+            os.mkdir(staged)
+            if os.path.isdir(out):
+                for n in os.listdir(out):
+                    if not _is_weight_file(n):
+                        os.symlink(os.path.join(os.path.abspath(out), n), os.path.join(staged, n))
+        else:
+            staged = os.path.join(d, "current.safetensors")
+        try:
+            save_state_dict(weights, staged, meta, shard_bytes=shard_bytes, fsync=False)
+        except OSError as e:
+            return None, "writing %s: %s" % (staged, e)
+        return merge(staged), d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # --- SFA ------------------------------------------------------------------------------
 
 class SFA:
@@ -603,8 +835,8 @@ class SFA:
 
     anchor:  the checkpoint that finished the previous task (a .safetensors file or a
              Hugging Face folder).
-    current: the .safetensors file the trainer checkpoints to before each merge; gomerge
-             replaces it in place, atomically.
+    current: the checkpoint (.safetensors file or Hugging Face folder) that holds the
+             merge after each step; gomerge replaces it atomically (see staging).
     steps, p: the task's length T and the averaging fraction p (schedule()).
     beta:    the anchor's weight; or fisher + eta for per-element beta_j = min(1, eta*F_j).
     distributed: None (default) coordinates the ranks whenever torch.distributed is
@@ -619,12 +851,27 @@ class SFA:
              merged file gomerge writes over it is fsynced either way; False skips a
              flush of data that is read at once and replaced by the merge, which is
              most of the save's cost on a disk (bench/roundtrip). Nothing changes on
-             tmpfs, where fsync is free.
+             tmpfs, where fsync is free. Unused when the weights are staged.
+    staging: where the weights go before each merge. "auto" (default): when current
+             is not on a RAM filesystem and /dev/shm holds the weights with a margin
+             (free space and available memory), they are saved to a private folder
+             there (a memory copy), gomerge reads them from it and writes the merge
+             to current itself (--out: temporary file, fsynced, renamed, as
+             --in-place does), and the folder is removed, also when the merge fails.
+             On a disk that is one durable write per step, by gomerge's writer, where
+             saving to current first writes the model twice (bench/roundtrip). A
+             folder path: stage there instead, whatever its filesystem (same space
+             check). None: never stage; save to current and merge it in place. When
+             the staging folder lacks room the step is not staged; the reason is in
+             self.staging_skipped. After the step current holds the merge either way.
+             A Hugging Face folder as current is staged when it holds only files (its
+             config and tokenizer are carried into the merge as copies); with
+             sub-folders or links in it, it is merged in place.
     """
 
     def __init__(self, anchor, current, steps, p, beta=0.5, fisher=None, eta=None,
                  binary=None, timeout=None, threads=None, distributed=None, group=None,
-                 load="file", sync_current=True):
+                 load="file", sync_current=True, staging="auto"):
         if fisher is not None and eta is None:
             raise ValueError("fisher needs eta")
         if not (0 <= beta <= 1):
@@ -639,6 +886,8 @@ class SFA:
             raise ValueError("load must be 'file' or 'broadcast', got %r" % (load,))
         self.distributed, self.group, self.load = distributed, group, load
         self.sync_current = sync_current
+        self.staging = staging
+        self.staging_skipped = None  # why the last step was not staged (None: it was, or staging is off)
         self.reports = []  # the JSON report of every merge, in order
         self._last_merged = None
 
@@ -657,16 +906,24 @@ class SFA:
         Returns gomerge's JSON report (l2_before and l2_after are the distances to the
         anchor before and after). Raises GomergeError; the file is then unchanged.
         """
-        args = ["sfa", "--anchor", self.anchor, "--current", self.current, "--in-place"]
+        return self._merge(self.current, None)
+
+    def _merge(self, current, out):
+        """gomerge sfa on current, in place (out None) or to out; the report is kept."""
+        rep = run(self._args(current, out), self.binary, self.timeout)
+        self.reports.append(rep)
+        return rep
+
+    def _args(self, current, out):
+        args = ["sfa", "--anchor", self.anchor, "--current", current]
+        args += ["--in-place"] if out is None else ["--out", out]
         if self.fisher is not None:
             args += ["--fisher", self.fisher, "--eta", repr(float(self.eta))]
         else:
             args += ["--beta", repr(float(self.beta))]
         if self.threads:
             args += ["--threads", str(self.threads)]
-        rep = run(args, self.binary, self.timeout)
-        self.reports.append(rep)
-        return rep
+        return args
 
     def average_state_dict(self, state_dict):
         """Checkpoint the floating-point tensors of state_dict, merge them, and copy the
@@ -683,11 +940,49 @@ class SFA:
         weights = float_tensors(state_dict)
         dist = self._dist()
         if dist is None:
-            save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"}, fsync=self.sync_current)
-            rep = self.merge()
+            rep = self._save_and_merge(weights)
             self._load(weights)
             return rep
         return self._average_distributed(dist, weights)
+
+    def _save_and_merge(self, weights):
+        """Save weights and merge them into self.current: staged in RAM where
+        self.staging allows (the staging argument), else saved to current and merged in
+        place. Returns the report."""
+        meta = {"gomerge.trainer": "gomerge.py"}
+        target = self.current
+        if _is_folder(target):
+            # --in-place replaces the folder a link points to; so does this
+            target = os.path.realpath(target)
+        d, why = _staging_dir(self.staging, os.path.dirname(os.path.abspath(target)), _weights_bytes(weights))
+        if d is not None and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+            d, why = None, "the folder of %s does not exist" % target
+        if d is not None and _is_folder(target):
+            why = _folder_stageable(target)
+            if why is not None:
+                d = None
+        rep = None
+        if d is not None:
+            def merge(staged):
+                rep = run(self._args(staged, target), self.binary, self.timeout)
+                # The step stands for an in-place merge of current: say so, and name
+                # the staged copy (removed by now) apart.
+                rep["in_place"] = True
+                for i in rep.get("inputs") or []:
+                    if i.get("role") == "current":
+                        i["path"] = self.current
+                return rep
+            rep, info = _stage_and_merge(weights, d, "%s%d-" % (_STAGE_PREFIX, os.getpid()), target, meta, merge)
+            if rep is None:
+                why = info
+            else:
+                rep["staging"] = info
+                self.reports.append(rep)
+        self.staging_skipped = why if self.staging not in (None, False) else None
+        if rep is None:
+            save_state_dict(weights, self.current, meta, fsync=self.sync_current)
+            rep = self.merge()
+        return rep
 
     def _load(self, weights):
         try:
@@ -719,8 +1014,7 @@ class SFA:
         msg = None
         if rank == 0:
             try:
-                save_state_dict(weights, self.current, {"gomerge.trainer": "gomerge.py"}, fsync=self.sync_current)
-                msg = {"report": self.merge()}
+                msg = {"report": self._save_and_merge(weights)}
             except GomergeError as e:
                 msg = {"error": e.message, "exit_status": e.exit_status, "argv": e.argv}
         # One merge for the whole job: rank 0's outcome (report or error) goes to
@@ -840,20 +1134,24 @@ class ContinualRun:
             run.finish_task()              # this task's last merge is the next anchor
 
     The first task's anchor is the model as resume() first finds it (the pretrained
-    model). steps is one int or one per task. scratch_dir (e.g. a folder in /dev/shm)
-    holds the weights saved before each merge and the merge itself; the merge is then
-    copied into workdir, fsynced, at the commit.
+    model). steps is one int or one per task.
+
+    staging ("auto", None or a folder; as SFA's) is where the weights saved before each
+    merge go: with "auto", a private folder in /dev/shm when workdir is not on a RAM
+    filesystem and /dev/shm has room. gomerge then reads them there and writes the
+    merge into workdir itself (fsynced, renamed): one durable write of the model per
+    averaging step. Without staging the weights are saved into workdir and merged in
+    place. scratch_dir, if given, is the staging folder (the name of earlier versions).
     """
 
     _STATE = "state.json"
     _FORMAT = "gomerge.continual/1"
 
     def __init__(self, workdir, model, tasks, steps, p, beta=0.5, optimizer=None,
-                 binary=None, timeout=None, threads=None, scratch_dir=None):
+                 binary=None, timeout=None, threads=None, scratch_dir=None, staging="auto"):
         self.workdir = os.path.abspath(workdir)
-        # The pre-merge scratch file may live elsewhere (tmpfs): then the merge is copied
-        # into workdir at the commit, one durable write instead of two.
-        self.scratch_dir = os.path.abspath(scratch_dir) if scratch_dir else self.workdir
+        self.staging = os.path.abspath(scratch_dir) if scratch_dir else staging
+        self.staging_skipped = None  # why the last merge was not staged
         self._scratch_prefix = ".scratch-%s-" % hashlib.sha1(self.workdir.encode("utf-8")).hexdigest()[:12]
         self.model, self.optimizer = model, optimizer
         self.tasks = list(range(tasks)) if isinstance(tasks, int) else list(tasks)
@@ -945,27 +1243,37 @@ class ContinualRun:
         if step <= st["step"]:
             raise ValueError("step %d of task %d is already committed (at %d)" % (step, st["task"], st["step"]))
         k = st["task"]
-        scratch = os.path.join(self.scratch_dir, "%s%d.safetensors" % (self._scratch_prefix, os.getpid()))
-        # The scratch file is read at once by gomerge and never trusted after a crash:
-        # only the merge gomerge writes over it (fsynced) becomes a checkpoint.
-        save_state_dict(float_tensors(self.model.state_dict()), scratch, {"gomerge.trainer": "gomerge.py"}, fsync=False)
-        args = ["sfa", "--anchor", self.anchor, "--current", scratch, "--in-place", "--beta", repr(float(self.beta))]
+        weights = float_tensors(self.model.state_dict())
+        meta = {"gomerge.trainer": "gomerge.py"}
+        # The merge goes to a per-process scratch name in workdir, renamed at the commit:
+        # a gomerge left running by a killed trainer only ever writes its own scratch.
+        scratch = self._path("%s%d.safetensors" % (self._scratch_prefix, os.getpid()))
+        tail = ["--beta", repr(float(self.beta))]
         if self.threads:
-            args += ["--threads", str(self.threads)]
-        rep = run(args, self.binary, self.timeout)
-        load_into(float_tensors(self.model.state_dict()), scratch)
+            tail += ["--threads", str(self.threads)]
+        rep = None
+        d, why = _staging_dir(self.staging, self.workdir, _weights_bytes(weights))
+        if d is not None:
+            rep, info = _stage_and_merge(
+                weights, d, "%s%d-" % (self._scratch_prefix, os.getpid()), scratch, meta,
+                lambda staged: run(["sfa", "--anchor", self.anchor, "--current", staged, "--out", scratch] + tail,
+                                   self.binary, self.timeout))
+            if rep is None:
+                why = info
+            else:
+                rep["staging"] = info
+        self.staging_skipped = why if self.staging not in (None, False) else None
+        if rep is None:
+            # The scratch file is read at once by gomerge and never trusted after a
+            # crash: only the merge gomerge writes over it (fsynced) becomes a checkpoint.
+            save_state_dict(weights, scratch, meta, fsync=False)
+            rep = run(["sfa", "--anchor", self.anchor, "--current", scratch, "--in-place"] + tail,
+                      self.binary, self.timeout)
+        load_into(weights, scratch)
         w = "weights-t%03d-s%07d.safetensors" % (k, step)
         a = "aux-t%03d-s%07d.safetensors" % (k, step)
         self._save_aux(self._path(a))
-        if self.scratch_dir == self.workdir:
-            os.replace(scratch, self._path(w))
-        else:
-            def copy(out):
-                with open(scratch, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 24)
-
-            _write_atomically(self._path(w), copy)
-            os.unlink(scratch)
+        os.replace(scratch, self._path(w))
         self._commit(dict(st, step=step, weights=w, aux=a, merges=st["merges"] + 1))
         self.reports.append(rep)
         return rep
@@ -999,11 +1307,17 @@ class ContinualRun:
                                  "." + self._STATE + ".", "." + self._scratch_prefix))
             if ours and n not in keep:
                 _unlink(self._path(n))
-        if self.scratch_dir != self.workdir:
-            # only this run's scratch: the folder may be shared (/dev/shm)
-            for n in os.listdir(self.scratch_dir):
+        # what a killed step left in the staging folder: only this run's (the folder
+        # may be shared, like /dev/shm)
+        stage = _DEFAULT_STAGING if self.staging == "auto" else self.staging
+        if stage not in (None, False) and os.path.isdir(stage):
+            for n in os.listdir(stage):
                 if n.startswith((self._scratch_prefix, "." + self._scratch_prefix)):
-                    _unlink(os.path.join(self.scratch_dir, n))
+                    p = os.path.join(stage, n)
+                    if os.path.isdir(p) and not os.path.islink(p):
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        _unlink(p)
 
     # the optimizer, integer buffers and RNG: what weights alone do not restore
     def _save_aux(self, path):

@@ -12,8 +12,8 @@ import (
 )
 
 // TestPythonIntegration runs test_gomerge.py (unittest, torch, a tiny model) against a
-// gomerge built from this module: the round trip bit for bit, Hugging Face folders,
-// tied weights, the binary reading every dtype Python writes, two DDP ranks on gloo,
+// gomerge built from this module: the round trip bit for bit (staged in RAM and not),
+// Hugging Face folders, tied weights, the binary reading every dtype Python writes, two DDP ranks on gloo,
 // and a continual run killed at random points. Without torch it skips, unless
 // GOMERGE_REQUIRE_TORCH=1 (CI sets it), where a missing torch is a failure.
 func TestPythonIntegration(t *testing.T) {

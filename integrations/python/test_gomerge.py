@@ -226,6 +226,190 @@ class ZeroCopyTest(Base):
         self.check_sfa(self.path("a.safetensors"), self.path("c.safetensors"), 0.3, on_gpu)
 
 
+class StagingTest(Base):
+    """The weights staged in a RAM folder before each merge (SFA's staging): gomerge
+    reads them there and writes the merge to current itself. The staging folder here
+    is an ordinary folder given explicitly, so the test runs on any filesystem."""
+
+    def setUp(self):
+        super().setUp()
+        self.stage = self.path("stage")
+        os.mkdir(self.stage)
+        self.runs = []
+        real = gomerge.run
+
+        def logged(args, binary=None, timeout=None):
+            self.runs.append(list(args))
+            return real(args, binary, timeout)
+
+        gomerge.run = logged
+        self.addCleanup(setattr, gomerge, "run", real)
+
+    def step(self, current, make_state=mixed_state_dict, beta=0.3, **kw):
+        """One averaging step on make_state(11) toward make_state(10); checks the live
+        tensors against torch's formula bit for bit and returns (sfa, report)."""
+        anchor = self.path("a.safetensors")
+        a = make_state(10)
+        gomerge.save_state_dict(a, anchor)
+        live = make_state(11)
+        c = {k: v.clone() for k, v in live.items()}
+        kw.setdefault("staging", self.stage)
+        sfa = gomerge.SFA(anchor, current, steps=1, p=1, beta=beta, binary=self.bin, **kw)
+        rep = sfa.average_state_dict(live)
+        for k, v in live.items():
+            self.assertTrue(torch.equal(bits(v), bits(sfa_want(a[k], c[k], beta))), k)
+        # current holds the merge, as after an in-place merge
+        back = gomerge.load_state_dict(current)
+        for k, v in live.items():
+            self.assertTrue(torch.equal(bits(back[k]), bits(v)), k)
+        self.assertTrue(rep["in_place"])
+        self.assertEqual([i["path"] for i in rep["inputs"]], [anchor, current])
+        return sfa, rep
+
+    def last_sfa_args(self):
+        runs = [r for r in self.runs if r[0] == "sfa"]
+        self.assertTrue(runs, "gomerge sfa did not run")
+        return runs[-1]
+
+    def test_staged_file(self):
+        cur = self.path("c.safetensors")
+        sfa, rep = self.step(cur)
+        self.assertIsNone(sfa.staging_skipped)
+        args = self.last_sfa_args()
+        self.assertIn("--out", args)
+        self.assertEqual(args[args.index("--out") + 1], cur)
+        staged = args[args.index("--current") + 1]
+        self.assertTrue(staged.startswith(self.stage + os.sep), staged)
+        self.assertTrue(rep["staging"].startswith(self.stage + os.sep), rep["staging"])
+        self.assertEqual(os.listdir(self.stage), [], "the staged copy must be removed")
+        self.assertEqual(len(sfa.reports), 1)
+        # a second step replaces current, keeping its mode
+        os.chmod(cur, 0o640)
+        live = mixed_state_dict(12)
+        sfa.average_state_dict(live)
+        self.assertEqual(os.stat(cur).st_mode & 0o777, 0o640)
+        self.assertEqual(os.listdir(self.stage), [])
+        self.assertEqual([n for n in os.listdir(self.dir) if n.startswith(".")], [], "temporary files left")
+
+    def test_failing_merge_removes_the_staged_copy(self):
+        anchor = self.path("bad-anchor.safetensors")
+        gomerge.save_weights(torch.nn.Linear(3, 3), anchor)
+        cur = self.path("c.safetensors")
+        gomerge.save_weights(tiny_model(2), cur)
+        with open(cur, "rb") as f:
+            before_file = f.read()
+        live = tiny_model(1).state_dict()
+        before = {k: v.clone() for k, v in live.items()}
+        sfa = gomerge.SFA(anchor, cur, steps=1, p=1, binary=self.bin, staging=self.stage)
+        with self.assertRaises(gomerge.GomergeError) as cm:
+            sfa.average_state_dict(live)
+        self.assertEqual(cm.exception.exit_status, 3)
+        self.assertIn("--out", self.last_sfa_args())
+        self.assertEqual(os.listdir(self.stage), [], "a failed merge must not leave the staged copy")
+        with open(cur, "rb") as f:
+            self.assertEqual(f.read(), before_file, "a failed merge must leave current as it was")
+        for k, v in live.items():
+            self.assertTrue(torch.equal(v, before[k]), k)
+
+    def test_too_small_falls_back(self):
+        real = gomerge._free_bytes
+        gomerge._free_bytes = lambda path: 4096 if os.path.abspath(path) == self.stage else real(path)
+        self.addCleanup(setattr, gomerge, "_free_bytes", real)
+        sfa, rep = self.step(self.path("c.safetensors"))
+        self.assertIn("4096 bytes free", sfa.staging_skipped)
+        self.assertIn("--in-place", self.last_sfa_args())
+        self.assertNotIn("staging", rep)
+        self.assertEqual(os.listdir(self.stage), [])
+
+    def test_missing_folder_falls_back(self):
+        sfa, rep = self.step(self.path("c.safetensors"), staging=self.path("no-such-folder"))
+        self.assertIn("does not exist", sfa.staging_skipped)
+        self.assertIn("--in-place", self.last_sfa_args())
+
+    def test_off(self):
+        sfa, rep = self.step(self.path("c.safetensors"), staging=None)
+        self.assertIsNone(sfa.staging_skipped)
+        self.assertIn("--in-place", self.last_sfa_args())
+
+    def test_auto(self):
+        # "auto" stages in /dev/shm exactly when current is not on a RAM filesystem
+        # already (and /dev/shm is another filesystem with room).
+        sfa, rep = self.step(self.path("c.safetensors"), staging="auto")
+        shm = os.path.isdir("/dev/shm") and gomerge._fs_type(self.dir) not in ("tmpfs", "ramfs") and \
+            os.stat("/dev/shm").st_dev != os.stat(self.dir).st_dev
+        if shm and sfa.staging_skipped is None:
+            self.assertTrue(rep["staging"].startswith("/dev/shm/"), rep["staging"])
+            self.assertFalse(os.path.exists(rep["staging"]))
+        elif shm:
+            self.assertRegex(sfa.staging_skipped, "free|memory")  # only lack of room may stop it
+        else:
+            self.assertIsNotNone(sfa.staging_skipped)
+            self.assertIn("--in-place", self.last_sfa_args())
+
+    def test_folder_current(self):
+        def big(seed):
+            g = torch.Generator().manual_seed(seed)
+            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
+
+        # a sharded folder with a config, as a trainer's checkpoint folder
+        cur = self.path("current")
+        gomerge.save_state_dict(big(3), cur, shard_bytes=3 * 64 * 64 * 2)
+        with open(os.path.join(cur, "config.json"), "w") as f:
+            f.write('{"model_type": "test"}')
+        sfa, rep = self.step(cur, big, beta=0.7)
+        self.assertIsNone(sfa.staging_skipped)
+        self.assertIn("--out", self.last_sfa_args())
+        # the same files an in-place merge of the saved folder leaves: the config, and
+        # the weights as SFA saved them (one file under 5 GB; the old shards are gone)
+        self.assertEqual(sorted(os.listdir(cur)), ["config.json", "model.safetensors"])
+        with open(os.path.join(cur, "config.json")) as f:
+            self.assertEqual(f.read(), '{"model_type": "test"}')
+        self.assertEqual(os.listdir(self.stage), [])
+        # a link to the folder: the folder is replaced, the link stays
+        link = self.path("link")
+        os.symlink(cur, link)
+        sfa, rep = self.step(link, big, beta=0.7)
+        self.assertTrue(os.path.islink(link))
+        self.assertIsNone(sfa.staging_skipped)
+        # a sub-folder is carried only by an in-place merge: not staged then
+        os.mkdir(os.path.join(cur, "trainer_state"))
+        sfa, rep = self.step(cur, big, beta=0.7)
+        self.assertIn("not a plain file", sfa.staging_skipped)
+        self.assertIn("--in-place", self.last_sfa_args())
+        self.assertTrue(os.path.isdir(os.path.join(cur, "trainer_state")))
+
+    def test_stale_staging_of_dead_processes_is_removed(self):
+        p = subprocess.Popen([sys.executable, "-c", "pass"])
+        p.wait()
+        dead = os.path.join(self.stage, "gomerge-stage-%d-x" % p.pid)
+        os.mkdir(dead)
+        with open(os.path.join(dead, "current.safetensors"), "wb") as f:
+            f.write(b"left by a killed trainer")
+        alive = os.path.join(self.stage, "gomerge-stage-1-y")  # init never dies
+        os.mkdir(alive)
+        self.step(self.path("c.safetensors"))
+        self.assertEqual(os.listdir(self.stage), ["gomerge-stage-1-y"])
+
+    def test_continual_run_staged(self):
+        model = tiny_model(0)
+        run = gomerge.ContinualRun(self.path("w"), model, 1, 2, p=0.5, binary=self.bin, staging=self.stage)
+        run.resume()
+        a = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)
+        c = {k: v.clone() for k, v in model.state_dict().items()}
+        rep = run.after_step(1)
+        self.assertIsNone(run.staging_skipped)
+        self.assertTrue(rep["staging"].startswith(self.stage + os.sep))
+        self.assertEqual(os.listdir(self.stage), [])
+        for k, v in model.state_dict().items():
+            self.assertTrue(torch.equal(bits(v), bits(sfa_want(a[k], c[k], 0.5))), k)
+        w = gomerge.load_state_dict(os.path.join(self.path("w"), run.state["weights"]))
+        for k in w:
+            self.assertTrue(torch.equal(bits(w[k]), bits(model.state_dict()[k])), k)
+
+
 class BinaryReadsPythonDtypesTest(Base):
     """Files Python writes, read by the gomerge binary, values checked against what
     Python wrote (not against gomerge.py's own reader)."""
