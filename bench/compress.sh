@@ -7,7 +7,7 @@
 #
 # Environment:
 #   OUTDIR   where outputs go (default /dev/shm/gmz-bench when /dev/shm has room,
-#            else WORKDIR/compress-out): a tmpfs keeps the disk out of the timings
+#            else WORKDIR/gmz-bench): a tmpfs keeps the disk out of the timings
 #   REPS     repetitions of each timed command; the fastest is reported (default 3)
 #   ZSTD19=1 also run zstd -19 (slow: minutes per GB)
 #
@@ -28,9 +28,7 @@ case $SIZE in 1gb | 4gb | tiny) ;; *)
 	;;
 esac
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
-export PATH="$PATH:/usr/local/go/bin"
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need=()
 command -v zstd >/dev/null || need+=(zstd)
@@ -41,37 +39,15 @@ if ((${#need[@]})); then
 	apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-FIX=$WORK/fixtures-$SIZE
-A=$FIX/anchor.safetensors
-C=$FIX/current.safetensors
-if [[ ! -s $A || ! -s $C ]]; then
-	log "generating $SIZE fixtures (slow: Go RNG over every element)"
-	rm -rf "$FIX.tmp"
-	(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=false) >&2
-	rm -rf "$FIX"
-	mv "$FIX.tmp" "$FIX"
-fi
-in_bytes=$(stat -c %s "$A")
-if [[ -z ${OUTDIR:-} ]]; then
-	shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {printf "%.0f", $4 * 1024}')
-	if [[ -n $shm_free ]] && ((shm_free > 4 * in_bytes)); then OUTDIR=/dev/shm/gmz-bench; else OUTDIR=$WORK/compress-out; fi
-fi
-mkdir -p "$OUTDIR"
-O=$(mktemp -d "$OUTDIR/run.XXXXXX")
-trap 'rm -rf "$O"' EXIT
+bench_fixtures
+bench_outdir gmz-bench
 
 log "building gomerge"
 (cd "$REPO" && go build -o "$O/gomerge" ./cmd/gomerge)
 GM=$O/gomerge
 
-echo "## Machine"
-echo
-echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "- $(go version | cut -d' ' -f3-); $(zstd --version)"
-echo "- gomerge tree: $(cd "$REPO" && git rev-parse --short HEAD)"
+bench_machine
+echo "- $(zstd --version)"
 echo "- fixtures: $FIX ($SIZE, BF16); outputs in $OUTDIR ($(findmnt -no FSTYPE -T "$OUTDIR" | head -1))"
 echo
 

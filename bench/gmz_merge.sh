@@ -15,29 +15,9 @@ set -euo pipefail
 SIZE=${1:-1gb}
 WORK=${2:-/tmp/gomerge-bench}
 REPS=${REPS:-3}
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
-export PATH="$PATH:/usr/local/go/bin"
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-FIX=$WORK/fixtures-$SIZE
-A=$FIX/anchor.safetensors
-C=$FIX/current.safetensors
-if [[ ! -s $A || ! -s $C ]]; then
-	log "generating $SIZE fixtures"
-	rm -rf "$FIX.tmp"
-	(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=false) >&2
-	rm -rf "$FIX"
-	mv "$FIX.tmp" "$FIX"
-fi
-OUTDIR=/dev/shm/gmz-merge-bench
-in_bytes=$(stat -c %s "$A")
-shm_free=$(df -Pk /dev/shm | awk 'NR==2 {printf "%.0f", $4 * 1024}')
-((shm_free > 4 * in_bytes)) || OUTDIR=$WORK/gmz-merge-out
-mkdir -p "$OUTDIR"
-O=$(mktemp -d "$OUTDIR/run.XXXXXX")
-trap 'rm -rf "$O"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_fixtures
+bench_outdir gmz-merge-bench
 (cd "$REPO" && go build -o "$O/gomerge" ./cmd/gomerge)
 GM=$O/gomerge
 
@@ -49,11 +29,8 @@ CZ=$FIX/current.delta.gmz
 [[ -s $CZ ]] || "$GM" compress "$C" "$CZ" --against "$A" >&2
 cat "$A" "$C" "$AZ" "$CZ" >/dev/null # warm cache
 
-echo "## Machine"
-echo
-echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "- gomerge tree: $(cd "$REPO" && git rev-parse --short HEAD); fixtures $SIZE BF16, $((in_bytes / 1000000)) MB each"
+bench_machine
+echo "- fixtures $SIZE BF16, $((in_bytes / 1000000)) MB each"
 echo "- sizes: anchor.gmz $(($(stat -c %s "$AZ") / 1000000)) MB, current.delta.gmz $(($(stat -c %s "$CZ") / 1000000)) MB"
 echo
 
