@@ -54,7 +54,11 @@ func TestPlanes(t *testing.T) {
 				}
 			}
 			back := make([]byte, len(src))
-			mergePlanes(back, planes, k)
+			var cols [][]byte
+			for j := range k {
+				cols = append(cols, planes[j*n:(j+1)*n])
+			}
+			mergePlanes(back, cols)
 			if !bytes.Equal(back, src) {
 				t.Fatalf("k=%d n=%d: merge(split(x)) != x", k, n)
 			}
