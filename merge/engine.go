@@ -62,6 +62,11 @@ type Kernel struct {
 	// task arithmetic, linear, distance): with fewer than three operands, the PCIe
 	// copies decide whether the device wins, so Device.Light decides.
 	GPULight bool
+	// WholeInputs marks a kernel that reads its operands' Data beyond the chunk it is
+	// given (rows that straddle chunks): an input that decodes (a compressed
+	// checkpoint) is then decoded whole when the tensor starts, instead of a span of
+	// frames at a time (see runStreamed).
+	WholeInputs bool
 	// Err, if set, says the kernel could not be made for this tensor (a parameter a
 	// recipe gives it is out of range): Execute stops with it before any work,
 	// naming the tensor.
@@ -134,6 +139,11 @@ type scratch struct {
 	dst     []float32
 	out     []byte
 	ops     []Operand // the fused path's byte views of the inputs
+	// a span's view of a tensor whose inputs decode (runStreamed): its operands,
+	// and the decoded spans of those that decode, one buffer per operand
+	view    TensorPlan
+	viewOps []Operand
+	spans   [][]byte
 }
 
 // Execute runs kernelFor's kernel over every merged tensor of the plan and copies the
@@ -215,7 +225,8 @@ type execution struct {
 
 func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
 	nIn, nAux := len(plan.Inputs), len(plan.Aux)
-	scratchBytes := int64(ChunkElems) * int64(4*(nIn+nAux+1)+8)
+	// A scratch also holds a span of each operand that decodes (runStreamed).
+	scratchBytes := int64(ChunkElems)*int64(4*(nIn+nAux+1)+8) + spanBytes(plan)
 	budget := opts.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
@@ -329,6 +340,9 @@ func (x *execution) runCPU(onGPU []bool) {
 // holds the tensors in flight rather than the model.
 func (x *execution) runTensor(ti int) bool {
 	t := &x.plan.Tensors[ti]
+	if x.streams(ti) {
+		return x.runStreamed(ti)
+	}
 	if t.deferred() {
 		if err := t.materialize(); err != nil {
 			x.launch(func() error { return err })
@@ -499,7 +513,7 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bo
 func decodeChunk(t *TensorPlan, pos Chunk, s *scratch, bytesRead *atomic.Int64) (in, aux [][]float32, err error) {
 	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
 	decode := func(dst []float32, op Operand) error {
-		if err := dtype.Decode(dst, op.Data[op.DType.Bytes(pos.Offset):], op.DType); err != nil {
+		if err := dtype.Decode(dst, op.at(pos.Offset), op.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", op.File, t.Name, err)
 		}
 		bytesRead.Add(op.DType.Bytes(int64(n)))
@@ -544,7 +558,7 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 			k.Merge(dst, in, aux, pos)
 		}
 	} else { // a copy that changes dtype
-		if err := dtype.Decode(dst, t.Copy.Data[t.Copy.DType.Bytes(pos.Offset):], t.Copy.DType); err != nil {
+		if err := dtype.Decode(dst, t.Copy.at(pos.Offset), t.Copy.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", t.Copy.File, t.Name, err)
 		}
 		bytesRead.Add(t.Copy.DType.Bytes(int64(n)))
@@ -589,7 +603,7 @@ func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sin
 	ops := s.ops[:0]
 	var read int64
 	for _, op := range t.In {
-		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.Data[op.DType.Bytes(pos.Offset):op.DType.Bytes(pos.Offset+int64(n))]})
+		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.at(pos.Offset)[:op.DType.Bytes(int64(n))]})
 		read += op.DType.Bytes(int64(n))
 	}
 	buf := s.out[:t.OutDType.Bytes(int64(n))]
