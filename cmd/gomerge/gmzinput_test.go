@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -155,5 +156,93 @@ func TestSFAKeepHistory(t *testing.T) {
 	}
 	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--in-place", "--keep-history", hist); code != exitUsage {
 		t.Errorf("folder result: exit %d, want %d: %s", code, exitUsage, stderr)
+	}
+}
+
+// A Hugging Face folder (shards, index, config) compresses into a folder of .gmz
+// shards beside the other files, full or as a delta; decompress gives every file back
+// byte for byte; merges read the compressed folder as the folder it was made from,
+// and a folder output from it keeps its other files.
+func TestCompressFolder(t *testing.T) {
+	f := newCLIFixture(t)
+	if err := os.WriteFile(filepath.Join(f.folder, "config.json"), []byte(`{"model_type": "llama"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gz := filepath.Join(f.dir, "current-gz")
+	dgz := filepath.Join(f.dir, "current-delta")
+	for _, args := range [][]string{
+		{"compress", f.folder, gz},
+		{"compress", f.folder, dgz, "--against", f.anchor},
+	} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	ents, err := os.ReadDir(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Contains(names, "config.json") || !slices.Contains(names, "model.safetensors.index.json") ||
+		slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".safetensors") }) ||
+		!slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".gmz") }) {
+		t.Fatalf("compressed folder holds %v", names)
+	}
+	sameFolder := func(what, got, want string) {
+		t.Helper()
+		we, err := os.ReadDir(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ge, err := os.ReadDir(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ge) != len(we) {
+			t.Fatalf("%s: %d files, want %d", what, len(ge), len(we))
+		}
+		for _, e := range we {
+			if !bytes.Equal(readFile(t, filepath.Join(got, e.Name())), readFile(t, filepath.Join(want, e.Name()))) {
+				t.Errorf("%s: %s differs", what, e.Name())
+			}
+		}
+	}
+	back := filepath.Join(f.dir, "back")
+	if code, _, stderr := gomerge(t, "decompress", gz, back); code != 0 {
+		t.Fatalf("decompress: exit %d: %s", code, stderr)
+	}
+	sameFolder("full", back, f.folder)
+	if code, _, stderr := gomerge(t, "decompress", dgz, back); code != exitUsage {
+		t.Errorf("a delta folder without --against: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := gomerge(t, "decompress", dgz, back, "--against", f.current); code != exitBadInput || !strings.Contains(stderr, "reference") {
+		t.Errorf("a delta folder against the wrong reference: exit %d: %s", code, stderr)
+	}
+	sameFolder("untouched after a refused decompress", back, f.folder)
+	if code, _, stderr := gomerge(t, "decompress", dgz, back, "--against", f.anchor); code != 0 {
+		t.Fatalf("decompress delta: exit %d: %s", code, stderr)
+	}
+	sameFolder("delta", back, f.folder)
+
+	want := filepath.Join(f.dir, "want")
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--beta", "0.3", "--out", want); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, in := range []string{gz, dgz} {
+		got := filepath.Join(f.dir, "got")
+		if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", in, "--beta", "0.3", "--out", got, "--threads", "2"); code != 0 {
+			t.Fatalf("%s: exit %d: %s", in, code, stderr)
+		}
+		sameTensors(t, in, got, want)
+		if !bytes.Equal(readFile(t, filepath.Join(got, "config.json")), readFile(t, filepath.Join(f.folder, "config.json"))) {
+			t.Errorf("%s: the merged folder lacks the input's config.json", in)
+		}
+		os.RemoveAll(got)
+	}
+	if code, _, stderr := gomerge(t, "compress", f.folder, filepath.Join(f.dir, "x.gmz")); code != exitUsage {
+		t.Errorf("folder into x.gmz: exit %d: %s", code, stderr)
 	}
 }
