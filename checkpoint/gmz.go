@@ -109,7 +109,7 @@ func openGMZ(path string) (Source, error) {
 	s := &gmzSource{path: path, f: f}
 	if f.Source.Format != "safetensors" {
 		f.Close()
-		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; gomerge merges compressed safetensors", path, f.Source.Format)}
+		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; merges read compressed safetensors only (gomerge decompress it first)", path, f.Source.Format)}
 	}
 	delta := false
 	for i := range f.Tensors {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 )
 
 // tensorBytes returns every tensor's bytes of a checkpoint, by name.
@@ -244,5 +246,56 @@ func TestCompressFolder(t *testing.T) {
 	}
 	if code, _, stderr := gomerge(t, "compress", f.folder, filepath.Join(f.dir, "x.gmz")); code != exitUsage {
 		t.Errorf("folder into x.gmz: exit %d: %s", code, stderr)
+	}
+}
+
+// A GGUF file (quantized and float tensors, alignment padding) compresses, full or
+// as a delta against another, and decompresses byte for byte; merges refuse it with
+// a clear error rather than misreading it.
+func TestCompressGGUF(t *testing.T) {
+	dir := t.TempDir()
+	base := gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)
+	// An F16 tensor too, coded in byte planes.
+	base = append(base, gguftest.Tensor{Name: "extra.f16", DType: dtype.F16, Shape: []int64{3, 33}, Data: make([]byte, 2*99)})
+	for i := range base[len(base)-1].Data {
+		base[len(base)-1].Data[i] = byte(i * 7)
+	}
+	a, b := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "b.gguf")
+	if err := gguftest.WriteFile(a, gguftest.Metadata(gguftest.Tiny, "a"), base); err != nil {
+		t.Fatal(err)
+	}
+	if err := gguftest.WriteFile(b, gguftest.Metadata(gguftest.Tiny, "a"), gguftest.Perturb(base, 0.1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	az, bz := filepath.Join(dir, "a.gmz"), filepath.Join(dir, "b.gmz")
+	for _, args := range [][]string{
+		{"compress", a, az},
+		{"compress", b, bz, "--against", a},
+	} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	if v := readFile(t, az)[8]; v != 2 {
+		t.Errorf("a GGUF file with padding compresses to a version %d .gmz, want 2 (gaps)", v)
+	}
+	for _, c := range []struct {
+		in, want string
+		args     []string
+	}{{az, a, nil}, {bz, b, []string{"--against", a}}} {
+		back := filepath.Join(dir, "back.gguf")
+		if code, _, stderr := gomerge(t, append([]string{"decompress", c.in, back}, c.args...)...); code != 0 {
+			t.Fatalf("decompress %s: exit %d: %s", c.in, code, stderr)
+		}
+		if !bytes.Equal(readFile(t, back), readFile(t, c.want)) {
+			t.Errorf("%s does not decompress to %s byte for byte", c.in, c.want)
+		}
+	}
+	if code, _, stderr := gomerge(t, "decompress", bz, filepath.Join(dir, "x.gguf"), "--against", b); code != exitBadInput {
+		t.Errorf("delta against the wrong reference: exit %d: %s", code, stderr)
+	}
+	code, _, stderr := gomerge(t, "linear", az, a, "--out", filepath.Join(dir, "m.gguf"))
+	if code != exitBadInput || !strings.Contains(stderr, "decompress") {
+		t.Errorf("a merge from a compressed GGUF: exit %d: %s", code, stderr)
 	}
 }
