@@ -247,6 +247,13 @@ func TestCompressFolder(t *testing.T) {
 	if code, _, stderr := gomerge(t, "compress", f.folder, filepath.Join(f.dir, "x.gmz")); code != exitUsage {
 		t.Errorf("folder into x.gmz: exit %d: %s", code, stderr)
 	}
+	before := readFile(t, filepath.Join(gz, "model.safetensors.index.json"))
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", gz, "--in-place"); code != exitUsage || !strings.Contains(stderr, "compressed folder") {
+		t.Errorf("--in-place on a compressed folder: exit %d: %s", code, stderr)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(gz, "model.safetensors.index.json")), before) {
+		t.Error("a refused in-place merge changed the compressed folder")
+	}
 }
 
 // A GGUF file (quantized and float tensors, alignment padding) compresses, full or
