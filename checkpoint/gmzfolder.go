@@ -32,6 +32,18 @@ func shardName(gz string) string {
 	return strings.TrimSuffix(gz, filepath.Ext(gz)) + ".safetensors"
 }
 
+// CompressedShards lists a compressed folder's .gmz files, sorted, and the names of
+// the .safetensors files they decompress to.
+func CompressedShards(dir string) (gz, shards []string, err error) {
+	if gz, err = listFolder(dir, ".gmz"); err != nil {
+		return nil, nil, err
+	}
+	for _, n := range gz {
+		shards = append(shards, shardName(n))
+	}
+	return gz, shards, nil
+}
+
 // listFolder returns the names of a folder's top-level regular files with suffix.
 func listFolder(dir, suffix string) ([]string, error) {
 	ents, err := os.ReadDir(dir)

@@ -205,17 +205,12 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 		return err
 	}
 	start := time.Now()
-	var names []string // the .gmz files, and their outputs' names in a folder
+	var names, shards []string // a folder's .gmz files, and what they decompress to
 	folder := checkpoint.IsCompressedFolder(o.in)
 	if folder {
-		ents, err := os.ReadDir(o.in)
-		if err != nil {
+		var err error
+		if names, shards, err = checkpoint.CompressedShards(o.in); err != nil {
 			return err
-		}
-		for _, e := range ents {
-			if e.Type().IsRegular() && strings.EqualFold(filepath.Ext(e.Name()), ".gmz") && !atomicout.IsTemporary(e.Name()) {
-				names = append(names, e.Name())
-			}
 		}
 	}
 	paths := []string{o.in}
@@ -265,7 +260,7 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 	}
 	var err error
 	if folder {
-		err = decompressFolder(ctx, o, names, files, ref)
+		err = decompressFolder(ctx, o, shards, files, ref)
 	} else {
 		err = writeAtomic(ctx, o.out, func(f *os.File) error {
 			if err := f.Truncate(files[0].Source.Size); err != nil {
@@ -321,15 +316,14 @@ func refFunc(in *gmz.File, ref *checkpoint.Reference) gmz.RefFunc {
 
 // decompressFolder writes a compressed folder's shards back as .safetensors files,
 // beside its other files, through the crash-safe output.
-func decompressFolder(ctx context.Context, o *compressOptions, names []string, files []*gmz.File, ref *checkpoint.Reference) error {
+func decompressFolder(ctx context.Context, o *compressOptions, shards []string, files []*gmz.File, ref *checkpoint.Reference) error {
 	dest, err := atomicout.Lock(ctx, o.out, true, nil)
 	if err != nil {
 		return &merge.OutputError{Path: o.out, Err: err}
 	}
 	defer dest.Unlock()
 	l := atomicout.Layout{Carry: &atomicout.Carry{From: o.in, Skip: func(name string) bool { return strings.EqualFold(filepath.Ext(name), ".gmz") }}}
-	for i, n := range names {
-		st := strings.TrimSuffix(n, filepath.Ext(n)) + ".safetensors"
+	for i, st := range shards {
 		l.Files = append(l.Files, atomicout.File{Name: st, Size: files[i].Source.Size})
 		l.Marks = append(l.Marks, st)
 	}
