@@ -370,17 +370,7 @@ func (x *execution) copyTensor(ti int) bool {
 	t := &x.plan.Tensors[ti]
 	for off := int64(0); off < int64(len(t.Copy.Data)) || off == 0; off += copyChunkBytes {
 		end := min(off+copyChunkBytes, int64(len(t.Copy.Data)))
-		if !x.launch(guarded(t, func() error {
-			if err := x.sink.WriteAt(ti, off, t.Copy.Data[off:end]); err != nil {
-				return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
-			}
-			x.bytesRead.Add(end - off)
-			x.bytesWritten.Add(end - off)
-			if x.opts.Progress != nil {
-				x.opts.Progress(end - off)
-			}
-			return nil
-		})) {
+		if !x.launch(guarded(t, func() error { return x.writeCopy(ti, off, t.Copy.Data[off:end]) })) {
 			return false
 		}
 		if end == int64(len(t.Copy.Data)) {
@@ -390,9 +380,45 @@ func (x *execution) copyTensor(ti int) bool {
 	return true
 }
 
+// writeCopy writes bytes of a copied tensor at off, and counts them.
+func (x *execution) writeCopy(ti int, off int64, b []byte) error {
+	if err := x.sink.WriteAt(ti, off, b); err != nil {
+		return &OutputError{Path: fmt.Sprintf("tensor %q", x.plan.Tensors[ti].Name), Err: err}
+	}
+	n := int64(len(b))
+	x.bytesRead.Add(n)
+	x.bytesWritten.Add(n)
+	if x.opts.Progress != nil {
+		x.opts.Progress(n)
+	}
+	return nil
+}
+
 // runPasses runs a kernel's passes over its tensor, one after another, each over
 // every chunk; this goroutine is not a worker, so waiting here holds no worker slot.
 func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
+	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
+	return x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
+		for c := int64(0); c < nChunks; c++ {
+			wg.Add(1)
+			if !x.launch(guarded(t, func() error {
+				defer wg.Done()
+				s := x.getScratch()
+				defer x.putScratch(s)
+				return passChunk(t, pass, c, s, perChunk, &x.bytesRead)
+			})) {
+				wg.Done()
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// passes runs k's passes over t in order: launch starts one pass's work over every
+// chunk, counted in wg, and false when the run is stopping; each pass's Done runs
+// once its work is done.
+func (x *execution) passes(t *TensorPlan, k Kernel, launch func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool) bool {
 	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
 	for _, pass := range k.Passes {
 		if pass.Skip != nil && pass.Skip() {
@@ -400,27 +426,9 @@ func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
 		}
 		perChunk := make([]float64, nChunks*int64(pass.NumStats))
 		var wg sync.WaitGroup
-		for c := int64(0); c < nChunks; c++ {
-			wg.Add(1)
-			if !x.launch(guarded(t, func() error {
-				defer wg.Done()
-				s := x.getScratch()
-				defer x.putScratch(s)
-				pos := Chunk{Index: c, Offset: c * ChunkElems}
-				in, aux, err := decodeChunk(t, pos, s, &x.bytesRead)
-				if err != nil {
-					return err
-				}
-				pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
-				return nil
-			})) {
-				wg.Done()
-				wg.Wait()
-				return false
-			}
-		}
+		ok := launch(pass, perChunk, &wg)
 		wg.Wait()
-		if x.gctx.Err() != nil {
+		if !ok || x.gctx.Err() != nil {
 			return false
 		}
 		if pass.Done != nil {
@@ -431,6 +439,17 @@ func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
 		}
 	}
 	return true
+}
+
+// passChunk runs a pass over chunk c of t, its statistics into perChunk.
+func passChunk(t *TensorPlan, pass Pass, c int64, s *scratch, perChunk []float64, bytesRead *atomic.Int64) error {
+	pos := Chunk{Index: c, Offset: c * ChunkElems}
+	in, aux, err := decodeChunk(t, pos, s, bytesRead)
+	if err != nil {
+		return err
+	}
+	pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
+	return nil
 }
 
 // mergeChunks launches a tensor's chunks: merged (or converted, for a copy that

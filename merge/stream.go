@@ -157,46 +157,22 @@ func (x *execution) runStreamed(ti int) bool {
 	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
 	if !t.Merge && t.Copy.DType == t.OutDType {
 		return x.forSpans(ti, nil, func(v *TensorPlan, _ *scratch, lo, _ int64) error {
-			b := v.Copy.Data
-			if err := x.sink.WriteAt(ti, v.Copy.DType.Bytes(lo), b); err != nil {
-				return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
-			}
-			x.bytesRead.Add(int64(len(b)))
-			x.bytesWritten.Add(int64(len(b)))
-			if x.opts.Progress != nil {
-				x.opts.Progress(int64(len(b)))
-			}
-			return nil
+			return x.writeCopy(ti, v.Copy.DType.Bytes(lo), v.Copy.Data)
 		})
 	}
 	if t.Merge {
-		for _, pass := range k.Passes {
-			if pass.Skip != nil && pass.Skip() {
-				continue
-			}
-			perChunk := make([]float64, nChunks*int64(pass.NumStats))
-			var wg sync.WaitGroup
-			ok := x.forSpans(ti, &wg, func(v *TensorPlan, s *scratch, lo, hi int64) error {
+		ok := x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
+			return x.forSpans(ti, wg, func(v *TensorPlan, s *scratch, lo, hi int64) error {
 				for c := lo / ChunkElems; c*ChunkElems < hi; c++ {
-					pos := Chunk{Index: c, Offset: c * ChunkElems}
-					in, aux, err := decodeChunk(v, pos, s, &x.bytesRead)
-					if err != nil {
+					if err := passChunk(v, pass, c, s, perChunk, &x.bytesRead); err != nil {
 						return err
 					}
-					pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
 				}
 				return nil
 			})
-			wg.Wait()
-			if !ok || x.gctx.Err() != nil {
-				return false
-			}
-			if pass.Done != nil {
-				if err := pass.Done(perChunk); err != nil {
-					x.launch(func() error { return fmt.Errorf("tensor %q: %w", t.Name, err) })
-					return false
-				}
-			}
+		})
+		if !ok {
+			return false
 		}
 		if k.Observe != nil && k.NumStats > 0 {
 			x.partials[ti] = make([]float64, nChunks*int64(k.NumStats))
