@@ -249,3 +249,7 @@ func (r *CompressResult) add(s *CompressResult) {
 		}
 	}
 }
+
+// IsCompressedInput reports whether path is a compressed checkpoint: a .gmz file (by
+// name or magic) or a compressed folder.
+func IsCompressedInput(path string) bool { return isGMZ(path) || IsCompressedFolder(path) }

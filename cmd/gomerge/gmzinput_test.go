@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -304,5 +306,48 @@ func TestCompressGGUF(t *testing.T) {
 	code, _, stderr := gomerge(t, "linear", az, a, "--out", filepath.Join(dir, "m.gguf"))
 	if code != exitBadInput || !strings.Contains(stderr, "decompress") {
 		t.Errorf("a merge from a compressed GGUF: exit %d: %s", code, stderr)
+	}
+}
+
+// inspect lists a .gmz file's and a compressed folder's tensors like those of the
+// checkpoint they were made from, and refuses a damaged .gmz with exit 3.
+func TestInspectCompressed(t *testing.T) {
+	f := newCLIFixture(t)
+	gz, dir := filepath.Join(f.dir, "a.gmz"), filepath.Join(f.dir, "folder-gz")
+	for _, args := range [][]string{{"compress", f.anchor, gz}, {"compress", f.folder, dir}} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	names := func(path string) (string, []string) {
+		t.Helper()
+		code, stdout, stderr := gomerge(t, "inspect", path, "--json")
+		if code != 0 {
+			t.Fatalf("inspect %s: exit %d: %s", path, code, stderr)
+		}
+		var rep inspectReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		var ns []string
+		for _, x := range rep.Tensors {
+			ns = append(ns, x.Name+" "+x.DType+" "+fmt.Sprint(x.Shape))
+		}
+		slices.Sort(ns)
+		return rep.Format, ns
+	}
+	for _, c := range [][2]string{{gz, f.anchor}, {dir, f.folder}} {
+		format, got := names(c[0])
+		_, want := names(c[1])
+		if !strings.Contains(format, "gmz") || !slices.Equal(got, want) {
+			t.Errorf("inspect %s: format %q, tensors %v, want those of %s: %v", c[0], format, got, c[1], want)
+		}
+	}
+	b := readFile(t, gz)
+	if err := os.WriteFile(gz, b[:len(b)-7], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := gomerge(t, "inspect", gz); code != exitBadInput {
+		t.Errorf("inspect of a truncated .gmz: exit %d: %s", code, stderr)
 	}
 }
