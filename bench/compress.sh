@@ -7,12 +7,13 @@
 #
 # Environment:
 #   OUTDIR   where outputs go (default /dev/shm/gmz-bench when /dev/shm has room,
-#            else WORKDIR/compress-out): a tmpfs keeps the disk out of the timings
-#   REPS     repetitions of each timed command; the fastest is reported (default 3)
+#            else WORKDIR/gmz-bench): a tmpfs keeps the disk out of the timings
+#   REPS     repetitions of each timed command; the median is reported (default 3)
 #   ZSTD19=1 also run zstd -19 (slow: minutes per GB)
 #
-# Protocol: the inputs are read once (warm cache); each tool runs REPS times and its
-# fastest wall time is kept, with the CPU seconds (user + sys) of that run. MB/s is
+# Protocol: the inputs are read once (warm cache); each repetition runs every tool
+# once, one after another (interleaved), REPS times, and each tool's median wall
+# time is reported, with the CPU seconds (user + sys) of that run. MB/s is
 # the uncompressed size (10^6 bytes) over wall seconds, for compression and
 # decompression alike. Every output is decompressed and compared byte for byte with
 # its input. gomerge writes through a temporary file that it fsyncs and renames;
@@ -28,9 +29,7 @@ case $SIZE in 1gb | 4gb | tiny) ;; *)
 	;;
 esac
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
-export PATH="$PATH:/usr/local/go/bin"
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need=()
 command -v zstd >/dev/null || need+=(zstd)
@@ -41,37 +40,15 @@ if ((${#need[@]})); then
 	apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-FIX=$WORK/fixtures-$SIZE
-A=$FIX/anchor.safetensors
-C=$FIX/current.safetensors
-if [[ ! -s $A || ! -s $C ]]; then
-	log "generating $SIZE fixtures (slow: Go RNG over every element)"
-	rm -rf "$FIX.tmp"
-	(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=false) >&2
-	rm -rf "$FIX"
-	mv "$FIX.tmp" "$FIX"
-fi
-in_bytes=$(stat -c %s "$A")
-if [[ -z ${OUTDIR:-} ]]; then
-	shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {printf "%.0f", $4 * 1024}')
-	if [[ -n $shm_free ]] && ((shm_free > 4 * in_bytes)); then OUTDIR=/dev/shm/gmz-bench; else OUTDIR=$WORK/compress-out; fi
-fi
-mkdir -p "$OUTDIR"
-O=$(mktemp -d "$OUTDIR/run.XXXXXX")
-trap 'rm -rf "$O"' EXIT
+bench_fixtures
+bench_outdir gmz-bench
 
 log "building gomerge"
 (cd "$REPO" && go build -o "$O/gomerge" ./cmd/gomerge)
 GM=$O/gomerge
 
-echo "## Machine"
-echo
-echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "- $(go version | cut -d' ' -f3-); $(zstd --version)"
-echo "- gomerge tree: $(cd "$REPO" && git rev-parse --short HEAD)"
+bench_machine
+echo "- $(zstd --version)"
 echo "- fixtures: $FIX ($SIZE, BF16); outputs in $OUTDIR ($(findmnt -no FSTYPE -T "$OUTDIR" | head -1))"
 echo
 
@@ -91,50 +68,80 @@ x.tofile(sys.argv[3])
 PY
 cat "$A" "$C" "$X" >/dev/null # warm cache
 
-# timed CMD...: runs REPS times, sets BEST_WALL and BEST_CPU of the fastest run.
-timed() {
-	BEST_WALL= BEST_CPU=
-	local r
-	for ((r = 0; r < REPS; r++)); do
-		/usr/bin/time -f '%e %U %S' -o "$O/time" "$@" >/dev/null
-		read -r wall user sys <"$O/time"
-		if [[ -z $BEST_WALL ]] || awk -v a="$wall" -v b="$BEST_WALL" 'BEGIN {exit !(a < b)}'; then
-			BEST_WALL=$wall
-			BEST_CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
-		fi
-	done
+# once CMD...: runs CMD once, sets WALL and CPU (user + sys seconds).
+once() {
+	/usr/bin/time -f '%e %U %S' -o "$O/time" "$@" >/dev/null
+	local user sys
+	read -r WALL user sys <"$O/time"
+	CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
 }
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.0f", n / 1e6 / (s > 0 ? s : 0.001)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
-ROWS=()
-row() { ROWS+=("| $1 | $2 | $3 | $4 ($5 s, $6 CPU-s) | $7 ($8 s, $9 CPU-s) |"); }
-
-bench_zstd() { # NAME INPUT LEVEL
-	local name=$1 in=$2 lvl=$3 z=$O/z.zst
-	timed zstd "-$lvl" -T2 -q -f "$in" -o "$z"
-	local cw=$BEST_WALL cc=$BEST_CPU size
-	size=$(stat -c %s "$z")
-	timed zstd -d -q -f "$z" -o "$O/z.out"
-	cmp -s "$in" "$O/z.out" || { echo "zstd round trip differs" >&2; exit 1; }
-	row "$name" "zstd -$lvl -T2" "$(ratio "$in_bytes" "$size")" "$(mbps "$in_bytes" "$cw")" "$cw" "$cc" \
-		"$(mbps "$in_bytes" "$BEST_WALL")" "$BEST_WALL" "$BEST_CPU"
-	rm -f "$z" "$O/z.out"
+# Every case is a data set and a tool; each repetition runs every case's compression
+# and decompression once, case after case (interleaved, so that a change in the
+# machine's load hits every tool alike); the run of median wall time is reported.
+declare -A runs best_w best_c size
+keep() { runs[$1]+="$WALL $CPU"$'\n'; } # KEY
+median() { # KEY: sets best_w and best_c[KEY] from its median run
+	local m
+	m=$(printf '%s' "${runs[$1]}" | sort -n | awk '{w[NR] = $1; c[NR] = $2} END {i = int((NR + 1) / 2); print w[i], c[i]}')
+	read -r "best_w[$1]" "best_c[$1]" <<<"$m"
 }
+cases=("dense|gmz" "dense|zstd3" "xor|gmz" "xor|zstd3")
+[[ ${ZSTD19:-} == 1 ]] && cases+=("dense|zstd19" "xor|zstd19")
+input() { case $1 in dense) echo "$A" ;; xor) echo "$C" ;; esac; }
+run_case() { # DATA TOOL
+	local data=$1 tool=$2 in z out
+	in=$(input "$data")
+	case $tool in
+	gmz)
+		local ag=()
+		[[ $data == xor ]] && ag=(--against "$A")
+		z=$O/$data.gmz out=$O/$data.back.safetensors
+		once "$GM" compress "$in" "$z" "${ag[@]}"
+		keep "$data|$tool|c"
+		once "$GM" decompress "$z" "$out" "${ag[@]}"
+		keep "$data|$tool|d"
+		;;
+	zstd*)
+		[[ $data == xor ]] && in=$X
+		z=$O/$data.$tool.zst out=$O/$data.$tool.back
+		once zstd "-${tool#zstd}" -T2 -q -f "$in" -o "$z"
+		keep "$data|$tool|c"
+		once zstd -d -q -f "$z" -o "$out"
+		keep "$data|$tool|d"
+		;;
+	esac
+	cmp -s "$in" "$out" || { echo "$tool round trip of $data differs" >&2; exit 1; }
+	size[$data|$tool]=$(stat -c %s "$z")
+	rm -f "$z" "$out"
+}
+for data in dense xor; do # the entropy bounds, untimed
+	ag=()
+	[[ $data == xor ]] && ag=(--against "$A")
+	"$GM" compress "$(input $data)" "$O/stats.gmz" --stats --json "${ag[@]}" >"$O/stats-$data.json"
+	rm -f "$O/stats.gmz"
+done
+for ((r = 0; r < REPS; r++)); do
+	for c in "${cases[@]}"; do
+		log "rep $((r + 1))/$REPS: $c"
+		run_case "${c%|*}" "${c#*|}"
+	done
+done
 
-bench_gmz() { # NAME INPUT [--against REF]
-	local name=$1 in=$2
-	shift 2
-	local g=$O/g.gmz out=$O/g.safetensors
-	"$GM" compress "$in" "$g" --stats --json "$@" >"$O/stats.json"
-	timed "$GM" compress "$in" "$g" "$@"
-	local cw=$BEST_WALL cc=$BEST_CPU size
-	size=$(stat -c %s "$g")
-	timed "$GM" decompress "$g" "$out" "$@"
-	cmp -s "$in" "$out" || { echo "gomerge round trip differs" >&2; exit 1; }
-	row "$name" "gomerge compress" "$(ratio "$in_bytes" "$size")" "$(mbps "$in_bytes" "$cw")" "$cw" "$cc" \
-		"$(mbps "$in_bytes" "$BEST_WALL")" "$BEST_WALL" "$BEST_CPU"
-	/usr/bin/python3 - "$O/stats.json" "$name" >>"$O/bounds.md" <<'PY'
+ROWS=()
+for c in "${cases[@]}"; do
+	median "$c|c"
+	median "$c|d"
+	data=${c%|*} tool=${c#*|}
+	case $data in dense) label="dense BF16" ;; xor) label="XOR delta (current vs anchor)" ;; esac
+	case $tool in gmz) tname="gomerge compress" ;; *) tname="zstd -${tool#zstd} -T2" ;; esac
+	ROWS+=("| $label | $tname | $(ratio "$in_bytes" "${size[$c]}") | $(mbps "$in_bytes" "${best_w[$c|c]}") (${best_w[$c|c]} s, ${best_c[$c|c]} CPU-s) | $(mbps "$in_bytes" "${best_w[$c|d]}") (${best_w[$c|d]} s, ${best_c[$c|d]} CPU-s) |")
+done
+for data in dense xor; do
+	case $data in dense) label="dense BF16" ;; xor) label="XOR delta (current vs anchor)" ;; esac
+	/usr/bin/python3 - "$O/stats-$data.json" "$label" >>"$O/bounds.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 planes = ", ".join(f"byte {p['plane']}: {p['bits']:.3f} bits" for p in r["planes"] if p["elem_size"] == 2)
@@ -142,21 +149,11 @@ hdr = r["in_bytes"] - r["tensor_bytes"]
 bound = r["in_bytes"] / (r["bound_bytes"] + hdr)
 print(f"| {sys.argv[2]} | {planes} | {bound:.3f} | {r['ratio']:.3f} | {100 * (r['stored_bytes'] / r['bound_bytes'] - 1):.2f} % |")
 PY
-	rm -f "$g" "$out"
-}
+done
+echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
 
-log "dense: gomerge"
-bench_gmz "dense BF16" "$A"
-log "dense: zstd -3"
-bench_zstd "dense BF16" "$A" 3
-[[ ${ZSTD19:-} == 1 ]] && { log "dense: zstd -19"; bench_zstd "dense BF16" "$A" 19; }
-log "XOR delta: gomerge"
-bench_gmz "XOR delta (current vs anchor)" "$C" --against "$A"
-log "XOR delta: zstd -3"
-bench_zstd "XOR delta (current vs anchor)" "$X" 3
-[[ ${ZSTD19:-} == 1 ]] && { log "XOR delta: zstd -19"; bench_zstd "XOR delta (current vs anchor)" "$X" 19; }
-
-echo "## Ratio and speed ($((in_bytes / 1000000)) MB input, fastest of $REPS)"
+echo "## Ratio and speed ($((in_bytes / 1000000)) MB input, median of $REPS interleaved runs)"
 echo
 echo "| data | tool | ratio | compress MB/s (wall, CPU) | decompress MB/s (wall, CPU) |"
 echo "|---|---|---|---|---|"

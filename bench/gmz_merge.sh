@@ -7,59 +7,37 @@
 #
 # Protocol: fixtures as bench/compress.sh makes them; the anchor is compressed on its
 # own and the current as a delta against it. Each case runs REPS times (default 3),
-# interleaved, outputs on /dev/shm when it has room; the fastest wall time is kept,
-# with the CPU seconds and the peak RSS of that run. Every merge's tensors are
+# interleaved, outputs on /dev/shm when it has room; the run of median wall time is
+# reported, with its CPU seconds and the peak Go heap sfa reports (peak RSS would
+# count the mapped inputs). Every merge's tensors are
 # compared with the uncompressed merge's.
 set -euo pipefail
 
 SIZE=${1:-1gb}
 WORK=${2:-/tmp/gomerge-bench}
 REPS=${REPS:-3}
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
-export PATH="$PATH:/usr/local/go/bin"
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-FIX=$WORK/fixtures-$SIZE
-A=$FIX/anchor.safetensors
-C=$FIX/current.safetensors
-if [[ ! -s $A || ! -s $C ]]; then
-	log "generating $SIZE fixtures"
-	rm -rf "$FIX.tmp"
-	(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=false) >&2
-	rm -rf "$FIX"
-	mv "$FIX.tmp" "$FIX"
-fi
-OUTDIR=/dev/shm/gmz-merge-bench
-in_bytes=$(stat -c %s "$A")
-shm_free=$(df -Pk /dev/shm | awk 'NR==2 {printf "%.0f", $4 * 1024}')
-((shm_free > 4 * in_bytes)) || OUTDIR=$WORK/gmz-merge-out
-mkdir -p "$OUTDIR"
-O=$(mktemp -d "$OUTDIR/run.XXXXXX")
-trap 'rm -rf "$O"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_fixtures
+bench_outdir gmz-merge-bench
 (cd "$REPO" && go build -o "$O/gomerge" ./cmd/gomerge)
 GM=$O/gomerge
 
-# The compressed inputs live beside the fixtures: a delta finds its anchor by the
-# path compress recorded, relative to the .gmz's folder.
-AZ=$FIX/anchor.gmz
-CZ=$FIX/current.delta.gmz
-[[ -s $AZ ]] || "$GM" compress "$A" "$AZ" >&2
-[[ -s $CZ ]] || "$GM" compress "$C" "$CZ" --against "$A" >&2
+# The compressed inputs, made by this tree (a delta finds its anchor by the path
+# compress recorded, relative to the .gmz's folder).
+AZ=$O/anchor.gmz
+CZ=$O/current.delta.gmz
+"$GM" compress "$A" "$AZ" >&2
+"$GM" compress "$C" "$CZ" --against "$A" >&2
 cat "$A" "$C" "$AZ" "$CZ" >/dev/null # warm cache
 
-echo "## Machine"
-echo
-echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "- gomerge tree: $(cd "$REPO" && git rev-parse --short HEAD); fixtures $SIZE BF16, $((in_bytes / 1000000)) MB each"
+bench_machine
+echo "- fixtures $SIZE BF16, $((in_bytes / 1000000)) MB each"
 echo "- sizes: anchor.gmz $(($(stat -c %s "$AZ") / 1000000)) MB, current.delta.gmz $(($(stat -c %s "$CZ") / 1000000)) MB"
 echo
 
-declare -A best cpu rss
+declare -A runs
 cases=(files anchor_gmz both_gmz both_gmz_out_gmz)
-run_case() {
+run_case() { # NAME: prints "wall cpu peak_heap_bytes"
 	local name=$1 out
 	case $name in
 	files) set -- --anchor "$A" --current "$C" ; out=$O/files.safetensors ;;
@@ -67,29 +45,32 @@ run_case() {
 	both_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/both_gmz.safetensors ;;
 	both_gmz_out_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/both.gmz ;;
 	esac
-	local res
-	res=$( { /usr/bin/time -f '%U %S %M' "$GM" sfa "$@" --beta 0.5 --out "$out" >/dev/null; } 2>&1 | tail -1)
-	echo "$res"
+	/usr/bin/time -f '%e %U %S' -o "$O/time" "$GM" sfa "$@" --beta 0.5 --out "$out" --json >"$O/rep.json"
+	local w u s heap
+	read -r w u s <"$O/time"
+	heap=$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["peak_heap_bytes"])' "$O/rep.json")
+	echo "$w $(echo "$u + $s" | bc) $heap"
 }
 for ((r = 0; r < REPS; r++)); do
 	for name in "${cases[@]}"; do
-		t0=$(date +%s.%N)
-		res=$(run_case "$name")
-		t1=$(date +%s.%N)
-		wall=$(echo "$t1 - $t0" | bc)
-		read -r u s m <<<"$res"
-		if [[ -z ${best[$name]:-} ]] || (($(echo "$wall < ${best[$name]}" | bc))); then
-			best[$name]=$wall cpu[$name]=$(echo "$u + $s" | bc) rss[$name]=$m
-		fi
+		log "rep $((r + 1))/$REPS: $name"
+		runs[$name]+="$(run_case "$name")"$'\n'
 	done
 done
+declare -A wall cpu heap
+for name in "${cases[@]}"; do # the run of median wall time
+	read -r "wall[$name]" "cpu[$name]" "heap[$name]" <<<"$(printf '%s' "${runs[$name]}" | sort -n | awk '{l[NR] = $0} END {print l[int((NR + 1) / 2)]}')"
+done
+echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
 "$GM" decompress "$O/both.gmz" "$O/both_gmz_out.safetensors" >/dev/null
 for f in anchor_gmz both_gmz both_gmz_out; do
 	"$GM" distance "$O/files.safetensors" "$O/$f.safetensors" --json |
 		/usr/bin/python3 -c 'import json, sys; l = json.load(sys.stdin)["total"]["l2"]; sys.exit(0 if l == 0 else "%s differs from the uncompressed merge: l2 %r" % (sys.argv[1], l))' "$f"
 done
-echo "| sfa inputs | wall s (best of $REPS) | vs files | CPU s | peak RSS MB |"
-echo "|---|---|---|---|---|"
+echo "| sfa inputs | wall s (median of $REPS) | vs files | CPU s | vs files | peak heap MB |"
+echo "|---|---|---|---|---|---|"
 for name in "${cases[@]}"; do
-	printf '| %s | %.2f | %.2fx | %.2f | %d |\n' "$name" "${best[$name]}" "$(echo "${best[$name]} / ${best[files]}" | bc -l)" "${cpu[$name]}" "$((rss[$name] / 1024))"
+	printf '| %s | %.2f | %.2fx | %.2f | %.2fx | %.1f |\n' "$name" "${wall[$name]}" "$(echo "${wall[$name]} / ${wall[files]}" | bc -l)" \
+		"${cpu[$name]}" "$(echo "${cpu[$name]} / ${cpu[files]}" | bc -l)" "$(echo "${heap[$name]} / 1000000" | bc -l)"
 done

@@ -100,6 +100,9 @@ func Open(path string) (Source, error) {
 	if isGMZ(path) {
 		return openGMZ(path)
 	}
+	if IsCompressedFolder(path) { // gmzfolder.go
+		return openGMZFolder(path)
+	}
 	if isTorchBin(path) { // torchbin.go
 		return openTorchBin(path)
 	}
@@ -213,7 +216,7 @@ type TypeChange struct {
 // isWeightFile says which files of a reference folder are weights, of any format,
 // that an output replaces rather than carries over.
 func isWeightFile(name string) bool {
-	for _, suf := range []string{".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"} {
+	for _, suf := range []string{".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".gmz"} {
 		if strings.HasSuffix(name, suf) {
 			return true
 		}

@@ -70,14 +70,19 @@ func Compress(ctx context.Context, in, out string, opts CompressOptions) (*Compr
 	return res, nil
 }
 
-// WriteCompressed codes the safetensors file in as a .gmz into w. outDir is the
-// folder the .gmz will live in, which a delta's reference path is relative to.
+// WriteCompressed codes the checkpoint file in (safetensors or GGUF) as a .gmz into
+// w. outDir is the folder the .gmz will live in, which a delta's reference path is
+// relative to.
 func WriteCompressed(ctx context.Context, w io.Writer, in, outDir string, opts CompressOptions) (*CompressResult, error) {
-	src, err := safetensors.Open(in)
+	open := readSafetensorsForGMZ
+	if isGGUF(in) {
+		open = readGGUFForGMZ // compressgguf.go
+	}
+	c, err := open(in)
 	if err != nil {
 		return nil, err
 	}
-	defer src.Close()
+	defer c.close()
 	var ref *Reference
 	if opts.Against != "" {
 		if ref, err = OpenReference(opts.Against); err != nil {
@@ -85,23 +90,11 @@ func WriteCompressed(ctx context.Context, w io.Writer, in, outDir string, opts C
 		}
 		defer ref.Close()
 	}
-	// The source header (length prefix and JSON), read through the same descriptor
-	// the tensors are mapped from.
-	hdr := make([]byte, 8+src.HeaderSize())
-	if _, err := src.Section(&safetensors.TensorInfo{Begin: 0, End: int64(len(hdr))}).ReadAt(hdr, 0); err != nil {
-		return nil, fmt.Errorf("%s: reading header: %w", in, err)
-	}
-	inputs := make([]gmz.Input, len(src.Tensors))
-	res := &CompressResult{InBytes: src.Size()}
-	for i := range src.Tensors { // file order, so the .gmz rebuilds the file
-		t := &src.Tensors[i]
-		b, err := src.Bytes(t)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", in, err)
-		}
-		inputs[i] = gmz.Input{Name: t.Name, DType: t.DType, Shape: t.Shape, Data: b}
-		if ref != nil {
-			rb, ok, err := ref.Match(t.Name, t.DType, t.Shape)
+	inputs := c.inputs
+	res := &CompressResult{InBytes: c.size}
+	if ref != nil {
+		for i := range inputs {
+			rb, ok, err := ref.Match(inputs[i].Name, inputs[i].DType, inputs[i].Shape)
 			if err != nil {
 				return nil, err
 			}
@@ -119,12 +112,47 @@ func WriteCompressed(ctx context.Context, w io.Writer, in, outDir string, opts C
 		refName = referencePath(opts.Against, outDir)
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
-	res.Stats, err = gmz.Write(ctx, bw, gmz.Source{Format: "safetensors", Header: hdr}, src.Metadata, inputs,
+	res.Stats, err = gmz.Write(ctx, bw, c.src, c.meta, inputs,
 		gmz.Options{FrameSize: opts.FrameSize, Workers: opts.Workers, Reference: refName, Stats: opts.Stats})
 	if err != nil {
 		return nil, err
 	}
 	return res, bw.Flush()
+}
+
+// gmzInput is a checkpoint file opened for compression: its description for the
+// .gmz header and its tensors in file order, viewing its mapping until close.
+type gmzInput struct {
+	src    gmz.Source
+	meta   map[string]string
+	inputs []gmz.Input
+	size   int64
+	close  func() error
+}
+
+func readSafetensorsForGMZ(in string) (*gmzInput, error) {
+	src, err := safetensors.Open(in)
+	if err != nil {
+		return nil, err
+	}
+	// The source header (length prefix and JSON), read through the same descriptor
+	// the tensors are mapped from.
+	hdr := make([]byte, 8+src.HeaderSize())
+	if _, err := src.Section(&safetensors.TensorInfo{Begin: 0, End: int64(len(hdr))}).ReadAt(hdr, 0); err != nil {
+		src.Close()
+		return nil, fmt.Errorf("%s: reading header: %w", in, err)
+	}
+	c := &gmzInput{src: gmz.Source{Format: "safetensors", Header: hdr}, meta: src.Metadata, size: src.Size(), close: src.Close}
+	for i := range src.Tensors { // file order, so the .gmz rebuilds the file
+		t := &src.Tensors[i]
+		b, err := src.Bytes(t)
+		if err != nil {
+			src.Close()
+			return nil, fmt.Errorf("%s: %w", in, err)
+		}
+		c.inputs = append(c.inputs, gmz.Input{Name: t.Name, DType: t.DType, Shape: t.Shape, Data: b})
+	}
+	return c, nil
 }
 
 // referencePath is how a delta in outDir names its reference: relative to outDir

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/gomerge/gomerge/formats/gmz"
 )
@@ -25,6 +26,19 @@ type Decoder interface {
 	Source
 	// Decodes reports whether Data allocates and decodes.
 	Decodes() bool
+}
+
+// RangeDecoder is a Decoder that also decodes part of a tensor, so that a consumer
+// that reads a tensor piece by piece (the merge engine) holds a few pieces of it at a
+// time rather than the whole.
+type RangeDecoder interface {
+	Decoder
+	// DecodeUnit is the size in bytes of the pieces the named tensor is coded in
+	// (0 if unknown): a range that starts and ends on multiples of it decodes no
+	// byte it does not return.
+	DecodeUnit(name string) int64
+	// DecodeRange decodes bytes [off, off+len(dst)) of the named tensor into dst.
+	DecodeRange(name string, off int64, dst []byte) error
 }
 
 // Decodes reports whether s's Data decodes into new memory (see Decoder).
@@ -49,6 +63,7 @@ type gmzSource struct {
 	f     *gmz.File
 	ref   Source // the reference of a delta file, nil for a full one
 	metas []TensorMeta
+	bufs  sync.Pool // *[]byte: whole frames around a range that does not cover them, and reference ranges
 }
 
 // gmzInputError marks a .gmz problem as bad input (exit 3), naming the file.
@@ -79,7 +94,7 @@ func openGMZ(path string) (Source, error) {
 	s := &gmzSource{path: path, f: f}
 	if f.Source.Format != "safetensors" {
 		f.Close()
-		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; gomerge merges compressed safetensors", path, f.Source.Format)}
+		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; merges read compressed safetensors only (gomerge decompress it first)", path, f.Source.Format)}
 	}
 	delta := false
 	for i := range f.Tensors {
@@ -165,4 +180,127 @@ func (s *gmzSource) Data(name string) ([]byte, error) {
 		return nil, gmzErr(s.path, err)
 	}
 	return b, nil
+}
+
+// DecodeUnit is the file's frame size: ranges on frame boundaries decode exactly
+// their frames.
+func (s *gmzSource) DecodeUnit(string) int64 { return s.f.FrameSize }
+
+// DecodeRange decodes bytes [off, off+len(dst)) of a tensor: the frames it covers,
+// one after another on the caller's goroutine (the engine calls it from each of its
+// workers), each frame's checksum checked. A frame only partly in the range is
+// decoded whole into a buffer and the part copied. A delta's reference is read for
+// the same frames; a frame that does not check out is blamed on the reference when
+// the reference's whole tensor does not match the checksum the delta recorded.
+func (s *gmzSource) DecodeRange(name string, off int64, dst []byte) error {
+	t, ok := s.f.Tensor(name)
+	if !ok {
+		return fmt.Errorf("%s: tensor %q: not found", s.path, name)
+	}
+	end := off + int64(len(dst))
+	if off < 0 || end > t.Size || end < off {
+		return fmt.Errorf("%s: tensor %q: bytes [%d, %d) of %d", s.path, name, off, end, t.Size)
+	}
+	if len(dst) == 0 {
+		return nil
+	}
+	fs := s.f.FrameSize
+	first, last := off/fs, (end+fs-1)/fs // frames [first, last)
+	lo, hi := first*fs, min(last*fs, t.Size)
+	buf := dst
+	if lo != off || hi != end {
+		b := s.buf(hi - lo)
+		defer s.bufs.Put(b)
+		buf = (*b)[:hi-lo]
+	}
+	var ref []byte
+	if t.Delta {
+		r, put, err := s.refRange(t, lo, hi)
+		if err != nil {
+			return err
+		}
+		defer put()
+		ref = r
+	}
+	for i := first; i < last; i++ {
+		fr := &t.Frames[i]
+		a, b := fr.RawOff-lo, fr.RawOff-lo+fr.Raw
+		var r []byte
+		if t.Delta {
+			r = ref[a:b]
+		}
+		if err := s.f.ReadFrame(t, int(i), buf[a:b], r); err != nil {
+			if t.Delta {
+				if rerr := s.checkWholeReference(t); rerr != nil {
+					return rerr
+				}
+			}
+			return gmzErr(s.path, err)
+		}
+	}
+	if lo != off || hi != end {
+		copy(dst, buf[off-lo:])
+	}
+	return nil
+}
+
+// buf returns a pooled buffer of at least n bytes.
+func (s *gmzSource) buf(n int64) *[]byte {
+	b, _ := s.bufs.Get().(*[]byte)
+	if b == nil {
+		b = new([]byte)
+	}
+	if int64(cap(*b)) < n {
+		*b = make([]byte, n)
+	}
+	return b
+}
+
+// refRange returns bytes [lo, hi) of t's reference tensor, and what to call once
+// they are no longer used: a view of a mapped reference, or a range of a
+// compressed one decoded into a pooled buffer.
+func (s *gmzSource) refRange(t *gmz.Tensor, lo, hi int64) ([]byte, func(), error) {
+	if rd, ok := s.ref.(RangeDecoder); ok {
+		if err := s.checkReferenceMeta(t); err != nil {
+			return nil, nil, err
+		}
+		b := s.buf(hi - lo)
+		if err := rd.DecodeRange(t.Name, lo, (*b)[:hi-lo]); err != nil {
+			s.bufs.Put(b)
+			return nil, nil, fmt.Errorf("%s: tensor %q: reading its reference: %w", s.path, t.Name, err)
+		}
+		return (*b)[:hi-lo], func() { s.bufs.Put(b) }, nil
+	}
+	all, err := s.ref.Data(t.Name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: tensor %q: reading its reference: %w", s.path, t.Name, err)
+	}
+	if int64(len(all)) != t.Size {
+		return nil, nil, gmzErr(s.path, gmz.CheckReference(t, all))
+	}
+	return all[lo:hi], func() {}, nil
+}
+
+// checkReferenceMeta checks that the reference holds t with t's size.
+func (s *gmzSource) checkReferenceMeta(t *gmz.Tensor) error {
+	for _, m := range s.ref.Tensors() {
+		if m.Name == t.Name {
+			if m.DType.Bytes(m.NumElements()) != t.Size {
+				return gmzErr(s.path, &gmz.ReferenceError{Tensor: t.Name, Want: t.RefChecksum})
+			}
+			return nil
+		}
+	}
+	return gmzErr(s.path, &gmz.ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum})
+}
+
+// checkWholeReference checks t's whole reference tensor against the checksum the
+// delta recorded (after a frame failed its check: a wrong reference, or a corrupt
+// frame).
+func (s *gmzSource) checkWholeReference(t *gmz.Tensor) error {
+	all, err := s.ref.Data(t.Name)
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: reading its reference: %w", s.path, t.Name, err)
+	}
+	return gmzErr(s.path, gmz.CheckReference(t, all))
 }

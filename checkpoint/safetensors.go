@@ -62,6 +62,8 @@ func (safetensorsFormat) Plan(out Output) (*Layout, error) {
 			if out.ShardSize == 0 {
 				opts.Layout = layoutOf(ref.c, out.Tensors)
 			}
+		} else if gf, ok := out.Ref.(*gmzFolder); ok { // gmzfolder.go: its config, tokenizer, index...
+			opts.ExtraFrom, opts.Link, opts.NotCopied = gf.dir, out.InPlace, isWeightFile
 		} else if tr, ok := out.Ref.(*torchSource); ok && tr.dir != "" { // torchbin.go
 			opts.ExtraFrom, opts.Link, opts.NotCopied, opts.Replace = tr.dir, out.InPlace, isWeightFile, tr.weightFiles()
 		}

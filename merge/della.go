@@ -197,8 +197,8 @@ func newRowPool(t *TensorPlan, L int64) (*rowPool, error) {
 		if bs == 0 || L%bs != 0 && L < n {
 			return nil, fmt.Errorf("%s: tensor %q: rows of %d elements do not hold whole %s blocks", op.File, t.Name, L, op.DType)
 		}
-		if int64(len(op.Data)) < op.DType.Bytes((n+bs-1)/bs*bs) {
-			return nil, fmt.Errorf("%s: tensor %q: %d bytes of data, short of %d elements", op.File, t.Name, len(op.Data), n)
+		if op.Len() < op.DType.Bytes((n+bs-1)/bs*bs) {
+			return nil, fmt.Errorf("%s: tensor %q: %d bytes of data, short of %d elements", op.File, t.Name, op.Len(), n)
 		}
 	}
 	rp := &rowPool{t: t, L: min(L, max(n, 1)), n: n}

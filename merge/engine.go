@@ -62,6 +62,11 @@ type Kernel struct {
 	// task arithmetic, linear, distance): with fewer than three operands, the PCIe
 	// copies decide whether the device wins, so Device.Light decides.
 	GPULight bool
+	// WholeInputs marks a kernel that reads its operands' Data beyond the chunk it is
+	// given (rows that straddle chunks): an input that decodes (a compressed
+	// checkpoint) is then decoded whole when the tensor starts, instead of a span of
+	// frames at a time (see runStreamed).
+	WholeInputs bool
 	// Err, if set, says the kernel could not be made for this tensor (a parameter a
 	// recipe gives it is out of range): Execute stops with it before any work,
 	// naming the tensor.
@@ -134,6 +139,11 @@ type scratch struct {
 	dst     []float32
 	out     []byte
 	ops     []Operand // the fused path's byte views of the inputs
+	// a span's view of a tensor whose inputs decode (runStreamed): its operands,
+	// and the decoded spans of those that decode, one buffer per operand
+	view    TensorPlan
+	viewOps []Operand
+	spans   [][]byte
 }
 
 // Execute runs kernelFor's kernel over every merged tensor of the plan and copies the
@@ -215,7 +225,8 @@ type execution struct {
 
 func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
 	nIn, nAux := len(plan.Inputs), len(plan.Aux)
-	scratchBytes := int64(ChunkElems) * int64(4*(nIn+nAux+1)+8)
+	// A scratch also holds a span of each operand that decodes (runStreamed).
+	scratchBytes := int64(ChunkElems)*int64(4*(nIn+nAux+1)+8) + spanBytes(plan)
 	budget := opts.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
@@ -329,6 +340,9 @@ func (x *execution) runCPU(onGPU []bool) {
 // holds the tensors in flight rather than the model.
 func (x *execution) runTensor(ti int) bool {
 	t := &x.plan.Tensors[ti]
+	if x.streams(ti) {
+		return x.runStreamed(ti)
+	}
 	if t.deferred() {
 		if err := t.materialize(); err != nil {
 			x.launch(func() error { return err })
@@ -356,17 +370,7 @@ func (x *execution) copyTensor(ti int) bool {
 	t := &x.plan.Tensors[ti]
 	for off := int64(0); off < int64(len(t.Copy.Data)) || off == 0; off += copyChunkBytes {
 		end := min(off+copyChunkBytes, int64(len(t.Copy.Data)))
-		if !x.launch(guarded(t, func() error {
-			if err := x.sink.WriteAt(ti, off, t.Copy.Data[off:end]); err != nil {
-				return &OutputError{Path: fmt.Sprintf("tensor %q", t.Name), Err: err}
-			}
-			x.bytesRead.Add(end - off)
-			x.bytesWritten.Add(end - off)
-			if x.opts.Progress != nil {
-				x.opts.Progress(end - off)
-			}
-			return nil
-		})) {
+		if !x.launch(guarded(t, func() error { return x.writeCopy(ti, off, t.Copy.Data[off:end]) })) {
 			return false
 		}
 		if end == int64(len(t.Copy.Data)) {
@@ -376,9 +380,45 @@ func (x *execution) copyTensor(ti int) bool {
 	return true
 }
 
+// writeCopy writes bytes of a copied tensor at off, and counts them.
+func (x *execution) writeCopy(ti int, off int64, b []byte) error {
+	if err := x.sink.WriteAt(ti, off, b); err != nil {
+		return &OutputError{Path: fmt.Sprintf("tensor %q", x.plan.Tensors[ti].Name), Err: err}
+	}
+	n := int64(len(b))
+	x.bytesRead.Add(n)
+	x.bytesWritten.Add(n)
+	if x.opts.Progress != nil {
+		x.opts.Progress(n)
+	}
+	return nil
+}
+
 // runPasses runs a kernel's passes over its tensor, one after another, each over
 // every chunk; this goroutine is not a worker, so waiting here holds no worker slot.
 func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
+	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
+	return x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
+		for c := int64(0); c < nChunks; c++ {
+			wg.Add(1)
+			if !x.launch(guarded(t, func() error {
+				defer wg.Done()
+				s := x.getScratch()
+				defer x.putScratch(s)
+				return passChunk(t, pass, c, s, perChunk, &x.bytesRead)
+			})) {
+				wg.Done()
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// passes runs k's passes over t in order: launch starts one pass's work over every
+// chunk, counted in wg, and false when the run is stopping; each pass's Done runs
+// once its work is done.
+func (x *execution) passes(t *TensorPlan, k Kernel, launch func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool) bool {
 	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
 	for _, pass := range k.Passes {
 		if pass.Skip != nil && pass.Skip() {
@@ -386,27 +426,9 @@ func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
 		}
 		perChunk := make([]float64, nChunks*int64(pass.NumStats))
 		var wg sync.WaitGroup
-		for c := int64(0); c < nChunks; c++ {
-			wg.Add(1)
-			if !x.launch(guarded(t, func() error {
-				defer wg.Done()
-				s := x.getScratch()
-				defer x.putScratch(s)
-				pos := Chunk{Index: c, Offset: c * ChunkElems}
-				in, aux, err := decodeChunk(t, pos, s, &x.bytesRead)
-				if err != nil {
-					return err
-				}
-				pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
-				return nil
-			})) {
-				wg.Done()
-				wg.Wait()
-				return false
-			}
-		}
+		ok := launch(pass, perChunk, &wg)
 		wg.Wait()
-		if x.gctx.Err() != nil {
+		if !ok || x.gctx.Err() != nil {
 			return false
 		}
 		if pass.Done != nil {
@@ -417,6 +439,17 @@ func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
 		}
 	}
 	return true
+}
+
+// passChunk runs a pass over chunk c of t, its statistics into perChunk.
+func passChunk(t *TensorPlan, pass Pass, c int64, s *scratch, perChunk []float64, bytesRead *atomic.Int64) error {
+	pos := Chunk{Index: c, Offset: c * ChunkElems}
+	in, aux, err := decodeChunk(t, pos, s, bytesRead)
+	if err != nil {
+		return err
+	}
+	pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
+	return nil
 }
 
 // mergeChunks launches a tensor's chunks: merged (or converted, for a copy that
@@ -499,7 +532,7 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bo
 func decodeChunk(t *TensorPlan, pos Chunk, s *scratch, bytesRead *atomic.Int64) (in, aux [][]float32, err error) {
 	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
 	decode := func(dst []float32, op Operand) error {
-		if err := dtype.Decode(dst, op.Data[op.DType.Bytes(pos.Offset):], op.DType); err != nil {
+		if err := dtype.Decode(dst, op.at(pos.Offset), op.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", op.File, t.Name, err)
 		}
 		bytesRead.Add(op.DType.Bytes(int64(n)))
@@ -544,7 +577,7 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 			k.Merge(dst, in, aux, pos)
 		}
 	} else { // a copy that changes dtype
-		if err := dtype.Decode(dst, t.Copy.Data[t.Copy.DType.Bytes(pos.Offset):], t.Copy.DType); err != nil {
+		if err := dtype.Decode(dst, t.Copy.at(pos.Offset), t.Copy.DType); err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", t.Copy.File, t.Name, err)
 		}
 		bytesRead.Add(t.Copy.DType.Bytes(int64(n)))
@@ -589,7 +622,7 @@ func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sin
 	ops := s.ops[:0]
 	var read int64
 	for _, op := range t.In {
-		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.Data[op.DType.Bytes(pos.Offset):op.DType.Bytes(pos.Offset+int64(n))]})
+		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.at(pos.Offset)[:op.DType.Bytes(int64(n))]})
 		read += op.DType.Bytes(int64(n))
 	}
 	buf := s.out[:t.OutDType.Bytes(int64(n))]

@@ -130,6 +130,7 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 	}
 	nModels := len(m.weights)
 	return Kernel{
+		WholeInputs: true, // rows read their inputs beyond the chunk
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			rb := rows.get()
 			defer rows.put(rb)

@@ -40,7 +40,17 @@ type Operand struct {
 	// hold the whole model in memory from planning on (checkpoint.Decoder).
 	load func() ([]byte, error)
 	size int64
+	// read, when set beside load, decodes bytes [off, off+len(dst)) of the tensor,
+	// so that the engine can hold a span of it at a time (runStreamed); unit is the
+	// size of the pieces the source decodes in. base is the element Data starts at:
+	// 0, but a span's first element in a span's view of the tensor.
+	read func(off int64, dst []byte) error
+	unit int64
+	base int64
 }
+
+// at returns the operand's bytes from element i on.
+func (o *Operand) at(i int64) []byte { return o.Data[o.DType.Bytes(i-o.base):] }
 
 // Len is the operand's length in bytes, whether or not its data is loaded yet.
 func (o *Operand) Len() int64 {
@@ -58,6 +68,10 @@ func operand(s Source, meta *TensorMeta) (Operand, error) {
 		name := meta.Name
 		op.size = meta.DType.Bytes(meta.NumElements())
 		op.load = func() ([]byte, error) { return s.Data(name) }
+		if rd, ok := s.(checkpoint.RangeDecoder); ok {
+			op.read = func(off int64, dst []byte) error { return rd.DecodeRange(name, off, dst) }
+			op.unit = rd.DecodeUnit(name)
+		}
 		return op, nil
 	}
 	var err error
@@ -249,7 +263,11 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 			return nil, err
 		}
 		tp.Copy = copyOp
-		if !ref.DType.IsFloat() {
+		others := false
+		for i, m := range metas {
+			others = others || m != nil && i != from
+		}
+		if !ref.DType.IsFloat() && others {
 			// Integer and bool tensors are compared now, decoded if need be: they are
 			// small (ids, masks), and a mismatch must stop the merge before it starts.
 			refData := copyOp.Data
@@ -262,6 +280,8 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 			if err := guarded(&TensorPlan{Name: name, Copy: tp.Copy}, compare)(); err != nil {
 				return nil, err
 			}
+		}
+		if !ref.DType.IsFloat() {
 			p.Tensors = append(p.Tensors, tp)
 			continue
 		}

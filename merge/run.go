@@ -127,6 +127,8 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}
 	if out := job.outPath(); checkpoint.IsCompressedPath(out) {
 		return runCompressed(ctx, job, out)
+	} else if job.InPlace && checkpoint.IsCompressedFolder(out) {
+		return nil, fmt.Errorf("%w: --in-place on %s, a compressed folder, is not supported: merge into a new folder (--out), then compress it", ErrBadParameter, out)
 	}
 	dest, format, err := lockOutput(ctx, job)
 	if err != nil {

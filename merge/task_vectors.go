@@ -201,6 +201,8 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 	}
 	k := Kernel{
 		Passes: passes,
+		// della's rows read their inputs beyond the chunk
+		WholeInputs: o.sparsify == SparsifyDella,
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -51,7 +52,7 @@ type compressReport struct {
 func newCompressCmd(ios *IOStreams) *cobra.Command {
 	var o compressOptions
 	cmd := &cobra.Command{
-		Use:   "compress IN.safetensors OUT.gmz [--against REF]",
+		Use:   "compress IN.safetensors|DIR OUT.gmz|OUTDIR [--against REF]",
 		Short: "Compress a checkpoint losslessly (.gmz); with --against, as a delta from a reference",
 		Long: `Compress a safetensors checkpoint into a .gmz file, losslessly: 'gomerge decompress'
 gives back the original file byte for byte.
@@ -64,8 +65,12 @@ so decoding is parallel, random-access and checked.
 With --against REF, every tensor that REF holds with the same name, dtype and shape
 is stored as its bitwise XOR with REF's (a checkpoint against its anchor or base:
 the bits that did not change cost almost nothing). Decompressing then needs the same
-REF, which is checked against a checksum recorded per tensor.`,
+REF, which is checked against a checksum recorded per tensor.
+
+A Hugging Face folder compresses into a folder: each .safetensors shard becomes
+NAME.gmz, and the other files (index, config, tokenizer) are copied as they are.`,
 		Example: `  gomerge compress model.safetensors model.gmz
+  gomerge compress llama-3-8b/ llama-3-8b-gmz/
   gomerge compress step_400.safetensors step_400.gmz --against anchor.safetensors
   gomerge compress model.safetensors model.gmz --stats --json`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -91,11 +96,12 @@ REF, which is checked against a checksum recorded per tensor.`,
 func newDecompressCmd(ios *IOStreams) *cobra.Command {
 	var o compressOptions
 	cmd := &cobra.Command{
-		Use:   "decompress IN.gmz OUT.safetensors [--against REF]",
+		Use:   "decompress IN.gmz|DIR OUT.safetensors|OUTDIR [--against REF]",
 		Short: "Give back the original checkpoint of a .gmz file, byte for byte",
 		Long: `Decompress a .gmz file made by 'gomerge compress' into the original file, checking
 every frame's CRC-32C. A delta needs --against with the same reference it was made
-against; a different one is refused (exit status 3) before anything is written.`,
+against; a different one is refused (exit status 3) before anything is written.
+A compressed folder decompresses into the folder it was made from.`,
 		Example: `  gomerge decompress model.gmz model.safetensors
   gomerge decompress step_400.gmz step_400.safetensors --against anchor.safetensors`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -145,14 +151,18 @@ func runCompress(ctx context.Context, ios *IOStreams, o *compressOptions) error 
 	if o.frameSize <= 0 || o.frameSize%8 != 0 || o.frameSize > 64<<20 {
 		return usagef("--frame-size %d: must be a multiple of 8 up to 64 MiB", o.frameSize)
 	}
-	if checkpoint.IsFolderPath(o.in) {
-		return usagef("%s: compress takes a single .safetensors file (folders are not supported yet)", o.in)
-	}
 	if err := checkOutputPath(o); err != nil {
 		return err
 	}
+	compress := checkpoint.Compress
+	if st, err := os.Stat(o.in); err == nil && st.IsDir() {
+		if checkpoint.IsCompressedPath(o.out) {
+			return usagef("%s is a folder, and compresses into a folder: name the output without .gmz", o.in)
+		}
+		compress = checkpoint.CompressFolder
+	}
 	start := time.Now()
-	res, err := checkpoint.Compress(ctx, o.in, o.out, checkpoint.CompressOptions{
+	res, err := compress(ctx, o.in, o.out, checkpoint.CompressOptions{
 		Against: o.against, FrameSize: o.frameSize, Workers: o.threads, Stats: o.stats})
 	if err != nil {
 		return gmzError(o.in, err)
@@ -195,61 +205,142 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 		return err
 	}
 	start := time.Now()
-	in, err := gmz.Open(o.in)
-	if err != nil {
-		return gmzError(o.in, err)
+	var names, shards []string // a folder's .gmz files, and what they decompress to
+	folder := checkpoint.IsCompressedFolder(o.in)
+	if folder {
+		var err error
+		if names, shards, err = checkpoint.CompressedShards(o.in); err != nil {
+			return err
+		}
 	}
-	defer in.Close()
-	delta := slices.ContainsFunc(in.Tensors, func(t gmz.Tensor) bool { return t.Delta })
-	if delta && o.against == "" {
-		return usagef("%s is a delta against %q: give that checkpoint with --against", o.in, in.Reference)
+	paths := []string{o.in}
+	if folder {
+		paths = paths[:0]
+		for _, n := range names {
+			paths = append(paths, filepath.Join(o.in, n))
+		}
 	}
-	var refFn gmz.RefFunc
-	if delta {
-		ref, err := checkpoint.OpenReference(o.against)
+	var files []*gmz.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	delta := false
+	for _, p := range paths {
+		in, err := gmz.Open(p)
 		if err != nil {
+			return gmzError(p, err)
+		}
+		files = append(files, in)
+		if slices.ContainsFunc(in.Tensors, func(t gmz.Tensor) bool { return t.Delta }) {
+			delta = true
+			if o.against == "" {
+				return usagef("%s is a delta against %q: give that checkpoint with --against", p, in.Reference)
+			}
+		}
+	}
+	var ref *checkpoint.Reference
+	if delta {
+		var err error
+		if ref, err = checkpoint.OpenReference(o.against); err != nil {
 			return err
 		}
 		defer ref.Close()
-		// Check every reference tensor before writing anything, so a wrong reference
-		// fails fast and never leaves work behind.
-		for i := range in.Tensors {
-			t := &in.Tensors[i]
-			if !t.Delta {
-				continue
-			}
-			rb, ok, err := ref.Match(t.Name, t.DType, t.Shape)
-			if err != nil {
+		for i, in := range files {
+			if err := checkReference(in, ref, paths[i], o.against); err != nil {
 				return err
 			}
-			if !ok {
-				rb = nil
-			}
-			if err := gmz.CheckReference(t, rb); err != nil {
-				return badInputError{fmt.Errorf("%s: --against %s: %w", o.in, o.against, err)}
-			}
-		}
-		refFn = func(name string) ([]byte, error) {
-			t, _ := in.Tensor(name)
-			rb, _, err := ref.Match(name, t.DType, t.Shape)
-			return rb, err
 		}
 	}
-	err = writeAtomic(ctx, o.out, func(f *os.File) error {
-		if err := f.Truncate(in.Source.Size); err != nil {
-			return err
-		}
-		return in.WriteSource(ctx, f, refFn, o.threads)
-	})
+	var inBytes, outBytes int64
+	for _, in := range files {
+		inBytes += in.Size()
+		outBytes += in.Source.Size
+	}
+	var err error
+	if folder {
+		err = decompressFolder(ctx, o, shards, files, ref)
+	} else {
+		err = writeAtomic(ctx, o.out, func(f *os.File) error {
+			if err := f.Truncate(files[0].Source.Size); err != nil {
+				return err
+			}
+			return files[0].WriteSource(ctx, f, refFunc(files[0], ref), o.threads)
+		})
+	}
 	if err != nil {
 		return gmzError(o.in, err)
 	}
-	rep := compressReport{Input: o.in, Output: o.out, Against: o.against, InBytes: in.Size(), OutBytes: in.Source.Size,
+	rep := compressReport{Input: o.in, Output: o.out, Against: o.against, InBytes: inBytes, OutBytes: outBytes,
 		Seconds: time.Since(start).Seconds()}
-	if in.Size() > 0 {
-		rep.Ratio = float64(in.Source.Size) / float64(in.Size())
+	if inBytes > 0 {
+		rep.Ratio = float64(outBytes) / float64(inBytes)
 	}
 	return report(ios, o, &rep)
+}
+
+// checkReference checks every reference tensor of a delta before anything is
+// written, so that a wrong reference fails fast and never leaves work behind.
+func checkReference(in *gmz.File, ref *checkpoint.Reference, path, against string) error {
+	for i := range in.Tensors {
+		t := &in.Tensors[i]
+		if !t.Delta {
+			continue
+		}
+		rb, ok, err := ref.Match(t.Name, t.DType, t.Shape)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			rb = nil
+		}
+		if err := gmz.CheckReference(t, rb); err != nil {
+			return badInputError{fmt.Errorf("%s: --against %s: %w", path, against, err)}
+		}
+	}
+	return nil
+}
+
+// refFunc serves in's reference tensors from ref (nil when in is no delta).
+func refFunc(in *gmz.File, ref *checkpoint.Reference) gmz.RefFunc {
+	if ref == nil {
+		return nil
+	}
+	return func(name string) ([]byte, error) {
+		t, _ := in.Tensor(name)
+		rb, _, err := ref.Match(name, t.DType, t.Shape)
+		return rb, err
+	}
+}
+
+// decompressFolder writes a compressed folder's shards back as .safetensors files,
+// beside its other files, through the crash-safe output.
+func decompressFolder(ctx context.Context, o *compressOptions, shards []string, files []*gmz.File, ref *checkpoint.Reference) error {
+	dest, err := atomicout.Lock(ctx, o.out, true, nil)
+	if err != nil {
+		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	defer dest.Unlock()
+	l := atomicout.Layout{Carry: &atomicout.Carry{From: o.in, Skip: func(name string) bool { return strings.EqualFold(filepath.Ext(name), ".gmz") }}}
+	for i, st := range shards {
+		l.Files = append(l.Files, atomicout.File{Name: st, Size: files[i].Source.Size})
+		l.Marks = append(l.Marks, st)
+	}
+	out, err := dest.Create(l)
+	if err != nil {
+		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	for i, in := range files {
+		if err := in.WriteSource(ctx, out.Stream(i), refFunc(in, ref), o.threads); err != nil {
+			out.Abort()
+			return err
+		}
+	}
+	if err := out.Commit(); err != nil {
+		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	return nil
 }
 
 // checkOutputPath refuses an output that is the input or the reference: the rename

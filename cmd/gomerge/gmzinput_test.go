@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 )
 
 // tensorBytes returns every tensor's bytes of a checkpoint, by name.
@@ -155,5 +160,194 @@ func TestSFAKeepHistory(t *testing.T) {
 	}
 	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--in-place", "--keep-history", hist); code != exitUsage {
 		t.Errorf("folder result: exit %d, want %d: %s", code, exitUsage, stderr)
+	}
+}
+
+// A Hugging Face folder (shards, index, config) compresses into a folder of .gmz
+// shards beside the other files, full or as a delta; decompress gives every file back
+// byte for byte; merges read the compressed folder as the folder it was made from,
+// and a folder output from it keeps its other files.
+func TestCompressFolder(t *testing.T) {
+	f := newCLIFixture(t)
+	if err := os.WriteFile(filepath.Join(f.folder, "config.json"), []byte(`{"model_type": "llama"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gz := filepath.Join(f.dir, "current-gz")
+	dgz := filepath.Join(f.dir, "current-delta")
+	for _, args := range [][]string{
+		{"compress", f.folder, gz},
+		{"compress", f.folder, dgz, "--against", f.anchor},
+	} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	ents, err := os.ReadDir(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Contains(names, "config.json") || !slices.Contains(names, "model.safetensors.index.json") ||
+		slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".safetensors") }) ||
+		!slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".gmz") }) {
+		t.Fatalf("compressed folder holds %v", names)
+	}
+	sameFolder := func(what, got, want string) {
+		t.Helper()
+		we, err := os.ReadDir(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ge, err := os.ReadDir(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ge) != len(we) {
+			t.Fatalf("%s: %d files, want %d", what, len(ge), len(we))
+		}
+		for _, e := range we {
+			if !bytes.Equal(readFile(t, filepath.Join(got, e.Name())), readFile(t, filepath.Join(want, e.Name()))) {
+				t.Errorf("%s: %s differs", what, e.Name())
+			}
+		}
+	}
+	back := filepath.Join(f.dir, "back")
+	if code, _, stderr := gomerge(t, "decompress", gz, back); code != 0 {
+		t.Fatalf("decompress: exit %d: %s", code, stderr)
+	}
+	sameFolder("full", back, f.folder)
+	if code, _, stderr := gomerge(t, "decompress", dgz, back); code != exitUsage {
+		t.Errorf("a delta folder without --against: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := gomerge(t, "decompress", dgz, back, "--against", f.current); code != exitBadInput || !strings.Contains(stderr, "reference") {
+		t.Errorf("a delta folder against the wrong reference: exit %d: %s", code, stderr)
+	}
+	sameFolder("untouched after a refused decompress", back, f.folder)
+	if code, _, stderr := gomerge(t, "decompress", dgz, back, "--against", f.anchor); code != 0 {
+		t.Fatalf("decompress delta: exit %d: %s", code, stderr)
+	}
+	sameFolder("delta", back, f.folder)
+
+	want := filepath.Join(f.dir, "want")
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--beta", "0.3", "--out", want); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, in := range []string{gz, dgz} {
+		got := filepath.Join(f.dir, "got")
+		if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", in, "--beta", "0.3", "--out", got, "--threads", "2"); code != 0 {
+			t.Fatalf("%s: exit %d: %s", in, code, stderr)
+		}
+		sameTensors(t, in, got, want)
+		if !bytes.Equal(readFile(t, filepath.Join(got, "config.json")), readFile(t, filepath.Join(f.folder, "config.json"))) {
+			t.Errorf("%s: the merged folder lacks the input's config.json", in)
+		}
+		os.RemoveAll(got)
+	}
+	if code, _, stderr := gomerge(t, "compress", f.folder, filepath.Join(f.dir, "x.gmz")); code != exitUsage {
+		t.Errorf("folder into x.gmz: exit %d: %s", code, stderr)
+	}
+	before := readFile(t, filepath.Join(gz, "model.safetensors.index.json"))
+	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", gz, "--in-place"); code != exitUsage || !strings.Contains(stderr, "compressed folder") {
+		t.Errorf("--in-place on a compressed folder: exit %d: %s", code, stderr)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(gz, "model.safetensors.index.json")), before) {
+		t.Error("a refused in-place merge changed the compressed folder")
+	}
+}
+
+// A GGUF file (quantized and float tensors, alignment padding) compresses, full or
+// as a delta against another, and decompresses byte for byte; merges refuse it with
+// a clear error rather than misreading it.
+func TestCompressGGUF(t *testing.T) {
+	dir := t.TempDir()
+	base := gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)
+	// An F16 tensor too, coded in byte planes.
+	base = append(base, gguftest.Tensor{Name: "extra.f16", DType: dtype.F16, Shape: []int64{3, 33}, Data: make([]byte, 2*99)})
+	for i := range base[len(base)-1].Data {
+		base[len(base)-1].Data[i] = byte(i * 7)
+	}
+	a, b := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "b.gguf")
+	if err := gguftest.WriteFile(a, gguftest.Metadata(gguftest.Tiny, "a"), base); err != nil {
+		t.Fatal(err)
+	}
+	if err := gguftest.WriteFile(b, gguftest.Metadata(gguftest.Tiny, "a"), gguftest.Perturb(base, 0.1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	az, bz := filepath.Join(dir, "a.gmz"), filepath.Join(dir, "b.gmz")
+	for _, args := range [][]string{
+		{"compress", a, az},
+		{"compress", b, bz, "--against", a},
+	} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	if v := readFile(t, az)[8]; v != 2 {
+		t.Errorf("a GGUF file with padding compresses to a version %d .gmz, want 2 (gaps)", v)
+	}
+	for _, c := range []struct {
+		in, want string
+		args     []string
+	}{{az, a, nil}, {bz, b, []string{"--against", a}}} {
+		back := filepath.Join(dir, "back.gguf")
+		if code, _, stderr := gomerge(t, append([]string{"decompress", c.in, back}, c.args...)...); code != 0 {
+			t.Fatalf("decompress %s: exit %d: %s", c.in, code, stderr)
+		}
+		if !bytes.Equal(readFile(t, back), readFile(t, c.want)) {
+			t.Errorf("%s does not decompress to %s byte for byte", c.in, c.want)
+		}
+	}
+	if code, _, stderr := gomerge(t, "decompress", bz, filepath.Join(dir, "x.gguf"), "--against", b); code != exitBadInput {
+		t.Errorf("delta against the wrong reference: exit %d: %s", code, stderr)
+	}
+	code, _, stderr := gomerge(t, "linear", az, a, "--out", filepath.Join(dir, "m.gguf"))
+	if code != exitBadInput || !strings.Contains(stderr, "decompress") {
+		t.Errorf("a merge from a compressed GGUF: exit %d: %s", code, stderr)
+	}
+}
+
+// inspect lists a .gmz file's and a compressed folder's tensors like those of the
+// checkpoint they were made from, and refuses a damaged .gmz with exit 3.
+func TestInspectCompressed(t *testing.T) {
+	f := newCLIFixture(t)
+	gz, dir := filepath.Join(f.dir, "a.gmz"), filepath.Join(f.dir, "folder-gz")
+	for _, args := range [][]string{{"compress", f.anchor, gz}, {"compress", f.folder, dir}} {
+		if code, _, stderr := gomerge(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	names := func(path string) (string, []string) {
+		t.Helper()
+		code, stdout, stderr := gomerge(t, "inspect", path, "--json")
+		if code != 0 {
+			t.Fatalf("inspect %s: exit %d: %s", path, code, stderr)
+		}
+		var rep inspectReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		var ns []string
+		for _, x := range rep.Tensors {
+			ns = append(ns, x.Name+" "+x.DType+" "+fmt.Sprint(x.Shape))
+		}
+		slices.Sort(ns)
+		return rep.Format, ns
+	}
+	for _, c := range [][2]string{{gz, f.anchor}, {dir, f.folder}} {
+		format, got := names(c[0])
+		_, want := names(c[1])
+		if !strings.Contains(format, "gmz") || !slices.Equal(got, want) {
+			t.Errorf("inspect %s: format %q, tensors %v, want those of %s: %v", c[0], format, got, c[1], want)
+		}
+	}
+	b := readFile(t, gz)
+	if err := os.WriteFile(gz, b[:len(b)-7], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := gomerge(t, "inspect", gz); code != exitBadInput {
+		t.Errorf("inspect of a truncated .gmz: exit %d: %s", code, stderr)
 	}
 }

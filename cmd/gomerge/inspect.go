@@ -49,7 +49,8 @@ func newInspectCmd(ios *IOStreams) *cobra.Command {
 		Use:   "inspect PATH [--json]",
 		Short: "List a checkpoint's tensors, dtypes, shapes, shards and metadata (validating it)",
 		Example: `  gomerge inspect model.safetensors
-  gomerge inspect ckpt/step_400 --json`,
+  gomerge inspect ckpt/step_400 --json
+  gomerge inspect anchor.gmz`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("inspect takes one checkpoint; got %d arguments", len(args))
@@ -64,6 +65,8 @@ func newInspectCmd(ios *IOStreams) *cobra.Command {
 			var err error
 			if strings.HasSuffix(strings.ToLower(args[0]), ".gguf") {
 				rep, err = inspectGGUF(args[0])
+			} else if checkpoint.IsCompressedInput(args[0]) {
+				rep, err = inspectGMZ(args[0]) // inspect_gmz.go
 			} else if checkpoint.IsTorchBin(args[0]) {
 				rep, err = inspectTorchBin(args[0]) // inspect_torchbin.go
 			} else {

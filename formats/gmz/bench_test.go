@@ -72,10 +72,14 @@ func BenchmarkReadTensor(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/16MiB/delta=%v", dt, delta), func(b *testing.B) {
 				b.SetBytes(int64(len(dst)))
 				b.ReportAllocs()
+				cpu0 := cpuTime()
 				for b.Loop() {
 					if err := f.ReadTensor(context.Background(), &f.Tensors[0], dst, ins[0].Ref, 1); err != nil {
 						b.Fatal(err)
 					}
+				}
+				if cpu := cpuTime() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(b.N)*float64(len(dst))/1e6/cpu.Seconds(), "MB/cpu-s")
 				}
 				if !bytes.Equal(dst, ins[0].Data) {
 					b.Fatal("decoded bytes differ")

@@ -19,6 +19,10 @@ type scratch struct {
 	xor    []byte
 	out    []byte
 	raw    []byte
+	// decoding a planes frame: its blocks, and a column of decoded planes
+	blocks  []block
+	cols    [][]byte
+	colBufs [][]byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -126,11 +130,17 @@ func encodePlanes(out, planes []byte, k int, hs *huff0.Scratch) []byte {
 	return out
 }
 
+// minHuffGain: a block is stored Huffman-coded only when that saves more than
+// 1/minHuffGain of it. A mantissa plane is nearly uniform (7.97 bits a byte), and
+// coding it would save a fraction of a percent for the cost of decoding it at
+// Huffman speed instead of copying it.
+const minHuffGain = 32
+
 func appendBlock(out, blk []byte, hs *huff0.Scratch) []byte {
 	if len(blk) >= 32 {
 		comp, _, err := huff0.Compress4X(blk, hs)
 		switch {
-		case err == nil && len(comp)+binary.MaxVarintLen32 < len(blk):
+		case err == nil && len(comp)+binary.MaxVarintLen32 < len(blk)-len(blk)/minHuffGain:
 			out = append(out, blockHuff)
 			out = binary.AppendUvarint(out, uint64(len(comp)))
 			return append(out, comp...)
@@ -166,69 +176,101 @@ func decodeFrame(dst, stored []byte, coding, k int, s *scratch) error {
 		}
 		return nil
 	case codingPlanes:
-		s.planes = grow(s.planes, len(dst))
-		if err := decodePlanes(s.planes, stored, k, &s.huff); err != nil {
-			return err
-		}
-		mergePlanes(dst, s.planes, k)
-		return nil
+		return decodePlanes(dst, stored, k, s)
 	}
 	return fmt.Errorf("unknown coding %d", coding)
 }
 
-func decodePlanes(planes, in []byte, k int, hs *huff0.Scratch) error {
-	n := len(planes) / k
+// block is one coded block of a planes frame, as found in its stored bytes.
+type block struct {
+	mode byte
+	data []byte // raw: the bytes; RLE: the byte; Huffman: table and streams
+}
+
+// decodePlanes decodes a planes frame into dst. The frame stores plane after plane,
+// but block b of every plane covers the same elements, so after one pass over the
+// block headers it decodes the frame a column of blocks at a time and interleaves
+// each column straight into dst: the decoded planes stay in the cache (a column is
+// k×128 KiB at most), and a raw block is read from the stored bytes without a copy.
+func decodePlanes(dst, in []byte, k int, s *scratch) error {
+	n := len(dst) / k
+	nb := (n + blockSize - 1) / blockSize
+	s.blocks = s.blocks[:0]
 	for j := range k {
-		p := planes[j*n : (j+1)*n]
-		for off := 0; off < len(p); off += blockSize {
-			m := min(blockSize, len(p)-off)
+		for b := range nb {
+			off := b * blockSize
+			m := min(blockSize, n-off)
 			if len(in) < 1 {
 				return fmt.Errorf("plane %d: block at %d: truncated", j, off)
 			}
 			mode := in[0]
 			in = in[1:]
+			var l int
 			switch mode {
 			case blockRaw:
 				if len(in) < m {
 					return fmt.Errorf("plane %d: raw block at %d: %d bytes left, want %d", j, off, len(in), m)
 				}
-				copy(p[off:off+m], in)
-				in = in[m:]
+				l = m
 			case blockRLE:
 				if len(in) < 1 {
 					return fmt.Errorf("plane %d: RLE block at %d: truncated", j, off)
 				}
-				b := in[0]
-				in = in[1:]
-				dst := p[off : off+m]
-				for i := range dst {
-					dst[i] = b
-				}
+				l = 1
 			case blockHuff:
-				l, w := binary.Uvarint(in)
-				if w <= 0 || l > uint64(len(in)-w) {
+				v, w := binary.Uvarint(in)
+				if w <= 0 || v > uint64(len(in)-w) {
 					return fmt.Errorf("plane %d: Huffman block at %d: bad length", j, off)
 				}
-				blk := in[w : w+int(l)]
-				in = in[w+int(l):]
-				s, rest, err := huff0.ReadTable(blk, hs)
-				if err != nil {
-					return fmt.Errorf("plane %d: Huffman table at %d: %w", j, off, err)
-				}
-				out, err := s.Decoder().Decompress4X(p[off:off:off+m], rest)
-				if err != nil {
-					return fmt.Errorf("plane %d: Huffman block at %d: %w", j, off, err)
-				}
-				if len(out) != m {
-					return fmt.Errorf("plane %d: Huffman block at %d decodes to %d bytes, want %d", j, off, len(out), m)
-				}
+				in, l = in[w:], int(v)
 			default:
 				return fmt.Errorf("plane %d: unknown block mode %d at %d", j, mode, off)
 			}
+			s.blocks = append(s.blocks, block{mode, in[:l]})
+			in = in[l:]
 		}
 	}
 	if len(in) != 0 {
 		return fmt.Errorf("%d bytes left over after the planes", len(in))
+	}
+	if cap(s.cols) < k {
+		s.cols = make([][]byte, k)
+		s.colBufs = make([][]byte, k)
+	}
+	cols, bufs := s.cols[:k], s.colBufs[:k]
+	for b := range nb {
+		off := b * blockSize
+		m := min(blockSize, n-off)
+		for j := range k {
+			blk := s.blocks[j*nb+b]
+			switch blk.mode {
+			case blockRaw:
+				cols[j] = blk.data
+				continue
+			case blockRLE:
+				bufs[j] = grow(bufs[j], blockSize)
+				col := bufs[j][:m]
+				for i := range col {
+					col[i] = blk.data[0]
+				}
+				cols[j] = col
+				continue
+			}
+			bufs[j] = grow(bufs[j], blockSize)
+			hs, rest, err := huff0.ReadTable(blk.data, &s.huff)
+			if err != nil {
+				return fmt.Errorf("plane %d: Huffman table at %d: %w", j, off, err)
+			}
+			out, err := hs.Decoder().Decompress4X(bufs[j][:0:m], rest)
+			if err != nil {
+				return fmt.Errorf("plane %d: Huffman block at %d: %w", j, off, err)
+			}
+			if len(out) != m {
+				return fmt.Errorf("plane %d: Huffman block at %d decodes to %d bytes, want %d", j, off, len(out), m)
+			}
+			cols[j] = out
+		}
+		mergePlanes(dst[off*k:(off+m)*k], cols)
 	}
 	return nil
 }

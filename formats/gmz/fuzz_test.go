@@ -22,7 +22,8 @@ func goldens() map[string][]byte {
 		name  string
 		delta bool
 		frame int
-	}{{"dense.gmz", false, 64}, {"delta.gmz", true, 32}} {
+		gaps  bool // version 2: bytes between tensors and a tail
+	}{{"dense.gmz", false, 64, false}, {"delta.gmz", true, 32, false}, {"gaps.gmz", false, 64, true}} {
 		// Small, so that the fuzzer's minimization of new inputs stays fast: one
 		// tensor for each coding and dtype family, a few frames each.
 		all := inputs(21, c.delta, []int64{9, 10})
@@ -35,6 +36,12 @@ func goldens() map[string][]byte {
 			}
 		}
 		src, _ := fakeSource(ins)
+		if c.gaps {
+			for i := range ins {
+				ins[i].Gap = bytes.Repeat([]byte{byte(i)}, i%3)
+			}
+			src.Format, src.Tail = "gguf", []byte{1, 2, 3}
+		}
 		var buf bytes.Buffer
 		if _, err := Write(context.Background(), &buf, src, map[string]string{"format": "pt"}, ins, Options{FrameSize: c.frame, Reference: "ref.safetensors"}); err != nil {
 			panic(err)

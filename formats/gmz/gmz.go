@@ -13,12 +13,14 @@
 //	header    JSON (see below)
 //	trailer   header length uint64 LE, header CRC-32C uint32 LE, magic again
 //
-// The header names the source file's format ("safetensors"), holds its exact leading
-// bytes (for safetensors, the length prefix and the JSON header, so that decoding
-// gives the original file back byte for byte), its metadata (for reading, not needed
-// to rebuild the file) and, for each tensor in source order: name, dtype, shape, byte
-// size, the CRC-32C of its original bytes, and its frames. The source file is the
-// leading bytes followed by the tensors' bytes in order, with no gaps.
+// The header names the source file's format ("safetensors", "gguf"), holds its exact
+// leading bytes (for safetensors, the length prefix and the JSON header; for GGUF,
+// everything before the first tensor's data), so that decoding gives the original
+// file back byte for byte, its metadata (for reading, not needed to rebuild the file)
+// and, for each tensor in source order: name, dtype, shape, byte size, the CRC-32C of
+// its original bytes, and its frames. The source file is the leading bytes followed
+// by the tensors' bytes in order; in version 2, a tensor may be preceded by a gap of
+// bytes held in the header (alignment padding) and the file may end with a tail.
 //
 // A tensor is cut into frames of FrameSize bytes (the last one shorter), each
 // compressed on its own, so frames decode in parallel and any byte range of a tensor
@@ -64,11 +66,18 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/gomerge/gomerge/formats/dtype"
+
 	"github.com/gomerge/gomerge/formats/internal/formaterr"
 )
 
 const (
-	version = 1
+	// version is what the writer writes when it can: version 1 files hold the
+	// tensors back to back after the source's header; versionGaps adds bytes between
+	// tensors and after the last (a GGUF file's alignment padding), which a version 1
+	// reader would refuse as unknown fields. The reader reads both.
+	version     = 1
+	versionGaps = 2
 
 	preambleSize = 16
 	trailerSize  = 20
@@ -161,7 +170,8 @@ type header struct {
 type source struct {
 	Format string `json:"format"`
 	Size   int64  `json:"size"`
-	Header []byte `json:"header"` // base64 in JSON
+	Header []byte `json:"header"`         // base64 in JSON
+	Tail   []byte `json:"tail,omitempty"` // version 2: the bytes after the last tensor
 }
 
 type tensorHeader struct {
@@ -171,5 +181,19 @@ type tensorHeader struct {
 	Size   int64     `json:"size"`
 	CRC    uint32    `json:"crc32c"`
 	RefCRC *uint32   `json:"ref_crc32c,omitempty"` // set for a delta
+	Gap    []byte    `json:"gap,omitempty"`        // version 2: the source's bytes before the tensor
 	Frames [][]int64 `json:"frames"`               // [stored, raw, crc32c, coding]
+}
+
+// parseDType parses a tensor's dtype name: safetensors' element types, and the GGUF
+// block types by their exact names (a compressed GGUF file's quantized tensors).
+func parseDType(s string) (dtype.DType, error) {
+	d, err := dtype.Parse(s)
+	if err == nil {
+		return d, nil
+	}
+	if b, berr := dtype.ParseFloat(s); berr == nil && b.IsBlock() && b.String() == s {
+		return b, nil
+	}
+	return dtype.Invalid, err
 }

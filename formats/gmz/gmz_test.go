@@ -54,7 +54,11 @@ func TestPlanes(t *testing.T) {
 				}
 			}
 			back := make([]byte, len(src))
-			mergePlanes(back, planes, k)
+			var cols [][]byte
+			for j := range k {
+				cols = append(cols, planes[j*n:(j+1)*n])
+			}
+			mergePlanes(back, cols)
 			if !bytes.Equal(back, src) {
 				t.Fatalf("k=%d n=%d: merge(split(x)) != x", k, n)
 			}
@@ -520,5 +524,64 @@ func TestPlanes2(t *testing.T) {
 		if !bytes.Equal(dst, dstG) || !bytes.Equal(dst, src) {
 			t.Fatalf("n=%d: merge2 differs from merge2Go or the source", n)
 		}
+	}
+}
+
+// A source with bytes between tensors and after the last (a GGUF file's alignment
+// padding), block-quantized tensors included, is written as version 2 and rebuilt
+// byte for byte; one without is version 1, as before.
+func TestGapsVersion2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	q := Input{Name: "q8", DType: dtype.Q8_0, Shape: []int64{4, 64}, Data: fill(rng, dtype.U8, int(dtype.Q8_0.Bytes(256)), "random")}
+	ins := append(testInputs(3, false)[:20], q)
+	for i := range ins {
+		ins[i].Gap = make([]byte, i%5*7) // 0 to 28 bytes
+		for j := range ins[i].Gap {
+			ins[i].Gap[j] = byte(i + j)
+		}
+	}
+	hdr := []byte("GGUF-like header")
+	src := Source{Format: "gguf", Header: hdr, Tail: []byte{0, 0, 7}}
+	want := append([]byte(nil), hdr...)
+	for _, in := range ins {
+		want = append(append(want, in.Gap...), in.Data...)
+	}
+	want = append(want, src.Tail...)
+	var buf bytes.Buffer
+	if _, err := Write(context.Background(), &buf, src, nil, ins, Options{FrameSize: 64}); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	if v := binary.LittleEndian.Uint32(b[8:]); v != versionGaps {
+		t.Fatalf("version %d, want %d", v, versionGaps)
+	}
+	f, err := NewFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &memWriterAt{}
+	if err := f.WriteSource(context.Background(), out, nil, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.b, want) || f.Source.Size != int64(len(want)) {
+		t.Fatalf("WriteSource differs from the source (%d vs %d bytes)", len(out.b), len(want))
+	}
+	for i, in := range ins {
+		if got := f.Tensors[i].Offset; !bytes.Equal(want[got:got+int64(len(in.Data))], in.Data) {
+			t.Fatalf("%s: Offset %d does not point at its bytes", in.Name, got)
+		}
+	}
+	// Gaps that lie about the source's size, and gaps in a version 1 file.
+	lie := rewriteHeader(t, b, func(h map[string]any) { tensorsOf(h)[1].(map[string]any)["gap"] = "AAAA" })
+	if _, err := NewFile(bytes.NewReader(lie), int64(len(lie))); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "source size") {
+		t.Errorf("a gap that changes the size: %v", err)
+	}
+	v1, _ := writeGMZ(t, testInputs(3, false), Options{})
+	if v := binary.LittleEndian.Uint32(v1[8:]); v != version {
+		t.Fatalf("a file without gaps: version %d, want %d", v, version)
+	}
+	gapped := rewriteHeader(t, v1, func(h map[string]any) { tensorsOf(h)[0].(map[string]any)["gap"] = "AAAA" })
+	if _, err := NewFile(bytes.NewReader(gapped), int64(len(gapped))); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "version 1") {
+		t.Errorf("gaps in a version 1 file: %v", err)
 	}
 }

@@ -28,18 +28,25 @@ func splitPlanes(dst, src []byte, k int) {
 	}
 }
 
-// mergePlanes is splitPlanes' inverse: it interleaves the k planes of src into dst.
-func mergePlanes(dst, src []byte, k int) {
-	n := len(src) / k
+// mergePlanes is splitPlanes' inverse: it interleaves planes (k of them, each of
+// len(dst)/k bytes) into dst.
+func mergePlanes(dst []byte, planes [][]byte) {
+	k := len(planes)
 	switch k {
 	case 1:
-		copy(dst, src)
+		copy(dst, planes[0])
 	case 2:
-		merge2(dst, src[:n], src[n:2*n])
+		merge2(dst, planes[0], planes[1])
+	case 4:
+		p0, p1, p2, p3 := planes[0], planes[1], planes[2], planes[3]
+		n := len(dst) / 4
+		p0, p1, p2, p3 = p0[:n], p1[:n], p2[:n], p3[:n]
+		for i := range p0 {
+			binary.LittleEndian.PutUint32(dst[4*i:], uint32(p0[i])|uint32(p1[i])<<8|uint32(p2[i])<<16|uint32(p3[i])<<24)
+		}
 	default:
-		for j := range k {
-			p := src[j*n : (j+1)*n]
-			for i, b := range p {
+		for j, p := range planes {
+			for i, b := range p[:len(dst)/k] {
 				dst[i*k+j] = b
 			}
 		}

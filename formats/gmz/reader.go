@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 
 	"golang.org/x/sync/errgroup"
 
@@ -24,6 +25,9 @@ type Source struct {
 	// Header is the file's bytes before the first tensor's, verbatim (for
 	// safetensors: the 8-byte length and the JSON header).
 	Header []byte
+	// Tail is the file's bytes after the last tensor's (version 2; none in
+	// safetensors).
+	Tail []byte
 }
 
 // Tensor describes one tensor of a file.
@@ -40,6 +44,9 @@ type Tensor struct {
 	Frames      []Frame
 	// Offset is where the tensor's bytes start in the source file.
 	Offset int64
+	// Gap is the source's bytes just before the tensor's (version 2: a GGUF file's
+	// alignment padding).
+	Gap []byte
 }
 
 // Frame is one independently coded piece of a tensor.
@@ -96,8 +103,9 @@ func NewFile(r io.ReaderAt, size int64) (*File, error) {
 	if !bytes.Equal(pre[:8], magic[:]) {
 		return nil, &FormatError{Off: 0, Msg: "not a gmz file (bad magic)"}
 	}
-	if v := binary.LittleEndian.Uint32(pre[8:]); v != version {
-		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("version %d is not supported (this reader knows version %d)", v, version)}
+	v := binary.LittleEndian.Uint32(pre[8:])
+	if v != version && v != versionGaps {
+		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("version %d is not supported (this reader knows versions %d and %d)", v, version, versionGaps)}
 	}
 	if binary.LittleEndian.Uint32(pre[12:]) != 0 {
 		return nil, &FormatError{Off: 12, Msg: "reserved preamble bytes are not zero"}
@@ -135,6 +143,9 @@ func NewFile(r io.ReaderAt, size int64) (*File, error) {
 		return nil, &FormatError{Off: hOff + dec.InputOffset(), Msg: "trailing bytes after the header's JSON"}
 	}
 	f := &File{r: r, size: size}
+	if v == version && (len(h.Source.Tail) > 0 || slices.ContainsFunc(h.Tensors, func(t tensorHeader) bool { return len(t.Gap) > 0 })) {
+		return nil, &FormatError{Off: hOff, Msg: "a version 1 file with gaps between tensors"}
+	}
 	if err := f.load(&h, hOff); err != nil {
 		return nil, err
 	}
@@ -154,7 +165,7 @@ func (f *File) load(h *header, dataEnd int64) error {
 		return bad("", "missing source format")
 	}
 	f.FrameSize = h.FrameSize
-	f.Source = Source{Format: h.Source.Format, Size: h.Source.Size, Header: h.Source.Header}
+	f.Source = Source{Format: h.Source.Format, Size: h.Source.Size, Header: h.Source.Header, Tail: h.Source.Tail}
 	f.Metadata = h.Metadata
 	f.Reference = h.Reference
 	f.Tensors = make([]Tensor, len(h.Tensors)) // bounded by the header's size
@@ -171,7 +182,7 @@ func (f *File) load(h *header, dataEnd int64) error {
 			return bad(th.Name, "name appears twice")
 		}
 		f.index[th.Name] = i
-		dt, err := dtype.Parse(th.DType)
+		dt, err := parseDType(th.DType)
 		if err != nil {
 			return &FormatError{Off: -1, Tensor: th.Name, Msg: "bad dtype", Err: err}
 		}
@@ -188,10 +199,14 @@ func (f *File) load(h *header, dataEnd int64) error {
 			}
 			numel *= d
 		}
-		if want := numel * int64(dt.Size()); th.Size != want {
+		if bs := int64(dt.BlockSize()); bs > 1 && numel%bs != 0 {
+			return bad(th.Name, "%s %v: %d elements are not whole blocks of %d", dt, th.Shape, numel, bs)
+		}
+		if want := dt.Bytes(numel); th.Size != want {
 			return bad(th.Name, "%s %v needs %d bytes, the header says %d", dt, th.Shape, want, th.Size)
 		}
-		*t = Tensor{Name: th.Name, DType: dt, Shape: th.Shape, Size: th.Size, Checksum: th.CRC, Offset: srcAt}
+		srcAt += int64(len(th.Gap)) // bounded by the header's size
+		*t = Tensor{Name: th.Name, DType: dt, Shape: th.Shape, Size: th.Size, Checksum: th.CRC, Offset: srcAt, Gap: th.Gap}
 		if th.RefCRC != nil {
 			t.Delta, t.RefChecksum = true, *th.RefCRC
 		}
@@ -248,8 +263,9 @@ func (f *File) load(h *header, dataEnd int64) error {
 	if at != dataEnd {
 		return &FormatError{Off: at, Msg: fmt.Sprintf("frames end at byte %d, the header starts at %d", at, dataEnd)}
 	}
+	srcAt += int64(len(h.Source.Tail))
 	if srcAt != h.Source.Size {
-		return bad("", "source size %d is not the header's %d bytes plus the tensors' (%d)", h.Source.Size, len(h.Source.Header), srcAt)
+		return bad("", "source size %d is not the header's %d bytes plus the tensors', gaps and tail (%d)", h.Source.Size, len(h.Source.Header), srcAt)
 	}
 	return nil
 }
@@ -365,6 +381,18 @@ type RefFunc func(name string) ([]byte, error)
 func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, workers int) error {
 	if _, err := w.WriteAt(f.Source.Header, 0); err != nil {
 		return err
+	}
+	for i := range f.Tensors {
+		if t := &f.Tensors[i]; len(t.Gap) > 0 {
+			if _, err := w.WriteAt(t.Gap, t.Offset-int64(len(t.Gap))); err != nil {
+				return err
+			}
+		}
+	}
+	if len(f.Source.Tail) > 0 {
+		if _, err := w.WriteAt(f.Source.Tail, f.Source.Size-int64(len(f.Source.Tail))); err != nil {
+			return err
+		}
 	}
 	n := workerCount(workers)
 	bufs := make(chan []byte, n) // grown on first use: a small file gets small buffers

@@ -24,6 +24,9 @@ type Input struct {
 	// Ref, when not nil, is the reference tensor's bytes (same length as Data): the
 	// tensor is then stored as Data XOR Ref.
 	Ref []byte
+	// Gap is the source's bytes between the previous tensor (or the header) and this
+	// one; a file with gaps or a tail is written as version 2.
+	Gap []byte
 }
 
 // Options tune Write. The zero value is valid.
@@ -95,15 +98,23 @@ func Write(ctx context.Context, w io.Writer, src Source, meta map[string]string,
 	if len(src.Header) > maxHeaderSize {
 		return st, fmt.Errorf("gmz: source header of %d bytes exceeds %d", len(src.Header), maxHeaderSize)
 	}
-	h := header{FrameSize: fs, Source: source{Format: src.Format, Header: src.Header}, Metadata: meta, Reference: opts.Reference}
-	h.Source.Size = int64(len(src.Header))
+	h := header{FrameSize: fs, Source: source{Format: src.Format, Header: src.Header, Tail: src.Tail}, Metadata: meta, Reference: opts.Reference}
+	h.Source.Size = int64(len(src.Header)) + int64(len(src.Tail))
+	v := uint32(version)
+	if len(src.Tail) > 0 {
+		v = versionGaps
+	}
 	h.Tensors = make([]tensorHeader, len(tensors))
 	seen := make(map[string]bool, len(tensors))
 	for i, in := range tensors {
 		if err := checkInput(&in, seen); err != nil {
 			return st, err
 		}
-		h.Tensors[i] = tensorHeader{Name: in.Name, DType: in.DType.String(), Shape: in.Shape, Size: int64(len(in.Data)), CRC: checksum(nil), Frames: [][]int64{}}
+		h.Tensors[i] = tensorHeader{Name: in.Name, DType: in.DType.String(), Shape: in.Shape, Size: int64(len(in.Data)), CRC: checksum(nil), Frames: [][]int64{}, Gap: in.Gap}
+		if len(in.Gap) > 0 {
+			v = versionGaps
+			h.Source.Size += int64(len(in.Gap))
+		}
 		if in.Ref != nil {
 			h.Tensors[i].RefCRC = new(uint32)
 		}
@@ -112,7 +123,7 @@ func Write(ctx context.Context, w io.Writer, src Source, meta map[string]string,
 
 	var pre [preambleSize]byte
 	copy(pre[:], magic[:])
-	binary.LittleEndian.PutUint32(pre[8:], version)
+	binary.LittleEndian.PutUint32(pre[8:], v)
 	if _, err := w.Write(pre[:]); err != nil {
 		return st, err
 	}
@@ -242,7 +253,7 @@ func checkInput(in *Input, seen map[string]bool) error {
 		return fmt.Errorf("gmz: tensor %q given twice", in.Name)
 	}
 	seen[in.Name] = true
-	if _, err := dtype.Parse(in.DType.String()); err != nil {
+	if _, err := parseDType(in.DType.String()); err != nil {
 		return fmt.Errorf("gmz: tensor %q: %w", in.Name, err)
 	}
 	if len(in.Shape) > maxRank {
@@ -255,7 +266,10 @@ func checkInput(in *Input, seen map[string]bool) error {
 		}
 		numel *= d
 	}
-	if want := numel * int64(in.DType.Size()); int64(len(in.Data)) != want {
+	if bs := int64(in.DType.BlockSize()); bs > 1 && numel%bs != 0 {
+		return fmt.Errorf("gmz: tensor %q: %s %v: %d elements are not whole blocks of %d", in.Name, in.DType, in.Shape, numel, bs)
+	}
+	if want := in.DType.Bytes(numel); int64(len(in.Data)) != want {
 		return fmt.Errorf("gmz: tensor %q: %s %v needs %d bytes, got %d", in.Name, in.DType, in.Shape, want, len(in.Data))
 	}
 	if in.Ref != nil && len(in.Ref) != len(in.Data) {

@@ -111,3 +111,36 @@ func (s *viewSource) Decodes() bool {
 	}
 	return false
 }
+
+// DecodeUnit and DecodeRange forward checkpoint.RangeDecoder, so that a view over a
+// compressed checkpoint streams too; a tensor whose source cannot decode a range is
+// decoded whole and the range copied.
+func (s *viewSource) DecodeUnit(name string) int64 {
+	f, ok := s.v.from[name]
+	if !ok {
+		return 0
+	}
+	if rd, ok := s.srcs[f.path].(checkpoint.RangeDecoder); ok {
+		return rd.DecodeUnit(f.name)
+	}
+	return 0
+}
+
+func (s *viewSource) DecodeRange(name string, off int64, dst []byte) error {
+	f, ok := s.v.from[name]
+	if !ok {
+		return fmt.Errorf("%s: tensor %q: not found", s.v.name, name)
+	}
+	if rd, ok := s.srcs[f.path].(checkpoint.RangeDecoder); ok {
+		return rd.DecodeRange(f.name, off, dst)
+	}
+	b, err := s.srcs[f.path].Data(f.name)
+	if err != nil {
+		return err
+	}
+	if off < 0 || off+int64(len(dst)) > int64(len(b)) {
+		return fmt.Errorf("%s: tensor %q: bytes [%d, %d) of %d", s.v.name, name, off, off+int64(len(dst)), len(b))
+	}
+	copy(dst, b[off:])
+	return nil
+}

@@ -1,0 +1,189 @@
+package merge
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Tensors whose inputs decode (compressed checkpoints, checkpoint.RangeDecoder) run
+// a span at a time: each unit of work decodes a span of elements of every such
+// operand into its worker's scratch (the frames that hold the span, one frame after
+// another, every frame's checksum checked), then runs the span's chunks as the
+// engine runs any chunk. The spans of a tensor decode in parallel on the engine's
+// workers, and memory holds one span per operand per worker, as a mapped input
+// holds the pages in flight, rather than whole tensors. A kernel with passes decodes
+// its spans once per pass. Kernels that read beyond their chunk (WholeInputs), and
+// tensors the device runs, load whole tensors instead (materialize).
+
+// maxSpanElems caps a span: a frame of up to 64 MiB is decoded once per span.
+const maxSpanElems = 16 << 20
+
+// streams reports whether tensor ti runs a span at a time.
+func (x *execution) streams(ti int) bool {
+	t := &x.plan.Tensors[ti]
+	if !t.deferred() || t.NumElements() == 0 || t.Merge && x.kernels[ti].WholeInputs {
+		return false
+	}
+	ok := true
+	t.usedOperands(func(op *Operand) {
+		ok = ok && (op.load == nil || op.read != nil)
+	})
+	return ok
+}
+
+// usedOperands calls f on the operands a tensor's work reads: In and Aux when it is
+// merged, Copy when it is copied.
+func (t *TensorPlan) usedOperands(f func(op *Operand)) {
+	if !t.Merge {
+		f(&t.Copy)
+		return
+	}
+	for i := range t.In {
+		f(&t.In[i])
+	}
+	for i := range t.Aux {
+		f(&t.Aux[i])
+	}
+}
+
+// spanElems is t's span: a whole number of chunks that covers whole frames of each
+// operand that decodes, so that no frame is decoded twice in a pass.
+func spanElems(t *TensorPlan) int64 {
+	span := int64(ChunkElems)
+	t.usedOperands(func(op *Operand) {
+		if op.read == nil || op.unit <= 0 {
+			return
+		}
+		size := max(int64(op.DType.Size()), 1)
+		e := (op.unit + size - 1) / size
+		e = (e + ChunkElems - 1) / ChunkElems * ChunkElems
+		span = max(span, min(e, maxSpanElems))
+	})
+	return span
+}
+
+// spanBytes is what one worker's span buffers hold at most, over the plan's tensors
+// that decode.
+func spanBytes(plan *Plan) int64 {
+	var most int64
+	for ti := range plan.Tensors {
+		t := &plan.Tensors[ti]
+		if !t.deferred() {
+			continue
+		}
+		span, n := spanElems(t), int64(0)
+		t.usedOperands(func(op *Operand) {
+			if op.read != nil {
+				n += op.DType.Bytes(span)
+			}
+		})
+		most = max(most, n)
+	}
+	return most
+}
+
+// spanView makes s's view of t for elements [lo, hi): the operands that decode are
+// decoded into s's span buffers, the others are t's own.
+func spanView(t *TensorPlan, s *scratch, lo, hi int64) (*TensorPlan, error) {
+	v := &s.view
+	*v = *t
+	s.viewOps = append(append(s.viewOps[:0], t.In...), t.Aux...)
+	nIn, nAux := len(t.In), len(t.Aux)
+	v.In, v.Aux = s.viewOps[:nIn:nIn], s.viewOps[nIn:nIn+nAux:nIn+nAux]
+	if len(s.spans) < nIn+nAux+1 {
+		s.spans = append(s.spans, make([][]byte, nIn+nAux+1-len(s.spans))...)
+	}
+	i := 0
+	var err error
+	v.usedOperands(func(op *Operand) {
+		j := i
+		i++
+		if op.load == nil || err != nil {
+			return
+		}
+		if op.read == nil {
+			err = fmt.Errorf("%s: tensor %q: the source cannot decode a range", op.File, t.Name)
+			return
+		}
+		n := op.DType.Bytes(hi - lo)
+		if int64(cap(s.spans[j])) < n {
+			s.spans[j] = make([]byte, op.DType.Bytes(spanElems(t)))
+		}
+		b := s.spans[j][:n]
+		if e := op.read(op.DType.Bytes(lo), b); e != nil {
+			err = fmt.Errorf("tensor %q: %w", t.Name, e)
+			return
+		}
+		op.Data, op.base, op.load, op.read = b, lo, nil, nil
+	})
+	return v, err
+}
+
+// forSpans launches f on every span of tensor ti with its view, counting the work
+// in wg (when set); false when the run is stopping.
+func (x *execution) forSpans(ti int, wg *sync.WaitGroup, f func(v *TensorPlan, s *scratch, lo, hi int64) error) bool {
+	t := &x.plan.Tensors[ti]
+	n, span := t.NumElements(), spanElems(t)
+	for lo := int64(0); lo < n; lo += span {
+		hi := min(lo+span, n)
+		if wg != nil {
+			wg.Add(1)
+		}
+		if !x.launch(guarded(t, func() error {
+			if wg != nil {
+				defer wg.Done()
+			}
+			s := x.getScratch()
+			defer x.putScratch(s)
+			v, err := spanView(t, s, lo, hi)
+			if err != nil {
+				return err
+			}
+			return f(v, s, lo, hi)
+		})) {
+			if wg != nil {
+				wg.Done()
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// runStreamed is runTensor for a tensor that streams: its passes, then its chunks
+// merged (or converted) and written, or its bytes copied, a span at a time.
+func (x *execution) runStreamed(ti int) bool {
+	t, k := &x.plan.Tensors[ti], x.kernels[ti]
+	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
+	if !t.Merge && t.Copy.DType == t.OutDType {
+		return x.forSpans(ti, nil, func(v *TensorPlan, _ *scratch, lo, _ int64) error {
+			return x.writeCopy(ti, v.Copy.DType.Bytes(lo), v.Copy.Data)
+		})
+	}
+	if t.Merge {
+		ok := x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
+			return x.forSpans(ti, wg, func(v *TensorPlan, s *scratch, lo, hi int64) error {
+				for c := lo / ChunkElems; c*ChunkElems < hi; c++ {
+					if err := passChunk(v, pass, c, s, perChunk, &x.bytesRead); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+		if !ok {
+			return false
+		}
+		if k.Observe != nil && k.NumStats > 0 {
+			x.partials[ti] = make([]float64, nChunks*int64(k.NumStats))
+		}
+	}
+	return x.forSpans(ti, nil, func(v *TensorPlan, s *scratch, lo, hi int64) error {
+		for c := lo / ChunkElems; c*ChunkElems < hi; c++ {
+			if err := runChunk(v, ti, c, k, s, x.sink, x.partials[ti], &x.bytesRead, &x.bytesWritten, x.opts.Progress); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,247 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/formats/dtype"
+	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
+)
+
+// streamLlama has tensors of several spans with a ragged tail (the embeddings: 3001
+// × 96 elements), and others under one chunk.
+var streamLlama = stt.LlamaConfig{Vocab: 3001, Hidden: 96, Intermediate: 700, Layers: 1, KVHidden: 32}
+
+// writeCompressedInputs writes base, m0, m1, m2 and a Fisher as safetensors files,
+// and their compressed forms: base.gmz full, m0.gmz a delta against
+// base.safetensors, m1.gmz a delta against base.gmz, m2.gmz full, in frames of
+// frameSize bytes. It returns the plain and the compressed path of each name.
+func writeCompressedInputs(t *testing.T, dir string, frameSize int) (plain, gz func(string) string) {
+	t.Helper()
+	plain = func(n string) string { return filepath.Join(dir, n+".safetensors") }
+	gz = func(n string) string { return filepath.Join(dir, n+".gmz") }
+	base := stt.Random(streamLlama, dtype.BF16, 1)
+	// An integer tensor of several spans, copied (zstd frames).
+	ids := stt.Tensor{Name: "position_ids", DType: dtype.I32, Shape: []int64{1, 3 * ChunkElems / 2}}
+	ids.Data = make([]byte, dtype.I32.Bytes(3*ChunkElems/2))
+	for i := range len(ids.Data) / 4 {
+		binary.LittleEndian.PutUint32(ids.Data[4*i:], uint32(i%4096))
+	}
+	must(t, stt.WriteFile(plain("base"), append(base, ids), nil))
+	for i, seed := range []uint64{2, 3, 4} {
+		must(t, stt.WriteFile(plain(fmt.Sprint("m", i)), append(stt.Perturb(base, 0.5, seed), ids), nil))
+	}
+	must(t, stt.WriteFile(plain("fisher"), stt.Fisher(base, 1e-2, 5), nil))
+	ctx := context.Background()
+	for _, c := range []struct{ name, against string }{
+		{"base", ""}, {"m0", plain("base")}, {"m1", gz("base")}, {"m2", ""}, {"fisher", ""},
+	} {
+		if _, err := checkpoint.Compress(ctx, plain(c.name), gz(c.name), checkpoint.CompressOptions{Against: c.against, FrameSize: frameSize}); err != nil {
+			t.Fatalf("compress %s: %v", c.name, err)
+		}
+	}
+	return plain, gz
+}
+
+// Every method, and sfa with and without a Fisher and with a dtype change, writes
+// the same bytes from compressed inputs (full, delta against a plain file, delta
+// against a compressed one) as from the files they were made from: with frames that
+// tile the engine's spans and with frames that straddle them.
+func TestEveryMethodCompressedInputs(t *testing.T) {
+	ctx := context.Background()
+	for _, frameSize := range []int{1 << 20, 40968} {
+		dir := t.TempDir()
+		plain, gz := writeCompressedInputs(t, dir, frameSize)
+		type runFunc func(path func(string) string, out string) error
+		runs := map[string]runFunc{
+			"sfa": func(path func(string) string, out string) error {
+				_, err := RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m0"), SFA: SFA{Beta: 0.3},
+					Job: Job{Out: out, Exec: ExecOptions{Threads: 2}}})
+				return err
+			},
+			"sfa-f32": func(path func(string) string, out string) error {
+				_, err := RunSFA(ctx, SFAJob{Anchor: path("m1"), Current: path("m2"), SFA: SFA{Beta: 0.6},
+					Job: Job{Out: out, OutDType: dtype.F32, Exec: ExecOptions{Threads: 3}}})
+				return err
+			},
+			"sfa-fisher": func(path func(string) string, out string) error {
+				_, err := RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m1"), Fisher: path("fisher"), SFA: SFA{Eta: 30},
+					Job: Job{Out: out, Exec: ExecOptions{Threads: 2}}})
+				return err
+			},
+		}
+		variants := map[string]func(*Params){
+			"della-inv":               func(p *Params) { p.Epsilon, p.Rescaling, p.Rescale = 0.1, SwitchOn, "inverse" },
+			"model_stock-filter_wise": func(p *Params) { p.FilterWise = SwitchOn },
+		}
+		for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
+			name := method
+			method, _, _ := strings.Cut(method, "-")
+			def, _ := methodDefs(method)
+			runs[name] = func(path func(string) string, out string) error {
+				p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3,
+					Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}}
+				if v := variants[name]; v != nil {
+					v(&p)
+				}
+				j := MethodJob{Method: method, Params: p, Job: Job{Out: out, Exec: ExecOptions{Threads: 2}}}
+				if def.base {
+					j.Base = path("base")
+				}
+				n := 3
+				if def.maxModels > 0 {
+					n = def.maxModels
+				}
+				for i := range n {
+					m := Model{Path: path(fmt.Sprint("m", i)), Weight: 0.5 + float64(i), Density: math.NaN()}
+					if def.fisher {
+						m.Fisher = path("fisher")
+					}
+					j.Models = append(j.Models, m)
+				}
+				_, err := RunMethod(ctx, j)
+				return err
+			}
+		}
+		for name, run := range runs {
+			want, got := filepath.Join(dir, name+".want.safetensors"), filepath.Join(dir, name+".got.safetensors")
+			if err := run(plain, want); err != nil {
+				t.Fatalf("%s from files: %v", name, err)
+			}
+			if err := run(gz, got); err != nil {
+				t.Fatalf("frames of %d: %s from .gmz: %v", frameSize, name, err)
+			}
+			if d := tensorsDiffer(t, got, want); d != "" {
+				t.Errorf("frames of %d: %s: the merge from .gmz inputs differs from the merge from files: %s", frameSize, name, d)
+			}
+			os.Remove(want)
+			os.Remove(got)
+		}
+	}
+}
+
+// rangeOnly serves a compressed checkpoint a range at a time and fails any whole
+// tensor read, recording the largest range asked for.
+type rangeOnly struct {
+	checkpoint.RangeDecoder
+	largest atomic.Int64
+}
+
+func (r *rangeOnly) Data(name string) ([]byte, error) {
+	return nil, fmt.Errorf("tensor %q: read whole", name)
+}
+
+func (r *rangeOnly) DecodeRange(name string, off int64, dst []byte) error {
+	for {
+		l := r.largest.Load()
+		if int64(len(dst)) <= l || r.largest.CompareAndSwap(l, int64(len(dst))) {
+			break
+		}
+	}
+	return r.RangeDecoder.DecodeRange(name, off, dst)
+}
+
+// The engine reads a compressed input a span at a time (a whole number of chunks
+// covering whole frames), never a whole tensor, for a kernel with passes too; and a
+// kernel that reads beyond its chunk loads whole tensors.
+func TestCompressedInputsStream(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, gz := writeCompressedInputs(t, dir, 8192)
+	var srcs []*rangeOnly
+	var inputs []Source
+	for _, n := range []string{"base", "m0", "m1"} {
+		s, err := checkpoint.Open(gz(n))
+		must(t, err)
+		defer s.Close()
+		rd, ok := s.(checkpoint.RangeDecoder)
+		if !ok {
+			t.Fatalf("%s: a .gmz source is not a checkpoint.RangeDecoder", n)
+		}
+		srcs = append(srcs, &rangeOnly{RangeDecoder: rd})
+		inputs = append(inputs, srcs[len(srcs)-1])
+	}
+	// Integer tensors are compared whole across inputs when planning: one input
+	// first, whose integer tensor is copied a span at a time.
+	one, err := BuildPlan(inputs[:1], nil, PlanOptions{})
+	must(t, err)
+	copyIn := Kernel{Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[0]) }}
+	if _, err := Execute(ctx, one, discardSink{}, func(*TensorPlan) Kernel { return copyIn }, ExecOptions{Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := srcs[0].largest.Swap(0); got == 0 || got > 4*ChunkElems {
+		t.Errorf("one input: decoded ranges of up to %d bytes, want one span (%d for I32)", got, 4*ChunkElems)
+	}
+	plan, err := BuildPlan(inputs, nil, PlanOptions{FloatOnly: true})
+	must(t, err)
+	var largest int64
+	for _, tp := range plan.Tensors {
+		largest = max(largest, tp.In[0].Len())
+	}
+	if largest <= 2*ChunkElems*2 {
+		t.Fatalf("the fixture's largest tensor is %d bytes: too small to tell spans from tensors", largest)
+	}
+	sink := discardSink{}
+	// SFA (fused), and a kernel with a pass before its merge.
+	for _, kernel := range []Kernel{
+		SFA{Beta: 0.5}.Kernel(),
+		{Passes: []Pass{{NumStats: 1, Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) { acc[0] += float64(len(in[0])) }}},
+			Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[1]) }},
+	} {
+		if _, err := Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return kernel }, ExecOptions{Threads: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range srcs {
+		if got := s.largest.Load(); got == 0 || got > ChunkElems*2 {
+			t.Errorf("input %d: decoded ranges of up to %d bytes, want one span (%d)", i, got, ChunkElems*2)
+		}
+	}
+	whole := Kernel{WholeInputs: true, Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[0]) }}
+	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2})
+	if err == nil || !strings.Contains(err.Error(), "read whole") {
+		t.Errorf("a WholeInputs kernel: %v, want the whole tensor read", err)
+	}
+}
+
+// tensorsDiffer names the first tensor whose name, dtype, shape or bytes differ
+// between two checkpoints (their metadata, which names the inputs, may differ).
+func tensorsDiffer(t *testing.T, a, b string) string {
+	t.Helper()
+	sa, err := checkpoint.Open(a)
+	must(t, err)
+	defer sa.Close()
+	sb, err := checkpoint.Open(b)
+	must(t, err)
+	defer sb.Close()
+	ta, tb := sa.Tensors(), sb.Tensors()
+	if len(ta) != len(tb) {
+		return fmt.Sprintf("%d tensors, %d", len(ta), len(tb))
+	}
+	for i := range ta {
+		if ta[i].Name != tb[i].Name || ta[i].DType != tb[i].DType || fmt.Sprint(ta[i].Shape) != fmt.Sprint(tb[i].Shape) {
+			return fmt.Sprintf("tensor %d: %q %s %v, %q %s %v", i, ta[i].Name, ta[i].DType, ta[i].Shape, tb[i].Name, tb[i].DType, tb[i].Shape)
+		}
+		da, err := sa.Data(ta[i].Name)
+		must(t, err)
+		db, err := sb.Data(tb[i].Name)
+		must(t, err)
+		if !bytes.Equal(da, db) {
+			return fmt.Sprintf("tensor %q", ta[i].Name)
+		}
+	}
+	return ""
+}
+
+type discardSink struct{}
+
+func (discardSink) WriteAt(int, int64, []byte) error { return nil }
