@@ -479,3 +479,6 @@ func startHeapSampler() func() uint64 {
 		return max(peak, v)
 	}
 }
+
+// Finite is finite for other packages' JSON reports.
+func Finite(v float64) *float64 { return finite(v) }
