@@ -89,6 +89,7 @@ type Report struct {
 	// Total covers every float tensor; Groups one layer × kind each, by layer (the
 	// tensors outside layers, -1, first) then kind in Kinds order.
 	Total     Group    `json:"total"`
+	Layers    []Group  `json:"layers"` // one per layer, every kind (Kind "all"), -1 first
 	Groups    []Group  `json:"groups"`
 	Tensors   []Tensor `json:"tensors,omitempty"`
 	BytesRead int64    `json:"bytes_read"`
@@ -272,7 +273,7 @@ func Compute(ctx context.Context, base merge.Source, models []merge.Source, opts
 		layer int
 		kind  string
 	}
-	groups := map[key]*sums{}
+	groups, layers := map[key]*sums{}, map[int]*sums{}
 	for i := range plan.Tensors {
 		t := &plan.Tensors[i]
 		if !t.Merge {
@@ -289,6 +290,10 @@ func Compute(ctx context.Context, base merge.Source, models []merge.Source, opts
 			groups[key{layer, kind}] = g
 		}
 		g.add(st.result)
+		if layers[layer] == nil {
+			layers[layer] = newSums(len(models), len(dens))
+		}
+		layers[layer].add(st.result)
 		total.add(st.result)
 		rep.Tensors = append(rep.Tensors, Tensor{Name: t.Name, Group: st.result.group(layer, kind)})
 	}
@@ -296,6 +301,10 @@ func Compute(ctx context.Context, base merge.Source, models []merge.Source, opts
 	for k, g := range groups {
 		rep.Groups = append(rep.Groups, g.group(k.layer, k.kind))
 	}
+	for l, g := range layers {
+		rep.Layers = append(rep.Layers, g.group(l, "all"))
+	}
+	slices.SortFunc(rep.Layers, func(a, b Group) int { return a.Layer - b.Layer })
 	slices.SortFunc(rep.Groups, func(a, b Group) int {
 		if a.Layer != b.Layer {
 			return a.Layer - b.Layer
