@@ -58,6 +58,9 @@ Prints a markdown table (or --json); --html writes a self-contained page with ch
 			if o.json && o.markdown {
 				return usagef("--json and --markdown both print on stdout: choose one")
 			}
+			if err := stats.CheckDensities(o.densities); err != nil {
+				return usagef("--density: %w", err)
+			}
 			if o.threads < 0 {
 				return usagef("--threads %d: must be positive", o.threads)
 			}

@@ -236,6 +236,16 @@ func (s *sums) group(layer int, kind string) Group {
 	return g
 }
 
+// CheckDensities says whether every density is in (0, 1].
+func CheckDensities(dens []float64) error {
+	for _, d := range dens {
+		if !(d > 0 && d <= 1) {
+			return fmt.Errorf("density %v: must be in (0, 1]", d)
+		}
+	}
+	return nil
+}
+
 // Compute reads base and models once and returns their statistics. The models must
 // hold the base's float tensors with the same shapes (tensors that are not floats are
 // left out).
@@ -247,10 +257,8 @@ func Compute(ctx context.Context, base merge.Source, models []merge.Source, opts
 	if len(dens) == 0 {
 		dens = DefaultDensities
 	}
-	for _, d := range dens {
-		if !(d > 0 && d <= 1) {
-			return nil, fmt.Errorf("report: density %v: must be in (0, 1]", d)
-		}
+	if err := CheckDensities(dens); err != nil {
+		return nil, err
 	}
 	plan, err := merge.BuildPlan(append([]merge.Source{base}, models...), nil, merge.PlanOptions{Ref: 0, FloatOnly: true})
 	if err != nil {
