@@ -232,3 +232,75 @@ func TestReportHTMLInChromium(t *testing.T) {
 		t.Errorf("screenshot: %v, %v", st, err)
 	}
 }
+
+// TestDryRun: a merge command with --dry-run prints its plan and its inputs'
+// statistics (gomerge report's numbers), and writes nothing: no output, no lock, no
+// temporary file.
+func TestDryRun(t *testing.T) {
+	f := newReportFixture(t)
+	before, err := os.ReadDir(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(f.dir, "merged.safetensors")
+	code, stdout, stderr := gomerge(t, "ties", "--base", f.base, f.a, f.b, "--density", "0.2", "--out", out, "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		DryRun       bool  `json:"dry_run"`
+		BytesRead    int64 `json:"bytes_read"`
+		BytesWritten int64 `json:"bytes_written"`
+		Planned      []struct {
+			Name, DType string
+			Merged      bool
+		} `json:"planned"`
+		Statistics json.RawMessage `json:"statistics"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// Tiny llama, BF16: every tensor merged from three inputs, one written.
+	var elems int64
+	for _, ts := range stt.Random(stt.TinyLlama, dtype.BF16, 1) {
+		elems += ts.NumElements()
+	}
+	if !rep.DryRun || rep.BytesRead != 3*2*elems || rep.BytesWritten != 2*elems || len(rep.Planned) != 21 || rep.Planned[0].DType != "BF16" {
+		t.Errorf("dry run: %+v, want %d bytes read and %d written", rep, 6*elems, 2*elems)
+	}
+	code, want, _ := gomerge(t, "report", "--json", "--base", f.base, f.a, f.b)
+	var a, b any
+	if code != 0 || json.Unmarshal(rep.Statistics, &a) != nil || json.Unmarshal([]byte(want), &b) != nil {
+		t.Fatalf("statistics: %s", rep.Statistics)
+	}
+	aj, _ := json.Marshal(a)
+	bj, _ := json.Marshal(b)
+	if string(aj) != string(bj) {
+		t.Errorf("dry run statistics differ from gomerge report's:\n%s\n%s", aj, bj)
+	}
+	// Human output, a method without a base, and sfa.
+	for _, args := range [][]string{
+		{"ties", "--base", f.base, f.a, f.b, "--out", out, "--dry-run"},
+		{"linear", f.a, f.b, "--out", out, "--dry-run"},
+		{"sfa", "--anchor", f.base, "--current", f.a, "--out", out, "--dry-run"},
+		{"sfa", "--anchor", f.base, "--current", f.a, "--in-place", "--dry-run"},
+	} {
+		code, stdout, stderr := gomerge(t, args...)
+		if code != 0 || !strings.Contains(stdout, "nothing written") || !strings.Contains(stdout, "model.layers.1.mlp.up_proj.weight") {
+			t.Errorf("%v: exit %d\n%s%s", args, code, stdout, stderr)
+		}
+		if args[0] == "ties" && !strings.Contains(stdout, "| 1 | mlp |") {
+			t.Errorf("%v: no statistics table\n%s", args, stdout)
+		}
+	}
+	after, err := os.ReadDir(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Errorf("a dry run left files: %v, before %v", after, before)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a dry run wrote %s", out)
+	}
+}
