@@ -462,16 +462,16 @@ func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int) {
 			for k := i + 1; k < models; k++ {
 				ta, tb := sc.tau[i][:len(b)], sc.tau[k][:len(b)]
 				var dot float64
-				var conflict, both int
+				var conflict, both uint32
 				for j, x := range ta {
 					y := tb[j]
 					dot += float64(x) * float64(y)
-					if x != 0 && y != 0 {
-						both++
-						if (x < 0) != (y < 0) {
-							conflict++
-						}
-					}
+					// Branch-free (the signs of two task vectors are close to random):
+					// both non-zero, and of opposite signs.
+					bx, by := math.Float32bits(x), math.Float32bits(y)
+					nz := nonZero(bx<<1) & nonZero(by<<1)
+					both += nz
+					conflict += (bx ^ by) >> 31 & nz
 				}
 				base := 1 + models + 3*p
 				acc[base] += dot
@@ -482,6 +482,9 @@ func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int) {
 		}
 	}
 }
+
+// nonZero is 1 if v ≠ 0, else 0, without a branch.
+func nonZero(v uint32) uint32 { return (v | -v) >> 31 }
 
 // flushHist adds a chunk's histogram to the tensor's and zeroes it.
 func flushHist(dst []uint64, h []uint32) {
@@ -529,16 +532,6 @@ type cut struct {
 	frac float64
 }
 
-func (c cut) weight(mag uint32) float64 {
-	key := mag >> 16
-	switch {
-	case int(key) > c.bin:
-		return 1
-	case int(key) == c.bin:
-		return c.frac
-	}
-	return 0
-}
 
 // binValue is the smallest |τ| of bin b: the mass estimate counts each element as it.
 func binValue(b int) float64 { return float64(math.Float32frombits(uint32(b) << 16)) }
@@ -605,19 +598,40 @@ func (st *tensorState) finish() {
 // overlap estimates |top-k(a) ∩ top-k(b)| / k from the elements' bins: an element in
 // a cut's bin counts as kept with the fraction of the bin the cut keeps. With every
 // element's bin, Σ wa = Σ wb = k and this is Σ wa·wb / k; with a sample it is the
-// same ratio over the sample.
+// same ratio over the sample. The elements are counted by where they fall against
+// each cut (below, in, above the bin: integers), then weighted.
 func overlap(a, b []uint32, ca, cb cut) float64 {
+	var n [9]int64
+	for j, ma := range a {
+		n[ca.class(ma)*3+cb.class(b[j])]++
+	}
+	wa, wb := [3]float64{0, ca.frac, 1}, [3]float64{0, cb.frac, 1}
 	var both, sa, sb float64
-	for j, ka := range a {
-		wa, wb := ca.weight(ka), cb.weight(b[j])
-		both += wa * wb
-		sa += wa
-		sb += wb
+	for i := range 3 {
+		for k := range 3 {
+			c := float64(n[i*3+k])
+			both += c * wa[i] * wb[k]
+			sa += c * wa[i]
+			sb += c * wb[k]
+		}
 	}
 	if sa+sb == 0 {
 		return 0
 	}
 	return both / ((sa + sb) / 2)
+}
+
+// class is 0 below the cut's bin, 1 in it, 2 above it.
+func (c cut) class(mag uint32) int {
+	key := int(mag >> 16)
+	return b2i(key >= c.bin) + b2i(key > c.bin)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // finishExact selects each model's top k exactly as TIES does (docs/methods.md#magnitude-ranks:

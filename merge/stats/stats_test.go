@@ -309,21 +309,23 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+func weight(c cut, mag uint32) float64 { return [3]float64{0, c.frac, 1}[c.class(mag)] }
+
 func TestFindCutEdges(t *testing.T) {
 	h := make([]uint64, histBins)
 	h[magKey(2)] = 3
 	h[magKey(1)] = 1
 	two, one := magBits(2), magBits(1)
-	if c, f := findCut(h, 0, 4); c.weight(two) != 0 || f != 0 {
-		t.Errorf("k = 0: weight %v, fraction %v", c.weight(two), f)
+	if c, f := findCut(h, 0, 4); weight(c, two) != 0 || f != 0 {
+		t.Errorf("k = 0: weight %v, fraction %v", weight(c, two), f)
 	}
-	if c, f := findCut(h, 4, 4); c.weight(0) != 1 || f != 1 {
-		t.Errorf("k = n: weight %v, fraction %v", c.weight(0), f)
+	if c, f := findCut(h, 4, 4); weight(c, 0) != 1 || f != 1 {
+		t.Errorf("k = n: weight %v, fraction %v", weight(c, 0), f)
 	}
 	// k = 2 of three 2s and a 1: two thirds of the 2s' bin, mass 8 of 13.
 	c, f := findCut(h, 2, 4)
-	if c.weight(two) != 2.0/3 || c.weight(one) != 0 || f != 8.0/13 {
-		t.Errorf("k = 2: weights %v %v, fraction %v", c.weight(two), c.weight(one), f)
+	if weight(c, two) != 2.0/3 || weight(c, one) != 0 || f != 8.0/13 {
+		t.Errorf("k = 2: weights %v %v, fraction %v", weight(c, two), weight(c, one), f)
 	}
 	// The exact mask: the same histogram, ties to the lower index.
 	mask := topMask(nil, h, []uint32{two, one, two, two}, 2)
