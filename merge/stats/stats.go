@@ -434,53 +434,65 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 }
 
 // chunkSums adds a chunk's sums to acc (statsLayout) and its magnitudes to sc.hist.
+// It works in blocks that stay in L1, and its float64 sums run on four accumulators
+// (a fixed order, so the bits do not depend on scheduling) rather than one long
+// chain of dependent additions.
 func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int) {
 	base := in[0]
 	n := len(base)
 	for off := 0; off < n; off += block {
 		end := min(off+block, n)
 		b := base[off:end]
-		var b2 float64
-		for _, v := range b {
-			b2 += float64(v) * float64(v)
-		}
-		acc[0] += b2
+		acc[0] += dot4(b, b)
 		for i := range models {
 			m := in[1+i][off:end]
 			tau, h := sc.tau[i][:len(b)], sc.hist[i]
-			var s2 float64
 			for j, v := range m {
 				t := v - b[j]
 				tau[j] = t
-				s2 += float64(t) * float64(t)
 				h[magKey(t)]++
 			}
-			acc[1+i] += s2
+			acc[1+i] += dot4(tau, tau)
 		}
 		p := 0
 		for i := range models {
 			for k := i + 1; k < models; k++ {
 				ta, tb := sc.tau[i][:len(b)], sc.tau[k][:len(b)]
-				var dot float64
 				var conflict, both uint32
 				for j, x := range ta {
-					y := tb[j]
-					dot += float64(x) * float64(y)
 					// Branch-free (the signs of two task vectors are close to random):
 					// both non-zero, and of opposite signs.
-					bx, by := math.Float32bits(x), math.Float32bits(y)
+					bx, by := math.Float32bits(x), math.Float32bits(tb[j])
 					nz := nonZero(bx<<1) & nonZero(by<<1)
 					both += nz
 					conflict += (bx ^ by) >> 31 & nz
 				}
 				base := 1 + models + 3*p
-				acc[base] += dot
+				acc[base] += dot4(ta, tb)
 				acc[base+1] += float64(conflict)
 				acc[base+2] += float64(both)
 				p++
 			}
 		}
 	}
+}
+
+// dot4 is Σ x·y in float64 on four accumulators (products of float32s are exact in
+// float64, so a fused multiply-add gives the same bits).
+func dot4(x, y []float32) float64 {
+	y = y[:len(x)]
+	var s0, s1, s2, s3 float64
+	j := 0
+	for ; j+4 <= len(x); j += 4 {
+		s0 += float64(x[j]) * float64(y[j])
+		s1 += float64(x[j+1]) * float64(y[j+1])
+		s2 += float64(x[j+2]) * float64(y[j+2])
+		s3 += float64(x[j+3]) * float64(y[j+3])
+	}
+	for ; j < len(x); j++ {
+		s0 += float64(x[j]) * float64(y[j])
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // nonZero is 1 if v ≠ 0, else 0, without a branch.

@@ -343,3 +343,30 @@ func TestBadDensity(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkChunkSums is the per-chunk work of two models against a base.
+func BenchmarkChunkSums(b *testing.B) {
+	in := make([][]float32, 3)
+	for i := range in {
+		in[i] = make([]float32, merge.ChunkElems)
+		for j := range in[i] {
+			x := uint32(j)*0x9E3779B1 + uint32(i)*0x85EBCA77
+			x ^= x >> 15
+			in[i][j] = float32(x>>8)/float32(1<<24) - 0.5
+		}
+	}
+	st := newTensorState(merge.ChunkElems, 2, DefaultDensities)
+	sc := st.pool.Get().(*chunkScratch)
+	acc := make([]float64, st.nStats)
+	b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
+	b.ReportAllocs()
+	for b.Loop() {
+		chunkSums(acc, in, sc, 2)
+		for _, h := range sc.hist {
+			clear(h)
+		}
+	}
+	if acc[1] == 0 {
+		b.Fatal("no sums")
+	}
+}
