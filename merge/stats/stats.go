@@ -265,8 +265,9 @@ func Compute(ctx context.Context, base merge.Source, models []merge.Source, opts
 		return nil, err
 	}
 	states := make(map[*merge.TensorPlan]*tensorState, len(plan.Tensors))
+	pool := newScratchPool(len(models))
 	for i := range plan.Tensors {
-		states[&plan.Tensors[i]] = newTensorState(plan.Tensors[i].NumElements(), len(models), dens)
+		states[&plan.Tensors[i]] = newTensorState(plan.Tensors[i].NumElements(), len(models), dens, pool)
 	}
 	res, err := merge.Execute(ctx, plan, nil, func(t *merge.TensorPlan) merge.Kernel {
 		st := states[t]
@@ -362,22 +363,23 @@ type chunkScratch struct {
 	hist [][]uint32  // per model, histBins, zero between uses
 }
 
-var scratchPools sync.Map // models → *sync.Pool
-
-func newTensorState(n int64, models int, dens []float64) *tensorState {
-	nStats, _ := statsLayout(models)
-	st := &tensorState{n: n, nChunks: (n + merge.ChunkElems - 1) / merge.ChunkElems, models: models, dens: dens, nStats: nStats}
-	st.remaining.Store(st.nChunks)
-	st.sampled = n > exactKeys
-	pool, _ := scratchPools.LoadOrStore(models, &sync.Pool{New: func() any {
+// newScratchPool makes a run's pool of chunk scratch for this many models.
+func newScratchPool(models int) *sync.Pool {
+	return &sync.Pool{New: func() any {
 		s := &chunkScratch{}
 		for range models {
 			s.tau = append(s.tau, make([]float32, block))
 			s.hist = append(s.hist, make([]uint32, histBins))
 		}
 		return s
-	}})
-	st.pool = pool.(*sync.Pool)
+	}}
+}
+
+func newTensorState(n int64, models int, dens []float64, pool *sync.Pool) *tensorState {
+	nStats, _ := statsLayout(models)
+	st := &tensorState{n: n, nChunks: (n + merge.ChunkElems - 1) / merge.ChunkElems, models: models, dens: dens, nStats: nStats, pool: pool}
+	st.remaining.Store(st.nChunks)
+	st.sampled = n > exactKeys
 	return st
 }
 

@@ -355,7 +355,7 @@ func BenchmarkChunkSums(b *testing.B) {
 			in[i][j] = float32(x>>8)/float32(1<<24) - 0.5
 		}
 	}
-	st := newTensorState(merge.ChunkElems, 2, DefaultDensities)
+	st := newTensorState(merge.ChunkElems, 2, DefaultDensities, newScratchPool(2))
 	sc := st.pool.Get().(*chunkScratch)
 	acc := make([]float64, st.nStats)
 	b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
