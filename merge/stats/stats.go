@@ -361,6 +361,8 @@ func statsLayout(models int) (n, pairs int) {
 type chunkScratch struct {
 	tau  [][]float32 // per model, one block
 	hist [][]uint32  // per model, histBins, zero between uses
+	lo   []int       // per model, the lowest bin the chunk touched
+	hi   []int       // and the highest
 }
 
 // newScratchPool makes a run's pool of chunk scratch for this many models.
@@ -371,6 +373,7 @@ func newScratchPool(models int) *sync.Pool {
 			s.tau = append(s.tau, make([]float32, block))
 			s.hist = append(s.hist, make([]uint32, histBins))
 		}
+		s.lo, s.hi = make([]int, models), make([]int, models)
 		return s
 	}}
 }
@@ -423,11 +426,11 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	sc := st.pool.Get().(*chunkScratch)
 	defer st.pool.Put(sc)
 	acc := st.partial[pos.Index*int64(st.nStats) : (pos.Index+1)*int64(st.nStats)]
-	chunkSums(acc, in, sc, st.models)
-	st.keep(in, pos)
+	chunkSums(acc, in, sc, st.models, !st.sampled)
+	st.keep(in, pos, sc)
 	st.mu.Lock()
 	for i, h := range sc.hist {
-		flushHist(st.hist[i], h)
+		flushHist(st.hist[i], h[sc.lo[i]:sc.hi[i]+1], sc.lo[i])
 	}
 	st.mu.Unlock()
 	if st.remaining.Add(-1) == 0 {
@@ -435,13 +438,17 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	}
 }
 
-// chunkSums adds a chunk's sums to acc (statsLayout) and its magnitudes to sc.hist.
+// chunkSums adds a chunk's sums to acc (statsLayout) and, with hist, every element's
+// magnitude to sc.hist.
 // It works in blocks that stay in L1, and its float64 sums run on four accumulators
 // (a fixed order, so the bits do not depend on scheduling) rather than one long
 // chain of dependent additions.
-func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int) {
+func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int, hist bool) {
 	base := in[0]
 	n := len(base)
+	for i := range models {
+		sc.lo[i], sc.hi[i] = 0, histBins-1
+	}
 	for off := 0; off < n; off += block {
 		end := min(off+block, n)
 		b := base[off:end]
@@ -449,10 +456,16 @@ func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int) {
 		for i := range models {
 			m := in[1+i][off:end]
 			tau, h := sc.tau[i][:len(b)], sc.hist[i]
-			for j, v := range m {
-				t := v - b[j]
-				tau[j] = t
-				h[magKey(t)]++
+			if hist {
+				for j, v := range m {
+					t := v - b[j]
+					tau[j] = t
+					h[magKey(t)]++
+				}
+			} else {
+				for j, v := range m {
+					tau[j] = v - b[j]
+				}
 			}
 			acc[1+i] += dot4(tau, tau)
 		}
@@ -500,8 +513,10 @@ func dot4(x, y []float32) float64 {
 // nonZero is 1 if v ≠ 0, else 0, without a branch.
 func nonZero(v uint32) uint32 { return (v | -v) >> 31 }
 
-// flushHist adds a chunk's histogram to the tensor's and zeroes it.
-func flushHist(dst []uint64, h []uint32) {
+// flushHist adds a chunk's histogram, the bins from lo on, to the tensor's and zeroes
+// it.
+func flushHist(dst []uint64, h []uint32, lo int) {
+	dst = dst[lo:]
 	for b, v := range h {
 		if v != 0 {
 			dst[b] += uint64(v)
@@ -511,8 +526,8 @@ func flushHist(dst []uint64, h []uint32) {
 }
 
 // keep records the chunk's |τ| for the top-k selection: all of them, or the chunk's
-// sample. Each chunk writes its own range.
-func (st *tensorState) keep(in [][]float32, pos merge.Chunk) {
+// sample, which then also makes the histogram. Each chunk writes its own range.
+func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch) {
 	base := in[0]
 	for i := range st.models {
 		m := in[1+i]
@@ -524,14 +539,23 @@ func (st *tensorState) keep(in [][]float32, pos merge.Chunk) {
 			continue
 		}
 		dst := st.mags[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]
+		h, lo, hi := sc.hist[i], histBins-1, 0
 		for s := range dst {
 			j := s*sampleEvery + sampleOffset(pos.Index, s)
 			if j >= len(base) {
 				dst[s] = pastEnd
 				continue
 			}
-			dst[s] = magBits(m[j] - base[j])
+			mag := magBits(m[j] - base[j])
+			dst[s] = mag
+			k := int(mag >> 16)
+			h[k]++
+			lo, hi = min(lo, k), max(hi, k)
 		}
+		if lo > hi { // no sample in this chunk
+			lo, hi = 0, -1
+		}
+		sc.lo[i], sc.hi[i] = lo, hi
 	}
 }
 
@@ -726,20 +750,24 @@ func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
 	return mask
 }
 
-// finishSampled estimates the kept mass from the histograms (each |τ| counted as its
-// bin's smallest value) and the overlap from the sample (docs/report.md#top-k).
+// finishSampled estimates the cuts and the kept mass from the sample's histograms
+// (each |τ| counted as its bin's smallest value) and the overlap from the sample
+// (docs/report.md#top-k).
 func (st *tensorState) finishSampled(s *sums) {
 	mags := make([][]uint32, st.models)
 	for i, ms := range st.mags {
 		mags[i] = slices.DeleteFunc(ms, func(m uint32) bool { return m == pastEnd })
 	}
 	cuts := make([]cut, st.models)
+	m := int64(len(mags[0]))
 	for d, dens := range st.dens {
 		k := merge.TopK(dens, st.n)
 		s.k[d] = float64(k)
+		// The histogram is the sample's: its cut is at the same fraction of it.
+		ks := int64(math.Round(float64(k) * float64(m) / float64(st.n)))
 		for i := range st.models {
 			var frac float64
-			cuts[i], frac = findCut(st.hist[i], k, st.n)
+			cuts[i], frac = findCut(st.hist[i], ks, m)
 			if s.sq[i] != 0 {
 				s.kept[i][d] = frac * s.sq[i]
 			}

@@ -245,8 +245,9 @@ func TestAgainstReference(t *testing.T) {
 	}
 }
 
-// TestSampledOverlap checks the sampled overlap of a tensor above exactKeys against
-// the exact one: models whose task vectors share their large elements by design.
+// TestSampledOverlap checks the sampled overlap and kept mass of a tensor above
+// exactKeys against the exact ones: models whose task vectors share their large
+// elements by design.
 func TestSampledOverlap(t *testing.T) {
 	n := exactKeys + 3*merge.ChunkElems + 123
 	base := make([]float32, n)
@@ -278,6 +279,9 @@ func TestSampledOverlap(t *testing.T) {
 	for d := range rep.Densities {
 		// 1/16 of 1.3M elements: the standard error at k/n = 0.1 is about 0.004.
 		near(t, "sampled overlap", rep.Total.Pairs[0].Overlap[d], r.overlap[d], 0.02)
+		for m := range 2 {
+			near(t, "sampled kept", rep.Total.Models[m].Kept[d], r.kept[m][d], 0.02)
+		}
 	}
 }
 
@@ -361,7 +365,7 @@ func BenchmarkChunkSums(b *testing.B) {
 	b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
 	b.ReportAllocs()
 	for b.Loop() {
-		chunkSums(acc, in, sc, 2)
+		chunkSums(acc, in, sc, 2, false) // a large tensor's: its histogram is the sample's
 		for _, h := range sc.hist {
 			clear(h)
 		}
