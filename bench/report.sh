@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Times `gomerge report` (a base and two models, per-layer statistics, no output file)
-# against the I/O floor for the same inputs (bench/floor over the three inputs: reads
-# all three, writes and fsyncs one model's worth, as a merge of them would), rounds
-# interleaved, warm cache, on ~1 GB BF16 llama-shaped checkpoints.
+# Times `gomerge report` (a base and two models, per-layer statistics, --json, no
+# output file) against the I/O floor for the same inputs (bench/floor over the three
+# inputs: reads all three, writes and fsyncs one model's worth, as a merge of them
+# would), rounds interleaved (floor, report, floor, report, ...), warm cache (the
+# inputs are read once before each timed run), on ~1 GB BF16 llama-shaped checkpoints.
+# Prints wall, user and sys seconds per run and the load average after each round.
 #
 #   bench/report.sh [WORKDIR] [ROUNDS]       (default /tmp/gomerge-bench, 5)
 set -euo pipefail
@@ -17,10 +19,9 @@ if [[ ! -f $FIX/model2.safetensors ]]; then
 fi
 B=$FIX/anchor.safetensors M1=$FIX/model1.safetensors M2=$FIX/model2.safetensors
 warm() { cat "$B" "$M1" "$M2" >/dev/null; }
-secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); echo "scale=3; ($t1 - $t0) / 1000000000" | bc; }
 warm; "$WORK/floor" "$B" "$M1" "$M2" "$WORK/out/f" && rm -f "$WORK/out/f" # untimed warm-up
 for r in $(seq "$ROUNDS"); do
-	warm; f=$(secs "$WORK/floor" "$B" "$M1" "$M2" "$WORK/out/f"); rm -f "$WORK/out/f"
-	warm; g=$(secs "$WORK/gomerge" report --json --base "$B" "$M1" "$M2")
-	echo "round $r: floor $f s, gomerge report $g s, ratio $(echo "scale=2; $g / $f" | bc), load $(cut -d' ' -f1-3 /proc/loadavg)"
+	warm; /usr/bin/time -f "round $r floor %e wall %U user %S sys" "$WORK/floor" "$B" "$M1" "$M2" "$WORK/out/f"; rm -f "$WORK/out/f"
+	warm; /usr/bin/time -f "round $r report %e wall %U user %S sys" "$WORK/gomerge" report --json --base "$B" "$M1" "$M2" >/dev/null
+	echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
