@@ -570,7 +570,6 @@ type cut struct {
 	frac float64
 }
 
-
 // binValue is the smallest |τ| of bin b: the mass estimate counts each element as it.
 func binValue(b int) float64 { return float64(math.Float32frombits(uint32(b) << 16)) }
 
