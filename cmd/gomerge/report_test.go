@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -242,6 +243,10 @@ func TestDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	current, err := os.ReadFile(f.a)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(f.dir, "merged.safetensors")
 	code, stdout, stderr := gomerge(t, "ties", "--base", f.base, f.a, f.b, "--density", "0.2", "--out", out, "--dry-run", "--json")
 	if code != 0 {
@@ -302,5 +307,8 @@ func TestDryRun(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Errorf("a dry run wrote %s", out)
+	}
+	if now, err := os.ReadFile(f.a); err != nil || !bytes.Equal(now, current) {
+		t.Errorf("sfa --in-place --dry-run changed %s (%v)", f.a, err)
 	}
 }
