@@ -14,6 +14,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 
 	"github.com/gomerge/gomerge/merge/stats"
 )
@@ -104,13 +106,13 @@ func Charts(r *Report) ([]Chart, error) {
 
 var xmlProlog = regexp.MustCompile(`(?s)^.*?(<svg)`)
 
+// drawSVG draws on an SVG canvas directly (not Plot.WriterTo, which would link
+// every output format's backend into the binary).
 func drawSVG(p *plot.Plot) ([]byte, error) {
-	wt, err := p.WriterTo(chartW, chartH, "svg")
-	if err != nil {
-		return nil, err
-	}
+	c := vgsvg.New(chartW, chartH)
+	p.Draw(draw.New(c))
 	var b bytes.Buffer
-	if _, err := wt.WriteTo(&b); err != nil {
+	if _, err := c.WriteTo(&b); err != nil {
 		return nil, err
 	}
 	return xmlProlog.ReplaceAll(b.Bytes(), []byte("$1")), nil
