@@ -65,6 +65,9 @@ type Job struct {
 	// Shard, if set, makes this run one worker of a merge split across processes
 	// (shard.go): it writes only its own files of a folder output.
 	Shard *Shard
+	// DryRun plans the merge and reports what it would read and write (DryRun)
+	// without locking, reading tensor data or writing anything.
+	DryRun bool
 }
 
 // FolderFiles reads and writes the small files of a folder output before it is
@@ -104,6 +107,10 @@ type Report struct {
 	History string `json:"history,omitempty"`
 	// Shard: what this worker of a sharded merge wrote.
 	Shard *ShardReport `json:"shard,omitempty"`
+	// DryRun: nothing was written; BytesRead and BytesWritten are what the merge
+	// would read and write, Planned its output tensors.
+	DryRun  bool            `json:"dry_run,omitempty"`
+	Planned []PlannedTensor `json:"planned,omitempty"`
 }
 
 // Run performs the job: it locks the destination (repairing what an interrupted run
@@ -124,6 +131,9 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 	}()
 	if len(job.Inputs) == 0 || job.Ref < 0 || job.Ref >= len(job.Inputs) {
 		return nil, fmt.Errorf("merge: no reference input")
+	}
+	if job.DryRun {
+		return dryRun(job)
 	}
 	if out := job.outPath(); checkpoint.IsCompressedPath(out) {
 		return runCompressed(ctx, job, out)
@@ -256,12 +266,26 @@ func runCompressed(ctx context.Context, job Job, out string) (*Report, error) {
 // lockOutput decides the output's path and format and locks it (repairing what an
 // interrupted run left).
 func lockOutput(ctx context.Context, job Job) (*atomicout.Dest, checkpoint.Format, error) {
+	out, format, folder, err := outputFormat(job)
+	if err != nil {
+		return nil, nil, err
+	}
+	dest, err := atomicout.Lock(ctx, out, folder, job.OnLockWait)
+	if err != nil {
+		return nil, nil, &OutputError{Path: out, Err: err}
+	}
+	return dest, format, nil
+}
+
+// outputFormat is where the job's output goes, in which format, and whether it is a
+// folder.
+func outputFormat(job Job) (string, checkpoint.Format, bool, error) {
 	out := job.Out
 	if job.InPlace {
 		out = job.Inputs[job.Ref].Path
 	}
 	if out == "" {
-		return nil, nil, errors.New("merge: no output path")
+		return "", nil, false, errors.New("merge: no output path")
 	}
 	if job.InPlace {
 		// Replace the checkpoint a link points to, not the link: a trainer resuming
@@ -272,16 +296,12 @@ func lockOutput(ctx context.Context, job Job) (*atomicout.Dest, checkpoint.Forma
 	}
 	format, folder, err := checkpoint.OutputFormat(out)
 	if err != nil && !job.InPlace {
-		return nil, nil, badParameter(err)
+		return "", nil, false, badParameter(err)
 	}
 	if err != nil { // in place: the reference's own path, whatever its name
 		format, folder = checkpoint.Safetensors, true
 	}
-	dest, err := atomicout.Lock(ctx, out, folder, job.OnLockWait)
-	if err != nil {
-		return nil, nil, &OutputError{Path: out, Err: err}
-	}
-	return dest, format, nil
+	return out, format, folder, nil
 }
 
 // checkFormats refuses what gomerge does not convert: inputs of different formats
@@ -481,3 +501,6 @@ func startHeapSampler() func() uint64 {
 		return max(peak, v)
 	}
 }
+
+// Finite is finite for other packages' JSON reports.
+func Finite(v float64) *float64 { return finite(v) }

@@ -205,3 +205,7 @@ func tiesCombine(dst, base, sum, den []float32, sign []uint32, d [][]float32, we
 		dst[j] = base[j] + float32(lambda*(dst[j]/q))
 	}
 }
+
+// TopK is topK for the report's kept-mass and overlap statistics (docs/report.md), so
+// that they keep what TIES keeps.
+func TopK(density float64, n int64) int64 { return topK(density, n) }

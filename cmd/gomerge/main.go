@@ -158,7 +158,7 @@ half-written checkpoint. Exit status: 0 ok, 2 usage, 3 bad input, 4 I/O failure,
 	root.SetOut(ios.Out)
 	root.SetErr(ios.ErrOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newSFACmd(ios), newDistanceCmd(ios), newInspectCmd(ios), newVersionCmd(ios))
+	root.AddCommand(newSFACmd(ios), newDistanceCmd(ios), newReportCmd(ios), newInspectCmd(ios), newVersionCmd(ios))
 	root.AddCommand(newRunCmd(ios), newCompressCmd(ios), newDecompressCmd(ios))
 	root.AddCommand(newDownloadCmd(ios), newLoraCmd(ios))
 	addHubFlags(root)

@@ -138,6 +138,7 @@ func newMethodCmd(ios *IOStreams, group []*merge.Method) *cobra.Command {
 		f.BoolVar(&switches[i+1], m.CommandSwitch, false, m.Short)
 	}
 	out.register(cmd)
+	out.registerDryRun(cmd)
 	return cmd
 }
 
@@ -245,6 +246,13 @@ func runMethod(ctx context.Context, ios *IOStreams, j merge.MethodJob, out *outp
 		return err
 	}
 	dev.annotate(&rep.GPU)
+	if rep.DryRun {
+		var models []string
+		for _, m := range j.Models {
+			models = append(models, m.Path)
+		}
+		return printDryRun(ctx, ios, rep, j.Base, models, out)
+	}
 	if out.json {
 		return writeJSON(ios.Out, rep)
 	}

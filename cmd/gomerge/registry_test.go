@@ -19,7 +19,7 @@ import (
 )
 
 // notMethods are the root's commands that are not merges.
-var notMethods = []string{"distance", "inspect", "version", "run", "compress", "decompress", "download", "lora", "finalize", "help", "completion"}
+var notMethods = []string{"distance", "report", "inspect", "version", "run", "compress", "decompress", "download", "lora", "finalize", "help", "completion"}
 
 // TestCommandsFromRegistry: every merge command of the CLI is a registry method's
 // command and every registry command exists; each flag of a method command is a

@@ -24,6 +24,7 @@ type outputFlags struct {
 	threads      int
 	json         bool
 	allowMissing bool
+	dryRun       bool
 	deviceFlags
 	ggufFlags
 	shardFlags
@@ -40,6 +41,12 @@ func (f *outputFlags) register(cmd *cobra.Command) {
 	f.deviceFlags.register(fl)
 	f.ggufFlags.register(fl)
 	f.shardFlags.register(fl)
+}
+
+// registerDryRun adds --dry-run, for the commands that handle it (a report with
+// DryRun set).
+func (f *outputFlags) registerDryRun(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "print what the merge would do (inputs, output tensors and dtypes, bytes to read and write) and the inputs' statistics (as gomerge report); write nothing")
 }
 
 // job fills the output side of a merge job from the flags.
@@ -67,6 +74,7 @@ func (f *outputFlags) job(ios *IOStreams) (merge.Job, error) {
 	}
 	job.Out = f.out
 	job.AllowMissing = f.allowMissing
+	job.DryRun = f.dryRun
 	job.Exec.Threads = f.threads
 	job.Version = versionString()
 	job.OnLockWait = func() {
@@ -190,6 +198,7 @@ are kept (hard-linked into the new folder, not copied).`,
 	f.Float64Var(&o.eta, "eta", 1, "with --fisher: β_j = min(1, eta·F_j)")
 	f.StringVar(&o.keepHistory, "keep-history", "", "also store the result in this folder, compressed as a delta against the anchor (NNNNNN.gmz, numbered in order)")
 	o.outputFlags.register(cmd)
+	o.outputFlags.registerDryRun(cmd)
 	cmd.AddCommand(newScheduleCmd(ios))
 	return cmd
 }
@@ -218,6 +227,9 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 		return err
 	}
 	dev.annotate(&rep.GPU)
+	if rep.DryRun {
+		return printDryRun(ctx, ios, rep, o.anchor, []string{o.current}, &o.outputFlags)
+	}
 	if o.keepHistory != "" {
 		if rep.History, err = keepHistory(ctx, o.keepHistory, rep.Output, o.anchor); err != nil {
 			return err

@@ -286,3 +286,9 @@ func layerT(i, n int) float64 {
 	}
 	return float64(i) / float64(n-1)
 }
+
+// SplitLayer is splitLayer for other packages (the report groups tensors by layer):
+// the prefix before the layer number, the number, and the rest of the name.
+func SplitLayer(name string) (prefix string, layer int, rest string, ok bool) {
+	return splitLayer(name)
+}

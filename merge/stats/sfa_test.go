@@ -1,0 +1,56 @@
+package stats
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestReadSFA(t *testing.T) {
+	pts, err := ReadSFA(strings.NewReader(`[{"method":"sfa","l2_before":2,"l2_after":1},{"step":40,"l2_before":3.5,"l2_after":null}]`), "run.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 2 || pts[0].Step != 1 || *pts[0].L2Before != 2 || *pts[0].L2After != 1 || pts[1].Step != 40 || *pts[1].L2Before != 3.5 || pts[1].L2After != nil {
+		t.Errorf("array: %+v", pts)
+	}
+	lines, err := ReadSFA(strings.NewReader("{\"l2_before\":2,\"l2_after\":1}\n{\"l2_before\":4,\"l2_after\":2}\n"), "run.jsonl")
+	if err != nil || len(lines) != 2 || lines[1].Step != 2 || *lines[1].L2After != 2 {
+		t.Errorf("lines: %+v, %v", lines, err)
+	}
+}
+
+func TestReadSFAMalformed(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{``, "no sfa reports"},
+		{`[]`, "no sfa reports"},
+		{`[{"l2_before":1}]`, "report 1: no l2_before and l2_after"},
+		{`{"l2_before":1,"l2_after":1}` + "\n{", "report 2:"},
+		{`[{"l2_before":"x","l2_after":1}]`, "l2_before"},
+		{`[{"l2_before":-1,"l2_after":1}]`, "non-negative"},
+		{`[{"step":-3,"l2_before":1,"l2_after":1}]`, "negative"},
+		{`[{"step":1.5,"l2_before":1,"l2_after":1}]`, "not a JSON array"},
+		{`[1,2]`, "not a JSON array"},
+		{`"text"`, "report 1:"},
+	} {
+		_, err := ReadSFA(strings.NewReader(c.in), "run.json")
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "run.json: ") {
+			t.Errorf("%q: error %v, want one naming run.json and saying %q", c.in, err, c.want)
+		}
+	}
+}
+
+func FuzzReadSFA(f *testing.F) {
+	f.Add([]byte(`[{"l2_before":2,"l2_after":1,"step":3}]`))
+	f.Add([]byte("{\"l2_before\":2,\"l2_after\":null}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pts, err := ReadSFA(strings.NewReader(string(b)), "f")
+		if err != nil {
+			return
+		}
+		for _, p := range pts {
+			if p.Step < 0 || p.L2Before != nil && *p.L2Before < 0 || p.L2After != nil && *p.L2After < 0 {
+				t.Fatalf("accepted %+v", p)
+			}
+		}
+	})
+}
