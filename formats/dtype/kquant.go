@@ -20,7 +20,9 @@ import (
 //   - integer narrowing (C's int → uint8_t/int8_t stores) wraps as in C.
 //
 // The functions work on one super-block of 256 elements each; the caller checked the
-// lengths. They are plain loops: the reference itself, with no faster twin yet.
+// lengths. They are plain loops, the reference; the group fits of Q4_K, Q5_K and Q6_K,
+// where the time goes, have a faster twin on amd64 (kquant_amd64.go) that gives the
+// same bits and is tested against these.
 
 const qkK = 256
 
@@ -394,28 +396,47 @@ func quantizeQ3K(y []byte, x []float32) {
 	pack2(qs, L[:])
 }
 
-// kFitGroups runs make_qkx2_quants over the eight groups of 32 of a Q4_K or Q5_K
-// block with ggml's weights rms(x) + |x|, and packs the group scales and mins to six
-// bits each under F16 d and dmin (y[0:4]) into the 12 scale bytes y[4:16], the
-// get_scale_min_k4 way. L gets the levels of the fit.
-func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32) {
+// kGroupFitsGo runs make_qkx2_quants over the eight groups of 32 of a Q4_K or Q5_K
+// block with ggml's weights rms(x) + |x|.
+func kGroupFitsGo(x []float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin float32, nstep int32) {
 	var (
-		Laux           [32]uint8
-		weights        [32]float32
-		mins, scales   [8]float32
-		maxScale, maxM float32
+		Laux    [32]uint8
+		weights [32]float32
 	)
 	for j := range 8 {
 		g := x[32*j : 32*j+32]
-		var sumX2 float32
-		for _, v := range g {
-			sumX2 += float32(v * v)
-		}
-		avX := float32(math.Sqrt(float64(sumX2 / 32)))
-		for l, v := range g {
-			weights[l] = avX + abs32(v)
-		}
+		kWeights(weights[:], g)
 		scales[j], mins[j] = makeQKX2Quants(nmax, g, weights[:], L[32*j:32*j+32], Laux[:], rmin, 0.1, nstep, false)
+	}
+}
+
+// kWeights sets w to ggml's Q4_K/Q5_K weights for the group g of 32: rms(g) + |x|.
+func kWeights(w, g []float32) {
+	var sumX2 float32
+	for _, v := range g {
+		sumX2 += float32(v * v)
+	}
+	avX := float32(math.Sqrt(float64(sumX2 / 32)))
+	for l, v := range g {
+		w[l] = avX + abs32(v)
+	}
+}
+
+// kFitGroups fits the eight groups of a Q4_K or Q5_K block (with kGroupFitsGo if ref,
+// else with kGroupFits, its faster twin where there is one) and packs the
+// group scales and mins to six bits each under F16 d and dmin (y[0:4]) into the 12
+// scale bytes y[4:16], the get_scale_min_k4 way. L gets the levels of the fit.
+func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32, ref bool) {
+	var (
+		mins, scales   [8]float32
+		maxScale, maxM float32
+	)
+	if ref {
+		kGroupFitsGo(x, L, &scales, &mins, nmax, rmin, nstep)
+	} else {
+		kGroupFits(x, L, &scales, &mins, nmax, rmin, nstep)
+	}
+	for j := range 8 {
 		if scales[j] > maxScale {
 			maxScale = scales[j]
 		}
@@ -467,9 +488,12 @@ func kRequantize(y []byte, x []float32, L *[qkK]uint8, nmax int32) {
 
 // quantizeQ4K is quantize_row_q4_K_ref for one block. Layout: d, dmin, scales[12],
 // qs[128] (byte 32c+l holds element 64c+l low and 64c+32+l high).
-func quantizeQ4K(y []byte, x []float32) {
+func quantizeQ4K(y []byte, x []float32) { quantizeQ4KBy(y, x, false) }
+
+// quantizeQ4KBy is quantizeQ4K with the reference group fits if ref.
+func quantizeQ4KBy(y []byte, x []float32, ref bool) {
 	var L [qkK]uint8
-	kFitGroups(y, x, &L, 15, -1, 20)
+	kFitGroups(y, x, &L, 15, -1, 20, ref)
 	kRequantize(y, x, &L, 15)
 	q := y[16:144]
 	for c := range 4 {
@@ -482,9 +506,12 @@ func quantizeQ4K(y []byte, x []float32) {
 // quantizeQ5K is quantize_row_q5_K_ref for one block. Layout: d, dmin, scales[12],
 // qh[32], qs[128]; the fifth bit of element 64c+l is bit 2c of qh[l], of 64c+32+l
 // bit 2c+1.
-func quantizeQ5K(y []byte, x []float32) {
+func quantizeQ5K(y []byte, x []float32) { quantizeQ5KBy(y, x, false) }
+
+// quantizeQ5KBy is quantizeQ5K with the reference group fits if ref.
+func quantizeQ5KBy(y []byte, x []float32, ref bool) {
 	var L [qkK]uint8
-	kFitGroups(y, x, &L, 31, -0.5, 15)
+	kFitGroups(y, x, &L, 31, -0.5, 15, ref)
 	kRequantize(y, x, &L, 31)
 	qh, ql := y[16:48], y[48:176]
 	clear(qh)
@@ -508,14 +535,29 @@ func quantizeQ5K(y []byte, x []float32) {
 // 6-bit levels (make_qx_quants) and an 8-bit signed scale each, under F16 d. A block
 // whose scales are all below groupMaxEps is stored as zeros. Layout: ql[128], qh[64],
 // scales[16], d.
-func quantizeQ6K(y []byte, x []float32) {
+func quantizeQ6K(y []byte, x []float32) { quantizeQ6KBy(y, x, false) }
+
+// q6FitsGo finds the scale of each of the 16 groups of 16 of a Q6_K block and their
+// levels in L (make_qx_quants); q6GroupFits is its faster twin where there is one.
+func q6FitsGo(x []float32, L *[qkK]int8, scales *[16]float32) {
+	for ib := range 16 {
+		scales[ib] = makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16])
+	}
+}
+
+// quantizeQ6KBy is quantizeQ6K with the reference group fits if ref.
+func quantizeQ6KBy(y []byte, x []float32, ref bool) {
 	var (
 		L      [qkK]int8
 		scales [16]float32
 	)
+	if ref {
+		q6FitsGo(x, &L, &scales)
+	} else {
+		q6GroupFits(x, &L, &scales)
+	}
 	var maxScale, maxAbs float32
 	for ib := range 16 {
-		scales[ib] = makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16])
 		if a := abs32(scales[ib]); a > maxAbs {
 			maxAbs, maxScale = a, scales[ib]
 		}
