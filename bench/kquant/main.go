@@ -9,7 +9,6 @@
 // Thread CPU time rather than wall time, so that other jobs on the machine matter less.
 package main
 
-
 import (
 	"fmt"
 	"math/rand/v2"
