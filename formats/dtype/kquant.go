@@ -63,12 +63,12 @@ func clampInt(v, lo, hi int32) int32 {
 	return v
 }
 
-// makeQXQuants is ggml's make_qx_quants with rmse_type 1 and no importance weights
-// (the only way the Q6_K reference calls it): weights x², a first scale from the
-// element of largest magnitude, then 18 nearby scales tried, keeping the one whose
-// least-squares fit is best. L gets the levels shifted to 0 … 2·nmax−1; the result is
-// the scale.
-func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
+// makeQXQuants is ggml's make_qx_quants with rmse_type 1 (the only way the Q6_K
+// quantizers call it): weights qw, or x² without an importance matrix (qw nil), a
+// first scale from the element of largest magnitude, then 18 nearby scales tried,
+// keeping the one whose least-squares fit is best. L gets the levels shifted to
+// 0 … 2·nmax−1; the result is the scale.
+func makeQXQuants(nmax int32, x []float32, L []int8, qw []float32) float32 {
 	var max, amax float32
 	for _, v := range x {
 		if ax := abs32(v); ax > amax {
@@ -81,12 +81,18 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 		}
 		return 0
 	}
+	weight := func(i int, v float32) float32 {
+		if qw != nil {
+			return qw[i]
+		}
+		return float32(v * v)
+	}
 	iscale := float32(-nmax) / max
 	var sumlx, suml2 float32
 	for i, v := range x {
 		l := clampInt(nearestInt(float32(iscale*v)), -nmax, nmax-1)
 		L[i] = int8(l + nmax)
-		w := float32(v * v)
+		w := weight(i, v)
 		fl := float32(l)
 		sumlx += float32(float32(w*v) * fl)
 		suml2 += float32(float32(w*fl) * fl)
@@ -102,9 +108,9 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 		}
 		iscale = -(float32(nmax) + float32(0.1*float32(is))) / max
 		sumlx, suml2 = 0, 0
-		for _, v := range x {
+		for i, v := range x {
 			l := clampInt(nearestInt(float32(iscale*v)), -nmax, nmax-1)
-			w := float32(v * v)
+			w := weight(i, v)
 			fl := float32(l)
 			sumlx += float32(float32(w*v) * fl)
 			suml2 += float32(float32(w*fl) * fl)
@@ -396,17 +402,14 @@ func quantizeQ3K(y []byte, x []float32) {
 	pack2(qs, L[:])
 }
 
-// kGroupFitsGo runs make_qkx2_quants over the eight groups of 32 of a Q4_K or Q5_K
-// block with ggml's weights rms(x) + |x|.
-func kGroupFitsGo(x []float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin float32, nstep int32) {
-	var (
-		Laux    [32]uint8
-		weights [32]float32
-	)
+// kGroupFitsGo runs make_qkx2_quants (make_qkx3_quants, which is the same search for
+// finite input, with an importance matrix) over the eight groups of 32 of a Q4_K or
+// Q5_K block with the weights w.
+func kGroupFitsGo(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32) {
+	var Laux [32]uint8
 	for j := range 8 {
 		g := x[32*j : 32*j+32]
-		kWeights(weights[:], g)
-		scales[j], mins[j] = makeQKX2Quants(nmax, g, weights[:], L[32*j:32*j+32], Laux[:], rmin, 0.1, nstep, false)
+		scales[j], mins[j] = makeQKX2Quants(nmax, g, w[32*j:32*j+32], L[32*j:32*j+32], Laux[:], rmin, rdelta, nstep, false)
 	}
 }
 
@@ -422,20 +425,29 @@ func kWeights(w, g []float32) {
 	}
 }
 
+// kFit is kGroupFitsGo if ref, else kGroupFits, its faster twin where there is one.
+func kFit(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32, ref bool) {
+	if ref {
+		kGroupFitsGo(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
+	} else {
+		kGroupFits(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
+	}
+}
+
 // kFitGroups fits the eight groups of a Q4_K or Q5_K block (with kGroupFitsGo if ref,
 // else with kGroupFits, its faster twin where there is one) and packs the
 // group scales and mins to six bits each under F16 d and dmin (y[0:4]) into the 12
 // scale bytes y[4:16], the get_scale_min_k4 way. L gets the levels of the fit.
 func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32, ref bool) {
 	var (
+		w              [qkK]float32
 		mins, scales   [8]float32
 		maxScale, maxM float32
 	)
-	if ref {
-		kGroupFitsGo(x, L, &scales, &mins, nmax, rmin, nstep)
-	} else {
-		kGroupFits(x, L, &scales, &mins, nmax, rmin, nstep)
+	for j := range 8 {
+		kWeights(w[32*j:32*j+32], x[32*j:32*j+32])
 	}
+	kFit(x, &w, L, &scales, &mins, nmax, rmin, 0.1, nstep, ref)
 	for j := range 8 {
 		if scales[j] > maxScale {
 			maxScale = scales[j]
@@ -495,6 +507,12 @@ func quantizeQ4KBy(y []byte, x []float32, ref bool) {
 	var L [qkK]uint8
 	kFitGroups(y, x, &L, 15, -1, 20, ref)
 	kRequantize(y, x, &L, 15)
+	packQ4K(y, &L)
+}
+
+// packQ4K stores Q4_K levels: byte 32c+l of qs holds element 64c+l low and 64c+32+l
+// high.
+func packQ4K(y []byte, L *[qkK]uint8) {
 	q := y[16:144]
 	for c := range 4 {
 		for l := range 32 {
@@ -513,6 +531,12 @@ func quantizeQ5KBy(y []byte, x []float32, ref bool) {
 	var L [qkK]uint8
 	kFitGroups(y, x, &L, 31, -0.5, 15, ref)
 	kRequantize(y, x, &L, 31)
+	packQ5K(y, &L)
+}
+
+// packQ5K stores Q5_K levels: the low four bits as Q4_K's, the fifth bit of element
+// 64c+l at bit 2c of qh[l], of 64c+32+l at bit 2c+1.
+func packQ5K(y []byte, L *[qkK]uint8) {
 	qh, ql := y[16:48], y[48:176]
 	clear(qh)
 	for c := range 4 {
@@ -535,26 +559,33 @@ func quantizeQ5KBy(y []byte, x []float32, ref bool) {
 // 6-bit levels (make_qx_quants) and an 8-bit signed scale each, under F16 d. A block
 // whose scales are all below groupMaxEps is stored as zeros. Layout: ql[128], qh[64],
 // scales[16], d.
-func quantizeQ6K(y []byte, x []float32) { quantizeQ6KBy(y, x, false) }
+func quantizeQ6K(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, false) }
 
 // q6FitsGo finds the scale of each of the 16 groups of 16 of a Q6_K block and their
 // levels in L (make_qx_quants); q6GroupFits is its faster twin where there is one.
-func q6FitsGo(x []float32, L *[qkK]int8, scales *[16]float32) {
+// With an importance matrix, qw holds the block's 256 weights.
+func q6FitsGo(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
 	for ib := range 16 {
-		scales[ib] = makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16])
+		var w []float32
+		if qw != nil {
+			w = qw[16*ib : 16*ib+16]
+		}
+		scales[ib] = makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16], w)
 	}
 }
 
-// quantizeQ6KBy is quantizeQ6K with the reference group fits if ref.
-func quantizeQ6KBy(y []byte, x []float32, ref bool) {
+// quantizeQ6KBy is quantizeQ6K with the importance weights qw (nil: none, the
+// reference quantizer; else ggml's quantize_row_q6_K_impl) and the reference group
+// fits if ref.
+func quantizeQ6KBy(y []byte, x, qw []float32, ref bool) {
 	var (
 		L      [qkK]int8
 		scales [16]float32
 	)
 	if ref {
-		q6FitsGo(x, &L, &scales)
+		q6FitsGo(x, qw, &L, &scales)
 	} else {
-		q6GroupFits(x, &L, &scales)
+		q6GroupFits(x, qw, &L, &scales)
 	}
 	var maxScale, maxAbs float32
 	for ib := range 16 {

@@ -64,23 +64,22 @@ type kqState struct {
 func kqSearchAVX2(s *kqState, nums *float32, steps, nmax int)
 
 // kGroupFits is kGroupFitsGo with the eight groups run side by side in AVX2 lanes.
-// Each lane follows makeQKX2Quants (useMAD false, rdelta 0.1): Go sets up the groups'
+// Each lane follows makeQKX2Quants (useMAD false): Go sets up the groups'
 // sums and the first candidate, assembly runs the nstep+1 others.
-func kGroupFits(x []float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin float32, nstep int32) {
-	if !haveKAsm || !finite(x[:qkK]) || nstep > 31 {
-		kGroupFitsGo(x, L, scales, mins, nmax, rmin, nstep)
+func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32) {
+	if !haveKAsm || !finite(x[:qkK]) || !finite(w[:]) || nstep >= 64 {
+		kGroupFitsGo(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
 		return
 	}
 	var (
-		s       kqState
-		weights [32]float32
-		iscale  [8]float32
-		sums    [24]float32
-		nums    [32]float32
+		s      kqState
+		iscale [8]float32
+		sums   [24]float32
+		nums   [64]float32
 	)
 	for j := range 8 {
 		g := x[32*j : 32*j+32]
-		kWeights(weights[:], g)
+		weights := w[32*j : 32*j+32]
 		mn, mx := g[0], g[0]
 		sw := weights[0]
 		sx := float32(sw * g[0])
@@ -108,7 +107,7 @@ func kGroupFits(x []float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32
 	kqErrAVX2(&s.xt[0], &s.wt[0], &s.lbest[0], &s.sc[0], &s.mn[0], &s.best[0], 32)
 	if nstep >= 1 {
 		for is := range nstep + 1 {
-			nums[is] = rmin + float32(0.1*float32(is)) + float32(nmax)
+			nums[is] = rmin + float32(rdelta*float32(is)) + float32(nmax)
 		}
 		kqSearchAVX2(&s, &nums[0], int(nstep+1), int(nmax))
 	}
@@ -129,9 +128,9 @@ func kGroupFits(x []float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32
 
 // q6GroupFits is q6FitsGo with the candidate passes of eight groups at a time run side
 // by side in AVX2 lanes. Each lane follows makeQXQuants (nmax 32).
-func q6GroupFits(x []float32, L *[qkK]int8, scales *[16]float32) {
-	if !haveKAsm || !finite(x[:qkK]) {
-		q6FitsGo(x, L, scales)
+func q6GroupFits(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
+	if !haveKAsm || !finite(x[:qkK]) || qw != nil && !finite(qw[:qkK]) {
+		q6FitsGo(x, qw, L, scales)
 		return
 	}
 	const nmax = 32
@@ -152,7 +151,11 @@ func q6GroupFits(x []float32, L *[qkK]int8, scales *[16]float32) {
 					amax, max = ax, v
 				}
 				xt[8*i+j] = v
-				w[8*i+j] = float32(v * v)
+				if qw != nil {
+					w[8*i+j] = qw[base+16*j+i]
+				} else {
+					w[8*i+j] = float32(v * v)
+				}
 				wx[8*i+j] = float32(w[8*i+j] * v)
 			}
 			mx[j] = max

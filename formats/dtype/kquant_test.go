@@ -401,7 +401,7 @@ func TestKQuantFitsMatchGo(t *testing.T) {
 	}{
 		{Q4_K, quantizeQ4K, func(y []byte, x []float32) { quantizeQ4KBy(y, x, true) }},
 		{Q5_K, quantizeQ5K, func(y []byte, x []float32) { quantizeQ5KBy(y, x, true) }},
-		{Q6_K, quantizeQ6K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, true) }},
+		{Q6_K, quantizeQ6K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, true) }},
 	} {
 		bb := int(tc.d.Bytes(qkK))
 		got, want := make([]byte, bb), make([]byte, bb)
@@ -438,7 +438,7 @@ func BenchmarkEncodeKRef(b *testing.B) {
 	}{
 		{Q4_K, func(y []byte, x []float32) { quantizeQ4KBy(y, x, true) }},
 		{Q5_K, func(y []byte, x []float32) { quantizeQ5KBy(y, x, true) }},
-		{Q6_K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, true) }},
+		{Q6_K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, true) }},
 	} {
 		b.Run(tc.d.String(), func(b *testing.B) {
 			bb := int(tc.d.Bytes(qkK))
