@@ -82,40 +82,54 @@ func TestImatrixMerge(t *testing.T) {
 		return out
 	}
 	_, f32 := readTensors(t, merge("f32", "--dtype", "f32"))
-	_, plain := readTensors(t, merge("plain", "--dtype", "q4_k_m"))
-	metaDat, withDat := readTensors(t, merge("dat", "--dtype", "q4_k_m", "--imatrix", dat))
-	_, withGGUF := readTensors(t, merge("ggufim", "--dtype", "q4_k_m", "--imatrix", ggufIM))
 	means := map[string][]float32{}
 	for _, e := range es {
 		means[e.Name] = e.Means
 	}
-	var errPlain, errIM float64
-	for name, p := range plain {
-		d, g := withDat[name], withGGUF[name]
-		if string(d.Data) != string(g.Data) {
-			t.Errorf("%s: the legacy and GGUF forms of one matrix give different bytes", name)
-		}
-		qw, covered := means[name]
-		if !covered || !dtype.ImportanceTypes(p.DType) {
-			if string(p.Data) != string(d.Data) {
-				t.Errorf("%s (%s, no entry): changed by --imatrix", name, p.DType)
+	var metaDat []gguf.KV
+	for _, mix := range []string{"q4_k_m", "q5_k_m"} {
+		_, plain := readTensors(t, merge(mix+"-plain", "--dtype", mix))
+		var withDat map[string]gguftest.Tensor
+		metaDat, withDat = readTensors(t, merge(mix+"-dat", "--dtype", mix, "--imatrix", dat))
+		_, withGGUF := readTensors(t, merge(mix+"-ggufim", "--dtype", mix, "--imatrix", ggufIM))
+		// Sums over the covered tensors: squared error without and with the matrix,
+		// plain and importance-weighted, and the F32 merge's own squares.
+		var e, ew [2]float64
+		var ref2, ref2w float64
+		for name, p := range plain {
+			d, g := withDat[name], withGGUF[name]
+			if string(d.Data) != string(g.Data) {
+				t.Errorf("%s %s: the legacy and GGUF forms of one matrix give different bytes", mix, name)
 			}
-			continue
+			qw, covered := means[name]
+			if !covered || !dtype.ImportanceTypes(p.DType) {
+				if string(p.Data) != string(d.Data) {
+					t.Errorf("%s %s (%s, no entry): changed by --imatrix", mix, name, p.DType)
+				}
+				continue
+			}
+			if string(p.Data) == string(d.Data) {
+				t.Errorf("%s %s (%s): --imatrix changed nothing", mix, name, p.DType)
+			}
+			ref := decodeTensor(t, f32[name])
+			for k, v := range [][]float32{decodeTensor(t, p), decodeTensor(t, d)} {
+				for i := range ref {
+					w := float64(qw[i%len(qw)])
+					e[k] += sq(float64(v[i] - ref[i]))
+					ew[k] += w * sq(float64(v[i]-ref[i]))
+					if k == 0 {
+						ref2 += sq(float64(ref[i]))
+						ref2w += w * sq(float64(ref[i]))
+					}
+				}
+			}
 		}
-		if string(p.Data) == string(d.Data) {
-			t.Errorf("%s (%s): --imatrix changed nothing", name, p.DType)
+		if !(ew[1] < 0.9*ew[0]) {
+			t.Errorf("%s: importance-weighted squared error %g with --imatrix, %g without: want at least 10%% less", mix, ew[1], ew[0])
 		}
-		ref, vp, vd := decodeTensor(t, f32[name]), decodeTensor(t, p), decodeTensor(t, d)
-		for i := range ref {
-			w := float64(qw[i%len(qw)])
-			errPlain += w * sq(float64(vp[i]-ref[i]))
-			errIM += w * sq(float64(vd[i]-ref[i]))
-		}
+		t.Logf("%s, the %d covered matrices against the F32 merge: relative RMSE %.4f without --imatrix, %.4f with; importance-weighted %.4f without, %.4f with",
+			mix, len(es), math.Sqrt(e[0]/ref2), math.Sqrt(e[1]/ref2), math.Sqrt(ew[0]/ref2w), math.Sqrt(ew[1]/ref2w))
 	}
-	if !(errIM < 0.95*errPlain) {
-		t.Errorf("importance-weighted squared error %g with --imatrix, %g without: want at least 5%% less", errIM, errPlain)
-	}
-	t.Logf("importance-weighted squared error against the F32 merge: %g without, %g with --imatrix (%.1f%% less)", errPlain, errIM, 100*(1-errIM/errPlain))
 	want := map[string]any{"quantize.imatrix.file": "im.dat", "quantize.imatrix.dataset": "calib.txt",
 		"quantize.imatrix.entries_count": int32(len(es)), "quantize.imatrix.chunks_count": int32(7)}
 	for k, w := range want {
