@@ -1,7 +1,7 @@
 //go:build ignore && linux
 
 // Command kquant measures the thread CPU time per element of encoding and decoding
-// N(0,1) data as Q8_0, Q4_K, Q5_K and Q6_K; run it plain (vectorized fits where the
+// N(0,1) data as Q8_0, Q4_K, Q5_K and Q6_K (and with an importance matrix); run it plain (vectorized fits where the
 // CPU has them) and with -tags purego (the reference loops) to compare, interleaved:
 //
 //	go run bench/kquant/main.go; go run -tags purego bench/kquant/main.go
@@ -11,6 +11,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"syscall"
@@ -47,5 +48,16 @@ func main() {
 		}
 		td := (cpu() - t0) / 10
 		fmt.Printf("%s encode %.2f ns/elem, decode %.2f ns/elem (thread CPU time)\n", d, float64(te)/n, float64(td)/n)
+		if dtype.ImportanceTypes(d) {
+			qw := make([]float32, 4096) // rows of 4,096 columns, importance spread over decades
+			for i := range qw {
+				qw[i] = float32(math.Exp(2 * rng.NormFloat64()))
+			}
+			t0 = cpu()
+			for range 3 {
+				dtype.EncodeImportance(dst, src, d, qw, 0)
+			}
+			fmt.Printf("%s encode with an importance matrix %.2f ns/elem (thread CPU time)\n", d, float64((cpu()-t0)/3)/n)
+		}
 	}
 }
