@@ -26,7 +26,7 @@ func (f *ggufFlags) register(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&f.overrideKV, "override-kv", nil, "GGUF output: KEY=TYPE:VALUE sets a metadata key, TYPE one of int, float, bool, str (llama.cpp's syntax); repeatable")
 	fl.StringVar(&f.splitMaxSize, "split-max-size", "", "GGUF output: split it into files of at most this much tensor data, e.g. 2GB, named NAME-00001-of-0000N.gguf as llama.cpp's gguf-split names them")
 	fl.IntVar(&f.splitMaxTensors, "split-max-tensors", 0, "GGUF output: split it into files of at most this many tensors")
-	fl.StringVar(&f.imatrix, "imatrix", "", "GGUF output: llama.cpp's importance matrix (llama-imatrix's .gguf or legacy .dat) to quantize the Q4_K, Q5_K and Q6_K tensors it covers with, as llama-quantize --imatrix does")
+	fl.StringVar(&f.imatrix, "imatrix", "", "GGUF output: llama.cpp's importance matrix (llama-imatrix's .gguf or legacy .dat) to quantize the K-quant tensors it covers with, as llama-quantize --imatrix does")
 }
 
 // apply fills the job's GGUF options. A --dtype that names one of llama.cpp's file

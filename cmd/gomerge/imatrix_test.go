@@ -87,7 +87,7 @@ func TestImatrixMerge(t *testing.T) {
 		means[e.Name] = e.Means
 	}
 	var metaDat []gguf.KV
-	for _, mix := range []string{"q4_k_m", "q5_k_m"} {
+	for _, mix := range []string{"q2_k", "q3_k_m", "q4_k_m", "q5_k_m"} {
 		_, plain := readTensors(t, merge(mix+"-plain", "--dtype", mix))
 		var withDat map[string]gguftest.Tensor
 		metaDat, withDat = readTensors(t, merge(mix+"-dat", "--dtype", mix, "--imatrix", dat))

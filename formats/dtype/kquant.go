@@ -326,6 +326,15 @@ func quantizeQ2K(y []byte, x []float32) {
 	} else {
 		le.PutUint16(y[82:], kF16(0))
 	}
+	q2Finish(y, x, &L)
+}
+
+// q2Finish sets a Q2_K block's levels from its stored scales, mins, d and dmin
+// (y[0:16], y[80:84]): l = round((x + dmin·m)/(d·sc)), clamped to 0 … 3, a group
+// whose scale is zero keeping the levels in L; then packs them.
+func q2Finish(y []byte, x []float32, L *[qkK]uint8) {
+	le := binary.LittleEndian
+	sc := y[:16]
 	dAll := F16ToFloat32(le.Uint16(y[80:]))
 	mAll := F16ToFloat32(le.Uint16(y[82:]))
 	for j := range 16 {
@@ -361,27 +370,41 @@ func quantizeQ3K(y []byte, x []float32) {
 			amax, maxScale = s, scales[j]
 		}
 	}
-	hmask, qs, sb := y[:32], y[32:96], y[96:108]
+	sb := y[96:108]
 	le := binary.LittleEndian
 	clear(sb)
 	if maxScale != 0 {
 		iscale := -32 / maxScale
 		for j := range 16 {
 			l := int8(nearestInt(float32(iscale * scales[j])))
-			l = int8(clampInt(int32(l), -32, 31) + 32)
-			if j < 8 {
-				sb[j] = byte(l) & 0x0f
-			} else {
-				sb[j-8] |= (byte(l) & 0x0f) << 4
-			}
-			l >>= 4
-			sb[j%4+8] |= byte(l) << (2 * (j / 4))
+			putQ3Scale(sb, j, int8(clampInt(int32(l), -32, 31)+32))
 		}
 		le.PutUint16(y[108:], kF16(1/iscale))
 	} else {
 		le.PutUint16(y[108:], kF16(0))
 	}
-	dAll := F16ToFloat32(le.Uint16(y[108:]))
+	q3Finish(y, x, &L)
+}
+
+// putQ3Scale stores Q3_K's 6-bit scale number j, l (0 … 63, the scale plus 32), into
+// the scale bytes sb, which start cleared: the low four bits in nibble j%8 (low
+// nibbles for j < 8), the high two at bits 2(j/4) of byte 8 + j%4 (q3KScale reads it).
+func putQ3Scale(sb []byte, j int, l int8) {
+	if j < 8 {
+		sb[j] = byte(l) & 0x0f
+	} else {
+		sb[j-8] |= (byte(l) & 0x0f) << 4
+	}
+	l >>= 4
+	sb[j%4+8] |= byte(l) << (2 * (j / 4))
+}
+
+// q3Finish sets a Q3_K block's levels from its stored scales and d (y[96:110]):
+// l = round(x/(d·sc)), clamped to −4 … 3, a group whose scale is zero keeping the
+// levels in L (shifted by 4); then packs them with their high bits in hmask.
+func q3Finish(y []byte, x []float32, L *[qkK]int8) {
+	hmask, qs, sb := y[:32], y[32:96], y[96:108]
+	dAll := F16ToFloat32(binary.LittleEndian.Uint16(y[108:]))
 	for j := range 16 {
 		d := float32(dAll * float32(q3KScale(sb, j)))
 		if d == 0 {

@@ -6,19 +6,27 @@ import (
 )
 
 // Quantizing with an importance matrix (llama.cpp's --imatrix) follows ggml's
-// quantize_row_q4_K_impl, _q5_K_impl and _q6_K_impl, which llama.cpp's quantizer
+// quantize_row_q2_K_impl … _q6_K_impl, which llama.cpp's quantizer
 // calls when it has one: each column of a weight matrix has an importance (the mean
 // square of the activations it multiplies, measured on calibration text), and the
 // scale searches minimize the error weighted by it. For Q4_K and Q5_K that is a
 // different search from the reference's: weights qw·sqrt(2·mean(x²) + x²), 37
 // candidate scales instead of 21, and the eight group scales and mins quantized by
 // make_qp_quants (a weighted fit of their own) instead of by their maximum. Q6_K
-// keeps its search with qw in place of x². docs/kquants.md has the measured gain.
+// keeps its search with qw in place of x²; Q3_K weights its search as Q4_K does and
+// fits its group scales with a weighted search too; Q2_K is Q4_K's scheme on groups
+// of 16. docs/kquants.md has the measured gain.
 
-// ImportanceTypes reports whether EncodeImportance uses the importance of d; for
-// other types it quantizes as Encode does (ggml has no weighted Q8_0, and gomerge's
-// Q2_K and Q3_K do not take one yet).
-func ImportanceTypes(d DType) bool { return d == Q4_K || d == Q5_K || d == Q6_K }
+// ImportanceTypes reports whether EncodeImportance uses the importance of d (the
+// K-quants); for other types it quantizes as Encode does (ggml's Q8_0 has no weighted
+// form; its Q4_0 … Q5_1 have one that gomerge does not implement).
+func ImportanceTypes(d DType) bool {
+	switch d {
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+		return true
+	}
+	return false
+}
 
 // EncodeImportance quantizes src to d as Encode does, but with the importance qw of
 // each column: qw holds one weight per element of a row (its length is the row
@@ -39,6 +47,10 @@ func EncodeImportance(dst []byte, src []float32, d DType, qw []float32, col int)
 	for b := 0; b < n/qkK; b++ {
 		y, x, w := dst[b*bb:(b+1)*bb], src[b*qkK:(b+1)*qkK], qw[col:col+qkK]
 		switch d {
+		case Q2_K:
+			quantizeQ2KImpl(y, x, w)
+		case Q3_K:
+			quantizeQ3KImpl(y, x, w)
 		case Q4_K:
 			quantizeKImpl(y, x, w, 15, false)
 		case Q5_K:
@@ -175,4 +187,74 @@ func makeQPQuants(nmax int32, x []float32, L []uint8, qw []float32) float32 {
 		}
 	}
 	return sumlx / suml2
+}
+
+// quantizeQ2KImpl is quantize_row_q2_K_impl for one block with importance qw: groups
+// of 16 fitted with weights qw·sqrt(mean(x²) + x²) by make_qkx3_quants' search (37
+// candidates), their scales and mins fitted to 4 bits by make_qp_quants.
+func quantizeQ2KImpl(y []byte, x, qw []float32) {
+	var (
+		L              [qkK]uint8
+		Laux           [16]uint8
+		w              [16]float32
+		sw, mins, scls [16]float32
+		Ls, Lm         [16]uint8
+	)
+	var sumX2 float32
+	for _, v := range x[:qkK] {
+		sumX2 += float32(v * v)
+	}
+	sigma2 := sumX2 / qkK
+	for j := range 16 {
+		for l := range 16 {
+			v := x[16*j+l]
+			w[l] = float32(qw[16*j+l] * float32(math.Sqrt(float64(sigma2+float32(v*v)))))
+			sw[j] += w[l]
+		}
+		scls[j], mins[j] = makeQKX2Quants(3, x[16*j:16*j+16], w[:], L[16*j:16*j+16], Laux[:], -0.9, 0.05, 36, false)
+	}
+	dm := makeQPQuants(15, scls[:], Ls[:], sw[:])
+	mm := makeQPQuants(15, mins[:], Lm[:], sw[:])
+	putF16(y[80:], kF16(dm))
+	putF16(y[82:], kF16(mm))
+	for j := range 16 {
+		y[j] = Ls[j] | Lm[j]<<4
+	}
+	q2Finish(y, x, &L)
+}
+
+// quantizeQ3KImpl is quantize_row_q3_K_impl for one block with importance qw: each
+// group of 16 fitted by make_qx_quants with weights qw·sqrt(2·mean(x²) + x²), the
+// group scales then fitted to 6 bits by make_qx_quants weighted by the groups' total
+// weights.
+func quantizeQ3KImpl(y []byte, x, qw []float32) {
+	var (
+		L          [qkK]int8
+		w          [qkK]float32
+		sw, scales [16]float32
+		Ls         [16]int8
+	)
+	var sumX2 float32
+	for _, v := range x[:qkK] {
+		sumX2 += float32(v * v)
+	}
+	sigma2 := 2 * sumX2 / qkK
+	for j := range 16 {
+		var sum float32
+		for l := range 16 {
+			v := x[16*j+l]
+			w[16*j+l] = float32(qw[16*j+l] * float32(math.Sqrt(float64(sigma2+float32(v*v)))))
+			sum += w[16*j+l]
+		}
+		sw[j] = sum
+		scales[j] = makeQXQuants(4, x[16*j:16*j+16], L[16*j:16*j+16], w[16*j:16*j+16])
+	}
+	sb := y[96:108]
+	clear(sb)
+	d := makeQXQuants(32, scales[:], Ls[:], sw[:])
+	for j := range 16 {
+		putQ3Scale(sb, j, Ls[j])
+	}
+	putF16(y[108:], kF16(d))
+	q3Finish(y, x, &L)
 }
