@@ -85,7 +85,7 @@ func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]fl
 		sx := float32(sw * g[0])
 		for i := 1; i < 32; i++ {
 			mn = min32(mn, g[i])
-			mx = max32(mx, g[i])
+			mx = cmax(g[i], mx)
 			sw += weights[i]
 			sx += float32(weights[i] * g[i])
 		}
@@ -213,17 +213,9 @@ func keepQ6(L *[qkK]int8, laux *[128]float32, at, j int) {
 	}
 }
 
-// min32 and max32 are the reference's `if (x[i] < min) min = x[i]` (and max) for
-// finite values.
+// min32 is the reference's `if (x[i] < min) min = x[i]`: min32(min, x[i]).
 func min32(a, b float32) float32 {
 	if b < a {
-		return b
-	}
-	return a
-}
-
-func max32(a, b float32) float32 {
-	if b > a {
 		return b
 	}
 	return a
