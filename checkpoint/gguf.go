@@ -3,7 +3,10 @@ package checkpoint
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
+
+	"github.com/gomerge/gomerge/formats/imatrix"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf"
@@ -132,6 +135,9 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 		if kv.Key == gguf.KeySplitNo || kv.Key == gguf.KeySplitCount || kv.Key == gguf.KeySplitTensors {
 			continue // the output is one file
 		}
+		if out.Options.Imatrix != nil && strings.HasPrefix(kv.Key, "quantize.imatrix.") {
+			continue // the reference's own; the new one is added below
+		}
 		meta = append(meta, kv)
 	}
 	if setFileType {
@@ -143,6 +149,7 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	for _, kv := range out.Provenance {
 		meta = append(meta, gguf.KV{Key: kv[0], Value: gguf.Value{Type: gguf.ValueString, Data: kv[1]}})
 	}
+	meta = append(meta, imatrixKV(out.Options.Imatrix)...)
 	meta, err := overrideKV(meta, out.Options.OverrideKV)
 	if err != nil {
 		return nil, err
@@ -230,4 +237,22 @@ func (s *ggufSource) Data(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: tensor %q: %w", s.path, name, err)
 	}
 	return b, nil
+}
+
+// imatrixKV records the importance matrix a GGUF output was quantized with, under
+// the keys llama-quantize uses. Without --imatrix, a reference's own keys stay as
+// they were.
+func imatrixKV(m *imatrix.Matrix) []gguf.KV {
+	if m == nil {
+		return nil
+	}
+	kvs := []gguf.KV{
+		{Key: "quantize.imatrix.file", Value: gguf.Value{Type: gguf.ValueString, Data: filepath.Base(m.Path)}},
+		{Key: "quantize.imatrix.entries_count", Value: gguf.Value{Type: gguf.ValueInt32, Data: int32(len(m.Entries))}},
+		{Key: "quantize.imatrix.chunks_count", Value: gguf.Value{Type: gguf.ValueInt32, Data: int32(m.ChunkCount)}},
+	}
+	if len(m.Datasets) > 0 {
+		kvs = append(kvs, gguf.KV{Key: "quantize.imatrix.dataset", Value: gguf.Value{Type: gguf.ValueString, Data: m.Datasets[len(m.Datasets)-1]}})
+	}
+	return kvs
 }

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"github.com/gomerge/gomerge/formats/imatrix"
 	"math"
 	"regexp"
 	"strconv"
@@ -27,6 +28,10 @@ type OutOptions struct {
 	// --split-max-tensors), named as llama.cpp's gguf-split names them.
 	SplitMaxSize    int64
 	SplitMaxTensors int
+	// Imatrix, if set, is llama.cpp's importance matrix (--imatrix): the K-quant
+	// tensors it has entries for are quantized with it, and the output's metadata
+	// records it under llama-quantize's quantize.imatrix.* keys.
+	Imatrix *imatrix.Matrix
 }
 
 // ggufOnly refuses GGUF's options for another format.
@@ -38,6 +43,8 @@ func (o OutOptions) ggufOnly() error {
 		return unsupported("--tensor-type: per-tensor types are for GGUF outputs (write a .gguf)")
 	case len(o.OverrideKV) > 0:
 		return unsupported("--override-kv: metadata overrides are for GGUF outputs (write a .gguf)")
+	case o.Imatrix != nil:
+		return unsupported("--imatrix: importance matrices are for GGUF outputs' K-quants (write a .gguf)")
 	case o.SplitMaxSize > 0 || o.SplitMaxTensors > 0:
 		return unsupported("--split-max-size, --split-max-tensors: split files are for GGUF outputs (a folder output takes --shard-size)")
 	}

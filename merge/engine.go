@@ -559,7 +559,7 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) error {
 	pos := Chunk{Index: c, Offset: c * ChunkElems}
 	n := int(min(ChunkElems, t.NumElements()-pos.Offset))
-	if t.Merge && k.Fused != nil && sink != nil && len(t.Aux) == 0 {
+	if t.Merge && k.Fused != nil && sink != nil && len(t.Aux) == 0 && t.Importance == nil {
 		done, err := runFused(t, ti, pos, n, k, s, sink, partials, bytesRead, bytesWritten, progress)
 		if done || err != nil {
 			return err
@@ -585,7 +585,15 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 	var out []float32
 	if sink != nil {
 		buf := s.out[:t.OutDType.Bytes(int64(n))]
-		if err := dtype.Encode(buf, dst, t.OutDType); err != nil {
+		var err error
+		if t.Importance != nil {
+			// Chunks are whole blocks and rows are whole blocks, so the chunk starts
+			// at a block boundary of some row.
+			err = dtype.EncodeImportance(buf, dst, t.OutDType, t.Importance, int(pos.Offset%int64(len(t.Importance))))
+		} else {
+			err = dtype.Encode(buf, dst, t.OutDType)
+		}
+		if err != nil {
 			return fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
 		if err := sink.WriteAt(ti, t.OutDType.Bytes(pos.Offset), buf); err != nil {

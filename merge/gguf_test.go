@@ -309,3 +309,43 @@ func TestGGUFDistanceAndInPlace(t *testing.T) {
 		t.Errorf("in-place left %v", m)
 	}
 }
+
+// TestGGUFSFAEndpointsExact: β = 0 and β = 1 give the current and the anchor model's
+// bytes for every K-quant type, including Q3_K and Q5_K, whose quantizers (ggml's)
+// do not always give a block back from its own dequantized values; at β = 0.5 the
+// tensors are re-quantized.
+func TestGGUFSFAEndpointsExact(t *testing.T) {
+	dir := t.TempDir()
+	c := gguftest.KTiny
+	for _, d := range []dtype.DType{dtype.Q2_K, dtype.Q3_K, dtype.Q4_K, dtype.Q5_K, dtype.Q6_K} {
+		anchor := gguftest.Random(c, d, 1)
+		current := gguftest.Random(c, d, 2)
+		a, cur := filepath.Join(dir, "a-"+d.String()+".gguf"), filepath.Join(dir, "c-"+d.String()+".gguf")
+		writeGGUF(t, a, c, anchor)
+		writeGGUF(t, cur, c, current)
+		for _, beta := range []float64{0, 1, 0.5} {
+			out := filepath.Join(dir, fmt.Sprintf("out-%s-%g.gguf", d, beta))
+			if _, err := RunSFA(context.Background(), SFAJob{Anchor: a, Current: cur, SFA: SFA{Beta: beta}, Job: Job{Out: out}}); err != nil {
+				t.Fatal(err)
+			}
+			_, got, err := gguftest.Read(out)
+			must(t, err)
+			want := current
+			if beta == 1 {
+				want = anchor
+			}
+			same := 0
+			for i, g := range got {
+				if bytes.Equal(g.Data, want[i].Data) {
+					same++
+				}
+			}
+			switch {
+			case beta != 0.5 && same != len(got):
+				t.Errorf("%s β = %g: %d of %d tensors are the input's bytes, want all", d, beta, same, len(got))
+			case beta == 0.5 && same == len(got):
+				t.Errorf("%s β = 0.5: every tensor is the current model's", d)
+			}
+		}
+	}
+}

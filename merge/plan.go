@@ -28,6 +28,10 @@ type PlanOptions struct {
 	// FloatOnly leaves non-float tensors out of the plan entirely (reductions such as
 	// distance, which have no output).
 	FloatOnly bool
+	// Importance, if set, gives a tensor's importance weights for the K-quants that
+	// take them (dtype.EncodeImportance): one per element of a row, whose length is
+	// row; nil for none. An error (weights for another shape) stops the plan.
+	Importance func(name string, row int64) ([]float32, error)
 }
 
 // Operand is one input's view of a tensor.
@@ -154,6 +158,9 @@ type TensorPlan struct {
 	In    []Operand
 	Aux   []Operand
 	Copy  Operand
+	// Importance, if set, is the weight of each column of a row (of Shape's last
+	// dimension) that the output's quantizer uses (dtype.EncodeImportance).
+	Importance []float32
 }
 
 // NumElements is the product of the shape.
@@ -257,6 +264,13 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		tp := TensorPlan{Name: name, Shape: ref.Shape, OutDType: ref.DType}
 		if opts.OutType != nil {
 			tp.OutDType = opts.OutType(name, ref.DType, ref.Shape)
+		}
+		if opts.Importance != nil && dtype.ImportanceTypes(tp.OutDType) && len(ref.Shape) > 0 {
+			qw, err := opts.Importance(name, ref.Shape[len(ref.Shape)-1])
+			if err != nil {
+				return nil, err
+			}
+			tp.Importance = qw
 		}
 		copyOp, err := operand(inputs[from], ref)
 		if err != nil {

@@ -220,7 +220,11 @@ func openPlan(job Job, format checkpoint.Format) (*Plan, error) {
 		if err != nil {
 			return nil, badParameter(err)
 		}
-		return BuildPlan(sources, aux, PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing})
+		opts := PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing}
+		if job.OutOptions.Imatrix != nil {
+			opts.Importance = job.OutOptions.Imatrix.For
+		}
+		return BuildPlan(sources, aux, opts)
 	}()
 	if err != nil {
 		closeAll(sources)

@@ -111,7 +111,8 @@ const sfaTile = 1024
 // output, decode what was written, and add the squared distances into lanes j mod 8
 // that run across the whole chunk. The same operations in the same order as the
 // engine's decode / Merge / encode / Observe path, which passes whole 65,536-element
-// chunks through scratch buffers; here the data stays in L1.
+// chunks through scratch buffers; here the data stays in L1. One difference: a tile
+// whose lerp equals an input of the output's type takes that input's bytes.
 func lerpTiled(out []byte, outDT dtype.DType, a, x Operand, b, c float32) (before, after float64, err error) {
 	n := int64(0)
 	if bs := outDT.Bytes(int64(outDT.BlockSize())); bs > 0 {
@@ -130,16 +131,41 @@ func lerpTiled(out []byte, outDT dtype.DType, a, x Operand, b, c float32) (befor
 		}
 		Lerp(mv, av, xv, b, c)
 		o := out[outDT.Bytes(off):outDT.Bytes(off+k)]
-		if err := dtype.Encode(o, mv, outDT); err != nil {
-			return 0, 0, err
-		}
-		if err := dtype.Decode(yv, o, outDT); err != nil {
-			return 0, 0, err
+		// A tile whose lerp equals one input's values (β = 0 or 1, or inputs equal
+		// there) is that input's bytes when it has the output's type: ggml's
+		// Q3_K and Q5_K quantizers do not always give a block back from its own
+		// values (docs/kquants.md), and this keeps the values exact.
+		switch {
+		case x.DType == outDT && sameValues(mv, xv):
+			copy(o, x.Data[x.DType.Bytes(off):])
+			copy(yv, xv)
+		case a.DType == outDT && sameValues(mv, av):
+			copy(o, a.Data[a.DType.Bytes(off):])
+			copy(yv, av)
+		default:
+			if err := dtype.Encode(o, mv, outDT); err != nil {
+				return 0, 0, err
+			}
+			if err := dtype.Decode(yv, o, outDT); err != nil {
+				return 0, 0, err
+			}
 		}
 		addSqDiff(xv, av, &sb)
 		addSqDiff(yv, av, &sa)
 	}
 	return combineLanes(sb[:]), combineLanes(sa[:]), nil
+}
+
+// sameValues reports whether a and b hold equal values (−0 equals 0: the lerp of a
+// −0 is +0; a NaN equals nothing).
+func sameValues(a, b []float32) bool {
+	b = b[:len(a)]
+	for i, v := range a {
+		if v != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // lerpBF16 is Lerp from BF16 anchor a and current x to BF16 out in one pass, with the

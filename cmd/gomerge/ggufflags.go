@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/pflag"
 
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/imatrix"
 	"github.com/gomerge/gomerge/merge"
 )
 
@@ -15,6 +18,7 @@ type ggufFlags struct {
 	overrideKV      []string
 	splitMaxSize    string
 	splitMaxTensors int
+	imatrix         string
 }
 
 func (f *ggufFlags) register(fl *pflag.FlagSet) {
@@ -22,6 +26,7 @@ func (f *ggufFlags) register(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&f.overrideKV, "override-kv", nil, "GGUF output: KEY=TYPE:VALUE sets a metadata key, TYPE one of int, float, bool, str (llama.cpp's syntax); repeatable")
 	fl.StringVar(&f.splitMaxSize, "split-max-size", "", "GGUF output: split it into files of at most this much tensor data, e.g. 2GB, named NAME-00001-of-0000N.gguf as llama.cpp's gguf-split names them")
 	fl.IntVar(&f.splitMaxTensors, "split-max-tensors", 0, "GGUF output: split it into files of at most this many tensors")
+	fl.StringVar(&f.imatrix, "imatrix", "", "GGUF output: llama.cpp's importance matrix (llama-imatrix's .gguf or legacy .dat) to quantize the K-quant tensors it covers with, as llama-quantize --imatrix does")
 }
 
 // apply fills the job's GGUF options. A --dtype that names one of llama.cpp's file
@@ -47,6 +52,13 @@ func (f *ggufFlags) apply(job *merge.Job, dtypeFlag string) error {
 			return usagef("--tensor-type %v", err)
 		}
 		job.OutOptions.TensorTypes = append(job.OutOptions.TensorTypes, r)
+	}
+	if f.imatrix != "" {
+		m, err := imatrix.Read(f.imatrix)
+		if err != nil {
+			return fmt.Errorf("--imatrix: %w", err)
+		}
+		job.OutOptions.Imatrix = m
 	}
 	for _, s := range f.overrideKV {
 		o, err := checkpoint.ParseKVOverride(s)

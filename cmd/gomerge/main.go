@@ -18,6 +18,7 @@ import (
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/imatrix"
 	"github.com/gomerge/gomerge/formats/safetensors"
 	"github.com/gomerge/gomerge/gpu"
 	"github.com/gomerge/gomerge/merge"
@@ -113,7 +114,7 @@ func exitCode(err error, started bool) int {
 	case errors.As(err, &oe):
 		return exitIO
 	case errors.Is(err, merge.ErrBadInput), errors.Is(err, safetensors.ErrFormat), errors.Is(err, gguf.ErrFormat),
-		errors.Is(err, dtype.ErrUnsupported), errors.Is(err, dtype.ErrUnknown),
+		errors.Is(err, imatrix.ErrFormat), errors.Is(err, dtype.ErrUnsupported), errors.Is(err, dtype.ErrUnknown),
 		errors.Is(err, merge.ErrInputChanged), errors.Is(err, fs.ErrNotExist):
 		return exitBadInput
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EIO),

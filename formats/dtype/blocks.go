@@ -199,14 +199,30 @@ func dequantQ5K(y []float32, blk []byte) {
 func dequantQ6K(y []float32, blk []byte) {
 	ql, qh, scales := blk[:128], blk[128:192], blk[192:208]
 	d := F16ToFloat32(binary.LittleEndian.Uint16(blk[208:]))
+	var ds [16]float32 // d·scale, rounded as ggml's d * sc[is] is before the level
+	for i, sc := range scales {
+		ds[i] = d * float32(int8(sc))
+	}
+	y = y[:256]
 	for h := range 2 {
-		for l := range 32 {
-			a, b, hb := ql[64*h+l], ql[64*h+32+l], qh[32*h+l]
-			q := [4]byte{a & 0x0f, b & 0x0f, a >> 4, b >> 4}
-			for k := range 4 {
-				v := int(q[k]|hb>>(2*k)&3<<4) - 32
-				sc := float32(int8(scales[8*h+l/16+2*k]))
-				y[128*h+32*k+l] = float32(d*sc) * float32(v)
+		lo, hi, hb := (*[32]byte)(ql[64*h:]), (*[32]byte)(ql[64*h+32:]), (*[32]byte)(qh[32*h:])
+		for k := range 4 {
+			out := (*[32]float32)(y[128*h+32*k:])
+			src, shift := lo, uint(0)
+			if k%2 == 1 {
+				src = hi
+			}
+			if k >= 2 {
+				shift = 4
+			}
+			s0, s1 := ds[8*h+2*k], ds[8*h+2*k+1]
+			for l := range 32 {
+				v := int(src[l]>>shift&0x0f|hb[l]>>(2*k)&3<<4) - 32
+				if l < 16 {
+					out[l] = s0 * float32(v)
+				} else {
+					out[l] = s1 * float32(v)
+				}
 			}
 		}
 	}

@@ -20,7 +20,9 @@ import (
 //   - integer narrowing (C's int → uint8_t/int8_t stores) wraps as in C.
 //
 // The functions work on one super-block of 256 elements each; the caller checked the
-// lengths. They are plain loops: the reference itself, with no faster twin yet.
+// lengths. They are plain loops, the reference; the group fits of Q4_K, Q5_K and Q6_K,
+// where the time goes, have a faster twin on amd64 (kquant_amd64.go) that gives the
+// same bits and is tested against these.
 
 const qkK = 256
 
@@ -61,12 +63,12 @@ func clampInt(v, lo, hi int32) int32 {
 	return v
 }
 
-// makeQXQuants is ggml's make_qx_quants with rmse_type 1 and no importance weights
-// (the only way the Q6_K reference calls it): weights x², a first scale from the
-// element of largest magnitude, then 18 nearby scales tried, keeping the one whose
-// least-squares fit is best. L gets the levels shifted to 0 … 2·nmax−1; the result is
-// the scale.
-func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
+// makeQXQuants is ggml's make_qx_quants with rmse_type 1 (the only way the Q6_K
+// quantizers call it): weights qw, or x² without an importance matrix (qw nil), a
+// first scale from the element of largest magnitude, then 18 nearby scales tried,
+// keeping the one whose least-squares fit is best. L gets the levels shifted to
+// 0 … 2·nmax−1; the result is the scale.
+func makeQXQuants(nmax int32, x []float32, L []int8, qw []float32) float32 {
 	var max, amax float32
 	for _, v := range x {
 		if ax := abs32(v); ax > amax {
@@ -79,12 +81,18 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 		}
 		return 0
 	}
+	weight := func(i int, v float32) float32 {
+		if qw != nil {
+			return qw[i]
+		}
+		return float32(v * v)
+	}
 	iscale := float32(-nmax) / max
 	var sumlx, suml2 float32
 	for i, v := range x {
 		l := clampInt(nearestInt(float32(iscale*v)), -nmax, nmax-1)
 		L[i] = int8(l + nmax)
-		w := float32(v * v)
+		w := weight(i, v)
 		fl := float32(l)
 		sumlx += float32(float32(w*v) * fl)
 		suml2 += float32(float32(w*fl) * fl)
@@ -100,9 +108,9 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 		}
 		iscale = -(float32(nmax) + float32(0.1*float32(is))) / max
 		sumlx, suml2 = 0, 0
-		for _, v := range x {
+		for i, v := range x {
 			l := clampInt(nearestInt(float32(iscale*v)), -nmax, nmax-1)
-			w := float32(v * v)
+			w := weight(i, v)
 			fl := float32(l)
 			sumlx += float32(float32(w*v) * fl)
 			suml2 += float32(float32(w*fl) * fl)
@@ -318,6 +326,15 @@ func quantizeQ2K(y []byte, x []float32) {
 	} else {
 		le.PutUint16(y[82:], kF16(0))
 	}
+	q2Finish(y, x, &L)
+}
+
+// q2Finish sets a Q2_K block's levels from its stored scales, mins, d and dmin
+// (y[0:16], y[80:84]): l = round((x + dmin·m)/(d·sc)), clamped to 0 … 3, a group
+// whose scale is zero keeping the levels in L; then packs them.
+func q2Finish(y []byte, x []float32, L *[qkK]uint8) {
+	le := binary.LittleEndian
+	sc := y[:16]
 	dAll := F16ToFloat32(le.Uint16(y[80:]))
 	mAll := F16ToFloat32(le.Uint16(y[82:]))
 	for j := range 16 {
@@ -353,27 +370,41 @@ func quantizeQ3K(y []byte, x []float32) {
 			amax, maxScale = s, scales[j]
 		}
 	}
-	hmask, qs, sb := y[:32], y[32:96], y[96:108]
+	sb := y[96:108]
 	le := binary.LittleEndian
 	clear(sb)
 	if maxScale != 0 {
 		iscale := -32 / maxScale
 		for j := range 16 {
 			l := int8(nearestInt(float32(iscale * scales[j])))
-			l = int8(clampInt(int32(l), -32, 31) + 32)
-			if j < 8 {
-				sb[j] = byte(l) & 0x0f
-			} else {
-				sb[j-8] |= (byte(l) & 0x0f) << 4
-			}
-			l >>= 4
-			sb[j%4+8] |= byte(l) << (2 * (j / 4))
+			putQ3Scale(sb, j, int8(clampInt(int32(l), -32, 31)+32))
 		}
 		le.PutUint16(y[108:], kF16(1/iscale))
 	} else {
 		le.PutUint16(y[108:], kF16(0))
 	}
-	dAll := F16ToFloat32(le.Uint16(y[108:]))
+	q3Finish(y, x, &L)
+}
+
+// putQ3Scale stores Q3_K's 6-bit scale number j, l (0 … 63, the scale plus 32), into
+// the scale bytes sb, which start cleared: the low four bits in nibble j%8 (low
+// nibbles for j < 8), the high two at bits 2(j/4) of byte 8 + j%4 (q3KScale reads it).
+func putQ3Scale(sb []byte, j int, l int8) {
+	if j < 8 {
+		sb[j] = byte(l) & 0x0f
+	} else {
+		sb[j-8] |= (byte(l) & 0x0f) << 4
+	}
+	l >>= 4
+	sb[j%4+8] |= byte(l) << (2 * (j / 4))
+}
+
+// q3Finish sets a Q3_K block's levels from its stored scales and d (y[96:110]):
+// l = round(x/(d·sc)), clamped to −4 … 3, a group whose scale is zero keeping the
+// levels in L (shifted by 4); then packs them with their high bits in hmask.
+func q3Finish(y []byte, x []float32, L *[qkK]int8) {
+	hmask, qs, sb := y[:32], y[32:96], y[96:108]
+	dAll := F16ToFloat32(binary.LittleEndian.Uint16(y[108:]))
 	for j := range 16 {
 		d := float32(dAll * float32(q3KScale(sb, j)))
 		if d == 0 {
@@ -394,28 +425,53 @@ func quantizeQ3K(y []byte, x []float32) {
 	pack2(qs, L[:])
 }
 
-// kFitGroups runs make_qkx2_quants over the eight groups of 32 of a Q4_K or Q5_K
-// block with ggml's weights rms(x) + |x|, and packs the group scales and mins to six
-// bits each under F16 d and dmin (y[0:4]) into the 12 scale bytes y[4:16], the
-// get_scale_min_k4 way. L gets the levels of the fit.
-func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32) {
+// kGroupFitsGo runs make_qkx2_quants (make_qkx3_quants, which is the same search for
+// finite input, with an importance matrix) over the eight groups of 32 of a Q4_K or
+// Q5_K block with the weights w.
+func kGroupFitsGo(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32) {
+	var Laux [32]uint8
+	for j := range 8 {
+		g := x[32*j : 32*j+32]
+		scales[j], mins[j] = makeQKX2Quants(nmax, g, w[32*j:32*j+32], L[32*j:32*j+32], Laux[:], rmin, rdelta, nstep, false)
+	}
+}
+
+// kWeights sets w to ggml's Q4_K/Q5_K weights for the group g of 32: rms(g) + |x|.
+func kWeights(w, g []float32) {
+	var sumX2 float32
+	for _, v := range g {
+		sumX2 += float32(v * v)
+	}
+	avX := float32(math.Sqrt(float64(sumX2 / 32)))
+	for l, v := range g {
+		w[l] = avX + abs32(v)
+	}
+}
+
+// kFit is kGroupFitsGo if ref, else kGroupFits, its faster twin where there is one.
+func kFit(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32, ref bool) {
+	if ref {
+		kGroupFitsGo(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
+	} else {
+		kGroupFits(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
+	}
+}
+
+// kFitGroups fits the eight groups of a Q4_K or Q5_K block (with kGroupFitsGo if ref,
+// else with kGroupFits, its faster twin where there is one) and packs the
+// group scales and mins to six bits each under F16 d and dmin (y[0:4]) into the 12
+// scale bytes y[4:16], the get_scale_min_k4 way. L gets the levels of the fit.
+func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32, ref bool) {
 	var (
-		Laux           [32]uint8
-		weights        [32]float32
+		w              [qkK]float32
 		mins, scales   [8]float32
 		maxScale, maxM float32
 	)
 	for j := range 8 {
-		g := x[32*j : 32*j+32]
-		var sumX2 float32
-		for _, v := range g {
-			sumX2 += float32(v * v)
-		}
-		avX := float32(math.Sqrt(float64(sumX2 / 32)))
-		for l, v := range g {
-			weights[l] = avX + abs32(v)
-		}
-		scales[j], mins[j] = makeQKX2Quants(nmax, g, weights[:], L[32*j:32*j+32], Laux[:], rmin, 0.1, nstep, false)
+		kWeights(w[32*j:32*j+32], x[32*j:32*j+32])
+	}
+	kFit(x, &w, L, &scales, &mins, nmax, rmin, 0.1, nstep, ref)
+	for j := range 8 {
 		if scales[j] > maxScale {
 			maxScale = scales[j]
 		}
@@ -467,10 +523,19 @@ func kRequantize(y []byte, x []float32, L *[qkK]uint8, nmax int32) {
 
 // quantizeQ4K is quantize_row_q4_K_ref for one block. Layout: d, dmin, scales[12],
 // qs[128] (byte 32c+l holds element 64c+l low and 64c+32+l high).
-func quantizeQ4K(y []byte, x []float32) {
+func quantizeQ4K(y []byte, x []float32) { quantizeQ4KBy(y, x, false) }
+
+// quantizeQ4KBy is quantizeQ4K with the reference group fits if ref.
+func quantizeQ4KBy(y []byte, x []float32, ref bool) {
 	var L [qkK]uint8
-	kFitGroups(y, x, &L, 15, -1, 20)
+	kFitGroups(y, x, &L, 15, -1, 20, ref)
 	kRequantize(y, x, &L, 15)
+	packQ4K(y, &L)
+}
+
+// packQ4K stores Q4_K levels: byte 32c+l of qs holds element 64c+l low and 64c+32+l
+// high.
+func packQ4K(y []byte, L *[qkK]uint8) {
 	q := y[16:144]
 	for c := range 4 {
 		for l := range 32 {
@@ -482,10 +547,19 @@ func quantizeQ4K(y []byte, x []float32) {
 // quantizeQ5K is quantize_row_q5_K_ref for one block. Layout: d, dmin, scales[12],
 // qh[32], qs[128]; the fifth bit of element 64c+l is bit 2c of qh[l], of 64c+32+l
 // bit 2c+1.
-func quantizeQ5K(y []byte, x []float32) {
+func quantizeQ5K(y []byte, x []float32) { quantizeQ5KBy(y, x, false) }
+
+// quantizeQ5KBy is quantizeQ5K with the reference group fits if ref.
+func quantizeQ5KBy(y []byte, x []float32, ref bool) {
 	var L [qkK]uint8
-	kFitGroups(y, x, &L, 31, -0.5, 15)
+	kFitGroups(y, x, &L, 31, -0.5, 15, ref)
 	kRequantize(y, x, &L, 31)
+	packQ5K(y, &L)
+}
+
+// packQ5K stores Q5_K levels: the low four bits as Q4_K's, the fifth bit of element
+// 64c+l at bit 2c of qh[l], of 64c+32+l at bit 2c+1.
+func packQ5K(y []byte, L *[qkK]uint8) {
 	qh, ql := y[16:48], y[48:176]
 	clear(qh)
 	for c := range 4 {
@@ -508,14 +582,36 @@ func quantizeQ5K(y []byte, x []float32) {
 // 6-bit levels (make_qx_quants) and an 8-bit signed scale each, under F16 d. A block
 // whose scales are all below groupMaxEps is stored as zeros. Layout: ql[128], qh[64],
 // scales[16], d.
-func quantizeQ6K(y []byte, x []float32) {
+func quantizeQ6K(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, false) }
+
+// q6FitsGo finds the scale of each of the 16 groups of 16 of a Q6_K block and their
+// levels in L (make_qx_quants); q6GroupFits is its faster twin where there is one.
+// With an importance matrix, qw holds the block's 256 weights.
+func q6FitsGo(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
+	for ib := range 16 {
+		var w []float32
+		if qw != nil {
+			w = qw[16*ib : 16*ib+16]
+		}
+		scales[ib] = makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16], w)
+	}
+}
+
+// quantizeQ6KBy is quantizeQ6K with the importance weights qw (nil: none, the
+// reference quantizer; else ggml's quantize_row_q6_K_impl) and the reference group
+// fits if ref.
+func quantizeQ6KBy(y []byte, x, qw []float32, ref bool) {
 	var (
 		L      [qkK]int8
 		scales [16]float32
 	)
+	if ref {
+		q6FitsGo(x, qw, &L, &scales)
+	} else {
+		q6GroupFits(x, qw, &L, &scales)
+	}
 	var maxScale, maxAbs float32
 	for ib := range 16 {
-		scales[ib] = makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16])
 		if a := abs32(scales[ib]); a > maxAbs {
 			maxAbs, maxScale = a, scales[ib]
 		}

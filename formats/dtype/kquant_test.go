@@ -361,3 +361,94 @@ func BenchmarkEncodeK(b *testing.B) {
 		})
 	}
 }
+
+// TestKQuantFitsMatchGo requires the group fits that Encode uses (vectorized on amd64)
+// to give the reference loops' bytes, block for block, on kquantInputs and on 4,000
+// more random blocks of assorted shapes: Gaussian, uniform, sparse, heavy-tailed,
+// with offsets and repeated values, so that ties and min updates are exercised.
+func TestKQuantFitsMatchGo(t *testing.T) {
+	xs := kquantInputs()
+	rng := rand.New(rand.NewPCG(7, 16))
+	for b := range 4000 {
+		scale := math.Pow(10, rng.Float64()*8-4)
+		offset := 0.0
+		if b%3 == 0 {
+			offset = scale * 3 * (rng.Float64() - 0.5)
+		}
+		for range qkK {
+			var v float64
+			switch b % 5 {
+			case 0:
+				v = rng.NormFloat64()
+			case 1:
+				v = rng.Float64()*2 - 1
+			case 2:
+				if rng.IntN(8) == 0 {
+					v = rng.NormFloat64()
+				}
+			case 3:
+				v = rng.NormFloat64() * math.Exp(2*rng.NormFloat64())
+			case 4:
+				v = float64(rng.IntN(7) - 3)
+			}
+			xs = append(xs, float32(offset+scale*v))
+		}
+	}
+	for _, tc := range []struct {
+		d    DType
+		fast func(y []byte, x []float32)
+		ref  func(y []byte, x []float32)
+	}{
+		{Q4_K, quantizeQ4K, func(y []byte, x []float32) { quantizeQ4KBy(y, x, true) }},
+		{Q5_K, quantizeQ5K, func(y []byte, x []float32) { quantizeQ5KBy(y, x, true) }},
+		{Q6_K, quantizeQ6K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, true) }},
+	} {
+		bb := int(tc.d.Bytes(qkK))
+		got, want := make([]byte, bb), make([]byte, bb)
+		bad := 0
+		for b := 0; b < len(xs)/qkK; b++ {
+			x := xs[b*qkK : (b+1)*qkK]
+			tc.fast(got, x)
+			tc.ref(want, x)
+			if !bytes.Equal(got, want) {
+				if bad == 0 {
+					t.Errorf("%s block %d: fast %x, reference %x\n  in %v", tc.d, b, got, want, x)
+				}
+				bad++
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d blocks differ", tc.d, bad)
+		}
+	}
+}
+
+// BenchmarkEncodeKRef measures the reference K-quant group fits, for comparison with
+// BenchmarkEncodeK (which uses the vectorized fits where the CPU has them).
+func BenchmarkEncodeKRef(b *testing.B) {
+	const n = 1 << 16
+	rng := rand.New(rand.NewPCG(1, 2))
+	src := make([]float32, n)
+	for i := range src {
+		src[i] = float32(rng.NormFloat64())
+	}
+	for _, tc := range []struct {
+		d DType
+		q func(y []byte, x []float32)
+	}{
+		{Q4_K, func(y []byte, x []float32) { quantizeQ4KBy(y, x, true) }},
+		{Q5_K, func(y []byte, x []float32) { quantizeQ5KBy(y, x, true) }},
+		{Q6_K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, true) }},
+	} {
+		b.Run(tc.d.String(), func(b *testing.B) {
+			bb := int(tc.d.Bytes(qkK))
+			dst := make([]byte, tc.d.Bytes(n))
+			b.SetBytes(4 * n)
+			for b.Loop() {
+				for i := 0; i < n/qkK; i++ {
+					tc.q(dst[i*bb:], src[i*qkK:])
+				}
+			}
+		})
+	}
+}

@@ -9,8 +9,8 @@ import (
 )
 
 // TestMixQuality writes a llama-shaped model (4 layers, hidden 256, FFN 512, 512
-// tokens; N(0, 0.02) weights, N(0, 0.3) embeddings) in every mix and in the plain
-// K-quant types, and measures bits per weight and each weight matrix's relative RMSE
+// tokens; N(0, 0.02) weights, N(0, 0.3) embeddings) in every mix and in every
+// type gomerge writes alone, and measures bits per weight and each weight matrix's relative RMSE
 // ‖x − x̂‖/‖x‖, averaged over the matrices weighted by their sizes (so that the
 // embedding's larger values do not drown the others). The mixes must order as their names promise (each _M beats
 // the type below it), and Q4_K_M must beat Q4_K everywhere at a small size cost.
@@ -82,7 +82,7 @@ func TestMixQuality(t *testing.T) {
 		rows[m.Name] = row{m.Name, bpw, rmse}
 		order = append(order, m.Name)
 	}
-	for _, typ := range []Type{TypeQ3_K, TypeQ4_K, TypeQ5_K} {
+	for _, typ := range []Type{TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ8_0, TypeF16, TypeBF16} {
 		types := make([]Type, len(ts))
 		for i := range types {
 			types[i] = typ

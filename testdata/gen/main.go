@@ -109,12 +109,15 @@ var ggufConfigs = map[string]gguftest.Config{
 	// 1.06 GB and 4.0 GB in Q8_0 (TinyLlama-like widths).
 	"1gb": {Hidden: 2048, FF: 5632, Layers: 22, Heads: 32, KVHeads: 4, Context: 2048},
 	"4gb": {Hidden: 4096, FF: 11008, Layers: 21, Heads: 32, KVHeads: 32, Context: 2048},
+	// The same widths with 35 layers: 1.8 GB in Q8_0, ~1 GB once requantized to
+	// Q4_K_M (bench/gguf_kquant.sh does that with gomerge itself).
+	"1gbk": {Hidden: 2048, FF: 5632, Layers: 35, Heads: 32, KVHeads: 4, Context: 2048},
 }
 
 func runGGUF(out, config, dtName string, models int, seed uint64) error {
 	cfg, ok := ggufConfigs[config]
 	if out == "" || !ok {
-		return fmt.Errorf("need -out DIR and -config tiny|1gb|4gb")
+		return fmt.Errorf("need -out DIR and -config tiny|1gb|1gbk|4gb")
 	}
 	if dtName == "" {
 		dtName = "q8_0"

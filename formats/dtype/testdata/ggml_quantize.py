@@ -1,13 +1,18 @@
 #!/usr/bin/python3
 """Quantize float32 blocks with ggml's own K-quant reference quantizers.
 
-Usage: ggml_quantize.py LIBGGML_BASE INPUT OUTPUT TYPE...
+Usage: ggml_quantize.py LIBGGML_BASE INPUT OUTPUT [--imatrix=WEIGHTS] TYPE...
 
 INPUT is little-endian float32, a multiple of 256 values. For each TYPE (q2_K ...
 q6_K), in order, OUTPUT receives the bytes of quantize_row_<TYPE>_ref over the whole
 input. The script also runs ggml_quantize_chunk (the entry point llama.cpp's
 quantizer uses) without an importance matrix and fails if it disagrees, so the
 reference functions are the ones that matter for real model files.
+
+With --imatrix=WEIGHTS (little-endian float32, one importance weight per column, a
+multiple of 256 of them), INPUT is rows of that many columns and OUTPUT receives
+ggml_quantize_chunk's bytes with those weights: the quantize_row_<TYPE>_impl path
+llama.cpp takes when given an importance matrix.
 
 gomerge's Go tests (formats/dtype, kquant_test.go) run this through /usr/bin/python3
 with the libggml-base.so shipped in node-llama-cpp's prebuilt binary; it uses only
@@ -23,6 +28,11 @@ QK_K = 256
 
 def main():
     lib_path, in_path, out_path, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    imatrix = None
+    if names and names[0].startswith("--imatrix="):
+        with open(names[0][len("--imatrix="):], "rb") as f:
+            imatrix = f.read()
+        names = names[1:]
     lib = ctypes.CDLL(lib_path)
     with open(in_path, "rb") as f:
         raw = f.read()
@@ -34,6 +44,22 @@ def main():
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     out = bytearray()
+    if imatrix is not None:
+        row = len(imatrix) // 4
+        if row == 0 or row % QK_K or n % row:
+            sys.exit("the importance weights are not whole blocks dividing the input into rows")
+        qw = (ctypes.c_float * row).from_buffer_copy(imatrix)
+        for name in names:
+            typ, bb = TYPES[name]
+            size = n // QK_K * bb
+            dst = (ctypes.c_uint8 * size)()
+            got = lib.ggml_quantize_chunk(typ, src, dst, 0, n // row, row, qw)
+            if got != size:
+                sys.exit("%s: ggml_quantize_chunk wrote %d bytes, want %d" % (name, got, size))
+            out += bytes(dst)
+        with open(out_path, "wb") as f:
+            f.write(out)
+        return
     for name in names:
         typ, bb = TYPES[name]
         size = n // QK_K * bb

@@ -1,0 +1,222 @@
+//go:build !purego
+
+package dtype
+
+import (
+	"math"
+
+	"golang.org/x/sys/cpu"
+)
+
+// The K-quant group fits try 16 to 22 candidate scales per group, each a pass over
+// the group with running float32 sums; that search is nearly all of the time of
+// quantizing Q4_K, Q5_K and Q6_K. The sums must be taken in ggml's order, element
+// after element, so the vectorized fits below do not split a group across lanes:
+// each of the eight AVX2 lanes runs one whole group (lane j = group j of a Q4_K/Q5_K
+// block, or of one half of a Q6_K block), through exactly the scalar reference's
+// operations, each rounded on its own. The per-group bookkeeping between passes
+// (least-squares solves, comparisons, keeping the best levels) stays in Go, written
+// as in the reference. A block holding a NaN or an infinity goes to the reference,
+// whose behaviour on those is ggml's by emulation and not worth a second copy.
+
+var haveKAsm = cpu.X86.HasAVX2
+
+// kqLevelsAVX2 makes one candidate pass over rows rows of 8 lanes (row i, lane j at
+// [8i+j]): fl = clamp(nearest_int(iscale·xm), 0, nmax) into laux, and the sums
+// Σw·fl, Σ(w·fl)·fl, Σ(w·fl)·x into sums[0:8], [8:16], [16:24].
+//
+//go:noescape
+func kqLevelsAVX2(xm, x, w, laux, iscale, sums *float32, nmax, rows int)
+
+// kqErrAVX2 sums w·(scale·fl + min − x)² over rows rows of 8 lanes into err (the
+// initial error; kqSearchAVX2 has its own copy of this loop).
+//
+//go:noescape
+func kqErrAVX2(x, w, laux, scale, min, err *float32, rows int)
+
+// kqxAVX2 makes one make_qx_quants pass: fl = clamp(nearest_int(iscale·x), lo, hi)
+// into laux, Σ(x²·x)·fl into sums[0:8] and Σ(x²·fl)·fl into sums[8:16].
+//
+//go:noescape
+func kqxAVX2(x, w, wx, laux, iscale, sums *float32, lo, hi, rows int)
+
+// finite reports whether x holds neither NaN nor an infinity.
+func finite(x []float32) bool {
+	for _, v := range x {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
+			return false
+		}
+	}
+	return true
+}
+
+// kqState is what kqSearchAVX2 works on: eight lanes (lane j = group j), rows of 8.
+// Its layout is fixed by the S_* offsets in kquant_amd64.s.
+type kqState struct {
+	xt, wt, xm, laux, lbest      [qkK]float32 // x, weights, x − mn, levels tried, best levels
+	hi, sumW, sumX, sc, mn, best [8]float32   // max, Σw, Σw·x; best scale, min (≤ 0), error
+	live                         [8]uint32    // all ones where the lane searches
+}
+
+// kqSearchAVX2 runs make_qkx2_quants' candidate loop (see kquant_amd64.s).
+//
+//go:noescape
+func kqSearchAVX2(s *kqState, nums *float32, steps, nmax int)
+
+// kGroupFits is kGroupFitsGo with the eight groups run side by side in AVX2 lanes.
+// Each lane follows makeQKX2Quants (useMAD false): Go sets up the groups'
+// sums and the first candidate, assembly runs the nstep+1 others.
+func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32) {
+	if !haveKAsm || !finite(x[:qkK]) || !finite(w[:]) || nstep >= 64 {
+		kGroupFitsGo(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
+		return
+	}
+	var (
+		s      kqState
+		iscale [8]float32
+		sums   [24]float32
+		nums   [64]float32
+	)
+	for j := range 8 {
+		g := x[32*j : 32*j+32]
+		weights := w[32*j : 32*j+32]
+		mn, mx := g[0], g[0]
+		sw := weights[0]
+		sx := float32(sw * g[0])
+		for i := 1; i < 32; i++ {
+			mn = min32(mn, g[i])
+			mx = cmax(g[i], mx)
+			sw += weights[i]
+			sx += float32(weights[i] * g[i])
+		}
+		if mn > 0 {
+			mn = 0
+		}
+		s.hi[j], s.sumW[j], s.sumX[j], s.mn[j] = mx, sw, sx, mn
+		for i, v := range g {
+			s.xt[8*i+j], s.xm[8*i+j], s.wt[8*i+j] = v, v-mn, weights[i]
+		}
+		if mx == mn { // a constant group: all levels 0, its lane idle
+			continue
+		}
+		s.live[j] = ^uint32(0)
+		iscale[j] = float32(nmax) / (mx - mn)
+		s.sc[j] = 1 / iscale[j]
+	}
+	kqLevelsAVX2(&s.xm[0], &s.xt[0], &s.wt[0], &s.lbest[0], &iscale[0], &sums[0], int(nmax), 32)
+	kqErrAVX2(&s.xt[0], &s.wt[0], &s.lbest[0], &s.sc[0], &s.mn[0], &s.best[0], 32)
+	if nstep >= 1 {
+		for is := range nstep + 1 {
+			nums[is] = rmin + float32(rdelta*float32(is)) + float32(nmax)
+		}
+		kqSearchAVX2(&s, &nums[0], int(nstep+1), int(nmax))
+	}
+	for j := range 8 {
+		if s.live[j] == 0 {
+			for i := range 32 {
+				L[32*j+i] = 0
+			}
+			scales[j], mins[j] = 0, -s.mn[j]
+			continue
+		}
+		for i := range 32 {
+			L[32*j+i] = uint8(s.lbest[8*i+j])
+		}
+		scales[j], mins[j] = s.sc[j], -s.mn[j]
+	}
+}
+
+// q6GroupFits is q6FitsGo with the candidate passes of eight groups at a time run side
+// by side in AVX2 lanes. Each lane follows makeQXQuants (nmax 32).
+func q6GroupFits(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
+	if !haveKAsm || !finite(x[:qkK]) || qw != nil && !finite(qw[:qkK]) {
+		q6FitsGo(x, qw, L, scales)
+		return
+	}
+	const nmax = 32
+	for half := range 2 {
+		var (
+			xt, w, wx, laux [128]float32
+			mx, iscale      [8]float32
+			scale, best     [8]float32
+			sums            [16]float32
+			zero            [8]bool
+		)
+		base := 128 * half
+		for j := range 8 {
+			g := x[base+16*j : base+16*j+16]
+			var max, amax float32
+			for i, v := range g {
+				if ax := abs32(v); ax > amax {
+					amax, max = ax, v
+				}
+				xt[8*i+j] = v
+				if qw != nil {
+					w[8*i+j] = qw[base+16*j+i]
+				} else {
+					w[8*i+j] = float32(v * v)
+				}
+				wx[8*i+j] = float32(w[8*i+j] * v)
+			}
+			mx[j] = max
+			if amax < groupMaxEps {
+				zero[j] = true
+				continue
+			}
+			iscale[j] = float32(-nmax) / max
+		}
+		kqxAVX2(&xt[0], &w[0], &wx[0], &laux[0], &iscale[0], &sums[0], -nmax, nmax-1, 16)
+		for j := range 8 {
+			if zero[j] {
+				continue
+			}
+			keepQ6(L, &laux, base+16*j, j)
+			sumlx, suml2 := sums[j], sums[8+j]
+			if suml2 != 0 {
+				scale[j] = sumlx / suml2
+			}
+			best[j] = float32(scale[j] * sumlx)
+		}
+		for is := int32(-9); is <= 9; is++ {
+			if is == 0 {
+				continue
+			}
+			for j := range 8 {
+				iscale[j] = -(float32(nmax) + float32(0.1*float32(is))) / mx[j]
+			}
+			kqxAVX2(&xt[0], &w[0], &wx[0], &laux[0], &iscale[0], &sums[0], -nmax, nmax-1, 16)
+			for j := range 8 {
+				sumlx, suml2 := sums[j], sums[8+j]
+				if zero[j] || !(suml2 > 0 && float32(sumlx*sumlx) > float32(best[j]*suml2)) {
+					continue
+				}
+				keepQ6(L, &laux, base+16*j, j)
+				scale[j] = sumlx / suml2
+				best[j] = float32(scale[j] * sumlx)
+			}
+		}
+		for j := range 8 {
+			if zero[j] {
+				for i := range 16 {
+					L[base+16*j+i] = 0
+				}
+			}
+			scales[8*half+j] = scale[j]
+		}
+	}
+}
+
+// keepQ6 copies lane j's levels from laux, shifted by 32, to the group at L[at:].
+func keepQ6(L *[qkK]int8, laux *[128]float32, at, j int) {
+	for i := range 16 {
+		L[at+i] = int8(int32(laux[8*i+j]) + 32)
+	}
+}
+
+// min32 is the reference's `if (x[i] < min) min = x[i]`: min32(min, x[i]).
+func min32(a, b float32) float32 {
+	if b < a {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package dtype
+
+func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32, nmax int32, rmin, rdelta float32, nstep int32) {
+	kGroupFitsGo(x, w, L, scales, mins, nmax, rmin, rdelta, nstep)
+}
+
+func q6GroupFits(x, qw []float32, L *[qkK]int8, scales *[16]float32) { q6FitsGo(x, qw, L, scales) }
