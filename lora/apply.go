@@ -64,6 +64,9 @@ func NewApplied(path string, base checkpoint.Source, adapters []Weighted) (*Appl
 			if !ok {
 				return nil, fmt.Errorf("%s: tensor %q: the base %s has no tensor %s.weight for it: %w", a.WeightsPath(), m.A.Name, base.Path(), m.Name, ErrBadInput)
 			}
+			if s := m.Scale * w.Weight; !finite(s) {
+				return nil, fmt.Errorf("%s: tensor %q: scale %v times weight %v is not finite: %w", a.WeightsPath(), m.A.Name, m.Scale, w.Weight, ErrBadInput)
+			}
 			t := index[name]
 			if len(t.Shape) != 2 || t.Shape[0] != m.Rows() || t.Shape[1] != m.Cols() {
 				return nil, fmt.Errorf("%s: tensor %q: ΔW is %dx%d but the base's %s in %s is %v: %w",
