@@ -96,8 +96,10 @@ func writeApplied(ctx context.Context, ap *Applied, out string, outDType dtype.D
 			probe.meta = r.r.Meta
 		}
 		rows, cols := probe.split(t.DType)
+		// Rows that are copied as they are need no scratch and go in larger blocks.
+		compute := ap.Adapted(t.Name) || probe.meta.DType != t.DType
 		step := max(1, blockElems/max(1, cols))
-		if !ap.Adapted(t.Name) && probe.meta.DType == t.DType {
+		if !compute {
 			step = max(1, copyBytes/max(1, int(t.DType.Bytes(int64(cols)))))
 		}
 		st.left.Store(int64((rows + step - 1) / step))
@@ -111,12 +113,16 @@ func writeApplied(ctx context.Context, ap *Applied, out string, outDType dtype.D
 				if st.err != nil {
 					return st.err
 				}
-				sc := scratch.Get().(*unitScratch)
-				defer scratch.Put(sc)
-				n := (r1 - r0) * cols
-				sc.f = grow(sc.f, n)
-				sc.b = grow(sc.b, int(t.DType.Bytes(int64(n))))
-				data, err := st.job.rows(sc.b, sc.f, r0, r1, cols, t.DType)
+				var f []float32
+				var b []byte
+				if compute {
+					sc := scratch.Get().(*unitScratch)
+					defer scratch.Put(sc)
+					n := (r1 - r0) * cols
+					sc.f, sc.b = grow(sc.f, n), grow(sc.b, int(t.DType.Bytes(int64(n))))
+					f, b = sc.f, sc.b
+				}
+				data, err := st.job.rows(b, f, r0, r1, cols, t.DType)
 				if err != nil {
 					return err
 				}
