@@ -64,6 +64,9 @@ func NewApplied(path string, base checkpoint.Source, adapters []Weighted) (*Appl
 			if !ok {
 				return nil, fmt.Errorf("%s: tensor %q: the base %s has no tensor %s.weight for it: %w", a.WeightsPath(), m.A.Name, base.Path(), m.Name, ErrBadInput)
 			}
+			if s := m.Scale * w.Weight; !finite(s) {
+				return nil, fmt.Errorf("%s: tensor %q: scale %v times weight %v is not finite: %w", a.WeightsPath(), m.A.Name, m.Scale, w.Weight, ErrBadInput)
+			}
 			t := index[name]
 			if len(t.Shape) != 2 || t.Shape[0] != m.Rows() || t.Shape[1] != m.Cols() {
 				return nil, fmt.Errorf("%s: tensor %q: ΔW is %dx%d but the base's %s in %s is %v: %w",
@@ -179,44 +182,104 @@ func (ap *Applied) Data(name string) ([]byte, error) {
 // DataAs returns a tensor encoded as out: each adapted element is computed as
 // float64(W) + Σ ΔW in float64 and rounded once to float32, then encoded to out
 // (which rounds again only when out is narrower than float32, as torch's
-// .to(bfloat16) of a float64 tensor does).
+// .to(bfloat16) of a float64 tensor does). WriteApplied computes the same bytes a
+// block of rows at a time.
 func (ap *Applied) DataAs(name string, out dtype.DType) ([]byte, error) {
+	j, err := ap.job(name)
+	if err != nil {
+		return nil, err
+	}
+	n := j.meta.NumElements()
+	if j.k == 0 && j.meta.DType == out {
+		return j.data, nil
+	}
+	buf := make([]byte, out.Bytes(n))
+	rows, cols := j.split(out)
+	if _, err := j.rows(buf, make([]float32, n), 0, rows, cols, out); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// tensorJob is what one output tensor is computed from: the bytes of the base's
+// tensor (or of the adapter's that replaces it) and, for an adapted one, the stacked
+// factors of every term.
+type tensorJob struct {
+	name string
+	meta checkpoint.TensorMeta // the source tensor's: the base's or the replacement's
+	data []byte
+	L, R []float64 // rows×k and k×cols, nil when no adapter touches the tensor
+	k    int
+}
+
+func (ap *Applied) job(name string) (*tensorJob, error) {
 	if r, ok := ap.replaced[name]; ok {
 		data, err := r.a.Data(r.r.Meta)
 		if err != nil {
 			return nil, err
 		}
-		return convert(data, r.r.Meta, out)
+		return &tensorJob{name: name, meta: r.r.Meta, data: data}, nil
 	}
-	terms, ok := ap.patches[name]
+	m, ok := ap.meta(name)
 	if !ok {
-		data, err := ap.base.Data(name)
-		if err != nil {
-			return nil, err
-		}
-		m, _ := ap.meta(name)
-		return convert(data, m, out)
+		return nil, fmt.Errorf("%s: tensor %q: not found", ap.path, name)
 	}
-	m, _ := ap.meta(name)
 	data, err := ap.base.Data(name)
 	if err != nil {
 		return nil, err
 	}
-	w := make([]float32, m.NumElements())
-	if err := dtype.Decode(w, data, m.DType); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", m.File, name, err)
+	j := &tensorJob{name: name, meta: m, data: data}
+	if terms, ok := ap.patches[name]; ok {
+		rows, cols := int(m.Shape[0]), int(m.Shape[1])
+		if j.L, j.R, err = stack(terms, rows, cols); err != nil {
+			return nil, err
+		}
+		j.k = len(j.R) / cols
 	}
-	rows, cols := int(m.Shape[0]), int(m.Shape[1])
-	L, R, err := stack(terms, rows, cols)
-	if err != nil {
-		return nil, err
+	return j, nil
+}
+
+// split gives the tensor's shape as rows of whole encoded blocks, in its own type and
+// in out: rows×cols for a matrix whose rows are whole blocks in both (every float
+// type; a quantized one whose row length is a multiple of its block), else the whole
+// tensor as one row.
+func (j *tensorJob) split(out dtype.DType) (rows, cols int) {
+	n := int(j.meta.NumElements())
+	s := j.meta.Shape
+	if len(s) < 2 || n == 0 {
+		return 1, n
 	}
-	AddProduct(w, rows, cols, L, R, len(R)/cols)
-	buf := make([]byte, out.Bytes(int64(len(w))))
-	if err := dtype.Encode(buf, w, out); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", ap.path, name, err)
+	rows, cols = int(s[0]), n/int(s[0])
+	if cols%j.meta.DType.BlockSize() != 0 || cols%out.BlockSize() != 0 {
+		return 1, n
 	}
-	return buf, nil
+	return rows, cols
+}
+
+// rows computes rows r0..r1 of the output tensor (cols elements each, as split gives
+// them), encoded as out. It returns the base's bytes themselves when nothing is to be
+// computed, else dst (out.Bytes of the rows), decoding through f (at least the rows'
+// elements). Row blocks may be computed in any order and on any thread: each element
+// depends only on its own base element and row of L.
+func (j *tensorJob) rows(dst []byte, f []float32, r0, r1, cols int, out dtype.DType) ([]byte, error) {
+	in := j.meta.DType
+	src := j.data[in.Bytes(int64(r0*cols)):in.Bytes(int64(r1*cols))]
+	if j.k == 0 && in == out {
+		return src, nil
+	}
+	n := (r1 - r0) * cols
+	f = f[:n]
+	if err := dtype.Decode(f, src, in); err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", j.meta.File, j.name, err)
+	}
+	if j.k > 0 {
+		addProduct(f, r1-r0, cols, j.L[r0*j.k:r1*j.k], j.R, j.k)
+	}
+	dst = dst[:out.Bytes(int64(n))]
+	if err := dtype.Encode(dst, f, out); err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", j.meta.File, j.name, err)
+	}
+	return dst, nil
 }
 
 // stack concatenates the terms' factors along the rank, so that Σ Lₖ·Rₖ is one
@@ -245,21 +308,11 @@ func stack(terms []term, rows, cols int) (L, R []float64, err error) {
 
 // AddProduct adds L·R (L rows×k, R k×cols, row-major float64) to w (rows×cols): each
 // element is float64(w) + Σⱼ L[i,j]·R[j,c], the sum in float64 in the order of j,
-// rounded once to float32. One row at a time through BLAS's Daxpy (gonum's assembly):
-// a rank-16 product is 16 passes over a row that stays in cache, which a general
-// Dgemm (it zeroes and blocks C, then spreads blocks over goroutines) did at a
-// third of the speed. The order of operations does not depend on the thread count.
+// rounded once to float32 (kernel.go: an AVX2 kernel where the CPU has one, checked
+// bit for bit against the element-by-element reference). The result does not depend on
+// how the rows are split or on the thread count.
 func AddProduct(w []float32, rows, cols int, L, R []float64, k int) {
-	if k == 0 {
-		return
-	}
-	buf := make([]float64, cols)
-	forRows(rows, cols, L, R, k, buf, func(i int, row []float64) {
-		seg := w[i*cols : (i+1)*cols]
-		for c, d := range row {
-			seg[c] = float32(float64(seg[c]) + d)
-		}
-	})
+	addProduct(w, rows, cols, L, R, k)
 }
 
 // mulAdd adds L·R to acc (rows×cols float64).
@@ -285,21 +338,6 @@ func forRows(rows, cols int, L, R []float64, k int, buf []float64, use func(i in
 		}
 		use(i, buf)
 	}
-}
-
-func convert(data []byte, m checkpoint.TensorMeta, out dtype.DType) ([]byte, error) {
-	if m.DType == out {
-		return data, nil
-	}
-	f := make([]float32, m.NumElements())
-	if err := dtype.Decode(f, data, m.DType); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", m.File, m.Name, err)
-	}
-	buf := make([]byte, out.Bytes(int64(len(f))))
-	if err := dtype.Encode(buf, f, out); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", m.File, m.Name, err)
-	}
-	return buf, nil
 }
 
 // SplitRef splits mergekit's "base+adapter" reference. A path that exists as it is

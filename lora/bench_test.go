@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -37,6 +38,21 @@ func BenchmarkAddProduct(b *testing.B) {
 				clear(w)
 				AddProduct(w, s.rows, s.cols, L, R, s.rank)
 			}
+			b.StopTimer()
+			// The Daxpy rows the kernel replaced, timed once on the same data for the
+			// table in bench/README-lora.md when GOMERGE_BENCH_DAXPY is set.
+			if os.Getenv("GOMERGE_BENCH_DAXPY") != "" {
+				t0 := time.Now()
+				clear(w)
+				forRows(s.rows, s.cols, L, R, s.rank, make([]float64, s.cols), func(i int, row []float64) {
+					seg := w[i*s.cols : (i+1)*s.cols]
+					for c, d := range row {
+						seg[c] = float32(float64(seg[c]) + d)
+					}
+				})
+				b.ReportMetric(float64(time.Since(t0).Nanoseconds()), "daxpy-ns")
+			}
+			b.StartTimer()
 			var want float64
 			for j := range s.rank {
 				want += L[j] * R[j*s.cols]

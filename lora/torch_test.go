@@ -46,7 +46,9 @@ func TestApplyMatchesTorch(t *testing.T) {
 				loratest.NewTensor(keyPrefix+"model.embed_tokens.lora_embedding_A", dtype.F32, []int64{int64(r), 40}, loratest.RandVals(rng, r*40, 0.3)),
 				loratest.NewTensor(keyPrefix+"model.embed_tokens.lora_embedding_B", dtype.F32, []int64{16, int64(r)}, loratest.RandVals(rng, 16*r, 0.3)))
 			for l, m := range []string{"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj", "model.layers.1.self_attn.v_proj"} {
-				out, in := 16+8*l, 16+4*l
+				// Widths over 32 columns, so that the AVX2 kernel's lanes and the
+				// reference's tail both meet torch.
+				out, in := 16+40*l, 36+4*l
 				rk := r
 				if l == 1 {
 					rk = 2 // rank_pattern

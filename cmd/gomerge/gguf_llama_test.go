@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -33,6 +34,36 @@ func nodeDir(t *testing.T) string {
 		t.Skip(msg)
 	}
 	return dir
+}
+
+// llamaGenerate runs testdata/node/generate.mjs in node (see nodeDir): llama.cpp
+// loads each model, with its adapter for a "MODEL.gguf,lora=ADAPTER.gguf[,scale=S]"
+// argument, and generates n greedy tokens. It returns the tokens per argument, in
+// order; a model whose run printed nothing fails the test.
+func llamaGenerate(t *testing.T, node string, n int, models ...string) [][]int {
+	t.Helper()
+	gen := exec.Command("node", append([]string{"generate.mjs", strconv.Itoa(n)}, models...)...)
+	gen.Dir = node
+	gen.Stderr = os.Stderr
+	out, err := gen.Output()
+	if err != nil {
+		t.Fatalf("node-llama-cpp %v: %v\n%s", models, err, out)
+	}
+	var tokens [][]int
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		var r struct {
+			Generated []int `json:"generated"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("node-llama-cpp output %q: %v", sc.Text(), err)
+		}
+		tokens = append(tokens, r.Generated)
+	}
+	if len(tokens) != len(models) {
+		t.Fatalf("node-llama-cpp printed %d runs for %d models: %s", len(tokens), len(models), out)
+	}
+	return tokens
 }
 
 // TestGGUFExternalClients writes tiny llama GGUF models, merges them with gomerge,
@@ -129,24 +160,9 @@ func TestGGUFExternalClients(t *testing.T) {
 		t.Fatalf("@huggingface/gguf check: %v\n%s", err, out)
 	}
 
-	gen := exec.Command("node", append([]string{"generate.mjs", "12"}, files...)...)
-	gen.Dir = node
-	gen.Stderr = os.Stderr
-	out, err := gen.Output()
-	if err != nil {
-		t.Fatalf("node-llama-cpp: %v\n%s", err, out)
-	}
 	tokens := map[string][]int{}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		var r struct {
-			Model     string `json:"model"`
-			Generated []int  `json:"generated"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("node-llama-cpp output %q: %v", sc.Text(), err)
-		}
-		tokens[strings.TrimSuffix(filepath.Base(r.Model), ".gguf")] = r.Generated
+	for i, toks := range llamaGenerate(t, node, 12, files...) {
+		tokens[strings.TrimSuffix(filepath.Base(files[i]), ".gguf")] = toks
 	}
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".gguf")

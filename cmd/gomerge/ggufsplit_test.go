@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,23 +277,7 @@ func TestGGUFSplitLlama(t *testing.T) {
 		t.Fatalf("@huggingface/gguf check: %v\n%s", err, out)
 	}
 	first := gguf.SplitName(filepath.Join(dir, "split"), 0, 3)
-	gen := exec.Command("node", "generate.mjs", "12", filepath.Join(dir, "whole.gguf"), first)
-	gen.Dir = node
-	gen.Stderr = os.Stderr
-	out, err := gen.Output()
-	if err != nil {
-		t.Fatalf("node-llama-cpp: %v\n%s", err, out)
-	}
-	var tokens [][]int
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var r struct {
-			Generated []int `json:"generated"`
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("node-llama-cpp output %q: %v", line, err)
-		}
-		tokens = append(tokens, r.Generated)
-	}
+	tokens := llamaGenerate(t, node, 12, filepath.Join(dir, "whole.gguf"), first)
 	if len(tokens) != 2 || len(tokens[0]) != 12 || !slices.Equal(tokens[0], tokens[1]) {
 		t.Errorf("tokens %v: want the split model's 12 tokens equal to the single file's", tokens)
 	}

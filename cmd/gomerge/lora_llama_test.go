@@ -1,12 +1,8 @@
 package main
 
 import (
-	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -39,32 +35,10 @@ func TestLoraGGUFLlama(t *testing.T) {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr)
 		}
 	}
-	gen := func(args ...string) []int {
-		t.Helper()
-		cmd := exec.Command("node", args...)
-		cmd.Dir = node
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("node %v: %v\n%s", args, err, out)
-		}
-		var toks []int
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			var r struct {
-				Generated []int `json:"generated"`
-			}
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				t.Fatalf("node output %q: %v", line, err)
-			}
-			toks = r.Generated
-		}
-		return toks
-	}
-	withLora := gen("generate_lora.mjs", "12", p("base"), p("adapter"))
-	withHalf := gen("generate_lora.mjs", "12", p("base"), p("half"))
-	applied := gen("generate.mjs", "12", p("applied"))
-	appliedHalf := gen("generate.mjs", "12", p("applied-half"))
-	plain := gen("generate.mjs", "12", p("base"))
+	// One llama.cpp process: the base with each adapter, the applied models, the base.
+	toks := llamaGenerate(t, node, 12, p("base")+",lora="+p("adapter"), p("base")+",lora="+p("half"),
+		p("applied"), p("applied-half"), p("base"))
+	withLora, withHalf, applied, appliedHalf, plain := toks[0], toks[1], toks[2], toks[3], toks[4]
 	if len(applied) != 12 || !slices.Equal(withLora, applied) {
 		t.Errorf("llama.cpp with the adapter generated %v, gomerge's applied model %v", withLora, applied)
 	}

@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 	"github.com/gomerge/gomerge/internal/loratest"
 )
 
@@ -166,4 +170,89 @@ func TestLoraRecipeRef(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	sameCheckpointTensors(t, out, applied)
+}
+
+// TestLoraApplyBadAdapters: each bad adapter of the issue's list (a missing config, a
+// wrong rank, a mismatched base, a NaN or overflowing scale, PEFT's and GGUF's) makes
+// `lora apply` exit 3 with a message naming what is wrong, and write nothing.
+func TestLoraApplyBadAdapters(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.safetensors")
+	shapes := loratest.LlamaLike(t, base, dtype.BF16, 1)
+	good := loratest.AdapterSpec{R: 2, Alpha: 4, Modules: loraMods, DT: dtype.F32, Seed: 2}
+	peft := func(cfg string, sh map[string][]int64) func(string) string {
+		return func(d string) string {
+			loratest.WriteAdapter(t, d, sh, good)
+			if cfg == "" {
+				os.Remove(filepath.Join(d, "adapter_config.json"))
+			} else {
+				os.WriteFile(filepath.Join(d, "adapter_config.json"), []byte(cfg), 0o644)
+			}
+			return d
+		}
+	}
+	other := map[string][]int64{}
+	for k, v := range shapes {
+		other[k] = v
+	}
+	other["model.layers.0.self_attn.q_proj.weight"] = []int64{24, 16}
+
+	// A GGUF adapter extracted from two tiny GGUF models, then written again with a
+	// NaN adapter.lora.alpha.
+	gbase, gtuned := filepath.Join(dir, "gbase.gguf"), filepath.Join(dir, "gtuned.gguf")
+	gts := gguftest.Random(gguftest.Tiny, dtype.F32, 3)
+	if err := gguftest.WriteFile(gbase, gguftest.Metadata(gguftest.Tiny, "b"), gts); err != nil {
+		t.Fatal(err)
+	}
+	if err := gguftest.WriteFile(gtuned, gguftest.Metadata(gguftest.Tiny, "t"), gguftest.Perturb(gts, 0.5, 4)); err != nil {
+		t.Fatal(err)
+	}
+	gad := filepath.Join(dir, "gad.gguf")
+	if code, _, stderr := gomerge(t, "lora", "extract", "--base", gbase, "--model", gtuned, "--rank", "2", "--out", gad); code != 0 {
+		t.Fatalf("extract: exit %d: %s", code, stderr)
+	}
+	meta, ts, err := gguftest.Read(gad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range meta {
+		if meta[i].Key == "adapter.lora.alpha" {
+			meta[i].Value = gguf.Value{Type: gguf.ValueFloat32, Data: float32(math.NaN())}
+		}
+	}
+	nanGGUF := filepath.Join(dir, "nan.gguf")
+	if err := gguftest.WriteFile(nanGGUF, meta, ts); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		name   string
+		base   string
+		mk     func(string) string
+		weight string
+		want   string
+	}{
+		{"missing config", base, peft("", shapes), "", "adapter_config.json"},
+		{"wrong rank", base, peft(`{"peft_type":"LORA","r":3,"lora_alpha":4}`, shapes), "", "q_proj.lora_A.weight"},
+		{"mismatched base", base, peft("", other), "", "q_proj.lora_A.weight"},
+		{"NaN alpha", base, peft(`{"peft_type":"LORA","r":2,"lora_alpha":NaN}`, shapes), "", "adapter_config.json"},
+		{"scale overflows", base, peft(`{"peft_type":"LORA","r":2,"lora_alpha":1e300}`, shapes), ":weight=1e300", "is not finite"},
+		{"GGUF NaN alpha", gbase, func(string) string { return nanGGUF }, "", "adapter.lora.alpha"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := c.mk(filepath.Join(t.TempDir(), "ad"))
+			if c.name == "mismatched base" {
+				// The shapes of a model the adapter was not trained on: the config is good.
+				os.WriteFile(filepath.Join(d, "adapter_config.json"), []byte(`{"peft_type":"LORA","r":2,"lora_alpha":4}`), 0o644)
+			}
+			out := filepath.Join(t.TempDir(), "out"+filepath.Ext(c.base))
+			code, _, stderr := gomerge(t, "lora", "apply", "--base", c.base, d+c.weight, "--out", out)
+			if code != 3 || !strings.Contains(stderr, c.want) {
+				t.Errorf("exit %d, stderr %q: want 3 and a message naming %q", code, stderr, c.want)
+			}
+			if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 0 {
+				t.Errorf("left %v beside the output", entries)
+			}
+		})
+	}
 }
