@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -156,6 +158,38 @@ func TestDellaEpsilonRefused(t *testing.T) {
 		_, err := RunMethod(t.Context(), j)
 		if (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrBadParameter) {
 			t.Errorf("density %v ε %v: %v", tc.density, tc.eps, err)
+		}
+	}
+}
+
+// TestSortRowKeys checks the radix sort against slices.Sort on rows with many equal
+// magnitudes, magnitudes that differ in one byte only (skipped passes), the extremes
+// of the bit patterns (+Inf, NaN) and lengths 0 to a few thousand.
+func TestSortRowKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 2, 3, 17, 256, 2048, 5632} {
+		for kind := range 4 {
+			keys := make([]uint64, n)
+			for j := range keys {
+				var m uint32
+				switch kind {
+				case 0: // any magnitude
+					m = absBits(float32(rng.NormFloat64()))
+				case 1: // few distinct values: long runs of ties
+					m = absBits(float32(rng.IntN(4)))
+				case 2: // one byte varies
+					m = 0x3f800000 | uint32(rng.IntN(256))<<8
+				case 3: // the ends of the order
+					m = []uint32{0, 1, 0x7f800000, 0x7fc00000, 0x7fffffff}[rng.IntN(5)]
+				}
+				keys[j] = uint64(m)<<32 | uint64(j)
+			}
+			want := slices.Clone(keys)
+			slices.Sort(want)
+			sortRowKeys(keys, make([]uint64, n))
+			if !slices.Equal(keys, want) {
+				t.Fatalf("n %d kind %d: radix order differs from slices.Sort", n, kind)
+			}
 		}
 	}
 }
