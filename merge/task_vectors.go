@@ -201,11 +201,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		if o.sparsify == SparsifyDella {
 			// DELLA's masks cost a sort of every row: the L1 pass keeps them, packed,
 			// for the merge pass, up to a bound.
-			limit := int64(maxKeepCacheBytes)
-			if m.p.keepCacheBytes != 0 {
-				limit = m.p.keepCacheBytes
-			}
-			kc := newKeepCache(lanes, limit)
+			kc := newKeepCache(lanes, m.keepCacheLimit())
 			passes = append(passes, l1Pass(pool, kc.storing(keepChunk), scale, lanes))
 			keepChunk = kc.taking(keepChunk)
 		} else {
@@ -285,6 +281,14 @@ type keepCache struct {
 	mu    sync.Mutex
 	used  int64
 	bits  map[int64][]uint64 // chunk index → lanes rows of ⌈n/64⌉ words
+}
+
+// keepCacheLimit is maxKeepCacheBytes, or what a test set instead.
+func (m *methodRun) keepCacheLimit() int64 {
+	if m.p.keepCacheBytes != 0 {
+		return m.p.keepCacheBytes
+	}
+	return maxKeepCacheBytes
 }
 
 func newKeepCache(lanes int, limit int64) *keepCache {
