@@ -32,6 +32,7 @@ mkdir -p "$OUT"
 log() { echo "methods.sh: $*" >&2; }
 
 (cd "$REPO" && go build -o "$WORK/gomerge" ./cmd/gomerge && go build -o "$WORK/floor" ./bench/floor)
+rev=$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- . ':!bench' || echo '+changes')
 if [[ ! -s $FIX/current.safetensors ]]; then
 	log "generating $SIZE fixtures in $FIX (anchor, current, fisher, model1..3)"
 	rm -rf "$FIX.tmp"
@@ -122,7 +123,7 @@ done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-echo "$SIZE BF16 fixtures, $REPS interleaved rounds, warm cache; load average $load0 before, $load1 after; gomerge $(cd "$REPO" && git rev-parse --short HEAD)"
+echo "$SIZE BF16 fixtures, $REPS interleaved rounds, warm cache; load average $load0 before, $load1 after; gomerge $rev"
 echo
 echo "| method | inputs | input GB | floor s | gomerge s | ×floor (median of rounds) | target | met | CPU s floor / gomerge | ×floor CPU | gomerge input GB/s | max RSS MB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
