@@ -32,10 +32,10 @@ import (
 var configs = map[string]safetensorstest.LlamaConfig{
 	"tiny": safetensorstest.TinyLlama,
 	// TinyLlama-1.1B's shapes with 9 and 42 layers: 1.05 GB and 3.96 GB in BF16; with 2
-	// layers and an 8000-token vocabulary, 0.24 GB (the smallest of bench/scaling.sh's sizes).
+	// layers and an 8000-token vocabulary, 0.24 GB (bench/methods.sh's smallest size).
 	"256mb": {Vocab: 8000, Hidden: 2048, Intermediate: 5632, Layers: 2, KVHidden: 256},
-	"1gb": {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 9, KVHidden: 256},
-	"4gb": {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 42, KVHidden: 256},
+	"1gb":   {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 9, KVHidden: 256},
+	"4gb":   {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 42, KVHidden: 256},
 }
 
 func main() {
