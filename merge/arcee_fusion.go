@@ -62,7 +62,17 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		rows[i] = make([]float64, seg.n)
 	}
 	mx, mb, zx, zb, kl := rows[0], rows[1], rows[2], rows[3], rows[4]
+	// straddle: some row crosses a chunk boundary, so that passes 2 and 3 add its
+	// chunks' partial sums; rows inside a chunk are done by pass 1 alone.
+	straddle := false
+	for r := range seg.n {
+		if seg.straddles(r) {
+			straddle = true
+			break
+		}
+	}
 	var (
+		expPool   = sync.Pool{New: func() any { return make([]float64, 2*min(seg.size, ChunkElems)) }}
 		mu        sync.Mutex
 		hist      []uint64    // pass 4: counts of the keys' top 16 bits
 		bins      [3]uint32   // the top 16 bits at each quantile's rank
@@ -84,16 +94,25 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 	}
 	return Kernel{
 		Passes: []Pass{
-			{ // 1: each row's maxima, with a flag for the slots this chunk touched
+			{ // 1: each row's maxima, with a flag for the slots this chunk touched; rows
+				// that lie whole in the chunk get all their statistics here instead
 				NumStats: 3 * seg.slots,
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
-					seg.walk(pos, len(x), func(j, slot int) {
-						a := acc[3*slot : 3*slot+3]
-						if a[0] == 0 {
-							a[0], a[1], a[2] = 1, float64(x[j]), float64(b[j])
+					first := seg.first(pos)
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						if int64(hi-lo) == seg.size {
+							r := first + int64(slot)
+							mx[r], mb[r], zx[r], zb[r], kl[r] = arceeRowStats(x[lo:hi], b[lo:hi], &expPool)
+							return
 						}
-						a[1], a[2] = max(a[1], float64(x[j])), max(a[2], float64(b[j]))
+						a := acc[3*slot : 3*slot+3]
+						for j := lo; j < hi; j++ {
+							if a[0] == 0 {
+								a[0], a[1], a[2] = 1, float64(x[j]), float64(b[j])
+							}
+							a[1], a[2] = max(a[1], float64(x[j])), max(a[2], float64(b[j]))
+						}
 					})
 				},
 				Done: func(perChunk []float64) error {
@@ -107,15 +126,20 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 						}
 						mx[row], mb[row] = max(mx[row], a[1]), max(mb[row], a[2])
 					})
+					hist = make([]uint64, 1<<16) // for pass 4
 					return nil
 				},
 			},
-			{ // 2: Σ exp(θ − max) and Σ exp(θ_base − max) per row
+			{ // 2: Σ exp(θ − max) and Σ exp(θ_base − max) per row across chunks
+				Skip:     func() bool { return !straddle },
 				NumStats: 2 * seg.slots,
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
 					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						if int64(hi-lo) == seg.size {
+							return // pass 1's
+						}
 						r := first + int64(slot)
 						for j := lo; j < hi; j++ {
 							acc[2*slot] += math.Exp(float64(x[j]) - mx[r])
@@ -125,17 +149,24 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				},
 				Done: func(perChunk []float64) error {
 					sums := seg.segmentSums(perChunk, 2)
-					copy(zx, sums[0])
-					copy(zb, sums[1])
+					for r := range seg.n {
+						if seg.straddles(r) {
+							zx[r], zb[r] = sums[0][r], sums[1][r]
+						}
+					}
 					return nil
 				},
 			},
-			{ // 3: KL(p ‖ q) per row
+			{ // 3: KL(p ‖ q) per row across chunks
+				Skip:     func() bool { return !straddle },
 				NumStats: seg.slots,
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
 					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						if int64(hi-lo) == seg.size {
+							return // pass 1's
+						}
 						r := first + int64(slot)
 						for j := lo; j < hi; j++ {
 							p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
@@ -145,8 +176,12 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 					})
 				},
 				Done: func(perChunk []float64) error {
-					copy(kl, seg.segmentSums(perChunk, 1)[0])
-					hist = make([]uint64, 1<<16)
+					sums := seg.segmentSums(perChunk, 1)[0]
+					for r := range seg.n {
+						if seg.straddles(r) {
+							kl[r] = sums[r]
+						}
+					}
 					return nil
 				},
 			},
@@ -226,6 +261,40 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 			})
 		},
 	}
+}
+
+// arceeRowStats is one whole row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL, as
+// passes 1 to 3 compute them for a row across chunks (the same operations in the same
+// order, so the same bits), with each exponential taken once: its scratch, from pool,
+// holds them for the divergence.
+func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64) {
+	buf := pool.Get().([]float64)
+	defer pool.Put(buf)
+	ex, eb := buf[:len(x)], buf[len(x):2*len(x)]
+	mx, mb = float64(x[0]), float64(b[0])
+	for j := range x {
+		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
+	}
+	for j := range x {
+		ex[j] = math.Exp(float64(x[j]) - mx)
+		eb[j] = math.Exp(float64(b[j]) - mb)
+		zx += ex[j]
+		zb += eb[j]
+	}
+	for j := range x {
+		p := ex[j]/zx + 1e-8
+		q := eb[j]/zb + 1e-8
+		kl += float64(p * math.Log(p/q))
+	}
+	return mx, mb, zx, zb, kl
+}
+
+// straddles reports whether row segment r crosses a chunk boundary.
+func (s segments) straddles(r int64) bool {
+	if s.cols {
+		return true
+	}
+	return r*s.size/ChunkElems != (r*s.size+s.size-1)/ChunkElems
 }
 
 // eachSlot calls f with each chunk's slots (k statistics each) and their segment, in

@@ -103,34 +103,45 @@ func BenchmarkLerpBF16Fused(b *testing.B) {
 // one (dare_ties, breadcrumbs_ties, della with its per-row ranks), and by sce. Bytes
 // are input bytes read.
 func BenchmarkRunTaskVectors(b *testing.B) {
-	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128}
-	dir := b.TempDir()
-	base := stt.Random(cfg, dtype.BF16, 1)
-	basePath := filepath.Join(dir, "base.safetensors")
-	must(b, stt.WriteFile(basePath, base, nil))
-	var models []Model
-	for i := range 3 {
-		p := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
-		must(b, stt.WriteFile(p, stt.Perturb(base, 0.5, uint64(i+2)), nil))
-		models = append(models, Model{Path: p, Weight: 1, Density: math.NaN()})
-	}
+	basePath, base, models := benchMethodFixture(b, 3)
 	for _, method := range []string{"ties", "dare_ties", "breadcrumbs_ties", "della", "sce"} {
 		b.Run(method, func(b *testing.B) {
 			p := Params{Density: 0.2, Lambda: 1, Gamma: 0.01, Rescale: "l1", Epsilon: 0.1, SelectTopK: 0.3}
-			job := MethodJob{Method: method, Base: basePath, Models: models, Params: p,
-				Job: Job{Out: filepath.Join(dir, method+".out.safetensors")}}
-			b.ReportAllocs()
-			var rep *Report
-			for b.Loop() {
-				var err error
-				if rep, err = RunMethod(context.Background(), job); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.SetBytes(rep.BytesRead)
-			if rep.TensorsMerged != len(base) {
-				b.Fatal("not every tensor merged")
-			}
+			benchRunMethod(b, MethodJob{Method: method, Base: basePath, Models: models, Params: p,
+				Job: Job{Out: filepath.Join(b.TempDir(), method+".out.safetensors")}}, len(base))
 		})
+	}
+}
+
+// benchMethodFixture writes a BF16 llama-shaped base of ~12.6M parameters and n
+// perturbed models of it (weights 1, 2, ...) into a temporary folder.
+func benchMethodFixture(b *testing.B, n int) (basePath string, base []stt.Tensor, models []Model) {
+	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128}
+	dir := b.TempDir()
+	base = stt.Random(cfg, dtype.BF16, 1)
+	basePath = filepath.Join(dir, "base.safetensors")
+	must(b, stt.WriteFile(basePath, base, nil))
+	for i := range n {
+		p := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
+		must(b, stt.WriteFile(p, stt.Perturb(base, 0.5, uint64(i+2)), nil))
+		models = append(models, Model{Path: p, Weight: float64(i + 1), Density: math.NaN()})
+	}
+	return basePath, base, models
+}
+
+// benchRunMethod times job, files to file, with input bytes read as the benchmark's
+// bytes, and checks that it merged all tensors tensors.
+func benchRunMethod(b *testing.B, job MethodJob, tensors int) {
+	b.ReportAllocs()
+	var rep *Report
+	for b.Loop() {
+		var err error
+		if rep, err = RunMethod(context.Background(), job); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(rep.BytesRead)
+	if rep.TensorsMerged != tensors {
+		b.Fatal("not every tensor merged")
 	}
 }

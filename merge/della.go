@@ -154,7 +154,7 @@ func (s *dellaSelector) keepChunk(sc *maskScratch, in [][]float32, pos Chunk) []
 			for j := range keys {
 				keys[j] = uint64(absBits(x[j]-base[j]))<<32 | uint64(j)
 			}
-			slices.Sort(keys) // ascending |δ|, equal magnitudes by index
+			sortRowKeys(keys, rb.tmp[:L]) // ascending |δ|, equal magnitudes by index
 			keep := sc.keep[i]
 			for q, k := range keys {
 				e := rowStart + int64(uint32(k))
@@ -172,6 +172,49 @@ func (s *dellaSelector) keepChunk(sc *maskScratch, in [][]float32, pos Chunk) []
 	return sc.keep
 }
 
+// sortRowKeys sorts keys that hold a magnitude's bits in their high 32 bits and a
+// distinct index in their low 32, in ascending index order on entry, as slices.Sort
+// would: by magnitude, equal magnitudes by index. It is a least-significant-digit
+// radix sort of the magnitude bytes, which is stable, so equal magnitudes keep their
+// index order; the byte passes every key shares are skipped. A row's sort by
+// comparisons (pdqsort) was most of DELLA's time; this does four linear passes at
+// most. tmp is scratch of len(keys).
+func sortRowKeys(keys, tmp []uint64) {
+	if len(keys) < 2 {
+		return
+	}
+	var count [4][256]int
+	for _, k := range keys {
+		m := uint32(k >> 32)
+		count[0][uint8(m)]++
+		count[1][uint8(m>>8)]++
+		count[2][uint8(m>>16)]++
+		count[3][uint8(m>>24)]++
+	}
+	src, dst := keys, tmp[:len(keys)]
+	for d := range count {
+		c := &count[d]
+		shift := 32 + 8*d
+		if c[uint8(src[0]>>shift)] == len(src) {
+			continue // every key has this byte: the pass would not move them
+		}
+		var sum int
+		for i, n := range c {
+			c[i] = sum
+			sum += n
+		}
+		for _, k := range src {
+			b := uint8(k >> shift)
+			dst[c[b]] = k
+			c[b]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &keys[0] {
+		copy(keys, src)
+	}
+}
+
 // rowPool serves the rows of a tensor that a chunk touches, whole: slices of the
 // chunk's inputs where the row lies inside it, rows decoded from the operands where
 // it does not.
@@ -186,6 +229,7 @@ type rowBuf struct {
 	rows [][]float32 // per input, the row served
 	dec  [][]float32 // per input, L elements to decode into
 	keys []uint64    // L, for the methods that sort a row
+	tmp  []uint64    // L, sortRowKeys' scratch
 }
 
 // newRowPool checks that every input's data holds the tensor and that rows start on
@@ -204,7 +248,7 @@ func newRowPool(t *TensorPlan, L int64) (*rowPool, error) {
 	rp := &rowPool{t: t, L: min(L, max(n, 1)), n: n}
 	lanes := len(t.In)
 	rp.buf.New = func() any {
-		b := &rowBuf{rows: make([][]float32, lanes), keys: make([]uint64, rp.L)}
+		b := &rowBuf{rows: make([][]float32, lanes), keys: make([]uint64, rp.L), tmp: make([]uint64, rp.L)}
 		for range lanes {
 			b.dec = append(b.dec, make([]float32, rp.L))
 		}

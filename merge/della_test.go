@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -156,6 +158,60 @@ func TestDellaEpsilonRefused(t *testing.T) {
 		_, err := RunMethod(t.Context(), j)
 		if (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrBadParameter) {
 			t.Errorf("density %v ε %v: %v", tc.density, tc.eps, err)
+		}
+	}
+}
+
+// TestSortRowKeys checks the radix sort against slices.Sort on rows with many equal
+// magnitudes, magnitudes that differ in one byte only (skipped passes), the extremes
+// of the bit patterns (+Inf, NaN) and lengths 0 to a few thousand.
+func TestSortRowKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 2, 3, 17, 256, 2048, 5632} {
+		for kind := range 4 {
+			keys := make([]uint64, n)
+			for j := range keys {
+				var m uint32
+				switch kind {
+				case 0: // any magnitude
+					m = absBits(float32(rng.NormFloat64()))
+				case 1: // few distinct values: long runs of ties
+					m = absBits(float32(rng.IntN(4)))
+				case 2: // one byte varies
+					m = 0x3f800000 | uint32(rng.IntN(256))<<8
+				case 3: // the ends of the order
+					m = []uint32{0, 1, 0x7f800000, 0x7fc00000, 0x7fffffff}[rng.IntN(5)]
+				}
+				keys[j] = uint64(m)<<32 | uint64(j)
+			}
+			want := slices.Clone(keys)
+			slices.Sort(want)
+			sortRowKeys(keys, make([]uint64, n))
+			if !slices.Equal(keys, want) {
+				t.Fatalf("n %d kind %d: radix order differs from slices.Sort", n, kind)
+			}
+		}
+	}
+}
+
+// TestDellaKeepCache: the masks the L1 pass keeps for the merge pass give the same
+// output as masks computed again, whether all, some (one chunk's worth of room) or
+// none of the chunks are kept.
+func TestDellaKeepCache(t *testing.T) {
+	base, models := methodFixture(19, dtype.BF16, 3)
+	weights, dens := []float64{0.7, -0.2, 1.3}, []float64{0.5, 0.3, 0.8}
+	var want map[string][]float32
+	for _, limit := range []int64{0, 8 * ChunkElems / 64 * 3, 1} {
+		p := Params{Lambda: 0.9, Epsilon: 0.1, Seed: 3, Normalize: SwitchOn, Rescaling: SwitchOn, Rescale: "l1", keepCacheBytes: limit}
+		got := runMethodFiles(t, dtype.BF16, "della", p, base, models, weights, dens, 2)
+		if want == nil {
+			want = got
+			continue
+		}
+		for _, name := range base.names {
+			if !slices.Equal(got[name], want[name]) {
+				t.Errorf("cache limit %d: tensor %q differs from the fully cached merge", limit, name)
+			}
 		}
 	}
 }

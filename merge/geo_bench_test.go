@@ -1,14 +1,8 @@
 package merge
 
 import (
-	"context"
-	"fmt"
-	"math"
 	"path/filepath"
 	"testing"
-
-	"github.com/gomerge/gomerge/formats/dtype"
-	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
 
 // BenchmarkRunGeometric is a whole merge, files to file, by each method of
@@ -16,17 +10,7 @@ import (
 // BF16, ~12.6M parameters, a base and two models (nearswap and arcee_fusion: one).
 // Bytes are input bytes read, passes included.
 func BenchmarkRunGeometric(b *testing.B) {
-	cfg := stt.LlamaConfig{Vocab: 8000, Hidden: 512, Intermediate: 1400, Layers: 2, KVHidden: 128}
-	dir := b.TempDir()
-	base := stt.Random(cfg, dtype.BF16, 1)
-	basePath := filepath.Join(dir, "base.safetensors")
-	must(b, stt.WriteFile(basePath, base, nil))
-	var models []Model
-	for i := range 2 {
-		p := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
-		must(b, stt.WriteFile(p, stt.Perturb(base, 0.5, uint64(i+2)), nil))
-		models = append(models, Model{Path: p, Weight: float64(i + 1), Density: math.NaN()})
-	}
+	basePath, base, models := benchMethodFixture(b, 2)
 	p := Params{Lambda: 1, T: 1e-3, Epsilon: 1e-5, Normalize: SwitchOn, Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}}
 	for _, tc := range []struct {
 		name, method string
@@ -50,22 +34,11 @@ func BenchmarkRunGeometric(b *testing.B) {
 			if tc.geo != nil {
 				tc.geo(&q.Geo)
 			}
-			job := MethodJob{Method: tc.method, Models: models[:tc.n], Params: q, Job: Job{Out: filepath.Join(dir, tc.name+".out.safetensors")}}
+			job := MethodJob{Method: tc.method, Models: models[:tc.n], Params: q, Job: Job{Out: filepath.Join(b.TempDir(), tc.name+".out.safetensors")}}
 			if tc.base {
 				job.Base = basePath
 			}
-			b.ReportAllocs()
-			var rep *Report
-			for b.Loop() {
-				var err error
-				if rep, err = RunMethod(context.Background(), job); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.SetBytes(rep.BytesRead)
-			if rep.TensorsMerged != len(base) {
-				b.Fatal("not every tensor merged")
-			}
+			benchRunMethod(b, job, len(base))
 		})
 	}
 }

@@ -25,20 +25,7 @@ var geoShapes = map[string][]int64{
 }
 
 func geoCkpt(rng *rand.Rand, dt dtype.DType, like *ckpt, scale float64) *ckpt {
-	c := &ckpt{shapes: geoShapes, vals: map[string][]float32{}}
-	for _, name := range []string{"norm.weight", "odd.weight", "big.weight", "one.weight", "tall.weight"} {
-		c.names = append(c.names, name)
-		v := make([]float32, numElements(geoShapes[name]))
-		for j := range v {
-			x := scale * rng.NormFloat64()
-			if like != nil {
-				x += float64(like.vals[name][j])
-			}
-			v[j] = roundTo(float32(x), dt)
-		}
-		c.vals[name] = v
-	}
-	return c
+	return randomCkptOf(rng, dt, geoShapes, []string{"norm.weight", "odd.weight", "big.weight", "one.weight", "tall.weight"}, like, scale)
 }
 
 func geoFixture(seed uint64, dt dtype.DType, n int) (*ckpt, []*ckpt) {
@@ -51,17 +38,19 @@ func geoFixture(seed uint64, dt dtype.DType, n int) (*ckpt, []*ckpt) {
 	return base, models
 }
 
+// dot64 is the float64 dot product of the direct references.
+func dot64(a, b []float64) float64 {
+	var s float64
+	for j := range a {
+		s += a[j] * b[j]
+	}
+	return s
+}
+
 // karcherDirect is mergekit's Karcher iteration written on the vectors themselves, in
 // float64: the independent check of karcherCoefficients' work in the models' span.
 func karcherDirect(models [][]float32, maxIter int, tol float64) []float64 {
 	n, m := len(models), len(models[0])
-	dot := func(a, b []float64) float64 {
-		var s float64
-		for j := range a {
-			s += a[j] * b[j]
-		}
-		return s
-	}
 	var units [][]float64
 	var norms []float64
 	for _, x := range models {
@@ -69,7 +58,7 @@ func karcherDirect(models [][]float32, maxIter int, tol float64) []float64 {
 		for j := range v {
 			v[j] = float64(x[j])
 		}
-		nn := math.Sqrt(dot(v, v))
+		nn := math.Sqrt(dot64(v, v))
 		norms = append(norms, nn)
 		if nn > tol {
 			for j := range v {
@@ -89,7 +78,7 @@ func karcherDirect(models [][]float32, maxIter int, tol float64) []float64 {
 			u[j] += a * e[j]
 		}
 	}
-	if nu := math.Sqrt(dot(u, u)); nu < tol {
+	if nu := math.Sqrt(dot64(u, u)); nu < tol {
 		copy(u, units[0])
 	} else {
 		for j := range u {
@@ -99,7 +88,7 @@ func karcherDirect(models [][]float32, maxIter int, tol float64) []float64 {
 	for range maxIter {
 		t := make([]float64, m)
 		for _, e := range units {
-			d := max(-1, min(1, dot(u, e)))
+			d := max(-1, min(1, dot64(u, e)))
 			th := math.Acos(d)
 			if th < tol {
 				continue
@@ -108,14 +97,14 @@ func karcherDirect(models [][]float32, maxIter int, tol float64) []float64 {
 				t[j] += a * th / math.Sin(th) * (e[j] - d*u[j])
 			}
 		}
-		nt := math.Sqrt(dot(t, t))
+		nt := math.Sqrt(dot64(t, t))
 		if nt < tol {
 			break
 		}
 		for j := range u {
 			u[j] = math.Cos(nt)*u[j] + math.Sin(nt)*t[j]/nt
 		}
-		if nu := math.Sqrt(dot(u, u)); nu > tol {
+		if nu := math.Sqrt(dot64(u, u)); nu > tol {
 			for j := range u {
 				u[j] /= nu
 			}
@@ -134,23 +123,7 @@ func karcherDirect(models [][]float32, maxIter int, tol float64) []float64 {
 // multislerpDirect is mergekit's multislerp written on the vectors, in float64.
 func multislerpDirect(base []float32, models [][]float32, w []float64, normalize bool, eps float64) []float64 {
 	m := len(models[0])
-	dot := func(a, b []float64) float64 {
-		var s float64
-		for j := range a {
-			s += a[j] * b[j]
-		}
-		return s
-	}
-	w = append([]float64(nil), w...)
-	if normalize {
-		var s float64
-		for _, x := range w {
-			s += x
-		}
-		for i := range w {
-			w[i] /= s
-		}
-	}
+	w = multislerpWeights(w, normalize)
 	var ys, units [][]float64
 	var norms []float64
 	for _, x := range models {
@@ -161,7 +134,7 @@ func multislerpDirect(base []float32, models [][]float32, w []float64, normalize
 				y[j] -= float64(base[j])
 			}
 		}
-		nn := math.Sqrt(dot(y, y))
+		nn := math.Sqrt(dot64(y, y))
 		e := make([]float64, m)
 		for j := range e {
 			e[j] = y[j] / (nn + eps)
@@ -174,18 +147,18 @@ func multislerpDirect(base []float32, models [][]float32, w []float64, normalize
 			mean[j] += w[i] * e[j]
 		}
 	}
-	mn := math.Sqrt(dot(mean, mean))
+	mn := math.Sqrt(dot64(mean, mean))
 	for j := range mean {
 		mean[j] /= mn
 	}
 	tau := make([]float64, m)
 	for i, e := range units {
-		d := dot(e, mean)
+		d := dot64(e, mean)
 		for j := range tau {
 			tau[j] += w[i] * (e[j] - d*mean[j])
 		}
 	}
-	tn := math.Sqrt(dot(tau, tau)) + eps
+	tn := math.Sqrt(dot64(tau, tau)) + eps
 	var avg float64
 	for i := range norms {
 		avg += norms[i] * w[i]

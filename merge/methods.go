@@ -52,6 +52,9 @@ type Params struct {
 	// that compare them with the general kernel; callers outside the package cannot
 	// set it.
 	generalKernel bool
+	// keepCacheBytes, when not 0, replaces maxKeepCacheBytes (tests lower it so that
+	// some chunks' masks are computed again).
+	keepCacheBytes int64
 }
 
 // MethodJob is a merge by one of the registry's methods.

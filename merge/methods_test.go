@@ -33,11 +33,16 @@ var methodShapes = map[string][]int64{
 }
 
 func randomCkpt(rng *rand.Rand, dt dtype.DType, like *ckpt, scale float64) *ckpt {
-	c := &ckpt{shapes: methodShapes, vals: map[string][]float32{}}
-	for _, name := range []string{"norm.weight", "odd.weight", "big.weight", "one.weight"} {
+	return randomCkptOf(rng, dt, methodShapes, []string{"norm.weight", "odd.weight", "big.weight", "one.weight"}, like, scale)
+}
+
+// randomCkptOf draws a checkpoint of the named tensors of shapes, in names' order:
+// scale·N(0, 1) per element, plus like's value when like is not nil, rounded to dt.
+func randomCkptOf(rng *rand.Rand, dt dtype.DType, shapes map[string][]int64, names []string, like *ckpt, scale float64) *ckpt {
+	c := &ckpt{shapes: shapes, vals: map[string][]float32{}}
+	for _, name := range names {
 		c.names = append(c.names, name)
-		n := numElements(methodShapes[name])
-		v := make([]float32, n)
+		v := make([]float32, numElements(shapes[name]))
 		for j := range v {
 			x := scale * rng.NormFloat64()
 			if like != nil {

@@ -79,8 +79,8 @@ func multislerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 // normalised (if ‖μ‖ < eps: with two models the plain w_0 y_0 + w_1 y_1, otherwise an
 // error); tangent τ = Σ w_i (e_i − ⟨e_i, μ⟩ μ); r = μ cos‖τ‖' + τ sin‖τ‖'/‖τ‖'
 // with ‖τ‖' = ‖τ‖ + eps; scaled by Σ w_i ‖y_i‖.
-func multislerpCoefficients(g [][]float64, w []float64, normalize bool, eps float64) ([]float64, error) {
-	n := len(g)
+// multislerpWeights is a copy of w, divided by its sum when normalize says so.
+func multislerpWeights(w []float64, normalize bool) []float64 {
 	w = append([]float64(nil), w...)
 	if normalize {
 		var s float64
@@ -91,6 +91,12 @@ func multislerpCoefficients(g [][]float64, w []float64, normalize bool, eps floa
 			w[i] /= s
 		}
 	}
+	return w
+}
+
+func multislerpCoefficients(g [][]float64, w []float64, normalize bool, eps float64) ([]float64, error) {
+	n := len(g)
+	w = multislerpWeights(w, normalize)
 	norms := make([]float64, n)
 	for i := range n {
 		norms[i] = math.Sqrt(max(g[i][i], 0))

@@ -62,6 +62,12 @@ type rankSelector struct {
 	keptTotal int64
 	keptOver  bool
 	keepLimit int64 // maxKeptLows; tests lower it to exercise pass 3
+
+	// rankOfNonZero, when set, gives each cut's rank from the count of the lane's
+	// non-zero magnitudes, which pass 1 then counts (SCE's top-k of the non-zero
+	// variances): the rank is settled when pass 1 ends, before any cut is located.
+	rankOfNonZero func(nonZero int64) int64
+	zeros         []int64 // per lane, pass 1's count of zero magnitudes
 }
 
 type rankScratch struct {
@@ -92,6 +98,9 @@ func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane
 }
 
 func (s *rankSelector) needed() bool {
+	if s.rankOfNonZero != nil {
+		return true // the ranks are not known yet
+	}
 	for _, cs := range s.cuts {
 		for _, c := range cs {
 			if !c.all && !c.none {
@@ -119,15 +128,31 @@ func (s *rankSelector) passes() []Pass {
 					mags := sc.mags[:len(in[0])]
 					s.magnitude(mags, lane, in)
 					lo, hi := uint32(1<<15), uint32(0)
-					for _, m := range mags {
-						b := m >> 16
-						local[b]++
-						lo, hi = min(lo, b), max(hi, b)
+					var zeros int64
+					if s.rankOfNonZero != nil {
+						for _, m := range mags {
+							b := m >> 16
+							local[b]++
+							lo, hi = min(lo, b), max(hi, b)
+							zeros += int64(b2i(m == 0))
+						}
+					} else {
+						for _, m := range mags {
+							b := m >> 16
+							local[b]++
+							lo, hi = min(lo, b), max(hi, b)
+						}
 					}
 					if lo > hi {
 						continue
 					}
 					s.mu.Lock()
+					if zeros != 0 {
+						if s.zeros == nil {
+							s.zeros = make([]int64, lanes)
+						}
+						s.zeros[lane] += zeros
+					}
 					if s.hiHist == nil {
 						s.hiHist = make([][]uint64, lanes)
 					}
@@ -143,6 +168,18 @@ func (s *rankSelector) passes() []Pass {
 				}
 			},
 			Done: func([]float64) error {
+				if s.rankOfNonZero != nil {
+					for lane, cs := range s.cuts {
+						nz := s.n
+						if s.zeros != nil {
+							nz -= s.zeros[lane]
+						}
+						for _, c := range cs {
+							c.rank = s.rankOfNonZero(nz)
+							c.all, c.none = c.rank >= s.n, c.rank <= 0
+						}
+					}
+				}
 				s.bin = make([][]uint32, lanes)
 				s.above = make([][]int64, lanes)
 				s.loHist = make([][][]uint64, lanes)

@@ -75,34 +75,11 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 		none   = topk <= 0   // no position kept
 	)
 	if !none && topk < 1 {
-		// The cut's rank depends on the count of non-zero variances, which a first pass
-		// finds: the selector is built with a placeholder rank that the count's Done
-		// replaces before the selector's own passes read it.
+		// The cut's rank depends on the count of non-zero variances, which the
+		// selector's first pass counts (a pass of its own read every input once more).
 		sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
-		count := Pass{
-			NumStats: 1,
-			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
-				sc := pool.get(len(in[0]))
-				defer pool.put(sc)
-				sceVariance(sc.mags, 0, in)
-				var nz int64
-				for _, v := range sc.mags {
-					nz += int64(b2i(v != 0))
-				}
-				acc[0] += float64(nz) // exact: a chunk's count is far below 2^53
-			},
-			Done: func(perChunk []float64) error {
-				var nz int64
-				for _, c := range perChunk {
-					nz += int64(c)
-				}
-				c := sel.cuts[0][0]
-				c.rank = sceTopK(topk, nz)
-				c.all, c.none = c.rank >= n, c.rank <= 0
-				return nil
-			},
-		}
-		passes = append([]Pass{count}, sel.passes()...)
+		sel.rankOfNonZero = func(nz int64) int64 { return sceTopK(topk, nz) }
+		passes = sel.passes()
 	}
 	// mask fills sc.keep[0] with the selected positions of a chunk.
 	mask := func(sc *maskScratch, in [][]float32, pos Chunk) []bool {
@@ -120,13 +97,24 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 		}
 		return keep
 	}
+	masks := func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+		mask(sc, in, pos)
+		return sc.keep
+	}
+	storeMasks, takeMasks := masks, masks
+	if sel != nil {
+		// The weights pass keeps the selection for the merge pass (bounded), which
+		// then need not compute the variances once more.
+		kc := newKeepCache(1, m.keepCacheLimit())
+		storeMasks, takeMasks = kc.storing(masks), kc.taking(masks)
+	}
 	w := make([]float32, lanes)
 	passes = append(passes, Pass{ // the weights: Σ δ̂_i² per model
 		NumStats: lanes,
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 			sc := pool.get(len(in[0]))
 			defer pool.put(sc)
-			keep := mask(sc, in, pos)
+			keep := storeMasks(sc, in, pos)[0]
 			base := in[0]
 			for i, x := range in[1:] {
 				var sq float64
@@ -149,7 +137,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
-			keep := mask(sc, in, pos)
+			keep := takeMasks(sc, in, pos)[0]
 			base, models := in[0][:len(dst)], in[1:]
 			for j := range dst {
 				b := base[j]

@@ -14,10 +14,14 @@ func TestSCEAgainstReference(t *testing.T) {
 	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
 		base, models := methodFixture(23, dt, 3)
 		for _, topk := range []float64{1, 0.5, 0.1, 1e-4, 0} {
-			got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk}, base, models, nil, nil, 2)
-			for _, name := range base.names {
-				ref, scale := sceRef(base.vals[name], vals(models, name), topk)
-				checkClose(t, fmt.Sprintf("%s select_topk=%g %s", dt, topk, name), got[name], ref, scale, dt)
+			// The selection kept from the weights pass for the merge pass: all of it,
+			// one chunk's, none.
+			for _, limit := range []int64{0, ChunkElems / 8, 1} {
+				got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk, keepCacheBytes: limit}, base, models, nil, nil, 2)
+				for _, name := range base.names {
+					ref, scale := sceRef(base.vals[name], vals(models, name), topk)
+					checkClose(t, fmt.Sprintf("%s select_topk=%g cache=%d %s", dt, topk, limit, name), got[name], ref, scale, dt)
+				}
 			}
 		}
 	}

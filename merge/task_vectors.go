@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/gomerge/gomerge/gpu"
 )
@@ -197,7 +198,15 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		}
 	case o.rescale == "l1":
 		scale = make([]float32, lanes)
-		passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
+		if o.sparsify == SparsifyDella {
+			// DELLA's masks cost a sort of every row: the L1 pass keeps them, packed,
+			// for the merge pass, up to a bound.
+			kc := newKeepCache(lanes, m.keepCacheLimit())
+			passes = append(passes, l1Pass(pool, kc.storing(keepChunk), scale, lanes))
+			keepChunk = kc.taking(keepChunk)
+		} else {
+			passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
+		}
 	}
 	k := Kernel{
 		Passes: passes,
@@ -259,6 +268,95 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		return nil, dev.TaskVectors(ctx, n, out, in[0], tm, m.lambda, o.consensus == ConsensusSign)
 	}
 	return k
+}
+
+// maxKeepCacheBytes bounds the packed masks a keepCache holds per tensor (one bit per
+// element and model): 3 models' masks of 89M elements.
+const maxKeepCacheBytes = 32 << 20
+
+// keepCache carries the keep masks of a tensor's chunks from one pass to the next, one
+// bit per element and model, while they total at most limit bytes; chunks beyond it
+// are computed again. Each entry is dropped when taken, as each chunk is merged once.
+type keepCache struct {
+	lanes int
+	limit int64
+	mu    sync.Mutex
+	used  int64
+	bits  map[int64][]uint64 // chunk index → lanes rows of ⌈n/64⌉ words
+}
+
+// keepCacheLimit is maxKeepCacheBytes, or what a test set instead.
+func (m *methodRun) keepCacheLimit() int64 {
+	if m.p.keepCacheBytes != 0 {
+		return m.p.keepCacheBytes
+	}
+	return maxKeepCacheBytes
+}
+
+func newKeepCache(lanes int, limit int64) *keepCache {
+	return &keepCache{lanes: lanes, limit: limit, bits: map[int64][]uint64{}}
+}
+
+// storing wraps f to keep what it returns.
+func (kc *keepCache) storing(f func(*maskScratch, [][]float32, Chunk) [][]bool) func(*maskScratch, [][]float32, Chunk) [][]bool {
+	return func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+		keep := f(sc, in, pos)
+		words := (len(in[0]) + 63) / 64
+		size := int64(8 * words * kc.lanes)
+		kc.mu.Lock()
+		room := kc.used+size <= kc.limit
+		if room {
+			kc.used += size
+		}
+		kc.mu.Unlock()
+		if !room {
+			return keep
+		}
+		b := make([]uint64, words*kc.lanes)
+		for i, k := range keep {
+			packBools(b[i*words:(i+1)*words], k)
+		}
+		kc.mu.Lock()
+		kc.bits[pos.Index] = b
+		kc.mu.Unlock()
+		return keep
+	}
+}
+
+// taking wraps f to return the kept masks of a chunk where there are some.
+func (kc *keepCache) taking(f func(*maskScratch, [][]float32, Chunk) [][]bool) func(*maskScratch, [][]float32, Chunk) [][]bool {
+	return func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+		kc.mu.Lock()
+		b, ok := kc.bits[pos.Index]
+		delete(kc.bits, pos.Index)
+		kc.mu.Unlock()
+		if !ok {
+			return f(sc, in, pos)
+		}
+		words := len(b) / kc.lanes
+		for i, k := range sc.keep {
+			unpackBools(k, b[i*words:(i+1)*words])
+		}
+		kc.mu.Lock()
+		kc.used -= int64(8 * len(b))
+		kc.mu.Unlock()
+		return sc.keep
+	}
+}
+
+// packBools sets bit j%64 of dst[j/64] to src[j].
+func packBools(dst []uint64, src []bool) {
+	clear(dst)
+	for j, v := range src {
+		dst[j>>6] |= uint64(b2i(v)) << (j & 63)
+	}
+}
+
+// unpackBools is packBools' inverse for len(dst) elements.
+func unpackBools(dst []bool, src []uint64) {
+	for j := range dst {
+		dst[j] = src[j>>6]>>(j&63)&1 != 0
+	}
 }
 
 // l1Pass sums |δ_i| and the kept |δ_i| over the tensor (float64, per chunk, added in

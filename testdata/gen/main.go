@@ -31,14 +31,16 @@ import (
 
 var configs = map[string]safetensorstest.LlamaConfig{
 	"tiny": safetensorstest.TinyLlama,
-	// TinyLlama-1.1B's shapes with 9 and 42 layers: 1.05 GB and 3.96 GB in BF16.
-	"1gb": {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 9, KVHidden: 256},
-	"4gb": {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 42, KVHidden: 256},
+	// TinyLlama-1.1B's shapes with 9 and 42 layers: 1.05 GB and 3.96 GB in BF16; with 2
+	// layers and an 8000-token vocabulary, 0.24 GB (bench/methods.sh's smallest size).
+	"256mb": {Vocab: 8000, Hidden: 2048, Intermediate: 5632, Layers: 2, KVHidden: 256},
+	"1gb":   {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 9, KVHidden: 256},
+	"4gb":   {Vocab: 32000, Hidden: 2048, Intermediate: 5632, Layers: 42, KVHidden: 256},
 }
 
 func main() {
 	out := flag.String("out", "", "folder to write into (created)")
-	config := flag.String("config", "tiny", "model size: tiny, 1gb or 4gb")
+	config := flag.String("config", "tiny", "model size: tiny, 256mb, 1gb or 4gb")
 	dt := flag.String("dtype", "", "dtype: bf16 (default), f16 or f32; for gguf q8_0 (default), q4_0, q4_1, q5_0, q5_1, f16, bf16 or f32")
 	format := flag.String("format", "safetensors", "safetensors or gguf")
 	shards := flag.Int("shards", 3, "also write current/ as a folder of this many shards (0: don't)")
@@ -65,7 +67,7 @@ func main() {
 func run(out, config, dtName string, shards int, withFisher bool, models int, seed uint64) error {
 	cfg, ok := configs[config]
 	if out == "" || !ok {
-		return fmt.Errorf("need -out DIR and -config tiny|1gb|4gb")
+		return fmt.Errorf("need -out DIR and -config tiny|256mb|1gb|4gb")
 	}
 	d, err := dtype.ParseFloat(dtName)
 	if err != nil {

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Times every merge method of the command line against the N-input I/O floor
+# (bench/floor over the very inputs the method reads: it reads them all, writes and
+# fsyncs one model's worth), on BF16 llama-shaped checkpoints from testdata/gen, and
+# prints a markdown table: each method's median wall time, its floor's, and the median
+# of the per-round ratios method/floor, against issue 17's targets.
+#
+#   bench/methods.sh [SIZE] [WORKDIR]     SIZE: 256mb, 1gb (default) or 4gb
+#
+# Environment: REPS (default 3) rounds; METHODS, a space-separated subset of the rows'
+# names (default: all); THREADS, gomerge's --threads (default: its own, GOMAXPROCS).
+#
+# Protocol: warm cache (the inputs are read with cat before every timed run, and must
+# fit in memory together). Every round runs, for each method in turn, its floor and
+# then the method, so each ratio compares two runs seconds apart under the same load;
+# the rounds interleave all methods. Each run's CPU time (user + system, from
+# /usr/bin/time) is recorded too: under a heavy load the CPU ratio is the steadier
+# measure of the work a method adds. One untimed floor run comes first (the first big
+# write after a build is often slower on this VM). The wall time includes the output's
+# fsync, which both do; the output is deleted after each run. The table also gives the
+# input bytes per second of the method (what bench/scaling projections use) and its
+# max RSS (from /usr/bin/time; the inputs' mapped pages count in it, so it grows with
+# the inputs even though the Go heap stays bounded).
+set -euo pipefail
+SIZE=${1:-1gb}
+WORK=${2:-/tmp/gomerge-bench}
+REPS=${REPS:-3}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && git rev-parse --show-toplevel)
+FIX=$WORK/methods-$SIZE
+OUT=$WORK/out
+mkdir -p "$OUT"
+log() { echo "methods.sh: $*" >&2; }
+
+(cd "$REPO" && go build -o "$WORK/gomerge" ./cmd/gomerge && go build -o "$WORK/floor" ./bench/floor)
+rev=$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- . ':!bench' || echo '+changes')
+if [[ ! -s $FIX/current.safetensors ]]; then
+	log "generating $SIZE fixtures in $FIX (anchor, current, fisher, model1..3)"
+	rm -rf "$FIX.tmp"
+	(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=true -models 3) >&2
+	rm -rf "$FIX"
+	mv "$FIX.tmp" "$FIX"
+fi
+B=$FIX/anchor.safetensors C=$FIX/current.safetensors F=$FIX/fisher.safetensors
+M1=$FIX/model1.safetensors M2=$FIX/model2.safetensors M3=$FIX/model3.safetensors
+GM=("$WORK/gomerge")
+[[ -n ${THREADS:-} ]] && threads=(--threads "$THREADS") || threads=()
+
+# name | target ×floor | inputs (the floor's, in order) | gomerge arguments (before --out).
+# Base methods take the anchor as base and model1..3 (or model1) as the fine-tunes.
+ROWS=(
+	"sfa|1.25|$B $C|sfa --anchor $B --current $C --beta 0.5"
+	"linear|1.25|$M1 $M2 $M3|linear $M1 $M2 $M3"
+	"task_arithmetic|1.25|$B $M1 $M2 $M3|task-arithmetic --base $B $M1 $M2 $M3"
+	"slerp|1.25|$B $M1|slerp --base $B $M1 --t 0.3"
+	"nuslerp|1.25|$M1 $M2|nuslerp $M1:weight=0.7 $M2:weight=0.3"
+	"nuslerp_rows|1.25|$B $M1 $M2|nuslerp --base $B $M1 $M2 --nuslerp-flatten=false"
+	"multislerp|1.25|$B $M1 $M2 $M3|multislerp --base $B $M1 $M2 $M3"
+	"karcher|1.25|$M1 $M2 $M3|karcher $M1 $M2 $M3"
+	"nearswap|1.25|$B $M1|nearswap --base $B $M1 --t 0.0001"
+	"fisher|1.25|$B $F $C $F|fisher $B:fisher=$F $C:fisher=$F"
+	"ram|1.25|$B $M1 $M2 $M3|ram --base $B $M1 $M2 $M3"
+	"ramplus_tl|1.25|$B $M1 $M2 $M3|ramplus-tl --base $B $M1 $M2 $M3"
+	"arcee_fusion|1.25|$B $M1|arcee-fusion --base $B $M1"
+	"sce|1.25|$B $M1 $M2 $M3|sce --base $B $M1 $M2 $M3 --select-topk 0.1"
+	"della|1.25|$B $M1 $M2 $M3|della --base $B $M1 $M2 $M3 --density 0.5 --epsilon 0.15 --seed 7"
+	"della_linear|1.25|$B $M1 $M2 $M3|della --linear --base $B $M1 $M2 $M3 --density 0.5 --epsilon 0.15 --seed 7"
+	"model_stock_filter_wise|1.25|$B $M1 $M2 $M3|model-stock --filter-wise --base $B $M1 $M2 $M3"
+	"ties|1.5|$B $M1 $M2 $M3|ties --base $B $M1 $M2 $M3 --density 0.2"
+	"model_stock|1.5|$B $M1 $M2 $M3|model-stock --base $B $M1 $M2 $M3"
+	"breadcrumbs|2|$B $M1 $M2 $M3|breadcrumbs --base $B $M1 $M2 $M3 --density 0.9 --gamma 0.01"
+	"breadcrumbs_ties|2|$B $M1 $M2 $M3|breadcrumbs --ties --base $B $M1 $M2 $M3 --density 0.9 --gamma 0.01"
+	"dare_linear|2|$B $M1 $M2 $M3|dare --base $B $M1 $M2 $M3 --density 0.2 --seed 7"
+	"dare_ties|2|$B $M1 $M2 $M3|dare --ties --base $B $M1 $M2 $M3 --density 0.2 --seed 7"
+)
+if [[ -n ${METHODS:-} ]]; then
+	sel=()
+	for r in "${ROWS[@]}"; do
+		for m in $METHODS; do [[ ${r%%|*} == "$m" ]] && sel+=("$r"); done
+	done
+	ROWS=("${sel[@]}")
+	((${#ROWS[@]})) || {
+		echo "methods.sh: METHODS matches no row" >&2
+		exit 2
+	}
+fi
+
+# timed CMD...: runs CMD with the output to OUT/o, prints "wall_s maxrss_kb cpu_s"
+# (cpu: user + system).
+timed() {
+	local t0 t1 rss cpu
+	rm -f "$OUT/o" "$OUT/o.safetensors"
+	t0=$(date +%s%N)
+	/usr/bin/time -f '%M %U %S' -o "$OUT/time" "$@" >/dev/null
+	t1=$(date +%s%N)
+	read -r rss u s < <(tail -1 "$OUT/time")
+	cpu=$(echo "$u + $s" | bc)
+	rm -f "$OUT/o" "$OUT/o.safetensors"
+	echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $rss $cpu"
+}
+
+RES=$OUT/methods-$SIZE.tsv
+: >"$RES"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average before: $load0; $REPS rounds of ${#ROWS[@]} methods on $SIZE"
+cat $B $M1 >/dev/null
+"$WORK/floor" "$B" "$M1" "$OUT/o" && rm -f "$OUT/o" # untimed warm-up
+for ((rep = 1; rep <= REPS; rep++)); do
+	for r in "${ROWS[@]}"; do
+		IFS='|' read -r name target ins args <<<"$r"
+		# shellcheck disable=SC2086 # the rows' fields are space-separated on purpose
+		{
+			cat $ins >/dev/null
+			read -r f _ fc < <(timed "$WORK/floor" $ins "$OUT/o")
+			cat $ins >/dev/null
+			read -r g rss gc < <(timed "${GM[@]}" $args --device cpu "${threads[@]}" --out "$OUT/o.safetensors")
+		}
+		bytes=0
+		for i in $ins; do bytes=$((bytes + $(stat -c %s "$i"))); done
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$(wc -w <<<"$ins")" "$bytes" "$f" "$g" "$rss" "$rep" "$fc" "$gc" >>"$RES"
+		log "round $rep: $name floor $f s ($fc s CPU), gomerge $g s ($gc s CPU)"
+	done
+done
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+echo "$SIZE BF16 fixtures, $REPS interleaved rounds, warm cache; load average $load0 before, $load1 after; gomerge $rev"
+echo
+echo "| method | inputs | input GB | floor s | gomerge s | ×floor (median of rounds) | target | met | CPU s floor / gomerge | ×floor CPU | gomerge input GB/s | max RSS MB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for r in "${ROWS[@]}"; do
+	name=${r%%|*}
+	rows=$(awk -F'\t' -v n="$name" '$1 == n' "$RES")
+	f=$(cut -f5 <<<"$rows" | median)
+	g=$(cut -f6 <<<"$rows" | median)
+	ratio=$(awk -F'\t' '{print $6 / $5}' <<<"$rows" | median)
+	rss=$(cut -f7 <<<"$rows" | median)
+	fc=$(cut -f9 <<<"$rows" | median)
+	gc=$(cut -f10 <<<"$rows" | median)
+	awk -F'\t' -v f="$f" -v g="$g" -v q="$ratio" -v rss="$rss" -v fc="$fc" -v gc="$gc" 'NR == 1 {
+		printf "| %s | %d | %.2f | %.2f | %.2f | %.2f | ≤%s | %s | %.1f / %.1f | %.2f | %.2f | %d |\n",
+			$1, $3, $4 / 1e9, f, g, q, $2, (q <= $2 ? "yes" : "**no**"), fc, gc, gc / fc, $4 / 1e9 / g, rss / 1024
+	}' <<<"$rows"
+done
