@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"gonum.org/v1/gonum/blas/blas64"
@@ -86,7 +87,7 @@ func NewApplied(path string, base checkpoint.Source, adapters []Weighted) (*Appl
 				meta.Name = name
 				index[name] = &meta
 				ap.metas = append(ap.metas, meta)
-			} else if t := index[name]; !equalShape(t.Shape, r.Meta.Shape) {
+			} else if t := index[name]; !slices.Equal(t.Shape, r.Meta.Shape) {
 				return nil, fmt.Errorf("%s: tensor %q: shape %v, but the base's %s in %s is %v: %w",
 					a.WeightsPath(), r.Meta.Name, r.Meta.Shape, name, t.File, t.Shape, ErrBadInput)
 			}
@@ -127,18 +128,6 @@ func resolve(index map[string]*checkpoint.TensorMeta, name string) (string, bool
 		}
 	}
 	return "", false
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (ap *Applied) Path() string                     { return ap.path }

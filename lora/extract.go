@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 
 	"gonum.org/v1/gonum/mat"
@@ -105,7 +106,7 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 		if !ok {
 			return nil, fmt.Errorf("%s: tensor %q: the base %s has no tensor of that name: %w", mt.File, mt.Name, base.Path(), ErrBadInput)
 		}
-		if !equalShape(bt.Shape, mt.Shape) {
+		if !slices.Equal(bt.Shape, mt.Shape) {
 			return nil, fmt.Errorf("%s: tensor %q: shape %v, but %v in the base %s: %w", mt.File, mt.Name, mt.Shape, bt.Shape, bt.File, ErrBadInput)
 		}
 		if !mt.DType.IsFloat() && !mt.DType.IsBlock() {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -84,7 +85,7 @@ func TestExtractApplyRoundTrip(t *testing.T) {
 			B, M, G := loratest.ReadFloats(t, base), loratest.ReadFloats(t, model), loratest.ReadFloats(t, out)
 			for _, mt := range ms.Tensors() {
 				if len(mt.Shape) != 2 {
-					if !equalFloats(G[mt.Name], B[mt.Name]) {
+					if !slices.Equal(G[mt.Name], B[mt.Name]) {
 						t.Errorf("%s: a 1-D tensor changed", mt.Name)
 					}
 					continue
@@ -118,18 +119,6 @@ func TestExtractApplyRoundTrip(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalFloats(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestExtractOptions(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -112,10 +113,10 @@ func TestGGUF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []float32{1, 2, 0, 0.5}; !equal(got, want) {
+	if want := []float32{1, 2, 0, 0.5}; !slices.Equal(got, want) {
 		t.Errorf("attn_q: %v, want %v", got, want)
 	}
-	if e := m.Entries["blk.0.ffn_up_exps.weight"]; e.Rows != 2 || !equal(e.Values, []float32{1, 2, 1, 1}) {
+	if e := m.Entries["blk.0.ffn_up_exps.weight"]; e.Rows != 2 || !slices.Equal(e.Values, []float32{1, 2, 1, 1}) {
 		t.Errorf("experts: %+v", e)
 	}
 	if m.ChunkCount != 100 || len(m.Datasets) != 1 || m.Datasets[0] != "wiki.train.raw" {
@@ -127,18 +128,6 @@ func TestGGUF(t *testing.T) {
 	if _, err := m.For("blk.0.ffn_up_exps.weight", 2); !errors.Is(err, ErrFormat) {
 		t.Errorf("stacked experts: %v, want ErrFormat (gomerge has no mixture-of-experts tensors to use them on)", err)
 	}
-}
-
-func equal(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestMalformed: every malformed importance matrix is refused with ErrFormat (exit 3

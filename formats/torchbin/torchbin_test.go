@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,7 +88,7 @@ func TestTorchWritten(t *testing.T) {
 				if !ok {
 					t.Fatalf("tensor %q is not in the manifest", ti.Name)
 				}
-				if ti.DType != torchDTypes[w.DType] || !equalShape(ti.Shape, w.Shape) {
+				if ti.DType != torchDTypes[w.DType] || !slices.Equal(ti.Shape, w.Shape) {
 					t.Errorf("%s: %s %v, torch says %s %v", ti.Name, ti.DType, ti.Shape, w.DType, w.Shape)
 				}
 				for _, src := range []*torchbin.File{f, plain} {
@@ -130,18 +131,6 @@ func TestTorchWritten(t *testing.T) {
 			}
 		}
 	})
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // le is the little-endian bytes of float32 values.
