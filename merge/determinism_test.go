@@ -68,41 +68,10 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 				return err
 			},
 		}
-		// Options beyond the defaults that change how a method works through a tensor:
-		// della's per-entry rescale, model_stock's per-row factor.
-		variants := map[string]func(*Params){
-			"della":                   func(p *Params) { p.Epsilon = 0.2 },
-			"della-inv":               func(p *Params) { p.Epsilon, p.Rescaling, p.Rescale = 0.1, SwitchOn, "inverse" },
-			"model_stock":             func(p *Params) {},
-			"model_stock-filter_wise": func(p *Params) { p.FilterWise = SwitchOn },
-		}
 		for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
 			name := method
-			method, _, _ := strings.Cut(method, "-")
-			def, _ := methodDefs(method)
 			runs[name] = func(out string, threads int) error {
-				p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3,
-					Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}}
-				if v := variants[name]; v != nil {
-					v(&p)
-				}
-				j := MethodJob{Method: method, Params: p,
-					Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}}
-				if def.base {
-					j.Base = path("base")
-				}
-				n := 3
-				if def.maxModels > 0 {
-					n = def.maxModels
-				}
-				for i := range n {
-					m := Model{Path: path(fmt.Sprint("m", i)), Weight: 0.5 + float64(i), Density: math.NaN()}
-					if def.fisher {
-						m.Fisher = path("fisher")
-					}
-					j.Models = append(j.Models, m)
-				}
-				_, err := RunMethod(ctx, j)
+				_, err := RunMethod(ctx, methodTestJob(name, path, out, threads))
 				return err
 			}
 		}
@@ -141,4 +110,40 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 			}
 		}
 	}
+}
+
+// methodTestJob is the job the every-method tests run for name, a registered method
+// or one of the variants below (method-variant): three models (or the method's most),
+// a base and a Fisher where the method takes them, from path(name), written to out.
+// The variants are options beyond the defaults that change how a method works
+// through a tensor: della's per-entry rescale, model_stock's per-row factor.
+func methodTestJob(name string, path func(string) string, out string, threads int) MethodJob {
+	variants := map[string]func(*Params){
+		"della":                   func(p *Params) { p.Epsilon = 0.2 },
+		"della-inv":               func(p *Params) { p.Epsilon, p.Rescaling, p.Rescale = 0.1, SwitchOn, "inverse" },
+		"model_stock-filter_wise": func(p *Params) { p.FilterWise = SwitchOn },
+	}
+	method, _, _ := strings.Cut(name, "-")
+	def, _ := methodDefs(method)
+	p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3,
+		Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}}
+	if v := variants[name]; v != nil {
+		v(&p)
+	}
+	j := MethodJob{Method: method, Params: p, Job: Job{Out: out, Exec: ExecOptions{Threads: threads}}}
+	if def.base {
+		j.Base = path("base")
+	}
+	n := 3
+	if def.maxModels > 0 {
+		n = def.maxModels
+	}
+	for i := range n {
+		m := Model{Path: path(fmt.Sprint("m", i)), Weight: 0.5 + float64(i), Density: math.NaN()}
+		if def.fisher {
+			m.Fisher = path("fisher")
+		}
+		j.Models = append(j.Models, m)
+	}
+	return j
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,36 +78,10 @@ func TestEveryMethodCompressedInputs(t *testing.T) {
 				return err
 			},
 		}
-		variants := map[string]func(*Params){
-			"della-inv":               func(p *Params) { p.Epsilon, p.Rescaling, p.Rescale = 0.1, SwitchOn, "inverse" },
-			"model_stock-filter_wise": func(p *Params) { p.FilterWise = SwitchOn },
-		}
 		for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
 			name := method
-			method, _, _ := strings.Cut(method, "-")
-			def, _ := methodDefs(method)
 			runs[name] = func(path func(string) string, out string) error {
-				p := Params{Density: 0.3, Lambda: 0.9, T: 0.4, Gamma: 0.02, Seed: 7, Epsilon: 1e-6, Rescale: "l1", SelectTopK: 0.3,
-					Geo: GeoParams{MaxIter: 10, Tol: 1e-5, R: 0.1, Alpha: 0.2}}
-				if v := variants[name]; v != nil {
-					v(&p)
-				}
-				j := MethodJob{Method: method, Params: p, Job: Job{Out: out, Exec: ExecOptions{Threads: 2}}}
-				if def.base {
-					j.Base = path("base")
-				}
-				n := 3
-				if def.maxModels > 0 {
-					n = def.maxModels
-				}
-				for i := range n {
-					m := Model{Path: path(fmt.Sprint("m", i)), Weight: 0.5 + float64(i), Density: math.NaN()}
-					if def.fisher {
-						m.Fisher = path("fisher")
-					}
-					j.Models = append(j.Models, m)
-				}
-				_, err := RunMethod(ctx, j)
+				_, err := RunMethod(ctx, methodTestJob(name, path, out, 2))
 				return err
 			}
 		}
