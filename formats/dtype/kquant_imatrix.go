@@ -74,20 +74,7 @@ func quantizeKImpl(y []byte, x, qw []float32, nmax int32, ref bool) {
 		sw, mins, scls [8]float32
 		Ls, Lm         [8]uint8
 	)
-	var sumX2 float32
-	for _, v := range x[:qkK] {
-		sumX2 += float32(v * v)
-	}
-	sigma2 := 2 * sumX2 / qkK
-	for j := range 8 {
-		var sum float32
-		for l := range 32 {
-			v := x[32*j+l]
-			w[32*j+l] = float32(qw[32*j+l] * float32(math.Sqrt(float64(sigma2+float32(v*v)))))
-			sum += w[32*j+l]
-		}
-		sw[j] = sum
-	}
+	importanceWeights(w[:], sw[:], x, qw)
 	kFit(x, &w, &L, &scls, &mins, nmax, -0.9, 0.05, 36, ref)
 	dBlock := makeQPQuants(63, scls[:], Ls[:], sw[:])
 	mBlock := makeQPQuants(63, mins[:], Lm[:], sw[:])
@@ -234,19 +221,8 @@ func quantizeQ3KImpl(y []byte, x, qw []float32) {
 		sw, scales [16]float32
 		Ls         [16]int8
 	)
-	var sumX2 float32
-	for _, v := range x[:qkK] {
-		sumX2 += float32(v * v)
-	}
-	sigma2 := 2 * sumX2 / qkK
+	importanceWeights(w[:], sw[:], x, qw)
 	for j := range 16 {
-		var sum float32
-		for l := range 16 {
-			v := x[16*j+l]
-			w[16*j+l] = float32(qw[16*j+l] * float32(math.Sqrt(float64(sigma2+float32(v*v)))))
-			sum += w[16*j+l]
-		}
-		sw[j] = sum
 		scales[j] = makeQXQuants(4, x[16*j:16*j+16], L[16*j:16*j+16], w[16*j:16*j+16])
 	}
 	sb := y[96:108]
@@ -257,4 +233,27 @@ func quantizeQ3KImpl(y []byte, x, qw []float32) {
 	}
 	putF16(y[108:], kF16(d))
 	q3Finish(y, x, &L)
+}
+
+// importanceWeights sets the weights of a super-block's values for the Q3_K, Q4_K and
+// Q5_K searches, as ggml does: w = qw·√(σ² + x²) with σ² = 2·Σx²/256, every product
+// rounded to float32, and sw[j] the sum of group j's weights (len(w)/len(sw) values per
+// group: 32 for Q4_K and Q5_K, 16 for Q3_K).
+func importanceWeights(w, sw, x, qw []float32) {
+	var sumX2 float32
+	for _, v := range x[:qkK] {
+		sumX2 += float32(v * v)
+	}
+	sigma2 := 2 * sumX2 / qkK
+	group := len(w) / len(sw)
+	for j := range sw {
+		var sum float32
+		for l := range group {
+			i := group*j + l
+			v := x[i]
+			w[i] = float32(qw[i] * float32(math.Sqrt(float64(sigma2+float32(v*v)))))
+			sum += w[i]
+		}
+		sw[j] = sum
+	}
 }
