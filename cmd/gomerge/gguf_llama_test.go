@@ -13,6 +13,7 @@ import (
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf/gguftest"
+	"github.com/gomerge/gomerge/internal/testexec"
 )
 
 // nodeDir returns testdata/node with its npm packages installed (CI runs `npm install`
@@ -32,6 +33,9 @@ func nodeDir(t *testing.T) string {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
+	}
+	if err := testexec.Inputs(dir); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }

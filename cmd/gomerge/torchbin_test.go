@@ -19,6 +19,9 @@ func torchModels(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
 	py := testexec.Python(ctx, t, "torch", "python3-torch")
+	if err := testexec.Inputs("../../formats/torchbin/testdata"); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	if out, err := exec.CommandContext(ctx, py, "../../formats/torchbin/testdata/models.py", dir).CombinedOutput(); err != nil {
 		t.Fatalf("models.py: %v\n%s", err, out)

@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/gomerge/gomerge/internal/testexec"
 )
 
 var kTypes = []DType{Q2_K, Q3_K, Q4_K, Q5_K, Q6_K}
@@ -170,6 +172,9 @@ func ggmlLib(t *testing.T) (lib, python string) {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
+	}
+	if err := testexec.Inputs("testdata"); err != nil {
+		t.Fatal(err)
 	}
 	return lib, python
 }

@@ -52,5 +52,8 @@ func setup(t *testing.T, limit time.Duration) (string, string, context.Context) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := testexec.Inputs(filepath.Join("..", "..", "bench", "roundtrip")); err != nil {
+		t.Fatal(err)
+	}
 	return py, bin, ctx
 }

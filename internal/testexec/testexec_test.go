@@ -2,6 +2,7 @@ package testexec
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -42,5 +43,32 @@ func TestWrap(t *testing.T) {
 	}
 	if want := bin + " x y\n"; string(out) != want {
 		t.Errorf("the wrapper printed %q, want %q", out, want)
+	}
+}
+
+func TestInputs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "script.py")
+	if err := os.WriteFile(file, []byte("print(1)"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inputs(dir, file); err != nil {
+		t.Errorf("a folder and a file: %v", err)
+	}
+	if err := Inputs(filepath.Join(dir, "missing.py")); err == nil {
+		t.Error("a missing script: no error")
+	}
+}
+
+func TestModuleSources(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "gomerge")); err != nil {
+		t.Errorf("module root %s: %v", root, err)
+	}
+	if err := moduleSources(); err != nil {
+		t.Error(err)
 	}
 }
