@@ -143,21 +143,6 @@ parameters:
 	if _, ok := none.Eval("model.norm.weight", 0); ok {
 		t.Error("a filter list without a match gave a value")
 	}
-	for _, tc := range []struct {
-		name  string
-		layer int
-		ok    bool
-	}{
-		{"model.layers.12.mlp.up_proj.weight", 12, true},
-		{"model.layers.012.mlp.up_proj.weight", 0, false},
-		{"model.layers.x.mlp", 0, false},
-		{"transformer.h.3.attn.c_attn.weight", 3, true},
-		{"model.embed_tokens.weight", 0, false},
-	} {
-		if _, l, _, ok := splitLayer(tc.name); ok != tc.ok || l != tc.layer {
-			t.Errorf("splitLayer(%s) = %d %v", tc.name, l, ok)
-		}
-	}
 }
 
 func ptr[T any](v T) *T { return &v }

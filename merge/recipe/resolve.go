@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/hub"
 	"github.com/gomerge/gomerge/lora"
 	"github.com/gomerge/gomerge/merge"
@@ -33,7 +34,7 @@ func newModelInfo(path, step string, metas []merge.TensorMeta, dir string) *mode
 	m := &modelInfo{path: path, step: step, metas: metas, dir: dir, index: map[string]int{}, byLayer: map[int][]int{}}
 	for i, t := range metas {
 		m.index[t.Name] = i
-		if _, l, _, ok := splitLayer(t.Name); ok {
+		if _, l, _, ok := checkpoint.SplitLayer(t.Name); ok {
 			m.byLayer[l] = append(m.byLayer[l], i)
 			m.layers = max(m.layers, l+1)
 		}

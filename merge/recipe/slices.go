@@ -1,8 +1,9 @@
 package recipe
 
 import (
-	"strconv"
 	"strings"
+
+	"github.com/gomerge/gomerge/checkpoint"
 )
 
 // Slices: a step's models in mergekit's normal form (positions, one source per
@@ -210,7 +211,7 @@ func (sp *StepPlan) buildTensors(slices []nslice) error {
 		sp.outMetas = ref.metas
 		for _, m := range ref.metas {
 			o := &origin{}
-			if _, l, _, ok := splitLayer(m.Name); ok {
+			if _, l, _, ok := checkpoint.SplitLayer(m.Name); ok {
 				o.t = layerT(l, slices[0].n)
 			}
 			for range sp.pos {
@@ -239,35 +240,11 @@ func (sp *StepPlan) buildTensors(slices []nslice) error {
 	return nil
 }
 
-// layerPrefixes start the names of a layer's tensors, followed by the layer number
-// and a dot: model.layers.7.mlp.up_proj.weight.
-var layerPrefixes = []string{"model.layers.", "transformer.h.", "gpt_neox.layers.", "model.decoder.layers.", "blk."}
-
 // postPrefixes start the names of the tensors after the layers (the final norm and
 // the output head): a slice recipe takes them from the last slice's models, as
 // mergekit does; every other non-layer tensor (the embeddings) from the first slice's.
 var postPrefixes = []string{"model.norm.", "lm_head.", "transformer.ln_f.", "gpt_neox.final_layer_norm.", "embed_out.", "model.decoder.final_layer_norm.",
 	"output_norm.", "output."} // the last two: GGUF's names
-
-// splitLayer splits a layer tensor's name around its layer number.
-func splitLayer(name string) (prefix string, layer int, rest string, ok bool) {
-	for _, p := range layerPrefixes {
-		tail, found := strings.CutPrefix(name, p)
-		if !found {
-			continue
-		}
-		num, rest, found := strings.Cut(tail, ".")
-		if !found || num == "" || len(num) > 7 || (len(num) > 1 && num[0] == '0') {
-			return "", 0, "", false
-		}
-		n, err := strconv.Atoi(num)
-		if err != nil || n < 0 {
-			return "", 0, "", false
-		}
-		return p, n, "." + rest, true
-	}
-	return "", 0, "", false
-}
 
 func isPost(name string) bool {
 	for _, p := range postPrefixes {
@@ -285,10 +262,4 @@ func layerT(i, n int) float64 {
 		return 1
 	}
 	return float64(i) / float64(n-1)
-}
-
-// SplitLayer is splitLayer for other packages (the report groups tensors by layer):
-// the prefix before the layer number, the number, and the rest of the name.
-func SplitLayer(name string) (prefix string, layer int, rest string, ok bool) {
-	return splitLayer(name)
 }

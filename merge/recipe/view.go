@@ -45,7 +45,7 @@ func newView(p position, slices []nslice, k, npos int, origins map[string]*origi
 	}
 	pre, post := p.srcs[0], p.srcs[len(p.srcs)-1]
 	for _, m := range pre.info.metas {
-		if _, _, _, layer := splitLayer(m.Name); !layer && !isPost(m.Name) {
+		if _, _, _, layer := checkpoint.SplitLayer(m.Name); !layer && !isPost(m.Name) {
 			add(m.Name, pre.info, m.Name, 0, 0)
 		}
 	}
@@ -55,7 +55,7 @@ func newView(p position, slices []nslice, k, npos int, origins map[string]*origi
 		for idx := range n {
 			for _, i := range s.info.byLayer[s.start+idx] {
 				name := s.info.metas[i].Name
-				prefix, _, rest, _ := splitLayer(name)
+				prefix, _, rest, _ := checkpoint.SplitLayer(name)
 				add(prefix+strconv.Itoa(off+idx)+rest, s.info, name, si, layerT(idx, n))
 			}
 		}
@@ -63,7 +63,7 @@ func newView(p position, slices []nslice, k, npos int, origins map[string]*origi
 		parts = append(parts, fmt.Sprintf("%s[%d:%d]", s.ref.Name, s.start, s.end))
 	}
 	for _, m := range post.info.metas {
-		if _, _, _, layer := splitLayer(m.Name); !layer && isPost(m.Name) {
+		if _, _, _, layer := checkpoint.SplitLayer(m.Name); !layer && isPost(m.Name) {
 			add(m.Name, post.info, m.Name, len(p.srcs)-1, 0)
 		}
 	}

@@ -21,8 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/merge"
-	"github.com/gomerge/gomerge/merge/recipe"
 )
 
 // DefaultDensities are the densities the top-k statistics are computed at.
@@ -65,7 +65,7 @@ var kindPatterns = []struct {
 // norm, the output head) and its kind, from its name.
 func Classify(name string) (layer int, kind string) {
 	layer = -1
-	if _, l, _, ok := recipe.SplitLayer(name); ok {
+	if _, l, _, ok := checkpoint.SplitLayer(name); ok {
 		layer = l
 	}
 	if name == "output.weight" { // GGUF's output head
