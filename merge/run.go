@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime/metrics"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -103,6 +105,8 @@ type Report struct {
 	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
 	L2Before *float64 `json:"l2_before,omitempty"`
 	L2After  *float64 `json:"l2_after,omitempty"`
+	// L2Layers splits them by transformer layer (checkpoint.LayerOf), in layer order.
+	L2Layers []LayerL2 `json:"l2_layers,omitempty"`
 	// History is where sfa --keep-history stored the result.
 	History string `json:"history,omitempty"`
 	// Shard: what this worker of a sharded merge wrote.
@@ -111,6 +115,16 @@ type Report struct {
 	// would read and write, Planned its output tensors.
 	DryRun  bool            `json:"dry_run,omitempty"`
 	Planned []PlannedTensor `json:"planned,omitempty"`
+}
+
+// LayerL2 is SFA's distance to the anchor over one layer's merged tensors; Layer is -1
+// for the tensors outside the layers (embeddings, the final norm, the output head).
+// The sums of squares add tensor by tensor in plan order, so the numbers are the same
+// whatever the thread count.
+type LayerL2 struct {
+	Layer    int      `json:"layer"`
+	L2Before *float64 `json:"l2_before"`
+	L2After  *float64 `json:"l2_after"`
 }
 
 // Run performs the job: it locks the destination (repairing what an interrupted run
@@ -444,13 +458,25 @@ func RunSFA(ctx context.Context, s SFAJob) (*Report, error) {
 	job.Kernel = func(*TensorPlan) Kernel { return k }
 	job.Finish = func(plan *Plan, res *Result, r *Report) {
 		var before, after float64
-		for _, st := range res.Stats {
-			if st != nil {
-				before += st[sfaSqBefore]
-				after += st[sfaSqAfter]
+		byLayer := map[int]*[2]float64{}
+		for i, st := range res.Stats {
+			if st == nil {
+				continue
 			}
+			before += st[sfaSqBefore]
+			after += st[sfaSqAfter]
+			l := checkpoint.LayerOf(plan.Tensors[i].Name)
+			if byLayer[l] == nil {
+				byLayer[l] = new([2]float64)
+			}
+			byLayer[l][0] += st[sfaSqBefore]
+			byLayer[l][1] += st[sfaSqAfter]
 		}
 		r.L2Before, r.L2After = finite(math.Sqrt(before)), finite(math.Sqrt(after))
+		for _, l := range slices.Sorted(maps.Keys(byLayer)) {
+			sq := byLayer[l]
+			r.L2Layers = append(r.L2Layers, LayerL2{Layer: l, L2Before: finite(math.Sqrt(sq[0])), L2After: finite(math.Sqrt(sq[1]))})
+		}
 	}
 	return Run(ctx, job)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 	"github.com/gomerge/gomerge/formats/safetensors"
@@ -126,6 +128,7 @@ func TestSFAAgainstReference(t *testing.T) {
 					got := readAll(t, out)
 					b, c := float32(beta), float32(1-beta)
 					var before, after float64
+					layerBefore, layerAfter := map[int]float64{}, map[int]float64{}
 					for i, at := range f.anchor {
 						a, x := at.Float32(), f.current[i].Float32()
 						g := got[at.Name]
@@ -137,8 +140,12 @@ func TestSFAAgainstReference(t *testing.T) {
 							if math.Float32bits(g[j]) != math.Float32bits(want) {
 								t.Fatalf("tensor %s[%d]: a=%v x=%v: got %v, want %v", at.Name, j, a[j], x[j], g[j], want)
 							}
-							before += (float64(x[j]) - float64(a[j])) * (float64(x[j]) - float64(a[j]))
-							after += (float64(g[j]) - float64(a[j])) * (float64(g[j]) - float64(a[j]))
+							db := (float64(x[j]) - float64(a[j])) * (float64(x[j]) - float64(a[j]))
+							da := (float64(g[j]) - float64(a[j])) * (float64(g[j]) - float64(a[j]))
+							before += db
+							after += da
+							layerBefore[checkpoint.LayerOf(at.Name)] += db
+							layerAfter[checkpoint.LayerOf(at.Name)] += da
 						}
 						if beta == 0 && !slicesEqualBits(g, x) {
 							t.Fatalf("beta=0: tensor %s is not the current model", at.Name)
@@ -149,6 +156,16 @@ func TestSFAAgainstReference(t *testing.T) {
 					}
 					closeRel(t, "l2_before", *rep.L2Before, math.Sqrt(before), 1e-12)
 					closeRel(t, "l2_after", *rep.L2After, math.Sqrt(after), 1e-12)
+					if len(rep.L2Layers) != len(layerBefore) {
+						t.Fatalf("l2_layers: %d layers, want %d", len(rep.L2Layers), len(layerBefore))
+					}
+					for i, l := range rep.L2Layers {
+						if i > 0 && l.Layer <= rep.L2Layers[i-1].Layer {
+							t.Errorf("l2_layers out of order: %d after %d", l.Layer, rep.L2Layers[i-1].Layer)
+						}
+						closeRel(t, fmt.Sprintf("layer %d l2_before", l.Layer), *l.L2Before, math.Sqrt(layerBefore[l.Layer]), 1e-12)
+						closeRel(t, fmt.Sprintf("layer %d l2_after", l.Layer), *l.L2After, math.Sqrt(layerAfter[l.Layer]), 1e-12)
+					}
 					if rep.TensorsMerged != len(f.anchor) || rep.TensorsCopied != 0 {
 						t.Errorf("merged %d copied %d, want %d and 0", rep.TensorsMerged, rep.TensorsCopied, len(f.anchor))
 					}
@@ -292,6 +309,11 @@ func TestDeterministicAcrossThreads(t *testing.T) {
 		}
 		if *rep.L2Before != *firstRep.L2Before || *rep.L2After != *firstRep.L2After {
 			t.Fatalf("threads=%d: L2 %v/%v differs from %v/%v", threads, *rep.L2Before, *rep.L2After, *firstRep.L2Before, *firstRep.L2After)
+		}
+		for i, l := range rep.L2Layers {
+			if f := firstRep.L2Layers[i]; l.Layer != f.Layer || *l.L2Before != *f.L2Before || *l.L2After != *f.L2After {
+				t.Fatalf("threads=%d: layer %d L2 differs from threads=1", threads, l.Layer)
+			}
 		}
 	}
 }

@@ -31,7 +31,7 @@ const chartW, chartH = 5 * vg.Inch, 3.6 * vg.Inch
 // Charts draws the report's charts: per layer × kind heatmaps of each model's
 // relative task-vector norm and of each pair's sign conflicts, cosine and top-k
 // overlap (at the middle density), per-layer lines of the relative norms and kept
-// mass, and the SFA run's l2_before and l2_after against the step.
+// mass, and the SFA run's l2_before and l2_after against the step, whole and per layer.
 func Charts(r *Report) ([]Chart, error) {
 	var out []Chart
 	add := func(name string, p *plot.Plot, err error) error {
@@ -100,6 +100,14 @@ func Charts(r *Report) ([]Chart, error) {
 		if err := add("sfa", p, err); err != nil {
 			return nil, err
 		}
+		p, err = sfaHeatmap(r.SFA, "SFA: l2_before per layer", func(l *stats.SFALayer) *float64 { return l.L2Before })
+		if err := add("sfa-layers-before", p, err); err != nil {
+			return nil, err
+		}
+		p, err = sfaHeatmap(r.SFA, "SFA: l2_after per layer", func(l *stats.SFALayer) *float64 { return l.L2After })
+		if err := add("sfa-layers-after", p, err); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -118,49 +126,85 @@ func drawSVG(p *plot.Plot) ([]byte, error) {
 	return xmlProlog.ReplaceAll(b.Bytes(), []byte("$1")), nil
 }
 
-// grid is a layer × kind table of values for plotter.HeatMap: column c is kinds[c],
-// row r is layers[r]; missing or null values are NaN.
+// grid is a table of values by layer for plotter.HeatMap: column c is cols[c] (a
+// tensor kind, or an SFA step), row r is layers[r]; missing or null values are NaN.
 type grid struct {
-	kinds  []string
+	cols   []string
 	layers []int
 	z      [][]float64 // [row][column]
 }
 
-func (g *grid) Dims() (c, r int)   { return len(g.kinds), len(g.layers) }
+func (g *grid) Dims() (c, r int)   { return len(g.cols), len(g.layers) }
 func (g *grid) Z(c, r int) float64 { return g.z[r][c] }
 func (g *grid) X(c int) float64    { return float64(c) }
 func (g *grid) Y(r int) float64    { return float64(r) }
 
-func heatmap(r *stats.Report, title string, get func(*stats.Group) *float64) (*plot.Plot, error) {
-	g := &grid{}
-	for _, k := range stats.Kinds {
-		if slices.ContainsFunc(r.Groups, func(gr stats.Group) bool { return gr.Kind == k }) {
-			g.kinds = append(g.kinds, k)
-		}
-	}
-	for _, l := range r.Layers {
-		g.layers = append(g.layers, l.Layer)
-	}
-	if len(g.kinds) == 0 || len(g.layers) == 0 {
-		return nil, nil
-	}
-	lo, hi := math.Inf(1), math.Inf(-1)
-	g.z = make([][]float64, len(g.layers))
+// newGrid is a grid of NaNs.
+func newGrid(cols []string, layers []int) *grid {
+	g := &grid{cols: cols, layers: layers, z: make([][]float64, len(layers))}
 	for ri := range g.z {
-		g.z[ri] = make([]float64, len(g.kinds))
+		g.z[ri] = make([]float64, len(cols))
 		for ci := range g.z[ri] {
 			g.z[ri][ci] = math.NaN()
 		}
 	}
+	return g
+}
+
+// heatmap is the layer × kind heatmap of a statistic of the report's groups.
+func heatmap(r *stats.Report, title string, get func(*stats.Group) *float64) (*plot.Plot, error) {
+	var kinds []string
+	for _, k := range stats.Kinds {
+		if slices.ContainsFunc(r.Groups, func(gr stats.Group) bool { return gr.Kind == k }) {
+			kinds = append(kinds, k)
+		}
+	}
+	var layers []int
+	for _, l := range r.Layers {
+		layers = append(layers, l.Layer)
+	}
+	g := newGrid(kinds, layers)
 	for i := range r.Groups {
 		gr := &r.Groups[i]
-		v := get(gr)
-		if v == nil {
-			continue
+		if v := get(gr); v != nil {
+			g.z[slices.Index(g.layers, gr.Layer)][slices.Index(g.cols, gr.Kind)] = *v
 		}
-		ri, ci := slices.Index(g.layers, gr.Layer), slices.Index(g.kinds, gr.Kind)
-		g.z[ri][ci] = *v
-		lo, hi = min(lo, *v), max(hi, *v)
+	}
+	return drawGrid(g, title, "")
+}
+
+// sfaHeatmap is the layer × step heatmap of an SFA run's per-layer distances to the
+// anchor, nil when its reports have no layers.
+func sfaHeatmap(pts []stats.SFAPoint, title string, get func(*stats.SFALayer) *float64) (*plot.Plot, error) {
+	var steps []string
+	var layers []int
+	for _, p := range pts {
+		steps = append(steps, strconv.Itoa(p.Step))
+		for _, l := range p.Layers {
+			layers = append(layers, l.Layer)
+		}
+	}
+	slices.Sort(layers)
+	g := newGrid(steps, slices.Compact(layers))
+	for c, p := range pts {
+		for i := range p.Layers {
+			if v := get(&p.Layers[i]); v != nil {
+				g.z[slices.Index(g.layers, p.Layers[i].Layer)][c] = *v
+			}
+		}
+	}
+	return drawGrid(g, title, "step")
+}
+
+// drawGrid draws g as a heatmap, nil when it holds no number.
+func drawGrid(g *grid, title, xLabel string) (*plot.Plot, error) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, row := range g.z {
+		for _, v := range row {
+			if !math.IsNaN(v) {
+				lo, hi = min(lo, v), max(hi, v)
+			}
+		}
 	}
 	if lo > hi { // nothing defined
 		return nil, nil
@@ -175,22 +219,22 @@ func heatmap(r *stats.Report, title string, get func(*stats.Group) *float64) (*p
 	h.NaN = color.Gray{Y: 235}
 	p.Add(h)
 	var xt, yt plot.ConstantTicks
-	for c, k := range g.kinds {
-		xt = append(xt, plot.Tick{Value: float64(c), Label: k})
+	xstep := max(1, len(g.cols)/12)
+	for c, k := range g.cols {
+		if c%xstep == 0 {
+			xt = append(xt, plot.Tick{Value: float64(c), Label: k})
+		}
 	}
 	step := max(1, len(g.layers)/12) // at most about a dozen labels
 	for ri, l := range g.layers {
 		if ri%step == 0 || l < 0 {
-			label := strconv.Itoa(l)
-			if l < 0 {
-				label = "other"
-			}
-			yt = append(yt, plot.Tick{Value: float64(ri), Label: label})
+			yt = append(yt, plot.Tick{Value: float64(ri), Label: LayerName(l)})
 		}
 	}
 	p.X.Tick.Marker, p.Y.Tick.Marker = xt, yt
+	p.X.Label.Text = xLabel
 	p.Y.Label.Text = "layer"
-	p.X.Min, p.X.Max = -0.5, float64(len(g.kinds))-0.5
+	p.X.Min, p.X.Max = -0.5, float64(len(g.cols))-0.5
 	p.Y.Min, p.Y.Max = -0.5, float64(len(g.layers))-0.5
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -116,6 +117,14 @@ func Markdown(w io.Writer, r *Report) error {
 		for _, p := range r.SFA {
 			fmt.Fprintf(&b, "| %d | %s | %s |\n", p.Step, Num(p.L2Before), Num(p.L2After))
 		}
+		if sfaHasLayers(r.SFA) {
+			b.WriteString("\n| SFA step | layer | l2_before | l2_after |\n|---:|---|---:|---:|\n")
+			for _, p := range r.SFA {
+				for _, l := range p.Layers {
+					fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", p.Step, LayerName(l.Layer), Num(l.L2Before), Num(l.L2After))
+				}
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -198,6 +207,12 @@ func HTML(w io.Writer, r *Report) error {
 			{fmt.Sprintf("sfa.%d.l2_before", i), exact(p.L2Before), Num(p.L2Before)},
 			{fmt.Sprintf("sfa.%d.l2_after", i), exact(p.L2After), Num(p.L2After)},
 		}})
+		for j, l := range p.Layers {
+			data.SFA = append(data.SFA, tableRow{Layer: strconv.Itoa(p.Step), Kind: LayerName(l.Layer), Cells: []cell{
+				{fmt.Sprintf("sfa.%d.layers.%d.l2_before", i, j), exact(l.L2Before), Num(l.L2Before)},
+				{fmt.Sprintf("sfa.%d.layers.%d.l2_after", i, j), exact(l.L2After), Num(l.L2After)},
+			}})
+		}
 	}
 	return page.Execute(w, data)
 }
@@ -226,8 +241,8 @@ overlap@d: |top-k(τa) ∩ top-k(τb)| / k.{{if .Sampled}} Overlaps of tensors o
 {{range .Rows}}<tr><td class="l">{{.Layer}}</td><td class="l">{{.Kind}}</td>{{range .Cells}}<td data-key="{{.Key}}" data-value="{{.Value}}">{{.Text}}</td>{{end}}</tr>
 {{end}}</table>
 {{end}}{{if .SFA}}<h2>SFA run</h2>
-<table><tr><th>step</th><th class="l"></th><th>l2_before</th><th>l2_after</th></tr>
-{{range .SFA}}<tr><td>{{.Layer}}</td><td class="l"></td>{{range .Cells}}<td data-key="{{.Key}}" data-value="{{.Value}}">{{.Text}}</td>{{end}}</tr>
+<table><tr><th>step</th><th class="l">layer</th><th>l2_before</th><th>l2_after</th></tr>
+{{range .SFA}}<tr><td>{{.Layer}}</td><td class="l">{{if .Kind}}{{.Kind}}{{else}}all{{end}}</td>{{range .Cells}}<td data-key="{{.Key}}" data-value="{{.Value}}">{{.Text}}</td>{{end}}</tr>
 {{end}}</table>
 {{end}}<script type="application/json" id="gomerge-report">{{.JSON}}</script>
 <script>
@@ -246,3 +261,8 @@ overlap@d: |top-k(τa) ∩ top-k(τb)| / k.{{if .Sampled}} Overlaps of tensors o
 </script>
 </body></html>
 `))
+
+// sfaHasLayers says whether any of an SFA run's reports splits its distances by layer.
+func sfaHasLayers(pts []stats.SFAPoint) bool {
+	return slices.ContainsFunc(pts, func(p stats.SFAPoint) bool { return len(p.Layers) > 0 })
+}

@@ -35,7 +35,9 @@ func newReportFixture(t *testing.T) *reportFixture {
 		stt.WriteFile(f.base, base, nil),
 		stt.WriteFile(f.a, stt.Perturb(base, 0.05, 22), nil),
 		stt.WriteFile(f.b, stt.Perturb(base, 0.05, 23), nil),
-		os.WriteFile(f.sfa, []byte(`[{"l2_before":3,"l2_after":1.5},{"l2_before":2.5,"l2_after":1.25},{"step":30,"l2_before":2,"l2_after":null}]`), 0o644),
+		os.WriteFile(f.sfa, []byte(`[{"l2_before":3,"l2_after":1.5,"l2_layers":[{"layer":-1,"l2_before":1,"l2_after":0.5},{"layer":0,"l2_before":2,"l2_after":1},{"layer":1,"l2_before":2,"l2_after":1}]},`+
+			`{"l2_before":2.5,"l2_after":1.25,"l2_layers":[{"layer":-1,"l2_before":1.5,"l2_after":null},{"layer":0,"l2_before":1,"l2_after":0.5},{"layer":1,"l2_before":1.75,"l2_after":0.875}]},`+
+			`{"step":30,"l2_before":2,"l2_after":null}]`), 0o644),
 	} {
 		if err != nil {
 			t.Fatal(err)
@@ -117,6 +119,35 @@ func TestReportCommand(t *testing.T) {
 	if v, _ := lookup(rep, "sfa.2.step"); v != 30.0 {
 		t.Errorf("sfa step %v, want 30", v)
 	}
+	// A trainer's reports as gomerge sfa --json writes them: the report carries each
+	// layer's distances as the merge computed them.
+	code, stdout, stderr = gomerge(t, "sfa", "--anchor", f.base, "--current", f.a, "--out", filepath.Join(f.dir, "m.safetensors"), "--json")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	var sfaRep struct {
+		L2Layers []struct {
+			Layer    int     `json:"layer"`
+			L2Before float64 `json:"l2_before"`
+			L2After  float64 `json:"l2_after"`
+		} `json:"l2_layers"`
+	}
+	runFile := filepath.Join(f.dir, "run.jsonl")
+	if err := json.Unmarshal([]byte(stdout), &sfaRep); err != nil || len(sfaRep.L2Layers) != 3 {
+		t.Fatalf("sfa --json l2_layers: %v %s", err, stdout)
+	}
+	if err := os.WriteFile(runFile, []byte(stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := reportJSON(t, "--base", f.base, f.a, "--sfa", runFile)
+	for i, l := range sfaRep.L2Layers {
+		layer, _ := lookup(run, fmt.Sprintf("sfa.0.layers.%d.layer", i))
+		before, _ := lookup(run, fmt.Sprintf("sfa.0.layers.%d.l2_before", i))
+		after, _ := lookup(run, fmt.Sprintf("sfa.0.layers.%d.l2_after", i))
+		if layer != float64(l.Layer) || before != l.L2Before || after != l.L2After {
+			t.Errorf("report's sfa layer %d: %v %v %v, want %+v", i, layer, before, after, l)
+		}
+	}
 	// The default output is the markdown table.
 	code, stdout, stderr = gomerge(t, "report", "--base", f.base, f.a)
 	if code != 0 || !strings.Contains(stdout, "| layer | kind |") || !strings.Contains(stdout, "| 1 | mlp |") {
@@ -191,8 +222,9 @@ func TestReportHTMLInChromium(t *testing.T) {
 	}
 	cells := cellRe.FindAllStringSubmatch(string(dom), -1)
 	// 2 models × (1 + 3 densities) + 1 pair × (2 + 3 densities), per row: the total,
-	// 3 layer rows (other, 0, 1) and 8 layer × kind rows; then 3 SFA rows of 2.
-	if want := 12*(2*4+5) + 3*2; len(cells) != want {
+	// 3 layer rows (other, 0, 1) and 8 layer × kind rows; then 3 SFA rows of 2 and
+	// 2 × 3 SFA layer rows of 2.
+	if want := 12*(2*4+5) + 3*2 + 6*2; len(cells) != want {
 		t.Fatalf("%d numbers in the rendered page, want %d", len(cells), want)
 	}
 	m := checkedRe.FindStringSubmatch(string(dom))
@@ -218,9 +250,10 @@ func TestReportHTMLInChromium(t *testing.T) {
 			t.Errorf("%s: page shows %q (%s), JSON has %v", key, text, value, v)
 		}
 	}
-	// 2 relative-norm heatmaps, 3 for the pair, 2 line charts, the SFA chart.
-	if n := strings.Count(string(dom), "<svg"); n != 8 {
-		t.Errorf("%d charts in the rendered page, want 8", n)
+	// 2 relative-norm heatmaps, 3 for the pair, 2 line charts, the SFA chart and its
+	// 2 per-layer heatmaps.
+	if n := strings.Count(string(dom), "<svg"); n != 10 {
+		t.Errorf("%d charts in the rendered page, want 10", n)
 	}
 	shot := filepath.Join(f.dir, "shot.png")
 	cmd = exec.CommandContext(ctx, bin, "--headless", "--disable-gpu", "--no-sandbox", "--user-data-dir="+filepath.Join(f.dir, "profile"),

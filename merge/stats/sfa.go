@@ -14,6 +14,16 @@ type SFAPoint struct {
 	Step     int      `json:"step"`
 	L2Before *float64 `json:"l2_before"`
 	L2After  *float64 `json:"l2_after"`
+	// Layers splits them by layer (the report's l2_layers; -1 is the tensors outside
+	// the layers), when the report has them.
+	Layers []SFALayer `json:"layers,omitempty"`
+}
+
+// SFALayer is one layer's distances to the anchor in an SFA merge.
+type SFALayer struct {
+	Layer    int      `json:"layer"`
+	L2Before *float64 `json:"l2_before"`
+	L2After  *float64 `json:"l2_after"`
 }
 
 // maxSFAReports bounds how many reports one file may hold (a run merges every p·T
@@ -29,6 +39,11 @@ func ReadSFA(r io.Reader, name string) ([]SFAPoint, error) {
 		Step     *int            `json:"step"`
 		L2Before json.RawMessage `json:"l2_before"`
 		L2After  json.RawMessage `json:"l2_after"`
+		Layers   []struct {
+			Layer    *int            `json:"layer"`
+			L2Before json.RawMessage `json:"l2_before"`
+			L2After  json.RawMessage `json:"l2_after"`
+		} `json:"l2_layers"`
 	}
 	data, err := io.ReadAll(io.LimitReader(r, 1<<30))
 	if err != nil {
@@ -72,21 +87,43 @@ func ReadSFA(r io.Reader, name string) ([]SFAPoint, error) {
 			}
 			p.Step = *rep.Step
 		}
-		for _, f := range []struct {
-			raw json.RawMessage
-			dst **float64
-			key string
-		}{{rep.L2Before, &p.L2Before, "l2_before"}, {rep.L2After, &p.L2After, "l2_after"}} {
-			if string(f.raw) == "null" {
-				continue
+		if err := readDistances(rep.L2Before, rep.L2After, &p.L2Before, &p.L2After); err != nil {
+			return nil, fmt.Errorf("%s: report %d: %w", name, i+1, err)
+		}
+		for j, l := range rep.Layers {
+			if l.Layer == nil || *l.Layer < -1 || (j > 0 && *l.Layer <= p.Layers[j-1].Layer) {
+				return nil, fmt.Errorf("%s: report %d: l2_layers[%d]: want layers -1, 0, 1, … in increasing order", name, i+1, j)
 			}
-			var v float64
-			if err := json.Unmarshal(f.raw, &v); err != nil || v < 0 {
-				return nil, fmt.Errorf("%s: report %d: %s %s: want a non-negative number or null", name, i+1, f.key, f.raw)
+			sl := SFALayer{Layer: *l.Layer}
+			if l.L2Before == nil || l.L2After == nil {
+				return nil, fmt.Errorf("%s: report %d: l2_layers[%d]: no l2_before and l2_after", name, i+1, j)
 			}
-			*f.dst = &v
+			if err := readDistances(l.L2Before, l.L2After, &sl.L2Before, &sl.L2After); err != nil {
+				return nil, fmt.Errorf("%s: report %d: l2_layers[%d]: %w", name, i+1, j, err)
+			}
+			p.Layers = append(p.Layers, sl)
 		}
 		pts[i] = p
 	}
 	return pts, nil
+}
+
+// readDistances parses a report's l2_before and l2_after: each a non-negative number
+// or null.
+func readDistances(before, after json.RawMessage, dstBefore, dstAfter **float64) error {
+	for _, f := range []struct {
+		raw json.RawMessage
+		dst **float64
+		key string
+	}{{before, dstBefore, "l2_before"}, {after, dstAfter, "l2_after"}} {
+		if string(f.raw) == "null" {
+			continue
+		}
+		var v float64
+		if err := json.Unmarshal(f.raw, &v); err != nil || v < 0 {
+			return fmt.Errorf("%s %s: want a non-negative number or null", f.key, f.raw)
+		}
+		*f.dst = &v
+	}
+	return nil
 }
