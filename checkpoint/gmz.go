@@ -20,11 +20,14 @@ import (
 // the tensors in flight, not the model.
 
 // Decoder is implemented by sources whose Data decodes into new memory rather than
-// returning a view of a mapping. Consumers that plan a whole model before reading it
-// (the merge engine) call Data only when they need the bytes, and let them go after.
+// returning a view of a mapping, and by those better read in ranges than through
+// their mapping (a safetensors file on tmpfs, safetensors.go). Consumers that plan a
+// whole model before reading it (the merge engine) call Data only when they need the
+// bytes, and let them go after.
 type Decoder interface {
 	Source
-	// Decodes reports whether Data allocates and decodes.
+	// Decodes reports whether Data allocates and decodes, or the source would rather
+	// be read with DecodeRange (RangeDecoder).
 	Decodes() bool
 }
 

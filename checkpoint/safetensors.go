@@ -118,6 +118,31 @@ func (s *safetensorsSource) Format() Format        { return Safetensors }
 func (s *safetensorsSource) Tensors() []TensorMeta { return s.metas }
 func (s *safetensorsSource) Close() error          { return s.c.Close() }
 
+// A safetensors checkpoint on tmpfs (the trainer's staged weights, docs/trainer.md)
+// is read rather than mapped by the merge engine: as a RangeDecoder whose Decodes is
+// true there, it has the engine copy a span of each tensor at a time into buffers
+// the engine reuses, where faulting a tmpfs mapping in costs several times more
+// (mapfile.Mapped.PreferRead). Data still returns a view of the mapping, so the
+// other commands and the kernels that need whole tensors are unchanged.
+
+// Decodes is true when the checkpoint is better read than mapped (on tmpfs).
+func (s *safetensorsSource) Decodes() bool { return s.c.PreferRead() }
+
+// DecodeUnit: a file is read in any ranges.
+func (s *safetensorsSource) DecodeUnit(string) int64 { return 0 }
+
+// DecodeRange reads bytes [off, off+len(dst)) of the named tensor into dst.
+func (s *safetensorsSource) DecodeRange(name string, off int64, dst []byte) error {
+	t, ok := s.c.Tensor(name)
+	if !ok {
+		return fmt.Errorf("%s: tensor %q: not found", s.c.Path, name)
+	}
+	if err := s.c.ReadRange(t, off, dst); err != nil {
+		return fmt.Errorf("%s: %w", s.c.FileOf(t), err)
+	}
+	return nil
+}
+
 func (s *safetensorsSource) Data(name string) ([]byte, error) {
 	t, ok := s.c.Tensor(name)
 	if !ok {

@@ -79,6 +79,12 @@ def maxrss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def cpu_s():
+    """CPU seconds (user + system) of this process and its waited-for children (gomerge)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def prepare(d, layers, gm, **kw):
     os.makedirs(d, exist_ok=True)
     for seed, name in [(1, "anchor.safetensors"), (2, "current.safetensors")]:
@@ -132,6 +138,7 @@ def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors", staged=False
     model_bytes = sum(t.numel() * t.element_size() for t in live.values())
     rss1 = maxrss()
     sfa = gm.SFA(os.path.join(d, "anchor.safetensors"), os.path.join(d, scratch), steps=1, p=1, beta=BETA)
+    cpu0 = cpu_s()
     if staged:
         # SFA.average_state_dict as a trainer calls it; the phases are the time spent
         # in its save, gomerge and load calls (the rest: staging checks, mkdtemp, rmtree).
@@ -148,8 +155,9 @@ def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors", staged=False
             sys.exit("not staged: %s" % sfa.staging_skipped)
     else:
         t0, t1, t2, t3, rep, extra = phased(gm, sfa, live, sync)
+    cpu = cpu_s() - cpu0
     rss2 = maxrss()
-    out = {"model_bytes": model_bytes, "save_s": t1 - t0, "merge_s": t2 - t1, "load_s": t3 - t2,
+    out = {"model_bytes": model_bytes, "cpu_s": cpu, "save_s": t1 - t0, "merge_s": t2 - t1, "load_s": t3 - t2,
            "round_trip_s": t3 - t0, "gomerge_reported_s": rep.get("seconds"),
            "rss_after_import": rss0, "rss_after_model": rss1, "peak_rss": rss2}
     out.update(extra)
@@ -197,11 +205,12 @@ def table(path):
             r = json.loads(line)
             rows.setdefault((r["dir"], r["tool"]), []).append(r)
     gb = 1e9
-    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | × gomerge alone, paired | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| folder | what | runs | s (median) | save s | merge s | load s | × gomerge alone | × gomerge alone, paired | CPU s (median) | CPU × gomerge alone | peak RSS | RSS / model | peak RSS − RSS after import | bit-exact |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for d in sorted(set(k[0] for k in rows)):
         alone = rows.get((d, "gomerge sfa --out"))
         base = median([r["wall_s"] for r in alone]) if alone else None
+        base_cpu = median([r["cpu_s"] for r in alone]) if alone and all("cpu_s" in r for r in alone) else None
         for tool in ["gomerge sfa --out", "round trip, staged in /dev/shm", "round trip", "round trip, sync_current=False",
                      "round trip (gomerge.py before)"]:
             rs = rows.get((d, tool))
@@ -213,6 +222,11 @@ def table(path):
             model = rs[0].get("model_bytes") or rows[(d, "round trip")][0]["model_bytes"]
             def ph(k):
                 return "%.2f" % median([r[k] for r in rs]) if k in rs[0] else "-"
+            # CPU: user + system of the round trip and the gomerge it ran (the trainer
+            # rows), of the process (gomerge alone)
+            cpu = median([r["cpu_s"] for r in rs]) if all("cpu_s" in r for r in rs) else None
+            cpu_col = "%.2f" % cpu if cpu is not None else "-"
+            cpu_ratio = "%.2f×" % (cpu / base_cpu) if cpu is not None and base_cpu else "-"
             extra = "%.2f GB" % ((rss - max(r["rss_after_import"] for r in rs)) / gb) if "rss_after_import" in rs[0] else "-"
             checked = [r["mismatched_tensors"] for r in rs if "mismatched_tensors" in r]
             exact = "-" if not checked else ("yes (%d checked)" % len(checked) if not any(checked) else "NO")
@@ -223,9 +237,9 @@ def table(path):
             if alone and tool != "gomerge sfa --out" and len(rs) <= len(alone):
                 rat = sorted(r.get("round_trip_s", r["wall_s"]) / a["wall_s"] for r, a in zip(rs, alone))
                 paired = "%.2f× (%.2f–%.2f)" % (median(rat), rat[0], rat[-1])
-            print("| %s | %s | %d | %.2f | %s | %s | %s | %s | %s | %.2f GB | %.2f× | %s | %s |" % (
+            print("| %s | %s | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %.2f GB | %.2f× | %s | %s |" % (
                 d, tool, len(rs), wall, ph("save_s"), ph("merge_s"), ph("load_s"),
-                "%.2f×" % (wall / base) if base else "-", paired, rss / gb, rss / model, extra, exact))
+                "%.2f×" % (wall / base) if base else "-", paired, cpu_col, cpu_ratio, rss / gb, rss / model, extra, exact))
 
 
 def main(argv):

@@ -42,18 +42,19 @@ if [[ $OLD_REPS -gt 0 ]]; then
 	git -C "$REPO" show "$OLD_REV:integrations/python/gomerge.py" >"$OLD_PY"
 fi
 
-# timed TOOL DIR CMD...: wall time and max RSS from /usr/bin/time, plus the JSON the
+# timed TOOL DIR CMD...: wall time, max RSS and CPU (user + system) from /usr/bin/time
+# (a trainer reports its round trip's own CPU), plus the JSON the
 # command prints (the trainer's phases), as one line of $RES.
 timed() {
 	local tool=$1 dir=$2
 	shift 2
-	/usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out"
-	read -r wall rss <"$WORK/time"
+	/usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" >"$WORK/out"
+	read -r wall rss user sys <"$WORK/time"
 	local extra
 	extra=$(tail -n 1 "$WORK/out")
 	[[ $extra == "{"* ]] || extra='{}'
-	"$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(tool=sys.argv[2], dir=sys.argv[3], wall_s=float(sys.argv[4]), process_peak_rss=int(sys.argv[5])*1024); d.setdefault("peak_rss", d["process_peak_rss"]); print(json.dumps(d))' \
-		"$extra" "$tool" "$dir" "$wall" "$rss" >>"$RES"
+	"$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(tool=sys.argv[2], dir=sys.argv[3], wall_s=float(sys.argv[4]), process_peak_rss=int(sys.argv[5])*1024); d.setdefault("peak_rss", d["process_peak_rss"]); d.setdefault("cpu_s", float(sys.argv[6]) + float(sys.argv[7])); print(json.dumps(d))' \
+		"$extra" "$tool" "$dir" "$wall" "$rss" "$user" "$sys" >>"$RES"
 	log "$tool in $dir: ${wall}s, max RSS $((rss / 1024)) MiB"
 }
 

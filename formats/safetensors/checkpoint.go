@@ -215,6 +215,29 @@ func (c *Checkpoint) Bytes(t Tensor) ([]byte, error) {
 	return c.Shards[t.Shard].File.Bytes(t.TensorInfo)
 }
 
+// PreferRead reports whether some shard would rather be read than mapped
+// (File.PreferRead).
+func (c *Checkpoint) PreferRead() bool {
+	for _, s := range c.Shards {
+		if s.File.PreferRead() {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadRange reads bytes [off, off+len(dst)) of t into dst with ReadAt, not through
+// the mapping.
+func (c *Checkpoint) ReadRange(t Tensor, off int64, dst []byte) error {
+	if off < 0 || off > t.Size()-int64(len(dst)) {
+		return fmt.Errorf("tensor %q: bytes [%d, %d) are outside its %d bytes", t.Name, off, off+int64(len(dst)), t.Size())
+	}
+	if _, err := c.Shards[t.Shard].File.Section(t.TensorInfo).ReadAt(dst, off); err != nil {
+		return fmt.Errorf("tensor %q: %w", t.Name, err)
+	}
+	return nil
+}
+
 // Close closes every shard.
 func (c *Checkpoint) Close() error {
 	var err error

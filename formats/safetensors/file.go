@@ -89,6 +89,7 @@ type File struct {
 	size       int64
 	r          io.ReaderAt
 	mapped     []byte // the whole file, when memory-mapped
+	preferRead bool   // see PreferRead
 	closer     *mapfile.Mapped
 }
 
@@ -96,7 +97,7 @@ type File struct {
 func Open(path string) (*File, error) {
 	f, m, err := mapfile.Open(path, NewFile, &FormatError{Off: -1, Msg: "not a regular file"})
 	if err == nil {
-		f.mapped, f.closer = m.Data, m
+		f.mapped, f.preferRead, f.closer = m.Data, m.PreferRead, m
 	}
 	return f, err
 }
@@ -314,6 +315,11 @@ func (f *File) HeaderSize() int64 { return f.headerSize }
 
 // Mapped reports whether tensor bytes can be had without copying.
 func (f *File) Mapped() bool { return f.mapped != nil || f.size == 0 }
+
+// PreferRead reports whether a reader that goes through the tensors once should copy
+// them with Section's ReadAt rather than take Bytes from the mapping: the file is on
+// tmpfs, whose mappings fault in small pages (mapfile.Mapped.PreferRead).
+func (f *File) PreferRead() bool { return f.preferRead }
 
 // Bytes returns the tensor's bytes. For a mapped file the slice aliases the mapping and
 // must not be written or used after Close; otherwise the bytes are read into a new slice.

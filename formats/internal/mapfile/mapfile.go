@@ -42,7 +42,16 @@ func openRegular(path string) (*os.File, int64, error) {
 // NewFile did: Close is a no-op on a nil or already closed Mapped.
 type Mapped struct {
 	Data []byte // the whole file, read-only; nil for an empty file and after Close
-	fd   *os.File
+	// PreferRead is set when the file is on a RAM file system (tmpfs, Linux): its
+	// pages are mapped 4 KiB at a time, where a disk file system's page cache maps
+	// large folios whole, so a reader that goes through the file once spends less
+	// copying it with ReadAt into buffers it reuses than faulting the mapping in. On
+	// a virtual machine that shadows the guest's page tables every small page also
+	// traps to the host when first touched, which made tmpfs mappings several times
+	// dearer (docs/trainer.md, "Staging in RAM", has the measurements). Data is
+	// mapped either way.
+	PreferRead bool
+	fd         *os.File
 }
 
 // Close unmaps the file and closes it. Bytes taken from Data must not be used after.
@@ -83,7 +92,7 @@ func Open[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error)
 		fd.Close()
 		return zero, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return f, &Mapped{Data: data, fd: fd}, nil
+	return f, &Mapped{Data: data, PreferRead: onRAMFilesystem(fd), fd: fd}, nil
 }
 
 // mapWhole maps the size bytes of f, refusing a file larger than the address space (on
