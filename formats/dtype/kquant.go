@@ -458,19 +458,25 @@ func kFit(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32,
 }
 
 // kFitGroups fits the eight groups of a Q4_K or Q5_K block (with kGroupFitsGo if ref,
-// else with kGroupFits, its faster twin where there is one) and packs the
-// group scales and mins to six bits each under F16 d and dmin (y[0:4]) into the 12
-// scale bytes y[4:16], the get_scale_min_k4 way. L gets the levels of the fit.
+// else with kGroupFits, its faster twin where there is one) and packs the group
+// scales and mins (kPackScales). L gets the levels of the fit.
 func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32, ref bool) {
 	var (
-		w              [qkK]float32
-		mins, scales   [8]float32
-		maxScale, maxM float32
+		w            [qkK]float32
+		mins, scales [8]float32
 	)
 	for j := range 8 {
 		kWeights(w[32*j:32*j+32], x[32*j:32*j+32])
 	}
 	kFit(x, &w, L, &scales, &mins, nmax, rmin, 0.1, nstep, ref)
+	kPackScales(y, &scales, &mins)
+}
+
+// kPackScales packs a Q4_K or Q5_K block's eight group scales and mins to six bits
+// each under F16 d and dmin (y[0:4]) into the 12 scale bytes y[4:16], the
+// get_scale_min_k4 way.
+func kPackScales(y []byte, scales, mins *[8]float32) {
+	var maxScale, maxM float32
 	for j := range 8 {
 		if scales[j] > maxScale {
 			maxScale = scales[j]

@@ -3,6 +3,7 @@
 package dtype
 
 import (
+	"encoding/binary"
 	"math"
 
 	"golang.org/x/sys/cpu"
@@ -20,6 +21,10 @@ import (
 // whose behaviour on those is ggml's by emulation and not worth a second copy.
 
 var haveKAsm = cpu.X86.HasAVX2
+
+// haveK512 selects the AVX-512 fits, which run sixteen groups (two Q4_K/Q5_K
+// blocks, or a whole Q6_K block) per instruction instead of eight.
+var haveK512 = cpu.X86.HasAVX512F
 
 // kqLevelsAVX2 makes one candidate pass over rows rows of 8 lanes (row i, lane j at
 // [8i+j]): fl = clamp(nearest_int(iscale·xm), 0, nmax) into laux, and the sums
@@ -124,6 +129,117 @@ func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]fl
 		}
 		scales[j], mins[j] = s.sc[j], -s.mn[j]
 	}
+}
+
+// kqState16 is what kqSearch512 works on: sixteen lanes (lane j = group j of two
+// consecutive blocks), rows of 16. Its layout is fixed by the T_* offsets in
+// kquant_amd64.s.
+type kqState16 struct {
+	xt, wt, xm, laux, lbest      [2 * qkK]float32 // x, weights, x − mn, levels tried, best levels
+	hi, sumW, sumX, sc, mn, best [16]float32      // max, Σw, Σw·x; best scale, min (≤ 0), error
+	live                         uint16           // bit j set where lane j searches
+}
+
+// kqFit512 runs make_qkx2_quants on the sixteen groups of two blocks (see
+// kquant_amd64.s).
+//
+//go:noescape
+func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int)
+
+// kqRequant512 sets the final levels of two Q4_K/Q5_K blocks (see kquant_amd64.s).
+//
+//go:noescape
+func kqRequant512(x, d, dm *float32, L *uint8, nmax int)
+
+// kPairFits is kGroupFitsGo on two consecutive blocks at once (x[0:512], their
+// weights w), with the sixteen groups in AVX-512 lanes: scales and mins 0–7 are the
+// first block's, 8–15 the second's. The levels stay in s (kPairLevels reads them).
+// It reports false, doing nothing, where AVX-512 is missing or the input is not
+// finite.
+func kPairFits(s *kqState16, x []float32, w *[2 * qkK]float32, scales, mins *[16]float32, nmax int32, rmin, rdelta float32, nstep int32) bool {
+	if !haveK512 || !finite(x[:2*qkK]) || !finite(w[:]) || nstep < 1 || nstep >= 64 {
+		return false
+	}
+	var nums [64]float32
+	for is := range nstep + 1 {
+		nums[is] = rmin + float32(rdelta*float32(is)) + float32(nmax)
+	}
+	kqFit512(s, &x[0], &w[0], &nums[0], int(nstep+1), int(nmax))
+	for j := range 16 {
+		scales[j], mins[j] = 0, -s.mn[j]
+		if s.live&(1<<j) != 0 {
+			scales[j] = s.sc[j]
+		}
+	}
+	return true
+}
+
+// kPairLevels copies the fit's levels of group j (of sixteen) from s to g: those
+// of the best candidate, or zeros for a constant group.
+func kPairLevels(s *kqState16, j int, g []uint8) {
+	for i := range 32 {
+		g[i] = 0
+		if s.live&(1<<j) != 0 {
+			g[i] = uint8(s.lbest[16*i+j])
+		}
+	}
+}
+
+// kPairRequantize is kRequantize on two blocks (y[0:16] and y[bb:bb+16] hold their
+// packed scales), the groups with a non-zero scale in AVX-512 lanes, the others
+// keeping the fit's levels from s.
+func kPairRequantize(s *kqState16, y []byte, bb int, x []float32, L *[2 * qkK]uint8, nmax int32) {
+	var d, dm [16]float32
+	for h := range 2 {
+		yh := y[h*bb:]
+		dAll := F16ToFloat32(binary.LittleEndian.Uint16(yh))
+		mAll := F16ToFloat32(binary.LittleEndian.Uint16(yh[2:]))
+		for j := range 8 {
+			sc, m := kScaleMin(yh[4:16], j)
+			g := 8*h + j
+			d[g], dm[g] = float32(dAll*float32(sc)), float32(mAll*float32(m))
+			if d[g] == 0 {
+				kPairLevels(s, g, L[32*g:32*g+32])
+			}
+		}
+	}
+	kqRequant512(&x[0], &d[0], &dm[0], &L[0], int(nmax))
+}
+
+// quantizeQ45KPair quantizes two consecutive Q4_K (nmax 15) or Q5_K (nmax 31) blocks,
+// x[0:256] into y[0:bb] and x[256:512] into y[bb:2bb], with kPairFits, which fits
+// the sixteen groups of both at once, and kPairRequantize. It reports false, writing
+// nothing, where there is no such fit (other CPUs, non-finite input); the caller then
+// quantizes the blocks one by one. The bytes are quantizeQ4K's or quantizeQ5K's.
+func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool {
+	var (
+		s            kqState16
+		w            [2 * qkK]float32
+		L            [2 * qkK]uint8
+		mins, scales [16]float32
+	)
+	rmin, nstep := float32(-1), int32(20)
+	if nmax == 31 {
+		rmin, nstep = -0.5, 15
+	}
+	for j := range 16 {
+		kWeights(w[32*j:32*j+32], x[32*j:32*j+32])
+	}
+	if !kPairFits(&s, x[:2*qkK], &w, &scales, &mins, nmax, rmin, 0.1, nstep) {
+		return false
+	}
+	kPackScales(y[:bb], (*[8]float32)(scales[:8]), (*[8]float32)(mins[:8]))
+	kPackScales(y[bb:2*bb], (*[8]float32)(scales[8:]), (*[8]float32)(mins[8:]))
+	kPairRequantize(&s, y, bb, x, &L, nmax)
+	for h := range 2 {
+		yh, Lh := y[h*bb:(h+1)*bb], (*[qkK]uint8)(L[h*qkK:])
+		if nmax == 15 {
+			packQ4K(yh, Lh)
+		} else {
+			packQ5K(yh, Lh)
+		}
+	}
+	return true
 }
 
 // q6GroupFits is q6FitsGo with the candidate passes of eight groups at a time run side

@@ -317,3 +317,338 @@ snext:
 sdone:
 	VZEROUPPER
 	RET
+
+// The state kqSearch512 works on, laid out as kqState16 in kquant_amd64.go: the
+// rows hold 16 lanes (lane j = group j of two consecutive blocks).
+#define T_XT 0
+#define T_WT 2048
+#define T_XM 4096
+#define T_LAUX 6144
+#define T_LBEST 8192
+#define T_HI 10240
+#define T_SUMW 10304
+#define T_SUMX 10368
+#define T_SC 10432
+#define T_MN 10496
+#define T_BEST 10560
+#define T_LIVE 10624
+
+// kqIdx is the offsets of element 0 of the sixteen groups of two blocks, for the
+// gathers that put group j in lane j.
+DATA kqIdx<>+0(SB)/4, $0
+DATA kqIdx<>+4(SB)/4, $32
+DATA kqIdx<>+8(SB)/4, $64
+DATA kqIdx<>+12(SB)/4, $96
+DATA kqIdx<>+16(SB)/4, $128
+DATA kqIdx<>+20(SB)/4, $160
+DATA kqIdx<>+24(SB)/4, $192
+DATA kqIdx<>+28(SB)/4, $224
+DATA kqIdx<>+32(SB)/4, $256
+DATA kqIdx<>+36(SB)/4, $288
+DATA kqIdx<>+40(SB)/4, $320
+DATA kqIdx<>+44(SB)/4, $352
+DATA kqIdx<>+48(SB)/4, $384
+DATA kqIdx<>+52(SB)/4, $416
+DATA kqIdx<>+56(SB)/4, $448
+DATA kqIdx<>+60(SB)/4, $480
+GLOBL kqIdx<>(SB), RODATA|NOPTR, $64
+
+// func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int)
+//
+// make_qkx2_quants (useMAD false) for the sixteen groups of 32 of x[0:512] (two
+// blocks) with the weights w[0:512], lane j = group j, with AVX-512's sixteen lanes
+// so that one instruction serves two blocks. Each lane makes the scalar reference's
+// operations in its order: the set-up (x and w gathered into rows; min, max, Σw and
+// Σw·x element after element; min ≤ 0; live where max ≠ min; the first candidate
+// nmax/(max − min) with its levels in lbest and its error in best), then the steps
+// candidates of kqSearchAVX2.
+TEXT ·kqFit512(SB), NOSPLIT, $0-48
+	MOVQ s+0(FP), R8
+	MOVQ x+8(FP), SI
+	MOVQ w+16(FP), DX
+	MOVQ nums+24(FP), R9
+	MOVQ steps+32(FP), R10
+	MOVQ nmax+40(FP), AX
+	VPBROADCASTD AX, Z10
+	MOVL         $0x4B400000, AX
+	VPBROADCASTD AX, Z11
+	MOVL         $0x007fffff, AX
+	VPBROADCASTD AX, Z12
+	MOVL         $0x00400000, AX
+	VPBROADCASTD AX, Z13
+	VPXORD       Z14, Z14, Z14
+	VMOVDQU32    kqIdx<>(SB), Z20
+
+	// Row 0 starts min (Z16), max (Z17), Σw (Z18) and Σw·x (Z19).
+	KXNORW     K1, K1, K1
+	VGATHERDPS (SI)(Z20*4), K1, Z3
+	KXNORW     K1, K1, K1
+	VGATHERDPS (DX)(Z20*4), K1, Z4
+	VMOVUPS    Z3, T_XT(R8)
+	VMOVUPS    Z4, T_WT(R8)
+	VMOVAPS    Z3, Z16
+	VMOVAPS    Z3, Z17
+	VMOVAPS    Z4, Z18
+	VMULPS     Z3, Z4, Z19
+	LEAQ       T_XT+64(R8), DI
+	LEAQ       T_WT+64(R8), BX
+	MOVQ       $31, CX
+
+tgather:
+	ADDQ       $4, SI
+	ADDQ       $4, DX
+	KXNORW     K1, K1, K1
+	VGATHERDPS (SI)(Z20*4), K1, Z3
+	KXNORW     K1, K1, K1
+	VGATHERDPS (DX)(Z20*4), K1, Z4
+	VMOVUPS    Z3, (DI)
+	VMOVUPS    Z4, (BX)
+	VMINPS     Z16, Z3, Z16
+	VMAXPS     Z17, Z3, Z17
+	VADDPS     Z4, Z18, Z18
+	VMULPS     Z3, Z4, Z5
+	VADDPS     Z5, Z19, Z19
+	ADDQ       $64, DI
+	ADDQ       $64, BX
+	DECQ       CX
+	JNZ        tgather
+
+	// min > 0 → 0; live = max ≠ min; iscale = nmax/(max − min), sc = 1/iscale.
+	VPXORD    Z9, Z9, Z9
+	VCMPPS    $0x0e, Z9, Z16, K1
+	VMOVAPS   Z9, K1, Z16
+	VMOVUPS   Z16, T_MN(R8)
+	VMOVUPS   Z17, T_HI(R8)
+	VMOVUPS   Z18, T_SUMW(R8)
+	VMOVUPS   Z19, T_SUMX(R8)
+	VCMPPS    $0x04, Z16, Z17, K4
+	KMOVW     K4, T_LIVE(R8)
+	VCVTDQ2PS Z10, Z15
+	VSUBPS    Z16, Z17, Z3
+	VDIVPS    Z3, Z15, Z15
+	MOVL      $0x3f800000, AX
+	VPBROADCASTD AX, Z3
+	VDIVPS    Z15, Z3, Z6
+	VMOVUPS   Z6, T_SC(R8)
+
+	// The first candidate: xm = x − min, levels into lbest.
+	LEAQ T_XT(R8), DX
+	LEAQ T_XM(R8), SI
+	LEAQ T_LBEST(R8), DI
+	MOVQ $32, CX
+
+tfirst:
+	VMOVUPS   (DX), Z3
+	VSUBPS    Z16, Z3, Z3
+	VMOVUPS   Z3, (SI)
+	VMULPS    Z3, Z15, Z3
+	VADDPS    Z11, Z3, Z3
+	VPANDD    Z12, Z3, Z3
+	VPSUBD    Z13, Z3, Z3
+	VPMAXSD   Z14, Z3, Z3
+	VPMINSD   Z10, Z3, Z3
+	VCVTDQ2PS Z3, Z3
+	VMOVUPS   Z3, (DI)
+	ADDQ      $64, DX
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       tfirst
+
+	// Its error, at sc and min, into best.
+	VMOVAPS Z16, Z7
+	VPXORD  Z9, Z9, Z9
+	LEAQ    T_XT(R8), DX
+	LEAQ    T_WT(R8), BX
+	LEAQ    T_LBEST(R8), SI
+	MOVQ    $32, CX
+
+tferr:
+	VMULPS (SI), Z6, Z3
+	VADDPS Z7, Z3, Z3
+	VSUBPS (DX), Z3, Z3
+	VMULPS Z3, Z3, Z3
+	VMULPS (BX), Z3, Z3
+	VADDPS Z3, Z9, Z9
+	ADDQ   $64, SI
+	ADDQ   $64, DX
+	ADDQ   $64, BX
+	DECQ   CX
+	JNZ    tferr
+	VMOVUPS Z9, T_BEST(R8)
+
+tstep:
+	TESTQ R10, R10
+	JZ    tdone
+	// iscale = n / (hi − mn)
+	VMOVUPS      T_HI(R8), Z3
+	VSUBPS       T_MN(R8), Z3, Z3
+	VBROADCASTSS (R9), Z15
+	VDIVPS       Z3, Z15, Z15
+
+	LEAQ   T_XM(R8), SI
+	LEAQ   T_XT(R8), DX
+	LEAQ   T_WT(R8), BX
+	LEAQ   T_LAUX(R8), DI
+	MOVQ   $32, CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+
+tlev:
+	VMULPS    (SI), Z15, Z3
+	VADDPS    Z11, Z3, Z3
+	VPANDD    Z12, Z3, Z3
+	VPSUBD    Z13, Z3, Z3
+	VPMAXSD   Z14, Z3, Z3
+	VPMINSD   Z10, Z3, Z3
+	VCVTDQ2PS Z3, Z3
+	VMOVUPS   Z3, (DI)
+	VMULPS    (BX), Z3, Z4
+	VADDPS    Z4, Z0, Z0
+	VMULPS    Z3, Z4, Z5
+	VADDPS    Z5, Z1, Z1
+	VMULPS    (DX), Z4, Z5
+	VADDPS    Z5, Z2, Z2
+	ADDQ      $64, SI
+	ADDQ      $64, DX
+	ADDQ      $64, BX
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       tlev
+
+	// Z0 sumL, Z1 sumL2, Z2 sumXL. D = sumW·sumL2 − sumL·sumL.
+	VMOVUPS T_SUMW(R8), Z3
+	VMOVUPS T_SUMX(R8), Z4
+	VMULPS  Z1, Z3, Z8
+	VMULPS  Z0, Z0, Z5
+	VSUBPS  Z5, Z8, Z8
+	// ts = (sumW·sumXL − sumX·sumL)/D
+	VMULPS  Z2, Z3, Z6
+	VMULPS  Z0, Z4, Z5
+	VSUBPS  Z5, Z6, Z6
+	VDIVPS  Z8, Z6, Z6
+	// tm = (sumL2·sumX − sumL·sumXL)/D
+	VMULPS  Z4, Z1, Z7
+	VMULPS  Z2, Z0, Z5
+	VSUBPS  Z5, Z7, Z7
+	VDIVPS  Z8, Z7, Z7
+	// where tm > 0: tm = 0, ts = sumXL/sumL2
+	VPXORD  Z9, Z9, Z9
+	VCMPPS  $0x0e, Z9, Z7, K1
+	VDIVPS  Z1, Z2, Z3
+	VMOVAPS Z9, K1, Z7
+	VMOVAPS Z3, K1, Z6
+
+	LEAQ T_XT(R8), DX
+	LEAQ T_WT(R8), BX
+	LEAQ T_LAUX(R8), SI
+	MOVQ $32, CX
+
+terr:
+	VMULPS (SI), Z6, Z3
+	VADDPS Z7, Z3, Z3
+	VSUBPS (DX), Z3, Z3
+	VMULPS Z3, Z3, Z3
+	VMULPS (BX), Z3, Z3
+	VADDPS Z3, Z9, Z9
+	ADDQ   $64, SI
+	ADDQ   $64, DX
+	ADDQ   $64, BX
+	DECQ   CX
+	JNZ    terr
+
+	// better = live && D > 0 && err < best
+	VPXORD   Z4, Z4, Z4
+	VCMPPS   $0x0e, Z4, Z8, K2
+	VCMPPS   $0x01, T_BEST(R8), Z9, K3
+	KANDW    K3, K2, K2
+	KANDW    K4, K2, K2
+	KORTESTW K2, K2
+	JZ       tnext
+
+	VMOVUPS Z9, K2, T_BEST(R8)
+	VMOVUPS Z6, K2, T_SC(R8)
+	VMOVUPS Z7, K2, T_MN(R8)
+
+	LEAQ T_XT(R8), DX
+	LEAQ T_XM(R8), BX
+	LEAQ T_LAUX(R8), SI
+	LEAQ T_LBEST(R8), DI
+	MOVQ $32, CX
+
+tkeep:
+	VMOVUPS (SI), Z3
+	VMOVUPS Z3, K2, (DI)
+	VMOVUPS (DX), Z3
+	VSUBPS  Z7, Z3, Z3
+	VMOVUPS Z3, K2, (BX)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	ADDQ    $64, DX
+	ADDQ    $64, BX
+	DECQ    CX
+	JNZ     tkeep
+
+tnext:
+	ADDQ $4, R9
+	DECQ R10
+	JMP  tstep
+
+tdone:
+	VZEROUPPER
+	RET
+
+// func kqRequant512(x, d, dm *float32, L *uint8, nmax int)
+//
+// Q4_K/Q5_K's final levels for sixteen groups of 32 (two blocks): for each group j
+// whose scale d[j] is not zero, L = clamp(nearest_int((x + dm[j])/d[j]), 0, nmax)
+// as bytes; the groups whose scale is zero are left alone (kRequantize).
+TEXT ·kqRequant512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ d+8(FP), R8
+	MOVQ dm+16(FP), R9
+	MOVQ L+24(FP), DI
+	MOVQ nmax+32(FP), AX
+	VPBROADCASTD AX, Z10
+	MOVL         $0x4B400000, AX
+	VPBROADCASTD AX, Z11
+	MOVL         $0x007fffff, AX
+	VPBROADCASTD AX, Z12
+	MOVL         $0x00400000, AX
+	VPBROADCASTD AX, Z13
+	VPXORD       Z14, Z14, Z14
+	MOVQ         $16, CX
+
+rgroup:
+	MOVL  (R8), AX
+	TESTL $0x7fffffff, AX
+	JZ    rnext
+	VBROADCASTSS (R8), Z15
+	VBROADCASTSS (R9), Z9
+	VADDPS    (SI), Z9, Z3
+	VDIVPS    Z15, Z3, Z3
+	VADDPS    Z11, Z3, Z3
+	VPANDD    Z12, Z3, Z3
+	VPSUBD    Z13, Z3, Z3
+	VPMAXSD   Z14, Z3, Z3
+	VPMINSD   Z10, Z3, Z3
+	VPMOVDB   Z3, (DI)
+	VADDPS    64(SI), Z9, Z3
+	VDIVPS    Z15, Z3, Z3
+	VADDPS    Z11, Z3, Z3
+	VPANDD    Z12, Z3, Z3
+	VPSUBD    Z13, Z3, Z3
+	VPMAXSD   Z14, Z3, Z3
+	VPMINSD   Z10, Z3, Z3
+	VPMOVDB   Z3, 16(DI)
+
+rnext:
+	ADDQ $128, SI
+	ADDQ $4, R8
+	ADDQ $4, R9
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  rgroup
+	VZEROUPPER
+	RET

@@ -7,3 +7,7 @@ func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]fl
 }
 
 func q6GroupFits(x, qw []float32, L *[qkK]int8, scales *[16]float32) { q6FitsGo(x, qw, L, scales) }
+
+// quantizeQ45KPair reports that there is no two-block fit here: Encode quantizes
+// Q4_K and Q5_K blocks one by one.
+func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool { return false }

@@ -420,6 +420,27 @@ func TestKQuantFitsMatchGo(t *testing.T) {
 		if bad > 0 {
 			t.Errorf("%s: %d blocks differ", tc.d, bad)
 		}
+		// Encode quantizes Q4_K and Q5_K two blocks at a time where it can
+		// (quantizeQ45KPair); an odd count leaves one block for the single path.
+		for _, xs := range [][]float32{xs, xs[qkK:]} {
+			all := make([]byte, tc.d.Bytes(int64(len(xs))))
+			if err := Encode(all, xs, tc.d); err != nil {
+				t.Fatal(err)
+			}
+			bad = 0
+			for b := 0; b < len(xs)/qkK; b++ {
+				tc.ref(want, xs[b*qkK:(b+1)*qkK])
+				if !bytes.Equal(all[b*bb:(b+1)*bb], want) {
+					if bad == 0 {
+						t.Errorf("%s block %d of %d, Encode: %x, reference %x", tc.d, b, len(xs)/qkK, all[b*bb:(b+1)*bb], want)
+					}
+					bad++
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%s Encode: %d blocks differ", tc.d, bad)
+			}
+		}
 	}
 }
 
