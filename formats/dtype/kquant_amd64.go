@@ -242,13 +242,74 @@ func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool {
 	return true
 }
 
-// q6GroupFits is q6FitsGo with the candidate passes of eight groups at a time run side
-// by side in AVX2 lanes. Each lane follows makeQXQuants (nmax 32).
+// q6State is what kqx512 works on: sixteen lanes (lane j = group j of a Q6_K block),
+// rows of 16. Its layout is fixed by the U_* offsets in kquant_amd64.s.
+type q6State struct {
+	xt, w, wx, laux, lbest [qkK]float32 // x, weights, w·x, levels tried, best levels
+	mx, sc, best           [16]float32  // element of largest magnitude; best scale, Σwxl²/Σwl²
+	live                   uint16       // bit j set where group j is not all below groupMaxEps
+}
+
+// kqx512 runs make_qx_quants on the sixteen groups of a Q6_K block (see
+// kquant_amd64.s).
+//
+//go:noescape
+func kqx512(s *q6State, x, qw, nums *float32, steps, nmax int, eps float32)
+
+// q6Fits512 is q6FitsGo with the sixteen groups in AVX-512 lanes, the whole search
+// in assembly. The caller checked that x and qw are finite.
+func q6Fits512(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
+	const nmax = 32
+	var (
+		s    q6State
+		nums [18]float32
+	)
+	k := 0
+	for is := int32(-9); is <= 9; is++ {
+		if is != 0 {
+			nums[k] = -(float32(nmax) + float32(0.1*float32(is)))
+			k++
+		}
+	}
+	var w *float32
+	if qw != nil {
+		w = &qw[0]
+	}
+	kqx512(&s, &x[0], w, &nums[0], len(nums), nmax, groupMaxEps)
+	for j := range 16 {
+		if s.live&(1<<j) == 0 {
+			scales[j] = 0
+			for i := range 16 {
+				L[16*j+i] = 0
+			}
+			continue
+		}
+		scales[j] = s.sc[j]
+		for i := range 16 {
+			L[16*j+i] = int8(int32(s.lbest[16*i+j]) + nmax)
+		}
+	}
+}
+
+// q6GroupFits is q6FitsGo with the candidate passes run side by side in vector
+// lanes: all sixteen groups and the whole search in AVX-512 (q6Fits512), else eight
+// groups at a time in AVX2 (q6FitsAVX2).
 func q6GroupFits(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
 	if !haveKAsm || !finite(x[:qkK]) || qw != nil && !finite(qw[:qkK]) {
 		q6FitsGo(x, qw, L, scales)
 		return
 	}
+	if haveK512 {
+		q6Fits512(x, qw, L, scales)
+		return
+	}
+	q6FitsAVX2(x, qw, L, scales)
+}
+
+// q6FitsAVX2 is q6FitsGo with the candidate passes of eight groups at a time run
+// side by side in AVX2 lanes, the bookkeeping in Go. Each lane follows makeQXQuants
+// (nmax 32). The caller checked that x and qw are finite.
+func q6FitsAVX2(x, qw []float32, L *[qkK]int8, scales *[16]float32) {
 	const nmax = 32
 	for half := range 2 {
 		var (

@@ -652,3 +652,210 @@ rnext:
 	JNZ  rgroup
 	VZEROUPPER
 	RET
+
+// The state kqx512 works on, laid out as q6State in kquant_amd64.go: rows of 16
+// lanes, lane j = group j of 16 of one Q6_K block.
+#define U_XT 0
+#define U_W 1024
+#define U_WX 2048
+#define U_LAUX 3072
+#define U_LBEST 4096
+#define U_MX 5120
+#define U_SC 5184
+#define U_BEST 5248
+#define U_LIVE 5312
+
+// q6Idx is the offsets of element 0 of the sixteen groups of a Q6_K block.
+DATA q6Idx<>+0(SB)/4, $0
+DATA q6Idx<>+4(SB)/4, $16
+DATA q6Idx<>+8(SB)/4, $32
+DATA q6Idx<>+12(SB)/4, $48
+DATA q6Idx<>+16(SB)/4, $64
+DATA q6Idx<>+20(SB)/4, $80
+DATA q6Idx<>+24(SB)/4, $96
+DATA q6Idx<>+28(SB)/4, $112
+DATA q6Idx<>+32(SB)/4, $128
+DATA q6Idx<>+36(SB)/4, $144
+DATA q6Idx<>+40(SB)/4, $160
+DATA q6Idx<>+44(SB)/4, $176
+DATA q6Idx<>+48(SB)/4, $192
+DATA q6Idx<>+52(SB)/4, $208
+DATA q6Idx<>+56(SB)/4, $224
+DATA q6Idx<>+60(SB)/4, $240
+GLOBL q6Idx<>(SB), RODATA|NOPTR, $64
+
+// func kqx512(s *q6State, x, qw, nums *float32, steps, nmax int, eps float32)
+//
+// make_qx_quants (rmse_type 1) for the sixteen groups of 16 of the Q6_K block x,
+// lane j = group j, each lane making the scalar reference's operations in its order:
+// the set-up (x, and qw or x² as weights, gathered into rows; the element of largest
+// magnitude, first one on ties; live where that magnitude is at least eps), the first
+// candidate −nmax/max (always kept: levels into lbest, scale Σwxl/Σwl² where that sum
+// is not zero, best = scale·Σwxl), then the steps candidates nums[k]/max, each kept
+// where Σwl² > 0 and (Σwxl)² > best·Σwl².
+TEXT ·kqx512(SB), NOSPLIT, $0-52
+	MOVQ s+0(FP), R8
+	MOVQ x+8(FP), SI
+	MOVQ qw+16(FP), DX
+	MOVQ nums+24(FP), R9
+	MOVQ steps+32(FP), R10
+	MOVQ nmax+40(FP), AX
+	VPBROADCASTD AX, Z10
+	VCVTDQ2PS    Z10, Z21               // nmax as float
+	DECQ         AX
+	VPBROADCASTD AX, Z10                // hi = nmax − 1
+	NEGQ         AX
+	DECQ         AX
+	VPBROADCASTD AX, Z14                // lo = −nmax
+	MOVL         $0x4B400000, AX
+	VPBROADCASTD AX, Z11
+	MOVL         $0x007fffff, AX
+	VPBROADCASTD AX, Z12
+	MOVL         $0x00400000, AX
+	VPBROADCASTD AX, Z13
+	MOVL         $0x7fffffff, AX
+	VPBROADCASTD AX, Z22
+	VMOVDQU32    q6Idx<>(SB), Z20
+
+	// Gather rows: x, w (qw or x·x), w·x; the largest magnitude (Z17, its element
+	// Z16).
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	LEAQ   U_XT(R8), DI
+	MOVQ   $16, CX
+
+ugather:
+	KXNORW     K1, K1, K1
+	VGATHERDPS (SI)(Z20*4), K1, Z3
+	TESTQ      DX, DX
+	JZ         usq
+	KXNORW     K1, K1, K1
+	VGATHERDPS (DX)(Z20*4), K1, Z4
+	ADDQ       $4, DX
+	JMP        uw
+
+usq:
+	VMULPS Z3, Z3, Z4
+
+uw:
+	VMULPS  Z3, Z4, Z5
+	VMOVUPS Z3, (DI)
+	VMOVUPS Z4, U_W(DI)
+	VMOVUPS Z5, U_WX(DI)
+	VPANDD  Z22, Z3, Z6
+	VCMPPS  $0x0e, Z17, Z6, K1
+	VMOVAPS Z6, K1, Z17
+	VMOVAPS Z3, K1, Z16
+	ADDQ    $4, SI
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     ugather
+
+	VMOVUPS      Z16, U_MX(R8)
+	VBROADCASTSS eps+48(FP), Z3
+	VCMPPS       $0x0d, Z3, Z17, K4     // amax ≥ eps (not amax < eps)
+	KMOVW        K4, U_LIVE(R8)
+
+	// The first candidate, iscale = −nmax/max.
+	VPXORD  Z15, Z15, Z15
+	VSUBPS  Z21, Z15, Z15
+	VDIVPS  Z16, Z15, Z15
+	LEAQ    U_XT(R8), SI
+	LEAQ    U_LBEST(R8), DI
+	MOVQ    $16, CX
+	VPXORD  Z0, Z0, Z0
+	VPXORD  Z1, Z1, Z1
+
+ufirst:
+	VMULPS    (SI), Z15, Z3
+	VADDPS    Z11, Z3, Z3
+	VPANDD    Z12, Z3, Z3
+	VPSUBD    Z13, Z3, Z3
+	VPMAXSD   Z14, Z3, Z3
+	VPMINSD   Z10, Z3, Z3
+	VCVTDQ2PS Z3, Z3
+	VMOVUPS   Z3, (DI)
+	VMULPS    U_WX(SI), Z3, Z4
+	VADDPS    Z4, Z0, Z0
+	VMULPS    U_W(SI), Z3, Z5
+	VMULPS    Z3, Z5, Z5
+	VADDPS    Z5, Z1, Z1
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       ufirst
+
+	// scale = suml2 ≠ 0 ? sumlx/suml2 : 0; best = scale·sumlx
+	VPXORD  Z9, Z9, Z9
+	VDIVPS  Z1, Z0, Z6
+	VCMPPS  $0x00, Z9, Z1, K1
+	VMOVAPS Z9, K1, Z6
+	VMOVUPS Z6, U_SC(R8)
+	VMULPS  Z0, Z6, Z7
+	VMOVUPS Z7, U_BEST(R8)
+
+ustep:
+	TESTQ R10, R10
+	JZ    udone
+	VBROADCASTSS (R9), Z15
+	VDIVPS       Z16, Z15, Z15
+	LEAQ         U_XT(R8), SI
+	LEAQ         U_LAUX(R8), DI
+	MOVQ         $16, CX
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+
+ulev:
+	VMULPS    (SI), Z15, Z3
+	VADDPS    Z11, Z3, Z3
+	VPANDD    Z12, Z3, Z3
+	VPSUBD    Z13, Z3, Z3
+	VPMAXSD   Z14, Z3, Z3
+	VPMINSD   Z10, Z3, Z3
+	VCVTDQ2PS Z3, Z3
+	VMOVUPS   Z3, (DI)
+	VMULPS    U_WX(SI), Z3, Z4
+	VADDPS    Z4, Z0, Z0
+	VMULPS    U_W(SI), Z3, Z5
+	VMULPS    Z3, Z5, Z5
+	VADDPS    Z5, Z1, Z1
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       ulev
+
+	// better = live && suml2 > 0 && sumlx·sumlx > best·suml2
+	VPXORD   Z9, Z9, Z9
+	VCMPPS   $0x0e, Z9, Z1, K2
+	VMULPS   Z0, Z0, Z3
+	VMULPS   U_BEST(R8), Z1, Z4
+	VCMPPS   $0x0e, Z4, Z3, K3
+	KANDW    K3, K2, K2
+	KANDW    K4, K2, K2
+	KORTESTW K2, K2
+	JZ       unext
+
+	VDIVPS  Z1, Z0, Z6
+	VMULPS  Z0, Z6, Z7
+	VMOVUPS Z6, K2, U_SC(R8)
+	VMOVUPS Z7, K2, U_BEST(R8)
+	LEAQ    U_LAUX(R8), SI
+	LEAQ    U_LBEST(R8), DI
+	MOVQ    $16, CX
+
+ukeep:
+	VMOVUPS (SI), Z3
+	VMOVUPS Z3, K2, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     ukeep
+
+unext:
+	ADDQ $4, R9
+	DECQ R10
+	JMP  ustep
+
+udone:
+	VZEROUPPER
+	RET

@@ -27,3 +27,65 @@ func TestKQuantPairUsed(t *testing.T) {
 		t.Fatal("quantizeQ45KPair took a block holding +Inf")
 	}
 }
+
+// TestQ6FitsVariants compares both vectorized Q6_K fits, AVX2 and AVX-512 (where
+// the CPU has them; Encode uses only the widest), with the reference on every finite
+// block of kquantInputs and on random blocks, with and without importance weights:
+// same levels, same scale bits.
+func TestQ6FitsVariants(t *testing.T) {
+	xs := kquantInputs()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for b := range 2000 {
+		scale := math.Pow(10, rng.Float64()*8-4)
+		for range qkK {
+			v := rng.NormFloat64()
+			if b%3 == 1 && rng.IntN(4) != 0 {
+				v = 0
+			}
+			xs = append(xs, float32(scale*v))
+		}
+	}
+	qws := make([]float32, qkK)
+	for i := range qws {
+		qws[i] = float32(math.Exp(2 * rng.NormFloat64()))
+	}
+	variants := map[string]func(x, qw []float32, L *[qkK]int8, scales *[16]float32){}
+	if haveKAsm {
+		variants["AVX2"] = q6FitsAVX2
+	}
+	if haveK512 {
+		variants["AVX-512"] = q6Fits512
+	}
+	if len(variants) == 0 {
+		t.Skip("no AVX2 on this CPU")
+	}
+	checked := 0
+	for b := 0; b < len(xs)/qkK; b++ {
+		x := xs[b*qkK : (b+1)*qkK]
+		if !finite(x) {
+			continue
+		}
+		for _, qw := range [][]float32{nil, qws} {
+			var wantL [qkK]int8
+			var want [16]float32
+			q6FitsGo(x, qw, &wantL, &want)
+			for name, f := range variants {
+				var gotL [qkK]int8
+				var got [16]float32
+				f(x, qw, &gotL, &got)
+				for j := range 16 {
+					if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+						t.Fatalf("%s block %d (weights %v): scale %d = %g, reference %g", name, b, qw != nil, j, got[j], want[j])
+					}
+				}
+				if gotL != wantL {
+					t.Fatalf("%s block %d (weights %v): levels %v, reference %v", name, b, qw != nil, gotL, wantL)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 2*len(variants)*2000 {
+		t.Fatalf("only %d comparisons", checked)
+	}
+}
