@@ -635,13 +635,18 @@ func quantizeQ6KBy(y []byte, x, qw []float32, ref bool) {
 		sc[ib] = byte(int8(min(127, nearestInt(float32(iscale*scales[ib])))))
 	}
 	dAll := F16ToFloat32(le.Uint16(y[208:]))
+	var d [16]float32
 	for j := range 16 {
-		d := float32(dAll * float32(int8(sc[j])))
-		if d == 0 {
-			continue
-		}
-		for ii := range 16 {
-			L[16*j+ii] = int8(clampInt(nearestInt(x[16*j+ii]/d), -32, 31) + 32)
+		d[j] = float32(dAll * float32(int8(sc[j])))
+	}
+	if ref || !q6Requantize(x, &d, &L) {
+		for j := range 16 {
+			if d[j] == 0 {
+				continue
+			}
+			for ii := range 16 {
+				L[16*j+ii] = int8(clampInt(nearestInt(x[16*j+ii]/d[j]), -32, 31) + 32)
+			}
 		}
 	}
 	ql, qh := y[:128], y[128:192]

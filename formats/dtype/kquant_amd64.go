@@ -5,6 +5,7 @@ package dtype
 import (
 	"encoding/binary"
 	"math"
+	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
@@ -146,10 +147,11 @@ type kqState16 struct {
 //go:noescape
 func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int)
 
-// kqRequant512 sets the final levels of two Q4_K/Q5_K blocks (see kquant_amd64.s).
+// kqRequant512 sets K-quants' final levels from the rounded group scales (see
+// kquant_amd64.s).
 //
 //go:noescape
-func kqRequant512(x, d, dm *float32, L *uint8, nmax int)
+func kqRequant512(x, d, dm *float32, L *uint8, groups, per, lo, hi, off int)
 
 // kPairFits is kGroupFitsGo on two consecutive blocks at once (x[0:512], their
 // weights w), with the sixteen groups in AVX-512 lanes: scales and mins 0–7 are the
@@ -203,7 +205,7 @@ func kPairRequantize(s *kqState16, y []byte, bb int, x []float32, L *[2 * qkK]ui
 			}
 		}
 	}
-	kqRequant512(&x[0], &d[0], &dm[0], &L[0], int(nmax))
+	kqRequant512(&x[0], &d[0], &dm[0], &L[0], 16, 2, 0, int(nmax), 0)
 }
 
 // quantizeQ45KPair quantizes two consecutive Q4_K (nmax 15) or Q5_K (nmax 31) blocks,
@@ -396,4 +398,16 @@ func min32(a, b float32) float32 {
 		return b
 	}
 	return a
+}
+
+// q6Requantize sets a Q6_K block's final levels (see quantizeQ6KBy) from the group
+// scales d, the groups with a non-zero scale in AVX-512 lanes where the CPU has
+// them; it reports false, doing nothing, where it has not or x is not finite.
+func q6Requantize(x []float32, d *[16]float32, L *[qkK]int8) bool {
+	if !haveK512 || !finite(x[:qkK]) {
+		return false
+	}
+	var dm [16]float32
+	kqRequant512(&x[0], &d[0], &dm[0], (*uint8)(unsafe.Pointer(&L[0])), 16, 1, -32, 31, 32)
+	return true
 }

@@ -599,55 +599,66 @@ tdone:
 	VZEROUPPER
 	RET
 
-// func kqRequant512(x, d, dm *float32, L *uint8, nmax int)
+// func kqRequant512(x, d, dm *float32, L *uint8, groups, per, lo, hi, off int)
 //
-// Q4_K/Q5_K's final levels for sixteen groups of 32 (two blocks): for each group j
-// whose scale d[j] is not zero, L = clamp(nearest_int((x + dm[j])/d[j]), 0, nmax)
-// as bytes; the groups whose scale is zero are left alone (kRequantize).
-TEXT ·kqRequant512(SB), NOSPLIT, $0-40
+// K-quants' final levels for groups groups of 16·per elements of x: for each group
+// j whose scale d[j] is not zero, L = clamp(nearest_int((x + dm[j])/d[j]), lo, hi)
+// + off as bytes; the groups whose scale is zero are left alone (kRequantize,
+// quantizeQ6KBy).
+TEXT ·kqRequant512(SB), NOSPLIT, $0-72
 	MOVQ x+0(FP), SI
 	MOVQ d+8(FP), R8
 	MOVQ dm+16(FP), R9
 	MOVQ L+24(FP), DI
-	MOVQ nmax+32(FP), AX
+	MOVQ groups+32(FP), CX
+	MOVQ per+40(FP), R10
+	MOVQ lo+48(FP), AX
+	VPBROADCASTD AX, Z14
+	MOVQ hi+56(FP), AX
 	VPBROADCASTD AX, Z10
+	MOVQ off+64(FP), AX
+	VPBROADCASTD AX, Z16
 	MOVL         $0x4B400000, AX
 	VPBROADCASTD AX, Z11
 	MOVL         $0x007fffff, AX
 	VPBROADCASTD AX, Z12
 	MOVL         $0x00400000, AX
 	VPBROADCASTD AX, Z13
-	VPXORD       Z14, Z14, Z14
-	MOVQ         $16, CX
 
 rgroup:
+	MOVQ  R10, DX
 	MOVL  (R8), AX
 	TESTL $0x7fffffff, AX
-	JZ    rnext
+	JZ    rskip
 	VBROADCASTSS (R8), Z15
 	VBROADCASTSS (R9), Z9
-	VADDPS    (SI), Z9, Z3
-	VDIVPS    Z15, Z3, Z3
-	VADDPS    Z11, Z3, Z3
-	VPANDD    Z12, Z3, Z3
-	VPSUBD    Z13, Z3, Z3
-	VPMAXSD   Z14, Z3, Z3
-	VPMINSD   Z10, Z3, Z3
-	VPMOVDB   Z3, (DI)
-	VADDPS    64(SI), Z9, Z3
-	VDIVPS    Z15, Z3, Z3
-	VADDPS    Z11, Z3, Z3
-	VPANDD    Z12, Z3, Z3
-	VPSUBD    Z13, Z3, Z3
-	VPMAXSD   Z14, Z3, Z3
-	VPMINSD   Z10, Z3, Z3
-	VPMOVDB   Z3, 16(DI)
+
+rchunk:
+	VADDPS  (SI), Z9, Z3
+	VDIVPS  Z15, Z3, Z3
+	VADDPS  Z11, Z3, Z3
+	VPANDD  Z12, Z3, Z3
+	VPSUBD  Z13, Z3, Z3
+	VPMAXSD Z14, Z3, Z3
+	VPMINSD Z10, Z3, Z3
+	VPADDD  Z16, Z3, Z3
+	VPMOVDB Z3, (DI)
+	ADDQ    $64, SI
+	ADDQ    $16, DI
+	DECQ    DX
+	JNZ     rchunk
+	JMP     rnext
+
+rskip:
+	MOVQ R10, AX
+	SHLQ $6, AX
+	ADDQ AX, SI
+	SHRQ $2, AX
+	ADDQ AX, DI
 
 rnext:
-	ADDQ $128, SI
 	ADDQ $4, R8
 	ADDQ $4, R9
-	ADDQ $32, DI
 	DECQ CX
 	JNZ  rgroup
 	VZEROUPPER

@@ -11,3 +11,6 @@ func q6GroupFits(x, qw []float32, L *[qkK]int8, scales *[16]float32) { q6FitsGo(
 // quantizeQ45KPair reports that there is no two-block fit here: Encode quantizes
 // Q4_K and Q5_K blocks one by one.
 func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool { return false }
+
+// q6Requantize reports that there is no vectorized Q6_K requantizer here.
+func q6Requantize(x []float32, d *[16]float32, L *[qkK]int8) bool { return false }
