@@ -141,11 +141,12 @@ type kqState16 struct {
 	live                         uint16           // bit j set where lane j searches
 }
 
-// kqFit512 runs make_qkx2_quants on the sixteen groups of two blocks (see
+// kqFit512 runs make_qkx2_quants on the sixteen groups of two blocks with
+// kWeights' weights; false where the input or a weight is not finite (see
 // kquant_amd64.s).
 //
 //go:noescape
-func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int)
+func kqFit512(s *kqState16, x, nums *float32, steps, nmax int) bool
 
 // kqRequant512 sets K-quants' final levels from the rounded group scales (see
 // kquant_amd64.s).
@@ -153,20 +154,21 @@ func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int)
 //go:noescape
 func kqRequant512(x, d, dm *float32, L *uint8, groups, per, lo, hi, off int)
 
-// kPairFits is kGroupFitsGo on two consecutive blocks at once (x[0:512], their
-// weights w), with the sixteen groups in AVX-512 lanes: scales and mins 0–7 are the
+// kPairFits is kGroupFitsGo, with kWeights' weights, on two consecutive blocks at
+// once (x[0:512]), the sixteen groups in AVX-512 lanes: scales and mins 0–7 are the
 // first block's, 8–15 the second's. The levels stay in s (kPairLevels reads them).
-// It reports false, doing nothing, where AVX-512 is missing or the input is not
-// finite.
-func kPairFits(s *kqState16, x []float32, w *[2 * qkK]float32, scales, mins *[16]float32, nmax int32, rmin, rdelta float32, nstep int32) bool {
-	if !haveK512 || !finite(x[:2*qkK]) || !finite(w[:]) || nstep < 1 || nstep >= 64 {
+// It reports false where AVX-512 is missing or the input or a weight is not finite.
+func kPairFits(s *kqState16, x []float32, scales, mins *[16]float32, nmax int32, rmin, rdelta float32, nstep int32) bool {
+	if !haveK512 || nstep < 1 || nstep >= 64 {
 		return false
 	}
 	var nums [64]float32
 	for is := range nstep + 1 {
 		nums[is] = rmin + float32(rdelta*float32(is)) + float32(nmax)
 	}
-	kqFit512(s, &x[0], &w[0], &nums[0], int(nstep+1), int(nmax))
+	if !kqFit512(s, &x[:2*qkK][0], &nums[0], int(nstep+1), int(nmax)) {
+		return false
+	}
 	for j := range 16 {
 		scales[j], mins[j] = 0, -s.mn[j]
 		if s.live&(1<<j) != 0 {
@@ -216,7 +218,6 @@ func kPairRequantize(s *kqState16, y []byte, bb int, x []float32, L *[2 * qkK]ui
 func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool {
 	var (
 		s            kqState16
-		w            [2 * qkK]float32
 		L            [2 * qkK]uint8
 		mins, scales [16]float32
 	)
@@ -224,10 +225,7 @@ func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool {
 	if nmax == 31 {
 		rmin, nstep = -0.5, 15
 	}
-	for j := range 16 {
-		kWeights(w[32*j:32*j+32], x[32*j:32*j+32])
-	}
-	if !kPairFits(&s, x[:2*qkK], &w, &scales, &mins, nmax, rmin, 0.1, nstep) {
+	if !kPairFits(&s, x, &scales, &mins, nmax, rmin, 0.1, nstep) {
 		return false
 	}
 	kPackScales(y[:bb], (*[8]float32)(scales[:8]), (*[8]float32)(mins[:8]))

@@ -353,22 +353,22 @@ DATA kqIdx<>+56(SB)/4, $448
 DATA kqIdx<>+60(SB)/4, $480
 GLOBL kqIdx<>(SB), RODATA|NOPTR, $64
 
-// func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int)
+// func kqFit512(s *kqState16, x, nums *float32, steps, nmax int) bool
 //
 // make_qkx2_quants (useMAD false) for the sixteen groups of 32 of x[0:512] (two
-// blocks) with the weights w[0:512], lane j = group j, with AVX-512's sixteen lanes
-// so that one instruction serves two blocks. Each lane makes the scalar reference's
-// operations in its order: the set-up (x and w gathered into rows; min, max, Σw and
-// Σw·x element after element; min ≤ 0; live where max ≠ min; the first candidate
-// nmax/(max − min) with its levels in lbest and its error in best), then the steps
-// candidates of kqSearchAVX2.
-TEXT ·kqFit512(SB), NOSPLIT, $0-48
+// blocks), lane j = group j, with AVX-512's sixteen lanes so that one instruction
+// serves two blocks. Each lane makes the scalar reference's operations in its order:
+// the set-up (x gathered into rows; min, max and Σx² element after element; the
+// weights rms + |x| of kWeights; Σw and Σw·x element after element; min ≤ 0; live
+// where max ≠ min; the first candidate nmax/(max − min) with its levels in lbest and
+// its error in best), then the steps candidates of kqSearchAVX2. It reports false,
+// having stopped early, where x or a weight is not finite.
+TEXT ·kqFit512(SB), NOSPLIT, $0-41
 	MOVQ s+0(FP), R8
 	MOVQ x+8(FP), SI
-	MOVQ w+16(FP), DX
-	MOVQ nums+24(FP), R9
-	MOVQ steps+32(FP), R10
-	MOVQ nmax+40(FP), AX
+	MOVQ nums+16(FP), R9
+	MOVQ steps+24(FP), R10
+	MOVQ nmax+32(FP), AX
 	VPBROADCASTD AX, Z10
 	MOVL         $0x4B400000, AX
 	VPBROADCASTD AX, Z11
@@ -377,41 +377,80 @@ TEXT ·kqFit512(SB), NOSPLIT, $0-48
 	MOVL         $0x00400000, AX
 	VPBROADCASTD AX, Z13
 	VPXORD       Z14, Z14, Z14
+	MOVL         $0x7f800000, AX
+	VPBROADCASTD AX, Z22
+	MOVL         $0x7fffffff, AX
+	VPBROADCASTD AX, Z23
 	VMOVDQU32    kqIdx<>(SB), Z20
 
-	// Row 0 starts min (Z16), max (Z17), Σw (Z18) and Σw·x (Z19).
-	KXNORW     K1, K1, K1
-	VGATHERDPS (SI)(Z20*4), K1, Z3
-	KXNORW     K1, K1, K1
-	VGATHERDPS (DX)(Z20*4), K1, Z4
-	VMOVUPS    Z3, T_XT(R8)
-	VMOVUPS    Z4, T_WT(R8)
-	VMOVAPS    Z3, Z16
-	VMOVAPS    Z3, Z17
-	VMOVAPS    Z4, Z18
-	VMULPS     Z3, Z4, Z19
-	LEAQ       T_XT+64(R8), DI
-	LEAQ       T_WT+64(R8), BX
-	MOVQ       $31, CX
+	// Pass 1: x into rows; min (Z16, from +∞), max (Z17, from −∞), Σx² (Z18);
+	// K5 marks lanes holding an infinity or a NaN.
+	MOVL         $0x7f800000, AX
+	VPBROADCASTD AX, Z16
+	MOVL         $0xff800000, AX
+	VPBROADCASTD AX, Z17
+	VPXORD       Z18, Z18, Z18
+	KXORW        K5, K5, K5
+	LEAQ         T_XT(R8), DI
+	MOVQ         $32, CX
 
 tgather:
-	ADDQ       $4, SI
-	ADDQ       $4, DX
 	KXNORW     K1, K1, K1
 	VGATHERDPS (SI)(Z20*4), K1, Z3
-	KXNORW     K1, K1, K1
-	VGATHERDPS (DX)(Z20*4), K1, Z4
 	VMOVUPS    Z3, (DI)
-	VMOVUPS    Z4, (BX)
 	VMINPS     Z16, Z3, Z16
 	VMAXPS     Z17, Z3, Z17
+	VMULPS     Z3, Z3, Z4
 	VADDPS     Z4, Z18, Z18
-	VMULPS     Z3, Z4, Z5
-	VADDPS     Z5, Z19, Z19
+	VPANDD     Z22, Z3, Z4
+	VPCMPEQD   Z22, Z4, K1
+	KORW       K1, K5, K5
+	ADDQ       $4, SI
 	ADDQ       $64, DI
-	ADDQ       $64, BX
 	DECQ       CX
 	JNZ        tgather
+	KORTESTW   K5, K5
+	JNZ        tfail
+
+	// avX = sqrt(Σx²/32) (sqrtf, correctly rounded like the reference's float64
+	// square root rounded to float32).
+	MOVL         $0x42000000, AX
+	VPBROADCASTD AX, Z3
+	VDIVPS       Z3, Z18, Z18
+	VSQRTPS      Z18, Z18
+
+	// Pass 2: w = avX + |x| into rows; Σw (Z19) and Σw·x (Z21) from row 0 on.
+	LEAQ    T_XT(R8), DI
+	VMOVUPS (DI), Z3
+	VPANDD  Z23, Z3, Z4
+	VADDPS  Z4, Z18, Z4
+	VMOVUPS Z4, T_WT(DI)
+	VPANDD  Z22, Z4, Z5
+	VPCMPEQD Z22, Z5, K1
+	KORW    K1, K5, K5
+	VMOVAPS Z4, Z19
+	VMULPS  Z3, Z4, Z21
+	ADDQ    $64, DI
+	MOVQ    $31, CX
+
+tweights:
+	VMOVUPS  (DI), Z3
+	VPANDD   Z23, Z3, Z4
+	VADDPS   Z4, Z18, Z4
+	VMOVUPS  Z4, T_WT(DI)
+	VPANDD   Z22, Z4, Z5
+	VPCMPEQD Z22, Z5, K1
+	KORW     K1, K5, K5
+	VADDPS   Z4, Z19, Z19
+	VMULPS   Z3, Z4, Z5
+	VADDPS   Z5, Z21, Z21
+	ADDQ     $64, DI
+	DECQ     CX
+	JNZ      tweights
+	KORTESTW K5, K5
+	JNZ      tfail
+	VMOVAPS  Z19, Z18
+	VMOVAPS  Z21, Z19
 
 	// min > 0 → 0; live = max ≠ min; iscale = nmax/(max − min), sc = 1/iscale.
 	VPXORD    Z9, Z9, Z9
@@ -596,6 +635,12 @@ tnext:
 	JMP  tstep
 
 tdone:
+	MOVB $1, ret+40(FP)
+	VZEROUPPER
+	RET
+
+tfail:
+	MOVB $0, ret+40(FP)
 	VZEROUPPER
 	RET
 

@@ -26,6 +26,11 @@ func TestKQuantPairUsed(t *testing.T) {
 	if quantizeQ45KPair(y, 144, x, 15) {
 		t.Fatal("quantizeQ45KPair took a block holding +Inf")
 	}
+	// Finite, but x² overflows, so the group's weights are infinite.
+	x[300] = 3e37
+	if quantizeQ45KPair(y, 144, x, 15) {
+		t.Fatal("quantizeQ45KPair took a group whose weights are infinite")
+	}
 }
 
 // TestQ6FitsVariants compares both vectorized Q6_K fits, AVX2 and AVX-512 (where
