@@ -382,6 +382,13 @@ TEXT ·kqFit512(SB), NOSPLIT, $0-41
 	MOVL         $0x7fffffff, AX
 	VPBROADCASTD AX, Z23
 	VMOVDQU32    kqIdx<>(SB), Z20
+	// nearest_int and the clamp on the float bits: (v & 0x7fffff) | 0x4b000000 is
+	// 2²³ + the masked bits, so clamping it between 1.5·2²³ + lo and 1.5·2²³ + hi
+	// and subtracting 1.5·2²³ gives float(clamp(nearest_int, lo, hi)) exactly.
+	MOVL         $0x4B000000, AX
+	VPBROADCASTD AX, Z24
+	VPADDD       Z11, Z14, Z25
+	VPADDD       Z11, Z10, Z26
 
 	// Pass 1: x into rows; min (Z16, from +∞), max (Z17, from −∞), Σx² (Z18);
 	// K5 marks lanes holding an infinity or a NaN.
@@ -481,12 +488,11 @@ tfirst:
 	VSUBPS    Z16, Z3, Z3
 	VMOVUPS   Z3, (SI)
 	VMULPS    Z3, Z15, Z3
-	VADDPS    Z11, Z3, Z3
-	VPANDD    Z12, Z3, Z3
-	VPSUBD    Z13, Z3, Z3
-	VPMAXSD   Z14, Z3, Z3
-	VPMINSD   Z10, Z3, Z3
-	VCVTDQ2PS Z3, Z3
+	VADDPS     Z11, Z3, Z3
+	VPTERNLOGD $0xea, Z24, Z12, Z3
+	VMAXPS     Z25, Z3, Z3
+	VMINPS     Z26, Z3, Z3
+	VSUBPS     Z11, Z3, Z3
 	VMOVUPS   Z3, (DI)
 	ADDQ      $64, DX
 	ADDQ      $64, SI
@@ -536,12 +542,11 @@ tstep:
 
 tlev:
 	VMULPS    (SI), Z15, Z3
-	VADDPS    Z11, Z3, Z3
-	VPANDD    Z12, Z3, Z3
-	VPSUBD    Z13, Z3, Z3
-	VPMAXSD   Z14, Z3, Z3
-	VPMINSD   Z10, Z3, Z3
-	VCVTDQ2PS Z3, Z3
+	VADDPS     Z11, Z3, Z3
+	VPTERNLOGD $0xea, Z24, Z12, Z3
+	VMAXPS     Z25, Z3, Z3
+	VMINPS     Z26, Z3, Z3
+	VSUBPS     Z11, Z3, Z3
 	VMOVUPS   Z3, (DI)
 	VMULPS    (BX), Z3, Z4
 	VADDPS    Z4, Z0, Z0
@@ -772,6 +777,13 @@ TEXT ·kqx512(SB), NOSPLIT, $0-52
 	MOVL         $0x7fffffff, AX
 	VPBROADCASTD AX, Z22
 	VMOVDQU32    q6Idx<>(SB), Z20
+	// nearest_int and the clamp on the float bits: (v & 0x7fffff) | 0x4b000000 is
+	// 2²³ + the masked bits, so clamping it between 1.5·2²³ + lo and 1.5·2²³ + hi
+	// and subtracting 1.5·2²³ gives float(clamp(nearest_int, lo, hi)) exactly.
+	MOVL         $0x4B000000, AX
+	VPBROADCASTD AX, Z24
+	VPADDD       Z11, Z14, Z25
+	VPADDD       Z11, Z10, Z26
 
 	// Gather rows: x, w (qw or x·x), w·x; the largest magnitude (Z17, its element
 	// Z16).
@@ -824,12 +836,11 @@ uw:
 
 ufirst:
 	VMULPS    (SI), Z15, Z3
-	VADDPS    Z11, Z3, Z3
-	VPANDD    Z12, Z3, Z3
-	VPSUBD    Z13, Z3, Z3
-	VPMAXSD   Z14, Z3, Z3
-	VPMINSD   Z10, Z3, Z3
-	VCVTDQ2PS Z3, Z3
+	VADDPS     Z11, Z3, Z3
+	VPTERNLOGD $0xea, Z24, Z12, Z3
+	VMAXPS     Z25, Z3, Z3
+	VMINPS     Z26, Z3, Z3
+	VSUBPS     Z11, Z3, Z3
 	VMOVUPS   Z3, (DI)
 	VMULPS    U_WX(SI), Z3, Z4
 	VADDPS    Z4, Z0, Z0
@@ -863,12 +874,11 @@ ustep:
 
 ulev:
 	VMULPS    (SI), Z15, Z3
-	VADDPS    Z11, Z3, Z3
-	VPANDD    Z12, Z3, Z3
-	VPSUBD    Z13, Z3, Z3
-	VPMAXSD   Z14, Z3, Z3
-	VPMINSD   Z10, Z3, Z3
-	VCVTDQ2PS Z3, Z3
+	VADDPS     Z11, Z3, Z3
+	VPTERNLOGD $0xea, Z24, Z12, Z3
+	VMAXPS     Z25, Z3, Z3
+	VMINPS     Z26, Z3, Z3
+	VSUBPS     Z11, Z3, Z3
 	VMOVUPS   Z3, (DI)
 	VMULPS    U_WX(SI), Z3, Z4
 	VADDPS    Z4, Z0, Z0
