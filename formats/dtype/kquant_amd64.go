@@ -14,12 +14,14 @@ import (
 // the group with running float32 sums; that search is nearly all of the time of
 // quantizing Q4_K, Q5_K and Q6_K. The sums must be taken in ggml's order, element
 // after element, so the vectorized fits below do not split a group across lanes:
-// each of the eight AVX2 lanes runs one whole group (lane j = group j of a Q4_K/Q5_K
-// block, or of one half of a Q6_K block), through exactly the scalar reference's
-// operations, each rounded on its own. The per-group bookkeeping between passes
-// (least-squares solves, comparisons, keeping the best levels) stays in Go, written
-// as in the reference. A block holding a NaN or an infinity goes to the reference,
-// whose behaviour on those is ggml's by emulation and not worth a second copy.
+// each lane runs one whole group, through exactly the scalar reference's operations,
+// each rounded on its own. With AVX-512 there are sixteen lanes: the sixteen groups
+// of two Q4_K/Q5_K blocks (quantizeQ45KPair) or of one Q6_K block (q6Fits512), with
+// the whole search in assembly. With AVX2 there are eight: the groups of a Q4_K/Q5_K
+// block (kGroupFits, the candidate loop in assembly) or of half a Q6_K block
+// (q6FitsAVX2, the bookkeeping between passes in Go, written as in the reference).
+// A block holding a NaN or an infinity goes to the reference, whose behaviour on
+// those is ggml's by emulation and not worth a second copy.
 
 var haveKAsm = cpu.X86.HasAVX2
 
