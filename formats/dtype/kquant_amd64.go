@@ -143,12 +143,12 @@ type kqState16 struct {
 	live                         uint16           // bit j set where lane j searches
 }
 
-// kqFit512 runs make_qkx2_quants on the sixteen groups of two blocks with
-// kWeights' weights; false where the input or a weight is not finite (see
-// kquant_amd64.s).
+// kqFit512 runs make_qkx2_quants on the sixteen groups of two blocks with the
+// weights w, or kWeights' where w is nil; false where the input or a weight is not
+// finite (see kquant_amd64.s).
 //
 //go:noescape
-func kqFit512(s *kqState16, x, nums *float32, steps, nmax int) bool
+func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int) bool
 
 // kqRequant512 sets K-quants' final levels from the rounded group scales (see
 // kquant_amd64.s).
@@ -156,11 +156,12 @@ func kqFit512(s *kqState16, x, nums *float32, steps, nmax int) bool
 //go:noescape
 func kqRequant512(x, d, dm *float32, L *uint8, groups, per, lo, hi, off int)
 
-// kPairFits is kGroupFitsGo, with kWeights' weights, on two consecutive blocks at
-// once (x[0:512]), the sixteen groups in AVX-512 lanes: scales and mins 0–7 are the
-// first block's, 8–15 the second's. The levels stay in s (kPairLevels reads them).
-// It reports false where AVX-512 is missing or the input or a weight is not finite.
-func kPairFits(s *kqState16, x []float32, scales, mins *[16]float32, nmax int32, rmin, rdelta float32, nstep int32) bool {
+// kPairFits is kGroupFitsGo on two consecutive blocks at once (x[0:512]), with the
+// weights w (nil: kWeights'), the sixteen groups in AVX-512 lanes: scales and mins
+// 0–7 are the first block's, 8–15 the second's. The levels stay in s (kPairLevels
+// reads them). It reports false where AVX-512 is missing or the input or a weight is
+// not finite.
+func kPairFits(s *kqState16, x []float32, w *[2 * qkK]float32, scales, mins *[16]float32, nmax int32, rmin, rdelta float32, nstep int32) bool {
 	if !haveK512 || nstep < 1 || nstep >= 64 {
 		return false
 	}
@@ -168,7 +169,11 @@ func kPairFits(s *kqState16, x []float32, scales, mins *[16]float32, nmax int32,
 	for is := range nstep + 1 {
 		nums[is] = rmin + float32(rdelta*float32(is)) + float32(nmax)
 	}
-	if !kqFit512(s, &x[:2*qkK][0], &nums[0], int(nstep+1), int(nmax)) {
+	var wp *float32
+	if w != nil {
+		wp = &w[0]
+	}
+	if !kqFit512(s, &x[:2*qkK][0], wp, &nums[0], int(nstep+1), int(nmax)) {
 		return false
 	}
 	for j := range 16 {
@@ -227,7 +232,7 @@ func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool {
 	if nmax == 31 {
 		rmin, nstep = -0.5, 15
 	}
-	if !kPairFits(&s, x, &scales, &mins, nmax, rmin, 0.1, nstep) {
+	if !kPairFits(&s, x, nil, &scales, &mins, nmax, rmin, 0.1, nstep) {
 		return false
 	}
 	kPackScales(y[:bb], (*[8]float32)(scales[:8]), (*[8]float32)(mins[:8]))
@@ -240,6 +245,33 @@ func quantizeQ45KPair(y []byte, bb int, x []float32, nmax int32) bool {
 		} else {
 			packQ5K(yh, Lh)
 		}
+	}
+	return true
+}
+
+// quantizeKImplPair is quantizeKImpl (no reference fits) on two consecutive blocks,
+// x[0:256] with the importances qw0 into y[0:bb] and x[256:512] with qw1 into
+// y[bb:2bb], the sixteen group fits in AVX-512 lanes (kPairFits). It reports false,
+// writing nothing, where there is no such fit (other CPUs, non-finite input or
+// weights); the caller then quantizes the blocks one by one.
+func quantizeKImplPair(y []byte, bb int, x, qw0, qw1 []float32, nmax int32) bool {
+	var (
+		s              kqState16
+		w              [2 * qkK]float32
+		L              [2 * qkK]uint8
+		sw, mins, scls [16]float32
+	)
+	importanceWeights(w[:qkK], sw[:8], x[:qkK], qw0)
+	importanceWeights(w[qkK:], sw[8:], x[qkK:2*qkK], qw1)
+	if !kPairFits(&s, x, &w, &scls, &mins, nmax, -0.9, 0.05, 36) {
+		return false
+	}
+	for j := range 16 {
+		kPairLevels(&s, j, L[32*j:32*j+32])
+	}
+	for h := range 2 {
+		kImplFinish(y[h*bb:(h+1)*bb], x[h*qkK:(h+1)*qkK], (*[qkK]uint8)(L[h*qkK:]),
+			(*[8]float32)(scls[8*h:]), (*[8]float32)(mins[8*h:]), (*[8]float32)(sw[8*h:]), nmax)
 	}
 	return true
 }

@@ -353,22 +353,23 @@ DATA kqIdx<>+56(SB)/4, $448
 DATA kqIdx<>+60(SB)/4, $480
 GLOBL kqIdx<>(SB), RODATA|NOPTR, $64
 
-// func kqFit512(s *kqState16, x, nums *float32, steps, nmax int) bool
+// func kqFit512(s *kqState16, x, w, nums *float32, steps, nmax int) bool
 //
 // make_qkx2_quants (useMAD false) for the sixteen groups of 32 of x[0:512] (two
 // blocks), lane j = group j, with AVX-512's sixteen lanes so that one instruction
 // serves two blocks. Each lane makes the scalar reference's operations in its order:
 // the set-up (x gathered into rows; min, max and Σx² element after element; the
-// weights rms + |x| of kWeights; Σw and Σw·x element after element; min ≤ 0; live
+// weights w[0:512], or where w is nil the weights rms + |x| of kWeights; Σw and Σw·x
+// element after element; min ≤ 0; live
 // where max ≠ min; the first candidate nmax/(max − min) with its levels in lbest and
 // its error in best), then the steps candidates of kqSearchAVX2. It reports false,
 // having stopped early, where x or a weight is not finite.
-TEXT ·kqFit512(SB), NOSPLIT, $0-41
+TEXT ·kqFit512(SB), NOSPLIT, $0-49
 	MOVQ s+0(FP), R8
 	MOVQ x+8(FP), SI
-	MOVQ nums+16(FP), R9
-	MOVQ steps+24(FP), R10
-	MOVQ nmax+32(FP), AX
+	MOVQ nums+24(FP), R9
+	MOVQ steps+32(FP), R10
+	MOVQ nmax+40(FP), AX
 	VPBROADCASTD AX, Z10
 	MOVL         $0x4B400000, AX
 	VPBROADCASTD AX, Z11
@@ -426,19 +427,26 @@ tgather:
 	VDIVPS       Z3, Z18, Z18
 	VSQRTPS      Z18, Z18
 
-	// Pass 2: w = avX + |x| into rows; Σw (Z19) and Σw·x (Z21) from row 0 on.
-	LEAQ    T_XT(R8), DI
-	VMOVUPS (DI), Z3
-	VPANDD  Z23, Z3, Z4
-	VADDPS  Z4, Z18, Z4
-	VMOVUPS Z4, T_WT(DI)
-	VPANDD  Z22, Z4, Z5
-	VPCMPEQD Z22, Z5, K1
-	KORW    K1, K5, K5
-	VMOVAPS Z4, Z19
-	VMULPS  Z3, Z4, Z21
-	ADDQ    $64, DI
-	MOVQ    $31, CX
+	// Pass 2: the weights into rows: w's (gathered) when w is not nil, else
+	// avX + |x|; K5 marks lanes where one is infinite or NaN.
+	MOVQ  w+16(FP), DX
+	LEAQ  T_XT(R8), DI
+	MOVQ  $32, CX
+	TESTQ DX, DX
+	JZ    tweights
+
+tgivenw:
+	KXNORW     K1, K1, K1
+	VGATHERDPS (DX)(Z20*4), K1, Z4
+	VMOVUPS    Z4, T_WT(DI)
+	VPANDD     Z22, Z4, Z5
+	VPCMPEQD   Z22, Z5, K1
+	KORW       K1, K5, K5
+	ADDQ       $4, DX
+	ADDQ       $64, DI
+	DECQ       CX
+	JNZ        tgivenw
+	JMP        twdone
 
 tweights:
 	VMOVUPS  (DI), Z3
@@ -448,16 +456,29 @@ tweights:
 	VPANDD   Z22, Z4, Z5
 	VPCMPEQD Z22, Z5, K1
 	KORW     K1, K5, K5
-	VADDPS   Z4, Z19, Z19
-	VMULPS   Z3, Z4, Z5
-	VADDPS   Z5, Z21, Z21
 	ADDQ     $64, DI
 	DECQ     CX
 	JNZ      tweights
+
+twdone:
 	KORTESTW K5, K5
 	JNZ      tfail
-	VMOVAPS  Z19, Z18
-	VMOVAPS  Z21, Z19
+
+	// Σw (Z18) and Σw·x (Z19), from row 0 on, element after element.
+	LEAQ    T_XT(R8), DI
+	VMOVUPS T_WT(DI), Z18
+	VMULPS  (DI), Z18, Z19
+	ADDQ    $64, DI
+	MOVQ    $31, CX
+
+tsums:
+	VMOVUPS T_WT(DI), Z4
+	VADDPS  Z4, Z18, Z18
+	VMULPS  (DI), Z4, Z5
+	VADDPS  Z5, Z19, Z19
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     tsums
 
 	// min > 0 → 0; live = max ≠ min; iscale = nmax/(max − min), sc = 1/iscale.
 	VPXORD    Z9, Z9, Z9
@@ -640,12 +661,12 @@ tnext:
 	JMP  tstep
 
 tdone:
-	MOVB $1, ret+40(FP)
+	MOVB $1, ret+48(FP)
 	VZEROUPPER
 	RET
 
 tfail:
-	MOVB $0, ret+40(FP)
+	MOVB $0, ret+48(FP)
 	VZEROUPPER
 	RET
 
