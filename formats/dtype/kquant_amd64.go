@@ -134,7 +134,7 @@ func kGroupFits(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]fl
 	}
 }
 
-// kqState16 is what kqSearch512 works on: sixteen lanes (lane j = group j of two
+// kqState16 is what kqFit512 works on: sixteen lanes (lane j = group j of two
 // consecutive blocks), rows of 16. Its layout is fixed by the T_* offsets in
 // kquant_amd64.s.
 type kqState16 struct {

@@ -318,7 +318,7 @@ sdone:
 	VZEROUPPER
 	RET
 
-// The state kqSearch512 works on, laid out as kqState16 in kquant_amd64.go: the
+// The state kqFit512 works on, laid out as kqState16 in kquant_amd64.go: the
 // rows hold 16 lanes (lane j = group j of two consecutive blocks).
 #define T_XT 0
 #define T_WT 2048
