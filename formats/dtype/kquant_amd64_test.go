@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // TestKQuantPairUsed makes sure that on a CPU with AVX-512 the two-block Q4_K/Q5_K
@@ -92,5 +93,40 @@ func TestQ6FitsVariants(t *testing.T) {
 	}
 	if checked < 2*len(variants)*2000 {
 		t.Fatalf("only %d comparisons", checked)
+	}
+}
+
+// TestKQuantStateLayout pins the Go state structs to the offsets the assembly uses
+// (the T_* and U_* constants in kquant_amd64.s).
+func TestKQuantStateLayout(t *testing.T) {
+	var s kqState16
+	var q q6State
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"kqState16.wt", unsafe.Offsetof(s.wt), 2048},
+		{"kqState16.xm", unsafe.Offsetof(s.xm), 4096},
+		{"kqState16.laux", unsafe.Offsetof(s.laux), 6144},
+		{"kqState16.lbest", unsafe.Offsetof(s.lbest), 8192},
+		{"kqState16.hi", unsafe.Offsetof(s.hi), 10240},
+		{"kqState16.sumW", unsafe.Offsetof(s.sumW), 10304},
+		{"kqState16.sumX", unsafe.Offsetof(s.sumX), 10368},
+		{"kqState16.sc", unsafe.Offsetof(s.sc), 10432},
+		{"kqState16.mn", unsafe.Offsetof(s.mn), 10496},
+		{"kqState16.best", unsafe.Offsetof(s.best), 10560},
+		{"kqState16.live", unsafe.Offsetof(s.live), 10624},
+		{"q6State.w", unsafe.Offsetof(q.w), 1024},
+		{"q6State.wx", unsafe.Offsetof(q.wx), 2048},
+		{"q6State.laux", unsafe.Offsetof(q.laux), 3072},
+		{"q6State.lbest", unsafe.Offsetof(q.lbest), 4096},
+		{"q6State.mx", unsafe.Offsetof(q.mx), 5120},
+		{"q6State.sc", unsafe.Offsetof(q.sc), 5184},
+		{"q6State.best", unsafe.Offsetof(q.best), 5248},
+		{"q6State.live", unsafe.Offsetof(q.live), 5312},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s at %d, the assembly expects %d", c.name, c.got, c.want)
+		}
 	}
 }
