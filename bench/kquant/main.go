@@ -7,13 +7,23 @@
 //	go run bench/kquant/main.go; go run -tags purego bench/kquant/main.go
 //
 // Thread CPU time rather than wall time, so that other jobs on the machine matter less.
+//
+// With -data FILE it also writes its input (little-endian float32) there, and with
+// -types it times only the listed types: bench/kquant_peer.sh uses both to time ggml's
+// own reference quantizers on the same floats, side by side.
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +37,9 @@ func cpu() time.Duration {
 }
 
 func main() {
+	data := flag.String("data", "", "also write the input floats (little-endian float32) to this file")
+	types := flag.String("types", "q8_0,q4_k,q5_k,q6_k", "the types to time, comma-separated")
+	flag.Parse()
 	runtime.LockOSThread()
 	const n = 1 << 20
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -34,8 +47,22 @@ func main() {
 	for i := range src {
 		src[i] = float32(rng.NormFloat64())
 	}
+	if *data != "" {
+		raw := make([]byte, 4*n)
+		for i, v := range src {
+			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+		}
+		if err := os.WriteFile(*data, raw, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	want := strings.Split(strings.ToLower(*types), ",")
 	back := make([]float32, n)
 	for _, d := range []dtype.DType{dtype.Q8_0, dtype.Q4_K, dtype.Q5_K, dtype.Q6_K} {
+		if !slices.Contains(want, strings.ToLower(d.String())) {
+			continue
+		}
 		dst := make([]byte, d.Bytes(n))
 		t0 := cpu()
 		for range 3 {
@@ -47,7 +74,8 @@ func main() {
 			dtype.Decode(back, dst, d)
 		}
 		td := (cpu() - t0) / 10
-		fmt.Printf("%s encode %.2f ns/elem, decode %.2f ns/elem (thread CPU time)\n", d, float64(te)/n, float64(td)/n)
+		sum := sha256.Sum256(dst)
+		fmt.Printf("%s encode %.2f ns/elem, decode %.2f ns/elem (thread CPU time) sha256 %x\n", d, float64(te)/n, float64(td)/n, sum[:8])
 		if dtype.ImportanceTypes(d) {
 			qw := make([]float32, 4096) // rows of 4,096 columns, importance spread over decades
 			for i := range qw {

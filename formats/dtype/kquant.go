@@ -458,19 +458,25 @@ func kFit(x []float32, w *[qkK]float32, L *[qkK]uint8, scales, mins *[8]float32,
 }
 
 // kFitGroups fits the eight groups of a Q4_K or Q5_K block (with kGroupFitsGo if ref,
-// else with kGroupFits, its faster twin where there is one) and packs the
-// group scales and mins to six bits each under F16 d and dmin (y[0:4]) into the 12
-// scale bytes y[4:16], the get_scale_min_k4 way. L gets the levels of the fit.
+// else with kGroupFits, its faster twin where there is one) and packs the group
+// scales and mins (kPackScales). L gets the levels of the fit.
 func kFitGroups(y []byte, x []float32, L *[qkK]uint8, nmax int32, rmin float32, nstep int32, ref bool) {
 	var (
-		w              [qkK]float32
-		mins, scales   [8]float32
-		maxScale, maxM float32
+		w            [qkK]float32
+		mins, scales [8]float32
 	)
 	for j := range 8 {
 		kWeights(w[32*j:32*j+32], x[32*j:32*j+32])
 	}
 	kFit(x, &w, L, &scales, &mins, nmax, rmin, 0.1, nstep, ref)
+	kPackScales(y, &scales, &mins)
+}
+
+// kPackScales packs a Q4_K or Q5_K block's eight group scales and mins to six bits
+// each under F16 d and dmin (y[0:4]) into the 12 scale bytes y[4:16], the
+// get_scale_min_k4 way.
+func kPackScales(y []byte, scales, mins *[8]float32) {
+	var maxScale, maxM float32
 	for j := range 8 {
 		if scales[j] > maxScale {
 			maxScale = scales[j]
@@ -629,13 +635,18 @@ func quantizeQ6KBy(y []byte, x, qw []float32, ref bool) {
 		sc[ib] = byte(int8(min(127, nearestInt(float32(iscale*scales[ib])))))
 	}
 	dAll := F16ToFloat32(le.Uint16(y[208:]))
+	var d [16]float32
 	for j := range 16 {
-		d := float32(dAll * float32(int8(sc[j])))
-		if d == 0 {
-			continue
-		}
-		for ii := range 16 {
-			L[16*j+ii] = int8(clampInt(nearestInt(x[16*j+ii]/d), -32, 31) + 32)
+		d[j] = float32(dAll * float32(int8(sc[j])))
+	}
+	if ref || !q6Requantize(x, &d, &L) {
+		for j := range 16 {
+			if d[j] == 0 {
+				continue
+			}
+			for ii := range 16 {
+				L[16*j+ii] = int8(clampInt(nearestInt(x[16*j+ii]/d[j]), -32, 31) + 32)
+			}
 		}
 	}
 	ql, qh := y[:128], y[128:192]

@@ -44,8 +44,26 @@ func EncodeImportance(dst []byte, src []float32, d DType, qw []float32, col int)
 		return fmt.Errorf("dtype: importance of %d columns does not fit rows of %s blocks from column %d", len(qw), d, col)
 	}
 	bb := int(d.Bytes(qkK))
+	next := func(c int) int {
+		if c += qkK; c == len(qw) {
+			return 0
+		}
+		return c
+	}
 	for b := 0; b < n/qkK; b++ {
 		y, x, w := dst[b*bb:(b+1)*bb], src[b*qkK:(b+1)*qkK], qw[col:col+qkK]
+		if (d == Q4_K || d == Q5_K) && b+1 < n/qkK {
+			// Two blocks at once where the CPU can (quantizeKImplPair).
+			nmax, c2 := int32(15), next(col)
+			if d == Q5_K {
+				nmax = 31
+			}
+			if quantizeKImplPair(dst[b*bb:(b+2)*bb], bb, src[b*qkK:(b+2)*qkK], w, qw[c2:c2+qkK], nmax) {
+				b++
+				col = next(c2)
+				continue
+			}
+		}
 		switch d {
 		case Q2_K:
 			quantizeQ2KImpl(y, x, w)
@@ -58,9 +76,7 @@ func EncodeImportance(dst []byte, src []float32, d DType, qw []float32, col int)
 		case Q6_K:
 			quantizeQ6KBy(y, x, w, false)
 		}
-		if col += qkK; col == len(qw) {
-			col = 0
-		}
+		col = next(col)
 	}
 	return nil
 }
@@ -72,10 +88,17 @@ func quantizeKImpl(y []byte, x, qw []float32, nmax int32, ref bool) {
 		L              [qkK]uint8
 		w              [qkK]float32
 		sw, mins, scls [8]float32
-		Ls, Lm         [8]uint8
 	)
 	importanceWeights(w[:], sw[:], x, qw)
 	kFit(x, &w, &L, &scls, &mins, nmax, -0.9, 0.05, 36, ref)
+	kImplFinish(y, x, &L, &scls, &mins, &sw, nmax)
+}
+
+// kImplFinish is the end of quantize_row_q4_K_impl/_q5_K_impl for one block, after
+// the group fits (levels L, scales scls, mins, group importances sw): the group
+// scales and mins quantized by make_qp_quants, the final levels, the packing.
+func kImplFinish(y []byte, x []float32, L *[qkK]uint8, scls, mins, sw *[8]float32, nmax int32) {
+	var Ls, Lm [8]uint8
 	dBlock := makeQPQuants(63, scls[:], Ls[:], sw[:])
 	mBlock := makeQPQuants(63, mins[:], Lm[:], sw[:])
 	s := y[4:16]
@@ -91,11 +114,11 @@ func quantizeKImpl(y []byte, x, qw []float32, nmax int32, ref bool) {
 	}
 	putF16(y, kF16(dBlock))
 	putF16(y[2:], kF16(mBlock))
-	kRequantize(y, x, &L, nmax)
+	kRequantize(y, x, L, nmax)
 	if nmax == 15 {
-		packQ4K(y, &L)
+		packQ4K(y, L)
 	} else {
-		packQ5K(y, &L)
+		packQ5K(y, L)
 	}
 }
 

@@ -152,6 +152,34 @@ func TestImportanceFitsMatchGo(t *testing.T) {
 		if bad > 0 {
 			t.Errorf("%s: %d blocks differ", d, bad)
 		}
+		// EncodeImportance quantizes Q4_K and Q5_K two blocks at a time where it can
+		// (quantizeKImplPair); starting one block in gives an odd count and pairs that
+		// straddle the rows' end, where the columns wrap.
+		for _, skip := range []int{0, 1} {
+			in := xs[skip*qkK:]
+			all := make([]byte, d.Bytes(int64(len(in))))
+			if err := EncodeImportance(all, in, d, qw, skip*qkK); err != nil {
+				t.Fatal(err)
+			}
+			bad = 0
+			for b := 0; b < len(in)/qkK; b++ {
+				x, w := in[b*qkK:(b+1)*qkK], qw[(b+skip)%2*qkK:((b+skip)%2+1)*qkK]
+				if d == Q6_K {
+					quantizeQ6KBy(want, x, w, true)
+				} else {
+					quantizeKImpl(want, x, w, int32(map[DType]int{Q4_K: 15, Q5_K: 31}[d]), true)
+				}
+				if !bytes.Equal(all[b*bb:(b+1)*bb], want) {
+					if bad == 0 {
+						t.Errorf("%s EncodeImportance from block %d, block %d: %x, reference %x", d, skip, b, all[b*bb:(b+1)*bb], want)
+					}
+					bad++
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%s EncodeImportance from block %d: %d blocks differ", d, skip, bad)
+			}
+		}
 	}
 }
 

@@ -425,6 +425,27 @@ func TestKQuantFitsMatchGo(t *testing.T) {
 		if bad > 0 {
 			t.Errorf("%s: %d blocks differ", tc.d, bad)
 		}
+		// Encode quantizes Q4_K and Q5_K two blocks at a time where it can
+		// (quantizeQ45KPair); an odd count leaves one block for the single path.
+		for _, xs := range [][]float32{xs, xs[qkK:]} {
+			all := make([]byte, tc.d.Bytes(int64(len(xs))))
+			if err := Encode(all, xs, tc.d); err != nil {
+				t.Fatal(err)
+			}
+			bad = 0
+			for b := 0; b < len(xs)/qkK; b++ {
+				tc.ref(want, xs[b*qkK:(b+1)*qkK])
+				if !bytes.Equal(all[b*bb:(b+1)*bb], want) {
+					if bad == 0 {
+						t.Errorf("%s block %d of %d, Encode: %x, reference %x", tc.d, b, len(xs)/qkK, all[b*bb:(b+1)*bb], want)
+					}
+					bad++
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%s Encode: %d blocks differ", tc.d, bad)
+			}
+		}
 	}
 }
 
@@ -456,4 +477,58 @@ func BenchmarkEncodeKRef(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzKQuantFits is the differential fuzzer of the vectorized K-quant paths: the
+// fuzzer's bytes, read as little-endian float32 (any bits: NaN, infinities,
+// subnormals) and repeated to fill two blocks, are quantized by Encode (on amd64 the
+// AVX-512 two-block Q4_K/Q5_K path and Q6_K path, or AVX2) and block by block by the
+// Go reference, for Q4_K, Q5_K and Q6_K; the bytes must be equal.
+func FuzzKQuantFits(f *testing.F) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	seed := func(vals ...float32) {
+		b := make([]byte, 4*len(vals))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+		f.Add(b)
+	}
+	gauss := make([]float32, 2*qkK)
+	for i := range gauss {
+		gauss[i] = float32(rng.NormFloat64())
+	}
+	seed(gauss...)
+	seed(0, 1, -1, 0.5, 3e38, 1e-40, -2, 7)
+	seed(1, 1, 1, 1)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) < 4 {
+			return
+		}
+		n := len(raw) / 4
+		x := make([]float32, 2*qkK)
+		for i := range x {
+			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*(i%n):]))
+		}
+		for _, tc := range []struct {
+			d   DType
+			ref func(y []byte, x []float32)
+		}{
+			{Q4_K, func(y []byte, x []float32) { quantizeQ4KBy(y, x, true) }},
+			{Q5_K, func(y []byte, x []float32) { quantizeQ5KBy(y, x, true) }},
+			{Q6_K, func(y []byte, x []float32) { quantizeQ6KBy(y, x, nil, true) }},
+		} {
+			bb := int(tc.d.Bytes(qkK))
+			got := make([]byte, 2*bb)
+			if err := Encode(got, x, tc.d); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, bb)
+			for b := range 2 {
+				tc.ref(want, x[b*qkK:(b+1)*qkK])
+				if !bytes.Equal(got[b*bb:(b+1)*bb], want) {
+					t.Fatalf("%s block %d: Encode %x, reference %x\n  in %v", tc.d, b, got[b*bb:(b+1)*bb], want, x[b*qkK:(b+1)*qkK])
+				}
+			}
+		}
+	})
 }

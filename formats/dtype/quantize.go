@@ -103,6 +103,15 @@ func encodeKBlocks(dst []byte, src []float32, d DType) {
 		q = quantizeQ6K
 	}
 	bb := info[d].bytes
+	if d == Q4_K || d == Q5_K {
+		nmax := int32(15)
+		if d == Q5_K {
+			nmax = 31
+		}
+		for len(src) >= 2*qkK && quantizeQ45KPair(dst[:2*bb], bb, src[:2*qkK], nmax) {
+			src, dst = src[2*qkK:], dst[2*bb:]
+		}
+	}
 	for len(src) > 0 {
 		q(dst[:bb], src[:qkK])
 		src, dst = src[qkK:], dst[bb:]
