@@ -333,7 +333,7 @@ const (
 	exactKeys   = 1 << 20
 	sampleEvery = 16
 	samplesPer  = merge.ChunkElems / sampleEvery
-	block       = 1024 // elements per inner block: the task vectors stay in L1
+	block       = 1024 // elements per inner block: its inputs stay in L1
 )
 
 // tensorState accumulates one tensor's statistics while its chunks run.
@@ -359,10 +359,9 @@ func statsLayout(models int) (n, pairs int) {
 }
 
 type chunkScratch struct {
-	tau  [][]float32 // per model, one block
-	hist [][]uint32  // per model, histBins, zero between uses
-	lo   []int       // per model, the lowest bin the chunk touched
-	hi   []int       // and the highest
+	hist [][]uint32 // per model, histBins, zero between uses
+	lo   []int      // per model, the lowest bin the chunk touched
+	hi   []int      // and the highest
 }
 
 // newScratchPool makes a run's pool of chunk scratch for this many models.
@@ -370,7 +369,6 @@ func newScratchPool(models int) *sync.Pool {
 	return &sync.Pool{New: func() any {
 		s := &chunkScratch{}
 		for range models {
-			s.tau = append(s.tau, make([]float32, block))
 			s.hist = append(s.hist, make([]uint32, histBins))
 		}
 		s.lo, s.hi = make([]int, models), make([]int, models)
@@ -426,7 +424,7 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	sc := st.pool.Get().(*chunkScratch)
 	defer st.pool.Put(sc)
 	acc := st.partial[pos.Index*int64(st.nStats) : (pos.Index+1)*int64(st.nStats)]
-	chunkSums(acc, in, sc, st.models, !st.sampled)
+	chunkSums(acc, in, st.models)
 	st.keep(in, pos, sc)
 	st.mu.Lock()
 	for i, h := range sc.hist {
@@ -438,80 +436,49 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	}
 }
 
-// chunkSums adds a chunk's sums to acc (statsLayout) and, with hist, every element's
-// magnitude to sc.hist.
-// It works in blocks that stay in L1, and its float64 sums run on four accumulators
-// (a fixed order, so the bits do not depend on scheduling) rather than one long
-// chain of dependent additions.
-func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int, hist bool) {
+// chunkSums adds a chunk's sums to acc (statsLayout), a block of elements at a time
+// (the block's inputs stay in L1): one pass over each pair of models (for a single
+// model, over it and itself), which makes the base's, both models' and the pair's
+// sums on lanes of a fixed order (pairLanes), so that the bits do not depend on
+// scheduling. Each of acc's sums gets one addition per block, in block order. With
+// two models, the usual report, every element is read once.
+func chunkSums(acc []float64, in [][]float32, models int) {
 	base := in[0]
 	n := len(base)
-	for i := range models {
-		sc.lo[i], sc.hi[i] = 0, histBins-1
-	}
 	for off := 0; off < n; off += block {
 		end := min(off+block, n)
 		b := base[off:end]
-		acc[0] += dot4(b, b)
-		for i := range models {
-			m := in[1+i][off:end]
-			tau, h := sc.tau[i][:len(b)], sc.hist[i]
-			if hist {
-				for j, v := range m {
-					t := v - b[j]
-					tau[j] = t
-					h[magKey(t)]++
-				}
-			} else {
-				for j, v := range m {
-					tau[j] = v - b[j]
-				}
-			}
-			acc[1+i] += dot4(tau, tau)
+		if models == 1 {
+			var l pairLanes
+			m := in[1][off:end]
+			addPair(b, m, m, &l)
+			acc[0] += lanesSum(&l.base)
+			acc[1] += lanesSum(&l.sqA)
+			continue
 		}
 		p := 0
 		for i := range models {
 			for k := i + 1; k < models; k++ {
-				ta, tb := sc.tau[i][:len(b)], sc.tau[k][:len(b)]
-				var conflict, both uint32
-				for j, x := range ta {
-					// Branch-free (the signs of two task vectors are close to random):
-					// both non-zero, and of opposite signs.
-					bx, by := math.Float32bits(x), math.Float32bits(tb[j])
-					nz := nonZero(bx<<1) & nonZero(by<<1)
-					both += nz
-					conflict += (bx ^ by) >> 31 & nz
+				var l pairLanes
+				addPair(b, in[1+i][off:end], in[1+k][off:end], &l)
+				if p == 0 {
+					acc[0] += lanesSum(&l.base)
 				}
-				base := 1 + models + 3*p
-				acc[base] += dot4(ta, tb)
-				acc[base+1] += float64(conflict)
-				acc[base+2] += float64(both)
+				if k == i+1 { // each model's Σ τ² from its pair with the next one
+					acc[1+i] += lanesSum(&l.sqA)
+					if k == models-1 {
+						acc[1+k] += lanesSum(&l.sqB)
+					}
+				}
+				s := 1 + models + 3*p
+				acc[s] += lanesSum(&l.dot)
+				acc[s+1] += count(&l.conflict)
+				acc[s+2] += count(&l.both)
 				p++
 			}
 		}
 	}
 }
-
-// dot4 is Σ x·y in float64 on four accumulators (products of float32s are exact in
-// float64, so a fused multiply-add gives the same bits).
-func dot4(x, y []float32) float64 {
-	y = y[:len(x)]
-	var s0, s1, s2, s3 float64
-	j := 0
-	for ; j+4 <= len(x); j += 4 {
-		s0 += float64(x[j]) * float64(y[j])
-		s1 += float64(x[j+1]) * float64(y[j+1])
-		s2 += float64(x[j+2]) * float64(y[j+2])
-		s3 += float64(x[j+3]) * float64(y[j+3])
-	}
-	for ; j < len(x); j++ {
-		s0 += float64(x[j]) * float64(y[j])
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// nonZero is 1 if v ≠ 0, else 0, without a branch.
-func nonZero(v uint32) uint32 { return (v | -v) >> 31 }
 
 // flushHist adds a chunk's histogram, the bins from lo on, to the tensor's and zeroes
 // it.
@@ -525,17 +492,22 @@ func flushHist(dst []uint64, h []uint32, lo int) {
 	}
 }
 
-// keep records the chunk's |τ| for the top-k selection: all of them, or the chunk's
-// sample, which then also makes the histogram. Each chunk writes its own range.
+// keep records the chunk's |τ| for the top-k selection and makes the chunk's
+// histogram of them: all of them, or the chunk's sample. Each chunk writes its own
+// range.
 func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch) {
 	base := in[0]
 	for i := range st.models {
 		m := in[1+i]
 		if !st.sampled {
 			dst := st.mags[i][pos.Offset : pos.Offset+int64(len(base))]
+			h := sc.hist[i]
 			for j, v := range m {
-				dst[j] = magBits(v - base[j])
+				mag := magBits(v - base[j])
+				dst[j] = mag
+				h[mag>>16]++
 			}
+			sc.lo[i], sc.hi[i] = 0, histBins-1
 			continue
 		}
 		dst := st.mags[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]

@@ -348,8 +348,8 @@ func TestBadDensity(t *testing.T) {
 	}
 }
 
-// BenchmarkChunkSums is the per-chunk work of two models against a base.
-func BenchmarkChunkSums(b *testing.B) {
+// benchInputs is a chunk of a base and two models.
+func benchInputs() [][]float32 {
 	in := make([][]float32, 3)
 	for i := range in {
 		in[i] = make([]float32, merge.ChunkElems)
@@ -359,18 +359,49 @@ func BenchmarkChunkSums(b *testing.B) {
 			in[i][j] = float32(x>>8)/float32(1<<24) - 0.5
 		}
 	}
-	st := newTensorState(merge.ChunkElems, 2, DefaultDensities, newScratchPool(2))
-	sc := st.pool.Get().(*chunkScratch)
-	acc := make([]float64, st.nStats)
-	b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
-	b.ReportAllocs()
-	for b.Loop() {
-		chunkSums(acc, in, sc, 2, false) // a large tensor's: its histogram is the sample's
-		for _, h := range sc.hist {
-			clear(h)
-		}
+	return in
+}
+
+// BenchmarkChunkSums is the per-chunk sums of two models against a base, fused and
+// as separate passes (the oracle; what the report did before).
+func BenchmarkChunkSums(b *testing.B) {
+	in := benchInputs()
+	for _, c := range []struct {
+		name string
+		f    func([]float64, [][]float32, int)
+	}{{"fused", chunkSums}, {"passes", chunkSumsPasses}} {
+		b.Run(c.name, func(b *testing.B) {
+			acc := make([]float64, 1+2+3)
+			b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
+			b.ReportAllocs()
+			for b.Loop() {
+				c.f(acc, in, 2)
+			}
+			if acc[1] == 0 {
+				b.Fatal("no sums")
+			}
+		})
 	}
-	if acc[1] == 0 {
-		b.Fatal("no sums")
+}
+
+// BenchmarkKeep is the per-chunk top-k bookkeeping of two models against a base, for
+// a large tensor (a sample and its histogram) and a small one (every element).
+func BenchmarkKeep(b *testing.B) {
+	in := benchInputs()
+	for _, n := range []int64{exactKeys + merge.ChunkElems, merge.ChunkElems} {
+		name := map[bool]string{true: "sampled", false: "exact"}[n > exactKeys]
+		b.Run(name, func(b *testing.B) {
+			st := newTensorState(n, 2, DefaultDensities, newScratchPool(2))
+			st.alloc()
+			sc := st.pool.Get().(*chunkScratch)
+			b.SetBytes(3 * 2 * merge.ChunkElems)
+			b.ReportAllocs()
+			for b.Loop() {
+				st.keep(in, merge.Chunk{}, sc)
+				for _, h := range sc.hist {
+					clear(h)
+				}
+			}
+		})
 	}
 }
