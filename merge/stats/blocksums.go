@@ -79,6 +79,3 @@ func signs(x, y float32) (conflict, nz uint32) {
 
 // nonZero is 1 if v ≠ 0, else 0, without a branch.
 func nonZero(v uint32) uint32 { return (v | -v) >> 31 }
-
-// addPair adds a block's sums to l.
-func addPair(b, x, y []float32, l *pairLanes) { addPairGo(b, x, y, 0, l) }

@@ -1,6 +1,8 @@
 package stats
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -114,4 +116,49 @@ func TestChunkSumsMatchPasses(t *testing.T) {
 			}
 		}
 	}
+}
+
+// diffLanes says how a and b differ: a float64 lane's bits (NaNs as NaN) or a
+// count's total ("" when they agree).
+func diffLanes(a, b *pairLanes) string {
+	for _, s := range []struct {
+		name string
+		a, b *[4]float64
+	}{{"base", &a.base, &b.base}, {"sqA", &a.sqA, &b.sqA}, {"sqB", &a.sqB, &b.sqB}, {"dot", &a.dot, &b.dot}} {
+		if !sameBits(s.a[:], s.b[:]) {
+			return fmt.Sprintf("%s lanes %v, want %v", s.name, *s.a, *s.b)
+		}
+	}
+	if count(&a.conflict) != count(&b.conflict) || count(&a.both) != count(&b.both) {
+		return fmt.Sprintf("counts %v/%v, want %v/%v", count(&a.conflict), count(&a.both), count(&b.conflict), count(&b.both))
+	}
+	return ""
+}
+
+// FuzzAddPair compares addPair (the AVX2 kernel where it runs) with addPairGo on
+// blocks made of the fuzzer's bytes: a base and two models of float32s.
+func FuzzAddPair(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, 12*17))
+	seed := make([]byte, 12*40)
+	for i := range seed {
+		seed[i] = byte(i*37 + 11)
+	}
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := min(len(data)/12, block)
+		in := make([][]float32, 3)
+		for i := range in {
+			in[i] = make([]float32, n)
+			for j := range n {
+				in[i][j] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*(i*n+j):]))
+			}
+		}
+		var got, want pairLanes
+		addPair(in[0], in[1], in[2], &got)
+		addPairGo(in[0], in[1], in[2], 0, &want)
+		if msg := diffLanes(&got, &want); msg != "" {
+			t.Fatal(msg)
+		}
+	})
 }
