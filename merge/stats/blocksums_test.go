@@ -9,6 +9,13 @@ import (
 	"testing"
 )
 
+// chunkSums adds a chunk's sums to acc, block by block, as tensorState.chunk does.
+func chunkSums(acc []float64, in [][]float32, models int) {
+	for off := 0; off < len(in[0]); off += block {
+		blockSums(acc, in, off, min(off+block, len(in[0])), models)
+	}
+}
+
 // chunkSumsPasses is chunkSums as it was before its passes were fused, the oracle of
 // the lane order pairLanes documents: per block, Σ base² and each model's Σ τ² and
 // each pair's Σ τa·τb as four-accumulator dot products over the block's τ, then the

@@ -414,7 +414,8 @@ func magBits(t float32) uint32 { return math.Float32bits(t) &^ (1 << 31) }
 
 func magKey(t float32) uint16 { return uint16(magBits(t) >> 16) }
 
-// chunk adds one chunk's statistics: in[0] is the base, in[1:] the models.
+// chunk adds one chunk's statistics: in[0] is the base, in[1:] the models. A block
+// at a time: its sums, then its |τ| for the top k, while its inputs are in L1.
 func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	st.mu.Lock()
 	if st.partial == nil {
@@ -424,11 +425,20 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	sc := st.pool.Get().(*chunkScratch)
 	defer st.pool.Put(sc)
 	acc := st.partial[pos.Index*int64(st.nStats) : (pos.Index+1)*int64(st.nStats)]
-	chunkSums(acc, in, st.models)
-	st.keep(in, pos, sc)
+	for i := range st.models {
+		sc.lo[i], sc.hi[i] = histBins-1, 0
+	}
+	n := len(in[0])
+	for off := 0; off < n; off += block {
+		end := min(off+block, n)
+		blockSums(acc, in, off, end, st.models)
+		st.keep(in, pos, sc, off, end)
+	}
 	st.mu.Lock()
 	for i, h := range sc.hist {
-		flushHist(st.hist[i], h[sc.lo[i]:sc.hi[i]+1], sc.lo[i])
+		if sc.lo[i] <= sc.hi[i] { // else no sample in this chunk
+			flushHist(st.hist[i], h[sc.lo[i]:sc.hi[i]+1], sc.lo[i])
+		}
 	}
 	st.mu.Unlock()
 	if st.remaining.Add(-1) == 0 {
@@ -436,46 +446,41 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	}
 }
 
-// chunkSums adds a chunk's sums to acc (statsLayout), a block of elements at a time
-// (the block's inputs stay in L1): one pass over each pair of models (for a single
-// model, over it and itself), which makes the base's, both models' and the pair's
-// sums on lanes of a fixed order (pairLanes), so that the bits do not depend on
-// scheduling. Each of acc's sums gets one addition per block, in block order. With
-// two models, the usual report, every element is read once.
-func chunkSums(acc []float64, in [][]float32, models int) {
-	base := in[0]
-	n := len(base)
-	for off := 0; off < n; off += block {
-		end := min(off+block, n)
-		b := base[off:end]
-		if models == 1 {
+// blockSums adds the sums of the chunk's elements [off, end) to acc (statsLayout):
+// one pass over each pair of models (for a single model, over it and itself), which
+// makes the base's, both models' and the pair's sums on lanes of a fixed order
+// (pairLanes), so that the bits do not depend on scheduling. Each of acc's sums gets
+// one addition per block, in block order. With two models, the usual report, every
+// element is read once.
+func blockSums(acc []float64, in [][]float32, off, end, models int) {
+	b := in[0][off:end]
+	if models == 1 {
+		var l pairLanes
+		m := in[1][off:end]
+		addPair(b, m, m, &l)
+		acc[0] += lanesSum(&l.base)
+		acc[1] += lanesSum(&l.sqA)
+		return
+	}
+	p := 0
+	for i := range models {
+		for k := i + 1; k < models; k++ {
 			var l pairLanes
-			m := in[1][off:end]
-			addPair(b, m, m, &l)
-			acc[0] += lanesSum(&l.base)
-			acc[1] += lanesSum(&l.sqA)
-			continue
-		}
-		p := 0
-		for i := range models {
-			for k := i + 1; k < models; k++ {
-				var l pairLanes
-				addPair(b, in[1+i][off:end], in[1+k][off:end], &l)
-				if p == 0 {
-					acc[0] += lanesSum(&l.base)
-				}
-				if k == i+1 { // each model's Σ τ² from its pair with the next one
-					acc[1+i] += lanesSum(&l.sqA)
-					if k == models-1 {
-						acc[1+k] += lanesSum(&l.sqB)
-					}
-				}
-				s := 1 + models + 3*p
-				acc[s] += lanesSum(&l.dot)
-				acc[s+1] += count(&l.conflict)
-				acc[s+2] += count(&l.both)
-				p++
+			addPair(b, in[1+i][off:end], in[1+k][off:end], &l)
+			if p == 0 {
+				acc[0] += lanesSum(&l.base)
 			}
+			if k == i+1 { // each model's Σ τ² from its pair with the next one
+				acc[1+i] += lanesSum(&l.sqA)
+				if k == models-1 {
+					acc[1+k] += lanesSum(&l.sqB)
+				}
+			}
+			s := 1 + models + 3*p
+			acc[s] += lanesSum(&l.dot)
+			acc[s+1] += count(&l.conflict)
+			acc[s+2] += count(&l.both)
+			p++
 		}
 	}
 }
@@ -492,18 +497,18 @@ func flushHist(dst []uint64, h []uint32, lo int) {
 	}
 }
 
-// keep records the chunk's |τ| for the top-k selection and makes the chunk's
-// histogram of them: all of them, or the chunk's sample. Each chunk writes its own
-// range.
-func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch) {
+// keep records the |τ| of the chunk's elements [off, end) for the top-k selection
+// and adds them to the chunk's histograms (sc.lo and sc.hi widened to the bins it
+// touched): all of them, or the samples whose strides start there (the chunk's last
+// block also marks the samples past its end). Each chunk writes its own range.
+func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch, off, end int) {
 	base := in[0]
 	for i := range st.models {
-		m := in[1+i]
+		m, h := in[1+i], sc.hist[i]
 		if !st.sampled {
-			dst := st.mags[i][pos.Offset : pos.Offset+int64(len(base))]
-			h := sc.hist[i]
-			for j, v := range m {
-				mag := magBits(v - base[j])
+			dst := st.mags[i][pos.Offset+int64(off) : pos.Offset+int64(end)]
+			for j, v := range m[off:end] {
+				mag := magBits(v - base[off+j])
 				dst[j] = mag
 				h[mag>>16]++
 			}
@@ -511,8 +516,12 @@ func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch) {
 			continue
 		}
 		dst := st.mags[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]
-		h, lo, hi := sc.hist[i], histBins-1, 0
-		for s := range dst {
+		last := (end + sampleEvery - 1) / sampleEvery
+		if end == len(base) {
+			last = samplesPer
+		}
+		lo, hi := sc.lo[i], sc.hi[i]
+		for s := off / sampleEvery; s < last; s++ {
 			j := s*sampleEvery + sampleOffset(pos.Index, s)
 			if j >= len(base) {
 				dst[s] = pastEnd
@@ -523,9 +532,6 @@ func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch) {
 			k := int(mag >> 16)
 			h[k]++
 			lo, hi = min(lo, k), max(hi, k)
-		}
-		if lo > hi { // no sample in this chunk
-			lo, hi = 0, -1
 		}
 		sc.lo[i], sc.hi[i] = lo, hi
 	}

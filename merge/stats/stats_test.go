@@ -397,7 +397,9 @@ func BenchmarkKeep(b *testing.B) {
 			b.SetBytes(3 * 2 * merge.ChunkElems)
 			b.ReportAllocs()
 			for b.Loop() {
-				st.keep(in, merge.Chunk{}, sc)
+				for off := 0; off < merge.ChunkElems; off += block {
+					st.keep(in, merge.Chunk{}, sc, off, off+block)
+				}
 				for _, h := range sc.hist {
 					clear(h)
 				}
