@@ -654,19 +654,12 @@ func b2i(b bool) int {
 // |τ|, and sums the kept mass and the masks' intersection exactly.
 func (st *tensorState) finishExact(s *sums) {
 	masks := make([][]bool, st.models)
+	lows := make([]uint32, 1<<16)
 	for d, dens := range st.dens {
 		k := merge.TopK(dens, st.n)
 		s.k[d] = float64(k)
 		for i := range st.models {
-			masks[i] = topMask(masks[i], st.hist[i], st.mags[i], k)
-			var kept float64
-			for j, m := range st.mags[i] {
-				if masks[i][j] {
-					v := float64(math.Float32frombits(m))
-					kept += v * v
-				}
-			}
-			s.kept[i][d] = kept
+			masks[i], s.kept[i][d] = topMask(masks[i], st.hist[i], st.mags[i], k, lows)
 		}
 		p := 0
 		for a := range st.models {
@@ -685,14 +678,20 @@ func (st *tensorState) finishExact(s *sums) {
 }
 
 // topMask sets mask[j] for the k largest of mags (ties to the lower index), using
-// their top-16-bit histogram h to find the boundary's bin.
-func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
+// their top-16-bit histogram h to find the boundary's bin, and returns the mask and
+// the kept Σ |τ|², added in index order. lows is scratch of 2¹⁶ zeros, left zero.
+func topMask(mask []bool, h []uint64, mags []uint32, k int64, lows []uint32) ([]bool, float64) {
 	mask = slices.Grow(mask[:0], len(mags))[:len(mags)]
+	var kept float64
 	if k <= 0 || k >= int64(len(mags)) {
-		for j := range mask {
+		for j, m := range mags {
 			mask[j] = k > 0
+			if k > 0 {
+				v := float64(math.Float32frombits(m))
+				kept += v * v
+			}
 		}
-		return mask
+		return mask, kept
 	}
 	var above int64
 	bin := histBins - 1
@@ -701,7 +700,6 @@ func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
 	}
 	// Within the bin, the low 16 bits settle the boundary's pattern t and how many of
 	// the elements equal to t rank above (r).
-	lows := make([]int64, 1<<16)
 	for _, m := range mags {
 		if int(m>>16) == bin {
 			lows[m&0xFFFF]++
@@ -709,22 +707,24 @@ func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
 	}
 	need := k - above
 	lo := 1<<16 - 1
-	for ; lo > 0 && need > lows[lo]; lo-- {
-		need -= lows[lo]
+	for ; lo > 0 && need > int64(lows[lo]); lo-- {
+		need -= int64(lows[lo])
 	}
+	clear(lows)
 	t, r := uint32(bin)<<16|uint32(lo), need
 	for j, m := range mags {
-		switch {
-		case m > t:
-			mask[j] = true
-		case m == t && r > 0:
-			mask[j] = true
+		in := m > t
+		if m == t && r > 0 {
+			in = true
 			r--
-		default:
-			mask[j] = false
+		}
+		mask[j] = in
+		if in {
+			v := float64(math.Float32frombits(m))
+			kept += v * v
 		}
 	}
-	return mask
+	return mask, kept
 }
 
 // finishSampled estimates the cuts and the kept mass from the sample's histograms

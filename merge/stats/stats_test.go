@@ -332,9 +332,13 @@ func TestFindCutEdges(t *testing.T) {
 		t.Errorf("k = 2: weights %v %v, fraction %v", weight(c, two), weight(c, one), f)
 	}
 	// The exact mask: the same histogram, ties to the lower index.
-	mask := topMask(nil, h, []uint32{two, one, two, two}, 2)
-	if !slices.Equal(mask, []bool{true, false, true, false}) {
-		t.Errorf("topMask = %v", mask)
+	lows := make([]uint32, 1<<16)
+	mask, kept := topMask(nil, h, []uint32{two, one, two, two}, 2, lows)
+	if !slices.Equal(mask, []bool{true, false, true, false}) || kept != 8 {
+		t.Errorf("topMask = %v, kept %v; want [true false true false], 8", mask, kept)
+	}
+	if slices.ContainsFunc(lows, func(v uint32) bool { return v != 0 }) {
+		t.Error("topMask left its scratch dirty")
 	}
 }
 
