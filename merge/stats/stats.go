@@ -345,7 +345,8 @@ type tensorState struct {
 	partial    []float64 // per chunk: the chunk's sums (statsLayout), added in chunk order
 	mu         sync.Mutex
 	hist       [][]uint64 // per model: the magnitude histogram (integers: any order)
-	mags       [][]uint32 // per model: |τ|'s bits for every element, or a sample
+	mags       [][]uint32 // per model, not sampled: every element's |τ| bits
+	keys       [][]uint16 // per model, sampled: the sample's |τ| bins (magKey)
 	sampled    bool
 	remaining  atomic.Int64
 	result     *sums
@@ -388,13 +389,13 @@ func newTensorState(n int64, models int, dens []float64, pool *sync.Pool) *tenso
 // the tensors in flight only.
 func (st *tensorState) alloc() {
 	st.partial = make([]float64, st.nChunks*int64(st.nStats))
-	keys := st.n
-	if st.sampled {
-		keys = st.nChunks * samplesPer
-	}
 	for range st.models {
 		st.hist = append(st.hist, make([]uint64, histBins))
-		st.mags = append(st.mags, make([]uint32, keys))
+		if st.sampled {
+			st.keys = append(st.keys, make([]uint16, st.nChunks*samplesPer))
+		} else {
+			st.mags = append(st.mags, make([]uint32, st.n))
+		}
 	}
 }
 
@@ -515,7 +516,7 @@ func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch, o
 			sc.lo[i], sc.hi[i] = 0, histBins-1
 			continue
 		}
-		dst := st.mags[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]
+		dst := st.keys[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]
 		last := (end + sampleEvery - 1) / sampleEvery
 		if end == len(base) {
 			last = samplesPer
@@ -527,9 +528,9 @@ func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch, o
 				dst[s] = pastEnd
 				continue
 			}
-			mag := magBits(m[j] - base[j])
-			dst[s] = mag
-			k := int(mag >> 16)
+			key := magKey(m[j] - base[j])
+			dst[s] = key
+			k := int(key)
 			h[k]++
 			lo, hi = min(lo, k), max(hi, k)
 		}
@@ -538,8 +539,8 @@ func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch, o
 }
 
 // pastEnd marks a sample slot past the tensor's end (only the last chunk has any):
-// no |τ| has the sign bit set.
-const pastEnd = 1 << 31
+// no |τ|'s bin has the top bit set.
+const pastEnd = 1 << 15
 
 // cut is where a model's top k ends in its histogram: the bins above bin are kept
 // whole, frac of bin is kept.
@@ -607,7 +608,7 @@ func (st *tensorState) finish() {
 		st.finishExact(s)
 	}
 	st.result = s
-	st.partial, st.hist, st.mags = nil, nil, nil
+	st.partial, st.hist, st.mags, st.keys = nil, nil, nil, nil
 }
 
 // overlap estimates |top-k(a) ∩ top-k(b)| / k from the elements' bins: an element in
@@ -615,7 +616,7 @@ func (st *tensorState) finish() {
 // element's bin, Σ wa = Σ wb = k and this is Σ wa·wb / k; with a sample it is the
 // same ratio over the sample. The elements are counted by where they fall against
 // each cut (below, in, above the bin: integers), then weighted.
-func overlap(a, b []uint32, ca, cb cut) float64 {
+func overlap(a, b []uint16, ca, cb cut) float64 {
 	var n [9]int64
 	for j, ma := range a {
 		n[ca.class(ma)*3+cb.class(b[j])]++
@@ -636,10 +637,9 @@ func overlap(a, b []uint32, ca, cb cut) float64 {
 	return both / ((sa + sb) / 2)
 }
 
-// class is 0 below the cut's bin, 1 in it, 2 above it.
-func (c cut) class(mag uint32) int {
-	key := int(mag >> 16)
-	return b2i(key >= c.bin) + b2i(key > c.bin)
+// class is 0 below the cut's bin, 1 in it, 2 above it, for an element in bin key.
+func (c cut) class(key uint16) int {
+	return b2i(int(key) >= c.bin) + b2i(int(key) > c.bin)
 }
 
 func b2i(b bool) int {
@@ -731,9 +731,9 @@ func topMask(mask []bool, h []uint64, mags []uint32, k int64, lows []uint32) ([]
 // (each |τ| counted as its bin's smallest value) and the overlap from the sample
 // (docs/report.md#top-k).
 func (st *tensorState) finishSampled(s *sums) {
-	mags := make([][]uint32, st.models)
-	for i, ms := range st.mags {
-		mags[i] = slices.DeleteFunc(ms, func(m uint32) bool { return m == pastEnd })
+	mags := make([][]uint16, st.models)
+	for i, ks := range st.keys {
+		mags[i] = slices.DeleteFunc(ks, func(k uint16) bool { return k == pastEnd })
 	}
 	cuts := make([]cut, st.models)
 	m := int64(len(mags[0]))

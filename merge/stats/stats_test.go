@@ -313,7 +313,7 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func weight(c cut, mag uint32) float64 { return [3]float64{0, c.frac, 1}[c.class(mag)] }
+func weight(c cut, mag uint32) float64 { return [3]float64{0, c.frac, 1}[c.class(uint16(mag>>16))] }
 
 func TestFindCutEdges(t *testing.T) {
 	h := make([]uint64, histBins)
