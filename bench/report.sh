@@ -8,7 +8,10 @@
 #
 #   bench/report.sh [WORKDIR] [ROUNDS]       (defaults: /tmp/gomerge-bench, 5)
 #
-# Environment: SIZE  fixture size, 1gb (default), 4gb or tiny.
+# Environment:
+#   SIZE      fixture size, 1gb (default), 4gb or tiny
+#   BASELINE  another gomerge binary (say, built at an older commit) to time in the
+#             same rounds, after the report: its row is "baseline"
 #
 # Prints wall, user and sys seconds per run and the load average after each round,
 # then the medians: wall times and their ratio (report / floor), the median of the
@@ -50,6 +53,10 @@ for r in $(seq "$ROUNDS"); do
 	rm -f "$WORK/out/f"
 	warm
 	timed report "$r" "$WORK/gomerge" report --json --base "$A" "$M1" "$M2"
+	if [[ -n ${BASELINE:-} ]]; then
+		warm
+		timed baseline "$r" "$BASELINE" report --json --base "$A" "$M1" "$M2"
+	fi
 	echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 rm -f "$T.1"
@@ -61,8 +68,12 @@ function median(a, n,   i, j, t) {
 }
 $1 == "floor" { n++; fw[n] = $2; fc[n] = $3 }
 $1 == "report" { m++; rw[m] = $2; rc[m] = $3; wr[m] = $2 / fw[m]; cr[m] = $3 / fc[m] }
+$1 == "baseline" { b++; bw[b] = $2; bc[b] = $3; bwr[b] = $2 / fw[b]; bcr[b] = $3 / fc[b] }
 END {
 	printf "median of %d rounds: floor %.2f s wall %.2f s cpu; report %.2f s wall %.2f s cpu\n", m, median(fw, n), median(fc, n), median(rw, m), median(rc, m)
 	printf "wall ratio %.2fx (of the medians), %.2fx (median of the rounds'"'"')\n", median(rw, m) / median(fw, n), median(wr, m)
 	printf "cpu ratio  %.2fx (of the medians), %.2fx (median of the rounds'"'"')\n", median(rc, m) / median(fc, n), median(cr, m)
+	if (b) {
+		printf "baseline: %.2f s wall %.2f s cpu; wall ratio %.2fx, cpu ratio %.2fx (medians of the rounds'"'"')\n", median(bw, b), median(bc, b), median(bwr, b), median(bcr, b)
+	}
 }' "$T"
