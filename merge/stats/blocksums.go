@@ -31,8 +31,8 @@ func count(c *[8]uint32) float64 {
 // addPairGo adds the elements of a block from index from (a multiple of 4) on to l:
 // the reference of the AVX2 kernel, which does the same operations on each lane.
 // Lane by lane, each with its sums in registers, then the tail. A product of two
-// float32s is exact in float64, so where Go fuses the multiply and the add (arm64)
-// the sums do not change.
+// float32s is exact in float64, so where Go fuses the multiply and the add (arm64,
+// GOAMD64=v3) the sums do not change.
 func addPairGo(b, x, y []float32, from int, l *pairLanes) {
 	n := len(b)
 	x, y = x[:n], y[:n]
