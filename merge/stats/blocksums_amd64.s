@@ -2,6 +2,22 @@
 
 #include "textflag.h"
 
+// LANES4 adds four elements, b, τx and τy in float32 in the low halves of three
+// registers, to lanes 0..3 of Σ b² (Y6), Σ τx² (Y7), Σ τy² (Y8) and Σ τx·τy (Y9),
+// widened to float64. Uses Y3, Y4, Y5, Y12.
+#define LANES4(b, tx, ty) \
+	VCVTPS2PD b, Y3;       \
+	VMULPD    Y3, Y3, Y3;  \
+	VADDPD    Y3, Y6, Y6;  \
+	VCVTPS2PD tx, Y4;      \
+	VCVTPS2PD ty, Y5;      \
+	VMULPD    Y5, Y4, Y12; \
+	VADDPD    Y12, Y9, Y9; \
+	VMULPD    Y4, Y4, Y4;  \
+	VADDPD    Y4, Y7, Y7;  \
+	VMULPD    Y5, Y5, Y5;  \
+	VADDPD    Y5, Y8, Y8
+
 // func addPairAVX2(b, x, y *float32, n int, l *pairLanes)
 //
 // Adds elements [0, n) of a block (n a multiple of 8) to l: addPairGo's operations,
@@ -50,34 +66,12 @@ loop:
 	VPAND    Y3, Y4, Y4
 	VPSUBD   Y4, Y10, Y10
 
-	// Elements j..j+3.
-	VCVTPS2PD X0, Y3
-	VMULPD    Y3, Y3, Y3
-	VADDPD    Y3, Y6, Y6
-	VCVTPS2PD X1, Y4
-	VCVTPS2PD X2, Y5
-	VMULPD    Y5, Y4, Y12
-	VADDPD    Y12, Y9, Y9
-	VMULPD    Y4, Y4, Y4
-	VADDPD    Y4, Y7, Y7
-	VMULPD    Y5, Y5, Y5
-	VADDPD    Y5, Y8, Y8
-
-	// Elements j+4..j+7.
+	// Elements j..j+3, then j+4..j+7.
+	LANES4(X0, X1, X2)
 	VEXTRACTF128 $1, Y0, X0
 	VEXTRACTF128 $1, Y1, X1
 	VEXTRACTF128 $1, Y2, X2
-	VCVTPS2PD    X0, Y3
-	VMULPD       Y3, Y3, Y3
-	VADDPD       Y3, Y6, Y6
-	VCVTPS2PD    X1, Y4
-	VCVTPS2PD    X2, Y5
-	VMULPD       Y5, Y4, Y12
-	VADDPD       Y12, Y9, Y9
-	VMULPD       Y4, Y4, Y4
-	VADDPD       Y4, Y7, Y7
-	VMULPD       Y5, Y5, Y5
-	VADDPD       Y5, Y8, Y8
+	LANES4(X0, X1, X2)
 
 	ADDQ $32, SI
 	ADDQ $32, DX
