@@ -1,10 +1,12 @@
-# Shared setup of the compression benchmarks (bench/compress.sh, bench/gmz_merge.sh),
-# sourced, not run. The caller sets SIZE (1gb, 4gb or tiny) and WORK, and gets:
+# Shared setup of the benchmarks on the generated fixtures (bench/compress.sh,
+# bench/gmz_merge.sh, bench/report.sh), sourced, not run. The caller sets SIZE (1gb, 4gb or tiny) and WORK, and gets:
 #
 #   REPO       the repository's top folder; PATH includes Go
 #   log MSG    a timestamped line on stderr
-#   bench_fixtures        makes (once) and sets FIX, A (anchor.safetensors),
-#                         C (current.safetensors) and in_bytes (A's size)
+#   bench_fixtures [N]    makes (once) and sets FIX, A (anchor.safetensors),
+#                         C (current.safetensors) and in_bytes (A's size); with N,
+#                         FIX also holds model1..N.safetensors (other fine-tunes of
+#                         the anchor, for bench/report.sh)
 #   bench_outdir DEFAULT  sets OUTDIR (unless set) to DEFAULT under /dev/shm when
 #                         it has room for four inputs, else WORK/DEFAULT; makes
 #                         a fresh run folder O in it, removed on exit
@@ -15,15 +17,16 @@ export PATH="$PATH:/usr/local/go/bin"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 bench_fixtures() {
+	local models=${1:-0}
 	mkdir -p "$WORK"
 	WORK=$(cd "$WORK" && pwd)
 	FIX=$WORK/fixtures-$SIZE
 	A=$FIX/anchor.safetensors
 	C=$FIX/current.safetensors
-	if [[ ! -s $A || ! -s $C ]]; then
+	if [[ ! -s $A || ! -s $C || ($models -gt 0 && ! -s $FIX/model$models.safetensors) ]]; then
 		log "generating $SIZE fixtures (slow: Go RNG over every element)"
 		rm -rf "$FIX.tmp"
-		(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=false) >&2
+		(cd "$REPO" && go run ./testdata/gen -out "$FIX.tmp" -config "$SIZE" -shards 0 -fisher=false -models "$models") >&2
 		rm -rf "$FIX"
 		mv "$FIX.tmp" "$FIX"
 	fi

@@ -333,7 +333,7 @@ const (
 	exactKeys   = 1 << 20
 	sampleEvery = 16
 	samplesPer  = merge.ChunkElems / sampleEvery
-	block       = 1024 // elements per inner block: the task vectors stay in L1
+	block       = 1024 // elements per inner block: its inputs stay in L1
 )
 
 // tensorState accumulates one tensor's statistics while its chunks run.
@@ -345,7 +345,8 @@ type tensorState struct {
 	partial    []float64 // per chunk: the chunk's sums (statsLayout), added in chunk order
 	mu         sync.Mutex
 	hist       [][]uint64 // per model: the magnitude histogram (integers: any order)
-	mags       [][]uint32 // per model: |τ|'s bits for every element, or a sample
+	mags       [][]uint32 // per model, not sampled: every element's |τ| bits
+	keys       [][]uint16 // per model, sampled: the sample's |τ| bins (magKey)
 	sampled    bool
 	remaining  atomic.Int64
 	result     *sums
@@ -359,10 +360,9 @@ func statsLayout(models int) (n, pairs int) {
 }
 
 type chunkScratch struct {
-	tau  [][]float32 // per model, one block
-	hist [][]uint32  // per model, histBins, zero between uses
-	lo   []int       // per model, the lowest bin the chunk touched
-	hi   []int       // and the highest
+	hist [][]uint32 // per model, histBins, zero between uses
+	lo   []int      // per model, the lowest bin the chunk touched
+	hi   []int      // and the highest
 }
 
 // newScratchPool makes a run's pool of chunk scratch for this many models.
@@ -370,7 +370,6 @@ func newScratchPool(models int) *sync.Pool {
 	return &sync.Pool{New: func() any {
 		s := &chunkScratch{}
 		for range models {
-			s.tau = append(s.tau, make([]float32, block))
 			s.hist = append(s.hist, make([]uint32, histBins))
 		}
 		s.lo, s.hi = make([]int, models), make([]int, models)
@@ -390,13 +389,13 @@ func newTensorState(n int64, models int, dens []float64, pool *sync.Pool) *tenso
 // the tensors in flight only.
 func (st *tensorState) alloc() {
 	st.partial = make([]float64, st.nChunks*int64(st.nStats))
-	keys := st.n
-	if st.sampled {
-		keys = st.nChunks * samplesPer
-	}
 	for range st.models {
 		st.hist = append(st.hist, make([]uint64, histBins))
-		st.mags = append(st.mags, make([]uint32, keys))
+		if st.sampled {
+			st.keys = append(st.keys, make([]uint16, st.nChunks*samplesPer))
+		} else {
+			st.mags = append(st.mags, make([]uint32, st.n))
+		}
 	}
 }
 
@@ -416,7 +415,8 @@ func magBits(t float32) uint32 { return math.Float32bits(t) &^ (1 << 31) }
 
 func magKey(t float32) uint16 { return uint16(magBits(t) >> 16) }
 
-// chunk adds one chunk's statistics: in[0] is the base, in[1:] the models.
+// chunk adds one chunk's statistics: in[0] is the base, in[1:] the models. A block
+// at a time: its sums, then its |τ| for the top k, while its inputs are in L1.
 func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	st.mu.Lock()
 	if st.partial == nil {
@@ -426,11 +426,20 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	sc := st.pool.Get().(*chunkScratch)
 	defer st.pool.Put(sc)
 	acc := st.partial[pos.Index*int64(st.nStats) : (pos.Index+1)*int64(st.nStats)]
-	chunkSums(acc, in, sc, st.models, !st.sampled)
-	st.keep(in, pos, sc)
+	for i := range st.models {
+		sc.lo[i], sc.hi[i] = histBins-1, 0
+	}
+	n := len(in[0])
+	for off := 0; off < n; off += block {
+		end := min(off+block, n)
+		blockSums(acc, in, off, end, st.models)
+		st.keep(in, pos, sc, off, end)
+	}
 	st.mu.Lock()
 	for i, h := range sc.hist {
-		flushHist(st.hist[i], h[sc.lo[i]:sc.hi[i]+1], sc.lo[i])
+		if sc.lo[i] <= sc.hi[i] { // else no sample in this chunk
+			flushHist(st.hist[i], h[sc.lo[i]:sc.hi[i]+1], sc.lo[i])
+		}
 	}
 	st.mu.Unlock()
 	if st.remaining.Add(-1) == 0 {
@@ -438,80 +447,44 @@ func (st *tensorState) chunk(in [][]float32, pos merge.Chunk) {
 	}
 }
 
-// chunkSums adds a chunk's sums to acc (statsLayout) and, with hist, every element's
-// magnitude to sc.hist.
-// It works in blocks that stay in L1, and its float64 sums run on four accumulators
-// (a fixed order, so the bits do not depend on scheduling) rather than one long
-// chain of dependent additions.
-func chunkSums(acc []float64, in [][]float32, sc *chunkScratch, models int, hist bool) {
-	base := in[0]
-	n := len(base)
+// blockSums adds the sums of the chunk's elements [off, end) to acc (statsLayout):
+// one pass over each pair of models (for a single model, over it and itself), which
+// makes the base's, both models' and the pair's sums on lanes of a fixed order
+// (pairLanes), so that the bits do not depend on scheduling. Each of acc's sums gets
+// one addition per block, in block order. With two models, the usual report, every
+// element is read once.
+func blockSums(acc []float64, in [][]float32, off, end, models int) {
+	b := in[0][off:end]
+	if models == 1 {
+		var l pairLanes
+		m := in[1][off:end]
+		addPair(b, m, m, &l)
+		acc[0] += lanesSum(&l.base)
+		acc[1] += lanesSum(&l.sqA)
+		return
+	}
+	p := 0
 	for i := range models {
-		sc.lo[i], sc.hi[i] = 0, histBins-1
-	}
-	for off := 0; off < n; off += block {
-		end := min(off+block, n)
-		b := base[off:end]
-		acc[0] += dot4(b, b)
-		for i := range models {
-			m := in[1+i][off:end]
-			tau, h := sc.tau[i][:len(b)], sc.hist[i]
-			if hist {
-				for j, v := range m {
-					t := v - b[j]
-					tau[j] = t
-					h[magKey(t)]++
-				}
-			} else {
-				for j, v := range m {
-					tau[j] = v - b[j]
+		for k := i + 1; k < models; k++ {
+			var l pairLanes
+			addPair(b, in[1+i][off:end], in[1+k][off:end], &l)
+			if p == 0 {
+				acc[0] += lanesSum(&l.base)
+			}
+			if k == i+1 { // each model's Σ τ² from its pair with the next one
+				acc[1+i] += lanesSum(&l.sqA)
+				if k == models-1 {
+					acc[1+k] += lanesSum(&l.sqB)
 				}
 			}
-			acc[1+i] += dot4(tau, tau)
-		}
-		p := 0
-		for i := range models {
-			for k := i + 1; k < models; k++ {
-				ta, tb := sc.tau[i][:len(b)], sc.tau[k][:len(b)]
-				var conflict, both uint32
-				for j, x := range ta {
-					// Branch-free (the signs of two task vectors are close to random):
-					// both non-zero, and of opposite signs.
-					bx, by := math.Float32bits(x), math.Float32bits(tb[j])
-					nz := nonZero(bx<<1) & nonZero(by<<1)
-					both += nz
-					conflict += (bx ^ by) >> 31 & nz
-				}
-				base := 1 + models + 3*p
-				acc[base] += dot4(ta, tb)
-				acc[base+1] += float64(conflict)
-				acc[base+2] += float64(both)
-				p++
-			}
+			s := 1 + models + 3*p
+			acc[s] += lanesSum(&l.dot)
+			acc[s+1] += count(&l.conflict)
+			acc[s+2] += count(&l.both)
+			p++
 		}
 	}
 }
-
-// dot4 is Σ x·y in float64 on four accumulators (products of float32s are exact in
-// float64, so a fused multiply-add gives the same bits).
-func dot4(x, y []float32) float64 {
-	y = y[:len(x)]
-	var s0, s1, s2, s3 float64
-	j := 0
-	for ; j+4 <= len(x); j += 4 {
-		s0 += float64(x[j]) * float64(y[j])
-		s1 += float64(x[j+1]) * float64(y[j+1])
-		s2 += float64(x[j+2]) * float64(y[j+2])
-		s3 += float64(x[j+3]) * float64(y[j+3])
-	}
-	for ; j < len(x); j++ {
-		s0 += float64(x[j]) * float64(y[j])
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// nonZero is 1 if v ≠ 0, else 0, without a branch.
-func nonZero(v uint32) uint32 { return (v | -v) >> 31 }
 
 // flushHist adds a chunk's histogram, the bins from lo on, to the tensor's and zeroes
 // it.
@@ -525,43 +498,49 @@ func flushHist(dst []uint64, h []uint32, lo int) {
 	}
 }
 
-// keep records the chunk's |τ| for the top-k selection: all of them, or the chunk's
-// sample, which then also makes the histogram. Each chunk writes its own range.
-func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch) {
+// keep records the |τ| of the chunk's elements [off, end) for the top-k selection
+// and adds them to the chunk's histograms (sc.lo and sc.hi widened to the bins it
+// touched): all of them, or the samples whose strides start there (the chunk's last
+// block also marks the samples past its end). Each chunk writes its own range.
+func (st *tensorState) keep(in [][]float32, pos merge.Chunk, sc *chunkScratch, off, end int) {
 	base := in[0]
 	for i := range st.models {
-		m := in[1+i]
+		m, h := in[1+i], sc.hist[i]
 		if !st.sampled {
-			dst := st.mags[i][pos.Offset : pos.Offset+int64(len(base))]
-			for j, v := range m {
-				dst[j] = magBits(v - base[j])
+			dst := st.mags[i][pos.Offset+int64(off) : pos.Offset+int64(end)]
+			for j, v := range m[off:end] {
+				mag := magBits(v - base[off+j])
+				dst[j] = mag
+				h[mag>>16]++
 			}
+			sc.lo[i], sc.hi[i] = 0, histBins-1
 			continue
 		}
-		dst := st.mags[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]
-		h, lo, hi := sc.hist[i], histBins-1, 0
-		for s := range dst {
+		dst := st.keys[i][pos.Index*samplesPer : (pos.Index+1)*samplesPer]
+		last := (end + sampleEvery - 1) / sampleEvery
+		if end == len(base) {
+			last = samplesPer
+		}
+		lo, hi := sc.lo[i], sc.hi[i]
+		for s := off / sampleEvery; s < last; s++ {
 			j := s*sampleEvery + sampleOffset(pos.Index, s)
 			if j >= len(base) {
 				dst[s] = pastEnd
 				continue
 			}
-			mag := magBits(m[j] - base[j])
-			dst[s] = mag
-			k := int(mag >> 16)
+			key := magKey(m[j] - base[j])
+			dst[s] = key
+			k := int(key)
 			h[k]++
 			lo, hi = min(lo, k), max(hi, k)
-		}
-		if lo > hi { // no sample in this chunk
-			lo, hi = 0, -1
 		}
 		sc.lo[i], sc.hi[i] = lo, hi
 	}
 }
 
 // pastEnd marks a sample slot past the tensor's end (only the last chunk has any):
-// no |τ| has the sign bit set.
-const pastEnd = 1 << 31
+// no |τ|'s bin has the top bit set.
+const pastEnd = 1 << 15
 
 // cut is where a model's top k ends in its histogram: the bins above bin are kept
 // whole, frac of bin is kept.
@@ -629,7 +608,7 @@ func (st *tensorState) finish() {
 		st.finishExact(s)
 	}
 	st.result = s
-	st.partial, st.hist, st.mags = nil, nil, nil
+	st.partial, st.hist, st.mags, st.keys = nil, nil, nil, nil
 }
 
 // overlap estimates |top-k(a) ∩ top-k(b)| / k from the elements' bins: an element in
@@ -637,7 +616,7 @@ func (st *tensorState) finish() {
 // element's bin, Σ wa = Σ wb = k and this is Σ wa·wb / k; with a sample it is the
 // same ratio over the sample. The elements are counted by where they fall against
 // each cut (below, in, above the bin: integers), then weighted.
-func overlap(a, b []uint32, ca, cb cut) float64 {
+func overlap(a, b []uint16, ca, cb cut) float64 {
 	var n [9]int64
 	for j, ma := range a {
 		n[ca.class(ma)*3+cb.class(b[j])]++
@@ -658,10 +637,9 @@ func overlap(a, b []uint32, ca, cb cut) float64 {
 	return both / ((sa + sb) / 2)
 }
 
-// class is 0 below the cut's bin, 1 in it, 2 above it.
-func (c cut) class(mag uint32) int {
-	key := int(mag >> 16)
-	return b2i(key >= c.bin) + b2i(key > c.bin)
+// class is 0 below the cut's bin, 1 in it, 2 above it, for an element in bin key.
+func (c cut) class(key uint16) int {
+	return b2i(int(key) >= c.bin) + b2i(int(key) > c.bin)
 }
 
 func b2i(b bool) int {
@@ -676,19 +654,12 @@ func b2i(b bool) int {
 // |τ|, and sums the kept mass and the masks' intersection exactly.
 func (st *tensorState) finishExact(s *sums) {
 	masks := make([][]bool, st.models)
+	lows := make([]uint32, 1<<16)
 	for d, dens := range st.dens {
 		k := merge.TopK(dens, st.n)
 		s.k[d] = float64(k)
 		for i := range st.models {
-			masks[i] = topMask(masks[i], st.hist[i], st.mags[i], k)
-			var kept float64
-			for j, m := range st.mags[i] {
-				if masks[i][j] {
-					v := float64(math.Float32frombits(m))
-					kept += v * v
-				}
-			}
-			s.kept[i][d] = kept
+			masks[i], s.kept[i][d] = topMask(masks[i], st.hist[i], st.mags[i], k, lows)
 		}
 		p := 0
 		for a := range st.models {
@@ -707,14 +678,20 @@ func (st *tensorState) finishExact(s *sums) {
 }
 
 // topMask sets mask[j] for the k largest of mags (ties to the lower index), using
-// their top-16-bit histogram h to find the boundary's bin.
-func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
+// their top-16-bit histogram h to find the boundary's bin, and returns the mask and
+// the kept Σ |τ|², added in index order. lows is scratch of 2¹⁶ zeros, left zero.
+func topMask(mask []bool, h []uint64, mags []uint32, k int64, lows []uint32) ([]bool, float64) {
 	mask = slices.Grow(mask[:0], len(mags))[:len(mags)]
+	var kept float64
 	if k <= 0 || k >= int64(len(mags)) {
-		for j := range mask {
+		for j, m := range mags {
 			mask[j] = k > 0
+			if k > 0 {
+				v := float64(math.Float32frombits(m))
+				kept += v * v
+			}
 		}
-		return mask
+		return mask, kept
 	}
 	var above int64
 	bin := histBins - 1
@@ -723,7 +700,6 @@ func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
 	}
 	// Within the bin, the low 16 bits settle the boundary's pattern t and how many of
 	// the elements equal to t rank above (r).
-	lows := make([]int64, 1<<16)
 	for _, m := range mags {
 		if int(m>>16) == bin {
 			lows[m&0xFFFF]++
@@ -731,31 +707,33 @@ func topMask(mask []bool, h []uint64, mags []uint32, k int64) []bool {
 	}
 	need := k - above
 	lo := 1<<16 - 1
-	for ; lo > 0 && need > lows[lo]; lo-- {
-		need -= lows[lo]
+	for ; lo > 0 && need > int64(lows[lo]); lo-- {
+		need -= int64(lows[lo])
 	}
+	clear(lows)
 	t, r := uint32(bin)<<16|uint32(lo), need
 	for j, m := range mags {
-		switch {
-		case m > t:
-			mask[j] = true
-		case m == t && r > 0:
-			mask[j] = true
+		in := m > t
+		if m == t && r > 0 {
+			in = true
 			r--
-		default:
-			mask[j] = false
+		}
+		mask[j] = in
+		if in {
+			v := float64(math.Float32frombits(m))
+			kept += v * v
 		}
 	}
-	return mask
+	return mask, kept
 }
 
 // finishSampled estimates the cuts and the kept mass from the sample's histograms
 // (each |τ| counted as its bin's smallest value) and the overlap from the sample
 // (docs/report.md#top-k).
 func (st *tensorState) finishSampled(s *sums) {
-	mags := make([][]uint32, st.models)
-	for i, ms := range st.mags {
-		mags[i] = slices.DeleteFunc(ms, func(m uint32) bool { return m == pastEnd })
+	mags := make([][]uint16, st.models)
+	for i, ks := range st.keys {
+		mags[i] = slices.DeleteFunc(ks, func(k uint16) bool { return k == pastEnd })
 	}
 	cuts := make([]cut, st.models)
 	m := int64(len(mags[0]))

@@ -313,7 +313,7 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func weight(c cut, mag uint32) float64 { return [3]float64{0, c.frac, 1}[c.class(mag)] }
+func weight(c cut, mag uint32) float64 { return [3]float64{0, c.frac, 1}[c.class(uint16(mag>>16))] }
 
 func TestFindCutEdges(t *testing.T) {
 	h := make([]uint64, histBins)
@@ -332,9 +332,13 @@ func TestFindCutEdges(t *testing.T) {
 		t.Errorf("k = 2: weights %v %v, fraction %v", weight(c, two), weight(c, one), f)
 	}
 	// The exact mask: the same histogram, ties to the lower index.
-	mask := topMask(nil, h, []uint32{two, one, two, two}, 2)
-	if !slices.Equal(mask, []bool{true, false, true, false}) {
-		t.Errorf("topMask = %v", mask)
+	lows := make([]uint32, 1<<16)
+	mask, kept := topMask(nil, h, []uint32{two, one, two, two}, 2, lows)
+	if !slices.Equal(mask, []bool{true, false, true, false}) || kept != 8 {
+		t.Errorf("topMask = %v, kept %v; want [true false true false], 8", mask, kept)
+	}
+	if slices.ContainsFunc(lows, func(v uint32) bool { return v != 0 }) {
+		t.Error("topMask left its scratch dirty")
 	}
 }
 
@@ -348,8 +352,8 @@ func TestBadDensity(t *testing.T) {
 	}
 }
 
-// BenchmarkChunkSums is the per-chunk work of two models against a base.
-func BenchmarkChunkSums(b *testing.B) {
+// benchInputs is a chunk of a base and two models.
+func benchInputs() [][]float32 {
 	in := make([][]float32, 3)
 	for i := range in {
 		in[i] = make([]float32, merge.ChunkElems)
@@ -359,18 +363,51 @@ func BenchmarkChunkSums(b *testing.B) {
 			in[i][j] = float32(x>>8)/float32(1<<24) - 0.5
 		}
 	}
-	st := newTensorState(merge.ChunkElems, 2, DefaultDensities, newScratchPool(2))
-	sc := st.pool.Get().(*chunkScratch)
-	acc := make([]float64, st.nStats)
-	b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
-	b.ReportAllocs()
-	for b.Loop() {
-		chunkSums(acc, in, sc, 2, false) // a large tensor's: its histogram is the sample's
-		for _, h := range sc.hist {
-			clear(h)
-		}
+	return in
+}
+
+// BenchmarkChunkSums is the per-chunk sums of two models against a base, fused and
+// as separate passes (the oracle; what the report did before).
+func BenchmarkChunkSums(b *testing.B) {
+	in := benchInputs()
+	for _, c := range []struct {
+		name string
+		f    func([]float64, [][]float32, int)
+	}{{"fused", chunkSums}, {"passes", chunkSumsPasses}} {
+		b.Run(c.name, func(b *testing.B) {
+			acc := make([]float64, 1+2+3)
+			b.SetBytes(3 * 2 * merge.ChunkElems) // as BF16 inputs
+			b.ReportAllocs()
+			for b.Loop() {
+				c.f(acc, in, 2)
+			}
+			if acc[1] == 0 {
+				b.Fatal("no sums")
+			}
+		})
 	}
-	if acc[1] == 0 {
-		b.Fatal("no sums")
+}
+
+// BenchmarkKeep is the per-chunk top-k bookkeeping of two models against a base, for
+// a large tensor (a sample and its histogram) and a small one (every element).
+func BenchmarkKeep(b *testing.B) {
+	in := benchInputs()
+	for _, n := range []int64{exactKeys + merge.ChunkElems, merge.ChunkElems} {
+		name := map[bool]string{true: "sampled", false: "exact"}[n > exactKeys]
+		b.Run(name, func(b *testing.B) {
+			st := newTensorState(n, 2, DefaultDensities, newScratchPool(2))
+			st.alloc()
+			sc := st.pool.Get().(*chunkScratch)
+			b.SetBytes(3 * 2 * merge.ChunkElems)
+			b.ReportAllocs()
+			for b.Loop() {
+				for off := 0; off < merge.ChunkElems; off += block {
+					st.keep(in, merge.Chunk{}, sc, off, off+block)
+				}
+				for _, h := range sc.hist {
+					clear(h)
+				}
+			}
+		})
 	}
 }
