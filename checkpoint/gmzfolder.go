@@ -157,7 +157,11 @@ func openGMZFolder(dir string) (_ *gmzFolder, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s := src.(*gmzSource)
+		s, ok := src.(*gmzSource)
+		if !ok {
+			src.Close()
+			return nil, &gmzInputError{fmt.Errorf("%s: %s is a compressed GGUF file, not a safetensors shard", dir, n)}
+		}
 		g.shards = append(g.shards, s)
 		for _, m := range s.metas {
 			if prev, dup := g.by[m.Name]; dup {
