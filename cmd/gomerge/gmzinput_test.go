@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -172,8 +173,22 @@ func TestSFAKeepHistory(t *testing.T) {
 // and a folder output from it keeps its other files.
 func TestCompressFolder(t *testing.T) {
 	f := newCLIFixture(t)
-	if err := os.WriteFile(filepath.Join(f.folder, "config.json"), []byte(`{"model_type": "llama"}`), 0o644); err != nil {
-		t.Fatal(err)
+	// Sub-folders, one holding a weight file, which is carried as it is (it is no
+	// shard of the model).
+	for name, data := range map[string]string{
+		"config.json":                            `{"model_type": "llama"}`,
+		"original/params.json":                   `{"dim": 64}`,
+		"original/deep/consolidated.safetensors": "not a shard: any bytes",
+		"original/deep/empty/.keep":              "",
+		"metal/model.safetensors.index.json":     "{}",
+	} {
+		p := filepath.Join(f.folder, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	gz := filepath.Join(f.dir, "current-gz")
 	dgz := filepath.Join(f.dir, "current-delta")
@@ -198,22 +213,39 @@ func TestCompressFolder(t *testing.T) {
 		!slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".gmz") }) {
 		t.Fatalf("compressed folder holds %v", names)
 	}
+	// tree lists a folder's files and folders, sub-folders included.
+	tree := func(dir string) []string {
+		t.Helper()
+		var names []string
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			if d.IsDir() {
+				rel += "/"
+			}
+			names = append(names, filepath.ToSlash(rel))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	if got := tree(gz); !slices.Contains(got, "original/deep/consolidated.safetensors") || !slices.Contains(got, "original/deep/empty/.keep") ||
+		!bytes.Equal(readFile(t, filepath.Join(gz, "original", "params.json")), readFile(t, filepath.Join(f.folder, "original", "params.json"))) {
+		t.Errorf("the compressed folder does not carry the sub-folders as they are: %v", got)
+	}
 	sameFolder := func(what, got, want string) {
 		t.Helper()
-		we, err := os.ReadDir(want)
-		if err != nil {
-			t.Fatal(err)
+		we, ge := tree(want), tree(got)
+		if !slices.Equal(ge, we) {
+			t.Fatalf("%s: holds %v, want %v", what, ge, we)
 		}
-		ge, err := os.ReadDir(got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ge) != len(we) {
-			t.Fatalf("%s: %d files, want %d", what, len(ge), len(we))
-		}
-		for _, e := range we {
-			if !bytes.Equal(readFile(t, filepath.Join(got, e.Name())), readFile(t, filepath.Join(want, e.Name()))) {
-				t.Errorf("%s: %s differs", what, e.Name())
+		for _, n := range we {
+			if !strings.HasSuffix(n, "/") && !bytes.Equal(readFile(t, filepath.Join(got, n)), readFile(t, filepath.Join(want, n))) {
+				t.Errorf("%s: %s differs", what, n)
 			}
 		}
 	}
