@@ -537,6 +537,20 @@ func TestMergeCompressedGGUFBadInput(t *testing.T) {
 			m["dtype"], m["shape"] = "U8", []any{json.Number(fmt.Sprint(int64(gguftest.VocabSize) * 64 / 32 * 34))}
 		}), []string{name, "header says Q8_0, the container U8"}},
 	}
+	// A part of a split model, compressed.
+	split := filepath.Join(dir, "s.gguf")
+	if code, _, stderr := gomerge(t, "linear", a, a, "--out", split, "--split-max-tensors", "8"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	partGz := filepath.Join(dir, "part.gmz")
+	if code, _, stderr := gomerge(t, "compress", filepath.Join(dir, gguf.SplitName("s", 0, 3)), partGz); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	cases = append(cases, struct {
+		name string
+		file []byte
+		want []string
+	}{"part of a split model", readFile(t, partGz), []string{"part 1 of 3", "split"}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			sub := t.TempDir()
