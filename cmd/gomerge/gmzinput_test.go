@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -486,26 +485,7 @@ func TestMergeCompressedGGUFBadInput(t *testing.T) {
 	}
 	good := readFile(t, az)
 	const name = "token_embd.weight"
-	var h struct {
-		Tensors []struct {
-			Name   string
-			Frames [][]int64
-		}
-	}
-	n := int(binary.LittleEndian.Uint64(good[len(good)-20:]))
-	if err := json.Unmarshal(good[len(good)-20-n:len(good)-20], &h); err != nil {
-		t.Fatal(err)
-	}
-	flipped, at := bytes.Clone(good), 16
-	for _, tn := range h.Tensors {
-		if tn.Name == name {
-			flipped[at+int(tn.Frames[0][0])/2] ^= 0x10
-			break
-		}
-		for _, fr := range tn.Frames {
-			at += int(fr[0])
-		}
-	}
+	flipped := flipFrame(t, good, name)
 	editTensor := func(edit func(m map[string]any)) []byte {
 		return gmzEdit(t, good, func(h map[string]any) {
 			for _, tn := range h["tensors"].([]any) {
