@@ -401,6 +401,10 @@ func TestMergeCompressedGGUF(t *testing.T) {
 					}
 				}
 			}
+			// A dry run of a merge into a .gmz plans a GGUF output, as the run does.
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", az, "--current", bz, "--beta", "0.3", "--out", filepath.Join(dir, "dry.gmz"), "--dry-run"); code != 0 {
+				t.Errorf("dry run into a .gmz from GGUF inputs: exit %d: %s", code, stderr)
+			}
 			// distance gives the same numbers.
 			dist := func(x, y string) string {
 				t.Helper()
