@@ -135,7 +135,7 @@ done
 # ($OUTDIR) with --threads 1 and 2, the .gmz and the output's folder warm, REPS
 # interleaved runs each; GB/s is the uncompressed size (10^9 bytes) over the median
 # wall time. The load average before and after says how quiet the machine was.
-"$GM" compress "$A" "$O/dense.gmz"
+"$GM" compress "$A" "$O/dense.gmz" >/dev/null
 cat "$O/dense.gmz" >/dev/null
 DLOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 0; r < REPS; r++)); do
