@@ -91,7 +91,7 @@ func BenchmarkReadTensor(b *testing.B) {
 	}
 }
 
-// BenchmarkWriteSource is decompression as `gomerge decompress` runs it: a mapped
+// BenchmarkWriteSource is decompression as `gomerge decompress` runs it: an opened
 // .gmz of 64 MiB of BF16 written back to a file with WriteAt, on 1 and 2 workers
 // (in $GMZ_BENCH_DIR, default the test's temporary folder: set it to a tmpfs such as
 // /dev/shm to keep the disk out). MB/s is wall time; MB/cpu-s the process's CPU.
