@@ -401,6 +401,24 @@ func TestMergeCompressedGGUF(t *testing.T) {
 					}
 				}
 			}
+			// In place on a compressed GGUF file: it stays a compressed GGUF file,
+			// holding the merge.
+			inPlace := filepath.Join(dir, "inplace.gmz")
+			if err := os.WriteFile(inPlace, readFile(t, cz), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := filepath.Join(dir, "inplace.want.gguf")
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", c, "--beta", "0.3", "--out", want); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", inPlace, "--beta", "0.3", "--in-place"); code != 0 {
+				t.Fatalf("in place on a compressed GGUF: exit %d: %s", code, stderr)
+			}
+			back := filepath.Join(dir, "inplace.back.gguf")
+			if code, _, stderr := gomerge(t, "decompress", inPlace, back); code != 0 {
+				t.Fatalf("decompress: exit %d: %s", code, stderr)
+			}
+			sameTensors(t, "in place", back, want)
 			// A dry run of a merge into a .gmz plans a GGUF output, as the run does.
 			if code, _, stderr := gomerge(t, "sfa", "--anchor", az, "--current", bz, "--beta", "0.3", "--out", filepath.Join(dir, "dry.gmz"), "--dry-run"); code != 0 {
 				t.Errorf("dry run into a .gmz from GGUF inputs: exit %d: %s", code, stderr)
