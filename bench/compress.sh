@@ -17,7 +17,8 @@
 # the uncompressed size (10^6 bytes) over wall seconds, for compression and
 # decompression alike. Every output is decompressed and compared byte for byte with
 # its input. gomerge writes through a temporary file that it fsyncs and renames;
-# zstd writes its output without fsync.
+# zstd writes its output without fsync. A last table times `gomerge decompress`
+# alone with --threads 1 and 2 (wall GB/s, with the load average around it).
 set -euo pipefail
 
 SIZE=${1:-1gb}
@@ -130,6 +131,30 @@ for ((r = 0; r < REPS; r++)); do
 	done
 done
 
+# Decompression alone, in wall time: the dense .gmz decoded back to the tmpfs
+# ($OUTDIR) with --threads 1 and 2, the .gmz and the output's folder warm, REPS
+# interleaved runs each; GB/s is the uncompressed size (10^9 bytes) over the median
+# wall time. The load average before and after says how quiet the machine was.
+"$GM" compress "$A" "$O/dense.gmz" >/dev/null
+cat "$O/dense.gmz" >/dev/null
+DLOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+for ((r = 0; r < REPS; r++)); do
+	for th in 1 2; do
+		log "rep $((r + 1))/$REPS: decompress --threads $th"
+		once "$GM" decompress "$O/dense.gmz" "$O/dense.back.safetensors" --threads "$th"
+		keep "decompress|$th"
+		cmp -s "$A" "$O/dense.back.safetensors" || { echo "decompress --threads $th differs" >&2; exit 1; }
+		rm -f "$O/dense.back.safetensors"
+	done
+done
+DLOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+rm -f "$O/dense.gmz"
+DROWS=()
+for th in 1 2; do
+	median "decompress|$th"
+	DROWS+=("| $th | $(awk -v n="$in_bytes" -v s="${best_w[decompress|$th]}" 'BEGIN {printf "%.2f", n / 1e9 / (s > 0 ? s : 0.001)}') | ${best_w[decompress|$th]} s | ${best_c[decompress|$th]} CPU-s ($(awk -v n="$in_bytes" -v c="${best_c[decompress|$th]}" 'BEGIN {printf "%.2f", c / (n / 1e9)}') per GB) |")
+done
+
 ROWS=()
 for c in "${cases[@]}"; do
 	median "$c|c"
@@ -158,6 +183,14 @@ echo
 echo "| data | tool | ratio | compress MB/s (wall, CPU) | decompress MB/s (wall, CPU) |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
+echo
+echo "## Decompression wall time (dense BF16, output on $(findmnt -no FSTYPE -T "$OUTDIR" | head -1), warm cache, median of $REPS interleaved runs)"
+echo
+echo "Load average $DLOAD0 before, $DLOAD1 after (1, 5, 15 minutes)."
+echo
+echo "| --threads | GB/s (wall) | wall | CPU (user + sys) |"
+echo "|---|---|---|---|"
+printf '%s\n' "${DROWS[@]}"
 echo
 echo "## Order-0 entropy bound of the byte planes"
 echo

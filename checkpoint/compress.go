@@ -184,7 +184,7 @@ func OpenReference(path string) (*Reference, error) {
 	if err != nil {
 		return nil, err
 	}
-	if g, ok := src.(*gmzSource); ok && g.ref != nil {
+	if isDelta(src) {
 		src.Close()
 		return nil, &gmzInputError{fmt.Errorf("%s is itself a delta; a reference must be a full checkpoint", path)}
 	}

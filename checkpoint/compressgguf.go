@@ -16,7 +16,7 @@ import (
 // metadata, tensor infos and padding) as the source header, the alignment padding
 // before each tensor as its gap, and whatever follows the last as the tail (a .gmz
 // of version 2). A tensor of a type gomerge does not know is stored as bytes (U8).
-// Merges do not read compressed GGUF files (docs/compression.md): decompress first.
+// Merges read the result as the GGUF model it holds (openGMZGGUF).
 func readGGUFForGMZ(in string) (*gmzInput, error) {
 	f, err := gguf.Open(in)
 	if err != nil {
@@ -78,4 +78,79 @@ func readGGUFForGMZ(in string) (*gmzInput, error) {
 		return fail(err)
 	}
 	return c, nil
+}
+
+// gmzGGUF is a compressed GGUF file as merges read it (docs/compression.md): the
+// model that the GGUF file held, its metadata and tensor infos parsed from the
+// header bytes the container keeps verbatim, its tensors decoded from the frames like
+// those of a compressed safetensors file (a span of frames at a time, which for a
+// block type is a range of whole blocks: the engine's spans are whole chunks).
+type gmzGGUF struct {
+	*ggufSource // the model; its File holds the header only
+	z           *gmzSource
+}
+
+// openGMZGGUF reads the GGUF model of a compressed GGUF file. The container's tensors
+// must be the header's, each where the header places it in the source file, with its
+// size and type: a header that disagrees with the frames is bad input naming the
+// tensor. A part of a split model is refused (decompress the parts). It closes z on
+// error.
+func openGMZGGUF(z *gmzSource) (_ Source, err error) {
+	defer func() {
+		if err != nil {
+			z.Close()
+		}
+	}()
+	bad := func(tensor, format string, args ...any) error {
+		msg := fmt.Sprintf(format, args...)
+		if tensor != "" {
+			msg = fmt.Sprintf("tensor %q: %s", tensor, msg)
+		}
+		return &gmzInputError{fmt.Errorf("%s: %w: the compressed GGUF file's %s", z.path, gmz.ErrFormat, msg)}
+	}
+	f, err := gguf.ParseHeader(z.f.Source.Header, z.f.Source.Size)
+	if err != nil {
+		return nil, bad("", "header: %v", err)
+	}
+	if sp, split, err := gguf.SplitOf(f); err != nil || split {
+		return nil, &gmzInputError{fmt.Errorf("%s: %w: part %d of %d of a split GGUF model: merges read a compressed GGUF file that is a whole model (gomerge decompress the parts first)", z.path, ErrBadInput, sp.No+1, sp.Count)}
+	}
+	if len(f.Tensors()) != len(z.f.Tensors) {
+		return nil, bad("", "header lists %d tensors, the container %d", len(f.Tensors()), len(z.f.Tensors))
+	}
+	for _, t := range f.Tensors() {
+		zt, ok := z.f.Tensor(t.Name)
+		switch {
+		case !ok:
+			return nil, bad(t.Name, "header lists it, the container does not hold it")
+		case zt.Offset != t.Begin || zt.Size != t.Size:
+			return nil, bad(t.Name, "header places it at [%d, +%d), the container at [%d, +%d)", t.Begin, t.Size, zt.Offset, zt.Size)
+		case zt.DType != t.Type.DType() && t.Type.DType() != dtype.Invalid:
+			return nil, bad(t.Name, "header says %s, the container %s", t.Type, zt.DType)
+		}
+	}
+	g, err := newGGUFSource(z.path, []*gguf.File{f}, []string{z.path})
+	if err != nil {
+		return nil, err
+	}
+	return &gmzGGUF{ggufSource: g, z: z}, nil
+}
+
+// asGGUF returns the GGUF model of a source read from a GGUF file, compressed or not.
+func asGGUF(s Source) (*ggufSource, bool) {
+	switch g := s.(type) {
+	case *ggufSource:
+		return g, true
+	case *gmzGGUF:
+		return g.ggufSource, true
+	}
+	return nil, false
+}
+
+func (g *gmzGGUF) Decodes() bool                    { return true }
+func (g *gmzGGUF) Close() error                     { return g.z.Close() }
+func (g *gmzGGUF) Data(name string) ([]byte, error) { return g.z.Data(name) }
+func (g *gmzGGUF) DecodeUnit(name string) int64     { return g.z.DecodeUnit(name) }
+func (g *gmzGGUF) DecodeRange(name string, off int64, dst []byte) error {
+	return g.z.DecodeRange(name, off, dst)
 }

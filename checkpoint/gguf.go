@@ -108,7 +108,7 @@ func fileType(tensors []Tensor) (uint32, bool) {
 // tokenizer) with the provenance keys, then the tensors. When tensor types changed,
 // general.file_type is set to what the output mostly holds.
 func (ggufFormat) Plan(out Output) (*Layout, error) {
-	ref, ok := out.Ref.(*ggufSource)
+	ref, ok := asGGUF(out.Ref)
 	if !ok || out.Folder {
 		return nil, unsupported("output %s: a GGUF output is one file, made from a GGUF reference", out.Name)
 	}
@@ -198,12 +198,24 @@ func openGGUF(path string) (*ggufSource, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, err := newGGUFSource(path, parts, paths)
+	if err != nil {
+		for _, p := range parts {
+			p.Close()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// newGGUFSource describes the tensors of a model's parts, opened from paths; a
+// tensor of a type gomerge cannot read is bad input.
+func newGGUFSource(path string, parts []*gguf.File, paths []string) (*ggufSource, error) {
 	s := &ggufSource{path: path, f: parts[0], parts: parts, where: map[string]int{}}
 	for i, p := range parts {
 		for _, t := range p.Tensors() {
 			dt := t.Type.DType()
 			if dt == dtype.Invalid {
-				s.Close()
 				return nil, fmt.Errorf("%s: tensor %q: %w: type %s: gomerge cannot dequantize it (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K)",
 					paths[i], t.Name, ErrBadInput, t.Type)
 			}

@@ -263,7 +263,7 @@ func mixTypes(asked dtype.DType, opts OutOptions, ref Source) (map[string]dtype.
 		return nil, unsupported("--dtype %s: not one of llama.cpp's file types", opts.Mix)
 	}
 	var model gguf.MixModel
-	if g, ok := ref.(*ggufSource); ok {
+	if g, ok := asGGUF(ref); ok {
 		model = gguf.ModelOf(g.f.Metadata())
 	}
 	ts := make([]gguf.MixTensor, len(metas))

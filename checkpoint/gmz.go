@@ -58,6 +58,25 @@ func isGMZ(path string) bool {
 	return strings.EqualFold(filepath.Ext(path), ".gmz") || startsWith(path, gmzMagic)
 }
 
+// FileFormat is the format of the checkpoint file at path as a merge reads it: GGUF
+// for a GGUF file or a compressed one, Safetensors otherwise (a folder, a file it
+// cannot read: opening it reports why). Merges into a .gmz write the reference's
+// format and compress that.
+func FileFormat(path string) Format {
+	if isGGUF(path) {
+		return GGUF
+	}
+	if isGMZ(path) {
+		if f, err := gmz.Open(path); err == nil {
+			defer f.Close()
+			if f.Source.Format == "gguf" {
+				return GGUF
+			}
+		}
+	}
+	return Safetensors
+}
+
 // gmzSource is an opened .gmz file. A delta file (compress --against) decodes against
 // its reference checkpoint, found where the file's header says, relative to the .gmz's
 // folder, and checked tensor by tensor against the checksums the delta recorded.
@@ -89,15 +108,30 @@ func gmzErr(path string, err error) error {
 	return err
 }
 
+// openGMZ opens a compressed checkpoint: a compressed safetensors file as itself, a
+// compressed GGUF file as the GGUF model it holds (compressgguf.go).
 func openGMZ(path string) (Source, error) {
+	s, err := openGMZContainer(path)
+	if err != nil {
+		return nil, err
+	}
+	if s.f.Source.Format == "gguf" {
+		return openGMZGGUF(s)
+	}
+	return s, nil
+}
+
+// openGMZContainer opens a .gmz file of a format merges read, and its reference if it
+// is a delta.
+func openGMZContainer(path string) (*gmzSource, error) {
 	f, err := gmz.Open(path)
 	if err != nil {
 		return nil, gmzErr(path, err)
 	}
 	s := &gmzSource{path: path, f: f}
-	if f.Source.Format != "safetensors" {
+	if f.Source.Format != "safetensors" && f.Source.Format != "gguf" {
 		f.Close()
-		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; merges read compressed safetensors only (gomerge decompress it first)", path, f.Source.Format)}
+		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; merges read compressed safetensors and GGUF files (gomerge decompress it first)", path, f.Source.Format)}
 	}
 	delta := false
 	for i := range f.Tensors {
@@ -135,7 +169,7 @@ func (s *gmzSource) openReference() error {
 		if err != nil {
 			return err
 		}
-		if ref.(*gmzSource).ref != nil {
+		if isDelta(ref) {
 			ref.Close()
 			return &gmzInputError{fmt.Errorf("%s: its reference %s is itself a delta", s.path, p)}
 		}
@@ -148,6 +182,17 @@ func (s *gmzSource) openReference() error {
 	}
 	s.ref = ref
 	return nil
+}
+
+// isDelta reports whether src is a compressed checkpoint stored as a delta.
+func isDelta(src Source) bool {
+	switch g := src.(type) {
+	case *gmzSource:
+		return g.ref != nil
+	case *gmzGGUF:
+		return g.z.ref != nil
+	}
+	return false
 }
 
 func (s *gmzSource) Path() string          { return s.path }

@@ -18,8 +18,9 @@ import (
 // Compressed Hugging Face folders (docs/compression.md#folders): `compress DIR OUT`
 // codes each .safetensors shard of DIR into OUT/NAME.gmz (NAME the shard's name
 // without .safetensors) and copies every other file (the index, config, tokenizer)
-// unchanged, so that `decompress OUT DIR2` gives the folder back file for file, byte
-// for byte. A merge reads such a folder like the safetensors folder it was made
+// and every sub-folder, whatever it holds, unchanged (a weight file in a sub-folder is
+// no shard of the model: it is copied, not compressed), so that `decompress OUT DIR2`
+// gives the folder back file for file, byte for byte. A merge reads such a folder like the safetensors folder it was made
 // from.
 
 // gmzShardName is the name a shard gets in a compressed folder, and shardName its
@@ -88,7 +89,7 @@ func CompressFolder(ctx context.Context, in, out string, opts CompressOptions) (
 	}
 	defer dest.Unlock()
 	l := atomicout.Layout{
-		Carry: &atomicout.Carry{From: in, Skip: func(name string) bool { return strings.HasSuffix(strings.ToLower(name), ".safetensors") }},
+		Carry: &atomicout.Carry{From: in, Tree: true, Skip: func(name string) bool { return strings.HasSuffix(strings.ToLower(name), ".safetensors") }},
 	}
 	for _, s := range shards {
 		l.Files = append(l.Files, atomicout.File{Name: gmzShardName(s), Size: atomicout.Streamed})
@@ -157,7 +158,11 @@ func openGMZFolder(dir string) (_ *gmzFolder, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s := src.(*gmzSource)
+		s, ok := src.(*gmzSource)
+		if !ok {
+			src.Close()
+			return nil, &gmzInputError{fmt.Errorf("%s: %s is a compressed GGUF file, not a safetensors shard", dir, n)}
+		}
 		g.shards = append(g.shards, s)
 		for _, m := range s.metas {
 			if prev, dup := g.by[m.Name]; dup {

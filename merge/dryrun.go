@@ -25,8 +25,8 @@ func dryRun(job Job) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if checkpoint.IsCompressedPath(out) { // a .gmz is written as a safetensors file first
-		format = checkpoint.Safetensors
+	if checkpoint.IsCompressedPath(out) { // a .gmz is written in the reference's format first
+		format = checkpoint.FileFormat(job.Inputs[job.Ref].Path)
 	}
 	plan, err := openPlan(job, format)
 	if err != nil {

@@ -257,14 +257,18 @@ func (job *Job) outPath() string {
 }
 
 // runCompressed writes the merge as a compressed checkpoint (docs/compression.md):
-// the merge goes to a safetensors file beside the output (named after it and this
-// process, so that concurrent runs do not meet), which is then coded into the .gmz
-// through the crash-safe output and removed. The two are locked one after the other:
+// the merge goes to a safetensors file (a GGUF file when the reference input is one)
+// beside the output (named after it and this process, so that concurrent runs do not
+// meet), which is then coded into the .gmz through the crash-safe output and removed. The two are locked one after the other:
 // a lock covers its folder, so holding the output's while the merge locks its file
 // would wait forever. In place, a .gmz input is replaced by the merge, compressed on
 // its own (not as a delta).
 func runCompressed(ctx context.Context, job Job, out string) (*Report, error) {
-	tmp := filepath.Join(filepath.Dir(out), fmt.Sprintf(".%s.merging-%d.safetensors", filepath.Base(out), os.Getpid()))
+	ext := ".safetensors"
+	if checkpoint.FileFormat(job.Inputs[job.Ref].Path) == checkpoint.GGUF {
+		ext = ".gguf" // GGUF inputs merge into a GGUF file, compressed as one
+	}
+	tmp := filepath.Join(filepath.Dir(out), fmt.Sprintf(".%s.merging-%d%s", filepath.Base(out), os.Getpid(), ext))
 	inner := job
 	inner.Out, inner.InPlace = tmp, false
 	defer os.Remove(tmp)

@@ -315,14 +315,14 @@ func refFunc(in *gmz.File, ref *checkpoint.Reference) gmz.RefFunc {
 }
 
 // decompressFolder writes a compressed folder's shards back as .safetensors files,
-// beside its other files, through the crash-safe output.
+// beside its other files and sub-folders, through the crash-safe output.
 func decompressFolder(ctx context.Context, o *compressOptions, shards []string, files []*gmz.File, ref *checkpoint.Reference) error {
 	dest, err := atomicout.Lock(ctx, o.out, true, nil)
 	if err != nil {
 		return &merge.OutputError{Path: o.out, Err: err}
 	}
 	defer dest.Unlock()
-	l := atomicout.Layout{Carry: &atomicout.Carry{From: o.in, Skip: func(name string) bool { return strings.EqualFold(filepath.Ext(name), ".gmz") }}}
+	l := atomicout.Layout{Carry: &atomicout.Carry{From: o.in, Tree: true, Skip: func(name string) bool { return strings.EqualFold(filepath.Ext(name), ".gmz") }}}
 	for i, st := range shards {
 		l.Files = append(l.Files, atomicout.File{Name: st, Size: files[i].Source.Size})
 		l.Marks = append(l.Marks, st)

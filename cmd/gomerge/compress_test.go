@@ -183,6 +183,35 @@ func gmzEdit(t *testing.T, b []byte, edit func(h map[string]any)) []byte {
 	return append(out, b[len(b)-8:]...)
 }
 
+// flipFrame returns a .gmz file with a bit flipped in the middle of the named
+// tensor's first frame.
+func flipFrame(t *testing.T, b []byte, name string) []byte {
+	t.Helper()
+	n := int(binary.LittleEndian.Uint64(b[len(b)-20:]))
+	var h struct {
+		Tensors []struct {
+			Name   string
+			Frames [][]int64
+		}
+	}
+	if err := json.Unmarshal(b[len(b)-20-n:len(b)-20], &h); err != nil {
+		t.Fatal(err)
+	}
+	at := 16
+	for _, tn := range h.Tensors {
+		for i, fr := range tn.Frames {
+			if tn.Name == name && i == 0 {
+				out := bytes.Clone(b)
+				out[at+int(fr[0])/2] ^= 0x10
+				return out
+			}
+			at += int(fr[0])
+		}
+	}
+	t.Fatalf("no tensor %q", name)
+	return nil
+}
+
 func TestCompressBadInput(t *testing.T) {
 	f := newCLIFixture(t)
 	dense := filepath.Join(f.dir, "dense.gmz")
@@ -200,30 +229,7 @@ func TestCompressBadInput(t *testing.T) {
 		}
 	}
 	name := big.Name
-	var frameOff int
-	{
-		n := int(binary.LittleEndian.Uint64(good[len(good)-20:]))
-		var h struct {
-			Tensors []struct {
-				Name   string
-				Frames [][]int64
-			}
-		}
-		if err := json.Unmarshal(good[len(good)-20-n:len(good)-20], &h); err != nil {
-			t.Fatal(err)
-		}
-		at := 16
-		for _, tn := range h.Tensors {
-			for _, fr := range tn.Frames {
-				if tn.Name == name && frameOff == 0 {
-					frameOff = at + int(fr[0])/2
-				}
-				at += int(fr[0])
-			}
-		}
-	}
-	flipped := append([]byte(nil), good...)
-	flipped[frameOff] ^= 0x10
+	flipped := flipFrame(t, good, name)
 	setSize := gmzEdit(t, good, func(h map[string]any) {
 		for _, tn := range h["tensors"].([]any) {
 			if m := tn.(map[string]any); m["name"] == name {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf"
 	"github.com/gomerge/gomerge/formats/gguf/gguftest"
 )
 
@@ -169,8 +172,22 @@ func TestSFAKeepHistory(t *testing.T) {
 // and a folder output from it keeps its other files.
 func TestCompressFolder(t *testing.T) {
 	f := newCLIFixture(t)
-	if err := os.WriteFile(filepath.Join(f.folder, "config.json"), []byte(`{"model_type": "llama"}`), 0o644); err != nil {
-		t.Fatal(err)
+	// Sub-folders, one holding a weight file, which is carried as it is (it is no
+	// shard of the model).
+	for name, data := range map[string]string{
+		"config.json":                            `{"model_type": "llama"}`,
+		"original/params.json":                   `{"dim": 64}`,
+		"original/deep/consolidated.safetensors": "not a shard: any bytes",
+		"original/deep/empty/.keep":              "",
+		"metal/model.safetensors.index.json":     "{}",
+	} {
+		p := filepath.Join(f.folder, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	gz := filepath.Join(f.dir, "current-gz")
 	dgz := filepath.Join(f.dir, "current-delta")
@@ -195,22 +212,39 @@ func TestCompressFolder(t *testing.T) {
 		!slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".gmz") }) {
 		t.Fatalf("compressed folder holds %v", names)
 	}
+	// tree lists a folder's files and folders, sub-folders included.
+	tree := func(dir string) []string {
+		t.Helper()
+		var names []string
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			if d.IsDir() {
+				rel += "/"
+			}
+			names = append(names, filepath.ToSlash(rel))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	if got := tree(gz); !slices.Contains(got, "original/deep/consolidated.safetensors") || !slices.Contains(got, "original/deep/empty/.keep") ||
+		!bytes.Equal(readFile(t, filepath.Join(gz, "original", "params.json")), readFile(t, filepath.Join(f.folder, "original", "params.json"))) {
+		t.Errorf("the compressed folder does not carry the sub-folders as they are: %v", got)
+	}
 	sameFolder := func(what, got, want string) {
 		t.Helper()
-		we, err := os.ReadDir(want)
-		if err != nil {
-			t.Fatal(err)
+		we, ge := tree(want), tree(got)
+		if !slices.Equal(ge, we) {
+			t.Fatalf("%s: holds %v, want %v", what, ge, we)
 		}
-		ge, err := os.ReadDir(got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ge) != len(we) {
-			t.Fatalf("%s: %d files, want %d", what, len(ge), len(we))
-		}
-		for _, e := range we {
-			if !bytes.Equal(readFile(t, filepath.Join(got, e.Name())), readFile(t, filepath.Join(want, e.Name()))) {
-				t.Errorf("%s: %s differs", what, e.Name())
+		for _, n := range we {
+			if !strings.HasSuffix(n, "/") && !bytes.Equal(readFile(t, filepath.Join(got, n)), readFile(t, filepath.Join(want, n))) {
+				t.Errorf("%s: %s differs", what, n)
 			}
 		}
 	}
@@ -303,10 +337,255 @@ func TestCompressGGUF(t *testing.T) {
 	if code, _, stderr := gomerge(t, "decompress", bz, filepath.Join(dir, "x.gguf"), "--against", b); code != exitBadInput {
 		t.Errorf("delta against the wrong reference: exit %d: %s", code, stderr)
 	}
-	code, _, stderr := gomerge(t, "linear", az, a, "--out", filepath.Join(dir, "m.gguf"))
-	if code != exitBadInput || !strings.Contains(stderr, "decompress") {
-		t.Errorf("a merge from a compressed GGUF: exit %d: %s", code, stderr)
+}
+
+// Compressed GGUF files, full and delta (against a GGUF file or a compressed one),
+// are merge inputs like the GGUF files they were made from: every merge, distance
+// and inspect give what they give on the plain files. Frames of 3000 bytes cut
+// through the types' blocks and the engine's spans (the weights are two spans long).
+func TestMergeCompressedGGUF(t *testing.T) {
+	for _, dt := range []dtype.DType{dtype.Q8_0, dtype.F16, dtype.Q4_K} {
+		t.Run(dt.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			a, b, c := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "b.gguf"), filepath.Join(dir, "c.gguf")
+			for i, p := range []string{a, b, c} {
+				if err := gguftest.WriteFile(p, gguftest.Metadata(gguftest.KTiny, "a"), gguftest.Random(gguftest.KTiny, dt, uint64(i+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			az, bz, bza, cz := filepath.Join(dir, "a.gmz"), filepath.Join(dir, "b.delta.gmz"), filepath.Join(dir, "b.deltaz.gmz"), filepath.Join(dir, "c.gmz")
+			for _, args := range [][]string{
+				{"compress", a, az, "--frame-size", "3000"},
+				{"compress", b, bz, "--against", a, "--frame-size", "3000"},
+				{"compress", b, bza, "--against", az, "--frame-size", "3000"},
+				{"compress", c, cz},
+			} {
+				if code, _, stderr := gomerge(t, args...); code != 0 {
+					t.Fatalf("%v: exit %d: %s", args, code, stderr)
+				}
+			}
+			// Each merge from the plain files, then from compressed inputs: the
+			// tensors, and the metadata but for the input paths, are the same.
+			merges := []struct {
+				name  string
+				plain []string
+				gz    [][]string
+			}{
+				{"sfa", []string{"sfa", "--anchor", a, "--current", b, "--beta", "0.3"},
+					[][]string{{"sfa", "--anchor", az, "--current", bz, "--beta", "0.3"}, {"sfa", "--anchor", a, "--current", bza, "--beta", "0.3"}}},
+				{"linear", []string{"linear", a, b, c},
+					[][]string{{"linear", az, bz, cz}}},
+				{"ties", []string{"ties", b, c, "--base", a, "--density", "0.5"},
+					[][]string{{"ties", bza, cz, "--base", az, "--density", "0.5"}}},
+			}
+			for _, m := range merges {
+				want := filepath.Join(dir, m.name+".want.gguf")
+				if code, _, stderr := gomerge(t, append(m.plain, "--out", want)...); code != 0 {
+					t.Fatalf("%s: exit %d: %s", m.name, code, stderr)
+				}
+				for i, args := range m.gz {
+					for _, ext := range []string{".gguf", ".gmz"} {
+						got := filepath.Join(dir, fmt.Sprintf("%s.%d%s", m.name, i, ext))
+						if code, _, stderr := gomerge(t, append(args, "--out", got, "--threads", "2")...); code != 0 {
+							t.Fatalf("%v: exit %d: %s", args, code, stderr)
+						}
+						if ext == ".gmz" { // written as a compressed GGUF file
+							back := filepath.Join(dir, "back.gguf")
+							if code, _, stderr := gomerge(t, "decompress", got, back); code != 0 {
+								t.Fatalf("decompress %s: exit %d: %s", got, code, stderr)
+							}
+							got = back
+						}
+						sameTensors(t, fmt.Sprint(args, ext), got, want)
+						sameGGUFMetadata(t, got, want)
+					}
+				}
+			}
+			// In place on a compressed GGUF file: it stays a compressed GGUF file,
+			// holding the merge.
+			inPlace := filepath.Join(dir, "inplace.gmz")
+			if err := os.WriteFile(inPlace, readFile(t, cz), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := filepath.Join(dir, "inplace.want.gguf")
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", c, "--beta", "0.3", "--out", want); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", inPlace, "--beta", "0.3", "--in-place"); code != 0 {
+				t.Fatalf("in place on a compressed GGUF: exit %d: %s", code, stderr)
+			}
+			back := filepath.Join(dir, "inplace.back.gguf")
+			if code, _, stderr := gomerge(t, "decompress", inPlace, back); code != 0 {
+				t.Fatalf("decompress: exit %d: %s", code, stderr)
+			}
+			sameTensors(t, "in place", back, want)
+			// A dry run of a merge into a .gmz plans a GGUF output, as the run does.
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", az, "--current", bz, "--beta", "0.3", "--out", filepath.Join(dir, "dry.gmz"), "--dry-run"); code != 0 {
+				t.Errorf("dry run into a .gmz from GGUF inputs: exit %d: %s", code, stderr)
+			}
+			// distance gives the same numbers.
+			dist := func(x, y string) string {
+				t.Helper()
+				code, stdout, stderr := gomerge(t, "distance", x, y, "--json")
+				if code != 0 {
+					t.Fatalf("distance %s %s: exit %d: %s", x, y, code, stderr)
+				}
+				var r map[string]any
+				if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+					t.Fatal(err)
+				}
+				return fmt.Sprint(r["total"])
+			}
+			if got, want := dist(az, bz), dist(a, b); got != want {
+				t.Errorf("distance from compressed inputs %s, from the files %s", got, want)
+			}
+			// inspect lists the GGUF file's tensors and metadata.
+			inspect := func(p string) inspectReport {
+				t.Helper()
+				code, stdout, stderr := gomerge(t, "inspect", p, "--json")
+				if code != 0 {
+					t.Fatalf("inspect %s: exit %d: %s", p, code, stderr)
+				}
+				var rep inspectReport
+				if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+					t.Fatal(err)
+				}
+				return rep
+			}
+			ri, rf := inspect(az), inspect(a)
+			if len(ri.Tensors) != len(rf.Tensors) || len(ri.Metadata) != len(rf.Metadata) || !strings.HasPrefix(ri.Format, "gmz of gguf v3") {
+				t.Fatalf("inspect: %s with %d tensors and %d keys, want gmz of %s with %d and %d", ri.Format, len(ri.Tensors), len(ri.Metadata), rf.Format, len(rf.Tensors), len(rf.Metadata))
+			}
+			for i := range rf.Tensors {
+				g, w := ri.Tensors[i], rf.Tensors[i]
+				if g.Name != w.Name || g.DType != w.DType || !slices.Equal(g.Shape, w.Shape) || g.Offset != w.Offset {
+					t.Errorf("inspect: tensor %d is %+v, want %+v", i, g, w)
+				}
+			}
+		})
 	}
+}
+
+// sameGGUFMetadata checks that two GGUF files have the same metadata but for
+// gomerge's provenance keys (which name the inputs).
+func sameGGUFMetadata(t *testing.T, got, want string) {
+	t.Helper()
+	g, _, err := gguftest.Read(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _, err := gguftest.Read(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strip := func(kvs []gguf.KV) []string {
+		var out []string
+		for _, kv := range kvs {
+			if !strings.HasPrefix(kv.Key, "gomerge.") {
+				out = append(out, fmt.Sprint(kv.Key, kv.Value))
+			}
+		}
+		return out
+	}
+	if gs, ws := strip(g), strip(w); !slices.Equal(gs, ws) {
+		t.Errorf("%s: metadata %v, want %v", got, gs, ws)
+	}
+}
+
+// A compressed GGUF file whose frames, GGUF header or tensor list is damaged is
+// refused with exit 3, naming the file (and the tensor where there is one), and
+// nothing is written.
+func TestMergeCompressedGGUFBadInput(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.gguf")
+	if err := gguftest.WriteFile(a, gguftest.Metadata(gguftest.Tiny, "a"), gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	az := filepath.Join(dir, "a.gmz")
+	if code, _, stderr := gomerge(t, "compress", a, az); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	good := readFile(t, az)
+	const name = "token_embd.weight"
+	flipped := flipFrame(t, good, name)
+	editTensor := func(edit func(m map[string]any)) []byte {
+		return gmzEdit(t, good, func(h map[string]any) {
+			for _, tn := range h["tensors"].([]any) {
+				if m := tn.(map[string]any); m["name"] == name {
+					edit(m)
+				}
+			}
+		})
+	}
+	var src map[string]any
+	gmzEdit(t, good, func(h map[string]any) { src = h["source"].(map[string]any) })
+	hdr, err := base64.StdEncoding.DecodeString(src["header"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		file []byte
+		want []string
+	}{
+		{"frame checksum", flipped, []string{name, "frame 0"}},
+		{"tensor renamed", editTensor(func(m map[string]any) { m["name"] = "other.weight" }), []string{name, "does not hold it"}},
+		{"header truncated", gmzEdit(t, good, func(h map[string]any) {
+			s := h["source"].(map[string]any)
+			s["header"] = base64.StdEncoding.EncodeToString(hdr[:len(hdr)/2])
+			s["size"] = json.Number(fmt.Sprint(readSize(t, a) - int64(len(hdr)-len(hdr)/2)))
+		}), []string{"GGUF file's header"}},
+		{"container of another type", editTensor(func(m map[string]any) {
+			m["dtype"], m["shape"] = "U8", []any{json.Number(fmt.Sprint(int64(gguftest.VocabSize) * 64 / 32 * 34))}
+		}), []string{name, "header says Q8_0, the container U8"}},
+	}
+	// A part of a split model, compressed.
+	split := filepath.Join(dir, "s.gguf")
+	if code, _, stderr := gomerge(t, "linear", a, a, "--out", split, "--split-max-tensors", "8"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	partGz := filepath.Join(dir, "part.gmz")
+	if code, _, stderr := gomerge(t, "compress", filepath.Join(dir, gguf.SplitName("s", 0, 3)), partGz); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	cases = append(cases, struct {
+		name string
+		file []byte
+		want []string
+	}{"part of a split model", readFile(t, partGz), []string{"part 1 of 3", "split"}})
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sub := t.TempDir()
+			in, out := filepath.Join(sub, "in.gmz"), filepath.Join(sub, "out.gguf")
+			if err := os.WriteFile(in, c.file, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, _, stderr := gomerge(t, "sfa", "--anchor", a, "--current", in, "--beta", "0.5", "--out", out)
+			if code != exitBadInput || !strings.Contains(stderr, "in.gmz") {
+				t.Fatalf("exit %d, want %d naming in.gmz: %s", code, exitBadInput, stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not name %q", stderr, w)
+				}
+			}
+			ents, _ := os.ReadDir(sub)
+			for _, e := range ents {
+				if e.Name() != "in.gmz" {
+					t.Errorf("left %s behind", e.Name())
+				}
+			}
+		})
+	}
+}
+
+func readSize(t *testing.T, p string) int64 {
+	t.Helper()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }
 
 // inspect lists a .gmz file's and a compressed folder's tensors like those of the

@@ -123,6 +123,12 @@ func inspectGGUF(path string) (inspectReport, error) {
 		return inspectReport{}, fmt.Errorf("%s: %w", path, err)
 	}
 	defer f.Close()
+	return ggufReport(path, f), nil
+}
+
+// ggufReport is inspect's report of a GGUF file's header (f need not hold the data:
+// a compressed GGUF file's is parsed on its own).
+func ggufReport(path string, f *gguf.File) inspectReport {
 	rep := inspectReport{Path: path, Format: fmt.Sprintf("gguf v%d", f.Version()), Metadata: map[string]string{}, DTypes: map[string]int{}}
 	rep.Files = []inspectFile{{Path: path, Size: f.Size(), HeaderBytes: f.DataOffset(), Tensors: len(f.Tensors())}}
 	for _, kv := range f.Metadata() {
@@ -137,7 +143,7 @@ func inspectGGUF(path string) (inspectReport, error) {
 	for _, t := range f.Tensors() {
 		rep.add(inspectTensor{Name: t.Name, DType: t.Type.String(), Shape: t.Shape, File: path, Offset: t.Begin, Bytes: t.Size}, t.NumElements())
 	}
-	return rep, nil
+	return rep
 }
 
 func (r *inspectReport) add(t inspectTensor, elems int64) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/formats/gguf"
 	"github.com/gomerge/gomerge/formats/gmz"
 )
 
@@ -35,6 +36,19 @@ func inspectGMZ(path string) (inspectReport, error) {
 		desc := "gmz of " + f.Source.Format
 		if f.Reference != "" {
 			desc += ", delta against " + f.Reference
+		}
+		if f.Source.Format == "gguf" && len(paths) == 1 {
+			// The GGUF file's own header, metadata and tensor infos, as inspect
+			// shows a GGUF file's.
+			g, err := gguf.ParseHeader(f.Source.Header, f.Source.Size)
+			f.Close()
+			if err != nil {
+				return inspectReport{}, gmzError(p, fmt.Errorf("%w: the GGUF header it holds: %w", gmz.ErrFormat, err))
+			}
+			rep := ggufReport(p, g)
+			rep.Format = "gmz of " + rep.Format + strings.TrimPrefix(desc, "gmz of gguf")
+			rep.Files[0].Size = f.Size()
+			return rep, nil
 		}
 		if !strings.Contains(strings.Join(formats, "; "), desc) {
 			formats = append(formats, desc)

@@ -29,6 +29,7 @@
 package gguf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -108,6 +109,8 @@ type File struct {
 	r         io.ReaderAt
 	mapped    []byte
 	closer    *mapfile.Mapped
+	// headerOnly marks a File from ParseHeader: Bytes refuses before allocating.
+	headerOnly bool
 }
 
 // Open memory-maps the named file and parses its header. The caller must Close it.
@@ -131,6 +134,31 @@ func NewFile(r io.ReaderAt, size int64) (*File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// ParseHeader parses a GGUF header held apart from its file's data: hdr is the file's
+// bytes before its first tensor's (gomerge's compressed container keeps them
+// verbatim, its tensors coded elsewhere), size the whole file's length. The header
+// must lie within hdr, so that no allocation is sized beyond len(hdr), and tensor
+// offsets are checked against size as Open checks them. The File describes the
+// tensors but holds no data: Bytes and Dequantize fail.
+func ParseHeader(hdr []byte, size int64) (*File, error) {
+	if size < int64(len(hdr)) {
+		return nil, &FormatError{Off: -1, Msg: fmt.Sprintf("a %d-byte header for a %d-byte file", len(hdr), size)}
+	}
+	d := &decoder{r: bytes.NewReader(hdr), size: int64(len(hdr))}
+	f := &File{r: noData{}, size: size, alignment: defaultAlignment, headerOnly: true}
+	if err := f.parse(d); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// noData is the reader of a File from ParseHeader, which holds no tensor bytes.
+type noData struct{}
+
+func (noData) ReadAt([]byte, int64) (int, error) {
+	return 0, errors.New("gguf: the file's header only was parsed; its data is not held")
 }
 
 // decoder reads the header sequentially through a bounded window of the file.
@@ -586,6 +614,9 @@ func (f *File) Mapped() bool { return f.mapped != nil }
 func (f *File) Bytes(t *TensorInfo) ([]byte, error) {
 	if t.Begin < 0 || t.Size < 0 || t.Size > f.size-t.Begin {
 		return nil, fmt.Errorf("gguf: tensor %q: bytes [%d, +%d) are not in the file", t.Name, t.Begin, t.Size)
+	}
+	if f.headerOnly {
+		return nil, fmt.Errorf("gguf: tensor %q: only the file's header was parsed", t.Name)
 	}
 	if f.mapped != nil {
 		return f.mapped[t.Begin:t.End():t.End()], nil

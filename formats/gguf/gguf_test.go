@@ -416,12 +416,29 @@ func FuzzOpen(f *testing.F) {
 	}
 	f.Add(arrays)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// ParseHeader over the same bytes, as a header held apart from a file that
+		// is larger still, never reads past them and agrees with NewFile.
+		h, herr := ParseHeader(data, int64(len(data))+1<<40)
+		if herr != nil && !errors.Is(herr, ErrFormat) {
+			t.Fatalf("ParseHeader error not wrapping ErrFormat: %v", herr)
+		}
 		g, err := NewFile(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			if !errors.Is(err, ErrFormat) {
 				t.Fatalf("error not wrapping ErrFormat: %v", err)
 			}
 			return
+		}
+		if herr != nil || len(h.Tensors()) != len(g.Tensors()) || h.DataOffset() != g.DataOffset() {
+			t.Fatalf("ParseHeader disagrees with NewFile: %v", herr)
+		}
+		for i := range h.Tensors() {
+			if h.Tensors()[i].Begin != g.Tensors()[i].Begin {
+				t.Fatalf("ParseHeader places %s at %d, NewFile at %d", h.Tensors()[i].Name, h.Tensors()[i].Begin, g.Tensors()[i].Begin)
+			}
+			if _, err := h.Bytes(&h.Tensors()[i]); err == nil {
+				t.Fatal("a header-only file gave tensor bytes")
+			}
 		}
 		_ = g.Version()
 		_ = g.Alignment()

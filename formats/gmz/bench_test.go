@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -86,5 +88,54 @@ func BenchmarkReadTensor(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkWriteSource is decompression as `gomerge decompress` runs it: an opened
+// .gmz of 64 MiB of BF16 written back to a file with WriteAt, on 1 and 2 workers
+// (in $GMZ_BENCH_DIR, default the test's temporary folder: set it to a tmpfs such as
+// /dev/shm to keep the disk out). MB/s is wall time; MB/cpu-s the process's CPU.
+func BenchmarkWriteSource(b *testing.B) {
+	ins := benchInputs(dtype.BF16, 64<<20, false)
+	dir := os.Getenv("GMZ_BENCH_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	gz := filepath.Join(dir, "bench.gmz")
+	var buf bytes.Buffer
+	if _, err := Write(context.Background(), &buf, Source{Format: "x"}, nil, ins, Options{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(gz, buf.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(gz)
+	f, err := Open(gz)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("BF16/64MiB/workers=%d", workers), func(b *testing.B) {
+			b.SetBytes(f.Source.Size)
+			cpu0 := cpuTime()
+			for b.Loop() {
+				out, err := os.Create(filepath.Join(dir, "bench.out"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := out.Truncate(f.Source.Size); err != nil {
+					b.Fatal(err)
+				}
+				if err := f.WriteSource(context.Background(), out, nil, workers); err != nil {
+					b.Fatal(err)
+				}
+				out.Close()
+				os.Remove(out.Name())
+			}
+			if cpu := cpuTime() - cpu0; cpu > 0 {
+				b.ReportMetric(float64(b.N)*float64(f.Source.Size)/1e6/cpu.Seconds(), "MB/cpu-s")
+			}
+		})
 	}
 }

@@ -196,7 +196,12 @@ type Carry struct {
 	// copied and the old folder stays complete until the swap); otherwise the
 	// top-level regular files are copied.
 	Link bool
-	// Skip names entries that are not carried (the weights the output replaces).
+	// Tree copies sub-folders too, whole (a compressed folder keeps its source's
+	// sub-folders byte for byte). Symbolic links to files are copied as the files
+	// they point to, as at the top level; links to folders are not followed.
+	Tree bool
+	// Skip names top-level entries that are not carried (the weights the output
+	// replaces).
 	Skip func(name string) bool
 }
 
@@ -361,6 +366,12 @@ func (o *Output) carry(l Layout) error {
 			}
 			continue
 		}
+		if c.Tree && e.IsDir() {
+			if err := copyTree(src, dst); err != nil {
+				return err
+			}
+			continue
+		}
 		if !e.Type().IsRegular() && !symlinkToFile(src, e) {
 			continue
 		}
@@ -369,6 +380,38 @@ func (o *Output) carry(l Layout) error {
 		}
 	}
 	return nil
+}
+
+// copyTree copies a folder's regular files (and the files its links to files point
+// to) and its sub-folders, each with its own permissions once filled.
+func copyTree(src, dst string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		s, d := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
+		switch {
+		case e.IsDir():
+			err = copyTree(s, d)
+		case e.Type().IsRegular() || symlinkToFile(s, e):
+			err = copyFile(s, d)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := syncDir(dst); err != nil {
+		return err
+	}
+	return os.Chmod(dst, st.Mode().Perm())
 }
 
 // symlinkToFile says whether a folder entry is a symbolic link to a regular file: a

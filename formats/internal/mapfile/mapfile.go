@@ -64,6 +64,26 @@ func (m *Mapped) Close() error {
 	return err
 }
 
+// OpenUnmapped is Open without the mapping, for a format whose reads all copy (a
+// compressed container decodes every byte it reads): it returns what newFile made
+// and the descriptor it reads through, which the caller closes with it.
+func OpenUnmapped[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error), notRegular error) (F, *os.File, error) {
+	var zero F
+	fd, size, err := openRegular(path)
+	if errors.Is(err, errNotRegular) {
+		return zero, nil, fmt.Errorf("%s: %w", path, notRegular)
+	}
+	if err != nil {
+		return zero, nil, err
+	}
+	f, err := newFile(fd, size)
+	if err != nil {
+		fd.Close()
+		return zero, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, fd, nil
+}
+
 // Open is every format's Open. It opens path, refusing what is not a regular file
 // with notRegular (the format's own error, so that callers test it with the format's
 // sentinel); lets newFile parse the file through the descriptor, so that a malformed
