@@ -208,6 +208,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
 		}
 	}
+	cpool := newCombinePool(lanes, o.consensus == ConsensusSign)
 	k := Kernel{
 		Passes: passes,
 		// della's rows read their inputs beyond the chunk
@@ -220,7 +221,9 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			if elem {
 				es = sc.elem
 			}
-			addTaskVectors(m, dst, in, keep, scale, es, sc.deltas)
+			cs := cpool.Get().(*combineScratch)
+			defer cpool.Put(cs)
+			combineTaskVectors(m, dst, in, keep, scale, es, cs, haveTiesAsm)
 		},
 	}
 	// The device's task-vector kernel has no per-element divisor: sign consensus
@@ -433,6 +436,94 @@ func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, 
 		}
 		dst[j] = b + float32(lambda*sum)
 	}
+}
+
+// combineScratch is combineTaskVectors' per-chunk scratch: with a sign consensus,
+// each model's weighted deltas, the weights' sums and the elected signs.
+type combineScratch struct {
+	d    [][]float32
+	den  []float32
+	sign []uint32
+	tail []float32 // addTaskVectors' one element per model
+	in   [][]float32
+}
+
+func newCombinePool(lanes int, sign bool) *sync.Pool {
+	return &sync.Pool{New: func() any {
+		s := &combineScratch{tail: make([]float32, lanes), in: make([][]float32, lanes+1)}
+		if sign {
+			s.den, s.sign = make([]float32, ChunkElems), make([]uint32, ChunkElems)
+			for range lanes {
+				s.d = append(s.d, make([]float32, ChunkElems))
+			}
+		}
+		return s
+	}}
+}
+
+// combineTaskVectors is addTaskVectors, with (asm) the AVX2 kernels doing the first
+// multiple of 8 elements column by column: each model's Δ_i added into the sum in
+// model order, then the sign election, the agreeing sums and the division as TIES's
+// kernels do them. The same operations in the same order per element, so the same
+// bits (TestCombineTaskVectorsAsmMatchesGo); addTaskVectors does the rest.
+func combineTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale []float32, elem [][]float32, sc *combineScratch, asm bool) {
+	n := len(dst)
+	j0 := 0
+	if asm && n >= 8 {
+		j0 = n &^ 7
+		base := in[0]
+		sign := m.tv.consensus == ConsensusSign
+		clear(dst[:j0])
+		for i, x := range in[1:] {
+			s := float32(1) // s·δ = δ, bit for bit
+			if scale != nil {
+				s = scale[i]
+			}
+			var d, e []float32
+			if sign {
+				d = sc.d[i]
+			}
+			if elem != nil {
+				e = elem[i]
+			}
+			tvDeltaAsm(dst, d, x, base, keep[i], e, s, m.weights[i], j0)
+		}
+		switch {
+		case !sign:
+			tvFinishAsm(dst, base, m.lambda, j0)
+		default:
+			tiesSignAsm(sc.sign, dst, j0)
+			clear(dst[:j0])
+			clear(sc.den[:j0])
+			for i, w := range m.weights {
+				tiesAccumAsm(dst, sc.den, sc.d[i], sc.sign, w, j0)
+			}
+			if m.tv.normalize {
+				tiesFinishAsm(dst, base, sc.den, m.lambda, j0)
+			} else {
+				tvFinishAsm(dst, base, m.lambda, j0)
+			}
+		}
+	}
+	if j0 == n {
+		return
+	}
+	tin := sc.in
+	for k, x := range in {
+		tin[k] = x[j0:n]
+	}
+	tkeep := make([][]bool, len(keep))
+	for i, k := range keep {
+		tkeep[i] = k[j0:n]
+	}
+	var telem [][]float32
+	if elem != nil {
+		telem = make([][]float32, len(elem))
+		for i, e := range elem {
+			telem[i] = e[j0:n]
+		}
+	}
+	addTaskVectors(m, dst[j0:], tin, tkeep, scale, telem, sc.tail)
 }
 
 // electedSign is the TIES sign election of one element from the float32 sum of its
