@@ -371,25 +371,58 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 			sc := pool.get(len(in[0]))
 			defer pool.put(sc)
 			keep := keepChunk(sc, in, pos)
-			base := in[0]
-			for i, x := range in[1:] {
-				var all, kept float64
-				for j := range base {
-					a := math.Abs(float64(x[j] - base[j]))
-					all += a
-					if keep[i][j] {
-						kept += a
-					}
-				}
-				acc[2*i] += all
-				acc[2*i+1] += kept
-			}
+			l1Sums(acc, in[0], in[1:], keep)
 		},
 		Done: func(perChunk []float64) error {
 			copy(scale, l1Scales(perChunk, lanes))
 			return nil
 		},
 	}
+}
+
+// l1Sums adds each model's Σ|δ_i| and Σ kept |δ_i| over a chunk, each a float64 sum in
+// element order from 0, to acc[2i] and acc[2i+1]. Four models at a time: their eight
+// sums are independent, so the adds overlap instead of each waiting on the one
+// before. A dropped entry adds +0, which leaves a sum of magnitudes (+0 or more, or
+// NaN) as skipping it would, without a branch on a random mask.
+func l1Sums(acc []float64, base []float32, models [][]float32, keep [][]bool) {
+	n := len(base)
+	for g := 0; g < len(models); g += 4 {
+		var x [4][]float32
+		var k [4][]bool
+		for i := range 4 { // lanes past the last model repeat it, and are not added
+			l := min(g+i, len(models)-1)
+			x[i], k[i] = models[l][:n], keep[l][:n]
+		}
+		x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
+		k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
+		var a0, a1, a2, a3, s0, s1, s2, s3 float64
+		for j, b := range base {
+			d0 := math.Abs(float64(x0[j] - b))
+			d1 := math.Abs(float64(x1[j] - b))
+			d2 := math.Abs(float64(x2[j] - b))
+			d3 := math.Abs(float64(x3[j] - b))
+			a0 += d0
+			a1 += d1
+			a2 += d2
+			a3 += d3
+			s0 += keptMagnitude(d0, k0[j])
+			s1 += keptMagnitude(d1, k1[j])
+			s2 += keptMagnitude(d2, k2[j])
+			s3 += keptMagnitude(d3, k3[j])
+		}
+		for i, v := range [4][2]float64{{a0, s0}, {a1, s1}, {a2, s2}, {a3, s3}} {
+			if g+i < len(models) {
+				acc[2*(g+i)] += v[0]
+				acc[2*(g+i)+1] += v[1]
+			}
+		}
+	}
+}
+
+// keptMagnitude is a where keep, +0 otherwise, without a branch.
+func keptMagnitude(a float64, keep bool) float64 {
+	return math.Float64frombits(math.Float64bits(a) & -uint64(b2i(keep)))
 }
 
 // addTaskVectors sets dst = base + λ·combine_i(Δ_i) with Δ_i = w_i·(scale_i·δ_i)

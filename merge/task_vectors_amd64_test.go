@@ -91,3 +91,41 @@ func TestCombineTaskVectorsAsmMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestDareKeepAsmMatchesGo: the AVX2 draws keep what dareDraw keeps, for several
+// lanes, offsets (including ones whose e·G wraps), densities from none to all, and
+// lengths with and without a tail.
+func TestDareKeepAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU; dareDraw is the only path")
+	}
+	thresholds := []uint64{0, densityThreshold(0.2), densityThreshold(0.5), 1 << 63, 1<<63 - 1, densityThreshold(0.9), math.MaxUint64}
+	for _, n := range []int{0, 5, 8, 17, 4096, 4099} {
+		for _, off := range []int64{0, 8, 65536 * 13, 1<<40 + 3} {
+			keep, want := make([][]bool, len(thresholds)), make([][]bool, len(thresholds))
+			for i := range keep {
+				keep[i], want[i] = make([]bool, n), make([]bool, n)
+			}
+			key := dareKey(uint64(off)^7, "model.layers.0.mlp.up_proj.weight")
+			dareKeepWith(keep, key, thresholds, off, true)
+			dareKeepWith(want, key, thresholds, off, false)
+			for i := range keep {
+				for j := range keep[i] {
+					if keep[i][j] != want[i][j] {
+						t.Fatalf("n=%d off=%d lane %d [%d]: asm %v, Go %v", n, off, i, j, keep[i][j], want[i][j])
+					}
+				}
+			}
+		}
+	}
+	// The threshold compare is unsigned: a draw at or above 2⁶³ is not below 2⁶³ − 1.
+	k := [][]bool{make([]bool, 64)}
+	dareKeepWith(k, 1, []uint64{1<<63 - 1}, 0, true)
+	var kept int
+	for _, v := range k[0] {
+		kept += b2i(v)
+	}
+	if kept == 0 || kept == 64 {
+		t.Fatalf("half the draws should fall below 2⁶³−1, got %d of 64", kept)
+	}
+}
