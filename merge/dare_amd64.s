@@ -107,3 +107,66 @@ kloop:
 kdone:
 	VZEROUPPER
 	RET
+
+// The same draws eight at a time where AVX-512 (F and DQ) has the 64-bit multiply
+// (VPMULLQ) and the unsigned compare.
+#define SPLITMIX512(v, t1) \
+	VPADDQ  Z15, v, v \
+	VPSRLQ  $30, v, t1 \
+	VPXORQ  t1, v, v \
+	VPMULLQ Z14, v, v \
+	VPSRLQ  $27, v, t1 \
+	VPXORQ  t1, v, v \
+	VPMULLQ Z12, v, v \
+	VPSRLQ  $31, v, t1 \
+	VPXORQ  t1, v, v
+
+// func dareKeepAVX512(keep *bool, n int, off int64, key, lmix, threshold uint64)
+// dareKeepAVX2's contract.
+TEXT ·dareKeepAVX512(SB), NOSPLIT, $0-48
+	MOVQ keep+0(FP), DI
+	MOVQ n+8(FP), CX
+	MOVQ $0x9e3779b97f4a7c15, AX
+	VPBROADCASTQ AX, Z15
+	MOVQ $0xbf58476d1ce4e5b9, AX
+	VPBROADCASTQ AX, Z14
+	MOVQ $0x94d049bb133111eb, AX
+	VPBROADCASTQ AX, Z12
+	MOVQ key+24(FP), AX
+	VPBROADCASTQ AX, Z10
+	MOVQ lmix+32(FP), AX
+	VPBROADCASTQ AX, Z9
+	MOVQ threshold+40(FP), AX
+	VPBROADCASTQ AX, Z8
+	MOVQ $0xf1bbcdcbfa53e0a8, AX // 8·G: the step
+	VPBROADCASTQ AX, Z6
+	MOVQ off+16(FP), AX
+	MOVQ $0x9e3779b97f4a7c15, BX
+	IMULQ BX, AX                 // off·G
+	VPBROADCASTQ AX, Z4
+	VPADDQ dareLaneG<>+0(SB), Z4, Z4
+	MOVQ $0x0101010101010101, R8
+	MOVQ $0x8040201008040201, R9
+	MOVQ $0x7f7f7f7f7f7f7f7f, R10
+zloop:
+	CMPQ CX, $8
+	JLT  zdone
+	VPXORQ Z9, Z4, Z0
+	SPLITMIX512(Z0, Z1)
+	VPXORQ Z10, Z0, Z0
+	SPLITMIX512(Z0, Z1)
+	VPCMPUQ $1, Z8, Z0, K1 // draw < threshold
+	KMOVB K1, AX
+	IMULQ R8, AX           // as in dareKeepAVX2: bit k to byte k
+	ANDQ  R9, AX
+	ADDQ  R10, AX
+	SHRQ  $7, AX
+	ANDQ  R8, AX
+	MOVQ  AX, (DI)
+	VPADDQ Z6, Z4, Z4
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JMP  zloop
+zdone:
+	VZEROUPPER
+	RET

@@ -28,3 +28,12 @@ func tvFinishAsm(dst, base []float32, lambda float32, n int) {
 	_, _ = dst[n-1], base[n-1]
 	tvFinishAVX2(&dst[0], &base[0], lambda, n)
 }
+
+//go:noescape
+func keepBandAVX2(keep *bool, mags *uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int
+
+// keepBandAsm runs keepBandAVX2 on the first n elements (a multiple of 8, at least 8).
+func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int {
+	_, _ = keep[n-1], mags[n-1]
+	return keepBandAVX2(&keep[0], &mags[0], n, loGT, hiGT, loTie, hiTie)
+}

@@ -78,3 +78,57 @@ floop:
 fdone:
 	VZEROUPPER
 	RET
+
+// func keepBandAVX2(keep *bool, mags *uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int
+// keep[j] = mags[j] > loGT && !(mags[j] > hiGT) (signed compares), eight at a time,
+// stopping before the first group of eight that holds an element equal to loTie or
+// hiTie (those need the tie counts, kept in Go). n: a multiple of 8. Returns how many
+// elements it did.
+TEXT ·keepBandAVX2(SB), NOSPLIT, $0-48
+	MOVQ keep+0(FP), DI
+	MOVQ mags+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL         loGT+24(FP), AX
+	VMOVD        AX, X4
+	VPBROADCASTD X4, Y4
+	MOVL         hiGT+28(FP), AX
+	VMOVD        AX, X5
+	VPBROADCASTD X5, Y5
+	MOVL         loTie+32(FP), AX
+	VMOVD        AX, X6
+	VPBROADCASTD X6, Y6
+	MOVL         hiTie+36(FP), AX
+	VMOVD        AX, X7
+	VPBROADCASTD X7, Y7
+	MOVQ $0x0101010101010101, R8
+	MOVQ $0x8040201008040201, R9
+	MOVQ $0x7f7f7f7f7f7f7f7f, R10
+	XORQ DX, DX
+bloop:
+	CMPQ CX, $8
+	JLT  bdone
+	VMOVDQU  (SI), Y0
+	VPCMPEQD Y6, Y0, Y1
+	VPCMPEQD Y7, Y0, Y2
+	VPOR     Y2, Y1, Y1
+	VPTEST   Y1, Y1
+	JNZ      bdone      // an element at a tie: Go counts it
+	VPCMPGTD Y4, Y0, Y1 // above the lower cut
+	VPCMPGTD Y5, Y0, Y2 // above the upper cut
+	VPANDN   Y1, Y2, Y1
+	VMOVMSKPS Y1, AX    // bit k: element k kept
+	IMULQ R8, AX        // as in dareKeepAVX2: bit k to byte k
+	ANDQ  R9, AX
+	ADDQ  R10, AX
+	SHRQ  $7, AX
+	ANDQ  R8, AX
+	MOVQ  AX, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	ADDQ $8, DX
+	SUBQ $8, CX
+	JMP  bloop
+bdone:
+	MOVQ DX, ret+40(FP)
+	VZEROUPPER
+	RET

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -92,12 +93,17 @@ func TestCombineTaskVectorsAsmMatchesGo(t *testing.T) {
 	}
 }
 
-// TestDareKeepAsmMatchesGo: the AVX2 draws keep what dareDraw keeps, for several
+// TestDareKeepAsmMatchesGo: the AVX2 and AVX-512 draws keep what dareDraw keeps, for several
 // lanes, offsets (including ones whose e·G wraps), densities from none to all, and
 // lengths with and without a tail.
 func TestDareKeepAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
 		t.Skip("no AVX2 kernels on this CPU; dareDraw is the only path")
+	}
+	defer func(v bool) { haveDareAVX512 = v }(haveDareAVX512)
+	kernels := []bool{false} // AVX2, and AVX-512 where the CPU has it
+	if haveDareAVX512 {
+		kernels = append(kernels, true)
 	}
 	thresholds := []uint64{0, densityThreshold(0.2), densityThreshold(0.5), 1 << 63, 1<<63 - 1, densityThreshold(0.9), math.MaxUint64}
 	for _, n := range []int{0, 5, 8, 17, 4096, 4099} {
@@ -107,25 +113,87 @@ func TestDareKeepAsmMatchesGo(t *testing.T) {
 				keep[i], want[i] = make([]bool, n), make([]bool, n)
 			}
 			key := dareKey(uint64(off)^7, "model.layers.0.mlp.up_proj.weight")
-			dareKeepWith(keep, key, thresholds, off, true)
 			dareKeepWith(want, key, thresholds, off, false)
-			for i := range keep {
-				for j := range keep[i] {
-					if keep[i][j] != want[i][j] {
-						t.Fatalf("n=%d off=%d lane %d [%d]: asm %v, Go %v", n, off, i, j, keep[i][j], want[i][j])
+			for _, avx512 := range kernels {
+				haveDareAVX512 = avx512
+				dareKeepWith(keep, key, thresholds, off, true)
+				for i := range keep {
+					for j := range keep[i] {
+						if keep[i][j] != want[i][j] {
+							t.Fatalf("n=%d off=%d lane %d [%d] avx512 %v: asm %v, Go %v", n, off, i, j, avx512, keep[i][j], want[i][j])
+						}
 					}
 				}
 			}
 		}
 	}
 	// The threshold compare is unsigned: a draw at or above 2⁶³ is not below 2⁶³ − 1.
-	k := [][]bool{make([]bool, 64)}
-	dareKeepWith(k, 1, []uint64{1<<63 - 1}, 0, true)
-	var kept int
-	for _, v := range k[0] {
-		kept += b2i(v)
+	for _, avx512 := range kernels {
+		haveDareAVX512 = avx512
+		k := [][]bool{make([]bool, 64)}
+		dareKeepWith(k, 1, []uint64{1<<63 - 1}, 0, true)
+		var kept int
+		for _, v := range k[0] {
+			kept += b2i(v)
+		}
+		if kept == 0 || kept == 64 {
+			t.Fatalf("avx512 %v: half the draws should fall below 2⁶³−1, got %d of 64", avx512, kept)
+		}
 	}
-	if kept == 0 || kept == 64 {
-		t.Fatalf("half the draws should fall below 2⁶³−1, got %d of 64", kept)
+}
+
+// TestKeepBandMatchesCuts: keepBand, with and without its AVX2 kernel, keeps what
+// cut.above says (above the lower cut and, with an upper cut, not above it), for cuts
+// that keep all, none, every element at the boundary, or some of them by count, on
+// magnitudes with many equal values.
+func TestKeepBandMatchesCuts(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU; cut.above is the only path")
+	}
+	defer func(v bool) { haveTiesAsm = v }(haveTiesAsm)
+	rng := rand.New(rand.NewPCG(17, 5))
+	for _, n := range []int{5, 8, 64, 1003, 4096} {
+		mags := make([]uint32, n)
+		for j := range mags {
+			mags[j] = absBits(float32(rng.IntN(9)) * 0.25) // many equal magnitudes
+			if j%97 == 0 {
+				mags[j] = absBits(float32(math.NaN()))
+			}
+		}
+		// No tie in the first 64 elements of the larger chunks, so the kernel runs.
+		for j := range min(n, 64) {
+			mags[j] = absBits(3)
+		}
+		cuts := []*cut{
+			{all: true}, {none: true},
+			{t: absBits(0.5), r: 1 << 40}, // every element at 0.5 ranks above
+			{t: absBits(0.5), r: 3, ties: true, before: []int64{2}},
+			{t: absBits(1.5), r: 1, ties: true, before: []int64{0}},
+			{t: absBits(1.75), r: 5, ties: true, before: []int64{1}},
+			{t: absBits(0), r: 1 << 40},
+		}
+		for li, lo := range cuts {
+			for hi := -1; hi < len(cuts); hi++ {
+				want := make([]bool, n)
+				lo.above(want, mags, Chunk{})
+				var hc *cut
+				if hi >= 0 {
+					hc = cuts[hi]
+					top := make([]bool, n)
+					hc.above(top, mags, Chunk{})
+					for j := range want {
+						want[j] = want[j] && !top[j]
+					}
+				}
+				for _, asm := range []bool{true, false} {
+					haveTiesAsm = asm
+					got := make([]bool, n)
+					keepBand(got, mags, lo, hc, Chunk{})
+					if !slices.Equal(got, want) {
+						t.Fatalf("n=%d lo %d hi %d asm %v: keepBand differs from cut.above", n, li, hi, asm)
+					}
+				}
+			}
+		}
 	}
 }
