@@ -27,8 +27,19 @@ func init() {
 
 // dareKeep fills each model's keep mask for the chunk at flat offset off.
 func dareKeep(keep [][]bool, key uint64, threshold []uint64, off int64) {
+	dareKeepWith(keep, key, threshold, off, haveTiesAsm)
+}
+
+// dareKeepWith is dareKeep with (asm) the AVX2 draws for the first multiple of 8
+// elements of each mask; they are checked against dareDraw bit for bit.
+func dareKeepWith(keep [][]bool, key uint64, threshold []uint64, off int64, asm bool) {
 	for i, k := range keep {
-		for j := range k {
+		j := 0
+		if asm && len(k) >= 8 {
+			j = len(k) &^ 7
+			dareKeepAsm(k, j, off, key, dareLaneMix(i), threshold[i])
+		}
+		for ; j < len(k); j++ {
 			k[j] = dareDraw(key, i, off+int64(j)) < threshold[i]
 		}
 	}
@@ -73,8 +84,11 @@ func dareKey(seed uint64, tensor string) uint64 {
 
 // dareDraw is a uniform 64-bit number for element e of model lane.
 func dareDraw(key uint64, lane int, e int64) uint64 {
-	return splitmix64(key ^ splitmix64(uint64(lane+1)*0xd1b54a32d192ed03^uint64(e)*0x9e3779b97f4a7c15))
+	return splitmix64(key ^ splitmix64(dareLaneMix(lane)^uint64(e)*0x9e3779b97f4a7c15))
 }
+
+// dareLaneMix is model lane's term in its draws' input.
+func dareLaneMix(lane int) uint64 { return uint64(lane+1) * 0xd1b54a32d192ed03 }
 
 // densityThreshold maps a keep probability to the 64-bit draw below which an element
 // is kept.

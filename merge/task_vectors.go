@@ -208,6 +208,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
 		}
 	}
+	cpool := newCombinePool(lanes, o.consensus == ConsensusSign)
 	k := Kernel{
 		Passes: passes,
 		// della's rows read their inputs beyond the chunk
@@ -220,7 +221,9 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			if elem {
 				es = sc.elem
 			}
-			addTaskVectors(m, dst, in, keep, scale, es, sc.deltas)
+			cs := cpool.Get().(*combineScratch)
+			defer cpool.Put(cs)
+			combineTaskVectors(m, dst, in, keep, scale, es, cs, haveTiesAsm)
 		},
 	}
 	// The device's task-vector kernel has no per-element divisor: sign consensus
@@ -368,25 +371,58 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 			sc := pool.get(len(in[0]))
 			defer pool.put(sc)
 			keep := keepChunk(sc, in, pos)
-			base := in[0]
-			for i, x := range in[1:] {
-				var all, kept float64
-				for j := range base {
-					a := math.Abs(float64(x[j] - base[j]))
-					all += a
-					if keep[i][j] {
-						kept += a
-					}
-				}
-				acc[2*i] += all
-				acc[2*i+1] += kept
-			}
+			l1Sums(acc, in[0], in[1:], keep)
 		},
 		Done: func(perChunk []float64) error {
 			copy(scale, l1Scales(perChunk, lanes))
 			return nil
 		},
 	}
+}
+
+// l1Sums adds each model's Σ|δ_i| and Σ kept |δ_i| over a chunk, each a float64 sum in
+// element order from 0, to acc[2i] and acc[2i+1]. Four models at a time: their eight
+// sums are independent, so the adds overlap instead of each waiting on the one
+// before. A dropped entry adds +0, which leaves a sum of magnitudes (+0 or more, or
+// NaN) as skipping it would, without a branch on a random mask.
+func l1Sums(acc []float64, base []float32, models [][]float32, keep [][]bool) {
+	n := len(base)
+	for g := 0; g < len(models); g += 4 {
+		var x [4][]float32
+		var k [4][]bool
+		for i := range 4 { // lanes past the last model repeat it, and are not added
+			l := min(g+i, len(models)-1)
+			x[i], k[i] = models[l][:n], keep[l][:n]
+		}
+		x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
+		k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
+		var a0, a1, a2, a3, s0, s1, s2, s3 float64
+		for j, b := range base {
+			d0 := math.Abs(float64(x0[j] - b))
+			d1 := math.Abs(float64(x1[j] - b))
+			d2 := math.Abs(float64(x2[j] - b))
+			d3 := math.Abs(float64(x3[j] - b))
+			a0 += d0
+			a1 += d1
+			a2 += d2
+			a3 += d3
+			s0 += keptMagnitude(d0, k0[j])
+			s1 += keptMagnitude(d1, k1[j])
+			s2 += keptMagnitude(d2, k2[j])
+			s3 += keptMagnitude(d3, k3[j])
+		}
+		for i, v := range [4][2]float64{{a0, s0}, {a1, s1}, {a2, s2}, {a3, s3}} {
+			if g+i < len(models) {
+				acc[2*(g+i)] += v[0]
+				acc[2*(g+i)+1] += v[1]
+			}
+		}
+	}
+}
+
+// keptMagnitude is a where keep, +0 otherwise, without a branch.
+func keptMagnitude(a float64, keep bool) float64 {
+	return math.Float64frombits(math.Float64bits(a) & -uint64(b2i(keep)))
 }
 
 // addTaskVectors sets dst = base + λ·combine_i(Δ_i) with Δ_i = w_i·(scale_i·δ_i)
@@ -433,6 +469,94 @@ func addTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, 
 		}
 		dst[j] = b + float32(lambda*sum)
 	}
+}
+
+// combineScratch is combineTaskVectors' per-chunk scratch: with a sign consensus,
+// each model's weighted deltas, the weights' sums and the elected signs.
+type combineScratch struct {
+	d    [][]float32
+	den  []float32
+	sign []uint32
+	tail []float32 // addTaskVectors' one element per model
+	in   [][]float32
+}
+
+func newCombinePool(lanes int, sign bool) *sync.Pool {
+	return &sync.Pool{New: func() any {
+		s := &combineScratch{tail: make([]float32, lanes), in: make([][]float32, lanes+1)}
+		if sign {
+			s.den, s.sign = make([]float32, ChunkElems), make([]uint32, ChunkElems)
+			for range lanes {
+				s.d = append(s.d, make([]float32, ChunkElems))
+			}
+		}
+		return s
+	}}
+}
+
+// combineTaskVectors is addTaskVectors, with (asm) the AVX2 kernels doing the first
+// multiple of 8 elements column by column: each model's Δ_i added into the sum in
+// model order, then the sign election, the agreeing sums and the division as TIES's
+// kernels do them. The same operations in the same order per element, so the same
+// bits (TestCombineTaskVectorsAsmMatchesGo); addTaskVectors does the rest.
+func combineTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale []float32, elem [][]float32, sc *combineScratch, asm bool) {
+	n := len(dst)
+	j0 := 0
+	if asm && n >= 8 {
+		j0 = n &^ 7
+		base := in[0]
+		sign := m.tv.consensus == ConsensusSign
+		clear(dst[:j0])
+		for i, x := range in[1:] {
+			s := float32(1) // s·δ = δ, bit for bit
+			if scale != nil {
+				s = scale[i]
+			}
+			var d, e []float32
+			if sign {
+				d = sc.d[i]
+			}
+			if elem != nil {
+				e = elem[i]
+			}
+			tvDeltaAsm(dst, d, x, base, keep[i], e, s, m.weights[i], j0)
+		}
+		switch {
+		case !sign:
+			tvFinishAsm(dst, base, m.lambda, j0)
+		default:
+			tiesSignAsm(sc.sign, dst, j0)
+			clear(dst[:j0])
+			clear(sc.den[:j0])
+			for i, w := range m.weights {
+				tiesAccumAsm(dst, sc.den, sc.d[i], sc.sign, w, j0)
+			}
+			if m.tv.normalize {
+				tiesFinishAsm(dst, base, sc.den, m.lambda, j0)
+			} else {
+				tvFinishAsm(dst, base, m.lambda, j0)
+			}
+		}
+	}
+	if j0 == n {
+		return
+	}
+	tin := sc.in
+	for k, x := range in {
+		tin[k] = x[j0:n]
+	}
+	tkeep := make([][]bool, len(keep))
+	for i, k := range keep {
+		tkeep[i] = k[j0:n]
+	}
+	var telem [][]float32
+	if elem != nil {
+		telem = make([][]float32, len(elem))
+		for i, e := range elem {
+			telem[i] = e[j0:n]
+		}
+	}
+	addTaskVectors(m, dst[j0:], tin, tkeep, scale, telem, sc.tail)
 }
 
 // electedSign is the TIES sign election of one element from the float32 sum of its

@@ -38,6 +38,14 @@ func keepMasks(sel *rankSelector, sc *maskScratch, in [][]float32, pos Chunk) {
 	for i, keep := range sc.keep {
 		deltaMagnitudes(sc.mags, i, in)
 		cuts := sel.cuts[i]
+		if haveTiesAsm {
+			var hi *cut
+			if len(cuts) > 1 {
+				hi = cuts[0]
+			}
+			keepBand(keep, sc.mags, cuts[len(cuts)-1], hi, pos)
+			continue
+		}
 		cuts[len(cuts)-1].above(keep, sc.mags, pos)
 		if len(cuts) > 1 {
 			cuts[0].above(sc.top, sc.mags, pos)

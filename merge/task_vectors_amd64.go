@@ -1,0 +1,39 @@
+//go:build !purego
+
+package merge
+
+//go:noescape
+func tvDeltaAVX2(sum, d, x, b *float32, keep *bool, elem *float32, scale, w float32, n int)
+
+//go:noescape
+func tvFinishAVX2(dst, base *float32, lambda float32, n int)
+
+// tvDeltaAsm runs tvDeltaAVX2 on the first n elements (a multiple of 8, at least 8);
+// d and elem may be nil.
+func tvDeltaAsm(sum, d, x, b []float32, keep []bool, elem []float32, scale, w float32, n int) {
+	_, _, _, _ = sum[n-1], x[n-1], b[n-1], keep[n-1]
+	var dp, ep *float32
+	if d != nil {
+		_ = d[n-1]
+		dp = &d[0]
+	}
+	if elem != nil {
+		_ = elem[n-1]
+		ep = &elem[0]
+	}
+	tvDeltaAVX2(&sum[0], dp, &x[0], &b[0], &keep[0], ep, scale, w, n)
+}
+
+func tvFinishAsm(dst, base []float32, lambda float32, n int) {
+	_, _ = dst[n-1], base[n-1]
+	tvFinishAVX2(&dst[0], &base[0], lambda, n)
+}
+
+//go:noescape
+func keepBandAVX2(keep *bool, mags *uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int
+
+// keepBandAsm runs keepBandAVX2 on the first n elements (a multiple of 8, at least 8).
+func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int {
+	_, _ = keep[n-1], mags[n-1]
+	return keepBandAVX2(&keep[0], &mags[0], n, loGT, hiGT, loTie, hiTie)
+}

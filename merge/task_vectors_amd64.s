@@ -1,0 +1,134 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// The general task-vector combine (combineTaskVectors), column by column: each model's
+// weighted delta is added into a running sum, eight elements at a time. The float32
+// operations and their order are addTaskVectors' (tested bit for bit against it):
+// first operands as in the Go expressions, one rounding per operation, no FMA.
+
+// func tvDeltaAVX2(sum, d, x, b *float32, keep *bool, elem *float32, scale, w float32, n int)
+// v = float32(w·float32(s·(x[j] − b[j]))) where keep[j], +0 elsewhere, with s = elem[j]
+// (elem not nil) or scale; d[j] = v (d not nil); sum[j] = sum[j] + v. n: a multiple of 8.
+TEXT ·tvDeltaAVX2(SB), NOSPLIT, $0-64
+	MOVQ sum+0(FP), DI
+	MOVQ d+8(FP), R10
+	MOVQ x+16(FP), SI
+	MOVQ b+24(FP), DX
+	MOVQ keep+32(FP), R8
+	MOVQ elem+40(FP), R9
+	VBROADCASTSS scale+48(FP), Y5
+	VBROADCASTSS w+52(FP), Y6
+	MOVQ n+56(FP), CX
+	VPXOR Y7, Y7, Y7
+	XORQ AX, AX // byte offset of the element
+	XORQ BX, BX // element index, for the masks
+dloop:
+	CMPQ CX, $8
+	JLT  ddone
+	VMOVUPS   (SI)(AX*1), Y0
+	VMOVUPS   (DX)(AX*1), Y1
+	VSUBPS    Y1, Y0, Y0       // δ = x − b
+	TESTQ     R9, R9
+	JZ        dscalar
+	VMOVUPS   (R9)(AX*1), Y1
+	VMULPS    Y0, Y1, Y0       // elem·δ
+	JMP       dweight
+dscalar:
+	VMULPS    Y0, Y5, Y0       // scale·δ
+dweight:
+	VMULPS    Y0, Y6, Y0       // w·(s·δ)
+	VPMOVZXBD (R8)(BX*1), Y2   // the eight keep bytes as 0 or 1
+	VPCMPEQD  Y7, Y2, Y2       // all ones where dropped
+	VPANDN    Y0, Y2, Y0       // dropped entries become +0
+	TESTQ     R10, R10
+	JZ        dsum
+	VMOVUPS   Y0, (R10)(AX*1)
+dsum:
+	VMOVUPS   (DI)(AX*1), Y3
+	VADDPS    Y0, Y3, Y3       // sum + v (sum the first operand, as in Go)
+	VMOVUPS   Y3, (DI)(AX*1)
+	ADDQ $32, AX
+	ADDQ $8, BX
+	SUBQ $8, CX
+	JMP  dloop
+ddone:
+	VZEROUPPER
+	RET
+
+// func tvFinishAVX2(dst, base *float32, lambda float32, n int)
+// dst[j] = base[j] + float32(λ·dst[j]). n: a multiple of 8.
+TEXT ·tvFinishAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ base+8(FP), SI
+	VBROADCASTSS lambda+16(FP), Y6
+	MOVQ n+24(FP), CX
+floop:
+	CMPQ CX, $8
+	JLT  fdone
+	VMOVUPS (DI), Y0
+	VMULPS  Y0, Y6, Y0 // λ·sum
+	VMOVUPS (SI), Y1
+	VADDPS  Y0, Y1, Y0 // base + λ·sum
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JMP  floop
+fdone:
+	VZEROUPPER
+	RET
+
+// func keepBandAVX2(keep *bool, mags *uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int
+// keep[j] = mags[j] > loGT && !(mags[j] > hiGT) (signed compares), eight at a time,
+// stopping before the first group of eight that holds an element equal to loTie or
+// hiTie (those need the tie counts, kept in Go). n: a multiple of 8. Returns how many
+// elements it did.
+TEXT ·keepBandAVX2(SB), NOSPLIT, $0-48
+	MOVQ keep+0(FP), DI
+	MOVQ mags+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL         loGT+24(FP), AX
+	VMOVD        AX, X4
+	VPBROADCASTD X4, Y4
+	MOVL         hiGT+28(FP), AX
+	VMOVD        AX, X5
+	VPBROADCASTD X5, Y5
+	MOVL         loTie+32(FP), AX
+	VMOVD        AX, X6
+	VPBROADCASTD X6, Y6
+	MOVL         hiTie+36(FP), AX
+	VMOVD        AX, X7
+	VPBROADCASTD X7, Y7
+	MOVQ $0x0101010101010101, R8
+	MOVQ $0x8040201008040201, R9
+	MOVQ $0x7f7f7f7f7f7f7f7f, R10
+	XORQ DX, DX
+bloop:
+	CMPQ CX, $8
+	JLT  bdone
+	VMOVDQU  (SI), Y0
+	VPCMPEQD Y6, Y0, Y1
+	VPCMPEQD Y7, Y0, Y2
+	VPOR     Y2, Y1, Y1
+	VPTEST   Y1, Y1
+	JNZ      bdone      // an element at a tie: Go counts it
+	VPCMPGTD Y4, Y0, Y1 // above the lower cut
+	VPCMPGTD Y5, Y0, Y2 // above the upper cut
+	VPANDN   Y1, Y2, Y1
+	VMOVMSKPS Y1, AX    // bit k: element k kept
+	IMULQ R8, AX        // as in dareKeepAVX2: bit k to byte k
+	ANDQ  R9, AX
+	ADDQ  R10, AX
+	SHRQ  $7, AX
+	ANDQ  R8, AX
+	MOVQ  AX, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	ADDQ $8, DX
+	SUBQ $8, CX
+	JMP  bloop
+bdone:
+	MOVQ DX, ret+40(FP)
+	VZEROUPPER
+	RET

@@ -1,0 +1,199 @@
+//go:build !purego
+
+package merge
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// TestCombineTaskVectorsAsmMatchesGo: the AVX2 combine gives addTaskVectors' bits for
+// every consensus, normalize and rescale form (none, per model, per element), on
+// random values with ±0, NaN (with payloads), Inf, subnormals and exact cancellations, random keep
+// masks, and lengths with and without a tail.
+func TestCombineTaskVectorsAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU; addTaskVectors is the only path")
+	}
+	rng := rand.New(rand.NewPCG(17, 4))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.NaN()), math.Float32frombits(0x7fc12345), math.Float32frombits(0xffa00001), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-40, -3e-39}
+	val := func() float32 {
+		switch r := rng.IntN(10); {
+		case r < 2:
+			return 0
+		case r == 2:
+			return special[rng.IntN(len(special))]
+		default:
+			return float32(rng.NormFloat64())
+		}
+	}
+	for _, n := range []int{0, 3, 8, 13, 1000, 1003} {
+		for _, lanes := range []int{1, 2, 3, 4} {
+			base := make([]float32, n)
+			for j := range base {
+				base[j] = val()
+			}
+			in := [][]float32{base}
+			keep := make([][]bool, lanes)
+			elem := make([][]float32, lanes)
+			for i := range lanes {
+				x, k, e := make([]float32, n), make([]bool, n), make([]float32, n)
+				for j := range x {
+					x[j] = val()
+					if rng.IntN(4) == 0 {
+						x[j] = base[j] // δ = 0
+					}
+					k[j] = rng.IntN(3) != 0
+					e[j] = float32(1 + rng.Float64()*4)
+				}
+				if n > 2 && i == 1 {
+					x[2] = base[2] - (in[1][2] - base[2]) // cancels model 0's delta at element 2
+					keep[0][2], k[2] = true, true
+				}
+				in, keep[i], elem[i] = append(in, x), k, e
+			}
+			weights := []float32{0.7, -0.25, 1.5, 2}[:lanes]
+			scale := []float32{1.25, 3, 0.5, float32(math.Inf(1))}[:lanes]
+			for _, consensus := range []Consensus{ConsensusNone, ConsensusSign} {
+				for _, normalize := range []bool{false, true} {
+					for form := range 3 {
+						m := &methodRun{weights: weights, lambda: 0.9, tv: tvOptions{consensus: consensus, normalize: normalize}}
+						var sc []float32
+						var es [][]float32
+						switch form {
+						case 1:
+							sc = scale
+						case 2:
+							es = elem
+						}
+						want := make([]float32, n)
+						addTaskVectors(m, want, in, keep, sc, es, make([]float32, lanes))
+						got := make([]float32, n)
+						for j := range got {
+							got[j] = 42 // overwritten
+						}
+						cs := newCombinePool(lanes, consensus == ConsensusSign).Get().(*combineScratch)
+						combineTaskVectors(m, got, in, keep, sc, es, cs, true)
+						name := fmt.Sprintf("n=%d lanes=%d consensus=%d normalize=%v form=%d", n, lanes, consensus, normalize, form)
+						for j := range got {
+							// Where two NaNs meet, which payload survives is the
+							// compiler's choice in Go (it commutes float adds), as in
+							// TestTiesCombineAsmMatchesGo: NaN compares as NaN.
+							if math.Float32bits(got[j]) != math.Float32bits(want[j]) && !(got[j] != got[j] && want[j] != want[j]) {
+								t.Fatalf("%s [%d]: asm %v (%#x), Go %v (%#x)", name, j, got[j], math.Float32bits(got[j]), want[j], math.Float32bits(want[j]))
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDareKeepAsmMatchesGo: the AVX2 and AVX-512 draws keep what dareDraw keeps, for several
+// lanes, offsets (including ones whose e·G wraps), densities from none to all, and
+// lengths with and without a tail.
+func TestDareKeepAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU; dareDraw is the only path")
+	}
+	defer func(v bool) { haveDareAVX512 = v }(haveDareAVX512)
+	kernels := []bool{false} // AVX2, and AVX-512 where the CPU has it
+	if haveDareAVX512 {
+		kernels = append(kernels, true)
+	}
+	thresholds := []uint64{0, densityThreshold(0.2), densityThreshold(0.5), 1 << 63, 1<<63 - 1, densityThreshold(0.9), math.MaxUint64}
+	for _, n := range []int{0, 5, 8, 17, 4096, 4099} {
+		for _, off := range []int64{0, 8, 65536 * 13, 1<<40 + 3} {
+			keep, want := make([][]bool, len(thresholds)), make([][]bool, len(thresholds))
+			for i := range keep {
+				keep[i], want[i] = make([]bool, n), make([]bool, n)
+			}
+			key := dareKey(uint64(off)^7, "model.layers.0.mlp.up_proj.weight")
+			dareKeepWith(want, key, thresholds, off, false)
+			for _, avx512 := range kernels {
+				haveDareAVX512 = avx512
+				dareKeepWith(keep, key, thresholds, off, true)
+				for i := range keep {
+					for j := range keep[i] {
+						if keep[i][j] != want[i][j] {
+							t.Fatalf("n=%d off=%d lane %d [%d] avx512 %v: asm %v, Go %v", n, off, i, j, avx512, keep[i][j], want[i][j])
+						}
+					}
+				}
+			}
+		}
+	}
+	// The threshold compare is unsigned: a draw at or above 2⁶³ is not below 2⁶³ − 1.
+	for _, avx512 := range kernels {
+		haveDareAVX512 = avx512
+		k := [][]bool{make([]bool, 64)}
+		dareKeepWith(k, 1, []uint64{1<<63 - 1}, 0, true)
+		var kept int
+		for _, v := range k[0] {
+			kept += b2i(v)
+		}
+		if kept == 0 || kept == 64 {
+			t.Fatalf("avx512 %v: half the draws should fall below 2⁶³−1, got %d of 64", avx512, kept)
+		}
+	}
+}
+
+// TestKeepBandMatchesCuts: keepBand, with and without its AVX2 kernel, keeps what
+// cut.above says (above the lower cut and, with an upper cut, not above it), for cuts
+// that keep all, none, every element at the boundary, or some of them by count, on
+// magnitudes with many equal values.
+func TestKeepBandMatchesCuts(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU; cut.above is the only path")
+	}
+	defer func(v bool) { haveTiesAsm = v }(haveTiesAsm)
+	rng := rand.New(rand.NewPCG(17, 5))
+	for _, n := range []int{5, 8, 64, 1003, 4096} {
+		mags := make([]uint32, n)
+		for j := range mags {
+			mags[j] = absBits(float32(rng.IntN(9)) * 0.25) // many equal magnitudes
+			if j%97 == 0 {
+				mags[j] = absBits(float32(math.NaN()))
+			}
+		}
+		// No tie in the first 64 elements of the larger chunks, so the kernel runs.
+		for j := range min(n, 64) {
+			mags[j] = absBits(3)
+		}
+		cuts := []*cut{
+			{all: true}, {none: true},
+			{t: absBits(0.5), r: 1 << 40}, // every element at 0.5 ranks above
+			{t: absBits(0.5), r: 3, ties: true, before: []int64{2}},
+			{t: absBits(1.5), r: 1, ties: true, before: []int64{0}},
+			{t: absBits(1.75), r: 5, ties: true, before: []int64{1}},
+			{t: absBits(0), r: 1 << 40},
+		}
+		for li, lo := range cuts {
+			for hi := -1; hi < len(cuts); hi++ {
+				want := make([]bool, n)
+				lo.above(want, mags, Chunk{})
+				var hc *cut
+				if hi >= 0 {
+					hc = cuts[hi]
+					top := make([]bool, n)
+					hc.above(top, mags, Chunk{})
+					for j := range want {
+						want[j] = want[j] && !top[j]
+					}
+				}
+				for _, asm := range []bool{true, false} {
+					haveTiesAsm = asm
+					got := make([]bool, n)
+					keepBand(got, mags, lo, hc, Chunk{})
+					if !slices.Equal(got, want) {
+						t.Fatalf("n=%d lo %d hi %d asm %v: keepBand differs from cut.above", n, li, hi, asm)
+					}
+				}
+			}
+		}
+	}
+}
