@@ -33,6 +33,12 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 	if withBase {
 		first = 1
 	}
+	pairs := make([][2]int, 0, stats) // (i, k), i ≤ k, in acc's order
+	for i := range n {
+		for k := i; k < n; k++ {
+			pairs = append(pairs, [2]int{i, k})
+		}
+	}
 	pass := Pass{
 		NumStats: stats,
 		Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
@@ -40,13 +46,7 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 			if withBase {
 				base = in[0]
 			}
-			s := 0
-			for i := range n {
-				for k := i; k < n; k++ {
-					acc[s] += dotDiff(in[first+i], in[first+k], base)
-					s++
-				}
-			}
+			gramChunk(pairs, in[first:len(in)], base, acc)
 		},
 		Done: func(perChunk []float64) error {
 			sums := make([]float64, stats)
@@ -150,6 +150,65 @@ func to32(c []float64) []float32 {
 		out[i] = float32(v)
 	}
 	return out
+}
+
+// gramChunk adds to acc[p] the inner product ⟨y[i] − b, y[k] − b⟩ of each pair
+// (i, k) = pairs[p] (b nil: ⟨y[i], y[k]⟩), each as dotDiff computes it (the same operations in the same
+// order, so the same bits). The pairs go four at a time through one loop over the
+// elements: their four sums are independent chains, where one pair at a time waits
+// on each addition's latency and reads b once per pair.
+func gramChunk(pairs [][2]int, y [][]float32, b []float32, acc []float64) {
+	if b == nil {
+		b = zeroChunk[:len(y[0])]
+	}
+	p := 0
+	for ; p+4 <= len(pairs); p += 4 {
+		q := pairs[p : p+4]
+		s0, s1, s2, s3 := dot4(y[q[0][0]], y[q[0][1]], y[q[1][0]], y[q[1][1]],
+			y[q[2][0]], y[q[2][1]], y[q[3][0]], y[q[3][1]], b)
+		acc[p] += s0
+		acc[p+1] += s1
+		acc[p+2] += s2
+		acc[p+3] += s3
+	}
+	for ; p+2 <= len(pairs); p += 2 {
+		q := pairs[p : p+2]
+		s0, s1 := dot2(y[q[0][0]], y[q[0][1]], y[q[1][0]], y[q[1][1]], b)
+		acc[p] += s0
+		acc[p+1] += s1
+	}
+	for ; p < len(pairs); p++ {
+		acc[p] += dotDiff(y[pairs[p][0]], y[pairs[p][1]], b)
+	}
+}
+
+// zeroChunk is the base of gramChunk when there is none: y − 0 is y exactly (−0
+// included), so the products are dotDiff's without a base. Never written.
+var zeroChunk [ChunkElems]float32
+
+// dot4 is dotDiff(a0, c0, b), …, dotDiff(a3, c3, b) in one loop.
+func dot4(a0, c0, a1, c1, a2, c2, a3, c3, b []float32) (s0, s1, s2, s3 float64) {
+	a0, c0, a1, c1 = a0[:len(b)], c0[:len(b)], a1[:len(b)], c1[:len(b)]
+	a2, c2, a3, c3 = a2[:len(b)], c2[:len(b)], a3[:len(b)], c3[:len(b)]
+	for j, bj := range b {
+		x := float64(bj)
+		s0 += float64((float64(a0[j]) - x) * (float64(c0[j]) - x)) // rounded: no platform fuses it
+		s1 += float64((float64(a1[j]) - x) * (float64(c1[j]) - x))
+		s2 += float64((float64(a2[j]) - x) * (float64(c2[j]) - x))
+		s3 += float64((float64(a3[j]) - x) * (float64(c3[j]) - x))
+	}
+	return s0, s1, s2, s3
+}
+
+// dot2 is dotDiff(a0, c0, b) and dotDiff(a1, c1, b) in one loop.
+func dot2(a0, c0, a1, c1, b []float32) (s0, s1 float64) {
+	a0, c0, a1, c1 = a0[:len(b)], c0[:len(b)], a1[:len(b)], c1[:len(b)]
+	for j, bj := range b {
+		x := float64(bj)
+		s0 += float64((float64(a0[j]) - x) * (float64(c0[j]) - x)) // rounded: no platform fuses it
+		s1 += float64((float64(a1[j]) - x) * (float64(c1[j]) - x))
+	}
+	return s0, s1
 }
 
 // dotDiff is Σ_j (a_j − b_j)(c_j − b_j) in float64 (b nil: Σ a_j c_j); for float32
