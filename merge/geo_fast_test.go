@@ -59,3 +59,86 @@ func TestGramChunkMatchesDotDiff(t *testing.T) {
 		}
 	}
 }
+
+// ramCountOne and ramMergeOne are ram's pass and merge a element at a time, with a
+// branch per model (the loops ramCountChunk and ramMergeChunk replaced): the
+// reference they must match bit for bit.
+func ramCountOne(base []float32, x [][]float32, eps float64, acc []float64) {
+	for j := range base {
+		count := 0
+		for i := range x {
+			count += b2i(ramCounts(x[i][j], base[j], eps))
+		}
+		for i := range x {
+			if ramCounts(x[i][j], base[j], eps) {
+				acc[2*i+b2i(count == 1)]++
+			}
+		}
+	}
+}
+
+func ramMergeOne(dst, base []float32, x [][]float32, eps float64, lambda []float32) {
+	for j := range dst {
+		count := 0
+		for i := range x {
+			count += b2i(ramCounts(x[i][j], base[j], eps))
+		}
+		var sum float32
+		for i := range x {
+			if !ramCounts(x[i][j], base[j], eps) {
+				continue
+			}
+			d := float32(float64(x[i][j]) - float64(base[j]))
+			if count == 1 {
+				sum += float32(lambda[i] * d)
+			} else {
+				sum += d / float32(count)
+			}
+		}
+		dst[j] = base[j] + sum
+	}
+}
+
+// TestRAMChunkMatchesOneAtATime: the blocked, branch-free loops give the
+// element-at-a-time loops' counts and bits, for 1 to 5 models, with entries that
+// count, do not, and sit on the threshold, and the special values.
+func TestRAMChunkMatchesOneAtATime(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 5))
+	for n := 1; n <= 5; n++ {
+		for _, eps := range []float64{1e-5, 0, 0.01} {
+			m := 1 + rng.IntN(3*ramBlock)
+			base := fastTestValues(rng, m)
+			x := make([][]float32, n)
+			lambda := make([]float32, n)
+			for i := range x {
+				x[i] = fastTestValues(rng, m)
+				for j := range x[i] {
+					switch rng.IntN(4) {
+					case 0:
+						x[i][j] = base[j] // does not count
+					case 1:
+						x[i][j] = base[j] + float32(eps) // near the threshold
+					}
+				}
+				lambda[i] = 1 + float32(rng.Float64()*0.02)
+			}
+			s := newRAMScratch(n)
+			got, want := make([]float64, 2*n), make([]float64, 2*n)
+			ramCountChunk(base, x, eps, s, got)
+			ramCountOne(base, x, eps, want)
+			for i := range got {
+				if got[i] != want[i] {
+					t.Errorf("n %d eps %g: count %d: %v, want %v", n, eps, i, got[i], want[i])
+				}
+			}
+			gotM, wantM := make([]float32, m), make([]float32, m)
+			ramMergeChunk(gotM, base, x, eps, lambda, s)
+			ramMergeOne(wantM, base, x, eps, lambda)
+			for j := range gotM {
+				if math.Float32bits(gotM[j]) != math.Float32bits(wantM[j]) {
+					t.Fatalf("n %d eps %g: element %d: %v, want %v", n, eps, j, gotM[j], wantM[j])
+				}
+			}
+		}
+	}
+}
