@@ -142,3 +142,37 @@ func TestRAMChunkMatchesOneAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestNearswapMergeMatchesGo: nearswapMerge (AVX2 where the CPU has it) gives
+// nearswapGo's bits, on lengths that leave tails, with differences below, at and
+// above t and 1e-6, NaNs and infinities (whose blocks go to Go), and values of t that
+// keep the assembly out (0, negative, infinite, NaN).
+func TestNearswapMergeMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 6))
+	for _, n := range []int{1, 8, 13, 64, 1001, ChunkElems} {
+		a := fastTestValues(rng, n)
+		b := make([]float32, n)
+		for j := range b {
+			switch rng.IntN(5) {
+			case 0:
+				b[j] = a[j]
+			case 1:
+				b[j] = a[j] + float32(rng.NormFloat64()*1e-4)
+			case 2:
+				b[j] = a[j] + float32(rng.NormFloat64()*1e-6)
+			default:
+				b[j] = fastTestValues(rng, 1)[0]
+			}
+		}
+		for _, tv := range []float64{1e-4, 1e-3, 3e-6, 1e-7, 0.5, 1e300, 1e-320, 0, -1e-4, math.Inf(1), math.NaN()} {
+			got, want := make([]float32, n), make([]float32, n)
+			nearswapMerge(got, a, b, tv)
+			nearswapGo(want, a, b, tv)
+			for j := range got {
+				if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+					t.Fatalf("n %d t %g: element %d (a %v, b %v): %v, want %v", n, tv, j, a[j], b[j], got[j], want[j])
+				}
+			}
+		}
+	}
+}
