@@ -81,16 +81,21 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		threshold float64
 		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
 	)
-	// importances calls f with each element's importance, in order.
-	importances := func(pos Chunk, in [][]float32, f func(j int, imp float32)) {
+	impPool := sync.Pool{New: func() any { return make([]float32, ChunkElems) }}
+	// importances returns the chunk's importances, in a buffer from impPool that the
+	// caller puts back: one loop per row, where a call per element cost more than
+	// the importance itself in the passes that read them.
+	importances := func(pos Chunk, in [][]float32) []float32 {
 		b, x := in[0], in[1]
+		imp := impPool.Get().([]float32)[:len(x)]
 		first := seg.first(pos)
 		seg.runs(pos, len(x), func(lo, hi, slot int) {
 			k := kl[first+int64(slot)]
 			for j := lo; j < hi; j++ {
-				f(j, arceeImportance(x[j], b[j], k))
+				imp[j] = arceeImportance(x[j], b[j], k)
 			}
 		})
+		return imp
 	}
 	return Kernel{
 		Passes: []Pass{
@@ -189,7 +194,11 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 					local := histPool.Get().([]uint32)
 					defer histPool.Put(local)
-					importances(pos, in, func(_ int, imp float32) { local[orderKey(imp)>>16]++ })
+					imps := importances(pos, in)
+					for _, imp := range imps {
+						local[orderKey(imp)>>16]++
+					}
+					impPool.Put(imps[:cap(imps)])
 					mu.Lock()
 					for i, c := range local {
 						hist[i] += uint64(c)
@@ -217,14 +226,16 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 			{ // 5: within each quantile's bin, the low 16 bits
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 					var found [3][]uint16
-					importances(pos, in, func(_ int, imp float32) {
+					imps := importances(pos, in)
+					for _, imp := range imps {
 						k := orderKey(imp)
 						for q := range bins {
 							if k>>16 == bins[q] {
 								found[q] = append(found[q], uint16(k))
 							}
 						}
-					})
+					}
+					impPool.Put(imps[:cap(imps)])
 					mu.Lock()
 					for q := range found {
 						for _, l := range found[q] {
@@ -252,13 +263,15 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		},
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			b, x := in[0], in[1]
-			importances(pos, in, func(j int, imp float32) {
+			imps := importances(pos, in)
+			for j, imp := range imps {
 				if float64(imp) >= threshold {
 					dst[j] = x[j]
 				} else {
 					dst[j] = b[j]
 				}
-			})
+			}
+			impPool.Put(imps[:cap(imps)])
 		},
 	}
 }
