@@ -174,9 +174,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 						}
 						r := first + int64(slot)
 						for j := lo; j < hi; j++ {
-							p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
-							q := math.Exp(float64(b[j])-mb[r])/zb[r] + 1e-8
-							acc[slot] += float64(p * math.Log(p/q)) // rounded: no platform fuses it
+							acc[slot] += arceeKLTerm(math.Exp(float64(x[j])-mx[r]), math.Exp(float64(b[j])-mb[r]), zx[r], zb[r])
 						}
 					})
 				},
@@ -294,12 +292,41 @@ func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64)
 		zx += ex[j]
 		zb += eb[j]
 	}
-	for j := range x {
-		p := ex[j]/zx + 1e-8
-		q := eb[j]/zb + 1e-8
-		kl += float64(p * math.Log(p/q))
-	}
+	kl = arceeKL(ex, eb, zx, zb)
 	return mx, mb, zx, zb, kl
+}
+
+// arceeKL is Σ_j arceeKLTerm(ex[j], eb[j], zx, zb), added in order from 0: with AVX2
+// four terms at a time where math.Log has no special case (arceeKLAVX2 computes the
+// logarithm with its operations), in Go for the rest.
+func arceeKL(ex, eb []float64, zx, zb float64) float64 {
+	eb = eb[:len(ex)]
+	var kl float64
+	j := 0
+	if haveLerpBF16Asm {
+		for len(ex)-j >= 4 {
+			j += arceeKLAsm(ex[j:], eb[j:], zx, zb, &kl)
+			if len(ex)-j < 4 {
+				break
+			}
+			for range 4 { // the block it stopped at
+				kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+				j++
+			}
+		}
+	}
+	for ; j < len(ex); j++ {
+		kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+	}
+	return kl
+}
+
+// arceeKLTerm is one element's p·log(p/q), p = ex/zx + 1e-8 and q = eb/zb + 1e-8
+// (ex, eb: its exponentials; zx, zb: their row's sums).
+func arceeKLTerm(ex, eb, zx, zb float64) float64 {
+	p := ex/zx + 1e-8
+	q := eb/zb + 1e-8
+	return float64(p * math.Log(p/q)) // rounded: no platform fuses it
 }
 
 // straddles reports whether row segment r crosses a chunk boundary.

@@ -1,0 +1,6 @@
+//go:build !amd64 || purego
+
+package merge
+
+// arceeKLAsm is not called here (haveLerpBF16Asm is false).
+func arceeKLAsm(ex, eb []float64, zx, zb float64, kl *float64) int { panic("unreachable") }
