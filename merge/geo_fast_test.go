@@ -25,14 +25,14 @@ func fastTestValues(rng *rand.Rand, n int) []float32 {
 	return out
 }
 
-// TestGramChunkMatchesDotDiff: the pairs taken four and two at a time give each
-// pair's dotDiff bit for bit, with a base and without (the zero base), for 1 to 6
-// vectors.
+// TestGramChunkMatchesDotDiff: gramChunk (differences a block at a time, pairs four
+// at a time) gives each pair's dotDiff bit for bit, with a base and without, for 1
+// to 6 vectors over several blocks.
 func TestGramChunkMatchesDotDiff(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 4))
 	for n := 1; n <= 6; n++ {
 		for _, withBase := range []bool{false, true} {
-			m := 1 + rng.IntN(3000)
+			m := 1 + rng.IntN(3*gramBlock)
 			y := make([][]float32, n)
 			for i := range y {
 				y[i] = fastTestValues(rng, m)
@@ -49,7 +49,7 @@ func TestGramChunkMatchesDotDiff(t *testing.T) {
 				}
 			}
 			acc := make([]float64, len(pairs))
-			gramChunk(pairs, y, b, acc)
+			gramChunk(pairs, y, b, acc, newGramScratch(n, len(pairs)))
 			for p, q := range pairs {
 				want := dotDiff(y[q[0]], y[q[1]], b)
 				if math.Float64bits(acc[p]) != math.Float64bits(want) {

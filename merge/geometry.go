@@ -1,6 +1,9 @@
 package merge
 
-import "math"
+import (
+	"math"
+	"sync"
+)
 
 // Shared machinery of the methods that treat a tensor (or each of its rows) as a
 // vector: nuslerp, multislerp, karcher and arcee_fusion. Their tensor-wide
@@ -39,6 +42,7 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 			pairs = append(pairs, [2]int{i, k})
 		}
 	}
+	pool := sync.Pool{New: func() any { return newGramScratch(n, stats) }}
 	pass := Pass{
 		NumStats: stats,
 		Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
@@ -46,7 +50,9 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 			if withBase {
 				base = in[0]
 			}
-			gramChunk(pairs, in[first:len(in)], base, acc)
+			s := pool.Get().(*gramScratch)
+			defer pool.Put(s)
+			gramChunk(pairs, in[first:len(in)], base, acc, s)
 		},
 		Done: func(perChunk []float64) error {
 			sums := make([]float64, stats)
@@ -152,63 +158,86 @@ func to32(c []float64) []float32 {
 	return out
 }
 
+// gramBlock is the elements gramChunk takes at a time: the vectors' differences of a
+// block stay in the cache for the pairs that read them.
+const gramBlock = 256
+
+// gramScratch is gramChunk's: a block's differences per vector, and the pairs' sums.
+type gramScratch struct {
+	d    [][]float64
+	sums []float64
+}
+
+func newGramScratch(vectors, pairs int) *gramScratch {
+	s := &gramScratch{d: make([][]float64, vectors), sums: make([]float64, pairs)}
+	for i := range s.d {
+		s.d[i] = make([]float64, gramBlock)
+	}
+	return s
+}
+
 // gramChunk adds to acc[p] the inner product ⟨y[i] − b, y[k] − b⟩ of each pair
-// (i, k) = pairs[p] (b nil: ⟨y[i], y[k]⟩), each as dotDiff computes it (the same operations in the same
-// order, so the same bits). The pairs go four at a time through one loop over the
-// elements: their four sums are independent chains, where one pair at a time waits
-// on each addition's latency and reads b once per pair.
-func gramChunk(pairs [][2]int, y [][]float32, b []float32, acc []float64) {
-	if b == nil {
-		b = zeroChunk[:len(y[0])]
+// (i, k) = pairs[p] (b nil: ⟨y[i], y[k]⟩), each as dotDiff computes it: the same
+// differences and products, added in the same order, so the same bits. A block at a
+// time, each vector's differences are taken once (not once per pair), and the pairs
+// go four at a time through one loop, their sums independent chains where one pair
+// at a time waits on each addition's latency.
+func gramChunk(pairs [][2]int, y [][]float32, b []float32, acc []float64, s *gramScratch) {
+	m := len(y[0])
+	sums := s.sums[:len(pairs)]
+	clear(sums)
+	for lo := 0; lo < m; lo += gramBlock {
+		hi := min(lo+gramBlock, m)
+		for i := range y {
+			d, yi := s.d[i][:hi-lo], y[i][lo:hi]
+			if b == nil {
+				for j, v := range yi {
+					d[j] = float64(v)
+				}
+				continue
+			}
+			bb := b[lo:hi][:len(yi)]
+			for j, v := range yi {
+				d[j] = float64(v) - float64(bb[j])
+			}
+		}
+		d := s.d
+		p := 0
+		for ; p+4 <= len(pairs); p += 4 {
+			q := pairs[p : p+4]
+			sums[p], sums[p+1], sums[p+2], sums[p+3] = dot4(sums[p], sums[p+1], sums[p+2], sums[p+3],
+				d[q[0][0]], d[q[0][1]], d[q[1][0]], d[q[1][1]], d[q[2][0]], d[q[2][1]], d[q[3][0]], d[q[3][1]], hi-lo)
+		}
+		for ; p < len(pairs); p++ {
+			sums[p] = dot1(sums[p], d[pairs[p][0]], d[pairs[p][1]], hi-lo)
+		}
 	}
-	p := 0
-	for ; p+4 <= len(pairs); p += 4 {
-		q := pairs[p : p+4]
-		s0, s1, s2, s3 := dot4(y[q[0][0]], y[q[0][1]], y[q[1][0]], y[q[1][1]],
-			y[q[2][0]], y[q[2][1]], y[q[3][0]], y[q[3][1]], b)
-		acc[p] += s0
-		acc[p+1] += s1
-		acc[p+2] += s2
-		acc[p+3] += s3
-	}
-	for ; p+2 <= len(pairs); p += 2 {
-		q := pairs[p : p+2]
-		s0, s1 := dot2(y[q[0][0]], y[q[0][1]], y[q[1][0]], y[q[1][1]], b)
-		acc[p] += s0
-		acc[p+1] += s1
-	}
-	for ; p < len(pairs); p++ {
-		acc[p] += dotDiff(y[pairs[p][0]], y[pairs[p][1]], b)
+	for p := range sums {
+		acc[p] += sums[p]
 	}
 }
 
-// zeroChunk is the base of gramChunk when there is none: y − 0 is y exactly (−0
-// included), so the products are dotDiff's without a base. Never written.
-var zeroChunk [ChunkElems]float32
-
-// dot4 is dotDiff(a0, c0, b), …, dotDiff(a3, c3, b) in one loop.
-func dot4(a0, c0, a1, c1, a2, c2, a3, c3, b []float32) (s0, s1, s2, s3 float64) {
-	a0, c0, a1, c1 = a0[:len(b)], c0[:len(b)], a1[:len(b)], c1[:len(b)]
-	a2, c2, a3, c3 = a2[:len(b)], c2[:len(b)], a3[:len(b)], c3[:len(b)]
-	for j, bj := range b {
-		x := float64(bj)
-		s0 += float64((float64(a0[j]) - x) * (float64(c0[j]) - x)) // rounded: no platform fuses it
-		s1 += float64((float64(a1[j]) - x) * (float64(c1[j]) - x))
-		s2 += float64((float64(a2[j]) - x) * (float64(c2[j]) - x))
-		s3 += float64((float64(a3[j]) - x) * (float64(c3[j]) - x))
+// dot4 adds the products of the first m entries of four pairs of vectors to the
+// four sums, in order, in one loop.
+func dot4(s0, s1, s2, s3 float64, a0, c0, a1, c1, a2, c2, a3, c3 []float64, m int) (float64, float64, float64, float64) {
+	a0, c0, a1, c1 = a0[:m], c0[:m], a1[:m], c1[:m]
+	a2, c2, a3, c3 = a2[:m], c2[:m], a3[:m], c3[:m]
+	for j := range m {
+		s0 += float64(a0[j] * c0[j]) // rounded: no platform fuses it
+		s1 += float64(a1[j] * c1[j])
+		s2 += float64(a2[j] * c2[j])
+		s3 += float64(a3[j] * c3[j])
 	}
 	return s0, s1, s2, s3
 }
 
-// dot2 is dotDiff(a0, c0, b) and dotDiff(a1, c1, b) in one loop.
-func dot2(a0, c0, a1, c1, b []float32) (s0, s1 float64) {
-	a0, c0, a1, c1 = a0[:len(b)], c0[:len(b)], a1[:len(b)], c1[:len(b)]
-	for j, bj := range b {
-		x := float64(bj)
-		s0 += float64((float64(a0[j]) - x) * (float64(c0[j]) - x)) // rounded: no platform fuses it
-		s1 += float64((float64(a1[j]) - x) * (float64(c1[j]) - x))
+// dot1 is dot4 for one pair.
+func dot1(s float64, a, c []float64, m int) float64 {
+	a, c = a[:m], c[:m]
+	for j := range m {
+		s += float64(a[j] * c[j]) // rounded: no platform fuses it
 	}
-	return s0, s1
+	return s
 }
 
 // dotDiff is Σ_j (a_j − b_j)(c_j − b_j) in float64 (b nil: Σ a_j c_j); for float32
