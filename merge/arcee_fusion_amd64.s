@@ -179,3 +179,146 @@ done:
 	MOVQ   AX, ret+48(FP)
 	VZEROUPPER
 	RET
+
+
+// Four copies of each constant of the exponential of Go's math.Exp on amd64 (its
+// argument reduction by ln 2 in two parts, its Taylor coefficients, the exponent
+// bias), and the bounds within which it takes neither its overflow nor its
+// subnormal path.
+DATA arceeexpconst<>+0(SB)/8, $-708.0
+DATA arceeexpconst<>+8(SB)/8, $-708.0
+DATA arceeexpconst<>+16(SB)/8, $-708.0
+DATA arceeexpconst<>+24(SB)/8, $-708.0
+DATA arceeexpconst<>+32(SB)/8, $708.0
+DATA arceeexpconst<>+40(SB)/8, $708.0
+DATA arceeexpconst<>+48(SB)/8, $708.0
+DATA arceeexpconst<>+56(SB)/8, $708.0
+DATA arceeexpconst<>+64(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+72(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+80(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+88(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+96(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+104(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+112(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+120(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+128(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+136(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+144(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+152(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+160(SB)/8, $0.0625
+DATA arceeexpconst<>+168(SB)/8, $0.0625
+DATA arceeexpconst<>+176(SB)/8, $0.0625
+DATA arceeexpconst<>+184(SB)/8, $0.0625
+DATA arceeexpconst<>+192(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+200(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+208(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+216(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+224(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+232(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+240(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+248(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+256(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+264(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+272(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+280(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+288(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+296(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+304(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+312(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+320(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+328(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+336(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+344(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+352(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+360(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+368(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+376(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+384(SB)/8, $0.5
+DATA arceeexpconst<>+392(SB)/8, $0.5
+DATA arceeexpconst<>+400(SB)/8, $0.5
+DATA arceeexpconst<>+408(SB)/8, $0.5
+DATA arceeexpconst<>+416(SB)/8, $1.0
+DATA arceeexpconst<>+424(SB)/8, $1.0
+DATA arceeexpconst<>+432(SB)/8, $1.0
+DATA arceeexpconst<>+440(SB)/8, $1.0
+DATA arceeexpconst<>+448(SB)/8, $2.0
+DATA arceeexpconst<>+456(SB)/8, $2.0
+DATA arceeexpconst<>+464(SB)/8, $2.0
+DATA arceeexpconst<>+472(SB)/8, $2.0
+DATA arceeexpconst<>+480(SB)/8, $1023
+DATA arceeexpconst<>+488(SB)/8, $1023
+DATA arceeexpconst<>+496(SB)/8, $1023
+DATA arceeexpconst<>+504(SB)/8, $1023
+GLOBL arceeexpconst<>(SB), RODATA, $512
+
+// func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
+//
+// dst[j] = exp(float64(src[j]) − m) and *z += dst[j], in order, for j < n (a multiple
+// of 4), four lanes at a time, the exponential computed as Go's math.Exp computes it
+// on amd64 when the CPU has FMA (the same operations, fused where it fuses them, so
+// the same bits; the caller checks for FMA). It stops before the first block of four
+// where some argument is outside [−708, 708] or NaN (math.Exp's special, subnormal
+// and overflow paths), which the caller does in Go, and returns the elements it did.
+TEXT ·arceeExpAVX2(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD m+24(FP), Y15
+	MOVQ         z+32(FP), DX
+	VMOVSD       (DX), X14
+	XORQ         AX, AX
+
+eloop:
+	CMPQ      AX, CX
+	JGE       edone
+	VCVTPS2PD (SI)(AX*4), Y0
+	VSUBPD    Y15, Y0, Y0                         // x
+	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y0, Y3        // x ≥ −708 (false for NaN)
+	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y0, Y4        // x ≤ 708
+	VANDPD    Y4, Y3, Y3
+	VMOVMSKPD Y3, BX
+	CMPQ      BX, $15
+	JNE       edone
+	VMULPD    arceeexpconst<>+64(SB), Y0, Y1
+	VCVTPD2DQY Y1, X2                             // k, rounded to nearest
+	VCVTDQ2PD X2, Y1
+	VFNMADD231PD arceeexpconst<>+96(SB), Y1, Y0          // x − k·LN2U, fused
+	VFNMADD231PD arceeexpconst<>+128(SB), Y1, Y0          // − k·LN2L, fused
+	VMULPD    arceeexpconst<>+160(SB), Y0, Y0
+	VMOVUPD   arceeexpconst<>+192(SB), Y1
+	VFMADD213PD arceeexpconst<>+224(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+256(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+288(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+320(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+352(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+384(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+416(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+416(SB), Y1, Y0
+	VPMOVSXDQ X2, Y3
+	VPADDQ    arceeexpconst<>+480(SB), Y3, Y3
+	VPSLLQ    $52, Y3, Y3                          // 2^k
+	VMULPD    Y3, Y0, Y0
+	VMOVUPD   Y0, (DI)(AX*8)
+	VADDSD    X0, X14, X14
+	VPERMILPD $1, X0, X1
+	VADDSD    X1, X14, X14
+	VEXTRACTF128 $1, Y0, X0
+	VADDSD    X0, X14, X14
+	VPERMILPD $1, X0, X1
+	VADDSD    X1, X14, X14
+	ADDQ      $4, AX
+	JMP       eloop
+
+edone:
+	VMOVSD X14, (DX)
+	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET

@@ -224,3 +224,59 @@ func TestArceeKLMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestArceeExpMatchesGo: arceeExp (the exponential in AVX2 where the CPU has it)
+// gives math.Exp's bits and the plain loop's sum, over arguments of every scale up
+// to math.Exp's overflow and subnormal paths and past them (those blocks go to Go),
+// NaNs and infinities, on lengths that leave tails.
+func TestArceeExpMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 8))
+	for _, n := range []int{1, 3, 4, 9, 64, 1001, 4096} {
+		for trial := range 4 {
+			src := fastTestValues(rng, n)
+			for j := range src {
+				switch trial {
+				case 0:
+					src[j] = float32(rng.NormFloat64() * 0.05)
+				case 1:
+					src[j] = float32(rng.Float64()*1500 - 750) // across ±708
+				case 2:
+					src[j] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(6)-3)))
+				}
+			}
+			m := float64(src[rng.IntN(n)])
+			if m != m || math.IsInf(m, 0) {
+				m = 0.5
+			}
+			got, want := make([]float64, n), make([]float64, n)
+			z := arceeExp(got, src, m)
+			var wz float64
+			for j := range want {
+				want[j] = math.Exp(float64(src[j]) - m)
+				wz += want[j]
+			}
+			for j := range got {
+				if math.Float64bits(got[j]) != math.Float64bits(want[j]) {
+					t.Fatalf("n %d trial %d: exp(%v − %v) = %v, want %v", n, trial, src[j], m, got[j], want[j])
+				}
+			}
+			if math.Float64bits(z) != math.Float64bits(wz) && !(z != z && wz != wz) {
+				t.Errorf("n %d trial %d: sum %v, want %v", n, trial, z, wz)
+			}
+		}
+	}
+	// Every float32 argument scale, m = 0: 2^20 values spread over the exponent range.
+	src := make([]float32, 1<<16)
+	got := make([]float64, len(src))
+	for round := range 16 {
+		for j := range src {
+			src[j] = math.Float32frombits(uint32(rng.Uint64()) &^ (1 << 31 * uint32(round&1)))
+		}
+		arceeExp(got, src, 0)
+		for j, v := range src {
+			if want := math.Exp(float64(v)); math.Float64bits(got[j]) != math.Float64bits(want) {
+				t.Fatalf("exp(%v) = %v, want %v", v, got[j], want)
+			}
+		}
+	}
+}
