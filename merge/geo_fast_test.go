@@ -25,6 +25,17 @@ func fastTestValues(rng *rand.Rand, n int) []float32 {
 	return out
 }
 
+// sameBits32 and sameBits64 say whether a fast path's value is its reference's bit
+// for bit; under the race detector two NaNs count as the same (see raceBuild), as
+// the production build's codegen is what the comparisons are about.
+func sameBits32(a, b float32) bool {
+	return math.Float32bits(a) == math.Float32bits(b) || raceBuild && a != a && b != b
+}
+
+func sameBits64(a, b float64) bool {
+	return math.Float64bits(a) == math.Float64bits(b) || raceBuild && a != a && b != b
+}
+
 // TestGramChunkMatchesDotDiff: gramChunk (differences a block at a time, pairs four
 // at a time) gives each pair's dotDiff bit for bit, with a base and without, for 1
 // to 6 vectors over several blocks.
@@ -52,7 +63,7 @@ func TestGramChunkMatchesDotDiff(t *testing.T) {
 			gramChunk(pairs, y, b, acc, newGramScratch(n, len(pairs)))
 			for p, q := range pairs {
 				want := dotDiff(y[q[0]], y[q[1]], b)
-				if math.Float64bits(acc[p]) != math.Float64bits(want) {
+				if !sameBits64(acc[p], want) {
 					t.Errorf("n %d base %v pair %v: %v, dotDiff %v", n, withBase, q, acc[p], want)
 				}
 			}
@@ -135,7 +146,7 @@ func TestRAMChunkMatchesOneAtATime(t *testing.T) {
 			ramMergeChunk(gotM, base, x, eps, lambda, s)
 			ramMergeOne(wantM, base, x, eps, lambda)
 			for j := range gotM {
-				if math.Float32bits(gotM[j]) != math.Float32bits(wantM[j]) {
+				if !sameBits32(gotM[j], wantM[j]) {
 					t.Fatalf("n %d eps %g: element %d: %v, want %v", n, eps, j, gotM[j], wantM[j])
 				}
 			}
@@ -169,7 +180,7 @@ func TestNearswapMergeMatchesGo(t *testing.T) {
 			nearswapMerge(got, a, b, tv)
 			nearswapGo(want, a, b, tv)
 			for j := range got {
-				if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+				if !sameBits32(got[j], want[j]) {
 					t.Fatalf("n %d t %g: element %d (a %v, b %v): %v, want %v", n, tv, j, a[j], b[j], got[j], want[j])
 				}
 			}
@@ -205,7 +216,7 @@ func TestArceeKLMatchesGo(t *testing.T) {
 			for j := range ex {
 				want += arceeKLTerm(ex[j], eb[j], zx, zb)
 			}
-			if got := arceeKL(ex, eb, zx, zb); math.Float64bits(got) != math.Float64bits(want) && !(got != got && want != want) {
+			if got := arceeKL(ex, eb, zx, zb); !sameBits64(got, want) {
 				t.Errorf("n %d trial %d: %v, want %v", n, trial, got, want)
 			}
 		}
@@ -256,11 +267,11 @@ func TestArceeExpMatchesGo(t *testing.T) {
 				wz += want[j]
 			}
 			for j := range got {
-				if math.Float64bits(got[j]) != math.Float64bits(want[j]) {
+				if !sameBits64(got[j], want[j]) {
 					t.Fatalf("n %d trial %d: exp(%v − %v) = %v, want %v", n, trial, src[j], m, got[j], want[j])
 				}
 			}
-			if math.Float64bits(z) != math.Float64bits(wz) && !(z != z && wz != wz) {
+			if !sameBits64(z, wz) {
 				t.Errorf("n %d trial %d: sum %v, want %v", n, trial, z, wz)
 			}
 		}
@@ -276,6 +287,35 @@ func TestArceeExpMatchesGo(t *testing.T) {
 		for j, v := range src {
 			if want := math.Exp(float64(v)); math.Float64bits(got[j]) != math.Float64bits(want) {
 				t.Fatalf("exp(%v) = %v, want %v", v, got[j], want)
+			}
+		}
+	}
+}
+
+// TestAddScaledMatchesGo: addScaled (AVX2 where the CPU has it) gives addScaledGo's
+// bits, with a base and without, on lengths that leave tails and the special values
+// (NaN compared as NaN: the two may keep different payloads of it).
+func TestAddScaledMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 9))
+	nans := []float32{math.Float32frombits(0x7fc00001), math.Float32frombits(0xffa00002), float32(math.Inf(1)),
+		float32(math.Inf(-1)), 1.5, math.Float32frombits(0x7f800003)}
+	for _, n := range []int{1, 7, 8, 13, 64, 1001, ChunkElems, 4096} {
+		x, b, d := fastTestValues(rng, n), fastTestValues(rng, n), fastTestValues(rng, n)
+		if n == 4096 { // NaNs of several payloads (a signalling one too) meeting each other
+			for j := range x {
+				x[j], b[j], d[j] = nans[rng.IntN(len(nans))], nans[rng.IntN(len(nans))], nans[rng.IntN(len(nans))]
+			}
+		}
+		for _, w := range []float32{0.3, -1.7, 0, 1e-30, 3e30, math.Float32frombits(0x7fc00005)} {
+			for _, base := range [][]float32{nil, b} {
+				got, want := append([]float32(nil), d...), append([]float32(nil), d...)
+				addScaled(got, x, base, w)
+				addScaledGo(want, x, base, w)
+				for j := range got {
+					if !sameBits32(got[j], want[j]) {
+						t.Fatalf("n %d w %v base %v: element %d: %v, want %v", n, w, base != nil, j, got[j], want[j])
+					}
+				}
 			}
 		}
 	}

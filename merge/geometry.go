@@ -82,20 +82,46 @@ func combine(dst []float32, in [][]float32, c []float32, withBase bool) {
 	if !withBase {
 		clear(dst)
 		for i, w := range c {
-			x := in[i][:len(dst)]
-			for j := range dst {
-				dst[j] += float32(w * x[j]) // rounded: no platform fuses it
-			}
+			addScaled(dst, in[i], nil, w)
 		}
 		return
 	}
-	base := in[0][:len(dst)]
-	copy(dst, base)
+	copy(dst, in[0])
 	for i, w := range c {
-		x := in[1+i][:len(dst)]
+		addScaled(dst, in[1+i], in[0], w)
+	}
+}
+
+// addScaled adds w·(x − b) to dst (b nil: w·x), the difference, product and sum each
+// rounded to float32: with AVX2 eight at a time (the same operations), addScaledGo
+// for the rest.
+func addScaled(dst, x, b []float32, w float32) {
+	x = x[:len(dst)]
+	if b != nil {
+		b = b[:len(dst)]
+	}
+	j := 0
+	if haveLerpBF16Asm {
+		j = addScaledAsm(dst, x, b, w)
+	}
+	if b != nil {
+		b = b[j:]
+	}
+	addScaledGo(dst[j:], x[j:], b, w)
+}
+
+// addScaledGo is addScaled in Go: the reference of the assembly.
+func addScaledGo(dst, x, b []float32, w float32) {
+	x = x[:len(dst)]
+	if b == nil {
 		for j := range dst {
-			dst[j] += float32(w * (x[j] - base[j]))
+			dst[j] += float32(w * x[j]) // rounded: no platform fuses it
 		}
+		return
+	}
+	b = b[:len(dst)]
+	for j := range dst {
+		dst[j] += float32(w * (x[j] - b[j]))
 	}
 }
 
