@@ -102,8 +102,12 @@ func ramMasks(base []float32, x [][]float32, eps float64, s *ramScratch) {
 	clear(count)
 	for i := range x {
 		xi, keep := x[i][:len(base)], s.keep[i][:len(base)]
-		for j, b := range base {
-			k := uint32(b2i(ramCounts(xi[j], b, eps)))
+		j := 0
+		if haveLerpBF16Asm {
+			j = ramMaskAsm(keep, count, xi, base, eps) // the same compares, eight at a time
+		}
+		for ; j < len(base); j++ {
+			k := uint32(b2i(ramCounts(xi[j], base[j], eps)))
 			keep[j] = k
 			count[j] += k
 		}
