@@ -81,16 +81,21 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		threshold float64
 		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
 	)
-	// importances calls f with each element's importance, in order.
-	importances := func(pos Chunk, in [][]float32, f func(j int, imp float32)) {
+	impPool := sync.Pool{New: func() any { return make([]float32, ChunkElems) }}
+	// importances returns the chunk's importances, in a buffer from impPool that the
+	// caller puts back: one loop per row, where a call per element cost more than
+	// the importance itself in the passes that read them.
+	importances := func(pos Chunk, in [][]float32) []float32 {
 		b, x := in[0], in[1]
+		imp := impPool.Get().([]float32)[:len(x)]
 		first := seg.first(pos)
 		seg.runs(pos, len(x), func(lo, hi, slot int) {
 			k := kl[first+int64(slot)]
 			for j := lo; j < hi; j++ {
-				f(j, arceeImportance(x[j], b[j], k))
+				imp[j] = arceeImportance(x[j], b[j], k)
 			}
 		})
+		return imp
 	}
 	return Kernel{
 		Passes: []Pass{
@@ -169,9 +174,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 						}
 						r := first + int64(slot)
 						for j := lo; j < hi; j++ {
-							p := math.Exp(float64(x[j])-mx[r])/zx[r] + 1e-8
-							q := math.Exp(float64(b[j])-mb[r])/zb[r] + 1e-8
-							acc[slot] += float64(p * math.Log(p/q)) // rounded: no platform fuses it
+							acc[slot] += arceeKLTerm(math.Exp(float64(x[j])-mx[r]), math.Exp(float64(b[j])-mb[r]), zx[r], zb[r])
 						}
 					})
 				},
@@ -189,7 +192,11 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 					local := histPool.Get().([]uint32)
 					defer histPool.Put(local)
-					importances(pos, in, func(_ int, imp float32) { local[orderKey(imp)>>16]++ })
+					imps := importances(pos, in)
+					for _, imp := range imps {
+						local[orderKey(imp)>>16]++
+					}
+					impPool.Put(imps[:cap(imps)])
 					mu.Lock()
 					for i, c := range local {
 						hist[i] += uint64(c)
@@ -217,14 +224,16 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 			{ // 5: within each quantile's bin, the low 16 bits
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 					var found [3][]uint16
-					importances(pos, in, func(_ int, imp float32) {
+					imps := importances(pos, in)
+					for _, imp := range imps {
 						k := orderKey(imp)
 						for q := range bins {
 							if k>>16 == bins[q] {
 								found[q] = append(found[q], uint16(k))
 							}
 						}
-					})
+					}
+					impPool.Put(imps[:cap(imps)])
 					mu.Lock()
 					for q := range found {
 						for _, l := range found[q] {
@@ -252,13 +261,15 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		},
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			b, x := in[0], in[1]
-			importances(pos, in, func(j int, imp float32) {
+			imps := importances(pos, in)
+			for j, imp := range imps {
 				if float64(imp) >= threshold {
 					dst[j] = x[j]
 				} else {
 					dst[j] = b[j]
 				}
-			})
+			}
+			impPool.Put(imps[:cap(imps)])
 		},
 	}
 }
@@ -275,18 +286,69 @@ func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64)
 	for j := range x {
 		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
 	}
-	for j := range x {
-		ex[j] = math.Exp(float64(x[j]) - mx)
-		eb[j] = math.Exp(float64(b[j]) - mb)
-		zx += ex[j]
-		zb += eb[j]
-	}
-	for j := range x {
-		p := ex[j]/zx + 1e-8
-		q := eb[j]/zb + 1e-8
-		kl += float64(p * math.Log(p/q))
-	}
+	zx, zb = arceeExp(ex, x, mx), arceeExp(eb, b, mb)
+	kl = arceeKL(ex, eb, zx, zb)
 	return mx, mb, zx, zb, kl
+}
+
+// arceeExp sets dst[j] = exp(float64(src[j]) − m) and returns their sum, added in
+// order from 0: with AVX2 four at a time where math.Exp takes its ordinary path
+// (arceeExpAVX2 does its operations), in Go for the rest.
+func arceeExp(dst []float64, src []float32, m float64) float64 {
+	src = src[:len(dst)]
+	var z float64
+	j := 0
+	if haveArceeExpAsm {
+		for len(dst)-j >= 4 {
+			j += arceeExpAsm(dst[j:], src[j:], m, &z)
+			if len(dst)-j < 4 {
+				break
+			}
+			for range 4 { // the block it stopped at
+				dst[j] = math.Exp(float64(src[j]) - m)
+				z += dst[j]
+				j++
+			}
+		}
+	}
+	for ; j < len(dst); j++ {
+		dst[j] = math.Exp(float64(src[j]) - m)
+		z += dst[j]
+	}
+	return z
+}
+
+// arceeKL is Σ_j arceeKLTerm(ex[j], eb[j], zx, zb), added in order from 0: with AVX2
+// four terms at a time where math.Log has no special case (arceeKLAVX2 computes the
+// logarithm with its operations), in Go for the rest.
+func arceeKL(ex, eb []float64, zx, zb float64) float64 {
+	eb = eb[:len(ex)]
+	var kl float64
+	j := 0
+	if haveLerpBF16Asm {
+		for len(ex)-j >= 4 {
+			j += arceeKLAsm(ex[j:], eb[j:], zx, zb, &kl)
+			if len(ex)-j < 4 {
+				break
+			}
+			for range 4 { // the block it stopped at
+				kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+				j++
+			}
+		}
+	}
+	for ; j < len(ex); j++ {
+		kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+	}
+	return kl
+}
+
+// arceeKLTerm is one element's p·log(p/q), p = ex/zx + 1e-8 and q = eb/zb + 1e-8
+// (ex, eb: its exponentials; zx, zb: their row's sums).
+func arceeKLTerm(ex, eb, zx, zb float64) float64 {
+	p := ex/zx + 1e-8
+	q := eb/zb + 1e-8
+	return float64(p * math.Log(p/q)) // rounded: no platform fuses it
 }
 
 // straddles reports whether row segment r crosses a chunk boundary.

@@ -1,6 +1,9 @@
 package merge
 
-import "math"
+import (
+	"math"
+	"sync"
+)
 
 // Shared machinery of the methods that treat a tensor (or each of its rows) as a
 // vector: nuslerp, multislerp, karcher and arcee_fusion. Their tensor-wide
@@ -33,6 +36,13 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 	if withBase {
 		first = 1
 	}
+	pairs := make([][2]int, 0, stats) // (i, k), i ≤ k, in acc's order
+	for i := range n {
+		for k := i; k < n; k++ {
+			pairs = append(pairs, [2]int{i, k})
+		}
+	}
+	pool := sync.Pool{New: func() any { return newGramScratch(n, stats) }}
 	pass := Pass{
 		NumStats: stats,
 		Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
@@ -40,13 +50,9 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 			if withBase {
 				base = in[0]
 			}
-			s := 0
-			for i := range n {
-				for k := i; k < n; k++ {
-					acc[s] += dotDiff(in[first+i], in[first+k], base)
-					s++
-				}
-			}
+			s := pool.Get().(*gramScratch)
+			defer pool.Put(s)
+			gramChunk(pairs, in[first:len(in)], base, acc, s)
 		},
 		Done: func(perChunk []float64) error {
 			sums := make([]float64, stats)
@@ -76,20 +82,46 @@ func combine(dst []float32, in [][]float32, c []float32, withBase bool) {
 	if !withBase {
 		clear(dst)
 		for i, w := range c {
-			x := in[i][:len(dst)]
-			for j := range dst {
-				dst[j] += float32(w * x[j]) // rounded: no platform fuses it
-			}
+			addScaled(dst, in[i], nil, w)
 		}
 		return
 	}
-	base := in[0][:len(dst)]
-	copy(dst, base)
+	copy(dst, in[0])
 	for i, w := range c {
-		x := in[1+i][:len(dst)]
+		addScaled(dst, in[1+i], in[0], w)
+	}
+}
+
+// addScaled adds w·(x − b) to dst (b nil: w·x), the difference, product and sum each
+// rounded to float32: with AVX2 eight at a time (the same operations), addScaledGo
+// for the rest.
+func addScaled(dst, x, b []float32, w float32) {
+	x = x[:len(dst)]
+	if b != nil {
+		b = b[:len(dst)]
+	}
+	j := 0
+	if haveLerpBF16Asm {
+		j = addScaledAsm(dst, x, b, w)
+	}
+	if b != nil {
+		b = b[j:]
+	}
+	addScaledGo(dst[j:], x[j:], b, w)
+}
+
+// addScaledGo is addScaled in Go: the reference of the assembly.
+func addScaledGo(dst, x, b []float32, w float32) {
+	x = x[:len(dst)]
+	if b == nil {
 		for j := range dst {
-			dst[j] += float32(w * (x[j] - base[j]))
+			dst[j] += float32(w * x[j]) // rounded: no platform fuses it
 		}
+		return
+	}
+	b = b[:len(dst)]
+	for j := range dst {
+		dst[j] += float32(w * (x[j] - b[j]))
 	}
 }
 
@@ -150,6 +182,88 @@ func to32(c []float64) []float32 {
 		out[i] = float32(v)
 	}
 	return out
+}
+
+// gramBlock is the elements gramChunk takes at a time: the vectors' differences of a
+// block stay in the cache for the pairs that read them.
+const gramBlock = 256
+
+// gramScratch is gramChunk's: a block's differences per vector, and the pairs' sums.
+type gramScratch struct {
+	d    [][]float64
+	sums []float64
+}
+
+func newGramScratch(vectors, pairs int) *gramScratch {
+	s := &gramScratch{d: make([][]float64, vectors), sums: make([]float64, pairs)}
+	for i := range s.d {
+		s.d[i] = make([]float64, gramBlock)
+	}
+	return s
+}
+
+// gramChunk adds to acc[p] the inner product ⟨y[i] − b, y[k] − b⟩ of each pair
+// (i, k) = pairs[p] (b nil: ⟨y[i], y[k]⟩), each as dotDiff computes it: the same
+// differences and products, added in the same order, so the same bits. A block at a
+// time, each vector's differences are taken once (not once per pair), and the pairs
+// go four at a time through one loop, their sums independent chains where one pair
+// at a time waits on each addition's latency.
+func gramChunk(pairs [][2]int, y [][]float32, b []float32, acc []float64, s *gramScratch) {
+	m := len(y[0])
+	sums := s.sums[:len(pairs)]
+	clear(sums)
+	for lo := 0; lo < m; lo += gramBlock {
+		hi := min(lo+gramBlock, m)
+		for i := range y {
+			d, yi := s.d[i][:hi-lo], y[i][lo:hi]
+			if b == nil {
+				for j, v := range yi {
+					d[j] = float64(v)
+				}
+				continue
+			}
+			bb := b[lo:hi][:len(yi)]
+			for j, v := range yi {
+				d[j] = float64(v) - float64(bb[j])
+			}
+		}
+		d := s.d
+		p := 0
+		for ; p+4 <= len(pairs); p += 4 {
+			q := pairs[p : p+4]
+			sums[p], sums[p+1], sums[p+2], sums[p+3] = dot4(sums[p], sums[p+1], sums[p+2], sums[p+3],
+				d[q[0][0]], d[q[0][1]], d[q[1][0]], d[q[1][1]], d[q[2][0]], d[q[2][1]], d[q[3][0]], d[q[3][1]], hi-lo)
+		}
+		for ; p < len(pairs); p++ {
+			sums[p] = dot1(sums[p], d[pairs[p][0]], d[pairs[p][1]], hi-lo)
+		}
+	}
+	for p := range sums {
+		acc[p] += sums[p]
+	}
+}
+
+// dot4 adds the products of the first m entries of four pairs of vectors to the
+// four sums, in order, in one loop.
+func dot4(s0, s1, s2, s3 float64, a0, c0, a1, c1, a2, c2, a3, c3 []float64, m int) (float64, float64, float64, float64) {
+	a0, c0, a1, c1 = a0[:m], c0[:m], a1[:m], c1[:m]
+	a2, c2, a3, c3 = a2[:m], c2[:m], a3[:m], c3[:m]
+	for j := range m {
+		s0 += float64(a0[j] * c0[j]) // rounded: no platform fuses it
+		s1 += float64(a1[j] * c1[j])
+		s2 += float64(a2[j] * c2[j])
+		s3 += float64(a3[j] * c3[j])
+	}
+	return s0, s1, s2, s3
+}
+
+// dot1 is dot4 for one pair.
+func dot1(s float64, a, c []float64, m int) float64 {
+	a, c = a[:m], c[:m]
+	for j := range m {
+		s += float64(a[j] * c[j]) // rounded: no platform fuses it
+	}
+	return s
 }
 
 // dotDiff is Σ_j (a_j − b_j)(c_j − b_j) in float64 (b nil: Σ a_j c_j); for float32

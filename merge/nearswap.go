@@ -21,12 +21,37 @@ func nearswapKernel(m *methodRun, _ *TensorPlan) Kernel {
 	t := m.p.T
 	return Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			a, b := in[0][:len(dst)], in[1][:len(dst)]
-			for j := range dst {
-				w := float32(nearswapWeight(t, a[j], b[j]))
-				dst[j] = float32(w*b[j]) + float32((1-w)*a[j])
-			}
+			nearswapMerge(dst, in[0], in[1], t)
 		},
+	}
+}
+
+// nearswapMerge is nearswap on one chunk, a the base's values and b the model's: with
+// AVX2 where t is a finite positive number (the assembly's operations are
+// nearswapGo's, and it leaves the blocks of eight with a NaN or an infinity to
+// nearswapGo, whose NaNs it does not try to match), nearswapGo for the rest.
+func nearswapMerge(dst, a, b []float32, t float64) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	j := 0
+	if haveLerpBF16Asm && t > 0 && t <= math.MaxFloat64 {
+		for len(dst)-j >= 8 {
+			j += nearswapAsm(dst[j:], a[j:], b[j:], t)
+			if len(dst)-j < 8 {
+				break
+			}
+			nearswapGo(dst[j:j+8], a[j:j+8], b[j:j+8], t) // the block it stopped at
+			j += 8
+		}
+	}
+	nearswapGo(dst[j:], a[j:], b[j:], t)
+}
+
+// nearswapGo is nearswap's merge element by element: the reference of the assembly.
+func nearswapGo(dst, a, b []float32, t float64) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	for j := range dst {
+		w := float32(nearswapWeight(t, a[j], b[j]))
+		dst[j] = float32(w*b[j]) + float32((1-w)*a[j])
 	}
 }
 

@@ -44,25 +44,15 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 	for i := range lambda {
 		lambda[i] = 1
 	}
+	pool := sync.Pool{New: func() any { return newRAMScratch(n) }}
 	var passes []Pass
 	if plus {
 		passes = []Pass{{
 			NumStats: 2 * n, // per model: shared, unique (whole numbers: exact in any order)
 			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
-				base := in[0]
-				for j := range base {
-					count := 0
-					for i := range n {
-						if ramCounts(in[1+i][j], base[j], eps) {
-							count++
-						}
-					}
-					for i := range n {
-						if ramCounts(in[1+i][j], base[j], eps) {
-							acc[2*i+b2i(count == 1)]++
-						}
-					}
-				}
+				s := pool.Get().(*ramScratch)
+				defer pool.Put(s)
+				ramCountChunk(in[0], in[1:], eps, s, acc)
 			},
 			Done: func(perChunk []float64) error {
 				for i, l := range ramLambdas(perChunk, n, eps, m.p.Geo.R, m.p.Geo.Alpha) {
@@ -72,36 +62,115 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 			},
 		}}
 	}
-	var pool sync.Pool
-	pool.New = func() any { return make([]bool, n) }
 	return Kernel{
 		Passes: passes,
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			keep := pool.Get().([]bool)
-			defer pool.Put(keep)
-			base := in[0][:len(dst)]
-			for j := range dst {
-				count := 0
-				for i := range n {
-					keep[i] = ramCounts(in[1+i][j], base[j], eps)
-					count += b2i(keep[i])
-				}
-				var sum float32
-				for i := range n {
-					if !keep[i] {
-						continue
-					}
-					d := float32(float64(in[1+i][j]) - float64(base[j]))
-					if count == 1 {
-						sum += float32(lambda[i] * d)
-					} else {
-						sum += d / float32(count)
-					}
-				}
-				dst[j] = base[j] + sum
-			}
+			s := pool.Get().(*ramScratch)
+			defer pool.Put(s)
+			ramMergeChunk(dst, in[0], in[1:], eps, lambda, s)
 		},
 	}
+}
+
+// ramBlock is the elements ram's chunk loops take at a time: each model's masks of a
+// block stay in the cache between the loops that make and use them.
+const ramBlock = 512
+
+// ramScratch is one chunk's masks: keep[i][j] is 1 where model i's entry j counts,
+// count[j] how many models' do, sum[j] the merge's running sum.
+type ramScratch struct {
+	keep  [][]uint32
+	count []uint32
+	sum   []float32
+	xs    [][]float32 // the models' entries of the block
+}
+
+func newRAMScratch(n int) *ramScratch {
+	s := &ramScratch{keep: make([][]uint32, n), count: make([]uint32, ramBlock), sum: make([]float32, ramBlock)}
+	for i := range s.keep {
+		s.keep[i] = make([]uint32, ramBlock)
+	}
+	return s
+}
+
+// ramMasks fills s's masks for the elements of base (at most ramBlock) and the
+// models' entries at the same positions. The loops run a model at a time over the
+// block, with no branch on the data: which entries count is random-looking, and
+// branching on it costs more than the arithmetic.
+func ramMasks(base []float32, x [][]float32, eps float64, s *ramScratch) {
+	count := s.count[:len(base)]
+	clear(count)
+	for i := range x {
+		xi, keep := x[i][:len(base)], s.keep[i][:len(base)]
+		j := 0
+		if haveLerpBF16Asm {
+			j = ramMaskAsm(keep, count, xi, base, eps) // the same compares, eight at a time
+		}
+		for ; j < len(base); j++ {
+			k := uint32(b2i(ramCounts(xi[j], base[j], eps)))
+			keep[j] = k
+			count[j] += k
+		}
+	}
+}
+
+// ramCountChunk adds, per model i, its counting entries that other models' share to
+// acc[2i] and those it alone has to acc[2i+1] (whole numbers: exact in any order).
+func ramCountChunk(base []float32, x [][]float32, eps float64, s *ramScratch, acc []float64) {
+	for lo := 0; lo < len(base); lo += ramBlock {
+		hi := min(lo+ramBlock, len(base))
+		xs := s.block(x, lo, hi)
+		ramMasks(base[lo:hi], xs, eps, s)
+		count := s.count[:hi-lo]
+		for i := range xs {
+			keep := s.keep[i][:len(count)]
+			var shared, unique uint32
+			for j, c := range count {
+				one := uint32(b2i(c == 1))
+				unique += keep[j] & one
+				shared += keep[j] &^ one
+			}
+			acc[2*i] += float64(shared)
+			acc[2*i+1] += float64(unique)
+		}
+	}
+}
+
+// ramMergeChunk is ram's merge of one chunk: dst = base + Σ_i term_i, the terms
+// added in model order in float32, term_i = λ_i·δ_i where model i alone counts,
+// δ_i/count where several do. A model whose entry does not count adds +0, which
+// leaves the sum as it is: the sum starts at +0 and so is never −0.
+func ramMergeChunk(dst, base []float32, x [][]float32, eps float64, lambda []float32, s *ramScratch) {
+	for lo := 0; lo < len(dst); lo += ramBlock {
+		hi := min(lo+ramBlock, len(dst))
+		b := base[lo:hi]
+		xs := s.block(x, lo, hi)
+		ramMasks(b, xs, eps, s)
+		count, sum := s.count[:len(b)], s.sum[:len(b)]
+		clear(sum)
+		for i := range xs {
+			xi, keep, l := xs[i][:len(b)], s.keep[i][:len(b)], lambda[i]
+			for j, bj := range b {
+				d := float32(float64(xi[j]) - float64(bj))
+				one := -uint32(b2i(count[j] == 1))
+				t := math.Float32bits(l*d)&one | math.Float32bits(d/float32(count[j]))&^one
+				sum[j] += math.Float32frombits(t & -keep[j])
+			}
+		}
+		out := dst[lo:hi]
+		for j, bj := range b {
+			out[j] = bj + sum[j]
+		}
+	}
+}
+
+// block is x's entries [lo, hi), in a slice s keeps.
+func (s *ramScratch) block(x [][]float32, lo, hi int) [][]float32 {
+	s.xs = s.xs[:0]
+	for i := range x {
+		s.xs = append(s.xs, x[i][lo:hi])
+	}
+	return s.xs
 }
 
 // ramCounts says whether the model's entry counts: |x − b| > epsilon, the difference

@@ -1,0 +1,324 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// Four copies of each constant, for 256-bit memory operands: the KL divergence's
+// 1e-8, the bounds of a positive normal number, and the constants and masks of the
+// logarithm of Go's math.Log on amd64 (fdlibm's: Frexp's masks, √2/2, L1..L7, ln 2 in
+// two parts; 2^52 and 2^52 + 1022 turn the exponent bits into a float64).
+DATA arceeklconst<>+0(SB)/8, $1e-08
+DATA arceeklconst<>+8(SB)/8, $1e-08
+DATA arceeklconst<>+16(SB)/8, $1e-08
+DATA arceeklconst<>+24(SB)/8, $1e-08
+DATA arceeklconst<>+32(SB)/8, $0x0010000000000000
+DATA arceeklconst<>+40(SB)/8, $0x0010000000000000
+DATA arceeklconst<>+48(SB)/8, $0x0010000000000000
+DATA arceeklconst<>+56(SB)/8, $0x0010000000000000
+DATA arceeklconst<>+64(SB)/8, $0x7FEFFFFFFFFFFFFF
+DATA arceeklconst<>+72(SB)/8, $0x7FEFFFFFFFFFFFFF
+DATA arceeklconst<>+80(SB)/8, $0x7FEFFFFFFFFFFFFF
+DATA arceeklconst<>+88(SB)/8, $0x7FEFFFFFFFFFFFFF
+DATA arceeklconst<>+96(SB)/8, $0x000FFFFFFFFFFFFF
+DATA arceeklconst<>+104(SB)/8, $0x000FFFFFFFFFFFFF
+DATA arceeklconst<>+112(SB)/8, $0x000FFFFFFFFFFFFF
+DATA arceeklconst<>+120(SB)/8, $0x000FFFFFFFFFFFFF
+DATA arceeklconst<>+128(SB)/8, $0x3FE0000000000000
+DATA arceeklconst<>+136(SB)/8, $0x3FE0000000000000
+DATA arceeklconst<>+144(SB)/8, $0x3FE0000000000000
+DATA arceeklconst<>+152(SB)/8, $0x3FE0000000000000
+DATA arceeklconst<>+160(SB)/8, $0x4330000000000000
+DATA arceeklconst<>+168(SB)/8, $0x4330000000000000
+DATA arceeklconst<>+176(SB)/8, $0x4330000000000000
+DATA arceeklconst<>+184(SB)/8, $0x4330000000000000
+DATA arceeklconst<>+192(SB)/8, $0x43300000000003FE
+DATA arceeklconst<>+200(SB)/8, $0x43300000000003FE
+DATA arceeklconst<>+208(SB)/8, $0x43300000000003FE
+DATA arceeklconst<>+216(SB)/8, $0x43300000000003FE
+DATA arceeklconst<>+224(SB)/8, $7.07106781186547524401e-01
+DATA arceeklconst<>+232(SB)/8, $7.07106781186547524401e-01
+DATA arceeklconst<>+240(SB)/8, $7.07106781186547524401e-01
+DATA arceeklconst<>+248(SB)/8, $7.07106781186547524401e-01
+DATA arceeklconst<>+256(SB)/8, $0x3FF0000000000000
+DATA arceeklconst<>+264(SB)/8, $0x3FF0000000000000
+DATA arceeklconst<>+272(SB)/8, $0x3FF0000000000000
+DATA arceeklconst<>+280(SB)/8, $0x3FF0000000000000
+DATA arceeklconst<>+288(SB)/8, $0x4000000000000000
+DATA arceeklconst<>+296(SB)/8, $0x4000000000000000
+DATA arceeklconst<>+304(SB)/8, $0x4000000000000000
+DATA arceeklconst<>+312(SB)/8, $0x4000000000000000
+DATA arceeklconst<>+320(SB)/8, $0x3FE5555555555593
+DATA arceeklconst<>+328(SB)/8, $0x3FE5555555555593
+DATA arceeklconst<>+336(SB)/8, $0x3FE5555555555593
+DATA arceeklconst<>+344(SB)/8, $0x3FE5555555555593
+DATA arceeklconst<>+352(SB)/8, $0x3FD999999997FA04
+DATA arceeklconst<>+360(SB)/8, $0x3FD999999997FA04
+DATA arceeklconst<>+368(SB)/8, $0x3FD999999997FA04
+DATA arceeklconst<>+376(SB)/8, $0x3FD999999997FA04
+DATA arceeklconst<>+384(SB)/8, $0x3FD2492494229359
+DATA arceeklconst<>+392(SB)/8, $0x3FD2492494229359
+DATA arceeklconst<>+400(SB)/8, $0x3FD2492494229359
+DATA arceeklconst<>+408(SB)/8, $0x3FD2492494229359
+DATA arceeklconst<>+416(SB)/8, $0x3FCC71C51D8E78AF
+DATA arceeklconst<>+424(SB)/8, $0x3FCC71C51D8E78AF
+DATA arceeklconst<>+432(SB)/8, $0x3FCC71C51D8E78AF
+DATA arceeklconst<>+440(SB)/8, $0x3FCC71C51D8E78AF
+DATA arceeklconst<>+448(SB)/8, $0x3FC7466496CB03DE
+DATA arceeklconst<>+456(SB)/8, $0x3FC7466496CB03DE
+DATA arceeklconst<>+464(SB)/8, $0x3FC7466496CB03DE
+DATA arceeklconst<>+472(SB)/8, $0x3FC7466496CB03DE
+DATA arceeklconst<>+480(SB)/8, $0x3FC39A09D078C69F
+DATA arceeklconst<>+488(SB)/8, $0x3FC39A09D078C69F
+DATA arceeklconst<>+496(SB)/8, $0x3FC39A09D078C69F
+DATA arceeklconst<>+504(SB)/8, $0x3FC39A09D078C69F
+DATA arceeklconst<>+512(SB)/8, $0x3FC2F112DF3E5244
+DATA arceeklconst<>+520(SB)/8, $0x3FC2F112DF3E5244
+DATA arceeklconst<>+528(SB)/8, $0x3FC2F112DF3E5244
+DATA arceeklconst<>+536(SB)/8, $0x3FC2F112DF3E5244
+DATA arceeklconst<>+544(SB)/8, $0x3fe62e42fee00000
+DATA arceeklconst<>+552(SB)/8, $0x3fe62e42fee00000
+DATA arceeklconst<>+560(SB)/8, $0x3fe62e42fee00000
+DATA arceeklconst<>+568(SB)/8, $0x3fe62e42fee00000
+DATA arceeklconst<>+576(SB)/8, $0x3dea39ef35793c76
+DATA arceeklconst<>+584(SB)/8, $0x3dea39ef35793c76
+DATA arceeklconst<>+592(SB)/8, $0x3dea39ef35793c76
+DATA arceeklconst<>+600(SB)/8, $0x3dea39ef35793c76
+GLOBL arceeklconst<>(SB), RODATA, $608
+
+// func arceeKLAVX2(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+//
+// *kl += p·log(p/q) for j < n (a multiple of 4), p = ex[j]/zx + 1e-8 and
+// q = eb[j]/zb + 1e-8, four lanes at a time with arceeKLTerm's operations and the
+// logarithm computed as Go's math.Log computes it on amd64 (the same operations, so
+// the same bits); the four terms are added to *kl one at a time, in order. It stops
+// before the first block of four where some p/q is not a positive normal number (zero,
+// subnormal, infinite or NaN: math.Log's special cases), which the caller does in Go,
+// and returns the elements it did.
+TEXT ·arceeKLAVX2(SB), NOSPLIT, $0-56
+	MOVQ         ex+0(FP), SI
+	MOVQ         eb+8(FP), DX
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD zx+24(FP), Y15
+	VBROADCASTSD zb+32(FP), Y14
+	MOVQ         kl+40(FP), DI
+	VMOVSD       (DI), X12
+	VMOVUPD      arceeklconst<>+0(SB), Y13
+	XORQ         AX, AX
+
+loop:
+	CMPQ    AX, CX
+	JGE     done
+	VMOVUPD (SI)(AX*8), Y0
+	VDIVPD  Y15, Y0, Y0
+	VADDPD  Y13, Y0, Y0                         // p
+	VMOVUPD (DX)(AX*8), Y1
+	VDIVPD  Y14, Y1, Y1
+	VADDPD  Y13, Y1, Y1                         // q
+	VDIVPD  Y1, Y0, Y2                          // r = p/q
+	VCMPPD  $0x1D, arceeklconst<>+32(SB), Y2, Y3  // r ≥ the least normal (false for NaN)
+	VCMPPD  $0x12, arceeklconst<>+64(SB), Y2, Y4     // r ≤ the largest finite
+	VANDPD  Y4, Y3, Y3
+	VMOVMSKPD Y3, BX
+	CMPQ    BX, $15
+	JNE     done
+
+	// log r: r = f1·2^k with f1 in [0.5, 1)
+	VANDPD  arceeklconst<>+96(SB), Y2, Y5
+	VORPD   arceeklconst<>+128(SB), Y5, Y5               // f1
+	VPSRLQ  $52, Y2, Y6
+	VPOR    arceeklconst<>+160(SB), Y6, Y6
+	VSUBPD  arceeklconst<>+192(SB), Y6, Y6           // k
+	// if !(√2/2 < f1) { k −= 1; f1 *= 2 }, with math.Log's masks
+	VMOVUPD arceeklconst<>+224(SB), Y7
+	VCMPPD  $5, Y5, Y7, Y7
+	VANDPD  arceeklconst<>+256(SB), Y7, Y7
+	VSUBPD  Y7, Y6, Y6
+	VADDPD  arceeklconst<>+256(SB), Y7, Y7
+	VMULPD  Y7, Y5, Y5
+	VSUBPD  arceeklconst<>+256(SB), Y5, Y5                // f = f1 − 1
+	VADDPD  arceeklconst<>+288(SB), Y5, Y8
+	VDIVPD  Y8, Y5, Y8                          // s = f/(2 + f)
+	VMULPD  Y8, Y8, Y9                          // s2
+	VMULPD  Y9, Y9, Y10                         // s4
+	VMULPD  arceeklconst<>+512(SB), Y10, Y11
+	VADDPD  arceeklconst<>+448(SB), Y11, Y11
+	VMULPD  Y10, Y11, Y11
+	VADDPD  arceeklconst<>+384(SB), Y11, Y11
+	VMULPD  Y10, Y11, Y11
+	VADDPD  arceeklconst<>+320(SB), Y11, Y11
+	VMULPD  Y11, Y9, Y9                         // t1
+	VMULPD  arceeklconst<>+480(SB), Y10, Y11
+	VADDPD  arceeklconst<>+416(SB), Y11, Y11
+	VMULPD  Y10, Y11, Y11
+	VADDPD  arceeklconst<>+352(SB), Y11, Y11
+	VMULPD  Y11, Y10, Y10                       // t2
+	VADDPD  Y10, Y9, Y9                         // R
+	VMULPD  arceeklconst<>+128(SB), Y5, Y10
+	VMULPD  Y5, Y10, Y10                        // hfsq = 0.5·f·f
+	VADDPD  Y10, Y9, Y9                         // hfsq + R
+	VMULPD  Y9, Y8, Y8                          // s·(hfsq + R)
+	VMULPD  arceeklconst<>+576(SB), Y6, Y9
+	VADDPD  Y9, Y8, Y8                          // s·(hfsq + R) + k·Ln2Lo
+	VSUBPD  Y8, Y10, Y10
+	VSUBPD  Y5, Y10, Y10                        // (hfsq − (…)) − f
+	VMULPD  arceeklconst<>+544(SB), Y6, Y6
+	VSUBPD  Y10, Y6, Y6                         // log r
+
+	VMULPD      Y6, Y0, Y0                      // p·log r
+	VADDSD      X0, X12, X12
+	VPERMILPD   $1, X0, X1
+	VADDSD      X1, X12, X12
+	VEXTRACTF128 $1, Y0, X0
+	VADDSD      X0, X12, X12
+	VPERMILPD   $1, X0, X1
+	VADDSD      X1, X12, X12
+	ADDQ        $4, AX
+	JMP         loop
+
+done:
+	VMOVSD X12, (DI)
+	MOVQ   AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+
+// Four copies of each constant of the exponential of Go's math.Exp on amd64 (its
+// argument reduction by ln 2 in two parts, its Taylor coefficients, the exponent
+// bias), and the bounds within which it takes neither its overflow nor its
+// subnormal path.
+DATA arceeexpconst<>+0(SB)/8, $-708.0
+DATA arceeexpconst<>+8(SB)/8, $-708.0
+DATA arceeexpconst<>+16(SB)/8, $-708.0
+DATA arceeexpconst<>+24(SB)/8, $-708.0
+DATA arceeexpconst<>+32(SB)/8, $708.0
+DATA arceeexpconst<>+40(SB)/8, $708.0
+DATA arceeexpconst<>+48(SB)/8, $708.0
+DATA arceeexpconst<>+56(SB)/8, $708.0
+DATA arceeexpconst<>+64(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+72(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+80(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+88(SB)/8, $1.4426950408889634073599246810018920
+DATA arceeexpconst<>+96(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+104(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+112(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+120(SB)/8, $0.69314718055966295651160180568695068359375
+DATA arceeexpconst<>+128(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+136(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+144(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+152(SB)/8, $0.28235290563031577122588448175013436025525412068e-12
+DATA arceeexpconst<>+160(SB)/8, $0.0625
+DATA arceeexpconst<>+168(SB)/8, $0.0625
+DATA arceeexpconst<>+176(SB)/8, $0.0625
+DATA arceeexpconst<>+184(SB)/8, $0.0625
+DATA arceeexpconst<>+192(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+200(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+208(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+216(SB)/8, $2.4801587301587301587e-5
+DATA arceeexpconst<>+224(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+232(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+240(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+248(SB)/8, $1.9841269841269841270e-4
+DATA arceeexpconst<>+256(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+264(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+272(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+280(SB)/8, $1.3888888888888888889e-3
+DATA arceeexpconst<>+288(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+296(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+304(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+312(SB)/8, $8.3333333333333333333e-3
+DATA arceeexpconst<>+320(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+328(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+336(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+344(SB)/8, $4.1666666666666666667e-2
+DATA arceeexpconst<>+352(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+360(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+368(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+376(SB)/8, $1.6666666666666666667e-1
+DATA arceeexpconst<>+384(SB)/8, $0.5
+DATA arceeexpconst<>+392(SB)/8, $0.5
+DATA arceeexpconst<>+400(SB)/8, $0.5
+DATA arceeexpconst<>+408(SB)/8, $0.5
+DATA arceeexpconst<>+416(SB)/8, $1.0
+DATA arceeexpconst<>+424(SB)/8, $1.0
+DATA arceeexpconst<>+432(SB)/8, $1.0
+DATA arceeexpconst<>+440(SB)/8, $1.0
+DATA arceeexpconst<>+448(SB)/8, $2.0
+DATA arceeexpconst<>+456(SB)/8, $2.0
+DATA arceeexpconst<>+464(SB)/8, $2.0
+DATA arceeexpconst<>+472(SB)/8, $2.0
+DATA arceeexpconst<>+480(SB)/8, $1023
+DATA arceeexpconst<>+488(SB)/8, $1023
+DATA arceeexpconst<>+496(SB)/8, $1023
+DATA arceeexpconst<>+504(SB)/8, $1023
+GLOBL arceeexpconst<>(SB), RODATA, $512
+
+// func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
+//
+// dst[j] = exp(float64(src[j]) − m) and *z += dst[j], in order, for j < n (a multiple
+// of 4), four lanes at a time, the exponential computed as Go's math.Exp computes it
+// on amd64 when the CPU has FMA (the same operations, fused where it fuses them, so
+// the same bits; the caller checks for FMA). It stops before the first block of four
+// where some argument is outside [−708, 708] or NaN (math.Exp's special, subnormal
+// and overflow paths), which the caller does in Go, and returns the elements it did.
+TEXT ·arceeExpAVX2(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD m+24(FP), Y15
+	MOVQ         z+32(FP), DX
+	VMOVSD       (DX), X14
+	XORQ         AX, AX
+
+eloop:
+	CMPQ      AX, CX
+	JGE       edone
+	VCVTPS2PD (SI)(AX*4), Y0
+	VSUBPD    Y15, Y0, Y0                         // x
+	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y0, Y3        // x ≥ −708 (false for NaN)
+	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y0, Y4        // x ≤ 708
+	VANDPD    Y4, Y3, Y3
+	VMOVMSKPD Y3, BX
+	CMPQ      BX, $15
+	JNE       edone
+	VMULPD    arceeexpconst<>+64(SB), Y0, Y1
+	VCVTPD2DQY Y1, X2                             // k, rounded to nearest
+	VCVTDQ2PD X2, Y1
+	VFNMADD231PD arceeexpconst<>+96(SB), Y1, Y0          // x − k·LN2U, fused
+	VFNMADD231PD arceeexpconst<>+128(SB), Y1, Y0          // − k·LN2L, fused
+	VMULPD    arceeexpconst<>+160(SB), Y0, Y0
+	VMOVUPD   arceeexpconst<>+192(SB), Y1
+	VFMADD213PD arceeexpconst<>+224(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+256(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+288(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+320(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+352(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+384(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+416(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VMULPD    Y1, Y0, Y0
+	VADDPD    arceeexpconst<>+448(SB), Y0, Y1
+	VFMADD213PD arceeexpconst<>+416(SB), Y1, Y0
+	VPMOVSXDQ X2, Y3
+	VPADDQ    arceeexpconst<>+480(SB), Y3, Y3
+	VPSLLQ    $52, Y3, Y3                          // 2^k
+	VMULPD    Y3, Y0, Y0
+	VMOVUPD   Y0, (DI)(AX*8)
+	VADDSD    X0, X14, X14
+	VPERMILPD $1, X0, X1
+	VADDSD    X1, X14, X14
+	VEXTRACTF128 $1, Y0, X0
+	VADDSD    X0, X14, X14
+	VPERMILPD $1, X0, X1
+	VADDSD    X1, X14, X14
+	ADDQ      $4, AX
+	JMP       eloop
+
+edone:
+	VMOVSD X14, (DX)
+	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET

@@ -1,0 +1,25 @@
+//go:build !purego
+
+package merge
+
+//go:noescape
+func addScaledDiffAVX2(dst, x, b *float32, n int, w float32)
+
+//go:noescape
+func addScaledAVX2(dst, x *float32, n int, w float32)
+
+// addScaledAsm does dst += w·(x − b) (b nil: dst += w·x) with AVX2 over the first
+// elements of dst, a multiple of 8, and returns how many; the caller checks
+// haveLerpBF16Asm (the CPU has AVX2).
+func addScaledAsm(dst, x, b []float32, w float32) int {
+	n := len(dst) &^ 7
+	if n == 0 {
+		return 0
+	}
+	if b == nil {
+		addScaledAVX2(&dst[0], &x[0], n, w)
+	} else {
+		addScaledDiffAVX2(&dst[0], &x[0], &b[0], n, w)
+	}
+	return n
+}

@@ -1,0 +1,6 @@
+//go:build !amd64 || purego
+
+package merge
+
+// addScaledAsm is not called here (haveLerpBF16Asm is false).
+func addScaledAsm(dst, x, b []float32, w float32) int { panic("unreachable") }
