@@ -73,8 +73,11 @@ func dareKey(seed uint64, tensor string) uint64 {
 
 // dareDraw is a uniform 64-bit number for element e of model lane.
 func dareDraw(key uint64, lane int, e int64) uint64 {
-	return splitmix64(key ^ splitmix64(uint64(lane+1)*0xd1b54a32d192ed03^uint64(e)*0x9e3779b97f4a7c15))
+	return splitmix64(key ^ splitmix64(uint64(lane+1)*dareLaneMul^uint64(e)*0x9e3779b97f4a7c15))
 }
+
+// dareLaneMul spreads the model index of dareDraw's input.
+const dareLaneMul = 0xd1b54a32d192ed03
 
 // densityThreshold maps a keep probability to the 64-bit draw below which an element
 // is kept.

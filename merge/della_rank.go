@@ -108,9 +108,14 @@ func prefixCounts(c []int32) {
 	}
 }
 
-// dellaDraws fills dst with DARE's draws of model lane for the entries from e0 on.
+// dellaDraws fills dst with DARE's draws of model lane for the entries from e0 on
+// (dareDraw; eight at a time with AVX-512, tested bit for bit).
 func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
-	for j := range dst {
+	var j int
+	if haveDrawsAsm && len(dst) >= 8 {
+		j = dareDrawsAsm(dst, key, uint64(lane+1)*dareLaneMul, uint64(e0))
+	}
+	for ; j < len(dst); j++ {
 		dst[j] = dareDraw(key, lane, e0+int64(j))
 	}
 }
