@@ -40,7 +40,9 @@ func init() {
 // models' deltas at each element of a chunk (inputs: base first): the rank key of
 // SCE's selection. The variance is summed in float64, in model order. With AVX2,
 // four elements at a time (sceVarianceAVX2: the same operations in the same order,
-// so the same bits, tested); the loop below was most of sce's time.
+// so the same bits, tested; but for which payload a NaN key carries, which Go's own
+// code leaves to the compiler's operand order); the loop below was most of sce's
+// time.
 func sceVariance(dst []uint32, _ int, in [][]float32) {
 	var j int
 	if haveTiesAsm && len(dst) >= 4 {

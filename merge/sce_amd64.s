@@ -9,8 +9,9 @@ GLOBL sceAbs<>(SB), RODATA|NOPTR, $16
 // func sceVarianceAVX2(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64)
 // Per element, as sceVarianceRef: mean = ((+0 + d_0) + d_1 …)·inv with d_k the
 // float32 x_k − b widened; v = (+0 + (d_0 − mean)² + …)·inv; dst = |float32(v)| bits.
-// Each operation takes its operands in the order Go's scalar code does (the
-// accumulator first), so NaNs come out the same.
+// Each operation takes its operands in the order of the Go statement (the
+// accumulator first); a NaN's payload may still differ from the compiled Go's, whose
+// operand order the compiler picks.
 TEXT ·sceVarianceAVX2(SB), NOSPLIT, $0-48
 	MOVQ dst+0(FP), DI
 	MOVQ base+8(FP), SI
