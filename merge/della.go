@@ -20,17 +20,62 @@ import (
 func init() {
 	const example = `  gomerge della --base base.safetensors a.safetensors b.safetensors --density 0.5 --epsilon 0.1 --seed 7 --out della.safetensors
   gomerge della --linear --base base.safetensors a.safetensors:weight=0.6 b.safetensors:weight=0.4 --density 0.4 --out della_linear.safetensors`
-	register(taskVectorMethod(taskVectorPreset{
+	for _, p := range []taskVectorPreset{{
 		name: "della", command: "della",
 		short:    "DELLA: drop task-vector entries with probabilities by magnitude rank per row, rescale, elect signs, average (--linear: sum)",
 		example:  example,
 		sparsify: SparsifyDella, consensus: ConsensusSign, normalize: true, rescale: true, density: 0.5, rescaleFlag: true,
-	}))
-	register(taskVectorMethod(taskVectorPreset{
+	}, {
 		name: "della_linear", command: "della", commandSwitch: "linear",
 		short:    "no sign consensus: add the weighted task vectors (mergekit's della_linear)",
 		sparsify: SparsifyDella, rescale: true, density: 0.5, rescaleFlag: true,
-	}))
+	}} {
+		m := taskVectorMethod(p)
+		m.kernel = dellaKernel
+		register(m)
+	}
+}
+
+// dellaKernel is the family's kernel (sparseTaskVectorKernel) but for the L1
+// rescale (the default), where the pass that ranks the rows also sums each model's
+// |δ| and kept |δ| while the row is at hand, and keeps the masks for the merge pass.
+// The sums are added in the same order as l1Pass adds them, so the same bits.
+func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
+	if m.tv.rescale != "l1" || m.p.generalKernel {
+		return taskVectorKernel(m, t)
+	}
+	ds, err := newDellaSelector(t, m, dareKey(m.p.Seed, t.Name), false)
+	if err != nil {
+		return Kernel{Err: err}
+	}
+	lanes := len(m.weights)
+	pool := newMaskPool(lanes)
+	kc := newKeepCache(lanes, m.keepCacheLimit())
+	scale := make([]float32, lanes)
+	masks := func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool { return ds.keepChunk(sc, in, pos) }
+	take := kc.taking(masks)
+	return Kernel{
+		Passes: []Pass{{
+			NumStats: 2 * lanes,
+			Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+				sc := pool.get(len(in[0]))
+				defer pool.put(sc)
+				kc.storing(func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+					return ds.keepChunkL1(sc, in, pos, acc)
+				})(sc, in, pos)
+			},
+			Done: func(perChunk []float64) error {
+				copy(scale, l1Scales(perChunk, lanes))
+				return nil
+			},
+		}},
+		WholeInputs: true, // the rows read their inputs beyond the chunk
+		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
+			sc := pool.get(len(dst))
+			defer pool.put(sc)
+			addTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, sc.deltas)
+		},
+	}
 }
 
 // epsilonParam is DELLA's ε, mergekit's per-model epsilon (default 0.15). gomerge
@@ -97,6 +142,10 @@ type dellaSelector struct {
 	eps     float64
 	inverse bool // fill maskScratch.elem with 1/p
 	rows    *rowPool
+	// thr[i][q]: the draw below which model i keeps the entry of rank q
+	// (keepRowBuckets); nil: every row is sorted (keepRowSorted), as --rescale
+	// inverse needs every kept entry's own rank, and as the tests' reference.
+	thr [][]uint64
 }
 
 func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*dellaSelector, error) {
@@ -105,10 +154,43 @@ func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*d
 	if err != nil {
 		return nil, err
 	}
-	return &dellaSelector{t: t, rowLen: L, key: key, dens: m.dens, eps: m.p.Epsilon, inverse: inverse, rows: rp}, nil
+	s := &dellaSelector{t: t, rowLen: L, key: key, dens: m.dens, eps: m.p.Epsilon, inverse: inverse, rows: rp}
+	if !inverse && !m.p.generalKernel {
+		s.thr = dellaThresholds(m.dens, m.p.Epsilon, rp.L)
+	}
+	return s, nil
 }
 
+// dellaThresholds tabulates each model's thresholds by rank in rows of L, or returns
+// nil where they would decrease somewhere (keepRowBuckets needs them in order; the
+// rounding of the probabilities keeps them so for the ε that checkDellaEpsilon
+// admits).
+func dellaThresholds(dens []float64, eps float64, L int64) [][]uint64 {
+	thr := make([][]uint64, len(dens))
+	for i, d := range dens {
+		if d <= 0 || d >= 1 {
+			continue
+		}
+		t := make([]uint64, L)
+		for q := range t {
+			t[q] = densityThreshold(dellaKeepProb(d, eps, int64(q), L))
+			if q > 0 && t[q] < t[q-1] {
+				return nil
+			}
+		}
+		thr[i] = t
+	}
+	return thr
+}
+
+// keepChunk fills sc.keep with the chunk's masks and returns it.
 func (s *dellaSelector) keepChunk(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
+	return s.keepChunkL1(sc, in, pos, nil)
+}
+
+// keepChunkL1 is keepChunk that, with l1 (2 per model), also adds each model's Σ|δ|
+// and Σ kept |δ| over the chunk to l1[2i] and l1[2i+1], as l1Pass does.
+func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, l1 []float64) [][]bool {
 	n := len(in[0])
 	if s.inverse && sc.elem == nil {
 		for range sc.keep {
@@ -136,40 +218,75 @@ func (s *dellaSelector) keepChunk(sc *maskScratch, in [][]float32, pos Chunk) []
 			}
 		}
 	}
-	if !ranked {
-		return sc.keep
-	}
-	rb := s.rows.get()
-	defer s.rows.put(rb)
-	s.rows.each(rb, in, pos, func(rowStart, lo, hi int64, rows [][]float32) {
-		L := int64(len(rows[0]))
-		keys := rb.keys[:L]
-		base := rows[0]
-		for i := range sc.keep {
-			d := s.dens[i]
-			if d <= 0 || d >= 1 {
-				continue
-			}
-			x := rows[i+1]
-			for j := range keys {
-				keys[j] = uint64(absBits(x[j]-base[j]))<<32 | uint64(j)
-			}
-			sortRowKeys(keys, rb.tmp[:L]) // ascending |δ|, equal magnitudes by index
-			keep := sc.keep[i]
-			for q, k := range keys {
-				e := rowStart + int64(uint32(k))
-				if e < lo || e >= hi {
+	// fused[i]: model i's L1 sums are taken row by row, in keepRowBuckets.
+	var fused []bool
+	if ranked {
+		rb := s.rows.get()
+		defer s.rows.put(rb)
+		if s.thr != nil && rb.buckets == nil {
+			rb.buckets = newBucketScratch(s.rows.L)
+		}
+		var sums [][2]float64
+		if l1 != nil && s.thr != nil {
+			fused = make([]bool, len(sc.keep))
+			sums = make([][2]float64, len(sc.keep))
+		}
+		s.rows.each(rb, in, pos, func(rowStart, lo, hi int64, rows [][]float32) {
+			for i := range sc.keep {
+				d := s.dens[i]
+				if d <= 0 || d >= 1 {
 					continue
 				}
-				p := dellaKeepProb(d, s.eps, int64(q), L)
-				keep[e-pos.Offset] = dareDraw(s.key, i, e) < densityThreshold(p)
-				if s.inverse {
-					sc.elem[i][e-pos.Offset] = float32(1 / p)
+				if s.thr == nil {
+					s.keepRowSorted(sc, rb, i, rowStart, lo, hi, pos.Offset, rows[0], rows[i+1])
+					continue
 				}
+				var sum *[2]float64
+				if sums != nil {
+					sum, fused[i] = &sums[i], true
+				}
+				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp, sum)
+			}
+		})
+		for i, f := range fused {
+			if f {
+				l1[2*i] += sums[i][0]
+				l1[2*i+1] += sums[i][1]
 			}
 		}
-	})
+	}
+	if l1 != nil {
+		for i, keep := range sc.keep {
+			if fused == nil || !fused[i] {
+				l1Sums(l1[2*i:2*i+2], in[0][:n], [][]float32{in[i+1][:n]}, [][]bool{keep})
+			}
+		}
+	}
 	return sc.keep
+}
+
+// keepRowSorted sets model i's keep mask (and with inverse its 1/p) for the entries
+// in [lo, hi) of the row at rowStart, from a sort of the whole row.
+func (s *dellaSelector) keepRowSorted(sc *maskScratch, rb *rowBuf, i int, rowStart, lo, hi, off int64, base, x []float32) {
+	L := int64(len(x))
+	keys := rb.keys[:L]
+	for j := range keys {
+		keys[j] = uint64(absBits(x[j]-base[j]))<<32 | uint64(j)
+	}
+	sortRowKeys(keys, rb.tmp[:L]) // ascending |δ|, equal magnitudes by index
+	keep := sc.keep[i]
+	d := s.dens[i]
+	for q, k := range keys {
+		e := rowStart + int64(uint32(k))
+		if e < lo || e >= hi {
+			continue
+		}
+		p := dellaKeepProb(d, s.eps, int64(q), L)
+		keep[e-off] = dareDraw(s.key, i, e) < densityThreshold(p)
+		if s.inverse {
+			sc.elem[i][e-off] = float32(1 / p)
+		}
+	}
 }
 
 // sortRowKeys sorts keys that hold a magnitude's bits in their high 32 bits and a
@@ -230,6 +347,8 @@ type rowBuf struct {
 	dec  [][]float32 // per input, L elements to decode into
 	keys []uint64    // L, for the methods that sort a row
 	tmp  []uint64    // L, sortRowKeys' scratch
+	// buckets: della's bucketed ranks' scratch, made by the first row that needs it
+	buckets *bucketScratch
 }
 
 // newRowPool checks that every input's data holds the tensor and that rows start on

@@ -215,3 +215,136 @@ func TestDellaKeepCache(t *testing.T) {
 		}
 	}
 }
+
+// TestDellaBucketsMatchSort: the bucketed ranks (keepRowBuckets) give the masks of
+// a sort of every row (keepRowSorted), bit for bit, and the L1 sums taken with them
+// are l1Pass's, on rows of one entry, rows that
+// straddle chunk ends and rows longer than a chunk; magnitudes of BF16 task vectors
+// (long runs of equal ones), of F32 ones, of a few distinct values, spread over far
+// more octaves than the buckets cover, all zero, and with ±Inf and NaN; ε from 0 to
+// 0.45 and densities 0 and 1 beside ranked ones.
+func TestDellaBucketsMatchSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	gen := func(kind int, n int) (base, x []float32) {
+		base, x = make([]float32, n), make([]float32, n)
+		bf16 := func(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ 0xffff) }
+		for j := range x {
+			b := float32(0.02 * rng.NormFloat64())
+			switch kind {
+			case 0: // BF16 weights, perturbed
+				base[j] = bf16(b)
+				x[j] = bf16(b + float32(0.01*rng.NormFloat64()))
+			case 1: // F32
+				base[j], x[j] = b, b+float32(0.01*rng.NormFloat64())
+			case 2: // few distinct magnitudes
+				x[j] = float32(rng.IntN(5)-2) * 0.25
+			case 3: // 2^-100 to 2^20
+				x[j] = float32(math.Ldexp(rng.Float64()+0.5, rng.IntN(120)-100))
+			case 4: // no change
+				base[j], x[j] = b, b
+			case 5: // the ends of the order
+				x[j] = []float32{0, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-45, 3}[rng.IntN(6)]
+			}
+		}
+		return base, x
+	}
+	for _, shape := range [][]int64{{300, 1}, {17}, {40, 2048}, {30, 5632}, {2, 70000}, {7, 333}} {
+		n := shape[0]
+		if len(shape) > 1 {
+			n *= shape[1]
+		}
+		for kind := range 6 {
+			for _, eps := range []float64{0, 0.15, 0.45} {
+				base, x1 := gen(kind, int(n))
+				_, x2 := gen(kind, int(n))
+				for j := range x2 { // a second model of the same base
+					x2[j] += base[j]
+				}
+				tp := &TensorPlan{Name: "w", Shape: shape, In: []Operand{f32Operand(base), f32Operand(x1), f32Operand(x2)}}
+				dens := []float64{0.5, 0.5 + eps/2 + 0.01}
+				if eps == 0 {
+					dens = []float64{0.3, 1}
+				}
+				m := &methodRun{dens: dens, p: Params{Epsilon: eps}}
+				fast, err := newDellaSelector(tp, m, dareKey(9, "w"), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fast.thr == nil {
+					t.Fatalf("eps %v: no thresholds", eps)
+				}
+				sorted, _ := newDellaSelector(tp, m, dareKey(9, "w"), false)
+				sorted.thr = nil
+				pool := newMaskPool(2)
+				// The sums l1Pass takes over the sorted masks, against those
+				// taken with the bucketed ones.
+				pass := l1Pass(pool, sorted.keepChunk, make([]float32, 2), 2)
+				for off := int64(0); off < n; off += ChunkElems {
+					end := min(off+ChunkElems, n)
+					in := [][]float32{base[off:end], x1[off:end], x2[off:end]}
+					pos := Chunk{Index: off / ChunkElems, Offset: off}
+					a, b := pool.get(int(end-off)), pool.get(int(end-off))
+					sa, sb := make([]float64, 4), make([]float64, 4)
+					ka, kb := fast.keepChunkL1(a, in, pos, sa), sorted.keepChunk(b, in, pos)
+					for i := range ka {
+						if !slices.Equal(ka[i], kb[i]) {
+							t.Fatalf("shape %v kind %d ε %v model %d chunk at %d: bucketed masks differ from the sorted ones", shape, kind, eps, i, off)
+						}
+					}
+					pool.put(a)
+					pool.put(b)
+					pass.Chunk(pos, in, nil, sb)
+					for k := range sa {
+						if math.Float64bits(sa[k]) != math.Float64bits(sb[k]) {
+							t.Fatalf("shape %v kind %d ε %v chunk at %d: L1 sum %d is %v, l1Pass's %v", shape, kind, eps, off, k, sa[k], sb[k])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDellaMatchesGeneralKernel: della's own kernel (bucketed ranks, the L1 sums
+// taken with the masks) writes the bits of the family's general kernel (every row
+// sorted, l1Pass), on BF16 and F32 task vectors with NaN, ±Inf, zero and opposite
+// deltas, densities 0 and 1 beside ranked ones, whether the merge pass takes the
+// masks from the cache or ranks again.
+func TestDellaMatchesGeneralKernel(t *testing.T) {
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		base, models := methodFixture(43, dt, 3)
+		for _, name := range base.names {
+			b := base.vals[name]
+			for j := 0; j < len(b); j += 89 {
+				switch j / 89 % 4 {
+				case 0:
+					models[0].vals[name][j] = float32(math.NaN())
+				case 1:
+					models[1].vals[name][j] = float32(math.Inf(-1))
+				case 2:
+					models[2].vals[name][j] = b[j] // a zero delta
+				case 3:
+					models[1].vals[name][j] = 2*b[j] - models[0].vals[name][j] // opposite deltas
+				}
+			}
+		}
+		weights := []float64{0.6, 1.2, -0.4}
+		for _, method := range []string{"della", "della_linear"} {
+			for _, dens := range [][]float64{{0.5, 0.3, 0.8}, {1, 0.4, 0}} {
+				for _, limit := range []int64{0, 1} {
+					p := Params{Lambda: 0.9, Epsilon: 0.15, Seed: 5, Normalize: SwitchOn, Rescaling: SwitchOn, Rescale: "l1", keepCacheBytes: limit}
+					fast := runMethodFiles(t, dt, method, p, base, models, weights, dens, 2)
+					p.generalKernel = true
+					general := runMethodFiles(t, dt, method, p, base, models, weights, dens, 2)
+					for _, name := range base.names {
+						for j, v := range fast[name] {
+							if g := general[name][j]; math.Float32bits(v) != math.Float32bits(g) && !(v != v && g != g) {
+								t.Fatalf("%s %s dens %v cache %d %s[%d]: della's kernel %v, general %v", dt, method, dens, limit, name, j, v, g)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -38,19 +38,33 @@ func init() {
 
 // sceVariance writes the bits of the float32-rounded population variance of the
 // models' deltas at each element of a chunk (inputs: base first): the rank key of
-// SCE's selection. The variance is summed in float64, in model order.
+// SCE's selection. The variance is summed in float64, in model order. With AVX2,
+// four elements at a time (sceVarianceAVX2: the same operations in the same order,
+// so the same bits, tested; but for which payload a NaN key carries, which Go's own
+// code leaves to the compiler's operand order); the loop below was most of sce's
+// time.
 func sceVariance(dst []uint32, _ int, in [][]float32) {
-	base, models := in[0][:len(dst)], in[1:]
+	var j int
+	if haveTiesAsm && len(dst) >= 4 {
+		j = sceVarianceAsm(dst, in)
+	}
+	sceVarianceRef(dst[j:], in, j)
+}
+
+// sceVarianceRef is sceVariance element by element, from element off of the inputs
+// on: the statement the assembly is tested against.
+func sceVarianceRef(dst []uint32, in [][]float32, off int) {
+	base, models := in[0][off:off+len(dst)], in[1:]
 	inv := 1 / float64(len(models))
 	for j := range dst {
 		var mean float64
 		for _, x := range models {
-			mean += float64(x[j] - base[j])
+			mean += float64(x[off+j] - base[j])
 		}
 		mean *= inv
 		var v float64
 		for _, x := range models {
-			d := float64(x[j]-base[j]) - mean
+			d := float64(x[off+j]-base[j]) - mean
 			v += float64(d * d) // the conversion keeps arm64 from fusing: a rank key must not depend on the platform
 		}
 		dst[j] = absBits(float32(v * inv))

@@ -3,6 +3,7 @@ package merge
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -54,4 +55,40 @@ func TestSCEHandWorked(t *testing.T) {
 	// Equal variances: the lower index is selected. δ_1 = (1, 1), δ_2 = (−1, −1),
 	// k = ⌊2·0.5⌋ = 1: position 0; its sum is 0, elected +: δ_1 alone.
 	check("sce ties", runMethodFiles(t, dtype.F32, "sce", Params{SelectTopK: 0.5}, one(0, 0), []*ckpt{one(1, 1), one(-1, -1)}, nil, nil, 1)["w"], []float32{1, 0})
+}
+
+// TestSCEVarianceAsm: sceVariance (with AVX2 where the CPU has it) is sceVarianceRef,
+// bit for bit, for 1 to 5 models, lengths across the assembly's groups of four, and
+// deltas with ±0, ±Inf, NaN, equal values and magnitudes far apart; but a NaN key is
+// only checked to be NaN: which payload an addition of two NaNs keeps follows the
+// operand order, which Go's compiler chooses (float additions commute; the -race
+// build keeps the other one), so the reference does not pin it either.
+func TestSCEVarianceAsm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	vals := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		math.Float32frombits(0xffc00123), math.Float32frombits(0x7f800321), 1e-30, 3e30, 0.25}
+	isNaN := func(k uint32) bool { return k > 0x7f800000 }
+	for _, models := range []int{1, 2, 3, 4, 5} {
+		for _, n := range []int{0, 1, 3, 4, 7, 64, 1001} {
+			in := make([][]float32, models+1)
+			for k := range in {
+				in[k] = make([]float32, n)
+				for j := range in[k] {
+					if rng.IntN(8) == 0 {
+						in[k][j] = vals[rng.IntN(len(vals))]
+					} else {
+						in[k][j] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(9)-4)))
+					}
+				}
+			}
+			got, want := make([]uint32, n), make([]uint32, n)
+			sceVariance(got, 0, in)
+			sceVarianceRef(want, in, 0)
+			for j := range got {
+				if got[j] != want[j] && !(isNaN(got[j]) && isNaN(want[j])) {
+					t.Fatalf("%d models, %d elements (assembly %v), element %d: key %#x, reference %#x", models, n, haveTiesAsm, j, got[j], want[j])
+				}
+			}
+		}
+	}
 }

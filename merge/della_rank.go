@@ -1,0 +1,181 @@
+package merge
+
+import "math"
+
+// DELLA's keep masks without sorting every row.
+//
+// An entry of rank q (ascending |δ|, equal magnitudes by index) in a row of L is
+// kept when its draw u is below thr[q] = densityThreshold(dellaKeepProb(d, ε, q, L)),
+// and thr does not decrease with q. So the exact rank matters only when u falls
+// between the thresholds of the lowest and the highest rank the entry could have:
+// a draw below thr[0] keeps the entry whatever its rank, one at or above thr[L−1]
+// drops it, and in between a histogram of the row's magnitudes bounds the rank to
+// the entry's bucket, [start, start+count). Only entries whose draw falls between
+// their bucket's two end thresholds (a bucket of one entry has none) need the order
+// inside the bucket: those buckets' entries are gathered and sorted (sortRowKeys),
+// which is the order a sort of the whole row gives them. The masks are those of the
+// sort (dellaSelector.keepRowSorted), bit for bit, in a few linear passes.
+//
+// The buckets are the magnitudes' top 16 bits (a bfloat16's worth: 128 per octave),
+// the dellaBuckets−1 highest below the row's largest; lower magnitudes and zeros
+// share bucket 0. Any bucketing that keeps the order of magnitudes gives the same
+// masks; this one splits a row of BF16 task vectors into buckets of a few entries.
+
+// dellaBuckets is the number of buckets of a row's histogram: 16 octaves of
+// bfloat16 resolution.
+const dellaBuckets = 2048
+
+// bucketScratch is the per-row scratch of the bucketed ranks, kept in rowBuf.
+type bucketScratch struct {
+	mags  []uint32 // the row's |δ| bits
+	bk    []uint16 // each entry's bucket
+	start []int32  // dellaBuckets+1: entries in lower buckets (a count per bucket while counting)
+	mark  []bool   // dellaBuckets: the buckets some entry needs ranked inside
+	undec []int32  // row positions of the entries whose rank decides
+	rank  []int32  // L: rank of the entries of marked buckets
+	draws []uint64 // L: the draws of the row's entries in the chunk
+}
+
+func newBucketScratch(L int64) *bucketScratch {
+	return &bucketScratch{
+		mags: make([]uint32, L), bk: make([]uint16, L), rank: make([]int32, L), draws: make([]uint64, L),
+		start: make([]int32, dellaBuckets+1), mark: make([]bool, dellaBuckets),
+	}
+}
+
+// keepRowBuckets sets keep[e−off] for the entries e in [lo, hi) of the row that
+// starts at rowStart (the whole row: base and x), for model lane with thresholds
+// thr. keys and tmp are sortRowKeys' scratch of the row's length. With sum, it adds
+// the entries' |δ| to sum[0] and the kept ones' to sum[1], in index order (l1Sums).
+// Each step is a function of its own: small loops keep their variables in registers.
+func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64,
+	rowStart, lo, hi, off int64, base, x []float32, keys, tmp []uint64, sum *[2]float64) {
+	L := len(x)
+	mags, bk := bs.mags[:L], bs.bk[:L]
+	top := rowMagnitudes(mags, base[:L], x)
+	low := bucketCounts(bk, bs.start, mags, int64(top)-(dellaBuckets-1))
+	prefixCounts(bs.start[low:])
+	j0, j1 := int(lo-rowStart), int(hi-rowStart)
+	draws := bs.draws[:j1-j0]
+	dellaDraws(draws, s.key, lane, lo)
+	k := keep[lo-off : hi-off]
+	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.start, thr)
+	if len(bs.undec) > 0 {
+		s.rankMarked(bs, k, draws, thr, j0, keys, tmp)
+	}
+	clear(bs.start[low:])
+	if sum != nil {
+		sum[0], sum[1] = l1SumsBits(sum[0], sum[1], mags[j0:j1], k)
+	}
+}
+
+// rowMagnitudes writes the bits of |x−base| into mags and returns the largest top 16
+// bits.
+func rowMagnitudes(mags []uint32, base, x []float32) uint32 {
+	var top uint32
+	mags, base = mags[:len(x)], base[:len(x)]
+	for j, v := range x {
+		m := absBits(v - base[j])
+		mags[j] = m
+		top = max(top, m>>16)
+	}
+	return top
+}
+
+// bucketCounts puts each magnitude in its bucket, floor+b for the top 16 bits (bucket
+// 0: those at or below floor), and counts bucket b's entries in start[b+1]. It
+// returns the lowest bucket.
+func bucketCounts(bk []uint16, start []int32, mags []uint32, floor int64) int {
+	start = start[:dellaBuckets+1]
+	bk = bk[:len(mags)]
+	low := dellaBuckets - 1
+	for j, m := range mags {
+		b := min(max(int64(m>>16)-floor, 0), dellaBuckets-1)
+		bk[j] = uint16(b)
+		start[b+1]++
+		low = min(low, int(b))
+	}
+	return low
+}
+
+// prefixCounts turns the counts in c[1:] into running sums, c[0] being 0: then c[b]
+// is the number of entries below bucket b.
+func prefixCounts(c []int32) {
+	var below int32
+	for b := 1; b < len(c); b++ {
+		below += c[b]
+		c[b] = below
+	}
+}
+
+// dellaDraws fills dst with DARE's draws of model lane for the entries from e0 on
+// (dareDraw; eight at a time with AVX-512, tested bit for bit).
+func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
+	var j int
+	if haveDrawsAsm && len(dst) >= 8 {
+		j = dareDrawsAsm(dst, key, dareLaneMix(lane), uint64(e0))
+	}
+	for ; j < len(dst); j++ {
+		dst[j] = dareDraw(key, lane, e0+int64(j))
+	}
+}
+
+// decideBuckets sets keep[j] where the ranks of entry j's bucket (bk[j]) agree:
+// draw[j] below the threshold of the bucket's lowest rank keeps it, one at or above
+// that of its highest drops it. It returns undec with the other entries' positions
+// appended. Branch-free but for those: the draws are random, so a branch on them
+// would mispredict half the time.
+func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, thr []uint64) []int32 {
+	keep, bk = keep[:len(draw)], bk[:len(draw)]
+	start = start[:dellaBuckets+1]
+	for j, u := range draw {
+		b := bk[j]
+		k0, k1 := u < thr[start[b]], u < thr[start[b+1]-1]
+		keep[j] = k0
+		if k0 != k1 {
+			undec = append(undec, int32(j))
+		}
+	}
+	return undec
+}
+
+// rankMarked decides the entries bs.undec (positions in keep and draw; j0 + those in
+// the row) from their exact ranks. The entries of their buckets, gathered in index
+// order and sorted by magnitude (stable), come out each bucket's contiguous, in the
+// order the whole row's sort gives them.
+func (s *dellaSelector) rankMarked(bs *bucketScratch, keep []bool, draw, thr []uint64, j0 int, keys, tmp []uint64) {
+	for _, j := range bs.undec {
+		bs.mark[bs.bk[j0+int(j)]] = true
+	}
+	ks := keys[:0]
+	for j, b := range bs.bk[:len(keys)] {
+		if bs.mark[b] {
+			ks = append(ks, uint64(bs.mags[j])<<32|uint64(j))
+		}
+	}
+	sortRowKeys(ks, tmp[:len(ks)])
+	first, cur := 0, -1
+	for p, kv := range ks {
+		j := int(uint32(kv))
+		if b := int(bs.bk[j]); b != cur {
+			first, cur = p, b
+		}
+		bs.rank[j] = bs.start[cur] + int32(p-first)
+	}
+	for _, j := range bs.undec {
+		keep[j] = draw[j] < thr[bs.rank[j0+int(j)]]
+		bs.mark[bs.bk[j0+int(j)]] = false
+	}
+}
+
+// l1SumsBits adds to all each magnitude (float32 bits) and to kept the kept ones, in
+// order, as l1Sums does.
+func l1SumsBits(all, kept float64, mags []uint32, keep []bool) (float64, float64) {
+	keep = keep[:len(mags)]
+	for j, m := range mags {
+		a := float64(math.Float32frombits(m))
+		all += a
+		kept += math.Float64frombits(math.Float64bits(a) & -uint64(b2i(keep[j])))
+	}
+	return all, kept
+}
