@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "splitmix_amd64.h"
 
 // DARE's draws (dareDraw) four at a time in 64-bit lanes. AVX2 has no 64-bit
 // multiply: x·c mod 2⁶⁴ is lo(x)·lo(c) + (hi(x)·lo(c) + lo(x)·hi(c))·2³², three
@@ -110,16 +111,7 @@ kdone:
 
 // The same draws eight at a time where AVX-512 (F and DQ) has the 64-bit multiply
 // (VPMULLQ) and the unsigned compare.
-#define SPLITMIX512(v, t1) \
-	VPADDQ  Z15, v, v \
-	VPSRLQ  $30, v, t1 \
-	VPXORQ  t1, v, v \
-	VPMULLQ Z14, v, v \
-	VPSRLQ  $27, v, t1 \
-	VPXORQ  t1, v, v \
-	VPMULLQ Z12, v, v \
-	VPSRLQ  $31, v, t1 \
-	VPXORQ  t1, v, v
+// SPLITMIX512: splitmix_amd64.h.
 
 // func dareKeepAVX512(keep *bool, n int, off int64, key, lmix, threshold uint64)
 // dareKeepAVX2's contract.

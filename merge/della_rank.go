@@ -112,7 +112,7 @@ func prefixCounts(c []int32) {
 // (dareDraw; eight at a time with AVX-512, tested bit for bit).
 func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
 	var j int
-	if haveDrawsAsm && len(dst) >= 8 {
+	if haveDareAVX512 && len(dst) >= 8 {
 		j = dareDrawsAsm(dst, key, dareLaneMix(lane), uint64(e0))
 	}
 	for ; j < len(dst); j++ {

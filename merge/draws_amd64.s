@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "splitmix_amd64.h"
 
 DATA drawsIota<>+0(SB)/8, $0
 DATA drawsIota<>+8(SB)/8, $1
@@ -12,47 +13,34 @@ DATA drawsIota<>+48(SB)/8, $6
 DATA drawsIota<>+56(SB)/8, $7
 GLOBL drawsIota<>(SB), RODATA|NOPTR, $64
 
-// MIX is splitmix64 of each lane of X, with T as scratch: x += golden;
-// x = (x ^ x>>30)·m1; x = (x ^ x>>27)·m2; x ^= x>>31.
-#define MIX(X, T) \
-	VPADDQ  Z10, X, X \
-	VPSRLQ  $30, X, T \
-	VPXORQ  T, X, X \
-	VPMULLQ Z11, X, X \
-	VPSRLQ  $27, X, T \
-	VPXORQ  T, X, X \
-	VPMULLQ Z12, X, X \
-	VPSRLQ  $31, X, T \
-	VPXORQ  T, X, X
-
 // func dareDrawsAVX512(dst *uint64, n int, key, h, e0 uint64)
 TEXT ·dareDrawsAVX512(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI
 	MOVQ n+8(FP), CX
 	MOVQ $0x9e3779b97f4a7c15, AX
-	VPBROADCASTQ AX, Z10 // the golden ratio: splitmix64's increment and the index multiplier
+	VPBROADCASTQ AX, Z15 // the golden ratio: splitmix64's increment and the index multiplier
 	MOVQ $0xbf58476d1ce4e5b9, AX
-	VPBROADCASTQ AX, Z11
+	VPBROADCASTQ AX, Z14
 	MOVQ $0x94d049bb133111eb, AX
 	VPBROADCASTQ AX, Z12
 	MOVQ key+16(FP), AX
 	VPBROADCASTQ AX, Z13
 	MOVQ h+24(FP), AX
-	VPBROADCASTQ AX, Z14
+	VPBROADCASTQ AX, Z11
 	MOVQ e0+32(FP), AX
 	VPBROADCASTQ AX, Z0
 	VPADDQ drawsIota<>(SB), Z0, Z0
-	VPMULLQ Z10, Z0, Z0 // (e0+lane)·golden
+	VPMULLQ Z15, Z0, Z0 // (e0+lane)·golden
 	MOVQ $8, AX
-	VPBROADCASTQ AX, Z15
-	VPMULLQ Z10, Z15, Z15 // 8·golden: the step of (e)·golden
+	VPBROADCASTQ AX, Z10
+	VPMULLQ Z15, Z10, Z10 // 8·golden: the step of (e)·golden
 loop:
-	VPXORQ Z14, Z0, Z1
-	MIX(Z1, Z2)
+	VPXORQ Z11, Z0, Z1
+	SPLITMIX512(Z1, Z2)
 	VPXORQ Z13, Z1, Z1
-	MIX(Z1, Z2)
+	SPLITMIX512(Z1, Z2)
 	VMOVDQU64 Z1, (DI)
-	VPADDQ Z15, Z0, Z0
+	VPADDQ Z10, Z0, Z0
 	ADDQ $64, DI
 	SUBQ $8, CX
 	JNZ  loop

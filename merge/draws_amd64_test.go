@@ -10,7 +10,7 @@ import (
 // TestDrawsAsm: the AVX-512 draws are dareDraw's, bit for bit, for every length to
 // a few hundred (the tail in Go), several lanes and keys, and offsets near 2^63.
 func TestDrawsAsm(t *testing.T) {
-	if !haveDrawsAsm {
+	if !haveDareAVX512 {
 		t.Skip("no AVX-512 DQ on this CPU: dellaDraws runs in Go")
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
