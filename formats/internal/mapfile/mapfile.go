@@ -68,20 +68,27 @@ func (m *Mapped) Close() error {
 // compressed container decodes every byte it reads): it returns what newFile made
 // and the descriptor it reads through, which the caller closes with it.
 func OpenUnmapped[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error), notRegular error) (F, *os.File, error) {
+	f, fd, _, err := openParsed(path, newFile, notRegular)
+	return f, fd, err
+}
+
+// openParsed opens path as a regular file and lets newFile parse it through the
+// descriptor; it returns what newFile made, the descriptor and the size newFile saw.
+func openParsed[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error), notRegular error) (F, *os.File, int64, error) {
 	var zero F
 	fd, size, err := openRegular(path)
 	if errors.Is(err, errNotRegular) {
-		return zero, nil, fmt.Errorf("%s: %w", path, notRegular)
+		return zero, nil, 0, fmt.Errorf("%s: %w", path, notRegular)
 	}
 	if err != nil {
-		return zero, nil, err
+		return zero, nil, 0, err
 	}
 	f, err := newFile(fd, size)
 	if err != nil {
 		fd.Close()
-		return zero, nil, fmt.Errorf("%s: %w", path, err)
+		return zero, nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return f, fd, nil
+	return f, fd, size, nil
 }
 
 // Open is every format's Open. It opens path, refusing what is not a regular file
@@ -95,17 +102,9 @@ func OpenUnmapped[F any](path string, newFile func(r io.ReaderAt, size int64) (F
 // path, and those of opening and statting path are *fs.PathError, which name it.
 func Open[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error), notRegular error) (F, *Mapped, error) {
 	var zero F
-	fd, size, err := openRegular(path)
-	if errors.Is(err, errNotRegular) {
-		return zero, nil, fmt.Errorf("%s: %w", path, notRegular)
-	}
+	f, fd, size, err := openParsed(path, newFile, notRegular)
 	if err != nil {
 		return zero, nil, err
-	}
-	f, err := newFile(fd, size)
-	if err != nil {
-		fd.Close()
-		return zero, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	data, err := mapWhole(fd, size)
 	if err != nil {
