@@ -17,12 +17,7 @@ GLOBL drawsIota<>(SB), RODATA|NOPTR, $64
 TEXT ·dareDrawsAVX512(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI
 	MOVQ n+8(FP), CX
-	MOVQ $0x9e3779b97f4a7c15, AX
-	VPBROADCASTQ AX, Z15 // the golden ratio: splitmix64's increment and the index multiplier
-	MOVQ $0xbf58476d1ce4e5b9, AX
-	VPBROADCASTQ AX, Z14
-	MOVQ $0x94d049bb133111eb, AX
-	VPBROADCASTQ AX, Z12
+	SPLITMIX512_CONSTS // Z15 = G: also the index multiplier
 	MOVQ key+16(FP), AX
 	VPBROADCASTQ AX, Z13
 	MOVQ h+24(FP), AX
