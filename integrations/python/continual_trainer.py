@@ -10,6 +10,9 @@ KILL is "none" or KIND:N[:W]: SIGKILL this process
     merge:N    while the N-th gomerge merge runs (gomerge started, not finished)
     commit:N   just before the N-th state.json is written (files saved, not committed)
     between:N  just after the N-th finish_task (between tasks)
+    compress:N while the N-th gomerge compress runs (an anchor being compressed)
+With $GOMERGE_TEST_COMPRESS_ANCHORS=1 the run keeps its anchors compressed
+(ContinualRun's compress_anchors).
 Before killing itself it appends the point to WORKDIR/../kills.log, so the test can
 check that the kill happened where it was meant to. Without a kill, the final
 state_dict goes to OUT. Needs $GOMERGE_BIN.
@@ -31,7 +34,7 @@ STEPS = [8, 6, 8]
 def main(workdir, out, kill, scratch_dir=None):
     kind, n, w = (kill.split(":") + ["0", "0"])[:3] if kill != "none" else ("none", "0", "0")
     n, w = int(n), int(w)
-    count = {"step": 0, "save": 0, "merge": 0, "commit": 0, "between": 0}
+    count = {"step": 0, "save": 0, "merge": 0, "commit": 0, "between": 0, "compress": 0}
     log = os.path.join(os.path.dirname(os.path.abspath(workdir)), "kills.log")
 
     def die(what):
@@ -74,14 +77,15 @@ def main(workdir, out, kill, scratch_dir=None):
     real_run = gomerge.run
 
     def run(args, binary=None, timeout=None):
-        if args and args[0] == "sfa":
-            count["merge"] += 1
-            if kind == "merge" and count["merge"] == n:
+        if args and args[0] in ("sfa", "compress"):
+            k = "merge" if args[0] == "sfa" else "compress"
+            count[k] += 1
+            if kind == k and count[k] == n:
                 argv = [gomerge.find_binary(binary)] + list(args) + ["--json"]
                 proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 if proc.poll() is None:
-                    die("merge, gomerge pid %d running" % proc.pid)
-                die("merge, but gomerge had already exited")  # the test rejects this
+                    die("%s, gomerge pid %d running" % (k, proc.pid))
+                die("%s, but gomerge had already exited" % k)  # the test rejects this
         return real_run(args, binary, timeout)
 
     gomerge._write_atomically = write_atomically
@@ -91,7 +95,8 @@ def main(workdir, out, kill, scratch_dir=None):
     torch.set_num_threads(1)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    cr = gomerge.ContinualRun(workdir, model, TASKS, STEPS, p=0.25, beta=0.5, optimizer=opt, scratch_dir=scratch_dir)
+    cr = gomerge.ContinualRun(workdir, model, TASKS, STEPS, p=0.25, beta=0.5, optimizer=opt, scratch_dir=scratch_dir,
+                              compress_anchors=os.environ.get("GOMERGE_TEST_COMPRESS_ANCHORS") == "1")
     cr.resume()
     while not cr.done:
         g = torch.Generator().manual_seed(100 + cr.task)

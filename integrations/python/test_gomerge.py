@@ -603,9 +603,10 @@ class ResumeTest(Base):
     points, mid-save and mid-merge among them, and restarted each time: it must end bit
     for bit where an uninterrupted run ends."""
 
-    def trainer(self, workdir, out, kill, scratch_dir=None):
+    def trainer(self, workdir, out, kill, scratch_dir=None, compress=False):
         here = os.path.dirname(os.path.abspath(__file__))
-        env = dict(os.environ, GOMERGE_BIN=self.bin, PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, GOMERGE_BIN=self.bin, PYTHONDONTWRITEBYTECODE="1",
+                   GOMERGE_TEST_COMPRESS_ANCHORS="1" if compress else "0")
         extra = [scratch_dir] if scratch_dir else []
         return subprocess.run([sys.executable, os.path.join(here, "continual_trainer.py"), workdir, out, kill] + extra,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
@@ -662,6 +663,38 @@ class ResumeTest(Base):
         self.assertEqual(leftovers, [])
         with open(log) as f:
             self.assertEqual(len(f.read().splitlines()), len(kinds))
+
+    def test_compressed_anchors_killed(self):
+        """compress_anchors: the same bits as a run with plain anchors, each anchor a
+        .gmz smaller than the weights it holds, also when killed while one is being
+        compressed, or just after."""
+        ref_out = self.path("ref.safetensors")
+        p = self.trainer(self.path("ref"), ref_out, "none")
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        work, out, log = self.path("run"), self.path("out.safetensors"), self.path("kills.log")
+        kills = ["compress:2", "between:1", "merge:2", "compress:1"]
+        for kill in kills:
+            p = self.trainer(work, out, kill, compress=True)
+            self.assertEqual(p.returncode, -signal.SIGKILL, "%s: %s" % (kill, p.stdout.decode()))
+            with open(log) as f:
+                last = f.read().splitlines()[-1]
+            self.assertTrue(last.startswith(kill + " "), (kill, last))
+            self.assertNotIn("already exited", last)
+            with open(os.path.join(work, "state.json")) as f:
+                st = json.load(f)
+            self.assertRegex(st["anchor"], r"^anchor-t00[0-9]\.gmz$")
+            anchor, weights = os.path.join(work, st["anchor"]), os.path.join(work, st["weights"])
+            self.assertTrue(os.path.exists(anchor), st)
+            self.assertLess(os.path.getsize(anchor), os.path.getsize(weights) + 4096)
+        p = self.trainer(work, out, "none", compress=True)
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        # anchors compressed by a killed run and never committed are scratch, and the
+        # last task's anchor is dropped once the run is done: none is left
+        self.assertEqual([n for n in os.listdir(work) if "anchor-t" in n], [])
+        ref, got = gomerge.load_state_dict(ref_out), gomerge.load_state_dict(out)
+        self.assertEqual(set(ref), set(got))
+        for k in ref:
+            self.assertTrue(torch.equal(bits(ref[k]), bits(got[k])), k)
 
     def test_other_runs_folder_is_refused(self):
         model = tiny_model(0)
@@ -736,6 +769,47 @@ class TrainingLoopTest(Base):
         final = gomerge.load_state_dict(nxt)
         for k, v in model.state_dict().items():
             self.assertTrue(torch.equal(final[k], v), k)
+
+    def test_compressed_anchor_and_history(self):
+        """An anchor kept as .gmz gives the same bits as the plain one; keep_history
+        stores every merge as a delta against it; finish_task can write the next
+        anchor compressed."""
+        def task_b(anchor, current, history=None):
+            model = tiny_model(1)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            xa, ya = task_data(2, 0.0)
+            train_steps(model, opt, xa, ya, 30)
+            if not os.path.exists(anchor):
+                gomerge.save_state_dict(model.state_dict(), anchor)
+            sfa = gomerge.SFA(anchor, current, steps=20, p=0.25, binary=self.bin, keep_history=history)
+            xb, yb = task_data(3, 1.0)
+            merged = []
+            train_steps(model, opt, xb, yb, 20,
+                        lambda step: merged.append(sfa.maybe_average(model, step) is not None))
+            self.assertEqual(sum(merged), 4)
+            return model, sfa
+
+        plain = self.path("task_A.safetensors")
+        want, _ = task_b(plain, self.path("plain.safetensors"))
+        packed = self.path("task_A.gmz")
+        gomerge.run(["compress", plain, packed], self.bin)
+        self.assertLess(os.path.getsize(packed), os.path.getsize(plain) + 4096)
+        hist = self.path("history")
+        got, sfa = task_b(packed, self.path("packed.safetensors"), hist)
+        for k, v in want.state_dict().items():
+            self.assertTrue(torch.equal(bits(v), bits(got.state_dict()[k])), k)
+        self.assertEqual(sorted(os.listdir(hist)), ["%06d.gmz" % i for i in range(1, 5)])
+        # the last point of the history is the checkpoint current holds now
+        back = self.path("restored.safetensors")
+        gomerge.run(["decompress", os.path.join(hist, "000004.gmz"), back, "--against", packed], self.bin)
+        with open(back, "rb") as a, open(sfa.current, "rb") as c:
+            self.assertEqual(a.read(), c.read())
+
+        nxt = sfa.finish_task(self.path("task_B.gmz"))
+        self.assertEqual(sfa.anchor, nxt)
+        gomerge.run(["decompress", nxt, self.path("task_B.safetensors")], self.bin)
+        with open(self.path("task_B.safetensors"), "rb") as a, open(sfa.current, "rb") as c:
+            self.assertEqual(a.read(), c.read())
 
     def test_fisher_weighted(self):
         model = tiny_model(4)
