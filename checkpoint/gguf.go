@@ -189,23 +189,14 @@ type ggufSource struct {
 	metas []TensorMeta
 }
 
-func openGGUF(path string) (*ggufSource, error) {
+// openGGUF opens the GGUF model that the GGUF file at path holds, or belongs to as
+// a part of a split model (whose other parts may be compressed: gmzsplit.go).
+func openGGUF(path string) (Source, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err // it names the path
 	}
-	parts, paths, err := openSplit(path, f)
-	if err != nil {
-		return nil, err
-	}
-	s, err := newGGUFSource(path, parts, paths)
-	if err != nil {
-		for _, p := range parts {
-			p.Close()
-		}
-		return nil, err
-	}
-	return s, nil
+	return openGGUFModel(path, ggufPart{f: f})
 }
 
 // newGGUFSource describes the tensors of a model's parts, opened from paths; a

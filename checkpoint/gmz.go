@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -190,7 +191,7 @@ func isDelta(src Source) bool {
 	case *gmzSource:
 		return g.ref != nil
 	case *gmzGGUF:
-		return g.z.ref != nil
+		return slices.ContainsFunc(g.z, func(z *gmzSource) bool { return z != nil && z.ref != nil })
 	}
 	return false
 }
