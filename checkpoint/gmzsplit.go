@@ -131,7 +131,7 @@ func findPart(dir, prefix string, no, count int, suffix string) (string, error) 
 		}
 		tried = append(tried, p)
 	}
-	return "", &gmzInputError{fmt.Errorf("%w: %s is not there (nor %s)", fs.ErrNotExist, tried[0], strings.Join(tried[1:], ", "))}
+	return "", &gmzInputError{fmt.Errorf("%s: %w (nor %s)", tried[0], fs.ErrNotExist, strings.Join(tried[1:], ", "))}
 }
 
 // compressSplit is Compress for a part of a split GGUF model (docs/compression.md#
@@ -140,18 +140,25 @@ func findPart(dir, prefix string, no, count int, suffix string) (string, error) 
 // it codes every part of the model, PREFIX-0000k-of-0000N.gguf into
 // NAME-0000k-of-0000N.gmz, published together as a set through the crash-safe output,
 // after checking the parts against each other as a merge does. An output named as
-// another part, or an output that is one of the reference's files, is refused.
+// another part, a whole model's output named as a part, or an output that is one of
+// the reference's files, is refused.
 func compressSplit(ctx context.Context, in, out string, opts CompressOptions) (res *CompressResult, done bool, err error) {
 	f, err := gguf.Open(in)
 	if err != nil {
 		return nil, false, nil // Compress reports it
 	}
+	outName := filepath.Base(out)
 	s, isSplit, err := gguf.SplitOf(f)
 	if err != nil || !isSplit {
 		f.Close()
+		if _, no, count, _, ok := splitPartName(outName); ok && err == nil {
+			// A whole model under a part's name would leave the other parts beside
+			// it, which no longer make a model with it (an in-place merge of a
+			// compressed part comes here).
+			return nil, true, unsupported("output %s: named part %d of %d of a split model, but %s is a whole model: name the output NAME.gmz", out, no+1, count, in)
+		}
 		return nil, false, nil
 	}
-	outName := filepath.Base(out)
 	if _, no, count, _, ok := splitPartName(outName); ok {
 		f.Close()
 		if no != s.No || count != s.Count {
