@@ -187,6 +187,7 @@ func TestCompressSplitGGUFNames(t *testing.T) {
 	mustGomerge(t, "compress", f.aParts[0], filepath.Join(f.dir, "z.gmz"))
 	for _, args := range [][]string{
 		{"compress", f.aParts[1], filepath.Join(f.dir, "x-00001-of-00003.gmz")},
+		{"compress", f.aWhole, filepath.Join(f.dir, "x-00001-of-00003.gmz")},
 		{"compress", f.bParts[0], filepath.Join(f.dir, "z.gmz"), "--against", filepath.Join(f.dir, "z-00002-of-00003.gmz")},
 	} {
 		var before [][]byte
@@ -242,7 +243,7 @@ func TestMergeCompressedSplitGGUFBadInput(t *testing.T) {
 			copyTo(t, aGz(0), filepath.Join(sub, "a-00001-of-00003.gmz"))
 			copyTo(t, aGz(2), filepath.Join(sub, "a-00003-of-00003.gmz"))
 			return filepath.Join(sub, "a-00001-of-00003.gmz")
-		}, []string{"part 2 of 3", "not there"}, "a-00002-of-00003.gmz"},
+		}, []string{"part 2 of 3", "does not exist"}, "a-00002-of-00003.gmz"},
 		{"part header disagrees with its container", func(sub string) string {
 			copyTo(t, aGz(0), filepath.Join(sub, "a-00001-of-00003.gmz"))
 			copyTo(t, aGz(2), filepath.Join(sub, "a-00003-of-00003.gmz"))
