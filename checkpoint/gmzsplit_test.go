@@ -1,12 +1,20 @@
 package checkpoint
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/gguf/gguftest"
+	"github.com/gomerge/gomerge/formats/gmz"
 )
 
 // splitPartName reads plain and compressed part names, and nothing else.
@@ -95,4 +103,65 @@ func TestFindPart(t *testing.T) {
 	if !errors.Is(err, ErrBadInput) || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a missing part is not bad input: %v", err)
 	}
+}
+
+// gmzPartSeed is a small compressed GGUF part (part no of 2, with a float and a
+// Q8_0 tensor, in 16-byte frames): a seed for FuzzGMZGGUFHeader.
+func gmzPartSeed(tb testing.TB, no int) []byte {
+	tb.Helper()
+	dir := tb.TempDir()
+	p := filepath.Join(dir, gguf.SplitName("s", no, 2))
+	meta := []gguf.KV{
+		{Key: gguf.KeySplitNo, Value: gguf.Value{Type: gguf.ValueUint16, Data: uint16(no)}},
+		{Key: gguf.KeySplitCount, Value: gguf.Value{Type: gguf.ValueUint16, Data: uint16(2)}},
+		{Key: gguf.KeySplitTensors, Value: gguf.Value{Type: gguf.ValueInt32, Data: int32(4)}},
+	}
+	q := make([]byte, 34)
+	for i := range q {
+		q[i] = byte(i * 5)
+	}
+	ts := []gguftest.Tensor{
+		{Name: fmt.Sprint("f", no), DType: dtype.F32, Shape: []int64{2, 3}, Data: make([]byte, 24)},
+		{Name: fmt.Sprint("q", no), DType: dtype.Q8_0, Shape: []int64{32}, Data: q},
+	}
+	if err := gguftest.WriteFile(p, meta, ts); err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := WriteCompressed(context.Background(), &buf, p, dir, CompressOptions{FrameSize: 16}); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// FuzzGMZGGUFHeader: whatever container parses, reading the GGUF part it holds
+// (gmzGGUFHeader, then the split checks a set makes) never panics; it fails as bad
+// input, or gives a header whose every tensor the container holds where the header
+// places it.
+func FuzzGMZGGUFHeader(f *testing.F) {
+	f.Add(gmzPartSeed(f, 0))
+	f.Add(gmzPartSeed(f, 1))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		gf, err := gmz.NewFile(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		z := &gmzSource{path: "fuzz.gmz", f: gf}
+		h, err := gmzGGUFHeader(z)
+		if err != nil {
+			if !errors.Is(err, ErrBadInput) {
+				t.Fatalf("%v is not bad input", err)
+			}
+			return
+		}
+		for _, ti := range h.Tensors() {
+			zt, ok := gf.Tensor(ti.Name)
+			if !ok || zt.Offset != ti.Begin || zt.Size != ti.Size {
+				t.Fatalf("tensor %q accepted where the container disagrees", ti.Name)
+			}
+		}
+		if _, _, err := gguf.SplitOf(h); err == nil {
+			gguf.CheckSplit([]*gguf.File{h})
+		}
+	})
 }
