@@ -131,13 +131,13 @@ func gmzGGUFHeader(z *gmzSource) (*gguf.File, error) {
 
 // openGMZGGUF reads the GGUF model of a compressed GGUF file: the file's own, or,
 // for a part of a split model, the whole model's (gmzsplit.go). It closes z on error.
-func openGMZGGUF(z *gmzSource) (Source, error) {
+func openGMZGGUF(z *gmzSource, sh *gmzShared) (Source, error) {
 	f, err := gmzGGUFHeader(z)
 	if err != nil {
 		z.Close()
 		return nil, err
 	}
-	return openGGUFModel(z.path, ggufPart{f: f, z: z})
+	return openGGUFModel(z.path, ggufPart{f: f, z: z}, sh)
 }
 
 // asGGUF returns the GGUF model of a source read from a GGUF file, compressed or not.

@@ -196,7 +196,7 @@ func openGGUF(path string) (Source, error) {
 	if err != nil {
 		return nil, err // it names the path
 	}
-	return openGGUFModel(path, ggufPart{f: f})
+	return openGGUFModel(path, ggufPart{f: f}, newGMZShared())
 }
 
 // newGGUFSource describes the tensors of a model's parts, opened from paths; a

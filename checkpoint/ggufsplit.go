@@ -18,8 +18,8 @@ import (
 // file serves each part). On error it closes what it opened, first included, and
 // names the file at fault: a missing part, a part that disagrees with the others, a
 // part count that the names and the keys disagree on. A truncated part fails in
-// openGGUFPart, which names it.
-func openSplit(path string, first ggufPart) (parts []ggufPart, paths []string, err error) {
+// openGGUFPart, which names it. Compressed parts share sh.
+func openSplit(path string, first ggufPart, sh *gmzShared) (parts []ggufPart, paths []string, err error) {
 	s, isSplit, err := gguf.SplitOf(first.f)
 	if err != nil {
 		first.close()
@@ -56,7 +56,7 @@ func openSplit(path string, first ggufPart) (parts []ggufPart, paths []string, e
 		if paths[i], err = findPart(dir, prefix, i, count, suffix); err != nil {
 			return nil, nil, fmt.Errorf("part %d of %d of %s: %w", i+1, count, path, err)
 		}
-		if parts[i], err = openGGUFPart(paths[i]); err != nil {
+		if parts[i], err = openGGUFPart(paths[i], sh); err != nil {
 			return nil, nil, fmt.Errorf("part %d of %d of %s: %w", i+1, count, path, err) // it names paths[i]
 		}
 	}

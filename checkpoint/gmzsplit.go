@@ -44,12 +44,12 @@ func closeParts(parts []ggufPart) {
 
 // openGGUFPart opens one file of a GGUF model: a GGUF file by its name or magic
 // (isGGUF), a compressed GGUF file otherwise.
-func openGGUFPart(path string) (ggufPart, error) {
+func openGGUFPart(path string, sh *gmzShared) (ggufPart, error) {
 	if isGGUF(path) {
 		f, err := gguf.Open(path)
 		return ggufPart{f: f}, err
 	}
-	z, err := openGMZContainer(path)
+	z, err := openGMZContainer(path, sh)
 	if err != nil {
 		return ggufPart{}, err
 	}
@@ -63,9 +63,9 @@ func openGGUFPart(path string) (ggufPart, error) {
 
 // openGGUFModel opens the model that first (opened from path) holds or belongs to,
 // as a ggufSource when every part is plain and as a gmzGGUF when some part is
-// compressed. It closes first on error.
-func openGGUFModel(path string, first ggufPart) (Source, error) {
-	parts, paths, err := openSplit(path, first) // ggufsplit.go
+// compressed. Its compressed parts share sh. It closes first on error.
+func openGGUFModel(path string, first ggufPart, sh *gmzShared) (Source, error) {
+	parts, paths, err := openSplit(path, first, sh) // ggufsplit.go
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func compressSplit(ctx context.Context, in, out string, opts CompressOptions) (r
 		}
 		return nil, false, checkNotReference(opts.Against, []string{out})
 	}
-	parts, paths, err := openSplit(in, ggufPart{f: f})
+	parts, paths, err := openSplit(in, ggufPart{f: f}, newGMZShared())
 	if err != nil {
 		return nil, true, err
 	}

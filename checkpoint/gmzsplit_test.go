@@ -146,7 +146,7 @@ func FuzzGMZGGUFHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		z := &gmzSource{path: "fuzz.gmz", f: gf}
+		z := &gmzSource{path: "fuzz.gmz", f: gf, bufs: &newGMZShared().bufs}
 		h, err := gmzGGUFHeader(z)
 		if err != nil {
 			if !errors.Is(err, ErrBadInput) {
