@@ -112,6 +112,11 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	if !ok || out.Folder {
 		return nil, unsupported("output %s: a GGUF output is one file, made from a GGUF reference", out.Name)
 	}
+	if _, compressed := out.Ref.(*gmzGGUF); compressed && out.InPlace && len(ref.parts) > 1 {
+		// Plain parts written over a model with compressed ones would leave each old
+		// .gmz part beside its new .gguf, and the set opened by a .gmz part would mix them.
+		return nil, unsupported("output %s: --in-place on a split model with compressed parts: merge into --out NAME.gguf, then compress it", out.Name)
+	}
 	var changes []TypeChange
 	for _, t := range out.Tensors {
 		if t.DType != t.From {

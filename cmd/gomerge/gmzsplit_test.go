@@ -140,6 +140,14 @@ func TestMergeCompressedSplitGGUF(t *testing.T) {
 				t.Fatalf("split output in %d parts, want %d (more than 1)", len(gotParts), len(wantParts))
 			}
 			sameTensors(t, "split output", gotParts[0], wantParts[0])
+			// In place on a split model with a compressed part: refused, nothing changed.
+			before := readFile(t, bMixPlain)
+			if code, _, stderr := gomerge(t, "sfa", "--anchor", f.aParts[0], "--current", bMixPlain, "--beta", "0.3", "--in-place"); code != exitUsage || !strings.Contains(stderr, "compressed parts") {
+				t.Errorf("in place on a split model with a compressed part: exit %d: %s", code, stderr)
+			}
+			if !bytes.Equal(readFile(t, bMixPlain), before) {
+				t.Errorf("a refused in-place merge changed %s", bMixPlain)
+			}
 			// run: a recipe naming compressed parts.
 			r := writeRecipe(t, dir, "linear.yaml", "merge_method: linear\nmodels:\n  - model: "+az[0]+"\n  - model: "+bMixGz+"\n  - model: "+az[2]+"\n")
 			got := filepath.Join(dir, "run.gguf")
