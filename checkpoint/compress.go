@@ -41,15 +41,24 @@ type CompressOptions struct {
 
 // CompressResult is what Compress did.
 type CompressResult struct {
-	InBytes      int64 // the safetensors file's size
+	InBytes      int64 // the checkpoint's size (every part's, for a split GGUF model)
 	DeltaTensors int   // tensors coded against the reference
 	Stats        gmz.Stats
+	// Outputs are the files written when they are not the output path named: the
+	// parts of a split GGUF model (compressSplit).
+	Outputs []string
 }
 
-// Compress codes the safetensors file in into a .gmz at out, through the crash-safe
-// output (lock, temporary file, fsync, rename). A delta records the reference's path
+// Compress codes the checkpoint file in (safetensors or GGUF) into a .gmz at out,
+// through the crash-safe output (lock, temporary file, fsync, rename); a part of a
+// split GGUF model, with out named NAME.gmz, codes every part (compressSplit). A delta records the reference's path
 // relative to out's folder, where merges that read the delta look for it.
 func Compress(ctx context.Context, in, out string, opts CompressOptions) (*CompressResult, error) {
+	if isGGUF(in) {
+		if res, done, err := compressSplit(ctx, in, out, opts); done || err != nil { // gmzsplit.go
+			return res, err
+		}
+	}
 	dest, err := atomicout.Lock(ctx, out, false, nil)
 	if err != nil {
 		return nil, &OutputError{Path: out, Err: err}

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -80,27 +81,23 @@ func readGGUFForGMZ(in string) (*gmzInput, error) {
 	return c, nil
 }
 
-// gmzGGUF is a compressed GGUF file as merges read it (docs/compression.md): the
-// model that the GGUF file held, its metadata and tensor infos parsed from the
-// header bytes the container keeps verbatim, its tensors decoded from the frames like
-// those of a compressed safetensors file (a span of frames at a time, which for a
-// block type is a range of whole blocks: the engine's spans are whole chunks).
+// gmzGGUF is a GGUF model with compressed parts as merges read it
+// (docs/compression.md): a compressed GGUF file, or a split model whose parts are
+// all or partly compressed. Each compressed part's metadata and tensor infos are
+// parsed from the header bytes its container keeps verbatim, its tensors decoded
+// from the frames like those of a compressed safetensors file (a span of frames at a
+// time, which for a block type is a range of whole blocks: the engine's spans are
+// whole chunks); a plain part's tensors are read from its mapping.
 type gmzGGUF struct {
-	*ggufSource // the model; its File holds the header only
-	z           *gmzSource
+	*ggufSource              // the model; a compressed part's File holds the header only
+	z           []*gmzSource // per part: its container, nil for a plain part
 }
 
-// openGMZGGUF reads the GGUF model of a compressed GGUF file. The container's tensors
-// must be the header's, each where the header places it in the source file, with its
-// size and type: a header that disagrees with the frames is bad input naming the
-// tensor. A part of a split model is refused (decompress the parts). It closes z on
-// error.
-func openGMZGGUF(z *gmzSource) (_ Source, err error) {
-	defer func() {
-		if err != nil {
-			z.Close()
-		}
-	}()
+// gmzGGUFHeader parses the GGUF header of a compressed GGUF file. The container's
+// tensors must be the header's, each where the header places it in the source file,
+// with its size and type: a header that disagrees with the frames is bad input
+// naming the file and the tensor.
+func gmzGGUFHeader(z *gmzSource) (*gguf.File, error) {
 	bad := func(tensor, format string, args ...any) error {
 		msg := fmt.Sprintf(format, args...)
 		if tensor != "" {
@@ -108,12 +105,12 @@ func openGMZGGUF(z *gmzSource) (_ Source, err error) {
 		}
 		return &gmzInputError{fmt.Errorf("%s: %w: the compressed GGUF file's %s", z.path, gmz.ErrFormat, msg)}
 	}
+	if z.f.Source.Format != "gguf" {
+		return nil, &gmzInputError{fmt.Errorf("%s: %w: compressed from a %s file, not a GGUF file", z.path, ErrBadInput, z.f.Source.Format)}
+	}
 	f, err := gguf.ParseHeader(z.f.Source.Header, z.f.Source.Size)
 	if err != nil {
 		return nil, bad("", "header: %v", err)
-	}
-	if sp, split, err := gguf.SplitOf(f); err != nil || split {
-		return nil, &gmzInputError{fmt.Errorf("%s: %w: part %d of %d of a split GGUF model: merges read a compressed GGUF file that is a whole model (gomerge decompress the parts first)", z.path, ErrBadInput, sp.No+1, sp.Count)}
 	}
 	if len(f.Tensors()) != len(z.f.Tensors) {
 		return nil, bad("", "header lists %d tensors, the container %d", len(f.Tensors()), len(z.f.Tensors))
@@ -129,11 +126,18 @@ func openGMZGGUF(z *gmzSource) (_ Source, err error) {
 			return nil, bad(t.Name, "header says %s, the container %s", t.Type, zt.DType)
 		}
 	}
-	g, err := newGGUFSource(z.path, []*gguf.File{f}, []string{z.path})
+	return f, nil
+}
+
+// openGMZGGUF reads the GGUF model of a compressed GGUF file: the file's own, or,
+// for a part of a split model, the whole model's (gmzsplit.go). It closes z on error.
+func openGMZGGUF(z *gmzSource, sh *gmzShared) (Source, error) {
+	f, err := gmzGGUFHeader(z)
 	if err != nil {
+		z.Close()
 		return nil, err
 	}
-	return &gmzGGUF{ggufSource: g, z: z}, nil
+	return openGGUFModel(z.path, ggufPart{f: f, z: z}, sh)
 }
 
 // asGGUF returns the GGUF model of a source read from a GGUF file, compressed or not.
@@ -147,10 +151,66 @@ func asGGUF(s Source) (*ggufSource, bool) {
 	return nil, false
 }
 
-func (g *gmzGGUF) Decodes() bool                    { return true }
-func (g *gmzGGUF) Close() error                     { return g.z.Close() }
-func (g *gmzGGUF) Data(name string) ([]byte, error) { return g.z.Data(name) }
-func (g *gmzGGUF) DecodeUnit(name string) int64     { return g.z.DecodeUnit(name) }
+func (g *gmzGGUF) Decodes() bool { return true }
+
+func (g *gmzGGUF) Close() error {
+	var errs []error
+	for i, z := range g.z {
+		if z != nil {
+			errs = append(errs, z.Close())
+		} else {
+			errs = append(errs, g.parts[i].Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// part returns the index of the part that holds the named tensor.
+func (g *gmzGGUF) part(name string) (int, error) {
+	i, ok := g.where[name]
+	if !ok {
+		return 0, fmt.Errorf("%s: tensor %q: not found", g.path, name)
+	}
+	return i, nil
+}
+
+func (g *gmzGGUF) Data(name string) ([]byte, error) {
+	i, err := g.part(name)
+	if err != nil {
+		return nil, err
+	}
+	if z := g.z[i]; z != nil {
+		return z.Data(name)
+	}
+	return g.ggufSource.Data(name) // a view of the plain part's mapping
+}
+
+// DecodeUnit is a compressed part's frame size; a plain part's tensors are read in
+// any range.
+func (g *gmzGGUF) DecodeUnit(name string) int64 {
+	if i, err := g.part(name); err == nil && g.z[i] != nil {
+		return g.z[i].DecodeUnit(name)
+	}
+	return 0
+}
+
+// DecodeRange decodes a range of a compressed part's tensor, or copies it from a
+// plain part's mapping.
 func (g *gmzGGUF) DecodeRange(name string, off int64, dst []byte) error {
-	return g.z.DecodeRange(name, off, dst)
+	i, err := g.part(name)
+	if err != nil {
+		return err
+	}
+	if z := g.z[i]; z != nil {
+		return z.DecodeRange(name, off, dst)
+	}
+	b, err := g.ggufSource.Data(name)
+	if err != nil {
+		return err
+	}
+	if off < 0 || off > int64(len(b)) || int64(len(dst)) > int64(len(b))-off {
+		return fmt.Errorf("%s: tensor %q: bytes [%d, +%d) of %d", g.path, name, off, len(dst), len(b))
+	}
+	copy(dst, b[off:])
+	return nil
 }

@@ -112,6 +112,11 @@ func (ggufFormat) Plan(out Output) (*Layout, error) {
 	if !ok || out.Folder {
 		return nil, unsupported("output %s: a GGUF output is one file, made from a GGUF reference", out.Name)
 	}
+	if _, compressed := out.Ref.(*gmzGGUF); compressed && out.InPlace && len(ref.parts) > 1 {
+		// Plain parts written over a model with compressed ones would leave each old
+		// .gmz part beside its new .gguf, and the set opened by a .gmz part would mix them.
+		return nil, unsupported("output %s: --in-place on a split model with compressed parts: merge into --out NAME.gguf, then compress it", out.Name)
+	}
 	var changes []TypeChange
 	for _, t := range out.Tensors {
 		if t.DType != t.From {
@@ -189,23 +194,14 @@ type ggufSource struct {
 	metas []TensorMeta
 }
 
-func openGGUF(path string) (*ggufSource, error) {
+// openGGUF opens the GGUF model that the GGUF file at path holds, or belongs to as
+// a part of a split model (whose other parts may be compressed: gmzsplit.go).
+func openGGUF(path string) (Source, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err // it names the path
 	}
-	parts, paths, err := openSplit(path, f)
-	if err != nil {
-		return nil, err
-	}
-	s, err := newGGUFSource(path, parts, paths)
-	if err != nil {
-		for _, p := range parts {
-			p.Close()
-		}
-		return nil, err
-	}
-	return s, nil
+	return openGGUFModel(path, ggufPart{f: f}, newGMZShared())
 }
 
 // newGGUFSource describes the tensors of a model's parts, opened from paths; a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -85,7 +86,58 @@ type gmzSource struct {
 	f     *gmz.File
 	ref   Source // the reference of a delta file, nil for a full one
 	metas []TensorMeta
-	bufs  sync.Pool // *[]byte: whole frames around a range that does not cover them, and reference ranges
+	// bufs holds *[]byte: whole frames around a range that does not cover them, and
+	// reference ranges; shared by the files of one checkpoint (gmzShared).
+	bufs     *sync.Pool
+	closeRef func() error // lets go of ref
+}
+
+// gmzShared is what the compressed files of one checkpoint (the parts of a split
+// GGUF model, the shards of a folder) share: one pool of buffers, since the engine
+// decodes a few spans at a time whichever files hold them, rather than a pool per
+// file; and each reference, opened once however many of the files are deltas
+// against it, rather than once per file.
+type gmzShared struct {
+	bufs sync.Pool
+	mu   sync.Mutex
+	refs map[string]*sharedRef // by the reference's absolute path
+}
+
+type sharedRef struct {
+	src   Source
+	users int
+}
+
+func newGMZShared() *gmzShared { return &gmzShared{refs: map[string]*sharedRef{}} }
+
+// reference returns the reference at path p, opened by open the first time, and
+// what to call when a file is done with it (the last one closes it).
+func (sh *gmzShared) reference(p string, open func() (Source, error)) (Source, func() error, error) {
+	key, err := filepath.Abs(p)
+	if err != nil {
+		key = p
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := sh.refs[key]
+	if r == nil {
+		src, err := open()
+		if err != nil {
+			return nil, nil, err
+		}
+		r = &sharedRef{src: src}
+		sh.refs[key] = r
+	}
+	r.users++
+	return r.src, func() error {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if r.users--; r.users > 0 {
+			return nil
+		}
+		delete(sh.refs, key)
+		return r.src.Close()
+	}, nil
 }
 
 // gmzInputError marks a .gmz problem as bad input (exit 3), naming the file.
@@ -110,25 +162,28 @@ func gmzErr(path string, err error) error {
 
 // openGMZ opens a compressed checkpoint: a compressed safetensors file as itself, a
 // compressed GGUF file as the GGUF model it holds (compressgguf.go).
-func openGMZ(path string) (Source, error) {
-	s, err := openGMZContainer(path)
+func openGMZ(path string) (Source, error) { return openGMZShared(path, newGMZShared()) }
+
+// openGMZShared is openGMZ for one of the files of a checkpoint, which share sh.
+func openGMZShared(path string, sh *gmzShared) (Source, error) {
+	s, err := openGMZContainer(path, sh)
 	if err != nil {
 		return nil, err
 	}
 	if s.f.Source.Format == "gguf" {
-		return openGMZGGUF(s)
+		return openGMZGGUF(s, sh)
 	}
 	return s, nil
 }
 
 // openGMZContainer opens a .gmz file of a format merges read, and its reference if it
 // is a delta.
-func openGMZContainer(path string) (*gmzSource, error) {
+func openGMZContainer(path string, sh *gmzShared) (*gmzSource, error) {
 	f, err := gmz.Open(path)
 	if err != nil {
 		return nil, gmzErr(path, err)
 	}
-	s := &gmzSource{path: path, f: f}
+	s := &gmzSource{path: path, f: f, bufs: &sh.bufs}
 	if f.Source.Format != "safetensors" && f.Source.Format != "gguf" {
 		f.Close()
 		return nil, &gmzInputError{fmt.Errorf("%s: compressed from a %q file; merges read compressed safetensors and GGUF files (gomerge decompress it first)", path, f.Source.Format)}
@@ -140,7 +195,7 @@ func openGMZContainer(path string) (*gmzSource, error) {
 		delta = delta || t.Delta
 	}
 	if delta {
-		if err := s.openReference(); err != nil {
+		if err := s.openReference(sh); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -150,7 +205,7 @@ func openGMZContainer(path string) (*gmzSource, error) {
 
 // openReference opens the checkpoint a delta file was coded against. compress
 // records it relative to the .gmz's folder (or absolute).
-func (s *gmzSource) openReference() error {
+func (s *gmzSource) openReference(sh *gmzShared) error {
 	name := s.f.Reference
 	if name == "" {
 		return &gmzInputError{fmt.Errorf("%s: a delta file that does not name its reference", s.path)}
@@ -162,25 +217,30 @@ func (s *gmzSource) openReference() error {
 	if _, err := os.Stat(p); err != nil {
 		return &gmzInputError{fmt.Errorf("%s: a delta against %s, which is not there (%s): keep the reference beside the delta, where compress --against found it", s.path, name, p)}
 	}
-	if isGMZ(p) {
+	ref, release, err := sh.reference(p, func() (Source, error) {
+		if !isGMZ(p) {
+			ref, err := Open(p)
+			if err != nil {
+				return nil, fmt.Errorf("%s: opening its reference: %w", s.path, err)
+			}
+			return ref, nil
+		}
 		// A reference must be a full checkpoint (compress refuses a delta as one); a
 		// compressed full one decodes like any input.
 		ref, err := openGMZ(p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if isDelta(ref) {
 			ref.Close()
-			return &gmzInputError{fmt.Errorf("%s: its reference %s is itself a delta", s.path, p)}
+			return nil, &gmzInputError{fmt.Errorf("%s: its reference %s is itself a delta", s.path, p)}
 		}
-		s.ref = ref
-		return nil
-	}
-	ref, err := Open(p)
+		return ref, nil
+	})
 	if err != nil {
-		return fmt.Errorf("%s: opening its reference: %w", s.path, err)
+		return err
 	}
-	s.ref = ref
+	s.ref, s.closeRef = ref, release
 	return nil
 }
 
@@ -190,7 +250,7 @@ func isDelta(src Source) bool {
 	case *gmzSource:
 		return g.ref != nil
 	case *gmzGGUF:
-		return g.z.ref != nil
+		return slices.ContainsFunc(g.z, func(z *gmzSource) bool { return z != nil && z.ref != nil })
 	}
 	return false
 }
@@ -203,7 +263,7 @@ func (s *gmzSource) Decodes() bool         { return true }
 func (s *gmzSource) Close() error {
 	err := s.f.Close()
 	if s.ref != nil {
-		err = errors.Join(err, s.ref.Close())
+		err = errors.Join(err, s.closeRef())
 	}
 	return err
 }

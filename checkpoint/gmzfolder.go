@@ -144,6 +144,7 @@ func openGMZFolder(dir string) (_ *gmzFolder, err error) {
 		return nil, err
 	}
 	g := &gmzFolder{dir: dir, by: map[string]*gmzSource{}}
+	sh := newGMZShared() // the shards share their buffers and their reference
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -154,7 +155,7 @@ func openGMZFolder(dir string) (_ *gmzFolder, err error) {
 		if _, err := os.Stat(p); err != nil {
 			return nil, &gmzInputError{fmt.Errorf("%s: the index names shard %s, and %s is not there", dir, shardName(n), n)}
 		}
-		src, err := openGMZ(p)
+		src, err := openGMZShared(p, sh)
 		if err != nil {
 			return nil, err
 		}

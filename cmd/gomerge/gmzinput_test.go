@@ -544,7 +544,7 @@ func TestMergeCompressedGGUFBadInput(t *testing.T) {
 	if code, _, stderr := gomerge(t, "linear", a, a, "--out", split, "--split-max-tensors", "8"); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	partGz := filepath.Join(dir, "part.gmz")
+	partGz := filepath.Join(dir, "s-00001-of-00003.gmz")
 	if code, _, stderr := gomerge(t, "compress", filepath.Join(dir, gguf.SplitName("s", 0, 3)), partGz); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -552,7 +552,7 @@ func TestMergeCompressedGGUFBadInput(t *testing.T) {
 		name string
 		file []byte
 		want []string
-	}{"part of a split model", readFile(t, partGz), []string{"part 1 of 3", "split"}})
+	}{"part of a split model, renamed", readFile(t, partGz), []string{"part 1 of a model split in 3", "not named"}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			sub := t.TempDir()
