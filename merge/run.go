@@ -271,16 +271,22 @@ func runCompressed(ctx context.Context, job Job, out string) (*Report, error) {
 	tmp := filepath.Join(filepath.Dir(out), fmt.Sprintf(".%s.merging-%d%s", filepath.Base(out), os.Getpid(), ext))
 	inner := job
 	inner.Out, inner.InPlace = tmp, false
-	defer os.Remove(tmp)
 	rep, err := Run(ctx, inner)
 	if err != nil {
 		return nil, err
 	}
-	res, err := checkpoint.Compress(ctx, tmp, out, checkpoint.CompressOptions{Workers: job.Exec.Threads})
+	for _, p := range rep.OutputFiles { // tmp, or the parts of a split GGUF output
+		defer os.Remove(p)
+	}
+	// A split output compresses from its first part into NAME-0000k-of-0000N.gmz.
+	res, err := checkpoint.Compress(ctx, rep.OutputFiles[0], out, checkpoint.CompressOptions{Workers: job.Exec.Threads})
 	if err != nil {
 		return nil, err
 	}
 	rep.Output, rep.OutputFiles, rep.InPlace = out, []string{out}, job.InPlace
+	if len(res.Outputs) > 0 {
+		rep.OutputFiles = res.Outputs
+	}
 	rep.BytesWritten = res.Stats.FileBytes
 	return rep, nil
 }

@@ -29,13 +29,16 @@ type compressOptions struct {
 
 // compressReport is compress's and decompress's --json output.
 type compressReport struct {
-	Input    string  `json:"input"`
-	Output   string  `json:"output"`
-	Against  string  `json:"against,omitempty"`
-	InBytes  int64   `json:"in_bytes"`
-	OutBytes int64   `json:"out_bytes"`
-	Ratio    float64 `json:"ratio"` // the uncompressed size over the compressed size
-	Seconds  float64 `json:"seconds"`
+	Input  string `json:"input"`
+	Output string `json:"output"`
+	// Outputs lists the files written when they are not Output alone: the parts of a
+	// split GGUF model (Output is then the first).
+	Outputs  []string `json:"outputs,omitempty"`
+	Against  string   `json:"against,omitempty"`
+	InBytes  int64    `json:"in_bytes"`
+	OutBytes int64    `json:"out_bytes"`
+	Ratio    float64  `json:"ratio"` // the uncompressed size over the compressed size
+	Seconds  float64  `json:"seconds"`
 	// DeltaTensors counts the tensors coded against --against.
 	DeltaTensors int `json:"delta_tensors,omitempty"`
 	// Frames counts frames by coding: raw, planes, zstd (compress only).
@@ -141,6 +144,9 @@ func gmzError(path string, err error) error {
 	if errors.Is(err, gmz.ErrFormat) || errors.Is(err, gmz.ErrReference) {
 		return badInputError{err}
 	}
+	if errors.Is(err, checkpoint.ErrUnsupported) { // an output compress refuses to name
+		return usageError{err}
+	}
 	return err
 }
 
@@ -171,6 +177,9 @@ func runCompress(ctx context.Context, ios *IOStreams, o *compressOptions) error 
 	rep := compressReport{Input: o.in, Output: o.out, Against: o.against, InBytes: res.InBytes, OutBytes: st.FileBytes,
 		Seconds: time.Since(start).Seconds(), DeltaTensors: res.DeltaTensors, Frames: &st.Frames,
 		Planes: st.Planes, TensorBytes: st.RawBytes, StoredBytes: st.StoredBytes}
+	if len(res.Outputs) > 0 {
+		rep.Output, rep.Outputs = res.Outputs[0], res.Outputs
+	}
 	if st.FileBytes > 0 {
 		rep.Ratio = float64(res.InBytes) / float64(st.FileBytes)
 	}
@@ -186,6 +195,9 @@ func report(ios *IOStreams, o *compressOptions, rep *compressReport) error {
 	}
 	fmt.Fprintf(ios.Out, "%s (%s) -> %s (%s): %.3fx in %.2f s\n", rep.Input, humanBytes(rep.InBytes),
 		rep.Output, humanBytes(rep.OutBytes), rep.Ratio, rep.Seconds)
+	if len(rep.Outputs) > 1 {
+		fmt.Fprintf(ios.Out, "  %d parts: %s\n", len(rep.Outputs), strings.Join(rep.Outputs, ", "))
+	}
 	if rep.DeltaTensors > 0 {
 		fmt.Fprintf(ios.Out, "  %d tensors coded against %s\n", rep.DeltaTensors, rep.Against)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,6 +141,20 @@ func TestMergeCompressedSplitGGUF(t *testing.T) {
 				t.Fatalf("split output in %d parts, want %d (more than 1)", len(gotParts), len(wantParts))
 			}
 			sameTensors(t, "split output", gotParts[0], wantParts[0])
+			// --out NAME.gmz with a split: one .gmz per part, the parts of the plain merge.
+			mustGomerge(t, "sfa", "--anchor", az[0], "--current", bz, "--beta", "0.3", "--out", filepath.Join(dir, "xs.gmz"), "--split-max-tensors", "4")
+			backDir := filepath.Join(dir, "back")
+			if err := os.Mkdir(backDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for i := range wantParts {
+				name := fmt.Sprintf("xs-%05d-of-%05d", i+1, len(wantParts))
+				mustGomerge(t, "decompress", filepath.Join(dir, name+".gmz"), filepath.Join(backDir, name+".gguf"))
+			}
+			sameTensors(t, "split .gmz output", filepath.Join(backDir, fmt.Sprintf("xs-00001-of-%05d.gguf", len(wantParts))), wantParts[0])
+			if left, _ := filepath.Glob(filepath.Join(dir, ".xs*")); len(left) > 0 {
+				t.Errorf("left %v behind", left)
+			}
 			// In place on a split model with a compressed part: refused, nothing changed.
 			before := readFile(t, bMixPlain)
 			if code, _, stderr := gomerge(t, "sfa", "--anchor", f.aParts[0], "--current", bMixPlain, "--beta", "0.3", "--in-place"); code != exitUsage || !strings.Contains(stderr, "compressed parts") {
@@ -192,7 +207,17 @@ func TestCompressSplitGGUFNames(t *testing.T) {
 			t.Errorf("compress of one part wrote %s", e.Name())
 		}
 	}
-	mustGomerge(t, "compress", f.aParts[0], filepath.Join(f.dir, "z.gmz"))
+	var rep compressReport
+	if err := json.Unmarshal([]byte(mustGomerge(t, "compress", f.aParts[0], filepath.Join(f.dir, "z.gmz"), "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 3 {
+		want = append(want, filepath.Join(f.dir, fmt.Sprintf("z-%05d-of-00003.gmz", i+1)))
+	}
+	if !slices.Equal(rep.Outputs, want) || rep.Output != want[0] {
+		t.Errorf("report names %s and %v, want the parts %v", rep.Output, rep.Outputs, want)
+	}
 	for _, args := range [][]string{
 		{"compress", f.aParts[1], filepath.Join(f.dir, "x-00001-of-00003.gmz")},
 		{"compress", f.aWhole, filepath.Join(f.dir, "x-00001-of-00003.gmz")},
@@ -204,8 +229,8 @@ func TestCompressSplitGGUFNames(t *testing.T) {
 			before = append(before, b)
 		}
 		code, _, stderr := gomerge(t, args...)
-		if code == 0 {
-			t.Errorf("%v: exit 0, want a refusal", args)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (a refusal of the output's name): %s", args, code, exitUsage, stderr)
 		}
 		if _, err := os.Stat(args[2]); !os.IsNotExist(err) || strings.Contains(stderr, "panic") {
 			t.Errorf("%v: wrote %s (%s)", args, args[2], stderr)
