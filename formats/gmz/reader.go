@@ -3,7 +3,6 @@ package gmz
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -322,13 +321,14 @@ func (f *File) readFrame(t *Tensor, i int, dst, ref []byte, s *scratch) error {
 		}
 		stored = s.raw
 	}
-	if err := decodeFrame(dst, stored, fr.Coding, t.DType.Size(), s); err != nil {
+	if !t.Delta {
+		ref = nil
+	}
+	got, err := decodeFrame(dst, stored, ref, fr.Coding, t.DType.Size(), s)
+	if err != nil {
 		return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("frame %d", i), Err: err}
 	}
-	if t.Delta {
-		subtle.XORBytes(dst, dst, ref)
-	}
-	if got := checksum(dst); got != fr.Checksum {
+	if got != fr.Checksum {
 		msg := fmt.Sprintf("frame %d: checksum %08x, want %08x", i, got, fr.Checksum)
 		if t.Delta {
 			msg += " (corrupt, or decoded against the wrong reference)"
