@@ -19,7 +19,6 @@ type scratch struct {
 	huff   huff0.Scratch
 	planes []byte
 	xor    []byte
-	out    []byte
 	raw    []byte
 	// decoding a planes frame: its blocks, and a column of decoded planes
 	blocks  []block
@@ -88,16 +87,16 @@ func (st *planeStats) count(planes []byte, k int) {
 }
 
 // encodeFrame compresses src, whose elements are k bytes (floats when float), and
-// returns the coding and the stored bytes (which may alias src or s).
-func encodeFrame(src []byte, k int, float bool, s *scratch, st *planeStats) (int, []byte, error) {
+// returns the coding and the stored bytes: appended to out when coded, src itself
+// when raw.
+func encodeFrame(out, src []byte, k int, float bool, s *scratch, st *planeStats) (int, []byte, error) {
 	if float && k > 1 {
 		s.planes = grow(s.planes, len(src))
 		splitPlanes(s.planes, src, k)
 		if st != nil {
 			st.count(s.planes, k)
 		}
-		out := encodePlanes(s.out[:0], s.planes, k, &s.huff)
-		s.out = out[:0]
+		out = encodePlanes(out, s.planes, k, &s.huff)
 		if len(out) < len(src) {
 			return codingPlanes, out, nil
 		}
@@ -110,8 +109,7 @@ func encodeFrame(src []byte, k int, float bool, s *scratch, st *planeStats) (int
 	if err != nil {
 		return 0, nil, err
 	}
-	out := enc.EncodeAll(src, s.out[:0])
-	s.out = out[:0]
+	out = enc.EncodeAll(src, out)
 	if len(out) < len(src) {
 		return codingZstd, out, nil
 	}
