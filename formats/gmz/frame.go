@@ -1,9 +1,11 @@
 package gmz
 
 import (
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"runtime"
 	"sync"
 
@@ -17,7 +19,6 @@ type scratch struct {
 	huff   huff0.Scratch
 	planes []byte
 	xor    []byte
-	out    []byte
 	raw    []byte
 	// decoding a planes frame: its blocks, and a column of decoded planes
 	blocks  []block
@@ -86,16 +87,16 @@ func (st *planeStats) count(planes []byte, k int) {
 }
 
 // encodeFrame compresses src, whose elements are k bytes (floats when float), and
-// returns the coding and the stored bytes (which may alias src or s).
-func encodeFrame(src []byte, k int, float bool, s *scratch, st *planeStats) (int, []byte, error) {
+// returns the coding and the stored bytes: appended to out when coded, src itself
+// when raw.
+func encodeFrame(out, src []byte, k int, float bool, s *scratch, st *planeStats) (int, []byte, error) {
 	if float && k > 1 {
 		s.planes = grow(s.planes, len(src))
 		splitPlanes(s.planes, src, k)
 		if st != nil {
 			st.count(s.planes, k)
 		}
-		out := encodePlanes(s.out[:0], s.planes, k, &s.huff)
-		s.out = out[:0]
+		out = encodePlanes(out, s.planes, k, &s.huff)
 		if len(out) < len(src) {
 			return codingPlanes, out, nil
 		}
@@ -108,8 +109,7 @@ func encodeFrame(src []byte, k int, float bool, s *scratch, st *planeStats) (int
 	if err != nil {
 		return 0, nil, err
 	}
-	out := enc.EncodeAll(src, s.out[:0])
-	s.out = out[:0]
+	out = enc.EncodeAll(src, out)
 	if len(out) < len(src) {
 		return codingZstd, out, nil
 	}
@@ -153,32 +153,37 @@ func appendBlock(out, blk []byte, hs *huff0.Scratch) []byte {
 }
 
 // decodeFrame decodes a frame's stored bytes into dst, whose length is the frame's
-// raw size (checked against the header before any allocation).
-func decodeFrame(dst, stored []byte, coding, k int, s *scratch) error {
+// raw size (checked against the header before any allocation), XORs them with ref
+// when it is not nil (a delta), and returns the CRC-32C of the result. A planes frame
+// is checked a column of blocks at a time, while the column is in the cache.
+func decodeFrame(dst, stored, ref []byte, coding, k int, s *scratch) (uint32, error) {
 	switch coding {
 	case codingRaw:
 		if len(stored) != len(dst) {
-			return fmt.Errorf("raw frame stores %d bytes for %d", len(stored), len(dst))
+			return 0, fmt.Errorf("raw frame stores %d bytes for %d", len(stored), len(dst))
 		}
 		copy(dst, stored)
-		return nil
 	case codingZstd:
 		_, dec, err := zstdCodecs()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		out, err := dec.DecodeAll(stored, dst[:0:len(dst)])
 		if err != nil {
-			return fmt.Errorf("zstd: %w", err)
+			return 0, fmt.Errorf("zstd: %w", err)
 		}
 		if len(out) != len(dst) || (len(out) > 0 && &out[0] != &dst[0]) {
-			return fmt.Errorf("zstd frame decodes to %d bytes, want %d", len(out), len(dst))
+			return 0, fmt.Errorf("zstd frame decodes to %d bytes, want %d", len(out), len(dst))
 		}
-		return nil
 	case codingPlanes:
-		return decodePlanes(dst, stored, k, s)
+		return decodePlanes(dst, stored, ref, k, s)
+	default:
+		return 0, fmt.Errorf("unknown coding %d", coding)
 	}
-	return fmt.Errorf("unknown coding %d", coding)
+	if ref != nil {
+		subtle.XORBytes(dst, dst, ref)
+	}
+	return checksum(dst), nil
 }
 
 // block is one coded block of a planes frame, as found in its stored bytes.
@@ -192,7 +197,9 @@ type block struct {
 // block headers it decodes the frame a column of blocks at a time and interleaves
 // each column straight into dst: the decoded planes stay in the cache (a column is
 // k×128 KiB at most), and a raw block is read from the stored bytes without a copy.
-func decodePlanes(dst, in []byte, k int, s *scratch) error {
+// Each column of dst is XORed with ref (a delta) and added to the CRC-32C it returns
+// while it is still in the cache, rather than in passes over the whole frame.
+func decodePlanes(dst, in, ref []byte, k int, s *scratch) (uint32, error) {
 	n := len(dst) / k
 	nb := (n + blockSize - 1) / blockSize
 	s.blocks = s.blocks[:0]
@@ -201,7 +208,7 @@ func decodePlanes(dst, in []byte, k int, s *scratch) error {
 			off := b * blockSize
 			m := min(blockSize, n-off)
 			if len(in) < 1 {
-				return fmt.Errorf("plane %d: block at %d: truncated", j, off)
+				return 0, fmt.Errorf("plane %d: block at %d: truncated", j, off)
 			}
 			mode := in[0]
 			in = in[1:]
@@ -209,35 +216,36 @@ func decodePlanes(dst, in []byte, k int, s *scratch) error {
 			switch mode {
 			case blockRaw:
 				if len(in) < m {
-					return fmt.Errorf("plane %d: raw block at %d: %d bytes left, want %d", j, off, len(in), m)
+					return 0, fmt.Errorf("plane %d: raw block at %d: %d bytes left, want %d", j, off, len(in), m)
 				}
 				l = m
 			case blockRLE:
 				if len(in) < 1 {
-					return fmt.Errorf("plane %d: RLE block at %d: truncated", j, off)
+					return 0, fmt.Errorf("plane %d: RLE block at %d: truncated", j, off)
 				}
 				l = 1
 			case blockHuff:
 				v, w := binary.Uvarint(in)
 				if w <= 0 || v > uint64(len(in)-w) {
-					return fmt.Errorf("plane %d: Huffman block at %d: bad length", j, off)
+					return 0, fmt.Errorf("plane %d: Huffman block at %d: bad length", j, off)
 				}
 				in, l = in[w:], int(v)
 			default:
-				return fmt.Errorf("plane %d: unknown block mode %d at %d", j, mode, off)
+				return 0, fmt.Errorf("plane %d: unknown block mode %d at %d", j, mode, off)
 			}
 			s.blocks = append(s.blocks, block{mode, in[:l]})
 			in = in[l:]
 		}
 	}
 	if len(in) != 0 {
-		return fmt.Errorf("%d bytes left over after the planes", len(in))
+		return 0, fmt.Errorf("%d bytes left over after the planes", len(in))
 	}
 	if cap(s.cols) < k {
 		s.cols = make([][]byte, k)
 		s.colBufs = make([][]byte, k)
 	}
 	cols, bufs := s.cols[:k], s.colBufs[:k]
+	crc := uint32(0) // the CRC-32C of no bytes, continued column by column
 	for b := range nb {
 		off := b * blockSize
 		m := min(blockSize, n-off)
@@ -259,18 +267,23 @@ func decodePlanes(dst, in []byte, k int, s *scratch) error {
 			bufs[j] = grow(bufs[j], blockSize)
 			hs, rest, err := huff0.ReadTable(blk.data, &s.huff)
 			if err != nil {
-				return fmt.Errorf("plane %d: Huffman table at %d: %w", j, off, err)
+				return 0, fmt.Errorf("plane %d: Huffman table at %d: %w", j, off, err)
 			}
 			out, err := hs.Decoder().Decompress4X(bufs[j][:0:m], rest)
 			if err != nil {
-				return fmt.Errorf("plane %d: Huffman block at %d: %w", j, off, err)
+				return 0, fmt.Errorf("plane %d: Huffman block at %d: %w", j, off, err)
 			}
 			if len(out) != m {
-				return fmt.Errorf("plane %d: Huffman block at %d decodes to %d bytes, want %d", j, off, len(out), m)
+				return 0, fmt.Errorf("plane %d: Huffman block at %d decodes to %d bytes, want %d", j, off, len(out), m)
 			}
 			cols[j] = out
 		}
-		mergePlanes(dst[off*k:(off+m)*k], cols)
+		col := dst[off*k : (off+m)*k]
+		mergePlanes(col, cols)
+		if ref != nil {
+			subtle.XORBytes(col, col, ref[off*k:(off+m)*k])
+		}
+		crc = crc32.Update(crc, castagnoli, col)
 	}
-	return nil
+	return crc, nil
 }

@@ -286,6 +286,47 @@ func (m *memWriterAt) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// failingWriterAt fails every write after the first ok ones.
+type failingWriterAt struct {
+	mu sync.Mutex
+	ok int
+}
+
+var errDiskFull = errors.New("disk full")
+
+func (w *failingWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ok == 0 {
+		return 0, errDiskFull
+	}
+	w.ok--
+	return len(p), nil
+}
+
+// TestWriteSourceStops checks that WriteSource's workers stop at the first failed
+// write or a cancelled context, and return that error rather than hang or go on.
+func TestWriteSourceStops(t *testing.T) {
+	ins := testInputs(3, false)
+	b, _ := writeGMZ(t, ins, Options{FrameSize: 64})
+	f, err := NewFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []int{0, 1, 5} {
+		for _, workers := range []int{1, 2, 4} {
+			if err := f.WriteSource(context.Background(), &failingWriterAt{ok: ok}, nil, workers); !errors.Is(err, errDiskFull) {
+				t.Errorf("ok=%d workers=%d: %v, want the write error", ok, workers, err)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.WriteSource(ctx, &memWriterAt{}, nil, 2); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v, want context.Canceled", err)
+	}
+}
+
 func TestWrongReference(t *testing.T) {
 	ins := inputs(7, true, []int64{30, 31})
 	b, _ := writeGMZ(t, ins, Options{FrameSize: 64})

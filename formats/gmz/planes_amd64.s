@@ -66,3 +66,34 @@ loop:
 
 done:
 	RET
+
+// func merge2AVX2(dst, lo, hi *byte, n int)
+//
+// merge2SSE2 with 32 elements a step; n is a multiple of 32. Unpacking works within
+// each 128-bit lane, so the two lanes' halves are put back in order with VPERM2I128.
+TEXT ·merge2AVX2(SB), NOSPLIT, $0-32
+	MOVQ       dst+0(FP), DI
+	MOVQ       lo+8(FP), SI
+	MOVQ       hi+16(FP), DX
+	MOVQ       n+24(FP), CX
+
+loop:
+	CMPQ       CX, $32
+	JLT        done
+	VMOVDQU    (SI), Y0
+	VMOVDQU    (DX), Y1
+	VPUNPCKLBW Y1, Y0, Y2 // elements 0-7 | 16-23
+	VPUNPCKHBW Y1, Y0, Y3 // elements 8-15 | 24-31
+	VPERM2I128 $0x20, Y3, Y2, Y4
+	VPERM2I128 $0x31, Y3, Y2, Y5
+	VMOVDQU    Y4, (DI)
+	VMOVDQU    Y5, 32(DI)
+	ADDQ       $32, SI
+	ADDQ       $32, DX
+	ADDQ       $64, DI
+	SUBQ       $32, CX
+	JMP        loop
+
+done:
+	VZEROUPPER
+	RET

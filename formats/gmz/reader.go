@@ -3,7 +3,6 @@ package gmz
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -302,6 +301,12 @@ func (f *File) ReadFrame(t *Tensor, i int, dst, ref []byte) error {
 	}
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
+	return f.readFrame(t, i, dst, ref, s)
+}
+
+// readFrame is ReadFrame with the worker's scratch, its arguments checked.
+func (f *File) readFrame(t *Tensor, i int, dst, ref []byte, s *scratch) error {
+	fr := &t.Frames[i]
 	var stored []byte
 	if fr.Coding == codingRaw && fr.Stored == fr.Raw {
 		// A raw frame is read where it goes (decodeFrame's copy is then to itself).
@@ -316,13 +321,14 @@ func (f *File) ReadFrame(t *Tensor, i int, dst, ref []byte) error {
 		}
 		stored = s.raw
 	}
-	if err := decodeFrame(dst, stored, fr.Coding, t.DType.Size(), s); err != nil {
+	if !t.Delta {
+		ref = nil
+	}
+	got, err := decodeFrame(dst, stored, ref, fr.Coding, t.DType.Size(), s)
+	if err != nil {
 		return &FormatError{Off: fr.Off, Tensor: t.Name, Msg: fmt.Sprintf("frame %d", i), Err: err}
 	}
-	if t.Delta {
-		subtle.XORBytes(dst, dst, ref)
-	}
-	if got := checksum(dst); got != fr.Checksum {
+	if got != fr.Checksum {
 		msg := fmt.Sprintf("frame %d: checksum %08x, want %08x", i, got, fr.Checksum)
 		if t.Delta {
 			msg += " (corrupt, or decoded against the wrong reference)"
@@ -401,13 +407,46 @@ func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, work
 			return err
 		}
 	}
+	// n long-lived workers take frames in file order, each with its own scratch and
+	// output buffer sized once for the largest frame: nothing is allocated per frame,
+	// so the garbage collector has nothing to do and no fresh memory is touched. On a
+	// VM, the first touch of a fresh page costs several microseconds (a fault, and the
+	// hypervisor's own), and per-frame goroutines with pooled buffers, which a GC
+	// cycle drops, touched thousands (docs/compression.md).
 	n := workerCount(workers)
-	bufs := make(chan []byte, n) // grown on first use: a small file gets small buffers
-	for range n {
-		bufs <- nil
+	var maxRaw, maxStored int64
+	for i := range f.Tensors {
+		for _, fr := range f.Tensors[i].Frames {
+			maxRaw, maxStored = max(maxRaw, fr.Raw), max(maxStored, fr.Stored)
+		}
 	}
+	type work struct {
+		t   *Tensor
+		i   int
+		ref []byte
+	}
+	jobs := make(chan work, n)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(n)
+	for range n {
+		g.Go(func() error {
+			s := &scratch{raw: make([]byte, 0, maxStored)}
+			buf := make([]byte, maxRaw)
+			for j := range jobs {
+				if gctx.Err() != nil {
+					continue // drain: the producer stops at the cancellation
+				}
+				fr := &j.t.Frames[j.i]
+				dst := buf[:fr.Raw]
+				if err := f.readFrame(j.t, j.i, dst, j.ref, s); err != nil {
+					return err
+				}
+				if _, err := w.WriteAt(dst, j.t.Offset+fr.RawOff); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	var refErr error
 tensors:
 	for ti := range f.Tensors {
@@ -419,26 +458,19 @@ tensors:
 			}
 		}
 		for i := range t.Frames {
-			if gctx.Err() != nil {
+			var r []byte
+			if t.Delta {
+				fr := &t.Frames[i]
+				r = rb[fr.RawOff : fr.RawOff+fr.Raw]
+			}
+			select {
+			case jobs <- work{t, i, r}:
+			case <-gctx.Done():
 				break tensors
 			}
-			fr := &t.Frames[i]
-			g.Go(func() error {
-				buf := <-bufs
-				defer func() { bufs <- buf }()
-				buf = grow(buf, int(fr.Raw))
-				var r []byte
-				if t.Delta {
-					r = rb[fr.RawOff : fr.RawOff+fr.Raw]
-				}
-				if err := f.ReadFrame(t, i, buf, r); err != nil {
-					return err
-				}
-				_, err := w.WriteAt(buf, t.Offset+fr.RawOff)
-				return err
-			})
 		}
 	}
+	close(jobs)
 	if err := g.Wait(); err != nil {
 		return err
 	}

@@ -78,6 +78,7 @@ type job struct {
 	done   chan struct{}
 	coding int
 	stored []byte
+	buf    []byte // the buffer the coded bytes went to, back to the free list once written
 	crc    uint32
 	refCRC uint32
 	err    error
@@ -133,6 +134,11 @@ func Write(ctx context.Context, w io.Writer, src Source, meta map[string]string,
 	defer cancel(nil)
 	n := workerCount(opts.Workers)
 	queue := make(chan *job, 2*n)
+	// Coded frames go to buffers that the writer hands back once they are written:
+	// at most 3n+1 jobs are coded or queued at once, so a free list of that size
+	// serves them all and nothing is allocated per frame (a fresh buffer is fresh
+	// memory, whose first touch costs a page fault a page, dear on a VM).
+	free := make(chan []byte, 3*n+1)
 	var stats *planeStats
 	var statsMu sync.Mutex
 	if opts.Stats {
@@ -157,6 +163,12 @@ func Write(ctx context.Context, w io.Writer, src Source, meta map[string]string,
 				werr = err
 				cancel(err)
 				continue
+			}
+			if j.buf != nil {
+				select {
+				case free <- j.buf[:0]:
+				default:
+				}
 			}
 			th := &h.Tensors[j.t]
 			th.Frames = append(th.Frames, []int64{int64(len(j.stored)), j.raw, int64(j.crc), int64(j.coding)})
@@ -205,7 +217,13 @@ produce:
 				if stats != nil {
 					ps = new(planeStats)
 				}
-				j.encode(in.Data[lo:hi], ref, in.DType, ps)
+				var buf []byte
+				select {
+				case buf = <-free:
+				default:
+					buf = make([]byte, 0, fs+maxExpansion)
+				}
+				j.encode(in.Data[lo:hi], ref, in.DType, ps, buf)
 				if ps != nil {
 					statsMu.Lock()
 					stats.add(ps)
@@ -278,8 +296,9 @@ func checkInput(in *Input, seen map[string]bool) error {
 	return nil
 }
 
-// encode compresses one frame (data XOR ref when ref is not nil) into j.
-func (j *job) encode(data, ref []byte, dt dtype.DType, ps *planeStats) {
+// encode compresses one frame (data XOR ref when ref is not nil) into j, the coded
+// bytes into buf.
+func (j *job) encode(data, ref []byte, dt dtype.DType, ps *planeStats, buf []byte) {
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
 	j.crc = checksum(data)
@@ -290,16 +309,20 @@ func (j *job) encode(data, ref []byte, dt dtype.DType, ps *planeStats) {
 		subtle.XORBytes(s.xor, data, ref)
 		src = s.xor
 	}
-	coding, stored, err := encodeFrame(src, dt.Size(), dt.IsFloat(), s, ps)
+	coding, stored, err := encodeFrame(buf[:0], src, dt.Size(), dt.IsFloat(), s, ps)
 	if err != nil {
 		j.err = err
 		return
 	}
 	j.coding = coding
-	if coding == codingRaw && ref == nil {
-		j.stored = data // the caller's bytes, stable until Write returns
-	} else {
-		j.stored = append([]byte(nil), stored...) // stored aliases s, which goes back to the pool
+	switch {
+	case coding != codingRaw:
+		j.stored, j.buf = stored, stored
+	case ref == nil:
+		j.stored, j.buf = data, buf // the caller's bytes, stable until Write returns
+	default:
+		j.stored = append(buf[:0], src...) // src is s.xor, which goes back to the pool
+		j.buf = j.stored
 	}
 }
 
