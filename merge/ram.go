@@ -266,6 +266,29 @@ func ramCounts(x, b float32, eps float64) bool {
 	return math.Abs(float64(x)-float64(b)) > eps
 }
 
+// ramThresholds returns the float32 thresholds with which the assembly decides
+// ramCounts from d, the difference x − b rounded to float32 (one compare instead of
+// widening both to float64): lo is the largest float32 ≤ eps and hi the next one up.
+// Rounding is monotone, so |x − b| > eps gives |d| ≥ lo, and |x − b| ≤ eps < hi gives
+// |d| ≤ hi: |d| > hi means the entry counts, |d| < lo that it does not, and only
+// lo ≤ |d| ≤ hi needs the exact float64 compare. A NaN eps (no entry counts) makes
+// every non-NaN |d| undecided. An eps of zero needs no exact compare: a difference
+// of two float32 values rounds to zero only when it is zero (underflow is gradual),
+// so |d| > 0 decides, and lo = +Inf leaves no lane undecided.
+func ramThresholds(eps float64) (lo, hi float32) {
+	switch {
+	case eps != eps:
+		return -1, float32(math.Inf(1))
+	case eps == 0:
+		return float32(math.Inf(1)), 0
+	}
+	lo = float32(eps)
+	if float64(lo) > eps {
+		lo = math.Nextafter32(lo, float32(math.Inf(-1)))
+	}
+	return lo, math.Nextafter32(lo, float32(math.Inf(1)))
+}
+
 // ramLambdas turns the per-chunk shared and unique counts into each model's λ.
 func ramLambdas(perChunk []float64, n int, eps, r, alpha float64) []float64 {
 	out := make([]float64, n)

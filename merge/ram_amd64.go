@@ -6,10 +6,10 @@ package merge
 func ramMaskAVX2(keep, count *uint32, x, b *float32, n int, eps float64)
 
 //go:noescape
-func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, tmp, sums *uint32)
+func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
 
 //go:noescape
-func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lambda, tmp *float32)
+func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
 
 // ramMaskAsm does ramMasks' work for one model over the first elements of b, a
 // multiple of 8, with AVX2, and returns how many; the caller checks haveLerpBF16Asm
@@ -33,7 +33,8 @@ func ramCountAsm(base []float32, x [][]float32, eps float64, s *ramScratch) int 
 	for _, xi := range x {
 		_ = xi[n-1] // the assembly reads n elements of each model
 	}
-	ramCountAVX2(&base[0], &x[0], len(x), n, eps, &s.tmp32[0], &s.sums[0])
+	lo, hi := ramThresholds(eps)
+	ramCountAVX2(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmp32[0], &s.sums[0])
 	return n
 }
 
@@ -49,6 +50,7 @@ func ramBF16Asm(out, base []uint16, x [][]uint16, eps float64, lambda []float32,
 		_ = xi[n-1] // the assembly reads n elements of each model
 	}
 	_ = lambda[len(x)-1]
-	ramBF16AVX2(&out[0], &base[0], &x[0], len(x), n, eps, &lambda[0], &s.tmpF[0])
+	lo, hi := ramThresholds(eps)
+	ramBF16AVX2(&out[0], &base[0], &x[0], len(x), n, eps, lo, hi, &lambda[0], &s.tmpF[0])
 	return n
 }

@@ -95,29 +95,44 @@ done:
 	VZEROUPPER
 	RET
 
-// func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, tmp, sums *uint32)
+// RAM_KEEP32 sets Y6 to the keep mask of |d| in Y7 (all ones where |d| > hi in
+// Y11) and ORs into Y8 the lanes where lo in Y12 ≤ |d| ≤ hi: where d = x − b is
+// rounded to float32, those are the lanes the float32 compare cannot decide (see
+// ramThresholds); elsewhere it is the float64 compare's answer.
+#define RAM_KEEP32 \
+	VCMPPS $0x1E, Y11, Y7, Y6 \
+	VCMPPS $0x1D, Y12, Y7, Y7 \
+	VPANDN Y7, Y6, Y7         \
+	VPOR   Y7, Y8, Y8
+
+// func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
 //
 // ramCountChunk's counts for the first n elements (a multiple of 8), eight at a
 // time: per model k, sums[16k+l] += its counting entries j ≡ l (mod 8) that other
-// models share, sums[16k+8+l] those it alone has. tmp holds 8 words per model.
-TEXT ·ramCountAVX2(SB), NOSPLIT, $0-56
+// models share, sums[16k+8+l] those it alone has. tmp holds 8 words per model. The
+// keep masks come from float32 differences and the thresholds lo and hi; a group of
+// eight where one lane is undecided takes RAM_KEEP's float64 compare for all.
+TEXT ·ramCountAVX2(SB), NOSPLIT, $0-64
 	MOVQ         base+0(FP), SI
 	MOVQ         models+8(FP), R8
 	MOVQ         nModels+16(FP), R9
 	MOVQ         n+24(FP), CX
 	VBROADCASTSD eps+32(FP), Y15
-	MOVQ         tmp+40(FP), DX
-	MOVQ         sums+48(FP), DI
+	VBROADCASTSS lo+40(FP), Y12
+	VBROADCASTSS hi+44(FP), Y11
+	MOVQ         tmp+48(FP), DX
+	MOVQ         sums+56(FP), DI
 	VMOVUPD      ramAbs64<>(SB), Y14
 	VMOVDQU      ramOnes<>(SB), Y13
+	VMOVUPS      ramAbs32<>(SB), Y10
 	XORQ         AX, AX
 
 cloop:
 	CMPQ    AX, CX
 	JGE     cdone
 	VMOVUPS (SI)(AX*4), Y0
-	RAM_BASE
 	VPXOR   Y3, Y3, Y3 // count
+	VPXOR   Y8, Y8, Y8 // undecided lanes
 	MOVQ    R8, R10
 	MOVQ    R9, R11
 	MOVQ    DX, BX
@@ -125,14 +140,19 @@ cloop:
 ckeep:
 	MOVQ    (R10), R12
 	VMOVUPS (R12)(AX*4), Y4
-	RAM_KEEP
+	VSUBPS  Y0, Y4, Y7
+	VANDPS  Y10, Y7, Y7 // |x − b| rounded to float32
+	RAM_KEEP32
 	VMOVDQU Y6, (BX)
 	VPSUBD  Y6, Y3, Y3
 	ADDQ    $24, R10
 	ADDQ    $32, BX
 	DECQ    R11
 	JNZ     ckeep
+	VPTEST  Y8, Y8
+	JNZ     cexact
 
+ccount:
 	VPCMPEQD Y13, Y3, Y9 // count == 1
 	MOVQ     R9, R11
 	MOVQ     DX, BX
@@ -156,42 +176,63 @@ csum:
 	ADDQ $8, AX
 	JMP  cloop
 
+cexact: // the masks again, from float64 differences
+	RAM_BASE
+	VPXOR   Y3, Y3, Y3
+	MOVQ    R8, R10
+	MOVQ    R9, R11
+	MOVQ    DX, BX
+
+cexkeep:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Y4
+	RAM_KEEP
+	VMOVDQU Y6, (BX)
+	VPSUBD  Y6, Y3, Y3
+	ADDQ    $24, R10
+	ADDQ    $32, BX
+	DECQ    R11
+	JNZ     cexkeep
+	JMP     ccount
+
 cdone:
 	VZEROUPPER
 	RET
 
-// func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lambda, tmp *float32)
+// func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
 //
 // ram's merge from BF16 inputs to BF16 out for the first n elements (a multiple of
 // 8), eight at a time, with ramMergeChunk's arithmetic: d = x − b in float32 (the
 // float64 difference rounded once to float32 is the float32 difference: 53 ≥ 2·24+2
-// bits), the keep masks in float64 as ramMaskAVX2, term λ·d where one model counts
-// and d/count where several do, the terms added to +0 in model order, b + sum, and
-// the sum rounded to nearest even into BF16 with NaN kept quiet (dtype.Float32ToBF16).
+// bits), the keep masks as ramCountAVX2's, term λ·d where one model counts and
+// d/count where several do, the terms added to +0 in model order, b + sum, and the
+// sum rounded to nearest even into BF16 with NaN kept quiet (dtype.Float32ToBF16).
 // tmp holds 16 floats per model: its d, then its keep mask.
-TEXT ·ramBF16AVX2(SB), NOSPLIT, $0-64
+TEXT ·ramBF16AVX2(SB), NOSPLIT, $0-72
 	MOVQ         out+0(FP), DI
 	MOVQ         base+8(FP), SI
 	MOVQ         models+16(FP), R8
 	MOVQ         nModels+24(FP), R9
 	MOVQ         n+32(FP), CX
 	VBROADCASTSD eps+40(FP), Y15
-	MOVQ         lambda+48(FP), R13
-	MOVQ         tmp+56(FP), DX
+	MOVQ         lambda+56(FP), R13
+	MOVQ         tmp+64(FP), DX
 	VMOVUPD      ramAbs64<>(SB), Y14
 	VMOVDQU      ramOnes<>(SB), Y13
 	XORQ         AX, AX
 
 bloop:
-	CMPQ      AX, CX
-	JGE       bdone
-	VPMOVZXWD (SI)(AX*2), Y0
-	VPSLLD    $16, Y0, Y0 // b
-	RAM_BASE
-	VPXOR     Y3, Y3, Y3  // count
-	MOVQ      R8, R10
-	MOVQ      R9, R11
-	MOVQ      DX, BX
+	CMPQ         AX, CX
+	JGE          bdone
+	VBROADCASTSS lo+48(FP), Y12
+	VBROADCASTSS hi+52(FP), Y11
+	VPMOVZXWD    (SI)(AX*2), Y0
+	VPSLLD       $16, Y0, Y0 // b
+	VPXOR        Y3, Y3, Y3  // count
+	VPXOR        Y8, Y8, Y8  // undecided lanes
+	MOVQ         R8, R10
+	MOVQ         R9, R11
+	MOVQ         DX, BX
 
 bkeep:
 	MOVQ      (R10), R12
@@ -199,14 +240,18 @@ bkeep:
 	VPSLLD    $16, Y4, Y4 // x
 	VSUBPS    Y0, Y4, Y5  // d = x − b
 	VMOVUPS   Y5, (BX)
-	RAM_KEEP
+	VANDPS    ramAbs32<>(SB), Y5, Y7
+	RAM_KEEP32
 	VMOVDQU   Y6, 32(BX)
 	VPSUBD    Y6, Y3, Y3
 	ADDQ      $24, R10
 	ADDQ      $64, BX
 	DECQ      R11
 	JNZ       bkeep
+	VPTEST    Y8, Y8
+	JNZ       bexact
 
+bmerge:
 	VCVTDQ2PS Y3, Y8      // count as float32
 	VPCMPEQD  Y13, Y3, Y9 // count == 1
 	VXORPS    Y10, Y10, Y10
@@ -242,6 +287,26 @@ bterm:
 	VMOVDQU   X3, (DI)(AX*2)
 	ADDQ      $8, AX
 	JMP       bloop
+
+bexact: // the masks again, from float64 differences
+	RAM_BASE
+	VPXOR     Y3, Y3, Y3
+	MOVQ      R8, R10
+	MOVQ      R9, R11
+	MOVQ      DX, BX
+
+bexkeep:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Y4
+	VPSLLD    $16, Y4, Y4
+	RAM_KEEP
+	VMOVDQU   Y6, 32(BX)
+	VPSUBD    Y6, Y3, Y3
+	ADDQ      $24, R10
+	ADDQ      $64, BX
+	DECQ      R11
+	JNZ       bexkeep
+	JMP       bmerge
 
 bdone:
 	VZEROUPPER

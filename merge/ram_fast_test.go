@@ -54,7 +54,7 @@ func TestRAMMergeBF16MatchesChunk(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 17))
 	for nm := 1; nm <= 5; nm++ {
 		for _, n := range []int{1, 7, 8, 9, 64, 1003, ChunkElems} {
-			for _, eps := range []float64{1e-5, 0, 0.01, 1e-40} {
+			for _, eps := range []float64{1e-5, 0, 0.01, 1e-40, math.Copysign(0, -1), 1e300, math.Inf(1), math.NaN()} {
 				bw := ramBF16TestWords(rng, nil, n, eps)
 				ops := []Operand{{DType: dtype.BF16, Data: wordsBytes(bw)}}
 				xs := make([][]float32, nm)
@@ -94,7 +94,7 @@ func TestRAMCountChunkTails(t *testing.T) {
 		s := newRAMScratch(nm)
 		got, want := make([]float64, 2*nm), make([]float64, 2*nm)
 		for _, n := range []int{1, 7, 8, 15, 1001, ChunkElems} {
-			eps := []float64{1e-5, 0, 0.01}[rng.IntN(3)]
+			eps := []float64{1e-5, 0, 0.01, 1e-40, 1e300, math.Inf(1), math.NaN()}[rng.IntN(7)]
 			bw := ramBF16TestWords(rng, nil, n, eps)
 			x := make([][]float32, nm)
 			for i := range x {
