@@ -135,3 +135,58 @@ func bytesWords(b []byte) []uint16 {
 	}
 	return w
 }
+
+// BenchmarkRAMChunk: one chunk of 3 BF16 models, as the engine did it before the
+// fused loop (decode, ramMergeChunk, encode) and as ramMergeBF16 does it, and
+// ramplus_tl's count pass on the decoded chunk.
+func BenchmarkRAMChunk(b *testing.B) {
+	rng := rand.New(rand.NewPCG(17, 19))
+	const nm, n, eps = 3, ChunkElems, 1e-5
+	bw := make([]uint16, n)
+	for j := range bw {
+		bw[j] = dtype.Float32ToBF16(float32(rng.NormFloat64() * 0.02))
+	}
+	ops := []Operand{{DType: dtype.BF16, Data: wordsBytes(bw)}}
+	in := [][]float32{make([]float32, n)}
+	for range nm {
+		xw := make([]uint16, n)
+		for j := range xw {
+			xw[j] = dtype.Float32ToBF16(math.Float32frombits(uint32(bw[j])<<16) + float32(rng.NormFloat64()*1e-3))
+		}
+		ops = append(ops, Operand{DType: dtype.BF16, Data: wordsBytes(xw)})
+		in = append(in, make([]float32, n))
+	}
+	lambda := []float32{1, 1, 1}
+	s := newRAMScratch(nm)
+	out, dst := make([]byte, 2*n), make([]float32, n)
+	decode := func() {
+		for i, op := range ops {
+			if err := dtype.Decode(in[i], op.Data, dtype.BF16); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("decode+merge+encode", func(b *testing.B) {
+		for b.Loop() {
+			decode()
+			ramMergeChunk(dst, in[0], in[1:], eps, lambda, s)
+			if err := dtype.Encode(out, dst, dtype.BF16); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	if haveLerpBF16Asm {
+		b.Run("fused", func(b *testing.B) {
+			for b.Loop() {
+				ramMergeBF16(out, ops, eps, lambda, s)
+			}
+		})
+	}
+	b.Run("decode+count", func(b *testing.B) {
+		acc := make([]float64, 2*nm)
+		for b.Loop() {
+			decode()
+			ramCountChunk(in[0], in[1:], eps, s, acc)
+		}
+	})
+}
