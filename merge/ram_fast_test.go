@@ -72,6 +72,13 @@ func TestRAMMergeBF16MatchesChunk(t *testing.T) {
 				if !ramMergeBF16(out, ops, eps, lambda, newRAMScratch(nm)) {
 					t.Fatal("ramMergeBF16 refused aligned words")
 				}
+				// A model's bytes at an odd address (after an odd-sized tensor) are
+				// left to the engine's decode.
+				odd := append([]Operand(nil), ops...)
+				odd[nm].Data = append(make([]byte, 1, 2*n+1), odd[nm].Data...)[1:]
+				if ramMergeBF16(make([]byte, 2*n), odd, eps, lambda, newRAMScratch(nm)) {
+					t.Fatal("ramMergeBF16 took misaligned words")
+				}
 				want := make([]float32, n)
 				ramMergeOne(want, widenWords(bw), xs, eps, lambda)
 				got := widenWords(bytesWords(out))
