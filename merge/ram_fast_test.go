@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 )
@@ -75,7 +76,11 @@ func TestRAMMergeBF16MatchesChunk(t *testing.T) {
 				// A model's bytes at an odd address (after an odd-sized tensor) are
 				// left to the engine's decode.
 				odd := append([]Operand(nil), ops...)
-				odd[nm].Data = append(make([]byte, 1, 2*n+1), odd[nm].Data...)[1:]
+				buf := make([]byte, 2*n+1)
+				if uintptr(unsafe.Pointer(&buf[0]))%2 == 0 {
+					buf = buf[1:]
+				}
+				odd[nm].Data = buf[:copy(buf, odd[nm].Data)]
 				if ramMergeBF16(make([]byte, 2*n), odd, eps, lambda, newRAMScratch(nm)) {
 					t.Fatal("ramMergeBF16 took misaligned words")
 				}
