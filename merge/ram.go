@@ -3,6 +3,8 @@ package merge
 import (
 	"math"
 	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 func init() {
@@ -69,6 +71,22 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 			defer pool.Put(s)
 			ramMergeChunk(dst, in[0], in[1:], eps, lambda, s)
 		},
+		// BF16 in and out (what checkpoints are stored in) with AVX2: one loop from
+		// the inputs' bytes to the output's, the same bits as decoding, Merge and
+		// encoding (ramMergeBF16).
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+			if !haveLerpBF16Asm || outDT != dtype.BF16 {
+				return false
+			}
+			for _, op := range in {
+				if op.DType != dtype.BF16 {
+					return false
+				}
+			}
+			s := pool.Get().(*ramScratch)
+			defer pool.Put(s)
+			return ramMergeBF16(out, in, eps, lambda, s)
+		},
 	}
 }
 
@@ -83,12 +101,26 @@ type ramScratch struct {
 	count []uint32
 	sum   []float32
 	xs    [][]float32 // the models' entries of the block
+
+	// The assembly's: ramCountAVX2's keep masks (8 per model) and per-lane counts
+	// (16 per model), ramBF16AVX2's differences and masks (16 per model), the
+	// models' BF16 words, and a chunk's last elements (fewer than 8) widened.
+	tmp32 []uint32
+	sums  []uint32
+	tmpF  []float32
+	words [][]uint16
+	tail  [][]float32
 }
 
 func newRAMScratch(n int) *ramScratch {
-	s := &ramScratch{keep: make([][]uint32, n), count: make([]uint32, ramBlock), sum: make([]float32, ramBlock)}
+	s := &ramScratch{keep: make([][]uint32, n), count: make([]uint32, ramBlock), sum: make([]float32, ramBlock),
+		tmp32: make([]uint32, 8*n), sums: make([]uint32, 16*n), tmpF: make([]float32, 16*n),
+		words: make([][]uint16, n), tail: make([][]float32, n+2)}
 	for i := range s.keep {
 		s.keep[i] = make([]uint32, ramBlock)
+	}
+	for i := range s.tail {
+		s.tail[i] = make([]float32, 8)
 	}
 	return s
 }
@@ -117,7 +149,21 @@ func ramMasks(base []float32, x [][]float32, eps float64, s *ramScratch) {
 // ramCountChunk adds, per model i, its counting entries that other models' share to
 // acc[2i] and those it alone has to acc[2i+1] (whole numbers: exact in any order).
 func ramCountChunk(base []float32, x [][]float32, eps float64, s *ramScratch, acc []float64) {
-	for lo := 0; lo < len(base); lo += ramBlock {
+	from := 0
+	if haveLerpBF16Asm {
+		clear(s.sums)
+		from = ramCountAsm(base, x, eps, s) // the same masks, all models per 8 elements
+		for i := range x {
+			var shared, unique uint64
+			for l := range 8 {
+				shared += uint64(s.sums[16*i+l])
+				unique += uint64(s.sums[16*i+8+l])
+			}
+			acc[2*i] += float64(shared)
+			acc[2*i+1] += float64(unique)
+		}
+	}
+	for lo := from; lo < len(base); lo += ramBlock {
 		hi := min(lo+ramBlock, len(base))
 		xs := s.block(x, lo, hi)
 		ramMasks(base[lo:hi], xs, eps, s)
@@ -164,6 +210,47 @@ func ramMergeChunk(dst, base []float32, x [][]float32, eps float64, lambda []flo
 	}
 }
 
+// ramMergeBF16 is ramMergeChunk from BF16 inputs (in[0] the base) to BF16 out in
+// one AVX2 loop, the last elements (fewer than 8) through ramMergeChunk: the same
+// bits as decoding, merging and encoding, without the float32 chunks in between. It
+// returns false where the bytes are not aligned words (the engine's path then does
+// the chunk).
+func ramMergeBF16(out []byte, in []Operand, eps float64, lambda []float32, s *ramScratch) bool {
+	n := len(out) / 2
+	ow, ok := dtype.Uint16s(out)
+	bw, okb := dtype.Uint16s(in[0].Data[:2*n])
+	if !ok || !okb {
+		return false
+	}
+	xw := s.words[:len(in)-1]
+	for i, op := range in[1:] {
+		if xw[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
+			return false
+		}
+	}
+	j := ramBF16Asm(ow, bw, xw, eps, lambda, s)
+	if j == n {
+		return true
+	}
+	k := n - j
+	widen := func(dst []float32, w []uint16) []float32 {
+		dst = dst[:len(w)] // within the 8 of its capacity
+		for e, h := range w {
+			dst[e] = math.Float32frombits(uint32(h) << 16)
+		}
+		return dst
+	}
+	b, dst, xs := widen(s.tail[0], bw[j:]), s.tail[1][:k], s.tail[2:len(in)+1]
+	for i := range xs {
+		xs[i] = widen(xs[i], xw[i][j:])
+	}
+	ramMergeChunk(dst, b, xs, eps, lambda, s)
+	for e, v := range dst {
+		ow[j+e] = dtype.Float32ToBF16(v)
+	}
+	return true
+}
+
 // block is x's entries [lo, hi), in a slice s keeps.
 func (s *ramScratch) block(x [][]float32, lo, hi int) [][]float32 {
 	s.xs = s.xs[:0]
@@ -177,6 +264,29 @@ func (s *ramScratch) block(x [][]float32, lo, hi int) [][]float32 {
 // taken exactly (in float64).
 func ramCounts(x, b float32, eps float64) bool {
 	return math.Abs(float64(x)-float64(b)) > eps
+}
+
+// ramThresholds returns the float32 thresholds with which the assembly decides
+// ramCounts from d, the difference x − b rounded to float32 (one compare instead of
+// widening both to float64): lo is the largest float32 ≤ eps and hi the next one up.
+// Rounding is monotone, so |x − b| > eps gives |d| ≥ lo, and |x − b| ≤ eps < hi gives
+// |d| ≤ hi: |d| > hi means the entry counts, |d| < lo that it does not, and only
+// lo ≤ |d| ≤ hi needs the exact float64 compare. A NaN eps (no entry counts) makes
+// every non-NaN |d| undecided. An eps of zero needs no exact compare: a difference
+// of two float32 values rounds to zero only when it is zero (underflow is gradual),
+// so |d| > 0 decides, and lo = +Inf leaves no lane undecided.
+func ramThresholds(eps float64) (lo, hi float32) {
+	switch {
+	case eps != eps:
+		return -1, float32(math.Inf(1))
+	case eps == 0:
+		return float32(math.Inf(1)), 0
+	}
+	lo = float32(eps)
+	if float64(lo) > eps {
+		lo = math.Nextafter32(lo, float32(math.Inf(-1)))
+	}
+	return lo, math.Nextafter32(lo, float32(math.Inf(1)))
 }
 
 // ramLambdas turns the per-chunk shared and unique counts into each model's λ.

@@ -5,6 +5,12 @@ package merge
 //go:noescape
 func ramMaskAVX2(keep, count *uint32, x, b *float32, n int, eps float64)
 
+//go:noescape
+func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+
+//go:noescape
+func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
+
 // ramMaskAsm does ramMasks' work for one model over the first elements of b, a
 // multiple of 8, with AVX2, and returns how many; the caller checks haveLerpBF16Asm
 // (the CPU has AVX2).
@@ -14,5 +20,37 @@ func ramMaskAsm(keep, count []uint32, x, b []float32, eps float64) int {
 		return 0
 	}
 	ramMaskAVX2(&keep[0], &count[0], &x[0], &b[0], n, eps)
+	return n
+}
+
+// ramCountAsm adds ramCountChunk's per-lane counts of the first elements of base, a
+// multiple of 8, to s.sums, and returns how many.
+func ramCountAsm(base []float32, x [][]float32, eps float64, s *ramScratch) int {
+	n := len(base) &^ 7
+	if n == 0 {
+		return 0
+	}
+	for _, xi := range x {
+		_ = xi[n-1] // the assembly reads n elements of each model
+	}
+	lo, hi := ramThresholds(eps)
+	ramCountAVX2(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmp32[0], &s.sums[0])
+	return n
+}
+
+// ramBF16Asm runs ram's merge from BF16 words to BF16 words over the first elements
+// of out, a multiple of 8, and returns how many.
+func ramBF16Asm(out, base []uint16, x [][]uint16, eps float64, lambda []float32, s *ramScratch) int {
+	n := len(out) &^ 7
+	if n == 0 {
+		return 0
+	}
+	_ = base[n-1]
+	for _, xi := range x {
+		_ = xi[n-1] // the assembly reads n elements of each model
+	}
+	_ = lambda[len(x)-1]
+	lo, hi := ramThresholds(eps)
+	ramBF16AVX2(&out[0], &base[0], &x[0], len(x), n, eps, lo, hi, &lambda[0], &s.tmpF[0])
 	return n
 }

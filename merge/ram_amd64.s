@@ -2,6 +2,66 @@
 
 #include "textflag.h"
 
+// Constants, 8 lanes of 32 or 4 of 64 bits.
+DATA ramAbs64<>+0(SB)/8, $0x7fffffffffffffff
+DATA ramAbs64<>+8(SB)/8, $0x7fffffffffffffff
+DATA ramAbs64<>+16(SB)/8, $0x7fffffffffffffff
+DATA ramAbs64<>+24(SB)/8, $0x7fffffffffffffff
+GLOBL ramAbs64<>(SB), RODATA|NOPTR, $32
+
+DATA ramOnes<>+0(SB)/8, $0x0000000100000001
+DATA ramOnes<>+8(SB)/8, $0x0000000100000001
+DATA ramOnes<>+16(SB)/8, $0x0000000100000001
+DATA ramOnes<>+24(SB)/8, $0x0000000100000001
+GLOBL ramOnes<>(SB), RODATA|NOPTR, $32
+
+DATA ramHalf<>+0(SB)/8, $0x00007fff00007fff
+DATA ramHalf<>+8(SB)/8, $0x00007fff00007fff
+DATA ramHalf<>+16(SB)/8, $0x00007fff00007fff
+DATA ramHalf<>+24(SB)/8, $0x00007fff00007fff
+GLOBL ramHalf<>(SB), RODATA|NOPTR, $32
+
+DATA ramAbs32<>+0(SB)/8, $0x7fffffff7fffffff
+DATA ramAbs32<>+8(SB)/8, $0x7fffffff7fffffff
+DATA ramAbs32<>+16(SB)/8, $0x7fffffff7fffffff
+DATA ramAbs32<>+24(SB)/8, $0x7fffffff7fffffff
+GLOBL ramAbs32<>(SB), RODATA|NOPTR, $32
+
+DATA ramInf<>+0(SB)/8, $0x7f8000007f800000
+DATA ramInf<>+8(SB)/8, $0x7f8000007f800000
+DATA ramInf<>+16(SB)/8, $0x7f8000007f800000
+DATA ramInf<>+24(SB)/8, $0x7f8000007f800000
+GLOBL ramInf<>(SB), RODATA|NOPTR, $32
+
+DATA ramQuiet<>+0(SB)/8, $0x0040000000400000
+DATA ramQuiet<>+8(SB)/8, $0x0040000000400000
+DATA ramQuiet<>+16(SB)/8, $0x0040000000400000
+DATA ramQuiet<>+24(SB)/8, $0x0040000000400000
+GLOBL ramQuiet<>(SB), RODATA|NOPTR, $32
+
+// RAM_KEEP sets Y6 to model x's keep mask (all ones where |float64(x) − float64(b)|
+// > eps, ordered: false for a NaN) from x in Y4, b as float64 in Y1 (elements 0-3)
+// and Y2 (4-7), eps in Y15 and the float64 |·| mask in Y14; it clobbers Y7. The
+// shuffle takes the masks' low halves (0 1 4 5 | 2 3 6 7), the permute orders them.
+#define RAM_KEEP \
+	VCVTPS2PD    X4, Y6          \
+	VEXTRACTF128 $1, Y4, X7      \
+	VCVTPS2PD    X7, Y7          \
+	VSUBPD       Y1, Y6, Y6      \
+	VSUBPD       Y2, Y7, Y7      \
+	VANDPD       Y14, Y6, Y6     \
+	VANDPD       Y14, Y7, Y7     \
+	VCMPPD       $0x1E, Y15, Y6, Y6 \
+	VCMPPD       $0x1E, Y15, Y7, Y7 \
+	VSHUFPS      $0x88, Y7, Y6, Y6  \
+	VPERMQ       $0xD8, Y6, Y6
+
+// RAM_BASE widens b in Y0 to float64 in Y1 (elements 0-3) and Y2 (4-7).
+#define RAM_BASE \
+	VCVTPS2PD    X0, Y1     \
+	VEXTRACTF128 $1, Y0, X2 \
+	VCVTPS2PD    X2, Y2
+
 // func ramMaskAVX2(keep, count *uint32, x, b *float32, n int, eps float64)
 //
 // keep[j] = 1 where |float64(x[j]) − float64(b[j])| > eps, else 0, and
@@ -13,33 +73,241 @@ TEXT ·ramMaskAVX2(SB), NOSPLIT, $0-48
 	MOVQ         x+16(FP), SI
 	MOVQ         b+24(FP), DX
 	MOVQ         n+32(FP), CX
-	VBROADCASTSD eps+40(FP), Y9
-	VPCMPEQQ     Y8, Y8, Y8
-	VPSRLQ       $1, Y8, Y8                   // |x| mask
+	VBROADCASTSD eps+40(FP), Y15
+	VMOVUPD      ramAbs64<>(SB), Y14
 	XORQ         AX, AX
 
 loop:
 	CMPQ      AX, CX
 	JGE       done
-	VCVTPS2PD (SI)(AX*4), Y0
-	VCVTPS2PD 16(SI)(AX*4), Y1
-	VCVTPS2PD (DX)(AX*4), Y2
-	VCVTPS2PD 16(DX)(AX*4), Y3
-	VSUBPD    Y2, Y0, Y0
-	VSUBPD    Y3, Y1, Y1
-	VANDPD    Y8, Y0, Y0
-	VANDPD    Y8, Y1, Y1
-	VCMPPD    $0x1E, Y9, Y0, Y0             // > eps, ordered
-	VCMPPD    $0x1E, Y9, Y1, Y1
-	VSHUFPS   $0x88, Y1, Y0, Y0             // the masks' low halves: 0 1 4 5 | 2 3 6 7
-	VPERMQ    $0xD8, Y0, Y0                 // 0 1 2 3 4 5 6 7
-	VPSRLD    $31, Y0, Y0                   // 1 or 0
-	VMOVDQU   Y0, (DI)(AX*4)
-	VPADDD    (R8)(AX*4), Y0, Y0
-	VMOVDQU   Y0, (R8)(AX*4)
+	VMOVUPS   (DX)(AX*4), Y0
+	RAM_BASE
+	VMOVUPS   (SI)(AX*4), Y4
+	RAM_KEEP
+	VPSRLD    $31, Y6, Y6                   // 1 or 0
+	VMOVDQU   Y6, (DI)(AX*4)
+	VPADDD    (R8)(AX*4), Y6, Y6
+	VMOVDQU   Y6, (R8)(AX*4)
 	ADDQ      $8, AX
 	JMP       loop
 
 done:
+	VZEROUPPER
+	RET
+
+// RAM_KEEP32 sets Y6 to the keep mask of |d| in Y7 (all ones where |d| > hi in
+// Y11) and ORs into Y8 the lanes where lo in Y12 ≤ |d| ≤ hi: where d = x − b is
+// rounded to float32, those are the lanes the float32 compare cannot decide (see
+// ramThresholds); elsewhere it is the float64 compare's answer.
+#define RAM_KEEP32 \
+	VCMPPS $0x1E, Y11, Y7, Y6 \
+	VCMPPS $0x1D, Y12, Y7, Y7 \
+	VPANDN Y7, Y6, Y7         \
+	VPOR   Y7, Y8, Y8
+
+// func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+//
+// ramCountChunk's counts for the first n elements (a multiple of 8), eight at a
+// time: per model k, sums[16k+l] += its counting entries j ≡ l (mod 8) that other
+// models share, sums[16k+8+l] those it alone has. tmp holds 8 words per model. The
+// keep masks come from float32 differences and the thresholds lo and hi; a group of
+// eight where one lane is undecided takes RAM_KEEP's float64 compare for all.
+TEXT ·ramCountAVX2(SB), NOSPLIT, $0-64
+	MOVQ         base+0(FP), SI
+	MOVQ         models+8(FP), R8
+	MOVQ         nModels+16(FP), R9
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD eps+32(FP), Y15
+	VBROADCASTSS lo+40(FP), Y12
+	VBROADCASTSS hi+44(FP), Y11
+	MOVQ         tmp+48(FP), DX
+	MOVQ         sums+56(FP), DI
+	VMOVUPD      ramAbs64<>(SB), Y14
+	VMOVDQU      ramOnes<>(SB), Y13
+	VMOVUPS      ramAbs32<>(SB), Y10
+	XORQ         AX, AX
+
+cloop:
+	CMPQ    AX, CX
+	JGE     cdone
+	VMOVUPS (SI)(AX*4), Y0
+	VPXOR   Y3, Y3, Y3 // count
+	VPXOR   Y8, Y8, Y8 // undecided lanes
+	MOVQ    R8, R10
+	MOVQ    R9, R11
+	MOVQ    DX, BX
+
+ckeep:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Y4
+	VSUBPS  Y0, Y4, Y7
+	VANDPS  Y10, Y7, Y7 // |x − b| rounded to float32
+	RAM_KEEP32
+	VMOVDQU Y6, (BX)
+	VPSUBD  Y6, Y3, Y3
+	ADDQ    $24, R10
+	ADDQ    $32, BX
+	DECQ    R11
+	JNZ     ckeep
+	VPTEST  Y8, Y8
+	JNZ     cexact
+
+ccount:
+	VPCMPEQD Y13, Y3, Y9 // count == 1
+	MOVQ     R9, R11
+	MOVQ     DX, BX
+	MOVQ     DI, R10
+
+csum:
+	VMOVDQU (BX), Y6
+	VPANDN  Y6, Y9, Y7 // shared: keep, count > 1
+	VPAND   Y9, Y6, Y6 // unique
+	VMOVDQU (R10), Y4
+	VPSUBD  Y7, Y4, Y4
+	VMOVDQU Y4, (R10)
+	VMOVDQU 32(R10), Y4
+	VPSUBD  Y6, Y4, Y4
+	VMOVDQU Y4, 32(R10)
+	ADDQ    $32, BX
+	ADDQ    $64, R10
+	DECQ    R11
+	JNZ     csum
+
+	ADDQ $8, AX
+	JMP  cloop
+
+cexact: // the masks again, from float64 differences
+	RAM_BASE
+	VPXOR   Y3, Y3, Y3
+	MOVQ    R8, R10
+	MOVQ    R9, R11
+	MOVQ    DX, BX
+
+cexkeep:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Y4
+	RAM_KEEP
+	VMOVDQU Y6, (BX)
+	VPSUBD  Y6, Y3, Y3
+	ADDQ    $24, R10
+	ADDQ    $32, BX
+	DECQ    R11
+	JNZ     cexkeep
+	JMP     ccount
+
+cdone:
+	VZEROUPPER
+	RET
+
+// func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
+//
+// ram's merge from BF16 inputs to BF16 out for the first n elements (a multiple of
+// 8), eight at a time, with ramMergeChunk's arithmetic: d = x − b in float32 (the
+// float64 difference rounded once to float32 is the float32 difference: 53 ≥ 2·24+2
+// bits), the keep masks as ramCountAVX2's, term λ·d where one model counts and
+// d/count where several do, the terms added to +0 in model order, b + sum, and the
+// sum rounded to nearest even into BF16 with NaN kept quiet (dtype.Float32ToBF16).
+// tmp holds 16 floats per model: its d, then its keep mask.
+TEXT ·ramBF16AVX2(SB), NOSPLIT, $0-72
+	MOVQ         out+0(FP), DI
+	MOVQ         base+8(FP), SI
+	MOVQ         models+16(FP), R8
+	MOVQ         nModels+24(FP), R9
+	MOVQ         n+32(FP), CX
+	VBROADCASTSD eps+40(FP), Y15
+	MOVQ         lambda+56(FP), R13
+	MOVQ         tmp+64(FP), DX
+	VMOVUPD      ramAbs64<>(SB), Y14
+	VMOVDQU      ramOnes<>(SB), Y13
+	XORQ         AX, AX
+
+bloop:
+	CMPQ         AX, CX
+	JGE          bdone
+	VBROADCASTSS lo+48(FP), Y12
+	VBROADCASTSS hi+52(FP), Y11
+	VPMOVZXWD    (SI)(AX*2), Y0
+	VPSLLD       $16, Y0, Y0 // b
+	VPXOR        Y3, Y3, Y3  // count
+	VPXOR        Y8, Y8, Y8  // undecided lanes
+	MOVQ         R8, R10
+	MOVQ         R9, R11
+	MOVQ         DX, BX
+
+bkeep:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Y4
+	VPSLLD    $16, Y4, Y4 // x
+	VSUBPS    Y0, Y4, Y5  // d = x − b
+	VMOVUPS   Y5, (BX)
+	VANDPS    ramAbs32<>(SB), Y5, Y7
+	RAM_KEEP32
+	VMOVDQU   Y6, 32(BX)
+	VPSUBD    Y6, Y3, Y3
+	ADDQ      $24, R10
+	ADDQ      $64, BX
+	DECQ      R11
+	JNZ       bkeep
+	VPTEST    Y8, Y8
+	JNZ       bexact
+
+bmerge:
+	VCVTDQ2PS Y3, Y8      // count as float32
+	VPCMPEQD  Y13, Y3, Y9 // count == 1
+	VXORPS    Y10, Y10, Y10
+	MOVQ      R13, R10
+	MOVQ      R9, R11
+	MOVQ      DX, BX
+
+bterm:
+	VMOVUPS      (BX), Y5
+	VBROADCASTSS (R10), Y11
+	VMULPS       Y11, Y5, Y12    // λ·d
+	VDIVPS       Y8, Y5, Y4      // d/count
+	VBLENDVPS    Y9, Y12, Y4, Y4 // λ·d where count == 1
+	VANDPS       32(BX), Y4, Y4  // +0 where the entry does not count
+	VADDPS       Y4, Y10, Y10
+	ADDQ         $4, R10
+	ADDQ         $64, BX
+	DECQ         R11
+	JNZ          bterm
+
+	VADDPS    Y10, Y0, Y0 // b + sum
+	VPSRLD    $16, Y0, Y3
+	VPAND     Y13, Y3, Y3
+	VPADDD    Y3, Y0, Y3
+	VPADDD    ramHalf<>(SB), Y3, Y3 // u + 0x7fff + lsb
+	VPAND     ramAbs32<>(SB), Y0, Y4
+	VPCMPGTD  ramInf<>(SB), Y4, Y4  // NaN lanes
+	VPOR      ramQuiet<>(SB), Y0, Y5
+	VPBLENDVB Y4, Y5, Y3, Y3
+	VPSRLD    $16, Y3, Y3
+	VEXTRACTI128 $1, Y3, X4
+	VPACKUSDW X4, X3, X3
+	VMOVDQU   X3, (DI)(AX*2)
+	ADDQ      $8, AX
+	JMP       bloop
+
+bexact: // the masks again, from float64 differences
+	RAM_BASE
+	VPXOR     Y3, Y3, Y3
+	MOVQ      R8, R10
+	MOVQ      R9, R11
+	MOVQ      DX, BX
+
+bexkeep:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Y4
+	VPSLLD    $16, Y4, Y4
+	RAM_KEEP
+	VMOVDQU   Y6, 32(BX)
+	VPSUBD    Y6, Y3, Y3
+	ADDQ      $24, R10
+	ADDQ      $64, BX
+	DECQ      R11
+	JNZ       bexkeep
+	JMP       bmerge
+
+bdone:
 	VZEROUPPER
 	RET
