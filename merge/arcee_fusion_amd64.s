@@ -322,3 +322,167 @@ edone:
 	MOVQ   AX, ret+40(FP)
 	VZEROUPPER
 	RET
+
+
+// The float64 magnitude mask (four copies) and the float32 sign bit (four copies),
+// for the importances' order keys.
+DATA arceekeyconst<>+0(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+8(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+16(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+24(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+32(SB)/8, $0x8000000080000000
+DATA arceekeyconst<>+40(SB)/8, $0x8000000080000000
+GLOBL arceekeyconst<>(SB), RODATA, $48
+
+// ARCEE_IMP4(off, dst) sets Xdst to the four importances
+// float32(|float64(x[j]) − float64(b[j])|·kl) from x = SI, b = DX at element AX + off
+// (kl in Y15), as arceeImportance computes them (one subtraction, the sign cleared,
+// one product, rounded to nearest), and Y13 to the four differences.
+#define ARCEE_IMP4(off, dst) \
+	VCVTPS2PD  off(SI)(AX*4), Y13; \
+	VCVTPS2PD  off(DX)(AX*4), Y12; \
+	VSUBPD     Y12, Y13, Y13; \
+	VANDPD     arceekeyconst<>+0(SB), Y13, Y12; \
+	VMULPD     Y15, Y12, Y12; \
+	VCVTPD2PSY Y12, dst
+
+// func arceeKeysAVX2(keys *uint32, x, b *float32, n int, kl float64) int
+//
+// keys[j] = orderKey(arceeImportance(x[j], b[j], kl)) for j < n (a multiple of 8),
+// eight at a time. It stops before the first block of eight where some difference
+// x − b is NaN (which NaN the product keeps is then the compiler's choice in Go, so
+// the caller does that block in Go) and returns the elements it did.
+TEXT ·arceeKeysAVX2(SB), NOSPLIT, $0-48
+	MOVQ         keys+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Y15
+	VMOVDQU      arceekeyconst<>+32(SB), X14
+	XORQ         AX, AX
+
+kloop:
+	CMPQ       AX, CX
+	JGE        kdone
+	ARCEE_IMP4(0, X0)
+	VCMPPD     $3, Y13, Y13, Y11           // the differences that are NaN
+	ARCEE_IMP4(16, X1)
+	VCMPPD     $3, Y13, Y13, Y10
+	VORPD      Y10, Y11, Y11
+	VMOVMSKPD  Y11, BX
+	TESTQ      BX, BX
+	JNE        kdone
+	// order key: bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31 otherwise
+	VPSRAD     $31, X0, X2
+	VPOR       X14, X2, X2
+	VPXOR      X2, X0, X0
+	VPSRAD     $31, X1, X3
+	VPOR       X14, X3, X3
+	VPXOR      X3, X1, X1
+	VMOVDQU    X0, (DI)(AX*4)
+	VMOVDQU    X1, 16(DI)(AX*4)
+	ADDQ       $8, AX
+	JMP        kloop
+
+kdone:
+	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func arceeSelectAVX2(dst, x, b *float32, n int, kl, t float64)
+//
+// dst[j] = x[j] where float64(arceeImportance(x[j], b[j], kl)) ≥ t, else b[j], for
+// j < n (a multiple of 4), four at a time. The output is one input's bits either
+// way, and a NaN importance compares false whatever its payload, so no block needs
+// Go.
+TEXT ·arceeSelectAVX2(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Y15
+	VBROADCASTSD t+40(FP), Y14
+	XORQ         AX, AX
+
+sloop:
+	CMPQ       AX, CX
+	JGE        sdone
+	ARCEE_IMP4(0, X0)
+	VCVTPS2PD  X0, Y0
+	VCMPPD     $0x1D, Y14, Y0, Y0          // importance ≥ t (false for NaN)
+	VEXTRACTF128 $1, Y0, X1
+	VSHUFPS    $0x88, X1, X0, X0           // the four masks as 32-bit lanes
+	VMOVUPS    (DX)(AX*4), X2
+	VBLENDVPS  X0, (SI)(AX*4), X2, X2
+	VMOVUPS    X2, (DI)(AX*4)
+	ADDQ       $4, AX
+	JMP        sloop
+
+sdone:
+	VZEROUPPER
+	RET
+
+// func arceeMaxAVX2(x, b *float32, n int, mx, mb *float32) bool
+//
+// *mx and *mb = the largest of x[j] and of b[j], j < n (a multiple of 8, at least 8),
+// eight at a time; it returns false, leaving the caller to do the row in Go, where
+// some element is NaN or a largest value is ±0 (where Go's max and VMAXPS may differ
+// in which value they give).
+TEXT ·arceeMaxAVX2(SB), NOSPLIT, $0-41
+	MOVQ    x+0(FP), SI
+	MOVQ    b+8(FP), DX
+	MOVQ    n+16(FP), CX
+	VMOVUPS (SI), Y0
+	VMOVUPS (DX), Y1
+	VCMPPS  $3, Y0, Y0, Y2                 // NaN lanes seen
+	VCMPPS  $3, Y1, Y1, Y5
+	VORPS   Y5, Y2, Y2
+	MOVQ    $8, AX
+
+mloop:
+	CMPQ    AX, CX
+	JGE     mred
+	VMOVUPS (SI)(AX*4), Y3
+	VMOVUPS (DX)(AX*4), Y4
+	VCMPPS  $3, Y3, Y3, Y5
+	VORPS   Y5, Y2, Y2
+	VCMPPS  $3, Y4, Y4, Y5
+	VORPS   Y5, Y2, Y2
+	VMAXPS  Y3, Y0, Y0
+	VMAXPS  Y4, Y1, Y1
+	ADDQ    $8, AX
+	JMP     mloop
+
+mred:
+	VMOVMSKPS Y2, BX
+	TESTQ   BX, BX
+	JNE     mbad
+	VEXTRACTF128 $1, Y0, X3
+	VMAXPS  X3, X0, X0
+	VPERMILPS $0x4E, X0, X3
+	VMAXPS  X3, X0, X0
+	VPERMILPS $0xB1, X0, X3
+	VMAXPS  X3, X0, X0
+	VEXTRACTF128 $1, Y1, X3
+	VMAXPS  X3, X1, X1
+	VPERMILPS $0x4E, X1, X3
+	VMAXPS  X3, X1, X1
+	VPERMILPS $0xB1, X1, X3
+	VMAXPS  X3, X1, X1
+	VXORPS  X4, X4, X4
+	VUCOMISS X4, X0
+	JEQ     mbad
+	VUCOMISS X4, X1
+	JEQ     mbad
+	MOVQ    mx+24(FP), DI
+	VMOVSS  X0, (DI)
+	MOVQ    mb+32(FP), DI
+	VMOVSS  X1, (DI)
+	MOVB    $1, ret+40(FP)
+	VZEROUPPER
+	RET
+
+mbad:
+	MOVB    $0, ret+40(FP)
+	VZEROUPPER
+	RET

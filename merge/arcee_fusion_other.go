@@ -9,3 +9,11 @@ const haveArceeExpAsm = false
 
 // arceeExpAsm is not called here (haveArceeExpAsm is false).
 func arceeExpAsm(dst []float64, src []float32, m float64, z *float64) int { panic("unreachable") }
+
+// arceeKeysAsm, arceeSelectAsm and arceeMaxAsm are not called here (haveLerpBF16Asm
+// is false).
+func arceeKeysAsm(keys []uint32, x, b []float32, kl float64) int { panic("unreachable") }
+
+func arceeSelectAsm(dst, x, b []float32, kl, t float64) int { panic("unreachable") }
+
+func arceeMaxAsm(x, b []float32) (mx, mb float32, n int, ok bool) { panic("unreachable") }
