@@ -3,6 +3,7 @@ package merge
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -148,6 +149,76 @@ func TestArceeFusionLongRows(t *testing.T) {
 			}
 			if kept == 0 || kept == len(want) {
 				t.Errorf("%s %s: the threshold keeps %d of %d: the case tells nothing", dt, name, kept, len(want))
+			}
+		}
+	}
+}
+
+// TestArceeInBinsMatchesGo: arceeInBins (skipping blocks with AVX2 where the CPU has
+// it) finds the same low halves, in the same order, as the plain loop, with bins that
+// coincide, bins no key has, and matches in the tail.
+func TestArceeInBinsMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 12))
+	for _, n := range []int{1, 7, 8, 9, 64, 1001, 4096} {
+		keys := make([]uint32, n)
+		for j := range keys {
+			keys[j] = uint32(rng.IntN(40))<<16 | uint32(rng.IntN(1<<16))
+		}
+		for _, bins := range [][3]uint32{{3, 17, 39}, {5, 5, 5}, {1000, 1001, 0}, {keys[n-1] >> 16, 1000, 1000}} {
+			got := arceeInBins(keys, &bins)
+			var want [3][]uint16
+			arceeInBinsGo(&want, keys, &bins)
+			var total int
+			for q := range got {
+				total += len(want[q])
+				if !slices.Equal(got[q], want[q]) {
+					t.Fatalf("n %d bins %v: quantile %d: %v, want %v", n, bins, q, got[q], want[q])
+				}
+			}
+			if bins[0] == 3 && n >= 1001 && total == 0 {
+				t.Errorf("n %d: no key in the bins: the case tells nothing", n)
+			}
+		}
+	}
+}
+
+// TestArceeExp2MatchesExp: arceeExp2 (both rows at once in AVX2 where the CPU has it)
+// gives arceeExp's exponentials and sums for each row, bit for bit, where either
+// row sends a block to Go (arguments past ±708, NaN, infinities) and on lengths that
+// leave tails.
+func TestArceeExp2MatchesExp(t *testing.T) { checkArceeExp2(t) }
+
+// checkArceeExp2 is TestArceeExp2MatchesExp's body, which the amd64 tests run once
+// more with the AVX2 loop where the CPU has AVX-512.
+func checkArceeExp2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 13))
+	for _, n := range []int{1, 3, 4, 9, 64, 1001, 5632} {
+		for trial := range 4 {
+			x, b := make([]float32, n), make([]float32, n)
+			for j := range x {
+				x[j] = float32(rng.NormFloat64() * 0.05)
+				b[j] = float32(rng.NormFloat64() * 3)
+			}
+			switch trial {
+			case 1:
+				b[rng.IntN(n)] = -800 // b's block past −708, x's fine
+			case 2:
+				x[rng.IntN(n)] = float32(math.NaN())
+			case 3:
+				x, b = fastTestValues(rng, n), fastTestValues(rng, n)
+			}
+			mx, mb := 0.03, -0.5
+			ex, eb := make([]float64, n), make([]float64, n)
+			zx, zb := arceeExp2(ex, eb, x, b, mx, mb)
+			wx, wb := make([]float64, n), make([]float64, n)
+			wzx, wzb := arceeExp(wx, x, mx), arceeExp(wb, b, mb)
+			if !sameBits64(zx, wzx) || !sameBits64(zb, wzb) {
+				t.Errorf("n %d trial %d: sums %v %v, want %v %v", n, trial, zx, zb, wzx, wzb)
+			}
+			for j := range ex {
+				if !sameBits64(ex[j], wx[j]) || !sameBits64(eb[j], wb[j]) {
+					t.Fatalf("n %d trial %d: element %d: %v %v, want %v %v", n, trial, j, ex[j], eb[j], wx[j], wb[j])
+				}
 			}
 		}
 	}

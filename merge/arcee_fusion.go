@@ -260,18 +260,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 					seg.runs(pos, len(x), func(lo, hi, slot int) {
 						arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)])
 					})
-					var found [3][]uint16
-					b0, b1, b2 := bins[0], bins[1], bins[2]
-					for _, k := range keys {
-						if t := k >> 16; t != b0 && t != b1 && t != b2 {
-							continue
-						}
-						for q := range bins {
-							if k>>16 == bins[q] {
-								found[q] = append(found[q], uint16(k))
-							}
-						}
-					}
+					found := arceeInBins(keys, &bins)
 					mu.Lock()
 					for q := range found {
 						for _, l := range found[q] {
@@ -304,6 +293,42 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				arceeSelect(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
 			})
 		},
+	}
+}
+
+// arceeInBins gives, for each of bins, the low 16 bits of the keys whose top 16
+// bits are that bin, in order: the blocks of eight with none are skipped with AVX2
+// where the CPU has it (arceeMatchAVX2), the rest looked at in Go.
+func arceeInBins(keys []uint32, bins *[3]uint32) [3][]uint16 {
+	var found [3][]uint16
+	j := 0
+	if haveLerpBF16Asm {
+		for len(keys)-j >= 8 {
+			j += arceeMatchAsm(keys[j:], bins)
+			if len(keys)-j < 8 {
+				break
+			}
+			arceeInBinsGo(&found, keys[j:j+8], bins) // the block it stopped at
+			j += 8
+		}
+	}
+	arceeInBinsGo(&found, keys[j:], bins)
+	return found
+}
+
+// arceeInBinsGo appends to found what arceeInBins gives for keys, in Go: the
+// reference.
+func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
+	b0, b1, b2 := bins[0], bins[1], bins[2]
+	for _, k := range keys {
+		if t := k >> 16; t != b0 && t != b1 && t != b2 {
+			continue
+		}
+		for q := range bins {
+			if k>>16 == bins[q] {
+				found[q] = append(found[q], uint16(k))
+			}
+		}
 	}
 }
 
@@ -385,7 +410,7 @@ func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64)
 	defer pool.Put(buf)
 	ex, eb := buf[:len(x)], buf[len(x):2*len(x)]
 	mx, mb = arceeMax(x, b)
-	zx, zb = arceeExp(ex, x, mx), arceeExp(eb, b, mb)
+	zx, zb = arceeExp2(ex, eb, x, b, mx, mb)
 	kl = arceeKL(ex, eb, zx, zb)
 	return mx, mb, zx, zb, kl
 }
@@ -394,8 +419,12 @@ func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64)
 // order from 0: with AVX2 four at a time where math.Exp takes its ordinary path
 // (arceeExpAVX2 does its operations), in Go for the rest.
 func arceeExp(dst []float64, src []float32, m float64) float64 {
+	return arceeExpFrom(dst, src, m, 0)
+}
+
+// arceeExpFrom is arceeExp with the sum starting at z.
+func arceeExpFrom(dst []float64, src []float32, m, z float64) float64 {
 	src = src[:len(dst)]
-	var z float64
 	j := 0
 	if haveArceeExpAsm {
 		for len(dst)-j >= 4 {
@@ -415,6 +444,18 @@ func arceeExp(dst []float64, src []float32, m float64) float64 {
 		z += dst[j]
 	}
 	return z
+}
+
+// arceeExp2 is arceeExp of a row of θ and one of θ_base, (ex, x, mx) and
+// (eb, b, mb), with the same bits: with AVX2 both at once where the CPU has it
+// (arceeExp2AVX2 overlaps the two sums' additions), arceeExp for the rest.
+func arceeExp2(ex, eb []float64, x, b []float32, mx, mb float64) (zx, zb float64) {
+	eb, x, b = eb[:len(ex)], x[:len(ex)], b[:len(ex)]
+	j := 0
+	if haveArceeExpAsm && len(ex) >= 4 {
+		j = arceeExp2Asm(ex, eb, x, b, mx, mb, &zx, &zb)
+	}
+	return arceeExpFrom(ex[j:], x[j:], mx, zx), arceeExpFrom(eb[j:], b[j:], mb, zb)
 }
 
 // arceeKL is Σ_j arceeKLTerm(ex[j], eb[j], zx, zb), added in order from 0: with AVX2

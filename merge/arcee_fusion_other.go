@@ -17,3 +17,11 @@ func arceeKeysAsm(keys []uint32, x, b []float32, kl float64) int { panic("unreac
 func arceeSelectAsm(dst, x, b []float32, kl, t float64) int { panic("unreachable") }
 
 func arceeMaxAsm(x, b []float32) (mx, mb float32, n int, ok bool) { panic("unreachable") }
+
+// arceeMatchAsm is not called here (haveLerpBF16Asm is false).
+func arceeMatchAsm(keys []uint32, bins *[3]uint32) int { panic("unreachable") }
+
+// arceeExp2Asm is not called here (haveArceeExpAsm is false).
+func arceeExp2Asm(ex, eb []float64, x, b []float32, mx, mb float64, zx, zb *float64) int {
+	panic("unreachable")
+}
