@@ -3,6 +3,8 @@ package merge
 import (
 	"math"
 	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 func init() {
@@ -75,9 +77,19 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 			break
 		}
 	}
+	// rp: where rows straddle chunks but none is longer than a chunk, pass 1 does
+	// every row in the chunk where it starts, decoding its part beyond the chunk
+	// from the operands, and passes 2 to 4 are skipped. (Rows longer than a chunk,
+	// which would be decoded once per chunk they span, keep passes 2 to 4.)
+	var rp *rowPool
+	if straddle && seg.size <= ChunkElems {
+		if p, err := newRowPool(tp, seg.size); err == nil {
+			rp, straddle = p, false
+		}
+	}
 	var (
 		expPool   = sync.Pool{New: func() any { return make([]float64, 2*min(seg.size, ChunkElems)) }}
-		keyPool   = sync.Pool{New: func() any { return make([]uint32, ChunkElems) }}
+		keyPool   = sync.Pool{New: func() any { return make([]uint32, 2*ChunkElems) }} // pass 1 with rp: up to a row past the chunk
 		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
 		mu        sync.Mutex
 		hist      []uint64    // passes 1 and 4: counts of the keys' top 16 bits
@@ -130,6 +142,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		hist = nil
 	}
 	return Kernel{
+		WholeInputs: rp != nil, // pass 1 decodes rows past its chunk
 		Passes: []Pass{
 			{ // 1: each row's maxima, with a flag for the slots this chunk touched; rows
 				// that lie whole in the chunk get all their statistics and their keys'
@@ -141,6 +154,11 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 					keys := keyPool.Get().([]uint32)
 					defer keyPool.Put(keys)
 					nk := 0
+					if rp != nil {
+						nk = arceeStartingRows(rp, in, pos, keys, &expPool, rows)
+						count(keys[:nk])
+						return
+					}
 					seg.runs(pos, len(x), func(lo, hi, slot int) {
 						if int64(hi-lo) == seg.size {
 							r := first + int64(slot)
@@ -399,6 +417,35 @@ func arceeMax(x, b []float32) (mx, mb float64) {
 		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
 	}
 	return mx, mb
+}
+
+// arceeStartingRows does, for pass 1 with a rowPool, every row that starts in the
+// chunk at pos (inputs in: base, model): its statistics into rows (max θ, max
+// θ_base, Σexp θ, Σexp θ_base, KL) and its keys into keys, the rows' parts beyond
+// the chunk decoded from the operands. It returns the number of keys.
+func arceeStartingRows(rp *rowPool, in [][]float32, pos Chunk, keys []uint32, expPool *sync.Pool, rows [][]float64) int {
+	rb := rp.get()
+	defer rp.put(rb)
+	off, end, L := pos.Offset, pos.Offset+int64(len(in[0])), rp.L
+	nk := 0
+	for r := (off + L - 1) / L; r*L < end; r++ {
+		start := r * L
+		for k, op := range rp.t.In {
+			if start+L <= end {
+				rb.rows[k] = in[k][start-off : start-off+L]
+				continue
+			}
+			// newRowPool checked that the data holds the row and that it starts on a
+			// whole block, which is all Decode can refuse.
+			_ = dtype.Decode(rb.dec[k][:L], op.Data[op.DType.Bytes(start):], op.DType)
+			rb.rows[k] = rb.dec[k][:L]
+		}
+		b, x := rb.rows[0], rb.rows[1]
+		rows[0][r], rows[1][r], rows[2][r], rows[3][r], rows[4][r] = arceeRowStats(x, b, expPool)
+		arceeKeys(keys[nk:nk+int(L)], x, b, rows[4][r])
+		nk += int(L)
+	}
+	return nk
 }
 
 // arceeRowStats is one whole row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL, as
