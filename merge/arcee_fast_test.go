@@ -223,3 +223,33 @@ func checkArceeExp2(t *testing.T) {
 		}
 	}
 }
+
+// TestArceeRange: arceeRange (AVX2 where the CPU has it) gives the least and the
+// greatest key, with the extremes in the first block, in the tail, and at 0 and
+// 2^32 − 1 (unsigned order).
+func TestArceeRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 15))
+	for _, n := range []int{1, 7, 8, 9, 64, 1001} {
+		for trial := range 4 {
+			keys := make([]uint32, n)
+			for j := range keys {
+				keys[j] = 1<<20 + uint32(rng.IntN(1<<24))
+			}
+			switch trial {
+			case 1:
+				keys[0], keys[n-1] = 0, math.MaxUint32
+			case 2:
+				keys[n-1], keys[0] = 0, math.MaxUint32
+			case 3:
+				keys[rng.IntN(n)] = 1 << 31
+			}
+			lo, hi := keys[0], keys[0]
+			for _, k := range keys {
+				lo, hi = min(lo, k), max(hi, k)
+			}
+			if gl, gh := arceeRange(keys); gl != lo || gh != hi {
+				t.Errorf("n %d trial %d: [%#x, %#x], want [%#x, %#x]", n, trial, gl, gh, lo, hi)
+			}
+		}
+	}
+}

@@ -106,12 +106,11 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		}
 		local := histPool.Get().([]uint32)
 		defer histPool.Put(local)
-		first, last := uint32(1<<16-1), uint32(0)
 		for _, k := range keys {
-			t := k >> 16
-			local[t]++
-			first, last = min(first, t), max(last, t)
+			local[k>>16]++
 		}
+		first, last := arceeRange(keys)
+		first, last = first>>16, last>>16
 		mu.Lock()
 		if hist == nil {
 			hist = make([]uint64, 1<<16)
@@ -348,6 +347,20 @@ func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
 			}
 		}
 	}
+}
+
+// arceeRange is the least and the greatest of keys (not empty): with AVX2 where the
+// CPU has it, in Go for the tail.
+func arceeRange(keys []uint32) (lo, hi uint32) {
+	lo, hi = keys[0], keys[0]
+	j := 0
+	if haveLerpBF16Asm && len(keys) >= 8 {
+		lo, hi, j = arceeRangeAsm(keys)
+	}
+	for _, k := range keys[j:] {
+		lo, hi = min(lo, k), max(hi, k)
+	}
+	return lo, hi
 }
 
 // arceeKeys sets keys[j] to the order key of arceeImportance(x[j], b[j], kl): with

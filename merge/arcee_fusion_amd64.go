@@ -100,3 +100,14 @@ func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, 
 // haveArceeExp512: arceeExp2AVX512 can run here (AVX-512 F, and FMA for math.Exp's
 // path). A var, so that the tests can run the AVX2 loop too.
 var haveArceeExp512 = haveArceeExpAsm && cpu.X86.HasAVX512F
+
+//go:noescape
+func arceeRangeAVX2(keys *uint32, n int) (lo, hi uint32)
+
+// arceeRangeAsm is the least and the greatest of keys[:n], n = len(keys)&^7, with
+// AVX2; the caller checks haveLerpBF16Asm and gives at least 8.
+func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) {
+	n = len(keys) &^ 7
+	lo, hi = arceeRangeAVX2(&keys[0], n)
+	return lo, hi, n
+}

@@ -791,3 +791,43 @@ k5done:
 	MOVQ   AX, ret+48(FP)
 	VZEROUPPER
 	RET
+
+// func arceeRangeAVX2(keys *uint32, n int) (lo, hi uint32)
+//
+// The least and the greatest of keys[:n] (n a multiple of 8, at least 8), eight
+// lanes at a time.
+TEXT ·arceeRangeAVX2(SB), NOSPLIT, $0-24
+	MOVQ    keys+0(FP), SI
+	MOVQ    n+8(FP), CX
+	VMOVDQU (SI), Y0
+	VMOVDQA Y0, Y1
+	MOVQ    $8, AX
+
+rgloop:
+	CMPQ    AX, CX
+	JGE     rgred
+	VMOVDQU (SI)(AX*4), Y2
+	VPMINUD Y2, Y0, Y0
+	VPMAXUD Y2, Y1, Y1
+	ADDQ    $8, AX
+	JMP     rgloop
+
+rgred:
+	VEXTRACTI128 $1, Y0, X2
+	VPMINUD      X2, X0, X0
+	VPSHUFD      $0x4E, X0, X2
+	VPMINUD      X2, X0, X0
+	VPSHUFD      $0xB1, X0, X2
+	VPMINUD      X2, X0, X0
+	VEXTRACTI128 $1, Y1, X2
+	VPMAXUD      X2, X1, X1
+	VPSHUFD      $0x4E, X1, X2
+	VPMAXUD      X2, X1, X1
+	VPSHUFD      $0xB1, X1, X2
+	VPMAXUD      X2, X1, X1
+	VMOVD        X0, AX
+	MOVL         AX, lo+16(FP)
+	VMOVD        X1, AX
+	MOVL         AX, hi+20(FP)
+	VZEROUPPER
+	RET

@@ -25,3 +25,6 @@ func arceeMatchAsm(keys []uint32, bins *[3]uint32) int { panic("unreachable") }
 func arceeExp2Asm(ex, eb []float64, x, b []float32, mx, mb float64, zx, zb *float64) int {
 	panic("unreachable")
 }
+
+// arceeRangeAsm is not called here (haveLerpBF16Asm is false).
+func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) { panic("unreachable") }
