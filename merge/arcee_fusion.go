@@ -3,8 +3,6 @@ package merge
 import (
 	"math"
 	"sync"
-
-	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 func init() {
@@ -435,29 +433,21 @@ func arceeMax(x, b []float32) (mx, mb float64) {
 // arceeStartingRows does, for pass 1 with a rowPool, every row that starts in the
 // chunk at pos (inputs in: base, model): its statistics into rows (max θ, max
 // θ_base, Σexp θ, Σexp θ_base, KL) and its keys into keys, the rows' parts beyond
-// the chunk decoded from the operands. It returns the number of keys.
+// the chunk decoded from the operands (rowPool.each; a row that started in the
+// chunk before is left to that chunk). It returns the number of keys.
 func arceeStartingRows(rp *rowPool, in [][]float32, pos Chunk, keys []uint32, expPool *sync.Pool, rows [][]float64) int {
 	rb := rp.get()
 	defer rp.put(rb)
-	off, end, L := pos.Offset, pos.Offset+int64(len(in[0])), rp.L
 	nk := 0
-	for r := (off + L - 1) / L; r*L < end; r++ {
-		start := r * L
-		for k, op := range rp.t.In {
-			if start+L <= end {
-				rb.rows[k] = in[k][start-off : start-off+L]
-				continue
-			}
-			// newRowPool checked that the data holds the row and that it starts on a
-			// whole block, which is all Decode can refuse.
-			_ = dtype.Decode(rb.dec[k][:L], op.Data[op.DType.Bytes(start):], op.DType)
-			rb.rows[k] = rb.dec[k][:L]
+	rp.each(rb, in, pos, func(start, _, _ int64, whole [][]float32) {
+		if start < pos.Offset {
+			return
 		}
-		b, x := rb.rows[0], rb.rows[1]
+		r, b, x := start/rp.L, whole[0], whole[1]
 		rows[0][r], rows[1][r], rows[2][r], rows[3][r], rows[4][r] = arceeRowStats(x, b, expPool)
-		arceeKeys(keys[nk:nk+int(L)], x, b, rows[4][r])
-		nk += int(L)
-	}
+		arceeKeys(keys[nk:nk+len(x)], x, b, rows[4][r])
+		nk += len(x)
+	})
 	return nk
 }
 
