@@ -50,10 +50,14 @@ func orderValue(k uint32) float32 {
 // p = softmax(θ) + 1e-8 and q = softmax(θ_base) + 1e-8 and KL = Σ p log(p/q), in
 // float64 over three passes (the rows' maxima, their exponential sums, the
 // divergence). Each element's importance is |θ − θ_base|·KL; its exact quartiles over
-// the whole tensor come from two histogram passes over the importances' order keys
-// (the top 16 bits, then the low 16 within the bins that hold the three ranks); the
-// threshold is median + 1.5·(q3 − q1), and the output takes the model's value where
-// the importance reaches it, the base's elsewhere.
+// the whole tensor come from two histograms of the importances' order keys (the top
+// 16 bits, then the low 16 within the bins that hold the three ranks); the threshold
+// is median + 1.5·(q3 − q1), and the output takes the model's value where the
+// importance reaches it, the base's elsewhere.
+//
+// A row that lies whole in one chunk gets everything up to its keys' first histogram
+// in pass 1, so that a tensor none of whose rows straddle chunks is read three times
+// (pass 1, pass 5, the merge); passes 2 to 4 do the straddling rows' share only.
 func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 	seg := newSegments(tp.Shape, false, false) // rows: softmax over the last dimension
 	n := tp.NumElements()
@@ -62,8 +66,8 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		rows[i] = make([]float64, seg.n)
 	}
 	mx, mb, zx, zb, kl := rows[0], rows[1], rows[2], rows[3], rows[4]
-	// straddle: some row crosses a chunk boundary, so that passes 2 and 3 add its
-	// chunks' partial sums; rows inside a chunk are done by pass 1 alone.
+	// straddle: some row crosses a chunk boundary, so that passes 2 to 4 do its
+	// chunks' parts; rows inside a chunk are done by pass 1 alone.
 	straddle := false
 	for r := range seg.n {
 		if seg.straddles(r) {
@@ -71,44 +75,93 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 			break
 		}
 	}
+	// rp: where rows straddle chunks but none is longer than a chunk, pass 1 does
+	// every row in the chunk where it starts, decoding its part beyond the chunk
+	// from the operands, and passes 2 to 4 are skipped. (Rows longer than a chunk,
+	// which would be decoded once per chunk they span, keep passes 2 to 4.)
+	var rp *rowPool
+	if straddle && seg.size <= ChunkElems {
+		if p, err := newRowPool(tp, seg.size); err == nil {
+			rp, straddle = p, false
+		}
+	}
 	var (
 		expPool   = sync.Pool{New: func() any { return make([]float64, 2*min(seg.size, ChunkElems)) }}
+		keyPool   = sync.Pool{New: func() any { return make([]uint32, 2*ChunkElems) }} // pass 1 with rp: up to a row past the chunk
+		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
 		mu        sync.Mutex
-		hist      []uint64    // pass 4: counts of the keys' top 16 bits
+		hist      []uint64    // passes 1 and 4: counts of the keys' top 16 bits
 		bins      [3]uint32   // the top 16 bits at each quantile's rank
 		below     [3]int64    // elements in bins below it
 		lo        [3][]uint64 // pass 5: counts of the low 16 bits in each bin
 		threshold float64
-		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
 	)
-	impPool := sync.Pool{New: func() any { return make([]float32, ChunkElems) }}
-	// importances returns the chunk's importances, in a buffer from impPool that the
-	// caller puts back: one loop per row, where a call per element cost more than
-	// the importance itself in the passes that read them.
-	importances := func(pos Chunk, in [][]float32) []float32 {
-		b, x := in[0], in[1]
-		imp := impPool.Get().([]float32)[:len(x)]
-		first := seg.first(pos)
-		seg.runs(pos, len(x), func(lo, hi, slot int) {
-			k := kl[first+int64(slot)]
-			for j := lo; j < hi; j++ {
-				imp[j] = arceeImportance(x[j], b[j], k)
+	// count adds keys' top 16 bits to hist: in a chunk's own table first, then,
+	// under the lock, the span of bins it touched (whole numbers: any order).
+	count := func(keys []uint32) {
+		if len(keys) == 0 {
+			return
+		}
+		local := histPool.Get().([]uint32)
+		defer histPool.Put(local)
+		for _, k := range keys {
+			local[k>>16]++
+		}
+		first, last := arceeRange(keys)
+		first, last = first>>16, last>>16
+		mu.Lock()
+		if hist == nil {
+			hist = make([]uint64, 1<<16)
+		}
+		for i := first; i <= last; i++ {
+			hist[i] += uint64(local[i])
+			local[i] = 0
+		}
+		mu.Unlock()
+	}
+	// findBins locates each quantile's rank in hist, once every key is counted.
+	findBins := func() {
+		if hist == nil { // no elements
+			hist = make([]uint64, 1<<16)
+		}
+		for q, num := range arceeQuantiles {
+			rank := arceeRank(num, n)
+			var cum int64
+			for bin, c := range hist {
+				if cum+int64(c) > rank {
+					bins[q], below[q] = uint32(bin), cum
+					break
+				}
+				cum += int64(c)
 			}
-		})
-		return imp
+			lo[q] = make([]uint64, 1<<16)
+		}
+		hist = nil
 	}
 	return Kernel{
+		WholeInputs: rp != nil, // pass 1 decodes rows past its chunk
 		Passes: []Pass{
 			{ // 1: each row's maxima, with a flag for the slots this chunk touched; rows
-				// that lie whole in the chunk get all their statistics here instead
+				// that lie whole in the chunk get all their statistics and their keys'
+				// first histogram here instead
 				NumStats: 3 * seg.slots,
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
+					keys := keyPool.Get().([]uint32)
+					defer keyPool.Put(keys)
+					nk := 0
+					if rp != nil {
+						nk = arceeStartingRows(rp, in, pos, keys, &expPool, rows)
+						count(keys[:nk])
+						return
+					}
 					seg.runs(pos, len(x), func(lo, hi, slot int) {
 						if int64(hi-lo) == seg.size {
 							r := first + int64(slot)
 							mx[r], mb[r], zx[r], zb[r], kl[r] = arceeRowStats(x[lo:hi], b[lo:hi], &expPool)
+							arceeKeys(keys[nk:nk+hi-lo], x[lo:hi], b[lo:hi], kl[r])
+							nk += hi - lo
 							return
 						}
 						a := acc[3*slot : 3*slot+3]
@@ -119,6 +172,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 							a[1], a[2] = max(a[1], float64(x[j])), max(a[2], float64(b[j]))
 						}
 					})
+					count(keys[:nk])
 				},
 				Done: func(perChunk []float64) error {
 					first := make([]bool, seg.n)
@@ -131,7 +185,9 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 						}
 						mx[row], mb[row] = max(mx[row], a[1]), max(mb[row], a[2])
 					})
-					hist = make([]uint64, 1<<16) // for pass 4
+					if !straddle {
+						findBins() // pass 4 is skipped
+					}
 					return nil
 				},
 			},
@@ -188,52 +244,38 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 					return nil
 				},
 			},
-			{ // 4: histogram of the importances' top 16 bits (whole numbers: any order)
+			{ // 4: the first histogram of the straddling rows' keys
+				Skip: func() bool { return !straddle },
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
-					local := histPool.Get().([]uint32)
-					defer histPool.Put(local)
-					imps := importances(pos, in)
-					for _, imp := range imps {
-						local[orderKey(imp)>>16]++
-					}
-					impPool.Put(imps[:cap(imps)])
-					mu.Lock()
-					for i, c := range local {
-						hist[i] += uint64(c)
-						local[i] = 0
-					}
-					mu.Unlock()
+					b, x := in[0], in[1]
+					first := seg.first(pos)
+					keys := keyPool.Get().([]uint32)
+					defer keyPool.Put(keys)
+					nk := 0
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						if int64(hi-lo) == seg.size {
+							return // pass 1's
+						}
+						arceeKeys(keys[nk:nk+hi-lo], x[lo:hi], b[lo:hi], kl[first+int64(slot)])
+						nk += hi - lo
+					})
+					count(keys[:nk])
 				},
 				Done: func([]float64) error {
-					for q, num := range arceeQuantiles {
-						rank := arceeRank(num, n)
-						var cum int64
-						for bin, c := range hist {
-							if cum+int64(c) > rank {
-								bins[q], below[q] = uint32(bin), cum
-								break
-							}
-							cum += int64(c)
-						}
-						lo[q] = make([]uint64, 1<<16)
-					}
-					hist = nil
+					findBins()
 					return nil
 				},
 			},
 			{ // 5: within each quantile's bin, the low 16 bits
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
-					var found [3][]uint16
-					imps := importances(pos, in)
-					for _, imp := range imps {
-						k := orderKey(imp)
-						for q := range bins {
-							if k>>16 == bins[q] {
-								found[q] = append(found[q], uint16(k))
-							}
-						}
-					}
-					impPool.Put(imps[:cap(imps)])
+					b, x := in[0], in[1]
+					first := seg.first(pos)
+					keys := keyPool.Get().([]uint32)[:len(x)]
+					defer keyPool.Put(keys[:cap(keys)])
+					seg.runs(pos, len(x), func(lo, hi, slot int) {
+						arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)])
+					})
+					found := arceeInBins(keys, &bins)
 					mu.Lock()
 					for q := range found {
 						for _, l := range found[q] {
@@ -261,17 +303,152 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		},
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			b, x := in[0], in[1]
-			imps := importances(pos, in)
-			for j, imp := range imps {
-				if float64(imp) >= threshold {
-					dst[j] = x[j]
-				} else {
-					dst[j] = b[j]
-				}
-			}
-			impPool.Put(imps[:cap(imps)])
+			first := seg.first(pos)
+			seg.runs(pos, len(x), func(lo, hi, slot int) {
+				arceeSelect(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
+			})
 		},
 	}
+}
+
+// arceeInBins gives, for each of bins, the low 16 bits of the keys whose top 16
+// bits are that bin, in order: the blocks of eight with none are skipped with AVX2
+// where the CPU has it (arceeMatchAVX2), the rest looked at in Go.
+func arceeInBins(keys []uint32, bins *[3]uint32) [3][]uint16 {
+	var found [3][]uint16
+	j := 0
+	if haveLerpBF16Asm {
+		for len(keys)-j >= 8 {
+			j += arceeMatchAsm(keys[j:], bins)
+			if len(keys)-j < 8 {
+				break
+			}
+			arceeInBinsGo(&found, keys[j:j+8], bins) // the block it stopped at
+			j += 8
+		}
+	}
+	arceeInBinsGo(&found, keys[j:], bins)
+	return found
+}
+
+// arceeInBinsGo appends to found what arceeInBins gives for keys, in Go: the
+// reference.
+func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
+	b0, b1, b2 := bins[0], bins[1], bins[2]
+	for _, k := range keys {
+		if t := k >> 16; t != b0 && t != b1 && t != b2 {
+			continue
+		}
+		for q := range bins {
+			if k>>16 == bins[q] {
+				found[q] = append(found[q], uint16(k))
+			}
+		}
+	}
+}
+
+// arceeRange is the least and the greatest of keys (not empty): with AVX2 where the
+// CPU has it, in Go for the tail.
+func arceeRange(keys []uint32) (lo, hi uint32) {
+	lo, hi = keys[0], keys[0]
+	j := 0
+	if haveLerpBF16Asm && len(keys) >= 8 {
+		lo, hi, j = arceeRangeAsm(keys)
+	}
+	for _, k := range keys[j:] {
+		lo, hi = min(lo, k), max(hi, k)
+	}
+	return lo, hi
+}
+
+// arceeKeys sets keys[j] to the order key of arceeImportance(x[j], b[j], kl): with
+// AVX2 eight at a time where the CPU has it (arceeKeysAVX2 does arceeImportance's
+// operations), in Go for the blocks the assembly leaves and the tail.
+func arceeKeys(keys []uint32, x, b []float32, kl float64) {
+	x, b = x[:len(keys)], b[:len(keys)]
+	j := 0
+	if haveLerpBF16Asm {
+		for len(keys)-j >= 8 {
+			j += arceeKeysAsm(keys[j:], x[j:], b[j:], kl)
+			if len(keys)-j < 8 {
+				break
+			}
+			arceeKeysGo(keys[j:j+8], x[j:j+8], b[j:j+8], kl) // the block it stopped at
+			j += 8
+		}
+	}
+	arceeKeysGo(keys[j:], x[j:], b[j:], kl)
+}
+
+// arceeKeysGo is arceeKeys in Go, the reference.
+func arceeKeysGo(keys []uint32, x, b []float32, kl float64) {
+	x, b = x[:len(keys)], b[:len(keys)]
+	for j := range keys {
+		keys[j] = orderKey(arceeImportance(x[j], b[j], kl))
+	}
+}
+
+// arceeSelect sets dst[j] to x[j] where float64(arceeImportance(x[j], b[j], kl)) ≥ t,
+// to b[j] elsewhere: with AVX2 where the CPU has it, in Go for the tail.
+func arceeSelect(dst, x, b []float32, kl, t float64) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	j := 0
+	if haveLerpBF16Asm && len(dst) >= 4 {
+		j = arceeSelectAsm(dst, x, b, kl, t)
+	}
+	arceeSelectGo(dst[j:], x[j:], b[j:], kl, t)
+}
+
+// arceeSelectGo is arceeSelect in Go, the reference.
+func arceeSelectGo(dst, x, b []float32, kl, t float64) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	for j := range dst {
+		if float64(arceeImportance(x[j], b[j], kl)) >= t {
+			dst[j] = x[j]
+		} else {
+			dst[j] = b[j]
+		}
+	}
+}
+
+// arceeMax is the largest of float64(x[j]) and of float64(b[j]) as Go's max finds
+// them in order from x[0], b[0]: with AVX2 over float32 where the CPU has it (the
+// widening keeps the order), in Go where a row holds a NaN or its maximum is ±0
+// (where VMAXPS and max may differ) and for the tail.
+func arceeMax(x, b []float32) (mx, mb float64) {
+	b = b[:len(x)]
+	j := 0
+	mx, mb = float64(x[0]), float64(b[0])
+	if haveLerpBF16Asm && len(x) >= 8 {
+		if m1, m2, n, ok := arceeMaxAsm(x, b); ok {
+			mx, mb, j = float64(m1), float64(m2), n
+		}
+	}
+	for ; j < len(x); j++ {
+		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
+	}
+	return mx, mb
+}
+
+// arceeStartingRows does, for pass 1 with a rowPool, every row that starts in the
+// chunk at pos (inputs in: base, model): its statistics into rows (max θ, max
+// θ_base, Σexp θ, Σexp θ_base, KL) and its keys into keys, the rows' parts beyond
+// the chunk decoded from the operands (rowPool.each; a row that started in the
+// chunk before is left to that chunk). It returns the number of keys.
+func arceeStartingRows(rp *rowPool, in [][]float32, pos Chunk, keys []uint32, expPool *sync.Pool, rows [][]float64) int {
+	rb := rp.get()
+	defer rp.put(rb)
+	nk := 0
+	rp.each(rb, in, pos, func(start, _, _ int64, whole [][]float32) {
+		if start < pos.Offset {
+			return
+		}
+		r, b, x := start/rp.L, whole[0], whole[1]
+		rows[0][r], rows[1][r], rows[2][r], rows[3][r], rows[4][r] = arceeRowStats(x, b, expPool)
+		arceeKeys(keys[nk:nk+len(x)], x, b, rows[4][r])
+		nk += len(x)
+	})
+	return nk
 }
 
 // arceeRowStats is one whole row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL, as
@@ -282,11 +459,8 @@ func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64)
 	buf := pool.Get().([]float64)
 	defer pool.Put(buf)
 	ex, eb := buf[:len(x)], buf[len(x):2*len(x)]
-	mx, mb = float64(x[0]), float64(b[0])
-	for j := range x {
-		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
-	}
-	zx, zb = arceeExp(ex, x, mx), arceeExp(eb, b, mb)
+	mx, mb = arceeMax(x, b)
+	zx, zb = arceeExp2(ex, eb, x, b, mx, mb)
 	kl = arceeKL(ex, eb, zx, zb)
 	return mx, mb, zx, zb, kl
 }
@@ -295,8 +469,12 @@ func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64)
 // order from 0: with AVX2 four at a time where math.Exp takes its ordinary path
 // (arceeExpAVX2 does its operations), in Go for the rest.
 func arceeExp(dst []float64, src []float32, m float64) float64 {
+	return arceeExpFrom(dst, src, m, 0)
+}
+
+// arceeExpFrom is arceeExp with the sum starting at z.
+func arceeExpFrom(dst []float64, src []float32, m, z float64) float64 {
 	src = src[:len(dst)]
-	var z float64
 	j := 0
 	if haveArceeExpAsm {
 		for len(dst)-j >= 4 {
@@ -316,6 +494,18 @@ func arceeExp(dst []float64, src []float32, m float64) float64 {
 		z += dst[j]
 	}
 	return z
+}
+
+// arceeExp2 is arceeExp of a row of θ and one of θ_base, (ex, x, mx) and
+// (eb, b, mb), with the same bits: with AVX2 both at once where the CPU has it
+// (arceeExp2AVX2 overlaps the two sums' additions), arceeExp for the rest.
+func arceeExp2(ex, eb []float64, x, b []float32, mx, mb float64) (zx, zb float64) {
+	eb, x, b = eb[:len(ex)], x[:len(ex)], b[:len(ex)]
+	j := 0
+	if haveArceeExpAsm && len(ex) >= 4 {
+		j = arceeExp2Asm(ex, eb, x, b, mx, mb, &zx, &zb)
+	}
+	return arceeExpFrom(ex[j:], x[j:], mx, zx), arceeExpFrom(eb[j:], b[j:], mb, zb)
 }
 
 // arceeKL is Σ_j arceeKLTerm(ex[j], eb[j], zx, zb), added in order from 0: with AVX2

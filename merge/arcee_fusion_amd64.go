@@ -11,8 +11,18 @@ func arceeKLAVX2(ex, eb *float64, n int, zx, zb float64, kl *float64) int
 // a block whose p/q math.Log treats as a special case) and returns how many it did;
 // the caller checks haveLerpBF16Asm (the CPU has AVX2) and gives at least 4.
 func arceeKLAsm(ex, eb []float64, zx, zb float64, kl *float64) int {
+	if haveArceeKL512 && len(ex) >= 8 {
+		return arceeKLAVX512(&ex[0], &eb[0], len(ex)&^7, zx, zb, kl)
+	}
 	return arceeKLAVX2(&ex[0], &eb[0], len(ex)&^3, zx, zb, kl)
 }
+
+//go:noescape
+func arceeKLAVX512(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+
+// haveArceeKL512: arceeKLAVX512 can run here. A var, so that the tests can run the
+// AVX2 loop too.
+var haveArceeKL512 = cpu.X86.HasAVX512F
 
 // haveArceeExpAsm says whether arceeExpAVX2 can run here and give math.Exp's bits:
 // math.Exp on amd64 fuses its multiply-adds when the CPU has FMA (and AVX), and the
@@ -27,4 +37,77 @@ func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
 // checks haveArceeExpAsm and gives at least 4.
 func arceeExpAsm(dst []float64, src []float32, m float64, z *float64) int {
 	return arceeExpAVX2(&dst[0], &src[0], len(dst)&^3, m, z)
+}
+
+//go:noescape
+func arceeKeysAVX2(keys *uint32, x, b *float32, n int, kl float64) int
+
+// arceeKeysAsm sets the keys it can with AVX2 (a multiple of 8, stopping before a
+// block with a NaN difference) and returns how many it did; the caller checks
+// haveLerpBF16Asm and gives at least 8.
+func arceeKeysAsm(keys []uint32, x, b []float32, kl float64) int {
+	return arceeKeysAVX2(&keys[0], &x[0], &b[0], len(keys)&^7, kl)
+}
+
+//go:noescape
+func arceeSelectAVX2(dst, x, b *float32, n int, kl, t float64)
+
+// arceeSelectAsm does dst[:len(dst)&^3] with AVX2; the caller checks haveLerpBF16Asm
+// and gives at least 4.
+func arceeSelectAsm(dst, x, b []float32, kl, t float64) int {
+	n := len(dst) &^ 3
+	arceeSelectAVX2(&dst[0], &x[0], &b[0], n, kl, t)
+	return n
+}
+
+//go:noescape
+func arceeMaxAVX2(x, b *float32, n int, mx, mb *float32) bool
+
+// arceeMaxAsm gives the maxima of x[:n] and b[:n], n = len(x)&^7, with AVX2, and
+// false where the caller must find them in Go; it checks haveLerpBF16Asm and gives
+// at least 8.
+func arceeMaxAsm(x, b []float32) (mx, mb float32, n int, ok bool) {
+	n = len(x) &^ 7
+	ok = arceeMaxAVX2(&x[0], &b[0], n, &mx, &mb)
+	return mx, mb, n, ok
+}
+
+//go:noescape
+func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
+
+// arceeMatchAsm is the index of the first block of eight of keys[:len(keys)&^7]
+// with a key in bins, or len(keys)&^7; the caller checks haveLerpBF16Asm and gives
+// at least 8.
+func arceeMatchAsm(keys []uint32, bins *[3]uint32) int {
+	return arceeMatchAVX2(&keys[0], len(keys)&^7, bins)
+}
+
+//go:noescape
+func arceeExp2AVX2(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
+
+// arceeExp2Asm does the elements it can of two rows with AVX2 (a multiple of 4) and
+// returns how many; the caller checks haveArceeExpAsm and gives at least 4.
+func arceeExp2Asm(ex, eb []float64, x, b []float32, mx, mb float64, zx, zb *float64) int {
+	if haveArceeExp512 && len(ex) >= 8 {
+		return arceeExp2AVX512(&ex[0], &eb[0], &x[0], &b[0], len(ex)&^7, mx, mb, zx, zb)
+	}
+	return arceeExp2AVX2(&ex[0], &eb[0], &x[0], &b[0], len(ex)&^3, mx, mb, zx, zb)
+}
+
+//go:noescape
+func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
+
+// haveArceeExp512: arceeExp2AVX512 can run here (AVX-512 F, and FMA for math.Exp's
+// path). A var, so that the tests can run the AVX2 loop too.
+var haveArceeExp512 = haveArceeExpAsm && cpu.X86.HasAVX512F
+
+//go:noescape
+func arceeRangeAVX2(keys *uint32, n int) (lo, hi uint32)
+
+// arceeRangeAsm is the least and the greatest of keys[:n], n = len(keys)&^7, with
+// AVX2; the caller checks haveLerpBF16Asm and gives at least 8.
+func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) {
+	n = len(keys) &^ 7
+	lo, hi = arceeRangeAVX2(&keys[0], n)
+	return lo, hi, n
 }

@@ -322,3 +322,512 @@ edone:
 	MOVQ   AX, ret+40(FP)
 	VZEROUPPER
 	RET
+
+
+// The float64 magnitude mask (four copies) and the float32 sign bit (four copies),
+// for the importances' order keys.
+DATA arceekeyconst<>+0(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+8(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+16(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+24(SB)/8, $0x7FFFFFFFFFFFFFFF
+DATA arceekeyconst<>+32(SB)/8, $0x8000000080000000
+DATA arceekeyconst<>+40(SB)/8, $0x8000000080000000
+GLOBL arceekeyconst<>(SB), RODATA, $48
+
+// ARCEE_IMP4(off, dst) sets Xdst to the four importances
+// float32(|float64(x[j]) − float64(b[j])|·kl) from x = SI, b = DX at element AX + off
+// (kl in Y15), as arceeImportance computes them (one subtraction, the sign cleared,
+// one product, rounded to nearest), and Y13 to the four differences.
+#define ARCEE_IMP4(off, dst) \
+	VCVTPS2PD  off(SI)(AX*4), Y13; \
+	VCVTPS2PD  off(DX)(AX*4), Y12; \
+	VSUBPD     Y12, Y13, Y13; \
+	VANDPD     arceekeyconst<>+0(SB), Y13, Y12; \
+	VMULPD     Y15, Y12, Y12; \
+	VCVTPD2PSY Y12, dst
+
+// func arceeKeysAVX2(keys *uint32, x, b *float32, n int, kl float64) int
+//
+// keys[j] = orderKey(arceeImportance(x[j], b[j], kl)) for j < n (a multiple of 8),
+// eight at a time. It stops before the first block of eight where some difference
+// x − b is NaN (which NaN the product keeps is then the compiler's choice in Go, so
+// the caller does that block in Go) and returns the elements it did.
+TEXT ·arceeKeysAVX2(SB), NOSPLIT, $0-48
+	MOVQ         keys+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Y15
+	VMOVDQU      arceekeyconst<>+32(SB), X14
+	XORQ         AX, AX
+
+kloop:
+	CMPQ       AX, CX
+	JGE        kdone
+	ARCEE_IMP4(0, X0)
+	VCMPPD     $3, Y13, Y13, Y11           // the differences that are NaN
+	ARCEE_IMP4(16, X1)
+	VCMPPD     $3, Y13, Y13, Y10
+	VORPD      Y10, Y11, Y11
+	VMOVMSKPD  Y11, BX
+	TESTQ      BX, BX
+	JNE        kdone
+	// order key: bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31 otherwise
+	VPSRAD     $31, X0, X2
+	VPOR       X14, X2, X2
+	VPXOR      X2, X0, X0
+	VPSRAD     $31, X1, X3
+	VPOR       X14, X3, X3
+	VPXOR      X3, X1, X1
+	VMOVDQU    X0, (DI)(AX*4)
+	VMOVDQU    X1, 16(DI)(AX*4)
+	ADDQ       $8, AX
+	JMP        kloop
+
+kdone:
+	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func arceeSelectAVX2(dst, x, b *float32, n int, kl, t float64)
+//
+// dst[j] = x[j] where float64(arceeImportance(x[j], b[j], kl)) ≥ t, else b[j], for
+// j < n (a multiple of 4), four at a time. The output is one input's bits either
+// way, and a NaN importance compares false whatever its payload, so no block needs
+// Go.
+TEXT ·arceeSelectAVX2(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Y15
+	VBROADCASTSD t+40(FP), Y14
+	XORQ         AX, AX
+
+sloop:
+	CMPQ       AX, CX
+	JGE        sdone
+	ARCEE_IMP4(0, X0)
+	VCVTPS2PD  X0, Y0
+	VCMPPD     $0x1D, Y14, Y0, Y0          // importance ≥ t (false for NaN)
+	VEXTRACTF128 $1, Y0, X1
+	VSHUFPS    $0x88, X1, X0, X0           // the four masks as 32-bit lanes
+	VMOVUPS    (DX)(AX*4), X2
+	VBLENDVPS  X0, (SI)(AX*4), X2, X2
+	VMOVUPS    X2, (DI)(AX*4)
+	ADDQ       $4, AX
+	JMP        sloop
+
+sdone:
+	VZEROUPPER
+	RET
+
+// func arceeMaxAVX2(x, b *float32, n int, mx, mb *float32) bool
+//
+// *mx and *mb = the largest of x[j] and of b[j], j < n (a multiple of 8, at least 8),
+// eight at a time; it returns false, leaving the caller to do the row in Go, where
+// some element is NaN or a largest value is ±0 (where Go's max and VMAXPS may differ
+// in which value they give).
+TEXT ·arceeMaxAVX2(SB), NOSPLIT, $0-41
+	MOVQ    x+0(FP), SI
+	MOVQ    b+8(FP), DX
+	MOVQ    n+16(FP), CX
+	VMOVUPS (SI), Y0
+	VMOVUPS (DX), Y1
+	VCMPPS  $3, Y0, Y0, Y2                 // NaN lanes seen
+	VCMPPS  $3, Y1, Y1, Y5
+	VORPS   Y5, Y2, Y2
+	MOVQ    $8, AX
+
+mloop:
+	CMPQ    AX, CX
+	JGE     mred
+	VMOVUPS (SI)(AX*4), Y3
+	VMOVUPS (DX)(AX*4), Y4
+	VCMPPS  $3, Y3, Y3, Y5
+	VORPS   Y5, Y2, Y2
+	VCMPPS  $3, Y4, Y4, Y5
+	VORPS   Y5, Y2, Y2
+	VMAXPS  Y3, Y0, Y0
+	VMAXPS  Y4, Y1, Y1
+	ADDQ    $8, AX
+	JMP     mloop
+
+mred:
+	VMOVMSKPS Y2, BX
+	TESTQ   BX, BX
+	JNE     mbad
+	VEXTRACTF128 $1, Y0, X3
+	VMAXPS  X3, X0, X0
+	VPERMILPS $0x4E, X0, X3
+	VMAXPS  X3, X0, X0
+	VPERMILPS $0xB1, X0, X3
+	VMAXPS  X3, X0, X0
+	VEXTRACTF128 $1, Y1, X3
+	VMAXPS  X3, X1, X1
+	VPERMILPS $0x4E, X1, X3
+	VMAXPS  X3, X1, X1
+	VPERMILPS $0xB1, X1, X3
+	VMAXPS  X3, X1, X1
+	VXORPS  X4, X4, X4
+	VUCOMISS X4, X0
+	JEQ     mbad
+	VUCOMISS X4, X1
+	JEQ     mbad
+	MOVQ    mx+24(FP), DI
+	VMOVSS  X0, (DI)
+	MOVQ    mb+32(FP), DI
+	VMOVSS  X1, (DI)
+	MOVB    $1, ret+40(FP)
+	VZEROUPPER
+	RET
+
+mbad:
+	MOVB    $0, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
+//
+// The index of the first block of eight keys, j < n (a multiple of 8), of which
+// some key's top 16 bits are one of bins, or n where none is: pass 5 looks at those
+// blocks only.
+TEXT ·arceeMatchAVX2(SB), NOSPLIT, $0-32
+	MOVQ         keys+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVQ         bins+16(FP), DX
+	VPBROADCASTD 0(DX), Y13
+	VPBROADCASTD 4(DX), Y14
+	VPBROADCASTD 8(DX), Y15
+	XORQ         AX, AX
+
+fmloop:
+	CMPQ      AX, CX
+	JGE       fmdone
+	VMOVDQU   (SI)(AX*4), Y0
+	VPSRLD    $16, Y0, Y0
+	VPCMPEQD  Y13, Y0, Y1
+	VPCMPEQD  Y14, Y0, Y2
+	VPOR      Y2, Y1, Y1
+	VPCMPEQD  Y15, Y0, Y2
+	VPOR      Y2, Y1, Y1
+	VPTEST    Y1, Y1
+	JNE       fmdone
+	ADDQ      $8, AX
+	JMP       fmloop
+
+fmdone:
+	MOVQ   AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// ARCEE_EXP4(X, T, K) sets X (a Y register) to math.Exp of its four lanes, the
+// operations of arceeExpAVX2's loop (k in K, an X register; T scratch).
+#define ARCEE_EXP4(X, T, K) \
+	VMULPD       arceeexpconst<>+64(SB), X, T; \
+	VCVTPD2DQY   T, K; \
+	VCVTDQ2PD    K, T; \
+	VFNMADD231PD arceeexpconst<>+96(SB), T, X; \
+	VFNMADD231PD arceeexpconst<>+128(SB), T, X; \
+	VMULPD       arceeexpconst<>+160(SB), X, X; \
+	VMOVUPD      arceeexpconst<>+192(SB), T; \
+	VFMADD213PD  arceeexpconst<>+224(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+256(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+288(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+320(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+352(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+384(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+416(SB), X, T; \
+	VMULPD       T, X, X; \
+	VADDPD       arceeexpconst<>+448(SB), X, T; \
+	VMULPD       T, X, X; \
+	VADDPD       arceeexpconst<>+448(SB), X, T; \
+	VMULPD       T, X, X; \
+	VADDPD       arceeexpconst<>+448(SB), X, T; \
+	VMULPD       T, X, X; \
+	VADDPD       arceeexpconst<>+448(SB), X, T; \
+	VFMADD213PD  arceeexpconst<>+416(SB), T, X; \
+	VPMOVSXDQ    K, T; \
+	VPADDQ       arceeexpconst<>+480(SB), T, T; \
+	VPSLLQ       $52, T, T; \
+	VMULPD       T, X, X
+
+// ARCEE_SUM4(V, VX, S, T) adds V's four lanes (a Y register, VX its X form; V is
+// clobbered) to S (an X register) one at a time, in order (T: an X scratch).
+#define ARCEE_SUM4(V, VX, S, T) \
+	VADDSD       VX, S, S; \
+	VPERMILPD    $1, VX, T; \
+	VADDSD       T, S, S; \
+	VEXTRACTF128 $1, V, VX; \
+	VADDSD       VX, S, S; \
+	VPERMILPD    $1, VX, T; \
+	VADDSD       T, S, S
+
+// func arceeExp2AVX2(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
+//
+// arceeExpAVX2 for a row of θ and one of θ_base at once (ex[j] = exp(x[j] − mx),
+// eb[j] = exp(b[j] − mb), *zx and *zb their sums, each in order), so that the two
+// sums' chains of additions overlap. It stops before the first block of four where
+// some argument of either is outside [−708, 708] or NaN, and returns the elements
+// it did.
+TEXT ·arceeExp2AVX2(SB), NOSPLIT, $0-80
+	MOVQ         ex+0(FP), DI
+	MOVQ         eb+8(FP), R8
+	MOVQ         x+16(FP), SI
+	MOVQ         b+24(FP), DX
+	MOVQ         n+32(FP), CX
+	VBROADCASTSD mx+40(FP), Y15
+	VBROADCASTSD mb+48(FP), Y14
+	MOVQ         zx+56(FP), R9
+	MOVQ         zb+64(FP), R10
+	VMOVSD       (R9), X12
+	VMOVSD       (R10), X13
+	XORQ         AX, AX
+
+e2loop:
+	CMPQ      AX, CX
+	JGE       e2done
+	VCVTPS2PD (SI)(AX*4), Y0
+	VSUBPD    Y15, Y0, Y0
+	VCVTPS2PD (DX)(AX*4), Y4
+	VSUBPD    Y14, Y4, Y4
+	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y0, Y1
+	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y0, Y2
+	VANDPD    Y2, Y1, Y1
+	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y4, Y2
+	VANDPD    Y2, Y1, Y1
+	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y4, Y2
+	VANDPD    Y2, Y1, Y1
+	VMOVMSKPD Y1, BX
+	CMPQ      BX, $15
+	JNE       e2done
+	ARCEE_EXP4(Y0, Y1, X2)
+	ARCEE_EXP4(Y4, Y5, X6)
+	VMOVUPD   Y0, (DI)(AX*8)
+	VMOVUPD   Y4, (R8)(AX*8)
+	ARCEE_SUM4(Y0, X0, X12, X1)
+	ARCEE_SUM4(Y4, X4, X13, X5)
+	ADDQ      $4, AX
+	JMP       e2loop
+
+e2done:
+	VMOVSD X12, (R9)
+	VMOVSD X13, (R10)
+	MOVQ   AX, ret+72(FP)
+	VZEROUPPER
+	RET
+
+// ARCEE_EXP8(X, T, K) is ARCEE_EXP4 on the eight lanes of Z register X (k in K, a Y
+// register; T a Z scratch), the constants broadcast from their first copy.
+#define ARCEE_EXP8(X, T, K) \
+	VMULPD.BCST       arceeexpconst<>+64(SB), X, T; \
+	VCVTPD2DQ         T, K; \
+	VCVTDQ2PD         K, T; \
+	VFNMADD231PD.BCST arceeexpconst<>+96(SB), T, X; \
+	VFNMADD231PD.BCST arceeexpconst<>+128(SB), T, X; \
+	VMULPD.BCST       arceeexpconst<>+160(SB), X, X; \
+	VBROADCASTSD      arceeexpconst<>+192(SB), T; \
+	VFMADD213PD.BCST  arceeexpconst<>+224(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+256(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+288(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+320(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+352(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+384(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+416(SB), X, T; \
+	VMULPD            T, X, X; \
+	VADDPD.BCST       arceeexpconst<>+448(SB), X, T; \
+	VMULPD            T, X, X; \
+	VADDPD.BCST       arceeexpconst<>+448(SB), X, T; \
+	VMULPD            T, X, X; \
+	VADDPD.BCST       arceeexpconst<>+448(SB), X, T; \
+	VMULPD            T, X, X; \
+	VADDPD.BCST       arceeexpconst<>+448(SB), X, T; \
+	VFMADD213PD.BCST  arceeexpconst<>+416(SB), T, X; \
+	VPMOVSXDQ         K, T; \
+	VPADDQ.BCST       arceeexpconst<>+480(SB), T, T; \
+	VPSLLQ            $52, T, T; \
+	VMULPD            T, X, X
+
+// func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
+//
+// arceeExp2AVX2 eight lanes at a time (n a multiple of 8): the same operations, so
+// the same bits, in half the instructions; the sums still add one lane at a time,
+// in order.
+TEXT ·arceeExp2AVX512(SB), NOSPLIT, $0-80
+	MOVQ         ex+0(FP), DI
+	MOVQ         eb+8(FP), R8
+	MOVQ         x+16(FP), SI
+	MOVQ         b+24(FP), DX
+	MOVQ         n+32(FP), CX
+	VBROADCASTSD mx+40(FP), Z15
+	VBROADCASTSD mb+48(FP), Z14
+	VBROADCASTSD arceeexpconst<>+0(SB), Z11
+	VBROADCASTSD arceeexpconst<>+32(SB), Z10
+	MOVQ         zx+56(FP), R9
+	MOVQ         zb+64(FP), R10
+	VMOVSD       (R9), X12
+	VMOVSD       (R10), X13
+	XORQ         AX, AX
+
+e5loop:
+	CMPQ      AX, CX
+	JGE       e5done
+	VCVTPS2PD (SI)(AX*4), Z0
+	VSUBPD    Z15, Z0, Z0
+	VCVTPS2PD (DX)(AX*4), Z4
+	VSUBPD    Z14, Z4, Z4
+	VCMPPD    $0x1D, Z11, Z0, K1               // x ≥ −708 (false for NaN)
+	VCMPPD    $0x12, Z10, Z0, K1, K1           // and x ≤ 708
+	VCMPPD    $0x1D, Z11, Z4, K1, K1
+	VCMPPD    $0x12, Z10, Z4, K1, K1
+	KMOVB     K1, BX
+	CMPQ      BX, $0xFF
+	JNE       e5done
+	ARCEE_EXP8(Z0, Z1, Y2)
+	ARCEE_EXP8(Z4, Z5, Y6)
+	VMOVUPD   Z0, (DI)(AX*8)
+	VMOVUPD   Z4, (R8)(AX*8)
+	VEXTRACTF64X4 $1, Z0, Y8
+	VEXTRACTF64X4 $1, Z4, Y9
+	ARCEE_SUM4(Y0, X0, X12, X1)
+	ARCEE_SUM4(Y4, X4, X13, X5)
+	ARCEE_SUM4(Y8, X8, X12, X1)
+	ARCEE_SUM4(Y9, X9, X13, X5)
+	ADDQ      $8, AX
+	JMP       e5loop
+
+e5done:
+	VMOVSD X12, (R9)
+	VMOVSD X13, (R10)
+	MOVQ   AX, ret+72(FP)
+	VZEROUPPER
+	RET
+
+// func arceeKLAVX512(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+//
+// arceeKLAVX2 eight lanes at a time (n a multiple of 8): the same operations on the
+// same constants (broadcast from their first copy; the integer forms of the masks,
+// which give the same bits), the terms still added to *kl one at a time, in order.
+TEXT ·arceeKLAVX512(SB), NOSPLIT, $0-56
+	MOVQ         ex+0(FP), SI
+	MOVQ         eb+8(FP), DX
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD zx+24(FP), Z15
+	VBROADCASTSD zb+32(FP), Z14
+	MOVQ         kl+40(FP), DI
+	VMOVSD       (DI), X12
+	VBROADCASTSD arceeklconst<>+0(SB), Z13
+	VBROADCASTSD arceeklconst<>+224(SB), Z16
+	VBROADCASTSD arceeklconst<>+256(SB), Z17
+	VBROADCASTSD arceeklconst<>+32(SB), Z18
+	VBROADCASTSD arceeklconst<>+64(SB), Z19
+	XORQ         AX, AX
+
+k5loop:
+	CMPQ    AX, CX
+	JGE     k5done
+	VMOVUPD (SI)(AX*8), Z0
+	VDIVPD  Z15, Z0, Z0
+	VADDPD  Z13, Z0, Z0                           // p
+	VMOVUPD (DX)(AX*8), Z1
+	VDIVPD  Z14, Z1, Z1
+	VADDPD  Z13, Z1, Z1                           // q
+	VDIVPD  Z1, Z0, Z2                            // r = p/q
+	VCMPPD  $0x1D, Z18, Z2, K1                    // r ≥ the least normal (false for NaN)
+	VCMPPD  $0x12, Z19, Z2, K1, K1                // and r ≤ the largest finite
+	KMOVB   K1, BX
+	CMPQ    BX, $0xFF
+	JNE     k5done
+
+	VPANDQ.BCST  arceeklconst<>+96(SB), Z2, Z5
+	VPORQ.BCST   arceeklconst<>+128(SB), Z5, Z5   // f1
+	VPSRLQ       $52, Z2, Z6
+	VPORQ.BCST   arceeklconst<>+160(SB), Z6, Z6
+	VSUBPD.BCST  arceeklconst<>+192(SB), Z6, Z6   // k
+	VCMPPD       $5, Z5, Z16, K2                  // !(√2/2 < f1)
+	VPXORQ       Z7, Z7, Z7
+	VMOVAPD      Z17, K2, Z7                      // 1 there, 0 elsewhere
+	VSUBPD       Z7, Z6, Z6
+	VADDPD       Z17, Z7, Z7
+	VMULPD       Z7, Z5, Z5
+	VSUBPD       Z17, Z5, Z5                      // f = f1 − 1
+	VADDPD.BCST  arceeklconst<>+288(SB), Z5, Z8
+	VDIVPD       Z8, Z5, Z8                       // s = f/(2 + f)
+	VMULPD       Z8, Z8, Z9                       // s2
+	VMULPD       Z9, Z9, Z10                      // s4
+	VMULPD.BCST  arceeklconst<>+512(SB), Z10, Z11
+	VADDPD.BCST  arceeklconst<>+448(SB), Z11, Z11
+	VMULPD       Z10, Z11, Z11
+	VADDPD.BCST  arceeklconst<>+384(SB), Z11, Z11
+	VMULPD       Z10, Z11, Z11
+	VADDPD.BCST  arceeklconst<>+320(SB), Z11, Z11
+	VMULPD       Z11, Z9, Z9                      // t1
+	VMULPD.BCST  arceeklconst<>+480(SB), Z10, Z11
+	VADDPD.BCST  arceeklconst<>+416(SB), Z11, Z11
+	VMULPD       Z10, Z11, Z11
+	VADDPD.BCST  arceeklconst<>+352(SB), Z11, Z11
+	VMULPD       Z11, Z10, Z10                    // t2
+	VADDPD       Z10, Z9, Z9                      // R
+	VMULPD.BCST  arceeklconst<>+128(SB), Z5, Z10
+	VMULPD       Z5, Z10, Z10                     // hfsq = 0.5·f·f
+	VADDPD       Z10, Z9, Z9                      // hfsq + R
+	VMULPD       Z9, Z8, Z8                       // s·(hfsq + R)
+	VMULPD.BCST  arceeklconst<>+576(SB), Z6, Z9
+	VADDPD       Z9, Z8, Z8                       // s·(hfsq + R) + k·Ln2Lo
+	VSUBPD       Z8, Z10, Z10
+	VSUBPD       Z5, Z10, Z10                     // (hfsq − (…)) − f
+	VMULPD.BCST  arceeklconst<>+544(SB), Z6, Z6
+	VSUBPD       Z10, Z6, Z6                      // log r
+
+	VMULPD        Z6, Z0, Z0                      // p·log r
+	VEXTRACTF64X4 $1, Z0, Y1
+	ARCEE_SUM4(Y0, X0, X12, X3)
+	ARCEE_SUM4(Y1, X1, X12, X3)
+	ADDQ          $8, AX
+	JMP           k5loop
+
+k5done:
+	VMOVSD X12, (DI)
+	MOVQ   AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func arceeRangeAVX2(keys *uint32, n int) (lo, hi uint32)
+//
+// The least and the greatest of keys[:n] (n a multiple of 8, at least 8), eight
+// lanes at a time.
+TEXT ·arceeRangeAVX2(SB), NOSPLIT, $0-24
+	MOVQ    keys+0(FP), SI
+	MOVQ    n+8(FP), CX
+	VMOVDQU (SI), Y0
+	VMOVDQA Y0, Y1
+	MOVQ    $8, AX
+
+rgloop:
+	CMPQ    AX, CX
+	JGE     rgred
+	VMOVDQU (SI)(AX*4), Y2
+	VPMINUD Y2, Y0, Y0
+	VPMAXUD Y2, Y1, Y1
+	ADDQ    $8, AX
+	JMP     rgloop
+
+rgred:
+	VEXTRACTI128 $1, Y0, X2
+	VPMINUD      X2, X0, X0
+	VPSHUFD      $0x4E, X0, X2
+	VPMINUD      X2, X0, X0
+	VPSHUFD      $0xB1, X0, X2
+	VPMINUD      X2, X0, X0
+	VEXTRACTI128 $1, Y1, X2
+	VPMAXUD      X2, X1, X1
+	VPSHUFD      $0x4E, X1, X2
+	VPMAXUD      X2, X1, X1
+	VPSHUFD      $0xB1, X1, X2
+	VPMAXUD      X2, X1, X1
+	VMOVD        X0, AX
+	MOVL         AX, lo+16(FP)
+	VMOVD        X1, AX
+	MOVL         AX, hi+20(FP)
+	VZEROUPPER
+	RET

@@ -1,0 +1,48 @@
+//go:build !purego
+
+package merge
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestArceeExp2AVX2: where the CPU has AVX-512, arceeExp2 runs arceeExp2AVX512; this
+// runs the checks on arceeExp2AVX2 as well.
+func TestArceeExp2AVX2(t *testing.T) {
+	old := haveArceeExp512
+	haveArceeExp512 = false
+	defer func() { haveArceeExp512 = old }()
+	checkArceeExp2(t)
+}
+
+// TestArceeKLAVX2: where the CPU has AVX-512, arceeKL runs arceeKLAVX512; this runs
+// TestArceeKLMatchesGo on arceeKLAVX2 as well.
+func TestArceeKLAVX2(t *testing.T) {
+	old := haveArceeKL512
+	haveArceeKL512 = false
+	defer func() { haveArceeKL512 = old }()
+	TestArceeKLMatchesGo(t)
+}
+
+// TestArceeKLScales8: math.Log over p/q of every scale the divergence can meet, in
+// blocks of eight (TestArceeKLMatchesGo's scales come four at a time, under the
+// AVX-512 loop's width), so that arceeKLAVX512 meets them where the CPU has it.
+func TestArceeKLScales8(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 14))
+	ex, eb := make([]float64, 8), make([]float64, 8)
+	for range 20000 {
+		for j := range ex {
+			ex[j], eb[j] = math.Pow(10, rng.Float64()*20-10), math.Pow(10, rng.Float64()*20-10)
+		}
+		zx, zb := math.Pow(10, rng.Float64()*4), math.Pow(10, rng.Float64()*4)
+		var want float64
+		for j := range ex {
+			want += arceeKLTerm(ex[j], eb[j], zx, zb)
+		}
+		if got := arceeKL(ex, eb, zx, zb); math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("ex %v eb %v zx %v zb %v: %v, want %v", ex, eb, zx, zb, got, want)
+		}
+	}
+}

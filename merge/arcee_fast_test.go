@@ -1,0 +1,255 @@
+package merge
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// arceeTestKLs are row divergences the keys and the selection meet: zero, ordinary
+// sizes, a slightly negative rounding, overflow scales and the special values.
+var arceeTestKLs = []float64{0, 1e-3, 0.37, 5, -1e-9, 1e30, math.Inf(1), math.NaN()}
+
+// TestArceeKeysMatchesGo: arceeKeys (eight at a time in AVX2 where the CPU has it)
+// gives the plain loop's order keys, on lengths that leave tails and rows with NaN,
+// infinities, zeros of both signs and subnormals (the NaN blocks go to Go). Where
+// the divergence itself is NaN, a NaN difference meets a NaN factor and which
+// payload the product keeps is each compilation's choice, so those two keys count
+// as the same when both are NaNs.
+func TestArceeKeysMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 9))
+	for _, n := range []int{1, 7, 8, 9, 63, 64, 1001, 4096} {
+		for _, kl := range arceeTestKLs {
+			x, b := fastTestValues(rng, n), fastTestValues(rng, n)
+			got := make([]uint32, n)
+			arceeKeys(got, x, b, kl)
+			for j := range got {
+				want := orderKey(arceeImportance(x[j], b[j], kl))
+				g, w := orderValue(got[j]), orderValue(want)
+				if got[j] != want && !((nanPayloadsVary || kl != kl) && g != g && w != w) {
+					t.Fatalf("n %d kl %v: element %d (x %v, b %v): key %#x, want %#x", n, kl, j, x[j], b[j], got[j], want)
+				}
+			}
+		}
+	}
+}
+
+// TestArceeSelectMatchesGo: arceeSelect (four at a time in AVX2 where the CPU has
+// it) takes the same input as the plain loop for every element, thresholds equal to
+// some importances included (where ≥ decides), and NaN, infinite and signed-zero
+// thresholds; the output is an input's bits, so the comparison is strict.
+func TestArceeSelectMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 10))
+	for _, n := range []int{1, 3, 4, 5, 64, 1001, 4096} {
+		for _, kl := range arceeTestKLs {
+			x, b := fastTestValues(rng, n), fastTestValues(rng, n)
+			thresholds := []float64{0, math.Copysign(0, -1), math.Inf(1), math.Inf(-1), math.NaN()}
+			for range 4 {
+				j := rng.IntN(n)
+				thresholds = append(thresholds, float64(arceeImportance(x[j], b[j], kl)))
+			}
+			for _, th := range thresholds {
+				got, want := make([]float32, n), make([]float32, n)
+				arceeSelect(got, x, b, kl, th)
+				arceeSelectGo(want, x, b, kl, th)
+				for j := range got {
+					if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+						t.Fatalf("n %d kl %v t %v: element %d (x %v, b %v): %v, want %v", n, kl, th, j, x[j], b[j], got[j], want[j])
+					}
+				}
+				var tookX int
+				for j := range want {
+					if float64(arceeImportance(x[j], b[j], kl)) >= th {
+						tookX++
+					}
+				}
+				if th == 0 && kl == 5 && tookX == 0 {
+					t.Errorf("n %d: threshold 0 took no model value: the case tells nothing", n)
+				}
+			}
+		}
+	}
+}
+
+// TestArceeMaxMatchesGo: arceeMax (eight at a time in AVX2 where the CPU has it)
+// gives Go's max over the widened values, rows with a NaN, infinities and a maximum
+// of ±0 (the rows the assembly leaves to Go) included, on lengths that leave tails.
+func TestArceeMaxMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 11))
+	ref := func(v []float32) float64 {
+		m := float64(v[0])
+		for _, f := range v {
+			m = max(m, float64(f))
+		}
+		return m
+	}
+	negZero := float32(math.Copysign(0, -1))
+	for _, n := range []int{1, 7, 8, 9, 16, 17, 1001, 5632} {
+		for trial := range 8 {
+			x, b := make([]float32, n), make([]float32, n)
+			for j := range x {
+				x[j] = float32(rng.NormFloat64())
+				b[j] = -float32(math.Abs(rng.NormFloat64())) - 1
+			}
+			switch trial {
+			case 1:
+				x[rng.IntN(n)] = float32(math.NaN())
+			case 2:
+				b[rng.IntN(n)] = float32(math.Inf(1))
+			case 3: // maxima ±0: all negative but one or two zeros
+				for j := range x {
+					x[j] = -float32(math.Abs(rng.NormFloat64())) - 1
+				}
+				x[rng.IntN(n)], x[rng.IntN(n)] = negZero, 0
+				b[rng.IntN(n)] = negZero
+			case 4:
+				x = fastTestValues(rng, n)
+				b = fastTestValues(rng, n)
+			case 5: // the maximum in the tail
+				x[n-1], b[n-1] = 1e30, 7
+			case 6:
+				x[n-1] = float32(math.NaN())
+			}
+			mx, mb := arceeMax(x, b)
+			if want := ref(x); !sameBits64(mx, want) {
+				t.Errorf("n %d trial %d: max θ %v, want %v", n, trial, mx, want)
+			}
+			if want := ref(b); !sameBits64(mb, want) {
+				t.Errorf("n %d trial %d: max θ_base %v, want %v", n, trial, mb, want)
+			}
+		}
+	}
+}
+
+// TestArceeFusionLongRows: the kernel against the sorted reference on rows of
+// the length of a llama MLP's down projection (5,632: most rows lie whole in a chunk,
+// where pass 1 does their keys, some straddle two) and on a tensor of whole rows
+// only (passes 2 to 4 skipped), two threads.
+func TestArceeFusionLongRows(t *testing.T) {
+	shapes := map[string][]int64{"down.weight": {30, 5632}, "wide.weight": {40, 2048}}
+	names := []string{"down.weight", "wide.weight"}
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		rng := rand.New(rand.NewPCG(41, 3))
+		base := randomCkptOf(rng, dt, shapes, names, nil, 0.05)
+		model := randomCkptOf(rng, dt, shapes, names, base, 0.02)
+		got := runMethodFiles(t, dt, "arcee_fusion", Params{}, base, []*ckpt{model}, nil, nil, 2)
+		for _, name := range names {
+			want := arceeFusionRef(shapes[name], base.vals[name], model.vals[name])
+			if !slicesEqualBits(got[name], want) {
+				t.Errorf("%s %s: differs from the sorted reference", dt, name)
+			}
+			var kept int
+			for j := range want {
+				if want[j] != base.vals[name][j] {
+					kept++
+				}
+			}
+			if kept == 0 || kept == len(want) {
+				t.Errorf("%s %s: the threshold keeps %d of %d: the case tells nothing", dt, name, kept, len(want))
+			}
+		}
+	}
+}
+
+// TestArceeInBinsMatchesGo: arceeInBins (skipping blocks with AVX2 where the CPU has
+// it) finds the same low halves, in the same order, as the plain loop, with bins that
+// coincide, bins no key has, and matches in the tail.
+func TestArceeInBinsMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 12))
+	for _, n := range []int{1, 7, 8, 9, 64, 1001, 4096} {
+		keys := make([]uint32, n)
+		for j := range keys {
+			keys[j] = uint32(rng.IntN(40))<<16 | uint32(rng.IntN(1<<16))
+		}
+		for _, bins := range [][3]uint32{{3, 17, 39}, {5, 5, 5}, {1000, 1001, 0}, {keys[n-1] >> 16, 1000, 1000}} {
+			got := arceeInBins(keys, &bins)
+			var want [3][]uint16
+			arceeInBinsGo(&want, keys, &bins)
+			var total int
+			for q := range got {
+				total += len(want[q])
+				if !slices.Equal(got[q], want[q]) {
+					t.Fatalf("n %d bins %v: quantile %d: %v, want %v", n, bins, q, got[q], want[q])
+				}
+			}
+			if bins[0] == 3 && n >= 1001 && total == 0 {
+				t.Errorf("n %d: no key in the bins: the case tells nothing", n)
+			}
+		}
+	}
+}
+
+// TestArceeExp2MatchesExp: arceeExp2 (both rows at once in AVX2 where the CPU has it)
+// gives arceeExp's exponentials and sums for each row, bit for bit, where either
+// row sends a block to Go (arguments past ±708, NaN, infinities) and on lengths that
+// leave tails.
+func TestArceeExp2MatchesExp(t *testing.T) { checkArceeExp2(t) }
+
+// checkArceeExp2 is TestArceeExp2MatchesExp's body, which the amd64 tests run once
+// more with the AVX2 loop where the CPU has AVX-512.
+func checkArceeExp2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 13))
+	for _, n := range []int{1, 3, 4, 9, 64, 1001, 5632} {
+		for trial := range 4 {
+			x, b := make([]float32, n), make([]float32, n)
+			for j := range x {
+				x[j] = float32(rng.NormFloat64() * 0.05)
+				b[j] = float32(rng.NormFloat64() * 3)
+			}
+			switch trial {
+			case 1:
+				b[rng.IntN(n)] = -800 // b's block past −708, x's fine
+			case 2:
+				x[rng.IntN(n)] = float32(math.NaN())
+			case 3:
+				x, b = fastTestValues(rng, n), fastTestValues(rng, n)
+			}
+			mx, mb := 0.03, -0.5
+			ex, eb := make([]float64, n), make([]float64, n)
+			zx, zb := arceeExp2(ex, eb, x, b, mx, mb)
+			wx, wb := make([]float64, n), make([]float64, n)
+			wzx, wzb := arceeExp(wx, x, mx), arceeExp(wb, b, mb)
+			if !sameBits64(zx, wzx) || !sameBits64(zb, wzb) {
+				t.Errorf("n %d trial %d: sums %v %v, want %v %v", n, trial, zx, zb, wzx, wzb)
+			}
+			for j := range ex {
+				if !sameBits64(ex[j], wx[j]) || !sameBits64(eb[j], wb[j]) {
+					t.Fatalf("n %d trial %d: element %d: %v %v, want %v %v", n, trial, j, ex[j], eb[j], wx[j], wb[j])
+				}
+			}
+		}
+	}
+}
+
+// TestArceeRange: arceeRange (AVX2 where the CPU has it) gives the least and the
+// greatest key, with the extremes in the first block, in the tail, and at 0 and
+// 2^32 − 1 (unsigned order).
+func TestArceeRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 15))
+	for _, n := range []int{1, 7, 8, 9, 64, 1001} {
+		for trial := range 4 {
+			keys := make([]uint32, n)
+			for j := range keys {
+				keys[j] = 1<<20 + uint32(rng.IntN(1<<24))
+			}
+			switch trial {
+			case 1:
+				keys[0], keys[n-1] = 0, math.MaxUint32
+			case 2:
+				keys[n-1], keys[0] = 0, math.MaxUint32
+			case 3:
+				keys[rng.IntN(n)] = 1 << 31
+			}
+			lo, hi := keys[0], keys[0]
+			for _, k := range keys {
+				lo, hi = min(lo, k), max(hi, k)
+			}
+			if gl, gh := arceeRange(keys); gl != lo || gh != hi {
+				t.Errorf("n %d trial %d: [%#x, %#x], want [%#x, %#x]", n, trial, gl, gh, lo, hi)
+			}
+		}
+	}
+}
