@@ -92,3 +92,178 @@ func TestSCEVarianceAsm(t *testing.T) {
 		}
 	}
 }
+
+// sceTieInputs is a tensor of n elements (base first, then models) whose deltas
+// come from a few values, so that many variances are equal (as with BF16 task
+// vectors), with zeros, ±Inf and NaN sprinkled in.
+func sceTieInputs(rng *rand.Rand, n, models int) [][]float32 {
+	deltas := []float32{0, 0.5, -0.5, 1, -1, 0.25, 2}
+	odd := []float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0, float32(math.Copysign(0, -1))}
+	in := make([][]float32, models+1)
+	for k := range in {
+		in[k] = make([]float32, n)
+		for j := range in[k] {
+			switch {
+			case k == 0:
+				in[k][j] = float32(rng.IntN(5))
+			case rng.IntN(5000) == 0:
+				in[k][j] = odd[rng.IntN(len(odd))]
+			default:
+				in[k][j] = in[0][j] + deltas[rng.IntN(len(deltas))]
+			}
+		}
+	}
+	return in
+}
+
+// runSCEPasses runs passes over in, chunk after chunk, as the engine does (a pass's
+// Skip asked once the previous one is done).
+func runSCEPasses(passes []Pass, in [][]float32) {
+	n := int64(len(in[0]))
+	for _, p := range passes {
+		if p.Skip != nil && p.Skip() {
+			continue
+		}
+		for c := int64(0); c*ChunkElems < n; c++ {
+			end := min(n, (c+1)*ChunkElems)
+			chunk := make([][]float32, len(in))
+			for k := range in {
+				chunk[k] = in[k][c*ChunkElems : end]
+			}
+			p.Chunk(Chunk{Index: c, Offset: c * ChunkElems}, chunk, nil, nil)
+		}
+		if p.Done != nil {
+			if err := p.Done(nil); err != nil {
+				panic(err)
+			}
+		}
+	}
+}
+
+// TestSCEKeysMatchRankSelector: the masks sceKeys makes from its kept keys are the
+// rank selector's (the variances computed again in each of its passes), on tensors
+// of one to several chunks with many equal variances at the cut (the tie path,
+// checked to be taken), zeros, ±Inf and NaN, at several select_topk.
+func TestSCEKeysMatchRankSelector(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 4))
+	var tied int
+	for _, n := range []int{1, 70, ChunkElems, 2*ChunkElems + 333} {
+		for _, models := range []int{1, 3} {
+			in := sceTieInputs(rng, n, models)
+			for _, topk := range []float64{1e-5, 0.1, 0.37, 0.5, 0.999} {
+				keyed := newSCESelection(int64(n), topk, 1<<40, 1<<40)
+				runSCEPasses(keyed.passes(), in)
+				ranked := newSCESelection(int64(n), topk, 0, 0)
+				runSCEPasses(ranked.passes(), in)
+				if keyed.keys == nil || ranked.sel == nil {
+					t.Fatal("the limits did not choose the two selections")
+				}
+				if keyed.keys.ties {
+					tied++
+				}
+				for c := int64(0); c*ChunkElems < int64(n); c++ {
+					end := min(int64(n), (c+1)*ChunkElems)
+					chunk := make([][]float32, len(in))
+					for k := range in {
+						chunk[k] = in[k][c*ChunkElems : end]
+					}
+					pos := Chunk{Index: c, Offset: c * ChunkElems}
+					got := keyed.weightsMask(newSCEScratch(models), chunk, pos)
+					want := ranked.weightsMask(newSCEScratch(models), chunk, pos)
+					for w := range want {
+						if got[w] != want[w] {
+							t.Fatalf("n=%d models=%d topk=%g chunk %d word %d: keys' mask %#x, rank selector's %#x", n, models, topk, c, w, got[w], want[w])
+						}
+					}
+					// The merge pass: the kept mask (keys), computed again (rank selector,
+					// no room), and computed again from the keys' cut.
+					kept := keyed.mergeMask(newSCEScratch(models), chunk, pos)
+					again := ranked.mergeMask(newSCEScratch(models), chunk, pos)
+					fresh := make([]uint64, len(want))
+					keyed.fresh(fresh, newSCEScratch(models), chunk, pos)
+					if !slicesEqual(kept, want) || !slicesEqual(again, want) || !slicesEqual(fresh, want) {
+						t.Fatalf("n=%d topk=%g chunk %d: the merge pass's mask differs", n, topk, c)
+					}
+				}
+			}
+		}
+	}
+	if tied == 0 {
+		t.Error("no case had equal keys on both sides of the cut")
+	}
+}
+
+func slicesEqual(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSCEMaskAsm: sceMaskBits (AVX2 where the CPU has it) is sceMaskRef for lengths
+// across the groups of 64, with keys equal to t, just above and below it, 0 and the
+// largest (a NaN's); keys have no sign bit, as absBits makes them.
+func TestSCEMaskAsm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 9))
+	for _, n := range []int{0, 1, 63, 64, 65, 128, 200, 1000} {
+		for _, tk := range []uint32{1, 0x3f800000, 0x7f800000, 0x7fffffff} {
+			keys := make([]uint32, n)
+			for j := range keys {
+				switch rng.IntN(5) {
+				case 0:
+					keys[j] = tk
+				case 1:
+					keys[j] = tk + 1
+				case 2:
+					keys[j] = tk - 1
+				case 3:
+					keys[j] = []uint32{0, 0x7fffffff, 0x7fc00000}[rng.IntN(3)]
+				default:
+					keys[j] = rng.Uint32()
+				}
+				keys[j] &^= 1 << 31 // a key has no sign bit (absBits)
+			}
+			words := (n + 63) / 64
+			ga, ge, wa, we := make([]uint64, words), make([]uint64, words), make([]uint64, words), make([]uint64, words)
+			sceMaskBits(ga, ge, keys, tk)
+			sceMaskRef(wa, we, keys, tk)
+			for w := range words {
+				if ga[w] != wa[w] || ge[w] != we[w] {
+					t.Fatalf("n=%d t=%#x word %d (assembly %v): above %#x equal %#x, reference %#x %#x", n, tk, w, haveTiesAsm, ga[w], ge[w], wa[w], we[w])
+				}
+			}
+		}
+	}
+}
+
+// TestSCEKeysSameBits: sce's output with the keys kept (and the masks carried to
+// the merge pass) is the output through the rank selector (masks computed again),
+// bit for bit, on BF16 and F32 tensors of several chunks with many equal variances,
+// NaN and ±Inf, with one and two threads.
+func TestSCEKeysSameBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	n := 2*ChunkElems + 333
+	in := sceTieInputs(rng, n, 3)
+	mk := func(v []float32) *ckpt {
+		return &ckpt{names: []string{"w"}, shapes: map[string][]int64{"w": {int64(n)}}, vals: map[string][]float32{"w": v}}
+	}
+	base, models := mk(in[0]), []*ckpt{mk(in[1]), mk(in[2]), mk(in[3])}
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		for _, topk := range []float64{0.1, 0.6, 1} {
+			want := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk, keepCacheBytes: 1}, base, models, nil, nil, 1)["w"]
+			for _, threads := range []int{1, 2} {
+				got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk}, base, models, nil, nil, threads)["w"]
+				for j := range want {
+					if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+						t.Fatalf("%s select_topk=%g threads=%d element %d: %v with the keys, %v without", dt, topk, threads, j, got[j], want[j])
+					}
+				}
+			}
+		}
+	}
+}
