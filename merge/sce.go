@@ -90,7 +90,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 		keyLimit = m.p.keepCacheBytes
 	}
 	sel := newSCESelection(n, m.p.SelectTopK, keyLimit, m.keepCacheLimit())
-	pool := sync.Pool{New: func() any { return newSCEScratch(lanes) }}
+	pool := &sync.Pool{New: func() any { return newSCEScratch(lanes) }}
 	w := make([]float32, lanes)
 	passes := append(sel.passes(), Pass{ // the weights: Σ δ̂_i² per model
 		NumStats: lanes,
@@ -111,6 +111,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.Put(sc)
 			sceMergeChunk(dst, in[0][:len(dst)], in[1:], w, sel.mergeMask(sc, in, pos), sc.x)
 		},
+		Fused: sceFused(t, sel, w, pool),
 	}
 }
 

@@ -135,16 +135,21 @@ func (s *sceKeys) settle() {
 		}
 	}
 	s.hist = nil
+	// The keys in the bin, 64 at a time: above lo−1 and not above hi.
 	lows := make([]int64, 1<<16)
+	lo, hi := bin<<16, bin<<16|0xffff
+	ge, gt, eq := make([]uint64, ChunkElems/64), make([]uint64, ChunkElems/64), make([]uint64, ChunkElems/64)
 	for _, keys := range s.keys {
-		for j := 0; j < len(keys); {
-			if haveTiesAsm && len(keys)-j >= 8 {
-				j += binScanAsm(keys[j:], (len(keys)-j)&^7, bin) // groups of eight with none
-			}
-			for end := min(j+8, len(keys)); j < end; j++ {
-				if keys[j]>>16 == bin {
-					lows[uint16(keys[j])]++
-				}
+		words := (len(keys) + 63) / 64
+		if lo == 0 {
+			setBits(ge[:words], len(keys))
+		} else {
+			sceMaskBits(ge, eq, keys, lo-1)
+		}
+		sceMaskBits(gt, eq, keys, hi)
+		for w := range words {
+			for in := ge[w] &^ gt[w]; in != 0; in &= in - 1 {
+				lows[uint16(keys[64*w+bits.TrailingZeros64(in)])]++
 			}
 		}
 	}
@@ -164,8 +169,9 @@ func (s *sceKeys) settle() {
 	var seen int64
 	for c, keys := range s.keys {
 		s.before[c] = seen
-		for _, k := range keys {
-			seen += int64(b2i(k == s.t))
+		sceMaskBits(gt, eq, keys, s.t)
+		for _, e := range eq[:(len(keys)+63)/64] {
+			seen += int64(bits.OnesCount64(e))
 		}
 	}
 }
