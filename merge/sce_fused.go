@@ -111,3 +111,41 @@ func bf16Requiet(dst, src []byte) {
 		le.PutUint16(dst[j:], h|((h&0x7fff+0x7f)&0x8000)>>9)
 	}
 }
+
+// weighBF16 is the weights pass done from the kept keys and t's bytes: each chunk's
+// mask (kept for the merge pass) and its Σ δ_i² over the kept positions, per model
+// (lanes per chunk, in chunk order, each a float64 sum in flat order from +0, as
+// sceSquares adds them). false: t's inputs are not whole BF16 tensors in memory
+// (a span's view, another dtype), and the weights pass runs.
+func (s *sceSelection) weighBF16(t *TensorPlan, lanes int) ([]float64, bool) {
+	n := t.NumElements()
+	for _, op := range t.In {
+		if op.DType != dtype.BF16 || op.base != 0 || int64(len(op.Data)) != 2*n {
+			return nil, false
+		}
+	}
+	le := binary.LittleEndian
+	base, models := t.In[0].Data, t.In[1:]
+	sums := make([]float64, len(s.kept)*lanes)
+	eq := make([]uint64, ChunkElems/64)
+	for c := range s.kept {
+		off := c * ChunkElems
+		size := int(min(ChunkElems, n-int64(off)))
+		mask := make([]uint64, (size+63)/64)
+		s.keys.mask(mask, eq[:len(mask)], s.keys.keys[c], size, int64(c))
+		s.keys.dropKeys(int64(c))
+		s.kept[c] = mask
+		acc := sums[c*lanes : (c+1)*lanes]
+		for wi, word := range mask {
+			for ; word != 0; word &= word - 1 {
+				j := 2 * (off + wi*64 + bits.TrailingZeros64(word))
+				b := dtype.BF16ToFloat32(le.Uint16(base[j:]))
+				for i, x := range models {
+					d := float64(dtype.BF16ToFloat32(le.Uint16(x.Data[j:])) - b)
+					acc[i] += float64(d * d)
+				}
+			}
+		}
+	}
+	return sums, true
+}

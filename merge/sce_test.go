@@ -95,10 +95,10 @@ func TestSCEVarianceAsm(t *testing.T) {
 
 // sceTieInputs is a tensor of n elements (base first, then models) whose deltas
 // come from a few values, so that many variances are equal (as with BF16 task
-// vectors), with zeros, ±Inf and NaN sprinkled in.
-func sceTieInputs(rng *rand.Rand, n, models int) [][]float32 {
+// vectors), with zeros, and ±Inf and NaN sprinkled in where odd.
+func sceTieInputs(rng *rand.Rand, n, models int, odd bool) [][]float32 {
 	deltas := []float32{0, 0.5, -0.5, 1, -1, 0.25, 2}
-	odd := []float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0, float32(math.Copysign(0, -1))}
+	odds := []float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0, float32(math.Copysign(0, -1))}
 	in := make([][]float32, models+1)
 	for k := range in {
 		in[k] = make([]float32, n)
@@ -106,8 +106,8 @@ func sceTieInputs(rng *rand.Rand, n, models int) [][]float32 {
 			switch {
 			case k == 0:
 				in[k][j] = float32(rng.IntN(5))
-			case rng.IntN(5000) == 0:
-				in[k][j] = odd[rng.IntN(len(odd))]
+			case odd && rng.IntN(5000) == 0:
+				in[k][j] = odds[rng.IntN(len(odds))]
 			default:
 				in[k][j] = in[0][j] + deltas[rng.IntN(len(deltas))]
 			}
@@ -149,7 +149,7 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 	var tied int
 	for _, n := range []int{1, 70, ChunkElems, 2*ChunkElems + 333} {
 		for _, models := range []int{1, 3} {
-			in := sceTieInputs(rng, n, models)
+			in := sceTieInputs(rng, n, models, true)
 			for _, topk := range []float64{1e-5, 0.1, 0.37, 0.5, 0.999} {
 				keyed := newSCESelection(int64(n), topk, 1<<40, 1<<40)
 				runSCEPasses(keyed.passes(), in)
@@ -241,26 +241,31 @@ func TestSCEMaskAsm(t *testing.T) {
 	}
 }
 
-// TestSCEKeysSameBits: sce's output with the keys kept (and the masks carried to
-// the merge pass) is the output through the rank selector (masks computed again),
-// bit for bit, on BF16 and F32 tensors of several chunks with many equal variances,
-// NaN and ±Inf, with one and two threads.
+// TestSCEKeysSameBits: sce's output with the keys kept (the weights summed from the
+// BF16 bytes, the masks carried to the merge pass) is the output through the rank
+// selector, the weights pass and the decoded merge (masks computed again), bit for
+// bit, on BF16 and F32 tensors of several chunks with many equal variances, one of
+// them with NaN and ±Inf (whose weights are NaN, so the other pins the weights),
+// with one and two threads.
 func TestSCEKeysSameBits(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	n := 2*ChunkElems + 333
-	in := sceTieInputs(rng, n, 3)
-	mk := func(v []float32) *ckpt {
-		return &ckpt{names: []string{"w"}, shapes: map[string][]int64{"w": {int64(n)}}, vals: map[string][]float32{"w": v}}
+	clean, odd := sceTieInputs(rng, n, 3, false), sceTieInputs(rng, n, 3, true)
+	mk := func(k int) *ckpt {
+		return &ckpt{names: []string{"w", "v"}, shapes: map[string][]int64{"w": {int64(n)}, "v": {int64(n)}},
+			vals: map[string][]float32{"w": clean[k], "v": odd[k]}}
 	}
-	base, models := mk(in[0]), []*ckpt{mk(in[1]), mk(in[2]), mk(in[3])}
+	base, models := mk(0), []*ckpt{mk(1), mk(2), mk(3)}
 	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
 		for _, topk := range []float64{0.1, 0.6, 1} {
-			want := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk, keepCacheBytes: 1}, base, models, nil, nil, 1)["w"]
+			want := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk, keepCacheBytes: 1}, base, models, nil, nil, 1)
 			for _, threads := range []int{1, 2} {
-				got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk}, base, models, nil, nil, threads)["w"]
-				for j := range want {
-					if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
-						t.Fatalf("%s select_topk=%g threads=%d element %d: %v with the keys, %v without", dt, topk, threads, j, got[j], want[j])
+				got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk}, base, models, nil, nil, threads)
+				for _, name := range base.names {
+					for j := range want[name] {
+						if math.Float32bits(got[name][j]) != math.Float32bits(want[name][j]) {
+							t.Fatalf("%s %s select_topk=%g threads=%d element %d: %v with the keys, %v without", dt, name, topk, threads, j, got[name][j], want[name][j])
+						}
 					}
 				}
 			}
