@@ -92,27 +92,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 	sel := newSCESelection(n, m.p.SelectTopK, keyLimit, m.keepCacheLimit())
 	pool := &sync.Pool{New: func() any { return newSCEScratch(lanes) }}
 	w := make([]float32, lanes)
-	weighed := false // the weights came from the keys pass's Done
-	passes := sel.passes()
-	if sel != nil && sel.keys != nil {
-		// With the keys kept and the inputs whole BF16 tensors in memory, the keys
-		// pass's Done also makes the masks and sums the kept positions' δ² from the
-		// inputs' bytes, a tenth of the positions at select_topk 0.1, and the weights
-		// pass, another decode of every input, is skipped.
-		settle := passes[0].Done
-		passes[0].Done = func(perChunk []float64) error {
-			if err := settle(perChunk); err != nil {
-				return err
-			}
-			if sums, ok := sel.weighBF16(t, lanes); ok {
-				copy(w, sceWeights(sums, lanes, n))
-				weighed = true
-			}
-			return nil
-		}
-	}
-	passes = append(passes, Pass{ // the weights: Σ δ̂_i² per model
-		Skip:     func() bool { return weighed },
+	passes := append(sel.passes(), Pass{ // the weights: Σ δ̂_i² per model
 		NumStats: lanes,
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 			sc := pool.Get().(*sceScratch)
