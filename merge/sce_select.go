@@ -19,8 +19,9 @@ import (
 // A tensor whose keys do not fit goes through the rank selector as before.
 
 // maxSCEKeyBytes bounds the rank keys sceKeys holds for one tensor (4 bytes per
-// element: 32M elements, every tensor of the 256mb fixtures and of a 7B model but
-// its embeddings, which take the rank selector). Only one
+// element: 32M elements; every tensor of the 256mb fixtures, a 7B llama's attention
+// matrices (16.8M) but not its MLP matrices (45M) or embeddings (131M), which take
+// the rank selector). Only one
 // tensor's keys are held at a time: the engine runs one tensor's passes after the
 // other's, and the weights pass drops each chunk's keys.
 const maxSCEKeyBytes = 128 << 20
