@@ -2,7 +2,9 @@ package merge
 
 import (
 	"math"
+	"math/bits"
 	"slices"
+	"sync"
 )
 
 // SCE (Wan et al., FuseChat, "Select, Calculate, Erase"; mergekit's sce): with task
@@ -81,65 +83,21 @@ func sceTopK(topk float64, nz int64) int64 {
 func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 	n := t.NumElements()
 	lanes := len(m.weights)
-	topk := m.p.SelectTopK
-	pool := newMaskPool(1)
-	var (
-		passes []Pass
-		sel    *rankSelector // nil: every position kept (select_topk ≥ 1)
-		none   = topk <= 0   // no position kept
-	)
-	if !none && topk < 1 {
-		// The cut's rank depends on the count of non-zero variances, which the
-		// selector's first pass counts (a pass of its own read every input once more).
-		sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
-		sel.rankOfNonZero = func(nz int64) int64 { return sceTopK(topk, nz) }
-		passes = sel.passes()
+	// keepCacheLimit: a test's lower bound replaces both maxSCEKeyBytes and the
+	// masks' bound, to exercise the rank selector and masks computed again.
+	keyLimit := int64(maxSCEKeyBytes)
+	if m.p.keepCacheBytes != 0 {
+		keyLimit = m.p.keepCacheBytes
 	}
-	// mask fills sc.keep[0] with the selected positions of a chunk.
-	mask := func(sc *maskScratch, in [][]float32, pos Chunk) []bool {
-		keep := sc.keep[0]
-		switch {
-		case none:
-			clear(keep)
-		case sel == nil:
-			for j := range keep {
-				keep[j] = true
-			}
-		default:
-			sceVariance(sc.mags, 0, in)
-			sel.cuts[0][0].above(keep, sc.mags, pos)
-		}
-		return keep
-	}
-	masks := func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
-		mask(sc, in, pos)
-		return sc.keep
-	}
-	storeMasks, takeMasks := masks, masks
-	if sel != nil {
-		// The weights pass keeps the selection for the merge pass (bounded), which
-		// then need not compute the variances once more.
-		kc := newKeepCache(1, m.keepCacheLimit())
-		storeMasks, takeMasks = kc.storing(masks), kc.taking(masks)
-	}
+	sel := newSCESelection(n, m.p.SelectTopK, keyLimit, m.keepCacheLimit())
+	pool := &sync.Pool{New: func() any { return newSCEScratch(lanes) }}
 	w := make([]float32, lanes)
-	passes = append(passes, Pass{ // the weights: Σ δ̂_i² per model
+	passes := append(sel.passes(), Pass{ // the weights: Σ δ̂_i² per model
 		NumStats: lanes,
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
-			sc := pool.get(len(in[0]))
-			defer pool.put(sc)
-			keep := storeMasks(sc, in, pos)[0]
-			base := in[0]
-			for i, x := range in[1:] {
-				var sq float64
-				for j, k := range keep {
-					if k {
-						d := float64(x[j] - base[j])
-						sq += float64(d * d)
-					}
-				}
-				acc[i] += sq
-			}
+			sc := pool.Get().(*sceScratch)
+			defer pool.Put(sc)
+			sceSquares(acc, in[0], in[1:], sel.weightsMask(sc, in, pos), sc.sq)
 		},
 		Done: func(perChunk []float64) error {
 			copy(w, sceWeights(perChunk, lanes, n))
@@ -149,31 +107,82 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 	return Kernel{
 		Passes: passes,
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
-			sc := pool.get(len(dst))
-			defer pool.put(sc)
-			keep := takeMasks(sc, in, pos)[0]
-			base, models := in[0][:len(dst)], in[1:]
-			for j := range dst {
-				b := base[j]
-				if !keep[j] { // every δ̂ is 0: nothing agrees, the base stays
-					dst[j] = b
-					continue
-				}
-				var sum float32 // Σ_i δ_i in model order: the sign election's
-				for _, x := range models {
-					sum += x[j] - b
-				}
-				s := electedSign(sum)
-				var num, den float32
-				for i, x := range models {
-					mk := agreeMask(x[j]-b, s)
-					num += math.Float32frombits(math.Float32bits(float32(w[i]*(x[j]-b))) & mk)
-					den += math.Float32frombits(math.Float32bits(w[i]) & mk)
-				}
-				dst[j] = b + num/max(den, 1e-6)
-			}
+			sc := pool.Get().(*sceScratch)
+			defer pool.Put(sc)
+			sceMergeChunk(dst, in[0][:len(dst)], in[1:], w, sel.mergeMask(sc, in, pos), sc.x)
 		},
+		Fused: sceFused(t, sel, w, pool),
 	}
+}
+
+// sceSquares adds each model's Σ δ_i² over a chunk's kept positions (mask, one bit
+// per position; nil: all), a float64 sum in element order from +0, to acc[i]; sq
+// has a slot per model.
+func sceSquares(acc []float64, base []float32, models [][]float32, mask []uint64, sq []float64) {
+	clear(sq)
+	add := func(j int) {
+		b := base[j]
+		for i, x := range models {
+			d := float64(x[j] - b)
+			sq[i] += float64(d * d)
+		}
+	}
+	if mask == nil {
+		for j := range base {
+			add(j)
+		}
+	} else {
+		for wi, word := range mask {
+			for ; word != 0; word &= word - 1 {
+				add(wi*64 + bits.TrailingZeros64(word))
+			}
+		}
+	}
+	for i, v := range sq {
+		acc[i] += v
+	}
+}
+
+// sceMergeChunk merges a chunk: the base where the mask drops the position (every
+// δ̂ is 0 there, so nothing agrees), sceMergeAt where it keeps it (nil: everywhere);
+// x has a slot per model.
+func sceMergeChunk(dst, base []float32, models [][]float32, w []float32, mask []uint64, x []float32) {
+	at := func(j int) {
+		for i, m := range models {
+			x[i] = m[j]
+		}
+		dst[j] = sceMergeAt(base[j], x, w)
+	}
+	if mask == nil {
+		for j := range dst {
+			at(j)
+		}
+		return
+	}
+	copy(dst, base)
+	for wi, word := range mask {
+		for ; word != 0; word &= word - 1 {
+			at(wi*64 + bits.TrailingZeros64(word))
+		}
+	}
+}
+
+// sceMergeAt is one kept position: the sign elected by Σ_i δ_i (float32, in model
+// order), then Σ w_i·δ_i over the models that agree with it, over Σ w_i of those.
+func sceMergeAt(b float32, x, w []float32) float32 {
+	var sum float32
+	for _, v := range x {
+		sum += v - b
+	}
+	s := electedSign(sum)
+	var num, den float32
+	for i, v := range x {
+		d := v - b
+		mk := agreeMask(d, s)
+		num += math.Float32frombits(math.Float32bits(float32(w[i]*d)) & mk)
+		den += math.Float32frombits(math.Float32bits(w[i]) & mk)
+	}
+	return b + num/max(den, 1e-6)
 }
 
 // sceWeights turns the per-chunk Σ δ̂_i² (lanes per chunk, in chunk order) into

@@ -61,3 +61,54 @@ vloop:
 done:
 	VZEROUPPER
 	RET
+
+// One group of eight keys at byte offset off of SI: VPCMPGTD and VPCMPEQD against
+// t (Y5), their sign bits appended below the words built so far in R9 (above) and
+// R10 (equal).
+#define SCE_MASK_GROUP(off) \
+	VMOVDQU   off(SI), Y0 \
+	VPCMPGTD  Y5, Y0, Y1 \
+	VPCMPEQD  Y5, Y0, Y2 \
+	VMOVMSKPS Y1, AX \
+	VMOVMSKPS Y2, BX \
+	SHLQ      $8, R9 \
+	SHLQ      $8, R10 \
+	ORQ       AX, R9 \
+	ORQ       BX, R10
+
+// func sceMaskAVX2(above, equal *uint64, keys *uint32, words int, t uint32)
+// For each of words groups of 64 keys, bit b of above[w] is keys[64w+b] > t and of
+// equal[w] keys[64w+b] == t. Keys and t are below 1<<31 (no sign bit), so the
+// signed comparison orders them as unsigned. The groups of eight go from the last
+// to the first, each shifted in below the ones before.
+TEXT ·sceMaskAVX2(SB), NOSPLIT, $0-36
+	MOVQ above+0(FP), DI
+	MOVQ equal+8(FP), R8
+	MOVQ keys+16(FP), SI
+	MOVQ words+24(FP), CX
+	MOVL t+32(FP), AX
+	VMOVD        AX, X5
+	VPBROADCASTD X5, Y5
+mwloop:
+	TESTQ CX, CX
+	JZ    mdone
+	XORQ  R9, R9
+	XORQ  R10, R10
+	SCE_MASK_GROUP(224)
+	SCE_MASK_GROUP(192)
+	SCE_MASK_GROUP(160)
+	SCE_MASK_GROUP(128)
+	SCE_MASK_GROUP(96)
+	SCE_MASK_GROUP(64)
+	SCE_MASK_GROUP(32)
+	SCE_MASK_GROUP(0)
+	MOVQ R9, (DI)
+	MOVQ R10, (R8)
+	ADDQ $256, SI
+	ADDQ $8, DI
+	ADDQ $8, R8
+	DECQ CX
+	JMP  mwloop
+mdone:
+	VZEROUPPER
+	RET

@@ -92,3 +92,254 @@ func TestSCEVarianceAsm(t *testing.T) {
 		}
 	}
 }
+
+// sceTieInputs is a tensor of n elements (base first, then models) whose deltas
+// come from a few values, so that many variances are equal (as with BF16 task
+// vectors), with zeros, and ±Inf and NaN sprinkled in where odd.
+func sceTieInputs(rng *rand.Rand, n, models int, odd bool) [][]float32 {
+	deltas := []float32{0, 0.5, -0.5, 1, -1, 0.25, 2}
+	odds := []float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0, float32(math.Copysign(0, -1))}
+	in := make([][]float32, models+1)
+	for k := range in {
+		in[k] = make([]float32, n)
+		for j := range in[k] {
+			switch {
+			case k == 0:
+				in[k][j] = float32(rng.IntN(5))
+			case odd && rng.IntN(5000) == 0:
+				in[k][j] = odds[rng.IntN(len(odds))]
+			default:
+				in[k][j] = in[0][j] + deltas[rng.IntN(len(deltas))]
+			}
+		}
+	}
+	return in
+}
+
+// runSCEPasses runs passes over in, chunk after chunk, as the engine does (a pass's
+// Skip asked once the previous one is done).
+func runSCEPasses(passes []Pass, in [][]float32) {
+	n := int64(len(in[0]))
+	for _, p := range passes {
+		if p.Skip != nil && p.Skip() {
+			continue
+		}
+		for c := int64(0); c*ChunkElems < n; c++ {
+			end := min(n, (c+1)*ChunkElems)
+			chunk := make([][]float32, len(in))
+			for k := range in {
+				chunk[k] = in[k][c*ChunkElems : end]
+			}
+			p.Chunk(Chunk{Index: c, Offset: c * ChunkElems}, chunk, nil, nil)
+		}
+		if p.Done != nil {
+			if err := p.Done(nil); err != nil {
+				panic(err)
+			}
+		}
+	}
+}
+
+// TestSCEKeysMatchRankSelector: the masks sceKeys makes from its kept keys are the
+// rank selector's (the variances computed again in each of its passes), on tensors
+// of one to several chunks with many equal variances at the cut (the tie path,
+// checked to be taken), zeros, ±Inf and NaN, at several select_topk.
+func TestSCEKeysMatchRankSelector(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 4))
+	var tied int
+	for _, n := range []int{1, 70, ChunkElems, 2*ChunkElems + 333} {
+		for _, models := range []int{1, 3} {
+			in := sceTieInputs(rng, n, models, true)
+			for _, topk := range []float64{1e-5, 0.1, 0.37, 0.5, 0.999} {
+				keyed := newSCESelection(int64(n), topk, 1<<40, 1<<40)
+				runSCEPasses(keyed.passes(), in)
+				ranked := newSCESelection(int64(n), topk, 0, 0)
+				runSCEPasses(ranked.passes(), in)
+				if keyed.keys == nil || ranked.sel == nil {
+					t.Fatal("the limits did not choose the two selections")
+				}
+				if keyed.keys.ties {
+					tied++
+				}
+				for c := int64(0); c*ChunkElems < int64(n); c++ {
+					end := min(int64(n), (c+1)*ChunkElems)
+					chunk := make([][]float32, len(in))
+					for k := range in {
+						chunk[k] = in[k][c*ChunkElems : end]
+					}
+					pos := Chunk{Index: c, Offset: c * ChunkElems}
+					got := keyed.weightsMask(newSCEScratch(models), chunk, pos)
+					want := ranked.weightsMask(newSCEScratch(models), chunk, pos)
+					for w := range want {
+						if got[w] != want[w] {
+							t.Fatalf("n=%d models=%d topk=%g chunk %d word %d: keys' mask %#x, rank selector's %#x", n, models, topk, c, w, got[w], want[w])
+						}
+					}
+					// The merge pass: the kept mask (keys), computed again (rank selector,
+					// no room), and computed again from the keys' cut.
+					kept := keyed.mergeMask(newSCEScratch(models), chunk, pos)
+					again := ranked.mergeMask(newSCEScratch(models), chunk, pos)
+					fresh := make([]uint64, len(want))
+					keyed.fresh(fresh, newSCEScratch(models), chunk, pos)
+					if !slicesEqual(kept, want) || !slicesEqual(again, want) || !slicesEqual(fresh, want) {
+						t.Fatalf("n=%d topk=%g chunk %d: the merge pass's mask differs", n, topk, c)
+					}
+				}
+			}
+		}
+	}
+	if tied == 0 {
+		t.Error("no case had equal keys on both sides of the cut")
+	}
+}
+
+func slicesEqual(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSCEMaskAsm: sceMaskBits (AVX2 where the CPU has it) is sceMaskRef for lengths
+// across the groups of 64, with keys equal to t, just above and below it, 0 and the
+// largest (a NaN's); keys have no sign bit, as absBits makes them.
+func TestSCEMaskAsm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 9))
+	for _, n := range []int{0, 1, 63, 64, 65, 128, 200, 1000} {
+		for _, tk := range []uint32{1, 0x3f800000, 0x7f800000, 0x7fffffff} {
+			keys := make([]uint32, n)
+			for j := range keys {
+				switch rng.IntN(5) {
+				case 0:
+					keys[j] = tk
+				case 1:
+					keys[j] = tk + 1
+				case 2:
+					keys[j] = tk - 1
+				case 3:
+					keys[j] = []uint32{0, 0x7fffffff, 0x7fc00000}[rng.IntN(3)]
+				default:
+					keys[j] = rng.Uint32()
+				}
+				keys[j] &^= 1 << 31 // a key has no sign bit (absBits)
+			}
+			words := (n + 63) / 64
+			ga, ge, wa, we := make([]uint64, words), make([]uint64, words), make([]uint64, words), make([]uint64, words)
+			sceMaskBits(ga, ge, keys, tk)
+			sceMaskRef(wa, we, keys, tk)
+			for w := range words {
+				if ga[w] != wa[w] || ge[w] != we[w] {
+					t.Fatalf("n=%d t=%#x word %d (assembly %v): above %#x equal %#x, reference %#x %#x", n, tk, w, haveTiesAsm, ga[w], ge[w], wa[w], we[w])
+				}
+			}
+		}
+	}
+}
+
+// TestSCEKeysSameBits: sce's output with the keys kept (the weights summed from the
+// BF16 bytes, the masks carried to the merge pass) is the output through the rank
+// selector, the weights pass and the decoded merge (masks computed again), bit for
+// bit, on BF16 and F32 tensors of several chunks with many equal variances, one of
+// them with NaN and ±Inf (whose weights are NaN, so the other pins the weights),
+// with one and two threads.
+func TestSCEKeysSameBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	n := 2*ChunkElems + 333
+	clean, odd := sceTieInputs(rng, n, 3, false), sceTieInputs(rng, n, 3, true)
+	mk := func(k int) *ckpt {
+		return &ckpt{names: []string{"w", "v"}, shapes: map[string][]int64{"w": {int64(n)}, "v": {int64(n)}},
+			vals: map[string][]float32{"w": clean[k], "v": odd[k]}}
+	}
+	base, models := mk(0), []*ckpt{mk(1), mk(2), mk(3)}
+	for _, dt := range []dtype.DType{dtype.F32, dtype.BF16} {
+		for _, topk := range []float64{0.1, 0.6, 1} {
+			want := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk, keepCacheBytes: 1}, base, models, nil, nil, 1)
+			for _, threads := range []int{1, 2} {
+				got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk}, base, models, nil, nil, threads)
+				for _, name := range base.names {
+					for j := range want[name] {
+						if math.Float32bits(got[name][j]) != math.Float32bits(want[name][j]) {
+							t.Fatalf("%s %s select_topk=%g threads=%d element %d: %v with the keys, %v without", dt, name, topk, threads, j, got[name][j], want[name][j])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestBF16Requiet: bf16Requiet is widening and rounding back, for every BF16 word
+// (signalling NaNs included), at every position of an odd-length run.
+func TestBF16Requiet(t *testing.T) {
+	src := make([]byte, 2*(1<<16)+2) // one word more: a tail after the groups of four
+	for h := range 1 << 16 {
+		src[2*h], src[2*h+1] = byte(h), byte(h>>8)
+	}
+	src[len(src)-2], src[len(src)-1] = 0x81, 0x7f // a signalling NaN in the tail
+	dst := make([]byte, len(src))
+	bf16Requiet(dst, src)
+	for j := 0; j < len(src); j += 2 {
+		h := uint16(src[j]) | uint16(src[j+1])<<8
+		got := uint16(dst[j]) | uint16(dst[j+1])<<8
+		if want := dtype.Float32ToBF16(dtype.BF16ToFloat32(h)); got != want {
+			t.Fatalf("word %#04x: %#04x, want %#04x", h, got, want)
+		}
+	}
+}
+
+// TestSCEMergeBF16: the fused merge on BF16 bytes is decoding, sceMergeChunk and
+// rounding, bit for bit, with and without a mask, on words that include signalling
+// and quiet NaNs, ±Inf and ±0.
+func TestSCEMergeBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 2))
+	special := []uint16{0x7f81, 0xffc1, 0x7f80, 0xff80, 0x0000, 0x8000, 0x0001}
+	for _, n := range []int{1, 3, 64, 1001} {
+		words := func() ([]byte, []float32) {
+			b, f := make([]byte, 2*n), make([]float32, n)
+			for j := range n {
+				h := uint16(0x3c00 + rng.IntN(0x800))
+				if rng.IntN(2) == 0 {
+					h |= 0x8000
+				}
+				if rng.IntN(20) == 0 {
+					h = special[rng.IntN(len(special))]
+				}
+				b[2*j], b[2*j+1] = byte(h), byte(h>>8)
+				f[j] = dtype.BF16ToFloat32(h)
+			}
+			return b, f
+		}
+		base, basef := words()
+		var models [][]byte
+		var modelsf [][]float32
+		for range 3 {
+			b, f := words()
+			models, modelsf = append(models, b), append(modelsf, f)
+		}
+		w := []float32{0.2, 0.5, 0.3}
+		mask := make([]uint64, (n+63)/64)
+		for j := range n {
+			if rng.IntN(3) == 0 {
+				mask[j/64] |= 1 << (j % 64)
+			}
+		}
+		for _, m := range [][]uint64{nil, mask} {
+			got := make([]byte, 2*n)
+			sceMergeBF16(got, base, models, w, m, m != nil, make([]float32, 3))
+			dst := make([]float32, n)
+			sceMergeChunk(dst, basef, modelsf, w, m, make([]float32, 3))
+			for j := range n {
+				g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
+				want := dtype.Float32ToBF16(dst[j])
+				if g != want {
+					t.Fatalf("n=%d masked=%v element %d: %#04x, want %#04x", n, m != nil, j, g, want)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package merge
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// SCE's merge pass straight from BF16 bytes to BF16 bytes (Kernel.Fused): a position
+// the mask drops is the base's value, whose BF16 bytes are the output's as they are
+// (but for a NaN, which rounding to BF16 makes quiet); only the kept positions (a
+// tenth of them at select_topk 0.1) are decoded, merged by sceMergeAt and rounded.
+// The same bits as decoding every input, sceMergeChunk and encoding (tested).
+
+// sceChunkOf finds which chunk of t the fused path was given: the engine hands it
+// t.In[0]'s bytes from the chunk's first element on, so their distance from the
+// start of t.In[0].Data, checked by address, says where. false: not a chunk of t's
+// own bytes (a span's view of a tensor that decodes), for the general path.
+func sceChunkOf(t *TensorPlan, in []Operand) (Chunk, bool) {
+	all, part := t.In[0].Data, in[0].Data
+	off := cap(all) - cap(part)
+	if len(part) == 0 || off < 0 || off%2 != 0 || off >= len(all) || &all[off] != &part[0] {
+		return Chunk{}, false
+	}
+	e := t.In[0].base + int64(off/2)
+	if e%ChunkElems != 0 {
+		return Chunk{}, false
+	}
+	return Chunk{Index: e / ChunkElems, Offset: e}, true
+}
+
+// sceFused is the Fused function of sce's kernel for t: BF16 inputs and output, and
+// a mask the weights pass kept (or none needed); pool gives sceScratch.
+func sceFused(t *TensorPlan, sel *sceSelection, w []float32, pool *sync.Pool) func([]byte, dtype.DType, []Operand, []float64) bool {
+	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+		if outDT != dtype.BF16 {
+			return false
+		}
+		for _, op := range in {
+			if op.DType != dtype.BF16 || len(op.Data) != len(out) {
+				return false
+			}
+		}
+		pos, ok := sceChunkOf(t, in)
+		if !ok {
+			return false
+		}
+		var mask []uint64
+		if sel != nil {
+			switch {
+			case sel.none:
+			case sel.kept[pos.Index] != nil:
+				mask = sel.kept[pos.Index]
+				sel.kept[pos.Index] = nil
+			default:
+				return false // computed again from the decoded inputs
+			}
+		}
+		models := make([][]byte, len(in)-1)
+		for i := range models {
+			models[i] = in[i+1].Data
+		}
+		sc := pool.Get().(*sceScratch)
+		defer pool.Put(sc)
+		sceMergeBF16(out, in[0].Data, models, w, mask, sel != nil, sc.x)
+		return true
+	}
+}
+
+// sceMergeBF16 is sceMergeChunk on BF16 bytes (little-endian words): out from base
+// and the models, with the mask (masked false: every position kept); x has a slot
+// per model.
+func sceMergeBF16(out, base []byte, models [][]byte, w []float32, mask []uint64, masked bool, x []float32) {
+	le := binary.LittleEndian
+	at := func(j int) {
+		for i, m := range models {
+			x[i] = dtype.BF16ToFloat32(le.Uint16(m[2*j:]))
+		}
+		le.PutUint16(out[2*j:], dtype.Float32ToBF16(sceMergeAt(dtype.BF16ToFloat32(le.Uint16(base[2*j:])), x, w)))
+	}
+	if !masked {
+		for j := range len(out) / 2 {
+			at(j)
+		}
+		return
+	}
+	bf16Requiet(out, base)
+	for wi, word := range mask {
+		for ; word != 0; word &= word - 1 {
+			at(wi*64 + bits.TrailingZeros64(word))
+		}
+	}
+}
+
+// bf16Requiet copies BF16 words from src to dst as widening to float32 and rounding
+// back would: the same words, but a NaN's quiet bit (0x0040) set. Four words at a
+// time: a word is a NaN when its low 15 bits exceed 0x7f80, that is when adding
+// 0x7f to them carries into bit 15, which (shifted down to bit 6) is the quiet bit;
+// no lane carries into the next.
+func bf16Requiet(dst, src []byte) {
+	le := binary.LittleEndian
+	j := 0
+	for ; j+8 <= len(src); j += 8 {
+		v := le.Uint64(src[j:])
+		le.PutUint64(dst[j:], v|((v&0x7fff7fff7fff7fff+0x007f007f007f007f)&0x8000800080008000)>>9)
+	}
+	for ; j+2 <= len(src); j += 2 {
+		h := le.Uint16(src[j:])
+		le.PutUint16(dst[j:], h|((h&0x7fff+0x7f)&0x8000)>>9)
+	}
+}

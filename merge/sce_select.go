@@ -1,0 +1,374 @@
+package merge
+
+import (
+	"math/bits"
+	"sync"
+)
+
+// SCE's selection (select_topk < 1) decides, per chunk, which positions a mask of
+// one bit per element keeps; the weights pass and the merge pass then visit only
+// the kept positions.
+//
+// The rank keys are the variances of the task vectors (sceVariance), which cost as
+// much as the rest of the method: the rank selector (rank.go) computes them in each
+// of its passes, and once more for each mask. When a tensor's keys fit in
+// maxSCEKeyBytes, sceKeys instead computes them once, in the only pass before the
+// weights, and keeps them: that pass's Done locates the cut from the kept keys
+// (the exact key at rank k and how many of its equals rank above, the same cut the
+// rank selector finds), and the weights pass turns each chunk's keys into its mask.
+// A tensor whose keys do not fit goes through the rank selector as before.
+
+// maxSCEKeyBytes bounds the rank keys sceKeys holds for one tensor (4 bytes per
+// element: 32M elements; every tensor of the 256mb fixtures, a 7B llama's attention
+// matrices (16.8M) but not its MLP matrices (45M) or embeddings (131M), which take
+// the rank selector). Only one
+// tensor's keys are held at a time: the engine runs one tensor's passes after the
+// other's, and the weights pass drops each chunk's keys.
+const maxSCEKeyBytes = 128 << 20
+
+// sceKeyPool recycles the chunks of keys from one tensor to the next (and between
+// runs): fresh memory for every chunk cost more in page faults and zeroing than
+// computing the variances (perf, 256mb fixtures). A pool holds no state a result
+// depends on.
+var sceKeyPool = sync.Pool{New: func() any { return new([ChunkElems]uint32) }}
+
+// dropKeys returns chunk c's keys to the pool.
+func (s *sceKeys) dropKeys(c int64) {
+	if k := s.keys[c]; k != nil {
+		s.keys[c] = nil
+		sceKeyPool.Put((*[ChunkElems]uint32)(k[:ChunkElems]))
+	}
+}
+
+// sceKeys is one tensor's kept rank keys and the cut they give.
+type sceKeys struct {
+	n    int64
+	topk float64
+	keys [][]uint32 // per chunk, from the first pass until its mask is made
+
+	mu    sync.Mutex
+	hist  []uint64 // the keys' top 16 bits (below 1<<15: a key has no sign bit)
+	zeros int64    // keys equal to 0
+	local sync.Pool
+
+	// The cut, once the first pass is done: all or none of the positions, or the
+	// positions whose key is above t, and of those equal to t the first r in flat
+	// order (before[c]: how many equal t in the chunks before c, when ties).
+	all, none, ties bool
+	t               uint32
+	r               int64
+	before          []int64
+}
+
+func newSCEKeys(n int64, topk float64) *sceKeys {
+	k := &sceKeys{n: n, topk: topk, keys: make([][]uint32, (n+ChunkElems-1)/ChunkElems)}
+	k.local.New = func() any { h := make([]uint32, 1<<15); return &h }
+	return k
+}
+
+// pass is the one pass over the inputs that the selection needs: every chunk's keys,
+// kept, and their histogram; its Done settles the cut.
+func (s *sceKeys) pass() Pass {
+	return Pass{
+		Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+			keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
+			sceVariance(keys, 0, in)
+			s.keys[pos.Index] = keys // each chunk its own slot
+			h := s.local.Get().(*[]uint32)
+			s.count(*h, keys)
+			s.local.Put(h)
+		},
+		Done: func([]float64) error {
+			s.settle()
+			return nil
+		},
+	}
+}
+
+// count adds a chunk's keys to the histogram, through local (zero between uses, and
+// left so), and counts the zero keys.
+func (s *sceKeys) count(local, keys []uint32) {
+	lo, hi := uint32(len(local)), uint32(0)
+	var zeros int64
+	for _, k := range keys {
+		b := k >> 16
+		local[b]++
+		lo, hi = min(lo, b), max(hi, b)
+		zeros += int64(b2i(k == 0))
+	}
+	if lo > hi {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hist == nil {
+		s.hist = make([]uint64, len(local))
+	}
+	s.zeros += zeros
+	for b := lo; b <= hi; b++ { // the bins this chunk touched
+		s.hist[b] += uint64(local[b])
+		local[b] = 0
+	}
+}
+
+// settle locates the cut: the rank is select_topk of the non-zero keys (sceTopK);
+// the histogram gives the top 16 bits of the key at that rank, and a scan of the
+// kept keys in that bin its low 16 bits and how many of its equals rank above; a
+// second scan, only when some equals rank above and some below, counts the equals
+// per chunk.
+func (s *sceKeys) settle() {
+	rank := sceTopK(s.topk, s.n-s.zeros)
+	s.all, s.none = rank >= s.n, rank <= 0
+	if s.all || s.none {
+		for c := range s.keys { // not needed for the masks
+			s.dropKeys(int64(c))
+		}
+		s.hist = nil
+		return
+	}
+	var bin uint32
+	var above int64
+	for b := len(s.hist) - 1; b >= 0; b-- {
+		if v := int64(s.hist[b]); above+v >= rank {
+			bin = uint32(b)
+			break
+		} else {
+			above += v
+		}
+	}
+	s.hist = nil
+	// The keys in the bin, 64 at a time: above lo−1 and not above hi.
+	lows := make([]int64, 1<<16)
+	lo, hi := bin<<16, bin<<16|0xffff
+	ge, gt, eq := make([]uint64, ChunkElems/64), make([]uint64, ChunkElems/64), make([]uint64, ChunkElems/64)
+	for _, keys := range s.keys {
+		words := (len(keys) + 63) / 64
+		if lo == 0 {
+			setBits(ge[:words], len(keys))
+		} else {
+			sceMaskBits(ge, eq, keys, lo-1)
+		}
+		sceMaskBits(gt, eq, keys, hi)
+		for w := range words {
+			for in := ge[w] &^ gt[w]; in != 0; in &= in - 1 {
+				lows[uint16(keys[64*w+bits.TrailingZeros64(in)])]++
+			}
+		}
+	}
+	need, cum := rank-above, int64(0)
+	for lo := len(lows) - 1; lo >= 0; lo-- {
+		if v := lows[lo]; cum+v >= need {
+			s.t, s.r, s.ties = bin<<16|uint32(lo), need-cum, need-cum < v
+			break
+		} else {
+			cum += v
+		}
+	}
+	if !s.ties {
+		return
+	}
+	s.before = make([]int64, len(s.keys))
+	var seen int64
+	for c, keys := range s.keys {
+		s.before[c] = seen
+		sceMaskBits(gt, eq, keys, s.t)
+		for _, e := range eq[:(len(keys)+63)/64] {
+			seen += int64(bits.OnesCount64(e))
+		}
+	}
+}
+
+// mask writes the mask of chunk c (n elements, their keys; nil when the cut keeps
+// all or none) into dst (⌈n/64⌉ words), with eq as scratch of the same size: bit
+// j%64 of dst[j/64] is set when position j ranks above the cut.
+func (s *sceKeys) mask(dst, eq []uint64, keys []uint32, n int, c int64) {
+	switch {
+	case s.all:
+		setBits(dst, n)
+		return
+	case s.none:
+		clear(dst)
+		return
+	}
+	sceMaskBits(dst, eq, keys, s.t)
+	if !s.ties { // every key equal to t ranks above
+		for w, e := range eq {
+			dst[w] |= e
+		}
+		return
+	}
+	seen := s.before[c]
+	for w, e := range eq {
+		if k := int64(bits.OnesCount64(e)); seen+k <= s.r {
+			dst[w] |= e
+			seen += k
+			continue
+		}
+		for ; e != 0; e &= e - 1 { // the equal keys in flat order: the first r rank above
+			if seen < s.r {
+				dst[w] |= e & -e
+			}
+			seen++
+		}
+	}
+}
+
+// sceMaskBits sets, for keys (at most 64 per word of above and equal), bit j%64 of
+// above[j/64] when keys[j] > t and of equal[j/64] when keys[j] == t. With AVX2, 64
+// keys at a time.
+func sceMaskBits(above, equal []uint64, keys []uint32, t uint32) {
+	var w int
+	if haveTiesAsm {
+		w = sceMaskAsm(above, equal, keys, t)
+	}
+	sceMaskRef(above[w:], equal[w:], keys[64*w:], t)
+}
+
+// sceMaskRef is sceMaskBits word by word: the statement the assembly is tested
+// against.
+func sceMaskRef(above, equal []uint64, keys []uint32, t uint32) {
+	for w := 0; 64*w < len(keys); w++ {
+		var a, e uint64
+		for b, k := range keys[64*w : min(64*w+64, len(keys))] {
+			a |= uint64(b2i(k > t)) << b
+			e |= uint64(b2i(k == t)) << b
+		}
+		above[w], equal[w] = a, e
+	}
+}
+
+// setBits sets the first n bits of dst and clears the rest.
+func setBits(dst []uint64, n int) {
+	for w := range dst {
+		dst[w] = ^uint64(0)
+		if rest := n - 64*w; rest < 64 {
+			dst[w] = 1<<max(rest, 0) - 1
+		}
+	}
+}
+
+// sceSelection gives SCE's weights and merge passes each chunk's mask: from sceKeys,
+// or from the rank selector for a tensor whose keys do not fit (the variances
+// computed again), or none at all (nil: every position kept, select_topk ≥ 1). It
+// carries the masks from the weights pass to the merge pass: all of them with
+// sceKeys (1/32 of the keys' size), within limit bytes otherwise (the chunks beyond
+// it are computed again).
+type sceSelection struct {
+	none  bool // select_topk ≤ 0: no position kept
+	keys  *sceKeys
+	sel   *rankSelector
+	limit int64
+
+	mu   sync.Mutex
+	used int64
+	kept [][]uint64 // per chunk, from the weights pass to the merge pass
+}
+
+// newSCESelection chooses how a tensor of n elements is selected: keyLimit bounds the
+// keys kept, maskLimit the masks kept without them.
+func newSCESelection(n int64, topk float64, keyLimit, maskLimit int64) *sceSelection {
+	switch {
+	case topk >= 1:
+		return nil
+	case topk <= 0:
+		return &sceSelection{none: true}
+	}
+	s := &sceSelection{limit: maskLimit, kept: make([][]uint64, (n+ChunkElems-1)/ChunkElems)}
+	if 4*n <= keyLimit {
+		s.keys = newSCEKeys(n, topk)
+		return s
+	}
+	// The cut's rank depends on the count of non-zero variances, which the
+	// selector's first pass counts (a pass of its own read every input once more).
+	s.sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
+	s.sel.rankOfNonZero = func(nz int64) int64 { return sceTopK(topk, nz) }
+	return s
+}
+
+func (s *sceSelection) passes() []Pass {
+	switch {
+	case s == nil || s.none:
+		return nil
+	case s.keys != nil:
+		return []Pass{s.keys.pass()}
+	}
+	return s.sel.passes()
+}
+
+// sceScratch is one chunk's scratch for the selection and the loops.
+type sceScratch struct {
+	mask []uint64
+	eq   []uint64
+	keys []uint32
+	keep []bool
+	sq   []float64 // per model
+	x    []float32 // per model
+}
+
+func newSCEScratch(lanes int) *sceScratch {
+	return &sceScratch{mask: make([]uint64, ChunkElems/64), eq: make([]uint64, ChunkElems/64), keys: make([]uint32, ChunkElems),
+		keep: make([]bool, ChunkElems), sq: make([]float64, lanes), x: make([]float32, lanes)}
+}
+
+// weightsMask is chunk pos's mask for the weights pass, kept for the merge pass
+// where there is room; nil: every position kept.
+func (s *sceSelection) weightsMask(sc *sceScratch, in [][]float32, pos Chunk) []uint64 {
+	if s == nil {
+		return nil
+	}
+	n := len(in[0])
+	m := sc.mask[:(n+63)/64]
+	switch {
+	case s.none:
+		clear(m)
+		return m // the merge pass clears its own
+	case s.keys != nil && (s.keys.all || s.keys.none || s.keys.keys[pos.Index] != nil):
+		s.keys.mask(m, sc.eq[:len(m)], s.keys.keys[pos.Index], n, pos.Index)
+		s.keys.dropKeys(pos.Index)
+	default:
+		s.fresh(m, sc, in, pos)
+	}
+	size := int64(8 * len(m))
+	s.mu.Lock()
+	room := s.keys != nil || s.used+size <= s.limit
+	if room {
+		s.used += size
+	}
+	s.mu.Unlock()
+	if room {
+		s.kept[pos.Index] = append([]uint64(nil), m...) // each chunk its own slot
+	}
+	return m
+}
+
+// mergeMask is chunk pos's mask for the merge pass: the weights pass's, or computed
+// again; nil: every position kept.
+func (s *sceSelection) mergeMask(sc *sceScratch, in [][]float32, pos Chunk) []uint64 {
+	if s == nil {
+		return nil
+	}
+	m := sc.mask[:(len(in[0])+63)/64]
+	switch {
+	case s.none:
+		clear(m)
+	case s.kept[pos.Index] != nil:
+		m = s.kept[pos.Index]
+		s.kept[pos.Index] = nil
+	default:
+		s.fresh(m, sc, in, pos)
+	}
+	return m
+}
+
+// fresh computes chunk pos's mask from its inputs.
+func (s *sceSelection) fresh(dst []uint64, sc *sceScratch, in [][]float32, pos Chunk) {
+	keys := sc.keys[:len(in[0])]
+	sceVariance(keys, 0, in)
+	if s.keys != nil {
+		s.keys.mask(dst, sc.eq[:len(dst)], keys, len(keys), pos.Index)
+		return
+	}
+	keep := sc.keep[:len(keys)]
+	s.sel.cuts[0][0].above(keep, keys, pos)
+	packBools(dst, keep)
+}
