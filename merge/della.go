@@ -54,6 +54,7 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 	scale := make([]float32, lanes)
 	masks := func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool { return ds.keepChunk(sc, in, pos) }
 	take := kc.taking(masks)
+	cpool := newCombinePool(lanes, m.tv.consensus == ConsensusSign)
 	return Kernel{
 		Passes: []Pass{{
 			NumStats: 2 * lanes,
@@ -73,7 +74,9 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
-			addTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, sc.deltas)
+			cs := cpool.Get().(*combineScratch)
+			defer cpool.Put(cs)
+			combineTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, cs, haveTiesAsm)
 		},
 	}
 }
