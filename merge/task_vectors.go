@@ -2,9 +2,11 @@ package merge
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"github.com/gomerge/gomerge/gpu"
 )
@@ -347,19 +349,43 @@ func (kc *keepCache) taking(f func(*maskScratch, [][]float32, Chunk) [][]bool) f
 	}
 }
 
-// packBools sets bit j%64 of dst[j/64] to src[j].
+// packBools sets bit j%64 of dst[j/64] to src[j]. Eight bools at a time: read as
+// one little-endian word of 0/1 bytes, a multiply gathers byte k's bit into bit
+// 56+k (the partial products land on distinct bits, so nothing carries), and the
+// top byte is the eight bits (TestPackBools compares it with the plain loop).
 func packBools(dst []uint64, src []bool) {
 	clear(dst)
-	for j, v := range src {
-		dst[j>>6] |= uint64(b2i(v)) << (j & 63)
+	b := boolBytes(src)
+	j := 0
+	for ; j+8 <= len(b); j += 8 {
+		v := binary.LittleEndian.Uint64(b[j:]) * 0x0102040810204080 >> 56
+		dst[j>>6] |= v << (j & 63)
+	}
+	for ; j < len(src); j++ {
+		dst[j>>6] |= uint64(b2i(src[j])) << (j & 63)
 	}
 }
 
-// unpackBools is packBools' inverse for len(dst) elements.
+// unpackBools is packBools' inverse for len(dst) elements. Eight at a time: the
+// byte of bits copied to every byte of a word, byte k masked to bit k, and each
+// non-zero byte turned into 1 by adding 0x7f (no byte carries: at most 0x80+0x7f).
 func unpackBools(dst []bool, src []uint64) {
-	for j := range dst {
+	b := boolBytes(dst)
+	j := 0
+	for ; j+8 <= len(b); j += 8 {
+		v := src[j>>6] >> (j & 63) & 0xff
+		v = v * 0x0101010101010101 & 0x8040201008040201
+		binary.LittleEndian.PutUint64(b[j:], (v+0x7f7f7f7f7f7f7f7f)>>7&0x0101010101010101)
+	}
+	for ; j < len(dst); j++ {
 		dst[j] = src[j>>6]>>(j&63)&1 != 0
 	}
+}
+
+// boolBytes views bools as their bytes, 0 or 1 each (the Go spec's bool), so that
+// packBools and unpackBools can move eight at a time.
+func boolBytes(b []bool) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
 }
 
 // l1Pass sums |δ_i| and the kept |δ_i| over the tensor (float64, per chunk, added in
