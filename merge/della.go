@@ -54,6 +54,7 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 	scale := make([]float32, lanes)
 	masks := func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool { return ds.keepChunk(sc, in, pos) }
 	take := kc.taking(masks)
+	cpool := newCombinePool(lanes, m.tv.consensus == ConsensusSign)
 	return Kernel{
 		Passes: []Pass{{
 			NumStats: 2 * lanes,
@@ -73,7 +74,9 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
-			addTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, sc.deltas)
+			cs := cpool.Get().(*combineScratch)
+			defer cpool.Put(cs)
+			combineTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, cs, haveTiesAsm)
 		},
 	}
 }
@@ -218,7 +221,7 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 			}
 		}
 	}
-	// fused[i]: model i's L1 sums are taken row by row, in keepRowBuckets.
+	// fused[i]: model i's L1 sums are taken row by row, as its masks are made.
 	var fused []bool
 	if ranked {
 		rb := s.rows.get()
@@ -226,10 +229,22 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 		if s.thr != nil && rb.buckets == nil {
 			rb.buckets = newBucketScratch(s.rows.L)
 		}
-		var sums [][2]float64
+		// The ranked models' sums, continued row by row (l1SumsChain) in element
+		// order, and each row's slices of their inputs and masks.
+		var (
+			lanes []int
+			sums  [][2]float64
+			xs    [][]float32
+			ks    [][]bool
+		)
 		if l1 != nil && s.thr != nil {
 			fused = make([]bool, len(sc.keep))
-			sums = make([][2]float64, len(sc.keep))
+			for i, d := range s.dens {
+				if d > 0 && d < 1 {
+					lanes, fused[i] = append(lanes, i), true
+				}
+			}
+			sums, xs, ks = make([][2]float64, len(lanes)), make([][]float32, len(lanes)), make([][]bool, len(lanes))
 		}
 		s.rows.each(rb, in, pos, func(rowStart, lo, hi int64, rows [][]float32) {
 			for i := range sc.keep {
@@ -241,18 +256,23 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 					s.keepRowSorted(sc, rb, i, rowStart, lo, hi, pos.Offset, rows[0], rows[i+1])
 					continue
 				}
-				var sum *[2]float64
-				if sums != nil {
-					sum, fused[i] = &sums[i], true
-				}
-				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp, sum)
+				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp)
+			}
+			if sums == nil {
+				return
+			}
+			j0, j1 := lo-rowStart, hi-rowStart
+			for g, i := range lanes {
+				xs[g], ks[g] = rows[i+1][j0:j1], sc.keep[i][lo-pos.Offset:hi-pos.Offset]
+			}
+			for g := 0; g < len(lanes); g += 4 {
+				e := min(g+4, len(lanes))
+				dellaL1Chain(sums[g:e], rows[0][j0:j1], xs[g:e], ks[g:e])
 			}
 		})
-		for i, f := range fused {
-			if f {
-				l1[2*i] += sums[i][0]
-				l1[2*i+1] += sums[i][1]
-			}
+		for g, i := range lanes {
+			l1[2*i] += sums[g][0]
+			l1[2*i+1] += sums[g][1]
 		}
 	}
 	if l1 != nil {

@@ -8,7 +8,8 @@ import (
 
 // BenchmarkDellaKeepChunk times DELLA's keep masks of one chunk (3 models, rows of
 // 2048, BF16 task vectors of the benchmark fixtures' scale): sorted, every row sorted
-// (keepRowSorted); buckets, the bucketed ranks (keepRowBuckets).
+// (keepRowSorted); buckets, the bucketed ranks (keepRowBuckets); buckets_l1, those
+// with the L1 sums that della's first pass takes with them (keepChunkL1).
 func BenchmarkDellaKeepChunk(b *testing.B) {
 	const L, lanes = 2048, 3
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -30,7 +31,7 @@ func BenchmarkDellaKeepChunk(b *testing.B) {
 	}
 	tp := &TensorPlan{Name: "w", Shape: []int64{ChunkElems / L, L}, In: ops}
 	m := &methodRun{dens: []float64{0.5, 0.5, 0.5}, p: Params{Epsilon: 0.15}}
-	for _, mode := range []string{"sorted", "buckets"} {
+	for _, mode := range []string{"sorted", "buckets", "buckets_l1"} {
 		b.Run(mode, func(b *testing.B) {
 			ds, err := newDellaSelector(tp, m, dareKey(7, "w"), false)
 			if err != nil {
@@ -41,9 +42,13 @@ func BenchmarkDellaKeepChunk(b *testing.B) {
 			}
 			pool := newMaskPool(lanes)
 			b.SetBytes(ChunkElems * lanes)
+			var l1 []float64
+			if mode == "buckets_l1" {
+				l1 = make([]float64, 2*lanes)
+			}
 			for b.Loop() {
 				sc := pool.get(ChunkElems)
-				ds.keepChunk(sc, in, Chunk{})
+				ds.keepChunkL1(sc, in, Chunk{}, l1)
 				pool.put(sc)
 			}
 		})

@@ -1,7 +1,5 @@
 package merge
 
-import "math"
-
 // DELLA's keep masks without sorting every row.
 //
 // An entry of rank q (ascending |δ|, equal magnitudes by index) in a row of L is
@@ -39,17 +37,17 @@ type bucketScratch struct {
 func newBucketScratch(L int64) *bucketScratch {
 	return &bucketScratch{
 		mags: make([]uint32, L), bk: make([]uint16, L), rank: make([]int32, L), draws: make([]uint64, L),
+		undec: make([]int32, 0, L), // decideBuckets' assembly needs room for the row
 		start: make([]int32, dellaBuckets+1), mark: make([]bool, dellaBuckets),
 	}
 }
 
 // keepRowBuckets sets keep[e−off] for the entries e in [lo, hi) of the row that
 // starts at rowStart (the whole row: base and x), for model lane with thresholds
-// thr. keys and tmp are sortRowKeys' scratch of the row's length. With sum, it adds
-// the entries' |δ| to sum[0] and the kept ones' to sum[1], in index order (l1Sums).
+// thr. keys and tmp are sortRowKeys' scratch of the row's length.
 // Each step is a function of its own: small loops keep their variables in registers.
 func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64,
-	rowStart, lo, hi, off int64, base, x []float32, keys, tmp []uint64, sum *[2]float64) {
+	rowStart, lo, hi, off int64, base, x []float32, keys, tmp []uint64) {
 	L := len(x)
 	mags, bk := bs.mags[:L], bs.bk[:L]
 	top := rowMagnitudes(mags, base[:L], x)
@@ -64,18 +62,23 @@ func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int,
 		s.rankMarked(bs, k, draws, thr, j0, keys, tmp)
 	}
 	clear(bs.start[low:])
-	if sum != nil {
-		sum[0], sum[1] = l1SumsBits(sum[0], sum[1], mags[j0:j1], k)
-	}
 }
 
 // rowMagnitudes writes the bits of |x−base| into mags and returns the largest top 16
-// bits.
+// bits (the first multiple of 8 in AVX2 where there is, tested bit for bit against
+// the loop).
+//
+//go:noinline
 func rowMagnitudes(mags []uint32, base, x []float32) uint32 {
 	var top uint32
 	mags, base = mags[:len(x)], base[:len(x)]
-	for j, v := range x {
-		m := absBits(v - base[j])
+	j := 0
+	if haveTiesAsm && len(x) >= 8 {
+		j = len(x) &^ 7
+		top = dellaMagsAsm(mags, base, x, j)
+	}
+	for ; j < len(x); j++ {
+		m := absBits(x[j] - base[j])
 		mags[j] = m
 		top = max(top, m>>16)
 	}
@@ -84,16 +87,28 @@ func rowMagnitudes(mags []uint32, base, x []float32) uint32 {
 
 // bucketCounts puts each magnitude in its bucket, floor+b for the top 16 bits (bucket
 // 0: those at or below floor), and counts bucket b's entries in start[b+1]. It
-// returns the lowest bucket.
+// returns the lowest bucket. floor is the row's largest top 16 bits less
+// dellaBuckets−1 (rowMagnitudes), so no bucket is above dellaBuckets−1. The buckets
+// are computed eight at a time in AVX2 where there is (tested against the loop); the
+// counts are a scalar loop.
+//
+//go:noinline
 func bucketCounts(bk []uint16, start []int32, mags []uint32, floor int64) int {
-	start = start[:dellaBuckets+1]
 	bk = bk[:len(mags)]
 	low := dellaBuckets - 1
-	for j, m := range mags {
-		b := min(max(int64(m>>16)-floor, 0), dellaBuckets-1)
+	j := 0
+	if haveTiesAsm && len(mags) >= 8 {
+		j = len(mags) &^ 7
+		low = int(dellaBucketsAsm(bk, mags, j, int32(floor)))
+	}
+	for ; j < len(mags); j++ {
+		b := min(max(int64(mags[j]>>16)-floor, 0), dellaBuckets-1)
 		bk[j] = uint16(b)
-		start[b+1]++
 		low = min(low, int(b))
+	}
+	st := (*[dellaBuckets + 1]int32)(start)
+	for _, b := range bk {
+		st[b&(dellaBuckets-1)+1]++ // the mask is a no-op that drops the bounds check
 	}
 	return low
 }
@@ -124,12 +139,20 @@ func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
 // draw[j] below the threshold of the bucket's lowest rank keeps it, one at or above
 // that of its highest drops it. It returns undec with the other entries' positions
 // appended. Branch-free but for those: the draws are random, so a branch on them
-// would mispredict half the time.
+// would mispredict half the time. Eight at a time in AVX-512 where there is (the
+// bounds and thresholds gathered; tested against the loop).
+//
+//go:noinline
 func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, thr []uint64) []int32 {
 	keep, bk = keep[:len(draw)], bk[:len(draw)]
 	start = start[:dellaBuckets+1]
-	for j, u := range draw {
-		b := bk[j]
+	j := 0
+	if haveDellaAVX512 && len(draw) >= 8 {
+		j = len(draw) &^ 7
+		undec = dellaDecideAsm(keep, undec, draw, bk, start, thr, j)
+	}
+	for ; j < len(draw); j++ {
+		u, b := draw[j], bk[j]
 		k0, k1 := u < thr[start[b]], u < thr[start[b+1]-1]
 		keep[j] = k0
 		if k0 != k1 {
@@ -168,14 +191,22 @@ func (s *dellaSelector) rankMarked(bs *bucketScratch, keep []bool, draw, thr []u
 	}
 }
 
-// l1SumsBits adds to all each magnitude (float32 bits) and to kept the kept ones, in
-// order, as l1Sums does.
-func l1SumsBits(all, kept float64, mags []uint32, keep []bool) (float64, float64) {
-	keep = keep[:len(mags)]
-	for j, m := range mags {
-		a := float64(math.Float32frombits(m))
-		all += a
-		kept += math.Float64frombits(math.Float64bits(a) & -uint64(b2i(keep[j])))
+// dellaL1Chain is l1SumsChain for up to four models, the first multiple of 4
+// elements in AVX2 where there is (the models as the lanes: the same additions in
+// the same order, tested bit for bit), the rest continuing in Go.
+func dellaL1Chain(sums [][2]float64, base []float32, models [][]float32, keep [][]bool) {
+	n, j := len(base), 0
+	if haveTiesAsm && n >= 4 {
+		j = n &^ 3
+		dellaL1Asm(sums, base, models, keep, j)
 	}
-	return all, kept
+	if j == n {
+		return
+	}
+	var xt [4][]float32
+	var kt [4][]bool
+	for i := range models {
+		xt[i], kt[i] = models[i][j:n], keep[i][j:n]
+	}
+	l1SumsChain(sums, base[j:n], xt[:len(models)], kt[:len(models)])
 }

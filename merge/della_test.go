@@ -348,3 +348,37 @@ func TestDellaMatchesGeneralKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestPackBools compares packBools and unpackBools, eight at a time, with the plain
+// loops one bit at a time, on every length to 200 and a dirty destination.
+func TestPackBools(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for n := range 201 {
+		src := make([]bool, n)
+		for j := range src {
+			src[j] = rng.IntN(2) == 1
+		}
+		words := (n + 63) / 64
+		got, want := make([]uint64, words), make([]uint64, words)
+		for j := range got {
+			got[j] = rng.Uint64() // packBools clears
+		}
+		packBools(got, src)
+		for j, v := range src {
+			if v {
+				want[j>>6] |= 1 << (j & 63)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: packed %x, want %x", n, got, want)
+		}
+		back := make([]bool, n)
+		for j := range back {
+			back[j] = rng.IntN(2) == 1
+		}
+		unpackBools(back, got)
+		if !slices.Equal(back, src) {
+			t.Fatalf("n=%d: unpacked %v, want %v", n, back, src)
+		}
+	}
+}

@@ -2,9 +2,11 @@ package merge
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"github.com/gomerge/gomerge/gpu"
 )
@@ -347,19 +349,43 @@ func (kc *keepCache) taking(f func(*maskScratch, [][]float32, Chunk) [][]bool) f
 	}
 }
 
-// packBools sets bit j%64 of dst[j/64] to src[j].
+// packBools sets bit j%64 of dst[j/64] to src[j]. Eight bools at a time: read as
+// one little-endian word of 0/1 bytes, a multiply gathers byte k's bit into bit
+// 56+k (the partial products land on distinct bits, so nothing carries), and the
+// top byte is the eight bits (TestPackBools compares it with the plain loop).
 func packBools(dst []uint64, src []bool) {
 	clear(dst)
-	for j, v := range src {
-		dst[j>>6] |= uint64(b2i(v)) << (j & 63)
+	b := boolBytes(src)
+	j := 0
+	for ; j+8 <= len(b); j += 8 {
+		v := binary.LittleEndian.Uint64(b[j:]) * 0x0102040810204080 >> 56
+		dst[j>>6] |= v << (j & 63)
+	}
+	for ; j < len(src); j++ {
+		dst[j>>6] |= uint64(b2i(src[j])) << (j & 63)
 	}
 }
 
-// unpackBools is packBools' inverse for len(dst) elements.
+// unpackBools is packBools' inverse for len(dst) elements. Eight at a time: the
+// byte of bits copied to every byte of a word, byte k masked to bit k, and each
+// non-zero byte turned into 1 by adding 0x7f (no byte carries: at most 0x80+0x7f).
 func unpackBools(dst []bool, src []uint64) {
-	for j := range dst {
+	b := boolBytes(dst)
+	j := 0
+	for ; j+8 <= len(b); j += 8 {
+		v := src[j>>6] >> (j & 63) & 0xff
+		v = v * 0x0101010101010101 & 0x8040201008040201
+		binary.LittleEndian.PutUint64(b[j:], (v+0x7f7f7f7f7f7f7f7f)>>7&0x0101010101010101)
+	}
+	for ; j < len(dst); j++ {
 		dst[j] = src[j>>6]>>(j&63)&1 != 0
 	}
+}
+
+// boolBytes views bools as their bytes, 0 or 1 each (the Go spec's bool), so that
+// packBools and unpackBools can move eight at a time.
+func boolBytes(b []bool) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
 }
 
 // l1Pass sums |δ_i| and the kept |δ_i| over the tensor (float64, per chunk, added in
@@ -381,41 +407,55 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 }
 
 // l1Sums adds each model's Σ|δ_i| and Σ kept |δ_i| over a chunk, each a float64 sum in
-// element order from 0, to acc[2i] and acc[2i+1]. Four models at a time: their eight
-// sums are independent, so the adds overlap instead of each waiting on the one
-// before. A dropped entry adds +0, which leaves a sum of magnitudes (+0 or more, or
-// NaN) as skipping it would, without a branch on a random mask.
+// element order from 0, to acc[2i] and acc[2i+1] (l1SumsChain, four models at a time).
 func l1Sums(acc []float64, base []float32, models [][]float32, keep [][]bool) {
-	n := len(base)
 	for g := 0; g < len(models); g += 4 {
-		var x [4][]float32
-		var k [4][]bool
-		for i := range 4 { // lanes past the last model repeat it, and are not added
-			l := min(g+i, len(models)-1)
-			x[i], k[i] = models[l][:n], keep[l][:n]
+		hi := min(g+4, len(models))
+		var s [4][2]float64
+		l1SumsChain(s[:hi-g], base, models[g:hi], keep[g:hi])
+		for i := range hi - g {
+			acc[2*(g+i)] += s[i][0]
+			acc[2*(g+i)+1] += s[i][1]
 		}
-		x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
-		k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
-		var a0, a1, a2, a3, s0, s1, s2, s3 float64
-		for j, b := range base {
-			d0 := math.Abs(float64(x0[j] - b))
-			d1 := math.Abs(float64(x1[j] - b))
-			d2 := math.Abs(float64(x2[j] - b))
-			d3 := math.Abs(float64(x3[j] - b))
-			a0 += d0
-			a1 += d1
-			a2 += d2
-			a3 += d3
-			s0 += keptMagnitude(d0, k0[j])
-			s1 += keptMagnitude(d1, k1[j])
-			s2 += keptMagnitude(d2, k2[j])
-			s3 += keptMagnitude(d3, k3[j])
-		}
-		for i, v := range [4][2]float64{{a0, s0}, {a1, s1}, {a2, s2}, {a3, s3}} {
-			if g+i < len(models) {
-				acc[2*(g+i)] += v[0]
-				acc[2*(g+i)+1] += v[1]
-			}
+	}
+}
+
+// l1SumsChain adds, for up to four models, each entry's |δ_i| to sums[i][0] and the
+// kept ones' to sums[i][1], in element order: the sums of l1Sums continued, so that
+// della can take them row by row. The four models' eight sums are independent, so
+// the adds overlap instead of each waiting on the one before. A dropped entry adds
+// +0, which leaves a sum of magnitudes (+0 or more, or NaN) as skipping it would,
+// without a branch on a random mask.
+func l1SumsChain(sums [][2]float64, base []float32, models [][]float32, keep [][]bool) {
+	n := len(base)
+	var x [4][]float32
+	var k [4][]bool
+	var s [4][2]float64
+	for i := range 4 { // lanes past the last model repeat it, and are not kept
+		l := min(i, len(models)-1)
+		x[i], k[i], s[i] = models[l][:n], keep[l][:n], sums[l]
+	}
+	x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
+	k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
+	a0, a1, a2, a3 := s[0][0], s[1][0], s[2][0], s[3][0]
+	s0, s1, s2, s3 := s[0][1], s[1][1], s[2][1], s[3][1]
+	for j, b := range base {
+		d0 := math.Abs(float64(x0[j] - b))
+		d1 := math.Abs(float64(x1[j] - b))
+		d2 := math.Abs(float64(x2[j] - b))
+		d3 := math.Abs(float64(x3[j] - b))
+		a0 += d0
+		a1 += d1
+		a2 += d2
+		a3 += d3
+		s0 += keptMagnitude(d0, k0[j])
+		s1 += keptMagnitude(d1, k1[j])
+		s2 += keptMagnitude(d2, k2[j])
+		s3 += keptMagnitude(d3, k3[j])
+	}
+	for i, v := range [4][2]float64{{a0, s0}, {a1, s1}, {a2, s2}, {a3, s3}} {
+		if i < len(sums) {
+			sums[i] = v
 		}
 	}
 }

@@ -1,0 +1,62 @@
+//go:build !purego
+
+package merge
+
+import "golang.org/x/sys/cpu"
+
+// haveDellaAVX512: decideBuckets' gathers and compares in AVX-512 (the byte masks
+// need AVX512BW and VL, the 8-bit mask moves DQ).
+var haveDellaAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL
+
+//go:noescape
+func dellaMagsAVX2(mags *uint32, base, x *float32, n int) uint32
+
+//go:noescape
+func dellaBucketsAVX2(bk *uint16, mags *uint32, n int, floor int32) int32
+
+//go:noescape
+func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, thr *uint64, n int) int
+
+// dellaMagsAsm runs dellaMagsAVX2 on the first n elements (a multiple of 8, at least 8).
+func dellaMagsAsm(mags []uint32, base, x []float32, n int) uint32 {
+	_, _, _ = mags[n-1], base[n-1], x[n-1]
+	return dellaMagsAVX2(&mags[0], &base[0], &x[0], n)
+}
+
+// dellaBucketsAsm runs dellaBucketsAVX2 on the first n elements (a multiple of 8, at
+// least 8).
+func dellaBucketsAsm(bk []uint16, mags []uint32, n int, floor int32) int32 {
+	_, _ = bk[n-1], mags[n-1]
+	return dellaBucketsAVX2(&bk[0], &mags[0], n, floor)
+}
+
+// dellaDecideAsm runs dellaDecideAVX512 on the first n elements (a multiple of 8, at
+// least 8), appending to undec, which must have room for n more.
+func dellaDecideAsm(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, thr []uint64, n int) []int32 {
+	_, _, _, _ = keep[n-1], draw[n-1], bk[n-1], start[dellaBuckets]
+	u := undec[len(undec) : len(undec)+n]
+	c := dellaDecideAVX512(&keep[0], &u[0], &draw[0], &bk[0], &start[0], &thr[0], n)
+	return undec[:len(undec)+c]
+}
+
+//go:noescape
+func dellaL1AVX2(acc *[8]float64, base, x0, x1, x2, x3 *float32, k0, k1, k2, k3 *bool, n int)
+
+// dellaL1Asm runs dellaL1AVX2 for up to four models on the first n elements (a
+// multiple of 4, at least 4), lanes past the last model repeating it and not kept.
+func dellaL1Asm(sums [][2]float64, base []float32, models [][]float32, keep [][]bool, n int) {
+	_ = base[n-1]
+	var x [4]*float32
+	var k [4]*bool
+	var acc [8]float64
+	for i := range 4 {
+		l := min(i, len(models)-1)
+		_, _ = models[l][n-1], keep[l][n-1]
+		x[i], k[i] = &models[l][0], &keep[l][0]
+		acc[i], acc[4+i] = sums[l][0], sums[l][1]
+	}
+	dellaL1AVX2(&acc, &base[0], x[0], x[1], x[2], x[3], k[0], k[1], k[2], k[3], n)
+	for i := range sums {
+		sums[i] = [2]float64{acc[i], acc[4+i]}
+	}
+}

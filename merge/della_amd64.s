@@ -1,0 +1,238 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func dellaMagsAVX2(mags *uint32, base, x *float32, n int) uint32
+// mags[j] = bits of |x[j] − base[j]| for j < n (a multiple of 8, at least 8);
+// returns the largest mags[j]>>16 (rowMagnitudes).
+TEXT ·dellaMagsAVX2(SB), NOSPLIT, $0-36
+	MOVQ mags+0(FP), DI
+	MOVQ base+8(FP), BX
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD   $1, Y15, Y15 // 0x7fffffff: clears the sign
+	VPXOR    Y14, Y14, Y14
+	XORQ     DX, DX
+
+mloop:
+	VMOVUPS  (SI)(DX*4), Y0
+	VSUBPS   (BX)(DX*4), Y0, Y0 // x − base, as Go's float32 subtraction
+	VPAND    Y15, Y0, Y0
+	VMOVDQU  Y0, (DI)(DX*4)
+	VPSRLD   $16, Y0, Y1
+	VPMAXUD  Y1, Y14, Y14
+	ADDQ     $8, DX
+	CMPQ     DX, CX
+	JB       mloop
+	VEXTRACTI128 $1, Y14, X1
+	VPMAXUD  X1, X14, X14
+	VPSHUFD  $0x4e, X14, X1
+	VPMAXUD  X1, X14, X14
+	VPSHUFD  $0xb1, X14, X1
+	VPMAXUD  X1, X14, X14
+	VMOVD    X14, AX
+	MOVL     AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func dellaBucketsAVX2(bk *uint16, mags *uint32, n int, floor int32) int32
+// bk[j] = max(mags[j]>>16 − floor, 0) for j < n (a multiple of 8, at least 8);
+// returns the smallest bk[j] (bucketCounts' buckets, without the counts). The
+// caller's floor is the row's largest mags>>16 less dellaBuckets−1, so every
+// bucket fits 16 bits.
+TEXT ·dellaBucketsAVX2(SB), NOSPLIT, $0-36
+	MOVQ bk+0(FP), DI
+	MOVQ mags+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL floor+24(FP), AX
+	MOVD AX, X13
+	VPBROADCASTD X13, Y13
+	VPXOR    Y12, Y12, Y12     // 0
+	VPCMPEQD Y14, Y14, Y14
+	VPSRLD   $1, Y14, Y14      // the running minimum, from 0x7fffffff
+	XORQ     DX, DX
+
+bloop:
+	VMOVDQU  (SI)(DX*4), Y0
+	VPSRLD   $16, Y0, Y0
+	VPSUBD   Y13, Y0, Y0
+	VPMAXSD  Y12, Y0, Y0
+	VPMINSD  Y0, Y14, Y14
+	VEXTRACTI128 $1, Y0, X1
+	VPACKUSDW X1, X0, X0       // eight buckets, each < 65536
+	VMOVDQU  X0, (DI)(DX*2)
+	ADDQ     $8, DX
+	CMPQ     DX, CX
+	JB       bloop
+	VEXTRACTI128 $1, Y14, X1
+	VPMINSD  X1, X14, X14
+	VPSHUFD  $0x4e, X14, X1
+	VPMINSD  X1, X14, X14
+	VPSHUFD  $0xb1, X14, X1
+	VPMINSD  X1, X14, X14
+	VMOVD    X14, AX
+	MOVL     AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, thr *uint64, n int) int
+// decideBuckets for j < n (a multiple of 8, at least 8), eight entries at a time:
+// the bounds of each entry's bucket (start[b], start[b+1]−1) and their thresholds
+// gathered, keep[j] = draw[j] < thr[start[b]], and j appended to undec where that
+// differs from draw[j] < thr[start[b+1]−1]. Returns how many were appended; undec
+// has room for n.
+TEXT ·dellaDecideAVX512(SB), NOSPLIT, $0-64
+	MOVQ keep+0(FP), DI
+	MOVQ undec+8(FP), R10
+	MOVQ draw+16(FP), SI
+	MOVQ bk+24(FP), BX
+	MOVQ start+32(FP), R8
+	MOVQ thr+40(FP), R9
+	MOVQ n+48(FP), CX
+	MOVL $1, AX
+	MOVD AX, X15
+	VPBROADCASTD X15, Y15
+	XORQ DX, DX
+	XORQ R11, R11
+
+dloop:
+	VPMOVZXWD (BX)(DX*2), Y1
+	KXNORB    K1, K1, K1
+	VPXOR     Y2, Y2, Y2
+	VPGATHERDD (R8)(Y1*4), K1, Y2  // start[b]
+	KXNORB    K1, K1, K1
+	VPXOR     Y3, Y3, Y3
+	VPGATHERDD 4(R8)(Y1*4), K1, Y3 // start[b+1]
+	VPSUBD    Y15, Y3, Y3
+	KXNORB    K1, K1, K1
+	VPXORQ    Z4, Z4, Z4
+	VPGATHERDQ (R9)(Y2*8), K1, Z4  // thr[start[b]]
+	KXNORB    K1, K1, K1
+	VPXORQ    Z5, Z5, Z5
+	VPGATHERDQ (R9)(Y3*8), K1, Z5  // thr[start[b+1]−1]
+	VMOVDQU64 (SI)(DX*8), Z6
+	VPCMPUQ   $1, Z4, Z6, K2       // draw < thr[start[b]]
+	VPCMPUQ   $1, Z5, Z6, K3
+	VPMOVM2B  K2, X7
+	VPABSB    X7, X7
+	VMOVQ     X7, (DI)(DX*1)
+	KXORB     K2, K3, K4
+	KMOVB     K4, AX
+	TESTL     AX, AX
+	JZ        dnext
+
+dbits:
+	BSFL      AX, R12
+	ADDL      DX, R12
+	MOVL      R12, (R10)(R11*4)
+	INCQ      R11
+	LEAL      -1(AX), R12
+	ANDL      R12, AX
+	JNZ       dbits
+
+dnext:
+	ADDQ      $8, DX
+	CMPQ      DX, CX
+	JB        dloop
+	MOVQ      R11, ret+56(FP)
+	VZEROUPPER
+	RET
+
+DATA dellaKeepShuf<>+0(SB)/8, $0x0d0905010c080400
+DATA dellaKeepShuf<>+8(SB)/8, $0x0f0b07030e0a0602
+GLOBL dellaKeepShuf<>(SB), RODATA|NOPTR, $16
+
+// func dellaL1AVX2(acc *[8]float64, base, x0, x1, x2, x3 *float32, k0, k1, k2, k3 *bool, n int)
+// l1SumsChain for four models over j < n (a multiple of 4, at least 4), the models
+// as the four float64 lanes: acc[i] += |x_i[j] − base[j]| and acc[4+i] += the same
+// where k_i[j] (else +0), in element order. Four elements at a time: the four
+// models' float32 deltas transposed to one vector per element, the keep bytes
+// shuffled to element order and widened to lane masks.
+TEXT ·dellaL1AVX2(SB), NOSPLIT, $0-88
+	MOVQ acc+0(FP), AX
+	MOVQ base+8(FP), BX
+	MOVQ x0+16(FP), R8
+	MOVQ x1+24(FP), R9
+	MOVQ x2+32(FP), R10
+	MOVQ x3+40(FP), R11
+	MOVQ k0+48(FP), R12
+	MOVQ k1+56(FP), R13
+	MOVQ k2+64(FP), R14
+	MOVQ k3+72(FP), R15
+	MOVQ n+80(FP), CX
+	VMOVUPD (AX), Y0   // Σ|δ| per model
+	VMOVUPD 32(AX), Y1 // Σ kept |δ|
+	VPCMPEQQ Y15, Y15, Y15
+	VPSRLQ   $1, Y15, Y15 // clears the sign
+	VMOVDQU  dellaKeepShuf<>(SB), X14
+	VPXOR    X13, X13, X13
+	XORQ     DX, DX
+
+lloop:
+	VMOVUPS (BX)(DX*4), X8
+	VMOVUPS (R8)(DX*4), X2
+	VSUBPS  X8, X2, X2
+	VMOVUPS (R9)(DX*4), X3
+	VSUBPS  X8, X3, X3
+	VMOVUPS (R10)(DX*4), X4
+	VSUBPS  X8, X4, X4
+	VMOVUPS (R11)(DX*4), X5
+	VSUBPS  X8, X5, X5
+	VUNPCKLPS X3, X2, X6  // d0[0] d1[0] d0[1] d1[1]
+	VUNPCKHPS X3, X2, X7  // d0[2] d1[2] d0[3] d1[3]
+	VUNPCKLPS X5, X4, X9  // d2[0] d3[0] d2[1] d3[1]
+	VUNPCKHPS X5, X4, X10 // d2[2] d3[2] d2[3] d3[3]
+	VMOVLHPS  X9, X6, X2  // element 0: d0[0] d1[0] d2[0] d3[0]
+	VMOVHLPS  X6, X9, X3  // element 1
+	VMOVLHPS  X10, X7, X4 // element 2
+	VMOVHLPS  X7, X10, X5 // element 3
+	MOVL    (R12)(DX*1), SI
+	VMOVD   SI, X11
+	MOVL    (R13)(DX*1), SI
+	VPINSRD $1, SI, X11, X11
+	MOVL    (R14)(DX*1), SI
+	VPINSRD $2, SI, X11, X11
+	MOVL    (R15)(DX*1), SI
+	VPINSRD $3, SI, X11, X11
+	VPSHUFB X14, X11, X11 // k0[0] k1[0] k2[0] k3[0] k0[1] …
+	VPSUBB  X11, X13, X11 // 1 → 0xff
+
+	VCVTPS2PD X2, Y6
+	VANDPD    Y15, Y6, Y6
+	VADDPD    Y6, Y0, Y0
+	VPMOVSXBQ X11, Y12
+	VANDPD    Y12, Y6, Y6
+	VADDPD    Y6, Y1, Y1
+
+	VCVTPS2PD X3, Y6
+	VANDPD    Y15, Y6, Y6
+	VADDPD    Y6, Y0, Y0
+	VPSRLDQ   $4, X11, X12
+	VPMOVSXBQ X12, Y12
+	VANDPD    Y12, Y6, Y6
+	VADDPD    Y6, Y1, Y1
+
+	VCVTPS2PD X4, Y6
+	VANDPD    Y15, Y6, Y6
+	VADDPD    Y6, Y0, Y0
+	VPSRLDQ   $8, X11, X12
+	VPMOVSXBQ X12, Y12
+	VANDPD    Y12, Y6, Y6
+	VADDPD    Y6, Y1, Y1
+
+	VCVTPS2PD X5, Y6
+	VANDPD    Y15, Y6, Y6
+	VADDPD    Y6, Y0, Y0
+	VPSRLDQ   $12, X11, X12
+	VPMOVSXBQ X12, Y12
+	VANDPD    Y12, Y6, Y6
+	VADDPD    Y6, Y1, Y1
+
+	ADDQ $4, DX
+	CMPQ DX, CX
+	JB   lloop
+	VMOVUPD Y0, (AX)
+	VMOVUPD Y1, 32(AX)
+	VZEROUPPER
+	RET

@@ -1,0 +1,144 @@
+//go:build !purego
+
+package merge
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// TestDellaAsmMatchesGo: DELLA's rank kernels (magnitudes and the row's largest
+// bucket, buckets and the lowest one, the bucket decisions) give their Go loops'
+// results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
+// (with payloads), ±Inf, subnormals, ties and magnitudes over many octaves.
+func TestDellaAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 on this CPU; the Go loops are the only path")
+	}
+	defer func(a, b bool) { haveTiesAsm, haveDellaAVX512 = a, b }(haveTiesAsm, haveDellaAVX512)
+	have512 := haveDellaAVX512
+	if !have512 {
+		t.Log("no AVX-512 on this CPU: the decisions' kernel is not tested")
+	}
+	rng := rand.New(rand.NewPCG(5, 17))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.NaN()), math.Float32frombits(0x7fc12345),
+		math.Float32frombits(0xffa00001), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-40, -3e-39, 1e30, 1.5}
+	val := func() float32 {
+		switch r := rng.IntN(12); {
+		case r == 0:
+			return special[rng.IntN(len(special))]
+		case r < 3:
+			return math.Float32frombits(math.Float32bits(float32(rng.NormFloat64())) &^ 0xffff) // BF16: ties
+		default:
+			return float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(60)-30)))
+		}
+	}
+	lengths := []int{}
+	for n := 1; n <= 70; n++ {
+		lengths = append(lengths, n)
+	}
+	lengths = append(lengths, 255, 2048, 2051)
+	for _, n := range lengths {
+		for round := range 3 {
+			base, x := make([]float32, n), make([]float32, n)
+			for j := range base {
+				base[j], x[j] = val(), val()
+				if round == 1 && rng.IntN(3) == 0 {
+					x[j] = base[j] // δ = 0: bucket 0
+				}
+			}
+			type result struct {
+				mags  []uint32
+				top   uint32
+				bk    []uint16
+				start []int32
+				low   int
+				keep  []bool
+				undec []int32
+			}
+			// Thresholds far apart (sorted random words), so that a bound off by
+			// one rank changes decisions.
+			thr := make([]uint64, n)
+			for q := range thr {
+				thr[q] = rng.Uint64()
+			}
+			slices.Sort(thr)
+			draws := make([]uint64, n)
+			for j := range draws {
+				draws[j] = rng.Uint64()
+				if rng.IntN(4) == 0 {
+					draws[j] = thr[rng.IntN(n)] // on a threshold: kept only below it
+				}
+			}
+			run := func(asm, asm512 bool) result {
+				haveTiesAsm, haveDellaAVX512 = asm, asm512 && have512
+				r := result{mags: make([]uint32, n), bk: make([]uint16, n), start: make([]int32, dellaBuckets+1), keep: make([]bool, n)}
+				r.top = rowMagnitudes(r.mags, base, x)
+				r.low = bucketCounts(r.bk, r.start, r.mags, int64(r.top)-(dellaBuckets-1))
+				prefixCounts(r.start[r.low:])
+				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.start, thr)
+				return r
+			}
+			want, got := run(false, false), run(true, true)
+			switch {
+			case !slices.Equal(got.mags, want.mags) || got.top != want.top:
+				t.Fatalf("n=%d: magnitudes differ (top %d, want %d)", n, got.top, want.top)
+			case !slices.Equal(got.bk, want.bk) || got.low != want.low || !slices.Equal(got.start, want.start):
+				t.Fatalf("n=%d: buckets differ (lowest %d, want %d)", n, got.low, want.low)
+			case !slices.Equal(got.keep, want.keep) || !slices.Equal(got.undec, want.undec):
+				t.Fatalf("n=%d: decisions differ: keep %v, want %v; undecided %v, want %v", n, got.keep, want.keep, got.undec, want.undec)
+			}
+		}
+	}
+}
+
+// TestDellaL1AsmMatchesGo: dellaL1Chain's AVX2 kernel gives l1SumsChain's sums bit
+// for bit, for one to four models, continuing given sums, on lengths with and
+// without a tail, with NaN payloads, ±Inf, ±0 and subnormals among the deltas.
+func TestDellaL1AsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 on this CPU; l1SumsChain is the only path")
+	}
+	defer func(a bool) { haveTiesAsm = a }(haveTiesAsm)
+	rng := rand.New(rand.NewPCG(9, 23))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.NaN()), math.Float32frombits(0x7fc12345),
+		math.Float32frombits(0xffa00001), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-40, -3e-39}
+	val := func(specials bool) float32 {
+		if specials && rng.IntN(20) == 0 {
+			return special[rng.IntN(len(special))]
+		}
+		return float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(40)-20)))
+	}
+	for _, n := range []int{1, 3, 4, 5, 8, 11, 64, 2048, 2051} {
+		for lanes := 1; lanes <= 4; lanes++ {
+			for _, specials := range []bool{false, true} {
+				base := make([]float32, n)
+				models, keep := make([][]float32, lanes), make([][]bool, lanes)
+				for j := range base {
+					base[j] = val(specials)
+				}
+				start := make([][2]float64, lanes)
+				for i := range models {
+					models[i], keep[i] = make([]float32, n), make([]bool, n)
+					for j := range models[i] {
+						models[i][j], keep[i][j] = val(specials), rng.IntN(2) == 0
+					}
+					start[i] = [2]float64{rng.Float64(), rng.Float64() / 2}
+				}
+				want := slices.Clone(start)
+				haveTiesAsm = false
+				dellaL1Chain(want, base, models, keep)
+				got := slices.Clone(start)
+				haveTiesAsm = true
+				dellaL1Chain(got, base, models, keep)
+				for i := range got {
+					if !sameBits64(got[i][0], want[i][0]) || !sameBits64(got[i][1], want[i][1]) {
+						t.Fatalf("n=%d, %d models, specials %v: model %d sums %v, want %v", n, lanes, specials, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,16 @@
+//go:build !amd64 || purego
+
+package merge
+
+// haveDellaAVX512: no assembly for DELLA's ranks here (della_amd64.go).
+const haveDellaAVX512 = false
+
+func dellaMagsAsm([]uint32, []float32, []float32, int) uint32 { panic("unreachable") }
+
+func dellaBucketsAsm([]uint16, []uint32, int, int32) int32 { panic("unreachable") }
+
+func dellaDecideAsm([]bool, []int32, []uint64, []uint16, []int32, []uint64, int) []int32 {
+	panic("unreachable")
+}
+
+func dellaL1Asm([][2]float64, []float32, [][]float32, [][]bool, int) { panic("unreachable") }
