@@ -487,14 +487,11 @@ ploop:
 	VPMINUD   Y6, Y2, Y2     // clamped to [lo, hi]: equal to bin only inside
 	VPCMPEQD  Y1, Y2, Y2
 	VMOVMSKPS Y2, R10
-	TESTL     R10, R10
-	JZ        pnext
 	VPMOVZXBD (R11)(R10*8), Y3
 	VPERMD    Y0, Y3, Y4     // the elements inside, first
-	VMOVDQU   Y4, (DI)(AX*4)
+	VMOVDQU   Y4, (DI)(AX*4) // stored whatever the mask: no branch to mispredict
 	POPCNTL   R10, R10
 	ADDQ      R10, AX
-pnext:
 	ADDQ $32, SI
 	SUBQ $8, CX
 	JMP  ploop
@@ -506,17 +503,18 @@ pdone:
 // func tiesMergeAVX2(dst, base *float32, xs **float32, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
 // TIES over elements j.. of a chunk, eight at a time, every step of trimWeighted and
 // tiesCombine in registers: per lane i (xs[i] its model, lanes[i] its weight and
-// cut), Δ_i = float32(w_i·(x_i − b)) where |x_i − b| (as bits) > lanes[i].gt, else
+// cut), Δ_i = float32(w_i·(x_i − b)) where |x_i − b| (as bits) > lanes[i].gt, or for
+// a tied cut equals its pattern while fewer than r of those came before (seen), else
 // +0, kept in d[8i:8i+8]; the sum in lane order; the sign; the agreeing sums; the
-// division and base + λ·(num/q). It stops before the first group of eight that holds
-// an element equal to a tied cut's pattern (Go counts those) or when fewer than
-// eight are left, and returns where it stopped.
+// division and base + λ·(num/q). It stops before the first group of eight whose
+// elements at a tied cut's pattern fall on both sides of its rank (Go counts those
+// one by one) or when fewer than eight are left, and returns where it stopped. A
+// group's new seen counts go to next first and to seen once the group is done.
 TEXT ·tiesMergeAVX2(SB), NOSPLIT, $0-80
 	MOVQ dst+0(FP), DI
 	MOVQ base+8(FP), SI
 	MOVQ xs+16(FP), R8
 	MOVQ lanes+24(FP), R9
-	MOVQ nl+32(FP), R10
 	MOVQ d+40(FP), R11
 	VBROADCASTSS lambda+48(FP), Y15
 	MOVQ j+56(FP), AX
@@ -539,15 +537,25 @@ mtrim:
 	VMOVUPS  (DX)(AX*4), Y1
 	VSUBPS   Y0, Y1, Y1       // δ = x − b
 	VPAND    Y14, Y1, Y2      // |δ| bits
+	VPXOR    Y4, Y4, Y4       // the elements at the pattern that rank above
 	CMPL     12(R13), $0
-	JEQ      mnotie
+	JEQ      mkeep
 	VPBROADCASTD 8(R13), Y4
-	VPCMPEQD Y4, Y2, Y4
-	VPTEST   Y4, Y4
-	JNZ      mdone            // an element at a tied boundary: Go counts it
-mnotie:
+	VPCMPEQD Y4, Y2, Y4       // at the tied pattern
+	VMOVMSKPS Y4, DX
+	POPCNTL  DX, DX
+	MOVQ     16(R13), R10     // seen
+	ADDQ     R10, DX          // seen after this group
+	MOVQ     DX, 32(R13)      // next
+	CMPQ     DX, 24(R13)
+	JLE      mkeep            // all of them rank above
+	CMPQ     R10, 24(R13)
+	JLT      mdone            // some do and some do not: Go counts them
+	VPXOR    Y4, Y4, Y4       // none does
+mkeep:
 	VPBROADCASTD 4(R13), Y3
 	VPCMPGTD Y3, Y2, Y3       // |δ| > gt
+	VPOR     Y4, Y3, Y3
 	VBROADCASTSS (R13), Y5
 	VMULPS   Y5, Y1, Y1       // δ·w
 	VPAND    Y3, Y1, Y1
@@ -561,9 +569,9 @@ madd:
 mnext:
 	INCQ BX
 	ADDQ $8, R12
-	ADDQ $16, R13
+	ADDQ $40, R13
 	ADDQ $32, R14
-	CMPQ BX, R10
+	CMPQ BX, nl+32(FP)
 	JLT  mtrim
 	VCMPPS $1, Y13, Y6, Y7    // LT_OS: sum < 0
 	VANDPS Y12, Y7, Y7        // the elected sign bit
@@ -573,6 +581,8 @@ mnext:
 	MOVQ R9, R13
 	MOVQ R11, R14
 maccum:
+	MOVQ     32(R13), R10
+	MOVQ     R10, 16(R13)     // seen = next
 	VMOVDQU  (R14), Y1
 	VPSLLD   $1, Y1, Y2
 	VPCMPEQD Y13, Y2, Y2      // Δ_i is ±0
@@ -585,9 +595,9 @@ maccum:
 	VPANDN   Y5, Y2, Y4
 	VADDPS   Y4, Y9, Y9       // den + w_i
 	INCQ BX
-	ADDQ $16, R13
+	ADDQ $40, R13
 	ADDQ $32, R14
-	CMPQ BX, R10
+	CMPQ BX, nl+32(FP)
 	JLT  maccum
 	VPSLLD    $1, Y9, Y2
 	VPCMPEQD  Y13, Y2, Y2     // den is ±0

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // TestTrimAndScanAsmMatchGo: trimming and the in-bin scan give the same results with
@@ -105,6 +106,11 @@ func TestTiesMergeAsmMatchesGo(t *testing.T) {
 		t.Skip("no AVX2 kernels on this CPU")
 	}
 	defer func(v bool) { haveTiesAsm = v }(haveTiesAsm)
+	var l tiesLane // the offsets tiesMergeAVX2 reads
+	if got := []uintptr{unsafe.Offsetof(l.gt), unsafe.Offsetof(l.eq), unsafe.Offsetof(l.tie), unsafe.Offsetof(l.seen),
+		unsafe.Offsetof(l.r), unsafe.Offsetof(l.next), unsafe.Sizeof(l)}; !slices.Equal(got, []uintptr{4, 8, 12, 16, 24, 32, 40}) {
+		t.Fatalf("tiesLane layout %v", got)
+	}
 	rng := rand.New(rand.NewPCG(17, 5))
 	special := []float32{float32(math.NaN()), math.Float32frombits(0xffc00001), float32(math.Inf(1)), float32(math.Inf(-1)), 0, float32(math.Copysign(0, -1))}
 	cuts := []*cut{
@@ -112,7 +118,7 @@ func TestTiesMergeAsmMatchesGo(t *testing.T) {
 		{all: true},
 		{t: absBits(0.25), r: 1 << 40}, // untied: every element equal to t ranks above
 		{none: true},
-		{t: absBits(0.75), r: 1, ties: true, before: []int64{0, 0}},
+		{t: absBits(0.75), r: 40, ties: true, before: []int64{0, 0}},
 	}
 	for _, n := range []int{1, 7, 8, 9, 64, 1003, ChunkElems} {
 		for lanes := 1; lanes <= len(cuts); lanes++ {

@@ -5,19 +5,22 @@ import (
 	"unsafe"
 )
 
-// tiesLane is one model's part in tiesMergeAVX2 (the layout the assembly reads).
+// tiesLane is one model's part in tiesMergeAVX2 (the layout the assembly reads:
+// offsets 0, 4, 8, 12, 16, 24, 32; 40 bytes).
 type tiesLane struct {
 	w   float32
 	gt  int32  // the kept elements' |δ| bits are above gt (int32: all bits below 2³¹)
-	eq  uint32 // with tie set, the tied cut's pattern: groups holding it go to Go
+	eq  uint32 // with tie set, the tied cut's pattern t
 	tie uint32
+	// With tie set: elements equal to t before this group (seen), how many of those
+	// rank above (the cut's r), and seen after the group, kept until it is done.
+	seen, r, next int64
 }
 
 // tiesMergeScratch is tiesMergeChunk's per-chunk state.
 type tiesMergeScratch struct {
 	xs       []*float32
 	lanes    []tiesLane
-	seen     []int64
 	d        []float32   // 8 per lane, for the assembly
 	group    [][]float32 // 8 per lane, a group done in Go
 	sum, den []float32
@@ -26,7 +29,7 @@ type tiesMergeScratch struct {
 
 func newTiesMergeScratch(lanes int) *tiesMergeScratch {
 	s := &tiesMergeScratch{xs: make([]*float32, lanes), lanes: make([]tiesLane, lanes),
-		seen: make([]int64, lanes), d: make([]float32, 8*lanes),
+		d:   make([]float32, 8*lanes),
 		sum: make([]float32, 8), den: make([]float32, 8), sign: make([]uint32, 8)}
 	for range lanes {
 		s.group = append(s.group, make([]float32, 8))
@@ -38,8 +41,8 @@ func newTiesMergeScratch(lanes int) *tiesMergeScratch {
 // (trimWeighted) and combination (tiesCombine) as tiesMergeColumns, per element the
 // same operations in the same order, so the same bits (TestTiesMergeAsmMatchesGo),
 // but in one sweep over the chunk instead of one per step and model. The groups of
-// eight the kernel leaves (an element at a tied cut's pattern, whose rank depends on
-// the elements equal to it before, and the last few elements) are trimmed here and
+// eight the kernel leaves (the one where a tied cut's rank falls among the elements
+// equal to its pattern, and the last few elements) are trimmed here and
 // combined by tiesCombine, as tiesMergeColumns does them.
 func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float32, lambda float32, pos Chunk, sc *tiesMergeScratch) {
 	n := len(dst)
@@ -58,11 +61,10 @@ func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float3
 		default: // every element equal to t ranks above: keep |δ| > t − 1
 			l.gt = int32(c.t) - 1
 		}
-		sc.lanes[i] = l
-		sc.seen[i] = 0
 		if c.ties {
-			sc.seen[i] = c.before[pos.Index]
+			l.seen, l.r = c.before[pos.Index], c.r
 		}
+		sc.lanes[i] = l
 	}
 	for j := 0; j < n; {
 		if n-j >= 8 {
@@ -77,7 +79,7 @@ func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float3
 		for i, c := range cuts {
 			x := in[i+1][j:end]
 			for e := range k {
-				d[i][e] = trimElem(x[e]-base[j+e], weights[i], c, &sc.seen[i])
+				d[i][e] = trimElem(x[e]-base[j+e], weights[i], c, &sc.lanes[i].seen)
 			}
 			d[i] = d[i][:k]
 		}
