@@ -141,13 +141,18 @@ func tiesMergeColumns(dst []float32, in [][]float32, cuts []*cut, weights []floa
 	for i, c := range cuts {
 		trimWeighted(sc.d[i][:n], in[i+1], base, weights[i], c, pos)
 	}
-	copy(sum, sc.d[0][:n]) // Σ_i Δ_i, in model order
-	for i := 1; i < len(cuts); i++ {
-		for j, d := range sc.d[i][:n] {
-			sum[j] += d
+	sumInOrder(sum, sc.d[:len(cuts)])
+	tiesCombine(dst, base, sum, den, sc.sign[:n], sc.d, weights, lambda, haveTiesAsm)
+}
+
+// sumInOrder sets sum = Σ_i d[i], added in model order (the sign election's sum).
+func sumInOrder(sum []float32, d [][]float32) {
+	copy(sum, d[0][:len(sum)])
+	for _, di := range d[1:] {
+		for j, v := range di[:len(sum)] {
+			sum[j] += v
 		}
 	}
-	tiesCombine(dst, base, sum, den, sc.sign[:n], sc.d, weights, lambda, haveTiesAsm)
 }
 
 // trimWeighted sets dst[j] = w·(x[j] − b[j]) where element j ranks above cut c, and 0

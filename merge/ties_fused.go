@@ -84,12 +84,7 @@ func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float3
 			d[i] = d[i][:k]
 		}
 		sum := sc.sum[:k]
-		copy(sum, d[0]) // Σ_i Δ_i, in model order
-		for i := 1; i < len(cuts); i++ {
-			for e, v := range d[i] {
-				sum[e] += v
-			}
-		}
+		sumInOrder(sum, d)
 		tiesCombine(dst[j:end], base[j:end], sum, sc.den[:k], sc.sign[:k], d, weights, lambda, true)
 		for i := range d {
 			d[i] = d[i][:8]
