@@ -49,19 +49,35 @@ type rankSelector struct {
 	magnitude func(dst []uint32, lane int, in [][]float32)
 
 	mu     sync.Mutex
-	hiHist [][]uint64 // per lane, 1<<16 bins (top 16 bits)
-	bin    [][]uint32 // per lane and cut, the top-16-bit bin holding the cut
-	above  [][]int64  // per lane and cut, elements in bins above it
+	hists  []*laneHists // pass 1's histograms, one set per chunk in flight
+	free   []*laneHists // those not in use
+	hiHist [][]uint64   // per lane, 1<<16 bins (top 16 bits)
+	bin    [][]uint32   // per lane and cut, the top-16-bit bin holding the cut
+	above  [][]int64    // per lane and cut, elements in bins above it
 	loHist [][][]uint64
 	ties   [][][]int64 // per lane, cut, chunk: count of elements equal to t
 	pool   sync.Pool   // *rankScratch
 	// kept[lane][cut][chunk]: the low bits of the chunk's elements in the cut's bin,
-	// kept by pass 2 while they total at most maxKeptLows, so that pass 3 (another
-	// full read of every input) can be skipped.
+	// kept by pass 2 (or found in what pass 1 kept) while they total at most
+	// keepLimit, so that pass 3 (another full read of every input) can be skipped.
 	kept      [][][][]uint16
 	keptTotal int64
 	keptOver  bool
 	keepLimit int64 // maxKeptLows; tests lower it to exercise pass 3
+
+	// Pass 1 also keeps, per chunk, the magnitudes in a window of bins around where
+	// the first chunk it finishes puts each cut (its histogram scaled to the
+	// tensor), while they total at most nearLimit. When every cut's bin turns out to
+	// lie in its window, which it does unless the tensor's magnitudes vary a lot
+	// from chunk to chunk, those are all the elements pass 2 would look for, and
+	// pass 2 (a full read of every input) is skipped. The guess decides only
+	// whether pass 2 runs, never a cut.
+	win       [][][2]uint32 // per lane and cut, the window's lowest and highest bin
+	near      [][][][]uint32
+	nearTotal int64
+	nearOver  bool
+	nearLimit int64 // maxNear; tests set 0 to run pass 2
+	settled   bool  // pass 1's windows held every cut: pass 2 is skipped
 
 	// rankOfNonZero, when set, gives each cut's rank from the count of the lane's
 	// non-zero magnitudes, which pass 1 then counts (SCE's top-k of the non-zero
@@ -70,20 +86,46 @@ type rankSelector struct {
 	zeros         []int64 // per lane, pass 1's count of zero magnitudes
 }
 
+// laneHists is one chunk-in-flight's top-16-bit histograms, one per lane, counted
+// over many chunks and added up when pass 1 ends (not after every chunk: a chunk
+// touches thousands of bins).
+type laneHists struct {
+	h      []*[1 << 16]uint32
+	chunks int64 // chunks counted since the last flush into hiHist
+}
+
+// maxHistChunks is how many chunks a laneHists counts before it is flushed, so that
+// no uint32 bin can overflow.
+const maxHistChunks = (1<<32 - 1) / ChunkElems
+
+// maxNear bounds the magnitudes pass 1 keeps near the guessed cuts (4 bytes each).
+const maxNear = 8 << 20
+
 type rankScratch struct {
-	mags []uint32 // one chunk's magnitudes
-	hist []uint32 // a chunk-local histogram, all zero between uses
-	lows []uint16 // the low bits of the elements in a cut's bin
+	mags [][]uint32 // one chunk's magnitudes, per lane
+	lows []uint16   // the low bits of the elements in a cut's bin
+	near []uint32   // the magnitudes in a cut's window
+}
+
+// lanes returns k buffers of n magnitudes.
+func (sc *rankScratch) lanes(k, n int) [][]uint32 {
+	for len(sc.mags) < k {
+		sc.mags = append(sc.mags, make([]uint32, ChunkElems))
+	}
+	m := sc.mags[:k]
+	for i := range m {
+		m[i] = m[i][:n]
+	}
+	return m
 }
 
 // maxKeptLows bounds the memory pass 2 may keep to spare pass 3 (2 bytes each).
 const maxKeptLows = 16 << 20
 
 func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane int, in [][]float32)) *rankSelector {
-	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude, keepLimit: maxKeptLows}
-	s.pool.New = func() any {
-		return &rankScratch{mags: make([]uint32, ChunkElems), hist: make([]uint32, 1<<16), lows: make([]uint16, 0, ChunkElems)}
-	}
+	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude,
+		keepLimit: maxKeptLows, nearLimit: maxNear}
+	s.pool.New = func() any { return &rankScratch{lows: make([]uint16, 0, ChunkElems)} }
 	for _, rs := range ranks {
 		var cs []*cut
 		for _, r := range rs {
@@ -119,102 +161,42 @@ func (s *rankSelector) passes() []Pass {
 	}
 	lanes := len(s.cuts)
 	return []Pass{
-		{ // 1: top-16-bit histogram
+		{ // 1: top-16-bit histogram, and the elements near each cut's estimated bin
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
-				local := sc.hist[:1<<15] // |δ| has no sign bit: its top 16 bits are below 1<<15
+				mags := sc.lanes(lanes, len(in[0]))
 				for lane := range lanes {
-					mags := sc.mags[:len(in[0])]
-					s.magnitude(mags, lane, in)
-					lo, hi := uint32(1<<15), uint32(0)
-					var zeros int64
-					if s.rankOfNonZero != nil {
-						for _, m := range mags {
-							b := m >> 16
-							local[b]++
-							lo, hi = min(lo, b), max(hi, b)
-							zeros += int64(b2i(m == 0))
-						}
-					} else {
-						for _, m := range mags {
-							b := m >> 16
-							local[b]++
-							lo, hi = min(lo, b), max(hi, b)
-						}
-					}
-					if lo > hi {
-						continue
-					}
-					s.mu.Lock()
-					if zeros != 0 {
-						if s.zeros == nil {
-							s.zeros = make([]int64, lanes)
-						}
-						s.zeros[lane] += zeros
-					}
-					if s.hiHist == nil {
-						s.hiHist = make([][]uint64, lanes)
-					}
-					if s.hiHist[lane] == nil {
-						s.hiHist[lane] = make([]uint64, 1<<16)
-					}
-					h := s.hiHist[lane]
-					for b := lo; b <= hi; b++ { // only the bins this chunk touched
-						h[b] += uint64(local[b])
-						local[b] = 0
-					}
-					s.mu.Unlock()
+					s.magnitude(mags[lane], lane, in)
 				}
+				h := s.getHist(lanes)
+				histAdd(h.h, mags)
+				h.chunks++
+				var zeros []int64
+				if s.rankOfNonZero != nil {
+					zeros = make([]int64, lanes)
+					for lane, ms := range mags {
+						for _, m := range ms {
+							zeros[lane] += int64(b2i(m == 0))
+						}
+					}
+				}
+				s.collectNear(sc, h, mags, pos)
+				s.putHist(h, zeros)
 			},
 			Done: func([]float64) error {
-				if s.rankOfNonZero != nil {
-					for lane, cs := range s.cuts {
-						nz := s.n
-						if s.zeros != nil {
-							nz -= s.zeros[lane]
-						}
-						for _, c := range cs {
-							c.rank = s.rankOfNonZero(nz)
-							c.all, c.none = c.rank >= s.n, c.rank <= 0
-						}
-					}
-				}
-				s.bin = make([][]uint32, lanes)
-				s.above = make([][]int64, lanes)
-				s.loHist = make([][][]uint64, lanes)
-				for lane, cs := range s.cuts {
-					s.bin[lane] = make([]uint32, len(cs))
-					s.above[lane] = make([]int64, len(cs))
-					s.loHist[lane] = make([][]uint64, len(cs))
-					for ci, c := range cs {
-						if c.all || c.none {
-							continue
-						}
-						// Walk from the largest magnitudes down to the bin where the
-						// count reaches the rank.
-						var cum int64
-						for b := 1<<16 - 1; b >= 0; b-- {
-							v := int64(s.hiHist[lane][b])
-							if cum+v >= c.rank {
-								s.bin[lane][ci], s.above[lane][ci] = uint32(b), cum
-								break
-							}
-							cum += v
-						}
-						s.loHist[lane][ci] = make([]uint64, 1<<16)
-					}
-				}
-				s.hiHist = nil
+				s.locateBins()
 				return nil
 			},
 		},
 		{ // 2: low-16-bit histogram inside each cut's bin
+			// Skipped when pass 1 kept every element of each cut's bin.
+			Skip: func() bool { return s.settled },
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
 				for lane, cs := range s.cuts {
-					mags := sc.mags[:len(in[0])]
+					mags := sc.lanes(1, len(in[0]))[0]
 					s.magnitude(mags, lane, in)
 					for ci, c := range cs {
 						if c.all || c.none {
@@ -243,64 +225,14 @@ func (s *rankSelector) passes() []Pass {
 							h[lo]++
 						}
 						if !s.keptOver {
-							s.keptTotal += int64(len(found))
-							if s.keptTotal > s.keepLimit {
-								s.keptOver, s.kept = true, nil
-							} else {
-								if s.kept == nil {
-									s.initKept()
-								}
-								s.kept[lane][ci][pos.Index] = slices.Clone(found)
-							}
+							s.keepLows(lane, ci, pos.Index, slices.Clone(found))
 						}
 						s.mu.Unlock()
 					}
 				}
 			},
 			Done: func([]float64) error {
-				s.ties = make([][][]int64, lanes)
-				for lane, cs := range s.cuts {
-					s.ties[lane] = make([][]int64, len(cs))
-					for ci, c := range cs {
-						if c.all || c.none {
-							continue
-						}
-						need := c.rank - s.above[lane][ci]
-						var cum int64
-						for lo := 1<<16 - 1; lo >= 0; lo-- {
-							v := int64(s.loHist[lane][ci][lo])
-							if cum+v >= need {
-								c.t = s.bin[lane][ci]<<16 | uint32(lo)
-								c.r = need - cum
-								c.ties = c.r < v
-								break
-							}
-							cum += v
-						}
-						if c.ties {
-							s.ties[lane][ci] = make([]int64, s.nChunks)
-							if !s.keptOver && s.kept != nil {
-								// Count the elements equal to t per chunk from what
-								// pass 2 kept: pass 3 is then not needed.
-								lo := uint16(c.t)
-								for chunk, lows := range s.kept[lane][ci] {
-									var k int64
-									for _, v := range lows {
-										if v == lo {
-											k++
-										}
-									}
-									s.ties[lane][ci][chunk] = k
-								}
-							}
-						}
-					}
-				}
-				spared := !s.keptOver
-				s.loHist, s.kept = nil, nil
-				if spared {
-					s.prefixTies()
-				}
+				s.settle()
 				return nil
 			},
 		},
@@ -310,7 +242,7 @@ func (s *rankSelector) passes() []Pass {
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
 				for lane, cs := range s.cuts {
-					mags := sc.mags[:len(in[0])]
+					mags := sc.lanes(1, len(in[0]))[0]
 					computed := false
 					for ci, c := range cs {
 						if !c.ties {
@@ -335,6 +267,357 @@ func (s *rankSelector) passes() []Pass {
 				return nil
 			},
 		},
+	}
+}
+
+// histAdd counts each lane's magnitudes into its histogram by their top 16 bits,
+// three lanes to a loop: their increments are independent, so they overlap.
+func histAdd(h []*[1 << 16]uint32, mags [][]uint32) {
+	i := 0
+	for ; i+3 <= len(mags); i += 3 {
+		h0, h1, h2 := h[i], h[i+1], h[i+2]
+		m0 := mags[i]
+		m1, m2 := mags[i+1][:len(m0)], mags[i+2][:len(m0)]
+		for j, a := range m0 {
+			h0[uint16(a>>16)]++
+			h1[uint16(m1[j]>>16)]++
+			h2[uint16(m2[j]>>16)]++
+		}
+	}
+	for ; i < len(mags); i++ {
+		h0 := h[i]
+		for _, a := range mags[i] {
+			h0[uint16(a>>16)]++
+		}
+	}
+}
+
+// getHist takes a set of histograms for one chunk of pass 1.
+func (s *rankSelector) getHist(lanes int) *laneHists {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k := len(s.free); k > 0 {
+		h := s.free[k-1]
+		s.free = s.free[:k-1]
+		return h
+	}
+	h := &laneHists{h: make([]*[1 << 16]uint32, lanes)}
+	for i := range h.h {
+		h.h[i] = new([1 << 16]uint32)
+	}
+	s.hists = append(s.hists, h)
+	return h
+}
+
+// putHist gives back a set of histograms after a chunk, with the chunk's counts of
+// zero magnitudes (nil when not counted).
+func (s *rankSelector) putHist(h *laneHists, zeros []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if zeros != nil {
+		if s.zeros == nil {
+			s.zeros = make([]int64, len(zeros))
+		}
+		for lane, z := range zeros {
+			s.zeros[lane] += z
+		}
+	}
+	if h.chunks >= maxHistChunks {
+		s.flushHist(h)
+	}
+	s.free = append(s.free, h)
+}
+
+// flushHist adds h into hiHist and zeroes it (s.mu held, or pass 1 done).
+func (s *rankSelector) flushHist(h *laneHists) {
+	if s.hiHist == nil {
+		s.hiHist = make([][]uint64, len(s.cuts))
+		for lane := range s.hiHist {
+			s.hiHist[lane] = make([]uint64, 1<<16)
+		}
+	}
+	for lane, hl := range h.h {
+		g := s.hiHist[lane]
+		for b, v := range hl {
+			g[b] += uint64(v)
+		}
+		clear(hl[:])
+	}
+	h.chunks = 0
+}
+
+// nearSlack sets the window around a guessed cut: 1/nearSlack of the elements the
+// guess was made from on either side of it.
+const nearSlack = 128
+
+// collectNear keeps, for each cut, the chunk's magnitudes in the cut's window,
+// setting the windows first if this is the first chunk to get here (h then holds
+// what its worker has counted so far, this chunk included).
+func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint32, pos Chunk) {
+	if s.rankOfNonZero != nil || s.nearLimit <= 0 {
+		return // the ranks are not known before pass 1 ends
+	}
+	s.mu.Lock()
+	if s.win == nil && !s.nearOver {
+		s.setWindows(h)
+	}
+	win, over := s.win, s.nearOver
+	s.mu.Unlock()
+	if over {
+		return
+	}
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			w := win[lane][ci]
+			found := nearWindow(sc.near[:0], mags[lane], w[0], w[1], haveTiesAsm)
+			sc.near = found
+			if len(found) == 0 {
+				continue
+			}
+			s.mu.Lock()
+			if !s.nearOver {
+				s.nearTotal += int64(len(found))
+				if s.nearTotal > s.nearLimit {
+					s.nearOver, s.near = true, nil
+				} else {
+					if s.near == nil {
+						s.near = make([][][][]uint32, len(s.cuts))
+						for l, cs := range s.cuts {
+							s.near[l] = make([][][]uint32, len(cs))
+							for i := range cs {
+								s.near[l][i] = make([][]uint32, s.nChunks)
+							}
+						}
+					}
+					s.near[lane][ci][pos.Index] = slices.Clone(found)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// setWindows guesses from h where each cut falls (its rank scaled to the elements h
+// counted) and sets each cut's window of bins around the guess (s.mu held).
+func (s *rankSelector) setWindows(h *laneHists) {
+	s.win = make([][][2]uint32, len(s.cuts))
+	for lane, cs := range s.cuts {
+		s.win[lane] = make([][2]uint32, len(cs))
+		hl := h.h[lane]
+		var m int64
+		for _, v := range hl {
+			m += int64(v)
+		}
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			r := float64(c.rank) * float64(m) / float64(s.n)
+			slack := float64(m)/nearSlack + 16
+			w := [2]uint32{0, 1<<16 - 1}
+			var cum int64
+			top := true
+			for b := 1<<16 - 1; b >= 0; b-- {
+				cum += int64(hl[b])
+				if top && float64(cum) >= r-slack {
+					w[1], top = uint32(b), false
+				}
+				if float64(cum) >= r+slack {
+					w[0] = uint32(b)
+					break
+				}
+			}
+			s.win[lane][ci] = w
+		}
+	}
+}
+
+// nearWindow appends to dst the magnitudes whose top 16 bits lie in [lo, hi], in
+// order; with asm, the AVX2 kernel packs the first multiple of 8 (checked against
+// the Go loop bit for bit).
+func nearWindow(dst, mags []uint32, lo, hi uint32, asm bool) []uint32 {
+	j := 0
+	if asm && len(mags) >= 8 {
+		j = len(mags) &^ 7
+		dst = slices.Grow(dst, j+8)
+		k := nearPackAsm(dst[len(dst):len(dst)+j+8], mags, j, lo, hi)
+		dst = dst[:len(dst)+k]
+	}
+	span := hi - lo
+	for _, m := range mags[j:] {
+		if m>>16-lo <= span {
+			dst = append(dst, m)
+		}
+	}
+	return dst
+}
+
+// locateBins ends pass 1: it adds up the histograms, settles SCE's ranks, finds the
+// bin holding each cut and, when pass 1's windows hold them all, settles the cuts
+// from what it kept, so that pass 2 is skipped.
+func (s *rankSelector) locateBins() {
+	lanes := len(s.cuts)
+	for _, h := range s.hists {
+		s.flushHist(h)
+	}
+	s.hists, s.free = nil, nil
+	if s.hiHist == nil {
+		s.flushHist(&laneHists{})
+	}
+	if s.rankOfNonZero != nil {
+		for lane, cs := range s.cuts {
+			nz := s.n
+			if s.zeros != nil {
+				nz -= s.zeros[lane]
+			}
+			for _, c := range cs {
+				c.rank = s.rankOfNonZero(nz)
+				c.all, c.none = c.rank >= s.n, c.rank <= 0
+			}
+		}
+	}
+	s.bin = make([][]uint32, lanes)
+	s.above = make([][]int64, lanes)
+	s.loHist = make([][][]uint64, lanes)
+	for lane, cs := range s.cuts {
+		s.bin[lane] = make([]uint32, len(cs))
+		s.above[lane] = make([]int64, len(cs))
+		s.loHist[lane] = make([][]uint64, len(cs))
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			// Walk from the largest magnitudes down to the bin where the count
+			// reaches the rank.
+			var cum int64
+			for b := 1<<16 - 1; b >= 0; b-- {
+				v := int64(s.hiHist[lane][b])
+				if cum+v >= c.rank {
+					s.bin[lane][ci], s.above[lane][ci] = uint32(b), cum
+					break
+				}
+				cum += v
+			}
+			s.loHist[lane][ci] = make([]uint64, 1<<16)
+		}
+	}
+	s.hiHist = nil
+	if s.nearHolds() {
+		s.settled = true
+		s.settle()
+	}
+	s.near, s.win = nil, nil
+}
+
+// nearHolds reports whether every cut's bin lies in its window and, if so, fills the
+// low-16-bit histograms (and kept) from pass 1's elements in the bins, as pass 2
+// would.
+func (s *rankSelector) nearHolds() bool {
+	if s.win == nil || s.nearOver {
+		return false
+	}
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			if b, w := s.bin[lane][ci], s.win[lane][ci]; b < w[0] || b > w[1] {
+				return false
+			}
+		}
+	}
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if c.all || c.none || s.near == nil {
+				continue
+			}
+			bin, h := s.bin[lane][ci], s.loHist[lane][ci]
+			for chunk, ms := range s.near[lane][ci] {
+				var lows []uint16
+				for _, m := range ms {
+					if m>>16 == bin {
+						lows = append(lows, uint16(m))
+					}
+				}
+				if len(lows) == 0 {
+					continue
+				}
+				for _, lo := range lows {
+					h[lo]++
+				}
+				s.keepLows(lane, ci, int64(chunk), lows)
+			}
+		}
+	}
+	return true
+}
+
+// keepLows keeps the low bits of a chunk's elements in a cut's bin for settle,
+// while they total at most keepLimit (s.mu held, or the pass done).
+func (s *rankSelector) keepLows(lane, ci int, chunk int64, lows []uint16) {
+	if s.keptOver {
+		return
+	}
+	s.keptTotal += int64(len(lows))
+	if s.keptTotal > s.keepLimit {
+		s.keptOver, s.kept = true, nil
+		return
+	}
+	if s.kept == nil {
+		s.initKept()
+	}
+	s.kept[lane][ci][chunk] = lows
+}
+
+// settle finds each cut's exact pattern from the low-16-bit histograms and, when the
+// low bits were kept, each chunk's count of elements equal to it (pass 3 is then
+// skipped).
+func (s *rankSelector) settle() {
+	s.ties = make([][][]int64, len(s.cuts))
+	for lane, cs := range s.cuts {
+		s.ties[lane] = make([][]int64, len(cs))
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			need := c.rank - s.above[lane][ci]
+			var cum int64
+			for lo := 1<<16 - 1; lo >= 0; lo-- {
+				v := int64(s.loHist[lane][ci][lo])
+				if cum+v >= need {
+					c.t = s.bin[lane][ci]<<16 | uint32(lo)
+					c.r = need - cum
+					c.ties = c.r < v
+					break
+				}
+				cum += v
+			}
+			if c.ties {
+				s.ties[lane][ci] = make([]int64, s.nChunks)
+				if !s.keptOver && s.kept != nil {
+					// Count the elements equal to t per chunk from what was kept:
+					// pass 3 is then not needed.
+					lo := uint16(c.t)
+					for chunk, lows := range s.kept[lane][ci] {
+						var k int64
+						for _, v := range lows {
+							if v == lo {
+								k++
+							}
+						}
+						s.ties[lane][ci][chunk] = k
+					}
+				}
+			}
+		}
+	}
+	spared := !s.keptOver
+	s.loHist, s.kept = nil, nil
+	if spared {
+		s.prefixTies()
 	}
 }
 

@@ -67,12 +67,9 @@ func init() {
 
 // tiesKernel (docs/task-vectors.md, ties): trim each δ_i to its k = floor(density·numel) largest
 // magnitudes (ties: lower flat index first), weight, elect a sign per element, and
-// average the agreeing weighted deltas.
-//
-// The merge works column by column (one model at a time over the chunk) rather than
-// element by element: each loop is short and branch-light, which is what makes it fast
-// in Go. The float32 additions still happen in model order for every element, as the
-// element-wise definition has them.
+// average the agreeing weighted deltas. Its passes are the rank selector's (one read
+// of the inputs when pass 1's windows hold the cuts); the merge is tiesMergeChunk with
+// AVX2 and tiesMergeColumns, its reference, without.
 func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 	n := t.NumElements()
 	lanes := len(m.weights)
@@ -82,37 +79,25 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 	}
 	sel := newRankSelector(n, ranks, deltaMagnitudes)
 	lambda := m.lambda
-	type scratch struct {
-		d        [][]float32
-		sum, den []float32
-		sign     []uint32
+	first := make([]*cut, lanes) // each model's only cut
+	for i, cs := range sel.cuts {
+		first[i] = cs[0]
 	}
-	var pool sync.Pool
-	pool.New = func() any {
-		s := &scratch{sum: make([]float32, ChunkElems), den: make([]float32, ChunkElems), sign: make([]uint32, ChunkElems)}
-		for range lanes {
-			s.d = append(s.d, make([]float32, ChunkElems))
-		}
-		return s
-	}
+	var pool, fpool sync.Pool
+	pool.New = func() any { return newTiesScratch(lanes) }
+	fpool.New = func() any { return newTiesMergeScratch(lanes) }
 	return Kernel{
 		Passes: sel.passes(),
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
-			sc := pool.Get().(*scratch)
+			if haveTiesAsm {
+				sc := fpool.Get().(*tiesMergeScratch)
+				defer fpool.Put(sc)
+				tiesMergeChunk(dst, in, first, m.weights, lambda, pos, sc)
+				return
+			}
+			sc := pool.Get().(*tiesScratch)
 			defer pool.Put(sc)
-			n := len(dst)
-			base := in[0][:n]
-			sum, den := sc.sum[:n], sc.den[:n]
-			for i := range lanes {
-				trimWeighted(sc.d[i][:n], in[i+1], base, m.weights[i], sel.cuts[i][0], pos)
-			}
-			copy(sum, sc.d[0][:n]) // Σ_i Δ_i, in model order
-			for i := 1; i < lanes; i++ {
-				for j, d := range sc.d[i][:n] {
-					sum[j] += d
-				}
-			}
-			tiesCombine(dst, base, sum, den, sc.sign[:n], sc.d, m.weights, lambda, haveTiesAsm)
+			tiesMergeColumns(dst, in, first, m.weights, lambda, pos, sc)
 		},
 		// The same ranks, found by the device's histogram select, then the merge.
 		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
@@ -127,6 +112,46 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 			}
 			return nil, dev.TIES(ctx, n, out, in[0], in[1:], m.weights, first, lambda)
 		},
+	}
+}
+
+// tiesScratch is tiesMergeColumns' per-chunk scratch.
+type tiesScratch struct {
+	d        [][]float32
+	sum, den []float32
+	sign     []uint32
+}
+
+func newTiesScratch(lanes int) *tiesScratch {
+	s := &tiesScratch{sum: make([]float32, ChunkElems), den: make([]float32, ChunkElems), sign: make([]uint32, ChunkElems)}
+	for range lanes {
+		s.d = append(s.d, make([]float32, ChunkElems))
+	}
+	return s
+}
+
+// tiesMergeColumns merges one chunk column by column (one model at a time over the
+// chunk): each loop is short and branch-light, which is what makes it fast in plain
+// Go. The float32 additions still happen in model order for every element, as the
+// element-wise definition has them. It is the reference for tiesMergeChunk.
+func tiesMergeColumns(dst []float32, in [][]float32, cuts []*cut, weights []float32, lambda float32, pos Chunk, sc *tiesScratch) {
+	n := len(dst)
+	base := in[0][:n]
+	sum, den := sc.sum[:n], sc.den[:n]
+	for i, c := range cuts {
+		trimWeighted(sc.d[i][:n], in[i+1], base, weights[i], c, pos)
+	}
+	sumInOrder(sum, sc.d[:len(cuts)])
+	tiesCombine(dst, base, sum, den, sc.sign[:n], sc.d, weights, lambda, haveTiesAsm)
+}
+
+// sumInOrder sets sum = Σ_i d[i], added in model order (the sign election's sum).
+func sumInOrder(sum []float32, d [][]float32) {
+	copy(sum, d[0][:len(sum)])
+	for _, di := range d[1:] {
+		for j, v := range di[:len(sum)] {
+			sum[j] += v
+		}
 	}
 }
 
@@ -148,26 +173,36 @@ func trimWeighted(dst, x, b []float32, w float32, c *cut, pos Chunk) {
 	if c.ties {
 		seen = c.before[pos.Index]
 	}
-	t := c.t
 	for j := 0; j < len(dst); {
 		if haveTiesAsm && len(dst)-j >= 8 {
 			// Groups of eight with no element at the boundary, vectorised.
-			j += trimAsm(dst[j:], x[j:], b[j:], (len(dst)-j)&^7, w, t)
+			j += trimAsm(dst[j:], x[j:], b[j:], (len(dst)-j)&^7, w, c.t)
 		}
 		for end := min(j+8, len(dst)); j < end; j++ {
-			d := x[j] - b[j]
-			mag := absBits(d)
-			// All ones when mag > t (both below 2³¹, so t − mag wraps to the top bit).
-			mask := uint32(int32(t-mag) >> 31)
-			if mag == t { // rare: the boundary value
-				if seen < c.r {
-					mask = ^uint32(0)
-				}
-				seen++
-			}
-			dst[j] = math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
+			dst[j] = trimElem(x[j]-b[j], w, c, &seen)
 		}
 	}
+}
+
+// trimElem is trimWeighted for one element of delta d: float32(w·d) if it ranks
+// above cut c, +0 if not; seen counts the elements equal to c.t so far.
+func trimElem(d, w float32, c *cut, seen *int64) float32 {
+	switch {
+	case c.none:
+		return 0
+	case c.all:
+		return float32(w * d)
+	}
+	mag := absBits(d)
+	// All ones when mag > t (both below 2³¹, so t − mag wraps to the top bit).
+	mask := uint32(int32(c.t-mag) >> 31)
+	if mag == c.t { // rare: the boundary value
+		if *seen < c.r {
+			mask = ^uint32(0)
+		}
+		*seen++
+	}
+	return math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
 }
 
 // tiesCombine finishes TIES for one chunk from the trimmed weighted deltas d[i] and

@@ -39,3 +39,23 @@ func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int {
 }
 
 func binScanAsm(mags []uint32, n int, bin uint32) int { return binScanAVX2(&mags[0], n, bin) }
+
+//go:noescape
+func nearPackAVX2(dst, mags *uint32, n int, lo, hi uint32) int
+
+// nearPackAsm runs nearPackAVX2 on the first n elements of mags (a multiple of 8, at
+// least 8); dst has room for n+8.
+func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) int {
+	_, _ = dst[n+7], mags[n-1]
+	return nearPackAVX2(&dst[0], &mags[0], n, lo, hi)
+}
+
+//go:noescape
+func tiesMergeAVX2(dst, base *float32, xs **float32, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
+
+// tiesMergeAsm runs tiesMergeAVX2 from element j of a chunk of n (xs[i] its models,
+// each of at least n elements; d scratch of 8 per lane) and returns where it stopped.
+func tiesMergeAsm(dst, base []float32, xs []*float32, lanes []tiesLane, d []float32, lambda float32, j, n int) int {
+	_, _, _ = dst[n-1], base[n-1], d[8*len(lanes)-1]
+	return tiesMergeAVX2(&dst[0], &base[0], &xs[0], &lanes[0], len(lanes), &d[0], lambda, j, n)
+}

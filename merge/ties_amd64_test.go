@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // TestTrimAndScanAsmMatchGo: trimming and the in-bin scan give the same results with
@@ -63,6 +64,92 @@ func TestTrimAndScanAsmMatchGo(t *testing.T) {
 			}
 			if !slices.Equal(scan(true), scan(false)) {
 				t.Fatalf("n=%d bin %#x: scans differ", n, bin)
+			}
+		}
+	}
+}
+
+// TestNearWindowAsmMatchesGo: the AVX2 packing of the magnitudes in a window of bins
+// keeps the same elements in the same order as the Go loop, on odd lengths, with
+// windows at both ends of the bins, empty and full, and appending after earlier
+// elements.
+func TestNearWindowAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(17, 17))
+	for _, n := range []int{0, 1, 7, 8, 9, 63, 1000, ChunkElems} {
+		mags := make([]uint32, n)
+		for j := range mags {
+			mags[j] = rng.Uint32()>>rng.UintN(2) | uint32(rng.IntN(5))<<16 // bins 0-4 often
+			if j%9 == 0 {
+				mags[j] = 0x3f80_0000 | rng.Uint32()&0xffff
+			}
+		}
+		for _, w := range [][2]uint32{{0, 0}, {0, 4}, {2, 3}, {0x3f80, 0x3f80}, {0x3f7f, 0x3f81}, {0xfffe, 0xffff}, {0, 0xffff}} {
+			prefix := []uint32{7, 8, 9}
+			got := nearWindow(slices.Clone(prefix), mags, w[0], w[1], true)
+			want := nearWindow(slices.Clone(prefix), mags, w[0], w[1], false)
+			if !slices.Equal(got, want) {
+				t.Fatalf("n=%d window %#x: asm kept %d, Go %d (or in another order)", n, w, len(got), len(want))
+			}
+		}
+	}
+}
+
+// TestTiesMergeAsmMatchesGo: the one-sweep AVX2 merge gives the bits of the
+// column-by-column Go merge, with cuts that keep all, none, a tied boundary (counted
+// from earlier chunks) and an untied one, on odd lengths, with NaN, ±Inf, ±0, equal
+// magnitudes and opposite deltas, for one to five models.
+func TestTiesMergeAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 kernels on this CPU")
+	}
+	defer func(v bool) { haveTiesAsm = v }(haveTiesAsm)
+	var l tiesLane // the offsets tiesMergeAVX2 reads
+	if got := []uintptr{unsafe.Offsetof(l.gt), unsafe.Offsetof(l.eq), unsafe.Offsetof(l.tie), unsafe.Offsetof(l.seen),
+		unsafe.Offsetof(l.r), unsafe.Offsetof(l.next), unsafe.Sizeof(l)}; !slices.Equal(got, []uintptr{4, 8, 12, 16, 24, 32, 40}) {
+		t.Fatalf("tiesLane layout %v", got)
+	}
+	rng := rand.New(rand.NewPCG(17, 5))
+	special := []float32{float32(math.NaN()), math.Float32frombits(0xffc00001), float32(math.Inf(1)), float32(math.Inf(-1)), 0, float32(math.Copysign(0, -1))}
+	cuts := []*cut{
+		{t: absBits(0.5), r: 3, ties: true, before: []int64{0, 5}},
+		{all: true},
+		{t: absBits(0.25), r: 1 << 40}, // untied: every element equal to t ranks above
+		{none: true},
+		{t: absBits(0.75), r: 40, ties: true, before: []int64{0, 0}},
+	}
+	for _, n := range []int{1, 7, 8, 9, 64, 1003, ChunkElems} {
+		for lanes := 1; lanes <= len(cuts); lanes++ {
+			in := make([][]float32, lanes+1)
+			for i := range in {
+				in[i] = make([]float32, n)
+				for j := range in[i] {
+					in[i][j] = float32(rng.IntN(9)-4) * 0.125 // many equal |x−b|, both signs
+					if rng.IntN(40) == 0 {
+						in[i][j] = special[rng.IntN(len(special))]
+					}
+				}
+			}
+			weights := []float32{0.7, -0.3, 1.3, 0, 0.5}[:lanes]
+			pos := Chunk{Index: 1, Offset: ChunkElems}
+			got, cols, plain := make([]float32, n), make([]float32, n), make([]float32, n)
+			tiesMergeChunk(got, in, cuts[:lanes], weights, 0.9, pos, newTiesMergeScratch(lanes))
+			tiesMergeColumns(cols, in, cuts[:lanes], weights, 0.9, pos, newTiesScratch(lanes))
+			haveTiesAsm = false
+			tiesMergeColumns(plain, in, cuts[:lanes], weights, 0.9, pos, newTiesScratch(lanes))
+			haveTiesAsm = true
+			for j := range got {
+				// The columns with their AVX2 steps are what the merge did before
+				// (NaN payloads included); the plain Go columns are the reference,
+				// where the compiler picks which NaN payload an addition keeps.
+				if g, w := math.Float32bits(got[j]), math.Float32bits(cols[j]); g != w {
+					t.Fatalf("n=%d lanes=%d [%d]: one sweep %#x, columns %#x", n, lanes, j, g, w)
+				}
+				if g, w := got[j], plain[j]; math.Float32bits(g) != math.Float32bits(w) && !(g != g && w != w) {
+					t.Fatalf("n=%d lanes=%d [%d]: one sweep %v, plain Go %v", n, lanes, j, g, w)
+				}
 			}
 		}
 	}
