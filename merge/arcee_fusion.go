@@ -316,18 +316,9 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 // where the CPU has it (arceeMatchAVX2), the rest looked at in Go.
 func arceeInBins(keys []uint32, bins *[3]uint32) [3][]uint16 {
 	var found [3][]uint16
-	j := 0
-	if haveLerpBF16Asm {
-		for len(keys)-j >= 8 {
-			j += arceeMatchAsm(keys[j:], bins)
-			if len(keys)-j < 8 {
-				break
-			}
-			arceeInBinsGo(&found, keys[j:j+8], bins) // the block it stopped at
-			j += 8
-		}
-	}
-	arceeInBinsGo(&found, keys[j:], bins)
+	byBlocksOf8(len(keys), haveLerpBF16Asm,
+		func(j int) int { return arceeMatchAsm(keys[j:], bins) },
+		func(lo, hi int) { arceeInBinsGo(&found, keys[lo:hi], bins) })
 	return found
 }
 
@@ -366,18 +357,9 @@ func arceeRange(keys []uint32) (lo, hi uint32) {
 // operations), in Go for the blocks the assembly leaves and the tail.
 func arceeKeys(keys []uint32, x, b []float32, kl float64) {
 	x, b = x[:len(keys)], b[:len(keys)]
-	j := 0
-	if haveLerpBF16Asm {
-		for len(keys)-j >= 8 {
-			j += arceeKeysAsm(keys[j:], x[j:], b[j:], kl)
-			if len(keys)-j < 8 {
-				break
-			}
-			arceeKeysGo(keys[j:j+8], x[j:j+8], b[j:j+8], kl) // the block it stopped at
-			j += 8
-		}
-	}
-	arceeKeysGo(keys[j:], x[j:], b[j:], kl)
+	byBlocksOf8(len(keys), haveLerpBF16Asm,
+		func(j int) int { return arceeKeysAsm(keys[j:], x[j:], b[j:], kl) },
+		func(lo, hi int) { arceeKeysGo(keys[lo:hi], x[lo:hi], b[lo:hi], kl) })
 }
 
 // arceeKeysGo is arceeKeys in Go, the reference.

@@ -32,18 +32,9 @@ func nearswapKernel(m *methodRun, _ *TensorPlan) Kernel {
 // nearswapGo, whose NaNs it does not try to match), nearswapGo for the rest.
 func nearswapMerge(dst, a, b []float32, t float64) {
 	a, b = a[:len(dst)], b[:len(dst)]
-	j := 0
-	if haveLerpBF16Asm && t > 0 && t <= math.MaxFloat64 {
-		for len(dst)-j >= 8 {
-			j += nearswapAsm(dst[j:], a[j:], b[j:], t)
-			if len(dst)-j < 8 {
-				break
-			}
-			nearswapGo(dst[j:j+8], a[j:j+8], b[j:j+8], t) // the block it stopped at
-			j += 8
-		}
-	}
-	nearswapGo(dst[j:], a[j:], b[j:], t)
+	byBlocksOf8(len(dst), haveLerpBF16Asm && t > 0 && t <= math.MaxFloat64,
+		func(j int) int { return nearswapAsm(dst[j:], a[j:], b[j:], t) },
+		func(lo, hi int) { nearswapGo(dst[lo:hi], a[lo:hi], b[lo:hi], t) })
 }
 
 // nearswapGo is nearswap's merge element by element: the reference of the assembly.

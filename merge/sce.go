@@ -132,11 +132,7 @@ func sceSquares(acc []float64, base []float32, models [][]float32, mask []uint64
 			add(j)
 		}
 	} else {
-		for wi, word := range mask {
-			for ; word != 0; word &= word - 1 {
-				add(wi*64 + bits.TrailingZeros64(word))
-			}
-		}
+		forEachSet(mask, add)
 	}
 	for i, v := range sq {
 		acc[i] += v
@@ -160,11 +156,7 @@ func sceMergeChunk(dst, base []float32, models [][]float32, w []float32, mask []
 		return
 	}
 	copy(dst, base)
-	for wi, word := range mask {
-		for ; word != 0; word &= word - 1 {
-			at(wi*64 + bits.TrailingZeros64(word))
-		}
-	}
+	forEachSet(mask, at)
 }
 
 // sceMergeAt is one kept position: the sign elected by Σ_i δ_i (float32, in model
@@ -306,4 +298,14 @@ func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []floa
 		scale[j] += mag / den
 	}
 	return ref, scale
+}
+
+// forEachSet calls f with the index of every set bit of mask (bit j of word j/64), in
+// increasing order.
+func forEachSet(mask []uint64, f func(int)) {
+	for wi, word := range mask {
+		for ; word != 0; word &= word - 1 {
+			f(wi*64 + bits.TrailingZeros64(word))
+		}
+	}
 }

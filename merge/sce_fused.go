@@ -2,7 +2,6 @@ package merge
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"sync"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -87,11 +86,7 @@ func sceMergeBF16(out, base []byte, models [][]byte, w []float32, mask []uint64,
 		return
 	}
 	bf16Requiet(out, base)
-	for wi, word := range mask {
-		for ; word != 0; word &= word - 1 {
-			at(wi*64 + bits.TrailingZeros64(word))
-		}
-	}
+	forEachSet(mask, at)
 }
 
 // bf16Requiet copies BF16 words from src to dst as widening to float32 and rounding
