@@ -1,38 +1,9 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "bf16_amd64.h"
 
 // Constants, 8 lanes of 32 bits each.
-DATA bf16ones<>+0(SB)/8, $0x0000000100000001
-DATA bf16ones<>+8(SB)/8, $0x0000000100000001
-DATA bf16ones<>+16(SB)/8, $0x0000000100000001
-DATA bf16ones<>+24(SB)/8, $0x0000000100000001
-GLOBL bf16ones<>(SB), RODATA|NOPTR, $32
-
-DATA bf16half<>+0(SB)/8, $0x00007fff00007fff
-DATA bf16half<>+8(SB)/8, $0x00007fff00007fff
-DATA bf16half<>+16(SB)/8, $0x00007fff00007fff
-DATA bf16half<>+24(SB)/8, $0x00007fff00007fff
-GLOBL bf16half<>(SB), RODATA|NOPTR, $32
-
-DATA bf16abs<>+0(SB)/8, $0x7fffffff7fffffff
-DATA bf16abs<>+8(SB)/8, $0x7fffffff7fffffff
-DATA bf16abs<>+16(SB)/8, $0x7fffffff7fffffff
-DATA bf16abs<>+24(SB)/8, $0x7fffffff7fffffff
-GLOBL bf16abs<>(SB), RODATA|NOPTR, $32
-
-DATA bf16inf<>+0(SB)/8, $0x7f8000007f800000
-DATA bf16inf<>+8(SB)/8, $0x7f8000007f800000
-DATA bf16inf<>+16(SB)/8, $0x7f8000007f800000
-DATA bf16inf<>+24(SB)/8, $0x7f8000007f800000
-GLOBL bf16inf<>(SB), RODATA|NOPTR, $32
-
-DATA bf16quiet<>+0(SB)/8, $0x0040000000400000
-DATA bf16quiet<>+8(SB)/8, $0x0040000000400000
-DATA bf16quiet<>+16(SB)/8, $0x0040000000400000
-DATA bf16quiet<>+24(SB)/8, $0x0040000000400000
-GLOBL bf16quiet<>(SB), RODATA|NOPTR, $32
-
 DATA bf16hi<>+0(SB)/8, $0xffff0000ffff0000
 DATA bf16hi<>+8(SB)/8, $0xffff0000ffff0000
 DATA bf16hi<>+16(SB)/8, $0xffff0000ffff0000
@@ -67,14 +38,7 @@ loop:
 	VMULPS    Y14, Y0, Y2         // b·a
 	VMULPS    Y15, Y1, Y3         // c·x
 	VADDPS    Y3, Y2, Y2          // b·a + c·x
-	VPSRLD    $16, Y2, Y3
-	VPAND     bf16ones<>(SB), Y3, Y3
-	VPADDD    Y3, Y2, Y3
-	VPADDD    bf16half<>(SB), Y3, Y3 // u + 0x7fff + lsb
-	VPAND     bf16abs<>(SB), Y2, Y4
-	VPCMPGTD  bf16inf<>(SB), Y4, Y4  // NaN lanes
-	VPOR      bf16quiet<>(SB), Y2, Y5
-	VPBLENDVB Y4, Y5, Y3, Y3
+	BF16_RNE(Y2, bf16ones<>(SB), Y3, Y4, Y5)
 	VPAND     bf16hi<>(SB), Y3, Y3   // the rounded value, as float32
 	VPSRLD    $16, Y3, Y4
 	VEXTRACTI128 $1, Y4, X5

@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "bf16_amd64.h"
 
 // Constants, 8 lanes of 32 or 4 of 64 bits.
 DATA ramAbs64<>+0(SB)/8, $0x7fffffffffffffff
@@ -8,36 +9,6 @@ DATA ramAbs64<>+8(SB)/8, $0x7fffffffffffffff
 DATA ramAbs64<>+16(SB)/8, $0x7fffffffffffffff
 DATA ramAbs64<>+24(SB)/8, $0x7fffffffffffffff
 GLOBL ramAbs64<>(SB), RODATA|NOPTR, $32
-
-DATA ramOnes<>+0(SB)/8, $0x0000000100000001
-DATA ramOnes<>+8(SB)/8, $0x0000000100000001
-DATA ramOnes<>+16(SB)/8, $0x0000000100000001
-DATA ramOnes<>+24(SB)/8, $0x0000000100000001
-GLOBL ramOnes<>(SB), RODATA|NOPTR, $32
-
-DATA ramHalf<>+0(SB)/8, $0x00007fff00007fff
-DATA ramHalf<>+8(SB)/8, $0x00007fff00007fff
-DATA ramHalf<>+16(SB)/8, $0x00007fff00007fff
-DATA ramHalf<>+24(SB)/8, $0x00007fff00007fff
-GLOBL ramHalf<>(SB), RODATA|NOPTR, $32
-
-DATA ramAbs32<>+0(SB)/8, $0x7fffffff7fffffff
-DATA ramAbs32<>+8(SB)/8, $0x7fffffff7fffffff
-DATA ramAbs32<>+16(SB)/8, $0x7fffffff7fffffff
-DATA ramAbs32<>+24(SB)/8, $0x7fffffff7fffffff
-GLOBL ramAbs32<>(SB), RODATA|NOPTR, $32
-
-DATA ramInf<>+0(SB)/8, $0x7f8000007f800000
-DATA ramInf<>+8(SB)/8, $0x7f8000007f800000
-DATA ramInf<>+16(SB)/8, $0x7f8000007f800000
-DATA ramInf<>+24(SB)/8, $0x7f8000007f800000
-GLOBL ramInf<>(SB), RODATA|NOPTR, $32
-
-DATA ramQuiet<>+0(SB)/8, $0x0040000000400000
-DATA ramQuiet<>+8(SB)/8, $0x0040000000400000
-DATA ramQuiet<>+16(SB)/8, $0x0040000000400000
-DATA ramQuiet<>+24(SB)/8, $0x0040000000400000
-GLOBL ramQuiet<>(SB), RODATA|NOPTR, $32
 
 // RAM_KEEP sets Y6 to model x's keep mask (all ones where |float64(x) − float64(b)|
 // > eps, ordered: false for a NaN) from x in Y4, b as float64 in Y1 (elements 0-3)
@@ -123,8 +94,8 @@ TEXT ·ramCountAVX2(SB), NOSPLIT, $0-64
 	MOVQ         tmp+48(FP), DX
 	MOVQ         sums+56(FP), DI
 	VMOVUPD      ramAbs64<>(SB), Y14
-	VMOVDQU      ramOnes<>(SB), Y13
-	VMOVUPS      ramAbs32<>(SB), Y10
+	VMOVDQU      bf16ones<>(SB), Y13
+	VMOVUPS      bf16abs<>(SB), Y10
 	XORQ         AX, AX
 
 cloop:
@@ -218,7 +189,7 @@ TEXT ·ramBF16AVX2(SB), NOSPLIT, $0-72
 	MOVQ         lambda+56(FP), R13
 	MOVQ         tmp+64(FP), DX
 	VMOVUPD      ramAbs64<>(SB), Y14
-	VMOVDQU      ramOnes<>(SB), Y13
+	VMOVDQU      bf16ones<>(SB), Y13
 	XORQ         AX, AX
 
 bloop:
@@ -240,7 +211,7 @@ bkeep:
 	VPSLLD    $16, Y4, Y4 // x
 	VSUBPS    Y0, Y4, Y5  // d = x − b
 	VMOVUPS   Y5, (BX)
-	VANDPS    ramAbs32<>(SB), Y5, Y7
+	VANDPS    bf16abs<>(SB), Y5, Y7
 	RAM_KEEP32
 	VMOVDQU   Y6, 32(BX)
 	VPSUBD    Y6, Y3, Y3
@@ -273,14 +244,7 @@ bterm:
 	JNZ          bterm
 
 	VADDPS    Y10, Y0, Y0 // b + sum
-	VPSRLD    $16, Y0, Y3
-	VPAND     Y13, Y3, Y3
-	VPADDD    Y3, Y0, Y3
-	VPADDD    ramHalf<>(SB), Y3, Y3 // u + 0x7fff + lsb
-	VPAND     ramAbs32<>(SB), Y0, Y4
-	VPCMPGTD  ramInf<>(SB), Y4, Y4  // NaN lanes
-	VPOR      ramQuiet<>(SB), Y0, Y5
-	VPBLENDVB Y4, Y5, Y3, Y3
+	BF16_RNE(Y0, Y13, Y3, Y4, Y5)
 	VPSRLD    $16, Y3, Y3
 	VEXTRACTI128 $1, Y3, X4
 	VPACKUSDW X4, X3, X3

@@ -1,0 +1,48 @@
+// Rounding float32 lanes to bfloat16, round to nearest even with NaN kept quiet: the
+// constants and the sequence shared by the kernels that write BF16 (lerp_bf16_amd64.s,
+// ram_amd64.s). They do what dtype.Float32ToBF16 does, eight lanes at a time.
+
+DATA bf16ones<>+0(SB)/8, $0x0000000100000001
+DATA bf16ones<>+8(SB)/8, $0x0000000100000001
+DATA bf16ones<>+16(SB)/8, $0x0000000100000001
+DATA bf16ones<>+24(SB)/8, $0x0000000100000001
+GLOBL bf16ones<>(SB), RODATA|NOPTR, $32
+
+DATA bf16half<>+0(SB)/8, $0x00007fff00007fff
+DATA bf16half<>+8(SB)/8, $0x00007fff00007fff
+DATA bf16half<>+16(SB)/8, $0x00007fff00007fff
+DATA bf16half<>+24(SB)/8, $0x00007fff00007fff
+GLOBL bf16half<>(SB), RODATA|NOPTR, $32
+
+// bf16abs clears a float32's sign bit (also used for |x| in the kernels).
+DATA bf16abs<>+0(SB)/8, $0x7fffffff7fffffff
+DATA bf16abs<>+8(SB)/8, $0x7fffffff7fffffff
+DATA bf16abs<>+16(SB)/8, $0x7fffffff7fffffff
+DATA bf16abs<>+24(SB)/8, $0x7fffffff7fffffff
+GLOBL bf16abs<>(SB), RODATA|NOPTR, $32
+
+DATA bf16inf<>+0(SB)/8, $0x7f8000007f800000
+DATA bf16inf<>+8(SB)/8, $0x7f8000007f800000
+DATA bf16inf<>+16(SB)/8, $0x7f8000007f800000
+DATA bf16inf<>+24(SB)/8, $0x7f8000007f800000
+GLOBL bf16inf<>(SB), RODATA|NOPTR, $32
+
+DATA bf16quiet<>+0(SB)/8, $0x0040000000400000
+DATA bf16quiet<>+8(SB)/8, $0x0040000000400000
+DATA bf16quiet<>+16(SB)/8, $0x0040000000400000
+DATA bf16quiet<>+24(SB)/8, $0x0040000000400000
+GLOBL bf16quiet<>(SB), RODATA|NOPTR, $32
+
+// BF16_RNE rounds the float32 lanes of src to bfloat16: dst's upper 16 bits are the
+// result (u + 0x7fff + lsb, or u with the quiet bit set where src is a NaN), its lower
+// 16 bits are left over. ones is bf16ones<>(SB) or a register holding it; n and q are
+// scratch. src is not changed.
+#define BF16_RNE(src, ones, dst, n, q) \
+	VPSRLD    $16, src, dst \
+	VPAND     ones, dst, dst \
+	VPADDD    dst, src, dst \
+	VPADDD    bf16half<>(SB), dst, dst \
+	VPAND     bf16abs<>(SB), src, n \
+	VPCMPGTD  bf16inf<>(SB), n, n \
+	VPOR      bf16quiet<>(SB), src, q \
+	VPBLENDVB n, q, dst, dst
