@@ -120,7 +120,7 @@ A compressed folder decompresses into the folder it was made from.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.against, "against", "", "the reference checkpoint a delta was made against (.safetensors or .gmz)")
-	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
+	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: twice GOMAXPROCS, so that writes overlap decoding)")
 	f.BoolVar(&o.json, "json", false, "print a JSON report on stdout")
 	return cmd
 }

@@ -314,7 +314,7 @@ func TestWriteSourceStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ok := range []int{0, 1, 5} {
-		for _, workers := range []int{1, 2, 4} {
+		for _, workers := range []int{0, 1, 2, 4} { // 0: the default, twice GOMAXPROCS
 			if err := f.WriteSource(context.Background(), &failingWriterAt{ok: ok}, nil, workers); !errors.Is(err, errDiskFull) {
 				t.Errorf("ok=%d workers=%d: %v, want the write error", ok, workers, err)
 			}
