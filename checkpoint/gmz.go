@@ -101,6 +101,9 @@ type gmzShared struct {
 	bufs sync.Pool
 	mu   sync.Mutex
 	refs map[string]*sharedRef // by the reference's absolute path
+	// headersOnly opens deltas without their references: for reading what the files
+	// hold (SplitDecompressPlan), where the reference, if any, comes from elsewhere.
+	headersOnly bool
 }
 
 type sharedRef struct {
@@ -194,7 +197,7 @@ func openGMZContainer(path string, sh *gmzShared) (*gmzSource, error) {
 		s.metas = append(s.metas, TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, File: path})
 		delta = delta || t.Delta
 	}
-	if delta {
+	if delta && !sh.headersOnly {
 		if err := s.openReference(sh); err != nil {
 			f.Close()
 			return nil, err

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gomerge/gomerge/formats/gguf"
+	"github.com/gomerge/gomerge/formats/gmz"
 	"github.com/gomerge/gomerge/internal/atomicout"
 )
 
@@ -218,6 +219,78 @@ func compressSplit(ctx context.Context, in, out string, opts CompressOptions) (r
 	}
 	total.Outputs = o.Paths
 	return total, true, nil
+}
+
+// SplitDecompressPlan plans `gomerge decompress` of a compressed part of a split GGUF
+// model (docs/compression.md#split-gguf-models), the inverse of compressSplit: with an
+// output NAME.gguf, every part of the model, PREFIX-0000k-of-0000N.gmz, goes back to
+// NAME-0000k-of-0000N.gguf, after the parts are checked against each other as a merge
+// checks them (a part found only plain is copied as it is). ins are the parts' files
+// in order, outs their outputs. It returns no ins when in is not a compressed part of
+// a split model, or out names that same part: the one file is decompressed. An output
+// named as another part, or not .gguf, is refused, as is one that would replace a
+// part being read or a file of the reference against. Deltas are opened without their
+// references: the caller checks them against the reference it is given.
+func SplitDecompressPlan(in, out, against string) (ins, outs []string, err error) {
+	if isGGUF(in) || !isGMZ(in) {
+		return nil, nil, nil
+	}
+	z, err := gmz.Open(in)
+	if err != nil {
+		return nil, nil, nil // the caller's own open reports it
+	}
+	format := z.Source.Format
+	z.Close()
+	if format != "gguf" {
+		return nil, nil, nil
+	}
+	sh := newGMZShared()
+	sh.headersOnly = true
+	first, err := openGGUFPart(in, sh)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, isSplit, err := gguf.SplitOf(first.f)
+	if err != nil || !isSplit {
+		first.close()
+		return nil, nil, nil // a whole model, or keys the caller's open reports on
+	}
+	outName := filepath.Base(out)
+	if _, no, count, _, ok := splitPartName(outName); ok {
+		first.close()
+		if no != s.No || count != s.Count {
+			return nil, nil, unsupported("output %s: named part %d of %d, but %s is part %d of %d: name the output as the same part, or NAME.gguf for every part", out, no+1, count, in, s.No+1, s.Count)
+		}
+		return nil, nil, nil // this part alone, without looking for the others
+	}
+	parts, paths, err := openSplit(in, first, sh)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (to decompress this part alone, name the output as the part, %s)", err, gguf.SplitName("NAME", s.No, s.Count))
+	}
+	closeParts(parts)
+	if len(parts) == 1 {
+		return nil, nil, nil // a model "split" in one part is one file
+	}
+	ext := filepath.Ext(outName)
+	if !strings.EqualFold(ext, ".gguf") {
+		return nil, nil, unsupported("output %s: a split GGUF model decompresses into one .gguf per part: name the output NAME.gguf", out)
+	}
+	dir, prefix := filepath.Dir(out), strings.TrimSuffix(outName, ext)
+	for i := range paths {
+		o := filepath.Join(dir, partName(prefix, i, len(paths), ext))
+		if ost, err := os.Stat(o); err == nil {
+			for _, p := range paths {
+				if st, err := os.Stat(p); err == nil && os.SameFile(st, ost) {
+					return nil, nil, unsupported("output %s: it is %s, a part being decompressed: name the output elsewhere", o, p)
+				}
+			}
+		}
+		outs = append(outs, o)
+	}
+	if err := checkNotReference(against, outs); err != nil {
+		return nil, nil, err
+	}
+	return paths, outs, nil
 }
 
 // checkNotReference refuses outputs that would replace a file of the reference

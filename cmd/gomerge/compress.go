@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,9 +105,12 @@ func newDecompressCmd(ios *IOStreams) *cobra.Command {
 		Long: `Decompress a .gmz file made by 'gomerge compress' into the original file, checking
 every frame's CRC-32C. A delta needs --against with the same reference it was made
 against; a different one is refused (exit status 3) before anything is written.
-A compressed folder decompresses into the folder it was made from.`,
+A compressed folder decompresses into the folder it was made from. A part of a split
+GGUF model with an output NAME.gguf decompresses every part, NAME-0000k-of-0000N.gguf;
+with an output named as the same part, that part alone.`,
 		Example: `  gomerge decompress model.gmz model.safetensors
-  gomerge decompress step_400.gmz step_400.safetensors --against anchor.safetensors`,
+  gomerge decompress step_400.gmz step_400.safetensors --against anchor.safetensors
+  gomerge decompress model-00001-of-00003.gmz model.gguf`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return usagef("decompress takes an input and an output; got %d arguments", len(args))
@@ -232,14 +236,28 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 			paths = append(paths, filepath.Join(o.in, n))
 		}
 	}
-	var files []*gmz.File
+	// A part of a split GGUF model named with an output NAME.gguf: every part.
+	splitIns, splitOuts, err := checkpoint.SplitDecompressPlan(o.in, o.out, o.against)
+	if err != nil {
+		return gmzError(o.in, err)
+	}
+	if splitIns != nil {
+		paths = splitIns
+	}
+	var files []*gmz.File // nil for a plain part of a split model, copied as it is
 	defer func() {
 		for _, f := range files {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 		}
 	}()
 	delta := false
 	for _, p := range paths {
+		if splitIns != nil && strings.EqualFold(filepath.Ext(p), ".gguf") {
+			files = append(files, nil)
+			continue
+		}
 		in, err := gmz.Open(p)
 		if err != nil {
 			return gmzError(p, err)
@@ -260,20 +278,36 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 		}
 		defer ref.Close()
 		for i, in := range files {
+			if in == nil {
+				continue
+			}
 			if err := checkReference(in, ref, paths[i], o.against); err != nil {
 				return err
 			}
 		}
 	}
 	var inBytes, outBytes int64
-	for _, in := range files {
-		inBytes += in.Size()
-		outBytes += in.Source.Size
+	sizes := make([]int64, len(files))
+	for i, in := range files {
+		if in == nil {
+			st, err := os.Stat(paths[i])
+			if err != nil {
+				return err
+			}
+			inBytes += st.Size()
+			sizes[i] = st.Size()
+		} else {
+			inBytes += in.Size()
+			sizes[i] = in.Source.Size
+		}
+		outBytes += sizes[i]
 	}
-	var err error
-	if folder {
+	switch {
+	case folder:
 		err = decompressFolder(ctx, o, shards, files, ref)
-	} else {
+	case splitIns != nil:
+		err = decompressSplit(ctx, o, paths, splitOuts, sizes, files, ref)
+	default:
 		err = writeAtomic(ctx, o.out, func(f *os.File) error {
 			if err := f.Truncate(files[0].Source.Size); err != nil {
 				return err
@@ -286,6 +320,9 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 	}
 	rep := compressReport{Input: o.in, Output: o.out, Against: o.against, InBytes: inBytes, OutBytes: outBytes,
 		Seconds: time.Since(start).Seconds()}
+	if splitIns != nil {
+		rep.Output, rep.Outputs = splitOuts[0], splitOuts
+	}
 	if inBytes > 0 {
 		rep.Ratio = float64(outBytes) / float64(inBytes)
 	}
@@ -351,6 +388,57 @@ func decompressFolder(ctx context.Context, o *compressOptions, shards []string, 
 	}
 	if err := out.Commit(); err != nil {
 		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	return nil
+}
+
+// decompressSplit writes every part of a split GGUF model back as NAME-0000k-of-
+// 0000N.gguf (checkpoint.SplitDecompressPlan), published together as a set through the
+// crash-safe output, like a split merge output: a compressed part decoded, a plain
+// one copied.
+func decompressSplit(ctx context.Context, o *compressOptions, ins, outs []string, sizes []int64, files []*gmz.File, ref *checkpoint.Reference) error {
+	var l atomicout.Layout
+	for i, p := range outs {
+		l.Files = append(l.Files, atomicout.File{Name: filepath.Base(p), Size: sizes[i]})
+	}
+	dest, err := atomicout.Lock(ctx, o.out, false, nil)
+	if err != nil {
+		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	defer dest.Unlock()
+	out, err := dest.Create(l)
+	if err != nil {
+		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	for i, in := range files {
+		if in != nil {
+			err = in.WriteSource(ctx, out.Stream(i), refFunc(in, ref), o.threads)
+		} else {
+			err = copyFile(out.Stream(i), ins[i])
+		}
+		if err != nil {
+			out.Abort()
+			return err
+		}
+	}
+	if err := out.Commit(); err != nil {
+		return &merge.OutputError{Path: o.out, Err: err}
+	}
+	return nil
+}
+
+// copyFile copies the file at path to the start of w.
+func copyFile(w *os.File, path string) error {
+	r, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if _, err := w.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return fmt.Errorf("%s: copying it: %w", path, err)
 	}
 	return nil
 }

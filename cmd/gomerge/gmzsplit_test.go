@@ -76,11 +76,13 @@ func TestMergeCompressedSplitGGUF(t *testing.T) {
 			az := make([]string, 3)
 			for i := range az {
 				az[i] = filepath.Join(gz, fmt.Sprintf("a-%05d-of-00003.gmz", i+1))
-				back := filepath.Join(dir, "back.gguf")
+				// An output named as the same part: that part alone.
+				back := filepath.Join(dir, fmt.Sprintf("back-%05d-of-00003.gguf", i+1))
 				mustGomerge(t, "decompress", az[i], back)
 				if !bytes.Equal(readFile(t, back), readFile(t, f.aParts[i])) {
 					t.Fatalf("%s does not decompress to %s byte for byte", az[i], f.aParts[i])
 				}
+				os.Remove(back)
 			}
 			if _, err := os.Stat(filepath.Join(gz, "a.gmz")); !os.IsNotExist(err) {
 				t.Errorf("compress of a split model wrote a.gmz beside its parts")
@@ -96,6 +98,7 @@ func TestMergeCompressedSplitGGUF(t *testing.T) {
 			mustGomerge(t, "compress", f.bParts[1], filepath.Join(mix, "b-00002-of-00003.gmz"), "--against", f.aParts[0], "--frame-size", "3000")
 			bMixPlain := filepath.Join(mix, "b-00001-of-00003.gguf")
 			bMixGz := filepath.Join(mix, "b-00002-of-00003.gmz")
+			testDecompressSplit(t, f, az, bz, bMixGz)
 
 			merges := []struct {
 				name  string
@@ -334,4 +337,83 @@ func TestMergeCompressedSplitGGUFBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testDecompressSplit: decompress of any part of a split model with an output
+// NAME.gguf gives back every part, NAME-0000k-of-00003.gguf, byte for byte: all parts
+// compressed, all deltas against a compressed split model, or one part a delta beside
+// plain parts (copied). Outputs named as another part, or not .gguf, a missing part,
+// and a wrong reference are refused, and nothing is written.
+func testDecompressSplit(t *testing.T, f *splitFixture, az []string, bz, bMixGz string) {
+	t.Helper()
+	out := filepath.Join(f.dir, "whole")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, in string
+		want     []string
+		args     []string
+	}{
+		{"every part compressed", az[1], f.aParts, nil},
+		{"every part a delta against a compressed split model", bz, f.bParts, []string{"--against", az[0]}},
+		{"a delta beside plain parts", bMixGz, f.bParts, []string{"--against", f.aParts[0]}},
+	}
+	for _, c := range cases {
+		name := filepath.Join(out, "m.gguf")
+		code, stdout, stderr := gomerge(t, append([]string{"decompress", c.in, name, "--json"}, c.args...)...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", c.name, code, stderr)
+		}
+		var rep struct{ Outputs []string }
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Outputs) != 3 {
+			t.Errorf("%s: the report names %v, want 3 parts", c.name, rep.Outputs)
+		}
+		for i, w := range c.want {
+			got := filepath.Join(out, fmt.Sprintf("m-%05d-of-00003.gguf", i+1))
+			if !bytes.Equal(readFile(t, got), readFile(t, w)) {
+				t.Errorf("%s: %s is not %s byte for byte", c.name, got, w)
+			}
+			os.Remove(got)
+		}
+		if left, _ := os.ReadDir(out); len(left) > 0 {
+			t.Errorf("%s: left %v in the output folder", c.name, left)
+		}
+	}
+	// Refusals write nothing.
+	lone := filepath.Join(f.dir, "lone")
+	if err := os.Mkdir(lone, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyTo(t, az[1], filepath.Join(lone, filepath.Base(az[1])))
+	refusals := []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"output named as another part", []string{az[1], filepath.Join(out, "m-00003-of-00003.gguf")}, exitUsage, "part 2 of 3"},
+		{"output not .gguf", []string{az[1], filepath.Join(out, "m.bin")}, exitUsage, "NAME.gguf"},
+		{"a missing part", []string{filepath.Join(lone, filepath.Base(az[1])), filepath.Join(out, "m.gguf")}, exitBadInput, "a-00001-of-00003"},
+		{"the wrong reference", []string{bz, filepath.Join(out, "m.gguf"), "--against", f.bParts[0]}, exitBadInput, "reference"},
+	}
+	for _, r := range refusals {
+		code, _, stderr := gomerge(t, append([]string{"decompress"}, r.args...)...)
+		if code != r.code || !strings.Contains(stderr, r.says) {
+			t.Errorf("%s: exit %d, want %d, saying %q: %s", r.name, code, r.code, r.says, stderr)
+		}
+		if left, _ := os.ReadDir(out); len(left) > 0 {
+			t.Errorf("%s: left %v in the output folder", r.name, left)
+		}
+	}
+	// The lone part still decompresses alone, named as itself.
+	one := filepath.Join(out, "m-00002-of-00003.gguf")
+	mustGomerge(t, "decompress", filepath.Join(lone, filepath.Base(az[1])), one)
+	if !bytes.Equal(readFile(t, one), readFile(t, f.aParts[1])) {
+		t.Errorf("a lone part decompressed alone is not %s byte for byte", f.aParts[1])
+	}
+	os.Remove(one)
 }
