@@ -182,42 +182,135 @@ func TestArceeInBinsMatchesGo(t *testing.T) {
 	}
 }
 
-// TestArceeExp2MatchesExp: arceeExp2 (both rows at once in AVX2 where the CPU has it)
-// gives arceeExp's exponentials and sums for each row, bit for bit, where either
-// row sends a block to Go (arguments past ±708, NaN, infinities) and on lengths that
-// leave tails.
-func TestArceeExp2MatchesExp(t *testing.T) { checkArceeExp2(t) }
+// TestArceeStatsRows: arceeStats.rows (a group of rows at once: exponentials in
+// AVX2 or AVX-512 where the CPU has them, the sums of up to eight rows interleaved,
+// the divergence's terms in place) gives each row's plain statement bit for bit
+// (arceeMax, math.Exp, sums in order, arceeKLTerm), for groups of 1 to 8 rows,
+// lengths that leave tails, rows whose blocks go to Go (arguments past ±708, NaN,
+// infinities, subnormals) and rows of fastTestValues.
+func TestArceeStatsRows(t *testing.T) { checkArceeStatsRows(t) }
 
-// checkArceeExp2 is TestArceeExp2MatchesExp's body, which the amd64 tests run once
-// more with the AVX2 loop where the CPU has AVX-512.
-func checkArceeExp2(t *testing.T) {
+// checkArceeStatsRows is TestArceeStatsRows's body, which the amd64 tests run once
+// more with the AVX2 loops where the CPU has AVX-512.
+func checkArceeStatsRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 13))
-	for _, n := range []int{1, 3, 4, 9, 64, 1001, 5632} {
-		for trial := range 4 {
-			x, b := make([]float32, n), make([]float32, n)
-			for j := range x {
-				x[j] = float32(rng.NormFloat64() * 0.05)
-				b[j] = float32(rng.NormFloat64() * 3)
+	for _, n := range []int{1, 3, 4, 9, 64, 1001, 2048} {
+		for g := 1; g <= arceeGroup; g++ {
+			for trial := range 4 {
+				xs, bs := make([][]float32, g), make([][]float32, g)
+				for i := range g {
+					x, b := make([]float32, n), make([]float32, n)
+					for j := range x {
+						x[j] = float32(rng.NormFloat64() * 0.05)
+						b[j] = float32(rng.NormFloat64() * 3)
+					}
+					switch trial {
+					case 1:
+						b[rng.IntN(n)] = -800 // b's block past −708, x's fine
+					case 2:
+						x[rng.IntN(n)] = float32(math.NaN())
+					case 3:
+						x, b = fastTestValues(rng, n), fastTestValues(rng, n)
+					}
+					xs[i], bs[i] = x, b
+				}
+				st := newArceeStats(int64(g) + 2)
+				st.rows(1, xs, bs, make([]float64, 2*g*n))
+				for i := range g {
+					want := arceeRowStatsRef(xs[i], bs[i])
+					got := [5]float64{st.mx[1+i], st.mb[1+i], st.zx[1+i], st.zb[1+i], st.kl[1+i]}
+					for k := range got {
+						// Where a sum meets two NaNs, which one it keeps is the
+						// order of an addition's operands, the compiler's choice in
+						// the reference's loop: NaN against NaN counts as the same.
+						if !sameBits64(got[k], want[k]) && !(got[k] != got[k] && want[k] != want[k]) {
+							t.Fatalf("n %d rows %d trial %d: row %d statistic %d: %v (%#x), want %v (%#x)", n, g, trial, i, k, got[k], math.Float64bits(got[k]), want[k], math.Float64bits(want[k]))
+						}
+					}
+				}
+				if st.kl[0] != 0 || st.kl[g+1] != 0 {
+					t.Fatalf("n %d rows %d: rows outside the group written", n, g)
+				}
 			}
-			switch trial {
-			case 1:
-				b[rng.IntN(n)] = -800 // b's block past −708, x's fine
-			case 2:
-				x[rng.IntN(n)] = float32(math.NaN())
-			case 3:
-				x, b = fastTestValues(rng, n), fastTestValues(rng, n)
+		}
+	}
+}
+
+// arceeRowStatsRef is one row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL as
+// passes 1 to 3 state them, one element at a time.
+func arceeRowStatsRef(x, b []float32) [5]float64 {
+	mx, mb := float64(x[0]), float64(b[0])
+	for j := range x {
+		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
+	}
+	ex, eb := make([]float64, len(x)), make([]float64, len(x))
+	var zx, zb, kl float64
+	for j := range x {
+		ex[j], eb[j] = math.Exp(float64(x[j])-mx), math.Exp(float64(b[j])-mb)
+		zx += ex[j]
+		zb += eb[j]
+	}
+	for j := range x {
+		kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+	}
+	return [5]float64{mx, mb, zx, zb, kl}
+}
+
+// TestArceeSumsMatchesGo: arceeSums adds each row in order from 0, as the plain
+// loop, for 1 to 17 rows (full groups of eight, groups padded to four and eight, a
+// row alone), with values whose sums depend on the order of addition.
+func TestArceeSumsMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 16))
+	for _, n := range []int{0, 1, 5, 300} {
+		for k := 1; k <= 17; k++ {
+			rows := make([][]float64, k)
+			for i := range rows {
+				rows[i] = make([]float64, n)
+				for j := range rows[i] {
+					rows[i][j] = rng.NormFloat64() * math.Pow(10, float64(rng.IntN(30)-15))
+				}
 			}
-			mx, mb := 0.03, -0.5
+			z := make([]float64, k)
+			arceeSums(z, rows)
+			for i, row := range rows {
+				var want float64
+				for _, v := range row {
+					want += v
+				}
+				if math.Float64bits(z[i]) != math.Float64bits(want) {
+					t.Fatalf("n %d rows %d: row %d: %v, want %v", n, k, i, z[i], want)
+				}
+			}
+		}
+	}
+}
+
+// TestArceeKLTermsInPlace: arceeKLTerms writing over ex (as arceeStats.rows does)
+// gives arceeKLTerm's bits, on lengths that leave tails and rows with the values
+// that send a block to Go.
+func TestArceeKLTermsInPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 17))
+	for _, n := range []int{1, 4, 7, 8, 9, 64, 1001} {
+		for trial := range 3 {
 			ex, eb := make([]float64, n), make([]float64, n)
-			zx, zb := arceeExp2(ex, eb, x, b, mx, mb)
-			wx, wb := make([]float64, n), make([]float64, n)
-			wzx, wzb := arceeExp(wx, x, mx), arceeExp(wb, b, mb)
-			if !sameBits64(zx, wzx) || !sameBits64(zb, wzb) {
-				t.Errorf("n %d trial %d: sums %v %v, want %v %v", n, trial, zx, zb, wzx, wzb)
-			}
 			for j := range ex {
-				if !sameBits64(ex[j], wx[j]) || !sameBits64(eb[j], wb[j]) {
-					t.Fatalf("n %d trial %d: element %d: %v %v, want %v %v", n, trial, j, ex[j], eb[j], wx[j], wb[j])
+				ex[j], eb[j] = rng.Float64(), rng.Float64()
+				if trial == 1 && rng.IntN(50) == 0 {
+					ex[j] = [...]float64{0, math.NaN(), math.Inf(1), 1e-310}[rng.IntN(4)]
+				}
+			}
+			zx, zb := 1+rng.Float64()*100, 1+rng.Float64()*100
+			if trial == 2 {
+				zb = 0
+			}
+			want := make([]float64, n)
+			for j := range want {
+				want[j] = arceeKLTerm(ex[j], eb[j], zx, zb)
+			}
+			arceeKLTerms(ex, ex, eb, zx, zb)
+			for j := range want {
+				if !sameBits64(ex[j], want[j]) {
+					t.Fatalf("n %d trial %d: term %d: %v, want %v", n, trial, j, ex[j], want[j])
 				}
 			}
 		}

@@ -5,20 +5,21 @@ package merge
 import "golang.org/x/sys/cpu"
 
 //go:noescape
-func arceeKLAVX2(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+func arceeKLAVX2(dst, ex, eb *float64, n int, zx, zb float64) int
 
-// arceeKLAsm adds the terms it can to *kl with AVX2 (a multiple of 4, stopping before
-// a block whose p/q math.Log treats as a special case) and returns how many it did;
-// the caller checks haveLerpBF16Asm (the CPU has AVX2) and gives at least 4.
-func arceeKLAsm(ex, eb []float64, zx, zb float64, kl *float64) int {
-	if haveArceeKL512 && len(ex) >= 8 {
-		return arceeKLAVX512(&ex[0], &eb[0], len(ex)&^7, zx, zb, kl)
+// arceeKLAsm sets the terms it can of dst with AVX2, or AVX-512 where the CPU has it
+// (a multiple of 4, stopping before a block whose p/q math.Log treats as a special
+// case) and returns how many it did; the caller checks haveLerpBF16Asm (the CPU has
+// AVX2) and gives at least 4.
+func arceeKLAsm(dst, ex, eb []float64, zx, zb float64) int {
+	if haveArceeKL512 && len(dst) >= 8 {
+		return arceeKLAVX512(&dst[0], &ex[0], &eb[0], len(dst)&^7, zx, zb)
 	}
-	return arceeKLAVX2(&ex[0], &eb[0], len(ex)&^3, zx, zb, kl)
+	return arceeKLAVX2(&dst[0], &ex[0], &eb[0], len(dst)&^3, zx, zb)
 }
 
 //go:noescape
-func arceeKLAVX512(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+func arceeKLAVX512(dst, ex, eb *float64, n int, zx, zb float64) int
 
 // haveArceeKL512: arceeKLAVX512 can run here. A var, so that the tests can run the
 // AVX2 loop too.
@@ -30,13 +31,23 @@ var haveArceeKL512 = cpu.X86.HasAVX512F
 var haveArceeExpAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
 //go:noescape
-func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
+func arceeExpAVX2(dst *float64, src *float32, n int, m float64) int
 
-// arceeExpAsm does the elements it can with AVX2 (a multiple of 4, stopping before a
-// block math.Exp treats as a special case) and returns how many it did; the caller
-// checks haveArceeExpAsm and gives at least 4.
-func arceeExpAsm(dst []float64, src []float32, m float64, z *float64) int {
-	return arceeExpAVX2(&dst[0], &src[0], len(dst)&^3, m, z)
+//go:noescape
+func arceeExpAVX512(dst *float64, src *float32, n int, m float64) int
+
+// haveArceeExp512: arceeExpAVX512 can run here (AVX-512 F, and FMA for math.Exp's
+// path). A var, so that the tests can run the AVX2 loop too.
+var haveArceeExp512 = haveArceeExpAsm && cpu.X86.HasAVX512F
+
+// arceeExpAsm does the elements it can with AVX2, or AVX-512 where the CPU has it (a
+// multiple of 4, stopping before a block math.Exp treats as a special case) and
+// returns how many it did; the caller checks haveArceeExpAsm and gives at least 4.
+func arceeExpAsm(dst []float64, src []float32, m float64) int {
+	if haveArceeExp512 && len(dst) >= 8 {
+		return arceeExpAVX512(&dst[0], &src[0], len(dst)&^7, m)
+	}
+	return arceeExpAVX2(&dst[0], &src[0], len(dst)&^3, m)
 }
 
 //go:noescape
@@ -81,25 +92,6 @@ func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
 func arceeMatchAsm(keys []uint32, bins *[3]uint32) int {
 	return arceeMatchAVX2(&keys[0], len(keys)&^7, bins)
 }
-
-//go:noescape
-func arceeExp2AVX2(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
-
-// arceeExp2Asm does the elements it can of two rows with AVX2 (a multiple of 4) and
-// returns how many; the caller checks haveArceeExpAsm and gives at least 4.
-func arceeExp2Asm(ex, eb []float64, x, b []float32, mx, mb float64, zx, zb *float64) int {
-	if haveArceeExp512 && len(ex) >= 8 {
-		return arceeExp2AVX512(&ex[0], &eb[0], &x[0], &b[0], len(ex)&^7, mx, mb, zx, zb)
-	}
-	return arceeExp2AVX2(&ex[0], &eb[0], &x[0], &b[0], len(ex)&^3, mx, mb, zx, zb)
-}
-
-//go:noescape
-func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
-
-// haveArceeExp512: arceeExp2AVX512 can run here (AVX-512 F, and FMA for math.Exp's
-// path). A var, so that the tests can run the AVX2 loop too.
-var haveArceeExp512 = haveArceeExpAsm && cpu.X86.HasAVX512F
 
 //go:noescape
 func arceeRangeAVX2(keys *uint32, n int) (lo, hi uint32)

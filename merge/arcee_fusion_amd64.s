@@ -84,23 +84,22 @@ DATA arceeklconst<>+592(SB)/8, $0x3dea39ef35793c76
 DATA arceeklconst<>+600(SB)/8, $0x3dea39ef35793c76
 GLOBL arceeklconst<>(SB), RODATA, $608
 
-// func arceeKLAVX2(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+// func arceeKLAVX2(dst, ex, eb *float64, n int, zx, zb float64) int
 //
-// *kl += p·log(p/q) for j < n (a multiple of 4), p = ex[j]/zx + 1e-8 and
+// dst[j] = p·log(p/q) for j < n (a multiple of 4), p = ex[j]/zx + 1e-8 and
 // q = eb[j]/zb + 1e-8, four lanes at a time with arceeKLTerm's operations and the
 // logarithm computed as Go's math.Log computes it on amd64 (the same operations, so
-// the same bits); the four terms are added to *kl one at a time, in order. It stops
+// the same bits); dst may be ex or eb (the caller adds the terms). It stops
 // before the first block of four where some p/q is not a positive normal number (zero,
 // subnormal, infinite or NaN: math.Log's special cases), which the caller does in Go,
 // and returns the elements it did.
 TEXT ·arceeKLAVX2(SB), NOSPLIT, $0-56
-	MOVQ         ex+0(FP), SI
-	MOVQ         eb+8(FP), DX
-	MOVQ         n+16(FP), CX
-	VBROADCASTSD zx+24(FP), Y15
-	VBROADCASTSD zb+32(FP), Y14
-	MOVQ         kl+40(FP), DI
-	VMOVSD       (DI), X12
+	MOVQ         dst+0(FP), DI
+	MOVQ         ex+8(FP), SI
+	MOVQ         eb+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD zx+32(FP), Y15
+	VBROADCASTSD zb+40(FP), Y14
 	VMOVUPD      arceeklconst<>+0(SB), Y13
 	XORQ         AX, AX
 
@@ -164,18 +163,11 @@ loop:
 	VSUBPD  Y10, Y6, Y6                         // log r
 
 	VMULPD      Y6, Y0, Y0                      // p·log r
-	VADDSD      X0, X12, X12
-	VPERMILPD   $1, X0, X1
-	VADDSD      X1, X12, X12
-	VEXTRACTF128 $1, Y0, X0
-	VADDSD      X0, X12, X12
-	VPERMILPD   $1, X0, X1
-	VADDSD      X1, X12, X12
+	VMOVUPD     Y0, (DI)(AX*8)
 	ADDQ        $4, AX
 	JMP         loop
 
 done:
-	VMOVSD X12, (DI)
 	MOVQ   AX, ret+48(FP)
 	VZEROUPPER
 	RET
@@ -251,21 +243,20 @@ DATA arceeexpconst<>+496(SB)/8, $1023
 DATA arceeexpconst<>+504(SB)/8, $1023
 GLOBL arceeexpconst<>(SB), RODATA, $512
 
-// func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
+// func arceeExpAVX2(dst *float64, src *float32, n int, m float64) int
 //
-// dst[j] = exp(float64(src[j]) − m) and *z += dst[j], in order, for j < n (a multiple
-// of 4), four lanes at a time, the exponential computed as Go's math.Exp computes it
+// dst[j] = exp(float64(src[j]) − m) for j < n (a multiple of 4), four lanes at a
+// time (the caller adds them: several rows' sums at once overlap their chains of
+// additions), the exponential computed as Go's math.Exp computes it
 // on amd64 when the CPU has FMA (the same operations, fused where it fuses them, so
 // the same bits; the caller checks for FMA). It stops before the first block of four
 // where some argument is outside [−708, 708] or NaN (math.Exp's special, subnormal
 // and overflow paths), which the caller does in Go, and returns the elements it did.
-TEXT ·arceeExpAVX2(SB), NOSPLIT, $0-48
+TEXT ·arceeExpAVX2(SB), NOSPLIT, $0-40
 	MOVQ         dst+0(FP), DI
 	MOVQ         src+8(FP), SI
 	MOVQ         n+16(FP), CX
 	VBROADCASTSD m+24(FP), Y15
-	MOVQ         z+32(FP), DX
-	VMOVSD       (DX), X14
 	XORQ         AX, AX
 
 eloop:
@@ -307,19 +298,11 @@ eloop:
 	VPSLLQ    $52, Y3, Y3                          // 2^k
 	VMULPD    Y3, Y0, Y0
 	VMOVUPD   Y0, (DI)(AX*8)
-	VADDSD    X0, X14, X14
-	VPERMILPD $1, X0, X1
-	VADDSD    X1, X14, X14
-	VEXTRACTF128 $1, Y0, X0
-	VADDSD    X0, X14, X14
-	VPERMILPD $1, X0, X1
-	VADDSD    X1, X14, X14
 	ADDQ      $4, AX
 	JMP       eloop
 
 edone:
-	VMOVSD X14, (DX)
-	MOVQ   AX, ret+40(FP)
+	MOVQ   AX, ret+32(FP)
 	VZEROUPPER
 	RET
 
@@ -521,104 +504,9 @@ fmdone:
 	VZEROUPPER
 	RET
 
-// ARCEE_EXP4(X, T, K) sets X (a Y register) to math.Exp of its four lanes, the
-// operations of arceeExpAVX2's loop (k in K, an X register; T scratch).
-#define ARCEE_EXP4(X, T, K) \
-	VMULPD       arceeexpconst<>+64(SB), X, T; \
-	VCVTPD2DQY   T, K; \
-	VCVTDQ2PD    K, T; \
-	VFNMADD231PD arceeexpconst<>+96(SB), T, X; \
-	VFNMADD231PD arceeexpconst<>+128(SB), T, X; \
-	VMULPD       arceeexpconst<>+160(SB), X, X; \
-	VMOVUPD      arceeexpconst<>+192(SB), T; \
-	VFMADD213PD  arceeexpconst<>+224(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+256(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+288(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+320(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+352(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+384(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+416(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+416(SB), T, X; \
-	VPMOVSXDQ    K, T; \
-	VPADDQ       arceeexpconst<>+480(SB), T, T; \
-	VPSLLQ       $52, T, T; \
-	VMULPD       T, X, X
-
-// ARCEE_SUM4(V, VX, S, T) adds V's four lanes (a Y register, VX its X form; V is
-// clobbered) to S (an X register) one at a time, in order (T: an X scratch).
-#define ARCEE_SUM4(V, VX, S, T) \
-	VADDSD       VX, S, S; \
-	VPERMILPD    $1, VX, T; \
-	VADDSD       T, S, S; \
-	VEXTRACTF128 $1, V, VX; \
-	VADDSD       VX, S, S; \
-	VPERMILPD    $1, VX, T; \
-	VADDSD       T, S, S
-
-// func arceeExp2AVX2(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
-//
-// arceeExpAVX2 for a row of θ and one of θ_base at once (ex[j] = exp(x[j] − mx),
-// eb[j] = exp(b[j] − mb), *zx and *zb their sums, each in order), so that the two
-// sums' chains of additions overlap. It stops before the first block of four where
-// some argument of either is outside [−708, 708] or NaN, and returns the elements
-// it did.
-TEXT ·arceeExp2AVX2(SB), NOSPLIT, $0-80
-	MOVQ         ex+0(FP), DI
-	MOVQ         eb+8(FP), R8
-	MOVQ         x+16(FP), SI
-	MOVQ         b+24(FP), DX
-	MOVQ         n+32(FP), CX
-	VBROADCASTSD mx+40(FP), Y15
-	VBROADCASTSD mb+48(FP), Y14
-	MOVQ         zx+56(FP), R9
-	MOVQ         zb+64(FP), R10
-	VMOVSD       (R9), X12
-	VMOVSD       (R10), X13
-	XORQ         AX, AX
-
-e2loop:
-	CMPQ      AX, CX
-	JGE       e2done
-	VCVTPS2PD (SI)(AX*4), Y0
-	VSUBPD    Y15, Y0, Y0
-	VCVTPS2PD (DX)(AX*4), Y4
-	VSUBPD    Y14, Y4, Y4
-	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y0, Y1
-	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y0, Y2
-	VANDPD    Y2, Y1, Y1
-	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y4, Y2
-	VANDPD    Y2, Y1, Y1
-	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y4, Y2
-	VANDPD    Y2, Y1, Y1
-	VMOVMSKPD Y1, BX
-	CMPQ      BX, $15
-	JNE       e2done
-	ARCEE_EXP4(Y0, Y1, X2)
-	ARCEE_EXP4(Y4, Y5, X6)
-	VMOVUPD   Y0, (DI)(AX*8)
-	VMOVUPD   Y4, (R8)(AX*8)
-	ARCEE_SUM4(Y0, X0, X12, X1)
-	ARCEE_SUM4(Y4, X4, X13, X5)
-	ADDQ      $4, AX
-	JMP       e2loop
-
-e2done:
-	VMOVSD X12, (R9)
-	VMOVSD X13, (R10)
-	MOVQ   AX, ret+72(FP)
-	VZEROUPPER
-	RET
-
-// ARCEE_EXP8(X, T, K) is ARCEE_EXP4 on the eight lanes of Z register X (k in K, a Y
-// register; T a Z scratch), the constants broadcast from their first copy.
+// ARCEE_EXP8(X, T, K) sets X (a Z register) to math.Exp of its eight lanes, the
+// operations of arceeExpAVX2's loop (k in K, a Y register; T a Z scratch), the
+// constants broadcast from their first copy.
 #define ARCEE_EXP8(X, T, K) \
 	VMULPD.BCST       arceeexpconst<>+64(SB), X, T; \
 	VCVTPD2DQ         T, K; \
@@ -648,25 +536,18 @@ e2done:
 	VPSLLQ            $52, T, T; \
 	VMULPD            T, X, X
 
-// func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
+// func arceeExpAVX512(dst *float64, src *float32, n int, m float64) int
 //
-// arceeExp2AVX2 eight lanes at a time (n a multiple of 8): the same operations, so
-// the same bits, in half the instructions; the sums still add one lane at a time,
-// in order.
-TEXT ·arceeExp2AVX512(SB), NOSPLIT, $0-80
-	MOVQ         ex+0(FP), DI
-	MOVQ         eb+8(FP), R8
-	MOVQ         x+16(FP), SI
-	MOVQ         b+24(FP), DX
-	MOVQ         n+32(FP), CX
-	VBROADCASTSD mx+40(FP), Z15
-	VBROADCASTSD mb+48(FP), Z14
+// arceeExpAVX2 eight lanes at a time (n a multiple of 8): the same operations, so the
+// same bits, in half the instructions. It stops before the first block of eight with
+// an argument outside [−708, 708] or NaN and returns the elements it did.
+TEXT ·arceeExpAVX512(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD m+24(FP), Z15
 	VBROADCASTSD arceeexpconst<>+0(SB), Z11
 	VBROADCASTSD arceeexpconst<>+32(SB), Z10
-	MOVQ         zx+56(FP), R9
-	MOVQ         zb+64(FP), R10
-	VMOVSD       (R9), X12
-	VMOVSD       (R10), X13
 	XORQ         AX, AX
 
 e5loop:
@@ -674,48 +555,33 @@ e5loop:
 	JGE       e5done
 	VCVTPS2PD (SI)(AX*4), Z0
 	VSUBPD    Z15, Z0, Z0
-	VCVTPS2PD (DX)(AX*4), Z4
-	VSUBPD    Z14, Z4, Z4
 	VCMPPD    $0x1D, Z11, Z0, K1               // x ≥ −708 (false for NaN)
 	VCMPPD    $0x12, Z10, Z0, K1, K1           // and x ≤ 708
-	VCMPPD    $0x1D, Z11, Z4, K1, K1
-	VCMPPD    $0x12, Z10, Z4, K1, K1
 	KMOVB     K1, BX
 	CMPQ      BX, $0xFF
 	JNE       e5done
 	ARCEE_EXP8(Z0, Z1, Y2)
-	ARCEE_EXP8(Z4, Z5, Y6)
 	VMOVUPD   Z0, (DI)(AX*8)
-	VMOVUPD   Z4, (R8)(AX*8)
-	VEXTRACTF64X4 $1, Z0, Y8
-	VEXTRACTF64X4 $1, Z4, Y9
-	ARCEE_SUM4(Y0, X0, X12, X1)
-	ARCEE_SUM4(Y4, X4, X13, X5)
-	ARCEE_SUM4(Y8, X8, X12, X1)
-	ARCEE_SUM4(Y9, X9, X13, X5)
 	ADDQ      $8, AX
 	JMP       e5loop
 
 e5done:
-	VMOVSD X12, (R9)
-	VMOVSD X13, (R10)
-	MOVQ   AX, ret+72(FP)
+	MOVQ   AX, ret+32(FP)
 	VZEROUPPER
 	RET
 
-// func arceeKLAVX512(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+// func arceeKLAVX512(dst, ex, eb *float64, n int, zx, zb float64) int
 //
 // arceeKLAVX2 eight lanes at a time (n a multiple of 8): the same operations on the
 // same constants (broadcast from their first copy; the integer forms of the masks,
-// which give the same bits), the terms still added to *kl one at a time, in order.
+// which give the same bits).
 TEXT ·arceeKLAVX512(SB), NOSPLIT, $0-56
-	MOVQ         ex+0(FP), SI
-	MOVQ         eb+8(FP), DX
-	MOVQ         n+16(FP), CX
-	VBROADCASTSD zx+24(FP), Z15
-	VBROADCASTSD zb+32(FP), Z14
-	MOVQ         kl+40(FP), DI
-	VMOVSD       (DI), X12
+	MOVQ         dst+0(FP), DI
+	MOVQ         ex+8(FP), SI
+	MOVQ         eb+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD zx+32(FP), Z15
+	VBROADCASTSD zb+40(FP), Z14
 	VBROADCASTSD arceeklconst<>+0(SB), Z13
 	VBROADCASTSD arceeklconst<>+224(SB), Z16
 	VBROADCASTSD arceeklconst<>+256(SB), Z17
@@ -780,14 +646,11 @@ k5loop:
 	VSUBPD       Z10, Z6, Z6                      // log r
 
 	VMULPD        Z6, Z0, Z0                      // p·log r
-	VEXTRACTF64X4 $1, Z0, Y1
-	ARCEE_SUM4(Y0, X0, X12, X3)
-	ARCEE_SUM4(Y1, X1, X12, X3)
+	VMOVUPD       Z0, (DI)(AX*8)
 	ADDQ          $8, AX
 	JMP           k5loop
 
 k5done:
-	VMOVSD X12, (DI)
 	MOVQ   AX, ret+48(FP)
 	VZEROUPPER
 	RET
