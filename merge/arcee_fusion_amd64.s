@@ -536,34 +536,87 @@ fmdone:
 	VPSLLQ            $52, T, T; \
 	VMULPD            T, X, X
 
+// The constants of arceeExpAVX512's argument reduction, for an argument taken a
+// sixteenth at a time from the start: 16·log₂e, LN2U/16, LN2L/16 and ±708/16 (each
+// exactly its constant scaled, so that every rounding of the reduction rounds the
+// sixteenth of what arceeExpAVX2's rounds, to the sixteenth of its result).
+DATA arceeexp16<>+0(SB)/8, $0x40371547652B82FE
+DATA arceeexp16<>+8(SB)/8, $0x3FA62E42FEFA3000
+DATA arceeexp16<>+16(SB)/8, $0x3D13DE6AF278ECE6
+DATA arceeexp16<>+24(SB)/8, $0xC046200000000000
+DATA arceeexp16<>+32(SB)/8, $0x4046200000000000
+GLOBL arceeexp16<>(SB), RODATA, $40
+
 // func arceeExpAVX512(dst *float64, src *float32, n int, m float64) int
 //
-// arceeExpAVX2 eight lanes at a time (n a multiple of 8): the same operations, so the
-// same bits, in half the instructions. It stops before the first block of eight with
-// an argument outside [−708, 708] or NaN and returns the elements it did.
+// arceeExpAVX2 eight lanes at a time (n a multiple of 8), with the same values at
+// every step, so the same bits, in fewer instructions: the argument is taken as
+// float64(src[j])/16 − m/16 in one fused operation (a power of two scales a
+// rounding exactly, and arceeExpAVX2 multiplies by 1/16 anyway before its
+// polynomial), so the reduction's constants are scaled by 1/16 and 16; k is rounded
+// to an integer in place (VRNDSCALEPD: nearest, as the conversion to int32 and back
+// rounds it), and the result scaled by 2^k with VSCALEFPD (exact, as the product by
+// 2^k is, where the result is normal: arguments in [−708, 708]). It stops before the
+// first block of eight with an argument outside [−708, 708] or NaN and returns the
+// elements it did.
 TEXT ·arceeExpAVX512(SB), NOSPLIT, $0-40
 	MOVQ         dst+0(FP), DI
 	MOVQ         src+8(FP), SI
 	MOVQ         n+16(FP), CX
-	VBROADCASTSD m+24(FP), Z15
-	VBROADCASTSD arceeexpconst<>+0(SB), Z11
-	VBROADCASTSD arceeexpconst<>+32(SB), Z10
+	VBROADCASTSD arceeexpconst<>+160(SB), Z31 // 1/16
+	VBROADCASTSD m+24(FP), Z30
+	VMULPD       Z31, Z30, Z30                   // m/16, exact
+	VBROADCASTSD arceeexp16<>+0(SB), Z29
+	VBROADCASTSD arceeexp16<>+8(SB), Z28
+	VBROADCASTSD arceeexp16<>+16(SB), Z27
+	VBROADCASTSD arceeexp16<>+24(SB), Z26
+	VBROADCASTSD arceeexp16<>+32(SB), Z25
+	VBROADCASTSD arceeexpconst<>+192(SB), Z24    // the Taylor coefficients, 1/8! …
+	VBROADCASTSD arceeexpconst<>+224(SB), Z23
+	VBROADCASTSD arceeexpconst<>+256(SB), Z22
+	VBROADCASTSD arceeexpconst<>+288(SB), Z21
+	VBROADCASTSD arceeexpconst<>+320(SB), Z20
+	VBROADCASTSD arceeexpconst<>+352(SB), Z19
+	VBROADCASTSD arceeexpconst<>+384(SB), Z18
+	VBROADCASTSD arceeexpconst<>+416(SB), Z17    // … 1
+	VBROADCASTSD arceeexpconst<>+448(SB), Z16    // 2
 	XORQ         AX, AX
 
 e5loop:
-	CMPQ      AX, CX
-	JGE       e5done
-	VCVTPS2PD (SI)(AX*4), Z0
-	VSUBPD    Z15, Z0, Z0
-	VCMPPD    $0x1D, Z11, Z0, K1               // x ≥ −708 (false for NaN)
-	VCMPPD    $0x12, Z10, Z0, K1, K1           // and x ≤ 708
-	KMOVB     K1, BX
-	CMPQ      BX, $0xFF
-	JNE       e5done
-	ARCEE_EXP8(Z0, Z1, Y2)
-	VMOVUPD   Z0, (DI)(AX*8)
-	ADDQ      $8, AX
-	JMP       e5loop
+	CMPQ         AX, CX
+	JGE          e5done
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VFMSUB213PD  Z30, Z31, Z0                    // x/16 = float64(src)/16 − m/16
+	VCMPPD       $0x1D, Z26, Z0, K1               // x ≥ −708 (false for NaN)
+	VCMPPD       $0x12, Z25, Z0, K1, K1           // and x ≤ 708
+	KMOVB        K1, BX
+	CMPQ         BX, $0xFF
+	JNE          e5done
+	VMULPD       Z29, Z0, Z1                      // x·log₂e
+	VRNDSCALEPD  $0, Z1, Z1                       // k
+	VFNMADD231PD Z28, Z1, Z0                      // (x − k·LN2U)/16
+	VFNMADD231PD Z27, Z1, Z0                      // (… − k·LN2L)/16
+	VMOVAPD      Z24, Z2
+	VFMADD213PD  Z23, Z0, Z2
+	VFMADD213PD  Z22, Z0, Z2
+	VFMADD213PD  Z21, Z0, Z2
+	VFMADD213PD  Z20, Z0, Z2
+	VFMADD213PD  Z19, Z0, Z2
+	VFMADD213PD  Z18, Z0, Z2
+	VFMADD213PD  Z17, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VFMADD213PD  Z17, Z2, Z0
+	VSCALEFPD    Z1, Z0, Z0                       // ·2^k
+	VMOVUPD      Z0, (DI)(AX*8)
+	ADDQ         $8, AX
+	JMP          e5loop
 
 e5done:
 	MOVQ   AX, ret+32(FP)
@@ -585,8 +638,6 @@ TEXT ·arceeKLAVX512(SB), NOSPLIT, $0-56
 	VBROADCASTSD arceeklconst<>+0(SB), Z13
 	VBROADCASTSD arceeklconst<>+224(SB), Z16
 	VBROADCASTSD arceeklconst<>+256(SB), Z17
-	VBROADCASTSD arceeklconst<>+32(SB), Z18
-	VBROADCASTSD arceeklconst<>+64(SB), Z19
 	XORQ         AX, AX
 
 k5loop:
@@ -599,23 +650,19 @@ k5loop:
 	VDIVPD  Z14, Z1, Z1
 	VADDPD  Z13, Z1, Z1                           // q
 	VDIVPD  Z1, Z0, Z2                            // r = p/q
-	VCMPPD  $0x1D, Z18, Z2, K1                    // r ≥ the least normal (false for NaN)
-	VCMPPD  $0x12, Z19, Z2, K1, K1                // and r ≤ the largest finite
-	KMOVB   K1, BX
-	CMPQ    BX, $0xFF
+	VFPCLASSPDZ $0xFF, Z2, K1                     // r is not a positive normal number
+	KORTESTB K1, K1
 	JNE     k5done
 
-	VPANDQ.BCST  arceeklconst<>+96(SB), Z2, Z5
-	VPORQ.BCST   arceeklconst<>+128(SB), Z5, Z5   // f1
-	VPSRLQ       $52, Z2, Z6
-	VPORQ.BCST   arceeklconst<>+160(SB), Z6, Z6
-	VSUBPD.BCST  arceeklconst<>+192(SB), Z6, Z6   // k
-	VCMPPD       $5, Z5, Z16, K2                  // !(√2/2 < f1)
-	VPXORQ       Z7, Z7, Z7
-	VMOVAPD      Z17, K2, Z7                      // 1 there, 0 elsewhere
-	VSUBPD       Z7, Z6, Z6
-	VADDPD       Z17, Z7, Z7
-	VMULPD       Z7, Z5, Z5
+	// math.Log's f1 and k (Frexp: r = f1·2^k, f1 in [0.5, 1)) from the exponent and
+	// mantissa instructions, and its adjustment (if !(√2/2 < f1) { k−−; f1 *= 2 },
+	// the doubling as f1 + f1) as masked additions: the same values.
+	VGETMANTPD   $2, Z2, Z5                       // f1
+	VGETEXPPD    Z2, Z6                           // k − 1
+	VCMPPD       $1, Z5, Z16, K3                  // √2/2 < f1
+	KNOTB        K3, K2
+	VADDPD       Z17, Z6, K3, Z6                  // k, less 1 where f1 ≤ √2/2
+	VADDPD       Z5, Z5, K2, Z5                   // f1, doubled there
 	VSUBPD       Z17, Z5, Z5                      // f = f1 − 1
 	VADDPD.BCST  arceeklconst<>+288(SB), Z5, Z8
 	VDIVPD       Z8, Z5, Z8                       // s = f/(2 + f)
