@@ -88,7 +88,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		group     = arceeGroupRows(seg.size)
 		expPool   = sync.Pool{New: func() any { return make([]float64, 2*int64(group)*min(seg.size, ChunkElems)) }}
 		keyPool   = sync.Pool{New: func() any { return make([]uint32, 2*ChunkElems) }} // pass 1 with rp: up to a row past the chunk
-		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
+		histPool  = sync.Pool{New: func() any { return new(arceeHist) }}
 		mu        sync.Mutex
 		hist      []uint64    // passes 1 and 4: counts of the keys' top 16 bits
 		bins      [3]uint32   // the top 16 bits at each quantile's rank
@@ -102,21 +102,15 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		if len(keys) == 0 {
 			return
 		}
-		local := histPool.Get().([]uint32)
+		local := histPool.Get().(*arceeHist)
 		defer histPool.Put(local)
-		for _, k := range keys {
-			local[k>>16]++
-		}
+		local.count(keys)
 		first, last := arceeRange(keys)
-		first, last = first>>16, last>>16
 		mu.Lock()
 		if hist == nil {
 			hist = make([]uint64, 1<<16)
 		}
-		for i := first; i <= last; i++ {
-			hist[i] += uint64(local[i])
-			local[i] = 0
-		}
+		local.drain((*[1 << 16]uint64)(hist), first>>16, last>>16)
 		mu.Unlock()
 	}
 	// findBins locates each quantile's rank in hist, once every key is counted.
@@ -315,6 +309,25 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				arceeSelect(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
 			})
 		},
+	}
+}
+
+// arceeHist is a chunk's counts of its keys' top 16 bits (an array, so that a bin
+// needs no bounds check).
+type arceeHist [1 << 16]uint32
+
+// count adds keys to h.
+func (h *arceeHist) count(keys []uint32) {
+	for _, k := range keys {
+		h[k>>16]++
+	}
+}
+
+// drain adds bins first to last of h to hist and zeroes them in h.
+func (h *arceeHist) drain(hist *[1 << 16]uint64, first, last uint32) {
+	for i := first; i <= last; i++ {
+		hist[i] += uint64(h[i])
+		h[i] = 0
 	}
 }
 

@@ -21,9 +21,12 @@ func arceeKLAsm(dst, ex, eb []float64, zx, zb float64) int {
 //go:noescape
 func arceeKLAVX512(dst, ex, eb *float64, n int, zx, zb float64) int
 
-// haveArceeKL512: arceeKLAVX512 can run here. A var, so that the tests can run the
-// AVX2 loop too.
-var haveArceeKL512 = cpu.X86.HasAVX512F
+// haveArceeKL512: arceeKLAVX512 can run here (AVX-512 F, and DQ for its masks and
+// classes). A var, so that the tests can run the AVX2 loop too.
+var haveArceeKL512 = haveArcee512
+
+// haveArcee512: the CPU has the AVX-512 parts the arcee kernels use (F, DQ).
+var haveArcee512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
 
 // haveArceeExpAsm says whether arceeExpAVX2 can run here and give math.Exp's bits:
 // math.Exp on amd64 fuses its multiply-adds when the CPU has FMA (and AVX), and the
@@ -38,7 +41,7 @@ func arceeExpAVX512(dst *float64, src *float32, n int, m float64) int
 
 // haveArceeExp512: arceeExpAVX512 can run here (AVX-512 F, and FMA for math.Exp's
 // path). A var, so that the tests can run the AVX2 loop too.
-var haveArceeExp512 = haveArceeExpAsm && cpu.X86.HasAVX512F
+var haveArceeExp512 = haveArceeExpAsm && haveArcee512
 
 // arceeExpAsm does the elements it can with AVX2, or AVX-512 where the CPU has it (a
 // multiple of 4, stopping before a block math.Exp treats as a special case) and
@@ -53,22 +56,51 @@ func arceeExpAsm(dst []float64, src []float32, m float64) int {
 //go:noescape
 func arceeKeysAVX2(keys *uint32, x, b *float32, n int, kl float64) int
 
-// arceeKeysAsm sets the keys it can with AVX2 (a multiple of 8, stopping before a
-// block with a NaN difference) and returns how many it did; the caller checks
+//go:noescape
+func arceeKeysAVX512(keys *uint32, x, b *float32, n int, kl float64) int
+
+// haveArceeKeys512: arceeKeysAVX512 and arceeSelectAVX512 can run here. A var, so
+// that the tests can run the AVX2 loops too.
+var haveArceeKeys512 = haveArcee512
+
+// arceeKeysAsm sets the keys it can with AVX-512 sixteen at a time where the CPU has
+// it, AVX2 eight at a time for the rest (a multiple of 8, stopping before a block
+// with a NaN difference) and returns how many it did; the caller checks
 // haveLerpBF16Asm and gives at least 8.
 func arceeKeysAsm(keys []uint32, x, b []float32, kl float64) int {
-	return arceeKeysAVX2(&keys[0], &x[0], &b[0], len(keys)&^7, kl)
+	j := 0
+	if haveArceeKeys512 && len(keys) >= 16 {
+		n := len(keys) &^ 15
+		if j = arceeKeysAVX512(&keys[0], &x[0], &b[0], n, kl); j < n {
+			return j // the block it stopped at
+		}
+	}
+	if len(keys)-j >= 8 {
+		j += arceeKeysAVX2(&keys[j], &x[j], &b[j], (len(keys)-j)&^7, kl)
+	}
+	return j
 }
 
 //go:noescape
 func arceeSelectAVX2(dst, x, b *float32, n int, kl, t float64)
 
-// arceeSelectAsm does dst[:len(dst)&^3] with AVX2; the caller checks haveLerpBF16Asm
-// and gives at least 4.
+//go:noescape
+func arceeSelectAVX512(dst, x, b *float32, n int, kl, t float64)
+
+// arceeSelectAsm does dst[:len(dst)&^3] with AVX-512 sixteen at a time where the CPU
+// has it and AVX2 four at a time for the rest; the caller checks haveLerpBF16Asm and
+// gives at least 4.
 func arceeSelectAsm(dst, x, b []float32, kl, t float64) int {
-	n := len(dst) &^ 3
-	arceeSelectAVX2(&dst[0], &x[0], &b[0], n, kl, t)
-	return n
+	j := 0
+	if haveArceeKeys512 && len(dst) >= 16 {
+		j = len(dst) &^ 15
+		arceeSelectAVX512(&dst[0], &x[0], &b[0], j, kl, t)
+	}
+	if n := (len(dst) - j) &^ 3; n > 0 {
+		arceeSelectAVX2(&dst[j], &x[j], &b[j], n, kl, t)
+		j += n
+	}
+	return j
 }
 
 //go:noescape

@@ -372,6 +372,99 @@ kdone:
 	VZEROUPPER
 	RET
 
+// func arceeKeysAVX512(keys *uint32, x, b *float32, n int, kl float64) int
+//
+// arceeKeysAVX2 sixteen at a time (n a multiple of 16): the same operations on eight
+// float64 lanes twice, the keys made on sixteen float32 lanes. It stops before the
+// first block of sixteen with a NaN difference and returns the elements it did.
+TEXT ·arceeKeysAVX512(SB), NOSPLIT, $0-48
+	MOVQ         keys+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Z15
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	VPBROADCASTD arceekeyconst<>+32(SB), Z13
+	XORQ         AX, AX
+
+k16loop:
+	CMPQ         AX, CX
+	JGE          k16done
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VCVTPS2PD    (DX)(AX*4), Z1
+	VSUBPD       Z1, Z0, Z0                   // x − b
+	VCVTPS2PD    32(SI)(AX*4), Z2
+	VCVTPS2PD    32(DX)(AX*4), Z3
+	VSUBPD       Z3, Z2, Z2
+	VCMPPD       $3, Z0, Z0, K1               // the differences that are NaN
+	VCMPPD       $3, Z2, Z2, K2
+	KORTESTW     K1, K2
+	JNE          k16done
+	VANDPD       Z14, Z0, Z0
+	VMULPD       Z15, Z0, Z0
+	VCVTPD2PS    Z0, Y0                       // the importances
+	VANDPD       Z14, Z2, Z2
+	VMULPD       Z15, Z2, Z2
+	VCVTPD2PS    Z2, Y2
+	VINSERTF64X4 $1, Y2, Z0, Z0
+	// order key: bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31 otherwise
+	VPSRAD       $31, Z0, Z1
+	VPORD        Z13, Z1, Z1
+	VPXORD       Z1, Z0, Z0
+	VMOVDQU32    Z0, (DI)(AX*4)
+	ADDQ         $16, AX
+	JMP          k16loop
+
+k16done:
+	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func arceeSelectAVX512(dst, x, b *float32, n int, kl, t float64)
+//
+// arceeSelectAVX2 sixteen at a time (n a multiple of 16): the same importances and
+// comparisons on eight float64 lanes twice, the choice a masked load of x over b.
+TEXT ·arceeSelectAVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Z15
+	VBROADCASTSD t+40(FP), Z13
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	XORQ         AX, AX
+
+s16loop:
+	CMPQ         AX, CX
+	JGE          s16done
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VCVTPS2PD    (DX)(AX*4), Z1
+	VSUBPD       Z1, Z0, Z0
+	VANDPD       Z14, Z0, Z0
+	VMULPD       Z15, Z0, Z0
+	VCVTPD2PS    Z0, Y0
+	VCVTPS2PD    Y0, Z0                       // float64(importance)
+	VCMPPD       $0x1D, Z13, Z0, K1           // ≥ t (false for NaN)
+	VCVTPS2PD    32(SI)(AX*4), Z2
+	VCVTPS2PD    32(DX)(AX*4), Z3
+	VSUBPD       Z3, Z2, Z2
+	VANDPD       Z14, Z2, Z2
+	VMULPD       Z15, Z2, Z2
+	VCVTPD2PS    Z2, Y2
+	VCVTPS2PD    Y2, Z2
+	VCMPPD       $0x1D, Z13, Z2, K2
+	KSHIFTLW     $8, K2, K2
+	KORW         K2, K1, K1
+	VMOVUPS      (DX)(AX*4), Z4
+	VMOVUPS      (SI)(AX*4), K1, Z4
+	VMOVUPS      Z4, (DI)(AX*4)
+	ADDQ         $16, AX
+	JMP          s16loop
+
+s16done:
+	VZEROUPPER
+	RET
+
 // func arceeSelectAVX2(dst, x, b *float32, n int, kl, t float64)
 //
 // dst[j] = x[j] where float64(arceeImportance(x[j], b[j], kl)) ≥ t, else b[j], for
