@@ -55,13 +55,14 @@ func TestArceeKLScales8(t *testing.T) {
 	}
 }
 
-// TestArceeKeysSelectAVX2: where the CPU has AVX-512, arceeKeys and arceeSelect run
-// arceeKeysAVX512 and arceeSelectAVX512 first; this runs their checks on the AVX2
-// loops alone as well.
+// TestArceeKeysSelectAVX2: where the CPU has AVX-512, arceeKeys, arceeSelect and
+// arceeKeysInBins run arceeKeysAVX512, arceeSelectAVX512 and arceeKeysInBinsAVX512
+// first; this runs their checks on the AVX2 loops alone as well.
 func TestArceeKeysSelectAVX2(t *testing.T) {
 	old := haveArceeKeys512
 	haveArceeKeys512 = false
 	defer func() { haveArceeKeys512 = old }()
 	TestArceeKeysMatchesGo(t)
 	TestArceeSelectMatchesGo(t)
+	TestArceeKeysInBinsMatchesGo(t)
 }

@@ -165,8 +165,8 @@ func TestArceeInBinsMatchesGo(t *testing.T) {
 			keys[j] = uint32(rng.IntN(40))<<16 | uint32(rng.IntN(1<<16))
 		}
 		for _, bins := range [][3]uint32{{3, 17, 39}, {5, 5, 5}, {1000, 1001, 0}, {keys[n-1] >> 16, 1000, 1000}} {
-			got := arceeInBins(keys, &bins)
-			var want [3][]uint16
+			var got, want [3][]uint32
+			arceeInBins(&got, keys, &bins)
 			arceeInBinsGo(&want, keys, &bins)
 			var total int
 			for q := range got {
@@ -177,6 +177,36 @@ func TestArceeInBinsMatchesGo(t *testing.T) {
 			}
 			if bins[0] == 3 && n >= 1001 && total == 0 {
 				t.Errorf("n %d: no key in the bins: the case tells nothing", n)
+			}
+		}
+	}
+}
+
+// TestArceeKeysInBinsMatchesGo: arceeKeysInBins (keys and the bins' test in one
+// AVX-512 step where the CPU has it) finds the same keys, in the same order, as
+// arceeKeys then the plain arceeInBinsGo, on lengths that leave tails, rows with
+// NaN, infinities, zeros and subnormals (the NaN blocks go to Go), bins that
+// coincide, bins no key has, and entries already in found.
+func TestArceeKeysInBinsMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, n := range []int{1, 8, 15, 16, 17, 40, 1001, 4096} {
+		for _, kl := range arceeTestKLs[:7] { // a NaN divergence: payloads are the compiler's
+			x, b := fastTestValues(rng, n), fastTestValues(rng, n)
+			keys := make([]uint32, n)
+			arceeKeys(keys, x, b, kl)
+			common := keys[rng.IntN(n)] >> 16 // a bin some key has
+			for _, bins := range [][3]uint32{{common, keys[0] >> 16, keys[n-1] >> 16}, {common, common, common}, {1, 2, 3}} {
+				var got, want [3][]uint32
+				for q := range got {
+					got[q], want[q] = []uint32{7}, []uint32{7}
+				}
+				arceeKeysInBins(&got, make([]uint32, n), x, b, kl, &bins)
+				arceeInBinsGo(&want, keys, &bins)
+				for q := range got {
+					if !slices.Equal(got[q], want[q]) {
+						t.Fatalf("n %d kl %v bins %v: quantile %d: %v, want %v", n, kl, bins, q, got[q], want[q])
+					}
+				}
 			}
 		}
 	}

@@ -89,6 +89,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		expPool   = sync.Pool{New: func() any { return make([]float64, 2*int64(group)*min(seg.size, ChunkElems)) }}
 		keyPool   = sync.Pool{New: func() any { return make([]uint32, 2*ChunkElems) }} // pass 1 with rp: up to a row past the chunk
 		histPool  = sync.Pool{New: func() any { return new(arceeHist) }}
+		foundPool = sync.Pool{New: func() any { return new([3][]uint32) }} // pass 5: the keys in the bins
 		mu        sync.Mutex
 		hist      []uint64    // passes 1 and 4: counts of the keys' top 16 bits
 		bins      [3]uint32   // the top 16 bits at each quantile's rank
@@ -271,16 +272,20 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
-					keys := keyPool.Get().([]uint32)[:len(x)]
-					defer keyPool.Put(keys[:cap(keys)])
-					seg.runs(pos, len(x), func(lo, hi, slot int) {
-						arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)])
+					keys := keyPool.Get().([]uint32)
+					defer keyPool.Put(keys)
+					found := foundPool.Get().(*[3][]uint32)
+					defer foundPool.Put(found)
+					for q := range found {
+						found[q] = found[q][:0]
+					}
+					seg.runs(pos, len(x), func(l, h, slot int) {
+						arceeKeysInBins(found, keys[l:h], x[l:h], b[l:h], kl[first+int64(slot)], &bins)
 					})
-					found := arceeInBins(keys, &bins)
 					mu.Lock()
 					for q := range found {
-						for _, l := range found[q] {
-							lo[q][l]++
+						for _, k := range found[q] {
+							lo[q][uint16(k)]++
 						}
 					}
 					mu.Unlock()
@@ -331,20 +336,37 @@ func (h *arceeHist) drain(hist *[1 << 16]uint64, first, last uint32) {
 	}
 }
 
-// arceeInBins gives, for each of bins, the low 16 bits of the keys whose top 16
-// bits are that bin, in order: the blocks of eight with none are skipped with AVX2
-// where the CPU has it (arceeMatchAVX2), the rest looked at in Go.
-func arceeInBins(keys []uint32, bins *[3]uint32) [3][]uint16 {
-	var found [3][]uint16
-	byBlocksOf8(len(keys), haveLerpBF16Asm,
-		func(j int) int { return arceeMatchAsm(keys[j:], bins) },
-		func(lo, hi int) { arceeInBinsGo(&found, keys[lo:hi], bins) })
-	return found
+// arceeKeysInBins appends to found[q] the keys of arceeKeys(keys, x, b, kl) whose
+// top 16 bits are bins[q], in order (keys: scratch of len(x)): with AVX-512 in one
+// step where the CPU has it (arceeKeysInBinsAVX512 stores only those keys), the
+// blocks it leaves (a NaN difference) by arceeKeys and arceeInBinsGo; elsewhere
+// arceeKeys, then arceeInBins.
+func arceeKeysInBins(found *[3][]uint32, keys []uint32, x, b []float32, kl float64, bins *[3]uint32) {
+	keys, b = keys[:len(x)], b[:len(x)]
+	if !haveArceeKeys512 {
+		arceeKeys(keys, x, b, kl)
+		arceeInBins(found, keys, bins)
+		return
+	}
+	byBlocksOf8(len(x), true,
+		func(j int) int { return arceeKeysInBinsAsm(found, x[j:], b[j:], kl, bins) },
+		func(lo, hi int) {
+			arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl)
+			arceeInBinsGo(found, keys[lo:hi], bins)
+		})
 }
 
-// arceeInBinsGo appends to found what arceeInBins gives for keys, in Go: the
-// reference.
-func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
+// arceeInBins appends to found[q] the keys whose top 16 bits are bins[q], in order:
+// the blocks of eight with none are skipped with AVX2 where the CPU has it
+// (arceeMatchAVX2), the rest looked at in Go.
+func arceeInBins(found *[3][]uint32, keys []uint32, bins *[3]uint32) {
+	byBlocksOf8(len(keys), haveLerpBF16Asm,
+		func(j int) int { return arceeMatchAsm(keys[j:], bins) },
+		func(lo, hi int) { arceeInBinsGo(found, keys[lo:hi], bins) })
+}
+
+// arceeInBinsGo is arceeInBins in Go, the reference.
+func arceeInBinsGo(found *[3][]uint32, keys []uint32, bins *[3]uint32) {
 	b0, b1, b2 := bins[0], bins[1], bins[2]
 	for _, k := range keys {
 		if t := k >> 16; t != b0 && t != b1 && t != b2 {
@@ -352,7 +374,7 @@ func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
 		}
 		for q := range bins {
 			if k>>16 == bins[q] {
-				found[q] = append(found[q], uint16(k))
+				found[q] = append(found[q], k)
 			}
 		}
 	}

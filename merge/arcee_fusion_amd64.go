@@ -2,7 +2,11 @@
 
 package merge
 
-import "golang.org/x/sys/cpu"
+import (
+	"slices"
+
+	"golang.org/x/sys/cpu"
+)
 
 //go:noescape
 func arceeKLAVX2(dst, ex, eb *float64, n int, zx, zb float64) int
@@ -134,4 +138,29 @@ func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) {
 	n = len(keys) &^ 7
 	lo, hi = arceeRangeAVX2(&keys[0], n)
 	return lo, hi, n
+}
+
+//go:noescape
+func arceeKeysInBinsAVX512(x, b *float32, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int) int
+
+// arceeKeysInBinsAsm appends to found what arceeKeysInBins does for the elements it
+// can with AVX-512 (a multiple of 16, stopping before a block with a NaN difference)
+// and returns how many it did; the caller checks haveArceeKeys512.
+func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3]uint32) int {
+	n := len(x) &^ 15
+	if n == 0 {
+		return 0
+	}
+	var out [3]*uint32
+	var counts [3]int
+	for q := range found {
+		found[q] = slices.Grow(found[q], n+16) // a block's keys are stored whole
+		counts[q] = len(found[q])
+		out[q] = &found[q][:cap(found[q])][0]
+	}
+	j := arceeKeysInBinsAVX512(&x[0], &b[0], n, kl, bins, &out, &counts)
+	for q := range found {
+		found[q] = found[q][:counts[q]]
+	}
+	return j
 }

@@ -420,6 +420,126 @@ k16done:
 	VZEROUPPER
 	RET
 
+// func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
+//
+// The index of the first block of eight keys, j < n (a multiple of 8), of which
+// some key's top 16 bits are one of bins, or n where none is: pass 5 looks at those
+// blocks only.
+TEXT ·arceeMatchAVX2(SB), NOSPLIT, $0-32
+	MOVQ         keys+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVQ         bins+16(FP), DX
+	VPBROADCASTD 0(DX), Y13
+	VPBROADCASTD 4(DX), Y14
+	VPBROADCASTD 8(DX), Y15
+	XORQ         AX, AX
+
+fmloop:
+	CMPQ      AX, CX
+	JGE       fmdone
+	VMOVDQU   (SI)(AX*4), Y0
+	VPSRLD    $16, Y0, Y0
+	VPCMPEQD  Y13, Y0, Y1
+	VPCMPEQD  Y14, Y0, Y2
+	VPOR      Y2, Y1, Y1
+	VPCMPEQD  Y15, Y0, Y2
+	VPOR      Y2, Y1, Y1
+	VPTEST    Y1, Y1
+	JNE       fmdone
+	ADDQ      $8, AX
+	JMP       fmloop
+
+fmdone:
+	MOVQ   AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func arceeKeysInBinsAVX512(x, b *float32, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int) int
+//
+// arceeKeysAVX512's keys, sixteen at a time (n a multiple of 16), not stored: those
+// whose top 16 bits are bins[q] are written, in order, to out[q] from index
+// counts[q] on (which it advances; each out[q] has room for n + 16 more: a block's
+// keys are compressed into a register and stored whole). It stops before the first
+// block of sixteen with a NaN difference and returns the elements it did.
+TEXT ·arceeKeysInBinsAVX512(SB), NOSPLIT, $0-64
+	MOVQ         x+0(FP), SI
+	MOVQ         b+8(FP), DX
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD kl+24(FP), Z15
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	VPBROADCASTD arceekeyconst<>+32(SB), Z13
+	MOVQ         bins+32(FP), DI
+	VPBROADCASTD 0(DI), Z10
+	VPBROADCASTD 4(DI), Z11
+	VPBROADCASTD 8(DI), Z12
+	MOVQ         out+40(FP), DI
+	MOVQ         0(DI), R8
+	MOVQ         8(DI), R9
+	MOVQ         16(DI), R10
+	MOVQ         counts+48(FP), DI
+	MOVQ         0(DI), R11
+	MOVQ         8(DI), R12
+	MOVQ         16(DI), R13
+	XORQ         AX, AX
+
+kbloop:
+	CMPQ         AX, CX
+	JGE          kbdone
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VCVTPS2PD    (DX)(AX*4), Z1
+	VSUBPD       Z1, Z0, Z0                   // x − b
+	VCVTPS2PD    32(SI)(AX*4), Z2
+	VCVTPS2PD    32(DX)(AX*4), Z3
+	VSUBPD       Z3, Z2, Z2
+	VCMPPD       $3, Z0, Z0, K1               // the differences that are NaN
+	VCMPPD       $3, Z2, Z2, K2
+	KORTESTW     K1, K2
+	JNE          kbdone
+	VANDPD       Z14, Z0, Z0
+	VMULPD       Z15, Z0, Z0
+	VCVTPD2PS    Z0, Y0
+	VANDPD       Z14, Z2, Z2
+	VMULPD       Z15, Z2, Z2
+	VCVTPD2PS    Z2, Y2
+	VINSERTF64X4 $1, Y2, Z0, Z0
+	VPSRAD       $31, Z0, Z1
+	VPORD        Z13, Z1, Z1
+	VPXORD       Z1, Z0, Z0                   // the keys
+	VPSRLD       $16, Z0, Z1
+	VPCMPEQD     Z10, Z1, K1
+	VPCMPEQD     Z11, Z1, K2
+	VPCMPEQD     Z12, Z1, K3
+	KORW         K1, K2, K4
+	KORTESTW     K4, K3
+	JEQ          kbnext                       // none in the bins: the common case
+	VPCOMPRESSD  Z0, K1, Z4
+	VMOVDQU32    Z4, (R8)(R11*4)
+	KMOVW        K1, BX
+	POPCNTL      BX, BX
+	ADDQ         BX, R11
+	VPCOMPRESSD  Z0, K2, Z4
+	VMOVDQU32    Z4, (R9)(R12*4)
+	KMOVW        K2, BX
+	POPCNTL      BX, BX
+	ADDQ         BX, R12
+	VPCOMPRESSD  Z0, K3, Z4
+	VMOVDQU32    Z4, (R10)(R13*4)
+	KMOVW        K3, BX
+	POPCNTL      BX, BX
+	ADDQ         BX, R13
+
+kbnext:
+	ADDQ         $16, AX
+	JMP          kbloop
+
+kbdone:
+	MOVQ   R11, 0(DI)
+	MOVQ   R12, 8(DI)
+	MOVQ   R13, 16(DI)
+	MOVQ   AX, ret+56(FP)
+	VZEROUPPER
+	RET
+
 // func arceeSelectAVX512(dst, x, b *float32, n int, kl, t float64)
 //
 // arceeSelectAVX2 sixteen at a time (n a multiple of 16): the same importances and
@@ -560,40 +680,6 @@ mred:
 
 mbad:
 	MOVB    $0, ret+40(FP)
-	VZEROUPPER
-	RET
-
-// func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
-//
-// The index of the first block of eight keys, j < n (a multiple of 8), of which
-// some key's top 16 bits are one of bins, or n where none is: pass 5 looks at those
-// blocks only.
-TEXT ·arceeMatchAVX2(SB), NOSPLIT, $0-32
-	MOVQ         keys+0(FP), SI
-	MOVQ         n+8(FP), CX
-	MOVQ         bins+16(FP), DX
-	VPBROADCASTD 0(DX), Y13
-	VPBROADCASTD 4(DX), Y14
-	VPBROADCASTD 8(DX), Y15
-	XORQ         AX, AX
-
-fmloop:
-	CMPQ      AX, CX
-	JGE       fmdone
-	VMOVDQU   (SI)(AX*4), Y0
-	VPSRLD    $16, Y0, Y0
-	VPCMPEQD  Y13, Y0, Y1
-	VPCMPEQD  Y14, Y0, Y2
-	VPOR      Y2, Y1, Y1
-	VPCMPEQD  Y15, Y0, Y2
-	VPOR      Y2, Y1, Y1
-	VPTEST    Y1, Y1
-	JNE       fmdone
-	ADDQ      $8, AX
-	JMP       fmloop
-
-fmdone:
-	MOVQ   AX, ret+24(FP)
 	VZEROUPPER
 	RET
 

@@ -23,3 +23,11 @@ func arceeMatchAsm(keys []uint32, bins *[3]uint32) int { panic("unreachable") }
 
 // arceeRangeAsm is not called here (haveLerpBF16Asm is false).
 func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) { panic("unreachable") }
+
+// haveArceeKeys512: no AVX-512 here.
+const haveArceeKeys512 = false
+
+// arceeKeysInBinsAsm is not called here (haveArceeKeys512 is false).
+func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3]uint32) int {
+	panic("unreachable")
+}
