@@ -74,6 +74,48 @@ func TestArceeSelectMatchesGo(t *testing.T) {
 	}
 }
 
+// TestArceeSelectBF16MatchesGo: arceeSelectBF16 (the fused merge's, sixteen words at
+// a time in AVX-512 where the CPU has it) gives the words that decoding, arceeSelect
+// and encoding give, on lengths that leave tails, with NaNs (quiet and signalling,
+// which encoding makes quiet), infinities, zeros of both signs and subnormals, and
+// thresholds equal to some importances.
+func TestArceeSelectBF16MatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 19))
+	special := []uint16{0x7FC0, 0x7F81, 0xFF81, 0xFFC1, 0x7F80, 0xFF80, 0, 0x8000, 0x0001, 0x8003}
+	word := func() uint16 {
+		if rng.IntN(20) == 0 {
+			return special[rng.IntN(len(special))]
+		}
+		return dtype.Float32ToBF16(float32(rng.NormFloat64() * 0.02))
+	}
+	for _, n := range []int{1, 15, 16, 17, 64, 1001} {
+		for _, kl := range arceeTestKLs {
+			x, b := make([]uint16, n), make([]uint16, n)
+			fx, fb := make([]float32, n), make([]float32, n)
+			for j := range x {
+				x[j], b[j] = word(), word()
+				fx[j], fb[j] = dtype.BF16ToFloat32(x[j]), dtype.BF16ToFloat32(b[j])
+			}
+			thresholds := []float64{0, math.Inf(1), math.NaN()}
+			for range 3 {
+				j := rng.IntN(n)
+				thresholds = append(thresholds, float64(arceeImportance(fx[j], fb[j], kl)))
+			}
+			for _, th := range thresholds {
+				sel := make([]float32, n)
+				arceeSelect(sel, fx, fb, kl, th)
+				got := make([]uint16, n)
+				arceeSelectBF16(got, x, b, kl, th)
+				for j := range got {
+					if want := dtype.Float32ToBF16(sel[j]); got[j] != want {
+						t.Fatalf("n %d kl %v t %v: word %d (x %#x, b %#x): %#x, want %#x", n, kl, th, j, x[j], b[j], got[j], want)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestArceeMaxMatchesGo: arceeMax (eight at a time in AVX2 where the CPU has it)
 // gives Go's max over the widened values, rows with a NaN, infinities and a maximum
 // of ±0 (the rows the assembly leaves to Go) included, on lengths that leave tails.

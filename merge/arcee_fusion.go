@@ -3,6 +3,7 @@ package merge
 import (
 	"math"
 	"sync"
+	"unsafe"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 )
@@ -314,6 +315,28 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				arceeSelect(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
 			})
 		},
+		// BF16 in and out with AVX-512: the merge from the inputs' words to the
+		// output's (arceeSelectBF16), the same bits as decoding, Merge and encoding.
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+			if !haveArceeSelectBF16 || outDT != dtype.BF16 {
+				return false
+			}
+			for _, op := range in {
+				if op.DType != dtype.BF16 || len(op.Data) != len(out) {
+					return false
+				}
+			}
+			pos, ok := sceChunkOf(tp, in) // the chunk, from where its bytes lie
+			if !ok {
+				return false
+			}
+			first := seg.first(pos)
+			dst, b, x := arceeWords(out), arceeWords(in[0].Data), arceeWords(in[1].Data)
+			seg.runs(pos, len(dst), func(lo, hi, slot int) {
+				arceeSelectBF16(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
+			})
+			return true
+		},
 	}
 }
 
@@ -432,6 +455,39 @@ func arceeSelectGo(dst, x, b []float32, kl, t float64) {
 		} else {
 			dst[j] = b[j]
 		}
+	}
+}
+
+// arceeWords views little-endian BF16 bytes as words (amd64, the only place the
+// fused path runs, is little-endian).
+func arceeWords(p []byte) []uint16 {
+	if len(p) < 2 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&p[0])), len(p)/2)
+}
+
+// arceeSelectBF16 is arceeSelect on BF16 words, as decoding, arceeSelect and encoding
+// give it: with AVX-512 sixteen at a time where the CPU has it
+// (arceeSelectBF16AVX512), arceeSelectBF16Go for the rest.
+func arceeSelectBF16(dst, x, b []uint16, kl, t float64) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	j := 0
+	if haveArceeSelectBF16 {
+		j = arceeSelectBF16Asm(dst, x, b, kl, t)
+	}
+	arceeSelectBF16Go(dst[j:], x[j:], b[j:], kl, t)
+}
+
+// arceeSelectBF16Go is arceeSelectBF16 as decoding, arceeSelectGo and encoding do
+// it, the reference.
+func arceeSelectBF16Go(dst, x, b []uint16, kl, t float64) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	var fx, fb, fd [1]float32
+	for j := range dst {
+		fx[0], fb[0] = dtype.BF16ToFloat32(x[j]), dtype.BF16ToFloat32(b[j])
+		arceeSelectGo(fd[:], fx[:], fb[:], kl, t)
+		dst[j] = dtype.Float32ToBF16(fd[0])
 	}
 }
 

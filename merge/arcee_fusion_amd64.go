@@ -164,3 +164,20 @@ func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3
 	}
 	return j
 }
+
+//go:noescape
+func arceeSelectBF16AVX512(dst, x, b *uint16, n int, kl, t float64)
+
+// haveArceeSelectBF16: arceeSelectBF16AVX512 can run here (AVX-512 F, DQ, BW, VL).
+// A var, so that the tests can run without it.
+var haveArceeSelectBF16 = haveArcee512 && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL
+
+// arceeSelectBF16Asm does dst[:len(dst)&^15] with AVX-512 and returns how many; the
+// caller checks haveArceeSelectBF16.
+func arceeSelectBF16Asm(dst, x, b []uint16, kl, t float64) int {
+	n := len(dst) &^ 15
+	if n > 0 {
+		arceeSelectBF16AVX512(&dst[0], &x[0], &b[0], n, kl, t)
+	}
+	return n
+}

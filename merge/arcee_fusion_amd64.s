@@ -308,14 +308,18 @@ edone:
 
 
 // The float64 magnitude mask (four copies) and the float32 sign bit (four copies),
-// for the importances' order keys.
+// for the importances' order keys; BF16's magnitude mask, its +Inf and its quiet
+// bit (four copies each), for arceeSelectBF16AVX512's NaNs.
 DATA arceekeyconst<>+0(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+8(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+16(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+24(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+32(SB)/8, $0x8000000080000000
 DATA arceekeyconst<>+40(SB)/8, $0x8000000080000000
-GLOBL arceekeyconst<>(SB), RODATA, $48
+DATA arceekeyconst<>+48(SB)/8, $0x7FFF7FFF7FFF7FFF
+DATA arceekeyconst<>+56(SB)/8, $0x7F807F807F807F80
+DATA arceekeyconst<>+64(SB)/8, $0x0040004000400040
+GLOBL arceekeyconst<>(SB), RODATA, $72
 
 // ARCEE_IMP4(off, dst) sets Xdst to the four importances
 // float32(|float64(x[j]) − float64(b[j])|·kl) from x = SI, b = DX at element AX + off
@@ -582,6 +586,67 @@ s16loop:
 	JMP          s16loop
 
 s16done:
+	VZEROUPPER
+	RET
+
+// func arceeSelectBF16AVX512(dst, x, b *uint16, n int, kl, t float64)
+//
+// arceeSelectAVX512 on BF16 words (n a multiple of 16), as decoding, selecting and
+// encoding give it: the importances of the widened words, and dst[j] the word of
+// x where float64(importance) ≥ t, of b elsewhere, with the quiet bit set where that
+// word is a NaN (as rounding to BF16 sets it). Needs AVX-512 BW and VL.
+TEXT ·arceeSelectBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Z15
+	VBROADCASTSD t+40(FP), Z13
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	VPBROADCASTQ arceekeyconst<>+48(SB), Y12
+	VPBROADCASTQ arceekeyconst<>+56(SB), Y11
+	VPBROADCASTQ arceekeyconst<>+64(SB), Y10
+	XORQ         AX, AX
+
+sbloop:
+	CMPQ          AX, CX
+	JGE           sbdone
+	VMOVDQU       (SI)(AX*2), Y0              // x's words
+	VMOVDQU       (DX)(AX*2), Y1              // b's words
+	VPMOVZXWD     Y0, Z2
+	VPSLLD        $16, Z2, Z2                 // widened
+	VPMOVZXWD     Y1, Z3
+	VPSLLD        $16, Z3, Z3
+	VCVTPS2PD     Y2, Z4
+	VCVTPS2PD     Y3, Z5
+	VSUBPD        Z5, Z4, Z4
+	VANDPD        Z14, Z4, Z4
+	VMULPD        Z15, Z4, Z4
+	VCVTPD2PS     Z4, Y4
+	VCVTPS2PD     Y4, Z4                      // float64(importance)
+	VCMPPD        $0x1D, Z13, Z4, K1          // ≥ t (false for NaN)
+	VEXTRACTF64X4 $1, Z2, Y6
+	VEXTRACTF64X4 $1, Z3, Y7
+	VCVTPS2PD     Y6, Z6
+	VCVTPS2PD     Y7, Z7
+	VSUBPD        Z7, Z6, Z6
+	VANDPD        Z14, Z6, Z6
+	VMULPD        Z15, Z6, Z6
+	VCVTPD2PS     Z6, Y6
+	VCVTPS2PD     Y6, Z6
+	VCMPPD        $0x1D, Z13, Z6, K2
+	KSHIFTLW      $8, K2, K2
+	KORW          K2, K1, K1
+	VPBLENDMW     Y0, Y1, K1, Y8              // x's word there, b's elsewhere
+	VPAND         Y12, Y8, Y9
+	VPCMPGTW      Y11, Y9, Y9                 // NaN: magnitude above +Inf's
+	VPAND         Y10, Y9, Y9
+	VPOR          Y9, Y8, Y8
+	VMOVDQU       Y8, (DI)(AX*2)
+	ADDQ          $16, AX
+	JMP           sbloop
+
+sbdone:
 	VZEROUPPER
 	RET
 

@@ -31,3 +31,9 @@ const haveArceeKeys512 = false
 func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3]uint32) int {
 	panic("unreachable")
 }
+
+// haveArceeSelectBF16: no AVX-512 here.
+const haveArceeSelectBF16 = false
+
+// arceeSelectBF16Asm is not called here (haveArceeSelectBF16 is false).
+func arceeSelectBF16Asm(dst, x, b []uint16, kl, t float64) int { panic("unreachable") }
