@@ -418,3 +418,26 @@ func TestArceeRange(t *testing.T) {
 		}
 	}
 }
+
+// TestArceeHistCount: arceeHist.count (four keys at a time) and drain give the plain
+// counts of the keys' top 16 bits, on lengths that leave each tail.
+func TestArceeHistCount(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 20))
+	for n := range 10 {
+		keys := make([]uint32, n)
+		for j := range keys {
+			keys[j] = uint32(rng.IntN(3))<<16 | uint32(rng.IntN(1<<16)) // repeated bins
+		}
+		h := new(arceeHist)
+		h.count(keys)
+		var got [1 << 16]uint64
+		h.drain(&got, 0, 3)
+		var want [1 << 16]uint64
+		for _, k := range keys {
+			want[k>>16]++
+		}
+		if got != want || *h != (arceeHist{}) {
+			t.Errorf("n %d: counts %v, want %v (or not drained)", n, got[:4], want[:4])
+		}
+	}
+}
