@@ -566,6 +566,28 @@ func (st *arceeStats) rows(r int64, xs, bs [][]float32, buf []float64) {
 		arceeKLTerms(t[i], e[2*i], e[2*i+1], zx, zb)
 	}
 	arceeSums(st.kl[r:r+int64(g)], t[:g])
+	for i := range g {
+		if kl := st.kl[r+int64(i)]; kl != kl {
+			st.kl[r+int64(i)] = arceeSumTermFirst(t[i])
+		}
+	}
+}
+
+// arceeSumTermFirst is the sum of a in order from 0 where, of two NaNs, an addition
+// keeps the term's: the divergence's sum as the single-row loop added it (terms that
+// meet math.Log's special cases, the only NaN terms, were added by Go code that kept
+// the term's NaN), which arceeSums, keeping the running sum's, does not give where
+// NaNs of two payloads meet. Only for rows whose divergence is NaN.
+func arceeSumTermFirst(a []float64) float64 {
+	var z float64
+	for _, v := range a {
+		if v != v {
+			z = v
+		} else {
+			z += v
+		}
+	}
+	return z
 }
 
 // arceeWholeRows does, for pass 1, the rows of L elements that start at flat index
@@ -721,7 +743,11 @@ func arceeKL(ex, eb []float64, zx, zb float64) float64 {
 		t := terms[:min(len(terms), len(ex)-j)]
 		arceeKLTerms(t, ex[j:], eb[j:], zx, zb)
 		for _, v := range t {
-			kl += v
+			if v != v { // the term's NaN, as arceeStats.rows keeps it
+				kl = v
+			} else {
+				kl += v
+			}
 		}
 	}
 	return kl
