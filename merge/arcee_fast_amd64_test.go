@@ -8,13 +8,21 @@ import (
 	"testing"
 )
 
-// TestArceeExp2AVX2: where the CPU has AVX-512, arceeExp2 runs arceeExp2AVX512; this
-// runs the checks on arceeExp2AVX2 as well.
-func TestArceeExp2AVX2(t *testing.T) {
+// TestArceeStatsRowsAVX2: where the CPU has AVX-512, arceeStats.rows runs
+// arceeExpAVX512 and arceeKLAVX512; this runs its checks on the AVX2 loops as well.
+func TestArceeStatsRowsAVX2(t *testing.T) {
+	oldExp, oldKL := haveArceeExp512, haveArceeKL512
+	haveArceeExp512, haveArceeKL512 = false, false
+	defer func() { haveArceeExp512, haveArceeKL512 = oldExp, oldKL }()
+	checkArceeStatsRows(t)
+}
+
+// TestArceeExpAVX2: TestArceeExpMatchesGo on arceeExpAVX2 where the CPU has AVX-512.
+func TestArceeExpAVX2(t *testing.T) {
 	old := haveArceeExp512
 	haveArceeExp512 = false
 	defer func() { haveArceeExp512 = old }()
-	checkArceeExp2(t)
+	TestArceeExpMatchesGo(t)
 }
 
 // TestArceeKLAVX2: where the CPU has AVX-512, arceeKL runs arceeKLAVX512; this runs
@@ -45,4 +53,16 @@ func TestArceeKLScales8(t *testing.T) {
 			t.Fatalf("ex %v eb %v zx %v zb %v: %v, want %v", ex, eb, zx, zb, got, want)
 		}
 	}
+}
+
+// TestArceeKeysSelectAVX2: where the CPU has AVX-512, arceeKeys, arceeSelect and
+// arceeKeysInBins run arceeKeysAVX512, arceeSelectAVX512 and arceeKeysInBinsAVX512
+// first; this runs their checks on the AVX2 loops alone as well.
+func TestArceeKeysSelectAVX2(t *testing.T) {
+	old := haveArceeKeys512
+	haveArceeKeys512 = false
+	defer func() { haveArceeKeys512 = old }()
+	TestArceeKeysMatchesGo(t)
+	TestArceeSelectMatchesGo(t)
+	TestArceeKeysInBinsMatchesGo(t)
 }

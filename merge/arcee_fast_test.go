@@ -74,6 +74,48 @@ func TestArceeSelectMatchesGo(t *testing.T) {
 	}
 }
 
+// TestArceeSelectBF16MatchesGo: arceeSelectBF16 (the fused merge's, sixteen words at
+// a time in AVX-512 where the CPU has it) gives the words that decoding, arceeSelect
+// and encoding give, on lengths that leave tails, with NaNs (quiet and signalling,
+// which encoding makes quiet), infinities, zeros of both signs and subnormals, and
+// thresholds equal to some importances.
+func TestArceeSelectBF16MatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 19))
+	special := []uint16{0x7FC0, 0x7F81, 0xFF81, 0xFFC1, 0x7F80, 0xFF80, 0, 0x8000, 0x0001, 0x8003}
+	word := func() uint16 {
+		if rng.IntN(20) == 0 {
+			return special[rng.IntN(len(special))]
+		}
+		return dtype.Float32ToBF16(float32(rng.NormFloat64() * 0.02))
+	}
+	for _, n := range []int{1, 15, 16, 17, 64, 1001} {
+		for _, kl := range arceeTestKLs {
+			x, b := make([]uint16, n), make([]uint16, n)
+			fx, fb := make([]float32, n), make([]float32, n)
+			for j := range x {
+				x[j], b[j] = word(), word()
+				fx[j], fb[j] = dtype.BF16ToFloat32(x[j]), dtype.BF16ToFloat32(b[j])
+			}
+			thresholds := []float64{0, math.Inf(1), math.NaN()}
+			for range 3 {
+				j := rng.IntN(n)
+				thresholds = append(thresholds, float64(arceeImportance(fx[j], fb[j], kl)))
+			}
+			for _, th := range thresholds {
+				sel := make([]float32, n)
+				arceeSelect(sel, fx, fb, kl, th)
+				got := make([]uint16, n)
+				arceeSelectBF16(got, x, b, kl, th)
+				for j := range got {
+					if want := dtype.Float32ToBF16(sel[j]); got[j] != want {
+						t.Fatalf("n %d kl %v t %v: word %d (x %#x, b %#x): %#x, want %#x", n, kl, th, j, x[j], b[j], got[j], want)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestArceeMaxMatchesGo: arceeMax (eight at a time in AVX2 where the CPU has it)
 // gives Go's max over the widened values, rows with a NaN, infinities and a maximum
 // of ±0 (the rows the assembly leaves to Go) included, on lengths that leave tails.
@@ -165,8 +207,8 @@ func TestArceeInBinsMatchesGo(t *testing.T) {
 			keys[j] = uint32(rng.IntN(40))<<16 | uint32(rng.IntN(1<<16))
 		}
 		for _, bins := range [][3]uint32{{3, 17, 39}, {5, 5, 5}, {1000, 1001, 0}, {keys[n-1] >> 16, 1000, 1000}} {
-			got := arceeInBins(keys, &bins)
-			var want [3][]uint16
+			var got, want [3][]uint32
+			arceeInBins(&got, keys, &bins)
 			arceeInBinsGo(&want, keys, &bins)
 			var total int
 			for q := range got {
@@ -182,42 +224,176 @@ func TestArceeInBinsMatchesGo(t *testing.T) {
 	}
 }
 
-// TestArceeExp2MatchesExp: arceeExp2 (both rows at once in AVX2 where the CPU has it)
-// gives arceeExp's exponentials and sums for each row, bit for bit, where either
-// row sends a block to Go (arguments past ±708, NaN, infinities) and on lengths that
-// leave tails.
-func TestArceeExp2MatchesExp(t *testing.T) { checkArceeExp2(t) }
+// TestArceeKeysInBinsMatchesGo: arceeKeysInBins (keys and the bins' test in one
+// AVX-512 step where the CPU has it) finds the same keys, in the same order, as
+// arceeKeys then the plain arceeInBinsGo, on lengths that leave tails, rows with
+// NaN, infinities, zeros and subnormals (the NaN blocks go to Go), bins that
+// coincide, bins no key has, and entries already in found.
+func TestArceeKeysInBinsMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, n := range []int{1, 8, 15, 16, 17, 40, 1001, 4096} {
+		for _, kl := range arceeTestKLs[:7] { // a NaN divergence: payloads are the compiler's
+			x, b := fastTestValues(rng, n), fastTestValues(rng, n)
+			keys := make([]uint32, n)
+			arceeKeys(keys, x, b, kl)
+			common := keys[rng.IntN(n)] >> 16 // a bin some key has
+			for _, bins := range [][3]uint32{{common, keys[0] >> 16, keys[n-1] >> 16}, {common, common, common}, {1, 2, 3}} {
+				var got, want [3][]uint32
+				for q := range got {
+					got[q], want[q] = []uint32{7}, []uint32{7}
+				}
+				arceeKeysInBins(&got, make([]uint32, n), x, b, kl, &bins)
+				arceeInBinsGo(&want, keys, &bins)
+				for q := range got {
+					if !slices.Equal(got[q], want[q]) {
+						t.Fatalf("n %d kl %v bins %v: quantile %d: %v, want %v", n, kl, bins, q, got[q], want[q])
+					}
+				}
+			}
+		}
+	}
+}
 
-// checkArceeExp2 is TestArceeExp2MatchesExp's body, which the amd64 tests run once
-// more with the AVX2 loop where the CPU has AVX-512.
-func checkArceeExp2(t *testing.T) {
+// TestArceeStatsRows: arceeStats.rows (a group of rows at once: exponentials in
+// AVX2 or AVX-512 where the CPU has them, the sums of up to eight rows interleaved,
+// the divergence's terms in place) gives each row's plain statement bit for bit
+// (arceeMax, math.Exp, sums in order, arceeKLTerm), for groups of 1 to 8 rows,
+// lengths that leave tails, rows whose blocks go to Go (arguments past ±708, NaN,
+// infinities, subnormals) and rows of fastTestValues.
+func TestArceeStatsRows(t *testing.T) { checkArceeStatsRows(t) }
+
+// checkArceeStatsRows is TestArceeStatsRows's body, which the amd64 tests run once
+// more with the AVX2 loops where the CPU has AVX-512.
+func checkArceeStatsRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 13))
-	for _, n := range []int{1, 3, 4, 9, 64, 1001, 5632} {
-		for trial := range 4 {
-			x, b := make([]float32, n), make([]float32, n)
-			for j := range x {
-				x[j] = float32(rng.NormFloat64() * 0.05)
-				b[j] = float32(rng.NormFloat64() * 3)
+	for _, n := range []int{1, 3, 4, 9, 64, 1001, 2048} {
+		for g := 1; g <= arceeGroup; g++ {
+			for trial := range 4 {
+				xs, bs := make([][]float32, g), make([][]float32, g)
+				for i := range g {
+					x, b := make([]float32, n), make([]float32, n)
+					for j := range x {
+						x[j] = float32(rng.NormFloat64() * 0.05)
+						b[j] = float32(rng.NormFloat64() * 3)
+					}
+					switch trial {
+					case 1:
+						b[rng.IntN(n)] = -800 // b's block past −708, x's fine
+					case 2:
+						x[rng.IntN(n)] = float32(math.NaN())
+					case 3:
+						x, b = fastTestValues(rng, n), fastTestValues(rng, n)
+					}
+					xs[i], bs[i] = x, b
+				}
+				st := newArceeStats(int64(g) + 2)
+				st.rows(1, xs, bs, make([]float64, 2*g*n))
+				for i := range g {
+					want := arceeRowStatsRef(xs[i], bs[i])
+					got := [5]float64{st.mx[1+i], st.mb[1+i], st.zx[1+i], st.zb[1+i], st.kl[1+i]}
+					for k := range got {
+						if !sameBits64(got[k], want[k]) {
+							t.Fatalf("n %d rows %d trial %d: row %d statistic %d: %v (%#x), want %v (%#x)", n, g, trial, i, k, got[k], math.Float64bits(got[k]), want[k], math.Float64bits(want[k]))
+						}
+					}
+				}
+				if st.kl[0] != 0 || st.kl[g+1] != 0 {
+					t.Fatalf("n %d rows %d: rows outside the group written", n, g)
+				}
 			}
-			switch trial {
-			case 1:
-				b[rng.IntN(n)] = -800 // b's block past −708, x's fine
-			case 2:
-				x[rng.IntN(n)] = float32(math.NaN())
-			case 3:
-				x, b = fastTestValues(rng, n), fastTestValues(rng, n)
+		}
+	}
+}
+
+// arceeRowStatsRef is one row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL as
+// passes 1 to 3 state them, one element at a time. Where an addition meets two NaNs,
+// the exponentials' sums keep the running sum's and the divergence's the term's (as
+// the single-row loops did); the reference says so explicitly rather than leave it
+// to the order the compiler gives an addition's operands.
+func arceeRowStatsRef(x, b []float32) [5]float64 {
+	mx, mb := float64(x[0]), float64(b[0])
+	for j := range x {
+		mx, mb = max(mx, float64(x[j])), max(mb, float64(b[j]))
+	}
+	sumFirst := func(z, v float64) float64 {
+		if z != z {
+			return z
+		}
+		return z + v
+	}
+	termFirst := func(z, v float64) float64 {
+		if v != v {
+			return v
+		}
+		return z + v
+	}
+	ex, eb := make([]float64, len(x)), make([]float64, len(x))
+	var zx, zb, kl float64
+	for j := range x {
+		ex[j], eb[j] = math.Exp(float64(x[j])-mx), math.Exp(float64(b[j])-mb)
+		zx, zb = sumFirst(zx, ex[j]), sumFirst(zb, eb[j])
+	}
+	for j := range x {
+		kl = termFirst(kl, arceeKLTerm(ex[j], eb[j], zx, zb))
+	}
+	return [5]float64{mx, mb, zx, zb, kl}
+}
+
+// TestArceeSumsMatchesGo: arceeSums adds each row in order from 0, as the plain
+// loop, for 1 to 17 rows (full groups of eight, groups padded to four and eight, a
+// row alone), with values whose sums depend on the order of addition.
+func TestArceeSumsMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 16))
+	for _, n := range []int{0, 1, 5, 300} {
+		for k := 1; k <= 17; k++ {
+			rows := make([][]float64, k)
+			for i := range rows {
+				rows[i] = make([]float64, n)
+				for j := range rows[i] {
+					rows[i][j] = rng.NormFloat64() * math.Pow(10, float64(rng.IntN(30)-15))
+				}
 			}
-			mx, mb := 0.03, -0.5
+			z := make([]float64, k)
+			arceeSums(z, rows)
+			for i, row := range rows {
+				var want float64
+				for _, v := range row {
+					want += v
+				}
+				if math.Float64bits(z[i]) != math.Float64bits(want) {
+					t.Fatalf("n %d rows %d: row %d: %v, want %v", n, k, i, z[i], want)
+				}
+			}
+		}
+	}
+}
+
+// TestArceeKLTermsInPlace: arceeKLTerms writing over ex (as arceeStats.rows does)
+// gives arceeKLTerm's bits, on lengths that leave tails and rows with the values
+// that send a block to Go.
+func TestArceeKLTermsInPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 17))
+	for _, n := range []int{1, 4, 7, 8, 9, 64, 1001} {
+		for trial := range 3 {
 			ex, eb := make([]float64, n), make([]float64, n)
-			zx, zb := arceeExp2(ex, eb, x, b, mx, mb)
-			wx, wb := make([]float64, n), make([]float64, n)
-			wzx, wzb := arceeExp(wx, x, mx), arceeExp(wb, b, mb)
-			if !sameBits64(zx, wzx) || !sameBits64(zb, wzb) {
-				t.Errorf("n %d trial %d: sums %v %v, want %v %v", n, trial, zx, zb, wzx, wzb)
-			}
 			for j := range ex {
-				if !sameBits64(ex[j], wx[j]) || !sameBits64(eb[j], wb[j]) {
-					t.Fatalf("n %d trial %d: element %d: %v %v, want %v %v", n, trial, j, ex[j], eb[j], wx[j], wb[j])
+				ex[j], eb[j] = rng.Float64(), rng.Float64()
+				if trial == 1 && rng.IntN(50) == 0 {
+					ex[j] = [...]float64{0, math.NaN(), math.Inf(1), 1e-310}[rng.IntN(4)]
+				}
+			}
+			zx, zb := 1+rng.Float64()*100, 1+rng.Float64()*100
+			if trial == 2 {
+				zb = 0
+			}
+			want := make([]float64, n)
+			for j := range want {
+				want[j] = arceeKLTerm(ex[j], eb[j], zx, zb)
+			}
+			arceeKLTerms(ex, ex, eb, zx, zb)
+			for j := range want {
+				if !sameBits64(ex[j], want[j]) {
+					t.Fatalf("n %d trial %d: term %d: %v, want %v", n, trial, j, ex[j], want[j])
 				}
 			}
 		}
@@ -250,6 +426,29 @@ func TestArceeRange(t *testing.T) {
 			if gl, gh := arceeRange(keys); gl != lo || gh != hi {
 				t.Errorf("n %d trial %d: [%#x, %#x], want [%#x, %#x]", n, trial, gl, gh, lo, hi)
 			}
+		}
+	}
+}
+
+// TestArceeHistCount: arceeHist.count (four keys at a time) and drain give the plain
+// counts of the keys' top 16 bits, on lengths that leave each tail.
+func TestArceeHistCount(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 20))
+	for n := range 10 {
+		keys := make([]uint32, n)
+		for j := range keys {
+			keys[j] = uint32(rng.IntN(3))<<16 | uint32(rng.IntN(1<<16)) // repeated bins
+		}
+		h := new(arceeHist)
+		h.count(keys)
+		var got [1 << 16]uint64
+		h.drain(&got, 0, 3)
+		var want [1 << 16]uint64
+		for _, k := range keys {
+			want[k>>16]++
+		}
+		if got != want || *h != (arceeHist{}) {
+			t.Errorf("n %d: counts %v, want %v (or not drained)", n, got[:4], want[:4])
 		}
 	}
 }

@@ -3,6 +3,9 @@ package merge
 import (
 	"math"
 	"sync"
+	"unsafe"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 func init() {
@@ -61,11 +64,8 @@ func orderValue(k uint32) float32 {
 func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 	seg := newSegments(tp.Shape, false, false) // rows: softmax over the last dimension
 	n := tp.NumElements()
-	rows := make([][]float64, 5) // per row: max θ, max θ_base, Σexp θ, Σexp θ_base, KL
-	for i := range rows {
-		rows[i] = make([]float64, seg.n)
-	}
-	mx, mb, zx, zb, kl := rows[0], rows[1], rows[2], rows[3], rows[4]
+	st := newArceeStats(seg.n)
+	mx, mb, zx, zb, kl := st.mx, st.mb, st.zx, st.zb, st.kl
 	// straddle: some row crosses a chunk boundary, so that passes 2 to 4 do its
 	// chunks' parts; rows inside a chunk are done by pass 1 alone.
 	straddle := false
@@ -86,9 +86,11 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		}
 	}
 	var (
-		expPool   = sync.Pool{New: func() any { return make([]float64, 2*min(seg.size, ChunkElems)) }}
+		group     = arceeGroupRows(seg.size)
+		expPool   = sync.Pool{New: func() any { return make([]float64, 2*int64(group)*min(seg.size, ChunkElems)) }}
 		keyPool   = sync.Pool{New: func() any { return make([]uint32, 2*ChunkElems) }} // pass 1 with rp: up to a row past the chunk
-		histPool  = sync.Pool{New: func() any { return make([]uint32, 1<<16) }}
+		histPool  = sync.Pool{New: func() any { return new(arceeHist) }}
+		foundPool = sync.Pool{New: func() any { return new([3][]uint32) }} // pass 5: the keys in the bins
 		mu        sync.Mutex
 		hist      []uint64    // passes 1 and 4: counts of the keys' top 16 bits
 		bins      [3]uint32   // the top 16 bits at each quantile's rank
@@ -102,21 +104,15 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		if len(keys) == 0 {
 			return
 		}
-		local := histPool.Get().([]uint32)
+		local := histPool.Get().(*arceeHist)
 		defer histPool.Put(local)
-		for _, k := range keys {
-			local[k>>16]++
-		}
+		local.count(keys)
 		first, last := arceeRange(keys)
-		first, last = first>>16, last>>16
 		mu.Lock()
 		if hist == nil {
 			hist = make([]uint64, 1<<16)
 		}
-		for i := first; i <= last; i++ {
-			hist[i] += uint64(local[i])
-			local[i] = 0
-		}
+		local.drain((*[1 << 16]uint64)(hist), first>>16, last>>16)
 		mu.Unlock()
 	}
 	// findBins locates each quantile's rank in hist, once every key is counted.
@@ -147,31 +143,38 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				NumStats: 3 * seg.slots,
 				Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 					b, x := in[0], in[1]
-					first := seg.first(pos)
 					keys := keyPool.Get().([]uint32)
 					defer keyPool.Put(keys)
-					nk := 0
+					buf := expPool.Get().([]float64)
+					defer expPool.Put(buf)
 					if rp != nil {
-						nk = arceeStartingRows(rp, in, pos, keys, &expPool, rows)
-						count(keys[:nk])
+						count(keys[:arceeStartingRows(rp, &st, in, pos, keys, buf)])
 						return
 					}
-					seg.runs(pos, len(x), func(lo, hi, slot int) {
-						if int64(hi-lo) == seg.size {
-							r := first + int64(slot)
-							mx[r], mb[r], zx[r], zb[r], kl[r] = arceeRowStats(x[lo:hi], b[lo:hi], &expPool)
-							arceeKeys(keys[nk:nk+hi-lo], x[lo:hi], b[lo:hi], kl[r])
-							nk += hi - lo
+					// The rows whole in the chunk lie between its partial runs, if any.
+					lo, hi := 0, len(x)
+					row := func(start int64) ([]float32, []float32) {
+						j := int(start - pos.Offset)
+						return x[j : j+int(seg.size)], b[j : j+int(seg.size)]
+					}
+					seg.runs(pos, len(x), func(l, h, slot int) {
+						if int64(h-l) == seg.size {
 							return
 						}
+						if l == 0 {
+							lo = h
+						} else {
+							hi = l
+						}
 						a := acc[3*slot : 3*slot+3]
-						for j := lo; j < hi; j++ {
+						for j := l; j < h; j++ {
 							if a[0] == 0 {
 								a[0], a[1], a[2] = 1, float64(x[j]), float64(b[j])
 							}
 							a[1], a[2] = max(a[1], float64(x[j])), max(a[2], float64(b[j]))
 						}
 					})
+					nk := arceeWholeRows(&st, pos.Offset+int64(lo), pos.Offset+int64(hi), seg.size, row, keys, buf)
 					count(keys[:nk])
 				},
 				Done: func(perChunk []float64) error {
@@ -270,16 +273,20 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 					b, x := in[0], in[1]
 					first := seg.first(pos)
-					keys := keyPool.Get().([]uint32)[:len(x)]
-					defer keyPool.Put(keys[:cap(keys)])
-					seg.runs(pos, len(x), func(lo, hi, slot int) {
-						arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)])
+					keys := keyPool.Get().([]uint32)
+					defer keyPool.Put(keys)
+					found := foundPool.Get().(*[3][]uint32)
+					defer foundPool.Put(found)
+					for q := range found {
+						found[q] = found[q][:0]
+					}
+					seg.runs(pos, len(x), func(l, h, slot int) {
+						arceeKeysInBins(found, keys[l:h], x[l:h], b[l:h], kl[first+int64(slot)], &bins)
 					})
-					found := arceeInBins(keys, &bins)
 					mu.Lock()
 					for q := range found {
-						for _, l := range found[q] {
-							lo[q][l]++
+						for _, k := range found[q] {
+							lo[q][uint16(k)]++
 						}
 					}
 					mu.Unlock()
@@ -308,23 +315,90 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				arceeSelect(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
 			})
 		},
+		// BF16 in and out with AVX-512: the merge from the inputs' words to the
+		// output's (arceeSelectBF16), the same bits as decoding, Merge and encoding.
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+			if !haveArceeSelectBF16 || outDT != dtype.BF16 {
+				return false
+			}
+			for _, op := range in {
+				if op.DType != dtype.BF16 || len(op.Data) != len(out) {
+					return false
+				}
+			}
+			pos, ok := sceChunkOf(tp, in) // the chunk, from where its bytes lie
+			if !ok {
+				return false
+			}
+			first := seg.first(pos)
+			dst, b, x := arceeWords(out), arceeWords(in[0].Data), arceeWords(in[1].Data)
+			seg.runs(pos, len(dst), func(lo, hi, slot int) {
+				arceeSelectBF16(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
+			})
+			return true
+		},
 	}
 }
 
-// arceeInBins gives, for each of bins, the low 16 bits of the keys whose top 16
-// bits are that bin, in order: the blocks of eight with none are skipped with AVX2
-// where the CPU has it (arceeMatchAVX2), the rest looked at in Go.
-func arceeInBins(keys []uint32, bins *[3]uint32) [3][]uint16 {
-	var found [3][]uint16
-	byBlocksOf8(len(keys), haveLerpBF16Asm,
-		func(j int) int { return arceeMatchAsm(keys[j:], bins) },
-		func(lo, hi int) { arceeInBinsGo(&found, keys[lo:hi], bins) })
-	return found
+// arceeHist is a chunk's counts of its keys' top 16 bits (an array, so that a bin
+// needs no bounds check).
+type arceeHist [1 << 16]uint32
+
+// count adds keys to h, four at a time (their bins loaded before any is counted,
+// which measured 14 % faster than one at a time).
+func (h *arceeHist) count(keys []uint32) {
+	n := len(keys) &^ 3
+	for j := 0; j < n; j += 4 {
+		k0, k1, k2, k3 := keys[j]>>16, keys[j+1]>>16, keys[j+2]>>16, keys[j+3]>>16
+		h[k0]++
+		h[k1]++
+		h[k2]++
+		h[k3]++
+	}
+	for _, k := range keys[n:] {
+		h[k>>16]++
+	}
 }
 
-// arceeInBinsGo appends to found what arceeInBins gives for keys, in Go: the
-// reference.
-func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
+// drain adds bins first to last of h to hist and zeroes them in h.
+func (h *arceeHist) drain(hist *[1 << 16]uint64, first, last uint32) {
+	for i := first; i <= last; i++ {
+		hist[i] += uint64(h[i])
+		h[i] = 0
+	}
+}
+
+// arceeKeysInBins appends to found[q] the keys of arceeKeys(keys, x, b, kl) whose
+// top 16 bits are bins[q], in order (keys: scratch of len(x)): with AVX-512 in one
+// step where the CPU has it (arceeKeysInBinsAVX512 stores only those keys), the
+// blocks it leaves (a NaN difference) by arceeKeys and arceeInBinsGo; elsewhere
+// arceeKeys, then arceeInBins.
+func arceeKeysInBins(found *[3][]uint32, keys []uint32, x, b []float32, kl float64, bins *[3]uint32) {
+	keys, b = keys[:len(x)], b[:len(x)]
+	if !haveArceeKeys512 {
+		arceeKeys(keys, x, b, kl)
+		arceeInBins(found, keys, bins)
+		return
+	}
+	byBlocksOf8(len(x), true,
+		func(j int) int { return arceeKeysInBinsAsm(found, x[j:], b[j:], kl, bins) },
+		func(lo, hi int) {
+			arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl)
+			arceeInBinsGo(found, keys[lo:hi], bins)
+		})
+}
+
+// arceeInBins appends to found[q] the keys whose top 16 bits are bins[q], in order:
+// the blocks of eight with none are skipped with AVX2 where the CPU has it
+// (arceeMatchAVX2), the rest looked at in Go.
+func arceeInBins(found *[3][]uint32, keys []uint32, bins *[3]uint32) {
+	byBlocksOf8(len(keys), haveLerpBF16Asm,
+		func(j int) int { return arceeMatchAsm(keys[j:], bins) },
+		func(lo, hi int) { arceeInBinsGo(found, keys[lo:hi], bins) })
+}
+
+// arceeInBinsGo is arceeInBins in Go, the reference.
+func arceeInBinsGo(found *[3][]uint32, keys []uint32, bins *[3]uint32) {
 	b0, b1, b2 := bins[0], bins[1], bins[2]
 	for _, k := range keys {
 		if t := k >> 16; t != b0 && t != b1 && t != b2 {
@@ -332,7 +406,7 @@ func arceeInBinsGo(found *[3][]uint16, keys []uint32, bins *[3]uint32) {
 		}
 		for q := range bins {
 			if k>>16 == bins[q] {
-				found[q] = append(found[q], uint16(k))
+				found[q] = append(found[q], k)
 			}
 		}
 	}
@@ -393,6 +467,39 @@ func arceeSelectGo(dst, x, b []float32, kl, t float64) {
 	}
 }
 
+// arceeWords views little-endian BF16 bytes as words (amd64, the only place the
+// fused path runs, is little-endian).
+func arceeWords(p []byte) []uint16 {
+	if len(p) < 2 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&p[0])), len(p)/2)
+}
+
+// arceeSelectBF16 is arceeSelect on BF16 words, as decoding, arceeSelect and encoding
+// give it: with AVX-512 sixteen at a time where the CPU has it
+// (arceeSelectBF16AVX512), arceeSelectBF16Go for the rest.
+func arceeSelectBF16(dst, x, b []uint16, kl, t float64) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	j := 0
+	if haveArceeSelectBF16 {
+		j = arceeSelectBF16Asm(dst, x, b, kl, t)
+	}
+	arceeSelectBF16Go(dst[j:], x[j:], b[j:], kl, t)
+}
+
+// arceeSelectBF16Go is arceeSelectBF16 as decoding, arceeSelectGo and encoding do
+// it, the reference.
+func arceeSelectBF16Go(dst, x, b []uint16, kl, t float64) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	var fx, fb, fd [1]float32
+	for j := range dst {
+		fx[0], fb[0] = dtype.BF16ToFloat32(x[j]), dtype.BF16ToFloat32(b[j])
+		arceeSelectGo(fd[:], fx[:], fb[:], kl, t)
+		dst[j] = dtype.Float32ToBF16(fd[0])
+	}
+}
+
 // arceeMax is the largest of float64(x[j]) and of float64(b[j]) as Go's max finds
 // them in order from x[0], b[0]: with AVX2 over float32 where the CPU has it (the
 // widening keeps the order), in Go where a row holds a NaN or its maximum is ±0
@@ -412,107 +519,261 @@ func arceeMax(x, b []float32) (mx, mb float64) {
 	return mx, mb
 }
 
-// arceeStartingRows does, for pass 1 with a rowPool, every row that starts in the
-// chunk at pos (inputs in: base, model): its statistics into rows (max θ, max
-// θ_base, Σexp θ, Σexp θ_base, KL) and its keys into keys, the rows' parts beyond
-// the chunk decoded from the operands (rowPool.each; a row that started in the
-// chunk before is left to that chunk). It returns the number of keys.
-func arceeStartingRows(rp *rowPool, in [][]float32, pos Chunk, keys []uint32, expPool *sync.Pool, rows [][]float64) int {
-	rb := rp.get()
-	defer rp.put(rb)
-	nk := 0
-	rp.each(rb, in, pos, func(start, _, _ int64, whole [][]float32) {
-		if start < pos.Offset {
-			return
+// arceeGroup is the most rows whose statistics arceeStats.rows computes at once, and
+// arceeGroupElems the most elements they may hold: enough rows that their in-order
+// sums, each a chain of dependent additions, overlap (eight chains keep the adders
+// busy where one waits on each addition's latency), few enough that their
+// exponentials (16 bytes per element) stay in the core's cache.
+const (
+	arceeGroup      = 8
+	arceeGroupElems = 1 << 15
+)
+
+// arceeGroupRows is the number of rows of L elements that arceeStats.rows is given at
+// once.
+func arceeGroupRows(L int64) int { return int(max(1, min(arceeGroup, arceeGroupElems/max(L, 1)))) }
+
+// arceeStats holds each row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL.
+type arceeStats struct{ mx, mb, zx, zb, kl []float64 }
+
+func newArceeStats(rows int64) arceeStats {
+	return arceeStats{make([]float64, rows), make([]float64, rows), make([]float64, rows), make([]float64, rows), make([]float64, rows)}
+}
+
+// rows sets the statistics of rows r, r+1, …, r+len(xs)−1, whole rows of one length
+// (θ in xs, θ_base in bs; at most arceeGroup of them), as passes 1 to 3 compute them
+// for a row across chunks: the same operations in the same order, so the same bits.
+// Each exponential is taken once and held in buf (2·len(xs)·L elements) for the
+// divergence, and each row's sums are added in order, the rows' at once
+// (arceeSums).
+func (st *arceeStats) rows(r int64, xs, bs [][]float32, buf []float64) {
+	g, L := len(xs), len(xs[0])
+	var e, t [2 * arceeGroup][]float64
+	var z [2 * arceeGroup]float64
+	for i := range g {
+		ex, eb := buf[2*i*L:(2*i+1)*L], buf[(2*i+1)*L:(2*i+2)*L]
+		e[2*i], e[2*i+1] = ex, eb
+		mx, mb := arceeMax(xs[i], bs[i])
+		st.mx[r+int64(i)], st.mb[r+int64(i)] = mx, mb
+		arceeExps(ex, xs[i], mx)
+		arceeExps(eb, bs[i], mb)
+	}
+	arceeSums(z[:2*g], e[:2*g])
+	for i := range g {
+		zx, zb := z[2*i], z[2*i+1]
+		st.zx[r+int64(i)], st.zb[r+int64(i)] = zx, zb
+		t[i] = e[2*i] // the terms replace θ's exponentials
+		arceeKLTerms(t[i], e[2*i], e[2*i+1], zx, zb)
+	}
+	arceeSums(st.kl[r:r+int64(g)], t[:g])
+	for i := range g {
+		if kl := st.kl[r+int64(i)]; kl != kl {
+			st.kl[r+int64(i)] = arceeSumTermFirst(t[i])
 		}
-		r, b, x := start/rp.L, whole[0], whole[1]
-		rows[0][r], rows[1][r], rows[2][r], rows[3][r], rows[4][r] = arceeRowStats(x, b, expPool)
-		arceeKeys(keys[nk:nk+len(x)], x, b, rows[4][r])
-		nk += len(x)
-	})
+	}
+}
+
+// arceeSumTermFirst is the sum of a in order from 0 where, of two NaNs, an addition
+// keeps the term's: the divergence's sum as the single-row loop added it (terms that
+// meet math.Log's special cases, the only NaN terms, were added by Go code that kept
+// the term's NaN), which arceeSums, keeping the running sum's, does not give where
+// NaNs of two payloads meet. Only for rows whose divergence is NaN.
+func arceeSumTermFirst(a []float64) float64 {
+	var z float64
+	for _, v := range a {
+		if v != v {
+			z = v
+		} else {
+			z += v
+		}
+	}
+	return z
+}
+
+// arceeWholeRows does, for pass 1, the rows of L elements that start at flat index
+// start and lie whole in the inputs served by row (base, model), up to end: their
+// statistics into st, their keys into keys, arceeGroupRows(L) rows at a time. It
+// returns the number of keys.
+func arceeWholeRows(st *arceeStats, start, end, L int64, row func(start int64) (x, b []float32), keys []uint32, buf []float64) int {
+	group := arceeGroupRows(L)
+	var xs, bs [arceeGroup][]float32
+	nk := 0
+	for start+L <= end {
+		r, g := start/L, 0
+		for ; g < group && start+L <= end; g, start = g+1, start+L {
+			xs[g], bs[g] = row(start)
+		}
+		st.rows(r, xs[:g], bs[:g], buf)
+		for i := range g {
+			arceeKeys(keys[nk:nk+int(L)], xs[i], bs[i], st.kl[r+int64(i)])
+			nk += int(L)
+		}
+	}
 	return nk
 }
 
-// arceeRowStats is one whole row's max θ, max θ_base, Σexp θ, Σexp θ_base and KL, as
-// passes 1 to 3 compute them for a row across chunks (the same operations in the same
-// order, so the same bits), with each exponential taken once: its scratch, from pool,
-// holds them for the divergence.
-func arceeRowStats(x, b []float32, pool *sync.Pool) (mx, mb, zx, zb, kl float64) {
-	buf := pool.Get().([]float64)
-	defer pool.Put(buf)
-	ex, eb := buf[:len(x)], buf[len(x):2*len(x)]
-	mx, mb = arceeMax(x, b)
-	zx, zb = arceeExp2(ex, eb, x, b, mx, mb)
-	kl = arceeKL(ex, eb, zx, zb)
-	return mx, mb, zx, zb, kl
+// arceeStartingRows does, for pass 1 with a rowPool, every row that starts in the
+// chunk at pos (inputs in: base, model; rows of rp.L ≤ ChunkElems elements): the
+// last one's part beyond the chunk decoded from the operands into the pool's
+// buffers (the only row that can hold such a part), the one that started in the
+// chunk before left to that chunk. It returns the number of keys.
+func arceeStartingRows(rp *rowPool, st *arceeStats, in [][]float32, pos Chunk, keys []uint32, buf []float64) int {
+	rb := rp.get()
+	defer rp.put(rb)
+	L, off, end := rp.L, pos.Offset, pos.Offset+int64(len(in[0]))
+	row := func(start int64) (x, b []float32) {
+		if start+L <= end {
+			return in[1][start-off : start-off+L], in[0][start-off : start-off+L]
+		}
+		for k, op := range rp.t.In {
+			// newRowPool checked that the data holds the row and that it starts on
+			// a whole block, which is all Decode can refuse.
+			_ = dtype.Decode(rb.dec[k][:L], op.Data[op.DType.Bytes(start):], op.DType)
+		}
+		return rb.dec[1][:L], rb.dec[0][:L]
+	}
+	first := (off + L - 1) / L * L
+	return arceeWholeRows(st, first, min(end+L-1, rp.n), L, row, keys, buf)
+}
+
+// arceeSums sets z[i] to the sum of rows[i] (all of one length), added in order from
+// 0 as a plain loop adds it, up to eight rows at once so that their chains of
+// additions overlap.
+func arceeSums(z []float64, rows [][]float64) {
+	for i := 0; i < len(rows); i += 8 {
+		k := min(8, len(rows)-i)
+		if k == 1 {
+			z[i] = arceeSum(rows[i])
+			continue
+		}
+		var r8 [8][]float64 // short of eight: the last row again, its sum dropped
+		for c := range r8 {
+			r8[c] = rows[i+min(c, k-1)]
+		}
+		var s [8]float64
+		if k <= 4 {
+			arceeSum4(&s, &r8)
+		} else {
+			arceeSum8(&s, &r8)
+		}
+		copy(z[i:i+k], s[:k])
+	}
+}
+
+// arceeSum is the sum of a, added in order from 0: the reference.
+func arceeSum(a []float64) float64 {
+	var z float64
+	for _, v := range a {
+		z += v
+	}
+	return z
+}
+
+// arceeSum4 sets s[0:4] to arceeSum of rows[0:4], all of one length, at once.
+func arceeSum4(s *[8]float64, rows *[8][]float64) {
+	a0 := rows[0]
+	n := len(a0)
+	a1, a2, a3 := rows[1][:n], rows[2][:n], rows[3][:n]
+	var z0, z1, z2, z3 float64
+	for j := range n {
+		z0 += a0[j]
+		z1 += a1[j]
+		z2 += a2[j]
+		z3 += a3[j]
+	}
+	s[0], s[1], s[2], s[3] = z0, z1, z2, z3
+}
+
+// arceeSum8 sets s to arceeSum of each of rows, all of one length, at once.
+func arceeSum8(s *[8]float64, rows *[8][]float64) {
+	a0 := rows[0]
+	n := len(a0)
+	a1, a2, a3, a4, a5, a6, a7 := rows[1][:n], rows[2][:n], rows[3][:n], rows[4][:n], rows[5][:n], rows[6][:n], rows[7][:n]
+	var z0, z1, z2, z3, z4, z5, z6, z7 float64
+	for j := range n {
+		z0 += a0[j]
+		z1 += a1[j]
+		z2 += a2[j]
+		z3 += a3[j]
+		z4 += a4[j]
+		z5 += a5[j]
+		z6 += a6[j]
+		z7 += a7[j]
+	}
+	s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7] = z0, z1, z2, z3, z4, z5, z6, z7
 }
 
 // arceeExp sets dst[j] = exp(float64(src[j]) − m) and returns their sum, added in
-// order from 0: with AVX2 four at a time where math.Exp takes its ordinary path
-// (arceeExpAVX2 does its operations), in Go for the rest.
+// order from 0: one row's part of arceeStats.rows.
 func arceeExp(dst []float64, src []float32, m float64) float64 {
-	return arceeExpFrom(dst, src, m, 0)
+	arceeExps(dst, src, m)
+	return arceeSum(dst)
 }
 
-// arceeExpFrom is arceeExp with the sum starting at z.
-func arceeExpFrom(dst []float64, src []float32, m, z float64) float64 {
+// arceeExps sets dst[j] = exp(float64(src[j]) − m): with AVX2 four at a time (AVX-512
+// eight) where math.Exp takes its ordinary path (arceeExpAVX2 does its operations),
+// with math.Exp for the rest.
+func arceeExps(dst []float64, src []float32, m float64) {
 	src = src[:len(dst)]
 	j := 0
 	if haveArceeExpAsm {
 		for len(dst)-j >= 4 {
-			j += arceeExpAsm(dst[j:], src[j:], m, &z)
+			j += arceeExpAsm(dst[j:], src[j:], m)
 			if len(dst)-j < 4 {
 				break
 			}
 			for range 4 { // the block it stopped at
 				dst[j] = math.Exp(float64(src[j]) - m)
-				z += dst[j]
 				j++
 			}
 		}
 	}
 	for ; j < len(dst); j++ {
 		dst[j] = math.Exp(float64(src[j]) - m)
-		z += dst[j]
 	}
-	return z
 }
 
-// arceeExp2 is arceeExp of a row of θ and one of θ_base, (ex, x, mx) and
-// (eb, b, mb), with the same bits: with AVX2 both at once where the CPU has it
-// (arceeExp2AVX2 overlaps the two sums' additions), arceeExp for the rest.
-func arceeExp2(ex, eb []float64, x, b []float32, mx, mb float64) (zx, zb float64) {
-	eb, x, b = eb[:len(ex)], x[:len(ex)], b[:len(ex)]
-	j := 0
-	if haveArceeExpAsm && len(ex) >= 4 {
-		j = arceeExp2Asm(ex, eb, x, b, mx, mb, &zx, &zb)
-	}
-	return arceeExpFrom(ex[j:], x[j:], mx, zx), arceeExpFrom(eb[j:], b[j:], mb, zb)
-}
-
-// arceeKL is Σ_j arceeKLTerm(ex[j], eb[j], zx, zb), added in order from 0: with AVX2
-// four terms at a time where math.Log has no special case (arceeKLAVX2 computes the
-// logarithm with its operations), in Go for the rest.
+// arceeKL is Σ_j arceeKLTerm(ex[j], eb[j], zx, zb), added in order from 0: one row's
+// part of arceeStats.rows, the terms made a block at a time on the stack.
 func arceeKL(ex, eb []float64, zx, zb float64) float64 {
 	eb = eb[:len(ex)]
+	var terms [256]float64
 	var kl float64
+	for j := 0; j < len(ex); j += len(terms) {
+		t := terms[:min(len(terms), len(ex)-j)]
+		arceeKLTerms(t, ex[j:], eb[j:], zx, zb)
+		for _, v := range t {
+			if v != v { // the term's NaN, as arceeStats.rows keeps it
+				kl = v
+			} else {
+				kl += v
+			}
+		}
+	}
+	return kl
+}
+
+// arceeKLTerms sets dst[j] = arceeKLTerm(ex[j], eb[j], zx, zb) (dst may be ex or eb):
+// with AVX2 four terms at a time (AVX-512 eight) where math.Log has no special case
+// (arceeKLAVX2 computes the logarithm with its operations), in Go for the rest.
+func arceeKLTerms(dst, ex, eb []float64, zx, zb float64) {
+	ex, eb = ex[:len(dst)], eb[:len(dst)]
 	j := 0
 	if haveLerpBF16Asm {
-		for len(ex)-j >= 4 {
-			j += arceeKLAsm(ex[j:], eb[j:], zx, zb, &kl)
-			if len(ex)-j < 4 {
+		for len(dst)-j >= 4 {
+			j += arceeKLAsm(dst[j:], ex[j:], eb[j:], zx, zb)
+			if len(dst)-j < 4 {
 				break
 			}
 			for range 4 { // the block it stopped at
-				kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+				dst[j] = arceeKLTerm(ex[j], eb[j], zx, zb)
 				j++
 			}
 		}
 	}
-	for ; j < len(ex); j++ {
-		kl += arceeKLTerm(ex[j], eb[j], zx, zb)
+	for ; j < len(dst); j++ {
+		dst[j] = arceeKLTerm(ex[j], eb[j], zx, zb)
 	}
-	return kl
 }
 
 // arceeKLTerm is one element's p·log(p/q), p = ex/zx + 1e-8 and q = eb/zb + 1e-8

@@ -2,27 +2,35 @@
 
 package merge
 
-import "golang.org/x/sys/cpu"
+import (
+	"slices"
+
+	"golang.org/x/sys/cpu"
+)
 
 //go:noescape
-func arceeKLAVX2(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+func arceeKLAVX2(dst, ex, eb *float64, n int, zx, zb float64) int
 
-// arceeKLAsm adds the terms it can to *kl with AVX2 (a multiple of 4, stopping before
-// a block whose p/q math.Log treats as a special case) and returns how many it did;
-// the caller checks haveLerpBF16Asm (the CPU has AVX2) and gives at least 4.
-func arceeKLAsm(ex, eb []float64, zx, zb float64, kl *float64) int {
-	if haveArceeKL512 && len(ex) >= 8 {
-		return arceeKLAVX512(&ex[0], &eb[0], len(ex)&^7, zx, zb, kl)
+// arceeKLAsm sets the terms it can of dst with AVX2, or AVX-512 where the CPU has it
+// (a multiple of 4, stopping before a block whose p/q math.Log treats as a special
+// case) and returns how many it did; the caller checks haveLerpBF16Asm (the CPU has
+// AVX2) and gives at least 4.
+func arceeKLAsm(dst, ex, eb []float64, zx, zb float64) int {
+	if haveArceeKL512 && len(dst) >= 8 {
+		return arceeKLAVX512(&dst[0], &ex[0], &eb[0], len(dst)&^7, zx, zb)
 	}
-	return arceeKLAVX2(&ex[0], &eb[0], len(ex)&^3, zx, zb, kl)
+	return arceeKLAVX2(&dst[0], &ex[0], &eb[0], len(dst)&^3, zx, zb)
 }
 
 //go:noescape
-func arceeKLAVX512(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+func arceeKLAVX512(dst, ex, eb *float64, n int, zx, zb float64) int
 
-// haveArceeKL512: arceeKLAVX512 can run here. A var, so that the tests can run the
-// AVX2 loop too.
-var haveArceeKL512 = cpu.X86.HasAVX512F
+// haveArceeKL512: arceeKLAVX512 can run here (AVX-512 F, and DQ for its masks and
+// classes). A var, so that the tests can run the AVX2 loop too.
+var haveArceeKL512 = haveArcee512
+
+// haveArcee512: the CPU has the AVX-512 parts the arcee kernels use (F, DQ).
+var haveArcee512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
 
 // haveArceeExpAsm says whether arceeExpAVX2 can run here and give math.Exp's bits:
 // math.Exp on amd64 fuses its multiply-adds when the CPU has FMA (and AVX), and the
@@ -30,34 +38,73 @@ var haveArceeKL512 = cpu.X86.HasAVX512F
 var haveArceeExpAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
 //go:noescape
-func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
+func arceeExpAVX2(dst *float64, src *float32, n int, m float64) int
 
-// arceeExpAsm does the elements it can with AVX2 (a multiple of 4, stopping before a
-// block math.Exp treats as a special case) and returns how many it did; the caller
-// checks haveArceeExpAsm and gives at least 4.
-func arceeExpAsm(dst []float64, src []float32, m float64, z *float64) int {
-	return arceeExpAVX2(&dst[0], &src[0], len(dst)&^3, m, z)
+//go:noescape
+func arceeExpAVX512(dst *float64, src *float32, n int, m float64) int
+
+// haveArceeExp512: arceeExpAVX512 can run here (AVX-512 F, and FMA for math.Exp's
+// path). A var, so that the tests can run the AVX2 loop too.
+var haveArceeExp512 = haveArceeExpAsm && haveArcee512
+
+// arceeExpAsm does the elements it can with AVX2, or AVX-512 where the CPU has it (a
+// multiple of 4, stopping before a block math.Exp treats as a special case) and
+// returns how many it did; the caller checks haveArceeExpAsm and gives at least 4.
+func arceeExpAsm(dst []float64, src []float32, m float64) int {
+	if haveArceeExp512 && len(dst) >= 8 {
+		return arceeExpAVX512(&dst[0], &src[0], len(dst)&^7, m)
+	}
+	return arceeExpAVX2(&dst[0], &src[0], len(dst)&^3, m)
 }
 
 //go:noescape
 func arceeKeysAVX2(keys *uint32, x, b *float32, n int, kl float64) int
 
-// arceeKeysAsm sets the keys it can with AVX2 (a multiple of 8, stopping before a
-// block with a NaN difference) and returns how many it did; the caller checks
+//go:noescape
+func arceeKeysAVX512(keys *uint32, x, b *float32, n int, kl float64) int
+
+// haveArceeKeys512: arceeKeysAVX512 and arceeSelectAVX512 can run here. A var, so
+// that the tests can run the AVX2 loops too.
+var haveArceeKeys512 = haveArcee512
+
+// arceeKeysAsm sets the keys it can with AVX-512 sixteen at a time where the CPU has
+// it, AVX2 eight at a time for the rest (a multiple of 8, stopping before a block
+// with a NaN difference) and returns how many it did; the caller checks
 // haveLerpBF16Asm and gives at least 8.
 func arceeKeysAsm(keys []uint32, x, b []float32, kl float64) int {
-	return arceeKeysAVX2(&keys[0], &x[0], &b[0], len(keys)&^7, kl)
+	j := 0
+	if haveArceeKeys512 && len(keys) >= 16 {
+		n := len(keys) &^ 15
+		if j = arceeKeysAVX512(&keys[0], &x[0], &b[0], n, kl); j < n {
+			return j // the block it stopped at
+		}
+	}
+	if len(keys)-j >= 8 {
+		j += arceeKeysAVX2(&keys[j], &x[j], &b[j], (len(keys)-j)&^7, kl)
+	}
+	return j
 }
 
 //go:noescape
 func arceeSelectAVX2(dst, x, b *float32, n int, kl, t float64)
 
-// arceeSelectAsm does dst[:len(dst)&^3] with AVX2; the caller checks haveLerpBF16Asm
-// and gives at least 4.
+//go:noescape
+func arceeSelectAVX512(dst, x, b *float32, n int, kl, t float64)
+
+// arceeSelectAsm does dst[:len(dst)&^3] with AVX-512 sixteen at a time where the CPU
+// has it and AVX2 four at a time for the rest; the caller checks haveLerpBF16Asm and
+// gives at least 4.
 func arceeSelectAsm(dst, x, b []float32, kl, t float64) int {
-	n := len(dst) &^ 3
-	arceeSelectAVX2(&dst[0], &x[0], &b[0], n, kl, t)
-	return n
+	j := 0
+	if haveArceeKeys512 && len(dst) >= 16 {
+		j = len(dst) &^ 15
+		arceeSelectAVX512(&dst[0], &x[0], &b[0], j, kl, t)
+	}
+	if n := (len(dst) - j) &^ 3; n > 0 {
+		arceeSelectAVX2(&dst[j], &x[j], &b[j], n, kl, t)
+		j += n
+	}
+	return j
 }
 
 //go:noescape
@@ -83,25 +130,6 @@ func arceeMatchAsm(keys []uint32, bins *[3]uint32) int {
 }
 
 //go:noescape
-func arceeExp2AVX2(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
-
-// arceeExp2Asm does the elements it can of two rows with AVX2 (a multiple of 4) and
-// returns how many; the caller checks haveArceeExpAsm and gives at least 4.
-func arceeExp2Asm(ex, eb []float64, x, b []float32, mx, mb float64, zx, zb *float64) int {
-	if haveArceeExp512 && len(ex) >= 8 {
-		return arceeExp2AVX512(&ex[0], &eb[0], &x[0], &b[0], len(ex)&^7, mx, mb, zx, zb)
-	}
-	return arceeExp2AVX2(&ex[0], &eb[0], &x[0], &b[0], len(ex)&^3, mx, mb, zx, zb)
-}
-
-//go:noescape
-func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
-
-// haveArceeExp512: arceeExp2AVX512 can run here (AVX-512 F, and FMA for math.Exp's
-// path). A var, so that the tests can run the AVX2 loop too.
-var haveArceeExp512 = haveArceeExpAsm && cpu.X86.HasAVX512F
-
-//go:noescape
 func arceeRangeAVX2(keys *uint32, n int) (lo, hi uint32)
 
 // arceeRangeAsm is the least and the greatest of keys[:n], n = len(keys)&^7, with
@@ -110,4 +138,46 @@ func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) {
 	n = len(keys) &^ 7
 	lo, hi = arceeRangeAVX2(&keys[0], n)
 	return lo, hi, n
+}
+
+//go:noescape
+func arceeKeysInBinsAVX512(x, b *float32, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int) int
+
+// arceeKeysInBinsAsm appends to found what arceeKeysInBins does for the elements it
+// can with AVX-512 (a multiple of 16, stopping before a block with a NaN difference)
+// and returns how many it did; the caller checks haveArceeKeys512.
+func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3]uint32) int {
+	n := len(x) &^ 15
+	if n == 0 {
+		return 0
+	}
+	var out [3]*uint32
+	var counts [3]int
+	for q := range found {
+		found[q] = slices.Grow(found[q], n+16) // a block's keys are stored whole
+		counts[q] = len(found[q])
+		out[q] = &found[q][:cap(found[q])][0]
+	}
+	j := arceeKeysInBinsAVX512(&x[0], &b[0], n, kl, bins, &out, &counts)
+	for q := range found {
+		found[q] = found[q][:counts[q]]
+	}
+	return j
+}
+
+//go:noescape
+func arceeSelectBF16AVX512(dst, x, b *uint16, n int, kl, t float64)
+
+// haveArceeSelectBF16: arceeSelectBF16AVX512 can run here (AVX-512 F, DQ, BW, VL).
+// A var, so that the tests can run without it.
+var haveArceeSelectBF16 = haveArcee512 && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL
+
+// arceeSelectBF16Asm does dst[:len(dst)&^15] with AVX-512 and returns how many; the
+// caller checks haveArceeSelectBF16.
+func arceeSelectBF16Asm(dst, x, b []uint16, kl, t float64) int {
+	n := len(dst) &^ 15
+	if n > 0 {
+		arceeSelectBF16AVX512(&dst[0], &x[0], &b[0], n, kl, t)
+	}
+	return n
 }

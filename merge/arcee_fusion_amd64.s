@@ -84,23 +84,22 @@ DATA arceeklconst<>+592(SB)/8, $0x3dea39ef35793c76
 DATA arceeklconst<>+600(SB)/8, $0x3dea39ef35793c76
 GLOBL arceeklconst<>(SB), RODATA, $608
 
-// func arceeKLAVX2(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+// func arceeKLAVX2(dst, ex, eb *float64, n int, zx, zb float64) int
 //
-// *kl += p·log(p/q) for j < n (a multiple of 4), p = ex[j]/zx + 1e-8 and
+// dst[j] = p·log(p/q) for j < n (a multiple of 4), p = ex[j]/zx + 1e-8 and
 // q = eb[j]/zb + 1e-8, four lanes at a time with arceeKLTerm's operations and the
 // logarithm computed as Go's math.Log computes it on amd64 (the same operations, so
-// the same bits); the four terms are added to *kl one at a time, in order. It stops
+// the same bits); dst may be ex or eb (the caller adds the terms). It stops
 // before the first block of four where some p/q is not a positive normal number (zero,
 // subnormal, infinite or NaN: math.Log's special cases), which the caller does in Go,
 // and returns the elements it did.
 TEXT ·arceeKLAVX2(SB), NOSPLIT, $0-56
-	MOVQ         ex+0(FP), SI
-	MOVQ         eb+8(FP), DX
-	MOVQ         n+16(FP), CX
-	VBROADCASTSD zx+24(FP), Y15
-	VBROADCASTSD zb+32(FP), Y14
-	MOVQ         kl+40(FP), DI
-	VMOVSD       (DI), X12
+	MOVQ         dst+0(FP), DI
+	MOVQ         ex+8(FP), SI
+	MOVQ         eb+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD zx+32(FP), Y15
+	VBROADCASTSD zb+40(FP), Y14
 	VMOVUPD      arceeklconst<>+0(SB), Y13
 	XORQ         AX, AX
 
@@ -164,18 +163,11 @@ loop:
 	VSUBPD  Y10, Y6, Y6                         // log r
 
 	VMULPD      Y6, Y0, Y0                      // p·log r
-	VADDSD      X0, X12, X12
-	VPERMILPD   $1, X0, X1
-	VADDSD      X1, X12, X12
-	VEXTRACTF128 $1, Y0, X0
-	VADDSD      X0, X12, X12
-	VPERMILPD   $1, X0, X1
-	VADDSD      X1, X12, X12
+	VMOVUPD     Y0, (DI)(AX*8)
 	ADDQ        $4, AX
 	JMP         loop
 
 done:
-	VMOVSD X12, (DI)
 	MOVQ   AX, ret+48(FP)
 	VZEROUPPER
 	RET
@@ -251,21 +243,20 @@ DATA arceeexpconst<>+496(SB)/8, $1023
 DATA arceeexpconst<>+504(SB)/8, $1023
 GLOBL arceeexpconst<>(SB), RODATA, $512
 
-// func arceeExpAVX2(dst *float64, src *float32, n int, m float64, z *float64) int
+// func arceeExpAVX2(dst *float64, src *float32, n int, m float64) int
 //
-// dst[j] = exp(float64(src[j]) − m) and *z += dst[j], in order, for j < n (a multiple
-// of 4), four lanes at a time, the exponential computed as Go's math.Exp computes it
+// dst[j] = exp(float64(src[j]) − m) for j < n (a multiple of 4), four lanes at a
+// time (the caller adds them: several rows' sums at once overlap their chains of
+// additions), the exponential computed as Go's math.Exp computes it
 // on amd64 when the CPU has FMA (the same operations, fused where it fuses them, so
 // the same bits; the caller checks for FMA). It stops before the first block of four
 // where some argument is outside [−708, 708] or NaN (math.Exp's special, subnormal
 // and overflow paths), which the caller does in Go, and returns the elements it did.
-TEXT ·arceeExpAVX2(SB), NOSPLIT, $0-48
+TEXT ·arceeExpAVX2(SB), NOSPLIT, $0-40
 	MOVQ         dst+0(FP), DI
 	MOVQ         src+8(FP), SI
 	MOVQ         n+16(FP), CX
 	VBROADCASTSD m+24(FP), Y15
-	MOVQ         z+32(FP), DX
-	VMOVSD       (DX), X14
 	XORQ         AX, AX
 
 eloop:
@@ -307,32 +298,28 @@ eloop:
 	VPSLLQ    $52, Y3, Y3                          // 2^k
 	VMULPD    Y3, Y0, Y0
 	VMOVUPD   Y0, (DI)(AX*8)
-	VADDSD    X0, X14, X14
-	VPERMILPD $1, X0, X1
-	VADDSD    X1, X14, X14
-	VEXTRACTF128 $1, Y0, X0
-	VADDSD    X0, X14, X14
-	VPERMILPD $1, X0, X1
-	VADDSD    X1, X14, X14
 	ADDQ      $4, AX
 	JMP       eloop
 
 edone:
-	VMOVSD X14, (DX)
-	MOVQ   AX, ret+40(FP)
+	MOVQ   AX, ret+32(FP)
 	VZEROUPPER
 	RET
 
 
 // The float64 magnitude mask (four copies) and the float32 sign bit (four copies),
-// for the importances' order keys.
+// for the importances' order keys; BF16's magnitude mask, its +Inf and its quiet
+// bit (four copies each), for arceeSelectBF16AVX512's NaNs.
 DATA arceekeyconst<>+0(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+8(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+16(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+24(SB)/8, $0x7FFFFFFFFFFFFFFF
 DATA arceekeyconst<>+32(SB)/8, $0x8000000080000000
 DATA arceekeyconst<>+40(SB)/8, $0x8000000080000000
-GLOBL arceekeyconst<>(SB), RODATA, $48
+DATA arceekeyconst<>+48(SB)/8, $0x7FFF7FFF7FFF7FFF
+DATA arceekeyconst<>+56(SB)/8, $0x7F807F807F807F80
+DATA arceekeyconst<>+64(SB)/8, $0x0040004000400040
+GLOBL arceekeyconst<>(SB), RODATA, $72
 
 // ARCEE_IMP4(off, dst) sets Xdst to the four importances
 // float32(|float64(x[j]) − float64(b[j])|·kl) from x = SI, b = DX at element AX + off
@@ -386,6 +373,280 @@ kloop:
 
 kdone:
 	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func arceeKeysAVX512(keys *uint32, x, b *float32, n int, kl float64) int
+//
+// arceeKeysAVX2 sixteen at a time (n a multiple of 16): the same operations on eight
+// float64 lanes twice, the keys made on sixteen float32 lanes. It stops before the
+// first block of sixteen with a NaN difference and returns the elements it did.
+TEXT ·arceeKeysAVX512(SB), NOSPLIT, $0-48
+	MOVQ         keys+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Z15
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	VPBROADCASTD arceekeyconst<>+32(SB), Z13
+	XORQ         AX, AX
+
+k16loop:
+	CMPQ         AX, CX
+	JGE          k16done
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VCVTPS2PD    (DX)(AX*4), Z1
+	VSUBPD       Z1, Z0, Z0                   // x − b
+	VCVTPS2PD    32(SI)(AX*4), Z2
+	VCVTPS2PD    32(DX)(AX*4), Z3
+	VSUBPD       Z3, Z2, Z2
+	VCMPPD       $3, Z0, Z0, K1               // the differences that are NaN
+	VCMPPD       $3, Z2, Z2, K2
+	KORTESTW     K1, K2
+	JNE          k16done
+	VANDPD       Z14, Z0, Z0
+	VMULPD       Z15, Z0, Z0
+	VCVTPD2PS    Z0, Y0                       // the importances
+	VANDPD       Z14, Z2, Z2
+	VMULPD       Z15, Z2, Z2
+	VCVTPD2PS    Z2, Y2
+	VINSERTF64X4 $1, Y2, Z0, Z0
+	// order key: bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31 otherwise
+	VPSRAD       $31, Z0, Z1
+	VPORD        Z13, Z1, Z1
+	VPXORD       Z1, Z0, Z0
+	VMOVDQU32    Z0, (DI)(AX*4)
+	ADDQ         $16, AX
+	JMP          k16loop
+
+k16done:
+	MOVQ   AX, ret+40(FP)
+	VZEROUPPER
+	RET
+
+// func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
+//
+// The index of the first block of eight keys, j < n (a multiple of 8), of which
+// some key's top 16 bits are one of bins, or n where none is: pass 5 looks at those
+// blocks only.
+TEXT ·arceeMatchAVX2(SB), NOSPLIT, $0-32
+	MOVQ         keys+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVQ         bins+16(FP), DX
+	VPBROADCASTD 0(DX), Y13
+	VPBROADCASTD 4(DX), Y14
+	VPBROADCASTD 8(DX), Y15
+	XORQ         AX, AX
+
+fmloop:
+	CMPQ      AX, CX
+	JGE       fmdone
+	VMOVDQU   (SI)(AX*4), Y0
+	VPSRLD    $16, Y0, Y0
+	VPCMPEQD  Y13, Y0, Y1
+	VPCMPEQD  Y14, Y0, Y2
+	VPOR      Y2, Y1, Y1
+	VPCMPEQD  Y15, Y0, Y2
+	VPOR      Y2, Y1, Y1
+	VPTEST    Y1, Y1
+	JNE       fmdone
+	ADDQ      $8, AX
+	JMP       fmloop
+
+fmdone:
+	MOVQ   AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func arceeKeysInBinsAVX512(x, b *float32, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int) int
+//
+// arceeKeysAVX512's keys, sixteen at a time (n a multiple of 16), not stored: those
+// whose top 16 bits are bins[q] are written, in order, to out[q] from index
+// counts[q] on (which it advances; each out[q] has room for n + 16 more: a block's
+// keys are compressed into a register and stored whole). It stops before the first
+// block of sixteen with a NaN difference and returns the elements it did.
+TEXT ·arceeKeysInBinsAVX512(SB), NOSPLIT, $0-64
+	MOVQ         x+0(FP), SI
+	MOVQ         b+8(FP), DX
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD kl+24(FP), Z15
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	VPBROADCASTD arceekeyconst<>+32(SB), Z13
+	MOVQ         bins+32(FP), DI
+	VPBROADCASTD 0(DI), Z10
+	VPBROADCASTD 4(DI), Z11
+	VPBROADCASTD 8(DI), Z12
+	MOVQ         out+40(FP), DI
+	MOVQ         0(DI), R8
+	MOVQ         8(DI), R9
+	MOVQ         16(DI), R10
+	MOVQ         counts+48(FP), DI
+	MOVQ         0(DI), R11
+	MOVQ         8(DI), R12
+	MOVQ         16(DI), R13
+	XORQ         AX, AX
+
+kbloop:
+	CMPQ         AX, CX
+	JGE          kbdone
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VCVTPS2PD    (DX)(AX*4), Z1
+	VSUBPD       Z1, Z0, Z0                   // x − b
+	VCVTPS2PD    32(SI)(AX*4), Z2
+	VCVTPS2PD    32(DX)(AX*4), Z3
+	VSUBPD       Z3, Z2, Z2
+	VCMPPD       $3, Z0, Z0, K1               // the differences that are NaN
+	VCMPPD       $3, Z2, Z2, K2
+	KORTESTW     K1, K2
+	JNE          kbdone
+	VANDPD       Z14, Z0, Z0
+	VMULPD       Z15, Z0, Z0
+	VCVTPD2PS    Z0, Y0
+	VANDPD       Z14, Z2, Z2
+	VMULPD       Z15, Z2, Z2
+	VCVTPD2PS    Z2, Y2
+	VINSERTF64X4 $1, Y2, Z0, Z0
+	VPSRAD       $31, Z0, Z1
+	VPORD        Z13, Z1, Z1
+	VPXORD       Z1, Z0, Z0                   // the keys
+	VPSRLD       $16, Z0, Z1
+	VPCMPEQD     Z10, Z1, K1
+	VPCMPEQD     Z11, Z1, K2
+	VPCMPEQD     Z12, Z1, K3
+	KORW         K1, K2, K4
+	KORTESTW     K4, K3
+	JEQ          kbnext                       // none in the bins: the common case
+	VPCOMPRESSD  Z0, K1, Z4
+	VMOVDQU32    Z4, (R8)(R11*4)
+	KMOVW        K1, BX
+	POPCNTL      BX, BX
+	ADDQ         BX, R11
+	VPCOMPRESSD  Z0, K2, Z4
+	VMOVDQU32    Z4, (R9)(R12*4)
+	KMOVW        K2, BX
+	POPCNTL      BX, BX
+	ADDQ         BX, R12
+	VPCOMPRESSD  Z0, K3, Z4
+	VMOVDQU32    Z4, (R10)(R13*4)
+	KMOVW        K3, BX
+	POPCNTL      BX, BX
+	ADDQ         BX, R13
+
+kbnext:
+	ADDQ         $16, AX
+	JMP          kbloop
+
+kbdone:
+	MOVQ   R11, 0(DI)
+	MOVQ   R12, 8(DI)
+	MOVQ   R13, 16(DI)
+	MOVQ   AX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func arceeSelectAVX512(dst, x, b *float32, n int, kl, t float64)
+//
+// arceeSelectAVX2 sixteen at a time (n a multiple of 16): the same importances and
+// comparisons on eight float64 lanes twice, the choice a masked load of x over b.
+TEXT ·arceeSelectAVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Z15
+	VBROADCASTSD t+40(FP), Z13
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	XORQ         AX, AX
+
+s16loop:
+	CMPQ         AX, CX
+	JGE          s16done
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VCVTPS2PD    (DX)(AX*4), Z1
+	VSUBPD       Z1, Z0, Z0
+	VANDPD       Z14, Z0, Z0
+	VMULPD       Z15, Z0, Z0
+	VCVTPD2PS    Z0, Y0
+	VCVTPS2PD    Y0, Z0                       // float64(importance)
+	VCMPPD       $0x1D, Z13, Z0, K1           // ≥ t (false for NaN)
+	VCVTPS2PD    32(SI)(AX*4), Z2
+	VCVTPS2PD    32(DX)(AX*4), Z3
+	VSUBPD       Z3, Z2, Z2
+	VANDPD       Z14, Z2, Z2
+	VMULPD       Z15, Z2, Z2
+	VCVTPD2PS    Z2, Y2
+	VCVTPS2PD    Y2, Z2
+	VCMPPD       $0x1D, Z13, Z2, K2
+	KSHIFTLW     $8, K2, K2
+	KORW         K2, K1, K1
+	VMOVUPS      (DX)(AX*4), Z4
+	VMOVUPS      (SI)(AX*4), K1, Z4
+	VMOVUPS      Z4, (DI)(AX*4)
+	ADDQ         $16, AX
+	JMP          s16loop
+
+s16done:
+	VZEROUPPER
+	RET
+
+// func arceeSelectBF16AVX512(dst, x, b *uint16, n int, kl, t float64)
+//
+// arceeSelectAVX512 on BF16 words (n a multiple of 16), as decoding, selecting and
+// encoding give it: the importances of the widened words, and dst[j] the word of
+// x where float64(importance) ≥ t, of b elsewhere, with the quiet bit set where that
+// word is a NaN (as rounding to BF16 sets it). Needs AVX-512 BW and VL.
+TEXT ·arceeSelectBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD kl+32(FP), Z15
+	VBROADCASTSD t+40(FP), Z13
+	VPBROADCASTQ arceekeyconst<>+0(SB), Z14
+	VPBROADCASTQ arceekeyconst<>+48(SB), Y12
+	VPBROADCASTQ arceekeyconst<>+56(SB), Y11
+	VPBROADCASTQ arceekeyconst<>+64(SB), Y10
+	XORQ         AX, AX
+
+sbloop:
+	CMPQ          AX, CX
+	JGE           sbdone
+	VMOVDQU       (SI)(AX*2), Y0              // x's words
+	VMOVDQU       (DX)(AX*2), Y1              // b's words
+	VPMOVZXWD     Y0, Z2
+	VPSLLD        $16, Z2, Z2                 // widened
+	VPMOVZXWD     Y1, Z3
+	VPSLLD        $16, Z3, Z3
+	VCVTPS2PD     Y2, Z4
+	VCVTPS2PD     Y3, Z5
+	VSUBPD        Z5, Z4, Z4
+	VANDPD        Z14, Z4, Z4
+	VMULPD        Z15, Z4, Z4
+	VCVTPD2PS     Z4, Y4
+	VCVTPS2PD     Y4, Z4                      // float64(importance)
+	VCMPPD        $0x1D, Z13, Z4, K1          // ≥ t (false for NaN)
+	VEXTRACTF64X4 $1, Z2, Y6
+	VEXTRACTF64X4 $1, Z3, Y7
+	VCVTPS2PD     Y6, Z6
+	VCVTPS2PD     Y7, Z7
+	VSUBPD        Z7, Z6, Z6
+	VANDPD        Z14, Z6, Z6
+	VMULPD        Z15, Z6, Z6
+	VCVTPD2PS     Z6, Y6
+	VCVTPS2PD     Y6, Z6
+	VCMPPD        $0x1D, Z13, Z6, K2
+	KSHIFTLW      $8, K2, K2
+	KORW          K2, K1, K1
+	VPBLENDMW     Y0, Y1, K1, Y8              // x's word there, b's elsewhere
+	VPAND         Y12, Y8, Y9
+	VPCMPGTW      Y11, Y9, Y9                 // NaN: magnitude above +Inf's
+	VPAND         Y10, Y9, Y9
+	VPOR          Y9, Y8, Y8
+	VMOVDQU       Y8, (DI)(AX*2)
+	ADDQ          $16, AX
+	JMP           sbloop
+
+sbdone:
 	VZEROUPPER
 	RET
 
@@ -487,138 +748,9 @@ mbad:
 	VZEROUPPER
 	RET
 
-// func arceeMatchAVX2(keys *uint32, n int, bins *[3]uint32) int
-//
-// The index of the first block of eight keys, j < n (a multiple of 8), of which
-// some key's top 16 bits are one of bins, or n where none is: pass 5 looks at those
-// blocks only.
-TEXT ·arceeMatchAVX2(SB), NOSPLIT, $0-32
-	MOVQ         keys+0(FP), SI
-	MOVQ         n+8(FP), CX
-	MOVQ         bins+16(FP), DX
-	VPBROADCASTD 0(DX), Y13
-	VPBROADCASTD 4(DX), Y14
-	VPBROADCASTD 8(DX), Y15
-	XORQ         AX, AX
-
-fmloop:
-	CMPQ      AX, CX
-	JGE       fmdone
-	VMOVDQU   (SI)(AX*4), Y0
-	VPSRLD    $16, Y0, Y0
-	VPCMPEQD  Y13, Y0, Y1
-	VPCMPEQD  Y14, Y0, Y2
-	VPOR      Y2, Y1, Y1
-	VPCMPEQD  Y15, Y0, Y2
-	VPOR      Y2, Y1, Y1
-	VPTEST    Y1, Y1
-	JNE       fmdone
-	ADDQ      $8, AX
-	JMP       fmloop
-
-fmdone:
-	MOVQ   AX, ret+24(FP)
-	VZEROUPPER
-	RET
-
-// ARCEE_EXP4(X, T, K) sets X (a Y register) to math.Exp of its four lanes, the
-// operations of arceeExpAVX2's loop (k in K, an X register; T scratch).
-#define ARCEE_EXP4(X, T, K) \
-	VMULPD       arceeexpconst<>+64(SB), X, T; \
-	VCVTPD2DQY   T, K; \
-	VCVTDQ2PD    K, T; \
-	VFNMADD231PD arceeexpconst<>+96(SB), T, X; \
-	VFNMADD231PD arceeexpconst<>+128(SB), T, X; \
-	VMULPD       arceeexpconst<>+160(SB), X, X; \
-	VMOVUPD      arceeexpconst<>+192(SB), T; \
-	VFMADD213PD  arceeexpconst<>+224(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+256(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+288(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+320(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+352(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+384(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+416(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VMULPD       T, X, X; \
-	VADDPD       arceeexpconst<>+448(SB), X, T; \
-	VFMADD213PD  arceeexpconst<>+416(SB), T, X; \
-	VPMOVSXDQ    K, T; \
-	VPADDQ       arceeexpconst<>+480(SB), T, T; \
-	VPSLLQ       $52, T, T; \
-	VMULPD       T, X, X
-
-// ARCEE_SUM4(V, VX, S, T) adds V's four lanes (a Y register, VX its X form; V is
-// clobbered) to S (an X register) one at a time, in order (T: an X scratch).
-#define ARCEE_SUM4(V, VX, S, T) \
-	VADDSD       VX, S, S; \
-	VPERMILPD    $1, VX, T; \
-	VADDSD       T, S, S; \
-	VEXTRACTF128 $1, V, VX; \
-	VADDSD       VX, S, S; \
-	VPERMILPD    $1, VX, T; \
-	VADDSD       T, S, S
-
-// func arceeExp2AVX2(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
-//
-// arceeExpAVX2 for a row of θ and one of θ_base at once (ex[j] = exp(x[j] − mx),
-// eb[j] = exp(b[j] − mb), *zx and *zb their sums, each in order), so that the two
-// sums' chains of additions overlap. It stops before the first block of four where
-// some argument of either is outside [−708, 708] or NaN, and returns the elements
-// it did.
-TEXT ·arceeExp2AVX2(SB), NOSPLIT, $0-80
-	MOVQ         ex+0(FP), DI
-	MOVQ         eb+8(FP), R8
-	MOVQ         x+16(FP), SI
-	MOVQ         b+24(FP), DX
-	MOVQ         n+32(FP), CX
-	VBROADCASTSD mx+40(FP), Y15
-	VBROADCASTSD mb+48(FP), Y14
-	MOVQ         zx+56(FP), R9
-	MOVQ         zb+64(FP), R10
-	VMOVSD       (R9), X12
-	VMOVSD       (R10), X13
-	XORQ         AX, AX
-
-e2loop:
-	CMPQ      AX, CX
-	JGE       e2done
-	VCVTPS2PD (SI)(AX*4), Y0
-	VSUBPD    Y15, Y0, Y0
-	VCVTPS2PD (DX)(AX*4), Y4
-	VSUBPD    Y14, Y4, Y4
-	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y0, Y1
-	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y0, Y2
-	VANDPD    Y2, Y1, Y1
-	VCMPPD    $0x1D, arceeexpconst<>+0(SB), Y4, Y2
-	VANDPD    Y2, Y1, Y1
-	VCMPPD    $0x12, arceeexpconst<>+32(SB), Y4, Y2
-	VANDPD    Y2, Y1, Y1
-	VMOVMSKPD Y1, BX
-	CMPQ      BX, $15
-	JNE       e2done
-	ARCEE_EXP4(Y0, Y1, X2)
-	ARCEE_EXP4(Y4, Y5, X6)
-	VMOVUPD   Y0, (DI)(AX*8)
-	VMOVUPD   Y4, (R8)(AX*8)
-	ARCEE_SUM4(Y0, X0, X12, X1)
-	ARCEE_SUM4(Y4, X4, X13, X5)
-	ADDQ      $4, AX
-	JMP       e2loop
-
-e2done:
-	VMOVSD X12, (R9)
-	VMOVSD X13, (R10)
-	MOVQ   AX, ret+72(FP)
-	VZEROUPPER
-	RET
-
-// ARCEE_EXP8(X, T, K) is ARCEE_EXP4 on the eight lanes of Z register X (k in K, a Y
-// register; T a Z scratch), the constants broadcast from their first copy.
+// ARCEE_EXP8(X, T, K) sets X (a Z register) to math.Exp of its eight lanes, the
+// operations of arceeExpAVX2's loop (k in K, a Y register; T a Z scratch), the
+// constants broadcast from their first copy.
 #define ARCEE_EXP8(X, T, K) \
 	VMULPD.BCST       arceeexpconst<>+64(SB), X, T; \
 	VCVTPD2DQ         T, K; \
@@ -648,79 +780,108 @@ e2done:
 	VPSLLQ            $52, T, T; \
 	VMULPD            T, X, X
 
-// func arceeExp2AVX512(ex, eb *float64, x, b *float32, n int, mx, mb float64, zx, zb *float64) int
+// The constants of arceeExpAVX512's argument reduction, for an argument taken a
+// sixteenth at a time from the start: 16·log₂e, LN2U/16, LN2L/16 and ±708/16 (each
+// exactly its constant scaled, so that every rounding of the reduction rounds the
+// sixteenth of what arceeExpAVX2's rounds, to the sixteenth of its result).
+DATA arceeexp16<>+0(SB)/8, $0x40371547652B82FE
+DATA arceeexp16<>+8(SB)/8, $0x3FA62E42FEFA3000
+DATA arceeexp16<>+16(SB)/8, $0x3D13DE6AF278ECE6
+DATA arceeexp16<>+24(SB)/8, $0xC046200000000000
+DATA arceeexp16<>+32(SB)/8, $0x4046200000000000
+GLOBL arceeexp16<>(SB), RODATA, $40
+
+// func arceeExpAVX512(dst *float64, src *float32, n int, m float64) int
 //
-// arceeExp2AVX2 eight lanes at a time (n a multiple of 8): the same operations, so
-// the same bits, in half the instructions; the sums still add one lane at a time,
-// in order.
-TEXT ·arceeExp2AVX512(SB), NOSPLIT, $0-80
-	MOVQ         ex+0(FP), DI
-	MOVQ         eb+8(FP), R8
-	MOVQ         x+16(FP), SI
-	MOVQ         b+24(FP), DX
-	MOVQ         n+32(FP), CX
-	VBROADCASTSD mx+40(FP), Z15
-	VBROADCASTSD mb+48(FP), Z14
-	VBROADCASTSD arceeexpconst<>+0(SB), Z11
-	VBROADCASTSD arceeexpconst<>+32(SB), Z10
-	MOVQ         zx+56(FP), R9
-	MOVQ         zb+64(FP), R10
-	VMOVSD       (R9), X12
-	VMOVSD       (R10), X13
+// arceeExpAVX2 eight lanes at a time (n a multiple of 8), with the same values at
+// every step, so the same bits, in fewer instructions: the argument is taken as
+// float64(src[j])/16 − m/16 in one fused operation (a power of two scales a
+// rounding exactly, and arceeExpAVX2 multiplies by 1/16 anyway before its
+// polynomial), so the reduction's constants are scaled by 1/16 and 16; k is rounded
+// to an integer in place (VRNDSCALEPD: nearest, as the conversion to int32 and back
+// rounds it), and the result scaled by 2^k with VSCALEFPD (exact, as the product by
+// 2^k is, where the result is normal: arguments in [−708, 708]). It stops before the
+// first block of eight with an argument outside [−708, 708] or NaN and returns the
+// elements it did.
+TEXT ·arceeExpAVX512(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	VBROADCASTSD arceeexpconst<>+160(SB), Z31 // 1/16
+	VBROADCASTSD m+24(FP), Z30
+	VMULPD       Z31, Z30, Z30                   // m/16, exact
+	VBROADCASTSD arceeexp16<>+0(SB), Z29
+	VBROADCASTSD arceeexp16<>+8(SB), Z28
+	VBROADCASTSD arceeexp16<>+16(SB), Z27
+	VBROADCASTSD arceeexp16<>+24(SB), Z26
+	VBROADCASTSD arceeexp16<>+32(SB), Z25
+	VBROADCASTSD arceeexpconst<>+192(SB), Z24    // the Taylor coefficients, 1/8! …
+	VBROADCASTSD arceeexpconst<>+224(SB), Z23
+	VBROADCASTSD arceeexpconst<>+256(SB), Z22
+	VBROADCASTSD arceeexpconst<>+288(SB), Z21
+	VBROADCASTSD arceeexpconst<>+320(SB), Z20
+	VBROADCASTSD arceeexpconst<>+352(SB), Z19
+	VBROADCASTSD arceeexpconst<>+384(SB), Z18
+	VBROADCASTSD arceeexpconst<>+416(SB), Z17    // … 1
+	VBROADCASTSD arceeexpconst<>+448(SB), Z16    // 2
 	XORQ         AX, AX
 
 e5loop:
-	CMPQ      AX, CX
-	JGE       e5done
-	VCVTPS2PD (SI)(AX*4), Z0
-	VSUBPD    Z15, Z0, Z0
-	VCVTPS2PD (DX)(AX*4), Z4
-	VSUBPD    Z14, Z4, Z4
-	VCMPPD    $0x1D, Z11, Z0, K1               // x ≥ −708 (false for NaN)
-	VCMPPD    $0x12, Z10, Z0, K1, K1           // and x ≤ 708
-	VCMPPD    $0x1D, Z11, Z4, K1, K1
-	VCMPPD    $0x12, Z10, Z4, K1, K1
-	KMOVB     K1, BX
-	CMPQ      BX, $0xFF
-	JNE       e5done
-	ARCEE_EXP8(Z0, Z1, Y2)
-	ARCEE_EXP8(Z4, Z5, Y6)
-	VMOVUPD   Z0, (DI)(AX*8)
-	VMOVUPD   Z4, (R8)(AX*8)
-	VEXTRACTF64X4 $1, Z0, Y8
-	VEXTRACTF64X4 $1, Z4, Y9
-	ARCEE_SUM4(Y0, X0, X12, X1)
-	ARCEE_SUM4(Y4, X4, X13, X5)
-	ARCEE_SUM4(Y8, X8, X12, X1)
-	ARCEE_SUM4(Y9, X9, X13, X5)
-	ADDQ      $8, AX
-	JMP       e5loop
+	CMPQ         AX, CX
+	JGE          e5done
+	VCVTPS2PD    (SI)(AX*4), Z0
+	VFMSUB213PD  Z30, Z31, Z0                    // x/16 = float64(src)/16 − m/16
+	VCMPPD       $0x1D, Z26, Z0, K1               // x ≥ −708 (false for NaN)
+	VCMPPD       $0x12, Z25, Z0, K1, K1           // and x ≤ 708
+	KMOVB        K1, BX
+	CMPQ         BX, $0xFF
+	JNE          e5done
+	VMULPD       Z29, Z0, Z1                      // x·log₂e
+	VRNDSCALEPD  $0, Z1, Z1                       // k
+	VFNMADD231PD Z28, Z1, Z0                      // (x − k·LN2U)/16
+	VFNMADD231PD Z27, Z1, Z0                      // (… − k·LN2L)/16
+	VMOVAPD      Z24, Z2
+	VFMADD213PD  Z23, Z0, Z2
+	VFMADD213PD  Z22, Z0, Z2
+	VFMADD213PD  Z21, Z0, Z2
+	VFMADD213PD  Z20, Z0, Z2
+	VFMADD213PD  Z19, Z0, Z2
+	VFMADD213PD  Z18, Z0, Z2
+	VFMADD213PD  Z17, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VMULPD       Z2, Z0, Z0
+	VADDPD       Z16, Z0, Z2
+	VFMADD213PD  Z17, Z2, Z0
+	VSCALEFPD    Z1, Z0, Z0                       // ·2^k
+	VMOVUPD      Z0, (DI)(AX*8)
+	ADDQ         $8, AX
+	JMP          e5loop
 
 e5done:
-	VMOVSD X12, (R9)
-	VMOVSD X13, (R10)
-	MOVQ   AX, ret+72(FP)
+	MOVQ   AX, ret+32(FP)
 	VZEROUPPER
 	RET
 
-// func arceeKLAVX512(ex, eb *float64, n int, zx, zb float64, kl *float64) int
+// func arceeKLAVX512(dst, ex, eb *float64, n int, zx, zb float64) int
 //
 // arceeKLAVX2 eight lanes at a time (n a multiple of 8): the same operations on the
 // same constants (broadcast from their first copy; the integer forms of the masks,
-// which give the same bits), the terms still added to *kl one at a time, in order.
+// which give the same bits).
 TEXT ·arceeKLAVX512(SB), NOSPLIT, $0-56
-	MOVQ         ex+0(FP), SI
-	MOVQ         eb+8(FP), DX
-	MOVQ         n+16(FP), CX
-	VBROADCASTSD zx+24(FP), Z15
-	VBROADCASTSD zb+32(FP), Z14
-	MOVQ         kl+40(FP), DI
-	VMOVSD       (DI), X12
+	MOVQ         dst+0(FP), DI
+	MOVQ         ex+8(FP), SI
+	MOVQ         eb+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD zx+32(FP), Z15
+	VBROADCASTSD zb+40(FP), Z14
 	VBROADCASTSD arceeklconst<>+0(SB), Z13
 	VBROADCASTSD arceeklconst<>+224(SB), Z16
 	VBROADCASTSD arceeklconst<>+256(SB), Z17
-	VBROADCASTSD arceeklconst<>+32(SB), Z18
-	VBROADCASTSD arceeklconst<>+64(SB), Z19
 	XORQ         AX, AX
 
 k5loop:
@@ -733,23 +894,19 @@ k5loop:
 	VDIVPD  Z14, Z1, Z1
 	VADDPD  Z13, Z1, Z1                           // q
 	VDIVPD  Z1, Z0, Z2                            // r = p/q
-	VCMPPD  $0x1D, Z18, Z2, K1                    // r ≥ the least normal (false for NaN)
-	VCMPPD  $0x12, Z19, Z2, K1, K1                // and r ≤ the largest finite
-	KMOVB   K1, BX
-	CMPQ    BX, $0xFF
+	VFPCLASSPDZ $0xFF, Z2, K1                     // r is not a positive normal number
+	KORTESTB K1, K1
 	JNE     k5done
 
-	VPANDQ.BCST  arceeklconst<>+96(SB), Z2, Z5
-	VPORQ.BCST   arceeklconst<>+128(SB), Z5, Z5   // f1
-	VPSRLQ       $52, Z2, Z6
-	VPORQ.BCST   arceeklconst<>+160(SB), Z6, Z6
-	VSUBPD.BCST  arceeklconst<>+192(SB), Z6, Z6   // k
-	VCMPPD       $5, Z5, Z16, K2                  // !(√2/2 < f1)
-	VPXORQ       Z7, Z7, Z7
-	VMOVAPD      Z17, K2, Z7                      // 1 there, 0 elsewhere
-	VSUBPD       Z7, Z6, Z6
-	VADDPD       Z17, Z7, Z7
-	VMULPD       Z7, Z5, Z5
+	// math.Log's f1 and k (Frexp: r = f1·2^k, f1 in [0.5, 1)) from the exponent and
+	// mantissa instructions, and its adjustment (if !(√2/2 < f1) { k−−; f1 *= 2 },
+	// the doubling as f1 + f1) as masked additions: the same values.
+	VGETMANTPD   $2, Z2, Z5                       // f1
+	VGETEXPPD    Z2, Z6                           // k − 1
+	VCMPPD       $1, Z5, Z16, K3                  // √2/2 < f1
+	KNOTB        K3, K2
+	VADDPD       Z17, Z6, K3, Z6                  // k, less 1 where f1 ≤ √2/2
+	VADDPD       Z5, Z5, K2, Z5                   // f1, doubled there
 	VSUBPD       Z17, Z5, Z5                      // f = f1 − 1
 	VADDPD.BCST  arceeklconst<>+288(SB), Z5, Z8
 	VDIVPD       Z8, Z5, Z8                       // s = f/(2 + f)
@@ -780,14 +937,11 @@ k5loop:
 	VSUBPD       Z10, Z6, Z6                      // log r
 
 	VMULPD        Z6, Z0, Z0                      // p·log r
-	VEXTRACTF64X4 $1, Z0, Y1
-	ARCEE_SUM4(Y0, X0, X12, X3)
-	ARCEE_SUM4(Y1, X1, X12, X3)
+	VMOVUPD       Z0, (DI)(AX*8)
 	ADDQ          $8, AX
 	JMP           k5loop
 
 k5done:
-	VMOVSD X12, (DI)
 	MOVQ   AX, ret+48(FP)
 	VZEROUPPER
 	RET
