@@ -2,6 +2,12 @@
 
 package merge
 
+import "golang.org/x/sys/cpu"
+
+// haveSCE512: the merge from BF16 bytes in AVX-512 (its sign bits to a mask need
+// AVX512DQ, its loads and stores of 16-bit words AVX512BW).
+var haveSCE512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW
+
 // sceVarianceAVX2 is sceVarianceRef for the first n elements (a multiple of 4) of
 // base and every models[k] (len(models) of them).
 //
@@ -33,4 +39,31 @@ func sceMaskAsm(above, equal []uint64, keys []uint32, t uint32) int {
 		sceMaskAVX2(&above[0], &equal[0], &keys[0], words, t)
 	}
 	return words
+}
+
+// sceMergeBF16AVX512 is sceMergeBF16Ref for the first n elements (a multiple of 16)
+// of out, base and every models[k] (nModels of them); mask nil: every position kept.
+//
+//go:noescape
+func sceMergeBF16AVX512(out, base *byte, models *[]byte, nModels int, w *float32, mask *uint64, n int)
+
+// sceMergeBF16Asm runs sceMergeBF16AVX512 over the largest multiple of 16 elements
+// of out and returns it.
+func sceMergeBF16Asm(out, base []byte, models [][]byte, w []float32, mask []uint64, masked bool) int {
+	n := len(out) / 2 &^ 15
+	if n == 0 {
+		return 0
+	}
+	_ = base[2*n-1]
+	for _, m := range models {
+		_ = m[2*n-1] // the assembly reads n words of each input
+	}
+	_ = w[len(models)-1]
+	var mp *uint64
+	if masked {
+		_ = mask[(n-1)/64]
+		mp = &mask[0]
+	}
+	sceMergeBF16AVX512(&out[0], &base[0], &models[0], len(models), &w[0], mp, n)
+	return n
 }

@@ -112,3 +112,102 @@ mwloop:
 mdone:
 	VZEROUPPER
 	RET
+
+// func sceMergeBF16AVX512(out, base *byte, models *[]byte, nModels int, w *float32, mask *uint64, n int)
+// sceMergeBF16Ref for the first n elements (a multiple of 16), sixteen at a time:
+// every lane merged as sceMergeAt does (sum = (+0 + d_0) + d_1 …, the sign it
+// elects, num and den from +0 adding each model's masked w·d and w, then
+// b + num/max(den, 1e-6)), the base kept where the mask's bit is clear (mask nil:
+// every lane merged), and the result rounded to BF16 to nearest even (a NaN made
+// quiet). Each operation takes its operands in the order of the Go code, so that a
+// NaN carries the same payload.
+TEXT ·sceMergeBF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ models+16(FP), R8
+	MOVQ nModels+24(FP), R9
+	MOVQ w+32(FP), DX
+	MOVQ mask+40(FP), R13
+	MOVQ n+48(FP), CX
+	VPXORD Z3, Z3, Z3 // +0
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z4
+	MOVL $0x358637bd, AX // float32(1e-6)
+	VPBROADCASTD AX, Z5
+	MOVL $0x7f800000, AX
+	VPBROADCASTD AX, Z14
+	MOVL $0x00400000, AX
+	VPBROADCASTD AX, Z15
+	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z16
+	MOVL $1, AX
+	VPBROADCASTD AX, Z17
+	XORQ AX, AX // element index
+bloop:
+	CMPQ AX, CX
+	JGE  bdone
+	TESTQ R13, R13
+	JZ    ball
+	MOVQ  AX, BX
+	SHRQ  $3, BX
+	KMOVW (R13)(BX*1), K7 // the mask's 16 bits of these lanes
+	JMP   bgo
+ball:
+	KXNORW K7, K7, K7
+bgo:
+	VPMOVZXWD (SI)(AX*2), Z0
+	VPSLLD    $16, Z0, Z0 // b
+	VMOVAPS   Z3, Z1      // sum
+	MOVQ R8, R10
+	MOVQ R9, R11
+sloop:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Z2
+	VPSLLD    $16, Z2, Z2
+	VSUBPS    Z0, Z2, Z2 // d = x − b
+	VADDPS    Z2, Z1, Z1 // sum + d
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  sloop
+	VCMPPS    $0x11, Z3, Z1, K1 // sum < 0 (LT_OQ: not −0, not NaN): the elected sign is −
+	VMOVAPS   Z3, Z8            // num
+	VMOVAPS   Z3, Z9            // den
+	MOVQ R8, R10
+	MOVQ R9, R11
+	MOVQ DX, BX
+aloop:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Z2
+	VPSLLD    $16, Z2, Z2
+	VSUBPS    Z0, Z2, Z2 // d
+	VPMOVD2M  Z2, K2     // d's sign bit
+	VPTESTMD  Z4, Z2, K3 // d ≠ ±0
+	KXNORW    K2, K1, K4 // d's sign is the elected one
+	KANDW     K3, K4, K4 // agrees
+	VBROADCASTSS (BX), Z7 // w_i
+	VMULPS.Z  Z2, Z7, K4, Z6 // w·d where it agrees, +0 elsewhere
+	VADDPS    Z6, Z8, Z8     // num + term
+	VMOVAPS.Z Z7, K4, Z6
+	VADDPS    Z6, Z9, Z9     // den + term
+	ADDQ $24, R10
+	ADDQ $4, BX
+	DECQ R11
+	JNZ  aloop
+	VMAXPS    Z9, Z5, Z9     // max(den, 1e-6): den where it is a NaN
+	VDIVPS    Z9, Z8, Z8     // num / that
+	VADDPS    Z8, Z0, K7, Z0 // b + it where the mask keeps the lane
+	// To BF16, as BF16_RNE: u + 0x7fff + lsb, or u with the quiet bit where a NaN.
+	VPSRLD    $16, Z0, Z10
+	VPANDD    Z17, Z10, Z10
+	VPADDD    Z10, Z0, Z10
+	VPADDD    Z16, Z10, Z10
+	VPANDD    Z4, Z0, Z11
+	VPCMPUD   $6, Z14, Z11, K5 // |u| > inf: a NaN
+	VPORD     Z15, Z0, K5, Z10
+	VPSRLD    $16, Z10, Z10
+	VPMOVDW   Z10, (DI)(AX*2)
+	ADDQ $16, AX
+	JMP  bloop
+bdone:
+	VZEROUPPER
+	RET

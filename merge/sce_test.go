@@ -292,52 +292,68 @@ func TestBF16Requiet(t *testing.T) {
 	}
 }
 
-// TestSCEMergeBF16: the fused merge on BF16 bytes is decoding, sceMergeChunk and
-// rounding, bit for bit, with and without a mask, on words that include signalling
-// and quiet NaNs, ±Inf and ±0.
+// TestSCEMergeBF16: the fused merge on BF16 bytes (AVX-512 where the CPU has it) is
+// decoding, sceMergeChunk and rounding, bit for bit, with and without a mask, on
+// words that include signalling and quiet NaNs of both signs, ±Inf and ±0 (dense
+// enough that two NaNs meet in one sum), with ordinary weights and with weights
+// that are NaN, ±Inf or 0 (as a tensor holding a NaN or an Inf makes them).
 func TestSCEMergeBF16(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 2))
-	special := []uint16{0x7f81, 0xffc1, 0x7f80, 0xff80, 0x0000, 0x8000, 0x0001}
-	for _, n := range []int{1, 3, 64, 1001} {
-		words := func() ([]byte, []float32) {
-			b, f := make([]byte, 2*n), make([]float32, n)
-			for j := range n {
-				h := uint16(0x3c00 + rng.IntN(0x800))
-				if rng.IntN(2) == 0 {
-					h |= 0x8000
+	special := []uint16{0x7f81, 0xffc1, 0x7fc0, 0xff90, 0x7f80, 0xff80, 0x0000, 0x8000, 0x0001}
+	weights := [][]float32{{0.2, 0.5, 0.3}, {0.2, float32(math.NaN()), 0.3}, {float32(math.Inf(1)), 0, float32(math.Inf(-1))},
+		{float32(math.NaN()), float32(math.Float32frombits(0xffc00001)), 1e-7}, {1e-7, 0, 1e-8}}
+	for _, n := range []int{1, 3, 15, 16, 17, 64, 100, 1001, 4096 + 5} {
+		for _, every := range []int{20, 3} { // one word in every of them special
+			words := func() ([]byte, []float32) {
+				b, f := make([]byte, 2*n), make([]float32, n)
+				for j := range n {
+					h := uint16(0x3c00 + rng.IntN(0x800))
+					if rng.IntN(2) == 0 {
+						h |= 0x8000
+					}
+					if rng.IntN(every) == 0 {
+						h = special[rng.IntN(len(special))]
+					}
+					b[2*j], b[2*j+1] = byte(h), byte(h>>8)
+					f[j] = dtype.BF16ToFloat32(h)
 				}
-				if rng.IntN(20) == 0 {
-					h = special[rng.IntN(len(special))]
-				}
-				b[2*j], b[2*j+1] = byte(h), byte(h>>8)
-				f[j] = dtype.BF16ToFloat32(h)
+				return b, f
 			}
-			return b, f
-		}
-		base, basef := words()
-		var models [][]byte
-		var modelsf [][]float32
-		for range 3 {
-			b, f := words()
-			models, modelsf = append(models, b), append(modelsf, f)
-		}
-		w := []float32{0.2, 0.5, 0.3}
-		mask := make([]uint64, (n+63)/64)
-		for j := range n {
-			if rng.IntN(3) == 0 {
-				mask[j/64] |= 1 << (j % 64)
+			base, basef := words()
+			var models [][]byte
+			var modelsf [][]float32
+			for range 3 {
+				b, f := words()
+				models, modelsf = append(models, b), append(modelsf, f)
 			}
-		}
-		for _, m := range [][]uint64{nil, mask} {
-			got := make([]byte, 2*n)
-			sceMergeBF16(got, base, models, w, m, m != nil, make([]float32, 3))
-			dst := make([]float32, n)
-			sceMergeChunk(dst, basef, modelsf, w, m, make([]float32, 3))
+			mask := make([]uint64, (n+63)/64)
 			for j := range n {
-				g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
-				want := dtype.Float32ToBF16(dst[j])
-				if g != want {
-					t.Fatalf("n=%d masked=%v element %d: %#04x, want %#04x", n, m != nil, j, g, want)
+				if rng.IntN(3) == 0 {
+					mask[j/64] |= 1 << (j % 64)
+				}
+			}
+			for _, w := range weights {
+				none := make([]byte, 2*n) // masked, with no mask: no position kept
+				sceMergeBF16(none, base, models, w, nil, true, make([]float32, 3))
+				for j := range n {
+					if g, want := uint16(none[2*j])|uint16(none[2*j+1])<<8, dtype.Float32ToBF16(basef[j]); g != want {
+						t.Fatalf("n=%d no position kept, element %d: %#04x, want %#04x", n, j, g, want)
+					}
+				}
+				for _, m := range [][]uint64{nil, mask} {
+					got := make([]byte, 2*n)
+					sceMergeBF16(got, base, models, w, m, m != nil, make([]float32, 3))
+					dst := make([]float32, n)
+					sceMergeChunk(dst, basef, modelsf, w, m, make([]float32, 3))
+					for j := range n {
+						g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
+						want := dtype.Float32ToBF16(dst[j])
+						if g != want {
+							t.Fatalf("n=%d w=%v masked=%v (AVX-512 %v) element %d: %#04x, want %#04x (base %#04x, models %#04x %#04x %#04x)", n, w, m != nil, haveSCE512, j, g, want,
+								uint16(base[2*j])|uint16(base[2*j+1])<<8, uint16(models[0][2*j])|uint16(models[0][2*j+1])<<8,
+								uint16(models[1][2*j])|uint16(models[1][2*j+1])<<8, uint16(models[2][2*j])|uint16(models[2][2*j+1])<<8)
+						}
+					}
 				}
 			}
 		}
