@@ -4,8 +4,8 @@ package merge
 
 import "golang.org/x/sys/cpu"
 
-// haveSCE512: the merge from BF16 bytes in AVX-512 (its sign bits to a mask need
-// AVX512DQ, its loads and stores of 16-bit words AVX512BW).
+// haveSCE512: the variances and the merge from BF16 bytes in AVX-512 (the merge's
+// sign bits to a mask need AVX512DQ, its loads and stores of 16-bit words AVX512BW).
 var haveSCE512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW
 
 // sceVarianceAVX2 is sceVarianceRef for the first n elements (a multiple of 4) of
@@ -66,4 +66,22 @@ func sceMergeBF16Asm(out, base []byte, models [][]byte, w []float32, mask []uint
 	}
 	sceMergeBF16AVX512(&out[0], &base[0], &models[0], len(models), &w[0], mp, n)
 	return n
+}
+
+// sceVarianceAVX512 is sceVarianceAVX2 for the first n elements (a multiple of 4),
+// sixteen at a time; lo and hi are the least and the greatest of the keys of the
+// groups of sixteen.
+//
+//go:noescape
+func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (lo, hi uint32)
+
+// sceVariance512Asm runs sceVarianceAVX512 over the largest multiple of 4 elements
+// of dst (at least 16) and returns the least and the greatest of the first
+// len(dst)&^15 keys.
+func sceVariance512Asm(dst []uint32, in [][]float32) (lo, hi uint32) {
+	n := len(dst) &^ 3
+	for _, x := range in {
+		_ = x[n-1] // the assembly reads n elements of each input
+	}
+	return sceVarianceAVX512(&dst[0], &in[0][0], &in[1], len(in)-1, n, 1/float64(len(in)-1))
 }

@@ -211,3 +211,140 @@ aloop:
 bdone:
 	VZEROUPPER
 	RET
+
+// func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (lo, hi uint32)
+// sceVarianceAVX2 for the first n elements (a multiple of 4): sixteen at a time,
+// each half of them the AVX2 kernel's operations in eight float64 lanes, then the
+// last multiple of 4 as that kernel does them (the same bits, so a key never depends
+// on which loop made it). lo and hi: the least and the greatest key of the groups
+// of sixteen (as unsigned; ^0 and 0 when there are none), which the histogram of
+// the keys would otherwise track key by key.
+TEXT ·sceVarianceAVX512(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ models+16(FP), R8
+	MOVQ nModels+24(FP), R9
+	MOVQ n+32(FP), CX
+	VBROADCASTSD inv+40(FP), Z7
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z6
+	VPTERNLOGD $0xff, Z20, Z20, Z20 // lo: all ones
+	VPXORD     Z21, Z21, Z21         // hi: 0
+	XORQ AX, AX // element index
+	MOVQ CX, DX
+	ANDQ $-16, DX
+zloop:
+	CMPQ AX, DX
+	JGE  ztail
+	VMOVUPS (SI)(AX*4), Z0 // b
+	VXORPD  Z1, Z1, Z1     // mean, elements 0-7
+	VXORPD  Z11, Z11, Z11  // mean, elements 8-15
+	MOVQ R8, R10
+	MOVQ R9, R11
+zmloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Z2
+	VSUBPS  Z0, Z2, Z2 // x − b in float32
+	VEXTRACTF32X8 $1, Z2, Y12
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD Y12, Z12
+	VADDPD  Z2, Z1, Z1
+	VADDPD  Z12, Z11, Z11
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  zmloop
+	VMULPD  Z7, Z1, Z1 // mean·inv
+	VMULPD  Z7, Z11, Z11
+	VXORPD  Z3, Z3, Z3 // v
+	VXORPD  Z13, Z13, Z13
+	MOVQ R8, R10
+	MOVQ R9, R11
+zvloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VEXTRACTF32X8 $1, Z2, Y12
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD Y12, Z12
+	VSUBPD  Z1, Z2, Z2 // d − mean
+	VSUBPD  Z11, Z12, Z12
+	VMULPD  Z2, Z2, Z2
+	VMULPD  Z12, Z12, Z12
+	VADDPD  Z2, Z3, Z3
+	VADDPD  Z12, Z13, Z13
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  zvloop
+	VMULPD  Z7, Z3, Z3 // v·inv
+	VMULPD  Z7, Z13, Z13
+	VCVTPD2PS Z3, Y3   // to float32, to nearest even
+	VCVTPD2PS Z13, Y13
+	VINSERTF32X8 $1, Y13, Z3, Z3
+	VPANDD  Z6, Z3, Z3
+	VMOVUPS Z3, (DI)(AX*4)
+	VPMINUD Z3, Z20, Z20
+	VPMAXUD Z3, Z21, Z21
+	ADDQ $16, AX
+	JMP  zloop
+ztail:
+	// The groups of four left, as sceVarianceAVX2.
+	CMPQ AX, CX
+	JGE  zdone
+	VMOVUPS (SI)(AX*4), X0
+	VXORPD  Y1, Y1, Y1
+	MOVQ R8, R10
+	MOVQ R9, R11
+tmloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), X2
+	VSUBPS  X0, X2, X2
+	VCVTPS2PD X2, Y2
+	VADDPD  Y2, Y1, Y1
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  tmloop
+	VMULPD  Y7, Y1, Y1
+	VXORPD  Y3, Y3, Y3
+	MOVQ R8, R10
+	MOVQ R9, R11
+tvloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), X2
+	VSUBPS  X0, X2, X2
+	VCVTPS2PD X2, Y2
+	VSUBPD  Y1, Y2, Y2
+	VMULPD  Y2, Y2, Y2
+	VADDPD  Y2, Y3, Y3
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  tvloop
+	VMULPD  Y7, Y3, Y3
+	VCVTPD2PSY Y3, X3
+	VPANDD  X6, X3, X3
+	VMOVUPS X3, (DI)(AX*4)
+	ADDQ $4, AX
+	JMP  ztail
+zdone:
+	// Fold the sixteen lanes of lo and hi into one.
+	VEXTRACTI64X4 $1, Z20, Y0
+	VPMINUD Y0, Y20, Y20
+	VEXTRACTI64X4 $1, Z21, Y1
+	VPMAXUD Y1, Y21, Y21
+	VEXTRACTI32X4 $1, Y20, X0
+	VPMINUD X0, X20, X20
+	VEXTRACTI32X4 $1, Y21, X1
+	VPMAXUD X1, X21, X21
+	VPSHUFD $0x4e, X20, X0
+	VPMINUD X0, X20, X20
+	VPSHUFD $0x4e, X21, X1
+	VPMAXUD X1, X21, X21
+	VPSHUFD $0xb1, X20, X0
+	VPMINUD X0, X20, X20
+	VPSHUFD $0xb1, X21, X1
+	VPMAXUD X1, X21, X21
+	VMOVD X20, AX
+	VMOVD X21, BX
+	MOVL AX, lo+48(FP)
+	MOVL BX, hi+52(FP)
+	VZEROUPPER
+	RET

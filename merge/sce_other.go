@@ -11,3 +11,5 @@ const haveSCE512 = false
 func sceMergeBF16Asm([]byte, []byte, [][]byte, []float32, []uint64, bool) int {
 	panic("no assembly merge")
 }
+
+func sceVariance512Asm([]uint32, [][]float32) (uint32, uint32) { panic("no assembly variance") }
