@@ -69,19 +69,36 @@ func sceMergeBF16Asm(out, base []byte, models [][]byte, w []float32, mask []uint
 }
 
 // sceVarianceAVX512 is sceVarianceAVX2 for the first n elements (a multiple of 4),
-// sixteen at a time; lo and hi are the least and the greatest of the keys of the
-// groups of sixteen.
+// sixteen at a time, and counts the keys of the groups of sixteen that are 0.
 //
 //go:noescape
-func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (lo, hi uint32)
+func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (zeros int)
 
 // sceVariance512Asm runs sceVarianceAVX512 over the largest multiple of 4 elements
-// of dst (at least 16) and returns the least and the greatest of the first
-// len(dst)&^15 keys.
-func sceVariance512Asm(dst []uint32, in [][]float32) (lo, hi uint32) {
+// of dst (at least 16) and returns how many of the first len(dst)&^15 keys are 0.
+func sceVariance512Asm(dst []uint32, in [][]float32) (zeros int) {
 	n := len(dst) &^ 3
 	for _, x := range in {
 		_ = x[n-1] // the assembly reads n elements of each input
 	}
 	return sceVarianceAVX512(&dst[0], &in[0][0], &in[1], len(in)-1, n, 1/float64(len(in)-1))
+}
+
+// sceRangeAVX512 counts the first n keys (a multiple of 16) above hi and writes
+// those in [lo, hi] to out, in order; out must have room for in+16.
+//
+//go:noescape
+func sceRangeAVX512(keys *uint32, n int, lo, hi uint32, out *uint32) (above, in int)
+
+// sceRangeAsm runs sceRangeAVX512 over the whole groups of 16 of keys, appending to
+// out (which must have room for len(keys)+16 more), and returns how many keys it
+// looked at.
+func sceRangeAsm(keys []uint32, lo, hi uint32, out []uint32) (done, above int, _ []uint32) {
+	n := len(keys) &^ 15
+	if n == 0 {
+		return 0, 0, out
+	}
+	room := out[len(out) : len(out)+n+16]
+	above, in := sceRangeAVX512(&keys[0], n, lo, hi, &room[0])
+	return n, above, out[:len(out)+in]
 }

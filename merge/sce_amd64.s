@@ -212,13 +212,12 @@ bdone:
 	VZEROUPPER
 	RET
 
-// func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (lo, hi uint32)
+// func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (zeros int)
 // sceVarianceAVX2 for the first n elements (a multiple of 4): sixteen at a time,
 // each half of them the AVX2 kernel's operations in eight float64 lanes, then the
 // last multiple of 4 as that kernel does them (the same bits, so a key never depends
-// on which loop made it). lo and hi: the least and the greatest key of the groups
-// of sixteen (as unsigned; ^0 and 0 when there are none), which the histogram of
-// the keys would otherwise track key by key.
+// on which loop made it). zeros: how many keys of the groups of sixteen are 0
+// (which the keys pass would otherwise count key by key).
 TEXT ·sceVarianceAVX512(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), DI
 	MOVQ base+8(FP), SI
@@ -228,8 +227,7 @@ TEXT ·sceVarianceAVX512(SB), NOSPLIT, $0-56
 	VBROADCASTSD inv+40(FP), Z7
 	MOVL $0x7fffffff, AX
 	VPBROADCASTD AX, Z6
-	VPTERNLOGD $0xff, Z20, Z20, Z20 // lo: all ones
-	VPXORD     Z21, Z21, Z21         // hi: 0
+	XORQ R13, R13 // zeros
 	XORQ AX, AX // element index
 	MOVQ CX, DX
 	ANDQ $-16, DX
@@ -282,8 +280,10 @@ zvloop:
 	VINSERTF32X8 $1, Y13, Z3, Z3
 	VPANDD  Z6, Z3, Z3
 	VMOVUPS Z3, (DI)(AX*4)
-	VPMINUD Z3, Z20, Z20
-	VPMAXUD Z3, Z21, Z21
+	VPTESTNMD Z3, Z3, K1
+	KMOVW   K1, BX
+	POPCNTL BX, BX
+	ADDQ    BX, R13
 	ADDQ $16, AX
 	JMP  zloop
 ztail:
@@ -325,26 +325,48 @@ tvloop:
 	ADDQ $4, AX
 	JMP  ztail
 zdone:
-	// Fold the sixteen lanes of lo and hi into one.
-	VEXTRACTI64X4 $1, Z20, Y0
-	VPMINUD Y0, Y20, Y20
-	VEXTRACTI64X4 $1, Z21, Y1
-	VPMAXUD Y1, Y21, Y21
-	VEXTRACTI32X4 $1, Y20, X0
-	VPMINUD X0, X20, X20
-	VEXTRACTI32X4 $1, Y21, X1
-	VPMAXUD X1, X21, X21
-	VPSHUFD $0x4e, X20, X0
-	VPMINUD X0, X20, X20
-	VPSHUFD $0x4e, X21, X1
-	VPMAXUD X1, X21, X21
-	VPSHUFD $0xb1, X20, X0
-	VPMINUD X0, X20, X20
-	VPSHUFD $0xb1, X21, X1
-	VPMAXUD X1, X21, X21
-	VMOVD X20, AX
-	VMOVD X21, BX
-	MOVL AX, lo+48(FP)
-	MOVL BX, hi+52(FP)
+	MOVQ R13, zeros+48(FP)
+	VZEROUPPER
+	RET
+
+// func sceRangeAVX512(keys *uint32, n int, lo, hi uint32, out *uint32) (above, in int)
+// For the first n keys (a multiple of 16): above counts those > hi; the ones in
+// [lo, hi] are written to out in order (in of them), sixteen lanes compressed at a
+// time, each store 64 bytes wide (out has room for 16 more than it receives).
+// Unsigned compares: keys have no sign bit, and lo may be 0.
+TEXT ·sceRangeAVX512(SB), NOSPLIT, $0-48
+	MOVQ keys+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVL lo+16(FP), AX
+	VPBROADCASTD AX, Z5
+	MOVL hi+20(FP), AX
+	VPBROADCASTD AX, Z6
+	MOVQ out+24(FP), DI
+	XORQ R8, R8 // above
+	XORQ R9, R9 // in
+	XORQ AX, AX // key index
+rloop:
+	CMPQ AX, CX
+	JGE  rdone
+	VMOVDQU32 (SI)(AX*4), Z0
+	VPCMPUD   $6, Z6, Z0, K1 // > hi
+	VPCMPUD   $5, Z5, Z0, K2 // ≥ lo
+	KMOVW     K1, BX
+	POPCNTL   BX, BX
+	ADDQ      BX, R8
+	KANDNW    K2, K1, K3     // ≥ lo and not > hi
+	KORTESTW  K3, K3
+	JZ        rnext
+	VPCOMPRESSD.Z Z0, K3, Z1
+	VMOVDQU32 Z1, (DI)(R9*4)
+	KMOVW     K3, BX
+	POPCNTL   BX, BX
+	ADDQ      BX, R9
+rnext:
+	ADDQ $16, AX
+	JMP  rloop
+rdone:
+	MOVQ R8, above+32(FP)
+	MOVQ R9, in+40(FP)
 	VZEROUPPER
 	RET

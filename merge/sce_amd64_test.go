@@ -5,14 +5,14 @@ package merge
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
 // TestSCEVariance512: the AVX-512 variances are the AVX2 kernel's bit for bit, NaN
 // payloads included (the keys order NaNs by them, so a key must not depend on which
 // kernel made it), at every length across the groups of sixteen and of four, for 1
-// to 5 models; and the least and greatest key sceVarianceRange returns are the
-// keys'.
+// to 5 models; and the count of zero keys sceVarianceZeros returns is right.
 func TestSCEVariance512(t *testing.T) {
 	if !haveSCE512 || !haveTiesAsm {
 		t.Skip("no AVX-512")
@@ -35,22 +35,42 @@ func TestSCEVariance512(t *testing.T) {
 					}
 				}
 				got, want := make([]uint32, n), make([]uint32, n)
-				lo, hi := sceVarianceRange(got, in)
+				zeros := sceVarianceZeros(got, in)
 				j := 0
 				if n >= 4 {
 					j = sceVarianceAsm(want, in)
 				}
 				sceVarianceRef(want[j:], in, j)
-				wlo, whi := ^uint32(0), uint32(0)
+				wzeros := 0
 				for j := range got {
 					if got[j] != want[j] {
 						t.Fatalf("%d models, %d elements, element %d: key %#x, AVX2 %#x", models, n, j, got[j], want[j])
 					}
-					wlo, whi = min(wlo, want[j]), max(whi, want[j])
+					wzeros += b2i(want[j] == 0)
 				}
-				if lo != wlo || hi != whi {
-					t.Fatalf("%d models, %d elements: keys from %#x to %#x, want %#x to %#x", models, n, lo, hi, wlo, whi)
+				if zeros != wzeros {
+					t.Fatalf("%d models, %d elements: %d zero keys, want %d", models, n, zeros, wzeros)
 				}
+			}
+		}
+	}
+}
+
+// TestSCERange512: sceRange (AVX-512 where the CPU has it) is sceRangeRef: the count
+// above hi and the keys in [lo, hi], in order, for lengths across the groups of
+// sixteen and ranges from empty to every key, 0 and the largest key included.
+func TestSCERange512(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 1))
+	for _, n := range []int{0, 1, 15, 16, 17, 33, 64, 1000} {
+		keys := make([]uint32, n)
+		for j := range keys {
+			keys[j] = []uint32{0, 1, 0x3f800000, 0x3f800001, 0x7fffffff, rng.Uint32() >> 1}[rng.IntN(6)]
+		}
+		for _, r := range [][2]uint32{{0, 0}, {1, 0x3f800000}, {0x3f800000, 0x3f800000}, {0, 0x7fffffff}, {5, 4}, {0x3f800001, 0x7ffffffe}} {
+			above, got := sceRange(keys, r[0], r[1], make([]uint32, 3, 3+n+16))
+			wabove, want := sceRangeRef(keys, r[0], r[1], make([]uint32, 3, 3+n+16))
+			if above != wabove || !slices.Equal(got, want) {
+				t.Fatalf("n=%d range %#x..%#x (AVX-512 %v): %d above and %v, want %d and %v", n, r[0], r[1], haveSCE512, above, got, wabove, want)
 			}
 		}
 	}

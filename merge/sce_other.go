@@ -12,4 +12,6 @@ func sceMergeBF16Asm([]byte, []byte, [][]byte, []float32, []uint64, bool) int {
 	panic("no assembly merge")
 }
 
-func sceVariance512Asm([]uint32, [][]float32) (uint32, uint32) { panic("no assembly variance") }
+func sceVariance512Asm([]uint32, [][]float32) int { panic("no assembly variance") }
+
+func sceRangeAsm([]uint32, uint32, uint32, []uint32) (int, int, []uint32) { panic("no assembly range") }

@@ -193,6 +193,57 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 	}
 }
 
+// TestSCECutFromSample: the cut found from the sample's range (where it is found)
+// is the cut from a histogram of every key, on tensors of one to several chunks,
+// smooth (the sample's bounds hold the cut) and with many equal keys (they may
+// not), at select_topk from 1e-5 to 0.999; both happen, and so do equal keys on
+// both sides of the cut.
+func TestSCECutFromSample(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 6))
+	var sampled, histogrammed, tied int
+	for _, n := range []int{1, 17, 1000, ChunkElems, 3*ChunkElems + 77, 5 * ChunkElems} {
+		for _, kind := range []string{"smooth", "ties", "sample misleads", "all equal"} {
+			in := sceTieInputs(rng, n, 3, true)
+			for i, x := range in[1:] {
+				for j := range x {
+					switch kind {
+					case "smooth":
+						x[j] = in[0][j] + float32(rng.NormFloat64())
+					case "sample misleads": // the sampled positions vary the most
+						x[j] = in[0][j] + float32(rng.NormFloat64())*float32(1+999*b2i(j%sceSampleStride == 0))
+					case "all equal": // more equal keys at the cut than the sample's range may hold
+						x[j] = in[0][j] + float32(b2i(i == 0))
+					}
+				}
+			}
+			for _, topk := range []float64{1e-5, 1e-3, 0.1, 0.5, 0.999} {
+				k := newSCEKeys(int64(n), topk)
+				runSCEPasses([]Pass{{Chunk: k.pass().Chunk}}, in)
+				rank := sceTopK(topk, k.n-k.zeros)
+				if rank <= 0 || rank >= k.n {
+					continue
+				}
+				if !k.cutFromSample(rank) {
+					histogrammed++
+					continue
+				}
+				sampled++
+				got := [3]any{k.t, k.r, k.ties}
+				k.cutFromHistogram(rank)
+				if want := [3]any{k.t, k.r, k.ties}; got != want {
+					t.Fatalf("n=%d %s topk=%g: cut (t, r, ties) %v from the sample, %v from every key", n, kind, topk, got, want)
+				}
+				if k.ties {
+					tied++
+				}
+			}
+		}
+	}
+	if sampled == 0 || histogrammed == 0 || tied == 0 {
+		t.Errorf("cuts from the sample %d, from every key %d, with equal keys on both sides %d: each must happen", sampled, histogrammed, tied)
+	}
+}
+
 func slicesEqual(a, b []uint64) bool {
 	if len(a) != len(b) {
 		return false
