@@ -418,13 +418,12 @@ type sceScratch struct {
 	eq   []uint64
 	keys []uint32
 	keep []bool
-	sq   []float64 // per model
 	x    []float32 // per model
 }
 
 func newSCEScratch(lanes int) *sceScratch {
 	return &sceScratch{mask: make([]uint64, ChunkElems/64), eq: make([]uint64, ChunkElems/64), keys: make([]uint32, ChunkElems),
-		keep: make([]bool, ChunkElems), sq: make([]float64, lanes), x: make([]float32, lanes)}
+		keep: make([]bool, ChunkElems), x: make([]float32, lanes)}
 }
 
 // weightsMask is chunk pos's mask for the weights pass, kept for the merge pass

@@ -244,6 +244,48 @@ func TestSCECutFromSample(t *testing.T) {
 	}
 }
 
+// TestSCESquares: sceSquares (four models at a time) is sceSquaresRef bit for bit,
+// (NaN payloads included), for 1 to 9 models, with and without a mask, on deltas
+// that include ±0, ±Inf, NaNs of both signs and magnitudes far apart.
+func TestSCESquares(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 21))
+	vals := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		math.Float32frombits(0xffc00123), math.Float32frombits(0x7fc04000), 1e-30, 3e30}
+	for _, models := range []int{1, 2, 3, 4, 5, 8, 9} {
+		for _, n := range []int{1, 63, 64, 1001} {
+			in := make([][]float32, models+1)
+			for k := range in {
+				in[k] = make([]float32, n)
+				for j := range in[k] {
+					in[k][j] = float32(rng.NormFloat64())
+					if rng.IntN(50) == 0 {
+						in[k][j] = vals[rng.IntN(len(vals))]
+					}
+				}
+			}
+			mask := make([]uint64, (n+63)/64)
+			for j := range n {
+				if rng.IntN(4) == 0 {
+					mask[j/64] |= 1 << (j % 64)
+				}
+			}
+			for _, m := range [][]uint64{nil, mask} {
+				got, want := make([]float64, models), make([]float64, models)
+				for i := range got { // what the chunk's accumulator may hold before
+					got[i], want[i] = 0.5, 0.5
+				}
+				sceSquares(got, in[0], in[1:], m)
+				sceSquaresRef(want, in[0], in[1:], m)
+				for i := range got {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Fatalf("%d models, n=%d, masked %v, model %d: %v, want %v", models, n, m != nil, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 func slicesEqual(a, b []uint64) bool {
 	if len(a) != len(b) {
 		return false
