@@ -196,8 +196,8 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 // TestSCECutFromSample: the cut found from the sample's range (where it is found)
 // is the cut from a histogram of every key, on tensors of one to several chunks,
 // smooth (the sample's bounds hold the cut) and with many equal keys (they may
-// not), at select_topk from 1e-5 to 0.999; both happen, and so do equal keys on
-// both sides of the cut.
+// not), at select_topk from 1e-5 to 0.999, and so are the counts of equal keys
+// before each chunk; both happen, and so do equal keys on both sides of the cut.
 func TestSCECutFromSample(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 6))
 	var sampled, histogrammed, tied int
@@ -228,6 +228,17 @@ func TestSCECutFromSample(t *testing.T) {
 					continue
 				}
 				sampled++
+				if k.ties { // the equals before each chunk, counted from the sample's keys
+					var seen int64
+					for c, keys := range k.keys {
+						if k.before[c] != seen {
+							t.Fatalf("n=%d %s topk=%g chunk %d: %d equal keys before it, want %d", n, kind, topk, c, k.before[c], seen)
+						}
+						for _, key := range keys {
+							seen += int64(b2i(key == k.t))
+						}
+					}
+				}
 				got := [3]any{k.t, k.r, k.ties}
 				k.cutFromHistogram(rank)
 				if want := [3]any{k.t, k.r, k.ties}; got != want {
