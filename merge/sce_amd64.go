@@ -30,13 +30,22 @@ func sceVarianceAsm(dst []uint32, in [][]float32) int {
 //go:noescape
 func sceMaskAVX2(above, equal *uint64, keys *uint32, words int, t uint32)
 
-// sceMaskAsm runs sceMaskAVX2 over the whole groups of 64 of keys and returns how
-// many words it wrote.
+// sceMaskAVX512 is sceMaskAVX2 sixteen keys a compare.
+//
+//go:noescape
+func sceMaskAVX512(above, equal *uint64, keys *uint32, words int, t uint32)
+
+// sceMaskAsm runs sceMaskAVX512 or sceMaskAVX2 over the whole groups of 64 of keys
+// and returns how many words it wrote.
 func sceMaskAsm(above, equal []uint64, keys []uint32, t uint32) int {
 	words := len(keys) / 64
 	if words > 0 {
 		_, _ = above[words-1], equal[words-1]
-		sceMaskAVX2(&above[0], &equal[0], &keys[0], words, t)
+		if haveSCE512 {
+			sceMaskAVX512(&above[0], &equal[0], &keys[0], words, t)
+		} else {
+			sceMaskAVX2(&above[0], &equal[0], &keys[0], words, t)
+		}
 	}
 	return words
 }

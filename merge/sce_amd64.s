@@ -370,3 +370,44 @@ rdone:
 	MOVQ R9, in+40(FP)
 	VZEROUPPER
 	RET
+
+// One group of sixteen keys at byte offset off of SI: above t (Z5) into ka, equal
+// to t into ke.
+#define SCE_MASK16(off, ka, ke) \
+	VMOVDQU32 off(SI), Z0 \
+	VPCMPUD   $6, Z5, Z0, ka \
+	VPCMPUD   $0, Z5, Z0, ke
+
+// func sceMaskAVX512(above, equal *uint64, keys *uint32, words int, t uint32)
+// sceMaskAVX2 with sixteen keys a compare, the four masks of a word joined by
+// KUNPCKWD and KUNPCKDQ (the higher keys in the higher bits).
+TEXT ·sceMaskAVX512(SB), NOSPLIT, $0-36
+	MOVQ above+0(FP), DI
+	MOVQ equal+8(FP), R8
+	MOVQ keys+16(FP), SI
+	MOVQ words+24(FP), CX
+	MOVL t+32(FP), AX
+	VPBROADCASTD AX, Z5
+kwloop:
+	TESTQ CX, CX
+	JZ    kdone
+	SCE_MASK16(0, K1, K2)
+	SCE_MASK16(64, K3, K4)
+	SCE_MASK16(128, K5, K6)
+	SCE_MASK16(192, K7, K0)
+	KUNPCKWD K1, K3, K1 // keys 0-31: K3 the high half
+	KUNPCKWD K2, K4, K2
+	KUNPCKWD K5, K7, K5 // keys 32-63
+	KUNPCKWD K6, K0, K6
+	KUNPCKDQ K1, K5, K1
+	KUNPCKDQ K2, K6, K2
+	KMOVQ    K1, (DI)
+	KMOVQ    K2, (R8)
+	ADDQ $256, SI
+	ADDQ $8, DI
+	ADDQ $8, R8
+	DECQ CX
+	JMP  kwloop
+kdone:
+	VZEROUPPER
+	RET

@@ -75,3 +75,27 @@ func TestSCERange512(t *testing.T) {
 		}
 	}
 }
+
+// TestSCEMask512: the AVX-512 masks are the AVX2 kernel's (which TestSCEMaskAsm
+// checks against sceMaskRef where the CPU has no AVX-512), with keys equal to t,
+// next to it, 0 and the largest.
+func TestSCEMask512(t *testing.T) {
+	if !haveSCE512 || !haveTiesAsm {
+		t.Skip("no AVX-512")
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, words := range []int{1, 2, 7} {
+		for _, tk := range []uint32{0, 1, 0x3f800000, 0x7fffffff} {
+			keys := make([]uint32, 64*words)
+			for j := range keys {
+				keys[j] = []uint32{tk, tk + 1, tk - 1, 0, 0x7fffffff, rng.Uint32()}[rng.IntN(6)] &^ (1 << 31)
+			}
+			ga, ge, wa, we := make([]uint64, words), make([]uint64, words), make([]uint64, words), make([]uint64, words)
+			sceMaskAVX512(&ga[0], &ge[0], &keys[0], words, tk)
+			sceMaskAVX2(&wa[0], &we[0], &keys[0], words, tk)
+			if !slices.Equal(ga, wa) || !slices.Equal(ge, we) {
+				t.Fatalf("words=%d t=%#x: above %#x equal %#x, AVX2 %#x %#x", words, tk, ga, ge, wa, we)
+			}
+		}
+	}
+}
