@@ -119,8 +119,8 @@ mdone:
 // elects, num and den from +0 adding each model's masked w·d and w, then
 // b + num/max(den, 1e-6)), the base kept where the mask's bit is clear (mask nil:
 // every lane merged), and the result rounded to BF16 to nearest even (a NaN made
-// quiet). Each operation takes its operands in the order of the Go code, so that a
-// NaN carries the same payload.
+// quiet); a group with no kept lane is only the base rounded. Each operation takes
+// its operands in the order of the Go code, so that a NaN carries the same payload.
 TEXT ·sceMergeBF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ out+0(FP), DI
 	MOVQ base+8(FP), SI
@@ -157,6 +157,8 @@ ball:
 bgo:
 	VPMOVZXWD (SI)(AX*2), Z0
 	VPSLLD    $16, Z0, Z0 // b
+	KORTESTW  K7, K7
+	JZ        bround      // no lane kept: the base, rounded
 	VMOVAPS   Z3, Z1      // sum
 	MOVQ R8, R10
 	MOVQ R9, R11
@@ -196,6 +198,7 @@ aloop:
 	VMAXPS    Z9, Z5, Z9     // max(den, 1e-6): den where it is a NaN
 	VDIVPS    Z9, Z8, Z8     // num / that
 	VADDPS    Z8, Z0, K7, Z0 // b + it where the mask keeps the lane
+bround:
 	// To BF16, as BF16_RNE: u + 0x7fff + lsb, or u with the quiet bit where a NaN.
 	VPSRLD    $16, Z0, Z10
 	VPANDD    Z17, Z10, Z10

@@ -430,10 +430,15 @@ func TestSCEMergeBF16(t *testing.T) {
 				b, f := words()
 				models, modelsf = append(models, b), append(modelsf, f)
 			}
-			mask := make([]uint64, (n+63)/64)
+			// A mask that keeps a third, and one that keeps a fortieth (most groups of
+			// sixteen without a kept position, which the assembly skips).
+			mask, sparse := make([]uint64, (n+63)/64), make([]uint64, (n+63)/64)
 			for j := range n {
 				if rng.IntN(3) == 0 {
 					mask[j/64] |= 1 << (j % 64)
+				}
+				if rng.IntN(40) == 0 {
+					sparse[j/64] |= 1 << (j % 64)
 				}
 			}
 			for _, w := range weights {
@@ -444,7 +449,7 @@ func TestSCEMergeBF16(t *testing.T) {
 						t.Fatalf("n=%d no position kept, element %d: %#04x, want %#04x", n, j, g, want)
 					}
 				}
-				for _, m := range [][]uint64{nil, mask} {
+				for _, m := range [][]uint64{nil, mask, sparse} {
 					got := make([]byte, 2*n)
 					sceMergeBF16(got, base, models, w, m, m != nil, make([]float32, 3))
 					dst := make([]float32, n)
