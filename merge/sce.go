@@ -46,11 +46,28 @@ func init() {
 // code leaves to the compiler's operand order); the loop below was most of sce's
 // time.
 func sceVariance(dst []uint32, _ int, in [][]float32) {
-	var j int
-	if haveTiesAsm && len(dst) >= 4 {
+	sceVarianceZeros(dst, in)
+}
+
+// sceVarianceZeros is sceVariance, and returns how many keys are 0 (the keys pass
+// needs the count; a loop over the keys for it took as long as the histogram).
+// With AVX-512, sixteen elements at a time, the same operations in eight float64
+// lanes (so the same bits as AVX2, NaN payloads included), the zeros counted in
+// lanes too.
+func sceVarianceZeros(dst []uint32, in [][]float32) (zeros int) {
+	var j, from int
+	switch {
+	case haveSCE512 && len(dst) >= 16:
+		zeros = sceVariance512Asm(dst, in)
+		j, from = len(dst)&^3, len(dst)&^15
+	case haveTiesAsm && len(dst) >= 4:
 		j = sceVarianceAsm(dst, in)
 	}
 	sceVarianceRef(dst[j:], in, j)
+	for _, k := range dst[from:] {
+		zeros += b2i(k == 0)
+	}
+	return zeros
 }
 
 // sceVarianceRef is sceVariance element by element, from element off of the inputs
@@ -97,7 +114,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 			sc := pool.Get().(*sceScratch)
 			defer pool.Put(sc)
-			sceSquares(acc, in[0], in[1:], sel.weightsMask(sc, in, pos), sc.sq)
+			sceSquares(acc, in[0], in[1:], sel.weightsMask(sc, in, pos))
 		},
 		Done: func(perChunk []float64) error {
 			copy(w, sceWeights(perChunk, lanes, n))
@@ -116,27 +133,64 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 }
 
 // sceSquares adds each model's Σ δ_i² over a chunk's kept positions (mask, one bit
-// per position; nil: all), a float64 sum in element order from +0, to acc[i]; sq
-// has a slot per model.
-func sceSquares(acc []float64, base []float32, models [][]float32, mask []uint64, sq []float64) {
-	clear(sq)
+// per position; nil: all), a float64 sum in element order from +0, to acc[i]. Four models at a time (sceSquares4), each sum in a
+// register of its own: one loop over every model, summing through sq in memory,
+// made each kept position wait on a store and a load per model.
+func sceSquares(acc []float64, base []float32, models [][]float32, mask []uint64) {
+	for i := 0; i < len(models); i += 4 {
+		var x [4][]float32
+		for k := range x {
+			x[k] = base // a missing model: δ = 0, its sum not used
+			if i+k < len(models) {
+				x[k] = models[i+k]
+			}
+		}
+		s := sceSquares4(base, x, mask)
+		for k := range min(4, len(models)-i) {
+			acc[i+k] += s[k]
+		}
+	}
+}
+
+// sceSquaresRef is sceSquares one model after the other: the statement it is
+// tested against.
+func sceSquaresRef(acc []float64, base []float32, models [][]float32, mask []uint64) {
+	for i, x := range models {
+		var sq float64
+		for j := range base {
+			if mask == nil || mask[j/64]>>(j%64)&1 != 0 {
+				d := float64(x[j] - base[j])
+				sq += float64(d * d)
+			}
+		}
+		acc[i] += sq
+	}
+}
+
+// sceSquares4 is sceSquares for four models, returning their sums.
+func sceSquares4(base []float32, x [4][]float32, mask []uint64) [4]float64 {
+	var s0, s1, s2, s3 float64
+	x0, x1, x2, x3 := x[0][:len(base)], x[1][:len(base)], x[2][:len(base)], x[3][:len(base)]
 	add := func(j int) {
 		b := base[j]
-		for i, x := range models {
-			d := float64(x[j] - b)
-			sq[i] += float64(d * d)
-		}
+		d0, d1, d2, d3 := float64(x0[j]-b), float64(x1[j]-b), float64(x2[j]-b), float64(x3[j]-b)
+		s0 += float64(d0 * d0)
+		s1 += float64(d1 * d1)
+		s2 += float64(d2 * d2)
+		s3 += float64(d3 * d3)
 	}
 	if mask == nil {
 		for j := range base {
 			add(j)
 		}
-	} else {
-		forEachSet(mask, add)
+		return [4]float64{s0, s1, s2, s3}
 	}
-	for i, v := range sq {
-		acc[i] += v
+	for wi, word := range mask {
+		for ; word != 0; word &= word - 1 {
+			add(wi*64 + bits.TrailingZeros64(word))
+		}
 	}
+	return [4]float64{s0, s1, s2, s3}
 }
 
 // sceMergeChunk merges a chunk: the base where the mask drops the position (every

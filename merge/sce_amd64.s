@@ -112,3 +112,305 @@ mwloop:
 mdone:
 	VZEROUPPER
 	RET
+
+// func sceMergeBF16AVX512(out, base *byte, models *[]byte, nModels int, w *float32, mask *uint64, n int)
+// sceMergeBF16Ref for the first n elements (a multiple of 16), sixteen at a time:
+// every lane merged as sceMergeAt does (sum = (+0 + d_0) + d_1 …, the sign it
+// elects, num and den from +0 adding each model's masked w·d and w, then
+// b + num/max(den, 1e-6)), the base kept where the mask's bit is clear (mask nil:
+// every lane merged), and the result rounded to BF16 to nearest even (a NaN made
+// quiet); a group with no kept lane is only the base rounded. Each operation takes
+// its operands in the order of the Go code, so that a NaN carries the same payload.
+TEXT ·sceMergeBF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ models+16(FP), R8
+	MOVQ nModels+24(FP), R9
+	MOVQ w+32(FP), DX
+	MOVQ mask+40(FP), R13
+	MOVQ n+48(FP), CX
+	VPXORD Z3, Z3, Z3 // +0
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z4
+	MOVL $0x358637bd, AX // float32(1e-6)
+	VPBROADCASTD AX, Z5
+	MOVL $0x7f800000, AX
+	VPBROADCASTD AX, Z14
+	MOVL $0x00400000, AX
+	VPBROADCASTD AX, Z15
+	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z16
+	MOVL $1, AX
+	VPBROADCASTD AX, Z17
+	XORQ AX, AX // element index
+bloop:
+	CMPQ AX, CX
+	JGE  bdone
+	TESTQ R13, R13
+	JZ    ball
+	MOVQ  AX, BX
+	SHRQ  $3, BX
+	KMOVW (R13)(BX*1), K7 // the mask's 16 bits of these lanes
+	JMP   bgo
+ball:
+	KXNORW K7, K7, K7
+bgo:
+	VPMOVZXWD (SI)(AX*2), Z0
+	VPSLLD    $16, Z0, Z0 // b
+	KORTESTW  K7, K7
+	JZ        bround      // no lane kept: the base, rounded
+	VMOVAPS   Z3, Z1      // sum
+	MOVQ R8, R10
+	MOVQ R9, R11
+sloop:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Z2
+	VPSLLD    $16, Z2, Z2
+	VSUBPS    Z0, Z2, Z2 // d = x − b
+	VADDPS    Z2, Z1, Z1 // sum + d
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  sloop
+	VCMPPS    $0x11, Z3, Z1, K1 // sum < 0 (LT_OQ: not −0, not NaN): the elected sign is −
+	VMOVAPS   Z3, Z8            // num
+	VMOVAPS   Z3, Z9            // den
+	MOVQ R8, R10
+	MOVQ R9, R11
+	MOVQ DX, BX
+aloop:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Z2
+	VPSLLD    $16, Z2, Z2
+	VSUBPS    Z0, Z2, Z2 // d
+	VPMOVD2M  Z2, K2     // d's sign bit
+	VPTESTMD  Z4, Z2, K3 // d ≠ ±0
+	KXNORW    K2, K1, K4 // d's sign is the elected one
+	KANDW     K3, K4, K4 // agrees
+	VBROADCASTSS (BX), Z7 // w_i
+	VMULPS.Z  Z2, Z7, K4, Z6 // w·d where it agrees, +0 elsewhere
+	VADDPS    Z6, Z8, Z8     // num + term
+	VMOVAPS.Z Z7, K4, Z6
+	VADDPS    Z6, Z9, Z9     // den + term
+	ADDQ $24, R10
+	ADDQ $4, BX
+	DECQ R11
+	JNZ  aloop
+	VMAXPS    Z9, Z5, Z9     // max(den, 1e-6): den where it is a NaN
+	VDIVPS    Z9, Z8, Z8     // num / that
+	VADDPS    Z8, Z0, K7, Z0 // b + it where the mask keeps the lane
+bround:
+	// To BF16, as BF16_RNE: u + 0x7fff + lsb, or u with the quiet bit where a NaN.
+	VPSRLD    $16, Z0, Z10
+	VPANDD    Z17, Z10, Z10
+	VPADDD    Z10, Z0, Z10
+	VPADDD    Z16, Z10, Z10
+	VPANDD    Z4, Z0, Z11
+	VPCMPUD   $6, Z14, Z11, K5 // |u| > inf: a NaN
+	VPORD     Z15, Z0, K5, Z10
+	VPSRLD    $16, Z10, Z10
+	VPMOVDW   Z10, (DI)(AX*2)
+	ADDQ $16, AX
+	JMP  bloop
+bdone:
+	VZEROUPPER
+	RET
+
+// func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (zeros int)
+// sceVarianceAVX2 for the first n elements (a multiple of 4): sixteen at a time,
+// each half of them the AVX2 kernel's operations in eight float64 lanes, then the
+// last multiple of 4 as that kernel does them (the same bits, so a key never depends
+// on which loop made it). zeros: how many keys of the groups of sixteen are 0
+// (which the keys pass would otherwise count key by key).
+TEXT ·sceVarianceAVX512(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ models+16(FP), R8
+	MOVQ nModels+24(FP), R9
+	MOVQ n+32(FP), CX
+	VBROADCASTSD inv+40(FP), Z7
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z6
+	XORQ R13, R13 // zeros
+	XORQ AX, AX // element index
+	MOVQ CX, DX
+	ANDQ $-16, DX
+zloop:
+	CMPQ AX, DX
+	JGE  ztail
+	VMOVUPS (SI)(AX*4), Z0 // b
+	VXORPD  Z1, Z1, Z1     // mean, elements 0-7
+	VXORPD  Z11, Z11, Z11  // mean, elements 8-15
+	MOVQ R8, R10
+	MOVQ R9, R11
+zmloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Z2
+	VSUBPS  Z0, Z2, Z2 // x − b in float32
+	VEXTRACTF32X8 $1, Z2, Y12
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD Y12, Z12
+	VADDPD  Z2, Z1, Z1
+	VADDPD  Z12, Z11, Z11
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  zmloop
+	VMULPD  Z7, Z1, Z1 // mean·inv
+	VMULPD  Z7, Z11, Z11
+	VXORPD  Z3, Z3, Z3 // v
+	VXORPD  Z13, Z13, Z13
+	MOVQ R8, R10
+	MOVQ R9, R11
+zvloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), Z2
+	VSUBPS  Z0, Z2, Z2
+	VEXTRACTF32X8 $1, Z2, Y12
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD Y12, Z12
+	VSUBPD  Z1, Z2, Z2 // d − mean
+	VSUBPD  Z11, Z12, Z12
+	VMULPD  Z2, Z2, Z2
+	VMULPD  Z12, Z12, Z12
+	VADDPD  Z2, Z3, Z3
+	VADDPD  Z12, Z13, Z13
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  zvloop
+	VMULPD  Z7, Z3, Z3 // v·inv
+	VMULPD  Z7, Z13, Z13
+	VCVTPD2PS Z3, Y3   // to float32, to nearest even
+	VCVTPD2PS Z13, Y13
+	VINSERTF32X8 $1, Y13, Z3, Z3
+	VPANDD  Z6, Z3, Z3
+	VMOVUPS Z3, (DI)(AX*4)
+	VPTESTNMD Z3, Z3, K1
+	KMOVW   K1, BX
+	POPCNTL BX, BX
+	ADDQ    BX, R13
+	ADDQ $16, AX
+	JMP  zloop
+ztail:
+	// The groups of four left, as sceVarianceAVX2.
+	CMPQ AX, CX
+	JGE  zdone
+	VMOVUPS (SI)(AX*4), X0
+	VXORPD  Y1, Y1, Y1
+	MOVQ R8, R10
+	MOVQ R9, R11
+tmloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), X2
+	VSUBPS  X0, X2, X2
+	VCVTPS2PD X2, Y2
+	VADDPD  Y2, Y1, Y1
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  tmloop
+	VMULPD  Y7, Y1, Y1
+	VXORPD  Y3, Y3, Y3
+	MOVQ R8, R10
+	MOVQ R9, R11
+tvloop:
+	MOVQ    (R10), R12
+	VMOVUPS (R12)(AX*4), X2
+	VSUBPS  X0, X2, X2
+	VCVTPS2PD X2, Y2
+	VSUBPD  Y1, Y2, Y2
+	VMULPD  Y2, Y2, Y2
+	VADDPD  Y2, Y3, Y3
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  tvloop
+	VMULPD  Y7, Y3, Y3
+	VCVTPD2PSY Y3, X3
+	VPANDD  X6, X3, X3
+	VMOVUPS X3, (DI)(AX*4)
+	ADDQ $4, AX
+	JMP  ztail
+zdone:
+	MOVQ R13, zeros+48(FP)
+	VZEROUPPER
+	RET
+
+// func sceRangeAVX512(keys *uint32, n int, lo, hi uint32, out *uint32) (above, in int)
+// For the first n keys (a multiple of 16): above counts those > hi; the ones in
+// [lo, hi] are written to out in order (in of them), sixteen lanes compressed at a
+// time, each store 64 bytes wide (out has room for 16 more than it receives).
+// Unsigned compares: keys have no sign bit, and lo may be 0.
+TEXT ·sceRangeAVX512(SB), NOSPLIT, $0-48
+	MOVQ keys+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVL lo+16(FP), AX
+	VPBROADCASTD AX, Z5
+	MOVL hi+20(FP), AX
+	VPBROADCASTD AX, Z6
+	MOVQ out+24(FP), DI
+	XORQ R8, R8 // above
+	XORQ R9, R9 // in
+	XORQ AX, AX // key index
+rloop:
+	CMPQ AX, CX
+	JGE  rdone
+	VMOVDQU32 (SI)(AX*4), Z0
+	VPCMPUD   $6, Z6, Z0, K1 // > hi
+	VPCMPUD   $5, Z5, Z0, K2 // ≥ lo
+	KMOVW     K1, BX
+	POPCNTL   BX, BX
+	ADDQ      BX, R8
+	KANDNW    K2, K1, K3     // ≥ lo and not > hi
+	KORTESTW  K3, K3
+	JZ        rnext
+	VPCOMPRESSD.Z Z0, K3, Z1
+	VMOVDQU32 Z1, (DI)(R9*4)
+	KMOVW     K3, BX
+	POPCNTL   BX, BX
+	ADDQ      BX, R9
+rnext:
+	ADDQ $16, AX
+	JMP  rloop
+rdone:
+	MOVQ R8, above+32(FP)
+	MOVQ R9, in+40(FP)
+	VZEROUPPER
+	RET
+
+// One group of sixteen keys at byte offset off of SI: above t (Z5) into ka, equal
+// to t into ke.
+#define SCE_MASK16(off, ka, ke) \
+	VMOVDQU32 off(SI), Z0 \
+	VPCMPUD   $6, Z5, Z0, ka \
+	VPCMPUD   $0, Z5, Z0, ke
+
+// func sceMaskAVX512(above, equal *uint64, keys *uint32, words int, t uint32)
+// sceMaskAVX2 with sixteen keys a compare, the four masks of a word joined by
+// KUNPCKWD and KUNPCKDQ (the higher keys in the higher bits).
+TEXT ·sceMaskAVX512(SB), NOSPLIT, $0-36
+	MOVQ above+0(FP), DI
+	MOVQ equal+8(FP), R8
+	MOVQ keys+16(FP), SI
+	MOVQ words+24(FP), CX
+	MOVL t+32(FP), AX
+	VPBROADCASTD AX, Z5
+kwloop:
+	TESTQ CX, CX
+	JZ    kdone
+	SCE_MASK16(0, K1, K2)
+	SCE_MASK16(64, K3, K4)
+	SCE_MASK16(128, K5, K6)
+	SCE_MASK16(192, K7, K0)
+	KUNPCKWD K1, K3, K1 // keys 0-31: K3 the high half
+	KUNPCKWD K2, K4, K2
+	KUNPCKWD K5, K7, K5 // keys 32-63
+	KUNPCKWD K6, K0, K6
+	KUNPCKDQ K1, K5, K1
+	KUNPCKDQ K2, K6, K2
+	KMOVQ    K1, (DI)
+	KMOVQ    K2, (R8)
+	ADDQ $256, SI
+	ADDQ $8, DI
+	ADDQ $8, R8
+	DECQ CX
+	JMP  kwloop
+kdone:
+	VZEROUPPER
+	RET

@@ -5,3 +5,13 @@ package merge
 func sceVarianceAsm([]uint32, [][]float32) int { panic("no assembly variance") }
 
 func sceMaskAsm([]uint64, []uint64, []uint32, uint32) int { panic("no assembly mask") }
+
+const haveSCE512 = false
+
+func sceMergeBF16Asm([]byte, []byte, [][]byte, []float32, []uint64, bool) int {
+	panic("no assembly merge")
+}
+
+func sceVariance512Asm([]uint32, [][]float32) int { panic("no assembly variance") }
+
+func sceRangeAsm([]uint32, uint32, uint32, []uint32) (int, int, []uint32) { panic("no assembly range") }

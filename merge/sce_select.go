@@ -1,7 +1,9 @@
 package merge
 
 import (
+	"math"
 	"math/bits"
+	"slices"
 	"sync"
 )
 
@@ -16,6 +18,11 @@ import (
 // weights, and keeps them: that pass's Done locates the cut from the kept keys
 // (the exact key at rank k and how many of its equals rank above, the same cut the
 // rank selector finds), and the weights pass turns each chunk's keys into its mask.
+// To find the cut, a histogram of one key in sceSampleStride says between which
+// keys it lies, and one scan of the kept keys counts those above that range and
+// collects those in it, among which the cut is exact; where the sample misled (the
+// range too narrow, or holding too many keys, as when most keys are equal), a
+// histogram of every key does it.
 // A tensor whose keys do not fit goes through the rank selector as before.
 
 // maxSCEKeyBytes bounds the rank keys sceKeys holds for one tensor (4 bytes per
@@ -47,9 +54,13 @@ type sceKeys struct {
 	keys [][]uint32 // per chunk, from the first pass until its mask is made
 
 	mu    sync.Mutex
-	hist  []uint64 // the keys' top 16 bits (below 1<<15: a key has no sign bit)
-	zeros int64    // keys equal to 0
+	hist  []uint64 // the sampled keys' top 16 bits (below 1<<15: a key has no sign bit)
+	zeros int64    // keys equal to 0 (all of them)
 	local sync.Pool
+
+	// bySample: the cut was found from the sample's range, not a histogram of every
+	// key (for the tests, which check that both happen).
+	bySample bool
 
 	// The cut, once the first pass is done: all or none of the positions, or the
 	// positions whose key is above t, and of those equal to t the first r in flat
@@ -62,7 +73,7 @@ type sceKeys struct {
 
 func newSCEKeys(n int64, topk float64) *sceKeys {
 	k := &sceKeys{n: n, topk: topk, keys: make([][]uint32, (n+ChunkElems-1)/ChunkElems)}
-	k.local.New = func() any { h := make([]uint32, 1<<15); return &h }
+	k.local.New = func() any { return new([1 << 15]uint32) }
 	return k
 }
 
@@ -72,10 +83,10 @@ func (s *sceKeys) pass() Pass {
 	return Pass{
 		Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 			keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
-			sceVariance(keys, 0, in)
+			zeros := sceVarianceZeros(keys, in)
 			s.keys[pos.Index] = keys // each chunk its own slot
-			h := s.local.Get().(*[]uint32)
-			s.count(*h, keys)
+			h := s.local.Get().(*[1 << 15]uint32)
+			s.count(h, keys, int64(zeros))
 			s.local.Put(h)
 		},
 		Done: func([]float64) error {
@@ -85,19 +96,27 @@ func (s *sceKeys) pass() Pass {
 	}
 }
 
-// count adds a chunk's keys to the histogram, through local (zero between uses, and
-// left so), and counts the zero keys.
-func (s *sceKeys) count(local, keys []uint32) {
-	lo, hi := uint32(len(local)), uint32(0)
-	var zeros int64
-	for _, k := range keys {
-		b := k >> 16
-		local[b]++
-		lo, hi = min(lo, b), max(hi, b)
-		zeros += int64(b2i(k == 0))
-	}
-	if lo > hi {
+// sceSampleStride: one key in that many (the first of each run, in every chunk)
+// goes into the histogram that brackets the cut. Adding every key to it cost about
+// as much as computing the keys (1 ns per key, the histogram's increments alone).
+const sceSampleStride = 16
+
+// sceMaxCandidates bounds the keys collected between the sample's bounds (1 MiB);
+// more, and the cut comes from a histogram of every key instead.
+const sceMaxCandidates = 1 << 18
+
+// count adds one in sceSampleStride of a chunk's keys (zeros of them 0) to the
+// histogram, through local (zero between uses, and left so), and its zeros to the
+// count.
+func (s *sceKeys) count(local *[1 << 15]uint32, keys []uint32, zeros int64) {
+	if len(keys) == 0 {
 		return
+	}
+	blo, bhi := uint32(len(local)), uint32(0)
+	for j := 0; j < len(keys); j += sceSampleStride {
+		b := keys[j] >> 16 & (1<<15 - 1) // a key has no sign bit: the mask only spares a bounds check
+		local[b]++
+		blo, bhi = min(blo, b), max(bhi, b)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,17 +124,17 @@ func (s *sceKeys) count(local, keys []uint32) {
 		s.hist = make([]uint64, len(local))
 	}
 	s.zeros += zeros
-	for b := lo; b <= hi; b++ { // the bins this chunk touched
+	for b := blo; b <= bhi; b++ { // the bins this chunk touched
 		s.hist[b] += uint64(local[b])
 		local[b] = 0
 	}
 }
 
 // settle locates the cut: the rank is select_topk of the non-zero keys (sceTopK);
-// the histogram gives the top 16 bits of the key at that rank, and a scan of the
-// kept keys in that bin its low 16 bits and how many of its equals rank above; a
-// second scan, only when some equals rank above and some below, counts the equals
-// per chunk.
+// cutFromSample, or where it cannot, cutFromHistogram gives the key t at that rank
+// and how many of its equals rank above; when some equals rank above and some
+// below, the equals per chunk are counted: among the keys cutFromSample collected
+// (t's equals are all there), or by a second scan of the keys.
 func (s *sceKeys) settle() {
 	rank := sceTopK(s.topk, s.n-s.zeros)
 	s.all, s.none = rank >= s.n, rank <= 0
@@ -126,17 +145,137 @@ func (s *sceKeys) settle() {
 		s.hist = nil
 		return
 	}
+	s.bySample = s.cutFromSample(rank)
+	s.hist = nil
+	if !s.bySample {
+		s.cutFromHistogram(rank)
+	}
+	if !s.ties || s.before != nil {
+		return
+	}
+	s.before = make([]int64, len(s.keys))
+	var seen int64
+	gt, eq := make([]uint64, ChunkElems/64), make([]uint64, ChunkElems/64)
+	for c, keys := range s.keys {
+		s.before[c] = seen
+		sceMaskBits(gt, eq, keys, s.t)
+		for _, e := range eq[:(len(keys)+63)/64] {
+			seen += int64(bits.OnesCount64(e))
+		}
+	}
+}
+
+// setCut sets the cut from the keys that rank above a range (above) and the keys in
+// it (in, in flat order, starts[c] the first of chunk c's): t is the key at rank,
+// r how many of its equals rank above, and where some equals rank above and some
+// below, before. false: the rank is not in the range. The keys' counts per top 16
+// bits say which bin holds t; only that bin's keys are sorted (sorting the whole
+// range was 2.5 % of the run, on one core).
+func (s *sceKeys) setCut(rank, above int64, in []uint32, starts []int) bool {
+	need := rank - above
+	if need <= 0 || need > int64(len(in)) {
+		return false
+	}
+	lo, hi := ^uint32(0), uint32(0)
+	for _, k := range in {
+		lo, hi = min(lo, k>>16), max(hi, k>>16)
+	}
+	bins := make([]int64, hi-lo+1)
+	for _, k := range in {
+		bins[k>>16-lo]++
+	}
+	var greater int64 // keys of the range in the bins above t's
+	b := len(bins) - 1
+	for ; greater+bins[b] < need; b-- {
+		greater += bins[b]
+	}
+	bin := make([]uint32, 0, bins[b])
+	for _, k := range in {
+		if k>>16 == lo+uint32(b) {
+			bin = append(bin, k)
+		}
+	}
+	slices.Sort(bin)
+	t := bin[int64(len(bin))-(need-greater)]
+	first, _ := slices.BinarySearch(bin, t)
+	end, _ := slices.BinarySearch(bin, t+1) // t+1 fits: a key has no sign bit
+	greater += int64(len(bin) - end)
+	s.t, s.r, s.ties = t, need-greater, need-greater < int64(end-first)
+	if s.ties {
+		s.before = make([]int64, len(s.keys))
+		var seen int64
+		for c := range s.keys {
+			s.before[c] = seen
+			for _, k := range in[starts[c]:starts[c+1]] {
+				seen += int64(b2i(k == t))
+			}
+		}
+	}
+	return true
+}
+
+// cutFromSample sets the cut from the sampled histogram: the bins where the
+// sample's count from the top reaches rank/sceSampleStride, give or take four
+// standard deviations and 16, bound a range of keys; one scan counts the keys
+// above it and collects those in it, and the cut is among those when the counts
+// say so. false: it was not (or more than sceMaxCandidates were in the range).
+func (s *sceKeys) cutFromSample(rank int64) bool {
+	q := float64(rank) / sceSampleStride
+	m := 4*math.Sqrt(q) + 16
+	bhi, blo := -1, 0
+	var c float64
+	for b := len(s.hist) - 1; b >= 0; b-- {
+		c += float64(s.hist[b])
+		if bhi < 0 && c >= q-m {
+			bhi = b
+		}
+		if c >= q+m {
+			blo = b
+			break
+		}
+	}
+	if bhi < 0 {
+		return false
+	}
+	// Zero keys never rank above (rank counts the non-zero ones), so the range
+	// starts at 1 at least.
+	lo, hi := max(uint32(blo)<<16, 1), uint32(bhi)<<16|0xffff
+	var above int64
+	var in []uint32
+	starts := make([]int, len(s.keys)+1)
+	for c, keys := range s.keys {
+		var a int
+		in = slices.Grow(in, len(keys)+16)
+		a, in = sceRange(keys, lo, hi, in)
+		above += int64(a)
+		starts[c+1] = len(in)
+		if len(in) > sceMaxCandidates {
+			return false
+		}
+	}
+	return s.setCut(rank, above, in, starts)
+}
+
+// cutFromHistogram sets the cut from a histogram of every key: the bin of the key
+// at the rank from it, then a histogram of the low 16 bits of the bin's keys
+// (found 64 at a time by sceMaskBits), which need not fit in memory as a list.
+func (s *sceKeys) cutFromHistogram(rank int64) {
+	hist := make([]uint64, 1<<15)
+	for _, keys := range s.keys {
+		for _, k := range keys {
+			hist[k>>16&(1<<15-1)]++
+		}
+	}
 	var bin uint32
 	var above int64
-	for b := len(s.hist) - 1; b >= 0; b-- {
-		if v := int64(s.hist[b]); above+v >= rank {
+	for b := len(hist) - 1; b >= 0; b-- {
+		if v := int64(hist[b]); above+v >= rank {
 			bin = uint32(b)
 			break
 		} else {
 			above += v
 		}
 	}
-	s.hist = nil
 	// The keys in the bin, 64 at a time: above lo−1 and not above hi.
 	lows := make([]int64, 1<<16)
 	lo, hi := bin<<16, bin<<16|0xffff
@@ -164,18 +303,31 @@ func (s *sceKeys) settle() {
 			cum += v
 		}
 	}
-	if !s.ties {
-		return
+}
+
+// sceRange counts the keys above hi and appends those in [lo, hi] to out, which
+// must have room for len(keys)+16 more. With AVX-512, sixteen keys at a time.
+func sceRange(keys []uint32, lo, hi uint32, out []uint32) (int, []uint32) {
+	var j, above int
+	if haveSCE512 {
+		j, above, out = sceRangeAsm(keys, lo, hi, out)
 	}
-	s.before = make([]int64, len(s.keys))
-	var seen int64
-	for c, keys := range s.keys {
-		s.before[c] = seen
-		sceMaskBits(gt, eq, keys, s.t)
-		for _, e := range eq[:(len(keys)+63)/64] {
-			seen += int64(bits.OnesCount64(e))
+	a, out := sceRangeRef(keys[j:], lo, hi, out)
+	return above + a, out
+}
+
+// sceRangeRef is sceRange key by key: the statement the assembly is tested against.
+func sceRangeRef(keys []uint32, lo, hi uint32, out []uint32) (int, []uint32) {
+	var above int
+	for _, k := range keys {
+		switch {
+		case k > hi:
+			above++
+		case k >= lo:
+			out = append(out, k)
 		}
 	}
+	return above, out
 }
 
 // mask writes the mask of chunk c (n elements, their keys; nil when the cut keeps
@@ -301,13 +453,12 @@ type sceScratch struct {
 	eq   []uint64
 	keys []uint32
 	keep []bool
-	sq   []float64 // per model
 	x    []float32 // per model
 }
 
 func newSCEScratch(lanes int) *sceScratch {
 	return &sceScratch{mask: make([]uint64, ChunkElems/64), eq: make([]uint64, ChunkElems/64), keys: make([]uint32, ChunkElems),
-		keep: make([]bool, ChunkElems), sq: make([]float64, lanes), x: make([]float32, lanes)}
+		keep: make([]bool, ChunkElems), x: make([]float32, lanes)}
 }
 
 // weightsMask is chunk pos's mask for the weights pass, kept for the merge pass

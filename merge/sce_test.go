@@ -193,6 +193,110 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 	}
 }
 
+// TestSCECutFromSample: the cut found from the sample's range (where it is found)
+// is the cut from a histogram of every key, on tensors of one to several chunks,
+// smooth (the sample's bounds hold the cut) and with many equal keys (they may
+// not), at select_topk from 1e-5 to 0.999, and so are the counts of equal keys
+// before each chunk; both happen, and so do equal keys on both sides of the cut.
+func TestSCECutFromSample(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 6))
+	var sampled, histogrammed, tied int
+	for _, n := range []int{1, 17, 1000, ChunkElems, 3*ChunkElems + 77, 5 * ChunkElems} {
+		for _, kind := range []string{"smooth", "ties", "sample misleads", "all equal"} {
+			in := sceTieInputs(rng, n, 3, true)
+			for i, x := range in[1:] {
+				for j := range x {
+					switch kind {
+					case "smooth":
+						x[j] = in[0][j] + float32(rng.NormFloat64())
+					case "sample misleads": // the sampled positions vary the most
+						x[j] = in[0][j] + float32(rng.NormFloat64())*float32(1+999*b2i(j%sceSampleStride == 0))
+					case "all equal": // more equal keys at the cut than the sample's range may hold
+						x[j] = in[0][j] + float32(b2i(i == 0))
+					}
+				}
+			}
+			for _, topk := range []float64{1e-5, 1e-3, 0.1, 0.5, 0.999} {
+				k := newSCEKeys(int64(n), topk)
+				runSCEPasses([]Pass{{Chunk: k.pass().Chunk}}, in)
+				rank := sceTopK(topk, k.n-k.zeros)
+				if rank <= 0 || rank >= k.n {
+					continue
+				}
+				if !k.cutFromSample(rank) {
+					histogrammed++
+					continue
+				}
+				sampled++
+				if k.ties { // the equals before each chunk, counted from the sample's keys
+					var seen int64
+					for c, keys := range k.keys {
+						if k.before[c] != seen {
+							t.Fatalf("n=%d %s topk=%g chunk %d: %d equal keys before it, want %d", n, kind, topk, c, k.before[c], seen)
+						}
+						for _, key := range keys {
+							seen += int64(b2i(key == k.t))
+						}
+					}
+				}
+				got := [3]any{k.t, k.r, k.ties}
+				k.cutFromHistogram(rank)
+				if want := [3]any{k.t, k.r, k.ties}; got != want {
+					t.Fatalf("n=%d %s topk=%g: cut (t, r, ties) %v from the sample, %v from every key", n, kind, topk, got, want)
+				}
+				if k.ties {
+					tied++
+				}
+			}
+		}
+	}
+	if sampled == 0 || histogrammed == 0 || tied == 0 {
+		t.Errorf("cuts from the sample %d, from every key %d, with equal keys on both sides %d: each must happen", sampled, histogrammed, tied)
+	}
+}
+
+// TestSCESquares: sceSquares (four models at a time) is sceSquaresRef bit for bit,
+// (NaN payloads included), for 1 to 9 models, with and without a mask, on deltas
+// that include ±0, ±Inf, NaNs of both signs and magnitudes far apart.
+func TestSCESquares(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 21))
+	vals := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		math.Float32frombits(0xffc00123), math.Float32frombits(0x7fc04000), 1e-30, 3e30}
+	for _, models := range []int{1, 2, 3, 4, 5, 8, 9} {
+		for _, n := range []int{1, 63, 64, 1001} {
+			in := make([][]float32, models+1)
+			for k := range in {
+				in[k] = make([]float32, n)
+				for j := range in[k] {
+					in[k][j] = float32(rng.NormFloat64())
+					if rng.IntN(50) == 0 {
+						in[k][j] = vals[rng.IntN(len(vals))]
+					}
+				}
+			}
+			mask := make([]uint64, (n+63)/64)
+			for j := range n {
+				if rng.IntN(4) == 0 {
+					mask[j/64] |= 1 << (j % 64)
+				}
+			}
+			for _, m := range [][]uint64{nil, mask} {
+				got, want := make([]float64, models), make([]float64, models)
+				for i := range got { // what the chunk's accumulator may hold before
+					got[i], want[i] = 0.5, 0.5
+				}
+				sceSquares(got, in[0], in[1:], m)
+				sceSquaresRef(want, in[0], in[1:], m)
+				for i := range got {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Fatalf("%d models, n=%d, masked %v, model %d: %v, want %v", models, n, m != nil, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 func slicesEqual(a, b []uint64) bool {
 	if len(a) != len(b) {
 		return false
@@ -292,52 +396,73 @@ func TestBF16Requiet(t *testing.T) {
 	}
 }
 
-// TestSCEMergeBF16: the fused merge on BF16 bytes is decoding, sceMergeChunk and
-// rounding, bit for bit, with and without a mask, on words that include signalling
-// and quiet NaNs, ±Inf and ±0.
+// TestSCEMergeBF16: the fused merge on BF16 bytes (AVX-512 where the CPU has it) is
+// decoding, sceMergeChunk and rounding, bit for bit, with and without a mask, on
+// words that include signalling and quiet NaNs of both signs, ±Inf and ±0 (dense
+// enough that two NaNs meet in one sum), with ordinary weights and with weights
+// that are NaN, ±Inf or 0 (as a tensor holding a NaN or an Inf makes them).
 func TestSCEMergeBF16(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 2))
-	special := []uint16{0x7f81, 0xffc1, 0x7f80, 0xff80, 0x0000, 0x8000, 0x0001}
-	for _, n := range []int{1, 3, 64, 1001} {
-		words := func() ([]byte, []float32) {
-			b, f := make([]byte, 2*n), make([]float32, n)
-			for j := range n {
-				h := uint16(0x3c00 + rng.IntN(0x800))
-				if rng.IntN(2) == 0 {
-					h |= 0x8000
+	special := []uint16{0x7f81, 0xffc1, 0x7fc0, 0xff90, 0x7f80, 0xff80, 0x0000, 0x8000, 0x0001}
+	weights := [][]float32{{0.2, 0.5, 0.3}, {0.2, float32(math.NaN()), 0.3}, {float32(math.Inf(1)), 0, float32(math.Inf(-1))},
+		{float32(math.NaN()), float32(math.Float32frombits(0xffc00001)), 1e-7}, {1e-7, 0, 1e-8}}
+	for _, n := range []int{1, 3, 15, 16, 17, 64, 100, 1001, 4096 + 5} {
+		for _, every := range []int{20, 3} { // one word in every of them special
+			words := func() ([]byte, []float32) {
+				b, f := make([]byte, 2*n), make([]float32, n)
+				for j := range n {
+					h := uint16(0x3c00 + rng.IntN(0x800))
+					if rng.IntN(2) == 0 {
+						h |= 0x8000
+					}
+					if rng.IntN(every) == 0 {
+						h = special[rng.IntN(len(special))]
+					}
+					b[2*j], b[2*j+1] = byte(h), byte(h>>8)
+					f[j] = dtype.BF16ToFloat32(h)
 				}
-				if rng.IntN(20) == 0 {
-					h = special[rng.IntN(len(special))]
-				}
-				b[2*j], b[2*j+1] = byte(h), byte(h>>8)
-				f[j] = dtype.BF16ToFloat32(h)
+				return b, f
 			}
-			return b, f
-		}
-		base, basef := words()
-		var models [][]byte
-		var modelsf [][]float32
-		for range 3 {
-			b, f := words()
-			models, modelsf = append(models, b), append(modelsf, f)
-		}
-		w := []float32{0.2, 0.5, 0.3}
-		mask := make([]uint64, (n+63)/64)
-		for j := range n {
-			if rng.IntN(3) == 0 {
-				mask[j/64] |= 1 << (j % 64)
+			base, basef := words()
+			var models [][]byte
+			var modelsf [][]float32
+			for range 3 {
+				b, f := words()
+				models, modelsf = append(models, b), append(modelsf, f)
 			}
-		}
-		for _, m := range [][]uint64{nil, mask} {
-			got := make([]byte, 2*n)
-			sceMergeBF16(got, base, models, w, m, m != nil, make([]float32, 3))
-			dst := make([]float32, n)
-			sceMergeChunk(dst, basef, modelsf, w, m, make([]float32, 3))
+			// A mask that keeps a third, and one that keeps a fortieth (most groups of
+			// sixteen without a kept position, which the assembly skips).
+			mask, sparse := make([]uint64, (n+63)/64), make([]uint64, (n+63)/64)
 			for j := range n {
-				g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
-				want := dtype.Float32ToBF16(dst[j])
-				if g != want {
-					t.Fatalf("n=%d masked=%v element %d: %#04x, want %#04x", n, m != nil, j, g, want)
+				if rng.IntN(3) == 0 {
+					mask[j/64] |= 1 << (j % 64)
+				}
+				if rng.IntN(40) == 0 {
+					sparse[j/64] |= 1 << (j % 64)
+				}
+			}
+			for _, w := range weights {
+				none := make([]byte, 2*n) // masked, with no mask: no position kept
+				sceMergeBF16(none, base, models, w, nil, true, make([]float32, 3))
+				for j := range n {
+					if g, want := uint16(none[2*j])|uint16(none[2*j+1])<<8, dtype.Float32ToBF16(basef[j]); g != want {
+						t.Fatalf("n=%d no position kept, element %d: %#04x, want %#04x", n, j, g, want)
+					}
+				}
+				for _, m := range [][]uint64{nil, mask, sparse} {
+					got := make([]byte, 2*n)
+					sceMergeBF16(got, base, models, w, m, m != nil, make([]float32, 3))
+					dst := make([]float32, n)
+					sceMergeChunk(dst, basef, modelsf, w, m, make([]float32, 3))
+					for j := range n {
+						g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
+						want := dtype.Float32ToBF16(dst[j])
+						if g != want {
+							t.Fatalf("n=%d w=%v masked=%v (AVX-512 %v) element %d: %#04x, want %#04x (base %#04x, models %#04x %#04x %#04x)", n, w, m != nil, haveSCE512, j, g, want,
+								uint16(base[2*j])|uint16(base[2*j+1])<<8, uint16(models[0][2*j])|uint16(models[0][2*j+1])<<8,
+								uint16(models[1][2*j])|uint16(models[1][2*j+1])<<8, uint16(models[2][2*j])|uint16(models[2][2*j+1])<<8)
+						}
+					}
 				}
 			}
 		}
