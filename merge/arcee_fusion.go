@@ -317,7 +317,7 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		},
 		// BF16 in and out with AVX-512: the merge from the inputs' words to the
 		// output's (arceeSelectBF16), the same bits as decoding, Merge and encoding.
-		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
 			if !haveArceeSelectBF16 || outDT != dtype.BF16 {
 				return false
 			}
@@ -325,10 +325,6 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 				if op.DType != dtype.BF16 || len(op.Data) != len(out) {
 					return false
 				}
-			}
-			pos, ok := sceChunkOf(tp, in) // the chunk, from where its bytes lie
-			if !ok {
-				return false
 			}
 			first := seg.first(pos)
 			dst, b, x := arceeWords(out), arceeWords(in[0].Data), arceeWords(in[1].Data)

@@ -49,11 +49,11 @@ type Kernel struct {
 	// sums to acc, which has NumStats entries.
 	Observe  func(out []float32, in [][]float32, acc []float64)
 	NumStats int
-	// Fused, if set, may do a whole chunk in one pass from the inputs' bytes to the
-	// output's bytes, Merge and Observe included, for the dtypes it knows; it returns
-	// false for others and the engine then decodes, merges and encodes. It must give
-	// the same bits as that path (the tests compare them).
-	Fused func(out []byte, outDT dtype.DType, in []Operand, acc []float64) bool
+	// Fused, if set, may do a whole chunk (pos) in one pass from the inputs' bytes to
+	// the output's bytes, Merge and Observe included, for the dtypes it knows; it
+	// returns false for others and the engine then decodes, merges and encodes. It
+	// must give the same bits as that path (the tests compare them).
+	Fused func(out []byte, outDT dtype.DType, in []Operand, acc []float64, pos Chunk) bool
 	// GPU, if set, does the whole tensor on a device, Passes, Merge and Observe
 	// included, with the same bits (see GPUFunc); Execute uses it for the tensors
 	// ExecOptions.Device's policy sends there.
@@ -639,7 +639,7 @@ func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sin
 		acc = partials[pos.Index*int64(k.NumStats) : (pos.Index+1)*int64(k.NumStats)]
 	}
 	s.ops = ops
-	if !k.Fused(buf, t.OutDType, ops, acc) {
+	if !k.Fused(buf, t.OutDType, ops, acc, pos) {
 		return false, nil
 	}
 	if err := sink.WriteAt(ti, t.OutDType.Bytes(pos.Offset), buf); err != nil {

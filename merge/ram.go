@@ -74,7 +74,7 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 		// BF16 in and out (what checkpoints are stored in) with AVX2: one loop from
 		// the inputs' bytes to the output's, the same bits as decoding, Merge and
 		// encoding (ramMergeBF16).
-		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
 			if !haveLerpBF16Asm || outDT != dtype.BF16 {
 				return false
 			}

@@ -47,7 +47,7 @@ func TestRAMMergeBF16MatchesChunk(t *testing.T) {
 		// TestRAMChunkMatchesOneAtATime) and encodes, which the kernel must leave to it.
 		k := ramKernel(&methodRun{weights: []float32{1}, p: Params{Epsilon: 1e-5}}, false)
 		in := []Operand{{DType: dtype.BF16, Data: make([]byte, 16)}, {DType: dtype.BF16, Data: make([]byte, 16)}}
-		if k.Fused(make([]byte, 16), dtype.BF16, in, nil) {
+		if k.Fused(make([]byte, 16), dtype.BF16, in, nil, Chunk{}) {
 			t.Fatal("Fused did the chunk without the assembly")
 		}
 		return

@@ -14,27 +14,10 @@ import (
 // tenth of them at select_topk 0.1) are decoded, merged by sceMergeAt and rounded.
 // The same bits as decoding every input, sceMergeChunk and encoding (tested).
 
-// sceChunkOf finds which chunk of t the fused path was given: the engine hands it
-// t.In[0]'s bytes from the chunk's first element on, so their distance from the
-// start of t.In[0].Data, checked by address, says where. false: not a chunk of t's
-// own bytes (a span's view of a tensor that decodes), for the general path.
-func sceChunkOf(t *TensorPlan, in []Operand) (Chunk, bool) {
-	all, part := t.In[0].Data, in[0].Data
-	off := cap(all) - cap(part)
-	if len(part) == 0 || off < 0 || off%2 != 0 || off >= len(all) || &all[off] != &part[0] {
-		return Chunk{}, false
-	}
-	e := t.In[0].base + int64(off/2)
-	if e%ChunkElems != 0 {
-		return Chunk{}, false
-	}
-	return Chunk{Index: e / ChunkElems, Offset: e}, true
-}
-
 // sceFused is the Fused function of sce's kernel for t: BF16 inputs and output, and
 // a mask the weights pass kept (or none needed); pool gives sceScratch.
-func sceFused(t *TensorPlan, sel *sceSelection, w []float32, pool *sync.Pool) func([]byte, dtype.DType, []Operand, []float64) bool {
-	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64) bool {
+func sceFused(t *TensorPlan, sel *sceSelection, w []float32, pool *sync.Pool) func([]byte, dtype.DType, []Operand, []float64, Chunk) bool {
+	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
 		if outDT != dtype.BF16 {
 			return false
 		}
@@ -42,10 +25,6 @@ func sceFused(t *TensorPlan, sel *sceSelection, w []float32, pool *sync.Pool) fu
 			if op.DType != dtype.BF16 || len(op.Data) != len(out) {
 				return false
 			}
-		}
-		pos, ok := sceChunkOf(t, in)
-		if !ok {
-			return false
 		}
 		var mask []uint64
 		if sel != nil {

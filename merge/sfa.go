@@ -72,7 +72,7 @@ func (s SFA) Kernel() Kernel {
 		},
 		Observe:  observeSFA,
 		NumStats: sfaStats,
-		Fused: func(out []byte, outDT dtype.DType, in []Operand, acc []float64) bool {
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, acc []float64, _ Chunk) bool {
 			var before, after float64
 			if outDT == dtype.BF16 && in[0].DType == dtype.BF16 && in[1].DType == dtype.BF16 {
 				before, after = lerpBF16(out, in[0].Data, in[1].Data, b, c)

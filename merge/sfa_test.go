@@ -615,7 +615,7 @@ func TestFusedBF16MatchesGeneric(t *testing.T) {
 		k := SFA{Beta: beta}.Kernel()
 		fused := make([]byte, 2*n)
 		accF := make([]float64, sfaStats)
-		if !k.Fused(fused, dtype.BF16, []Operand{{DType: dtype.BF16, Data: a}, {DType: dtype.BF16, Data: x}}, accF) {
+		if !k.Fused(fused, dtype.BF16, []Operand{{DType: dtype.BF16, Data: a}, {DType: dtype.BF16, Data: x}}, accF, Chunk{}) {
 			t.Fatal("fused path declined BF16")
 		}
 		af, xf, dst := make([]float32, n), make([]float32, n), make([]float32, n)
@@ -636,7 +636,7 @@ func TestFusedBF16MatchesGeneric(t *testing.T) {
 			}
 		}
 	}
-	if (SFA{Beta: 0.5}).Kernel().Fused(make([]byte, 8), dtype.F32, []Operand{{DType: dtype.BF16}, {DType: dtype.BF16}}, nil) {
+	if (SFA{Beta: 0.5}).Kernel().Fused(make([]byte, 8), dtype.F32, []Operand{{DType: dtype.BF16}, {DType: dtype.BF16}}, nil, Chunk{}) {
 		t.Error("fused path took an F32 output")
 	}
 }
@@ -750,7 +750,7 @@ func TestFusedTiledMatchesGeneric(t *testing.T) {
 			k := SFA{Beta: beta}.Kernel()
 			fused := make([]byte, tc.out.Bytes(int64(tc.n)))
 			accF := make([]float64, sfaStats)
-			if !k.Fused(fused, tc.out, []Operand{{DType: tc.a, Data: a}, {DType: tc.x, Data: x}}, accF) {
+			if !k.Fused(fused, tc.out, []Operand{{DType: tc.a, Data: a}, {DType: tc.x, Data: x}}, accF, Chunk{}) {
 				t.Fatalf("%v: fused path declined", tc)
 			}
 			af, xf, dst := make([]float32, tc.n), make([]float32, tc.n), make([]float32, tc.n)
