@@ -76,48 +76,39 @@ bloop:
 	VZEROUPPER
 	RET
 
-// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, thr *uint64, n int) int
+// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, bt *uint64, n int) int
 // decideBuckets for j < n (a multiple of 8, at least 8), eight entries at a time:
-// the bounds of each entry's bucket (start[b], start[b+1]−1) and their thresholds
-// gathered, keep[j] = draw[j] < thr[start[b]], and j appended to undec where that
-// differs from draw[j] < thr[start[b+1]−1]. Returns how many were appended; undec
-// has room for n.
-TEXT ·dellaDecideAVX512(SB), NOSPLIT, $0-64
+// each entry's bucket word gathered (bt[b]: the top 32 bits of the thresholds of the
+// bucket's lowest rank, low half, and highest, high half), keep[j] = the draw's top
+// 32 bits below the low half, and j appended to undec where they are not but are at
+// or below the high half. Returns how many were appended; undec has room for n.
+TEXT ·dellaDecideAVX512(SB), NOSPLIT, $0-56
 	MOVQ keep+0(FP), DI
 	MOVQ undec+8(FP), R10
 	MOVQ draw+16(FP), SI
 	MOVQ bk+24(FP), BX
-	MOVQ start+32(FP), R8
-	MOVQ thr+40(FP), R9
-	MOVQ n+48(FP), CX
-	MOVL $1, AX
-	MOVD AX, X15
-	VPBROADCASTD X15, Y15
+	MOVQ bt+32(FP), R9
+	MOVQ n+40(FP), CX
+	MOVL $0xffffffff, AX
+	VPBROADCASTQ AX, Z15 // the low halves
 	XORQ DX, DX
 	XORQ R11, R11
 
 dloop:
 	VPMOVZXWD (BX)(DX*2), Y1
 	KXNORB    K1, K1, K1
-	VPXOR     Y2, Y2, Y2
-	VPGATHERDD (R8)(Y1*4), K1, Y2  // start[b]
-	KXNORB    K1, K1, K1
-	VPXOR     Y3, Y3, Y3
-	VPGATHERDD 4(R8)(Y1*4), K1, Y3 // start[b+1]
-	VPSUBD    Y15, Y3, Y3
-	KXNORB    K1, K1, K1
 	VPXORQ    Z4, Z4, Z4
-	VPGATHERDQ (R9)(Y2*8), K1, Z4  // thr[start[b]]
-	KXNORB    K1, K1, K1
-	VPXORQ    Z5, Z5, Z5
-	VPGATHERDQ (R9)(Y3*8), K1, Z5  // thr[start[b+1]−1]
+	VPGATHERDQ (R9)(Y1*8), K1, Z4 // bt[b]
 	VMOVDQU64 (SI)(DX*8), Z6
-	VPCMPUQ   $1, Z4, Z6, K2       // draw < thr[start[b]]
-	VPCMPUQ   $1, Z5, Z6, K3
+	VPSRLQ    $32, Z6, Z6          // the draws' top 32 bits
+	VPSRLQ    $32, Z4, Z5          // the highest rank's
+	VPANDQ    Z15, Z4, Z4          // the lowest rank's
+	VPCMPUQ   $1, Z4, Z6, K2       // below the lowest rank's: kept
+	VPCMPUQ   $2, Z5, Z6, K3       // at or below the highest rank's
 	VPMOVM2B  K2, X7
 	VPABSB    X7, X7
 	VMOVQ     X7, (DI)(DX*1)
-	KXORB     K2, K3, K4
+	KANDNB    K3, K2, K4           // neither kept nor dropped: undecided
 	KMOVB     K4, AX
 	TESTL     AX, AX
 	JZ        dnext
@@ -135,7 +126,59 @@ dnext:
 	ADDQ      $8, DX
 	CMPQ      DX, CX
 	JB        dloop
-	MOVQ      R11, ret+56(FP)
+	MOVQ      R11, ret+48(FP)
+	VZEROUPPER
+	RET
+
+DATA dellaRankIota<>+0(SB)/8, $0x0000000100000000
+DATA dellaRankIota<>+8(SB)/8, $0x0000000300000002
+DATA dellaRankIota<>+16(SB)/8, $0x0000000500000004
+DATA dellaRankIota<>+24(SB)/8, $0x0000000700000006
+DATA dellaRankIota<>+32(SB)/8, $0x0000000900000008
+DATA dellaRankIota<>+40(SB)/8, $0x0000000b0000000a
+DATA dellaRankIota<>+48(SB)/8, $0x0000000d0000000c
+DATA dellaRankIota<>+56(SB)/8, $0x0000000f0000000e
+GLOBL dellaRankIota<>(SB), RODATA|NOPTR, $64
+
+// func dellaRankAVX512(bk *uint16, mags *uint32, n int, b, m uint32, r int) int
+// bucketRank over k < n (a multiple of 16, at least 16), sixteen at a time: counts
+// the k with bk[k] == b and (mags[k] < m, or mags[k] == m and k < r).
+TEXT ·dellaRankAVX512(SB), NOSPLIT, $0-48
+	MOVQ bk+0(FP), BX
+	MOVQ mags+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL b+24(FP), AX
+	MOVD AX, X10
+	VPBROADCASTD X10, Z10
+	MOVL m+28(FP), AX
+	MOVD AX, X11
+	VPBROADCASTD X11, Z11
+	MOVQ r+32(FP), AX
+	MOVD AX, X12
+	VPBROADCASTD X12, Z12
+	MOVL $16, AX
+	MOVD AX, X14
+	VPBROADCASTD X14, Z14
+	VMOVDQU32 dellaRankIota<>(SB), Z13 // k
+	XORQ DX, DX
+	XORQ R8, R8
+
+rloop:
+	VPMOVZXWD (BX)(DX*2), Z0
+	VPCMPEQD  Z10, Z0, K1         // in bucket b
+	VMOVDQU32 (SI)(DX*4), Z1
+	VPCMPUD   $1, Z11, Z1, K1, K2 // and smaller
+	VPCMPEQD  Z11, Z1, K1, K3     // and equal
+	VPCMPUD   $1, Z12, Z13, K3, K3 // and before r
+	KORW      K2, K3, K2
+	KMOVW     K2, AX
+	POPCNTL   AX, AX
+	ADDQ      AX, R8
+	VPADDD    Z14, Z13, Z13
+	ADDQ      $16, DX
+	CMPQ      DX, CX
+	JB        rloop
+	MOVQ      R8, ret+40(FP)
 	VZEROUPPER
 	RET
 

@@ -10,8 +10,8 @@ import (
 )
 
 // TestDellaAsmMatchesGo: DELLA's rank kernels (magnitudes and the row's largest
-// bucket, buckets and the lowest one, the bucket decisions) give their Go loops'
-// results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
+// bucket, buckets and the lowest one, the bucket decisions, with draws on thresholds
+// and sharing their top 32 bits) give their Go loops' results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
 // (with payloads), ±Inf, subnormals, ties and magnitudes over many octaves.
 func TestDellaAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
@@ -54,6 +54,7 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 				top   uint32
 				bk    []uint16
 				start []int32
+				bt    []uint64
 				low   int
 				keep  []bool
 				undec []int32
@@ -68,27 +69,59 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 			draws := make([]uint64, n)
 			for j := range draws {
 				draws[j] = rng.Uint64()
-				if rng.IntN(4) == 0 {
+				switch rng.IntN(8) {
+				case 0, 1:
 					draws[j] = thr[rng.IntN(n)] // on a threshold: kept only below it
+				case 2: // the top 32 bits of a threshold, other low ones
+					draws[j] = thr[rng.IntN(n)] ^ uint64(rng.Uint32())
 				}
 			}
 			run := func(asm, asm512 bool) result {
 				haveTiesAsm, haveDellaAVX512 = asm, asm512 && have512
-				r := result{mags: make([]uint32, n), bk: make([]uint16, n), start: make([]int32, dellaBuckets+1), keep: make([]bool, n)}
+				r := result{mags: make([]uint32, n), bk: make([]uint16, n), start: make([]int32, dellaBuckets+1),
+					bt: make([]uint64, dellaBuckets), keep: make([]bool, n)}
 				r.top = rowMagnitudes(r.mags, base, x)
 				r.low = bucketCounts(r.bk, r.start, r.mags, int64(r.top)-(dellaBuckets-1))
-				prefixCounts(r.start[r.low:])
-				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.start, thr)
+				bucketThresholds(r.bt, r.start, thr, r.low)
+				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.bt)
 				return r
 			}
 			want, got := run(false, false), run(true, true)
 			switch {
 			case !slices.Equal(got.mags, want.mags) || got.top != want.top:
 				t.Fatalf("n=%d: magnitudes differ (top %d, want %d)", n, got.top, want.top)
-			case !slices.Equal(got.bk, want.bk) || got.low != want.low || !slices.Equal(got.start, want.start):
+			case !slices.Equal(got.bk, want.bk) || got.low != want.low || !slices.Equal(got.start, want.start) || !slices.Equal(got.bt, want.bt):
 				t.Fatalf("n=%d: buckets differ (lowest %d, want %d)", n, got.low, want.low)
 			case !slices.Equal(got.keep, want.keep) || !slices.Equal(got.undec, want.undec):
 				t.Fatalf("n=%d: decisions differ: keep %v, want %v; undecided %v, want %v", n, got.keep, want.keep, got.undec, want.undec)
+			}
+		}
+	}
+}
+
+// TestBucketRankAsmMatchesGo: bucketRank's AVX-512 count gives the loop's, for every
+// entry of rows with a tail and without, few buckets (so many entries share one),
+// equal magnitudes before and after the entry.
+func TestBucketRankAsmMatchesGo(t *testing.T) {
+	if !haveDellaAVX512 {
+		t.Skip("no AVX-512 on this CPU; the loop is the only path")
+	}
+	defer func(a bool) { haveDellaAVX512 = a }(haveDellaAVX512)
+	rng := rand.New(rand.NewPCG(3, 31))
+	for _, n := range []int{1, 15, 16, 17, 31, 32, 100, 2048, 2051} {
+		bk, mags := make([]uint16, n), make([]uint32, n)
+		for k := range bk {
+			bk[k], mags[k] = uint16(rng.IntN(3)), uint32(rng.IntN(4))<<30|uint32(rng.IntN(3))
+			if rng.IntN(5) == 0 {
+				bk[k] = dellaBuckets - 1
+			}
+		}
+		for r := range n {
+			haveDellaAVX512 = false
+			want := bucketRank(bk, mags, bk[r], r)
+			haveDellaAVX512 = true
+			if got := bucketRank(bk, mags, bk[r], r); got != want {
+				t.Fatalf("n=%d, entry %d (bucket %d, magnitude %#x): %d before it, want %d", n, r, bk[r], mags[r], got, want)
 			}
 		}
 	}

@@ -28,6 +28,7 @@ type bucketScratch struct {
 	mags  []uint32 // the row's |δ| bits
 	bk    []uint16 // each entry's bucket
 	start []int32  // dellaBuckets+1: entries in lower buckets (a count per bucket while counting)
+	bt    []uint64 // dellaBuckets: the top 32 bits of each bucket's end thresholds (bucketThresholds)
 	mark  []bool   // dellaBuckets: the buckets some entry needs ranked inside
 	undec []int32  // row positions of the entries whose rank decides
 	rank  []int32  // L: rank of the entries of marked buckets
@@ -38,7 +39,7 @@ func newBucketScratch(L int64) *bucketScratch {
 	return &bucketScratch{
 		mags: make([]uint32, L), bk: make([]uint16, L), rank: make([]int32, L), draws: make([]uint64, L),
 		undec: make([]int32, 0, L), // decideBuckets' assembly needs room for the row
-		start: make([]int32, dellaBuckets+1), mark: make([]bool, dellaBuckets),
+		start: make([]int32, dellaBuckets+1), bt: make([]uint64, dellaBuckets), mark: make([]bool, dellaBuckets),
 	}
 }
 
@@ -52,13 +53,17 @@ func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int,
 	mags, bk := bs.mags[:L], bs.bk[:L]
 	top := rowMagnitudes(mags, base[:L], x)
 	low := bucketCounts(bk, bs.start, mags, int64(top)-(dellaBuckets-1))
-	prefixCounts(bs.start[low:])
+	bucketThresholds(bs.bt, bs.start, thr[:L], low)
 	j0, j1 := int(lo-rowStart), int(hi-rowStart)
 	draws := bs.draws[:j1-j0]
 	dellaDraws(draws, s.key, lane, lo)
 	k := keep[lo-off : hi-off]
-	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.start, thr)
-	if len(bs.undec) > 0 {
+	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.bt)
+	switch n := len(bs.undec); {
+	case n == 0:
+	case n <= countedRanks():
+		s.rankCounted(bs, k, draws, thr, j0, L)
+	default:
 		s.rankMarked(bs, k, draws, thr, j0, keys, tmp)
 	}
 	clear(bs.start[low:])
@@ -113,13 +118,25 @@ func bucketCounts(bk []uint16, start []int32, mags []uint32, floor int64) int {
 	return low
 }
 
-// prefixCounts turns the counts in c[1:] into running sums, c[0] being 0: then c[b]
-// is the number of entries below bucket b.
-func prefixCounts(c []int32) {
-	var below int32
-	for b := 1; b < len(c); b++ {
-		below += c[b]
-		c[b] = below
+// bucketThresholds turns the counts in start[low+1:] (start[b+1]: bucket b's, and
+// start[low] 0) into running sums, so that start[b] is the number of entries below
+// bucket b, and tabulates bt[b], the top 32 bits of the thresholds of bucket b's
+// lowest and highest ranks: thr[start[b]]>>32 in the low half, thr[start[b+1]−1]>>32
+// in the high. decideBuckets then gathers one word per entry, not two bounds and two
+// thresholds. An empty bucket's word is never read; the clamps keep its ranks in the
+// row.
+//
+//go:noinline
+func bucketThresholds(bt []uint64, start []int32, thr []uint64, low int) {
+	st := (*[dellaBuckets + 1]int32)(start)
+	tb := (*[dellaBuckets]uint64)(bt)
+	last := int32(len(thr) - 1)
+	var s int32
+	for b := low; b < dellaBuckets; b++ {
+		e := s + st[b+1]
+		st[b+1] = e
+		tb[b] = thr[min(s, last)]>>32 | thr[max(e-1, 0)]&^(1<<32-1)
+		s = e
 	}
 }
 
@@ -135,31 +152,75 @@ func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
 	}
 }
 
-// decideBuckets sets keep[j] where the ranks of entry j's bucket (bk[j]) agree:
-// draw[j] below the threshold of the bucket's lowest rank keeps it, one at or above
-// that of its highest drops it. It returns undec with the other entries' positions
-// appended. Branch-free but for those: the draws are random, so a branch on them
-// would mispredict half the time. Eight at a time in AVX-512 where there is (the
-// bounds and thresholds gathered; tested against the loop).
+// decideBuckets sets keep[j] where the ranks of entry j's bucket (bk[j]) agree on it,
+// judged on the top 32 bits of the draw and of the bucket's end thresholds (bt,
+// bucketThresholds): a draw's top bits below those of the lowest rank's threshold
+// keep the entry, above those of the highest rank's drop it. It returns undec with
+// the other entries' positions appended: those whose draw falls between the two
+// thresholds, and the rare ones (2^−32) whose top bits equal either, which the
+// exact ranks decide as well. Branch-free but for the appends: the draws are random,
+// so a branch on them would mispredict half the time. Eight at a time in AVX-512
+// where there is (bt gathered; tested against the loop).
 //
 //go:noinline
-func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, thr []uint64) []int32 {
+func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, bt []uint64) []int32 {
 	keep, bk = keep[:len(draw)], bk[:len(draw)]
-	start = start[:dellaBuckets+1]
+	tb := (*[dellaBuckets]uint64)(bt)
 	j := 0
 	if haveDellaAVX512 && len(draw) >= 8 {
 		j = len(draw) &^ 7
-		undec = dellaDecideAsm(keep, undec, draw, bk, start, thr, j)
+		undec = dellaDecideAsm(keep, undec, draw, bk, bt, j)
 	}
 	for ; j < len(draw); j++ {
-		u, b := draw[j], bk[j]
-		k0, k1 := u < thr[start[b]], u < thr[start[b+1]-1]
-		keep[j] = k0
-		if k0 != k1 {
+		u, t := uint32(draw[j]>>32), tb[bk[j]&(dellaBuckets-1)]
+		k := u < uint32(t)
+		keep[j] = k
+		if !k && u <= uint32(t>>32) {
 			undec = append(undec, int32(j))
 		}
 	}
 	return undec
+}
+
+// countedRanks is the most undecided entries of a row whose ranks rankCounted counts
+// one by one (a pass over the row each, sixteen entries at a time with AVX-512);
+// rankMarked, which sorts the entries of their buckets, takes rows with more.
+func countedRanks() int {
+	if haveDellaAVX512 {
+		return 8
+	}
+	return 1
+}
+
+// rankCounted decides the entries bs.undec (positions in keep and draw; j0 + those
+// in the row of L) from their exact ranks: the entries below the bucket (start[b])
+// and those of the bucket before it in the order of a stable sort (bucketRank).
+func (s *dellaSelector) rankCounted(bs *bucketScratch, keep []bool, draw, thr []uint64, j0, L int) {
+	bk, mags := bs.bk[:L], bs.mags[:L]
+	for _, j := range bs.undec {
+		r := j0 + int(j)
+		b := bk[r]
+		keep[j] = draw[j] < thr[int(bs.start[b])+bucketRank(bk, mags, b, r)]
+	}
+}
+
+// bucketRank counts the entries k of bucket b that a stable sort by magnitude puts
+// before entry r: mags[k] < mags[r], or equal and k < r (sixteen at a time in
+// AVX-512 where there is, tested against the loop).
+func bucketRank(bk []uint16, mags []uint32, b uint16, r int) int {
+	mags = mags[:len(bk)]
+	m := mags[r]
+	var n, k int
+	if haveDellaAVX512 && len(bk) >= 16 {
+		k = len(bk) &^ 15
+		n = dellaRankAsm(bk, mags, b, m, r, k)
+	}
+	for ; k < len(bk); k++ {
+		if bk[k] == b && (mags[k] < m || mags[k] == m && k < r) {
+			n++
+		}
+	}
+	return n
 }
 
 // rankMarked decides the entries bs.undec (positions in keep and draw; j0 + those in

@@ -382,3 +382,83 @@ func TestPackBools(t *testing.T) {
 		}
 	}
 }
+
+// TestDellaDecisionsExact: the bucket decisions (judged on the top 32 bits of draws
+// and thresholds) with the exact ranks of the entries left undecided, counted
+// (rankCounted) or sorted (rankMarked), keep what a sort of the row keeps, with draws
+// on thresholds, one off them and sharing their top 32 bits, for part of a row as
+// for the whole.
+func TestDellaDecisionsExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 8))
+	for _, n := range []int{1, 7, 64, 2048, 2051, 5632} {
+		for round := range 4 {
+			mags := make([]uint32, n)
+			for j := range mags {
+				switch round {
+				case 0: // few magnitudes: large buckets
+					mags[j] = uint32(rng.IntN(6)) << 16
+				case 1: // a bucket's worth of distinct ones
+					mags[j] = 0x3c000000 | uint32(rng.IntN(1<<16))
+				default: // BF16 task vectors
+					mags[j] = math.Float32bits(float32(math.Abs(0.01*rng.NormFloat64()))) &^ 0x7fff
+				}
+			}
+			thr := make([]uint64, n)
+			for q := range thr {
+				thr[q] = rng.Uint64()
+			}
+			slices.Sort(thr)
+			j0 := n / 3
+			draws := make([]uint64, n-j0)
+			for j := range draws {
+				u := thr[rng.IntN(n)]
+				switch rng.IntN(5) {
+				case 0:
+					u = rng.Uint64()
+				case 1:
+					u--
+				case 2:
+					u++
+				case 3:
+					u ^= uint64(rng.Uint32()) // the same top 32 bits
+				}
+				draws[j] = u
+			}
+			// The reference: ranks from a sort of the whole row.
+			keys := make([]uint64, n)
+			for j := range keys {
+				keys[j] = uint64(mags[j])<<32 | uint64(j)
+			}
+			slices.Sort(keys)
+			rank := make([]int, n)
+			for q, k := range keys {
+				rank[uint32(k)] = q
+			}
+			want := make([]bool, len(draws))
+			for j := range want {
+				want[j] = draws[j] < thr[rank[j0+j]]
+			}
+			bs := newBucketScratch(int64(n))
+			copy(bs.mags, mags)
+			var top uint32
+			for _, m := range mags {
+				top = max(top, m>>16)
+			}
+			low := bucketCounts(bs.bk[:n], bs.start, bs.mags[:n], int64(top)-(dellaBuckets-1))
+			bucketThresholds(bs.bt, bs.start, thr, low)
+			var s dellaSelector
+			for _, counted := range []bool{true, false} {
+				keep := make([]bool, len(draws))
+				bs.undec = decideBuckets(keep, bs.undec[:0], draws, bs.bk[j0:n], bs.bt)
+				if counted {
+					s.rankCounted(bs, keep, draws, thr, j0, n)
+				} else if len(bs.undec) > 0 {
+					s.rankMarked(bs, keep, draws, thr, j0, make([]uint64, n), make([]uint64, n))
+				}
+				if !slices.Equal(keep, want) {
+					t.Fatalf("n=%d round %d, counted %v: the decisions differ from the sort's (%d undecided)", n, round, counted, len(bs.undec))
+				}
+			}
+		}
+	}
+}
