@@ -82,7 +82,7 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 					bt: make([]uint64, dellaBuckets), keep: make([]bool, n)}
 				r.top = rowMagnitudes(r.mags, base, x)
 				r.low = bucketCounts(r.bk, r.start, r.mags, int64(r.top)-(dellaBuckets-1))
-				bucketThresholds(r.bt, r.start, thr, r.low)
+				bucketThresholds(r.bt, r.start, thresholdTops(thr), r.low)
 				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.bt)
 				return r
 			}

@@ -445,7 +445,7 @@ func TestDellaDecisionsExact(t *testing.T) {
 				top = max(top, m>>16)
 			}
 			low := bucketCounts(bs.bk[:n], bs.start, bs.mags[:n], int64(top)-(dellaBuckets-1))
-			bucketThresholds(bs.bt, bs.start, thr, low)
+			bucketThresholds(bs.bt, bs.start, thresholdTops(thr), low)
 			var s dellaSelector
 			for _, counted := range []bool{true, false} {
 				keep := make([]bool, len(draws))
