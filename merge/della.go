@@ -149,8 +149,8 @@ type dellaSelector struct {
 	// (keepRowBuckets); nil: every row is sorted (keepRowSorted), as --rescale
 	// inverse needs every kept entry's own rank, and as the tests' reference.
 	thr [][]uint64
-	// tops[i]: thresholdTops(thr[i]), for the bucket decisions
-	tops [][]uint32
+	// bounds[i]: the bounds of thr[i]'s top bits, for the bucket decisions
+	bounds []*thresholdBounds
 }
 
 func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*dellaSelector, error) {
@@ -162,10 +162,10 @@ func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*d
 	s := &dellaSelector{t: t, rowLen: L, key: key, dens: m.dens, eps: m.p.Epsilon, inverse: inverse, rows: rp}
 	if !inverse && !m.p.generalKernel {
 		s.thr = dellaThresholds(m.dens, m.p.Epsilon, rp.L)
-		s.tops = make([][]uint32, len(s.thr))
+		s.bounds = make([]*thresholdBounds, len(s.thr))
 		for i, t := range s.thr {
 			if t != nil {
-				s.tops[i] = thresholdTops(t)
+				s.bounds[i] = newThresholdBounds(t)
 			}
 		}
 	}
@@ -264,7 +264,7 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 					s.keepRowSorted(sc, rb, i, rowStart, lo, hi, pos.Offset, rows[0], rows[i+1])
 					continue
 				}
-				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], s.tops[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp)
+				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], s.bounds[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp)
 			}
 			if sums == nil {
 				return

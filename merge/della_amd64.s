@@ -76,21 +76,27 @@ bloop:
 	VZEROUPPER
 	RET
 
-// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, bt *uint64, n int) int
+// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, tb *thresholdBounds, n int) int
 // decideBuckets for j < n (a multiple of 8, at least 8), eight entries at a time:
-// each entry's bucket word gathered (bt[b]: the top 32 bits of the thresholds of the
-// bucket's lowest rank, low half, and highest, high half), keep[j] = the draw's top
-// 32 bits below the low half, and j appended to undec where they are not but are at
-// or below the high half. Returns how many were appended; undec has room for n.
-TEXT ·dellaDecideAVX512(SB), NOSPLIT, $0-56
+// each entry's bucket's ranks gathered as one word (start[b], start[b+1]), the
+// bounds fma(start[b], c, lo) and fma(start[b+1]−1, c, hi), keep[j] = the draw's top
+// 32 bits below the first, and j appended to undec where they are not but are at or
+// below the second. Returns how many were appended; undec has room for n.
+TEXT ·dellaDecideAVX512(SB), NOSPLIT, $0-64
 	MOVQ keep+0(FP), DI
 	MOVQ undec+8(FP), R10
 	MOVQ draw+16(FP), SI
 	MOVQ bk+24(FP), BX
-	MOVQ bt+32(FP), R9
-	MOVQ n+40(FP), CX
+	MOVQ start+32(FP), R8
+	MOVQ tb+40(FP), AX
+	MOVQ n+48(FP), CX
+	VBROADCASTSD 0(AX), Z13  // c
+	VBROADCASTSD 8(AX), Z14  // lo
+	VBROADCASTSD 16(AX), Z15 // hi
 	MOVL $0xffffffff, AX
-	VPBROADCASTQ AX, Z15 // the low halves
+	VPBROADCASTQ AX, Z12     // the low halves
+	MOVL $1, AX
+	VPBROADCASTQ AX, Z11
 	XORQ DX, DX
 	XORQ R11, R11
 
@@ -98,13 +104,19 @@ dloop:
 	VPMOVZXWD (BX)(DX*2), Y1
 	KXNORB    K1, K1, K1
 	VPXORQ    Z4, Z4, Z4
-	VPGATHERDQ (R9)(Y1*8), K1, Z4 // bt[b]
+	VPGATHERDQ (R8)(Y1*4), K1, Z4 // start[b] | start[b+1]<<32
+	VPANDQ    Z12, Z4, Z5          // the lowest rank
+	VPSRLQ    $32, Z4, Z4
+	VPSUBQ    Z11, Z4, Z4          // the highest
+	VCVTUQQ2PD Z5, Z5
+	VCVTUQQ2PD Z4, Z4
+	VFMADD213PD Z14, Z13, Z5       // its threshold's lower bound
+	VFMADD213PD Z15, Z13, Z4       // the highest's upper bound
 	VMOVDQU64 (SI)(DX*8), Z6
-	VPSRLQ    $32, Z6, Z6          // the draws' top 32 bits
-	VPSRLQ    $32, Z4, Z5          // the highest rank's
-	VPANDQ    Z15, Z4, Z4          // the lowest rank's
-	VPCMPUQ   $1, Z4, Z6, K2       // below the lowest rank's: kept
-	VPCMPUQ   $2, Z5, Z6, K3       // at or below the highest rank's
+	VPSRLQ    $32, Z6, Z6
+	VCVTUQQ2PD Z6, Z6              // the draws' top 32 bits
+	VCMPPD    $1, Z5, Z6, K2       // below the lower bound: kept
+	VCMPPD    $2, Z4, Z6, K3       // at or below the upper bound
 	VPMOVM2B  K2, X7
 	VPABSB    X7, X7
 	VMOVQ     X7, (DI)(DX*1)
@@ -126,7 +138,7 @@ dnext:
 	ADDQ      $8, DX
 	CMPQ      DX, CX
 	JB        dloop
-	MOVQ      R11, ret+48(FP)
+	MOVQ      R11, ret+56(FP)
 	VZEROUPPER
 	RET
 
@@ -277,5 +289,46 @@ lloop:
 	JB   lloop
 	VMOVUPD Y0, (AX)
 	VMOVUPD Y1, 32(AX)
+	VZEROUPPER
+	RET
+
+DATA dellaLast<>+0(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+8(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+16(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+24(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+32(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+40(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+48(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+56(SB)/8, $0x0000000f0000000f
+GLOBL dellaLast<>(SB), RODATA|NOPTR, $64
+
+// func dellaPrefixAVX512(c *int32, n int)
+// c[k] = c[0] + … + c[k] for k < n (a multiple of 16, at least 16), sixteen at a
+// time: the running sums inside the vector from four shifted adds, then the sum of
+// the ones before, carried as a broadcast of the last lane.
+TEXT ·dellaPrefixAVX512(SB), NOSPLIT, $0-16
+	MOVQ c+0(FP), DI
+	MOVQ n+8(FP), CX
+	VPXORD    Z15, Z15, Z15       // 0
+	VPXORD    Z14, Z14, Z14       // the sum of the counts before
+	VMOVDQU32 dellaLast<>(SB), Z13
+	XORQ      DX, DX
+
+ploop:
+	VMOVDQU32 (DI)(DX*4), Z0
+	VALIGND   $15, Z15, Z0, Z1    // lane k: c[k−1], lane 0: 0
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $14, Z15, Z0, Z1    // two lanes up
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $12, Z15, Z0, Z1    // four
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $8, Z15, Z0, Z1     // eight
+	VPADDD    Z1, Z0, Z0
+	VPADDD    Z14, Z0, Z0
+	VMOVDQU32 Z0, (DI)(DX*4)
+	VPERMD    Z0, Z13, Z14        // the last lane, broadcast
+	ADDQ      $16, DX
+	CMPQ      DX, CX
+	JB        ploop
 	VZEROUPPER
 	RET

@@ -10,8 +10,8 @@ import (
 )
 
 // TestDellaAsmMatchesGo: DELLA's rank kernels (magnitudes and the row's largest
-// bucket, buckets and the lowest one, the bucket decisions, with draws on thresholds
-// and sharing their top 32 bits) give their Go loops' results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
+// bucket, buckets and the lowest one, the bucket decisions, with draws on thresholds,
+// sharing their top 32 bits, on the bounds and next to them) give their Go loops' results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
 // (with payloads), ±Inf, subnormals, ties and magnitudes over many octaves.
 func TestDellaAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
@@ -54,43 +54,58 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 				top   uint32
 				bk    []uint16
 				start []int32
-				bt    []uint64
 				low   int
 				keep  []bool
 				undec []int32
 			}
-			// Thresholds far apart (sorted random words), so that a bound off by
-			// one rank changes decisions.
-			thr := make([]uint64, n)
-			for q := range thr {
-				thr[q] = rng.Uint64()
-			}
-			slices.Sort(thr)
-			draws := make([]uint64, n)
-			for j := range draws {
-				draws[j] = rng.Uint64()
-				switch rng.IntN(8) {
-				case 0, 1:
-					draws[j] = thr[rng.IntN(n)] // on a threshold: kept only below it
-				case 2: // the top 32 bits of a threshold, other low ones
-					draws[j] = thr[rng.IntN(n)] ^ uint64(rng.Uint32())
+			// DELLA's thresholds and their bounds (ε 0.15 and 0.45), draws on them,
+			// one off their top 32 bits and sharing those; then bounds on whole
+			// numbers (c whole or a half), draws on them and next to them, so that
+			// the compares' < and ≤ matter.
+			var (
+				tb    *thresholdBounds
+				draws = make([]uint64, n)
+			)
+			if round < 2 {
+				thr := dellaThresholds([]float64{0.5}, []float64{0.15, 0.45}[round], int64(n))[0]
+				tb = newThresholdBounds(thr)
+				for j := range draws {
+					u := thr[rng.IntN(n)]
+					switch rng.IntN(6) {
+					case 0:
+						u = rng.Uint64()
+					case 1:
+						u ^= uint64(rng.Uint32())
+					case 2:
+						u += 1 << 32
+					case 3:
+						u -= 1 << 32
+					}
+					draws[j] = u
+				}
+			} else {
+				c := float64(rng.IntN(1<<20)) + 0.5*float64(rng.IntN(2))
+				tb = &thresholdBounds{c: c, lo: float64(rng.IntN(1 << 30))}
+				tb.hi = tb.lo + float64(rng.IntN(4))
+				for j := range draws {
+					v := uint64(tb.lo + float64(rng.IntN(n+1))*c)
+					draws[j] = (v+uint64(rng.IntN(5))-2)<<32 | uint64(rng.Uint32())
 				}
 			}
 			run := func(asm, asm512 bool) result {
 				haveTiesAsm, haveDellaAVX512 = asm, asm512 && have512
-				r := result{mags: make([]uint32, n), bk: make([]uint16, n), start: make([]int32, dellaBuckets+1),
-					bt: make([]uint64, dellaBuckets), keep: make([]bool, n)}
+				r := result{mags: make([]uint32, n), bk: make([]uint16, n), start: make([]int32, dellaBuckets+1), keep: make([]bool, n)}
 				r.top = rowMagnitudes(r.mags, base, x)
 				r.low = bucketCounts(r.bk, r.start, r.mags, int64(r.top)-(dellaBuckets-1))
-				bucketThresholds(r.bt, r.start, thresholdTops(thr), r.low)
-				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.bt)
+				prefixCounts(r.start[r.low:])
+				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.start, tb)
 				return r
 			}
 			want, got := run(false, false), run(true, true)
 			switch {
 			case !slices.Equal(got.mags, want.mags) || got.top != want.top:
 				t.Fatalf("n=%d: magnitudes differ (top %d, want %d)", n, got.top, want.top)
-			case !slices.Equal(got.bk, want.bk) || got.low != want.low || !slices.Equal(got.start, want.start) || !slices.Equal(got.bt, want.bt):
+			case !slices.Equal(got.bk, want.bk) || got.low != want.low || !slices.Equal(got.start, want.start):
 				t.Fatalf("n=%d: buckets differ (lowest %d, want %d)", n, got.low, want.low)
 			case !slices.Equal(got.keep, want.keep) || !slices.Equal(got.undec, want.undec):
 				t.Fatalf("n=%d: decisions differ: keep %v, want %v; undecided %v, want %v", n, got.keep, want.keep, got.undec, want.undec)

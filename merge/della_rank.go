@@ -1,5 +1,7 @@
 package merge
 
+import "math"
+
 // DELLA's keep masks without sorting every row.
 //
 // An entry of rank q (ascending |δ|, equal magnitudes by index) in a row of L is
@@ -32,7 +34,6 @@ type bucketScratch struct {
 	mags  []uint32 // the row's |δ| bits
 	bk    []uint16 // each entry's bucket
 	start []int32  // dellaBuckets+1: entries in lower buckets (a count per bucket while counting)
-	bt    []uint64 // dellaBuckets: the top 32 bits of each bucket's end thresholds (bucketThresholds)
 	mark  []bool   // dellaBuckets: the buckets some entry needs ranked inside
 	undec []int32  // row positions of the entries whose rank decides
 	rank  []int32  // L: rank of the entries of marked buckets
@@ -43,27 +44,27 @@ func newBucketScratch(L int64) *bucketScratch {
 	return &bucketScratch{
 		mags: make([]uint32, L), bk: make([]uint16, L), rank: make([]int32, L), draws: make([]uint64, L),
 		undec: make([]int32, 0, L), // decideBuckets' assembly needs room for the row
-		start: make([]int32, dellaBuckets+1), bt: make([]uint64, dellaBuckets), mark: make([]bool, dellaBuckets),
+		start: make([]int32, dellaBuckets+1), mark: make([]bool, dellaBuckets),
 	}
 }
 
 // keepRowBuckets sets keep[e−off] for the entries e in [lo, hi) of the row that
 // starts at rowStart (the whole row: base and x), for model lane with thresholds
-// thr (and their top bits, tops: thresholdTops). keys and tmp are sortRowKeys'
+// thr (and their top bits' bounds by rank, tb). keys and tmp are sortRowKeys'
 // scratch of the row's length.
 // Each step is a function of its own: small loops keep their variables in registers.
-func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64, tops []uint32,
+func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64, tb *thresholdBounds,
 	rowStart, lo, hi, off int64, base, x []float32, keys, tmp []uint64) {
 	L := len(x)
 	mags, bk := bs.mags[:L], bs.bk[:L]
 	top := rowMagnitudes(mags, base[:L], x)
 	low := bucketCounts(bk, bs.start, mags, int64(top)-(dellaBuckets-1))
-	bucketThresholds(bs.bt, bs.start, tops[:L+2], low)
+	prefixCounts(bs.start[low:])
 	j0, j1 := int(lo-rowStart), int(hi-rowStart)
 	draws := bs.draws[:j1-j0]
 	dellaDraws(draws, s.key, lane, lo)
 	k := keep[lo-off : hi-off]
-	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.bt)
+	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.start, tb)
 	switch n := len(bs.undec); {
 	case n == 0:
 	case n <= countedRanks():
@@ -123,37 +124,57 @@ func bucketCounts(bk []uint16, start []int32, mags []uint32, floor int64) int {
 	return low
 }
 
-// bucketThresholds turns the counts in start[low+1:] (start[b+1]: bucket b's, and
-// start[low] 0) into running sums, so that start[b] is the number of entries below
-// bucket b, and tabulates bt[b], the top 32 bits of the thresholds of bucket b's
-// lowest and highest ranks: thr[start[b]]>>32 in the low half, thr[start[b+1]−1]>>32
-// in the high, from tops (thresholdTops: tops[q+1] is thr[q]>>32). decideBuckets
-// then gathers one word per entry, not two bounds and two thresholds. An empty
-// bucket's word is never read.
-//
-//go:noinline
-func bucketThresholds(bt []uint64, start []int32, tops []uint32, low int) {
-	st := (*[dellaBuckets + 1]int32)(start)
-	tb := (*[dellaBuckets]uint64)(bt)
-	var s int32
-	for b := low; b < dellaBuckets; b++ {
-		e := s + st[b+1]
-		st[b+1] = e
-		tb[b] = uint64(tops[s+1]) | uint64(tops[e])<<32
-		s = e
+// prefixCounts turns the counts in c[1:] into running sums, c[0] being 0: then c[b]
+// is the number of entries below bucket b (sixteen at a time in AVX-512 where there
+// is, tested against the loop: the loop's stores and loads took 3 cycles a bucket).
+func prefixCounts(c []int32) {
+	var below int32
+	b := 1
+	if haveDellaAVX512 && len(c) > 16 {
+		n := (len(c) - 1) &^ 15
+		dellaPrefixAsm(c[1 : 1+n])
+		below, b = c[n], n+1
+	}
+	for ; b < len(c); b++ {
+		below += c[b]
+		c[b] = below
 	}
 }
 
-// thresholdTops returns the top 32 bits of thr's thresholds one place on, with a
-// place before and after: tops[q+1] = thr[q]>>32, so that bucketThresholds reads
-// the thresholds of an empty bucket's ranks (start and start−1, from −1 to len(thr))
-// without a test.
-func thresholdTops(thr []uint64) []uint32 {
-	tops := make([]uint32, len(thr)+2)
-	for q, t := range thr {
-		tops[q+1] = uint32(t >> 32)
+// thresholdBounds bound the top 32 bits of a model's thresholds by lines in the rank:
+// for every rank q, fma(q, c, lo) ≤ thr[q]>>32 ≤ fma(q, c, hi) (math.FMA's single
+// rounding, which AVX-512's VFMADD gives too). The thresholds are a line in the rank
+// (dellaKeepProb) floored to integers, so a line through the ends, moved by 2 either
+// way, holds them; newThresholdBounds checks every rank. They let decideBuckets bound
+// an entry's thresholds from its bucket's ranks without reading the thresholds.
+type thresholdBounds struct{ c, lo, hi float64 }
+
+// newThresholdBounds fits the bounds to thr (non-decreasing, at least one), widening
+// them until every rank lies between them.
+func newThresholdBounds(thr []uint64) *thresholdBounds {
+	top := func(q int) float64 { return float64(thr[q] >> 32) }
+	var c float64
+	if n := len(thr); n > 1 {
+		c = (top(n-1) - top(0)) / float64(n-1)
 	}
-	return tops
+	for m := 2.0; ; m *= 2 {
+		b := &thresholdBounds{c: c, lo: top(0) - m, hi: top(0) + m}
+		if b.hold(thr) {
+			return b
+		}
+	}
+}
+
+// hold reports whether the bounds hold thr's top bits at every rank (they do once
+// lo and hi are 2^33 apart, whatever c, as the top bits are below 2^32).
+func (b *thresholdBounds) hold(thr []uint64) bool {
+	for q, t := range thr {
+		v := float64(t >> 32)
+		if !(math.FMA(float64(q), b.c, b.lo) <= v && v <= math.FMA(float64(q), b.c, b.hi)) {
+			return false
+		}
+	}
+	return true
 }
 
 // dellaDraws fills dst with DARE's draws of model lane for the entries from e0 on
@@ -169,29 +190,31 @@ func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
 }
 
 // decideBuckets sets keep[j] where the ranks of entry j's bucket (bk[j]) agree on it,
-// judged on the top 32 bits of the draw and of the bucket's end thresholds (bt,
-// bucketThresholds): a draw's top bits below those of the lowest rank's threshold
-// keep the entry, above those of the highest rank's drop it. It returns undec with
-// the other entries' positions appended: those whose draw falls between the two
-// thresholds, and the rare ones (2^−32) whose top bits equal either, which the
-// exact ranks decide as well. Branch-free but for the appends: the draws are random,
-// so a branch on them would mispredict half the time. Eight at a time in AVX-512
-// where there is (bt gathered; tested against the loop).
+// judged on the top 32 bits of the draw against bounds of the thresholds' (tb) at the
+// bucket's lowest and highest ranks (start[b], start[b+1]−1): a draw's top bits
+// below the lower bound of the lowest rank's keep the entry, above the upper bound of
+// the highest rank's drop it. It returns undec with the other entries' positions
+// appended: those whose draw falls between the two thresholds, and the few (about
+// 4 in 2^32) that fall within the bounds' slack of either, which the exact ranks
+// decide as well. Branch-free but for the appends: the draws are random, so a branch
+// on them would mispredict half the time. Eight at a time in AVX-512 where there is
+// (the bucket's two bounds gathered as one word; tested against the loop).
 //
 //go:noinline
-func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, bt []uint64) []int32 {
+func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, tb *thresholdBounds) []int32 {
 	keep, bk = keep[:len(draw)], bk[:len(draw)]
-	tb := (*[dellaBuckets]uint64)(bt)
+	st := (*[dellaBuckets + 1]int32)(start)
 	j := 0
 	if haveDellaAVX512 && len(draw) >= 8 {
 		j = len(draw) &^ 7
-		undec = dellaDecideAsm(keep, undec, draw, bk, bt, j)
+		undec = dellaDecideAsm(keep, undec, draw, bk, start, tb, j)
 	}
 	for ; j < len(draw); j++ {
-		u, t := uint32(draw[j]>>32), tb[bk[j]&(dellaBuckets-1)]
-		k := u < uint32(t)
+		b := bk[j] & (dellaBuckets - 1)
+		u := float64(draw[j] >> 32)
+		k := u < math.FMA(float64(st[b]), tb.c, tb.lo)
 		keep[j] = k
-		if !k && u <= uint32(t>>32) {
+		if !k && u <= math.FMA(float64(st[b+1]-1), tb.c, tb.hi) {
 			undec = append(undec, int32(j))
 		}
 	}

@@ -383,11 +383,12 @@ func TestPackBools(t *testing.T) {
 	}
 }
 
-// TestDellaDecisionsExact: the bucket decisions (judged on the top 32 bits of draws
-// and thresholds) with the exact ranks of the entries left undecided, counted
-// (rankCounted) or sorted (rankMarked), keep what a sort of the row keeps, with draws
-// on thresholds, one off them and sharing their top 32 bits, for part of a row as
-// for the whole.
+// TestDellaDecisionsExact: the bucket decisions (the top 32 bits of the draws
+// against bounds of the thresholds') with the exact ranks of the entries they leave
+// undecided, counted (rankCounted) or sorted (rankMarked), keep what a sort of the
+// row keeps, with draws on DELLA's thresholds, one off them, sharing their top 32
+// bits and next to those, for part of a row as for the whole; and the bounds of
+// DELLA's thresholds are the tight ones.
 func TestDellaDecisionsExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 8))
 	for _, n := range []int{1, 7, 64, 2048, 2051, 5632} {
@@ -403,16 +404,12 @@ func TestDellaDecisionsExact(t *testing.T) {
 					mags[j] = math.Float32bits(float32(math.Abs(0.01*rng.NormFloat64()))) &^ 0x7fff
 				}
 			}
-			thr := make([]uint64, n)
-			for q := range thr {
-				thr[q] = rng.Uint64()
-			}
-			slices.Sort(thr)
+			thr := dellaThresholds([]float64{0.4}, []float64{0.15, 0.35}[round%2], int64(n))[0]
 			j0 := n / 3
 			draws := make([]uint64, n-j0)
 			for j := range draws {
 				u := thr[rng.IntN(n)]
-				switch rng.IntN(5) {
+				switch rng.IntN(6) {
 				case 0:
 					u = rng.Uint64()
 				case 1:
@@ -421,6 +418,8 @@ func TestDellaDecisionsExact(t *testing.T) {
 					u++
 				case 3:
 					u ^= uint64(rng.Uint32()) // the same top 32 bits
+				case 4:
+					u += uint64(rng.IntN(5)-2) << 32 // next to them
 				}
 				draws[j] = u
 			}
@@ -445,11 +444,15 @@ func TestDellaDecisionsExact(t *testing.T) {
 				top = max(top, m>>16)
 			}
 			low := bucketCounts(bs.bk[:n], bs.start, bs.mags[:n], int64(top)-(dellaBuckets-1))
-			bucketThresholds(bs.bt, bs.start, thresholdTops(thr), low)
+			prefixCounts(bs.start[low:])
+			tb := newThresholdBounds(thr)
+			if tb.hi-tb.lo > 4 {
+				t.Fatalf("n=%d: bounds %v apart, want 4", n, tb.hi-tb.lo)
+			}
 			var s dellaSelector
 			for _, counted := range []bool{true, false} {
 				keep := make([]bool, len(draws))
-				bs.undec = decideBuckets(keep, bs.undec[:0], draws, bs.bk[j0:n], bs.bt)
+				bs.undec = decideBuckets(keep, bs.undec[:0], draws, bs.bk[j0:n], bs.start, tb)
 				if counted {
 					s.rankCounted(bs, keep, draws, thr, j0, n)
 				} else if len(bs.undec) > 0 {
