@@ -49,8 +49,8 @@ func dellaDecideAsm(keep []bool, undec []int32, draw []uint64, bk []uint16, star
 // 16).
 func dellaPrefixAsm(c []int32) { dellaPrefixAVX512(&c[0], len(c)) }
 
-// dellaRankAsm runs dellaRankAVX512 on the first n entries (a multiple of 16, at
-// least 16): the entries k < n of bucket b with mags[k] < m, or equal and k < r.
+// dellaRankAsm runs dellaRankAVX512 on the first n entries (a multiple of 32, at
+// least 32): the entries k < n of bucket b with mags[k] < m, or equal and k < r.
 func dellaRankAsm(bk []uint16, mags []uint32, b uint16, m uint32, r, n int) int {
 	_, _ = bk[n-1], mags[n-1]
 	return dellaRankAVX512(&bk[0], &mags[0], n, uint32(b), m, r)

@@ -153,15 +153,17 @@ DATA dellaRankIota<>+56(SB)/8, $0x0000000f0000000e
 GLOBL dellaRankIota<>(SB), RODATA|NOPTR, $64
 
 // func dellaRankAVX512(bk *uint16, mags *uint32, n int, b, m uint32, r int) int
-// bucketRank over k < n (a multiple of 16, at least 16), sixteen at a time: counts
-// the k with bk[k] == b and (mags[k] < m, or mags[k] == m and k < r).
+// bucketRank over k < n (a multiple of 32, at least 32): counts the k with
+// bk[k] == b and (mags[k] < m, or mags[k] == m and k < r). Thirty-two buckets
+// compared at a time; the magnitudes only where one matches (a bucket holds a few
+// entries of a row).
 TEXT ·dellaRankAVX512(SB), NOSPLIT, $0-48
 	MOVQ bk+0(FP), BX
 	MOVQ mags+8(FP), SI
 	MOVQ n+16(FP), CX
 	MOVL b+24(FP), AX
 	MOVD AX, X10
-	VPBROADCASTD X10, Z10
+	VPBROADCASTW X10, Z10
 	MOVL m+28(FP), AX
 	MOVD AX, X11
 	VPBROADCASTD X11, Z11
@@ -176,18 +178,33 @@ TEXT ·dellaRankAVX512(SB), NOSPLIT, $0-48
 	XORQ R8, R8
 
 rloop:
-	VPMOVZXWD (BX)(DX*2), Z0
-	VPCMPEQD  Z10, Z0, K1         // in bucket b
-	VMOVDQU32 (SI)(DX*4), Z1
-	VPCMPUD   $1, Z11, Z1, K1, K2 // and smaller
-	VPCMPEQD  Z11, Z1, K1, K3     // and equal
+	VMOVDQU16 (BX)(DX*2), Z0
+	VPCMPEQW  Z10, Z0, K1          // in bucket b
+	KORTESTD  K1, K1
+	JZ        rnext
+	VMOVDQU32 (SI)(DX*4), Z1       // the first sixteen
+	VPCMPUD   $1, Z11, Z1, K1, K2  // in the bucket and smaller
+	VPCMPEQD  Z11, Z1, K1, K3      // and equal
 	VPCMPUD   $1, Z12, Z13, K3, K3 // and before r
 	KORW      K2, K3, K2
 	KMOVW     K2, AX
 	POPCNTL   AX, AX
 	ADDQ      AX, R8
+	KSHIFTRD  $16, K1, K1          // the next sixteen
+	VMOVDQU32 64(SI)(DX*4), Z1
+	VPADDD    Z14, Z13, Z2
+	VPCMPUD   $1, Z11, Z1, K1, K2
+	VPCMPEQD  Z11, Z1, K1, K3
+	VPCMPUD   $1, Z12, Z2, K3, K3
+	KORW      K2, K3, K2
+	KMOVW     K2, AX
+	POPCNTL   AX, AX
+	ADDQ      AX, R8
+
+rnext:
 	VPADDD    Z14, Z13, Z13
-	ADDQ      $16, DX
+	VPADDD    Z14, Z13, Z13
+	ADDQ      $32, DX
 	CMPQ      DX, CX
 	JB        rloop
 	MOVQ      R8, ret+40(FP)

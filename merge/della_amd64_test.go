@@ -115,28 +115,34 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 }
 
 // TestBucketRankAsmMatchesGo: bucketRank's AVX-512 count gives the loop's, for every
-// entry of rows with a tail and without, few buckets (so many entries share one),
-// equal magnitudes before and after the entry.
+// entry of rows with a tail and without, few buckets (so many entries share one) and
+// many (so most blocks hold none of the entry's), equal magnitudes before and after
+// the entry.
 func TestBucketRankAsmMatchesGo(t *testing.T) {
 	if !haveDellaAVX512 {
 		t.Skip("no AVX-512 on this CPU; the loop is the only path")
 	}
 	defer func(a bool) { haveDellaAVX512 = a }(haveDellaAVX512)
 	rng := rand.New(rand.NewPCG(3, 31))
-	for _, n := range []int{1, 15, 16, 17, 31, 32, 100, 2048, 2051} {
-		bk, mags := make([]uint16, n), make([]uint32, n)
-		for k := range bk {
-			bk[k], mags[k] = uint16(rng.IntN(3)), uint32(rng.IntN(4))<<30|uint32(rng.IntN(3))
-			if rng.IntN(5) == 0 {
-				bk[k] = dellaBuckets - 1
+	for _, n := range []int{1, 15, 16, 17, 31, 32, 33, 63, 64, 100, 2048, 2051} {
+		for _, spread := range []bool{false, true} {
+			bk, mags := make([]uint16, n), make([]uint32, n)
+			for k := range bk {
+				bk[k], mags[k] = uint16(rng.IntN(3)), uint32(rng.IntN(4))<<30|uint32(rng.IntN(3))
+				if rng.IntN(5) == 0 {
+					bk[k] = dellaBuckets - 1
+				}
+				if spread { // most blocks of 32 without the entry's bucket
+					bk[k] = uint16(rng.IntN(dellaBuckets))
+				}
 			}
-		}
-		for r := range n {
-			haveDellaAVX512 = false
-			want := bucketRank(bk, mags, bk[r], r)
-			haveDellaAVX512 = true
-			if got := bucketRank(bk, mags, bk[r], r); got != want {
-				t.Fatalf("n=%d, entry %d (bucket %d, magnitude %#x): %d before it, want %d", n, r, bk[r], mags[r], got, want)
+			for r := range n {
+				haveDellaAVX512 = false
+				want := bucketRank(bk, mags, bk[r], r)
+				haveDellaAVX512 = true
+				if got := bucketRank(bk, mags, bk[r], r); got != want {
+					t.Fatalf("n=%d, entry %d (bucket %d, magnitude %#x): %d before it, want %d", n, r, bk[r], mags[r], got, want)
+				}
 			}
 		}
 	}

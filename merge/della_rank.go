@@ -222,7 +222,7 @@ func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start
 }
 
 // countedRanks is the most undecided entries of a row whose ranks rankCounted counts
-// one by one (a pass over the row each, sixteen entries at a time with AVX-512);
+// one by one (a pass over the row each, thirty-two entries at a time with AVX-512);
 // rankMarked, which sorts the entries of their buckets, takes rows with more.
 func countedRanks() int {
 	if haveDellaAVX512 {
@@ -244,14 +244,14 @@ func (s *dellaSelector) rankCounted(bs *bucketScratch, keep []bool, draw, thr []
 }
 
 // bucketRank counts the entries k of bucket b that a stable sort by magnitude puts
-// before entry r: mags[k] < mags[r], or equal and k < r (sixteen at a time in
+// before entry r: mags[k] < mags[r], or equal and k < r (thirty-two at a time in
 // AVX-512 where there is, tested against the loop).
 func bucketRank(bk []uint16, mags []uint32, b uint16, r int) int {
 	mags = mags[:len(bk)]
 	m := mags[r]
 	var n, k int
-	if haveDellaAVX512 && len(bk) >= 16 {
-		k = len(bk) &^ 15
+	if haveDellaAVX512 && len(bk) >= 32 {
+		k = len(bk) &^ 31
 		n = dellaRankAsm(bk, mags, b, m, r, k)
 	}
 	for ; k < len(bk); k++ {
