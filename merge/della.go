@@ -76,7 +76,22 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.put(sc)
 			cs := cpool.Get().(*combineScratch)
 			defer cpool.Put(cs)
-			combineTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, cs, haveTiesAsm)
+			// Cached masks go to the kernels packed; only the elements past the
+			// kernels' last multiple of 8 are unpacked, for addTaskVectors.
+			if bits, ok := kc.take(pos.Index, cs.bits[:0]); ok {
+				n, from := len(dst), 0
+				if haveTiesAsm {
+					from = n &^ 7
+				}
+				for i, k := range sc.keep {
+					unpackTail(k[:n], bits[i], from)
+				}
+				combineTaskVectors(m, dst, in, sc.keep, bits, scale, nil, cs, haveTiesAsm)
+				kc.release(bits)
+				cs.bits = bits[:0]
+				return
+			}
+			combineTaskVectors(m, dst, in, take(sc, in, pos), nil, scale, nil, cs, haveTiesAsm)
 		},
 	}
 }
