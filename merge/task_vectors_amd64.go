@@ -45,6 +45,16 @@ func tvDeltaBitsAsm(sum, d, x, b []float32, bits []uint64, elem []float32, scale
 	tvDeltaBitsAVX2(&sum[0], dp, &x[0], &b[0], (*byte)(unsafe.Pointer(&bits[0])), ep, scale, w, n)
 }
 
+//go:noescape
+func packBoolsAVX512(dst *uint64, src *bool, n int)
+
+// packBoolsAsm runs packBoolsAVX512 on the first n bools (a multiple of 64, at least
+// 64), which needs AVX512BW (haveDellaAVX512).
+func packBoolsAsm(dst []uint64, src []bool, n int) {
+	_, _ = dst[n/64-1], src[n-1]
+	packBoolsAVX512(&dst[0], &src[0], n)
+}
+
 func tvFinishAsm(dst, base []float32, lambda float32, n int) {
 	_, _ = dst[n-1], base[n-1]
 	tvFinishAVX2(&dst[0], &base[0], lambda, n)

@@ -192,3 +192,21 @@ bsum:
 bdone:
 	VZEROUPPER
 	RET
+
+// func packBoolsAVX512(dst *uint64, src *bool, n int)
+// dst[k] = the bits of src[64k : 64k+64] (bit i: src[64k+i] != 0) for 64k < n (a
+// multiple of 64, at least 64): the bytes tested against themselves into a mask.
+TEXT ·packBoolsAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+ploop:
+	VMOVDQU8 (SI), Z0
+	VPTESTMB Z0, Z0, K1
+	KMOVQ    K1, (DI)
+	ADDQ     $64, SI
+	ADDQ     $8, DI
+	SUBQ     $64, CX
+	JNZ      ploop
+	VZEROUPPER
+	RET
