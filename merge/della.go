@@ -76,7 +76,22 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.put(sc)
 			cs := cpool.Get().(*combineScratch)
 			defer cpool.Put(cs)
-			combineTaskVectors(m, dst, in, take(sc, in, pos), scale, nil, cs, haveTiesAsm)
+			// Cached masks go to the kernels packed; only the elements past the
+			// kernels' last multiple of 8 are unpacked, for addTaskVectors.
+			if bits, ok := kc.take(pos.Index, cs.bits[:0]); ok {
+				n, from := len(dst), 0
+				if haveTiesAsm {
+					from = n &^ 7
+				}
+				for i, k := range sc.keep {
+					unpackTail(k[:n], bits[i], from)
+				}
+				combineTaskVectors(m, dst, in, sc.keep, bits, scale, nil, cs, haveTiesAsm)
+				kc.release(bits)
+				cs.bits = bits[:0]
+				return
+			}
+			combineTaskVectors(m, dst, in, take(sc, in, pos), nil, scale, nil, cs, haveTiesAsm)
 		},
 	}
 }
@@ -149,6 +164,8 @@ type dellaSelector struct {
 	// (keepRowBuckets); nil: every row is sorted (keepRowSorted), as --rescale
 	// inverse needs every kept entry's own rank, and as the tests' reference.
 	thr [][]uint64
+	// bounds[i]: the bounds of thr[i]'s top bits, for the bucket decisions
+	bounds []*thresholdBounds
 }
 
 func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*dellaSelector, error) {
@@ -160,6 +177,12 @@ func newDellaSelector(t *TensorPlan, m *methodRun, key uint64, inverse bool) (*d
 	s := &dellaSelector{t: t, rowLen: L, key: key, dens: m.dens, eps: m.p.Epsilon, inverse: inverse, rows: rp}
 	if !inverse && !m.p.generalKernel {
 		s.thr = dellaThresholds(m.dens, m.p.Epsilon, rp.L)
+		s.bounds = make([]*thresholdBounds, len(s.thr))
+		for i, t := range s.thr {
+			if t != nil {
+				s.bounds[i] = newThresholdBounds(t)
+			}
+		}
 	}
 	return s, nil
 }
@@ -256,7 +279,7 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 					s.keepRowSorted(sc, rb, i, rowStart, lo, hi, pos.Offset, rows[0], rows[i+1])
 					continue
 				}
-				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp)
+				s.keepRowBuckets(rb.buckets, sc.keep[i], i, s.thr[i], s.bounds[i], rowStart, lo, hi, pos.Offset, rows[0], rows[i+1], rb.keys, rb.tmp)
 			}
 			if sums == nil {
 				return

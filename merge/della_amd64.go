@@ -4,8 +4,8 @@ package merge
 
 import "golang.org/x/sys/cpu"
 
-// haveDellaAVX512: decideBuckets' gathers and compares in AVX-512 (the byte masks
-// need AVX512BW and VL, the 8-bit mask moves DQ).
+// haveDellaAVX512: decideBuckets' gathers and compares, prefixCounts' sums and
+// bucketRank's counts in AVX-512 (the byte masks need AVX512BW and VL, the 8-bit mask moves DQ).
 var haveDellaAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL
 
 //go:noescape
@@ -15,7 +15,13 @@ func dellaMagsAVX2(mags *uint32, base, x *float32, n int) uint32
 func dellaBucketsAVX2(bk *uint16, mags *uint32, n int, floor int32) int32
 
 //go:noescape
-func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, thr *uint64, n int) int
+func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, tb *thresholdBounds, n int) int
+
+//go:noescape
+func dellaPrefixAVX512(c *int32, n int)
+
+//go:noescape
+func dellaRankAVX512(bk *uint16, mags *uint32, n int, b, m uint32, r int) int
 
 // dellaMagsAsm runs dellaMagsAVX2 on the first n elements (a multiple of 8, at least 8).
 func dellaMagsAsm(mags []uint32, base, x []float32, n int) uint32 {
@@ -32,11 +38,22 @@ func dellaBucketsAsm(bk []uint16, mags []uint32, n int, floor int32) int32 {
 
 // dellaDecideAsm runs dellaDecideAVX512 on the first n elements (a multiple of 8, at
 // least 8), appending to undec, which must have room for n more.
-func dellaDecideAsm(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, thr []uint64, n int) []int32 {
+func dellaDecideAsm(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, tb *thresholdBounds, n int) []int32 {
 	_, _, _, _ = keep[n-1], draw[n-1], bk[n-1], start[dellaBuckets]
 	u := undec[len(undec) : len(undec)+n]
-	c := dellaDecideAVX512(&keep[0], &u[0], &draw[0], &bk[0], &start[0], &thr[0], n)
+	c := dellaDecideAVX512(&keep[0], &u[0], &draw[0], &bk[0], &start[0], tb, n)
 	return undec[:len(undec)+c]
+}
+
+// dellaPrefixAsm runs dellaPrefixAVX512 on c (its length a multiple of 16, at least
+// 16).
+func dellaPrefixAsm(c []int32) { dellaPrefixAVX512(&c[0], len(c)) }
+
+// dellaRankAsm runs dellaRankAVX512 on the first n entries (a multiple of 32, at
+// least 32): the entries k < n of bucket b with mags[k] < m, or equal and k < r.
+func dellaRankAsm(bk []uint16, mags []uint32, b uint16, m uint32, r, n int) int {
+	_, _ = bk[n-1], mags[n-1]
+	return dellaRankAVX512(&bk[0], &mags[0], n, uint32(b), m, r)
 }
 
 //go:noescape

@@ -76,48 +76,51 @@ bloop:
 	VZEROUPPER
 	RET
 
-// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, thr *uint64, n int) int
+// func dellaDecideAVX512(keep *bool, undec *int32, draw *uint64, bk *uint16, start *int32, tb *thresholdBounds, n int) int
 // decideBuckets for j < n (a multiple of 8, at least 8), eight entries at a time:
-// the bounds of each entry's bucket (start[b], start[b+1]−1) and their thresholds
-// gathered, keep[j] = draw[j] < thr[start[b]], and j appended to undec where that
-// differs from draw[j] < thr[start[b+1]−1]. Returns how many were appended; undec
-// has room for n.
+// each entry's bucket's ranks gathered as one word (start[b], start[b+1]), the
+// bounds fma(start[b], c, lo) and fma(start[b+1]−1, c, hi), keep[j] = the draw's top
+// 32 bits below the first, and j appended to undec where they are not but are at or
+// below the second. Returns how many were appended; undec has room for n.
 TEXT ·dellaDecideAVX512(SB), NOSPLIT, $0-64
 	MOVQ keep+0(FP), DI
 	MOVQ undec+8(FP), R10
 	MOVQ draw+16(FP), SI
 	MOVQ bk+24(FP), BX
 	MOVQ start+32(FP), R8
-	MOVQ thr+40(FP), R9
+	MOVQ tb+40(FP), AX
 	MOVQ n+48(FP), CX
+	VBROADCASTSD 0(AX), Z13  // c
+	VBROADCASTSD 8(AX), Z14  // lo
+	VBROADCASTSD 16(AX), Z15 // hi
+	MOVL $0xffffffff, AX
+	VPBROADCASTQ AX, Z12     // the low halves
 	MOVL $1, AX
-	MOVD AX, X15
-	VPBROADCASTD X15, Y15
+	VPBROADCASTQ AX, Z11
 	XORQ DX, DX
 	XORQ R11, R11
 
 dloop:
 	VPMOVZXWD (BX)(DX*2), Y1
 	KXNORB    K1, K1, K1
-	VPXOR     Y2, Y2, Y2
-	VPGATHERDD (R8)(Y1*4), K1, Y2  // start[b]
-	KXNORB    K1, K1, K1
-	VPXOR     Y3, Y3, Y3
-	VPGATHERDD 4(R8)(Y1*4), K1, Y3 // start[b+1]
-	VPSUBD    Y15, Y3, Y3
-	KXNORB    K1, K1, K1
 	VPXORQ    Z4, Z4, Z4
-	VPGATHERDQ (R9)(Y2*8), K1, Z4  // thr[start[b]]
-	KXNORB    K1, K1, K1
-	VPXORQ    Z5, Z5, Z5
-	VPGATHERDQ (R9)(Y3*8), K1, Z5  // thr[start[b+1]−1]
+	VPGATHERDQ (R8)(Y1*4), K1, Z4 // start[b] | start[b+1]<<32
+	VPANDQ    Z12, Z4, Z5          // the lowest rank
+	VPSRLQ    $32, Z4, Z4
+	VPSUBQ    Z11, Z4, Z4          // the highest
+	VCVTUQQ2PD Z5, Z5
+	VCVTUQQ2PD Z4, Z4
+	VFMADD213PD Z14, Z13, Z5       // its threshold's lower bound
+	VFMADD213PD Z15, Z13, Z4       // the highest's upper bound
 	VMOVDQU64 (SI)(DX*8), Z6
-	VPCMPUQ   $1, Z4, Z6, K2       // draw < thr[start[b]]
-	VPCMPUQ   $1, Z5, Z6, K3
+	VPSRLQ    $32, Z6, Z6
+	VCVTUQQ2PD Z6, Z6              // the draws' top 32 bits
+	VCMPPD    $1, Z5, Z6, K2       // below the lower bound: kept
+	VCMPPD    $2, Z4, Z6, K3       // at or below the upper bound
 	VPMOVM2B  K2, X7
 	VPABSB    X7, X7
 	VMOVQ     X7, (DI)(DX*1)
-	KXORB     K2, K3, K4
+	KANDNB    K3, K2, K4           // neither kept nor dropped: undecided
 	KMOVB     K4, AX
 	TESTL     AX, AX
 	JZ        dnext
@@ -136,6 +139,75 @@ dnext:
 	CMPQ      DX, CX
 	JB        dloop
 	MOVQ      R11, ret+56(FP)
+	VZEROUPPER
+	RET
+
+DATA dellaRankIota<>+0(SB)/8, $0x0000000100000000
+DATA dellaRankIota<>+8(SB)/8, $0x0000000300000002
+DATA dellaRankIota<>+16(SB)/8, $0x0000000500000004
+DATA dellaRankIota<>+24(SB)/8, $0x0000000700000006
+DATA dellaRankIota<>+32(SB)/8, $0x0000000900000008
+DATA dellaRankIota<>+40(SB)/8, $0x0000000b0000000a
+DATA dellaRankIota<>+48(SB)/8, $0x0000000d0000000c
+DATA dellaRankIota<>+56(SB)/8, $0x0000000f0000000e
+GLOBL dellaRankIota<>(SB), RODATA|NOPTR, $64
+
+// func dellaRankAVX512(bk *uint16, mags *uint32, n int, b, m uint32, r int) int
+// bucketRank over k < n (a multiple of 32, at least 32): counts the k with
+// bk[k] == b and (mags[k] < m, or mags[k] == m and k < r). Thirty-two buckets
+// compared at a time; the magnitudes only where one matches (a bucket holds a few
+// entries of a row).
+TEXT ·dellaRankAVX512(SB), NOSPLIT, $0-48
+	MOVQ bk+0(FP), BX
+	MOVQ mags+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL b+24(FP), AX
+	MOVD AX, X10
+	VPBROADCASTW X10, Z10
+	MOVL m+28(FP), AX
+	MOVD AX, X11
+	VPBROADCASTD X11, Z11
+	MOVQ r+32(FP), AX
+	MOVD AX, X12
+	VPBROADCASTD X12, Z12
+	MOVL $16, AX
+	MOVD AX, X14
+	VPBROADCASTD X14, Z14
+	VMOVDQU32 dellaRankIota<>(SB), Z13 // k
+	XORQ DX, DX
+	XORQ R8, R8
+
+rloop:
+	VMOVDQU16 (BX)(DX*2), Z0
+	VPCMPEQW  Z10, Z0, K1          // in bucket b
+	KORTESTD  K1, K1
+	JZ        rnext
+	VMOVDQU32 (SI)(DX*4), Z1       // the first sixteen
+	VPCMPUD   $1, Z11, Z1, K1, K2  // in the bucket and smaller
+	VPCMPEQD  Z11, Z1, K1, K3      // and equal
+	VPCMPUD   $1, Z12, Z13, K3, K3 // and before r
+	KORW      K2, K3, K2
+	KMOVW     K2, AX
+	POPCNTL   AX, AX
+	ADDQ      AX, R8
+	KSHIFTRD  $16, K1, K1          // the next sixteen
+	VMOVDQU32 64(SI)(DX*4), Z1
+	VPADDD    Z14, Z13, Z2
+	VPCMPUD   $1, Z11, Z1, K1, K2
+	VPCMPEQD  Z11, Z1, K1, K3
+	VPCMPUD   $1, Z12, Z2, K3, K3
+	KORW      K2, K3, K2
+	KMOVW     K2, AX
+	POPCNTL   AX, AX
+	ADDQ      AX, R8
+
+rnext:
+	VPADDD    Z14, Z13, Z13
+	VPADDD    Z14, Z13, Z13
+	ADDQ      $32, DX
+	CMPQ      DX, CX
+	JB        rloop
+	MOVQ      R8, ret+40(FP)
 	VZEROUPPER
 	RET
 
@@ -234,5 +306,46 @@ lloop:
 	JB   lloop
 	VMOVUPD Y0, (AX)
 	VMOVUPD Y1, 32(AX)
+	VZEROUPPER
+	RET
+
+DATA dellaLast<>+0(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+8(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+16(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+24(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+32(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+40(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+48(SB)/8, $0x0000000f0000000f
+DATA dellaLast<>+56(SB)/8, $0x0000000f0000000f
+GLOBL dellaLast<>(SB), RODATA|NOPTR, $64
+
+// func dellaPrefixAVX512(c *int32, n int)
+// c[k] = c[0] + … + c[k] for k < n (a multiple of 16, at least 16), sixteen at a
+// time: the running sums inside the vector from four shifted adds, then the sum of
+// the ones before, carried as a broadcast of the last lane.
+TEXT ·dellaPrefixAVX512(SB), NOSPLIT, $0-16
+	MOVQ c+0(FP), DI
+	MOVQ n+8(FP), CX
+	VPXORD    Z15, Z15, Z15       // 0
+	VPXORD    Z14, Z14, Z14       // the sum of the counts before
+	VMOVDQU32 dellaLast<>(SB), Z13
+	XORQ      DX, DX
+
+ploop:
+	VMOVDQU32 (DI)(DX*4), Z0
+	VALIGND   $15, Z15, Z0, Z1    // lane k: c[k−1], lane 0: 0
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $14, Z15, Z0, Z1    // two lanes up
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $12, Z15, Z0, Z1    // four
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $8, Z15, Z0, Z1     // eight
+	VPADDD    Z1, Z0, Z0
+	VPADDD    Z14, Z0, Z0
+	VMOVDQU32 Z0, (DI)(DX*4)
+	VPERMD    Z0, Z13, Z14        // the last lane, broadcast
+	ADDQ      $16, DX
+	CMPQ      DX, CX
+	JB        ploop
 	VZEROUPPER
 	RET

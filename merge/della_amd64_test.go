@@ -10,8 +10,8 @@ import (
 )
 
 // TestDellaAsmMatchesGo: DELLA's rank kernels (magnitudes and the row's largest
-// bucket, buckets and the lowest one, the bucket decisions) give their Go loops'
-// results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
+// bucket, buckets and the lowest one, the bucket decisions, with draws on thresholds,
+// sharing their top 32 bits, on the bounds and next to them) give their Go loops' results bit for bit, on rows of every length to 70 and a few longer, with ±0, NaN
 // (with payloads), ±Inf, subnormals, ties and magnitudes over many octaves.
 func TestDellaAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
@@ -58,18 +58,38 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 				keep  []bool
 				undec []int32
 			}
-			// Thresholds far apart (sorted random words), so that a bound off by
-			// one rank changes decisions.
-			thr := make([]uint64, n)
-			for q := range thr {
-				thr[q] = rng.Uint64()
-			}
-			slices.Sort(thr)
-			draws := make([]uint64, n)
-			for j := range draws {
-				draws[j] = rng.Uint64()
-				if rng.IntN(4) == 0 {
-					draws[j] = thr[rng.IntN(n)] // on a threshold: kept only below it
+			// DELLA's thresholds and their bounds (ε 0.15 and 0.45), draws on them,
+			// one off their top 32 bits and sharing those; then bounds on whole
+			// numbers (c whole or a half), draws on them and next to them, so that
+			// the compares' < and ≤ matter.
+			var (
+				tb    *thresholdBounds
+				draws = make([]uint64, n)
+			)
+			if round < 2 {
+				thr := dellaThresholds([]float64{0.5}, []float64{0.15, 0.45}[round], int64(n))[0]
+				tb = newThresholdBounds(thr)
+				for j := range draws {
+					u := thr[rng.IntN(n)]
+					switch rng.IntN(6) {
+					case 0:
+						u = rng.Uint64()
+					case 1:
+						u ^= uint64(rng.Uint32())
+					case 2:
+						u += 1 << 32
+					case 3:
+						u -= 1 << 32
+					}
+					draws[j] = u
+				}
+			} else {
+				c := float64(rng.IntN(1<<20)) + 0.5*float64(rng.IntN(2))
+				tb = &thresholdBounds{c: c, lo: float64(rng.IntN(1 << 30))}
+				tb.hi = tb.lo + float64(rng.IntN(4))
+				for j := range draws {
+					v := uint64(tb.lo + float64(rng.IntN(n+1))*c)
+					draws[j] = (v+uint64(rng.IntN(5))-2)<<32 | uint64(rng.Uint32())
 				}
 			}
 			run := func(asm, asm512 bool) result {
@@ -78,7 +98,7 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 				r.top = rowMagnitudes(r.mags, base, x)
 				r.low = bucketCounts(r.bk, r.start, r.mags, int64(r.top)-(dellaBuckets-1))
 				prefixCounts(r.start[r.low:])
-				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.start, thr)
+				r.undec = decideBuckets(r.keep, make([]int32, 0, n), draws, r.bk, r.start, tb)
 				return r
 			}
 			want, got := run(false, false), run(true, true)
@@ -89,6 +109,40 @@ func TestDellaAsmMatchesGo(t *testing.T) {
 				t.Fatalf("n=%d: buckets differ (lowest %d, want %d)", n, got.low, want.low)
 			case !slices.Equal(got.keep, want.keep) || !slices.Equal(got.undec, want.undec):
 				t.Fatalf("n=%d: decisions differ: keep %v, want %v; undecided %v, want %v", n, got.keep, want.keep, got.undec, want.undec)
+			}
+		}
+	}
+}
+
+// TestBucketRankAsmMatchesGo: bucketRank's AVX-512 count gives the loop's, for every
+// entry of rows with a tail and without, few buckets (so many entries share one) and
+// many (so most blocks hold none of the entry's), equal magnitudes before and after
+// the entry.
+func TestBucketRankAsmMatchesGo(t *testing.T) {
+	if !haveDellaAVX512 {
+		t.Skip("no AVX-512 on this CPU; the loop is the only path")
+	}
+	defer func(a bool) { haveDellaAVX512 = a }(haveDellaAVX512)
+	rng := rand.New(rand.NewPCG(3, 31))
+	for _, n := range []int{1, 15, 16, 17, 31, 32, 33, 63, 64, 100, 2048, 2051} {
+		for _, spread := range []bool{false, true} {
+			bk, mags := make([]uint16, n), make([]uint32, n)
+			for k := range bk {
+				bk[k], mags[k] = uint16(rng.IntN(3)), uint32(rng.IntN(4))<<30|uint32(rng.IntN(3))
+				if rng.IntN(5) == 0 {
+					bk[k] = dellaBuckets - 1
+				}
+				if spread { // most blocks of 32 without the entry's bucket
+					bk[k] = uint16(rng.IntN(dellaBuckets))
+				}
+			}
+			for r := range n {
+				haveDellaAVX512 = false
+				want := bucketRank(bk, mags, bk[r], r)
+				haveDellaAVX512 = true
+				if got := bucketRank(bk, mags, bk[r], r); got != want {
+					t.Fatalf("n=%d, entry %d (bucket %d, magnitude %#x): %d before it, want %d", n, r, bk[r], mags[r], got, want)
+				}
 			}
 		}
 	}

@@ -9,8 +9,12 @@ func dellaMagsAsm([]uint32, []float32, []float32, int) uint32 { panic("unreachab
 
 func dellaBucketsAsm([]uint16, []uint32, int, int32) int32 { panic("unreachable") }
 
-func dellaDecideAsm([]bool, []int32, []uint64, []uint16, []int32, []uint64, int) []int32 {
+func dellaDecideAsm([]bool, []int32, []uint64, []uint16, []int32, *thresholdBounds, int) []int32 {
 	panic("unreachable")
 }
+
+func dellaPrefixAsm([]int32) { panic("unreachable") }
+
+func dellaRankAsm([]uint16, []uint32, uint16, uint32, int, int) int { panic("unreachable") }
 
 func dellaL1Asm([][2]float64, []float32, [][]float32, [][]bool, int) { panic("unreachable") }

@@ -1,5 +1,7 @@
 package merge
 
+import "math"
+
 // DELLA's keep masks without sorting every row.
 //
 // An entry of rank q (ascending |δ|, equal magnitudes by index) in a row of L is
@@ -18,10 +20,14 @@ package merge
 // the dellaBuckets−1 highest below the row's largest; lower magnitudes and zeros
 // share bucket 0. Any bucketing that keeps the order of magnitudes gives the same
 // masks; this one splits a row of BF16 task vectors into buckets of a few entries.
+// Eight octaves hold all but about 1 % of a row of normally distributed deltas (those
+// below 1/256 of its largest), so bucket 0 stays small; the per-bucket passes
+// (counts, running sums, clearing) cost half what 16 octaves did, for the same
+// undecided entries (about 2 in a row of 2,048 on the benchmark fixtures).
 
-// dellaBuckets is the number of buckets of a row's histogram: 16 octaves of
+// dellaBuckets is the number of buckets of a row's histogram: 8 octaves of
 // bfloat16 resolution.
-const dellaBuckets = 2048
+const dellaBuckets = 1024
 
 // bucketScratch is the per-row scratch of the bucketed ranks, kept in rowBuf.
 type bucketScratch struct {
@@ -44,9 +50,10 @@ func newBucketScratch(L int64) *bucketScratch {
 
 // keepRowBuckets sets keep[e−off] for the entries e in [lo, hi) of the row that
 // starts at rowStart (the whole row: base and x), for model lane with thresholds
-// thr. keys and tmp are sortRowKeys' scratch of the row's length.
+// thr (and their top bits' bounds by rank, tb). keys and tmp are sortRowKeys'
+// scratch of the row's length.
 // Each step is a function of its own: small loops keep their variables in registers.
-func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64,
+func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64, tb *thresholdBounds,
 	rowStart, lo, hi, off int64, base, x []float32, keys, tmp []uint64) {
 	L := len(x)
 	mags, bk := bs.mags[:L], bs.bk[:L]
@@ -57,8 +64,12 @@ func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int,
 	draws := bs.draws[:j1-j0]
 	dellaDraws(draws, s.key, lane, lo)
 	k := keep[lo-off : hi-off]
-	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.start, thr)
-	if len(bs.undec) > 0 {
+	bs.undec = decideBuckets(k, bs.undec[:0], draws, bk[j0:j1], bs.start, tb)
+	switch n := len(bs.undec); {
+	case n == 0:
+	case n <= countedRanks():
+		s.rankCounted(bs, k, draws, thr, j0, L)
+	default:
 		s.rankMarked(bs, k, draws, thr, j0, keys, tmp)
 	}
 	clear(bs.start[low:])
@@ -114,13 +125,56 @@ func bucketCounts(bk []uint16, start []int32, mags []uint32, floor int64) int {
 }
 
 // prefixCounts turns the counts in c[1:] into running sums, c[0] being 0: then c[b]
-// is the number of entries below bucket b.
+// is the number of entries below bucket b (sixteen at a time in AVX-512 where there
+// is, tested against the loop: the loop's stores and loads took 3 cycles a bucket).
 func prefixCounts(c []int32) {
 	var below int32
-	for b := 1; b < len(c); b++ {
+	b := 1
+	if haveDellaAVX512 && len(c) > 16 {
+		n := (len(c) - 1) &^ 15
+		dellaPrefixAsm(c[1 : 1+n])
+		below, b = c[n], n+1
+	}
+	for ; b < len(c); b++ {
 		below += c[b]
 		c[b] = below
 	}
+}
+
+// thresholdBounds bound the top 32 bits of a model's thresholds by lines in the rank:
+// for every rank q, fma(q, c, lo) ≤ thr[q]>>32 ≤ fma(q, c, hi) (math.FMA's single
+// rounding, which AVX-512's VFMADD gives too). The thresholds are a line in the rank
+// (dellaKeepProb) floored to integers, so a line through the ends, moved by 2 either
+// way, holds them; newThresholdBounds checks every rank. They let decideBuckets bound
+// an entry's thresholds from its bucket's ranks without reading the thresholds.
+type thresholdBounds struct{ c, lo, hi float64 }
+
+// newThresholdBounds fits the bounds to thr (non-decreasing, at least one), widening
+// them until every rank lies between them.
+func newThresholdBounds(thr []uint64) *thresholdBounds {
+	top := func(q int) float64 { return float64(thr[q] >> 32) }
+	var c float64
+	if n := len(thr); n > 1 {
+		c = (top(n-1) - top(0)) / float64(n-1)
+	}
+	for m := 2.0; ; m *= 2 {
+		b := &thresholdBounds{c: c, lo: top(0) - m, hi: top(0) + m}
+		if b.hold(thr) {
+			return b
+		}
+	}
+}
+
+// hold reports whether the bounds hold thr's top bits at every rank (they do once
+// lo and hi are 2^33 apart, whatever c, as the top bits are below 2^32).
+func (b *thresholdBounds) hold(thr []uint64) bool {
+	for q, t := range thr {
+		v := float64(t >> 32)
+		if !(math.FMA(float64(q), b.c, b.lo) <= v && v <= math.FMA(float64(q), b.c, b.hi)) {
+			return false
+		}
+	}
+	return true
 }
 
 // dellaDraws fills dst with DARE's draws of model lane for the entries from e0 on
@@ -135,31 +189,77 @@ func dellaDraws(dst []uint64, key uint64, lane int, e0 int64) {
 	}
 }
 
-// decideBuckets sets keep[j] where the ranks of entry j's bucket (bk[j]) agree:
-// draw[j] below the threshold of the bucket's lowest rank keeps it, one at or above
-// that of its highest drops it. It returns undec with the other entries' positions
-// appended. Branch-free but for those: the draws are random, so a branch on them
-// would mispredict half the time. Eight at a time in AVX-512 where there is (the
-// bounds and thresholds gathered; tested against the loop).
+// decideBuckets sets keep[j] where the ranks of entry j's bucket (bk[j]) agree on it,
+// judged on the top 32 bits of the draw against bounds of the thresholds' (tb) at the
+// bucket's lowest and highest ranks (start[b], start[b+1]−1): a draw's top bits
+// below the lower bound of the lowest rank's keep the entry, above the upper bound of
+// the highest rank's drop it. It returns undec with the other entries' positions
+// appended: those whose draw falls between the two thresholds, and the few (about
+// 4 in 2^32) that fall within the bounds' slack of either, which the exact ranks
+// decide as well. Branch-free but for the appends: the draws are random, so a branch
+// on them would mispredict half the time. Eight at a time in AVX-512 where there is
+// (the bucket's two bounds gathered as one word; tested against the loop).
 //
 //go:noinline
-func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, thr []uint64) []int32 {
+func decideBuckets(keep []bool, undec []int32, draw []uint64, bk []uint16, start []int32, tb *thresholdBounds) []int32 {
 	keep, bk = keep[:len(draw)], bk[:len(draw)]
-	start = start[:dellaBuckets+1]
+	st := (*[dellaBuckets + 1]int32)(start)
 	j := 0
 	if haveDellaAVX512 && len(draw) >= 8 {
 		j = len(draw) &^ 7
-		undec = dellaDecideAsm(keep, undec, draw, bk, start, thr, j)
+		undec = dellaDecideAsm(keep, undec, draw, bk, start, tb, j)
 	}
 	for ; j < len(draw); j++ {
-		u, b := draw[j], bk[j]
-		k0, k1 := u < thr[start[b]], u < thr[start[b+1]-1]
-		keep[j] = k0
-		if k0 != k1 {
+		b := bk[j] & (dellaBuckets - 1)
+		u := float64(draw[j] >> 32)
+		k := u < math.FMA(float64(st[b]), tb.c, tb.lo)
+		keep[j] = k
+		if !k && u <= math.FMA(float64(st[b+1]-1), tb.c, tb.hi) {
 			undec = append(undec, int32(j))
 		}
 	}
 	return undec
+}
+
+// countedRanks is the most undecided entries of a row whose ranks rankCounted counts
+// one by one (a pass over the row each, thirty-two entries at a time with AVX-512);
+// rankMarked, which sorts the entries of their buckets, takes rows with more.
+func countedRanks() int {
+	if haveDellaAVX512 {
+		return 8
+	}
+	return 1
+}
+
+// rankCounted decides the entries bs.undec (positions in keep and draw; j0 + those
+// in the row of L) from their exact ranks: the entries below the bucket (start[b])
+// and those of the bucket before it in the order of a stable sort (bucketRank).
+func (s *dellaSelector) rankCounted(bs *bucketScratch, keep []bool, draw, thr []uint64, j0, L int) {
+	bk, mags := bs.bk[:L], bs.mags[:L]
+	for _, j := range bs.undec {
+		r := j0 + int(j)
+		b := bk[r]
+		keep[j] = draw[j] < thr[int(bs.start[b])+bucketRank(bk, mags, b, r)]
+	}
+}
+
+// bucketRank counts the entries k of bucket b that a stable sort by magnitude puts
+// before entry r: mags[k] < mags[r], or equal and k < r (thirty-two at a time in
+// AVX-512 where there is, tested against the loop).
+func bucketRank(bk []uint16, mags []uint32, b uint16, r int) int {
+	mags = mags[:len(bk)]
+	m := mags[r]
+	var n, k int
+	if haveDellaAVX512 && len(bk) >= 32 {
+		k = len(bk) &^ 31
+		n = dellaRankAsm(bk, mags, b, m, r, k)
+	}
+	for ; k < len(bk); k++ {
+		if bk[k] == b && (mags[k] < m || mags[k] == m && k < r) {
+			n++
+		}
+	}
+	return n
 }
 
 // rankMarked decides the entries bs.undec (positions in keep and draw; j0 + those in

@@ -382,3 +382,86 @@ func TestPackBools(t *testing.T) {
 		}
 	}
 }
+
+// TestDellaDecisionsExact: the bucket decisions (the top 32 bits of the draws
+// against bounds of the thresholds') with the exact ranks of the entries they leave
+// undecided, counted (rankCounted) or sorted (rankMarked), keep what a sort of the
+// row keeps, with draws on DELLA's thresholds, one off them, sharing their top 32
+// bits and next to those, for part of a row as for the whole; and the bounds of
+// DELLA's thresholds are the tight ones.
+func TestDellaDecisionsExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 8))
+	for _, n := range []int{1, 7, 64, 2048, 2051, 5632} {
+		for round := range 4 {
+			mags := make([]uint32, n)
+			for j := range mags {
+				switch round {
+				case 0: // few magnitudes: large buckets
+					mags[j] = uint32(rng.IntN(6)) << 16
+				case 1: // a bucket's worth of distinct ones
+					mags[j] = 0x3c000000 | uint32(rng.IntN(1<<16))
+				default: // BF16 task vectors
+					mags[j] = math.Float32bits(float32(math.Abs(0.01*rng.NormFloat64()))) &^ 0x7fff
+				}
+			}
+			thr := dellaThresholds([]float64{0.4}, []float64{0.15, 0.35}[round%2], int64(n))[0]
+			j0 := n / 3
+			draws := make([]uint64, n-j0)
+			for j := range draws {
+				u := thr[rng.IntN(n)]
+				switch rng.IntN(6) {
+				case 0:
+					u = rng.Uint64()
+				case 1:
+					u--
+				case 2:
+					u++
+				case 3:
+					u ^= uint64(rng.Uint32()) // the same top 32 bits
+				case 4:
+					u += uint64(rng.IntN(5)-2) << 32 // next to them
+				}
+				draws[j] = u
+			}
+			// The reference: ranks from a sort of the whole row.
+			keys := make([]uint64, n)
+			for j := range keys {
+				keys[j] = uint64(mags[j])<<32 | uint64(j)
+			}
+			slices.Sort(keys)
+			rank := make([]int, n)
+			for q, k := range keys {
+				rank[uint32(k)] = q
+			}
+			want := make([]bool, len(draws))
+			for j := range want {
+				want[j] = draws[j] < thr[rank[j0+j]]
+			}
+			bs := newBucketScratch(int64(n))
+			copy(bs.mags, mags)
+			var top uint32
+			for _, m := range mags {
+				top = max(top, m>>16)
+			}
+			low := bucketCounts(bs.bk[:n], bs.start, bs.mags[:n], int64(top)-(dellaBuckets-1))
+			prefixCounts(bs.start[low:])
+			tb := newThresholdBounds(thr)
+			if tb.hi-tb.lo > 4 {
+				t.Fatalf("n=%d: bounds %v apart, want 4", n, tb.hi-tb.lo)
+			}
+			var s dellaSelector
+			for _, counted := range []bool{true, false} {
+				keep := make([]bool, len(draws))
+				bs.undec = decideBuckets(keep, bs.undec[:0], draws, bs.bk[j0:n], bs.start, tb)
+				if counted {
+					s.rankCounted(bs, keep, draws, thr, j0, n)
+				} else if len(bs.undec) > 0 {
+					s.rankMarked(bs, keep, draws, thr, j0, make([]uint64, n), make([]uint64, n))
+				}
+				if !slices.Equal(keep, want) {
+					t.Fatalf("n=%d round %d, counted %v: the decisions differ from the sort's (%d undecided)", n, round, counted, len(bs.undec))
+				}
+			}
+		}
+	}
+}

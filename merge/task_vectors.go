@@ -225,7 +225,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			}
 			cs := cpool.Get().(*combineScratch)
 			defer cpool.Put(cs)
-			combineTaskVectors(m, dst, in, keep, scale, es, cs, haveTiesAsm)
+			combineTaskVectors(m, dst, in, keep, nil, scale, es, cs, haveTiesAsm)
 		},
 	}
 	// The device's task-vector kernel has no per-element divisor: sign consensus
@@ -331,32 +331,55 @@ func (kc *keepCache) storing(f func(*maskScratch, [][]float32, Chunk) [][]bool) 
 // taking wraps f to return the kept masks of a chunk where there are some.
 func (kc *keepCache) taking(f func(*maskScratch, [][]float32, Chunk) [][]bool) func(*maskScratch, [][]float32, Chunk) [][]bool {
 	return func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
-		kc.mu.Lock()
-		b, ok := kc.bits[pos.Index]
-		delete(kc.bits, pos.Index)
-		kc.mu.Unlock()
+		b, ok := kc.take(pos.Index, nil)
 		if !ok {
 			return f(sc, in, pos)
 		}
-		words := len(b) / kc.lanes
 		for i, k := range sc.keep {
-			unpackBools(k, b[i*words:(i+1)*words])
+			unpackBools(k, b[i])
 		}
-		kc.mu.Lock()
-		kc.used -= int64(8 * len(b))
-		kc.mu.Unlock()
+		kc.release(b)
 		return sc.keep
 	}
+}
+
+// take removes chunk index's packed masks from the cache and returns them, one row
+// of words per model (appended to rows), if it holds them; release frees their room
+// once used.
+func (kc *keepCache) take(index int64, rows [][]uint64) ([][]uint64, bool) {
+	kc.mu.Lock()
+	b, ok := kc.bits[index]
+	delete(kc.bits, index)
+	kc.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	words := len(b) / kc.lanes
+	for i := range kc.lanes {
+		rows = append(rows, b[i*words:(i+1)*words:(i+1)*words])
+	}
+	return rows, true
+}
+
+func (kc *keepCache) release(rows [][]uint64) {
+	kc.mu.Lock()
+	kc.used -= int64(8 * len(rows[0]) * len(rows))
+	kc.mu.Unlock()
 }
 
 // packBools sets bit j%64 of dst[j/64] to src[j]. Eight bools at a time: read as
 // one little-endian word of 0/1 bytes, a multiply gathers byte k's bit into bit
 // 56+k (the partial products land on distinct bits, so nothing carries), and the
-// top byte is the eight bits (TestPackBools compares it with the plain loop).
+// top byte is the eight bits (TestPackBools compares it with the plain loop). With
+// AVX-512 (BW), 64 at a time: a byte test into a mask (tested the same way).
 func packBools(dst []uint64, src []bool) {
 	clear(dst)
 	b := boolBytes(src)
 	j := 0
+	if haveDellaAVX512 && len(src) >= 64 {
+		j = len(src) &^ 63
+		packBoolsAsm(dst, src, j)
+	}
 	for ; j+8 <= len(b); j += 8 {
 		v := binary.LittleEndian.Uint64(b[j:]) * 0x0102040810204080 >> 56
 		dst[j>>6] |= v << (j & 63)
@@ -378,6 +401,17 @@ func unpackBools(dst []bool, src []uint64) {
 		binary.LittleEndian.PutUint64(b[j:], (v+0x7f7f7f7f7f7f7f7f)>>7&0x0101010101010101)
 	}
 	for ; j < len(dst); j++ {
+		dst[j] = src[j>>6]>>(j&63)&1 != 0
+	}
+}
+
+// unpackTail is unpackBools for dst[from:] alone.
+func unpackTail(dst []bool, src []uint64, from int) {
+	if from == 0 {
+		unpackBools(dst, src)
+		return
+	}
+	for j := from; j < len(dst); j++ {
 		dst[j] = src[j>>6]>>(j&63)&1 != 0
 	}
 }
@@ -519,6 +553,7 @@ type combineScratch struct {
 	sign []uint32
 	tail []float32 // addTaskVectors' one element per model
 	in   [][]float32
+	bits [][]uint64 // della's merge: the rows of a chunk's packed masks
 }
 
 func newCombinePool(lanes int, sign bool) *sync.Pool {
@@ -538,8 +573,10 @@ func newCombinePool(lanes int, sign bool) *sync.Pool {
 // multiple of 8 elements column by column: each model's Δ_i added into the sum in
 // model order, then the sign election, the agreeing sums and the division as TIES's
 // kernels do them. The same operations in the same order per element, so the same
-// bits (TestCombineTaskVectorsAsmMatchesGo); addTaskVectors does the rest.
-func combineTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, scale []float32, elem [][]float32, sc *combineScratch, asm bool) {
+// bits (TestCombineTaskVectorsAsmMatchesGo); addTaskVectors does the rest. bits, when
+// not nil, are the masks packed as keepCache holds them, which the kernels read
+// directly: then keep need only hold the elements past the last multiple of 8.
+func combineTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bool, bits [][]uint64, scale []float32, elem [][]float32, sc *combineScratch, asm bool) {
 	n := len(dst)
 	j0 := 0
 	if asm && n >= 8 {
@@ -559,7 +596,11 @@ func combineTaskVectors(m *methodRun, dst []float32, in [][]float32, keep [][]bo
 			if elem != nil {
 				e = elem[i]
 			}
-			tvDeltaAsm(dst, d, x, base, keep[i], e, s, m.weights[i], j0)
+			if bits != nil {
+				tvDeltaBitsAsm(dst, d, x, base, bits[i], e, s, m.weights[i], j0)
+			} else {
+				tvDeltaAsm(dst, d, x, base, keep[i], e, s, m.weights[i], j0)
+			}
 		}
 		switch {
 		case !sign:

@@ -2,6 +2,8 @@
 
 package merge
 
+import "unsafe"
+
 //go:noescape
 func tvDeltaAVX2(sum, d, x, b *float32, keep *bool, elem *float32, scale, w float32, n int)
 
@@ -22,6 +24,35 @@ func tvDeltaAsm(sum, d, x, b []float32, keep []bool, elem []float32, scale, w fl
 		ep = &elem[0]
 	}
 	tvDeltaAVX2(&sum[0], dp, &x[0], &b[0], &keep[0], ep, scale, w, n)
+}
+
+//go:noescape
+func tvDeltaBitsAVX2(sum, d, x, b *float32, bits *byte, elem *float32, scale, w float32, n int)
+
+// tvDeltaBitsAsm runs tvDeltaBitsAVX2 on the first n elements (a multiple of 8, at
+// least 8), the masks packed in bits (keepCache's words); d and elem may be nil.
+func tvDeltaBitsAsm(sum, d, x, b []float32, bits []uint64, elem []float32, scale, w float32, n int) {
+	_, _, _, _ = sum[n-1], x[n-1], b[n-1], bits[(n-1)/64]
+	var dp, ep *float32
+	if d != nil {
+		_ = d[n-1]
+		dp = &d[0]
+	}
+	if elem != nil {
+		_ = elem[n-1]
+		ep = &elem[0]
+	}
+	tvDeltaBitsAVX2(&sum[0], dp, &x[0], &b[0], (*byte)(unsafe.Pointer(&bits[0])), ep, scale, w, n)
+}
+
+//go:noescape
+func packBoolsAVX512(dst *uint64, src *bool, n int)
+
+// packBoolsAsm runs packBoolsAVX512 on the first n bools (a multiple of 64, at least
+// 64), which needs AVX512BW (haveDellaAVX512).
+func packBoolsAsm(dst []uint64, src []bool, n int) {
+	_, _ = dst[n/64-1], src[n-1]
+	packBoolsAVX512(&dst[0], &src[0], n)
 }
 
 func tvFinishAsm(dst, base []float32, lambda float32, n int) {

@@ -132,3 +132,81 @@ bdone:
 	MOVQ DX, ret+40(FP)
 	VZEROUPPER
 	RET
+
+DATA tvLaneBits<>+0(SB)/8, $0x0000000200000001
+DATA tvLaneBits<>+8(SB)/8, $0x0000000800000004
+DATA tvLaneBits<>+16(SB)/8, $0x0000002000000010
+DATA tvLaneBits<>+24(SB)/8, $0x0000008000000040
+GLOBL tvLaneBits<>(SB), RODATA|NOPTR, $32
+
+// func tvDeltaBitsAVX2(sum, d, x, b *float32, bits *byte, elem *float32, scale, w float32, n int)
+// tvDeltaAVX2 with the keep masks packed (keepCache's: bit j%8 of bits[j/8] is
+// keep[j]), read a byte per eight elements: the byte broadcast, each lane's bit
+// selected and compared with 0. n: a multiple of 8.
+TEXT ·tvDeltaBitsAVX2(SB), NOSPLIT, $0-64
+	MOVQ sum+0(FP), DI
+	MOVQ d+8(FP), R10
+	MOVQ x+16(FP), SI
+	MOVQ b+24(FP), DX
+	MOVQ bits+32(FP), R8
+	MOVQ elem+40(FP), R9
+	VBROADCASTSS scale+48(FP), Y5
+	VBROADCASTSS w+52(FP), Y6
+	MOVQ n+56(FP), CX
+	VPXOR   Y7, Y7, Y7
+	VMOVDQU tvLaneBits<>(SB), Y8
+	XORQ AX, AX // byte offset of the element
+	XORQ BX, BX // byte of the masks
+bloop:
+	CMPQ CX, $8
+	JLT  bdone
+	VMOVUPS   (SI)(AX*1), Y0
+	VMOVUPS   (DX)(AX*1), Y1
+	VSUBPS    Y1, Y0, Y0       // δ = x − b
+	TESTQ     R9, R9
+	JZ        bscalar
+	VMOVUPS   (R9)(AX*1), Y1
+	VMULPS    Y0, Y1, Y0       // elem·δ
+	JMP       bweight
+bscalar:
+	VMULPS    Y0, Y5, Y0       // scale·δ
+bweight:
+	VMULPS    Y0, Y6, Y0       // w·(s·δ)
+	MOVBLZX   (R8)(BX*1), R11
+	MOVD      R11, X2
+	VPBROADCASTD X2, Y2
+	VPAND     Y8, Y2, Y2       // lane k: bit k of the byte
+	VPCMPEQD  Y7, Y2, Y2       // all ones where dropped
+	VPANDN    Y0, Y2, Y0       // dropped entries become +0
+	TESTQ     R10, R10
+	JZ        bsum
+	VMOVUPS   Y0, (R10)(AX*1)
+bsum:
+	VMOVUPS   (DI)(AX*1), Y3
+	VADDPS    Y0, Y3, Y3       // sum + v (sum the first operand, as in Go)
+	VMOVUPS   Y3, (DI)(AX*1)
+	ADDQ $32, AX
+	INCQ BX
+	SUBQ $8, CX
+	JMP  bloop
+bdone:
+	VZEROUPPER
+	RET
+
+// func packBoolsAVX512(dst *uint64, src *bool, n int)
+// dst[k] = the bits of src[64k : 64k+64] (bit i: src[64k+i] != 0) for 64k < n (a
+// multiple of 64, at least 64): the bytes tested against themselves into a mask.
+TEXT ·packBoolsAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+ploop:
+	VMOVDQU8 (SI), Z0
+	VPTESTMB Z0, Z0, K1
+	KMOVQ    K1, (DI)
+	ADDQ     $64, SI
+	ADDQ     $8, DI
+	SUBQ     $64, CX
+	JNZ      ploop
+	VZEROUPPER
+	RET

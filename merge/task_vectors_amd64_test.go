@@ -13,7 +13,7 @@ import (
 // TestCombineTaskVectorsAsmMatchesGo: the AVX2 combine gives addTaskVectors' bits for
 // every consensus, normalize and rescale form (none, per model, per element), on
 // random values with ±0, NaN (with payloads), Inf, subnormals and exact cancellations, random keep
-// masks, and lengths with and without a tail.
+// masks (as bools and packed), and lengths with and without a tail.
 func TestCombineTaskVectorsAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
 		t.Skip("no AVX2 kernels on this CPU; addTaskVectors is the only path")
@@ -76,9 +76,22 @@ func TestCombineTaskVectorsAsmMatchesGo(t *testing.T) {
 							got[j] = 42 // overwritten
 						}
 						cs := newCombinePool(lanes, consensus == ConsensusSign).Get().(*combineScratch)
-						combineTaskVectors(m, got, in, keep, sc, es, cs, true)
+						combineTaskVectors(m, got, in, keep, nil, sc, es, cs, true)
+						// The masks packed (keepCache's), unpacked only past the
+						// kernels' last multiple of 8.
+						bits, tails := make([][]uint64, lanes), make([][]bool, lanes)
+						for i, k := range keep {
+							bits[i], tails[i] = make([]uint64, (n+63)/64), make([]bool, n)
+							packBools(bits[i], k)
+							unpackTail(tails[i], bits[i], n&^7)
+						}
+						fromBits := make([]float32, n)
+						combineTaskVectors(m, fromBits, in, tails, bits, sc, es, cs, true)
 						name := fmt.Sprintf("n=%d lanes=%d consensus=%d normalize=%v form=%d", n, lanes, consensus, normalize, form)
 						for j := range got {
+							if math.Float32bits(fromBits[j]) != math.Float32bits(got[j]) {
+								t.Fatalf("%s [%d]: from packed masks %v (%#x), from bools %v (%#x)", name, j, fromBits[j], math.Float32bits(fromBits[j]), got[j], math.Float32bits(got[j]))
+							}
 							// Where two NaNs meet, which payload survives is the
 							// compiler's choice in Go (it commutes float adds), as in
 							// TestTiesCombineAsmMatchesGo: NaN compares as NaN.

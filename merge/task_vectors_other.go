@@ -5,6 +5,10 @@ package merge
 func tvDeltaAsm(sum, d, x, b []float32, keep []bool, elem []float32, scale, w float32, n int) {
 	panic("unreachable")
 }
+func tvDeltaBitsAsm(sum, d, x, b []float32, bits []uint64, elem []float32, scale, w float32, n int) {
+	panic("unreachable")
+}
+func packBoolsAsm(dst []uint64, src []bool, n int)           { panic("unreachable") }
 func tvFinishAsm(dst, base []float32, lambda float32, n int) { panic("unreachable") }
 
 func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int {
