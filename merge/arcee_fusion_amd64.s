@@ -376,6 +376,34 @@ kdone:
 	VZEROUPPER
 	RET
 
+// ARCEE_KEYS16 computes the order keys of 16 elements, AX on, into Z0: the
+// importances float32(|x − b|·kl), x and b the float32 words at SI and DX, kl in
+// Z15's float64 lanes, then bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31
+// otherwise (Z14: the float64 abs mask; Z13: 1<<31 in each dword). Where a
+// difference is NaN it jumps to nan, for the Go path. Z1-Z3, K1 and K2 are scratch.
+// arceeKeysAVX512 and arceeKeysInBinsAVX512 share it.
+#define ARCEE_KEYS16(nan) \
+	VCVTPS2PD    (SI)(AX*4), Z0 \
+	VCVTPS2PD    (DX)(AX*4), Z1 \
+	VSUBPD       Z1, Z0, Z0 \
+	VCVTPS2PD    32(SI)(AX*4), Z2 \
+	VCVTPS2PD    32(DX)(AX*4), Z3 \
+	VSUBPD       Z3, Z2, Z2 \
+	VCMPPD       $3, Z0, Z0, K1 \
+	VCMPPD       $3, Z2, Z2, K2 \
+	KORTESTW     K1, K2 \
+	JNE          nan \
+	VANDPD       Z14, Z0, Z0 \
+	VMULPD       Z15, Z0, Z0 \
+	VCVTPD2PS    Z0, Y0 \
+	VANDPD       Z14, Z2, Z2 \
+	VMULPD       Z15, Z2, Z2 \
+	VCVTPD2PS    Z2, Y2 \
+	VINSERTF64X4 $1, Y2, Z0, Z0 \
+	VPSRAD       $31, Z0, Z1 \
+	VPORD        Z13, Z1, Z1 \
+	VPXORD       Z1, Z0, Z0
+
 // func arceeKeysAVX512(keys *uint32, x, b *float32, n int, kl float64) int
 //
 // arceeKeysAVX2 sixteen at a time (n a multiple of 16): the same operations on eight
@@ -394,27 +422,7 @@ TEXT ·arceeKeysAVX512(SB), NOSPLIT, $0-48
 k16loop:
 	CMPQ         AX, CX
 	JGE          k16done
-	VCVTPS2PD    (SI)(AX*4), Z0
-	VCVTPS2PD    (DX)(AX*4), Z1
-	VSUBPD       Z1, Z0, Z0                   // x − b
-	VCVTPS2PD    32(SI)(AX*4), Z2
-	VCVTPS2PD    32(DX)(AX*4), Z3
-	VSUBPD       Z3, Z2, Z2
-	VCMPPD       $3, Z0, Z0, K1               // the differences that are NaN
-	VCMPPD       $3, Z2, Z2, K2
-	KORTESTW     K1, K2
-	JNE          k16done
-	VANDPD       Z14, Z0, Z0
-	VMULPD       Z15, Z0, Z0
-	VCVTPD2PS    Z0, Y0                       // the importances
-	VANDPD       Z14, Z2, Z2
-	VMULPD       Z15, Z2, Z2
-	VCVTPD2PS    Z2, Y2
-	VINSERTF64X4 $1, Y2, Z0, Z0
-	// order key: bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31 otherwise
-	VPSRAD       $31, Z0, Z1
-	VPORD        Z13, Z1, Z1
-	VPXORD       Z1, Z0, Z0
+	ARCEE_KEYS16(k16done)
 	VMOVDQU32    Z0, (DI)(AX*4)
 	ADDQ         $16, AX
 	JMP          k16loop
@@ -489,26 +497,7 @@ TEXT ·arceeKeysInBinsAVX512(SB), NOSPLIT, $0-64
 kbloop:
 	CMPQ         AX, CX
 	JGE          kbdone
-	VCVTPS2PD    (SI)(AX*4), Z0
-	VCVTPS2PD    (DX)(AX*4), Z1
-	VSUBPD       Z1, Z0, Z0                   // x − b
-	VCVTPS2PD    32(SI)(AX*4), Z2
-	VCVTPS2PD    32(DX)(AX*4), Z3
-	VSUBPD       Z3, Z2, Z2
-	VCMPPD       $3, Z0, Z0, K1               // the differences that are NaN
-	VCMPPD       $3, Z2, Z2, K2
-	KORTESTW     K1, K2
-	JNE          kbdone
-	VANDPD       Z14, Z0, Z0
-	VMULPD       Z15, Z0, Z0
-	VCVTPD2PS    Z0, Y0
-	VANDPD       Z14, Z2, Z2
-	VMULPD       Z15, Z2, Z2
-	VCVTPD2PS    Z2, Y2
-	VINSERTF64X4 $1, Y2, Z0, Z0
-	VPSRAD       $31, Z0, Z1
-	VPORD        Z13, Z1, Z1
-	VPXORD       Z1, Z0, Z0                   // the keys
+	ARCEE_KEYS16(kbdone)                      // the keys
 	VPSRLD       $16, Z0, Z1
 	VPCMPEQD     Z10, Z1, K1
 	VPCMPEQD     Z11, Z1, K2
