@@ -366,30 +366,14 @@ func refFunc(in *gmz.File, ref *checkpoint.Reference) gmz.RefFunc {
 // decompressFolder writes a compressed folder's shards back as .safetensors files,
 // beside its other files and sub-folders, through the crash-safe output.
 func decompressFolder(ctx context.Context, o *compressOptions, shards []string, files []*gmz.File, ref *checkpoint.Reference) error {
-	dest, err := atomicout.Lock(ctx, o.out, true, nil)
-	if err != nil {
-		return &merge.OutputError{Path: o.out, Err: err}
-	}
-	defer dest.Unlock()
 	l := atomicout.Layout{Carry: &atomicout.Carry{From: o.in, Tree: true, Skip: func(name string) bool { return strings.EqualFold(filepath.Ext(name), ".gmz") }}}
 	for i, st := range shards {
 		l.Files = append(l.Files, atomicout.File{Name: st, Size: files[i].Source.Size})
 		l.Marks = append(l.Marks, st)
 	}
-	out, err := dest.Create(l)
-	if err != nil {
-		return &merge.OutputError{Path: o.out, Err: err}
-	}
-	for i, in := range files {
-		if err := in.WriteSource(ctx, out.Stream(i), refFunc(in, ref), o.threads); err != nil {
-			out.Abort()
-			return err
-		}
-	}
-	if err := out.Commit(); err != nil {
-		return &merge.OutputError{Path: o.out, Err: err}
-	}
-	return nil
+	return writeOutput(ctx, o.out, true, l, func(i int, f *os.File) error {
+		return files[i].WriteSource(ctx, f, refFunc(files[i], ref), o.threads)
+	})
 }
 
 // decompressSplit writes every part of a split GGUF model back as NAME-0000k-of-
@@ -401,30 +385,12 @@ func decompressSplit(ctx context.Context, o *compressOptions, ins, outs []string
 	for i, p := range outs {
 		l.Files = append(l.Files, atomicout.File{Name: filepath.Base(p), Size: sizes[i]})
 	}
-	dest, err := atomicout.Lock(ctx, o.out, false, nil)
-	if err != nil {
-		return &merge.OutputError{Path: o.out, Err: err}
-	}
-	defer dest.Unlock()
-	out, err := dest.Create(l)
-	if err != nil {
-		return &merge.OutputError{Path: o.out, Err: err}
-	}
-	for i, in := range files {
-		if in != nil {
-			err = in.WriteSource(ctx, out.Stream(i), refFunc(in, ref), o.threads)
-		} else {
-			err = copyFile(out.Stream(i), ins[i])
+	return writeOutput(ctx, o.out, false, l, func(i int, f *os.File) error {
+		if files[i] == nil {
+			return copyFile(f, ins[i])
 		}
-		if err != nil {
-			out.Abort()
-			return err
-		}
-	}
-	if err := out.Commit(); err != nil {
-		return &merge.OutputError{Path: o.out, Err: err}
-	}
-	return nil
+		return files[i].WriteSource(ctx, f, refFunc(files[i], ref), o.threads)
+	})
 }
 
 // copyFile copies the file at path to the start of w.
@@ -462,18 +428,30 @@ func checkOutputPath(o *compressOptions) error {
 // fsync, rename), its length not known in advance, so that an interrupted run leaves
 // no partial output and a concurrent one waits.
 func writeAtomic(ctx context.Context, path string, write func(*os.File) error) error {
-	dest, err := atomicout.Lock(ctx, path, false, nil)
+	l := atomicout.Layout{Files: []atomicout.File{{Size: atomicout.Streamed}}}
+	return writeOutput(ctx, path, false, l, func(_ int, f *os.File) error { return write(f) })
+}
+
+// writeOutput is the one path of the outputs written outside the merge engine
+// (compress, decompress, report's pages, through writeAtomic): the
+// destination path (a folder, a file, or a set of sibling files) locked, l's files
+// created beside it, file i written by write, and all of them published together, or
+// none where a write fails.
+func writeOutput(ctx context.Context, path string, folder bool, l atomicout.Layout, write func(i int, f *os.File) error) error {
+	dest, err := atomicout.Lock(ctx, path, folder, nil)
 	if err != nil {
 		return &merge.OutputError{Path: path, Err: err}
 	}
 	defer dest.Unlock()
-	out, err := dest.Create(atomicout.Layout{Files: []atomicout.File{{Size: atomicout.Streamed}}})
+	out, err := dest.Create(l)
 	if err != nil {
 		return &merge.OutputError{Path: path, Err: err}
 	}
-	if err := write(out.Stream(0)); err != nil {
-		out.Abort()
-		return err
+	for i := range l.Files {
+		if err := write(i, out.Stream(i)); err != nil {
+			out.Abort()
+			return err
+		}
 	}
 	if err := out.Commit(); err != nil {
 		return &merge.OutputError{Path: path, Err: err}
