@@ -33,7 +33,7 @@ func TestDellaAgainstReference(t *testing.T) {
 						}
 						what := fmt.Sprintf("%s/%s/dens=%v/rescale=%s/normalize=%v", dt, method, dens, rescale, o.normalize)
 						got := runMethodFiles(t, dt, method, p, base, models, weights, dens, 2)
-						for _, name := range base.names {
+						for _, name := range referenceNames(base) {
 							ref, scale := dellaRef(o, base.shapes[name], base.vals[name], vals(models, name), weights, dens, 0.1, 0.9, dareKey(3, name))
 							checkClose(t, what+" "+name, got[name], ref, scale, dt)
 						}

@@ -193,7 +193,7 @@ func TestTaskVectorFamilyAgainstReference(t *testing.T) {
 							o.rescale = norm
 						}
 						what := fmt.Sprintf("%s normalize=%v rescale=%v %s", method, o.normalize, rescale == SwitchOn, norm)
-						for _, name := range base.names {
+						for _, name := range referenceNames(base) {
 							b := base.vals[name]
 							xs := make([][]float32, len(models))
 							for i, m := range models {
