@@ -50,7 +50,7 @@ func gramMulAsm(p, a, c []float64) int {
 }
 
 // gramChainsAsm is gramChainsGo in assembly; the caller checks haveLerpBF16Asm and
-// that p holds gramFusedWidth rows of at least n products at stride gramFusedBlock.
+// that p holds gramFusedWidth rows of at least n products at stride gramFusedStride.
 func gramChainsAsm(sums, p []float64, n int) {
 	_ = sums[gramFusedWidth-1]
 	gramChainsAVX(&sums[0], &p[0], n)

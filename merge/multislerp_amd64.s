@@ -79,8 +79,8 @@ mdone:
 
 // func gramChainsAVX(sums, p *float64, n int)
 //
-// sums[q] += p[q·256 + j] for j < n (n ≥ 1), in order, for the six rows q of p
-// (gramFusedBlock = 256 float64s apart): six chains of scalar additions side by
+// sums[q] += p[q·257 + j] for j < n (n ≥ 1), in order, for the six rows q of p
+// (gramFusedStride = 257 float64s apart): six chains of scalar additions side by
 // side, each sum the first operand as in gramChainsGo's s += v.
 TEXT ·gramChainsAVX(SB), NOSPLIT, $0-24
 	MOVQ   sums+0(FP), DI
@@ -96,11 +96,11 @@ TEXT ·gramChainsAVX(SB), NOSPLIT, $0-24
 
 cloop:
 	VADDSD 0(SI)(AX*8), X0, X0
-	VADDSD 2048(SI)(AX*8), X1, X1
-	VADDSD 4096(SI)(AX*8), X2, X2
-	VADDSD 6144(SI)(AX*8), X3, X3
-	VADDSD 8192(SI)(AX*8), X4, X4
-	VADDSD 10240(SI)(AX*8), X5, X5
+	VADDSD 2056(SI)(AX*8), X1, X1
+	VADDSD 4112(SI)(AX*8), X2, X2
+	VADDSD 6168(SI)(AX*8), X3, X3
+	VADDSD 8224(SI)(AX*8), X4, X4
+	VADDSD 10280(SI)(AX*8), X5, X5
 	INCQ   AX
 	CMPQ   AX, CX
 	JLT    cloop

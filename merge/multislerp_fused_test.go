@@ -132,9 +132,9 @@ func TestGramFusedAsmMatchesGo(t *testing.T) {
 		if m > gramFusedBlock {
 			continue
 		}
-		p := make([]float64, gramFusedWidth*gramFusedBlock)
+		p := make([]float64, gramFusedWidth*gramFusedStride)
 		for q := range gramFusedWidth {
-			copy(p[q*gramFusedBlock:], f64(m))
+			copy(p[q*gramFusedStride:], f64(m))
 		}
 		sums, ref := f64(gramFusedWidth), make([]float64, gramFusedWidth)
 		copy(ref, sums)
@@ -308,4 +308,54 @@ func TestMultislerpFusedMatchesDecoded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkGramChunk is one chunk's Gram sums of three task vectors (multislerp's
+// and model_stock's statistics with three models and a base): from BF16 words
+// (gramBF16) and, for scale, decoding and gramChunk. Bytes are the words read.
+func BenchmarkGramChunk(b *testing.B) {
+	rng := rand.New(rand.NewPCG(17, 46))
+	const n, m = 3, ChunkElems
+	y, yf := make([][]byte, n), make([][]float32, n)
+	for i := range y {
+		y[i], yf[i] = bf16TestWords(rng, m, 0)
+	}
+	base, basef := bf16TestWords(rng, m, 0)
+	pairs := gramChunkOperands(n)
+	want := make([]float64, len(pairs))
+	gramChunk(gramPairs(n), yf, basef, want, newGramScratch(n, len(pairs)))
+	b.Run("bf16/fused", func(b *testing.B) {
+		s := newGramFusedScratch(n, len(pairs))
+		acc := make([]float64, len(pairs))
+		b.SetBytes(2 * m * (n + 1))
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(acc)
+			gramBF16(pairs, y, base, acc, s)
+		}
+		for p := range acc {
+			if !sameBits64(acc[p], want[p]) {
+				b.Fatalf("pair %d: %v, want %v", p, acc[p], want[p])
+			}
+		}
+	})
+	b.Run("bf16/decoded", func(b *testing.B) {
+		s := newGramScratch(n, len(pairs))
+		acc := make([]float64, len(pairs))
+		dec := make([][]float32, n+1)
+		for i := range dec {
+			dec[i] = make([]float32, m)
+		}
+		b.SetBytes(2 * m * (n + 1))
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(acc)
+			for i, w := range append([][]byte{base}, y...) {
+				if err := dtype.Decode(dec[i], w, dtype.BF16); err != nil {
+					b.Fatal(err)
+				}
+			}
+			gramChunk(gramPairs(n), dec[1:], dec[0], acc, s)
+		}
+	})
 }
