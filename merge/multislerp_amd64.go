@@ -18,6 +18,9 @@ func gramMulAVX2(p, a, c *float64, n int)
 func gramChainsAVX(sums, p *float64, n int)
 
 //go:noescape
+func gramChains3AVX(sums, d *float64, n int, stock bool)
+
+//go:noescape
 func combineBF16AVX512(out, base *byte, models *[]byte, nModels int, c *float32, n int)
 
 // gramDiffBF16Asm runs gramDiffBF16AVX2 over the largest multiple of 8 elements of
@@ -54,6 +57,15 @@ func gramMulAsm(p, a, c []float64) int {
 func gramChainsAsm(sums, p []float64, n int) {
 	_ = sums[gramFusedWidth-1]
 	gramChainsAVX(&sums[0], &p[0], n)
+}
+
+// gramChains3Asm adds to sums (six) the products of three vectors' differences d
+// (rows gramFusedStride apart) over their first n elements, in the pairs and
+// operand order of gramThreeLayout's stock: the bits of gramMul for each pair and
+// gramChains. The caller checks haveLerpBF16Asm.
+func gramChains3Asm(sums, d []float64, n int, stock bool) {
+	_, _ = sums[5], d[2*gramFusedStride+n-1]
+	gramChains3AVX(&sums[0], &d[0], n, stock)
 }
 
 // combineBF16Asm runs combineBF16AVX512 over the largest multiple of 16 elements

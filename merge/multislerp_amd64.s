@@ -112,6 +112,80 @@ cloop:
 	VMOVSD X5, 40(DI)
 	RET
 
+// func gramChains3AVX(sums, d *float64, n int, stock bool)
+//
+// For three rows d0, d1, d2 of differences (257 float64s apart) and j < n (n ≥ 1),
+// in order, the six pairs' products rounded and added to their sums, each sum the
+// first operand of its addition, as gramMul and gramChainsAVX do one after the
+// other. The products' first operands (which decide the payload where two NaNs
+// meet), and the sums' order: stock false (multislerp, gramChunkOperands(3)): d0·d0,
+// d1·d0, d2·d0, d1·d1, d1·d2, d2·d2; stock true (model_stock): d0·d1, d0·d2,
+// d1·d2, d0·d0, d1·d1, d2·d2.
+TEXT ·gramChains3AVX(SB), NOSPLIT, $0-25
+	MOVQ    sums+0(FP), DI
+	MOVQ    d+8(FP), SI
+	MOVQ    n+16(FP), CX
+	MOVBLZX stock+24(FP), DX
+	VMOVSD  0(DI), X0
+	VMOVSD  8(DI), X1
+	VMOVSD  16(DI), X2
+	VMOVSD  24(DI), X3
+	VMOVSD  32(DI), X4
+	VMOVSD  40(DI), X5
+	XORQ    AX, AX
+	TESTQ   DX, DX
+	JNZ     tstock
+
+tslerp:
+	VMOVSD 0(SI)(AX*8), X10
+	VMOVSD 2056(SI)(AX*8), X11
+	VMOVSD 4112(SI)(AX*8), X12
+	VMULSD X10, X10, X6  // d0·d0
+	VMULSD X10, X11, X7  // d1·d0
+	VMULSD X10, X12, X8  // d2·d0
+	VMULSD X11, X11, X9  // d1·d1
+	VMULSD X12, X11, X13 // d1·d2
+	VMULSD X12, X12, X14 // d2·d2
+	VADDSD X6, X0, X0
+	VADDSD X7, X1, X1
+	VADDSD X8, X2, X2
+	VADDSD X9, X3, X3
+	VADDSD X13, X4, X4
+	VADDSD X14, X5, X5
+	INCQ   AX
+	CMPQ   AX, CX
+	JLT    tslerp
+	JMP    tdone
+
+tstock:
+	VMOVSD 0(SI)(AX*8), X10
+	VMOVSD 2056(SI)(AX*8), X11
+	VMOVSD 4112(SI)(AX*8), X12
+	VMULSD X11, X10, X6  // d0·d1
+	VMULSD X12, X10, X7  // d0·d2
+	VMULSD X12, X11, X8  // d1·d2
+	VMULSD X10, X10, X9  // d0·d0
+	VMULSD X11, X11, X13 // d1·d1
+	VMULSD X12, X12, X14 // d2·d2
+	VADDSD X6, X0, X0
+	VADDSD X7, X1, X1
+	VADDSD X8, X2, X2
+	VADDSD X9, X3, X3
+	VADDSD X13, X4, X4
+	VADDSD X14, X5, X5
+	INCQ   AX
+	CMPQ   AX, CX
+	JLT    tstock
+
+tdone:
+	VMOVSD X0, 0(DI)
+	VMOVSD X1, 8(DI)
+	VMOVSD X2, 16(DI)
+	VMOVSD X3, 24(DI)
+	VMOVSD X4, 32(DI)
+	VMOVSD X5, 40(DI)
+	RET
+
 // func combineBF16AVX512(out, base *byte, models *[]byte, nModels int, c *float32, n int)
 //
 // combineBF16 for the first n elements (a multiple of 16), sixteen at a time: v the

@@ -24,10 +24,10 @@ import (
 // The chains' assembly addresses the products' rows at this stride.
 const gramFusedBlock = 256
 
-// gramFusedStride is the distance in float64s between the rows of products the
-// chains read side by side: one more than a block, so that the six loads of an
-// element fall in different banks of the first-level cache (at 2048 bytes apart
-// they contend for one, and the chains ran at half speed).
+// gramFusedStride is the distance in float64s between the rows of differences and
+// of products that the chains read side by side: one more than a block, so that
+// the loads of an element fall in different banks of the first-level cache (at
+// 2048 bytes apart they contend for one, and the chains ran at half speed).
 const gramFusedStride = gramFusedBlock + 1
 
 // gramFusedWidth is the pairs whose chains run side by side.
@@ -36,7 +36,7 @@ const gramFusedWidth = 6
 // gramFusedScratch is gramBF16's: a block's differences per vector, a group's
 // products per pair, and the sums, gramFusedWidth per group.
 type gramFusedScratch struct {
-	d    []float64 // vector i's differences at d[i*gramFusedBlock:]
+	d    []float64 // vector i's differences at d[i*gramFusedStride:]
 	p    []float64 // a group's pair q's products at p[q*gramFusedStride:]
 	sums []float64
 }
@@ -44,7 +44,7 @@ type gramFusedScratch struct {
 func newGramFusedScratch(vectors, pairs int) *gramFusedScratch {
 	groups := (pairs + gramFusedWidth - 1) / gramFusedWidth
 	return &gramFusedScratch{
-		d:    make([]float64, vectors*gramFusedBlock),
+		d:    make([]float64, vectors*gramFusedStride),
 		p:    make([]float64, gramFusedWidth*gramFusedStride),
 		sums: make([]float64, groups*gramFusedWidth),
 	}
@@ -107,10 +107,15 @@ func bf16Operands(in []Operand, withBase bool) (y [][]byte, b []byte, ok bool) {
 // widened words, each product rounded (y[i]'s difference its first operand), added
 // in element order to a sum that starts at +0, as gramChunk does on the decoded
 // values.
+// Three vectors in one of the orders gramThreeLayout knows take gramChains3, their
+// products made in the chains' loop; any other case, a group of pairs' products a
+// vector at a time, then gramChains.
 func gramBF16(pairs [][2]int, y [][]byte, b []byte, acc []float64, s *gramFusedScratch) {
 	m := len(y[0]) / 2
 	sums := s.sums
 	clear(sums)
+	stock, three := gramThreeLayout(pairs)
+	three = three && haveLerpBF16Asm
 	for lo := 0; lo < m; lo += gramFusedBlock {
 		hi := min(lo+gramFusedBlock, m)
 		n := hi - lo
@@ -119,12 +124,16 @@ func gramBF16(pairs [][2]int, y [][]byte, b []byte, acc []float64, s *gramFusedS
 			if b != nil {
 				bb = b[2*lo : 2*hi]
 			}
-			gramDiffBF16(s.d[i*gramFusedBlock:][:n], yi[2*lo:2*hi], bb)
+			gramDiffBF16(s.d[i*gramFusedStride:][:n], yi[2*lo:2*hi], bb)
+		}
+		if three {
+			gramChains3Asm(sums, s.d, n, stock)
+			continue
 		}
 		for g := 0; g < len(pairs); g += gramFusedWidth {
 			group := pairs[g:min(g+gramFusedWidth, len(pairs))]
 			for q, pr := range group {
-				gramMul(s.p[q*gramFusedStride:][:n], s.d[pr[0]*gramFusedBlock:][:n], s.d[pr[1]*gramFusedBlock:][:n])
+				gramMul(s.p[q*gramFusedStride:][:n], s.d[pr[0]*gramFusedStride:][:n], s.d[pr[1]*gramFusedStride:][:n])
 			}
 			// A short last group's spare rows hold stale products; their sums are
 			// never read.
@@ -134,6 +143,22 @@ func gramBF16(pairs [][2]int, y [][]byte, b []byte, acc []float64, s *gramFusedS
 	for p := range pairs {
 		acc[p] += sums[p]
 	}
+}
+
+// gramThreeLayout reports whether pairs is one of the two orders of three vectors'
+// six pairs that gramChains3Asm knows, and which: multislerp's (gramChunkOperands(3),
+// stock false) or model_stock's (modelStockPairs(3), stock true).
+func gramThreeLayout(pairs [][2]int) (stock, ok bool) {
+	if len(pairs) != 6 {
+		return false, false
+	}
+	switch [6][2]int(pairs) {
+	case [6][2]int{{0, 0}, {1, 0}, {2, 0}, {1, 1}, {1, 2}, {2, 2}}:
+		return false, true
+	case [6][2]int{{0, 1}, {0, 2}, {1, 2}, {0, 0}, {1, 1}, {2, 2}}:
+		return true, true
+	}
+	return false, false
 }
 
 // gramDiffBF16 writes d[j] = float64(y_j) − float64(b_j) for the BF16 words y and b

@@ -92,7 +92,8 @@ func TestGramBF16MatchesGramChunk(t *testing.T) {
 }
 
 // TestGramFusedAsmMatchesGo: each assembly piece of the Gram pass is its Go loop
-// bit for bit (NaN payloads included), where the CPU runs it.
+// bit for bit (NaN payloads included, but where they vary: sameBits64), where the
+// CPU runs it.
 func TestGramFusedAsmMatchesGo(t *testing.T) {
 	if !haveLerpBF16Asm {
 		t.Skip("no assembly on this CPU or build")
@@ -115,7 +116,7 @@ func TestGramFusedAsmMatchesGo(t *testing.T) {
 			gramDiffBF16(got, y, base)
 			gramDiffBF16Go(want, y, base)
 			for j := range got {
-				if math.Float64bits(got[j]) != math.Float64bits(want[j]) {
+				if !sameBits64(got[j], want[j]) {
 					t.Fatalf("differences, m %d base %v, element %d: %#x, Go %#x", m, base != nil, j, math.Float64bits(got[j]), math.Float64bits(want[j]))
 				}
 			}
@@ -125,7 +126,7 @@ func TestGramFusedAsmMatchesGo(t *testing.T) {
 		gramMul(got, a, c)
 		gramMulGo(want, a, c)
 		for j := range got {
-			if math.Float64bits(got[j]) != math.Float64bits(want[j]) {
+			if !sameBits64(got[j], want[j]) {
 				t.Fatalf("products, m %d, element %d: %#x, Go %#x", m, j, math.Float64bits(got[j]), math.Float64bits(want[j]))
 			}
 		}
@@ -141,8 +142,32 @@ func TestGramFusedAsmMatchesGo(t *testing.T) {
 		gramChainsAsm(sums, p, m)
 		gramChainsGo(ref, p, m)
 		for q := range sums {
-			if math.Float64bits(sums[q]) != math.Float64bits(ref[q]) {
+			if !sameBits64(sums[q], ref[q]) {
 				t.Fatalf("chains, m %d, row %d: %#x, Go %#x", m, q, math.Float64bits(sums[q]), math.Float64bits(ref[q]))
+			}
+		}
+		// Three vectors' products made in the chains' loop: each pair's gramMulGo,
+		// then gramChainsGo, in both layouts.
+		d := make([]float64, 3*gramFusedStride)
+		for i := range 3 {
+			copy(d[i*gramFusedStride:], f64(m))
+		}
+		for _, pairs := range [][][2]int{gramChunkOperands(3), modelStockPairs(3)} {
+			stock, ok := gramThreeLayout(pairs)
+			if !ok {
+				t.Fatalf("gramThreeLayout does not know %v", pairs)
+			}
+			sums, ref := f64(gramFusedWidth), make([]float64, gramFusedWidth)
+			copy(ref, sums)
+			gramChains3Asm(sums, d, m, stock)
+			for q, pr := range pairs {
+				gramMulGo(p[q*gramFusedStride:][:m], d[pr[0]*gramFusedStride:][:m], d[pr[1]*gramFusedStride:][:m])
+			}
+			gramChainsGo(ref, p, m)
+			for q := range sums {
+				if !sameBits64(sums[q], ref[q]) {
+					t.Fatalf("three vectors (stock %v), m %d, pair %v: %#x, Go %#x", stock, m, pairs[q], math.Float64bits(sums[q]), math.Float64bits(ref[q]))
+				}
 			}
 		}
 	}

@@ -8,4 +8,5 @@ const haveMultislerp512 = false
 func gramDiffBF16Asm(d []float64, y, b []byte) int                     { panic("unreachable") }
 func gramMulAsm(p, a, c []float64) int                                 { panic("unreachable") }
 func gramChainsAsm(sums, p []float64, n int)                           { panic("unreachable") }
+func gramChains3Asm(sums, d []float64, n int, stock bool)              { panic("unreachable") }
 func combineBF16Asm(out []byte, y [][]byte, b []byte, c []float32) int { panic("unreachable") }
