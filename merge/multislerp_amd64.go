@@ -12,6 +12,9 @@ var haveMultislerp512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
 func gramDiffBF16AVX2(d *float64, y, b *byte, n int)
 
 //go:noescape
+func gramDiffBF16AVX512(d *float64, y, b *byte, n int)
+
+//go:noescape
 func gramMulAVX2(p, a, c *float64, n int)
 
 //go:noescape
@@ -23,7 +26,8 @@ func gramChains3AVX(sums, d *float64, n int, stock bool)
 //go:noescape
 func combineBF16AVX512(out, base *byte, models *[]byte, nModels int, c *float32, n int)
 
-// gramDiffBF16Asm runs gramDiffBF16AVX2 over the largest multiple of 8 elements of
+// gramDiffBF16Asm runs gramDiffBF16AVX512 (where the CPU has it) or
+// gramDiffBF16AVX2 over the largest multiple of 8 elements of
 // d and returns it; the caller checks haveLerpBF16Asm (the CPU has AVX2).
 func gramDiffBF16Asm(d []float64, y, b []byte) int {
 	n := len(d) &^ 7
@@ -36,7 +40,11 @@ func gramDiffBF16Asm(d []float64, y, b []byte) int {
 		_ = b[2*n-1]
 		bp = &b[0]
 	}
-	gramDiffBF16AVX2(&d[0], &y[0], bp, n)
+	if haveMultislerp512 {
+		gramDiffBF16AVX512(&d[0], &y[0], bp, n)
+	} else {
+		gramDiffBF16AVX2(&d[0], &y[0], bp, n)
+	}
 	return n
 }
 

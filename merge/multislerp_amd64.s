@@ -54,6 +54,46 @@ ddone:
 	VZEROUPPER
 	RET
 
+// func gramDiffBF16AVX512(d *float64, y, b *byte, n int)
+//
+// gramDiffBF16AVX2 with the widening to float64 eight lanes at once.
+TEXT ·gramDiffBF16AVX512(SB), NOSPLIT, $0-32
+	MOVQ  d+0(FP), DI
+	MOVQ  y+8(FP), SI
+	MOVQ  b+16(FP), DX
+	MOVQ  n+24(FP), CX
+	XORQ  AX, AX
+	TESTQ DX, DX
+	JZ    zyloop
+
+zdloop:
+	CMPQ      AX, CX
+	JGE       zdone
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD    $16, Y0, Y0
+	VPMOVZXWD (DX)(AX*2), Y1
+	VPSLLD    $16, Y1, Y1
+	VCVTPS2PD Y0, Z2
+	VCVTPS2PD Y1, Z3
+	VSUBPD    Z3, Z2, Z2
+	VMOVUPD   Z2, (DI)(AX*8)
+	ADDQ      $8, AX
+	JMP       zdloop
+
+zyloop:
+	CMPQ      AX, CX
+	JGE       zdone
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD    $16, Y0, Y0
+	VCVTPS2PD Y0, Z2
+	VMOVUPD   Z2, (DI)(AX*8)
+	ADDQ      $8, AX
+	JMP       zyloop
+
+zdone:
+	VZEROUPPER
+	RET
+
 // func gramMulAVX2(p, a, c *float64, n int)
 //
 // p[j] = a[j]·c[j], rounded, for j < n (a multiple of 4), four at a time, a first.
