@@ -86,6 +86,11 @@ type Pass struct {
 	// Skip, if set, is asked once the previous pass is done: true skips this pass
 	// (its Chunk and Done), sparing a read of every input.
 	Skip func() bool
+	// Fused, if set, may add chunk pos's statistics to acc straight from the inputs'
+	// bytes (in: each input's bytes of the chunk), for the dtypes it knows, sparing
+	// their decoding; it returns false for others and the engine then decodes and
+	// calls Chunk. It must add the same bits as Chunk (the tests compare them).
+	Fused func(pos Chunk, in []Operand, acc []float64) bool
 }
 
 // Sink receives the output bytes of tensor i (its index in the plan) at byte offset
@@ -444,11 +449,26 @@ func (x *execution) passes(t *TensorPlan, k Kernel, launch func(pass Pass, perCh
 // passChunk runs a pass over chunk c of t, its statistics into perChunk.
 func passChunk(t *TensorPlan, pass Pass, c int64, s *scratch, perChunk []float64, bytesRead *atomic.Int64) error {
 	pos := Chunk{Index: c, Offset: c * ChunkElems}
+	acc := perChunk[c*int64(pass.NumStats) : (c+1)*int64(pass.NumStats)]
+	if pass.Fused != nil && len(t.Aux) == 0 {
+		n := min(ChunkElems, t.NumElements()-pos.Offset)
+		ops := s.ops[:0]
+		var read int64
+		for _, op := range t.In {
+			ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.at(pos.Offset)[:op.DType.Bytes(n)]})
+			read += op.DType.Bytes(n)
+		}
+		s.ops = ops
+		if pass.Fused(pos, ops, acc) {
+			bytesRead.Add(read)
+			return nil
+		}
+	}
 	in, aux, err := decodeChunk(t, pos, s, bytesRead)
 	if err != nil {
 		return err
 	}
-	pass.Chunk(pos, in, aux, perChunk[c*int64(pass.NumStats):(c+1)*int64(pass.NumStats)])
+	pass.Chunk(pos, in, aux, acc)
 	return nil
 }
 

@@ -36,12 +36,7 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 	if withBase {
 		first = 1
 	}
-	pairs := make([][2]int, 0, stats) // (i, k), i ≤ k, in acc's order
-	for i := range n {
-		for k := i; k < n; k++ {
-			pairs = append(pairs, [2]int{i, k})
-		}
-	}
+	pairs := gramPairs(n)
 	pool := sync.Pool{New: func() any { return newGramScratch(n, stats) }}
 	pass := Pass{
 		NumStats: stats,
@@ -72,6 +67,18 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 		},
 	}
 	return pass, func() [][]float64 { return g }
+}
+
+// gramPairs is the pairs (i, k), i ≤ k, of n vectors in the order of gramPass's
+// sums.
+func gramPairs(n int) [][2]int {
+	pairs := make([][2]int, 0, n*(n+1)/2)
+	for i := range n {
+		for k := i; k < n; k++ {
+			pairs = append(pairs, [2]int{i, k})
+		}
+	}
+	return pairs
 }
 
 // combine writes dst = Σ_i c_i·y_i (+ the base), with y_i = in[first+i] − in[0] when

@@ -29,27 +29,9 @@ func modelStockKernel(m *methodRun, t *TensorPlan) Kernel {
 		Passes: []Pass{{
 			NumStats: pairs + nModels,
 			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
-				base, models := in[0], in[1:]
-				p := 0
-				for i := range models {
-					for k := i + 1; k < nModels; k++ {
-						var dot float64
-						for j := range base {
-							dot += float64((float64(models[i][j]) - float64(base[j])) * (float64(models[k][j]) - float64(base[j])))
-						}
-						acc[p] += dot
-						p++
-					}
-				}
-				for i := range models {
-					var sq float64
-					for j := range base {
-						d := float64(models[i][j]) - float64(base[j])
-						sq += float64(d * d)
-					}
-					acc[pairs+i] += sq
-				}
+				modelStockStatsRef(in[0], in[1:], acc)
 			},
+			Fused: gramFused(nModels, modelStockPairs(nModels), true),
 			Done: func(perChunk []float64) error {
 				sums := make([]float64, pairs+nModels)
 				for c := 0; c < len(perChunk); c += len(sums) {
@@ -70,18 +52,9 @@ func modelStockKernel(m *methodRun, t *TensorPlan) Kernel {
 			},
 		}},
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			base, models := in[0][:len(dst)], in[1:]
-			inv := float32(nModels)
-			clear(dst)
-			for _, x := range models {
-				for j := range dst {
-					dst[j] += x[j]
-				}
-			}
-			for j := range dst {
-				dst[j] = float32(wt*(dst[j]/inv)) + float32(wb*base[j])
-			}
+			modelStockMerge(dst, in[0], in[1:], wt, wb)
 		},
+		Fused: modelStockFused(func() (float32, float32) { return wt, wb }),
 	}
 }
 

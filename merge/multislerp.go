@@ -50,6 +50,7 @@ func multislerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 		w[i] = mm.Weight
 	}
 	pass, gram := gramPass(n, m.base)
+	pass.Fused = gramFused(n, gramChunkOperands(n), m.base)
 	var gamma []float32
 	done := pass.Done
 	pass.Done = func(perChunk []float64) error {
@@ -65,10 +66,12 @@ func multislerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			combine(dst, in, gamma, m.base)
 		},
+		Fused: combineFused(m.base, func() []float32 { return gamma }),
 	}
 	if n == 1 { // mergekit returns the single model as it is
 		k.Passes = nil
 		k.Merge = func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[len(in)-1]) }
+		k.Fused = nil
 	}
 	return k
 }

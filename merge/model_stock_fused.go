@@ -1,0 +1,96 @@
+package merge
+
+import "github.com/gomerge/gomerge/formats/dtype"
+
+// Model_stock's per-tensor passes straight from BF16 bytes. Its statistics are the
+// inner products of the task vectors, pairs (i < k) first and then each model's
+// squared norm, the same chains as multislerp's Gram pass in another order
+// (gramFused); its merge is modelStockMergeBF16 (Kernel.Fused).
+
+// modelStockPairs is the per-tensor statistics' pairs of task vectors, in acc's
+// order: (i, k) for i < k, then (i, i).
+func modelStockPairs(nModels int) [][2]int {
+	var pairs [][2]int
+	for i := range nModels {
+		for k := i + 1; k < nModels; k++ {
+			pairs = append(pairs, [2]int{i, k})
+		}
+	}
+	for i := range nModels {
+		pairs = append(pairs, [2]int{i, i})
+	}
+	return pairs
+}
+
+// modelStockStatsRef is the per-tensor pass's Chunk on decoded values: each pair's
+// inner product, then each model's squared norm, one chain after another. It is
+// what gramFused must add, bit for bit.
+func modelStockStatsRef(base []float32, models [][]float32, acc []float64) {
+	nModels := len(models)
+	p := 0
+	for i := range models {
+		for k := i + 1; k < nModels; k++ {
+			var dot float64
+			for j := range base {
+				dot += float64((float64(models[i][j]) - float64(base[j])) * (float64(models[k][j]) - float64(base[j])))
+			}
+			acc[p] += dot
+			p++
+		}
+	}
+	for i := range models {
+		var sq float64
+		for j := range base {
+			d := float64(models[i][j]) - float64(base[j])
+			sq += float64(d * d)
+		}
+		acc[p] += sq
+		p++
+	}
+}
+
+// modelStockMerge is the per-tensor merge on decoded values: the models' float32
+// sum from +0 in model order, divided by N, times t, plus (1 − t)·base, each
+// operation rounded to float32.
+func modelStockMerge(dst, base []float32, models [][]float32, wt, wb float32) {
+	base = base[:len(dst)]
+	inv := float32(len(models))
+	clear(dst)
+	for _, x := range models {
+		x = x[:len(dst)]
+		for j := range dst {
+			dst[j] += x[j]
+		}
+	}
+	for j := range dst {
+		dst[j] = float32(wt*(dst[j]/inv)) + float32(wb*base[j])
+	}
+}
+
+// modelStockMergeBF16 is modelStockMerge on BF16 words, rounded to BF16 as the
+// encoder does: with AVX-512 sixteen at a time; the rest as the engine does without
+// a fused path (bf16Tail).
+func modelStockMergeBF16(out, base []byte, models [][]byte, wt, wb float32) {
+	j := 0
+	if haveModelStock512 {
+		j = modelStockMergeBF16Asm(out, base, models, wt, wb)
+	}
+	bf16Tail(out, models, base, j, func(dst []float32, in [][]float32) { modelStockMerge(dst, in[0], in[1:], wt, wb) })
+}
+
+// modelStockFused is the per-tensor kernel's Kernel.Fused: BF16 inputs and output,
+// where the CPU has AVX-512; factors gives t and 1 − t once the pass is done.
+func modelStockFused(factors func() (wt, wb float32)) func([]byte, dtype.DType, []Operand, []float64, Chunk) bool {
+	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
+		if !haveModelStock512 || outDT != dtype.BF16 {
+			return false
+		}
+		models, base, ok := bf16Operands(in, true)
+		if !ok || len(out) != len(base) {
+			return false
+		}
+		wt, wb := factors()
+		modelStockMergeBF16(out, base, models, wt, wb)
+		return true
+	}
+}
