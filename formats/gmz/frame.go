@@ -156,18 +156,19 @@ const minHuffGain = 32
 // by at most over bytes. Where 101×over fits in the payload that bound already
 // keeps it within 1 % of huff0 (for the exponent plane's blocks of 128 Ki
 // symbols: under 0.2 %), and huff0 is not run; on smaller blocks the two are
-// compared.
+// compared. It is used only where codes average at most mhMaxBits: where they are
+// longer, an entry holds fewer symbols, and huff0's assembly decodes faster.
 func appendBlock(out, blk []byte, s *scratch) ([]byte, bool) {
 	if len(blk) < 32 {
 		return append(append(out, blockRaw), blk...), false
 	}
 	limit := len(blk) - len(blk)/minHuffGain // a payload must be under this
-	distinct, size, table := s.mh.plan(blk)
+	distinct, size, table, bits := s.mh.plan(blk)
 	if distinct == 1 {
 		return append(out, blockRLE, blk[0]), false
 	}
 	var mh []byte
-	if size+binary.MaxVarintLen32 < limit {
+	if size+binary.MaxVarintLen32 < limit && bits <= mhMaxBits*len(blk) {
 		mh = s.mh.appendCoded(s.mhBuf[:0], blk)
 		s.mhBuf = mh
 		if over := table + 2*(mhStreams-1) + mhStreams; 101*over <= len(mh) {

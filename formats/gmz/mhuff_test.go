@@ -195,7 +195,7 @@ func TestMHRoundTrip(t *testing.T) {
 	var e mhEncoder
 	var tab mhTable
 	for name, blk := range mhBlocks() {
-		distinct, size, _ := e.plan(blk)
+		distinct, size, _, _ := e.plan(blk)
 		if distinct < 2 {
 			t.Fatalf("%s: %d symbols", name, distinct)
 		}
@@ -391,8 +391,8 @@ func TestMHFrames(t *testing.T) {
 			case strings.HasSuffix(tn.Name, "/same"):
 			case strings.HasSuffix(tn.Name, "/two"):
 				want = true
-			default:
-				want, check = true, n >= blockSize
+			default: // F16 weights' high byte takes 5.5 bits a symbol: huff0's
+				want, check = tn.DType != dtype.F16, n >= blockSize
 			}
 			if check && mh != want {
 				t.Errorf("frame %d: %s: multi-symbol frames %v, want %v", frame, tn.Name, mh, want)
