@@ -175,6 +175,11 @@ func appendBlock(out, blk []byte, s *scratch) ([]byte, bool) {
 			return appendPayload(out, blockMH, mh), true
 		}
 	}
+	if bits/8+binary.MaxVarintLen32 >= limit {
+		// huff0's streams take at least these bits: it cannot pass either (a
+		// mantissa plane), and trying would count the block's bytes again.
+		return append(append(out, blockRaw), blk...), false
+	}
 	comp, _, err := huff0.Compress4X(blk, &s.huff)
 	switch {
 	case err == nil && mh != nil && 100*len(mh) <= 101*len(comp):

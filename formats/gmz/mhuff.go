@@ -98,8 +98,11 @@ func (e *mhEncoder) mhLengths() {
 			e.syms = append(e.syms, uint16(s))
 		}
 	}
-	slices.SortStableFunc(e.syms, func(a, b uint16) int {
-		return int(e.hist[a]) - int(e.hist[b])
+	slices.SortFunc(e.syms, func(a, b uint16) int {
+		if c := int(e.hist[a]) - int(e.hist[b]); c != 0 {
+			return c
+		}
+		return int(a) - int(b)
 	})
 	n := len(e.syms)
 	// Level 0 holds the leaves only; level d the leaves merged with the packages
