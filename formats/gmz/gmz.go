@@ -59,7 +59,9 @@
 // and the frames must tile the data section exactly. Each tensor's checksum must be
 // the combination of its frames' checksums. Decoding checks every frame's decoded
 // length and checksum, so a corrupt or truncated frame is an error naming the tensor
-// and the frame, never wrong bytes. No allocation is sized by a value from the file
+// and the frame, never wrong bytes. A multi-symbol Huffman block's code lengths
+// must form a complete code of at most 11 bits and its streams must each decode to
+// exactly their symbols and end where their sizes say. No allocation is sized by a value from the file
 // beyond these bounds, and malformed input gives an error wrapping ErrFormat, never a
 // panic.
 //
