@@ -150,7 +150,7 @@ const minHuffGain = 32
 // appendBlock appends blk's mode and payload, and reports whether it is blockMH.
 //
 // The multi-symbol code is preferred where it is within 1 % of huff0's size: it
-// decodes about 1.7 times as fast (bench/sections/gmz-decode.md). Its code is an
+// decodes about 1.6 times as fast (bench/sections/gmz-decode.md). Its code is an
 // optimal one of codes up to huff0's longest (11 bits), so its streams are never
 // longer than huff0's; only its table and its streams' padding can make it larger,
 // by at most over bytes. Where 101×over fits in the payload that bound already
