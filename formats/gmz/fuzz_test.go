@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"flag"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,6 +49,30 @@ func goldens() map[string][]byte {
 		}
 		out[c.name] = buf.Bytes()
 	}
+	// Multi-symbol Huffman blocks (coding 3 frames): weights near 1 (as a norm's),
+	// whose few exponents make a table small enough for blocks this short.
+	rng := rand.New(rand.NewPCG(21, 1))
+	var ins []Input
+	for _, c := range []struct {
+		dt dtype.DType
+		n  int
+	}{{dtype.BF16, 300}, {dtype.F32, 100}} {
+		v := make([]float32, c.n)
+		for i := range v {
+			v[i] = float32(1 + 0.3*rng.NormFloat64())
+		}
+		b := make([]byte, c.n*c.dt.Size())
+		if err := dtype.Encode(b, v, c.dt); err != nil {
+			panic(err)
+		}
+		ins = append(ins, Input{Name: "norm." + c.dt.String(), DType: c.dt, Shape: []int64{int64(c.n)}, Data: b})
+	}
+	src, _ := fakeSource(ins)
+	var buf bytes.Buffer
+	if _, err := Write(context.Background(), &buf, src, nil, ins, Options{FrameSize: 256}); err != nil {
+		panic(err)
+	}
+	out["mh.gmz"] = buf.Bytes()
 	return out
 }
 

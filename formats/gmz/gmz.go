@@ -32,6 +32,10 @@
 //	          element); each plane in blocks of up to 128 KiB, each block raw, one
 //	          repeated byte, or Huffman-coded (huff0, with its own table)
 //	2 zstd    one zstd frame (integer and other non-float data)
+//	3 planes  as 1, and a block may also be coded with this package's own
+//	          canonical Huffman code, which decodes several symbols per table
+//	          lookup (see mhuff.go); the writer uses coding 1 for a planes frame
+//	          that has no such block
 //
 // The writer keeps whichever coding is smallest, raw included, so a frame never takes
 // more than its raw size.
@@ -55,7 +59,9 @@
 // and the frames must tile the data section exactly. Each tensor's checksum must be
 // the combination of its frames' checksums. Decoding checks every frame's decoded
 // length and checksum, so a corrupt or truncated frame is an error naming the tensor
-// and the frame, never wrong bytes. No allocation is sized by a value from the file
+// and the frame, never wrong bytes. A multi-symbol Huffman block's code lengths
+// must form a complete code of at most 11 bits and its streams must each decode to
+// exactly their symbols and end where their sizes say. No allocation is sized by a value from the file
 // beyond these bounds, and malformed input gives an error wrapping ErrFormat, never a
 // panic.
 //
@@ -109,7 +115,11 @@ const (
 	codingRaw    = 0
 	codingPlanes = 1
 	codingZstd   = 2
-	numCodings   = 3
+	// codingPlanesMH is a planes frame whose blocks may also be blockMH: a kind of
+	// its own, so that a reader that predates it refuses the file when it opens it
+	// (unknown coding) rather than when it reaches such a block.
+	codingPlanesMH = 3
+	numCodings     = 4
 )
 
 // Block modes inside a planes frame.
@@ -117,6 +127,7 @@ const (
 	blockRaw  = 0
 	blockRLE  = 1
 	blockHuff = 2
+	blockMH   = 3 // multi-symbol Huffman (mhuff.go), in codingPlanesMH frames only
 )
 
 // ErrFormat is wrapped by every error that reports a malformed file.

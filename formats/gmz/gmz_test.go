@@ -244,7 +244,7 @@ func TestCodings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{"bf16": codingPlanes, "i32": codingZstd, "noise": codingRaw, "zero": codingPlanes}
+	want := map[string]int{"bf16": codingPlanesMH, "i32": codingZstd, "noise": codingRaw, "zero": codingPlanes}
 	for _, tn := range f.Tensors {
 		if c := tn.Frames[0].Coding; c != want[tn.Name] {
 			t.Errorf("%s: coding %d, want %d", tn.Name, c, want[tn.Name])

@@ -241,7 +241,7 @@ func (f *File) load(h *header, dataEnd int64) error {
 				return bad(th.Name, "frame %d: unknown coding %d", j, coding)
 			case coding == codingRaw && stored != raw:
 				return bad(th.Name, "frame %d: raw frame stores %d bytes for %d", j, stored, raw)
-			case coding == codingPlanes && (!dt.IsFloat() || dt.Size() < 2):
+			case (coding == codingPlanes || coding == codingPlanesMH) && (!dt.IsFloat() || dt.Size() < 2):
 				return bad(th.Name, "frame %d: byte planes for %s", j, dt)
 			}
 			if at > dataEnd-stored {

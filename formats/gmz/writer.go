@@ -45,10 +45,10 @@ type Options struct {
 
 // Stats reports what Write did.
 type Stats struct {
-	RawBytes    int64 // the tensors' bytes
-	StoredBytes int64 // their frames' stored bytes
-	FileBytes   int64 // the whole .gmz file
-	Frames      [numCodings]int64
+	RawBytes    int64                 // the tensors' bytes
+	StoredBytes int64                 // their frames' stored bytes
+	FileBytes   int64                 // the whole .gmz file
+	Frames      [codingZstd + 1]int64 // by coding: raw, planes (either kind), zstd
 	// Planes holds the order-0 entropy of each byte plane (Options.Stats only):
 	// the floor for any coder that codes plane bytes independently.
 	Planes []PlaneStat
@@ -186,7 +186,11 @@ func Write(ctx context.Context, w io.Writer, src Source, meta map[string]string,
 			off += int64(len(j.stored))
 			st.StoredBytes += int64(len(j.stored))
 			st.RawBytes += j.raw
-			st.Frames[j.coding]++
+			if j.coding == codingPlanesMH {
+				st.Frames[codingPlanes]++
+			} else {
+				st.Frames[j.coding]++
+			}
 		}
 		writeDone <- werr
 	}()
