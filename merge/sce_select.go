@@ -23,12 +23,13 @@ import (
 // collects those in it, among which the cut is exact; where the sample misled (the
 // range too narrow, or holding too many keys, as when most keys are equal), a
 // histogram of every key does it.
-// A tensor whose keys do not fit goes through the rank selector as before.
+// A tensor whose keys do not fit goes through sceBig: the same sample and range,
+// the keys computed twice (sce_big.go).
 
 // maxSCEKeyBytes bounds the rank keys sceKeys holds for one tensor (4 bytes per
 // element: 32M elements; every tensor of the 256mb fixtures, a 7B llama's attention
 // matrices (16.8M) but not its MLP matrices (45M) or embeddings (131M), which take
-// the rank selector). Only one
+// sceBig). Only one
 // tensor's keys are held at a time: the engine runs one tensor's passes after the
 // other's, and the weights pass drops each chunk's keys.
 const maxSCEKeyBytes = 128 << 20
@@ -220,6 +221,30 @@ func (s *sceKeys) setCut(rank, above int64, in []uint32, starts []int) bool {
 // above it and collects those in it, and the cut is among those when the counts
 // say so. false: it was not (or more than sceMaxCandidates were in the range).
 func (s *sceKeys) cutFromSample(rank int64) bool {
+	lo, hi, ok := s.sampleRange(rank)
+	if !ok {
+		return false
+	}
+	var above int64
+	var in []uint32
+	starts := make([]int, len(s.keys)+1)
+	for c, keys := range s.keys {
+		var a int
+		in = slices.Grow(in, len(keys)+16)
+		a, in = sceRange(keys, lo, hi, in)
+		above += int64(a)
+		starts[c+1] = len(in)
+		if len(in) > sceMaxCandidates {
+			return false
+		}
+	}
+	return s.setCut(rank, above, in, starts)
+}
+
+// sampleRange is the range of keys that cutFromSample scans: from the bins where
+// the sample's count from the top reaches rank/sceSampleStride, give or take four
+// standard deviations and 16. false: the sample has too few keys to reach it.
+func (s *sceKeys) sampleRange(rank int64) (lo, hi uint32, ok bool) {
 	q := float64(rank) / sceSampleStride
 	m := 4*math.Sqrt(q) + 16
 	bhi, blo := -1, 0
@@ -235,25 +260,11 @@ func (s *sceKeys) cutFromSample(rank int64) bool {
 		}
 	}
 	if bhi < 0 {
-		return false
+		return 0, 0, false
 	}
 	// Zero keys never rank above (rank counts the non-zero ones), so the range
 	// starts at 1 at least.
-	lo, hi := max(uint32(blo)<<16, 1), uint32(bhi)<<16|0xffff
-	var above int64
-	var in []uint32
-	starts := make([]int, len(s.keys)+1)
-	for c, keys := range s.keys {
-		var a int
-		in = slices.Grow(in, len(keys)+16)
-		a, in = sceRange(keys, lo, hi, in)
-		above += int64(a)
-		starts[c+1] = len(in)
-		if len(in) > sceMaxCandidates {
-			return false
-		}
-	}
-	return s.setCut(rank, above, in, starts)
+	return max(uint32(blo)<<16, 1), uint32(bhi)<<16 | 0xffff, true
 }
 
 // cutFromHistogram sets the cut from a histogram of every key: the bin of the key
@@ -400,15 +411,16 @@ func setBits(dst []uint64, n int) {
 }
 
 // sceSelection gives SCE's weights and merge passes each chunk's mask: from sceKeys,
-// or from the rank selector for a tensor whose keys do not fit (the variances
-// computed again), or none at all (nil: every position kept, select_topk ≥ 1). It
+// or from sceBig for a tensor whose keys do not fit (or the rank selector, where
+// sceBig's sample fails it; the variances computed again), or none at all (nil: every position kept, select_topk ≥ 1). It
 // carries the masks from the weights pass to the merge pass: all of them with
 // sceKeys (1/32 of the keys' size), within limit bytes otherwise (the chunks beyond
 // it are computed again).
 type sceSelection struct {
 	none  bool // select_topk ≤ 0: no position kept
 	keys  *sceKeys
-	sel   *rankSelector
+	big   *sceBig       // keys that do not fit: the cut from a sample all the same
+	sel   *rankSelector // big's fallback
 	limit int64
 
 	mu   sync.Mutex
@@ -432,6 +444,7 @@ func newSCESelection(n int64, topk float64, keyLimit, maskLimit int64) *sceSelec
 	}
 	// The cut's rank depends on the count of non-zero variances, which the
 	// selector's first pass counts (a pass of its own read every input once more).
+	s.big = newSCEBig(n, topk)
 	s.sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
 	s.sel.rankOfNonZero = func(nz int64) int64 { return sceTopK(topk, nz) }
 	return s
@@ -444,7 +457,18 @@ func (s *sceSelection) passes() []Pass {
 	case s.keys != nil:
 		return []Pass{s.keys.pass()}
 	}
-	return s.sel.passes()
+	return s.big.passes(s.sel)
+}
+
+// cut is the sceKeys whose cut gives the masks (nil: the rank selector's).
+func (s *sceSelection) cut() *sceKeys {
+	switch {
+	case s.keys != nil:
+		return s.keys
+	case !s.big.fallback:
+		return s.big.sceKeys
+	}
+	return nil
 }
 
 // sceScratch is one chunk's scratch for the selection and the loops.
@@ -476,6 +500,8 @@ func (s *sceSelection) weightsMask(sc *sceScratch, in [][]float32, pos Chunk) []
 	case s.keys != nil && (s.keys.all || s.keys.none || s.keys.keys[pos.Index] != nil):
 		s.keys.mask(m, sc.eq[:len(m)], s.keys.keys[pos.Index], n, pos.Index)
 		s.keys.dropKeys(pos.Index)
+	case s.big != nil && s.big.ready(pos.Index):
+		s.big.mask(m, pos.Index, n)
 	default:
 		s.fresh(m, sc, in, pos)
 	}
@@ -515,8 +541,8 @@ func (s *sceSelection) mergeMask(sc *sceScratch, in [][]float32, pos Chunk) []ui
 func (s *sceSelection) fresh(dst []uint64, sc *sceScratch, in [][]float32, pos Chunk) {
 	keys := sc.keys[:len(in[0])]
 	sceVariance(keys, 0, in)
-	if s.keys != nil {
-		s.keys.mask(dst, sc.eq[:len(dst)], keys, len(keys), pos.Index)
+	if k := s.cut(); k != nil {
+		k.mask(dst, sc.eq[:len(dst)], keys, len(keys), pos.Index)
 		return
 	}
 	keep := sc.keep[:len(keys)]
