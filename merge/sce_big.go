@@ -7,33 +7,38 @@ import (
 
 // SCE's selection for a tensor whose rank keys do not fit in maxSCEKeyBytes (a 1 GB
 // llama's embeddings, 65.5M elements; a 7B llama's MLP matrices): the keys cannot
-// be kept from one pass to the next, so they are computed twice, but the cut is
-// found as sceKeys finds it, from a sample, not by the rank selector's histogram
-// of every key (its increments cost about as much as the variances):
+// be kept from one pass to the next, but the cut is found as sceKeys finds it, not
+// by the rank selector's histogram of every key (its increments cost about as much
+// as the variances):
 //
 //  1. the variances of every chunk, their zeros counted and one in sceSampleStride
-//     histogrammed (sceKeys.count); Done takes the range of keys around the cut
-//     from the sample (sceKeys.sampleRange);
-//  2. the variances again; per chunk, one bit per position for the keys above the
-//     range, and the keys in the range with their positions; Done finds the exact
-//     cut among them (sceKeys.setCut, equals per chunk included);
-//  3. the weights pass makes each chunk's mask from its bits and keys: no variance.
+//     histogrammed (sceKeys.count); and in the window the first chunk guesses
+//     (sceKeys.window), per chunk one bit per position for the keys above it, and
+//     the keys in it with their positions (collect). Done finds the exact cut
+//     among those (sceKeys.setCut, equals per chunk included) when the window
+//     holds it, and otherwise takes the range of keys around the cut from the
+//     sample (sceKeys.sampleRange);
+//  2. only where the window missed: the variances again, collected in that range;
+//  3. the weights pass makes each chunk's mask from the bits and keys collected:
+//     no variance.
 //
 // The rank selector computed the variances in each of its two passes and once more
-// for the weights' masks. Where the sample's range misses the cut or holds more
-// than sceBigMaxCandidates keys, the rank selector's passes run after all (they are
-// skipped otherwise), so the cut is the same either way; only the cost differs.
+// for the weights' masks. Where the sample's range misses the cut too, or holds
+// more than sceBigMaxCandidates keys, the rank selector's passes run after all
+// (they are skipped otherwise), so the cut is the same either way; only the cost
+// differs.
 
 // sceBigMaxCandidates bounds the keys pass 2 collects in the sample's range, with
-// their positions (6 bytes each: 6 MiB).
-const sceBigMaxCandidates = 1 << 20
+// their positions (6 bytes each: 12 MiB; the window of pass 1, from one chunk's
+// keys, holds about 1.4 % of a 65M-element tensor's keys).
+const sceBigMaxCandidates = 1 << 21
 
 // sceBig is the sampled selection of one tensor too large for sceKeys.
 type sceBig struct {
 	*sceKeys // the sample, the zeros and, once settled, the cut; its keys stay nil
 
 	rank   int64
-	lo, hi uint32 // the range pass 2 collects
+	lo, hi uint32 // the sample's range, which pass 2 collects
 
 	// rankOnly (tests): go straight to the rank selector's passes.
 	rankOnly bool
@@ -80,6 +85,9 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 				h := b.local.Get().(*[1 << 15]uint32)
 				b.count(h, keys, int64(zeros))
 				b.local.Put(h)
+				if lo, hi, ok := b.window(keys, zeros); ok {
+					b.collect(pos.Index, keys, lo, hi)
+				}
 			},
 			Done: func([]float64) error {
 				b.settleRange()
@@ -87,16 +95,16 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 			},
 		},
 		{
-			Skip: func() bool { return b.fallback || b.all || b.none },
+			Skip: func() bool { return b.fallback || b.all || b.none || b.bySample },
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 				buf := sceKeyPool.Get().(*[ChunkElems]uint32)
 				defer sceKeyPool.Put(buf)
 				keys := buf[:len(in[0])]
 				sceVariance(keys, 0, in)
-				b.collect(pos.Index, keys)
+				b.collect(pos.Index, keys, b.lo, b.hi)
 			},
 			Done: func([]float64) error {
-				b.settleCut()
+				b.settleCut() // the cut among the keys in the sample's range
 				return nil
 			},
 		},
@@ -112,26 +120,43 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 // settleRange, after pass 1: the rank from the zeros, all or none of the positions,
 // or the range of keys pass 2 collects (none: the rank selector's passes run).
 func (b *sceBig) settleRange() {
+	defer func() { b.hist = nil }()
 	b.rank = sceTopK(b.topk, b.n-b.zeros)
 	b.all, b.none = b.rank >= b.n, b.rank <= 0
-	if !b.all && !b.none {
-		var ok bool
-		b.lo, b.hi, ok = b.sampleRange(b.rank)
-		b.fallback = !ok
+	if b.all || b.none {
+		b.drop()
+		return
 	}
-	b.hist = nil
+	if b.winSet && !b.winOff && !b.over {
+		if b.cutFromCollected() {
+			b.bySample, b.byWindow = true, true
+			return
+		}
+	}
+	b.drop()
+	var ok bool
+	b.lo, b.hi, ok = b.sampleRange(b.rank)
+	b.fallback = !ok
 }
 
-// collect is pass 2 for chunk c's keys: the bits of those above the range, and
-// those in it with their positions.
-func (b *sceBig) collect(c int64, keys []uint32) {
+// drop forgets what pass 1 or 2 collected.
+func (b *sceBig) drop() {
+	clear(b.above)
+	clear(b.cand)
+	clear(b.cpos)
+	b.nAbove, b.total, b.over = 0, 0, false
+}
+
+// collect keeps, for chunk c's keys, the bits of those above [lo, hi] and those in
+// it with their positions (pass 1 in the window, pass 2 in the sample's range).
+func (b *sceBig) collect(c int64, keys []uint32, lo, hi uint32) {
 	sc := b.scratch.Get().(*[2][ChunkElems / 64]uint64)
 	defer b.scratch.Put(sc)
 	words := (len(keys) + 63) / 64
 	above, eq := make([]uint64, words), sc[0][:words]
 	ge := sc[1][:words]
-	sceMaskBits(above, eq, keys, b.hi)
-	sceMaskBits(ge, eq, keys, b.lo-1) // lo ≥ 1: zero keys are never in the range
+	sceMaskBits(above, eq, keys, hi)
+	sceMaskBits(ge, eq, keys, lo-1) // lo ≥ 1: zero keys are never in the range
 	var n int
 	for w := range words {
 		n += bits.OnesCount64(ge[w] &^ above[w])
@@ -155,24 +180,28 @@ func (b *sceBig) collect(c int64, keys []uint32) {
 	}
 }
 
-// settleCut, after pass 2: the cut among the collected keys, or (the range missed
-// it, or held too many) the rank selector's passes.
+// settleCut sets the cut from the collected keys (bySample), or where the range
+// missed it or held too many, the rank selector's passes are to run.
 func (b *sceBig) settleCut() {
-	if !b.over {
-		in := make([]uint32, 0, b.total)
-		starts := make([]int, len(b.cand)+1)
-		for c, k := range b.cand {
-			in = append(in, k...)
-			starts[c+1] = len(in)
-		}
-		b.bySample = b.setCut(b.rank, b.nAbove, in, starts)
-	}
-	if !b.bySample {
+	if b.bySample = b.cutFromCollected(); !b.bySample {
 		b.fallback = true
-		clear(b.above)
-		clear(b.cand)
-		clear(b.cpos)
+		b.drop()
 	}
+}
+
+// cutFromCollected sets the cut from the keys collected in [lo, hi]; false: too
+// many were, or the cut is not among them.
+func (b *sceBig) cutFromCollected() bool {
+	if b.over {
+		return false
+	}
+	in := make([]uint32, 0, b.total)
+	starts := make([]int, len(b.cand)+1)
+	for c, k := range b.cand {
+		in = append(in, k...)
+		starts[c+1] = len(in)
+	}
+	return b.setCut(b.rank, b.nAbove, in, starts)
 }
 
 // ready says whether chunk c's mask comes from the sampled cut (not the rank

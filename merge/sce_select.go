@@ -60,8 +60,21 @@ type sceKeys struct {
 	local sync.Pool
 
 	// bySample: the cut was found from the sample's range, not a histogram of every
-	// key (for the tests, which check that both happen).
-	bySample bool
+	// key (for the tests, which check that both happen); byWindow: from the window.
+	bySample, byWindow bool
+
+	// The window: the keys pass's first chunk to get its keys guesses from them a
+	// range of keys around the cut (sceGuessWindow), and every chunk counts its keys
+	// above it and collects those in it, so that the cut is usually found without
+	// another look at the keys (a scan of them all, on one core, in settle; for
+	// sceBig a whole pass). The guess decides only how the cut is found, never the
+	// cut. Under mu.
+	noWindow       bool // tests: no window
+	winSet, winOff bool
+	winLo, winHi   uint32
+	winAbove       int64      // keys above winHi
+	winIn          [][]uint32 // per chunk, its keys in the window (sceKeys only)
+	winTotal       int64
 
 	// The cut, once the first pass is done: all or none of the positions, or the
 	// positions whose key is above t, and of those equal to t the first r in flat
@@ -89,6 +102,9 @@ func (s *sceKeys) pass() Pass {
 			h := s.local.Get().(*[1 << 15]uint32)
 			s.count(h, keys, int64(zeros))
 			s.local.Put(h)
+			if lo, hi, ok := s.window(keys, zeros); ok {
+				s.collectWindow(pos.Index, keys, lo, hi)
+			}
 		},
 		Done: func([]float64) error {
 			s.settle()
@@ -105,6 +121,79 @@ const sceSampleStride = 16
 // sceMaxCandidates bounds the keys collected between the sample's bounds (1 MiB);
 // more, and the cut comes from a histogram of every key instead.
 const sceMaxCandidates = 1 << 18
+
+// sceRangePool recycles collectWindow's scratch, with the room sceRange needs.
+var sceRangePool = sync.Pool{New: func() any { return new([ChunkElems + 16]uint32) }}
+
+// sceMaxWindow bounds the keys collected in the window (4 MiB); more, and the
+// window is given up. The window is wider than the sample's range: its guess comes
+// from one chunk.
+const sceMaxWindow = 1 << 20
+
+// window returns the window, guessing it from keys (zeros of them 0) if it is not
+// set yet; false: none (given up, or not guessed).
+func (s *sceKeys) window(keys []uint32, zeros int) (lo, hi uint32, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.winSet {
+		s.winSet = true
+		s.winLo, s.winHi, ok = sceGuessWindow(keys, zeros, s.topk)
+		s.winOff = s.noWindow || !ok
+	}
+	return s.winLo, s.winHi, !s.winOff
+}
+
+// sceGuessWindow is the range of keys where a chunk's keys (zeros of them 0) put
+// the cut at select_topk, give or take four of the binomial standard deviations of
+// the rank a chunk's keys give, and 16: bounded by their top 16 bits, as sampleRange
+// bounds the sample's.
+func sceGuessWindow(keys []uint32, zeros int, topk float64) (lo, hi uint32, ok bool) {
+	r := topk * float64(len(keys)-zeros)
+	hist := make([]uint32, 1<<15)
+	for _, k := range keys {
+		hist[k>>16&(1<<15-1)]++
+	}
+	return sceHistRange(hist, r, 4*math.Sqrt(r*max(1-topk, 0))+16)
+}
+
+// collectWindow counts chunk c's keys above the window [lo, hi] and keeps those in
+// it; past sceMaxWindow keys in all, the window is given up.
+func (s *sceKeys) collectWindow(c int64, keys []uint32, lo, hi uint32) {
+	buf := sceRangePool.Get().(*[ChunkElems + 16]uint32)
+	defer sceRangePool.Put(buf)
+	a, in := sceRange(keys, lo, hi, buf[:0])
+	in = slices.Clone(in)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.winAbove += int64(a)
+	s.winTotal += int64(len(in))
+	if s.winTotal > sceMaxWindow {
+		s.winOff, s.winIn = true, nil
+	}
+	if s.winOff {
+		return
+	}
+	if s.winIn == nil {
+		s.winIn = make([][]uint32, len(s.keys))
+	}
+	s.winIn[c] = in // each chunk its own slot
+}
+
+// cutFromWindow sets the cut from the window's keys; false: there is no window, or
+// the cut is not in it.
+func (s *sceKeys) cutFromWindow(rank int64) bool {
+	if !s.winSet || s.winOff {
+		return false
+	}
+	in := make([]uint32, 0, s.winTotal)
+	starts := make([]int, len(s.keys)+1)
+	for c, k := range s.winIn {
+		in = append(in, k...)
+		starts[c+1] = len(in)
+	}
+	s.winIn = nil
+	return s.setCut(rank, s.winAbove, in, starts)
+}
 
 // count adds one in sceSampleStride of a chunk's keys (zeros of them 0) to the
 // histogram, through local (zero between uses, and left so), and its zeros to the
@@ -146,7 +235,8 @@ func (s *sceKeys) settle() {
 		s.hist = nil
 		return
 	}
-	s.bySample = s.cutFromSample(rank)
+	s.byWindow = s.cutFromWindow(rank)
+	s.bySample = s.byWindow || s.cutFromSample(rank)
 	s.hist = nil
 	if !s.bySample {
 		s.cutFromHistogram(rank)
@@ -246,11 +336,17 @@ func (s *sceKeys) cutFromSample(rank int64) bool {
 // standard deviations and 16. false: the sample has too few keys to reach it.
 func (s *sceKeys) sampleRange(rank int64) (lo, hi uint32, ok bool) {
 	q := float64(rank) / sceSampleStride
-	m := 4*math.Sqrt(q) + 16
+	return sceHistRange(s.hist, q, 4*math.Sqrt(q)+16)
+}
+
+// sceHistRange is the range of keys from the bin of hist (by top 16 bits) where
+// the count from the top reaches q−m to the one where it reaches q+m. false: it
+// never reaches q−m.
+func sceHistRange[T uint32 | uint64](hist []T, q, m float64) (lo, hi uint32, ok bool) {
 	bhi, blo := -1, 0
 	var c float64
-	for b := len(s.hist) - 1; b >= 0; b-- {
-		c += float64(s.hist[b])
+	for b := len(hist) - 1; b >= 0; b-- {
+		c += float64(hist[b])
 		if bhi < 0 && c >= q-m {
 			bhi = b
 		}

@@ -202,7 +202,7 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 // passes then run: checked to happen), at select_topk from 1e-5 to 0.999.
 func TestSCEBigMatchesRankSelector(t *testing.T) {
 	rng := rand.New(rand.NewPCG(29, 8))
-	var sampled, fellBack, tied int
+	var windowed, sampled, fellBack, tied int
 	for _, n := range []int{1, 17, 1000, ChunkElems, 3*ChunkElems + 77} {
 		for _, kind := range []string{"smooth", "ties", "sample misleads", "all equal", "bound"} {
 			in := sceTieInputs(rng, n, 3, kind == "ties")
@@ -223,6 +223,7 @@ func TestSCEBigMatchesRankSelector(t *testing.T) {
 				if kind == "bound" {
 					big.big.maxCand = 10
 				}
+				big.big.noWindow = rng.IntN(2) == 0
 				runSCEPasses(big.passes(), in)
 				ranked := newSCESelection(int64(n), topk, 0, 0)
 				ranked.big.rankOnly = true
@@ -231,6 +232,8 @@ func TestSCEBigMatchesRankSelector(t *testing.T) {
 					t.Fatal("the limits did not choose the two selections")
 				}
 				switch {
+				case big.big.byWindow:
+					windowed++
 				case big.big.bySample:
 					sampled++
 				case big.big.fallback:
@@ -261,8 +264,8 @@ func TestSCEBigMatchesRankSelector(t *testing.T) {
 			}
 		}
 	}
-	if sampled == 0 || fellBack == 0 || tied == 0 {
-		t.Errorf("cuts from the sample %d, from the rank selector %d, with equal keys on both sides %d: each must happen", sampled, fellBack, tied)
+	if windowed == 0 || sampled == 0 || fellBack == 0 || tied == 0 {
+		t.Errorf("cuts from the window %d, from the sample %d, from the rank selector %d, with equal keys on both sides %d: each must happen", windowed, sampled, fellBack, tied)
 	}
 }
 
@@ -273,7 +276,24 @@ func TestSCEBigMatchesRankSelector(t *testing.T) {
 // before each chunk; both happen, and so do equal keys on both sides of the cut.
 func TestSCECutFromSample(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 6))
-	var sampled, histogrammed, tied int
+	// checkBefore: the equals before each chunk, counted from the collected keys,
+	// where the cut has equal keys on both sides.
+	checkBefore := func(k *sceKeys, n int, kind string, topk float64) {
+		t.Helper()
+		if !k.ties {
+			return
+		}
+		var seen int64
+		for c, keys := range k.keys {
+			if k.before[c] != seen {
+				t.Fatalf("n=%d %s topk=%g chunk %d: %d equal keys before it, want %d", n, kind, topk, c, k.before[c], seen)
+			}
+			for _, key := range keys {
+				seen += int64(b2i(key == k.t))
+			}
+		}
+	}
+	var windowed, sampled, histogrammed, tied int
 	for _, n := range []int{1, 17, 1000, ChunkElems, 3*ChunkElems + 77, 5 * ChunkElems} {
 		for _, kind := range []string{"smooth", "ties", "sample misleads", "all equal"} {
 			in := sceTieInputs(rng, n, 3, true)
@@ -296,22 +316,22 @@ func TestSCECutFromSample(t *testing.T) {
 				if rank <= 0 || rank >= k.n {
 					continue
 				}
+				if k.cutFromWindow(rank) {
+					windowed++
+					checkBefore(k, n, kind, topk)
+					got := [3]any{k.t, k.r, k.ties}
+					k.cutFromHistogram(rank)
+					if want := [3]any{k.t, k.r, k.ties}; got != want {
+						t.Fatalf("n=%d %s topk=%g: cut (t, r, ties) %v from the window, %v from every key", n, kind, topk, got, want)
+					}
+					k.before = nil
+				}
 				if !k.cutFromSample(rank) {
 					histogrammed++
 					continue
 				}
 				sampled++
-				if k.ties { // the equals before each chunk, counted from the sample's keys
-					var seen int64
-					for c, keys := range k.keys {
-						if k.before[c] != seen {
-							t.Fatalf("n=%d %s topk=%g chunk %d: %d equal keys before it, want %d", n, kind, topk, c, k.before[c], seen)
-						}
-						for _, key := range keys {
-							seen += int64(b2i(key == k.t))
-						}
-					}
-				}
+				checkBefore(k, n, kind, topk)
 				got := [3]any{k.t, k.r, k.ties}
 				k.cutFromHistogram(rank)
 				if want := [3]any{k.t, k.r, k.ties}; got != want {
@@ -323,8 +343,8 @@ func TestSCECutFromSample(t *testing.T) {
 			}
 		}
 	}
-	if sampled == 0 || histogrammed == 0 || tied == 0 {
-		t.Errorf("cuts from the sample %d, from every key %d, with equal keys on both sides %d: each must happen", sampled, histogrammed, tied)
+	if windowed == 0 || sampled == 0 || histogrammed == 0 || tied == 0 {
+		t.Errorf("cuts from the window %d, from the sample %d, from every key %d, with equal keys on both sides %d: each must happen", windowed, sampled, histogrammed, tied)
 	}
 }
 
