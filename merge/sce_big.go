@@ -82,9 +82,7 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 				defer sceKeyPool.Put(buf)
 				keys := buf[:len(in[0])]
 				zeros := sceVarianceZeros(keys, in)
-				h := b.local.Get().(*[1 << 15]uint32)
-				b.count(h, keys, int64(zeros))
-				b.local.Put(h)
+				b.count(keys, int64(zeros))
 				if lo, hi, ok := b.window(keys, zeros); ok {
 					b.collect(pos.Index, keys, lo, hi)
 				}
@@ -120,7 +118,7 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 // settleRange, after pass 1: the rank from the zeros, all or none of the positions,
 // or the range of keys pass 2 collects (none: the rank selector's passes run).
 func (b *sceBig) settleRange() {
-	defer func() { b.hist = nil }()
+	defer b.dropSample()
 	b.rank = sceTopK(b.topk, b.n-b.zeros)
 	b.all, b.none = b.rank >= b.n, b.rank <= 0
 	if b.all || b.none {

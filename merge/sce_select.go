@@ -54,10 +54,15 @@ type sceKeys struct {
 	topk float64
 	keys [][]uint32 // per chunk, from the first pass until its mask is made
 
-	mu    sync.Mutex
-	hist  []uint64 // the sampled keys' top 16 bits (below 1<<15: a key has no sign bit)
-	zeros int64    // keys equal to 0 (all of them)
-	local sync.Pool
+	mu sync.Mutex
+	// The sampled keys' top 16 bits (below 1<<15: a key has no sign bit): a
+	// histogram per worker (locals; free: those not in use), summed into hist only
+	// where the window does not hold the cut. Adding each chunk's counts into one
+	// histogram cost as much as counting them (a chunk's 4,096 sampled keys touch
+	// some 2,300 bins).
+	hist         []uint64
+	locals, free []*[1 << 15]uint32
+	zeros        int64 // keys equal to 0 (all of them)
 
 	// bySample: the cut was found from the sample's range, not a histogram of every
 	// key (for the tests, which check that both happen); byWindow: from the window.
@@ -87,7 +92,6 @@ type sceKeys struct {
 
 func newSCEKeys(n int64, topk float64) *sceKeys {
 	k := &sceKeys{n: n, topk: topk, keys: make([][]uint32, (n+ChunkElems-1)/ChunkElems)}
-	k.local.New = func() any { return new([1 << 15]uint32) }
 	return k
 }
 
@@ -99,9 +103,7 @@ func (s *sceKeys) pass() Pass {
 			keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
 			zeros := sceVarianceZeros(keys, in)
 			s.keys[pos.Index] = keys // each chunk its own slot
-			h := s.local.Get().(*[1 << 15]uint32)
-			s.count(h, keys, int64(zeros))
-			s.local.Put(h)
+			s.count(keys, int64(zeros))
 			if lo, hi, ok := s.window(keys, zeros); ok {
 				s.collectWindow(pos.Index, keys, lo, hi)
 			}
@@ -195,29 +197,45 @@ func (s *sceKeys) cutFromWindow(rank int64) bool {
 	return s.setCut(rank, s.winAbove, in, starts)
 }
 
-// count adds one in sceSampleStride of a chunk's keys (zeros of them 0) to the
-// histogram, through local (zero between uses, and left so), and its zeros to the
-// count.
-func (s *sceKeys) count(local *[1 << 15]uint32, keys []uint32, zeros int64) {
-	if len(keys) == 0 {
-		return
+// count adds one in sceSampleStride of a chunk's keys (zeros of them 0) to a
+// worker's histogram, and its zeros to the count.
+func (s *sceKeys) count(keys []uint32, zeros int64) {
+	s.mu.Lock()
+	s.zeros += zeros
+	var local *[1 << 15]uint32
+	if k := len(s.free); k > 0 {
+		local, s.free = s.free[k-1], s.free[:k-1]
+	} else {
+		local = new([1 << 15]uint32)
+		s.locals = append(s.locals, local)
 	}
-	blo, bhi := uint32(len(local)), uint32(0)
+	s.mu.Unlock()
+	// A tensor of n keys puts at most n/sceSampleStride in one: no uint32 overflows.
 	for j := 0; j < len(keys); j += sceSampleStride {
-		b := keys[j] >> 16 & (1<<15 - 1) // a key has no sign bit: the mask only spares a bounds check
-		local[b]++
-		blo, bhi = min(blo, b), max(bhi, b)
+		local[keys[j]>>16&(1<<15-1)]++ // a key has no sign bit: the mask only spares a bounds check
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.free = append(s.free, local)
+	s.mu.Unlock()
+}
+
+// sample is the histogram of the sampled keys, summed from the workers'.
+func (s *sceKeys) sample() []uint64 {
 	if s.hist == nil {
-		s.hist = make([]uint64, len(local))
+		s.hist = make([]uint64, 1<<15)
+		for _, l := range s.locals {
+			for b, v := range l {
+				s.hist[b] += uint64(v)
+			}
+		}
+		s.locals, s.free = nil, nil
 	}
-	s.zeros += zeros
-	for b := blo; b <= bhi; b++ { // the bins this chunk touched
-		s.hist[b] += uint64(local[b])
-		local[b] = 0
-	}
+	return s.hist
+}
+
+// dropSample forgets the sample.
+func (s *sceKeys) dropSample() {
+	s.hist, s.locals, s.free = nil, nil, nil
 }
 
 // settle locates the cut: the rank is select_topk of the non-zero keys (sceTopK);
@@ -232,12 +250,12 @@ func (s *sceKeys) settle() {
 		for c := range s.keys { // not needed for the masks
 			s.dropKeys(int64(c))
 		}
-		s.hist = nil
+		s.dropSample()
 		return
 	}
 	s.byWindow = s.cutFromWindow(rank)
 	s.bySample = s.byWindow || s.cutFromSample(rank)
-	s.hist = nil
+	s.dropSample()
 	if !s.bySample {
 		s.cutFromHistogram(rank)
 	}
@@ -336,7 +354,7 @@ func (s *sceKeys) cutFromSample(rank int64) bool {
 // standard deviations and 16. false: the sample has too few keys to reach it.
 func (s *sceKeys) sampleRange(rank int64) (lo, hi uint32, ok bool) {
 	q := float64(rank) / sceSampleStride
-	return sceHistRange(s.hist, q, 4*math.Sqrt(q)+16)
+	return sceHistRange(s.sample(), q, 4*math.Sqrt(q)+16)
 }
 
 // sceHistRange is the range of keys from the bin of hist (by top 16 bits) where
