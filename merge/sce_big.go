@@ -173,6 +173,8 @@ func (b *sceBig) collect(c int64, keys []uint32, lo, hi uint32) {
 	b.nAbove += up
 	b.total += int64(n)
 	b.over = b.over || b.total > b.maxCand
+	// Past the bound, pass 1's later chunks need not collect.
+	b.winOff = b.winOff || b.over
 	if !b.over { // each chunk its own slots
 		b.above[c], b.cand[c], b.cpos[c] = above, cand, cpos
 	}

@@ -18,13 +18,15 @@ import (
 // weights, and keeps them: that pass's Done locates the cut from the kept keys
 // (the exact key at rank k and how many of its equals rank above, the same cut the
 // rank selector finds), and the weights pass turns each chunk's keys into its mask.
-// To find the cut, a histogram of one key in sceSampleStride says between which
-// keys it lies, and one scan of the kept keys counts those above that range and
-// collects those in it, among which the cut is exact; where the sample misled (the
-// range too narrow, or holding too many keys, as when most keys are equal), a
-// histogram of every key does it.
-// A tensor whose keys do not fit goes through sceBig: the same sample and range,
-// the keys computed twice (sce_big.go).
+// To find the cut, the pass itself counts, in every chunk, the keys above a window
+// that the first chunk guesses and collects those in it; the cut is exact among
+// them when the window holds it. Where it does not, a histogram of one key in
+// sceSampleStride says between which keys the cut lies, and one scan of the kept
+// keys counts those above that range and collects those in it; where the sample
+// misled too (the range too narrow, or holding too many keys, as when most keys are
+// equal), a histogram of every key does it.
+// A tensor whose keys do not fit goes through sceBig: the same window, sample and
+// range, the keys computed again only where the window misses (sce_big.go).
 
 // maxSCEKeyBytes bounds the rank keys sceKeys holds for one tensor (4 bytes per
 // element: 32M elements; every tensor of the 256mb fixtures, a 7B llama's attention
