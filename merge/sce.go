@@ -101,7 +101,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 	n := t.NumElements()
 	lanes := len(m.weights)
 	// keepCacheLimit: a test's lower bound replaces both maxSCEKeyBytes and the
-	// masks' bound, to exercise the rank selector and masks computed again.
+	// masks' bound, to exercise sceBig and masks computed again.
 	keyLimit := int64(maxSCEKeyBytes)
 	if m.p.keepCacheBytes != 0 {
 		keyLimit = m.p.keepCacheBytes

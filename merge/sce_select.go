@@ -18,17 +18,20 @@ import (
 // weights, and keeps them: that pass's Done locates the cut from the kept keys
 // (the exact key at rank k and how many of its equals rank above, the same cut the
 // rank selector finds), and the weights pass turns each chunk's keys into its mask.
-// To find the cut, a histogram of one key in sceSampleStride says between which
-// keys it lies, and one scan of the kept keys counts those above that range and
-// collects those in it, among which the cut is exact; where the sample misled (the
-// range too narrow, or holding too many keys, as when most keys are equal), a
-// histogram of every key does it.
-// A tensor whose keys do not fit goes through the rank selector as before.
+// To find the cut, the pass itself counts, in every chunk, the keys above a window
+// that the first chunk guesses and collects those in it; the cut is exact among
+// them when the window holds it. Where it does not, a histogram of one key in
+// sceSampleStride says between which keys the cut lies, and one scan of the kept
+// keys counts those above that range and collects those in it; where the sample
+// misled too (the range too narrow, or holding too many keys, as when most keys are
+// equal), a histogram of every key does it.
+// A tensor whose keys do not fit goes through sceBig: the same window, sample and
+// range, the keys computed again only where the window misses (sce_big.go).
 
 // maxSCEKeyBytes bounds the rank keys sceKeys holds for one tensor (4 bytes per
 // element: 32M elements; every tensor of the 256mb fixtures, a 7B llama's attention
 // matrices (16.8M) but not its MLP matrices (45M) or embeddings (131M), which take
-// the rank selector). Only one
+// sceBig). Only one
 // tensor's keys are held at a time: the engine runs one tensor's passes after the
 // other's, and the weights pass drops each chunk's keys.
 const maxSCEKeyBytes = 128 << 20
@@ -53,14 +56,32 @@ type sceKeys struct {
 	topk float64
 	keys [][]uint32 // per chunk, from the first pass until its mask is made
 
-	mu    sync.Mutex
-	hist  []uint64 // the sampled keys' top 16 bits (below 1<<15: a key has no sign bit)
-	zeros int64    // keys equal to 0 (all of them)
-	local sync.Pool
+	mu sync.Mutex
+	// The sampled keys' top 16 bits (below 1<<15: a key has no sign bit): a
+	// histogram per worker (locals; free: those not in use), summed into hist only
+	// where the window does not hold the cut. Adding each chunk's counts into one
+	// histogram cost as much as counting them (a chunk's 4,096 sampled keys touch
+	// some 2,300 bins).
+	hist         []uint64
+	locals, free []*[1 << 15]uint32
+	zeros        int64 // keys equal to 0 (all of them)
 
 	// bySample: the cut was found from the sample's range, not a histogram of every
-	// key (for the tests, which check that both happen).
-	bySample bool
+	// key (for the tests, which check that both happen); byWindow: from the window.
+	bySample, byWindow bool
+
+	// The window: the keys pass's first chunk to get its keys guesses from them a
+	// range of keys around the cut (sceGuessWindow), and every chunk counts its keys
+	// above it and collects those in it, so that the cut is usually found without
+	// another look at the keys (a scan of them all, on one core, in settle; for
+	// sceBig a whole pass). The guess decides only how the cut is found, never the
+	// cut. Under mu.
+	noWindow       bool // tests: no window
+	winSet, winOff bool
+	winLo, winHi   uint32
+	winAbove       int64      // keys above winHi
+	winIn          [][]uint32 // per chunk, its keys in the window (sceKeys only)
+	winTotal       int64
 
 	// The cut, once the first pass is done: all or none of the positions, or the
 	// positions whose key is above t, and of those equal to t the first r in flat
@@ -73,7 +94,6 @@ type sceKeys struct {
 
 func newSCEKeys(n int64, topk float64) *sceKeys {
 	k := &sceKeys{n: n, topk: topk, keys: make([][]uint32, (n+ChunkElems-1)/ChunkElems)}
-	k.local.New = func() any { return new([1 << 15]uint32) }
 	return k
 }
 
@@ -85,9 +105,10 @@ func (s *sceKeys) pass() Pass {
 			keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
 			zeros := sceVarianceZeros(keys, in)
 			s.keys[pos.Index] = keys // each chunk its own slot
-			h := s.local.Get().(*[1 << 15]uint32)
-			s.count(h, keys, int64(zeros))
-			s.local.Put(h)
+			s.count(keys, int64(zeros))
+			if lo, hi, ok := s.window(keys, zeros); ok {
+				s.collectWindow(pos.Index, keys, lo, hi)
+			}
 		},
 		Done: func([]float64) error {
 			s.settle()
@@ -105,29 +126,118 @@ const sceSampleStride = 16
 // more, and the cut comes from a histogram of every key instead.
 const sceMaxCandidates = 1 << 18
 
-// count adds one in sceSampleStride of a chunk's keys (zeros of them 0) to the
-// histogram, through local (zero between uses, and left so), and its zeros to the
-// count.
-func (s *sceKeys) count(local *[1 << 15]uint32, keys []uint32, zeros int64) {
-	if len(keys) == 0 {
-		return
-	}
-	blo, bhi := uint32(len(local)), uint32(0)
-	for j := 0; j < len(keys); j += sceSampleStride {
-		b := keys[j] >> 16 & (1<<15 - 1) // a key has no sign bit: the mask only spares a bounds check
-		local[b]++
-		blo, bhi = min(blo, b), max(bhi, b)
-	}
+// sceRangePool recycles collectWindow's scratch, with the room sceRange needs.
+var sceRangePool = sync.Pool{New: func() any { return new([ChunkElems + 16]uint32) }}
+
+// sceMaxWindow bounds the keys collected in the window (4 MiB); more, and the
+// window is given up. The window is wider than the sample's range: its guess comes
+// from one chunk.
+const sceMaxWindow = 1 << 20
+
+// window returns the window, guessing it from keys (zeros of them 0) if it is not
+// set yet; false: none (given up, or not guessed).
+func (s *sceKeys) window(keys []uint32, zeros int) (lo, hi uint32, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hist == nil {
-		s.hist = make([]uint64, len(local))
+	if !s.winSet {
+		s.winSet = true
+		s.winLo, s.winHi, ok = sceGuessWindow(keys, zeros, s.topk)
+		s.winOff = s.noWindow || !ok
 	}
+	return s.winLo, s.winHi, !s.winOff
+}
+
+// sceGuessWindow is the range of keys where a chunk's keys (zeros of them 0) put
+// the cut at select_topk, give or take four of the binomial standard deviations of
+// the rank a chunk's keys give, and 16: bounded by their top 16 bits, as sampleRange
+// bounds the sample's.
+func sceGuessWindow(keys []uint32, zeros int, topk float64) (lo, hi uint32, ok bool) {
+	r := topk * float64(len(keys)-zeros)
+	hist := make([]uint32, 1<<15)
+	for _, k := range keys {
+		hist[k>>16&(1<<15-1)]++
+	}
+	return sceHistRange(hist, r, 4*math.Sqrt(r*max(1-topk, 0))+16)
+}
+
+// collectWindow counts chunk c's keys above the window [lo, hi] and keeps those in
+// it; past sceMaxWindow keys in all, the window is given up.
+func (s *sceKeys) collectWindow(c int64, keys []uint32, lo, hi uint32) {
+	buf := sceRangePool.Get().(*[ChunkElems + 16]uint32)
+	defer sceRangePool.Put(buf)
+	a, in := sceRange(keys, lo, hi, buf[:0])
+	in = slices.Clone(in)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.winAbove += int64(a)
+	s.winTotal += int64(len(in))
+	if s.winTotal > sceMaxWindow {
+		s.winOff, s.winIn = true, nil
+	}
+	if s.winOff {
+		return
+	}
+	if s.winIn == nil {
+		s.winIn = make([][]uint32, len(s.keys))
+	}
+	s.winIn[c] = in // each chunk its own slot
+}
+
+// cutFromWindow sets the cut from the window's keys; false: there is no window, or
+// the cut is not in it.
+func (s *sceKeys) cutFromWindow(rank int64) bool {
+	if !s.winSet || s.winOff {
+		return false
+	}
+	in := make([]uint32, 0, s.winTotal)
+	starts := make([]int, len(s.keys)+1)
+	for c, k := range s.winIn {
+		in = append(in, k...)
+		starts[c+1] = len(in)
+	}
+	s.winIn = nil
+	return s.setCut(rank, s.winAbove, in, starts)
+}
+
+// count adds one in sceSampleStride of a chunk's keys (zeros of them 0) to a
+// worker's histogram, and its zeros to the count.
+func (s *sceKeys) count(keys []uint32, zeros int64) {
+	s.mu.Lock()
 	s.zeros += zeros
-	for b := blo; b <= bhi; b++ { // the bins this chunk touched
-		s.hist[b] += uint64(local[b])
-		local[b] = 0
+	var local *[1 << 15]uint32
+	if k := len(s.free); k > 0 {
+		local, s.free = s.free[k-1], s.free[:k-1]
+	} else {
+		local = new([1 << 15]uint32)
+		s.locals = append(s.locals, local)
 	}
+	s.mu.Unlock()
+	// A tensor of n keys puts at most n/sceSampleStride in one: no uint32 overflows.
+	for j := 0; j < len(keys); j += sceSampleStride {
+		local[keys[j]>>16&(1<<15-1)]++ // a key has no sign bit: the mask only spares a bounds check
+	}
+	s.mu.Lock()
+	s.free = append(s.free, local)
+	s.mu.Unlock()
+}
+
+// sample is the histogram of the sampled keys, summed from the workers'.
+func (s *sceKeys) sample() []uint64 {
+	if s.hist == nil {
+		s.hist = make([]uint64, 1<<15)
+		for _, l := range s.locals {
+			for b, v := range l {
+				s.hist[b] += uint64(v)
+			}
+		}
+		s.locals, s.free = nil, nil
+	}
+	return s.hist
+}
+
+// dropSample forgets the sample.
+func (s *sceKeys) dropSample() {
+	s.hist, s.locals, s.free = nil, nil, nil
 }
 
 // settle locates the cut: the rank is select_topk of the non-zero keys (sceTopK);
@@ -142,11 +252,12 @@ func (s *sceKeys) settle() {
 		for c := range s.keys { // not needed for the masks
 			s.dropKeys(int64(c))
 		}
-		s.hist = nil
+		s.dropSample()
 		return
 	}
-	s.bySample = s.cutFromSample(rank)
-	s.hist = nil
+	s.byWindow = s.cutFromWindow(rank)
+	s.bySample = s.byWindow || s.cutFromSample(rank)
+	s.dropSample()
 	if !s.bySample {
 		s.cutFromHistogram(rank)
 	}
@@ -220,26 +331,10 @@ func (s *sceKeys) setCut(rank, above int64, in []uint32, starts []int) bool {
 // above it and collects those in it, and the cut is among those when the counts
 // say so. false: it was not (or more than sceMaxCandidates were in the range).
 func (s *sceKeys) cutFromSample(rank int64) bool {
-	q := float64(rank) / sceSampleStride
-	m := 4*math.Sqrt(q) + 16
-	bhi, blo := -1, 0
-	var c float64
-	for b := len(s.hist) - 1; b >= 0; b-- {
-		c += float64(s.hist[b])
-		if bhi < 0 && c >= q-m {
-			bhi = b
-		}
-		if c >= q+m {
-			blo = b
-			break
-		}
-	}
-	if bhi < 0 {
+	lo, hi, ok := s.sampleRange(rank)
+	if !ok {
 		return false
 	}
-	// Zero keys never rank above (rank counts the non-zero ones), so the range
-	// starts at 1 at least.
-	lo, hi := max(uint32(blo)<<16, 1), uint32(bhi)<<16|0xffff
 	var above int64
 	var in []uint32
 	starts := make([]int, len(s.keys)+1)
@@ -254,6 +349,38 @@ func (s *sceKeys) cutFromSample(rank int64) bool {
 		}
 	}
 	return s.setCut(rank, above, in, starts)
+}
+
+// sampleRange is the range of keys that cutFromSample scans: from the bins where
+// the sample's count from the top reaches rank/sceSampleStride, give or take four
+// standard deviations and 16. false: the sample has too few keys to reach it.
+func (s *sceKeys) sampleRange(rank int64) (lo, hi uint32, ok bool) {
+	q := float64(rank) / sceSampleStride
+	return sceHistRange(s.sample(), q, 4*math.Sqrt(q)+16)
+}
+
+// sceHistRange is the range of keys from the bin of hist (by top 16 bits) where
+// the count from the top reaches q−m to the one where it reaches q+m. false: it
+// never reaches q−m.
+func sceHistRange[T uint32 | uint64](hist []T, q, m float64) (lo, hi uint32, ok bool) {
+	bhi, blo := -1, 0
+	var c float64
+	for b := len(hist) - 1; b >= 0; b-- {
+		c += float64(hist[b])
+		if bhi < 0 && c >= q-m {
+			bhi = b
+		}
+		if c >= q+m {
+			blo = b
+			break
+		}
+	}
+	if bhi < 0 {
+		return 0, 0, false
+	}
+	// Zero keys never rank above (rank counts the non-zero ones), so the range
+	// starts at 1 at least.
+	return max(uint32(blo)<<16, 1), uint32(bhi)<<16 | 0xffff, true
 }
 
 // cutFromHistogram sets the cut from a histogram of every key: the bin of the key
@@ -400,15 +527,16 @@ func setBits(dst []uint64, n int) {
 }
 
 // sceSelection gives SCE's weights and merge passes each chunk's mask: from sceKeys,
-// or from the rank selector for a tensor whose keys do not fit (the variances
-// computed again), or none at all (nil: every position kept, select_topk ≥ 1). It
+// or from sceBig for a tensor whose keys do not fit (or the rank selector, where
+// sceBig's sample fails it; the variances computed again), or none at all (nil: every position kept, select_topk ≥ 1). It
 // carries the masks from the weights pass to the merge pass: all of them with
 // sceKeys (1/32 of the keys' size), within limit bytes otherwise (the chunks beyond
 // it are computed again).
 type sceSelection struct {
 	none  bool // select_topk ≤ 0: no position kept
 	keys  *sceKeys
-	sel   *rankSelector
+	big   *sceBig       // keys that do not fit: the cut from a sample all the same
+	sel   *rankSelector // big's fallback
 	limit int64
 
 	mu   sync.Mutex
@@ -432,6 +560,7 @@ func newSCESelection(n int64, topk float64, keyLimit, maskLimit int64) *sceSelec
 	}
 	// The cut's rank depends on the count of non-zero variances, which the
 	// selector's first pass counts (a pass of its own read every input once more).
+	s.big = newSCEBig(n, topk)
 	s.sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
 	s.sel.rankOfNonZero = func(nz int64) int64 { return sceTopK(topk, nz) }
 	return s
@@ -444,7 +573,18 @@ func (s *sceSelection) passes() []Pass {
 	case s.keys != nil:
 		return []Pass{s.keys.pass()}
 	}
-	return s.sel.passes()
+	return s.big.passes(s.sel)
+}
+
+// cut is the sceKeys whose cut gives the masks (nil: the rank selector's).
+func (s *sceSelection) cut() *sceKeys {
+	switch {
+	case s.keys != nil:
+		return s.keys
+	case !s.big.fallback:
+		return s.big.sceKeys
+	}
+	return nil
 }
 
 // sceScratch is one chunk's scratch for the selection and the loops.
@@ -476,6 +616,8 @@ func (s *sceSelection) weightsMask(sc *sceScratch, in [][]float32, pos Chunk) []
 	case s.keys != nil && (s.keys.all || s.keys.none || s.keys.keys[pos.Index] != nil):
 		s.keys.mask(m, sc.eq[:len(m)], s.keys.keys[pos.Index], n, pos.Index)
 		s.keys.dropKeys(pos.Index)
+	case s.big != nil && s.big.ready(pos.Index):
+		s.big.mask(m, pos.Index, n)
 	default:
 		s.fresh(m, sc, in, pos)
 	}
@@ -515,8 +657,8 @@ func (s *sceSelection) mergeMask(sc *sceScratch, in [][]float32, pos Chunk) []ui
 func (s *sceSelection) fresh(dst []uint64, sc *sceScratch, in [][]float32, pos Chunk) {
 	keys := sc.keys[:len(in[0])]
 	sceVariance(keys, 0, in)
-	if s.keys != nil {
-		s.keys.mask(dst, sc.eq[:len(dst)], keys, len(keys), pos.Index)
+	if k := s.cut(); k != nil {
+		k.mask(dst, sc.eq[:len(dst)], keys, len(keys), pos.Index)
 		return
 	}
 	keep := sc.keep[:len(keys)]

@@ -154,8 +154,9 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 				keyed := newSCESelection(int64(n), topk, 1<<40, 1<<40)
 				runSCEPasses(keyed.passes(), in)
 				ranked := newSCESelection(int64(n), topk, 0, 0)
+				ranked.big.rankOnly = true
 				runSCEPasses(ranked.passes(), in)
-				if keyed.keys == nil || ranked.sel == nil {
+				if keyed.keys == nil || ranked.sel == nil || !ranked.big.fallback {
 					t.Fatal("the limits did not choose the two selections")
 				}
 				if keyed.keys.ties {
@@ -193,6 +194,81 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 	}
 }
 
+// TestSCEBigMatchesRankSelector: the masks sceBig makes (the cut from a sample, the
+// keys computed in two passes and none kept) are the rank selector's, for the
+// weights pass and the merge pass (kept, and computed again), on tensors of one to
+// several chunks, smooth, with many equal keys, with a sample that misleads and with
+// more keys in the sample's range than a lowered bound takes (the rank selector's
+// passes then run: checked to happen), at select_topk from 1e-5 to 0.999.
+func TestSCEBigMatchesRankSelector(t *testing.T) {
+	rng := rand.New(rand.NewPCG(29, 8))
+	var windowed, sampled, fellBack, tied int
+	for _, n := range []int{1, 17, 1000, ChunkElems, 3*ChunkElems + 77} {
+		for _, kind := range []string{"smooth", "ties", "sample misleads", "all equal", "bound"} {
+			in := sceTieInputs(rng, n, 3, kind == "ties")
+			for i, x := range in[1:] {
+				for j := range x {
+					switch kind {
+					case "smooth", "bound":
+						x[j] = in[0][j] + float32(rng.NormFloat64())
+					case "sample misleads":
+						x[j] = in[0][j] + float32(rng.NormFloat64())*float32(1+999*b2i(j%sceSampleStride == 0))
+					case "all equal":
+						x[j] = in[0][j] + float32(b2i(i == 0))
+					}
+				}
+			}
+			for _, topk := range []float64{1e-5, 1e-3, 0.1, 0.5, 0.999} {
+				big := newSCESelection(int64(n), topk, 0, 1<<40)
+				if kind == "bound" {
+					big.big.maxCand = 10
+				}
+				big.big.noWindow = rng.IntN(2) == 0
+				runSCEPasses(big.passes(), in)
+				ranked := newSCESelection(int64(n), topk, 0, 0)
+				ranked.big.rankOnly = true
+				runSCEPasses(ranked.passes(), in)
+				if big.big == nil || !ranked.big.fallback {
+					t.Fatal("the limits did not choose the two selections")
+				}
+				switch {
+				case big.big.byWindow:
+					windowed++
+				case big.big.bySample:
+					sampled++
+				case big.big.fallback:
+					fellBack++
+				}
+				if big.big.bySample && big.big.ties {
+					tied++
+				}
+				for c := int64(0); c*ChunkElems < int64(n); c++ {
+					end := min(int64(n), (c+1)*ChunkElems)
+					chunk := make([][]float32, len(in))
+					for k := range in {
+						chunk[k] = in[k][c*ChunkElems : end]
+					}
+					pos := Chunk{Index: c, Offset: c * ChunkElems}
+					got := big.weightsMask(newSCEScratch(3), chunk, pos)
+					want := ranked.weightsMask(newSCEScratch(3), chunk, pos)
+					if !slicesEqual(got, want) {
+						t.Fatalf("n=%d %s topk=%g chunk %d: sampled mask differs from the rank selector's (by sample %v)", n, kind, topk, c, big.big.bySample)
+					}
+					kept := big.mergeMask(newSCEScratch(3), chunk, pos)
+					fresh := make([]uint64, len(want))
+					big.fresh(fresh, newSCEScratch(3), chunk, pos)
+					if !slicesEqual(kept, want) || !slicesEqual(fresh, want) {
+						t.Fatalf("n=%d %s topk=%g chunk %d: the merge pass's mask differs", n, kind, topk, c)
+					}
+				}
+			}
+		}
+	}
+	if windowed == 0 || sampled == 0 || fellBack == 0 || tied == 0 {
+		t.Errorf("cuts from the window %d, from the sample %d, from the rank selector %d, with equal keys on both sides %d: each must happen", windowed, sampled, fellBack, tied)
+	}
+}
+
 // TestSCECutFromSample: the cut found from the sample's range (where it is found)
 // is the cut from a histogram of every key, on tensors of one to several chunks,
 // smooth (the sample's bounds hold the cut) and with many equal keys (they may
@@ -200,7 +276,24 @@ func TestSCEKeysMatchRankSelector(t *testing.T) {
 // before each chunk; both happen, and so do equal keys on both sides of the cut.
 func TestSCECutFromSample(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 6))
-	var sampled, histogrammed, tied int
+	// checkBefore: the equals before each chunk, counted from the collected keys,
+	// where the cut has equal keys on both sides.
+	checkBefore := func(k *sceKeys, n int, kind string, topk float64) {
+		t.Helper()
+		if !k.ties {
+			return
+		}
+		var seen int64
+		for c, keys := range k.keys {
+			if k.before[c] != seen {
+				t.Fatalf("n=%d %s topk=%g chunk %d: %d equal keys before it, want %d", n, kind, topk, c, k.before[c], seen)
+			}
+			for _, key := range keys {
+				seen += int64(b2i(key == k.t))
+			}
+		}
+	}
+	var windowed, sampled, histogrammed, tied int
 	for _, n := range []int{1, 17, 1000, ChunkElems, 3*ChunkElems + 77, 5 * ChunkElems} {
 		for _, kind := range []string{"smooth", "ties", "sample misleads", "all equal"} {
 			in := sceTieInputs(rng, n, 3, true)
@@ -223,22 +316,22 @@ func TestSCECutFromSample(t *testing.T) {
 				if rank <= 0 || rank >= k.n {
 					continue
 				}
+				if k.cutFromWindow(rank) {
+					windowed++
+					checkBefore(k, n, kind, topk)
+					got := [3]any{k.t, k.r, k.ties}
+					k.cutFromHistogram(rank)
+					if want := [3]any{k.t, k.r, k.ties}; got != want {
+						t.Fatalf("n=%d %s topk=%g: cut (t, r, ties) %v from the window, %v from every key", n, kind, topk, got, want)
+					}
+					k.before = nil
+				}
 				if !k.cutFromSample(rank) {
 					histogrammed++
 					continue
 				}
 				sampled++
-				if k.ties { // the equals before each chunk, counted from the sample's keys
-					var seen int64
-					for c, keys := range k.keys {
-						if k.before[c] != seen {
-							t.Fatalf("n=%d %s topk=%g chunk %d: %d equal keys before it, want %d", n, kind, topk, c, k.before[c], seen)
-						}
-						for _, key := range keys {
-							seen += int64(b2i(key == k.t))
-						}
-					}
-				}
+				checkBefore(k, n, kind, topk)
 				got := [3]any{k.t, k.r, k.ties}
 				k.cutFromHistogram(rank)
 				if want := [3]any{k.t, k.r, k.ties}; got != want {
@@ -250,8 +343,8 @@ func TestSCECutFromSample(t *testing.T) {
 			}
 		}
 	}
-	if sampled == 0 || histogrammed == 0 || tied == 0 {
-		t.Errorf("cuts from the sample %d, from every key %d, with equal keys on both sides %d: each must happen", sampled, histogrammed, tied)
+	if windowed == 0 || sampled == 0 || histogrammed == 0 || tied == 0 {
+		t.Errorf("cuts from the window %d, from the sample %d, from every key %d, with equal keys on both sides %d: each must happen", windowed, sampled, histogrammed, tied)
 	}
 }
 
