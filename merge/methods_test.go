@@ -2,6 +2,7 @@ package merge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -9,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -100,7 +100,7 @@ func refRanks(mag []float32, lo, hi int64) []bool {
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return mag[idx[a]] > mag[idx[b]] })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Or(cmp.Compare(mag[b], mag[a]), cmp.Compare(a, b)) })
 	keep := make([]bool, len(mag))
 	for r := max(lo, 0); r < min(hi, int64(len(mag))); r++ {
 		keep[idx[r]] = true

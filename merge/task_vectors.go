@@ -1,10 +1,11 @@
 package merge
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"math"
-	"sort"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -774,7 +775,7 @@ func refKeepRanks(keep []bool, mag []float32, lo, hi int64) {
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return mag[idx[a]] > mag[idx[b]] })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Or(cmp.Compare(mag[b], mag[a]), cmp.Compare(a, b)) })
 	for r := max(lo, 0); r < min(hi, int64(len(mag))); r++ {
 		keep[idx[r]] = true
 	}
