@@ -116,6 +116,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.Put(sc)
 			sceSquares(acc, in[0], in[1:], sel.weightsMask(sc, in, pos))
 		},
+		Fused: sceWeightsFused(sel, pool),
 		Done: func(perChunk []float64) error {
 			copy(w, sceWeights(perChunk, lanes, n))
 			return nil

@@ -111,3 +111,23 @@ func sceRangeAsm(keys []uint32, lo, hi uint32, out []uint32) (done, above int, _
 	above, in := sceRangeAVX512(&keys[0], n, lo, hi, &room[0])
 	return n, above, out[:len(out)+in]
 }
+
+// sceVarianceBF16AVX512 is sceVarianceAVX512's groups of sixteen on BF16 words, for
+// the first n elements (a multiple of 16).
+//
+//go:noescape
+func sceVarianceBF16AVX512(dst *uint32, base *byte, models *[]byte, nModels, n int, inv float64) (zeros int)
+
+// sceVarianceBF16Asm runs sceVarianceBF16AVX512 over the largest multiple of 16
+// elements of dst and returns it and how many of those keys are 0.
+func sceVarianceBF16Asm(dst []uint32, base []byte, models [][]byte) (done, zeros int) {
+	n := len(dst) &^ 15
+	if n == 0 {
+		return 0, 0
+	}
+	_ = base[2*n-1]
+	for _, m := range models {
+		_ = m[2*n-1] // the assembly reads n words of each input
+	}
+	return n, sceVarianceBF16AVX512(&dst[0], &base[0], &models[0], len(models), n, 1/float64(len(models)))
+}

@@ -414,3 +414,82 @@ kwloop:
 kdone:
 	VZEROUPPER
 	RET
+
+// func sceVarianceBF16AVX512(dst *uint32, base *byte, models *[]byte, nModels, n int, inv float64) (zeros int)
+// sceVarianceAVX512's groups of sixteen on BF16 words (n a multiple of 16): each
+// word widened to the float32 that decoding gives (shifted into the high half),
+// then the same operations in the same order, so the same keys; zeros: how many
+// keys are 0.
+TEXT ·sceVarianceBF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ models+16(FP), R8
+	MOVQ nModels+24(FP), R9
+	MOVQ n+32(FP), CX
+	VBROADCASTSD inv+40(FP), Z7
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z6
+	XORQ R13, R13 // zeros
+	XORQ AX, AX // element index
+hloop:
+	CMPQ AX, CX
+	JGE  hdone
+	VPMOVZXWD (SI)(AX*2), Z0
+	VPSLLD    $16, Z0, Z0 // b
+	VXORPD  Z1, Z1, Z1     // mean, elements 0-7
+	VXORPD  Z11, Z11, Z11  // mean, elements 8-15
+	MOVQ R8, R10
+	MOVQ R9, R11
+hmloop:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Z2
+	VPSLLD    $16, Z2, Z2
+	VSUBPS  Z0, Z2, Z2 // x − b in float32
+	VEXTRACTF32X8 $1, Z2, Y12
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD Y12, Z12
+	VADDPD  Z2, Z1, Z1
+	VADDPD  Z12, Z11, Z11
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  hmloop
+	VMULPD  Z7, Z1, Z1 // mean·inv
+	VMULPD  Z7, Z11, Z11
+	VXORPD  Z3, Z3, Z3 // v
+	VXORPD  Z13, Z13, Z13
+	MOVQ R8, R10
+	MOVQ R9, R11
+hvloop:
+	MOVQ      (R10), R12
+	VPMOVZXWD (R12)(AX*2), Z2
+	VPSLLD    $16, Z2, Z2
+	VSUBPS  Z0, Z2, Z2
+	VEXTRACTF32X8 $1, Z2, Y12
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD Y12, Z12
+	VSUBPD  Z1, Z2, Z2 // d − mean
+	VSUBPD  Z11, Z12, Z12
+	VMULPD  Z2, Z2, Z2
+	VMULPD  Z12, Z12, Z12
+	VADDPD  Z2, Z3, Z3
+	VADDPD  Z12, Z13, Z13
+	ADDQ $24, R10
+	DECQ R11
+	JNZ  hvloop
+	VMULPD  Z7, Z3, Z3 // v·inv
+	VMULPD  Z7, Z13, Z13
+	VCVTPD2PS Z3, Y3   // to float32, to nearest even
+	VCVTPD2PS Z13, Y13
+	VINSERTF32X8 $1, Y13, Z3, Z3
+	VPANDD  Z6, Z3, Z3
+	VMOVUPS Z3, (DI)(AX*4)
+	VPTESTNMD Z3, Z3, K1
+	KMOVW   K1, BX
+	POPCNTL BX, BX
+	ADDQ    BX, R13
+	ADDQ $16, AX
+	JMP  hloop
+hdone:
+	MOVQ R13, zeros+48(FP)
+	VZEROUPPER
+	RET

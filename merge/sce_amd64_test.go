@@ -99,3 +99,41 @@ func TestSCEMask512(t *testing.T) {
 		}
 	}
 }
+
+// TestSCEVarianceBF16: the keys from BF16 words (AVX-512 groups of sixteen, the
+// rest decoded) are those of decoding the words and sceVarianceZeros, bit for bit,
+// NaN payloads included, and so is the count of zero keys, at every length across
+// the groups of sixteen and four, for 1 to 5 models, with special words (signalling
+// and quiet NaNs of both signs, ±Inf, ±0, subnormals) dense and sparse.
+func TestSCEVarianceBF16(t *testing.T) {
+	if !haveSCE512 || !haveTiesAsm {
+		t.Skip("no AVX-512")
+	}
+	rng := rand.New(rand.NewPCG(19, 4))
+	for _, models := range []int{1, 2, 3, 4, 5} {
+		for n := 0; n <= 80; n++ {
+			for _, every := range []int{0, 8, 2} {
+				var words [][]byte
+				var vals [][]float32
+				for range models + 1 {
+					b, f := bf16TestWords(rng, n, every)
+					words, vals = append(words, b), append(vals, f)
+				}
+				if every == 0 && n > 5 { // equal words: zero deltas, zero keys
+					for _, w := range words[1:] {
+						copy(w[:6], words[0])
+					}
+					for _, v := range vals[1:] {
+						copy(v[:3], vals[0])
+					}
+				}
+				got, want := make([]uint32, n), make([]uint32, n)
+				zeros := sceVarianceZerosBF16(got, words[0], words[1:])
+				wzeros := sceVarianceZeros(want, vals)
+				if !slices.Equal(got, want) || zeros != wzeros {
+					t.Fatalf("%d models, %d elements, every %d: keys %#x (%d zeros), decoded %#x (%d zeros)", models, n, every, got, zeros, want, wzeros)
+				}
+			}
+		}
+	}
+}

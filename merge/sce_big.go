@@ -78,15 +78,10 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 				return b.fallback
 			},
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
-				buf := sceKeyPool.Get().(*[ChunkElems]uint32)
-				defer sceKeyPool.Put(buf)
-				keys := buf[:len(in[0])]
-				zeros := sceVarianceZeros(keys, in)
-				b.count(keys, int64(zeros))
-				if lo, hi, ok := b.window(keys, zeros); ok {
-					b.collect(pos.Index, keys, lo, hi)
-				}
+				keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
+				b.sampled(pos, keys, sceVarianceZeros(keys, in))
 			},
+			Fused: sceKeysFused(b.sampled),
 			Done: func([]float64) error {
 				b.settleRange()
 				return nil
@@ -95,12 +90,11 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 		{
 			Skip: func() bool { return b.fallback || b.all || b.none || b.bySample },
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
-				buf := sceKeyPool.Get().(*[ChunkElems]uint32)
-				defer sceKeyPool.Put(buf)
-				keys := buf[:len(in[0])]
+				keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
 				sceVariance(keys, 0, in)
-				b.collect(pos.Index, keys, b.lo, b.hi)
+				b.ranged(pos, keys, 0)
 			},
+			Fused: sceKeysFused(b.ranged),
 			Done: func([]float64) error {
 				b.settleCut() // the cut among the keys in the sample's range
 				return nil
@@ -113,6 +107,23 @@ func (b *sceBig) passes(sel *rankSelector) []Pass {
 		ps = append(ps, p)
 	}
 	return ps
+}
+
+// sampled is pass 1's work on chunk pos's keys (zeros of them 0, from sceKeyPool,
+// returned to it): counted, sampled, and collected in the window.
+func (b *sceBig) sampled(pos Chunk, keys []uint32, zeros int) {
+	defer sceKeyPool.Put((*[ChunkElems]uint32)(keys[:ChunkElems]))
+	b.count(keys, int64(zeros))
+	if lo, hi, ok := b.window(keys, zeros); ok {
+		b.collect(pos.Index, keys, lo, hi)
+	}
+}
+
+// ranged is pass 2's work on chunk pos's keys (from sceKeyPool, returned to it):
+// collected in the sample's range.
+func (b *sceBig) ranged(pos Chunk, keys []uint32, _ int) {
+	defer sceKeyPool.Put((*[ChunkElems]uint32)(keys[:ChunkElems]))
+	b.collect(pos.Index, keys, b.lo, b.hi)
 }
 
 // settleRange, after pass 1: the rank from the zeros, all or none of the positions,

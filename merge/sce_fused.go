@@ -2,6 +2,7 @@ package merge
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 	"sync"
 
@@ -105,4 +106,124 @@ func bf16Requiet(dst, src []byte) {
 		h := le.Uint16(src[j:])
 		le.PutUint16(dst[j:], h|((h&0x7fff+0x7f)&0x8000)>>9)
 	}
+}
+
+// SCE's passes before the merge straight from BF16 bytes (Pass.Fused): the keys
+// pass's variances widen the words themselves (sceVarianceZerosBF16) instead of
+// reading float32s the engine decoded; the weights pass decodes only the positions
+// its mask keeps (sceSquaresBF16: a tenth at select_topk 0.1), where the engine
+// decoded every one. Both give the bits of the decoding path (tested).
+
+// sceVarianceZerosBF16 is sceVarianceZeros on BF16 words (base and models, the
+// words of len(dst) elements each): the same keys and count of zeros. The groups of
+// sixteen with AVX-512; the rest (fewer than sixteen, the end of a tensor) decoded
+// and given to sceVarianceZeros, which splits them as it would have (AVX2 groups of
+// four, then element by element). Only where haveSCE512.
+func sceVarianceZerosBF16(dst []uint32, base []byte, models [][]byte) (zeros int) {
+	j, zeros := sceVarianceBF16Asm(dst, base, models)
+	if j == len(dst) {
+		return zeros
+	}
+	tail := make([][]float32, len(models)+1)
+	for k, b := range append([][]byte{base}, models...) {
+		tail[k] = make([]float32, len(dst)-j)
+		decodeBF16Words(tail[k], b[2*j:])
+	}
+	return zeros + sceVarianceZeros(dst[j:], tail)
+}
+
+// decodeBF16Words widens len(dst) little-endian BF16 words of src.
+func decodeBF16Words(dst []float32, src []byte) {
+	for j := range dst {
+		dst[j] = dtype.BF16ToFloat32(binary.LittleEndian.Uint16(src[2*j:]))
+	}
+}
+
+// sceKeysFused is the keys pass's Pass.Fused: the chunk's keys from BF16 bytes,
+// then what the pass's Chunk does with them (took). It declines other dtypes and
+// CPUs without AVX-512 (decoding and the AVX2 variances are faster than widening
+// word by word in Go).
+func sceKeysFused(took func(pos Chunk, keys []uint32, zeros int)) func(Chunk, []Operand, []float64) bool {
+	return func(pos Chunk, in []Operand, _ []float64) bool {
+		if !haveSCE512 || !haveTiesAsm || len(in) < 2 {
+			return false
+		}
+		models, base, ok := bf16Operands(in, true)
+		if !ok {
+			return false
+		}
+		keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(base)/2]
+		took(pos, keys, sceVarianceZerosBF16(keys, base, models))
+		return true
+	}
+}
+
+// sceWeightsFused is the weights pass's Pass.Fused: the chunk's mask (it declines
+// where the mask must be computed again from the decoded inputs, before taking
+// it), then each model's Σ δ² over the kept positions from their BF16 words.
+func sceWeightsFused(sel *sceSelection, pool *sync.Pool) func(Chunk, []Operand, []float64) bool {
+	return func(pos Chunk, in []Operand, acc []float64) bool {
+		if len(in) < 2 || !sel.maskReady(pos) {
+			return false
+		}
+		models, base, ok := bf16Operands(in, true)
+		if !ok {
+			return false
+		}
+		sc := pool.Get().(*sceScratch)
+		defer pool.Put(sc)
+		sceSquaresBF16(acc, base, models, sel.maskOf(sc, len(base)/2, pos, nil))
+		return true
+	}
+}
+
+// sceSquaresBF16 is sceSquares on BF16 words: each model's Σ δ_i² over the kept
+// positions (mask nil: all), a float64 sum in element order from +0, added to
+// acc[i]; only the kept positions' words are read and widened. Four models at a
+// time, as sceSquares4.
+func sceSquaresBF16(acc []float64, base []byte, models [][]byte, mask []uint64) {
+	for i := 0; i < len(models); i += 4 {
+		var x [4][]byte
+		for k := range x {
+			x[k] = base // a missing model: δ = 0, its sum not used
+			if i+k < len(models) {
+				x[k] = models[i+k]
+			}
+		}
+		s := sceSquares4BF16(base, x, mask)
+		for k := range min(4, len(models)-i) {
+			acc[i+k] += s[k]
+		}
+	}
+}
+
+// sceSquares4BF16 is sceSquares4 on BF16 words: the same operations in the same
+// order on the widened words.
+func sceSquares4BF16(base []byte, x [4][]byte, mask []uint64) [4]float64 {
+	var s0, s1, s2, s3 float64
+	n := len(base) / 2
+	x0, x1, x2, x3 := x[0][:2*n], x[1][:2*n], x[2][:2*n], x[3][:2*n]
+	at := func(p []byte, j int) float32 {
+		return math.Float32frombits(uint32(binary.LittleEndian.Uint16(p[2*j:])) << 16)
+	}
+	add := func(j int) {
+		b := at(base, j)
+		d0, d1, d2, d3 := float64(at(x0, j)-b), float64(at(x1, j)-b), float64(at(x2, j)-b), float64(at(x3, j)-b)
+		s0 += float64(d0 * d0)
+		s1 += float64(d1 * d1)
+		s2 += float64(d2 * d2)
+		s3 += float64(d3 * d3)
+	}
+	if mask == nil {
+		for j := range n {
+			add(j)
+		}
+		return [4]float64{s0, s1, s2, s3}
+	}
+	for wi, word := range mask {
+		for ; word != 0; word &= word - 1 {
+			add(wi*64 + bits.TrailingZeros64(word))
+		}
+	}
+	return [4]float64{s0, s1, s2, s3}
 }

@@ -15,3 +15,5 @@ func sceMergeBF16Asm([]byte, []byte, [][]byte, []float32, []uint64, bool) int {
 func sceVariance512Asm([]uint32, [][]float32) int { panic("no assembly variance") }
 
 func sceRangeAsm([]uint32, uint32, uint32, []uint32) (int, int, []uint32) { panic("no assembly range") }
+
+func sceVarianceBF16Asm([]uint32, []byte, [][]byte) (int, int) { panic("no assembly variance") }

@@ -103,17 +103,23 @@ func (s *sceKeys) pass() Pass {
 	return Pass{
 		Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 			keys := sceKeyPool.Get().(*[ChunkElems]uint32)[:len(in[0])]
-			zeros := sceVarianceZeros(keys, in)
-			s.keys[pos.Index] = keys // each chunk its own slot
-			s.count(keys, int64(zeros))
-			if lo, hi, ok := s.window(keys, zeros); ok {
-				s.collectWindow(pos.Index, keys, lo, hi)
-			}
+			s.took(pos, keys, sceVarianceZeros(keys, in))
 		},
+		Fused: sceKeysFused(s.took),
 		Done: func([]float64) error {
 			s.settle()
 			return nil
 		},
+	}
+}
+
+// took keeps chunk pos's keys (zeros of them 0, from sceKeyPool), counts them and
+// collects those in the window.
+func (s *sceKeys) took(pos Chunk, keys []uint32, zeros int) {
+	s.keys[pos.Index] = keys // each chunk its own slot
+	s.count(keys, int64(zeros))
+	if lo, hi, ok := s.window(keys, zeros); ok {
+		s.collectWindow(pos.Index, keys, lo, hi)
 	}
 }
 
@@ -607,7 +613,27 @@ func (s *sceSelection) weightsMask(sc *sceScratch, in [][]float32, pos Chunk) []
 	if s == nil {
 		return nil
 	}
-	n := len(in[0])
+	return s.maskOf(sc, len(in[0]), pos, func(m []uint64) { s.fresh(m, sc, in, pos) })
+}
+
+// maskReady says whether chunk pos's mask for the weights pass comes without its
+// inputs (from the kept keys, sceBig's bits, or no selection).
+func (s *sceSelection) maskReady(pos Chunk) bool {
+	switch {
+	case s == nil || s.none:
+		return true
+	case s.keys != nil:
+		return s.keys.all || s.keys.none || s.keys.keys[pos.Index] != nil
+	}
+	return s.big.ready(pos.Index)
+}
+
+// maskOf is weightsMask for a chunk of n elements, with fresh computing the mask
+// from the inputs where it is not ready (maskReady); nil: every position kept.
+func (s *sceSelection) maskOf(sc *sceScratch, n int, pos Chunk, fresh func([]uint64)) []uint64 {
+	if s == nil {
+		return nil
+	}
 	m := sc.mask[:(n+63)/64]
 	switch {
 	case s.none:
@@ -619,7 +645,7 @@ func (s *sceSelection) weightsMask(sc *sceScratch, in [][]float32, pos Chunk) []
 	case s.big != nil && s.big.ready(pos.Index):
 		s.big.mask(m, pos.Index, n)
 	default:
-		s.fresh(m, sc, in, pos)
+		fresh(m)
 	}
 	size := int64(8 * len(m))
 	s.mu.Lock()

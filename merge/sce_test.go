@@ -561,3 +561,70 @@ func TestSCEMergeBF16(t *testing.T) {
 		}
 	}
 }
+
+// TestSCESquaresBF16: the weights pass's sums from BF16 words (sceSquaresBF16, only
+// the kept positions widened) are sceSquaresRef's on the decoded words bit for bit
+// (NaN payloads included where they do not vary: sameBits64), for 1 to 9 models,
+// with and without a mask, on words with signalling and quiet NaNs of both signs,
+// ±Inf, ±0 and subnormals.
+func TestSCESquaresBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 31))
+	for _, models := range []int{1, 2, 3, 4, 5, 8, 9} {
+		for _, n := range []int{1, 63, 64, 65, 1001} {
+			for _, every := range []int{0, 20, 3} {
+				var words [][]byte
+				var vals [][]float32
+				for range models + 1 {
+					b, f := bf16TestWords(rng, n, every)
+					words, vals = append(words, b), append(vals, f)
+				}
+				mask := make([]uint64, (n+63)/64)
+				for j := range n {
+					if rng.IntN(4) == 0 {
+						mask[j/64] |= 1 << (j % 64)
+					}
+				}
+				for _, m := range [][]uint64{nil, mask} {
+					got, want := make([]float64, models), make([]float64, models)
+					for i := range got { // what the chunk's accumulator may hold before
+						got[i], want[i] = 0.5, 0.5
+					}
+					sceSquaresBF16(got, words[0], words[1:], m)
+					sceSquaresRef(want, vals[0], vals[1:], m)
+					for i := range got {
+						if !sameBits64(got[i], want[i]) {
+							t.Fatalf("%d models, n=%d, every %d, masked %v, model %d: %v, want %v", models, n, every, m != nil, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestSCEFusedMatchesDecoded: sce through the engine with its passes and merge on
+// BF16 bytes gives the bytes of the decoding path, over a tensor of several chunks
+// whose last ends off the groups of sixteen, with the keys kept and through sceBig,
+// with ordinary words and with NaNs and ±Inf among them, at several select_topk;
+// no fused pass declines a chunk where the CPU runs the assembly.
+func TestSCEFusedMatchesDecoded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 44))
+	m := 2*ChunkElems + 1003
+	for _, every := range []int{0, 50000} {
+		var in [][]byte
+		for range 4 {
+			b, _ := bf16TestWords(rng, m, every)
+			in = append(in, b)
+		}
+		for _, limit := range []int64{0, 4*int64(m) - 4} { // the keys kept; sceBig
+			for _, topk := range []float64{0.1, 0.5, 1} {
+				r := &methodRun{weights: make([]float32, 3), base: true, p: Params{SelectTopK: topk, keepCacheBytes: limit}}
+				fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, haveSCE512, haveSCE512 && haveTiesAsm,
+					func(tp *TensorPlan) Kernel { return sceKernel(r, tp) })
+				if !sameBF16Words(fused, decoded) {
+					t.Errorf("every %d limit %d select_topk %g: the fused output differs from the decoded one", every, limit, topk)
+				}
+			}
+		}
+	}
+}
