@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"cmp"
 	"math"
 	"math/bits"
 	"slices"
@@ -296,15 +297,9 @@ func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []floa
 		for j := range idx {
 			idx[j] = j
 		}
-		slices.SortStableFunc(idx, func(a, b int) int {
-			switch {
-			case v[a] > v[b]:
-				return -1
-			case v[a] < v[b]:
-				return 1
-			}
-			return 0
-		})
+		// Descending variance, equal variances by position: what a stable sort gives,
+		// in one pdqsort on distinct keys (a stable sort took most of the tests' time).
+		slices.SortFunc(idx, func(a, b int) int { return cmp.Or(cmp.Compare(v[b], v[a]), cmp.Compare(a, b)) })
 		for _, j := range idx[:sceTopK(topk, nz)] {
 			keep[j] = true
 		}
