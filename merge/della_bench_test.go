@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"math/rand/v2"
@@ -112,6 +113,7 @@ func BenchmarkDellaExecute(b *testing.B) {
 	r := &methodRun{models: models, weights: []float32{0.7, 0.5, 1.1}, dens: []float64{0.5, 0.5, 0.5}, lambda: 1,
 		tv: tvOptions{sparsify: SparsifyDella, consensus: ConsensusSign, normalize: true, rescale: "l1"},
 		p:  Params{Epsilon: 0.15, Seed: 7}}
+	var want []byte // the decoded mode's output, which the others must give
 	for _, mode := range []string{"decoded", "pass", "all"} {
 		b.Run(mode, func(b *testing.B) {
 			tp := TensorPlan{Name: "w", Shape: []int64{n / L, L}, OutDType: dtype.BF16, Merge: true}
@@ -137,6 +139,12 @@ func BenchmarkDellaExecute(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+			}
+			switch {
+			case want == nil:
+				want = sink.bufs[0]
+			case !bytes.Equal(sink.bufs[0], want):
+				b.Errorf("%s: the output differs from the decoded one", mode)
 			}
 		})
 	}
