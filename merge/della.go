@@ -56,6 +56,7 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 	take := kc.taking(masks)
 	cpool := newCombinePool(lanes, m.tv.consensus == ConsensusSign)
 	return Kernel{
+		Fused: dellaMergeFused(m, kc, scale, pool, cpool, newDellaMergePool(lanes)),
 		Passes: []Pass{{
 			NumStats: 2 * lanes,
 			Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
@@ -65,6 +66,7 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 					return ds.keepChunkL1(sc, in, pos, acc)
 				})(sc, in, pos)
 			},
+			Fused: ds.fusedL1(kc, pool),
 			Done: func(perChunk []float64) error {
 				copy(scale, l1Scales(perChunk, lanes))
 				return nil
@@ -392,6 +394,8 @@ type rowBuf struct {
 	tmp  []uint64    // L, sortRowKeys' scratch
 	// buckets: della's bucketed ranks' scratch, made by the first row that needs it
 	buckets *bucketScratch
+	// lanes: della's fused pass's per-model magnitudes, made by its first row
+	lanes *dellaLaneScratch
 }
 
 // newRowPool checks that every input's data holds the tensor and that rows start on

@@ -2,7 +2,11 @@
 
 package merge
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // haveDellaAVX512: decideBuckets' gathers and compares, prefixCounts' sums and
 // bucketRank's counts in AVX-512 (the byte masks need AVX512BW and VL, the 8-bit mask moves DQ).
@@ -76,4 +80,29 @@ func dellaL1Asm(sums [][2]float64, base []float32, models [][]float32, keep [][]
 	for i := range sums {
 		sums[i] = [2]float64{acc[i], acc[4+i]}
 	}
+}
+
+//go:noescape
+func dellaMagsBF16AVX2(mags *uint32, base, x *byte, n int) uint32
+
+// dellaMagsBF16Asm runs dellaMagsBF16AVX2 on the first n elements (a multiple of 8,
+// at least 8) of BF16 words base and x.
+func dellaMagsBF16Asm(mags []uint32, base, x []byte, n int) uint32 {
+	_, _, _ = mags[n-1], base[2*n-1], x[2*n-1]
+	return dellaMagsBF16AVX2(&mags[0], &base[0], &x[0], n)
+}
+
+//go:noescape
+func dellaDeltaBF16AVX2(sum, d *float32, x *byte, b *float32, bits *byte, scale, w float32, n int)
+
+// dellaDeltaBF16Asm runs dellaDeltaBF16AVX2 on the first n elements (a multiple of
+// 8, at least 8): tvDeltaBitsAsm with no per-element factors and x BF16 words.
+func dellaDeltaBF16Asm(sum, d []float32, x []byte, b []float32, bits []uint64, scale, w float32, n int) {
+	_, _, _, _ = sum[n-1], x[2*n-1], b[n-1], bits[(n-1)/64]
+	var dp *float32
+	if d != nil {
+		_ = d[n-1]
+		dp = &d[0]
+	}
+	dellaDeltaBF16AVX2(&sum[0], dp, &x[0], &b[0], (*byte)(unsafe.Pointer(&bits[0])), scale, w, n)
 }

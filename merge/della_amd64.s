@@ -36,6 +36,44 @@ mloop:
 	VZEROUPPER
 	RET
 
+// func dellaMagsBF16AVX2(mags *uint32, base, x *byte, n int) uint32
+// dellaMagsAVX2 on BF16 words: mags[j] = bits of |x[j] − base[j]| of the widened
+// words (a word's bits shifted up 16) for j < n (a multiple of 8, at least 8);
+// returns the largest mags[j]>>16 (rowMagnitudesBF16).
+TEXT ·dellaMagsBF16AVX2(SB), NOSPLIT, $0-36
+	MOVQ mags+0(FP), DI
+	MOVQ base+8(FP), BX
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD   $1, Y15, Y15 // 0x7fffffff: clears the sign
+	VPXOR    Y14, Y14, Y14
+	XORQ     DX, DX
+
+hloop:
+	VPMOVZXWD (SI)(DX*2), Y0
+	VPSLLD    $16, Y0, Y0
+	VPMOVZXWD (BX)(DX*2), Y1
+	VPSLLD    $16, Y1, Y1
+	VSUBPS    Y1, Y0, Y0 // x − base, as Go's float32 subtraction
+	VPAND     Y15, Y0, Y0
+	VMOVDQU   Y0, (DI)(DX*4)
+	VPSRLD    $16, Y0, Y1
+	VPMAXUD   Y1, Y14, Y14
+	ADDQ      $8, DX
+	CMPQ      DX, CX
+	JB        hloop
+	VEXTRACTI128 $1, Y14, X1
+	VPMAXUD  X1, X14, X14
+	VPSHUFD  $0x4e, X14, X1
+	VPMAXUD  X1, X14, X14
+	VPSHUFD  $0xb1, X14, X1
+	VPMAXUD  X1, X14, X14
+	VMOVD    X14, AX
+	MOVL     AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
 // func dellaBucketsAVX2(bk *uint16, mags *uint32, n int, floor int32) int32
 // bk[j] = max(mags[j]>>16 − floor, 0) for j < n (a multiple of 8, at least 8);
 // returns the smallest bk[j] (bucketCounts' buckets, without the counts). The
@@ -347,5 +385,62 @@ ploop:
 	ADDQ      $16, DX
 	CMPQ      DX, CX
 	JB        ploop
+	VZEROUPPER
+	RET
+
+// lane k's bit of a mask byte (tvLaneBits', which is local to its file)
+DATA dellaLaneBits<>+0(SB)/8, $0x0000000200000001
+DATA dellaLaneBits<>+8(SB)/8, $0x0000000800000004
+DATA dellaLaneBits<>+16(SB)/8, $0x0000002000000010
+DATA dellaLaneBits<>+24(SB)/8, $0x0000008000000040
+GLOBL dellaLaneBits<>(SB), RODATA|NOPTR, $32
+
+// func dellaDeltaBF16AVX2(sum, d *float32, x *byte, b *float32, bits *byte, scale, w float32, n int)
+// tvDeltaBitsAVX2 (no per-element factors) with the model's values BF16 words
+// widened as they are loaded: v = w·(scale·(x[j] − b[j])), +0 where bit j%8 of
+// bits[j/8] is clear; d[j] = v when d is not nil; sum[j] += v; for j < n (a
+// multiple of 8).
+TEXT ·dellaDeltaBF16AVX2(SB), NOSPLIT, $0-56
+	MOVQ sum+0(FP), DI
+	MOVQ d+8(FP), R10
+	MOVQ x+16(FP), SI
+	MOVQ b+24(FP), DX
+	MOVQ bits+32(FP), R8
+	VBROADCASTSS scale+40(FP), Y5
+	VBROADCASTSS w+44(FP), Y6
+	MOVQ n+48(FP), CX
+	VPXOR   Y7, Y7, Y7
+	VMOVDQU dellaLaneBits<>(SB), Y8
+	XORQ AX, AX // byte offset of the float32 element
+	XORQ BX, BX // byte of the masks
+	XORQ R9, R9 // byte offset of the BF16 word
+wloop:
+	CMPQ CX, $8
+	JLT  wdone
+	VPMOVZXWD (SI)(R9*1), Y0
+	VPSLLD    $16, Y0, Y0      // the words widened
+	VMOVUPS   (DX)(AX*1), Y1
+	VSUBPS    Y1, Y0, Y0       // δ = x − b
+	VMULPS    Y0, Y5, Y0       // scale·δ
+	VMULPS    Y0, Y6, Y0       // w·(s·δ)
+	MOVBLZX   (R8)(BX*1), R11
+	MOVD      R11, X2
+	VPBROADCASTD X2, Y2
+	VPAND     Y8, Y2, Y2       // lane k: bit k of the byte
+	VPCMPEQD  Y7, Y2, Y2       // all ones where dropped
+	VPANDN    Y0, Y2, Y0       // dropped entries become +0
+	TESTQ     R10, R10
+	JZ        wsum
+	VMOVUPS   Y0, (R10)(AX*1)
+wsum:
+	VMOVUPS   (DI)(AX*1), Y3
+	VADDPS    Y0, Y3, Y3       // sum + v (sum the first operand, as in Go)
+	VMOVUPS   Y3, (DI)(AX*1)
+	ADDQ $32, AX
+	ADDQ $16, R9
+	INCQ BX
+	SUBQ $8, CX
+	JMP  wloop
+wdone:
 	VZEROUPPER
 	RET

@@ -56,8 +56,17 @@ func newBucketScratch(L int64) *bucketScratch {
 func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int, thr []uint64, tb *thresholdBounds,
 	rowStart, lo, hi, off int64, base, x []float32, keys, tmp []uint64) {
 	L := len(x)
-	mags, bk := bs.mags[:L], bs.bk[:L]
+	mags := bs.mags[:L]
 	top := rowMagnitudes(mags, base[:L], x)
+	s.keepRowRanked(bs, mags, top, keep, lane, thr, tb, rowStart, lo, hi, off, keys, tmp)
+}
+
+// keepRowRanked is keepRowBuckets from the row's magnitudes' bits (mags, the whole
+// row) and their largest top 16 bits (top).
+func (s *dellaSelector) keepRowRanked(bs *bucketScratch, mags []uint32, top uint32, keep []bool, lane int, thr []uint64, tb *thresholdBounds,
+	rowStart, lo, hi, off int64, keys, tmp []uint64) {
+	L := len(mags)
+	bk := bs.bk[:L]
 	low := bucketCounts(bk, bs.start, mags, int64(top)-(dellaBuckets-1))
 	prefixCounts(bs.start[low:])
 	j0, j1 := int(lo-rowStart), int(hi-rowStart)
@@ -68,9 +77,9 @@ func (s *dellaSelector) keepRowBuckets(bs *bucketScratch, keep []bool, lane int,
 	switch n := len(bs.undec); {
 	case n == 0:
 	case n <= countedRanks():
-		s.rankCounted(bs, k, draws, thr, j0, L)
+		s.rankCounted(bs, mags, k, draws, thr, j0)
 	default:
-		s.rankMarked(bs, k, draws, thr, j0, keys, tmp)
+		s.rankMarked(bs, mags, k, draws, thr, j0, keys, tmp)
 	}
 	clear(bs.start[low:])
 }
@@ -232,10 +241,10 @@ func countedRanks() int {
 }
 
 // rankCounted decides the entries bs.undec (positions in keep and draw; j0 + those
-// in the row of L) from their exact ranks: the entries below the bucket (start[b])
+// in the row, whose magnitudes' bits are mags) from their exact ranks: the entries below the bucket (start[b])
 // and those of the bucket before it in the order of a stable sort (bucketRank).
-func (s *dellaSelector) rankCounted(bs *bucketScratch, keep []bool, draw, thr []uint64, j0, L int) {
-	bk, mags := bs.bk[:L], bs.mags[:L]
+func (s *dellaSelector) rankCounted(bs *bucketScratch, mags []uint32, keep []bool, draw, thr []uint64, j0 int) {
+	bk := bs.bk[:len(mags)]
 	for _, j := range bs.undec {
 		r := j0 + int(j)
 		b := bk[r]
@@ -263,17 +272,17 @@ func bucketRank(bk []uint16, mags []uint32, b uint16, r int) int {
 }
 
 // rankMarked decides the entries bs.undec (positions in keep and draw; j0 + those in
-// the row) from their exact ranks. The entries of their buckets, gathered in index
-// order and sorted by magnitude (stable), come out each bucket's contiguous, in the
-// order the whole row's sort gives them.
-func (s *dellaSelector) rankMarked(bs *bucketScratch, keep []bool, draw, thr []uint64, j0 int, keys, tmp []uint64) {
+// the row, whose magnitudes' bits are mags) from their exact ranks. The entries of
+// their buckets, gathered in index order and sorted by magnitude (stable), come out
+// each bucket's contiguous, in the order the whole row's sort gives them.
+func (s *dellaSelector) rankMarked(bs *bucketScratch, mags []uint32, keep []bool, draw, thr []uint64, j0 int, keys, tmp []uint64) {
 	for _, j := range bs.undec {
 		bs.mark[bs.bk[j0+int(j)]] = true
 	}
 	ks := keys[:0]
 	for j, b := range bs.bk[:len(keys)] {
 		if bs.mark[b] {
-			ks = append(ks, uint64(bs.mags[j])<<32|uint64(j))
+			ks = append(ks, uint64(mags[j])<<32|uint64(j))
 		}
 	}
 	sortRowKeys(ks, tmp[:len(ks)])

@@ -454,9 +454,9 @@ func TestDellaDecisionsExact(t *testing.T) {
 				keep := make([]bool, len(draws))
 				bs.undec = decideBuckets(keep, bs.undec[:0], draws, bs.bk[j0:n], bs.start, tb)
 				if counted {
-					s.rankCounted(bs, keep, draws, thr, j0, n)
+					s.rankCounted(bs, bs.mags[:n], keep, draws, thr, j0)
 				} else if len(bs.undec) > 0 {
-					s.rankMarked(bs, keep, draws, thr, j0, make([]uint64, n), make([]uint64, n))
+					s.rankMarked(bs, bs.mags[:n], keep, draws, thr, j0, make([]uint64, n), make([]uint64, n))
 				}
 				if !slices.Equal(keep, want) {
 					t.Fatalf("n=%d round %d, counted %v: the decisions differ from the sort's (%d undecided)", n, round, counted, len(bs.undec))

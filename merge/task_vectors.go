@@ -307,26 +307,31 @@ func newKeepCache(lanes int, limit int64) *keepCache {
 func (kc *keepCache) storing(f func(*maskScratch, [][]float32, Chunk) [][]bool) func(*maskScratch, [][]float32, Chunk) [][]bool {
 	return func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
 		keep := f(sc, in, pos)
-		words := (len(in[0]) + 63) / 64
-		size := int64(8 * words * kc.lanes)
-		kc.mu.Lock()
-		room := kc.used+size <= kc.limit
-		if room {
-			kc.used += size
-		}
-		kc.mu.Unlock()
-		if !room {
-			return keep
-		}
-		b := make([]uint64, words*kc.lanes)
-		for i, k := range keep {
-			packBools(b[i*words:(i+1)*words], k)
-		}
-		kc.mu.Lock()
-		kc.bits[pos.Index] = b
-		kc.mu.Unlock()
+		kc.store(keep, len(in[0]), pos)
 		return keep
 	}
+}
+
+// store keeps the masks of the chunk of n elements at pos where there is room.
+func (kc *keepCache) store(keep [][]bool, n int, pos Chunk) {
+	words := (n + 63) / 64
+	size := int64(8 * words * kc.lanes)
+	kc.mu.Lock()
+	room := kc.used+size <= kc.limit
+	if room {
+		kc.used += size
+	}
+	kc.mu.Unlock()
+	if !room {
+		return
+	}
+	b := make([]uint64, words*kc.lanes)
+	for i, k := range keep {
+		packBools(b[i*words:(i+1)*words], k)
+	}
+	kc.mu.Lock()
+	kc.bits[pos.Index] = b
+	kc.mu.Unlock()
 }
 
 // taking wraps f to return the kept masks of a chunk where there are some.
