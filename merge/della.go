@@ -475,23 +475,16 @@ func dellaRef(o tvOptions, shape []int64, base []float32, models [][]float32, w,
 		}
 		for r := 0; r < n; r += L {
 			row := min(L, n-r)
-			idx := make([]int, row)
-			for q := range idx {
-				idx[q] = q
+			// The bits of the float32 |δ|: ordered as the values, NaN above +Inf; equal
+			// magnitudes by position, as a stable sort would leave them, in one sort of
+			// distinct keys (a stable sort of the positions took most of the tests' time).
+			keys := make([]uint64, row)
+			for q := range keys {
+				keys[q] = uint64(math.Float32bits(float32(math.Abs(float64(x[r+q]-base[r+q])))))<<32 | uint64(q)
 			}
-			// The bits of the float32 |δ|: ordered as the values, NaN above +Inf.
-			mag := func(q int) uint32 { return math.Float32bits(float32(math.Abs(float64(x[r+q] - base[r+q])))) }
-			slices.SortStableFunc(idx, func(a, b int) int {
-				ma, mb := mag(a), mag(b)
-				switch {
-				case ma < mb:
-					return -1
-				case ma > mb:
-					return 1
-				}
-				return 0
-			})
-			for q, j := range idx {
+			slices.Sort(keys)
+			for q, k := range keys {
+				j := int(uint32(k))
 				p := d
 				if row > 1 {
 					p = d - eps + 2*eps*float64(q)/float64(row-1)
