@@ -96,6 +96,6 @@ func rankOrder(mag []float32) []int {
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(mag[b], mag[a]) })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Or(cmp.Compare(mag[b], mag[a]), cmp.Compare(a, b)) })
 	return idx
 }
