@@ -451,14 +451,7 @@ func passChunk(t *TensorPlan, pass Pass, c int64, s *scratch, perChunk []float64
 	pos := Chunk{Index: c, Offset: c * ChunkElems}
 	acc := perChunk[c*int64(pass.NumStats) : (c+1)*int64(pass.NumStats)]
 	if pass.Fused != nil && len(t.Aux) == 0 {
-		n := min(ChunkElems, t.NumElements()-pos.Offset)
-		ops := s.ops[:0]
-		var read int64
-		for _, op := range t.In {
-			ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.at(pos.Offset)[:op.DType.Bytes(n)]})
-			read += op.DType.Bytes(n)
-		}
-		s.ops = ops
+		ops, read := chunkBytes(t, pos, min(ChunkElems, t.NumElements()-pos.Offset), s)
 		if pass.Fused(pos, ops, acc) {
 			bytesRead.Add(read)
 			return nil
@@ -644,21 +637,27 @@ func runChunk(t *TensorPlan, ti int, c int64, k Kernel, s *scratch, sink Sink, p
 	return nil
 }
 
+// chunkBytes is each input's bytes of chunk pos (n elements), for the fused paths
+// (Kernel.Fused, Pass.Fused), in s's reused slice, and how many bytes that is.
+func chunkBytes(t *TensorPlan, pos Chunk, n int64, s *scratch) (ops []Operand, read int64) {
+	ops = s.ops[:0]
+	for _, op := range t.In {
+		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.at(pos.Offset)[:op.DType.Bytes(n)]})
+		read += op.DType.Bytes(n)
+	}
+	s.ops = ops
+	return ops, read
+}
+
 // runFused tries the kernel's fused path on one chunk; it reports whether it did it.
 func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sink Sink, partials []float64,
 	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) (bool, error) {
-	ops := s.ops[:0]
-	var read int64
-	for _, op := range t.In {
-		ops = append(ops, Operand{DType: op.DType, File: op.File, Data: op.at(pos.Offset)[:op.DType.Bytes(int64(n))]})
-		read += op.DType.Bytes(int64(n))
-	}
+	ops, read := chunkBytes(t, pos, int64(n), s)
 	buf := s.out[:t.OutDType.Bytes(int64(n))]
 	var acc []float64
 	if partials != nil {
 		acc = partials[pos.Index*int64(k.NumStats) : (pos.Index+1)*int64(k.NumStats)]
 	}
-	s.ops = ops
 	if !k.Fused(buf, t.OutDType, ops, acc, pos) {
 		return false, nil
 	}
