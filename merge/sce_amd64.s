@@ -215,6 +215,45 @@ bdone:
 	VZEROUPPER
 	RET
 
+// The sixteen-key variance kernels' shared steps (sceVarianceAVX512 loads float32
+// models, sceVarianceBF16AVX512 widens BF16 words; from then on the operations, and so
+// the keys, are the same). Z0: the base's sixteen, Z2: a model's, Z1/Z11: the means of
+// elements 0-7 and 8-15, Z3/Z13: the sums of squares, Z7: 1/N, Z6: the abs mask;
+// DI+AX*4: the keys' place, R13: the zero count. The mean is taken of x − b in
+// float32 widened; the keys are v·(1/N) rounded to float32 to nearest even.
+#define SCE_VAR_MEAN16 \
+	VSUBPS  Z0, Z2, Z2 \
+	VEXTRACTF32X8 $1, Z2, Y12 \
+	VCVTPS2PD Y2, Z2 \
+	VCVTPS2PD Y12, Z12 \
+	VADDPD  Z2, Z1, Z1 \
+	VADDPD  Z12, Z11, Z11
+
+#define SCE_VAR_SQUARES16 \
+	VSUBPS  Z0, Z2, Z2 \
+	VEXTRACTF32X8 $1, Z2, Y12 \
+	VCVTPS2PD Y2, Z2 \
+	VCVTPS2PD Y12, Z12 \
+	VSUBPD  Z1, Z2, Z2 \
+	VSUBPD  Z11, Z12, Z12 \
+	VMULPD  Z2, Z2, Z2 \
+	VMULPD  Z12, Z12, Z12 \
+	VADDPD  Z2, Z3, Z3 \
+	VADDPD  Z12, Z13, Z13
+
+#define SCE_VAR_STORE16 \
+	VMULPD  Z7, Z3, Z3 \
+	VMULPD  Z7, Z13, Z13 \
+	VCVTPD2PS Z3, Y3 \
+	VCVTPD2PS Z13, Y13 \
+	VINSERTF32X8 $1, Y13, Z3, Z3 \
+	VPANDD  Z6, Z3, Z3 \
+	VMOVUPS Z3, (DI)(AX*4) \
+	VPTESTNMD Z3, Z3, K1 \
+	KMOVW   K1, BX \
+	POPCNTL BX, BX \
+	ADDQ    BX, R13
+
 // func sceVarianceAVX512(dst *uint32, base *float32, models *[]float32, nModels, n int, inv float64) (zeros int)
 // sceVarianceAVX2 for the first n elements (a multiple of 4): sixteen at a time,
 // each half of them the AVX2 kernel's operations in eight float64 lanes, then the
@@ -245,12 +284,7 @@ zloop:
 zmloop:
 	MOVQ    (R10), R12
 	VMOVUPS (R12)(AX*4), Z2
-	VSUBPS  Z0, Z2, Z2 // x − b in float32
-	VEXTRACTF32X8 $1, Z2, Y12
-	VCVTPS2PD Y2, Z2
-	VCVTPS2PD Y12, Z12
-	VADDPD  Z2, Z1, Z1
-	VADDPD  Z12, Z11, Z11
+	SCE_VAR_MEAN16
 	ADDQ $24, R10
 	DECQ R11
 	JNZ  zmloop
@@ -263,30 +297,11 @@ zmloop:
 zvloop:
 	MOVQ    (R10), R12
 	VMOVUPS (R12)(AX*4), Z2
-	VSUBPS  Z0, Z2, Z2
-	VEXTRACTF32X8 $1, Z2, Y12
-	VCVTPS2PD Y2, Z2
-	VCVTPS2PD Y12, Z12
-	VSUBPD  Z1, Z2, Z2 // d − mean
-	VSUBPD  Z11, Z12, Z12
-	VMULPD  Z2, Z2, Z2
-	VMULPD  Z12, Z12, Z12
-	VADDPD  Z2, Z3, Z3
-	VADDPD  Z12, Z13, Z13
+	SCE_VAR_SQUARES16
 	ADDQ $24, R10
 	DECQ R11
 	JNZ  zvloop
-	VMULPD  Z7, Z3, Z3 // v·inv
-	VMULPD  Z7, Z13, Z13
-	VCVTPD2PS Z3, Y3   // to float32, to nearest even
-	VCVTPD2PS Z13, Y13
-	VINSERTF32X8 $1, Y13, Z3, Z3
-	VPANDD  Z6, Z3, Z3
-	VMOVUPS Z3, (DI)(AX*4)
-	VPTESTNMD Z3, Z3, K1
-	KMOVW   K1, BX
-	POPCNTL BX, BX
-	ADDQ    BX, R13
+	SCE_VAR_STORE16
 	ADDQ $16, AX
 	JMP  zloop
 ztail:
@@ -444,12 +459,7 @@ hmloop:
 	MOVQ      (R10), R12
 	VPMOVZXWD (R12)(AX*2), Z2
 	VPSLLD    $16, Z2, Z2
-	VSUBPS  Z0, Z2, Z2 // x − b in float32
-	VEXTRACTF32X8 $1, Z2, Y12
-	VCVTPS2PD Y2, Z2
-	VCVTPS2PD Y12, Z12
-	VADDPD  Z2, Z1, Z1
-	VADDPD  Z12, Z11, Z11
+	SCE_VAR_MEAN16
 	ADDQ $24, R10
 	DECQ R11
 	JNZ  hmloop
@@ -463,30 +473,11 @@ hvloop:
 	MOVQ      (R10), R12
 	VPMOVZXWD (R12)(AX*2), Z2
 	VPSLLD    $16, Z2, Z2
-	VSUBPS  Z0, Z2, Z2
-	VEXTRACTF32X8 $1, Z2, Y12
-	VCVTPS2PD Y2, Z2
-	VCVTPS2PD Y12, Z12
-	VSUBPD  Z1, Z2, Z2 // d − mean
-	VSUBPD  Z11, Z12, Z12
-	VMULPD  Z2, Z2, Z2
-	VMULPD  Z12, Z12, Z12
-	VADDPD  Z2, Z3, Z3
-	VADDPD  Z12, Z13, Z13
+	SCE_VAR_SQUARES16
 	ADDQ $24, R10
 	DECQ R11
 	JNZ  hvloop
-	VMULPD  Z7, Z3, Z3 // v·inv
-	VMULPD  Z7, Z13, Z13
-	VCVTPD2PS Z3, Y3   // to float32, to nearest even
-	VCVTPD2PS Z13, Y13
-	VINSERTF32X8 $1, Y13, Z3, Z3
-	VPANDD  Z6, Z3, Z3
-	VMOVUPS Z3, (DI)(AX*4)
-	VPTESTNMD Z3, Z3, K1
-	KMOVW   K1, BX
-	POPCNTL BX, BX
-	ADDQ    BX, R13
+	SCE_VAR_STORE16
 	ADDQ $16, AX
 	JMP  hloop
 hdone:
