@@ -409,6 +409,15 @@ func (t *mhTable) buildMulti() {
 // decodeMH decodes a payload (after its table) into dst, whose length is the
 // block's symbol count.
 func decodeMH(dst, in []byte, t *mhTable) error {
+	return decodeMHWith(dst, in, t, mhDecodeFast)
+}
+
+// mhFastFunc is a fast loop of decodeMH: mhDecodeFastGo, or a faster version of it
+// that must leave the same bytes in dst and the same positions in p and o.
+type mhFastFunc func(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]int)
+
+// decodeMHWith is decodeMH with the given fast loop (the tests compare them).
+func decodeMHWith(dst, in []byte, t *mhTable, fast mhFastFunc) error {
 	if len(in) < 2*(mhStreams-1) {
 		return fmt.Errorf("%w: truncated stream sizes", errMHTable)
 	}
@@ -434,7 +443,7 @@ func decodeMH(dst, in []byte, t *mhTable) error {
 		}
 		o[i], oe[i] = min(i*q, m), min((i+1)*q, m)
 	}
-	mhDecodeFast(dst, in, &t.multi, &p, &o, &oe)
+	fast(dst, in, &t.multi, &p, &o, &oe)
 	// The tail: one symbol per lookup, reading zeros past each stream's end.
 	for i := range mhStreams {
 		pi, first, lim := p[i], 8*startOf(end, i), 8*end[i]
@@ -465,11 +474,12 @@ func startOf(end [mhStreams]int, i int) int {
 	return end[i-1]
 }
 
-// mhDecodeFast decodes while every stream has at least mhPerRefill*mhMaxSyms
+// mhDecodeFastGo decodes while every stream has at least mhPerRefill*mhMaxSyms
 // symbols left to write and 8 bytes left to read in in (which the streams share:
 // a stream that runs into the next is caught when the tail checks its end), and
-// leaves the positions where it stopped in p and o.
-func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]int) {
+// leaves the positions where it stopped in p and o. It is the reference for the
+// assembly loop (mhuff_amd64.s), which stops where it stops.
+func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]int) {
 	const room = mhPerRefill * mhMaxSyms
 	p0, p1, p2, p3 := p[0], p[1], p[2], p[3]
 	o0, o1, o2, o3 := o[0], o[1], o[2], o[3]
