@@ -52,11 +52,13 @@ const (
 // A stream's size must fit its uint16: ceil(blockSize/4) symbols of mhTableLog bits.
 const _ = uint16((blockSize/mhStreams*mhTableLog + 7) / 8)
 
-// mhEntry layout: symbols in bytes 0..3 (in stream order; the decoder stores all
-// four and moves on by the count), the bits they take in bits 32..37 (the decoder
-// shifts by x>>32, which the CPU masks to 6 bits), and their count in bits 61..63.
+// mhEntry layout: the bits the symbols take in bits 0..5 (the decoder shifts its
+// bit buffer by the entry itself, which the CPU masks to 6 bits: the next lookup
+// waits on nothing else), the symbols in bytes 1..4 (in stream order; the decoder
+// stores all four and moves on by the count), and their count in bits 61..63.
 const (
-	mhBitsShift  = 32
+	mhBitsShift  = 0
+	mhSymShift   = 8
 	mhCountShift = 61
 )
 
@@ -352,7 +354,7 @@ func readMHTable(t *mhTable, in []byte) ([]byte, error) {
 // per entry (the table is rebuilt for every block, and a decode per entry cost a
 // sixth of decoding the block): part[k-1] holds, for every window of r bits (at
 // offset 1<<r), the entry of at most k symbols that window decodes to, with the
-// symbols placed at bytes 4-k.. so that prefixing a symbol is an addition. Within
+// symbols placed at bytes 5-k.. so that prefixing a symbol is an addition. Within
 // an r-bit window, the codes of length l ≤ r tile its first values in canonical
 // order, code i's 1<<(r-l) windows continuing with the (r-l)-bit windows of one
 // symbol less; the windows after them decode to nothing.
@@ -385,7 +387,7 @@ func (t *mhTable) buildMulti() {
 				if l > r {
 					break
 				}
-				add := uint64(v&0xff)<<shift | uint64(l)<<mhBitsShift | 1<<mhCountShift
+				add := uint64(v&0xff)<<(shift+mhSymShift) | uint64(l)<<mhBitsShift | 1<<mhCountShift
 				n := 1 << (r - l)
 				dst := w[pos : pos+n]
 				if prev == nil {
@@ -496,10 +498,10 @@ func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStream
 		x1 := tab[v1>>(64-mhTableLog)]
 		x2 := tab[v2>>(64-mhTableLog)]
 		x3 := tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -512,10 +514,10 @@ func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStream
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -528,10 +530,10 @@ func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStream
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -544,10 +546,10 @@ func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStream
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -560,10 +562,10 @@ func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStream
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63

@@ -5,8 +5,10 @@ package gmz
 import "golang.org/x/sys/cpu"
 
 // The assembly loop shifts with BMI2's SHLX/SHRX/RORX (flags untouched, any
-// register as the count) and counts bits with BMI1's TZCNT.
-var haveBMI2 = cpu.X86.HasBMI1 && cpu.X86.HasBMI2
+// register as the count), counts bits with BMI1's TZCNT and loads big-endian with
+// MOVBE (every CPU with BMI2 but a few Intel Haswell-era Pentiums and Celerons,
+// which lack both, has it).
+var haveBMI2 = cpu.X86.HasBMI1 && cpu.X86.HasBMI2 && cpu.X86.HasMOVBE
 
 // mhDecodeFastBMI2 is mhDecodeFastGo's loop over pointers: o and e are indices
 // into dst (e: the last index at which a stream may start a round of

@@ -15,14 +15,15 @@
 #define O2 R14
 #define O3 R15
 
-// One lookup: store the entry's (up to) 4 symbols, shift out their bits, move on
-// by their count. CX holds 64-mhTableLog, SI the table.
+// One lookup: shift out the entry's bits (its low 6 bits, so that the next lookup
+// waits only on the load and this shift), store its (up to) 4 symbols (bytes 1..4),
+// move on by their count. CX holds 64-mhTableLog, SI the table.
 #define STEP(v, o) \
 	SHRXQ CX, v, AX; \
 	MOVQ  (SI)(AX*8), BX; \
-	MOVL  BX, (o); \
-	RORXQ $32, BX, AX; \
-	SHLXQ AX, v, v; \
+	SHLXQ BX, v, v; \
+	RORXQ $8, BX, AX; \
+	MOVL  AX, (o); \
 	SHRQ  $61, BX; \
 	ADDQ  BX, o
 
@@ -44,17 +45,15 @@
 	CMPQ o, emem; \
 	JHI  done
 
-// Load 8 bytes big-endian at bit position v, align to bit v, clear the low byte,
-// set the sentinel.
+// Load 8 bytes big-endian at bit position v, align to bit v, and make the low byte
+// the sentinel (0x80; one byte write, which merges into v).
 #define REFILL(v) \
 	MOVQ   v, AX; \
 	SHRQ   $3, AX; \
-	MOVQ   (DI)(AX*1), BX; \
-	BSWAPQ BX; \
+	MOVBEQ (DI)(AX*1), BX; \
 	ANDQ   $7, v; \
 	SHLXQ  v, BX, v; \
-	ANDQ   $-256, v; \
-	ORQ    $0x80, v
+	MOVB   $0x80, v
 
 // func mhDecodeFastBMI2(dst, in *byte, lim int, tab *[mhTableLen]uint64, p, o, e *[mhStreams]int)
 //
