@@ -35,12 +35,10 @@
 	LEAQ   -7(v)(AX*1), v; \
 	MOVQ   v, pmem
 
-// The loop's condition for one stream: 8 bytes to read at p>>3 (DX: the last
-// offset where they are), room for a round of stores at o.
+// The loop's condition for one stream: 8 bytes to read at p>>3 (p ≤ DX =
+// 8*lim+7, lim the last offset where they are), room for a round of stores at o.
 #define CHECK(v, o, emem) \
-	MOVQ v, AX; \
-	SHRQ $3, AX; \
-	CMPQ AX, DX; \
+	CMPQ v, DX; \
 	JGT  done; \
 	CMPQ o, emem; \
 	JHI  done
@@ -62,6 +60,7 @@ TEXT ·mhDecodeFastBMI2(SB), NOSPLIT, $64-56
 	MOVQ dst+0(FP), AX
 	MOVQ in+8(FP), DI
 	MOVQ lim+16(FP), DX
+	LEAQ 7(DX*8), DX
 	MOVQ tab+24(FP), SI
 
 	MOVQ e+48(FP), BX
