@@ -98,6 +98,16 @@ func TestGolden(t *testing.T) {
 // FuzzOpen parses arbitrary bytes and decodes everything that parses, against
 // all-zero references for deltas, checking that nothing panics and that whatever
 // decodes without error has the checksum the header promises.
+//
+// Run it with a bounded minimization, for example
+//
+//	go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime 60s -fuzzminimizetime 100x ./formats/gmz
+//
+// Its inputs are whole files (1 to 4 KB, a JSON header), and the fuzzing engine
+// minimizes each new interesting input by trying every range of bytes to remove,
+// about n²/2 runs for n bytes: with the default (60 s a minimization) the fuzzer
+// spends its time minimizing and reports a few executions (10 to 30 in 20 s, as if
+// stuck); with 100x it runs about 25,000 inputs a second on two cores.
 func FuzzOpen(f *testing.F) {
 	paths, _ := filepath.Glob(filepath.Join("testdata", "*.gmz"))
 	for _, p := range paths {

@@ -52,11 +52,13 @@ const (
 // A stream's size must fit its uint16: ceil(blockSize/4) symbols of mhTableLog bits.
 const _ = uint16((blockSize/mhStreams*mhTableLog + 7) / 8)
 
-// mhEntry layout: symbols in bytes 0..3 (in stream order; the decoder stores all
-// four and moves on by the count), the bits they take in bits 32..37 (the decoder
-// shifts by x>>32, which the CPU masks to 6 bits), and their count in bits 61..63.
+// mhEntry layout: the bits the symbols take in bits 0..5 (the decoder shifts its
+// bit buffer by the entry itself, which the CPU masks to 6 bits: the next lookup
+// waits on nothing else), the symbols in bytes 1..4 (in stream order; the decoder
+// stores all four and moves on by the count), and their count in bits 61..63.
 const (
-	mhBitsShift  = 32
+	mhBitsShift  = 0
+	mhSymShift   = 8
 	mhCountShift = 61
 )
 
@@ -352,7 +354,7 @@ func readMHTable(t *mhTable, in []byte) ([]byte, error) {
 // per entry (the table is rebuilt for every block, and a decode per entry cost a
 // sixth of decoding the block): part[k-1] holds, for every window of r bits (at
 // offset 1<<r), the entry of at most k symbols that window decodes to, with the
-// symbols placed at bytes 4-k.. so that prefixing a symbol is an addition. Within
+// symbols placed at bytes 5-k.. so that prefixing a symbol is an addition. Within
 // an r-bit window, the codes of length l ≤ r tile its first values in canonical
 // order, code i's 1<<(r-l) windows continuing with the (r-l)-bit windows of one
 // symbol less; the windows after them decode to nothing.
@@ -385,7 +387,7 @@ func (t *mhTable) buildMulti() {
 				if l > r {
 					break
 				}
-				add := uint64(v&0xff)<<shift | uint64(l)<<mhBitsShift | 1<<mhCountShift
+				add := uint64(v&0xff)<<(shift+mhSymShift) | uint64(l)<<mhBitsShift | 1<<mhCountShift
 				n := 1 << (r - l)
 				dst := w[pos : pos+n]
 				if prev == nil {
@@ -409,6 +411,15 @@ func (t *mhTable) buildMulti() {
 // decodeMH decodes a payload (after its table) into dst, whose length is the
 // block's symbol count.
 func decodeMH(dst, in []byte, t *mhTable) error {
+	return decodeMHWith(dst, in, t, mhDecodeFast)
+}
+
+// mhFastFunc is a fast loop of decodeMH: mhDecodeFastGo, or a faster version of it
+// that must leave the same bytes in dst and the same positions in p and o.
+type mhFastFunc func(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]int)
+
+// decodeMHWith is decodeMH with the given fast loop (the tests compare them).
+func decodeMHWith(dst, in []byte, t *mhTable, fast mhFastFunc) error {
 	if len(in) < 2*(mhStreams-1) {
 		return fmt.Errorf("%w: truncated stream sizes", errMHTable)
 	}
@@ -434,7 +445,7 @@ func decodeMH(dst, in []byte, t *mhTable) error {
 		}
 		o[i], oe[i] = min(i*q, m), min((i+1)*q, m)
 	}
-	mhDecodeFast(dst, in, &t.multi, &p, &o, &oe)
+	fast(dst, in, &t.multi, &p, &o, &oe)
 	// The tail: one symbol per lookup, reading zeros past each stream's end.
 	for i := range mhStreams {
 		pi, first, lim := p[i], 8*startOf(end, i), 8*end[i]
@@ -465,11 +476,12 @@ func startOf(end [mhStreams]int, i int) int {
 	return end[i-1]
 }
 
-// mhDecodeFast decodes while every stream has at least mhPerRefill*mhMaxSyms
+// mhDecodeFastGo decodes while every stream has at least mhPerRefill*mhMaxSyms
 // symbols left to write and 8 bytes left to read in in (which the streams share:
 // a stream that runs into the next is caught when the tail checks its end), and
-// leaves the positions where it stopped in p and o.
-func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]int) {
+// leaves the positions where it stopped in p and o. It is the reference for the
+// assembly loop (mhuff_amd64.s), which stops where it stops.
+func mhDecodeFastGo(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]int) {
 	const room = mhPerRefill * mhMaxSyms
 	p0, p1, p2, p3 := p[0], p[1], p[2], p[3]
 	o0, o1, o2, o3 := o[0], o[1], o[2], o[3]
@@ -486,10 +498,10 @@ func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]
 		x1 := tab[v1>>(64-mhTableLog)]
 		x2 := tab[v2>>(64-mhTableLog)]
 		x3 := tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -502,10 +514,10 @@ func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -518,10 +530,10 @@ func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -534,10 +546,10 @@ func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63
@@ -550,10 +562,10 @@ func mhDecodeFast(dst, in []byte, tab *[mhTableLen]uint64, p, o, oe *[mhStreams]
 		x1 = tab[v1>>(64-mhTableLog)]
 		x2 = tab[v2>>(64-mhTableLog)]
 		x3 = tab[v3>>(64-mhTableLog)]
-		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0))
-		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1))
-		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2))
-		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3))
+		binary.LittleEndian.PutUint32(dst[o0:o0+4:o0+4], uint32(x0>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o1:o1+4:o1+4], uint32(x1>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o2:o2+4:o2+4], uint32(x2>>mhSymShift))
+		binary.LittleEndian.PutUint32(dst[o3:o3+4:o3+4], uint32(x3>>mhSymShift))
 		v0 <<= (x0 >> mhBitsShift) & 63
 		v1 <<= (x1 >> mhBitsShift) & 63
 		v2 <<= (x2 >> mhBitsShift) & 63

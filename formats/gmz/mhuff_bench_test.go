@@ -129,24 +129,35 @@ func BenchmarkMHBlocks(b *testing.B) {
 		}
 		report(b, cpu0)
 	})
-	b.Run("mh", func(b *testing.B) {
-		var tab mhTable
-		b.SetBytes(int64(len(plane)))
-		cpu0 := cpuTime()
-		for b.Loop() {
-			for i, c := range mhBlocks {
-				m := min(blockSize, len(plane)-i*blockSize)
-				rest, err := readMHTable(&tab, c)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := decodeMH(dst[:m], rest, &tab); err != nil {
-					b.Fatal(err)
+	// mh: decodeMH, with the assembly loop where there is one; mh-go: with the Go
+	// loop, its reference.
+	for _, c := range []struct {
+		name string
+		fast mhFastFunc
+	}{{"mh", mhDecodeFast}, {"mh-go", mhDecodeFastGo}} {
+		b.Run(c.name, func(b *testing.B) {
+			var tab mhTable
+			b.SetBytes(int64(len(plane)))
+			cpu0 := cpuTime()
+			for b.Loop() {
+				for i, blk := range mhBlocks {
+					m := min(blockSize, len(plane)-i*blockSize)
+					rest, err := readMHTable(&tab, blk)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := decodeMHWith(dst[:m], rest, &tab, c.fast); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
-		}
-		report(b, cpu0)
-	})
+			last := plane[(len(mhBlocks)-1)*blockSize:]
+			if !bytes.Equal(dst[:len(last)], last) {
+				b.Fatal("the last block decoded wrong")
+			}
+			report(b, cpu0)
+		})
+	}
 	b.Run("mh-table", func(b *testing.B) {
 		var tab mhTable
 		b.SetBytes(int64(len(plane)))

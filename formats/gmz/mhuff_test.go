@@ -233,10 +233,16 @@ func TestMHRoundTrip(t *testing.T) {
 		if err := mhDecodeRef(ref, payload); err != nil || !bytes.Equal(ref, blk) {
 			t.Fatalf("%s: the reference decoder: %v", name, err)
 		}
+		if err := mhCompareFast(payload, len(blk)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 		// Any other symbol count is an error (the end markers).
 		for _, m := range []int{len(blk) - 1, len(blk) + 1, len(blk) + 4} {
 			if err := decodeMHPayload(make([]byte, m), payload, &tab); err == nil {
 				t.Fatalf("%s: decodes as %d symbols", name, m)
+			}
+			if err := mhCompareFast(payload, m); err != nil {
+				t.Fatalf("%s as %d symbols: %v", name, m, err)
 			}
 		}
 	}
@@ -304,6 +310,9 @@ func TestMHMalformed(t *testing.T) {
 			if rerr := mhDecodeRef(dst, c.payload); rerr == nil {
 				t.Fatalf("the reference decodes it (decodeMH: %v)", err)
 			}
+			if err := mhCompareFast(c.payload, c.m); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 	// The frame refuses a multi-symbol block in a frame of coding 1.
@@ -342,7 +351,43 @@ func FuzzMHBlock(f *testing.F) {
 		if err == nil && !bytes.Equal(got, ref) {
 			t.Fatal("decodeMH and the reference differ")
 		}
+		// decodeMH's fast loop (assembly where there is one) against the Go loop:
+		// the same bytes and the same error, valid or not.
+		if err := mhCompareFast(payload, int(m)); err != nil {
+			t.Fatal(err)
+		}
 	})
+}
+
+// mhCompareFast decodes payload as a block of m symbols with decodeMH and with
+// decodeMHWith's Go loop, into buffers with guard bytes after m, and says how they
+// differ: in their errors, their bytes, or a write past the block.
+func mhCompareFast(payload []byte, m int) error {
+	const guard = 64
+	var t1, t2 mhTable
+	d1, d2 := bytes.Repeat([]byte{0xa5}, m+guard), bytes.Repeat([]byte{0xa5}, m+guard)
+	r1, e1 := readMHTable(&t1, payload)
+	r2, e2 := readMHTable(&t2, payload)
+	if (e1 == nil) != (e2 == nil) {
+		return fmt.Errorf("readMHTable: %v, then %v", e1, e2)
+	}
+	if e1 != nil {
+		return nil
+	}
+	err1 := decodeMH(d1[:m:m], r1, &t1)
+	err2 := decodeMHWith(d2[:m:m], r2, &t2, mhDecodeFastGo)
+	if fmt.Sprint(err1) != fmt.Sprint(err2) {
+		return fmt.Errorf("decodeMH: %v; with the Go loop: %v", err1, err2)
+	}
+	if err1 == nil && !bytes.Equal(d1[:m], d2[:m]) {
+		return errors.New("decodeMH and the Go loop decode different bytes")
+	}
+	for i, b := range d1[m:] {
+		if b != 0xa5 {
+			return fmt.Errorf("decodeMH wrote %d bytes past the block", i+1)
+		}
+	}
+	return nil
 }
 
 // TestMHFrames round-trips tensors of every float dtype through Write and
