@@ -1,6 +1,7 @@
 // Rounding float32 lanes to bfloat16, round to nearest even with NaN kept quiet: the
-// constants and the sequence shared by the kernels that write BF16 (lerp_bf16_amd64.s,
-// ram_amd64.s). They do what dtype.Float32ToBF16 does, eight lanes at a time.
+// constants and the sequences shared by the kernels that write BF16 (eight lanes:
+// lerp_bf16_amd64.s, ram_amd64.s; sixteen: sce_amd64.s, multislerp_amd64.s,
+// model_stock_amd64.s). They do what dtype.Float32ToBF16 does.
 
 DATA bf16ones<>+0(SB)/8, $0x0000000100000001
 DATA bf16ones<>+8(SB)/8, $0x0000000100000001
@@ -46,3 +47,31 @@ GLOBL bf16quiet<>(SB), RODATA|NOPTR, $32
 	VPCMPGTD  bf16inf<>(SB), n, n \
 	VPOR      bf16quiet<>(SB), src, q \
 	VPBLENDVB n, q, dst, dst
+
+// BF16_RNE512_CONSTS loads the registers BF16_RNE512_STORE reads: Z4 the sign mask's
+// complement, Z14 +Inf's bits, Z15 the quiet bit, Z16 0x7fff, Z17 1 (AX is clobbered).
+#define BF16_RNE512_CONSTS \
+	MOVL $0x7fffffff, AX \
+	VPBROADCASTD AX, Z4 \
+	MOVL $0x7f800000, AX \
+	VPBROADCASTD AX, Z14 \
+	MOVL $0x00400000, AX \
+	VPBROADCASTD AX, Z15 \
+	MOVL $0x7fff, AX \
+	VPBROADCASTD AX, Z16 \
+	MOVL $1, AX \
+	VPBROADCASTD AX, Z17
+
+// BF16_RNE512_STORE rounds the sixteen float32 lanes of src to bfloat16 as BF16_RNE
+// does (u + 0x7fff + lsb, or u with the quiet bit where a NaN) and stores the sixteen
+// words at dst; Z10, Z11 and K5 are scratch, src is not changed.
+#define BF16_RNE512_STORE(src, dst) \
+	VPSRLD  $16, src, Z10 \
+	VPANDD  Z17, Z10, Z10 \
+	VPADDD  Z10, src, Z10 \
+	VPADDD  Z16, Z10, Z10 \
+	VPANDD  Z4, src, Z11 \
+	VPCMPUD $6, Z14, Z11, K5 \
+	VPORD   Z15, src, K5, Z10 \
+	VPSRLD  $16, Z10, Z10 \
+	VPMOVDW Z10, dst

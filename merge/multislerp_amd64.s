@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "bf16_amd64.h"
 
 // func gramDiffBF16AVX2(d *float64, y, b *byte, n int)
 //
@@ -240,16 +241,7 @@ TEXT ·combineBF16AVX512(SB), NOSPLIT, $0-48
 	MOVQ         nModels+24(FP), R9
 	MOVQ         c+32(FP), DX
 	MOVQ         n+40(FP), CX
-	MOVL         $0x7fffffff, AX
-	VPBROADCASTD AX, Z4
-	MOVL         $0x7f800000, AX
-	VPBROADCASTD AX, Z14
-	MOVL         $0x00400000, AX
-	VPBROADCASTD AX, Z15
-	MOVL         $0x7fff, AX
-	VPBROADCASTD AX, Z16
-	MOVL         $1, AX
-	VPBROADCASTD AX, Z17
+	BF16_RNE512_CONSTS
 	XORQ         AX, AX
 
 eloop:
@@ -284,16 +276,7 @@ xscale:
 	DECQ         R11
 	JNZ          xloop
 
-	// To BF16, as BF16_RNE: u + 0x7fff + lsb, or u with the quiet bit where a NaN.
-	VPSRLD  $16, Z1, Z10
-	VPANDD  Z17, Z10, Z10
-	VPADDD  Z10, Z1, Z10
-	VPADDD  Z16, Z10, Z10
-	VPANDD  Z4, Z1, Z11
-	VPCMPUD $6, Z14, Z11, K5 // |u| > inf: a NaN
-	VPORD   Z15, Z1, K5, Z10
-	VPSRLD  $16, Z10, Z10
-	VPMOVDW Z10, (DI)(AX*2)
+	BF16_RNE512_STORE(Z1, (DI)(AX*2))
 	ADDQ    $16, AX
 	JMP     eloop
 

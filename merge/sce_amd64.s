@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "bf16_amd64.h"
 
 DATA sceAbs<>+0(SB)/8, $0x7fffffff7fffffff
 DATA sceAbs<>+8(SB)/8, $0x7fffffff7fffffff
@@ -130,18 +131,9 @@ TEXT ·sceMergeBF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ mask+40(FP), R13
 	MOVQ n+48(FP), CX
 	VPXORD Z3, Z3, Z3 // +0
-	MOVL $0x7fffffff, AX
-	VPBROADCASTD AX, Z4
+	BF16_RNE512_CONSTS
 	MOVL $0x358637bd, AX // float32(1e-6)
 	VPBROADCASTD AX, Z5
-	MOVL $0x7f800000, AX
-	VPBROADCASTD AX, Z14
-	MOVL $0x00400000, AX
-	VPBROADCASTD AX, Z15
-	MOVL $0x7fff, AX
-	VPBROADCASTD AX, Z16
-	MOVL $1, AX
-	VPBROADCASTD AX, Z17
 	XORQ AX, AX // element index
 bloop:
 	CMPQ AX, CX
@@ -199,16 +191,7 @@ aloop:
 	VDIVPS    Z9, Z8, Z8     // num / that
 	VADDPS    Z8, Z0, K7, Z0 // b + it where the mask keeps the lane
 bround:
-	// To BF16, as BF16_RNE: u + 0x7fff + lsb, or u with the quiet bit where a NaN.
-	VPSRLD    $16, Z0, Z10
-	VPANDD    Z17, Z10, Z10
-	VPADDD    Z10, Z0, Z10
-	VPADDD    Z16, Z10, Z10
-	VPANDD    Z4, Z0, Z11
-	VPCMPUD   $6, Z14, Z11, K5 // |u| > inf: a NaN
-	VPORD     Z15, Z0, K5, Z10
-	VPSRLD    $16, Z10, Z10
-	VPMOVDW   Z10, (DI)(AX*2)
+	BF16_RNE512_STORE(Z0, (DI)(AX*2))
 	ADDQ $16, AX
 	JMP  bloop
 bdone:
