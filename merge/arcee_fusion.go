@@ -318,13 +318,8 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 		// BF16 in and out with AVX-512: the merge from the inputs' words to the
 		// output's (arceeSelectBF16), the same bits as decoding, Merge and encoding.
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-			if !haveArceeSelectBF16 || outDT != dtype.BF16 {
+			if !haveArceeSelectBF16 || outDT != dtype.BF16 || !allBF16(in) || len(in[0].Data) != len(out) {
 				return false
-			}
-			for _, op := range in {
-				if op.DType != dtype.BF16 || len(op.Data) != len(out) {
-					return false
-				}
 			}
 			first := seg.first(pos)
 			dst, b, x := arceeWords(out), arceeWords(in[0].Data), arceeWords(in[1].Data)

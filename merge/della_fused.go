@@ -41,10 +41,8 @@ func (s *dellaSelector) fusedL1(kc *keepCache, pool *maskPool) func(Chunk, []Ope
 				return false
 			}
 		}
-		for k, op := range in {
-			if op.DType != dtype.BF16 || s.t.In[k].DType != dtype.BF16 {
-				return false
-			}
+		if !allBF16(in) {
+			return false
 		}
 		n := len(in[0].Data) / 2
 		sc := pool.get(n)
@@ -155,13 +153,8 @@ type dellaMergeScratch struct {
 // (TestDellaKernelFusedMatchesDecoded).
 func dellaMergeFused(m *methodRun, kc *keepCache, scale []float32, pool *maskPool, cpool, bpool *sync.Pool) func([]byte, dtype.DType, []Operand, []float64, Chunk) bool {
 	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-		if outDT != dtype.BF16 {
+		if outDT != dtype.BF16 || !allBF16(in) || len(in[0].Data) != len(out) {
 			return false
-		}
-		for _, op := range in {
-			if op.DType != dtype.BF16 || len(op.Data) != len(out) {
-				return false
-			}
 		}
 		cs := cpool.Get().(*combineScratch)
 		defer cpool.Put(cs)

@@ -649,6 +649,33 @@ func chunkBytes(t *TensorPlan, pos Chunk, n int64, s *scratch) (ops []Operand, r
 	return ops, read
 }
 
+// allBF16 reports whether every operand of a fused path is BF16 words, all of one
+// length: the precondition of the methods' BF16-to-BF16 kernels.
+func allBF16(in []Operand) bool {
+	for _, op := range in {
+		if op.DType != dtype.BF16 || len(op.Data) != len(in[0].Data) {
+			return false
+		}
+	}
+	return true
+}
+
+// bf16Operands splits a fused path's operands into the models' words and the
+// base's (nil without one); false unless every one is BF16 of the same length.
+func bf16Operands(in []Operand, withBase bool) (y [][]byte, b []byte, ok bool) {
+	if !allBF16(in) {
+		return nil, nil, false
+	}
+	y = make([][]byte, 0, len(in))
+	for _, op := range in {
+		y = append(y, op.Data)
+	}
+	if withBase {
+		return y[1:], y[0], true
+	}
+	return y, nil, true
+}
+
 // runFused tries the kernel's fused path on one chunk; it reports whether it did it.
 func runFused(t *TensorPlan, ti int, pos Chunk, n int, k Kernel, s *scratch, sink Sink, partials []float64,
 	bytesRead, bytesWritten *atomic.Int64, progress func(int64)) (bool, error) {

@@ -84,24 +84,6 @@ func gramChunkOperands(n int) [][2]int {
 	return pairs
 }
 
-// bf16Operands splits a fused path's operands into the models' words and the
-// base's (nil without one); false unless every one is BF16 of the same length.
-func bf16Operands(in []Operand, withBase bool) (y [][]byte, b []byte, ok bool) {
-	for _, op := range in {
-		if op.DType != dtype.BF16 || len(op.Data) != len(in[0].Data) {
-			return nil, nil, false
-		}
-	}
-	y = make([][]byte, 0, len(in))
-	for _, op := range in {
-		y = append(y, op.Data)
-	}
-	if withBase {
-		return y[1:], y[0], true
-	}
-	return y, nil, true
-}
-
 // gramBF16 adds to acc[p] ⟨y[i] − b, y[k] − b⟩ for each pair (i, k) = pairs[p], over
 // BF16 words (b nil: ⟨y[i], y[k]⟩): each difference taken in float64 from the
 // widened words, each product rounded (y[i]'s difference its first operand), added

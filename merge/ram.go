@@ -75,13 +75,8 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 		// the inputs' bytes to the output's, the same bits as decoding, Merge and
 		// encoding (ramMergeBF16).
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
-			if !haveLerpBF16Asm || outDT != dtype.BF16 {
+			if !haveLerpBF16Asm || outDT != dtype.BF16 || !allBF16(in) {
 				return false
-			}
-			for _, op := range in {
-				if op.DType != dtype.BF16 {
-					return false
-				}
 			}
 			s := pool.Get().(*ramScratch)
 			defer pool.Put(s)

@@ -19,13 +19,8 @@ import (
 // a mask the weights pass kept (or none needed); pool gives sceScratch.
 func sceFused(t *TensorPlan, sel *sceSelection, w []float32, pool *sync.Pool) func([]byte, dtype.DType, []Operand, []float64, Chunk) bool {
 	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-		if outDT != dtype.BF16 {
+		if outDT != dtype.BF16 || !allBF16(in) || len(in[0].Data) != len(out) {
 			return false
-		}
-		for _, op := range in {
-			if op.DType != dtype.BF16 || len(op.Data) != len(out) {
-				return false
-			}
 		}
 		var mask []uint64
 		if sel != nil {
