@@ -2,6 +2,26 @@
 
 #include "textflag.h"
 
+// The two magnitude kernels' shared steps (dellaMagsAVX2 on float32, dellaMagsBF16AVX2
+// on widened words). DELLA_MAG_STORE: Y0 = x − base; stores |Y0| at mags (DI+DX*4) and
+// keeps the lanes' largest |·|>>16 in Y14 (Y15 the sign mask's complement, Y1 scratch).
+// DELLA_MAG_MAX: Y14's largest lane to AX (the caller stores it: vet checks the
+// result's store where it can see it).
+#define DELLA_MAG_STORE \
+	VPAND    Y15, Y0, Y0 \
+	VMOVDQU  Y0, (DI)(DX*4) \
+	VPSRLD   $16, Y0, Y1 \
+	VPMAXUD  Y1, Y14, Y14
+
+#define DELLA_MAG_MAX \
+	VEXTRACTI128 $1, Y14, X1 \
+	VPMAXUD  X1, X14, X14 \
+	VPSHUFD  $0x4e, X14, X1 \
+	VPMAXUD  X1, X14, X14 \
+	VPSHUFD  $0xb1, X14, X1 \
+	VPMAXUD  X1, X14, X14 \
+	VMOVD    X14, AX
+
 // func dellaMagsAVX2(mags *uint32, base, x *float32, n int) uint32
 // mags[j] = bits of |x[j] − base[j]| for j < n (a multiple of 8, at least 8);
 // returns the largest mags[j]>>16 (rowMagnitudes).
@@ -18,20 +38,11 @@ TEXT ·dellaMagsAVX2(SB), NOSPLIT, $0-36
 mloop:
 	VMOVUPS  (SI)(DX*4), Y0
 	VSUBPS   (BX)(DX*4), Y0, Y0 // x − base, as Go's float32 subtraction
-	VPAND    Y15, Y0, Y0
-	VMOVDQU  Y0, (DI)(DX*4)
-	VPSRLD   $16, Y0, Y1
-	VPMAXUD  Y1, Y14, Y14
+	DELLA_MAG_STORE
 	ADDQ     $8, DX
 	CMPQ     DX, CX
 	JB       mloop
-	VEXTRACTI128 $1, Y14, X1
-	VPMAXUD  X1, X14, X14
-	VPSHUFD  $0x4e, X14, X1
-	VPMAXUD  X1, X14, X14
-	VPSHUFD  $0xb1, X14, X1
-	VPMAXUD  X1, X14, X14
-	VMOVD    X14, AX
+	DELLA_MAG_MAX
 	MOVL     AX, ret+32(FP)
 	VZEROUPPER
 	RET
@@ -56,20 +67,11 @@ hloop:
 	VPMOVZXWD (BX)(DX*2), Y1
 	VPSLLD    $16, Y1, Y1
 	VSUBPS    Y1, Y0, Y0 // x − base, as Go's float32 subtraction
-	VPAND     Y15, Y0, Y0
-	VMOVDQU   Y0, (DI)(DX*4)
-	VPSRLD    $16, Y0, Y1
-	VPMAXUD   Y1, Y14, Y14
+	DELLA_MAG_STORE
 	ADDQ      $8, DX
 	CMPQ      DX, CX
 	JB        hloop
-	VEXTRACTI128 $1, Y14, X1
-	VPMAXUD  X1, X14, X14
-	VPSHUFD  $0x4e, X14, X1
-	VPMAXUD  X1, X14, X14
-	VPSHUFD  $0xb1, X14, X1
-	VPMAXUD  X1, X14, X14
-	VMOVD    X14, AX
+	DELLA_MAG_MAX
 	MOVL     AX, ret+32(FP)
 	VZEROUPPER
 	RET
