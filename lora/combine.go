@@ -204,10 +204,10 @@ func combineModule(name string, terms []combineTerm, in, out int, o CombineOptio
 			}
 			sq := math.Sqrt(ws)
 			for i, v := range a {
-				A[i] += sq * v
+				A[i] += float64(sq * v) // rounded before the sum, as amd64 does (arm64 would fuse)
 			}
 			for i, v := range b {
-				B[i] += sq * v
+				B[i] += float64(sq * v)
 			}
 		}
 		mr.Rank = r
@@ -299,7 +299,7 @@ func weightedSum(ds [][]float64, ws []float64) []float64 {
 	out := make([]float64, len(ds[0]))
 	for k, d := range ds {
 		for i, v := range d {
-			out[i] += ws[k] * v
+			out[i] += float64(ws[k] * v) // rounded before the sum, as amd64 does (arm64 would fuse)
 		}
 	}
 	return out
@@ -343,7 +343,7 @@ func tiesMerge(ds [][]float64, ws []float64, method string) []float64 {
 		var sum, n float64
 		for k, d := range ds {
 			if sign(d[i]) == major {
-				sum += ws[k] * d[i]
+				sum += float64(ws[k] * d[i]) // as in weightedSum
 				n++
 			}
 		}

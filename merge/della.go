@@ -146,7 +146,9 @@ func dellaKeepProb(density, eps float64, q, L int64) float64 {
 	if L <= 1 {
 		return density
 	}
-	return density - eps + 2*eps*(float64(q)/float64(L-1))
+	// The conversion rounds the product before the sum, as amd64 does: arm64 would
+	// fuse them, and a threshold one ulp apart can flip a draw.
+	return density - eps + float64(2*eps*(float64(q)/float64(L-1)))
 }
 
 // dellaSelector makes the keep masks of one tensor: per model, entry e is kept when

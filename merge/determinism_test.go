@@ -3,10 +3,15 @@ package merge
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,15 +20,39 @@ import (
 	stt "github.com/gomerge/gomerge/formats/safetensors/safetensorstest"
 )
 
+var updateDigests = flag.Bool("update-digests", false, "rewrite testdata/every-method.sha256 from this machine's outputs")
+
+// everyMethodDigests holds the SHA-256 of each output of TestEveryMethodByteIdentical
+// and of its inputs, as written on linux/amd64 with the assembly kernels. CI runs the
+// test on amd64 and on arm64 (pure-Go kernels, and a compiler that fuses x*y+z into
+// FMA there): both must write these bytes, so the same inputs give the same
+// checkpoint whatever machine merges them.
+const everyMethodDigests = "testdata/every-method.sha256"
+
 // TestEveryMethodByteIdentical is the determinism matrix of docs/reliability.md#determinism: every method
 // (sfa and sfa --fisher included), on BF16 safetensors and on Q8_0 GGUF, run at 1, 2
-// and 8 threads and then again at 8, must write byte-identical files.
+// and 8 threads and then again at 8, must write byte-identical files, and the same
+// bytes as on every other architecture (everyMethodDigests).
 func TestEveryMethodByteIdentical(t *testing.T) {
-	dir := t.TempDir()
+	// Relative paths: the outputs record their inputs' paths (provenance), which must
+	// not depend on where the test runs for the digests to compare.
+	digestFile, err := filepath.Abs(everyMethodDigests)
+	must(t, err)
+	t.Chdir(t.TempDir())
+	dir := "."
 	ctx := context.Background()
+	digests := map[string]string{} // "ext name" -> SHA-256 of the file
+	digest := func(key string, data []byte) {
+		sum := sha256.Sum256(data)
+		digests[key] = hex.EncodeToString(sum[:])
+	}
 	formats := map[string]func(name string, seed uint64){
 		".safetensors": func(name string, seed uint64) {
-			ts := stt.Random(stt.TinyLlama, dtype.BF16, 1)
+			// A vocabulary of 1400: the embedding and lm_head span two chunks (the
+			// second of 1664 elements), so the thread counts split tensors too.
+			cfg := stt.TinyLlama
+			cfg.Vocab = 1400
+			ts := stt.Random(cfg, dtype.BF16, 1)
 			if seed > 1 {
 				ts = stt.Perturb(ts, 0.5, seed)
 			}
@@ -56,6 +85,11 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 		write("m2", 4)
 		write("fisher", 5)
 		path := func(name string) string { return filepath.Join(dir, name+ext) }
+		for _, name := range []string{"base", "m0", "m1", "m2", "fisher"} {
+			data, err := os.ReadFile(path(name))
+			must(t, err)
+			digest(ext+" input "+name, data)
+		}
 		runs := map[string]func(out string, threads int) error{
 			"sfa": func(out string, threads int) error {
 				_, err := RunSFA(ctx, SFAJob{Anchor: path("base"), Current: path("m0"), SFA: SFA{Beta: 0.3},
@@ -104,12 +138,68 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 				os.Remove(out)
 				if first == nil {
 					first = data
+					digest(ext+" "+name, data)
 				} else if !bytes.Equal(data, first) {
 					t.Errorf("%s %s: threads=%d wrote different bytes than threads=1", ext, name, threads)
 				}
 			}
 		}
 	}
+	checkDigests(t, digestFile, digests)
+}
+
+// checkDigests compares got with the digests in file, everyMethodDigests (or
+// rewrites it with -update-digests). The inputs' digests come first in the report: if they differ,
+// the fixtures' generator, not a method, is what changed.
+func checkDigests(t *testing.T, file string, got map[string]string) {
+	t.Helper()
+	keys := slices.Sorted(maps.Keys(got))
+	if *updateDigests {
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s  %s\n", got[k], k)
+		}
+		must(t, os.MkdirAll(filepath.Dir(file), 0o755))
+		must(t, os.WriteFile(file, []byte(b.String()), 0o644))
+		return
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (write it with go test -run TestEveryMethodByteIdentical -update-digests on linux/amd64)", err)
+	}
+	want := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		sum, key, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("%s: malformed line %q", file, line)
+		}
+		want[key] = sum
+	}
+	slices.SortStableFunc(keys, func(a, b string) int { // inputs first
+		return boolCmp(!strings.Contains(a, " input "), !strings.Contains(b, " input "))
+	})
+	for _, k := range keys {
+		if want[k] == "" {
+			t.Errorf("%s: no digest for %q (run with -update-digests if it is a new case)", file, k)
+		} else if got[k] != want[k] {
+			t.Errorf("%s: %s wrote %s, not the %s recorded on linux/amd64", file, k, got[k][:16], want[k][:16])
+		}
+	}
+	for k := range want {
+		if _, ok := got[k]; !ok {
+			t.Errorf("%s: %q is recorded but no longer run", file, k)
+		}
+	}
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // methodTestJob is the job the every-method tests run for name, a registered method

@@ -416,7 +416,7 @@ func (s *rankSelector) setWindows(h *laneHists) {
 				continue
 			}
 			r := float64(c.rank) * float64(m) / float64(s.n)
-			slack := float64(m)/nearSlack + 16
+			slack := float64(float64(m)/nearSlack) + 16 // rounded as amd64 does: the same windows everywhere
 			w := [2]uint32{0, 1<<16 - 1}
 			var cum int64
 			top := true

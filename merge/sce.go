@@ -81,7 +81,9 @@ func sceVarianceRef(dst []uint32, in [][]float32, off int) {
 		for _, x := range models {
 			mean += float64(x[off+j] - base[j])
 		}
-		mean *= inv
+		// Rounded here: arm64 would fuse the product into each d below (across
+		// statements, as Go allows), and a rank key must not depend on the platform.
+		mean = float64(mean * inv)
 		var v float64
 		for _, x := range models {
 			d := float64(x[off+j]-base[j]) - mean
@@ -283,7 +285,7 @@ func sceRef(base []float32, models [][]float32, topk float64) (ref, scale []floa
 			for _, x := range models {
 				mean += float64(x[j] - base[j])
 			}
-			mean *= 1 / N
+			mean = float64(mean * (1 / N)) // rounded, as in sceVarianceRef
 			for _, x := range models {
 				d := float64(x[j]-base[j]) - mean
 				sq += float64(d * d)

@@ -158,12 +158,12 @@ func (s *sceKeys) window(keys []uint32, zeros int) (lo, hi uint32, ok bool) {
 // the rank a chunk's keys give, and 16: bounded by their top 16 bits, as sampleRange
 // bounds the sample's.
 func sceGuessWindow(keys []uint32, zeros int, topk float64) (lo, hi uint32, ok bool) {
-	r := topk * float64(len(keys)-zeros)
+	r := float64(topk * float64(len(keys)-zeros)) // rounded: arm64 would fuse it into r-m
 	hist := make([]uint32, 1<<15)
 	for _, k := range keys {
 		hist[k>>16&(1<<15-1)]++
 	}
-	return sceHistRange(hist, r, 4*math.Sqrt(r*max(1-topk, 0))+16)
+	return sceHistRange(hist, r, float64(4*math.Sqrt(r*max(1-topk, 0)))+16) // rounded as amd64 does: the same window everywhere
 }
 
 // collectWindow counts chunk c's keys above the window [lo, hi] and keeps those in
@@ -361,8 +361,8 @@ func (s *sceKeys) cutFromSample(rank int64) bool {
 // the sample's count from the top reaches rank/sceSampleStride, give or take four
 // standard deviations and 16. false: the sample has too few keys to reach it.
 func (s *sceKeys) sampleRange(rank int64) (lo, hi uint32, ok bool) {
-	q := float64(rank) / sceSampleStride
-	return sceHistRange(s.sample(), q, 4*math.Sqrt(q)+16)
+	q := float64(float64(rank) / sceSampleStride)                  // rounded: arm64 would fuse it into q-m
+	return sceHistRange(s.sample(), q, float64(4*math.Sqrt(q))+16) // rounded as amd64 does
 }
 
 // sceHistRange is the range of keys from the bin of hist (by top 16 bits) where

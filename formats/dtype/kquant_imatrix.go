@@ -214,7 +214,7 @@ func quantizeQ2KImpl(y []byte, x, qw []float32) {
 	for _, v := range x[:qkK] {
 		sumX2 += float32(v * v)
 	}
-	sigma2 := sumX2 / qkK
+	sigma2 := float32(sumX2 / qkK) // rounded: arm64 would fuse the product by 1/256 into the sum below
 	for j := range 16 {
 		for l := range 16 {
 			v := x[16*j+l]
@@ -267,7 +267,7 @@ func importanceWeights(w, sw, x, qw []float32) {
 	for _, v := range x[:qkK] {
 		sumX2 += float32(v * v)
 	}
-	sigma2 := 2 * sumX2 / qkK
+	sigma2 := float32(2 * sumX2 / qkK) // rounded, as above
 	group := len(w) / len(sw)
 	for j := range sw {
 		var sum float32
