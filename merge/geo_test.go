@@ -249,7 +249,7 @@ func TestGeoMethodsAgainstReference(t *testing.T) {
 		t.Run(dt.String()+"/nearswap", func(t *testing.T) {
 			for _, tt := range []float64{1e-4, 0.01, 0.5} {
 				got := runGeo(t, dt, "nearswap", Params{T: tt}, base, models[:1], nil, 2)
-				for _, name := range base.names {
+				for _, name := range referenceNames(base) {
 					ref, scale := nearswapRef(base.vals[name], models[0].vals[name], tt)
 					checkClose(t, fmt.Sprintf("t=%g %s", tt, name), got[name], ref, scale, dt)
 				}
@@ -259,7 +259,7 @@ func TestGeoMethodsAgainstReference(t *testing.T) {
 			for _, eps := range []float64{1e-5, 0.02} { // 0.02: many entries do not count
 				got := runGeo(t, dt, "ram", Params{Epsilon: eps}, base, models, nil, 2)
 				plus := runGeo(t, dt, "ramplus_tl", Params{Epsilon: eps, Geo: GeoParams{R: 0.5, Alpha: 0.9}}, base, models, nil, 2)
-				for _, name := range base.names {
+				for _, name := range referenceNames(base) {
 					ref, scale := ramRef(base.vals[name], vals(models, name), eps, 0, 0, false)
 					checkClose(t, "ram "+name, got[name], ref, scale, dt)
 					ref, scale = ramRef(base.vals[name], vals(models, name), eps, 0.5, 0.9, true)
@@ -270,7 +270,7 @@ func TestGeoMethodsAgainstReference(t *testing.T) {
 		t.Run(dt.String()+"/karcher", func(t *testing.T) {
 			for _, iters := range []uint64{0, 1, 10} {
 				got := runGeo(t, dt, "karcher", Params{Geo: GeoParams{MaxIter: iters, Tol: 1e-5}}, nil, models, nil, 2)
-				for _, name := range base.names {
+				for _, name := range referenceNames(base) {
 					ms := vals(models, name)
 					direct := karcherDirect(ms, int(iters), 1e-5)
 					beta := karcherCoefficients(gramRef(nil, ms), iters, 1e-5)
@@ -294,7 +294,7 @@ func TestGeoMethodsAgainstReference(t *testing.T) {
 					}
 					p := Params{Normalize: norm, Epsilon: 1e-8}
 					got := runGeo(t, dt, "multislerp", p, b, models, w, 2)
-					for _, name := range base.names {
+					for _, name := range referenceNames(base) {
 						var bv []float32
 						if withBase {
 							bv = base.vals[name]
@@ -318,7 +318,7 @@ func TestGeoMethodsAgainstReference(t *testing.T) {
 					}
 					p := Params{Geo: GeoParams{Flatten: onOff(mode.flatten), RowWise: onOff(mode.rowWise)}}
 					got := runGeo(t, dt, "nuslerp", p, b, models[:2], []float64{0.3, 0.9}, 2)
-					for _, name := range base.names {
+					for _, name := range referenceNames(base) {
 						var bv []float32
 						if withBase {
 							bv = base.vals[name]

@@ -19,7 +19,7 @@ func TestSCEAgainstReference(t *testing.T) {
 			// one chunk's, none.
 			for _, limit := range []int64{0, ChunkElems / 8, 1} {
 				got := runMethodFiles(t, dt, "sce", Params{SelectTopK: topk, keepCacheBytes: limit}, base, models, nil, nil, 2)
-				for _, name := range base.names {
+				for _, name := range referenceNames(base) {
 					ref, scale := sceRef(base.vals[name], vals(models, name), topk)
 					checkClose(t, fmt.Sprintf("%s select_topk=%g cache=%d %s", dt, topk, limit, name), got[name], ref, scale, dt)
 				}
