@@ -45,6 +45,20 @@ type RangeDecoder interface {
 	DecodeRange(name string, off int64, dst []byte) error
 }
 
+// DeltaDecoder is a RangeDecoder whose tensors may be stored as deltas against another
+// checkpoint (compress --against). A consumer that holds the reference's bytes of the
+// same range already, because it reads that checkpoint as another input, hands them
+// in: the reference is then not read, or decoded, a second time.
+type DeltaDecoder interface {
+	RangeDecoder
+	// DeltaReference is the file holding the reference tensor the named tensor
+	// decodes against; false when the tensor is stored whole.
+	DeltaReference(name string) (file string, ok bool)
+	// DecodeRangeAgainst is DecodeRange with ref, the bytes [off, off+len(dst)) of
+	// the reference tensor, as the file DeltaReference names holds them.
+	DecodeRangeAgainst(name string, off int64, dst, ref []byte) error
+}
+
 // Decodes reports whether s's Data decodes into new memory (see Decoder).
 func Decodes(s Source) bool {
 	d, ok := s.(Decoder)
@@ -304,6 +318,35 @@ func (s *gmzSource) DecodeUnit(string) int64 { return s.f.FrameSize }
 // the same frames; a frame that does not check out is blamed on the reference when
 // the reference's whole tensor does not match the checksum the delta recorded.
 func (s *gmzSource) DecodeRange(name string, off int64, dst []byte) error {
+	return s.decodeRange(name, off, dst, nil)
+}
+
+// DeltaReference is the file of the reference tensor name is a delta against.
+func (s *gmzSource) DeltaReference(name string) (string, bool) {
+	if t, ok := s.f.Tensor(name); !ok || !t.Delta || s.ref == nil {
+		return "", false
+	}
+	for _, m := range s.ref.Tensors() {
+		if m.Name == name {
+			return m.File, true
+		}
+	}
+	return "", false
+}
+
+// DecodeRangeAgainst is DecodeRange with the reference's bytes of the range given.
+// A range that does not start and end on frames needs the reference around it, and
+// reads it as DecodeRange does.
+func (s *gmzSource) DecodeRangeAgainst(name string, off int64, dst, ref []byte) error {
+	if len(ref) != len(dst) {
+		return fmt.Errorf("%s: tensor %q: %d reference bytes for %d", s.path, name, len(ref), len(dst))
+	}
+	return s.decodeRange(name, off, dst, ref)
+}
+
+// decodeRange is DecodeRange, with given, when not nil, the reference's bytes of the
+// range (DecodeRangeAgainst).
+func (s *gmzSource) decodeRange(name string, off int64, dst, given []byte) error {
 	t, ok := s.f.Tensor(name)
 	if !ok {
 		return fmt.Errorf("%s: tensor %q: not found", s.path, name)
@@ -325,7 +368,9 @@ func (s *gmzSource) DecodeRange(name string, off int64, dst []byte) error {
 		buf = (*b)[:hi-lo]
 	}
 	var ref []byte
-	if t.Delta {
+	if t.Delta && given != nil && lo == off && hi == end {
+		ref = given
+	} else if t.Delta {
 		r, put, err := s.refRange(t, lo, hi)
 		if err != nil {
 			return err

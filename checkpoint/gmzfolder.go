@@ -230,6 +230,21 @@ func (g *gmzFolder) DecodeRange(name string, off int64, dst []byte) error {
 	return s.DecodeRange(name, off, dst)
 }
 
+func (g *gmzFolder) DeltaReference(name string) (string, bool) {
+	if s := g.by[name]; s != nil {
+		return s.DeltaReference(name)
+	}
+	return "", false
+}
+
+func (g *gmzFolder) DecodeRangeAgainst(name string, off int64, dst, ref []byte) error {
+	s, err := g.shard(name)
+	if err != nil {
+		return err
+	}
+	return s.DecodeRangeAgainst(name, off, dst, ref)
+}
+
 // add sums a shard's result into a folder's. A plane's entropy becomes the
 // bytes-weighted mean of the shards' (each shard is coded on its own, so that is
 // the bound for the folder too).

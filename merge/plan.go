@@ -3,6 +3,7 @@ package merge
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/gomerge/gomerge/checkpoint"
@@ -51,6 +52,14 @@ type Operand struct {
 	read func(off int64, dst []byte) error
 	unit int64
 	base int64
+	// deltaRef, for an operand that decodes as a delta (checkpoint.DeltaDecoder), is
+	// the file of the tensor it decodes against, and readAgainst reads a range given
+	// that tensor's bytes of it. refOp is 1 + the index, among the tensor's used
+	// operands, of one that reads that same file (linkDeltas): a span hands its bytes
+	// in, so the file is read, or decoded, once. 0: none.
+	deltaRef    string
+	readAgainst func(off int64, dst, ref []byte) error
+	refOp       int
 }
 
 // at returns the operand's bytes from element i on.
@@ -75,6 +84,12 @@ func operand(s Source, meta *TensorMeta) (Operand, error) {
 		if rd, ok := s.(checkpoint.RangeDecoder); ok {
 			op.read = func(off int64, dst []byte) error { return rd.DecodeRange(name, off, dst) }
 			op.unit = rd.DecodeUnit(name)
+		}
+		if dd, ok := s.(checkpoint.DeltaDecoder); ok {
+			if f, ok := dd.DeltaReference(name); ok {
+				op.deltaRef = f
+				op.readAgainst = func(off int64, dst, ref []byte) error { return dd.DecodeRangeAgainst(name, off, dst, ref) }
+			}
 		}
 		return op, nil
 	}
@@ -215,6 +230,7 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		lookup[i] = metaIndex(s)
 		addNames(s)
 	}
+	same := sameFiles()
 	auxLookup := make([]map[string]*TensorMeta, len(aux))
 	for i, s := range aux {
 		auxLookup[i] = metaIndex(s)
@@ -326,10 +342,51 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 				}
 				tp.Aux = append(tp.Aux, op)
 			}
+			linkDeltas(&tp, same)
 		}
 		p.Tensors = append(p.Tensors, tp)
 	}
 	return p, nil
+}
+
+// linkDeltas points each operand of t that decodes as a delta at another operand that
+// reads the file its reference tensor is in, of the same type and size: merging a
+// compressed current against the compressed anchor it is a delta of decodes the
+// anchor once, not once as an input and again as the current's reference.
+func linkDeltas(t *TensorPlan, same func(a, b string) bool) {
+	var ops []*Operand
+	t.usedOperands(func(op *Operand) { ops = append(ops, op) })
+	for _, op := range ops {
+		if op.readAgainst == nil {
+			continue
+		}
+		for j, r := range ops {
+			if r.readAgainst == nil && r.DType == op.DType && r.Len() == op.Len() && same(r.File, op.deltaRef) {
+				op.refOp = j + 1
+				break
+			}
+		}
+	}
+}
+
+// sameFiles returns a test of whether two paths name the same file (os.SameFile),
+// which remembers its answers: a plan asks it for every tensor.
+func sameFiles() func(a, b string) bool {
+	known := map[[2]string]bool{}
+	return func(a, b string) bool {
+		if a == b {
+			return true
+		}
+		k := [2]string{a, b}
+		if v, ok := known[k]; ok {
+			return v
+		}
+		sa, err1 := os.Stat(a)
+		sb, err2 := os.Stat(b)
+		v := err1 == nil && err2 == nil && os.SameFile(sa, sb)
+		known[k] = v
+		return v
+	}
 }
 
 func metaIndex(s Source) map[string]*TensorMeta {

@@ -93,29 +93,39 @@ func spanView(t *TensorPlan, s *scratch, lo, hi int64) (*TensorPlan, error) {
 	if len(s.spans) < nIn+nAux+1 {
 		s.spans = append(s.spans, make([][]byte, nIn+nAux+1-len(s.spans))...)
 	}
-	i := 0
+	// Operands that decode against another's bytes (linkDeltas) go second, once
+	// those bytes are in the view.
 	var err error
-	v.usedOperands(func(op *Operand) {
-		j := i
-		i++
-		if op.load == nil || err != nil {
-			return
-		}
-		if op.read == nil {
-			err = fmt.Errorf("%s: tensor %q: the source cannot decode a range", op.File, t.Name)
-			return
-		}
-		n := op.DType.Bytes(hi - lo)
-		if int64(cap(s.spans[j])) < n {
-			s.spans[j] = make([]byte, op.DType.Bytes(spanElems(t)))
-		}
-		b := s.spans[j][:n]
-		if e := op.read(op.DType.Bytes(lo), b); e != nil {
-			err = fmt.Errorf("tensor %q: %w", t.Name, e)
-			return
-		}
-		op.Data, op.base, op.load, op.read = b, lo, nil, nil
-	})
+	for _, linked := range []bool{false, true} {
+		i := 0
+		v.usedOperands(func(op *Operand) {
+			j := i
+			i++
+			if op.load == nil || err != nil || (op.refOp > 0) != linked {
+				return
+			}
+			if op.read == nil {
+				err = fmt.Errorf("%s: tensor %q: the source cannot decode a range", op.File, t.Name)
+				return
+			}
+			n := op.DType.Bytes(hi - lo)
+			if int64(cap(s.spans[j])) < n {
+				s.spans[j] = make([]byte, op.DType.Bytes(spanElems(t)))
+			}
+			b := s.spans[j][:n]
+			var e error
+			if linked {
+				e = op.readAgainst(op.DType.Bytes(lo), b, s.viewOps[op.refOp-1].at(lo)[:n])
+			} else {
+				e = op.read(op.DType.Bytes(lo), b)
+			}
+			if e != nil {
+				err = fmt.Errorf("tensor %q: %w", t.Name, e)
+				return
+			}
+			op.Data, op.base, op.load, op.read, op.readAgainst = b, lo, nil, nil, nil
+		})
+	}
 	return v, err
 }
 

@@ -225,3 +225,60 @@ func tensorsDiffer(t *testing.T, a, b string) string {
 type discardSink struct{}
 
 func (discardSink) WriteAt(int, int64, []byte) error { return nil }
+
+// countingDelta counts the bytes a delta source decodes against bytes handed in, and
+// those of its delta tensors it decodes against its own reference.
+type countingDelta struct {
+	checkpoint.DeltaDecoder
+	against, alone atomic.Int64
+}
+
+func (c *countingDelta) DecodeRangeAgainst(name string, off int64, dst, ref []byte) error {
+	c.against.Add(int64(len(dst)))
+	return c.DeltaDecoder.DecodeRangeAgainst(name, off, dst, ref)
+}
+
+func (c *countingDelta) DecodeRange(name string, off int64, dst []byte) error {
+	if _, ok := c.DeltaReference(name); ok {
+		c.alone.Add(int64(len(dst)))
+	}
+	return c.DeltaDecoder.DecodeRange(name, off, dst)
+}
+
+// A delta merged beside the compressed checkpoint it is a delta against decodes
+// against that input's span (linkDeltas), so the anchor is decoded once; the bytes
+// are the same as from the files (TestEveryMethodCompressedInputs's m1). Beside
+// another checkpoint it reads its own reference.
+func TestDeltaDecodesAgainstInput(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, gz := writeCompressedInputs(t, dir, 1<<20)
+	open := func(n string) Source {
+		s, err := checkpoint.Open(gz(n))
+		must(t, err)
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	for _, c := range []struct {
+		other  string
+		shared bool
+	}{{"base", true}, {"m2", false}} {
+		dd, ok := open("m1").(checkpoint.DeltaDecoder)
+		if !ok {
+			t.Fatal("a .gmz source is not a checkpoint.DeltaDecoder")
+		}
+		delta := &countingDelta{DeltaDecoder: dd}
+		plan, err := BuildPlan([]Source{open(c.other), delta}, nil, PlanOptions{FloatOnly: true})
+		must(t, err)
+		if _, err := Execute(ctx, plan, discardSink{}, func(*TensorPlan) Kernel { return SFA{Beta: 0.5}.Kernel() }, ExecOptions{Threads: 2}); err != nil {
+			t.Fatal(err)
+		}
+		against, alone := delta.against.Load(), delta.alone.Load()
+		if c.shared && (against == 0 || alone != 0) {
+			t.Errorf("beside %s: %d bytes decoded against its span, %d against the delta's own reference; want all against the span", c.other, against, alone)
+		}
+		if !c.shared && (against != 0 || alone == 0) {
+			t.Errorf("beside %s: %d bytes decoded against its span, %d against the delta's own reference; want none against another checkpoint", c.other, against, alone)
+		}
+	}
+}
