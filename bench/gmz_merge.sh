@@ -6,7 +6,8 @@
 #   bench/gmz_merge.sh [1gb|4gb|tiny] [WORKDIR]       (defaults: 1gb, /tmp/gomerge-bench)
 #
 # Protocol: fixtures as bench/compress.sh makes them; the anchor is compressed on its
-# own and the current as a delta against it. Each case runs REPS times (default 3),
+# own and the current as a delta against it, once against the plain anchor (both_gmz)
+# and once against the compressed one (all_gmz). Each case runs REPS times (default 3),
 # interleaved, outputs on /dev/shm when it has room; the run of median wall time is
 # reported, with its CPU seconds and the peak Go heap sfa reports (peak RSS would
 # count the mapped inputs). Every merge's tensors are
@@ -26,9 +27,11 @@ GM=$O/gomerge
 # compress recorded, relative to the .gmz's folder).
 AZ=$O/anchor.gmz
 CZ=$O/current.delta.gmz
+CZZ=$O/current.delta-of-gmz.gmz
 "$GM" compress "$A" "$AZ" >&2
 "$GM" compress "$C" "$CZ" --against "$A" >&2
-cat "$A" "$C" "$AZ" "$CZ" >/dev/null # warm cache
+"$GM" compress "$C" "$CZZ" --against "$AZ" >&2
+cat "$A" "$C" "$AZ" "$CZ" "$CZZ" >/dev/null # warm cache
 
 bench_machine
 echo "- fixtures $SIZE BF16, $((in_bytes / 1000000)) MB each"
@@ -36,13 +39,16 @@ echo "- sizes: anchor.gmz $(($(stat -c %s "$AZ") / 1000000)) MB, current.delta.g
 echo
 
 declare -A runs
-cases=(files anchor_gmz both_gmz both_gmz_out_gmz)
+# all_gmz is the layout with no plain file left: the anchor compressed, the current a
+# delta against that compressed anchor.
+cases=(files anchor_gmz both_gmz all_gmz both_gmz_out_gmz)
 run_case() { # NAME: prints "wall cpu peak_heap_bytes"
 	local name=$1 out
 	case $name in
 	files) set -- --anchor "$A" --current "$C" ; out=$O/files.safetensors ;;
 	anchor_gmz) set -- --anchor "$AZ" --current "$C" ; out=$O/anchor_gmz.safetensors ;;
 	both_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/both_gmz.safetensors ;;
+	all_gmz) set -- --anchor "$AZ" --current "$CZZ" ; out=$O/all_gmz.safetensors ;;
 	both_gmz_out_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/both.gmz ;;
 	esac
 	/usr/bin/time -f '%e %U %S' -o "$O/time" "$GM" sfa "$@" --beta 0.5 --out "$out" --json >"$O/rep.json"
@@ -64,7 +70,7 @@ done
 echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 "$GM" decompress "$O/both.gmz" "$O/both_gmz_out.safetensors" >/dev/null
-for f in anchor_gmz both_gmz both_gmz_out; do
+for f in anchor_gmz both_gmz all_gmz both_gmz_out; do
 	"$GM" distance "$O/files.safetensors" "$O/$f.safetensors" --json |
 		/usr/bin/python3 -c 'import json, sys; l = json.load(sys.stdin)["total"]["l2"]; sys.exit(0 if l == 0 else "%s differs from the uncompressed merge: l2 %r" % (sys.argv[1], l))' "$f"
 done
