@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -280,5 +281,17 @@ func TestDeltaDecodesAgainstInput(t *testing.T) {
 		if !c.shared && (against != 0 || alone == 0) {
 			t.Errorf("beside %s: %d bytes decoded against its span, %d against the delta's own reference; want none against another checkpoint", c.other, against, alone)
 		}
+	}
+	// The anchor replaced by another checkpoint of the same layout after the delta
+	// was made: the span it hands in fails the delta's frame checksums, and the
+	// merge stops as bad input, naming the reference.
+	data, err := os.ReadFile(gz("m2"))
+	must(t, err)
+	must(t, os.WriteFile(gz("base"), data, 0o644))
+	plan, err := BuildPlan([]Source{open("base"), open("m1")}, nil, PlanOptions{FloatOnly: true})
+	must(t, err)
+	_, err = Execute(ctx, plan, discardSink{}, func(*TensorPlan) Kernel { return SFA{Beta: 0.5}.Kernel() }, ExecOptions{Threads: 2})
+	if !errors.Is(err, checkpoint.ErrBadInput) || !strings.Contains(err.Error(), "reference") {
+		t.Errorf("a delta beside a changed anchor: %v, want bad input naming the reference", err)
 	}
 }
