@@ -160,7 +160,7 @@ func RandomBlocks(rng *rand.Rand, d dtype.DType, n int64) []byte {
 	bb := int(d.Bytes(int64(d.BlockSize())))
 	for blk := 0; blk < len(b); blk += bb {
 		for _, off := range scales {
-			scale := float32(1e-4 * (1 + rng.Float64()))
+			scale := float32(1e-4 * (1 + float64(rng.Float64()))) // rounded: arm64 would fuse Float64's scaling into the sum
 			binary.LittleEndian.PutUint16(b[blk+off:], dtype.Float32ToF16(scale))
 		}
 	}
