@@ -2,6 +2,7 @@ package merge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -155,8 +156,8 @@ func TestEveryMethodByteIdentical(t *testing.T) {
 }
 
 // checkDigests compares got with the digests in file, everyMethodDigests (or
-// rewrites it with -update-digests). The inputs' digests come first in the report: if they differ,
-// the fixtures' generator, not a method, is what changed.
+// rewrites it with -update-digests). The inputs' digests come first in the report:
+// if they differ, the fixtures' generator, not a method, is what changed.
 func checkDigests(t *testing.T, file string, got map[string]string) {
 	t.Helper()
 	keys := slices.Sorted(maps.Keys(got))
@@ -182,7 +183,7 @@ func checkDigests(t *testing.T, file string, got map[string]string) {
 		want[key] = sum
 	}
 	slices.SortStableFunc(keys, func(a, b string) int { // inputs first
-		return boolCmp(!strings.Contains(a, " input "), !strings.Contains(b, " input "))
+		return cmp.Compare(b2i(!strings.Contains(a, " input ")), b2i(!strings.Contains(b, " input ")))
 	})
 	for _, k := range keys {
 		if want[k] == "" {
@@ -196,16 +197,6 @@ func checkDigests(t *testing.T, file string, got map[string]string) {
 			t.Errorf("%s: %q is recorded but no longer run", file, k)
 		}
 	}
-}
-
-func boolCmp(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
 
 // methodTestJob is the job the every-method tests run for name, a registered method
