@@ -266,7 +266,6 @@ func combineModule(name string, terms []combineTerm, in, out int, o CombineOptio
 		return nil, mr, fmt.Errorf("module %s: %w", name, err)
 	}
 	B, A := make([]float64, out*rank), make([]float64, rank*in)
-	kept := 0.0
 	for j := range rank {
 		for i := range out {
 			B[i*rank+j] = tr.U.At(i, j) * tr.S[j]
@@ -274,19 +273,12 @@ func combineModule(name string, terms []combineTerm, in, out int, o CombineOptio
 		for i := range in {
 			A[j*in+i] = tr.V.At(i, j)
 		}
-		kept += tr.S[j] * tr.S[j]
 	}
-	total := 0.0
-	for _, v := range D {
-		total += v * v
-	}
+	kept, total := sumSquares(tr.S[:rank]), sumSquares(D)
 	m := &OutModule{Name: name, A: to32(A), B: to32(B), Rank: rank, Alpha: float64(rank), In: int64(in), Out: int64(out)}
 	acc := make([]float64, len(D))
 	mulAdd(acc, out, in, B, A, rank)
-	res := 0.0
-	for i, v := range D {
-		res += (v - acc[i]) * (v - acc[i])
-	}
+	res := sqDist(D, acc)
 	mr.Rank = rank
 	if total > 0 {
 		mr.RelError, mr.EnergyKept = math.Sqrt(res/total), kept/total

@@ -145,10 +145,7 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 			continue
 		}
 		total := frob2(Dm)
-		kept := 0.0
-		for _, s := range tr.S[:k] {
-			kept += s * s
-		}
+		kept := sumSquares(tr.S[:k])
 		m := OutModule{Name: strings.TrimSuffix(mt.Name, ".weight"), Rank: k, Alpha: float64(k), Out: int64(rows), In: int64(cols), Embedding: emb}
 		// B = U·√S (rows×k), A = √S·Vᵀ (k×cols): the balanced split keeps both factors
 		// in the same range, which matters when they are stored as bfloat16.

@@ -100,10 +100,27 @@ func exactSVD(D *mat.Dense, k int) (*truncated, error) {
 }
 
 // frob2 is the squared Frobenius norm.
-func frob2(D *mat.Dense) float64 {
+func frob2(D *mat.Dense) float64 { return sumSquares(D.RawMatrix().Data) }
+
+// sumSquares is Σ x², and sqDist Σ (a − b)²: energies and residuals that are
+// reported, never written. Not inlined, so that .ci/fma-arm64 finds the
+// multiply-adds arm64 fuses here under these names, apart from the functions that
+// write factors, where a fusion would change the output.
+//
+//go:noinline
+func sumSquares(xs []float64) float64 {
 	var s float64
-	for _, v := range D.RawMatrix().Data {
+	for _, v := range xs {
 		s += v * v
+	}
+	return s
+}
+
+//go:noinline
+func sqDist(a, b []float64) float64 {
+	var s float64
+	for i, v := range a {
+		s += (v - b[i]) * (v - b[i])
 	}
 	return s
 }
