@@ -96,10 +96,13 @@ func FileFormat(path string) Format {
 // its reference checkpoint, found where the file's header says, relative to the .gmz's
 // folder, and checked tensor by tensor against the checksums the delta recorded.
 type gmzSource struct {
-	path  string
-	f     *gmz.File
-	ref   Source // the reference of a delta file, nil for a full one
-	metas []TensorMeta
+	path string
+	f    *gmz.File
+	ref  Source // the reference of a delta file, nil for a full one
+	// refMetas indexes ref's tensors by name: every span of a delta tensor looks
+	// its reference up (checkReferenceMeta).
+	refMetas map[string]*TensorMeta
+	metas    []TensorMeta
 	// bufs holds *[]byte: whole frames around a range that does not cover them, and
 	// reference ranges; shared by the files of one checkpoint (gmzShared).
 	bufs     *sync.Pool
@@ -258,6 +261,11 @@ func (s *gmzSource) openReference(sh *gmzShared) error {
 		return err
 	}
 	s.ref, s.closeRef = ref, release
+	ts := ref.Tensors()
+	s.refMetas = make(map[string]*TensorMeta, len(ts))
+	for i := range ts {
+		s.refMetas[ts[i].Name] = &ts[i]
+	}
 	return nil
 }
 
@@ -326,10 +334,8 @@ func (s *gmzSource) DeltaReference(name string) (string, bool) {
 	if t, ok := s.f.Tensor(name); !ok || !t.Delta || s.ref == nil {
 		return "", false
 	}
-	for _, m := range s.ref.Tensors() {
-		if m.Name == name {
-			return m.File, true
-		}
+	if m := s.refMetas[name]; m != nil {
+		return m.File, true
 	}
 	return "", false
 }
@@ -439,15 +445,14 @@ func (s *gmzSource) refRange(t *gmz.Tensor, lo, hi int64) ([]byte, func(), error
 
 // checkReferenceMeta checks that the reference holds t with t's size.
 func (s *gmzSource) checkReferenceMeta(t *gmz.Tensor) error {
-	for _, m := range s.ref.Tensors() {
-		if m.Name == t.Name {
-			if m.DType.Bytes(m.NumElements()) != t.Size {
-				return gmzErr(s.path, &gmz.ReferenceError{Tensor: t.Name, Want: t.RefChecksum})
-			}
-			return nil
-		}
+	m := s.refMetas[t.Name]
+	if m == nil {
+		return gmzErr(s.path, &gmz.ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum})
 	}
-	return gmzErr(s.path, &gmz.ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum})
+	if m.DType.Bytes(m.NumElements()) != t.Size {
+		return gmzErr(s.path, &gmz.ReferenceError{Tensor: t.Name, Want: t.RefChecksum})
+	}
+	return nil
 }
 
 // checkWholeReference checks t's whole reference tensor against the checksum the
