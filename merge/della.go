@@ -294,7 +294,7 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 			}
 			for g := 0; g < len(lanes); g += 4 {
 				e := min(g+4, len(lanes))
-				dellaL1Chain(sums[g:e], rows[0][j0:j1], xs[g:e], ks[g:e])
+				l1Chain(sums[g:e], rows[0][j0:j1], xs[g:e], ks[g:e])
 			}
 		})
 		for g, i := range lanes {

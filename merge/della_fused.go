@@ -92,7 +92,7 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, pos Chunk, n int, l1 []
 			for i := g; i < e; i++ {
 				xs[i-g], ks[i-g] = ls.mags[i][j0:j1], sc.keep[i][lo-off:hi-off]
 			}
-			dellaL1Chain(sums[g:e], ls.zeros[j0:j1], xs[:e-g], ks[:e-g])
+			l1Chain(sums[g:e], ls.zeros[j0:j1], xs[:e-g], ks[:e-g])
 		}
 	}
 	for i := range sums {

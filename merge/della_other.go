@@ -17,8 +17,6 @@ func dellaPrefixAsm([]int32) { panic("unreachable") }
 
 func dellaRankAsm([]uint16, []uint32, uint16, uint32, int, int) int { panic("unreachable") }
 
-func dellaL1Asm([][2]float64, []float32, [][]float32, [][]bool, int) { panic("unreachable") }
-
 func dellaMagsBF16Asm([]uint32, []byte, []byte, int) uint32 { panic("unreachable") }
 
 func dellaDeltaBF16Asm([]float32, []float32, []byte, []float32, []uint64, float32, float32, int) {

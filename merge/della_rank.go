@@ -299,23 +299,3 @@ func (s *dellaSelector) rankMarked(bs *bucketScratch, mags []uint32, keep []bool
 		bs.mark[bs.bk[j0+int(j)]] = false
 	}
 }
-
-// dellaL1Chain is l1SumsChain for up to four models, the first multiple of 4
-// elements in AVX2 where there is (the models as the lanes: the same additions in
-// the same order, tested bit for bit), the rest continuing in Go.
-func dellaL1Chain(sums [][2]float64, base []float32, models [][]float32, keep [][]bool) {
-	n, j := len(base), 0
-	if haveTiesAsm && n >= 4 {
-		j = n &^ 3
-		dellaL1Asm(sums, base, models, keep, j)
-	}
-	if j == n {
-		return
-	}
-	var xt [4][]float32
-	var kt [4][]bool
-	for i := range models {
-		xt[i], kt[i] = models[i][j:n], keep[i][j:n]
-	}
-	l1SumsChain(sums, base[j:n], xt[:len(models)], kt[:len(models)])
-}

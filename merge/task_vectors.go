@@ -447,17 +447,39 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 }
 
 // l1Sums adds each model's Σ|δ_i| and Σ kept |δ_i| over a chunk, each a float64 sum in
-// element order from 0, to acc[2i] and acc[2i+1] (l1SumsChain, four models at a time).
+// element order from 0, to acc[2i] and acc[2i+1] (l1Chain, four models at a time).
 func l1Sums(acc []float64, base []float32, models [][]float32, keep [][]bool) {
 	for g := 0; g < len(models); g += 4 {
 		hi := min(g+4, len(models))
 		var s [4][2]float64
-		l1SumsChain(s[:hi-g], base, models[g:hi], keep[g:hi])
+		l1Chain(s[:hi-g], base, models[g:hi], keep[g:hi])
 		for i := range hi - g {
 			acc[2*(g+i)] += s[i][0]
 			acc[2*(g+i)+1] += s[i][1]
 		}
 	}
+}
+
+// l1Chain is l1SumsChain for up to four models, the first multiple of 4 elements in
+// AVX2 where there is (l1ChainAVX2, the models as the lanes: the same additions in the
+// same order, tested bit for bit), the rest continuing in Go. The sums stay one chain
+// per model in element order (docs/task-vectors.md), so the lanes save the scalar
+// loop's instructions, not the additions' latency.
+func l1Chain(sums [][2]float64, base []float32, models [][]float32, keep [][]bool) {
+	n, j := len(base), 0
+	if haveTiesAsm && n >= 4 {
+		j = n &^ 3
+		l1ChainAsm(sums, base, models, keep, j)
+	}
+	if j == n {
+		return
+	}
+	var xt [4][]float32
+	var kt [4][]bool
+	for i := range models {
+		xt[i], kt[i] = models[i][j:n], keep[i][j:n]
+	}
+	l1SumsChain(sums, base[j:n], xt[:len(models)], kt[:len(models)])
 }
 
 // l1SumsChain adds, for up to four models, each entry's |δ_i| to sums[i][0] and the

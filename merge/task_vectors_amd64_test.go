@@ -210,3 +210,52 @@ func TestKeepBandMatchesCuts(t *testing.T) {
 		}
 	}
 }
+
+// TestL1ChainAsmMatchesGo: l1Chain's AVX2 kernel gives l1SumsChain's sums bit
+// for bit, for one to four models, continuing given sums, on lengths with and
+// without a tail, with NaN payloads, ±Inf, ±0 and subnormals among the deltas.
+func TestL1ChainAsmMatchesGo(t *testing.T) {
+	if !haveTiesAsm {
+		t.Skip("no AVX2 on this CPU; l1SumsChain is the only path")
+	}
+	defer func(a bool) { haveTiesAsm = a }(haveTiesAsm)
+	rng := rand.New(rand.NewPCG(9, 23))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.NaN()), math.Float32frombits(0x7fc12345),
+		math.Float32frombits(0xffa00001), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-40, -3e-39}
+	val := func(specials bool) float32 {
+		if specials && rng.IntN(20) == 0 {
+			return special[rng.IntN(len(special))]
+		}
+		return float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(40)-20)))
+	}
+	for _, n := range []int{1, 3, 4, 5, 8, 11, 64, 2048, 2051} {
+		for lanes := 1; lanes <= 4; lanes++ {
+			for _, specials := range []bool{false, true} {
+				base := make([]float32, n)
+				models, keep := make([][]float32, lanes), make([][]bool, lanes)
+				for j := range base {
+					base[j] = val(specials)
+				}
+				start := make([][2]float64, lanes)
+				for i := range models {
+					models[i], keep[i] = make([]float32, n), make([]bool, n)
+					for j := range models[i] {
+						models[i][j], keep[i][j] = val(specials), rng.IntN(2) == 0
+					}
+					start[i] = [2]float64{rng.Float64(), rng.Float64() / 2}
+				}
+				want := slices.Clone(start)
+				haveTiesAsm = false
+				l1Chain(want, base, models, keep)
+				got := slices.Clone(start)
+				haveTiesAsm = true
+				l1Chain(got, base, models, keep)
+				for i := range got {
+					if !sameBits64(got[i][0], want[i][0]) || !sameBits64(got[i][1], want[i][1]) {
+						t.Fatalf("n=%d, %d models, specials %v: model %d sums %v, want %v", n, lanes, specials, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

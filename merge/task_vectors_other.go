@@ -14,3 +14,5 @@ func tvFinishAsm(dst, base []float32, lambda float32, n int) { panic("unreachabl
 func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiTie uint32) int {
 	panic("unreachable")
 }
+
+func l1ChainAsm([][2]float64, []float32, [][]float32, [][]bool, int) { panic("unreachable") }
