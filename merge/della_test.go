@@ -194,28 +194,6 @@ func TestSortRowKeys(t *testing.T) {
 	}
 }
 
-// TestDellaKeepCache: the masks the L1 pass keeps for the merge pass give the same
-// output as masks computed again, whether all, some (one chunk's worth of room) or
-// none of the chunks are kept.
-func TestDellaKeepCache(t *testing.T) {
-	base, models := methodFixture(19, dtype.BF16, 3)
-	weights, dens := []float64{0.7, -0.2, 1.3}, []float64{0.5, 0.3, 0.8}
-	var want map[string][]float32
-	for _, limit := range []int64{0, 8 * ChunkElems / 64 * 3, 1} {
-		p := Params{Lambda: 0.9, Epsilon: 0.1, Seed: 3, Normalize: SwitchOn, Rescaling: SwitchOn, Rescale: "l1", keepCacheBytes: limit}
-		got := runMethodFiles(t, dtype.BF16, "della", p, base, models, weights, dens, 2)
-		if want == nil {
-			want = got
-			continue
-		}
-		for _, name := range base.names {
-			if !slices.Equal(got[name], want[name]) {
-				t.Errorf("cache limit %d: tensor %q differs from the fully cached merge", limit, name)
-			}
-		}
-	}
-}
-
 // TestDellaBucketsMatchSort: the bucketed ranks (keepRowBuckets) give the masks of
 // a sort of every row (keepRowSorted), bit for bit, and the L1 sums taken with them
 // are l1Pass's, on rows of one entry, rows that

@@ -527,6 +527,31 @@ func TestDAREAgainstReference(t *testing.T) {
 	}
 }
 
+// TestKeepCache: the masks the L1 pass keeps for the merge pass (della's ranks,
+// DARE's draws; the merge reads them packed) give the same output as masks computed
+// again, whether all, some (one chunk's worth of room) or none of the chunks are
+// kept, with and without a sign consensus.
+func TestKeepCache(t *testing.T) {
+	base, models := methodFixture(19, dtype.BF16, 3)
+	weights, dens := []float64{0.7, -0.2, 1.3}, []float64{0.5, 0.3, 0.8}
+	for _, method := range []string{"della", "della_linear", "dare_linear", "dare_ties"} {
+		var want map[string][]float32
+		for _, limit := range []int64{0, 8 * ChunkElems / 64 * 3, 1} {
+			p := Params{Lambda: 0.9, Epsilon: 0.1, Seed: 3, Normalize: SwitchOn, Rescaling: SwitchOn, Rescale: "l1", keepCacheBytes: limit}
+			got := runMethodFiles(t, dtype.BF16, method, p, base, models, weights, dens, 2)
+			if want == nil {
+				want = got
+				continue
+			}
+			for _, name := range base.names {
+				if !slices.Equal(got[name], want[name]) {
+					t.Errorf("%s, cache limit %d: tensor %q differs from the fully cached merge", method, limit, name)
+				}
+			}
+		}
+	}
+}
+
 // TestTiesCombineAsmMatchesGo: the AVX2 sign election, accumulation and division give
 // the same bits as the Go loops, on random values with ±0, NaN, Inf and exact
 // cancellations, for lengths with and without a tail.

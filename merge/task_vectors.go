@@ -191,6 +191,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		}
 	}
 	var scale []float32 // nil: no rescale
+	var kc *keepCache   // the masks the L1 pass kept, if it keeps them
 	elem := o.sparsify == SparsifyDella && o.rescale == "inverse"
 	switch {
 	case elem: // per element (the keep probabilities differ), in the masks' scratch
@@ -201,12 +202,11 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		}
 	case o.rescale == "l1":
 		scale = make([]float32, lanes)
-		if o.sparsify == SparsifyDella {
-			// DELLA's masks cost a sort of every row: the L1 pass keeps them, packed,
-			// for the merge pass, up to a bound.
-			kc := newKeepCache(lanes, m.keepCacheLimit())
+		if o.sparsify == SparsifyDella || o.sparsify == SparsifyRandom {
+			// DELLA's masks cost a rank in every row, DARE's two hashes an entry:
+			// the L1 pass keeps them, packed, for the merge pass, up to a bound.
+			kc = newKeepCache(lanes, m.keepCacheLimit())
 			passes = append(passes, l1Pass(pool, kc.storing(keepChunk), scale, lanes))
-			keepChunk = kc.taking(keepChunk)
 		} else {
 			passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
 		}
@@ -219,13 +219,29 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
+			cs := cpool.Get().(*combineScratch)
+			defer cpool.Put(cs)
+			if kc != nil { // an L1 rescale: no per-element scales
+				if bits, ok := kc.take(pos.Index, nil); ok {
+					defer kc.release(bits)
+					// The kernels read the packed masks; only the elements past
+					// their last multiple of 8 need bools.
+					from, packed := 0, [][]uint64(nil)
+					if haveTiesAsm {
+						from, packed = len(dst)&^7, bits
+					}
+					for i, k := range sc.keep {
+						unpackTail(k, bits[i], from)
+					}
+					combineTaskVectors(m, dst, in, sc.keep, packed, scale, nil, cs, haveTiesAsm)
+					return
+				}
+			}
 			keep := keepChunk(sc, in, pos)
 			var es [][]float32
 			if elem {
 				es = sc.elem
 			}
-			cs := cpool.Get().(*combineScratch)
-			defer cpool.Put(cs)
 			combineTaskVectors(m, dst, in, keep, nil, scale, es, cs, haveTiesAsm)
 		},
 	}
