@@ -52,11 +52,22 @@ type RangeDecoder interface {
 type DeltaDecoder interface {
 	RangeDecoder
 	// DeltaReference is the file holding the reference tensor the named tensor
-	// decodes against; false when the tensor is stored whole.
-	DeltaReference(name string) (file string, ok bool)
+	// decodes against, and the CRC-32C the delta recorded of that tensor's bytes;
+	// false when the tensor is stored whole.
+	DeltaReference(name string) (file string, crc uint32, ok bool)
 	// DecodeRangeAgainst is DecodeRange with ref, the bytes [off, off+len(dst)) of
 	// the reference tensor, as the file DeltaReference names holds them.
 	DecodeRangeAgainst(name string, off int64, dst, ref []byte) error
+}
+
+// Checksummer is a source that knows the CRC-32C of each tensor's bytes without
+// reading them: a compressed checkpoint records it, and checks every frame it
+// decodes against it. A delta whose reference has that checksum may decode against
+// this source's bytes in place of its reference file's (merge's linkDeltas): the
+// delta's own frame checksums then check the bytes it decodes, as they do with the
+// reference file's.
+type Checksummer interface {
+	Checksum(name string) (crc uint32, ok bool)
 }
 
 // Decodes reports whether s's Data decodes into new memory (see Decoder).
@@ -329,15 +340,26 @@ func (s *gmzSource) DecodeRange(name string, off int64, dst []byte) error {
 	return s.decodeRange(name, off, dst, nil)
 }
 
-// DeltaReference is the file of the reference tensor name is a delta against.
-func (s *gmzSource) DeltaReference(name string) (string, bool) {
-	if t, ok := s.f.Tensor(name); !ok || !t.Delta || s.ref == nil {
-		return "", false
+// DeltaReference is the file of the reference tensor name is a delta against, and
+// that tensor's checksum as the delta recorded it.
+func (s *gmzSource) DeltaReference(name string) (string, uint32, bool) {
+	t, ok := s.f.Tensor(name)
+	if !ok || !t.Delta || s.ref == nil {
+		return "", 0, false
 	}
 	if m := s.refMetas[name]; m != nil {
-		return m.File, true
+		return m.File, t.RefChecksum, true
 	}
-	return "", false
+	return "", 0, false
+}
+
+// Checksum is the CRC-32C of the named tensor's original bytes.
+func (s *gmzSource) Checksum(name string) (uint32, bool) {
+	t, ok := s.f.Tensor(name)
+	if !ok {
+		return 0, false
+	}
+	return t.Checksum, true
 }
 
 // DecodeRangeAgainst is DecodeRange with the reference's bytes of the range given.

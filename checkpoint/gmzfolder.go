@@ -230,11 +230,18 @@ func (g *gmzFolder) DecodeRange(name string, off int64, dst []byte) error {
 	return s.DecodeRange(name, off, dst)
 }
 
-func (g *gmzFolder) DeltaReference(name string) (string, bool) {
+func (g *gmzFolder) DeltaReference(name string) (string, uint32, bool) {
 	if s := g.by[name]; s != nil {
 		return s.DeltaReference(name)
 	}
-	return "", false
+	return "", 0, false
+}
+
+func (g *gmzFolder) Checksum(name string) (uint32, bool) {
+	if s := g.by[name]; s != nil {
+		return s.Checksum(name)
+	}
+	return 0, false
 }
 
 func (g *gmzFolder) DecodeRangeAgainst(name string, off int64, dst, ref []byte) error {

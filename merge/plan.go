@@ -53,13 +53,18 @@ type Operand struct {
 	unit int64
 	base int64
 	// deltaRef, for an operand that decodes as a delta (checkpoint.DeltaDecoder), is
-	// the file of the tensor it decodes against, and readAgainst reads a range given
-	// that tensor's bytes of it. refOp is 1 + the index, among the tensor's used
-	// operands, of one that reads that same file (linkDeltas): a span hands its bytes
-	// in, so the file is read, or decoded, once. 0: none.
+	// the file of the tensor it decodes against and deltaCRC that tensor's checksum
+	// as the delta recorded it; readAgainst reads a range given that tensor's bytes
+	// of it. refOp is 1 + the index, among the tensor's used operands, of one that
+	// holds those bytes (linkDeltas): a span hands them in, so they are read, or
+	// decoded, once. 0: none. crc is the checksum of the operand's bytes where its
+	// source knows it without reading them (checkpoint.Checksummer: hasCRC).
 	deltaRef    string
+	deltaCRC    uint32
 	readAgainst func(off int64, dst, ref []byte) error
 	refOp       int
+	crc         uint32
+	hasCRC      bool
 }
 
 // at returns the operand's bytes from element i on.
@@ -85,9 +90,12 @@ func operand(s Source, meta *TensorMeta) (Operand, error) {
 			op.read = func(off int64, dst []byte) error { return rd.DecodeRange(name, off, dst) }
 			op.unit = rd.DecodeUnit(name)
 		}
+		if cs, ok := s.(checkpoint.Checksummer); ok {
+			op.crc, op.hasCRC = cs.Checksum(name)
+		}
 		if dd, ok := s.(checkpoint.DeltaDecoder); ok {
-			if f, ok := dd.DeltaReference(name); ok {
-				op.deltaRef = f
+			if f, crc, ok := dd.DeltaReference(name); ok {
+				op.deltaRef, op.deltaCRC = f, crc
 				op.readAgainst = func(off int64, dst, ref []byte) error { return dd.DecodeRangeAgainst(name, off, dst, ref) }
 			}
 		}
@@ -349,10 +357,15 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 	return p, nil
 }
 
-// linkDeltas points each operand of t that decodes as a delta at another operand that
-// reads the file its reference tensor is in, of the same type and size: merging a
-// compressed current against the compressed anchor it is a delta of decodes the
-// anchor once, not once as an input and again as the current's reference.
+// linkDeltas points each operand of t that decodes as a delta at another operand of
+// the same type and size that holds its reference's bytes: one that reads the file
+// its reference tensor is in, or a compressed one whose bytes have the checksum the
+// delta recorded of its reference (the compressed anchor, where the delta was made
+// against the plain one). Merging a compressed current with its anchor then decodes
+// or reads the anchor once, not once as an input and again as the current's
+// reference. The bytes handed in are checked as the reference file's would be: the
+// delta's frame checksums fail on any other bytes, and the checksummed operand's
+// own frames are checked as they decode.
 func linkDeltas(t *TensorPlan, same func(a, b string) bool) {
 	var ops []*Operand
 	t.usedOperands(func(op *Operand) { ops = append(ops, op) })
@@ -361,7 +374,8 @@ func linkDeltas(t *TensorPlan, same func(a, b string) bool) {
 			continue
 		}
 		for j, r := range ops {
-			if r.readAgainst == nil && r.DType == op.DType && r.Len() == op.Len() && same(r.File, op.deltaRef) {
+			if r.readAgainst == nil && r.DType == op.DType && r.Len() == op.Len() &&
+				(same(r.File, op.deltaRef) || r.hasCRC && r.crc == op.deltaCRC) {
 				op.refOp = j + 1
 				break
 			}

@@ -240,7 +240,7 @@ func (c *countingDelta) DecodeRangeAgainst(name string, off int64, dst, ref []by
 }
 
 func (c *countingDelta) DecodeRange(name string, off int64, dst []byte) error {
-	if _, ok := c.DeltaReference(name); ok {
+	if _, _, ok := c.DeltaReference(name); ok {
 		c.alone.Add(int64(len(dst)))
 	}
 	return c.DeltaDecoder.DecodeRange(name, off, dst)
@@ -253,18 +253,26 @@ func (c *countingDelta) DecodeRange(name string, off int64, dst []byte) error {
 func TestDeltaDecodesAgainstInput(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	_, gz := writeCompressedInputs(t, dir, 1<<20)
-	open := func(n string) Source {
-		s, err := checkpoint.Open(gz(n))
+	plain, gz := writeCompressedInputs(t, dir, 1<<20)
+	open := func(path string) Source {
+		s, err := checkpoint.Open(path)
 		must(t, err)
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
+	// m1 is a delta against base.gmz, m0 one against base.safetensors.
 	for _, c := range []struct {
-		other  string
-		shared bool
-	}{{"base", true}, {"m2", false}} {
-		dd, ok := open("m1").(checkpoint.DeltaDecoder)
+		delta, other string
+		shared       bool
+	}{
+		{gz("m1"), gz("base"), true},     // its reference file
+		{gz("m1"), gz("m2"), false},      // another checkpoint
+		{gz("m0"), plain("base"), true},  // its reference file
+		{gz("m0"), gz("base"), true},     // the reference's bytes, compressed: the same checksums
+		{gz("m0"), plain("m2"), false},   // another checkpoint, plain
+		{gz("m1"), plain("base"), false}, // the same bytes, but a plain file has no checksum to show it
+	} {
+		dd, ok := open(c.delta).(checkpoint.DeltaDecoder)
 		if !ok {
 			t.Fatal("a .gmz source is not a checkpoint.DeltaDecoder")
 		}
@@ -275,11 +283,12 @@ func TestDeltaDecodesAgainstInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		against, alone := delta.against.Load(), delta.alone.Load()
+		name := filepath.Base(c.delta) + " beside " + filepath.Base(c.other)
 		if c.shared && (against == 0 || alone != 0) {
-			t.Errorf("beside %s: %d bytes decoded against its span, %d against the delta's own reference; want all against the span", c.other, against, alone)
+			t.Errorf("%s: %d bytes decoded against its span, %d against the delta's own reference; want all against the span", name, against, alone)
 		}
 		if !c.shared && (against != 0 || alone == 0) {
-			t.Errorf("beside %s: %d bytes decoded against its span, %d against the delta's own reference; want none against another checkpoint", c.other, against, alone)
+			t.Errorf("%s: %d bytes decoded against its span, %d against the delta's own reference; want none against another checkpoint", name, against, alone)
 		}
 	}
 	// The anchor replaced by another checkpoint of the same layout after the delta
@@ -288,7 +297,7 @@ func TestDeltaDecodesAgainstInput(t *testing.T) {
 	data, err := os.ReadFile(gz("m2"))
 	must(t, err)
 	must(t, os.WriteFile(gz("base"), data, 0o644))
-	plan, err := BuildPlan([]Source{open("base"), open("m1")}, nil, PlanOptions{FloatOnly: true})
+	plan, err := BuildPlan([]Source{open(gz("base")), open(gz("m1"))}, nil, PlanOptions{FloatOnly: true})
 	must(t, err)
 	_, err = Execute(ctx, plan, discardSink{}, func(*TensorPlan) Kernel { return SFA{Beta: 0.5}.Kernel() }, ExecOptions{Threads: 2})
 	if !errors.Is(err, checkpoint.ErrBadInput) || !strings.Contains(err.Error(), "reference") {
