@@ -52,8 +52,6 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 	pool := newMaskPool(lanes)
 	kc := newKeepCache(lanes, m.keepCacheLimit())
 	scale := make([]float32, lanes)
-	masks := func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool { return ds.keepChunk(sc, in, pos) }
-	take := kc.taking(masks)
 	cpool := newCombinePool(lanes, m.tv.consensus == ConsensusSign)
 	return Kernel{
 		Fused: dellaMergeFused(m, kc, scale, pool, cpool, newDellaMergePool(lanes)),
@@ -78,22 +76,9 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.put(sc)
 			cs := cpool.Get().(*combineScratch)
 			defer cpool.Put(cs)
-			// Cached masks go to the kernels packed; only the elements past the
-			// kernels' last multiple of 8 are unpacked, for addTaskVectors.
-			if bits, ok := kc.take(pos.Index, cs.bits[:0]); ok {
-				n, from := len(dst), 0
-				if haveTiesAsm {
-					from = n &^ 7
-				}
-				for i, k := range sc.keep {
-					unpackTail(k[:n], bits[i], from)
-				}
-				combineTaskVectors(m, dst, in, sc.keep, bits, scale, nil, cs, haveTiesAsm)
-				kc.release(bits)
-				cs.bits = bits[:0]
-				return
+			if !kc.combine(m, dst, in, sc, scale, cs, pos) {
+				combineTaskVectors(m, dst, in, ds.keepChunk(sc, in, pos), nil, scale, nil, cs, haveTiesAsm)
 			}
-			combineTaskVectors(m, dst, in, take(sc, in, pos), nil, scale, nil, cs, haveTiesAsm)
 		},
 	}
 }

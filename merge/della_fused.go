@@ -158,21 +158,14 @@ func dellaMergeFused(m *methodRun, kc *keepCache, scale []float32, pool *maskPoo
 		}
 		cs := cpool.Get().(*combineScratch)
 		defer cpool.Put(cs)
-		bits, ok := kc.take(pos.Index, cs.bits[:0])
+		n := len(out) / 2
+		sc := pool.get(n)
+		defer pool.put(sc)
+		bits, ok := kc.takeForKernels(pos, n, sc.keep, cs)
 		if !ok {
 			return false // made again from the decoded inputs
 		}
 		defer func() { kc.release(bits); cs.bits = bits[:0] }()
-		n := len(out) / 2
-		sc := pool.get(n)
-		defer pool.put(sc)
-		from := 0
-		if haveTiesAsm {
-			from = n &^ 7
-		}
-		for i, k := range sc.keep {
-			unpackTail(k[:n], bits[i], from)
-		}
 		bs := bpool.Get().(*dellaMergeScratch)
 		defer bpool.Put(bs)
 		for j := 0; j < n; j += dellaMergeBlock {

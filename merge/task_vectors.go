@@ -221,21 +221,8 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.put(sc)
 			cs := cpool.Get().(*combineScratch)
 			defer cpool.Put(cs)
-			if kc != nil { // an L1 rescale: no per-element scales
-				if bits, ok := kc.take(pos.Index, nil); ok {
-					defer kc.release(bits)
-					// The kernels read the packed masks; only the elements past
-					// their last multiple of 8 need bools.
-					from, packed := 0, [][]uint64(nil)
-					if haveTiesAsm {
-						from, packed = len(dst)&^7, bits
-					}
-					for i, k := range sc.keep {
-						unpackTail(k, bits[i], from)
-					}
-					combineTaskVectors(m, dst, in, sc.keep, packed, scale, nil, cs, haveTiesAsm)
-					return
-				}
+			if kc != nil && kc.combine(m, dst, in, sc, scale, cs, pos) { // an L1 rescale: no per-element scales
+				return
 			}
 			keep := keepChunk(sc, in, pos)
 			var es [][]float32
@@ -350,19 +337,36 @@ func (kc *keepCache) store(keep [][]bool, n int, pos Chunk) {
 	kc.mu.Unlock()
 }
 
-// taking wraps f to return the kept masks of a chunk where there are some.
-func (kc *keepCache) taking(f func(*maskScratch, [][]float32, Chunk) [][]bool) func(*maskScratch, [][]float32, Chunk) [][]bool {
-	return func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
-		b, ok := kc.take(pos.Index, nil)
-		if !ok {
-			return f(sc, in, pos)
-		}
-		for i, k := range sc.keep {
-			unpackBools(k, b[i])
-		}
-		kc.release(b)
-		return sc.keep
+// combine merges the chunk at pos with the masks kc kept for it, if it kept them
+// (false otherwise): combineTaskVectors with the masks packed, as its kernels read
+// them, and only the elements past their last multiple of 8 unpacked into sc.keep.
+func (kc *keepCache) combine(m *methodRun, dst []float32, in [][]float32, sc *maskScratch, scale []float32, cs *combineScratch, pos Chunk) bool {
+	bits, ok := kc.takeForKernels(pos, len(dst), sc.keep, cs)
+	if !ok {
+		return false
 	}
+	combineTaskVectors(m, dst, in, sc.keep, bits, scale, nil, cs, haveTiesAsm)
+	kc.release(bits)
+	cs.bits = bits[:0]
+	return true
+}
+
+// takeForKernels takes the packed masks of the chunk of n elements at pos (into
+// cs.bits' room) and unpacks into keep what the packed kernels leave to Go: the
+// elements past their last multiple of 8, or all of them without the kernels.
+func (kc *keepCache) takeForKernels(pos Chunk, n int, keep [][]bool, cs *combineScratch) ([][]uint64, bool) {
+	bits, ok := kc.take(pos.Index, cs.bits[:0])
+	if !ok {
+		return nil, false
+	}
+	from := 0
+	if haveTiesAsm {
+		from = n &^ 7
+	}
+	for i, k := range keep {
+		unpackTail(k[:n], bits[i], from)
+	}
+	return bits, true
 }
 
 // take removes chunk index's packed masks from the cache and returns them, one row
