@@ -33,6 +33,16 @@ type Source interface {
 	Close() error
 }
 
+// TensorIndex indexes s's tensors by name, pointing into s.Tensors().
+func TensorIndex(s Source) map[string]*TensorMeta {
+	ts := s.Tensors()
+	m := make(map[string]*TensorMeta, len(ts))
+	for i := range ts {
+		m[ts[i].Name] = &ts[i]
+	}
+	return m
+}
+
 // TensorMeta describes a tensor of a Source.
 type TensorMeta struct {
 	Name  string

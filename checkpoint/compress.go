@@ -197,11 +197,7 @@ func OpenReference(path string) (*Reference, error) {
 		src.Close()
 		return nil, &gmzInputError{fmt.Errorf("%s is itself a delta; a reference must be a full checkpoint", path)}
 	}
-	r := &Reference{path: path, src: src, index: map[string]*TensorMeta{}}
-	for i, t := range src.Tensors() {
-		r.index[t.Name] = &src.Tensors()[i]
-	}
-	return r, nil
+	return &Reference{path: path, src: src, index: TensorIndex(src)}, nil
 }
 
 // Close closes the reference.

@@ -272,11 +272,7 @@ func (s *gmzSource) openReference(sh *gmzShared) error {
 		return err
 	}
 	s.ref, s.closeRef = ref, release
-	ts := ref.Tensors()
-	s.refMetas = make(map[string]*TensorMeta, len(ts))
-	for i := range ts {
-		s.refMetas[ts[i].Name] = &ts[i]
-	}
+	s.refMetas = TensorIndex(ref)
 	return nil
 }
 

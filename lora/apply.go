@@ -49,12 +49,8 @@ type replacement struct {
 // Applied does not own base or the adapters unless Own is called.
 func NewApplied(path string, base checkpoint.Source, adapters []Weighted) (*Applied, error) {
 	ap := &Applied{path: path, base: base, adapters: adapters, patches: map[string][]term{}, replaced: map[string]replacement{}}
-	index := map[string]*checkpoint.TensorMeta{}
-	metas := base.Tensors()
-	for i := range metas {
-		index[metas[i].Name] = &metas[i]
-	}
-	ap.metas = append(ap.metas, metas...)
+	index := checkpoint.TensorIndex(base)
+	ap.metas = append(ap.metas, base.Tensors()...)
 	for _, w := range adapters {
 		a := w.Adapter
 		if !finite(w.Weight) {

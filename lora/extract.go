@@ -79,10 +79,7 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 	if o.ExactBelow == 0 {
 		o.ExactBelow = exactSVDBelow
 	}
-	bIndex := map[string]checkpoint.TensorMeta{}
-	for _, t := range base.Tensors() {
-		bIndex[t.Name] = t
-	}
+	bIndex := checkpoint.TensorIndex(base)
 	rep := &ExtractReport{Output: out}
 	ad := &AdapterOut{DType: o.DType, Base: base.Path()}
 	if isGGUFPath(out) {
@@ -102,8 +99,8 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 		if (o.Include != nil && !o.Include.MatchString(mt.Name)) || (o.Exclude != nil && o.Exclude.MatchString(mt.Name)) {
 			continue
 		}
-		bt, ok := bIndex[mt.Name]
-		if !ok {
+		bt := bIndex[mt.Name]
+		if bt == nil {
 			return nil, fmt.Errorf("%s: tensor %q: the base %s has no tensor of that name: %w", mt.File, mt.Name, base.Path(), ErrBadInput)
 		}
 		if !slices.Equal(bt.Shape, mt.Shape) {
@@ -112,7 +109,7 @@ func Extract(ctx context.Context, base, model checkpoint.Source, out string, o E
 		if !mt.DType.IsFloat() && !mt.DType.IsBlock() {
 			continue
 		}
-		D, err := delta(base, model, bt, mt)
+		D, err := delta(base, model, *bt, mt)
 		if err != nil {
 			return nil, err
 		}

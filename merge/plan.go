@@ -235,13 +235,13 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 	}
 	addNames(inputs[opts.Ref])
 	for i, s := range inputs {
-		lookup[i] = metaIndex(s)
+		lookup[i] = checkpoint.TensorIndex(s)
 		addNames(s)
 	}
 	same := sameFiles()
 	auxLookup := make([]map[string]*TensorMeta, len(aux))
 	for i, s := range aux {
-		auxLookup[i] = metaIndex(s)
+		auxLookup[i] = checkpoint.TensorIndex(s)
 	}
 
 	p := &Plan{Inputs: inputs, Aux: aux}
@@ -401,15 +401,6 @@ func sameFiles() func(a, b string) bool {
 		known[k] = v
 		return v
 	}
-}
-
-func metaIndex(s Source) map[string]*TensorMeta {
-	ts := s.Tensors()
-	m := make(map[string]*TensorMeta, len(ts))
-	for i := range ts {
-		m[ts[i].Name] = &ts[i]
-	}
-	return m
 }
 
 // checkEqualBytes enforces that a non-float tensor is the same in every input that has
