@@ -246,10 +246,11 @@ func (c *countingDelta) DecodeRange(name string, off int64, dst []byte) error {
 	return c.DeltaDecoder.DecodeRange(name, off, dst)
 }
 
-// A delta merged beside the compressed checkpoint it is a delta against decodes
-// against that input's span (linkDeltas), so the anchor is decoded once; the bytes
-// are the same as from the files (TestEveryMethodCompressedInputs's m1). Beside
-// another checkpoint it reads its own reference.
+// A delta merged beside the checkpoint it is a delta against, or beside a
+// compressed input with its reference's checksums, decodes against that input's
+// span (linkDeltas), so the anchor is read or decoded once; the bytes are the same
+// as from the files (TestEveryMethodCompressedInputs's m0 and m1). Beside another
+// checkpoint it reads its own reference.
 func TestDeltaDecodesAgainstInput(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
