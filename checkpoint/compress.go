@@ -28,6 +28,21 @@ type OutputError struct {
 func (e *OutputError) Error() string { return fmt.Sprintf("writing %s: %v", e.Path, e.Err) }
 func (e *OutputError) Unwrap() error { return e.Err }
 
+// outputWriter is an output file being written: its write errors are the output's
+// (OutputError: disk full, I/O), not the input's being coded into it.
+type outputWriter struct {
+	w    io.Writer
+	path string
+}
+
+func (o outputWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil {
+		err = &OutputError{Path: o.path, Err: err}
+	}
+	return n, err
+}
+
 // CompressOptions tune Compress.
 type CompressOptions struct {
 	// Against is a reference checkpoint (any format Open reads; a .gmz must be a full
@@ -68,7 +83,7 @@ func Compress(ctx context.Context, in, out string, opts CompressOptions) (*Compr
 	if err != nil {
 		return nil, &OutputError{Path: out, Err: err}
 	}
-	res, err := WriteCompressed(ctx, o.Stream(0), in, filepath.Dir(out), opts)
+	res, err := WriteCompressed(ctx, outputWriter{o.Stream(0), out}, in, filepath.Dir(out), opts)
 	if err != nil {
 		o.Abort()
 		return nil, err

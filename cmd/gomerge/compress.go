@@ -308,10 +308,10 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 	case splitIns != nil:
 		err = decompressSplit(ctx, o, paths, splitOuts, sizes, files, ref)
 	default:
-		err = writeAtomic(ctx, o.out, func(f *os.File) error {
-			if err := f.Truncate(files[0].Source.Size); err != nil {
-				return err
-			}
+		// Sized, as a folder's shards and a split model's parts are, so that the
+		// space is reserved before any decoding (docs/reliability-os.md).
+		l := atomicout.Layout{Files: []atomicout.File{{Size: files[0].Source.Size}}}
+		err = writeOutput(ctx, o.out, false, l, func(_ int, f *os.File) error {
 			return files[0].WriteSource(ctx, f, refFunc(files[0], ref), o.threads)
 		})
 	}

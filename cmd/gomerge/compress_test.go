@@ -320,3 +320,42 @@ func TestCompressUsage(t *testing.T) {
 		t.Errorf("output written after a failure: %v", err)
 	}
 }
+
+// TestCompressDiskFull: compress and decompress onto a full filesystem (a 16 KiB
+// tmpfs) exit 4 naming the output, not the input, and leave nothing there.
+func TestCompressDiskFull(t *testing.T) {
+	f := newCLIFixture(t)
+	dense := filepath.Join(f.dir, "dense.gmz")
+	if code, _, stderr := gomerge(t, "compress", f.current, dense); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// Compressed or not, the file (and the folder, which holds the same tensors)
+	// must not fit in 16 KiB.
+	if st, err := os.Stat(f.current); err != nil || st.Size() <= 4*16<<10 {
+		t.Fatalf("the fixture must not fit in 16 KiB compressed: %v, %v", st, err)
+	}
+	for _, c := range []struct{ name, cmd, in, out string }{
+		{"compress", "compress", f.current, "out.gmz"},
+		{"compress a folder", "compress", f.folder, "out"},
+		{"decompress", "decompress", dense, "out.safetensors"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mnt := t.TempDir()
+			badMountTmpfs(t, mnt, "size=16k")
+			code, _, stderr := gomerge(t, c.cmd, c.in, filepath.Join(mnt, c.out))
+			if code != exitIO {
+				t.Fatalf("exit %d, want %d: %s", code, exitIO, stderr)
+			}
+			out := filepath.Join(mnt, c.out)
+			if !strings.Contains(stderr, "no space left on device") || !strings.Contains(stderr, "writing "+out) {
+				t.Errorf("stderr %q does not name the full disk and %s", stderr, out)
+			}
+			if strings.Contains(stderr, c.in) {
+				t.Errorf("stderr %q blames the input %s", stderr, c.in)
+			}
+			if ents, _ := os.ReadDir(mnt); len(ents) > 0 {
+				t.Errorf("left %d files behind, the first %s", len(ents), ents[0].Name())
+			}
+		})
+	}
+}
