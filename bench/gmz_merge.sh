@@ -10,8 +10,8 @@
 # and once against the compressed one (all_gmz). Each case runs REPS times (default 3),
 # interleaved, outputs on /dev/shm when it has room; the run of median wall time is
 # reported, with its CPU seconds and the peak Go heap sfa reports (peak RSS would
-# count the mapped inputs). Every merge's tensors are
-# compared with the uncompressed merge's.
+# count the mapped inputs). Every merge's tensors are compared with the uncompressed
+# merge's, and every output removed, after its run.
 set -euo pipefail
 
 SIZE=${1:-1gb}
@@ -38,20 +38,41 @@ echo "- fixtures $SIZE BF16, $((in_bytes / 1000000)) MB each"
 echo "- sizes: anchor.gmz $(($(stat -c %s "$AZ") / 1000000)) MB, current.delta.gmz $(($(stat -c %s "$CZ") / 1000000)) MB"
 echo
 
+# The uncompressed merge, untimed, beside the fixtures: every timed output is checked
+# against it and removed before the next run, so that every run writes into the same
+# free memory. (Outputs left in tmpfs made later runs dearer: on a VM the guest's
+# fresh pages fault to the host, and with 5 GB of earlier outputs kept, sfa's system
+# time grew from 0.5 to 4-14 s.)
+REF=$(mktemp -d "$WORK/gmz-merge-ref.XXXXXX")
+trap 'rm -rf "$O" "$REF"' EXIT
+"$GM" sfa --anchor "$A" --current "$C" --beta 0.5 --out "$REF/files.safetensors" >/dev/null
+check_output() { # NAME OUT: the output's tensors equal the uncompressed merge's
+	local name=$1 out=$2
+	if [[ $out == *.gmz ]]; then
+		"$GM" decompress "$out" "$O/check.safetensors" >/dev/null
+		out=$O/check.safetensors
+	fi
+	"$GM" distance "$REF/files.safetensors" "$out" --json |
+		/usr/bin/python3 -c 'import json, sys; l = json.load(sys.stdin)["total"]["l2"]; sys.exit(0 if l == 0 else "%s differs from the uncompressed merge: l2 %r" % (sys.argv[1], l))' "$name"
+	rm -f "$O/check.safetensors"
+}
+
 declare -A runs
 # all_gmz is the layout with no plain file left: the anchor compressed, the current a
 # delta against that compressed anchor.
 cases=(files anchor_gmz both_gmz all_gmz both_gmz_out_gmz)
 run_case() { # NAME: prints "wall cpu peak_heap_bytes"
-	local name=$1 out
+	local name=$1 out=$O/out.safetensors
 	case $name in
-	files) set -- --anchor "$A" --current "$C" ; out=$O/files.safetensors ;;
-	anchor_gmz) set -- --anchor "$AZ" --current "$C" ; out=$O/anchor_gmz.safetensors ;;
-	both_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/both_gmz.safetensors ;;
-	all_gmz) set -- --anchor "$AZ" --current "$CZZ" ; out=$O/all_gmz.safetensors ;;
-	both_gmz_out_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/both.gmz ;;
+	files) set -- --anchor "$A" --current "$C" ;;
+	anchor_gmz) set -- --anchor "$AZ" --current "$C" ;;
+	both_gmz) set -- --anchor "$AZ" --current "$CZ" ;;
+	all_gmz) set -- --anchor "$AZ" --current "$CZZ" ;;
+	both_gmz_out_gmz) set -- --anchor "$AZ" --current "$CZ" ; out=$O/out.gmz ;;
 	esac
 	/usr/bin/time -f '%e %U %S' -o "$O/time" "$GM" sfa "$@" --beta 0.5 --out "$out" --json >"$O/rep.json"
+	check_output "$name" "$out" >&2
+	rm -f "$out"
 	local w u s heap
 	read -r w u s <"$O/time"
 	heap=$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["peak_heap_bytes"])' "$O/rep.json")
@@ -59,8 +80,9 @@ run_case() { # NAME: prints "wall cpu peak_heap_bytes"
 }
 for ((r = 0; r < REPS; r++)); do
 	for name in "${cases[@]}"; do
-		log "rep $((r + 1))/$REPS: $name"
-		runs[$name]+="$(run_case "$name")"$'\n'
+		res=$(run_case "$name")
+		log "rep $((r + 1))/$REPS: $name: wall, CPU s, peak heap bytes: $res"
+		runs[$name]+="$res"$'\n'
 	done
 done
 declare -A wall cpu heap
@@ -69,11 +91,6 @@ for name in "${cases[@]}"; do # the run of median wall time
 done
 echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-"$GM" decompress "$O/both.gmz" "$O/both_gmz_out.safetensors" >/dev/null
-for f in anchor_gmz both_gmz all_gmz both_gmz_out; do
-	"$GM" distance "$O/files.safetensors" "$O/$f.safetensors" --json |
-		/usr/bin/python3 -c 'import json, sys; l = json.load(sys.stdin)["total"]["l2"]; sys.exit(0 if l == 0 else "%s differs from the uncompressed merge: l2 %r" % (sys.argv[1], l))' "$f"
-done
 echo "| sfa inputs | wall s (median of $REPS) | vs files | CPU s | vs files | peak heap MB |"
 echo "|---|---|---|---|---|---|"
 for name in "${cases[@]}"; do
