@@ -80,3 +80,78 @@ done:
 	VMOVUPD Y13, 96(R8)
 	VZEROUPPER
 	RET
+
+// func lerpBF16AVX512(out, a, x *uint16, n int, b, c float32, sums *[16]float64)
+//
+// lerpBF16AVX2 sixteen elements at a time (n a multiple of 16): the same products,
+// sum and rounding, and the squared distances of elements j and j+8 added, in that
+// order, into lane j mod 8, so that every lane adds its elements in index order as
+// the AVX2 kernel and the Go loop do.
+TEXT ·lerpBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ x+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS b+32(FP), Z18
+	VBROADCASTSS c+36(FP), Z19
+	MOVQ sums+40(FP), R8
+	BF16_RNE512_CONSTS
+	VMOVUPD 0(R8), Z12  // Σ (x−a)², lanes 0..7
+	VMOVUPD 64(R8), Z13 // Σ (out−a)², lanes 0..7
+
+loop512:
+	CMPQ CX, $16
+	JLT  done512
+	VPMOVZXWD (SI), Z0
+	VPSLLD    $16, Z0, Z0 // anchor as float32
+	VPMOVZXWD (DX), Z1
+	VPSLLD    $16, Z1, Z1 // current as float32
+	VMULPS    Z18, Z0, Z2 // b·a
+	VMULPS    Z19, Z1, Z3 // c·x
+	VADDPS    Z3, Z2, Z2  // b·a + c·x
+
+	// Round to nearest even (BF16_RNE512_STORE, keeping the rounded value).
+	VPSRLD  $16, Z2, Z10
+	VPANDD  Z17, Z10, Z10
+	VPADDD  Z10, Z2, Z10
+	VPADDD  Z16, Z10, Z10
+	VPANDD  Z4, Z2, Z11
+	VPCMPUD $6, Z14, Z11, K5
+	VPORD   Z15, Z2, K5, Z10
+	VPSRLD  $16, Z10, Z10
+	VPMOVDW Z10, (DI)
+	VPSLLD  $16, Z10, Z3 // the rounded value, as float32
+
+	VCVTPS2PD Y0, Z5
+	VCVTPS2PD Y1, Z6
+	VCVTPS2PD Y3, Z7
+	VSUBPD    Z5, Z6, Z6
+	VSUBPD    Z5, Z7, Z7
+	VMULPD    Z6, Z6, Z6
+	VMULPD    Z7, Z7, Z7
+	VADDPD    Z6, Z12, Z12
+	VADDPD    Z7, Z13, Z13
+	VEXTRACTF32X8 $1, Z0, Y0
+	VEXTRACTF32X8 $1, Z1, Y1
+	VEXTRACTF32X8 $1, Z3, Y3
+	VCVTPS2PD Y0, Z5
+	VCVTPS2PD Y1, Z6
+	VCVTPS2PD Y3, Z7
+	VSUBPD    Z5, Z6, Z6
+	VSUBPD    Z5, Z7, Z7
+	VMULPD    Z6, Z6, Z6
+	VMULPD    Z7, Z7, Z7
+	VADDPD    Z6, Z12, Z12
+	VADDPD    Z7, Z13, Z13
+
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JMP  loop512
+
+done512:
+	VMOVUPD Z12, 0(R8)
+	VMOVUPD Z13, 64(R8)
+	VZEROUPPER
+	RET
