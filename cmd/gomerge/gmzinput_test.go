@@ -131,7 +131,9 @@ func TestMergeCompressedBadReference(t *testing.T) {
 }
 
 // sfa --keep-history stores each in-place result as a numbered delta against the
-// anchor, and each restores the checkpoint as it was after its step.
+// anchor (a file's as NNNNNN.gmz, a folder's as a compressed folder), and each
+// restores the checkpoint as it was after its step; results it cannot store whole
+// are refused before the merge.
 func TestSFAKeepHistory(t *testing.T) {
 	f := newCLIFixture(t)
 	hist := filepath.Join(f.dir, "history")
@@ -161,8 +163,42 @@ func TestSFAKeepHistory(t *testing.T) {
 			t.Errorf("distance from %s: exit %d: %s", gz, code, stderr)
 		}
 	}
-	if code, _, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--in-place", "--keep-history", hist); code != exitUsage {
-		t.Errorf("folder result: exit %d, want %d: %s", code, exitUsage, stderr)
+	// A folder result (a Hugging Face checkpoint, as trainers save them) is stored as
+	// a compressed folder, numbered after the files, and restores the folder.
+	code, stdout, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.folder, "--in-place", "--keep-history", hist)
+	if want := filepath.Join(hist, "000004"); code != 0 || !strings.Contains(stdout, want) {
+		t.Fatalf("folder result: exit %d, want 0 naming %s: %s%s", code, want, stdout, stderr)
+	}
+	back := filepath.Join(f.dir, "back")
+	if code, _, stderr := gomerge(t, "decompress", filepath.Join(hist, "000004"), back, "--against", f.anchor); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	ents, err := os.ReadDir(f.folder)
+	if err != nil || len(ents) == 0 {
+		t.Fatal(ents, err)
+	}
+	for _, e := range ents {
+		if !bytes.Equal(readFile(t, filepath.Join(back, e.Name())), readFile(t, filepath.Join(f.folder, e.Name()))) {
+			t.Errorf("the folder's history does not restore %s", e.Name())
+		}
+	}
+	code, stdout, stderr = gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.current, "--in-place", "--keep-history", hist)
+	if want := filepath.Join(hist, "000005.gmz"); code != 0 || !strings.Contains(stdout, want) {
+		t.Errorf("after a folder: exit %d, want 0 naming %s: %s%s", code, want, stdout, stderr)
+	}
+	// Results it cannot store as one delta are refused before the merge.
+	for _, args := range [][]string{
+		{"--out", filepath.Join(f.dir, "m.gmz")},
+		{"--out", filepath.Join(f.dir, "m"), "--shard-index", "0", "--shard-count", "2"},
+		{"--out", filepath.Join(f.dir, "m.safetensors"), "--split-max-tensors", "3"},
+	} {
+		code, _, stderr := gomerge(t, append([]string{"sfa", "--anchor", f.anchor, "--current", f.current, "--keep-history", hist}, args...)...)
+		if code != exitUsage || !strings.Contains(stderr, "--keep-history") {
+			t.Errorf("%v: exit %d, want %d: %s", args, code, exitUsage, stderr)
+		}
+		if _, err := os.Stat(args[1]); err == nil {
+			t.Errorf("%v: wrote %s", args, args[1])
+		}
 	}
 }
 

@@ -168,12 +168,8 @@ are kept (hard-linked into the new folder, not copied).`,
 				return usagef("--eta %v: must be positive", o.eta)
 			}
 			if o.keepHistory != "" {
-				result := o.out
-				if o.inPlace {
-					result = o.current
-				}
-				if !strings.EqualFold(filepath.Ext(result), ".safetensors") {
-					return usagef("--keep-history stores single .safetensors results; %s is not one", result)
+				if err := checkKeepHistory(&o); err != nil {
+					return err
 				}
 			}
 			// --in-place writes CURRENT: never into the Hugging Face cache.
@@ -196,7 +192,7 @@ are kept (hard-linked into the new folder, not copied).`,
 	f.BoolVar(&o.inPlace, "in-place", false, "replace CURRENT atomically instead of writing --out")
 	f.StringVar(&o.fisher, "fisher", "", "the anchor's diagonal Fisher (safetensors, same names and shapes): per-element β")
 	f.Float64Var(&o.eta, "eta", 1, "with --fisher: β_j = min(1, eta·F_j)")
-	f.StringVar(&o.keepHistory, "keep-history", "", "also store the result in this folder, compressed as a delta against the anchor (NNNNNN.gmz, numbered in order)")
+	f.StringVar(&o.keepHistory, "keep-history", "", "also store the result in this folder, compressed as a delta against the anchor, numbered in order (NNNNNN.gmz for a file result, NNNNNN for a folder)")
 	o.outputFlags.register(cmd)
 	o.outputFlags.registerDryRun(cmd)
 	cmd.AddCommand(newScheduleCmd(ios))
@@ -280,12 +276,33 @@ func newScheduleCmd(ios *IOStreams) *cobra.Command {
 	return cmd
 }
 
-// historyName matches the files --keep-history writes.
-var historyName = regexp.MustCompile(`^([0-9]{6})\.gmz$`)
+// historyName matches what --keep-history writes: NNNNNN.gmz for a file result,
+// the compressed folder NNNNNN for a folder.
+var historyName = regexp.MustCompile(`^([0-9]{6})(\.gmz)?$`)
 
-// keepHistory stores result in dir as the next NNNNNN.gmz, a delta against the anchor
+// checkKeepHistory refuses, before the merge, the results --keep-history cannot store
+// as one delta: a compressed output (already coded, not against the anchor), and the
+// partial or split outputs of --shard-index and --split-max-*.
+func checkKeepHistory(o *sfaOptions) error {
+	result := o.out
+	if o.inPlace {
+		result = o.current
+	}
+	switch {
+	case checkpoint.IsCompressedPath(result) || checkpoint.IsCompressedFolder(result):
+		return usagef("--keep-history stores an uncompressed result as a delta against the anchor; %s is compressed", result)
+	case o.shardFlags.index != "":
+		return usagef("--keep-history stores whole results; with --shard-index this worker writes part of one")
+	case o.splitMaxSize != "" || o.splitMaxTensors > 0:
+		return usagef("--keep-history stores one file or folder; --split-max-size and --split-max-tensors write several files")
+	}
+	return nil
+}
+
+// keepHistory stores result in dir as the next NNNNNN.gmz (a file result) or NNNNNN
+// (a folder, compressed as `compress` does one), a delta against the anchor
 // (docs/compression.md#merging-compressed-checkpoints): any point of a run can be
-// restored with decompress --against ANCHOR. It returns the file's path.
+// restored with decompress --against ANCHOR. It returns the path written.
 func keepHistory(ctx context.Context, dir, result, anchor string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", &merge.OutputError{Path: dir, Err: err}
@@ -301,8 +318,11 @@ func keepHistory(ctx context.Context, dir, result, anchor string) (string, error
 			next = max(next, n+1)
 		}
 	}
-	out := filepath.Join(dir, fmt.Sprintf("%06d.gmz", next))
-	if _, err := checkpoint.Compress(ctx, result, out, checkpoint.CompressOptions{Against: anchor}); err != nil {
+	out, compress := filepath.Join(dir, fmt.Sprintf("%06d.gmz", next)), checkpoint.Compress
+	if st, err := os.Stat(result); err == nil && st.IsDir() {
+		out, compress = strings.TrimSuffix(out, ".gmz"), checkpoint.CompressFolder
+	}
+	if _, err := compress(ctx, result, out, checkpoint.CompressOptions{Against: anchor}); err != nil {
 		return "", fmt.Errorf("--keep-history: %w", err)
 	}
 	return out, nil

@@ -856,8 +856,8 @@ class SFA:
     keep_history: a folder: every merge's result is also stored there, compressed as
              a delta against the anchor (gomerge sfa --keep-history: NNNNNN.gmz in
              order), so any earlier point of the task can be restored with
-             ``gomerge decompress DIR/NNNNNN.gmz OUT --against ANCHOR``. Needs a
-             .safetensors file as current.
+             ``gomerge decompress DIR/NNNNNN.gmz OUT --against ANCHOR`` (a folder
+             as current is stored as the compressed folder DIR/NNNNNN).
     staging: where the weights go before each merge. "auto" (default): when current
              is not on a RAM filesystem and /dev/shm holds the weights with a margin
              (free space and available memory), they are saved to a private folder

@@ -378,6 +378,28 @@ class StagingTest(Base):
         self.assertIn("--in-place", self.last_sfa_args())
         self.assertTrue(os.path.isdir(os.path.join(cur, "trainer_state")))
 
+    def test_folder_current_keep_history(self):
+        """keep_history with a Hugging Face folder as current: each merge is stored
+        as a compressed folder, a delta against the anchor, that restores the folder."""
+        def big(seed):
+            g = torch.Generator().manual_seed(seed)
+            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
+
+        cur = self.path("current")
+        gomerge.save_state_dict(big(3), cur, shard_bytes=3 * 64 * 64 * 2)
+        with open(os.path.join(cur, "config.json"), "w") as f:
+            f.write('{"model_type": "test"}')
+        hist = self.path("history")
+        sfa, rep = self.step(cur, big, beta=0.7, keep_history=hist)
+        self.assertEqual(os.listdir(hist), ["000001"])
+        self.assertEqual(rep["history"], os.path.join(hist, "000001"))
+        back = self.path("restored")
+        gomerge.run(["decompress", os.path.join(hist, "000001"), back, "--against", self.path("a.safetensors")], self.bin)
+        self.assertEqual(sorted(os.listdir(back)), sorted(os.listdir(cur)))
+        for name in os.listdir(cur):
+            with open(os.path.join(back, name), "rb") as a, open(os.path.join(cur, name), "rb") as c:
+                self.assertEqual(a.read(), c.read(), name)
+
     def test_stale_staging_of_dead_processes_is_removed(self):
         p = subprocess.Popen([sys.executable, "-c", "pass"])
         p.wait()
