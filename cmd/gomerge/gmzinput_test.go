@@ -131,9 +131,9 @@ func TestMergeCompressedBadReference(t *testing.T) {
 }
 
 // sfa --keep-history stores each in-place result as a numbered delta against the
-// anchor (a file's as NNNNNN.gmz, a folder's as a compressed folder), and each
-// restores the checkpoint as it was after its step; results it cannot store whole
-// are refused before the merge.
+// anchor (a safetensors or GGUF file's as NNNNNN.gmz, a folder's as a compressed
+// folder), and each restores the checkpoint as it was after its step; results it
+// cannot store whole are refused before the merge.
 func TestSFAKeepHistory(t *testing.T) {
 	f := newCLIFixture(t)
 	hist := filepath.Join(f.dir, "history")
@@ -185,6 +185,25 @@ func TestSFAKeepHistory(t *testing.T) {
 	code, stdout, stderr = gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.current, "--in-place", "--keep-history", hist)
 	if want := filepath.Join(hist, "000005.gmz"); code != 0 || !strings.Contains(stdout, want) {
 		t.Errorf("after a folder: exit %d, want 0 naming %s: %s%s", code, want, stdout, stderr)
+	}
+	// A GGUF result is stored as NNNNNN.gmz, a delta against the GGUF anchor.
+	ga, gc := filepath.Join(f.dir, "a.gguf"), filepath.Join(f.dir, "c.gguf")
+	gbase := gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)
+	if err := gguftest.WriteFile(ga, gguftest.Metadata(gguftest.Tiny, "a"), gbase); err != nil {
+		t.Fatal(err)
+	}
+	if err := gguftest.WriteFile(gc, gguftest.Metadata(gguftest.Tiny, "a"), gguftest.Perturb(gbase, 0.1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = gomerge(t, "sfa", "--anchor", ga, "--current", gc, "--in-place", "--keep-history", hist)
+	if want := filepath.Join(hist, "000006.gmz"); code != 0 || !strings.Contains(stdout, want) {
+		t.Fatalf("GGUF result: exit %d, want 0 naming %s: %s%s", code, want, stdout, stderr)
+	}
+	if code, _, stderr := gomerge(t, "decompress", filepath.Join(hist, "000006.gmz"), filepath.Join(f.dir, "back.gguf"), "--against", ga); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(f.dir, "back.gguf")), readFile(t, gc)) {
+		t.Error("the GGUF history does not restore its step")
 	}
 	// Results it cannot store as one delta are refused before the merge.
 	for _, args := range [][]string{
