@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times `gomerge sfa` on two ~1 GB Q8_0 GGUF files (llama shapes, F32 norms) against the
 # I/O floor for the same bytes (bench/floor: map both inputs, write an output of the
-# same size, fsync), interleaved in one run, warm cache (the inputs are read
+# same size with pwrite, fsync), interleaved in one run, warm cache (the inputs are read
 # once before each timed run). gomerge dequantizes both inputs, lerps in float32 and
 # re-quantizes with ggml's reference Q8_0 quantizer.
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times `gomerge sfa` against the I/O floor (bench/floor: map both inputs and a pre-sized
-# output, one pass over every byte, fsync) and the PyTorch peer (bench/peer/peer_torch.py)
+# Times `gomerge sfa` against the I/O floor (bench/floor: map both inputs, one pass over
+# every byte into a reserved output written with pwrite, fsync) and the PyTorch peer (bench/peer/peer_torch.py)
 # on llama-shaped BF16 checkpoints, and checks that gomerge and PyTorch produce the same
 # tensors. Everything it runs is in this repository.
 #

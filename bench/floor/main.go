@@ -1,14 +1,25 @@
 //go:build unix
 
 // Command floor measures the I/O floor of an N-input merge: the least work any tool
-// that merges N checkpoints into one must do. It maps the N inputs and a pre-sized
-// output file, makes one pass that reads every byte of every input and writes every
-// byte of the output (each output word is the XOR of the inputs' words at the same
-// offset: no arithmetic to speak of), then flushes the output and fsyncs it, as a
-// crash-safe merge must before it may rename its result into place.
+// that merges N checkpoints into one must do. It maps the N inputs, makes one pass
+// that reads every byte of every input and writes every byte of a pre-sized output
+// (each output word is the XOR of the inputs' words at the same offset: no arithmetic
+// to speak of), then fsyncs the output, as a crash-safe merge must before it may
+// rename its result into place.
 //
 //	go build -o floor ./bench/floor
-//	floor [-threads T] [-size BYTES] IN1 IN2 ... OUT
+//	floor [-threads T] [-size BYTES] [-write pwrite|mmap] IN1 IN2 ... OUT
+//
+// -write says how the output is written. pwrite (the default) reserves the file's
+// space (fallocate, on Linux) and writes each block from a buffer, as gomerge writes
+// its outputs; mmap maps the file, only truncated to size, and writes through the
+// mapping, then msyncs it. A floor must be the cheapest way to do the I/O, and on this
+// project's VMs writing through a shared mapping is not: each first write to a page
+// faults, and under the hypervisor's shadow page tables that cost 4.5 to 5.9 s of
+// system time per GB written to ext4 (2026-12-04), against about 0.4 s for pwrite, so
+// that the mapped floor (3.2 to 4.2 s for two 1 GB inputs) ran 5x slower than
+// gomerge's whole sfa merge of the same inputs (0.65 s). bench/README.md has the
+// measurements.
 //
 // The output is as large as the first input unless -size says otherwise (a merge
 // writes one model's worth of bytes). Input bytes beyond the output's size are still
@@ -36,17 +47,18 @@ const block = 64 << 10
 func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "goroutines making the pass")
 	size := flag.Int64("size", -1, "output size in bytes (default: the first input's size)")
+	write := flag.String("write", "pwrite", "how the output is written: pwrite (into reserved space, from a buffer) or mmap (through a mapping)")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: floor [-threads T] [-size BYTES] IN1 [IN2 ...] OUT")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	args := flag.Args()
-	if len(args) < 2 || *threads < 1 {
+	if len(args) < 2 || *threads < 1 || *write != "pwrite" && *write != "mmap" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	sum, err := run(args[:len(args)-1], args[len(args)-1], *size, *threads)
+	sum, err := run(args[:len(args)-1], args[len(args)-1], *size, *threads, *write == "mmap")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
@@ -57,7 +69,9 @@ func main() {
 	}
 }
 
-func run(inputs []string, out string, size int64, threads int) (uint64, error) {
+// run makes the pass from inputs into out (through a mapping when mapped, else with
+// pwrite into reserved space) and fsyncs it.
+func run(inputs []string, out string, size int64, threads int, mapped bool) (uint64, error) {
 	ins := make([][]byte, len(inputs))
 	for i, path := range inputs {
 		b, err := mapInput(path)
@@ -78,17 +92,36 @@ func run(inputs []string, out string, size int64, threads int) (uint64, error) {
 	if err := f.Truncate(size); err != nil {
 		return 0, fmt.Errorf("%s: %w", out, err)
 	}
-	var dst []byte
-	if size > 0 {
-		if dst, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-			return 0, fmt.Errorf("%s: mmap: %w", out, err)
+	var sum uint64
+	if mapped {
+		var dst []byte
+		if size > 0 {
+			if dst, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+				return 0, fmt.Errorf("%s: mmap: %w", out, err)
+			}
+			defer unix.Munmap(dst)
 		}
-		defer unix.Munmap(dst)
-	}
-	sum := pass(dst, ins, threads)
-	if len(dst) > 0 {
-		if err := unix.Msync(dst, unix.MS_SYNC); err != nil {
-			return 0, fmt.Errorf("%s: msync: %w", out, err)
+		sum = pass(size, ins, threads, func(lo, hi int) []byte { return dst[lo:hi] }, nil)
+		if len(dst) > 0 {
+			if err := unix.Msync(dst, unix.MS_SYNC); err != nil {
+				return 0, fmt.Errorf("%s: msync: %w", out, err)
+			}
+		}
+	} else {
+		if err := preallocate(f, size); err != nil {
+			return 0, fmt.Errorf("%s: %w", out, err)
+		}
+		var werr error
+		var mu sync.Mutex
+		sum = pass(size, ins, threads, nil, func(b []byte, off int) {
+			if _, err := f.WriteAt(b, int64(off)); err != nil {
+				mu.Lock()
+				werr = err
+				mu.Unlock()
+			}
+		})
+		if werr != nil {
+			return 0, werr
 		}
 	}
 	if err := f.Sync(); err != nil {
@@ -121,12 +154,15 @@ func mapInput(path string) ([]byte, error) {
 	return b, nil
 }
 
-// pass writes dst[i] = XOR of ins[k][i] over the inputs long enough to have byte i, for
-// every i < len(dst), and returns a checksum of the input bytes at or past len(dst).
-// The whole span [0, the longest input or the output) is cut into threads contiguous
-// ranges of whole blocks, one goroutine each.
-func pass(dst []byte, ins [][]byte, threads int) uint64 {
-	span := len(dst)
+// pass makes output byte i the XOR of the inputs' bytes i (those long enough to have
+// it) for every i < size, and returns a checksum of the input bytes at or past size.
+// The output's blocks are either the mapping's bytes (view gives them) or a buffer of
+// each goroutine's handed to write once filled. The whole span [0, the longest input or
+// the output) is cut into threads contiguous ranges of whole blocks, one goroutine
+// each.
+func pass(size int64, ins [][]byte, threads int, view func(lo, hi int) []byte, write func(b []byte, off int)) uint64 {
+	n := int(size)
+	span := n
 	for _, in := range ins {
 		span = max(span, len(in))
 	}
@@ -142,8 +178,24 @@ func pass(dst []byte, ins [][]byte, threads int) uint64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var buf []byte
+			if view == nil {
+				buf = make([]byte, block)
+			}
 			for b := lo; b < hi; b += block {
-				sums[t] ^= passBlock(dst, ins, b, min(b+block, hi))
+				e := min(b+block, hi)
+				var out []byte
+				if w := min(e, n); b < w {
+					if view != nil {
+						out = view(b, w)
+					} else {
+						out = buf[:w-b]
+					}
+				}
+				sums[t] ^= passBlock(out, ins, b, e)
+				if write != nil && len(out) > 0 {
+					write(out, b)
+				}
 			}
 		}()
 	}
@@ -155,13 +207,13 @@ func pass(dst []byte, ins [][]byte, threads int) uint64 {
 	return sum
 }
 
-// passBlock handles bytes [lo, hi): the part below len(dst) is written, the rest of
-// each input is folded into the returned checksum.
-func passBlock(dst []byte, ins [][]byte, lo, hi int) uint64 {
+// passBlock handles bytes [lo, hi): out (bytes [lo, lo+len(out)) of the output, empty
+// past its end) gets the XOR of the inputs, and the inputs' bytes past the output are
+// folded into the returned checksum.
+func passBlock(out []byte, ins [][]byte, lo, hi int) uint64 {
 	var sum uint64
-	w := min(hi, len(dst)) // bytes [lo, w) are written
+	w := lo + len(out) // bytes [lo, w) are written
 	if lo < w {
-		out := dst[lo:w]
 		first := true
 		for _, in := range ins {
 			if lo >= len(in) {
