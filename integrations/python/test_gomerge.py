@@ -126,6 +126,12 @@ def mixed_state_dict(seed):
     }
 
 
+def bf16_layers(seed):
+    """Six 64×64 BF16 layers: enough bytes to shard into a folder of several files."""
+    g = torch.Generator().manual_seed(seed)
+    return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
+
+
 class ZeroCopyTest(Base):
     """The trainer's round trip: tensors written from their own memory, the merge mapped
     and copied back into the live tensors, bit for bit equal to torch's formula."""
@@ -148,12 +154,8 @@ class ZeroCopyTest(Base):
 
     def test_bit_exact_sharded_folders(self):
         # Hugging Face folders as anchor and as current: several shards and an index.
-        def big(seed):
-            g = torch.Generator().manual_seed(seed)
-            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
-
         anchor = self.path("anchor")
-        sd = big(10)
+        sd = bf16_layers(10)
         gomerge.save_state_dict(sd, anchor, shard_bytes=3 * 64 * 64 * 2)
         files = sorted(os.listdir(anchor))
         self.assertEqual(files, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
@@ -163,9 +165,9 @@ class ZeroCopyTest(Base):
         for k in sd:
             self.assertTrue(torch.equal(back[k], sd[k]), k)
         # the folder anchor with a file current, then a folder current
-        self.check_sfa(anchor, self.path("c.safetensors"), 0.5, big)
+        self.check_sfa(anchor, self.path("c.safetensors"), 0.5, bf16_layers)
         cur = self.path("current")
-        self.check_sfa(anchor, cur, 0.7, big)
+        self.check_sfa(anchor, cur, 0.7, bf16_layers)
         self.assertTrue(os.path.exists(os.path.join(cur, "model.safetensors")))
 
     def test_tied_weights(self):
@@ -347,16 +349,12 @@ class StagingTest(Base):
             self.assertIn("--in-place", self.last_sfa_args())
 
     def test_folder_current(self):
-        def big(seed):
-            g = torch.Generator().manual_seed(seed)
-            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
-
         # a sharded folder with a config, as a trainer's checkpoint folder
         cur = self.path("current")
-        gomerge.save_state_dict(big(3), cur, shard_bytes=3 * 64 * 64 * 2)
+        gomerge.save_state_dict(bf16_layers(3), cur, shard_bytes=3 * 64 * 64 * 2)
         with open(os.path.join(cur, "config.json"), "w") as f:
             f.write('{"model_type": "test"}')
-        sfa, rep = self.step(cur, big, beta=0.7)
+        sfa, rep = self.step(cur, bf16_layers, beta=0.7)
         self.assertIsNone(sfa.staging_skipped)
         self.assertIn("--out", self.last_sfa_args())
         # the same files an in-place merge of the saved folder leaves: the config, and
@@ -368,12 +366,12 @@ class StagingTest(Base):
         # a link to the folder: the folder is replaced, the link stays
         link = self.path("link")
         os.symlink(cur, link)
-        sfa, rep = self.step(link, big, beta=0.7)
+        sfa, rep = self.step(link, bf16_layers, beta=0.7)
         self.assertTrue(os.path.islink(link))
         self.assertIsNone(sfa.staging_skipped)
         # a sub-folder is carried only by an in-place merge: not staged then
         os.mkdir(os.path.join(cur, "trainer_state"))
-        sfa, rep = self.step(cur, big, beta=0.7)
+        sfa, rep = self.step(cur, bf16_layers, beta=0.7)
         self.assertIn("not a plain file", sfa.staging_skipped)
         self.assertIn("--in-place", self.last_sfa_args())
         self.assertTrue(os.path.isdir(os.path.join(cur, "trainer_state")))
@@ -381,16 +379,12 @@ class StagingTest(Base):
     def test_folder_current_keep_history(self):
         """keep_history with a Hugging Face folder as current: each merge is stored
         as a compressed folder, a delta against the anchor, that restores the folder."""
-        def big(seed):
-            g = torch.Generator().manual_seed(seed)
-            return {"layer%d.w" % i: torch.randn(64, 64, generator=g).bfloat16() for i in range(6)}
-
         cur = self.path("current")
-        gomerge.save_state_dict(big(3), cur, shard_bytes=3 * 64 * 64 * 2)
+        gomerge.save_state_dict(bf16_layers(3), cur, shard_bytes=3 * 64 * 64 * 2)
         with open(os.path.join(cur, "config.json"), "w") as f:
             f.write('{"model_type": "test"}')
         hist = self.path("history")
-        sfa, rep = self.step(cur, big, beta=0.7, keep_history=hist)
+        sfa, rep = self.step(cur, bf16_layers, beta=0.7, keep_history=hist)
         self.assertEqual(os.listdir(hist), ["000001"])
         self.assertEqual(rep["history"], os.path.join(hist, "000001"))
         back = self.path("restored")
