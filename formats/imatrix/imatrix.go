@@ -224,6 +224,10 @@ func parseGGUF(data []byte) (*Matrix, error) {
 				}
 			}
 		}
+		// Finite sums over a tiny positive count (a subnormal, say) overflow.
+		if err := checkValues(name, v, p.sums.Begin); err != nil {
+			return nil, err
+		}
 		m.Entries[name] = Entry{Values: v, Rows: int(rows)}
 	}
 	return m, nil

@@ -173,6 +173,8 @@ func TestMalformed(t *testing.T) {
 			{Name: "a.in_sum2", DType: dtype.F16, Shape: []int64{1, 2}, Data: make([]byte, 4)}, f32Tensor("a.counts", []int64{1, 1}, []float32{1})}), "want F32"},
 		{"gguf NaN count", ggufFile(t, imatrixMeta(), []gguftest.Tensor{
 			f32Tensor("a.in_sum2", []int64{1, 2}, []float32{1, 2}), f32Tensor("a.counts", []int64{1, 1}, []float32{float32(math.NaN())})}), "not a finite"},
+		{"gguf count so small the mean overflows", ggufFile(t, imatrixMeta(), []gguftest.Tensor{
+			f32Tensor("a.in_sum2", []int64{1, 2}, []float32{1, 2}), f32Tensor("a.counts", []int64{1, 1}, []float32{math.SmallestNonzeroFloat32})}), "+Inf, not a finite"},
 		{"gguf in_sum of another size", ggufFile(t, imatrixMeta(), []gguftest.Tensor{
 			f32Tensor("a.in_sum2", []int64{1, 2}, []float32{1, 2}), f32Tensor("a.counts", []int64{1, 1}, []float32{1}), f32Tensor("a.in_sum", []int64{1, 1}, []float32{1})}), "in_sum values"},
 		{"gguf chunk count of another type", ggufFile(t, []gguf.KV{{Key: "imatrix.chunk_count", Value: gguf.Value{Type: gguf.ValueString, Data: "x"}}}, []gguftest.Tensor{
