@@ -117,6 +117,23 @@ func addScaled(dst, x, b []float32, w float32) {
 	addScaledGo(dst[j:], x[j:], b, w)
 }
 
+// divide sets dst[j] /= d, each quotient rounded to float32: with AVX2 eight at a time
+// (the same operation), divideGo for the rest.
+func divide(dst []float32, d float32) {
+	j := 0
+	if haveLerpBF16Asm {
+		j = divideAsm(dst, d)
+	}
+	divideGo(dst[j:], d)
+}
+
+// divideGo is divide in Go: the reference of the assembly.
+func divideGo(dst []float32, d float32) {
+	for j := range dst {
+		dst[j] /= d
+	}
+}
+
 // addScaledGo is addScaled in Go: the reference of the assembly.
 func addScaledGo(dst, x, b []float32, w float32) {
 	x = x[:len(dst)]

@@ -8,6 +8,19 @@ func addScaledDiffAVX2(dst, x, b *float32, n int, w float32)
 //go:noescape
 func addScaledAVX2(dst, x *float32, n int, w float32)
 
+//go:noescape
+func divideAVX2(dst *float32, n int, d float32)
+
+// divideAsm does dst[j] /= d with AVX2 over the first elements of dst, a multiple of
+// 8, and returns how many; the caller checks haveLerpBF16Asm (the CPU has AVX2).
+func divideAsm(dst []float32, d float32) int {
+	n := len(dst) &^ 7
+	if n > 0 {
+		divideAVX2(&dst[0], n, d)
+	}
+	return n
+}
+
 // addScaledAsm does dst += w·(x − b) (b nil: dst += w·x) with AVX2 over the first
 // elements of dst, a multiple of 8, and returns how many; the caller checks
 // haveLerpBF16Asm (the CPU has AVX2).

@@ -55,3 +55,26 @@ sloop:
 sdone:
 	VZEROUPPER
 	RET
+
+// func divideAVX2(dst *float32, n int, d float32)
+//
+// dst[j] /= d for j < n (a multiple of 8), eight at a time: VDIVPS rounds each
+// quotient as DIVSS does, with the same operand order, so NaNs come out the same.
+TEXT ·divideAVX2(SB), NOSPLIT, $0-20
+	MOVQ         dst+0(FP), DI
+	MOVQ         n+8(FP), CX
+	VBROADCASTSS d+16(FP), Y7
+	XORQ         AX, AX
+
+dloop:
+	CMPQ    AX, CX
+	JGE     ddone
+	VMOVUPS (DI)(AX*4), Y0
+	VDIVPS  Y7, Y0, Y0
+	VMOVUPS Y0, (DI)(AX*4)
+	ADDQ    $8, AX
+	JMP     dloop
+
+ddone:
+	VZEROUPPER
+	RET

@@ -1,0 +1,111 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// TestDivideMatchesGo: divide (AVX2 where the CPU has it) gives divideGo's bits, on
+// lengths that leave tails, the special values and divisors of every kind.
+func TestDivideMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 5))
+	for _, n := range []int{0, 1, 7, 8, 13, 1001, 4096} {
+		x := fastTestValues(rng, n)
+		if n == 4096 { // NaNs of several payloads
+			for j := range x {
+				if j%3 == 0 {
+					x[j] = math.Float32frombits(0x7fc00000 | uint32(j))
+				}
+			}
+		}
+		for _, d := range []float32{3, -0.7, 1, 0, float32(math.Inf(-1)), math.Float32frombits(0x7fc00005), 1e-38} {
+			got, want := append([]float32(nil), x...), append([]float32(nil), x...)
+			divide(got, d)
+			divideGo(want, d)
+			for j := range got {
+				if !sameBits32(got[j], want[j]) {
+					t.Fatalf("n %d d %v: element %d: %v / d = %v, want %v", n, d, j, x[j], got[j], want[j])
+				}
+			}
+		}
+	}
+}
+
+// linearPlain is linear's chunk as its definition reads, element by element: each
+// product rounded to float32, added in model order, divided.
+func linearPlain(dst []float32, in [][]float32, w []float32, den float32) {
+	for j := range dst {
+		var s float32
+		for i, x := range in {
+			s += float32(w[i] * x[j])
+		}
+		dst[j] = s / den
+	}
+}
+
+// TestLinearFusedMatchesGeneric: linear's tiled path from the inputs' bytes writes the
+// bytes of decoding, the plain per-element sum and encoding, over dtype mixes, lengths
+// around the tile, special values, and with and without normalizing; it declines
+// block-quantized types.
+func TestLinearFusedMatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 31))
+	cases := []struct {
+		in  []dtype.DType
+		out dtype.DType
+	}{
+		{[]dtype.DType{dtype.BF16, dtype.BF16, dtype.BF16}, dtype.BF16},
+		{[]dtype.DType{dtype.F32, dtype.F16, dtype.BF16}, dtype.F16},
+		{[]dtype.DType{dtype.F16}, dtype.F32},
+		{[]dtype.DType{dtype.BF16, dtype.F32}, dtype.BF16},
+	}
+	for _, tc := range cases {
+		for _, n := range []int{0, 1, 7, linearTile - 1, linearTile, linearTile + 1, 5000} {
+			ops := make([]Operand, len(tc.in))
+			vals := make([][]float32, len(tc.in))
+			w := make([]float32, len(tc.in))
+			for i, dt := range tc.in {
+				b := make([]byte, dt.Bytes(int64(n)))
+				must(t, dtype.Encode(b, fastTestValues(rng, n), dt))
+				ops[i] = Operand{DType: dt, Data: b}
+				vals[i] = make([]float32, n)
+				must(t, dtype.Decode(vals[i], b, dt))
+				w[i] = float32(rng.NormFloat64())
+			}
+			for _, den := range []float32{1, 0.37} {
+				name := fmt.Sprint(tc.in, "->", tc.out, " n ", n, " den ", den)
+				fused := make([]byte, tc.out.Bytes(int64(n)))
+				if !linearTiled(fused, tc.out, ops, w, den) {
+					t.Fatalf("%s: the fused path declined", name)
+				}
+				ref := make([]float32, n)
+				linearPlain(ref, vals, w, den)
+				generic := make([]byte, len(fused))
+				must(t, dtype.Encode(generic, ref, tc.out))
+				got, want := make([]float32, n), make([]float32, n)
+				must(t, dtype.Decode(got, fused, tc.out))
+				must(t, dtype.Decode(want, generic, tc.out))
+				for j := range got {
+					if !sameBits32(got[j], want[j]) {
+						t.Fatalf("%s: element %d: %v, want %v", name, j, got[j], want[j])
+					}
+				}
+				// The engine's path (decode, the kernel's Merge, encode) gives them too.
+				dst := make([]float32, n)
+				linearCombine(dst, vals, w, den)
+				for j := range dst {
+					if !sameBits32(dst[j], ref[j]) {
+						t.Fatalf("%s: linearCombine element %d: %v, want %v", name, j, dst[j], ref[j])
+					}
+				}
+			}
+		}
+	}
+	q := make([]byte, dtype.Q8_0.Bytes(64))
+	if linearTiled(q, dtype.Q8_0, []Operand{{DType: dtype.Q8_0, Data: q}}, []float32{1}, 1) {
+		t.Error("the fused path took a block-quantized type")
+	}
+}
