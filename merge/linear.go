@@ -67,45 +67,20 @@ func linearCombine(dst []float32, in [][]float32, w []float32, den float32) {
 	divide(dst, den)
 }
 
-// linearTile is how many elements linearTiled takes at a time: 4 KiB of float32 for
-// an input's values and as much for the sum, which stay in L1 from decoding to
-// encoding. The engine's path decodes whole chunks, a quarter of a MiB per input,
-// which with three or four inputs no longer fit in L2: decoding into them was 60 % of
-// linear's samples, the merge's loop 20 %.
-const linearTile = 1024
-
-// linearTiled is linear's fused path (Kernel.Fused): out from the inputs' bytes a tile
-// at a time, for the element-wise float dtypes (BF16, F16, F32). It does what the
-// engine's path does (decode, linearCombine, encode) element for element, so the bits
-// are the same; false leaves the chunk to that path.
+// linearTiled is linear's fused path (Kernel.Fused): decode each input's tile, add its
+// products, divide, as linearCombine does element for element (elementwiseTiles).
 func linearTiled(out []byte, outDT dtype.DType, in []Operand, w []float32, den float32) bool {
-	elementwise := func(dt dtype.DType) bool { return dt == dtype.BF16 || dt == dtype.F16 || dt == dtype.F32 }
-	if !elementwise(outDT) {
-		return false
-	}
-	for _, op := range in {
-		if !elementwise(op.DType) {
-			return false
-		}
-	}
-	n := int64(len(out)) / int64(outDT.Size())
-	var sum, x [linearTile]float32
-	for off := int64(0); off < n; off += linearTile {
-		k := min(linearTile, n-off)
-		s, xv := sum[:k], x[:k]
+	return elementwiseTiles(out, outDT, in, func(s, x []float32, off int64) bool {
 		clear(s)
 		for i, op := range in {
-			if err := dtype.Decode(xv, op.Data[op.DType.Bytes(off):], op.DType); err != nil {
-				return false // the engine's path reports it, naming the file
+			if !decodeTile(x, op, off) {
+				return false
 			}
-			addScaled(s, xv, nil, w[i])
+			addScaled(s, x, nil, w[i])
 		}
 		divide(s, den)
-		if err := dtype.Encode(out[outDT.Bytes(off):outDT.Bytes(off+k)], s, outDT); err != nil {
-			return false
-		}
-	}
-	return true
+		return true
+	})
 }
 
 // linearRef is linear's plain statement, per element in float64: Σ w_i x_i / Σ w_i

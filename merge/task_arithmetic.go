@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 
+	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
 )
 
@@ -22,18 +23,30 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 	lambda := m.lambda
 	return Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			base := in[0][:len(dst)]
 			clear(dst)
 			for i, x := range in[1:] {
-				w := m.weights[i]
-				x = x[:len(dst)]
-				for j := range dst {
-					dst[j] += float32(w * (x[j] - base[j]))
+				addScaled(dst, x, in[0], m.weights[i])
+			}
+			taskArithmeticFinish(dst, in[0], lambda)
+		},
+		// The same, a tile at a time from the inputs' bytes (elementwiseTiles).
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
+			var base [tileElems]float32
+			return elementwiseTiles(out, outDT, in, func(s, x []float32, off int64) bool {
+				b := base[:len(s)]
+				if !decodeTile(b, in[0], off) {
+					return false
 				}
-			}
-			for j := range dst {
-				dst[j] = base[j] + float32(lambda*dst[j])
-			}
+				clear(s)
+				for i, op := range in[1:] {
+					if !decodeTile(x, op, off) {
+						return false
+					}
+					addScaled(s, x, b, m.weights[i])
+				}
+				taskArithmeticFinish(s, b, lambda)
+				return true
+			})
 		},
 		// addTaskVectors with every element kept and no rescale: the same sums, in
 		// the same order.
@@ -46,5 +59,14 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 			return nil, dev.TaskVectors(ctx, t.NumElements(), out, in[0], tm, lambda, false)
 		},
 		GPULight: true,
+	}
+}
+
+// taskArithmeticFinish sets dst[j] = base[j] + float32(λ·dst[j]), dst holding the
+// weighted sum of the task vectors.
+func taskArithmeticFinish(dst, base []float32, lambda float32) {
+	base = base[:len(dst)]
+	for j := range dst {
+		dst[j] = base[j] + float32(lambda*dst[j])
 	}
 }

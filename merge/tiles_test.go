@@ -63,7 +63,7 @@ func TestLinearFusedMatchesGeneric(t *testing.T) {
 		{[]dtype.DType{dtype.BF16, dtype.F32}, dtype.BF16},
 	}
 	for _, tc := range cases {
-		for _, n := range []int{0, 1, 7, linearTile - 1, linearTile, linearTile + 1, 5000} {
+		for _, n := range []int{0, 1, 7, tileElems - 1, tileElems, tileElems + 1, 5000} {
 			ops := make([]Operand, len(tc.in))
 			vals := make([][]float32, len(tc.in))
 			w := make([]float32, len(tc.in))
@@ -106,6 +106,78 @@ func TestLinearFusedMatchesGeneric(t *testing.T) {
 	}
 	q := make([]byte, dtype.Q8_0.Bytes(64))
 	if linearTiled(q, dtype.Q8_0, []Operand{{DType: dtype.Q8_0, Data: q}}, []float32{1}, 1) {
+		t.Error("the fused path took a block-quantized type")
+	}
+}
+
+// TestTaskArithmeticFusedMatchesGeneric: task_arithmetic's kernel, fused from the
+// inputs' bytes and through Merge, writes the bits of its plain per-element
+// statement (δ_i rounded, each w_i·δ_i rounded and added in model order, then
+// θ_base + float32(λ·sum)), over dtype mixes, lengths around the tile and special
+// values; it declines block-quantized types.
+func TestTaskArithmeticFusedMatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 13))
+	cases := []struct {
+		in  []dtype.DType // the base first
+		out dtype.DType
+	}{
+		{[]dtype.DType{dtype.BF16, dtype.BF16, dtype.BF16, dtype.BF16}, dtype.BF16},
+		{[]dtype.DType{dtype.F32, dtype.F16, dtype.BF16}, dtype.F16},
+		{[]dtype.DType{dtype.F16, dtype.F32}, dtype.F32},
+	}
+	for _, tc := range cases {
+		for _, n := range []int{0, 1, 9, tileElems - 1, tileElems, tileElems + 1, 5000} {
+			ops := make([]Operand, len(tc.in))
+			vals := make([][]float32, len(tc.in))
+			w := make([]float32, len(tc.in)-1)
+			for i, dt := range tc.in {
+				b := make([]byte, dt.Bytes(int64(n)))
+				must(t, dtype.Encode(b, fastTestValues(rng, n), dt))
+				ops[i] = Operand{DType: dt, Data: b}
+				vals[i] = make([]float32, n)
+				must(t, dtype.Decode(vals[i], b, dt))
+				if i > 0 {
+					w[i-1] = float32(rng.NormFloat64())
+				}
+			}
+			for _, lambda := range []float32{1, 0.6} {
+				name := fmt.Sprint(tc.in, "->", tc.out, " n ", n, " λ ", lambda)
+				k := taskArithmeticKernel(&methodRun{weights: w, lambda: lambda}, nil)
+				ref := make([]float32, n)
+				for j := range ref {
+					var sum float32
+					for i, x := range vals[1:] {
+						sum += float32(w[i] * (x[j] - vals[0][j]))
+					}
+					ref[j] = vals[0][j] + float32(lambda*sum)
+				}
+				dst := make([]float32, n)
+				k.Merge(dst, vals, nil, Chunk{})
+				for j := range dst {
+					if !sameBits32(dst[j], ref[j]) {
+						t.Fatalf("%s: Merge element %d: %v, want %v", name, j, dst[j], ref[j])
+					}
+				}
+				fused := make([]byte, tc.out.Bytes(int64(n)))
+				if !k.Fused(fused, tc.out, ops, nil, Chunk{}) {
+					t.Fatalf("%s: the fused path declined", name)
+				}
+				generic := make([]byte, len(fused))
+				must(t, dtype.Encode(generic, ref, tc.out))
+				got, want := make([]float32, n), make([]float32, n)
+				must(t, dtype.Decode(got, fused, tc.out))
+				must(t, dtype.Decode(want, generic, tc.out))
+				for j := range got {
+					if !sameBits32(got[j], want[j]) {
+						t.Fatalf("%s: fused element %d: %v, want %v", name, j, got[j], want[j])
+					}
+				}
+			}
+		}
+	}
+	q := make([]byte, dtype.Q8_0.Bytes(64))
+	k := taskArithmeticKernel(&methodRun{weights: []float32{1}, lambda: 1}, nil)
+	if k.Fused(q, dtype.Q8_0, []Operand{{DType: dtype.Q8_0, Data: q}, {DType: dtype.Q8_0, Data: q}}, nil, Chunk{}) {
 		t.Error("the fused path took a block-quantized type")
 	}
 }
