@@ -134,6 +134,26 @@ func divideGo(dst []float32, d float32) {
 	}
 }
 
+// scaleOnto sets dst[j] = base[j] + float32(w·dst[j]), the product and the sum each
+// rounded to float32: with AVX2 eight at a time (the same operations), scaleOntoGo
+// for the rest.
+func scaleOnto(dst, base []float32, w float32) {
+	base = base[:len(dst)]
+	j := 0
+	if haveLerpBF16Asm {
+		j = scaleOntoAsm(dst, base, w)
+	}
+	scaleOntoGo(dst[j:], base[j:], w)
+}
+
+// scaleOntoGo is scaleOnto in Go: the reference of the assembly.
+func scaleOntoGo(dst, base []float32, w float32) {
+	base = base[:len(dst)]
+	for j := range dst {
+		dst[j] = base[j] + float32(w*dst[j])
+	}
+}
+
 // addScaledGo is addScaled in Go: the reference of the assembly.
 func addScaledGo(dst, x, b []float32, w float32) {
 	x = x[:len(dst)]

@@ -11,6 +11,20 @@ func addScaledAVX2(dst, x *float32, n int, w float32)
 //go:noescape
 func divideAVX2(dst *float32, n int, d float32)
 
+//go:noescape
+func scaleOntoAVX2(dst, base *float32, n int, w float32)
+
+// scaleOntoAsm does dst[j] = base[j] + float32(w·dst[j]) with AVX2 over the first
+// elements of dst, a multiple of 8, and returns how many; the caller checks
+// haveLerpBF16Asm (the CPU has AVX2).
+func scaleOntoAsm(dst, base []float32, w float32) int {
+	n := len(dst) &^ 7
+	if n > 0 {
+		scaleOntoAVX2(&dst[0], &base[0], n, w)
+	}
+	return n
+}
+
 // divideAsm does dst[j] /= d with AVX2 over the first elements of dst, a multiple of
 // 8, and returns how many; the caller checks haveLerpBF16Asm (the CPU has AVX2).
 func divideAsm(dst []float32, d float32) int {

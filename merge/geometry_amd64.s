@@ -78,3 +78,30 @@ dloop:
 ddone:
 	VZEROUPPER
 	RET
+
+// func scaleOntoAVX2(dst, base *float32, n int, w float32)
+//
+// dst[j] = base[j] + float32(w·dst[j]) for j < n (a multiple of 8), eight at a time:
+// the product rounded, then the sum, with the operands in the order the Go loop
+// (scaleOntoGo) gives its instructions, so that where two NaNs meet the same payload
+// comes out (TestScaleOntoMatchesGo).
+TEXT ·scaleOntoAVX2(SB), NOSPLIT, $0-28
+	MOVQ         dst+0(FP), DI
+	MOVQ         base+8(FP), SI
+	MOVQ         n+16(FP), CX
+	VBROADCASTSS w+24(FP), Y7
+	XORQ         AX, AX
+
+oloop:
+	CMPQ    AX, CX
+	JGE     odone
+	VMOVUPS (DI)(AX*4), Y0
+	VMULPS  Y7, Y0, Y0
+	VADDPS  (SI)(AX*4), Y0, Y0
+	VMOVUPS Y0, (DI)(AX*4)
+	ADDQ    $8, AX
+	JMP     oloop
+
+odone:
+	VZEROUPPER
+	RET

@@ -6,3 +6,5 @@ package merge
 func addScaledAsm(dst, x, b []float32, w float32) int { panic("unreachable") }
 
 func divideAsm(dst []float32, d float32) int { panic("unreachable") }
+
+func scaleOntoAsm(dst, base []float32, w float32) int { panic("unreachable") }

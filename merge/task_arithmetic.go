@@ -27,7 +27,7 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 			for i, x := range in[1:] {
 				addScaled(dst, x, in[0], m.weights[i])
 			}
-			taskArithmeticFinish(dst, in[0], lambda)
+			scaleOnto(dst, in[0], lambda)
 		},
 		// The same, a tile at a time from the inputs' bytes (elementwiseTiles).
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
@@ -44,7 +44,7 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 					}
 					addScaled(s, x, b, m.weights[i])
 				}
-				taskArithmeticFinish(s, b, lambda)
+				scaleOnto(s, b, lambda)
 				return true
 			})
 		},
@@ -59,14 +59,5 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 			return nil, dev.TaskVectors(ctx, t.NumElements(), out, in[0], tm, lambda, false)
 		},
 		GPULight: true,
-	}
-}
-
-// taskArithmeticFinish sets dst[j] = base[j] + float32(λ·dst[j]), dst holding the
-// weighted sum of the task vectors.
-func taskArithmeticFinish(dst, base []float32, lambda float32) {
-	base = base[:len(dst)]
-	for j := range dst {
-		dst[j] = base[j] + float32(lambda*dst[j])
 	}
 }

@@ -35,6 +35,33 @@ func TestDivideMatchesGo(t *testing.T) {
 	}
 }
 
+// TestScaleOntoMatchesGo: scaleOnto (AVX2 where the CPU has it) gives scaleOntoGo's
+// bits, on lengths that leave tails, the special values and NaNs of several payloads
+// meeting each other.
+func TestScaleOntoMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(29, 3))
+	for _, n := range []int{0, 1, 7, 8, 13, 1001, 4096} {
+		x, b := fastTestValues(rng, n), fastTestValues(rng, n)
+		if n == 4096 {
+			for j := range x {
+				if j%3 == 0 {
+					x[j], b[j] = math.Float32frombits(0x7fc00000|uint32(j)), math.Float32frombits(0xffc00000|uint32(j+1))
+				}
+			}
+		}
+		for _, w := range []float32{0.3, -1.7, 0, 3e30, math.Float32frombits(0x7fc00005)} {
+			got, want := append([]float32(nil), x...), append([]float32(nil), x...)
+			scaleOnto(got, b, w)
+			scaleOntoGo(want, b, w)
+			for j := range got {
+				if !sameBits32(got[j], want[j]) {
+					t.Fatalf("n %d w %v: element %d: %v, want %v", n, w, j, got[j], want[j])
+				}
+			}
+		}
+	}
+}
+
 // linearPlain is linear's chunk as its definition reads, element by element: each
 // product rounded to float32, added in model order, divided.
 func linearPlain(dst []float32, in [][]float32, w []float32, den float32) {
