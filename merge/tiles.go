@@ -1,6 +1,10 @@
 package merge
 
-import "github.com/gomerge/gomerge/formats/dtype"
+import (
+	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
 
 // The fused paths of the methods whose arithmetic is a few operations an element
 // (linear, task_arithmetic) take a chunk a tile at a time: each input's tile decoded
@@ -10,6 +14,11 @@ import "github.com/gomerge/gomerge/formats/dtype"
 
 // tileElems is how many elements a tile holds.
 const tileElems = 1024
+
+// tileBufs are the two tiles of a fused call, the output's values and an input's:
+// pooled, as handing them to the tile function (a func value) would move them to
+// the heap, 8 KiB for every chunk.
+var tileBufs = sync.Pool{New: func() any { return new([2][tileElems]float32) }}
 
 // elementwiseTiles writes out a tile at a time: tile fills s (the output's values, as
 // float32) for elements [off, off+len(s)), with x a buffer of the same length for an
@@ -27,7 +36,9 @@ func elementwiseTiles(out []byte, outDT dtype.DType, in []Operand, tile func(s, 
 		}
 	}
 	n := int64(len(out)) / int64(outDT.Size())
-	var s, x [tileElems]float32
+	bufs := tileBufs.Get().(*[2][tileElems]float32)
+	defer tileBufs.Put(bufs)
+	s, x := &bufs[0], &bufs[1]
 	for off := int64(0); off < n; off += tileElems {
 		k := min(tileElems, n-off)
 		if !tile(s[:k], x[:k], off) {
