@@ -62,6 +62,48 @@ func TestScaleOntoMatchesGo(t *testing.T) {
 	}
 }
 
+// tileOperands encodes n special-laden values (fastTestValues) in each of dts: the
+// operands a fused path reads, and the values the engine's path would decode.
+func tileOperands(t *testing.T, rng *rand.Rand, dts []dtype.DType, n int) ([]Operand, [][]float32) {
+	t.Helper()
+	ops := make([]Operand, len(dts))
+	vals := make([][]float32, len(dts))
+	for i, dt := range dts {
+		b := make([]byte, dt.Bytes(int64(n)))
+		must(t, dtype.Encode(b, fastTestValues(rng, n), dt))
+		ops[i] = Operand{DType: dt, Data: b}
+		vals[i] = make([]float32, n)
+		must(t, dtype.Decode(vals[i], b, dt))
+	}
+	return ops, vals
+}
+
+// checkEncoded fails unless fused (a fused path's output, in dt) holds ref's values
+// as encoding them gives.
+func checkEncoded(t *testing.T, name string, fused []byte, ref []float32, dt dtype.DType) {
+	t.Helper()
+	generic := make([]byte, len(fused))
+	must(t, dtype.Encode(generic, ref, dt))
+	got, want := make([]float32, len(ref)), make([]float32, len(ref))
+	must(t, dtype.Decode(got, fused, dt))
+	must(t, dtype.Decode(want, generic, dt))
+	for j := range got {
+		if !sameBits32(got[j], want[j]) {
+			t.Fatalf("%s: fused element %d: %v, want %v", name, j, got[j], want[j])
+		}
+	}
+}
+
+// checkValues32 fails unless got holds want's bits (sameBits32).
+func checkValues32(t *testing.T, name string, got, want []float32) {
+	t.Helper()
+	for j := range got {
+		if !sameBits32(got[j], want[j]) {
+			t.Fatalf("%s: element %d: %v, want %v", name, j, got[j], want[j])
+		}
+	}
+}
+
 // linearPlain is linear's chunk as its definition reads, element by element: each
 // product rounded to float32, added in model order, divided.
 func linearPlain(dst []float32, in [][]float32, w []float32, den float32) {
@@ -91,15 +133,9 @@ func TestLinearFusedMatchesGeneric(t *testing.T) {
 	}
 	for _, tc := range cases {
 		for _, n := range []int{0, 1, 7, tileElems - 1, tileElems, tileElems + 1, 5000} {
-			ops := make([]Operand, len(tc.in))
-			vals := make([][]float32, len(tc.in))
+			ops, vals := tileOperands(t, rng, tc.in, n)
 			w := make([]float32, len(tc.in))
-			for i, dt := range tc.in {
-				b := make([]byte, dt.Bytes(int64(n)))
-				must(t, dtype.Encode(b, fastTestValues(rng, n), dt))
-				ops[i] = Operand{DType: dt, Data: b}
-				vals[i] = make([]float32, n)
-				must(t, dtype.Decode(vals[i], b, dt))
+			for i := range w {
 				w[i] = float32(rng.NormFloat64())
 			}
 			for _, den := range []float32{1, 0.37} {
@@ -110,24 +146,11 @@ func TestLinearFusedMatchesGeneric(t *testing.T) {
 				}
 				ref := make([]float32, n)
 				linearPlain(ref, vals, w, den)
-				generic := make([]byte, len(fused))
-				must(t, dtype.Encode(generic, ref, tc.out))
-				got, want := make([]float32, n), make([]float32, n)
-				must(t, dtype.Decode(got, fused, tc.out))
-				must(t, dtype.Decode(want, generic, tc.out))
-				for j := range got {
-					if !sameBits32(got[j], want[j]) {
-						t.Fatalf("%s: element %d: %v, want %v", name, j, got[j], want[j])
-					}
-				}
+				checkEncoded(t, name, fused, ref, tc.out)
 				// The engine's path (decode, the kernel's Merge, encode) gives them too.
 				dst := make([]float32, n)
 				linearCombine(dst, vals, w, den)
-				for j := range dst {
-					if !sameBits32(dst[j], ref[j]) {
-						t.Fatalf("%s: linearCombine element %d: %v, want %v", name, j, dst[j], ref[j])
-					}
-				}
+				checkValues32(t, name+": linearCombine", dst, ref)
 			}
 		}
 	}
@@ -154,18 +177,10 @@ func TestTaskArithmeticFusedMatchesGeneric(t *testing.T) {
 	}
 	for _, tc := range cases {
 		for _, n := range []int{0, 1, 9, tileElems - 1, tileElems, tileElems + 1, 5000} {
-			ops := make([]Operand, len(tc.in))
-			vals := make([][]float32, len(tc.in))
+			ops, vals := tileOperands(t, rng, tc.in, n)
 			w := make([]float32, len(tc.in)-1)
-			for i, dt := range tc.in {
-				b := make([]byte, dt.Bytes(int64(n)))
-				must(t, dtype.Encode(b, fastTestValues(rng, n), dt))
-				ops[i] = Operand{DType: dt, Data: b}
-				vals[i] = make([]float32, n)
-				must(t, dtype.Decode(vals[i], b, dt))
-				if i > 0 {
-					w[i-1] = float32(rng.NormFloat64())
-				}
+			for i := range w {
+				w[i] = float32(rng.NormFloat64())
 			}
 			for _, lambda := range []float32{1, 0.6} {
 				name := fmt.Sprint(tc.in, "->", tc.out, " n ", n, " λ ", lambda)
@@ -180,25 +195,12 @@ func TestTaskArithmeticFusedMatchesGeneric(t *testing.T) {
 				}
 				dst := make([]float32, n)
 				k.Merge(dst, vals, nil, Chunk{})
-				for j := range dst {
-					if !sameBits32(dst[j], ref[j]) {
-						t.Fatalf("%s: Merge element %d: %v, want %v", name, j, dst[j], ref[j])
-					}
-				}
+				checkValues32(t, name+": Merge", dst, ref)
 				fused := make([]byte, tc.out.Bytes(int64(n)))
 				if !k.Fused(fused, tc.out, ops, nil, Chunk{}) {
 					t.Fatalf("%s: the fused path declined", name)
 				}
-				generic := make([]byte, len(fused))
-				must(t, dtype.Encode(generic, ref, tc.out))
-				got, want := make([]float32, n), make([]float32, n)
-				must(t, dtype.Decode(got, fused, tc.out))
-				must(t, dtype.Decode(want, generic, tc.out))
-				for j := range got {
-					if !sameBits32(got[j], want[j]) {
-						t.Fatalf("%s: fused element %d: %v, want %v", name, j, got[j], want[j])
-					}
-				}
+				checkEncoded(t, name, fused, ref, tc.out)
 			}
 		}
 	}
