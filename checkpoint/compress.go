@@ -83,7 +83,7 @@ func Compress(ctx context.Context, in, out string, opts CompressOptions) (*Compr
 	if err != nil {
 		return nil, &OutputError{Path: out, Err: err}
 	}
-	res, err := WriteCompressed(ctx, outputWriter{o.Stream(0), out}, in, filepath.Dir(out), opts)
+	res, err := WriteCompressed(ctx, o.Stream(0), in, out, opts)
 	if err != nil {
 		o.Abort()
 		return nil, err
@@ -95,9 +95,12 @@ func Compress(ctx context.Context, in, out string, opts CompressOptions) (*Compr
 }
 
 // WriteCompressed codes the checkpoint file in (safetensors or GGUF) as a .gmz into
-// w. outDir is the folder the .gmz will live in, which a delta's reference path is
-// relative to.
-func WriteCompressed(ctx context.Context, w io.Writer, in, outDir string, opts CompressOptions) (*CompressResult, error) {
+// w. out is the path the .gmz will have: a delta's reference path is relative to its
+// folder, and w's write errors are the output's (OutputError naming out), not the
+// input's.
+func WriteCompressed(ctx context.Context, w io.Writer, in, out string, opts CompressOptions) (*CompressResult, error) {
+	w = outputWriter{w, out}
+	outDir := filepath.Dir(out)
 	open := readSafetensorsForGMZ
 	if isGGUF(in) {
 		open = readGGUFForGMZ // compressgguf.go

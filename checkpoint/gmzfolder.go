@@ -101,7 +101,7 @@ func CompressFolder(ctx context.Context, in, out string, opts CompressOptions) (
 	}
 	total := &CompressResult{}
 	for i, s := range shards {
-		res, err := WriteCompressed(ctx, outputWriter{o.Stream(i), o.Paths[i]}, filepath.Join(in, s), out, opts)
+		res, err := WriteCompressed(ctx, o.Stream(i), filepath.Join(in, s), o.Paths[i], opts)
 		if err != nil {
 			o.Abort()
 			return nil, err

@@ -207,7 +207,7 @@ func compressSplit(ctx context.Context, in, out string, opts CompressOptions) (r
 	}
 	total := &CompressResult{}
 	for i, p := range paths {
-		r, err := WriteCompressed(ctx, outputWriter{o.Stream(i), o.Paths[i]}, p, dir, opts)
+		r, err := WriteCompressed(ctx, o.Stream(i), p, o.Paths[i], opts)
 		if err != nil {
 			o.Abort()
 			return nil, true, err

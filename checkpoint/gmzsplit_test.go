@@ -128,7 +128,7 @@ func gmzPartSeed(tb testing.TB, no int) []byte {
 		tb.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if _, err := WriteCompressed(context.Background(), &buf, p, dir, CompressOptions{FrameSize: 16}); err != nil {
+	if _, err := WriteCompressed(context.Background(), &buf, p, filepath.Join(dir, "part.gmz"), CompressOptions{FrameSize: 16}); err != nil {
 		tb.Fatal(err)
 	}
 	return buf.Bytes()
