@@ -23,10 +23,10 @@ var tileBufs = sync.Pool{New: func() any { return new([2][tileElems]float32) }}
 // elementwiseTiles writes out a tile at a time: tile fills s (the output's values, as
 // float32) for elements [off, off+len(s)), with x a buffer of the same length for an
 // input's values (decodeTile), and reports false to leave the chunk to the engine's
-// path; then s is encoded. Only the element-wise float dtypes (BF16, F16, F32), in
-// and out, are taken.
+// path; then s is encoded. Only float dtypes stored an element at a time (F16, BF16,
+// F32, F64), in and out, are taken; block-quantized ones decode whole blocks.
 func elementwiseTiles(out []byte, outDT dtype.DType, in []Operand, tile func(s, x []float32, off int64) bool) bool {
-	elementwise := func(dt dtype.DType) bool { return dt == dtype.BF16 || dt == dtype.F16 || dt == dtype.F32 }
+	elementwise := func(dt dtype.DType) bool { return dt.IsFloat() && !dt.IsBlock() }
 	if !elementwise(outDT) {
 		return false
 	}

@@ -130,6 +130,7 @@ func TestLinearFusedMatchesGeneric(t *testing.T) {
 		{[]dtype.DType{dtype.F32, dtype.F16, dtype.BF16}, dtype.F16},
 		{[]dtype.DType{dtype.F16}, dtype.F32},
 		{[]dtype.DType{dtype.BF16, dtype.F32}, dtype.BF16},
+		{[]dtype.DType{dtype.F64, dtype.BF16}, dtype.F64},
 	}
 	for _, tc := range cases {
 		for _, n := range []int{0, 1, 7, tileElems - 1, tileElems, tileElems + 1, 5000} {
