@@ -44,41 +44,6 @@ func sameBits64(a, b float64) bool {
 	return math.Float64bits(a) == math.Float64bits(b) || nanPayloadsVary && a != a && b != b
 }
 
-// TestGramChunkMatchesDotDiff: gramChunk (differences a block at a time, pairs four
-// at a time) gives each pair's dotDiff bit for bit, with a base and without, for 1
-// to 6 vectors over several blocks.
-func TestGramChunkMatchesDotDiff(t *testing.T) {
-	rng := rand.New(rand.NewPCG(17, 4))
-	for n := 1; n <= 6; n++ {
-		for _, withBase := range []bool{false, true} {
-			m := 1 + rng.IntN(3*gramBlock)
-			y := make([][]float32, n)
-			for i := range y {
-				y[i] = fastTestValues(rng, m)
-			}
-			var b []float32
-			if withBase {
-				b = fastTestValues(rng, m)
-
-			}
-			var pairs [][2]int
-			for i := range n {
-				for k := i; k < n; k++ {
-					pairs = append(pairs, [2]int{i, k})
-				}
-			}
-			acc := make([]float64, len(pairs))
-			gramChunk(pairs, y, b, acc, newGramScratch(n, len(pairs)))
-			for p, q := range pairs {
-				want := dotDiff(y[q[0]], y[q[1]], b)
-				if !sameBits64(acc[p], want) {
-					t.Errorf("n %d base %v pair %v: %v, dotDiff %v", n, withBase, q, acc[p], want)
-				}
-			}
-		}
-	}
-}
-
 // ramCountOne and ramMergeOne are ram's pass and merge a element at a time, with a
 // branch per model (the loops ramCountChunk and ramMergeChunk replaced): the
 // reference they must match bit for bit.

@@ -55,6 +55,7 @@ func karcherKernel(m *methodRun, _ *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			combine(dst, in, beta, false)
 		},
+		Fused: combineFused(false, func() []float32 { return beta }),
 	}
 }
 

@@ -23,34 +23,25 @@ func modelStockKernel(m *methodRun, t *TensorPlan) Kernel {
 		return modelStockRowKernel(m, t)
 	}
 	nModels := len(m.weights)
-	pairs := nModels * (nModels - 1) / 2
+	pass, gram := gramPass(nModels, true)
 	var wt, wb float32
+	done := pass.Done
+	pass.Done = func(perChunk []float64) error {
+		if err := done(perChunk); err != nil {
+			return err
+		}
+		g := gram()
+		var cSum float64
+		for i := range nModels {
+			for k := i + 1; k < nModels; k++ {
+				cSum += g[i][k] / math.Max(math.Sqrt(g[i][i])*math.Sqrt(g[k][k]), 1e-6)
+			}
+		}
+		wt, wb = modelStockT(cSum, nModels*(nModels-1)/2, nModels)
+		return nil
+	}
 	return Kernel{
-		Passes: []Pass{{
-			NumStats: pairs + nModels,
-			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
-				modelStockStatsRef(in[0], in[1:], acc)
-			},
-			Fused: gramFused(nModels, modelStockPairs(nModels), true),
-			Done: func(perChunk []float64) error {
-				sums := make([]float64, pairs+nModels)
-				for c := 0; c < len(perChunk); c += len(sums) {
-					for s := range sums {
-						sums[s] += perChunk[c+s]
-					}
-				}
-				var cSum float64
-				p := 0
-				for i := range nModels {
-					for k := i + 1; k < nModels; k++ {
-						cSum += sums[p] / math.Max(math.Sqrt(sums[pairs+i])*math.Sqrt(sums[pairs+k]), 1e-6)
-						p++
-					}
-				}
-				wt, wb = modelStockT(cSum, pairs, nModels)
-				return nil
-			},
-		}},
+		Passes: []Pass{pass},
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			modelStockMerge(dst, in[0], in[1:], wt, wb)
 		},

@@ -2,52 +2,8 @@ package merge
 
 import "github.com/gomerge/gomerge/formats/dtype"
 
-// Model_stock's per-tensor passes straight from BF16 bytes. Its statistics are the
-// inner products of the task vectors, pairs (i < k) first and then each model's
-// squared norm, the same chains as multislerp's Gram pass in another order
-// (gramFused); its merge is modelStockMergeBF16 (Kernel.Fused).
-
-// modelStockPairs is the per-tensor statistics' pairs of task vectors, in acc's
-// order: (i, k) for i < k, then (i, i).
-func modelStockPairs(nModels int) [][2]int {
-	var pairs [][2]int
-	for i := range nModels {
-		for k := i + 1; k < nModels; k++ {
-			pairs = append(pairs, [2]int{i, k})
-		}
-	}
-	for i := range nModels {
-		pairs = append(pairs, [2]int{i, i})
-	}
-	return pairs
-}
-
-// modelStockStatsRef is the per-tensor pass's Chunk on decoded values: each pair's
-// inner product, then each model's squared norm, one chain after another. It is
-// what gramFused must add, bit for bit.
-func modelStockStatsRef(base []float32, models [][]float32, acc []float64) {
-	nModels := len(models)
-	p := 0
-	for i := range models {
-		for k := i + 1; k < nModels; k++ {
-			var dot float64
-			for j := range base {
-				dot += float64((float64(models[i][j]) - float64(base[j])) * (float64(models[k][j]) - float64(base[j])))
-			}
-			acc[p] += dot
-			p++
-		}
-	}
-	for i := range models {
-		var sq float64
-		for j := range base {
-			d := float64(models[i][j]) - float64(base[j])
-			sq += float64(d * d)
-		}
-		acc[p] += sq
-		p++
-	}
-}
+// Model_stock's merge straight from BF16 bytes (Kernel.Fused); its statistics are
+// gramPass's (gram.go).
 
 // modelStockMerge is the per-tensor merge on decoded values: the models' float32
 // sum from +0 in model order, divided by N, times t, plus (1 − t)·base, each

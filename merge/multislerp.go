@@ -50,7 +50,6 @@ func multislerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 		w[i] = mm.Weight
 	}
 	pass, gram := gramPass(n, m.base)
-	pass.Fused = gramFused(n, gramChunkOperands(n), m.base)
 	var gamma []float32
 	done := pass.Done
 	pass.Done = func(perChunk []float64) error {

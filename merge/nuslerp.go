@@ -116,42 +116,61 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 	seg := newSegments(tp.Shape, m.p.Geo.Flatten == SwitchOn, m.p.Geo.RowWise == SwitchOn)
 	var c0, c1 []float32
 	first := b2i(m.base)
-	return Kernel{
-		Passes: []Pass{{
-			NumStats: 3 * seg.slots,
-			Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
-				v0, v1 := in[first], in[first+1]
-				var base []float32
-				if m.base {
-					base = in[0]
-				}
-				seg.runs(pos, len(v0), func(lo, hi, slot int) {
-					var d, n0, n1 float64
-					for j := lo; j < hi; j++ {
-						a, b := float64(v0[j]), float64(v1[j])
-						if base != nil {
-							a -= float64(base[j])
-							b -= float64(base[j])
-						}
-						d += float64(a * b) // rounded: no platform fuses it
-						n0 += float64(a * a)
-						n1 += float64(b * b)
+	pass := Pass{
+		NumStats: 3 * seg.slots,
+		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
+			v0, v1 := in[first], in[first+1]
+			var base []float32
+			if m.base {
+				base = in[0]
+			}
+			seg.runs(pos, len(v0), func(lo, hi, slot int) {
+				// The Gram sums' order (gram.go): element j of the run in lane j mod 8.
+				var d, n0, n1 [lanes]float64
+				for j := lo; j < hi; j++ {
+					a, b := float64(v0[j]), float64(v1[j])
+					if base != nil {
+						a -= float64(base[j])
+						b -= float64(base[j])
 					}
-					acc[3*slot] += d
-					acc[3*slot+1] += n0
-					acc[3*slot+2] += n1
-				})
-			},
-			Done: func(perChunk []float64) error {
-				sums := seg.segmentSums(perChunk, 3)
-				c0, c1 = make([]float32, seg.n), make([]float32, seg.n)
-				for i := range seg.n {
-					a, b := nuslerpCoefficients(t, sums[0][i], sums[1][i], sums[2][i])
-					c0[i], c1[i] = float32(a), float32(b)
+					l := (j - lo) % lanes
+					d[l] += float64(a * b) // rounded: no platform fuses it
+					n0[l] += float64(a * a)
+					n1[l] += float64(b * b)
 				}
-				return nil
-			},
-		}},
+				acc[3*slot] += combineLanes(d[:])
+				acc[3*slot+1] += combineLanes(n0[:])
+				acc[3*slot+2] += combineLanes(n1[:])
+			})
+		},
+		Done: func(perChunk []float64) error {
+			sums := seg.segmentSums(perChunk, 3)
+			c0, c1 = make([]float32, seg.n), make([]float32, seg.n)
+			for i := range seg.n {
+				a, b := nuslerpCoefficients(t, sums[0][i], sums[1][i], sums[2][i])
+				c0[i], c1[i] = float32(a), float32(b)
+			}
+			return nil
+		},
+	}
+	if seg.n == 1 {
+		// One vector: the Gram pass, which reads BF16 words straight and gives the
+		// same sums as the runs' lanes over whole chunks.
+		var gram func() [][]float64
+		pass, gram = gramPass(2, m.base)
+		done := pass.Done
+		pass.Done = func(perChunk []float64) error {
+			if err := done(perChunk); err != nil {
+				return err
+			}
+			g := gram()
+			a, b := nuslerpCoefficients(t, g[0][1], g[0][0], g[1][1])
+			c0, c1 = []float32{float32(a)}, []float32{float32(b)}
+			return nil
+		}
+	}
+	return Kernel{
+		Passes: []Pass{pass},
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			v0, v1 := in[first], in[first+1]
 			seg.runs(pos, len(dst), func(lo, hi, slot int) {

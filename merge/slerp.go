@@ -15,39 +15,24 @@ func init() {
 }
 
 // slerpKernel (docs/methods.md, slerp): spherical interpolation between the base (v0) and the
-// model (v1) by t, on the flattened tensors. A pass computes v0·v1, ‖v0‖ and ‖v1‖ in
-// float64; the coefficients are computed in float64 and each product rounded to
-// float32.
+// model (v1) by t, on the flattened tensors. The Gram pass gives v0·v1, ‖v0‖² and
+// ‖v1‖² in float64; the coefficients are computed in float64 and each product
+// rounded to float32.
 func slerpKernel(m *methodRun, _ *TensorPlan) Kernel {
+	pass, gram := gramPass(2, false)
 	var c0, c1 float32
+	done := pass.Done
+	pass.Done = func(perChunk []float64) error {
+		if err := done(perChunk); err != nil {
+			return err
+		}
+		g := gram()
+		a, b := slerpCoefficients(m.p.T, g[0][1], math.Sqrt(g[0][0]), math.Sqrt(g[1][1]))
+		c0, c1 = float32(a), float32(b)
+		return nil
+	}
 	return Kernel{
-		Passes: []Pass{{
-			NumStats: 3,
-			Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
-				v0, v1 := in[0], in[1]
-				var dot, n0, n1 float64
-				for j := range v0 {
-					a, b := float64(v0[j]), float64(v1[j])
-					dot += float64(a * b)
-					n0 += float64(a * a)
-					n1 += float64(b * b)
-				}
-				acc[0] += dot
-				acc[1] += n0
-				acc[2] += n1
-			},
-			Done: func(perChunk []float64) error {
-				var dot, n0, n1 float64
-				for c := 0; c < len(perChunk); c += 3 {
-					dot += perChunk[c]
-					n0 += perChunk[c+1]
-					n1 += perChunk[c+2]
-				}
-				a, b := slerpCoefficients(m.p.T, dot, math.Sqrt(n0), math.Sqrt(n1))
-				c0, c1 = float32(a), float32(b)
-				return nil
-			},
-		}},
+		Passes: []Pass{pass},
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			switch {
 			case m.p.T == 0: // exactly the base: no −0 turned +0, no 0·Inf from the model

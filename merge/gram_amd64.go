@@ -1,0 +1,60 @@
+//go:build !purego
+
+package merge
+
+//go:noescape
+func gramDiffBF16AVX2(d *float64, y, b *byte, n int)
+
+//go:noescape
+func gramDiffBF16AVX512(d *float64, y, b *byte, n int)
+
+//go:noescape
+func dotLanesAVX2(s *[lanes]float64, a, c *float64, n int)
+
+//go:noescape
+func gram2LanesAVX2(s *[lanes]float64, d0, d1 *float64, n int)
+
+//go:noescape
+func gram3LanesAVX2(s *[lanes]float64, d0, d1, d2 *float64, n int)
+
+// gramDiffBF16Asm runs gramDiffBF16AVX512 (where the CPU has it) or
+// gramDiffBF16AVX2 over the largest multiple of 8 elements of d and returns it; the
+// caller checks haveLerpBF16Asm (the CPU has AVX2).
+func gramDiffBF16Asm(d []float64, y, b []byte) int {
+	n := len(d) &^ 7
+	if n == 0 {
+		return 0
+	}
+	_ = y[2*n-1] // the assembly reads n words of y and b
+	var bp *byte
+	if b != nil {
+		_ = b[2*n-1]
+		bp = &b[0]
+	}
+	if haveMultislerp512 {
+		gramDiffBF16AVX512(&d[0], &y[0], bp, n)
+	} else {
+		gramDiffBF16AVX2(&d[0], &y[0], bp, n)
+	}
+	return n
+}
+
+// gramLanesAsm is gramLanesGo over the rows' first n elements (a multiple of 8,
+// at least 8) in assembly, by the pairs' layout, and returns n; the caller checks
+// haveLerpBF16Asm.
+func gramLanesAsm(ls [][lanes]float64, d []float64, pairs [][2]int, layout gramLayout, n int) int {
+	row := func(i int) *float64 { return &d[i*gramStride:][:n][0] }
+	switch layout {
+	case gramThree:
+		_ = ls[5]
+		gram3LanesAVX2(&ls[0], row(0), row(1), row(2), n)
+	case gramTwo:
+		_ = ls[2]
+		gram2LanesAVX2(&ls[0], row(0), row(1), n)
+	default:
+		for p, q := range pairs {
+			dotLanesAVX2(&ls[p], row(q[0]), row(q[1]), n)
+		}
+	}
+	return n
+}

@@ -1,0 +1,253 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func gramDiffBF16AVX2(d *float64, y, b *byte, n int)
+//
+// d[j] = float64(y_j) − float64(b_j) for the first n (a multiple of 8) BF16 words of
+// y and b (b nil: float64(y_j)), eight at a time: the words widened to float32, then
+// exactly to float64 (a NaN made quiet, as Go's conversion does), the difference
+// rounded, y first as in gramDiffBF16Go.
+TEXT ·gramDiffBF16AVX2(SB), NOSPLIT, $0-32
+	MOVQ  d+0(FP), DI
+	MOVQ  y+8(FP), SI
+	MOVQ  b+16(FP), DX
+	MOVQ  n+24(FP), CX
+	XORQ  AX, AX
+	TESTQ DX, DX
+	JZ    yloop
+
+dloop:
+	CMPQ         AX, CX
+	JGE          ddone
+	VPMOVZXWD    (SI)(AX*2), Y0
+	VPSLLD       $16, Y0, Y0
+	VPMOVZXWD    (DX)(AX*2), Y1
+	VPSLLD       $16, Y1, Y1
+	VCVTPS2PD    X0, Y2
+	VCVTPS2PD    X1, Y3
+	VSUBPD       Y3, Y2, Y2
+	VMOVUPD      Y2, (DI)(AX*8)
+	VEXTRACTF128 $1, Y0, X0
+	VEXTRACTF128 $1, Y1, X1
+	VCVTPS2PD    X0, Y2
+	VCVTPS2PD    X1, Y3
+	VSUBPD       Y3, Y2, Y2
+	VMOVUPD      Y2, 32(DI)(AX*8)
+	ADDQ         $8, AX
+	JMP          dloop
+
+yloop:
+	CMPQ         AX, CX
+	JGE          ddone
+	VPMOVZXWD    (SI)(AX*2), Y0
+	VPSLLD       $16, Y0, Y0
+	VCVTPS2PD    X0, Y2
+	VMOVUPD      Y2, (DI)(AX*8)
+	VEXTRACTF128 $1, Y0, X0
+	VCVTPS2PD    X0, Y2
+	VMOVUPD      Y2, 32(DI)(AX*8)
+	ADDQ         $8, AX
+	JMP          yloop
+
+ddone:
+	VZEROUPPER
+	RET
+
+// func gramDiffBF16AVX512(d *float64, y, b *byte, n int)
+//
+// gramDiffBF16AVX2 with the widening to float64 eight lanes at once.
+TEXT ·gramDiffBF16AVX512(SB), NOSPLIT, $0-32
+	MOVQ  d+0(FP), DI
+	MOVQ  y+8(FP), SI
+	MOVQ  b+16(FP), DX
+	MOVQ  n+24(FP), CX
+	XORQ  AX, AX
+	TESTQ DX, DX
+	JZ    zyloop
+
+zdloop:
+	CMPQ      AX, CX
+	JGE       zdone
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD    $16, Y0, Y0
+	VPMOVZXWD (DX)(AX*2), Y1
+	VPSLLD    $16, Y1, Y1
+	VCVTPS2PD Y0, Z2
+	VCVTPS2PD Y1, Z3
+	VSUBPD    Z3, Z2, Z2
+	VMOVUPD   Z2, (DI)(AX*8)
+	ADDQ      $8, AX
+	JMP       zdloop
+
+zyloop:
+	CMPQ      AX, CX
+	JGE       zdone
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD    $16, Y0, Y0
+	VCVTPS2PD Y0, Z2
+	VMOVUPD   Z2, (DI)(AX*8)
+	ADDQ      $8, AX
+	JMP       zyloop
+
+zdone:
+	VZEROUPPER
+	RET
+
+// func dotLanesAVX2(s *[8]float64, a, c *float64, n int)
+//
+// s[j mod 8] += a[j]·c[j] for j < n (a multiple of 8), each product rounded and
+// then added, a first: gramLanesGo for one pair, its eight lanes in two registers.
+TEXT ·dotLanesAVX2(SB), NOSPLIT, $0-32
+	MOVQ    s+0(FP), DI
+	MOVQ    a+8(FP), SI
+	MOVQ    c+16(FP), DX
+	MOVQ    n+24(FP), CX
+	VMOVUPD 0(DI), Y0
+	VMOVUPD 32(DI), Y1
+	XORQ    AX, AX
+
+p1loop:
+	CMPQ    AX, CX
+	JGE     p1done
+	VMOVUPD (SI)(AX*8), Y2
+	VMULPD  (DX)(AX*8), Y2, Y2
+	VADDPD  Y2, Y0, Y0
+	VMOVUPD 32(SI)(AX*8), Y3
+	VMULPD  32(DX)(AX*8), Y3, Y3
+	VADDPD  Y3, Y1, Y1
+	ADDQ    $8, AX
+	JMP     p1loop
+
+p1done:
+	VMOVUPD Y0, 0(DI)
+	VMOVUPD Y1, 32(DI)
+	VZEROUPPER
+	RET
+
+// func gram2LanesAVX2(s *[3][8]float64, d0, d1 *float64, n int)
+//
+// gramLanesGo for the pairs (0,0), (0,1), (1,1) of two rows, j < n (a multiple of
+// 8): six sums of four lanes side by side, pair p's lanes 0-3 in Y(2p), 4-7 in
+// Y(2p+1).
+TEXT ·gram2LanesAVX2(SB), NOSPLIT, $0-32
+	MOVQ    s+0(FP), DI
+	MOVQ    d0+8(FP), SI
+	MOVQ    d1+16(FP), DX
+	MOVQ    n+24(FP), CX
+	VMOVUPD 0(DI), Y0
+	VMOVUPD 32(DI), Y1
+	VMOVUPD 64(DI), Y2
+	VMOVUPD 96(DI), Y3
+	VMOVUPD 128(DI), Y4
+	VMOVUPD 160(DI), Y5
+	XORQ    AX, AX
+
+p2loop:
+	CMPQ    AX, CX
+	JGE     p2done
+	VMOVUPD (SI)(AX*8), Y12
+	VMOVUPD (DX)(AX*8), Y13
+	VMULPD  Y12, Y12, Y14
+	VADDPD  Y14, Y0, Y0
+	VMULPD  Y13, Y12, Y15
+	VADDPD  Y15, Y2, Y2
+	VMULPD  Y13, Y13, Y14
+	VADDPD  Y14, Y4, Y4
+	VMOVUPD 32(SI)(AX*8), Y12
+	VMOVUPD 32(DX)(AX*8), Y13
+	VMULPD  Y12, Y12, Y14
+	VADDPD  Y14, Y1, Y1
+	VMULPD  Y13, Y12, Y15
+	VADDPD  Y15, Y3, Y3
+	VMULPD  Y13, Y13, Y14
+	VADDPD  Y14, Y5, Y5
+	ADDQ    $8, AX
+	JMP     p2loop
+
+p2done:
+	VMOVUPD Y0, 0(DI)
+	VMOVUPD Y1, 32(DI)
+	VMOVUPD Y2, 64(DI)
+	VMOVUPD Y3, 96(DI)
+	VMOVUPD Y4, 128(DI)
+	VMOVUPD Y5, 160(DI)
+	VZEROUPPER
+	RET
+
+// func gram3LanesAVX2(s *[6][8]float64, d0, d1, d2 *float64, n int)
+//
+// gramLanesGo for the pairs (0,0), (0,1), (0,2), (1,1), (1,2), (2,2) of three rows,
+// j < n (a multiple of 8): twelve sums of four lanes side by side, pair p's lanes
+// 0-3 in Y(2p), 4-7 in Y(2p+1); Y12-Y14 hold the rows' four elements, Y15 a product.
+TEXT ·gram3LanesAVX2(SB), NOSPLIT, $0-40
+	MOVQ    s+0(FP), DI
+	MOVQ    d0+8(FP), SI
+	MOVQ    d1+16(FP), DX
+	MOVQ    d2+24(FP), R8
+	MOVQ    n+32(FP), CX
+	VMOVUPD 0(DI), Y0
+	VMOVUPD 32(DI), Y1
+	VMOVUPD 64(DI), Y2
+	VMOVUPD 96(DI), Y3
+	VMOVUPD 128(DI), Y4
+	VMOVUPD 160(DI), Y5
+	VMOVUPD 192(DI), Y6
+	VMOVUPD 224(DI), Y7
+	VMOVUPD 256(DI), Y8
+	VMOVUPD 288(DI), Y9
+	VMOVUPD 320(DI), Y10
+	VMOVUPD 352(DI), Y11
+	XORQ    AX, AX
+
+p3loop:
+	CMPQ    AX, CX
+	JGE     p3done
+	VMOVUPD (SI)(AX*8), Y12
+	VMOVUPD (DX)(AX*8), Y13
+	VMOVUPD (R8)(AX*8), Y14
+	VMULPD  Y12, Y12, Y15
+	VADDPD  Y15, Y0, Y0
+	VMULPD  Y13, Y12, Y15
+	VADDPD  Y15, Y2, Y2
+	VMULPD  Y14, Y12, Y15
+	VADDPD  Y15, Y4, Y4
+	VMULPD  Y13, Y13, Y15
+	VADDPD  Y15, Y6, Y6
+	VMULPD  Y14, Y13, Y15
+	VADDPD  Y15, Y8, Y8
+	VMULPD  Y14, Y14, Y15
+	VADDPD  Y15, Y10, Y10
+	VMOVUPD 32(SI)(AX*8), Y12
+	VMOVUPD 32(DX)(AX*8), Y13
+	VMOVUPD 32(R8)(AX*8), Y14
+	VMULPD  Y12, Y12, Y15
+	VADDPD  Y15, Y1, Y1
+	VMULPD  Y13, Y12, Y15
+	VADDPD  Y15, Y3, Y3
+	VMULPD  Y14, Y12, Y15
+	VADDPD  Y15, Y5, Y5
+	VMULPD  Y13, Y13, Y15
+	VADDPD  Y15, Y7, Y7
+	VMULPD  Y14, Y13, Y15
+	VADDPD  Y15, Y9, Y9
+	VMULPD  Y14, Y14, Y15
+	VADDPD  Y15, Y11, Y11
+	ADDQ    $8, AX
+	JMP     p3loop
+
+p3done:
+	VMOVUPD Y0, 0(DI)
+	VMOVUPD Y1, 32(DI)
+	VMOVUPD Y2, 64(DI)
+	VMOVUPD Y3, 96(DI)
+	VMOVUPD Y4, 128(DI)
+	VMOVUPD Y5, 160(DI)
+	VMOVUPD Y6, 192(DI)
+	VMOVUPD Y7, 224(DI)
+	VMOVUPD Y8, 256(DI)
+	VMOVUPD Y9, 288(DI)
+	VMOVUPD Y10, 320(DI)
+	VMOVUPD Y11, 352(DI)
+	VZEROUPPER
+	RET

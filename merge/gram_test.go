@@ -1,0 +1,215 @@
+package merge
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// gramLanesRef is the Gram sums' statement (docs/numerics.md#reductions) on one
+// chunk's decoded values, written without blocks or kernels: for each pair (i, k),
+// (y_i[j] − b[j])·(y_k[j] − b[j]) in float64 added into lane j mod 8, the lanes
+// combined by combineLanes.
+func gramLanesRef(pairs [][2]int, y [][]float32, b []float32) []float64 {
+	out := make([]float64, len(pairs))
+	for p, q := range pairs {
+		var s [lanes]float64
+		for j := range y[0] {
+			u, v := float64(y[q[0]][j]), float64(y[q[1]][j])
+			if b != nil {
+				u -= float64(b[j])
+				v -= float64(b[j])
+			}
+			s[j%lanes] += float64(u * v) // rounded: no platform fuses it
+		}
+		out[p] = combineLanes(s[:])
+	}
+	return out
+}
+
+// sameSum says whether two Gram sums are the same: the same bits, or both NaN. A NaN
+// sum's payload is which NaN won the products and additions that met it, the
+// compiler's choice of operand order in the Go loops; gramPass reads every NaN sum
+// as math.NaN(), so the payload never reaches a coefficient.
+func sameSum(a, b float64) bool {
+	return math.Float64bits(a) == math.Float64bits(b) || a != a && b != b
+}
+
+// TestGramSumsMatchStatement: a chunk's Gram sums, from decoded values (chunk) and
+// from BF16 words (chunkBF16, the assembly where the CPU has it), are the
+// statement's bit for bit (sameSum), for 1 to 7
+// vectors (the two- and three-vector kernels and the pair-at-a-time one), with a
+// base and without, over lengths that cross the kernels' groups and the blocks,
+// with and without special words. It fails if a lane, the combination, a block's
+// offset or a difference is wrong.
+func TestGramSumsMatchStatement(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 40))
+	for n := 1; n <= 7; n++ {
+		pairs := gramPairs(n)
+		for _, withBase := range []bool{false, true} {
+			for _, m := range append(bf16TestLengths, ChunkElems) {
+				for _, every := range []int{0, 30, 3} {
+					y, yf := make([][]byte, n), make([][]float32, n)
+					for i := range y {
+						y[i], yf[i] = bf16TestWords(rng, m, every)
+					}
+					var b []byte
+					var bf []float32
+					if withBase {
+						b, bf = bf16TestWords(rng, m, every)
+					}
+					want := gramLanesRef(pairs, yf, bf)
+					s := newGramScratch(n, pairs)
+					dec, words := make([]float64, len(pairs)), make([]float64, len(pairs))
+					s.chunk(yf, bf, dec)
+					s.chunkBF16(y, b, words)
+					for p := range pairs {
+						if !sameSum(dec[p], want[p]) || !sameSum(words[p], want[p]) {
+							t.Fatalf("n %d base %v m %d every %d pair %v: decoded %v (%#x), words %v (%#x), statement %v (%#x)",
+								n, withBase, m, every, pairs[p], dec[p], math.Float64bits(dec[p]),
+								words[p], math.Float64bits(words[p]), want[p], math.Float64bits(want[p]))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestGramPassCanonicalNaN: a Gram sum that is NaN reaches the coefficients as
+// math.NaN() whatever its payload, and the others as they are.
+func TestGramPassCanonicalNaN(t *testing.T) {
+	pass, gram := gramPass(2, false)
+	odd := math.Float64frombits(0xfff8_0000_0000_0123)
+	if err := pass.Done([]float64{1, odd, 2, 3, 4, 5}); err != nil {
+		t.Fatal(err)
+	}
+	g := gram()
+	if math.Float64bits(g[0][1]) != math.Float64bits(math.NaN()) || math.Float64bits(g[1][0]) != math.Float64bits(math.NaN()) {
+		t.Errorf("NaN sum read as %#x, want math.NaN()", math.Float64bits(g[0][1]))
+	}
+	if g[0][0] != 4 || g[1][1] != 7 {
+		t.Errorf("sums %v, want 4 and 7 on the diagonal", g)
+	}
+}
+
+// TestGramAsmMatchesGo: each assembly piece of the Gram sums is its Go loop bit for
+// bit, where the CPU runs it: the differences from BF16 words (NaN payloads
+// included, but where they vary: sameBits64), and the lanes in each layout from
+// lanes that already hold sums (sameSum).
+func TestGramAsmMatchesGo(t *testing.T) {
+	if !haveLerpBF16Asm {
+		t.Skip("no assembly on this CPU or build")
+	}
+	rng := rand.New(rand.NewPCG(17, 41))
+	for _, m := range bf16TestLengths {
+		y, _ := bf16TestWords(rng, m, 3)
+		b, _ := bf16TestWords(rng, m, 3)
+		for _, base := range [][]byte{nil, b} {
+			got, want := make([]float64, m), make([]float64, m)
+			gramDiffBF16(got, y, base)
+			gramDiffBF16Go(want, y, base)
+			for j := range got {
+				if !sameBits64(got[j], want[j]) {
+					t.Fatalf("differences, m %d base %v, element %d: %#x, Go %#x", m, base != nil, j, math.Float64bits(got[j]), math.Float64bits(want[j]))
+				}
+			}
+		}
+		if m > gramBlock || m < lanes {
+			continue
+		}
+		n := m &^ (lanes - 1)
+		for vectors := 1; vectors <= 4; vectors++ {
+			pairs := gramPairs(vectors)
+			d := make([]float64, vectors*gramStride)
+			for i := range vectors {
+				w, _ := bf16TestWords(rng, m, 4)
+				v, _ := bf16TestWords(rng, m, 4)
+				gramDiffBF16Go(d[i*gramStride:][:m], w, v)
+			}
+			got, want := make([][lanes]float64, len(pairs)), make([][lanes]float64, len(pairs))
+			for p := range got {
+				for l := range lanes {
+					got[p][l] = rng.NormFloat64()
+				}
+			}
+			copy(want, got)
+			if r := gramLanesAsm(got, d, pairs, layoutOf(pairs), n); r != n {
+				t.Fatalf("gramLanesAsm did %d elements, want %d", r, n)
+			}
+			gramLanesGo(want, d, pairs, 0, n)
+			for p := range got {
+				for l := range lanes {
+					if !sameSum(got[p][l], want[p][l]) {
+						t.Fatalf("%d vectors (layout %d), m %d, pair %v lane %d: %#x, Go %#x", vectors, layoutOf(pairs), n,
+							pairs[p], l, math.Float64bits(got[p][l]), math.Float64bits(want[p][l]))
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkGramChunk is one chunk's Gram sums of three task vectors (multislerp's
+// and model_stock's statistics with three models and a base) and of two vectors
+// (slerp's): from BF16 words and, for scale, decoding then the sums. Bytes are the
+// words read.
+func BenchmarkGramChunk(b *testing.B) {
+	rng := rand.New(rand.NewPCG(17, 46))
+	for _, c := range []struct {
+		name     string
+		n        int
+		withBase bool
+	}{{"three+base", 3, true}, {"two", 2, false}} {
+		const m = ChunkElems
+		y := make([][]byte, c.n)
+		for i := range y {
+			y[i], _ = bf16TestWords(rng, m, 0)
+		}
+		var base []byte
+		words := c.n
+		if c.withBase {
+			base, _ = bf16TestWords(rng, m, 0)
+			words++
+		}
+		pairs := gramPairs(c.n)
+		b.Run(c.name+"/bf16", func(b *testing.B) {
+			s := newGramScratch(c.n, pairs)
+			acc := make([]float64, len(pairs))
+			b.SetBytes(int64(2 * m * words))
+			b.ReportAllocs()
+			for b.Loop() {
+				s.chunkBF16(y, base, acc)
+			}
+		})
+		b.Run(c.name+"/decoded", func(b *testing.B) {
+			s := newGramScratch(c.n, pairs)
+			acc := make([]float64, len(pairs))
+			dec := make([][]float32, c.n)
+			for i := range dec {
+				dec[i] = make([]float32, m)
+			}
+			var bf []float32
+			if base != nil {
+				bf = make([]float32, m)
+			}
+			b.SetBytes(int64(2 * m * words))
+			b.ReportAllocs()
+			for b.Loop() {
+				for i, w := range y {
+					if err := dtype.Decode(dec[i], w, dtype.BF16); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if bf != nil {
+					if err := dtype.Decode(bf, base, dtype.BF16); err != nil {
+						b.Fatal(err)
+					}
+				}
+				s.chunk(dec, bf, acc)
+			}
+		})
+	}
+}
