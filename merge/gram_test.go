@@ -213,3 +213,55 @@ func BenchmarkGramChunk(b *testing.B) {
 		})
 	}
 }
+
+// TestGramMethodsFusedMatchDecoded: slerp, nuslerp (one vector, with a base and
+// without), karcher and model_stock through the engine with their fused paths (the
+// Gram pass from BF16 words; slerp's and nuslerp's lerp, karcher's combination and
+// model_stock's merge from words) give the bytes of the decoding path, over a tensor
+// of several chunks, with ordinary words and with NaNs and infinities among them.
+func TestGramMethodsFusedMatchDecoded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 47))
+	m := 2*ChunkElems + 1003 // a last chunk that ends past the assembly's groups
+	cases := []struct {
+		name     string
+		inputs   int
+		mergeAsm bool
+		kernel   func(tp *TensorPlan) Kernel
+	}{
+		{"slerp", 2, true, func(tp *TensorPlan) Kernel {
+			return slerpKernel(&methodRun{p: Params{T: 0.3}}, tp)
+		}},
+		{"nuslerp", 2, true, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
+			return nuslerpKernel(r, tp)
+		}},
+		{"nuslerp-base", 3, false, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
+			return nuslerpKernel(r, tp)
+		}},
+		{"karcher", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), p: Params{Geo: GeoParams{MaxIter: 10, Tol: 1e-5}}}
+			return karcherKernel(r, tp)
+		}},
+		{"model_stock", 4, haveModelStock512, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true}
+			return modelStockKernel(r, tp)
+		}},
+	}
+	for _, c := range cases {
+		for _, every := range []int{0, 50000} {
+			var in [][]byte
+			for range c.inputs {
+				b, _ := bf16TestWords(rng, m, every)
+				in = append(in, b)
+			}
+			// With NaNs among the words nuslerp's coefficients are NaN, which its
+			// fused lerp declines.
+			mergeAsm := c.mergeAsm && !(c.name == "nuslerp" && every > 0)
+			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, mergeAsm, true, c.kernel)
+			if !sameBF16Words(fused, decoded) {
+				t.Errorf("%s every %d: the fused output differs from the decoded one", c.name, every)
+			}
+		}
+	}
+}

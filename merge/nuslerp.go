@@ -1,6 +1,10 @@
 package merge
 
-import "math"
+import (
+	"math"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
 
 func init() {
 	weight := weightParam()
@@ -169,8 +173,13 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 			return nil
 		}
 	}
+	var fused func([]byte, dtype.DType, []Operand, []float64, Chunk) bool
+	if seg.n == 1 && !m.base {
+		fused = lerpFused(func() (float32, float32, bool) { return c0[0], c1[0], true })
+	}
 	return Kernel{
 		Passes: []Pass{pass},
+		Fused:  fused,
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			v0, v1 := in[first], in[first+1]
 			seg.runs(pos, len(dst), func(lo, hi, slot int) {

@@ -1,6 +1,10 @@
 package merge
 
-import "math"
+import (
+	"math"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
 
 func init() {
 	register(Method{
@@ -43,6 +47,25 @@ func slerpKernel(m *methodRun, _ *TensorPlan) Kernel {
 				Lerp(dst, in[0], in[1], c0, c1)
 			}
 		},
+		Fused: lerpFused(func() (float32, float32, bool) { return c0, c1, m.p.T != 0 && m.p.T != 1 }),
+	}
+}
+
+// lerpFused is a Kernel.Fused for merges that are Lerp(dst, in[0], in[1], c0, c1)
+// (slerp, nuslerp without a base): with BF16 inputs and output, SFA's fused lerp
+// (lerpBF16, the same bits as decoding, Lerp and encoding), its statistics unused.
+// coef gives the coefficients once the passes are done, and false where the merge
+// is not that Lerp. It declines NaN coefficients (a tensor holding a NaN or an
+// infinity can make them): SFA's kernels, whose β is never NaN, take their operands
+// in another order than Lerp's, so a NaN's payload could differ.
+func lerpFused(coef func() (c0, c1 float32, ok bool)) func([]byte, dtype.DType, []Operand, []float64, Chunk) bool {
+	return func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
+		c0, c1, ok := coef()
+		if !ok || c0 != c0 || c1 != c1 || outDT != dtype.BF16 || !allBF16(in) || len(in) != 2 {
+			return false
+		}
+		lerpBF16(out, in[0].Data, in[1].Data, c0, c1)
+		return true
 	}
 }
 
