@@ -84,18 +84,39 @@ func gramPass(n int, withBase bool) (Pass, func() [][]float64) {
 					sums[p] += perChunk[c+p]
 				}
 			}
-			for p, q := range pairs {
-				v := sums[p]
-				if math.IsNaN(v) {
-					v = math.NaN()
-				}
-				g[q[0]][q[1]], g[q[1]][q[0]] = v, v
+			for i, row := range gramMatrix(pairs, sums, n) {
+				copy(g[i], row)
 			}
 			return nil
 		},
 	}
 	return pass, func() [][]float64 { return g }
 }
+
+// gramMatrix reads the sums of pairs (gramPairs(n)) as the symmetric matrix of n
+// vectors' inner products, each through gramSum.
+func gramMatrix(pairs [][2]int, sums []float64, n int) [][]float64 {
+	g := make([][]float64, n)
+	for i := range g {
+		g[i] = make([]float64, n)
+	}
+	for p, q := range pairs {
+		g[q[0]][q[1]], g[q[1]][q[0]] = gramSum(sums[p]), gramSum(sums[p])
+	}
+	return g
+}
+
+// gramSum is a Gram sum as the coefficients read it: a NaN as math.NaN() (gramPass
+// says why).
+func gramSum(v float64) float64 {
+	if math.IsNaN(v) {
+		return math.NaN()
+	}
+	return v
+}
+
+// gramIndex is the index of the pair (i, k), i ≤ k, in gramPairs(n).
+func gramIndex(n, i, k int) int { return i*n - i*(i-1)/2 + k - i }
 
 // gramLayout says which kernel takes a set of pairs: all pairs of two or of three
 // vectors in gramPairs' order have kernels of their own (their sums in registers
@@ -129,6 +150,7 @@ type gramScratch struct {
 	layout gramLayout
 	d      []float64
 	lanes  [][lanes]float64
+	sums   []float64 // a caller's, for one vector's sums (modelStockFactors)
 }
 
 func newGramScratch(vectors int, pairs [][2]int) *gramScratch {
@@ -137,6 +159,7 @@ func newGramScratch(vectors int, pairs [][2]int) *gramScratch {
 		layout: layoutOf(pairs),
 		d:      make([]float64, vectors*gramStride),
 		lanes:  make([][lanes]float64, len(pairs)),
+		sums:   make([]float64, len(pairs)),
 	}
 }
 

@@ -215,7 +215,7 @@ func BenchmarkGramChunk(b *testing.B) {
 }
 
 // TestGramMethodsFusedMatchDecoded: slerp, nuslerp (one vector, with a base and
-// without), karcher and model_stock through the engine with their fused paths (the
+// without; rows), karcher and model_stock through the engine with their fused paths (the
 // Gram pass from BF16 words; slerp's and nuslerp's lerp, karcher's combination and
 // model_stock's merge from words) give the bytes of the decoding path, over a tensor
 // of several chunks, with ordinary words and with NaNs and infinities among them.
@@ -227,26 +227,31 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 		inputs   int
 		mergeAsm bool
 		kernel   func(tp *TensorPlan) Kernel
+		shape    []int64 // nil: one dimension
 	}{
 		{"slerp", 2, true, func(tp *TensorPlan) Kernel {
 			return slerpKernel(&methodRun{p: Params{T: 0.3}}, tp)
-		}},
+		}, nil},
 		{"nuslerp", 2, true, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
 			return nuslerpKernel(r, tp)
-		}},
+		}, nil},
 		{"nuslerp-base", 3, false, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
 			return nuslerpKernel(r, tp)
-		}},
+		}, nil},
+		{"nuslerp-rows", 3, false, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOff}}}
+			return nuslerpKernel(r, tp)
+		}, []int64{225, 587}}, // rows of an odd length, some across chunks
 		{"karcher", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), p: Params{Geo: GeoParams{MaxIter: 10, Tol: 1e-5}}}
 			return karcherKernel(r, tp)
-		}},
+		}, nil},
 		{"model_stock", 4, haveModelStock512, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true}
 			return modelStockKernel(r, tp)
-		}},
+		}, nil},
 	}
 	for _, c := range cases {
 		for _, every := range []int{0, 50000} {
@@ -258,9 +263,24 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 			// With NaNs among the words nuslerp's coefficients are NaN, which its
 			// fused lerp declines.
 			mergeAsm := c.mergeAsm && !(c.name == "nuslerp" && every > 0)
-			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, mergeAsm, true, c.kernel)
+			shape := c.shape
+			if shape == nil {
+				shape = []int64{int64(m)}
+			}
+			fused, decoded := executeFusedAndDecoded(t, in, shape, mergeAsm, true, c.kernel)
 			if !sameBF16Words(fused, decoded) {
 				t.Errorf("%s every %d: the fused output differs from the decoded one", c.name, every)
+			}
+		}
+	}
+}
+
+// TestGramIndex: gramIndex finds every pair of gramPairs(n).
+func TestGramIndex(t *testing.T) {
+	for n := 1; n <= 7; n++ {
+		for p, q := range gramPairs(n) {
+			if got := gramIndex(n, q[0], q[1]); got != p {
+				t.Errorf("n %d pair %v: index %d, want %d", n, q, got, p)
 			}
 		}
 	}

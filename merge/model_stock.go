@@ -1,6 +1,9 @@
 package merge
 
-import "math"
+import (
+	"math"
+	"sync"
+)
 
 func init() {
 	register(Method{
@@ -31,13 +34,7 @@ func modelStockKernel(m *methodRun, t *TensorPlan) Kernel {
 			return err
 		}
 		g := gram()
-		var cSum float64
-		for i := range nModels {
-			for k := i + 1; k < nModels; k++ {
-				cSum += g[i][k] / math.Max(math.Sqrt(g[i][i])*math.Sqrt(g[k][k]), 1e-6)
-			}
-		}
-		wt, wb = modelStockT(cSum, nModels*(nModels-1)/2, nModels)
+		wt, wb = modelStockT(modelStockCosines(nModels, func(i, k int) float64 { return g[i][k] }), nModels*(nModels-1)/2, nModels)
 		return nil
 	}
 	return Kernel{
@@ -93,13 +90,17 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 		return Kernel{Err: err}
 	}
 	nModels := len(m.weights)
+	pairs := gramPairs(nModels)
+	grams := sync.Pool{New: func() any { return newGramScratch(nModels, pairs) }}
 	return Kernel{
 		WholeInputs: true, // rows read their inputs beyond the chunk
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			rb := rows.get()
 			defer rows.put(rb)
+			gs := grams.Get().(*gramScratch)
+			defer grams.Put(gs)
 			rows.each(rb, in, pos, func(_, lo, hi int64, row [][]float32) {
-				wt, wb := modelStockFactors(row[0], row[1:])
+				wt, wb := modelStockFactors(row[0], row[1:], gs)
 				base, models := in[0][lo-pos.Offset:hi-pos.Offset], in[1:]
 				out := dst[lo-pos.Offset : hi-pos.Offset]
 				inv := float32(nModels)
@@ -119,25 +120,27 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 }
 
 // modelStockFactors is t and 1 − t, in float32, for one row: the per-tensor
-// kernel's statistics and formula over the row's elements.
-func modelStockFactors(base []float32, models [][]float32) (wt, wb float32) {
+// kernel's statistics and formula over the row's elements, its Gram sums taken over
+// the row as over a chunk (lanes counted from the row's first element).
+func modelStockFactors(base []float32, models [][]float32, s *gramScratch) (wt, wb float32) {
 	nModels := len(models)
-	pairs := nModels * (nModels - 1) / 2
+	sums := s.sums[:len(s.pairs)]
+	clear(sums)
+	s.chunk(models, base, sums)
+	cSum := modelStockCosines(nModels, func(i, k int) float64 { return gramSum(sums[gramIndex(nModels, i, k)]) })
+	return modelStockT(cSum, nModels*(nModels-1)/2, nModels)
+}
+
+// modelStockCosines is the sum of n task vectors' pairwise cosines from their inner
+// products g(i, k), the norms' product clamped to at least 1e-6.
+func modelStockCosines(n int, g func(i, k int) float64) float64 {
 	var cSum float64
-	for i := range models {
-		for k := i + 1; k < nModels; k++ {
-			var dot, ni, nk float64
-			for j := range base {
-				a := float64(models[i][j]) - float64(base[j])
-				c := float64(models[k][j]) - float64(base[j])
-				dot += float64(a * c)
-				ni += float64(a * a)
-				nk += float64(c * c)
-			}
-			cSum += dot / math.Max(math.Sqrt(ni)*math.Sqrt(nk), 1e-6)
+	for i := range n {
+		for k := i + 1; k < n; k++ {
+			cSum += g(i, k) / math.Max(math.Sqrt(g(i, i))*math.Sqrt(g(k, k)), 1e-6)
 		}
 	}
-	return modelStockT(cSum, pairs, nModels)
+	return cSum
 }
 
 // modelStockT is t and 1 − t in float32 from the sum of the pairwise cosines: c, their

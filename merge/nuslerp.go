@@ -2,6 +2,7 @@ package merge
 
 import (
 	"math"
+	"sync"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 )
@@ -120,6 +121,12 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 	seg := newSegments(tp.Shape, m.p.Geo.Flatten == SwitchOn, m.p.Geo.RowWise == SwitchOn)
 	var c0, c1 []float32
 	first := b2i(m.base)
+	// Per segment, the Gram sums of its two vectors in gramPairs(2)'s order: ‖v0‖²,
+	// v0·v1, ‖v1‖². A row's run in a chunk takes them as gramScratch does a chunk
+	// (lanes counted from the run's first element); a column's elements are runs of
+	// one, whose one lane is the product itself.
+	pairs := gramPairs(2)
+	grams := sync.Pool{New: func() any { return newGramScratch(2, pairs) }}
 	pass := Pass{
 		NumStats: 3 * seg.slots,
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
@@ -128,34 +135,57 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 			if m.base {
 				base = in[0]
 			}
-			seg.runs(pos, len(v0), func(lo, hi, slot int) {
-				// The Gram sums' order (gram.go): element j of the run in lane j mod 8.
-				var d, n0, n1 [lanes]float64
-				for j := lo; j < hi; j++ {
-					a, b := float64(v0[j]), float64(v1[j])
+			if !seg.cols {
+				gs := grams.Get().(*gramScratch)
+				defer grams.Put(gs)
+				seg.runs(pos, len(v0), func(lo, hi, slot int) {
+					var b []float32
 					if base != nil {
-						a -= float64(base[j])
-						b -= float64(base[j])
+						b = base[lo:hi]
 					}
-					l := (j - lo) % lanes
-					d[l] += float64(a * b) // rounded: no platform fuses it
-					n0[l] += float64(a * a)
-					n1[l] += float64(b * b)
+					gs.chunk([][]float32{v0[lo:hi], v1[lo:hi]}, b, acc[3*slot:3*slot+3])
+				})
+				return
+			}
+			seg.runs(pos, len(v0), func(j, _, slot int) {
+				a, b := float64(v0[j]), float64(v1[j])
+				if base != nil {
+					a -= float64(base[j])
+					b -= float64(base[j])
 				}
-				acc[3*slot] += combineLanes(d[:])
-				acc[3*slot+1] += combineLanes(n0[:])
-				acc[3*slot+2] += combineLanes(n1[:])
+				acc[3*slot] += float64(a * a) // rounded: no platform fuses it
+				acc[3*slot+1] += float64(a * b)
+				acc[3*slot+2] += float64(b * b)
 			})
 		},
 		Done: func(perChunk []float64) error {
 			sums := seg.segmentSums(perChunk, 3)
 			c0, c1 = make([]float32, seg.n), make([]float32, seg.n)
 			for i := range seg.n {
-				a, b := nuslerpCoefficients(t, sums[0][i], sums[1][i], sums[2][i])
+				a, b := nuslerpCoefficients(t, gramSum(sums[1][i]), gramSum(sums[0][i]), gramSum(sums[2][i]))
 				c0[i], c1[i] = float32(a), float32(b)
 			}
 			return nil
 		},
+	}
+	if !seg.cols {
+		// Rows from BF16 words: the same differences and lanes (chunkBF16).
+		pass.Fused = func(pos Chunk, in []Operand, acc []float64) bool {
+			y, b, ok := bf16Operands(in, m.base)
+			if !ok {
+				return false
+			}
+			gs := grams.Get().(*gramScratch)
+			defer grams.Put(gs)
+			seg.runs(pos, len(y[0])/2, func(lo, hi, slot int) {
+				var bb []byte
+				if b != nil {
+					bb = b[2*lo : 2*hi]
+				}
+				gs.chunkBF16([][]byte{y[0][2*lo : 2*hi], y[1][2*lo : 2*hi]}, bb, acc[3*slot:3*slot+3])
+			})
+			return true
+		}
 	}
 	if seg.n == 1 {
 		// One vector: the Gram pass, which reads BF16 words straight and gives the
