@@ -26,14 +26,8 @@ var tileBufs = sync.Pool{New: func() any { return new([2][tileElems]float32) }}
 // path; then s is encoded. Only float dtypes stored an element at a time (F16, BF16,
 // F32, F64), in and out, are taken; block-quantized ones decode whole blocks.
 func elementwiseTiles(out []byte, outDT dtype.DType, in []Operand, tile func(s, x []float32, off int64) bool) bool {
-	elementwise := func(dt dtype.DType) bool { return dt.IsFloat() && !dt.IsBlock() }
-	if !elementwise(outDT) {
+	if !elementwise(outDT) || !elementwiseOperands(in) {
 		return false
-	}
-	for _, op := range in {
-		if !elementwise(op.DType) {
-			return false
-		}
 	}
 	n := int64(len(out)) / int64(outDT.Size())
 	bufs := tileBufs.Get().(*[2][tileElems]float32)
@@ -45,6 +39,20 @@ func elementwiseTiles(out []byte, outDT dtype.DType, in []Operand, tile func(s, 
 			return false
 		}
 		if err := dtype.Encode(out[outDT.Bytes(off):outDT.Bytes(off+k)], s[:k], outDT); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// elementwise says whether dt is a float type stored an element at a time, which a
+// tile can start anywhere in.
+func elementwise(dt dtype.DType) bool { return dt.IsFloat() && !dt.IsBlock() }
+
+// elementwiseOperands says whether every operand's dtype is elementwise.
+func elementwiseOperands(in []Operand) bool {
+	for _, op := range in {
+		if !elementwise(op.DType) {
 			return false
 		}
 	}
