@@ -170,18 +170,12 @@ func (s *gramScratch) chunk(y [][]float32, b []float32, acc []float64) {
 	m := len(y[0])
 	for lo := 0; lo < m; lo += gramBlock {
 		hi := min(lo+gramBlock, m)
+		var bb []float32
+		if b != nil {
+			bb = b[lo:hi]
+		}
 		for i, yi := range y {
-			d, yi := s.d[i*gramStride:][:hi-lo], yi[lo:hi]
-			if b == nil {
-				for j, v := range yi {
-					d[j] = float64(v)
-				}
-				continue
-			}
-			bb := b[lo:hi][:len(yi)]
-			for j, v := range yi {
-				d[j] = float64(v) - float64(bb[j])
-			}
+			gramDiffF32(s.d[i*gramStride:][:hi-lo], yi[lo:hi], bb)
 		}
 		s.block(hi - lo)
 	}
@@ -236,6 +230,34 @@ func gramDiffBF16(d []float64, y, b []byte) {
 		b = b[2*j:]
 	}
 	gramDiffBF16Go(d[j:], y[2*j:], b)
+}
+
+// gramDiffF32 writes d[j] = float64(y_j) − float64(b_j) (b nil: float64(y_j)): with
+// AVX2 eight at a time, gramDiffF32Go for the rest.
+func gramDiffF32(d []float64, y, b []float32) {
+	j := 0
+	if haveLerpBF16Asm {
+		j = gramDiffF32Asm(d, y, b)
+	}
+	if b != nil {
+		b = b[j:]
+	}
+	gramDiffF32Go(d[j:], y[j:], b)
+}
+
+// gramDiffF32Go is gramDiffF32 in Go: the reference of the assembly.
+func gramDiffF32Go(d []float64, y, b []float32) {
+	y = y[:len(d)]
+	if b == nil {
+		for j, v := range y {
+			d[j] = float64(v)
+		}
+		return
+	}
+	b = b[:len(d)]
+	for j, v := range y {
+		d[j] = float64(v) - float64(b[j])
+	}
 }
 
 // gramDiffBF16Go is gramDiffBF16 in Go: the reference of the assembly, and

@@ -9,6 +9,9 @@ func gramDiffBF16AVX2(d *float64, y, b *byte, n int)
 func gramDiffBF16AVX512(d *float64, y, b *byte, n int)
 
 //go:noescape
+func gramDiffF32AVX2(d *float64, y, b *float32, n int)
+
+//go:noescape
 func dotLanesAVX2(s *[lanes]float64, a, c *float64, n int)
 
 //go:noescape
@@ -36,6 +39,23 @@ func gramDiffBF16Asm(d []float64, y, b []byte) int {
 	} else {
 		gramDiffBF16AVX2(&d[0], &y[0], bp, n)
 	}
+	return n
+}
+
+// gramDiffF32Asm runs gramDiffF32AVX2 over the largest multiple of 8 elements of d
+// and returns it; the caller checks haveLerpBF16Asm.
+func gramDiffF32Asm(d []float64, y, b []float32) int {
+	n := len(d) &^ 7
+	if n == 0 {
+		return 0
+	}
+	_ = y[n-1] // the assembly reads n values of y and b
+	var bp *float32
+	if b != nil {
+		_ = b[n-1]
+		bp = &b[0]
+	}
+	gramDiffF32AVX2(&d[0], &y[0], bp, n)
 	return n
 }
 

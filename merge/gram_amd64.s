@@ -251,3 +251,46 @@ p3done:
 	VMOVUPD Y11, 352(DI)
 	VZEROUPPER
 	RET
+
+// func gramDiffF32AVX2(d *float64, y, b *float32, n int)
+//
+// d[j] = float64(y_j) − float64(b_j) for the first n (a multiple of 8) float32
+// values of y and b (b nil: float64(y_j)), four at a time: each value widened
+// exactly to float64 (a NaN made quiet, as Go's conversion does), the difference
+// rounded, y first, as gramScratch.chunk's loop.
+TEXT ·gramDiffF32AVX2(SB), NOSPLIT, $0-32
+	MOVQ  d+0(FP), DI
+	MOVQ  y+8(FP), SI
+	MOVQ  b+16(FP), DX
+	MOVQ  n+24(FP), CX
+	XORQ  AX, AX
+	TESTQ DX, DX
+	JZ    fyloop
+
+fdloop:
+	CMPQ      AX, CX
+	JGE       fdone
+	VCVTPS2PD (SI)(AX*4), Y0
+	VCVTPS2PD (DX)(AX*4), Y1
+	VSUBPD    Y1, Y0, Y0
+	VMOVUPD   Y0, (DI)(AX*8)
+	VCVTPS2PD 16(SI)(AX*4), Y2
+	VCVTPS2PD 16(DX)(AX*4), Y3
+	VSUBPD    Y3, Y2, Y2
+	VMOVUPD   Y2, 32(DI)(AX*8)
+	ADDQ      $8, AX
+	JMP       fdloop
+
+fyloop:
+	CMPQ      AX, CX
+	JGE       fdone
+	VCVTPS2PD (SI)(AX*4), Y0
+	VMOVUPD   Y0, (DI)(AX*8)
+	VCVTPS2PD 16(SI)(AX*4), Y2
+	VMOVUPD   Y2, 32(DI)(AX*8)
+	ADDQ      $8, AX
+	JMP       fyloop
+
+fdone:
+	VZEROUPPER
+	RET

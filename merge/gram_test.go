@@ -96,7 +96,8 @@ func TestGramPassCanonicalNaN(t *testing.T) {
 }
 
 // TestGramAsmMatchesGo: each assembly piece of the Gram sums is its Go loop bit for
-// bit, where the CPU runs it: the differences from BF16 words (NaN payloads
+// bit, where the CPU runs it: the differences from BF16 words and from float32
+// values (NaN payloads
 // included, but where they vary: sameBits64), and the lanes in each layout from
 // lanes that already hold sums (sameSum).
 func TestGramAsmMatchesGo(t *testing.T) {
@@ -114,6 +115,21 @@ func TestGramAsmMatchesGo(t *testing.T) {
 			for j := range got {
 				if !sameBits64(got[j], want[j]) {
 					t.Fatalf("differences, m %d base %v, element %d: %#x, Go %#x", m, base != nil, j, math.Float64bits(got[j]), math.Float64bits(want[j]))
+				}
+			}
+		}
+		_, yf := bf16TestWords(rng, m, 3)
+		_, bf := bf16TestWords(rng, m, 3)
+		for j := 0; j < m; j += 5 { // float32 NaNs whose payloads BF16 cannot hold
+			yf[j] = math.Float32frombits(0x7f800001 + uint32(rng.IntN(0x3fffff)))
+		}
+		for _, base := range [][]float32{nil, bf} {
+			got, want := make([]float64, m), make([]float64, m)
+			gramDiffF32(got, yf, base)
+			gramDiffF32Go(want, yf, base)
+			for j := range got {
+				if !sameBits64(got[j], want[j]) {
+					t.Fatalf("float32 differences, m %d base %v, element %d: %#x, Go %#x", m, base != nil, j, math.Float64bits(got[j]), math.Float64bits(want[j]))
 				}
 			}
 		}

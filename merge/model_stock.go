@@ -99,21 +99,13 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer rows.put(rb)
 			gs := grams.Get().(*gramScratch)
 			defer grams.Put(gs)
+			xs := make([][]float32, nModels) // a row's span of each model
 			rows.each(rb, in, pos, func(_, lo, hi int64, row [][]float32) {
 				wt, wb := modelStockFactors(row[0], row[1:], gs)
-				base, models := in[0][lo-pos.Offset:hi-pos.Offset], in[1:]
-				out := dst[lo-pos.Offset : hi-pos.Offset]
-				inv := float32(nModels)
-				clear(out)
-				for _, x := range models {
-					x = x[lo-pos.Offset : hi-pos.Offset]
-					for j := range out {
-						out[j] += x[j]
-					}
+				for i, x := range in[1:] {
+					xs[i] = x[lo-pos.Offset : hi-pos.Offset]
 				}
-				for j := range out {
-					out[j] = float32(wt*(out[j]/inv)) + float32(wb*base[j])
-				}
+				modelStockMerge(dst[lo-pos.Offset:hi-pos.Offset], in[0][lo-pos.Offset:hi-pos.Offset], xs, wt, wb)
 			})
 		},
 	}

@@ -5,7 +5,8 @@ package merge
 const haveMultislerp512 = false
 
 // The assembly is not called here (haveLerpBF16Asm and haveMultislerp512 are false).
-func gramDiffBF16Asm(d []float64, y, b []byte) int { panic("unreachable") }
+func gramDiffBF16Asm(d []float64, y, b []byte) int   { panic("unreachable") }
+func gramDiffF32Asm(d []float64, y, b []float32) int { panic("unreachable") }
 func gramLanesAsm(ls [][lanes]float64, d []float64, pairs [][2]int, layout gramLayout, n int) int {
 	panic("unreachable")
 }
