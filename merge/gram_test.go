@@ -252,11 +252,11 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
 			return nuslerpKernel(r, tp)
 		}, nil},
-		{"nuslerp-base", 3, false, func(tp *TensorPlan) Kernel {
+		{"nuslerp-base", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
 			return nuslerpKernel(r, tp)
 		}, nil},
-		{"nuslerp-rows", 3, false, func(tp *TensorPlan) Kernel {
+		{"nuslerp-rows", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOff}}}
 			return nuslerpKernel(r, tp)
 		}, []int64{225, 587}}, // rows of an odd length, some across chunks

@@ -204,12 +204,29 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 		}
 	}
 	var fused func([]byte, dtype.DType, []Operand, []float64, Chunk) bool
-	if seg.n == 1 && !m.base {
+	switch {
+	case seg.n == 1 && !m.base:
 		fused = lerpFused(func() (float32, float32, bool) { return c0[0], c1[0], true })
+	case m.base && !seg.cols:
+		// Each run from BF16 words with multislerp's combination, the bits of
+		// combine, where the CPU has its AVX-512 kernel.
+		fused = func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
+			if !haveMultislerp512 || outDT != dtype.BF16 {
+				return false
+			}
+			y, b, ok := bf16Operands(in, true)
+			if !ok || len(out) != len(b) {
+				return false
+			}
+			seg.runs(pos, len(b)/2, func(lo, hi, slot int) {
+				s := nuslerpSegment(seg, pos, slot)
+				combineBF16(out[2*lo:2*hi], [][]byte{y[0][2*lo : 2*hi], y[1][2*lo : 2*hi]}, b[2*lo:2*hi], []float32{c0[s], c1[s]})
+			})
+			return true
+		}
 	}
 	return Kernel{
 		Passes: []Pass{pass},
-		Fused:  fused,
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			v0, v1 := in[first], in[first+1]
 			seg.runs(pos, len(dst), func(lo, hi, slot int) {
@@ -220,11 +237,15 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 					return
 				}
 				base := in[0]
-				for j := lo; j < hi; j++ {
-					dst[j] = base[j] + float32(a*(v0[j]-base[j])) + float32(b*(v1[j]-base[j]))
+				if seg.cols { // runs of one element, each with its coefficients
+					dst[lo] = base[lo] + float32(a*(v0[lo]-base[lo])) + float32(b*(v1[lo]-base[lo]))
+					return
 				}
+				// The same operations in the same order, eight at a time: combine.
+				combine(dst[lo:hi], [][]float32{base[lo:hi], v0[lo:hi], v1[lo:hi]}, []float32{a, b}, true)
 			})
 		},
+		Fused: fused,
 	}
 }
 
