@@ -5,10 +5,27 @@ import "github.com/gomerge/gomerge/formats/dtype"
 // Model_stock's merge straight from BF16 bytes (Kernel.Fused); its statistics are
 // gramPass's (gram.go).
 
-// modelStockMerge is the per-tensor merge on decoded values: the models' float32
+// modelStockMerge is the merge on decoded values, modelStockMergeGo's bits: with
+// AVX2 eight at a time, modelStockMergeGo for the rest.
+func modelStockMerge(dst, base []float32, models [][]float32, wt, wb float32) {
+	j := 0
+	if haveLerpBF16Asm {
+		j = modelStockMergeAsm(dst, base, models, wt, wb)
+	}
+	if j == len(dst) {
+		return
+	}
+	rest := make([][]float32, len(models)) // the few elements past the last eight
+	for i, x := range models {
+		rest[i] = x[j:]
+	}
+	modelStockMergeGo(dst[j:], base[j:], rest, wt, wb)
+}
+
+// modelStockMergeGo is the per-tensor merge on decoded values: the models' float32
 // sum from +0 in model order, divided by N, times t, plus (1 − t)·base, each
 // operation rounded to float32.
-func modelStockMerge(dst, base []float32, models [][]float32, wt, wb float32) {
+func modelStockMergeGo(dst, base []float32, models [][]float32, wt, wb float32) {
 	base = base[:len(dst)]
 	inv := float32(len(models))
 	clear(dst)

@@ -29,12 +29,45 @@ func TestModelStockMergeBF16MatchesMerge(t *testing.T) {
 					got := make([]byte, 2*m)
 					modelStockMergeBF16(got, b, y, f[0], f[1])
 					dst := make([]float32, m)
-					modelStockMerge(dst, bf, yf, f[0], f[1])
+					modelStockMergeGo(dst, bf, yf, f[0], f[1])
 					for j := range m {
 						g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
 						if want := dtype.Float32ToBF16(dst[j]); g != want && !(nanPayloadsVary && isBF16NaN(g) && isBF16NaN(want)) {
 							t.Fatalf("n %d m %d every %d factors %v (AVX-512 %v) element %d: %#04x, want %#04x", n, m, every, f,
 								haveModelStock512, j, g, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestModelStockMergeAsmMatchesGo: model_stock's merge on decoded values (AVX2
+// eight at a time where the CPU has it) is modelStockMergeGo bit for bit, for 2 to 5
+// models, with special values and with factors that are NaN, 0 or 1; it fails if
+// an operation or an operand order of the assembly differs.
+func TestModelStockMergeAsmMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 49))
+	nan := math.Float32frombits
+	factors := [][2]float32{{0.6, 0.4}, {1, 0}, {0, 1}, {nan(0x7fc00000), nan(0x7fc00000)},
+		{nan(0xffc00123), nan(0x7fd00000)}, {0.999, 1e-3}}
+	for n := 2; n <= 5; n++ {
+		for _, m := range bf16TestLengths {
+			for _, every := range []int{0, 20, 3} {
+				_, bf := bf16TestWords(rng, m, every)
+				yf := make([][]float32, n)
+				for i := range yf {
+					_, yf[i] = bf16TestWords(rng, m, every)
+				}
+				for _, f := range factors {
+					got, want := make([]float32, m), make([]float32, m)
+					modelStockMerge(got, bf, yf, f[0], f[1])
+					modelStockMergeGo(want, bf, yf, f[0], f[1])
+					for j := range m {
+						if !sameBits32(got[j], want[j]) {
+							t.Fatalf("n %d m %d every %d factors %v element %d: %#x, Go %#x", n, m, every, f, j,
+								math.Float32bits(got[j]), math.Float32bits(want[j]))
 						}
 					}
 				}

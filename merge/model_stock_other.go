@@ -8,3 +8,8 @@ const haveModelStock512 = false
 func modelStockMergeBF16Asm(out, base []byte, models [][]byte, wt, wb float32) int {
 	panic("unreachable")
 }
+
+// modelStockMergeAsm is not called here (haveLerpBF16Asm is false).
+func modelStockMergeAsm(dst, base []float32, models [][]float32, wt, wb float32) int {
+	panic("unreachable")
+}
