@@ -56,6 +56,15 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 				defer pool.Put(s)
 				ramCountChunk(in[0], in[1:], eps, s, acc)
 			},
+			// BF16 inputs with AVX2: the counts straight from the words.
+			Fused: func(_ Chunk, in []Operand, acc []float64) bool {
+				if !haveLerpBF16Asm || !allBF16(in) {
+					return false
+				}
+				s := pool.Get().(*ramScratch)
+				defer pool.Put(s)
+				return ramCountBF16(in, eps, s, acc)
+			},
 			Done: func(perChunk []float64) error {
 				for i, l := range ramLambdas(perChunk, n, eps, m.p.Geo.R, m.p.Geo.Alpha) {
 					lambda[i] = float32(l)
@@ -148,15 +157,7 @@ func ramCountChunk(base []float32, x [][]float32, eps float64, s *ramScratch, ac
 	if haveLerpBF16Asm {
 		clear(s.sums)
 		from = ramCountAsm(base, x, eps, s) // the same masks, all models per 8 elements
-		for i := range x {
-			var shared, unique uint64
-			for l := range 8 {
-				shared += uint64(s.sums[16*i+l])
-				unique += uint64(s.sums[16*i+8+l])
-			}
-			acc[2*i] += float64(shared)
-			acc[2*i+1] += float64(unique)
-		}
+		s.addCounts(acc, len(x))
 	}
 	for lo := from; lo < len(base); lo += ramBlock {
 		hi := min(lo+ramBlock, len(base))
@@ -227,7 +228,57 @@ func ramMergeBF16(out []byte, in []Operand, eps float64, lambda []float32, s *ra
 	if j == n {
 		return true
 	}
-	k := n - j
+	b, xs := s.widenTail(bw, xw, j)
+	dst := s.tail[1][:n-j]
+	ramMergeChunk(dst, b, xs, eps, lambda, s)
+	for e, v := range dst {
+		ow[j+e] = dtype.Float32ToBF16(v)
+	}
+	return true
+}
+
+// ramCountBF16 is ramCountChunk on BF16 words (ramplus_tl's Pass.Fused), the same
+// counts; false where the words cannot be read in place (misaligned data, a
+// big-endian host), for the engine's path to decode.
+func ramCountBF16(in []Operand, eps float64, s *ramScratch, acc []float64) bool {
+	n := len(in[0].Data) / 2
+	bw, ok := dtype.Uint16s(in[0].Data[:2*n])
+	if !ok {
+		return false
+	}
+	xw := s.words[:len(in)-1]
+	for i, op := range in[1:] {
+		if xw[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
+			return false
+		}
+	}
+	clear(s.sums)
+	j := ramCountBF16Asm(bw, xw, eps, s)
+	s.addCounts(acc, len(xw))
+	if j < n {
+		b, xs := s.widenTail(bw, xw, j)
+		ramCountChunk(b, xs, eps, s, acc)
+	}
+	return true
+}
+
+// addCounts adds the assembly's per-lane counts in s.sums (16 per model: shared,
+// then unique, by lane) to acc, two per model.
+func (s *ramScratch) addCounts(acc []float64, models int) {
+	for i := range models {
+		var shared, unique uint64
+		for l := range 8 {
+			shared += uint64(s.sums[16*i+l])
+			unique += uint64(s.sums[16*i+8+l])
+		}
+		acc[2*i] += float64(shared)
+		acc[2*i+1] += float64(unique)
+	}
+}
+
+// widenTail decodes the words from j on (fewer than 8) of the base and of each model
+// into s.tail: the base's in s.tail[0], the models' from s.tail[2].
+func (s *ramScratch) widenTail(bw []uint16, xw [][]uint16, j int) (b []float32, xs [][]float32) {
 	widen := func(dst []float32, w []uint16) []float32 {
 		dst = dst[:len(w)] // within the 8 of its capacity
 		for e, h := range w {
@@ -235,15 +286,11 @@ func ramMergeBF16(out []byte, in []Operand, eps float64, lambda []float32, s *ra
 		}
 		return dst
 	}
-	b, dst, xs := widen(s.tail[0], bw[j:]), s.tail[1][:k], s.tail[2:len(in)+1]
+	xs = s.tail[2 : len(xw)+2]
 	for i := range xs {
 		xs[i] = widen(xs[i], xw[i][j:])
 	}
-	ramMergeChunk(dst, b, xs, eps, lambda, s)
-	for e, v := range dst {
-		ow[j+e] = dtype.Float32ToBF16(v)
-	}
-	return true
+	return widen(s.tail[0], bw[j:]), xs
 }
 
 // block is x's entries [lo, hi), in a slice s keeps.

@@ -9,6 +9,9 @@ func ramMaskAVX2(keep, count *uint32, x, b *float32, n int, eps float64)
 func ramCountAVX2(base *float32, models *[]float32, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
 
 //go:noescape
+func ramCountBF16AVX2(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+
+//go:noescape
 func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
 
 // ramMaskAsm does ramMasks' work for one model over the first elements of b, a
@@ -52,5 +55,20 @@ func ramBF16Asm(out, base []uint16, x [][]uint16, eps float64, lambda []float32,
 	_ = lambda[len(x)-1]
 	lo, hi := ramThresholds(eps)
 	ramBF16AVX2(&out[0], &base[0], &x[0], len(x), n, eps, lo, hi, &lambda[0], &s.tmpF[0])
+	return n
+}
+
+// ramCountBF16Asm adds ramCountChunk's per-lane counts of the first elements of
+// base, BF16 words, a multiple of 8, to s.sums, and returns how many.
+func ramCountBF16Asm(base []uint16, x [][]uint16, eps float64, s *ramScratch) int {
+	n := len(base) &^ 7
+	if n == 0 {
+		return 0
+	}
+	for _, xi := range x {
+		_ = xi[n-1] // the assembly reads n words of each model
+	}
+	lo, hi := ramThresholds(eps)
+	ramCountBF16AVX2(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmp32[0], &s.sums[0])
 	return n
 }

@@ -170,6 +170,104 @@ cdone:
 	VZEROUPPER
 	RET
 
+// func ramCountBF16AVX2(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+//
+// ramCountAVX2 on BF16 words, each widened to float32 as it is loaded (the
+// decoder's widening): ramCountChunk's counts on the decoded values for the first n
+// elements (a multiple of 8), eight at a time: per model k, sums[16k+l] += its counting entries j ≡ l (mod 8) that other
+// models share, sums[16k+8+l] those it alone has. tmp holds 8 words per model. The
+// keep masks come from float32 differences and the thresholds lo and hi; a group of
+// eight where one lane is undecided takes RAM_KEEP's float64 compare for all.
+TEXT ·ramCountBF16AVX2(SB), NOSPLIT, $0-64
+	MOVQ         base+0(FP), SI
+	MOVQ         models+8(FP), R8
+	MOVQ         nModels+16(FP), R9
+	MOVQ         n+24(FP), CX
+	VBROADCASTSD eps+32(FP), Y15
+	VBROADCASTSS lo+40(FP), Y12
+	VBROADCASTSS hi+44(FP), Y11
+	MOVQ         tmp+48(FP), DX
+	MOVQ         sums+56(FP), DI
+	VMOVUPD      ramAbs64<>(SB), Y14
+	VMOVDQU      bf16ones<>(SB), Y13
+	VMOVUPS      bf16abs<>(SB), Y10
+	XORQ         AX, AX
+
+wcloop:
+	CMPQ    AX, CX
+	JGE     wcdone
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD  $16, Y0, Y0
+	VPXOR   Y3, Y3, Y3 // count
+	VPXOR   Y8, Y8, Y8 // undecided lanes
+	MOVQ    R8, R10
+	MOVQ    R9, R11
+	MOVQ    DX, BX
+
+wckeep:
+	MOVQ    (R10), R12
+	VPMOVZXWD (R12)(AX*2), Y4
+	VPSLLD  $16, Y4, Y4
+	VSUBPS  Y0, Y4, Y7
+	VANDPS  Y10, Y7, Y7 // |x − b| rounded to float32
+	RAM_KEEP32
+	VMOVDQU Y6, (BX)
+	VPSUBD  Y6, Y3, Y3
+	ADDQ    $24, R10
+	ADDQ    $32, BX
+	DECQ    R11
+	JNZ     wckeep
+	VPTEST  Y8, Y8
+	JNZ     wcexact
+
+wccount:
+	VPCMPEQD Y13, Y3, Y9 // count == 1
+	MOVQ     R9, R11
+	MOVQ     DX, BX
+	MOVQ     DI, R10
+
+wcsum:
+	VMOVDQU (BX), Y6
+	VPANDN  Y6, Y9, Y7 // shared: keep, count > 1
+	VPAND   Y9, Y6, Y6 // unique
+	VMOVDQU (R10), Y4
+	VPSUBD  Y7, Y4, Y4
+	VMOVDQU Y4, (R10)
+	VMOVDQU 32(R10), Y4
+	VPSUBD  Y6, Y4, Y4
+	VMOVDQU Y4, 32(R10)
+	ADDQ    $32, BX
+	ADDQ    $64, R10
+	DECQ    R11
+	JNZ     wcsum
+
+	ADDQ $8, AX
+	JMP  wcloop
+
+wcexact: // the masks again, from float64 differences
+	RAM_BASE
+	VPXOR   Y3, Y3, Y3
+	MOVQ    R8, R10
+	MOVQ    R9, R11
+	MOVQ    DX, BX
+
+wcexkeep:
+	MOVQ    (R10), R12
+	VPMOVZXWD (R12)(AX*2), Y4
+	VPSLLD  $16, Y4, Y4
+	RAM_KEEP
+	VMOVDQU Y6, (BX)
+	VPSUBD  Y6, Y3, Y3
+	ADDQ    $24, R10
+	ADDQ    $32, BX
+	DECQ    R11
+	JNZ     wcexkeep
+	JMP     wccount
+
+wcdone:
+	VZEROUPPER
+	RET
+
 // func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
 //
 // ram's merge from BF16 inputs to BF16 out for the first n elements (a multiple of

@@ -1,8 +1,10 @@
 package merge
 
 import (
+	"bytes"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -201,4 +203,85 @@ func BenchmarkRAMChunk(b *testing.B) {
 			ramCountChunk(in[0], in[1:], eps, s, acc)
 		}
 	})
+}
+
+// TestRAMPlusCountFusedMatchesDecoded: ramplus_tl through the engine with its count
+// pass straight from BF16 words gives the bytes of the decoding path, over a tensor
+// of several chunks whose models change a third of the base's entries each (so the
+// unique and shared counts, and with them each λ, depend on every element), with
+// and without special words and with epsilons the threshold test decides at once
+// and ones it must decide in float64.
+func TestRAMPlusCountFusedMatchesDecoded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 48))
+	m := 2*ChunkElems + 1003 // a last chunk past the assembly's groups of eight
+	for _, eps := range []float64{1e-5, 0, 0.0625} {
+		for _, every := range []int{0, 5000} {
+			base, _ := bf16TestWords(rng, m, every)
+			in := [][]byte{base}
+			for range 3 {
+				x := bytes.Clone(base)
+				for j := 0; j < m; j++ {
+					if rng.IntN(3) == 0 {
+						w, _ := bf16TestWords(rng, 1, every)
+						copy(x[2*j:], w)
+					}
+				}
+				in = append(in, x)
+			}
+			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true,
+				p: Params{Epsilon: eps, Geo: GeoParams{R: 0.5, Alpha: 10}}}
+			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, haveLerpBF16Asm, haveLerpBF16Asm,
+				func(*TensorPlan) Kernel { return ramKernel(r, true) })
+			if !sameBF16Words(fused, decoded) {
+				t.Errorf("eps %v every %d: the fused output differs from the decoded one", eps, every)
+			}
+		}
+	}
+}
+
+// TestRAMCountBF16MatchesChunk: ramplus_tl's counts from BF16 words are
+// ramCountChunk's on the decoded values, count for count, for 1 to 5 models over
+// lengths that end inside and at a group of eight, with special words, at
+// epsilons decided at once and in float64 (differences of exactly 0.0625 against
+// an epsilon of 0.0625 take the assembly's exact compare).
+func TestRAMCountBF16MatchesChunk(t *testing.T) {
+	if !haveLerpBF16Asm {
+		t.Skip("no assembly on this CPU or build")
+	}
+	rng := rand.New(rand.NewPCG(17, 50))
+	for n := 1; n <= 5; n++ {
+		for _, m := range bf16TestLengths {
+			for _, eps := range []float64{1e-5, 0, 0.0625, math.NaN()} {
+				bw, bf := bf16TestWords(rng, m, 7)
+				for j := 0; j < m; j += 5 { // base 1 where a model may differ by exactly 0.0625
+					bw[2*j], bw[2*j+1], bf[j] = 0x80, 0x3f, 1
+				}
+				in := []Operand{{DType: dtype.BF16, Data: bw}}
+				var xf [][]float32
+				for range n {
+					x, f := bytes.Clone(bw), slices.Clone(bf)
+					for j := range m {
+						switch {
+						case j%5 == 0 && rng.IntN(2) == 0: // 1.0625: |x − b| = 0.0625 (undecided at once)
+							x[2*j], x[2*j+1], f[j] = 0x88, 0x3f, 1.0625
+						case rng.IntN(2) == 0:
+							w, v := bf16TestWords(rng, 1, 7)
+							copy(x[2*j:], w)
+							f[j] = v[0]
+						}
+					}
+					in = append(in, Operand{DType: dtype.BF16, Data: x})
+					xf = append(xf, f)
+				}
+				got, want := make([]float64, 2*n), make([]float64, 2*n)
+				if !ramCountBF16(in, eps, newRAMScratch(n), got) {
+					t.Fatal("ramCountBF16 declined aligned words")
+				}
+				ramCountChunk(bf, xf, eps, newRAMScratch(n), want)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%d models, m %d, eps %v: counts %v, ramCountChunk %v", n, m, eps, got, want)
+				}
+			}
+		}
+	}
 }
