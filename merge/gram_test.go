@@ -231,10 +231,11 @@ func BenchmarkGramChunk(b *testing.B) {
 }
 
 // TestGramMethodsFusedMatchDecoded: slerp, nuslerp (one vector, with a base and
-// without; rows), karcher and model_stock through the engine with their fused paths (the
-// Gram pass from BF16 words; slerp's and nuslerp's lerp, karcher's combination and
-// model_stock's merge from words) give the bytes of the decoding path, over a tensor
-// of several chunks, with ordinary words and with NaNs and infinities among them.
+// without; rows), karcher and model_stock (per tensor; per row, rows across chunks)
+// through the engine with their fused paths (the Gram sums from BF16 words;
+// slerp's and nuslerp's lerp, their combinations and model_stock's merge from
+// words) give the bytes of the decoding path, over a tensor of several chunks, with
+// ordinary words and with NaNs and infinities among them.
 func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 47))
 	m := 2*ChunkElems + 1003 // a last chunk that ends past the assembly's groups
@@ -268,6 +269,10 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true}
 			return modelStockKernel(r, tp)
 		}, nil},
+		{"model_stock-filter_wise", 4, haveModelStock512, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true, p: Params{FilterWise: SwitchOn}}
+			return modelStockKernel(r, tp)
+		}, []int64{225, 587}},
 	}
 	for _, c := range cases {
 		for _, every := range []int{0, 50000} {

@@ -3,6 +3,8 @@ package merge
 import (
 	"math"
 	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 func init() {
@@ -108,6 +110,29 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 				modelStockMerge(dst[lo-pos.Offset:hi-pos.Offset], in[0][lo-pos.Offset:hi-pos.Offset], xs, wt, wb)
 			})
 		},
+		// BF16 inputs and output, where the CPU has the AVX-512 merge: each row's sums
+		// from the tensor's words (the rows that straddle the chunk read beyond it, as
+		// WholeInputs allows), its span of the chunk merged from words.
+		Fused: func(out []byte, outDT dtype.DType, _ []Operand, _ []float64, pos Chunk) bool {
+			if !haveModelStock512 || outDT != dtype.BF16 || !allBF16(t.In) {
+				return false
+			}
+			gs := grams.Get().(*gramScratch)
+			defer grams.Put(gs)
+			L, off, end := rows.L, pos.Offset, pos.Offset+int64(len(out)/2)
+			rowWords, span := make([][]byte, nModels), make([][]byte, nModels)
+			word := func(op Operand, lo, hi int64) []byte { return op.Data[2*lo : 2*hi] }
+			for r := off / L; r*L < end; r++ {
+				start := r * L
+				lo, hi := max(start, off), min(start+L, end)
+				for i, op := range t.In[1:] {
+					rowWords[i], span[i] = word(op, start, start+L), word(op, lo, hi)
+				}
+				wt, wb := modelStockRowFactors(gs, func(acc []float64) { gs.chunkBF16(rowWords, word(t.In[0], start, start+L), acc) })
+				modelStockMergeBF16(out[2*(lo-off):2*(hi-off)], word(t.In[0], lo, hi), span, wt, wb)
+			}
+			return true
+		},
 	}
 }
 
@@ -115,12 +140,18 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 // kernel's statistics and formula over the row's elements, its Gram sums taken over
 // the row as over a chunk (lanes counted from the row's first element).
 func modelStockFactors(base []float32, models [][]float32, s *gramScratch) (wt, wb float32) {
-	nModels := len(models)
-	sums := s.sums[:len(s.pairs)]
-	clear(sums)
-	s.chunk(models, base, sums)
-	cSum := modelStockCosines(nModels, func(i, k int) float64 { return gramSum(sums[gramIndex(nModels, i, k)]) })
-	return modelStockT(cSum, nModels*(nModels-1)/2, nModels)
+	return modelStockRowFactors(s, func(acc []float64) { s.chunk(models, base, acc) })
+}
+
+// modelStockRowFactors is modelStockFactors with the row's Gram sums added to acc by
+// sums (from decoded values, or from BF16 words).
+func modelStockRowFactors(s *gramScratch, sums func(acc []float64)) (wt, wb float32) {
+	n := len(s.d) / gramStride
+	acc := s.sums[:len(s.pairs)]
+	clear(acc)
+	sums(acc)
+	cSum := modelStockCosines(n, func(i, k int) float64 { return gramSum(acc[gramIndex(n, i, k)]) })
+	return modelStockT(cSum, n*(n-1)/2, n)
 }
 
 // modelStockCosines is the sum of n task vectors' pairwise cosines from their inner
