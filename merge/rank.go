@@ -47,6 +47,9 @@ type rankSelector struct {
 	cuts    [][]*cut
 	// magnitude returns the bit patterns of |δ| for lane i of a chunk into dst.
 	magnitude func(dst []uint32, lane int, in [][]float32)
+	// magnitudeWords, if set, is magnitude from the chunk's bytes (pass 1's
+	// Pass.Fused, sparing the inputs' decoding), false for operands it does not take.
+	magnitudeWords func(dst []uint32, lane int, in []Operand) bool
 
 	mu     sync.Mutex
 	hists  []*laneHists // pass 1's histograms, one set per chunk in flight
@@ -169,20 +172,22 @@ func (s *rankSelector) passes() []Pass {
 				for lane := range lanes {
 					s.magnitude(mags[lane], lane, in)
 				}
-				h := s.getHist(lanes)
-				histAdd(h.h, mags)
-				h.chunks++
-				var zeros []int64
-				if s.rankOfNonZero != nil {
-					zeros = make([]int64, lanes)
-					for lane, ms := range mags {
-						for _, m := range ms {
-							zeros[lane] += int64(b2i(m == 0))
-						}
+				s.count(sc, mags, pos)
+			},
+			Fused: func(pos Chunk, in []Operand, _ []float64) bool {
+				if s.magnitudeWords == nil {
+					return false
+				}
+				sc := s.pool.Get().(*rankScratch)
+				defer s.pool.Put(sc)
+				mags := sc.lanes(lanes, int(min(ChunkElems, s.n-pos.Offset)))
+				for lane := range lanes {
+					if !s.magnitudeWords(mags[lane], lane, in) {
+						return false
 					}
 				}
-				s.collectNear(sc, h, mags, pos)
-				s.putHist(h, zeros)
+				s.count(sc, mags, pos)
+				return true
 			},
 			Done: func([]float64) error {
 				s.locateBins()
@@ -290,6 +295,27 @@ func histAdd(h []*[1 << 16]uint32, mags [][]uint32) {
 			h0[uint16(a>>16)]++
 		}
 	}
+}
+
+// count is pass 1's work on a chunk's magnitudes (one slice per lane): the top-16-bit
+// histograms, the zeros where the ranks depend on them, and the elements near each
+// cut's estimated bin.
+func (s *rankSelector) count(sc *rankScratch, mags [][]uint32, pos Chunk) {
+	lanes := len(mags)
+	h := s.getHist(lanes)
+	histAdd(h.h, mags)
+	h.chunks++
+	var zeros []int64
+	if s.rankOfNonZero != nil {
+		zeros = make([]int64, lanes)
+		for lane, ms := range mags {
+			for _, m := range ms {
+				zeros[lane] += int64(b2i(m == 0))
+			}
+		}
+	}
+	s.collectNear(sc, h, mags, pos)
+	s.putHist(h, zeros)
 }
 
 // getHist takes a set of histograms for one chunk of pass 1.

@@ -159,6 +159,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			}
 		}
 		sel := newRankSelector(n, ranks, deltaMagnitudes)
+		sel.magnitudeWords = deltaMagnitudesBF16
 		passes = sel.passes()
 		keepChunk = func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
 			keepMasks(sel, sc, in, pos)

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
 )
 
@@ -24,6 +25,29 @@ func deltaMagnitudesWith(dst []uint32, x, base []float32, asm bool) {
 	for ; j < len(dst); j++ {
 		dst[j] = absBits(x[j] - base[j])
 	}
+}
+
+// deltaMagnitudesBF16 is deltaMagnitudes from BF16 words (the rank selector's
+// pass 1, Pass.Fused): the bits of |x − b| with x and b the widened words, the same
+// float32 difference; false for operands that are not BF16 words readable in place.
+func deltaMagnitudesBF16(dst []uint32, lane int, in []Operand) bool {
+	if !allBF16(in) {
+		return false
+	}
+	n := len(dst)
+	b, ok1 := dtype.Uint16s(in[0].Data[:2*n])
+	x, ok2 := dtype.Uint16s(in[lane+1].Data[:2*n])
+	if !ok1 || !ok2 {
+		return false
+	}
+	j := 0
+	if haveTiesAsm {
+		j = deltaAbsBitsBF16Asm(dst, x, b)
+	}
+	for ; j < n; j++ {
+		dst[j] = absBits(math.Float32frombits(uint32(x[j])<<16) - math.Float32frombits(uint32(b[j])<<16))
+	}
+	return true
 }
 
 // topK is how many elements density keeps of n: floor(density·n), in float64.
@@ -78,6 +102,7 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 		ranks[i] = []int64{topK(d, n)}
 	}
 	sel := newRankSelector(n, ranks, deltaMagnitudes)
+	sel.magnitudeWords = deltaMagnitudesBF16
 	lambda := m.lambda
 	first := make([]*cut, lanes) // each model's only cut
 	for i, cs := range sel.cuts {

@@ -29,6 +29,21 @@ func deltaAbsBitsAVX2(dst *uint32, x, b *float32, n int)
 func deltaAbsBitsAsm(dst []uint32, x, b []float32, n int) { deltaAbsBitsAVX2(&dst[0], &x[0], &b[0], n) }
 
 //go:noescape
+func deltaAbsBitsBF16AVX2(dst *uint32, x, b *uint16, n int)
+
+// deltaAbsBitsBF16Asm runs deltaAbsBitsBF16AVX2 over the largest multiple of 8
+// elements of dst and returns it; the caller checks haveTiesAsm.
+func deltaAbsBitsBF16Asm(dst []uint32, x, b []uint16) int {
+	n := len(dst) &^ 7
+	if n == 0 {
+		return 0
+	}
+	_, _ = x[n-1], b[n-1]
+	deltaAbsBitsBF16AVX2(&dst[0], &x[0], &b[0], n)
+	return n
+}
+
+//go:noescape
 func trimAVX2(dst, x, b *float32, n int, w float32, t uint32) int
 
 //go:noescape

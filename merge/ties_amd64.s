@@ -612,3 +612,32 @@ mdone:
 	MOVQ AX, ret+72(FP)
 	VZEROUPPER
 	RET
+
+// func deltaAbsBitsBF16AVX2(dst *uint32, x, b *uint16, n int)
+// deltaAbsBitsAVX2 on BF16 words, each widened to float32 as it is loaded (the
+// decoder's widening): dst[j] = bits of |x[j] − b[j]| in float32, for j < n (a
+// multiple of 8), eight at a time.
+TEXT ·deltaAbsBitsBF16AVX2(SB), NOSPLIT, $0-32
+	MOVQ    dst+0(FP), DI
+	MOVQ    x+8(FP), SI
+	MOVQ    b+16(FP), DX
+	MOVQ    n+24(FP), CX
+	VMOVDQU tiesAbs<>(SB), Y7
+	XORQ    AX, AX
+
+wmloop:
+	CMPQ      AX, CX
+	JGE       wmdone
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD    $16, Y0, Y0
+	VPMOVZXWD (DX)(AX*2), Y1
+	VPSLLD    $16, Y1, Y1
+	VSUBPS    Y1, Y0, Y0 // x − b
+	VPAND     Y7, Y0, Y0
+	VMOVDQU   Y0, (DI)(AX*4)
+	ADDQ      $8, AX
+	JMP       wmloop
+
+wmdone:
+	VZEROUPPER
+	RET

@@ -9,6 +9,7 @@ func tiesAccumAsm(num, den, d []float32, sign []uint32, w float32, n int) { pani
 func tiesFinishAsm(dst, base, den []float32, lambda float32, n int)       { panic("unreachable") }
 
 func deltaAbsBitsAsm(dst []uint32, x, b []float32, n int) { panic("unreachable") }
+func deltaAbsBitsBF16Asm(dst []uint32, x, b []uint16) int { panic("unreachable") }
 
 func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int { panic("unreachable") }
 func binScanAsm(mags []uint32, n int, bin uint32) int             { panic("unreachable") }

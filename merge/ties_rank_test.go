@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // TestRankSelectorNearWindows: the cuts come out the same whether pass 1's windows
@@ -98,4 +100,67 @@ func rankOrder(mag []float32) []int {
 	}
 	slices.SortFunc(idx, func(a, b int) int { return cmp.Or(cmp.Compare(mag[b], mag[a]), cmp.Compare(a, b)) })
 	return idx
+}
+
+// TestDeltaMagnitudesBF16: the rank key from BF16 words (the assembly where the CPU
+// has it, the rest in Go) is deltaMagnitudes' on the decoded words, bit for bit, over
+// lengths that cross the groups of eight, with special words (NaNs, ±Inf, ±0,
+// subnormals); and it declines operands that are not BF16.
+func TestDeltaMagnitudesBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 51))
+	for _, m := range bf16TestLengths {
+		b, bf := bf16TestWords(rng, m, 3)
+		x, xf := bf16TestWords(rng, m, 3)
+		in := []Operand{{DType: dtype.BF16, Data: b}, {DType: dtype.BF16, Data: x}}
+		got, want := make([]uint32, m), make([]uint32, m)
+		if !deltaMagnitudesBF16(got, 0, in) {
+			t.Fatalf("m %d: declined BF16 words", m)
+		}
+		deltaMagnitudes(want, 0, [][]float32{bf, xf})
+		for j := range got {
+			if got[j] != want[j] {
+				t.Fatalf("m %d element %d: %#x, decoded %#x", m, j, got[j], want[j])
+			}
+		}
+	}
+	f32 := []Operand{{DType: dtype.F32, Data: make([]byte, 32)}, {DType: dtype.F32, Data: make([]byte, 32)}}
+	if deltaMagnitudesBF16(make([]uint32, 8), 0, f32) {
+		t.Error("took F32 operands")
+	}
+}
+
+// TestRankMethodsFusedMatchDecoded: ties and breadcrumbs (and breadcrumbs with sign
+// election) through the engine, their rank selector's pass 1 taking the magnitudes
+// straight from BF16 words, give the bytes of the decoding path, over a tensor of
+// several chunks, with and without special words.
+func TestRankMethodsFusedMatchDecoded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 52))
+	m := 2*ChunkElems + 1003
+	run := func(o tvOptions, gamma float64) func(*TensorPlan) Kernel {
+		r := &methodRun{models: make([]Model, 3), weights: []float32{1, 0.5, 2}, dens: []float64{0.2, 0.5, 0.9},
+			base: true, tv: o, lambda: 1, p: Params{Gamma: gamma}}
+		return func(tp *TensorPlan) Kernel { return taskVectorKernel(r, tp) }
+	}
+	cases := []struct {
+		name   string
+		kernel func(*TensorPlan) Kernel
+	}{
+		{"ties", run(tvOptions{sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0)},
+		{"breadcrumbs", run(tvOptions{sparsify: SparsifyOutliers, rescale: "none"}, 0.05)},
+		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05)},
+	}
+	for _, c := range cases {
+		for _, every := range []int{0, 5000} {
+			var in [][]byte
+			for range 4 {
+				b, _ := bf16TestWords(rng, m, every)
+				in = append(in, b)
+			}
+			// The passes' fused path never declines BF16; the merge has none.
+			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, false, true, c.kernel)
+			if !sameBF16Words(fused, decoded) {
+				t.Errorf("%s every %d: the fused output differs from the decoded one", c.name, every)
+			}
+		}
+	}
 }
