@@ -26,8 +26,10 @@ import (
 const gramBlock = 256
 
 // gramStride is the distance in float64s between the vectors' rows of differences
-// in gramScratch.d: a block and one 64-byte line, so that rows two apart do not
-// start 4 KiB apart, where loads of the same element would contend.
+// in gramScratch.d: a block and one 64-byte line, so that no two rows start a
+// multiple of 2 KiB apart (rows 2 KiB apart contended for the first-level cache's
+// banks in the chain kernels these replaced, bench/sections/multislerp_model_stock.md;
+// not measured again with the lanes).
 const gramStride = gramBlock + 8
 
 // gramPairs is the pairs (i, k), i ≤ k, of n vectors, in the order of gramPass's
