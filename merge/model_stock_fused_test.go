@@ -8,15 +8,18 @@ import (
 	"github.com/gomerge/gomerge/formats/dtype"
 )
 
+// modelStockTestFactors are t and 1 − t for the merge tests: ordinary, 0 and 1, and
+// NaN of several payloads (as a NaN in a tensor's statistics makes them).
+var modelStockTestFactors = [][2]float32{{0.6, 0.4}, {1, 0}, {0, 1},
+	{math.Float32frombits(0x7fc00000), math.Float32frombits(0x7fc00000)},
+	{math.Float32frombits(0xffc00123), math.Float32frombits(0x7fd00000)}, {0.999, 1e-3}}
+
 // TestModelStockMergeBF16MatchesMerge: model_stock's merge from BF16 words (AVX-512
 // where the CPU has it) is decoding, modelStockMerge and rounding to BF16, bit for
 // bit, for 2 to 5 models, with special words and with factors that are NaN (of
 // several payloads, as a NaN in a tensor's statistics makes them), 0 or 1.
 func TestModelStockMergeBF16MatchesMerge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 44))
-	nan := math.Float32frombits
-	factors := [][2]float32{{0.6, 0.4}, {1, 0}, {0, 1}, {nan(0x7fc00000), nan(0x7fc00000)},
-		{nan(0xffc00123), nan(0x7fd00000)}, {0.999, 1e-3}}
 	for n := 2; n <= 5; n++ {
 		for _, m := range bf16TestLengths {
 			for _, every := range []int{0, 20, 3} {
@@ -25,7 +28,7 @@ func TestModelStockMergeBF16MatchesMerge(t *testing.T) {
 				for i := range y {
 					y[i], yf[i] = bf16TestWords(rng, m, every)
 				}
-				for _, f := range factors {
+				for _, f := range modelStockTestFactors {
 					got := make([]byte, 2*m)
 					modelStockMergeBF16(got, b, y, f[0], f[1])
 					dst := make([]float32, m)
@@ -49,9 +52,6 @@ func TestModelStockMergeBF16MatchesMerge(t *testing.T) {
 // an operation or an operand order of the assembly differs.
 func TestModelStockMergeAsmMatchesGo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 49))
-	nan := math.Float32frombits
-	factors := [][2]float32{{0.6, 0.4}, {1, 0}, {0, 1}, {nan(0x7fc00000), nan(0x7fc00000)},
-		{nan(0xffc00123), nan(0x7fd00000)}, {0.999, 1e-3}}
 	for n := 2; n <= 5; n++ {
 		for _, m := range bf16TestLengths {
 			for _, every := range []int{0, 20, 3} {
@@ -60,7 +60,7 @@ func TestModelStockMergeAsmMatchesGo(t *testing.T) {
 				for i := range yf {
 					_, yf[i] = bf16TestWords(rng, m, every)
 				}
-				for _, f := range factors {
+				for _, f := range modelStockTestFactors {
 					got, want := make([]float32, m), make([]float32, m)
 					modelStockMerge(got, bf, yf, f[0], f[1])
 					modelStockMergeGo(want, bf, yf, f[0], f[1])
