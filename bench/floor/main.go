@@ -8,7 +8,7 @@
 // rename its result into place.
 //
 //	go build -o floor ./bench/floor
-//	floor [-threads T] [-size BYTES] [-write pwrite|mmap] IN1 IN2 ... OUT
+//	floor [-threads T] [-size BYTES] [-write pwrite|mmap] [-writeback=false] IN1 IN2 ... OUT
 //
 // -write says how the output is written. pwrite (the default) reserves the file's
 // space (fallocate, on Linux) and writes each block from a buffer, as gomerge writes
@@ -20,6 +20,13 @@
 // that the mapped floor (3.2 to 4.2 s for two 1 GB inputs) ran 5x slower than
 // gomerge's whole sfa merge of the same inputs (0.65 s). bench/README.md has the
 // measurements.
+//
+// With pwrite the floor also asks the kernel every 100 ms to start writing the
+// output's dirty pages back (sync_file_range), as gomerge does while it merges, so
+// that the final fsync has little left to do; -writeback=false leaves all of it to
+// that fsync. Without it the floor waited on the disk for the whole output at the
+// end: 1.35 to 3.7 s for two 1 GB inputs in the hours the virtual disk wrote slowly,
+// when gomerge's whole sfa merge took 0.6 to 0.8 s (2026-12-04, bench/README.md).
 //
 // The output is as large as the first input unless -size says otherwise (a merge
 // writes one model's worth of bytes). Input bytes beyond the output's size are still
@@ -48,6 +55,7 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "goroutines making the pass")
 	size := flag.Int64("size", -1, "output size in bytes (default: the first input's size)")
 	write := flag.String("write", "pwrite", "how the output is written: pwrite (into reserved space, from a buffer) or mmap (through a mapping)")
+	writeback := flag.Bool("writeback", true, "with pwrite, ask the kernel every 100 ms to start writing the output (as gomerge does); false leaves it all to the final fsync")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: floor [-threads T] [-size BYTES] IN1 [IN2 ...] OUT")
 		flag.PrintDefaults()
@@ -58,7 +66,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	sum, err := run(args[:len(args)-1], args[len(args)-1], *size, *threads, *write == "mmap")
+	sum, err := run(args[:len(args)-1], args[len(args)-1], *size, *threads, *write == "mmap", *writeback)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
@@ -70,8 +78,9 @@ func main() {
 }
 
 // run makes the pass from inputs into out (through a mapping when mapped, else with
-// pwrite into reserved space) and fsyncs it.
-func run(inputs []string, out string, size int64, threads int, mapped bool) (uint64, error) {
+// pwrite into reserved space, the kernel asked to start writing it back as it goes
+// when writeback) and fsyncs it.
+func run(inputs []string, out string, size int64, threads int, mapped, writeback bool) (uint64, error) {
 	ins := make([][]byte, len(inputs))
 	for i, path := range inputs {
 		b, err := mapInput(path)
@@ -113,6 +122,10 @@ func run(inputs []string, out string, size int64, threads int, mapped bool) (uin
 		}
 		var werr error
 		var mu sync.Mutex
+		stopWriteback := func() {}
+		if writeback {
+			stopWriteback = startWriteback(f)
+		}
 		sum = pass(size, ins, threads, nil, func(b []byte, off int) {
 			if _, err := f.WriteAt(b, int64(off)); err != nil {
 				mu.Lock()
@@ -120,6 +133,7 @@ func run(inputs []string, out string, size int64, threads int, mapped bool) (uin
 				mu.Unlock()
 			}
 		})
+		stopWriteback()
 		if werr != nil {
 			return 0, werr
 		}

@@ -13,7 +13,8 @@ import (
 
 // TestFloorPass checks the output and the tail checksum against a byte-by-byte loop,
 // for inputs of unequal sizes (not multiples of 8, spanning several blocks), at several
-// thread counts and output sizes, written with pwrite and through a mapping.
+// thread counts and output sizes, written with pwrite (with writeback started as it
+// goes, and without) and through a mapping.
 func TestFloorPass(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -47,27 +48,27 @@ func TestFloorPass(t *testing.T) {
 				}
 			}
 		}
-		for _, mapped := range []bool{false, true} {
+		for _, way := range []struct{ mapped, writeback bool }{{false, true}, {false, false}, {true, false}} {
 			for _, threads := range []int{1, 2, 3, 16} {
 				out := filepath.Join(dir, "out")
-				sum, err := run(paths, out, size, threads, mapped)
+				sum, err := run(paths, out, size, threads, way.mapped, way.writeback)
 				if err != nil {
-					t.Fatalf("size %d, mapped %v, %d threads: %v", size, mapped, threads, err)
+					t.Fatalf("size %d, %+v, %d threads: %v", size, way, threads, err)
 				}
 				got, err := os.ReadFile(out)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(got, want) {
-					t.Errorf("size %d, mapped %v, %d threads: output differs from the XOR of the inputs", size, mapped, threads)
+					t.Errorf("size %d, %+v, %d threads: output differs from the XOR of the inputs", size, way, threads)
 				}
 				if sum != wantSum {
-					t.Errorf("size %d, mapped %v, %d threads: tail checksum %#x, want %#x", size, mapped, threads, sum, wantSum)
+					t.Errorf("size %d, %+v, %d threads: tail checksum %#x, want %#x", size, way, threads, sum, wantSum)
 				}
 			}
 		}
 	}
-	if _, err := run([]string{filepath.Join(dir, "missing")}, filepath.Join(dir, "o"), -1, 1, false); err == nil {
+	if _, err := run([]string{filepath.Join(dir, "missing")}, filepath.Join(dir, "o"), -1, 1, false, true); err == nil {
 		t.Error("a missing input was not an error")
 	}
 }
