@@ -122,9 +122,10 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 	var c0, c1 []float32
 	first := b2i(m.base)
 	// Per segment, the Gram sums of its two vectors in gramPairs(2)'s order: ‖v0‖²,
-	// v0·v1, ‖v1‖². A row's run in a chunk takes them as gramScratch does a chunk
-	// (lanes counted from the run's first element); a column's elements are runs of
-	// one, whose one lane is the product itself.
+	// v0·v1, ‖v1‖². A row's run in a chunk (the whole chunk, flattened) takes them as
+	// gramScratch does a chunk (lanes counted from the run's first element), the same
+	// sums as gramPass's; a column's elements are runs of one, whose one lane is the
+	// product itself.
 	pairs := gramPairs(2)
 	grams := sync.Pool{New: func() any { return newGramScratch(2, pairs) }}
 	pass := Pass{
@@ -185,22 +186,6 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 				gs.chunkBF16([][]byte{y[0][2*lo : 2*hi], y[1][2*lo : 2*hi]}, bb, acc[3*slot:3*slot+3])
 			})
 			return true
-		}
-	}
-	if seg.n == 1 {
-		// One vector: the Gram pass, which reads BF16 words straight and gives the
-		// same sums as the runs' lanes over whole chunks.
-		var gram func() [][]float64
-		pass, gram = gramPass(2, m.base)
-		done := pass.Done
-		pass.Done = func(perChunk []float64) error {
-			if err := done(perChunk); err != nil {
-				return err
-			}
-			g := gram()
-			a, b := nuslerpCoefficients(t, g[0][1], g[0][0], g[1][1])
-			c0, c1 = []float32{float32(a)}, []float32{float32(b)}
-			return nil
 		}
 	}
 	var fused func([]byte, dtype.DType, []Operand, []float64, Chunk) bool
