@@ -1,6 +1,8 @@
 package gpu
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"os"
 	"testing"
 )
@@ -92,4 +94,28 @@ func BenchmarkDeviceKernel(b *testing.B) {
 		b.SetBytes(4 * 2 * n)
 		run(b, []op{d.launch(kTies, n, dev[0], uint32(2), dev[1], uint32(2), descs.dev, uint32(2), float32(1), uint64(0), uint64(n))})
 	})
+}
+
+// TestStageCopy: the parallel staging copy writes every destination byte from its
+// source, across pair boundaries and piece sizes that do not divide the total
+// (stagecopy_linux_test.go: a fault in a copying goroutine).
+func TestStageCopy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, sizes := range [][]int{{0}, {17}, {stageCopyPiece * 3}, {stageCopyPiece*2 + 5, 1, stageCopyPiece + 3}, {7, stageCopyPiece*5 - 1, 0, 3}} {
+		var pairs [][2][]byte
+		for _, n := range sizes {
+			src := make([]byte, n)
+			for i := range src {
+				src[i] = byte(rng.Uint32())
+			}
+			dst := make([]byte, n)
+			pairs = append(pairs, [2][]byte{dst, src})
+		}
+		stageCopy(pairs)
+		for i, p := range pairs {
+			if !bytes.Equal(p[0], p[1]) {
+				t.Errorf("sizes %v: pair %d not copied", sizes, i)
+			}
+		}
+	}
 }

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"runtime/debug"
+	"sync"
 )
 
 // Streaming: a tensor goes through the device in staged chunks of cfg.ChunkElems
@@ -207,6 +210,7 @@ func (d *Device) enqueue(p *pass, s *stage, k int64) error {
 	s.pending = c // from here on, the drain must wait for this stream
 	var ops []op
 	nIn := len(p.in)
+	var copies [][2][]byte
 	for i, o := range p.in {
 		sz := o.DType.Size()
 		sl, err := s.ensure(d.be, i, int(ce)*sz, true)
@@ -214,10 +218,11 @@ func (d *Device) enqueue(p *pass, s *stage, k int64) error {
 			return err
 		}
 		nb := c.n * sz
-		copy(sl.host[:nb], o.Data[c.off*int64(sz):])
+		copies = append(copies, [2][]byte{sl.host[:nb], o.Data[c.off*int64(sz):][:nb]})
 		c.in = append(c.in, sl.dev)
 		ops = append(ops, op{kind: opHtoD, dev: sl.dev, host: sl.host[:nb]})
 	}
+	stageCopy(copies)
 	var outSlot, resSlot *slot
 	if p.out != nil {
 		var err error
@@ -270,6 +275,66 @@ func (d *Device) enqueue(p *pass, s *stage, k int64) error {
 		}
 	}
 	return d.be.run(s.index, ops)
+}
+
+// stageCopyPiece is the least a goroutine of stageCopy copies.
+const stageCopyPiece = 1 << 20
+
+// stageCopy copies each pair's source into its destination (of the same length) on up
+// to GOMAXPROCS goroutines. The host's copies into pinned staging memory bound the
+// device's throughput, and one core copies at a fraction of the memory bus's speed
+// (docs/gpu.md). A fault reading a source (a truncated mapped input) is re-raised
+// here, on the caller's goroutine, whose recover and debug.SetPanicOnFault guard
+// report it as the single-threaded copy's would.
+func stageCopy(pairs [][2][]byte) {
+	total := 0
+	for _, p := range pairs {
+		total += len(p[0])
+	}
+	workers := min(runtime.GOMAXPROCS(0), total/stageCopyPiece)
+	if workers < 2 {
+		for _, p := range pairs {
+			copy(p[0], p[1])
+		}
+		return
+	}
+	// Cut the pairs into pieces of about total/workers bytes, in order.
+	step := (total + workers - 1) / workers
+	type piece struct{ dst, src []byte }
+	jobs := make([][]piece, 0, workers)
+	var cur []piece
+	left := step
+	for _, p := range pairs {
+		dst, src := p[0], p[1]
+		for len(dst) > 0 {
+			k := min(left, len(dst))
+			cur = append(cur, piece{dst[:k], src[:k]})
+			dst, src, left = dst[k:], src[k:], left-k
+			if left == 0 {
+				jobs, cur, left = append(jobs, cur), nil, step
+			}
+		}
+	}
+	if len(cur) > 0 {
+		jobs = append(jobs, cur)
+	}
+	faults := make([]any, len(jobs))
+	var wg sync.WaitGroup
+	for j, job := range jobs {
+		wg.Go(func() {
+			defer func() { faults[j] = recover() }()
+			debug.SetPanicOnFault(true)
+			for _, pc := range job {
+				copy(pc.dst, pc.src)
+			}
+		})
+	}
+	wg.Wait()
+	for _, f := range faults {
+		if f != nil {
+			panic(f)
+		}
+	}
 }
 
 // finish waits for stream s's chunk and hands over its output and results.
