@@ -25,44 +25,46 @@ var (
 // latencies cost more than the device saves.
 const DefaultGPUMinElems = 1 << 20
 
-// LightPolicy says whether elementwise kernels with two operands (2-input lerp, task
-// arithmetic with one model, linear with two, distance without a base) use the GPU.
-// They do one or two flops per element loaded, so the PCIe copies, not the math,
-// decide, and the CPU often wins; the heavier kernels always go to the GPU.
-type LightPolicy int
+// Placement says which of the tensors a device can run go to it.
+//
+// The first real device measured (an H200 on PCIe with 16 CPU cores, 2026-12-04,
+// docs/gpu.md) ran every method 1.1 to 4.4 times slower than the CPU engine on the same
+// machine, the heavy kernels (TIES, breadcrumbs, DARE, Fisher) as well as the light
+// ones: the device streams every operand through pinned staging memory and reads the
+// inputs up to four times (TIES's cuts), so the host's copies decide, not the math.
+// A GPU is therefore used only where asked for or measured faster.
+type Placement int
 
 const (
-	// LightAuto calibrates once, on the first run that has such a tensor, and uses
-	// the GPU if it was faster (see Calibrate).
-	LightAuto LightPolicy = iota
-	// LightGPU always uses the GPU (tests, or a user who measured).
-	LightGPU
-	// LightCPU never does.
-	LightCPU
+	// PlaceMeasured (--device auto) calibrates once, on the first run that has a
+	// tensor the device could take, and sends every such tensor to the device only if
+	// the device was faster (see Calibrate).
+	PlaceMeasured Placement = iota
+	// PlaceGPU (--device cuda) sends every tensor the device can run.
+	PlaceGPU
 )
 
 // Device is a GPU the engine may use, and the policy that decides which tensors go to
 // it. The caller opens and closes the gpu.Device; one Device may serve several runs
 // (a recipe's steps), one at a time, which keeps each run's byte counts its own.
 //
-// The policy (gpuPlacement): a merged tensor goes to the GPU when its kernel has a GPU
-// function, it has at least MinElems elements, every operand and the output are F16,
-// BF16, F32 or F64 (GGUF block types are decoded on the CPU), and either the kernel
-// is not a light elementwise one or it has three or more operands, or the light
-// policy says the GPU wins.
+// The policy (placeOnGPU): a merged tensor may go to the GPU when its kernel has a GPU
+// function, it has at least MinElems elements, and every operand and the output are
+// F16, BF16, F32 or F64 (GGUF block types are decoded on the CPU); Placement then
+// says whether it does.
 type Device struct {
 	GPU *gpu.Device
 	// MinElems: tensors with fewer elements stay on the CPU (0: any non-empty
 	// tensor may go).
-	MinElems int64
-	Light    LightPolicy
+	MinElems  int64
+	Placement Placement
 
 	calibrate sync.Once
 	calib     *Calibration
 	calibErr  error
 }
 
-// Calibration is the start-up measurement behind LightAuto.
+// Calibration is the start-up measurement behind PlaceMeasured.
 type Calibration struct {
 	Elements   int64   `json:"elements"`    // of the BF16 sample
 	CPUSeconds float64 `json:"cpu_seconds"` // the CPU engine's fused lerp on Threads goroutines
@@ -80,8 +82,11 @@ const calibrationElems = 1 << 22
 // device's Lerp (host → device copies through its staging buffers, the kernel, the
 // result and statistics back) against the CPU engine's fused kernel on threads
 // goroutines, each the best of two runs (the first pays for allocation and the
-// driver's JIT). The light kernels are all like it: a couple of flops per element
-// moved. The result is kept: later calls return it.
+// driver's JIT). It stands for every kernel: on the device each one is bound by the
+// same staging copies, and the heavier kernels cost the CPU more but move more bytes
+// to the device too (on the H200 of docs/gpu.md every method lost, light or heavy;
+// DARE, the heaviest on the CPU, came nearest). The result is kept: later calls
+// return it.
 func (d *Device) Calibrate(ctx context.Context, threads int) (*Calibration, error) {
 	d.calibrate.Do(func() { d.calib, d.calibErr = calibrate(ctx, d.GPU, calibrationElems, threads) })
 	return d.calib, d.calibErr
@@ -162,24 +167,23 @@ func gpuDType(d dtype.DType) bool {
 	return false
 }
 
-// gpuCandidate reports whether tensor t could run on the device at all, and whether
-// it is light (its placement then depends on the light policy).
-func gpuCandidate(dev *Device, t *TensorPlan, k *Kernel, withOutput bool) (ok, light bool) {
+// gpuCandidate reports whether tensor t could run on the device at all.
+func gpuCandidate(dev *Device, t *TensorPlan, k *Kernel, withOutput bool) bool {
 	n := t.NumElements()
 	if k.GPU == nil || !t.Merge || n == 0 || n < dev.MinElems {
-		return false, false
+		return false
 	}
 	if withOutput && !gpuDType(t.OutDType) || !withOutput && k.Merge != nil {
-		return false, false // a merge run only to reduce: the CPU does it
+		return false // a merge run only to reduce: the CPU does it
 	}
 	for _, ops := range [][]Operand{t.In, t.Aux} {
 		for _, op := range ops {
 			if !gpuDType(op.DType) {
-				return false, false
+				return false
 			}
 		}
 	}
-	return true, k.GPULight && len(t.In)+len(t.Aux) < 3
+	return true
 }
 
 // gpuOperands converts plan operands to the device's (the same bytes, no copy).

@@ -148,7 +148,7 @@ var cpuOnly = map[string]bool{"slerp": true, "model_stock": true, "della": true,
 	"nuslerp": true, "multislerp": true, "karcher": true, "nearswap": true, "arcee_fusion": true, "ram": true, "ramplus_tl": true}
 
 func TestGPUMatchesCPU(t *testing.T) {
-	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Placement: PlaceGPU}
 	dir, path := gpuFixture(t)
 	for name, run := range gpuRuns(path) {
 		t.Run(name, func(t *testing.T) {
@@ -197,7 +197,16 @@ func TestGPUMatchesCPU(t *testing.T) {
 	}
 }
 
-// TestGPUPolicy: the threshold, the light policy, and the heavy methods.
+// measured is a device under PlaceMeasured whose calibration came out as gpuWins,
+// without timing anything: the policy, not the fake driver's speed, is under test.
+func measured(g *gpu.Device, minElems int64, gpuWins bool) *Device {
+	d := &Device{GPU: g, MinElems: minElems}
+	d.calibrate.Do(func() { d.calib = &Calibration{Elements: calibrationElems, GPUWins: gpuWins} })
+	return d
+}
+
+// TestGPUPolicy: the threshold, and the placement: measured (the calibration decides
+// for light and heavy kernels alike) or the GPU.
 func TestGPUPolicy(t *testing.T) {
 	g := openFakeGPU(t)
 	dir, path := gpuFixture(t)
@@ -208,17 +217,20 @@ func TestGPUPolicy(t *testing.T) {
 		device  string
 		tensors int
 	}{
-		// Light: two operands, so the policy decides.
-		{"sfa", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cpu", 0},
-		{"task_arithmetic-1", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cpu", 0},
-		{"linear-2", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cpu", 0},
-		// Three operands or more, or a heavy kernel: the GPU whatever the policy.
-		{"sfa-fisher", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cuda", 4},
-		{"task_arithmetic", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cuda", 4},
-		{"ties", &Device{GPU: g, MinElems: 1, Light: LightCPU}, "cuda", 4},
+		// Measured, and the CPU won: nothing goes, light or heavy.
+		{"sfa", measured(g, 1, false), "cpu", 0},
+		{"task_arithmetic-1", measured(g, 1, false), "cpu", 0},
+		{"sfa-fisher", measured(g, 1, false), "cpu", 0},
+		{"ties", measured(g, 1, false), "cpu", 0},
+		// Measured, and the GPU won: everything it can take goes.
+		{"linear-2", measured(g, 1, true), "cuda", 4},
+		{"ties", measured(g, 1, true), "cuda", 4},
+		// Asked for: everything it can take goes, unmeasured.
+		{"sfa", &Device{GPU: g, MinElems: 1, Placement: PlaceGPU}, "cuda", 4},
+		{"dare_ties", &Device{GPU: g, MinElems: 1, Placement: PlaceGPU}, "cuda", 4},
 		// Only big.weight reaches the threshold.
-		{"ties", &Device{GPU: g, MinElems: 1000}, "cuda+cpu", 1},
-		{"dare_linear", &Device{GPU: g, MinElems: DefaultGPUMinElems}, "cpu", 0},
+		{"ties", &Device{GPU: g, MinElems: 1000, Placement: PlaceGPU}, "cuda+cpu", 1},
+		{"dare_linear", &Device{GPU: g, MinElems: DefaultGPUMinElems, Placement: PlaceGPU}, "cpu", 0},
 	}
 	for i, c := range cases {
 		rep, err := runs[c.run](filepath.Join(dir, fmt.Sprintf("policy%d.safetensors", i)), ExecOptions{Threads: 2, Device: c.dev})
@@ -231,15 +243,18 @@ func TestGPUPolicy(t *testing.T) {
 		if rep.Device != c.device || rep.GPU.Tensors != c.tensors {
 			t.Errorf("%s with %+v: device %q on %d tensors, want %q on %d", c.run, c.dev, rep.Device, rep.GPU.Tensors, c.device, c.tensors)
 		}
+		if c.dev.Placement == PlaceMeasured && rep.GPU.Calibration == nil {
+			t.Errorf("%s: measured placement, but the report has no calibration", c.run)
+		}
 	}
 }
 
-// TestGPUCalibration: LightAuto measures once and keeps the result; the run's report
+// TestGPUCalibration: PlaceMeasured measures once and keeps the result; the run's report
 // carries it.
 func TestGPUCalibration(t *testing.T) {
 	dev := &Device{GPU: openFakeGPU(t), MinElems: 1}
 	dir, path := gpuFixture(t)
-	rep, err := gpuRuns(path)["sfa"](filepath.Join(dir, "out.safetensors"), ExecOptions{Threads: 2, Device: dev})
+	rep, err := gpuRuns(path)["ties"](filepath.Join(dir, "out.safetensors"), ExecOptions{Threads: 2, Device: dev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +272,7 @@ func TestGPUCalibration(t *testing.T) {
 }
 
 func TestGPUDistance(t *testing.T) {
-	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Placement: PlaceGPU}
 	_, path := gpuFixture(t)
 	a, b, base := openT(t, path("m0")), openT(t, path("m1")), openT(t, path("base"))
 	for _, withBase := range []bool{false, true} {
@@ -295,7 +310,7 @@ func TestGPUDistance(t *testing.T) {
 // decoded and merged on the CPU and only the float ones (norms) go to the device;
 // the file is the CPU-only run's.
 func TestGPUGGUFBlockTypesStayOnCPU(t *testing.T) {
-	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Placement: PlaceGPU}
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name+".gguf") }
 	ts := gguftest.Random(gguftest.Tiny, dtype.Q8_0, 1)
@@ -337,7 +352,7 @@ func TestGPUGGUFBlockTypesStayOnCPU(t *testing.T) {
 
 // TestGPUCancel: a cancelled run with the device on stops and writes nothing.
 func TestGPUCancel(t *testing.T) {
-	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Light: LightGPU}
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, Placement: PlaceGPU}
 	dir, path := gpuFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

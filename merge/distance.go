@@ -102,7 +102,6 @@ func distanceKernel(withBase bool) Kernel {
 			}
 			return dev.Distance(ctx, t.NumElements(), in[0], in[1], base)
 		},
-		GPULight: true,
 	}
 }
 

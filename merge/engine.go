@@ -58,10 +58,6 @@ type Kernel struct {
 	// included, with the same bits (see GPUFunc); Execute uses it for the tensors
 	// ExecOptions.Device's policy sends there.
 	GPU GPUFunc
-	// GPULight marks an elementwise kernel of a flop or two per element loaded (lerp,
-	// task arithmetic, linear, distance): with fewer than three operands, the PCIe
-	// copies decide whether the device wins, so Device.Light decides.
-	GPULight bool
 	// WholeInputs marks a kernel that reads its operands' Data beyond the chunk it is
 	// given (rows that straddle chunks): an input that decodes (a compressed
 	// checkpoint) is then decoded whole when the tensor starts, instead of a span of
@@ -505,7 +501,7 @@ func (x *execution) stats() [][]float64 {
 }
 
 // placeOnGPU decides which tensors the device runs (Device's policy), calibrating
-// first if a light tensor needs it. usage is nil without a device.
+// first if the policy needs it. usage is nil without a device.
 func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bool, opts ExecOptions) (onGPU []bool, usage *GPUUsage, err error) {
 	onGPU = make([]bool, len(plan.Tensors))
 	dev := opts.Device
@@ -513,26 +509,23 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bo
 		return onGPU, nil, nil
 	}
 	usage = &GPUUsage{}
-	lightWins := dev.Light == LightGPU
-	lightKnown := dev.Light != LightAuto
+	gpuWins := dev.Placement == PlaceGPU
+	known := gpuWins
 	for ti := range plan.Tensors {
 		t := &plan.Tensors[ti]
-		ok, light := gpuCandidate(dev, t, &kernels[ti], withOutput)
-		if !ok {
+		if !gpuCandidate(dev, t, &kernels[ti], withOutput) {
 			continue
 		}
-		if light {
-			if !lightKnown {
-				c, err := dev.Calibrate(ctx, opts.threads())
-				if err != nil {
-					return nil, nil, err
-				}
-				usage.Calibration = c
-				lightWins, lightKnown = c.GPUWins, true
+		if !known {
+			c, err := dev.Calibrate(ctx, opts.threads())
+			if err != nil {
+				return nil, nil, err
 			}
-			if !lightWins {
-				continue
-			}
+			usage.Calibration = c
+			gpuWins, known = c.GPUWins, true
+		}
+		if !gpuWins {
+			continue
 		}
 		onGPU[ti] = true
 		usage.Tensors++

@@ -56,7 +56,6 @@ func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
 		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
 			return nil, dev.Linear(ctx, t.NumElements(), out, gpuOperands(t.In), m.weights, den)
 		},
-		GPULight: true,
 	}
 }
 

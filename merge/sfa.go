@@ -97,7 +97,6 @@ func (s SFA) Kernel() Kernel {
 			}
 			return dev.LerpFisher(ctx, t.NumElements(), out, in[0], in[1], gpuOperands(t.Aux)[0], eta)
 		},
-		GPULight: true,
 	}
 }
 

@@ -58,6 +58,5 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 			}
 			return nil, dev.TaskVectors(ctx, t.NumElements(), out, in[0], tm, lambda, false)
 		},
-		GPULight: true,
 	}
 }

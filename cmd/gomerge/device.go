@@ -19,19 +19,14 @@ type deviceFlags struct {
 	// library is the driver library (hidden --gpu-library, default
 	// $GOMERGE_GPU_LIBRARY, else libcuda.so.1): tests point it at a fake driver.
 	library string
-	// light overrides the start-up calibration for 2-operand elementwise merges
-	// (hidden --gpu-light auto|gpu|cpu), for tests and for users who measured.
-	light string
 }
 
 func (f *deviceFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&f.device, "device", "auto", "where to merge: auto (a CUDA GPU when one is usable, else the CPU), cpu, or cuda (fail without a usable GPU)")
+	fl.StringVar(&f.device, "device", "auto", "where to merge: auto (a usable CUDA GPU if a start-up calibration finds it faster than the CPU, else the CPU), cpu, or cuda (the GPU for every tensor it can take; fail without a usable GPU)")
 	fl.Int64Var(&f.minElems, "gpu-min-elems", merge.DefaultGPUMinElems,
-		"tensors of at least this many elements go to the GPU: TIES, DARE, breadcrumbs, Fisher and merges of 3+ inputs always, 2-input lerp and task arithmetic when a start-up calibration finds the GPU faster")
+		"tensors of fewer elements stay on the CPU")
 	fl.StringVar(&f.library, "gpu-library", os.Getenv("GOMERGE_GPU_LIBRARY"), "CUDA driver library to load (default libcuda.so.1)")
-	fl.StringVar(&f.light, "gpu-light", "auto", "2-input elementwise merges on the GPU: auto (calibrate), gpu, cpu")
 	_ = fl.MarkHidden("gpu-library") // errors only for an unknown flag
-	_ = fl.MarkHidden("gpu-light")
 }
 
 // deviceSession is the device one command runs with.
@@ -46,18 +41,16 @@ type deviceSession struct {
 // right, the machine lacks what it asks for; not 3 or 4: no input or output is at
 // fault); --device auto then runs on the CPU and its --json report says why.
 func (f *deviceFlags) open() (*deviceSession, error) {
-	light := map[string]merge.LightPolicy{"auto": merge.LightAuto, "gpu": merge.LightGPU, "cpu": merge.LightCPU}
-	policy, ok := light[f.light]
-	if !ok {
-		return nil, usagef("--gpu-light %q: want auto, gpu or cpu", f.light)
-	}
 	if f.minElems < 0 {
 		return nil, usagef("--gpu-min-elems %d: must not be negative", f.minElems)
 	}
+	placement := merge.PlaceMeasured
 	switch f.device {
 	case "cpu":
 		return &deviceSession{}, nil
-	case "auto", "cuda":
+	case "cuda":
+		placement = merge.PlaceGPU
+	case "auto":
 	default:
 		return nil, usagef("--device %q: want auto, cpu or cuda", f.device)
 	}
@@ -68,7 +61,7 @@ func (f *deviceFlags) open() (*deviceSession, error) {
 		}
 		return &deviceSession{unavailable: err.Error()}, nil
 	}
-	return &deviceSession{dev: &merge.Device{GPU: g, MinElems: f.minElems, Light: policy}}, nil
+	return &deviceSession{dev: &merge.Device{GPU: g, MinElems: f.minElems, Placement: placement}}, nil
 }
 
 // close releases the device. The merge is done and committed by then, so a failure

@@ -50,7 +50,8 @@ func TestDeviceCUDA(t *testing.T) {
 		{"dare", []string{"dare", "--ties", "--base", f.anchor, f.current, f.folder + ":density=0.5", "--seed", "3"}, "dare_ties"},
 		{"fisher", []string{"fisher", f.current + ":fisher=" + f.fisher, f.anchor + ":fisher=" + f.fisher}, "fisher"},
 		{"sfa-fisher", []string{"sfa", "--anchor", f.anchor, "--current", f.current, "--fisher", f.fisher, "--eta", "100"}, "sfa"},
-		{"sfa", []string{"sfa", "--anchor", f.anchor, "--current", f.current, "--gpu-light", "gpu"}, "sfa"},
+		{"sfa", []string{"sfa", "--anchor", f.anchor, "--current", f.current}, "sfa"},
+		{"linear", []string{"linear", f.anchor, f.current}, "linear"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -111,16 +112,31 @@ func TestDeviceCUDA(t *testing.T) {
 		}
 	})
 	t.Run("calibration", func(t *testing.T) {
-		// 2-input SFA under the default light policy: the start-up calibration
-		// decides, and the report shows it.
-		code, stdout, stderr := gomerge(t, "sfa", "--anchor", f.anchor, "--current", f.current, "--out", filepath.Join(f.dir, "cal.safetensors"),
-			"--device", "cuda", "--gpu-library", lib, "--gpu-min-elems", "1", "--json")
-		if code != 0 {
-			t.Fatalf("exit %d: %s", code, stderr)
-		}
-		r := parseDeviceReport(t, stdout)
-		if r.GPU == nil || len(r.GPU.Calibration) == 0 || (r.Device != "cpu" && r.Device != "cuda") {
-			t.Errorf("report:\n%s", stdout)
+		// --device auto: the start-up calibration decides, for a heavy method too,
+		// and the report shows it; --device cuda does not measure.
+		for _, dev := range []string{"auto", "cuda"} {
+			code, stdout, stderr := gomerge(t, "ties", "--base", f.anchor, f.current, f.folder, "--out", filepath.Join(f.dir, "cal.safetensors"),
+				"--device", dev, "--gpu-library", lib, "--gpu-min-elems", "1", "--json")
+			if code != 0 {
+				t.Fatalf("--device %s: exit %d: %s", dev, code, stderr)
+			}
+			r := parseDeviceReport(t, stdout)
+			var cal struct {
+				GPUWins *bool `json:"gpu_wins"`
+			}
+			if r.GPU != nil && len(r.GPU.Calibration) > 0 {
+				if err := json.Unmarshal(r.GPU.Calibration, &cal); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch {
+			case r.GPU == nil:
+				t.Errorf("--device %s: no gpu report:\n%s", dev, stdout)
+			case dev == "cuda" && (cal.GPUWins != nil || r.Device != "cuda"):
+				t.Errorf("--device cuda measured, or did not use the GPU:\n%s", stdout)
+			case dev == "auto" && (cal.GPUWins == nil || r.Device != map[bool]string{true: "cuda", false: "cpu"}[*cal.GPUWins]):
+				t.Errorf("--device auto: placement not as measured:\n%s", stdout)
+			}
 		}
 	})
 }
@@ -151,7 +167,7 @@ func TestDeviceUnavailable(t *testing.T) {
 		t.Errorf("--device auto without a driver:\n%s", stdout)
 	}
 
-	for _, bad := range [][]string{{"--device", "tpu"}, {"--gpu-min-elems", "-1"}, {"--gpu-light", "sometimes"}} {
+	for _, bad := range [][]string{{"--device", "tpu"}, {"--gpu-min-elems", "-1"}} {
 		if code, _, stderr := gomerge(t, append(append([]string{}, base...), bad...)...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d: %s", bad, code, exitUsage, stderr)
 		}

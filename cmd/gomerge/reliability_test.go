@@ -144,7 +144,7 @@ func TestInputTruncatedWhileMapped(t *testing.T) {
 		t.Run(device, func(t *testing.T) {
 			args := []string{"--device", "cpu"}
 			if device == "cuda" {
-				args = []string{"--device", "cuda", "--gpu-library", gputest.Library(t), "--gpu-min-elems", "1", "--gpu-light", "gpu"}
+				args = []string{"--device", "cuda", "--gpu-library", gputest.Library(t), "--gpu-min-elems", "1"}
 			}
 			truncateWhileMapped(t, bin, args)
 		})
