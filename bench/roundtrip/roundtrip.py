@@ -104,7 +104,7 @@ def verify(d, live):
             return len(live)
         for name, t in live.items():
             want = (BETA * a.torch(name).float() + (1 - BETA) * c.torch(name).float()).to(torch.bfloat16)
-            if not torch.equal(t.view(torch.int16), want.view(torch.int16)):
+            if not torch.equal(t.cpu().view(torch.int16), want.view(torch.int16)):
                 bad += 1
                 print("MISMATCH %s" % name, file=sys.stderr)
     return bad
@@ -135,6 +135,11 @@ def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors", staged=False
     # The model, as a trainer holds it: read once from current.safetensors (with this
     # tree's reader, whichever gomerge.py is timed).
     live = SETUP.load_state_dict(os.path.join(d, "current.safetensors"))
+    # ROUNDTRIP_DEVICE=cuda: the live weights on the GPU, as a trainer's are (gpu/devcheck.sh e2e).
+    device = os.environ.get("ROUNDTRIP_DEVICE", "cpu")
+    if device != "cpu":
+        live = {k: v.to(device) for k, v in live.items()}
+        torch.cuda.synchronize()
     model_bytes = sum(t.numel() * t.element_size() for t in live.values())
     rss1 = maxrss()
     sfa = gm.SFA(os.path.join(d, "anchor.safetensors"), os.path.join(d, scratch), steps=1, p=1, beta=BETA)
@@ -157,7 +162,7 @@ def trainer(d, gm, sync=True, check=True, scratch="rt.safetensors", staged=False
         t0, t1, t2, t3, rep, extra = phased(gm, sfa, live, sync)
     cpu = cpu_s() - cpu0
     rss2 = maxrss()
-    out = {"model_bytes": model_bytes, "cpu_s": cpu, "save_s": t1 - t0, "merge_s": t2 - t1, "load_s": t3 - t2,
+    out = {"device": device, "model_bytes": model_bytes, "cpu_s": cpu, "save_s": t1 - t0, "merge_s": t2 - t1, "load_s": t3 - t2,
            "round_trip_s": t3 - t0, "gomerge_reported_s": rep.get("seconds"),
            "rss_after_import": rss0, "rss_after_model": rss1, "peak_rss": rss2}
     out.update(extra)
@@ -186,6 +191,8 @@ def phased(gm, sfa, live, sync):
             for k, t in live.items():
                 t.copy_(merged[k])
         del merged
+    if any(t.is_cuda for t in live.values()):
+        torch.cuda.synchronize()  # the copies to the device are done when the step may go on
     t3 = time.perf_counter()
     return t0, t1, t2, t3, rep, {}
 

@@ -77,6 +77,16 @@ def find_binary(binary=None):
     return b
 
 
+DEVICES = ("cpu", "auto", "cuda")
+
+
+def _check_device(device):
+    """gomerge's --device for a trainer's merges; see SFA's device."""
+    if device not in DEVICES:
+        raise ValueError("device must be one of %s, got %r" % (", ".join(DEVICES), device))
+    return device
+
+
 def run(args, binary=None, timeout=None):
     """Run ``gomerge ARGS --json`` and return the decoded JSON report.
 
@@ -873,11 +883,18 @@ class SFA:
              A Hugging Face folder as current is staged when it holds only files (its
              config and tokenizer are carried into the merge as copies); with
              sub-folders or links in it, it is merged in place.
+    device:  gomerge's --device for the merges. "cpu" (default), not gomerge's own
+             default "auto": the trainer's GPU is busy training, every merge process
+             would open a CUDA context on it (memory the trainer may need), and on the
+             first GPU measured (an H200 with 16 cores, docs/gpu.md) opening it and
+             calibrating cost 0.35-0.45 s a merge, after which the CPU won every
+             method anyway. "auto" or "cuda" to merge on a GPU of a node set aside for
+             it.
     """
 
     def __init__(self, anchor, current, steps, p, beta=0.5, fisher=None, eta=None,
                  binary=None, timeout=None, threads=None, distributed=None, group=None,
-                 load="file", sync_current=True, staging="auto", keep_history=None):
+                 load="file", sync_current=True, staging="auto", keep_history=None, device="cpu"):
         if fisher is not None and eta is None:
             raise ValueError("fisher needs eta")
         if not (0 <= beta <= 1):
@@ -886,6 +903,7 @@ class SFA:
         self.steps, self.p, self.beta = steps, p, beta
         self.fisher, self.eta = fisher, eta
         self.binary, self.timeout, self.threads = find_binary(binary), timeout, threads
+        self.device = _check_device(device)
         self.schedule = schedule(steps, p)
         self._merge_steps = set(self.schedule)
         if load not in ("file", "broadcast"):
@@ -930,6 +948,7 @@ class SFA:
             args += ["--beta", repr(float(self.beta))]
         if self.threads:
             args += ["--threads", str(self.threads)]
+        args += ["--device", self.device]
         if self.keep_history:
             args += ["--keep-history", self.keep_history]
         return args
@@ -1162,6 +1181,8 @@ class ContinualRun:
     compress, lossless: the run's bits are the same), instead of naming the weights
     file the task started from. Every merge of the task reads it directly; the anchor
     then takes about two thirds of the space of a BF16 weights file.
+
+    device: gomerge's --device for the merges, "cpu" by default (as SFA's).
     """
 
     _STATE = "state.json"
@@ -1169,8 +1190,9 @@ class ContinualRun:
 
     def __init__(self, workdir, model, tasks, steps, p, beta=0.5, optimizer=None,
                  binary=None, timeout=None, threads=None, scratch_dir=None, staging="auto",
-                 compress_anchors=False):
+                 compress_anchors=False, device="cpu"):
         self.workdir = os.path.abspath(workdir)
+        self.device = _check_device(device)
         self.compress_anchors = compress_anchors
         self.staging = os.path.abspath(scratch_dir) if scratch_dir else staging
         self.staging_skipped = None  # why the last merge was not staged
@@ -1270,7 +1292,7 @@ class ContinualRun:
         # The merge goes to a per-process scratch name in workdir, renamed at the commit:
         # a gomerge left running by a killed trainer only ever writes its own scratch.
         scratch = self._path("%s%d.safetensors" % (self._scratch_prefix, os.getpid()))
-        tail = ["--beta", repr(float(self.beta))]
+        tail = ["--beta", repr(float(self.beta)), "--device", self.device]
         if self.threads:
             tail += ["--threads", str(self.threads)]
         rep = None

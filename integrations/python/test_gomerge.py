@@ -273,6 +273,19 @@ class StagingTest(Base):
         self.assertTrue(runs, "gomerge sfa did not run")
         return runs[-1]
 
+    def test_device_cpu_by_default_and_as_asked(self):
+        """The trainer's merges say --device: cpu unless asked (SFA's device)."""
+        for kw, want in [({}, "cpu"), ({"device": "auto"}, "auto")]:
+            self.runs.clear()
+            _, rep = self.step(self.path("c%s.safetensors" % want), **kw)
+            self.assertTrue(self.runs)
+            for args in self.runs:
+                self.assertIn("--device", args)
+                self.assertEqual(args[args.index("--device") + 1], want, args)
+            self.assertEqual(rep["device"], "cpu", rep)  # no GPU here: auto runs on the CPU too
+        with self.assertRaisesRegex(ValueError, "device"):
+            gomerge.SFA(self.path("a"), self.path("c"), steps=1, p=1, binary=self.bin, device="tpu")
+
     def test_staged_file(self):
         cur = self.path("c.safetensors")
         sfa, rep = self.step(cur)
