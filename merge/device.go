@@ -53,15 +53,42 @@ const (
 // F16, BF16, F32 or F64 (GGUF block types are decoded on the CPU); Placement then
 // says whether it does.
 type Device struct {
+	// GPU is the open device; nil with Open set until a run first has a tensor
+	// the device could take.
 	GPU *gpu.Device
+	// Open, if set and GPU is nil, opens the device when a run first needs it, so
+	// that a merge with nothing for the GPU (a method without a device kernel, GGUF
+	// blocks, small tensors) does not pay for the driver and the calibration
+	// (0.35–0.45 s on the H200 of docs/gpu.md). Its error leaves the run on the CPU,
+	// and the report says why (GPUReport.Unavailable).
+	Open func() (*gpu.Device, error)
 	// MinElems: tensors with fewer elements stay on the CPU (0: any non-empty
 	// tensor may go).
 	MinElems  int64
 	Placement Placement
 
+	opening   sync.Once
+	openErr   error
 	calibrate sync.Once
 	calib     *Calibration
 	calibErr  error
+}
+
+// usable reports whether d may run tensors at all: open, or able to open.
+func (d *Device) usable() bool { return d != nil && (d.GPU != nil || d.Open != nil) }
+
+// device is d.GPU, opened first with d.Open if it is not yet; the error is Open's,
+// kept for later calls.
+func (d *Device) device() (*gpu.Device, error) {
+	d.opening.Do(func() {
+		if d.GPU == nil && d.Open != nil {
+			d.GPU, d.openErr = d.Open()
+		}
+	})
+	if d.openErr != nil {
+		return nil, d.openErr
+	}
+	return d.GPU, nil
 }
 
 // Calibration is the start-up measurement behind PlaceMeasured.
@@ -201,7 +228,10 @@ type GPUUsage struct {
 	Elements int64 // their elements
 	// Stats are the device's counts over the run (calibration excluded).
 	Stats       gpu.Stats
-	Calibration *Calibration // when the light policy was decided by one
+	Calibration *Calibration // when the placement was decided by one
+	// Unavailable is why the device could not be opened when the run first needed
+	// it (Device.Open's error); the run was then the CPU's.
+	Unavailable string
 }
 
 // GPUReport is the "gpu" object of --json: the device, what it ran, and what it cost.
@@ -229,6 +259,9 @@ type GPUReport struct {
 func deviceReport(dev *Device, u *GPUUsage, method string, merged int) (string, *GPUReport) {
 	if dev == nil || u == nil {
 		return "cpu", nil
+	}
+	if u.Unavailable != "" {
+		return "cpu", &GPUReport{MinElems: dev.MinElems, Methods: []string{}, Unavailable: u.Unavailable}
 	}
 	info := dev.GPU.Info()
 	r := &GPUReport{

@@ -249,6 +249,56 @@ func TestGPUPolicy(t *testing.T) {
 	}
 }
 
+// TestGPULazyOpen: a Device with Open opens it when a run first has a tensor it could
+// take, once for every later run; a run with none (a method without a device kernel,
+// tensors under MinElems) never opens it; a failed open leaves the run on the CPU, with
+// the CPU's bytes and the reason in the report.
+func TestGPULazyOpen(t *testing.T) {
+	dir, path := gpuFixture(t)
+	runs := gpuRuns(path)
+	opens := 0
+	dev := &Device{MinElems: 1, Placement: PlaceGPU, Open: func() (*gpu.Device, error) {
+		opens++
+		return openFakeGPU(t), nil
+	}}
+	run := func(name string, d *Device) *Report {
+		t.Helper()
+		rep, err := runs[name](filepath.Join(dir, name+".lazy.safetensors"), ExecOptions{Threads: 2, Device: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := run("slerp", dev); opens != 0 || rep.GPU != nil || rep.Device != "cpu" {
+		t.Errorf("slerp (no device kernel): %d opens, device %q, gpu %+v", opens, rep.Device, rep.GPU)
+	}
+	small := &Device{MinElems: 1 << 40, Open: dev.Open}
+	if rep := run("ties", small); opens != 0 || rep.GPU != nil {
+		t.Errorf("ties under MinElems: %d opens, gpu %+v", opens, rep.GPU)
+	}
+	for _, name := range []string{"ties", "sfa"} {
+		if rep := run(name, dev); opens != 1 || rep.Device != "cuda" {
+			t.Errorf("%s: %d opens, device %q; want one open, on cuda", name, opens, rep.Device)
+		}
+	}
+	failing := &Device{MinElems: 1, Placement: PlaceGPU, Open: func() (*gpu.Device, error) {
+		return nil, fmt.Errorf("%w: no driver here", gpu.ErrUnavailable)
+	}}
+	rep := run("ties", failing)
+	if rep.Device != "cpu" || rep.GPU == nil || !strings.Contains(rep.GPU.Unavailable, "no driver here") || rep.GPU.Tensors != 0 {
+		t.Errorf("failed open: device %q, gpu %+v", rep.Device, rep.GPU)
+	}
+	cpuRep, err := runs["ties"](filepath.Join(dir, "ties.cpu.lazy.safetensors"), ExecOptions{Threads: 2})
+	must(t, err)
+	want, err := os.ReadFile(filepath.Join(dir, "ties.cpu.lazy.safetensors"))
+	must(t, err)
+	got, err := os.ReadFile(filepath.Join(dir, "ties.lazy.safetensors"))
+	must(t, err)
+	if !bytes.Equal(got, want) || cpuRep.BytesWritten != rep.BytesWritten {
+		t.Error("the run after a failed open wrote other bytes than the CPU's")
+	}
+}
+
 // TestGPUCalibration: PlaceMeasured measures once and keeps the result; the run's report
 // carries it.
 func TestGPUCalibration(t *testing.T) {

@@ -160,11 +160,12 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 		return nil, err
 	}
 	var gpuBefore gpu.Stats
-	if usage != nil {
+	opened := usage != nil && usage.Unavailable == ""
+	if opened {
 		gpuBefore = opts.Device.GPU.Stats()
 	}
 	x := newExecution(ctx, plan, sink, kernels, opts)
-	if usage != nil {
+	if opened {
 		x.startGPU(onGPU)
 	}
 	x.runCPU(onGPU)
@@ -175,15 +176,15 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 		return nil, err
 	}
 	res := &Result{Stats: x.stats(), BytesRead: x.bytesRead.Load(), BytesWritten: x.bytesWritten.Load(), OnGPU: onGPU}
-	if usage != nil {
+	if opened {
 		after := opts.Device.GPU.Stats()
 		usage.Stats = gpu.Stats{
 			BytesToDevice:   after.BytesToDevice - gpuBefore.BytesToDevice,
 			BytesFromDevice: after.BytesFromDevice - gpuBefore.BytesFromDevice,
 			Launches:        after.Launches - gpuBefore.Launches,
 		}
-		res.GPU = usage
 	}
+	res.GPU = usage
 	return res, nil
 }
 
@@ -505,17 +506,27 @@ func (x *execution) stats() [][]float64 {
 func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bool, opts ExecOptions) (onGPU []bool, usage *GPUUsage, err error) {
 	onGPU = make([]bool, len(plan.Tensors))
 	dev := opts.Device
-	if dev == nil || dev.GPU == nil {
+	if !dev.usable() {
 		return onGPU, nil, nil
 	}
+	var candidates []int
+	for ti := range plan.Tensors {
+		if gpuCandidate(dev, &plan.Tensors[ti], &kernels[ti], withOutput) {
+			candidates = append(candidates, ti)
+		}
+	}
+	if dev.GPU == nil && len(candidates) == 0 {
+		return onGPU, nil, nil // nothing to open the device for
+	}
 	usage = &GPUUsage{}
+	if _, err := dev.device(); err != nil {
+		usage.Unavailable = err.Error()
+		return onGPU, usage, nil
+	}
 	gpuWins := dev.Placement == PlaceGPU
 	known := gpuWins
-	for ti := range plan.Tensors {
+	for _, ti := range candidates {
 		t := &plan.Tensors[ti]
-		if !gpuCandidate(dev, t, &kernels[ti], withOutput) {
-			continue
-		}
 		if !known {
 			c, err := dev.Calibrate(ctx, opts.threads())
 			if err != nil {

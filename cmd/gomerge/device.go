@@ -32,14 +32,14 @@ func (f *deviceFlags) register(fl *pflag.FlagSet) {
 // deviceSession is the device one command runs with.
 type deviceSession struct {
 	dev *merge.Device // nil: the CPU only
-	// unavailable is why --device auto runs on the CPU: gpu.Open's error.
-	unavailable string
 }
 
 // open opens the device the flags ask for. --device cuda without a usable GPU is an
 // error wrapping gpu.ErrUnavailable, which exits 1 (not 2: the command line is
 // right, the machine lacks what it asks for; not 3 or 4: no input or output is at
-// fault); --device auto then runs on the CPU and its --json report says why.
+// fault). --device auto opens nothing here: the engine opens the device when a merge
+// first has a tensor it could take, and on failure runs on the CPU, its --json report
+// saying why (gpu.unavailable).
 func (f *deviceFlags) open() (*deviceSession, error) {
 	if f.minElems < 0 {
 		return nil, usagef("--gpu-min-elems %d: must not be negative", f.minElems)
@@ -54,12 +54,15 @@ func (f *deviceFlags) open() (*deviceSession, error) {
 	default:
 		return nil, usagef("--device %q: want auto, cpu or cuda", f.device)
 	}
-	g, err := gpu.OpenWith(gpu.Config{Library: f.library})
+	open := func() (*gpu.Device, error) { return gpu.OpenWith(gpu.Config{Library: f.library}) }
+	if f.device == "auto" {
+		// Opened by the engine when a merge first has a tensor the device could
+		// take; a failure then leaves it on the CPU, and its report says why.
+		return &deviceSession{dev: &merge.Device{Open: open, MinElems: f.minElems, Placement: placement}}, nil
+	}
+	g, err := open()
 	if err != nil {
-		if f.device == "cuda" {
-			return nil, fmt.Errorf("--device cuda: %w", err)
-		}
-		return &deviceSession{unavailable: err.Error()}, nil
+		return nil, fmt.Errorf("--device cuda: %w", err)
 	}
 	return &deviceSession{dev: &merge.Device{GPU: g, MinElems: f.minElems, Placement: placement}}, nil
 }
@@ -67,17 +70,10 @@ func (f *deviceFlags) open() (*deviceSession, error) {
 // close releases the device. The merge is done and committed by then, so a failure
 // here is a warning, not the command's error: the output is complete.
 func (s *deviceSession) close(ios *IOStreams) {
-	if s == nil || s.dev == nil {
-		return
+	if s == nil || s.dev == nil || s.dev.GPU == nil {
+		return // no device, or --device auto never opened one
 	}
 	if err := s.dev.GPU.Close(); err != nil {
 		fmt.Fprintf(ios.ErrOut, "gomerge: warning: closing the GPU: %v\n", err)
-	}
-}
-
-// annotate adds to a report why no GPU ran, when --device auto found none.
-func (s *deviceSession) annotate(g **merge.GPUReport) {
-	if *g == nil && s.unavailable != "" {
-		*g = &merge.GPUReport{Methods: []string{}, Unavailable: s.unavailable}
 	}
 }

@@ -143,7 +143,7 @@ func TestDeviceCUDA(t *testing.T) {
 
 // TestDeviceUnavailable: no driver. --device cuda is an error (exit 1) wrapping
 // gpu.ErrUnavailable, with the JSON error object; --device auto merges on the CPU and
-// says why.
+// says why, when it looked for a device at all.
 func TestDeviceUnavailable(t *testing.T) {
 	f := newCLIFixture(t)
 	missing := filepath.Join(f.dir, "no-such-libcuda.so.1")
@@ -158,13 +158,26 @@ func TestDeviceUnavailable(t *testing.T) {
 		t.Errorf("--device cuda without a driver wrote %s", out)
 	}
 
-	code, stdout, stderr = gomerge(t, append(base, "--device", "auto")...)
+	// --device auto tries the driver only when a tensor could go to the device:
+	// here with --gpu-min-elems 1, and then it says why none did.
+	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1")...)
 	if code != 0 {
 		t.Fatalf("--device auto without a driver: exit %d: %s", code, stderr)
 	}
 	r := parseDeviceReport(t, stdout)
 	if r.Device != "cpu" || r.GPU == nil || !strings.Contains(r.GPU.Unavailable, "no usable CUDA device") || r.GPU.Tensors != 0 {
 		t.Errorf("--device auto without a driver:\n%s", stdout)
+	}
+	// Nothing the device could take (the fixture's tensors are under the default
+	// threshold; slerp has no device kernel): the driver is not looked for at all.
+	for _, args := range [][]string{base, {"slerp", "--base", f.anchor, f.current, "--out", out, "--gpu-library", missing, "--json", "--gpu-min-elems", "1"}} {
+		code, stdout, stderr = gomerge(t, append(args, "--device", "auto")...)
+		if code != 0 {
+			t.Fatalf("%s --device auto: exit %d: %s", args[0], code, stderr)
+		}
+		if r := parseDeviceReport(t, stdout); r.Device != "cpu" || r.GPU != nil {
+			t.Errorf("%s --device auto opened the device for nothing:\n%s", args[0], stdout)
+		}
 	}
 
 	for _, bad := range [][]string{{"--device", "tpu"}, {"--gpu-min-elems", "-1"}} {

@@ -103,7 +103,6 @@ func runDistance(ctx context.Context, ios *IOStreams, o *distanceOptions) error 
 		return err
 	}
 	total, per := c.Total, c.Tensors
-	dev.annotate(&c.GPU)
 	rep := distanceReport{A: o.a, B: o.b, Base: o.base, Total: total, Device: c.Device, GPU: c.GPU}
 	if o.perTensor {
 		rep.Tensors = per

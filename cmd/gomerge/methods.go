@@ -245,7 +245,6 @@ func runMethod(ctx context.Context, ios *IOStreams, j merge.MethodJob, out *outp
 	if err != nil {
 		return err
 	}
-	dev.annotate(&rep.GPU)
 	if rep.DryRun {
 		var models []string
 		for _, m := range j.Models {

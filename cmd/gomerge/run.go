@@ -110,9 +110,6 @@ func runRecipe(ctx context.Context, ios *IOStreams, path string, o runOptions, j
 	defer dev.close(ios)
 	job.Exec.Device = dev.dev // one device, and one calibration, for every step
 	reps, err := recipe.Run(ctx, r, opts, job)
-	for _, rep := range reps {
-		dev.annotate(&rep.GPU)
-	}
 	if o.json {
 		if err != nil {
 			return err // run prints the error object

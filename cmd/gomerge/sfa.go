@@ -222,7 +222,6 @@ func runSFA(ctx context.Context, ios *IOStreams, o *sfaOptions) error {
 	if err != nil {
 		return err
 	}
-	dev.annotate(&rep.GPU)
 	if rep.DryRun {
 		return printDryRun(ctx, ios, rep, o.anchor, []string{o.current}, &o.outputFlags)
 	}
