@@ -28,9 +28,9 @@ const DefaultGPUMinElems = 1 << 20
 // Placement says which of the tensors a device can run go to it.
 //
 // The first real device measured (an H200 on PCIe with 16 CPU cores, 2026-12-04,
-// docs/gpu.md) ran every method 1.1 to 4.4 times slower than the CPU engine on the same
-// machine, the heavy kernels (TIES, breadcrumbs, DARE, Fisher) as well as the light
-// ones: the device streams every operand through pinned staging memory and reads the
+// docs/gpu.md) ran every method slower than the CPU engine on the same machine, up to
+// 5.3 times (DARE about even), the heavy kernels (TIES, breadcrumbs, Fisher) as well
+// as the light ones: the device streams every operand through pinned staging memory and reads the
 // inputs up to four times (TIES's cuts), so the host's copies decide, not the math.
 // A GPU is therefore used only where asked for or measured faster.
 type Placement int
@@ -45,7 +45,8 @@ const (
 )
 
 // Device is a GPU the engine may use, and the policy that decides which tensors go to
-// it. The caller opens and closes the gpu.Device; one Device may serve several runs
+// it. The caller opens the gpu.Device (or gives Open, for the engine to call when a
+// run first needs it) and closes it if it was opened; one Device may serve several runs
 // (a recipe's steps), one at a time, which keeps each run's byte counts its own.
 //
 // The policy (placeOnGPU): a merged tensor may go to the GPU when its kernel has a GPU
