@@ -230,8 +230,9 @@ type GPUUsage struct {
 	// Stats are the device's counts over the run (calibration excluded).
 	Stats       gpu.Stats
 	Calibration *Calibration // when the placement was decided by one
-	// Unavailable is why the device could not be opened when the run first needed
-	// it (Device.Open's error); the run was then the CPU's.
+	// Unavailable is why the device could not be used when the run first needed
+	// it: Device.Open's error, or the calibration's (a device that opened but could
+	// not run the sample); the run was then the CPU's.
 	Unavailable string
 }
 
@@ -251,7 +252,7 @@ type GPUReport struct {
 	Launches          int64        `json:"launches"`
 	Calibration       *Calibration `json:"calibration,omitempty"`
 	// Unavailable says why no GPU was used when one was looked for (--device auto):
-	// the error of gpu.Open. The other fields are then zero.
+	// the error of gpu.Open, or of the calibration. The other fields are then zero.
 	Unavailable string `json:"unavailable,omitempty"`
 }
 

@@ -251,8 +251,8 @@ func TestGPUPolicy(t *testing.T) {
 
 // TestGPULazyOpen: a Device with Open opens it when a run first has a tensor it could
 // take, once for every later run; a run with none (a method without a device kernel,
-// tensors under MinElems) never opens it; a failed open leaves the run on the CPU, with
-// the CPU's bytes and the reason in the report.
+// tensors under MinElems) never opens it; a failed open, or a failed calibration,
+// leaves the run on the CPU, with the CPU's bytes and the reason in the report.
 func TestGPULazyOpen(t *testing.T) {
 	dir, path := gpuFixture(t)
 	runs := gpuRuns(path)
@@ -288,6 +288,15 @@ func TestGPULazyOpen(t *testing.T) {
 	if rep.Device != "cpu" || rep.GPU == nil || !strings.Contains(rep.GPU.Unavailable, "no driver here") || rep.GPU.Tensors != 0 {
 		t.Errorf("failed open: device %q, gpu %+v", rep.Device, rep.GPU)
 	}
+	// A device that opens but cannot run the calibration's sample (closed here;
+	// out of memory on a training GPU, say): measured placement falls back to the CPU.
+	broken := &Device{MinElems: 1, Open: func() (*gpu.Device, error) {
+		g := openFakeGPU(t)
+		return g, g.Close()
+	}}
+	if rep := run("dare_ties", broken); rep.Device != "cpu" || rep.GPU == nil || !strings.Contains(rep.GPU.Unavailable, "closed") {
+		t.Errorf("failed calibration: device %q, gpu %+v", rep.Device, rep.GPU)
+	}
 	cpuRep, err := runs["ties"](filepath.Join(dir, "ties.cpu.lazy.safetensors"), ExecOptions{Threads: 2})
 	must(t, err)
 	want, err := os.ReadFile(filepath.Join(dir, "ties.cpu.lazy.safetensors"))
@@ -296,6 +305,24 @@ func TestGPULazyOpen(t *testing.T) {
 	must(t, err)
 	if !bytes.Equal(got, want) || cpuRep.BytesWritten != rep.BytesWritten {
 		t.Error("the run after a failed open wrote other bytes than the CPU's")
+	}
+}
+
+// TestShardTotalsAddGPU: a worker's shards' device usage adds up, so that its report
+// says cuda when the device ran every merged tensor of every shard.
+func TestShardTotalsAddGPU(t *testing.T) {
+	cal := &Calibration{GPUWins: true}
+	var r shardTotals
+	for _, u := range []*GPUUsage{
+		{Tensors: 2, Elements: 10, Stats: gpu.Stats{BytesToDevice: 1, BytesFromDevice: 2, Launches: 3}, Calibration: cal},
+		nil,
+		{Tensors: 3, Elements: 20, Stats: gpu.Stats{BytesToDevice: 4, BytesFromDevice: 5, Launches: 6}},
+	} {
+		r.add(&shardDone{Result: Result{GPU: u}, merged: 1})
+	}
+	want := GPUUsage{Tensors: 5, Elements: 30, Stats: gpu.Stats{BytesToDevice: 5, BytesFromDevice: 7, Launches: 9}, Calibration: cal}
+	if r.GPU == nil || *r.GPU != want {
+		t.Fatalf("totals %+v, want %+v", r.GPU, want)
 	}
 }
 

@@ -530,7 +530,13 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bo
 		if !known {
 			c, err := dev.Calibrate(ctx, opts.threads())
 			if err != nil {
-				return nil, nil, err
+				if ctx.Err() != nil {
+					return nil, nil, err
+				}
+				// The device opened but could not run the sample (out of memory on
+				// a GPU that is training, say): measured placement means the CPU.
+				usage.Unavailable = err.Error()
+				return onGPU, usage, nil
 			}
 			usage.Calibration = c
 			gpuWins, known = c.GPUWins, true

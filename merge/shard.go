@@ -426,10 +426,19 @@ func (r *shardTotals) add(o *shardDone) {
 		if r.GPU == nil {
 			g := *o.GPU
 			r.GPU = &g
-		} else {
-			r.GPU.Stats.BytesToDevice += o.GPU.Stats.BytesToDevice
-			r.GPU.Stats.BytesFromDevice += o.GPU.Stats.BytesFromDevice
-			r.GPU.Stats.Launches += o.GPU.Stats.Launches
+			return
+		}
+		g, u := r.GPU, o.GPU
+		g.Tensors += u.Tensors
+		g.Elements += u.Elements
+		g.Stats.BytesToDevice += u.Stats.BytesToDevice
+		g.Stats.BytesFromDevice += u.Stats.BytesFromDevice
+		g.Stats.Launches += u.Stats.Launches
+		if g.Calibration == nil {
+			g.Calibration = u.Calibration // one per process: every shard's is the same
+		}
+		if g.Unavailable == "" {
+			g.Unavailable = u.Unavailable
 		}
 	}
 }

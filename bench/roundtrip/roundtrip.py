@@ -255,7 +255,10 @@ def main(argv):
     elif argv[1] == "trainer":
         # trainer DIR sync|nosync check|nocheck [GOMERGE_PY]
         gm = load_gomerge(argv[5]) if len(argv) > 5 else SETUP
-        print(json.dumps(trainer(argv[2], gm, sync=argv[3] == "sync", check=argv[4] == "check", staged=argv[3] == "staged")))
+        rep = trainer(argv[2], gm, sync=argv[3] == "sync", check=argv[4] == "check", staged=argv[3] == "staged")
+        print(json.dumps(rep))
+        if rep.get("mismatched_tensors"):
+            sys.exit("round trip differs from torch's formula in %d tensors" % rep["mismatched_tensors"])
     elif argv[1] == "check":
         # CI: a few hundred KB with the same code path; correctness only.
         gm = load_gomerge()
