@@ -53,7 +53,8 @@ run() {
 # llama-shaped BF16 fixtures, with --device cpu, auto (the start-up calibration
 # decides) and cuda (every tensor the GPU can take), each timed; the cuda output is
 # compared with the cpu one byte for byte (the fixtures hold no NaN, so not even a NaN
-# payload may differ). Then the Python integration's CUDA test (GOMERGE_REQUIRE_CUDA=1:
+# payload may differ); slerp, which has no device kernel, shows what auto costs a merge
+# with nothing for the GPU. Then the Python integration's CUDA test (GOMERGE_REQUIRE_CUDA=1:
 # a missing device fails) and the trainer's round trip with the live weights on the GPU
 # (bench/roundtrip, ROUNDTRIP_DEVICE=cuda), beside `gomerge sfa --out` alone.
 e2e() {
@@ -97,6 +98,7 @@ for p in sys.argv[1:]:
 		breadcrumbs_ties|breadcrumbs --ties --base $B $M1 $M2 $M3 --density 0.9 --gamma 0.01
 		dare_linear|dare --base $B $M1 $M2 $M3 --density 0.2 --seed 7
 		dare_ties|dare --ties --base $B $M1 $M2 $M3 --density 0.2 --seed 7
+		slerp|slerp --base $B $M1 --t 0.3
 	ROWS
 	for dev in cpu cuda; do
 		"$gm" distance "$B" "$C" --base "$M1" --json --device "$dev" $min >"$fx/dist.$dev.json" || status=1
