@@ -523,27 +523,24 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bo
 		usage.Unavailable = err.Error()
 		return onGPU, usage, nil
 	}
-	gpuWins := dev.Placement == PlaceGPU
-	known := gpuWins
+	if len(candidates) > 0 && dev.Placement == PlaceMeasured {
+		c, err := dev.Calibrate(ctx, opts.threads())
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, err
+			}
+			// The device opened but could not run the sample (out of memory on a
+			// GPU that is training, say): measured placement means the CPU.
+			usage.Unavailable = err.Error()
+			return onGPU, usage, nil
+		}
+		usage.Calibration = c
+		if !c.GPUWins {
+			return onGPU, usage, nil
+		}
+	}
 	for _, ti := range candidates {
 		t := &plan.Tensors[ti]
-		if !known {
-			c, err := dev.Calibrate(ctx, opts.threads())
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, nil, err
-				}
-				// The device opened but could not run the sample (out of memory on
-				// a GPU that is training, say): measured placement means the CPU.
-				usage.Unavailable = err.Error()
-				return onGPU, usage, nil
-			}
-			usage.Calibration = c
-			gpuWins, known = c.GPUWins, true
-		}
-		if !gpuWins {
-			continue
-		}
 		onGPU[ti] = true
 		usage.Tensors++
 		usage.Elements += t.NumElements()

@@ -44,27 +44,22 @@ func (f *deviceFlags) open() (*deviceSession, error) {
 	if f.minElems < 0 {
 		return nil, usagef("--gpu-min-elems %d: must not be negative", f.minElems)
 	}
-	placement := merge.PlaceMeasured
+	open := func() (*gpu.Device, error) { return gpu.OpenWith(gpu.Config{Library: f.library}) }
 	switch f.device {
 	case "cpu":
 		return &deviceSession{}, nil
-	case "cuda":
-		placement = merge.PlaceGPU
 	case "auto":
-	default:
-		return nil, usagef("--device %q: want auto, cpu or cuda", f.device)
-	}
-	open := func() (*gpu.Device, error) { return gpu.OpenWith(gpu.Config{Library: f.library}) }
-	if f.device == "auto" {
 		// Opened by the engine when a merge first has a tensor the device could
 		// take; a failure then leaves it on the CPU, and its report says why.
-		return &deviceSession{dev: &merge.Device{Open: open, MinElems: f.minElems, Placement: placement}}, nil
+		return &deviceSession{dev: &merge.Device{Open: open, MinElems: f.minElems, Placement: merge.PlaceMeasured}}, nil
+	case "cuda":
+		g, err := open()
+		if err != nil {
+			return nil, fmt.Errorf("--device cuda: %w", err)
+		}
+		return &deviceSession{dev: &merge.Device{GPU: g, MinElems: f.minElems, Placement: merge.PlaceGPU}}, nil
 	}
-	g, err := open()
-	if err != nil {
-		return nil, fmt.Errorf("--device cuda: %w", err)
-	}
-	return &deviceSession{dev: &merge.Device{GPU: g, MinElems: f.minElems, Placement: placement}}, nil
+	return nil, usagef("--device %q: want auto, cpu or cuda", f.device)
 }
 
 // close releases the device. The merge is done and committed by then, so a failure
