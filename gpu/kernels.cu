@@ -337,16 +337,18 @@ GM_KERNEL gm_dare_abs(u32 *v, const void *base, u32 bdt, const gm_model *m, u64 
 	}
 }
 
-// DARE's L1 pass, step 2 (merge.l1Pass with DARE's drop, one thread per block, in order):
-// Σ |δ| and Σ |δ| over the kept elements, in float64.
+// DARE's L1 pass, step 2 (merge.l1Pass with DARE's drop, merge.l1Lanes): thread t
+// sums lane t%8 of block t/8, Σ |δ| into part[2t] and Σ |δ| over the kept elements
+// into part[2t+1], in float64 over the block's elements j ≡ lane (mod 8), in order.
+// The host combines the eight lanes as merge.combineLanes does.
 GM_KERNEL gm_l1_sums(double *part, const u32 *v, u64 n) {
 	u64 blocks = (n + GM_BLOCK - 1) / GM_BLOCK;
-	for (u64 t = GM_THREAD; t < blocks; t += GM_NTHREADS) {
-		u64 start = t * GM_BLOCK, end = start + GM_BLOCK;
+	for (u64 t = GM_THREAD; t < blocks * GM_LANES; t += GM_NTHREADS) {
+		u64 start = (t / GM_LANES) * GM_BLOCK, end = start + GM_BLOCK;
 		if (end > n)
 			end = n;
 		double all = 0.0, kept = 0.0;
-		for (u64 j = start; j < end; j++) {
+		for (u64 j = start + t % GM_LANES; j < end; j += GM_LANES) {
 			double a = (double)gm_f32(v[j] & 0x7fffffffu);
 			all = all + a;
 			if ((v[j] >> 31) == 0)

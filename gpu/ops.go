@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // The operations below each do one method's work on one tensor of n elements, as
@@ -38,6 +39,15 @@ func codes(ops ...Operand) []uint32 {
 // are added.
 func combineLanes(s []float64) float64 {
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+}
+
+// oneNaN is v, or math.NaN() for any NaN, as merge.l1Lanes.addTo reads its sums:
+// which payload survives two NaNs meeting is not fixed across devices.
+func oneNaN(v float64) float64 {
+	if math.IsNaN(v) {
+		return math.NaN()
+	}
+	return v
 }
 
 // Lerp is SFA's merge (merge.Lerp, and merge's fused BF16 path): out =
@@ -475,8 +485,8 @@ func (d *Device) taskMerge(ctx context.Context, n int64, out Output, base Operan
 }
 
 // DAREL1 is the L1 pass of merge's task-vector kernel with DARE's random drop: per block, for each
-// model i, Σ |δ_i| at [2i] and Σ |δ_i| over the kept elements at [2i+1], in float64
-// (2·len(models) entries per block). The models' Mode must be KeepDARE.
+// model i, Σ |δ_i| at [2i] and Σ |δ_i| over the kept elements at [2i+1], in float64,
+// each in merge.l1Lanes's eight lanes, combined (2·len(models) entries per block). The models' Mode must be KeepDARE.
 func (d *Device) DAREL1(ctx context.Context, n int64, base Operand, models []TaskModel) ([]float64, error) {
 	if err := d.lock(); err != nil {
 		return nil, err
@@ -492,7 +502,7 @@ func (d *Device) DAREL1(ctx context.Context, n int64, base Operand, models []Tas
 	}
 	bdt, _ := dtCode(base.DType)
 	stats := make([]float64, 2*m*int(numBlocks(n)))
-	per := func(cn int) int { return int(numBlocks(int64(cn))) * 2 * 8 } // bytes per model
+	per := func(cn int) int { return int(numBlocks(int64(cn))) * 8 * 2 * 8 } // bytes per model: 8 lanes of 2 sums a block
 	err := d.stream(ctx, &pass{
 		n: n, in: in,
 		resBytes:     func(cn int) int { return m * per(cn) },
@@ -503,17 +513,22 @@ func (d *Device) DAREL1(ctx context.Context, n int64, base Operand, models []Tas
 			for i := range m {
 				ops = append(ops,
 					d.launch(kDareAbs, int64(ch.n), ch.scratch, ch.in[0], bdt, ch.desc+devPtr(i*modelDescSize), uint64(ch.off), uint64(ch.n)),
-					d.launch(kL1Sums, numBlocks(int64(ch.n)), ch.res+devPtr(i*per(ch.n)), ch.scratch, uint64(ch.n)))
+					d.launch(kL1Sums, 8*numBlocks(int64(ch.n)), ch.res+devPtr(i*per(ch.n)), ch.scratch, uint64(ch.n)))
 			}
 			return ops
 		},
 		collect: func(ch *chunk, res []byte) error {
 			nb := int(numBlocks(int64(ch.n)))
 			first := int(ch.off / BlockElems)
+			var s [2][8]float64
 			for i := range m {
 				for b := range nb {
-					stats[(first+b)*2*m+2*i] = float64At(res, i*2*nb+2*b)
-					stats[(first+b)*2*m+2*i+1] = float64At(res, i*2*nb+2*b+1)
+					for l := range 8 {
+						at := (i*nb+b)*16 + 2*l
+						s[0][l], s[1][l] = float64At(res, at), float64At(res, at+1)
+					}
+					stats[(first+b)*2*m+2*i] = oneNaN(combineLanes(s[0][:]))
+					stats[(first+b)*2*m+2*i+1] = oneNaN(combineLanes(s[1][:]))
 				}
 			}
 			return nil

@@ -28,6 +28,7 @@ func runSuite(t *testing.T, open opener) {
 	t.Run("LerpFisherAllBF16", func(t *testing.T) { testLerpFisher(t, open(t, 2)) })
 	t.Run("Distance", func(t *testing.T) { testDistance(t, open(t, 2)) })
 	t.Run("Methods", func(t *testing.T) { testMethods(t, open(t, 2)) })
+	t.Run("DAREL1", func(t *testing.T) { testDAREL1(t, open(t, 2)) })
 	t.Run("Closed", func(t *testing.T) {
 		d := open(t, 1)
 		d.Close()
@@ -213,6 +214,56 @@ func dareKey(seed uint64, tensor string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(tensor))
 	return splitmix64(seed ^ h.Sum64())
+}
+
+// testDAREL1: DARE's L1 sums per block, on values whose sums round (testMethods's
+// few levels add exactly, whatever the order), against dareL1Ref bit for bit.
+func testDAREL1(t *testing.T, d *gpu.Device) {
+	n := 2*gpu.BlockElems + 4099
+	rng := rand.New(rand.NewPCG(3, 17))
+	vals := func() []float32 {
+		v := make([]float32, n)
+		for j := range v {
+			v[j] = float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(16)-8)))
+		}
+		return v
+	}
+	base := vals()
+	xs := [][]float32{vals(), vals()}
+	key := dareKey(5, "w")
+	tm := []gpu.TaskModel{
+		{X: gpu.Operand{Data: encode(t, xs[0], dtype.F32), DType: dtype.F32}, Weight: 1, Mode: gpu.KeepDARE, Key: key, Threshold: densityThreshold(0.3)},
+		{X: gpu.Operand{Data: encode(t, xs[1], dtype.F32), DType: dtype.F32}, Weight: 1, Mode: gpu.KeepDARE, Key: key, Threshold: densityThreshold(0.8)},
+	}
+	got, err := d.DAREL1(ctx, int64(n), gpu.Operand{Data: encode(t, base, dtype.F32), DType: dtype.F32}, tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFloats(t, "L1 sums", got, dareL1Ref(base, xs, key, tm))
+}
+
+// dareL1Ref is merge's DARE L1 pass per block (merge.l1Lanes): for each model,
+// Σ |x − base| and Σ over the kept elements, element j of a block into lane j mod 8,
+// the lanes combined as merge.combineLanes does.
+func dareL1Ref(base []float32, xs [][]float32, key uint64, tm []gpu.TaskModel) []float64 {
+	var out []float64
+	for start := 0; start < len(base); start += gpu.BlockElems {
+		end := min(start+gpu.BlockElems, len(base))
+		for i, x := range xs {
+			var all, kept [8]float64
+			for j := start; j < end; j++ {
+				a := math.Abs(float64(x[j] - base[j]))
+				all[(j-start)%8] += a
+				draw := splitmix64(key ^ splitmix64(uint64(i+1)*0xd1b54a32d192ed03^uint64(j)*0x9e3779b97f4a7c15))
+				if draw < tm[i].Threshold {
+					kept[(j-start)%8] += a
+				}
+			}
+			comb := func(s [8]float64) float64 { return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) }
+			out = append(out, comb(all), comb(kept))
+		}
+	}
+	return out
 }
 
 func splitmix64(x uint64) uint64 {
@@ -419,6 +470,7 @@ func testMethods(t *testing.T, d *gpu.Device) {
 					if err != nil {
 						t.Fatal(err)
 					}
+					sameFloats(t, "L1 sums", l1, dareL1Ref(basev, xsv, key, tm))
 					m := len(tm)
 					sums := make([]float64, 2*m)
 					for c := 0; c < len(l1); c += 2 * m {

@@ -241,13 +241,11 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 		if s.thr != nil && rb.buckets == nil {
 			rb.buckets = newBucketScratch(s.rows.L)
 		}
-		// The ranked models' sums, continued row by row (l1SumsChain) in element
-		// order, and each row's slices of their inputs and masks.
+		// The ranked models' sums, continued row by row in the chunk's lanes
+		// (l1Lanes).
 		var (
 			lanes []int
-			sums  [][2]float64
-			xs    [][]float32
-			ks    [][]bool
+			sums  []l1Lanes
 		)
 		if l1 != nil && s.thr != nil {
 			fused = make([]bool, len(sc.keep))
@@ -256,7 +254,7 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 					lanes, fused[i] = append(lanes, i), true
 				}
 			}
-			sums, xs, ks = make([][2]float64, len(lanes)), make([][]float32, len(lanes)), make([][]bool, len(lanes))
+			sums = make([]l1Lanes, len(lanes))
 		}
 		s.rows.each(rb, in, pos, func(rowStart, lo, hi int64, rows [][]float32) {
 			for i := range sc.keep {
@@ -275,16 +273,11 @@ func (s *dellaSelector) keepChunkL1(sc *maskScratch, in [][]float32, pos Chunk, 
 			}
 			j0, j1 := lo-rowStart, hi-rowStart
 			for g, i := range lanes {
-				xs[g], ks[g] = rows[i+1][j0:j1], sc.keep[i][lo-pos.Offset:hi-pos.Offset]
-			}
-			for g := 0; g < len(lanes); g += 4 {
-				e := min(g+4, len(lanes))
-				l1Chain(sums[g:e], rows[0][j0:j1], xs[g:e], ks[g:e])
+				sums[g].add(rows[0][j0:j1], rows[i+1][j0:j1], sc.keep[i][lo-pos.Offset:hi-pos.Offset], int(lo-pos.Offset))
 			}
 		})
 		for g, i := range lanes {
-			l1[2*i] += sums[g][0]
-			l1[2*i+1] += sums[g][1]
+			sums[g].addTo(l1[2*i : 2*i+2])
 		}
 	}
 	if l1 != nil {

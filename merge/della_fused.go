@@ -70,11 +70,7 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, pos Chunk, n int, l1 []
 		}
 	}
 	ls := rb.lanes
-	sums := make([][2]float64, lanes)
-	var (
-		xs [4][]float32
-		ks [4][]bool
-	)
+	sums := make([]l1Lanes, lanes)
 	off, end := pos.Offset, pos.Offset+int64(n)
 	base := s.t.In[0].Data
 	for r := off / L; r*L < end; r++ {
@@ -87,17 +83,12 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, pos Chunk, n int, l1 []
 			s.keepRowRanked(rb.buckets, mags, top, sc.keep[i], i, s.thr[i], s.bounds[i], start, lo, hi, off, rb.keys, rb.tmp)
 		}
 		j0, j1 := lo-start, hi-start
-		for g := 0; g < lanes; g += 4 {
-			e := min(g+4, lanes)
-			for i := g; i < e; i++ {
-				xs[i-g], ks[i-g] = ls.mags[i][j0:j1], sc.keep[i][lo-off:hi-off]
-			}
-			l1Chain(sums[g:e], ls.zeros[j0:j1], xs[:e-g], ks[:e-g])
+		for i := range lanes {
+			sums[i].add(ls.zeros[j0:j1], ls.mags[i][j0:j1], sc.keep[i][lo-off:hi-off], int(lo-off))
 		}
 	}
 	for i := range sums {
-		l1[2*i] += sums[i][0]
-		l1[2*i+1] += sums[i][1]
+		sums[i].addTo(l1[2*i : 2*i+2])
 	}
 }
 

@@ -256,7 +256,7 @@ func TestDellaBucketsMatchSort(t *testing.T) {
 				pool := newMaskPool(2)
 				// The sums l1Pass takes over the sorted masks, against those
 				// taken with the bucketed ones.
-				pass := l1Pass(pool, sorted.keepChunk, make([]float32, 2), 2)
+				pass := l1Pass(pool, sorted.keepChunk, nil, make([]float32, 2), 2)
 				for off := int64(0); off < n; off += ChunkElems {
 					end := min(off+ChunkElems, n)
 					in := [][]float32{base[off:end], x1[off:end], x2[off:end]}

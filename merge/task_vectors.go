@@ -147,6 +147,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		key       uint64    // random: the tensor's key and each model's threshold
 		threshold []uint64
 		keepChunk func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool
+		drawKeep  func(sc *maskScratch, n int, pos Chunk) [][]bool // random: the masks from the position alone
 	)
 	switch o.sparsify {
 	case SparsifyMagnitude, SparsifyOutliers:
@@ -171,10 +172,11 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		for i, d := range m.dens {
 			threshold[i] = densityThreshold(d)
 		}
-		keepChunk = func(sc *maskScratch, _ [][]float32, pos Chunk) [][]bool {
+		drawKeep = func(sc *maskScratch, _ int, pos Chunk) [][]bool {
 			dareKeep(sc.keep, key, threshold, pos.Offset)
 			return sc.keep
 		}
+		keepChunk = func(sc *maskScratch, _ [][]float32, pos Chunk) [][]bool { return drawKeep(sc, 0, pos) }
 	case SparsifyDella:
 		ds, err := newDellaSelector(t, m, dareKey(m.p.Seed, t.Name), o.rescale == "inverse")
 		if err != nil {
@@ -207,9 +209,13 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			// DELLA's masks cost a rank in every row, DARE's two hashes an entry:
 			// the L1 pass keeps them, packed, for the merge pass, up to a bound.
 			kc = newKeepCache(lanes, m.keepCacheLimit())
-			passes = append(passes, l1Pass(pool, kc.storing(keepChunk), scale, lanes))
+			var drawn func(*maskScratch, int, Chunk) [][]bool
+			if drawKeep != nil {
+				drawn = kc.storingDrawn(drawKeep)
+			}
+			passes = append(passes, l1Pass(pool, kc.storing(keepChunk), drawn, scale, lanes))
 		} else {
-			passes = append(passes, l1Pass(pool, keepChunk, scale, lanes))
+			passes = append(passes, l1Pass(pool, keepChunk, nil, scale, lanes))
 		}
 	}
 	cpool := newCombinePool(lanes, o.consensus == ConsensusSign)
@@ -312,6 +318,15 @@ func (kc *keepCache) storing(f func(*maskScratch, [][]float32, Chunk) [][]bool) 
 	return func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
 		keep := f(sc, in, pos)
 		kc.store(keep, len(in[0]), pos)
+		return keep
+	}
+}
+
+// storingDrawn is storing for masks drawn from a chunk's position and length.
+func (kc *keepCache) storingDrawn(f func(*maskScratch, int, Chunk) [][]bool) func(*maskScratch, int, Chunk) [][]bool {
+	return func(sc *maskScratch, n int, pos Chunk) [][]bool {
+		keep := f(sc, n, pos)
+		kc.store(keep, n, pos)
 		return keep
 	}
 }
@@ -450,9 +465,13 @@ func boolBytes(b []bool) []byte {
 }
 
 // l1Pass sums |δ_i| and the kept |δ_i| over the tensor (float64, per chunk, added in
-// chunk order) into each model's rescale factor ‖δ_i‖₁/‖δ̂_i‖₁.
-func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][]bool, scale []float32, lanes int) Pass {
-	return Pass{
+// chunk order) into each model's rescale factor ‖δ_i‖₁/‖δ̂_i‖₁. drawKeep, if set,
+// makes the chunk's masks from its position and length alone (DARE's draws), so that
+// the pass can take the sums of BF16 inputs from their words (Pass.Fused,
+// l1SumsBF16) without decoding them.
+func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][]bool, drawKeep func(*maskScratch, int, Chunk) [][]bool,
+	scale []float32, lanes int) Pass {
+	p := Pass{
 		NumStats: 2 * lanes,
 		Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {
 			sc := pool.get(len(in[0]))
@@ -465,81 +484,110 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 			return nil
 		},
 	}
+	if drawKeep != nil {
+		p.Fused = func(pos Chunk, in []Operand, acc []float64) bool {
+			if !allBF16(in) {
+				return false
+			}
+			n := len(in[0].Data) / 2
+			sc := pool.get(n)
+			defer pool.put(sc)
+			keep := drawKeep(sc, n, pos)
+			for i, x := range in[1:] {
+				var l l1Lanes
+				l.addBF16(in[0].Data, x.Data, keep[i], 0)
+				l.addTo(acc[2*i : 2*i+2])
+			}
+			return true
+		}
+	}
+	return p
 }
 
-// l1Sums adds each model's Σ|δ_i| and Σ kept |δ_i| over a chunk, each a float64 sum in
-// element order from 0, to acc[2i] and acc[2i+1] (l1Chain, four models at a time).
+// l1Sums adds each model's Σ|δ_i| and Σ kept |δ_i| over a chunk to acc[2i] and
+// acc[2i+1]: each sum in eight lanes (l1Lanes), combined at the chunk's end.
 func l1Sums(acc []float64, base []float32, models [][]float32, keep [][]bool) {
-	for g := 0; g < len(models); g += 4 {
-		hi := min(g+4, len(models))
-		var s [4][2]float64
-		l1Chain(s[:hi-g], base, models[g:hi], keep[g:hi])
-		for i := range hi - g {
-			acc[2*(g+i)] += s[i][0]
-			acc[2*(g+i)+1] += s[i][1]
-		}
-	}
-}
-
-// l1Chain is l1SumsChain for up to four models, the first multiple of 4 elements in
-// AVX2 where there is (l1ChainAVX2, the models as the lanes: the same additions in the
-// same order, tested bit for bit), the rest continuing in Go. The sums stay one chain
-// per model in element order (docs/task-vectors.md), so the lanes save the scalar
-// loop's instructions, not the additions' latency.
-func l1Chain(sums [][2]float64, base []float32, models [][]float32, keep [][]bool) {
-	n, j := len(base), 0
-	if haveTiesAsm && n >= 4 {
-		j = n &^ 3
-		l1ChainAsm(sums, base, models, keep, j)
-	}
-	if j == n {
-		return
-	}
-	var xt [4][]float32
-	var kt [4][]bool
 	for i := range models {
-		xt[i], kt[i] = models[i][j:n], keep[i][j:n]
+		var l l1Lanes
+		l.add(base, models[i], keep[i], 0)
+		l.addTo(acc[2*i : 2*i+2])
 	}
-	l1SumsChain(sums, base[j:n], xt[:len(models)], kt[:len(models)])
 }
 
-// l1SumsChain adds, for up to four models, each entry's |δ_i| to sums[i][0] and the
-// kept ones' to sums[i][1], in element order: the sums of l1Sums continued, so that
-// della can take them row by row. The four models' eight sums are independent, so
-// the adds overlap instead of each waiting on the one before. A dropped entry adds
-// +0, which leaves a sum of magnitudes (+0 or more, or NaN) as skipping it would,
-// without a branch on a random mask.
-func l1SumsChain(sums [][2]float64, base []float32, models [][]float32, keep [][]bool) {
+// l1Lanes is one model's L1 sums within a chunk, Σ|δ| in [0] and Σ kept |δ| in [1],
+// the chunk's element c added into lane c mod 8 and the lanes combined as
+// combineLanes does (docs/numerics.md#reductions). Lanes rather than one sum in
+// element order because such a sum waits on each addition's latency: DARE's L1 pass
+// cost more than its draws (bench/README.md, "DARE's L1 sums in lanes").
+type l1Lanes [2][lanes]float64
+
+// add adds |x_j − b_j| for the elements of a chunk from its element from on (della
+// continues a chunk's sums row by row), and the kept ones' too: the head to a lane
+// boundary and the tail in Go (l1LanesGo), the rest in AVX2 where there is.
+func (l *l1Lanes) add(base, x []float32, keep []bool, from int) {
 	n := len(base)
-	var x [4][]float32
-	var k [4][]bool
-	var s [4][2]float64
-	for i := range 4 { // lanes past the last model repeat it, and are not kept
-		l := min(i, len(models)-1)
-		x[i], k[i], s[i] = models[l][:n], keep[l][:n], sums[l]
-	}
-	x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
-	k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
-	a0, a1, a2, a3 := s[0][0], s[1][0], s[2][0], s[3][0]
-	s0, s1, s2, s3 := s[0][1], s[1][1], s[2][1], s[3][1]
-	for j, b := range base {
-		d0 := math.Abs(float64(x0[j] - b))
-		d1 := math.Abs(float64(x1[j] - b))
-		d2 := math.Abs(float64(x2[j] - b))
-		d3 := math.Abs(float64(x3[j] - b))
-		a0 += d0
-		a1 += d1
-		a2 += d2
-		a3 += d3
-		s0 += keptMagnitude(d0, k0[j])
-		s1 += keptMagnitude(d1, k1[j])
-		s2 += keptMagnitude(d2, k2[j])
-		s3 += keptMagnitude(d3, k3[j])
-	}
-	for i, v := range [4][2]float64{{a0, s0}, {a1, s1}, {a2, s2}, {a3, s3}} {
-		if i < len(sums) {
-			sums[i] = v
+	x, keep = x[:n], keep[:n]
+	j := 0
+	if haveTiesAsm {
+		j = min(-from&(lanes-1), n)
+		l1LanesGo(l, base[:j], x[:j], keep[:j], from)
+		if m := (n - j) &^ (lanes - 1); m > 0 {
+			l1LanesAsm(l, base[j:j+m], x[j:j+m], keep[j:j+m])
+			j += m
 		}
+	}
+	l1LanesGo(l, base[j:], x[j:], keep[j:], from+j)
+}
+
+// addTo adds the combined lanes to acc[0] (Σ|δ|) and acc[1] (Σ kept |δ|), a NaN
+// sum as gramSum reads one: which NaN's payload survives two meeting is the
+// compiler's choice of operand order, and the rescale is 1 for any NaN.
+func (l *l1Lanes) addTo(acc []float64) {
+	acc[0] += gramSum(combineLanes(l[0][:]))
+	acc[1] += gramSum(combineLanes(l[1][:]))
+}
+
+// addBF16 is add on BF16 words (little-endian, two bytes an element): the same
+// float32 differences, so the same bits, without decoding the inputs first.
+func (l *l1Lanes) addBF16(base, x []byte, keep []bool, from int) {
+	n := len(base) / 2
+	x, keep = x[:2*n], keep[:n]
+	j := 0
+	if haveTiesAsm {
+		j = min(-from&(lanes-1), n)
+		l1LanesBF16Go(l, base[:2*j], x[:2*j], keep[:j], from)
+		if m := (n - j) &^ (lanes - 1); m > 0 {
+			l1LanesBF16Asm(l, base[2*j:2*(j+m)], x[2*j:2*(j+m)], keep[j:j+m])
+			j += m
+		}
+	}
+	l1LanesBF16Go(l, base[2*j:], x[2*j:], keep[j:], from+j)
+}
+
+// l1LanesBF16Go is l1LanesGo on BF16 words, each widened to the float32 it is.
+func l1LanesBF16Go(l *l1Lanes, base, x []byte, keep []bool, from int) {
+	x = x[:len(base)]
+	for j := range len(base) / 2 {
+		b := math.Float32frombits(uint32(binary.LittleEndian.Uint16(base[2*j:])) << 16)
+		v := math.Float32frombits(uint32(binary.LittleEndian.Uint16(x[2*j:])) << 16)
+		d := math.Abs(float64(v - b))
+		k := (from + j) & (lanes - 1)
+		l[0][k] += d
+		l[1][k] += keptMagnitude(d, keep[j])
+	}
+}
+
+// l1LanesGo is l1Lanes.add's reference, element by element: element j (the chunk's
+// from+j) into lane (from+j) mod 8. A dropped entry adds +0, which leaves a sum of
+// magnitudes (+0 or more, or NaN) as skipping it would, without a branch on a
+// random mask.
+func l1LanesGo(l *l1Lanes, base, x []float32, keep []bool, from int) {
+	x, keep = x[:len(base)], keep[:len(base)]
+	for j, b := range base {
+		d := math.Abs(float64(x[j] - b))
+		k := (from + j) & (lanes - 1)
+		l[0][k] += d
+		l[1][k] += keptMagnitude(d, keep[j])
 	}
 }
 

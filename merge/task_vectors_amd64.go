@@ -70,23 +70,23 @@ func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiT
 }
 
 //go:noescape
-func l1ChainAVX2(acc *[8]float64, base, x0, x1, x2, x3 *float32, k0, k1, k2, k3 *bool, n int)
+func l1LanesBF16AVX2(l *l1Lanes, base, x *byte, keep *bool, n int)
 
-// l1ChainAsm runs l1ChainAVX2 for up to four models on the first n elements (a
-// multiple of 4, at least 4), lanes past the last model repeating it and not kept.
-func l1ChainAsm(sums [][2]float64, base []float32, models [][]float32, keep [][]bool, n int) {
-	_ = base[n-1]
-	var x [4]*float32
-	var k [4]*bool
-	var acc [8]float64
-	for i := range 4 {
-		l := min(i, len(models)-1)
-		_, _ = models[l][n-1], keep[l][n-1]
-		x[i], k[i] = &models[l][0], &keep[l][0]
-		acc[i], acc[4+i] = sums[l][0], sums[l][1]
-	}
-	l1ChainAVX2(&acc, &base[0], x[0], x[1], x[2], x[3], k[0], k[1], k[2], k[3], n)
-	for i := range sums {
-		sums[i] = [2]float64{acc[i], acc[4+i]}
-	}
+// l1LanesBF16Asm runs l1LanesBF16AVX2 on whole lane groups (n = len(keep) elements, a
+// multiple of 8, at least 8, the first element in lane 0).
+func l1LanesBF16Asm(l *l1Lanes, base, x []byte, keep []bool) {
+	n := len(keep)
+	_, _ = base[2*n-1], x[2*n-1]
+	l1LanesBF16AVX2(l, &base[0], &x[0], &keep[0], n)
+}
+
+//go:noescape
+func l1LanesAVX2(l *l1Lanes, base, x *float32, keep *bool, n int)
+
+// l1LanesAsm runs l1LanesAVX2 on whole lane groups (n a multiple of 8, at least 8,
+// the first element in lane 0).
+func l1LanesAsm(l *l1Lanes, base, x []float32, keep []bool) {
+	n := len(base)
+	_, _ = x[n-1], keep[n-1]
+	l1LanesAVX2(l, &base[0], &x[0], &keep[0], n)
 }

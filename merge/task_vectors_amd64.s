@@ -211,100 +211,103 @@ ploop:
 	VZEROUPPER
 	RET
 
-DATA l1KeepShuf<>+0(SB)/8, $0x0d0905010c080400
-DATA l1KeepShuf<>+8(SB)/8, $0x0f0b07030e0a0602
-GLOBL l1KeepShuf<>(SB), RODATA|NOPTR, $16
+DATA l1Abs<>+0(SB)/8, $0x7fffffff7fffffff
+DATA l1Abs<>+8(SB)/8, $0x7fffffff7fffffff
+DATA l1Abs<>+16(SB)/8, $0x7fffffff7fffffff
+DATA l1Abs<>+24(SB)/8, $0x7fffffff7fffffff
+GLOBL l1Abs<>(SB), RODATA|NOPTR, $32
 
-// func l1ChainAVX2(acc *[8]float64, base, x0, x1, x2, x3 *float32, k0, k1, k2, k3 *bool, n int)
-// l1SumsChain for four models over j < n (a multiple of 4, at least 4), the models
-// as the four float64 lanes: acc[i] += |x_i[j] − base[j]| and acc[4+i] += the same
-// where k_i[j] (else +0), in element order. Four elements at a time: the four
-// models' float32 deltas transposed to one vector per element, the keep bytes
-// shuffled to element order and widened to lane masks.
-TEXT ·l1ChainAVX2(SB), NOSPLIT, $0-88
-	MOVQ acc+0(FP), AX
+// func l1LanesAVX2(l *l1Lanes, base, x *float32, keep *bool, n int)
+// l1LanesGo over j < n (a multiple of 8, at least 8; element 0 in lane 0): lane k of
+// l[0] adds |x_j − base_j| for every j ≡ k (mod 8), in element order, and lane k of
+// l[1] the same where keep[j] (else +0). Y0/Y1 hold l[0]'s lanes 0–3 and 4–7, Y2/Y3
+// l[1]'s. The float32 difference's sign is cleared before it is widened, which gives
+// the bits math.Abs gives after (the widening keeps the sign and quiets a NaN either
+// way).
+TEXT ·l1LanesAVX2(SB), NOSPLIT, $0-40
+	MOVQ l+0(FP), AX
 	MOVQ base+8(FP), BX
-	MOVQ x0+16(FP), R8
-	MOVQ x1+24(FP), R9
-	MOVQ x2+32(FP), R10
-	MOVQ x3+40(FP), R11
-	MOVQ k0+48(FP), R12
-	MOVQ k1+56(FP), R13
-	MOVQ k2+64(FP), R14
-	MOVQ k3+72(FP), R15
-	MOVQ n+80(FP), CX
-	VMOVUPD (AX), Y0   // Σ|δ| per model
-	VMOVUPD 32(AX), Y1 // Σ kept |δ|
-	VPCMPEQQ Y15, Y15, Y15
-	VPSRLQ   $1, Y15, Y15 // clears the sign
-	VMOVDQU  l1KeepShuf<>(SB), X14
-	VPXOR    X13, X13, X13
-	XORQ     DX, DX
+	MOVQ x+16(FP), R8
+	MOVQ keep+24(FP), R9
+	MOVQ n+32(FP), CX
+	VMOVUPD (AX), Y0
+	VMOVUPD 32(AX), Y1
+	VMOVUPD 64(AX), Y2
+	VMOVUPD 96(AX), Y3
+	VMOVDQU l1Abs<>(SB), Y15
+	VPXOR   Y13, Y13, Y13
+	XORQ    DX, DX
 
-lloop:
-	VMOVUPS (BX)(DX*4), X8
-	VMOVUPS (R8)(DX*4), X2
-	VSUBPS  X8, X2, X2
-	VMOVUPS (R9)(DX*4), X3
-	VSUBPS  X8, X3, X3
-	VMOVUPS (R10)(DX*4), X4
-	VSUBPS  X8, X4, X4
-	VMOVUPS (R11)(DX*4), X5
-	VSUBPS  X8, X5, X5
-	VUNPCKLPS X3, X2, X6  // d0[0] d1[0] d0[1] d1[1]
-	VUNPCKHPS X3, X2, X7  // d0[2] d1[2] d0[3] d1[3]
-	VUNPCKLPS X5, X4, X9  // d2[0] d3[0] d2[1] d3[1]
-	VUNPCKHPS X5, X4, X10 // d2[2] d3[2] d2[3] d3[3]
-	VMOVLHPS  X9, X6, X2  // element 0: d0[0] d1[0] d2[0] d3[0]
-	VMOVHLPS  X6, X9, X3  // element 1
-	VMOVLHPS  X10, X7, X4 // element 2
-	VMOVHLPS  X7, X10, X5 // element 3
-	MOVL    (R12)(DX*1), SI
-	VMOVD   SI, X11
-	MOVL    (R13)(DX*1), SI
-	VPINSRD $1, SI, X11, X11
-	MOVL    (R14)(DX*1), SI
-	VPINSRD $2, SI, X11, X11
-	MOVL    (R15)(DX*1), SI
-	VPINSRD $3, SI, X11, X11
-	VPSHUFB X14, X11, X11 // k0[0] k1[0] k2[0] k3[0] k0[1] …
-	VPSUBB  X11, X13, X11 // 1 → 0xff
-
-	VCVTPS2PD X2, Y6
-	VANDPD    Y15, Y6, Y6
-	VADDPD    Y6, Y0, Y0
-	VPMOVSXBQ X11, Y12
-	VANDPD    Y12, Y6, Y6
-	VADDPD    Y6, Y1, Y1
-
-	VCVTPS2PD X3, Y6
-	VANDPD    Y15, Y6, Y6
-	VADDPD    Y6, Y0, Y0
-	VPSRLDQ   $4, X11, X12
-	VPMOVSXBQ X12, Y12
-	VANDPD    Y12, Y6, Y6
-	VADDPD    Y6, Y1, Y1
-
-	VCVTPS2PD X4, Y6
-	VANDPD    Y15, Y6, Y6
-	VADDPD    Y6, Y0, Y0
-	VPSRLDQ   $8, X11, X12
-	VPMOVSXBQ X12, Y12
-	VANDPD    Y12, Y6, Y6
-	VADDPD    Y6, Y1, Y1
-
-	VCVTPS2PD X5, Y6
-	VANDPD    Y15, Y6, Y6
-	VADDPD    Y6, Y0, Y0
-	VPSRLDQ   $12, X11, X12
-	VPMOVSXBQ X12, Y12
-	VANDPD    Y12, Y6, Y6
-	VADDPD    Y6, Y1, Y1
-
-	ADDQ $4, DX
-	CMPQ DX, CX
-	JB   lloop
+l1lloop:
+	VMOVUPS      (R8)(DX*4), Y8
+	VSUBPS       (BX)(DX*4), Y8, Y8
+	VANDPS       Y15, Y8, Y8
+	VCVTPS2PD    X8, Y10
+	VEXTRACTF128 $1, Y8, X11
+	VCVTPS2PD    X11, Y11
+	VADDPD       Y10, Y0, Y0
+	VADDPD       Y11, Y1, Y1
+	VPMOVZXBQ    (R9)(DX*1), Y12
+	VPMOVZXBQ    4(R9)(DX*1), Y14
+	VPCMPEQQ     Y13, Y12, Y12 // all ones where dropped
+	VPCMPEQQ     Y13, Y14, Y14
+	VANDNPD      Y10, Y12, Y10
+	VANDNPD      Y11, Y14, Y11
+	VADDPD       Y10, Y2, Y2
+	VADDPD       Y11, Y3, Y3
+	ADDQ         $8, DX
+	CMPQ         DX, CX
+	JB           l1lloop
 	VMOVUPD Y0, (AX)
 	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
+	VZEROUPPER
+	RET
+
+// func l1LanesBF16AVX2(l *l1Lanes, base, x *byte, keep *bool, n int)
+// l1LanesAVX2 on BF16 words: each eight words widened to the float32s they are (the
+// word in the top 16 bits) before the same steps.
+TEXT ·l1LanesBF16AVX2(SB), NOSPLIT, $0-40
+	MOVQ l+0(FP), AX
+	MOVQ base+8(FP), BX
+	MOVQ x+16(FP), R8
+	MOVQ keep+24(FP), R9
+	MOVQ n+32(FP), CX
+	VMOVUPD (AX), Y0
+	VMOVUPD 32(AX), Y1
+	VMOVUPD 64(AX), Y2
+	VMOVUPD 96(AX), Y3
+	VMOVDQU l1Abs<>(SB), Y15
+	VPXOR   Y13, Y13, Y13
+	XORQ    DX, DX
+
+l1bloop:
+	VPMOVZXWD    (R8)(DX*2), Y8
+	VPSLLD       $16, Y8, Y8
+	VPMOVZXWD    (BX)(DX*2), Y9
+	VPSLLD       $16, Y9, Y9
+	VSUBPS       Y9, Y8, Y8
+	VANDPS       Y15, Y8, Y8
+	VCVTPS2PD    X8, Y10
+	VEXTRACTF128 $1, Y8, X11
+	VCVTPS2PD    X11, Y11
+	VADDPD       Y10, Y0, Y0
+	VADDPD       Y11, Y1, Y1
+	VPMOVZXBQ    (R9)(DX*1), Y12
+	VPMOVZXBQ    4(R9)(DX*1), Y14
+	VPCMPEQQ     Y13, Y12, Y12
+	VPCMPEQQ     Y13, Y14, Y14
+	VANDNPD      Y10, Y12, Y10
+	VANDNPD      Y11, Y14, Y11
+	VADDPD       Y10, Y2, Y2
+	VADDPD       Y11, Y3, Y3
+	ADDQ         $8, DX
+	CMPQ         DX, CX
+	JB           l1bloop
+	VMOVUPD Y0, (AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
 	VZEROUPPER
 	RET

@@ -211,12 +211,15 @@ func TestKeepBandMatchesCuts(t *testing.T) {
 	}
 }
 
-// TestL1ChainAsmMatchesGo: l1Chain's AVX2 kernel gives l1SumsChain's sums bit
-// for bit, for one to four models, continuing given sums, on lengths with and
-// without a tail, with NaN payloads, ±Inf, ±0 and subnormals among the deltas.
-func TestL1ChainAsmMatchesGo(t *testing.T) {
+// TestL1LanesAsmMatchesGo: l1Lanes.add with its AVX2 kernel gives l1LanesGo's lanes
+// bit for bit (a NaN as any NaN: which payload survives is the compiler's operand
+// order, and addTo reads every NaN as one), for lengths with and without a head and a tail, from every lane,
+// continuing given lanes, with NaN payloads, ±Inf, ±0 and subnormals among the
+// deltas; and a chunk's lanes taken in pieces (as della's rows take them) are the
+// lanes of one call; addBF16 on BF16 words gives add's lanes on their values.
+func TestL1LanesAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
-		t.Skip("no AVX2 on this CPU; l1SumsChain is the only path")
+		t.Skip("no AVX2 on this CPU; l1LanesGo is the only path")
 	}
 	defer func(a bool) { haveTiesAsm = a }(haveTiesAsm)
 	rng := rand.New(rand.NewPCG(9, 23))
@@ -228,31 +231,59 @@ func TestL1ChainAsmMatchesGo(t *testing.T) {
 		}
 		return float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(40)-20)))
 	}
-	for _, n := range []int{1, 3, 4, 5, 8, 11, 64, 2048, 2051} {
-		for lanes := 1; lanes <= 4; lanes++ {
+	same := func(a, b l1Lanes) bool {
+		for s := range a {
+			for k := range a[s] {
+				if !sameBits64(gramSum(a[s][k]), gramSum(b[s][k])) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for _, n := range []int{1, 3, 7, 8, 9, 16, 23, 64, 2048, 2051} {
+		for from := range 10 {
 			for _, specials := range []bool{false, true} {
-				base := make([]float32, n)
-				models, keep := make([][]float32, lanes), make([][]bool, lanes)
+				base, x, keep := make([]float32, n), make([]float32, n), make([]bool, n)
 				for j := range base {
-					base[j] = val(specials)
+					base[j], x[j], keep[j] = val(specials), val(specials), rng.IntN(2) == 0
 				}
-				start := make([][2]float64, lanes)
-				for i := range models {
-					models[i], keep[i] = make([]float32, n), make([]bool, n)
-					for j := range models[i] {
-						models[i][j], keep[i][j] = val(specials), rng.IntN(2) == 0
+				var start l1Lanes
+				for s := range start {
+					for k := range start[s] {
+						start[s][k] = rng.Float64()
 					}
-					start[i] = [2]float64{rng.Float64(), rng.Float64() / 2}
 				}
-				want := slices.Clone(start)
+				want, got := start, start
 				haveTiesAsm = false
-				l1Chain(want, base, models, keep)
-				got := slices.Clone(start)
+				want.add(base, x, keep, from)
 				haveTiesAsm = true
-				l1Chain(got, base, models, keep)
-				for i := range got {
-					if !sameBits64(got[i][0], want[i][0]) || !sameBits64(got[i][1], want[i][1]) {
-						t.Fatalf("n=%d, %d models, specials %v: model %d sums %v, want %v", n, lanes, specials, i, got[i], want[i])
+				got.add(base, x, keep, from)
+				if !same(got, want) {
+					t.Fatalf("n=%d from %d specials %v: lanes %v, want %v", n, from, specials, got, want)
+				}
+				// the same elements in pieces, each continuing the lanes
+				pieces := start
+				for j := 0; j < n; {
+					e := min(n, j+1+rng.IntN(40))
+					pieces.add(base[j:e], x[j:e], keep[j:e], from+j)
+					j = e
+				}
+				if !same(pieces, want) {
+					t.Fatalf("n=%d from %d specials %v: lanes in pieces %v, want %v", n, from, specials, pieces, want)
+				}
+				// from BF16 words (addBF16), with and without its kernel, against
+				// add on the words' values
+				bw, bv := bf16TestWords(rng, n, 7*b2i(specials))
+				xw, xv := bf16TestWords(rng, n, 5*b2i(specials))
+				want = start
+				want.add(bv, xv, keep, from)
+				for _, asm := range []bool{false, true} {
+					haveTiesAsm = asm
+					got = start
+					got.addBF16(bw, xw, keep, from)
+					if !same(got, want) {
+						t.Fatalf("n=%d from %d specials %v asm %v: lanes from words %v, want %v", n, from, specials, asm, got, want)
 					}
 				}
 			}

@@ -15,4 +15,5 @@ func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiT
 	panic("unreachable")
 }
 
-func l1ChainAsm([][2]float64, []float32, [][]float32, [][]bool, int) { panic("unreachable") }
+func l1LanesBF16Asm(*l1Lanes, []byte, []byte, []bool)   { panic("unreachable") }
+func l1LanesAsm(*l1Lanes, []float32, []float32, []bool) { panic("unreachable") }
