@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,11 +70,19 @@ type Device struct {
 	MinElems  int64
 	Placement Placement
 
-	opening   sync.Once
-	openErr   error
-	calibrate sync.Once
-	calib     *Calibration
-	calibErr  error
+	opening     sync.Once
+	openErr     error
+	openSeconds float64 // what Open took, when the engine called it
+	mu          sync.Mutex
+	calibs      map[string]*calibration // by calibrationKey
+	// measured, if set, stands for every calibration (tests of the policy).
+	measured *Calibration
+}
+
+// calibration is one kernel class's measurement, or the error that stopped it.
+type calibration struct {
+	c   *Calibration
+	err error
 }
 
 // usable reports whether d may run tensors at all: open, or able to open.
@@ -83,7 +93,9 @@ func (d *Device) usable() bool { return d != nil && (d.GPU != nil || d.Open != n
 func (d *Device) device() (*gpu.Device, error) {
 	d.opening.Do(func() {
 		if d.GPU == nil && d.Open != nil {
+			start := time.Now()
 			d.GPU, d.openErr = d.Open()
+			d.openSeconds = time.Since(start).Seconds()
 		}
 	})
 	if d.openErr != nil {
@@ -92,70 +104,125 @@ func (d *Device) device() (*gpu.Device, error) {
 	return d.GPU, nil
 }
 
-// Calibration is the start-up measurement behind PlaceMeasured.
+// Calibration is the measurement behind PlaceMeasured, of one kernel class.
 type Calibration struct {
-	Elements   int64   `json:"elements"`    // of the BF16 sample
-	CPUSeconds float64 `json:"cpu_seconds"` // the CPU engine's fused lerp on Threads goroutines
-	GPUSeconds float64 `json:"gpu_seconds"` // the device's Lerp, copies included
+	Elements   int64   `json:"elements"`    // of each side's sample
+	CPUSeconds float64 `json:"cpu_seconds"` // the CPU engine on Threads goroutines
+	GPUSeconds float64 `json:"gpu_seconds"` // the kernel's device function, copies included
 	Threads    int     `json:"threads"`
-	GPUWins    bool    `json:"gpu_wins"`
+	// GPUWins: the device took less than 1/gpuMargin of the CPU's time.
+	GPUWins bool `json:"gpu_wins"`
+	// Seconds is what the whole calibration took (the warm-ups, the kernels
+	// built, both sides), GPUWarmupSeconds the device's first run (the driver's JIT
+	// of the module, the staging buffers).
+	Seconds          float64 `json:"seconds"`
+	GPUWarmupSeconds float64 `json:"gpu_warmup_seconds"`
 }
 
-// calibrationElems is the sample Calibrate times: 4 Mi BF16 elements, 8 MiB per
-// operand, large enough that the copies run at bus speed and small enough to cost a
-// few tens of milliseconds once per process.
-const calibrationElems = 1 << 22
+// gpuMargin is how much faster than the CPU the device must run a calibration's
+// sample for PlaceMeasured to use it. The whole run's device path does work a
+// sample's does not: the output written from the one goroutine that feeds the
+// device (while the CPU's workers write in parallel with their compute), each
+// tensor's pipeline filled and drained, and the staging copies competing with the
+// CPU workers that run the small tensors. On the H200 of docs/gpu.md (runs 4 and 5)
+// the whole runs' device times were 1.1–3.8× what the samples projected and the
+// CPU's 0.35–1.2×: with a sample 2–2.7× faster on the device TIES still ran slower
+// there (1.87 s against 1.34 s), and DARE, 4.1–6.5× faster on the sample, ran twice
+// as fast (1.34 s against 2.86 s). A measured constant of one machine, so the
+// report gives both times.
+const gpuMargin = 3
 
-// Calibrate times SFA's 2-input BF16 lerp on a sample, end to end on both sides: the
-// device's Lerp (host → device copies through its staging buffers, the kernel, the
-// result and statistics back) against the CPU engine's fused kernel on threads
-// goroutines, each the best of two runs (the first pays for allocation and the
-// driver's JIT). It stands for every kernel: on the device each one is bound by the
-// same staging copies, and the heavier kernels cost the CPU more but move more bytes
-// to the device too (on the H200 of docs/gpu.md every method lost, light or heavy;
-// DARE, the heaviest on the CPU, came nearest). The result is kept: later calls
-// return it.
-func (d *Device) Calibrate(ctx context.Context, threads int) (*Calibration, error) {
-	d.calibrate.Do(func() { d.calib, d.calibErr = calibrate(ctx, d.GPU, calibrationElems, threads) })
-	return d.calib, d.calibErr
+// calibrationElems bounds what Calibrate times: up to 8 Mi elements of the run's
+// largest tensor on each side, 16 MiB per BF16 operand, large enough that the
+// device's fixed cost per tensor (a few ms of launches and synchronisation on the
+// H200 of docs/gpu.md) does not decide, and small enough to cost a few tens of
+// milliseconds once per process and kernel class.
+const calibrationElems = 1 << 24
+
+// warmupElems is the synthetic sample each side runs first, so that the timed runs
+// do not pay for the driver's JIT, the staging buffers or the scratch's allocation.
+const warmupElems = 2 * ChunkElems
+
+// Calibrate measures the kernel class of tensor t (k = kernelFor(t)), on t itself:
+// kernelFor's kernel on two adjacent slices of t of up to calibrationElems/2 whole
+// chunks each, the first on the CPU engine (Execute on threads workers), the second
+// on the device (the kernel's device function: copies through the staging buffers,
+// the kernels, the results back), the outputs discarded, after each side has run a
+// small synthetic sample. Real slices rather than a synthetic sample of the same size
+// (run 4 of docs/gpu.md timed one, 16 Mi elements of ordinary weights): the two
+// gave about the same ratios on the H200, but the slices cost nothing to make, read
+// the run's own mapped pages as the run does, and rank the run's own magnitudes. A
+// tensor whose operands are not mapped whole (a compressed input), or of fewer than
+// two chunks, is timed on a synthetic sample instead, twice on each side. The
+// device must win by gpuMargin.
+//
+// A class is the kernel's device function, its passes and the operands' layout: one
+// per method, measured once per process (a recipe's steps of one method measure
+// once).
+func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int) (*Calibration, error) {
+	if d.measured != nil {
+		return d.measured, nil
+	}
+	k := kernelFor(t)
+	if k.Err != nil || k.GPU == nil {
+		return nil, fmt.Errorf("calibrating the GPU: tensor %q has no device kernel", t.Name)
+	}
+	key := calibrationKey(t, &k, withOutput)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.calibs[key]; ok {
+		return c.c, c.err
+	}
+	c, err := calibrate(ctx, d.GPU, t, kernelFor, withOutput, max(1, threads))
+	if ctx.Err() != nil {
+		return nil, ctx.Err() // not kept: a cancelled run measured nothing
+	}
+	if d.calibs == nil {
+		d.calibs = map[string]*calibration{}
+	}
+	d.calibs[key] = &calibration{c, err}
+	return c, err
 }
 
-func calibrate(ctx context.Context, dev *gpu.Device, n int, threads int) (*Calibration, error) {
-	threads = max(1, threads)
-	a, x, out := make([]byte, 2*n), make([]byte, 2*n), make([]byte, 2*n)
-	for j := range n { // ordinary weights: BF16 values near ±0.01
-		ha, hx := uint16(0x3c00+j%997), uint16(0xbc00+j%991)
-		a[2*j], a[2*j+1] = byte(ha), byte(ha>>8)
-		x[2*j], x[2*j+1] = byte(hx), byte(hx>>8)
+// calibrationKey names t's kernel class: the code of k's device function (the same
+// for every tensor a method's kernel builds, whatever the closure holds; a method
+// with a device kernel has one such function), the number of its passes (DARE with
+// and without its L1 pass), whether the run writes, and the operands' dtypes.
+func calibrationKey(t *TensorPlan, k *Kernel, withOutput bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%x passes=%d out=%v:%v in=", reflect.ValueOf(k.GPU).Pointer(), len(k.Passes), withOutput, t.OutDType)
+	for _, op := range t.In {
+		b.WriteString(op.DType.String() + ",")
 	}
-	cpu := func() {
-		var wg sync.WaitGroup
-		var next atomic.Int64
-		for range threads {
-			wg.Go(func() {
-				for {
-					c := next.Add(1) - 1
-					lo := c * ChunkElems
-					if lo >= int64(n) {
-						return
-					}
-					hi := min(lo+ChunkElems, int64(n))
-					lerpBF16(out[2*lo:2*hi], a[2*lo:2*hi], x[2*lo:2*hi], 0.5, 0.5)
-				}
-			})
-		}
-		wg.Wait()
+	b.WriteString(" aux=")
+	for _, op := range t.Aux {
+		b.WriteString(op.DType.String() + ",")
 	}
-	gpuRun := func() error {
-		_, err := dev.Lerp(ctx, int64(n), gpu.Output{DType: dtype.BF16, W: discard{}},
-			gpu.Operand{Data: a, DType: dtype.BF16}, gpu.Operand{Data: x, DType: dtype.BF16}, 0.5, 0.5)
+	return b.String()
+}
+
+func calibrate(ctx context.Context, dev *gpu.Device, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int) (*Calibration, error) {
+	begin := time.Now()
+	var sink Sink
+	out := gpu.Output{DType: t.OutDType}
+	if withOutput {
+		sink, out.W = discardSink{}, discard{}
+	}
+	onCPU := func(s *TensorPlan) error {
+		plan := &Plan{Inputs: make([]Source, len(s.In)), Aux: make([]Source, len(s.Aux)), Tensors: []TensorPlan{*s}}
+		_, err := Execute(ctx, plan, sink, kernelFor, ExecOptions{Threads: threads})
 		return err
 	}
-	best := func(f func() error) (float64, error) {
+	onGPU := func(s *TensorPlan) error {
+		k := kernelFor(s)
+		_, err := k.GPU(ctx, dev, s, out)
+		return err
+	}
+	timed := func(f func(*TensorPlan) error, s *TensorPlan, runs int) (float64, error) {
 		var b float64
-		for i := range 2 {
+		for i := range runs {
 			start := time.Now()
-			if err := f(); err != nil {
+			if err := f(s); err != nil {
 				return 0, err
 			}
 			if s := time.Since(start).Seconds(); i == 0 || s < b {
@@ -164,13 +231,103 @@ func calibrate(ctx context.Context, dev *gpu.Device, n int, threads int) (*Calib
 		}
 		return b, nil
 	}
-	cs, _ := best(func() error { cpu(); return nil })
-	gs, err := best(gpuRun)
+	warm, err := syntheticSample(t, warmupElems)
 	if err != nil {
 		return nil, fmt.Errorf("calibrating the GPU: %w", err)
 	}
-	return &Calibration{Elements: int64(n), CPUSeconds: cs, GPUSeconds: gs, Threads: threads, GPUWins: gs < cs}, nil
+	cpuSample, gpuSample, ok := tensorSlices(t, calibrationElems/2)
+	runs := 1
+	if !ok {
+		s, err := syntheticSample(t, min(calibrationElems/2, t.NumElements()))
+		if err != nil {
+			return nil, fmt.Errorf("calibrating the GPU: %w", err)
+		}
+		cpuSample, gpuSample, runs = s, s, 2
+	}
+	if _, err := timed(onCPU, warm, 1); err != nil {
+		return nil, fmt.Errorf("calibrating on the CPU: %w", err)
+	}
+	cs, err := timed(onCPU, cpuSample, runs)
+	if err != nil {
+		return nil, fmt.Errorf("calibrating on the CPU: %w", err)
+	}
+	gw, err := timed(onGPU, warm, 1)
+	if err != nil {
+		return nil, fmt.Errorf("calibrating the GPU: %w", err)
+	}
+	gs, err := timed(onGPU, gpuSample, runs)
+	if err != nil {
+		return nil, fmt.Errorf("calibrating the GPU: %w", err)
+	}
+	return &Calibration{Elements: cpuSample.NumElements(), CPUSeconds: cs, GPUSeconds: gs, Threads: threads, GPUWins: gpuMargin*gs < cs,
+		Seconds: time.Since(begin).Seconds(), GPUWarmupSeconds: gw}, nil
 }
+
+// tensorSlices is two adjacent slices of t's first elements, of m elements each (m
+// at most half of t, in whole chunks, at most max), as tensors of their own whose
+// operands are views of t's mapped bytes; ok is false where t's operands are not
+// mapped whole or t has fewer than two chunks.
+func tensorSlices(t *TensorPlan, most int64) (a, b *TensorPlan, ok bool) {
+	m := min(most, t.NumElements()/2) &^ (ChunkElems - 1)
+	if m == 0 {
+		return nil, nil, false
+	}
+	for _, ops := range [][]Operand{t.In, t.Aux} {
+		for i := range ops {
+			if op := &ops[i]; op.load != nil || op.base != 0 || int64(len(op.Data)) != op.DType.Bytes(t.NumElements()) {
+				return nil, nil, false
+			}
+		}
+	}
+	slice := func(from int64) *TensorPlan {
+		s := &TensorPlan{Name: t.Name, Shape: []int64{m}, OutDType: t.OutDType, Merge: true}
+		view := func(op Operand) Operand {
+			return Operand{DType: op.DType, File: op.File, Data: op.Data[op.DType.Bytes(from):op.DType.Bytes(from+m)]}
+		}
+		for _, op := range t.In {
+			s.In = append(s.In, view(op))
+		}
+		for _, op := range t.Aux {
+			s.Aux = append(s.Aux, view(op))
+		}
+		return s
+	}
+	return slice(0), slice(m), true
+}
+
+// syntheticSample is a tensor of n elements laid out as t (its operands' count and
+// dtypes, its output dtype) holding ordinary weights, about ±0.01, different in
+// every operand (so that task vectors are not zero) and positive in the auxiliary
+// ones (Fisher's).
+func syntheticSample(t *TensorPlan, n int64) (*TensorPlan, error) {
+	s := &TensorPlan{Name: t.Name, Shape: []int64{n}, OutDType: t.OutDType, Merge: true}
+	vals := make([]float32, n)
+	for i, op := range append(append([]Operand(nil), t.In...), t.Aux...) {
+		for j := range vals {
+			v := float32(0.01) * (1 + float32((j*7+i*131)%997)/997)
+			if (j+i)%3 == 0 && i < len(t.In) {
+				v = -v
+			}
+			vals[j] = v
+		}
+		b := make([]byte, op.DType.Bytes(n))
+		if err := dtype.Encode(b, vals, op.DType); err != nil {
+			return nil, err
+		}
+		o := Operand{DType: op.DType, Data: b, File: "calibration sample"}
+		if i < len(t.In) {
+			s.In = append(s.In, o)
+		} else {
+			s.Aux = append(s.Aux, o)
+		}
+	}
+	return s, nil
+}
+
+// discardSink is a Sink that drops what it is given.
+type discardSink struct{}
+
+func (discardSink) WriteAt(int, int64, []byte) error { return nil }
 
 // discard is an io.WriterAt that drops what it is given.
 type discard struct{}
@@ -251,6 +408,9 @@ type GPUReport struct {
 	BytesFromDevice   int64        `json:"bytes_from_device"`
 	Launches          int64        `json:"launches"`
 	Calibration       *Calibration `json:"calibration,omitempty"`
+	// OpenSeconds is what opening the device took (the driver, the primary context,
+	// the module), where the engine opened it (--device auto); 0 otherwise.
+	OpenSeconds float64 `json:"open_seconds,omitempty"`
 	// Unavailable says why no GPU was used when one was looked for (--device auto):
 	// the error of gpu.Open, or of the calibration. The other fields are then zero.
 	Unavailable string `json:"unavailable,omitempty"`
@@ -271,7 +431,7 @@ func deviceReport(dev *Device, u *GPUUsage, method string, merged int) (string, 
 		Multiprocessors: info.Multiprocessors, MemoryBytes: info.TotalMem, DriverVersion: info.DriverVersion,
 		MinElems: dev.MinElems, Tensors: u.Tensors, Elements: u.Elements, Methods: []string{},
 		BytesToDevice: u.Stats.BytesToDevice, BytesFromDevice: u.Stats.BytesFromDevice, Launches: u.Stats.Launches,
-		Calibration: u.Calibration,
+		Calibration: u.Calibration, OpenSeconds: dev.openSeconds,
 	}
 	switch {
 	case u.Tensors == 0:

@@ -200,9 +200,7 @@ func TestGPUMatchesCPU(t *testing.T) {
 // measured is a device under PlaceMeasured whose calibration came out as gpuWins,
 // without timing anything: the policy, not the fake driver's speed, is under test.
 func measured(g *gpu.Device, minElems int64, gpuWins bool) *Device {
-	d := &Device{GPU: g, MinElems: minElems}
-	d.calibrate.Do(func() { d.calib = &Calibration{Elements: calibrationElems, GPUWins: gpuWins} })
-	return d
+	return &Device{GPU: g, MinElems: minElems, measured: &Calibration{Elements: calibrationElems, GPUWins: gpuWins}}
 }
 
 // TestGPUPolicy: the threshold, and the placement: measured (the calibration decides
@@ -326,25 +324,96 @@ func TestShardTotalsAddGPU(t *testing.T) {
 	}
 }
 
-// TestGPUCalibration: PlaceMeasured measures once and keeps the result; the run's report
-// carries it.
+// TestGPUCalibration: PlaceMeasured measures the run's own kernel class, on slices of
+// its largest tensor, once per class and process; the run's report carries it, and
+// the placement follows it.
 func TestGPUCalibration(t *testing.T) {
 	dev := &Device{GPU: openFakeGPU(t), MinElems: 1}
 	dir, path := gpuFixture(t)
-	rep, err := gpuRuns(path)["ties"](filepath.Join(dir, "out.safetensors"), ExecOptions{Threads: 2, Device: dev})
-	if err != nil {
-		t.Fatal(err)
+	runs := gpuRuns(path)
+	fx, _ := methodFixture(21, dtype.BF16, 3) // gpuFixture's tensors
+	var largest int64
+	for _, shape := range fx.shapes {
+		largest = max(largest, numElements(shape))
 	}
-	c := rep.GPU.Calibration
-	if c == nil || !(c.CPUSeconds > 0) || !(c.GPUSeconds > 0) || c.Elements != calibrationElems || c.GPUWins != (c.GPUSeconds < c.CPUSeconds) {
-		t.Fatalf("calibration %+v", c)
+	// the fixture's largest tensor has two whole chunks: one is timed on each side
+	sliceElems := min(calibrationElems/2, largest/2) &^ (ChunkElems - 1)
+	if sliceElems == 0 {
+		t.Fatalf("the fixture's largest tensor (%d elements) has no two whole chunks", largest)
 	}
-	if want := map[bool]string{true: "cuda", false: "cpu"}[c.GPUWins]; rep.Device != want {
-		t.Errorf("device %q after calibration %+v", rep.Device, c)
+	run := func(name string) *Calibration {
+		t.Helper()
+		rep, err := runs[name](filepath.Join(dir, "out.safetensors"), ExecOptions{Threads: 2, Device: dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rep.GPU.Calibration
+		if c == nil || !(c.CPUSeconds > 0) || !(c.GPUSeconds > 0) || c.Elements != sliceElems || c.GPUWins != (gpuMargin*c.GPUSeconds < c.CPUSeconds) {
+			t.Fatalf("%s: calibration %+v", name, c)
+		}
+		if want := map[bool]string{true: "cuda", false: "cpu"}[c.GPUWins]; rep.Device != want {
+			t.Errorf("%s: device %q after calibration %+v", name, rep.Device, c)
+		}
+		return c
 	}
-	again, err := dev.Calibrate(context.Background(), 2)
-	if err != nil || again != c {
-		t.Errorf("a second Calibrate measured again: %+v, %v", again, err)
+	ties := run("ties")
+	if again := run("ties"); again != ties {
+		t.Errorf("a second ties run measured again: %+v, then %+v", ties, again)
+	}
+	dare := run("dare_ties")
+	if dare == ties {
+		t.Error("dare_ties took ties's calibration")
+	}
+	if again := run("dare_ties"); again != dare {
+		t.Errorf("a second dare_ties run measured again")
+	}
+	if run("sfa") == ties || run("dare_linear-inverse") == dare {
+		t.Error("sfa or DARE without its L1 pass took another class's calibration")
+	}
+}
+
+// TestCalibrationSamples: the slices Calibrate times are views of the tensor's bytes,
+// adjacent, of whole chunks, at most half the tensor; tensors not mapped whole or of
+// fewer than two chunks have none, and their synthetic sample has their layout.
+func TestCalibrationSamples(t *testing.T) {
+	n := int64(5*ChunkElems + 7)
+	mk := func(dt dtype.DType) Operand {
+		b := make([]byte, dt.Bytes(n))
+		for j := range b {
+			b[j] = byte(j * 7)
+		}
+		return Operand{DType: dt, Data: b, File: "f"}
+	}
+	tp := &TensorPlan{Name: "w", Shape: []int64{n}, OutDType: dtype.BF16, Merge: true,
+		In: []Operand{mk(dtype.BF16), mk(dtype.F32)}, Aux: []Operand{mk(dtype.F16)}}
+	a, b, ok := tensorSlices(tp, 1<<40)
+	if !ok || a.NumElements() != 2*ChunkElems || b.NumElements() != 2*ChunkElems {
+		t.Fatalf("slices of %d elements: ok %v", n, ok)
+	}
+	for i, op := range append(tp.In, tp.Aux...) {
+		ao := append(a.In, a.Aux...)[i]
+		bo := append(b.In, b.Aux...)[i]
+		m := op.DType.Bytes(2 * ChunkElems)
+		if ao.DType != op.DType || !bytes.Equal(ao.Data, op.Data[:m]) || !bytes.Equal(bo.Data, op.Data[m:2*m]) {
+			t.Errorf("operand %d: the slices are not the tensor's bytes", i)
+		}
+	}
+	if a, _, _ := tensorSlices(tp, ChunkElems+5); a.NumElements() != ChunkElems {
+		t.Errorf("bounded to one chunk and 5: %d elements", a.NumElements())
+	}
+	small := &TensorPlan{Name: "s", Shape: []int64{2*ChunkElems - 1}, OutDType: dtype.BF16, Merge: true,
+		In: []Operand{{DType: dtype.BF16, Data: make([]byte, 2*(2*ChunkElems-1))}}}
+	if _, _, ok := tensorSlices(small, 1<<40); ok {
+		t.Error("slices of a tensor of fewer than two chunks")
+	}
+	loaded := *tp
+	loaded.In = []Operand{{DType: dtype.BF16, size: dtype.BF16.Bytes(n), load: func() ([]byte, error) { return nil, nil }}}
+	if _, _, ok := tensorSlices(&loaded, 1<<40); ok {
+		t.Error("slices of an operand that is not mapped")
+	}
+	s, err := syntheticSample(tp, 100)
+	if err != nil || len(s.In) != 2 || len(s.Aux) != 1 || s.In[1].DType != dtype.F32 || len(s.Aux[0].Data) != 200 || s.OutDType != dtype.BF16 {
+		t.Fatalf("synthetic sample %+v, %v", s, err)
 	}
 }
 

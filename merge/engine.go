@@ -155,7 +155,7 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 	if err != nil {
 		return nil, err
 	}
-	onGPU, usage, err := placeOnGPU(ctx, plan, kernels, sink != nil, opts)
+	onGPU, usage, err := placeOnGPU(ctx, plan, kernels, kernelFor, sink != nil, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -503,7 +503,7 @@ func (x *execution) stats() [][]float64 {
 
 // placeOnGPU decides which tensors the device runs (Device's policy), calibrating
 // first if the policy needs it. usage is nil without a device.
-func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bool, opts ExecOptions) (onGPU []bool, usage *GPUUsage, err error) {
+func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, kernelFor func(*TensorPlan) Kernel, withOutput bool, opts ExecOptions) (onGPU []bool, usage *GPUUsage, err error) {
 	onGPU = make([]bool, len(plan.Tensors))
 	dev := opts.Device
 	if !dev.usable() {
@@ -524,7 +524,15 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, withOutput bo
 		return onGPU, usage, nil
 	}
 	if len(candidates) > 0 && dev.Placement == PlaceMeasured {
-		c, err := dev.Calibrate(ctx, opts.threads())
+		// The largest candidate is timed for the run: every merged tensor has the
+		// method's kernel.
+		big := candidates[0]
+		for _, ti := range candidates {
+			if plan.Tensors[ti].NumElements() > plan.Tensors[big].NumElements() {
+				big = ti
+			}
+		}
+		c, err := dev.Calibrate(ctx, &plan.Tensors[big], kernelFor, withOutput, opts.threads())
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, err

@@ -223,10 +223,6 @@ func tensorsDiffer(t *testing.T, a, b string) string {
 	return ""
 }
 
-type discardSink struct{}
-
-func (discardSink) WriteAt(int, int64, []byte) error { return nil }
-
 // countingDelta counts the bytes a delta source decodes against bytes handed in, and
 // those of its delta tensors it decodes against its own reference.
 type countingDelta struct {

@@ -112,7 +112,7 @@ func TestDeviceCUDA(t *testing.T) {
 		}
 	})
 	t.Run("calibration", func(t *testing.T) {
-		// --device auto: the start-up calibration decides, for a heavy method too,
+		// --device auto: the calibration of the method's kernel decides,
 		// and the report shows it; --device cuda does not measure.
 		for _, dev := range []string{"auto", "cuda"} {
 			code, stdout, stderr := gomerge(t, "ties", "--base", f.anchor, f.current, f.folder, "--out", filepath.Join(f.dir, "cal.safetensors"),
