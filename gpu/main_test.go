@@ -1,10 +1,16 @@
 package gpu_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
@@ -137,3 +143,84 @@ var ctx = context.Background()
 func fmtFloat(v float64) string { return fmt.Sprint(v) }
 
 func fmtName(prefix string, i int) string { return fmt.Sprintf("%s%d.safetensors", prefix, i) }
+
+// slowWriter is an output that takes its time over each write, records the offsets
+// it was given, and fails the write at failAt (counting from 0) when failAt >= 0;
+// it counts the writes that ran at once.
+type slowWriter struct {
+	buf      buffer
+	failAt   int
+	mu       sync.Mutex
+	offs     []int64
+	inFlight atomic.Int32
+	overlap  atomic.Bool
+}
+
+var errWriteFailed = errors.New("disk full")
+
+func (w *slowWriter) WriteAt(p []byte, off int64) (int, error) {
+	if w.inFlight.Add(1) > 1 {
+		w.overlap.Store(true)
+	}
+	defer w.inFlight.Add(-1)
+	time.Sleep(2 * time.Millisecond) // the next chunk's staging runs meanwhile
+	w.mu.Lock()
+	i := len(w.offs)
+	w.offs = append(w.offs, off)
+	w.mu.Unlock()
+	if i == w.failAt {
+		return 0, errWriteFailed
+	}
+	return w.buf.WriteAt(p, off)
+}
+
+// TestOutputWrites: the device path writes each chunk's output on a goroutine of its
+// own while it stages the next: the writes come one at a time, in chunk order, with
+// the bytes a plain writer gets; a failed write fails the operation with its error,
+// and no write runs after it returns.
+func TestOutputWrites(t *testing.T) {
+	d := openFake(t, 1)
+	n := 5*gpu.BlockElems + 3
+	a, x := make([]byte, 2*n), make([]byte, 2*n)
+	for j := range n {
+		a[2*j], a[2*j+1] = byte(j), byte(j>>8)^0x3c
+		x[2*j], x[2*j+1] = byte(j*7), byte(j>>5)^0x3d
+	}
+	lerp := func(w io.WriterAt) error {
+		_, err := d.Lerp(ctx, int64(n), gpu.Output{DType: dtype.BF16, W: w},
+			gpu.Operand{Data: a, DType: dtype.BF16}, gpu.Operand{Data: x, DType: dtype.BF16}, 0.25, 0.75)
+		return err
+	}
+	want := make(buffer, 2*n)
+	if err := lerp(want); err != nil {
+		t.Fatal(err)
+	}
+	w := &slowWriter{buf: make(buffer, 2*n), failAt: -1}
+	if err := lerp(w); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(w.buf, want) || w.overlap.Load() {
+		t.Errorf("slow writer: same bytes %v, writes at once %v", bytes.Equal(w.buf, want), w.overlap.Load())
+	}
+	for i, off := range w.offs {
+		if off != int64(i)*2*gpu.BlockElems {
+			t.Fatalf("write %d at %d: not in chunk order (%v)", i, off, w.offs)
+		}
+	}
+	for _, failAt := range []int{0, 2, 5} {
+		w := &slowWriter{buf: make(buffer, 2*n), failAt: failAt}
+		if err := lerp(w); !errors.Is(err, errWriteFailed) {
+			t.Errorf("write %d failing: %v", failAt, err)
+		}
+		w.mu.Lock()
+		writes := len(w.offs)
+		w.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		if w.inFlight.Load() != 0 || len(w.offs) != writes {
+			t.Errorf("write %d failing: a write ran after the operation returned", failAt)
+		}
+		if writes > failAt+2 {
+			t.Errorf("write %d failing: %d writes, the chunks went on", failAt, writes)
+		}
+	}
+}

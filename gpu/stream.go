@@ -118,6 +118,40 @@ type pass struct {
 	kernels func(c *chunk) []op
 	// collect reads the chunk's results once the stream is done with it.
 	collect func(c *chunk, res []byte) error
+
+	// writing is the output write in flight (finish starts it), nil when none.
+	writing chan error
+}
+
+// writeAsync writes a finished chunk's output on a goroutine of its own, so that the
+// write (one goroutine's pwrite into the page cache, on the H200 of docs/gpu.md a
+// large part of the device path's host time) overlaps the next chunk's staging copy.
+// The write before it is waited for first, so the writes stay in chunk order, one at
+// a time.
+func (p *pass) writeAsync(b []byte, off int64) error {
+	if err := p.waitWrite(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	p.writing = done
+	go func() {
+		_, err := p.out.W.WriteAt(b, off)
+		done <- err
+	}()
+	return nil
+}
+
+// waitWrite waits for the write in flight, if any, and returns its error.
+func (p *pass) waitWrite() error {
+	if p.writing == nil {
+		return nil
+	}
+	err := <-p.writing
+	p.writing = nil
+	if err != nil {
+		return fmt.Errorf("gpu: writing the output: %w", err)
+	}
+	return nil
 }
 
 func numBlocks(n int64) int64 { return (n + BlockElems - 1) / BlockElems }
@@ -165,6 +199,13 @@ func (d *Device) stream(ctx context.Context, p *pass) (err error) {
 		defer func() {
 			if r != nil {
 				panic(r)
+			}
+		}()
+		// The last chunk's write, or one in flight when something failed: nothing
+		// may still read the staging memory when stream returns.
+		defer func() {
+			if e := p.waitWrite(); err == nil {
+				err = e
 			}
 		}()
 		// Drain what is in flight, in chunk order: finish it, or after a failure just
@@ -225,6 +266,11 @@ func (d *Device) enqueue(p *pass, s *stage, k int64) error {
 	stageCopy(copies)
 	var outSlot, resSlot *slot
 	if p.out != nil {
+		// The output slot is the one whose last chunk's write (started by finish)
+		// may still be reading it: that write overlapped the copies above.
+		if err := p.waitWrite(); err != nil {
+			return err
+		}
 		var err error
 		if outSlot, err = s.ensure(d.be, nIn+slotOut, int(ce)*p.out.DType.Size(), true); err != nil {
 			return err
@@ -349,8 +395,8 @@ func (d *Device) finish(p *pass, s *stage) error {
 	nIn := len(p.in)
 	if p.out != nil {
 		sz := p.out.DType.Size()
-		if _, err := p.out.W.WriteAt(s.slots[nIn+slotOut].host[:c.n*sz], c.off*int64(sz)); err != nil {
-			return fmt.Errorf("gpu: writing the output: %w", err)
+		if err := p.writeAsync(s.slots[nIn+slotOut].host[:c.n*sz], c.off*int64(sz)); err != nil {
+			return err
 		}
 	}
 	if p.collect != nil {
