@@ -217,97 +217,82 @@ DATA l1Abs<>+16(SB)/8, $0x7fffffff7fffffff
 DATA l1Abs<>+24(SB)/8, $0x7fffffff7fffffff
 GLOBL l1Abs<>(SB), RODATA|NOPTR, $32
 
+// L1_LANES_ENTER loads the arguments (l, base, x, keep, n) and l's lanes: Y0/Y1 hold
+// l[0]'s lanes 0–3 and 4–7, Y2/Y3 l[1]'s; Y15 is the sign-clearing mask, Y13 zero.
+#define L1_LANES_ENTER \
+	MOVQ l+0(FP), AX \
+	MOVQ base+8(FP), BX \
+	MOVQ x+16(FP), R8 \
+	MOVQ keep+24(FP), R9 \
+	MOVQ n+32(FP), CX \
+	VMOVUPD (AX), Y0 \
+	VMOVUPD 32(AX), Y1 \
+	VMOVUPD 64(AX), Y2 \
+	VMOVUPD 96(AX), Y3 \
+	VMOVDQU l1Abs<>(SB), Y15 \
+	VPXOR   Y13, Y13, Y13 \
+	XORQ    DX, DX
+
+// L1_LANES_ADD adds the eight float32 differences x − base in Y8 (elements DX to
+// DX+7) into the lanes: their magnitudes to l[0]'s, and where keep to l[1]'s (else
+// +0). The sign is cleared before the widening, which gives the bits math.Abs gives
+// after (the widening keeps the sign and quiets a NaN either way).
+#define L1_LANES_ADD \
+	VANDPS       Y15, Y8, Y8 \
+	VCVTPS2PD    X8, Y10 \
+	VEXTRACTF128 $1, Y8, X11 \
+	VCVTPS2PD    X11, Y11 \
+	VADDPD       Y10, Y0, Y0 \
+	VADDPD       Y11, Y1, Y1 \
+	VPMOVZXBQ    (R9)(DX*1), Y12 \
+	VPMOVZXBQ    4(R9)(DX*1), Y14 \
+	VPCMPEQQ     Y13, Y12, Y12 \
+	VPCMPEQQ     Y13, Y14, Y14 \
+	VANDNPD      Y10, Y12, Y10 \
+	VANDNPD      Y11, Y14, Y11 \
+	VADDPD       Y10, Y2, Y2 \
+	VADDPD       Y11, Y3, Y3
+
+// L1_LANES_LEAVE stores the lanes back into l.
+#define L1_LANES_LEAVE \
+	VMOVUPD Y0, (AX) \
+	VMOVUPD Y1, 32(AX) \
+	VMOVUPD Y2, 64(AX) \
+	VMOVUPD Y3, 96(AX) \
+	VZEROUPPER
+
 // func l1LanesAVX2(l *l1Lanes, base, x *float32, keep *bool, n int)
 // l1LanesGo over j < n (a multiple of 8, at least 8; element 0 in lane 0): lane k of
 // l[0] adds |x_j − base_j| for every j ≡ k (mod 8), in element order, and lane k of
-// l[1] the same where keep[j] (else +0). Y0/Y1 hold l[0]'s lanes 0–3 and 4–7, Y2/Y3
-// l[1]'s. The float32 difference's sign is cleared before it is widened, which gives
-// the bits math.Abs gives after (the widening keeps the sign and quiets a NaN either
-// way).
+// l[1] the same where keep[j] (else +0).
 TEXT ·l1LanesAVX2(SB), NOSPLIT, $0-40
-	MOVQ l+0(FP), AX
-	MOVQ base+8(FP), BX
-	MOVQ x+16(FP), R8
-	MOVQ keep+24(FP), R9
-	MOVQ n+32(FP), CX
-	VMOVUPD (AX), Y0
-	VMOVUPD 32(AX), Y1
-	VMOVUPD 64(AX), Y2
-	VMOVUPD 96(AX), Y3
-	VMOVDQU l1Abs<>(SB), Y15
-	VPXOR   Y13, Y13, Y13
-	XORQ    DX, DX
+	L1_LANES_ENTER
 
 l1lloop:
-	VMOVUPS      (R8)(DX*4), Y8
-	VSUBPS       (BX)(DX*4), Y8, Y8
-	VANDPS       Y15, Y8, Y8
-	VCVTPS2PD    X8, Y10
-	VEXTRACTF128 $1, Y8, X11
-	VCVTPS2PD    X11, Y11
-	VADDPD       Y10, Y0, Y0
-	VADDPD       Y11, Y1, Y1
-	VPMOVZXBQ    (R9)(DX*1), Y12
-	VPMOVZXBQ    4(R9)(DX*1), Y14
-	VPCMPEQQ     Y13, Y12, Y12 // all ones where dropped
-	VPCMPEQQ     Y13, Y14, Y14
-	VANDNPD      Y10, Y12, Y10
-	VANDNPD      Y11, Y14, Y11
-	VADDPD       Y10, Y2, Y2
-	VADDPD       Y11, Y3, Y3
-	ADDQ         $8, DX
-	CMPQ         DX, CX
-	JB           l1lloop
-	VMOVUPD Y0, (AX)
-	VMOVUPD Y1, 32(AX)
-	VMOVUPD Y2, 64(AX)
-	VMOVUPD Y3, 96(AX)
-	VZEROUPPER
+	VMOVUPS (R8)(DX*4), Y8
+	VSUBPS  (BX)(DX*4), Y8, Y8
+	L1_LANES_ADD
+	ADDQ    $8, DX
+	CMPQ    DX, CX
+	JB      l1lloop
+	L1_LANES_LEAVE
 	RET
 
 // func l1LanesBF16AVX2(l *l1Lanes, base, x *byte, keep *bool, n int)
 // l1LanesAVX2 on BF16 words: each eight words widened to the float32s they are (the
 // word in the top 16 bits) before the same steps.
 TEXT ·l1LanesBF16AVX2(SB), NOSPLIT, $0-40
-	MOVQ l+0(FP), AX
-	MOVQ base+8(FP), BX
-	MOVQ x+16(FP), R8
-	MOVQ keep+24(FP), R9
-	MOVQ n+32(FP), CX
-	VMOVUPD (AX), Y0
-	VMOVUPD 32(AX), Y1
-	VMOVUPD 64(AX), Y2
-	VMOVUPD 96(AX), Y3
-	VMOVDQU l1Abs<>(SB), Y15
-	VPXOR   Y13, Y13, Y13
-	XORQ    DX, DX
+	L1_LANES_ENTER
 
 l1bloop:
-	VPMOVZXWD    (R8)(DX*2), Y8
-	VPSLLD       $16, Y8, Y8
-	VPMOVZXWD    (BX)(DX*2), Y9
-	VPSLLD       $16, Y9, Y9
-	VSUBPS       Y9, Y8, Y8
-	VANDPS       Y15, Y8, Y8
-	VCVTPS2PD    X8, Y10
-	VEXTRACTF128 $1, Y8, X11
-	VCVTPS2PD    X11, Y11
-	VADDPD       Y10, Y0, Y0
-	VADDPD       Y11, Y1, Y1
-	VPMOVZXBQ    (R9)(DX*1), Y12
-	VPMOVZXBQ    4(R9)(DX*1), Y14
-	VPCMPEQQ     Y13, Y12, Y12
-	VPCMPEQQ     Y13, Y14, Y14
-	VANDNPD      Y10, Y12, Y10
-	VANDNPD      Y11, Y14, Y11
-	VADDPD       Y10, Y2, Y2
-	VADDPD       Y11, Y3, Y3
-	ADDQ         $8, DX
-	CMPQ         DX, CX
-	JB           l1bloop
-	VMOVUPD Y0, (AX)
-	VMOVUPD Y1, 32(AX)
-	VMOVUPD Y2, 64(AX)
-	VMOVUPD Y3, 96(AX)
-	VZEROUPPER
+	VPMOVZXWD (R8)(DX*2), Y8
+	VPSLLD    $16, Y8, Y8
+	VPMOVZXWD (BX)(DX*2), Y9
+	VPSLLD    $16, Y9, Y9
+	VSUBPS    Y9, Y8, Y8
+	L1_LANES_ADD
+	ADDQ      $8, DX
+	CMPQ      DX, CX
+	JB        l1bloop
+	L1_LANES_LEAVE
 	RET
