@@ -38,9 +38,9 @@ const DefaultGPUMinElems = 1 << 20
 type Placement int
 
 const (
-	// PlaceMeasured (--device auto) calibrates once, on the first run that has a
-	// tensor the device could take, and sends every such tensor to the device only if
-	// the device was faster (see Calibrate).
+	// PlaceMeasured (--device auto) calibrates the run's kernel class (once per
+	// class and process; see Calibrate) and sends the run's tensors the device could
+	// take to it only if the device ran the sample gpuMargin times faster.
 	PlaceMeasured Placement = iota
 	// PlaceGPU (--device cuda) sends every tensor the device can run.
 	PlaceGPU
@@ -156,9 +156,9 @@ const warmupElems = 2 * ChunkElems
 // two chunks, is timed on a synthetic sample instead, twice on each side. The
 // device must win by gpuMargin.
 //
-// A class is the kernel's device function, its passes and the operands' layout: one
-// per method, measured once per process (a recipe's steps of one method measure
-// once).
+// A class is the kernel's device function and variant, its passes and the operands'
+// layout: one per method and options, measured once per process (a recipe's steps of
+// one method measure once).
 func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int) (*Calibration, error) {
 	if d.measured != nil {
 		return d.measured, nil
@@ -185,12 +185,13 @@ func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*T
 }
 
 // calibrationKey names t's kernel class: the code of k's device function (the same
-// for every tensor a method's kernel builds, whatever the closure holds; a method
-// with a device kernel has one such function), the number of its passes (DARE with
-// and without its L1 pass), whether the run writes, and the operands' dtypes.
+// for every tensor a method's kernel builds, whatever the closure holds), the
+// variant it runs (Kernel.GPUClass: one device function serves the task-vector
+// family), the number of its passes, whether the run writes, and the operands'
+// dtypes.
 func calibrationKey(t *TensorPlan, k *Kernel, withOutput bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%x passes=%d out=%v:%v in=", reflect.ValueOf(k.GPU).Pointer(), len(k.Passes), withOutput, t.OutDType)
+	fmt.Fprintf(&b, "%x %s passes=%d out=%v:%v in=", reflect.ValueOf(k.GPU).Pointer(), k.GPUClass, len(k.Passes), withOutput, t.OutDType)
 	for _, op := range t.In {
 		b.WriteString(op.DType.String() + ",")
 	}
@@ -213,10 +214,14 @@ func calibrate(ctx context.Context, dev *gpu.Device, t *TensorPlan, kernelFor fu
 		_, err := Execute(ctx, plan, sink, kernelFor, ExecOptions{Threads: threads})
 		return err
 	}
+	// The device's side reads the run's mapped pages too: a fault there (an input
+	// truncated under the run) is an error naming the tensor, as in runGPU.
 	onGPU := func(s *TensorPlan) error {
-		k := kernelFor(s)
-		_, err := k.GPU(ctx, dev, s, out)
-		return err
+		return guarded(s, func() error {
+			k := kernelFor(s)
+			_, err := k.GPU(ctx, dev, s, out)
+			return err
+		})()
 	}
 	timed := func(f func(*TensorPlan) error, s *TensorPlan, runs int) (float64, error) {
 		var b float64

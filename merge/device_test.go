@@ -370,6 +370,10 @@ func TestGPUCalibration(t *testing.T) {
 	if run("sfa") == ties || run("dare_linear-inverse") == dare {
 		t.Error("sfa or DARE without its L1 pass took another class's calibration")
 	}
+	// variants of the task-vector family with the same passes and operands
+	if run("dare_ties-inverse") == run("dare_linear-inverse") || run("breadcrumbs_ties-0.9") == run("breadcrumbs-0.9") {
+		t.Error("a task-vector variant took another's calibration")
+	}
 }
 
 // TestCalibrationSamples: the slices Calibrate times are views of the tensor's bytes,

@@ -58,6 +58,10 @@ type Kernel struct {
 	// included, with the same bits (see GPUFunc); Execute uses it for the tensors
 	// ExecOptions.Device's policy sends there.
 	GPU GPUFunc
+	// GPUClass tells apart the variants of a method family whose kernels share one
+	// device function (the task-vector methods: DARE, breadcrumbs, with and without
+	// TIES's sign), so that --device auto calibrates each variant for itself.
+	GPUClass string
 	// WholeInputs marks a kernel that reads its operands' Data beyond the chunk it is
 	// given (rows that straddle chunks): an input that decodes (a compressed
 	// checkpoint) is then decoded whole when the tensor starts, instead of a span of

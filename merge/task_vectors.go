@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -246,6 +247,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 	if o.consensus == ConsensusSign && o.normalize || o.rescale == "l1" && o.sparsify != SparsifyRandom || o.sparsify == SparsifyDella {
 		return k
 	}
+	k.GPUClass = fmt.Sprintf("%+v", o)
 	k.GPU = func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
 		in := gpuOperands(t.In)
 		var cuts [][]gpu.Cut
@@ -468,7 +470,7 @@ func boolBytes(b []bool) []byte {
 // chunk order) into each model's rescale factor ‖δ_i‖₁/‖δ̂_i‖₁. drawKeep, if set,
 // makes the chunk's masks from its position and length alone (DARE's draws), so that
 // the pass can take the sums of BF16 inputs from their words (Pass.Fused,
-// l1SumsBF16) without decoding them.
+// l1Lanes.addBF16) without decoding them.
 func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][]bool, drawKeep func(*maskScratch, int, Chunk) [][]bool,
 	scale []float32, lanes int) Pass {
 	p := Pass{
