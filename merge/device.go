@@ -75,14 +75,25 @@ type Device struct {
 	openSeconds float64 // what Open took, when the engine called it
 	mu          sync.Mutex
 	calibs      map[string]*calibration // by calibrationKey
+	// FixedCost is what PlaceMeasured takes opening and calibrating the device to
+	// cost, in seconds: a run whose tensors the CPU would merge in too little time
+	// for a device gpuMargin times faster to save that never opens it. 0:
+	// gpuFixedCost; negative: none, so every run with a tensor the device could
+	// take opens and calibrates it (tests on small fixtures).
+	FixedCost float64
+
 	// measured, if set, stands for every calibration (tests of the policy).
 	measured *Calibration
 }
 
-// calibration is one kernel class's measurement, or the error that stopped it.
+// calibration is one kernel class's measurement: the CPU's time for a sample of
+// elems elements, and once the device was timed too, the whole of it or the error
+// that stopped it.
 type calibration struct {
-	c   *Calibration
-	err error
+	cpu, cpuWall float64 // the sample's time; the CPU side's, warm-up included
+	elems        int64
+	c            *Calibration
+	err          error
 }
 
 // usable reports whether d may run tensors at all: open, or able to open.
@@ -112,6 +123,12 @@ type Calibration struct {
 	Threads    int     `json:"threads"`
 	// GPUWins: the device took less than 1/gpuMargin of the CPU's time.
 	GPUWins bool `json:"gpu_wins"`
+	// CPUProjectedSeconds is what the CPU would take over the run's tensors the
+	// device could take, at CPUSeconds' rate; DeviceSkipped says it was too little
+	// for the device to save more than opening and calibrating it costs
+	// (gpuFixedCost), so the device was neither opened nor timed.
+	CPUProjectedSeconds float64 `json:"cpu_projected_seconds"`
+	DeviceSkipped       bool    `json:"device_skipped,omitempty"`
 	// Seconds is what the whole calibration took (the warm-ups, the kernels
 	// built, both sides), GPUWarmupSeconds the device's first run (the driver's JIT
 	// of the module, the staging buffers).
@@ -159,7 +176,7 @@ const warmupElems = 2 * ChunkElems
 // A class is the kernel's device function and variant, its passes and the operands'
 // layout: one per method and options, measured once per process (a recipe's steps of
 // one method measure once).
-func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int) (*Calibration, error) {
+func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int, runElems int64) (*Calibration, error) {
 	if d.measured != nil {
 		return d.measured, nil
 	}
@@ -168,20 +185,68 @@ func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*T
 		return nil, fmt.Errorf("calibrating the GPU: tensor %q has no device kernel", t.Name)
 	}
 	key := calibrationKey(t, &k, withOutput)
+	threads = max(1, threads)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if c, ok := d.calibs[key]; ok {
-		return c.c, c.err
+	cal := d.calibs[key]
+	if cal == nil {
+		begin := time.Now()
+		cs, elems, err := calibrateCPU(ctx, t, kernelFor, withOutput, threads)
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // not kept: a cancelled run measured nothing
+		}
+		if err != nil {
+			return nil, err
+		}
+		cal = &calibration{cpu: cs, cpuWall: time.Since(begin).Seconds(), elems: elems}
+		if d.calibs == nil {
+			d.calibs = map[string]*calibration{}
+		}
+		d.calibs[key] = cal
 	}
-	c, err := calibrate(ctx, d.GPU, t, kernelFor, withOutput, max(1, threads))
-	if ctx.Err() != nil {
-		return nil, ctx.Err() // not kept: a cancelled run measured nothing
+	// What the CPU would take over the run's tensors the device could take, at the
+	// sample's rate: where even a device gpuMargin times faster would save less
+	// than opening and calibrating it costs, it is not opened.
+	projected := cal.cpu * float64(runElems) / float64(cal.elems)
+	if projected*(1-1/float64(gpuMargin)) < d.fixedCostSeconds() {
+		return &Calibration{Elements: cal.elems, CPUSeconds: cal.cpu, Threads: threads, CPUProjectedSeconds: projected, DeviceSkipped: true,
+			Seconds: cal.cpuWall}, nil
 	}
-	if d.calibs == nil {
-		d.calibs = map[string]*calibration{}
+	if cal.c == nil && cal.err == nil {
+		dev, err := d.device()
+		if err != nil {
+			return nil, err // not kept: the open's error is, by device
+		}
+		cal.c, cal.err = calibrateGPU(ctx, dev, t, kernelFor, withOutput, threads, cal.cpu)
+		if cal.c != nil {
+			cal.c.Seconds += cal.cpuWall
+		}
+		if ctx.Err() != nil {
+			cal.c, cal.err = nil, nil
+			return nil, ctx.Err()
+		}
 	}
-	d.calibs[key] = &calibration{c, err}
-	return c, err
+	if cal.err != nil {
+		return nil, cal.err
+	}
+	c := *cal.c
+	c.CPUProjectedSeconds = projected
+	return &c, nil
+}
+
+// gpuFixedCost is what opening a device and calibrating a kernel class cost on the
+// H200 of docs/gpu.md (run 7): the open 0.25–0.33 s, the calibration 0.12–0.56 s.
+const gpuFixedCost = 0.4
+
+// fixedCostSeconds is FixedCost, or gpuFixedCost for 0.
+func (d *Device) fixedCostSeconds() float64 {
+	switch {
+	case d.FixedCost < 0:
+		return 0
+	case d.FixedCost > 0:
+		return d.FixedCost
+	}
+	return gpuFixedCost
 }
 
 // calibrationKey names t's kernel class: the code of k's device function (the same
@@ -202,18 +267,80 @@ func calibrationKey(t *TensorPlan, k *Kernel, withOutput bool) string {
 	return b.String()
 }
 
-func calibrate(ctx context.Context, dev *gpu.Device, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int) (*Calibration, error) {
-	begin := time.Now()
-	var sink Sink
-	out := gpu.Output{DType: t.OutDType}
-	if withOutput {
-		sink, out.W = discardSink{}, discard{}
+// calibrationSamples are the samples Calibrate times (see there): a warm-up for
+// each side, the CPU's and the device's, and how many runs each takes.
+func calibrationSamples(t *TensorPlan) (warm, cpuSample, gpuSample *TensorPlan, runs int, err error) {
+	if warm, err = syntheticSample(t, warmupElems); err != nil {
+		return nil, nil, nil, 0, fmt.Errorf("calibrating the GPU: %w", err)
 	}
+	cpuSample, gpuSample, ok := tensorSlices(t, calibrationElems/2)
+	if ok {
+		return warm, cpuSample, gpuSample, 1, nil
+	}
+	s, err := syntheticSample(t, min(calibrationElems/2, t.NumElements()))
+	if err != nil {
+		return nil, nil, nil, 0, fmt.Errorf("calibrating the GPU: %w", err)
+	}
+	return warm, s, s, 2, nil
+}
+
+// bestOf is the least time of runs runs of f on s.
+func bestOf(f func(*TensorPlan) error, s *TensorPlan, runs int) (float64, error) {
+	var b float64
+	for i := range runs {
+		start := time.Now()
+		if err := f(s); err != nil {
+			return 0, err
+		}
+		if s := time.Since(start).Seconds(); i == 0 || s < b {
+			b = s
+		}
+	}
+	return b, nil
+}
+
+// calibrationOutput is where a calibration's merges go: nowhere.
+func calibrationOutput(t *TensorPlan, withOutput bool) (Sink, gpu.Output) {
+	out := gpu.Output{DType: t.OutDType}
+	if !withOutput {
+		return nil, out
+	}
+	out.W = discard{}
+	return discardSink{}, out
+}
+
+// calibrateCPU times the CPU engine on its sample, after its warm-up, and returns
+// the time and the sample's elements.
+func calibrateCPU(ctx context.Context, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int) (float64, int64, error) {
+	warm, sample, _, runs, err := calibrationSamples(t)
+	if err != nil {
+		return 0, 0, err
+	}
+	sink, _ := calibrationOutput(t, withOutput)
 	onCPU := func(s *TensorPlan) error {
 		plan := &Plan{Inputs: make([]Source, len(s.In)), Aux: make([]Source, len(s.Aux)), Tensors: []TensorPlan{*s}}
 		_, err := Execute(ctx, plan, sink, kernelFor, ExecOptions{Threads: threads})
 		return err
 	}
+	if _, err := bestOf(onCPU, warm, 1); err != nil {
+		return 0, 0, fmt.Errorf("calibrating on the CPU: %w", err)
+	}
+	cs, err := bestOf(onCPU, sample, runs)
+	if err != nil {
+		return 0, 0, fmt.Errorf("calibrating on the CPU: %w", err)
+	}
+	return cs, sample.NumElements(), nil
+}
+
+// calibrateGPU times the kernel's device function on its sample, after its warm-up,
+// and returns the whole calibration given the CPU's time cs.
+func calibrateGPU(ctx context.Context, dev *gpu.Device, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int, cs float64) (*Calibration, error) {
+	begin := time.Now()
+	warm, _, sample, runs, err := calibrationSamples(t)
+	if err != nil {
+		return nil, err
+	}
+	_, out := calibrationOutput(t, withOutput)
 	// The device's side reads the run's mapped pages too: a fault there (an input
 	// truncated under the run) is an error naming the tensor, as in runGPU.
 	onGPU := func(s *TensorPlan) error {
@@ -223,48 +350,15 @@ func calibrate(ctx context.Context, dev *gpu.Device, t *TensorPlan, kernelFor fu
 			return err
 		})()
 	}
-	timed := func(f func(*TensorPlan) error, s *TensorPlan, runs int) (float64, error) {
-		var b float64
-		for i := range runs {
-			start := time.Now()
-			if err := f(s); err != nil {
-				return 0, err
-			}
-			if s := time.Since(start).Seconds(); i == 0 || s < b {
-				b = s
-			}
-		}
-		return b, nil
-	}
-	warm, err := syntheticSample(t, warmupElems)
+	gw, err := bestOf(onGPU, warm, 1)
 	if err != nil {
 		return nil, fmt.Errorf("calibrating the GPU: %w", err)
 	}
-	cpuSample, gpuSample, ok := tensorSlices(t, calibrationElems/2)
-	runs := 1
-	if !ok {
-		s, err := syntheticSample(t, min(calibrationElems/2, t.NumElements()))
-		if err != nil {
-			return nil, fmt.Errorf("calibrating the GPU: %w", err)
-		}
-		cpuSample, gpuSample, runs = s, s, 2
-	}
-	if _, err := timed(onCPU, warm, 1); err != nil {
-		return nil, fmt.Errorf("calibrating on the CPU: %w", err)
-	}
-	cs, err := timed(onCPU, cpuSample, runs)
-	if err != nil {
-		return nil, fmt.Errorf("calibrating on the CPU: %w", err)
-	}
-	gw, err := timed(onGPU, warm, 1)
+	gs, err := bestOf(onGPU, sample, runs)
 	if err != nil {
 		return nil, fmt.Errorf("calibrating the GPU: %w", err)
 	}
-	gs, err := timed(onGPU, gpuSample, runs)
-	if err != nil {
-		return nil, fmt.Errorf("calibrating the GPU: %w", err)
-	}
-	return &Calibration{Elements: cpuSample.NumElements(), CPUSeconds: cs, GPUSeconds: gs, Threads: threads, GPUWins: gpuMargin*gs < cs,
+	return &Calibration{Elements: sample.NumElements(), CPUSeconds: cs, GPUSeconds: gs, Threads: threads, GPUWins: gpuMargin*gs < cs,
 		Seconds: time.Since(begin).Seconds(), GPUWarmupSeconds: gw}, nil
 }
 
@@ -429,6 +523,9 @@ func deviceReport(dev *Device, u *GPUUsage, method string, merged int) (string, 
 	}
 	if u.Unavailable != "" {
 		return "cpu", &GPUReport{MinElems: dev.MinElems, Methods: []string{}, Unavailable: u.Unavailable}
+	}
+	if dev.GPU == nil { // the calibration found too little work to open it for
+		return "cpu", &GPUReport{MinElems: dev.MinElems, Methods: []string{}, Calibration: u.Calibration}
 	}
 	info := dev.GPU.Info()
 	r := &GPUReport{

@@ -288,7 +288,7 @@ func TestGPULazyOpen(t *testing.T) {
 	}
 	// A device that opens but cannot run the calibration's sample (closed here;
 	// out of memory on a training GPU, say): measured placement falls back to the CPU.
-	broken := &Device{MinElems: 1, Open: func() (*gpu.Device, error) {
+	broken := &Device{MinElems: 1, FixedCost: -1, Open: func() (*gpu.Device, error) {
 		g := openFakeGPU(t)
 		return g, g.Close()
 	}}
@@ -328,7 +328,7 @@ func TestShardTotalsAddGPU(t *testing.T) {
 // its largest tensor, once per class and process; the run's report carries it, and
 // the placement follows it.
 func TestGPUCalibration(t *testing.T) {
-	dev := &Device{GPU: openFakeGPU(t), MinElems: 1}
+	dev := &Device{GPU: openFakeGPU(t), MinElems: 1, FixedCost: -1}
 	dir, path := gpuFixture(t)
 	runs := gpuRuns(path)
 	fx, _ := methodFixture(21, dtype.BF16, 3) // gpuFixture's tensors
@@ -341,7 +341,7 @@ func TestGPUCalibration(t *testing.T) {
 	if sliceElems == 0 {
 		t.Fatalf("the fixture's largest tensor (%d elements) has no two whole chunks", largest)
 	}
-	run := func(name string) *Calibration {
+	run := func(name string) Calibration {
 		t.Helper()
 		rep, err := runs[name](filepath.Join(dir, "out.safetensors"), ExecOptions{Threads: 2, Device: dev})
 		if err != nil {
@@ -354,8 +354,10 @@ func TestGPUCalibration(t *testing.T) {
 		if want := map[bool]string{true: "cuda", false: "cpu"}[c.GPUWins]; rep.Device != want {
 			t.Errorf("%s: device %q after calibration %+v", name, rep.Device, c)
 		}
-		return c
+		return *c
 	}
+	// A class measured again would differ in its times: equal calibrations are one
+	// measurement (Calibrate returns a copy, with the run's own projection).
 	ties := run("ties")
 	if again := run("ties"); again != ties {
 		t.Errorf("a second ties run measured again: %+v, then %+v", ties, again)
@@ -373,6 +375,31 @@ func TestGPUCalibration(t *testing.T) {
 	// variants of the task-vector family with the same passes and operands
 	if run("dare_ties-inverse") == run("dare_linear-inverse") || run("breadcrumbs_ties-0.9") == run("breadcrumbs-0.9") {
 		t.Error("a task-vector variant took another's calibration")
+	}
+}
+
+// TestGPUSkipped: under PlaceMeasured, a run whose tensors the CPU would merge in
+// less time than a device could save over opening and calibrating it (gpuFixedCost)
+// never opens it, and its report says so; with that cost taken away the same run
+// opens and times the device.
+func TestGPUSkipped(t *testing.T) {
+	dir, path := gpuFixture(t)
+	runs := gpuRuns(path)
+	opens := 0
+	open := func() (*gpu.Device, error) {
+		opens++
+		return openFakeGPU(t), nil
+	}
+	rep, err := runs["ties"](filepath.Join(dir, "skip.safetensors"), ExecOptions{Threads: 2, Device: &Device{MinElems: 1, Open: open}})
+	must(t, err)
+	c := rep.GPU.Calibration
+	if opens != 0 || rep.Device != "cpu" || c == nil || !c.DeviceSkipped || !(c.CPUSeconds > 0) || !(c.CPUProjectedSeconds > 0) || c.GPUSeconds != 0 {
+		t.Fatalf("a tiny merge: %d opens, device %q, calibration %+v", opens, rep.Device, c)
+	}
+	rep, err = runs["ties"](filepath.Join(dir, "skip.safetensors"), ExecOptions{Threads: 2, Device: &Device{MinElems: 1, Open: open, FixedCost: -1}})
+	must(t, err)
+	if c := rep.GPU.Calibration; opens != 1 || c == nil || c.DeviceSkipped || !(c.GPUSeconds > 0) {
+		t.Errorf("without the fixed cost: %d opens, calibration %+v", opens, c)
 	}
 }
 

@@ -164,7 +164,7 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 		return nil, err
 	}
 	var gpuBefore gpu.Stats
-	opened := usage != nil && usage.Unavailable == ""
+	opened := usage != nil && usage.Unavailable == "" && opts.Device.GPU != nil // not opened: a calibration skipped it
 	if opened {
 		gpuBefore = opts.Device.GPU.Stats()
 	}
@@ -523,33 +523,35 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, kernelFor fun
 		return onGPU, nil, nil // nothing to open the device for
 	}
 	usage = &GPUUsage{}
-	if _, err := dev.device(); err != nil {
-		usage.Unavailable = err.Error()
-		return onGPU, usage, nil
-	}
 	if len(candidates) > 0 && dev.Placement == PlaceMeasured {
 		// The largest candidate is timed for the run: every merged tensor has the
-		// method's kernel.
-		big := candidates[0]
+		// method's kernel. Calibrate opens the device only if the CPU's time for
+		// the candidates leaves the device something to save.
+		big, total := candidates[0], int64(0)
 		for _, ti := range candidates {
+			total += plan.Tensors[ti].NumElements()
 			if plan.Tensors[ti].NumElements() > plan.Tensors[big].NumElements() {
 				big = ti
 			}
 		}
-		c, err := dev.Calibrate(ctx, &plan.Tensors[big], kernelFor, withOutput, opts.threads())
+		c, err := dev.Calibrate(ctx, &plan.Tensors[big], kernelFor, withOutput, opts.threads(), total)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, err
 			}
-			// The device opened but could not run the sample (out of memory on a
-			// GPU that is training, say): measured placement means the CPU.
+			// A device that does not open, or opened but could not run the sample
+			// (out of memory on a GPU that is training, say): measured placement
+			// means the CPU.
 			usage.Unavailable = err.Error()
 			return onGPU, usage, nil
 		}
 		usage.Calibration = c
-		if !c.GPUWins {
+		if c.DeviceSkipped || !c.GPUWins {
 			return onGPU, usage, nil
 		}
+	} else if _, err := dev.device(); err != nil {
+		usage.Unavailable = err.Error()
+		return onGPU, usage, nil
 	}
 	for _, ti := range candidates {
 		t := &plan.Tensors[ti]

@@ -19,6 +19,9 @@ type deviceFlags struct {
 	// library is the driver library (hidden --gpu-library, default
 	// $GOMERGE_GPU_LIBRARY, else libcuda.so.1): tests point it at a fake driver.
 	library string
+	// fixedCost is merge.Device.FixedCost (hidden --gpu-fixed-cost): tests on small
+	// fixtures set it negative so that --device auto opens and calibrates.
+	fixedCost float64
 }
 
 func (f *deviceFlags) register(fl *pflag.FlagSet) {
@@ -27,6 +30,8 @@ func (f *deviceFlags) register(fl *pflag.FlagSet) {
 		"tensors of fewer elements stay on the CPU")
 	fl.StringVar(&f.library, "gpu-library", os.Getenv("GOMERGE_GPU_LIBRARY"), "CUDA driver library to load (default libcuda.so.1)")
 	_ = fl.MarkHidden("gpu-library") // errors only for an unknown flag
+	fl.Float64Var(&f.fixedCost, "gpu-fixed-cost", 0, "seconds --device auto takes opening and calibrating the GPU to cost (0: the default; negative: none)")
+	_ = fl.MarkHidden("gpu-fixed-cost")
 }
 
 // deviceSession is the device one command runs with.
@@ -51,7 +56,7 @@ func (f *deviceFlags) open() (*deviceSession, error) {
 	case "auto":
 		// Opened by the engine when a merge first has a tensor the device could
 		// take; a failure then leaves it on the CPU, and its report says why.
-		return &deviceSession{dev: &merge.Device{Open: open, MinElems: f.minElems, Placement: merge.PlaceMeasured}}, nil
+		return &deviceSession{dev: &merge.Device{Open: open, MinElems: f.minElems, Placement: merge.PlaceMeasured, FixedCost: f.fixedCost}}, nil
 	case "cuda":
 		g, err := open()
 		if err != nil {

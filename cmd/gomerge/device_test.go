@@ -116,7 +116,7 @@ func TestDeviceCUDA(t *testing.T) {
 		// and the report shows it; --device cuda does not measure.
 		for _, dev := range []string{"auto", "cuda"} {
 			code, stdout, stderr := gomerge(t, "ties", "--base", f.anchor, f.current, f.folder, "--out", filepath.Join(f.dir, "cal.safetensors"),
-				"--device", dev, "--gpu-library", lib, "--gpu-min-elems", "1", "--json")
+				"--device", dev, "--gpu-library", lib, "--gpu-min-elems", "1", "--gpu-fixed-cost", "-1", "--json")
 			if code != 0 {
 				t.Fatalf("--device %s: exit %d: %s", dev, code, stderr)
 			}
@@ -159,14 +159,24 @@ func TestDeviceUnavailable(t *testing.T) {
 	}
 
 	// --device auto tries the driver only when a tensor could go to the device:
-	// here with --gpu-min-elems 1, and then it says why none did.
-	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1")...)
+	// here with --gpu-min-elems 1, and --gpu-fixed-cost -1 so that so small a merge
+	// still looks for it; then it says why none did.
+	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1", "--gpu-fixed-cost", "-1")...)
 	if code != 0 {
 		t.Fatalf("--device auto without a driver: exit %d: %s", code, stderr)
 	}
 	r := parseDeviceReport(t, stdout)
 	if r.Device != "cpu" || r.GPU == nil || !strings.Contains(r.GPU.Unavailable, "no usable CUDA device") || r.GPU.Tensors != 0 {
 		t.Errorf("--device auto without a driver:\n%s", stdout)
+	}
+	// With the default fixed cost, a merge this small is the CPU's without looking:
+	// the report has the CPU's calibration, the device skipped.
+	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1")...)
+	if code != 0 {
+		t.Fatalf("--device auto, a small merge: exit %d: %s", code, stderr)
+	}
+	if r := parseDeviceReport(t, stdout); r.Device != "cpu" || r.GPU == nil || r.GPU.Unavailable != "" || !strings.Contains(string(r.GPU.Calibration), `"device_skipped": true`) {
+		t.Errorf("--device auto, a small merge:\n%s", stdout)
 	}
 	// Nothing the device could take (the fixture's tensors are under the default
 	// threshold; slerp has no device kernel): the driver is not looked for at all.
