@@ -173,6 +173,12 @@ const warmupElems = 2 * ChunkElems
 // two chunks, is timed on a synthetic sample instead, twice on each side. The
 // device must win by gpuMargin.
 //
+// The CPU's side runs first. runElems is the elements of the run's tensors the
+// device could take: where the CPU would merge them, at its sample's rate, in too
+// little time for a device gpuMargin times faster to save FixedCost, the device is
+// neither opened nor timed (Calibration.DeviceSkipped); otherwise Calibrate opens
+// it, and an error opening it is returned.
+//
 // A class is the kernel's device function and variant, its passes and the operands'
 // layout: one per method and options, measured once per process (a recipe's steps of
 // one method measure once).
