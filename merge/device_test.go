@@ -379,10 +379,13 @@ func TestGPUCalibration(t *testing.T) {
 }
 
 // TestGPUSkipped: under PlaceMeasured, a run whose tensors the CPU would merge in
-// less time than a device could save over opening and calibrating it (gpuFixedCost)
-// never opens it, and its report says so; with that cost taken away the same run
-// opens and times the device.
+// less time than a device could save over opening and calibrating it (FixedCost;
+// here a day, so that no machine's speed decides) never opens it, and its report
+// says so; with that cost taken away the same run opens and times the device.
 func TestGPUSkipped(t *testing.T) {
+	if got := (&Device{}).fixedCostSeconds(); got != gpuFixedCost {
+		t.Errorf("the default fixed cost: %v, want gpuFixedCost", got)
+	}
 	dir, path := gpuFixture(t)
 	runs := gpuRuns(path)
 	opens := 0
@@ -390,7 +393,7 @@ func TestGPUSkipped(t *testing.T) {
 		opens++
 		return openFakeGPU(t), nil
 	}
-	rep, err := runs["ties"](filepath.Join(dir, "skip.safetensors"), ExecOptions{Threads: 2, Device: &Device{MinElems: 1, Open: open}})
+	rep, err := runs["ties"](filepath.Join(dir, "skip.safetensors"), ExecOptions{Threads: 2, Device: &Device{MinElems: 1, Open: open, FixedCost: 86400}})
 	must(t, err)
 	c := rep.GPU.Calibration
 	if opens != 0 || rep.Device != "cpu" || c == nil || !c.DeviceSkipped || !(c.CPUSeconds > 0) || !(c.CPUProjectedSeconds > 0) || c.GPUSeconds != 0 {

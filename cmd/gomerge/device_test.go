@@ -169,9 +169,10 @@ func TestDeviceUnavailable(t *testing.T) {
 	if r.Device != "cpu" || r.GPU == nil || !strings.Contains(r.GPU.Unavailable, "no usable CUDA device") || r.GPU.Tensors != 0 {
 		t.Errorf("--device auto without a driver:\n%s", stdout)
 	}
-	// With the default fixed cost, a merge this small is the CPU's without looking:
-	// the report has the CPU's calibration, the device skipped.
-	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1")...)
+	// With a fixed cost no merge this small can pay for (a day, so that no
+	// machine's speed decides), it is the CPU's without looking: the report has
+	// the CPU's calibration, the device skipped.
+	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1", "--gpu-fixed-cost", "86400")...)
 	if code != 0 {
 		t.Fatalf("--device auto, a small merge: exit %d: %s", code, stderr)
 	}
