@@ -9,12 +9,19 @@ import (
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
+	"github.com/gomerge/gomerge/internal/testexec"
 )
 
 // TestCalibrationFault: the calibration reads the run's own mapped pages on both
 // sides; an input truncated under the run, so that the device's slice faults while it
 // is staged, is an error naming the tensor, not a crash.
 func TestCalibrationFault(t *testing.T) {
+	if os.Getenv(testexec.Env) != "" {
+		// qemu-user delivers the SIGBUS of a truncated mapping with address 0, which
+		// the guard must take for a nil dereference (as TestInputTruncatedWhileMapped
+		// says); the amd64 run tests this.
+		t.Skip("the fault address is lost under qemu-user: tested natively")
+	}
 	const n = 4 * ChunkElems
 	size := int(dtype.BF16.Bytes(n))
 	path := filepath.Join(t.TempDir(), "in")
