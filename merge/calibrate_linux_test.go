@@ -47,7 +47,8 @@ func TestCalibrationFault(t *testing.T) {
 		{DType: dtype.BF16, Data: data, File: path},
 	}}
 	dev := &Device{GPU: openFakeGPU(t), FixedCost: -1}
-	_, err = dev.Calibrate(context.Background(), tp, func(*TensorPlan) Kernel { return SFA{Beta: 0.5}.Kernel() }, true, 2, n)
+	k := SFA{Beta: 0.5}.Kernel()
+	_, err = dev.Calibrate(context.Background(), tp, &k, func(*TensorPlan) Kernel { return SFA{Beta: 0.5}.Kernel() }, true, 2, n)
 	if err == nil || !strings.Contains(err.Error(), `"w"`) {
 		t.Fatalf("calibrating on a truncated input: %v, want an error naming the tensor", err)
 	}

@@ -160,7 +160,8 @@ const calibrationElems = 1 << 24
 // do not pay for the driver's JIT, the staging buffers or the scratch's allocation.
 const warmupElems = 2 * ChunkElems
 
-// Calibrate measures the kernel class of tensor t (k = kernelFor(t)), on t itself:
+// Calibrate measures the kernel class of tensor t (k, the run's kernelFor(t), names
+// it; the samples get kernels of their own from kernelFor), on t itself:
 // kernelFor's kernel on two adjacent slices of t of up to calibrationElems/2 whole
 // chunks each, the first on the CPU engine (Execute on threads workers), the second
 // on the device (the kernel's device function: copies through the staging buffers,
@@ -182,15 +183,14 @@ const warmupElems = 2 * ChunkElems
 // A class is the kernel's device function and variant, its passes and the operands'
 // layout: one per method and options, measured once per process (a recipe's steps of
 // one method measure once).
-func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int, runElems int64) (*Calibration, error) {
+func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, k *Kernel, kernelFor func(*TensorPlan) Kernel, withOutput bool, threads int, runElems int64) (*Calibration, error) {
 	if d.measured != nil {
 		return d.measured, nil
 	}
-	k := kernelFor(t)
 	if k.Err != nil || k.GPU == nil {
 		return nil, fmt.Errorf("calibrating the GPU: tensor %q has no device kernel", t.Name)
 	}
-	key := calibrationKey(t, &k, withOutput)
+	key := calibrationKey(t, k, withOutput)
 	threads = max(1, threads)
 	d.mu.Lock()
 	defer d.mu.Unlock()

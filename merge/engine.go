@@ -534,7 +534,7 @@ func placeOnGPU(ctx context.Context, plan *Plan, kernels []Kernel, kernelFor fun
 				big = ti
 			}
 		}
-		c, err := dev.Calibrate(ctx, &plan.Tensors[big], kernelFor, withOutput, opts.threads(), total)
+		c, err := dev.Calibrate(ctx, &plan.Tensors[big], &kernels[big], kernelFor, withOutput, opts.threads(), total)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, err
