@@ -20,6 +20,10 @@
 # Protocol: warm cache (the inputs are read with cat before every timed run, and must
 # fit in memory together). Every round runs, for each method in turn, its floor and
 # then the method, so each ratio compares two runs seconds apart under the same load;
+# the floor runs twice, its inputs mapped (-read mmap) and read with pread (-read
+# pread), and the quicker counts: which way of reading is cheaper depends on the host
+# (on this project's VMs mapped pages trap to the hypervisor in some hours and not in
+# others), and gomerge picks between the two as well (--input-reads auto);
 # the rounds interleave all methods. Each run's CPU time (user + system, from
 # /usr/bin/time) is recorded too: under a heavy load the CPU ratio is the steadier
 # measure of the work a method adds. One untimed floor run comes first (the first big
@@ -129,14 +133,17 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		# shellcheck disable=SC2086 # the rows' fields are space-separated on purpose
 		{
 			cat $ins >/dev/null
-			read -r f _ fc < <(timed "$WORK/floor" $ins "$OUT/o")
+			read -r fm _ fmc < <(timed "$WORK/floor" -read mmap $ins "$OUT/o")
+			read -r fp _ fpc < <(timed "$WORK/floor" -read pread $ins "$OUT/o")
+			# The floor is the cheaper way to read, mapped or copied, in this round.
+			if (($(echo "$fp < $fm" | bc))); then f=$fp fc=$fpc; else f=$fm fc=$fmc; fi
 			cat $ins >/dev/null
 			read -r g rss gc < <(timed "${GM[@]}" $args --device cpu "${threads[@]}" --out "$OUT/o.safetensors")
 		}
 		bytes=0
 		for i in $ins; do bytes=$((bytes + $(stat -c %s "$i"))); done
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$(wc -w <<<"$ins")" "$bytes" "$f" "$g" "$rss" "$rep" "$fc" "$gc" >>"$RES"
-		log "round $rep: $name floor $f s ($fc s CPU), gomerge $g s ($gc s CPU)"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$(wc -w <<<"$ins")" "$bytes" "$f" "$g" "$rss" "$rep" "$fc" "$gc" "$fm" "$fp" >>"$RES"
+		log "round $rep: $name floor $f s ($fc s CPU; mapped $fm s, pread $fp s), gomerge $g s ($gc s CPU)"
 	done
 done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -8,7 +8,18 @@
 // rename its result into place.
 //
 //	go build -o floor ./bench/floor
-//	floor [-threads T] [-size BYTES] [-write pwrite|mmap] [-writeback=false] IN1 IN2 ... OUT
+//	floor [-threads T] [-size BYTES] [-read mmap|pread] [-write pwrite|mmap] [-writeback=false] IN1 IN2 ... OUT
+//
+// -read says how the inputs are read: through read-only shared mappings (mmap, the
+// default, as gomerge maps its inputs), or with pread into a block-sized buffer per
+// input per goroutine, reused (pread). Neither is the cheaper everywhere: on this
+// project's VMs the hypervisor traps the first touch of every 4 KiB page of a mapping
+// (time the guest counts as user time), so that a mapped pass over a 1 GB file in the
+// page cache cost 0.6 s of user time in the hours the page cache held it in small
+// pages, against 0.13 s of user and 0.1 s of system time for pread's copy
+// (2026-12-04, bench/README.md); where the page cache maps 2 MiB folios whole, or
+// with no hypervisor in the way, the mapping costs less than the copy. bench/methods.sh
+// runs both and takes the least, since a floor must be the cheapest way to do the I/O.
 //
 // -write says how the output is written. pwrite (the default) reserves the file's
 // space (fallocate, on Linux) and writes each block from a buffer, as gomerge writes
@@ -54,6 +65,7 @@ const block = 64 << 10
 func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "goroutines making the pass")
 	size := flag.Int64("size", -1, "output size in bytes (default: the first input's size)")
+	read := flag.String("read", "mmap", "how the inputs are read: mmap (through mappings) or pread (into reused buffers)")
 	write := flag.String("write", "pwrite", "how the output is written: pwrite (into reserved space, from a buffer) or mmap (through a mapping)")
 	writeback := flag.Bool("writeback", true, "with pwrite, ask the kernel every 100 ms to start writing the output (as gomerge does); false leaves it all to the final fsync")
 	flag.Usage = func() {
@@ -62,11 +74,11 @@ func main() {
 	}
 	flag.Parse()
 	args := flag.Args()
-	if len(args) < 2 || *threads < 1 || *write != "pwrite" && *write != "mmap" {
+	if len(args) < 2 || *threads < 1 || *write != "pwrite" && *write != "mmap" || *read != "mmap" && *read != "pread" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	sum, err := run(args[:len(args)-1], args[len(args)-1], *size, *threads, *write == "mmap", *writeback)
+	sum, err := run(args[:len(args)-1], args[len(args)-1], *size, *threads, *read == "pread", *write == "mmap", *writeback)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
@@ -77,21 +89,21 @@ func main() {
 	}
 }
 
-// run makes the pass from inputs into out (through a mapping when mapped, else with
-// pwrite into reserved space, the kernel asked to start writing it back as it goes
-// when writeback) and fsyncs it.
-func run(inputs []string, out string, size int64, threads int, mapped, writeback bool) (uint64, error) {
-	ins := make([][]byte, len(inputs))
+// run makes the pass from inputs (read with pread when preads, else through mappings)
+// into out (through a mapping when mapped, else with pwrite into reserved space, the
+// kernel asked to start writing it back as it goes when writeback) and fsyncs it.
+func run(inputs []string, out string, size int64, threads int, preads, mapped, writeback bool) (uint64, error) {
+	ins := make([]input, len(inputs))
 	for i, path := range inputs {
-		b, err := mapInput(path)
+		in, err := openInput(path, preads)
 		if err != nil {
 			return 0, err
 		}
-		defer unix.Munmap(b)
-		ins[i] = b
+		defer in.close()
+		ins[i] = in
 	}
 	if size < 0 {
-		size = int64(len(ins[0]))
+		size = ins[0].size
 	}
 	f, err := os.OpenFile(out, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -144,28 +156,67 @@ func run(inputs []string, out string, size int64, threads int, mapped, writeback
 	return sum, f.Close()
 }
 
-// mapInput maps a whole file read-only (an empty file maps to nil).
-func mapInput(path string) ([]byte, error) {
+// input is one input file: its whole mapping (mapped), or the open file read with
+// pread.
+type input struct {
+	path   string
+	size   int64
+	mapped []byte
+	f      *os.File
+}
+
+// openInput opens path, mapping it whole read-only unless preads (an empty file maps
+// to nil).
+func openInput(path string, preads bool) (input, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return input{}, err
 	}
-	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		f.Close()
+		return input{}, err
 	}
-	if st.Size() == 0 {
-		return nil, nil
+	in := input{path: path, size: st.Size()}
+	if preads {
+		in.f = f
+		return in, nil
 	}
-	if int64(int(st.Size())) != st.Size() {
-		return nil, fmt.Errorf("%s: %d bytes do not fit in this platform's address space", path, st.Size())
+	defer f.Close()
+	if in.size == 0 {
+		return in, nil
 	}
-	b, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("%s: mmap: %w", path, err)
+	if int64(int(in.size)) != in.size {
+		return input{}, fmt.Errorf("%s: %d bytes do not fit in this platform's address space", path, in.size)
 	}
-	return b, nil
+	if in.mapped, err = unix.Mmap(int(f.Fd()), 0, int(in.size), unix.PROT_READ, unix.MAP_SHARED); err != nil {
+		return input{}, fmt.Errorf("%s: mmap: %w", path, err)
+	}
+	return in, nil
+}
+
+func (in input) close() {
+	if in.f != nil {
+		in.f.Close()
+	}
+	if in.mapped != nil {
+		unix.Munmap(in.mapped)
+	}
+}
+
+// bytes returns the input's bytes [lo, hi) (hi at most its size): a view of the
+// mapping, or buf filled by pread. A failed read ends the program: the floor has no
+// use for a partial pass.
+func (in input) bytes(lo, hi int, buf []byte) []byte {
+	if in.f == nil {
+		return in.mapped[lo:hi]
+	}
+	b := buf[:hi-lo]
+	if _, err := in.f.ReadAt(b, int64(lo)); err != nil {
+		fmt.Fprintf(os.Stderr, "floor: %s: %v\n", in.path, err)
+		os.Exit(1)
+	}
+	return b
 }
 
 // pass makes output byte i the XOR of the inputs' bytes i (those long enough to have
@@ -174,11 +225,11 @@ func mapInput(path string) ([]byte, error) {
 // each goroutine's handed to write once filled. The whole span [0, the longest input or
 // the output) is cut into threads contiguous ranges of whole blocks, one goroutine
 // each.
-func pass(size int64, ins [][]byte, threads int, view func(lo, hi int) []byte, write func(b []byte, off int)) uint64 {
+func pass(size int64, ins []input, threads int, view func(lo, hi int) []byte, write func(b []byte, off int)) uint64 {
 	n := int(size)
 	span := n
 	for _, in := range ins {
-		span = max(span, len(in))
+		span = max(span, int(in.size))
 	}
 	blocks := (span + block - 1) / block
 	per := (blocks + threads - 1) / max(threads, 1)
@@ -196,6 +247,12 @@ func pass(size int64, ins [][]byte, threads int, view func(lo, hi int) []byte, w
 			if view == nil {
 				buf = make([]byte, block)
 			}
+			inBufs := make([][]byte, len(ins))
+			for i := range ins {
+				if ins[i].f != nil {
+					inBufs[i] = make([]byte, block)
+				}
+			}
 			for b := lo; b < hi; b += block {
 				e := min(b+block, hi)
 				var out []byte
@@ -206,7 +263,7 @@ func pass(size int64, ins [][]byte, threads int, view func(lo, hi int) []byte, w
 						out = buf[:w-b]
 					}
 				}
-				sums[t] ^= passBlock(out, ins, b, e)
+				sums[t] ^= passBlock(out, ins, inBufs, b, e)
 				if write != nil && len(out) > 0 {
 					write(out, b)
 				}
@@ -223,17 +280,24 @@ func pass(size int64, ins [][]byte, threads int, view func(lo, hi int) []byte, w
 
 // passBlock handles bytes [lo, hi): out (bytes [lo, lo+len(out)) of the output, empty
 // past its end) gets the XOR of the inputs, and the inputs' bytes past the output are
-// folded into the returned checksum.
-func passBlock(out []byte, ins [][]byte, lo, hi int) uint64 {
+// folded into the returned checksum. bufs holds a block-sized buffer for each input
+// read with pread.
+func passBlock(out []byte, ins []input, bufs [][]byte, lo, hi int) uint64 {
 	var sum uint64
+	srcs := make([][]byte, len(ins)) // each input's bytes [lo, min(hi, its size))
+	for i, in := range ins {
+		if e := min(hi, int(in.size)); lo < e {
+			srcs[i] = in.bytes(lo, e, bufs[i])
+		}
+	}
 	w := lo + len(out) // bytes [lo, w) are written
 	if lo < w {
 		first := true
-		for _, in := range ins {
-			if lo >= len(in) {
+		for _, in := range srcs {
+			if len(in) == 0 {
 				continue
 			}
-			src := in[lo:min(w, len(in))]
+			src := in[:min(w-lo, len(in))]
 			if first {
 				copy(out, src)
 				clear(out[len(src):])
@@ -246,9 +310,9 @@ func passBlock(out []byte, ins [][]byte, lo, hi int) uint64 {
 			clear(out)
 		}
 	}
-	for _, in := range ins {
-		if s, e := max(lo, w), min(hi, len(in)); s < e {
-			sum ^= fold(in[s:e], s)
+	for _, in := range srcs {
+		if s, e := max(lo, w), lo+len(in); s < e {
+			sum ^= fold(in[s-lo:e-lo], s)
 		}
 	}
 	return sum

@@ -13,8 +13,9 @@ import (
 
 // TestFloorPass checks the output and the tail checksum against a byte-by-byte loop,
 // for inputs of unequal sizes (not multiples of 8, spanning several blocks), at several
-// thread counts and output sizes, written with pwrite (with writeback started as it
-// goes, and without) and through a mapping.
+// thread counts and output sizes, the inputs mapped or read with pread, the output
+// written with pwrite (with writeback started as it goes, and without) and through a
+// mapping.
 func TestFloorPass(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -48,10 +49,12 @@ func TestFloorPass(t *testing.T) {
 				}
 			}
 		}
-		for _, way := range []struct{ mapped, writeback bool }{{false, true}, {false, false}, {true, false}} {
+		for _, way := range []struct{ preads, mapped, writeback bool }{
+			{false, false, true}, {false, false, false}, {false, true, false}, {true, false, true}, {true, true, false},
+		} {
 			for _, threads := range []int{1, 2, 3, 16} {
 				out := filepath.Join(dir, "out")
-				sum, err := run(paths, out, size, threads, way.mapped, way.writeback)
+				sum, err := run(paths, out, size, threads, way.preads, way.mapped, way.writeback)
 				if err != nil {
 					t.Fatalf("size %d, %+v, %d threads: %v", size, way, threads, err)
 				}
@@ -68,7 +71,7 @@ func TestFloorPass(t *testing.T) {
 			}
 		}
 	}
-	if _, err := run([]string{filepath.Join(dir, "missing")}, filepath.Join(dir, "o"), -1, 1, false, true); err == nil {
+	if _, err := run([]string{filepath.Join(dir, "missing")}, filepath.Join(dir, "o"), -1, 1, false, false, true); err == nil {
 		t.Error("a missing input was not an error")
 	}
 }
