@@ -82,6 +82,11 @@ var (
 	GGUF        Format = ggufFormat{}
 )
 
+// ErrInputChanged reports an input that shrank while being read: a mapped page past
+// its new end (which the merge engine's fault guard catches), or a range the header
+// promised that a read found missing.
+var ErrInputChanged = errors.New("input changed while being read (truncated or replaced by another program?)")
+
 // ErrUnsupported is wrapped by errors about what gomerge cannot write: a type a format
 // cannot hold, an output path of a format gomerge does not write.
 var ErrUnsupported = errors.New("not supported")

@@ -76,6 +76,56 @@ func Decodes(s Source) bool {
 	return ok && d.Decodes()
 }
 
+// Reads says how a consumer that goes through a model's tensors once (the merge
+// engine) reads a source that can be read either way: through its mapping, or in
+// ranges copied into buffers it reuses (a safetensors checkpoint, MappedDecoder).
+// Sources that must decode (compressed checkpoints) decode whatever it says.
+type Reads int
+
+const (
+	// ReadsAuto leaves it to the source (MappedDecoder's Decodes): copied on tmpfs,
+	// and wherever a probe of the file finds the mapping's first touch at least twice
+	// as dear as a copy (a virtual machine that traps every page, docs/reliability.md).
+	ReadsAuto Reads = iota
+	// ReadsMapped takes the bytes from the mapping.
+	ReadsMapped
+	// ReadsCopied reads ranges with pread.
+	ReadsCopied
+)
+
+// ParseReads reads a Reads from its name: auto, map or copy.
+func ParseReads(s string) (Reads, error) {
+	switch s {
+	case "auto":
+		return ReadsAuto, nil
+	case "map":
+		return ReadsMapped, nil
+	case "copy":
+		return ReadsCopied, nil
+	}
+	return ReadsAuto, fmt.Errorf("%q: want auto, map or copy", s)
+}
+
+// MappedDecoder is a RangeDecoder whose Data is a view of a mapping (a safetensors
+// checkpoint): a consumer may take the bytes from there or read ranges, and Decodes
+// says which the source prefers.
+type MappedDecoder interface {
+	RangeDecoder
+	// Mapped is true: Data returns a view of the file's mapping, without a copy.
+	Mapped() bool
+}
+
+// ReadsRanges reports whether a consumer that goes through s's tensors once should
+// read them in ranges (DecodeRange) rather than take Data whole, given the policy r
+// for a source that can do either (MappedDecoder); other sources decide alone
+// (Decodes).
+func ReadsRanges(s Source, r Reads) bool {
+	if m, ok := s.(MappedDecoder); ok && m.Mapped() && r != ReadsAuto {
+		return r == ReadsCopied
+	}
+	return Decodes(s)
+}
+
 var gmzMagic = []byte(gmz.Magic)
 
 // isGMZ reports whether path names a compressed checkpoint: a .gmz name, or a regular

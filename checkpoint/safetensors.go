@@ -1,7 +1,9 @@
 package checkpoint
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -118,15 +120,20 @@ func (s *safetensorsSource) Format() Format        { return Safetensors }
 func (s *safetensorsSource) Tensors() []TensorMeta { return s.metas }
 func (s *safetensorsSource) Close() error          { return s.c.Close() }
 
-// A safetensors checkpoint on tmpfs (the trainer's staged weights, docs/trainer.md)
-// is read rather than mapped by the merge engine: as a RangeDecoder whose Decodes is
+// A safetensors checkpoint on tmpfs (the trainer's staged weights, docs/trainer.md),
+// or on a machine where a probe finds the mapping's first touch dearer than a copy,
+// is read rather than mapped by the merge engine: as a MappedDecoder whose Decodes is
 // true there, it has the engine copy a span of each tensor at a time into buffers
-// the engine reuses, where faulting a tmpfs mapping in costs several times more
-// (mapfile.Mapped.PreferRead). Data still returns a view of the mapping, so the
-// other commands and the kernels that need whole tensors are unchanged.
+// the engine reuses (mapfile.Mapped.PreferRead). Data still returns a view of the
+// mapping, so the other commands and the kernels that need whole tensors are
+// unchanged, and the engine may be told to map or copy regardless (ReadsRanges).
 
-// Decodes is true when the checkpoint is better read than mapped (on tmpfs).
+// Decodes is true when the checkpoint is better read than mapped (on tmpfs, or where
+// the probe says so).
 func (s *safetensorsSource) Decodes() bool { return s.c.PreferRead() }
+
+// Mapped: Data is a view of the mapping (MappedDecoder).
+func (s *safetensorsSource) Mapped() bool { return true }
 
 // DecodeUnit: a file is read in any ranges.
 func (s *safetensorsSource) DecodeUnit(string) int64 { return 0 }
@@ -138,6 +145,12 @@ func (s *safetensorsSource) DecodeRange(name string, off int64, dst []byte) erro
 		return fmt.Errorf("%s: tensor %q: not found", s.c.Path, name)
 	}
 	if err := s.c.ReadRange(t, off, dst); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// The header, checked against the file's size when it was opened, put
+			// these bytes inside it: the file has been cut short since, as a mapped
+			// read would find by its fault.
+			return fmt.Errorf("%s: tensor %q: %w", s.c.FileOf(t), name, ErrInputChanged)
+		}
 		return fmt.Errorf("%s: %w", s.c.FileOf(t), err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/gpu"
 )
 
@@ -123,7 +124,8 @@ func finishDistance(s []float64, withBase bool, elems int64) Distance {
 
 // CompareOptions configure Compare.
 type CompareOptions struct {
-	AllowMissing bool // skip tensors that not every checkpoint holds
+	AllowMissing bool             // skip tensors that not every checkpoint holds
+	Reads        checkpoint.Reads // how mapped inputs are read (Job.Reads)
 	Exec         ExecOptions
 }
 
@@ -151,7 +153,7 @@ func CompareDevices(ctx context.Context, a, b, base Source, opts CompareOptions)
 	if base != nil {
 		inputs = append(inputs, base)
 	}
-	plan, err := BuildPlan(inputs, nil, PlanOptions{Ref: 0, AllowMissing: opts.AllowMissing, FloatOnly: true})
+	plan, err := BuildPlan(inputs, nil, PlanOptions{Ref: 0, AllowMissing: opts.AllowMissing, FloatOnly: true, Reads: opts.Reads})
 	if err != nil {
 		return nil, err
 	}

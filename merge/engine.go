@@ -2,7 +2,6 @@ package merge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -11,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
 )
@@ -135,9 +135,10 @@ type Result struct {
 	OnGPU []bool
 }
 
-// ErrInputChanged reports a memory-mapped input that shrank while being read (the
-// kernel would otherwise kill the process with SIGBUS).
-var ErrInputChanged = errors.New("input changed while being read (truncated or replaced by another program?)")
+// ErrInputChanged reports an input that shrank while being read: a memory-mapped one
+// (the kernel would otherwise kill the process with SIGBUS), or one read in ranges
+// (checkpoint.ErrInputChanged, the same error).
+var ErrInputChanged = checkpoint.ErrInputChanged
 
 type scratch struct {
 	in, aux [][]float32

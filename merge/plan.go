@@ -29,6 +29,9 @@ type PlanOptions struct {
 	// FloatOnly leaves non-float tensors out of the plan entirely (reductions such as
 	// distance, which have no output).
 	FloatOnly bool
+	// Reads is how operands of sources that can be read either way are read
+	// (checkpoint.ReadsRanges): the zero value lets each source decide.
+	Reads checkpoint.Reads
 	// Importance, if set, gives a tensor's importance weights for the K-quants that
 	// take them (dtype.EncodeImportance): one per element of a row, whose length is
 	// row; nil for none. An error (weights for another shape) stops the plan.
@@ -79,10 +82,10 @@ func (o *Operand) Len() int64 {
 }
 
 // operand is meta's tensor of s as an operand: its mapped bytes, or, for a source
-// that decodes, a deferred load.
-func operand(s Source, meta *TensorMeta) (Operand, error) {
+// that decodes or is read in ranges (reads), a deferred load.
+func operand(s Source, meta *TensorMeta, reads checkpoint.Reads) (Operand, error) {
 	op := Operand{DType: meta.DType, File: meta.File}
-	if checkpoint.Decodes(s) {
+	if checkpoint.ReadsRanges(s, reads) {
 		name := meta.Name
 		op.size = meta.DType.Bytes(meta.NumElements())
 		op.load = func() ([]byte, error) { return s.Data(name) }
@@ -296,7 +299,7 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 			}
 			tp.Importance = qw
 		}
-		copyOp, err := operand(inputs[from], ref)
+		copyOp, err := operand(inputs[from], ref, opts.Reads)
 		if err != nil {
 			return nil, err
 		}
@@ -329,7 +332,7 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		if len(missing) == 0 {
 			tp.Merge = true
 			for i := range inputs {
-				op, err := operand(inputs[i], metas[i])
+				op, err := operand(inputs[i], metas[i], opts.Reads)
 				if err != nil {
 					return nil, err
 				}
@@ -344,7 +347,7 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 					return nil, &MismatchError{Tensor: name, Files: []string{ref.File, m.File},
 						Msg: fmt.Sprintf("%s %v in %s does not match %s %v", m.DType, m.Shape, s.Path(), ref.DType, ref.Shape)}
 				}
-				op, err := operand(s, m)
+				op, err := operand(s, m, opts.Reads)
 				if err != nil {
 					return nil, err
 				}

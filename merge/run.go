@@ -48,6 +48,10 @@ type Job struct {
 	OutDType     dtype.DType
 	OutOptions   checkpoint.OutOptions // GGUF's type mixes, per-tensor types, metadata overrides
 	AllowMissing bool
+	// Reads is how the engine reads inputs that are mapped (checkpoint.Reads): the
+	// zero value copies them where that is cheaper (tmpfs, or a machine whose
+	// mappings trap on every page), else takes their mapping.
+	Reads checkpoint.Reads
 	// ShardSize splits a folder output; 0 keeps the reference's own shard layout when
 	// it is a folder, else DefaultShardSize.
 	ShardSize int64
@@ -234,7 +238,7 @@ func openPlan(job Job, format checkpoint.Format) (*Plan, error) {
 		if err != nil {
 			return nil, badParameter(err)
 		}
-		opts := PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing}
+		opts := PlanOptions{Ref: job.Ref, OutType: outType, AllowMissing: job.AllowMissing, Reads: job.Reads}
 		if job.OutOptions.Imatrix != nil {
 			opts.Importance = job.OutOptions.Imatrix.For
 		}

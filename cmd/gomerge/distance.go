@@ -17,6 +17,7 @@ type distanceOptions struct {
 	allowMissing bool
 	threads      int
 	deviceFlags
+	readsFlags
 }
 
 // distanceReport is distance's --json output.
@@ -64,6 +65,7 @@ Undefined values (a zero norm) are null in JSON.`,
 	f.BoolVar(&o.allowMissing, "allow-missing", false, "skip tensors that not every checkpoint holds instead of failing")
 	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	o.deviceFlags.register(f)
+	o.readsFlags.register(f)
 	return cmd
 }
 
@@ -91,13 +93,17 @@ func runDistance(ctx context.Context, ios *IOStreams, o *distanceOptions) error 
 	if o.base != "" {
 		base = sources[2]
 	}
+	reads, err := o.reads()
+	if err != nil {
+		return err
+	}
 	dev, err := o.deviceFlags.open()
 	if err != nil {
 		return err
 	}
 	defer dev.close(ios)
 	c, err := merge.CompareDevices(ctx, sources[0], sources[1], base, merge.CompareOptions{
-		AllowMissing: o.allowMissing, Exec: merge.ExecOptions{Threads: o.threads, Device: dev.dev},
+		AllowMissing: o.allowMissing, Reads: reads, Exec: merge.ExecOptions{Threads: o.threads, Device: dev.dev},
 	})
 	if err != nil {
 		return err

@@ -128,10 +128,11 @@ func TestTwoProcessesSameOutput(t *testing.T) {
 
 // TestInputTruncatedWhileMapped truncates the current checkpoint while gomerge has it
 // mapped, paused after its first chunk with the rest still to read. Reading a page
-// past the new end raises SIGBUS; gomerge must turn that into exit status 3 naming the
-// problem, write nothing, and leave no temporary file. It runs on the CPU and on the
-// (fake) GPU, whose staging copies read the mapped input on the engine's GPU
-// goroutine.
+// past the new end raises SIGBUS, and reading the range with pread (--input-reads
+// copy) comes back short; gomerge must turn either into exit status 3 naming the
+// problem, write nothing, and leave no temporary file. It runs on the CPU, both ways,
+// and on the (fake) GPU, whose staging copies read the mapped input on the engine's
+// GPU goroutine.
 func TestInputTruncatedWhileMapped(t *testing.T) {
 	if os.Getenv(testexec.Env) != "" {
 		// qemu-user delivers the SIGBUS of a truncated mapping with address 0, which Go's
@@ -140,11 +141,11 @@ func TestInputTruncatedWhileMapped(t *testing.T) {
 		t.Skip("the fault address is lost under qemu-user: tested natively")
 	}
 	bin := buildGomerge(t)
-	for _, device := range []string{"cpu", "cuda"} {
-		t.Run(device, func(t *testing.T) {
-			args := []string{"--device", "cpu"}
-			if device == "cuda" {
-				args = []string{"--device", "cuda", "--gpu-library", gputest.Library(t), "--gpu-min-elems", "1"}
+	for _, c := range []struct{ device, reads string }{{"cpu", "map"}, {"cpu", "copy"}, {"cuda", "map"}} {
+		t.Run(c.device+"-"+c.reads, func(t *testing.T) {
+			args := []string{"--device", "cpu", "--input-reads", c.reads}
+			if c.device == "cuda" {
+				args = []string{"--device", "cuda", "--gpu-library", gputest.Library(t), "--gpu-min-elems", "1", "--input-reads", c.reads}
 			}
 			truncateWhileMapped(t, bin, args)
 		})

@@ -15,6 +15,7 @@ type runOptions struct {
 	threads                      int
 	dryRun, json                 bool
 	deviceFlags
+	readsFlags
 	resolve func(string) (string, error) // Hugging Face ids
 	shardFlags
 }
@@ -48,7 +49,11 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 			if o.threads < 0 {
 				return usagef("--threads %d: must be positive", o.threads)
 			}
-			job := merge.Job{Exec: merge.ExecOptions{Threads: o.threads}, Version: versionString()}
+			reads, err := o.reads()
+			if err != nil {
+				return err
+			}
+			job := merge.Job{Exec: merge.ExecOptions{Threads: o.threads}, Reads: reads, Version: versionString()}
 			if o.shardSize != "" {
 				n, err := parseSize(o.shardSize)
 				if err != nil || n <= 0 {
@@ -79,6 +84,7 @@ A mistake in the recipe exits 3 (bad input) and names the file and line.`,
 	f.IntVar(&o.threads, "threads", 0, "worker goroutines (default: GOMAXPROCS)")
 	f.BoolVar(&o.json, "json", false, "print the plan or the steps' reports as JSON on stdout")
 	o.deviceFlags.register(f)
+	o.readsFlags.register(f)
 	o.shardFlags.register(f)
 	return cmd
 }

@@ -26,6 +26,7 @@ type outputFlags struct {
 	allowMissing bool
 	dryRun       bool
 	deviceFlags
+	readsFlags
 	ggufFlags
 	shardFlags
 }
@@ -39,6 +40,7 @@ func (f *outputFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.json, "json", false, "print a JSON report on stdout")
 	fl.BoolVar(&f.allowMissing, "allow-missing", false, "copy tensors that some inputs lack from the reference instead of failing")
 	f.deviceFlags.register(fl)
+	f.readsFlags.register(fl)
 	f.ggufFlags.register(fl)
 	f.shardFlags.register(fl)
 }
@@ -72,6 +74,11 @@ func (f *outputFlags) job(ios *IOStreams) (merge.Job, error) {
 	if f.threads < 0 {
 		return job, usagef("--threads %d: must be positive", f.threads)
 	}
+	reads, err := f.reads()
+	if err != nil {
+		return job, err
+	}
+	job.Reads = reads
 	job.Out = f.out
 	job.AllowMissing = f.allowMissing
 	job.DryRun = f.dryRun

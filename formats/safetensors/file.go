@@ -89,7 +89,6 @@ type File struct {
 	size       int64
 	r          io.ReaderAt
 	mapped     []byte // the whole file, when memory-mapped
-	preferRead bool   // see PreferRead
 	closer     *mapfile.Mapped
 }
 
@@ -97,7 +96,7 @@ type File struct {
 func Open(path string) (*File, error) {
 	f, m, err := mapfile.Open(path, NewFile, &FormatError{Off: -1, Msg: "not a regular file"})
 	if err == nil {
-		f.mapped, f.preferRead, f.closer = m.Data, m.PreferRead, m
+		f.mapped, f.closer = m.Data, m
 	}
 	return f, err
 }
@@ -318,8 +317,10 @@ func (f *File) Mapped() bool { return f.mapped != nil || f.size == 0 }
 
 // PreferRead reports whether a reader that goes through the tensors once should copy
 // them with Section's ReadAt rather than take Bytes from the mapping: the file is on
-// tmpfs, whose mappings fault in small pages (mapfile.Mapped.PreferRead).
-func (f *File) PreferRead() bool { return f.preferRead }
+// tmpfs, whose mappings fault in small pages, or a probe of this machine found the
+// mapping's first touch dearer than a copy (mapfile.Mapped.PreferRead). The probe
+// runs on the first call.
+func (f *File) PreferRead() bool { return f.closer.PreferRead() }
 
 // Bytes returns the tensor's bytes. For a mapped file the slice aliases the mapping and
 // must not be written or used after Close; otherwise the bytes are read into a new slice.

@@ -112,6 +112,17 @@ func (s *viewSource) Decodes() bool {
 	return false
 }
 
+// Mapped forwards checkpoint.MappedDecoder: a view whose sources are all mapped can
+// be read either way, as they can.
+func (s *viewSource) Mapped() bool {
+	for _, src := range s.srcs {
+		if m, ok := src.(checkpoint.MappedDecoder); !ok || !m.Mapped() {
+			return false
+		}
+	}
+	return true
+}
+
 // DecodeUnit and DecodeRange forward checkpoint.RangeDecoder, so that a view over a
 // compressed checkpoint streams too; a tensor whose source cannot decode a range is
 // decoded whole and the range copied.

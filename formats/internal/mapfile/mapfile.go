@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // errNotRegular reports a path that is not a regular file (a FIFO, a device, a folder)
@@ -42,16 +43,31 @@ func openRegular(path string) (*os.File, int64, error) {
 // NewFile did: Close is a no-op on a nil or already closed Mapped.
 type Mapped struct {
 	Data []byte // the whole file, read-only; nil for an empty file and after Close
-	// PreferRead is set when the file is on a RAM file system (tmpfs, Linux): its
-	// pages are mapped 4 KiB at a time, where a disk file system's page cache maps
-	// large folios whole, so a reader that goes through the file once spends less
-	// copying it with ReadAt into buffers it reuses than faulting the mapping in. On
-	// a virtual machine that shadows the guest's page tables every small page also
-	// traps to the host when first touched, which made tmpfs mappings several times
-	// dearer (docs/trainer.md, "Staging in RAM", has the measurements). Data is
-	// mapped either way.
-	PreferRead bool
-	fd         *os.File
+	fd   *os.File
+
+	preferOnce sync.Once
+	preferRead bool // see PreferRead
+}
+
+// PreferRead reports whether a reader that goes through the file once should copy
+// its bytes with ReadAt into buffers it reuses rather than take them from Data (which
+// is mapped either way). It is true on a RAM file system (tmpfs, Linux), whose pages
+// are mapped 4 KiB at a time where a disk file system's page cache maps large folios
+// whole, and wherever copyBeatsMapping (probe.go) times the mapping's first touch at
+// over twice the copy: on a virtual machine that shadows the guest's page tables,
+// every small page of a mapping traps to the host when first touched, which made
+// mappings several times dearer than copies (docs/trainer.md, "Staging in RAM", and
+// probe.go have the measurements). The probe runs on the first call, once.
+func (m *Mapped) PreferRead() bool {
+	if m == nil {
+		return false
+	}
+	m.preferOnce.Do(func() {
+		if m.fd != nil {
+			m.preferRead = onRAMFilesystem(m.fd) || copyBeatsMapping(m.fd, m.Data)
+		}
+	})
+	return m.preferRead
 }
 
 // Close unmaps the file and closes it. Bytes taken from Data must not be used after.
@@ -111,7 +127,7 @@ func Open[F any](path string, newFile func(r io.ReaderAt, size int64) (F, error)
 		fd.Close()
 		return zero, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return f, &Mapped{Data: data, PreferRead: onRAMFilesystem(fd), fd: fd}, nil
+	return f, &Mapped{Data: data, fd: fd}, nil
 }
 
 // mapWhole maps the size bytes of f, refusing a file larger than the address space (on

@@ -103,10 +103,10 @@ func TestPreferRead(t *testing.T) {
 		}
 		typ := mountType(t, path)
 		want := typ == "tmpfs" || typ == "ramfs"
-		if m.PreferRead != want || m.Data == nil {
-			t.Errorf("%s (on %s): PreferRead %v, mapped %v; want %v, mapped", path, typ, m.PreferRead, m.Data != nil, want)
+		if m.PreferRead() != want || m.Data == nil {
+			t.Errorf("%s (on %s): PreferRead %v, mapped %v; want %v, mapped", path, typ, m.PreferRead(), m.Data != nil, want)
 		}
-		seen[m.PreferRead] = true
+		seen[m.PreferRead()] = true
 		if err := m.Close(); err != nil {
 			t.Fatal(err)
 		}

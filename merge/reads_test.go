@@ -1,0 +1,95 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomerge/gomerge/checkpoint"
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// TestPlanInputReads: Reads decides how a safetensors input's operands are read:
+// mapped (Data, no load) or copied in ranges (a deferred load with a range reader),
+// and a compressed input decodes whatever it says.
+func TestPlanInputReads(t *testing.T) {
+	dir := t.TempDir()
+	plain, gz := writeCompressedInputs(t, dir, 1<<20)
+	for _, c := range []struct {
+		path   string
+		reads  checkpoint.Reads
+		copied bool
+	}{
+		{plain("m0"), checkpoint.ReadsMapped, false},
+		{plain("m0"), checkpoint.ReadsCopied, true},
+		{gz("m2"), checkpoint.ReadsMapped, true},
+		{gz("m2"), checkpoint.ReadsCopied, true},
+	} {
+		s, err := Open(c.path)
+		must(t, err)
+		plan, err := BuildPlan([]Source{s}, nil, PlanOptions{Reads: c.reads})
+		must(t, err)
+		for _, tp := range plan.Tensors {
+			op := tp.Copy
+			if tp.Merge {
+				op = tp.In[0]
+			}
+			if copied := op.load != nil && op.read != nil && op.Data == nil; copied != c.copied {
+				t.Errorf("%s, Reads %d: tensor %q read in ranges %v, want %v", filepath.Base(c.path), c.reads, tp.Name, copied, c.copied)
+			}
+		}
+		must(t, s.Close())
+	}
+}
+
+// TestEveryMethodInputReads: every method, and sfa with a Fisher, writes the same
+// bytes whether the engine takes its safetensors inputs from their mappings or
+// copies them a span at a time (--input-reads map and copy), and so whatever the
+// probe that picks between them decides on a given machine.
+func TestEveryMethodInputReads(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	plain, _ := writeCompressedInputs(t, dir, 1<<20)
+	type runFunc func(reads checkpoint.Reads, out string) error
+	runs := map[string]runFunc{
+		"sfa": func(reads checkpoint.Reads, out string) error {
+			_, err := RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m0"), SFA: SFA{Beta: 0.3},
+				Job: Job{Out: out, Reads: reads, Exec: ExecOptions{Threads: 2}}})
+			return err
+		},
+		"sfa-fisher": func(reads checkpoint.Reads, out string) error {
+			_, err := RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m1"), Fisher: plain("fisher"), SFA: SFA{Eta: 30},
+				Job: Job{Out: out, OutDType: dtype.F32, Reads: reads, Exec: ExecOptions{Threads: 3}}})
+			return err
+		},
+	}
+	for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
+		name := method
+		runs[name] = func(reads checkpoint.Reads, out string) error {
+			j := methodTestJob(name, plain, out, 2)
+			j.Job.Reads = reads
+			_, err := RunMethod(ctx, j)
+			return err
+		}
+	}
+	for name, run := range runs {
+		mapped, copied := filepath.Join(dir, name+".map.safetensors"), filepath.Join(dir, name+".copy.safetensors")
+		if err := run(checkpoint.ReadsMapped, mapped); err != nil {
+			t.Fatalf("%s, inputs mapped: %v", name, err)
+		}
+		if err := run(checkpoint.ReadsCopied, copied); err != nil {
+			t.Fatalf("%s, inputs copied: %v", name, err)
+		}
+		a, err := os.ReadFile(mapped)
+		must(t, err)
+		b, err := os.ReadFile(copied)
+		must(t, err)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: the merge of inputs copied in spans differs from the merge of the same inputs mapped (%s)", name, tensorsDiffer(t, copied, mapped))
+		}
+		os.Remove(mapped)
+		os.Remove(copied)
+	}
+}
