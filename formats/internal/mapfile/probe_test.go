@@ -22,16 +22,16 @@ func (r *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	return copy(p, r.b[off:]), nil
 }
 
-// TestPrefersCopy: copying wins only when the mapping's sample costs over
-// copyMargin times the copy's.
+// TestPrefersCopy: copying wins only when the mapping's samples cost over
+// copyMargin times the copies'.
 func TestPrefersCopy(t *testing.T) {
 	for _, c := range []struct {
 		mapped, copied time.Duration
 		want           bool
 	}{
 		{600 * time.Microsecond, 40 * time.Microsecond, true}, // a trapping VM
-		{81 * time.Microsecond, 40 * time.Microsecond, true},
-		{80 * time.Microsecond, 40 * time.Microsecond, false}, // exactly the margin: map
+		{51 * time.Microsecond, 40 * time.Microsecond, true},
+		{50 * time.Microsecond, 40 * time.Microsecond, false}, // exactly the margin: map
 		{10 * time.Microsecond, 40 * time.Microsecond, false}, // fault-around or huge folios
 		{0, 0, false},
 	} {
