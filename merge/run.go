@@ -98,6 +98,10 @@ type Report struct {
 	BytesRead     int64          `json:"bytes_read"`
 	BytesWritten  int64          `json:"bytes_written"`
 	Seconds       float64        `json:"seconds"`
+	// InputReads says how each entry of Inputs was read: "map" (from its memory
+	// mapping), "copy" (spans copied with pread: Job.Reads, or the default's choice)
+	// or "decode" (a compressed checkpoint).
+	InputReads []string `json:"input_reads,omitempty"`
 	// Device is where the merged tensors ran: "cpu", "cuda" (all of them) or
 	// "cuda+cpu"; GPU, the device and what it did, when one was opened or looked for.
 	Device        string     `json:"device"`
@@ -192,6 +196,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 			return nil, &OutputError{Path: dest.Path, Err: err}
 		}
 	}
+	reads := inputReads(plan, job.Reads) // while the sources are open
 	// Every input byte is read: unmap the inputs before the commit, so that it never
 	// replaces files this process still maps (Windows refuses to rename over them).
 	closeAll(sources)
@@ -207,7 +212,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		OutputFiles: o.Paths, InPlace: job.InPlace,
 		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
 		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
-		Threads: job.Exec.threads(), TypeChanges: layout.TypeChanges,
+		Threads: job.Exec.threads(), TypeChanges: layout.TypeChanges, InputReads: reads,
 	}
 	rep.Device, rep.GPU = deviceReport(job.Exec.Device, res.GPU, job.Method, merged)
 	if job.Finish != nil {
@@ -250,6 +255,25 @@ func openPlan(job Job, format checkpoint.Format) (*Plan, error) {
 		return nil, err
 	}
 	return plan, nil
+}
+
+// inputReads is Report.InputReads for the plan's inputs and auxiliary sources, in
+// the report's order, as the plan's operands were made (operand): the sources keep
+// their own choice once made.
+func inputReads(plan *Plan, reads checkpoint.Reads) []string {
+	var out []string
+	for _, s := range append(append([]Source(nil), plan.Inputs...), plan.Aux...) {
+		m, ok := s.(checkpoint.MappedDecoder)
+		switch {
+		case !checkpoint.ReadsRanges(s, reads):
+			out = append(out, "map")
+		case ok && m.Mapped():
+			out = append(out, "copy")
+		default:
+			out = append(out, "decode")
+		}
+	}
+	return out
 }
 
 // outPath is where the output goes: Out, or the reference input in place.

@@ -211,6 +211,7 @@ func runShard(ctx context.Context, job Job) (rep *Report, err error) {
 			return nil, err
 		}
 	}
+	rep.InputReads = inputReads(plan, job.Reads)
 	closeAll(sources)
 	closeAll(aux)
 	sources, aux = nil, nil
