@@ -83,9 +83,11 @@ func Decodes(s Source) bool {
 type Reads int
 
 const (
-	// ReadsAuto leaves it to the source (MappedDecoder's Decodes): copied on tmpfs,
-	// and wherever a probe of the file finds the mapping's first touch at least twice
-	// as dear as a copy (a virtual machine that traps every page, docs/reliability.md).
+	// ReadsAuto leaves it to the sources (MappedDecoder's Decodes: copied on tmpfs,
+	// and wherever a probe of the file finds the mapping's first touch more than 1.25
+	// times as dear as a copy, as on a virtual machine that traps every page,
+	// docs/reliability.md); the merge engine copies every mapped input of a run once
+	// one of them prefers it (merge's resolveReads).
 	ReadsAuto Reads = iota
 	// ReadsMapped takes the bytes from the mapping.
 	ReadsMapped

@@ -197,6 +197,32 @@ type Plan struct {
 	Inputs  []Source
 	Aux     []Source
 	Tensors []TensorPlan
+	// Reads is how the mapped inputs are read: PlanOptions.Reads, ReadsAuto resolved
+	// to one choice for all of them (resolveReads).
+	Reads checkpoint.Reads
+}
+
+// resolveReads is the plan's Reads: r, unless it is ReadsAuto, which copies every
+// mapped source when one of them would rather be copied (on tmpfs, or its probe
+// found the mapping's first touch dearer: docs/reliability.md#how-inputs-are-read),
+// and maps them all otherwise. One choice for all because the probe's finding is the
+// machine's (a hypervisor that traps every page), while the sizes of the folios it
+// met, which set the margin it found, vary from file to file and from one run to the
+// next: on the 1 GB bench fixtures a merge with two inputs mapped and two copied ran
+// slower than with all four copied (bench/README.md, "Inputs copied where the
+// mapping traps").
+func resolveReads(r checkpoint.Reads, sources ...[]Source) checkpoint.Reads {
+	if r != checkpoint.ReadsAuto {
+		return r
+	}
+	for _, ss := range sources {
+		for _, s := range ss {
+			if m, ok := s.(checkpoint.MappedDecoder); ok && m.Mapped() && m.Decodes() {
+				return checkpoint.ReadsCopied
+			}
+		}
+	}
+	return checkpoint.ReadsMapped
 }
 
 // Counts returns how many tensors are merged and how many copied.
@@ -247,7 +273,8 @@ func BuildPlan(inputs, aux []Source, opts PlanOptions) (*Plan, error) {
 		auxLookup[i] = checkpoint.TensorIndex(s)
 	}
 
-	p := &Plan{Inputs: inputs, Aux: aux}
+	p := &Plan{Inputs: inputs, Aux: aux, Reads: resolveReads(opts.Reads, inputs, aux)}
+	opts.Reads = p.Reads
 	for _, name := range order {
 		metas := make([]*TensorMeta, len(inputs))
 		var present, missing []string

@@ -93,3 +93,41 @@ func TestEveryMethodInputReads(t *testing.T) {
 		os.Remove(copied)
 	}
 }
+
+// mappedSource is a checkpoint.MappedDecoder whose preference is set.
+type mappedSource struct {
+	checkpoint.RangeDecoder
+	prefersCopy bool
+}
+
+func (s mappedSource) Decodes() bool { return s.prefersCopy }
+func (s mappedSource) Mapped() bool  { return true }
+
+// decodingSource is a Decoder that is not mapped (a compressed checkpoint).
+type decodingSource struct{ checkpoint.RangeDecoder }
+
+func (decodingSource) Decodes() bool { return true }
+
+// TestResolveReads: ReadsAuto copies every mapped input once one of them would
+// rather be copied, and maps them all otherwise; a source that decodes anyway does
+// not count; an explicit policy stands.
+func TestResolveReads(t *testing.T) {
+	mapped, copies, decodes := mappedSource{}, mappedSource{prefersCopy: true}, decodingSource{}
+	for _, c := range []struct {
+		r         checkpoint.Reads
+		in, aux   []Source
+		want      checkpoint.Reads
+		situation string
+	}{
+		{checkpoint.ReadsAuto, []Source{mapped, mapped}, nil, checkpoint.ReadsMapped, "none prefers copying"},
+		{checkpoint.ReadsAuto, []Source{mapped, copies}, nil, checkpoint.ReadsCopied, "one input prefers copying"},
+		{checkpoint.ReadsAuto, []Source{mapped}, []Source{copies}, checkpoint.ReadsCopied, "an auxiliary source prefers copying"},
+		{checkpoint.ReadsAuto, []Source{mapped, decodes}, nil, checkpoint.ReadsMapped, "a compressed input decodes"},
+		{checkpoint.ReadsMapped, []Source{copies}, nil, checkpoint.ReadsMapped, "told to map"},
+		{checkpoint.ReadsCopied, []Source{mapped}, nil, checkpoint.ReadsCopied, "told to copy"},
+	} {
+		if got := resolveReads(c.r, c.in, c.aux); got != c.want {
+			t.Errorf("%s: resolveReads(%d) = %d, want %d", c.situation, c.r, got, c.want)
+		}
+	}
+}

@@ -196,7 +196,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 			return nil, &OutputError{Path: dest.Path, Err: err}
 		}
 	}
-	reads := inputReads(plan, job.Reads) // while the sources are open
+	reads := inputReads(plan) // while the sources are open
 	// Every input byte is read: unmap the inputs before the commit, so that it never
 	// replaces files this process still maps (Windows refuses to rename over them).
 	closeAll(sources)
@@ -258,14 +258,13 @@ func openPlan(job Job, format checkpoint.Format) (*Plan, error) {
 }
 
 // inputReads is Report.InputReads for the plan's inputs and auxiliary sources, in
-// the report's order, as the plan's operands were made (operand): the sources keep
-// their own choice once made.
-func inputReads(plan *Plan, reads checkpoint.Reads) []string {
+// the report's order, as the plan's operands were made (operand, with plan.Reads).
+func inputReads(plan *Plan) []string {
 	var out []string
 	for _, s := range append(append([]Source(nil), plan.Inputs...), plan.Aux...) {
 		m, ok := s.(checkpoint.MappedDecoder)
 		switch {
-		case !checkpoint.ReadsRanges(s, reads):
+		case !checkpoint.ReadsRanges(s, plan.Reads):
 			out = append(out, "map")
 		case ok && m.Mapped():
 			out = append(out, "copy")

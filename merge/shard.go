@@ -211,7 +211,7 @@ func runShard(ctx context.Context, job Job) (rep *Report, err error) {
 			return nil, err
 		}
 	}
-	rep.InputReads = inputReads(plan, job.Reads)
+	rep.InputReads = inputReads(plan)
 	closeAll(sources)
 	closeAll(aux)
 	sources, aux = nil, nil
@@ -317,7 +317,7 @@ func tensorInputBytes(t *TensorPlan) int64 {
 // its size and checksum.
 func (w *worker) writeShard(ctx context.Context, k int) (WrittenFile, *shardDone, error) {
 	f := w.layout.Files[k]
-	sub := &Plan{Inputs: w.plan.Inputs, Aux: w.plan.Aux}
+	sub := &Plan{Inputs: w.plan.Inputs, Aux: w.plan.Aux, Reads: w.plan.Reads}
 	l := atomicout.Layout{Files: []atomicout.File{f}}
 	for i, r := range w.layout.Regions {
 		if r.File == k {
