@@ -22,7 +22,8 @@ import (
 
 // Decoder is implemented by sources whose Data decodes into new memory rather than
 // returning a view of a mapping, and by those better read in ranges than through
-// their mapping (a safetensors file on tmpfs, safetensors.go). Consumers that plan a
+// their mapping (a safetensors file on tmpfs, or where the mapping traps: safetensors.go,
+// MappedDecoder). Consumers that plan a
 // whole model before reading it (the merge engine) call Data only when they need the
 // bytes, and let them go after.
 type Decoder interface {

@@ -170,8 +170,9 @@ const warmupElems = 2 * ChunkElems
 // (run 4 of docs/gpu.md timed one, 16 Mi elements of ordinary weights): the two
 // gave about the same ratios on the H200, but the slices cost nothing to make, read
 // the run's own mapped pages as the run does, and rank the run's own magnitudes. A
-// tensor whose operands are not mapped whole (a compressed input), or of fewer than
-// two chunks, is timed on a synthetic sample instead, twice on each side. The
+// tensor whose operands are not mapped whole (a compressed input, or inputs the run
+// copies in spans: Job.Reads), or of fewer than two chunks, is timed on a synthetic
+// sample instead, twice on each side. The
 // device must win by gpuMargin.
 //
 // The CPU's side runs first. runElems is the elements of the run's tensors the

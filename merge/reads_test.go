@@ -52,35 +52,48 @@ func TestEveryMethodInputReads(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	plain, _ := writeCompressedInputs(t, dir, 1<<20)
-	type runFunc func(reads checkpoint.Reads, out string) error
+	type runFunc func(reads checkpoint.Reads, out string) (*Report, error)
 	runs := map[string]runFunc{
-		"sfa": func(reads checkpoint.Reads, out string) error {
-			_, err := RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m0"), SFA: SFA{Beta: 0.3},
+		"sfa": func(reads checkpoint.Reads, out string) (*Report, error) {
+			return RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m0"), SFA: SFA{Beta: 0.3},
 				Job: Job{Out: out, Reads: reads, Exec: ExecOptions{Threads: 2}}})
-			return err
 		},
-		"sfa-fisher": func(reads checkpoint.Reads, out string) error {
-			_, err := RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m1"), Fisher: plain("fisher"), SFA: SFA{Eta: 30},
+		"sfa-fisher": func(reads checkpoint.Reads, out string) (*Report, error) {
+			return RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m1"), Fisher: plain("fisher"), SFA: SFA{Eta: 30},
 				Job: Job{Out: out, OutDType: dtype.F32, Reads: reads, Exec: ExecOptions{Threads: 3}}})
-			return err
 		},
 	}
 	for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
 		name := method
-		runs[name] = func(reads checkpoint.Reads, out string) error {
+		runs[name] = func(reads checkpoint.Reads, out string) (*Report, error) {
 			j := methodTestJob(name, plain, out, 2)
 			j.Job.Reads = reads
-			_, err := RunMethod(ctx, j)
-			return err
+			return RunMethod(ctx, j)
 		}
+	}
+	// The report says how the inputs were read: the policy reached the plan.
+	readAs := func(rep *Report, want string) bool {
+		for _, r := range rep.InputReads {
+			if r != want {
+				return false
+			}
+		}
+		return len(rep.InputReads) == len(rep.Inputs)
 	}
 	for name, run := range runs {
 		mapped, copied := filepath.Join(dir, name+".map.safetensors"), filepath.Join(dir, name+".copy.safetensors")
-		if err := run(checkpoint.ReadsMapped, mapped); err != nil {
+		rep, err := run(checkpoint.ReadsMapped, mapped)
+		if err != nil {
 			t.Fatalf("%s, inputs mapped: %v", name, err)
 		}
-		if err := run(checkpoint.ReadsCopied, copied); err != nil {
+		if !readAs(rep, "map") {
+			t.Errorf("%s, inputs mapped: the report's input_reads %q", name, rep.InputReads)
+		}
+		if rep, err = run(checkpoint.ReadsCopied, copied); err != nil {
 			t.Fatalf("%s, inputs copied: %v", name, err)
+		}
+		if !readAs(rep, "copy") {
+			t.Errorf("%s, inputs copied: the report's input_reads %q", name, rep.InputReads)
 		}
 		a, err := os.ReadFile(mapped)
 		must(t, err)

@@ -73,6 +73,10 @@ func runDistance(ctx context.Context, ios *IOStreams, o *distanceOptions) error 
 	if o.threads < 0 {
 		return usagef("--threads %d: must be positive", o.threads)
 	}
+	reads, err := o.reads()
+	if err != nil {
+		return err
+	}
 	var sources []merge.Source
 	defer func() {
 		for _, s := range sources {
@@ -92,10 +96,6 @@ func runDistance(ctx context.Context, ios *IOStreams, o *distanceOptions) error 
 	var base merge.Source
 	if o.base != "" {
 		base = sources[2]
-	}
-	reads, err := o.reads()
-	if err != nil {
-		return err
 	}
 	dev, err := o.deviceFlags.open()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -186,6 +187,11 @@ func truncateWhileMapped(t *testing.T, bin string, deviceArgs []string) {
 		if code != exitBadInput || !strings.Contains(c.stderr(), "input changed while being read") {
 			t.Fatalf("attempt %d (truncated after %d of %d input bytes): exit %d, want %d saying the input changed: %s",
 				attempt, done, total, code, exitBadInput, c.stderr())
+		}
+		// The two paths say it in their own words: the fault guard names the tensor
+		// and its files, a short read the file and then the tensor.
+		if copied := slices.Contains(deviceArgs, "copy"); copied != strings.Contains(c.stderr(), "victim.safetensors: tensor ") {
+			t.Errorf("attempt %d: inputs copied %v, but the error is %s's: %s", attempt, copied, map[bool]string{true: "the mapping", false: "a copy"}[copied], c.stderr())
 		}
 		if _, err := os.Stat(out); !os.IsNotExist(err) {
 			t.Errorf("attempt %d: output exists after the input was truncated", attempt)

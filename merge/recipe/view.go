@@ -16,6 +16,7 @@ type view struct {
 	name  string // what the report and provenance call it
 	metas []merge.TensorMeta
 	from  map[string]viewSrc // output name → where its data is
+	paths []string           // the checkpoints it takes tensors from, once each
 }
 
 type viewSrc struct{ path, name string }
@@ -36,6 +37,9 @@ func newView(p position, slices []nslice, k, npos int, origins map[string]*origi
 		}
 		v.metas = append(v.metas, meta)
 		v.from[out] = viewSrc{path: info.path, name: in}
+		if len(v.paths) == 0 || v.paths[len(v.paths)-1] != info.path {
+			v.addPath(info.path)
+		}
 		o := origins[out]
 		if o == nil {
 			o = &origin{slice: slice, t: t, in: make([]string, npos)}
@@ -71,6 +75,16 @@ func newView(p position, slices []nslice, k, npos int, origins map[string]*origi
 	return v
 }
 
+// addPath adds path to the view's checkpoints if it is not among them.
+func (v *view) addPath(path string) {
+	for _, p := range v.paths {
+		if p == path {
+			return
+		}
+	}
+	v.paths = append(v.paths, path)
+}
+
 // viewSource is a view over open checkpoints, as the engine reads it.
 type viewSource struct {
 	v    *view
@@ -104,19 +118,20 @@ func (s *viewSource) Data(name string) ([]byte, error) {
 // Decodes forwards checkpoint.Decoder: a view over a compressed checkpoint decodes
 // too, and the engine loads its tensors only when it runs them.
 func (s *viewSource) Decodes() bool {
-	for _, src := range s.srcs {
-		if checkpoint.Decodes(src) {
+	for _, p := range s.v.paths {
+		if checkpoint.Decodes(s.srcs[p]) {
 			return true
 		}
 	}
 	return false
 }
 
-// Mapped forwards checkpoint.MappedDecoder: a view whose sources are all mapped can
-// be read either way, as they can.
+// Mapped forwards checkpoint.MappedDecoder: a view whose checkpoints are all mapped
+// can be read either way, as they can. Only the checkpoints it takes tensors from
+// count: a step may open a compressed one for another of its inputs.
 func (s *viewSource) Mapped() bool {
-	for _, src := range s.srcs {
-		if m, ok := src.(checkpoint.MappedDecoder); !ok || !m.Mapped() {
+	for _, p := range s.v.paths {
+		if m, ok := s.srcs[p].(checkpoint.MappedDecoder); !ok || !m.Mapped() {
 			return false
 		}
 	}

@@ -54,7 +54,7 @@ type Mapped struct {
 // is mapped either way). It is true on a RAM file system (tmpfs, Linux), whose pages
 // are mapped 4 KiB at a time where a disk file system's page cache maps large folios
 // whole, and wherever copyBeatsMapping (probe.go) times the mapping's first touch at
-// over twice the copy: on a virtual machine that shadows the guest's page tables,
+// over 1.25 times the copy: on a virtual machine that shadows the guest's page tables,
 // every small page of a mapping traps to the host when first touched, which made
 // mappings several times dearer than copies (docs/trainer.md, "Staging in RAM", and
 // probe.go have the measurements). The probe runs on the first call, once.

@@ -36,7 +36,9 @@ const (
 	// resolution and of pread's 20–40 µs for the same bytes.
 	probeWindow = 256 << 10
 	// probeAlign aligns the windows, so that each starts a 2 MiB folio of its own and
-	// a part of the file the page cache maps a PMD at a time is timed as such.
+	// a part of the file the page cache maps a PMD at a time is timed as such (where
+	// the mapping's address is 2 MiB-aligned too, as the kernel places large file
+	// mappings when it can).
 	probeAlign = 2 << 20
 	// probeWindows is the number of windows, one in each of as many equal parts of
 	// the file: half are touched through the mapping and half copied, and each side
@@ -60,11 +62,17 @@ const (
 )
 
 // copyBeatsMapping reports whether reading the file's bytes through r into a reused
-// buffer is at least copyMargin times cheaper than touching them through data, its
+// buffer is more than copyMargin times cheaper than touching them through data, its
 // mapping, on this machine now (see above). It reads 3 MiB of the file and touches
 // 1 MiB of the mapping. Files under minProbedSize, and a probe whose reads fail, keep
 // the mapping.
 func copyBeatsMapping(r io.ReaderAt, data []byte) bool {
+	if runtime.GOOS != "linux" {
+		// The trapping guests are Linux's (PVM). Elsewhere the mapping is kept, and
+		// the probe could not be trusted anyway on Windows, whose monotonic clock
+		// advances by the timer tick, coarser than a window.
+		return false
+	}
 	mapped, copied, ok := probeCosts(r, data)
 	return ok && prefersCopy(mapped, copied)
 }
@@ -76,15 +84,15 @@ func prefersCopy(mapped, copied time.Duration) bool {
 }
 
 // probeCosts times the windows: the time to sum the mapped ones the first time they
-// are touched, and to copy the others into a warm buffer and sum them. ok is false
-// when the file is too small to probe or a read fails.
+// are touched, and to copy the others into a warm buffer and sum them, each side
+// without its slowest window (a preemption or an interrupt in one window decides
+// nothing). ok is false when the file is too small to probe or a read fails.
 func probeCosts(r io.ReaderAt, data []byte) (mapped, copied time.Duration, ok bool) {
 	n := int64(len(data))
 	if n < minProbedSize {
 		return 0, 0, false
 	}
-	part := n / probeWindows
-	offset := func(w int64) int64 { return (w*part + part/2) &^ (probeAlign - 1) }
+	offset := func(w int64) int64 { return probeOffset(n, w) }
 	buf := make([]byte, probeWindow)
 	// Reading every window first brings them into the page cache, so that neither
 	// side waits on a disk, and brings the buffer's fresh pages in, whose first touch
@@ -95,22 +103,33 @@ func probeCosts(r io.ReaderAt, data []byte) (mapped, copied time.Duration, ok bo
 		}
 	}
 	var sink uint64
+	var slowestMapped, slowestCopied time.Duration
 	for w := range int64(probeWindows) {
 		off := offset(w)
 		start := time.Now()
 		if w%2 == 0 {
 			sink ^= sumWords(data[off : off+probeWindow])
-			mapped += time.Since(start)
+			d := time.Since(start)
+			mapped, slowestMapped = mapped+d, max(slowestMapped, d)
 			continue
 		}
 		if _, err := r.ReadAt(buf, off); err != nil {
 			return 0, 0, false
 		}
 		sink ^= sumWords(buf)
-		copied += time.Since(start)
+		d := time.Since(start)
+		copied, slowestCopied = copied+d, max(slowestCopied, d)
 	}
 	runtime.KeepAlive(sink) // the sums are used, so the timed loads cannot be dropped
-	return mapped, copied, true
+	return mapped - slowestMapped, copied - slowestCopied, true
+}
+
+// probeOffset is where window w of a file of n bytes (at least minProbedSize)
+// starts: in the middle of the w-th of probeWindows equal parts, rounded down to
+// probeAlign, so that every window lies in its own part of the file.
+func probeOffset(n, w int64) int64 {
+	part := n / probeWindows
+	return (w*part + part/2) &^ (probeAlign - 1)
 }
 
 // sumWords adds b's 8-byte words (len(b) a multiple of 8, b 8-byte aligned: a window

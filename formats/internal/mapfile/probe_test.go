@@ -74,6 +74,21 @@ func TestProbeCosts(t *testing.T) {
 	}
 }
 
+// TestProbeOffsets: for files from the smallest probed size up, every window is
+// aligned, inside the file, and apart from the others.
+func TestProbeOffsets(t *testing.T) {
+	for _, n := range []int64{minProbedSize, minProbedSize + 1, minProbedSize + probeAlign - 1, 3*minProbedSize + 12345, 1<<40 + 7} {
+		prev := int64(-probeWindow)
+		for w := range int64(probeWindows) {
+			off := probeOffset(n, w)
+			if off%probeAlign != 0 || off < prev+probeWindow || off+probeWindow > n {
+				t.Errorf("size %d: window %d at %d (the previous at %d): want aligned to %d, after the previous window, and inside the file", n, w, off, prev, probeAlign)
+			}
+			prev = off
+		}
+	}
+}
+
 // TestPreferReadProbesOnce: on a file large enough to probe, Mapped.PreferRead
 // answers, the same each time, and leaves the mapping whole.
 func TestPreferReadProbesOnce(t *testing.T) {
