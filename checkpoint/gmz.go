@@ -85,10 +85,10 @@ type Reads int
 
 const (
 	// ReadsAuto leaves it to the sources (MappedDecoder's Decodes: copied on tmpfs,
-	// and wherever a probe of the file finds the mapping's first touch more than 1.25
-	// times as dear as a copy, as on a virtual machine that traps every page,
+	// and wherever a probe of the file finds the mapping's first touch more than twice
+	// as dear as a copy, as on a virtual machine that traps every page,
 	// docs/reliability.md); the merge engine copies every mapped input of a run once
-	// one of them prefers it (merge's resolveReads).
+	// one of them finds its mapping traps (MappingTraps; merge's resolveReads).
 	ReadsAuto Reads = iota
 	// ReadsMapped takes the bytes from the mapping.
 	ReadsMapped
@@ -116,6 +116,10 @@ type MappedDecoder interface {
 	RangeDecoder
 	// Mapped is true: Data returns a view of the file's mapping, without a copy.
 	Mapped() bool
+	// MappingTraps reports whether Decodes prefers copies because a probe found the
+	// mapping's first touch dearer than a copy on this machine (rather than because
+	// the file is on tmpfs).
+	MappingTraps() bool
 }
 
 // ReadsRanges reports whether a consumer that goes through s's tensors once should

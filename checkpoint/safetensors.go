@@ -135,6 +135,10 @@ func (s *safetensorsSource) Decodes() bool { return s.c.PreferRead() }
 // Mapped: Data is a view of the mapping (MappedDecoder).
 func (s *safetensorsSource) Mapped() bool { return true }
 
+// MappingTraps: the probe found this machine's mappings dearer than copies
+// (MappedDecoder).
+func (s *safetensorsSource) MappingTraps() bool { return s.c.MappingTraps() }
+
 // DecodeUnit: a file is read in any ranges.
 func (s *safetensorsSource) DecodeUnit(string) int64 { return 0 }
 

@@ -198,31 +198,32 @@ type Plan struct {
 	Aux     []Source
 	Tensors []TensorPlan
 	// Reads is how the mapped inputs are read: PlanOptions.Reads, ReadsAuto resolved
-	// to one choice for all of them (resolveReads).
+	// by resolveReads.
 	Reads checkpoint.Reads
 }
 
-// resolveReads is the plan's Reads: r, unless it is ReadsAuto, which copies every
-// mapped source when one of them would rather be copied (on tmpfs, or its probe
-// found the mapping's first touch dearer: docs/reliability.md#how-inputs-are-read),
-// and maps them all otherwise. One choice for all because the probe's finding is the
-// machine's (a hypervisor that traps every page), while the sizes of the folios it
-// met, which set the margin it found, vary from file to file and from one run to the
-// next: on the 1 GB bench fixtures a merge with two inputs mapped and two copied ran
-// slower than with all four copied (bench/README.md, "Inputs copied where the
-// mapping traps").
+// resolveReads is the plan's Reads: r, unless it is ReadsAuto and some mapped source
+// found its mapping traps (the probe: docs/reliability.md#how-inputs-are-read), which
+// copies every mapped source; otherwise each source decides for itself (ReadsAuto:
+// a file on tmpfs is copied, the others mapped). One choice for all because the
+// probe's finding is the machine's (a hypervisor trapping every small page), while
+// the folio sizes it met vary from file to file and from one run to the next: on the
+// 1 GB bench fixtures a merge with two inputs mapped and two copied ran slower than
+// with all four copied (bench/README.md, "Inputs copied where the mapping traps").
+// A file on tmpfs does not count: that is the file's doing, and the staged trainer
+// round trip (docs/trainer.md) keeps its anchor mapped where mapping it is cheap.
 func resolveReads(r checkpoint.Reads, sources ...[]Source) checkpoint.Reads {
 	if r != checkpoint.ReadsAuto {
 		return r
 	}
 	for _, ss := range sources {
 		for _, s := range ss {
-			if m, ok := s.(checkpoint.MappedDecoder); ok && m.Mapped() && m.Decodes() {
+			if m, ok := s.(checkpoint.MappedDecoder); ok && m.Mapped() && m.MappingTraps() {
 				return checkpoint.ReadsCopied
 			}
 		}
 	}
-	return checkpoint.ReadsMapped
+	return checkpoint.ReadsAuto
 }
 
 // Counts returns how many tensors are merged and how many copied.

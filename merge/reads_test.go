@@ -107,40 +107,48 @@ func TestEveryMethodInputReads(t *testing.T) {
 	}
 }
 
-// mappedSource is a checkpoint.MappedDecoder whose preference is set.
+// mappedSource is a checkpoint.MappedDecoder whose preference is set: copied because
+// it is on tmpfs (onTmpfs) or because its probe found the mapping traps (traps).
 type mappedSource struct {
 	checkpoint.RangeDecoder
-	prefersCopy bool
+	onTmpfs, traps bool
 }
 
-func (s mappedSource) Decodes() bool { return s.prefersCopy }
-func (s mappedSource) Mapped() bool  { return true }
+func (s mappedSource) Decodes() bool      { return s.onTmpfs || s.traps }
+func (s mappedSource) Mapped() bool       { return true }
+func (s mappedSource) MappingTraps() bool { return s.traps }
 
 // decodingSource is a Decoder that is not mapped (a compressed checkpoint).
 type decodingSource struct{ checkpoint.RangeDecoder }
 
 func (decodingSource) Decodes() bool { return true }
 
-// TestResolveReads: ReadsAuto copies every mapped input once one of them would
-// rather be copied, and maps them all otherwise; a source that decodes anyway does
-// not count; an explicit policy stands.
+// TestResolveReads: ReadsAuto copies every mapped input once one of them found its
+// mapping traps, and otherwise leaves each to itself (a file on tmpfs copied, the
+// rest mapped); a source that decodes anyway does not count; an explicit policy
+// stands.
 func TestResolveReads(t *testing.T) {
-	mapped, copies, decodes := mappedSource{}, mappedSource{prefersCopy: true}, decodingSource{}
+	mapped, tmpfs, traps, decodes := mappedSource{}, mappedSource{onTmpfs: true}, mappedSource{traps: true}, decodingSource{}
 	for _, c := range []struct {
 		r         checkpoint.Reads
 		in, aux   []Source
 		want      checkpoint.Reads
 		situation string
 	}{
-		{checkpoint.ReadsAuto, []Source{mapped, mapped}, nil, checkpoint.ReadsMapped, "none prefers copying"},
-		{checkpoint.ReadsAuto, []Source{mapped, copies}, nil, checkpoint.ReadsCopied, "one input prefers copying"},
-		{checkpoint.ReadsAuto, []Source{mapped}, []Source{copies}, checkpoint.ReadsCopied, "an auxiliary source prefers copying"},
-		{checkpoint.ReadsAuto, []Source{mapped, decodes}, nil, checkpoint.ReadsMapped, "a compressed input decodes"},
-		{checkpoint.ReadsMapped, []Source{copies}, nil, checkpoint.ReadsMapped, "told to map"},
+		{checkpoint.ReadsAuto, []Source{mapped, mapped}, nil, checkpoint.ReadsAuto, "no mapping traps"},
+		{checkpoint.ReadsAuto, []Source{mapped, tmpfs}, nil, checkpoint.ReadsAuto, "one input on tmpfs"},
+		{checkpoint.ReadsAuto, []Source{mapped, traps}, nil, checkpoint.ReadsCopied, "one input's mapping traps"},
+		{checkpoint.ReadsAuto, []Source{mapped}, []Source{traps}, checkpoint.ReadsCopied, "an auxiliary source's mapping traps"},
+		{checkpoint.ReadsAuto, []Source{mapped, decodes}, nil, checkpoint.ReadsAuto, "a compressed input decodes"},
+		{checkpoint.ReadsMapped, []Source{traps}, nil, checkpoint.ReadsMapped, "told to map"},
 		{checkpoint.ReadsCopied, []Source{mapped}, nil, checkpoint.ReadsCopied, "told to copy"},
 	} {
 		if got := resolveReads(c.r, c.in, c.aux); got != c.want {
 			t.Errorf("%s: resolveReads(%d) = %d, want %d", c.situation, c.r, got, c.want)
 		}
+	}
+	// Under the resolved ReadsAuto each source follows its own preference.
+	if checkpoint.ReadsRanges(mapped, checkpoint.ReadsAuto) || !checkpoint.ReadsRanges(tmpfs, checkpoint.ReadsAuto) {
+		t.Error("under ReadsAuto a mapped file is not mapped, or a file on tmpfs not copied")
 	}
 }

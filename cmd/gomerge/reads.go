@@ -13,7 +13,7 @@ type readsFlags struct {
 }
 
 func (f *readsFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&f.inputReads, "input-reads", "auto", "how safetensors inputs are read: map (through their memory mapping), copy (pread into reused buffers), or auto (copy all when one is on tmpfs, or timing a few of its pages finds the mapping's first touch over 1.25 times a copy's cost, as on VMs that trap every page; else map)")
+	fl.StringVar(&f.inputReads, "input-reads", "auto", "how safetensors inputs are read: map (through their memory mapping), copy (pread into reused buffers), or auto (copy files on tmpfs, and all of them when timing a few pages of one finds the mapping's first touch over twice a copy's cost, as on VMs that trap every page; else map)")
 }
 
 // reads is the flag's policy; a name it does not know is a usage error.

@@ -226,6 +226,17 @@ func (c *Checkpoint) PreferRead() bool {
 	return false
 }
 
+// MappingTraps reports whether some shard's probe found the mapping's first touch
+// dearer than a copy (File.MappingTraps).
+func (c *Checkpoint) MappingTraps() bool {
+	for _, s := range c.Shards {
+		if s.File.MappingTraps() {
+			return true
+		}
+	}
+	return false
+}
+
 // ReadRange reads bytes [off, off+len(dst)) of t into dst with ReadAt, not through
 // the mapping.
 func (c *Checkpoint) ReadRange(t Tensor, off int64, dst []byte) error {

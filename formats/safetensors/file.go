@@ -322,6 +322,11 @@ func (f *File) Mapped() bool { return f.mapped != nil || f.size == 0 }
 // runs on the first call.
 func (f *File) PreferRead() bool { return f.closer.PreferRead() }
 
+// MappingTraps reports whether the probe behind PreferRead found the mapping's first
+// touch dearer than a copy (mapfile.Mapped.MappingTraps): the machine's doing, not the
+// file system's.
+func (f *File) MappingTraps() bool { return f.closer.MappingTraps() }
+
 // Bytes returns the tensor's bytes. For a mapped file the slice aliases the mapping and
 // must not be written or used after Close; otherwise the bytes are read into a new slice.
 func (f *File) Bytes(t *TensorInfo) ([]byte, error) {

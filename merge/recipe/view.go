@@ -138,6 +138,17 @@ func (s *viewSource) Mapped() bool {
 	return true
 }
 
+// MappingTraps forwards checkpoint.MappedDecoder's: one of the view's checkpoints
+// found its mapping dearer than a copy.
+func (s *viewSource) MappingTraps() bool {
+	for _, p := range s.v.paths {
+		if m, ok := s.srcs[p].(checkpoint.MappedDecoder); ok && m.MappingTraps() {
+			return true
+		}
+	}
+	return false
+}
+
 // DecodeUnit and DecodeRange forward checkpoint.RangeDecoder, so that a view over a
 // compressed checkpoint streams too; a tensor whose source cannot decode a range is
 // decoded whole and the range copied.

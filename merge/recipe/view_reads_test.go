@@ -11,8 +11,9 @@ import (
 // its mapping; decodingCheckpoint is a compressed one.
 type mappedCheckpoint struct{ checkpoint.RangeDecoder }
 
-func (mappedCheckpoint) Decodes() bool { return false }
-func (mappedCheckpoint) Mapped() bool  { return true }
+func (mappedCheckpoint) Decodes() bool      { return false }
+func (mappedCheckpoint) Mapped() bool       { return true }
+func (mappedCheckpoint) MappingTraps() bool { return false }
 
 type decodingCheckpoint struct{ checkpoint.RangeDecoder }
 

@@ -45,29 +45,51 @@ type Mapped struct {
 	Data []byte // the whole file, read-only; nil for an empty file and after Close
 	fd   *os.File
 
-	preferOnce sync.Once
-	preferRead bool // see PreferRead
+	preferOnce   sync.Once
+	preferRead   bool // see PreferRead
+	mappingTraps bool // see MappingTraps
 }
 
 // PreferRead reports whether a reader that goes through the file once should copy
 // its bytes with ReadAt into buffers it reuses rather than take them from Data (which
 // is mapped either way). It is true on a RAM file system (tmpfs, Linux), whose pages
 // are mapped 4 KiB at a time where a disk file system's page cache maps large folios
-// whole, and wherever copyBeatsMapping (probe.go) times the mapping's first touch at
-// over 1.25 times the copy: on a virtual machine that shadows the guest's page tables,
-// every small page of a mapping traps to the host when first touched, which made
-// mappings several times dearer than copies (docs/trainer.md, "Staging in RAM", and
-// probe.go have the measurements). The probe runs on the first call, once.
+// whole, and wherever MappingTraps. The probe runs on the first call of either, once.
 func (m *Mapped) PreferRead() bool {
 	if m == nil {
 		return false
 	}
-	m.preferOnce.Do(func() {
-		if m.fd != nil {
-			m.preferRead = onRAMFilesystem(m.fd) || copyBeatsMapping(m.fd, m.Data)
-		}
-	})
+	m.decide()
 	return m.preferRead
+}
+
+// MappingTraps reports whether copyBeatsMapping (probe.go) timed the mapping's first
+// touch at over twice the copy: on a virtual machine that shadows the guest's page
+// tables, every small page of a mapping traps to the host when first touched, which
+// made mappings several times dearer than copies (probe.go has the measurements).
+// Unlike a file's being on tmpfs, that is the machine's doing, and the merge engine
+// copies every input of a run when one file finds it (merge's resolveReads). False on
+// tmpfs, where the probe does not run.
+func (m *Mapped) MappingTraps() bool {
+	if m == nil {
+		return false
+	}
+	m.decide()
+	return m.mappingTraps
+}
+
+func (m *Mapped) decide() {
+	m.preferOnce.Do(func() {
+		if m.fd == nil {
+			return
+		}
+		if onRAMFilesystem(m.fd) {
+			m.preferRead = true
+			return
+		}
+		m.mappingTraps = copyBeatsMapping(m.fd, m.Data)
+		m.preferRead = m.mappingTraps
+	})
 }
 
 // Close unmaps the file and closes it. Bytes taken from Data must not be used after.

@@ -103,6 +103,9 @@ func TestPreferRead(t *testing.T) {
 		}
 		typ := mountType(t, path)
 		want := typ == "tmpfs" || typ == "ramfs"
+		if m.MappingTraps() {
+			t.Errorf("%s (on %s): MappingTraps, want false (a file this small is not probed)", path, typ)
+		}
 		if m.PreferRead() != want || m.Data == nil {
 			t.Errorf("%s (on %s): PreferRead %v, mapped %v; want %v, mapped", path, typ, m.PreferRead(), m.Data != nil, want)
 		}

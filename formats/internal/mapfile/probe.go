@@ -31,10 +31,14 @@ import (
 // docs/reliability.md#how-inputs-are-read.
 
 const (
-	// probeWindow is the bytes each timed sample reads: 64 pages, long enough that a
-	// trap per page (2–4 µs on the PVM guest) stands well clear of the timer's
-	// resolution and of pread's 20–40 µs for the same bytes.
-	probeWindow = 256 << 10
+	// probeWindow is the bytes each timed sample reads: one 2 MiB folio, so that a
+	// part of the file the page cache maps a PMD at a time pays its one trap for as
+	// many bytes as a pass does (a 256 KiB window, the first form, charged that trap
+	// to an eighth of them and called fresh files in large folios dearer mapped than
+	// copied, where whole merges ran quicker mapped), and 512 small pages at 2–4 µs a
+	// trap on the PVM guest stand well clear of the timer and of the copy's
+	// 100–200 µs.
+	probeWindow = 2 << 20
 	// probeAlign aligns the windows, so that each starts a 2 MiB folio of its own and
 	// a part of the file the page cache maps a PMD at a time is timed as such (where
 	// the mapping's address is 2 MiB-aligned too, as the kernel places large file
@@ -45,17 +49,18 @@ const (
 	// adds its times, so that the file's mix of folio sizes is weighed as a whole
 	// pass meets it.
 	probeWindows = 8
-	// copyMargin is how much dearer the mapping must be before copying is preferred.
+	// copyMargin is how much dearer the mapping must be before copying is preferred,
+	// set between the two cases measured on the PVM guest (2026-12-04, 2 MiB windows;
+	// bench/README.md, "Inputs copied where the mapping traps"):
+	//   - the 1 GB bench fixtures, held in small pages: 2.7 to 4.5 times dearer mapped,
+	//     and whole merges twice as quick copied (sfa 1.0–1.2 s against 1.7–2.3 s);
+	//   - the same bytes freshly written (dd), held in 2 MiB folios: 0.6 to 1.6, and
+	//     sfa quicker mapped (0.91–1.08 s against 1.16–1.19 s, 0.86 against 1.07 s of
+	//     CPU).
 	// With hardware paging the mapped windows should cost about what the copies do or
 	// less (a fault per 64 KiB, no copy; not measured here: this task's GPU host was
-	// not lent this session). On the PVM guest the 1 GB bench fixtures gave 1.0 to 3.3
-	// in one hour; and copying won whole merges (sfa, linear, ties, breadcrumbs, dare,
-	// sce) even for files whose windows were only 1.6 times dearer mapped
-	// (2026-12-04, bench/README.md), though a method with passes copies its inputs once
-	// per pass where the mapping traps only on the first. A wrong copy costs a copy
-	// (0.1 s of system time a GB), a wrong mapping the traps (0.4 s a GB on the PVM
-	// guest), so the margin leans to copying.
-	copyMargin = 1.25
+	// not lent this session).
+	copyMargin = 2
 	// minProbedSize is the smallest file probed: below it the choice saves little, and
 	// aligned windows would not fall in parts of their own.
 	minProbedSize = 2 * probeWindows * probeAlign
@@ -63,8 +68,8 @@ const (
 
 // copyBeatsMapping reports whether reading the file's bytes through r into a reused
 // buffer is more than copyMargin times cheaper than touching them through data, its
-// mapping, on this machine now (see above). It reads 3 MiB of the file and touches
-// 1 MiB of the mapping. Files under minProbedSize, and a probe whose reads fail, keep
+// mapping, on this machine now (see above). It reads 24 MiB of the file and touches
+// 8 MiB of the mapping. Files under minProbedSize, and a probe whose reads fail, keep
 // the mapping.
 func copyBeatsMapping(r io.ReaderAt, data []byte) bool {
 	if runtime.GOOS != "linux" {

@@ -30,8 +30,9 @@ func TestPrefersCopy(t *testing.T) {
 		want           bool
 	}{
 		{600 * time.Microsecond, 40 * time.Microsecond, true}, // a trapping VM
-		{51 * time.Microsecond, 40 * time.Microsecond, true},
-		{50 * time.Microsecond, 40 * time.Microsecond, false}, // exactly the margin: map
+		{81 * time.Microsecond, 40 * time.Microsecond, true},
+		{80 * time.Microsecond, 40 * time.Microsecond, false}, // exactly the margin: map
+		{60 * time.Microsecond, 40 * time.Microsecond, false}, // large folios on the PVM guest
 		{10 * time.Microsecond, 40 * time.Microsecond, false}, // fault-around or huge folios
 		{0, 0, false},
 	} {
