@@ -172,8 +172,7 @@ const warmupElems = 2 * ChunkElems
 // the run's own mapped pages as the run does, and rank the run's own magnitudes. A
 // tensor whose operands are not mapped whole (a compressed input, or inputs the run
 // copies in spans: Job.Reads), or of fewer than two chunks, is timed on a synthetic
-// sample instead, twice on each side. The
-// device must win by gpuMargin.
+// sample instead, twice on each side. The device must win by gpuMargin.
 //
 // The CPU's side runs first. runElems is the elements of the run's tensors the
 // device could take: where the CPU would merge them, at its sample's rate, in too

@@ -247,7 +247,7 @@ func pass(size int64, ins []input, threads int, view func(lo, hi int) []byte, wr
 			if view == nil {
 				buf = make([]byte, block)
 			}
-			inBufs := make([][]byte, len(ins))
+			inBufs, srcs := make([][]byte, len(ins)), make([][]byte, len(ins))
 			for i := range ins {
 				if ins[i].f != nil {
 					inBufs[i] = make([]byte, block)
@@ -263,7 +263,7 @@ func pass(size int64, ins []input, threads int, view func(lo, hi int) []byte, wr
 						out = buf[:w-b]
 					}
 				}
-				sums[t] ^= passBlock(out, ins, inBufs, b, e)
+				sums[t] ^= passBlock(out, ins, inBufs, srcs, b, e)
 				if write != nil && len(out) > 0 {
 					write(out, b)
 				}
@@ -281,11 +281,12 @@ func pass(size int64, ins []input, threads int, view func(lo, hi int) []byte, wr
 // passBlock handles bytes [lo, hi): out (bytes [lo, lo+len(out)) of the output, empty
 // past its end) gets the XOR of the inputs, and the inputs' bytes past the output are
 // folded into the returned checksum. bufs holds a block-sized buffer for each input
-// read with pread.
-func passBlock(out []byte, ins []input, bufs [][]byte, lo, hi int) uint64 {
+// read with pread; srcs, one entry per input, is the goroutine's own, reused from
+// block to block so that the pass allocates nothing.
+func passBlock(out []byte, ins []input, bufs, srcs [][]byte, lo, hi int) uint64 {
 	var sum uint64
-	srcs := make([][]byte, len(ins)) // each input's bytes [lo, min(hi, its size))
-	for i, in := range ins {
+	for i, in := range ins { // each input's bytes [lo, min(hi, its size))
+		srcs[i] = nil
 		if e := min(hi, int(in.size)); lo < e {
 			srcs[i] = in.bytes(lo, e, bufs[i])
 		}

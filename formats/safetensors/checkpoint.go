@@ -217,20 +217,17 @@ func (c *Checkpoint) Bytes(t Tensor) ([]byte, error) {
 
 // PreferRead reports whether some shard would rather be read than mapped
 // (File.PreferRead).
-func (c *Checkpoint) PreferRead() bool {
-	for _, s := range c.Shards {
-		if s.File.PreferRead() {
-			return true
-		}
-	}
-	return false
-}
+func (c *Checkpoint) PreferRead() bool { return c.anyShard((*File).PreferRead) }
 
 // MappingTraps reports whether some shard's probe found the mapping's first touch
 // dearer than a copy (File.MappingTraps).
-func (c *Checkpoint) MappingTraps() bool {
+func (c *Checkpoint) MappingTraps() bool { return c.anyShard((*File).MappingTraps) }
+
+// anyShard reports whether f holds for some shard's file, asking in shard order and
+// stopping at the first (each question may probe its file once).
+func (c *Checkpoint) anyShard(f func(*File) bool) bool {
 	for _, s := range c.Shards {
-		if s.File.MappingTraps() {
+		if f(s.File) {
 			return true
 		}
 	}

@@ -37,9 +37,7 @@ func newView(p position, slices []nslice, k, npos int, origins map[string]*origi
 		}
 		v.metas = append(v.metas, meta)
 		v.from[out] = viewSrc{path: info.path, name: in}
-		if len(v.paths) == 0 || v.paths[len(v.paths)-1] != info.path {
-			v.addPath(info.path)
-		}
+		v.addPath(info.path)
 		o := origins[out]
 		if o == nil {
 			o = &origin{slice: slice, t: t, in: make([]string, npos)}

@@ -97,20 +97,19 @@ func probeCosts(r io.ReaderAt, data []byte) (mapped, copied time.Duration, ok bo
 	if n < minProbedSize {
 		return 0, 0, false
 	}
-	offset := func(w int64) int64 { return probeOffset(n, w) }
 	buf := make([]byte, probeWindow)
 	// Reading every window first brings them into the page cache, so that neither
 	// side waits on a disk, and brings the buffer's fresh pages in, whose first touch
 	// traps too: the copied side is timed as the engine's reused buffers run.
 	for w := range int64(probeWindows) {
-		if _, err := r.ReadAt(buf, offset(w)); err != nil {
+		if _, err := r.ReadAt(buf, probeOffset(n, w)); err != nil {
 			return 0, 0, false
 		}
 	}
 	var sink uint64
 	var slowestMapped, slowestCopied time.Duration
 	for w := range int64(probeWindows) {
-		off := offset(w)
+		off := probeOffset(n, w)
 		start := time.Now()
 		if w%2 == 0 {
 			sink ^= sumWords(data[off : off+probeWindow])
