@@ -13,6 +13,7 @@ import (
 	"github.com/gomerge/gomerge/checkpoint"
 	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
+	"github.com/gomerge/gomerge/internal/arena"
 )
 
 // ChunkElems is the number of elements one unit of work covers. It is a constant, not
@@ -109,6 +110,10 @@ type ExecOptions struct {
 	// Progress, if set, is called with the number of input bytes each finished chunk
 	// covered. It is called concurrently.
 	Progress func(bytes int64)
+	// HoldBytes bounds the memory that holds a tensor's copied or decoded inputs
+	// between its passes, so that they are read once (merge/hold.go); 0 means
+	// DefaultHoldBytes, a negative value holds none.
+	HoldBytes int64
 	// Device, if set, runs the tensors its policy selects on a GPU, one at a time on
 	// a goroutine of their own, while the CPU workers do the others. Its staging
 	// memory is the device's, outside Budget. Nil: the CPU only.
@@ -174,7 +179,11 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 		x.startGPU(onGPU)
 	}
 	x.runCPU(onGPU)
-	if err := x.g.Wait(); err != nil {
+	err = x.g.Wait()
+	if ferr := x.freeArena(); err == nil {
+		err = ferr
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -228,6 +237,12 @@ type execution struct {
 	// counts its launched work, so that the data is dropped once that is done.
 	// Only runCPU's goroutine sets it and launches.
 	tensorWork *sync.WaitGroup
+	// arena holds a tensor's copied inputs between its passes (runHeld), and
+	// heldWork counts the work of the tensor that holds it. Only runCPU's
+	// goroutine sets them.
+	arena    *arena.Buffer
+	held     []int // the tensors that held it
+	heldWork *sync.WaitGroup
 }
 
 func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
@@ -404,22 +419,28 @@ func (x *execution) writeCopy(ti int, off int64, b []byte) error {
 // runPasses runs a kernel's passes over its tensor, one after another, each over
 // every chunk; this goroutine is not a worker, so waiting here holds no worker slot.
 func (x *execution) runPasses(t *TensorPlan, k Kernel) bool {
-	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
 	return x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
-		for c := int64(0); c < nChunks; c++ {
-			wg.Add(1)
-			if !x.launch(guarded(t, func() error {
-				defer wg.Done()
-				s := x.getScratch()
-				defer x.putScratch(s)
-				return passChunk(t, pass, c, s, perChunk, &x.bytesRead)
-			})) {
-				wg.Done()
-				return false
-			}
-		}
-		return true
+		return x.launchPass(t, pass, perChunk, wg)
 	})
+}
+
+// launchPass launches a pass over every chunk of t, whose operands' data is in
+// memory, counting the work in wg; false when the run is stopping.
+func (x *execution) launchPass(t *TensorPlan, pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
+	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
+	for c := int64(0); c < nChunks; c++ {
+		wg.Add(1)
+		if !x.launch(guarded(t, func() error {
+			defer wg.Done()
+			s := x.getScratch()
+			defer x.putScratch(s)
+			return passChunk(t, pass, c, s, perChunk, &x.bytesRead)
+		})) {
+			wg.Done()
+			return false
+		}
+	}
+	return true
 }
 
 // passes runs k's passes over t in order: launch starts one pass's work over every

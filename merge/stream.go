@@ -11,8 +11,9 @@ import (
 // another, every frame's checksum checked), then runs the span's chunks as the
 // engine runs any chunk. The spans of a tensor decode in parallel on the engine's
 // workers, and memory holds one span per operand per worker, as a mapped input
-// holds the pages in flight, rather than whole tensors. A kernel with passes decodes
-// its spans once per pass. Kernels that read beyond their chunk (WholeInputs), and
+// holds the pages in flight, rather than whole tensors. A kernel with passes reads its
+// tensor once into an arena where it fits (hold.go), else decodes its spans once per
+// pass. Kernels that read beyond their chunk (WholeInputs), and
 // tensors the device runs, load whole tensors instead (materialize).
 
 // maxSpanElems caps a span: a frame of up to 64 MiB is decoded once per span.
@@ -83,8 +84,9 @@ func spanBytes(plan *Plan) int64 {
 }
 
 // spanView makes s's view of t for elements [lo, hi): the operands that decode are
-// decoded into s's span buffers, the others are t's own.
-func spanView(t *TensorPlan, s *scratch, lo, hi int64) (*TensorPlan, error) {
+// decoded into s's span buffers, or into their slices of held where that is set (one
+// per used operand: runHeld), the others are t's own.
+func spanView(t *TensorPlan, s *scratch, lo, hi int64, held [][]byte) (*TensorPlan, error) {
 	v := &s.view
 	*v = *t
 	s.viewOps = append(append(s.viewOps[:0], t.In...), t.Aux...)
@@ -109,10 +111,15 @@ func spanView(t *TensorPlan, s *scratch, lo, hi int64) (*TensorPlan, error) {
 				return
 			}
 			n := op.DType.Bytes(hi - lo)
-			if int64(cap(s.spans[j])) < n {
-				s.spans[j] = make([]byte, op.DType.Bytes(spanElems(t)))
+			var b []byte
+			if held != nil {
+				b = held[j][op.DType.Bytes(lo):op.DType.Bytes(hi)]
+			} else {
+				if int64(cap(s.spans[j])) < n {
+					s.spans[j] = make([]byte, op.DType.Bytes(spanElems(t)))
+				}
+				b = s.spans[j][:n]
 			}
-			b := s.spans[j][:n]
 			var e error
 			if linked {
 				e = op.readAgainst(op.DType.Bytes(lo), b, s.viewOps[op.refOp-1].at(lo)[:n])
@@ -132,6 +139,11 @@ func spanView(t *TensorPlan, s *scratch, lo, hi int64) (*TensorPlan, error) {
 // forSpans launches f on every span of tensor ti with its view, counting the work
 // in wg (when set); false when the run is stopping.
 func (x *execution) forSpans(ti int, wg *sync.WaitGroup, f func(v *TensorPlan, s *scratch, lo, hi int64) error) bool {
+	return x.forSpansInto(ti, nil, wg, f)
+}
+
+// forSpansInto is forSpans with the spans read into held (spanView).
+func (x *execution) forSpansInto(ti int, held [][]byte, wg *sync.WaitGroup, f func(v *TensorPlan, s *scratch, lo, hi int64) error) bool {
 	t := &x.plan.Tensors[ti]
 	n, span := t.NumElements(), spanElems(t)
 	for lo := int64(0); lo < n; lo += span {
@@ -145,7 +157,7 @@ func (x *execution) forSpans(ti int, wg *sync.WaitGroup, f func(v *TensorPlan, s
 			}
 			s := x.getScratch()
 			defer x.putScratch(s)
-			v, err := spanView(t, s, lo, hi)
+			v, err := spanView(t, s, lo, hi, held)
 			if err != nil {
 				return err
 			}
@@ -164,11 +176,13 @@ func (x *execution) forSpans(ti int, wg *sync.WaitGroup, f func(v *TensorPlan, s
 // merged (or converted) and written, or its bytes copied, a span at a time.
 func (x *execution) runStreamed(ti int) bool {
 	t, k := &x.plan.Tensors[ti], x.kernels[ti]
-	nChunks := (t.NumElements() + ChunkElems - 1) / ChunkElems
 	if !t.Merge && t.Copy.DType == t.OutDType {
 		return x.forSpans(ti, nil, func(v *TensorPlan, _ *scratch, lo, _ int64) error {
 			return x.writeCopy(ti, v.Copy.DType.Bytes(lo), v.Copy.Data)
 		})
+	}
+	if t.Merge && x.holds(ti) {
+		return x.runHeld(ti)
 	}
 	if t.Merge {
 		ok := x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
@@ -184,9 +198,15 @@ func (x *execution) runStreamed(ti int) bool {
 		if !ok {
 			return false
 		}
-		if k.Observe != nil && k.NumStats > 0 {
-			x.partials[ti] = make([]float64, nChunks*int64(k.NumStats))
-		}
+	}
+	return x.mergeSpans(ti)
+}
+
+// mergeSpans launches tensor ti's merge (or conversion), a span at a time.
+func (x *execution) mergeSpans(ti int) bool {
+	t, k := &x.plan.Tensors[ti], x.kernels[ti]
+	if t.Merge && k.Observe != nil && k.NumStats > 0 {
+		x.partials[ti] = make([]float64, (t.NumElements()+ChunkElems-1)/ChunkElems*int64(k.NumStats))
 	}
 	return x.forSpans(ti, nil, func(v *TensorPlan, s *scratch, lo, hi int64) error {
 		for c := lo / ChunkElems; c*ChunkElems < hi; c++ {

@@ -1,0 +1,201 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gomerge/gomerge/checkpoint"
+)
+
+// countingDecoder serves a compressed checkpoint a range at a time, counting the
+// bytes decoded per tensor, and fails the range of failTensor that starts past its
+// first byte when failTensor is set.
+type countingDecoder struct {
+	checkpoint.RangeDecoder
+	mu         sync.Mutex
+	decoded    map[string]int64
+	failTensor string
+}
+
+var errPlanted = errors.New("planted read error")
+
+func (c *countingDecoder) DecodeRange(name string, off int64, dst []byte) error {
+	if name == c.failTensor && off > 0 {
+		return errPlanted
+	}
+	c.mu.Lock()
+	c.decoded[name] += int64(len(dst))
+	c.mu.Unlock()
+	return c.RangeDecoder.DecodeRange(name, off, dst)
+}
+
+// A tensor whose kernel has passes is read once, into the arena, when its decoded
+// operands fit HoldBytes, and once per pass and once more to merge when they do not;
+// the output and every pass's statistics are the same either way, and whichever
+// passes skip themselves.
+func TestHeldTensorsReadOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, gz := writeCompressedInputs(t, dir, 8192)
+	var srcs []*countingDecoder
+	var inputs []Source
+	for _, n := range []string{"base", "m2"} {
+		s, err := checkpoint.Open(gz(n))
+		must(t, err)
+		defer s.Close()
+		c := &countingDecoder{RangeDecoder: s.(checkpoint.RangeDecoder), decoded: map[string]int64{}}
+		srcs = append(srcs, c)
+		inputs = append(inputs, c)
+	}
+	plan, err := BuildPlan(inputs, nil, PlanOptions{FloatOnly: true})
+	must(t, err)
+	var largest int64
+	for _, tp := range plan.Tensors {
+		largest = max(largest, heldBytes(&tp))
+	}
+	if largest <= 2*ChunkElems*2*2 {
+		t.Fatalf("the fixture's largest tensor group is %d bytes: too small to stream in several spans", largest)
+	}
+
+	// kernel has two passes (sums of the first input, of the second's squares) and
+	// a merge that uses both; skip[i] makes pass i skip itself. Each tensor's sums
+	// go to sums, by name.
+	type sumsByTensor map[string][2]float64
+	kernel := func(skip [2]bool, sums sumsByTensor, mu *sync.Mutex) func(tp *TensorPlan) Kernel {
+		return func(tp *TensorPlan) Kernel {
+			var passes []Pass
+			for i := range 2 {
+				passes = append(passes, Pass{NumStats: 1,
+					Skip: func() bool { return skip[i] },
+					Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) {
+						for _, v := range in[i] {
+							acc[0] += float64(v) * float64(v)
+						}
+					},
+					Done: func(per []float64) error {
+						var s float64
+						for _, v := range per {
+							s += v
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						got := sums[tp.Name]
+						got[i] = s
+						sums[tp.Name] = got
+						return nil
+					}})
+			}
+			return Kernel{Passes: passes, Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
+				for j := range dst {
+					dst[j] = in[0][j] - 0.5*in[1][j]
+				}
+			}}
+		}
+	}
+	run := func(opts ExecOptions, skip [2]bool) (*memSink, sumsByTensor) {
+		t.Helper()
+		for _, s := range srcs {
+			clear(s.decoded)
+		}
+		sink := &memSink{}
+		for _, tp := range plan.Tensors {
+			sink.bufs = append(sink.bufs, make([]byte, tp.OutDType.Bytes(tp.NumElements())))
+		}
+		sums, mu := sumsByTensor{}, new(sync.Mutex)
+		opts.Threads = 2
+		if _, err := Execute(ctx, plan, sink, kernel(skip, sums, mu), opts); err != nil {
+			t.Fatal(err)
+		}
+		for _, tp := range plan.Tensors {
+			for i := range tp.In {
+				if tp.In[i].Data != nil {
+					t.Fatalf("tensor %q: input %d still holds %d bytes after the run", tp.Name, i, len(tp.In[i].Data))
+				}
+			}
+		}
+		return sink, sums
+	}
+	// reads checks how many times each tensor of each input was decoded: once where
+	// held says, else reads times.
+	reads := func(name string, held func(tp *TensorPlan) bool, times int64) {
+		t.Helper()
+		for _, tp := range plan.Tensors {
+			want := int64(1)
+			if !held(&tp) {
+				want = times
+			}
+			for i, s := range srcs {
+				if got := s.decoded[tp.Name]; got != want*tp.In[i].Len() {
+					t.Errorf("%s: tensor %q of input %d: %d bytes decoded, want %d (%d reads)", name, tp.Name, i, got, want*tp.In[i].Len(), want)
+				}
+			}
+		}
+	}
+	always := func(*TensorPlan) bool { return true }
+	never := func(*TensorPlan) bool { return false }
+	for _, skip := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+		passes := int64(2)
+		for _, s := range skip {
+			passes -= int64(b2i(s))
+		}
+		wantSink, wantSums := run(ExecOptions{HoldBytes: -1}, skip)
+		reads(fmt.Sprintf("skip %v, nothing held", skip), never, passes+1)
+		for _, c := range []struct {
+			name  string
+			limit int64
+			held  func(tp *TensorPlan) bool
+		}{
+			{"the default limit", 0, always},
+			{"a limit under the largest tensor", largest - 1, func(tp *TensorPlan) bool { return heldBytes(tp) < largest }},
+		} {
+			name := fmt.Sprintf("skip %v, %s", skip, c.name)
+			gotSink, gotSums := run(ExecOptions{HoldBytes: c.limit}, skip)
+			reads(name, func(tp *TensorPlan) bool { return c.held(tp) || passes == 0 }, passes+1)
+			for i, tp := range plan.Tensors {
+				if !bytes.Equal(gotSink.bufs[i], wantSink.bufs[i]) {
+					t.Errorf("%s: tensor %q: the output differs from the one read once per pass", name, tp.Name)
+				}
+				if gotSums[tp.Name] != wantSums[tp.Name] {
+					t.Errorf("%s: tensor %q: pass sums %v, read once per pass %v", name, tp.Name, gotSums[tp.Name], wantSums[tp.Name])
+				}
+			}
+		}
+	}
+
+	// A read that fails while the first pass fills the arena stops the run, naming
+	// the tensor.
+	for _, tp := range plan.Tensors {
+		if heldBytes(&tp) == largest {
+			srcs[1].failTensor = tp.Name
+		}
+	}
+	defer func() { srcs[1].failTensor = "" }()
+	_, err = Execute(ctx, plan, discardSink{}, kernel([2]bool{}, sumsByTensor{}, new(sync.Mutex)), ExecOptions{Threads: 2})
+	if !errors.Is(err, errPlanted) || !strings.Contains(err.Error(), srcs[1].failTensor) {
+		t.Errorf("a failing read while held: %v, want the planted error naming tensor %q", err, srcs[1].failTensor)
+	}
+	// So does an error once the arena holds the tensor (its second pass's).
+	srcs[1].failTensor = ""
+	failing := func(tp *TensorPlan) Kernel {
+		k := kernel([2]bool{}, sumsByTensor{}, new(sync.Mutex))(tp)
+		if heldBytes(tp) == largest {
+			k.Passes[1].Done = func([]float64) error { return errPlanted }
+		}
+		return k
+	}
+	if _, err = Execute(ctx, plan, discardSink{}, failing, ExecOptions{Threads: 2}); !errors.Is(err, errPlanted) {
+		t.Errorf("a failing pass while held: %v, want the planted error", err)
+	}
+	for _, tp := range plan.Tensors {
+		for i := range tp.In {
+			if tp.In[i].Data != nil {
+				t.Errorf("after a failed run, tensor %q: input %d still holds %d bytes", tp.Name, i, len(tp.In[i].Data))
+			}
+		}
+	}
+}
