@@ -16,9 +16,13 @@ import (
 // So a streamed tensor with passes whose copied operands fit in HoldBytes is read
 // into an arena by its first pass, its spans filled in parallel by the workers as
 // they stream them, and its later passes and its merge then run from the arena, as
-// they would from a mapping. One tensor holds the arena at a time: the next one that
-// needs it waits for the previous one's work, which by then is at most a chunk per
-// worker, since the engine launches a tensor only once a worker is free.
+// they would from a mapping. A kernel whose chunks read rows beyond themselves
+// (WholeInputs: della, model_stock --filter-wise) has its tensor read into the arena
+// the same way before its passes, instead of taking it whole from the mapping (which
+// traps where copying was chosen) or decoding it whole on one goroutine. One tensor
+// holds the arena at a time: the next one that needs it waits for the previous one's
+// work, which by then is at most a chunk per worker, since the engine launches a
+// tensor only once a worker is free.
 //
 // The arena is allocated once, at the size of the largest tensor it will hold, and
 // reused: fresh memory costs a fault per page, dear on this project's VMs
@@ -54,11 +58,12 @@ func heldBytes(t *TensorPlan) int64 {
 }
 
 // holds reports whether tensor ti, which streams, is read once into the arena: it
-// is merged, its kernel has passes, and its copied operands fit the limit.
+// is merged, its kernel has passes or reads beyond its chunks (WholeInputs), and its
+// copied operands fit the limit.
 func (x *execution) holds(ti int) bool {
-	t := &x.plan.Tensors[ti]
+	t, k := &x.plan.Tensors[ti], &x.kernels[ti]
 	n := heldBytes(t)
-	return t.Merge && len(x.kernels[ti].Passes) > 0 && n > 0 && n <= x.opts.holdLimit()
+	return t.Merge && (len(k.Passes) > 0 || k.WholeInputs) && n > 0 && n <= x.opts.holdLimit()
 }
 
 // arenaFor returns t's slices of the arena, one per used operand in usedOperands'
@@ -122,7 +127,8 @@ func adopt(t *TensorPlan, held [][]byte) {
 }
 
 // runHeld is runStreamed for a tensor that holds the arena: its first pass streams
-// its spans into the arena, and its other passes and its merge run from there.
+// its spans into the arena (or, for a kernel whose chunks read beyond themselves,
+// a pass that only reads), and its other passes and its merge run from there.
 func (x *execution) runHeld(ti int) bool {
 	t, k := &x.plan.Tensors[ti], x.kernels[ti]
 	held, err := x.arenaFor(ti)
@@ -133,6 +139,16 @@ func (x *execution) runHeld(ti int) bool {
 	filled, adopted := false, false
 	work := new(sync.WaitGroup)
 	x.heldWork = work
+	if k.WholeInputs {
+		// Its chunks read rows beyond themselves: the whole tensor is read first.
+		var wg sync.WaitGroup
+		ok := x.forSpansInto(ti, held, &wg, func(*TensorPlan, *scratch, int64, int64) error { return nil })
+		wg.Wait()
+		if !ok || x.gctx.Err() != nil {
+			return false
+		}
+		filled = true
+	}
 	ok := x.passes(t, k, func(pass Pass, perChunk []float64, wg *sync.WaitGroup) bool {
 		if !filled {
 			filled = true

@@ -13,8 +13,9 @@ import (
 // workers, and memory holds one span per operand per worker, as a mapped input
 // holds the pages in flight, rather than whole tensors. A kernel with passes reads its
 // tensor once into an arena where it fits (hold.go), else decodes its spans once per
-// pass. Kernels that read beyond their chunk (WholeInputs), and
-// tensors the device runs, load whole tensors instead (materialize).
+// pass. Kernels that read beyond their chunk (WholeInputs) have their tensor read
+// into the arena where it fits; they, where it does not, and tensors the device runs
+// load whole tensors instead (materialize).
 
 // maxSpanElems caps a span: a frame of up to 64 MiB is decoded once per span.
 const maxSpanElems = 16 << 20
@@ -22,7 +23,7 @@ const maxSpanElems = 16 << 20
 // streams reports whether tensor ti runs a span at a time.
 func (x *execution) streams(ti int) bool {
 	t := &x.plan.Tensors[ti]
-	if !t.deferred() || t.NumElements() == 0 || t.Merge && x.kernels[ti].WholeInputs {
+	if !t.deferred() || t.NumElements() == 0 || t.Merge && x.kernels[ti].WholeInputs && !x.holds(ti) {
 		return false
 	}
 	ok := true

@@ -187,10 +187,23 @@ func TestCompressedInputsStream(t *testing.T) {
 			t.Errorf("input %d: decoded ranges of up to %d bytes, want one span (%d)", i, got, ChunkElems*2)
 		}
 	}
+	// A kernel that reads beyond its chunk has the tensor read into the arena a
+	// span at a time, or, with no arena (HoldBytes < 0), loads it whole.
 	whole := Kernel{WholeInputs: true, Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[0]) }}
-	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2})
+	for _, s := range srcs {
+		s.largest.Store(0)
+	}
+	if _, err := Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2}); err != nil {
+		t.Fatalf("a WholeInputs kernel, held: %v", err)
+	}
+	for i, s := range srcs {
+		if got := s.largest.Load(); got == 0 || got > ChunkElems*2 {
+			t.Errorf("a WholeInputs kernel, held: input %d: decoded ranges of up to %d bytes, want one span (%d)", i, got, ChunkElems*2)
+		}
+	}
+	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2, HoldBytes: -1})
 	if err == nil || !strings.Contains(err.Error(), "read whole") {
-		t.Errorf("a WholeInputs kernel: %v, want the whole tensor read", err)
+		t.Errorf("a WholeInputs kernel with no arena: %v, want the whole tensor read", err)
 	}
 }
 
