@@ -281,7 +281,7 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 			if in == nil {
 				continue
 			}
-			if err := checkReference(in, ref, paths[i], o.against); err != nil {
+			if err := checkReference(ctx, in, ref, paths[i], o.against, o.threads); err != nil {
 				return err
 			}
 		}
@@ -330,25 +330,15 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 }
 
 // checkReference checks every reference tensor of a delta before anything is
-// written, so that a wrong reference fails fast and never leaves work behind.
-func checkReference(in *gmz.File, ref *checkpoint.Reference, path, against string) error {
-	for i := range in.Tensors {
-		t := &in.Tensors[i]
-		if !t.Delta {
-			continue
-		}
-		rb, ok, err := ref.Match(t.Name, t.DType, t.Shape)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			rb = nil
-		}
-		if err := gmz.CheckReference(t, rb); err != nil {
-			return badInputError{fmt.Errorf("%s: --against %s: %w", path, against, err)}
-		}
+// written, so that a wrong reference fails fast and never leaves work behind; its
+// tensors in parallel (gmz.File.CheckReferences), and WriteSource then does not check
+// them again.
+func checkReference(ctx context.Context, in *gmz.File, ref *checkpoint.Reference, path, against string, threads int) error {
+	err := in.CheckReferences(ctx, refFunc(in, ref), threads)
+	if refErr := (*gmz.ReferenceError)(nil); errors.As(err, &refErr) {
+		return badInputError{fmt.Errorf("%s: --against %s: %w", path, against, err)}
 	}
-	return nil
+	return err
 }
 
 // refFunc serves in's reference tensors from ref (nil when in is no delta).

@@ -11,9 +11,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 )
@@ -624,5 +626,82 @@ func TestGapsVersion2(t *testing.T) {
 	gapped := rewriteHeader(t, v1, func(h map[string]any) { tensorsOf(h)[0].(map[string]any)["gap"] = "AAAA" })
 	if _, err := NewFile(bytes.NewReader(gapped), int64(len(gapped))); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "version 1") {
 		t.Errorf("gaps in a version 1 file: %v", err)
+	}
+}
+
+// CheckReferences names the first delta tensor in file order whose reference is
+// wrong, whatever the workers, and once it has passed WriteSource decodes the same
+// bytes as without it.
+func TestCheckReferences(t *testing.T) {
+	ins := inputs(7, true, []int64{30, 31})
+	b, _ := writeGMZ(t, ins, Options{FrameSize: 64})
+	open := func() *File {
+		f, err := NewFile(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	refs := map[string][]byte{}
+	var deltas []string
+	f := open()
+	for _, tn := range f.Tensors {
+		if tn.Delta && tn.Size > 0 {
+			deltas = append(deltas, tn.Name)
+		}
+	}
+	if len(deltas) < 3 {
+		t.Fatalf("%d delta tensors with bytes: too few", len(deltas))
+	}
+	for _, in := range ins {
+		refs[in.Name] = in.Ref
+	}
+	// The first wrong reference comes slowly, so that a later wrong one, checked
+	// in parallel, fails first.
+	refFunc := func(wrong ...string) RefFunc {
+		return func(name string) ([]byte, error) {
+			if len(wrong) > 1 && name == wrong[1] {
+				time.Sleep(20 * time.Millisecond)
+			}
+			r := refs[name]
+			if slices.Contains(wrong, name) {
+				r = append([]byte(nil), r...)
+				r[len(r)/2] ^= 1
+			}
+			return r, nil
+		}
+	}
+	ctx := context.Background()
+	for _, workers := range []int{0, 1, 2, 4} {
+		for range 3 {
+			var re *ReferenceError
+			err := open().CheckReferences(ctx, refFunc(deltas[len(deltas)-1], deltas[1]), workers)
+			if !errors.As(err, &re) || re.Tensor != deltas[1] {
+				t.Fatalf("workers=%d: %v, want the reference of %q, the first wrong one", workers, err, deltas[1])
+			}
+		}
+	}
+	missing := func(name string) ([]byte, error) {
+		if name == deltas[0] {
+			return nil, nil
+		}
+		return refs[name], nil
+	}
+	if err := open().CheckReferences(ctx, missing, 2); !errors.Is(err, ErrReference) {
+		t.Errorf("a missing reference: %v, want ErrReference", err)
+	}
+	var want, got memWriterAt
+	if err := open().WriteSource(ctx, &want, refFunc(), 2); err != nil {
+		t.Fatal(err)
+	}
+	f = open()
+	if err := f.CheckReferences(ctx, refFunc(), 2); err != nil {
+		t.Fatalf("the right references: %v", err)
+	}
+	if err := f.WriteSource(ctx, &got, refFunc(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.b, want.b) {
+		t.Error("WriteSource after CheckReferences decodes other bytes")
 	}
 }

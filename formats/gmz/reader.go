@@ -74,6 +74,9 @@ type File struct {
 	r      io.ReaderAt
 	size   int64
 	closer io.Closer // the descriptor Open opened, nil from NewFile
+	// refsChecked: CheckReferences found every delta tensor's reference right, so
+	// WriteSource need not checksum them again.
+	refsChecked bool
 }
 
 // Open opens the named file and parses its header. The caller must Close it.
@@ -384,6 +387,44 @@ func (f *File) ReadTensor(ctx context.Context, t *Tensor, dst, ref []byte, worke
 	return ctx.Err()
 }
 
+// CheckReferences checks every delta tensor's reference (CheckReference), on up to
+// workers goroutines (0: GOMAXPROCS), and returns the error of the first tensor in
+// file order whose reference is missing or differs, or ref's own. Once it has
+// returned nil, WriteSource, which must then be given the same ref, does not
+// checksum the references again. Checking them all first fails a wrong reference
+// before anything is decoded; in parallel, since checksumming a reference is a pass
+// over as many bytes as the delta decodes to.
+func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) error {
+	errs := make([]error, len(f.Tensors))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workerCount(workers))
+	for i := range f.Tensors {
+		t := &f.Tensors[i]
+		if !t.Delta {
+			continue
+		}
+		if gctx.Err() != nil {
+			break // the tensors before this one were all started
+		}
+		g.Go(func() error {
+			var rb []byte
+			errs[i] = f.reference(t, ref, &rb)
+			return errs[i]
+		})
+	}
+	g.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.refsChecked = true
+	return nil
+}
+
 // RefFunc returns the bytes of the named reference tensor (nil when there is none).
 type RefFunc func(name string) ([]byte, error)
 
@@ -456,7 +497,12 @@ tensors:
 		t := &f.Tensors[ti]
 		var rb []byte
 		if t.Delta {
-			if refErr = f.reference(t, ref, &rb); refErr != nil {
+			if f.refsChecked {
+				rb, refErr = ref(t.Name)
+			} else {
+				refErr = f.reference(t, ref, &rb)
+			}
+			if refErr != nil {
 				break
 			}
 		}
