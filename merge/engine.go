@@ -110,9 +110,11 @@ type ExecOptions struct {
 	// Progress, if set, is called with the number of input bytes each finished chunk
 	// covered. It is called concurrently.
 	Progress func(bytes int64)
-	// HoldBytes bounds the memory that holds a tensor's copied or decoded inputs
-	// between its passes, so that they are read once (merge/hold.go); 0 means
-	// DefaultHoldBytes, a negative value holds none.
+	// HoldBytes bounds the arena that holds a tensor's copied or decoded inputs
+	// between its passes, so that they are read once (merge/hold.go): a positive
+	// value holds every such tensor that fits; 0 lets the engine size it, within
+	// DefaultHoldBytes, by what it spares against what its fresh memory costs; a
+	// negative value holds none.
 	HoldBytes int64
 	// Device, if set, runs the tensors its policy selects on a GPU, one at a time on
 	// a goroutine of their own, while the CPU workers do the others. Its staging
@@ -240,9 +242,10 @@ type execution struct {
 	// arena holds a tensor's copied inputs between its passes (runHeld), and
 	// heldWork counts the work of the tensor that holds it. Only runCPU's
 	// goroutine sets them.
-	arena    *arena.Buffer
-	held     []int // the tensors that held it
-	heldWork *sync.WaitGroup
+	arena     *arena.Buffer
+	arenaSize int64 // chooseArenaSize's, once the kernels are known
+	held      []int // the tensors that held it
+	heldWork  *sync.WaitGroup
 }
 
 func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
@@ -257,9 +260,11 @@ func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, 
 	// The CPU workers hold a slot of sem each (errgroup's SetLimit would count the
 	// GPU goroutine too).
 	g, gctx := errgroup.WithContext(ctx)
-	return &execution{plan: plan, sink: sink, kernels: kernels, opts: opts,
+	x := &execution{plan: plan, sink: sink, kernels: kernels, opts: opts,
 		free: make(chan *scratch, limit), nIn: nIn, nAux: nAux, g: g, gctx: gctx,
 		sem: make(chan struct{}, limit), partials: make([][]float64, len(plan.Tensors))}
+	x.arenaSize = x.chooseArenaSize()
+	return x
 }
 
 // getScratch returns a free scratch buffer, or a new one: at most limit exist, as

@@ -1,6 +1,8 @@
 package merge
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 
 	"github.com/gomerge/gomerge/internal/arena"
@@ -13,8 +15,8 @@ import (
 // from the page cache at memory speed; inputs that are copied in spans (pread, on
 // hosts where a mapping's first touch of a page traps: docs/reliability.md#how-inputs-are-read)
 // or decoded (compressed checkpoints) would pay the copy, or the decoding, each time.
-// So a streamed tensor with passes whose copied operands fit in HoldBytes is read
-// into an arena by its first pass, its spans filled in parallel by the workers as
+// So a streamed tensor with passes whose copied operands fit the arena is read
+// into it by its first pass, its spans filled in parallel by the workers as
 // they stream them, and its later passes and its merge then run from the arena, as
 // they would from a mapping. A kernel whose chunks read rows beyond themselves
 // (WholeInputs: della, model_stock --filter-wise) has its tensor read into the arena
@@ -24,26 +26,15 @@ import (
 // work, which by then is at most a chunk per worker, since the engine launches a
 // tensor only once a worker is free.
 //
-// The arena is allocated once, at the size of the largest tensor it will hold, and
-// reused: fresh memory costs a fault per page, dear on this project's VMs
-// (internal/arena), so it is mapped for huge pages and freed when the run ends.
+// The arena is allocated once and reused, mapped for huge pages and freed when the
+// run ends (internal/arena). Its fresh memory is dear (freshCost): the engine sizes it
+// for the tensors that repeat, a model's layers, unless ExecOptions.HoldBytes sets
+// the size.
 
-// DefaultHoldBytes is the most a tensor's copied or decoded operands may take to be
-// held between passes (ExecOptions.HoldBytes): the largest group of a 7B–8B model's
-// MLP matrices, base and three fine-tunes in BF16, fits; an embedding matrix of such
-// a model, or a 70B model's MLP group, is read once per pass.
+// DefaultHoldBytes bounds the arena when ExecOptions.HoldBytes leaves its size to
+// the engine (chooseArenaSize): the largest group of a 7B–8B model's MLP matrices,
+// base and three fine-tunes in BF16, fits.
 const DefaultHoldBytes = 1 << 30
-
-// holdLimit is the most a held tensor's operands may take; 0: none is held.
-func (o ExecOptions) holdLimit() int64 {
-	switch {
-	case o.HoldBytes < 0:
-		return 0
-	case o.HoldBytes == 0:
-		return DefaultHoldBytes
-	}
-	return o.HoldBytes
-}
 
 // heldBytes is what t's operands that are read when it runs (copied or decoded)
 // take in all.
@@ -57,31 +48,114 @@ func heldBytes(t *TensorPlan) int64 {
 	return n
 }
 
-// holds reports whether tensor ti, which streams, is read once into the arena: it
-// is merged, its kernel has passes or reads beyond its chunks (WholeInputs), and its
-// copied operands fit the limit.
-func (x *execution) holds(ti int) bool {
+// holdable reports whether tensor ti would be read once into the arena were the
+// arena large enough: it is merged, its kernel has passes or reads beyond its
+// chunks (WholeInputs), and some of its operands are copied or decoded, all of them
+// in ranges.
+func (x *execution) holdable(ti int) bool {
 	t, k := &x.plan.Tensors[ti], &x.kernels[ti]
-	n := heldBytes(t)
-	return t.Merge && (len(k.Passes) > 0 || k.WholeInputs) && n > 0 && n <= x.opts.holdLimit()
+	if !t.Merge || len(k.Passes) == 0 && !k.WholeInputs || t.NumElements() == 0 || heldBytes(t) == 0 {
+		return false
+	}
+	ok := true
+	t.usedOperands(func(op *Operand) {
+		ok = ok && (op.load == nil || op.read != nil)
+	})
+	return ok
+}
+
+// holds reports whether tensor ti is read once into the arena: it is holdable and
+// fits the arena's size.
+func (x *execution) holds(ti int) bool {
+	return x.holdable(ti) && heldBytes(&x.plan.Tensors[ti]) <= x.arenaSize
+}
+
+// freshCost is what a byte of the arena's fresh memory costs, in bytes read again
+// from copied inputs: the kernel zeroes each new page, and on this project's VMs the
+// host backs it on first touch too. Filling a fresh 512 MiB buffer from the page cache
+// took 0.99–1.55 s, with huge pages or without, and 0.11 s where the kernel handed
+// back huge pages it had zeroed and backed before, against 0.08 s to fill the same
+// buffer again (2026-12-04, internal/arena): 1.4 to 19 times. della's arena of
+// 0.52 GB spent 1 s of its 9.5 s of CPU zeroing its pages.
+const freshCost = 8
+
+// mappedCost is what a byte's first touch through a mapping costs where the engine
+// copies its inputs (the probe found the mapping traps), in bytes copied: a pass over
+// a 1.05 GB file in the page cache took 0.75–0.78 s of CPU mapped and 0.22–0.24 s
+// with pread into a reused buffer (bench/roundtrip/mapread, 2026-12-04).
+const mappedCost = 4
+
+// heldGroup is a holdable tensor's held bytes and the bytes holding it spares.
+type heldGroup struct{ bytes, spared int64 }
+
+// chooseArenaSize is the arena's size for opts.HoldBytes: 0 for a negative value;
+// for a positive one, the largest holdable tensor within it; for 0, pickArenaSize's
+// choice within DefaultHoldBytes.
+func (x *execution) chooseArenaSize() int64 {
+	var groups []heldGroup
+	for ti := range x.plan.Tensors {
+		if x.holdable(ti) {
+			// Every pass after the first, and the merge, would read it again; a
+			// kernel reading beyond its chunks would take it whole from the mapping
+			// instead, whose first touch costs mappedCost reads.
+			n, k := heldBytes(&x.plan.Tensors[ti]), &x.kernels[ti]
+			reads := int64(len(k.Passes))
+			if k.WholeInputs {
+				reads += mappedCost
+			}
+			groups = append(groups, heldGroup{n, n * reads})
+		}
+	}
+	switch limit := x.opts.HoldBytes; {
+	case limit < 0:
+		return 0
+	case limit > 0:
+		var most int64
+		for _, g := range groups {
+			if g.bytes <= limit {
+				most = max(most, g.bytes)
+			}
+		}
+		return most
+	}
+	return pickArenaSize(groups, DefaultHoldBytes)
+}
+
+// pickArenaSize picks, among the groups' sizes up to limit, the one whose spared
+// reads (those of every group that fits) most exceed what the arena's fresh memory
+// costs (freshCost per byte); 0 when none spares more than it costs. A model's few
+// largest tensors (embeddings) would take an arena several times the size of the
+// many that repeat (a layer's matrices), and cost more to allocate than reading
+// them again spares.
+func pickArenaSize(groups []heldGroup, limit int64) int64 {
+	groups = slices.Clone(groups)
+	slices.SortFunc(groups, func(a, b heldGroup) int { return cmp.Compare(a.bytes, b.bytes) })
+	var best, bestGain, spared int64
+	for i, g := range groups {
+		if g.bytes > limit {
+			break
+		}
+		spared += g.spared
+		if i+1 < len(groups) && groups[i+1].bytes == g.bytes {
+			continue
+		}
+		if gain := spared - freshCost*g.bytes; gain > bestGain {
+			best, bestGain = g.bytes, gain
+		}
+	}
+	return best
 }
 
 // arenaFor returns t's slices of the arena, one per used operand in usedOperands'
 // order (nil for an operand that is mapped), once the tensor that held it before has
-// finished its work. The arena is sized, on first use, for the largest tensor held.
+// finished its work. The arena is allocated on first use.
 func (x *execution) arenaFor(ti int) ([][]byte, error) {
 	if x.heldWork != nil {
 		x.heldWork.Wait()
 		x.heldWork = nil
 	}
 	if x.arena == nil {
-		var most int64
-		for i := range x.plan.Tensors {
-			if x.streams(i) && x.holds(i) {
-				most = max(most, heldBytes(&x.plan.Tensors[i]))
-			}
-		}
-		a, err := arena.New(most)
+		a, err := arena.New(x.arenaSize)
 		if err != nil {
 			return nil, err
 		}

@@ -145,13 +145,17 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 		}
 		wantSink, wantSums := run(ExecOptions{HoldBytes: -1}, skip)
 		reads(fmt.Sprintf("skip %v, nothing held", skip), never, passes+1)
+		kernels, err := buildKernels(plan, kernel(skip, sumsByTensor{}, new(sync.Mutex)))
+		must(t, err)
+		chosen := newExecution(ctx, plan, nil, kernels, ExecOptions{Threads: 2}).arenaSize
 		for _, c := range []struct {
 			name  string
 			limit int64
 			held  func(tp *TensorPlan) bool
 		}{
-			{"the default limit", 0, always},
+			{"a limit of the largest tensor", largest, always},
 			{"a limit under the largest tensor", largest - 1, func(tp *TensorPlan) bool { return heldBytes(tp) < largest }},
+			{"the engine's choice", 0, func(tp *TensorPlan) bool { return heldBytes(tp) <= chosen }},
 		} {
 			name := fmt.Sprintf("skip %v, %s", skip, c.name)
 			gotSink, gotSums := run(ExecOptions{HoldBytes: c.limit}, skip)
@@ -175,7 +179,7 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 		}
 	}
 	defer func() { srcs[1].failTensor = "" }()
-	_, err = Execute(ctx, plan, discardSink{}, kernel([2]bool{}, sumsByTensor{}, new(sync.Mutex)), ExecOptions{Threads: 2})
+	_, err = Execute(ctx, plan, discardSink{}, kernel([2]bool{}, sumsByTensor{}, new(sync.Mutex)), ExecOptions{Threads: 2, HoldBytes: largest})
 	if !errors.Is(err, errPlanted) || !strings.Contains(err.Error(), srcs[1].failTensor) {
 		t.Errorf("a failing read while held: %v, want the planted error naming tensor %q", err, srcs[1].failTensor)
 	}
@@ -188,7 +192,7 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 		}
 		return k
 	}
-	if _, err = Execute(ctx, plan, discardSink{}, failing, ExecOptions{Threads: 2}); !errors.Is(err, errPlanted) {
+	if _, err = Execute(ctx, plan, discardSink{}, failing, ExecOptions{Threads: 2, HoldBytes: largest}); !errors.Is(err, errPlanted) {
 		t.Errorf("a failing pass while held: %v, want the planted error", err)
 	}
 	for _, tp := range plan.Tensors {
@@ -196,6 +200,41 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 			if tp.In[i].Data != nil {
 				t.Errorf("after a failed run, tensor %q: input %d still holds %d bytes", tp.Name, i, len(tp.In[i].Data))
 			}
+		}
+	}
+}
+
+// The engine's arena holds the sizes that repeat: it grows to a larger tensor only
+// where the reads that spares outweigh the larger arena's fresh memory.
+func TestPickArenaSize(t *testing.T) {
+	const mb = 1 << 20
+	// n tensors of size bytes, each read again passes times without the arena.
+	groups := func(spec ...[3]int64) []heldGroup {
+		var gs []heldGroup
+		for _, s := range spec {
+			for range s[0] {
+				gs = append(gs, heldGroup{s[1], s[1] * s[2]})
+			}
+		}
+		return gs
+	}
+	for _, c := range []struct {
+		name   string
+		groups []heldGroup
+		limit  int64
+		want   int64
+	}{
+		{"none", nil, 1 << 30, 0},
+		// The 1 GB fixtures under ties: 66 MLP groups of 92 MB, 2 embeddings' of 524 MB.
+		{"layers and embeddings", groups([3]int64{66, 92 * mb, 1}, [3]int64{2, 524 * mb, 1}), 1 << 30, 92 * mb},
+		{"embeddings that repeat enough", groups([3]int64{66, 92 * mb, 1}, [3]int64{40, 524 * mb, 1}), 1 << 30, 524 * mb},
+		{"embeddings over the limit", groups([3]int64{66, 92 * mb, 1}, [3]int64{40, 524 * mb, 1}), 512 * mb, 92 * mb},
+		{"too few to pay", groups([3]int64{2, 92 * mb, 1}), 1 << 30, 0},
+		{"more passes pay sooner", groups([3]int64{3, 92 * mb, 3}), 1 << 30, 92 * mb},
+		{"small ones on the way count", groups([3]int64{100, mb, 1}, [3]int64{8, 12 * mb, 1}), 1 << 30, 12 * mb},
+	} {
+		if got := pickArenaSize(c.groups, c.limit); got != c.want {
+			t.Errorf("%s: %d MB, want %d MB", c.name, got/mb, c.want/mb)
 		}
 	}
 }

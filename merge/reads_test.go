@@ -52,22 +52,23 @@ func TestEveryMethodInputReads(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	plain, _ := writeCompressedInputs(t, dir, 1<<20)
-	type runFunc func(reads checkpoint.Reads, out string) (*Report, error)
+	type runFunc func(reads checkpoint.Reads, hold int64, out string) (*Report, error)
 	runs := map[string]runFunc{
-		"sfa": func(reads checkpoint.Reads, out string) (*Report, error) {
+		"sfa": func(reads checkpoint.Reads, hold int64, out string) (*Report, error) {
 			return RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m0"), SFA: SFA{Beta: 0.3},
-				Job: Job{Out: out, Reads: reads, Exec: ExecOptions{Threads: 2}}})
+				Job: Job{Out: out, Reads: reads, Exec: ExecOptions{Threads: 2, HoldBytes: hold}}})
 		},
-		"sfa-fisher": func(reads checkpoint.Reads, out string) (*Report, error) {
+		"sfa-fisher": func(reads checkpoint.Reads, hold int64, out string) (*Report, error) {
 			return RunSFA(ctx, SFAJob{Anchor: plain("base"), Current: plain("m1"), Fisher: plain("fisher"), SFA: SFA{Eta: 30},
-				Job: Job{Out: out, OutDType: dtype.F32, Reads: reads, Exec: ExecOptions{Threads: 3}}})
+				Job: Job{Out: out, OutDType: dtype.F32, Reads: reads, Exec: ExecOptions{Threads: 3, HoldBytes: hold}}})
 		},
 	}
 	for _, method := range append(testMethods(), "della-inv", "model_stock-filter_wise") {
 		name := method
-		runs[name] = func(reads checkpoint.Reads, out string) (*Report, error) {
+		runs[name] = func(reads checkpoint.Reads, hold int64, out string) (*Report, error) {
 			j := methodTestJob(name, plain, out, 2)
 			j.Job.Reads = reads
+			j.Job.Exec.HoldBytes = hold
 			return RunMethod(ctx, j)
 		}
 	}
@@ -81,29 +82,34 @@ func TestEveryMethodInputReads(t *testing.T) {
 		return len(rep.InputReads) == len(rep.Inputs)
 	}
 	for name, run := range runs {
-		mapped, copied := filepath.Join(dir, name+".map.safetensors"), filepath.Join(dir, name+".copy.safetensors")
-		rep, err := run(checkpoint.ReadsMapped, mapped)
+		mapped := filepath.Join(dir, name+".map.safetensors")
+		rep, err := run(checkpoint.ReadsMapped, 0, mapped)
 		if err != nil {
 			t.Fatalf("%s, inputs mapped: %v", name, err)
 		}
 		if !readAs(rep, "map") {
 			t.Errorf("%s, inputs mapped: the report's input_reads %q", name, rep.InputReads)
 		}
-		if rep, err = run(checkpoint.ReadsCopied, copied); err != nil {
-			t.Fatalf("%s, inputs copied: %v", name, err)
-		}
-		if !readAs(rep, "copy") {
-			t.Errorf("%s, inputs copied: the report's input_reads %q", name, rep.InputReads)
-		}
-		a, err := os.ReadFile(mapped)
+		want, err := os.ReadFile(mapped)
 		must(t, err)
-		b, err := os.ReadFile(copied)
-		must(t, err)
-		if !bytes.Equal(a, b) {
-			t.Errorf("%s: the merge of inputs copied in spans differs from the merge of the same inputs mapped (%s)", name, tensorsDiffer(t, copied, mapped))
+		// Copied, with the engine's arena (which holds nothing this small), with
+		// none, and with one that holds every tensor a kernel's passes read again.
+		for _, hold := range []int64{0, -1, 1 << 30} {
+			copied := filepath.Join(dir, name+".copy.safetensors")
+			if rep, err = run(checkpoint.ReadsCopied, hold, copied); err != nil {
+				t.Fatalf("%s, inputs copied, HoldBytes %d: %v", name, hold, err)
+			}
+			if !readAs(rep, "copy") {
+				t.Errorf("%s, inputs copied: the report's input_reads %q", name, rep.InputReads)
+			}
+			got, err := os.ReadFile(copied)
+			must(t, err)
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s, HoldBytes %d: the merge of inputs copied in spans differs from the merge of the same inputs mapped (%s)", name, hold, tensorsDiffer(t, copied, mapped))
+			}
+			os.Remove(copied)
 		}
 		os.Remove(mapped)
-		os.Remove(copied)
 	}
 }
 

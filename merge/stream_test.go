@@ -188,12 +188,14 @@ func TestCompressedInputsStream(t *testing.T) {
 		}
 	}
 	// A kernel that reads beyond its chunk has the tensor read into the arena a
-	// span at a time, or, with no arena (HoldBytes < 0), loads it whole.
+	// span at a time where it fits the arena (HoldBytes sets its size here: the
+	// engine's own choice holds nothing this small), or, with no arena (HoldBytes <
+	// 0), loads it whole.
 	whole := Kernel{WholeInputs: true, Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[0]) }}
 	for _, s := range srcs {
 		s.largest.Store(0)
 	}
-	if _, err := Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2}); err != nil {
+	if _, err := Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2, HoldBytes: 1 << 30}); err != nil {
 		t.Fatalf("a WholeInputs kernel, held: %v", err)
 	}
 	for i, s := range srcs {

@@ -2,12 +2,15 @@
 // outside the Go heap where the operating system can back them with huge pages.
 //
 // Why not make([]byte, n): the first touch of every page of fresh memory faults, and
-// on this project's VMs (a PVM guest, whose page tables the host shadows) a 4 KiB
-// page's fault cost about 3 µs: filling a fresh 512 MiB buffer from the page cache
-// took 1.55 s, against 0.08 s for the second fill of the same buffer (2026-12-04,
-// bench/README.md). On Linux the buffer is an anonymous mapping advised for
-// transparent huge pages, faulted 2 MiB at a time (0.11 s for the same first fill
-// when the kernel had huge pages free); elsewhere it is an ordinary slice.
+// on this project's VMs (a PVM guest, whose page tables the host shadows) that is
+// dear: filling a fresh 512 MiB buffer from the page cache took 1.55 s in 4 KiB
+// pages, against 0.08 s for the second fill of the same buffer (2026-12-04,
+// docs/reliability.md#how-inputs-are-read). On Linux the buffer is an anonymous
+// mapping advised for transparent huge pages, faulted 2 MiB at a time: the same first
+// fill took 0.99 s in one run and 0.11 s in the next, when the kernel handed back the
+// huge pages the first had freed (the kernel zeroes each new page, and the host backs
+// memory the guest has not touched before). Elsewhere it is an ordinary slice. Buffers are freed
+// explicitly, not by the garbage collector, so a run returns its memory when it ends.
 package arena
 
 // Buffer is a byte buffer from New; Free returns its memory.
