@@ -140,6 +140,9 @@ type Result struct {
 	// per plan tensor, whether it ran there.
 	GPU   *GPUUsage
 	OnGPU []bool
+	// ArenaBytes is the size of the arena that held tensors between their passes
+	// (merge/hold.go): memory outside the Go heap; 0 when none was allocated.
+	ArenaBytes int64
 }
 
 // ErrInputChanged reports an input that shrank while being read: a memory-mapped one
@@ -192,6 +195,9 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 		return nil, err
 	}
 	res := &Result{Stats: x.stats(), BytesRead: x.bytesRead.Load(), BytesWritten: x.bytesWritten.Load(), OnGPU: onGPU}
+	if x.arena != nil {
+		res.ArenaBytes = x.arenaSize
+	}
 	if opened {
 		after := opts.Device.GPU.Stats()
 		usage.Stats = gpu.Stats{

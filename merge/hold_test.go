@@ -108,8 +108,15 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 		}
 		sums, mu := sumsByTensor{}, new(sync.Mutex)
 		opts.Threads = 2
-		if _, err := Execute(ctx, plan, sink, kernel(skip, sums, mu), opts); err != nil {
+		res, err := Execute(ctx, plan, sink, kernel(skip, sums, mu), opts)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if passes := 2 - b2i(skip[0]) - b2i(skip[1]); opts.HoldBytes == largest && passes > 0 && res.ArenaBytes != largest {
+			t.Errorf("skip %v, HoldBytes %d: an arena of %d bytes, want %d", skip, opts.HoldBytes, res.ArenaBytes, largest)
+		}
+		if opts.HoldBytes < 0 && res.ArenaBytes != 0 {
+			t.Errorf("skip %v, no arena: %d bytes", skip, res.ArenaBytes)
 		}
 		for _, tp := range plan.Tensors {
 			for i := range tp.In {

@@ -108,6 +108,9 @@ type Report struct {
 	GPU           *GPUReport `json:"gpu,omitempty"`
 	Threads       int        `json:"threads"`
 	PeakHeapBytes uint64     `json:"peak_heap_bytes"`
+	// ArenaBytes is the memory outside the Go heap that held tensors' copied inputs
+	// between their passes (merge/hold.go); 0 when none did.
+	ArenaBytes int64 `json:"arena_bytes,omitempty"`
 	// GGUF: tensors written in another type than the reference input's.
 	TypeChanges []TypeChange `json:"type_changes,omitempty"`
 	// SFA: ‖current − anchor‖ and ‖merged − anchor‖ over the merged tensors.
@@ -211,7 +214,7 @@ func Run(ctx context.Context, job Job) (rep *Report, err error) {
 		Inputs: append(append([]Input(nil), job.Inputs...), job.Aux...), Output: dest.Path,
 		OutputFiles: o.Paths, InPlace: job.InPlace,
 		Tensors: len(plan.Tensors), TensorsMerged: merged, TensorsCopied: copied,
-		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten,
+		BytesRead: res.BytesRead, BytesWritten: res.BytesWritten, ArenaBytes: res.ArenaBytes,
 		Threads: job.Exec.threads(), TypeChanges: layout.TypeChanges, InputReads: reads,
 	}
 	rep.Device, rep.GPU = deviceReport(job.Exec.Device, res.GPU, job.Method, merged)

@@ -220,7 +220,7 @@ func runShard(ctx context.Context, job Job) (rep *Report, err error) {
 		return nil, err
 	}
 	rep.Tensors, rep.TensorsMerged, rep.TensorsCopied = res.tensors, res.merged, res.copied
-	rep.BytesRead, rep.BytesWritten = res.BytesRead, res.BytesWritten
+	rep.BytesRead, rep.BytesWritten, rep.ArenaBytes = res.BytesRead, res.BytesWritten, res.ArenaBytes
 	rep.Device, rep.GPU = deviceReport(job.Exec.Device, res.GPU, job.Method, res.merged)
 	if job.Finish != nil {
 		// The method's own results (SFA's distances) cover this worker's tensors.
