@@ -221,6 +221,30 @@ func OpenReference(path string) (*Reference, error) {
 // Close closes the reference.
 func (r *Reference) Close() error { return r.src.Close() }
 
+// ReadRange reads bytes [off, off+len(dst)) of the reference's tensor with this name,
+// dtype and shape into dst, or reports ok == false when it has none such: with pread
+// (or a .gmz reference's frames decoded) where the source reads ranges, so that
+// decoding a delta a frame at a time copies its reference into warm buffers rather
+// than touching it through the mapping.
+func (r *Reference) ReadRange(name string, dt dtype.DType, shape []int64, off int64, dst []byte) (bool, error) {
+	t := r.index[name]
+	if t == nil || t.DType != dt || !slices.Equal(t.Shape, shape) {
+		return false, nil
+	}
+	if rd, ok := r.src.(RangeDecoder); ok {
+		return true, rd.DecodeRange(name, off, dst)
+	}
+	b, err := r.src.Data(name)
+	if err != nil {
+		return false, err
+	}
+	if off < 0 || off+int64(len(dst)) > int64(len(b)) {
+		return false, fmt.Errorf("%s: tensor %q: bytes [%d, %d) of %d", r.path, name, off, off+int64(len(dst)), len(b))
+	}
+	copy(dst, b[off:])
+	return true, nil
+}
+
 // Match returns the reference's bytes of the tensor with this name, dtype and
 // shape, or ok == false when it has none such.
 func (r *Reference) Match(name string, dt dtype.DType, shape []int64) ([]byte, bool, error) {

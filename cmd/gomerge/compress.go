@@ -341,15 +341,15 @@ func checkReference(ctx context.Context, in *gmz.File, ref *checkpoint.Reference
 	return err
 }
 
-// refFunc serves in's reference tensors from ref (nil when in is no delta).
+// refFunc serves in's reference tensors from ref, a range at a time (nil when in is
+// no delta).
 func refFunc(in *gmz.File, ref *checkpoint.Reference) gmz.RefFunc {
 	if ref == nil {
 		return nil
 	}
-	return func(name string) ([]byte, error) {
+	return func(name string, off int64, dst []byte) (bool, error) {
 		t, _ := in.Tensor(name)
-		rb, _, err := ref.Match(name, t.DType, t.Shape)
-		return rb, err
+		return ref.ReadRange(name, t.DType, t.Shape, off, dst)
 	}
 }
 

@@ -170,10 +170,10 @@ func fuzzOne(t *testing.T, b []byte) {
 			}
 		}
 	}
-	zeros := func(name string) ([]byte, error) {
+	zeros := WholeRef(func(name string) ([]byte, error) {
 		tn, _ := gf.Tensor(name)
 		return make([]byte, tn.Size), nil
-	}
+	})
 	out := &memWriterAt{}
 	if err := gf.WriteSource(context.Background(), out, zeros, 2); err == nil && int64(len(out.b)) != gf.Source.Size {
 		t.Fatalf("WriteSource wrote %d bytes, the source has %d", len(out.b), gf.Source.Size)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,14 +169,14 @@ func writeGMZ(t testing.TB, ins []Input, opts Options) ([]byte, Stats) {
 }
 
 func refFunc(ins []Input) RefFunc {
-	return func(name string) ([]byte, error) {
+	return WholeRef(func(name string) ([]byte, error) {
 		for _, in := range ins {
 			if in.Name == name {
 				return in.Ref, nil
 			}
 		}
 		return nil, errors.New("no such reference tensor")
-	}
+	})
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -659,7 +660,7 @@ func TestCheckReferences(t *testing.T) {
 	// The first wrong reference comes slowly, so that a later wrong one, checked
 	// in parallel, fails first.
 	refFunc := func(wrong ...string) RefFunc {
-		return func(name string) ([]byte, error) {
+		return WholeRef(func(name string) ([]byte, error) {
 			if len(wrong) > 1 && name == wrong[1] {
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -669,7 +670,7 @@ func TestCheckReferences(t *testing.T) {
 				r[len(r)/2] ^= 1
 			}
 			return r, nil
-		}
+		})
 	}
 	ctx := context.Background()
 	for _, workers := range []int{0, 1, 2, 4} {
@@ -681,12 +682,12 @@ func TestCheckReferences(t *testing.T) {
 			}
 		}
 	}
-	missing := func(name string) ([]byte, error) {
+	missing := WholeRef(func(name string) ([]byte, error) {
 		if name == deltas[0] {
 			return nil, nil
 		}
 		return refs[name], nil
-	}
+	})
 	if err := open().CheckReferences(ctx, missing, 2); !errors.Is(err, ErrReference) {
 		t.Errorf("a missing reference: %v, want ErrReference", err)
 	}
@@ -703,5 +704,39 @@ func TestCheckReferences(t *testing.T) {
 	}
 	if !bytes.Equal(got.b, want.b) {
 		t.Error("WriteSource after CheckReferences decodes other bytes")
+	}
+	// The reference is read once to check it and once to decode, a frame at a time
+	// for the decoding; not checked again once CheckReferences has.
+	var deltaBytes int64
+	for _, tn := range f.Tensors {
+		if tn.Delta {
+			deltaBytes += tn.Size
+		}
+	}
+	var read, largest atomic.Int64
+	counted := func(name string, off int64, dst []byte) (bool, error) {
+		read.Add(int64(len(dst)))
+		for l := largest.Load(); int64(len(dst)) > l && !largest.CompareAndSwap(l, int64(len(dst))); l = largest.Load() {
+		}
+		return refFunc()(name, off, dst)
+	}
+	got = memWriterAt{}
+	if err := open().WriteSource(ctx, &got, counted, 2); err != nil || !bytes.Equal(got.b, want.b) {
+		t.Fatalf("WriteSource with a counted reference: %v", err)
+	}
+	if read.Load() != 2*deltaBytes {
+		t.Errorf("WriteSource read %d bytes of the reference, want %d: once to check, once to decode", read.Load(), 2*deltaBytes)
+	}
+	f, got = open(), memWriterAt{}
+	if err := f.CheckReferences(ctx, counted, 2); err != nil {
+		t.Fatal(err)
+	}
+	read.Store(0)
+	largest.Store(0)
+	if err := f.WriteSource(ctx, &got, counted, 2); err != nil || !bytes.Equal(got.b, want.b) {
+		t.Fatalf("WriteSource after CheckReferences, counted: %v", err)
+	}
+	if read.Load() != deltaBytes || largest.Load() > f.FrameSize {
+		t.Errorf("WriteSource after CheckReferences read %d bytes of the reference in pieces of up to %d, want %d in frames of %d", read.Load(), largest.Load(), deltaBytes, f.FrameSize)
 	}
 }

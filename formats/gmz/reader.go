@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"runtime"
@@ -387,17 +388,21 @@ func (f *File) ReadTensor(ctx context.Context, t *Tensor, dst, ref []byte, worke
 	return ctx.Err()
 }
 
-// CheckReferences checks every delta tensor's reference (CheckReference), on up to
-// workers goroutines (0: GOMAXPROCS), and returns the error of the first tensor in
-// file order whose reference is missing or differs, or ref's own. Once it has
-// returned nil, WriteSource, which must then be given the same ref, does not
-// checksum the references again. Checking them all first fails a wrong reference
-// before anything is decoded; in parallel, since checksumming a reference is a pass
-// over as many bytes as the delta decodes to.
+// CheckReferences checks every delta tensor's reference against the checksum the
+// delta recorded, on up to workers goroutines (0: GOMAXPROCS), and returns the error
+// of the first tensor in file order whose reference is missing or differs, or ref's
+// own. Once it has returned nil, WriteSource, which must then be given the same ref,
+// does not check them again. Checking them all first fails a wrong reference before
+// anything is decoded; in parallel, since checksumming a reference is a pass over as
+// many bytes as the delta decodes to.
 func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) error {
 	errs := make([]error, len(f.Tensors))
+	n := workerCount(workers)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(workerCount(workers))
+	g.SetLimit(n)
+	// One buffer per goroutine at a time, reused: the reference is read into it a
+	// piece at a time.
+	bufs := make(chan []byte, n)
 	for i := range f.Tensors {
 		t := &f.Tensors[i]
 		if !t.Delta {
@@ -407,8 +412,14 @@ func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) er
 			break // the tensors before this one were all started
 		}
 		g.Go(func() error {
-			var rb []byte
-			errs[i] = f.reference(t, ref, &rb)
+			var buf []byte
+			select {
+			case buf = <-bufs:
+			default:
+				buf = make([]byte, refPiece)
+			}
+			defer func() { bufs <- buf }()
+			errs[i] = checkReference(t, ref, buf)
 			return errs[i]
 		})
 	}
@@ -425,14 +436,72 @@ func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) er
 	return nil
 }
 
-// RefFunc returns the bytes of the named reference tensor (nil when there is none).
-type RefFunc func(name string) ([]byte, error)
+// refPiece is how much of a reference tensor CheckReferences reads at a time.
+const refPiece = 4 << 20
+
+// checkReference checks t's reference, read through buf a piece at a time, against
+// the checksum t recorded.
+func checkReference(t *Tensor, ref RefFunc, buf []byte) error {
+	missing := &ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum}
+	if ref == nil {
+		return missing
+	}
+	var crc uint32
+	for off := int64(0); off < t.Size || off == 0; off += int64(len(buf)) {
+		piece := buf[:min(int64(len(buf)), t.Size-off)]
+		ok, err := ref(t.Name, off, piece)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return missing
+		}
+		crc = crc32.Update(crc, castagnoli, piece)
+		if t.Size == 0 {
+			break
+		}
+	}
+	if crc != t.RefChecksum {
+		return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: crc}
+	}
+	return nil
+}
+
+// RefFunc reads bytes [off, off+len(dst)) of the named reference tensor into dst;
+// ok is false when the reference has no such tensor. A delta is decoded a frame at a
+// time against it, so that a reference file can be copied into warm buffers with
+// pread rather than touched through a mapping, which on this project's VMs traps on
+// every page (docs/reliability.md#how-inputs-are-read).
+type RefFunc func(name string, off int64, dst []byte) (ok bool, err error)
+
+// WholeRef is a RefFunc over reference tensors held whole: tensor returns one's
+// bytes, nil when there is none.
+func WholeRef(tensor func(name string) ([]byte, error)) RefFunc {
+	return func(name string, off int64, dst []byte) (bool, error) {
+		b, err := tensor(name)
+		if err != nil || b == nil {
+			return false, err
+		}
+		if off < 0 || off+int64(len(dst)) > int64(len(b)) {
+			return true, fmt.Errorf("%w: tensor %q: the reference holds %d bytes, not %d", ErrReference, name, len(b), off+int64(len(dst)))
+		}
+		copy(dst, b[off:])
+		return true, nil
+	}
+}
 
 // WriteSource writes the original source file to w: its leading bytes, then every
 // tensor decoded, frames in parallel on up to workers goroutines (0: twice
 // GOMAXPROCS, writeWorkers), each frame's buffer reused, so memory stays a few frames
-// per worker. ref supplies reference tensors for delta files (it may be nil otherwise).
+// per worker. ref supplies reference tensors for delta files (it may be nil
+// otherwise), read a frame at a time; they are checked first (CheckReferences) unless
+// they were already, so that a wrong one fails before anything is written.
 func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, workers int) error {
+	if !f.refsChecked {
+		if err := f.CheckReferences(ctx, ref, workers); err != nil {
+			return err
+		}
+	}
 	if _, err := w.WriteAt(f.Source.Header, 0); err != nil {
 		return err
 	}
@@ -465,9 +534,8 @@ func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, work
 		}
 	}
 	type work struct {
-		t   *Tensor
-		i   int
-		ref []byte
+		t *Tensor
+		i int
 	}
 	jobs := make(chan work, n)
 	g, gctx := errgroup.WithContext(ctx)
@@ -475,13 +543,24 @@ func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, work
 		g.Go(func() error {
 			s := &scratch{raw: make([]byte, 0, maxStored)}
 			buf := make([]byte, maxRaw)
+			var refBuf []byte
 			for j := range jobs {
 				if gctx.Err() != nil {
 					continue // drain: the producer stops at the cancellation
 				}
 				fr := &j.t.Frames[j.i]
 				dst := buf[:fr.Raw]
-				if err := f.readFrame(j.t, j.i, dst, j.ref, s); err != nil {
+				var r []byte
+				if j.t.Delta {
+					refBuf = grow(refBuf, int(maxRaw))
+					r = refBuf[:fr.Raw]
+					if ok, err := ref(j.t.Name, fr.RawOff, r); err != nil {
+						return err
+					} else if !ok {
+						return &ReferenceError{Tensor: j.t.Name, Missing: true, Want: j.t.RefChecksum}
+					}
+				}
+				if err := f.readFrame(j.t, j.i, dst, r, s); err != nil {
 					return err
 				}
 				if _, err := w.WriteAt(dst, j.t.Offset+fr.RawOff); err != nil {
@@ -491,29 +570,12 @@ func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, work
 			return nil
 		})
 	}
-	var refErr error
 tensors:
 	for ti := range f.Tensors {
 		t := &f.Tensors[ti]
-		var rb []byte
-		if t.Delta {
-			if f.refsChecked {
-				rb, refErr = ref(t.Name)
-			} else {
-				refErr = f.reference(t, ref, &rb)
-			}
-			if refErr != nil {
-				break
-			}
-		}
 		for i := range t.Frames {
-			var r []byte
-			if t.Delta {
-				fr := &t.Frames[i]
-				r = rb[fr.RawOff : fr.RawOff+fr.Raw]
-			}
 			select {
-			case jobs <- work{t, i, r}:
+			case jobs <- work{t, i}:
 			case <-gctx.Done():
 				break tensors
 			}
@@ -523,23 +585,7 @@ tensors:
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	if refErr != nil {
-		return refErr
-	}
 	return ctx.Err()
-}
-
-// reference fetches and checks t's reference tensor into *rb.
-func (f *File) reference(t *Tensor, ref RefFunc, rb *[]byte) error {
-	if ref == nil {
-		return &ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum}
-	}
-	b, err := ref(t.Name)
-	if err != nil {
-		return err
-	}
-	*rb = b
-	return CheckReference(t, b)
 }
 
 // writeWorkers is WriteSource's default worker count: twice the cores. Each worker
