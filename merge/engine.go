@@ -381,21 +381,27 @@ func (x *execution) runTensor(ti int) bool {
 			x.launch(func() error { return err })
 			return false
 		}
-		wg := new(sync.WaitGroup)
-		x.tensorWork = wg
-		defer func() {
-			x.tensorWork = nil
-			x.g.Go(func() error {
-				wg.Wait()
-				t.forget()
-				return nil
-			})
-		}()
+		defer x.trackWork(t, new(sync.WaitGroup))()
 	}
 	if !t.Merge && t.Copy.DType == t.OutDType {
 		return x.copyTensor(ti)
 	}
 	return x.runPasses(t, x.kernels[ti]) && x.mergeChunks(ti)
+}
+
+// trackWork counts the work launched from now on in wg (tensorWork), and returns
+// the function that stops counting and, once that work is done, drops t's loaded
+// data.
+func (x *execution) trackWork(t *TensorPlan, wg *sync.WaitGroup) func() {
+	x.tensorWork = wg
+	return func() {
+		x.tensorWork = nil
+		x.g.Go(func() error {
+			wg.Wait()
+			t.forget()
+			return nil
+		})
+	}
 }
 
 // copyTensor writes a tensor whose bytes do not change, in pieces of copyChunkBytes.

@@ -252,14 +252,6 @@ func (x *execution) runHeld(ti int) bool {
 	if !adopted {
 		adopt(t, held)
 	}
-	x.tensorWork = work
-	defer func() {
-		x.tensorWork = nil
-		x.g.Go(func() error {
-			work.Wait()
-			t.forget()
-			return nil
-		})
-	}()
+	defer x.trackWork(t, work)()
 	return x.mergeChunks(ti)
 }
