@@ -12,13 +12,13 @@ import (
 //
 // A kernel with passes (norms, magnitude ranks, Gram matrices, L1 sums) reads its
 // tensor's inputs once per pass and once more to merge. Mapped inputs are read again
-// from the page cache at memory speed; inputs that are copied in spans (pread, on
-// hosts where a mapping's first touch of a page traps: docs/reliability.md#how-inputs-are-read)
-// or decoded (compressed checkpoints) would pay the copy, or the decoding, each time.
-// So a streamed tensor with passes whose copied operands fit the arena is read
-// into it by its first pass, its spans filled in parallel by the workers as
-// they stream them, and its later passes and its merge then run from the arena, as
-// they would from a mapping. A kernel whose chunks read rows beyond themselves
+// from the page cache at memory speed; inputs copied in spans (pread, where a
+// mapping's first touch of a page traps: docs/reliability.md#how-inputs-are-read)
+// or decoded (compressed checkpoints) would pay the copy, or the decoding, each
+// time. So a streamed tensor with passes whose copied operands fit the arena is read
+// into it by its first pass, the workers filling its spans in parallel as they
+// stream them, and its later passes and its merge then run from the arena, as they
+// would from a mapping. A kernel whose chunks read rows beyond themselves
 // (WholeInputs: della, model_stock --filter-wise) has its tensor read into the arena
 // the same way before its passes, instead of taking it whole from the mapping (which
 // traps where copying was chosen) or decoding it whole on one goroutine. One tensor
@@ -27,8 +27,8 @@ import (
 // tensor only once a worker is free.
 //
 // The arena is allocated once and reused, mapped for huge pages and freed when the
-// run ends (internal/arena). Its fresh memory is dear (freshCost): the engine sizes it
-// for the tensors that repeat, a model's layers, unless ExecOptions.HoldBytes sets
+// run ends (internal/arena). Its fresh memory is dear (freshCost): the engine sizes
+// it for the tensors that repeat, a model's layers, unless ExecOptions.HoldBytes sets
 // the size.
 
 // DefaultHoldBytes bounds the arena when ExecOptions.HoldBytes leaves its size to
