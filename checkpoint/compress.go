@@ -245,6 +245,18 @@ func (r *Reference) ReadRange(name string, dt dtype.DType, shape []int64, off in
 	return true, nil
 }
 
+// Checksum returns the CRC-32C of the reference's tensor with this name, dtype and
+// shape where the reference knows it without reading the tensor (a compressed
+// reference records it: Checksummer), or ok == false.
+func (r *Reference) Checksum(name string, dt dtype.DType, shape []int64) (uint32, bool) {
+	t := r.index[name]
+	cs, isCS := r.src.(Checksummer)
+	if t == nil || t.DType != dt || !slices.Equal(t.Shape, shape) || !isCS {
+		return 0, false
+	}
+	return cs.Checksum(name)
+}
+
 // Match returns the reference's bytes of the tensor with this name, dtype and
 // shape, or ok == false when it has none such.
 func (r *Reference) Match(name string, dt dtype.DType, shape []int64) ([]byte, bool, error) {

@@ -331,10 +331,15 @@ func runDecompress(ctx context.Context, ios *IOStreams, o *compressOptions) erro
 
 // checkReference checks every reference tensor of a delta before anything is
 // written, so that a wrong reference fails fast and never leaves work behind; its
-// tensors in parallel (gmz.File.CheckReferences), and WriteSource then does not check
+// tensors in parallel (gmz.File.CheckReferences), by the checksums a compressed
+// reference records rather than decoding it, and WriteSource then does not check
 // them again.
 func checkReference(ctx context.Context, in *gmz.File, ref *checkpoint.Reference, path, against string, threads int) error {
-	err := in.CheckReferences(ctx, refFunc(in, ref), threads)
+	known := func(name string) (uint32, bool) {
+		t, _ := in.Tensor(name)
+		return ref.Checksum(name, t.DType, t.Shape)
+	}
+	err := in.CheckReferences(ctx, refFunc(in, ref), known, threads)
 	if refErr := (*gmz.ReferenceError)(nil); errors.As(err, &refErr) {
 		return badInputError{fmt.Errorf("%s: --against %s: %w", path, against, err)}
 	}

@@ -243,6 +243,11 @@ func TestCompressBadInput(t *testing.T) {
 	if err := stt.WriteFile(wrongRef, other, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The same, compressed: refused by the checksums its container records.
+	wrongRefGz := filepath.Join(f.dir, "wrong.gmz")
+	if code, _, stderr := gomerge(t, "compress", wrongRef, wrongRefGz); code != 0 {
+		t.Fatalf("compress the wrong reference: exit %d: %s", code, stderr)
+	}
 
 	cases := []struct {
 		name string
@@ -257,6 +262,7 @@ func TestCompressBadInput(t *testing.T) {
 		{"size lies", setSize, nil, exitBadInput, []string{"in.gmz", name, "raw size"}},
 		{"not gmz", readFile(t, f.current), nil, exitBadInput, []string{"bad magic"}},
 		{"wrong reference", readFile(t, delta), []string{"--against", wrongRef}, exitBadInput, []string{"in.gmz", "wrong.safetensors", "different reference"}},
+		{"wrong compressed reference", readFile(t, delta), []string{"--against", wrongRefGz}, exitBadInput, []string{"in.gmz", "wrong.gmz", "different reference"}},
 		{"missing reference", readFile(t, delta), nil, exitUsage, []string{"--against", "anchor.safetensors"}},
 		{"missing input", nil, []string{filepath.Join(f.dir, "nope.gmz")}, exitBadInput, []string{"nope.gmz"}},
 	}

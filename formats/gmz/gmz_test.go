@@ -676,7 +676,7 @@ func TestCheckReferences(t *testing.T) {
 	for _, workers := range []int{0, 1, 2, 4} {
 		for range 3 {
 			var re *ReferenceError
-			err := open().CheckReferences(ctx, refFunc(deltas[len(deltas)-1], deltas[1]), workers)
+			err := open().CheckReferences(ctx, refFunc(deltas[len(deltas)-1], deltas[1]), nil, workers)
 			if !errors.As(err, &re) || re.Tensor != deltas[1] {
 				t.Fatalf("workers=%d: %v, want the reference of %q, the first wrong one", workers, err, deltas[1])
 			}
@@ -688,7 +688,7 @@ func TestCheckReferences(t *testing.T) {
 		}
 		return refs[name], nil
 	})
-	if err := open().CheckReferences(ctx, missing, 2); !errors.Is(err, ErrReference) {
+	if err := open().CheckReferences(ctx, missing, nil, 2); !errors.Is(err, ErrReference) {
 		t.Errorf("a missing reference: %v, want ErrReference", err)
 	}
 	var want, got memWriterAt
@@ -696,7 +696,7 @@ func TestCheckReferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	f = open()
-	if err := f.CheckReferences(ctx, refFunc(), 2); err != nil {
+	if err := f.CheckReferences(ctx, refFunc(), nil, 2); err != nil {
 		t.Fatalf("the right references: %v", err)
 	}
 	if err := f.WriteSource(ctx, &got, refFunc(), 2); err != nil {
@@ -728,7 +728,7 @@ func TestCheckReferences(t *testing.T) {
 		t.Errorf("WriteSource read %d bytes of the reference, want %d: once to check, once to decode", read.Load(), 2*deltaBytes)
 	}
 	f, got = open(), memWriterAt{}
-	if err := f.CheckReferences(ctx, counted, 2); err != nil {
+	if err := f.CheckReferences(ctx, counted, nil, 2); err != nil {
 		t.Fatal(err)
 	}
 	read.Store(0)
@@ -738,5 +738,32 @@ func TestCheckReferences(t *testing.T) {
 	}
 	if read.Load() != deltaBytes || largest.Load() > f.FrameSize {
 		t.Errorf("WriteSource after CheckReferences read %d bytes of the reference in pieces of up to %d, want %d in frames of %d", read.Load(), largest.Load(), deltaBytes, f.FrameSize)
+	}
+	// Checksums the reference knows are compared without reading it; a wrong one is
+	// a wrong reference.
+	sums := map[string]uint32{}
+	for _, in := range ins {
+		if in.Ref != nil {
+			sums[in.Name] = checksum(in.Ref)
+		}
+	}
+	known := func(name string) (uint32, bool) {
+		c, ok := sums[name]
+		return c, ok
+	}
+	read.Store(0)
+	if err := open().CheckReferences(ctx, counted, known, 2); err != nil || read.Load() != 0 {
+		t.Errorf("known checksums: %v, %d bytes of the reference read, want none", err, read.Load())
+	}
+	wrongSum := func(name string) (uint32, bool) {
+		c, ok := known(name)
+		if name == deltas[0] {
+			c ^= 1
+		}
+		return c, ok
+	}
+	var re *ReferenceError
+	if err := open().CheckReferences(ctx, counted, wrongSum, 2); !errors.As(err, &re) || re.Tensor != deltas[0] {
+		t.Errorf("a wrong known checksum: %v, want a ReferenceError naming %q", err, deltas[0])
 	}
 }

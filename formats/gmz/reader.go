@@ -391,11 +391,14 @@ func (f *File) ReadTensor(ctx context.Context, t *Tensor, dst, ref []byte, worke
 // CheckReferences checks every delta tensor's reference against the checksum the
 // delta recorded, on up to workers goroutines (0: GOMAXPROCS), and returns the error
 // of the first tensor in file order whose reference is missing or differs, or ref's
-// own. Once it has returned nil, WriteSource, which must then be given the same ref,
-// does not check them again. Checking them all first fails a wrong reference before
-// anything is decoded; in parallel, since checksumming a reference is a pass over as
-// many bytes as the delta decodes to.
-func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) error {
+// own. known, if set, gives a reference tensor's checksum where the reference knows
+// it without reading the tensor (a compressed reference records it, and its frames'
+// own checksums then check the bytes it decodes); the tensor is not read then. Once
+// it has returned nil, WriteSource, which must then be given the same ref, does not
+// check them again. Checking them all first fails a wrong reference before anything
+// is decoded; in parallel, since checksumming a reference is a pass over as many
+// bytes as the delta decodes to.
+func (f *File) CheckReferences(ctx context.Context, ref RefFunc, known RefChecksum, workers int) error {
 	errs := make([]error, len(f.Tensors))
 	n := workerCount(workers)
 	g, gctx := errgroup.WithContext(ctx)
@@ -419,7 +422,7 @@ func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) er
 				buf = make([]byte, refPiece)
 			}
 			defer func() { bufs <- buf }()
-			errs[i] = checkReference(t, ref, buf)
+			errs[i] = checkReference(t, ref, known, buf)
 			return errs[i]
 		})
 	}
@@ -439,12 +442,24 @@ func (f *File) CheckReferences(ctx context.Context, ref RefFunc, workers int) er
 // refPiece is how much of a reference tensor CheckReferences reads at a time.
 const refPiece = 4 << 20
 
-// checkReference checks t's reference, read through buf a piece at a time, against
-// the checksum t recorded.
-func checkReference(t *Tensor, ref RefFunc, buf []byte) error {
+// RefChecksum gives the CRC-32C of the named reference tensor's bytes, where the
+// reference knows it without reading them; ok is false otherwise.
+type RefChecksum func(name string) (crc uint32, ok bool)
+
+// checkReference checks t's reference against the checksum t recorded: the one known
+// gives, or the bytes read through buf a piece at a time.
+func checkReference(t *Tensor, ref RefFunc, known RefChecksum, buf []byte) error {
 	missing := &ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum}
 	if ref == nil {
 		return missing
+	}
+	if known != nil {
+		if crc, ok := known(t.Name); ok {
+			if crc != t.RefChecksum {
+				return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: crc}
+			}
+			return nil
+		}
 	}
 	var crc uint32
 	for off := int64(0); off < t.Size || off == 0; off += int64(len(buf)) {
@@ -498,7 +513,7 @@ func WholeRef(tensor func(name string) ([]byte, error)) RefFunc {
 // they were already, so that a wrong one fails before anything is written.
 func (f *File) WriteSource(ctx context.Context, w io.WriterAt, ref RefFunc, workers int) error {
 	if !f.refsChecked {
-		if err := f.CheckReferences(ctx, ref, workers); err != nil {
+		if err := f.CheckReferences(ctx, ref, nil, workers); err != nil {
 			return err
 		}
 	}
