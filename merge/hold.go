@@ -54,14 +54,7 @@ func heldBytes(t *TensorPlan) int64 {
 // in ranges.
 func (x *execution) holdable(ti int) bool {
 	t, k := &x.plan.Tensors[ti], &x.kernels[ti]
-	if !t.Merge || len(k.Passes) == 0 && !k.WholeInputs || t.NumElements() == 0 || heldBytes(t) == 0 {
-		return false
-	}
-	ok := true
-	t.usedOperands(func(op *Operand) {
-		ok = ok && (op.load == nil || op.read != nil)
-	})
-	return ok
+	return t.Merge && (len(k.Passes) > 0 || k.WholeInputs) && t.NumElements() > 0 && heldBytes(t) > 0 && t.readsInRanges()
 }
 
 // holds reports whether tensor ti is read once into the arena: it is holdable and

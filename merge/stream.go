@@ -26,6 +26,12 @@ func (x *execution) streams(ti int) bool {
 	if !t.deferred() || t.NumElements() == 0 || t.Merge && x.kernels[ti].WholeInputs && !x.holds(ti) {
 		return false
 	}
+	return t.readsInRanges()
+}
+
+// readsInRanges reports whether every operand of t that is read when t runs can be
+// read a range at a time.
+func (t *TensorPlan) readsInRanges() bool {
 	ok := true
 	t.usedOperands(func(op *Operand) {
 		ok = ok && (op.load == nil || op.read != nil)

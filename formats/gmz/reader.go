@@ -350,9 +350,16 @@ func CheckReference(t *Tensor, ref []byte) error {
 	if ref == nil {
 		return &ReferenceError{Tensor: t.Name, Missing: true, Want: t.RefChecksum}
 	}
-	got := checksum(ref)
-	if int64(len(ref)) != t.Size || got != t.RefChecksum {
-		return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: got}
+	if int64(len(ref)) != t.Size {
+		return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: checksum(ref)}
+	}
+	return t.matchReference(checksum(ref))
+}
+
+// matchReference checks a reference's checksum against the one t recorded.
+func (t *Tensor) matchReference(crc uint32) error {
+	if crc != t.RefChecksum {
+		return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: crc}
 	}
 	return nil
 }
@@ -455,14 +462,12 @@ func checkReference(t *Tensor, ref RefFunc, known RefChecksum, buf []byte) error
 	}
 	if known != nil {
 		if crc, ok := known(t.Name); ok {
-			if crc != t.RefChecksum {
-				return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: crc}
-			}
-			return nil
+			return t.matchReference(crc)
 		}
 	}
+	// At least one read, so that an empty tensor the reference lacks is missing.
 	var crc uint32
-	for off := int64(0); off < t.Size || off == 0; off += int64(len(buf)) {
+	for off := int64(0); ; {
 		piece := buf[:min(int64(len(buf)), t.Size-off)]
 		ok, err := ref(t.Name, off, piece)
 		if err != nil {
@@ -472,14 +477,10 @@ func checkReference(t *Tensor, ref RefFunc, known RefChecksum, buf []byte) error
 			return missing
 		}
 		crc = crc32.Update(crc, castagnoli, piece)
-		if t.Size == 0 {
-			break
+		if off += int64(len(piece)); off >= t.Size {
+			return t.matchReference(crc)
 		}
 	}
-	if crc != t.RefChecksum {
-		return &ReferenceError{Tensor: t.Name, Want: t.RefChecksum, Got: crc}
-	}
-	return nil
 }
 
 // RefFunc reads bytes [off, off+len(dst)) of the named reference tensor into dst;
