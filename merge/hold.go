@@ -88,11 +88,18 @@ func (x *execution) chooseArenaSize() int64 {
 	var groups []heldGroup
 	for ti := range x.plan.Tensors {
 		if x.holdable(ti) {
-			// Every pass after the first, and the merge, would read it again; a
-			// kernel reading beyond its chunks would take it whole from the mapping
-			// instead, whose first touch costs mappedCost reads.
+			// Every pass after the first, and the merge, would read it again (a
+			// pass that may be skipped is not counted: the rank selector's are
+			// skipped unless its first pass missed); a kernel reading beyond its
+			// chunks would take it whole from the mapping instead, whose first touch
+			// costs mappedCost reads.
 			n, k := heldBytes(&x.plan.Tensors[ti]), &x.kernels[ti]
 			reads := int64(len(k.Passes))
+			for _, p := range k.Passes[min(1, len(k.Passes)):] {
+				if p.Skip != nil {
+					reads--
+				}
+			}
 			if k.WholeInputs {
 				reads += mappedCost
 			}

@@ -82,6 +82,18 @@ type rankSelector struct {
 	nearLimit int64 // maxNear; tests set 0 to run pass 2
 	settled   bool  // pass 1's windows held every cut: pass 2 is skipped
 
+	// windowed: pass 1 counts no histogram. It counts, per cut, the elements above
+	// the cut's window (winAbove) besides keeping those in it, which settles every
+	// cut whose rank falls in its window. A histogram of 1<<16 bins per lane, a
+	// scattered increment per element that misses L1, was a third of TIES' CPU on
+	// BF16 models (bench/README.md); comparing against the window's top bin is a
+	// vector compare. When a window misses (or pass 1 kept too many), the histogram
+	// pass runs (histPass), then pass 2. Not for SCE, whose ranks are known only
+	// once pass 1 has counted the zeros.
+	windowed bool
+	winAbove [][]int64
+	histPass bool
+
 	// rankOfNonZero, when set, gives each cut's rank from the count of the lane's
 	// non-zero magnitudes, which pass 1 then counts (SCE's top-k of the non-zero
 	// variances): the rank is settled when pass 1 ends, before any cut is located.
@@ -163,8 +175,10 @@ func (s *rankSelector) passes() []Pass {
 		return nil
 	}
 	lanes := len(s.cuts)
+	s.windowed = s.rankOfNonZero == nil && s.nearLimit > 0
 	return []Pass{
-		{ // 1: top-16-bit histogram, and the elements near each cut's estimated bin
+		{ // 1: the elements near each cut's estimated bin, and those above it (or,
+			// not windowed, the top-16-bit histogram besides)
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
@@ -188,6 +202,29 @@ func (s *rankSelector) passes() []Pass {
 				}
 				s.count(sc, mags, pos)
 				return true
+			},
+			Done: func([]float64) error {
+				if s.windowed {
+					s.settleWindows()
+				} else {
+					s.locateBins()
+				}
+				return nil
+			},
+		},
+		{ // 1b: top-16-bit histogram, when pass 1's windows missed a cut
+			Skip: func() bool { return !s.histPass },
+			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
+				sc := s.pool.Get().(*rankScratch)
+				defer s.pool.Put(sc)
+				mags := sc.lanes(lanes, len(in[0]))
+				for lane := range lanes {
+					s.magnitude(mags[lane], lane, in)
+				}
+				h := s.getHist(lanes)
+				histAdd(h.h, mags)
+				h.chunks++
+				s.putHist(h, nil)
 			},
 			Done: func([]float64) error {
 				s.locateBins()
@@ -301,6 +338,10 @@ func histAdd(h []*[1 << 16]uint32, mags [][]uint32) {
 // histograms, the zeros where the ranks depend on them, and the elements near each
 // cut's estimated bin.
 func (s *rankSelector) count(sc *rankScratch, mags [][]uint32, pos Chunk) {
+	if s.windowed {
+		s.collectNear(sc, nil, mags, pos)
+		return
+	}
 	lanes := len(mags)
 	h := s.getHist(lanes)
 	histAdd(h.h, mags)
@@ -376,15 +417,23 @@ func (s *rankSelector) flushHist(h *laneHists) {
 // guess was made from on either side of it.
 const nearSlack = 128
 
-// collectNear keeps, for each cut, the chunk's magnitudes in the cut's window,
-// setting the windows first if this is the first chunk to get here (h then holds
-// what its worker has counted so far, this chunk included).
+// collectNear keeps, for each cut, the chunk's magnitudes in the cut's window and
+// counts those above it, setting the windows first if this is the first chunk to
+// get here: from h, which then holds what its worker has counted so far, this chunk
+// included, or, windowed (h nil), from this chunk's histogram.
 func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint32, pos Chunk) {
 	if s.rankOfNonZero != nil || s.nearLimit <= 0 {
 		return // the ranks are not known before pass 1 ends
 	}
 	s.mu.Lock()
 	if s.win == nil && !s.nearOver {
+		if h == nil {
+			h = &laneHists{h: make([]*[1 << 16]uint32, len(mags))}
+			for i := range h.h {
+				h.h[i] = new([1 << 16]uint32)
+			}
+			histAdd(h.h, mags)
+		}
 		s.setWindows(h)
 	}
 	win, over := s.win, s.nearOver
@@ -398,13 +447,14 @@ func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint3
 				continue
 			}
 			w := win[lane][ci]
-			found := nearWindow(sc.near[:0], mags[lane], w[0], w[1], haveTiesAsm)
+			found, above := nearWindow(sc.near[:0], mags[lane], w[0], w[1], haveTiesAsm)
 			sc.near = found
-			if len(found) == 0 {
+			if len(found) == 0 && above == 0 {
 				continue
 			}
 			s.mu.Lock()
-			if !s.nearOver {
+			s.winAbove[lane][ci] += above
+			if len(found) > 0 && !s.nearOver {
 				s.nearTotal += int64(len(found))
 				if s.nearTotal > s.nearLimit {
 					s.nearOver, s.near = true, nil
@@ -430,8 +480,10 @@ func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint3
 // counted) and sets each cut's window of bins around the guess (s.mu held).
 func (s *rankSelector) setWindows(h *laneHists) {
 	s.win = make([][][2]uint32, len(s.cuts))
+	s.winAbove = make([][]int64, len(s.cuts))
 	for lane, cs := range s.cuts {
 		s.win[lane] = make([][2]uint32, len(cs))
+		s.winAbove[lane] = make([]int64, len(cs))
 		hl := h.h[lane]
 		var m int64
 		for _, v := range hl {
@@ -462,23 +514,89 @@ func (s *rankSelector) setWindows(h *laneHists) {
 }
 
 // nearWindow appends to dst the magnitudes whose top 16 bits lie in [lo, hi], in
-// order; with asm, the AVX2 kernel packs the first multiple of 8 (checked against
-// the Go loop bit for bit).
-func nearWindow(dst, mags []uint32, lo, hi uint32, asm bool) []uint32 {
+// order, and counts those above hi; with asm, the AVX2 kernel does the first
+// multiple of 8 (checked against the Go loop bit for bit).
+func nearWindow(dst, mags []uint32, lo, hi uint32, asm bool) ([]uint32, int64) {
 	j := 0
+	var above int64
 	if asm && len(mags) >= 8 {
 		j = len(mags) &^ 7
 		dst = slices.Grow(dst, j+8)
-		k := nearPackAsm(dst[len(dst):len(dst)+j+8], mags, j, lo, hi)
-		dst = dst[:len(dst)+k]
+		k, a := nearPackAsm(dst[len(dst):len(dst)+j+8], mags, j, lo, hi)
+		dst, above = dst[:len(dst)+k], int64(a)
 	}
 	span := hi - lo
 	for _, m := range mags[j:] {
 		if m>>16-lo <= span {
 			dst = append(dst, m)
 		}
+		above += int64(b2i(m>>16 > hi))
 	}
-	return dst
+	return dst, above
+}
+
+// settleWindows ends a windowed pass 1: when every cut's rank falls in its window
+// (the elements above it fewer than the rank, with those in it at least as many),
+// it finds the cut's bin among the elements kept and settles the cut from them, so
+// that passes 1b and 2 are skipped; otherwise it asks for the histogram pass.
+func (s *rankSelector) settleWindows() {
+	held := s.win != nil && !s.nearOver
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if !held || c.all || c.none {
+				continue
+			}
+			var in int64
+			if s.near != nil {
+				for _, ms := range s.near[lane][ci] {
+					in += int64(len(ms))
+				}
+			}
+			a := s.winAbove[lane][ci]
+			held = a < c.rank && c.rank <= a+in
+		}
+	}
+	if !held {
+		s.histPass = true
+		s.near, s.win, s.winAbove = nil, nil, nil
+		return
+	}
+	lanes := len(s.cuts)
+	s.bin = make([][]uint32, lanes)
+	s.above = make([][]int64, lanes)
+	s.loHist = make([][][]uint64, lanes)
+	for lane, cs := range s.cuts {
+		s.bin[lane] = make([]uint32, len(cs))
+		s.above[lane] = make([]int64, len(cs))
+		s.loHist[lane] = make([][]uint64, len(cs))
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			// The window's histogram, from the elements kept in it, walked down
+			// from its top bin as locateBins walks the whole one.
+			w := s.win[lane][ci]
+			bins := make([]int64, w[1]-w[0]+1)
+			for _, ms := range s.near[lane][ci] {
+				for _, m := range ms {
+					bins[m>>16-w[0]]++
+				}
+			}
+			cum := s.winAbove[lane][ci]
+			for b := len(bins) - 1; b >= 0; b-- {
+				if cum+bins[b] >= c.rank {
+					s.bin[lane][ci], s.above[lane][ci] = w[0]+uint32(b), cum
+					break
+				}
+				cum += bins[b]
+			}
+			s.loHist[lane][ci] = make([]uint64, 1<<16)
+		}
+	}
+	s.nearHolds()
+	s.settled = true
+	s.settle()
+	s.near, s.win, s.winAbove = nil, nil, nil
 }
 
 // locateBins ends pass 1: it adds up the histograms, settles SCE's ranks, finds the

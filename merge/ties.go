@@ -124,6 +124,16 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 			defer pool.Put(sc)
 			tiesMergeColumns(dst, in, first, m.weights, lambda, pos, sc)
 		},
+		// BF16 in and out with AVX2: the merge a span at a time, widened and
+		// rounded in the cache (tiesMergeBF16), the same bits as Merge.
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
+			if !haveTiesAsm || outDT != dtype.BF16 {
+				return false
+			}
+			sc := fpool.Get().(*tiesMergeScratch)
+			defer fpool.Put(sc)
+			return tiesMergeBF16(out, in, first, m.weights, lambda, pos, sc)
+		},
 		// The same ranks, found by the device's histogram select, then the merge.
 		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
 			in := gpuOperands(t.In)

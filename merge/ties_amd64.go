@@ -56,11 +56,11 @@ func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int {
 func binScanAsm(mags []uint32, n int, bin uint32) int { return binScanAVX2(&mags[0], n, bin) }
 
 //go:noescape
-func nearPackAVX2(dst, mags *uint32, n int, lo, hi uint32) int
+func nearPackAVX2(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
 
 // nearPackAsm runs nearPackAVX2 on the first n elements of mags (a multiple of 8, at
 // least 8); dst has room for n+8.
-func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) int {
+func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) (k, above int) {
 	_, _ = dst[n+7], mags[n-1]
 	return nearPackAVX2(&dst[0], &mags[0], n, lo, hi)
 }

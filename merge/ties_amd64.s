@@ -462,11 +462,12 @@ DATA tiesPack<>+2032(SB)/8, $0x0007060504030201
 DATA tiesPack<>+2040(SB)/8, $0x0706050403020100
 GLOBL tiesPack<>(SB), RODATA|NOPTR, $2048
 
-// func nearPackAVX2(dst, mags *uint32, n int, lo, hi uint32) int
+// func nearPackAVX2(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
 // Copies to dst, in order, the elements among the first n of mags (a multiple of 8)
-// whose top 16 bits lie in [lo, hi], and returns how many. It stores eight lanes at a
-// time: dst needs room for that count plus 8.
-TEXT ·nearPackAVX2(SB), NOSPLIT, $0-40
+// whose top 16 bits lie in [lo, hi], and returns how many, and how many have top
+// bits above hi. It stores eight lanes at a time: dst needs room for that count
+// plus 8.
+TEXT ·nearPackAVX2(SB), NOSPLIT, $0-48
 	MOVQ dst+0(FP), DI
 	MOVQ mags+8(FP), SI
 	MOVQ n+16(FP), CX
@@ -478,11 +479,16 @@ TEXT ·nearPackAVX2(SB), NOSPLIT, $0-40
 	VPBROADCASTD X6, Y6
 	LEAQ tiesPack<>(SB), R11
 	XORQ AX, AX
+	XORQ BX, BX
 ploop:
 	CMPQ CX, $8
 	JLT  pdone
 	VMOVDQU   (SI), Y0
 	VPSRLD    $16, Y0, Y1
+	VPCMPGTD  Y6, Y1, Y7     // above hi (both below 2¹⁶: the signed compare holds)
+	VMOVMSKPS Y7, R12
+	POPCNTL   R12, R12
+	ADDQ      R12, BX
 	VPMAXUD   Y5, Y1, Y2     // max(bin, lo)
 	VPMINUD   Y6, Y2, Y2     // clamped to [lo, hi]: equal to bin only inside
 	VPCMPEQD  Y1, Y2, Y2
@@ -496,7 +502,8 @@ ploop:
 	SUBQ $8, CX
 	JMP  ploop
 pdone:
-	MOVQ AX, ret+32(FP)
+	MOVQ AX, k+32(FP)
+	MOVQ BX, above+40(FP)
 	VZEROUPPER
 	RET
 

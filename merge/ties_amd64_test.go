@@ -3,6 +3,8 @@
 package merge
 
 import (
+	"github.com/gomerge/gomerge/formats/dtype"
+
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -88,10 +90,13 @@ func TestNearWindowAsmMatchesGo(t *testing.T) {
 		}
 		for _, w := range [][2]uint32{{0, 0}, {0, 4}, {2, 3}, {0x3f80, 0x3f80}, {0x3f7f, 0x3f81}, {0xfffe, 0xffff}, {0, 0xffff}} {
 			prefix := []uint32{7, 8, 9}
-			got := nearWindow(slices.Clone(prefix), mags, w[0], w[1], true)
-			want := nearWindow(slices.Clone(prefix), mags, w[0], w[1], false)
+			got, gotAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], true)
+			want, wantAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], false)
 			if !slices.Equal(got, want) {
 				t.Fatalf("n=%d window %#x: asm kept %d, Go %d (or in another order)", n, w, len(got), len(want))
+			}
+			if gotAbove != wantAbove {
+				t.Fatalf("n=%d window %#x: asm counted %d above, Go %d", n, w, gotAbove, wantAbove)
 			}
 		}
 	}
@@ -150,6 +155,26 @@ func TestTiesMergeAsmMatchesGo(t *testing.T) {
 				if g, w := got[j], plain[j]; math.Float32bits(g) != math.Float32bits(w) && !(g != g && w != w) {
 					t.Fatalf("n=%d lanes=%d [%d]: one sweep %v, plain Go %v", n, lanes, j, g, w)
 				}
+			}
+			// From BF16 words, a span at a time (the tied cuts' counts carried
+			// across spans): the words of the one sweep over the widened chunk.
+			words := make([]Operand, lanes+1)
+			wide := make([][]float32, lanes+1)
+			for i, x := range in {
+				b := make([]byte, 2*n)
+				must(t, dtype.Encode(b, x, dtype.BF16))
+				wide[i] = make([]float32, n)
+				must(t, dtype.Decode(wide[i], b, dtype.BF16))
+				words[i] = Operand{DType: dtype.BF16, Data: b}
+			}
+			tiesMergeChunk(got, wide, cuts[:lanes], weights, 0.9, pos, newTiesMergeScratch(lanes))
+			want, fused := make([]byte, 2*n), make([]byte, 2*n)
+			must(t, dtype.Encode(want, got, dtype.BF16))
+			if !tiesMergeBF16(fused, words, cuts[:lanes], weights, 0.9, pos, newTiesMergeScratch(lanes)) {
+				t.Fatalf("n=%d lanes=%d: BF16 words declined", n, lanes)
+			}
+			if !slices.Equal(fused, want) {
+				t.Fatalf("n=%d lanes=%d: the BF16 spans differ from the widened chunk's merge", n, lanes)
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package merge
 import (
 	"math"
 	"unsafe"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // tiesLane is one model's part in tiesMergeAVX2 (the layout the assembly reads:
@@ -25,6 +27,9 @@ type tiesMergeScratch struct {
 	group    [][]float32 // 8 per lane, a group done in Go
 	sum, den []float32
 	sign     []uint32
+	// tiesMergeBF16's spans: each input's, widened, and the output's.
+	spanIn  [][]float32
+	spanOut []float32
 }
 
 func newTiesMergeScratch(lanes int) *tiesMergeScratch {
@@ -40,16 +45,16 @@ func newTiesMergeScratch(lanes int) *tiesMergeScratch {
 // tiesMergeChunk is tiesKernel's merge with the AVX2 kernel: the same trimming
 // (trimWeighted) and combination (tiesCombine) as tiesMergeColumns, per element the
 // same operations in the same order, so the same bits (TestTiesMergeAsmMatchesGo),
-// but in one sweep over the chunk instead of one per step and model. The groups of
-// eight the kernel leaves (the one where a tied cut's rank falls among the elements
-// equal to its pattern, and the last few elements) are trimmed here and
-// combined by tiesCombine, as tiesMergeColumns does them.
+// but in one sweep over the chunk instead of one per step and model.
 func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float32, lambda float32, pos Chunk, sc *tiesMergeScratch) {
-	n := len(dst)
-	base := in[0][:n]
+	sc.setLanes(cuts, weights, pos)
+	tiesMergeSpan(dst, in, cuts, weights, lambda, sc)
+}
+
+// setLanes sets each model's weight and cut for chunk pos, with the count of
+// elements at a tied cut's pattern before the chunk.
+func (sc *tiesMergeScratch) setLanes(cuts []*cut, weights []float32, pos Chunk) {
 	for i, c := range cuts {
-		x := in[i+1][:n]
-		sc.xs[i] = unsafe.SliceData(x)
 		l := tiesLane{w: weights[i]}
 		switch {
 		case c.all:
@@ -65,6 +70,19 @@ func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float3
 			l.seen, l.r = c.before[pos.Index], c.r
 		}
 		sc.lanes[i] = l
+	}
+}
+
+// tiesMergeSpan merges the elements of dst, which follow those of the chunk merged
+// before since setLanes (the lanes' seen counts carry on). The groups of eight the
+// kernel leaves (the one where a tied cut's rank falls among the elements equal to
+// its pattern, and the last few elements) are trimmed here and combined by
+// tiesCombine, as tiesMergeColumns does them.
+func tiesMergeSpan(dst []float32, in [][]float32, cuts []*cut, weights []float32, lambda float32, sc *tiesMergeScratch) {
+	n := len(dst)
+	base := in[0][:n]
+	for i := range cuts {
+		sc.xs[i] = unsafe.SliceData(in[i+1][:n])
 	}
 	for j := 0; j < n; {
 		if n-j >= 8 {
@@ -91,4 +109,49 @@ func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float3
 		}
 		j = end
 	}
+}
+
+// tiesSpanElems is how many elements tiesMergeBF16 widens at a time: the inputs'
+// float32 and the output's stay in L1 and L2 between the widening, the merge and
+// the rounding. Widening whole chunks (256 KiB of float32 an input) went through
+// L3: a tenth of TIES' CPU was the widening (bench/README.md).
+const tiesSpanElems = 2048
+
+// tiesMergeBF16 is tiesMergeChunk from BF16 words to BF16 words, a span of
+// tiesSpanElems at a time: the same bits as decoding the chunk, merging it and
+// rounding it, which it does span by span. False, having written nothing that
+// counts, for operands that are not the chunk's BF16 words.
+func tiesMergeBF16(out []byte, in []Operand, cuts []*cut, weights []float32, lambda float32, pos Chunk, sc *tiesMergeScratch) bool {
+	if !allBF16(in) {
+		return false
+	}
+	for _, op := range in {
+		if len(op.Data) < len(out) {
+			return false
+		}
+	}
+	n := len(out) / 2
+	if sc.spanIn == nil {
+		for range in {
+			sc.spanIn = append(sc.spanIn, make([]float32, tiesSpanElems))
+		}
+		sc.spanOut = make([]float32, tiesSpanElems)
+	}
+	sc.setLanes(cuts, weights, pos)
+	spans := make([][]float32, len(in))
+	for lo := 0; lo < n; lo += tiesSpanElems {
+		hi := min(lo+tiesSpanElems, n)
+		for i, op := range in {
+			spans[i] = sc.spanIn[i][:hi-lo]
+			if dtype.Decode(spans[i], op.Data[2*lo:2*hi], dtype.BF16) != nil {
+				return false
+			}
+		}
+		dst := sc.spanOut[:hi-lo]
+		tiesMergeSpan(dst, spans, cuts, weights, lambda, sc)
+		if dtype.Encode(out[2*lo:2*hi], dst, dtype.BF16) != nil {
+			return false
+		}
+	}
+	return true
 }

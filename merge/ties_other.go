@@ -14,7 +14,9 @@ func deltaAbsBitsBF16Asm(dst []uint32, x, b []uint16) int { panic("unreachable")
 func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int { panic("unreachable") }
 func binScanAsm(mags []uint32, n int, bin uint32) int             { panic("unreachable") }
 
-func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) int { panic("unreachable") }
+func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) (k, above int) {
+	panic("unreachable")
+}
 
 func tiesMergeAsm(dst, base []float32, xs []*float32, lanes []tiesLane, d []float32, lambda float32, j, n int) int {
 	panic("unreachable")
