@@ -58,11 +58,30 @@ func binScanAsm(mags []uint32, n int, bin uint32) int { return binScanAVX2(&mags
 //go:noescape
 func nearPackAVX2(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
 
-// nearPackAsm runs nearPackAVX2 on the first n elements of mags (a multiple of 8, at
-// least 8); dst has room for n+8.
-func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) (k, above int) {
-	_, _ = dst[n+7], mags[n-1]
-	return nearPackAVX2(&dst[0], &mags[0], n, lo, hi)
+//go:noescape
+func nearPackAVX512(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
+
+// haveNear512: nearPackAVX512 runs where the CPU has AVX-512 (a variable, so that
+// the tests run the AVX2 kernel too).
+var haveNear512 = cpu.X86.HasAVX512F
+
+// nearPackAsm packs into dst the magnitudes of mags' first multiple of 16 (AVX-512)
+// or 8 (AVX2) in [lo, hi] (top bits) and counts those above hi; it returns how many
+// elements it took, packed and counted. dst has room for len(mags)+16.
+func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
+	if haveNear512 && len(mags) >= 16 {
+		j = len(mags) &^ 15
+		_, _ = dst[j+15], mags[j-1]
+		k, above = nearPackAVX512(&dst[0], &mags[0], j, lo, hi)
+		return j, k, above
+	}
+	j = len(mags) &^ 7
+	if j == 0 {
+		return 0, 0, 0
+	}
+	_, _ = dst[j+7], mags[j-1]
+	k, above = nearPackAVX2(&dst[0], &mags[0], j, lo, hi)
+	return j, k, above
 }
 
 //go:noescape

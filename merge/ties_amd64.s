@@ -507,6 +507,46 @@ pdone:
 	VZEROUPPER
 	RET
 
+// func nearPackAVX512(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
+// nearPackAVX2 sixteen at a time (n a multiple of 16), the elements inside the
+// window packed by VPCOMPRESSD: dst needs room for the count plus 16.
+TEXT ·nearPackAVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         mags+8(FP), SI
+	MOVQ         n+16(FP), CX
+	MOVL         lo+24(FP), R9
+	VPBROADCASTD R9, Z5          // lo
+	MOVL         hi+28(FP), R10
+	VPBROADCASTD R10, Z7         // hi
+	SUBL         R9, R10
+	VPBROADCASTD R10, Z6         // hi − lo
+	XORQ         AX, AX
+	XORQ         BX, BX
+qloop:
+	CMPQ        CX, $16
+	JLT         qdone
+	VMOVDQU32   (SI), Z0
+	VPSRLD      $16, Z0, Z1
+	VPCMPUD     $6, Z7, Z1, K2   // above hi
+	VPSUBD      Z5, Z1, Z2
+	VPCMPUD     $2, Z6, Z2, K1   // bin − lo ≤ hi − lo (wrapping below lo): inside
+	VPCOMPRESSD Z0, K1, Z3
+	VMOVDQU32   Z3, (DI)(AX*4)   // stored whatever the mask: no branch to mispredict
+	KMOVW       K1, R10
+	POPCNTL     R10, R10
+	ADDQ        R10, AX
+	KMOVW       K2, R11
+	POPCNTL     R11, R11
+	ADDQ        R11, BX
+	ADDQ        $64, SI
+	SUBQ        $16, CX
+	JMP         qloop
+qdone:
+	MOVQ AX, k+32(FP)
+	MOVQ BX, above+40(FP)
+	VZEROUPPER
+	RET
+
 // func tiesMergeAVX2(dst, base *float32, xs **float32, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
 // TIES over elements j.. of a chunk, eight at a time, every step of trimWeighted and
 // tiesCombine in registers: per lane i (xs[i] its model, lanes[i] its weight and

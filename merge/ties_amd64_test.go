@@ -79,8 +79,10 @@ func TestNearWindowAsmMatchesGo(t *testing.T) {
 	if !haveTiesAsm {
 		t.Skip("no AVX2 kernels on this CPU")
 	}
+	has512 := haveNear512
+	defer func() { haveNear512 = has512 }()
 	rng := rand.New(rand.NewPCG(17, 17))
-	for _, n := range []int{0, 1, 7, 8, 9, 63, 1000, ChunkElems} {
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 1000, ChunkElems} {
 		mags := make([]uint32, n)
 		for j := range mags {
 			mags[j] = rng.Uint32()>>rng.UintN(2) | uint32(rng.IntN(5))<<16 // bins 0-4 often
@@ -90,13 +92,16 @@ func TestNearWindowAsmMatchesGo(t *testing.T) {
 		}
 		for _, w := range [][2]uint32{{0, 0}, {0, 4}, {2, 3}, {0x3f80, 0x3f80}, {0x3f7f, 0x3f81}, {0xfffe, 0xffff}, {0, 0xffff}} {
 			prefix := []uint32{7, 8, 9}
-			got, gotAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], true)
 			want, wantAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], false)
-			if !slices.Equal(got, want) {
-				t.Fatalf("n=%d window %#x: asm kept %d, Go %d (or in another order)", n, w, len(got), len(want))
-			}
-			if gotAbove != wantAbove {
-				t.Fatalf("n=%d window %#x: asm counted %d above, Go %d", n, w, gotAbove, wantAbove)
+			for _, wide := range []bool{false, has512} {
+				haveNear512 = wide
+				got, gotAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], true)
+				if !slices.Equal(got, want) {
+					t.Fatalf("n=%d window %#x AVX-512 %v: asm kept %d, Go %d (or in another order)", n, w, wide, len(got), len(want))
+				}
+				if gotAbove != wantAbove {
+					t.Fatalf("n=%d window %#x AVX-512 %v: asm counted %d above, Go %d", n, w, wide, gotAbove, wantAbove)
+				}
 			}
 		}
 	}

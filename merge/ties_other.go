@@ -14,7 +14,7 @@ func deltaAbsBitsBF16Asm(dst []uint32, x, b []uint16) int { panic("unreachable")
 func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int { panic("unreachable") }
 func binScanAsm(mags []uint32, n int, bin uint32) int             { panic("unreachable") }
 
-func nearPackAsm(dst, mags []uint32, n int, lo, hi uint32) (k, above int) {
+func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 	panic("unreachable")
 }
 
