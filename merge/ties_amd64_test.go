@@ -116,6 +116,8 @@ func TestTiesMergeAsmMatchesGo(t *testing.T) {
 		t.Skip("no AVX2 kernels on this CPU")
 	}
 	defer func(v bool) { haveTiesAsm = v }(haveTiesAsm)
+	has512 := haveTiesBF16AVX512
+	defer func() { haveTiesBF16AVX512 = has512 }()
 	var l tiesLane // the offsets tiesMergeAVX2 reads
 	if got := []uintptr{unsafe.Offsetof(l.gt), unsafe.Offsetof(l.eq), unsafe.Offsetof(l.tie), unsafe.Offsetof(l.seen),
 		unsafe.Offsetof(l.r), unsafe.Offsetof(l.next), unsafe.Sizeof(l)}; !slices.Equal(got, []uintptr{4, 8, 12, 16, 24, 32, 40}) {
@@ -173,13 +175,22 @@ func TestTiesMergeAsmMatchesGo(t *testing.T) {
 				words[i] = Operand{DType: dtype.BF16, Data: b}
 			}
 			tiesMergeChunk(got, wide, cuts[:lanes], weights, 0.9, pos, newTiesMergeScratch(lanes))
-			want, fused := make([]byte, 2*n), make([]byte, 2*n)
+			want := make([]byte, 2*n)
 			must(t, dtype.Encode(want, got, dtype.BF16))
-			if !tiesMergeBF16(fused, words, cuts[:lanes], weights, 0.9, pos, newTiesMergeScratch(lanes)) {
-				t.Fatalf("n=%d lanes=%d: BF16 words declined", n, lanes)
-			}
-			if !slices.Equal(fused, want) {
-				t.Fatalf("n=%d lanes=%d: the BF16 spans differ from the widened chunk's merge", n, lanes)
+			for _, wide := range []bool{false, has512} { // the span path, the AVX-512 kernel
+				haveTiesBF16AVX512 = wide
+				fused := make([]byte, 2*n)
+				if !tiesMergeBF16(fused, words, cuts[:lanes], weights, 0.9, pos, newTiesMergeScratch(lanes)) {
+					t.Fatalf("n=%d lanes=%d AVX-512 %v: BF16 words declined", n, lanes, wide)
+				}
+				if j := slices.Compare(fused, want); j != 0 {
+					for e := 0; e < n; e++ {
+						if fused[2*e] != want[2*e] || fused[2*e+1] != want[2*e+1] {
+							t.Fatalf("n=%d lanes=%d AVX-512 %v: element %d: %#x, widened chunk's merge %#x", n, lanes, wide,
+								e, uint16(fused[2*e])|uint16(fused[2*e+1])<<8, uint16(want[2*e])|uint16(want[2*e+1])<<8)
+						}
+					}
+				}
 			}
 		}
 	}

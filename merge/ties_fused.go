@@ -30,6 +30,9 @@ type tiesMergeScratch struct {
 	// tiesMergeBF16's spans: each input's, widened, and the output's.
 	spanIn  [][]float32
 	spanOut []float32
+	// tiesMergeWords': the AVX-512 kernel's 16 per lane, and the models' words.
+	d16 []float32
+	xw  []*uint16
 }
 
 func newTiesMergeScratch(lanes int) *tiesMergeScratch {
@@ -130,6 +133,9 @@ func tiesMergeBF16(out []byte, in []Operand, cuts []*cut, weights []float32, lam
 			return false
 		}
 	}
+	if haveTiesBF16AVX512 {
+		return tiesMergeWords(out, in, cuts, weights, lambda, pos, sc)
+	}
 	n := len(out) / 2
 	if sc.spanIn == nil {
 		for range in {
@@ -152,6 +158,60 @@ func tiesMergeBF16(out []byte, in []Operand, cuts []*cut, weights []float32, lam
 		if dtype.Encode(out[2*lo:2*hi], dst, dtype.BF16) != nil {
 			return false
 		}
+	}
+	return true
+}
+
+// tiesMergeWords is tiesMergeBF16 with the AVX-512 kernel, which widens and rounds
+// the words itself, sixteen at a time. The groups it leaves (a tied cut's straddling
+// group, the last few elements) go eight at a time through the span path.
+func tiesMergeWords(out []byte, in []Operand, cuts []*cut, weights []float32, lambda float32, pos Chunk, sc *tiesMergeScratch) bool {
+	n := len(out) / 2
+	dst, ok := dtype.Uint16s(out)
+	if !ok {
+		return false
+	}
+	words := make([][]uint16, len(in))
+	for i, op := range in {
+		if words[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
+			return false
+		}
+	}
+	if len(sc.d16) == 0 {
+		sc.d16 = make([]float32, 16*len(cuts))
+		sc.xw = make([]*uint16, len(cuts))
+	}
+	if sc.spanIn == nil {
+		for range in {
+			sc.spanIn = append(sc.spanIn, make([]float32, 8))
+		}
+		sc.spanOut = make([]float32, 8)
+	}
+	for i := range cuts {
+		sc.xw[i] = unsafe.SliceData(words[i+1])
+	}
+	sc.setLanes(cuts, weights, pos)
+	spans := make([][]float32, len(in))
+	for j := 0; j < n; {
+		if n-j >= 16 {
+			j = tiesMergeWordsAsm(dst, words[0], sc.xw, sc.lanes, sc.d16, lambda, j, n)
+			if j == n {
+				break
+			}
+		}
+		end := min(j+8, n)
+		for i := range in {
+			spans[i] = sc.spanIn[i][:end-j]
+			for e := range spans[i] {
+				spans[i][e] = math.Float32frombits(uint32(words[i][j+e]) << 16)
+			}
+		}
+		f := sc.spanOut[:end-j]
+		tiesMergeSpan(f, spans, cuts, weights, lambda, sc)
+		for e, v := range f {
+			dst[j+e] = dtype.Float32ToBF16(v)
+		}
+		j = end
 	}
 	return true
 }

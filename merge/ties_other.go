@@ -21,3 +21,9 @@ func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 func tiesMergeAsm(dst, base []float32, xs []*float32, lanes []tiesLane, d []float32, lambda float32, j, n int) int {
 	panic("unreachable")
 }
+
+const haveTiesBF16AVX512 = false
+
+func tiesMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, d []float32, lambda float32, j, n int) int {
+	panic("unreachable")
+}

@@ -1,0 +1,119 @@
+//go:build !purego
+
+#include "textflag.h"
+#include "bf16_amd64.h"
+
+// func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
+// tiesMergeAVX2 sixteen elements at a time from BF16 words to BF16 words: each word
+// widened as it is loaded, the result rounded to nearest even as it is stored
+// (BF16_RNE512_STORE), and in between the same operations, in the same order and
+// with the same operands first, as tiesMergeAVX2 (so the same NaN payloads). The
+// masked additions of the agreeing deltas and weights leave the sums as adding +0
+// would (the sums start at +0 and never become −0). d holds 16 floats per lane. It
+// stops where tiesMergeAVX2 stops (a group straddling a tied cut's rank, or fewer
+// than 16 elements left) and returns where.
+TEXT ·tiesMergeBF16AVX512(SB), NOSPLIT, $0-80
+	BF16_RNE512_CONSTS               // Z4 = 0x7fffffff: also |x|'s mask (AX clobbered)
+	MOVQ dst+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ xs+16(FP), R8
+	MOVQ lanes+24(FP), R9
+	MOVQ d+40(FP), R11
+	VBROADCASTSS lambda+48(FP), Z18
+	MOVQ j+56(FP), AX
+	MOVQ n+64(FP), CX
+	MOVL $0x80000000, R10
+	VPBROADCASTD R10, Z20            // the sign bit
+	MOVL $0x3f800000, R10
+	VPBROADCASTD R10, Z19            // 1.0
+	VPXORD Z21, Z21, Z21             // 0
+	SUBQ $16, CX                     // a group starts at most at n − 16
+bgroup:
+	CMPQ AX, CX
+	JGT  bdone
+	VPMOVZXWD (SI)(AX*2), Z0
+	VPSLLD    $16, Z0, Z0            // b
+	XORQ BX, BX
+	MOVQ R8, R12
+	MOVQ R9, R13
+	MOVQ R11, R14
+btrim:
+	MOVQ      (R12), DX
+	VPMOVZXWD (DX)(AX*2), Z1
+	VPSLLD    $16, Z1, Z1
+	VSUBPS    Z0, Z1, Z1             // δ = x − b
+	VPANDD    Z4, Z1, Z2             // |δ| bits
+	KXORW     K4, K4, K4             // the elements at the pattern that rank above
+	CMPL      12(R13), $0
+	JEQ       bkeep
+	VPBROADCASTD 8(R13), Z3
+	VPCMPEQD  Z3, Z2, K4             // at the tied pattern
+	KMOVW     K4, DX
+	POPCNTL   DX, DX
+	MOVQ      16(R13), R10           // seen
+	ADDQ      R10, DX                // seen after this group
+	MOVQ      DX, 32(R13)            // next
+	CMPQ      DX, 24(R13)
+	JLE       bkeep                  // all of them rank above
+	CMPQ      R10, 24(R13)
+	JLT       bdone                  // some do and some do not: Go counts them
+	KXORW     K4, K4, K4             // none does
+bkeep:
+	VPBROADCASTD 4(R13), Z3
+	VPCMPGTD  Z3, Z2, K3             // |δ| > gt
+	KORW      K4, K3, K3
+	VBROADCASTSS (R13), Z5
+	VMULPS    Z5, Z1, Z1             // δ·w
+	VMOVAPS   Z21, Z22
+	VMOVAPS   Z1, K3, Z22            // Δ_i: the kept products, +0 elsewhere
+	VMOVUPS   Z22, (R14)
+	TESTQ     BX, BX
+	JNZ       badd
+	VMOVAPS   Z22, Z6                // the sum starts as Δ_0
+	JMP       bnext
+badd:
+	VADDPS    Z22, Z6, Z6            // sum + Δ_i
+bnext:
+	INCQ BX
+	ADDQ $8, R12
+	ADDQ $40, R13
+	ADDQ $64, R14
+	CMPQ BX, nl+32(FP)
+	JLT  btrim
+	VCMPPS    $1, Z21, Z6, K7        // LT_OS: sum < 0
+	VMOVAPS   Z21, Z7
+	VMOVAPS   Z20, K7, Z7            // the elected sign bit
+	VMOVAPS   Z21, Z8                // num
+	VMOVAPS   Z21, Z9                // den
+	XORQ BX, BX
+	MOVQ R9, R13
+	MOVQ R11, R14
+baccum:
+	MOVQ      32(R13), R10
+	MOVQ      R10, 16(R13)           // seen = next
+	VMOVUPS   (R14), Z1
+	VPXORD    Z7, Z1, Z3
+	VPTESTNMD Z20, Z3, K2            // the signs agree
+	VPSLLD    $1, Z1, Z2
+	VPTESTMD  Z2, Z2, K2, K1         // and Δ_i is not ±0: it counts
+	VADDPS    Z1, Z8, K1, Z8         // num + Δ_i
+	VBROADCASTSS (R13), Z5
+	VADDPS    Z5, Z9, K1, Z9         // den + w_i
+	INCQ BX
+	ADDQ $40, R13
+	ADDQ $64, R14
+	CMPQ BX, nl+32(FP)
+	JLT  baccum
+	VPSLLD    $1, Z9, Z2
+	VPTESTNMD Z2, Z2, K1             // den is ±0
+	VMOVAPS   Z19, K1, Z9            // then 1
+	VDIVPS    Z9, Z8, Z8             // num / q
+	VMULPS    Z8, Z18, Z8            // λ·(num/q)
+	VADDPS    Z8, Z0, Z8             // b + λ·(num/q)
+	BF16_RNE512_STORE(Z8, (DI)(AX*2))
+	ADDQ $16, AX
+	JMP  bgroup
+bdone:
+	MOVQ AX, ret+72(FP)
+	VZEROUPPER
+	RET
