@@ -580,30 +580,27 @@ func (s *rankSelector) settleWindows() {
 		s.bin[lane] = make([]uint32, len(cs))
 		s.above[lane] = make([]int64, len(cs))
 		s.loHist[lane] = make([][]uint64, len(cs))
-		for ci, c := range cs {
-			if c.all || c.none {
-				continue
-			}
-			// The window's histogram, from the elements kept in it, walked down
-			// from its top bin as locateBins walks the whole one.
-			w := s.win[lane][ci]
-			bins := make([]int64, w[1]-w[0]+1)
-			for _, ms := range s.near[lane][ci] {
-				for _, m := range ms {
-					bins[m>>16-w[0]]++
-				}
-			}
-			cum := s.winAbove[lane][ci]
-			for b := len(bins) - 1; b >= 0; b-- {
-				if cum+bins[b] >= c.rank {
-					s.bin[lane][ci], s.above[lane][ci] = w[0]+uint32(b), cum
-					break
-				}
-				cum += bins[b]
-			}
-			s.loHist[lane][ci] = make([]uint64, 1<<16)
-		}
 	}
+	s.eachCut(func(lane, ci int) {
+		// The window's histogram, from the elements kept in it, walked down from
+		// its top bin as locateBins walks the whole one.
+		c, w := s.cuts[lane][ci], s.win[lane][ci]
+		bins := make([]int64, w[1]-w[0]+1)
+		for _, ms := range s.near[lane][ci] {
+			for _, m := range ms {
+				bins[m>>16-w[0]]++
+			}
+		}
+		cum := s.winAbove[lane][ci]
+		for b := len(bins) - 1; b >= 0; b-- {
+			if cum+bins[b] >= c.rank {
+				s.bin[lane][ci], s.above[lane][ci] = w[0]+uint32(b), cum
+				break
+			}
+			cum += bins[b]
+		}
+		s.loHist[lane][ci] = make([]uint64, 1<<16)
+	})
 	s.nearHolds()
 	s.settled = true
 	s.settle()
@@ -684,30 +681,62 @@ func (s *rankSelector) nearHolds() bool {
 			}
 		}
 	}
+	if s.near == nil {
+		return true
+	}
+	found := make([][][][]uint16, len(s.cuts)) // per lane, cut and chunk
 	for lane, cs := range s.cuts {
-		for ci, c := range cs {
-			if c.all || c.none || s.near == nil {
-				continue
+		found[lane] = make([][][]uint16, len(cs))
+	}
+	s.eachCut(func(lane, ci int) {
+		bin, h := s.bin[lane][ci], s.loHist[lane][ci]
+		perChunk := make([][]uint16, s.nChunks)
+		for chunk, ms := range s.near[lane][ci] {
+			var lows []uint16
+			for _, m := range ms {
+				if m>>16 == bin {
+					lows = append(lows, uint16(m))
+				}
 			}
-			bin, h := s.bin[lane][ci], s.loHist[lane][ci]
-			for chunk, ms := range s.near[lane][ci] {
-				var lows []uint16
-				for _, m := range ms {
-					if m>>16 == bin {
-						lows = append(lows, uint16(m))
-					}
+			for _, lo := range lows {
+				h[lo]++
+			}
+			perChunk[chunk] = lows
+		}
+		found[lane][ci] = perChunk
+	})
+	// Kept in a fixed order, so that which are kept before the limit does not
+	// depend on the goroutines.
+	for lane, cs := range found {
+		for ci, perChunk := range cs {
+			for chunk, lows := range perChunk {
+				if len(lows) > 0 {
+					s.keepLows(lane, ci, int64(chunk), lows)
 				}
-				if len(lows) == 0 {
-					continue
-				}
-				for _, lo := range lows {
-					h[lo]++
-				}
-				s.keepLows(lane, ci, int64(chunk), lows)
 			}
 		}
 	}
 	return true
+}
+
+// eachCut runs f for every cut that is not all or none, the cuts in parallel: the
+// scans of what pass 1 kept run between two passes, when no chunk does, and would
+// otherwise leave all cores but one idle.
+func (s *rankSelector) eachCut(f func(lane, ci int)) {
+	var wg sync.WaitGroup
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f(lane, ci)
+			}()
+		}
+	}
+	wg.Wait()
 }
 
 // keepLows keeps the low bits of a chunk's elements in a cut's bin for settle,
