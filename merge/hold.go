@@ -88,22 +88,8 @@ func (x *execution) chooseArenaSize() int64 {
 	var groups []heldGroup
 	for ti := range x.plan.Tensors {
 		if x.holdable(ti) {
-			// Every pass after the first, and the merge, would read it again (a
-			// pass that may be skipped is not counted: the rank selector's are
-			// skipped unless its first pass missed); a kernel reading beyond its
-			// chunks would take it whole from the mapping instead, whose first touch
-			// costs mappedCost reads.
-			n, k := heldBytes(&x.plan.Tensors[ti]), &x.kernels[ti]
-			reads := int64(len(k.Passes))
-			for _, p := range k.Passes[min(1, len(k.Passes)):] {
-				if p.Skip != nil {
-					reads--
-				}
-			}
-			if k.WholeInputs {
-				reads += mappedCost
-			}
-			groups = append(groups, heldGroup{n, n * reads})
+			n := heldBytes(&x.plan.Tensors[ti])
+			groups = append(groups, heldGroup{n, n * sparedReads(&x.kernels[ti])})
 		}
 	}
 	switch limit := x.opts.HoldBytes; {
@@ -119,6 +105,24 @@ func (x *execution) chooseArenaSize() int64 {
 		return most
 	}
 	return pickArenaSize(groups, DefaultHoldBytes)
+}
+
+// sparedReads is how many reads of a tensor holding it spares, in reads of the
+// tensor: every pass after the first, and the merge, would read it again (a pass
+// that may skip itself is not counted: the rank selector's are skipped unless its
+// first pass missed); a kernel reading beyond its chunks would take it whole from
+// the mapping instead, whose first touch costs mappedCost reads.
+func sparedReads(k *Kernel) int64 {
+	reads := int64(len(k.Passes))
+	for _, p := range k.Passes[min(1, len(k.Passes)):] {
+		if p.Skip != nil {
+			reads--
+		}
+	}
+	if k.WholeInputs {
+		reads += mappedCost
+	}
+	return reads
 }
 
 // pickArenaSize picks, among the groups' sizes up to limit, the one whose spared

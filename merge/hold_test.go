@@ -213,6 +213,29 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 
 // The engine's arena holds the sizes that repeat: it grows to a larger tensor only
 // where the reads that spares outweigh the larger arena's fresh memory.
+// TestSparedReads: the reads an arena spares a tensor count the passes after the
+// first that always run, and the merge; a pass that may skip itself does not count.
+func TestSparedReads(t *testing.T) {
+	skip := func() bool { return true }
+	for _, c := range []struct {
+		name string
+		k    Kernel
+		want int64
+	}{
+		{"no passes", Kernel{}, 0},
+		{"one pass", Kernel{Passes: []Pass{{}}}, 1},
+		{"three passes", Kernel{Passes: []Pass{{}, {}, {}}}, 3},
+		{"the rank selector's", Kernel{Passes: []Pass{{}, {Skip: skip}, {Skip: skip}, {Skip: skip}}}, 1},
+		{"the first pass's Skip", Kernel{Passes: []Pass{{Skip: skip}, {}}}, 2},
+		{"whole inputs", Kernel{WholeInputs: true}, mappedCost},
+		{"whole inputs and a pass", Kernel{WholeInputs: true, Passes: []Pass{{}}}, 1 + mappedCost},
+	} {
+		if got := sparedReads(&c.k); got != c.want {
+			t.Errorf("%s: %d reads, want %d", c.name, got, c.want)
+		}
+	}
+}
+
 func TestPickArenaSize(t *testing.T) {
 	const mb = 1 << 20
 	// n tensors of size bytes, each read again passes times without the arena.
