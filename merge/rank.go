@@ -180,13 +180,7 @@ func (s *rankSelector) passes() []Pass {
 		{ // 1: the elements near each cut's estimated bin, and those above it (or,
 			// not windowed, the top-16-bit histogram besides)
 			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
-				sc := s.pool.Get().(*rankScratch)
-				defer s.pool.Put(sc)
-				mags := sc.lanes(lanes, len(in[0]))
-				for lane := range lanes {
-					s.magnitude(mags[lane], lane, in)
-				}
-				s.count(sc, mags, pos)
+				s.magnitudes(in, func(sc *rankScratch, mags [][]uint32) { s.count(sc, mags, pos) })
 			},
 			Fused: func(pos Chunk, in []Operand, _ []float64) bool {
 				if s.magnitudeWords == nil {
@@ -214,17 +208,13 @@ func (s *rankSelector) passes() []Pass {
 		},
 		{ // 1b: top-16-bit histogram, when pass 1's windows missed a cut
 			Skip: func() bool { return !s.histPass },
-			Chunk: func(pos Chunk, in, _ [][]float32, _ []float64) {
-				sc := s.pool.Get().(*rankScratch)
-				defer s.pool.Put(sc)
-				mags := sc.lanes(lanes, len(in[0]))
-				for lane := range lanes {
-					s.magnitude(mags[lane], lane, in)
-				}
-				h := s.getHist(lanes)
-				histAdd(h.h, mags)
-				h.chunks++
-				s.putHist(h, nil)
+			Chunk: func(_ Chunk, in, _ [][]float32, _ []float64) {
+				s.magnitudes(in, func(_ *rankScratch, mags [][]uint32) {
+					h := s.getHist(lanes)
+					histAdd(h.h, mags)
+					h.chunks++
+					s.putHist(h, nil)
+				})
 			},
 			Done: func([]float64) error {
 				s.locateBins()
@@ -310,6 +300,18 @@ func (s *rankSelector) passes() []Pass {
 			},
 		},
 	}
+}
+
+// magnitudes runs f on a chunk's magnitudes, one slice per lane, in a scratch it
+// lends for the call.
+func (s *rankSelector) magnitudes(in [][]float32, f func(sc *rankScratch, mags [][]uint32)) {
+	sc := s.pool.Get().(*rankScratch)
+	defer s.pool.Put(sc)
+	mags := sc.lanes(len(s.cuts), len(in[0]))
+	for lane := range mags {
+		s.magnitude(mags[lane], lane, in)
+	}
+	f(sc, mags)
 }
 
 // histAdd counts each lane's magnitudes into its histogram by their top 16 bits,
@@ -414,8 +416,8 @@ func (s *rankSelector) flushHist(h *laneHists) {
 }
 
 // windowHists lends a windowed pass 1 the histograms of the chunk it guesses its
-// windows from, once a tensor: 256 KiB a lane allocated afresh for every tensor
-// cost a tenth of the count's time in zeroing and first touches.
+// windows from, once a tensor, instead of 256 KiB a lane allocated afresh for each:
+// fresh memory is what this project's VMs charge most for (merge/hold.go).
 var windowHists = sync.Pool{New: func() any { return new([1 << 16]uint32) }}
 
 // nearSlack sets the window around a guessed cut: 1/nearSlack of the elements the
@@ -572,15 +574,7 @@ func (s *rankSelector) settleWindows() {
 		s.near, s.win, s.winAbove = nil, nil, nil
 		return
 	}
-	lanes := len(s.cuts)
-	s.bin = make([][]uint32, lanes)
-	s.above = make([][]int64, lanes)
-	s.loHist = make([][][]uint64, lanes)
-	for lane, cs := range s.cuts {
-		s.bin[lane] = make([]uint32, len(cs))
-		s.above[lane] = make([]int64, len(cs))
-		s.loHist[lane] = make([][]uint64, len(cs))
-	}
+	s.newBins()
 	s.eachCut(func(lane, ci int) {
 		// The window's histogram, from the elements kept in it, walked down from
 		// its top bin as locateBins walks the whole one.
@@ -607,11 +601,23 @@ func (s *rankSelector) settleWindows() {
 	s.near, s.win, s.winAbove = nil, nil, nil
 }
 
+// newBins makes room for each cut's bin, the count above it and its low-16-bit
+// histogram (allocated per cut by whoever locates the bin).
+func (s *rankSelector) newBins() {
+	s.bin = make([][]uint32, len(s.cuts))
+	s.above = make([][]int64, len(s.cuts))
+	s.loHist = make([][][]uint64, len(s.cuts))
+	for lane, cs := range s.cuts {
+		s.bin[lane] = make([]uint32, len(cs))
+		s.above[lane] = make([]int64, len(cs))
+		s.loHist[lane] = make([][]uint64, len(cs))
+	}
+}
+
 // locateBins ends pass 1: it adds up the histograms, settles SCE's ranks, finds the
 // bin holding each cut and, when pass 1's windows hold them all, settles the cuts
 // from what it kept, so that pass 2 is skipped.
 func (s *rankSelector) locateBins() {
-	lanes := len(s.cuts)
 	for _, h := range s.hists {
 		s.flushHist(h)
 	}
@@ -631,13 +637,8 @@ func (s *rankSelector) locateBins() {
 			}
 		}
 	}
-	s.bin = make([][]uint32, lanes)
-	s.above = make([][]int64, lanes)
-	s.loHist = make([][][]uint64, lanes)
+	s.newBins()
 	for lane, cs := range s.cuts {
-		s.bin[lane] = make([]uint32, len(cs))
-		s.above[lane] = make([]int64, len(cs))
-		s.loHist[lane] = make([][]uint64, len(cs))
 		for ci, c := range cs {
 			if c.all || c.none {
 				continue

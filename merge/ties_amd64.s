@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "ties_amd64.h"
 
 DATA tiesSignBit<>+0(SB)/8, $0x8000000080000000
 DATA tiesSignBit<>+8(SB)/8, $0x8000000080000000
@@ -590,14 +591,7 @@ mtrim:
 	VPBROADCASTD 8(R13), Y4
 	VPCMPEQD Y4, Y2, Y4       // at the tied pattern
 	VMOVMSKPS Y4, DX
-	POPCNTL  DX, DX
-	MOVQ     16(R13), R10     // seen
-	ADDQ     R10, DX          // seen after this group
-	MOVQ     DX, 32(R13)      // next
-	CMPQ     DX, 24(R13)
-	JLE      mkeep            // all of them rank above
-	CMPQ     R10, 24(R13)
-	JLT      mdone            // some do and some do not: Go counts them
+	TIES_SEEN(mkeep, mdone)
 	VPXOR    Y4, Y4, Y4       // none does
 mkeep:
 	VPBROADCASTD 4(R13), Y3

@@ -2,6 +2,7 @@
 
 #include "textflag.h"
 #include "bf16_amd64.h"
+#include "ties_amd64.h"
 
 // func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
 // tiesMergeAVX2 sixteen elements at a time from BF16 words to BF16 words: each word
@@ -49,14 +50,7 @@ btrim:
 	VPBROADCASTD 8(R13), Z3
 	VPCMPEQD  Z3, Z2, K4             // at the tied pattern
 	KMOVW     K4, DX
-	POPCNTL   DX, DX
-	MOVQ      16(R13), R10           // seen
-	ADDQ      R10, DX                // seen after this group
-	MOVQ      DX, 32(R13)            // next
-	CMPQ      DX, 24(R13)
-	JLE       bkeep                  // all of them rank above
-	CMPQ      R10, 24(R13)
-	JLT       bdone                  // some do and some do not: Go counts them
+	TIES_SEEN(bkeep, bdone)
 	KXORW     K4, K4, K4             // none does
 bkeep:
 	VPBROADCASTD 4(R13), Z3
