@@ -10,6 +10,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/gomerge/gomerge/formats/dtype"
 	"github.com/gomerge/gomerge/gpu"
 )
 
@@ -147,6 +148,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		ranks     [][]int64 // magnitude and outliers: the rank cuts per model
 		key       uint64    // random: the tensor's key and each model's threshold
 		threshold []uint64
+		cuts      [][]*cut // magnitude and outliers: the rank selector's, per model
 		keepChunk func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool
 		drawKeep  func(sc *maskScratch, n int, pos Chunk) [][]bool // random: the masks from the position alone
 	)
@@ -163,6 +165,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		sel := newRankSelector(n, ranks, deltaMagnitudes)
 		sel.magnitudeWords = deltaMagnitudesBF16
 		passes = sel.passes()
+		cuts = sel.cuts
 		keepChunk = func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {
 			keepMasks(sel, sc, in, pos)
 			return sc.keep
@@ -239,6 +242,17 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			}
 			combineTaskVectors(m, dst, in, keep, nil, scale, es, cs, haveTiesAsm)
 		},
+	}
+	if o.sparsify == SparsifyOutliers && o.consensus != ConsensusSign && kc == nil && !elem {
+		// BF16 in and out with AVX-512: breadcrumbs' bands from the inputs' words to
+		// the output's (bandMerge), the same bits as Merge.
+		bm := newBandMerge(m, cuts, scale, cpool)
+		k.Fused = func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
+			if !haveTiesBF16AVX512 || outDT != dtype.BF16 || !allBF16(in) {
+				return false
+			}
+			return bm.words(out, in, pos)
+		}
 	}
 	// The device's task-vector kernel has no per-element divisor: sign consensus
 	// with normalize runs on the CPU (TIES proper has its own device kernel), as

@@ -90,3 +90,14 @@ func l1LanesAsm(l *l1Lanes, base, x []float32, keep []bool) {
 	_, _ = x[n-1], keep[n-1]
 	l1LanesAVX2(l, &base[0], &x[0], &keep[0], n)
 }
+
+//go:noescape
+func bandMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, lambda float32, j, n int) int
+
+// bandMergeWordsAsm runs bandMergeBF16AVX512 from element j of a chunk of n words
+// (xs[i] its models' words, each of at least n; lanes two per model) and returns
+// where it stopped; the caller checks haveTiesBF16AVX512.
+func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int) int {
+	_, _, _ = dst[n-1], base[n-1], lanes[2*len(xs)-1]
+	return bandMergeBF16AVX512(&dst[0], &base[0], &xs[0], &lanes[0], len(xs), lambda, j, n)
+}

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // TestCombineTaskVectorsAsmMatchesGo: the AVX2 combine gives addTaskVectors' bits for
@@ -284,6 +286,73 @@ func TestL1LanesAsmMatchesGo(t *testing.T) {
 					got.addBF16(bw, xw, keep, from)
 					if !same(got, want) {
 						t.Fatalf("n=%d from %d specials %v asm %v: lanes from words %v, want %v", n, from, specials, asm, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestBandMergeWords: breadcrumbs' merge from BF16 words (the AVX-512 kernel, and
+// the groups it leaves to Go) gives the words of the decoding path (keepBand over
+// the widened chunk, combineTaskVectors, rounding), with cuts that keep all, none, a
+// tied boundary (counted from earlier chunks, on either cut) and an untied one, with
+// and without rescale factors, on lengths around the groups of sixteen, with many
+// equal magnitudes and special values.
+func TestBandMergeWords(t *testing.T) {
+	if !haveTiesBF16AVX512 {
+		t.Skip("no AVX-512 kernel on this CPU: breadcrumbs merges through the decoding path")
+	}
+	rng := rand.New(rand.NewPCG(17, 9))
+	special := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 0, float32(math.Copysign(0, -1))}
+	cuts := [][]*cut{ // per model: the upper cut, then the lower
+		{{t: absBits(0.75), r: 30, ties: true, before: []int64{0, 1}}, {t: absBits(0.25), r: 40, ties: true, before: []int64{0, 1}}},
+		{{none: true}, {all: true}},
+		{{t: absBits(0.5), r: 1 << 40}, {t: absBits(0.125), r: 5, ties: true, before: []int64{0, 0}}},
+		{{t: absBits(0.5), r: 30, ties: true, before: []int64{0, 2}}, {all: true}},
+	}
+	pos := Chunk{Index: 1, Offset: ChunkElems}
+	for _, n := range []int{1, 7, 8, 15, 16, 17, 64, 1003, ChunkElems} {
+		for lanes := 1; lanes <= len(cuts); lanes++ {
+			for _, scale := range [][]float32{nil, []float32{1.5, 0.5, 2, 1}[:lanes]} {
+				name := fmt.Sprintf("n=%d lanes=%d scale %v", n, lanes, scale)
+				words := make([]Operand, lanes+1)
+				wide := make([][]float32, lanes+1)
+				for i := range words {
+					x := make([]float32, n)
+					for j := range x {
+						x[j] = float32(rng.IntN(9)-4) * 0.125 // many equal |x−b|, both signs
+						if rng.IntN(40) == 0 {
+							x[j] = special[rng.IntN(len(special))]
+						}
+					}
+					b := make([]byte, 2*n)
+					must(t, dtype.Encode(b, x, dtype.BF16))
+					wide[i] = make([]float32, n)
+					must(t, dtype.Decode(wide[i], b, dtype.BF16))
+					words[i] = Operand{DType: dtype.BF16, Data: b}
+				}
+				m := &methodRun{weights: []float32{0.7, -0.3, 1.3, 0.5}[:lanes], lambda: 0.9, tv: tvOptions{sparsify: SparsifyOutliers}}
+				keep := make([][]bool, lanes)
+				mags := make([]uint32, n)
+				for i := range keep {
+					keep[i] = make([]bool, n)
+					deltaMagnitudes(mags, i, wide)
+					keepBand(keep[i], mags, cuts[i][1], cuts[i][0], pos)
+				}
+				ref := make([]float32, n)
+				combineTaskVectors(m, ref, wide, keep, nil, scale, nil, newCombinePool(lanes, false).Get().(*combineScratch), true)
+				want := make([]byte, 2*n)
+				must(t, dtype.Encode(want, ref, dtype.BF16))
+				got := make([]byte, 2*n)
+				bm := newBandMerge(m, cuts[:lanes], scale, newCombinePool(lanes, false))
+				if !bm.words(got, words, pos) {
+					t.Fatalf("%s: BF16 words declined", name)
+				}
+				for e := range n {
+					if got[2*e] != want[2*e] || got[2*e+1] != want[2*e+1] {
+						t.Fatalf("%s: element %d: %#04x, the decoding path %#04x", name, e,
+							uint16(got[2*e])|uint16(got[2*e+1])<<8, uint16(want[2*e])|uint16(want[2*e+1])<<8)
 					}
 				}
 			}

@@ -591,7 +591,7 @@ mtrim:
 	VPBROADCASTD 8(R13), Y4
 	VPCMPEQD Y4, Y2, Y4       // at the tied pattern
 	VMOVMSKPS Y4, DX
-	TIES_SEEN(mkeep, mdone)
+	TIES_SEEN(R13, mkeep, mdone)
 	VPXOR    Y4, Y4, Y4       // none does
 mkeep:
 	VPBROADCASTD 4(R13), Y3

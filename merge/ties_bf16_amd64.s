@@ -50,7 +50,7 @@ btrim:
 	VPBROADCASTD 8(R13), Z3
 	VPCMPEQD  Z3, Z2, K4             // at the tied pattern
 	KMOVW     K4, DX
-	TIES_SEEN(bkeep, bdone)
+	TIES_SEEN(R13, bkeep, bdone)
 	KXORW     K4, K4, K4             // none does
 bkeep:
 	VPBROADCASTD 4(R13), Z3

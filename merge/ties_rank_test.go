@@ -131,10 +131,11 @@ func TestDeltaMagnitudesBF16(t *testing.T) {
 	}
 }
 
-// TestRankMethodsFusedMatchDecoded: ties and breadcrumbs (and breadcrumbs with sign
-// election) through the engine, their rank selector's pass 1 taking the magnitudes
-// straight from BF16 words, give the bytes of the decoding path, over a tensor of
-// several chunks, with and without special words.
+// TestRankMethodsFusedMatchDecoded: ties and breadcrumbs (with sign election, and
+// with an L1 rescale) through the engine, their rank selector's pass 1 taking the
+// magnitudes straight from BF16 words and ties' and breadcrumbs' merges from the
+// words too, give the bytes of the decoding path, over a tensor of several chunks,
+// with and without special words.
 func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 52))
 	m := 2*ChunkElems + 1003
@@ -146,10 +147,12 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 	cases := []struct {
 		name   string
 		kernel func(*TensorPlan) Kernel
+		merge  bool // the merge has a fused path too, where the CPU has its kernel
 	}{
-		{"ties", run(tvOptions{sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0)},
-		{"breadcrumbs", run(tvOptions{sparsify: SparsifyOutliers, rescale: "none"}, 0.05)},
-		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05)},
+		{"ties", run(tvOptions{sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0), haveTiesAsm},
+		{"breadcrumbs", run(tvOptions{sparsify: SparsifyOutliers, rescale: "none"}, 0.05), haveTiesBF16AVX512},
+		{"breadcrumbs_l1", run(tvOptions{sparsify: SparsifyOutliers, rescale: "l1"}, 0.05), haveTiesBF16AVX512},
+		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05), false},
 	}
 	for _, c := range cases {
 		for _, every := range []int{0, 5000} {
@@ -158,9 +161,8 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 				b, _ := bf16TestWords(rng, m, every)
 				in = append(in, b)
 			}
-			// The passes' fused path never declines BF16; of the merges, only
-			// ties' has one (with AVX2).
-			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, c.name == "ties" && haveTiesAsm, true, c.kernel)
+			// The passes' fused paths never decline BF16, nor do the merges'.
+			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, c.merge, true, c.kernel)
 			if !sameBF16Words(fused, decoded) {
 				t.Errorf("%s every %d: the fused output differs from the decoded one", c.name, every)
 			}

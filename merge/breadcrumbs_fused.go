@@ -1,0 +1,158 @@
+package merge
+
+import (
+	"math"
+	"sync"
+	"unsafe"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
+
+// bandMerge is breadcrumbs' merge without sign election from BF16 words to BF16
+// words (Kernel.Fused), with the AVX-512 kernel bandMergeBF16AVX512: each model's
+// band between its two cuts, weighted and added, widened and rounded in registers,
+// sixteen elements at a time. The groups the kernel leaves (one where a tied cut's
+// rank falls among the elements at its pattern, the last few) go eight at a time
+// through keepMasks' band test and combineTaskVectors, as the decoding path does
+// them, so the same bits (TestRankMethodsFusedMatchDecoded, TestBandMergeWords).
+type bandMerge struct {
+	m      *methodRun
+	cuts   [][]*cut  // per model, the rank selector's: the upper cut first
+	scale  []float32 // the rescale factors (nil: none)
+	pool   sync.Pool // *bandScratch
+	cpool  *sync.Pool
+	lambda float32
+}
+
+type bandScratch struct {
+	lanes []tiesLane // two per model: the lower cut (w: the weight), the upper (w: the scale)
+	xs    []*uint16
+	in    [][]float32 // a group's widened inputs, base first
+	out   []float32
+	keep  [][]bool
+	words [][]uint16
+}
+
+func newBandMerge(m *methodRun, cuts [][]*cut, scale []float32, cpool *sync.Pool) *bandMerge {
+	b := &bandMerge{m: m, cuts: cuts, scale: scale, cpool: cpool, lambda: m.lambda}
+	lanes := len(cuts)
+	b.pool.New = func() any {
+		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), out: make([]float32, 8),
+			words: make([][]uint16, lanes+1)}
+		for range lanes + 1 {
+			s.in = append(s.in, make([]float32, 8))
+		}
+		for range lanes {
+			s.keep = append(s.keep, make([]bool, 8))
+		}
+		return s
+	}
+	return b
+}
+
+// cutLane is cut c as the TIES kernels test it for chunk pos: above gt, or, for a
+// tied cut, at its pattern while fewer than r of those came before (seen).
+func cutLane(c *cut, pos Chunk) tiesLane {
+	var l tiesLane
+	switch {
+	case c.all:
+		l.gt = -1
+	case c.none:
+		l.gt = math.MaxInt32
+	case c.ties:
+		l.gt, l.eq, l.tie = int32(c.t), c.t, 1
+		l.seen, l.r = c.before[pos.Index], c.r
+	default: // every element equal to t ranks above: keep |δ| > t − 1
+		l.gt = int32(c.t) - 1
+	}
+	return l
+}
+
+// above is cutLane's test of one magnitude, counting it when tied.
+func (l *tiesLane) above(mag uint32) bool {
+	if l.tie != 0 && mag == l.eq {
+		a := l.seen < l.r
+		l.seen++
+		return a
+	}
+	return int32(mag) > l.gt
+}
+
+// words merges chunk pos from the operands' BF16 words into out's; false, having
+// written nothing that counts, for operands that are not the chunk's words.
+func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
+	n := len(out) / 2
+	s := b.pool.Get().(*bandScratch)
+	defer b.pool.Put(s)
+	dst, ok := dtype.Uint16s(out)
+	if !ok {
+		return false
+	}
+	for i, op := range in {
+		if len(op.Data) < len(out) {
+			return false
+		}
+		if s.words[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
+			return false
+		}
+	}
+	for i, cs := range b.cuts {
+		lo, hi := cs[len(cs)-1], (*cut)(nil)
+		if len(cs) > 1 {
+			hi = cs[0]
+		}
+		s.lanes[2*i] = cutLane(lo, pos)
+		s.lanes[2*i].w = b.m.weights[i]
+		s.lanes[2*i+1] = tiesLane{gt: math.MaxInt32} // no upper cut: nothing above it
+		if hi != nil {
+			s.lanes[2*i+1] = cutLane(hi, pos)
+		}
+		s.lanes[2*i+1].w = 1
+		if b.scale != nil {
+			s.lanes[2*i+1].w = b.scale[i]
+		}
+		s.xs[i] = unsafe.SliceData(s.words[i+1])
+	}
+	cs := b.cpool.Get().(*combineScratch)
+	defer b.cpool.Put(cs)
+	for j := 0; j < n; {
+		if n-j >= 16 {
+			j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.lambda, j, n)
+			if j == n {
+				break
+			}
+		}
+		end := min(j+8, n)
+		b.group(dst[j:end], s, j, cs)
+		j = end
+	}
+	return true
+}
+
+// group merges the up to eight elements from j as the decoding path does: the band
+// test with the cuts' running counts, then combineTaskVectors.
+func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, cs *combineScratch) {
+	k := len(dst)
+	in := make([][]float32, len(s.in))
+	for i := range in {
+		in[i] = s.in[i][:k]
+		for e := range k {
+			in[i][e] = math.Float32frombits(uint32(s.words[i][j+e]) << 16)
+		}
+	}
+	keep := make([][]bool, len(s.keep))
+	for i := range keep {
+		keep[i] = s.keep[i][:k]
+		lo, hi := &s.lanes[2*i], &s.lanes[2*i+1]
+		for e := range k {
+			mag := absBits(in[i+1][e] - in[0][e])
+			a, h := lo.above(mag), hi.above(mag)
+			keep[i][e] = a && !h
+		}
+	}
+	out := s.out[:k]
+	combineTaskVectors(b.m, out, in, keep, nil, b.scale, nil, cs, haveTiesAsm)
+	for e, v := range out {
+		dst[e] = dtype.Float32ToBF16(v)
+	}
+}
