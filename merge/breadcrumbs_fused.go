@@ -16,34 +16,32 @@ import (
 // through keepMasks' band test and combineTaskVectors, as the decoding path does
 // them, so the same bits (TestRankMethodsFusedMatchDecoded, TestBandMergeWords).
 type bandMerge struct {
-	m      *methodRun
-	cuts   [][]*cut  // per model, the rank selector's: the upper cut first
-	scale  []float32 // the rescale factors (nil: none)
-	pool   sync.Pool // *bandScratch
-	cpool  *sync.Pool
-	lambda float32
+	m     *methodRun
+	cuts  [][]*cut  // per model, the rank selector's: the upper cut first
+	scale []float32 // the rescale factors (nil: none)
+	pool  sync.Pool // *bandScratch
+	cpool *sync.Pool
 }
 
 type bandScratch struct {
 	lanes []tiesLane // two per model: the lower cut (w: the weight), the upper (w: the scale)
 	xs    []*uint16
-	in    [][]float32 // a group's widened inputs, base first
-	out   []float32
-	keep  [][]bool
-	words [][]uint16
+	words [][]uint16 // the chunk's, base first
+	// A group's, for group: the widened inputs (base first), their views, the masks,
+	// the output.
+	wide, in [][]float32
+	keep     [][]bool
+	out      []float32
 }
 
 func newBandMerge(m *methodRun, cuts [][]*cut, scale []float32, cpool *sync.Pool) *bandMerge {
-	b := &bandMerge{m: m, cuts: cuts, scale: scale, cpool: cpool, lambda: m.lambda}
+	b := &bandMerge{m: m, cuts: cuts, scale: scale, cpool: cpool}
 	lanes := len(cuts)
 	b.pool.New = func() any {
-		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), out: make([]float32, 8),
-			words: make([][]uint16, lanes+1)}
+		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), words: make([][]uint16, lanes+1),
+			in: make([][]float32, lanes+1), keep: make([][]bool, lanes), out: make([]float32, 8)}
 		for range lanes + 1 {
-			s.in = append(s.in, make([]float32, 8))
-		}
-		for range lanes {
-			s.keep = append(s.keep, make([]bool, 8))
+			s.wide = append(s.wide, make([]float32, 8))
 		}
 		return s
 	}
@@ -117,7 +115,7 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 	defer b.cpool.Put(cs)
 	for j := 0; j < n; {
 		if n-j >= 16 {
-			j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.lambda, j, n)
+			j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n)
 			if j == n {
 				break
 			}
@@ -133,25 +131,24 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 // test with the cuts' running counts, then combineTaskVectors.
 func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, cs *combineScratch) {
 	k := len(dst)
-	in := make([][]float32, len(s.in))
+	in := s.in
 	for i := range in {
-		in[i] = s.in[i][:k]
+		in[i] = s.wide[i][:k]
 		for e := range k {
 			in[i][e] = math.Float32frombits(uint32(s.words[i][j+e]) << 16)
 		}
 	}
-	keep := make([][]bool, len(s.keep))
-	for i := range keep {
-		keep[i] = s.keep[i][:k]
+	for i := range s.keep {
+		s.keep[i] = s.keep[i][:0]
 		lo, hi := &s.lanes[2*i], &s.lanes[2*i+1]
 		for e := range k {
 			mag := absBits(in[i+1][e] - in[0][e])
-			a, h := lo.above(mag), hi.above(mag)
-			keep[i][e] = a && !h
+			a, h := lo.above(mag), hi.above(mag) // both cuts count their tied elements
+			s.keep[i] = append(s.keep[i], a && !h)
 		}
 	}
 	out := s.out[:k]
-	combineTaskVectors(b.m, out, in, keep, nil, b.scale, nil, cs, haveTiesAsm)
+	combineTaskVectors(b.m, out, in, s.keep, nil, b.scale, nil, cs, haveTiesAsm)
 	for e, v := range out {
 		dst[e] = dtype.Float32ToBF16(v)
 	}
