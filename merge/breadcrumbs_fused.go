@@ -48,24 +48,6 @@ func newBandMerge(m *methodRun, cuts [][]*cut, scale []float32, cpool *sync.Pool
 	return b
 }
 
-// cutLane is cut c as the TIES kernels test it for chunk pos: above gt, or, for a
-// tied cut, at its pattern while fewer than r of those came before (seen).
-func cutLane(c *cut, pos Chunk) tiesLane {
-	var l tiesLane
-	switch {
-	case c.all:
-		l.gt = -1
-	case c.none:
-		l.gt = math.MaxInt32
-	case c.ties:
-		l.gt, l.eq, l.tie = int32(c.t), c.t, 1
-		l.seen, l.r = c.before[pos.Index], c.r
-	default: // every element equal to t ranks above: keep |δ| > t − 1
-		l.gt = int32(c.t) - 1
-	}
-	return l
-}
-
 // above is cutLane's test of one magnitude, counting it when tied.
 func (l *tiesLane) above(mag uint32) bool {
 	if l.tie != 0 && mag == l.eq {

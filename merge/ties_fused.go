@@ -58,22 +58,27 @@ func tiesMergeChunk(dst []float32, in [][]float32, cuts []*cut, weights []float3
 // elements at a tied cut's pattern before the chunk.
 func (sc *tiesMergeScratch) setLanes(cuts []*cut, weights []float32, pos Chunk) {
 	for i, c := range cuts {
-		l := tiesLane{w: weights[i]}
-		switch {
-		case c.all:
-			l.gt = -1
-		case c.none:
-			l.gt = math.MaxInt32
-		case c.ties:
-			l.gt, l.eq, l.tie = int32(c.t), c.t, 1
-		default: // every element equal to t ranks above: keep |δ| > t − 1
-			l.gt = int32(c.t) - 1
-		}
-		if c.ties {
-			l.seen, l.r = c.before[pos.Index], c.r
-		}
-		sc.lanes[i] = l
+		sc.lanes[i] = cutLane(c, pos)
+		sc.lanes[i].w = weights[i]
 	}
+}
+
+// cutLane is cut c as the TIES kernels test it for chunk pos: above gt, or, for a
+// tied cut, at its pattern while fewer than r of those came before (seen).
+func cutLane(c *cut, pos Chunk) tiesLane {
+	var l tiesLane
+	switch {
+	case c.all:
+		l.gt = -1
+	case c.none:
+		l.gt = math.MaxInt32
+	case c.ties:
+		l.gt, l.eq, l.tie = int32(c.t), c.t, 1
+		l.seen, l.r = c.before[pos.Index], c.r
+	default: // every element equal to t ranks above: keep |δ| > t − 1
+		l.gt = int32(c.t) - 1
+	}
+	return l
 }
 
 // tiesMergeSpan merges the elements of dst, which follow those of the chunk merged
