@@ -33,60 +33,33 @@ func outlierRanks(density, gamma float64, n int64) []int64 {
 	return []int64{nTop, n - nBot}
 }
 
-// keepBand fills keep with whether each element of a chunk ranks above cut lo and,
-// when hi is not nil, not above cut hi: what cut.above gives for lo, and for hi with
-// the result inverted and and-ed in (breadcrumbs' band; TIES's top k with hi nil). The
-// AVX2 kernel takes the groups of eight with no element at a tie; this loop the rest,
-// counting the elements equal to a cut's pattern in flat order as cut.above does.
+// keepBand fills keep with whether each element of a chunk ranks above cut lo and
+// not above cut hi (breadcrumbs' band; TIES's top k with hi above nothing), each cut
+// as cutLane gives it, with its count of tied elements so far, which it carries on.
+// The AVX2 kernel takes the groups of eight with no element at a tied pattern; this
+// loop the rest, counting those in flat order as cut.above does.
 // TestKeepBandMatchesCuts checks it against cut.above.
-func keepBand(keep []bool, mags []uint32, lo, hi *cut, pos Chunk) {
+func keepBand(keep []bool, mags []uint32, lo, hi *tiesLane) {
 	mags = mags[:len(keep)]
-	loGT, loTie := bandForm(lo)
-	hiGT, hiTie := int32(math.MaxInt32), ^uint32(0) // no upper cut: nothing is above it
-	if hi != nil {
-		hiGT, hiTie = bandForm(hi)
-	}
-	var seenLo, seenHi int64 // elements equal to the cut's pattern before this one
-	if lo.ties {
-		seenLo = lo.before[pos.Index]
-	}
-	if hi != nil && hi.ties {
-		seenHi = hi.before[pos.Index]
-	}
+	loTie, hiTie := lo.tieBits(), hi.tieBits()
 	for j := 0; j < len(keep); {
 		if haveTiesAsm && len(keep)-j >= 8 {
-			j += keepBandAsm(keep[j:], mags[j:], (len(keep)-j)&^7, loGT, hiGT, loTie, hiTie)
+			j += keepBandAsm(keep[j:], mags[j:], (len(keep)-j)&^7, lo.gt, hi.gt, loTie, hiTie)
 		}
 		for end := min(j+8, len(keep)); j < end; j++ {
-			m := mags[j]
-			k := int32(m) > loGT
-			if m == loTie {
-				k = seenLo < lo.r
-				seenLo++
-			}
-			above := int32(m) > hiGT
-			if m == hiTie {
-				above = seenHi < hi.r
-				seenHi++
-			}
-			keep[j] = k && !above
+			a, h := lo.above(mags[j]), hi.above(mags[j]) // both cuts count their tied elements
+			keep[j] = a && !h
 		}
 	}
 }
 
-// bandForm is cut c as keepBand tests it: an element (its magnitude bits, below 2³¹)
-// ranks above c when its bits exceed gt as int32s, except an element equal to tie,
-// which ranks above when fewer than c.r such elements precede it. tie is ^0, which no
-// magnitude equals, where c has no ties: then every element equal to c.t ranks above
-// (c.r counts them all), so gt is c.t − 1.
-func bandForm(c *cut) (gt int32, tie uint32) {
-	switch {
-	case c.all:
-		return -1, ^uint32(0)
-	case c.none:
-		return math.MaxInt32, ^uint32(0)
-	case !c.ties:
-		return int32(c.t) - 1, ^uint32(0)
+// bandLanes is a model's band for chunk pos from its cuts (the rank selector's, the
+// upper first when there are two): its lower cut and its upper one, or with one cut,
+// that cut and an upper one that nothing ranks above.
+func bandLanes(cuts []*cut, pos Chunk) (lo, hi tiesLane) {
+	lo, hi = cutLane(cuts[len(cuts)-1], pos), tiesLane{gt: math.MaxInt32}
+	if len(cuts) > 1 {
+		hi = cutLane(cuts[0], pos)
 	}
-	return int32(c.t), c.t
+	return lo, hi
 }

@@ -30,6 +30,7 @@ type bandScratch struct {
 	// A group's, for group: the widened inputs (base first), their views, the masks,
 	// the output.
 	wide, in [][]float32
+	mags     []uint32
 	keep     [][]bool
 	out      []float32
 }
@@ -39,23 +40,16 @@ func newBandMerge(m *methodRun, cuts [][]*cut, scale []float32, cpool *sync.Pool
 	lanes := len(cuts)
 	b.pool.New = func() any {
 		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), words: make([][]uint16, lanes+1),
-			in: make([][]float32, lanes+1), keep: make([][]bool, lanes), out: make([]float32, 8)}
+			in: make([][]float32, lanes+1), mags: make([]uint32, 8), out: make([]float32, 8)}
 		for range lanes + 1 {
 			s.wide = append(s.wide, make([]float32, 8))
+		}
+		for range lanes {
+			s.keep = append(s.keep, make([]bool, 8))
 		}
 		return s
 	}
 	return b
-}
-
-// above is cutLane's test of one magnitude, counting it when tied.
-func (l *tiesLane) above(mag uint32) bool {
-	if l.tie != 0 && mag == l.eq {
-		a := l.seen < l.r
-		l.seen++
-		return a
-	}
-	return int32(mag) > l.gt
 }
 
 // words merges chunk pos from the operands' BF16 words into out's; false, having
@@ -77,16 +71,8 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 		}
 	}
 	for i, cs := range b.cuts {
-		lo, hi := cs[len(cs)-1], (*cut)(nil)
-		if len(cs) > 1 {
-			hi = cs[0]
-		}
-		s.lanes[2*i] = cutLane(lo, pos)
+		s.lanes[2*i], s.lanes[2*i+1] = bandLanes(cs, pos)
 		s.lanes[2*i].w = b.m.weights[i]
-		s.lanes[2*i+1] = tiesLane{gt: math.MaxInt32} // no upper cut: nothing above it
-		if hi != nil {
-			s.lanes[2*i+1] = cutLane(hi, pos)
-		}
 		s.lanes[2*i+1].w = 1
 		if b.scale != nil {
 			s.lanes[2*i+1].w = b.scale[i]
@@ -109,8 +95,8 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 	return true
 }
 
-// group merges the up to eight elements from j as the decoding path does: the band
-// test with the cuts' running counts, then combineTaskVectors.
+// group merges the up to eight elements from j as the decoding path does: keepBand
+// with the cuts' running counts, then combineTaskVectors.
 func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, cs *combineScratch) {
 	k := len(dst)
 	in := s.in
@@ -120,14 +106,11 @@ func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, cs *combineScratc
 			in[i][e] = math.Float32frombits(uint32(s.words[i][j+e]) << 16)
 		}
 	}
+	mags := s.mags[:k]
 	for i := range s.keep {
-		s.keep[i] = s.keep[i][:0]
-		lo, hi := &s.lanes[2*i], &s.lanes[2*i+1]
-		for e := range k {
-			mag := absBits(in[i+1][e] - in[0][e])
-			a, h := lo.above(mag), hi.above(mag) // both cuts count their tied elements
-			s.keep[i] = append(s.keep[i], a && !h)
-		}
+		s.keep[i] = s.keep[i][:k]
+		deltaMagnitudes(mags, i, in)
+		keepBand(s.keep[i], mags, &s.lanes[2*i], &s.lanes[2*i+1]) // the cuts' counts carry on
 	}
 	out := s.out[:k]
 	combineTaskVectors(b.m, out, in, s.keep, nil, b.scale, nil, cs, haveTiesAsm)

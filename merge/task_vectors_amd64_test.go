@@ -203,7 +203,11 @@ func TestKeepBandMatchesCuts(t *testing.T) {
 				for _, asm := range []bool{true, false} {
 					haveTiesAsm = asm
 					got := make([]bool, n)
-					keepBand(got, mags, lo, hc, Chunk{})
+					lw, hw := cutLane(lo, Chunk{}), tiesLane{gt: math.MaxInt32}
+					if hc != nil {
+						hw = cutLane(hc, Chunk{})
+					}
+					keepBand(got, mags, &lw, &hw)
 					if !slices.Equal(got, want) {
 						t.Fatalf("n=%d lo %d hi %d asm %v: keepBand differs from cut.above", n, li, hi, asm)
 					}
@@ -338,7 +342,8 @@ func TestBandMergeWords(t *testing.T) {
 				for i := range keep {
 					keep[i] = make([]bool, n)
 					deltaMagnitudes(mags, i, wide)
-					keepBand(keep[i], mags, cuts[i][1], cuts[i][0], pos)
+					lo, hi := bandLanes(cuts[i], pos)
+					keepBand(keep[i], mags, &lo, &hi)
 				}
 				ref := make([]float32, n)
 				combineTaskVectors(m, ref, wide, keep, nil, scale, nil, newCombinePool(lanes, false).Get().(*combineScratch), true)

@@ -63,11 +63,8 @@ func keepMasks(sel *rankSelector, sc *maskScratch, in [][]float32, pos Chunk) {
 		deltaMagnitudes(sc.mags, i, in)
 		cuts := sel.cuts[i]
 		if haveTiesAsm {
-			var hi *cut
-			if len(cuts) > 1 {
-				hi = cuts[0]
-			}
-			keepBand(keep, sc.mags, cuts[len(cuts)-1], hi, pos)
+			lo, hi := bandLanes(cuts, pos)
+			keepBand(keep, sc.mags, &lo, &hi)
 			continue
 		}
 		cuts[len(cuts)-1].above(keep, sc.mags, pos)
@@ -204,40 +201,25 @@ func trimWeighted(dst, x, b []float32, w float32, c *cut, pos Chunk) {
 		}
 		return
 	}
-	var seen int64 // elements equal to c.t before this one (ties: from earlier chunks too)
-	if c.ties {
-		seen = c.before[pos.Index]
-	}
+	lane := cutLane(c, pos) // with the elements equal to c.t before the chunk
 	for j := 0; j < len(dst); {
 		if haveTiesAsm && len(dst)-j >= 8 {
 			// Groups of eight with no element at the boundary, vectorised.
 			j += trimAsm(dst[j:], x[j:], b[j:], (len(dst)-j)&^7, w, c.t)
 		}
 		for end := min(j+8, len(dst)); j < end; j++ {
-			dst[j] = trimElem(x[j]-b[j], w, c, &seen)
+			dst[j] = trimElem(x[j]-b[j], w, &lane)
 		}
 	}
 }
 
 // trimElem is trimWeighted for one element of delta d: float32(w·d) if it ranks
-// above cut c, +0 if not; seen counts the elements equal to c.t so far.
-func trimElem(d, w float32, c *cut, seen *int64) float32 {
-	switch {
-	case c.none:
-		return 0
-	case c.all:
+// above the cut l (which counts it when it is at a tied pattern), +0 if not.
+func trimElem(d, w float32, l *tiesLane) float32 {
+	if l.above(absBits(d)) {
 		return float32(w * d)
 	}
-	mag := absBits(d)
-	// All ones when mag > t (both below 2³¹, so t − mag wraps to the top bit).
-	mask := uint32(int32(c.t-mag) >> 31)
-	if mag == c.t { // rare: the boundary value
-		if *seen < c.r {
-			mask = ^uint32(0)
-		}
-		*seen++
-	}
-	return math.Float32frombits(math.Float32bits(float32(w*d)) & mask)
+	return 0
 }
 
 // tiesCombine finishes TIES for one chunk from the trimmed weighted deltas d[i] and

@@ -81,6 +81,26 @@ func cutLane(c *cut, pos Chunk) tiesLane {
 	return l
 }
 
+// above is cutLane's test of one magnitude, counting it when it is at a tied cut's
+// pattern.
+func (l *tiesLane) above(mag uint32) bool {
+	if l.tie != 0 && mag == l.eq {
+		a := l.seen < l.r
+		l.seen++
+		return a
+	}
+	return int32(mag) > l.gt
+}
+
+// tieBits is the pattern keepBandAVX2 stops at: a tied cut's, or ^0, which no
+// magnitude (below 2³¹) equals.
+func (l *tiesLane) tieBits() uint32 {
+	if l.tie != 0 {
+		return l.eq
+	}
+	return ^uint32(0)
+}
+
 // tiesMergeSpan merges the elements of dst, which follow those of the chunk merged
 // before since setLanes (the lanes' seen counts carry on). The groups of eight the
 // kernel leaves (the one where a tied cut's rank falls among the elements equal to
@@ -102,10 +122,10 @@ func tiesMergeSpan(dst []float32, in [][]float32, cuts []*cut, weights []float32
 		end := min(j+8, n)
 		k := end - j
 		d := sc.group
-		for i, c := range cuts {
+		for i := range cuts {
 			x := in[i+1][j:end]
 			for e := range k {
-				d[i][e] = trimElem(x[e]-base[j+e], weights[i], c, &sc.lanes[i].seen)
+				d[i][e] = trimElem(x[e]-base[j+e], weights[i], &sc.lanes[i])
 			}
 			d[i] = d[i][:k]
 		}
