@@ -1,6 +1,6 @@
 // Rounding float32 lanes to bfloat16, round to nearest even with NaN kept quiet: the
 // constants and the sequences shared by the kernels that write BF16 (eight lanes:
-// lerp_bf16_amd64.s, ram_amd64.s; sixteen: sce_amd64.s, multislerp_amd64.s,
+// lerp_bf16_amd64.s, ram_amd64.s; sixteen: sce_amd64.s, combine_bf16_amd64.s,
 // model_stock_amd64.s). They do what dtype.Float32ToBF16 does.
 
 DATA bf16ones<>+0(SB)/8, $0x0000000100000001

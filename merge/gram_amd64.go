@@ -34,7 +34,7 @@ func gramDiffBF16Asm(d []float64, y, b []byte) int {
 		_ = b[2*n-1]
 		bp = &b[0]
 	}
-	if haveMultislerp512 {
+	if haveAVX512BW {
 		gramDiffBF16AVX512(&d[0], &y[0], bp, n)
 	} else {
 		gramDiffBF16AVX2(&d[0], &y[0], bp, n)

@@ -253,15 +253,15 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
 			return nuslerpKernel(r, tp)
 		}, nil},
-		{"nuslerp-base", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
+		{"nuslerp-base", 3, haveAVX512BW, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOn}}}
 			return nuslerpKernel(r, tp)
 		}, nil},
-		{"nuslerp-rows", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
+		{"nuslerp-rows", 3, haveAVX512BW, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: []Model{{Weight: 0.7}, {Weight: 0.3}}, base: true, p: Params{Geo: GeoParams{Flatten: SwitchOff}}}
 			return nuslerpKernel(r, tp)
 		}, []int64{225, 587}}, // rows of an odd length, some across chunks
-		{"karcher", 3, haveMultislerp512, func(tp *TensorPlan) Kernel {
+		{"karcher", 3, haveAVX512BW, func(tp *TensorPlan) Kernel {
 			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), p: Params{Geo: GeoParams{MaxIter: 10, Tol: 1e-5}}}
 			return karcherKernel(r, tp)
 		}, nil},

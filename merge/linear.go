@@ -48,9 +48,13 @@ func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
 	den := linearDivisor(m)
 	return Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			linearCombine(dst, in, m.weights, den)
+			sumF32(dst, in, m.weights, false, sumOver, den)
 		},
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
+			if y, _, ok := bf16Operands(in, false); ok && haveAVX512BW && outDT == dtype.BF16 && len(out) == len(y[0]) {
+				combineBF16(out, y, nil, m.weights, sumOver, den)
+				return true
+			}
 			return linearTiled(out, outDT, in, m.weights, den)
 		},
 		GPU: func(ctx context.Context, dev *gpu.Device, t *TensorPlan, out gpu.Output) ([]float64, error) {
@@ -59,15 +63,9 @@ func linearKernel(m *methodRun, _ *TensorPlan) Kernel {
 	}
 }
 
-// linearCombine writes dst = Σ float32(w_i·x_i) / den, the products added in model
-// order (combine's kernels, then divide's).
-func linearCombine(dst []float32, in [][]float32, w []float32, den float32) {
-	combine(dst, in, w, false)
-	divide(dst, den)
-}
-
-// linearTiled is linear's fused path (Kernel.Fused): decode each input's tile, add its
-// products, divide, as linearCombine does element for element (elementwiseTiles).
+// linearTiled is linear's fused path (Kernel.Fused) for inputs other than BF16 or
+// without AVX-512: decode each input's tile, add its products, divide, as the
+// float32 merge (sumF32's sumOver) does element for element (elementwiseTiles).
 func linearTiled(out []byte, outDT dtype.DType, in []Operand, w []float32, den float32) bool {
 	return elementwiseTiles(out, outDT, in, func(s, x []float32, off int64) bool {
 		clear(s)

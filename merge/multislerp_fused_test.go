@@ -39,41 +39,57 @@ func bf16TestWords(rng *rand.Rand, n, every int) ([]byte, []float32) {
 // bf16TestLengths cross the assembly's groups (8, 16) and the Gram sums' blocks.
 var bf16TestLengths = []int{1, 7, 8, 9, 15, 16, 17, 255, gramBlock, gramBlock + 1, 1000, 3*gramBlock + 5}
 
-// TestCombineBF16MatchesCombine: multislerp's merge from BF16 words (AVX-512 where
-// the CPU has it) is decoding, combine and rounding to BF16, bit for bit, for 1 to
-// 5 models with a base and without, with special words and with coefficients that
-// are NaN, ±Inf, ±0 or tiny (as a tensor holding a NaN or an Inf makes them).
+// TestCombineBF16MatchesCombine: the weighted sums from BF16 words (AVX-512 where
+// the CPU has it) are decoding, the float32 merge (sumF32: combine's, task
+// arithmetic's, linear's) and rounding to BF16, bit for bit, for 1 to 5 models with
+// a base and without, in each form, with special words and with coefficients and
+// final factors that are NaN, ±Inf, ±0 or tiny (as a tensor holding a NaN or an
+// Inf makes them).
 func TestCombineBF16MatchesCombine(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 42))
 	nan := math.Float32frombits
+	inf := float32(math.Inf(1))
 	coefs := [][]float32{{0.3, -0.7, 1.4, 0.25, -2}, {nan(0x7fc00000), 0.5, nan(0xffc00123), 1, 0},
-		{float32(math.Inf(1)), 0, float32(math.Inf(-1)), -0.0, 1e-30}, {1e-7, -1e-8, 3, 1, 1}}
-	for n := 1; n <= 5; n++ {
-		for _, withBase := range []bool{false, true} {
-			for _, m := range bf16TestLengths {
-				for _, every := range []int{0, 20, 3} {
-					y, yf := make([][]byte, n), make([][]float32, n)
-					for i := range y {
-						y[i], yf[i] = bf16TestWords(rng, m, every)
-					}
-					var b []byte
-					in := yf
-					if withBase {
-						var bf []float32
-						b, bf = bf16TestWords(rng, m, every)
-						in = append([][]float32{bf}, yf...)
-					}
-					for _, c := range coefs {
-						c = c[:n]
-						got := make([]byte, 2*m)
-						combineBF16(got, y, b, c)
-						dst := make([]float32, m)
-						combine(dst, in, c, withBase)
-						for j := range m {
-							g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
-							if want := dtype.Float32ToBF16(dst[j]); g != want && !(nanPayloadsVary && isBF16NaN(g) && isBF16NaN(want)) {
-								t.Fatalf("n %d base %v m %d every %d γ %v (AVX-512 %v) element %d: %#04x, want %#04x", n, withBase, m, every, c,
-									haveMultislerp512, j, g, want)
+		{inf, 0, -inf, -0.0, 1e-30}, {1e-7, -1e-8, 3, 1, 1}}
+	forms := []struct {
+		form     sumForm
+		withBase []bool
+		k        []float32
+	}{
+		{sumFromBase, []bool{false, true}, []float32{0}},
+		{sumOntoBase, []bool{true}, []float32{1, 0.6, -3, 0, nan(0x7fc00042), inf}},
+		{sumOver, []bool{false}, []float32{1, 3, 0.37, 0, -0.0, nan(0xffc00042), inf}},
+	}
+	for _, f := range forms {
+		for n := 1; n <= 5; n++ {
+			for _, withBase := range f.withBase {
+				for _, m := range bf16TestLengths {
+					for _, every := range []int{0, 20, 3} {
+						y, yf := make([][]byte, n), make([][]float32, n)
+						for i := range y {
+							y[i], yf[i] = bf16TestWords(rng, m, every)
+						}
+						var b []byte
+						in := yf
+						if withBase {
+							var bf []float32
+							b, bf = bf16TestWords(rng, m, every)
+							in = append([][]float32{bf}, yf...)
+						}
+						for _, c := range coefs {
+							c = c[:n]
+							for _, k := range f.k {
+								got := make([]byte, 2*m)
+								combineBF16(got, y, b, c, f.form, k)
+								dst := make([]float32, m)
+								sumF32(dst, in, c, withBase, f.form, k)
+								for j := range m {
+									g := uint16(got[2*j]) | uint16(got[2*j+1])<<8
+									if want := dtype.Float32ToBF16(dst[j]); g != want && !(nanPayloadsVary && isBF16NaN(g) && isBF16NaN(want)) {
+										t.Fatalf("form %d n %d base %v m %d every %d γ %v k %v (AVX-512 %v) element %d: %#04x, want %#04x",
+											f.form, n, withBase, m, every, c, k, haveAVX512BW, j, g, want)
+									}
+								}
 							}
 						}
 					}
@@ -192,7 +208,7 @@ func TestMultislerpFusedMatchesDecoded(t *testing.T) {
 			}
 			r := &methodRun{models: models, weights: make([]float32, len(models)), base: withBase,
 				p: Params{Normalize: SwitchOn, Epsilon: 1e-8}}
-			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, haveMultislerp512, haveLerpBF16Asm,
+			fused, decoded := executeFusedAndDecoded(t, in, []int64{int64(m)}, haveAVX512BW, haveLerpBF16Asm,
 				func(tp *TensorPlan) Kernel { return multislerpKernel(r, tp) })
 			if !sameBF16Words(fused, decoded) {
 				t.Errorf("base %v every %d: the fused output differs from the decoded one", withBase, every)

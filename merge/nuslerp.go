@@ -196,7 +196,7 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 		// Each run from BF16 words with multislerp's combination, the bits of
 		// combine, where the CPU has its AVX-512 kernel.
 		fused = func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-			if !haveMultislerp512 || outDT != dtype.BF16 {
+			if !haveAVX512BW || outDT != dtype.BF16 {
 				return false
 			}
 			y, b, ok := bf16Operands(in, true)
@@ -205,7 +205,7 @@ func nuslerpKernel(m *methodRun, tp *TensorPlan) Kernel {
 			}
 			seg.runs(pos, len(b)/2, func(lo, hi, slot int) {
 				s := nuslerpSegment(seg, pos, slot)
-				combineBF16(out[2*lo:2*hi], [][]byte{y[0][2*lo : 2*hi], y[1][2*lo : 2*hi]}, b[2*lo:2*hi], []float32{c0[s], c1[s]})
+				combineBF16(out[2*lo:2*hi], [][]byte{y[0][2*lo : 2*hi], y[1][2*lo : 2*hi]}, b[2*lo:2*hi], []float32{c0[s], c1[s]}, sumFromBase, 0)
 			})
 			return true
 		}

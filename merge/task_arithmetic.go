@@ -23,14 +23,15 @@ func taskArithmeticKernel(m *methodRun, _ *TensorPlan) Kernel {
 	lambda := m.lambda
 	return Kernel{
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
-			clear(dst)
-			for i, x := range in[1:] {
-				addScaled(dst, x, in[0], m.weights[i])
-			}
-			scaleOnto(dst, in[0], lambda)
+			sumF32(dst, in, m.weights, true, sumOntoBase, lambda)
 		},
-		// The same, a tile at a time from the inputs' bytes (elementwiseTiles).
+		// The same from the inputs' bytes: BF16 words with AVX-512 (combineBF16),
+		// else a tile at a time (elementwiseTiles).
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
+			if y, b, ok := bf16Operands(in, true); ok && haveAVX512BW && outDT == dtype.BF16 && len(out) == len(b) {
+				combineBF16(out, y, b, m.weights, sumOntoBase, lambda)
+				return true
+			}
 			var base [tileElems]float32
 			return elementwiseTiles(out, outDT, in, func(s, x []float32, off int64) bool {
 				b := base[:len(s)]

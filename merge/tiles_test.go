@@ -150,8 +150,14 @@ func TestLinearFusedMatchesGeneric(t *testing.T) {
 				checkEncoded(t, name, fused, ref, tc.out)
 				// The engine's path (decode, the kernel's Merge, encode) gives them too.
 				dst := make([]float32, n)
-				linearCombine(dst, vals, w, den)
-				checkValues32(t, name+": linearCombine", dst, ref)
+				sumF32(dst, vals, w, false, sumOver, den)
+				checkValues32(t, name+": sumF32", dst, ref)
+				// And so does the BF16 words' path, the kernel's Fused for BF16.
+				if y, _, ok := bf16Operands(ops, false); ok && tc.out == dtype.BF16 {
+					words := make([]byte, 2*n)
+					combineBF16(words, y, nil, w, sumOver, den)
+					checkEncoded(t, name+": combineBF16", words, ref, dtype.BF16)
+				}
 			}
 		}
 	}
