@@ -317,6 +317,12 @@ type keepCache struct {
 	bits  map[int64][]uint64 // chunk index → lanes rows of ⌈n/64⌉ words
 }
 
+// keepBufs holds the buffers of whole chunks' packed masks that were taken and
+// released (*[]uint64), for store to fill again, across tensors: a buffer made for
+// every chunk (24 KiB for three models) was zeroed by the allocator and again by
+// packBools, 4 % of dare's CPU (2026-12-05, bench/README.md).
+var keepBufs sync.Pool
+
 // keepCacheLimit is maxKeepCacheBytes, or what a test set instead.
 func (m *methodRun) keepCacheLimit() int64 {
 	if m.p.keepCacheBytes != 0 {
@@ -360,8 +366,13 @@ func (kc *keepCache) store(keep [][]bool, n int, pos Chunk) {
 	if !room {
 		return
 	}
-	b := make([]uint64, words*kc.lanes)
-	for i, k := range keep {
+	var b []uint64
+	if p, ok := keepBufs.Get().(*[]uint64); ok && len(*p) == words*kc.lanes {
+		b = *p
+	} else {
+		b = make([]uint64, words*kc.lanes)
+	}
+	for i, k := range keep { // packBools sets every word
 		packBools(b[i*words:(i+1)*words], k)
 	}
 	kc.mu.Lock()
@@ -419,10 +430,17 @@ func (kc *keepCache) take(index int64, rows [][]uint64) ([][]uint64, bool) {
 	return rows, true
 }
 
+// release frees the room of rows (from take) once used, and keeps their buffer
+// for store to reuse if it holds a whole chunk's masks.
 func (kc *keepCache) release(rows [][]uint64) {
+	words := len(rows[0])
 	kc.mu.Lock()
-	kc.used -= int64(8 * len(rows[0]) * len(rows))
+	kc.used -= int64(8 * words * len(rows))
 	kc.mu.Unlock()
+	if words == ChunkElems/64 {
+		b := unsafe.Slice(&rows[0][0], words*len(rows)) // take cut the rows from one buffer, in order
+		keepBufs.Put(&b)
+	}
 }
 
 // packBools sets bit j%64 of dst[j/64] to src[j]. Eight bools at a time: read as
