@@ -4,7 +4,7 @@
 #include "bf16_amd64.h"
 #include "ties_amd64.h"
 
-// func bandMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, lambda float32, j, n int) int
+// func bandMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, lambda float32, j, n int, masks **uint64) int
 // Breadcrumbs without sign election over elements j.. of a chunk of BF16 words,
 // sixteen at a time, widened as loaded and rounded to nearest even as stored: per
 // model i (xs[i] its words; lanes[2i] its lower cut, with its weight w in the w
@@ -15,7 +15,11 @@
 // tvFinishAVX2's operations with the same operands first. It stops before a group
 // where a tied cut's rank falls among the elements at its pattern, or when fewer
 // than 16 are left, and returns where.
-TEXT ·bandMergeBF16AVX512(SB), NOSPLIT, $0-72
+//
+// With masks set (DARE's masks, packed as packBools packs them: masks[i] model i's
+// row of bits, j a multiple of 8), δ is kept where its bit is set instead, the cuts
+// unused; the groups are the same.
+TEXT ·bandMergeBF16AVX512(SB), NOSPLIT, $0-80
 	BF16_RNE512_CONSTS               // Z4 = 0x7fffffff: also |x|'s mask (AX clobbered)
 	MOVQ dst+0(FP), DI
 	MOVQ base+8(FP), SI
@@ -41,7 +45,17 @@ clane:
 	VPSLLD    $16, Z1, Z1
 	VSUBPS    Z0, Z1, Z1             // δ = x − b
 	VPANDD    Z4, Z1, Z2             // |δ| bits
+	LEAQ      40(R13), R14           // the upper cut's record: s
+	MOVQ      masks+64(FP), R11
+	TESTQ     R11, R11
+	JZ        cband
+	MOVQ      (R11)(BX*8), R11       // model i's bits
+	MOVQ      AX, DX
+	SHRQ      $3, DX
+	KMOVW     (R11)(DX*1), K3        // the group's sixteen, element j at bit 0
+	JMP       ckept
 
+cband:
 	// K3: above the lower cut.
 	VPBROADCASTD 4(R13), Z3
 	VPCMPGTD  Z3, Z2, K3
@@ -57,7 +71,6 @@ cloall:
 clodone:
 
 	// K6: above the upper cut.
-	LEAQ      40(R13), R14
 	VPBROADCASTD 4(R14), Z3
 	VPCMPGTD  Z3, Z2, K6
 	CMPL      12(R14), $0
@@ -73,6 +86,7 @@ chidone:
 	KNOTW     K6, K6
 	KANDW     K6, K3, K3             // kept: above the lower cut, not above the upper
 
+ckept:
 	VBROADCASTSS (R14), Z5           // s
 	VMULPS    Z1, Z5, Z1             // s·δ
 	VBROADCASTSS (R13), Z5           // w
@@ -105,6 +119,6 @@ ccommit:
 	ADDQ $16, AX
 	JMP  cgroup
 cdone:
-	MOVQ AX, ret+64(FP)
+	MOVQ AX, ret+72(FP)
 	VZEROUPPER
 	RET

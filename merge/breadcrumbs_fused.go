@@ -15,17 +15,22 @@ import (
 // rank falls among the elements at its pattern, the last few) go eight at a time
 // through keepMasks' band test and combineTaskVectors, as the decoding path does
 // them, so the same bits (TestRankMethodsFusedMatchDecoded, TestBandMergeWords).
+//
+// DARE's merge without sign election runs the same way where its L1 pass kept the
+// chunk's masks (kc): each model's elements are those its mask keeps, not a band.
 type bandMerge struct {
 	m     *methodRun
-	cuts  [][]*cut  // per model, the rank selector's: the upper cut first
-	scale []float32 // the rescale factors (nil: none)
-	pool  sync.Pool // *bandScratch
+	cuts  [][]*cut   // per model, the rank selector's: the upper cut first (nil with kc)
+	kc    *keepCache // DARE's masks, kept by its L1 pass (nil: breadcrumbs' bands)
+	scale []float32  // the rescale factors (nil: none)
+	pool  sync.Pool  // *bandScratch
 	cpool *sync.Pool
 }
 
 type bandScratch struct {
 	lanes []tiesLane // two per model: the lower cut (w: the weight), the upper (w: the scale)
 	xs    []*uint16
+	masks []*uint64  // with kc: each model's row of packed bits
 	words [][]uint16 // the chunk's, base first
 	// A group's, for group: the widened inputs (base first), their views, the masks,
 	// the output.
@@ -35,12 +40,13 @@ type bandScratch struct {
 	out      []float32
 }
 
-func newBandMerge(m *methodRun, cuts [][]*cut, scale []float32, cpool *sync.Pool) *bandMerge {
-	b := &bandMerge{m: m, cuts: cuts, scale: scale, cpool: cpool}
-	lanes := len(cuts)
+func newBandMerge(m *methodRun, cuts [][]*cut, kc *keepCache, scale []float32, cpool *sync.Pool) *bandMerge {
+	b := &bandMerge{m: m, cuts: cuts, kc: kc, scale: scale, cpool: cpool}
+	lanes := len(m.weights)
 	b.pool.New = func() any {
-		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), words: make([][]uint16, lanes+1),
-			in: make([][]float32, lanes+1), mags: make([]uint32, 8), out: make([]float32, 8)}
+		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), masks: make([]*uint64, lanes),
+			words: make([][]uint16, lanes+1),
+			in:    make([][]float32, lanes+1), mags: make([]uint32, 8), out: make([]float32, 8)}
 		for range lanes + 1 {
 			s.wide = append(s.wide, make([]float32, 8))
 		}
@@ -70,8 +76,28 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 			return false
 		}
 	}
-	for i, cs := range b.cuts {
-		s.lanes[2*i], s.lanes[2*i+1] = bandLanes(cs, pos)
+	cs := b.cpool.Get().(*combineScratch)
+	defer b.cpool.Put(cs)
+	var masks []*uint64
+	var bits [][]uint64
+	if b.kc != nil {
+		// The chunk's masks, if the L1 pass kept them (else the decoding path draws
+		// them again); nothing declines after this.
+		if bits, ok = b.kc.take(pos.Index, cs.bits[:0]); !ok {
+			return false
+		}
+		defer func() { b.kc.release(bits); cs.bits = bits[:0] }()
+		for i, row := range bits {
+			s.masks[i] = unsafe.SliceData(row)
+		}
+		masks = s.masks
+	}
+	for i := range s.xs {
+		if b.kc != nil {
+			s.lanes[2*i], s.lanes[2*i+1] = tiesLane{}, tiesLane{}
+		} else {
+			s.lanes[2*i], s.lanes[2*i+1] = bandLanes(b.cuts[i], pos)
+		}
 		s.lanes[2*i].w = b.m.weights[i]
 		s.lanes[2*i+1].w = 1
 		if b.scale != nil {
@@ -79,25 +105,24 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 		}
 		s.xs[i] = unsafe.SliceData(s.words[i+1])
 	}
-	cs := b.cpool.Get().(*combineScratch)
-	defer b.cpool.Put(cs)
 	for j := 0; j < n; {
 		if n-j >= 16 {
-			j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n)
+			j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n, masks)
 			if j == n {
 				break
 			}
 		}
 		end := min(j+8, n)
-		b.group(dst[j:end], s, j, cs)
+		b.group(dst[j:end], s, j, bits, cs)
 		j = end
 	}
 	return true
 }
 
 // group merges the up to eight elements from j as the decoding path does: keepBand
-// with the cuts' running counts, then combineTaskVectors.
-func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, cs *combineScratch) {
+// with the cuts' running counts (or the masks' bits, with kc), then
+// combineTaskVectors.
+func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, bits [][]uint64, cs *combineScratch) {
 	k := len(dst)
 	in := s.in
 	for i := range in {
@@ -109,6 +134,12 @@ func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, cs *combineScratc
 	mags := s.mags[:k]
 	for i := range s.keep {
 		s.keep[i] = s.keep[i][:k]
+		if bits != nil {
+			for e := range k {
+				s.keep[i][e] = bits[i][(j+e)/64]>>((j+e)%64)&1 != 0
+			}
+			continue
+		}
 		deltaMagnitudes(mags, i, in)
 		keepBand(s.keep[i], mags, &s.lanes[2*i], &s.lanes[2*i+1]) // the cuts' counts carry on
 	}

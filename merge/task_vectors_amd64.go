@@ -92,12 +92,18 @@ func l1LanesAsm(l *l1Lanes, base, x []float32, keep []bool) {
 }
 
 //go:noescape
-func bandMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, lambda float32, j, n int) int
+func bandMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, lambda float32, j, n int, masks **uint64) int
 
 // bandMergeWordsAsm runs bandMergeBF16AVX512 from element j of a chunk of n words
-// (xs[i] its models' words, each of at least n; lanes two per model) and returns
-// where it stopped; the caller checks haveTiesBF16AVX512.
-func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int) int {
+// (xs[i] its models' words, each of at least n; lanes two per model; masks nil, or
+// one row of at least ⌈n/64⌉ words per model) and returns where it stopped; the
+// caller checks haveTiesBF16AVX512.
+func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int, masks []*uint64) int {
 	_, _, _ = dst[n-1], base[n-1], lanes[2*len(xs)-1]
-	return bandMergeBF16AVX512(&dst[0], &base[0], &xs[0], &lanes[0], len(xs), lambda, j, n)
+	var mp **uint64
+	if masks != nil {
+		_ = masks[len(xs)-1]
+		mp = &masks[0]
+	}
+	return bandMergeBF16AVX512(&dst[0], &base[0], &xs[0], &lanes[0], len(xs), lambda, j, n, mp)
 }

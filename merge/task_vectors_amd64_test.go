@@ -302,7 +302,8 @@ func TestL1LanesAsmMatchesGo(t *testing.T) {
 // the widened chunk, combineTaskVectors, rounding), with cuts that keep all, none, a
 // tied boundary (counted from earlier chunks, on either cut) and an untied one, with
 // and without rescale factors, on lengths around the groups of sixteen, with many
-// equal magnitudes and special values.
+// equal magnitudes and special values. DARE's merge with the masks its L1 pass kept
+// (random rows, one keeping all, one none) gives the decoding path's words too.
 func TestBandMergeWords(t *testing.T) {
 	if !haveTiesBF16AVX512 {
 		t.Skip("no AVX-512 kernel on this CPU: breadcrumbs merges through the decoding path")
@@ -336,28 +337,45 @@ func TestBandMergeWords(t *testing.T) {
 					must(t, dtype.Decode(wide[i], b, dtype.BF16))
 					words[i] = Operand{DType: dtype.BF16, Data: b}
 				}
-				m := &methodRun{weights: []float32{0.7, -0.3, 1.3, 0.5}[:lanes], lambda: 0.9, tv: tvOptions{sparsify: SparsifyOutliers}}
-				keep := make([][]bool, lanes)
-				mags := make([]uint32, n)
-				for i := range keep {
-					keep[i] = make([]bool, n)
-					deltaMagnitudes(mags, i, wide)
-					lo, hi := bandLanes(cuts[i], pos)
-					keepBand(keep[i], mags, &lo, &hi)
-				}
-				ref := make([]float32, n)
-				combineTaskVectors(m, ref, wide, keep, nil, scale, nil, newCombinePool(lanes, false).Get().(*combineScratch), true)
-				want := make([]byte, 2*n)
-				must(t, dtype.Encode(want, ref, dtype.BF16))
-				got := make([]byte, 2*n)
-				bm := newBandMerge(m, cuts[:lanes], scale, newCombinePool(lanes, false))
-				if !bm.words(got, words, pos) {
-					t.Fatalf("%s: BF16 words declined", name)
-				}
-				for e := range n {
-					if got[2*e] != want[2*e] || got[2*e+1] != want[2*e+1] {
-						t.Fatalf("%s: element %d: %#04x, the decoding path %#04x", name, e,
-							uint16(got[2*e])|uint16(got[2*e+1])<<8, uint16(want[2*e])|uint16(want[2*e+1])<<8)
+				for _, masked := range []bool{false, true} {
+					name := fmt.Sprintf("%s masked %v", name, masked)
+					m := &methodRun{weights: []float32{0.7, -0.3, 1.3, 0.5}[:lanes], lambda: 0.9, tv: tvOptions{sparsify: SparsifyOutliers}}
+					keep := make([][]bool, lanes)
+					mags := make([]uint32, n)
+					for i := range keep {
+						keep[i] = make([]bool, n)
+						if masked {
+							for j := range keep[i] {
+								keep[i][j] = i == 1 || i != 2 && rng.IntN(3) == 0 // model 1 keeps all, 2 none
+							}
+							continue
+						}
+						deltaMagnitudes(mags, i, wide)
+						lo, hi := bandLanes(cuts[i], pos)
+						keepBand(keep[i], mags, &lo, &hi)
+					}
+					ref := make([]float32, n)
+					combineTaskVectors(m, ref, wide, keep, nil, scale, nil, newCombinePool(lanes, false).Get().(*combineScratch), true)
+					want := make([]byte, 2*n)
+					must(t, dtype.Encode(want, ref, dtype.BF16))
+					got := make([]byte, 2*n)
+					bm := newBandMerge(m, cuts[:lanes], nil, scale, newCombinePool(lanes, false))
+					if masked {
+						kc := newKeepCache(lanes, 1<<30)
+						kc.store(keep, n, pos)
+						bm = newBandMerge(m, nil, kc, scale, newCombinePool(lanes, false))
+					}
+					if !bm.words(got, words, pos) {
+						t.Fatalf("%s: BF16 words declined", name)
+					}
+					for e := range n {
+						if got[2*e] != want[2*e] || got[2*e+1] != want[2*e+1] {
+							t.Fatalf("%s: element %d: %#04x, the decoding path %#04x", name, e,
+								uint16(got[2*e])|uint16(got[2*e+1])<<8, uint16(want[2*e])|uint16(want[2*e+1])<<8)
+						}
+					}
+					if masked && bm.words(got, words, pos) {
+						t.Fatalf("%s: BF16 words merged a chunk whose masks were taken", name)
 					}
 				}
 			}

@@ -18,6 +18,6 @@ func keepBandAsm(keep []bool, mags []uint32, n int, loGT, hiGT int32, loTie, hiT
 func l1LanesBF16Asm(*l1Lanes, []byte, []byte, []bool)   { panic("unreachable") }
 func l1LanesAsm(*l1Lanes, []float32, []float32, []bool) { panic("unreachable") }
 
-func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int) int {
+func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int, masks []*uint64) int {
 	panic("unreachable")
 }

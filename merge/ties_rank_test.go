@@ -135,7 +135,8 @@ func TestDeltaMagnitudesBF16(t *testing.T) {
 // with an L1 rescale) through the engine, their rank selector's pass 1 taking the
 // magnitudes straight from BF16 words and ties' and breadcrumbs' merges from the
 // words too, give the bytes of the decoding path, over a tensor of several chunks,
-// with and without special words.
+// with and without special words; so does DARE with an L1 rescale, its merge from
+// the words with the masks its L1 pass kept.
 func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 52))
 	m := 2*ChunkElems + 1003
@@ -153,6 +154,8 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 		{"breadcrumbs", run(tvOptions{sparsify: SparsifyOutliers, rescale: "none"}, 0.05), haveTiesBF16AVX512},
 		{"breadcrumbs_l1", run(tvOptions{sparsify: SparsifyOutliers, rescale: "l1"}, 0.05), haveTiesBF16AVX512},
 		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05), false},
+		// DARE with an L1 rescale merges with the masks its L1 pass kept.
+		{"dare_l1", run(tvOptions{sparsify: SparsifyRandom, rescale: "l1"}, 0), haveTiesBF16AVX512},
 	}
 	for _, c := range cases {
 		for _, every := range []int{0, 5000} {
