@@ -16,8 +16,9 @@ import (
 // through keepMasks' band test and combineTaskVectors, as the decoding path does
 // them, so the same bits (TestRankMethodsFusedMatchDecoded, TestBandMergeWords).
 //
-// DARE's merge without sign election runs the same way where its L1 pass kept the
-// chunk's masks (kc): each model's elements are those its mask keeps, not a band.
+// DARE's merge runs the same way where its L1 pass kept the chunk's masks (kc):
+// each model's elements are those its mask keeps, not a band; with sign election
+// through TIES' kernel (tiesMergeBF16AVX512) in its masks' form.
 type bandMerge struct {
 	m     *methodRun
 	cuts  [][]*cut   // per model, the rank selector's: the upper cut first (nil with kc)
@@ -30,8 +31,13 @@ type bandMerge struct {
 type bandScratch struct {
 	lanes []tiesLane // two per model: the lower cut (w: the weight), the upper (w: the scale)
 	xs    []*uint16
-	masks []*uint64  // with kc: each model's row of packed bits
-	words [][]uint16 // the chunk's, base first
+	masks []*uint64 // with kc: each model's row of packed bits
+	// With sign election: TIES' kernel's lane records (one per model: w the
+	// weight), its scratch of 16 per model, and the factors s (1 without rescale).
+	tlanes []tiesLane
+	d16    []float32
+	s      []float32
+	words  [][]uint16 // the chunk's, base first
 	// A group's, for group: the widened inputs (base first), their views, the masks,
 	// the output.
 	wide, in [][]float32
@@ -45,8 +51,9 @@ func newBandMerge(m *methodRun, cuts [][]*cut, kc *keepCache, scale []float32, c
 	lanes := len(m.weights)
 	b.pool.New = func() any {
 		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), masks: make([]*uint64, lanes),
-			words: make([][]uint16, lanes+1),
-			in:    make([][]float32, lanes+1), mags: make([]uint32, 8), out: make([]float32, 8)}
+			words: make([][]uint16, lanes+1), tlanes: make([]tiesLane, lanes), d16: make([]float32, 16*lanes),
+			s:  make([]float32, lanes),
+			in: make([][]float32, lanes+1), mags: make([]uint32, 8), out: make([]float32, 8)}
 		for range lanes + 1 {
 			s.wide = append(s.wide, make([]float32, 8))
 		}
@@ -104,10 +111,17 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 			s.lanes[2*i+1].w = b.scale[i]
 		}
 		s.xs[i] = unsafe.SliceData(s.words[i+1])
+		s.tlanes[i] = tiesLane{w: b.m.weights[i]}
+		s.s[i] = s.lanes[2*i+1].w
 	}
+	sign := b.m.tv.consensus == ConsensusSign // only with kc
 	for j := 0; j < n; {
 		if n-j >= 16 {
-			j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n, masks)
+			if sign {
+				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.tlanes, s.d16, b.m.lambda, j, n, masks, s.s, b.m.tv.normalize)
+			} else {
+				j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n, masks)
+			}
 			if j == n {
 				break
 			}

@@ -243,10 +243,10 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			combineTaskVectors(m, dst, in, keep, nil, scale, es, cs, haveTiesAsm)
 		},
 	}
-	if o.consensus != ConsensusSign && !elem && (o.sparsify == SparsifyOutliers && kc == nil || o.sparsify == SparsifyRandom && kc != nil) {
+	if !elem && (o.sparsify == SparsifyOutliers && kc == nil && o.consensus != ConsensusSign || o.sparsify == SparsifyRandom && kc != nil) {
 		// BF16 in and out with AVX-512: breadcrumbs' bands, or the masks DARE's L1
-		// pass kept, from the inputs' words to the output's (bandMerge), the same
-		// bits as Merge.
+		// pass kept (with sign election or without), from the inputs' words to the
+		// output's (bandMerge), the same bits as Merge.
 		bm := newBandMerge(m, cuts, kc, scale, cpool)
 		k.Fused = func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
 			if !haveTiesBF16AVX512 || outDT != dtype.BF16 || !allBF16(in) {

@@ -303,7 +303,8 @@ func TestL1LanesAsmMatchesGo(t *testing.T) {
 // tied boundary (counted from earlier chunks, on either cut) and an untied one, with
 // and without rescale factors, on lengths around the groups of sixteen, with many
 // equal magnitudes and special values. DARE's merge with the masks its L1 pass kept
-// (random rows, one keeping all, one none) gives the decoding path's words too.
+// (random rows, one keeping all, one none) gives the decoding path's words too,
+// without sign election and with it (normalized and not).
 func TestBandMergeWords(t *testing.T) {
 	if !haveTiesBF16AVX512 {
 		t.Skip("no AVX-512 kernel on this CPU: breadcrumbs merges through the decoding path")
@@ -319,7 +320,9 @@ func TestBandMergeWords(t *testing.T) {
 	pos := Chunk{Index: 1, Offset: ChunkElems}
 	for _, n := range []int{1, 7, 8, 15, 16, 17, 64, 1003, ChunkElems} {
 		for lanes := 1; lanes <= len(cuts); lanes++ {
-			for _, scale := range [][]float32{nil, []float32{1.5, 0.5, 2, 1}[:lanes]} {
+			// A NaN factor (an L1 sum over a NaN) with a payload of its own: which NaN
+			// a product keeps depends on the operands' order.
+			for _, scale := range [][]float32{nil, []float32{1.5, 0.5, 2, 1}[:lanes], []float32{math.Float32frombits(0x7fc00123), 0.5, 2, 1}[:lanes]} {
 				name := fmt.Sprintf("n=%d lanes=%d scale %v", n, lanes, scale)
 				words := make([]Operand, lanes+1)
 				wide := make([][]float32, lanes+1)
@@ -337,9 +340,18 @@ func TestBandMergeWords(t *testing.T) {
 					must(t, dtype.Decode(wide[i], b, dtype.BF16))
 					words[i] = Operand{DType: dtype.BF16, Data: b}
 				}
-				for _, masked := range []bool{false, true} {
-					name := fmt.Sprintf("%s masked %v", name, masked)
-					m := &methodRun{weights: []float32{0.7, -0.3, 1.3, 0.5}[:lanes], lambda: 0.9, tv: tvOptions{sparsify: SparsifyOutliers}}
+				for _, form := range []struct {
+					masked bool
+					tv     tvOptions
+				}{
+					{false, tvOptions{sparsify: SparsifyOutliers}},
+					{true, tvOptions{sparsify: SparsifyRandom}},
+					{true, tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign, normalize: true}},
+					{true, tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign}},
+				} {
+					masked, sign := form.masked, form.tv.consensus == ConsensusSign
+					name := fmt.Sprintf("%s %+v", name, form.tv)
+					m := &methodRun{weights: []float32{0.7, -0.3, 1.3, 0.5}[:lanes], lambda: 0.9, tv: form.tv}
 					keep := make([][]bool, lanes)
 					mags := make([]uint32, n)
 					for i := range keep {
@@ -355,15 +367,15 @@ func TestBandMergeWords(t *testing.T) {
 						keepBand(keep[i], mags, &lo, &hi)
 					}
 					ref := make([]float32, n)
-					combineTaskVectors(m, ref, wide, keep, nil, scale, nil, newCombinePool(lanes, false).Get().(*combineScratch), true)
+					combineTaskVectors(m, ref, wide, keep, nil, scale, nil, newCombinePool(lanes, sign).Get().(*combineScratch), true)
 					want := make([]byte, 2*n)
 					must(t, dtype.Encode(want, ref, dtype.BF16))
 					got := make([]byte, 2*n)
-					bm := newBandMerge(m, cuts[:lanes], nil, scale, newCombinePool(lanes, false))
+					bm := newBandMerge(m, cuts[:lanes], nil, scale, newCombinePool(lanes, sign))
 					if masked {
 						kc := newKeepCache(lanes, 1<<30)
 						kc.store(keep, n, pos)
-						bm = newBandMerge(m, nil, kc, scale, newCombinePool(lanes, false))
+						bm = newBandMerge(m, nil, kc, scale, newCombinePool(lanes, sign))
 					}
 					if !bm.words(got, words, pos) {
 						t.Fatalf("%s: BF16 words declined", name)

@@ -4,7 +4,7 @@
 #include "bf16_amd64.h"
 #include "ties_amd64.h"
 
-// func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
+// func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int, masks **uint64, scale *float32, normalize bool) int
 // tiesMergeAVX2 sixteen elements at a time from BF16 words to BF16 words: each word
 // widened as it is loaded, the result rounded to nearest even as it is stored
 // (BF16_RNE512_STORE), and in between the same operations, in the same order and
@@ -13,7 +13,14 @@
 // would (the sums start at +0 and never become −0). d holds 16 floats per lane. It
 // stops where tiesMergeAVX2 stops (a group straddling a tied cut's rank, or fewer
 // than 16 elements left) and returns where.
-TEXT ·tiesMergeBF16AVX512(SB), NOSPLIT, $0-80
+//
+// With masks set (DARE with sign election: masks[i] model i's row of bits packed as
+// packBools packs them, j a multiple of 8), model i keeps δ where its bit is set,
+// the cuts unused, and its term is float32(w·float32(s_i·δ)) with s_i = scale[i],
+// as tvDeltaBitsAVX2 makes it; then the election and the sums as above, and the
+// output b + float32(λ·(num/q)) with normalize (tiesFinishAVX2's), else
+// b + float32(λ·num) (tvFinishAVX2's).
+TEXT ·tiesMergeBF16AVX512(SB), NOSPLIT, $0-104
 	BF16_RNE512_CONSTS               // Z4 = 0x7fffffff: also |x|'s mask (AX clobbered)
 	MOVQ dst+0(FP), DI
 	MOVQ base+8(FP), SI
@@ -44,6 +51,21 @@ btrim:
 	VPSLLD    $16, Z1, Z1
 	VSUBPS    Z0, Z1, Z1             // δ = x − b
 	VPANDD    Z4, Z1, Z2             // |δ| bits
+	MOVQ      masks+72(FP), R10
+	TESTQ     R10, R10
+	JZ        bcut
+	MOVQ      (R10)(BX*8), R10       // model i's bits
+	MOVQ      AX, DX
+	SHRQ      $3, DX
+	KMOVW     (R10)(DX*1), K3        // the group's sixteen, element j at bit 0
+	MOVQ      scale+80(FP), R10
+	VBROADCASTSS (R10)(BX*4), Z5
+	VMULPS    Z1, Z5, Z1             // s·δ
+	VBROADCASTSS (R13), Z5
+	VMULPS    Z1, Z5, Z1             // w·(s·δ)
+	JMP       bterm
+
+bcut:
 	KXORW     K4, K4, K4             // the elements at the pattern that rank above
 	CMPL      12(R13), $0
 	JEQ       bkeep
@@ -58,6 +80,8 @@ bkeep:
 	KORW      K4, K3, K3
 	VBROADCASTSS (R13), Z5
 	VMULPS    Z5, Z1, Z1             // δ·w
+
+bterm:
 	VMOVAPS   Z21, Z22
 	VMOVAPS   Z1, K3, Z22            // Δ_i: the kept products, +0 elsewhere
 	VMOVUPS   Z22, (R14)
@@ -98,16 +122,19 @@ baccum:
 	ADDQ $64, R14
 	CMPQ BX, nl+32(FP)
 	JLT  baccum
+	CMPB      normalize+88(FP), $0
+	JEQ       bfinish
 	VPSLLD    $1, Z9, Z2
 	VPTESTNMD Z2, Z2, K1             // den is ±0
 	VMOVAPS   Z19, K1, Z9            // then 1
 	VDIVPS    Z9, Z8, Z8             // num / q
-	VMULPS    Z8, Z18, Z8            // λ·(num/q)
-	VADDPS    Z8, Z0, Z8             // b + λ·(num/q)
+bfinish:
+	VMULPS    Z8, Z18, Z8            // λ·(num/q), or λ·num
+	VADDPS    Z8, Z0, Z8             // b + that
 	BF16_RNE512_STORE(Z8, (DI)(AX*2))
 	ADDQ $16, AX
 	JMP  bgroup
 bdone:
-	MOVQ AX, ret+72(FP)
+	MOVQ AX, ret+96(FP)
 	VZEROUPPER
 	RET

@@ -135,8 +135,9 @@ func TestDeltaMagnitudesBF16(t *testing.T) {
 // with an L1 rescale) through the engine, their rank selector's pass 1 taking the
 // magnitudes straight from BF16 words and ties' and breadcrumbs' merges from the
 // words too, give the bytes of the decoding path, over a tensor of several chunks,
-// with and without special words; so does DARE with an L1 rescale, its merge from
-// the words with the masks its L1 pass kept.
+// with and without special words; so does DARE with an L1 rescale (with sign
+// election, normalized and not, and without), its merge from the words with the
+// masks its L1 pass kept.
 func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 52))
 	m := 2*ChunkElems + 1003
@@ -156,6 +157,8 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05), false},
 		// DARE with an L1 rescale merges with the masks its L1 pass kept.
 		{"dare_l1", run(tvOptions{sparsify: SparsifyRandom, rescale: "l1"}, 0), haveTiesBF16AVX512},
+		{"dare_ties_l1", run(tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign, normalize: true, rescale: "l1"}, 0), haveTiesBF16AVX512},
+		{"dare_ties_l1_sums", run(tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign, rescale: "l1"}, 0), haveTiesBF16AVX512},
 	}
 	for _, c := range cases {
 		for _, every := range []int{0, 5000} {
