@@ -1,9 +1,12 @@
 package merge
 
 import (
+	"bytes"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // fastTestValues is n float32 values of mixed magnitude with, every so often, the
@@ -128,9 +131,10 @@ func TestRAMChunkMatchesOneAtATime(t *testing.T) {
 }
 
 // TestNearswapMergeMatchesGo: nearswapMerge (AVX2 where the CPU has it) gives
-// nearswapGo's bits, on lengths that leave tails, with differences below, at and
-// above t and 1e-6, NaNs and infinities (whose blocks go to Go), and values of t that
-// keep the assembly out (0, negative, infinite, NaN).
+// nearswapGo's bits, and the kernel's path from BF16 words (AVX-512) the words of
+// decoding, nearswapGo and encoding, on lengths that leave tails, with differences
+// below, at and above t and 1e-6, NaNs and infinities (whose blocks go to Go), and
+// values of t that keep the assembly out (0, negative, infinite, NaN).
 func TestNearswapMergeMatchesGo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 6))
 	for _, n := range []int{1, 8, 13, 64, 1001, ChunkElems} {
@@ -155,6 +159,33 @@ func TestNearswapMergeMatchesGo(t *testing.T) {
 			for j := range got {
 				if !sameBits32(got[j], want[j]) {
 					t.Fatalf("n %d t %g: element %d (a %v, b %v): %v, want %v", n, tv, j, a[j], b[j], got[j], want[j])
+				}
+			}
+			// The kernel's path from BF16 words (AVX-512 where the CPU has it) gives
+			// the words of decoding, nearswapGo and encoding, and declines where t
+			// keeps the assembly out.
+			aw, bw := make([]byte, 2*n), make([]byte, 2*n)
+			must(t, dtype.Encode(aw, a, dtype.BF16))
+			must(t, dtype.Encode(bw, b, dtype.BF16))
+			a16, b16 := make([]float32, n), make([]float32, n)
+			must(t, dtype.Decode(a16, aw, dtype.BF16))
+			must(t, dtype.Decode(b16, bw, dtype.BF16))
+			nearswapGo(want, a16, b16, tv)
+			wantWords := make([]byte, 2*n)
+			must(t, dtype.Encode(wantWords, want, dtype.BF16))
+			k := nearswapKernel(&methodRun{p: Params{T: tv}}, nil)
+			gotWords := make([]byte, 2*n)
+			ops := []Operand{{DType: dtype.BF16, Data: aw}, {DType: dtype.BF16, Data: bw}}
+			fused := k.Fused(gotWords, dtype.BF16, ops, nil, Chunk{})
+			if wantFused := haveAVX512BW && tv > 0 && tv <= math.MaxFloat64; fused != wantFused {
+				t.Fatalf("n %d t %g: the BF16 path took the chunk: %v, want %v", n, tv, fused, wantFused)
+			}
+			if fused && !bytes.Equal(gotWords, wantWords) {
+				for j := 0; j < n; j++ {
+					if gotWords[2*j] != wantWords[2*j] || gotWords[2*j+1] != wantWords[2*j+1] {
+						t.Fatalf("n %d t %g: BF16 element %d (a %v, b %v): %#04x, want %#04x", n, tv, j, a16[j], b16[j],
+							uint16(gotWords[2*j])|uint16(gotWords[2*j+1])<<8, uint16(wantWords[2*j])|uint16(wantWords[2*j+1])<<8)
+					}
 				}
 			}
 		}

@@ -1,6 +1,10 @@
 package merge
 
-import "math"
+import (
+	"math"
+
+	"github.com/gomerge/gomerge/formats/dtype"
+)
 
 func init() {
 	register(Method{
@@ -23,7 +27,41 @@ func nearswapKernel(m *methodRun, _ *TensorPlan) Kernel {
 		Merge: func(dst []float32, in, _ [][]float32, _ Chunk) {
 			nearswapMerge(dst, in[0], in[1], t)
 		},
+		// BF16 in and out with AVX-512: from the inputs' words to the output's
+		// (nearswapBF16), the same bits as decoding, Merge and encoding.
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
+			if !haveAVX512BW || outDT != dtype.BF16 || !(t > 0 && t <= math.MaxFloat64) {
+				return false
+			}
+			y, a, ok := bf16Operands(in, true)
+			if !ok || len(out) != len(a) {
+				return false
+			}
+			return nearswapBF16(out, a, y[0], t)
+		},
 	}
+}
+
+// nearswapBF16 is nearswap from BF16 words a (the base's) and b (the model's) to
+// out's, with AVX-512 sixteen at a time; the groups of eight it leaves (a NaN or an
+// infinity among them) and the last few go as the decoding path takes them
+// (nearswapGo, whose bits the assembly's are where it runs). The caller checks
+// haveAVX512BW and gives a finite t > 0.
+func nearswapBF16(out, a, b []byte, t float64) bool {
+	dst, ok1 := dtype.Uint16s(out)
+	aw, ok2 := dtype.Uint16s(a)
+	bw, ok3 := dtype.Uint16s(b)
+	if !ok1 || !ok2 || !ok3 {
+		return false
+	}
+	byBlocksOf8(len(dst), true,
+		func(j int) int { return nearswapBF16Asm(dst[j:], aw[j:], bw[j:], t) },
+		func(lo, hi int) {
+			bf16Tail(out[:2*hi], [][]byte{b[:2*hi]}, a[:2*hi], lo, func(dst []float32, in [][]float32) {
+				nearswapGo(dst, in[0], in[1], t)
+			})
+		})
+	return true
 }
 
 // nearswapMerge is nearswap on one chunk, a the base's values and b the model's: with
