@@ -56,35 +56,7 @@ clane:
 	JMP       ckept
 
 cband:
-	// K3: above the lower cut.
-	VPBROADCASTD 4(R13), Z3
-	VPCMPGTD  Z3, Z2, K3
-	CMPL      12(R13), $0
-	JEQ       clodone
-	VPBROADCASTD 8(R13), Z3
-	VPCMPEQD  Z3, Z2, K4             // at the tied pattern
-	KMOVW     K4, DX
-	TIES_SEEN(R13, cloall, cdone)
-	JMP       clodone                // none of them ranks above
-cloall:
-	KORW      K4, K3, K3
-clodone:
-
-	// K6: above the upper cut.
-	VPBROADCASTD 4(R14), Z3
-	VPCMPGTD  Z3, Z2, K6
-	CMPL      12(R14), $0
-	JEQ       chidone
-	VPBROADCASTD 8(R14), Z3
-	VPCMPEQD  Z3, Z2, K4
-	KMOVW     K4, DX
-	TIES_SEEN(R14, chiall, cdone)
-	JMP       chidone
-chiall:
-	KORW      K4, K6, K6
-chidone:
-	KNOTW     K6, K6
-	KANDW     K6, K3, K3             // kept: above the lower cut, not above the upper
+	BAND_KEEP(R13, R14, cdone)          // K3: above the lower cut, not above the upper
 
 ckept:
 	VBROADCASTSS (R14), Z5           // s

@@ -8,17 +8,18 @@ import (
 	"github.com/gomerge/gomerge/formats/dtype"
 )
 
-// bandMerge is breadcrumbs' merge without sign election from BF16 words to BF16
-// words (Kernel.Fused), with the AVX-512 kernel bandMergeBF16AVX512: each model's
+// bandMerge is breadcrumbs' merge from BF16 words to BF16 words (Kernel.Fused),
+// without sign election with the AVX-512 kernel bandMergeBF16AVX512: each model's
 // band between its two cuts, weighted and added, widened and rounded in registers,
 // sixteen elements at a time. The groups the kernel leaves (one where a tied cut's
 // rank falls among the elements at its pattern, the last few) go eight at a time
 // through keepMasks' band test and combineTaskVectors, as the decoding path does
 // them, so the same bits (TestRankMethodsFusedMatchDecoded, TestBandMergeWords).
 //
-// DARE's merge runs the same way where its L1 pass kept the chunk's masks (kc):
-// each model's elements are those its mask keeps, not a band; with sign election
-// through TIES' kernel (tiesMergeBF16AVX512) in its masks' form.
+// With sign election (breadcrumbs --ties) the kernel is TIES' (tiesMergeBF16AVX512)
+// in its bands' form. DARE's merge runs the same way where its L1 pass kept the
+// chunk's masks (kc): each model's elements are those its mask keeps, not a band;
+// with sign election through TIES' kernel in its masks' form.
 type bandMerge struct {
 	m     *methodRun
 	cuts  [][]*cut   // per model, the rank selector's: the upper cut first (nil with kc)
@@ -114,12 +115,15 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 		s.tlanes[i] = tiesLane{w: b.m.weights[i]}
 		s.s[i] = s.lanes[2*i+1].w
 	}
-	sign := b.m.tv.consensus == ConsensusSign // only with kc
+	sign := b.m.tv.consensus == ConsensusSign
 	for j := 0; j < n; {
 		if n-j >= 16 {
-			if sign {
-				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.tlanes, s.d16, b.m.lambda, j, n, masks, s.s, b.m.tv.normalize)
-			} else {
+			switch {
+			case sign && masks != nil:
+				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.tlanes, s.d16, b.m.lambda, j, n, masks, s.s, b.m.tv.normalize, false)
+			case sign:
+				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, s.d16, b.m.lambda, j, n, nil, s.s, b.m.tv.normalize, true)
+			default:
 				j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n, masks)
 			}
 			if j == n {

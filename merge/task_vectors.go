@@ -243,9 +243,9 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			combineTaskVectors(m, dst, in, keep, nil, scale, es, cs, haveTiesAsm)
 		},
 	}
-	if !elem && (o.sparsify == SparsifyOutliers && kc == nil && o.consensus != ConsensusSign || o.sparsify == SparsifyRandom && kc != nil) {
+	if !elem && (o.sparsify == SparsifyOutliers && kc == nil || o.sparsify == SparsifyRandom && kc != nil) {
 		// BF16 in and out with AVX-512: breadcrumbs' bands, or the masks DARE's L1
-		// pass kept (with sign election or without), from the inputs' words to the
+		// pass kept, with sign election or without, from the inputs' words to the
 		// output's (bandMerge), the same bits as Merge.
 		bm := newBandMerge(m, cuts, kc, scale, cpool)
 		k.Fused = func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {

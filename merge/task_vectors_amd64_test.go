@@ -297,14 +297,15 @@ func TestL1LanesAsmMatchesGo(t *testing.T) {
 	}
 }
 
-// TestBandMergeWords: breadcrumbs' merge from BF16 words (the AVX-512 kernel, and
-// the groups it leaves to Go) gives the words of the decoding path (keepBand over
-// the widened chunk, combineTaskVectors, rounding), with cuts that keep all, none, a
-// tied boundary (counted from earlier chunks, on either cut) and an untied one, with
-// and without rescale factors, on lengths around the groups of sixteen, with many
-// equal magnitudes and special values. DARE's merge with the masks its L1 pass kept
-// (random rows, one keeping all, one none) gives the decoding path's words too,
-// without sign election and with it (normalized and not).
+// TestBandMergeWords: breadcrumbs' merge from BF16 words (the AVX-512 kernels,
+// bandMergeBF16AVX512, and tiesMergeBF16AVX512 with sign election, normalized and
+// not, and the groups they leave to Go) gives the words of the decoding path
+// (keepBand over the widened chunk, combineTaskVectors, rounding), with cuts that
+// keep all, none, a tied boundary (counted from earlier chunks, on either cut) and
+// an untied one, with and without rescale factors (a NaN one too), on lengths around
+// the groups of sixteen, with many equal magnitudes and special values. DARE's merge
+// with the masks its L1 pass kept (random rows, one keeping all, one none) gives the
+// decoding path's words too, without sign election and with it (normalized and not).
 func TestBandMergeWords(t *testing.T) {
 	if !haveTiesBF16AVX512 {
 		t.Skip("no AVX-512 kernel on this CPU: breadcrumbs merges through the decoding path")
@@ -345,6 +346,8 @@ func TestBandMergeWords(t *testing.T) {
 					tv     tvOptions
 				}{
 					{false, tvOptions{sparsify: SparsifyOutliers}},
+					{false, tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true}},
+					{false, tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign}},
 					{true, tvOptions{sparsify: SparsifyRandom}},
 					{true, tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign, normalize: true}},
 					{true, tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign}},

@@ -4,7 +4,7 @@
 #include "bf16_amd64.h"
 #include "ties_amd64.h"
 
-// func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int, masks **uint64, scale *float32, normalize bool) int
+// func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int, masks **uint64, scale *float32, normalize, band bool) int
 // tiesMergeAVX2 sixteen elements at a time from BF16 words to BF16 words: each word
 // widened as it is loaded, the result rounded to nearest even as it is stored
 // (BF16_RNE512_STORE), and in between the same operations, in the same order and
@@ -20,6 +20,12 @@
 // as tvDeltaBitsAVX2 makes it; then the election and the sums as above, and the
 // output b + float32(λ·(num/q)) with normalize (tiesFinishAVX2's), else
 // b + float32(λ·num) (tvFinishAVX2's).
+//
+// With band set (breadcrumbs with sign election), lanes holds two records per model,
+// its lower cut (w: the weight) and its upper one, and model i keeps δ where |δ|
+// ranks above the lower cut and not above the upper (BAND_KEEP, as
+// bandMergeBF16AVX512 keeps it); its term, the election, the sums and the output
+// are as with masks. nl counts models.
 TEXT ·tiesMergeBF16AVX512(SB), NOSPLIT, $0-104
 	BF16_RNE512_CONSTS               // Z4 = 0x7fffffff: also |x|'s mask (AX clobbered)
 	MOVQ dst+0(FP), DI
@@ -58,6 +64,17 @@ btrim:
 	MOVQ      AX, DX
 	SHRQ      $3, DX
 	KMOVW     (R10)(DX*1), K3        // the group's sixteen, element j at bit 0
+	JMP       bscaled
+
+bcut:
+	CMPB      band+89(FP), $0
+	JEQ       bone
+	BAND_KEEP(R13, R14, bdone)
+	MOVQ      BX, R14                // d's row for model i again
+	SHLQ      $6, R14
+	ADDQ      R11, R14
+
+bscaled:
 	MOVQ      scale+80(FP), R10
 	VBROADCASTSS (R10)(BX*4), Z5
 	VMULPS    Z1, Z5, Z1             // s·δ
@@ -65,7 +82,7 @@ btrim:
 	VMULPS    Z1, Z5, Z1             // w·(s·δ)
 	JMP       bterm
 
-bcut:
+bone:
 	KXORW     K4, K4, K4             // the elements at the pattern that rank above
 	CMPL      12(R13), $0
 	JEQ       bkeep
@@ -94,8 +111,12 @@ badd:
 bnext:
 	INCQ BX
 	ADDQ $8, R12
-	ADDQ $40, R13
 	ADDQ $64, R14
+	ADDQ $40, R13
+	CMPB band+89(FP), $0
+	JEQ  bnextlane
+	ADDQ $40, R13                    // two records a model
+bnextlane:
 	CMPQ BX, nl+32(FP)
 	JLT  btrim
 	VCMPPS    $1, Z21, Z6, K7        // LT_OS: sum < 0
@@ -109,6 +130,11 @@ bnext:
 baccum:
 	MOVQ      32(R13), R10
 	MOVQ      R10, 16(R13)           // seen = next
+	CMPB      band+89(FP), $0
+	JEQ       bsum
+	MOVQ      72(R13), R10
+	MOVQ      R10, 56(R13)           // the upper cut's too
+bsum:
 	VMOVUPS   (R14), Z1
 	VPXORD    Z7, Z1, Z3
 	VPTESTNMD Z20, Z3, K2            // the signs agree
@@ -118,8 +144,12 @@ baccum:
 	VBROADCASTSS (R13), Z5
 	VADDPS    Z5, Z9, K1, Z9         // den + w_i
 	INCQ BX
-	ADDQ $40, R13
 	ADDQ $64, R14
+	ADDQ $40, R13
+	CMPB band+89(FP), $0
+	JEQ  baccumlane
+	ADDQ $40, R13
+baccumlane:
 	CMPQ BX, nl+32(FP)
 	JLT  baccum
 	CMPB      normalize+88(FP), $0

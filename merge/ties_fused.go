@@ -219,7 +219,7 @@ func tiesMergeWords(out []byte, in []Operand, cuts []*cut, weights []float32, la
 	spans := make([][]float32, len(in))
 	for j := 0; j < n; {
 		if n-j >= 16 {
-			j = tiesMergeWordsAsm(dst, words[0], sc.xw, sc.lanes, sc.d16, lambda, j, n, nil, nil, true)
+			j = tiesMergeWordsAsm(dst, words[0], sc.xw, sc.lanes, sc.d16, lambda, j, n, nil, nil, true, false)
 			if j == n {
 				break
 			}

@@ -131,11 +131,11 @@ func TestDeltaMagnitudesBF16(t *testing.T) {
 	}
 }
 
-// TestRankMethodsFusedMatchDecoded: ties and breadcrumbs (with sign election, and
-// with an L1 rescale) through the engine, their rank selector's pass 1 taking the
-// magnitudes straight from BF16 words and ties' and breadcrumbs' merges from the
-// words too, give the bytes of the decoding path, over a tensor of several chunks,
-// with and without special words; so does DARE with an L1 rescale (with sign
+// TestRankMethodsFusedMatchDecoded: ties and breadcrumbs (with sign election,
+// normalized and not, and with an L1 rescale) through the engine, their rank
+// selector's pass 1 taking the magnitudes straight from BF16 words and their merges
+// from the words too, give the bytes of the decoding path, over a tensor of several
+// chunks, with and without special words; so does DARE with an L1 rescale (with sign
 // election, normalized and not, and without), its merge from the words with the
 // masks its L1 pass kept.
 func TestRankMethodsFusedMatchDecoded(t *testing.T) {
@@ -154,7 +154,8 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 		{"ties", run(tvOptions{sparsify: SparsifyMagnitude, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0), haveTiesAsm},
 		{"breadcrumbs", run(tvOptions{sparsify: SparsifyOutliers, rescale: "none"}, 0.05), haveTiesBF16AVX512},
 		{"breadcrumbs_l1", run(tvOptions{sparsify: SparsifyOutliers, rescale: "l1"}, 0.05), haveTiesBF16AVX512},
-		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05), false},
+		{"breadcrumbs_ties", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, normalize: true, rescale: "none"}, 0.05), haveTiesBF16AVX512},
+		{"breadcrumbs_ties_l1_sums", run(tvOptions{sparsify: SparsifyOutliers, consensus: ConsensusSign, rescale: "l1"}, 0.05), haveTiesBF16AVX512},
 		// DARE with an L1 rescale merges with the masks its L1 pass kept.
 		{"dare_l1", run(tvOptions{sparsify: SparsifyRandom, rescale: "l1"}, 0), haveTiesBF16AVX512},
 		{"dare_ties_l1", run(tvOptions{sparsify: SparsifyRandom, consensus: ConsensusSign, normalize: true, rescale: "l1"}, 0), haveTiesBF16AVX512},
