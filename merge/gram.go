@@ -189,7 +189,9 @@ func (s *gramScratch) chunk(y [][]float32, b []float32, acc []float64) {
 func (s *gramScratch) chunkBF16(y [][]byte, b []byte, acc []float64) {
 	clear(s.lanes)
 	m := len(y[0]) / 2
-	for lo := 0; lo < m; lo += gramBlock {
+	// Two or three vectors with AVX-512 in one pass from the words (no differences
+	// stored), the last few a block as below: the same sums.
+	for lo := gramWordsAsm(s.lanes, y, b, s.layout, m); lo < m; lo += gramBlock {
 		hi := min(lo+gramBlock, m)
 		var bb []byte
 		if b != nil {

@@ -78,3 +78,37 @@ func gramLanesAsm(ls [][lanes]float64, d []float64, pairs [][2]int, layout gramL
 	}
 	return n
 }
+
+//go:noescape
+func gramBF16AVX512(s *[lanes]float64, y0, y1, y2, b *byte, three bool, n int)
+
+// gramWordsAsm adds the pairs' products of the first n&^7 elements of two or three
+// vectors of BF16 words (y; b nil or the base's words) into ls, as gramDiffBF16 and
+// gramLanesAsm do a block at a time, and returns how many elements it took: 0 unless
+// the CPU has AVX-512 BW and layout is gramTwo or gramThree.
+func gramWordsAsm(ls [][lanes]float64, y [][]byte, b []byte, layout gramLayout, n int) int {
+	n &^= lanes - 1
+	if !haveAVX512BW || n == 0 || layout != gramTwo && layout != gramThree {
+		return 0
+	}
+	three := layout == gramThree
+	if three {
+		_ = ls[5]
+	} else {
+		_ = ls[2]
+	}
+	for _, yi := range y {
+		_ = yi[2*n-1] // the assembly reads n words of each
+	}
+	var bp *byte
+	if b != nil {
+		_ = b[2*n-1]
+		bp = &b[0]
+	}
+	y2 := &y[1][0]
+	if three {
+		y2 = &y[2][0]
+	}
+	gramBF16AVX512(&ls[0], &y[0][0], &y[1][0], y2, bp, three, n)
+	return n
+}

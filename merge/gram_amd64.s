@@ -294,3 +294,100 @@ fyloop:
 fdone:
 	VZEROUPPER
 	RET
+
+// GRAM_ROW widens the eight BF16 words of src at element AX to float64 in dst and
+// subtracts Z14 (the base's, or +0), as gramDiffBF16AVX512 does; Y13 is scratch.
+#define GRAM_ROW(src, dst) \
+	VPMOVZXWD (src)(AX*2), Y13 \
+	VPSLLD    $16, Y13, Y13 \
+	VCVTPS2PD Y13, dst \
+	VSUBPD    Z14, dst, dst
+
+// func gramBF16AVX512(s *[6][8]float64, y0, y1, y2, b *byte, three bool, n int)
+//
+// gramDiffBF16AVX512 and gram3LanesAVX2 (three) or gram2LanesAVX2 in one pass over
+// the BF16 words, j < n (a multiple of 8), no differences stored: each eight
+// elements' differences y_i − b (b nil: y_i; y2 unused without three) in float64,
+// then each pair's products, its eight lanes in one register (pair p in Zp),
+// element j into lane j mod 8 in element order, each product rounded and then added
+// to the lane, the lane first: the same sums as the two kernels.
+TEXT ·gramBF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ    s+0(FP), DI
+	MOVQ    y0+8(FP), SI
+	MOVQ    y1+16(FP), DX
+	MOVQ    y2+24(FP), R8
+	MOVQ    b+32(FP), R9
+	MOVQ    n+48(FP), CX
+	XORQ    AX, AX
+	VMOVUPD 0(DI), Z0
+	VMOVUPD 64(DI), Z1
+	VMOVUPD 128(DI), Z2
+	CMPB    three+40(FP), $0
+	JEQ     g2loop
+	VMOVUPD 192(DI), Z3
+	VMOVUPD 256(DI), Z4
+	VMOVUPD 320(DI), Z5
+
+g3loop:
+	CMPQ      AX, CX
+	JGE       g3done
+	VPXORQ    Z14, Z14, Z14
+	TESTQ     R9, R9
+	JZ        g3rows
+	VPMOVZXWD (R9)(AX*2), Y13
+	VPSLLD    $16, Y13, Y13
+	VCVTPS2PD Y13, Z14             // b
+
+g3rows:
+	GRAM_ROW(SI, Z10)
+	GRAM_ROW(DX, Z11)
+	GRAM_ROW(R8, Z12)
+	VMULPD    Z10, Z10, Z15
+	VADDPD    Z15, Z0, Z0
+	VMULPD    Z11, Z10, Z15
+	VADDPD    Z15, Z1, Z1
+	VMULPD    Z12, Z10, Z15
+	VADDPD    Z15, Z2, Z2
+	VMULPD    Z11, Z11, Z15
+	VADDPD    Z15, Z3, Z3
+	VMULPD    Z12, Z11, Z15
+	VADDPD    Z15, Z4, Z4
+	VMULPD    Z12, Z12, Z15
+	VADDPD    Z15, Z5, Z5
+	ADDQ      $8, AX
+	JMP       g3loop
+
+g3done:
+	VMOVUPD Z3, 192(DI)
+	VMOVUPD Z4, 256(DI)
+	VMOVUPD Z5, 320(DI)
+	JMP     gdone
+
+g2loop:
+	CMPQ      AX, CX
+	JGE       gdone
+	VPXORQ    Z14, Z14, Z14
+	TESTQ     R9, R9
+	JZ        g2rows
+	VPMOVZXWD (R9)(AX*2), Y13
+	VPSLLD    $16, Y13, Y13
+	VCVTPS2PD Y13, Z14             // b
+
+g2rows:
+	GRAM_ROW(SI, Z10)
+	GRAM_ROW(DX, Z11)
+	VMULPD    Z10, Z10, Z15
+	VADDPD    Z15, Z0, Z0
+	VMULPD    Z11, Z10, Z15
+	VADDPD    Z15, Z1, Z1
+	VMULPD    Z11, Z11, Z15
+	VADDPD    Z15, Z2, Z2
+	ADDQ      $8, AX
+	JMP       g2loop
+
+gdone:
+	VMOVUPD Z0, 0(DI)
+	VMOVUPD Z1, 64(DI)
+	VMOVUPD Z2, 128(DI)
+	VZEROUPPER
+	RET

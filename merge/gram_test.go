@@ -168,6 +168,53 @@ func TestGramAsmMatchesGo(t *testing.T) {
 	}
 }
 
+// TestGramWordsMatchBlocks: a chunk's Gram sums of two or three vectors of BF16
+// words, with a base and without (gramBF16AVX512 where the CPU has AVX-512, then
+// the blocks for the last few), leave in each lane the bits of the block path (the
+// differences stored, then each pair's lanes in Go), with NaNs and infinities
+// among the words (sameSum), on lengths around the blocks and the lanes.
+func TestGramWordsMatchBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 47))
+	for _, m := range append(bf16TestLengths, ChunkElems) {
+		for vectors := 2; vectors <= 3; vectors++ {
+			for _, withBase := range []bool{false, true} {
+				y := make([][]byte, vectors)
+				for i := range y {
+					y[i], _ = bf16TestWords(rng, m, 50)
+				}
+				var b []byte
+				if withBase {
+					b, _ = bf16TestWords(rng, m, 50)
+				}
+				pairs := gramPairs(vectors)
+				s := newGramScratch(vectors, pairs)
+				s.chunkBF16(y, b, make([]float64, len(pairs)))
+				want := make([][lanes]float64, len(pairs))
+				d := make([]float64, vectors*gramStride)
+				for lo := 0; lo < m; lo += gramBlock {
+					hi := min(lo+gramBlock, m)
+					var bb []byte
+					if b != nil {
+						bb = b[2*lo : 2*hi]
+					}
+					for i, yi := range y {
+						gramDiffBF16Go(d[i*gramStride:][:hi-lo], yi[2*lo:2*hi], bb)
+					}
+					gramLanesGo(want, d, pairs, 0, hi-lo)
+				}
+				for p := range want {
+					for l := range lanes {
+						if !sameSum(s.lanes[p][l], want[p][l]) {
+							t.Fatalf("%d vectors base %v m %d (AVX-512 %v): pair %v lane %d: %#x, the blocks %#x", vectors, withBase, m,
+								haveAVX512BW, pairs[p], l, math.Float64bits(s.lanes[p][l]), math.Float64bits(want[p][l]))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkGramChunk is one chunk's Gram sums of three task vectors (multislerp's
 // and model_stock's statistics with three models and a base) and of two vectors
 // (slerp's): from BF16 words and, for scale, decoding then the sums. Bytes are the
