@@ -77,6 +77,7 @@ type rankSelector struct {
 	// whether pass 2 runs, never a cut.
 	win       [][][2]uint32 // per lane and cut, the window's lowest and highest bin
 	near      [][][][]uint32
+	nearRoom  nearSlab // where near's slices live (s.mu held)
 	nearTotal int64
 	nearOver  bool
 	nearLimit int64 // maxNear; tests set 0 to run pass 2
@@ -420,6 +421,49 @@ func (s *rankSelector) flushHist(h *laneHists) {
 // fresh memory is what this project's VMs charge most for (merge/hold.go).
 var windowHists = sync.Pool{New: func() any { return new([1 << 16]uint32) }}
 
+// nearBlockElems is the magnitudes a block of nearBlocks holds: a chunk's.
+const nearBlockElems = ChunkElems
+
+// nearBlocks lends pass 1 the blocks its kept magnitudes are copied into, across
+// tensors: a slice made for each chunk's magnitudes in each cut's window was zeroed
+// by the allocator first, 3 % of breadcrumbs' CPU (2026-12-05, bench/README.md).
+var nearBlocks = sync.Pool{New: func() any { b := make([]uint32, 0, nearBlockElems); return &b }}
+
+// nearSlab hands out room for pass 1's kept magnitudes, one block after another.
+type nearSlab struct {
+	cur    []uint32
+	blocks []*[]uint32
+}
+
+// clone returns a copy of src in the slab's room (one longer than a block, which a
+// chunk's magnitudes never are, in its own).
+func (a *nearSlab) clone(src []uint32) []uint32 {
+	if len(src) > nearBlockElems {
+		return slices.Clip(slices.Clone(src))
+	}
+	if cap(a.cur)-len(a.cur) < len(src) {
+		b := nearBlocks.Get().(*[]uint32)
+		a.blocks, a.cur = append(a.blocks, b), (*b)[:0]
+	}
+	n := len(a.cur)
+	a.cur = append(a.cur, src...)
+	return a.cur[n:len(a.cur):len(a.cur)]
+}
+
+// release gives the blocks back, once nothing holds a slice of them.
+func (a *nearSlab) release() {
+	for _, b := range a.blocks {
+		nearBlocks.Put(b)
+	}
+	a.cur, a.blocks = nil, nil
+}
+
+// dropNear lets pass 1's kept magnitudes go (s.mu held, or the pass done).
+func (s *rankSelector) dropNear() {
+	s.near = nil
+	s.nearRoom.release()
+}
+
 // nearSlack sets the window around a guessed cut: 1/nearSlack of the elements the
 // guess was made from on either side of it.
 const nearSlack = 128
@@ -470,7 +514,8 @@ func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint3
 			if len(found) > 0 && !s.nearOver {
 				s.nearTotal += int64(len(found))
 				if s.nearTotal > s.nearLimit {
-					s.nearOver, s.near = true, nil
+					s.nearOver = true
+					s.dropNear()
 				} else {
 					if s.near == nil {
 						s.near = make([][][][]uint32, len(s.cuts))
@@ -481,7 +526,7 @@ func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint3
 							}
 						}
 					}
-					s.near[lane][ci][pos.Index] = slices.Clone(found)
+					s.near[lane][ci][pos.Index] = s.nearRoom.clone(found)
 				}
 			}
 			s.mu.Unlock()
@@ -571,7 +616,8 @@ func (s *rankSelector) settleWindows() {
 	}
 	if !held {
 		s.histPass = true
-		s.near, s.win, s.winAbove = nil, nil, nil
+		s.win, s.winAbove = nil, nil
+		s.dropNear()
 		return
 	}
 	s.newBins()
@@ -598,7 +644,8 @@ func (s *rankSelector) settleWindows() {
 	s.nearHolds()
 	s.settled = true
 	s.settle()
-	s.near, s.win, s.winAbove = nil, nil, nil
+	s.win, s.winAbove = nil, nil
+	s.dropNear()
 }
 
 // newBins makes room for each cut's bin, the count above it and its low-16-bit
@@ -662,7 +709,8 @@ func (s *rankSelector) locateBins() {
 		s.settled = true
 		s.settle()
 	}
-	s.near, s.win = nil, nil
+	s.win = nil
+	s.dropNear()
 }
 
 // nearHolds reports whether every cut's bin lies in its window and, if so, fills the

@@ -176,3 +176,32 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 		}
 	}
 }
+
+// TestNearSlab: the slab's copies keep their values while more are made after them,
+// one longer than a block included, and a copy cannot grow into the next.
+func TestNearSlab(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 8))
+	var a nearSlab
+	defer a.release()
+	var srcs, got [][]uint32
+	for range 200 {
+		n := rng.IntN(nearBlockElems / 8)
+		if rng.IntN(50) == 0 {
+			n = nearBlockElems + 1 + rng.IntN(9)
+		}
+		src := make([]uint32, n)
+		for j := range src {
+			src[j] = rng.Uint32()
+		}
+		c := a.clone(src)
+		if cap(c) != len(c) {
+			t.Fatalf("a copy of %d has room for %d", len(c), cap(c))
+		}
+		srcs, got = append(srcs, src), append(got, c)
+	}
+	for i := range srcs {
+		if !slices.Equal(got[i], srcs[i]) {
+			t.Fatalf("copy %d (of %d) changed", i, len(srcs[i]))
+		}
+	}
+}
