@@ -528,9 +528,23 @@ func l1Pass(pool *maskPool, keepChunk func(*maskScratch, [][]float32, Chunk) [][
 			sc := pool.get(n)
 			defer pool.put(sc)
 			keep := drawKeep(sc, n, pos)
+			// Two to four models at once with AVX-512 (their sums' latencies
+			// overlap), the rest of the chunk and other counts a model at a time.
+			var ls [4]l1Lanes
+			var xs [4][]byte
+			j := 0
+			if models := in[1:]; len(models) <= len(xs) {
+				for i, x := range models {
+					xs[i] = x.Data
+				}
+				j = l1LanesWordsAsm(ls[:len(models)], in[0].Data, xs[:len(models)], keep)
+			}
 			for i, x := range in[1:] {
 				var l l1Lanes
-				l.addBF16(in[0].Data, x.Data, keep[i], 0)
+				if i < len(ls) {
+					l = ls[i]
+				}
+				l.addBF16(in[0].Data[2*j:], x.Data[2*j:], keep[i][j:], j)
 				l.addTo(acc[2*i : 2*i+2])
 			}
 			return true

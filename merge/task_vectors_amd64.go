@@ -107,3 +107,27 @@ func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambd
 	}
 	return bandMergeBF16AVX512(&dst[0], &base[0], &xs[0], &lanes[0], len(xs), lambda, j, n, mp)
 }
+
+//go:noescape
+func l1LanesBF16AVX512(ls *l1Lanes, base *byte, xs **byte, keeps **bool, nl, n int)
+
+// l1LanesWordsAsm adds the first whole lane groups of 2 to 4 models' BF16 words (a
+// chunk's, from its element 0) into their lanes ls[i] at once, as addBF16 does one
+// model at a time, and returns how many elements it took: 0 without AVX-512 BW or
+// for another number of models.
+func l1LanesWordsAsm(ls []l1Lanes, base []byte, xs [][]byte, keep [][]bool) int {
+	nl := len(xs)
+	n := len(base) / 2 &^ (lanes - 1)
+	if !haveAVX512BW || nl < 2 || nl > 4 || n == 0 {
+		return 0
+	}
+	_, _ = ls[nl-1], keep[nl-1]
+	var xp [4]*byte
+	var kp [4]*bool
+	for i := range nl {
+		_, _ = xs[i][2*n-1], keep[i][n-1]
+		xp[i], kp[i] = &xs[i][0], &keep[i][0]
+	}
+	l1LanesBF16AVX512(&ls[0], &base[0], &xp[0], &kp[0], nl, n)
+	return n
+}

@@ -296,3 +296,115 @@ l1bloop:
 	JB        l1bloop
 	L1_LANES_LEAVE
 	RET
+
+// L1_WORDS_MODEL adds one model's eight elements at DX into its lanes a0 (|δ|) and
+// a1 (|δ| where kept), as L1_LANES_ADD does: the BF16 words at xp widened, less the
+// base's (Y9), the sign cleared (Y15), widened to float64 and added, the lanes
+// first; where keep (the bools at kp) is false a1 is left as adding +0 leaves it (a
+// sum of magnitudes is never −0). Y8, Z10, X11 and K1 are scratch.
+#define L1_WORDS_MODEL(xp, kp, a0, a1) \
+	VPMOVZXWD (xp)(DX*2), Y8 \
+	VPSLLD    $16, Y8, Y8 \
+	VSUBPS    Y9, Y8, Y8 \
+	VANDPS    Y15, Y8, Y8 \
+	VCVTPS2PD Y8, Z10 \
+	VADDPD    Z10, a0, a0 \
+	VMOVQ     (kp)(DX*1), X11 \
+	VPTESTMB  X11, X11, K1 \
+	VADDPD    Z10, a1, K1, a1
+
+// L1_WORDS_BASE widens the base's eight words at DX into Y9.
+#define L1_WORDS_BASE \
+	VPMOVZXWD (SI)(DX*2), Y9 \
+	VPSLLD    $16, Y9, Y9
+
+// func l1LanesBF16AVX512(ls *l1Lanes, base *byte, xs **byte, keeps **bool, nl, n int)
+//
+// l1LanesBF16AVX2 for nl models at once (2, 3 or 4: ls[i] model i's lanes, xs[i]
+// its words, keeps[i] its masks), j < n (a multiple of 8, element 0 in lane 0): a
+// model's eight lanes in one register each, so that the models' sums, each added in
+// element order as before, wait on each other's latency no more.
+TEXT ·l1LanesBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ    ls+0(FP), DI
+	MOVQ    base+8(FP), SI
+	MOVQ    xs+16(FP), AX
+	MOVQ    keeps+24(FP), BX
+	MOVQ    nl+32(FP), R9
+	MOVQ    n+40(FP), CX
+	VMOVDQU l1Abs<>(SB), Y15
+	MOVQ    0(AX), R8             // the models' words: R8, R10, R11, R12
+	MOVQ    8(AX), R10
+	CMPQ    R9, $3
+	JLT     wkeeps
+	MOVQ    16(AX), R11
+	CMPQ    R9, $4
+	JLT     wkeeps
+	MOVQ    24(AX), R12
+
+wkeeps:
+	MOVQ    0(BX), R13            // their masks: R13, R14, AX, BX
+	MOVQ    8(BX), R14
+	CMPQ    R9, $3
+	JLT     wlanes
+	MOVQ    16(BX), AX
+	CMPQ    R9, $4
+	JLT     wlanes
+	MOVQ    24(BX), BX
+
+wlanes:
+	VMOVUPD 0(DI), Z0
+	VMOVUPD 64(DI), Z1
+	VMOVUPD 128(DI), Z2
+	VMOVUPD 192(DI), Z3
+	XORQ    DX, DX
+	CMPQ    R9, $2
+	JEQ     w2loop
+	VMOVUPD 256(DI), Z4
+	VMOVUPD 320(DI), Z5
+	CMPQ    R9, $3
+	JEQ     w3loop
+	VMOVUPD 384(DI), Z6
+	VMOVUPD 448(DI), Z7
+
+w4loop:
+	L1_WORDS_BASE
+	L1_WORDS_MODEL(R8, R13, Z0, Z1)
+	L1_WORDS_MODEL(R10, R14, Z2, Z3)
+	L1_WORDS_MODEL(R11, AX, Z4, Z5)
+	L1_WORDS_MODEL(R12, BX, Z6, Z7)
+	ADDQ $8, DX
+	CMPQ DX, CX
+	JB   w4loop
+	VMOVUPD Z6, 384(DI)
+	VMOVUPD Z7, 448(DI)
+	JMP  w3done
+
+w3loop:
+	L1_WORDS_BASE
+	L1_WORDS_MODEL(R8, R13, Z0, Z1)
+	L1_WORDS_MODEL(R10, R14, Z2, Z3)
+	L1_WORDS_MODEL(R11, AX, Z4, Z5)
+	ADDQ $8, DX
+	CMPQ DX, CX
+	JB   w3loop
+
+w3done:
+	VMOVUPD Z4, 256(DI)
+	VMOVUPD Z5, 320(DI)
+	JMP  w2done
+
+w2loop:
+	L1_WORDS_BASE
+	L1_WORDS_MODEL(R8, R13, Z0, Z1)
+	L1_WORDS_MODEL(R10, R14, Z2, Z3)
+	ADDQ $8, DX
+	CMPQ DX, CX
+	JB   w2loop
+
+w2done:
+	VMOVUPD Z0, 0(DI)
+	VMOVUPD Z1, 64(DI)
+	VMOVUPD Z2, 128(DI)
+	VMOVUPD Z3, 192(DI)
+	VZEROUPPER
+	RET

@@ -297,6 +297,51 @@ func TestL1LanesAsmMatchesGo(t *testing.T) {
 	}
 }
 
+// TestL1LanesWordsMatchAddBF16: 2 to 4 models' L1 lanes at once from BF16 words
+// (l1LanesBF16AVX512, where the CPU has AVX-512), continued by addBF16 past its
+// last lane group, give each model's lanes as addBF16 alone does, from lanes that
+// already hold sums, with special words (NaN payloads compared where they do not
+// vary: gramSum) and random masks; it takes nothing for 1 or 5 models.
+func TestL1LanesWordsMatchAddBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 29))
+	for _, n := range []int{1, 7, 8, 9, 64, 1003, ChunkElems} {
+		for nl := 1; nl <= 5; nl++ {
+			base, _ := bf16TestWords(rng, n, 9)
+			xs, keep := make([][]byte, nl), make([][]bool, nl)
+			ls, want := make([]l1Lanes, nl), make([]l1Lanes, nl)
+			for i := range nl {
+				xs[i], _ = bf16TestWords(rng, n, 7)
+				keep[i] = make([]bool, n)
+				for j := range keep[i] {
+					keep[i][j] = rng.IntN(3) > 0
+				}
+				for s := range ls[i] {
+					for k := range ls[i][s] {
+						ls[i][s][k] = rng.Float64()
+					}
+				}
+				want[i] = ls[i]
+				want[i].addBF16(base, xs[i], keep[i], 0)
+			}
+			j := l1LanesWordsAsm(ls, base, xs, keep)
+			if wantJ := n &^ 7; haveAVX512BW && nl >= 2 && nl <= 4 && j != wantJ || !(haveAVX512BW && nl >= 2 && nl <= 4) && j != 0 {
+				t.Fatalf("n %d, %d models: took %d elements", n, nl, j)
+			}
+			for i := range nl {
+				ls[i].addBF16(base[2*j:], xs[i][2*j:], keep[i][j:], j)
+				for s := range ls[i] {
+					for k := range ls[i][s] {
+						if !sameBits64(gramSum(ls[i][s][k]), gramSum(want[i][s][k])) {
+							t.Fatalf("n %d, %d models: model %d sum %d lane %d: %#x, addBF16 %#x", n, nl, i, s, k,
+								math.Float64bits(ls[i][s][k]), math.Float64bits(want[i][s][k]))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestBandMergeWords: breadcrumbs' merge from BF16 words (the AVX-512 kernels,
 // bandMergeBF16AVX512, and tiesMergeBF16AVX512 with sign election, normalized and
 // not, and the groups they leave to Go) gives the words of the decoding path

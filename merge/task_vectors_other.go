@@ -21,3 +21,6 @@ func l1LanesAsm(*l1Lanes, []float32, []float32, []bool) { panic("unreachable") }
 func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int, masks []*uint64) int {
 	panic("unreachable")
 }
+
+// l1LanesWordsAsm has no assembly here: the models go one at a time.
+func l1LanesWordsAsm(ls []l1Lanes, base []byte, xs [][]byte, keep [][]bool) int { return 0 }
