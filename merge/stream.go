@@ -54,12 +54,24 @@ func (t *TensorPlan) usedOperands(f func(op *Operand)) {
 	}
 }
 
+// copySpanElems is the span of a tensor with an input copied in ranges (pread,
+// where the mapping traps): four chunks, 512 KiB of each BF16 input, one pread each.
+// Spans of one chunk made four times the calls and cost task_arithmetic 0.15 s and
+// ties 0.14 s more CPU (user and system) on 1 GB inputs, 10 % and 5 %; sixteen
+// chunks cost more system time again (2026-12-05, bench/README.md).
+const copySpanElems = 4 * ChunkElems
+
 // spanElems is t's span: a whole number of chunks that covers whole frames of each
-// operand that decodes, so that no frame is decoded twice in a pass.
+// operand that decodes, so that no frame is decoded twice in a pass, and
+// copySpanElems at least where an operand is copied.
 func spanElems(t *TensorPlan) int64 {
 	span := int64(ChunkElems)
 	t.usedOperands(func(op *Operand) {
-		if op.read == nil || op.unit <= 0 {
+		if op.read == nil {
+			return
+		}
+		if op.unit <= 0 {
+			span = max(span, copySpanElems)
 			return
 		}
 		size := max(int64(op.DType.Size()), 1)
