@@ -40,23 +40,12 @@ cgroup:
 	MOVQ R8, R12
 	MOVQ R9, R13
 clane:
-	MOVQ      (R12), DX
-	VPMOVZXWD (DX)(AX*2), Z1
-	VPSLLD    $16, Z1, Z1
-	VSUBPS    Z0, Z1, Z1             // δ = x − b
-	VPANDD    Z4, Z1, Z2             // |δ| bits
+	LANE_DELTA
 	LEAQ      40(R13), R14           // the upper cut's record: s
-	MOVQ      masks+64(FP), R11
-	TESTQ     R11, R11
-	JZ        cband
-	MOVQ      (R11)(BX*8), R11       // model i's bits
-	MOVQ      AX, DX
-	SHRQ      $3, DX
-	KMOVW     (R11)(DX*1), K3        // the group's sixteen, element j at bit 0
-	JMP       ckept
+	MASK_KEEP(masks+64(FP), cband, ckept)
 
 cband:
-	BAND_KEEP(R13, R14, cdone)          // K3: above the lower cut, not above the upper
+	BAND_KEEP(R13, R14, cdone)       // K3: above the lower cut, not above the upper
 
 ckept:
 	VBROADCASTSS (R14), Z5           // s

@@ -323,7 +323,9 @@ l1bloop:
 // l1LanesBF16AVX2 for nl models at once (2, 3 or 4: ls[i] model i's lanes, xs[i]
 // its words, keeps[i] its masks), j < n (a multiple of 8, element 0 in lane 0): a
 // model's eight lanes in one register each, so that the models' sums, each added in
-// element order as before, wait on each other's latency no more.
+// element order as before, wait on each other's latency no more. The third and
+// fourth models are taken where nl has them (two branches an iteration, always
+// taken the same way).
 TEXT ·l1LanesBF16AVX512(SB), NOSPLIT, $0-48
 	MOVQ    ls+0(FP), DI
 	MOVQ    base+8(FP), SI
@@ -356,55 +358,46 @@ wlanes:
 	VMOVUPD 64(DI), Z1
 	VMOVUPD 128(DI), Z2
 	VMOVUPD 192(DI), Z3
-	XORQ    DX, DX
-	CMPQ    R9, $2
-	JEQ     w2loop
+	CMPQ    R9, $3
+	JLT     wfrom
 	VMOVUPD 256(DI), Z4
 	VMOVUPD 320(DI), Z5
-	CMPQ    R9, $3
-	JEQ     w3loop
+	CMPQ    R9, $4
+	JLT     wfrom
 	VMOVUPD 384(DI), Z6
 	VMOVUPD 448(DI), Z7
 
-w4loop:
+wfrom:
+	XORQ    DX, DX
+
+wloop:
 	L1_WORDS_BASE
 	L1_WORDS_MODEL(R8, R13, Z0, Z1)
 	L1_WORDS_MODEL(R10, R14, Z2, Z3)
+	CMPQ R9, $3
+	JLT  wnext
 	L1_WORDS_MODEL(R11, AX, Z4, Z5)
+	CMPQ R9, $4
+	JLT  wnext
 	L1_WORDS_MODEL(R12, BX, Z6, Z7)
+
+wnext:
 	ADDQ $8, DX
 	CMPQ DX, CX
-	JB   w4loop
-	VMOVUPD Z6, 384(DI)
-	VMOVUPD Z7, 448(DI)
-	JMP  w3done
-
-w3loop:
-	L1_WORDS_BASE
-	L1_WORDS_MODEL(R8, R13, Z0, Z1)
-	L1_WORDS_MODEL(R10, R14, Z2, Z3)
-	L1_WORDS_MODEL(R11, AX, Z4, Z5)
-	ADDQ $8, DX
-	CMPQ DX, CX
-	JB   w3loop
-
-w3done:
-	VMOVUPD Z4, 256(DI)
-	VMOVUPD Z5, 320(DI)
-	JMP  w2done
-
-w2loop:
-	L1_WORDS_BASE
-	L1_WORDS_MODEL(R8, R13, Z0, Z1)
-	L1_WORDS_MODEL(R10, R14, Z2, Z3)
-	ADDQ $8, DX
-	CMPQ DX, CX
-	JB   w2loop
-
-w2done:
+	JB   wloop
 	VMOVUPD Z0, 0(DI)
 	VMOVUPD Z1, 64(DI)
 	VMOVUPD Z2, 128(DI)
 	VMOVUPD Z3, 192(DI)
+	CMPQ    R9, $3
+	JLT     wdone
+	VMOVUPD Z4, 256(DI)
+	VMOVUPD Z5, 320(DI)
+	CMPQ    R9, $4
+	JLT     wdone
+	VMOVUPD Z6, 384(DI)
+	VMOVUPD Z7, 448(DI)
+
+wdone:
 	VZEROUPPER
 	RET

@@ -52,19 +52,8 @@ bgroup:
 	MOVQ R9, R13
 	MOVQ R11, R14
 btrim:
-	MOVQ      (R12), DX
-	VPMOVZXWD (DX)(AX*2), Z1
-	VPSLLD    $16, Z1, Z1
-	VSUBPS    Z0, Z1, Z1             // δ = x − b
-	VPANDD    Z4, Z1, Z2             // |δ| bits
-	MOVQ      masks+72(FP), R10
-	TESTQ     R10, R10
-	JZ        bcut
-	MOVQ      (R10)(BX*8), R10       // model i's bits
-	MOVQ      AX, DX
-	SHRQ      $3, DX
-	KMOVW     (R10)(DX*1), K3        // the group's sixteen, element j at bit 0
-	JMP       bscaled
+	LANE_DELTA
+	MASK_KEEP(masks+72(FP), bcut, bscaled)
 
 bcut:
 	CMPB      band+89(FP), $0
@@ -83,18 +72,7 @@ bscaled:
 	JMP       bterm
 
 bone:
-	KXORW     K4, K4, K4             // the elements at the pattern that rank above
-	CMPL      12(R13), $0
-	JEQ       bkeep
-	VPBROADCASTD 8(R13), Z3
-	VPCMPEQD  Z3, Z2, K4             // at the tied pattern
-	KMOVW     K4, DX
-	TIES_SEEN(R13, bkeep, bdone)
-	KXORW     K4, K4, K4             // none does
-bkeep:
-	VPBROADCASTD 4(R13), Z3
-	VPCMPGTD  Z3, Z2, K3             // |δ| > gt
-	KORW      K4, K3, K3
+	CUT_ABOVE(R13, K3, bkeepall, bkeep, bdone)
 	VBROADCASTSS (R13), Z5
 	VMULPS    Z5, Z1, Z1             // δ·w
 
