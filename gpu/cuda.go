@@ -156,6 +156,12 @@ type backend struct {
 	done   chan struct{}
 }
 
+// loadBackend loads the driver library cfg names, as openBackend does first.
+func loadBackend(cfg Config) error {
+	_, err := loadLibrary(cfg.Library)
+	return err
+}
+
 func openBackend(cfg Config) (*backend, Info, error) {
 	a, err := loadLibrary(cfg.Library)
 	if err != nil {

@@ -128,6 +128,25 @@ func OpenWith(cfg Config) (*Device, error) {
 	return d, nil
 }
 
+// DriverLoads reports whether the driver library cfg names loads with every symbol
+// the binding needs, without initialising the driver or touching a device: nil
+// does not promise that Open succeeds (there may be no device, or no memory), but
+// an error says it cannot, in the time dlopen takes to fail. A caller that would
+// measure something before it opens the device (merge.Device's calibration, which
+// times the CPU first) asks this first, so that a machine without CUDA pays
+// nothing. The library stays loaded, as Open would leave it. Every error wraps
+// ErrUnavailable.
+func DriverLoads(cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err == nil {
+		err = loadBackend(cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Available reports whether Open succeeds. It opens and closes the device, which
 // costs the driver's initialisation (a fraction of a second); callers that go on to
 // use the device should call Open and keep it instead.

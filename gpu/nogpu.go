@@ -13,6 +13,7 @@ var errNoBinding = errors.New("gpu: built without the CUDA driver binding (nogpu
 
 type backend struct{}
 
+func loadBackend(Config) error                   { return errNoBinding }
 func openBackend(Config) (*backend, Info, error) { return nil, Info{}, errNoBinding }
 
 func (*backend) close() error                 { return errNoBinding }

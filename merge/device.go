@@ -65,6 +65,14 @@ type Device struct {
 	// (0.35–0.45 s on the H200 of docs/gpu.md). Its error leaves the run on the CPU,
 	// and the report says why (GPUReport.Unavailable).
 	Open func() (*gpu.Device, error)
+	// Present, if set, says cheaply whether Open could succeed at all (the driver
+	// library loads: gpu.DriverLoads). PlaceMeasured asks it before its
+	// calibration times the CPU, so that a machine without a driver neither times
+	// anything nor opens: timing that sample first cost a 1 GB sfa merge 0.19 s of
+	// its 1.13 s of CPU, and TIES 0.05 of 2.65 s (medians, 2026-12-05,
+	// bench/README.md). Its error, like Open's, leaves the run on the CPU and is
+	// the report's reason.
+	Present func() error
 	// MinElems: tensors with fewer elements stay on the CPU (0: any non-empty
 	// tensor may go).
 	MinElems  int64
@@ -72,6 +80,8 @@ type Device struct {
 
 	opening     sync.Once
 	openErr     error
+	probing     sync.Once
+	presentErr  error   // Present's answer, asked once
 	openSeconds float64 // what Open took, when the engine called it
 	mu          sync.Mutex
 	calibs      map[string]*calibration // by calibrationKey
@@ -113,6 +123,20 @@ func (d *Device) device() (*gpu.Device, error) {
 		return nil, d.openErr
 	}
 	return d.GPU, nil
+}
+
+// present is Present's answer, asked once; nil where the device is open or there is
+// nothing to ask.
+func (d *Device) present() error {
+	d.probing.Do(func() {
+		if d.GPU == nil && d.Present != nil {
+			d.presentErr = d.Present()
+		}
+	})
+	if d.GPU != nil {
+		return nil
+	}
+	return d.presentErr
 }
 
 // Calibration is the measurement behind PlaceMeasured, of one kernel class.
@@ -189,6 +213,9 @@ func (d *Device) Calibrate(ctx context.Context, t *TensorPlan, k *Kernel, kernel
 	}
 	if k.Err != nil || k.GPU == nil {
 		return nil, fmt.Errorf("calibrating the GPU: tensor %q has no device kernel", t.Name)
+	}
+	if err := d.present(); err != nil {
+		return nil, err // no driver: nothing to time the CPU against
 	}
 	key := calibrationKey(t, k, withOutput)
 	threads = max(1, threads)

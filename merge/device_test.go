@@ -406,6 +406,45 @@ func TestGPUSkipped(t *testing.T) {
 	}
 }
 
+// TestGPUNotPresent: under PlaceMeasured, a Present that says no driver loads stops
+// the calibration before it times the CPU: no calibration in the report, the device
+// never opened, its error the report's reason, and it is asked once for a Device
+// that serves two runs. A Present that says yes changes nothing, and an open
+// device is not asked.
+func TestGPUNotPresent(t *testing.T) {
+	dir, path := gpuFixture(t)
+	runs := gpuRuns(path)
+	out := filepath.Join(dir, "absent.safetensors")
+	opens, asked := 0, 0
+	open := func() (*gpu.Device, error) {
+		opens++
+		return openFakeGPU(t), nil
+	}
+	absent := fmt.Errorf("%w: no driver here", gpu.ErrUnavailable)
+	dev := &Device{MinElems: 1, Open: open, FixedCost: -1, Present: func() error { asked++; return absent }}
+	for _, m := range []string{"ties", "sfa"} {
+		rep, err := runs[m](out, ExecOptions{Threads: 2, Device: dev})
+		must(t, err)
+		if opens != 0 || rep.Device != "cpu" || rep.GPU == nil || rep.GPU.Calibration != nil || rep.GPU.Unavailable != absent.Error() {
+			t.Fatalf("%s without a driver: %d opens, device %q, report %+v", m, opens, rep.Device, rep.GPU)
+		}
+	}
+	if asked != 1 {
+		t.Errorf("Present asked %d times for two runs, want once", asked)
+	}
+	rep, err := runs["ties"](out, ExecOptions{Threads: 2, Device: &Device{MinElems: 1, Open: open, FixedCost: -1, Present: func() error { return nil }}})
+	must(t, err)
+	if c := rep.GPU.Calibration; opens != 1 || c == nil || !(c.CPUSeconds > 0) || !(c.GPUSeconds > 0) {
+		t.Errorf("with a driver present: %d opens, calibration %+v", opens, c)
+	}
+	g := openFakeGPU(t)
+	rep, err = runs["ties"](out, ExecOptions{Threads: 2, Device: &Device{GPU: g, MinElems: 1, FixedCost: -1, Present: func() error { return absent }}})
+	must(t, err)
+	if c := rep.GPU.Calibration; c == nil || !(c.GPUSeconds > 0) || rep.GPU.Unavailable != "" {
+		t.Errorf("an open device was asked whether its driver loads: report %+v", rep.GPU)
+	}
+}
+
 // TestCalibrationSamples: the slices Calibrate times are views of the tensor's bytes,
 // adjacent, of whole chunks, at most half the tensor; tensors not mapped whole or of
 // fewer than two chunks have none, and their synthetic sample has their layout.

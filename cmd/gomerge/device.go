@@ -56,7 +56,8 @@ func (f *deviceFlags) open() (*deviceSession, error) {
 	case "auto":
 		// Opened by the engine when a merge first has a tensor the device could
 		// take; a failure then leaves it on the CPU, and its report says why.
-		return &deviceSession{dev: &merge.Device{Open: open, MinElems: f.minElems, Placement: merge.PlaceMeasured, FixedCost: f.fixedCost}}, nil
+		present := func() error { return gpu.DriverLoads(gpu.Config{Library: f.library}) }
+		return &deviceSession{dev: &merge.Device{Open: open, Present: present, MinElems: f.minElems, Placement: merge.PlaceMeasured, FixedCost: f.fixedCost}}, nil
 	case "cuda":
 		g, err := open()
 		if err != nil {

@@ -170,14 +170,24 @@ func TestDeviceUnavailable(t *testing.T) {
 		t.Errorf("--device auto without a driver:\n%s", stdout)
 	}
 	// With a fixed cost no merge this small can pay for (a day, so that no
-	// machine's speed decides), it is the CPU's without looking: the report has
-	// the CPU's calibration, the device skipped.
-	code, stdout, stderr = gomerge(t, append(base, "--device", "auto", "--gpu-min-elems", "1", "--gpu-fixed-cost", "86400")...)
+	// machine's speed decides), it is the CPU's without opening the device: with
+	// a driver that loads (the fake one), the report has the CPU's calibration,
+	// the device skipped; without one, nothing was timed (gpu.DriverLoads said
+	// so first), and the report says why.
+	small := []string{"--device", "auto", "--gpu-min-elems", "1", "--gpu-fixed-cost", "86400"}
+	code, stdout, stderr = gomerge(t, append(append(base, small...), "--gpu-library", gputest.Library(t))...)
 	if code != 0 {
 		t.Fatalf("--device auto, a small merge: exit %d: %s", code, stderr)
 	}
 	if r := parseDeviceReport(t, stdout); r.Device != "cpu" || r.GPU == nil || r.GPU.Unavailable != "" || !strings.Contains(string(r.GPU.Calibration), `"device_skipped": true`) {
 		t.Errorf("--device auto, a small merge:\n%s", stdout)
+	}
+	code, stdout, stderr = gomerge(t, append(base, small...)...)
+	if code != 0 {
+		t.Fatalf("--device auto, a small merge without a driver: exit %d: %s", code, stderr)
+	}
+	if r := parseDeviceReport(t, stdout); r.Device != "cpu" || r.GPU == nil || !strings.Contains(r.GPU.Unavailable, "no usable CUDA device") || len(r.GPU.Calibration) != 0 {
+		t.Errorf("--device auto, a small merge without a driver timed the CPU:\n%s", stdout)
 	}
 	// Nothing the device could take (the fixture's tensors are under the default
 	// threshold; slerp has no device kernel): the driver is not looked for at all.
