@@ -236,18 +236,7 @@ func (s *rankSelector) passes() []Pass {
 							continue
 						}
 						bin := s.bin[lane][ci]
-						found := sc.lows[:0] // the few elements in the cut's bin
-						for j := 0; j < len(mags); {
-							if haveTiesAsm && len(mags)-j >= 8 {
-								// Skip, vectorised, the groups of eight with none.
-								j += binScanAsm(mags[j:], (len(mags)-j)&^7, bin)
-							}
-							for end := min(j+8, len(mags)); j < end; j++ {
-								if mags[j]>>16 == bin {
-									found = append(found, uint16(mags[j]))
-								}
-							}
-						}
+						found := binLows(sc.lows[:0], mags, bin, haveTiesAsm) // the few elements in the cut's bin
 						sc.lows = found
 						if len(found) == 0 {
 							continue
@@ -301,6 +290,22 @@ func (s *rankSelector) passes() []Pass {
 			},
 		},
 	}
+}
+
+// binLows appends to dst the low 16 bits of the magnitudes whose top 16 bits are
+// bin, in order; with asm, binScanAsm skips the groups of eight with none.
+func binLows(dst []uint16, mags []uint32, bin uint32, asm bool) []uint16 {
+	for j := 0; j < len(mags); {
+		if asm && len(mags)-j >= 8 {
+			j += binScanAsm(mags[j:], (len(mags)-j)&^7, bin)
+		}
+		for end := min(j+8, len(mags)); j < end; j++ {
+			if mags[j]>>16 == bin {
+				dst = append(dst, uint16(mags[j]))
+			}
+		}
+	}
+	return dst
 }
 
 // magnitudes runs f on a chunk's magnitudes, one slice per lane, in a scratch it
@@ -739,18 +744,24 @@ func (s *rankSelector) nearHolds() bool {
 	}
 	s.eachCut(func(lane, ci int) {
 		bin, h := s.bin[lane][ci], s.loHist[lane][ci]
-		perChunk := make([][]uint16, s.nChunks)
+		// The cut's chunks' lows in one array (keepLows keeps slices of it; nothing
+		// writes it after), each chunk's from ends[chunk-1] to ends[chunk].
+		var lows []uint16
+		ends := make([]int, s.nChunks)
 		for chunk, ms := range s.near[lane][ci] {
-			var lows []uint16
-			for _, m := range ms {
-				if m>>16 == bin {
-					lows = append(lows, uint16(m))
-				}
+			lows = binLows(lows, ms, bin, haveTiesAsm)
+			ends[chunk] = len(lows)
+		}
+		for _, lo := range lows {
+			h[lo]++
+		}
+		perChunk := make([][]uint16, s.nChunks)
+		start := 0
+		for chunk, end := range ends {
+			if end > start {
+				perChunk[chunk] = lows[start:end:end]
 			}
-			for _, lo := range lows {
-				h[lo]++
-			}
-			perChunk[chunk] = lows
+			start = end
 		}
 		found[lane][ci] = perChunk
 	})

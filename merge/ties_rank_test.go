@@ -14,14 +14,17 @@ import (
 // hold every cut (passes 1b and 2 skipped), miss one (the first chunk done is unlike
 // the rest: the histogram pass and pass 2 run), or are off (nearLimit 0: pass 1
 // counts the histogram, pass 2 runs), with one and two cuts per lane, and pass 1
-// settles the cuts exactly when the windows hold.
+// settles the cuts exactly when the windows hold, also where each cut falls among
+// many equal magnitudes in several chunks.
 func TestRankSelectorNearWindows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 17))
 	const n = 2*ChunkElems + 123
 	even := make([]float32, n)   // the same spread in every chunk
 	skewed := make([]float32, n) // the last chunk, done first below, far smaller
+	tied := make([]float32, n)   // few distinct magnitudes: every cut falls among equal ones
 	for j := range even {
 		even[j] = float32(rng.NormFloat64())
+		tied[j] = float32(math.Round(float64(even[j])*16) / 16)
 		skewed[j] = even[j]
 		if j >= 2*ChunkElems {
 			skewed[j] *= 1e-3
@@ -39,6 +42,7 @@ func TestRankSelectorNearWindows(t *testing.T) {
 		ran   int // passes run
 	}{
 		{"even", even, maxNear, 1},
+		{"tied", tied, maxNear, 1}, // which chunk each tied element is in decides
 		{"skewed", skewed, maxNear, 3},
 		{"overflowing", even, 1000, 3}, // pass 1 keeps too many: the histogram pass runs
 		{"off", even, 0, 2},
