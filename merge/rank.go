@@ -293,9 +293,19 @@ func (s *rankSelector) passes() []Pass {
 }
 
 // binLows appends to dst the low 16 bits of the magnitudes whose top 16 bits are
-// bin, in order; with asm, binScanAsm skips the groups of eight with none.
+// bin, in order; with asm, binPackAsm packs the first multiple of 16 where the CPU
+// has AVX-512 (a window's kept magnitudes are mostly in the bin, so scanning for
+// groups without one skips little), and binScanAsm skips the groups of eight with
+// none in the rest.
 func binLows(dst []uint16, mags []uint32, bin uint32, asm bool) []uint16 {
-	for j := 0; j < len(mags); {
+	j := 0
+	if asm && len(mags) >= 16 {
+		dst = slices.Grow(dst, len(mags)+16)
+		var k int
+		j, k = binPackAsm(dst[len(dst):len(dst)+len(mags)+16], mags, bin)
+		dst = dst[:len(dst)+k]
+	}
+	for j < len(mags) {
 		if asm && len(mags)-j >= 8 {
 			j += binScanAsm(mags[j:], (len(mags)-j)&^7, bin)
 		}

@@ -85,6 +85,22 @@ func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 }
 
 //go:noescape
+func binPackAVX512(dst *uint16, mags *uint32, n int, bin uint32) (k int)
+
+// binPackAsm packs into dst the low bits of the magnitudes of mags' first multiple
+// of 16 whose top bits are bin, with AVX-512 (haveNear512; else it takes none); it
+// returns how many elements it took and how many it packed. dst has room for
+// len(mags)+16.
+func binPackAsm(dst []uint16, mags []uint32, bin uint32) (j, k int) {
+	if !haveNear512 || len(mags) < 16 {
+		return 0, 0
+	}
+	j = len(mags) &^ 15
+	_, _ = dst[j+15], mags[j-1]
+	return j, binPackAVX512(&dst[0], &mags[0], j, bin)
+}
+
+//go:noescape
 func tiesMergeAVX2(dst, base *float32, xs **float32, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
 
 // tiesMergeAsm runs tiesMergeAVX2 from element j of a chunk of n (xs[i] its models,

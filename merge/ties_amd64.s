@@ -548,6 +548,37 @@ qdone:
 	VZEROUPPER
 	RET
 
+// func binPackAVX512(dst *uint16, mags *uint32, n int, bin uint32) (k int)
+// The low 16 bits of the magnitudes among mags[0:n] (n a multiple of 16) whose top
+// 16 bits are bin, packed in order into dst; k of them. Each group's sixteen words
+// are stored whatever its mask (dst has 16 words of room past the last), and the
+// next group's start moves by the mask's count.
+TEXT ·binPackAVX512(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), DI
+	MOVQ         mags+8(FP), SI
+	MOVQ         n+16(FP), CX
+	MOVL         bin+24(FP), R9
+	VPBROADCASTD R9, Z5
+	XORQ         AX, AX
+bloop:
+	CMPQ        CX, $16
+	JLT         bdone
+	VMOVDQU32   (SI), Z0
+	VPSRLD      $16, Z0, Z1
+	VPCMPEQD    Z5, Z1, K1
+	VPCOMPRESSD Z0, K1, Z3
+	VPMOVDW     Z3, (DI)(AX*2) // each dword's low word
+	KMOVW       K1, R10
+	POPCNTL     R10, R10
+	ADDQ        R10, AX
+	ADDQ        $64, SI
+	SUBQ        $16, CX
+	JMP         bloop
+bdone:
+	MOVQ AX, k+32(FP)
+	VZEROUPPER
+	RET
+
 // func tiesMergeAVX2(dst, base *float32, xs **float32, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int) int
 // TIES over elements j.. of a chunk, eight at a time, every step of trimWeighted and
 // tiesCombine in registers: per lane i (xs[i] its model, lanes[i] its weight and

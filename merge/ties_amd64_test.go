@@ -19,6 +19,8 @@ func TestTrimAndScanAsmMatchGo(t *testing.T) {
 		t.Skip("no AVX2 kernels on this CPU")
 	}
 	defer func(v bool) { haveTiesAsm = v }(haveTiesAsm)
+	hasNear512 := haveNear512
+	defer func() { haveNear512 = hasNear512 }()
 	rng := rand.New(rand.NewPCG(15, 15))
 	for _, n := range []int{5, 8, 64, 1003} {
 		x, b := make([]float32, n), make([]float32, n)
@@ -48,10 +50,17 @@ func TestTrimAndScanAsmMatchGo(t *testing.T) {
 		}
 		mags := make([]uint32, n)
 		deltaMagnitudesWith(mags, x, b, false)
-		for _, bin := range []uint32{mags[0] >> 16, 0x3f00, 0x7fff} {
-			if !slices.Equal(binLows(nil, mags, bin, true), binLows(nil, mags, bin, false)) {
-				t.Fatalf("n=%d bin %#x: scans differ", n, bin)
+		// The bin of most elements (the packing's case), one of some, and none;
+		// appended after earlier lows; with the AVX-512 packing and without.
+		for _, bin := range []uint32{mags[0] >> 16, mags[1] >> 16, 0x3f00, 0x7fff} {
+			want := binLows([]uint16{7, 9}, mags, bin, false)
+			for _, has512 := range []bool{true, false} {
+				haveNear512 = has512 && hasNear512
+				if got := binLows([]uint16{7, 9}, mags, bin, true); !slices.Equal(got, want) {
+					t.Fatalf("n=%d bin %#x (AVX-512 %v): scans differ:\n%v\n%v", n, bin, haveNear512, got, want)
+				}
 			}
+			haveNear512 = hasNear512
 		}
 	}
 }

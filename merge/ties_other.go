@@ -14,6 +14,8 @@ func deltaAbsBitsBF16Asm(dst []uint32, x, b []uint16) int { panic("unreachable")
 func trimAsm(dst, x, b []float32, n int, w float32, t uint32) int { panic("unreachable") }
 func binScanAsm(mags []uint32, n int, bin uint32) int             { panic("unreachable") }
 
+func binPackAsm(dst []uint16, mags []uint32, bin uint32) (j, k int) { panic("unreachable") }
+
 func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 	panic("unreachable")
 }
