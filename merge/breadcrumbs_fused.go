@@ -154,7 +154,7 @@ func (b *bandMerge) group(dst []uint16, s *bandScratch, j int, bits [][]uint64, 
 		s.keep[i] = s.keep[i][:k]
 		if bits != nil {
 			for e := range k {
-				s.keep[i][e] = bits[i][(j+e)/64]>>((j+e)%64)&1 != 0
+				s.keep[i][e] = maskBit(bits[i], j+e)
 			}
 			continue
 		}

@@ -162,7 +162,7 @@ func sceSquaresRef(acc []float64, base []float32, models [][]float32, mask []uin
 	for i, x := range models {
 		var sq float64
 		for j := range base {
-			if mask == nil || mask[j/64]>>(j%64)&1 != 0 {
+			if mask == nil || maskBit(mask, j) {
 				d := float64(x[j] - base[j])
 				sq += float64(d * d)
 			}

@@ -478,9 +478,12 @@ func unpackBools(dst []bool, src []uint64) {
 		binary.LittleEndian.PutUint64(b[j:], (v+0x7f7f7f7f7f7f7f7f)>>7&0x0101010101010101)
 	}
 	for ; j < len(dst); j++ {
-		dst[j] = src[j>>6]>>(j&63)&1 != 0
+		dst[j] = maskBit(src, j)
 	}
 }
+
+// maskBit is bit j of packed masks src (packBools' layout).
+func maskBit(src []uint64, j int) bool { return src[j>>6]>>(j&63)&1 != 0 }
 
 // unpackTail is unpackBools for dst[from:] alone.
 func unpackTail(dst []bool, src []uint64, from int) {
@@ -489,7 +492,7 @@ func unpackTail(dst []bool, src []uint64, from int) {
 		return
 	}
 	for j := from; j < len(dst); j++ {
-		dst[j] = src[j>>6]>>(j&63)&1 != 0
+		dst[j] = maskBit(src, j)
 	}
 }
 
