@@ -720,6 +720,23 @@ func allBF16(in []Operand) bool {
 	return true
 }
 
+// bf16Words views each operand's first n elements as BF16 words; false unless every
+// operand is BF16 with at least n elements readable in place.
+func bf16Words(in []Operand, n int) ([][]uint16, bool) {
+	words := make([][]uint16, len(in))
+	for i, op := range in {
+		if op.DType != dtype.BF16 || len(op.Data) < 2*n {
+			return nil, false
+		}
+		w, ok := dtype.Uint16s(op.Data[:2*n])
+		if !ok {
+			return nil, false
+		}
+		words[i] = w
+	}
+	return words, true
+}
+
 // bf16Operands splits a fused path's operands into the models' words and the
 // base's (nil without one); false unless every one is BF16 of the same length.
 func bf16Operands(in []Operand, withBase bool) (y [][]byte, b []byte, ok bool) {

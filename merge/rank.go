@@ -50,6 +50,11 @@ type rankSelector struct {
 	// magnitudeWords, if set, is magnitude from the chunk's bytes (pass 1's
 	// Pass.Fused, sparing the inputs' decoding), false for operands it does not take.
 	magnitudeWords func(dst []uint32, lane int, in []Operand) bool
+	// nearWords, if set, is pass 1's windowed work on a chunk's BF16 words (the
+	// base's first) once the windows are set: lane's magnitudes in [lo, hi] (top
+	// bits) appended to dst, and the count of those above hi, as nearWindow gives
+	// them from magnitudeWords' magnitudes, which it need not store.
+	nearWords func(dst []uint32, lane int, words [][]uint16, lo, hi uint32) ([]uint32, int64)
 
 	mu     sync.Mutex
 	hists  []*laneHists // pass 1's histograms, one set per chunk in flight
@@ -189,7 +194,11 @@ func (s *rankSelector) passes() []Pass {
 				}
 				sc := s.pool.Get().(*rankScratch)
 				defer s.pool.Put(sc)
-				mags := sc.lanes(lanes, int(min(ChunkElems, s.n-pos.Offset)))
+				n := int(min(ChunkElems, s.n-pos.Offset))
+				if s.collectNearWords(sc, in, n, pos) {
+					return true
+				}
+				mags := sc.lanes(lanes, n)
 				for lane := range lanes {
 					if !s.magnitudeWords(mags[lane], lane, in) {
 						return false
@@ -521,32 +530,74 @@ func (s *rankSelector) collectNear(sc *rankScratch, h *laneHists, mags [][]uint3
 			w := win[lane][ci]
 			found, above := nearWindow(sc.near[:0], mags[lane], w[0], w[1], haveTiesAsm)
 			sc.near = found
-			if len(found) == 0 && above == 0 {
-				continue
-			}
-			s.mu.Lock()
-			s.winAbove[lane][ci] += above
-			if len(found) > 0 && !s.nearOver {
-				s.nearTotal += int64(len(found))
-				if s.nearTotal > s.nearLimit {
-					s.nearOver = true
-					s.dropNear()
-				} else {
-					if s.near == nil {
-						s.near = make([][][][]uint32, len(s.cuts))
-						for l, cs := range s.cuts {
-							s.near[l] = make([][][]uint32, len(cs))
-							for i := range cs {
-								s.near[l][i] = make([][]uint32, s.nChunks)
-							}
-						}
-					}
-					s.near[lane][ci][pos.Index] = s.nearRoom.clone(found)
-				}
-			}
-			s.mu.Unlock()
+			s.addNear(lane, ci, found, above, pos)
 		}
 	}
+}
+
+// collectNearWords is collectNear from the chunk's BF16 words through nearWords,
+// once the windows are set; false, having done nothing, where it does not apply
+// (no nearWords, not windowed, no windows yet, operands that are not n BF16 words
+// each), for the caller to make the magnitudes and call count.
+func (s *rankSelector) collectNearWords(sc *rankScratch, in []Operand, n int, pos Chunk) bool {
+	if s.nearWords == nil || !s.windowed {
+		return false
+	}
+	s.mu.Lock()
+	win, over := s.win, s.nearOver
+	s.mu.Unlock()
+	if win == nil {
+		return false // the first chunk sets them from its histogram
+	}
+	if over {
+		return true // pass 1 has nothing left to keep or count
+	}
+	words, ok := bf16Words(in, n)
+	if !ok {
+		return false
+	}
+	for lane, cs := range s.cuts {
+		for ci, c := range cs {
+			if c.all || c.none {
+				continue
+			}
+			w := win[lane][ci]
+			found, above := s.nearWords(sc.near[:0], lane, words, w[0], w[1])
+			sc.near = found
+			s.addNear(lane, ci, found, above, pos)
+		}
+	}
+	return true
+}
+
+// addNear records a chunk's magnitudes in the window of lane's cut ci (found) and
+// the count above it.
+func (s *rankSelector) addNear(lane, ci int, found []uint32, above int64, pos Chunk) {
+	if len(found) == 0 && above == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.winAbove[lane][ci] += above
+	if len(found) == 0 || s.nearOver {
+		return
+	}
+	s.nearTotal += int64(len(found))
+	if s.nearTotal > s.nearLimit {
+		s.nearOver = true
+		s.dropNear()
+		return
+	}
+	if s.near == nil {
+		s.near = make([][][][]uint32, len(s.cuts))
+		for l, cs := range s.cuts {
+			s.near[l] = make([][][]uint32, len(cs))
+			for i := range cs {
+				s.near[l][i] = make([][]uint32, s.nChunks)
+			}
+		}
+	}
+	s.near[lane][ci][pos.Index] = s.nearRoom.clone(found)
 }
 
 // setWindows guesses from h where each cut falls (its rank scaled to the elements h

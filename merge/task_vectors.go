@@ -162,8 +162,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 				ranks[i] = outlierRanks(d, m.p.Gamma, n)
 			}
 		}
-		sel := newRankSelector(n, ranks, deltaMagnitudes)
-		sel.magnitudeWords = deltaMagnitudesBF16
+		sel := newDeltaSelector(n, ranks)
 		passes = sel.passes()
 		cuts = sel.cuts
 		keepChunk = func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {

@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -25,6 +26,39 @@ func deltaMagnitudesWith(dst []uint32, x, base []float32, asm bool) {
 	for ; j < len(dst); j++ {
 		dst[j] = absBits(x[j] - base[j])
 	}
+}
+
+// newDeltaSelector is the rank selector of TIES, DARE and breadcrumbs: ranks of
+// deltaMagnitudes, taken from BF16 words where the chunk has them, and pass 1's
+// windows packed straight from the words where the CPU has AVX-512 (deltaNearBF16).
+func newDeltaSelector(n int64, ranks [][]int64) *rankSelector {
+	sel := newRankSelector(n, ranks, deltaMagnitudes)
+	sel.magnitudeWords = deltaMagnitudesBF16
+	if deltaNearFast() {
+		sel.nearWords = deltaNearBF16
+	}
+	return sel
+}
+
+// deltaNearBF16 appends to dst the magnitudes deltaMagnitudesBF16 makes of lane's
+// words whose top 16 bits lie in [lo, hi], in order, and counts those above hi
+// (words: the chunk's, the base's first): nearWindow over those magnitudes, without
+// storing them (deltaNearAsm), the last few in Go.
+func deltaNearBF16(dst []uint32, lane int, words [][]uint16, lo, hi uint32) ([]uint32, int64) {
+	b, x := words[0], words[lane+1]
+	x = x[:len(b)]
+	dst = slices.Grow(dst, len(b)+16)
+	j, k, a := deltaNearAsm(dst[len(dst):len(dst)+len(b)+16], x, b, lo, hi)
+	dst, above := dst[:len(dst)+k], int64(a)
+	span := hi - lo
+	for ; j < len(b); j++ {
+		m := absBits(math.Float32frombits(uint32(x[j])<<16) - math.Float32frombits(uint32(b[j])<<16))
+		if m>>16-lo <= span {
+			dst = append(dst, m)
+		}
+		above += int64(b2i(m>>16 > hi))
+	}
+	return dst, above
 }
 
 // deltaMagnitudesBF16 is deltaMagnitudes from BF16 words (the rank selector's
@@ -98,8 +132,7 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 	for i, d := range m.dens {
 		ranks[i] = []int64{topK(d, n)}
 	}
-	sel := newRankSelector(n, ranks, deltaMagnitudes)
-	sel.magnitudeWords = deltaMagnitudesBF16
+	sel := newDeltaSelector(n, ranks)
 	lambda := m.lambda
 	first := make([]*cut, lanes) // each model's only cut
 	for i, cs := range sel.cuts {

@@ -85,6 +85,28 @@ func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 }
 
 //go:noescape
+func deltaNearPackAVX512(dst *uint32, x, b *uint16, n int, lo, hi uint32) (k, above int)
+
+// deltaNearFast reports whether deltaNearAsm packs anything (AVX-512): elsewhere
+// the magnitudes are made and packed in two steps, each in assembly, which is
+// quicker than deltaNearBF16's Go loop.
+func deltaNearFast() bool { return haveNear512 }
+
+// deltaNearAsm is nearPackAsm over the magnitudes deltaAbsBitsBF16Asm makes of x and
+// b, without storing them, over their first multiple of 16 words with AVX-512
+// (haveNear512; else it takes none): it returns how many elements it took, how many
+// it packed into dst (room for len(x)+16) and how many were above hi.
+func deltaNearAsm(dst []uint32, x, b []uint16, lo, hi uint32) (j, k, above int) {
+	if !haveNear512 || len(x) < 16 {
+		return 0, 0, 0
+	}
+	j = len(x) &^ 15
+	_, _, _ = dst[j+15], x[j-1], b[j-1]
+	k, above = deltaNearPackAVX512(&dst[0], &x[0], &b[0], j, lo, hi)
+	return j, k, above
+}
+
+//go:noescape
 func binPackAVX512(dst *uint16, mags *uint32, n int, bin uint32) (k int)
 
 // binPackAsm packs into dst the low bits of the magnitudes of mags' first multiple

@@ -548,6 +548,56 @@ qdone:
 	VZEROUPPER
 	RET
 
+// func deltaNearPackAVX512(dst *uint32, x, b *uint16, n int, lo, hi uint32) (k, above int)
+// nearPackAVX512 over the magnitudes deltaAbsBitsBF16AVX2 makes of x and b (each
+// word widened, |x − b| as float32 bits), sixteen at a time (n a multiple of 16),
+// without storing them: the magnitudes whose top 16 bits lie in [lo, hi] packed in
+// order into dst (room for the count plus 16), and how many have top bits above hi.
+TEXT ·deltaNearPackAVX512(SB), NOSPLIT, $0-56
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         b+16(FP), DX
+	MOVQ         n+24(FP), CX
+	MOVL         lo+32(FP), R9
+	VPBROADCASTD R9, Z5          // lo
+	MOVL         hi+36(FP), R10
+	VPBROADCASTD R10, Z7         // hi
+	SUBL         R9, R10
+	VPBROADCASTD R10, Z6         // hi − lo
+	MOVL         $0x7fffffff, R9
+	VPBROADCASTD R9, Z4          // |x|'s mask
+	XORQ         AX, AX
+	XORQ         BX, BX
+	XORQ         R8, R8
+dloop:
+	CMPQ        R8, CX
+	JGE         ddone
+	VPMOVZXWD   (SI)(R8*2), Z0
+	VPSLLD      $16, Z0, Z0      // x
+	VPMOVZXWD   (DX)(R8*2), Z1
+	VPSLLD      $16, Z1, Z1      // b
+	VSUBPS      Z1, Z0, Z0       // x − b
+	VPANDD      Z4, Z0, Z0       // its magnitude's bits
+	VPSRLD      $16, Z0, Z1
+	VPCMPUD     $6, Z7, Z1, K2   // above hi
+	VPSUBD      Z5, Z1, Z2
+	VPCMPUD     $2, Z6, Z2, K1   // bin − lo ≤ hi − lo (wrapping below lo): inside
+	VPCOMPRESSD Z0, K1, Z3
+	VMOVDQU32   Z3, (DI)(AX*4)   // stored whatever the mask: no branch to mispredict
+	KMOVW       K1, R10
+	POPCNTL     R10, R10
+	ADDQ        R10, AX
+	KMOVW       K2, R11
+	POPCNTL     R11, R11
+	ADDQ        R11, BX
+	ADDQ        $16, R8
+	JMP         dloop
+ddone:
+	MOVQ AX, k+40(FP)
+	MOVQ BX, above+48(FP)
+	VZEROUPPER
+	RET
+
 // func binPackAVX512(dst *uint16, mags *uint32, n int, bin uint32) (k int)
 // The low 16 bits of the magnitudes among mags[0:n] (n a multiple of 16) whose top
 // 16 bits are bin, packed in order into dst; k of them. Each group's sixteen words

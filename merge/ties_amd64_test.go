@@ -101,6 +101,59 @@ func TestNearWindowAsmMatchesGo(t *testing.T) {
 	}
 }
 
+// TestDeltaNearMatchesWindow: pass 1's windows packed straight from BF16 words
+// (deltaNearBF16: AVX-512 where the CPU has it, and the Go loop) keep the elements,
+// in order, and count those above, as nearWindow does over deltaMagnitudesBF16's
+// magnitudes: on lengths across the groups of 16, with special words (NaN, ±Inf,
+// ±0), windows at both ends of the bins, empty and full, appending after earlier
+// elements, for the base's lane and another.
+func TestDeltaNearMatchesWindow(t *testing.T) {
+	has512 := haveNear512
+	defer func() { haveNear512 = has512 }()
+	rng := rand.New(rand.NewPCG(17, 53))
+	for _, n := range append([]int{0, 31, 32, 33}, bf16TestLengths...) {
+		for _, every := range []int{0, 7} {
+			var in []Operand
+			for range 3 {
+				b, _ := bf16TestWords(rng, n, every)
+				in = append(in, Operand{DType: dtype.BF16, Data: b})
+			}
+			words, ok := bf16Words(in, n)
+			if !ok {
+				t.Fatalf("n=%d: BF16 words declined", n)
+			}
+			for lane := range 2 {
+				mags := make([]uint32, n)
+				if !deltaMagnitudesBF16(mags, lane, in) {
+					t.Fatalf("n=%d: magnitudes declined", n)
+				}
+				mid := uint32(0x3c00)
+				if n > 0 {
+					mid = mags[n/2] >> 16
+				}
+				for _, w := range [][2]uint32{{0, 0}, {mid, mid}, {mid - 40, mid + 3}, {0x7f80, 0x7fff}, {0xfffe, 0xffff}, {0, 0xffff}} {
+					prefix := []uint32{7, 8, 9}
+					want, wantAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], false)
+					for _, wide := range []bool{false, has512} {
+						haveNear512 = wide
+						got, gotAbove := deltaNearBF16(slices.Clone(prefix), lane, words, w[0], w[1])
+						if !slices.Equal(got, want) || gotAbove != wantAbove {
+							t.Fatalf("n=%d every %d lane %d window %#x AVX-512 %v: kept %d (%d above), want %d (%d above), or another order",
+								n, every, lane, w, wide, len(got), gotAbove, len(want), wantAbove)
+						}
+					}
+				}
+			}
+		}
+	}
+	if _, ok := bf16Words([]Operand{{DType: dtype.BF16, Data: make([]byte, 8)}, {DType: dtype.F32, Data: make([]byte, 8)}}, 4); ok {
+		t.Error("bf16Words took an F32 operand")
+	}
+	if _, ok := bf16Words([]Operand{{DType: dtype.BF16, Data: make([]byte, 6)}}, 4); ok {
+		t.Error("bf16Words took an operand shorter than n words")
+	}
+}
+
 // TestTiesMergeAsmMatchesGo: the one-sweep AVX2 merge gives the bits of the
 // column-by-column Go merge, with cuts that keep all, none, a tied boundary (counted
 // from earlier chunks) and an untied one, on odd lengths, with NaN, ±Inf, ±0, equal

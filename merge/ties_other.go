@@ -16,6 +16,12 @@ func binScanAsm(mags []uint32, n int, bin uint32) int             { panic("unrea
 
 func binPackAsm(dst []uint16, mags []uint32, bin uint32) (j, k int) { panic("unreachable") }
 
+func deltaNearFast() bool { return false }
+
+func deltaNearAsm(dst []uint32, x, b []uint16, lo, hi uint32) (j, k, above int) {
+	panic("unreachable")
+}
+
 func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 	panic("unreachable")
 }
