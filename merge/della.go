@@ -70,7 +70,7 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 				return nil
 			},
 		}},
-		WholeInputs: true, // the rows read their inputs beyond the chunk
+		WholeInputs: ds.rows.straddles(), // the rows read their inputs beyond the chunk
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
@@ -402,6 +402,12 @@ func newRowPool(t *TensorPlan, L int64) (*rowPool, error) {
 	}
 	return rp, nil
 }
+
+// straddles reports whether some row crosses a chunk boundary, so that a chunk's
+// rows need the inputs beyond it (Kernel.WholeInputs): where rows divide a chunk,
+// or the tensor is one chunk, every row lies in the chunk that holds it, and the
+// tensor can be streamed like any other.
+func (rp *rowPool) straddles() bool { return rp.n > ChunkElems && ChunkElems%rp.L != 0 }
 
 func (rp *rowPool) get() *rowBuf  { return rp.buf.Get().(*rowBuf) }
 func (rp *rowPool) put(b *rowBuf) { rp.buf.Put(b) }

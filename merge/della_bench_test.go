@@ -72,7 +72,7 @@ func BenchmarkDellaKeepChunk(b *testing.B) {
 				sc := pool.get(ChunkElems)
 				switch mode {
 				case "bf16_l1":
-					ds.keepChunkL1BF16(sc, Chunk{}, ChunkElems, l1)
+					ds.keepChunkL1BF16(sc, bops, Chunk{}, ChunkElems, l1)
 				case "decode_l1": // the decoding path: the engine's decoding, then the pass
 					for k := range dec {
 						_ = dtype.Decode(dec[k], words[k], dtype.BF16)

@@ -47,15 +47,17 @@ func (s *dellaSelector) fusedL1(kc *keepCache, pool *maskPool) func(Chunk, []Ope
 		n := len(in[0].Data) / 2
 		sc := pool.get(n)
 		defer pool.put(sc)
-		s.keepChunkL1BF16(sc, pos, n, acc)
+		s.keepChunkL1BF16(sc, in, pos, n, acc)
 		kc.store(sc.keep, n, pos)
 		return true
 	}
 }
 
 // keepChunkL1BF16 is keepChunkL1 on the tensor's BF16 words for the chunk of n
-// elements at pos, every model ranked by buckets.
-func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, pos Chunk, n int, l1 []float64) {
+// elements at pos (operands in), every model ranked by buckets. The rows are read
+// from the chunk's operands where no row straddles chunks, from the whole tensor's
+// (Kernel.WholeInputs) where some do.
+func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, in []Operand, pos Chunk, n int, l1 []float64) {
 	rb := s.rows.get()
 	defer s.rows.put(rb)
 	L := s.rows.L
@@ -72,14 +74,18 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, pos Chunk, n int, l1 []
 	ls := rb.lanes
 	sums := make([]l1Lanes, lanes)
 	off, end := pos.Offset, pos.Offset+int64(n)
-	base := s.t.In[0].Data
+	data, from := in, off // data[k] holds input k's words from element from
+	if s.rows.straddles() {
+		data, from = s.t.In, 0
+	}
 	for r := off / L; r*L < end; r++ {
 		start := r * L
 		lo, hi := max(start, off), min(start+L, end)
-		b := base[2*start : 2*(start+L)]
+		w0, w1 := 2*(start-from), 2*(start+L-from)
+		b := data[0].Data[w0:w1]
 		for i := range lanes {
 			mags := float32Bits(ls.mags[i][:L])
-			top := rowMagnitudesBF16(mags, b, s.t.In[i+1].Data[2*start:2*(start+L)])
+			top := rowMagnitudesBF16(mags, b, data[i+1].Data[w0:w1])
 			s.keepRowRanked(rb.buckets, mags, top, sc.keep[i], i, s.thr[i], s.bounds[i], start, lo, hi, off, rb.keys, rb.tmp)
 		}
 		j0, j1 := lo-start, hi-start

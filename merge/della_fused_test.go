@@ -35,7 +35,9 @@ func TestRowMagnitudesBF16(t *testing.T) {
 
 // TestDellaFusedMatchesDecoded: the ranking pass from BF16 words (keepChunkL1BF16)
 // makes keepChunkL1's masks and adds its L1 sums, bit for bit, chunk by chunk, on rows
-// of one entry, of 7, rows that straddle chunk ends, rows longer than a chunk; task
+// of one entry, of 7, rows that straddle chunk ends, rows longer than a chunk, rows
+// that divide a chunk (read from the chunk's own words, the others from the whole
+// tensor's); task
 // vectors of unrelated words (with specials) and of words a few units from the
 // base's (runs of equal magnitudes, zeros); 3 and 6 models (two groups of lanes).
 func TestDellaFusedMatchesDecoded(t *testing.T) {
@@ -73,8 +75,9 @@ func TestDellaFusedMatchesDecoded(t *testing.T) {
 				for off := 0; off < n; off += ChunkElems {
 					c := min(ChunkElems, n-off)
 					pos := Chunk{Index: int64(off / ChunkElems), Offset: int64(off)}
-					in := make([][]float32, lanes+1)
+					in, ops := make([][]float32, lanes+1), make([]Operand, lanes+1)
 					for k, w := range words {
+						ops[k] = Operand{DType: dtype.BF16, Data: w[2*off : 2*(off+c)], File: "mem"}
 						in[k] = make([]float32, c)
 						if err := dtype.Decode(in[k], w[2*off:2*(off+c)], dtype.BF16); err != nil {
 							t.Fatal(err)
@@ -83,7 +86,7 @@ func TestDellaFusedMatchesDecoded(t *testing.T) {
 					want, got := make([]float64, 2*lanes), make([]float64, 2*lanes)
 					scw, scg := pool.get(c), pool.get(c)
 					ds.keepChunkL1(scw, in, pos, want)
-					ds.keepChunkL1BF16(scg, pos, c, got)
+					ds.keepChunkL1BF16(scg, ops, pos, c, got)
 					for i := range lanes {
 						if !slices.Equal(scw.keep[i], scg.keep[i]) {
 							t.Errorf("%s chunk %d model %d: masks differ", what, pos.Index, i)

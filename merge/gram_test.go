@@ -278,7 +278,8 @@ func BenchmarkGramChunk(b *testing.B) {
 }
 
 // TestGramMethodsFusedMatchDecoded: slerp, nuslerp (one vector, with a base and
-// without; rows), karcher and model_stock (per tensor; per row, rows across chunks)
+// without; rows), karcher and model_stock (per tensor; per row, rows across chunks,
+// and rows that divide a chunk, which read only the chunk's words)
 // through the engine with their fused paths (the Gram sums from BF16 words;
 // slerp's and nuslerp's lerp, their combinations and model_stock's merge from
 // words) give the bytes of the decoding path, over a tensor of several chunks, with
@@ -320,12 +321,20 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true, p: Params{FilterWise: SwitchOn}}
 			return modelStockKernel(r, tp)
 		}, []int64{225, 587}},
+		{"model_stock-filter_wise-whole-rows", 4, haveModelStock512, func(tp *TensorPlan) Kernel {
+			r := &methodRun{models: make([]Model, 3), weights: make([]float32, 3), base: true, p: Params{FilterWise: SwitchOn}}
+			return modelStockKernel(r, tp)
+		}, []int64{70, 2048}}, // 2 chunks and a part
 	}
 	for _, c := range cases {
 		for _, every := range []int{0, 50000} {
+			n := m
+			if c.shape != nil {
+				n = int(numElements(c.shape))
+			}
 			var in [][]byte
 			for range c.inputs {
-				b, _ := bf16TestWords(rng, m, every)
+				b, _ := bf16TestWords(rng, n, every)
 				in = append(in, b)
 			}
 			// With NaNs among the words nuslerp's coefficients are NaN, which its
@@ -333,7 +342,7 @@ func TestGramMethodsFusedMatchDecoded(t *testing.T) {
 			mergeAsm := c.mergeAsm && !(c.name == "nuslerp" && every > 0)
 			shape := c.shape
 			if shape == nil {
-				shape = []int64{int64(m)}
+				shape = []int64{int64(n)}
 			}
 			fused, decoded := executeFusedAndDecoded(t, in, shape, mergeAsm, true, c.kernel)
 			if !sameBF16Words(fused, decoded) {

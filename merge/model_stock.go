@@ -95,7 +95,7 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 	pairs := gramPairs(nModels)
 	grams := sync.Pool{New: func() any { return newGramScratch(nModels, pairs) }}
 	return Kernel{
-		WholeInputs: true, // rows read their inputs beyond the chunk
+		WholeInputs: rows.straddles(), // rows read their inputs beyond the chunk
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			rb := rows.get()
 			defer rows.put(rb)
@@ -111,25 +111,30 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 			})
 		},
 		// BF16 inputs and output, where the CPU has the AVX-512 merge: each row's sums
-		// from the tensor's words (the rows that straddle the chunk read beyond it, as
-		// WholeInputs allows), its span of the chunk merged from words.
-		Fused: func(out []byte, outDT dtype.DType, _ []Operand, _ []float64, pos Chunk) bool {
-			if !haveModelStock512 || outDT != dtype.BF16 || !allBF16(t.In) {
+		// from the words (the chunk's where no row straddles chunks; the tensor's
+		// where some do, which read beyond the chunk, as WholeInputs allows), its span
+		// of the chunk merged from words.
+		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
+			ops, from := in, pos.Offset // ops[k] holds input k's words from element from
+			if rows.straddles() {
+				ops, from = t.In, 0
+			}
+			if !haveModelStock512 || outDT != dtype.BF16 || !allBF16(ops) {
 				return false
 			}
 			gs := grams.Get().(*gramScratch)
 			defer grams.Put(gs)
 			L, off, end := rows.L, pos.Offset, pos.Offset+int64(len(out)/2)
 			rowWords, span := make([][]byte, nModels), make([][]byte, nModels)
-			word := func(op Operand, lo, hi int64) []byte { return op.Data[2*lo : 2*hi] }
+			word := func(op Operand, lo, hi int64) []byte { return op.Data[2*(lo-from) : 2*(hi-from)] }
 			for r := off / L; r*L < end; r++ {
 				start := r * L
 				lo, hi := max(start, off), min(start+L, end)
-				for i, op := range t.In[1:] {
+				for i, op := range ops[1:] {
 					rowWords[i], span[i] = word(op, start, start+L), word(op, lo, hi)
 				}
-				wt, wb := modelStockRowFactors(gs, func(acc []float64) { gs.chunkBF16(rowWords, word(t.In[0], start, start+L), acc) })
-				modelStockMergeBF16(out[2*(lo-off):2*(hi-off)], word(t.In[0], lo, hi), span, wt, wb)
+				wt, wb := modelStockRowFactors(gs, func(acc []float64) { gs.chunkBF16(rowWords, word(ops[0], start, start+L), acc) })
+				modelStockMergeBF16(out[2*(lo-off):2*(hi-off)], word(ops[0], lo, hi), span, wt, wb)
 			}
 			return true
 		},

@@ -144,13 +144,14 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 	lanes := len(m.weights)
 	pool := newMaskPool(lanes)
 	var (
-		passes    []Pass
-		ranks     [][]int64 // magnitude and outliers: the rank cuts per model
-		key       uint64    // random: the tensor's key and each model's threshold
-		threshold []uint64
-		cuts      [][]*cut // magnitude and outliers: the rank selector's, per model
-		keepChunk func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool
-		drawKeep  func(sc *maskScratch, n int, pos Chunk) [][]bool // random: the masks from the position alone
+		passes      []Pass
+		ranks       [][]int64 // magnitude and outliers: the rank cuts per model
+		key         uint64    // random: the tensor's key and each model's threshold
+		threshold   []uint64
+		cuts        [][]*cut // magnitude and outliers: the rank selector's, per model
+		keepChunk   func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool
+		drawKeep    func(sc *maskScratch, n int, pos Chunk) [][]bool // random: the masks from the position alone
+		wholeInputs bool
 	)
 	switch o.sparsify {
 	case SparsifyMagnitude, SparsifyOutliers:
@@ -186,6 +187,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			return Kernel{Err: err}
 		}
 		keepChunk = ds.keepChunk
+		wholeInputs = ds.rows.straddles()
 	default:
 		keepChunk = func(sc *maskScratch, _ [][]float32, _ Chunk) [][]bool {
 			for _, keep := range sc.keep {
@@ -224,8 +226,8 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 	cpool := newCombinePool(lanes, o.consensus == ConsensusSign)
 	k := Kernel{
 		Passes: passes,
-		// della's rows read their inputs beyond the chunk
-		WholeInputs: o.sparsify == SparsifyDella,
+		// della's rows read their inputs beyond the chunk where they straddle chunks
+		WholeInputs: wholeInputs,
 		Merge: func(dst []float32, in, _ [][]float32, pos Chunk) {
 			sc := pool.get(len(dst))
 			defer pool.put(sc)
