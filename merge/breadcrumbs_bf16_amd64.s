@@ -52,9 +52,9 @@ ckept:
 	VMULPS    Z1, Z5, Z1             // s·δ
 	VBROADCASTSS (R13), Z5           // w
 	VMULPS    Z1, Z5, Z1             // w·(s·δ)
-	VMOVAPS   Z21, Z22
-	VMOVAPS   Z1, K3, Z22            // v: +0 where dropped
-	VADDPS    Z22, Z6, Z6            // sum + v
+	VADDPS    Z1, Z6, K3, Z6         // sum + v where kept; adding v = +0 where dropped
+	                                 // would leave sum as it is (it starts at +0 and
+	                                 // never becomes −0)
 	INCQ BX
 	ADDQ $8, R12
 	ADDQ $80, R13

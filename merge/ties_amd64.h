@@ -42,10 +42,9 @@
 // whose tiesLane rec points at: above its gt, and where it is tied, those at its
 // pattern as TIES_SEEN counts them; it jumps to done where the cut's rank falls
 // among the group's elements at its pattern, and goes on at none. all and none are
-// the labels it defines; Z3, K4, DX and R10 are scratch.
+// the labels it defines; Z3, K4, DX and R10 are scratch (Z3 only at a tied cut).
 #define CUT_ABOVE(rec, k, all, none, done) \
-	VPBROADCASTD 4(rec), Z3 \
-	VPCMPGTD     Z3, Z2, k \
+	VPCMPGTD.BCST 4(rec), Z2, k \
 	CMPL         12(rec), $0 \
 	JEQ          none \
 	VPBROADCASTD 8(rec), Z3 \

@@ -242,3 +242,35 @@ func TestTiesMergeAsmMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTiesMergeWords: TIES' AVX-512 merge from BF16 words over one chunk, base
+// and three models, each keeping about a fifth of its deltas (untied cuts), weights
+// 1 and normalized: the merge pass's kernel alone, its inputs in L2.
+func BenchmarkTiesMergeWords(b *testing.B) {
+	if !haveTiesBF16AVX512 {
+		b.Skip("no AVX-512 merge on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	const n, models = ChunkElems, 3
+	words := func() []uint16 {
+		w := make([]uint16, n)
+		for j := range w {
+			w[j] = uint16(0x3c00 + rng.IntN(0x200))
+		}
+		return w
+	}
+	base, dst := words(), make([]uint16, n)
+	xs := make([]*uint16, models)
+	lanes := make([]tiesLane, models)
+	for i := range xs {
+		xs[i] = &words()[0]
+		lanes[i] = tiesLane{w: 1, gt: int32(math.Float32bits(0.06))}
+	}
+	d := make([]float32, 16*models)
+	b.SetBytes(2 * n * (models + 2))
+	for b.Loop() {
+		if j := tiesMergeWordsAsm(dst, base, xs, lanes, d, 1, 0, n, nil, nil, true, false); j != n {
+			b.Fatalf("stopped at %d", j)
+		}
+	}
+}

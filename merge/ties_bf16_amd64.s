@@ -73,12 +73,12 @@ bscaled:
 
 bone:
 	CUT_ABOVE(R13, K3, bkeepall, bkeep, bdone)
-	VBROADCASTSS (R13), Z5
-	VMULPS    Z5, Z1, Z1             // δ·w
+	VMULPS.BCST.Z (R13), Z1, K3, Z22 // Δ_i: the kept δ·w, +0 elsewhere
+	JMP       bstore
 
 bterm:
-	VMOVAPS   Z21, Z22
-	VMOVAPS   Z1, K3, Z22            // Δ_i: the kept products, +0 elsewhere
+	VMOVAPS.Z Z1, K3, Z22            // Δ_i: the kept products, +0 elsewhere
+bstore:
 	VMOVUPS   Z22, (R14)
 	TESTQ     BX, BX
 	JNZ       badd
@@ -116,11 +116,9 @@ bsum:
 	VMOVUPS   (R14), Z1
 	VPXORD    Z7, Z1, Z3
 	VPTESTNMD Z20, Z3, K2            // the signs agree
-	VPSLLD    $1, Z1, Z2
-	VPTESTMD  Z2, Z2, K2, K1         // and Δ_i is not ±0: it counts
+	VPTESTMD  Z4, Z1, K2, K1         // and Δ_i is not ±0: it counts
 	VADDPS    Z1, Z8, K1, Z8         // num + Δ_i
-	VBROADCASTSS (R13), Z5
-	VADDPS    Z5, Z9, K1, Z9         // den + w_i
+	VADDPS.BCST (R13), Z9, K1, Z9    // den + w_i
 	INCQ BX
 	ADDQ $64, R14
 	ADDQ $40, R13
