@@ -131,3 +131,22 @@ func sceVarianceBF16Asm(dst []uint32, base []byte, models [][]byte) (done, zeros
 	}
 	return n, sceVarianceBF16AVX512(&dst[0], &base[0], &models[0], len(models), n, 1/float64(len(models)))
 }
+
+// haveSCESquaresAsm: sceSquares4MaskedAVX2 runs where the CPU has AVX2 and BMI1 (a
+// variable, so that the tests run the Go loop too).
+var haveSCESquaresAsm = cpu.X86.HasAVX2 && cpu.X86.HasBMI1
+
+//go:noescape
+func sceSquares4MaskedAVX2(s *[4]float64, base *byte, x *[4]*byte, mask *uint64, words int)
+
+// sceSquares4MaskedAsm is sceSquares4BF16 with a mask (not empty) in assembly: every
+// position a set bit names is within base and each x[k].
+func sceSquares4MaskedAsm(base []byte, x [4][]byte, mask []uint64) [4]float64 {
+	var s [4]float64
+	var p [4]*byte
+	for k := range x {
+		p[k] = &x[k][0]
+	}
+	sceSquares4MaskedAVX2(&s, &base[0], &p, &mask[0], len(mask))
+	return s
+}

@@ -467,3 +467,59 @@ hdone:
 	MOVQ R13, zeros+48(FP)
 	VZEROUPPER
 	RET
+
+// func sceSquares4MaskedAVX2(s *[4]float64, base *byte, x *[4]*byte, mask *uint64, words int)
+// sceSquares4BF16's masked sums with the four models in the lanes of one register:
+// for each position j set in mask[0:words], in order, δ_k = x_k[j] − base[j] on the
+// widened BF16 words (float32, four lanes at once), and s[k] += float64(δ_k)² in
+// float64 (the square exact, one addition per position and model, in position
+// order: each lane's own chain of sceSquares4's additions).
+TEXT ·sceSquares4MaskedAVX2(SB), NOSPLIT, $0-40
+	MOVQ    s+0(FP), DI
+	MOVQ    base+8(FP), SI
+	MOVQ    x+16(FP), R8
+	MOVQ    0(R8), R9            // x_0
+	MOVQ    8(R8), R10           // x_1
+	MOVQ    16(R8), R11          // x_2
+	MOVQ    24(R8), R12          // x_3
+	MOVQ    mask+24(FP), R13
+	MOVQ    words+32(FP), CX
+	VMOVUPD (DI), Y3             // the sums
+	XORQ    BX, BX
+qword:
+	CMPQ    BX, CX
+	JGE     qdone
+	MOVQ    (R13)(BX*8), DX
+	MOVQ    BX, R14
+	SHLQ    $6, R14              // the word's first position
+qbit:
+	TESTQ   DX, DX
+	JZ      qnext
+	TZCNTQ  DX, AX
+	BLSRQ   DX, DX
+	ADDQ    R14, AX              // j
+	MOVWLZX (SI)(AX*2), R8
+	SHLL    $16, R8
+	VMOVD   R8, X2
+	VPBROADCASTD X2, X2          // b in the four lanes
+	MOVWLZX (R9)(AX*2), R8
+	VMOVD   R8, X1
+	MOVWLZX (R10)(AX*2), R8
+	VPINSRD $1, R8, X1, X1
+	MOVWLZX (R11)(AX*2), R8
+	VPINSRD $2, R8, X1, X1
+	MOVWLZX (R12)(AX*2), R8
+	VPINSRD $3, R8, X1, X1
+	VPSLLD  $16, X1, X1          // x_0 … x_3
+	VSUBPS  X2, X1, X1           // δ = x − b
+	VCVTPS2PD X1, Y1
+	VMULPD  Y1, Y1, Y1           // δ², exact
+	VADDPD  Y1, Y3, Y3           // s + δ²
+	JMP     qbit
+qnext:
+	INCQ    BX
+	JMP     qword
+qdone:
+	VMOVUPD Y3, (DI)
+	VZEROUPPER
+	RET

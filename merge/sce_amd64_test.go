@@ -137,3 +137,28 @@ func TestSCEVarianceBF16(t *testing.T) {
 		}
 	}
 }
+
+// TestSCESquaresBF16Go: TestSCESquaresBF16's check with the masked sums' assembly
+// off (the Go loop), and maskWithin, which decides where the assembly may run.
+func TestSCESquaresBF16Go(t *testing.T) {
+	defer func(v bool) { haveSCESquaresAsm = v }(haveSCESquaresAsm)
+	haveSCESquaresAsm = false
+	checkSCESquaresBF16(t)
+	for _, c := range []struct {
+		mask []uint64
+		n    int
+		want bool
+	}{
+		{[]uint64{1 << 63}, 64, true},
+		{[]uint64{1 << 63}, 63, false},
+		{[]uint64{1 << 62}, 63, true},
+		{[]uint64{1, 0}, 64, false}, // a word past n, even empty
+		{[]uint64{1}, 65, true},     // fewer words than n needs
+		{[]uint64{0, 1 << 1}, 65, false},
+		{[]uint64{0, 1}, 65, true},
+	} {
+		if got := maskWithin(c.mask, c.n); got != c.want {
+			t.Errorf("maskWithin(%#x, %d) = %v, want %v", c.mask, c.n, got, c.want)
+		}
+	}
+}

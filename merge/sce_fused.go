@@ -192,12 +192,28 @@ func sceSquaresBF16(acc []float64, base []byte, models [][]byte, mask []uint64) 
 	}
 }
 
+// maskWithin reports whether every set bit of mask names a position below n, so
+// that the assembly, which reads the words the bits name unchecked, stays in n
+// words (the Go loops' bounds checks refuse the others).
+func maskWithin(mask []uint64, n int) bool {
+	w := (n + 63) / 64
+	if len(mask) > w {
+		return false
+	}
+	r := n % 64
+	return r == 0 || len(mask) < w || mask[w-1]>>r == 0
+}
+
 // sceSquares4BF16 is sceSquares4 on BF16 words: the same operations in the same
-// order on the widened words.
+// order on the widened words; with a mask, the four models at once in assembly
+// where the CPU has it (sceSquares4MaskedAsm).
 func sceSquares4BF16(base []byte, x [4][]byte, mask []uint64) [4]float64 {
 	var s0, s1, s2, s3 float64
 	n := len(base) / 2
 	x0, x1, x2, x3 := x[0][:2*n], x[1][:2*n], x[2][:2*n], x[3][:2*n]
+	if haveSCESquaresAsm && len(mask) > 0 && maskWithin(mask, n) {
+		return sceSquares4MaskedAsm(base[:2*n], [4][]byte{x0, x1, x2, x3}, mask)
+	}
 	at := func(p []byte, j int) float32 {
 		return math.Float32frombits(uint32(binary.LittleEndian.Uint16(p[2*j:])) << 16)
 	}
