@@ -51,10 +51,11 @@ type rankSelector struct {
 	// Pass.Fused, sparing the inputs' decoding), false for operands it does not take.
 	magnitudeWords func(dst []uint32, lane int, in []Operand) bool
 	// nearWords, if set, is pass 1's windowed work on a chunk's BF16 words (the
-	// base's first) once the windows are set: lane's magnitudes in [lo, hi] (top
-	// bits) appended to dst, and the count of those above hi, as nearWindow gives
-	// them from magnitudeWords' magnitudes, which it need not store.
-	nearWords func(dst []uint32, lane int, words [][]uint16, lo, hi uint32) ([]uint32, int64)
+	// base's first) once the windows are set: for each of lane's windows wins[c]
+	// (top bits), its magnitudes appended to found[c] and the count of those above
+	// it added to above[c], as nearWindow gives them from magnitudeWords'
+	// magnitudes, which it need not store.
+	nearWords func(found [][]uint32, above []int64, lane int, words [][]uint16, wins [][2]uint32)
 
 	mu     sync.Mutex
 	hists  []*laneHists // pass 1's histograms, one set per chunk in flight
@@ -126,6 +127,26 @@ type rankScratch struct {
 	mags [][]uint32 // one chunk's magnitudes, per lane
 	lows []uint16   // the low bits of the elements in a cut's bin
 	near []uint32   // the magnitudes in a cut's window
+	// collectNearWords': a lane's windows, their cuts, and per window the
+	// magnitudes in it and the count above it
+	wins   [][2]uint32
+	cis    []int
+	nears  [][]uint32
+	aboves []int64
+}
+
+// nearBufs returns k empty buffers for windows' magnitudes and k zero counts, the
+// buffers kept from chunk to chunk.
+func (sc *rankScratch) nearBufs(k int) ([][]uint32, []int64) {
+	for len(sc.nears) < k {
+		sc.nears = append(sc.nears, nil)
+		sc.aboves = append(sc.aboves, 0)
+	}
+	found, above := sc.nears[:k], sc.aboves[:k]
+	for c := range found {
+		found[c], above[c] = found[c][:0], 0
+	}
+	return found, above
 }
 
 // lanes returns k buffers of n magnitudes.
@@ -557,14 +578,20 @@ func (s *rankSelector) collectNearWords(sc *rankScratch, in []Operand, n int, po
 		return false
 	}
 	for lane, cs := range s.cuts {
+		wins, cis := sc.wins[:0], sc.cis[:0]
 		for ci, c := range cs {
-			if c.all || c.none {
-				continue
+			if !c.all && !c.none {
+				wins, cis = append(wins, win[lane][ci]), append(cis, ci)
 			}
-			w := win[lane][ci]
-			found, above := s.nearWords(sc.near[:0], lane, words, w[0], w[1])
-			sc.near = found
-			s.addNear(lane, ci, found, above, pos)
+		}
+		sc.wins, sc.cis = wins, cis
+		if len(wins) == 0 {
+			continue
+		}
+		found, above := sc.nearBufs(len(wins))
+		s.nearWords(found, above, lane, words, wins)
+		for g, ci := range cis {
+			s.addNear(lane, ci, found[g], above[g], pos)
 		}
 	}
 	return true

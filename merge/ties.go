@@ -40,25 +40,43 @@ func newDeltaSelector(n int64, ranks [][]int64) *rankSelector {
 	return sel
 }
 
-// deltaNearBF16 appends to dst the magnitudes deltaMagnitudesBF16 makes of lane's
-// words whose top 16 bits lie in [lo, hi], in order, and counts those above hi
-// (words: the chunk's, the base's first): nearWindow over those magnitudes, without
-// storing them (deltaNearAsm), the last few in Go.
-func deltaNearBF16(dst []uint32, lane int, words [][]uint16, lo, hi uint32) ([]uint32, int64) {
+// deltaNearBF16 appends to found[c] the magnitudes deltaMagnitudesBF16 makes of
+// lane's words whose top 16 bits lie in window wins[c], in order, and adds to
+// above[c] the count of those above it (words: the chunk's, the base's first):
+// nearWindow over those magnitudes for each window, without storing them. One
+// window (TIES) goes through deltaNearAsm, two (breadcrumbs' cuts) through
+// deltaNear2Asm, which makes each magnitude once; the last few elements, and more
+// windows, in Go.
+func deltaNearBF16(found [][]uint32, above []int64, lane int, words [][]uint16, wins [][2]uint32) {
 	b, x := words[0], words[lane+1]
 	x = x[:len(b)]
-	dst = slices.Grow(dst, len(b)+16)
-	j, k, a := deltaNearAsm(dst[len(dst):len(dst)+len(b)+16], x, b, lo, hi)
-	dst, above := dst[:len(dst)+k], int64(a)
-	span := hi - lo
+	room := len(b) + 16
+	for c := range wins {
+		found[c] = slices.Grow(found[c], room)
+	}
+	j := 0
+	switch len(wins) {
+	case 1:
+		f := found[0]
+		var k, a int
+		j, k, a = deltaNearAsm(f[len(f):len(f)+room], x, b, wins[0][0], wins[0][1])
+		found[0], above[0] = f[:len(f)+k], above[0]+int64(a)
+	case 2:
+		f0, f1 := found[0], found[1]
+		var n [4]int
+		j, n = deltaNear2Asm(f0[len(f0):len(f0)+room], f1[len(f1):len(f1)+room], x, b, [2][2]uint32{wins[0], wins[1]})
+		found[0], found[1] = f0[:len(f0)+n[0]], f1[:len(f1)+n[2]]
+		above[0], above[1] = above[0]+int64(n[1]), above[1]+int64(n[3])
+	}
 	for ; j < len(b); j++ {
 		m := absBits(math.Float32frombits(uint32(x[j])<<16) - math.Float32frombits(uint32(b[j])<<16))
-		if m>>16-lo <= span {
-			dst = append(dst, m)
+		for c, w := range wins {
+			if m>>16-w[0] <= w[1]-w[0] {
+				found[c] = append(found[c], m)
+			}
+			above[c] += int64(b2i(m>>16 > w[1]))
 		}
-		above += int64(b2i(m>>16 > hi))
 	}
-	return dst, above
 }
 
 // deltaMagnitudesBF16 is deltaMagnitudes from BF16 words (the rank selector's

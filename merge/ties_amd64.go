@@ -107,6 +107,23 @@ func deltaNearAsm(dst []uint32, x, b []uint16, lo, hi uint32) (j, k, above int) 
 }
 
 //go:noescape
+func deltaNearPack2AVX512(dst0, dst1 *uint32, x, b *uint16, n int, win *[4]uint32, counts *[4]int)
+
+// deltaNear2Asm is deltaNearAsm for two windows at once, each magnitude made once:
+// window c's go to dst<c> (room for len(x)+16 each). It returns how many elements it
+// took, and the packed and above counts of window 0, then of window 1.
+func deltaNear2Asm(dst0, dst1 []uint32, x, b []uint16, wins [2][2]uint32) (j int, counts [4]int) {
+	if !haveNear512 || len(x) < 16 {
+		return 0, counts
+	}
+	j = len(x) &^ 15
+	_, _, _, _ = dst0[j+15], dst1[j+15], x[j-1], b[j-1]
+	win := [4]uint32{wins[0][0], wins[0][1], wins[1][0], wins[1][1]}
+	deltaNearPack2AVX512(&dst0[0], &dst1[0], &x[0], &b[0], j, &win, &counts)
+	return j, counts
+}
+
+//go:noescape
 func binPackAVX512(dst *uint16, mags *uint32, n int, bin uint32) (k int)
 
 // binPackAsm packs into dst the low bits of the magnitudes of mags' first multiple

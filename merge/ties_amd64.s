@@ -508,6 +508,25 @@ pdone:
 	VZEROUPPER
 	RET
 
+// NEAR_WINDOW is a window's step on sixteen magnitudes (Z0, their top 16 bits in
+// Z1): those whose top bits lie in [lo, hi] (lo, hi − lo and hi broadcast in the
+// registers named) packed by VPCOMPRESSD and stored at dst's element k, whatever
+// the mask (no branch to mispredict: dst has room for the count plus 16), k
+// advanced by their count and above by the count of those above hi. Z2, Z3, K1,
+// K2, R10 and R11 are scratch.
+#define NEAR_WINDOW(lo, span, hi, dst, k, above) \
+	VPCMPUD     $6, hi, Z1, K2 \
+	VPSUBD      lo, Z1, Z2 \
+	VPCMPUD     $2, span, Z2, K1 \
+	VPCOMPRESSD Z0, K1, Z3 \
+	VMOVDQU32   Z3, (dst)(k*4) \
+	KMOVW       K1, R10 \
+	POPCNTL     R10, R10 \
+	ADDQ        R10, k \
+	KMOVW       K2, R11 \
+	POPCNTL     R11, R11 \
+	ADDQ        R11, above
+
 // func nearPackAVX512(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
 // nearPackAVX2 sixteen at a time (n a multiple of 16), the elements inside the
 // window packed by VPCOMPRESSD: dst needs room for the count plus 16.
@@ -528,17 +547,7 @@ qloop:
 	JLT         qdone
 	VMOVDQU32   (SI), Z0
 	VPSRLD      $16, Z0, Z1
-	VPCMPUD     $6, Z7, Z1, K2   // above hi
-	VPSUBD      Z5, Z1, Z2
-	VPCMPUD     $2, Z6, Z2, K1   // bin − lo ≤ hi − lo (wrapping below lo): inside
-	VPCOMPRESSD Z0, K1, Z3
-	VMOVDQU32   Z3, (DI)(AX*4)   // stored whatever the mask: no branch to mispredict
-	KMOVW       K1, R10
-	POPCNTL     R10, R10
-	ADDQ        R10, AX
-	KMOVW       K2, R11
-	POPCNTL     R11, R11
-	ADDQ        R11, BX
+	NEAR_WINDOW(Z5, Z6, Z7, DI, AX, BX)
 	ADDQ        $64, SI
 	SUBQ        $16, CX
 	JMP         qloop
@@ -547,6 +556,18 @@ qdone:
 	MOVQ BX, above+40(FP)
 	VZEROUPPER
 	RET
+
+// DELTA_MAGS16 sets Z0 to the bits of |x − b| for the sixteen BF16 words of x (SI)
+// and b (DX) at element R8, each widened (deltaAbsBitsBF16AVX2's operations), and
+// Z1 to their top 16 bits; Z4 holds |x|'s mask.
+#define DELTA_MAGS16 \
+	VPMOVZXWD   (SI)(R8*2), Z0 \
+	VPSLLD      $16, Z0, Z0 \
+	VPMOVZXWD   (DX)(R8*2), Z1 \
+	VPSLLD      $16, Z1, Z1 \
+	VSUBPS      Z1, Z0, Z0 \
+	VPANDD      Z4, Z0, Z0 \
+	VPSRLD      $16, Z0, Z1
 
 // func deltaNearPackAVX512(dst *uint32, x, b *uint16, n int, lo, hi uint32) (k, above int)
 // nearPackAVX512 over the magnitudes deltaAbsBitsBF16AVX2 makes of x and b (each
@@ -572,29 +593,55 @@ TEXT ·deltaNearPackAVX512(SB), NOSPLIT, $0-56
 dloop:
 	CMPQ        R8, CX
 	JGE         ddone
-	VPMOVZXWD   (SI)(R8*2), Z0
-	VPSLLD      $16, Z0, Z0      // x
-	VPMOVZXWD   (DX)(R8*2), Z1
-	VPSLLD      $16, Z1, Z1      // b
-	VSUBPS      Z1, Z0, Z0       // x − b
-	VPANDD      Z4, Z0, Z0       // its magnitude's bits
-	VPSRLD      $16, Z0, Z1
-	VPCMPUD     $6, Z7, Z1, K2   // above hi
-	VPSUBD      Z5, Z1, Z2
-	VPCMPUD     $2, Z6, Z2, K1   // bin − lo ≤ hi − lo (wrapping below lo): inside
-	VPCOMPRESSD Z0, K1, Z3
-	VMOVDQU32   Z3, (DI)(AX*4)   // stored whatever the mask: no branch to mispredict
-	KMOVW       K1, R10
-	POPCNTL     R10, R10
-	ADDQ        R10, AX
-	KMOVW       K2, R11
-	POPCNTL     R11, R11
-	ADDQ        R11, BX
+	DELTA_MAGS16
+	NEAR_WINDOW(Z5, Z6, Z7, DI, AX, BX)
 	ADDQ        $16, R8
 	JMP         dloop
 ddone:
 	MOVQ AX, k+40(FP)
 	MOVQ BX, above+48(FP)
+	VZEROUPPER
+	RET
+
+// func deltaNearPack2AVX512(dst0, dst1 *uint32, x, b *uint16, n int, win *[4]uint32, counts *[4]int)
+// deltaNearPackAVX512 for two windows at once (breadcrumbs' two cuts), each
+// magnitude made once: win holds lo and hi of window 0, then of window 1; window
+// c's magnitudes go to dst<c>, and counts gets k and above of window 0, then of
+// window 1.
+TEXT ·deltaNearPack2AVX512(SB), NOSPLIT, $0-56
+	MOVQ         dst0+0(FP), DI
+	MOVQ         dst1+8(FP), R9
+	MOVQ         x+16(FP), SI
+	MOVQ         b+24(FP), DX
+	MOVQ         n+32(FP), CX
+	MOVQ         win+40(FP), R14
+	VPBROADCASTD 0(R14), Z5      // lo₀
+	VPBROADCASTD 4(R14), Z7      // hi₀
+	VPSUBD       Z5, Z7, Z6      // hi₀ − lo₀
+	VPBROADCASTD 8(R14), Z8      // lo₁
+	VPBROADCASTD 12(R14), Z10    // hi₁
+	VPSUBD       Z8, Z10, Z9     // hi₁ − lo₁
+	MOVL         $0x7fffffff, R10
+	VPBROADCASTD R10, Z4         // |x|'s mask
+	XORQ         AX, AX
+	XORQ         BX, BX
+	XORQ         R12, R12
+	XORQ         R13, R13
+	XORQ         R8, R8
+eloop:
+	CMPQ        R8, CX
+	JGE         edone
+	DELTA_MAGS16
+	NEAR_WINDOW(Z5, Z6, Z7, DI, AX, BX)
+	NEAR_WINDOW(Z8, Z9, Z10, R9, R12, R13)
+	ADDQ        $16, R8
+	JMP         eloop
+edone:
+	MOVQ counts+48(FP), R14
+	MOVQ AX, 0(R14)
+	MOVQ BX, 8(R14)
+	MOVQ R12, 16(R14)
+	MOVQ R13, 24(R14)
 	VZEROUPPER
 	RET
 

@@ -102,11 +102,12 @@ func TestNearWindowAsmMatchesGo(t *testing.T) {
 }
 
 // TestDeltaNearMatchesWindow: pass 1's windows packed straight from BF16 words
-// (deltaNearBF16: AVX-512 where the CPU has it, and the Go loop) keep the elements,
-// in order, and count those above, as nearWindow does over deltaMagnitudesBF16's
-// magnitudes: on lengths across the groups of 16, with special words (NaN, ±Inf,
-// ±0), windows at both ends of the bins, empty and full, appending after earlier
-// elements, for the base's lane and another.
+// (deltaNearBF16: AVX-512 where the CPU has it, one window or two at once, and the
+// Go loop) keep the elements, in order, and count those above, as nearWindow does
+// over deltaMagnitudesBF16's magnitudes, window by window: on lengths across the
+// groups of 16, with special words (NaN, ±Inf, ±0), windows at both ends of the
+// bins, empty, full and overlapping, appending after earlier elements and adding to
+// earlier counts, for one, two and three windows, for the base's lane and another.
 func TestDeltaNearMatchesWindow(t *testing.T) {
 	has512 := haveNear512
 	defer func() { haveNear512 = has512 }()
@@ -131,15 +132,27 @@ func TestDeltaNearMatchesWindow(t *testing.T) {
 				if n > 0 {
 					mid = mags[n/2] >> 16
 				}
-				for _, w := range [][2]uint32{{0, 0}, {mid, mid}, {mid - 40, mid + 3}, {0x7f80, 0x7fff}, {0xfffe, 0xffff}, {0, 0xffff}} {
-					prefix := []uint32{7, 8, 9}
-					want, wantAbove := nearWindow(slices.Clone(prefix), mags, w[0], w[1], false)
-					for _, wide := range []bool{false, has512} {
-						haveNear512 = wide
-						got, gotAbove := deltaNearBF16(slices.Clone(prefix), lane, words, w[0], w[1])
-						if !slices.Equal(got, want) || gotAbove != wantAbove {
-							t.Fatalf("n=%d every %d lane %d window %#x AVX-512 %v: kept %d (%d above), want %d (%d above), or another order",
-								n, every, lane, w, wide, len(got), gotAbove, len(want), wantAbove)
+				all := [][2]uint32{{0, 0}, {mid, mid}, {mid - 40, mid + 3}, {0x7f80, 0x7fff}, {0xfffe, 0xffff}, {0, 0xffff}, {mid - 2, mid + 60}}
+				for k := 1; k <= 3; k++ {
+					for first := range all {
+						wins := make([][2]uint32, k)
+						for c := range wins {
+							wins[c] = all[(first+c)%len(all)]
+						}
+						for _, wide := range []bool{false, has512} {
+							haveNear512 = wide
+							found, above := make([][]uint32, k), make([]int64, k)
+							for c := range found {
+								found[c], above[c] = []uint32{7, 8, uint32(c)}, int64(c)
+							}
+							deltaNearBF16(found, above, lane, words, wins)
+							for c, w := range wins {
+								want, wantAbove := nearWindow([]uint32{7, 8, uint32(c)}, mags, w[0], w[1], false)
+								if !slices.Equal(found[c], want) || above[c] != wantAbove+int64(c) {
+									t.Fatalf("n=%d every %d lane %d windows %#x (AVX-512 %v), window %d: kept %d (%d above), want %d (%d above), or another order",
+										n, every, lane, wins, wide, c, len(found[c]), above[c]-int64(c), len(want), wantAbove)
+								}
+							}
 						}
 					}
 				}

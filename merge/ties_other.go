@@ -22,6 +22,10 @@ func deltaNearAsm(dst []uint32, x, b []uint16, lo, hi uint32) (j, k, above int) 
 	panic("unreachable")
 }
 
+func deltaNear2Asm(dst0, dst1 []uint32, x, b []uint16, wins [2][2]uint32) (j int, counts [4]int) {
+	panic("unreachable")
+}
+
 func nearPackAsm(dst, mags []uint32, lo, hi uint32) (j, k, above int) {
 	panic("unreachable")
 }
