@@ -34,9 +34,8 @@ type bandScratch struct {
 	xs    []*uint16
 	masks []*uint64 // with kc: each model's row of packed bits
 	// With sign election: TIES' kernel's lane records (one per model: w the
-	// weight), its scratch of 16 per model, and the factors s (1 without rescale).
+	// weight), and the factors s (1 without rescale).
 	tlanes []tiesLane
-	d16    []float32
 	s      []float32
 	words  [][]uint16 // the chunk's, base first
 	// A group's, for group: the widened inputs (base first), their views, the masks,
@@ -52,7 +51,7 @@ func newBandMerge(m *methodRun, cuts [][]*cut, kc *keepCache, scale []float32, c
 	lanes := len(m.weights)
 	b.pool.New = func() any {
 		s := &bandScratch{lanes: make([]tiesLane, 2*lanes), xs: make([]*uint16, lanes), masks: make([]*uint64, lanes),
-			words: make([][]uint16, lanes+1), tlanes: make([]tiesLane, lanes), d16: make([]float32, 16*lanes),
+			words: make([][]uint16, lanes+1), tlanes: make([]tiesLane, lanes),
 			s:  make([]float32, lanes),
 			in: make([][]float32, lanes+1), mags: make([]uint32, 8), out: make([]float32, 8)}
 		for range lanes + 1 {
@@ -120,9 +119,9 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 		if n-j >= 16 {
 			switch {
 			case sign && masks != nil:
-				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.tlanes, s.d16, b.m.lambda, j, n, masks, s.s, b.m.tv.normalize, false)
+				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.tlanes, b.m.lambda, j, n, masks, s.s, b.m.tv.normalize, false)
 			case sign:
-				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, s.d16, b.m.lambda, j, n, nil, s.s, b.m.tv.normalize, true)
+				j = tiesMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n, nil, s.s, b.m.tv.normalize, true)
 			default:
 				j = bandMergeWordsAsm(dst, s.words[0], s.xs, s.lanes, b.m.lambda, j, n, masks)
 			}

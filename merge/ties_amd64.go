@@ -150,25 +150,24 @@ func tiesMergeAsm(dst, base []float32, xs []*float32, lanes []tiesLane, d []floa
 }
 
 //go:noescape
-func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, d *float32, lambda float32, j, n int, masks **uint64, scale *float32, normalize, band bool) int
+func tiesMergeBF16AVX512(dst, base *uint16, xs **uint16, lanes *tiesLane, nl int, lambda float32, j, n int, masks **uint64, scale *float32, normalize, band bool) int
 
 // haveTiesBF16AVX512: tiesMergeBF16AVX512 runs where the CPU has AVX-512 with its
 // word instructions (a variable, so that the tests run the span path too).
 var haveTiesBF16AVX512 = haveTiesAsm && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
 
 // tiesMergeWordsAsm runs tiesMergeBF16AVX512 from element j of a chunk of n words
-// (xs[i] its models' words, each of at least n; d scratch of 16 per model) and
-// returns where it stopped. TIES' cuts give lanes one record per model; masks (one
+// (xs[i] its models' words, each of at least n) and returns where it stopped. TIES' cuts give lanes one record per model; masks (one
 // row of at least ⌈n/64⌉ words per model) or band (lanes two records per model)
 // take scale, a factor per model.
-func tiesMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, d []float32, lambda float32, j, n int,
+func tiesMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int,
 	masks []*uint64, scale []float32, normalize, band bool) int {
 	nl := len(xs)
 	per := 1
 	if band {
 		per = 2
 	}
-	_, _, _, _ = dst[n-1], base[n-1], d[16*nl-1], lanes[per*nl-1]
+	_, _, _ = dst[n-1], base[n-1], lanes[per*nl-1]
 	var mp **uint64
 	var sp *float32
 	if masks != nil || band {
@@ -179,5 +178,5 @@ func tiesMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, d []f
 		_ = masks[nl-1]
 		mp = &masks[0]
 	}
-	return tiesMergeBF16AVX512(&dst[0], &base[0], &xs[0], &lanes[0], nl, &d[0], lambda, j, n, mp, sp, normalize, band)
+	return tiesMergeBF16AVX512(&dst[0], &base[0], &xs[0], &lanes[0], nl, lambda, j, n, mp, sp, normalize, band)
 }

@@ -279,10 +279,9 @@ func BenchmarkTiesMergeWords(b *testing.B) {
 		xs[i] = &words()[0]
 		lanes[i] = tiesLane{w: 1, gt: int32(math.Float32bits(0.06))}
 	}
-	d := make([]float32, 16*models)
 	b.SetBytes(2 * n * (models + 2))
 	for b.Loop() {
-		if j := tiesMergeWordsAsm(dst, base, xs, lanes, d, 1, 0, n, nil, nil, true, false); j != n {
+		if j := tiesMergeWordsAsm(dst, base, xs, lanes, 1, 0, n, nil, nil, true, false); j != n {
 			b.Fatalf("stopped at %d", j)
 		}
 	}

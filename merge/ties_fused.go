@@ -30,9 +30,8 @@ type tiesMergeScratch struct {
 	// tiesMergeBF16's spans: each input's, widened, and the output's.
 	spanIn  [][]float32
 	spanOut []float32
-	// tiesMergeWords': the AVX-512 kernel's 16 per lane, and the models' words.
-	d16 []float32
-	xw  []*uint16
+	// tiesMergeWords': the models' words.
+	xw []*uint16
 }
 
 func newTiesMergeScratch(lanes int) *tiesMergeScratch {
@@ -202,8 +201,7 @@ func tiesMergeWords(out []byte, in []Operand, cuts []*cut, weights []float32, la
 			return false
 		}
 	}
-	if len(sc.d16) == 0 {
-		sc.d16 = make([]float32, 16*len(cuts))
+	if len(sc.xw) == 0 {
 		sc.xw = make([]*uint16, len(cuts))
 	}
 	if sc.spanIn == nil {
@@ -219,7 +217,7 @@ func tiesMergeWords(out []byte, in []Operand, cuts []*cut, weights []float32, la
 	spans := make([][]float32, len(in))
 	for j := 0; j < n; {
 		if n-j >= 16 {
-			j = tiesMergeWordsAsm(dst, words[0], sc.xw, sc.lanes, sc.d16, lambda, j, n, nil, nil, true, false)
+			j = tiesMergeWordsAsm(dst, words[0], sc.xw, sc.lanes, lambda, j, n, nil, nil, true, false)
 			if j == n {
 				break
 			}

@@ -36,7 +36,7 @@ func tiesMergeAsm(dst, base []float32, xs []*float32, lanes []tiesLane, d []floa
 
 const haveTiesBF16AVX512 = false
 
-func tiesMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, d []float32, lambda float32, j, n int,
+func tiesMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambda float32, j, n int,
 	masks []*uint64, scale []float32, normalize, band bool) int {
 	panic("unreachable")
 }
