@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"unsafe"
@@ -61,7 +62,7 @@ func orderValue(k uint32) float32 {
 // A row that lies whole in one chunk gets everything up to its keys' first histogram
 // in pass 1, so that a tensor none of whose rows straddle chunks is read three times
 // (pass 1, pass 5, the merge); passes 2 to 4 do the straddling rows' share only.
-func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
+func arceeFusionKernel(m *methodRun, tp *TensorPlan) Kernel {
 	seg := newSegments(tp.Shape, false, false) // rows: softmax over the last dimension
 	n := tp.NumElements()
 	st := newArceeStats(seg.n)
@@ -87,10 +88,11 @@ func arceeFusionKernel(_ *methodRun, tp *TensorPlan) Kernel {
 	}
 	var (
 		group     = arceeGroupRows(seg.size)
-		expPool   = sync.Pool{New: func() any { return make([]float64, 2*int64(group)*min(seg.size, ChunkElems)) }}
-		keyPool   = sync.Pool{New: func() any { return make([]uint32, 2*ChunkElems) }} // pass 1 with rp: up to a row past the chunk
-		histPool  = sync.Pool{New: func() any { return new(arceeHist) }}
-		foundPool = sync.Pool{New: func() any { return new([3][]uint32) }} // pass 5: the keys in the bins
+		expElems  = 2 * int64(group) * min(seg.size, ChunkElems)
+		expPool   = sharedPool(m, fmt.Sprintf("arcee/exp/%d", expElems), func() any { return make([]float64, expElems) })
+		keyPool   = sharedPool(m, "arcee/keys", func() any { return make([]uint32, 2*ChunkElems) }) // pass 1 with rp: up to a row past the chunk
+		histPool  = sharedPool(m, "arcee/hist", func() any { return new(arceeHist) })               // drained (zeroed) before it is put back
+		foundPool = sharedPool(m, "arcee/found", func() any { return new([3][]uint32) })            // pass 5: the keys in the bins
 		mu        sync.Mutex
 		hist      []uint64    // passes 1 and 4: counts of the keys' top 16 bits
 		bins      [3]uint32   // the top 16 bits at each quantile's rank

@@ -49,12 +49,12 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 		return Kernel{Err: err}
 	}
 	lanes := len(m.weights)
-	pool := newMaskPool(lanes)
+	pool := m.maskPool()
 	kc := newKeepCache(lanes, m.keepCacheLimit())
 	scale := make([]float32, lanes)
-	cpool := newCombinePool(lanes, m.tv.consensus == ConsensusSign)
+	cpool := m.combinePool(m.tv.consensus == ConsensusSign)
 	return Kernel{
-		Fused: dellaMergeFused(m, kc, scale, pool, cpool, newDellaMergePool(lanes)),
+		Fused: dellaMergeFused(m, kc, scale, pool, cpool, m.shared(fmt.Sprintf("dellaMerge/%d", lanes), func() any { return newDellaMergePool(lanes) }).(*sync.Pool)),
 		Passes: []Pass{{
 			NumStats: 2 * lanes,
 			Chunk: func(pos Chunk, in, _ [][]float32, acc []float64) {

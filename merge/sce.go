@@ -2,10 +2,10 @@ package merge
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"math/bits"
 	"slices"
-	"sync"
 )
 
 // SCE (Wan et al., FuseChat, "Select, Calculate, Erase"; mergekit's sce): with task
@@ -110,7 +110,7 @@ func sceKernel(m *methodRun, t *TensorPlan) Kernel {
 		keyLimit = m.p.keepCacheBytes
 	}
 	sel := newSCESelection(n, m.p.SelectTopK, keyLimit, m.keepCacheLimit())
-	pool := &sync.Pool{New: func() any { return newSCEScratch(lanes) }}
+	pool := sharedPool(m, fmt.Sprintf("sce/%d", lanes), func() any { return newSCEScratch(lanes) })
 	w := make([]float32, lanes)
 	passes := append(sel.passes(), Pass{ // the weights: Σ δ̂_i² per model
 		NumStats: lanes,

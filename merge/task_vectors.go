@@ -142,7 +142,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 	o := m.tv
 	n := t.NumElements()
 	lanes := len(m.weights)
-	pool := newMaskPool(lanes)
+	pool := m.maskPool()
 	var (
 		passes      []Pass
 		ranks       [][]int64 // magnitude and outliers: the rank cuts per model
@@ -223,7 +223,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 			passes = append(passes, l1Pass(pool, keepChunk, nil, scale, lanes))
 		}
 	}
-	cpool := newCombinePool(lanes, o.consensus == ConsensusSign)
+	cpool := m.combinePool(o.consensus == ConsensusSign)
 	k := Kernel{
 		Passes: passes,
 		// della's rows read their inputs beyond the chunk where they straddle chunks
