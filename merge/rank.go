@@ -63,7 +63,11 @@ type rankSelector struct {
 	hiHist [][]uint64   // per lane, 1<<16 bins (top 16 bits)
 	bin    [][]uint32   // per lane and cut, the top-16-bit bin holding the cut
 	above  [][]int64    // per lane and cut, elements in bins above it
-	loHist [][][]uint64
+	// loHist: per lane and cut, the low-16-bit histogram of the cut's bin (lent by
+	// loHists), and loSpan the lowest and highest low bits counted in it: narrowed
+	// where pass 1's windows settle the cut, the whole range where pass 2 counts.
+	loHist [][]*[1 << 16]uint64
+	loSpan [][][2]int
 	ties   [][][]int64 // per lane, cut, chunk: count of elements equal to t
 	pool   sync.Pool   // *rankScratch
 	// kept[lane][cut][chunk]: the low bits of the chunk's elements in the cut's bin,
@@ -466,6 +470,11 @@ func (s *rankSelector) flushHist(h *laneHists) {
 // fresh memory is what this project's VMs charge most for (merge/hold.go).
 var windowHists = sync.Pool{New: func() any { return new([1 << 16]uint32) }}
 
+// loHists lends each cut its low-16-bit histogram (512 KiB), for the same reason:
+// made afresh, they were 2 to 4 % of TIES' and breadcrumbs' CPU, in the serial step
+// between pass 1 and the merge (bench/README.md). They come back zeroed.
+var loHists = sync.Pool{New: func() any { return new([1 << 16]uint64) }}
+
 // nearBlockElems is the magnitudes a block of nearBlocks holds: a chunk's.
 const nearBlockElems = ChunkElems
 
@@ -716,23 +725,28 @@ func (s *rankSelector) settleWindows() {
 	s.newBins()
 	s.eachCut(func(lane, ci int) {
 		// The window's histogram, from the elements kept in it, walked down from
-		// its top bin as locateBins walks the whole one.
+		// its top bin as locateBins walks the whole one; lent by windowHists and
+		// given back zeroed over the window (the only bins counted).
 		c, w := s.cuts[lane][ci], s.win[lane][ci]
-		bins := make([]int64, w[1]-w[0]+1)
+		bins := windowHists.Get().(*[1 << 16]uint32)
+		defer func() {
+			clear(bins[w[0] : w[1]+1])
+			windowHists.Put(bins)
+		}()
 		for _, ms := range s.near[lane][ci] {
 			for _, m := range ms {
-				bins[m>>16-w[0]]++
+				bins[m>>16]++
 			}
 		}
 		cum := s.winAbove[lane][ci]
-		for b := len(bins) - 1; b >= 0; b-- {
-			if cum+bins[b] >= c.rank {
-				s.bin[lane][ci], s.above[lane][ci] = w[0]+uint32(b), cum
+		for b := int(w[1]); b >= int(w[0]); b-- {
+			if v := int64(bins[b]); cum+v >= c.rank {
+				s.bin[lane][ci], s.above[lane][ci] = uint32(b), cum
 				break
 			}
-			cum += bins[b]
+			cum += int64(bins[b])
 		}
-		s.loHist[lane][ci] = make([]uint64, 1<<16)
+		s.lendLoHist(lane, ci)
 	})
 	s.nearHolds()
 	s.settled = true
@@ -746,12 +760,35 @@ func (s *rankSelector) settleWindows() {
 func (s *rankSelector) newBins() {
 	s.bin = make([][]uint32, len(s.cuts))
 	s.above = make([][]int64, len(s.cuts))
-	s.loHist = make([][][]uint64, len(s.cuts))
+	s.loHist = make([][]*[1 << 16]uint64, len(s.cuts))
+	s.loSpan = make([][][2]int, len(s.cuts))
 	for lane, cs := range s.cuts {
 		s.bin[lane] = make([]uint32, len(cs))
 		s.above[lane] = make([]int64, len(cs))
-		s.loHist[lane] = make([][]uint64, len(cs))
+		s.loHist[lane] = make([]*[1 << 16]uint64, len(cs))
+		s.loSpan[lane] = make([][2]int, len(cs))
 	}
+}
+
+// lendLoHist gives cut ci of lane its low-16-bit histogram, zero, spanning every
+// low until something narrows it.
+func (s *rankSelector) lendLoHist(lane, ci int) {
+	s.loHist[lane][ci] = loHists.Get().(*[1 << 16]uint64)
+	s.loSpan[lane][ci] = [2]int{0, 1<<16 - 1}
+}
+
+// returnLoHists gives the histograms back, zeroed over the span each counted in.
+func (s *rankSelector) returnLoHists() {
+	for lane, hs := range s.loHist {
+		for ci, h := range hs {
+			if h != nil {
+				sp := s.loSpan[lane][ci]
+				clear(h[sp[0] : sp[1]+1])
+				loHists.Put(h)
+			}
+		}
+	}
+	s.loHist, s.loSpan = nil, nil
 }
 
 // locateBins ends pass 1: it adds up the histograms, settles SCE's ranks, finds the
@@ -794,7 +831,7 @@ func (s *rankSelector) locateBins() {
 				}
 				cum += v
 			}
-			s.loHist[lane][ci] = make([]uint64, 1<<16)
+			s.lendLoHist(lane, ci)
 		}
 	}
 	s.hiHist = nil
@@ -840,9 +877,12 @@ func (s *rankSelector) nearHolds() bool {
 			lows = binLows(lows, ms, bin, haveTiesAsm)
 			ends[chunk] = len(lows)
 		}
+		sp := [2]int{1<<16 - 1, 0} // none counted yet
 		for _, lo := range lows {
 			h[lo]++
+			sp = [2]int{min(sp[0], int(lo)), max(sp[1], int(lo))}
 		}
+		s.loSpan[lane][ci] = sp
 		perChunk := make([][]uint16, s.nChunks)
 		start := 0
 		for chunk, end := range ends {
@@ -917,8 +957,10 @@ func (s *rankSelector) settle() {
 			}
 			need := c.rank - s.above[lane][ci]
 			var cum int64
-			for lo := 1<<16 - 1; lo >= 0; lo-- {
-				v := int64(s.loHist[lane][ci][lo])
+			// Walked down over the span counted: the bins outside it are 0.
+			h, sp := s.loHist[lane][ci], s.loSpan[lane][ci]
+			for lo := sp[1]; lo >= sp[0]; lo-- {
+				v := int64(h[lo])
 				if cum+v >= need {
 					c.t = s.bin[lane][ci]<<16 | uint32(lo)
 					c.r = need - cum
@@ -947,7 +989,8 @@ func (s *rankSelector) settle() {
 		}
 	}
 	spared := !s.keptOver
-	s.loHist, s.kept = nil, nil
+	s.returnLoHists()
+	s.kept = nil
 	if spared {
 		s.prefixTies()
 	}
