@@ -527,6 +527,17 @@ pdone:
 	POPCNTL     R11, R11 \
 	ADDQ        R11, above
 
+// NEAR_WINDOW_CONSTS loads a window's bounds, lo and hi (uint32 arguments), into the
+// registers NEAR_WINDOW reads as lo, hi − lo and hi: Z5, Z6 and Z7. R9 and R10 are
+// scratch.
+#define NEAR_WINDOW_CONSTS(lo, hi) \
+	MOVL         lo, R9 \
+	VPBROADCASTD R9, Z5 \
+	MOVL         hi, R10 \
+	VPBROADCASTD R10, Z7 \
+	SUBL         R9, R10 \
+	VPBROADCASTD R10, Z6
+
 // func nearPackAVX512(dst, mags *uint32, n int, lo, hi uint32) (k, above int)
 // nearPackAVX2 sixteen at a time (n a multiple of 16), the elements inside the
 // window packed by VPCOMPRESSD: dst needs room for the count plus 16.
@@ -534,12 +545,7 @@ TEXT ·nearPackAVX512(SB), NOSPLIT, $0-48
 	MOVQ         dst+0(FP), DI
 	MOVQ         mags+8(FP), SI
 	MOVQ         n+16(FP), CX
-	MOVL         lo+24(FP), R9
-	VPBROADCASTD R9, Z5          // lo
-	MOVL         hi+28(FP), R10
-	VPBROADCASTD R10, Z7         // hi
-	SUBL         R9, R10
-	VPBROADCASTD R10, Z6         // hi − lo
+	NEAR_WINDOW_CONSTS(lo+24(FP), hi+28(FP))
 	XORQ         AX, AX
 	XORQ         BX, BX
 qloop:
@@ -579,12 +585,7 @@ TEXT ·deltaNearPackAVX512(SB), NOSPLIT, $0-56
 	MOVQ         x+8(FP), SI
 	MOVQ         b+16(FP), DX
 	MOVQ         n+24(FP), CX
-	MOVL         lo+32(FP), R9
-	VPBROADCASTD R9, Z5          // lo
-	MOVL         hi+36(FP), R10
-	VPBROADCASTD R10, Z7         // hi
-	SUBL         R9, R10
-	VPBROADCASTD R10, Z6         // hi − lo
+	NEAR_WINDOW_CONSTS(lo+32(FP), hi+36(FP))
 	MOVL         $0x7fffffff, R9
 	VPBROADCASTD R9, Z4          // |x|'s mask
 	XORQ         AX, AX
