@@ -75,13 +75,8 @@ func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {
 	if !ok {
 		return false
 	}
-	for i, op := range in {
-		if len(op.Data) < len(out) {
-			return false
-		}
-		if s.words[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
-			return false
-		}
+	if s.words, ok = bf16Words(s.words, in, n); !ok {
+		return false
 	}
 	cs := b.cpool.Get().(*combineScratch)
 	defer b.cpool.Put(cs)

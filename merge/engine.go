@@ -720,11 +720,12 @@ func allBF16(in []Operand) bool {
 	return true
 }
 
-// bf16Words views each operand's first n elements as BF16 words; false unless every
-// operand is BF16 with at least n elements readable in place.
-func bf16Words(in []Operand, n int) ([][]uint16, bool) {
-	words := make([][]uint16, len(in))
-	for i, op := range in {
+// bf16Words views each operand's first n elements as BF16 words, into dst's room
+// (reused from chunk to chunk by the fused paths); false unless every operand is
+// BF16 with at least n elements readable in place.
+func bf16Words(dst [][]uint16, in []Operand, n int) ([][]uint16, bool) {
+	dst = dst[:0]
+	for _, op := range in {
 		if op.DType != dtype.BF16 || len(op.Data) < 2*n {
 			return nil, false
 		}
@@ -732,9 +733,9 @@ func bf16Words(in []Operand, n int) ([][]uint16, bool) {
 		if !ok {
 			return nil, false
 		}
-		words[i] = w
+		dst = append(dst, w)
 	}
-	return words, true
+	return dst, true
 }
 
 // bf16Operands splits a fused path's operands into the models' words and the

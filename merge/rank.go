@@ -131,8 +131,9 @@ type rankScratch struct {
 	mags [][]uint32 // one chunk's magnitudes, per lane
 	lows []uint16   // the low bits of the elements in a cut's bin
 	near []uint32   // the magnitudes in a cut's window
-	// collectNearWords': a lane's windows, their cuts, and per window the
-	// magnitudes in it and the count above it
+	// collectNearWords': the chunk's words, a lane's windows, their cuts, and per
+	// window the magnitudes in it and the count above it
+	words  [][]uint16
 	wins   [][2]uint32
 	cis    []int
 	nears  [][]uint32
@@ -582,10 +583,11 @@ func (s *rankSelector) collectNearWords(sc *rankScratch, in []Operand, n int, po
 	if over {
 		return true // pass 1 has nothing left to keep or count
 	}
-	words, ok := bf16Words(in, n)
+	words, ok := bf16Words(sc.words, in, n)
 	if !ok {
 		return false
 	}
+	sc.words = words
 	for lane, cs := range s.cuts {
 		wins, cis := sc.wins[:0], sc.cis[:0]
 		for ci, c := range cs {

@@ -68,13 +68,14 @@ func deltaNearBF16(found [][]uint32, above []int64, lane int, words [][]uint16, 
 		found[0], found[1] = f0[:len(f0)+n[0]], f1[:len(f1)+n[2]]
 		above[0], above[1] = above[0]+int64(n[1]), above[1]+int64(n[3])
 	}
-	for ; j < len(b); j++ {
-		m := absBits(math.Float32frombits(uint32(x[j])<<16) - math.Float32frombits(uint32(b[j])<<16))
+	var mags [16]uint32 // the rest, a block at a time, through the reference loops
+	for ; j < len(b); j += len(mags) {
+		m := mags[:min(len(mags), len(b)-j)]
+		deltaMagnitudesBF16Go(m, x[j:], b[j:])
 		for c, w := range wins {
-			if m>>16-w[0] <= w[1]-w[0] {
-				found[c] = append(found[c], m)
-			}
-			above[c] += int64(b2i(m>>16 > w[1]))
+			var a int64
+			found[c], a = nearWindow(found[c], m, w[0], w[1], false)
+			above[c] += a
 		}
 	}
 }
@@ -96,10 +97,17 @@ func deltaMagnitudesBF16(dst []uint32, lane int, in []Operand) bool {
 	if haveTiesAsm {
 		j = deltaAbsBitsBF16Asm(dst, x, b)
 	}
-	for ; j < n; j++ {
+	deltaMagnitudesBF16Go(dst[j:], x[j:], b[j:])
+	return true
+}
+
+// deltaMagnitudesBF16Go sets dst[j] to the bits of |x[j] − b[j]| on the widened
+// words: the reference the assembly is tested against.
+func deltaMagnitudesBF16Go(dst []uint32, x, b []uint16) {
+	x, b = x[:len(dst)], b[:len(dst)]
+	for j := range dst {
 		dst[j] = absBits(math.Float32frombits(uint32(x[j])<<16) - math.Float32frombits(uint32(b[j])<<16))
 	}
-	return true
 }
 
 // topK is how many elements density keeps of n: floor(density·n), in float64.

@@ -119,7 +119,7 @@ func TestDeltaNearMatchesWindow(t *testing.T) {
 				b, _ := bf16TestWords(rng, n, every)
 				in = append(in, Operand{DType: dtype.BF16, Data: b})
 			}
-			words, ok := bf16Words(in, n)
+			words, ok := bf16Words(nil, in, n)
 			if !ok {
 				t.Fatalf("n=%d: BF16 words declined", n)
 			}
@@ -159,10 +159,10 @@ func TestDeltaNearMatchesWindow(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := bf16Words([]Operand{{DType: dtype.BF16, Data: make([]byte, 8)}, {DType: dtype.F32, Data: make([]byte, 8)}}, 4); ok {
+	if _, ok := bf16Words(nil, []Operand{{DType: dtype.BF16, Data: make([]byte, 8)}, {DType: dtype.F32, Data: make([]byte, 8)}}, 4); ok {
 		t.Error("bf16Words took an F32 operand")
 	}
-	if _, ok := bf16Words([]Operand{{DType: dtype.BF16, Data: make([]byte, 6)}}, 4); ok {
+	if _, ok := bf16Words(nil, []Operand{{DType: dtype.BF16, Data: make([]byte, 6)}}, 4); ok {
 		t.Error("bf16Words took an operand shorter than n words")
 	}
 }

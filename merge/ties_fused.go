@@ -30,8 +30,9 @@ type tiesMergeScratch struct {
 	// tiesMergeBF16's spans: each input's, widened, and the output's.
 	spanIn  [][]float32
 	spanOut []float32
-	// tiesMergeWords': the models' words.
-	xw []*uint16
+	// tiesMergeWords': the operands' words, and pointers to the models'.
+	words [][]uint16
+	xw    []*uint16
 }
 
 func newTiesMergeScratch(lanes int) *tiesMergeScratch {
@@ -195,12 +196,11 @@ func tiesMergeWords(out []byte, in []Operand, cuts []*cut, weights []float32, la
 	if !ok {
 		return false
 	}
-	words := make([][]uint16, len(in))
-	for i, op := range in {
-		if words[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
-			return false
-		}
+	words, ok := bf16Words(sc.words, in, n)
+	if !ok {
+		return false
 	}
+	sc.words = words
 	if len(sc.xw) == 0 {
 		sc.xw = make([]*uint16, len(cuts))
 	}
