@@ -409,6 +409,17 @@ func newRowPool(t *TensorPlan, L int64) (*rowPool, error) {
 // tensor can be streamed like any other.
 func (rp *rowPool) straddles() bool { return rp.n > ChunkElems && ChunkElems%rp.L != 0 }
 
+// operands returns where a chunk's rows are read from, given the chunk's operands
+// (in, at pos): ops[k] holds input k's data from element from on. That is the
+// chunk's own operands where no row straddles chunks, and the whole tensor's
+// (Kernel.WholeInputs) where some do.
+func (rp *rowPool) operands(in []Operand, pos Chunk) (ops []Operand, from int64) {
+	if rp.straddles() {
+		return rp.t.In, 0
+	}
+	return in, pos.Offset
+}
+
 func (rp *rowPool) get() *rowBuf  { return rp.buf.Get().(*rowBuf) }
 func (rp *rowPool) put(b *rowBuf) { rp.buf.Put(b) }
 

@@ -74,10 +74,7 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, in []Operand, pos Chunk
 	ls := rb.lanes
 	sums := make([]l1Lanes, lanes)
 	off, end := pos.Offset, pos.Offset+int64(n)
-	data, from := in, off // data[k] holds input k's words from element from
-	if s.rows.straddles() {
-		data, from = s.t.In, 0
-	}
+	data, from := s.rows.operands(in, pos)
 	for r := off / L; r*L < end; r++ {
 		start := r * L
 		lo, hi := max(start, off), min(start+L, end)

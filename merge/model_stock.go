@@ -115,10 +115,7 @@ func modelStockRowKernel(m *methodRun, t *TensorPlan) Kernel {
 		// where some do, which read beyond the chunk, as WholeInputs allows), its span
 		// of the chunk merged from words.
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-			ops, from := in, pos.Offset // ops[k] holds input k's words from element from
-			if rows.straddles() {
-				ops, from = t.In, 0
-			}
+			ops, from := rows.operands(in, pos)
 			if !haveModelStock512 || outDT != dtype.BF16 || !allBF16(ops) {
 				return false
 			}
