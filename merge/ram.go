@@ -107,8 +107,9 @@ type ramScratch struct {
 	xs    [][]float32 // the models' entries of the block
 
 	// The assembly's: ramCountAVX2's keep masks (8 per model) and per-lane counts
-	// (16 per model), ramBF16AVX2's differences and masks (16 per model), the
-	// models' BF16 words, and a chunk's last elements (fewer than 8) widened.
+	// (16 per model), the BF16 merge's differences and masks (32 per model, as
+	// ramBF16AVX512 lays them out; ramBF16AVX2 uses half), the models' BF16 words,
+	// and a chunk's last elements (fewer than ramLanes) widened.
 	tmp32 []uint32
 	sums  []uint32
 	tmpF  []float32
@@ -118,13 +119,13 @@ type ramScratch struct {
 
 func newRAMScratch(n int) *ramScratch {
 	s := &ramScratch{keep: make([][]uint32, n), count: make([]uint32, ramBlock), sum: make([]float32, ramBlock),
-		tmp32: make([]uint32, 8*n), sums: make([]uint32, 16*n), tmpF: make([]float32, 16*n),
+		tmp32: make([]uint32, 8*n), sums: make([]uint32, 16*n), tmpF: make([]float32, 32*n),
 		words: make([][]uint16, n), tail: make([][]float32, n+2)}
 	for i := range s.keep {
 		s.keep[i] = make([]uint32, ramBlock)
 	}
 	for i := range s.tail {
-		s.tail[i] = make([]float32, 8)
+		s.tail[i] = make([]float32, 16)
 	}
 	return s
 }
@@ -207,8 +208,9 @@ func ramMergeChunk(dst, base []float32, x [][]float32, eps float64, lambda []flo
 }
 
 // ramMergeBF16 is ramMergeChunk from BF16 inputs (in[0] the base) to BF16 out in
-// one AVX2 loop, the last elements (fewer than 8) through ramMergeChunk: the same
-// bits as decoding, merging and encoding, without the float32 chunks in between. It
+// one AVX-512 or AVX2 loop, the last elements (fewer than ramLanes) through
+// ramMergeChunk: the same bits as decoding, merging and encoding, without the
+// float32 chunks in between. It
 // returns false where the bytes are not aligned words (the engine's path then does
 // the chunk).
 func ramMergeBF16(out []byte, in []Operand, eps float64, lambda []float32, s *ramScratch) bool {
@@ -276,11 +278,11 @@ func (s *ramScratch) addCounts(acc []float64, models int) {
 	}
 }
 
-// widenTail decodes the words from j on (fewer than 8) of the base and of each model
+// widenTail decodes the words from j on (fewer than 16) of the base and of each model
 // into s.tail: the base's in s.tail[0], the models' from s.tail[2].
 func (s *ramScratch) widenTail(bw []uint16, xw [][]uint16, j int) (b []float32, xs [][]float32) {
 	widen := func(dst []float32, w []uint16) []float32 {
-		dst = dst[:len(w)] // within the 8 of its capacity
+		dst = dst[:len(w)] // within the 16 of its capacity
 		for e, h := range w {
 			dst[e] = math.Float32frombits(uint32(h) << 16)
 		}

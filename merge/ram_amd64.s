@@ -373,3 +373,234 @@ bexkeep:
 bdone:
 	VZEROUPPER
 	RET
+
+// RAM_CONSTS512 loads what the AVX-512 loops read besides BF16_RNE512_CONSTS' Z4
+// (|x|'s mask) and Z17 (ones): Z18 lo, Z19 hi, Z20 eps, Z21 float64 |x|'s mask. It
+// takes lo, hi and eps from the arguments at their offsets; R12 is clobbered.
+#define RAM_CONSTS512(eps, lo, hi) \
+	VBROADCASTSS  lo, Z18 \
+	VBROADCASTSS  hi, Z19 \
+	VBROADCASTSD  eps, Z20 \
+	MOVQ          $0x7fffffffffffffff, R12 \
+	VPBROADCASTQ  R12, Z21
+
+// RAM_WIDEN512 sets dst to the sixteen BF16 words at addr widened to float32.
+#define RAM_WIDEN512(addr, dst) \
+	VPMOVZXWD addr, dst \
+	VPSLLD    $16, dst, dst
+
+// RAM_KEEP512 sets K2 to the keep mask of the model's d = x − b in Z5 (|d| > hi in
+// Z19) and ORs into K6 the lanes where lo in Z18 ≤ |d| ≤ hi, the ones the float32
+// compare cannot decide (ramThresholds); Z7 and K3 are clobbered.
+#define RAM_KEEP512 \
+	VPANDD   Z4, Z5, Z7        \
+	VCMPPS   $0x1E, Z19, Z7, K2 \
+	VCMPPS   $0x1D, Z18, Z7, K3 \
+	KANDNW   K3, K2, K3        \
+	KORW     K3, K6, K6
+
+// RAM_BASE512 widens b in Z0 to float64 in Z1 (elements 0-7) and Z2 (8-15).
+#define RAM_BASE512 \
+	VCVTPS2PD     Y0, Z1     \
+	VEXTRACTF64X4 $1, Z0, Y2 \
+	VCVTPS2PD     Y2, Z2
+
+// RAM_EXACT512 sets K2 to the keep mask of x in Z6 from the float64 difference
+// against b in Z1 and Z2 (RAM_BASE512): |float64(x) − float64(b)| > eps in Z20,
+// ordered (false for a NaN), as RAM_KEEP does for eight lanes; Z6, Z7 and K3 are
+// clobbered.
+#define RAM_EXACT512 \
+	VCVTPS2PD     Y6, Z7         \
+	VEXTRACTF64X4 $1, Z6, Y6     \
+	VCVTPS2PD     Y6, Z6         \
+	VSUBPD        Z1, Z7, Z7     \
+	VSUBPD        Z2, Z6, Z6     \
+	VPANDQ        Z21, Z7, Z7    \
+	VPANDQ        Z21, Z6, Z6    \
+	VCMPPD        $0x1E, Z20, Z7, K2 \
+	VCMPPD        $0x1E, Z20, Z6, K3 \
+	KUNPCKBW      K2, K3, K2
+
+// func ramBF16AVX512(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
+//
+// ramBF16AVX2 sixteen lanes at a time, for the first n elements (a multiple of 16):
+// the same operations on each lane, in the same order and with the same operands
+// first. The keep masks are mask registers: a model whose entry does not count
+// leaves the lane's sum as it is (merge-masked), where the AVX2 loop adds +0, the
+// same since the sum, begun at +0, is never −0. tmp holds 32 floats per model: its
+// d, then its keep mask's 16 bits.
+TEXT ·ramBF16AVX512(SB), NOSPLIT, $0-72
+	BF16_RNE512_CONSTS // Z4 |x|'s mask, Z17 ones (AX clobbered)
+	MOVQ out+0(FP), DI
+	MOVQ base+8(FP), SI
+	MOVQ models+16(FP), R8
+	MOVQ nModels+24(FP), R9
+	MOVQ n+32(FP), CX
+	RAM_CONSTS512(eps+40(FP), lo+48(FP), hi+52(FP))
+	MOVQ lambda+56(FP), R13
+	MOVQ tmp+64(FP), DX
+	XORQ AX, AX
+
+zloop:
+	CMPQ   AX, CX
+	JGE    zdone
+	RAM_WIDEN512((SI)(AX*2), Z0) // b
+	VPXORD Z3, Z3, Z3            // count
+	KXORW  K6, K6, K6            // undecided lanes
+	MOVQ   R8, R10
+	MOVQ   R9, R11
+	MOVQ   DX, BX
+
+zkeep:
+	MOVQ    (R10), R12
+	RAM_WIDEN512((R12)(AX*2), Z6) // x
+	VSUBPS  Z0, Z6, Z5            // d = x − b
+	VMOVUPS Z5, (BX)
+	RAM_KEEP512
+	KMOVW   K2, 64(BX)
+	VPADDD  Z17, Z3, K2, Z3
+	ADDQ    $24, R10
+	ADDQ    $128, BX
+	DECQ    R11
+	JNZ     zkeep
+	KORTESTW K6, K6
+	JNZ     zexact
+
+zmerge:
+	VCVTDQ2PS Z3, Z8       // count as float32
+	VPCMPEQD  Z17, Z3, K4  // count == 1
+	VPXORD    Z9, Z9, Z9   // the sum
+	MOVQ      R13, R10
+	MOVQ      R9, R11
+	MOVQ      DX, BX
+
+zterm:
+	VMOVUPS     (BX), Z5
+	KMOVW       64(BX), K2
+	VDIVPS      Z8, Z5, Z12          // d/count
+	VMULPS.BCST (R10), Z5, K4, Z12   // λ·d where count == 1
+	VADDPS      Z12, Z9, K2, Z9      // added where the entry counts
+	ADDQ        $4, R10
+	ADDQ        $128, BX
+	DECQ        R11
+	JNZ         zterm
+
+	VADDPS Z9, Z0, Z0 // b + sum
+	BF16_RNE512_STORE(Z0, (DI)(AX*2))
+	ADDQ   $16, AX
+	JMP    zloop
+
+zexact: // the masks again, from float64 differences
+	RAM_BASE512
+	VPXORD Z3, Z3, Z3
+	MOVQ   R8, R10
+	MOVQ   R9, R11
+	MOVQ   DX, BX
+
+zexkeep:
+	MOVQ   (R10), R12
+	RAM_WIDEN512((R12)(AX*2), Z6)
+	RAM_EXACT512
+	KMOVW  K2, 64(BX)
+	VPADDD Z17, Z3, K2, Z3
+	ADDQ   $24, R10
+	ADDQ   $128, BX
+	DECQ   R11
+	JNZ    zexkeep
+	JMP    zmerge
+
+zdone:
+	VZEROUPPER
+	RET
+
+// func ramCountBF16AVX512(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+//
+// ramCountBF16AVX2's counts sixteen lanes at a time, for the first n elements (a
+// multiple of 16), with the keep masks in mask registers: per model k,
+// sums[16k] += its counting entries that other models share and sums[16k+8] those
+// it alone has (whole counts, which addCounts adds as it adds the AVX2 loop's
+// per-lane ones). tmp holds a 16-bit keep mask per model.
+TEXT ·ramCountBF16AVX512(SB), NOSPLIT, $0-64
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z4
+	MOVL $1, AX
+	VPBROADCASTD AX, Z17
+	MOVQ base+0(FP), SI
+	MOVQ models+8(FP), R8
+	MOVQ nModels+16(FP), R9
+	MOVQ n+24(FP), CX
+	RAM_CONSTS512(eps+32(FP), lo+40(FP), hi+44(FP))
+	MOVQ tmp+48(FP), DX
+	MOVQ sums+56(FP), DI
+	XORQ AX, AX
+
+yloop:
+	CMPQ   AX, CX
+	JGE    ydone
+	RAM_WIDEN512((SI)(AX*2), Z0) // b
+	VPXORD Z3, Z3, Z3            // count
+	KXORW  K6, K6, K6            // undecided lanes
+	MOVQ   R8, R10
+	MOVQ   R9, R11
+	MOVQ   DX, BX
+
+ykeep:
+	MOVQ   (R10), R12
+	RAM_WIDEN512((R12)(AX*2), Z6)
+	VSUBPS Z0, Z6, Z5 // d = x − b
+	RAM_KEEP512
+	KMOVW  K2, (BX)
+	VPADDD Z17, Z3, K2, Z3
+	ADDQ   $24, R10
+	ADDQ   $2, BX
+	DECQ   R11
+	JNZ    ykeep
+	KORTESTW K6, K6
+	JNZ    yexact
+
+ycount:
+	VPCMPEQD Z17, Z3, K4 // count == 1
+	MOVQ     R9, R11
+	MOVQ     DX, BX
+	MOVQ     DI, R10
+
+ysum:
+	KMOVW   (BX), K2
+	KANDNW  K2, K4, K3 // shared: keep, count > 1
+	KANDW   K2, K4, K2 // unique
+	KMOVW   K3, R12
+	POPCNTL R12, R12
+	ADDL    R12, (R10)
+	KMOVW   K2, R12
+	POPCNTL R12, R12
+	ADDL    R12, 32(R10)
+	ADDQ    $2, BX
+	ADDQ    $64, R10
+	DECQ    R11
+	JNZ     ysum
+
+	ADDQ $16, AX
+	JMP  yloop
+
+yexact: // the masks again, from float64 differences
+	RAM_BASE512
+	VPXORD Z3, Z3, Z3
+	MOVQ   R8, R10
+	MOVQ   R9, R11
+	MOVQ   DX, BX
+
+yexkeep:
+	MOVQ   (R10), R12
+	RAM_WIDEN512((R12)(AX*2), Z6)
+	RAM_EXACT512
+	KMOVW  K2, (BX)
+	VPADDD Z17, Z3, K2, Z3
+	ADDQ   $24, R10
+	ADDQ   $2, BX
+	DECQ   R11
+	JNZ    yexkeep
+	JMP    ycount
+
+ydone:
+	VZEROUPPER
+	RET

@@ -152,7 +152,7 @@ func bytesWords(b []byte) []uint16 {
 
 // BenchmarkRAMChunk: one chunk of 3 BF16 models, as the engine did it before the
 // fused loop (decode, ramMergeChunk, encode) and as ramMergeBF16 does it, and
-// ramplus_tl's count pass on the decoded chunk.
+// ramplus_tl's count pass from the words and on the decoded chunk.
 func BenchmarkRAMChunk(b *testing.B) {
 	rng := rand.New(rand.NewPCG(17, 19))
 	const nm, n, eps = 3, ChunkElems, 1e-5
@@ -193,6 +193,14 @@ func BenchmarkRAMChunk(b *testing.B) {
 		b.Run("fused", func(b *testing.B) {
 			for b.Loop() {
 				ramMergeBF16(out, ops, eps, lambda, s)
+			}
+		})
+	}
+	if haveLerpBF16Asm {
+		b.Run("count", func(b *testing.B) {
+			acc := make([]float64, 2*nm)
+			for b.Loop() {
+				ramCountBF16(ops, eps, s, acc)
 			}
 		})
 	}
