@@ -130,6 +130,11 @@ func (m *methodRun) maskPool() *maskPool {
 	return m.shared(fmt.Sprintf("mask/%d", lanes), func() any { return newMaskPool(lanes) }).(*maskPool)
 }
 
+// rankPool is the run's pool of rank selectors' scratch (newRankScratch).
+func (m *methodRun) rankPool() *sync.Pool {
+	return sharedPool(m, "rank", newRankScratch)
+}
+
 // combinePool is the run's pool of combineScratch for its models, with sign
 // election's buffers or without (newCombinePool).
 func (m *methodRun) combinePool(sign bool) *sync.Pool {

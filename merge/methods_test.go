@@ -162,7 +162,7 @@ func TestRankSelectorAgainstSort(t *testing.T) {
 					for j := range dst {
 						dst[j] = absBits(in[0][j])
 					}
-				})
+				}, nil)
 				sel.keepLimit = keepLimit
 				passes := sel.passes()
 				nChunks := (n + ChunkElems - 1) / ChunkElems

@@ -69,7 +69,7 @@ type rankSelector struct {
 	loHist [][]*[1 << 16]uint64
 	loSpan [][][2]int
 	ties   [][][]int64 // per lane, cut, chunk: count of elements equal to t
-	pool   sync.Pool   // *rankScratch
+	pool   *sync.Pool  // *rankScratch (newRankScratch), the run's where it shares one
 	// kept[lane][cut][chunk]: the low bits of the chunk's elements in the cut's bin,
 	// kept by pass 2 (or found in what pass 1 kept) while they total at most
 	// keepLimit, so that pass 3 (another full read of every input) can be skipped.
@@ -169,10 +169,21 @@ func (sc *rankScratch) lanes(k, n int) [][]uint32 {
 // maxKeptLows bounds the memory pass 2 may keep to spare pass 3 (2 bytes each).
 const maxKeptLows = 16 << 20
 
-func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane int, in [][]float32)) *rankSelector {
+// newRankScratch is a rank selector's scratch for a chunk in flight. Nothing in it
+// depends on the tensor (its buffers grow to what a chunk needs), so that a run's
+// selectors share one pool of them (methodRun.rankPool).
+func newRankScratch() any { return &rankScratch{lows: make([]uint16, 0, ChunkElems)} }
+
+// newRankSelector makes the selector of the elements ranked within ranks by
+// magnitude, over a tensor of n elements. pool lends its chunks' scratch
+// (newRankScratch): the run's, so that each tensor's first chunks do not allocate
+// theirs again in fresh pages, or nil for a pool of its own.
+func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane int, in [][]float32), pool *sync.Pool) *rankSelector {
+	if pool == nil {
+		pool = &sync.Pool{New: newRankScratch}
+	}
 	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude,
-		keepLimit: maxKeptLows, nearLimit: maxNear}
-	s.pool.New = func() any { return &rankScratch{lows: make([]uint16, 0, ChunkElems)} }
+		keepLimit: maxKeptLows, nearLimit: maxNear, pool: pool}
 	for _, rs := range ranks {
 		var cs []*cut
 		for _, r := range rs {

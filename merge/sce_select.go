@@ -567,7 +567,7 @@ func newSCESelection(n int64, topk float64, keyLimit, maskLimit int64) *sceSelec
 	// The cut's rank depends on the count of non-zero variances, which the
 	// selector's first pass counts (a pass of its own read every input once more).
 	s.big = newSCEBig(n, topk)
-	s.sel = newRankSelector(n, [][]int64{{1}}, sceVariance)
+	s.sel = newRankSelector(n, [][]int64{{1}}, sceVariance, nil)
 	s.sel.rankOfNonZero = func(nz int64) int64 { return sceTopK(topk, nz) }
 	return s
 }

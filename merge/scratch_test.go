@@ -16,6 +16,9 @@ func TestRunScratchShared(t *testing.T) {
 	if m.combinePool(true) == m.combinePool(false) {
 		t.Error("one combine pool with sign election's buffers and without")
 	}
+	if a, b := newDeltaSelector(m, 10, [][]int64{{1}}), newDeltaSelector(m, 20, [][]int64{{2, 5}}); a.pool != b.pool || a.pool != m.rankPool() {
+		t.Error("two tensors' rank selectors in one run use two pools")
+	}
 	if got := len(m.maskPool().get(8).keep); got != 3 {
 		t.Errorf("the shared masks' scratch has %d masks for 3 models", got)
 	}

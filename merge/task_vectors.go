@@ -163,7 +163,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 				ranks[i] = outlierRanks(d, m.p.Gamma, n)
 			}
 		}
-		sel := newDeltaSelector(n, ranks)
+		sel := newDeltaSelector(m, n, ranks)
 		passes = sel.passes()
 		cuts = sel.cuts
 		keepChunk = func(sc *maskScratch, in [][]float32, pos Chunk) [][]bool {

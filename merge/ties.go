@@ -31,8 +31,9 @@ func deltaMagnitudesWith(dst []uint32, x, base []float32, asm bool) {
 // newDeltaSelector is the rank selector of TIES, DARE and breadcrumbs: ranks of
 // deltaMagnitudes, taken from BF16 words where the chunk has them, and pass 1's
 // windows packed straight from the words where the CPU has AVX-512 (deltaNearBF16).
-func newDeltaSelector(n int64, ranks [][]int64) *rankSelector {
-	sel := newRankSelector(n, ranks, deltaMagnitudes)
+// Its chunks' scratch comes from m's run (methodRun.rankPool).
+func newDeltaSelector(m *methodRun, n int64, ranks [][]int64) *rankSelector {
+	sel := newRankSelector(n, ranks, deltaMagnitudes, m.rankPool())
 	sel.magnitudeWords = deltaMagnitudesBF16
 	if deltaNearFast() {
 		sel.nearWords = deltaNearBF16
@@ -158,7 +159,7 @@ func tiesKernel(m *methodRun, t *TensorPlan) Kernel {
 	for i, d := range m.dens {
 		ranks[i] = []int64{topK(d, n)}
 	}
-	sel := newDeltaSelector(n, ranks)
+	sel := newDeltaSelector(m, n, ranks)
 	lambda := m.lambda
 	first := make([]*cut, lanes) // each model's only cut
 	for i, cs := range sel.cuts {

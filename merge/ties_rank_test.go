@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/gomerge/gomerge/formats/dtype"
@@ -15,8 +16,11 @@ import (
 // the rest: the histogram pass and pass 2 run), or are off (nearLimit 0: pass 1
 // counts the histogram, pass 2 runs), with one and two cuts per lane, and pass 1
 // settles the cuts exactly when the windows hold, also where each cut falls among
-// many equal magnitudes in several chunks.
+// many equal magnitudes in several chunks. The selectors share one pool of
+// scratch, as a run's do, so that each case's chunks get what the cases before
+// left in it.
 func TestRankSelectorNearWindows(t *testing.T) {
+	scratch := &sync.Pool{New: newRankScratch}
 	rng := rand.New(rand.NewPCG(3, 17))
 	const n = 2*ChunkElems + 123
 	even := make([]float32, n)   // the same spread in every chunk
@@ -48,7 +52,7 @@ func TestRankSelectorNearWindows(t *testing.T) {
 		{"off", even, 0, 2},
 	} {
 		ranks := [][]int64{{n / 5}, {n / 100, n / 2}, {n - 1}}
-		sel := newRankSelector(n, ranks, mag)
+		sel := newRankSelector(n, ranks, mag, scratch) // scratch the cases before left
 		sel.nearLimit = tc.limit
 		passes := sel.passes()
 		nChunks := int64((n + ChunkElems - 1) / ChunkElems)
