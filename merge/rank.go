@@ -74,6 +74,7 @@ type rankSelector struct {
 	// kept by pass 2 (or found in what pass 1 kept) while they total at most
 	// keepLimit, so that pass 3 (another full read of every input) can be skipped.
 	kept      [][][][]uint16
+	lowRoom   [][]blockSlab[uint16] // per lane and cut, where nearHolds' kept lows live
 	keptTotal int64
 	keptOver  bool
 	keepLimit int64 // maxKeptLows; tests lower it to exercise pass 3
@@ -87,7 +88,7 @@ type rankSelector struct {
 	// whether pass 2 runs, never a cut.
 	win       [][][2]uint32 // per lane and cut, the window's lowest and highest bin
 	near      [][][][]uint32
-	nearRoom  nearSlab // where near's slices live (s.mu held)
+	nearRoom  blockSlab[uint32] // where near's slices live (s.mu held)
 	nearTotal int64
 	nearOver  bool
 	nearLimit int64 // maxNear; tests set 0 to run pass 2
@@ -184,6 +185,7 @@ func newRankSelector(n int64, ranks [][]int64, magnitude func(dst []uint32, lane
 	}
 	s := &rankSelector{n: n, nChunks: (n + ChunkElems - 1) / ChunkElems, magnitude: magnitude,
 		keepLimit: maxKeptLows, nearLimit: maxNear, pool: pool}
+	s.nearRoom = blockSlab[uint32]{pool: &nearBlocks, size: nearBlockElems}
 	for _, rs := range ranks {
 		var cs []*cut
 		for _, r := range rs {
@@ -495,31 +497,55 @@ const nearBlockElems = ChunkElems
 // by the allocator first, 3 % of breadcrumbs' CPU (2026-12-05, bench/README.md).
 var nearBlocks = sync.Pool{New: func() any { b := make([]uint32, 0, nearBlockElems); return &b }}
 
-// nearSlab hands out room for pass 1's kept magnitudes, one block after another.
-type nearSlab struct {
-	cur    []uint32
-	blocks []*[]uint32
+// lowBlocks lends the blocks nearHolds packs the lows of pass 1's kept magnitudes
+// into, across tensors: a chunk's lows at most, and binLows' 16 of slack. One array
+// per cut, grown by append, was made afresh for every tensor (a copy and fresh
+// pages at each doubling).
+var lowBlocks = sync.Pool{New: func() any { b := make([]uint16, 0, ChunkElems+16); return &b }}
+
+// blockSlab hands out room for many short-lived slices, one after another, in
+// blocks of size elements lent by pool (*[]T each): they share a few reused blocks
+// instead of each being allocated, and zeroed in fresh pages, on its own. The
+// slices stay valid until release.
+type blockSlab[T any] struct {
+	pool   *sync.Pool
+	size   int
+	cur    []T
+	blocks []*[]T
 }
 
-// clone returns a copy of src in the slab's room (one longer than a block, which a
-// chunk's magnitudes never are, in its own).
-func (a *nearSlab) clone(src []uint32) []uint32 {
-	if len(src) > nearBlockElems {
-		return slices.Clip(slices.Clone(src))
+// room returns an empty slice with room for at least n elements after what the
+// slab holds (n over a block: a slice of its own); hold keeps what is written there.
+func (a *blockSlab[T]) room(n int) []T {
+	if n > a.size {
+		return make([]T, 0, n)
 	}
-	if cap(a.cur)-len(a.cur) < len(src) {
-		b := nearBlocks.Get().(*[]uint32)
+	if cap(a.cur)-len(a.cur) < n {
+		b := a.pool.Get().(*[]T)
 		a.blocks, a.cur = append(a.blocks, b), (*b)[:0]
 	}
-	n := len(a.cur)
-	a.cur = append(a.cur, src...)
-	return a.cur[n:len(a.cur):len(a.cur)]
+	return a.cur[len(a.cur):]
+}
+
+// hold keeps v, a slice room returned (appended to within its room), and returns
+// it clipped, so that it cannot grow into what is held after it.
+func (a *blockSlab[T]) hold(v []T) []T {
+	v = slices.Clip(v)
+	if n := len(a.cur); len(v) > 0 && cap(a.cur)-n >= len(v) && &a.cur[:n+1][n] == &v[0] {
+		a.cur = a.cur[:n+len(v)]
+	}
+	return v
+}
+
+// clone returns a copy of src in the slab.
+func (a *blockSlab[T]) clone(src []T) []T {
+	return a.hold(append(a.room(len(src)), src...))
 }
 
 // release gives the blocks back, once nothing holds a slice of them.
-func (a *nearSlab) release() {
+func (a *blockSlab[T]) release() {
 	for _, b := range a.blocks {
-		nearBlocks.Put(b)
+		a.pool.Put(b)
 	}
 	a.cur, a.blocks = nil, nil
 }
@@ -880,30 +906,30 @@ func (s *rankSelector) nearHolds() bool {
 	for lane, cs := range s.cuts {
 		found[lane] = make([][][]uint16, len(cs))
 	}
-	s.eachCut(func(lane, ci int) {
-		bin, h := s.bin[lane][ci], s.loHist[lane][ci]
-		// The cut's chunks' lows in one array (keepLows keeps slices of it; nothing
-		// writes it after), each chunk's from ends[chunk-1] to ends[chunk].
-		var lows []uint16
-		ends := make([]int, s.nChunks)
-		for chunk, ms := range s.near[lane][ci] {
-			lows = binLows(lows, ms, bin, haveTiesAsm)
-			ends[chunk] = len(lows)
+	s.lowRoom = make([][]blockSlab[uint16], len(s.cuts))
+	for lane, cs := range s.cuts {
+		s.lowRoom[lane] = make([]blockSlab[uint16], len(cs))
+		for ci := range cs {
+			s.lowRoom[lane][ci] = blockSlab[uint16]{pool: &lowBlocks, size: ChunkElems + 16}
 		}
+	}
+	s.eachCut(func(lane, ci int) {
+		bin, h, room := s.bin[lane][ci], s.loHist[lane][ci], &s.lowRoom[lane][ci]
+		// Each chunk's lows in the cut's room (keepLows keeps them; nothing writes
+		// them after).
+		perChunk := make([][]uint16, s.nChunks)
 		sp := [2]int{1<<16 - 1, 0} // none counted yet
-		for _, lo := range lows {
-			h[lo]++
-			sp = [2]int{min(sp[0], int(lo)), max(sp[1], int(lo))}
+		for chunk, ms := range s.near[lane][ci] {
+			lows := room.hold(binLows(room.room(len(ms)+16), ms, bin, haveTiesAsm))
+			for _, lo := range lows {
+				h[lo]++
+				sp = [2]int{min(sp[0], int(lo)), max(sp[1], int(lo))}
+			}
+			if len(lows) > 0 {
+				perChunk[chunk] = lows
+			}
 		}
 		s.loSpan[lane][ci] = sp
-		perChunk := make([][]uint16, s.nChunks)
-		start := 0
-		for chunk, end := range ends {
-			if end > start {
-				perChunk[chunk] = lows[start:end:end]
-			}
-			start = end
-		}
 		found[lane][ci] = perChunk
 	})
 	// Kept in a fixed order, so that which are kept before the limit does not
@@ -1004,6 +1030,12 @@ func (s *rankSelector) settle() {
 	spared := !s.keptOver
 	s.returnLoHists()
 	s.kept = nil
+	for _, rooms := range s.lowRoom {
+		for ci := range rooms {
+			rooms[ci].release()
+		}
+	}
+	s.lowRoom = nil
 	if spared {
 		s.prefixTies()
 	}

@@ -186,13 +186,15 @@ func TestRankMethodsFusedMatchDecoded(t *testing.T) {
 }
 
 // TestNearSlab: the slab's copies keep their values while more are made after them,
-// one longer than a block included, and a copy cannot grow into the next.
+// one longer than a block included, and a copy cannot grow into the next; so do
+// slices written into room and held, shorter than the room asked for (as binLows
+// fills it), or empty.
 func TestNearSlab(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 8))
-	var a nearSlab
+	a := blockSlab[uint32]{pool: &nearBlocks, size: nearBlockElems}
 	defer a.release()
 	var srcs, got [][]uint32
-	for range 200 {
+	for range 300 {
 		n := rng.IntN(nearBlockElems / 8)
 		if rng.IntN(50) == 0 {
 			n = nearBlockElems + 1 + rng.IntN(9)
@@ -201,7 +203,14 @@ func TestNearSlab(t *testing.T) {
 		for j := range src {
 			src[j] = rng.Uint32()
 		}
-		c := a.clone(src)
+		var c []uint32
+		if rng.IntN(2) == 0 {
+			c = a.clone(src)
+		} else {
+			room := a.room(n + rng.IntN(20))
+			src = src[:rng.IntN(n+1)] // what was written is at most what was asked for
+			c = a.hold(append(room, src...))
+		}
 		if cap(c) != len(c) {
 			t.Fatalf("a copy of %d has room for %d", len(c), cap(c))
 		}
