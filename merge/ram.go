@@ -107,8 +107,8 @@ type ramScratch struct {
 	xs    [][]float32 // the models' entries of the block
 
 	// The assembly's: ramCountAVX2's keep masks (8 per model) and per-lane counts
-	// (16 per model), the BF16 merge's differences and masks (32 per model, as
-	// ramBF16AVX512 lays them out; ramBF16AVX2 uses half), the models' BF16 words,
+	// (16 per model), the BF16 loops' differences and masks (32 per model, as
+	// RAM_KEEPS512 lays them out; ramBF16AVX2 uses half), the models' BF16 words,
 	// and a chunk's last elements (fewer than ramLanes) widened.
 	tmp32 []uint32
 	sums  []uint32

@@ -18,7 +18,7 @@ func ramBF16AVX2(out, base *uint16, models *[]uint16, nModels, n int, eps float6
 func ramBF16AVX512(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
 
 //go:noescape
-func ramCountBF16AVX512(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+func ramCountBF16AVX512(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp *float32, sums *uint32)
 
 // haveRAM512: the BF16 loops can take sixteen lanes at a time here (AVX-512 F for
 // the masks, BW for the words' widening). A var, so that the tests run the AVX2
@@ -95,7 +95,7 @@ func ramCountBF16Asm(base []uint16, x [][]uint16, eps float64, s *ramScratch) in
 	}
 	lo, hi := ramThresholds(eps)
 	if haveRAM512 {
-		ramCountBF16AVX512(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmp32[0], &s.sums[0])
+		ramCountBF16AVX512(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmpF[0], &s.sums[0])
 	} else {
 		ramCountBF16AVX2(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmp32[0], &s.sums[0])
 	}

@@ -384,6 +384,17 @@ bdone:
 	MOVQ          $0x7fffffffffffffff, R12 \
 	VPBROADCASTQ  R12, Z21
 
+// RAM_ARGS512 loads the AVX-512 loops' shared arguments: the models' words' slices
+// to R8, their count to R9, n to CX, tmp to DX, the constants RAM_CONSTS512 loads,
+// and AX, the element, to 0.
+#define RAM_ARGS512(models, nModels, n, eps, lo, hi, tmp) \
+	MOVQ models, R8 \
+	MOVQ nModels, R9 \
+	MOVQ n, CX \
+	RAM_CONSTS512(eps, lo, hi) \
+	MOVQ tmp, DX \
+	XORQ AX, AX
+
 // RAM_WIDEN512 sets dst to the sixteen BF16 words at addr widened to float32.
 #define RAM_WIDEN512(addr, dst) \
 	VPMOVZXWD addr, dst \
@@ -421,6 +432,56 @@ bdone:
 	VCMPPD        $0x1E, Z20, Z6, K3 \
 	KUNPCKBW      K2, K3, K2
 
+// RAM_KEEPS512 widens the base's sixteen words at element AX (from SI) into b in
+// Z0 and makes the group's keep masks from float32 differences, a model at a time
+// (the models' words from R8, R9 of them): each model's d = x − b and keep mask go
+// to its 128 bytes of tmp at DX (d, then the mask's 16 bits at 64), and Z3 counts
+// the models that keep each lane. Where RAM_KEEP512 left a lane undecided it jumps
+// to exact, which redoes the masks with RAM_EXACTS512. loop is the label it
+// defines; R10, R11, R12 and BX are scratch.
+#define RAM_KEEPS512(loop, exact) \
+	RAM_WIDEN512((SI)(AX*2), Z0) \
+	VPXORD  Z3, Z3, Z3 \
+	KXORW   K6, K6, K6 \
+	MOVQ    R8, R10 \
+	MOVQ    R9, R11 \
+	MOVQ    DX, BX \
+loop: \
+	MOVQ    (R10), R12 \
+	RAM_WIDEN512((R12)(AX*2), Z6) \
+	VSUBPS  Z0, Z6, Z5 \
+	VMOVUPS Z5, (BX) \
+	RAM_KEEP512 \
+	KMOVW   K2, 64(BX) \
+	VPADDD  Z17, Z3, K2, Z3 \
+	ADDQ    $24, R10 \
+	ADDQ    $128, BX \
+	DECQ    R11 \
+	JNZ     loop \
+	KORTESTW K6, K6 \
+	JNZ     exact
+
+// RAM_EXACTS512 makes the keep masks and Z3's counts again, as RAM_KEEPS512 does,
+// from float64 differences (RAM_EXACT512), for a group where some lane was
+// undecided; the differences RAM_KEEPS512 stored stay. loop is the label it
+// defines.
+#define RAM_EXACTS512(loop) \
+	RAM_BASE512 \
+	VPXORD  Z3, Z3, Z3 \
+	MOVQ    R8, R10 \
+	MOVQ    R9, R11 \
+	MOVQ    DX, BX \
+loop: \
+	MOVQ    (R10), R12 \
+	RAM_WIDEN512((R12)(AX*2), Z6) \
+	RAM_EXACT512 \
+	KMOVW   K2, 64(BX) \
+	VPADDD  Z17, Z3, K2, Z3 \
+	ADDQ    $24, R10 \
+	ADDQ    $128, BX \
+	DECQ    R11 \
+	JNZ     loop
+
 // func ramBF16AVX512(out, base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, lambda, tmp *float32)
 //
 // ramBF16AVX2 sixteen lanes at a time, for the first n elements (a multiple of 16):
@@ -433,38 +494,13 @@ TEXT ·ramBF16AVX512(SB), NOSPLIT, $0-72
 	BF16_RNE512_CONSTS // Z4 |x|'s mask, Z17 ones (AX clobbered)
 	MOVQ out+0(FP), DI
 	MOVQ base+8(FP), SI
-	MOVQ models+16(FP), R8
-	MOVQ nModels+24(FP), R9
-	MOVQ n+32(FP), CX
-	RAM_CONSTS512(eps+40(FP), lo+48(FP), hi+52(FP))
 	MOVQ lambda+56(FP), R13
-	MOVQ tmp+64(FP), DX
-	XORQ AX, AX
+	RAM_ARGS512(models+16(FP), nModels+24(FP), n+32(FP), eps+40(FP), lo+48(FP), hi+52(FP), tmp+64(FP))
 
 zloop:
 	CMPQ   AX, CX
 	JGE    zdone
-	RAM_WIDEN512((SI)(AX*2), Z0) // b
-	VPXORD Z3, Z3, Z3            // count
-	KXORW  K6, K6, K6            // undecided lanes
-	MOVQ   R8, R10
-	MOVQ   R9, R11
-	MOVQ   DX, BX
-
-zkeep:
-	MOVQ    (R10), R12
-	RAM_WIDEN512((R12)(AX*2), Z6) // x
-	VSUBPS  Z0, Z6, Z5            // d = x − b
-	VMOVUPS Z5, (BX)
-	RAM_KEEP512
-	KMOVW   K2, 64(BX)
-	VPADDD  Z17, Z3, K2, Z3
-	ADDQ    $24, R10
-	ADDQ    $128, BX
-	DECQ    R11
-	JNZ     zkeep
-	KORTESTW K6, K6
-	JNZ     zexact
+	RAM_KEEPS512(zkeep, zexact)
 
 zmerge:
 	VCVTDQ2PS Z3, Z8       // count as float32
@@ -491,72 +527,33 @@ zterm:
 	JMP    zloop
 
 zexact: // the masks again, from float64 differences
-	RAM_BASE512
-	VPXORD Z3, Z3, Z3
-	MOVQ   R8, R10
-	MOVQ   R9, R11
-	MOVQ   DX, BX
-
-zexkeep:
-	MOVQ   (R10), R12
-	RAM_WIDEN512((R12)(AX*2), Z6)
-	RAM_EXACT512
-	KMOVW  K2, 64(BX)
-	VPADDD Z17, Z3, K2, Z3
-	ADDQ   $24, R10
-	ADDQ   $128, BX
-	DECQ   R11
-	JNZ    zexkeep
+	RAM_EXACTS512(zexkeep)
 	JMP    zmerge
 
 zdone:
 	VZEROUPPER
 	RET
 
-// func ramCountBF16AVX512(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp, sums *uint32)
+// func ramCountBF16AVX512(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp *float32, sums *uint32)
 //
 // ramCountBF16AVX2's counts sixteen lanes at a time, for the first n elements (a
 // multiple of 16), with the keep masks in mask registers: per model k,
 // sums[16k] += its counting entries that other models share and sums[16k+8] those
 // it alone has (whole counts, which addCounts adds as it adds the AVX2 loop's
-// per-lane ones). tmp holds a 16-bit keep mask per model.
+// per-lane ones). tmp holds 128 bytes per model, as RAM_KEEPS512 lays them out.
 TEXT ·ramCountBF16AVX512(SB), NOSPLIT, $0-64
 	MOVL $0x7fffffff, AX
 	VPBROADCASTD AX, Z4
 	MOVL $1, AX
 	VPBROADCASTD AX, Z17
 	MOVQ base+0(FP), SI
-	MOVQ models+8(FP), R8
-	MOVQ nModels+16(FP), R9
-	MOVQ n+24(FP), CX
-	RAM_CONSTS512(eps+32(FP), lo+40(FP), hi+44(FP))
-	MOVQ tmp+48(FP), DX
 	MOVQ sums+56(FP), DI
-	XORQ AX, AX
+	RAM_ARGS512(models+8(FP), nModels+16(FP), n+24(FP), eps+32(FP), lo+40(FP), hi+44(FP), tmp+48(FP))
 
 yloop:
 	CMPQ   AX, CX
 	JGE    ydone
-	RAM_WIDEN512((SI)(AX*2), Z0) // b
-	VPXORD Z3, Z3, Z3            // count
-	KXORW  K6, K6, K6            // undecided lanes
-	MOVQ   R8, R10
-	MOVQ   R9, R11
-	MOVQ   DX, BX
-
-ykeep:
-	MOVQ   (R10), R12
-	RAM_WIDEN512((R12)(AX*2), Z6)
-	VSUBPS Z0, Z6, Z5 // d = x − b
-	RAM_KEEP512
-	KMOVW  K2, (BX)
-	VPADDD Z17, Z3, K2, Z3
-	ADDQ   $24, R10
-	ADDQ   $2, BX
-	DECQ   R11
-	JNZ    ykeep
-	KORTESTW K6, K6
-	JNZ    yexact
+	RAM_KEEPS512(ykeep, yexact)
 
 ycount:
 	VPCMPEQD Z17, Z3, K4 // count == 1
@@ -565,7 +562,7 @@ ycount:
 	MOVQ     DI, R10
 
 ysum:
-	KMOVW   (BX), K2
+	KMOVW   64(BX), K2
 	KANDNW  K2, K4, K3 // shared: keep, count > 1
 	KANDW   K2, K4, K2 // unique
 	KMOVW   K3, R12
@@ -574,7 +571,7 @@ ysum:
 	KMOVW   K2, R12
 	POPCNTL R12, R12
 	ADDL    R12, 32(R10)
-	ADDQ    $2, BX
+	ADDQ    $128, BX
 	ADDQ    $64, R10
 	DECQ    R11
 	JNZ     ysum
@@ -583,22 +580,7 @@ ysum:
 	JMP  yloop
 
 yexact: // the masks again, from float64 differences
-	RAM_BASE512
-	VPXORD Z3, Z3, Z3
-	MOVQ   R8, R10
-	MOVQ   R9, R11
-	MOVQ   DX, BX
-
-yexkeep:
-	MOVQ   (R10), R12
-	RAM_WIDEN512((R12)(AX*2), Z6)
-	RAM_EXACT512
-	KMOVW  K2, (BX)
-	VPADDD Z17, Z3, K2, Z3
-	ADDQ   $24, R10
-	ADDQ   $2, BX
-	DECQ   R11
-	JNZ    yexkeep
+	RAM_EXACTS512(yexkeep)
 	JMP    ycount
 
 ydone:
