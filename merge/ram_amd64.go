@@ -2,6 +2,8 @@
 
 package merge
 
+import "golang.org/x/sys/cpu"
+
 //go:noescape
 func ramMaskAVX2(keep, count *uint32, x, b *float32, n int, eps float64)
 
@@ -20,15 +22,14 @@ func ramBF16AVX512(out, base *uint16, models *[]uint16, nModels, n int, eps floa
 //go:noescape
 func ramCountBF16AVX512(base *uint16, models *[]uint16, nModels, n int, eps float64, lo, hi float32, tmp *float32, sums *uint32)
 
-// haveRAM512: the BF16 loops can take sixteen lanes at a time here (AVX-512 F for
-// the masks, BW for the words' widening). A var, so that the tests run the AVX2
-// loops too.
-var haveRAM512 = haveAVX512BW
+// haveRAM512: the BF16 loops can take sixteen lanes at a time here (AVX-512 F,
+// and POPCNT for the counts). A var, so that the tests run the AVX2 loops too.
+var haveRAM512 = cpu.X86.HasAVX512F && cpu.X86.HasPOPCNT
 
-// ramLanes is how many elements the BF16 loops take at a time here: what they do is
-// a multiple of it, and the caller does the rest.
-func ramLanes() int {
-	if haveRAM512 {
+// ramLanes is how many elements the BF16 loops take at a time, sixteen (wide) or
+// eight: what they do is a multiple of it, and the caller does the rest.
+func ramLanes(wide bool) int {
+	if wide {
 		return 16
 	}
 	return 8
@@ -64,7 +65,8 @@ func ramCountAsm(base []float32, x [][]float32, eps float64, s *ramScratch) int 
 // ramBF16Asm runs ram's merge from BF16 words to BF16 words over the first elements
 // of out, a multiple of ramLanes, and returns how many.
 func ramBF16Asm(out, base []uint16, x [][]uint16, eps float64, lambda []float32, s *ramScratch) int {
-	n := len(out) &^ (ramLanes() - 1)
+	wide := haveRAM512 // read once: the tests set it
+	n := len(out) &^ (ramLanes(wide) - 1)
 	if n == 0 {
 		return 0
 	}
@@ -74,9 +76,11 @@ func ramBF16Asm(out, base []uint16, x [][]uint16, eps float64, lambda []float32,
 	}
 	_ = lambda[len(x)-1]
 	lo, hi := ramThresholds(eps)
-	if haveRAM512 {
+	if wide {
+		_ = s.tmpF[32*len(x)-1] // 128 bytes a model
 		ramBF16AVX512(&out[0], &base[0], &x[0], len(x), n, eps, lo, hi, &lambda[0], &s.tmpF[0])
 	} else {
+		_ = s.tmpF[16*len(x)-1] // 64 bytes a model
 		ramBF16AVX2(&out[0], &base[0], &x[0], len(x), n, eps, lo, hi, &lambda[0], &s.tmpF[0])
 	}
 	return n
@@ -86,7 +90,8 @@ func ramBF16Asm(out, base []uint16, x [][]uint16, eps float64, lambda []float32,
 // words, a multiple of ramLanes, to s.sums (addCounts' layout), and returns how
 // many.
 func ramCountBF16Asm(base []uint16, x [][]uint16, eps float64, s *ramScratch) int {
-	n := len(base) &^ (ramLanes() - 1)
+	wide := haveRAM512 // read once: the tests set it
+	n := len(base) &^ (ramLanes(wide) - 1)
 	if n == 0 {
 		return 0
 	}
@@ -94,9 +99,12 @@ func ramCountBF16Asm(base []uint16, x [][]uint16, eps float64, s *ramScratch) in
 		_ = xi[n-1] // the assembly reads n words of each model
 	}
 	lo, hi := ramThresholds(eps)
-	if haveRAM512 {
+	_ = s.sums[16*len(x)-1] // 16 counts a model
+	if wide {
+		_ = s.tmpF[32*len(x)-1] // 128 bytes a model
 		ramCountBF16AVX512(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmpF[0], &s.sums[0])
 	} else {
+		_ = s.tmp32[8*len(x)-1] // 32 bytes a model
 		ramCountBF16AVX2(&base[0], &x[0], len(x), n, eps, lo, hi, &s.tmp32[0], &s.sums[0])
 	}
 	return n

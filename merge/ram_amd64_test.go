@@ -13,4 +13,5 @@ func TestRAMBF16AVX2(t *testing.T) {
 	t.Run("merge", TestRAMMergeBF16MatchesChunk)
 	t.Run("count", TestRAMCountBF16MatchesChunk)
 	t.Run("count fused", TestRAMPlusCountFusedMatchesDecoded)
+	t.Run("undecided at lo", TestRAMUndecidedAtLo)
 }

@@ -99,6 +99,47 @@ func TestRAMMergeBF16MatchesChunk(t *testing.T) {
 	}
 }
 
+// TestRAMUndecidedAtLo: a difference that rounds in float32 to exactly lo (the
+// largest float32 not above eps) is one the float32 compare cannot decide; the
+// float64 compare finds that it counts. Here |x − b| = 2⁻¹⁰ + 2⁻⁴⁰ against an eps
+// of 2⁻¹⁰ + 2⁻⁴¹: the float32 difference is 2⁻¹⁰, which is lo. The merge and the
+// counts from BF16 words must agree with the element-at-a-time reference.
+func TestRAMUndecidedAtLo(t *testing.T) {
+	if !haveLerpBF16Asm {
+		return // no assembly: the engine's decoded path, which TestRAMChunkMatchesOneAtATime checks
+	}
+	const n = 40 // two groups of sixteen and a tail
+	eps := math.Ldexp(1, -10) + math.Ldexp(1, -41)
+	base, moved := make([]uint16, n), make([]uint16, n)
+	for j := range n {
+		base[j], moved[j] = 0x3a80, 0xab80 // 2⁻¹⁰, and −2⁻⁴⁰
+	}
+	if lo, _ := ramThresholds(eps); lo != float32(math.Ldexp(1, -10)) {
+		t.Fatalf("lo %g: the case no longer meets the threshold", lo)
+	}
+	in := []Operand{{DType: dtype.BF16, Data: wordsBytes(base)}, {DType: dtype.BF16, Data: wordsBytes(moved)},
+		{DType: dtype.BF16, Data: wordsBytes(base)}}
+	xs := [][]float32{widenWords(moved), widenWords(base)}
+	got, want := make([]float64, 4), make([]float64, 4)
+	if !ramCountBF16(in, eps, newRAMScratch(2), got) {
+		t.Fatal("ramCountBF16 declined aligned words")
+	}
+	ramCountChunk(widenWords(base), xs, eps, newRAMScratch(2), want)
+	if !slices.Equal(got, want) || want[1] != n {
+		t.Errorf("counts %v, ramCountChunk %v (the moved model's %d entries count, alone)", got, want, n)
+	}
+	out, ref := make([]byte, 2*n), make([]float32, n)
+	if !ramMergeBF16(out, in, eps, []float32{1, 1}, newRAMScratch(2)) {
+		t.Fatal("ramMergeBF16 declined aligned words")
+	}
+	ramMergeOne(ref, widenWords(base), xs, eps, []float32{1, 1})
+	for j, w := range bytesWords(out) {
+		if w != dtype.Float32ToBF16(ref[j]) {
+			t.Fatalf("element %d: %#04x, want %#04x", j, w, dtype.Float32ToBF16(ref[j]))
+		}
+	}
+}
+
 // TestRAMCountChunkTails: ramCountChunk (all models per 8 elements in AVX2 where the
 // CPU has it) counts as ramCountOne on lengths that leave tails and across
 // several calls adding to the same acc.
