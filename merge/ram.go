@@ -56,7 +56,7 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 				defer pool.Put(s)
 				ramCountChunk(in[0], in[1:], eps, s, acc)
 			},
-			// BF16 inputs with AVX2: the counts straight from the words.
+			// BF16 inputs with AVX-512 or AVX2: the counts straight from the words.
 			Fused: func(_ Chunk, in []Operand, acc []float64) bool {
 				if !haveLerpBF16Asm || !allBF16(in) {
 					return false
@@ -80,9 +80,9 @@ func ramKernel(m *methodRun, plus bool) Kernel {
 			defer pool.Put(s)
 			ramMergeChunk(dst, in[0], in[1:], eps, lambda, s)
 		},
-		// BF16 in and out (what checkpoints are stored in) with AVX2: one loop from
-		// the inputs' bytes to the output's, the same bits as decoding, Merge and
-		// encoding (ramMergeBF16).
+		// BF16 in and out (what checkpoints are stored in) with AVX-512 or AVX2: one
+		// loop from the inputs' bytes to the output's, the same bits as decoding,
+		// Merge and encoding (ramMergeBF16).
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, _ Chunk) bool {
 			if !haveLerpBF16Asm || outDT != dtype.BF16 || !allBF16(in) {
 				return false
@@ -108,7 +108,8 @@ type ramScratch struct {
 
 	// The assembly's: ramCountAVX2's keep masks (8 per model) and per-lane counts
 	// (16 per model), the BF16 loops' differences and masks (32 per model, as
-	// RAM_KEEPS512 lays them out; ramBF16AVX2 uses half), the models' BF16 words,
+	// RAM_KEEPS512 lays them out; ramBF16AVX2 uses half), the room for the base's
+	// and the models' BF16 words (bf16Words),
 	// and a chunk's last elements (fewer than ramLanes) widened.
 	tmp32 []uint32
 	sums  []uint32
@@ -120,7 +121,7 @@ type ramScratch struct {
 func newRAMScratch(n int) *ramScratch {
 	s := &ramScratch{keep: make([][]uint32, n), count: make([]uint32, ramBlock), sum: make([]float32, ramBlock),
 		tmp32: make([]uint32, 8*n), sums: make([]uint32, 16*n), tmpF: make([]float32, 32*n),
-		words: make([][]uint16, n), tail: make([][]float32, n+2)}
+		words: make([][]uint16, 0, n+1), tail: make([][]float32, n+2)}
 	for i := range s.keep {
 		s.keep[i] = make([]uint32, ramBlock)
 	}
@@ -216,16 +217,14 @@ func ramMergeChunk(dst, base []float32, x [][]float32, eps float64, lambda []flo
 func ramMergeBF16(out []byte, in []Operand, eps float64, lambda []float32, s *ramScratch) bool {
 	n := len(out) / 2
 	ow, ok := dtype.Uint16s(out)
-	bw, okb := dtype.Uint16s(in[0].Data[:2*n])
-	if !ok || !okb {
+	if !ok {
 		return false
 	}
-	xw := s.words[:len(in)-1]
-	for i, op := range in[1:] {
-		if xw[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
-			return false
-		}
+	words, ok := bf16Words(s.words, in, n)
+	if !ok {
+		return false
 	}
+	bw, xw := words[0], words[1:]
 	j := ramBF16Asm(ow, bw, xw, eps, lambda, s)
 	if j == n {
 		return true
@@ -243,17 +242,12 @@ func ramMergeBF16(out []byte, in []Operand, eps float64, lambda []float32, s *ra
 // counts; false where the words cannot be read in place (misaligned data, a
 // big-endian host), for the engine's path to decode.
 func ramCountBF16(in []Operand, eps float64, s *ramScratch, acc []float64) bool {
-	n := len(in[0].Data) / 2
-	bw, ok := dtype.Uint16s(in[0].Data[:2*n])
+	words, ok := bf16Words(s.words, in, len(in[0].Data)/2)
 	if !ok {
 		return false
 	}
-	xw := s.words[:len(in)-1]
-	for i, op := range in[1:] {
-		if xw[i], ok = dtype.Uint16s(op.Data[:2*n]); !ok {
-			return false
-		}
-	}
+	bw, xw := words[0], words[1:]
+	n := len(bw)
 	clear(s.sums)
 	j := ramCountBF16Asm(bw, xw, eps, s)
 	s.addCounts(acc, len(xw))
