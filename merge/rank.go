@@ -542,9 +542,13 @@ func (a *blockSlab[T]) clone(src []T) []T {
 	return a.hold(append(a.room(len(src)), src...))
 }
 
-// release gives the blocks back, once nothing holds a slice of them.
+// release gives the blocks back, once nothing holds a slice of them (poisoned
+// first under the gomerge_poison tag).
 func (a *blockSlab[T]) release() {
 	for _, b := range a.blocks {
+		if poisonReleased {
+			poison((*b)[:cap(*b)])
+		}
 		a.pool.Put(b)
 	}
 	a.cur, a.blocks = nil, nil
