@@ -348,3 +348,80 @@ wsum:
 wdone:
 	VZEROUPPER
 	RET
+
+// func dellaMagsBF16AVX512(mags *uint32, base, x *byte, n int) uint32
+// dellaMagsBF16AVX2 sixteen lanes at a time (n a multiple of 16, at least 16): the
+// same operations on each lane, so the same bits.
+TEXT ·dellaMagsBF16AVX512(SB), NOSPLIT, $0-36
+	MOVQ mags+0(FP), DI
+	MOVQ base+8(FP), BX
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	VPTERNLOGD $0xff, Z15, Z15, Z15
+	VPSRLD     $1, Z15, Z15 // 0x7fffffff: clears the sign
+	VPXORD     Z14, Z14, Z14
+	XORQ       DX, DX
+
+zhloop:
+	VPMOVZXWD (SI)(DX*2), Z0
+	VPSLLD    $16, Z0, Z0
+	VPMOVZXWD (BX)(DX*2), Z1
+	VPSLLD    $16, Z1, Z1
+	VSUBPS    Z1, Z0, Z0 // x − base, as Go's float32 subtraction
+	VPANDD    Z15, Z0, Z0
+	VMOVDQU32 Z0, (DI)(DX*4)
+	VPSRLD    $16, Z0, Z1
+	VPMAXUD   Z1, Z14, Z14
+	ADDQ      $16, DX
+	CMPQ      DX, CX
+	JB        zhloop
+	VEXTRACTI64X4 $1, Z14, Y1
+	VPMAXUD   Y1, Y14, Y14
+	DELLA_MAG_MAX
+	MOVL      AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func dellaDeltaBF16AVX512(sum, d *float32, x *byte, b *float32, bits *byte, scale, w float32, n int)
+// dellaDeltaBF16AVX2 sixteen lanes at a time (n a multiple of 16): the lanes' bits
+// of the mask are its two bytes, loaded as a mask register, and dropped entries are
+// zeroed by it (+0, as the AVX2 loop's and-not makes them); the same operations in
+// the same operand order otherwise, so the same bits.
+TEXT ·dellaDeltaBF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ sum+0(FP), DI
+	MOVQ d+8(FP), R10
+	MOVQ x+16(FP), SI
+	MOVQ b+24(FP), DX
+	MOVQ bits+32(FP), R8
+	VBROADCASTSS scale+40(FP), Z5
+	VBROADCASTSS w+44(FP), Z6
+	MOVQ n+48(FP), CX
+	XORQ AX, AX // byte offset of the float32 element
+	XORQ BX, BX // byte of the masks
+	XORQ R9, R9 // byte offset of the BF16 word
+zwloop:
+	CMPQ CX, $16
+	JLT  zwdone
+	VPMOVZXWD (SI)(R9*1), Z0
+	VPSLLD    $16, Z0, Z0      // the words widened
+	VMOVUPS   (DX)(AX*1), Z1
+	VSUBPS    Z1, Z0, Z0       // δ = x − b
+	VMULPS    Z0, Z5, Z0       // scale·δ
+	VMULPS    Z0, Z6, Z0       // w·(s·δ)
+	KMOVW     (R8)(BX*1), K1   // lane k: bit k of the two bytes
+	VMOVAPS.Z Z0, K1, Z0       // dropped entries become +0
+	TESTQ     R10, R10
+	JZ        zwsum
+	VMOVUPS   Z0, (R10)(AX*1)
+zwsum:
+	VMOVUPS   (DI)(AX*1), Z3
+	VADDPS    Z0, Z3, Z3       // sum + v (sum the first operand, as in Go)
+	VMOVUPS   Z3, (DI)(AX*1)
+	ADDQ $64, AX
+	ADDQ $32, R9
+	ADDQ $2, BX
+	SUBQ $16, CX
+	JMP  zwloop
+zwdone:
+	VZEROUPPER
+	RET

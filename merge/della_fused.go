@@ -103,7 +103,8 @@ func float32Bits(f []float32) []uint32 {
 
 // rowMagnitudesBF16 is rowMagnitudes on BF16 words (little-endian): the bits of
 // |x − base| of the widened values into mags, and the largest top 16 bits (the first
-// multiple of 8 in AVX2 where there is, tested bit for bit against the loop).
+// multiple of 8 in assembly where there is, sixteen lanes at a time with AVX-512,
+// tested bit for bit against the loop).
 //
 //go:noinline
 func rowMagnitudesBF16(mags []uint32, base, x []byte) uint32 {
