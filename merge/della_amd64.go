@@ -86,32 +86,16 @@ func dellaMagsBF16Asm(mags []uint32, base, x []byte, n int) uint32 {
 //go:noescape
 func dellaDeltaBF16AVX2(sum, d *float32, x *byte, b *float32, bits *byte, scale, w float32, n int)
 
-//go:noescape
-func dellaDeltaBF16AVX512(sum, d *float32, x *byte, b *float32, bits *byte, scale, w float32, n int)
-
-// dellaDeltaBF16Asm runs dellaDeltaBF16AVX512 on the first n elements' multiple of 16
-// where there is AVX-512 and dellaDeltaBF16AVX2 on the rest (n a multiple of 8, at
-// least 8): tvDeltaBitsAsm with no per-element factors and x BF16 words.
+// dellaDeltaBF16Asm runs dellaDeltaBF16AVX2 on the first n elements (a multiple of
+// 8, at least 8): tvDeltaBitsAsm with no per-element factors and x BF16 words. It
+// has no sixteen-lane form: where the CPU has AVX-512, della's merge from words is
+// TIES' one-sweep kernel (dellaKernel), and this loop runs only on CPUs without it.
 func dellaDeltaBF16Asm(sum, d []float32, x []byte, b []float32, bits []uint64, scale, w float32, n int) {
 	_, _, _, _ = sum[n-1], x[2*n-1], b[n-1], bits[(n-1)/64]
+	var dp *float32
 	if d != nil {
 		_ = d[n-1]
+		dp = &d[0]
 	}
-	mask := unsafe.Slice((*byte)(unsafe.Pointer(&bits[0])), 8*len(bits))
-	j := 0
-	if haveDellaAVX512 && n >= 16 {
-		j = n &^ 15
-		dellaDeltaBF16AVX512(&sum[0], elemPtr(d, 0), &x[0], &b[0], &mask[0], scale, w, j)
-	}
-	if j < n {
-		dellaDeltaBF16AVX2(&sum[j], elemPtr(d, j), &x[2*j], &b[j], &mask[j/8], scale, w, n-j)
-	}
-}
-
-// elemPtr is &d[j], or nil for a nil d (the kernels' "no output").
-func elemPtr(d []float32, j int) *float32 {
-	if d == nil {
-		return nil
-	}
-	return &d[j]
+	dellaDeltaBF16AVX2(&sum[0], dp, &x[0], &b[0], (*byte)(unsafe.Pointer(&bits[0])), scale, w, n)
 }

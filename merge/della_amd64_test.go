@@ -148,75 +148,18 @@ func TestBucketRankAsmMatchesGo(t *testing.T) {
 	}
 }
 
-// TestDellaBF16AVX2: where the CPU has AVX-512, della's magnitudes and deltas from
-// BF16 words run sixteen lanes at a time, with the AVX2 loops only on a multiple of
-// 8 left over; this runs their tests on the AVX2 loops throughout (and the rank
-// kernels' Go loops, which the same switch selects).
+// TestDellaBF16AVX2: where the CPU has AVX-512, della's magnitudes from BF16 words
+// run sixteen lanes at a time (the AVX2 loop only on a multiple of 8 left over) and
+// its merge from words is TIES' one-sweep kernel; this runs their tests with the
+// AVX2 loops and della's own merge blocks throughout (and the rank kernels' Go
+// loops, which the same switch selects), the paths of a CPU without AVX-512.
 func TestDellaBF16AVX2(t *testing.T) {
-	if !haveDellaAVX512 {
+	if !haveDellaAVX512 || !haveTiesBF16AVX512 {
 		t.Skip("no AVX-512 on this CPU: the AVX2 loops are the ones the other tests run")
 	}
-	haveDellaAVX512 = false
-	defer func() { haveDellaAVX512 = true }()
+	haveDellaAVX512, haveTiesBF16AVX512 = false, false
+	defer func() { haveDellaAVX512, haveTiesBF16AVX512 = true, true }()
 	t.Run("magnitudes", TestRowMagnitudesBF16)
 	t.Run("ranking pass", TestDellaFusedMatchesDecoded)
 	t.Run("merge", TestDellaKernelFusedMatchesDecoded)
-}
-
-// TestDellaDeltaBF16Lanes: the sixteen-lane delta loop gives the eight-lane one's
-// bits, its d and its sums, on special words every other entry, sums that start as
-// NaNs with payloads, ±0 and ±Inf (so that which operand's NaN an addition keeps,
-// and +0 against −0, show), factors that are negative, zero, NaN or huge, with d
-// and without, on lengths that leave the eight-lane loop a tail and that do not.
-func TestDellaDeltaBF16Lanes(t *testing.T) {
-	if !haveDellaAVX512 {
-		t.Skip("no AVX-512 on this CPU: the AVX2 loop is the only one")
-	}
-	defer func() { haveDellaAVX512 = true }()
-	rng := rand.New(rand.NewPCG(8, 16))
-	specials := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)),
-		math.Float32frombits(0x7fc01234), math.Float32frombits(0xffa00777), 1e-40}
-	factors := [][2]float32{{1, 0.7}, {-1.5, 0.25}, {0, 2}, {float32(math.NaN()), 1}, {1e30, 1e10}}
-	for _, n := range []int{8, 16, 24, 40, 64, 72, 2040, 2048} {
-		xb, _ := bf16TestWords(rng, n, 2)
-		base, sum0 := make([]float32, n), make([]float32, n)
-		for j := range n {
-			base[j] = float32(rng.NormFloat64())
-			sum0[j] = float32(rng.NormFloat64())
-			if rng.IntN(3) == 0 {
-				base[j] = specials[rng.IntN(len(specials))]
-			}
-			if rng.IntN(2) == 0 {
-				sum0[j] = specials[rng.IntN(len(specials))]
-			}
-		}
-		bits := make([]uint64, (n+63)/64)
-		for k := range bits {
-			bits[k] = rng.Uint64()
-		}
-		for _, f := range factors {
-			for _, withD := range []bool{false, true} {
-				run := func(wide bool) (sum, d []float32) {
-					haveDellaAVX512 = wide
-					sum = slices.Clone(sum0)
-					if withD {
-						d = make([]float32, n)
-						for j := range d {
-							d[j] = float32(j) // overwritten everywhere
-						}
-					}
-					dellaDeltaBF16Asm(sum, d, xb, base, bits, f[0], f[1], n)
-					return sum, d
-				}
-				ws, wd := run(false)
-				gs, gd := run(true)
-				same := func(a, b []float32) bool {
-					return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
-				}
-				if !same(gs, ws) || !same(gd, wd) {
-					t.Fatalf("n %d factors %v d %v: the sixteen-lane loop's bits differ from the eight-lane one's", n, f, withD)
-				}
-			}
-		}
-	}
 }
