@@ -64,15 +64,17 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, in []Operand, pos Chunk
 	if rb.buckets == nil {
 		rb.buckets = newBucketScratch(L)
 	}
-	lanes := len(sc.keep)
+	models := len(sc.keep)
 	if rb.lanes == nil {
 		rb.lanes = &dellaLaneScratch{zeros: make([]float32, L)}
-		for range lanes {
+		for range models {
 			rb.lanes.mags = append(rb.lanes.mags, make([]float32, L))
 		}
 	}
 	ls := rb.lanes
-	sums := make([]l1Lanes, lanes)
+	sums := make([]l1Lanes, models)
+	var xs [4][]byte
+	var keeps [4][]bool
 	off, end := pos.Offset, pos.Offset+int64(n)
 	data, from := s.rows.operands(in, pos)
 	for r := off / L; r*L < end; r++ {
@@ -80,14 +82,25 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, in []Operand, pos Chunk
 		lo, hi := max(start, off), min(start+L, end)
 		w0, w1 := 2*(start-from), 2*(start+L-from)
 		b := data[0].Data[w0:w1]
-		for i := range lanes {
+		for i := range models {
 			mags := float32Bits(ls.mags[i][:L])
 			top := rowMagnitudesBF16(mags, b, data[i+1].Data[w0:w1])
 			s.keepRowRanked(rb.buckets, mags, top, sc.keep[i], i, s.thr[i], s.bounds[i], start, lo, hi, off, rb.keys, rb.tmp)
 		}
 		j0, j1 := lo-start, hi-start
-		for i := range lanes {
-			sums[i].add(ls.zeros[j0:j1], ls.mags[i][j0:j1], sc.keep[i][lo-off:hi-off], int(lo-off))
+		// Two to four models' sums at once from their words with AVX-512 where the
+		// row's part starts a lane group (the same differences, so the same bits as
+		// from the magnitudes: dare's L1 pass tests the kernel against add), the
+		// rest from the magnitudes a model at a time.
+		var k int64
+		if (lo-off)%lanes == 0 && models <= len(xs) {
+			for i := range models {
+				xs[i], keeps[i] = data[i+1].Data[2*(lo-from):2*(hi-from)], sc.keep[i][lo-off:hi-off]
+			}
+			k = int64(l1LanesWordsAsm(sums, data[0].Data[2*(lo-from):2*(hi-from)], xs[:models], keeps[:models]))
+		}
+		for i := range models {
+			sums[i].add(ls.zeros[j0+k:j1], ls.mags[i][j0+k:j1], sc.keep[i][lo-off+k:hi-off], int(lo-off+k))
 		}
 	}
 	for i := range sums {
