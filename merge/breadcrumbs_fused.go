@@ -19,7 +19,8 @@ import (
 // With sign election (breadcrumbs --ties) the kernel is TIES' (tiesMergeBF16AVX512)
 // in its bands' form. DARE's merge runs the same way where its L1 pass kept the
 // chunk's masks (kc): each model's elements are those its mask keeps, not a band;
-// with sign election through TIES' kernel in its masks' form.
+// with sign election through TIES' kernel in its masks' form. della's merge is the
+// same with the masks its ranking pass kept (dellaKernel).
 type bandMerge struct {
 	m     *methodRun
 	cuts  [][]*cut   // per model, the rank selector's: the upper cut first (nil with kc)

@@ -56,13 +56,14 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 	// With AVX-512, the merge from words is DARE's with its kept masks (bandMerge:
 	// TIES' one-sweep kernel in its masks' form, or the bands' kernel without sign
 	// election): both are combineTaskVectors with packed masks and a factor per
-	// model, so the same bits. Elsewhere della's own blocks (dellaMergeFused).
+	// model, so the same bits. Elsewhere, and for a chunk bandMerge declines (words
+	// it cannot read in place), della's own blocks (dellaMergeFused).
 	bm := newBandMerge(m, nil, kc, scale, cpool)
 	blocks := dellaMergeFused(m, kc, scale, pool, cpool, m.shared(fmt.Sprintf("dellaMerge/%d", lanes), func() any { return newDellaMergePool(lanes) }).(*sync.Pool))
 	return Kernel{
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, acc []float64, pos Chunk) bool {
-			if haveTiesBF16AVX512 && outDT == dtype.BF16 && allBF16(in) && len(in[0].Data) == len(out) {
-				return bm.words(out, in, pos)
+			if haveTiesBF16AVX512 && outDT == dtype.BF16 && allBF16(in) && bm.words(out, in, pos) {
+				return true
 			}
 			return blocks(out, outDT, in, acc, pos)
 		},

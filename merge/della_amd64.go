@@ -88,8 +88,9 @@ func dellaDeltaBF16AVX2(sum, d *float32, x *byte, b *float32, bits *byte, scale,
 
 // dellaDeltaBF16Asm runs dellaDeltaBF16AVX2 on the first n elements (a multiple of
 // 8, at least 8): tvDeltaBitsAsm with no per-element factors and x BF16 words. It
-// has no sixteen-lane form: where the CPU has AVX-512, della's merge from words is
-// TIES' one-sweep kernel (dellaKernel), and this loop runs only on CPUs without it.
+// has no sixteen-lane form: where the CPU has AVX-512 (haveTiesBF16AVX512), della's
+// merge from words is bandMerge's (TIES' one-sweep kernel, or the bands' kernel for
+// della_linear; dellaKernel), and this loop runs only on CPUs without it.
 func dellaDeltaBF16Asm(sum, d []float32, x []byte, b []float32, bits []uint64, scale, w float32, n int) {
 	_, _, _, _ = sum[n-1], x[2*n-1], b[n-1], bits[(n-1)/64]
 	var dp *float32

@@ -149,16 +149,17 @@ func TestBucketRankAsmMatchesGo(t *testing.T) {
 }
 
 // TestDellaBF16AVX2: where the CPU has AVX-512, della's magnitudes from BF16 words
-// run sixteen lanes at a time (the AVX2 loop only on a multiple of 8 left over) and
-// its merge from words is TIES' one-sweep kernel; this runs their tests with the
-// AVX2 loops and della's own merge blocks throughout (and the rank kernels' Go
-// loops, which the same switch selects), the paths of a CPU without AVX-512.
+// run sixteen lanes at a time (the AVX2 loop only on a multiple of 8 left over), its
+// ranking pass adds the models' L1 sums together from their words, and its merge
+// from words is bandMerge's; this runs their tests with every AVX-512 switch off
+// (the rank kernels' too), the paths of a CPU without it: the AVX2 loops, the sums
+// a model at a time, della's own merge blocks.
 func TestDellaBF16AVX2(t *testing.T) {
-	if !haveDellaAVX512 || !haveTiesBF16AVX512 {
+	if !haveDellaAVX512 || !haveTiesBF16AVX512 || !haveAVX512BW {
 		t.Skip("no AVX-512 on this CPU: the AVX2 loops are the ones the other tests run")
 	}
-	haveDellaAVX512, haveTiesBF16AVX512 = false, false
-	defer func() { haveDellaAVX512, haveTiesBF16AVX512 = true, true }()
+	haveDellaAVX512, haveTiesBF16AVX512, haveAVX512BW = false, false, false
+	defer func() { haveDellaAVX512, haveTiesBF16AVX512, haveAVX512BW = true, true, true }()
 	t.Run("magnitudes", TestRowMagnitudesBF16)
 	t.Run("ranking pass", TestDellaFusedMatchesDecoded)
 	t.Run("merge", TestDellaKernelFusedMatchesDecoded)

@@ -15,11 +15,13 @@ import (
 // same order). No input is decoded; the masks and sums are keepChunkL1's, bit for
 // bit (TestDellaFusedMatchesDecoded).
 //
-// Its merge (Kernel.Fused) takes the masks the pass cached and goes a block at a
-// time: the base decoded (the finishing kernels read it), the models' words read
-// as they are by dellaDeltaBF16Asm, the sums encoded (TestDellaKernelFusedMatchesDecoded).
-// The saving is small: the engine's decoding, which the profiles charged 10 %, was
-// mostly the first touch of the mapped inputs, which the fused kernels now pay.
+// Its merge (Kernel.Fused) takes the masks the pass cached. With AVX-512 it is
+// DARE's merge with kept masks (bandMerge, dellaKernel). Without it, della's own
+// blocks: the base decoded (the finishing kernels read it), the models' words read
+// as they are by dellaDeltaBF16Asm, the sums encoded
+// (TestDellaKernelFusedMatchesDecoded, and TestDellaBF16AVX2 for the blocks). The
+// blocks' saving was small: the engine's decoding, which the profiles charged 10 %,
+// was mostly the first touch of the mapped inputs, which the fused kernels now pay.
 
 // dellaLaneScratch is the fused pass's per-row state: each ranked model's
 // magnitudes' bits, kept until the row's L1 sums are taken, and a row of zeros.
@@ -90,8 +92,8 @@ func (s *dellaSelector) keepChunkL1BF16(sc *maskScratch, in []Operand, pos Chunk
 		j0, j1 := lo-start, hi-start
 		// Two to four models' sums at once from their words with AVX-512 where the
 		// row's part starts a lane group (the same differences, so the same bits as
-		// from the magnitudes: dare's L1 pass tests the kernel against add), the
-		// rest from the magnitudes a model at a time.
+		// from the magnitudes: TestL1LanesWordsMatchAddBF16 tests the kernel against
+		// addBF16), the rest from the magnitudes a model at a time.
 		var k int64
 		if (lo-off)%lanes == 0 && models <= len(xs) {
 			for i := range models {

@@ -36,22 +36,33 @@ func TestRowMagnitudesBF16(t *testing.T) {
 // TestDellaFusedMatchesDecoded: the ranking pass from BF16 words (keepChunkL1BF16)
 // makes keepChunkL1's masks and adds its L1 sums, bit for bit, chunk by chunk, on rows
 // of one entry, of 7, rows that straddle chunk ends, rows longer than a chunk, rows
-// that divide a chunk (read from the chunk's own words, the others from the whole
-// tensor's); task
-// vectors of unrelated words (with specials) and of words a few units from the
-// base's (runs of equal magnitudes, zeros); 3 and 6 models (two groups of lanes).
+// of 1004 (every other row starts mid lane group, where the sums from words must
+// not start), rows that divide a chunk (read from the chunk's own words, the others
+// from the whole tensor's); task vectors of unrelated words (with specials), of
+// words a few units from the base's (runs of equal magnitudes, zeros), and of words
+// of every finite exponent (float64 sums of float32 magnitudes within a few octaves
+// are exact in any order; these are not, so the order of the additions shows); 3 and
+// 6 models (two groups of lanes).
 func TestDellaFusedMatchesDecoded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 9))
-	for _, shape := range [][]int64{{3 * ChunkElems / 2, 1}, {20000, 7}, {140, 1000}, {2, 70000}, {ChunkElems/2048 + 1, 2048}} {
+	for _, shape := range [][]int64{{3 * ChunkElems / 2, 1}, {20000, 7}, {140, 1000}, {70, 1004}, {2, 70000}, {ChunkElems/2048 + 1, 2048}} {
 		n := int(shape[0] * shape[1])
-		for _, near := range []bool{false, true} {
+		for _, kind := range []string{"unrelated", "near", "wide"} {
 			for _, lanes := range []int{3, 6} {
-				what := fmt.Sprintf("shape %v near %v lanes %d", shape, near, lanes)
+				what := fmt.Sprintf("shape %v %s lanes %d", shape, kind, lanes)
 				words := make([][]byte, lanes+1)
 				words[0], _ = bf16TestWords(rng, n, 0)
 				for k := 1; k <= lanes; k++ {
-					if !near {
+					switch kind {
+					case "unrelated":
 						words[k], _ = bf16TestWords(rng, n, 5000)
+						continue
+					case "wide":
+						words[k] = make([]byte, 2*n)
+						for j := range n {
+							h := uint16(rng.IntN(0x7f80)) | uint16(rng.IntN(2))<<15 // finite
+							words[k][2*j], words[k][2*j+1] = byte(h), byte(h>>8)
+						}
 						continue
 					}
 					words[k] = slices.Clone(words[0])

@@ -507,7 +507,7 @@ var lowBlocks = sync.Pool{New: func() any { b := make([]uint16, 0, ChunkElems+16
 // blocks of size elements lent by pool (*[]T each): they share a few reused blocks
 // instead of each being allocated, and zeroed in fresh pages, on its own. The
 // slices stay valid until release.
-type blockSlab[T any] struct {
+type blockSlab[T scratchWord] struct {
 	pool   *sync.Pool
 	size   int
 	cur    []T

@@ -433,8 +433,14 @@ func (kc *keepCache) take(index int64, rows [][]uint64) ([][]uint64, bool) {
 }
 
 // release frees the room of rows (from take) once used, and keeps their buffer
-// for store to reuse if it holds a whole chunk's masks.
+// for store to reuse if it holds a whole chunk's masks (poisoned first under the
+// gomerge_poison tag).
 func (kc *keepCache) release(rows [][]uint64) {
+	if poisonReleased {
+		for _, r := range rows {
+			poison(r)
+		}
+	}
 	words := len(rows[0])
 	kc.mu.Lock()
 	kc.used -= int64(8 * words * len(rows))

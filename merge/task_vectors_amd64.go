@@ -112,7 +112,8 @@ func bandMergeWordsAsm(dst, base []uint16, xs []*uint16, lanes []tiesLane, lambd
 func l1LanesBF16AVX512(ls *l1Lanes, base *byte, xs **byte, keeps **bool, nl, n int)
 
 // l1LanesWordsAsm adds the first whole lane groups of 2 to 4 models' BF16 words (a
-// chunk's, from its element 0) into their lanes ls[i] at once, as addBF16 does one
+// chunk's, from an element in lane 0: its element 0, or for della a row's first
+// element that starts a group) into their lanes ls[i] at once, as addBF16 does one
 // model at a time, and returns how many elements it took: 0 without AVX-512 BW or
 // for another number of models.
 func l1LanesWordsAsm(ls []l1Lanes, base []byte, xs [][]byte, keep [][]bool) int {
