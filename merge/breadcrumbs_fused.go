@@ -66,6 +66,13 @@ func newBandMerge(m *methodRun, cuts [][]*cut, kc *keepCache, scale []float32, c
 	return b
 }
 
+// fused is the merge's Kernel.Fused where the CPU has the AVX-512 kernels and the
+// inputs and the output are BF16 (words); false otherwise, for the caller's other
+// path.
+func (b *bandMerge) fused(out []byte, outDT dtype.DType, in []Operand, pos Chunk) bool {
+	return haveTiesBF16AVX512 && outDT == dtype.BF16 && allBF16(in) && b.words(out, in, pos)
+}
+
 // words merges chunk pos from the operands' BF16 words into out's; false, having
 // written nothing that counts, for operands that are not the chunk's words.
 func (b *bandMerge) words(out []byte, in []Operand, pos Chunk) bool {

@@ -62,10 +62,7 @@ func dellaKernel(m *methodRun, t *TensorPlan) Kernel {
 	blocks := dellaMergeFused(m, kc, scale, pool, cpool, m.shared(fmt.Sprintf("dellaMerge/%d", lanes), func() any { return newDellaMergePool(lanes) }).(*sync.Pool))
 	return Kernel{
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, acc []float64, pos Chunk) bool {
-			if haveTiesBF16AVX512 && outDT == dtype.BF16 && allBF16(in) && bm.words(out, in, pos) {
-				return true
-			}
-			return blocks(out, outDT, in, acc, pos)
+			return bm.fused(out, outDT, in, pos) || blocks(out, outDT, in, acc, pos)
 		},
 		Passes: []Pass{{
 			NumStats: 2 * lanes,

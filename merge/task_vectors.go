@@ -250,10 +250,7 @@ func sparseTaskVectorKernel(m *methodRun, t *TensorPlan) Kernel {
 		// output's (bandMerge), the same bits as Merge.
 		bm := newBandMerge(m, cuts, kc, scale, cpool)
 		k.Fused = func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-			if !haveTiesBF16AVX512 || outDT != dtype.BF16 || !allBF16(in) {
-				return false
-			}
-			return bm.words(out, in, pos)
+			return bm.fused(out, outDT, in, pos)
 		}
 	}
 	// The device's task-vector kernel has no per-element divisor: sign consensus
