@@ -57,7 +57,8 @@ func TestArceeKLScales8(t *testing.T) {
 
 // TestArceeKeysSelectAVX2: where the CPU has AVX-512, arceeKeys, arceeSelect and
 // arceeKeysInBins run arceeKeysAVX512, arceeSelectAVX512 and arceeKeysInBinsAVX512
-// first; this runs their checks on the AVX2 loops alone as well.
+// first; this runs their checks on the AVX2 loops alone as well, and
+// arceeKeysInBinsBF16's on its Go path alone.
 func TestArceeKeysSelectAVX2(t *testing.T) {
 	old := haveArceeKeys512
 	haveArceeKeys512 = false
@@ -65,4 +66,5 @@ func TestArceeKeysSelectAVX2(t *testing.T) {
 	TestArceeKeysMatchesGo(t)
 	TestArceeSelectMatchesGo(t)
 	TestArceeKeysInBinsMatchesGo(t)
+	TestArceeKeysInBinsBF16MatchesGo(t)
 }

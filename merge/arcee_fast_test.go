@@ -254,6 +254,51 @@ func TestArceeKeysInBinsMatchesGo(t *testing.T) {
 	}
 }
 
+// TestArceeKeysInBinsBF16MatchesGo: arceeKeysInBinsBF16 (pass 5 from BF16 words, in
+// AVX-512 where the CPU has it) finds the same keys, in the same order, as widening
+// the words and calling arceeKeys then the plain arceeInBinsGo, on lengths that
+// leave tails, words of every kind (NaNs quiet and signalling, infinities, zeros of
+// both signs, subnormals: the blocks with a NaN difference go to Go), bins that
+// coincide, bins no key has, and entries already in found.
+func TestArceeKeysInBinsBF16MatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 20))
+	special := []uint16{0x7FC0, 0x7F81, 0xFF81, 0xFFC1, 0x7F80, 0xFF80, 0, 0x8000, 0x0001, 0x8003}
+	word := func(every int) uint16 {
+		if every > 0 && rng.IntN(every) == 0 {
+			return special[rng.IntN(len(special))]
+		}
+		return dtype.Float32ToBF16(float32(rng.NormFloat64() * 0.02))
+	}
+	for _, every := range []int{0, 40, 3} {
+		for _, n := range []int{1, 8, 15, 16, 17, 40, 1001, 4096} {
+			for _, kl := range arceeTestKLs[:7] { // a NaN divergence: payloads are the compiler's
+				x, b := make([]uint16, n), make([]uint16, n)
+				fx, fb := make([]float32, n), make([]float32, n)
+				for j := range x {
+					x[j], b[j] = word(every), word(every)
+					fx[j], fb[j] = dtype.BF16ToFloat32(x[j]), dtype.BF16ToFloat32(b[j])
+				}
+				keys := make([]uint32, n)
+				arceeKeysGo(keys, fx, fb, kl)
+				common := keys[rng.IntN(n)] >> 16 // a bin some key has
+				for _, bins := range [][3]uint32{{common, keys[0] >> 16, keys[n-1] >> 16}, {common, common, common}, {1, 2, 3}} {
+					var got, want [3][]uint32
+					for q := range got {
+						got[q], want[q] = []uint32{7}, []uint32{7}
+					}
+					arceeKeysInBinsBF16(&got, x, b, kl, &bins)
+					arceeInBinsGo(&want, keys, &bins)
+					for q := range got {
+						if !slices.Equal(got[q], want[q]) {
+							t.Fatalf("specials 1 in %d, n %d kl %v bins %v: quantile %d: %v, want %v", every, n, kl, bins, q, got[q], want[q])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestArceeStatsRows: arceeStats.rows (a group of rows at once: exponentials in
 // AVX2 or AVX-512 where the CPU has them, the sums of up to eight rows interleaved,
 // the divergence's terms in place) gives each row's plain statement bit for bit

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"unsafe"
 
 	"github.com/gomerge/gomerge/formats/dtype"
 )
@@ -135,6 +134,25 @@ func arceeFusionKernel(m *methodRun, tp *TensorPlan) Kernel {
 			lo[q] = make([]uint64, 1<<16)
 		}
 		hist = nil
+	}
+	// getFound gives pass 5 a chunk's lists of the keys in the bins, emptied.
+	getFound := func() *[3][]uint32 {
+		found := foundPool.Get().(*[3][]uint32)
+		for q := range found {
+			found[q] = found[q][:0]
+		}
+		return found
+	}
+	// countLows adds the low 16 bits of a chunk's keys in each bin to lo, under the
+	// lock (whole numbers: any order).
+	countLows := func(found *[3][]uint32) {
+		mu.Lock()
+		defer mu.Unlock()
+		for q := range found {
+			for _, k := range found[q] {
+				lo[q][uint16(k)]++
+			}
+		}
 	}
 	return Kernel{
 		WholeInputs: rp != nil, // pass 1 decodes rows past its chunk
@@ -277,21 +295,33 @@ func arceeFusionKernel(m *methodRun, tp *TensorPlan) Kernel {
 					first := seg.first(pos)
 					keys := keyPool.Get().([]uint32)
 					defer keyPool.Put(keys)
-					found := foundPool.Get().(*[3][]uint32)
+					found := getFound()
 					defer foundPool.Put(found)
-					for q := range found {
-						found[q] = found[q][:0]
-					}
 					seg.runs(pos, len(x), func(l, h, slot int) {
 						arceeKeysInBins(found, keys[l:h], x[l:h], b[l:h], kl[first+int64(slot)], &bins)
 					})
-					mu.Lock()
-					for q := range found {
-						for _, k := range found[q] {
-							lo[q][uint16(k)]++
-						}
+					countLows(found)
+				},
+				// BF16 inputs with AVX-512: the keys from the words, not from a
+				// decoded copy of them (the same keys: widening is exact).
+				Fused: func(pos Chunk, in []Operand, _ []float64) bool {
+					if !haveArceeKeys512 {
+						return false
 					}
-					mu.Unlock()
+					var room [2][]uint16
+					w, ok := bf16Words(room[:0], in, len(in[0].Data)/2)
+					if !ok {
+						return false
+					}
+					b, x := w[0], w[1]
+					first := seg.first(pos)
+					found := getFound()
+					defer foundPool.Put(found)
+					seg.runs(pos, len(x), func(l, h, slot int) {
+						arceeKeysInBinsBF16(found, x[l:h], b[l:h], kl[first+int64(slot)], &bins)
+					})
+					countLows(found)
+					return true
 				},
 				Done: func([]float64) error {
 					var v [3]float64
@@ -320,11 +350,16 @@ func arceeFusionKernel(m *methodRun, tp *TensorPlan) Kernel {
 		// BF16 in and out with AVX-512: the merge from the inputs' words to the
 		// output's (arceeSelectBF16), the same bits as decoding, Merge and encoding.
 		Fused: func(out []byte, outDT dtype.DType, in []Operand, _ []float64, pos Chunk) bool {
-			if !haveArceeSelectBF16 || outDT != dtype.BF16 || !allBF16(in) || len(in[0].Data) != len(out) {
+			if !haveArceeSelectBF16 || outDT != dtype.BF16 {
+				return false
+			}
+			var room [3][]uint16
+			w, ok := bf16Words(room[:0], []Operand{{DType: dtype.BF16, Data: out}, in[0], in[1]}, len(out)/2)
+			if !ok || len(in[0].Data) != len(out) || len(in[1].Data) != len(out) {
 				return false
 			}
 			first := seg.first(pos)
-			dst, b, x := arceeWords(out), arceeWords(in[0].Data), arceeWords(in[1].Data)
+			dst, b, x := w[0], w[1], w[2]
 			seg.runs(pos, len(dst), func(lo, hi, slot int) {
 				arceeSelectBF16(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
 			})
@@ -378,6 +413,28 @@ func arceeKeysInBins(found *[3][]uint32, keys []uint32, x, b []float32, kl float
 		func(lo, hi int) {
 			arceeKeys(keys[lo:hi], x[lo:hi], b[lo:hi], kl)
 			arceeInBinsGo(found, keys[lo:hi], bins)
+		})
+}
+
+// arceeKeysInBinsBF16 is arceeKeysInBins on BF16 words, as widening them and
+// calling it gives it: with AVX-512 where the CPU has it, and the blocks that leaves
+// (a NaN difference), the tail and everything elsewhere widened eight at a time and
+// done by arceeKeysGo and arceeInBinsGo (the reference).
+func arceeKeysInBinsBF16(found *[3][]uint32, x, b []uint16, kl float64, bins *[3]uint32) {
+	b = b[:len(x)]
+	byBlocksOf8(len(x), haveArceeKeys512,
+		func(j int) int { return arceeKeysInBinsBF16Asm(found, x[j:], b[j:], kl, bins) },
+		func(lo, hi int) {
+			var fx, fb [8]float32
+			var keys [8]uint32
+			for ; lo < hi; lo += len(keys) {
+				m := min(len(keys), hi-lo)
+				for i := range m {
+					fx[i], fb[i] = dtype.BF16ToFloat32(x[lo+i]), dtype.BF16ToFloat32(b[lo+i])
+				}
+				arceeKeysGo(keys[:m], fx[:m], fb[:m], kl)
+				arceeInBinsGo(found, keys[:m], bins)
+			}
 		})
 }
 
@@ -458,15 +515,6 @@ func arceeSelectGo(dst, x, b []float32, kl, t float64) {
 			dst[j] = b[j]
 		}
 	}
-}
-
-// arceeWords views little-endian BF16 bytes as words (amd64, the only place the
-// fused path runs, is little-endian).
-func arceeWords(p []byte) []uint16 {
-	if len(p) < 2 {
-		return nil
-	}
-	return unsafe.Slice((*uint16)(unsafe.Pointer(&p[0])), len(p)/2)
 }
 
 // arceeSelectBF16 is arceeSelect on BF16 words, as decoding, arceeSelect and encoding

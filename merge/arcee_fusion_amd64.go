@@ -4,6 +4,7 @@ package merge
 
 import (
 	"slices"
+	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
@@ -141,13 +142,26 @@ func arceeRangeAsm(keys []uint32) (lo, hi uint32, n int) {
 }
 
 //go:noescape
-func arceeKeysInBinsAVX512(x, b *float32, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int) int
+func arceeKeysInBinsAVX512(x, b unsafe.Pointer, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int, words bool) int
 
 // arceeKeysInBinsAsm appends to found what arceeKeysInBins does for the elements it
 // can with AVX-512 (a multiple of 16, stopping before a block with a NaN difference)
 // and returns how many it did; the caller checks haveArceeKeys512.
 func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3]uint32) int {
-	n := len(x) &^ 15
+	return arceeInBinsAsm(found, len(x), unsafe.Pointer(unsafe.SliceData(x)), unsafe.Pointer(unsafe.SliceData(b)), kl, bins, false)
+}
+
+// arceeKeysInBinsBF16Asm is arceeKeysInBinsAsm on BF16 words; the caller checks
+// haveArceeKeys512.
+func arceeKeysInBinsBF16Asm(found *[3][]uint32, x, b []uint16, kl float64, bins *[3]uint32) int {
+	return arceeInBinsAsm(found, len(x), unsafe.Pointer(unsafe.SliceData(x)), unsafe.Pointer(unsafe.SliceData(b)), kl, bins, true)
+}
+
+// arceeInBinsAsm runs arceeKeysInBinsAVX512 over the first n&^15 elements of x and
+// b (none where that is 0; float32 words, or BF16 with words set): it makes room in
+// found for every key they could store and sets found's lengths to what it stored.
+func arceeInBinsAsm(found *[3][]uint32, n int, x, b unsafe.Pointer, kl float64, bins *[3]uint32, words bool) int {
+	n &^= 15
 	if n == 0 {
 		return 0
 	}
@@ -158,7 +172,7 @@ func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3
 		counts[q] = len(found[q])
 		out[q] = &found[q][:cap(found[q])][0]
 	}
-	j := arceeKeysInBinsAVX512(&x[0], &b[0], n, kl, bins, &out, &counts)
+	j := arceeKeysInBinsAVX512(x, b, n, kl, bins, &out, &counts, words)
 	for q := range found {
 		found[q] = found[q][:counts[q]]
 	}

@@ -376,19 +376,40 @@ kdone:
 	VZEROUPPER
 	RET
 
-// ARCEE_KEYS16 computes the order keys of 16 elements, AX on, into Z0: the
-// importances float32(|x − b|·kl), x and b the float32 words at SI and DX, kl in
-// Z15's float64 lanes, then bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31
-// otherwise (Z14: the float64 abs mask; Z13: 1<<31 in each dword). Where a
-// difference is NaN it jumps to nan, for the Go path. Z1-Z3, K1 and K2 are scratch.
-// arceeKeysAVX512 and arceeKeysInBinsAVX512 share it.
-#define ARCEE_KEYS16(nan) \
+// ARCEE_DIFFS16 sets Z0 and Z2 to the float64 differences x − b of 16 elements, AX
+// on (the first eight, then the next), x and b the float32 words at SI and DX.
+// Z1 and Z3 are scratch.
+#define ARCEE_DIFFS16 \
 	VCVTPS2PD    (SI)(AX*4), Z0 \
 	VCVTPS2PD    (DX)(AX*4), Z1 \
 	VSUBPD       Z1, Z0, Z0 \
 	VCVTPS2PD    32(SI)(AX*4), Z2 \
 	VCVTPS2PD    32(DX)(AX*4), Z3 \
-	VSUBPD       Z3, Z2, Z2 \
+	VSUBPD       Z3, Z2, Z2
+
+// ARCEE_DIFFS16_BF16 is ARCEE_DIFFS16 with x and b the BF16 words at SI and DX,
+// widened to float32 (exact: the words are the top halves) as decoding widens them,
+// so the same differences.
+#define ARCEE_DIFFS16_BF16 \
+	VPMOVZXWD     (SI)(AX*2), Z0 \
+	VPSLLD        $16, Z0, Z0 \
+	VPMOVZXWD     (DX)(AX*2), Z1 \
+	VPSLLD        $16, Z1, Z1 \
+	VEXTRACTF64X4 $1, Z0, Y2 \
+	VEXTRACTF64X4 $1, Z1, Y3 \
+	VCVTPS2PD     Y0, Z0 \
+	VCVTPS2PD     Y1, Z1 \
+	VSUBPD        Z1, Z0, Z0 \
+	VCVTPS2PD     Y2, Z2 \
+	VCVTPS2PD     Y3, Z3 \
+	VSUBPD        Z3, Z2, Z2
+
+// ARCEE_KEYS_OF_DIFFS computes the order keys of 16 elements into Z0 from their
+// differences in Z0 and Z2 (ARCEE_DIFFS16's): the importances float32(|x − b|·kl),
+// kl in Z15's float64 lanes, then bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31
+// otherwise (Z14: the float64 abs mask; Z13: 1<<31 in each dword). Where a
+// difference is NaN it jumps to nan, for the Go path. Z1, K1 and K2 are scratch.
+#define ARCEE_KEYS_OF_DIFFS(nan) \
 	VCMPPD       $3, Z0, Z0, K1 \
 	VCMPPD       $3, Z2, Z2, K2 \
 	KORTESTW     K1, K2 \
@@ -403,6 +424,13 @@ kdone:
 	VPSRAD       $31, Z0, Z1 \
 	VPORD        Z13, Z1, Z1 \
 	VPXORD       Z1, Z0, Z0
+
+// ARCEE_KEYS16 computes the order keys of 16 elements, AX on, into Z0, x and b the
+// float32 words at SI and DX (ARCEE_DIFFS16, ARCEE_KEYS_OF_DIFFS). Z1-Z3, K1 and K2
+// are scratch. For arceeKeysAVX512.
+#define ARCEE_KEYS16(nan) \
+	ARCEE_DIFFS16 \
+	ARCEE_KEYS_OF_DIFFS(nan)
 
 // func arceeKeysAVX512(keys *uint32, x, b *float32, n int, kl float64) int
 //
@@ -466,14 +494,44 @@ fmdone:
 	VZEROUPPER
 	RET
 
-// func arceeKeysInBinsAVX512(x, b *float32, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int) int
+// ARCEE_IN_BINS stores the keys in Z0 whose top 16 bits are a bin's (Z10-Z12) at
+// out[q][counts[q]:] (out[q] in R8-R10, counts[q] in R11-R13), advancing counts[q];
+// it jumps to none where no key is in a bin, the common case. Z1, Z4, K1-K4 and BX
+// are scratch.
+#define ARCEE_IN_BINS(none) \
+	VPSRLD       $16, Z0, Z1 \
+	VPCMPEQD     Z10, Z1, K1 \
+	VPCMPEQD     Z11, Z1, K2 \
+	VPCMPEQD     Z12, Z1, K3 \
+	KORW         K1, K2, K4 \
+	KORTESTW     K4, K3 \
+	JEQ          none \
+	VPCOMPRESSD  Z0, K1, Z4 \
+	VMOVDQU32    Z4, (R8)(R11*4) \
+	KMOVW        K1, BX \
+	POPCNTL      BX, BX \
+	ADDQ         BX, R11 \
+	VPCOMPRESSD  Z0, K2, Z4 \
+	VMOVDQU32    Z4, (R9)(R12*4) \
+	KMOVW        K2, BX \
+	POPCNTL      BX, BX \
+	ADDQ         BX, R12 \
+	VPCOMPRESSD  Z0, K3, Z4 \
+	VMOVDQU32    Z4, (R10)(R13*4) \
+	KMOVW        K3, BX \
+	POPCNTL      BX, BX \
+	ADDQ         BX, R13
+
+// func arceeKeysInBinsAVX512(x, b unsafe.Pointer, n int, kl float64, bins *[3]uint32, out *[3]*uint32, counts *[3]int, words bool) int
 //
 // arceeKeysAVX512's keys, sixteen at a time (n a multiple of 16), not stored: those
 // whose top 16 bits are bins[q] are written, in order, to out[q] from index
 // counts[q] on (which it advances; each out[q] has room for n + 16 more: a block's
-// keys are compressed into a register and stored whole). It stops before the first
-// block of sixteen with a NaN difference and returns the elements it did.
-TEXT ·arceeKeysInBinsAVX512(SB), NOSPLIT, $0-64
+// keys are compressed into a register and stored whole). x and b are float32 words,
+// or with words set BF16 words, widened as decoding widens them (exact), so the
+// same keys. It stops before the first block of sixteen with a NaN difference and
+// returns the elements it did.
+TEXT ·arceeKeysInBinsAVX512(SB), NOSPLIT, $0-72
 	MOVQ         x+0(FP), SI
 	MOVQ         b+8(FP), DX
 	MOVQ         n+16(FP), CX
@@ -497,29 +555,17 @@ TEXT ·arceeKeysInBinsAVX512(SB), NOSPLIT, $0-64
 kbloop:
 	CMPQ         AX, CX
 	JGE          kbdone
-	ARCEE_KEYS16(kbdone)                      // the keys
-	VPSRLD       $16, Z0, Z1
-	VPCMPEQD     Z10, Z1, K1
-	VPCMPEQD     Z11, Z1, K2
-	VPCMPEQD     Z12, Z1, K3
-	KORW         K1, K2, K4
-	KORTESTW     K4, K3
-	JEQ          kbnext                       // none in the bins: the common case
-	VPCOMPRESSD  Z0, K1, Z4
-	VMOVDQU32    Z4, (R8)(R11*4)
-	KMOVW        K1, BX
-	POPCNTL      BX, BX
-	ADDQ         BX, R11
-	VPCOMPRESSD  Z0, K2, Z4
-	VMOVDQU32    Z4, (R9)(R12*4)
-	KMOVW        K2, BX
-	POPCNTL      BX, BX
-	ADDQ         BX, R12
-	VPCOMPRESSD  Z0, K3, Z4
-	VMOVDQU32    Z4, (R10)(R13*4)
-	KMOVW        K3, BX
-	POPCNTL      BX, BX
-	ADDQ         BX, R13
+	CMPB         words+56(FP), $0
+	JNE          kbwords
+	ARCEE_DIFFS16
+	JMP          kbkeys
+
+kbwords:
+	ARCEE_DIFFS16_BF16
+
+kbkeys:
+	ARCEE_KEYS_OF_DIFFS(kbdone)               // the keys
+	ARCEE_IN_BINS(kbnext)
 
 kbnext:
 	ADDQ         $16, AX
@@ -529,7 +575,7 @@ kbdone:
 	MOVQ   R11, 0(DI)
 	MOVQ   R12, 8(DI)
 	MOVQ   R13, 16(DI)
-	MOVQ   AX, ret+56(FP)
+	MOVQ   AX, ret+64(FP)
 	VZEROUPPER
 	RET
 

@@ -32,6 +32,11 @@ func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3
 	panic("unreachable")
 }
 
+// arceeKeysInBinsBF16Asm is not called here (haveArceeKeys512 is false).
+func arceeKeysInBinsBF16Asm(found *[3][]uint32, x, b []uint16, kl float64, bins *[3]uint32) int {
+	panic("unreachable")
+}
+
 // haveArceeSelectBF16: no AVX-512 here.
 const haveArceeSelectBF16 = false
 
