@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"bytes"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -259,7 +260,10 @@ func TestArceeKeysInBinsMatchesGo(t *testing.T) {
 // the words and calling arceeKeys then the plain arceeInBinsGo, on lengths that
 // leave tails, words of every kind (NaNs quiet and signalling, infinities, zeros of
 // both signs, subnormals: the blocks with a NaN difference go to Go), bins that
-// coincide, bins no key has, and entries already in found.
+// coincide, bins no key has, and entries already in found. Where the CPU has
+// AVX-512, words without NaNs must all go through the assembly (else a kernel that
+// did nothing would pass, the Go path giving the same keys); elsewhere this checks
+// the Go path alone.
 func TestArceeKeysInBinsBF16MatchesGo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 20))
 	special := []uint16{0x7FC0, 0x7F81, 0xFF81, 0xFFC1, 0x7F80, 0xFF80, 0, 0x8000, 0x0001, 0x8003}
@@ -288,6 +292,12 @@ func TestArceeKeysInBinsBF16MatchesGo(t *testing.T) {
 					}
 					arceeKeysInBinsBF16(&got, x, b, kl, &bins)
 					arceeInBinsGo(&want, keys, &bins)
+					if haveArceeKeys512 && every == 0 { // no NaN difference: the assembly takes every whole block
+						var scratch [3][]uint32
+						if did := arceeKeysInBinsBF16Asm(&scratch, x, b, kl, &bins); did != n&^15 {
+							t.Fatalf("n %d kl %v: the assembly did %d elements, want %d", n, kl, did, n&^15)
+						}
+					}
 					for q := range got {
 						if !slices.Equal(got[q], want[q]) {
 							t.Fatalf("specials 1 in %d, n %d kl %v bins %v: quantile %d: %v, want %v", every, n, kl, bins, q, got[q], want[q])
@@ -494,6 +504,37 @@ func TestArceeHistCount(t *testing.T) {
 		}
 		if got != want || *h != (arceeHist{}) {
 			t.Errorf("n %d: counts %v, want %v (or not drained)", n, got[:4], want[:4])
+		}
+	}
+}
+
+// TestArceeFusionFusedMatchesDecoded: arcee_fusion with its fused paths (pass 5 and
+// the merge from BF16 words) gives the bytes of the decoding path, on tensors of
+// several chunks whose rows lie whole in chunks, straddle them, or are longer than a
+// chunk (passes 2 to 4), with ordinary words and with NaNs among them; and where the
+// CPU has the assembly, no chunk is declined.
+func TestArceeFusionFusedMatchesDecoded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 46))
+	for _, shape := range [][]int64{{64, 4096}, {40, 4099}, {3, ChunkElems + 1000}} {
+		m := int(shape[0] * shape[1])
+		for _, every := range []int{0, 20000} {
+			base, basef := bf16TestWords(rng, m, every)
+			d, _ := bf16TestWords(rng, m, 0)
+			x := make([]byte, len(d))
+			for j := range m { // the base plus a task vector of a few sizes
+				v := basef[j] + 0.05*dtype.BF16ToFloat32(uint16(d[2*j])|uint16(d[2*j+1])<<8)
+				h := dtype.Float32ToBF16(v)
+				x[2*j], x[2*j+1] = byte(h), byte(h>>8)
+			}
+			r := &methodRun{models: make([]Model, 1), weights: make([]float32, 1), base: true}
+			fused, decoded := executeFusedAndDecoded(t, [][]byte{base, x}, shape, haveArceeSelectBF16, haveArceeKeys512,
+				func(tp *TensorPlan) Kernel { return arceeFusionKernel(r, tp) })
+			if !sameBF16Words(fused, decoded) {
+				t.Errorf("shape %v, specials 1 in %d: the fused output differs from the decoded one", shape, every)
+			}
+			if bytes.Equal(fused, base) || bytes.Equal(fused, x) {
+				t.Errorf("shape %v, specials 1 in %d: the output is one input whole: the case tells nothing", shape, every)
+			}
 		}
 	}
 }

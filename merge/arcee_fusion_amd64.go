@@ -148,19 +148,20 @@ func arceeKeysInBinsAVX512(x, b unsafe.Pointer, n int, kl float64, bins *[3]uint
 // can with AVX-512 (a multiple of 16, stopping before a block with a NaN difference)
 // and returns how many it did; the caller checks haveArceeKeys512.
 func arceeKeysInBinsAsm(found *[3][]uint32, x, b []float32, kl float64, bins *[3]uint32) int {
-	return arceeInBinsAsm(found, len(x), unsafe.Pointer(unsafe.SliceData(x)), unsafe.Pointer(unsafe.SliceData(b)), kl, bins, false)
+	return arceeKeysInBins512(found, len(x), unsafe.Pointer(unsafe.SliceData(x)), unsafe.Pointer(unsafe.SliceData(b)), kl, bins, false)
 }
 
 // arceeKeysInBinsBF16Asm is arceeKeysInBinsAsm on BF16 words; the caller checks
 // haveArceeKeys512.
 func arceeKeysInBinsBF16Asm(found *[3][]uint32, x, b []uint16, kl float64, bins *[3]uint32) int {
-	return arceeInBinsAsm(found, len(x), unsafe.Pointer(unsafe.SliceData(x)), unsafe.Pointer(unsafe.SliceData(b)), kl, bins, true)
+	return arceeKeysInBins512(found, len(x), unsafe.Pointer(unsafe.SliceData(x)), unsafe.Pointer(unsafe.SliceData(b)), kl, bins, true)
 }
 
-// arceeInBinsAsm runs arceeKeysInBinsAVX512 over the first n&^15 elements of x and
-// b (none where that is 0; float32 words, or BF16 with words set): it makes room in
-// found for every key they could store and sets found's lengths to what it stored.
-func arceeInBinsAsm(found *[3][]uint32, n int, x, b unsafe.Pointer, kl float64, bins *[3]uint32, words bool) int {
+// arceeKeysInBins512 runs arceeKeysInBinsAVX512 over the first n&^15 elements of x
+// and b (none where that is 0; float32 words, or BF16 with words set): it makes room
+// in found for every key they could store and sets found's lengths to what it
+// stored.
+func arceeKeysInBins512(found *[3][]uint32, n int, x, b unsafe.Pointer, kl float64, bins *[3]uint32, words bool) int {
 	n &^= 15
 	if n == 0 {
 		return 0

@@ -408,7 +408,8 @@ kdone:
 // differences in Z0 and Z2 (ARCEE_DIFFS16's): the importances float32(|x − b|·kl),
 // kl in Z15's float64 lanes, then bits ^ 0xFFFFFFFF for a set sign bit, bits | 1<<31
 // otherwise (Z14: the float64 abs mask; Z13: 1<<31 in each dword). Where a
-// difference is NaN it jumps to nan, for the Go path. Z1, K1 and K2 are scratch.
+// difference is NaN it jumps to nan, for the Go path. Z2 is consumed; Z1, K1 and
+// K2 are scratch.
 #define ARCEE_KEYS_OF_DIFFS(nan) \
 	VCMPPD       $3, Z0, Z0, K1 \
 	VCMPPD       $3, Z2, Z2, K2 \
