@@ -2,6 +2,7 @@ package merge
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -237,19 +238,31 @@ func TestArceeKeysInBinsMatchesGo(t *testing.T) {
 			x, b := fastTestValues(rng, n), fastTestValues(rng, n)
 			keys := make([]uint32, n)
 			arceeKeys(keys, x, b, kl)
-			common := keys[rng.IntN(n)] >> 16 // a bin some key has
-			for _, bins := range [][3]uint32{{common, keys[0] >> 16, keys[n-1] >> 16}, {common, common, common}, {1, 2, 3}} {
-				var got, want [3][]uint32
-				for q := range got {
-					got[q], want[q] = []uint32{7}, []uint32{7}
-				}
-				arceeKeysInBins(&got, make([]uint32, n), x, b, kl, &bins)
-				arceeInBinsGo(&want, keys, &bins)
-				for q := range got {
-					if !slices.Equal(got[q], want[q]) {
-						t.Fatalf("n %d kl %v bins %v: quantile %d: %v, want %v", n, kl, bins, q, got[q], want[q])
-					}
-				}
+			checkKeysInBins(t, fmt.Sprintf("n %d kl %v", n, kl), rng, keys, func(found *[3][]uint32, bins *[3]uint32) {
+				arceeKeysInBins(found, make([]uint32, n), x, b, kl, bins)
+			})
+		}
+	}
+}
+
+// checkKeysInBins runs inBins, which appends to found the keys of keys whose top 16
+// bits are a bin's, with bins some key has, bins that coincide and bins no key has,
+// each with an entry already in found, and fails the test where it finds other keys
+// than arceeInBinsGo, or in another order.
+func checkKeysInBins(t *testing.T, name string, rng *rand.Rand, keys []uint32, inBins func(found *[3][]uint32, bins *[3]uint32)) {
+	t.Helper()
+	n := len(keys)
+	common := keys[rng.IntN(n)] >> 16 // a bin some key has
+	for _, bins := range [][3]uint32{{common, keys[0] >> 16, keys[n-1] >> 16}, {common, common, common}, {1, 2, 3}} {
+		var got, want [3][]uint32
+		for q := range got {
+			got[q], want[q] = []uint32{7}, []uint32{7}
+		}
+		inBins(&got, &bins)
+		arceeInBinsGo(&want, keys, &bins)
+		for q := range got {
+			if !slices.Equal(got[q], want[q]) {
+				t.Fatalf("%s bins %v: quantile %d: %v, want %v", name, bins, q, got[q], want[q])
 			}
 		}
 	}
@@ -284,24 +297,14 @@ func TestArceeKeysInBinsBF16MatchesGo(t *testing.T) {
 				}
 				keys := make([]uint32, n)
 				arceeKeysGo(keys, fx, fb, kl)
-				common := keys[rng.IntN(n)] >> 16 // a bin some key has
-				for _, bins := range [][3]uint32{{common, keys[0] >> 16, keys[n-1] >> 16}, {common, common, common}, {1, 2, 3}} {
-					var got, want [3][]uint32
-					for q := range got {
-						got[q], want[q] = []uint32{7}, []uint32{7}
-					}
-					arceeKeysInBinsBF16(&got, x, b, kl, &bins)
-					arceeInBinsGo(&want, keys, &bins)
-					if haveArceeKeys512 && every == 0 { // no NaN difference: the assembly takes every whole block
-						var scratch [3][]uint32
-						if did := arceeKeysInBinsBF16Asm(&scratch, x, b, kl, &bins); did != n&^15 {
-							t.Fatalf("n %d kl %v: the assembly did %d elements, want %d", n, kl, did, n&^15)
-						}
-					}
-					for q := range got {
-						if !slices.Equal(got[q], want[q]) {
-							t.Fatalf("specials 1 in %d, n %d kl %v bins %v: quantile %d: %v, want %v", every, n, kl, bins, q, got[q], want[q])
-						}
+				checkKeysInBins(t, fmt.Sprintf("specials 1 in %d, n %d kl %v", every, n, kl), rng, keys, func(found *[3][]uint32, bins *[3]uint32) {
+					arceeKeysInBinsBF16(found, x, b, kl, bins)
+				})
+				if haveArceeKeys512 && every == 0 { // no NaN difference: the assembly takes every whole block
+					var found [3][]uint32
+					bins := [3]uint32{keys[0] >> 16, keys[0] >> 16, keys[0] >> 16}
+					if did := arceeKeysInBinsBF16Asm(&found, x, b, kl, &bins); did != n&^15 {
+						t.Fatalf("n %d kl %v: the assembly did %d elements, want %d", n, kl, did, n&^15)
 					}
 				}
 			}
