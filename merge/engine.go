@@ -64,9 +64,12 @@ type Kernel struct {
 	// TIES's sign), so that --device auto calibrates each variant for itself.
 	GPUClass string
 	// WholeInputs marks a kernel that reads its operands' Data beyond the chunk it is
-	// given (rows that straddle chunks): an input that decodes (a compressed
-	// checkpoint) is then decoded whole when the tensor starts, instead of a span of
-	// frames at a time (see runStreamed).
+	// given (rows that straddle chunks): an input that is copied or decodes (a
+	// compressed checkpoint) is then read into the arena a span at a time before the
+	// tensor's passes where it fits (merge/hold.go); where it does not, a copied
+	// input is read from its mapping and one that decodes is decoded whole
+	// (materialize), instead of a span at a time for each unit of work (see
+	// runStreamed).
 	WholeInputs bool
 	// Err, if set, says the kernel could not be made for this tensor (a parameter a
 	// recipe gives it is out of range): Execute stops with it before any work,

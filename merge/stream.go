@@ -3,6 +3,8 @@ package merge
 import (
 	"fmt"
 	"sync"
+
+	"github.com/gomerge/gomerge/formats/dtype"
 )
 
 // Tensors whose inputs decode (compressed checkpoints, checkpoint.RangeDecoder) run
@@ -61,9 +63,8 @@ func (t *TensorPlan) usedOperands(f func(op *Operand)) {
 // chunks cost more system time again (2026-12-05, bench/README.md).
 const copySpanElems = 4 * ChunkElems
 
-// spanElems is t's span: a whole number of chunks that covers whole frames of each
-// operand that decodes, so that no frame is decoded twice in a pass, and
-// copySpanElems at least where an operand is copied.
+// spanElems is t's span: a whole number of chunks, frameSpan's for each operand that
+// decodes in frames, and copySpanElems at least where an operand is copied.
 func spanElems(t *TensorPlan) int64 {
 	span := int64(ChunkElems)
 	t.usedOperands(func(op *Operand) {
@@ -74,12 +75,40 @@ func spanElems(t *TensorPlan) int64 {
 			span = max(span, copySpanElems)
 			return
 		}
-		size := max(int64(op.DType.Size()), 1)
-		e := (op.unit + size - 1) / size
-		e = (e + ChunkElems - 1) / ChunkElems * ChunkElems
-		span = max(span, min(e, maxSpanElems))
+		span = max(span, frameSpan(op.DType, op.unit))
 	})
 	return span
+}
+
+// frameSpan is the span for an operand of type dt decoded in frames of unit bytes
+// (a tensor's frames start at its first byte; a range that cuts a frame decodes it
+// whole): the fewest whole chunks that are a whole number of frames, where that is
+// within maxSpanElems, so that no frame is decoded twice in a pass. Elsewhere (frames
+// larger than the cap, or whose bytes line up with the chunks' only past it: a
+// K-quant's 1 MiB frames end inside its blocks) at least four frames' worth, within
+// the cap, so that the frames two spans share, each decoded twice, are a quarter of
+// them at most. In bytes, since a block type's elements take a fraction of a byte
+// each (before, its frame's bytes were taken for elements, and each frame was
+// decoded by two or three spans).
+func frameSpan(dt dtype.DType, unit int64) int64 {
+	chunk := dt.Bytes(ChunkElems) // ChunkElems is a whole number of any type's blocks
+	if chunk <= 0 {
+		return ChunkElems
+	}
+	// The least common multiple of a chunk's bytes and a frame's, in chunks.
+	if chunks := unit / gcd(chunk, unit); chunks <= maxSpanElems/ChunkElems {
+		return chunks * ChunkElems
+	}
+	chunks := (4*unit + chunk - 1) / chunk
+	return min(chunks*ChunkElems, maxSpanElems)
+}
+
+// gcd is the greatest common divisor of a and b, both positive.
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // spanBytes is what one worker's span buffers hold at most, over the plan's tensors
