@@ -259,8 +259,13 @@ type execution struct {
 
 func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
 	nIn, nAux := len(plan.Inputs), len(plan.Aux)
+	x := &execution{plan: plan, sink: sink, kernels: kernels, opts: opts,
+		nIn: nIn, nAux: nAux, partials: make([][]float64, len(plan.Tensors))}
+	// The arena's size first: which tensors it holds decides which need span
+	// buffers.
+	x.arenaSize = x.chooseArenaSize()
 	// A scratch also holds a span of each operand that decodes (runStreamed).
-	scratchBytes := int64(ChunkElems)*int64(4*(nIn+nAux+1)+8) + spanBytes(plan)
+	scratchBytes := int64(ChunkElems)*int64(4*(nIn+nAux+1)+8) + x.spanBytes()
 	budget := opts.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
@@ -268,11 +273,8 @@ func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, 
 	limit := min(int64(opts.threads()), max(1, budget/scratchBytes))
 	// The CPU workers hold a slot of sem each (errgroup's SetLimit would count the
 	// GPU goroutine too).
-	g, gctx := errgroup.WithContext(ctx)
-	x := &execution{plan: plan, sink: sink, kernels: kernels, opts: opts,
-		free: make(chan *scratch, limit), nIn: nIn, nAux: nAux, g: g, gctx: gctx,
-		sem: make(chan struct{}, limit), partials: make([][]float64, len(plan.Tensors))}
-	x.arenaSize = x.chooseArenaSize()
+	x.g, x.gctx = errgroup.WithContext(ctx)
+	x.free, x.sem = make(chan *scratch, limit), make(chan struct{}, limit)
 	return x
 }
 

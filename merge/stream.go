@@ -111,16 +111,20 @@ func gcd(a, b int64) int64 {
 	return a
 }
 
-// spanBytes is what one worker's span buffers hold at most, over the plan's tensors
-// that decode.
-func spanBytes(plan *Plan) int64 {
+// spanBytes is what one worker's span buffers hold at most: over the tensors that
+// decode a span at a time into them (not those read into the arena, whose spans go
+// there, nor those loaded whole), a span of each operand that decodes, no longer
+// than the tensor. The run's scratch budget bounds the workers by it (newExecution),
+// so a tensor that never uses the buffers must not count: with frames of 64 MiB a
+// held tensor would otherwise hold the whole run to one or two workers.
+func (x *execution) spanBytes() int64 {
 	var most int64
-	for ti := range plan.Tensors {
-		t := &plan.Tensors[ti]
-		if !t.deferred() {
+	for ti := range x.plan.Tensors {
+		t := &x.plan.Tensors[ti]
+		if !x.streams(ti) || t.Merge && x.holds(ti) {
 			continue
 		}
-		span, n := spanElems(t), int64(0)
+		span, n := spanBuffer(t), int64(0)
 		t.usedOperands(func(op *Operand) {
 			if op.read != nil {
 				n += op.DType.Bytes(span)
@@ -129,6 +133,12 @@ func spanBytes(plan *Plan) int64 {
 		most = max(most, n)
 	}
 	return most
+}
+
+// spanBuffer is the elements a span buffer of t holds: its span, or the whole
+// tensor where that is shorter.
+func spanBuffer(t *TensorPlan) int64 {
+	return min(spanElems(t), t.NumElements())
 }
 
 // spanView makes s's view of t for elements [lo, hi): the operands that decode are
@@ -164,7 +174,7 @@ func spanView(t *TensorPlan, s *scratch, lo, hi int64, held [][]byte) (*TensorPl
 				b = held[j][op.DType.Bytes(lo):op.DType.Bytes(hi)]
 			} else {
 				if int64(cap(s.spans[j])) < n {
-					s.spans[j] = make([]byte, op.DType.Bytes(spanElems(t)))
+					s.spans[j] = make([]byte, op.DType.Bytes(spanBuffer(t)))
 				}
 				b = s.spans[j][:n]
 			}

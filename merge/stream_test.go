@@ -361,3 +361,45 @@ func TestFrameSpan(t *testing.T) {
 		}
 	}
 }
+
+// TestSpanBuffersBoundWorkers: only tensors that decode a span at a time into a
+// worker's buffers count against the scratch budget. The same plan of compressed
+// inputs, every tensor with a pass: with no arena its tensors stream through span
+// buffers and a budget of four workers' chunk scratch runs fewer than four; held in
+// the arena, they need none and it runs four (before, held tensors counted too, and
+// large frames held a whole run to one or two workers).
+func TestSpanBuffersBoundWorkers(t *testing.T) {
+	dir := t.TempDir()
+	_, gz := writeCompressedInputs(t, dir, 1<<20)
+	var inputs []Source
+	for _, n := range []string{"base", "m0", "m1"} {
+		s, err := checkpoint.Open(gz(n))
+		must(t, err)
+		defer s.Close()
+		inputs = append(inputs, s)
+	}
+	plan, err := BuildPlan(inputs, nil, PlanOptions{FloatOnly: true})
+	must(t, err)
+	kernels := make([]Kernel, len(plan.Tensors))
+	for i := range kernels {
+		kernels[i] = Kernel{Passes: []Pass{{NumStats: 1, Chunk: func(_ Chunk, in, _ [][]float32, acc []float64) { acc[0]++ }}},
+			Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[0]) }}
+	}
+	chunkScratch := int64(ChunkElems) * int64(4*(len(plan.Inputs)+1)+8)
+	budget := 4*chunkScratch + 1
+	ctx := context.Background()
+	streamed := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: -1})
+	if streamed.spanBytes() == 0 {
+		t.Fatal("no tensor streams through span buffers: the case tells nothing")
+	}
+	if got := cap(streamed.sem); got >= 4 {
+		t.Errorf("streamed: %d workers, want fewer than 4 (span buffers of %d bytes)", got, streamed.spanBytes())
+	}
+	held := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
+	if got := cap(held.sem); got != 4 || held.spanBytes() != 0 {
+		t.Errorf("held: %d workers, span buffers of %d bytes; want 4 and none", got, held.spanBytes())
+	}
+	if _, err := Execute(ctx, plan, discardSink{}, func(tp *TensorPlan) Kernel { return kernels[0] }, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30}); err != nil {
+		t.Fatalf("the held run: %v", err)
+	}
+}
