@@ -85,9 +85,10 @@ func spanElems(t *TensorPlan) int64 {
 // whole): the fewest whole chunks that are a whole number of frames, where those are
 // at most four frames (no frame decoded twice in a pass); elsewhere at least four
 // frames' worth, so that the frames two spans share, each decoded twice, are a
-// quarter of them at most (a K-quant's or Q8_0's 1 MiB frames line up with its chunks
-// only every 9 to 2,048 frames, and a worker holds a span of every operand: the run's
-// scratch budget bounds its workers by that). Both within maxSpanElems. In bytes,
+// quarter of them at most for frames of up to a quarter of the cap (a K-quant's or
+// Q8_0's 1 MiB frames line up with its chunks only every 9 to 105 frames, 256 to
+// 2,048 chunks, and a worker holds a span of every operand: the run's scratch budget
+// bounds its workers by that). Both within maxSpanElems. In bytes,
 // since a block type's elements take a fraction of a byte each (before, its frame's
 // bytes were taken for elements, and each frame was decoded by two or three spans).
 func frameSpan(dt dtype.DType, unit int64) int64 {
@@ -121,7 +122,7 @@ func (x *execution) spanBytes() int64 {
 	var most int64
 	for ti := range x.plan.Tensors {
 		t := &x.plan.Tensors[ti]
-		if !x.streams(ti) || t.Merge && x.holds(ti) {
+		if !x.streams(ti) || t.Merge && x.holds(ti) && !mayMergeSpans(&x.kernels[ti]) {
 			continue
 		}
 		span, n := spanBuffer(t), int64(0)
@@ -133,6 +134,22 @@ func (x *execution) spanBytes() int64 {
 		most = max(most, n)
 	}
 	return most
+}
+
+// mayMergeSpans reports whether a held tensor with kernel k may still be merged
+// through span buffers: where every one of its passes may skip itself, nothing is
+// read into the arena and the merge streams (runHeld), unless the kernel reads
+// beyond its chunks (WholeInputs: read into the arena first).
+func mayMergeSpans(k *Kernel) bool {
+	if k.WholeInputs {
+		return false
+	}
+	for _, p := range k.Passes {
+		if p.Skip == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // spanBuffer is the elements a span buffer of t holds: its span, or the whole

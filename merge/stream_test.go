@@ -367,7 +367,8 @@ func TestFrameSpan(t *testing.T) {
 // inputs, every tensor with a pass: with no arena its tensors stream through span
 // buffers and a budget of four workers' chunk scratch runs fewer than four; held in
 // the arena, they need none and it runs four (before, held tensors counted too, and
-// large frames held a whole run to one or two workers).
+// large frames held a whole run to one or two workers), unless every pass may skip
+// itself, when the merge reads through span buffers.
 func TestSpanBuffersBoundWorkers(t *testing.T) {
 	dir := t.TempDir()
 	_, gz := writeCompressedInputs(t, dir, 1<<20)
@@ -389,8 +390,10 @@ func TestSpanBuffersBoundWorkers(t *testing.T) {
 	budget := 4*chunkScratch + 1
 	ctx := context.Background()
 	streamed := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: -1})
-	if streamed.spanBytes() == 0 {
-		t.Fatal("no tensor streams through span buffers: the case tells nothing")
+	// The largest tensor, the 3001×96 embeddings, is shorter than its span (8 chunks
+	// of BF16 in 1 MiB frames): three operands' buffers of 288,096 elements.
+	if got, want := streamed.spanBytes(), int64(3*288096*2); got != want {
+		t.Errorf("streamed: span buffers of %d bytes, want %d", got, want)
 	}
 	if got := cap(streamed.sem); got >= 4 {
 		t.Errorf("streamed: %d workers, want fewer than 4 (span buffers of %d bytes)", got, streamed.spanBytes())
@@ -401,5 +404,14 @@ func TestSpanBuffersBoundWorkers(t *testing.T) {
 	}
 	if _, err := Execute(ctx, plan, discardSink{}, func(tp *TensorPlan) Kernel { return kernels[0] }, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30}); err != nil {
 		t.Fatalf("the held run: %v", err)
+	}
+	// A held tensor whose passes may all skip themselves may merge through span
+	// buffers after all (runHeld): it counts.
+	for i := range kernels {
+		kernels[i].Passes[0].Skip = func() bool { return true }
+	}
+	skipping := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
+	if got, want := skipping.spanBytes(), streamed.spanBytes(); got != want {
+		t.Errorf("held, every pass may skip: span buffers of %d bytes, want %d", got, want)
 	}
 }
