@@ -353,13 +353,14 @@ func arceeFusionKernel(m *methodRun, tp *TensorPlan) Kernel {
 			if !haveArceeSelectBF16 || outDT != dtype.BF16 {
 				return false
 			}
-			var room [3][]uint16
-			w, ok := bf16Words(room[:0], []Operand{{DType: dtype.BF16, Data: out}, in[0], in[1]}, len(out)/2)
-			if !ok || len(in[0].Data) != len(out) || len(in[1].Data) != len(out) {
+			var room [2][]uint16
+			w, ok := bf16Words(room[:0], in, len(out)/2)
+			dst, okOut := dtype.Uint16s(out)
+			if !ok || !okOut || len(in[0].Data) != len(out) || len(in[1].Data) != len(out) {
 				return false
 			}
 			first := seg.first(pos)
-			dst, b, x := w[0], w[1], w[2]
+			b, x := w[0], w[1]
 			seg.runs(pos, len(dst), func(lo, hi, slot int) {
 				arceeSelectBF16(dst[lo:hi], x[lo:hi], b[lo:hi], kl[first+int64(slot)], threshold)
 			})

@@ -82,15 +82,18 @@ func spanElems(t *TensorPlan) int64 {
 
 // frameSpan is the span for an operand of type dt decoded in frames of unit bytes
 // (a tensor's frames start at its first byte; a range that cuts a frame decodes it
-// whole): the fewest whole chunks that are a whole number of frames, where those are
-// at most four frames (no frame decoded twice in a pass); elsewhere at least four
-// frames' worth, so that the frames two spans share, each decoded twice, are a
-// quarter of them at most for frames of up to a quarter of the cap (a K-quant's or
-// Q8_0's 1 MiB frames line up with its chunks only every 9 to 105 frames, 256 to
-// 2,048 chunks, and a worker holds a span of every operand: the run's scratch budget
-// bounds its workers by that). Both within maxSpanElems. In bytes,
-// since a block type's elements take a fraction of a byte each (before, its frame's
-// bytes were taken for elements, and each frame was decoded by two or three spans).
+// whole), within maxSpanElems:
+//   - the fewest whole chunks that are a whole number of frames, where those are at
+//     most four frames: no frame is decoded twice in a pass;
+//   - elsewhere four frames' worth or more, so that the frames two spans share (each
+//     decoded twice) are a quarter of them at most, for frames up to a quarter of
+//     the cap. A K-quant's or Q8_0's 1 MiB frames line up with its chunks only every
+//     9 to 105 frames (256 to 2,048 chunks), and a worker holds a span of every
+//     operand, which the run's scratch budget bounds its workers by.
+//
+// It counts bytes, since a block type's elements take a fraction of a byte each
+// (before, its frame's bytes were taken for elements, and each frame was decoded by
+// two or three spans).
 func frameSpan(dt dtype.DType, unit int64) int64 {
 	chunk := dt.Bytes(ChunkElems) // ChunkElems is a whole number of any type's blocks
 	if chunk <= 0 {
