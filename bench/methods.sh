@@ -161,6 +161,7 @@ load1=$(cut -d' ' -f1-3 /proc/loadavg)
 # kernel's share of the work (the copies, the writeback) runs on any of them.
 cores=$(nproc)
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+least() { sort -g | head -1; }
 echo "$SIZE BF16 fixtures, $REPS interleaved rounds, warm cache; load average $load0 before, $load1 after; gomerge $rev"
 echo
 echo "| method | inputs | input GB | floor s | gomerge s | ×floor (median of rounds) | floor s, least | gomerge s, least | ×floor, least | target | met (least) | floor s, least of every row with these input sizes | ×that | CPU s floor / gomerge | ×floor CPU | ×floor, least, at best on $cores CPUs | gomerge input GB/s | max RSS MB |"
@@ -171,15 +172,15 @@ for r in "${ROWS[@]}"; do
 	f=$(cut -f5 <<<"$rows" | median)
 	g=$(cut -f6 <<<"$rows" | median)
 	ratio=$(awk -F'\t' '{print $6 / $5}' <<<"$rows" | median)
-	fl=$(cut -f5 <<<"$rows" | sort -g | head -1)
-	gl=$(cut -f6 <<<"$rows" | sort -g | head -1)
+	fl=$(cut -f5 <<<"$rows" | least)
+	gl=$(cut -f6 <<<"$rows" | least)
 	# The floor's least over every row whose inputs have these sizes (its work
 	# depends on nothing else): the check until 2026-12-05, printed for comparison.
-	fpool=$(awk -F'\t' -v k="$(head -1 <<<"$rows" | cut -f3,4)" '$3 "\t" $4 == k' "$RES" | cut -f5 | sort -g | head -1)
+	fpool=$(awk -F'\t' -v k="$(head -1 <<<"$rows" | cut -f3,4)" '$3 "\t" $4 == k' "$RES" | cut -f5 | least)
 	rss=$(cut -f7 <<<"$rows" | median)
 	fc=$(cut -f9 <<<"$rows" | median)
 	gc=$(cut -f10 <<<"$rows" | median)
-	gcl=$(cut -f10 <<<"$rows" | sort -g | head -1)
+	gcl=$(cut -f10 <<<"$rows" | least)
 	awk -F'\t' -v f="$f" -v g="$g" -v q="$ratio" -v fl="$fl" -v gl="$gl" -v fp="$fpool" -v rss="$rss" -v fc="$fc" -v gc="$gc" -v gcl="$gcl" -v cores="$cores" 'NR == 1 {
 		ql = gl / fl
 		printf "| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | ≤%s | %s | %.2f | %.2f | %.1f / %.1f | %.2f | %.2f | %.2f | %d |\n",
