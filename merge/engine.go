@@ -182,11 +182,11 @@ func Execute(ctx context.Context, plan *Plan, sink Sink, kernelFor func(*TensorP
 	if opened {
 		gpuBefore = opts.Device.GPU.Stats()
 	}
-	x := newExecution(ctx, plan, sink, kernels, opts)
+	x := newExecution(ctx, plan, sink, kernels, onGPU, opts)
 	if opened {
-		x.startGPU(onGPU)
+		x.startGPU()
 	}
-	x.runCPU(onGPU)
+	x.runCPU()
 	err = x.g.Wait()
 	if ferr := x.freeArena(); err == nil {
 		err = ferr
@@ -234,6 +234,7 @@ type execution struct {
 	plan    *Plan
 	sink    Sink
 	kernels []Kernel
+	onGPU   []bool // placeOnGPU's: the tensors the device runs (nil: none)
 	opts    ExecOptions
 
 	free         chan *scratch // at most limit scratch buffers exist
@@ -257,9 +258,9 @@ type execution struct {
 	heldWork  *sync.WaitGroup
 }
 
-func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, opts ExecOptions) *execution {
+func newExecution(ctx context.Context, plan *Plan, sink Sink, kernels []Kernel, onGPU []bool, opts ExecOptions) *execution {
 	nIn, nAux := len(plan.Inputs), len(plan.Aux)
-	x := &execution{plan: plan, sink: sink, kernels: kernels, opts: opts,
+	x := &execution{plan: plan, sink: sink, kernels: kernels, onGPU: onGPU, opts: opts,
 		nIn: nIn, nAux: nAux, partials: make([][]float64, len(plan.Tensors))}
 	// The arena's size first: which tensors it holds decides which need span
 	// buffers.
@@ -327,15 +328,15 @@ func (x *execution) launch(f func() error) bool {
 // startGPU starts one goroutine that feeds the device, tensor after tensor: its
 // operations hold the device's staging buffers, so they cannot overlap anyway.
 // guarded, as the device's methods read the mapped inputs on this goroutine.
-func (x *execution) startGPU(onGPU []bool) {
+func (x *execution) startGPU() {
 	for ti, t := range x.plan.Tensors {
-		if k := &x.kernels[ti]; onGPU[ti] && k.Observe != nil && k.NumStats > 0 {
+		if k := &x.kernels[ti]; x.gpuRuns(ti) && k.Observe != nil && k.NumStats > 0 {
 			x.partials[ti] = make([]float64, (t.NumElements()+ChunkElems-1)/ChunkElems*int64(k.NumStats))
 		}
 	}
 	x.g.Go(func() error {
 		for ti := range x.plan.Tensors {
-			if !onGPU[ti] {
+			if !x.gpuRuns(ti) {
 				continue
 			}
 			if x.gctx.Err() != nil {
@@ -357,13 +358,19 @@ func (x *execution) startGPU(onGPU []bool) {
 	})
 }
 
+// gpuRuns reports whether the device runs tensor ti: it loads the tensor whole, so
+// neither the arena nor span buffers serve it.
+func (x *execution) gpuRuns(ti int) bool {
+	return x.onGPU != nil && x.onGPU[ti]
+}
+
 // runCPU launches every tensor the device does not run: copies, then for merged
 // tensors their passes and their chunks. It returns when all are launched or the run
 // is stopping.
-func (x *execution) runCPU(onGPU []bool) {
+func (x *execution) runCPU() {
 	for ti := range x.plan.Tensors {
 		t := &x.plan.Tensors[ti]
-		if onGPU[ti] || !t.Merge && x.sink == nil {
+		if x.gpuRuns(ti) || !t.Merge && x.sink == nil {
 			continue
 		}
 		if !x.runTensor(ti) {

@@ -49,12 +49,13 @@ func heldBytes(t *TensorPlan) int64 {
 }
 
 // holdable reports whether tensor ti would be read once into the arena were the
-// arena large enough: it is merged, its kernel has passes or reads beyond its
+// arena large enough: the CPU runs it (the device loads its tensors whole), it is
+// merged, its kernel has passes or reads beyond its
 // chunks (WholeInputs), and some of its operands are copied or decoded, all of them
 // in ranges.
 func (x *execution) holdable(ti int) bool {
 	t, k := &x.plan.Tensors[ti], &x.kernels[ti]
-	return t.Merge && (len(k.Passes) > 0 || k.WholeInputs) && t.NumElements() > 0 && heldBytes(t) > 0 && t.readsInRanges()
+	return !x.gpuRuns(ti) && t.Merge && (len(k.Passes) > 0 || k.WholeInputs) && t.NumElements() > 0 && heldBytes(t) > 0 && t.readsInRanges()
 }
 
 // holds reports whether tensor ti is read once into the arena: it is holdable and

@@ -154,7 +154,7 @@ func TestHeldTensorsReadOnce(t *testing.T) {
 		reads(fmt.Sprintf("skip %v, nothing held", skip), never, passes+1)
 		kernels, err := buildKernels(plan, kernel(skip, sumsByTensor{}, new(sync.Mutex)))
 		must(t, err)
-		chosen := newExecution(ctx, plan, nil, kernels, ExecOptions{Threads: 2}).arenaSize
+		chosen := newExecution(ctx, plan, nil, kernels, nil, ExecOptions{Threads: 2}).arenaSize
 		for _, c := range []struct {
 			name  string
 			limit int64

@@ -117,26 +117,40 @@ func gcd(a, b int64) int64 {
 
 // spanBytes is what one worker's span buffers hold at most: over the tensors that
 // decode a span at a time into them (not those read into the arena, whose spans go
-// there, nor those loaded whole), a span of each operand that decodes, no longer
-// than the tensor. The run's scratch budget bounds the workers by it (newExecution),
-// so a tensor that never uses the buffers must not count: with frames of 64 MiB a
-// held tensor would otherwise hold the whole run to one or two workers.
+// there, nor those loaded whole: the device's, and WholeInputs ones not held), a
+// span of each operand that decodes, no longer than the tensor. The run's scratch
+// budget bounds the workers by it (newExecution), so a tensor that never uses the
+// buffers must not count: with frames of 64 MiB a held tensor would otherwise hold
+// the whole run to one or two workers.
+//
+// A scratch keeps each operand slot's buffer across tensors and grows it to the
+// largest that slot has needed (spanView), so the sum is over slots of each slot's
+// largest buffer: more than any one tensor needs where operands' types or spans
+// differ by slot between tensors (a copied tensor's in slot 0, an input's F32
+// tensor beside another's BF16 one).
 func (x *execution) spanBytes() int64 {
-	var most int64
+	var slots []int64 // per operand slot (usedOperands' order), its largest buffer
 	for ti := range x.plan.Tensors {
 		t := &x.plan.Tensors[ti]
-		if !x.streams(ti) || t.Merge && x.holds(ti) && !mayMergeSpans(&x.kernels[ti]) {
+		if !x.streams(ti) || x.gpuRuns(ti) || t.Merge && x.holds(ti) && !mayMergeSpans(&x.kernels[ti]) {
 			continue
 		}
-		span, n := spanBuffer(t), int64(0)
+		span, j := spanBuffer(t), 0
 		t.usedOperands(func(op *Operand) {
 			if op.read != nil {
-				n += op.DType.Bytes(span)
+				if j >= len(slots) {
+					slots = append(slots, make([]int64, j+1-len(slots))...)
+				}
+				slots[j] = max(slots[j], op.DType.Bytes(span))
 			}
+			j++
 		})
-		most = max(most, n)
 	}
-	return most
+	var sum int64
+	for _, n := range slots {
+		sum += n
+	}
+	return sum
 }
 
 // mayMergeSpans reports whether a held tensor with kernel k may still be merged

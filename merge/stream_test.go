@@ -203,7 +203,7 @@ func TestCompressedInputsStream(t *testing.T) {
 			t.Errorf("a WholeInputs kernel, held: input %d: decoded ranges of up to %d bytes, want one span (%d)", i, got, ChunkElems*2)
 		}
 	}
-	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2, HoldBytes: -1})
+	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 1, HoldBytes: -1}) // one scratch runs both
 	if err == nil || !strings.Contains(err.Error(), "read whole") {
 		t.Errorf("a WholeInputs kernel with no arena: %v, want the whole tensor read", err)
 	}
@@ -389,7 +389,7 @@ func TestSpanBuffersBoundWorkers(t *testing.T) {
 	chunkScratch := int64(ChunkElems) * int64(4*(len(plan.Inputs)+1)+8)
 	budget := 4*chunkScratch + 1
 	ctx := context.Background()
-	streamed := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: -1})
+	streamed := newExecution(ctx, plan, discardSink{}, kernels, nil, ExecOptions{Threads: 4, Budget: budget, HoldBytes: -1})
 	// The largest tensor, the 3001×96 embeddings, is shorter than its span (8 chunks
 	// of BF16 in 1 MiB frames): three operands' buffers of 288,096 elements.
 	if got, want := streamed.spanBytes(), int64(3*288096*2); got != want {
@@ -398,9 +398,18 @@ func TestSpanBuffersBoundWorkers(t *testing.T) {
 	if got := cap(streamed.sem); got >= 4 {
 		t.Errorf("streamed: %d workers, want fewer than 4 (span buffers of %d bytes)", got, streamed.spanBytes())
 	}
-	held := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
+	held := newExecution(ctx, plan, discardSink{}, kernels, nil, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
 	if got := cap(held.sem); got != 4 || held.spanBytes() != 0 {
 		t.Errorf("held: %d workers, span buffers of %d bytes; want 4 and none", got, held.spanBytes())
+	}
+	// Tensors the device runs are loaded whole: neither the arena nor span buffers.
+	onGPU := make([]bool, len(plan.Tensors))
+	for i := range onGPU {
+		onGPU[i] = true
+	}
+	device := newExecution(ctx, plan, discardSink{}, kernels, onGPU, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
+	if got := cap(device.sem); got != 4 || device.spanBytes() != 0 || device.arenaSize != 0 {
+		t.Errorf("on the device: %d workers, span buffers of %d bytes, an arena of %d; want 4 and none", got, device.spanBytes(), device.arenaSize)
 	}
 	if _, err := Execute(ctx, plan, discardSink{}, func(tp *TensorPlan) Kernel { return kernels[0] }, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30}); err != nil {
 		t.Fatalf("the held run: %v", err)
@@ -410,8 +419,66 @@ func TestSpanBuffersBoundWorkers(t *testing.T) {
 	for i := range kernels {
 		kernels[i].Passes[0].Skip = func() bool { return true }
 	}
-	skipping := newExecution(ctx, plan, discardSink{}, kernels, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
+	skipping := newExecution(ctx, plan, discardSink{}, kernels, nil, ExecOptions{Threads: 4, Budget: budget, HoldBytes: 1 << 30})
 	if got, want := skipping.spanBytes(), streamed.spanBytes(); got != want {
 		t.Errorf("held, every pass may skip: span buffers of %d bytes, want %d", got, want)
+	}
+}
+
+// A scratch keeps each operand slot's largest span buffer across tensors, so where
+// slots' types differ between tensors the budget counts each slot's largest: here
+// w0 is F32 in the base and BF16 in m0, and w1 the other way round, so one tensor
+// needs 1.5 MiB of span buffers and a scratch that ran both holds 2 MiB.
+func TestSpanBytesPerSlot(t *testing.T) {
+	dir := t.TempDir()
+	const n = 4 * ChunkElems // one span of F32 and of BF16 in 1 MiB frames
+	tensor := func(name string, dt dtype.DType, seed byte) stt.Tensor {
+		data := make([]byte, dt.Bytes(n))
+		for i := range data {
+			data[i] = byte(i*7) ^ seed
+		}
+		if dt == dtype.BF16 {
+			for i := 1; i < len(data); i += 2 {
+				data[i] &= 0x3f // finite, small
+			}
+		} else {
+			for i := 3; i < len(data); i += 4 {
+				data[i] &= 0x3f
+			}
+		}
+		return stt.Tensor{Name: name, DType: dt, Shape: []int64{4, n / 4}, Data: data}
+	}
+	ctx := context.Background()
+	var inputs []Source
+	for i, dts := range [][2]dtype.DType{{dtype.F32, dtype.BF16}, {dtype.BF16, dtype.F32}} {
+		plain, gz := filepath.Join(dir, fmt.Sprint(i, ".safetensors")), filepath.Join(dir, fmt.Sprint(i, ".gmz"))
+		must(t, stt.WriteFile(plain, []stt.Tensor{tensor("w0", dts[0], byte(i)), tensor("w1", dts[1], byte(i+2))}, nil))
+		if _, err := checkpoint.Compress(ctx, plain, gz, checkpoint.CompressOptions{FrameSize: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := checkpoint.Open(gz)
+		must(t, err)
+		defer s.Close()
+		inputs = append(inputs, s)
+	}
+	plan, err := BuildPlan(inputs, nil, PlanOptions{FloatOnly: true})
+	must(t, err)
+	kernel := Kernel{Merge: func(dst []float32, in, _ [][]float32, _ Chunk) { copy(dst, in[0]) }}
+	kernels := []Kernel{kernel, kernel}
+	x := newExecution(ctx, plan, discardSink{}, kernels, nil, ExecOptions{Threads: 1, HoldBytes: -1}) // one scratch runs both
+	if got, want := x.spanBytes(), int64(2*4*n); got != want {
+		t.Errorf("span buffers of %d bytes, want %d (each slot's largest)", got, want)
+	}
+	x.runCPU()
+	must(t, x.g.Wait())
+	for len(x.free) > 0 {
+		s := <-x.free
+		var held int64
+		for _, b := range s.spans {
+			held += int64(cap(b))
+		}
+		if held > x.spanBytes() {
+			t.Errorf("a scratch holds %d bytes of span buffers, over the %d budgeted", held, x.spanBytes())
+		}
 	}
 }
