@@ -129,7 +129,7 @@ func gcd(a, b int64) int64 {
 // differ by slot between tensors (a copied tensor's in slot 0, an input's F32
 // tensor beside another's BF16 one).
 func (x *execution) spanBytes() int64 {
-	var slots []int64 // per operand slot (usedOperands' order), its largest buffer
+	slots := make([]int64, x.nIn+x.nAux+1) // per operand slot (usedOperands' order, as spanView's), its largest buffer
 	for ti := range x.plan.Tensors {
 		t := &x.plan.Tensors[ti]
 		if !x.streams(ti) || x.gpuRuns(ti) || t.Merge && x.holds(ti) && !mayMergeSpans(&x.kernels[ti]) {
@@ -138,9 +138,6 @@ func (x *execution) spanBytes() int64 {
 		span, j := spanBuffer(t), 0
 		t.usedOperands(func(op *Operand) {
 			if op.read != nil {
-				if j >= len(slots) {
-					slots = append(slots, make([]int64, j+1-len(slots))...)
-				}
 				slots[j] = max(slots[j], op.DType.Bytes(span))
 			}
 			j++

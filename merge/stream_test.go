@@ -203,7 +203,7 @@ func TestCompressedInputsStream(t *testing.T) {
 			t.Errorf("a WholeInputs kernel, held: input %d: decoded ranges of up to %d bytes, want one span (%d)", i, got, ChunkElems*2)
 		}
 	}
-	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 1, HoldBytes: -1}) // one scratch runs both
+	_, err = Execute(ctx, plan, sink, func(*TensorPlan) Kernel { return whole }, ExecOptions{Threads: 2, HoldBytes: -1})
 	if err == nil || !strings.Contains(err.Error(), "read whole") {
 		t.Errorf("a WholeInputs kernel with no arena: %v, want the whole tensor read", err)
 	}
