@@ -161,8 +161,9 @@ load1=$(cut -d' ' -f1-3 /proc/loadavg)
 # kernel's share of the work (the copies, the writeback) runs on any of them. Turned
 # around, the same bound gives the fewest CPUs on which the target could be met with
 # this CPU work: gomerge's least CPU time over the target times the floor's least
-# wall time (more CPUs leave the floor's time as it is: it waits on the copies and
-# the disk, and 2 threads against 1 took it from 1.7 to 1.3 s on this VM).
+# wall time. That takes the floor's time as it is on more CPUs; it waits on the
+# copies and the disk, and a second thread cut it less than a CPU-bound row's (on
+# this VM, 1.7 to 1.3 s for four inputs, della's 5.3 to 3.1 s).
 cores=$(nproc)
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 least() { sort -g | head -1; }
