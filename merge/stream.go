@@ -22,10 +22,11 @@ import (
 // maxSpanElems caps a span: a frame of up to 64 MiB is decoded once per span.
 const maxSpanElems = 16 << 20
 
-// streams reports whether tensor ti runs a span at a time.
+// streams reports whether tensor ti runs a span at a time: not where the device runs
+// it (it loads its tensors whole).
 func (x *execution) streams(ti int) bool {
 	t := &x.plan.Tensors[ti]
-	if !t.deferred() || t.NumElements() == 0 || t.Merge && x.kernels[ti].WholeInputs && !x.holds(ti) {
+	if x.gpuRuns(ti) || !t.deferred() || t.NumElements() == 0 || t.Merge && x.kernels[ti].WholeInputs && !x.holds(ti) {
 		return false
 	}
 	return t.readsInRanges()
@@ -132,7 +133,7 @@ func (x *execution) spanBytes() int64 {
 	slots := make([]int64, x.nIn+x.nAux+1) // per operand slot (usedOperands' order, as spanView's), its largest buffer
 	for ti := range x.plan.Tensors {
 		t := &x.plan.Tensors[ti]
-		if !x.streams(ti) || x.gpuRuns(ti) || t.Merge && x.holds(ti) && !mayMergeSpans(&x.kernels[ti]) {
+		if !x.streams(ti) || t.Merge && x.holds(ti) && !mayMergeSpans(&x.kernels[ti]) {
 			continue
 		}
 		span, j := spanBuffer(t), 0
